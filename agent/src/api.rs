@@ -1,0 +1,221 @@
+//! The local node API (`shoal.node.v1.Node`) served on a root-only Unix socket.
+
+use std::{
+    os::unix::fs::PermissionsExt,
+    path::{Path, PathBuf},
+    sync::Arc,
+    time::Instant,
+};
+
+use shoal_api::node::v1::{
+    InfoReply, InfoRequest, ProtoCounter, ReasonCounter, StatsReply, StatsRequest,
+    node_server::{Node, NodeServer},
+};
+use tokio::net::{UnixListener, UnixStream};
+use tokio_stream::wrappers::UnixListenerStream;
+use tonic::{Request, Response, Status};
+
+use crate::datapath::{DatapathError, StatsSource};
+
+#[derive(Debug, thiserror::Error)]
+pub enum ApiError {
+    #[error("another shoald is already listening on {path}; stop it or pass a different --socket")]
+    InUse { path: PathBuf },
+    #[error("cannot prepare socket {path}")]
+    Socket {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("the API server failed")]
+    Serve(#[source] tonic::transport::Error),
+}
+
+impl From<DatapathError> for Status {
+    fn from(e: DatapathError) -> Self {
+        // The chain says which map or program; the CLI prints it verbatim.
+        let mut msg = e.to_string();
+        let mut src = std::error::Error::source(&e);
+        while let Some(s) = src {
+            msg.push_str(": ");
+            msg.push_str(&s.to_string());
+            src = s.source();
+        }
+        Status::internal(msg)
+    }
+}
+
+/// What `Info` reports; fixed once the datapath is attached.
+#[derive(Clone, Debug)]
+pub struct NodeInfo {
+    pub hostname: String,
+    pub data_interface: String,
+    pub data_ifindex: u32,
+    pub attach_mode: &'static str,
+    pub programs: Vec<String>,
+    pub state_dir: PathBuf,
+}
+
+pub struct NodeApi<S> {
+    info: NodeInfo,
+    started: Instant,
+    stats: Arc<S>,
+}
+
+impl<S: StatsSource> NodeApi<S> {
+    pub fn new(info: NodeInfo, stats: Arc<S>) -> Self {
+        Self {
+            info,
+            started: Instant::now(),
+            stats,
+        }
+    }
+}
+
+#[tonic::async_trait]
+impl<S: StatsSource> Node for NodeApi<S> {
+    async fn info(&self, _: Request<InfoRequest>) -> Result<Response<InfoReply>, Status> {
+        let i = &self.info;
+        Ok(Response::new(InfoReply {
+            hostname: i.hostname.clone(),
+            version: env!("CARGO_PKG_VERSION").into(),
+            data_interface: i.data_interface.clone(),
+            data_ifindex: i.data_ifindex,
+            attach_mode: i.attach_mode.into(),
+            programs: i.programs.clone(),
+            uptime_seconds: self.started.elapsed().as_secs(),
+            state_dir: i.state_dir.display().to_string(),
+        }))
+    }
+
+    async fn stats(&self, _: Request<StatsRequest>) -> Result<Response<StatsReply>, Status> {
+        let s = self.stats.stats()?;
+        Ok(Response::new(StatsReply {
+            hostname: self.info.hostname.clone(),
+            data_interface: self.info.data_interface.clone(),
+            counters: s
+                .counters
+                .iter()
+                .map(|(dir, proto, c)| ProtoCounter {
+                    direction: dir.name().into(),
+                    protocol: proto.name().into(),
+                    packets: c.packets,
+                    bytes: c.bytes,
+                })
+                .collect(),
+            reasons: s
+                .reasons
+                .iter()
+                .map(|(r, n)| ReasonCounter {
+                    reason: r.name().into(),
+                    count: *n,
+                })
+                .collect(),
+        }))
+    }
+}
+
+/// Binds `path` (mode 0600: the API is root's, as dockerd's socket is), replacing
+/// a stale socket file but refusing to steal one a live daemon still serves.
+pub async fn bind(path: &Path) -> Result<UnixListener, ApiError> {
+    let io = |source| ApiError::Socket {
+        path: path.to_owned(),
+        source,
+    };
+    if path.exists() {
+        if UnixStream::connect(path).await.is_ok() {
+            return Err(ApiError::InUse {
+                path: path.to_owned(),
+            });
+        }
+        std::fs::remove_file(path).map_err(io)?;
+    }
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir).map_err(io)?;
+    }
+    let listener = UnixListener::bind(path).map_err(io)?;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600)).map_err(io)?;
+    Ok(listener)
+}
+
+pub async fn serve<S: StatsSource>(
+    listener: UnixListener,
+    api: NodeApi<S>,
+    shutdown: impl std::future::Future<Output = ()>,
+) -> Result<(), ApiError> {
+    tonic::transport::Server::builder()
+        .add_service(NodeServer::new(api))
+        .serve_with_incoming_shutdown(UnixListenerStream::new(listener), shutdown)
+        .await
+        .map_err(ApiError::Serve)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::datapath::Stats;
+    use shoal_common::stats::{Counter, Direction, Proto, Reason};
+
+    struct Fake;
+    impl StatsSource for Fake {
+        fn stats(&self) -> Result<Stats, DatapathError> {
+            Ok(Stats {
+                counters: vec![(
+                    Direction::Egress,
+                    Proto::Udp,
+                    Counter {
+                        packets: 3,
+                        bytes: 300,
+                    },
+                )],
+                reasons: vec![(Reason::TruncatedIpv4, 2)],
+            })
+        }
+    }
+
+    fn api() -> NodeApi<Fake> {
+        NodeApi::new(
+            NodeInfo {
+                hostname: "n1".into(),
+                data_interface: "eth0".into(),
+                data_ifindex: 2,
+                attach_mode: "tcx",
+                programs: vec!["p".into()],
+                state_dir: "/tmp/x".into(),
+            },
+            Arc::new(Fake),
+        )
+    }
+
+    #[tokio::test]
+    async fn stats_maps_names_from_the_contract() -> Result<(), Status> {
+        let r = api()
+            .stats(Request::new(StatsRequest {}))
+            .await?
+            .into_inner();
+        assert_eq!(r.counters.len(), 1);
+        assert_eq!(r.counters[0].direction, "egress");
+        assert_eq!(r.counters[0].protocol, "udp");
+        assert_eq!((r.counters[0].packets, r.counters[0].bytes), (3, 300));
+        assert_eq!(r.reasons[0].reason, "truncated-ipv4");
+        assert_eq!(r.reasons[0].count, 2);
+        Ok(())
+    }
+
+    #[tokio::test]
+    async fn bind_refuses_a_live_socket_and_replaces_a_stale_one() -> anyhow::Result<()> {
+        let dir = std::env::temp_dir().join(format!("shoald-api-test-{}", std::process::id()));
+        let path = dir.join("s.sock");
+        let live = bind(&path).await?;
+        assert!(matches!(bind(&path).await, Err(ApiError::InUse { .. })));
+        drop(live);
+        // The file is still there but nobody listens: a crashed daemon's leftover.
+        assert!(path.exists());
+        let again = bind(&path).await?;
+        let mode = std::fs::metadata(&path)?.permissions().mode() & 0o777;
+        assert_eq!(mode, 0o600);
+        drop(again);
+        std::fs::remove_dir_all(&dir)?;
+        Ok(())
+    }
+}

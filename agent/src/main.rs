@@ -1,0 +1,131 @@
+//! `shoald`: the Shoal node daemon. For now it attaches the packet-counting
+//! TC programs to the node's data interface and serves the local node API.
+
+mod api;
+mod datapath;
+
+use std::{
+    path::PathBuf,
+    sync::{Arc, Mutex},
+};
+
+use anyhow::{Context, bail};
+use clap::Parser;
+use tracing::info;
+
+use crate::{
+    api::{NodeApi, NodeInfo},
+    datapath::Datapath,
+};
+
+#[derive(Parser, Debug)]
+#[command(name = "shoald", version, about = "Shoal node daemon")]
+struct Args {
+    /// Name the cluster shows for this node [default: the system hostname].
+    #[arg(long, env = "SHOAL_HOSTNAME")]
+    hostname: Option<String>,
+    /// Where this node keeps its state.
+    #[arg(long, default_value = "/var/lib/shoal")]
+    state_dir: PathBuf,
+    /// Unix socket of the local API (root only), used by `shoal`.
+    #[arg(long, default_value = shoal_api::DEFAULT_SOCKET)]
+    socket: PathBuf,
+    /// Interface carrying overlay and published-port traffic [default: the
+    /// only non-loopback interface that is up].
+    #[arg(long)]
+    data_interface: Option<String>,
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .init();
+    let args = Args::parse();
+
+    let hostname = match args.hostname {
+        Some(h) => h,
+        None => nix::unistd::gethostname()
+            .context("reading the hostname; pass --hostname")?
+            .to_string_lossy()
+            .into_owned(),
+    };
+    let iface = match args.data_interface {
+        Some(i) => i,
+        None => pick_data_interface()?,
+    };
+    let ifindex = nix::net::if_::if_nametoindex(iface.as_str()).with_context(|| {
+        format!("data interface {iface:?} does not exist; pass --data-interface NAME")
+    })?;
+    std::fs::create_dir_all(&args.state_dir)
+        .with_context(|| format!("creating --state-dir {}", args.state_dir.display()))?;
+
+    let mut dp = Datapath::load().context("loading the eBPF programs")?;
+    let mode = dp
+        .attach(&iface)
+        .with_context(|| format!("attaching the TC programs to {iface}"))?;
+    info!(%iface, mode = mode.name(), "TC programs attached");
+    let node_info = NodeInfo {
+        hostname: hostname.clone(),
+        data_interface: iface,
+        data_ifindex: ifindex,
+        attach_mode: mode.name(),
+        programs: Datapath::programs().iter().map(|p| p.to_string()).collect(),
+        state_dir: args.state_dir.clone(),
+    };
+
+    let listener = api::bind(&args.socket).await?;
+    info!(socket = %args.socket.display(), %hostname, "serving the node API");
+    let api = NodeApi::new(node_info, Arc::new(Mutex::new(dp)));
+    api::serve(listener, api, shutdown_signal()).await?;
+    // Best effort: a leftover socket file is replaced by the next start anyway.
+    if let Err(e) = std::fs::remove_file(&args.socket) {
+        tracing::warn!(error = %e, "could not remove the API socket");
+    }
+    info!("stopped");
+    Ok(())
+}
+
+async fn shutdown_signal() {
+    use tokio::signal::unix::{SignalKind, signal};
+    let (Ok(mut term), Ok(mut int)) = (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+    ) else {
+        tracing::error!("cannot install signal handlers; stop shoald with SIGKILL");
+        return std::future::pending().await;
+    };
+    tokio::select! {
+        _ = term.recv() => info!("SIGTERM"),
+        _ = int.recv() => info!("SIGINT"),
+    }
+}
+
+/// The one non-loopback interface that is up, as a lab node or a single-NIC
+/// VM has; anything else needs the operator to choose.
+fn pick_data_interface() -> anyhow::Result<String> {
+    use nix::net::if_::InterfaceFlags;
+    let mut names: Vec<String> = nix::ifaddrs::getifaddrs()
+        .context("listing interfaces")?
+        .filter(|a| {
+            a.flags.contains(InterfaceFlags::IFF_UP)
+                && !a.flags.contains(InterfaceFlags::IFF_LOOPBACK)
+        })
+        .map(|a| a.interface_name)
+        .collect();
+    names.sort();
+    names.dedup();
+    match names.as_slice() {
+        [one] => Ok(one.clone()),
+        [] => bail!("no interface is up besides loopback; pass --data-interface NAME"),
+        many => bail!(
+            "several interfaces are up ({}); choose one with --data-interface NAME",
+            many.join(", ")
+        ),
+    }
+}

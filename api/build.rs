@@ -1,0 +1,10 @@
+#[allow(unsafe_code)] // set_var: the build script is single-threaded here.
+fn main() -> Result<(), Box<dyn std::error::Error>> {
+    // A vendored protoc, so no system protobuf-compiler is needed.
+    let protoc = protoc_bin_vendored::protoc_bin_path()?;
+    // SAFETY: no other thread exists yet to read the environment.
+    unsafe { std::env::set_var("PROTOC", protoc) };
+    println!("cargo:rerun-if-changed=proto");
+    tonic_prost_build::configure().compile_protos(&["proto/node.proto"], &["proto"])?;
+    Ok(())
+}

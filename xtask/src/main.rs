@@ -1,0 +1,32 @@
+//! Developer tasks: `cargo xtask setup | test | lab …`.
+
+mod lab;
+mod setup;
+
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(name = "cargo xtask", about = "Shoal developer tasks")]
+struct Cli {
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Install what a fresh machine needs (apt packages, bpf-linker); idempotent.
+    Setup(setup::SetupArgs),
+    /// Build every binary, then run the whole test suite.
+    Test(setup::TestArgs),
+    /// The network-namespace lab: nodes on an underlay bridge, each running shoald.
+    #[command(subcommand)]
+    Lab(lab::LabCmd),
+}
+
+fn main() -> anyhow::Result<()> {
+    match Cli::parse().cmd {
+        Cmd::Setup(args) => setup::run(&args),
+        Cmd::Test(args) => setup::test(&args),
+        Cmd::Lab(cmd) => lab::run(cmd),
+    }
+}
