@@ -76,7 +76,6 @@ pub trait StatsSource: Send + Sync + 'static {
 
 pub struct Datapath {
     ebpf: Ebpf,
-    mode: Option<AttachMode>,
 }
 
 impl Datapath {
@@ -92,7 +91,7 @@ impl Datapath {
                     source,
                 })?;
         }
-        Ok(Self { ebpf, mode: None })
+        Ok(Self { ebpf })
     }
 
     /// Attaches the classifiers to `iface`'s ingress and egress.
@@ -129,7 +128,6 @@ impl Datapath {
                     source,
                 })?;
         }
-        self.mode = Some(mode);
         Ok(mode)
     }
 
@@ -145,11 +143,6 @@ impl Datapath {
                 action: "type check",
                 source,
             })
-    }
-
-    /// How the programs are attached, once they are.
-    pub fn mode(&self) -> Option<AttachMode> {
-        self.mode
     }
 
     pub fn programs() -> [&'static str; 2] {

@@ -63,11 +63,17 @@ pub fn test(args: &TestArgs) -> anyhow::Result<()> {
 /// Makes sure the eBPF toolchain and runtime tools are here, installing what
 /// is missing. Quiet and fast when all is in place.
 pub fn ensure(check_only: bool) -> anyhow::Result<()> {
-    let mut missing: Vec<String> =
-        APT_BASE.iter().filter(|p| !dpkg_installed(p)).map(|p| p.to_string()).collect();
+    let mut missing: Vec<String> = APT_BASE
+        .iter()
+        .filter(|p| !dpkg_installed(p))
+        .map(|p| p.to_string())
+        .collect();
     if !missing.is_empty() {
         if check_only {
-            bail!("missing apt packages: {}; run `cargo xtask setup`", missing.join(" "));
+            bail!(
+                "missing apt packages: {}; run `cargo xtask setup`",
+                missing.join(" ")
+            );
         }
         apt_install(&missing)?;
     }
@@ -85,7 +91,10 @@ pub fn ensure(check_only: bool) -> anyhow::Result<()> {
         .collect();
     if !missing.is_empty() {
         if check_only {
-            bail!("missing apt packages: {}; run `cargo xtask setup`", missing.join(" "));
+            bail!(
+                "missing apt packages: {}; run `cargo xtask setup`",
+                missing.join(" ")
+            );
         }
         apt_install(&missing)?;
     }
@@ -113,8 +122,12 @@ fn apt_install(pkgs: &[String]) -> anyhow::Result<()> {
     require_root("apt-get installs packages")?;
     let t = Instant::now();
     println!("setup: apt-get install {}", pkgs.join(" "));
-    run_cmd(Command::new("apt-get").args(["update", "-q"]).env("DEBIAN_FRONTEND", "noninteractive"))
-        .context("apt-get update")?;
+    run_cmd(
+        Command::new("apt-get")
+            .args(["update", "-q"])
+            .env("DEBIAN_FRONTEND", "noninteractive"),
+    )
+    .context("apt-get update")?;
     run_cmd(
         Command::new("apt-get")
             .args(["install", "-y", "-q", "--no-install-recommends"])
@@ -191,8 +204,12 @@ fn cargo_bin() -> String {
 
 /// Runs cargo in the workspace root with the given arguments.
 pub fn cargo(args: &[&str]) -> anyhow::Result<()> {
-    run_cmd(Command::new(cargo_bin()).current_dir(workspace_root()).args(args))
-        .with_context(|| format!("cargo {}", args.join(" ")))
+    run_cmd(
+        Command::new(cargo_bin())
+            .current_dir(workspace_root())
+            .args(args),
+    )
+    .with_context(|| format!("cargo {}", args.join(" ")))
 }
 
 /// Setup plus a build of every binary; what `lab up` needs before it starts.
@@ -203,11 +220,16 @@ pub fn prepare_binaries() -> anyhow::Result<PathBuf> {
 }
 
 pub fn workspace_root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).parent().map(Path::to_path_buf).unwrap_or_default()
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .map(Path::to_path_buf)
+        .unwrap_or_default()
 }
 
 fn run_cmd(cmd: &mut Command) -> anyhow::Result<()> {
-    let status = cmd.status().with_context(|| format!("starting {:?}", cmd.get_program()))?;
+    let status = cmd
+        .status()
+        .with_context(|| format!("starting {:?}", cmd.get_program()))?;
     if !status.success() {
         bail!("{:?} failed: {status}", cmd.get_program());
     }

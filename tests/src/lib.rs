@@ -1,0 +1,38 @@
+//! The Shoal netns lab: Shoal "nodes" as network namespaces on an underlay
+//! bridge, each running its own `shoald`, for integration tests and for
+//! `cargo xtask lab`. Needs root.
+//!
+//! ```text
+//!  shoal-<lab>-n1      shoal-<lab>-n2   …   shoal-<lab>-client
+//!  eth0 198.18.0.1     eth0 198.18.0.2      eth0 198.18.0.250
+//!       │                   │                    │
+//!  ─────n1──────────────────n2──── br0 ─────────client──  shoal-<lab>-ul
+//! ```
+//!
+//! Nothing touches the host's network: the bridge lives in its own
+//! namespace. Namespaces are bind mounts in `/run/netns` (so `ip netns`
+//! sees them), all wiring is done by netlink, and per-lab files live in
+//! `/run/shoal-lab/<lab>/` (`lab.json`, `owner`, `nK/shoald.{log,sock,pid}`).
+//!
+//! ```no_run
+//! # async fn demo() -> Result<(), shoal_lab::LabError> {
+//! use shoal_lab::Lab;
+//! let lab = Lab::builder("demo").nodes(3).client(true).start().await?;
+//! let status = lab.command(2, "shoal").arg("node").arg("ls").status();
+//! lab.cut(3).await?;
+//! # Ok(()) }
+//! ```
+
+mod daemon;
+mod error;
+mod lab;
+pub mod netns;
+mod record;
+mod underlay;
+
+pub use daemon::{SHOALD_BIN_ENV, log_tail, shoald_path};
+pub use error::LabError;
+pub use lab::{Lab, LabBuilder, MAX_NAME_LEN, MAX_NODES, Node, SHOAL_HOST_ENV, validate_name};
+pub use netns::run_in_netns;
+pub use record::{RUN_DIR, sweep_stale};
+pub use underlay::{BRIDGE, CLIENT_ADDR, DATA_IFACE, MTU, node_addr};
