@@ -69,17 +69,31 @@ mod tests {
             socket_path("unix:///run/shoal/shoald.sock").ok(),
             Some(PathBuf::from("/run/shoal/shoald.sock"))
         );
-        for bad in ["unix://", "unix://relative.sock", "http://x", "/run/x.sock", ""] {
-            let e = socket_path(bad).err().map(|e| e.to_string()).unwrap_or_default();
+        for bad in [
+            "unix://",
+            "unix://relative.sock",
+            "http://x",
+            "/run/x.sock",
+            "",
+        ] {
+            let e = socket_path(bad)
+                .err()
+                .map(|e| e.to_string())
+                .unwrap_or_default();
             assert!(e.contains("--host"), "{bad:?} → {e}");
         }
-        let e = socket_path("tcp://10.0.0.1:2377").err().map(|e| e.to_string());
+        let e = socket_path("tcp://10.0.0.1:2377")
+            .err()
+            .map(|e| e.to_string());
         assert!(e.unwrap_or_default().contains("control plane"));
     }
 
     #[tokio::test]
     async fn missing_daemon_says_what_to_do() {
-        let e = connect("unix:///nonexistent/shoald.sock").await.err().map(|e| e.to_string());
+        let e = connect("unix:///nonexistent/shoald.sock")
+            .await
+            .err()
+            .map(|e| e.to_string());
         let e = e.unwrap_or_default();
         assert!(e.contains("is shoald running"), "{e}");
     }

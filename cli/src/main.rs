@@ -8,7 +8,11 @@ use clap::{Parser, Subcommand};
 use crate::output::Format;
 
 #[derive(Parser)]
-#[command(name = "shoal", version, about = "Shoal: swarm-mode networking with an eBPF data plane")]
+#[command(
+    name = "shoal",
+    version,
+    about = "Shoal: swarm-mode networking with an eBPF data plane"
+)]
 struct Cli {
     /// Daemon to talk to: unix:///path/to/shoald.sock.
     #[arg(long, short = 'H', global = true, env = shoal_api::HOST_ENV,
@@ -52,13 +56,13 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
     let mut node = client::connect(&cli.host).await?;
     match cli.cmd {
         Cmd::Info { format } => {
-            let info = client::call(&cli.host, node.info(shoal_api::node::v1::InfoRequest {}))
-                .await?;
+            let info =
+                client::call(&cli.host, node.info(shoal_api::node::v1::InfoRequest {})).await?;
             output::info(&info, format)
         }
         Cmd::Node(NodeCmd::Stats { format }) => {
-            let stats = client::call(&cli.host, node.stats(shoal_api::node::v1::StatsRequest {}))
-                .await?;
+            let stats =
+                client::call(&cli.host, node.stats(shoal_api::node::v1::StatsRequest {})).await?;
             output::stats(&stats, format)
         }
     }

@@ -47,7 +47,10 @@ pub fn info(i: &InfoReply, format: Format) -> anyhow::Result<()> {
         Format::Table => {
             println!("Hostname:        {}", i.hostname);
             println!("Version:         {}", i.version);
-            println!("Data interface:  {} (ifindex {})", i.data_interface, i.data_ifindex);
+            println!(
+                "Data interface:  {} (ifindex {})",
+                i.data_interface, i.data_ifindex
+            );
             println!("TC attach mode:  {}", i.attach_mode);
             println!("Programs:        {}", i.programs.join(", "));
             println!("Uptime:          {}s", i.uptime_seconds);
@@ -98,7 +101,10 @@ pub fn stats(s: &StatsReply, format: Format) -> anyhow::Result<()> {
                 reasons: s
                     .reasons
                     .iter()
-                    .map(|r| ReasonJson { reason: &r.reason, count: r.count })
+                    .map(|r| ReasonJson {
+                        reason: &r.reason,
+                        count: r.count,
+                    })
                     .collect(),
             };
             println!("{}", serde_json::to_string_pretty(&j)?);
@@ -118,7 +124,13 @@ pub fn stats(s: &StatsReply, format: Format) -> anyhow::Result<()> {
 
 /// One row per protocol, ingress and egress side by side.
 fn stats_table(s: &StatsReply) -> Table {
-    let mut t = table(&["PROTOCOL", "IN PACKETS", "IN BYTES", "OUT PACKETS", "OUT BYTES"]);
+    let mut t = table(&[
+        "PROTOCOL",
+        "IN PACKETS",
+        "IN BYTES",
+        "OUT PACKETS",
+        "OUT BYTES",
+    ]);
     let mut protocols: Vec<&str> = Vec::new();
     for c in &s.counters {
         if !protocols.contains(&c.protocol.as_str()) {
@@ -162,14 +174,27 @@ mod tests {
         let s = StatsReply {
             hostname: "n1".into(),
             data_interface: "eth0".into(),
-            counters: vec![c("ingress", "tcp", 1), c("ingress", "udp", 2), c("egress", "udp", 3)],
+            counters: vec![
+                c("ingress", "tcp", 1),
+                c("ingress", "udp", 2),
+                c("egress", "udp", 3),
+            ],
             reasons: vec![],
         };
         let out = stats_table(&s).to_string();
-        let udp = out.lines().find(|l| l.trim_start().starts_with("udp")).unwrap_or_default();
+        let udp = out
+            .lines()
+            .find(|l| l.trim_start().starts_with("udp"))
+            .unwrap_or_default();
         let cols: Vec<&str> = udp.split_whitespace().collect();
         assert_eq!(cols, ["udp", "2", "200", "3", "300"]);
-        let tcp = out.lines().find(|l| l.trim_start().starts_with("tcp")).unwrap_or_default();
-        assert_eq!(tcp.split_whitespace().collect::<Vec<_>>(), ["tcp", "1", "100", "0", "0"]);
+        let tcp = out
+            .lines()
+            .find(|l| l.trim_start().starts_with("tcp"))
+            .unwrap_or_default();
+        assert_eq!(
+            tcp.split_whitespace().collect::<Vec<_>>(),
+            ["tcp", "1", "100", "0", "0"]
+        );
     }
 }

@@ -108,8 +108,11 @@ pub enum Reason {
 
 impl Reason {
     pub const COUNT: u32 = 3;
-    pub const ALL: [Reason; Reason::COUNT as usize] =
-        [Reason::TruncatedEth, Reason::TruncatedIpv4, Reason::BadIpv4Header];
+    pub const ALL: [Reason; Reason::COUNT as usize] = [
+        Reason::TruncatedEth,
+        Reason::TruncatedIpv4,
+        Reason::BadIpv4Header,
+    ];
 
     pub const fn name(self) -> &'static str {
         match self {

@@ -66,11 +66,15 @@ fn count(ctx: &TcContext, dir: Direction) -> i32 {
 fn classify(ctx: &TcContext) -> Result<Proto, Reason> {
     // Loads go through bpf_skb_load_bytes, so a short or non-linear skb gives
     // an error instead of a verifier-rejected direct read.
-    let ethertype =
-        u16::from_be(ctx.load::<u16>(ETH_HLEN - 2).map_err(|_| Reason::TruncatedEth)?);
+    let ethertype = u16::from_be(
+        ctx.load::<u16>(ETH_HLEN - 2)
+            .map_err(|_| Reason::TruncatedEth)?,
+    );
     match ethertype {
         ETH_P_IP => {
-            let ver_ihl = ctx.load::<u8>(ETH_HLEN).map_err(|_| Reason::TruncatedIpv4)?;
+            let ver_ihl = ctx
+                .load::<u8>(ETH_HLEN)
+                .map_err(|_| Reason::TruncatedIpv4)?;
             let ihl = usize::from(ver_ihl & 0x0f) * 4;
             if ver_ihl >> 4 != 4 || ihl < 20 {
                 return Err(Reason::BadIpv4Header);
@@ -78,7 +82,9 @@ fn classify(ctx: &TcContext) -> Result<Proto, Reason> {
             if (ctx.len() as usize) < ETH_HLEN + ihl {
                 return Err(Reason::TruncatedIpv4);
             }
-            let proto = ctx.load::<u8>(ETH_HLEN + 9).map_err(|_| Reason::TruncatedIpv4)?;
+            let proto = ctx
+                .load::<u8>(ETH_HLEN + 9)
+                .map_err(|_| Reason::TruncatedIpv4)?;
             Ok(match proto {
                 IPPROTO_TCP => Proto::Tcp,
                 IPPROTO_UDP => Proto::Udp,
