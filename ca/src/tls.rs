@@ -1,0 +1,421 @@
+//! rustls configurations for mutual TLS on 2377, and the join bootstrap.
+//!
+//! Every config uses the ring provider explicitly (never the process-wide
+//! default, which panics when two crates enable different providers) and
+//! TLS 1.3 only: both ends are always Shoal.
+
+use std::collections::HashSet;
+use std::fmt;
+use std::sync::{Arc, PoisonError, RwLock};
+
+use rustls::client::WebPkiServerVerifier;
+use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
+use rustls::crypto::CryptoProvider;
+use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
+use rustls::server::WebPkiClientVerifier;
+use rustls::server::danger::{ClientCertVerified, ClientCertVerifier};
+use rustls::{
+    CertificateError, ClientConfig, DigitallySignedStruct, DistinguishedName, OtherError,
+    RootCertStore, ServerConfig, SignatureScheme,
+};
+
+use crate::{CaCert, CaDigest, CaError, JoinToken, NodeIdentity, PeerIdentity};
+
+pub(crate) fn provider() -> Arc<CryptoProvider> {
+    Arc::new(rustls::crypto::ring::default_provider())
+}
+
+const VERSIONS: &[&rustls::SupportedProtocolVersion] = &[&rustls::version::TLS13];
+
+/// Asked during every handshake, after the chain verified: has this node
+/// been removed? A removed node's certificate stays cryptographically valid
+/// until it expires, so this check is what locks it out (swarm does the
+/// same with its removed-node list instead of CRLs).
+pub trait RevocationCheck: Send + Sync + fmt::Debug {
+    fn is_removed(&self, node_id: &str) -> bool;
+}
+
+/// The removed node ids, shared between the Raft state machine (which
+/// updates it as `node rm` commits) and every TLS config built with it.
+/// Clones share one set.
+#[derive(Debug, Clone, Default)]
+pub struct RemovedNodes {
+    ids: Arc<RwLock<HashSet<String>>>,
+}
+
+impl RemovedNodes {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    pub fn insert(&self, node_id: impl Into<String>) {
+        self.write().insert(node_id.into());
+    }
+
+    /// Returns whether it was there.
+    pub fn remove(&self, node_id: &str) -> bool {
+        self.write().remove(node_id)
+    }
+
+    /// Replaces the whole set, e.g. after a Raft snapshot is installed.
+    pub fn replace(&self, node_ids: impl IntoIterator<Item = String>) {
+        *self.write() = node_ids.into_iter().collect();
+    }
+
+    pub fn contains(&self, node_id: &str) -> bool {
+        // A panic while holding the lock cannot leave a half-updated
+        // HashSet visible, so a poisoned lock is still a valid set.
+        self.ids
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .contains(node_id)
+    }
+
+    fn write(&self) -> std::sync::RwLockWriteGuard<'_, HashSet<String>> {
+        self.ids.write().unwrap_or_else(PoisonError::into_inner)
+    }
+}
+
+impl RevocationCheck for RemovedNodes {
+    fn is_removed(&self, node_id: &str) -> bool {
+        self.contains(node_id)
+    }
+}
+
+fn other_error(error: CaError) -> rustls::Error {
+    rustls::Error::InvalidCertificate(CertificateError::Other(OtherError(Arc::new(error))))
+}
+
+/// After the chain verified: the subject must be a well-formed Shoal
+/// identity, and not a removed node.
+fn check_peer(
+    end_entity: &CertificateDer<'_>,
+    revoked: &dyn RevocationCheck,
+) -> Result<(), rustls::Error> {
+    let peer = PeerIdentity::from_cert_der(end_entity).map_err(other_error)?;
+    if revoked.is_removed(peer.node_id()) {
+        return Err(rustls::Error::InvalidCertificate(CertificateError::Revoked));
+    }
+    Ok(())
+}
+
+/// webpki client verification plus the identity and removal checks.
+#[derive(Debug)]
+struct NodeClientVerifier {
+    inner: Arc<dyn ClientCertVerifier>,
+    revoked: Arc<dyn RevocationCheck>,
+}
+
+impl ClientCertVerifier for NodeClientVerifier {
+    fn offer_client_auth(&self) -> bool {
+        self.inner.offer_client_auth()
+    }
+
+    fn client_auth_mandatory(&self) -> bool {
+        self.inner.client_auth_mandatory()
+    }
+
+    fn root_hint_subjects(&self) -> &[DistinguishedName] {
+        self.inner.root_hint_subjects()
+    }
+
+    fn verify_client_cert(
+        &self,
+        end_entity: &CertificateDer<'_>,
+        intermediates: &[CertificateDer<'_>],
+        now: UnixTime,
+    ) -> Result<ClientCertVerified, rustls::Error> {
+        let verified = self
+            .inner
+            .verify_client_cert(end_entity, intermediates, now)?;
+        check_peer(end_entity, self.revoked.as_ref())?;
+        Ok(verified)
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        self.inner.verify_tls12_signature(message, cert, dss)
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        self.inner.verify_tls13_signature(message, cert, dss)
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        self.inner.supported_verify_schemes()
+    }
+}
+
+/// webpki server verification (chain and server name) plus the identity
+/// and removal checks, so a removed manager is not trusted either.
+#[derive(Debug)]
+struct NodeServerVerifier {
+    inner: Arc<WebPkiServerVerifier>,
+    revoked: Arc<dyn RevocationCheck>,
+}
+
+impl ServerCertVerifier for NodeServerVerifier {
+    fn verify_server_cert(
+        &self,
+        end_entity: &CertificateDer<'_>,
+        intermediates: &[CertificateDer<'_>],
+        server_name: &ServerName<'_>,
+        ocsp_response: &[u8],
+        now: UnixTime,
+    ) -> Result<ServerCertVerified, rustls::Error> {
+        let verified = self.inner.verify_server_cert(
+            end_entity,
+            intermediates,
+            server_name,
+            ocsp_response,
+            now,
+        )?;
+        check_peer(end_entity, self.revoked.as_ref())?;
+        Ok(verified)
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        self.inner.verify_tls12_signature(message, cert, dss)
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        self.inner.verify_tls13_signature(message, cert, dss)
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        self.inner.supported_verify_schemes()
+    }
+}
+
+/// Trusts exactly one CA: the one among the certificates the server sent
+/// whose SHA-256 is the join token's digest. No trust on first use: a
+/// server that cannot produce that CA, or whose chain does not verify
+/// against it, is refused.
+#[derive(Debug)]
+struct PinnedCaVerifier {
+    digest: CaDigest,
+    provider: Arc<CryptoProvider>,
+}
+
+impl ServerCertVerifier for PinnedCaVerifier {
+    fn verify_server_cert(
+        &self,
+        end_entity: &CertificateDer<'_>,
+        intermediates: &[CertificateDer<'_>],
+        server_name: &ServerName<'_>,
+        ocsp_response: &[u8],
+        now: UnixTime,
+    ) -> Result<ServerCertVerified, rustls::Error> {
+        let pinned = intermediates
+            .iter()
+            .position(|der| CaDigest::of_der(der) == self.digest)
+            .ok_or_else(|| {
+                other_error(CaError::PinnedCaNotPresented {
+                    expected: self.digest,
+                })
+            })?;
+        let mut roots = RootCertStore::empty();
+        roots.add(intermediates[pinned].clone().into_owned())?;
+        let rest: Vec<CertificateDer<'_>> = intermediates
+            .iter()
+            .enumerate()
+            .filter(|&(i, _)| i != pinned)
+            .map(|(_, der)| der.clone())
+            .collect();
+        WebPkiServerVerifier::builder_with_provider(Arc::new(roots), self.provider.clone())
+            .build()
+            .map_err(|e| rustls::Error::General(e.to_string()))?
+            .verify_server_cert(end_entity, &rest, server_name, ocsp_response, now)
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls12_signature(
+            message,
+            cert,
+            dss,
+            &self.provider.signature_verification_algorithms,
+        )
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls13_signature(
+            message,
+            cert,
+            dss,
+            &self.provider.signature_verification_algorithms,
+        )
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        self.provider
+            .signature_verification_algorithms
+            .supported_schemes()
+    }
+}
+
+/// Server side of 2377: every client must present a certificate chaining
+/// to `ca`, naming a node that is not removed. Authorise by role per RPC
+/// with [`PeerIdentity::from_peer_certs`] and [`PeerIdentity::require_role`].
+///
+/// The server sends `ca` after its own chain so that joining nodes can pin
+/// it (see [`bootstrap_client_config`]).
+pub fn server_config(
+    identity: &NodeIdentity,
+    ca: &CaCert,
+    revoked: Arc<dyn RevocationCheck>,
+) -> Result<ServerConfig, CaError> {
+    build_server_config(identity, ca, revoked, false)
+}
+
+/// Like [`server_config`], but a client may also come without a
+/// certificate: nodes joining with a token have none yet (swarm's
+/// `VerifyClientCertIfGiven`). A certificate that is presented is checked
+/// just as strictly; [`PeerIdentity::from_peer_certs`] then reports the
+/// anonymous ones as [`CaError::NoPeerCertificate`], so every RPC but the
+/// join must require a peer identity.
+pub fn server_config_allowing_join(
+    identity: &NodeIdentity,
+    ca: &CaCert,
+    revoked: Arc<dyn RevocationCheck>,
+) -> Result<ServerConfig, CaError> {
+    build_server_config(identity, ca, revoked, true)
+}
+
+fn build_server_config(
+    identity: &NodeIdentity,
+    ca: &CaCert,
+    revoked: Arc<dyn RevocationCheck>,
+    allow_anonymous: bool,
+) -> Result<ServerConfig, CaError> {
+    let provider = provider();
+    let mut builder =
+        WebPkiClientVerifier::builder_with_provider(ca.root_store(), provider.clone());
+    if allow_anonymous {
+        builder = builder.allow_unauthenticated();
+    }
+    let inner = builder.build().map_err(|source| CaError::TlsVerifier {
+        what: "client",
+        source,
+    })?;
+    let verifier = Arc::new(NodeClientVerifier { inner, revoked });
+
+    let mut chain = identity.chain().to_vec();
+    if !chain.contains(ca.der()) {
+        chain.push(ca.der().clone());
+    }
+    ServerConfig::builder_with_provider(provider)
+        .with_protocol_versions(VERSIONS)
+        .map_err(|source| CaError::TlsConfig {
+            what: "server",
+            source,
+        })?
+        .with_client_cert_verifier(verifier)
+        .with_single_cert(chain, identity.private_key())
+        .map_err(|source| CaError::TlsConfig {
+            what: "server",
+            source,
+        })
+}
+
+/// Client side of 2377: presents `identity`, and trusts a server only if
+/// its chain reaches `ca`, its certificate is valid for the server name
+/// dialled (a node id, or [`crate::NodeRole::server_name`] for "any
+/// manager"), and it is not a removed node.
+pub fn client_config(
+    identity: &NodeIdentity,
+    ca: &CaCert,
+    revoked: Arc<dyn RevocationCheck>,
+) -> Result<ClientConfig, CaError> {
+    let provider = provider();
+    let inner = WebPkiServerVerifier::builder_with_provider(ca.root_store(), provider.clone())
+        .build()
+        .map_err(|source| CaError::TlsVerifier {
+            what: "server",
+            source,
+        })?;
+    ClientConfig::builder_with_provider(provider)
+        .with_protocol_versions(VERSIONS)
+        .map_err(|source| CaError::TlsConfig {
+            what: "client",
+            source,
+        })?
+        .dangerous()
+        .with_custom_certificate_verifier(Arc::new(NodeServerVerifier { inner, revoked }))
+        .with_client_auth_cert(identity.chain().to_vec(), identity.private_key())
+        .map_err(|source| CaError::TlsConfig {
+            what: "client",
+            source,
+        })
+}
+
+/// Client config for joining: no client certificate, and the server is
+/// trusted only if it presents the CA whose SHA-256 the token names and its
+/// chain verifies against that CA for the name dialled (dial
+/// `NodeRole::Manager.server_name()`). Servers built with
+/// [`server_config_allowing_join`] send their CA. After the handshake,
+/// [`JoinToken::ca_from_peer_certs`] on the peer certificates yields the
+/// CA to store.
+///
+/// For a CA certificate fetched by other means, use [`JoinToken::pin_ca`]
+/// and then [`client_config_pinned`].
+pub fn bootstrap_client_config(token: &JoinToken) -> Result<ClientConfig, CaError> {
+    let provider = provider();
+    let verifier = Arc::new(PinnedCaVerifier {
+        digest: *token.ca_digest(),
+        provider: provider.clone(),
+    });
+    Ok(ClientConfig::builder_with_provider(provider)
+        .with_protocol_versions(VERSIONS)
+        .map_err(|source| CaError::TlsConfig {
+            what: "bootstrap client",
+            source,
+        })?
+        .dangerous()
+        .with_custom_certificate_verifier(verifier)
+        .with_no_client_auth())
+}
+
+/// Client config without a client certificate that trusts only `ca`, for a
+/// CA already pinned with [`JoinToken::pin_ca`].
+pub fn client_config_pinned(ca: &CaCert) -> Result<ClientConfig, CaError> {
+    Ok(ClientConfig::builder_with_provider(provider())
+        .with_protocol_versions(VERSIONS)
+        .map_err(|source| CaError::TlsConfig {
+            what: "pinned client",
+            source,
+        })?
+        .with_root_certificates(ca.root_store())
+        .with_no_client_auth())
+}
+
+#[cfg(test)]
+mod tests;

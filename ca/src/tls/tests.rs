@@ -1,0 +1,537 @@
+//! Real TLS handshakes over in-memory duplex streams.
+
+use std::io;
+use std::time::{Duration, SystemTime};
+
+use rustls::pki_types::ServerName;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio_rustls::{TlsAcceptor, TlsConnector};
+
+use super::*;
+use crate::{
+    DEFAULT_NODE_CERT_VALIDITY, DEFAULT_ROOT_CA_VALIDITY, JoinTokens, NodeKey, NodeRole, RootCa,
+};
+
+const CLUSTER: &str = "c1";
+const DAY: Duration = Duration::from_secs(24 * 3600);
+
+type TestResult = Result<(), Box<dyn std::error::Error>>;
+
+fn identity_at(
+    ca: &RootCa,
+    node_id: &str,
+    role: NodeRole,
+    now: SystemTime,
+) -> Result<NodeIdentity, CaError> {
+    let key = NodeKey::generate()?;
+    let chain = ca.issue_at(
+        &key.csr()?,
+        node_id,
+        role,
+        CLUSTER,
+        DEFAULT_NODE_CERT_VALIDITY,
+        now,
+    )?;
+    NodeIdentity::from_pem(&chain, &key.to_pem())
+}
+
+fn identity(ca: &RootCa, node_id: &str, role: NodeRole) -> Result<NodeIdentity, CaError> {
+    identity_at(ca, node_id, role, SystemTime::now())
+}
+
+fn nobody_removed() -> Arc<dyn RevocationCheck> {
+    Arc::new(RemovedNodes::new())
+}
+
+struct Outcome {
+    /// The client certificates the server saw, or why it failed.
+    server: io::Result<Option<Vec<CertificateDer<'static>>>>,
+    /// The server certificates the client saw, or why it failed.
+    client: io::Result<Vec<CertificateDer<'static>>>,
+}
+
+impl Outcome {
+    fn both_ok(&self) -> bool {
+        self.server.is_ok() && self.client.is_ok()
+    }
+
+    fn server_peer(&self) -> Result<PeerIdentity, CaError> {
+        match &self.server {
+            Ok(certs) => PeerIdentity::from_peer_certs(certs.as_deref()),
+            Err(_) => Err(CaError::NoPeerCertificate),
+        }
+    }
+}
+
+/// One handshake, then one byte from server to client so that a client
+/// certificate the server refuses (after the client's TLS 1.3 handshake has
+/// already completed) also fails the client side.
+async fn handshake(
+    server: ServerConfig,
+    client: ClientConfig,
+    name: ServerName<'static>,
+) -> Outcome {
+    let (client_io, server_io) = tokio::io::duplex(64 * 1024);
+    let acceptor = TlsAcceptor::from(Arc::new(server));
+    let connector = TlsConnector::from(Arc::new(client));
+    let server_side = async move {
+        let mut tls = acceptor.accept(server_io).await?;
+        let peer = tls.get_ref().1.peer_certificates().map(<[_]>::to_vec);
+        tls.write_all(b"k").await?;
+        tls.flush().await?;
+        Ok(peer)
+    };
+    let client_side = async move {
+        let mut tls = connector.connect(name, client_io).await?;
+        let mut byte = [0u8; 1];
+        tls.read_exact(&mut byte).await?;
+        Ok(tls
+            .get_ref()
+            .1
+            .peer_certificates()
+            .map(<[_]>::to_vec)
+            .unwrap_or_default())
+    };
+    let both = async { tokio::join!(server_side, client_side) };
+    match tokio::time::timeout(Duration::from_secs(10), both).await {
+        Ok((server, client)) => Outcome { server, client },
+        Err(elapsed) => Outcome {
+            server: Err(io::Error::new(io::ErrorKind::TimedOut, elapsed)),
+            client: Err(io::Error::new(
+                io::ErrorKind::TimedOut,
+                "handshake timed out",
+            )),
+        },
+    }
+}
+
+fn tls_error(result: &io::Result<impl Sized>) -> Option<&rustls::Error> {
+    result.as_ref().err()?.get_ref()?.downcast_ref()
+}
+
+fn cert_error<T>(result: &io::Result<T>) -> Option<&CertificateError> {
+    match tls_error(result)? {
+        rustls::Error::InvalidCertificate(e) => Some(e),
+        _ => None,
+    }
+}
+
+fn node_id(name: &str) -> Result<ServerName<'static>, rustls::pki_types::InvalidDnsNameError> {
+    ServerName::try_from(name.to_owned())
+}
+
+#[tokio::test]
+async fn manager_and_worker_authenticate_each_other() -> TestResult {
+    let ca = RootCa::generate(CLUSTER, DEFAULT_ROOT_CA_VALIDITY)?;
+    let manager = identity(&ca, "mgr1", NodeRole::Manager)?;
+    let worker = identity(&ca, "wrk1", NodeRole::Worker)?;
+
+    // The worker dials "any manager".
+    let outcome = handshake(
+        server_config(&manager, ca.cert(), nobody_removed())?,
+        client_config(&worker, ca.cert(), nobody_removed())?,
+        NodeRole::Manager.server_name(),
+    )
+    .await;
+    assert!(
+        outcome.both_ok(),
+        "{:?} {:?}",
+        outcome.server.err(),
+        outcome.client.err()
+    );
+    let client = outcome.server_peer()?;
+    assert_eq!(client.node_id(), "wrk1");
+    assert_eq!(client.role(), NodeRole::Worker);
+    assert_eq!(client.cluster_id(), CLUSTER);
+    let server = PeerIdentity::from_peer_certs(outcome.client.as_deref().ok())?;
+    assert_eq!(server.node_id(), "mgr1");
+    server.require_role(NodeRole::Manager)?;
+
+    // A manager dials another manager by node id.
+    let other = identity(&ca, "mgr2", NodeRole::Manager)?;
+    let outcome = handshake(
+        server_config(&other, ca.cert(), nobody_removed())?,
+        client_config(&manager, ca.cert(), nobody_removed())?,
+        node_id("mgr2")?,
+    )
+    .await;
+    assert!(outcome.both_ok());
+    outcome.server_peer()?.require_role(NodeRole::Manager)?;
+    Ok(())
+}
+
+#[tokio::test]
+async fn worker_where_a_manager_is_required_is_detected() -> TestResult {
+    let ca = RootCa::generate(CLUSTER, DEFAULT_ROOT_CA_VALIDITY)?;
+    let manager = identity(&ca, "mgr1", NodeRole::Manager)?;
+    let worker = identity(&ca, "wrk1", NodeRole::Worker)?;
+
+    // As a client of a manager-only service (the Raft peer service): the
+    // handshake is fine, the per-RPC role check refuses.
+    let outcome = handshake(
+        server_config(&manager, ca.cert(), nobody_removed())?,
+        client_config(&worker, ca.cert(), nobody_removed())?,
+        NodeRole::Manager.server_name(),
+    )
+    .await;
+    assert!(outcome.both_ok());
+    assert!(matches!(
+        outcome.server_peer()?.require_role(NodeRole::Manager),
+        Err(CaError::RoleNotAllowed {
+            role: NodeRole::Worker,
+            required: NodeRole::Manager,
+            ..
+        })
+    ));
+
+    // As a server posing as "any manager": refused at the handshake.
+    let outcome = handshake(
+        server_config(&worker, ca.cert(), nobody_removed())?,
+        client_config(&manager, ca.cert(), nobody_removed())?,
+        NodeRole::Manager.server_name(),
+    )
+    .await;
+    assert!(matches!(
+        cert_error(&outcome.client),
+        Some(CertificateError::NotValidForName | CertificateError::NotValidForNameContext { .. })
+    ));
+    assert!(outcome.server.is_err());
+    Ok(())
+}
+
+#[tokio::test]
+async fn certificates_from_another_ca_are_refused() -> TestResult {
+    let ca = RootCa::generate(CLUSTER, DEFAULT_ROOT_CA_VALIDITY)?;
+    let rogue = RootCa::generate(CLUSTER, DEFAULT_ROOT_CA_VALIDITY)?;
+    let manager = identity(&ca, "mgr1", NodeRole::Manager)?;
+    let impostor = identity(&rogue, "wrk1", NodeRole::Worker)?;
+
+    // A client with a foreign certificate (trusting our CA, to get that far).
+    let outcome = handshake(
+        server_config(&manager, ca.cert(), nobody_removed())?,
+        client_config(&impostor, ca.cert(), nobody_removed())?,
+        NodeRole::Manager.server_name(),
+    )
+    .await;
+    assert!(matches!(
+        cert_error(&outcome.server),
+        Some(CertificateError::UnknownIssuer)
+    ));
+    assert!(outcome.client.is_err());
+
+    // A server with a foreign certificate.
+    let rogue_manager = identity(&rogue, "mgr9", NodeRole::Manager)?;
+    let worker = identity(&ca, "wrk2", NodeRole::Worker)?;
+    let outcome = handshake(
+        server_config(&rogue_manager, ca.cert(), nobody_removed())?,
+        client_config(&worker, ca.cert(), nobody_removed())?,
+        NodeRole::Manager.server_name(),
+    )
+    .await;
+    assert!(matches!(
+        cert_error(&outcome.client),
+        Some(CertificateError::UnknownIssuer)
+    ));
+    Ok(())
+}
+
+#[tokio::test]
+async fn removed_nodes_are_refused_at_the_handshake() -> TestResult {
+    let ca = RootCa::generate(CLUSTER, DEFAULT_ROOT_CA_VALIDITY)?;
+    let manager = identity(&ca, "mgr1", NodeRole::Manager)?;
+    let worker = identity(&ca, "wrk1", NodeRole::Worker)?;
+    let removed = RemovedNodes::new();
+    let server = server_config(&manager, ca.cert(), Arc::new(removed.clone()))?;
+
+    let connect =
+        || -> Result<ClientConfig, CaError> { client_config(&worker, ca.cert(), nobody_removed()) };
+    let name = NodeRole::server_name;
+    assert!(
+        handshake(server.clone(), connect()?, name(NodeRole::Manager))
+            .await
+            .both_ok()
+    );
+
+    // `node rm` commits: the same, still valid, certificate is now refused
+    // by the config already in use.
+    removed.insert("wrk1");
+    let outcome = handshake(server.clone(), connect()?, name(NodeRole::Manager)).await;
+    assert!(matches!(
+        cert_error(&outcome.server),
+        Some(CertificateError::Revoked)
+    ));
+    assert!(outcome.client.is_err());
+
+    assert!(removed.remove("wrk1"));
+    assert!(
+        handshake(server, connect()?, name(NodeRole::Manager))
+            .await
+            .both_ok()
+    );
+
+    // Clients refuse a removed server too.
+    let client = client_config(&worker, ca.cert(), Arc::new(RemovedNodes::new()))?;
+    let gone = RemovedNodes::new();
+    gone.replace(["mgr1".to_owned()]);
+    let client_refusing = client_config(&worker, ca.cert(), Arc::new(gone))?;
+    let server = server_config(&manager, ca.cert(), nobody_removed())?;
+    assert!(
+        handshake(server.clone(), client, name(NodeRole::Manager))
+            .await
+            .both_ok()
+    );
+    let outcome = handshake(server, client_refusing, name(NodeRole::Manager)).await;
+    assert!(matches!(
+        cert_error(&outcome.client),
+        Some(CertificateError::Revoked)
+    ));
+    Ok(())
+}
+
+#[tokio::test]
+async fn expired_certificates_are_refused() -> TestResult {
+    let ca = RootCa::generate(CLUSTER, DEFAULT_ROOT_CA_VALIDITY)?;
+    let manager = identity(&ca, "mgr1", NodeRole::Manager)?;
+    let long_ago = SystemTime::now() - 200 * DAY;
+    let expired_worker = identity_at(&ca, "wrk1", NodeRole::Worker, long_ago)?;
+    assert!(expired_worker.is_expired(SystemTime::now()));
+    let worker = identity(&ca, "wrk2", NodeRole::Worker)?;
+    let expired_manager = identity_at(&ca, "mgr2", NodeRole::Manager, long_ago)?;
+
+    let is_expired = |e: Option<&CertificateError>| {
+        matches!(
+            e,
+            Some(CertificateError::Expired | CertificateError::ExpiredContext { .. })
+        )
+    };
+    let outcome = handshake(
+        server_config(&manager, ca.cert(), nobody_removed())?,
+        client_config(&expired_worker, ca.cert(), nobody_removed())?,
+        NodeRole::Manager.server_name(),
+    )
+    .await;
+    assert!(is_expired(cert_error(&outcome.server)));
+
+    let outcome = handshake(
+        server_config(&expired_manager, ca.cert(), nobody_removed())?,
+        client_config(&worker, ca.cert(), nobody_removed())?,
+        NodeRole::Manager.server_name(),
+    )
+    .await;
+    assert!(is_expired(cert_error(&outcome.client)));
+    Ok(())
+}
+
+#[tokio::test]
+async fn anonymous_clients_only_where_joining_is_allowed() -> TestResult {
+    let ca = RootCa::generate(CLUSTER, DEFAULT_ROOT_CA_VALIDITY)?;
+    let manager = identity(&ca, "mgr1", NodeRole::Manager)?;
+    let tokens = JoinTokens::generate(&ca.digest());
+    let token = tokens.get(NodeRole::Worker);
+
+    let strict = handshake(
+        server_config(&manager, ca.cert(), nobody_removed())?,
+        bootstrap_client_config(token)?,
+        NodeRole::Manager.server_name(),
+    )
+    .await;
+    assert!(matches!(
+        tls_error(&strict.server),
+        Some(rustls::Error::NoCertificatesPresented)
+    ));
+
+    let join = handshake(
+        server_config_allowing_join(&manager, ca.cert(), nobody_removed())?,
+        bootstrap_client_config(token)?,
+        NodeRole::Manager.server_name(),
+    )
+    .await;
+    assert!(join.both_ok());
+    // Anonymous: every RPC but the join must refuse it.
+    assert!(matches!(
+        join.server_peer(),
+        Err(CaError::NoPeerCertificate)
+    ));
+    // The joining node now holds the CA it pinned.
+    let pinned = token.ca_from_peer_certs(join.client.as_deref().unwrap_or_default())?;
+    assert_eq!(pinned.digest(), ca.digest());
+    assert_eq!(pinned.der(), ca.cert().der());
+    Ok(())
+}
+
+#[tokio::test]
+async fn join_refuses_a_server_whose_ca_is_not_the_tokens() -> TestResult {
+    let ca = RootCa::generate(CLUSTER, DEFAULT_ROOT_CA_VALIDITY)?;
+    let rogue = RootCa::generate(CLUSTER, DEFAULT_ROOT_CA_VALIDITY)?;
+    let token = JoinToken::generate(&ca.digest());
+    let rogue_manager = identity(&rogue, "mgr1", NodeRole::Manager)?;
+
+    let outcome = handshake(
+        server_config_allowing_join(&rogue_manager, rogue.cert(), nobody_removed())?,
+        bootstrap_client_config(&token)?,
+        NodeRole::Manager.server_name(),
+    )
+    .await;
+    let Some(CertificateError::Other(OtherError(reason))) = cert_error(&outcome.client) else {
+        return Err(format!("expected a pinning error, got {:?}", outcome.client.err()).into());
+    };
+    assert!(matches!(
+        reason.downcast_ref::<CaError>(),
+        Some(CaError::PinnedCaNotPresented { .. })
+    ));
+
+    // A rogue server that also sends our CA (public) still cannot chain
+    // its own certificate to it.
+    let mut replay = server_config_allowing_join(&rogue_manager, rogue.cert(), nobody_removed())?;
+    let chain = vec![rogue_manager.chain()[0].clone(), ca.cert().der().clone()];
+    replay.cert_resolver = Arc::new(StaticCert(Arc::new(rustls::sign::CertifiedKey::from_der(
+        chain,
+        rogue_manager.private_key(),
+        &provider(),
+    )?)));
+    let outcome = handshake(
+        replay,
+        bootstrap_client_config(&token)?,
+        NodeRole::Manager.server_name(),
+    )
+    .await;
+    assert!(matches!(
+        cert_error(&outcome.client),
+        Some(CertificateError::UnknownIssuer | CertificateError::BadSignature)
+    ));
+
+    // Pinning a fetched CA certificate checks the digest the same way.
+    assert_eq!(token.pin_ca(ca.cert_pem())?.digest(), ca.digest());
+    assert!(matches!(
+        token.pin_ca(rogue.cert_pem()),
+        Err(CaError::CaDigestMismatch { .. })
+    ));
+    assert!(token.ca_digest_matches(ca.cert().der()));
+    assert!(!token.ca_digest_matches(rogue.cert().der()));
+    Ok(())
+}
+
+#[derive(Debug)]
+struct StaticCert(Arc<rustls::sign::CertifiedKey>);
+
+impl rustls::server::ResolvesServerCert for StaticCert {
+    fn resolve(
+        &self,
+        _hello: rustls::server::ClientHello<'_>,
+    ) -> Option<Arc<rustls::sign::CertifiedKey>> {
+        Some(self.0.clone())
+    }
+}
+
+#[tokio::test]
+async fn a_pinned_ca_config_trusts_only_that_ca() -> TestResult {
+    let ca = RootCa::generate(CLUSTER, DEFAULT_ROOT_CA_VALIDITY)?;
+    let rogue = RootCa::generate(CLUSTER, DEFAULT_ROOT_CA_VALIDITY)?;
+    let manager = identity(&ca, "mgr1", NodeRole::Manager)?;
+    let token = JoinToken::generate(&ca.digest());
+    let pinned = token.pin_ca(ca.cert_pem())?;
+
+    let ok = handshake(
+        server_config_allowing_join(&manager, ca.cert(), nobody_removed())?,
+        client_config_pinned(&pinned)?,
+        NodeRole::Manager.server_name(),
+    )
+    .await;
+    assert!(ok.both_ok());
+    let refused = handshake(
+        server_config_allowing_join(&manager, ca.cert(), nobody_removed())?,
+        client_config_pinned(rogue.cert())?,
+        NodeRole::Manager.server_name(),
+    )
+    .await;
+    assert!(matches!(
+        cert_error(&refused.client),
+        Some(CertificateError::UnknownIssuer)
+    ));
+    Ok(())
+}
+
+#[tokio::test]
+async fn root_rotation_keeps_every_pair_of_nodes_talking() -> TestResult {
+    let old = RootCa::generate(CLUSTER, DEFAULT_ROOT_CA_VALIDITY)?;
+    let old_manager = identity(&old, "mgr1", NodeRole::Manager)?;
+    let old_worker = identity(&old, "wrk1", NodeRole::Worker)?;
+    let next = old.rotate(DEFAULT_ROOT_CA_VALIDITY)?;
+    let new_manager = identity(&next, "mgr2", NodeRole::Manager)?;
+    let new_worker = identity(&next, "wrk2", NodeRole::Worker)?;
+    let mgr = NodeRole::server_name;
+
+    // During the rotation everyone trusts the old root; any mix works.
+    for (server, client) in [
+        (&old_manager, &new_worker),
+        (&new_manager, &old_worker),
+        (&new_manager, &new_worker),
+    ] {
+        let outcome = handshake(
+            server_config(server, old.cert(), nobody_removed())?,
+            client_config(client, old.cert(), nobody_removed())?,
+            mgr(NodeRole::Manager),
+        )
+        .await;
+        assert!(
+            outcome.both_ok(),
+            "{} <- {}",
+            server.node_id(),
+            client.node_id()
+        );
+    }
+
+    // A node joining mid-rotation with the old token pins the old root.
+    let tokens = JoinTokens::generate(&old.digest());
+    let join = handshake(
+        server_config_allowing_join(&new_manager, old.cert(), nobody_removed())?,
+        bootstrap_client_config(tokens.get(NodeRole::Worker))?,
+        mgr(NodeRole::Manager),
+    )
+    .await;
+    assert!(join.both_ok());
+
+    // Once everyone renewed, trust moves to the new root: renewed nodes
+    // still talk, a straggler with an old certificate is refused.
+    let outcome = handshake(
+        server_config(&new_manager, next.cert(), nobody_removed())?,
+        client_config(&new_worker, next.cert(), nobody_removed())?,
+        mgr(NodeRole::Manager),
+    )
+    .await;
+    assert!(outcome.both_ok());
+    let outcome = handshake(
+        server_config(&new_manager, next.cert(), nobody_removed())?,
+        client_config(&old_worker, next.cert(), nobody_removed())?,
+        mgr(NodeRole::Manager),
+    )
+    .await;
+    assert!(matches!(
+        cert_error(&outcome.server),
+        Some(CertificateError::UnknownIssuer)
+    ));
+
+    // Tokens move to the new digest and keep their secrets.
+    let mut moved = tokens.clone();
+    moved.set_ca_digest(&next.digest());
+    let join = handshake(
+        server_config_allowing_join(&new_manager, next.cert(), nobody_removed())?,
+        bootstrap_client_config(moved.get(NodeRole::Worker))?,
+        mgr(NodeRole::Manager),
+    )
+    .await;
+    assert!(join.both_ok());
+    Ok(())
+}
+
+#[test]
+fn removed_nodes_is_shared_between_clones() {
+    let removed = RemovedNodes::new();
+    let view = removed.clone();
+    removed.insert("n1");
+    assert!(view.is_removed("n1"));
+    view.replace(["n2".to_owned()]);
+    assert!(!removed.contains("n1"));
+    assert!(removed.contains("n2"));
+    assert!(!removed.remove("n1"));
+}

@@ -1,0 +1,867 @@
+//! The cluster's objects, the commands that change them, and the deterministic
+//! [`apply`] that every manager runs over the committed Raft log.
+//!
+//! Every object carries `id` and `version` (swarmkit's `meta.version`): the
+//! version is the store-wide change counter at the object's last change, so
+//! versions only grow and an update can be a compare-and-set on it. Ids are
+//! chosen by the proposer, never by `apply`, which must stay free of clocks
+//! and randomness so that every replica reaches the same state.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::net::IpAddr;
+
+use serde::{Deserialize, Serialize};
+
+#[cfg(test)]
+mod tests;
+
+/// The kinds of stored objects; used in errors and apply results.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Kind {
+    Cluster,
+    Node,
+    Network,
+    Service,
+    Task,
+    Secret,
+}
+
+impl fmt::Display for Kind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Kind::Cluster => "cluster",
+            Kind::Node => "node",
+            Kind::Network => "network",
+            Kind::Service => "service",
+            Kind::Task => "task",
+            Kind::Secret => "secret",
+        })
+    }
+}
+
+/// A string that is never printed by `Debug` (join tokens): commands and
+/// states are logged, their secrets must not be.
+#[derive(Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct SecretString(pub String);
+
+impl fmt::Debug for SecretString {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("<redacted>")
+    }
+}
+
+/// Secret payload bytes: redacted in `Debug`, hex in serde so a snapshot
+/// stays compact (a JSON array of numbers is four times larger).
+#[derive(Clone, Default, PartialEq, Eq)]
+pub struct SecretBytes(pub Vec<u8>);
+
+impl fmt::Debug for SecretBytes {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "<redacted {} bytes>", self.0.len())
+    }
+}
+
+impl Serialize for SecretBytes {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        const HEX: &[u8; 16] = b"0123456789abcdef";
+        let mut out = String::with_capacity(self.0.len() * 2);
+        for b in &self.0 {
+            out.push(char::from(HEX[usize::from(b >> 4)]));
+            out.push(char::from(HEX[usize::from(b & 0xf)]));
+        }
+        s.serialize_str(&out)
+    }
+}
+
+impl<'de> Deserialize<'de> for SecretBytes {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let text = String::deserialize(d)?;
+        if text.len() % 2 != 0 {
+            return Err(serde::de::Error::custom("odd-length hex"));
+        }
+        let nibble = |c: u8| match c {
+            b'0'..=b'9' => Ok(c - b'0'),
+            b'a'..=b'f' => Ok(c - b'a' + 10),
+            _ => Err(serde::de::Error::custom("invalid hex digit")),
+        };
+        text.as_bytes()
+            .chunks_exact(2)
+            .map(|p| Ok((nibble(p[0])? << 4) | nibble(p[1])?))
+            .collect::<Result<Vec<u8>, D::Error>>()
+            .map(SecretBytes)
+    }
+}
+
+pub type Labels = BTreeMap<String, String>;
+
+// ---------------------------------------------------------------- Cluster
+
+/// The cluster object; swarm keeps exactly one, named "default".
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Cluster {
+    pub id: String,
+    pub version: u64,
+    pub name: String,
+    pub settings: ClusterSettings,
+    pub join_tokens: JoinTokens,
+}
+
+/// Cluster-wide settings. `#[serde(default)]` so that fields added later
+/// still read older snapshots.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct ClusterSettings {
+    /// CIDR pools overlay subnets are carved from (swarm `--default-addr-pool`).
+    pub default_addr_pool: Vec<String>,
+    /// Prefix length of each overlay subnet (swarm `--default-addr-pool-mask-length`).
+    pub subnet_size: u8,
+    /// VXLAN UDP port (swarm `--data-path-port`).
+    pub data_path_port: u16,
+    /// Raft log entries between snapshots (swarm `--snapshot-interval`).
+    pub snapshot_interval: u64,
+    /// Entries kept behind a snapshot for slow followers (swarmkit's default).
+    pub log_entries_for_slow_followers: u64,
+    /// How often agents heartbeat the dispatcher (swarm `--dispatcher-heartbeat`).
+    pub dispatcher_heartbeat_secs: u64,
+    /// Finished tasks kept per slot (swarm `--task-history-limit`).
+    pub task_history_limit: u64,
+    /// Managers need the operator's unlock key after a restart (swarm `--autolock`).
+    pub autolock: bool,
+}
+
+impl Default for ClusterSettings {
+    fn default() -> Self {
+        ClusterSettings {
+            default_addr_pool: vec!["10.0.0.0/8".to_owned()],
+            subnet_size: 24,
+            data_path_port: 4789,
+            snapshot_interval: crate::raft::DEFAULT_SNAPSHOT_INTERVAL,
+            log_entries_for_slow_followers: crate::raft::DEFAULT_LOG_ENTRIES_FOR_SLOW_FOLLOWERS,
+            dispatcher_heartbeat_secs: 5,
+            task_history_limit: 5,
+            autolock: false,
+        }
+    }
+}
+
+/// Join tokens (`SWMTKN-1-<ca digest>-<secret>`): whoever holds one can join.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct JoinTokens {
+    pub worker: SecretString,
+    pub manager: SecretString,
+}
+
+// ---------------------------------------------------------------- Node
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum NodeRole {
+    Manager,
+    #[default]
+    Worker,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Availability {
+    #[default]
+    Active,
+    Pause,
+    Drain,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum NodeState {
+    #[default]
+    Unknown,
+    Down,
+    Ready,
+    Disconnected,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Node {
+    pub id: String,
+    pub version: u64,
+    /// Not unique: a machine that leaves and rejoins gets a new node id under
+    /// the same hostname, as in swarm.
+    pub hostname: String,
+    pub role: NodeRole,
+    pub availability: Availability,
+    pub labels: Labels,
+    /// Underlay address, as seen by the manager.
+    pub addr: Option<IpAddr>,
+    pub status: NodeState,
+}
+
+// ---------------------------------------------------------------- Network
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum NetworkDriver {
+    #[default]
+    Overlay,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Network {
+    pub id: String,
+    pub version: u64,
+    /// Unique, unlike swarm, where duplicate network names are a known trap.
+    pub name: String,
+    pub labels: Labels,
+    pub driver: NetworkDriver,
+    /// The routing mesh's network (swarm's `ingress`).
+    pub ingress: bool,
+    pub attachable: bool,
+    pub encrypted: bool,
+    /// `None` until the allocator picks them.
+    pub vni: Option<u32>,
+    pub subnet: Option<String>,
+    pub gateway: Option<IpAddr>,
+    /// `None`: derived per path and encryption mode.
+    pub mtu: Option<u32>,
+}
+
+// ---------------------------------------------------------------- Service
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ServiceMode {
+    Replicated { replicas: u64 },
+    Global,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum EndpointMode {
+    #[default]
+    Vip,
+    Dnsrr,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Protocol {
+    #[default]
+    Tcp,
+    Udp,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum PublishMode {
+    /// Published on every node through the routing mesh.
+    #[default]
+    Ingress,
+    /// Published only on the nodes running a task.
+    Host,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PortConfig {
+    pub protocol: Protocol,
+    pub target_port: u16,
+    /// `None`: the allocator picks one from the dynamic range.
+    pub published_port: Option<u16>,
+    pub publish_mode: PublishMode,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EndpointSpec {
+    pub mode: EndpointMode,
+    pub ports: Vec<PortConfig>,
+}
+
+/// What a task runs; copied into each task so a service update does not
+/// change tasks already created.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TaskSpec {
+    pub image: String,
+    pub args: Vec<String>,
+    pub env: Vec<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SecretReference {
+    pub secret_id: String,
+    /// File name under `/run/secrets`.
+    pub target: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ServiceSpec {
+    pub name: String,
+    pub labels: Labels,
+    pub mode: ServiceMode,
+    pub task: TaskSpec,
+    pub endpoint: EndpointSpec,
+    /// Network ids.
+    pub networks: Vec<String>,
+    pub secrets: Vec<SecretReference>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct VirtualIp {
+    pub network_id: String,
+    /// CIDR, e.g. `10.0.1.2/24`.
+    pub addr: String,
+}
+
+/// Allocated endpoint: VIPs per network and the ports as published.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Endpoint {
+    pub vips: Vec<VirtualIp>,
+    pub ports: Vec<PortConfig>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Service {
+    pub id: String,
+    pub version: u64,
+    pub spec: ServiceSpec,
+    /// The spec before the last update, for `service rollback`.
+    pub previous_spec: Option<ServiceSpec>,
+    pub endpoint: Endpoint,
+}
+
+// ---------------------------------------------------------------- Task
+
+/// Swarm's task states, in their order: observed state only moves forward.
+#[derive(
+    Debug, Clone, Copy, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize,
+)]
+#[serde(rename_all = "lowercase")]
+pub enum TaskState {
+    #[default]
+    New,
+    Pending,
+    Assigned,
+    Accepted,
+    Preparing,
+    Starting,
+    Running,
+    Complete,
+    Shutdown,
+    Failed,
+    Rejected,
+    Orphaned,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NetworkAttachment {
+    pub network_id: String,
+    /// CIDRs, e.g. `10.0.1.7/24`.
+    pub addresses: Vec<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Task {
+    pub id: String,
+    pub version: u64,
+    pub service_id: String,
+    /// Replica slot of a replicated service; `None` for global services.
+    pub slot: Option<u64>,
+    /// `None` until the scheduler assigns it.
+    pub node_id: Option<String>,
+    pub spec: TaskSpec,
+    pub desired_state: TaskState,
+    pub state: TaskState,
+    pub networks: Vec<NetworkAttachment>,
+}
+
+// ---------------------------------------------------------------- Secret
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Secret {
+    pub id: String,
+    pub version: u64,
+    pub name: String,
+    pub labels: Labels,
+    pub data: SecretBytes,
+}
+
+// ---------------------------------------------------------------- State
+
+/// Everything the Raft state machine holds. `BTreeMap`s keep iteration and
+/// serialization order identical on every replica.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct ClusterState {
+    /// The version given to the last change; 0 for an empty store.
+    pub version: u64,
+    pub clusters: BTreeMap<String, Cluster>,
+    pub nodes: BTreeMap<String, Node>,
+    pub networks: BTreeMap<String, Network>,
+    pub services: BTreeMap<String, Service>,
+    pub tasks: BTreeMap<String, Task>,
+    pub secrets: BTreeMap<String, Secret>,
+}
+
+impl ClusterState {
+    pub fn get<T: StoredObject>(&self, id: &str) -> Option<&T> {
+        T::table(self).get(id)
+    }
+
+    /// The object of kind `T` with this name, for the kinds whose names are unique.
+    pub fn find_by_name<T: StoredObject>(&self, name: &str) -> Option<&T> {
+        // A scan rather than an index: named kinds (services, networks,
+        // secrets) number in the hundreds, and an index would have to be
+        // kept consistent across snapshots.
+        T::table(self).values().find(|o| o.name() == Some(name))
+    }
+}
+
+/// Common access to the six stored kinds, so that create/update/remove are
+/// written once.
+pub trait StoredObject: Clone + fmt::Debug + Sized {
+    const KIND: Kind;
+    fn id(&self) -> &str;
+    fn version(&self) -> u64;
+    fn set_version(&mut self, version: u64);
+    /// The name that must be unique within the kind, if the kind has one.
+    fn name(&self) -> Option<&str>;
+    fn table(state: &ClusterState) -> &BTreeMap<String, Self>;
+    fn table_mut(state: &mut ClusterState) -> &mut BTreeMap<String, Self>;
+
+    /// Objects this one refers to must exist.
+    fn check_references(&self, _state: &ClusterState) -> Result<(), ApplyError> {
+        Ok(())
+    }
+
+    /// Rules on what an update may change.
+    fn check_update(&self, _current: &Self) -> Result<(), ApplyError> {
+        Ok(())
+    }
+
+    /// Nothing that still refers to the object may outlive it.
+    fn check_unused(_id: &str, _state: &ClusterState) -> Result<(), ApplyError> {
+        Ok(())
+    }
+}
+
+macro_rules! stored_object {
+    ($ty:ident, $kind:expr, $field:ident, |$o:ident| $name:expr) => {
+        impl StoredObject for $ty {
+            const KIND: Kind = $kind;
+            fn id(&self) -> &str {
+                &self.id
+            }
+            fn version(&self) -> u64 {
+                self.version
+            }
+            fn set_version(&mut self, version: u64) {
+                self.version = version;
+            }
+            fn name(&self) -> Option<&str> {
+                let $o = self;
+                $name
+            }
+            fn table(state: &ClusterState) -> &BTreeMap<String, Self> {
+                &state.$field
+            }
+            fn table_mut(state: &mut ClusterState) -> &mut BTreeMap<String, Self> {
+                &mut state.$field
+            }
+            stored_object!(@extra $ty);
+        }
+    };
+    (@extra Service) => {
+        fn check_references(&self, state: &ClusterState) -> Result<(), ApplyError> {
+            for network_id in &self.spec.networks {
+                require::<Network>(state, Kind::Service, &self.id, network_id)?;
+            }
+            for secret in &self.spec.secrets {
+                require::<Secret>(state, Kind::Service, &self.id, &secret.secret_id)?;
+            }
+            Ok(())
+        }
+    };
+    (@extra Task) => {
+        fn check_references(&self, state: &ClusterState) -> Result<(), ApplyError> {
+            require::<Service>(state, Kind::Task, &self.id, &self.service_id)?;
+            if let Some(node_id) = &self.node_id {
+                require::<Node>(state, Kind::Task, &self.id, node_id)?;
+            }
+            for attachment in &self.networks {
+                require::<Network>(state, Kind::Task, &self.id, &attachment.network_id)?;
+            }
+            Ok(())
+        }
+    };
+    (@extra Network) => {
+        fn check_unused(id: &str, state: &ClusterState) -> Result<(), ApplyError> {
+            let user = state.services.values().find(|s| s.spec.networks.iter().any(|n| n == id));
+            in_use(Kind::Network, id, user)
+        }
+    };
+    (@extra Secret) => {
+        fn check_update(&self, current: &Self) -> Result<(), ApplyError> {
+            // As in swarm: a secret's data never changes; rotate by creating
+            // a new secret and updating the services that use it.
+            if self.data != current.data || self.name != current.name {
+                return Err(ApplyError::Immutable { kind: Kind::Secret, id: self.id.clone() });
+            }
+            Ok(())
+        }
+        fn check_unused(id: &str, state: &ClusterState) -> Result<(), ApplyError> {
+            let user =
+                state.services.values().find(|s| s.spec.secrets.iter().any(|r| r.secret_id == id));
+            in_use(Kind::Secret, id, user)
+        }
+    };
+    (@extra $other:ident) => {};
+}
+
+// The macro's `@extra` arms match on the type's name, so each type is named
+// by its bare identifier here.
+mod impls {
+    use super::*;
+    stored_object!(Cluster, Kind::Cluster, clusters, |o| Some(o.name.as_str()));
+    stored_object!(Node, Kind::Node, nodes, |_o| None);
+    stored_object!(Network, Kind::Network, networks, |o| Some(o.name.as_str()));
+    stored_object!(Service, Kind::Service, services, |o| Some(
+        o.spec.name.as_str()
+    ));
+    // Tasks are named `<service>.<slot>.<id>`, unique by construction.
+    stored_object!(Task, Kind::Task, tasks, |_o| None);
+    stored_object!(Secret, Kind::Secret, secrets, |o| Some(o.name.as_str()));
+}
+
+fn require<T: StoredObject>(
+    state: &ClusterState,
+    kind: Kind,
+    id: &str,
+    target_id: &str,
+) -> Result<(), ApplyError> {
+    if T::table(state).contains_key(target_id) {
+        Ok(())
+    } else {
+        Err(ApplyError::MissingReference {
+            kind,
+            id: id.to_owned(),
+            target_kind: T::KIND,
+            target_id: target_id.to_owned(),
+        })
+    }
+}
+
+fn in_use(kind: Kind, id: &str, user: Option<&Service>) -> Result<(), ApplyError> {
+    match user {
+        None => Ok(()),
+        Some(service) => Err(ApplyError::InUse {
+            kind,
+            id: id.to_owned(),
+            user_kind: Kind::Service,
+            user_id: service.id.clone(),
+        }),
+    }
+}
+
+// ---------------------------------------------------------------- Commands
+
+/// A change proposed through Raft. Updates and removals are compare-and-set
+/// on `expected_version`; the object in an update replaces the stored one
+/// whole (its `version` field is ignored and set by `apply`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Command {
+    CreateCluster(Cluster),
+    UpdateCluster {
+        id: String,
+        expected_version: u64,
+        cluster: Cluster,
+    },
+    CreateNode(Node),
+    UpdateNode {
+        id: String,
+        expected_version: u64,
+        node: Node,
+    },
+    RemoveNode {
+        id: String,
+        expected_version: u64,
+    },
+    CreateNetwork(Network),
+    UpdateNetwork {
+        id: String,
+        expected_version: u64,
+        network: Network,
+    },
+    RemoveNetwork {
+        id: String,
+        expected_version: u64,
+    },
+    CreateService(Service),
+    UpdateService {
+        id: String,
+        expected_version: u64,
+        service: Service,
+    },
+    RemoveService {
+        id: String,
+        expected_version: u64,
+    },
+    CreateTask(Task),
+    UpdateTask {
+        id: String,
+        expected_version: u64,
+        task: Task,
+    },
+    RemoveTask {
+        id: String,
+        expected_version: u64,
+    },
+    CreateSecret(Secret),
+    UpdateSecret {
+        id: String,
+        expected_version: u64,
+        secret: Secret,
+    },
+    RemoveSecret {
+        id: String,
+        expected_version: u64,
+    },
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Change {
+    Created,
+    Updated,
+    Removed,
+}
+
+/// What a successful command did; `version` is the store version it produced.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Applied {
+    pub kind: Kind,
+    pub id: String,
+    pub change: Change,
+    pub version: u64,
+}
+
+/// Why a committed command was rejected. Rejection is itself deterministic:
+/// every replica rejects the same command and none changes its state.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error, Serialize, Deserialize)]
+pub enum ApplyError {
+    #[error("{kind} id must not be empty")]
+    EmptyId { kind: Kind },
+    #[error("{kind} {id} already exists")]
+    AlreadyExists { kind: Kind, id: String },
+    #[error("{kind} name {name:?} is already used by {kind} {existing_id}")]
+    NameConflict {
+        kind: Kind,
+        name: String,
+        existing_id: String,
+    },
+    #[error("{kind} {id} not found")]
+    NotFound { kind: Kind, id: String },
+    #[error("{kind} {id} is at version {current}, not {expected}: it changed since it was read")]
+    VersionMismatch {
+        kind: Kind,
+        id: String,
+        expected: u64,
+        current: u64,
+    },
+    #[error("update of {kind} {id} carries an object with id {object_id}")]
+    IdMismatch {
+        kind: Kind,
+        id: String,
+        object_id: String,
+    },
+    #[error("{kind} {id} refers to {target_kind} {target_id}, which does not exist")]
+    MissingReference {
+        kind: Kind,
+        id: String,
+        target_kind: Kind,
+        target_id: String,
+    },
+    #[error("{kind} {id} is in use by {user_kind} {user_id}")]
+    InUse {
+        kind: Kind,
+        id: String,
+        user_kind: Kind,
+        user_id: String,
+    },
+    #[error("{kind} {id}: only labels can be updated")]
+    Immutable { kind: Kind, id: String },
+}
+
+/// Applies one committed command. On error `state` is left exactly as it was.
+pub fn apply(state: &mut ClusterState, command: &Command) -> Result<Applied, ApplyError> {
+    use Command as C;
+    match command {
+        C::CreateCluster(o) => create(state, o),
+        C::UpdateCluster {
+            id,
+            expected_version,
+            cluster,
+        } => update(state, id, *expected_version, cluster),
+        C::CreateNode(o) => create(state, o),
+        C::UpdateNode {
+            id,
+            expected_version,
+            node,
+        } => update(state, id, *expected_version, node),
+        C::RemoveNode {
+            id,
+            expected_version,
+        } => remove::<Node>(state, id, *expected_version),
+        C::CreateNetwork(o) => create(state, o),
+        C::UpdateNetwork {
+            id,
+            expected_version,
+            network,
+        } => update(state, id, *expected_version, network),
+        C::RemoveNetwork {
+            id,
+            expected_version,
+        } => remove::<Network>(state, id, *expected_version),
+        C::CreateService(o) => create(state, o),
+        C::UpdateService {
+            id,
+            expected_version,
+            service,
+        } => update(state, id, *expected_version, service),
+        C::RemoveService {
+            id,
+            expected_version,
+        } => remove::<Service>(state, id, *expected_version),
+        C::CreateTask(o) => create(state, o),
+        C::UpdateTask {
+            id,
+            expected_version,
+            task,
+        } => update(state, id, *expected_version, task),
+        C::RemoveTask {
+            id,
+            expected_version,
+        } => remove::<Task>(state, id, *expected_version),
+        C::CreateSecret(o) => create(state, o),
+        C::UpdateSecret {
+            id,
+            expected_version,
+            secret,
+        } => update(state, id, *expected_version, secret),
+        C::RemoveSecret {
+            id,
+            expected_version,
+        } => remove::<Secret>(state, id, *expected_version),
+    }
+}
+
+// Each of these checks everything before its single mutation, which is what
+// makes a rejected command leave the state untouched.
+
+fn create<T: StoredObject>(state: &mut ClusterState, object: &T) -> Result<Applied, ApplyError> {
+    let id = object.id();
+    if id.is_empty() {
+        return Err(ApplyError::EmptyId { kind: T::KIND });
+    }
+    if T::table(state).contains_key(id) {
+        return Err(ApplyError::AlreadyExists {
+            kind: T::KIND,
+            id: id.to_owned(),
+        });
+    }
+    check_name(state, object)?;
+    object.check_references(state)?;
+    let version = state.version + 1;
+    let mut stored = object.clone();
+    stored.set_version(version);
+    T::table_mut(state).insert(id.to_owned(), stored);
+    state.version = version;
+    Ok(Applied {
+        kind: T::KIND,
+        id: id.to_owned(),
+        change: Change::Created,
+        version,
+    })
+}
+
+fn update<T: StoredObject>(
+    state: &mut ClusterState,
+    id: &str,
+    expected_version: u64,
+    object: &T,
+) -> Result<Applied, ApplyError> {
+    if object.id() != id {
+        return Err(ApplyError::IdMismatch {
+            kind: T::KIND,
+            id: id.to_owned(),
+            object_id: object.id().to_owned(),
+        });
+    }
+    let current = current::<T>(state, id, expected_version)?;
+    object.check_update(current)?;
+    check_name(state, object)?;
+    object.check_references(state)?;
+    let version = state.version + 1;
+    let mut stored = object.clone();
+    stored.set_version(version);
+    T::table_mut(state).insert(id.to_owned(), stored);
+    state.version = version;
+    Ok(Applied {
+        kind: T::KIND,
+        id: id.to_owned(),
+        change: Change::Updated,
+        version,
+    })
+}
+
+fn remove<T: StoredObject>(
+    state: &mut ClusterState,
+    id: &str,
+    expected_version: u64,
+) -> Result<Applied, ApplyError> {
+    current::<T>(state, id, expected_version)?;
+    T::check_unused(id, state)?;
+    T::table_mut(state).remove(id);
+    state.version += 1;
+    Ok(Applied {
+        kind: T::KIND,
+        id: id.to_owned(),
+        change: Change::Removed,
+        version: state.version,
+    })
+}
+
+fn current<'s, T: StoredObject>(
+    state: &'s ClusterState,
+    id: &str,
+    expected_version: u64,
+) -> Result<&'s T, ApplyError> {
+    let current = T::table(state)
+        .get(id)
+        .ok_or_else(|| ApplyError::NotFound {
+            kind: T::KIND,
+            id: id.to_owned(),
+        })?;
+    if current.version() != expected_version {
+        return Err(ApplyError::VersionMismatch {
+            kind: T::KIND,
+            id: id.to_owned(),
+            expected: expected_version,
+            current: current.version(),
+        });
+    }
+    Ok(current)
+}
+
+fn check_name<T: StoredObject>(state: &ClusterState, object: &T) -> Result<(), ApplyError> {
+    let Some(name) = object.name() else {
+        return Ok(());
+    };
+    match state.find_by_name::<T>(name) {
+        Some(other) if other.id() != object.id() => Err(ApplyError::NameConflict {
+            kind: T::KIND,
+            name: name.to_owned(),
+            existing_id: other.id().to_owned(),
+        }),
+        _ => Ok(()),
+    }
+}

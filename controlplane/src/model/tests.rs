@@ -1,0 +1,663 @@
+use proptest::prelude::*;
+
+use super::*;
+
+fn cluster(id: &str, name: &str) -> Cluster {
+    Cluster {
+        id: id.to_owned(),
+        version: 0,
+        name: name.to_owned(),
+        settings: ClusterSettings::default(),
+        join_tokens: JoinTokens {
+            worker: SecretString("SWMTKN-1-abc-worker".to_owned()),
+            manager: SecretString("SWMTKN-1-abc-manager".to_owned()),
+        },
+    }
+}
+
+fn node(id: &str, hostname: &str) -> Node {
+    Node {
+        id: id.to_owned(),
+        version: 0,
+        hostname: hostname.to_owned(),
+        role: NodeRole::Worker,
+        availability: Availability::Active,
+        labels: Labels::new(),
+        addr: None,
+        status: NodeState::Unknown,
+    }
+}
+
+fn network(id: &str, name: &str) -> Network {
+    Network {
+        id: id.to_owned(),
+        version: 0,
+        name: name.to_owned(),
+        labels: Labels::new(),
+        driver: NetworkDriver::Overlay,
+        ingress: false,
+        attachable: false,
+        encrypted: false,
+        vni: None,
+        subnet: None,
+        gateway: None,
+        mtu: None,
+    }
+}
+
+fn service(id: &str, name: &str, networks: &[&str], secrets: &[&str]) -> Service {
+    Service {
+        id: id.to_owned(),
+        version: 0,
+        spec: ServiceSpec {
+            name: name.to_owned(),
+            labels: Labels::new(),
+            mode: ServiceMode::Replicated { replicas: 1 },
+            task: TaskSpec {
+                image: "nginx".to_owned(),
+                ..TaskSpec::default()
+            },
+            endpoint: EndpointSpec::default(),
+            networks: networks.iter().map(|n| (*n).to_owned()).collect(),
+            secrets: secrets
+                .iter()
+                .map(|s| SecretReference {
+                    secret_id: (*s).to_owned(),
+                    target: (*s).to_owned(),
+                })
+                .collect(),
+        },
+        previous_spec: None,
+        endpoint: Endpoint::default(),
+    }
+}
+
+fn task(id: &str, service_id: &str, node_id: Option<&str>) -> Task {
+    Task {
+        id: id.to_owned(),
+        version: 0,
+        service_id: service_id.to_owned(),
+        slot: Some(1),
+        node_id: node_id.map(str::to_owned),
+        spec: TaskSpec::default(),
+        desired_state: TaskState::Running,
+        state: TaskState::New,
+        networks: Vec::new(),
+    }
+}
+
+fn secret(id: &str, name: &str, data: &[u8]) -> Secret {
+    Secret {
+        id: id.to_owned(),
+        version: 0,
+        name: name.to_owned(),
+        labels: Labels::new(),
+        data: SecretBytes(data.to_vec()),
+    }
+}
+
+#[test]
+fn create_update_remove_bump_versions() -> Result<(), ApplyError> {
+    let mut state = ClusterState::default();
+    let created = apply(&mut state, &Command::CreateNetwork(network("n1", "web")))?;
+    assert_eq!(
+        created,
+        Applied {
+            kind: Kind::Network,
+            id: "n1".into(),
+            change: Change::Created,
+            version: 1
+        }
+    );
+    let mut updated = network("n1", "web");
+    updated.vni = Some(4097);
+    let applied = apply(
+        &mut state,
+        &Command::UpdateNetwork {
+            id: "n1".into(),
+            expected_version: 1,
+            network: updated,
+        },
+    )?;
+    assert_eq!(applied.version, 2);
+    let stored = state.get::<Network>("n1").map(|n| (n.version, n.vni));
+    assert_eq!(stored, Some((2, Some(4097))));
+    let removed = apply(
+        &mut state,
+        &Command::RemoveNetwork {
+            id: "n1".into(),
+            expected_version: 2,
+        },
+    )?;
+    assert_eq!(removed.change, Change::Removed);
+    assert_eq!(removed.version, 3);
+    assert!(state.networks.is_empty());
+    Ok(())
+}
+
+#[test]
+fn stale_update_is_rejected_naming_both_versions() -> Result<(), ApplyError> {
+    let mut state = ClusterState::default();
+    apply(&mut state, &Command::CreateNode(node("nd1", "host-a")))?;
+    apply(&mut state, &Command::CreateNode(node("nd2", "host-b")))?;
+    let before = state.clone();
+    let mut drained = node("nd1", "host-a");
+    drained.availability = Availability::Drain;
+    let err = apply(
+        &mut state,
+        &Command::UpdateNode {
+            id: "nd1".into(),
+            expected_version: 2,
+            node: drained,
+        },
+    );
+    assert_eq!(
+        err,
+        Err(ApplyError::VersionMismatch {
+            kind: Kind::Node,
+            id: "nd1".into(),
+            expected: 2,
+            current: 1
+        })
+    );
+    let message = err.err().map(|e| e.to_string()).unwrap_or_default();
+    assert!(message.contains("node nd1") && message.contains('1') && message.contains('2'));
+    assert_eq!(state, before);
+    Ok(())
+}
+
+#[test]
+fn names_are_unique_per_kind_but_hostnames_are_not() -> Result<(), ApplyError> {
+    let mut state = ClusterState::default();
+    apply(
+        &mut state,
+        &Command::CreateSecret(secret("s1", "db-pass", b"x")),
+    )?;
+    let dup = apply(
+        &mut state,
+        &Command::CreateSecret(secret("s2", "db-pass", b"y")),
+    );
+    assert_eq!(
+        dup,
+        Err(ApplyError::NameConflict {
+            kind: Kind::Secret,
+            name: "db-pass".into(),
+            existing_id: "s1".into()
+        })
+    );
+    // Another kind may use the same name.
+    apply(
+        &mut state,
+        &Command::CreateNetwork(network("n1", "db-pass")),
+    )?;
+    // A rejoined machine keeps its hostname under a new node id.
+    apply(&mut state, &Command::CreateNode(node("nd1", "host-a")))?;
+    apply(&mut state, &Command::CreateNode(node("nd2", "host-a")))?;
+    // Renaming onto a taken name is refused too.
+    apply(&mut state, &Command::CreateNetwork(network("n2", "back")))?;
+    let rename = apply(
+        &mut state,
+        &Command::UpdateNetwork {
+            id: "n2".into(),
+            expected_version: 5,
+            network: network("n2", "db-pass"),
+        },
+    );
+    assert!(matches!(rename, Err(ApplyError::NameConflict { .. })));
+    assert_eq!(
+        apply(&mut state, &Command::CreateNetwork(network("n1", "other"))),
+        Err(ApplyError::AlreadyExists {
+            kind: Kind::Network,
+            id: "n1".into()
+        })
+    );
+    Ok(())
+}
+
+#[test]
+fn references_must_exist_and_block_removal() -> Result<(), ApplyError> {
+    let mut state = ClusterState::default();
+    let missing = apply(
+        &mut state,
+        &Command::CreateService(service("sv1", "web", &["n1"], &[])),
+    );
+    assert_eq!(
+        missing,
+        Err(ApplyError::MissingReference {
+            kind: Kind::Service,
+            id: "sv1".into(),
+            target_kind: Kind::Network,
+            target_id: "n1".into()
+        })
+    );
+    apply(&mut state, &Command::CreateNetwork(network("n1", "front")))?;
+    apply(
+        &mut state,
+        &Command::CreateSecret(secret("s1", "key", b"k")),
+    )?;
+    apply(
+        &mut state,
+        &Command::CreateService(service("sv1", "web", &["n1"], &["s1"])),
+    )?;
+    let in_use = apply(
+        &mut state,
+        &Command::RemoveNetwork {
+            id: "n1".into(),
+            expected_version: 1,
+        },
+    );
+    assert_eq!(
+        in_use,
+        Err(ApplyError::InUse {
+            kind: Kind::Network,
+            id: "n1".into(),
+            user_kind: Kind::Service,
+            user_id: "sv1".into()
+        })
+    );
+    let in_use = apply(
+        &mut state,
+        &Command::RemoveSecret {
+            id: "s1".into(),
+            expected_version: 2,
+        },
+    );
+    assert!(matches!(
+        in_use,
+        Err(ApplyError::InUse {
+            kind: Kind::Secret,
+            ..
+        })
+    ));
+    let orphan = apply(
+        &mut state,
+        &Command::CreateTask(task("t1", "sv1", Some("nd9"))),
+    );
+    assert!(matches!(
+        orphan,
+        Err(ApplyError::MissingReference {
+            target_kind: Kind::Node,
+            ..
+        })
+    ));
+    apply(&mut state, &Command::CreateTask(task("t1", "sv1", None)))?;
+    apply(
+        &mut state,
+        &Command::RemoveService {
+            id: "sv1".into(),
+            expected_version: 3,
+        },
+    )?;
+    apply(
+        &mut state,
+        &Command::RemoveNetwork {
+            id: "n1".into(),
+            expected_version: 1,
+        },
+    )?;
+    Ok(())
+}
+
+#[test]
+fn secret_data_is_immutable_and_ids_must_match() -> Result<(), ApplyError> {
+    let mut state = ClusterState::default();
+    apply(
+        &mut state,
+        &Command::CreateSecret(secret("s1", "key", b"old")),
+    )?;
+    let changed = apply(
+        &mut state,
+        &Command::UpdateSecret {
+            id: "s1".into(),
+            expected_version: 1,
+            secret: secret("s1", "key", b"new"),
+        },
+    );
+    assert_eq!(
+        changed,
+        Err(ApplyError::Immutable {
+            kind: Kind::Secret,
+            id: "s1".into()
+        })
+    );
+    let mut labelled = secret("s1", "key", b"old");
+    labelled.labels.insert("team".into(), "a".into());
+    apply(
+        &mut state,
+        &Command::UpdateSecret {
+            id: "s1".into(),
+            expected_version: 1,
+            secret: labelled,
+        },
+    )?;
+    let mismatch = apply(
+        &mut state,
+        &Command::UpdateSecret {
+            id: "s1".into(),
+            expected_version: 2,
+            secret: secret("s2", "key", b"old"),
+        },
+    );
+    assert!(matches!(mismatch, Err(ApplyError::IdMismatch { .. })));
+    assert_eq!(
+        apply(&mut state, &Command::CreateCluster(cluster("", "default"))),
+        Err(ApplyError::EmptyId {
+            kind: Kind::Cluster
+        })
+    );
+    Ok(())
+}
+
+#[test]
+fn secrets_are_redacted_in_debug_and_hex_in_json() -> Result<(), serde_json::Error> {
+    let s = secret("s1", "key", b"\x00s3cr3t\xff");
+    let debug = format!("{s:?}");
+    assert!(!debug.contains("s3cr3t") && debug.contains("redacted 8 bytes"));
+    let json = serde_json::to_string(&s)?;
+    assert!(json.contains("\"00733363723374ff\""));
+    assert_eq!(serde_json::from_str::<Secret>(&json)?, s);
+    assert!(serde_json::from_str::<SecretBytes>("\"0g\"").is_err());
+    assert!(serde_json::from_str::<SecretBytes>("\"abc\"").is_err());
+    let c = cluster("c1", "default");
+    assert!(!format!("{c:?}").contains("SWMTKN"));
+    Ok(())
+}
+
+// ---------------------------------------------------------------- properties
+
+// Small pools so that generated commands collide: same ids, same names,
+// references that sometimes exist.
+fn pick(pool: &'static [&'static str]) -> impl Strategy<Value = String> {
+    prop::sample::select(pool).prop_map(str::to_owned)
+}
+fn id() -> impl Strategy<Value = String> {
+    pick(&["a", "b", "c"])
+}
+fn name() -> impl Strategy<Value = String> {
+    pick(&["x", "y", "z"])
+}
+fn labels() -> impl Strategy<Value = Labels> {
+    prop::collection::btree_map(name(), name(), 0..2)
+}
+
+fn arb_cluster() -> impl Strategy<Value = Cluster> {
+    (id(), name(), any::<bool>()).prop_map(|(id, name, autolock)| {
+        let mut c = cluster(&id, &name);
+        c.settings.autolock = autolock;
+        c
+    })
+}
+fn arb_node() -> impl Strategy<Value = Node> {
+    (id(), name(), any::<bool>(), labels()).prop_map(|(id, host, manager, labels)| {
+        let mut n = node(&id, &host);
+        n.role = if manager {
+            NodeRole::Manager
+        } else {
+            NodeRole::Worker
+        };
+        n.labels = labels;
+        n
+    })
+}
+fn arb_network() -> impl Strategy<Value = Network> {
+    (id(), name(), prop::option::of(4096u32..4100)).prop_map(|(id, name, vni)| {
+        let mut n = network(&id, &name);
+        n.vni = vni;
+        n
+    })
+}
+fn arb_service() -> impl Strategy<Value = Service> {
+    (
+        id(),
+        name(),
+        prop::collection::vec(id(), 0..2),
+        prop::collection::vec(id(), 0..2),
+    )
+        .prop_map(|(id, name, nets, secrets)| {
+            let nets: Vec<&str> = nets.iter().map(String::as_str).collect();
+            let secrets: Vec<&str> = secrets.iter().map(String::as_str).collect();
+            service(&id, &name, &nets, &secrets)
+        })
+}
+fn arb_task() -> impl Strategy<Value = Task> {
+    (id(), id(), prop::option::of(id())).prop_map(|(id, sv, nd)| task(&id, &sv, nd.as_deref()))
+}
+fn arb_secret() -> impl Strategy<Value = Secret> {
+    // Name and data follow the id, which is immutable anyway, so that label
+    // updates succeed; other kinds exercise name conflicts.
+    (id(), labels()).prop_map(|(id, labels)| {
+        let mut s = secret(&id, &format!("secret-{id}"), id.as_bytes());
+        s.labels = labels;
+        s
+    })
+}
+
+fn arb_command() -> impl Strategy<Value = Command> {
+    let v = || 0u64..4;
+    prop_oneof![
+        arb_cluster().prop_map(Command::CreateCluster),
+        (v(), arb_cluster()).prop_map(|(v, c)| Command::UpdateCluster {
+            id: c.id.clone(),
+            expected_version: v,
+            cluster: c
+        }),
+        arb_node().prop_map(Command::CreateNode),
+        (v(), arb_node()).prop_map(|(v, n)| Command::UpdateNode {
+            id: n.id.clone(),
+            expected_version: v,
+            node: n
+        }),
+        (id(), v()).prop_map(|(id, v)| Command::RemoveNode {
+            id,
+            expected_version: v
+        }),
+        arb_network().prop_map(Command::CreateNetwork),
+        (v(), arb_network()).prop_map(|(v, n)| Command::UpdateNetwork {
+            id: n.id.clone(),
+            expected_version: v,
+            network: n
+        }),
+        (id(), v()).prop_map(|(id, v)| Command::RemoveNetwork {
+            id,
+            expected_version: v
+        }),
+        arb_service().prop_map(Command::CreateService),
+        (v(), arb_service()).prop_map(|(v, s)| Command::UpdateService {
+            id: s.id.clone(),
+            expected_version: v,
+            service: s
+        }),
+        (id(), v()).prop_map(|(id, v)| Command::RemoveService {
+            id,
+            expected_version: v
+        }),
+        arb_task().prop_map(Command::CreateTask),
+        (v(), arb_task()).prop_map(|(v, t)| Command::UpdateTask {
+            id: t.id.clone(),
+            expected_version: v,
+            task: t
+        }),
+        (id(), v()).prop_map(|(id, v)| Command::RemoveTask {
+            id,
+            expected_version: v
+        }),
+        arb_secret().prop_map(Command::CreateSecret),
+        (v(), arb_secret()).prop_map(|(v, s)| Command::UpdateSecret {
+            id: s.id.clone(),
+            expected_version: v,
+            secret: s
+        }),
+        (id(), v()).prop_map(|(id, v)| Command::RemoveSecret {
+            id,
+            expected_version: v
+        }),
+    ]
+}
+
+/// A command, and whether to point its expected version at the object's
+/// current one when it runs, so that compare-and-set succeeds often
+/// enough to build up interesting states.
+fn arb_ops() -> impl Strategy<Value = Vec<(Command, bool)>> {
+    prop::collection::vec((arb_command(), any::<bool>()), 0..60)
+}
+
+fn target(command: &mut Command) -> Option<(Kind, String, &mut u64)> {
+    use Command as C;
+    let (kind, id, v) = match command {
+        C::UpdateCluster {
+            id,
+            expected_version,
+            ..
+        } => (Kind::Cluster, id, expected_version),
+        C::UpdateNode {
+            id,
+            expected_version,
+            ..
+        }
+        | C::RemoveNode {
+            id,
+            expected_version,
+        } => (Kind::Node, id, expected_version),
+        C::UpdateNetwork {
+            id,
+            expected_version,
+            ..
+        }
+        | C::RemoveNetwork {
+            id,
+            expected_version,
+        } => (Kind::Network, id, expected_version),
+        C::UpdateService {
+            id,
+            expected_version,
+            ..
+        }
+        | C::RemoveService {
+            id,
+            expected_version,
+        } => (Kind::Service, id, expected_version),
+        C::UpdateTask {
+            id,
+            expected_version,
+            ..
+        }
+        | C::RemoveTask {
+            id,
+            expected_version,
+        } => (Kind::Task, id, expected_version),
+        C::UpdateSecret {
+            id,
+            expected_version,
+            ..
+        }
+        | C::RemoveSecret {
+            id,
+            expected_version,
+        } => (Kind::Secret, id, expected_version),
+        _ => return None,
+    };
+    Some((kind, id.clone(), v))
+}
+
+fn version_of(state: &ClusterState, kind: Kind, id: &str) -> Option<u64> {
+    match kind {
+        Kind::Cluster => state.get::<Cluster>(id).map(StoredObject::version),
+        Kind::Node => state.get::<Node>(id).map(StoredObject::version),
+        Kind::Network => state.get::<Network>(id).map(StoredObject::version),
+        Kind::Service => state.get::<Service>(id).map(StoredObject::version),
+        Kind::Task => state.get::<Task>(id).map(StoredObject::version),
+        Kind::Secret => state.get::<Secret>(id).map(StoredObject::version),
+    }
+}
+
+fn all_versions(state: &ClusterState) -> Vec<u64> {
+    let mut v = Vec::new();
+    v.extend(state.clusters.values().map(|o| o.version));
+    v.extend(state.nodes.values().map(|o| o.version));
+    v.extend(state.networks.values().map(|o| o.version));
+    v.extend(state.services.values().map(|o| o.version));
+    v.extend(state.tasks.values().map(|o| o.version));
+    v.extend(state.secrets.values().map(|o| o.version));
+    v
+}
+
+fn resolve(command: &mut Command, fresh: bool, state: &ClusterState) {
+    if !fresh {
+        return;
+    }
+    if let Some((kind, id, expected)) = target(command)
+        && let Some(current) = version_of(state, kind, &id)
+    {
+        *expected = current;
+    }
+}
+
+/// Resolves each op against the state as it runs; returns the commands as
+/// applied and their results.
+fn run(ops: Vec<(Command, bool)>, state: &mut ClusterState) -> Vec<(Command, ApplyResult)> {
+    ops.into_iter()
+        .map(|(mut command, fresh)| {
+            resolve(&mut command, fresh, state);
+            let result = apply(state, &command);
+            (command, result)
+        })
+        .collect()
+}
+
+type ApplyResult = Result<Applied, ApplyError>;
+
+proptest! {
+    #[test]
+    fn apply_is_deterministic(ops in arb_ops()) {
+        let mut first = ClusterState::default();
+        let log = run(ops, &mut first);
+        let mut second = ClusterState::default();
+        for (command, result) in &log {
+            prop_assert_eq!(&apply(&mut second, command), result);
+        }
+        prop_assert_eq!(&first, &second);
+        // What a snapshot stores reads back as the same state.
+        let json = serde_json::to_vec(&first).map_err(|e| TestCaseError::fail(e.to_string()))?;
+        let back: ClusterState =
+            serde_json::from_slice(&json).map_err(|e| TestCaseError::fail(e.to_string()))?;
+        prop_assert_eq!(first, back);
+    }
+
+    #[test]
+    fn versions_strictly_increase(ops in arb_ops()) {
+        let mut state = ClusterState::default();
+        for (mut command, fresh) in ops {
+            resolve(&mut command, fresh, &state);
+            let before = state.version;
+            let target_before = target(&mut command.clone())
+                .and_then(|(kind, id, _)| version_of(&state, kind, &id));
+            if let Ok(applied) = apply(&mut state, &command) {
+                prop_assert!(applied.version > before);
+                prop_assert_eq!(applied.version, state.version);
+                let now = version_of(&state, applied.kind, &applied.id);
+                match applied.change {
+                    Change::Removed => prop_assert_eq!(now, None),
+                    Change::Created | Change::Updated => {
+                        prop_assert_eq!(now, Some(applied.version));
+                        if let Some(old) = target_before {
+                            prop_assert!(applied.version > old);
+                        }
+                    }
+                }
+            }
+            prop_assert!(all_versions(&state).iter().all(|v| *v <= state.version));
+        }
+    }
+
+    #[test]
+    fn rejected_commands_change_nothing(ops in arb_ops()) {
+        let mut state = ClusterState::default();
+        for (mut command, fresh) in ops {
+            resolve(&mut command, fresh, &state);
+            let before = state.clone();
+            if apply(&mut state, &command).is_err() {
+                prop_assert_eq!(&state, &before);
+            }
+        }
+    }
+}
