@@ -7,15 +7,28 @@ use std::{
     time::Instant,
 };
 
-use shoal_api::node::v1::{
-    InfoReply, InfoRequest, ProtoCounter, ReasonCounter, StatsReply, StatsRequest,
-    node_server::{Node, NodeServer},
+use shoal_api::{
+    cluster::v1::{
+        JoinTokenReply, JoinTokenRequest, ListNodesReply, ListNodesRequest, NodeDetail, NodeRef,
+        RemoveNodeReply, RemoveNodeRequest, UpdateNodeRequest,
+        control_server::{Control, ControlServer},
+    },
+    node::v1::{
+        InfoReply, InfoRequest, ProtoCounter, ReasonCounter, StatsReply, StatsRequest,
+        SwarmInitReply, SwarmInitRequest, SwarmJoinReply, SwarmJoinRequest, SwarmLeaveReply,
+        SwarmLeaveRequest,
+        node_server::{Node, NodeServer},
+    },
 };
+use shoal_controlplane::manager::{Api, not_a_manager};
 use tokio::net::{UnixListener, UnixStream};
 use tokio_stream::wrappers::UnixListenerStream;
 use tonic::{Request, Response, Status};
 
-use crate::datapath::{DatapathError, StatsSource};
+use crate::{
+    datapath::{DatapathError, StatsSource},
+    swarm::Swarm,
+};
 
 #[derive(Debug, thiserror::Error)]
 pub enum ApiError {
@@ -60,15 +73,69 @@ pub struct NodeApi<S> {
     info: NodeInfo,
     started: Instant,
     stats: Arc<S>,
+    swarm: Arc<Swarm>,
 }
 
 impl<S: StatsSource> NodeApi<S> {
-    pub fn new(info: NodeInfo, stats: Arc<S>) -> Self {
+    pub fn new(info: NodeInfo, stats: Arc<S>, swarm: Arc<Swarm>) -> Self {
         Self {
             info,
             started: Instant::now(),
             stats,
+            swarm,
         }
+    }
+}
+
+/// The cluster `Control` API on the local socket: served by this node's
+/// manager, or refused with docker's words on a worker.
+#[derive(Clone)]
+pub struct LocalControl {
+    swarm: Arc<Swarm>,
+}
+
+impl LocalControl {
+    async fn api(&self) -> Result<Api, Status> {
+        self.swarm
+            .manager()
+            .await
+            .map(Api)
+            .ok_or_else(not_a_manager)
+    }
+}
+
+#[tonic::async_trait]
+impl Control for LocalControl {
+    async fn list_nodes(
+        &self,
+        req: Request<ListNodesRequest>,
+    ) -> Result<Response<ListNodesReply>, Status> {
+        self.api().await?.list_nodes(req).await
+    }
+
+    async fn inspect_node(&self, req: Request<NodeRef>) -> Result<Response<NodeDetail>, Status> {
+        self.api().await?.inspect_node(req).await
+    }
+
+    async fn update_node(
+        &self,
+        req: Request<UpdateNodeRequest>,
+    ) -> Result<Response<NodeDetail>, Status> {
+        self.api().await?.update_node(req).await
+    }
+
+    async fn remove_node(
+        &self,
+        req: Request<RemoveNodeRequest>,
+    ) -> Result<Response<RemoveNodeReply>, Status> {
+        self.api().await?.remove_node(req).await
+    }
+
+    async fn join_token(
+        &self,
+        req: Request<JoinTokenRequest>,
+    ) -> Result<Response<JoinTokenReply>, Status> {
+        self.api().await?.join_token(req).await
     }
 }
 
@@ -85,7 +152,30 @@ impl<S: StatsSource> Node for NodeApi<S> {
             programs: i.programs.clone(),
             uptime_seconds: self.started.elapsed().as_secs(),
             state_dir: i.state_dir.display().to_string(),
+            swarm: Some(self.swarm.info().await),
         }))
+    }
+
+    async fn swarm_init(
+        &self,
+        req: Request<SwarmInitRequest>,
+    ) -> Result<Response<SwarmInitReply>, Status> {
+        Ok(Response::new(self.swarm.init(req.into_inner()).await?))
+    }
+
+    async fn swarm_join(
+        &self,
+        req: Request<SwarmJoinRequest>,
+    ) -> Result<Response<SwarmJoinReply>, Status> {
+        Ok(Response::new(self.swarm.join(req.into_inner()).await?))
+    }
+
+    async fn swarm_leave(
+        &self,
+        req: Request<SwarmLeaveRequest>,
+    ) -> Result<Response<SwarmLeaveReply>, Status> {
+        self.swarm.leave(req.into_inner().force).await?;
+        Ok(Response::new(SwarmLeaveReply {}))
     }
 
     async fn stats(&self, _: Request<StatsRequest>) -> Result<Response<StatsReply>, Status> {
@@ -143,8 +233,12 @@ pub async fn serve<S: StatsSource>(
     api: NodeApi<S>,
     shutdown: impl std::future::Future<Output = ()>,
 ) -> Result<(), ApiError> {
+    let control = LocalControl {
+        swarm: api.swarm.clone(),
+    };
     tonic::transport::Server::builder()
         .add_service(NodeServer::new(api))
+        .add_service(ControlServer::new(control))
         .serve_with_incoming_shutdown(UnixListenerStream::new(listener), shutdown)
         .await
         .map_err(ApiError::Serve)
@@ -184,6 +278,11 @@ mod tests {
                 state_dir: "/tmp/x".into(),
             },
             Arc::new(Fake),
+            Arc::new(Swarm::new(
+                std::path::Path::new("/nonexistent"),
+                "n1".into(),
+                None,
+            )),
         )
     }
 

@@ -3,6 +3,7 @@
 
 mod api;
 mod datapath;
+mod swarm;
 
 use std::{
     path::PathBuf,
@@ -72,17 +73,28 @@ async fn main() -> anyhow::Result<()> {
     info!(%iface, mode = mode.name(), "TC programs attached");
     let node_info = NodeInfo {
         hostname: hostname.clone(),
-        data_interface: iface,
+        data_interface: iface.clone(),
         data_ifindex: ifindex,
         attach_mode: mode.name(),
         programs: Datapath::programs().iter().map(|p| p.to_string()).collect(),
         state_dir: args.state_dir.clone(),
     };
 
+    let swarm = Arc::new(swarm::Swarm::new(
+        &args.state_dir,
+        hostname.clone(),
+        ipv4_of(&iface),
+    ));
+    swarm
+        .resume()
+        .await
+        .context("resuming this node's swarm membership")?;
+
     let listener = api::bind(&args.socket).await?;
     info!(socket = %args.socket.display(), %hostname, "serving the node API");
-    let api = NodeApi::new(node_info, Arc::new(Mutex::new(dp)));
+    let api = NodeApi::new(node_info, Arc::new(Mutex::new(dp)), swarm.clone());
     api::serve(listener, api, shutdown_signal()).await?;
+    swarm.shutdown().await;
     // Best effort: a leftover socket file is replaced by the next start anyway.
     if let Err(e) = std::fs::remove_file(&args.socket) {
         tracing::warn!(error = %e, "could not remove the API socket");
@@ -104,6 +116,14 @@ async fn shutdown_signal() {
         _ = term.recv() => info!("SIGTERM"),
         _ = int.recv() => info!("SIGINT"),
     }
+}
+
+/// The first IPv4 address of `iface`: the default advertise address.
+fn ipv4_of(iface: &str) -> Option<std::net::IpAddr> {
+    nix::ifaddrs::getifaddrs().ok()?.find_map(|a| {
+        let sin = a.address.as_ref()?.as_sockaddr_in()?;
+        (a.interface_name == iface).then(|| std::net::IpAddr::V4(sin.ip()))
+    })
 }
 
 /// The one non-loopback interface that is up, as a lab node or a single-NIC

@@ -17,6 +17,7 @@
 
 #![forbid(unsafe_code)]
 
+pub mod manager;
 pub mod model;
 pub mod raft;
 pub mod store;

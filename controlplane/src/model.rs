@@ -7,7 +7,7 @@
 //! chosen by the proposer, never by `apply`, which must stay free of clocks
 //! and randomness so that every replica reaches the same state.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
 use std::net::IpAddr;
 
@@ -107,6 +107,20 @@ pub struct Cluster {
     pub name: String,
     pub settings: ClusterSettings,
     pub join_tokens: JoinTokens,
+    /// The root CA every manager signs node certificates with. Like swarm,
+    /// the key lives in Raft (encrypted at rest with the rest of the store).
+    #[serde(default)]
+    pub root_ca: RootCaKeys,
+    /// Ids of removed nodes: their still-valid certificates are refused.
+    #[serde(default)]
+    pub removed_nodes: BTreeSet<String>,
+}
+
+/// PEM of the root CA certificate and its private key.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RootCaKeys {
+    pub cert_pem: String,
+    pub key_pem: SecretString,
 }
 
 /// Cluster-wide settings. `#[serde(default)]` so that fields added later
@@ -130,6 +144,8 @@ pub struct ClusterSettings {
     pub task_history_limit: u64,
     /// Managers need the operator's unlock key after a restart (swarm `--autolock`).
     pub autolock: bool,
+    /// Lifetime of node certificates (swarm `--cert-expiry`, 2160h).
+    pub node_cert_expiry_secs: u64,
 }
 
 impl Default for ClusterSettings {
@@ -143,6 +159,7 @@ impl Default for ClusterSettings {
             dispatcher_heartbeat_secs: 5,
             task_history_limit: 5,
             autolock: false,
+            node_cert_expiry_secs: 2160 * 3600,
         }
     }
 }
@@ -196,6 +213,16 @@ pub struct Node {
     /// Underlay address, as seen by the manager.
     pub addr: Option<IpAddr>,
     pub status: NodeState,
+    /// Set while the node is a manager: its Raft id and 2377 address.
+    #[serde(default)]
+    pub manager: Option<ManagerInfo>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ManagerInfo {
+    pub raft_id: u64,
+    /// `host:port` other managers and agents dial.
+    pub addr: String,
 }
 
 // ---------------------------------------------------------------- Network

@@ -12,6 +12,8 @@ fn cluster(id: &str, name: &str) -> Cluster {
             worker: SecretString("SWMTKN-1-abc-worker".to_owned()),
             manager: SecretString("SWMTKN-1-abc-manager".to_owned()),
         },
+        root_ca: RootCaKeys::default(),
+        removed_nodes: BTreeSet::new(),
     }
 }
 
@@ -25,6 +27,7 @@ fn node(id: &str, hostname: &str) -> Node {
         labels: Labels::new(),
         addr: None,
         status: NodeState::Unknown,
+        manager: None,
     }
 }
 

@@ -1,0 +1,714 @@
+//! This node's membership of a swarm: `swarm init`, `swarm join`, `swarm
+//! leave`, resuming after a restart, and the session (heartbeats) every node
+//! keeps with the managers. A manager also runs the control plane
+//! (`shoal_controlplane::manager`) in this process.
+//!
+//! On disk, under `<state-dir>/swarm/`: `node.json` (ids, role, addresses),
+//! `key.pem` (0600), `cert.pem`, `ca.pem`, and on managers `store.key` (0600,
+//! the key-encryption key of the Raft store) and `raft/`.
+
+use std::{
+    net::{IpAddr, SocketAddr},
+    os::unix::fs::{OpenOptionsExt, PermissionsExt},
+    path::{Path, PathBuf},
+    sync::Arc,
+    time::Duration,
+};
+
+use serde::{Deserialize, Serialize};
+use shoal_api::{
+    CLUSTER_PORT,
+    cluster::v1::{
+        HeartbeatRequest, JoinRequest, dispatcher_client::DispatcherClient, join_client::JoinClient,
+    },
+    node::v1::{SwarmInfo, SwarmInitReply, SwarmInitRequest, SwarmJoinReply, SwarmJoinRequest},
+};
+use shoal_ca::{
+    CaCert, JoinToken, JoinTokens, NodeIdentity, NodeKey, NodeRole, RemovedNodes, RootCa,
+    bootstrap_client_config, client_config, generate_node_id,
+};
+use shoal_controlplane::{
+    StoreKey,
+    manager::{Manager, ManagerConfig, ManagerError, transport},
+    model::{
+        Availability, Cluster, ClusterSettings, JoinTokens as StoredTokens, Labels, Node,
+        NodeRole as ModelRole, NodeState, RootCaKeys, SecretString,
+    },
+};
+use tokio::{sync::Mutex, task::JoinHandle};
+use tonic::Status;
+
+#[derive(Debug, thiserror::Error)]
+pub enum SwarmError {
+    #[error(
+        "This node is already part of a swarm. Use \"shoal swarm leave\" to leave this swarm and \
+         join another one."
+    )]
+    AlreadyActive,
+    #[error("This node is not part of a swarm")]
+    NotActive,
+    #[error("{field}: {reason}")]
+    Invalid { field: &'static str, reason: String },
+    #[error(
+        "You are attempting to leave the swarm on a node that is participating as a manager. \
+         Demote it first with `shoal node demote`, or use `--force` to leave anyway (the \
+         remaining managers must still hold a majority)"
+    )]
+    ManagerLeave,
+    #[error("cannot reach the manager at {addr}: {reason}")]
+    Unreachable { addr: String, reason: String },
+    #[error("the manager refused to let this node join: {0}")]
+    JoinRefused(String),
+    #[error("certificates")]
+    Ca(#[from] shoal_ca::CaError),
+    #[error(transparent)]
+    Manager(#[from] ManagerError),
+    #[error("{path}")]
+    Io {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{path} is corrupt")]
+    Corrupt {
+        path: PathBuf,
+        #[source]
+        source: serde_json::Error,
+    },
+}
+
+impl From<SwarmError> for Status {
+    fn from(e: SwarmError) -> Self {
+        let msg = chain(&e);
+        match e {
+            SwarmError::AlreadyActive | SwarmError::NotActive | SwarmError::ManagerLeave => {
+                Status::failed_precondition(msg)
+            }
+            SwarmError::Invalid { .. } => Status::invalid_argument(msg),
+            SwarmError::Unreachable { .. } => Status::unavailable(msg),
+            SwarmError::JoinRefused(_) => Status::permission_denied(msg),
+            SwarmError::Manager(m) => m.into(),
+            _ => Status::internal(msg),
+        }
+    }
+}
+
+fn chain(e: &dyn std::error::Error) -> String {
+    let mut s = e.to_string();
+    let mut src = e.source();
+    while let Some(c) = src {
+        s.push_str(": ");
+        s.push_str(&c.to_string());
+        src = c.source();
+    }
+    s
+}
+
+/// `node.json`: what this node needs to resume its membership.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct NodeFile {
+    node_id: String,
+    cluster_id: String,
+    role: ModelRole,
+    /// host:port of the managers' 2377, most recently seen first.
+    managers: Vec<String>,
+    /// This node's 2377 as others dial it (managers).
+    advertise: String,
+    listen: SocketAddr,
+    raft_id: Option<u64>,
+    heartbeat_secs: u64,
+    snapshot_interval: u64,
+}
+
+struct Active {
+    file: NodeFile,
+    manager: Option<Arc<Manager>>,
+    heartbeats: JoinHandle<()>,
+}
+
+pub struct Swarm {
+    dir: PathBuf,
+    hostname: String,
+    /// The data interface's address: the default advertise address.
+    default_ip: Option<IpAddr>,
+    active: Mutex<Option<Active>>,
+}
+
+impl Swarm {
+    pub fn new(state_dir: &Path, hostname: String, default_ip: Option<IpAddr>) -> Self {
+        Swarm {
+            dir: state_dir.join("swarm"),
+            hostname,
+            default_ip,
+            active: Mutex::new(None),
+        }
+    }
+
+    /// Picks the membership up again after a restart, from disk alone.
+    pub async fn resume(&self) -> Result<(), SwarmError> {
+        let path = self.dir.join("node.json");
+        if !path.exists() {
+            return Ok(());
+        }
+        let file: NodeFile =
+            serde_json::from_slice(&read(&path)?).map_err(|source| SwarmError::Corrupt {
+                path: path.clone(),
+                source,
+            })?;
+        let (identity, ca) = self.load_identity()?;
+        let manager = match file.raft_id {
+            Some(raft_id) => Some(
+                self.start_manager(&file, raft_id, read_key(&self.dir)?)
+                    .await?,
+            ),
+            None => None,
+        };
+        tracing::info!(node = %file.node_id, role = ?file.role, "resumed swarm membership");
+        self.activate(file, identity, ca, manager).await;
+        Ok(())
+    }
+
+    pub async fn init(&self, r: SwarmInitRequest) -> Result<SwarmInitReply, SwarmError> {
+        let mut active = self.active.lock().await;
+        if active.is_some() {
+            return Err(SwarmError::AlreadyActive);
+        }
+        let listen = parse_listen(&r.listen_addr)?;
+        let advertise = self.advertise(&r.advertise_addr, listen.port())?;
+        let mut settings = ClusterSettings::default();
+        if !r.default_addr_pool.is_empty() {
+            settings.default_addr_pool = r.default_addr_pool.clone();
+        }
+        if r.default_addr_pool_mask_length != 0 {
+            settings.subnet_size = u8::try_from(r.default_addr_pool_mask_length)
+                .ok()
+                .filter(|m| *m <= 32)
+                .ok_or_else(|| invalid("--default-addr-pool-mask-length", "must be 0-32"))?;
+        }
+        if r.data_path_port != 0 {
+            settings.data_path_port = u16::try_from(r.data_path_port)
+                .map_err(|_| invalid("--data-path-port", "must be 1-65535"))?;
+        }
+        if r.cert_expiry_secs != 0 {
+            settings.node_cert_expiry_secs = r.cert_expiry_secs;
+        }
+        if r.dispatcher_heartbeat_secs != 0 {
+            settings.dispatcher_heartbeat_secs = r.dispatcher_heartbeat_secs;
+        }
+        if r.snapshot_interval != 0 {
+            settings.snapshot_interval = r.snapshot_interval;
+        }
+        if r.autolock {
+            return Err(invalid(
+                "--autolock",
+                "autolock is not available yet; init without it",
+            ));
+        }
+
+        let cluster_id = generate_node_id();
+        let ca = RootCa::generate(&cluster_id, shoal_ca::DEFAULT_ROOT_CA_VALIDITY)?;
+        let node_id = generate_node_id();
+        let key = NodeKey::generate()?;
+        let cert = ca.issue(
+            &key.csr()?,
+            &node_id,
+            NodeRole::Manager,
+            &cluster_id,
+            Duration::from_secs(settings.node_cert_expiry_secs),
+        )?;
+        let tokens = JoinTokens::generate(&ca.digest());
+        std::fs::create_dir_all(&self.dir).map_err(io(&self.dir))?;
+        write(&self.dir.join("key.pem"), key.to_pem().as_bytes(), 0o600)?;
+        write(&self.dir.join("cert.pem"), cert.as_bytes(), 0o644)?;
+        write(&self.dir.join("ca.pem"), ca.cert_pem().as_bytes(), 0o644)?;
+        let store_key = StoreKey::generate();
+        write(&self.dir.join("store.key"), store_key.as_bytes(), 0o600)?;
+        let (identity, ca_cert) = self.load_identity()?;
+
+        let file = NodeFile {
+            node_id: node_id.clone(),
+            cluster_id: cluster_id.clone(),
+            role: ModelRole::Manager,
+            managers: vec![advertise.clone()],
+            advertise: advertise.clone(),
+            listen,
+            raft_id: Some(rand::random()),
+            heartbeat_secs: settings.dispatcher_heartbeat_secs,
+            snapshot_interval: settings.snapshot_interval,
+        };
+        let manager = self
+            .start_manager(&file, file.raft_id.unwrap_or_default(), store_key)
+            .await?;
+        let cluster = Cluster {
+            id: cluster_id.clone(),
+            version: 0,
+            name: "default".into(),
+            settings,
+            join_tokens: StoredTokens {
+                worker: SecretString(tokens.get(NodeRole::Worker).to_string()),
+                manager: SecretString(tokens.get(NodeRole::Manager).to_string()),
+            },
+            root_ca: RootCaKeys {
+                cert_pem: ca.cert_pem().to_owned(),
+                key_pem: SecretString(ca.key_pem().to_string()),
+            },
+            removed_nodes: Default::default(),
+        };
+        let me = self.node_object(&node_id, ModelRole::Manager, &advertise);
+        if let Err(e) = manager.bootstrap(cluster, me).await {
+            manager.shutdown().await;
+            let _ = std::fs::remove_dir_all(&self.dir);
+            return Err(e.into());
+        }
+        self.save(&file)?;
+        *active = Some(self.spawn_session(file, identity, ca_cert, Some(manager)));
+        tracing::info!(node = %node_id, cluster = %cluster_id, %advertise, "swarm initialised");
+        Ok(SwarmInitReply {
+            node_id,
+            cluster_id,
+            worker_token: tokens.get(NodeRole::Worker).to_string(),
+            manager_token: tokens.get(NodeRole::Manager).to_string(),
+            unlock_key: String::new(),
+            advertise_addr: advertise,
+        })
+    }
+
+    pub async fn join(&self, r: SwarmJoinRequest) -> Result<SwarmJoinReply, SwarmError> {
+        let mut active = self.active.lock().await;
+        if active.is_some() {
+            return Err(SwarmError::AlreadyActive);
+        }
+        let token =
+            JoinToken::parse(r.token.trim()).map_err(|e| invalid("--token", &e.to_string()))?;
+        let remote = with_port(&r.remote_addr);
+        if r.remote_addr.trim().is_empty() {
+            return Err(invalid(
+                "HOST:PORT",
+                "give a manager's address, e.g. 198.18.0.1:2377",
+            ));
+        }
+        let listen = parse_listen(&r.listen_addr)?;
+        let advertise = self.advertise(&r.advertise_addr, listen.port())?;
+        let key = NodeKey::generate()?;
+        let mut tls = bootstrap_client_config(&token)?;
+        tls.alpn_protocols = vec![b"h2".to_vec()];
+        let channel = transport::channel(&remote, Arc::new(tls), NodeRole::Manager.server_name())
+            .map_err(|e| SwarmError::Unreachable {
+            addr: remote.clone(),
+            reason: e.to_string(),
+        })?;
+        let reply = JoinClient::new(channel)
+            .join(JoinRequest {
+                token: r.token.trim().to_owned(),
+                csr_pem: key.csr()?.into_string(),
+                hostname: self.hostname.clone(),
+                advertise_addr: advertise.clone(),
+                data_path_addr: r.data_path_addr.clone(),
+            })
+            .await
+            .map_err(|s| match s.code() {
+                tonic::Code::Unavailable | tonic::Code::Unknown | tonic::Code::DeadlineExceeded => {
+                    SwarmError::Unreachable {
+                        addr: remote.clone(),
+                        reason: s.message().to_owned(),
+                    }
+                }
+                _ => SwarmError::JoinRefused(s.message().to_owned()),
+            })?
+            .into_inner();
+
+        std::fs::create_dir_all(&self.dir).map_err(io(&self.dir))?;
+        write(&self.dir.join("key.pem"), key.to_pem().as_bytes(), 0o600)?;
+        write(&self.dir.join("cert.pem"), reply.cert_pem.as_bytes(), 0o644)?;
+        write(&self.dir.join("ca.pem"), reply.ca_pem.as_bytes(), 0o644)?;
+        let (identity, ca) = self.load_identity()?;
+        let role = match identity.role() {
+            NodeRole::Manager => ModelRole::Manager,
+            NodeRole::Worker => ModelRole::Worker,
+        };
+        let mut managers = reply.managers.clone();
+        if !managers.contains(&remote) {
+            managers.insert(0, remote.clone());
+        }
+        let mut file = NodeFile {
+            node_id: reply.node_id.clone(),
+            cluster_id: reply.cluster_id.clone(),
+            role,
+            managers,
+            advertise,
+            listen,
+            raft_id: None,
+            heartbeat_secs: reply.heartbeat_secs.max(1),
+            snapshot_interval: shoal_controlplane::raft::DEFAULT_SNAPSHOT_INTERVAL,
+        };
+        let manager = if role == ModelRole::Manager {
+            let store_key = StoreKey::generate();
+            write(&self.dir.join("store.key"), store_key.as_bytes(), 0o600)?;
+            let raft_id = rand::random();
+            file.raft_id = Some(raft_id);
+            let m = self.start_manager(&file, raft_id, store_key).await?;
+            if let Err(e) = m.join_raft(&remote).await {
+                m.shutdown().await;
+                let _ = std::fs::remove_dir_all(&self.dir);
+                return Err(e.into());
+            }
+            Some(m)
+        } else {
+            None
+        };
+        self.save(&file)?;
+        tracing::info!(node = %reply.node_id, role = %reply.role, "joined the swarm");
+        *active = Some(self.spawn_session(file, identity, ca, manager));
+        Ok(SwarmJoinReply {
+            node_id: reply.node_id,
+            role: reply.role,
+        })
+    }
+
+    pub async fn leave(&self, force: bool) -> Result<(), SwarmError> {
+        let mut active = self.active.lock().await;
+        let Some(a) = active.as_ref() else {
+            return Err(SwarmError::NotActive);
+        };
+        if let Some(m) = &a.manager {
+            if !force {
+                return Err(SwarmError::ManagerLeave);
+            }
+            // Best effort: a forced leave must work even without a quorum.
+            if let Err(e) = m.remove_manager(m.raft_id()).await {
+                tracing::warn!(error = %e, "leaving Raft");
+            }
+            m.shutdown().await;
+        }
+        a.heartbeats.abort();
+        *active = None;
+        std::fs::remove_dir_all(&self.dir).map_err(io(&self.dir))?;
+        tracing::info!("left the swarm");
+        Ok(())
+    }
+
+    /// The manager running in this process, if this node is one.
+    pub async fn manager(&self) -> Option<Arc<Manager>> {
+        self.active
+            .lock()
+            .await
+            .as_ref()
+            .and_then(|a| a.manager.clone())
+    }
+
+    pub async fn info(&self) -> SwarmInfo {
+        match self.active.lock().await.as_ref() {
+            None => SwarmInfo {
+                state: "inactive".into(),
+                ..Default::default()
+            },
+            Some(a) => SwarmInfo {
+                state: "active".into(),
+                node_id: a.file.node_id.clone(),
+                cluster_id: a.file.cluster_id.clone(),
+                role: if a.manager.is_some() {
+                    "manager"
+                } else {
+                    "worker"
+                }
+                .into(),
+                managers: a
+                    .manager
+                    .as_ref()
+                    .map(|m| m.manager_addrs())
+                    .unwrap_or_else(|| a.file.managers.clone()),
+                error: String::new(),
+            },
+        }
+    }
+
+    pub async fn shutdown(&self) {
+        if let Some(a) = self.active.lock().await.take() {
+            a.heartbeats.abort();
+            if let Some(m) = a.manager {
+                m.shutdown().await;
+            }
+        }
+    }
+
+    async fn activate(
+        &self,
+        file: NodeFile,
+        identity: NodeIdentity,
+        ca: CaCert,
+        manager: Option<Arc<Manager>>,
+    ) {
+        *self.active.lock().await = Some(self.spawn_session(file, identity, ca, manager));
+    }
+
+    async fn start_manager(
+        &self,
+        file: &NodeFile,
+        raft_id: u64,
+        store_key: StoreKey,
+    ) -> Result<Arc<Manager>, SwarmError> {
+        // The manager gets its own copy of the identity (keys are not Clone).
+        let (identity, ca) = self.load_identity()?;
+        Ok(Manager::start(ManagerConfig {
+            raft_dir: self.dir.join("raft"),
+            store_key,
+            identity,
+            ca,
+            raft_id,
+            advertise: file.advertise.clone(),
+            listen: file.listen,
+            snapshot_interval: file.snapshot_interval,
+        })
+        .await?)
+    }
+
+    fn spawn_session(
+        &self,
+        file: NodeFile,
+        identity: NodeIdentity,
+        ca: CaCert,
+        manager: Option<Arc<Manager>>,
+    ) -> Active {
+        let heartbeats = tokio::spawn(session(file.clone(), identity, ca, manager.clone()));
+        Active {
+            file,
+            manager,
+            heartbeats,
+        }
+    }
+
+    fn node_object(&self, id: &str, role: ModelRole, advertise: &str) -> Node {
+        Node {
+            id: id.to_owned(),
+            version: 0,
+            hostname: self.hostname.clone(),
+            role,
+            availability: Availability::Active,
+            labels: Labels::new(),
+            addr: advertise.parse::<SocketAddr>().ok().map(|a| a.ip()),
+            status: NodeState::Ready,
+            manager: None,
+        }
+    }
+
+    fn advertise(&self, given: &str, port: u16) -> Result<String, SwarmError> {
+        let given = given.trim();
+        if given.is_empty() {
+            let ip = self.default_ip.ok_or_else(|| {
+                invalid(
+                    "--advertise-addr",
+                    "the data interface has no IPv4 address; give one",
+                )
+            })?;
+            return Ok(SocketAddr::new(ip, port).to_string());
+        }
+        if let Ok(a) = given.parse::<SocketAddr>() {
+            return Ok(a.to_string());
+        }
+        given
+            .parse::<IpAddr>()
+            .map(|ip| SocketAddr::new(ip, port).to_string())
+            .map_err(|_| {
+                invalid(
+                    "--advertise-addr",
+                    &format!("{given:?} is not an IP or IP:PORT"),
+                )
+            })
+    }
+
+    fn load_identity(&self) -> Result<(NodeIdentity, CaCert), SwarmError> {
+        let text = |name: &str| -> Result<String, SwarmError> {
+            let p = self.dir.join(name);
+            String::from_utf8(read(&p)?).map_err(|e| SwarmError::Io {
+                path: p,
+                source: std::io::Error::new(std::io::ErrorKind::InvalidData, e),
+            })
+        };
+        let identity = NodeIdentity::from_pem(&text("cert.pem")?, &text("key.pem")?)?;
+        let ca = CaCert::from_pem(&text("ca.pem")?)?;
+        Ok((identity, ca))
+    }
+
+    fn save(&self, file: &NodeFile) -> Result<(), SwarmError> {
+        let path = self.dir.join("node.json");
+        let json = serde_json::to_vec_pretty(file).map_err(|source| SwarmError::Corrupt {
+            path: path.clone(),
+            source,
+        })?;
+        write(&path, &json, 0o600)
+    }
+}
+
+/// Heartbeats to the managers for as long as the membership lasts. A
+/// manager heartbeats through its own Raft node (forwarded to the leader).
+async fn session(
+    file: NodeFile,
+    identity: NodeIdentity,
+    ca: CaCert,
+    manager: Option<Arc<Manager>>,
+) {
+    let mut period = Duration::from_secs(file.heartbeat_secs.max(1));
+    let mut managers = file.managers.clone();
+    let tls = client_config(&identity, &ca, Arc::new(RemovedNodes::new())).map(|mut c| {
+        c.alpn_protocols = vec![b"h2".to_vec()];
+        Arc::new(c)
+    });
+    loop {
+        let ok = match (&manager, &tls) {
+            (Some(m), _) => match m.heartbeat(&file.node_id).await {
+                Ok(()) => true,
+                Err(e) => {
+                    tracing::debug!(error = %e, "heartbeat via the local manager");
+                    false
+                }
+            },
+            (None, Ok(tls)) => {
+                let mut sent = false;
+                for addr in managers.clone() {
+                    let Ok(ch) =
+                        transport::channel(&addr, tls.clone(), NodeRole::Manager.server_name())
+                    else {
+                        continue;
+                    };
+                    let req = HeartbeatRequest {
+                        node_id: file.node_id.clone(),
+                    };
+                    match DispatcherClient::new(ch).heartbeat(req).await {
+                        Ok(r) => {
+                            let r = r.into_inner();
+                            period = Duration::from_millis(r.period_ms.max(1000));
+                            if !r.managers.is_empty() {
+                                // Keep the one that answered first: it is reachable.
+                                let mut next = vec![addr.clone()];
+                                next.extend(r.managers.into_iter().filter(|m| *m != addr));
+                                managers = next;
+                            }
+                            sent = true;
+                            break;
+                        }
+                        Err(s) => tracing::debug!(%addr, error = %s.message(), "heartbeat failed"),
+                    }
+                }
+                sent
+            }
+            (None, Err(e)) => {
+                tracing::error!(error = %e, "no TLS identity for the session");
+                false
+            }
+        };
+        if !ok {
+            tracing::warn!("no manager took this node's heartbeat; retrying");
+        }
+        tokio::time::sleep(if ok { period } else { Duration::from_secs(1) }).await;
+    }
+}
+
+fn parse_listen(given: &str) -> Result<SocketAddr, SwarmError> {
+    let given = given.trim();
+    if given.is_empty() {
+        return Ok(SocketAddr::from(([0, 0, 0, 0], CLUSTER_PORT)));
+    }
+    given
+        .parse::<SocketAddr>()
+        .or_else(|_| {
+            given
+                .parse::<IpAddr>()
+                .map(|ip| SocketAddr::new(ip, CLUSTER_PORT))
+        })
+        .map_err(|_| {
+            invalid(
+                "--listen-addr",
+                &format!("{given:?} is not an IP or IP:PORT"),
+            )
+        })
+}
+
+fn with_port(addr: &str) -> String {
+    let addr = addr.trim();
+    if addr.parse::<SocketAddr>().is_ok()
+        || addr
+            .rsplit_once(':')
+            .is_some_and(|(_, p)| p.parse::<u16>().is_ok())
+    {
+        addr.to_owned()
+    } else {
+        format!("{addr}:{CLUSTER_PORT}")
+    }
+}
+
+fn invalid(field: &'static str, reason: &str) -> SwarmError {
+    SwarmError::Invalid {
+        field,
+        reason: reason.to_owned(),
+    }
+}
+
+fn io(path: &Path) -> impl FnOnce(std::io::Error) -> SwarmError + '_ {
+    move |source| SwarmError::Io {
+        path: path.to_owned(),
+        source,
+    }
+}
+
+fn read(path: &Path) -> Result<Vec<u8>, SwarmError> {
+    std::fs::read(path).map_err(io(path))
+}
+
+fn read_key(dir: &Path) -> Result<StoreKey, SwarmError> {
+    let path = dir.join("store.key");
+    let bytes = read(&path)?;
+    let arr: [u8; StoreKey::LEN] = bytes.try_into().map_err(|_| SwarmError::Io {
+        path: path.clone(),
+        source: std::io::Error::new(
+            std::io::ErrorKind::InvalidData,
+            "store.key has the wrong length",
+        ),
+    })?;
+    Ok(StoreKey::from_bytes(arr))
+}
+
+/// Writes a whole file with `mode` from the start (no window where a key is
+/// world-readable).
+fn write(path: &Path, data: &[u8], mode: u32) -> Result<(), SwarmError> {
+    use std::io::Write;
+    let tmp = path.with_extension("tmp");
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(mode)
+        .open(&tmp)
+        .map_err(io(&tmp))?;
+    f.write_all(data)
+        .and_then(|()| f.sync_all())
+        .map_err(io(&tmp))?;
+    std::fs::set_permissions(&tmp, std::fs::Permissions::from_mode(mode)).map_err(io(&tmp))?;
+    std::fs::rename(&tmp, path).map_err(io(path))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn addresses_get_the_cluster_port() {
+        assert_eq!(with_port("198.18.0.1"), "198.18.0.1:2377");
+        assert_eq!(with_port("198.18.0.1:4000"), "198.18.0.1:4000");
+        assert_eq!(with_port("manager1"), "manager1:2377");
+        assert_eq!(
+            parse_listen("").ok(),
+            Some(SocketAddr::from(([0, 0, 0, 0], 2377)))
+        );
+        assert_eq!(
+            parse_listen("10.1.2.3").ok(),
+            Some(SocketAddr::from(([10, 1, 2, 3], 2377)))
+        );
+        assert!(matches!(
+            parse_listen("nope"),
+            Err(SwarmError::Invalid {
+                field: "--listen-addr",
+                ..
+            })
+        ));
+    }
+}

@@ -1,0 +1,587 @@
+//! A manager: the Raft node, the cluster API it serves on 2377 (mutual TLS),
+//! and the leader's failure detector that marks silent nodes down.
+//!
+//! Any manager answers the API. Writes go to the leader (forwarded over the
+//! peer service when this manager follows); reads are linearizable: the
+//! leader confirms its leadership (`ensure_linearizable`), a follower asks
+//! the leader for that read index and waits until it has applied it.
+
+mod network;
+mod service;
+pub mod transport;
+
+use std::{
+    collections::{BTreeSet, HashMap},
+    net::SocketAddr,
+    path::PathBuf,
+    sync::{Arc, Mutex},
+    time::{Duration, Instant},
+};
+
+use openraft::{ChangeMembers, LogId, ServerState, error::ClientWriteError};
+use serde::{Deserialize, Serialize};
+use shoal_api::cluster::v1::{RaftPayload, raft_peer_client::RaftPeerClient};
+use shoal_ca::{
+    CaCert, NodeIdentity, NodeRole, RemovedNodes, client_config, rustls::ClientConfig,
+    server_config_allowing_join,
+};
+use tokio::{net::TcpListener, sync::RwLockReadGuard};
+use tonic::transport::Channel;
+
+use crate::{
+    RaftId, RaftMember, Response, StateReader, Store, StoreKey,
+    model::{Applied, ApplyError, Cluster, ClusterState, Command, Node, NodeState},
+    raft::{Raft, raft_config},
+};
+
+pub use service::{Api, not_a_manager};
+
+/// How long a write or read may wait for a leader before giving up.
+const LEADER_WAIT: Duration = Duration::from_secs(10);
+/// Missed heartbeat periods after which the leader marks a node down.
+const MISSED_HEARTBEATS: u32 = 3;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ManagerError {
+    #[error(
+        "the swarm does not have a leader. It's possible that too few managers are online. \
+         Make sure more than half of the managers are online"
+    )]
+    NoLeader,
+    #[error(transparent)]
+    Rejected(#[from] ApplyError),
+    #[error("the cluster is not initialised yet")]
+    NoCluster,
+    #[error("{what}")]
+    Invalid { what: String },
+    #[error("{what}")]
+    Denied { what: String },
+    #[error("{what} not found")]
+    NotFound { what: String },
+    #[error("Raft: {0}")]
+    Raft(String),
+    #[error("opening the Raft store")]
+    Store(#[from] crate::StoreError),
+    #[error("binding the cluster API on {addr}")]
+    Bind {
+        addr: SocketAddr,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("TLS configuration")]
+    Tls(#[from] shoal_ca::CaError),
+    #[error("Raft configuration")]
+    Config(#[from] crate::raft::RaftConfigError),
+    #[error("forwarding to the leader at {addr}: {message}")]
+    Forward { addr: String, message: String },
+}
+
+/// What one manager hands another over `RaftPeer.Forward`.
+#[derive(Debug, Serialize, Deserialize)]
+enum Forward {
+    Propose(Box<Command>),
+    ReadIndex,
+    Heartbeat {
+        node_id: String,
+    },
+    AddManager {
+        raft_id: RaftId,
+        node_id: String,
+        addr: String,
+    },
+    RemoveManager {
+        raft_id: RaftId,
+    },
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+enum ForwardReply {
+    Proposed(Result<Applied, ApplyError>),
+    ReadIndex(Option<LogId<RaftId>>),
+    Done,
+}
+
+pub struct ManagerConfig {
+    /// Directory of this manager's Raft store.
+    pub raft_dir: PathBuf,
+    pub store_key: StoreKey,
+    pub identity: NodeIdentity,
+    pub ca: CaCert,
+    pub raft_id: RaftId,
+    /// `host:port` other nodes dial for this manager.
+    pub advertise: String,
+    pub listen: SocketAddr,
+    pub snapshot_interval: u64,
+}
+
+pub struct Manager {
+    raft: Raft,
+    reader: StateReader,
+    raft_id: RaftId,
+    node_id: String,
+    advertise: String,
+    removed: RemovedNodes,
+    peer_tls: Arc<ClientConfig>,
+    /// Leader-side session table: last heartbeat per node id.
+    last_seen: Mutex<HashMap<String, Instant>>,
+    /// When this manager last became leader; nodes get a full grace period
+    /// from then, since heartbeats went to the previous leader.
+    leader_since: Mutex<Option<Instant>>,
+    leader_channels: Mutex<HashMap<String, Channel>>,
+    stop: tokio::sync::watch::Sender<bool>,
+}
+
+impl Manager {
+    /// Opens the store, starts Raft and serves the cluster API on `listen`.
+    pub async fn start(cfg: ManagerConfig) -> Result<Arc<Self>, ManagerError> {
+        let store = Store::open(&cfg.raft_dir, &cfg.store_key)?;
+        let sm = store.state_machine()?;
+        let reader = sm.reader();
+        let removed = RemovedNodes::new();
+        let mut peer = client_config(&cfg.identity, &cfg.ca, Arc::new(removed.clone()))?;
+        peer.alpn_protocols = vec![b"h2".to_vec()];
+        let peer_tls = Arc::new(peer);
+        let config = Arc::new(raft_config("shoal", cfg.snapshot_interval)?);
+        let raft = Raft::new(
+            cfg.raft_id,
+            config,
+            network::Network {
+                tls: peer_tls.clone(),
+            },
+            store.log_store(),
+            sm,
+        )
+        .await
+        .map_err(|e| ManagerError::Raft(e.to_string()))?;
+
+        let mut server =
+            server_config_allowing_join(&cfg.identity, &cfg.ca, Arc::new(removed.clone()))?;
+        server.alpn_protocols = vec![b"h2".to_vec()];
+        let listener =
+            TcpListener::bind(cfg.listen)
+                .await
+                .map_err(|source| ManagerError::Bind {
+                    addr: cfg.listen,
+                    source,
+                })?;
+        let (stop, stopped) = tokio::sync::watch::channel(false);
+        let manager = Arc::new(Manager {
+            raft,
+            reader,
+            raft_id: cfg.raft_id,
+            node_id: cfg.identity.node_id().to_owned(),
+            advertise: cfg.advertise,
+            removed,
+            peer_tls,
+            last_seen: Mutex::new(HashMap::new()),
+            leader_since: Mutex::new(None),
+            leader_channels: Mutex::new(HashMap::new()),
+            stop,
+        });
+        service::serve(manager.clone(), listener, Arc::new(server), stopped.clone());
+        tokio::spawn(failure_detector(manager.clone(), stopped));
+        Ok(manager)
+    }
+
+    /// Makes this manager the single voter of a new cluster and stores the
+    /// cluster and this node.
+    pub async fn bootstrap(&self, cluster: Cluster, mut me: Node) -> Result<(), ManagerError> {
+        let member = RaftMember {
+            node_id: self.node_id.clone(),
+            addr: self.advertise.clone(),
+        };
+        self.raft
+            .initialize(
+                [(self.raft_id, member)]
+                    .into_iter()
+                    .collect::<std::collections::BTreeMap<_, _>>(),
+            )
+            .await
+            .map_err(|e| ManagerError::Raft(e.to_string()))?;
+        self.raft
+            .wait(Some(LEADER_WAIT))
+            .state(ServerState::Leader, "bootstrap")
+            .await
+            .map_err(|_| ManagerError::NoLeader)?;
+        self.propose(Command::CreateCluster(cluster)).await?;
+        me.manager = Some(crate::model::ManagerInfo {
+            raft_id: self.raft_id,
+            addr: self.advertise.clone(),
+        });
+        self.propose(Command::CreateNode(me)).await?;
+        Ok(())
+    }
+
+    pub fn node_id(&self) -> &str {
+        &self.node_id
+    }
+
+    pub fn raft_id(&self) -> RaftId {
+        self.raft_id
+    }
+
+    pub fn advertise(&self) -> &str {
+        &self.advertise
+    }
+
+    pub fn is_leader(&self) -> bool {
+        self.raft.metrics().borrow().current_leader == Some(self.raft_id)
+    }
+
+    /// The current leader's Raft id, if one is known.
+    pub fn leader(&self) -> Option<RaftId> {
+        self.raft.metrics().borrow().current_leader
+    }
+
+    /// Commits `cmd` through the leader and returns what it did.
+    pub async fn propose(&self, cmd: Command) -> Result<Applied, ManagerError> {
+        let deadline = Instant::now() + LEADER_WAIT;
+        loop {
+            match self.raft.client_write(cmd.clone()).await {
+                Ok(resp) => {
+                    return match resp.data {
+                        Response::Applied(applied) => Ok(applied),
+                        Response::Rejected(e) => Err(ManagerError::Rejected(e)),
+                        Response::Noop => {
+                            Err(ManagerError::Raft("command applied as no-op".into()))
+                        }
+                    };
+                }
+                Err(openraft::error::RaftError::APIError(ClientWriteError::ForwardToLeader(_))) => {
+                    match self.forward(Forward::Propose(Box::new(cmd.clone()))).await {
+                        Ok(ForwardReply::Proposed(r)) => return r.map_err(ManagerError::Rejected),
+                        Ok(_) => return Err(ManagerError::Raft("unexpected forward reply".into())),
+                        Err(ManagerError::NoLeader) if Instant::now() < deadline => {}
+                        Err(e) => return Err(e),
+                    }
+                }
+                Err(e) => return Err(ManagerError::Raft(e.to_string())),
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+
+    /// A linearizable view of the cluster state.
+    pub async fn read(&self) -> Result<RwLockReadGuard<'_, ClusterState>, ManagerError> {
+        let index = if self.is_leader() {
+            self.raft
+                .ensure_linearizable()
+                .await
+                .map_err(|e| ManagerError::Raft(e.to_string()))?
+        } else {
+            match self.forward(Forward::ReadIndex).await? {
+                ForwardReply::ReadIndex(index) => index,
+                _ => return Err(ManagerError::Raft("unexpected forward reply".into())),
+            }
+        };
+        if let Some(index) = index {
+            self.raft
+                .wait(Some(LEADER_WAIT))
+                .applied_index_at_least(Some(index.index), "linearizable read")
+                .await
+                .map_err(|_| ManagerError::NoLeader)?;
+        }
+        Ok(self.reader.state().await)
+    }
+
+    /// This manager's applied state, possibly stale; for display only.
+    pub async fn local_state(&self) -> RwLockReadGuard<'_, ClusterState> {
+        self.reader.state().await
+    }
+
+    /// Records a node's heartbeat on the leader (forwarded from followers).
+    pub async fn heartbeat(&self, node_id: &str) -> Result<(), ManagerError> {
+        if !self.is_leader() {
+            self.forward(Forward::Heartbeat {
+                node_id: node_id.to_owned(),
+            })
+            .await?;
+            return Ok(());
+        }
+        self.lock_seen().insert(node_id.to_owned(), Instant::now());
+        let node = self.read().await?.nodes.get(node_id).cloned();
+        let Some(node) = node else {
+            return Err(ManagerError::NotFound {
+                what: format!("node {node_id}"),
+            });
+        };
+        if node.status != NodeState::Ready {
+            self.set_status(node, NodeState::Ready).await?;
+        }
+        Ok(())
+    }
+
+    /// Adds a joined manager as a Raft voter: learner first, so it catches
+    /// up before it counts towards the quorum.
+    pub async fn add_manager(
+        &self,
+        raft_id: RaftId,
+        node_id: &str,
+        addr: &str,
+    ) -> Result<(), ManagerError> {
+        if !self.is_leader() {
+            let f = Forward::AddManager {
+                raft_id,
+                node_id: node_id.to_owned(),
+                addr: addr.to_owned(),
+            };
+            self.forward(f).await?;
+            return Ok(());
+        }
+        let member = RaftMember {
+            node_id: node_id.to_owned(),
+            addr: addr.to_owned(),
+        };
+        self.raft
+            .add_learner(raft_id, member, true)
+            .await
+            .map_err(|e| ManagerError::Raft(e.to_string()))?;
+        self.raft
+            .change_membership(ChangeMembers::AddVoterIds(BTreeSet::from([raft_id])), false)
+            .await
+            .map_err(|e| ManagerError::Raft(e.to_string()))?;
+        let node = self.read().await?.nodes.get(node_id).cloned();
+        if let Some(mut node) = node {
+            let version = node.version;
+            node.role = crate::model::NodeRole::Manager;
+            node.manager = Some(crate::model::ManagerInfo {
+                raft_id,
+                addr: addr.to_owned(),
+            });
+            self.propose(Command::UpdateNode {
+                id: node_id.to_owned(),
+                expected_version: version,
+                node,
+            })
+            .await?;
+        }
+        Ok(())
+    }
+
+    /// Takes a manager out of the Raft voters (demote, leave, node rm).
+    pub async fn remove_manager(&self, raft_id: RaftId) -> Result<(), ManagerError> {
+        if !self.is_leader() {
+            self.forward(Forward::RemoveManager { raft_id }).await?;
+            return Ok(());
+        }
+        self.raft
+            .change_membership(
+                ChangeMembers::RemoveVoters(BTreeSet::from([raft_id])),
+                false,
+            )
+            .await
+            .map_err(|e| ManagerError::Raft(e.to_string()))?;
+        Ok(())
+    }
+
+    /// Asks the manager at `via` to make this (new, empty) manager a Raft
+    /// voter; returns once the leader has admitted it.
+    pub async fn join_raft(&self, via: &str) -> Result<(), ManagerError> {
+        let channel =
+            transport::channel(via, self.peer_tls.clone(), NodeRole::Manager.server_name())
+                .map_err(|e| ManagerError::Forward {
+                    addr: via.to_owned(),
+                    message: e.to_string(),
+                })?;
+        let req = Forward::AddManager {
+            raft_id: self.raft_id,
+            node_id: self.node_id.clone(),
+            addr: self.advertise.clone(),
+        };
+        let json = serde_json::to_vec(&req).map_err(|e| ManagerError::Raft(e.to_string()))?;
+        let reply = RaftPeerClient::new(channel)
+            .forward(RaftPayload { json })
+            .await
+            .map_err(|s| ManagerError::Forward {
+                addr: via.to_owned(),
+                message: s.message().to_owned(),
+            })?;
+        let reply: Result<ForwardReply, String> = serde_json::from_slice(&reply.into_inner().json)
+            .map_err(|e| ManagerError::Raft(e.to_string()))?;
+        reply.map(|_| ()).map_err(|message| ManagerError::Forward {
+            addr: via.to_owned(),
+            message,
+        })
+    }
+
+    /// host:port of every manager in the Raft membership.
+    pub fn manager_addrs(&self) -> Vec<String> {
+        let metrics = self.raft.metrics().borrow().clone();
+        metrics
+            .membership_config
+            .membership()
+            .nodes()
+            .map(|(_, m)| m.addr.clone())
+            .collect()
+    }
+
+    pub fn removed_nodes(&self) -> &RemovedNodes {
+        &self.removed
+    }
+
+    /// Stops serving and shuts Raft down.
+    pub async fn shutdown(&self) {
+        let _ = self.stop.send(true);
+        if let Err(e) = self.raft.shutdown().await {
+            tracing::warn!(error = %e, "Raft shutdown");
+        }
+    }
+
+    async fn set_status(&self, mut node: Node, status: NodeState) -> Result<(), ManagerError> {
+        let (id, version) = (node.id.clone(), node.version);
+        node.status = status;
+        tracing::info!(node = %id, hostname = %node.hostname, ?status, "node status");
+        self.propose(Command::UpdateNode {
+            id,
+            expected_version: version,
+            node,
+        })
+        .await
+        .map(|_| ())
+    }
+
+    fn lock_seen(&self) -> std::sync::MutexGuard<'_, HashMap<String, Instant>> {
+        self.last_seen.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Sends `req` to the current leader's peer service.
+    async fn forward(&self, req: Forward) -> Result<ForwardReply, ManagerError> {
+        let (leader, addr) = {
+            let metrics = self.raft.metrics().borrow().clone();
+            let leader = metrics.current_leader.ok_or(ManagerError::NoLeader)?;
+            let addr = metrics
+                .membership_config
+                .membership()
+                .get_node(&leader)
+                .map(|m| m.addr.clone())
+                .ok_or(ManagerError::NoLeader)?;
+            (leader, addr)
+        };
+        if leader == self.raft_id {
+            // We became leader meanwhile; the caller retries locally.
+            return Err(ManagerError::NoLeader);
+        }
+        let channel = {
+            let mut channels = self
+                .leader_channels
+                .lock()
+                .unwrap_or_else(|e| e.into_inner());
+            match channels.get(&addr) {
+                Some(c) => c.clone(),
+                None => {
+                    let c = transport::channel(
+                        &addr,
+                        self.peer_tls.clone(),
+                        NodeRole::Manager.server_name(),
+                    )
+                    .map_err(|e| ManagerError::Forward {
+                        addr: addr.clone(),
+                        message: e.to_string(),
+                    })?;
+                    channels.insert(addr.clone(), c.clone());
+                    c
+                }
+            }
+        };
+        let json = serde_json::to_vec(&req).map_err(|e| ManagerError::Raft(e.to_string()))?;
+        let reply = RaftPeerClient::new(channel)
+            .forward(RaftPayload { json })
+            .await
+            .map_err(|s| match s.code() {
+                tonic::Code::Unavailable => ManagerError::NoLeader,
+                _ => ManagerError::Forward {
+                    addr: addr.clone(),
+                    message: s.message().to_owned(),
+                },
+            })?;
+        let reply: Result<ForwardReply, String> = serde_json::from_slice(&reply.into_inner().json)
+            .map_err(|e| ManagerError::Raft(e.to_string()))?;
+        reply.map_err(|message| ManagerError::Forward { addr, message })
+    }
+
+    /// Serves a request forwarded by a follower.
+    async fn handle_forward(&self, req: Forward) -> Result<ForwardReply, ManagerError> {
+        // Each method below forwards again if leadership moved meanwhile.
+        Ok(match req {
+            Forward::Propose(cmd) => match self.propose(*cmd).await {
+                Ok(applied) => ForwardReply::Proposed(Ok(applied)),
+                Err(ManagerError::Rejected(e)) => ForwardReply::Proposed(Err(e)),
+                Err(e) => return Err(e),
+            },
+            Forward::ReadIndex if self.is_leader() => ForwardReply::ReadIndex(
+                self.raft
+                    .ensure_linearizable()
+                    .await
+                    .map_err(|e| ManagerError::Raft(e.to_string()))?,
+            ),
+            Forward::ReadIndex => return Err(ManagerError::NoLeader),
+            Forward::Heartbeat { node_id } => {
+                self.heartbeat(&node_id).await?;
+                ForwardReply::Done
+            }
+            Forward::AddManager {
+                raft_id,
+                node_id,
+                addr,
+            } => {
+                self.add_manager(raft_id, &node_id, &addr).await?;
+                ForwardReply::Done
+            }
+            Forward::RemoveManager { raft_id } => {
+                self.remove_manager(raft_id).await?;
+                ForwardReply::Done
+            }
+        })
+    }
+}
+
+/// On the leader: a node silent for `MISSED_HEARTBEATS` periods goes down.
+/// On every manager: keep the TLS revocation set in step with the state.
+async fn failure_detector(m: Arc<Manager>, mut stopped: tokio::sync::watch::Receiver<bool>) {
+    let mut tick = tokio::time::interval(Duration::from_secs(1));
+    loop {
+        tokio::select! {
+            _ = tick.tick() => {}
+            _ = stopped.changed() => return,
+        }
+        let (removed, period, nodes) = {
+            let state = m.local_state().await;
+            let cluster = state.clusters.values().next();
+            (
+                cluster
+                    .map(|c| c.removed_nodes.iter().cloned().collect::<Vec<_>>())
+                    .unwrap_or_default(),
+                cluster.map_or(5, |c| c.settings.dispatcher_heartbeat_secs.max(1)),
+                state.nodes.values().cloned().collect::<Vec<_>>(),
+            )
+        };
+        m.removed.replace(removed);
+
+        let leader = m.raft.metrics().borrow().state == ServerState::Leader;
+        let since = {
+            let mut s = m.leader_since.lock().unwrap_or_else(|e| e.into_inner());
+            match (leader, *s) {
+                (true, None) => *s = Some(Instant::now()),
+                (false, Some(_)) => *s = None,
+                _ => {}
+            }
+            *s
+        };
+        let Some(since) = since else { continue };
+        let grace = Duration::from_secs(period) * MISSED_HEARTBEATS;
+        let now = Instant::now();
+        for node in nodes.into_iter().filter(|n| n.status == NodeState::Ready) {
+            let last = m
+                .lock_seen()
+                .get(&node.id)
+                .copied()
+                .unwrap_or(since)
+                .max(since);
+            if now.duration_since(last) > grace
+                && let Err(e) = m.set_status(node, NodeState::Down).await
+            {
+                tracing::warn!(error = %e, "marking a node down");
+            }
+        }
+    }
+}

@@ -1,0 +1,535 @@
+//! The gRPC services a manager serves on 2377, and who may call which:
+//! `Join` anyone (the token decides), `Dispatcher` any node, `RaftPeer` and
+//! `Control` managers only. Over the local Unix socket (root only) there is
+//! no peer certificate and `Control` is open to the operator.
+
+use std::{sync::Arc, time::Duration};
+
+use shoal_api::cluster::v1::{
+    HeartbeatReply, HeartbeatRequest, JoinReply, JoinRequest, JoinTokenReply, JoinTokenRequest,
+    ListNodesReply, ListNodesRequest, NodeDetail, NodeRef, NodeSummary, RaftPayload,
+    RemoveNodeReply, RemoveNodeRequest, UpdateNodeRequest,
+    control_server::{Control, ControlServer},
+    dispatcher_server::{Dispatcher, DispatcherServer},
+    join_server::{Join, JoinServer},
+    raft_peer_server::{RaftPeer, RaftPeerServer},
+};
+use shoal_ca::{
+    CsrPem, JoinToken, JoinTokens, NodeRole, RootCa, generate_node_id, rustls::ServerConfig,
+};
+use tokio::net::TcpListener;
+use tonic::{Request, Response, Status};
+
+use super::{Forward, Manager, ManagerError, transport::PeerInfo};
+use crate::model::{
+    Availability, ClusterState, Command, Labels, Node, NodeRole as ModelRole, NodeState,
+    SecretString,
+};
+
+impl From<ManagerError> for Status {
+    fn from(e: ManagerError) -> Self {
+        match &e {
+            ManagerError::NoLeader => Status::unavailable(e.to_string()),
+            ManagerError::Rejected(crate::model::ApplyError::NotFound { .. })
+            | ManagerError::NotFound { .. } => Status::not_found(e.to_string()),
+            ManagerError::Rejected(_) => Status::failed_precondition(e.to_string()),
+            ManagerError::Invalid { .. } => Status::invalid_argument(e.to_string()),
+            ManagerError::Denied { .. } => Status::permission_denied(e.to_string()),
+            _ => Status::internal(format!("{e:#}")),
+        }
+    }
+}
+
+/// docker's wording, for a worker asked to act as a manager.
+pub fn not_a_manager() -> Status {
+    Status::failed_precondition(
+        "This node is not a swarm manager. Worker nodes can't be used to view or modify cluster \
+         state. Please run this command on a manager node or promote the current node to a manager.",
+    )
+}
+
+/// Serves every service on `listener` until `stopped` turns true.
+pub(super) fn serve(
+    m: Arc<Manager>,
+    listener: TcpListener,
+    tls: Arc<ServerConfig>,
+    mut stopped: tokio::sync::watch::Receiver<bool>,
+) {
+    let incoming = super::transport::tls_incoming(listener, tls);
+    let api = Api(m);
+    tokio::spawn(async move {
+        let result = tonic::transport::Server::builder()
+            .add_service(RaftPeerServer::new(api.clone()))
+            .add_service(JoinServer::new(api.clone()))
+            .add_service(DispatcherServer::new(api.clone()))
+            .add_service(ControlServer::new(api))
+            .serve_with_incoming_shutdown(incoming, async move {
+                let _ = stopped.wait_for(|s| *s).await;
+            })
+            .await;
+        if let Err(e) = result {
+            tracing::error!(error = %e, "cluster API stopped");
+        }
+    });
+}
+
+/// The manager's API; cheap to clone.
+#[derive(Clone)]
+pub struct Api(pub Arc<Manager>);
+
+/// The caller's certificate, or `None` when it came over the local socket.
+fn peer<T>(req: &Request<T>) -> Option<&PeerInfo> {
+    req.extensions().get::<PeerInfo>()
+}
+
+fn require_manager<T>(req: &Request<T>) -> Result<(), Status> {
+    match peer(req) {
+        None => Ok(()),
+        Some(PeerInfo {
+            identity: Some(id), ..
+        }) if id.role() == NodeRole::Manager => Ok(()),
+        Some(_) => Err(Status::permission_denied(
+            "a manager certificate is required",
+        )),
+    }
+}
+
+fn require_node<T>(req: &Request<T>) -> Result<String, Status> {
+    match peer(req) {
+        Some(PeerInfo {
+            identity: Some(id), ..
+        }) => Ok(id.node_id().to_owned()),
+        _ => Err(Status::unauthenticated("a node certificate is required")),
+    }
+}
+
+fn decode<T: serde::de::DeserializeOwned>(p: &RaftPayload) -> Result<T, Status> {
+    serde_json::from_slice(&p.json).map_err(|e| Status::invalid_argument(format!("payload: {e}")))
+}
+
+fn encode<T: serde::Serialize>(v: &T) -> Result<Response<RaftPayload>, Status> {
+    serde_json::to_vec(v)
+        .map(|json| Response::new(RaftPayload { json }))
+        .map_err(|e| Status::internal(e.to_string()))
+}
+
+#[tonic::async_trait]
+impl RaftPeer for Api {
+    async fn append_entries(
+        &self,
+        req: Request<RaftPayload>,
+    ) -> Result<Response<RaftPayload>, Status> {
+        require_manager(&req)?;
+        encode(&self.0.raft.append_entries(decode(req.get_ref())?).await)
+    }
+
+    async fn vote(&self, req: Request<RaftPayload>) -> Result<Response<RaftPayload>, Status> {
+        require_manager(&req)?;
+        encode(&self.0.raft.vote(decode(req.get_ref())?).await)
+    }
+
+    async fn install_snapshot(
+        &self,
+        req: Request<RaftPayload>,
+    ) -> Result<Response<RaftPayload>, Status> {
+        require_manager(&req)?;
+        encode(&self.0.raft.install_snapshot(decode(req.get_ref())?).await)
+    }
+
+    async fn forward(&self, req: Request<RaftPayload>) -> Result<Response<RaftPayload>, Status> {
+        require_manager(&req)?;
+        let fwd: Forward = decode(req.get_ref())?;
+        match self.0.handle_forward(fwd).await {
+            Ok(reply) => encode(&Ok::<_, String>(reply)),
+            Err(ManagerError::NoLeader) => Err(ManagerError::NoLeader.into()),
+            Err(e) => encode(&Err::<super::ForwardReply, _>(e.to_string())),
+        }
+    }
+}
+
+#[tonic::async_trait]
+impl Join for Api {
+    async fn join(&self, req: Request<JoinRequest>) -> Result<Response<JoinReply>, Status> {
+        let peer_ip = peer(&req).map(|p| p.addr.ip());
+        let r = req.into_inner();
+        let token = JoinToken::parse(r.token.trim())
+            .map_err(|e| Status::invalid_argument(format!("invalid join token: {e}")))?;
+        let cluster = self
+            .0
+            .read()
+            .await?
+            .clusters
+            .values()
+            .next()
+            .cloned()
+            .ok_or(ManagerError::NoCluster)?;
+        let tokens = JoinTokens::from_tokens(
+            parse_stored(&cluster.join_tokens.worker)?,
+            parse_stored(&cluster.join_tokens.manager)?,
+        );
+        let role = tokens.authorize(&token).map_err(|_| {
+            Status::permission_denied(
+                "the join token is not valid for this swarm: it may have been rotated. Get the \
+                 current one with `shoal swarm join-token worker|manager` on a manager",
+            )
+        })?;
+        if r.hostname.trim().is_empty() {
+            return Err(Status::invalid_argument("hostname must not be empty"));
+        }
+        let ca = RootCa::from_pem(&cluster.root_ca.cert_pem, &cluster.root_ca.key_pem.0)
+            .map_err(|e| Status::internal(format!("loading the root CA: {e}")))?;
+        let node_id = generate_node_id();
+        let validity = Duration::from_secs(cluster.settings.node_cert_expiry_secs);
+        let cert_pem = ca
+            .issue(
+                &CsrPem::new(r.csr_pem),
+                &node_id,
+                role,
+                &cluster.id,
+                validity,
+            )
+            .map_err(|e| Status::invalid_argument(format!("certificate request refused: {e}")))?;
+        // The address the node advertises, else the one it came from.
+        let addr = r
+            .advertise_addr
+            .parse::<std::net::SocketAddr>()
+            .map(|a| a.ip())
+            .or_else(|_| r.advertise_addr.parse::<std::net::IpAddr>())
+            .ok()
+            .or(peer_ip);
+        let node = Node {
+            id: node_id.clone(),
+            version: 0,
+            hostname: r.hostname.clone(),
+            // Workers until Raft admits them: `add_manager` flips the role.
+            role: ModelRole::Worker,
+            availability: Availability::Active,
+            labels: Labels::new(),
+            addr,
+            status: NodeState::Ready,
+            manager: None,
+        };
+        self.0.propose(Command::CreateNode(node)).await?;
+        self.0.heartbeat(&node_id).await?;
+        tracing::info!(node = %node_id, hostname = %r.hostname, ?role, "node joined");
+        Ok(Response::new(JoinReply {
+            node_id,
+            role: role_name(role).into(),
+            cluster_id: cluster.id.clone(),
+            cert_pem,
+            ca_pem: ca.cert_pem().to_owned(),
+            managers: self.0.manager_addrs(),
+            heartbeat_secs: cluster.settings.dispatcher_heartbeat_secs,
+        }))
+    }
+}
+
+fn parse_stored(t: &SecretString) -> Result<JoinToken, Status> {
+    JoinToken::parse(&t.0).map_err(|e| Status::internal(format!("stored join token: {e}")))
+}
+
+fn role_name(role: NodeRole) -> &'static str {
+    match role {
+        NodeRole::Manager => "manager",
+        NodeRole::Worker => "worker",
+    }
+}
+
+#[tonic::async_trait]
+impl Dispatcher for Api {
+    async fn heartbeat(
+        &self,
+        req: Request<HeartbeatRequest>,
+    ) -> Result<Response<HeartbeatReply>, Status> {
+        let node_id = require_node(&req)?;
+        if !req.get_ref().node_id.is_empty() && req.get_ref().node_id != node_id {
+            return Err(Status::permission_denied(
+                "a node may only heartbeat for itself",
+            ));
+        }
+        self.0.heartbeat(&node_id).await?;
+        let period = {
+            let state = self.0.local_state().await;
+            state
+                .clusters
+                .values()
+                .next()
+                .map_or(5, |c| c.settings.dispatcher_heartbeat_secs)
+        };
+        Ok(Response::new(HeartbeatReply {
+            period_ms: period * 1000,
+            managers: self.0.manager_addrs(),
+        }))
+    }
+}
+
+/// Finds a node by id, unique id prefix or hostname, as docker does.
+fn find_node<'a>(state: &'a ClusterState, key: &str) -> Result<&'a Node, ManagerError> {
+    if let Some(n) = state.nodes.get(key) {
+        return Ok(n);
+    }
+    let matches: Vec<&Node> = state
+        .nodes
+        .values()
+        .filter(|n| n.hostname == key || (!key.is_empty() && n.id.starts_with(key)))
+        .collect();
+    match matches.as_slice() {
+        [one] => Ok(one),
+        [] => Err(ManagerError::NotFound {
+            what: format!("node {key}"),
+        }),
+        _ => Err(ManagerError::Invalid {
+            what: format!(
+                "node {key} is ambiguous ({} matches); use its ID",
+                matches.len()
+            ),
+        }),
+    }
+}
+
+impl Api {
+    fn summary(&self, n: &Node) -> NodeSummary {
+        let leader = self.0.leader();
+        let manager_status = match &n.manager {
+            None => "",
+            Some(m) if Some(m.raft_id) == leader => "Leader",
+            Some(_) if n.status == NodeState::Ready => "Reachable",
+            Some(_) => "Unreachable",
+        };
+        NodeSummary {
+            id: n.id.clone(),
+            hostname: n.hostname.clone(),
+            status: lower(&n.status),
+            availability: lower(&n.availability),
+            manager_status: manager_status.into(),
+            role: if n.manager.is_some() || n.role == ModelRole::Manager {
+                "manager"
+            } else {
+                "worker"
+            }
+            .into(),
+            addr: n.addr.map(|a| a.to_string()).unwrap_or_default(),
+            labels: n.labels.clone().into_iter().collect(),
+            version: n.version,
+            last_heartbeat_unix: 0,
+            self_: n.id == self.0.node_id(),
+        }
+    }
+}
+
+fn lower<T: serde::Serialize>(v: &T) -> String {
+    serde_json::to_value(v)
+        .ok()
+        .and_then(|v| v.as_str().map(str::to_owned))
+        .unwrap_or_default()
+}
+
+#[tonic::async_trait]
+impl Control for Api {
+    async fn list_nodes(
+        &self,
+        req: Request<ListNodesRequest>,
+    ) -> Result<Response<ListNodesReply>, Status> {
+        require_manager(&req)?;
+        let state = self.0.read().await?;
+        let nodes = state.nodes.values().map(|n| self.summary(n)).collect();
+        Ok(Response::new(ListNodesReply { nodes }))
+    }
+
+    async fn inspect_node(&self, req: Request<NodeRef>) -> Result<Response<NodeDetail>, Status> {
+        require_manager(&req)?;
+        let state = self.0.read().await?;
+        let n = find_node(&state, &req.get_ref().node)?;
+        Ok(Response::new(NodeDetail {
+            node: Some(self.summary(n)),
+            cert_not_after_unix: 0,
+            raft_addr: n
+                .manager
+                .as_ref()
+                .map(|m| m.addr.clone())
+                .unwrap_or_default(),
+        }))
+    }
+
+    async fn update_node(
+        &self,
+        req: Request<UpdateNodeRequest>,
+    ) -> Result<Response<NodeDetail>, Status> {
+        require_manager(&req)?;
+        let r = req.into_inner();
+        let mut node = find_node(&*self.0.read().await?, &r.node)?.clone();
+        let (id, version) = (node.id.clone(), node.version);
+        if !r.availability.is_empty() {
+            node.availability = match r.availability.as_str() {
+                "active" => Availability::Active,
+                "pause" => Availability::Pause,
+                "drain" => Availability::Drain,
+                other => {
+                    return Err(Status::invalid_argument(format!(
+                        "availability {other:?}: expected active, pause or drain"
+                    )));
+                }
+            };
+        }
+        for k in &r.label_rm {
+            if node.labels.remove(k).is_none() {
+                return Err(Status::invalid_argument(format!(
+                    "label {k:?} is not set on this node"
+                )));
+            }
+        }
+        node.labels.extend(r.label_add.clone());
+        match r.role.as_str() {
+            "" => {}
+            "worker" if node.manager.is_some() => {
+                let raft_id = node.manager.as_ref().map(|m| m.raft_id).unwrap_or_default();
+                let managers = self
+                    .0
+                    .read()
+                    .await?
+                    .nodes
+                    .values()
+                    .filter(|n| n.manager.is_some())
+                    .count();
+                if managers <= 1 {
+                    return Err(Status::failed_precondition(
+                        "attempting to demote the last manager of the swarm",
+                    ));
+                }
+                self.0.remove_manager(raft_id).await?;
+                node.manager = None;
+                node.role = ModelRole::Worker;
+            }
+            "manager" if node.manager.is_none() => {
+                return Err(Status::unimplemented(
+                    "promoting a worker needs it to re-join with a manager certificate: run \
+                     `shoal swarm leave` on it, then `shoal swarm join` with the manager token",
+                ));
+            }
+            "worker" | "manager" => {}
+            other => {
+                return Err(Status::invalid_argument(format!(
+                    "role {other:?}: expected worker or manager"
+                )));
+            }
+        }
+        self.0
+            .propose(Command::UpdateNode {
+                id: id.clone(),
+                expected_version: version,
+                node,
+            })
+            .await?;
+        let state = self.0.read().await?;
+        let n = find_node(&state, &id)?;
+        Ok(Response::new(NodeDetail {
+            node: Some(self.summary(n)),
+            cert_not_after_unix: 0,
+            raft_addr: String::new(),
+        }))
+    }
+
+    async fn remove_node(
+        &self,
+        req: Request<RemoveNodeRequest>,
+    ) -> Result<Response<RemoveNodeReply>, Status> {
+        require_manager(&req)?;
+        let r = req.into_inner();
+        let (node, cluster) = {
+            let state = self.0.read().await?;
+            let node = find_node(&state, &r.node)?.clone();
+            let cluster = state
+                .clusters
+                .values()
+                .next()
+                .cloned()
+                .ok_or(ManagerError::NoCluster)?;
+            (node, cluster)
+        };
+        if node.manager.is_some() {
+            return Err(Status::failed_precondition(format!(
+                "rpc error: node {} is a cluster manager and is a member of the raft cluster. It \
+                 must be demoted to worker before removal",
+                node.id
+            )));
+        }
+        if node.status != NodeState::Down && !r.force {
+            return Err(Status::failed_precondition(format!(
+                "node {} is not down and can't be removed; stop it first, or use --force",
+                node.id
+            )));
+        }
+        self.0
+            .propose(Command::RemoveNode {
+                id: node.id.clone(),
+                expected_version: node.version,
+            })
+            .await?;
+        let mut c = cluster;
+        let version = c.version;
+        c.removed_nodes.insert(node.id.clone());
+        self.0
+            .propose(Command::UpdateCluster {
+                id: c.id.clone(),
+                expected_version: version,
+                cluster: c,
+            })
+            .await?;
+        self.0.removed_nodes().insert(node.id.clone());
+        Ok(Response::new(RemoveNodeReply { id: node.id }))
+    }
+
+    async fn join_token(
+        &self,
+        req: Request<JoinTokenRequest>,
+    ) -> Result<Response<JoinTokenReply>, Status> {
+        require_manager(&req)?;
+        let r = req.into_inner();
+        let role = match r.role.as_str() {
+            "worker" => NodeRole::Worker,
+            "manager" => NodeRole::Manager,
+            other => {
+                return Err(Status::invalid_argument(format!(
+                    "role {other:?}: expected worker or manager"
+                )));
+            }
+        };
+        let mut cluster = self
+            .0
+            .read()
+            .await?
+            .clusters
+            .values()
+            .next()
+            .cloned()
+            .ok_or(ManagerError::NoCluster)?;
+        if r.rotate {
+            let mut tokens = JoinTokens::from_tokens(
+                parse_stored(&cluster.join_tokens.worker)?,
+                parse_stored(&cluster.join_tokens.manager)?,
+            );
+            tokens.rotate(role);
+            let fresh = tokens.get(role).to_string();
+            match role {
+                NodeRole::Worker => cluster.join_tokens.worker = SecretString(fresh),
+                NodeRole::Manager => cluster.join_tokens.manager = SecretString(fresh),
+            }
+            let version = cluster.version;
+            self.0
+                .propose(Command::UpdateCluster {
+                    id: cluster.id.clone(),
+                    expected_version: version,
+                    cluster: cluster.clone(),
+                })
+                .await?;
+        }
+        let token = match role {
+            NodeRole::Worker => cluster.join_tokens.worker.0,
+            NodeRole::Manager => cluster.join_tokens.manager.0,
+        };
+        Ok(Response::new(JoinTokenReply {
+            role: r.role,
+            token,
+        }))
+    }
+}

@@ -1,0 +1,150 @@
+//! gRPC over our own rustls configs: tonic only sees plaintext h2 on an
+//! already-authenticated stream, so the verifiers of `shoal-ca` (CA pinning,
+//! removed nodes) decide who connects, and handlers read the verified peer.
+
+use std::{
+    io,
+    net::SocketAddr,
+    pin::Pin,
+    sync::Arc,
+    task::{Context, Poll},
+    time::Duration,
+};
+
+use hyper_util::rt::TokioIo;
+use shoal_ca::{
+    PeerIdentity,
+    rustls::{ClientConfig, ServerConfig, pki_types::ServerName},
+};
+use tokio::{
+    io::{AsyncRead, AsyncWrite, ReadBuf},
+    net::{TcpListener, TcpStream},
+    sync::mpsc,
+};
+use tokio_rustls::{TlsAcceptor, TlsConnector, server::TlsStream};
+use tonic::transport::{Channel, Endpoint, Uri, server::Connected};
+
+const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+pub(crate) const CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
+
+/// What a handler knows about its caller: the identity from its verified
+/// certificate, or `None` for an anonymous (joining) client.
+#[derive(Clone, Debug)]
+pub struct PeerInfo {
+    pub addr: SocketAddr,
+    pub identity: Option<PeerIdentity>,
+}
+
+/// A server-side TLS stream that hands tonic the verified peer.
+pub struct PeerStream {
+    inner: TlsStream<TcpStream>,
+    info: PeerInfo,
+}
+
+impl Connected for PeerStream {
+    type ConnectInfo = PeerInfo;
+
+    fn connect_info(&self) -> PeerInfo {
+        self.info.clone()
+    }
+}
+
+impl AsyncRead for PeerStream {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.inner).poll_read(cx, buf)
+    }
+}
+
+impl AsyncWrite for PeerStream {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.inner).poll_write(cx, buf)
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.inner).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.inner).poll_shutdown(cx)
+    }
+}
+
+/// Accepts TCP connections and yields the ones whose TLS handshake succeeds.
+/// Handshakes run in their own tasks so one slow client can't stall accept.
+pub fn tls_incoming(
+    listener: TcpListener,
+    config: Arc<ServerConfig>,
+) -> tokio_stream::wrappers::ReceiverStream<io::Result<PeerStream>> {
+    let (tx, rx) = mpsc::channel(64);
+    let acceptor = TlsAcceptor::from(config);
+    tokio::spawn(async move {
+        loop {
+            let (tcp, addr) = match listener.accept().await {
+                Ok(c) => c,
+                Err(e) => {
+                    tracing::warn!(error = %e, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                    continue;
+                }
+            };
+            if tx.is_closed() {
+                return;
+            }
+            let (acceptor, tx) = (acceptor.clone(), tx.clone());
+            tokio::spawn(async move {
+                let tls = match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await
+                {
+                    Ok(Ok(tls)) => tls,
+                    Ok(Err(e)) => {
+                        tracing::debug!(%addr, error = %e, "TLS handshake refused");
+                        return;
+                    }
+                    Err(_) => return,
+                };
+                let certs = tls.get_ref().1.peer_certificates();
+                let identity = certs.and_then(|c| PeerIdentity::from_peer_certs(Some(c)).ok());
+                let stream = PeerStream {
+                    inner: tls,
+                    info: PeerInfo { addr, identity },
+                };
+                // The receiver is gone only when the server stopped.
+                let _closed = tx.send(Ok(stream)).await;
+            });
+        }
+    });
+    tokio_stream::wrappers::ReceiverStream::new(rx)
+}
+
+/// A lazily connecting channel to `addr` (host:port) over TLS with `config`,
+/// expecting the server certificate to carry `server_name`.
+pub fn channel(
+    addr: &str,
+    config: Arc<ClientConfig>,
+    server_name: ServerName<'static>,
+) -> Result<Channel, tonic::transport::Error> {
+    let addr = addr.to_owned();
+    let connector = TlsConnector::from(config);
+    // The URI only names the authority for h2; the connector does the dialling.
+    Ok(Endpoint::from_shared(format!("http://{addr}"))?
+        .connect_timeout(CONNECT_TIMEOUT)
+        .timeout(Duration::from_secs(30))
+        .connect_with_connector_lazy(tower::service_fn(move |_: Uri| {
+            let (addr, connector, name) = (addr.clone(), connector.clone(), server_name.clone());
+            async move {
+                let tcp = tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect(&addr))
+                    .await
+                    .map_err(|_| io::Error::new(io::ErrorKind::TimedOut, "connect timed out"))??;
+                tcp.set_nodelay(true)?;
+                let tls = connector.connect(name, tcp).await?;
+                Ok::<_, io::Error>(TokioIo::new(tls))
+            }
+        })))
+}
