@@ -1,12 +1,55 @@
 //! Connecting to `shoald` over its Unix socket, with errors that say what to do.
 
-use std::{future::Future, path::PathBuf};
+use std::{fmt, future::Future, path::PathBuf};
 
 use anyhow::{Context, anyhow, bail};
 use hyper_util::rt::TokioIo;
-use shoal_api::node::v1::node_client::NodeClient;
+use shoal_api::{cluster::v1::control_client::ControlClient, node::v1::node_client::NodeClient};
 use tokio::net::UnixStream;
-use tonic::transport::{Channel, Endpoint, Uri};
+use tonic::{
+    Code, Status,
+    transport::{Channel, Endpoint, Uri},
+};
+
+/// The daemon's socket serves the local `Node` API and, on a manager, the
+/// cluster `Control` API: one connection, one client per service.
+pub struct Daemon {
+    pub host: String,
+    pub node: NodeClient<Channel>,
+    pub control: ControlClient<Channel>,
+}
+
+/// The daemon refused the request: printed as docker prints it.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("Error response from daemon: {message}")]
+pub struct DaemonError {
+    pub message: String,
+}
+
+/// Independent failures of one command (`node rm a b`), reported together
+/// after the successes, as docker does.
+#[derive(Debug, thiserror::Error)]
+pub struct Failures(pub Vec<anyhow::Error>);
+
+impl fmt::Display for Failures {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let lines: Vec<String> = self.0.iter().map(|e| format!("{e:#}")).collect();
+        f.write_str(&lines.join("\n"))
+    }
+}
+
+/// What `shoal` prints on stderr for a failed command: daemon errors with
+/// docker's prefix alone, anything else (flags, an unreachable daemon) after
+/// `Error:`.
+pub fn render_error(e: &anyhow::Error) -> String {
+    if let Some(d) = e.downcast_ref::<DaemonError>() {
+        return d.to_string();
+    }
+    if let Some(Failures(all)) = e.downcast_ref::<Failures>() {
+        return all.iter().map(render_error).collect::<Vec<_>>().join("\n");
+    }
+    format!("Error: {e:#}")
+}
 
 /// Parses `--host`: only `unix://` until the control plane serves tcp://…:2377.
 pub fn socket_path(host: &str) -> anyhow::Result<PathBuf> {
@@ -25,7 +68,7 @@ pub fn socket_path(host: &str) -> anyhow::Result<PathBuf> {
     bail!("--host {host:?}: expected unix:///path/to/shoald.sock")
 }
 
-pub async fn connect(host: &str) -> anyhow::Result<NodeClient<Channel>> {
+pub async fn connect(host: &str) -> anyhow::Result<Daemon> {
     let path = socket_path(host)?;
     // Probe first: tonic's lazy errors would only say "transport error".
     if let Err(e) = UnixStream::connect(&path).await {
@@ -46,17 +89,41 @@ pub async fn connect(host: &str) -> anyhow::Result<NodeClient<Channel>> {
         }))
         .await
         .with_context(|| format!("connecting to shoald at {host}"))?;
-    Ok(NodeClient::new(channel))
+    Ok(Daemon {
+        host: host.to_owned(),
+        node: NodeClient::new(channel.clone()),
+        control: ControlClient::new(channel),
+    })
 }
 
 /// Awaits an RPC and turns its status into a readable error.
 pub async fn call<T>(
     host: &str,
-    rpc: impl Future<Output = Result<tonic::Response<T>, tonic::Status>>,
+    rpc: impl Future<Output = Result<tonic::Response<T>, Status>>,
 ) -> anyhow::Result<T> {
     rpc.await
         .map(tonic::Response::into_inner)
-        .map_err(|s| anyhow!("shoald at {host}: {}", s.message()))
+        .map_err(|s| status_error(host, &s))
+}
+
+fn status_error(host: &str, s: &Status) -> anyhow::Error {
+    // tonic answers an unknown method with an empty Unimplemented.
+    if s.code() == Code::Unimplemented && s.message().is_empty() {
+        return anyhow!(
+            "shoald at {host} does not know this request: it is older than this shoal; \
+             upgrade shoald on this node"
+        );
+    }
+    // A status with a source was made by the client's transport (connection
+    // lost, daemon gone), not sent by the daemon.
+    if std::error::Error::source(s).is_some() {
+        return anyhow!("shoald at {host}: {}", s.message());
+    }
+    let message = match s.message() {
+        "" => s.code().description().to_owned(),
+        m => m.to_owned(),
+    };
+    DaemonError { message }.into()
 }
 
 #[cfg(test)]
@@ -86,6 +153,44 @@ mod tests {
             .err()
             .map(|e| e.to_string());
         assert!(e.unwrap_or_default().contains("control plane"));
+    }
+
+    #[test]
+    fn daemon_errors_read_like_docker() {
+        let e = status_error("unix:///x.sock", &Status::not_found("node n9 not found"));
+        assert_eq!(
+            render_error(&e),
+            "Error response from daemon: node n9 not found"
+        );
+        let e = status_error("unix:///x.sock", &Status::unimplemented(""));
+        let shown = render_error(&e);
+        assert!(
+            shown.starts_with("Error: ") && shown.contains("upgrade shoald"),
+            "{shown}"
+        );
+        let lost = Status::from_error(Box::new(std::io::Error::other("broken pipe")));
+        let shown = render_error(&status_error("unix:///x.sock", &lost));
+        assert!(
+            shown.starts_with("Error: shoald at unix:///x.sock: "),
+            "{shown}"
+        );
+        let flag = render_error(&anyhow!("--availability x: bad"));
+        assert_eq!(flag, "Error: --availability x: bad");
+    }
+
+    #[test]
+    fn failures_are_listed_one_per_line() {
+        let all = Failures(vec![
+            DaemonError {
+                message: "node a not found".into(),
+            }
+            .into(),
+            anyhow!("other"),
+        ]);
+        assert_eq!(
+            render_error(&all.into()),
+            "Error response from daemon: node a not found\nError: other"
+        );
     }
 
     #[tokio::test]

@@ -1,7 +1,10 @@
 //! `shoal`: the operator CLI, docker's verbs against a Shoal node.
 
 mod client;
+mod node;
 mod output;
+mod parse;
+mod swarm;
 
 use clap::{Parser, Subcommand};
 
@@ -24,46 +27,39 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Cmd {
-    /// Show what the local daemon is and how its datapath is attached.
+    /// Show what the local daemon is, its swarm and how its datapath is attached.
     Info {
         #[arg(long, short, value_enum, default_value_t = Format::Table)]
         format: Format,
     },
     /// Manage nodes.
     #[command(subcommand)]
-    Node(NodeCmd),
-}
-
-#[derive(Subcommand)]
-enum NodeCmd {
-    /// Packet counters of the node's data interface, per protocol and direction.
-    Stats {
-        #[arg(long, short, value_enum, default_value_t = Format::Table)]
-        format: Format,
-    },
+    Node(node::NodeCmd),
+    /// Manage the swarm: init, join, join-token, leave.
+    #[command(subcommand)]
+    Swarm(swarm::SwarmCmd),
 }
 
 #[tokio::main(flavor = "current_thread")]
 async fn main() {
     let cli = Cli::parse();
     if let Err(e) = run(cli).await {
-        eprintln!("Error: {e:#}");
+        eprintln!("{}", client::render_error(&e));
         std::process::exit(1);
     }
 }
 
 async fn run(cli: Cli) -> anyhow::Result<()> {
-    let mut node = client::connect(&cli.host).await?;
+    // Flags are checked before dialling: a typo is reported as such even
+    // when the daemon is down.
     match cli.cmd {
         Cmd::Info { format } => {
+            let mut d = client::connect(&cli.host).await?;
             let info =
-                client::call(&cli.host, node.info(shoal_api::node::v1::InfoRequest {})).await?;
+                client::call(&d.host, d.node.info(shoal_api::node::v1::InfoRequest {})).await?;
             output::info(&info, format)
         }
-        Cmd::Node(NodeCmd::Stats { format }) => {
-            let stats =
-                client::call(&cli.host, node.stats(shoal_api::node::v1::StatsRequest {})).await?;
-            output::stats(&stats, format)
-        }
+        Cmd::Node(cmd) => node::run(&cli.host, cmd).await,
+        Cmd::Swarm(cmd) => swarm::run(&cli.host, cmd).await,
     }
 }

@@ -2,7 +2,12 @@
 
 use comfy_table::{Table, presets::NOTHING};
 use serde::Serialize;
-use shoal_api::node::v1::{InfoReply, StatsReply};
+use std::collections::BTreeMap;
+
+use shoal_api::{
+    cluster::v1::{NodeDetail, NodeSummary},
+    node::v1::{InfoReply, StatsReply, SwarmInfo},
+};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
 pub enum Format {
@@ -10,10 +15,13 @@ pub enum Format {
     Json,
 }
 
-fn table(header: &[&str]) -> Table {
+pub fn table(header: &[&str]) -> Table {
     let mut t = Table::new();
     // docker's look: no borders, columns separated by spaces.
     t.load_style(NOTHING).set_header(header.to_vec());
+    for c in t.column_iter_mut() {
+        c.set_padding((0, 3));
+    }
     t
 }
 
@@ -27,35 +35,112 @@ struct InfoJson<'a> {
     programs: &'a [String],
     uptime_seconds: u64,
     state_dir: &'a str,
+    /// `null` from a daemon without swarm support.
+    swarm: Option<SwarmJson<'a>>,
+}
+
+#[derive(Serialize)]
+struct SwarmJson<'a> {
+    state: &'a str,
+    node_id: &'a str,
+    cluster_id: &'a str,
+    role: &'a str,
+    is_manager: bool,
+    managers: &'a [String],
+    error: &'a str,
+}
+
+/// docker capitalises API words for people: `ready` → `Ready`.
+pub fn pretty(word: &str) -> String {
+    let mut chars = word.chars();
+    match chars.next() {
+        Some(first) => first.to_uppercase().chain(chars).collect(),
+        None => String::new(),
+    }
+}
+
+fn info_json(i: &InfoReply) -> serde_json::Result<String> {
+    serde_json::to_string_pretty(&InfoJson {
+        hostname: &i.hostname,
+        version: &i.version,
+        data_interface: &i.data_interface,
+        data_ifindex: i.data_ifindex,
+        attach_mode: &i.attach_mode,
+        programs: &i.programs,
+        uptime_seconds: i.uptime_seconds,
+        state_dir: &i.state_dir,
+        swarm: i.swarm.as_ref().map(|s| SwarmJson {
+            state: &s.state,
+            node_id: &s.node_id,
+            cluster_id: &s.cluster_id,
+            role: &s.role,
+            is_manager: s.role == "manager",
+            managers: &s.managers,
+            error: &s.error,
+        }),
+    })
+}
+
+fn info_text(i: &InfoReply) -> String {
+    let mut out = format!(
+        "Hostname:        {}\n\
+         Version:         {}\n\
+         Data interface:  {} (ifindex {})\n\
+         TC attach mode:  {}\n\
+         Programs:        {}\n\
+         Uptime:          {}s\n\
+         State dir:       {}\n",
+        i.hostname,
+        i.version,
+        i.data_interface,
+        i.data_ifindex,
+        i.attach_mode,
+        i.programs.join(", "),
+        i.uptime_seconds,
+        i.state_dir,
+    );
+    if let Some(s) = &i.swarm {
+        out.push_str(&swarm_text(s));
+    }
+    out
+}
+
+/// docker info's `Swarm:` block, one level less indented (no Server section).
+fn swarm_text(s: &SwarmInfo) -> String {
+    let state = if s.state.is_empty() {
+        "inactive"
+    } else {
+        &s.state
+    };
+    let mut lines = vec![format!("Swarm: {state}")];
+    // As docker: nothing more to say about a node outside a swarm, or locked.
+    if !matches!(state, "inactive" | "locked") {
+        let is_manager = s.role == "manager";
+        lines.push(format!(" NodeID: {}", s.node_id));
+        if !s.error.is_empty() {
+            lines.push(format!(" Error: {}", s.error));
+        }
+        lines.push(format!(" Is Manager: {is_manager}"));
+        if !s.cluster_id.is_empty() {
+            lines.push(format!(" ClusterID: {}", s.cluster_id));
+        }
+        if is_manager {
+            lines.push(format!(" Managers: {}", s.managers.len()));
+        }
+        if !s.managers.is_empty() {
+            let mut managers = s.managers.clone();
+            managers.sort();
+            lines.push(" Manager Addresses:".to_owned());
+            lines.extend(managers.iter().map(|m| format!("  {m}")));
+        }
+    }
+    lines.join("\n") + "\n"
 }
 
 pub fn info(i: &InfoReply, format: Format) -> anyhow::Result<()> {
     match format {
-        Format::Json => println!(
-            "{}",
-            serde_json::to_string_pretty(&InfoJson {
-                hostname: &i.hostname,
-                version: &i.version,
-                data_interface: &i.data_interface,
-                data_ifindex: i.data_ifindex,
-                attach_mode: &i.attach_mode,
-                programs: &i.programs,
-                uptime_seconds: i.uptime_seconds,
-                state_dir: &i.state_dir,
-            })?
-        ),
-        Format::Table => {
-            println!("Hostname:        {}", i.hostname);
-            println!("Version:         {}", i.version);
-            println!(
-                "Data interface:  {} (ifindex {})",
-                i.data_interface, i.data_ifindex
-            );
-            println!("TC attach mode:  {}", i.attach_mode);
-            println!("Programs:        {}", i.programs.join(", "));
-            println!("Uptime:          {}s", i.uptime_seconds);
-            println!("State dir:       {}", i.state_dir);
-        }
+        Format::Json => println!("{}", info_json(i)?),
+        Format::Table => print!("{}", info_text(i)),
     }
     Ok(())
 }
@@ -158,10 +243,293 @@ fn stats_table(s: &StatsReply) -> Table {
     t
 }
 
+/// A node as scripts read it: the API's words, lower case, labels sorted.
+#[derive(Serialize)]
+struct NodeJson<'a> {
+    id: &'a str,
+    hostname: &'a str,
+    role: &'a str,
+    status: &'a str,
+    availability: &'a str,
+    /// "Leader", "Reachable", "Unreachable"; empty for a worker.
+    manager_status: &'a str,
+    addr: &'a str,
+    labels: BTreeMap<&'a str, &'a str>,
+    version: u64,
+    #[serde(rename = "self")]
+    is_self: bool,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    raft_addr: Option<&'a str>,
+}
+
+fn node_value<'a>(n: &'a NodeSummary, raft_addr: Option<&'a str>) -> NodeJson<'a> {
+    NodeJson {
+        id: &n.id,
+        hostname: &n.hostname,
+        role: &n.role,
+        status: &n.status,
+        availability: &n.availability,
+        manager_status: &n.manager_status,
+        addr: &n.addr,
+        labels: n
+            .labels
+            .iter()
+            .map(|(k, v)| (k.as_str(), v.as_str()))
+            .collect(),
+        version: n.version,
+        is_self: n.self_,
+        raft_addr,
+    }
+}
+
+/// docker's `node ls` table: this node's ID marked with `*`.
+fn nodes_table(nodes: &[NodeSummary]) -> Table {
+    let mut t = table(&["ID", "HOSTNAME", "STATUS", "AVAILABILITY", "MANAGER STATUS"]);
+    for n in nodes {
+        let id = if n.self_ {
+            format!("{} *", n.id)
+        } else {
+            n.id.clone()
+        };
+        t.add_row(vec![
+            id,
+            n.hostname.clone(),
+            pretty(&n.status),
+            pretty(&n.availability),
+            n.manager_status.clone(),
+        ]);
+    }
+    t
+}
+
+pub fn nodes(nodes: &[NodeSummary], quiet: bool, format: Format) -> anyhow::Result<()> {
+    if quiet {
+        for n in nodes {
+            println!("{}", n.id);
+        }
+        return Ok(());
+    }
+    match format {
+        Format::Json => {
+            let all: Vec<NodeJson<'_>> = nodes.iter().map(|n| node_value(n, None)).collect();
+            println!("{}", serde_json::to_string_pretty(&all)?);
+        }
+        Format::Table => println!("{}", nodes_table(nodes)),
+    }
+    Ok(())
+}
+
+fn detail_value(d: &NodeDetail) -> Option<NodeJson<'_>> {
+    d.node.as_ref().map(|n| node_value(n, Some(&d.raft_addr)))
+}
+
+/// `node inspect`: a JSON array, as docker inspect prints.
+pub fn node_json(details: &[NodeDetail], format: Format) -> anyhow::Result<()> {
+    if format == Format::Table {
+        node_pretty(details);
+        return Ok(());
+    }
+    let all: Vec<NodeJson<'_>> = details.iter().filter_map(detail_value).collect();
+    println!("{}", serde_json::to_string_pretty(&all)?);
+    Ok(())
+}
+
+fn node_text(d: &NodeDetail) -> String {
+    let Some(n) = &d.node else {
+        return String::new();
+    };
+    let mut out = format!(
+        "ID:                     {}\n\
+         Hostname:               {}\n\
+         Status:\n \
+         State:                  {}\n \
+         Availability:           {}\n \
+         Address:                {}\n",
+        n.id,
+        n.hostname,
+        pretty(&n.status),
+        pretty(&n.availability),
+        n.addr,
+    );
+    if !n.labels.is_empty() {
+        let labels: BTreeMap<_, _> = n.labels.iter().collect();
+        out.push_str("Labels:\n");
+        for (k, v) in labels {
+            out.push_str(&format!(" - {k}={v}\n"));
+        }
+    }
+    if n.role == "manager" {
+        let reach = match n.manager_status.as_str() {
+            "Leader" | "Reachable" => "Reachable",
+            _ => "Unreachable",
+        };
+        out.push_str(&format!(
+            "Manager Status:\n \
+             Address:                {}\n \
+             Raft Status:            {reach}\n \
+             Leader:                 {}\n",
+            d.raft_addr,
+            if n.manager_status == "Leader" {
+                "Yes"
+            } else {
+                "No"
+            },
+        ));
+    }
+    out
+}
+
+pub fn node_pretty(details: &[NodeDetail]) {
+    let texts: Vec<String> = details.iter().map(node_text).collect();
+    print!("{}", texts.join("\n"));
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use shoal_api::node::v1::ProtoCounter;
+
+    fn info_reply(swarm: Option<SwarmInfo>) -> InfoReply {
+        InfoReply {
+            hostname: "n1".into(),
+            version: "0.1.0".into(),
+            data_interface: "eth0".into(),
+            data_ifindex: 2,
+            attach_mode: "tcx".into(),
+            programs: vec!["shoal_tc_in".into()],
+            uptime_seconds: 5,
+            state_dir: "/var/lib/shoal".into(),
+            swarm,
+        }
+    }
+
+    fn summary(hostname: &str, manager_status: &str, is_self: bool) -> NodeSummary {
+        NodeSummary {
+            id: format!("id-{hostname}"),
+            hostname: hostname.into(),
+            status: "ready".into(),
+            availability: "active".into(),
+            manager_status: manager_status.into(),
+            role: if manager_status.is_empty() {
+                "worker"
+            } else {
+                "manager"
+            }
+            .into(),
+            addr: "198.18.0.1".into(),
+            labels: [("zone".to_owned(), "a".to_owned())].into(),
+            version: 3,
+            last_heartbeat_unix: 0,
+            self_: is_self,
+        }
+    }
+
+    #[test]
+    fn node_ls_reads_like_docker() {
+        let out =
+            nodes_table(&[summary("n1", "Leader", true), summary("n4", "", false)]).to_string();
+        let rows: Vec<Vec<&str>> = out
+            .lines()
+            .map(|l| l.split_whitespace().collect())
+            .collect();
+        assert_eq!(
+            rows[0],
+            [
+                "ID",
+                "HOSTNAME",
+                "STATUS",
+                "AVAILABILITY",
+                "MANAGER",
+                "STATUS"
+            ]
+        );
+        assert_eq!(rows[1], ["id-n1", "*", "n1", "Ready", "Active", "Leader"]);
+        assert_eq!(rows[2], ["id-n4", "n4", "Ready", "Active"]);
+    }
+
+    #[test]
+    fn node_json_keeps_the_fields_scripts_need() -> anyhow::Result<()> {
+        let n = summary("n2", "Reachable", false);
+        let v = serde_json::to_value(node_value(&n, Some("198.18.0.2:2377")))?;
+        assert_eq!(v["hostname"], "n2");
+        assert_eq!(v["manager_status"], "Reachable");
+        assert_eq!(v["self"], false);
+        assert_eq!(v["labels"]["zone"], "a");
+        assert_eq!(v["raft_addr"], "198.18.0.2:2377");
+        let text = node_text(&NodeDetail {
+            node: Some(n),
+            cert_not_after_unix: 0,
+            raft_addr: "198.18.0.2:2377".into(),
+        });
+        assert!(text.contains(" - zone=a\n"), "{text}");
+        assert!(text.contains("Leader:                 No"), "{text}");
+        Ok(())
+    }
+
+    #[test]
+    fn capitalises_like_docker() {
+        assert_eq!(pretty("ready"), "Ready");
+        assert_eq!(pretty("Leader"), "Leader");
+        assert_eq!(pretty(""), "");
+    }
+
+    #[test]
+    fn info_shows_the_swarm_as_docker_does() {
+        let manager = SwarmInfo {
+            state: "active".into(),
+            node_id: "abc".into(),
+            cluster_id: "xyz".into(),
+            role: "manager".into(),
+            managers: vec!["198.18.0.2:2377".into(), "198.18.0.1:2377".into()],
+            error: String::new(),
+        };
+        let text = info_text(&info_reply(Some(manager.clone())));
+        assert!(
+            text.ends_with(
+                "State dir:       /var/lib/shoal\n\
+                 Swarm: active\n \
+                 NodeID: abc\n \
+                 Is Manager: true\n \
+                 ClusterID: xyz\n \
+                 Managers: 2\n \
+                 Manager Addresses:\n  \
+                 198.18.0.1:2377\n  \
+                 198.18.0.2:2377\n"
+            ),
+            "{text}"
+        );
+        let worker = SwarmInfo {
+            role: "worker".into(),
+            error: "manager unreachable".into(),
+            ..manager
+        };
+        let text = swarm_text(&worker);
+        assert!(text.contains(" Error: manager unreachable\n Is Manager: false\n"));
+        assert!(!text.contains("Managers:"), "{text}");
+        assert_eq!(swarm_text(&SwarmInfo::default()), "Swarm: inactive\n");
+        assert!(!info_text(&info_reply(None)).contains("Swarm"));
+    }
+
+    #[test]
+    fn info_json_keeps_every_field() -> anyhow::Result<()> {
+        let swarm = SwarmInfo {
+            state: "active".into(),
+            node_id: "abc".into(),
+            cluster_id: "xyz".into(),
+            role: "manager".into(),
+            managers: vec!["198.18.0.1:2377".into()],
+            error: String::new(),
+        };
+        let v: serde_json::Value = serde_json::from_str(&info_json(&info_reply(Some(swarm)))?)?;
+        assert_eq!(v["hostname"], "n1");
+        assert_eq!(v["uptime_seconds"], 5);
+        assert_eq!(v["swarm"]["state"], "active");
+        assert_eq!(v["swarm"]["is_manager"], true);
+        assert_eq!(v["swarm"]["managers"][0], "198.18.0.1:2377");
+        let v: serde_json::Value = serde_json::from_str(&info_json(&info_reply(None))?)?;
+        assert!(v["swarm"].is_null());
+        Ok(())
+    }
 
     #[test]
     fn stats_table_pairs_directions_per_protocol() {

@@ -3,6 +3,7 @@
 //! `lab down`.
 
 use std::ffi::OsString;
+use std::path::Path;
 use std::process::ExitStatus;
 
 use anyhow::{Context, bail};
@@ -24,10 +25,13 @@ pub enum LabCmd {
         /// Number of nodes (n1..nN at 198.18.0.1..N).
         #[arg(long, default_value_t = 3)]
         nodes: usize,
-        /// Number of managers (n1..nM); recorded for when the control plane
-        /// forms the cluster.
+        /// Number of managers: n1 runs `swarm init`, n2..nM join as
+        /// managers and the rest as workers.
         #[arg(long, default_value_t = 1)]
         managers: usize,
+        /// Only start the daemons; leave `swarm init`/`join` to you.
+        #[arg(long)]
+        no_swarm: bool,
         /// Use the binaries as they are: skip setup and `cargo build`.
         #[arg(long)]
         no_build: bool,
@@ -103,9 +107,10 @@ async fn dispatch(cmd: LabCmd) -> anyhow::Result<()> {
         LabCmd::Up {
             nodes,
             managers,
+            no_swarm,
             no_build,
             lab,
-        } => up(&lab.name, nodes, managers, no_build).await,
+        } => up(&lab.name, nodes, managers, no_swarm, no_build).await,
         LabCmd::Status { lab } => status(&open(&lab.name)?),
         LabCmd::Down { lab } => down(&lab.name),
         LabCmd::Exec { node, command, lab } => {
@@ -162,15 +167,28 @@ async fn dispatch(cmd: LabCmd) -> anyhow::Result<()> {
     }
 }
 
-async fn up(name: &str, nodes: usize, managers: usize, no_build: bool) -> anyhow::Result<()> {
+async fn up(
+    name: &str,
+    nodes: usize,
+    managers: usize,
+    no_swarm: bool,
+    no_build: bool,
+) -> anyhow::Result<()> {
     // Refuse early, before a build, if the lab is already up.
     if Lab::exists(name) {
         bail!(already_up(name));
     }
-    let mut builder = Lab::builder("lab");
-    if !no_build && std::env::var_os(shoal_lab::SHOALD_BIN_ENV).is_none() {
-        builder = builder.shoald(crate::setup::prepare_binaries()?.join("shoald"));
+    if managers == 0 || managers > nodes {
+        bail!("--managers {managers}: give 1 to --nodes ({nodes})");
     }
+    let mut builder = Lab::builder("lab");
+    let shoald = if !no_build && std::env::var_os(shoal_lab::SHOALD_BIN_ENV).is_none() {
+        let shoald = crate::setup::prepare_binaries()?.join("shoald");
+        builder = builder.shoald(shoald.clone());
+        shoald
+    } else {
+        shoal_lab::shoald_path()?
+    };
     let started = builder
         .name(name)
         .nodes(nodes)
@@ -184,6 +202,9 @@ async fn up(name: &str, nodes: usize, managers: usize, no_build: bool) -> anyhow
         Err(LabError::Exists { name }) => bail!(already_up(&name)),
         Err(e) => return Err(e.into()),
     };
+    if !no_swarm {
+        form(&lab, &shoald.with_file_name("shoal"))?;
+    }
     status(&lab)?;
     let flag = if name == "lab" {
         String::new()
@@ -195,6 +216,58 @@ async fn up(name: &str, nodes: usize, managers: usize, no_build: bool) -> anyhow
          cargo xtask lab client{flag} -- ping -c1 198.18.0.1\n     \
          cargo xtask lab down{flag}"
     );
+    Ok(())
+}
+
+/// Runs `shoal ARGS` on node `k`, echoing it, and returns its stdout.
+fn shoal(lab: &Lab, k: usize, shoal: &Path, args: &[&str]) -> anyhow::Result<String> {
+    let shown: Vec<&str> = args
+        .iter()
+        .map(|a| {
+            if a.starts_with("SWMTKN-") {
+                "<token>"
+            } else {
+                a
+            }
+        })
+        .collect();
+    println!("n{k}$ shoal {}", shown.join(" "));
+    let out = lab
+        .command(k, shoal)
+        .args(args)
+        .output()
+        .with_context(|| format!("running {}", shoal.display()))?;
+    if !out.status.success() {
+        bail!(
+            "n{k}: shoal {} failed: {}(the lab is up; look around with `cargo xtask lab exec n{k} -- shoal info`)",
+            shown.join(" "),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
+/// The cluster the lab stands for: n1 inits, then managers, then workers join.
+fn form(lab: &Lab, bin: &Path) -> anyhow::Result<()> {
+    shoal(lab, 1, bin, &["swarm", "init"])?;
+    let manager = shoal(lab, 1, bin, &["swarm", "join-token", "-q", "manager"])?;
+    let worker = shoal(lab, 1, bin, &["swarm", "join-token", "-q", "worker"])?;
+    let n1 = format!("{}:{}", lab.node(1).addr(), 2377);
+    for node in lab.nodes().iter().skip(1) {
+        let k = node.index();
+        let token = if k <= lab.managers() {
+            &manager
+        } else {
+            &worker
+        };
+        shoal(
+            lab,
+            k,
+            bin,
+            &["swarm", "join", "--token", token.trim(), &n1],
+        )?;
+    }
+    print!("{}", shoal(lab, 1, bin, &["node", "ls"])?);
     Ok(())
 }
 

@@ -48,6 +48,12 @@ pub enum ManagerError {
          Make sure more than half of the managers are online"
     )]
     NoLeader,
+    #[error(
+        "no quorum: this manager could not reach a majority of the managers within {waited:?}; \
+         check that more than half of them are up and reachable on 2377 (a write that timed out \
+         may still be applied once they reconnect)"
+    )]
+    NoQuorum { waited: Duration },
     #[error(transparent)]
     Rejected(#[from] ApplyError),
     #[error("the cluster is not initialised yet")]
@@ -237,7 +243,14 @@ impl Manager {
     pub async fn propose(&self, cmd: Command) -> Result<Applied, ManagerError> {
         let deadline = Instant::now() + LEADER_WAIT;
         loop {
-            match self.raft.client_write(cmd.clone()).await {
+            // A leader cut off from the others keeps its term until it hears
+            // a newer one, so its writes would wait forever without this.
+            let written = tokio::time::timeout(LEADER_WAIT, self.raft.client_write(cmd.clone()))
+                .await
+                .map_err(|_| ManagerError::NoQuorum {
+                    waited: LEADER_WAIT,
+                })?;
+            match written {
                 Ok(resp) => {
                     return match resp.data {
                         Response::Applied(applied) => Ok(applied),
@@ -264,10 +277,7 @@ impl Manager {
     /// A linearizable view of the cluster state.
     pub async fn read(&self) -> Result<RwLockReadGuard<'_, ClusterState>, ManagerError> {
         let index = if self.is_leader() {
-            self.raft
-                .ensure_linearizable()
-                .await
-                .map_err(|e| ManagerError::Raft(e.to_string()))?
+            self.confirm_leadership().await?
         } else {
             match self.forward(Forward::ReadIndex).await? {
                 ForwardReply::ReadIndex(index) => index,
@@ -282,6 +292,17 @@ impl Manager {
                 .map_err(|_| ManagerError::NoLeader)?;
         }
         Ok(self.reader.state().await)
+    }
+
+    /// The read index: the leader's commit index once a quorum confirmed it
+    /// still leads.
+    async fn confirm_leadership(&self) -> Result<Option<LogId<RaftId>>, ManagerError> {
+        tokio::time::timeout(LEADER_WAIT, self.raft.ensure_linearizable())
+            .await
+            .map_err(|_| ManagerError::NoQuorum {
+                waited: LEADER_WAIT,
+            })?
+            .map_err(|e| ManagerError::Raft(e.to_string()))
     }
 
     /// This manager's applied state, possibly stale; for display only.
@@ -508,12 +529,9 @@ impl Manager {
                 Err(ManagerError::Rejected(e)) => ForwardReply::Proposed(Err(e)),
                 Err(e) => return Err(e),
             },
-            Forward::ReadIndex if self.is_leader() => ForwardReply::ReadIndex(
-                self.raft
-                    .ensure_linearizable()
-                    .await
-                    .map_err(|e| ManagerError::Raft(e.to_string()))?,
-            ),
+            Forward::ReadIndex if self.is_leader() => {
+                ForwardReply::ReadIndex(self.confirm_leadership().await?)
+            }
             Forward::ReadIndex => return Err(ManagerError::NoLeader),
             Forward::Heartbeat { node_id } => {
                 self.heartbeat(&node_id).await?;

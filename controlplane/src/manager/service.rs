@@ -29,7 +29,9 @@ use crate::model::{
 impl From<ManagerError> for Status {
     fn from(e: ManagerError) -> Self {
         match &e {
-            ManagerError::NoLeader => Status::unavailable(e.to_string()),
+            ManagerError::NoLeader | ManagerError::NoQuorum { .. } => {
+                Status::unavailable(e.to_string())
+            }
             ManagerError::Rejected(crate::model::ApplyError::NotFound { .. })
             | ManagerError::NotFound { .. } => Status::not_found(e.to_string()),
             ManagerError::Rejected(_) => Status::failed_precondition(e.to_string()),

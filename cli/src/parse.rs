@@ -1,0 +1,108 @@
+//! Client-side checks of flag values: a typo fails here, naming the flag and
+//! the fix, before anything reaches the daemon (which checks again).
+
+mod duration;
+mod label;
+mod net;
+mod token;
+
+use std::fmt;
+
+pub use duration::{DurationError, parse_duration};
+pub use label::{LabelError, check_label_key, parse_label};
+pub use net::{Ipv4Cidr, NetError, check_ip, check_ip_port, host_port, parse_pool};
+pub use token::{TokenError, check_token};
+
+/// What was wrong with a flag's value.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum Problem {
+    #[error(transparent)]
+    Duration(#[from] DurationError),
+    #[error(transparent)]
+    Label(#[from] LabelError),
+    #[error(transparent)]
+    Net(#[from] NetError),
+    #[error(transparent)]
+    Token(#[from] TokenError),
+    #[error("must be {min}-{max}")]
+    Range { min: u64, max: u64 },
+    #[error("must be a whole number of seconds, such as {suggest}")]
+    SubSecond { suggest: String },
+    #[error("must be at least {min}")]
+    TooSmall { min: &'static str },
+    #[error("is shorter than --default-addr-pool {pool}: subnets are carved out of the pools, so give {} or more", pool.prefix)]
+    MaskShorterThanPool { pool: Ipv4Cidr },
+    #[error("{key} is also given to --label-add; give it to one of them")]
+    AddedAndRemoved { key: String },
+}
+
+/// `--flag value: problem` once anyhow prints the chain with `{:#}`.
+/// `value` is `None` for secrets (join tokens), which never reach a message.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{flag}{}", Shown(value.as_deref()))]
+pub struct FlagError {
+    pub flag: &'static str,
+    pub value: Option<String>,
+    #[source]
+    pub problem: Problem,
+}
+
+impl FlagError {
+    pub fn new(flag: &'static str, value: impl fmt::Display, problem: impl Into<Problem>) -> Self {
+        Self {
+            flag,
+            value: Some(value.to_string()),
+            problem: problem.into(),
+        }
+    }
+
+    pub fn secret(flag: &'static str, problem: impl Into<Problem>) -> Self {
+        Self {
+            flag,
+            value: None,
+            problem: problem.into(),
+        }
+    }
+}
+
+/// Quotes a value only when it would otherwise be hard to see.
+struct Shown<'a>(Option<&'a str>);
+
+impl fmt::Display for Shown<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.0 {
+            None => Ok(()),
+            Some(v) if v.is_empty() || v.contains(char::is_whitespace) => write!(f, " {v:?}"),
+            Some(v) => write!(f, " {v}"),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn chain(e: FlagError) -> String {
+        format!("{:#}", anyhow::Error::from(e))
+    }
+
+    #[test]
+    fn messages_name_the_flag_then_the_problem() {
+        let e = FlagError::new("--default-addr-pool", "10.0.0.0/33", NetError::PrefixLength);
+        assert_eq!(
+            chain(e),
+            "--default-addr-pool 10.0.0.0/33: prefix length must be 0-32"
+        );
+        let e = FlagError::new(
+            "--label-add",
+            "a b=c",
+            LabelError::Whitespace { key: "a b".into() },
+        );
+        assert_eq!(
+            chain(e),
+            "--label-add \"a b=c\": label key \"a b\" contains whitespace"
+        );
+        let e = FlagError::secret("--token", TokenError::Prefix);
+        assert!(chain(e).starts_with("--token: "));
+    }
+}

@@ -1,0 +1,409 @@
+//! `shoal swarm …`: init, join, join-token and leave, with docker's flags and
+//! docker's words.
+
+use std::time::Duration;
+
+use clap::{Args, Subcommand, ValueEnum};
+use shoal_api::{
+    cluster::v1::{JoinTokenRequest, NodeRef},
+    node::v1::{InfoRequest, SwarmInitRequest, SwarmJoinRequest, SwarmLeaveRequest},
+};
+
+use crate::{
+    client::{self, Daemon},
+    parse::{
+        FlagError, Ipv4Cidr, NetError, Problem, check_ip, check_ip_port, check_token, host_port,
+        parse_duration, parse_pool,
+    },
+};
+
+/// Below this the dispatcher would mark healthy nodes down on a busy host.
+const MIN_HEARTBEAT: Duration = Duration::from_secs(1);
+/// docker refuses certificates shorter-lived than an hour.
+const MIN_CERT_EXPIRY: Duration = Duration::from_secs(3600);
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum Role {
+    Worker,
+    Manager,
+}
+
+impl Role {
+    fn as_api(self) -> &'static str {
+        match self {
+            Self::Worker => "worker",
+            Self::Manager => "manager",
+        }
+    }
+}
+
+#[derive(Args, Default)]
+pub struct InitArgs {
+    /// Advertised address (IP[:PORT]); default: the data interface's address.
+    #[arg(long)]
+    advertise_addr: Option<String>,
+    /// Listen address for the cluster API.
+    #[arg(long, default_value = "0.0.0.0:2377")]
+    listen_addr: String,
+    /// Address used for data path traffic (VXLAN).
+    #[arg(long)]
+    data_path_addr: Option<String>,
+    /// Port used for data path traffic (VXLAN, UDP).
+    #[arg(long, default_value_t = 4789)]
+    data_path_port: u32,
+    /// Default address pool in CIDR format (repeatable).
+    #[arg(long)]
+    default_addr_pool: Vec<String>,
+    /// Default address pool subnet mask length.
+    #[arg(long, default_value_t = 24)]
+    default_addr_pool_mask_length: u32,
+    /// Enable manager autolocking (requiring an unlock key to start a stopped manager).
+    #[arg(long)]
+    autolock: bool,
+    /// Validity period for node certificates (ns|us|ms|s|m|h).
+    #[arg(long, default_value = "2160h")]
+    cert_expiry: String,
+    /// Dispatcher heartbeat period (ns|us|ms|s|m|h).
+    #[arg(long, default_value = "5s")]
+    dispatcher_heartbeat: String,
+    /// Number of log entries between Raft snapshots.
+    #[arg(long, default_value_t = 10_000)]
+    snapshot_interval: u64,
+}
+
+#[derive(Subcommand)]
+pub enum SwarmCmd {
+    /// Initialize a swarm: this node becomes its first manager.
+    Init(InitArgs),
+    /// Join a swarm as a node and/or manager.
+    Join {
+        /// Token for entry into the swarm.
+        #[arg(long)]
+        token: String,
+        /// Advertised address (IP[:PORT]).
+        #[arg(long)]
+        advertise_addr: Option<String>,
+        /// Listen address for the cluster API (managers).
+        #[arg(long, default_value = "0.0.0.0:2377")]
+        listen_addr: String,
+        /// Address used for data path traffic.
+        #[arg(long)]
+        data_path_addr: Option<String>,
+        /// A manager's HOST[:PORT] (port 2377 if omitted).
+        remote: String,
+    },
+    /// Manage join tokens.
+    JoinToken {
+        role: Role,
+        /// Only display the token.
+        #[arg(long, short)]
+        quiet: bool,
+        /// Rotate the join token: the old one stops working at once.
+        #[arg(long)]
+        rotate: bool,
+    },
+    /// Leave the swarm.
+    Leave {
+        /// Force this node to leave the swarm, ignoring warnings.
+        #[arg(long, short)]
+        force: bool,
+    },
+}
+
+fn whole_seconds(flag: &'static str, value: &str, min: Duration) -> Result<u64, FlagError> {
+    let d = parse_duration(value).map_err(|e| FlagError::new(flag, value, e))?;
+    if d < min {
+        let min = match min.as_secs() {
+            3600 => "1h",
+            _ => "1s",
+        };
+        return Err(FlagError::new(flag, value, Problem::TooSmall { min }));
+    }
+    if d.subsec_nanos() != 0 {
+        let suggest = format!("{}s", d.as_secs().max(1));
+        return Err(FlagError::new(flag, value, Problem::SubSecond { suggest }));
+    }
+    Ok(d.as_secs())
+}
+
+fn opt_check(
+    flag: &'static str,
+    v: &Option<String>,
+    check: fn(&str) -> Result<(), NetError>,
+) -> Result<String, FlagError> {
+    match v {
+        None => Ok(String::new()),
+        Some(v) => check(v)
+            .map(|()| v.clone())
+            .map_err(|e| FlagError::new(flag, v, e)),
+    }
+}
+
+/// Every `swarm init` flag checked, then turned into the daemon's request.
+fn init_request(a: &InitArgs) -> Result<SwarmInitRequest, FlagError> {
+    let advertise_addr = opt_check("--advertise-addr", &a.advertise_addr, check_ip_port)?;
+    check_ip_port(&a.listen_addr)
+        .map_err(|e| FlagError::new("--listen-addr", &a.listen_addr, e))?;
+    let data_path_addr = opt_check("--data-path-addr", &a.data_path_addr, check_ip)?;
+    // docker's range: below 1024 is privileged, above 49151 ephemeral.
+    if !(1024..=49151).contains(&a.data_path_port) {
+        return Err(FlagError::new(
+            "--data-path-port",
+            a.data_path_port,
+            Problem::Range {
+                min: 1024,
+                max: 49151,
+            },
+        ));
+    }
+    let mut pools: Vec<Ipv4Cidr> = Vec::new();
+    for p in &a.default_addr_pool {
+        let cidr = parse_pool(p).map_err(|e| FlagError::new("--default-addr-pool", p, e))?;
+        if let Some(other) = pools.iter().find(|o| o.overlaps(&cidr)) {
+            return Err(FlagError::new(
+                "--default-addr-pool",
+                p,
+                NetError::Overlap(*other),
+            ));
+        }
+        pools.push(cidr);
+    }
+    let mask = a.default_addr_pool_mask_length;
+    if !(1..=29).contains(&mask) {
+        return Err(FlagError::new(
+            "--default-addr-pool-mask-length",
+            mask,
+            Problem::Range { min: 1, max: 29 },
+        ));
+    }
+    let default_pool = Ipv4Cidr {
+        addr: std::net::Ipv4Addr::new(10, 0, 0, 0),
+        prefix: 8,
+    };
+    let effective = if pools.is_empty() {
+        vec![default_pool]
+    } else {
+        pools.clone()
+    };
+    if let Some(pool) = effective.iter().find(|p| u32::from(p.prefix) > mask) {
+        return Err(FlagError::new(
+            "--default-addr-pool-mask-length",
+            mask,
+            Problem::MaskShorterThanPool { pool: *pool },
+        ));
+    }
+    if a.snapshot_interval == 0 {
+        return Err(FlagError::new(
+            "--snapshot-interval",
+            0,
+            Problem::TooSmall { min: "1" },
+        ));
+    }
+    Ok(SwarmInitRequest {
+        advertise_addr,
+        listen_addr: a.listen_addr.clone(),
+        data_path_addr,
+        data_path_port: a.data_path_port,
+        default_addr_pool: pools.iter().map(ToString::to_string).collect(),
+        default_addr_pool_mask_length: mask,
+        autolock: a.autolock,
+        cert_expiry_secs: whole_seconds("--cert-expiry", &a.cert_expiry, MIN_CERT_EXPIRY)?,
+        dispatcher_heartbeat_secs: whole_seconds(
+            "--dispatcher-heartbeat",
+            &a.dispatcher_heartbeat,
+            MIN_HEARTBEAT,
+        )?,
+        snapshot_interval: a.snapshot_interval,
+    })
+}
+
+fn join_instructions(role: &str, token: &str, addr: &str) -> String {
+    format!(
+        "To add a {role} to this swarm, run the following command:\n\n    \
+         shoal swarm join --token {token} {addr}\n"
+    )
+}
+
+/// This manager's cluster address, as others should dial it.
+async fn own_addr(d: &mut Daemon) -> anyhow::Result<String> {
+    let info = client::call(&d.host, d.node.info(InfoRequest {})).await?;
+    let Some(swarm) = info.swarm.filter(|s| !s.node_id.is_empty()) else {
+        return Ok(String::new());
+    };
+    let detail = client::call(
+        &d.host,
+        d.control.inspect_node(NodeRef {
+            node: swarm.node_id,
+        }),
+    )
+    .await?;
+    Ok(detail.raft_addr)
+}
+
+pub async fn run(host: &str, cmd: SwarmCmd) -> anyhow::Result<()> {
+    match cmd {
+        SwarmCmd::Init(args) => {
+            let req = init_request(&args)?;
+            let mut d = client::connect(host).await?;
+            let r = client::call(host, d.node.swarm_init(req)).await?;
+            println!(
+                "Swarm initialized: current node ({}) is now a manager.\n",
+                r.node_id
+            );
+            print!(
+                "{}",
+                join_instructions("worker", &r.worker_token, &r.advertise_addr)
+            );
+            println!(
+                "\nTo add a manager to this swarm, run 'shoal swarm join-token manager' and \
+                 follow the instructions."
+            );
+            if !r.unlock_key.is_empty() {
+                println!(
+                    "\nTo unlock a swarm manager after it restarts, run `shoal swarm unlock` and \
+                     provide the following key:\n\n    {}\n\nRemember to store this key in a \
+                     password manager: without it a restarted manager cannot rejoin.",
+                    r.unlock_key
+                );
+            }
+            Ok(())
+        }
+        SwarmCmd::Join {
+            token,
+            advertise_addr,
+            listen_addr,
+            data_path_addr,
+            remote,
+        } => {
+            let token = check_token(&token)
+                .map_err(|e| FlagError::secret("--token", e))?
+                .to_owned();
+            let remote_addr =
+                host_port(&remote).map_err(|e| FlagError::new("HOST:PORT", &remote, e))?;
+            let advertise_addr = opt_check("--advertise-addr", &advertise_addr, check_ip_port)?;
+            check_ip_port(&listen_addr)
+                .map_err(|e| FlagError::new("--listen-addr", &listen_addr, e))?;
+            let data_path_addr = opt_check("--data-path-addr", &data_path_addr, check_ip)?;
+            let mut d = client::connect(host).await?;
+            let r = client::call(
+                host,
+                d.node.swarm_join(SwarmJoinRequest {
+                    token,
+                    remote_addr,
+                    advertise_addr,
+                    listen_addr,
+                    data_path_addr,
+                }),
+            )
+            .await?;
+            println!("This node joined a swarm as a {}.", r.role);
+            Ok(())
+        }
+        SwarmCmd::JoinToken {
+            role,
+            quiet,
+            rotate,
+        } => {
+            let mut d = client::connect(host).await?;
+            let r = client::call(
+                host,
+                d.control.join_token(JoinTokenRequest {
+                    role: role.as_api().into(),
+                    rotate,
+                }),
+            )
+            .await?;
+            if quiet {
+                println!("{}", r.token);
+                return Ok(());
+            }
+            if rotate {
+                println!("Successfully rotated {} join token.\n", role.as_api());
+            }
+            let addr = own_addr(&mut d).await?;
+            print!("{}", join_instructions(role.as_api(), &r.token, &addr));
+            Ok(())
+        }
+        SwarmCmd::Leave { force } => {
+            let mut d = client::connect(host).await?;
+            client::call(host, d.node.swarm_leave(SwarmLeaveRequest { force })).await?;
+            println!("Node left the swarm.");
+            Ok(())
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn init(f: impl FnOnce(&mut InitArgs)) -> Result<SwarmInitRequest, String> {
+        let mut a = InitArgs {
+            listen_addr: "0.0.0.0:2377".into(),
+            data_path_port: 4789,
+            default_addr_pool_mask_length: 24,
+            cert_expiry: "2160h".into(),
+            dispatcher_heartbeat: "5s".into(),
+            snapshot_interval: 10_000,
+            ..Default::default()
+        };
+        f(&mut a);
+        init_request(&a).map_err(|e| format!("{:#}", anyhow::Error::from(e)))
+    }
+
+    #[test]
+    fn defaults_become_the_documented_request() {
+        let r = init(|_| {}).unwrap_or_default();
+        assert_eq!(r.cert_expiry_secs, 2160 * 3600);
+        assert_eq!(r.dispatcher_heartbeat_secs, 5);
+        assert_eq!(r.data_path_port, 4789);
+        assert!(r.default_addr_pool.is_empty());
+        assert_eq!(r.snapshot_interval, 10_000);
+    }
+
+    #[test]
+    fn bad_flags_name_the_flag_and_the_fix() {
+        type Case = (fn(&mut InitArgs), &'static str);
+        let cases: [Case; 8] = [
+            (
+                |a| a.cert_expiry = "90d".into(),
+                "--cert-expiry 90d: unknown unit \"d\"",
+            ),
+            (
+                |a| a.cert_expiry = "10m".into(),
+                "--cert-expiry 10m: must be at least 1h",
+            ),
+            (
+                |a| a.dispatcher_heartbeat = "1.5s".into(),
+                "--dispatcher-heartbeat 1.5s: must be a whole number",
+            ),
+            (
+                |a| a.data_path_port = 80,
+                "--data-path-port 80: must be 1024-49151",
+            ),
+            (
+                |a| a.advertise_addr = Some("eth0".into()),
+                "interface names are not supported",
+            ),
+            (
+                |a| a.default_addr_pool = vec!["10.1.0.0/16".into(), "10.0.0.0/8".into()],
+                "overlaps --default-addr-pool 10.1.0.0/16",
+            ),
+            (
+                |a| {
+                    a.default_addr_pool = vec!["10.1.0.0/16".into()];
+                    a.default_addr_pool_mask_length = 12
+                },
+                "is shorter than --default-addr-pool 10.1.0.0/16",
+            ),
+            (
+                |a| a.snapshot_interval = 0,
+                "--snapshot-interval 0: must be at least 1",
+            ),
+        ];
+        for (set, want) in cases {
+            let e = init(set).err().unwrap_or_default();
+            assert!(e.contains(want), "{e:?} does not contain {want:?}");
+        }
+    }
+}
