@@ -9,8 +9,9 @@ use std::{
 
 use shoal_api::{
     cluster::v1::{
-        JoinTokenReply, JoinTokenRequest, ListNodesReply, ListNodesRequest, NodeDetail, NodeRef,
-        RemoveNodeReply, RemoveNodeRequest, UpdateNodeRequest,
+        CreateSecretRequest, JoinTokenReply, JoinTokenRequest, ListNodesReply, ListNodesRequest,
+        ListSecretsReply, ListSecretsRequest, NodeDetail, NodeRef, RemoveNodeReply,
+        RemoveNodeRequest, RemoveSecretReply, SecretRef, SecretSummary, UpdateNodeRequest,
         control_server::{Control, ControlServer},
     },
     node::v1::{
@@ -136,6 +137,34 @@ impl Control for LocalControl {
         req: Request<JoinTokenRequest>,
     ) -> Result<Response<JoinTokenReply>, Status> {
         self.api().await?.join_token(req).await
+    }
+
+    async fn create_secret(
+        &self,
+        req: Request<CreateSecretRequest>,
+    ) -> Result<Response<SecretSummary>, Status> {
+        self.api().await?.create_secret(req).await
+    }
+
+    async fn list_secrets(
+        &self,
+        req: Request<ListSecretsRequest>,
+    ) -> Result<Response<ListSecretsReply>, Status> {
+        self.api().await?.list_secrets(req).await
+    }
+
+    async fn inspect_secret(
+        &self,
+        req: Request<SecretRef>,
+    ) -> Result<Response<SecretSummary>, Status> {
+        self.api().await?.inspect_secret(req).await
+    }
+
+    async fn remove_secret(
+        &self,
+        req: Request<SecretRef>,
+    ) -> Result<Response<RemoveSecretReply>, Status> {
+        self.api().await?.remove_secret(req).await
     }
 }
 

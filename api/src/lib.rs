@@ -20,3 +20,22 @@ pub mod cluster {
 
 /// The cluster API port, as swarm mode's.
 pub const CLUSTER_PORT: u16 = 2377;
+
+/// A channel to a `shoald` over its Unix socket, as the CLI, the tests and
+/// the benchmarks dial it.
+pub async fn unix_channel(
+    path: impl Into<std::path::PathBuf>,
+) -> Result<tonic::transport::Channel, tonic::transport::Error> {
+    let path = path.into();
+    // The URI is required by the API but unused: the connector dials the socket.
+    tonic::transport::Endpoint::from_static("http://shoald.local")
+        .connect_with_connector(tower::service_fn(move |_: tonic::transport::Uri| {
+            let path = path.clone();
+            async move {
+                tokio::net::UnixStream::connect(path)
+                    .await
+                    .map(hyper_util::rt::TokioIo::new)
+            }
+        }))
+        .await
+}

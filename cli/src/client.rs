@@ -3,13 +3,9 @@
 use std::{fmt, future::Future, path::PathBuf};
 
 use anyhow::{Context, anyhow, bail};
-use hyper_util::rt::TokioIo;
 use shoal_api::{cluster::v1::control_client::ControlClient, node::v1::node_client::NodeClient};
 use tokio::net::UnixStream;
-use tonic::{
-    Code, Status,
-    transport::{Channel, Endpoint, Uri},
-};
+use tonic::{Code, Status, transport::Channel};
 
 /// The daemon's socket serves the local `Node` API and, on a manager, the
 /// cluster `Control` API: one connection, one client per service.
@@ -35,6 +31,16 @@ impl fmt::Display for Failures {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let lines: Vec<String> = self.0.iter().map(|e| format!("{e:#}")).collect();
         f.write_str(&lines.join("\n"))
+    }
+}
+
+/// The outcome of a command over several objects: its one failure as is,
+/// or all of them.
+pub fn finish(mut failed: Vec<anyhow::Error>) -> anyhow::Result<()> {
+    match failed.len() {
+        0 => Ok(()),
+        1 => Err(failed.remove(0)),
+        _ => Err(Failures(failed).into()),
     }
 }
 
@@ -81,12 +87,7 @@ pub async fn connect(host: &str) -> anyhow::Result<Daemon> {
         };
         bail!("cannot reach shoald at {host}: {e}; {hint}");
     }
-    // The URI is required by the API but unused: the connector dials the socket.
-    let channel = Endpoint::from_static("http://shoald.local")
-        .connect_with_connector(tower::service_fn(move |_: Uri| {
-            let path = path.clone();
-            async move { UnixStream::connect(path).await.map(TokioIo::new) }
-        }))
+    let channel = shoal_api::unix_channel(path)
         .await
         .with_context(|| format!("connecting to shoald at {host}"))?;
     Ok(Daemon {

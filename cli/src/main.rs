@@ -4,6 +4,7 @@ mod client;
 mod node;
 mod output;
 mod parse;
+mod secret;
 mod swarm;
 
 use clap::{Parser, Subcommand};
@@ -35,6 +36,9 @@ enum Cmd {
     /// Manage nodes.
     #[command(subcommand)]
     Node(node::NodeCmd),
+    /// Manage secrets.
+    #[command(subcommand)]
+    Secret(secret::SecretCmd),
     /// Manage the swarm: init, join, join-token, leave.
     #[command(subcommand)]
     Swarm(swarm::SwarmCmd),
@@ -60,6 +64,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             output::info(&info, format)
         }
         Cmd::Node(cmd) => node::run(&cli.host, cmd).await,
+        Cmd::Secret(cmd) => secret::run(&cli.host, cmd).await,
         Cmd::Swarm(cmd) => swarm::run(&cli.host, cmd).await,
     }
 }

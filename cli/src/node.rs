@@ -2,7 +2,6 @@
 
 use std::collections::HashMap;
 
-use anyhow::Context;
 use clap::{Subcommand, ValueEnum};
 use shoal_api::{
     cluster::v1::{ListNodesRequest, NodeRef, RemoveNodeRequest, UpdateNodeRequest},
@@ -10,7 +9,7 @@ use shoal_api::{
 };
 
 use crate::{
-    client::{self, Daemon, Failures},
+    client::{self, Daemon, finish},
     output::{self, Format},
     parse::{FlagError, Problem, check_label_key, parse_label},
 };
@@ -242,14 +241,6 @@ async fn set_role(d: &mut Daemon, nodes: &[String], role: &str) -> anyhow::Resul
         }
     }
     finish(failed)
-}
-
-fn finish(failed: Vec<anyhow::Error>) -> anyhow::Result<()> {
-    match failed.len() {
-        0 => Ok(()),
-        1 => Err(failed.into_iter().next().context("one failure")?),
-        _ => Err(Failures(failed).into()),
-    }
 }
 
 #[cfg(test)]

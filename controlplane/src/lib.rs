@@ -21,6 +21,7 @@ pub mod manager;
 pub mod model;
 pub mod raft;
 pub mod store;
+pub mod validate;
 
 pub use raft::{RaftId, RaftMember, Response, TypeConfig, raft_config};
 pub use store::{LogStore, StateMachineStore, StateReader, Store, StoreError, StoreKey};

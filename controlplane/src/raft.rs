@@ -95,9 +95,11 @@ pub fn raft_config(
         // Managers share small VMs with the data plane: timeouts well above
         // openraft's LAN defaults (50 ms / 150-300 ms) avoid elections under
         // load, while still failing over within a few seconds (swarm: ~10 s).
-        heartbeat_interval: 250,
-        election_timeout_min: 1_500,
-        election_timeout_max: 3_000,
+        // A follower also refuses votes while its leader lease (the maximum
+        // election timeout) lasts, so failover takes one to two timeouts.
+        heartbeat_interval: 200,
+        election_timeout_min: 1_000,
+        election_timeout_max: 2_000,
         snapshot_policy: openraft::SnapshotPolicy::LogsSinceLast(snapshot_interval),
         max_in_snapshot_log_to_keep: DEFAULT_LOG_ENTRIES_FOR_SLOW_FOLLOWERS,
         // Beyond a snapshot interval behind, a snapshot is cheaper than replay.

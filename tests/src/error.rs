@@ -53,6 +53,31 @@ pub enum LabError {
     )]
     DaemonBinary { searched: Vec<PathBuf> },
 
+    /// A `shoal` command on a node failed where it should have succeeded.
+    #[error("n{node}: shoal {args} failed ({status}): {stderr}")]
+    ShoalFailed {
+        node: usize,
+        args: String,
+        status: ExitStatus,
+        stderr: String,
+    },
+
+    /// A `shoal` command on a node succeeded where it should have failed.
+    #[error("n{node}: shoal {args} should have failed; it printed: {stdout}")]
+    ShoalSucceeded {
+        node: usize,
+        args: String,
+        stdout: String,
+    },
+
+    /// A condition polled by [`crate::eventually`] did not hold in time.
+    #[error("{what}: not within {within:?} (last error: {last})")]
+    Timeout {
+        what: String,
+        within: Duration,
+        last: String,
+    },
+
     /// `shoald` could not be started at all.
     #[error("node {node}: cannot start {binary}")]
     Spawn {

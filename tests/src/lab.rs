@@ -569,6 +569,15 @@ impl Lab {
         node.kill(Duration::ZERO)
     }
 
+    /// Kills node `k`'s daemon with SIGKILL at once: a crash, with no chance
+    /// to flush or say goodbye.
+    pub async fn kill(&self, k: usize) -> Result<(), LabError> {
+        let node = self.try_node(k)?;
+        node.signal(Signal::SIGKILL);
+        // Reaps it and forgets its pid file.
+        node.kill(Duration::ZERO)
+    }
+
     /// Starts node `k`'s daemon and waits until it is ready; an already
     /// running daemon is left alone.
     pub async fn start(&self, k: usize) -> Result<(), LabError> {

@@ -28,6 +28,7 @@ mod error;
 mod lab;
 pub mod netns;
 mod record;
+mod shoal;
 mod underlay;
 
 pub use daemon::{SHOALD_BIN_ENV, log_tail, shoald_path};
@@ -35,4 +36,5 @@ pub use error::LabError;
 pub use lab::{Lab, LabBuilder, MAX_NAME_LEN, MAX_NODES, Node, SHOAL_HOST_ENV, validate_name};
 pub use netns::run_in_netns;
 pub use record::{RUN_DIR, sweep_stale};
+pub use shoal::{BoxError, eventually, shoal_path};
 pub use underlay::{BRIDGE, CLIENT_ADDR, DATA_IFACE, MTU, node_addr};

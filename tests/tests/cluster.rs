@@ -4,57 +4,19 @@
 
 use std::{
     path::PathBuf,
-    process::Output,
     time::{Duration, Instant},
 };
 
-use anyhow::{Context, bail, ensure};
+use anyhow::{Context, ensure};
 use serde_json::Value;
-use shoal_lab::Lab;
+use shoal_lab::{Lab, eventually};
 
 /// Heartbeats every second: a silent node is down after ~3 s.
 const HEARTBEAT: &str = "1s";
 
-fn shoal_bin() -> anyhow::Result<PathBuf> {
-    let p = shoal_lab::shoald_path()?.with_file_name("shoal");
-    ensure!(
-        p.is_file(),
-        "{} missing: run `cargo build --workspace --bins`",
-        p.display()
-    );
-    Ok(p)
-}
-
-/// Runs `shoal ARGS` against node `k`'s daemon.
-fn shoal(lab: &Lab, k: usize, args: &[&str]) -> anyhow::Result<Output> {
-    Ok(lab.command(k, shoal_bin()?).args(args).output()?)
-}
-
-/// Runs `shoal ARGS` on node `k` and returns stdout, failing with stderr.
-fn ok(lab: &Lab, k: usize, args: &[&str]) -> anyhow::Result<String> {
-    let out = shoal(lab, k, args)?;
-    ensure!(
-        out.status.success(),
-        "n{k}: shoal {} failed: {}",
-        args.join(" "),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    Ok(String::from_utf8(out.stdout)?)
-}
-
-/// Runs `shoal ARGS` on node `k`, expecting it to fail; returns stderr.
-fn refused(lab: &Lab, k: usize, args: &[&str]) -> anyhow::Result<String> {
-    let out = shoal(lab, k, args)?;
-    ensure!(
-        !out.status.success(),
-        "n{k}: shoal {} should have failed",
-        args.join(" ")
-    );
-    Ok(String::from_utf8_lossy(&out.stderr).into_owned())
-}
-
 fn token(lab: &Lab, k: usize, role: &str) -> anyhow::Result<String> {
-    Ok(ok(lab, k, &["swarm", "join-token", "-q", role])?
+    Ok(lab
+        .shoal(k, &["swarm", "join-token", "-q", role])?
         .trim()
         .to_owned())
 }
@@ -62,7 +24,7 @@ fn token(lab: &Lab, k: usize, role: &str) -> anyhow::Result<String> {
 /// `node ls` as (hostname, status, availability, manager status, role),
 /// sorted by hostname: what every manager must agree on.
 fn nodes(lab: &Lab, k: usize) -> anyhow::Result<Vec<(String, String, String, String)>> {
-    let out = ok(lab, k, &["node", "ls", "--format", "json"])?;
+    let out = lab.shoal(k, &["node", "ls", "--format", "json"])?;
     let v: Value = serde_json::from_str(&out).with_context(|| format!("node ls json: {out}"))?;
     let list = v
         .as_array()
@@ -88,45 +50,20 @@ fn nodes(lab: &Lab, k: usize) -> anyhow::Result<Vec<(String, String, String, Str
     Ok(rows)
 }
 
-/// Polls `check` until it holds or `within` passes.
-async fn eventually<T>(
-    within: Duration,
-    what: &str,
-    mut check: impl FnMut() -> anyhow::Result<Option<T>>,
-) -> anyhow::Result<T> {
-    let deadline = Instant::now() + within;
-    let mut last = None;
-    loop {
-        match check() {
-            Ok(Some(v)) => return Ok(v),
-            Ok(None) => {}
-            Err(e) => last = Some(e),
-        }
-        if Instant::now() > deadline {
-            bail!("{what}: not within {within:?} (last error: {last:?})");
-        }
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
-}
-
 /// n1 inits; n2, n3 join as managers; n4, n5 as workers.
 async fn form(lab: &Lab) -> anyhow::Result<()> {
-    let init = ok(
-        lab,
-        1,
-        &["swarm", "init", "--dispatcher-heartbeat", HEARTBEAT],
-    )?;
+    let init = lab.shoal(1, &["swarm", "init", "--dispatcher-heartbeat", HEARTBEAT])?;
     ensure!(init.contains("Swarm initialized"), "{init}");
     let (manager, worker) = (token(lab, 1, "manager")?, token(lab, 1, "worker")?);
     ensure!(manager.starts_with("SWMTKN-1-") && worker.starts_with("SWMTKN-1-"));
     ensure!(manager != worker);
     let n1 = format!("{}:2377", lab.node(1).addr());
     for k in [2, 3] {
-        let out = ok(lab, k, &["swarm", "join", "--token", &manager, &n1])?;
+        let out = lab.shoal(k, &["swarm", "join", "--token", &manager, &n1])?;
         ensure!(out.contains("as a manager"), "n{k}: {out}");
     }
     for k in [4, 5] {
-        let out = ok(lab, k, &["swarm", "join", "--token", &worker, &n1])?;
+        let out = lab.shoal(k, &["swarm", "join", "--token", &worker, &n1])?;
         ensure!(out.contains("as a worker"), "n{k}: {out}");
     }
     Ok(())
@@ -156,7 +93,7 @@ async fn managers_and_workers_form_agree_and_survive_failures() -> anyhow::Resul
     assert_eq!(hosts, ["n1", "n2", "n3", "n4", "n5"]);
 
     // A worker can't act as a manager.
-    let e = refused(&lab, 4, &["node", "ls"])?;
+    let e = lab.shoal_refused(4, &["node", "ls"])?;
     assert!(e.contains("not a swarm manager"), "{e}");
 
     // A worker that stops heartbeating goes down on every manager.
@@ -205,14 +142,15 @@ async fn managers_and_workers_form_agree_and_survive_failures() -> anyhow::Resul
         Duration::from_secs(20),
         "a write after the leader died",
         || {
-            Ok(shoal(
-                &lab,
-                survivor,
-                &["node", "update", "--label-add", "zone=a", "n4"],
-            )?
-            .status
-            .success()
-            .then_some(()))
+            Ok(lab
+                .shoal_output(
+                    survivor,
+                    &["node", "update", "--label-add", "zone=a", "n4"],
+                    b"",
+                )?
+                .status
+                .success()
+                .then_some(()))
         },
     )
     .await?;
@@ -235,30 +173,26 @@ async fn managers_and_workers_form_agree_and_survive_failures() -> anyhow::Resul
 #[tokio::test]
 async fn joins_are_refused_with_reasons() -> anyhow::Result<()> {
     let lab = Lab::builder("refuse").nodes(4).start().await?;
-    ok(&lab, 1, &["swarm", "init"])?;
+    lab.shoal(1, &["swarm", "init"])?;
     let n1 = format!("{}:2377", lab.node(1).addr());
     let worker = token(&lab, 1, "worker")?;
 
     // Not a token at all.
-    let e = refused(
-        &lab,
-        2,
-        &["swarm", "join", "--token", "SWMTKN-1-nope-nope", &n1],
-    )?;
+    let e = lab.shoal_refused(2, &["swarm", "join", "--token", "SWMTKN-1-nope-nope", &n1])?;
     assert!(e.to_lowercase().contains("token"), "{e}");
 
     // A token rotated out.
-    ok(&lab, 1, &["swarm", "join-token", "--rotate", "worker"])?;
-    let e = refused(&lab, 2, &["swarm", "join", "--token", &worker, &n1])?;
+    lab.shoal(1, &["swarm", "join-token", "--rotate", "worker"])?;
+    let e = lab.shoal_refused(2, &["swarm", "join", "--token", &worker, &n1])?;
     assert!(e.contains("not valid for this swarm"), "{e}");
 
     // The token of another cluster: its CA digest doesn't match n1's CA, so
     // the joiner refuses the manager before sending anything.
-    ok(&lab, 3, &["swarm", "init"])?;
+    lab.shoal(3, &["swarm", "init"])?;
     let foreign = token(&lab, 3, "worker")?;
-    let e = refused(&lab, 2, &["swarm", "join", "--token", &foreign, &n1])?;
+    let e = lab.shoal_refused(2, &["swarm", "join", "--token", &foreign, &n1])?;
     assert!(!e.is_empty());
-    let e2 = refused(&lab, 2, &["node", "ls"])?;
+    let e2 = lab.shoal_refused(2, &["node", "ls"])?;
     assert!(
         e2.contains("not a swarm manager") || e2.contains("not part of a swarm"),
         "{e2}"
@@ -266,15 +200,15 @@ async fn joins_are_refused_with_reasons() -> anyhow::Result<()> {
 
     // A fresh token works, and the worker's role comes from the token.
     let worker = token(&lab, 1, "worker")?;
-    let out = ok(&lab, 2, &["swarm", "join", "--token", &worker, &n1])?;
+    let out = lab.shoal(2, &["swarm", "join", "--token", &worker, &n1])?;
     assert!(out.contains("as a worker"), "{out}");
     // Joining twice is refused with docker's words.
-    let e = refused(&lab, 2, &["swarm", "join", "--token", &worker, &n1])?;
+    let e = lab.shoal_refused(2, &["swarm", "join", "--token", &worker, &n1])?;
     assert!(e.contains("already part of a swarm"), "{e}");
 
     // A removed node's certificate is refused from then on: it can no
     // longer heartbeat, so it shows down and stays gone.
-    ok(&lab, 1, &["node", "rm", "--force", "n2"])?;
+    lab.shoal(1, &["node", "rm", "--force", "n2"])?;
     let rows = nodes(&lab, 1)?;
     assert!(rows.iter().all(|r| r.0 != "n2"), "{rows:?}");
     tokio::time::sleep(Duration::from_secs(2)).await;
@@ -299,15 +233,11 @@ fn files(dir: &std::path::Path) -> anyhow::Result<Vec<PathBuf>> {
 #[tokio::test]
 async fn a_partitioned_manager_refuses_writes_and_catches_up() -> anyhow::Result<()> {
     let lab = Lab::builder("partition").nodes(3).start().await?;
-    ok(
-        &lab,
-        1,
-        &["swarm", "init", "--dispatcher-heartbeat", HEARTBEAT],
-    )?;
+    lab.shoal(1, &["swarm", "init", "--dispatcher-heartbeat", HEARTBEAT])?;
     let manager = token(&lab, 1, "manager")?;
     let n1 = format!("{}:2377", lab.node(1).addr());
     for k in [2, 3] {
-        ok(&lab, k, &["swarm", "join", "--token", &manager, &n1])?;
+        lab.shoal(k, &["swarm", "join", "--token", &manager, &n1])?;
     }
     eventually(Duration::from_secs(10), "3 managers", || {
         let rows = nodes(&lab, 3)?;
@@ -328,8 +258,7 @@ async fn a_partitioned_manager_refuses_writes_and_catches_up() -> anyhow::Result
     lab.cut(cut).await?;
     // The majority keeps committing.
     let marker = format!("s3cr3t-marker-{}", std::process::id());
-    ok(
-        &lab,
+    lab.shoal(
         majority,
         &[
             "node",
@@ -339,10 +268,16 @@ async fn a_partitioned_manager_refuses_writes_and_catches_up() -> anyhow::Result
             "n1",
         ],
     )?;
+    let payload = format!("p4ssw0rd-{marker}");
+    let id = lab.shoal_stdin(
+        majority,
+        &["secret", "create", "db-password", "-"],
+        payload.as_bytes(),
+    )?;
+    ensure!(id.trim().len() == 25, "secret create printed {id:?}");
     // The minority refuses, saying why.
     let t = Instant::now();
-    let e = refused(
-        &lab,
+    let e = lab.shoal_refused(
         cut,
         &["node", "update", "--label-add", "zone=minority", "n1"],
     )?;
@@ -355,20 +290,175 @@ async fn a_partitioned_manager_refuses_writes_and_catches_up() -> anyhow::Result
         Duration::from_secs(20),
         "the healed manager sees the majority's write",
         || {
-            let out = ok(&lab, cut, &["node", "inspect", "n1", "--format", "json"])?;
+            let out = lab.shoal(cut, &["node", "inspect", "n1", "--format", "json"])?;
             Ok(out.contains(&marker).then_some(()))
         },
     )
     .await?;
+    let listed = lab.shoal(cut, &["secret", "ls", "--format", "json"])?;
+    assert!(listed.contains("\"db-password\""), "{listed}");
+    // The payload never comes back out through the API.
+    let shown = lab.shoal(cut, &["secret", "inspect", "db-password"])?;
+    assert!(
+        !shown.contains(&payload) && shown.contains(&payload.len().to_string()),
+        "{shown}"
+    );
 
-    // Cluster state at rest is encrypted: the label's value is nowhere in
-    // plaintext under any manager's state directory.
+    // Cluster state at rest is encrypted: neither the label's value nor the
+    // secret's payload (as bytes or as the hex the state machine keeps) is
+    // in plaintext under any manager's state directory.
+    let hex: String = payload.bytes().map(|b| format!("{b:02x}")).collect();
     for k in 1..=3 {
-        for file in files(lab.node(k).state_dir())? {
+        let files = files(lab.node(k).state_dir())?;
+        ensure!(files.len() > 2, "n{k}: no state on disk? {files:?}");
+        for file in files {
             let bytes = std::fs::read(&file)?;
-            let found = bytes.windows(marker.len()).any(|w| w == marker.as_bytes());
-            assert!(!found, "{} holds the marker in plaintext", file.display());
+            for needle in [marker.as_bytes(), hex.as_bytes()] {
+                let found = bytes.windows(needle.len()).any(|w| w == needle);
+                assert!(
+                    !found,
+                    "{} holds cluster state in plaintext",
+                    file.display()
+                );
+            }
         }
+    }
+    Ok(())
+}
+
+/// What the writer saw of one `secret create`.
+struct Attempt {
+    name: String,
+    acked: bool,
+    /// When the attempt ended.
+    at: Instant,
+}
+
+/// Names in `secret ls --format json` on node `k`.
+fn secret_names(lab: &Lab, k: usize) -> anyhow::Result<Vec<String>> {
+    let out = lab.shoal(k, &["secret", "ls", "--format", "json"])?;
+    let v: Value = serde_json::from_str(&out).with_context(|| format!("secret ls: {out}"))?;
+    v.as_array()
+        .context("secret ls --format json: not an array")?
+        .iter()
+        .map(|s| {
+            s["name"]
+                .as_str()
+                .map(str::to_owned)
+                .with_context(|| format!("no name in {s}"))
+        })
+        .collect()
+}
+
+#[tokio::test]
+async fn a_leader_killed_under_write_load_loses_no_acknowledged_write() -> anyhow::Result<()> {
+    use std::sync::{
+        Arc,
+        atomic::{AtomicBool, Ordering},
+    };
+
+    let lab = Arc::new(Lab::builder("failover").nodes(3).start().await?);
+    lab.shoal(1, &["swarm", "init", "--dispatcher-heartbeat", HEARTBEAT])?;
+    let manager = token(&lab, 1, "manager")?;
+    let n1 = format!("{}:2377", lab.node(1).addr());
+    for k in [2, 3] {
+        lab.shoal(k, &["swarm", "join", "--token", &manager, &n1])?;
+    }
+    eventually(Duration::from_secs(10), "3 managers", || {
+        let rows = nodes(&lab, 1)?;
+        Ok((rows.iter().filter(|r| r.3 == "manager").count() == 3).then_some(()))
+    })
+    .await?;
+    let leader: usize = nodes(&lab, 1)?
+        .into_iter()
+        .find(|r| r.2 == "leader")
+        .context("leader")?
+        .0[1..]
+        .parse()?;
+
+    // One client writing without pause, round-robin over the managers (so
+    // most writes are forwarded to the leader), never retrying a name: an
+    // unacknowledged write may or may not have committed, an acknowledged
+    // one must have.
+    let stop = Arc::new(AtomicBool::new(false));
+    let writer = {
+        let (lab, stop) = (Arc::clone(&lab), Arc::clone(&stop));
+        std::thread::spawn(move || -> anyhow::Result<Vec<Attempt>> {
+            let mut log = Vec::new();
+            let mut i = 0usize;
+            while !stop.load(Ordering::Relaxed) {
+                let k = 1 + i % 3;
+                let name = format!("w{i:05}");
+                let out =
+                    lab.shoal_output(k, &["secret", "create", &name, "/proc/self/cmdline"], b"")?;
+                log.push(Attempt {
+                    name,
+                    acked: out.status.success(),
+                    at: Instant::now(),
+                });
+                i += 1;
+            }
+            Ok(log)
+        })
+    };
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let killed_at = Instant::now();
+    lab.kill(leader).await?;
+    // Writes continue until survivors have acknowledged for a while.
+    tokio::time::sleep(Duration::from_secs(12)).await;
+    stop.store(true, Ordering::Relaxed);
+    let log = writer
+        .join()
+        .map_err(|_| anyhow::anyhow!("writer panicked"))??;
+
+    let survivors: Vec<usize> = [1, 2, 3].into_iter().filter(|k| *k != leader).collect();
+    let acked: Vec<&str> = log
+        .iter()
+        .filter(|a| a.acked)
+        .map(|a| a.name.as_str())
+        .collect();
+    let before = log.iter().filter(|a| a.acked && a.at < killed_at).count();
+    let first_after = log
+        .iter()
+        .find(|a| a.acked && a.at > killed_at)
+        .map(|a| a.at - killed_at)
+        .context("no write acknowledged after the leader was killed")?;
+    eprintln!(
+        "{} attempts, {} acknowledged ({before} before the kill); leader n{leader} killed: \
+         first acknowledged write {first_after:?} later",
+        log.len(),
+        acked.len()
+    );
+    ensure!(
+        before >= 10,
+        "too few writes before the kill ({before}) to prove anything"
+    );
+
+    // The killed manager restarts from its disk and catches up; then all
+    // three hold every acknowledged write, exactly once, and nothing that
+    // was never attempted.
+    lab.start(leader).await?;
+    let attempted: std::collections::BTreeSet<&str> = log.iter().map(|a| a.name.as_str()).collect();
+    let reference = secret_names(&lab, survivors[0])?;
+    for k in [survivors[0], survivors[1], leader] {
+        let names = eventually(Duration::from_secs(20), "managers agree", || {
+            let names = secret_names(&lab, k)?;
+            Ok((names.len() == reference.len()).then_some(names))
+        })
+        .await?;
+        let set: std::collections::BTreeSet<&str> = names.iter().map(String::as_str).collect();
+        assert_eq!(set.len(), names.len(), "n{k}: a write applied twice");
+        for a in &acked {
+            assert!(set.contains(a), "n{k}: acknowledged write {a} lost");
+        }
+        for n in &set {
+            assert!(attempted.contains(n), "n{k}: {n} was never written");
+        }
+        let mut sorted = names.clone();
+        sorted.sort();
+        let mut want = reference.clone();
+        want.sort();
+        assert_eq!(sorted, want, "n{k} disagrees with n{}", survivors[0]);
     }
     Ok(())
 }

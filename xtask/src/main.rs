@@ -1,5 +1,6 @@
-//! Developer tasks: `cargo xtask setup | test | lab …`.
+//! Developer tasks: `cargo xtask setup | test | lab … | bench …`.
 
+mod bench;
 mod lab;
 mod setup;
 
@@ -21,6 +22,9 @@ enum Cmd {
     /// The network-namespace lab: nodes on an underlay bridge, each running shoald.
     #[command(subcommand)]
     Lab(lab::LabCmd),
+    /// Benchmarks on a lab of release binaries, against same-run baselines.
+    #[command(subcommand)]
+    Bench(bench::BenchCmd),
 }
 
 fn main() -> anyhow::Result<()> {
@@ -28,5 +32,6 @@ fn main() -> anyhow::Result<()> {
         Cmd::Setup(args) => setup::run(&args),
         Cmd::Test(args) => setup::test(&args),
         Cmd::Lab(cmd) => lab::run(cmd),
+        Cmd::Bench(cmd) => bench::run(cmd),
     }
 }

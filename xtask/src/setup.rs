@@ -219,6 +219,14 @@ pub fn prepare_binaries() -> anyhow::Result<PathBuf> {
     Ok(workspace_root().join("target").join("debug"))
 }
 
+/// Release binaries, for benchmarks: debug builds would measure the
+/// compiler's checks, not Shoal.
+pub fn prepare_release_binaries() -> anyhow::Result<PathBuf> {
+    ensure(false)?;
+    cargo(&["build", "--release", "--workspace", "--bins"])?;
+    Ok(workspace_root().join("target").join("release"))
+}
+
 pub fn workspace_root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
         .parent()

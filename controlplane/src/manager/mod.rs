@@ -7,6 +7,7 @@
 //! the leader for that read index and waits until it has applied it.
 
 mod network;
+mod secrets;
 mod service;
 pub mod transport;
 
@@ -56,6 +57,8 @@ pub enum ManagerError {
     NoQuorum { waited: Duration },
     #[error(transparent)]
     Rejected(#[from] ApplyError),
+    #[error(transparent)]
+    Validation(#[from] crate::validate::ValidationError),
     #[error("the cluster is not initialised yet")]
     NoCluster,
     #[error("{what}")]

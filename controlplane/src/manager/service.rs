@@ -6,9 +6,10 @@
 use std::{sync::Arc, time::Duration};
 
 use shoal_api::cluster::v1::{
-    HeartbeatReply, HeartbeatRequest, JoinReply, JoinRequest, JoinTokenReply, JoinTokenRequest,
-    ListNodesReply, ListNodesRequest, NodeDetail, NodeRef, NodeSummary, RaftPayload,
-    RemoveNodeReply, RemoveNodeRequest, UpdateNodeRequest,
+    CreateSecretRequest, HeartbeatReply, HeartbeatRequest, JoinReply, JoinRequest, JoinTokenReply,
+    JoinTokenRequest, ListNodesReply, ListNodesRequest, ListSecretsReply, ListSecretsRequest,
+    NodeDetail, NodeRef, NodeSummary, RaftPayload, RemoveNodeReply, RemoveNodeRequest,
+    RemoveSecretReply, SecretRef, SecretSummary, UpdateNodeRequest,
     control_server::{Control, ControlServer},
     dispatcher_server::{Dispatcher, DispatcherServer},
     join_server::{Join, JoinServer},
@@ -20,11 +21,17 @@ use shoal_ca::{
 use tokio::net::TcpListener;
 use tonic::{Request, Response, Status};
 
-use super::{Forward, Manager, ManagerError, transport::PeerInfo};
+use super::{Forward, Manager, ManagerError, secrets, transport::PeerInfo};
 use crate::model::{
     Availability, ClusterState, Command, Labels, Node, NodeRole as ModelRole, NodeState,
     SecretString,
 };
+
+impl From<crate::validate::ValidationError> for Status {
+    fn from(e: crate::validate::ValidationError) -> Self {
+        Status::invalid_argument(e.to_string())
+    }
+}
 
 impl From<ManagerError> for Status {
     fn from(e: ManagerError) -> Self {
@@ -35,7 +42,9 @@ impl From<ManagerError> for Status {
             ManagerError::Rejected(crate::model::ApplyError::NotFound { .. })
             | ManagerError::NotFound { .. } => Status::not_found(e.to_string()),
             ManagerError::Rejected(_) => Status::failed_precondition(e.to_string()),
-            ManagerError::Invalid { .. } => Status::invalid_argument(e.to_string()),
+            ManagerError::Invalid { .. } | ManagerError::Validation(_) => {
+                Status::invalid_argument(e.to_string())
+            }
             ManagerError::Denied { .. } => Status::permission_denied(e.to_string()),
             _ => Status::internal(format!("{e:#}")),
         }
@@ -359,6 +368,10 @@ impl Control for Api {
     ) -> Result<Response<NodeDetail>, Status> {
         require_manager(&req)?;
         let r = req.into_inner();
+        crate::validate::labels("--label-add", &r.label_add)?;
+        for k in &r.label_rm {
+            crate::validate::label_key("--label-rm", k)?;
+        }
         let mut node = find_node(&*self.0.read().await?, &r.node)?.clone();
         let (id, version) = (node.id.clone(), node.version);
         if !r.availability.is_empty() {
@@ -533,5 +546,43 @@ impl Control for Api {
             role: r.role,
             token,
         }))
+    }
+
+    async fn create_secret(
+        &self,
+        req: Request<CreateSecretRequest>,
+    ) -> Result<Response<SecretSummary>, Status> {
+        require_manager(&req)?;
+        Ok(Response::new(
+            secrets::create(&self.0, req.into_inner()).await?,
+        ))
+    }
+
+    async fn list_secrets(
+        &self,
+        req: Request<ListSecretsRequest>,
+    ) -> Result<Response<ListSecretsReply>, Status> {
+        require_manager(&req)?;
+        let secrets = secrets::list(&self.0).await?;
+        Ok(Response::new(ListSecretsReply { secrets }))
+    }
+
+    async fn inspect_secret(
+        &self,
+        req: Request<SecretRef>,
+    ) -> Result<Response<SecretSummary>, Status> {
+        require_manager(&req)?;
+        Ok(Response::new(
+            secrets::inspect(&self.0, req.get_ref()).await?,
+        ))
+    }
+
+    async fn remove_secret(
+        &self,
+        req: Request<SecretRef>,
+    ) -> Result<Response<RemoveSecretReply>, Status> {
+        require_manager(&req)?;
+        let id = secrets::remove(&self.0, req.get_ref()).await?;
+        Ok(Response::new(RemoveSecretReply { id }))
     }
 }

@@ -98,6 +98,11 @@ pub fn tls_incoming(
             if tx.is_closed() {
                 return;
             }
+            // Raft messages are small request/response pairs: with Nagle,
+            // each waits for the peer's delayed ACK (40 ms on Linux).
+            if let Err(e) = tcp.set_nodelay(true) {
+                tracing::debug!(%addr, error = %e, "TCP_NODELAY");
+            }
             let (acceptor, tx) = (acceptor.clone(), tx.clone());
             tokio::spawn(async move {
                 let tls = match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await

@@ -1,0 +1,157 @@
+//! `shoal secret …`: docker's secret verbs. The payload is read from a file
+//! or stdin and sent once; no command ever prints it back.
+
+use std::{collections::HashMap, io::Read};
+
+use anyhow::Context;
+use clap::Subcommand;
+use serde::Serialize;
+use shoal_api::cluster::v1::{CreateSecretRequest, ListSecretsRequest, SecretRef, SecretSummary};
+
+use crate::{
+    client::{self, finish},
+    output::{Format, table},
+    parse::{FlagError, parse_label},
+};
+
+#[derive(Subcommand)]
+pub enum SecretCmd {
+    /// Create a secret from a file or STDIN as content.
+    Create {
+        /// Secret labels (key=value).
+        #[arg(long, short)]
+        label: Vec<String>,
+        name: String,
+        /// File with the secret's content, or - for standard input.
+        file: String,
+    },
+    /// List secrets.
+    #[command(alias = "list")]
+    Ls {
+        /// Only display IDs.
+        #[arg(long, short)]
+        quiet: bool,
+        #[arg(long, short, value_enum, default_value_t = Format::Table)]
+        format: Format,
+    },
+    /// Display detailed information on one or more secrets (never their content).
+    Inspect {
+        #[arg(required = true)]
+        secrets: Vec<String>,
+    },
+    /// Remove one or more secrets.
+    #[command(alias = "remove")]
+    Rm {
+        #[arg(required = true)]
+        secrets: Vec<String>,
+    },
+}
+
+#[derive(Serialize)]
+struct SecretJson<'a> {
+    id: &'a str,
+    name: &'a str,
+    labels: std::collections::BTreeMap<&'a str, &'a str>,
+    version: u64,
+    size: u64,
+}
+
+fn json(s: &SecretSummary) -> SecretJson<'_> {
+    SecretJson {
+        id: &s.id,
+        name: &s.name,
+        labels: s
+            .labels
+            .iter()
+            .map(|(k, v)| (k.as_str(), v.as_str()))
+            .collect(),
+        version: s.version,
+        size: s.size,
+    }
+}
+
+fn read_content(file: &str) -> anyhow::Result<Vec<u8>> {
+    let mut data = Vec::new();
+    if file == "-" {
+        std::io::stdin()
+            .read_to_end(&mut data)
+            .context("reading the secret from standard input")?;
+    } else {
+        data = std::fs::read(file).with_context(|| format!("reading the secret from {file}"))?;
+    }
+    Ok(data)
+}
+
+pub async fn run(host: &str, cmd: SecretCmd) -> anyhow::Result<()> {
+    match cmd {
+        SecretCmd::Create { label, name, file } => {
+            let mut labels = HashMap::new();
+            for l in &label {
+                let (k, v) = parse_label(l).map_err(|e| FlagError::new("--label", l, e))?;
+                labels.insert(k, v);
+            }
+            let data = read_content(&file)?;
+            let mut d = client::connect(host).await?;
+            let s = client::call(
+                host,
+                d.control
+                    .create_secret(CreateSecretRequest { name, labels, data }),
+            )
+            .await?;
+            println!("{}", s.id);
+            Ok(())
+        }
+        SecretCmd::Ls { quiet, format } => {
+            let mut d = client::connect(host).await?;
+            let mut all = client::call(host, d.control.list_secrets(ListSecretsRequest {}))
+                .await?
+                .secrets;
+            all.sort_by(|a, b| a.name.cmp(&b.name));
+            if quiet {
+                all.iter().for_each(|s| println!("{}", s.id));
+                return Ok(());
+            }
+            match format {
+                Format::Json => {
+                    let v: Vec<_> = all.iter().map(json).collect();
+                    println!("{}", serde_json::to_string_pretty(&v)?);
+                }
+                Format::Table => {
+                    let mut t = table(&["ID", "NAME", "SIZE"]);
+                    for s in &all {
+                        t.add_row(vec![s.id.clone(), s.name.clone(), format!("{}B", s.size)]);
+                    }
+                    println!("{t}");
+                }
+            }
+            Ok(())
+        }
+        SecretCmd::Inspect { secrets } => {
+            let mut d = client::connect(host).await?;
+            let (mut found, mut failed) = (Vec::new(), Vec::new());
+            for secret in secrets {
+                match client::call(host, d.control.inspect_secret(SecretRef { secret })).await {
+                    Ok(s) => found.push(s),
+                    Err(e) => failed.push(e),
+                }
+            }
+            let v: Vec<_> = found.iter().map(json).collect();
+            println!("{}", serde_json::to_string_pretty(&v)?);
+            finish(failed)
+        }
+        SecretCmd::Rm { secrets } => {
+            let mut d = client::connect(host).await?;
+            let mut failed = Vec::new();
+            for secret in secrets {
+                let r = d.control.remove_secret(SecretRef {
+                    secret: secret.clone(),
+                });
+                match client::call(host, r).await {
+                    Ok(_) => println!("{secret}"),
+                    Err(e) => failed.push(e),
+                }
+            }
+            finish(failed)
+        }
+    }
+}

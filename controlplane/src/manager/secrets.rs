@@ -1,0 +1,92 @@
+//! `docker secret` over the Control API: payloads go into the Raft log
+//! (encrypted at rest with the rest of the store) and never come back out
+//! through the API; only tasks will receive them.
+
+use shoal_api::cluster::v1::{CreateSecretRequest, SecretRef, SecretSummary};
+use shoal_ca::generate_node_id;
+
+use super::{Manager, ManagerError};
+use crate::{
+    model::{ClusterState, Command, Secret, SecretBytes},
+    validate,
+};
+
+fn summary(s: &Secret) -> SecretSummary {
+    SecretSummary {
+        id: s.id.clone(),
+        name: s.name.clone(),
+        labels: s.labels.clone().into_iter().collect(),
+        version: s.version,
+        size: s.data.0.len() as u64,
+    }
+}
+
+/// By id, then unique id prefix or name, as docker resolves references.
+fn find<'a>(state: &'a ClusterState, key: &str) -> Result<&'a Secret, ManagerError> {
+    if let Some(s) = state.secrets.get(key) {
+        return Ok(s);
+    }
+    if let Some(s) = state.secrets.values().find(|s| s.name == key) {
+        return Ok(s);
+    }
+    let by_prefix: Vec<&Secret> = state
+        .secrets
+        .values()
+        .filter(|s| !key.is_empty() && s.id.starts_with(key))
+        .collect();
+    match by_prefix.as_slice() {
+        [one] => Ok(one),
+        [] => Err(ManagerError::NotFound {
+            what: format!("secret {key}"),
+        }),
+        _ => Err(ManagerError::Invalid {
+            what: format!(
+                "secret {key} is ambiguous ({} matches); use its ID",
+                by_prefix.len()
+            ),
+        }),
+    }
+}
+
+pub(super) async fn create(
+    m: &Manager,
+    r: CreateSecretRequest,
+) -> Result<SecretSummary, ManagerError> {
+    validate::name("secret name", &r.name)?;
+    validate::labels("--label", &r.labels)?;
+    validate::secret_data("secret data", &r.data)?;
+    let secret = Secret {
+        // Same alphabet and length as node ids: 25 base-36 characters.
+        id: generate_node_id(),
+        version: 0,
+        name: r.name,
+        labels: r.labels.into_iter().collect(),
+        data: SecretBytes(r.data),
+    };
+    let id = secret.id.clone();
+    m.propose(Command::CreateSecret(secret)).await?;
+    let state = m.read().await?;
+    Ok(summary(find(&state, &id)?))
+}
+
+pub(super) async fn list(m: &Manager) -> Result<Vec<SecretSummary>, ManagerError> {
+    Ok(m.read().await?.secrets.values().map(summary).collect())
+}
+
+pub(super) async fn inspect(m: &Manager, r: &SecretRef) -> Result<SecretSummary, ManagerError> {
+    Ok(summary(find(&*m.read().await?, &r.secret)?))
+}
+
+pub(super) async fn remove(m: &Manager, r: &SecretRef) -> Result<String, ManagerError> {
+    let (id, version) = {
+        let state = m.read().await?;
+        let s = find(&state, &r.secret)?;
+        (s.id.clone(), s.version)
+    };
+    m.propose(Command::RemoveSecret {
+        id: id.clone(),
+        expected_version: version,
+    })
+    .await?;
+    Ok(id)
+}

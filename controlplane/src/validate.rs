@@ -1,0 +1,330 @@
+//! Checks of what operators send the API: object names, labels, subnets and
+//! secret payloads. The CLI checks flags first for a quick answer; these run
+//! on the manager, before a command is proposed, because any client (or an
+//! older CLI) can reach the API. A refused value never reaches the Raft log.
+
+use std::{fmt, net::Ipv4Addr};
+
+/// docker's limit for secret names and service names.
+pub const MAX_NAME_LEN: usize = 64;
+/// A label key longer than this is a mistake, not a key.
+pub const MAX_LABEL_KEY_LEN: usize = 256;
+pub const MAX_LABEL_VALUE_LEN: usize = 4096;
+/// docker's limit for a secret's payload (500 KiB).
+pub const MAX_SECRET_LEN: usize = 500 * 1024;
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ValidationError {
+    #[error("{field}: must not be empty")]
+    Empty { field: &'static str },
+    #[error("{field} {value:?}: longer than {max} bytes")]
+    TooLong {
+        field: &'static str,
+        value: String,
+        max: usize,
+    },
+    #[error(
+        "{field} {value:?}: use letters, digits, '_', '.' and '-', starting and ending with a \
+         letter or digit"
+    )]
+    BadName { field: &'static str, value: String },
+    #[error("{field} {value:?}: label keys cannot contain whitespace, '=' or control characters")]
+    BadLabelKey { field: &'static str, value: String },
+    #[error("{field}: the value of label {key:?} contains control characters")]
+    BadLabelValue { field: &'static str, key: String },
+    #[error("{field} {value:?}: {reason}")]
+    BadSubnet {
+        field: &'static str,
+        value: String,
+        reason: SubnetProblem,
+    },
+    #[error("{field}: {len} bytes is more than the {MAX_SECRET_LEN} bytes a secret may hold")]
+    SecretTooLarge { field: &'static str, len: usize },
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SubnetProblem {
+    NoPrefix,
+    NotIpv4,
+    Prefix,
+    HostBits(Ipv4Net),
+}
+
+impl fmt::Display for SubnetProblem {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::NoPrefix => {
+                f.write_str("missing the prefix length; give a CIDR such as 10.0.9.0/24")
+            }
+            Self::NotIpv4 => f.write_str("not an IPv4 network; give a CIDR such as 10.0.9.0/24"),
+            Self::Prefix => {
+                f.write_str("prefix length must be 8-29 (a /30 leaves too few addresses for tasks)")
+            }
+            Self::HostBits(n) => write!(f, "host bits are set; did you mean {n}?"),
+        }
+    }
+}
+
+/// An IPv4 network with no host bits set.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Ipv4Net {
+    pub addr: Ipv4Addr,
+    pub prefix: u8,
+}
+
+impl Ipv4Net {
+    pub fn mask(prefix: u8) -> u32 {
+        u32::MAX.checked_shl(32 - u32::from(prefix)).unwrap_or(0)
+    }
+
+    /// Two networks overlap exactly when one contains the other.
+    pub fn overlaps(&self, other: &Self) -> bool {
+        let mask = Self::mask(self.prefix.min(other.prefix));
+        u32::from(self.addr) & mask == u32::from(other.addr) & mask
+    }
+}
+
+impl fmt::Display for Ipv4Net {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}/{}", self.addr, self.prefix)
+    }
+}
+
+fn nonempty(field: &'static str, value: &str, max: usize) -> Result<(), ValidationError> {
+    if value.is_empty() {
+        return Err(ValidationError::Empty { field });
+    }
+    if value.len() > max {
+        return Err(ValidationError::TooLong {
+            field,
+            value: value.chars().take(32).collect::<String>() + "…",
+            max,
+        });
+    }
+    Ok(())
+}
+
+/// Names of secrets, services and networks, in docker's grammar:
+/// `[a-zA-Z0-9]([a-zA-Z0-9_.-]*[a-zA-Z0-9])?`, at most 64 bytes.
+pub fn name(field: &'static str, value: &str) -> Result<(), ValidationError> {
+    nonempty(field, value, MAX_NAME_LEN)?;
+    let edge = |c: Option<char>| c.is_some_and(|c| c.is_ascii_alphanumeric());
+    let inner = |c: char| c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '-');
+    if !edge(value.chars().next()) || !edge(value.chars().last()) || !value.chars().all(inner) {
+        return Err(ValidationError::BadName {
+            field,
+            value: value.to_owned(),
+        });
+    }
+    Ok(())
+}
+
+pub fn label_key(field: &'static str, key: &str) -> Result<(), ValidationError> {
+    nonempty(field, key, MAX_LABEL_KEY_LEN)?;
+    if key
+        .chars()
+        .any(|c| c.is_whitespace() || c.is_control() || c == '=')
+    {
+        return Err(ValidationError::BadLabelKey {
+            field,
+            value: key.to_owned(),
+        });
+    }
+    Ok(())
+}
+
+/// Every key and value of a label set.
+pub fn labels<'a>(
+    field: &'static str,
+    labels: impl IntoIterator<Item = (&'a String, &'a String)>,
+) -> Result<(), ValidationError> {
+    for (k, v) in labels {
+        label_key(field, k)?;
+        if v.len() > MAX_LABEL_VALUE_LEN {
+            return Err(ValidationError::TooLong {
+                field,
+                value: format!("{k}=…"),
+                max: MAX_LABEL_VALUE_LEN,
+            });
+        }
+        if v.chars().any(char::is_control) {
+            return Err(ValidationError::BadLabelValue {
+                field,
+                key: k.clone(),
+            });
+        }
+    }
+    Ok(())
+}
+
+/// An overlay subnet: IPv4 CIDR, /8 to /29, host bits clear.
+pub fn subnet(field: &'static str, value: &str) -> Result<Ipv4Net, ValidationError> {
+    let bad = |reason| ValidationError::BadSubnet {
+        field,
+        value: value.to_owned(),
+        reason,
+    };
+    let (addr, prefix) = value
+        .split_once('/')
+        .ok_or_else(|| bad(SubnetProblem::NoPrefix))?;
+    let addr: Ipv4Addr = addr.parse().map_err(|_| bad(SubnetProblem::NotIpv4))?;
+    // Digits only: `u8::from_str` would take "+24".
+    if prefix.is_empty() || prefix.len() > 2 || !prefix.bytes().all(|b| b.is_ascii_digit()) {
+        return Err(bad(SubnetProblem::Prefix));
+    }
+    let prefix: u8 = prefix.parse().map_err(|_| bad(SubnetProblem::Prefix))?;
+    if !(8..=29).contains(&prefix) {
+        return Err(bad(SubnetProblem::Prefix));
+    }
+    let network = Ipv4Addr::from(u32::from(addr) & Ipv4Net::mask(prefix));
+    if network != addr {
+        return Err(bad(SubnetProblem::HostBits(Ipv4Net {
+            addr: network,
+            prefix,
+        })));
+    }
+    Ok(Ipv4Net { addr, prefix })
+}
+
+pub fn secret_data(field: &'static str, data: &[u8]) -> Result<(), ValidationError> {
+    if data.is_empty() {
+        return Err(ValidationError::Empty { field });
+    }
+    if data.len() > MAX_SECRET_LEN {
+        return Err(ValidationError::SecretTooLarge {
+            field,
+            len: data.len(),
+        });
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+
+    use proptest::prelude::*;
+
+    use super::*;
+
+    #[test]
+    fn names_follow_docker() {
+        for ok in ["a", "web", "db-1", "my_secret.v2", "A9"] {
+            assert_eq!(name("name", ok), Ok(()), "{ok}");
+        }
+        for bad in ["-a", "a-", ".a", "a b", "a/b", "é", "a\n"] {
+            assert!(
+                matches!(name("name", bad), Err(ValidationError::BadName { .. })),
+                "{bad}"
+            );
+        }
+        assert_eq!(
+            name("name", ""),
+            Err(ValidationError::Empty { field: "name" })
+        );
+        let long = "a".repeat(65);
+        assert!(matches!(
+            name("name", &long),
+            Err(ValidationError::TooLong { max: 64, .. })
+        ));
+    }
+
+    #[test]
+    fn subnets_say_what_is_wrong() {
+        let msg = |v| {
+            subnet("--subnet", v)
+                .err()
+                .map(|e| e.to_string())
+                .unwrap_or_default()
+        };
+        assert_eq!(
+            subnet("--subnet", "10.0.9.0/24"),
+            Ok(Ipv4Net {
+                addr: Ipv4Addr::new(10, 0, 9, 0),
+                prefix: 24
+            })
+        );
+        assert!(msg("10.0.9.1/24").ends_with("did you mean 10.0.9.0/24?"));
+        assert!(msg("10.0.9.0").contains("missing the prefix"));
+        assert!(msg("fd00::/64").contains("not an IPv4"));
+        assert!(msg("10.0.0.0/30").contains("8-29"));
+        assert!(msg("10.0.0.0/+24").contains("8-29"));
+        assert!(msg("10.0.0.0/24").is_empty());
+    }
+
+    #[test]
+    fn labels_and_secrets() {
+        let mut l = BTreeMap::new();
+        l.insert("zone".to_owned(), "a b=c".to_owned());
+        assert_eq!(labels("--label-add", &l), Ok(()));
+        l.insert("bad key".to_owned(), String::new());
+        assert!(matches!(
+            labels("--label-add", &l),
+            Err(ValidationError::BadLabelKey { .. })
+        ));
+        assert!(secret_data("data", b"x").is_ok());
+        assert!(secret_data("data", b"").is_err());
+        assert!(secret_data("data", &vec![0; MAX_SECRET_LEN + 1]).is_err());
+    }
+
+    proptest! {
+        #[test]
+        fn every_name_of_the_grammar_is_accepted(
+            v in "[a-zA-Z0-9]([a-zA-Z0-9_.-]{0,62}[a-zA-Z0-9])?"
+        ) {
+            prop_assert_eq!(name("name", &v), Ok(()));
+        }
+
+        /// Any string: accepted exactly when it matches the grammar, and
+        /// never a panic.
+        #[test]
+        fn names_accept_exactly_the_grammar(v in any::<String>()) {
+            let inner = |c: char| c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '-');
+            let expected = !v.is_empty()
+                && v.len() <= MAX_NAME_LEN
+                && v.chars().all(inner)
+                && !v.starts_with(['_', '.', '-'])
+                && !v.ends_with(['_', '.', '-']);
+            prop_assert_eq!(name("name", &v).is_ok(), expected);
+        }
+
+        #[test]
+        fn label_keys_never_hold_separators(k in any::<String>()) {
+            if label_key("--label-add", &k).is_ok() {
+                prop_assert!(!k.is_empty() && !k.contains('=') && !k.contains(char::is_whitespace));
+            }
+        }
+
+        /// A network printed reads back as itself; any address with host
+        /// bits is refused with the network it meant.
+        #[test]
+        fn subnets_round_trip(addr in any::<u32>(), prefix in 8u8..=29) {
+            let net = Ipv4Addr::from(addr & Ipv4Net::mask(prefix));
+            let text = format!("{net}/{prefix}");
+            prop_assert_eq!(subnet("--subnet", &text), Ok(Ipv4Net { addr: net, prefix }));
+            let given = format!("{}/{prefix}", Ipv4Addr::from(addr));
+            match subnet("--subnet", &given) {
+                Ok(n) => prop_assert_eq!(n.addr, Ipv4Addr::from(addr)),
+                Err(ValidationError::BadSubnet { reason: SubnetProblem::HostBits(n), .. }) => {
+                    prop_assert_eq!(n, Ipv4Net { addr: net, prefix });
+                }
+                Err(e) => prop_assert!(false, "{e}"),
+            }
+        }
+
+        #[test]
+        fn subnet_parser_never_panics(v in any::<String>()) {
+            let _ = subnet("--subnet", &v);
+        }
+
+        #[test]
+        fn overlap_is_containment(a in any::<u32>(), pa in 8u8..=29, b in any::<u32>(), pb in 8u8..=29) {
+            let n = |x: u32, p: u8| Ipv4Net { addr: Ipv4Addr::from(x & Ipv4Net::mask(p)), prefix: p };
+            let (x, y) = (n(a, pa), n(b, pb));
+            let contains = |outer: Ipv4Net, inner: Ipv4Net| outer.prefix <= inner.prefix
+                && u32::from(inner.addr) & Ipv4Net::mask(outer.prefix) == u32::from(outer.addr);
+            prop_assert_eq!(x.overlaps(&y), contains(x, y) || contains(y, x));
+            prop_assert_eq!(x.overlaps(&y), y.overlaps(&x));
+        }
+    }
+}

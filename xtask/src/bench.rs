@@ -1,0 +1,294 @@
+//! `cargo xtask bench …`: figures measured on a lab of release binaries,
+//! each printed beside a baseline measured in the same run.
+
+use std::{
+    io::Write,
+    path::Path,
+    time::{Duration, Instant},
+};
+
+use anyhow::{Context, bail, ensure};
+use shoal_api::cluster::v1::{
+    CreateSecretRequest, ListNodesRequest, NodeSummary, control_client::ControlClient,
+};
+use shoal_lab::Lab;
+use tonic::transport::Channel;
+
+#[derive(clap::Subcommand)]
+pub enum BenchCmd {
+    /// Raft on 3 managers: committed writes/s and commit latency at 1 and 64
+    /// concurrent clients, then leader-failover time over repeated kills.
+    Raft {
+        /// Seconds of writes per concurrency level.
+        #[arg(long, default_value_t = 10)]
+        seconds: u64,
+        /// Leader kills for the failover figure.
+        #[arg(long, default_value_t = 10)]
+        kills: usize,
+        /// Concurrency levels.
+        #[arg(long, value_delimiter = ',', default_value = "1,64")]
+        clients: Vec<usize>,
+    },
+}
+
+pub fn run(cmd: BenchCmd) -> anyhow::Result<()> {
+    if !nix::unistd::geteuid().is_root() {
+        bail!("benchmarks run in a lab of network namespaces: run as root");
+    }
+    let bin = crate::setup::prepare_release_binaries()?;
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    match cmd {
+        BenchCmd::Raft {
+            seconds,
+            kills,
+            clients,
+        } => runtime.block_on(raft(&bin, Duration::from_secs(seconds), kills, &clients)),
+    }
+}
+
+/// p-th percentile of sorted samples.
+fn pct(sorted: &[Duration], p: f64) -> Duration {
+    if sorted.is_empty() {
+        return Duration::ZERO;
+    }
+    // Nearest rank: the smallest sample with at least p% at or below it.
+    let rank = ((p / 100.0) * sorted.len() as f64).ceil() as usize;
+    sorted[rank.clamp(1, sorted.len()) - 1]
+}
+
+fn ms(d: Duration) -> String {
+    format!("{:.2} ms", d.as_secs_f64() * 1e3)
+}
+
+/// The floor under any Raft commit: one small write made durable with
+/// fdatasync on the same filesystem as the managers' state.
+fn fsync_baseline(dir: &Path, run_for: Duration) -> anyhow::Result<Vec<Duration>> {
+    let path = dir.join("fsync-baseline");
+    let mut f = std::fs::File::create(&path)?;
+    let mut samples = Vec::new();
+    let end = Instant::now() + run_for;
+    while Instant::now() < end {
+        let t = Instant::now();
+        f.write_all(&[0u8; 256])?;
+        f.sync_data()?;
+        samples.push(t.elapsed());
+    }
+    std::fs::remove_file(&path)?;
+    samples.sort();
+    Ok(samples)
+}
+
+async fn control(lab: &Lab, k: usize) -> anyhow::Result<ControlClient<Channel>> {
+    let ch = shoal_api::unix_channel(lab.node(k).socket())
+        .await
+        .with_context(|| format!("dialling n{k}"))?;
+    Ok(ControlClient::new(ch))
+}
+
+async fn shoal(lab: &Lab, bin: &Path, k: usize, args: &[&str]) -> anyhow::Result<String> {
+    let out = lab.command(k, bin.join("shoal")).args(args).output()?;
+    ensure!(
+        out.status.success(),
+        "n{k}: shoal {}: {}",
+        args.join(" "),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    Ok(String::from_utf8(out.stdout)?)
+}
+
+async fn nodes(lab: &Lab, k: usize) -> anyhow::Result<Vec<NodeSummary>> {
+    Ok(control(lab, k)
+        .await?
+        .list_nodes(ListNodesRequest {})
+        .await?
+        .into_inner()
+        .nodes)
+}
+
+/// The leader's lab index once all three managers are ready, agree on one
+/// leader, and each has applied the log up to a linearizable read (so a
+/// manager restarted by the previous round has caught up).
+async fn settled_leader(lab: &Lab, within: Duration) -> anyhow::Result<usize> {
+    let deadline = Instant::now() + within;
+    loop {
+        let mut leaders = Vec::new();
+        for k in 1..=3 {
+            let Ok(nodes) = nodes(lab, k).await else {
+                break;
+            };
+            let ready = nodes
+                .iter()
+                .filter(|n| n.role == "manager" && n.status == "ready")
+                .count();
+            match nodes.iter().find(|n| n.manager_status == "Leader") {
+                Some(l) if ready == 3 => leaders.push(l.hostname.clone()),
+                _ => break,
+            }
+        }
+        if leaders.len() == 3 && leaders.iter().all(|l| *l == leaders[0]) {
+            return Ok(leaders[0][1..].parse()?);
+        }
+        ensure!(
+            Instant::now() < deadline,
+            "no settled leader within {within:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+fn secret(name: String) -> CreateSecretRequest {
+    CreateSecretRequest {
+        name,
+        labels: Default::default(),
+        data: vec![b'x'; 64],
+    }
+}
+
+/// `clients` writers, each on its own connection to manager 1+i%3, for
+/// `run_for`: every write a new secret (no compare-and-set conflicts).
+async fn load(
+    lab: &Lab,
+    clients: usize,
+    run_for: Duration,
+    tag: &str,
+) -> anyhow::Result<(usize, Vec<Duration>)> {
+    let mut tasks = tokio::task::JoinSet::new();
+    let end = Instant::now() + run_for;
+    for c in 0..clients {
+        let mut api = control(lab, 1 + c % 3).await?;
+        let tag = format!("{tag}-{c}");
+        tasks.spawn(async move {
+            let mut samples = Vec::new();
+            let mut errors = 0usize;
+            let mut i = 0usize;
+            while Instant::now() < end {
+                let t = Instant::now();
+                match api.create_secret(secret(format!("{tag}-{i}"))).await {
+                    Ok(_) => samples.push(t.elapsed()),
+                    Err(_) => errors += 1,
+                }
+                i += 1;
+            }
+            (errors, samples)
+        });
+    }
+    let (mut errors, mut all) = (0, Vec::new());
+    while let Some(r) = tasks.join_next().await {
+        let (e, s) = r?;
+        errors += e;
+        all.extend(s);
+    }
+    all.sort();
+    Ok((errors, all))
+}
+
+async fn raft(bin: &Path, run_for: Duration, kills: usize, levels: &[usize]) -> anyhow::Result<()> {
+    let lab = Lab::builder("bench-raft")
+        .shoald(bin.join("shoald"))
+        .nodes(3)
+        .start()
+        .await?;
+    shoal(
+        &lab,
+        bin,
+        1,
+        &["swarm", "init", "--dispatcher-heartbeat", "1s"],
+    )
+    .await?;
+    let token = shoal(&lab, bin, 1, &["swarm", "join-token", "-q", "manager"]).await?;
+    let n1 = format!("{}:2377", lab.node(1).addr());
+    for k in [2, 3] {
+        shoal(
+            &lab,
+            bin,
+            k,
+            &["swarm", "join", "--token", token.trim(), &n1],
+        )
+        .await?;
+    }
+    settled_leader(&lab, Duration::from_secs(20)).await?;
+
+    let base = fsync_baseline(lab.node(1).state_dir(), Duration::from_secs(2))?;
+    let base_p50 = pct(&base, 50.0);
+    println!(
+        "\nbaseline: fdatasync of 256 B on the managers' filesystem: p50 {}, p99 {} ({} samples)",
+        ms(base_p50),
+        ms(pct(&base, 99.0)),
+        base.len()
+    );
+    println!("\nRaft commits on 3 managers (each a new 64 B secret, through any manager):");
+    println!(
+        "{:>8} {:>12} {:>12} {:>12} {:>10} {:>14}",
+        "clients", "writes/s", "p50", "p99", "errors", "p50/fsync p50"
+    );
+    for &clients in levels {
+        let (errors, samples) = load(&lab, clients, run_for, &format!("c{clients}")).await?;
+        let p50 = pct(&samples, 50.0);
+        println!(
+            "{clients:>8} {:>12.0} {:>12} {:>12} {errors:>10} {:>13.1}x",
+            samples.len() as f64 / run_for.as_secs_f64(),
+            ms(p50),
+            ms(pct(&samples, 99.0)),
+            p50.as_secs_f64() / base_p50.as_secs_f64().max(1e-9),
+        );
+    }
+
+    println!("\nLeader failover: SIGKILL the leader, write through a survivor every 10 ms:");
+    let mut times = Vec::new();
+    for round in 0..kills {
+        let leader = settled_leader(&lab, Duration::from_secs(60)).await?;
+        let survivor = if leader == 1 { 2 } else { 1 };
+        let mut api = control(&lab, survivor).await?;
+        let killed = Instant::now();
+        lab.kill(leader).await?;
+        let mut i = 0;
+        let took = loop {
+            let name = format!("failover-{round}-{i}");
+            i += 1;
+            let attempt =
+                tokio::time::timeout(Duration::from_secs(1), api.create_secret(secret(name)));
+            if let Ok(Ok(_)) = attempt.await {
+                break killed.elapsed();
+            }
+            ensure!(
+                killed.elapsed() < Duration::from_secs(60),
+                "no write within 60 s of the kill"
+            );
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        };
+        println!(
+            "  kill {:>2}: n{leader} → first write after {}",
+            round + 1,
+            ms(took)
+        );
+        times.push(took);
+        lab.start(leader).await?;
+    }
+    times.sort();
+    if let (Some(max), false) = (times.last(), times.is_empty()) {
+        println!(
+            "failover over {} kills: median {}, max {} (election timeout 1-2 s)",
+            times.len(),
+            ms(pct(&times, 50.0)),
+            ms(*max)
+        );
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn nearest_rank_percentiles() {
+        let s: Vec<Duration> = (1..=100).map(Duration::from_millis).collect();
+        assert_eq!(pct(&s, 50.0), Duration::from_millis(50));
+        assert_eq!(pct(&s, 99.0), Duration::from_millis(99));
+        assert_eq!(pct(&s, 100.0), Duration::from_millis(100));
+        assert_eq!(pct(&[], 50.0), Duration::ZERO);
+        assert_eq!(pct(&s[..1], 99.0), Duration::from_millis(1));
+    }
+}
