@@ -9,9 +9,11 @@ use std::{
 
 use shoal_api::{
     cluster::v1::{
-        CreateSecretRequest, JoinTokenReply, JoinTokenRequest, ListNodesReply, ListNodesRequest,
-        ListSecretsReply, ListSecretsRequest, NodeDetail, NodeRef, RemoveNodeReply,
-        RemoveNodeRequest, RemoveSecretReply, SecretRef, SecretSummary, UpdateNodeRequest,
+        CreateNetworkRequest, CreateSecretRequest, JoinTokenReply, JoinTokenRequest,
+        ListNetworksReply, ListNetworksRequest, ListNodesReply, ListNodesRequest, ListSecretsReply,
+        ListSecretsRequest, NetworkRef, NetworkSummary, NodeDetail, NodeRef, RemoveNetworkReply,
+        RemoveNodeReply, RemoveNodeRequest, RemoveSecretReply, SecretRef, SecretSummary,
+        UpdateNodeRequest,
         control_server::{Control, ControlServer},
     },
     node::v1::{
@@ -165,6 +167,34 @@ impl Control for LocalControl {
         req: Request<SecretRef>,
     ) -> Result<Response<RemoveSecretReply>, Status> {
         self.api().await?.remove_secret(req).await
+    }
+
+    async fn create_network(
+        &self,
+        req: Request<CreateNetworkRequest>,
+    ) -> Result<Response<NetworkSummary>, Status> {
+        self.api().await?.create_network(req).await
+    }
+
+    async fn list_networks(
+        &self,
+        req: Request<ListNetworksRequest>,
+    ) -> Result<Response<ListNetworksReply>, Status> {
+        self.api().await?.list_networks(req).await
+    }
+
+    async fn inspect_network(
+        &self,
+        req: Request<NetworkRef>,
+    ) -> Result<Response<NetworkSummary>, Status> {
+        self.api().await?.inspect_network(req).await
+    }
+
+    async fn remove_network(
+        &self,
+        req: Request<NetworkRef>,
+    ) -> Result<Response<RemoveNetworkReply>, Status> {
+        self.api().await?.remove_network(req).await
     }
 }
 

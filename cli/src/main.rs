@@ -1,6 +1,7 @@
 //! `shoal`: the operator CLI, docker's verbs against a Shoal node.
 
 mod client;
+mod network;
 mod node;
 mod output;
 mod parse;
@@ -36,6 +37,9 @@ enum Cmd {
     /// Manage nodes.
     #[command(subcommand)]
     Node(node::NodeCmd),
+    /// Manage overlay networks.
+    #[command(subcommand)]
+    Network(network::NetworkCmd),
     /// Manage secrets.
     #[command(subcommand)]
     Secret(secret::SecretCmd),
@@ -64,6 +68,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             output::info(&info, format)
         }
         Cmd::Node(cmd) => node::run(&cli.host, cmd).await,
+        Cmd::Network(cmd) => network::run(&cli.host, cmd).await,
         Cmd::Secret(cmd) => secret::run(&cli.host, cmd).await,
         Cmd::Swarm(cmd) => swarm::run(&cli.host, cmd).await,
     }

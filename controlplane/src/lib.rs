@@ -18,6 +18,7 @@
 #![forbid(unsafe_code)]
 
 pub mod manager;
+pub mod ipam;
 pub mod model;
 pub mod raft;
 pub mod store;

@@ -521,6 +521,11 @@ macro_rules! stored_object {
         }
     };
     (@extra Network) => {
+        // Allocation happens before proposal, so two managers could race to
+        // the same subnet or VNI; the committed order decides, here.
+        fn check_references(&self, state: &ClusterState) -> Result<(), ApplyError> {
+            network_conflicts(self, state)
+        }
         fn check_unused(id: &str, state: &ClusterState) -> Result<(), ApplyError> {
             let user = state.services.values().find(|s| s.spec.networks.iter().any(|n| n == id));
             in_use(Kind::Network, id, user)
@@ -575,6 +580,33 @@ fn require<T: StoredObject>(
             target_id: target_id.to_owned(),
         })
     }
+}
+
+fn network_conflicts(n: &Network, state: &ClusterState) -> Result<(), ApplyError> {
+    let subnet = n.subnet.as_deref().and_then(crate::ipam::parse_net);
+    for other in state.networks.values().filter(|o| o.id != n.id) {
+        if let (Some(vni), Some(theirs)) = (n.vni, other.vni)
+            && vni == theirs
+        {
+            return Err(ApplyError::VniInUse {
+                id: n.id.clone(),
+                vni,
+                other_id: other.id.clone(),
+            });
+        }
+        let theirs = other.subnet.as_deref().and_then(crate::ipam::parse_net);
+        if let (Some(mine), Some(theirs)) = (subnet, theirs)
+            && mine.overlaps(&theirs)
+        {
+            return Err(ApplyError::SubnetOverlap {
+                id: n.id.clone(),
+                subnet: mine.to_string(),
+                other_name: other.name.clone(),
+                other_subnet: theirs.to_string(),
+            });
+        }
+    }
+    Ok(())
 }
 
 fn in_use(kind: Kind, id: &str, user: Option<&Service>) -> Result<(), ApplyError> {
@@ -716,6 +748,22 @@ pub enum ApplyError {
     },
     #[error("{kind} {id}: only labels can be updated")]
     Immutable { kind: Kind, id: String },
+    #[error(
+        "network {id}: subnet {subnet} overlaps network {other_name} ({other_subnet}); pick \
+         another --subnet, or leave it out to get a free one"
+    )]
+    SubnetOverlap {
+        id: String,
+        subnet: String,
+        other_name: String,
+        other_subnet: String,
+    },
+    #[error("network {id}: VNI {vni} is already used by network {other_id}")]
+    VniInUse {
+        id: String,
+        vni: u32,
+        other_id: String,
+    },
 }
 
 /// Applies one committed command. On error `state` is left exactly as it was.

@@ -7,6 +7,7 @@
 //! the leader for that read index and waits until it has applied it.
 
 mod network;
+mod networks;
 mod secrets;
 mod service;
 pub mod transport;
@@ -589,6 +590,9 @@ async fn failure_detector(m: Arc<Manager>, mut stopped: tokio::sync::watch::Rece
             *s
         };
         let Some(since) = since else { continue };
+        if let Err(e) = networks::ensure_ingress(&m).await {
+            tracing::warn!(error = %e, "creating the ingress network");
+        }
         let grace = Duration::from_secs(period) * MISSED_HEARTBEATS;
         let now = Instant::now();
         for node in nodes.into_iter().filter(|n| n.status == NodeState::Ready) {

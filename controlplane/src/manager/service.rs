@@ -6,10 +6,12 @@
 use std::{sync::Arc, time::Duration};
 
 use shoal_api::cluster::v1::{
-    CreateSecretRequest, HeartbeatReply, HeartbeatRequest, JoinReply, JoinRequest, JoinTokenReply,
-    JoinTokenRequest, ListNodesReply, ListNodesRequest, ListSecretsReply, ListSecretsRequest,
-    NodeDetail, NodeRef, NodeSummary, RaftPayload, RemoveNodeReply, RemoveNodeRequest,
-    RemoveSecretReply, SecretRef, SecretSummary, UpdateNodeRequest,
+    CreateNetworkRequest, CreateSecretRequest, HeartbeatReply, HeartbeatRequest, JoinReply,
+    JoinRequest, JoinTokenReply, JoinTokenRequest, ListNetworksReply, ListNetworksRequest,
+    ListNodesReply, ListNodesRequest, ListSecretsReply, ListSecretsRequest, NetworkRef,
+    NetworkSummary, NodeDetail, NodeRef, NodeSummary, RaftPayload, RemoveNetworkReply,
+    RemoveNodeReply, RemoveNodeRequest, RemoveSecretReply, SecretRef, SecretSummary,
+    UpdateNodeRequest,
     control_server::{Control, ControlServer},
     dispatcher_server::{Dispatcher, DispatcherServer},
     join_server::{Join, JoinServer},
@@ -21,7 +23,7 @@ use shoal_ca::{
 use tokio::net::TcpListener;
 use tonic::{Request, Response, Status};
 
-use super::{Forward, Manager, ManagerError, secrets, transport::PeerInfo};
+use super::{Forward, Manager, ManagerError, networks, secrets, transport::PeerInfo};
 use crate::model::{
     Availability, ClusterState, Command, Labels, Node, NodeRole as ModelRole, NodeState,
     SecretString,
@@ -584,5 +586,43 @@ impl Control for Api {
         require_manager(&req)?;
         let id = secrets::remove(&self.0, req.get_ref()).await?;
         Ok(Response::new(RemoveSecretReply { id }))
+    }
+
+    async fn create_network(
+        &self,
+        req: Request<CreateNetworkRequest>,
+    ) -> Result<Response<NetworkSummary>, Status> {
+        require_manager(&req)?;
+        Ok(Response::new(
+            networks::create(&self.0, req.into_inner()).await?,
+        ))
+    }
+
+    async fn list_networks(
+        &self,
+        req: Request<ListNetworksRequest>,
+    ) -> Result<Response<ListNetworksReply>, Status> {
+        require_manager(&req)?;
+        let networks = networks::list(&self.0).await?;
+        Ok(Response::new(ListNetworksReply { networks }))
+    }
+
+    async fn inspect_network(
+        &self,
+        req: Request<NetworkRef>,
+    ) -> Result<Response<NetworkSummary>, Status> {
+        require_manager(&req)?;
+        Ok(Response::new(
+            networks::inspect(&self.0, req.get_ref()).await?,
+        ))
+    }
+
+    async fn remove_network(
+        &self,
+        req: Request<NetworkRef>,
+    ) -> Result<Response<RemoveNetworkReply>, Status> {
+        require_manager(&req)?;
+        let id = networks::remove(&self.0, req.get_ref()).await?;
+        Ok(Response::new(RemoveNetworkReply { id }))
     }
 }

@@ -1,0 +1,270 @@
+//! `shoal network …`: docker's network verbs for swarm-scoped overlays.
+
+use std::collections::{BTreeMap, HashMap};
+
+use clap::Subcommand;
+use serde::Serialize;
+use shoal_api::cluster::v1::{
+    CreateNetworkRequest, ListNetworksRequest, NetworkRef, NetworkSummary,
+};
+
+use crate::{
+    client::{self, finish},
+    output::{Format, table},
+    parse::{FlagError, Problem, parse_label},
+};
+
+const MTU_OPT: &str = "com.docker.network.driver.mtu";
+
+#[derive(Subcommand)]
+pub enum NetworkCmd {
+    /// Create an overlay network.
+    Create {
+        /// Driver to manage the network (only overlay in a swarm).
+        #[arg(long, short, default_value = "overlay")]
+        driver: String,
+        /// Subnet in CIDR format; default: the next free one of the pools.
+        #[arg(long)]
+        subnet: Option<String>,
+        /// IPv4 gateway for the subnet; default: its first address.
+        #[arg(long)]
+        gateway: Option<String>,
+        /// Enable manual container attachment.
+        #[arg(long)]
+        attachable: bool,
+        /// Driver options: `encrypted`, `com.docker.network.driver.mtu=N`.
+        #[arg(long, short)]
+        opt: Vec<String>,
+        /// Network labels (key=value).
+        #[arg(long)]
+        label: Vec<String>,
+        name: String,
+    },
+    /// List networks.
+    #[command(alias = "list")]
+    Ls {
+        /// Only display network IDs.
+        #[arg(long, short)]
+        quiet: bool,
+        #[arg(long, short, value_enum, default_value_t = Format::Table)]
+        format: Format,
+    },
+    /// Display detailed information on one or more networks.
+    Inspect {
+        #[arg(required = true)]
+        networks: Vec<String>,
+    },
+    /// Remove one or more networks.
+    #[command(alias = "remove")]
+    Rm {
+        #[arg(required = true)]
+        networks: Vec<String>,
+    },
+}
+
+#[derive(Debug, Default, PartialEq, Eq)]
+struct Opts {
+    encrypted: bool,
+    mtu: u32,
+}
+
+/// `--opt` values as docker's overlay driver takes them.
+fn parse_opts(opts: &[String]) -> Result<Opts, FlagError> {
+    let mut out = Opts::default();
+    for o in opts {
+        let (key, value) = o.split_once('=').unwrap_or((o, ""));
+        match key {
+            "encrypted" => out.encrypted = matches!(value, "" | "true"),
+            MTU_OPT => {
+                out.mtu = value.parse().ok().filter(|m| *m > 0).ok_or_else(|| {
+                    FlagError::new(
+                        "--opt",
+                        o,
+                        Problem::Range {
+                            min: 576,
+                            max: 8950,
+                        },
+                    )
+                })?;
+            }
+            _ => return Err(FlagError::new("--opt", o, Problem::UnknownOpt)),
+        }
+    }
+    Ok(out)
+}
+
+#[derive(Serialize)]
+struct NetworkJson<'a> {
+    id: &'a str,
+    name: &'a str,
+    driver: &'a str,
+    scope: &'a str,
+    subnet: &'a str,
+    gateway: &'a str,
+    vni: u32,
+    attachable: bool,
+    encrypted: bool,
+    ingress: bool,
+    /// `null`: derived per node from its underlay.
+    mtu: Option<u32>,
+    labels: BTreeMap<&'a str, &'a str>,
+    services: &'a [String],
+}
+
+fn json(n: &NetworkSummary) -> NetworkJson<'_> {
+    NetworkJson {
+        id: &n.id,
+        name: &n.name,
+        driver: &n.driver,
+        scope: &n.scope,
+        subnet: &n.subnet,
+        gateway: &n.gateway,
+        vni: n.vni,
+        attachable: n.attachable,
+        encrypted: n.encrypted,
+        ingress: n.ingress,
+        mtu: (n.mtu != 0).then_some(n.mtu),
+        labels: n
+            .labels
+            .iter()
+            .map(|(k, v)| (k.as_str(), v.as_str()))
+            .collect(),
+        services: &n.services,
+    }
+}
+
+/// docker shows 12 characters of a network ID.
+fn short(id: &str) -> &str {
+    id.get(..12).unwrap_or(id)
+}
+
+pub async fn run(host: &str, cmd: NetworkCmd) -> anyhow::Result<()> {
+    match cmd {
+        NetworkCmd::Create {
+            driver,
+            subnet,
+            gateway,
+            attachable,
+            opt,
+            label,
+            name,
+        } => {
+            let opts = parse_opts(&opt)?;
+            let mut labels = HashMap::new();
+            for l in &label {
+                let (k, v) = parse_label(l).map_err(|e| FlagError::new("--label", l, e))?;
+                labels.insert(k, v);
+            }
+            let mut d = client::connect(host).await?;
+            let n = client::call(
+                host,
+                d.control.create_network(CreateNetworkRequest {
+                    name,
+                    driver,
+                    subnet: subnet.unwrap_or_default(),
+                    gateway: gateway.unwrap_or_default(),
+                    attachable,
+                    encrypted: opts.encrypted,
+                    mtu: opts.mtu,
+                    labels,
+                }),
+            )
+            .await?;
+            println!("{}", n.id);
+            Ok(())
+        }
+        NetworkCmd::Ls { quiet, format } => {
+            let mut d = client::connect(host).await?;
+            let mut all = client::call(host, d.control.list_networks(ListNetworksRequest {}))
+                .await?
+                .networks;
+            all.sort_by(|a, b| a.name.cmp(&b.name));
+            if quiet {
+                all.iter().for_each(|n| println!("{}", short(&n.id)));
+                return Ok(());
+            }
+            match format {
+                Format::Json => {
+                    let v: Vec<_> = all.iter().map(json).collect();
+                    println!("{}", serde_json::to_string_pretty(&v)?);
+                }
+                Format::Table => {
+                    let mut t = table(&["NETWORK ID", "NAME", "DRIVER", "SCOPE", "SUBNET"]);
+                    for n in &all {
+                        t.add_row(vec![
+                            short(&n.id).to_owned(),
+                            n.name.clone(),
+                            n.driver.clone(),
+                            n.scope.clone(),
+                            n.subnet.clone(),
+                        ]);
+                    }
+                    println!("{t}");
+                }
+            }
+            Ok(())
+        }
+        NetworkCmd::Inspect { networks } => {
+            let mut d = client::connect(host).await?;
+            let (mut found, mut failed) = (Vec::new(), Vec::new());
+            for network in networks {
+                match client::call(host, d.control.inspect_network(NetworkRef { network })).await {
+                    Ok(n) => found.push(n),
+                    Err(e) => failed.push(e),
+                }
+            }
+            let v: Vec<_> = found.iter().map(json).collect();
+            println!("{}", serde_json::to_string_pretty(&v)?);
+            finish(failed)
+        }
+        NetworkCmd::Rm { networks } => {
+            let mut d = client::connect(host).await?;
+            let mut failed = Vec::new();
+            for network in networks {
+                let r = d.control.remove_network(NetworkRef {
+                    network: network.clone(),
+                });
+                match client::call(host, r).await {
+                    Ok(_) => println!("{network}"),
+                    Err(e) => failed.push(e),
+                }
+            }
+            finish(failed)
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use proptest::prelude::*;
+
+    use super::*;
+
+    #[test]
+    fn docker_opts() {
+        let o = |v: &[&str]| parse_opts(&v.iter().map(|s| s.to_string()).collect::<Vec<_>>());
+        assert_eq!(
+            o(&["encrypted", "com.docker.network.driver.mtu=1400"]),
+            Ok(Opts {
+                encrypted: true,
+                mtu: 1400
+            })
+        );
+        assert_eq!(o(&["encrypted=false"]).map(|o| o.encrypted), Ok(false));
+        let e = o(&["mtu=1400"])
+            .err()
+            .map(|e| format!("{:#}", anyhow::Error::from(e)));
+        assert!(
+            e.unwrap_or_default()
+                .contains("encrypted, com.docker.network.driver.mtu=N")
+        );
+        assert!(o(&["com.docker.network.driver.mtu=big"]).is_err());
+    }
+
+    proptest! {
+        #[test]
+        fn opts_parser_never_panics(v in proptest::collection::vec(any::<String>(), 0..4)) {
+            let _ = parse_opts(&v);
+        }
+    }
+}
