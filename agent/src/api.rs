@@ -9,11 +9,13 @@ use std::{
 
 use shoal_api::{
     cluster::v1::{
-        CreateNetworkRequest, CreateSecretRequest, JoinTokenReply, JoinTokenRequest,
-        ListNetworksReply, ListNetworksRequest, ListNodesReply, ListNodesRequest, ListSecretsReply,
-        ListSecretsRequest, NetworkRef, NetworkSummary, NodeDetail, NodeRef, RemoveNetworkReply,
-        RemoveNodeReply, RemoveNodeRequest, RemoveSecretReply, SecretRef, SecretSummary,
-        UpdateNodeRequest,
+        CreateNetworkRequest, CreateSecretRequest, CreateServiceRequest, JoinTokenReply,
+        JoinTokenRequest, ListNetworksReply, ListNetworksRequest, ListNodesReply, ListNodesRequest,
+        ListSecretsReply, ListSecretsRequest, ListServicesReply, ListServicesRequest,
+        ListTasksReply, ListTasksRequest, NetworkRef, NetworkSummary, NodeDetail, NodeRef,
+        RemoveNetworkReply, RemoveNodeReply, RemoveNodeRequest, RemoveSecretReply,
+        RemoveServiceReply, ScaleServiceRequest, SecretRef, SecretSummary, ServiceRef,
+        ServiceSummary, UpdateNodeRequest,
         control_server::{Control, ControlServer},
     },
     node::v1::{
@@ -195,6 +197,48 @@ impl Control for LocalControl {
         req: Request<NetworkRef>,
     ) -> Result<Response<RemoveNetworkReply>, Status> {
         self.api().await?.remove_network(req).await
+    }
+
+    async fn create_service(
+        &self,
+        req: Request<CreateServiceRequest>,
+    ) -> Result<Response<ServiceSummary>, Status> {
+        self.api().await?.create_service(req).await
+    }
+
+    async fn list_services(
+        &self,
+        req: Request<ListServicesRequest>,
+    ) -> Result<Response<ListServicesReply>, Status> {
+        self.api().await?.list_services(req).await
+    }
+
+    async fn inspect_service(
+        &self,
+        req: Request<ServiceRef>,
+    ) -> Result<Response<ServiceSummary>, Status> {
+        self.api().await?.inspect_service(req).await
+    }
+
+    async fn scale_service(
+        &self,
+        req: Request<ScaleServiceRequest>,
+    ) -> Result<Response<ServiceSummary>, Status> {
+        self.api().await?.scale_service(req).await
+    }
+
+    async fn remove_service(
+        &self,
+        req: Request<ServiceRef>,
+    ) -> Result<Response<RemoveServiceReply>, Status> {
+        self.api().await?.remove_service(req).await
+    }
+
+    async fn list_tasks(
+        &self,
+        req: Request<ListTasksRequest>,
+    ) -> Result<Response<ListTasksReply>, Status> {
+        self.api().await?.list_tasks(req).await
     }
 }
 

@@ -6,6 +6,7 @@ mod node;
 mod output;
 mod parse;
 mod secret;
+mod service;
 mod swarm;
 
 use clap::{Parser, Subcommand};
@@ -40,6 +41,9 @@ enum Cmd {
     /// Manage overlay networks.
     #[command(subcommand)]
     Network(network::NetworkCmd),
+    /// Manage services.
+    #[command(subcommand)]
+    Service(service::ServiceCmd),
     /// Manage secrets.
     #[command(subcommand)]
     Secret(secret::SecretCmd),
@@ -69,6 +73,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         }
         Cmd::Node(cmd) => node::run(&cli.host, cmd).await,
         Cmd::Network(cmd) => network::run(&cli.host, cmd).await,
+        Cmd::Service(cmd) => service::run(&cli.host, cmd).await,
         Cmd::Secret(cmd) => secret::run(&cli.host, cmd).await,
         Cmd::Swarm(cmd) => swarm::run(&cli.host, cmd).await,
     }

@@ -32,6 +32,10 @@ pub enum Problem {
     TooSmall { min: &'static str },
     #[error("is shorter than --default-addr-pool {pool}: subnets are carved out of the pools, so give {} or more", pool.prefix)]
     MaskShorterThanPool { pool: Ipv4Cidr },
+    #[error("cannot be used with --mode global; drop --replicas")]
+    ReplicasWithGlobal,
+    #[error("expected SERVICE=REPLICAS, e.g. web=3")]
+    ScaleForm,
     #[error("unknown option; the overlay driver takes: encrypted, com.docker.network.driver.mtu=N")]
     UnknownOpt,
     #[error("{key} is also given to --label-add; give it to one of them")]

@@ -18,8 +18,10 @@
 #![forbid(unsafe_code)]
 
 pub mod manager;
+pub mod constraint;
 pub mod ipam;
 pub mod model;
+pub mod orchestrator;
 pub mod raft;
 pub mod store;
 pub mod validate;

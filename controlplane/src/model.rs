@@ -330,6 +330,31 @@ pub struct ServiceSpec {
     /// Network ids.
     pub networks: Vec<String>,
     pub secrets: Vec<SecretReference>,
+    /// Placement constraints, as written (`node.role==worker`); checked by
+    /// `crate::constraint` before they are stored.
+    #[serde(default)]
+    pub constraints: Vec<String>,
+    #[serde(default)]
+    pub restart: RestartPolicy,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum RestartCondition {
+    /// Restart whatever the exit (swarm's default).
+    #[default]
+    Any,
+    OnFailure,
+    None,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RestartPolicy {
+    pub condition: RestartCondition,
+    /// Wait between a task's end and its replacement (swarm: 5 s).
+    pub delay_secs: u64,
+    /// `None`: unlimited.
+    pub max_attempts: Option<u64>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -399,6 +424,20 @@ pub struct Task {
     pub desired_state: TaskState,
     pub state: TaskState,
     pub networks: Vec<NetworkAttachment>,
+    #[serde(default)]
+    pub status: TaskStatus,
+}
+
+/// Why a task is in its state, for `service ps`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TaskStatus {
+    /// Unix seconds of the last state change, set by whoever proposed it.
+    pub since_unix: u64,
+    /// What happened ("assigned to n2", "no suitable node …").
+    pub message: String,
+    /// The error, if the task failed or cannot be scheduled.
+    pub err: String,
+    pub exit_code: Option<i32>,
 }
 
 // ---------------------------------------------------------------- Secret

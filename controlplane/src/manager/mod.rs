@@ -10,6 +10,7 @@ mod network;
 mod networks;
 mod secrets;
 mod service;
+mod services;
 pub mod transport;
 
 use std::{
@@ -593,6 +594,7 @@ async fn failure_detector(m: Arc<Manager>, mut stopped: tokio::sync::watch::Rece
         if let Err(e) = networks::ensure_ingress(&m).await {
             tracing::warn!(error = %e, "creating the ingress network");
         }
+        services::reconcile(&m).await;
         let grace = Duration::from_secs(period) * MISSED_HEARTBEATS;
         let now = Instant::now();
         for node in nodes.into_iter().filter(|n| n.status == NodeState::Ready) {

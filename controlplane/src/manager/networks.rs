@@ -257,6 +257,9 @@ pub(super) async fn create(
     m: &Manager,
     r: CreateNetworkRequest,
 ) -> Result<NetworkSummary, ManagerError> {
+    // The routing mesh's network comes first, whatever raced it: swarm
+    // operators expect it to hold the pool's first subnet.
+    ensure_ingress(m).await?;
     create_network(m, r, false).await
 }
 

@@ -6,12 +6,13 @@
 use std::{sync::Arc, time::Duration};
 
 use shoal_api::cluster::v1::{
-    CreateNetworkRequest, CreateSecretRequest, HeartbeatReply, HeartbeatRequest, JoinReply,
-    JoinRequest, JoinTokenReply, JoinTokenRequest, ListNetworksReply, ListNetworksRequest,
-    ListNodesReply, ListNodesRequest, ListSecretsReply, ListSecretsRequest, NetworkRef,
+    CreateNetworkRequest, CreateSecretRequest, CreateServiceRequest, HeartbeatReply,
+    HeartbeatRequest, JoinReply, JoinRequest, JoinTokenReply, JoinTokenRequest, ListNetworksReply,
+    ListNetworksRequest, ListNodesReply, ListNodesRequest, ListSecretsReply, ListSecretsRequest,
+    ListServicesReply, ListServicesRequest, ListTasksReply, ListTasksRequest, NetworkRef,
     NetworkSummary, NodeDetail, NodeRef, NodeSummary, RaftPayload, RemoveNetworkReply,
-    RemoveNodeReply, RemoveNodeRequest, RemoveSecretReply, SecretRef, SecretSummary,
-    UpdateNodeRequest,
+    RemoveNodeReply, RemoveNodeRequest, RemoveSecretReply, RemoveServiceReply, ScaleServiceRequest,
+    SecretRef, SecretSummary, ServiceRef, ServiceSummary, UpdateNodeRequest,
     control_server::{Control, ControlServer},
     dispatcher_server::{Dispatcher, DispatcherServer},
     join_server::{Join, JoinServer},
@@ -23,7 +24,7 @@ use shoal_ca::{
 use tokio::net::TcpListener;
 use tonic::{Request, Response, Status};
 
-use super::{Forward, Manager, ManagerError, networks, secrets, transport::PeerInfo};
+use super::{Forward, Manager, ManagerError, networks, secrets, services, transport::PeerInfo};
 use crate::model::{
     Availability, ClusterState, Command, Labels, Node, NodeRole as ModelRole, NodeState,
     SecretString,
@@ -624,5 +625,62 @@ impl Control for Api {
         require_manager(&req)?;
         let id = networks::remove(&self.0, req.get_ref()).await?;
         Ok(Response::new(RemoveNetworkReply { id }))
+    }
+
+    async fn create_service(
+        &self,
+        req: Request<CreateServiceRequest>,
+    ) -> Result<Response<ServiceSummary>, Status> {
+        require_manager(&req)?;
+        Ok(Response::new(
+            services::create(&self.0, req.into_inner()).await?,
+        ))
+    }
+
+    async fn list_services(
+        &self,
+        req: Request<ListServicesRequest>,
+    ) -> Result<Response<ListServicesReply>, Status> {
+        require_manager(&req)?;
+        let services = services::list(&self.0).await?;
+        Ok(Response::new(ListServicesReply { services }))
+    }
+
+    async fn inspect_service(
+        &self,
+        req: Request<ServiceRef>,
+    ) -> Result<Response<ServiceSummary>, Status> {
+        require_manager(&req)?;
+        Ok(Response::new(
+            services::inspect(&self.0, req.get_ref()).await?,
+        ))
+    }
+
+    async fn scale_service(
+        &self,
+        req: Request<ScaleServiceRequest>,
+    ) -> Result<Response<ServiceSummary>, Status> {
+        require_manager(&req)?;
+        Ok(Response::new(
+            services::scale(&self.0, req.get_ref()).await?,
+        ))
+    }
+
+    async fn remove_service(
+        &self,
+        req: Request<ServiceRef>,
+    ) -> Result<Response<RemoveServiceReply>, Status> {
+        require_manager(&req)?;
+        let id = services::remove(&self.0, req.get_ref()).await?;
+        Ok(Response::new(RemoveServiceReply { id }))
+    }
+
+    async fn list_tasks(
+        &self,
+        req: Request<ListTasksRequest>,
+    ) -> Result<Response<ListTasksReply>, Status> {
+        require_manager(&req)?;
+        let tasks = services::tasks(&self.0, req.get_ref()).await?;
+        Ok(Response::new(ListTasksReply { tasks }))
     }
 }

@@ -69,6 +69,8 @@ fn service(id: &str, name: &str, networks: &[&str], secrets: &[&str]) -> Service
                     target: (*s).to_owned(),
                 })
                 .collect(),
+            constraints: Vec::new(),
+            restart: RestartPolicy::default(),
         },
         previous_spec: None,
         endpoint: Endpoint::default(),
@@ -86,6 +88,7 @@ fn task(id: &str, service_id: &str, node_id: Option<&str>) -> Task {
         desired_state: TaskState::Running,
         state: TaskState::New,
         networks: Vec::new(),
+        status: TaskStatus::default(),
     }
 }
 

@@ -1,0 +1,464 @@
+//! `shoal service …`: docker's service verbs; create and scale follow the
+//! tasks until the service converges, unless `--detach`.
+
+use std::{
+    collections::BTreeMap,
+    time::{Duration, Instant},
+};
+
+use anyhow::bail;
+use clap::{Args, Subcommand};
+use serde::Serialize;
+use shoal_api::cluster::v1::{
+    CreateServiceRequest, ListServicesRequest, ListTasksRequest, RestartPolicy,
+    ScaleServiceRequest, ServiceRef, ServiceSummary, TaskSummary,
+};
+
+use crate::{
+    client::{self, Daemon, finish},
+    output::{Format, table},
+    parse::{FlagError, Problem, parse_duration, parse_label},
+};
+
+/// How long create/scale follow a service before giving up on it.
+const CONVERGE_TIMEOUT: Duration = Duration::from_secs(60);
+
+#[derive(Args)]
+pub struct CreateArgs {
+    /// Service name.
+    #[arg(long)]
+    name: String,
+    /// Number of tasks (replicated mode).
+    #[arg(long)]
+    replicas: Option<u64>,
+    /// Service mode: replicated or global.
+    #[arg(long, default_value = "replicated")]
+    mode: String,
+    /// Network to attach to (repeatable).
+    #[arg(long)]
+    network: Vec<String>,
+    /// Environment variable KEY=VALUE (repeatable).
+    #[arg(long, short)]
+    env: Vec<String>,
+    /// Placement constraint, e.g. node.role==worker (repeatable).
+    #[arg(long)]
+    constraint: Vec<String>,
+    /// Restart when: any, on-failure, none.
+    #[arg(long, default_value = "any")]
+    restart_condition: String,
+    /// Delay between restart attempts (ns|us|ms|s|m|h).
+    #[arg(long, default_value = "5s")]
+    restart_delay: String,
+    /// Maximum number of restarts before giving up (0 = unlimited).
+    #[arg(long, default_value_t = 0)]
+    restart_max_attempts: u64,
+    /// Service labels (key=value).
+    #[arg(long)]
+    label: Vec<String>,
+    /// Exit immediately instead of waiting for the service to converge.
+    #[arg(long, short)]
+    detach: bool,
+    /// The command the tasks run, and its arguments.
+    #[arg(last = true, required = true)]
+    command: Vec<String>,
+}
+
+#[derive(Subcommand)]
+pub enum ServiceCmd {
+    /// Create a new service.
+    Create(Box<CreateArgs>),
+    /// List services.
+    #[command(alias = "list")]
+    Ls {
+        #[arg(long, short)]
+        quiet: bool,
+        #[arg(long, short, value_enum, default_value_t = Format::Table)]
+        format: Format,
+    },
+    /// List the tasks of one or more services.
+    Ps {
+        #[arg(required = true)]
+        services: Vec<String>,
+        #[arg(long, short)]
+        quiet: bool,
+        #[arg(long, short, value_enum, default_value_t = Format::Table)]
+        format: Format,
+    },
+    /// Display detailed information on one or more services.
+    Inspect {
+        #[arg(required = true)]
+        services: Vec<String>,
+    },
+    /// Scale one or more replicated services: SERVICE=REPLICAS.
+    Scale {
+        #[arg(required = true, value_name = "SERVICE=REPLICAS")]
+        scales: Vec<String>,
+        #[arg(long, short)]
+        detach: bool,
+    },
+    /// Remove one or more services.
+    #[command(alias = "remove")]
+    Rm {
+        #[arg(required = true)]
+        services: Vec<String>,
+    },
+}
+
+fn request(a: &CreateArgs) -> Result<CreateServiceRequest, FlagError> {
+    let delay = parse_duration(&a.restart_delay)
+        .map_err(|e| FlagError::new("--restart-delay", &a.restart_delay, e))?;
+    if delay.subsec_nanos() != 0 {
+        let suggest = format!("{}s", delay.as_secs().max(1));
+        return Err(FlagError::new(
+            "--restart-delay",
+            &a.restart_delay,
+            Problem::SubSecond { suggest },
+        ));
+    }
+    let mut labels = std::collections::HashMap::new();
+    for l in &a.label {
+        let (k, v) = parse_label(l).map_err(|e| FlagError::new("--label", l, e))?;
+        labels.insert(k, v);
+    }
+    let replicas = match (a.mode.as_str(), a.replicas) {
+        ("global", Some(_)) => {
+            return Err(FlagError::new(
+                "--replicas",
+                a.replicas.unwrap_or_default(),
+                Problem::ReplicasWithGlobal,
+            ));
+        }
+        (_, Some(r)) => r,
+        ("global", None) => 0,
+        (_, None) => 1,
+    };
+    Ok(CreateServiceRequest {
+        name: a.name.clone(),
+        mode: a.mode.clone(),
+        replicas,
+        networks: a.network.clone(),
+        env: a.env.clone(),
+        constraints: a.constraint.clone(),
+        restart: Some(RestartPolicy {
+            condition: a.restart_condition.clone(),
+            delay_secs: delay.as_secs(),
+            max_attempts: a.restart_max_attempts,
+        }),
+        args: a.command.clone(),
+        labels,
+    })
+}
+
+fn parse_scale(s: &str) -> Result<(String, u64), FlagError> {
+    match s.split_once('=') {
+        Some((name, n)) if !name.is_empty() => n
+            .parse()
+            .map(|n| (name.to_owned(), n))
+            .map_err(|_| FlagError::new("SERVICE=REPLICAS", s, Problem::ScaleForm)),
+        _ => Err(FlagError::new("SERVICE=REPLICAS", s, Problem::ScaleForm)),
+    }
+}
+
+#[derive(Serialize)]
+struct TaskJson<'a> {
+    id: &'a str,
+    name: &'a str,
+    node: &'a str,
+    desired_state: &'a str,
+    current_state: &'a str,
+    since_unix: u64,
+    error: &'a str,
+    addresses: &'a [String],
+}
+
+fn ago(since_unix: u64) -> String {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or_default();
+    match now.saturating_sub(since_unix) {
+        s if s < 60 => format!("{s} seconds ago"),
+        s if s < 3600 => format!("{} minutes ago", s / 60),
+        s => format!("{} hours ago", s / 3600),
+    }
+}
+
+fn tasks_table(tasks: &[TaskSummary]) -> comfy_table::Table {
+    let mut t = table(&[
+        "ID",
+        "NAME",
+        "NODE",
+        "DESIRED STATE",
+        "CURRENT STATE",
+        "ERROR",
+    ]);
+    for k in tasks {
+        let current = format!("{} {}", crate::output::pretty(&k.state), ago(k.since_unix));
+        t.add_row(vec![
+            k.id.get(..12).unwrap_or(&k.id).to_owned(),
+            k.name.clone(),
+            k.node.clone(),
+            crate::output::pretty(&k.desired_state),
+            current,
+            k.err.clone(),
+        ]);
+    }
+    t
+}
+
+/// Tasks newest first within a slot, as `docker service ps` lists them.
+fn sorted(mut tasks: Vec<TaskSummary>) -> Vec<TaskSummary> {
+    tasks.sort_by(|a, b| {
+        (a.name.as_str(), std::cmp::Reverse(a.since_unix))
+            .cmp(&(b.name.as_str(), std::cmp::Reverse(b.since_unix)))
+    });
+    tasks
+}
+
+/// Follows `service` until every wanted task runs, printing each slot's
+/// state as it changes.
+async fn converge(d: &mut Daemon, service: &str) -> anyhow::Result<()> {
+    let start = Instant::now();
+    let mut shown: BTreeMap<String, String> = BTreeMap::new();
+    loop {
+        let s = client::call(
+            &d.host,
+            d.control.inspect_service(ServiceRef {
+                service: service.to_owned(),
+            }),
+        )
+        .await?;
+        let tasks = client::call(
+            &d.host,
+            d.control.list_tasks(ListTasksRequest {
+                service: service.to_owned(),
+            }),
+        )
+        .await?
+        .tasks;
+        for t in tasks.iter().filter(|t| t.desired_state == "running") {
+            let line = match t.err.as_str() {
+                "" => t.state.clone(),
+                err => format!("{} ({err})", t.state),
+            };
+            if shown.get(&t.name) != Some(&line) {
+                println!("{}: {line}", t.name);
+                shown.insert(t.name.clone(), line);
+            }
+        }
+        if s.running == s.desired {
+            println!("overall progress: {} out of {} tasks", s.running, s.desired);
+            println!("verify: Service {} converged", s.name);
+            return Ok(());
+        }
+        if start.elapsed() > CONVERGE_TIMEOUT {
+            bail!(
+                "service {} did not converge within {CONVERGE_TIMEOUT:?}: {} out of {} tasks \
+                 running; see 'shoal service ps {}' (the service stays created)",
+                s.name,
+                s.running,
+                s.desired,
+                s.name
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+}
+
+#[derive(Serialize)]
+struct ServiceJson<'a> {
+    id: &'a str,
+    name: &'a str,
+    mode: &'a str,
+    running: u64,
+    desired: u64,
+    command: &'a [String],
+    networks: &'a [String],
+    env: &'a [String],
+    constraints: &'a [String],
+    restart_condition: &'a str,
+    restart_delay_secs: u64,
+    restart_max_attempts: u64,
+    labels: BTreeMap<&'a str, &'a str>,
+}
+
+fn service_json(s: &ServiceSummary) -> ServiceJson<'_> {
+    let r = s.restart.as_ref();
+    ServiceJson {
+        id: &s.id,
+        name: &s.name,
+        mode: &s.mode,
+        running: s.running,
+        desired: s.desired,
+        command: &s.args,
+        networks: &s.networks,
+        env: &s.env,
+        constraints: &s.constraints,
+        restart_condition: r.map_or("", |r| r.condition.as_str()),
+        restart_delay_secs: r.map_or(0, |r| r.delay_secs),
+        restart_max_attempts: r.map_or(0, |r| r.max_attempts),
+        labels: s
+            .labels
+            .iter()
+            .map(|(k, v)| (k.as_str(), v.as_str()))
+            .collect(),
+    }
+}
+
+pub async fn run(host: &str, cmd: ServiceCmd) -> anyhow::Result<()> {
+    match cmd {
+        ServiceCmd::Create(a) => {
+            let req = request(&a)?;
+            let mut d = client::connect(host).await?;
+            let s = client::call(host, d.control.create_service(req)).await?;
+            println!("{}", s.id);
+            if a.detach {
+                return Ok(());
+            }
+            converge(&mut d, &s.id).await
+        }
+        ServiceCmd::Ls { quiet, format } => {
+            let mut d = client::connect(host).await?;
+            let mut all = client::call(host, d.control.list_services(ListServicesRequest {}))
+                .await?
+                .services;
+            all.sort_by(|a, b| a.name.cmp(&b.name));
+            if quiet {
+                all.iter().for_each(|s| println!("{}", s.id));
+                return Ok(());
+            }
+            match format {
+                Format::Json => {
+                    let v: Vec<_> = all.iter().map(service_json).collect();
+                    println!("{}", serde_json::to_string_pretty(&v)?);
+                }
+                Format::Table => {
+                    let mut t = table(&["ID", "NAME", "MODE", "REPLICAS", "COMMAND"]);
+                    for s in &all {
+                        t.add_row(vec![
+                            s.id.get(..12).unwrap_or(&s.id).to_owned(),
+                            s.name.clone(),
+                            s.mode.clone(),
+                            format!("{}/{}", s.running, s.desired),
+                            s.args.join(" "),
+                        ]);
+                    }
+                    println!("{t}");
+                }
+            }
+            Ok(())
+        }
+        ServiceCmd::Ps {
+            services,
+            quiet,
+            format,
+        } => {
+            let mut d = client::connect(host).await?;
+            let (mut all, mut failed) = (Vec::new(), Vec::new());
+            for service in services {
+                match client::call(host, d.control.list_tasks(ListTasksRequest { service })).await {
+                    Ok(r) => all.extend(r.tasks),
+                    Err(e) => failed.push(e),
+                }
+            }
+            let all = sorted(all);
+            if quiet {
+                all.iter().for_each(|t| println!("{}", t.id));
+            } else if format == Format::Json {
+                let v: Vec<_> = all
+                    .iter()
+                    .map(|t| TaskJson {
+                        id: &t.id,
+                        name: &t.name,
+                        node: &t.node,
+                        desired_state: &t.desired_state,
+                        current_state: &t.state,
+                        since_unix: t.since_unix,
+                        error: &t.err,
+                        addresses: &t.addresses,
+                    })
+                    .collect();
+                println!("{}", serde_json::to_string_pretty(&v)?);
+            } else {
+                println!("{}", tasks_table(&all));
+            }
+            finish(failed)
+        }
+        ServiceCmd::Inspect { services } => {
+            let mut d = client::connect(host).await?;
+            let (mut found, mut failed) = (Vec::new(), Vec::new());
+            for service in services {
+                match client::call(host, d.control.inspect_service(ServiceRef { service })).await {
+                    Ok(s) => found.push(s),
+                    Err(e) => failed.push(e),
+                }
+            }
+            let v: Vec<_> = found.iter().map(service_json).collect();
+            println!("{}", serde_json::to_string_pretty(&v)?);
+            finish(failed)
+        }
+        ServiceCmd::Scale { scales, detach } => {
+            let wanted = scales
+                .iter()
+                .map(|s| parse_scale(s))
+                .collect::<Result<Vec<_>, _>>()?;
+            let mut d = client::connect(host).await?;
+            let mut failed = Vec::new();
+            for (service, replicas) in wanted {
+                let r = d.control.scale_service(ScaleServiceRequest {
+                    service: service.clone(),
+                    replicas,
+                });
+                match client::call(host, r).await {
+                    Ok(s) => {
+                        println!("{service} scaled to {replicas}");
+                        if !detach && let Err(e) = converge(&mut d, &s.id).await {
+                            failed.push(e);
+                        }
+                    }
+                    Err(e) => failed.push(e),
+                }
+            }
+            finish(failed)
+        }
+        ServiceCmd::Rm { services } => {
+            let mut d = client::connect(host).await?;
+            let mut failed = Vec::new();
+            for service in services {
+                let r = d.control.remove_service(ServiceRef {
+                    service: service.clone(),
+                });
+                match client::call(host, r).await {
+                    Ok(_) => println!("{service}"),
+                    Err(e) => failed.push(e),
+                }
+            }
+            finish(failed)
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use proptest::prelude::*;
+
+    use super::*;
+
+    #[test]
+    fn scale_arguments() {
+        assert_eq!(parse_scale("web=3").ok(), Some(("web".into(), 3)));
+        for bad in ["web", "=3", "web=-1", "web=x"] {
+            let e = parse_scale(bad)
+                .err()
+                .map(|e| format!("{:#}", anyhow::Error::from(e)));
+            assert!(e.unwrap_or_default().contains("SERVICE=REPLICAS"), "{bad}");
+        }
+    }
+
+    proptest! {
+        #[test]
+        fn scale_parser_never_panics(s in any::<String>()) {
+            let _ = parse_scale(&s);
+        }
+    }
+}
