@@ -7,9 +7,7 @@ use crate::model::{Node, NodeRole};
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum ConstraintError {
-    #[error(
-        "--constraint {0:?}: expected KEY==VALUE or KEY!=VALUE, e.g. node.role==worker"
-    )]
+    #[error("--constraint {0:?}: expected KEY==VALUE or KEY!=VALUE, e.g. node.role==worker")]
     NoOperator(String),
     #[error(
         "--constraint {given:?}: unknown key {key:?}; use node.id, node.hostname, node.role or \
@@ -98,11 +96,13 @@ impl Constraint {
         let actual = match &self.key {
             Key::Id => Some(node.id.as_str()),
             Key::Hostname => Some(node.hostname.as_str()),
-            Key::Role => Some(if node.manager.is_some() || node.role == NodeRole::Manager {
-                "manager"
-            } else {
-                "worker"
-            }),
+            Key::Role => Some(
+                if node.manager.is_some() || node.role == NodeRole::Manager {
+                    "manager"
+                } else {
+                    "worker"
+                },
+            ),
             Key::Label(l) => node.labels.get(l).map(String::as_str),
         };
         // As swarm: `!=` holds for a node without the label.

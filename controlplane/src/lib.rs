@@ -17,9 +17,9 @@
 
 #![forbid(unsafe_code)]
 
-pub mod manager;
 pub mod constraint;
 pub mod ipam;
+pub mod manager;
 pub mod model;
 pub mod orchestrator;
 pub mod raft;

@@ -43,7 +43,11 @@ pub fn ineligible(node: &Node, service: &Service) -> Option<String> {
         return Some(format!("node {} is {}", node.hostname, lower(&node.status)));
     }
     if node.availability != Availability::Active {
-        return Some(format!("node {} is {}", node.hostname, lower(&node.availability)));
+        return Some(format!(
+            "node {} is {}",
+            node.hostname,
+            lower(&node.availability)
+        ));
     }
     for c in &service.spec.constraints {
         match constraint::parse(c) {
@@ -382,7 +386,9 @@ pub fn schedule(state: &ClusterState, now: u64) -> Vec<Command> {
         }
         match best {
             Some((_, _, hostname, node_id)) => {
-                *per_service.entry((service.id.as_str(), node_id)).or_default() += 1;
+                *per_service
+                    .entry((service.id.as_str(), node_id))
+                    .or_default() += 1;
                 *per_node.entry(node_id).or_default() += 1;
                 let (node_id, hostname) = (node_id.to_owned(), hostname.to_owned());
                 out.push(update(t, |t| {
