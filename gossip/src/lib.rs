@@ -1,0 +1,460 @@
+//! Gossip among all nodes on 7946, as swarm's networkdb does: SWIM
+//! membership and failure detection (foca, over UDP) carrying the overlay
+//! endpoint table as custom broadcasts, with a full-table push over TCP to
+//! every member that comes up, so a joining node learns all endpoints
+//! without asking a manager. When a member is declared down, every node
+//! drops that member's endpoints on its own.
+//!
+//! Sockets are handed in, not opened here, so the caller decides their
+//! network namespace (the lab opens them inside a node's namespace).
+
+mod table;
+
+use std::{
+    collections::BTreeMap,
+    net::SocketAddr,
+    num::NonZeroU32,
+    sync::{Arc, Mutex, MutexGuard},
+    time::{Duration, SystemTime, UNIX_EPOCH},
+};
+
+use bytes::Bytes;
+use foca::{
+    AccumulatingRuntime, Config, Foca, Invalidates, OwnedNotification, PostcardCodec, Timer,
+};
+use serde::{Deserialize, Serialize};
+use tokio::{
+    io::{AsyncReadExt, AsyncWriteExt},
+    net::{TcpListener, TcpStream, UdpSocket},
+    sync::{mpsc, watch},
+};
+
+pub use table::{Endpoint, EndpointKey, Record, Table};
+
+/// swarm's gossip port.
+pub const GOSSIP_PORT: u16 = 7946;
+/// A full-table push larger than this is refused (about 50 000 endpoints).
+const MAX_SYNC_BYTES: u64 = 8 << 20;
+
+#[derive(Debug, thiserror::Error)]
+pub enum GossipError {
+    #[error("gossip socket: {0}")]
+    Socket(#[source] std::io::Error),
+    #[error("the gossip task has stopped")]
+    Stopped,
+    #[error("encoding a gossip record: {0}")]
+    Encode(#[source] postcard::Error),
+}
+
+/// A member: where it listens and which node it is. `incarnation` lets a
+/// restarted node win over its former self at the same address.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct Member {
+    pub addr: SocketAddr,
+    pub node_id: String,
+    pub incarnation: u64,
+}
+
+impl foca::Identity for Member {
+    type Addr = SocketAddr;
+
+    fn renew(&self) -> Option<Self> {
+        Some(Self {
+            incarnation: self.incarnation.wrapping_add(1),
+            ..self.clone()
+        })
+    }
+
+    fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    fn win_addr_conflict(&self, adversary: &Self) -> bool {
+        self.incarnation > adversary.incarnation
+    }
+}
+
+/// Timing of failure detection; see [`GossipConfig::lan`].
+#[derive(Debug, Clone)]
+pub struct GossipConfig {
+    pub node_id: String,
+    /// The address others reach this node's 7946 at.
+    pub advertise: SocketAddr,
+    /// One member probed per period.
+    pub probe_period: Duration,
+    /// A probe unanswered within this is retried through other members.
+    pub probe_rtt: Duration,
+    /// A suspected member is declared down after this.
+    pub suspect_to_down: Duration,
+}
+
+impl GossipConfig {
+    /// memberlist's LAN timings scaled to a cluster of `size` nodes.
+    pub fn lan(node_id: String, advertise: SocketAddr, size: u32) -> Self {
+        let c = Config::new_lan(NonZeroU32::new(size.max(1)).unwrap_or(NonZeroU32::MIN));
+        Self {
+            node_id,
+            advertise,
+            probe_period: c.probe_period,
+            probe_rtt: c.probe_rtt,
+            suspect_to_down: c.suspect_to_down_after,
+        }
+    }
+
+    fn foca(&self, size: u32) -> Config {
+        let mut c = Config::new_lan(NonZeroU32::new(size.max(1)).unwrap_or(NonZeroU32::MIN));
+        c.probe_period = self.probe_period;
+        c.probe_rtt = self.probe_rtt;
+        c.suspect_to_down_after = self.suspect_to_down;
+        c
+    }
+}
+
+#[derive(Default)]
+struct Shared {
+    table: Table,
+    members: BTreeMap<String, SocketAddr>,
+    /// Last version this node wrote (so its clock never goes back).
+    clock: u64,
+}
+
+fn lock(s: &Mutex<Shared>) -> MutexGuard<'_, Shared> {
+    s.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// Broadcast key: a record supersedes the older ones of its key still
+/// waiting in foca's backlog.
+#[derive(Debug, Clone)]
+struct Key(Record);
+
+impl Invalidates for Key {
+    fn invalidates(&self, other: &Self) -> bool {
+        self.0.key == other.0.key && self.0.supersedes(&other.0)
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+#[error("undecodable gossip record: {0}")]
+struct BadRecord(#[source] postcard::Error);
+
+struct Handler {
+    shared: Arc<Mutex<Shared>>,
+    changed: watch::Sender<u64>,
+}
+
+impl foca::BroadcastHandler<Member> for Handler {
+    type Key = Key;
+    type Error = BadRecord;
+
+    fn receive_item(
+        &mut self,
+        data: &[u8],
+        _sender: Option<&Member>,
+    ) -> Result<Option<Key>, BadRecord> {
+        let r: Record = postcard::from_bytes(data).map_err(BadRecord)?;
+        if lock(&self.shared).table.merge(r.clone()) {
+            self.changed.send_modify(|v| *v += 1);
+            Ok(Some(Key(r)))
+        } else {
+            Ok(None)
+        }
+    }
+}
+
+enum Input {
+    Data(Bytes),
+    Timer(Timer<Member>),
+    Announce(SocketAddr),
+    Broadcast(Vec<u8>),
+    Leave,
+}
+
+/// A running gossip member. Dropping it stops the member abruptly (as a
+/// crash would); [`Gossip::leave`] says goodbye first.
+pub struct Gossip {
+    tx: mpsc::UnboundedSender<Input>,
+    shared: Arc<Mutex<Shared>>,
+    changed: watch::Receiver<u64>,
+    notify: watch::Sender<u64>,
+    tasks: Vec<tokio::task::JoinHandle<()>>,
+    node_id: String,
+}
+
+impl Drop for Gossip {
+    fn drop(&mut self) {
+        for t in &self.tasks {
+            t.abort();
+        }
+    }
+}
+
+fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or_default()
+}
+
+impl Gossip {
+    /// Starts a member on `udp` (SWIM) and `tcp` (full-table pushes), both
+    /// bound to the advertised port. `size` is the expected cluster size,
+    /// which tunes how long updates are retransmitted.
+    pub fn start(
+        cfg: GossipConfig,
+        udp: std::net::UdpSocket,
+        tcp: std::net::TcpListener,
+        size: u32,
+    ) -> Result<Self, GossipError> {
+        udp.set_nonblocking(true).map_err(GossipError::Socket)?;
+        tcp.set_nonblocking(true).map_err(GossipError::Socket)?;
+        let udp = Arc::new(UdpSocket::from_std(udp).map_err(GossipError::Socket)?);
+        let tcp = TcpListener::from_std(tcp).map_err(GossipError::Socket)?;
+        let shared = Arc::new(Mutex::new(Shared::default()));
+        let (changed_tx, changed) = watch::channel(0u64);
+        let notify = changed_tx.clone();
+        let (tx, mut rx) = mpsc::unbounded_channel();
+        let me = Member {
+            addr: cfg.advertise,
+            node_id: cfg.node_id.clone(),
+            incarnation: now_ms(),
+        };
+        let config = cfg.foca(size);
+        let buf_len = config.max_packet_size.get();
+        let handler = Handler {
+            shared: Arc::clone(&shared),
+            changed: changed_tx.clone(),
+        };
+        let rng: rand::rngs::StdRng = rand::make_rng();
+        let mut foca = Foca::with_custom_broadcast(me, config, rng, PostcardCodec, handler);
+
+        let mut tasks = Vec::new();
+        // UDP receive loop.
+        {
+            let (udp, tx) = (Arc::clone(&udp), tx.clone());
+            tasks.push(tokio::spawn(async move {
+                let mut buf = vec![0u8; buf_len];
+                while let Ok((n, _)) = udp.recv_from(&mut buf).await {
+                    if tx
+                        .send(Input::Data(Bytes::copy_from_slice(&buf[..n])))
+                        .is_err()
+                    {
+                        return;
+                    }
+                }
+            }));
+        }
+        // Full-table pushes from members that saw this one come up.
+        {
+            let (shared, changed) = (Arc::clone(&shared), changed_tx.clone());
+            tasks.push(tokio::spawn(async move {
+                while let Ok((stream, peer)) = tcp.accept().await {
+                    let (shared, changed) = (Arc::clone(&shared), changed.clone());
+                    tokio::spawn(async move {
+                        match receive_sync(stream).await {
+                            Ok(records) => {
+                                let mut s = lock(&shared);
+                                let n = records
+                                    .into_iter()
+                                    .filter(|r| s.table.merge(r.clone()))
+                                    .count();
+                                drop(s);
+                                if n > 0 {
+                                    changed.send_modify(|v| *v += 1);
+                                }
+                            }
+                            Err(e) => tracing::debug!(%peer, error = %e, "gossip sync refused"),
+                        }
+                    });
+                }
+            }));
+        }
+        // The member itself: foca driven by one task.
+        {
+            let (shared, tx2) = (Arc::clone(&shared), tx.clone());
+            tasks.push(tokio::spawn(async move {
+                let mut rt = AccumulatingRuntime::new();
+                while let Some(input) = rx.recv().await {
+                    let result = match input {
+                        Input::Data(d) => foca.handle_data(&d, &mut rt),
+                        Input::Timer(t) => foca.handle_timer(t, &mut rt),
+                        Input::Announce(addr) => {
+                            // The peer's real identity replaces this one
+                            // when it answers (same address, newer).
+                            let dst = Member {
+                                addr,
+                                node_id: String::new(),
+                                incarnation: 0,
+                            };
+                            foca.announce(dst, &mut rt)
+                        }
+                        Input::Broadcast(data) => foca.add_broadcast(&data).map(drop),
+                        Input::Leave => {
+                            let r = foca.leave_cluster(&mut rt);
+                            drain(&mut rt, &udp, &tx2, &shared, &changed_tx).await;
+                            if let Err(e) = r {
+                                tracing::debug!(error = %e, "leaving the gossip cluster");
+                            }
+                            return;
+                        }
+                    };
+                    if let Err(e) = result {
+                        tracing::debug!(error = %e, "gossip message refused");
+                    }
+                    drain(&mut rt, &udp, &tx2, &shared, &changed_tx).await;
+                }
+            }));
+        }
+        Ok(Self {
+            tx,
+            shared,
+            changed,
+            notify,
+            tasks,
+            node_id: cfg.node_id,
+        })
+    }
+
+    /// Joins the cluster through any of `peers` (their 7946 addresses).
+    pub fn join(&self, peers: impl IntoIterator<Item = SocketAddr>) -> Result<(), GossipError> {
+        for p in peers {
+            self.tx
+                .send(Input::Announce(p))
+                .map_err(|_| GossipError::Stopped)?;
+        }
+        Ok(())
+    }
+
+    fn write(&self, key: EndpointKey, endpoint: Option<Endpoint>) -> Result<(), GossipError> {
+        let version = {
+            let mut s = lock(&self.shared);
+            s.clock = now_ms().max(s.clock + 1);
+            s.clock
+        };
+        let r = Record {
+            key,
+            origin: self.node_id.clone(),
+            version,
+            endpoint,
+        };
+        let data = postcard::to_allocvec(&r).map_err(GossipError::Encode)?;
+        self.tx
+            .send(Input::Broadcast(data))
+            .map_err(|_| GossipError::Stopped)
+    }
+
+    /// Announces an endpoint hosted on this node.
+    pub fn publish(&self, endpoint: Endpoint) -> Result<(), GossipError> {
+        self.write(endpoint.key(), Some(endpoint))
+    }
+
+    /// Announces that an endpoint of this node is gone.
+    pub fn withdraw(&self, key: EndpointKey) -> Result<(), GossipError> {
+        self.write(key, None)
+    }
+
+    /// The live endpoints this node knows.
+    pub fn endpoints(&self) -> Vec<Endpoint> {
+        lock(&self.shared).table.endpoints().cloned().collect()
+    }
+
+    /// Active members other than this one: node id → gossip address.
+    pub fn members(&self) -> BTreeMap<String, SocketAddr> {
+        lock(&self.shared).members.clone()
+    }
+
+    /// Drops, locally, endpoints the control plane does not know.
+    pub fn retain(&self, known: impl FnMut(&Endpoint) -> bool) -> usize {
+        let n = lock(&self.shared).table.retain(known);
+        if n > 0 {
+            self.notify.send_modify(|v| *v += 1);
+        }
+        n
+    }
+
+    /// Changes whenever the endpoint table or the membership changes.
+    pub fn subscribe(&self) -> watch::Receiver<u64> {
+        self.changed.clone()
+    }
+
+    /// Tells the others this node is leaving, then stops.
+    pub fn leave(self) {
+        let _stopped = self.tx.send(Input::Leave);
+    }
+}
+
+/// Carries out what foca asked for: packets, timers, notifications.
+async fn drain(
+    rt: &mut AccumulatingRuntime<Member>,
+    udp: &UdpSocket,
+    tx: &mpsc::UnboundedSender<Input>,
+    shared: &Arc<Mutex<Shared>>,
+    changed: &watch::Sender<u64>,
+) {
+    while let Some((to, data)) = rt.to_send() {
+        if let Err(e) = udp.send_to(&data, to.addr).await {
+            tracing::debug!(to = %to.addr, error = %e, "gossip send");
+        }
+    }
+    while let Some((after, timer)) = rt.to_schedule() {
+        let tx = tx.clone();
+        tokio::spawn(async move {
+            tokio::time::sleep(after).await;
+            let _stopped = tx.send(Input::Timer(timer));
+        });
+    }
+    while let Some(n) = rt.to_notify() {
+        match n {
+            OwnedNotification::MemberUp(m) => {
+                lock(shared).members.insert(m.node_id.clone(), m.addr);
+                changed.send_modify(|v| *v += 1);
+                // Push the whole table: the newcomer learns every endpoint
+                // at once instead of waiting for retransmissions.
+                let records: Vec<Record> = lock(shared).table.records().cloned().collect();
+                tokio::spawn(async move {
+                    if let Err(e) = push_sync(m.addr, &records).await {
+                        tracing::debug!(to = %m.addr, error = %e, "gossip sync push");
+                    }
+                });
+            }
+            OwnedNotification::MemberDown(m) => {
+                let dropped = {
+                    let mut s = lock(shared);
+                    s.members.remove(&m.node_id);
+                    s.table.drop_node(&m.node_id)
+                };
+                tracing::info!(node = %m.node_id, dropped, "gossip member down");
+                changed.send_modify(|v| *v += 1);
+            }
+            OwnedNotification::Rename(old, new) => {
+                let mut s = lock(shared);
+                if s.members.remove(&old.node_id).is_some() {
+                    s.members.insert(new.node_id.clone(), new.addr);
+                }
+            }
+            _ => {}
+        }
+    }
+}
+
+async fn push_sync(to: SocketAddr, records: &[Record]) -> std::io::Result<()> {
+    let data = postcard::to_allocvec(records).map_err(std::io::Error::other)?;
+    let mut s = tokio::time::timeout(Duration::from_secs(3), TcpStream::connect(to))
+        .await
+        .map_err(|_| std::io::Error::new(std::io::ErrorKind::TimedOut, "connect"))??;
+    s.write_all(&data).await?;
+    s.shutdown().await
+}
+
+async fn receive_sync(s: TcpStream) -> std::io::Result<Vec<Record>> {
+    let mut data = Vec::new();
+    tokio::time::timeout(
+        Duration::from_secs(5),
+        s.take(MAX_SYNC_BYTES + 1).read_to_end(&mut data),
+    )
+    .await
+    .map_err(|_| std::io::Error::new(std::io::ErrorKind::TimedOut, "read"))??;
+    if data.len() as u64 > MAX_SYNC_BYTES {
+        return Err(std::io::Error::other("full-table push too large"));
+    }
+    postcard::from_bytes(&data).map_err(std::io::Error::other)
+}
