@@ -29,27 +29,41 @@ pub enum BenchCmd {
         #[arg(long, value_delimiter = ',', default_value = "1,64")]
         clients: Vec<usize>,
     },
+    /// Gossip on 7946: time until every node knows a new endpoint, and until
+    /// a dead node's endpoints are gone from all others, at N nodes.
+    Gossip {
+        #[arg(long, value_delimiter = ',', default_value = "5,20")]
+        nodes: Vec<usize>,
+        /// Publications and kills measured per cluster size.
+        #[arg(long, default_value_t = 5)]
+        rounds: usize,
+    },
 }
 
 pub fn run(cmd: BenchCmd) -> anyhow::Result<()> {
     if !nix::unistd::geteuid().is_root() {
         bail!("benchmarks run in a lab of network namespaces: run as root");
     }
-    let bin = crate::setup::prepare_release_binaries()?;
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;
+    if let BenchCmd::Gossip { nodes, rounds } = cmd {
+        // Gossip runs in this process (one member per node namespace).
+        return runtime.block_on(crate::bench_gossip::run(&nodes, rounds));
+    }
+    let bin = crate::setup::prepare_release_binaries()?;
     match cmd {
         BenchCmd::Raft {
             seconds,
             kills,
             clients,
         } => runtime.block_on(raft(&bin, Duration::from_secs(seconds), kills, &clients)),
+        BenchCmd::Gossip { .. } => Ok(()),
     }
 }
 
 /// p-th percentile of sorted samples.
-fn pct(sorted: &[Duration], p: f64) -> Duration {
+pub fn pct(sorted: &[Duration], p: f64) -> Duration {
     if sorted.is_empty() {
         return Duration::ZERO;
     }
@@ -58,7 +72,7 @@ fn pct(sorted: &[Duration], p: f64) -> Duration {
     sorted[rank.clamp(1, sorted.len()) - 1]
 }
 
-fn ms(d: Duration) -> String {
+pub fn ms(d: Duration) -> String {
     format!("{:.2} ms", d.as_secs_f64() * 1e3)
 }
 

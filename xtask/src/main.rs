@@ -1,6 +1,7 @@
 //! Developer tasks: `cargo xtask setup | test | lab … | bench …`.
 
 mod bench;
+mod bench_gossip;
 mod lab;
 mod setup;
 
