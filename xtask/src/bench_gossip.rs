@@ -50,7 +50,10 @@ pub async fn run(sizes: &[usize], rounds: usize) -> anyhow::Result<()> {
         "vs bound"
     );
     for &n in sizes {
-        ensure!(n >= 3, "--nodes {n}: gossip needs at least 3 nodes to measure");
+        ensure!(
+            n >= 3,
+            "--nodes {n}: gossip needs at least 3 nodes to measure"
+        );
         // Kills stop while two members remain to observe them.
         let rounds = rounds.min(n - 2);
         let lab = Lab::builder("bench-gossip")
