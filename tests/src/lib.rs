@@ -29,6 +29,7 @@ mod lab;
 pub mod netns;
 mod record;
 mod shoal;
+pub mod taskns;
 mod underlay;
 
 pub use daemon::{SHOALD_BIN_ENV, log_tail, shoald_path};

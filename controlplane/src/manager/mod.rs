@@ -612,3 +612,35 @@ async fn failure_detector(m: Arc<Manager>, mut stopped: tokio::sync::watch::Rece
         }
     }
 }
+
+/// Finds an object as docker resolves a reference: by id, then by name,
+/// then by unique id prefix.
+pub(super) fn lookup<'a, T: crate::model::StoredObject>(
+    state: &'a ClusterState,
+    key: &str,
+) -> Result<&'a T, ManagerError> {
+    let table = T::table(state);
+    if let Some(o) = table.get(key) {
+        return Ok(o);
+    }
+    if let Some(o) = table.values().find(|o| o.name() == Some(key)) {
+        return Ok(o);
+    }
+    let by_prefix: Vec<&T> = table
+        .values()
+        .filter(|o| !key.is_empty() && o.id().starts_with(key))
+        .collect();
+    match by_prefix.as_slice() {
+        [one] => Ok(one),
+        [] => Err(ManagerError::NotFound {
+            what: format!("{} {key}", T::KIND),
+        }),
+        _ => Err(ManagerError::Invalid {
+            what: format!(
+                "{} {key} is ambiguous ({} matches); use its ID",
+                T::KIND,
+                by_prefix.len()
+            ),
+        }),
+    }
+}

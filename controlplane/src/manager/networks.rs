@@ -56,33 +56,6 @@ fn summary(state: &ClusterState, n: &Network) -> NetworkSummary {
     }
 }
 
-/// By id, then name, then unique id prefix.
-fn find<'a>(state: &'a ClusterState, key: &str) -> Result<&'a Network, ManagerError> {
-    if let Some(n) = state.networks.get(key) {
-        return Ok(n);
-    }
-    if let Some(n) = state.networks.values().find(|n| n.name == key) {
-        return Ok(n);
-    }
-    let by_prefix: Vec<&Network> = state
-        .networks
-        .values()
-        .filter(|n| !key.is_empty() && n.id.starts_with(key))
-        .collect();
-    match by_prefix.as_slice() {
-        [one] => Ok(one),
-        [] => Err(ManagerError::NotFound {
-            what: format!("network {key}; list them with 'shoal network ls'"),
-        }),
-        _ => Err(ManagerError::Invalid {
-            what: format!(
-                "network {key} is ambiguous ({} matches); use its ID",
-                by_prefix.len()
-            ),
-        }),
-    }
-}
-
 fn invalid(what: String) -> ManagerError {
     ManagerError::Invalid { what }
 }
@@ -225,7 +198,7 @@ async fn create_network(
         match m.propose(Command::CreateNetwork(network)).await {
             Ok(_) => {
                 let state = m.read().await?;
-                return Ok(summary(&state, find(&state, &id)?));
+                return Ok(summary(&state, super::lookup::<Network>(&state, &id)?));
             }
             // Another manager took the same automatic VNI (or subnet) first.
             Err(ManagerError::Rejected(e))
@@ -290,13 +263,16 @@ pub(super) async fn list(m: &Manager) -> Result<Vec<NetworkSummary>, ManagerErro
 
 pub(super) async fn inspect(m: &Manager, r: &NetworkRef) -> Result<NetworkSummary, ManagerError> {
     let state = m.read().await?;
-    Ok(summary(&state, find(&state, &r.network)?))
+    Ok(summary(
+        &state,
+        super::lookup::<Network>(&state, &r.network)?,
+    ))
 }
 
 pub(super) async fn remove(m: &Manager, r: &NetworkRef) -> Result<String, ManagerError> {
     let (id, version) = {
         let state = m.read().await?;
-        let n = find(&state, &r.network)?;
+        let n = super::lookup::<Network>(&state, &r.network)?;
         let users = services_using(&state, &n.id);
         if !users.is_empty() {
             return Err(ManagerError::Denied {

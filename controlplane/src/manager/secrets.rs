@@ -7,7 +7,7 @@ use shoal_ca::generate_node_id;
 
 use super::{Manager, ManagerError};
 use crate::{
-    model::{ClusterState, Command, Secret, SecretBytes},
+    model::{Command, Secret, SecretBytes},
     validate,
 };
 
@@ -18,33 +18,6 @@ fn summary(s: &Secret) -> SecretSummary {
         labels: s.labels.clone().into_iter().collect(),
         version: s.version,
         size: s.data.0.len() as u64,
-    }
-}
-
-/// By id, then unique id prefix or name, as docker resolves references.
-fn find<'a>(state: &'a ClusterState, key: &str) -> Result<&'a Secret, ManagerError> {
-    if let Some(s) = state.secrets.get(key) {
-        return Ok(s);
-    }
-    if let Some(s) = state.secrets.values().find(|s| s.name == key) {
-        return Ok(s);
-    }
-    let by_prefix: Vec<&Secret> = state
-        .secrets
-        .values()
-        .filter(|s| !key.is_empty() && s.id.starts_with(key))
-        .collect();
-    match by_prefix.as_slice() {
-        [one] => Ok(one),
-        [] => Err(ManagerError::NotFound {
-            what: format!("secret {key}"),
-        }),
-        _ => Err(ManagerError::Invalid {
-            what: format!(
-                "secret {key} is ambiguous ({} matches); use its ID",
-                by_prefix.len()
-            ),
-        }),
     }
 }
 
@@ -66,7 +39,7 @@ pub(super) async fn create(
     let id = secret.id.clone();
     m.propose(Command::CreateSecret(secret)).await?;
     let state = m.read().await?;
-    Ok(summary(find(&state, &id)?))
+    Ok(summary(super::lookup::<Secret>(&state, &id)?))
 }
 
 pub(super) async fn list(m: &Manager) -> Result<Vec<SecretSummary>, ManagerError> {
@@ -74,13 +47,16 @@ pub(super) async fn list(m: &Manager) -> Result<Vec<SecretSummary>, ManagerError
 }
 
 pub(super) async fn inspect(m: &Manager, r: &SecretRef) -> Result<SecretSummary, ManagerError> {
-    Ok(summary(find(&*m.read().await?, &r.secret)?))
+    Ok(summary(super::lookup::<Secret>(
+        &*m.read().await?,
+        &r.secret,
+    )?))
 }
 
 pub(super) async fn remove(m: &Manager, r: &SecretRef) -> Result<String, ManagerError> {
     let (id, version) = {
         let state = m.read().await?;
-        let s = find(&state, &r.secret)?;
+        let s = super::lookup::<Secret>(&state, &r.secret)?;
         (s.id.clone(), s.version)
     };
     m.propose(Command::RemoveSecret {

@@ -95,31 +95,6 @@ fn summary(state: &ClusterState, s: &Service) -> ServiceSummary {
     }
 }
 
-/// By id, then name, then unique id prefix.
-fn find<'a>(state: &'a ClusterState, key: &str) -> Result<&'a Service, ManagerError> {
-    if let Some(s) = state.services.get(key) {
-        return Ok(s);
-    }
-    if let Some(s) = state.services.values().find(|s| s.spec.name == key) {
-        return Ok(s);
-    }
-    let by_prefix: Vec<&Service> = state
-        .services
-        .values()
-        .filter(|s| !key.is_empty() && s.id.starts_with(key))
-        .collect();
-    match by_prefix.as_slice() {
-        [one] => Ok(one),
-        [] => Err(ManagerError::NotFound {
-            what: format!("service {key}"),
-        }),
-        _ => Err(invalid(format!(
-            "service {key} is ambiguous ({} matches); use its ID",
-            by_prefix.len()
-        ))),
-    }
-}
-
 fn spec(state: &ClusterState, r: &CreateServiceRequest) -> Result<ServiceSpec, ManagerError> {
     validate::name("service name", &r.name)?;
     validate::labels("--label", &r.labels)?;
@@ -226,7 +201,7 @@ pub(super) async fn create(
     }))
     .await?;
     let state = m.read().await?;
-    Ok(summary(&state, find(&state, &id)?))
+    Ok(summary(&state, super::lookup::<Service>(&state, &id)?))
 }
 
 pub(super) async fn list(m: &Manager) -> Result<Vec<ServiceSummary>, ManagerError> {
@@ -240,7 +215,10 @@ pub(super) async fn list(m: &Manager) -> Result<Vec<ServiceSummary>, ManagerErro
 
 pub(super) async fn inspect(m: &Manager, r: &ServiceRef) -> Result<ServiceSummary, ManagerError> {
     let state = m.read().await?;
-    Ok(summary(&state, find(&state, &r.service)?))
+    Ok(summary(
+        &state,
+        super::lookup::<Service>(&state, &r.service)?,
+    ))
 }
 
 pub(super) async fn scale(
@@ -250,7 +228,7 @@ pub(super) async fn scale(
     let mut attempt = 0;
     loop {
         attempt += 1;
-        let mut s = find(&*m.read().await?, &r.service)?.clone();
+        let mut s = super::lookup::<Service>(&*m.read().await?, &r.service)?.clone();
         if s.spec.mode == ServiceMode::Global {
             return Err(invalid(format!(
                 "service {} is global: scale can only be used with replicated mode",
@@ -272,7 +250,7 @@ pub(super) async fn scale(
         {
             Ok(_) => {
                 let state = m.read().await?;
-                return Ok(summary(&state, find(&state, &id)?));
+                return Ok(summary(&state, super::lookup::<Service>(&state, &id)?));
             }
             Err(ManagerError::Rejected(crate::model::ApplyError::VersionMismatch { .. }))
                 if attempt < CAS_ATTEMPTS => {}
@@ -286,7 +264,7 @@ pub(super) async fn scale(
 pub(super) async fn remove(m: &Manager, r: &ServiceRef) -> Result<String, ManagerError> {
     let (id, version) = {
         let state = m.read().await?;
-        let s = find(&state, &r.service)?;
+        let s = super::lookup::<Service>(&state, &r.service)?;
         (s.id.clone(), s.version)
     };
     m.propose(Command::RemoveService {
@@ -304,7 +282,7 @@ pub(super) async fn tasks(
     let state = m.read().await?;
     let only = match r.service.as_str() {
         "" => None,
-        key => Some(find(&state, key)?.id.clone()),
+        key => Some(super::lookup::<Service>(&state, key)?.id.clone()),
     };
     Ok(state
         .tasks
