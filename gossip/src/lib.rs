@@ -86,6 +86,13 @@ pub struct GossipConfig {
     pub probe_rtt: Duration,
     /// A suspected member is declared down after this.
     pub suspect_to_down: Duration,
+    /// Every this often, the whole table is pushed to one random member:
+    /// anti-entropy for anything the bounded retransmissions missed.
+    pub sync_interval: Duration,
+    /// The network namespace new TCP connections must be made in, when the
+    /// member does not live in the namespace of the process (the lab runs
+    /// several members in one process); `None`: the process's own.
+    pub netns: Option<std::path::PathBuf>,
 }
 
 impl GossipConfig {
@@ -98,6 +105,8 @@ impl GossipConfig {
             probe_period: c.probe_period,
             probe_rtt: c.probe_rtt,
             suspect_to_down: c.suspect_to_down_after,
+            sync_interval: Duration::from_secs(2),
+            netns: None,
         }
     }
 
@@ -163,6 +172,8 @@ impl foca::BroadcastHandler<Member> for Handler {
 
 enum Input {
     Data(Bytes),
+    /// Push the table to one random member (anti-entropy).
+    Sync,
     Timer(Timer<Member>),
     Announce(SocketAddr),
     Broadcast(Vec<u8>),
@@ -268,6 +279,20 @@ impl Gossip {
                 }
             }));
         }
+        // Anti-entropy ticker.
+        {
+            let (tx, every) = (tx.clone(), cfg.sync_interval);
+            tasks.push(tokio::spawn(async move {
+                let mut tick = tokio::time::interval(every);
+                loop {
+                    tick.tick().await;
+                    if tx.send(Input::Sync).is_err() {
+                        return;
+                    }
+                }
+            }));
+        }
+        let netns = cfg.netns.clone();
         // The member itself: foca driven by one task.
         {
             let (shared, tx2) = (Arc::clone(&shared), tx.clone());
@@ -288,9 +313,25 @@ impl Gossip {
                             foca.announce(dst, &mut rt)
                         }
                         Input::Broadcast(data) => foca.add_broadcast(&data).map(drop),
+                        Input::Sync => {
+                            let members: Vec<SocketAddr> =
+                                lock(&shared).members.values().copied().collect();
+                            if !members.is_empty() {
+                                let to = members[rand::random_range(0..members.len())];
+                                let records: Vec<Record> =
+                                    lock(&shared).table.records().cloned().collect();
+                                let netns = netns.clone();
+                                tokio::spawn(async move {
+                                    if let Err(e) = push_sync(to, &records, netns).await {
+                                        tracing::debug!(%to, error = %e, "gossip anti-entropy push");
+                                    }
+                                });
+                            }
+                            Ok(())
+                        }
                         Input::Leave => {
                             let r = foca.leave_cluster(&mut rt);
-                            drain(&mut rt, &udp, &tx2, &shared, &changed_tx).await;
+                            drain(&mut rt, &udp, &tx2, &shared, &changed_tx, &netns).await;
                             if let Err(e) = r {
                                 tracing::debug!(error = %e, "leaving the gossip cluster");
                             }
@@ -300,7 +341,7 @@ impl Gossip {
                     if let Err(e) = result {
                         tracing::debug!(error = %e, "gossip message refused");
                     }
-                    drain(&mut rt, &udp, &tx2, &shared, &changed_tx).await;
+                    drain(&mut rt, &udp, &tx2, &shared, &changed_tx, &netns).await;
                 }
             }));
         }
@@ -389,6 +430,7 @@ async fn drain(
     tx: &mpsc::UnboundedSender<Input>,
     shared: &Arc<Mutex<Shared>>,
     changed: &watch::Sender<u64>,
+    netns: &Option<std::path::PathBuf>,
 ) {
     while let Some((to, data)) = rt.to_send() {
         if let Err(e) = udp.send_to(&data, to.addr).await {
@@ -410,8 +452,9 @@ async fn drain(
                 // Push the whole table: the newcomer learns every endpoint
                 // at once instead of waiting for retransmissions.
                 let records: Vec<Record> = lock(shared).table.records().cloned().collect();
+                let netns = netns.clone();
                 tokio::spawn(async move {
-                    if let Err(e) = push_sync(m.addr, &records).await {
+                    if let Err(e) = push_sync(m.addr, &records, netns).await {
                         tracing::debug!(to = %m.addr, error = %e, "gossip sync push");
                     }
                 });
@@ -436,13 +479,43 @@ async fn drain(
     }
 }
 
-async fn push_sync(to: SocketAddr, records: &[Record]) -> std::io::Result<()> {
+async fn push_sync(
+    to: SocketAddr,
+    records: &[Record],
+    netns: Option<std::path::PathBuf>,
+) -> std::io::Result<()> {
     let data = postcard::to_allocvec(records).map_err(std::io::Error::other)?;
-    let mut s = tokio::time::timeout(Duration::from_secs(3), TcpStream::connect(to))
-        .await
-        .map_err(|_| std::io::Error::new(std::io::ErrorKind::TimedOut, "connect"))??;
+    let s = match netns {
+        None => tokio::time::timeout(Duration::from_secs(3), TcpStream::connect(to))
+            .await
+            .map_err(|_| std::io::Error::new(std::io::ErrorKind::TimedOut, "connect"))??,
+        Some(ns) => TcpStream::from_std(connect_in(ns, to).await?)?,
+    };
+    let mut s = s;
     s.write_all(&data).await?;
     s.shutdown().await
+}
+
+/// Connects from inside the namespace `ns`: on a fresh thread, since
+/// `setns` changes only the calling thread, which then ends.
+async fn connect_in(
+    ns: std::path::PathBuf,
+    to: SocketAddr,
+) -> std::io::Result<std::net::TcpStream> {
+    let (tx, rx) = tokio::sync::oneshot::channel();
+    std::thread::spawn(move || {
+        let r = (|| {
+            let f = std::fs::File::open(&ns)?;
+            nix::sched::setns(&f, nix::sched::CloneFlags::CLONE_NEWNET)
+                .map_err(std::io::Error::from)?;
+            let s = std::net::TcpStream::connect_timeout(&to, Duration::from_secs(3))?;
+            s.set_nonblocking(true)?;
+            Ok(s)
+        })();
+        let _gone = tx.send(r);
+    });
+    rx.await
+        .map_err(|_| std::io::Error::other("connect thread died"))?
 }
 
 async fn receive_sync(s: TcpStream) -> std::io::Result<Vec<Record>> {

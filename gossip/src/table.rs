@@ -49,9 +49,14 @@ pub struct Record {
 
 impl Record {
     /// Whether `self` replaces `other` (same key assumed). Ties on the
-    /// version are broken by origin so every node picks the same winner.
+    /// version are broken by origin so every node picks the same winner,
+    /// then in favour of the tombstone: a node that dropped a dead member's
+    /// endpoint keeps its version, and that tombstone, pushed to a newcomer
+    /// in a full-table sync, must win over the live copy whatever arrives
+    /// first.
     pub fn supersedes(&self, other: &Record) -> bool {
-        (self.version, &self.origin) > (other.version, &other.origin)
+        (self.version, &self.origin, self.endpoint.is_none())
+            > (other.version, &other.origin, other.endpoint.is_none())
     }
 }
 
@@ -157,6 +162,22 @@ mod tests {
             "down node's copy revived it"
         );
         assert_eq!(t.endpoints().count(), 0);
+    }
+
+    /// Found by `merge_order_does_not_matter`: a local tombstone and the
+    /// live record it replaced share version and origin.
+    #[test]
+    fn a_tombstone_wins_a_tie_in_either_order() {
+        let e = ep("n", 3, "o1");
+        let live = rec(Some(e.clone()), e.key(), "o1", 2);
+        let dead = rec(None, e.key(), "o1", 2);
+        let (mut a, mut b) = (Table::default(), Table::default());
+        a.merge(live.clone());
+        a.merge(dead.clone());
+        b.merge(dead);
+        b.merge(live);
+        assert_eq!(a, b);
+        assert_eq!(a.endpoints().count(), 0);
     }
 
     fn arb_record() -> impl Strategy<Value = Record> {

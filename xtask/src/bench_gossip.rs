@@ -21,7 +21,8 @@ fn start(lab: &Lab, k: usize, n: usize) -> anyhow::Result<(Gossip, GossipConfig)
             std::net::TcpListener::bind(addr)?,
         ))
     })??;
-    let cfg = GossipConfig::lan(format!("node{k}"), addr, n as u32);
+    let mut cfg = GossipConfig::lan(format!("node{k}"), addr, n as u32);
+    cfg.netns = Some(shoal_lab::netns::netns_path(lab.node(k).netns()));
     Ok((Gossip::start(cfg.clone(), udp, tcp, n as u32)?, cfg))
 }
 
