@@ -21,11 +21,11 @@ use shoal_api::{
     node::v1::{
         InfoReply, InfoRequest, ProtoCounter, ReasonCounter, StatsReply, StatsRequest,
         SwarmInitReply, SwarmInitRequest, SwarmJoinReply, SwarmJoinRequest, SwarmLeaveReply,
-        SwarmLeaveRequest,
+        SwarmLeaveRequest, SwarmUnlockReply, SwarmUnlockRequest, UnlockKeyReply, UnlockKeyRequest,
         node_server::{Node, NodeServer},
     },
 };
-use shoal_controlplane::manager::{Api, not_a_manager};
+use shoal_controlplane::manager::Api;
 use tokio::net::{UnixListener, UnixStream};
 use tokio_stream::wrappers::UnixListenerStream;
 use tonic::{Request, Response, Status};
@@ -93,7 +93,7 @@ impl<S: StatsSource> NodeApi<S> {
 }
 
 /// The cluster `Control` API on the local socket: served by this node's
-/// manager, or refused with docker's words on a worker.
+/// manager, or refused with docker's words on a worker or a locked manager.
 #[derive(Clone)]
 pub struct LocalControl {
     swarm: Arc<Swarm>,
@@ -101,11 +101,7 @@ pub struct LocalControl {
 
 impl LocalControl {
     async fn api(&self) -> Result<Api, Status> {
-        self.swarm
-            .manager()
-            .await
-            .map(Api)
-            .ok_or_else(not_a_manager)
+        Ok(Api(self.swarm.manager().await?))
     }
 }
 
@@ -279,6 +275,22 @@ impl<S: StatsSource> Node for NodeApi<S> {
     ) -> Result<Response<SwarmLeaveReply>, Status> {
         self.swarm.leave(req.into_inner().force).await?;
         Ok(Response::new(SwarmLeaveReply {}))
+    }
+
+    async fn swarm_unlock(
+        &self,
+        req: Request<SwarmUnlockRequest>,
+    ) -> Result<Response<SwarmUnlockReply>, Status> {
+        self.swarm.unlock(&req.into_inner().key).await?;
+        Ok(Response::new(SwarmUnlockReply {}))
+    }
+
+    async fn unlock_key(
+        &self,
+        req: Request<UnlockKeyRequest>,
+    ) -> Result<Response<UnlockKeyReply>, Status> {
+        let key = self.swarm.unlock_key(req.into_inner().rotate).await?;
+        Ok(Response::new(UnlockKeyReply { key }))
     }
 
     async fn stats(&self, _: Request<StatsRequest>) -> Result<Response<StatsReply>, Status> {

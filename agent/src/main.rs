@@ -2,6 +2,7 @@
 //! TC programs to the node's data interface and serves the local node API.
 
 mod api;
+mod autolock;
 mod datapath;
 mod swarm;
 

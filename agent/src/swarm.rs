@@ -5,7 +5,9 @@
 //!
 //! On disk, under `<state-dir>/swarm/`: `node.json` (ids, role, addresses),
 //! `key.pem` (0600), `cert.pem`, `ca.pem`, and on managers `store.key` (0600,
-//! the key-encryption key of the Raft store) and `raft/`.
+//! the key-encryption key of the Raft store) and `raft/`. An autolocked
+//! manager keeps neither `store.key` nor `key.pem`, only `key.sealed`: see
+//! [`crate::autolock`].
 
 use std::{
     net::{IpAddr, SocketAddr},
@@ -28,15 +30,18 @@ use shoal_ca::{
     bootstrap_client_config, client_config, generate_node_id,
 };
 use shoal_controlplane::{
-    StoreKey,
-    manager::{Manager, ManagerConfig, ManagerError, transport},
+    StoreError, StoreKey,
+    manager::{Manager, ManagerConfig, ManagerError, not_a_manager, transport},
     model::{
-        Availability, Cluster, ClusterSettings, JoinTokens as StoredTokens, Labels, Node,
+        Availability, Cluster, ClusterSettings, Command, JoinTokens as StoredTokens, Labels, Node,
         NodeRole as ModelRole, NodeState, RootCaKeys, SecretString,
     },
+    store::{CryptoError, UnlockKey, UnlockKeyError},
 };
 use tokio::{sync::Mutex, task::JoinHandle};
 use tonic::Status;
+
+use crate::autolock::{self, KeyFiles, Keys, LOCKED_MESSAGE, SharedKeys};
 
 #[derive(Debug, thiserror::Error)]
 pub enum SwarmError {
@@ -47,6 +52,37 @@ pub enum SwarmError {
     AlreadyActive,
     #[error("This node is not part of a swarm")]
     NotActive,
+    #[error("{LOCKED_MESSAGE}")]
+    Locked,
+    #[error(
+        "swarm is not locked: `shoal swarm unlock` is only needed after an autolocked manager \
+         restarts"
+    )]
+    NotLocked,
+    /// Stands for the control plane's own "not a swarm manager" answer.
+    #[error("this node is not a swarm manager")]
+    NotManager,
+    #[error(transparent)]
+    BadUnlockKey(#[from] UnlockKeyError),
+    #[error(
+        "invalid key: the unlock key is not correct for this node; give the key \
+         `shoal swarm unlock-key` prints on an unlocked manager (a manager that stopped just \
+         after a rotation may still need the previous key)"
+    )]
+    WrongUnlockKey,
+    #[error(
+        "no unlock key is set: autolock is off for this swarm; turn it on with \
+         `shoal swarm update --autolock=true`"
+    )]
+    NoUnlockKey,
+    #[error("the cluster's stored unlock key is unreadable")]
+    StoredUnlockKey(#[source] UnlockKeyError),
+    #[error("{path}: cannot seal or open the TLS key")]
+    Seal {
+        path: PathBuf,
+        #[source]
+        source: CryptoError,
+    },
     #[error("{field}: {reason}")]
     Invalid { field: &'static str, reason: String },
     #[error(
@@ -81,10 +117,16 @@ impl From<SwarmError> for Status {
     fn from(e: SwarmError) -> Self {
         let msg = chain(&e);
         match e {
-            SwarmError::AlreadyActive | SwarmError::NotActive | SwarmError::ManagerLeave => {
-                Status::failed_precondition(msg)
-            }
-            SwarmError::Invalid { .. } => Status::invalid_argument(msg),
+            SwarmError::AlreadyActive
+            | SwarmError::NotActive
+            | SwarmError::ManagerLeave
+            | SwarmError::Locked
+            | SwarmError::NotLocked
+            | SwarmError::NoUnlockKey => Status::failed_precondition(msg),
+            SwarmError::NotManager => not_a_manager(),
+            SwarmError::Invalid { .. }
+            | SwarmError::BadUnlockKey(_)
+            | SwarmError::WrongUnlockKey => Status::invalid_argument(msg),
             SwarmError::Unreachable { .. } => Status::unavailable(msg),
             SwarmError::JoinRefused(_) => Status::permission_denied(msg),
             SwarmError::Manager(m) => m.into(),
@@ -93,7 +135,7 @@ impl From<SwarmError> for Status {
     }
 }
 
-fn chain(e: &dyn std::error::Error) -> String {
+pub(crate) fn chain(e: &dyn std::error::Error) -> String {
     let mut s = e.to_string();
     let mut src = e.source();
     while let Some(c) = src {
@@ -120,10 +162,33 @@ struct NodeFile {
     snapshot_interval: u64,
 }
 
+/// This node's part in a swarm.
+enum Membership {
+    None,
+    /// An autolocked manager after a restart: nothing runs until `swarm
+    /// unlock` gives the key that opens its store.
+    Locked(NodeFile),
+    Active(Active),
+}
+
 struct Active {
     file: NodeFile,
     manager: Option<Arc<Manager>>,
-    heartbeats: JoinHandle<()>,
+    /// A manager's store and TLS keys (autolock).
+    keys: Option<SharedKeys>,
+    /// Heartbeats, and on a manager the unlock-key follower.
+    tasks: Vec<JoinHandle<()>>,
+}
+
+impl Active {
+    async fn stop(self) {
+        for t in &self.tasks {
+            t.abort();
+        }
+        if let Some(m) = self.manager {
+            m.shutdown().await;
+        }
+    }
 }
 
 pub struct Swarm {
@@ -131,7 +196,7 @@ pub struct Swarm {
     hostname: String,
     /// The data interface's address: the default advertise address.
     default_ip: Option<IpAddr>,
-    active: Mutex<Option<Active>>,
+    state: Mutex<Membership>,
 }
 
 impl Swarm {
@@ -140,8 +205,12 @@ impl Swarm {
             dir: state_dir.join("swarm"),
             hostname,
             default_ip,
-            active: Mutex::new(None),
+            state: Mutex::new(Membership::None),
         }
+    }
+
+    fn key_files(&self) -> KeyFiles {
+        KeyFiles::new(&self.dir)
     }
 
     /// Picks the membership up again after a restart, from disk alone.
@@ -155,22 +224,126 @@ impl Swarm {
                 path: path.clone(),
                 source,
             })?;
-        let (identity, ca) = self.load_identity()?;
-        let manager = match file.raft_id {
-            Some(raft_id) => Some(
-                self.start_manager(&file, raft_id, read_key(&self.dir)?)
-                    .await?,
-            ),
-            None => None,
+        let files = self.key_files();
+        let mut state = self.state.lock().await;
+        let Some(raft_id) = file.raft_id else {
+            let (identity, ca) = self.load_identity(&files.tls_key(None)?)?;
+            tracing::info!(node = %file.node_id, role = ?file.role, "resumed swarm membership");
+            *state = Membership::Active(self.spawn_session(file, identity, ca, None, None));
+            return Ok(());
         };
+        // Without store.key, or with one a lock cut short left stale (the
+        // plaintext TLS key goes before it), only the operator's key opens
+        // the store.
+        let manager = match files.store_key()? {
+            Some(store_key) if files.has_plain_tls_key() => {
+                let tls = files.tls_key(None)?;
+                match self.start_manager(&file, raft_id, store_key, &tls).await {
+                    Ok(m) => Some((m, tls)),
+                    Err(SwarmError::Manager(ManagerError::Store(StoreError::WrongKey {
+                        ..
+                    }))) => None,
+                    Err(e) => return Err(e),
+                }
+            }
+            _ => None,
+        };
+        let Some((manager, tls)) = manager else {
+            tracing::warn!(
+                node = %file.node_id,
+                "this manager is autolocked: give its unlock key with `shoal swarm unlock`"
+            );
+            *state = Membership::Locked(file);
+            return Ok(());
+        };
+        let (identity, ca) = self.load_identity(&tls)?;
+        let keys = Keys::new(files, tls, None);
         tracing::info!(node = %file.node_id, role = ?file.role, "resumed swarm membership");
-        self.activate(file, identity, ca, manager).await;
+        *state =
+            Membership::Active(self.spawn_session(file, identity, ca, Some(manager), Some(keys)));
         Ok(())
     }
 
+    /// `shoal swarm unlock`: opens a restarted autolocked manager with the
+    /// operator's key and starts it.
+    pub async fn unlock(&self, key: &str) -> Result<(), SwarmError> {
+        let mut state = self.state.lock().await;
+        let file = match &*state {
+            Membership::Locked(file) => file.clone(),
+            Membership::None => return Err(SwarmError::NotActive),
+            Membership::Active(_) => return Err(SwarmError::NotLocked),
+        };
+        let Some(raft_id) = file.raft_id else {
+            return Err(SwarmError::NotLocked);
+        };
+        let key = UnlockKey::parse(key)?;
+        let kek = key.kek();
+        let files = self.key_files();
+        let tls = files.tls_key(Some(&kek))?;
+        // The store decides: the TLS key may be readable under a key the
+        // store no longer opens with (a rotation cut short).
+        let manager = match self.start_manager(&file, raft_id, kek, &tls).await {
+            Err(SwarmError::Manager(ManagerError::Store(StoreError::WrongKey { .. }))) => {
+                return Err(SwarmError::WrongUnlockKey);
+            }
+            other => other?,
+        };
+        let (identity, ca) = self.load_identity(&tls)?;
+        let keys = Keys::new(files, tls, Some(key));
+        tracing::info!(node = %file.node_id, "swarm unlocked");
+        *state =
+            Membership::Active(self.spawn_session(file, identity, ca, Some(manager), Some(keys)));
+        Ok(())
+    }
+
+    /// `shoal swarm unlock-key [--rotate]`: the cluster's unlock key, read
+    /// (and replaced) through this manager.
+    pub async fn unlock_key(&self, rotate: bool) -> Result<String, SwarmError> {
+        // Not held across Raft: `info` must answer while a write waits.
+        let (manager, keys) = match &*self.state.lock().await {
+            Membership::None => return Err(SwarmError::NotActive),
+            Membership::Locked(_) => return Err(SwarmError::Locked),
+            Membership::Active(a) => match (&a.manager, &a.keys) {
+                (Some(m), Some(k)) => (m.clone(), k.clone()),
+                _ => return Err(SwarmError::NotManager),
+            },
+        };
+        let mut cluster = manager
+            .read()
+            .await?
+            .clusters
+            .values()
+            .next()
+            .cloned()
+            .ok_or(ManagerError::NoCluster)?;
+        if cluster.unlock_key.0.is_empty() {
+            return Err(SwarmError::NoUnlockKey);
+        }
+        if !rotate {
+            return Ok(cluster.unlock_key.0);
+        }
+        let fresh = UnlockKey::generate().format();
+        let version = cluster.version;
+        cluster.unlock_key = SecretString(fresh.clone());
+        manager
+            .propose(Command::UpdateCluster {
+                id: cluster.id.clone(),
+                expected_version: version,
+                cluster,
+            })
+            .await?;
+        // Rewrapped before the operator sees the new key, so that this
+        // manager opens with it from now on. The linearizable read makes the
+        // local state hold the write, which `sync` reads.
+        drop(manager.read().await?);
+        autolock::sync(&keys, &manager).await?;
+        tracing::info!("unlock key rotated");
+        Ok(fresh)
+    }
+
     pub async fn init(&self, r: SwarmInitRequest) -> Result<SwarmInitReply, SwarmError> {
-        let mut active = self.active.lock().await;
-        if active.is_some() {
+        let mut state = self.state.lock().await;
+        if !matches!(*state, Membership::None) {
             return Err(SwarmError::AlreadyActive);
         }
         let listen = parse_listen(&r.listen_addr)?;
@@ -198,12 +371,9 @@ impl Swarm {
         if r.snapshot_interval != 0 {
             settings.snapshot_interval = r.snapshot_interval;
         }
-        if r.autolock {
-            return Err(invalid(
-                "--autolock",
-                "autolock is not available yet; init without it",
-            ));
-        }
+        settings.autolock = r.autolock;
+        // With autolock the store's KEK is the unlock key, never on disk.
+        let unlock = r.autolock.then(UnlockKey::generate);
 
         let cluster_id = generate_node_id();
         let ca = RootCa::generate(&cluster_id, shoal_ca::DEFAULT_ROOT_CA_VALIDITY)?;
@@ -218,12 +388,19 @@ impl Swarm {
         )?;
         let tokens = JoinTokens::generate(&ca.digest());
         std::fs::create_dir_all(&self.dir).map_err(io(&self.dir))?;
-        write(&self.dir.join("key.pem"), key.to_pem().as_bytes(), 0o600)?;
+        let files = self.key_files();
+        let store_key = match &unlock {
+            Some(u) => u.kek(),
+            None => {
+                let k = StoreKey::generate();
+                files.write_store_key(&k)?;
+                k
+            }
+        };
+        files.write_tls_key(&key, unlock.as_ref().map(|_| &store_key))?;
         write(&self.dir.join("cert.pem"), cert.as_bytes(), 0o644)?;
         write(&self.dir.join("ca.pem"), ca.cert_pem().as_bytes(), 0o644)?;
-        let store_key = StoreKey::generate();
-        write(&self.dir.join("store.key"), store_key.as_bytes(), 0o600)?;
-        let (identity, ca_cert) = self.load_identity()?;
+        let (identity, ca_cert) = self.load_identity(&key)?;
 
         let file = NodeFile {
             node_id: node_id.clone(),
@@ -237,7 +414,7 @@ impl Swarm {
             snapshot_interval: settings.snapshot_interval,
         };
         let manager = self
-            .start_manager(&file, file.raft_id.unwrap_or_default(), store_key)
+            .start_manager(&file, file.raft_id.unwrap_or_default(), store_key, &key)
             .await?;
         let cluster = Cluster {
             id: cluster_id.clone(),
@@ -253,6 +430,7 @@ impl Swarm {
                 key_pem: SecretString(ca.key_pem().to_string()),
             },
             removed_nodes: Default::default(),
+            unlock_key: SecretString(unlock.as_ref().map(UnlockKey::format).unwrap_or_default()),
         };
         let me = self.node_object(&node_id, ModelRole::Manager, &advertise);
         if let Err(e) = manager.bootstrap(cluster, me).await {
@@ -261,21 +439,32 @@ impl Swarm {
             return Err(e.into());
         }
         self.save(&file)?;
-        *active = Some(self.spawn_session(file, identity, ca_cert, Some(manager)));
-        tracing::info!(node = %node_id, cluster = %cluster_id, %advertise, "swarm initialised");
+        let unlock_key = unlock.as_ref().map(UnlockKey::format).unwrap_or_default();
+        let keys = Keys::new(files, key, unlock);
+        *state = Membership::Active(self.spawn_session(
+            file,
+            identity,
+            ca_cert,
+            Some(manager),
+            Some(keys),
+        ));
+        tracing::info!(
+            node = %node_id, cluster = %cluster_id, %advertise, autolock = r.autolock,
+            "swarm initialised"
+        );
         Ok(SwarmInitReply {
             node_id,
             cluster_id,
             worker_token: tokens.get(NodeRole::Worker).to_string(),
             manager_token: tokens.get(NodeRole::Manager).to_string(),
-            unlock_key: String::new(),
+            unlock_key,
             advertise_addr: advertise,
         })
     }
 
     pub async fn join(&self, r: SwarmJoinRequest) -> Result<SwarmJoinReply, SwarmError> {
-        let mut active = self.active.lock().await;
-        if active.is_some() {
+        let mut state = self.state.lock().await;
+        if !matches!(*state, Membership::None) {
             return Err(SwarmError::AlreadyActive);
         }
         let token =
@@ -318,10 +507,14 @@ impl Swarm {
             .into_inner();
 
         std::fs::create_dir_all(&self.dir).map_err(io(&self.dir))?;
-        write(&self.dir.join("key.pem"), key.to_pem().as_bytes(), 0o600)?;
+        // Plaintext even when the cluster is autolocked: this manager learns
+        // the unlock key from the replicated state, then seals both keys
+        // (docker's joining managers do the same).
+        let files = self.key_files();
+        files.write_tls_key(&key, None)?;
         write(&self.dir.join("cert.pem"), reply.cert_pem.as_bytes(), 0o644)?;
         write(&self.dir.join("ca.pem"), reply.ca_pem.as_bytes(), 0o644)?;
-        let (identity, ca) = self.load_identity()?;
+        let (identity, ca) = self.load_identity(&key)?;
         let role = match identity.role() {
             NodeRole::Manager => ModelRole::Manager,
             NodeRole::Worker => ModelRole::Worker,
@@ -341,24 +534,24 @@ impl Swarm {
             heartbeat_secs: reply.heartbeat_secs.max(1),
             snapshot_interval: shoal_controlplane::raft::DEFAULT_SNAPSHOT_INTERVAL,
         };
-        let manager = if role == ModelRole::Manager {
+        let (manager, keys) = if role == ModelRole::Manager {
             let store_key = StoreKey::generate();
-            write(&self.dir.join("store.key"), store_key.as_bytes(), 0o600)?;
+            files.write_store_key(&store_key)?;
             let raft_id = rand::random();
             file.raft_id = Some(raft_id);
-            let m = self.start_manager(&file, raft_id, store_key).await?;
+            let m = self.start_manager(&file, raft_id, store_key, &key).await?;
             if let Err(e) = m.join_raft(&remote).await {
                 m.shutdown().await;
                 let _ = std::fs::remove_dir_all(&self.dir);
                 return Err(e.into());
             }
-            Some(m)
+            (Some(m), Some(Keys::new(files, key, None)))
         } else {
-            None
+            (None, None)
         };
         self.save(&file)?;
         tracing::info!(node = %reply.node_id, role = %reply.role, "joined the swarm");
-        *active = Some(self.spawn_session(file, identity, ca, manager));
+        *state = Membership::Active(self.spawn_session(file, identity, ca, manager, keys));
         Ok(SwarmJoinReply {
             node_id: reply.node_id,
             role: reply.role,
@@ -366,43 +559,60 @@ impl Swarm {
     }
 
     pub async fn leave(&self, force: bool) -> Result<(), SwarmError> {
-        let mut active = self.active.lock().await;
-        let Some(a) = active.as_ref() else {
-            return Err(SwarmError::NotActive);
-        };
-        if let Some(m) = &a.manager {
-            if !force {
-                return Err(SwarmError::ManagerLeave);
+        let mut state = self.state.lock().await;
+        match &*state {
+            Membership::None => return Err(SwarmError::NotActive),
+            // A locked manager cannot leave Raft: the others keep it as a
+            // member until `node demote`/`node rm` on one of them.
+            Membership::Locked(_) if !force => return Err(SwarmError::ManagerLeave),
+            Membership::Locked(_) => {}
+            Membership::Active(a) => {
+                if let Some(m) = &a.manager {
+                    if !force {
+                        return Err(SwarmError::ManagerLeave);
+                    }
+                    // Best effort: a forced leave must work even without a quorum.
+                    if let Err(e) = m.remove_manager(m.raft_id()).await {
+                        tracing::warn!(error = %e, "leaving Raft");
+                    }
+                }
             }
-            // Best effort: a forced leave must work even without a quorum.
-            if let Err(e) = m.remove_manager(m.raft_id()).await {
-                tracing::warn!(error = %e, "leaving Raft");
-            }
-            m.shutdown().await;
         }
-        a.heartbeats.abort();
-        *active = None;
+        if let Membership::Active(a) = std::mem::replace(&mut *state, Membership::None) {
+            a.stop().await;
+        }
         std::fs::remove_dir_all(&self.dir).map_err(io(&self.dir))?;
         tracing::info!("left the swarm");
         Ok(())
     }
 
-    /// The manager running in this process, if this node is one.
-    pub async fn manager(&self) -> Option<Arc<Manager>> {
-        self.active
-            .lock()
-            .await
-            .as_ref()
-            .and_then(|a| a.manager.clone())
+    /// The manager running in this process, for the cluster API: refused
+    /// with docker's words on a worker, and on a locked manager.
+    pub async fn manager(&self) -> Result<Arc<Manager>, SwarmError> {
+        match &*self.state.lock().await {
+            Membership::Locked(_) => Err(SwarmError::Locked),
+            Membership::Active(Active {
+                manager: Some(m), ..
+            }) => Ok(m.clone()),
+            _ => Err(SwarmError::NotManager),
+        }
     }
 
     pub async fn info(&self) -> SwarmInfo {
-        match self.active.lock().await.as_ref() {
-            None => SwarmInfo {
+        match &*self.state.lock().await {
+            Membership::None => SwarmInfo {
                 state: "inactive".into(),
                 ..Default::default()
             },
-            Some(a) => SwarmInfo {
+            Membership::Locked(file) => SwarmInfo {
+                state: "locked".into(),
+                node_id: file.node_id.clone(),
+                cluster_id: file.cluster_id.clone(),
+                role: "manager".into(),
+                managers: file.managers.clone(),
+                error: String::new(),
+            },
+            Membership::Active(a) => SwarmInfo {
                 state: "active".into(),
                 node_id: a.file.node_id.clone(),
                 cluster_id: a.file.cluster_id.clone(),
@@ -423,22 +633,10 @@ impl Swarm {
     }
 
     pub async fn shutdown(&self) {
-        if let Some(a) = self.active.lock().await.take() {
-            a.heartbeats.abort();
-            if let Some(m) = a.manager {
-                m.shutdown().await;
-            }
+        let mut state = self.state.lock().await;
+        if let Membership::Active(a) = std::mem::replace(&mut *state, Membership::None) {
+            a.stop().await;
         }
-    }
-
-    async fn activate(
-        &self,
-        file: NodeFile,
-        identity: NodeIdentity,
-        ca: CaCert,
-        manager: Option<Arc<Manager>>,
-    ) {
-        *self.active.lock().await = Some(self.spawn_session(file, identity, ca, manager));
     }
 
     async fn start_manager(
@@ -446,9 +644,10 @@ impl Swarm {
         file: &NodeFile,
         raft_id: u64,
         store_key: StoreKey,
+        tls: &NodeKey,
     ) -> Result<Arc<Manager>, SwarmError> {
         // The manager gets its own copy of the identity (keys are not Clone).
-        let (identity, ca) = self.load_identity()?;
+        let (identity, ca) = self.load_identity(tls)?;
         Ok(Manager::start(ManagerConfig {
             raft_dir: self.dir.join("raft"),
             store_key,
@@ -468,12 +667,22 @@ impl Swarm {
         identity: NodeIdentity,
         ca: CaCert,
         manager: Option<Arc<Manager>>,
+        keys: Option<SharedKeys>,
     ) -> Active {
-        let heartbeats = tokio::spawn(session(file.clone(), identity, ca, manager.clone()));
+        let mut tasks = vec![tokio::spawn(session(
+            file.clone(),
+            identity,
+            ca,
+            manager.clone(),
+        ))];
+        if let (Some(m), Some(k)) = (&manager, &keys) {
+            tasks.push(tokio::spawn(autolock::follow(k.clone(), m.clone())));
+        }
         Active {
             file,
             manager,
-            heartbeats,
+            keys,
+            tasks,
         }
     }
 
@@ -516,7 +725,9 @@ impl Swarm {
             })
     }
 
-    fn load_identity(&self) -> Result<(NodeIdentity, CaCert), SwarmError> {
+    /// The certificate and CA from disk, with the TLS key the caller holds
+    /// (it may be sealed on disk).
+    fn load_identity(&self, key: &NodeKey) -> Result<(NodeIdentity, CaCert), SwarmError> {
         let text = |name: &str| -> Result<String, SwarmError> {
             let p = self.dir.join(name);
             String::from_utf8(read(&p)?).map_err(|e| SwarmError::Io {
@@ -524,7 +735,7 @@ impl Swarm {
                 source: std::io::Error::new(std::io::ErrorKind::InvalidData, e),
             })
         };
-        let identity = NodeIdentity::from_pem(&text("cert.pem")?, &text("key.pem")?)?;
+        let identity = NodeIdentity::from_pem(&text("cert.pem")?, &key.to_pem())?;
         let ca = CaCert::from_pem(&text("ca.pem")?)?;
         Ok((identity, ca))
     }
@@ -643,35 +854,24 @@ fn invalid(field: &'static str, reason: &str) -> SwarmError {
     }
 }
 
-fn io(path: &Path) -> impl FnOnce(std::io::Error) -> SwarmError + '_ {
+pub(crate) fn io(path: &Path) -> impl FnOnce(std::io::Error) -> SwarmError + '_ {
     move |source| SwarmError::Io {
         path: path.to_owned(),
         source,
     }
 }
 
-fn read(path: &Path) -> Result<Vec<u8>, SwarmError> {
+pub(crate) fn read(path: &Path) -> Result<Vec<u8>, SwarmError> {
     std::fs::read(path).map_err(io(path))
 }
 
-fn read_key(dir: &Path) -> Result<StoreKey, SwarmError> {
-    let path = dir.join("store.key");
-    let bytes = read(&path)?;
-    let arr: [u8; StoreKey::LEN] = bytes.try_into().map_err(|_| SwarmError::Io {
-        path: path.clone(),
-        source: std::io::Error::new(
-            std::io::ErrorKind::InvalidData,
-            "store.key has the wrong length",
-        ),
-    })?;
-    Ok(StoreKey::from_bytes(arr))
-}
-
 /// Writes a whole file with `mode` from the start (no window where a key is
-/// world-readable).
-fn write(path: &Path, data: &[u8], mode: u32) -> Result<(), SwarmError> {
+/// world-readable), replacing it atomically.
+pub(crate) fn write(path: &Path, data: &[u8], mode: u32) -> Result<(), SwarmError> {
     use std::io::Write;
-    let tmp = path.with_extension("tmp");
+    let mut tmp = path.as_os_str().to_owned();
+    tmp.push(".tmp");
+    let tmp = PathBuf::from(tmp);
     let mut f = std::fs::OpenOptions::new()
         .write(true)
         .create(true)

@@ -1,12 +1,18 @@
-//! `shoal swarm …`: init, join, join-token and leave, with docker's flags and
-//! docker's words.
+//! `shoal swarm …`: init, join, join-token, leave, unlock and unlock-key,
+//! with docker's flags and docker's words.
 
-use std::time::Duration;
+use std::{
+    io::{BufRead, IsTerminal, Write},
+    time::Duration,
+};
 
 use clap::{Args, Subcommand, ValueEnum};
 use shoal_api::{
     cluster::v1::{JoinTokenRequest, NodeRef},
-    node::v1::{InfoRequest, SwarmInitRequest, SwarmJoinRequest, SwarmLeaveRequest},
+    node::v1::{
+        InfoRequest, SwarmInitRequest, SwarmJoinRequest, SwarmLeaveRequest, SwarmUnlockRequest,
+        UnlockKeyRequest,
+    },
 };
 
 use crate::{
@@ -108,6 +114,49 @@ pub enum SwarmCmd {
         #[arg(long, short)]
         force: bool,
     },
+    /// Unlock a restarted autolocked manager; the key is read from stdin.
+    Unlock,
+    /// Manage the unlock key of an autolocked swarm.
+    UnlockKey {
+        /// Only display the key.
+        #[arg(long, short)]
+        quiet: bool,
+        /// Rotate the unlock key: managers restarted from now on need the new one.
+        #[arg(long)]
+        rotate: bool,
+    },
+}
+
+fn unlock_instructions(key: &str) -> String {
+    format!(
+        "To unlock a swarm manager after it restarts, run the `shoal swarm unlock`\n\
+         command and provide the following key:\n\n    {key}\n\n\
+         Remember to store this key in a password manager, since without it you\n\
+         will not be able to restart the manager.\n"
+    )
+}
+
+/// The unlock key from stdin: after a prompt on a terminal (as docker), else
+/// the first line, so that it can be piped in.
+fn read_unlock_key() -> anyhow::Result<String> {
+    let stdin = std::io::stdin();
+    if stdin.is_terminal() {
+        print!("Enter unlock key: ");
+        std::io::stdout().flush()?;
+    }
+    let mut line = String::new();
+    stdin
+        .lock()
+        .read_line(&mut line)
+        .map_err(|e| anyhow::anyhow!("reading the unlock key from stdin: {e}"))?;
+    let key = line.trim();
+    if key.is_empty() {
+        anyhow::bail!(
+            "no unlock key on stdin: type it at the prompt, or pipe it in \
+             (echo SWMKEY-1-… | shoal swarm unlock)"
+        );
+    }
+    Ok(key.to_owned())
 }
 
 fn whole_seconds(flag: &'static str, value: &str, min: Duration) -> Result<u64, FlagError> {
@@ -259,12 +308,7 @@ pub async fn run(host: &str, cmd: SwarmCmd) -> anyhow::Result<()> {
                  follow the instructions."
             );
             if !r.unlock_key.is_empty() {
-                println!(
-                    "\nTo unlock a swarm manager after it restarts, run `shoal swarm unlock` and \
-                     provide the following key:\n\n    {}\n\nRemember to store this key in a \
-                     password manager: without it a restarted manager cannot rejoin.",
-                    r.unlock_key
-                );
+                print!("\n{}", unlock_instructions(&r.unlock_key));
             }
             Ok(())
         }
@@ -330,6 +374,26 @@ pub async fn run(host: &str, cmd: SwarmCmd) -> anyhow::Result<()> {
             println!("Node left the swarm.");
             Ok(())
         }
+        SwarmCmd::Unlock => {
+            // Dial first: no point typing a key for a daemon that is not there.
+            let mut d = client::connect(host).await?;
+            let key = read_unlock_key()?;
+            client::call(host, d.node.swarm_unlock(SwarmUnlockRequest { key })).await?;
+            Ok(())
+        }
+        SwarmCmd::UnlockKey { quiet, rotate } => {
+            let mut d = client::connect(host).await?;
+            let r = client::call(host, d.node.unlock_key(UnlockKeyRequest { rotate })).await?;
+            if quiet {
+                println!("{}", r.key);
+                return Ok(());
+            }
+            if rotate {
+                println!("Successfully rotated manager unlock key.\n");
+            }
+            print!("{}", unlock_instructions(&r.key));
+            Ok(())
+        }
     }
 }
 
@@ -349,6 +413,16 @@ mod tests {
         };
         f(&mut a);
         init_request(&a).map_err(|e| format!("{:#}", anyhow::Error::from(e)))
+    }
+
+    #[test]
+    fn unlock_instructions_read_like_docker() {
+        let text = unlock_instructions("SWMKEY-1-abc");
+        assert!(text.starts_with(
+            "To unlock a swarm manager after it restarts, run the `shoal swarm unlock`\n\
+             command and provide the following key:\n\n    SWMKEY-1-abc\n\n"
+        ));
+        assert!(text.contains("password manager"), "{text}");
     }
 
     #[test]

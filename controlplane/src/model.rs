@@ -114,6 +114,11 @@ pub struct Cluster {
     /// Ids of removed nodes: their still-valid certificates are refused.
     #[serde(default)]
     pub removed_nodes: BTreeSet<String>,
+    /// With autolock, the operator's unlock key (`SWMKEY-1-…`), shared by
+    /// every manager: each rewraps its own store's data key with it when it
+    /// changes. Empty without autolock.
+    #[serde(default)]
+    pub unlock_key: SecretString,
 }
 
 /// PEM of the root CA certificate and its private key.

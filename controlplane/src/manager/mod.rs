@@ -127,6 +127,8 @@ pub struct ManagerConfig {
 
 pub struct Manager {
     raft: Raft,
+    /// Kept for [`Manager::rotate_store_key`] (autolock).
+    store: Store,
     reader: StateReader,
     raft_id: RaftId,
     node_id: String,
@@ -178,6 +180,7 @@ impl Manager {
         let (stop, stopped) = tokio::sync::watch::channel(false);
         let manager = Arc::new(Manager {
             raft,
+            store,
             reader,
             raft_id: cfg.raft_id,
             node_id: cfg.identity.node_id().to_owned(),
@@ -439,6 +442,12 @@ impl Manager {
             .nodes()
             .map(|(_, m)| m.addr.clone())
             .collect()
+    }
+
+    /// Rewraps this manager's store data key under `new` (autolock turned
+    /// on, or its unlock key rotated); the old key stops opening the store.
+    pub fn rotate_store_key(&self, new: &StoreKey) -> Result<(), ManagerError> {
+        Ok(self.store.rotate_kek(new)?)
     }
 
     pub fn removed_nodes(&self) -> &RemovedNodes {

@@ -14,6 +14,7 @@ fn cluster(id: &str, name: &str) -> Cluster {
         },
         root_ca: RootCaKeys::default(),
         removed_nodes: BTreeSet::new(),
+        unlock_key: SecretString::default(),
     }
 }
 

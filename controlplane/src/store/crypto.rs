@@ -57,6 +57,18 @@ impl StoreKey {
         &self.0
     }
 
+    /// Seals a small secret kept beside the store (an autolocked manager's
+    /// TLS key) under this key; `record` names it, as for store records.
+    pub fn seal(&self, record: &str, plaintext: &[u8]) -> Result<Vec<u8>, CryptoError> {
+        seal_with(&self.cipher(), record, plaintext)
+    }
+
+    /// Opens what [`StoreKey::seal`] sealed; [`CryptoError::Open`] means
+    /// another key (or another record name).
+    pub fn open(&self, record: &str, sealed: &[u8]) -> Result<Zeroizing<Vec<u8>>, CryptoError> {
+        open_with(&self.cipher(), record, sealed).map(Zeroizing::new)
+    }
+
     fn cipher(&self) -> XChaCha20Poly1305 {
         XChaCha20Poly1305::new(self.0.as_slice().into())
     }
@@ -218,6 +230,22 @@ mod tests {
             Err(CryptoError::Open { .. })
         ));
         assert_eq!(format!("{kek:?}"), "StoreKey(<redacted>)");
+        Ok(())
+    }
+
+    #[test]
+    fn kek_seals_side_secrets_bound_to_their_name() -> Result<(), CryptoError> {
+        let kek = StoreKey::generate();
+        let sealed = kek.seal("swarm/key.pem", b"pem")?;
+        assert_eq!(kek.open("swarm/key.pem", &sealed)?.as_slice(), b"pem");
+        assert!(matches!(
+            StoreKey::generate().open("swarm/key.pem", &sealed),
+            Err(CryptoError::Open { .. })
+        ));
+        assert!(matches!(
+            kek.open("keys/dek", &sealed),
+            Err(CryptoError::Open { .. })
+        ));
         Ok(())
     }
 }

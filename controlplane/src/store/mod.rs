@@ -10,6 +10,7 @@
 mod crypto;
 mod log;
 mod sm;
+mod unlock;
 
 #[cfg(test)]
 mod tests;
@@ -32,6 +33,7 @@ use self::crypto::DataKey;
 pub use self::crypto::{CryptoError, StoreKey};
 pub use self::log::LogStore;
 pub use self::sm::{StateMachineStore, StateReader};
+pub use self::unlock::{UNLOCK_KEY_PREFIX, UnlockKey, UnlockKeyError};
 use crate::raft::{Entry, RaftId};
 
 /// The store's file name inside the manager's state directory.
