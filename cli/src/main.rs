@@ -47,7 +47,7 @@ enum Cmd {
     /// Manage secrets.
     #[command(subcommand)]
     Secret(secret::SecretCmd),
-    /// Manage the swarm: init, join, join-token, leave.
+    /// Manage the swarm: init, join, join-token, leave, unlock, unlock-key.
     #[command(subcommand)]
     Swarm(swarm::SwarmCmd),
 }
