@@ -1,0 +1,182 @@
+//! The runtime's one error type.
+
+use std::io;
+use std::path::PathBuf;
+
+use nix::errno::Errno;
+use nix::sys::signal::Signal;
+
+use crate::logs::LogParseError;
+use crate::sandbox::Stage;
+
+/// Everything the exec runtime can fail at. Each message names what failed
+/// and, where there is one, the fix.
+#[derive(Debug, thiserror::Error)]
+pub enum RuntimeError {
+    /// A field of a [`TaskSpec`](crate::TaskSpec) cannot be run as given.
+    #[error("task {id}: {field} = {value}: {reason}")]
+    InvalidSpec {
+        id: String,
+        field: &'static str,
+        value: String,
+        reason: String,
+    },
+
+    /// An attachment names a bridge that does not exist in the node's
+    /// network namespace.
+    #[error("bridge {bridge} not found in the node's network namespace: create the network first")]
+    BridgeNotFound { bridge: String },
+
+    /// An attachment names a device that is not a bridge.
+    #[error("{bridge} is a {kind} device, not a bridge: attach tasks to the network's bridge")]
+    NotABridge { bridge: String, kind: String },
+
+    /// The host end of a task's veth already exists: the same task id is
+    /// running on this node (veth names derive from the task id).
+    #[error(
+        "veth {veth} already exists in the node's network namespace: task {id} (or a task whose \
+         id hashes the same) is already running here; stop it first"
+    )]
+    VethExists { veth: String, id: String },
+
+    /// A netlink request failed.
+    #[error("netlink: {what}: {source}")]
+    Netlink {
+        what: String,
+        #[source]
+        source: rtnetlink::Error,
+    },
+
+    /// Creating, entering or opening a namespace failed; the runtime needs
+    /// root (CAP_SYS_ADMIN and CAP_NET_ADMIN).
+    #[error("{op}: {source} (the exec runtime must run as root)")]
+    Namespace {
+        op: &'static str,
+        #[source]
+        source: io::Error,
+    },
+
+    /// The process ran out of something (descriptors, threads, memory).
+    #[error("{op}: {source}")]
+    Resource {
+        op: &'static str,
+        #[source]
+        source: io::Error,
+    },
+
+    /// A file or directory operation failed.
+    #[error("{op} {path}: {source}")]
+    Io {
+        path: PathBuf,
+        op: &'static str,
+        #[source]
+        source: io::Error,
+    },
+
+    /// `--rootfs` does not name a directory.
+    #[error("rootfs {path} is not a directory: give an unpacked directory tree")]
+    RootfsNotDir { path: PathBuf },
+
+    /// A step of the sandbox set-up, between fork and exec, failed.
+    #[error("task {id}: {stage} failed: {source}")]
+    Setup {
+        id: String,
+        stage: Stage,
+        #[source]
+        source: io::Error,
+    },
+
+    /// The command could not be executed.
+    #[error(
+        "task {id}: cannot execute {command:?}: {source}; the command must exist in the node's \
+         filesystem (or in the rootfs), as a full path or on the task's PATH"
+    )]
+    Exec {
+        id: String,
+        command: String,
+        #[source]
+        source: io::Error,
+    },
+
+    /// Forking the task's init failed before any set-up step ran.
+    #[error("task {id}: starting its init process: {source}")]
+    Spawn {
+        id: String,
+        #[source]
+        source: io::Error,
+    },
+
+    /// The thread that forks task inits has exited; tasks cannot be started
+    /// by this [`Runtime`](crate::Runtime) any more.
+    #[error("the runtime's spawner thread has exited: create a new Runtime")]
+    SpawnerGone,
+
+    /// Called outside a tokio runtime.
+    #[error("no tokio runtime: call the exec runtime from inside one")]
+    NoRuntime,
+
+    /// Waiting for the task's init failed.
+    #[error("task {id}: waiting for its init: {source}")]
+    Wait {
+        id: String,
+        #[source]
+        source: io::Error,
+    },
+
+    /// Signalling the task's init failed.
+    #[error("task {id}: sending {signal} to its init (pid {pid}): {source}")]
+    Signal {
+        id: String,
+        pid: u32,
+        signal: Signal,
+        #[source]
+        source: Errno,
+    },
+
+    /// A line of a task's log file is not a log record.
+    #[error("{path}:{line}: {source}")]
+    LogRecord {
+        path: PathBuf,
+        line: usize,
+        #[source]
+        source: LogParseError,
+    },
+}
+
+/// Maps an I/O error on `path` to [`RuntimeError::Io`].
+pub(crate) fn io_err(
+    path: impl Into<PathBuf>,
+    op: &'static str,
+) -> impl FnOnce(io::Error) -> RuntimeError {
+    let path = path.into();
+    move |source| RuntimeError::Io { path, op, source }
+}
+
+/// Maps a namespace operation's error to [`RuntimeError::Namespace`].
+pub(crate) fn ns_err<E: Into<io::Error>>(op: &'static str) -> impl FnOnce(E) -> RuntimeError {
+    move |source| RuntimeError::Namespace {
+        op,
+        source: source.into(),
+    }
+}
+
+/// Maps a resource error to [`RuntimeError::Resource`].
+pub(crate) fn resource_err<E: Into<io::Error>>(op: &'static str) -> impl FnOnce(E) -> RuntimeError {
+    move |source| RuntimeError::Resource {
+        op,
+        source: source.into(),
+    }
+}
+
+/// Maps a netlink error to [`RuntimeError::Netlink`].
+pub(crate) fn netlink_err(what: String) -> impl FnOnce(rtnetlink::Error) -> RuntimeError {
+    move |source| RuntimeError::Netlink { what, source }
+}
+
+/// The errno of a netlink error answer, if it is one.
+pub(crate) fn netlink_errno(error: &rtnetlink::Error) -> Option<Errno> {
+    match error {
+        rtnetlink::Error::NetlinkError(message) => Some(Errno::from_raw(-message.raw_code())),
+        _ => None,
+    }
+}
