@@ -236,6 +236,15 @@ impl Control for LocalControl {
     ) -> Result<Response<ListTasksReply>, Status> {
         self.api().await?.list_tasks(req).await
     }
+
+    type ServiceLogsStream = shoal_controlplane::manager::LogStream;
+
+    async fn service_logs(
+        &self,
+        req: Request<shoal_api::cluster::v1::ServiceLogsRequest>,
+    ) -> Result<Response<Self::ServiceLogsStream>, Status> {
+        self.api().await?.service_logs(req).await
+    }
 }
 
 #[tonic::async_trait]

@@ -37,7 +37,7 @@ use crate::{
     raft::{Raft, raft_config},
 };
 
-pub use service::{Api, not_a_manager};
+pub use service::{Api, LogStream, not_a_manager};
 
 /// How long a write or read may wait for a leader before giving up.
 const LEADER_WAIT: Duration = Duration::from_secs(10);

@@ -275,6 +275,29 @@ impl Dispatcher for Api {
             managers: self.0.manager_addrs(),
         }))
     }
+
+    type AssignmentsStream = std::pin::Pin<
+        Box<
+            dyn futures::Stream<Item = Result<shoal_api::cluster::v1::AssignmentSet, Status>>
+                + Send,
+        >,
+    >;
+
+    async fn assignments(
+        &self,
+        req: Request<shoal_api::cluster::v1::AssignmentsRequest>,
+    ) -> Result<Response<Self::AssignmentsStream>, Status> {
+        require_node(&req)?;
+        Err(Status::unimplemented("assignments: not yet"))
+    }
+
+    async fn report_tasks(
+        &self,
+        req: Request<shoal_api::cluster::v1::ReportTasksRequest>,
+    ) -> Result<Response<shoal_api::cluster::v1::ReportTasksReply>, Status> {
+        require_node(&req)?;
+        Err(Status::unimplemented("report tasks: not yet"))
+    }
 }
 
 /// Finds a node by id, unique id prefix or hostname, as docker does.
@@ -683,4 +706,19 @@ impl Control for Api {
         let tasks = services::tasks(&self.0, req.get_ref()).await?;
         Ok(Response::new(ListTasksReply { tasks }))
     }
+
+    type ServiceLogsStream = LogStream;
+
+    async fn service_logs(
+        &self,
+        req: Request<shoal_api::cluster::v1::ServiceLogsRequest>,
+    ) -> Result<Response<LogStream>, Status> {
+        require_manager(&req)?;
+        Err(Status::unimplemented("service logs: not yet"))
+    }
 }
+
+/// A stream of log lines, as the `ServiceLogs` and `TaskLogs` RPCs return.
+pub type LogStream = std::pin::Pin<
+    Box<dyn futures::Stream<Item = Result<shoal_api::cluster::v1::LogLine, Status>> + Send>,
+>;
