@@ -294,11 +294,7 @@ pub(super) async fn tasks(
                 .get(&t.service_id)
                 .map_or(t.service_id.clone(), |s| s.spec.name.clone());
             let node = t.node_id.as_ref().and_then(|n| state.nodes.get(n));
-            let name = match (t.slot, &t.node_id) {
-                (Some(slot), _) => format!("{service}.{slot}"),
-                (None, Some(n)) => format!("{service}.{n}"),
-                (None, None) => service.clone(),
-            };
+            let name = crate::dispatch::task_name(&state, t);
             // A task that ended on its own is not wanted any more either.
             let desired = if t.state >= TaskState::Complete {
                 TaskState::Shutdown
