@@ -192,11 +192,19 @@ fn tasks_table(tasks: &[TaskSummary]) -> comfy_table::Table {
         "CURRENT STATE",
         "ERROR",
     ]);
+    let mut previous: Option<&str> = None;
     for k in tasks {
         let current = format!("{} {}", crate::output::pretty(&k.state), ago(k.since_unix));
+        // Older tasks of a slot hang under its current one, as docker shows.
+        let name = if previous == Some(k.name.as_str()) {
+            format!(" \\_ {}", k.name)
+        } else {
+            k.name.clone()
+        };
+        previous = Some(&k.name);
         t.add_row(vec![
             k.id.get(..12).unwrap_or(&k.id).to_owned(),
-            k.name.clone(),
+            name,
             k.node.clone(),
             crate::output::pretty(&k.desired_state),
             current,
@@ -206,12 +214,17 @@ fn tasks_table(tasks: &[TaskSummary]) -> comfy_table::Table {
     t
 }
 
-/// Tasks newest first within a slot, as `docker service ps` lists them.
+/// Per slot, the task wanted running first, then the others newest first,
+/// as `docker service ps` lists them.
 fn sorted(mut tasks: Vec<TaskSummary>) -> Vec<TaskSummary> {
-    tasks.sort_by(|a, b| {
-        (a.name.as_str(), std::cmp::Reverse(a.since_unix))
-            .cmp(&(b.name.as_str(), std::cmp::Reverse(b.since_unix)))
-    });
+    let key = |t: &TaskSummary| {
+        (
+            t.name.clone(),
+            t.desired_state != "running",
+            std::cmp::Reverse(t.since_unix),
+        )
+    };
+    tasks.sort_by_key(key);
     tasks
 }
 
