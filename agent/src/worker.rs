@@ -373,7 +373,7 @@ impl Executor {
             command: t.args.clone(),
             env,
             attachments,
-            rootfs: None,
+            rootfs: (!t.rootfs.is_empty()).then(|| PathBuf::from(&t.rootfs)),
             log_dir: self.env.tasks_dir.clone(),
         };
         self.send(report(&t.id, "starting", "starting", ""));

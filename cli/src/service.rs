@@ -55,6 +55,10 @@ pub struct CreateArgs {
     /// Service labels (key=value).
     #[arg(long)]
     label: Vec<String>,
+    /// Run the tasks inside this directory tree on the nodes (pivot_root)
+    /// instead of the node's own filesystem.
+    #[arg(long)]
+    rootfs: Option<String>,
     /// Exit immediately instead of waiting for the service to converge.
     #[arg(long, short)]
     detach: bool,
@@ -146,6 +150,7 @@ fn request(a: &CreateArgs) -> Result<CreateServiceRequest, FlagError> {
         }),
         args: a.command.clone(),
         labels,
+        rootfs: a.rootfs.clone().unwrap_or_default(),
     })
 }
 
@@ -292,6 +297,8 @@ struct ServiceJson<'a> {
     restart_condition: &'a str,
     restart_delay_secs: u64,
     restart_max_attempts: u64,
+    /// `null`: the node's filesystem.
+    rootfs: Option<&'a str>,
     labels: BTreeMap<&'a str, &'a str>,
 }
 
@@ -310,6 +317,7 @@ fn service_json(s: &ServiceSummary) -> ServiceJson<'_> {
         restart_condition: r.map_or("", |r| r.condition.as_str()),
         restart_delay_secs: r.map_or(0, |r| r.delay_secs),
         restart_max_attempts: r.map_or(0, |r| r.max_attempts),
+        rootfs: (!s.rootfs.is_empty()).then_some(s.rootfs.as_str()),
         labels: s
             .labels
             .iter()

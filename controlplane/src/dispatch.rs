@@ -65,6 +65,7 @@ pub fn assignments(state: &ClusterState, node_id: &str) -> AssignmentSet {
             state: lower(&t.state),
             args: t.spec.args.clone(),
             env: t.spec.env.clone(),
+            rootfs: t.spec.rootfs.clone(),
             addresses: t
                 .networks
                 .iter()

@@ -313,7 +313,10 @@ pub struct EndpointSpec {
 /// change tasks already created.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct TaskSpec {
-    pub image: String,
+    /// Directory tree the task pivots into (`--rootfs`); empty: the node's
+    /// own filesystem.
+    #[serde(default, alias = "image")]
+    pub rootfs: String,
     pub args: Vec<String>,
     pub env: Vec<String>,
 }

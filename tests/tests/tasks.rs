@@ -262,6 +262,63 @@ async fn tasks_run_reach_each_other_and_recover() -> anyhow::Result<()> {
     if running(&t).iter().any(|x| x.node == "n3") {
         bail!("a task still counted as running on dead n3: {t:?}");
     }
+
+    // A root filesystem that is not there: rejected with the path named.
+    let e = lab.shoal_refused(
+        1,
+        &[
+            "service", "create", "--name", "r", "--rootfs", "rel", "--", "true",
+        ],
+    )?;
+    ensure!(e.contains("--rootfs \"rel\""), "{e}");
+    lab.shoal(
+        1,
+        &[
+            "service",
+            "create",
+            "-d",
+            "--name",
+            "nofs",
+            "--rootfs",
+            "/nonexistent/rootfs",
+            "--restart-condition",
+            "none",
+            "--",
+            "true",
+        ],
+    )?;
+    let rejected = eventually(Duration::from_secs(20), "nofs rejected", || {
+        Ok(ps(&lab, "nofs")?
+            .into_iter()
+            .find(|t| t.state == "rejected"))
+    })
+    .await?;
+    ensure!(rejected.err.contains("/nonexistent/rootfs"), "{rejected:?}");
+
+    // Removing the services removes the tasks and, with the last task on
+    // the network, the overlay's devices on every node still up.
+    for s in ["srv", "cli", "nofs"] {
+        lab.shoal(1, &["service", "rm", s])?;
+    }
+    for k in [1, 2] {
+        let driver = Driver::in_netns(format!("/run/netns/{}", lab.node(k).netns()))?;
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            match driver.remotes(vni).await {
+                Err(shoal_overlay::OverlayError::NetworkMissing { .. }) => break,
+                other if Instant::now() > deadline => {
+                    bail!("n{k}: overlay {vni} still present after service rm: {other:?}")
+                }
+                _ => tokio::time::sleep(Duration::from_millis(100)).await,
+            }
+        }
+        ensure!(
+            task_pid("srv.1", "serve 7000").is_none()
+                && task_pid("srv.2", "serve 7000").is_none()
+                && task_pid("srv.3", "serve 7000").is_none(),
+            "a server process outlived its service"
+        );
+    }
     Ok(())
 }
 

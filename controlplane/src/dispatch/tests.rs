@@ -44,7 +44,7 @@ fn task(id: &str, node: &str, slot: u64, state: TaskState, nets: &[(&str, &str)]
         slot: Some(slot),
         node_id: Some(node.into()),
         spec: TaskSpec {
-            image: String::new(),
+            rootfs: String::new(),
             args: vec!["sleep".into(), "100".into()],
             env: vec!["A=1".into()],
         },
