@@ -174,7 +174,7 @@ impl Worker {
             endpoints,
         });
         let mut loops = vec![
-            tokio::spawn(assignments(executor.clone(), link.clone())),
+            tokio::spawn(sweep_then_follow(executor.clone(), link.clone())),
             tokio::spawn(reporter(link.clone(), reports_rx)),
         ];
         if let Some(e) = &executor.endpoints {
@@ -190,6 +190,34 @@ impl Worker {
         }
         self.executor.stop_all().await;
     }
+}
+
+/// Removes overlay devices a previous run of the daemon left (its tasks
+/// died with it), then follows the assignments.
+async fn sweep_then_follow(exec: Arc<Executor>, link: ManagerLink) {
+    match exec.overlay.networks().await {
+        Ok(vnis) => {
+            for vni in vnis {
+                match exec.overlay.release_network(vni).await {
+                    Ok(Release::Removed) => {
+                        tracing::info!(vni, "removed a leftover overlay network")
+                    }
+                    Ok(Release::InUse { ports }) => {
+                        tracing::warn!(
+                            vni,
+                            ?ports,
+                            "leftover overlay network still has ports; kept"
+                        )
+                    }
+                    Err(e) => {
+                        tracing::warn!(vni, error = %e, "removing a leftover overlay network")
+                    }
+                }
+            }
+        }
+        Err(e) => tracing::warn!(error = %e, "listing leftover overlay networks"),
+    }
+    assignments(exec, link).await
 }
 
 /// Follows the assignment stream of whichever manager answers.
