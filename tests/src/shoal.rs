@@ -95,6 +95,66 @@ impl Lab {
     }
 }
 
+/// One row of `shoal service ps --format json`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TaskRow {
+    pub id: String,
+    /// `<service>.<slot>` or `<service>.<node id>`.
+    pub name: String,
+    /// Hostname of the node it is assigned to.
+    pub node: String,
+    pub desired: String,
+    pub state: String,
+    pub error: String,
+    /// CIDRs on its networks.
+    pub addresses: Vec<String>,
+}
+
+impl TaskRow {
+    /// Wanted running and running.
+    pub fn running(&self) -> bool {
+        self.desired == "running" && self.state == "running"
+    }
+
+    /// The first address, without its prefix length.
+    pub fn ip(&self) -> Option<std::net::Ipv4Addr> {
+        self.addresses.first()?.split('/').next()?.parse().ok()
+    }
+}
+
+impl Lab {
+    /// `shoal service ps SERVICE --format json` on node `k`, parsed.
+    pub fn service_ps(&self, k: usize, service: &str) -> Result<Vec<TaskRow>, BoxError> {
+        let out = self.shoal(k, &["service", "ps", service, "--format", "json"])?;
+        let v: serde_json::Value = serde_json::from_str(&out)?;
+        let rows = v
+            .as_array()
+            .ok_or("service ps --format json: not an array")?;
+        Ok(rows
+            .iter()
+            .map(|t| {
+                let s = |k: &str| t[k].as_str().unwrap_or_default().to_owned();
+                TaskRow {
+                    id: s("id"),
+                    name: s("name"),
+                    node: s("node"),
+                    desired: s("desired_state"),
+                    state: s("current_state"),
+                    error: s("error"),
+                    addresses: t["addresses"]
+                        .as_array()
+                        .map(|a| {
+                            a.iter()
+                                .filter_map(|x| x.as_str().map(str::to_owned))
+                                .collect()
+                        })
+                        .unwrap_or_default(),
+                }
+            })
+            .collect())
+    }
+}
+
 /// Polls `check` until it returns `Some` or `within` passes; errors from
 /// `check` count as "not yet" and the last one is reported on timeout.
 pub async fn eventually<T>(

@@ -7,46 +7,15 @@
 
 use std::{collections::BTreeSet, time::Duration};
 
-use anyhow::{Context, ensure};
-use serde_json::Value;
-use shoal_lab::{Lab, eventually};
+use anyhow::ensure;
+use shoal_lab::{Lab, TaskRow, eventually};
 
-/// (name, node, desired, current, error, addresses) of a service's tasks.
-type Row = (String, String, String, String, String, Vec<String>);
-
-fn ps(lab: &Lab, service: &str) -> anyhow::Result<Vec<Row>> {
-    let out = lab.shoal(1, &["service", "ps", service, "--format", "json"])?;
-    let v: Value = serde_json::from_str(&out).with_context(|| format!("service ps: {out}"))?;
-    v.as_array()
-        .context("service ps --format json: not an array")?
-        .iter()
-        .map(|t| {
-            let s = |k: &str| -> anyhow::Result<String> {
-                Ok(t[k]
-                    .as_str()
-                    .with_context(|| format!("{k} in {t}"))?
-                    .to_owned())
-            };
-            let addrs = t["addresses"]
-                .as_array()
-                .context("addresses")?
-                .iter()
-                .filter_map(|a| a.as_str().map(str::to_owned))
-                .collect();
-            Ok((
-                s("name")?,
-                s("node")?,
-                s("desired_state")?,
-                s("current_state")?,
-                s("error")?,
-                addrs,
-            ))
-        })
-        .collect()
+fn ps(lab: &Lab, service: &str) -> anyhow::Result<Vec<TaskRow>> {
+    lab.service_ps(1, service).map_err(|e| anyhow::anyhow!(e))
 }
 
-fn live(rows: &[Row]) -> Vec<&Row> {
-    rows.iter().filter(|r| r.2 == "running").collect()
+fn live(rows: &[TaskRow]) -> Vec<&TaskRow> {
+    rows.iter().filter(|r| r.desired == "running").collect()
 }
 
 #[tokio::test]
@@ -79,10 +48,10 @@ async fn services_become_tasks_spread_moved_and_scaled() -> anyhow::Result<()> {
     )?;
     let rows = eventually(Duration::from_secs(10), "3 web tasks running", || {
         let rows = ps(&lab, "web")?;
-        Ok((live(&rows).iter().filter(|r| r.3 == "running").count() == 3).then_some(rows))
+        Ok((live(&rows).iter().filter(|r| r.state == "running").count() == 3).then_some(rows))
     })
     .await?;
-    let nodes: BTreeSet<&str> = live(&rows).iter().map(|r| r.1.as_str()).collect();
+    let nodes: BTreeSet<&str> = live(&rows).iter().map(|r| r.node.as_str()).collect();
     assert_eq!(
         nodes,
         BTreeSet::from(["n1", "n2", "n3"]),
@@ -90,7 +59,7 @@ async fn services_become_tasks_spread_moved_and_scaled() -> anyhow::Result<()> {
     );
     let addrs: BTreeSet<&str> = rows
         .iter()
-        .flat_map(|r| r.5.iter())
+        .flat_map(|r| r.addresses.iter())
         .map(String::as_str)
         .collect();
     assert_eq!(addrs.len(), 3, "{rows:?}");
@@ -137,7 +106,7 @@ async fn services_become_tasks_spread_moved_and_scaled() -> anyhow::Result<()> {
     )?;
     eventually(Duration::from_secs(10), "mgr tasks on n1", || {
         let rows = ps(&lab, "mgr")?;
-        Ok((live(&rows).len() == 2 && live(&rows).iter().all(|r| r.1 == "n1")).then_some(()))
+        Ok((live(&rows).len() == 2 && live(&rows).iter().all(|r| r.node == "n1")).then_some(()))
     })
     .await?;
     let why = eventually(
@@ -147,12 +116,12 @@ async fn services_become_tasks_spread_moved_and_scaled() -> anyhow::Result<()> {
             let rows = ps(&lab, "nowhere")?;
             Ok(rows
                 .into_iter()
-                .find(|r| r.3 == "pending" && !r.4.is_empty()))
+                .find(|r| r.state == "pending" && !r.error.is_empty()))
         },
     )
     .await?;
     assert!(
-        why.4.contains("fails constraint node.labels.zone==x"),
+        why.error.contains("fails constraint node.labels.zone==x"),
         "{why:?}"
     );
     let e = lab.shoal_refused(
@@ -193,7 +162,10 @@ async fn services_become_tasks_spread_moved_and_scaled() -> anyhow::Result<()> {
     eventually(Duration::from_secs(10), "web off n2", || {
         let rows = ps(&lab, "web")?;
         let l = live(&rows);
-        Ok((l.len() == 3 && l.iter().all(|r| r.1 != "n2" && r.3 == "running")).then_some(()))
+        Ok(
+            (l.len() == 3 && l.iter().all(|r| r.node != "n2" && r.state == "running"))
+                .then_some(()),
+        )
     })
     .await?;
     lab.shoal(1, &["node", "update", "--availability", "active", "n2"])?;
@@ -212,7 +184,7 @@ async fn services_become_tasks_spread_moved_and_scaled() -> anyhow::Result<()> {
     lab.shoal(4, &["swarm", "join", "--token", worker.trim(), &n1])?;
     eventually(Duration::from_secs(10), "agent on n4 too", || {
         let rows = ps(&lab, "agent")?;
-        Ok(live(&rows).iter().any(|r| r.1 == "n4").then_some(()))
+        Ok(live(&rows).iter().any(|r| r.node == "n4").then_some(()))
     })
     .await?;
 

@@ -13,51 +13,15 @@ use std::{
 
 use anyhow::{Context, bail, ensure};
 use serde_json::Value;
-use shoal_lab::{Lab, eventually};
+use shoal_lab::{Lab, TaskRow, eventually};
 use shoal_overlay::Driver;
 
-#[derive(Debug, Clone)]
-struct Task {
-    id: String,
-    name: String,
-    node: String,
-    desired: String,
-    state: String,
-    err: String,
-    ip: Option<Ipv4Addr>,
+fn ps(lab: &Lab, service: &str) -> anyhow::Result<Vec<TaskRow>> {
+    lab.service_ps(1, service).map_err(|e| anyhow::anyhow!(e))
 }
 
-fn ps(lab: &Lab, service: &str) -> anyhow::Result<Vec<Task>> {
-    let out = lab.shoal(1, &["service", "ps", service, "--format", "json"])?;
-    let v: Value = serde_json::from_str(&out).with_context(|| format!("service ps: {out}"))?;
-    v.as_array()
-        .context("service ps --format json: not an array")?
-        .iter()
-        .map(|t| {
-            let s = |k: &str| t[k].as_str().unwrap_or_default().to_owned();
-            let ip = t["addresses"]
-                .as_array()
-                .and_then(|a| a.first())
-                .and_then(Value::as_str)
-                .and_then(|a| a.split('/').next()?.parse().ok());
-            Ok(Task {
-                id: s("id"),
-                name: s("name"),
-                node: s("node"),
-                desired: s("desired_state"),
-                state: s("current_state"),
-                err: s("error"),
-                ip,
-            })
-        })
-        .collect()
-}
-
-fn running(tasks: &[Task]) -> Vec<&Task> {
-    tasks
-        .iter()
-        .filter(|t| t.desired == "running" && t.state == "running")
-        .collect()
+fn running(tasks: &[TaskRow]) -> Vec<&TaskRow> {
+    tasks.iter().filter(|t| t.running()).collect()
 }
 
 /// The overlay addresses node `k` has programmed as remote endpoints.
@@ -136,11 +100,11 @@ async fn tasks_run_reach_each_other_and_recover() -> anyhow::Result<()> {
         nodes == BTreeSet::from(["n1", "n2", "n3"]),
         "not spread: {tasks:?}"
     );
-    let ip_on = |tasks: &[Task], node: &str| -> anyhow::Result<Ipv4Addr> {
+    let ip_on = |tasks: &[TaskRow], node: &str| -> anyhow::Result<Ipv4Addr> {
         running(tasks)
             .iter()
             .find(|t| t.node == node)
-            .and_then(|t| t.ip)
+            .and_then(|t| t.ip())
             .with_context(|| format!("no running srv task with an address on {node}: {tasks:?}"))
     };
 
@@ -149,7 +113,7 @@ async fn tasks_run_reach_each_other_and_recover() -> anyhow::Result<()> {
         let want: BTreeSet<Ipv4Addr> = live
             .iter()
             .filter(|t| t.node != me)
-            .filter_map(|t| t.ip)
+            .filter_map(|t| t.ip())
             .collect();
         remotes_until(&lab, k, vni, Duration::from_secs(15), |got| *got == want)
             .await
@@ -207,7 +171,7 @@ async fn tasks_run_reach_each_other_and_recover() -> anyhow::Result<()> {
         let t = ps(&lab, "srv")?;
         let old_failed = t
             .iter()
-            .any(|x| x.id == victim_id && x.state == "failed" && x.err.contains("SIGKILL"));
+            .any(|x| x.id == victim_id && x.state == "failed" && x.error.contains("SIGKILL"));
         let replaced = running(&t)
             .iter()
             .any(|x| x.name == victim_name && x.id != victim_id);
@@ -232,7 +196,7 @@ async fn tasks_run_reach_each_other_and_recover() -> anyhow::Result<()> {
     let n3_ips: BTreeSet<Ipv4Addr> = running(&tasks)
         .iter()
         .filter(|t| t.node == "n3")
-        .filter_map(|t| t.ip)
+        .filter_map(|t| t.ip())
         .collect();
     ensure!(!n3_ips.is_empty(), "no task left on n3: {tasks:?}");
     let before = remotes(&lab, 1, vni).await?;
@@ -293,7 +257,10 @@ async fn tasks_run_reach_each_other_and_recover() -> anyhow::Result<()> {
             .find(|t| t.state == "rejected"))
     })
     .await?;
-    ensure!(rejected.err.contains("/nonexistent/rootfs"), "{rejected:?}");
+    ensure!(
+        rejected.error.contains("/nonexistent/rootfs"),
+        "{rejected:?}"
+    );
 
     // Removing the services removes the tasks and, with the last task on
     // the network, the overlay's devices on every node still up.
