@@ -8,16 +8,7 @@ use std::{
 };
 
 use shoal_api::{
-    cluster::v1::{
-        CreateNetworkRequest, CreateSecretRequest, CreateServiceRequest, JoinTokenReply,
-        JoinTokenRequest, ListNetworksReply, ListNetworksRequest, ListNodesReply, ListNodesRequest,
-        ListSecretsReply, ListSecretsRequest, ListServicesReply, ListServicesRequest,
-        ListTasksReply, ListTasksRequest, NetworkRef, NetworkSummary, NodeDetail, NodeRef,
-        RemoveNetworkReply, RemoveNodeReply, RemoveNodeRequest, RemoveSecretReply,
-        RemoveServiceReply, ScaleServiceRequest, SecretRef, SecretSummary, ServiceRef,
-        ServiceSummary, UpdateNodeRequest,
-        control_server::{Control, ControlServer},
-    },
+    cluster::v1::control_server::ControlServer,
     node::v1::{
         InfoReply, InfoRequest, ProtoCounter, ReasonCounter, StatsReply, StatsRequest,
         SwarmInitReply, SwarmInitRequest, SwarmJoinReply, SwarmJoinRequest, SwarmLeaveReply,
@@ -28,7 +19,11 @@ use shoal_api::{
 use shoal_controlplane::manager::Api;
 use tokio::net::{UnixListener, UnixStream};
 use tokio_stream::wrappers::UnixListenerStream;
-use tonic::{Request, Response, Status};
+use tonic::{
+    Request, Response, Status,
+    codegen::{BoxFuture, Context, Poll, Service, http},
+    server::NamedService,
+};
 
 use crate::{
     datapath::{DatapathError, StatsSource},
@@ -92,158 +87,41 @@ impl<S: StatsSource> NodeApi<S> {
     }
 }
 
-/// The cluster `Control` API on the local socket: served by this node's
-/// manager, or refused with docker's words on a worker or a locked manager.
+/// The cluster `Control` API on the local socket, handed at each call to
+/// this node's manager (a node becomes one, or stops being one, while the
+/// socket lives), or refused with docker's words on a worker or a locked
+/// manager. Every Control RPC passes through unchanged, so none is written
+/// twice.
 #[derive(Clone)]
 pub struct LocalControl {
     swarm: Arc<Swarm>,
 }
 
-impl LocalControl {
-    async fn api(&self) -> Result<Api, Status> {
-        Ok(Api(self.swarm.manager().await?))
-    }
+impl NamedService for LocalControl {
+    const NAME: &'static str = <ControlServer<Api> as NamedService>::NAME;
 }
 
-#[tonic::async_trait]
-impl Control for LocalControl {
-    async fn list_nodes(
-        &self,
-        req: Request<ListNodesRequest>,
-    ) -> Result<Response<ListNodesReply>, Status> {
-        self.api().await?.list_nodes(req).await
+impl<B> Service<http::Request<B>> for LocalControl
+where
+    B: tonic::codegen::Body + Send + 'static,
+    B::Error: Into<tonic::codegen::StdError> + Send + 'static,
+{
+    type Response = http::Response<tonic::body::Body>;
+    type Error = std::convert::Infallible;
+    type Future = BoxFuture<Self::Response, Self::Error>;
+
+    fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        Poll::Ready(Ok(()))
     }
 
-    async fn inspect_node(&self, req: Request<NodeRef>) -> Result<Response<NodeDetail>, Status> {
-        self.api().await?.inspect_node(req).await
-    }
-
-    async fn update_node(
-        &self,
-        req: Request<UpdateNodeRequest>,
-    ) -> Result<Response<NodeDetail>, Status> {
-        self.api().await?.update_node(req).await
-    }
-
-    async fn remove_node(
-        &self,
-        req: Request<RemoveNodeRequest>,
-    ) -> Result<Response<RemoveNodeReply>, Status> {
-        self.api().await?.remove_node(req).await
-    }
-
-    async fn join_token(
-        &self,
-        req: Request<JoinTokenRequest>,
-    ) -> Result<Response<JoinTokenReply>, Status> {
-        self.api().await?.join_token(req).await
-    }
-
-    async fn create_secret(
-        &self,
-        req: Request<CreateSecretRequest>,
-    ) -> Result<Response<SecretSummary>, Status> {
-        self.api().await?.create_secret(req).await
-    }
-
-    async fn list_secrets(
-        &self,
-        req: Request<ListSecretsRequest>,
-    ) -> Result<Response<ListSecretsReply>, Status> {
-        self.api().await?.list_secrets(req).await
-    }
-
-    async fn inspect_secret(
-        &self,
-        req: Request<SecretRef>,
-    ) -> Result<Response<SecretSummary>, Status> {
-        self.api().await?.inspect_secret(req).await
-    }
-
-    async fn remove_secret(
-        &self,
-        req: Request<SecretRef>,
-    ) -> Result<Response<RemoveSecretReply>, Status> {
-        self.api().await?.remove_secret(req).await
-    }
-
-    async fn create_network(
-        &self,
-        req: Request<CreateNetworkRequest>,
-    ) -> Result<Response<NetworkSummary>, Status> {
-        self.api().await?.create_network(req).await
-    }
-
-    async fn list_networks(
-        &self,
-        req: Request<ListNetworksRequest>,
-    ) -> Result<Response<ListNetworksReply>, Status> {
-        self.api().await?.list_networks(req).await
-    }
-
-    async fn inspect_network(
-        &self,
-        req: Request<NetworkRef>,
-    ) -> Result<Response<NetworkSummary>, Status> {
-        self.api().await?.inspect_network(req).await
-    }
-
-    async fn remove_network(
-        &self,
-        req: Request<NetworkRef>,
-    ) -> Result<Response<RemoveNetworkReply>, Status> {
-        self.api().await?.remove_network(req).await
-    }
-
-    async fn create_service(
-        &self,
-        req: Request<CreateServiceRequest>,
-    ) -> Result<Response<ServiceSummary>, Status> {
-        self.api().await?.create_service(req).await
-    }
-
-    async fn list_services(
-        &self,
-        req: Request<ListServicesRequest>,
-    ) -> Result<Response<ListServicesReply>, Status> {
-        self.api().await?.list_services(req).await
-    }
-
-    async fn inspect_service(
-        &self,
-        req: Request<ServiceRef>,
-    ) -> Result<Response<ServiceSummary>, Status> {
-        self.api().await?.inspect_service(req).await
-    }
-
-    async fn scale_service(
-        &self,
-        req: Request<ScaleServiceRequest>,
-    ) -> Result<Response<ServiceSummary>, Status> {
-        self.api().await?.scale_service(req).await
-    }
-
-    async fn remove_service(
-        &self,
-        req: Request<ServiceRef>,
-    ) -> Result<Response<RemoveServiceReply>, Status> {
-        self.api().await?.remove_service(req).await
-    }
-
-    async fn list_tasks(
-        &self,
-        req: Request<ListTasksRequest>,
-    ) -> Result<Response<ListTasksReply>, Status> {
-        self.api().await?.list_tasks(req).await
-    }
-
-    type ServiceLogsStream = shoal_controlplane::manager::LogStream;
-
-    async fn service_logs(
-        &self,
-        req: Request<shoal_api::cluster::v1::ServiceLogsRequest>,
-    ) -> Result<Response<Self::ServiceLogsStream>, Status> {
-        self.api().await?.service_logs(req).await
+    fn call(&mut self, req: http::Request<B>) -> Self::Future {
+        let swarm = self.swarm.clone();
+        Box::pin(async move {
+            match swarm.manager().await {
+                Ok(m) => ControlServer::new(Api(m)).call(req).await,
+                Err(e) => Ok(Status::from(e).into_http()),
+            }
+        })
     }
 }
 
@@ -362,7 +240,7 @@ pub async fn serve<S: StatsSource>(
     };
     tonic::transport::Server::builder()
         .add_service(NodeServer::new(api))
-        .add_service(ControlServer::new(control))
+        .add_service(control)
         .serve_with_incoming_shutdown(UnixListenerStream::new(listener), shutdown)
         .await
         .map_err(ApiError::Serve)

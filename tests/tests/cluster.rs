@@ -354,7 +354,7 @@ fn secret_names(lab: &Lab, k: usize) -> anyhow::Result<Vec<String>> {
 async fn a_leader_killed_under_write_load_loses_no_acknowledged_write() -> anyhow::Result<()> {
     use std::sync::{
         Arc,
-        atomic::{AtomicBool, Ordering},
+        atomic::{AtomicBool, AtomicUsize, Ordering},
     };
 
     let lab = Arc::new(Lab::builder("failover").nodes(3).start().await?);
@@ -381,8 +381,13 @@ async fn a_leader_killed_under_write_load_loses_no_acknowledged_write() -> anyho
     // unacknowledged write may or may not have committed, an acknowledged
     // one must have.
     let stop = Arc::new(AtomicBool::new(false));
+    let acked_so_far = Arc::new(AtomicUsize::new(0));
     let writer = {
-        let (lab, stop) = (Arc::clone(&lab), Arc::clone(&stop));
+        let (lab, stop, acked_so_far) = (
+            Arc::clone(&lab),
+            Arc::clone(&stop),
+            Arc::clone(&acked_so_far),
+        );
         std::thread::spawn(move || -> anyhow::Result<Vec<Attempt>> {
             let mut log = Vec::new();
             let mut i = 0usize;
@@ -391,6 +396,9 @@ async fn a_leader_killed_under_write_load_loses_no_acknowledged_write() -> anyho
                 let name = format!("w{i:05}");
                 let out =
                     lab.shoal_output(k, &["secret", "create", &name, "/proc/self/cmdline"], b"")?;
+                if out.status.success() {
+                    acked_so_far.fetch_add(1, Ordering::Relaxed);
+                }
                 log.push(Attempt {
                     name,
                     acked: out.status.success(),
@@ -401,7 +409,13 @@ async fn a_leader_killed_under_write_load_loses_no_acknowledged_write() -> anyho
             Ok(log)
         })
     };
+    // Enough acknowledged writes before the kill to prove something, however
+    // slow the machine is today.
     tokio::time::sleep(Duration::from_secs(3)).await;
+    let warmup = Instant::now();
+    while acked_so_far.load(Ordering::Relaxed) < 20 && warmup.elapsed() < Duration::from_secs(30) {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
     let killed_at = Instant::now();
     lab.kill(leader).await?;
     // Writes continue until survivors have acknowledged for a while.
