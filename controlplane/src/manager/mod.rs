@@ -193,7 +193,8 @@ impl Manager {
             stop,
         });
         service::serve(manager.clone(), listener, Arc::new(server), stopped.clone());
-        tokio::spawn(failure_detector(manager.clone(), stopped));
+        tokio::spawn(failure_detector(manager.clone(), stopped.clone()));
+        tokio::spawn(reconciler(manager.clone(), stopped));
         Ok(manager)
     }
 
@@ -567,6 +568,37 @@ impl Manager {
     }
 }
 
+/// On the leader: the reconcilers (ingress network, orchestrator,
+/// scheduler) run as soon as something is applied, so a failed task is
+/// replaced and a new one placed without waiting for a tick; the tick is
+/// for what time alone changes (restart delays).
+async fn reconciler(m: Arc<Manager>, mut stopped: tokio::sync::watch::Receiver<bool>) {
+    let mut metrics = m.raft.metrics();
+    let mut applied = None;
+    let mut tick = tokio::time::interval(Duration::from_secs(1));
+    loop {
+        tokio::select! {
+            _ = stopped.changed() => return,
+            changed = metrics.changed() => if changed.is_err() { return },
+            _ = tick.tick() => applied = None,
+        }
+        let (leader, now) = {
+            let mm = metrics.borrow();
+            (mm.state == ServerState::Leader, mm.last_applied)
+        };
+        if !leader || now == applied {
+            continue;
+        }
+        applied = now;
+        // Lets a burst of reports land as one pass.
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        if let Err(e) = networks::ensure_ingress(&m).await {
+            tracing::warn!(error = %e, "creating the ingress network");
+        }
+        services::reconcile(&m).await;
+    }
+}
+
 /// On the leader: a node silent for `MISSED_HEARTBEATS` periods goes down.
 /// On every manager: keep the TLS revocation set in step with the state.
 async fn failure_detector(m: Arc<Manager>, mut stopped: tokio::sync::watch::Receiver<bool>) {
@@ -600,10 +632,6 @@ async fn failure_detector(m: Arc<Manager>, mut stopped: tokio::sync::watch::Rece
             *s
         };
         let Some(since) = since else { continue };
-        if let Err(e) = networks::ensure_ingress(&m).await {
-            tracing::warn!(error = %e, "creating the ingress network");
-        }
-        services::reconcile(&m).await;
         let grace = Duration::from_secs(period) * MISSED_HEARTBEATS;
         let now = Instant::now();
         for node in nodes.into_iter().filter(|n| n.status == NodeState::Ready) {
