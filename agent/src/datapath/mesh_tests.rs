@@ -743,3 +743,159 @@ fn affinity_and_idle_timeout() {
     );
     assert_eq!(fx.stats(DNS).new_flows, 2);
 }
+
+/// Brings `lo` of the calling thread's network namespace up (SIOCSIFFLAGS).
+#[allow(unsafe_code)]
+fn loopback_up() -> std::io::Result<()> {
+    use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+    // SAFETY: plain socket(2); the fd is owned at once.
+    let raw = unsafe { libc::socket(libc::AF_INET, libc::SOCK_DGRAM | libc::SOCK_CLOEXEC, 0) };
+    if raw < 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    // SAFETY: a fresh fd nobody else owns.
+    let sock = unsafe { OwnedFd::from_raw_fd(raw) };
+    // SAFETY: ifreq is plain data; zero is a valid value.
+    let mut ifr: libc::ifreq = unsafe { std::mem::zeroed() };
+    for (d, s) in ifr.ifr_name.iter_mut().zip(b"lo\0") {
+        *d = *s as libc::c_char;
+    }
+    // SAFETY: ifr lives across both calls and names an interface.
+    unsafe {
+        if libc::ioctl(sock.as_raw_fd(), libc::SIOCGIFFLAGS, &mut ifr) < 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+        ifr.ifr_ifru.ifru_flags |= libc::IFF_UP as libc::c_short;
+        if libc::ioctl(sock.as_raw_fd(), libc::SIOCSIFFLAGS, &ifr) < 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+    }
+    Ok(())
+}
+
+/// The counters and the mesh on one interface (TCX, mesh after the
+/// counters), with real sockets in a namespace of its own: a UDP and a TCP client
+/// calls a frontend, the backend sees the client's own address, and the
+/// reply comes back from the frontend (the client's socket is connected to
+/// it, so the kernel would drop a reply from anywhere else). On `lo` both
+/// directions cross egress then ingress, which is where the two programs sit.
+#[test]
+fn balances_real_traffic_beside_the_counters() {
+    use std::{net::UdpSocket, time::Duration};
+
+    use nix::sched::{CloneFlags, unshare};
+    use shoal_common::stats::{Direction, Proto};
+
+    // unshare() moves only the calling thread; the namespace dies with it.
+    std::thread::spawn(|| {
+        unshare(CloneFlags::CLONE_NEWNET).expect("unshare (needs root)");
+        loopback_up().expect("lo up");
+        let mut counters = Datapath::load().expect("load counters");
+        counters.attach("lo").expect("attach counters");
+        let mut mesh = Mesh::load().expect("load mesh");
+        assert_eq!(
+            mesh.attach("lo").expect("attach mesh"),
+            super::AttachMode::Tcx
+        );
+
+        let frontend = Ipv4Addr::new(127, 0, 0, 2);
+        let backend = UdpSocket::bind("127.0.0.1:0").expect("backend socket");
+        let backend_port = backend.local_addr().expect("addr").port();
+        mesh.set_backend(
+            1,
+            Backend {
+                addr: u32::from(Ipv4Addr::LOCALHOST).to_be(),
+                vtep: 0,
+                flags: BACKEND_F_LOCAL,
+            },
+        )
+        .expect("backend");
+        let table = shoal_mesh::table(&[MaglevBackend {
+            id: 1,
+            key: b"task-lo",
+        }])
+        .expect("table");
+        mesh.set_ring(7, &table).expect("ring");
+        mesh.set_service(
+            ServiceKey::new(frontend.into(), 5353, IPPROTO_UDP),
+            Service {
+                id: 7,
+                backend_count: 1,
+                target_port: backend_port.to_be(),
+                flags: SVC_F_INGRESS,
+            },
+        )
+        .expect("service");
+
+        let client = UdpSocket::bind("127.0.0.1:0").expect("client socket");
+        client.connect((frontend, 5353)).expect("connect");
+        for s in [&client, &backend] {
+            s.set_read_timeout(Some(Duration::from_secs(5)))
+                .expect("timeout");
+        }
+        client.send(b"ping").expect("send");
+        let mut buf = [0u8; 16];
+        let (n, from) = backend.recv_from(&mut buf).expect("the backend receives");
+        assert_eq!(&buf[..n], b"ping");
+        assert_eq!(
+            from,
+            client.local_addr().expect("addr"),
+            "client address kept"
+        );
+        backend.send_to(b"pong", from).expect("reply");
+        let n = client.recv(&mut buf).expect("the reply reaches the client");
+        assert_eq!(&buf[..n], b"pong");
+
+        let s = mesh.service_stats(7).expect("stats");
+        assert_eq!((s.packets, s.reply_packets, s.new_flows), (1, 1, 1));
+
+        // TCP: a whole connection (handshake, data both ways, close) on
+        // one tracked flow.
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("listen");
+        let port = listener.local_addr().expect("addr").port();
+        mesh.set_service(
+            ServiceKey::new(frontend.into(), 8080, IPPROTO_TCP),
+            Service {
+                id: 8,
+                backend_count: 1,
+                target_port: port.to_be(),
+                flags: SVC_F_INGRESS,
+            },
+        )
+        .expect("service");
+        mesh.set_ring(8, &table).expect("ring");
+        let mut conn =
+            std::net::TcpStream::connect_timeout(&(frontend, 8080).into(), Duration::from_secs(5))
+                .expect("connect through the frontend");
+        assert_eq!(conn.peer_addr().expect("peer"), (frontend, 8080).into());
+        let (mut accepted, peer) = listener.accept().expect("accept");
+        assert_eq!(
+            peer,
+            conn.local_addr().expect("addr"),
+            "client address kept"
+        );
+        use std::io::{Read, Write};
+        conn.write_all(&[7u8; 100_000]).expect("write");
+        let mut got = vec![0u8; 100_000];
+        accepted.read_exact(&mut got).expect("read");
+        accepted.write_all(b"done").expect("reply");
+        drop(accepted);
+        let mut end = Vec::new();
+        conn.read_to_end(&mut end).expect("read to end");
+        assert_eq!(end, b"done");
+        let s = mesh.service_stats(8).expect("stats");
+        assert_eq!(s.new_flows, 1, "one connection, one backend choice");
+        assert!(s.packets >= 3 && s.reply_packets >= 3);
+        let c = counters.stats().expect("counters");
+        let udp = |d| {
+            c.counters
+                .iter()
+                .find(|x| x.0 == d && x.1 == Proto::Udp)
+                .map(|x| x.2.packets)
+                .unwrap_or_default()
+        };
+        assert!(udp(Direction::Ingress) >= 2 && udp(Direction::Egress) >= 2);
+    })
+    .join()
+    .unwrap_or_else(|panic| std::panic::resume_unwind(panic));
+}
