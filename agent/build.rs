@@ -16,7 +16,7 @@ use anyhow::{Context, bail};
 
 const TARGET: &str = "bpfel-unknown-none";
 /// Each bin of ebpf/ is one object; agent/src/datapath.rs embeds them by name.
-const PROGRAMS: &[&str] = &["shoal-tc"];
+const PROGRAMS: &[&str] = &["shoal-tc", "shoal-mesh"];
 const SETUP_HINT: &str = "run `cargo xtask setup` (installs rustc-web, libstd-rust-web-dev-bpf, \
                           llvm-22-dev and bpf-linker), or point SHOAL_BPF_RUSTC at a rustc \
                           with a core library for bpfel-unknown-none";

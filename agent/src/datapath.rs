@@ -1,6 +1,12 @@
 //! The only module that touches aya: loads the embedded eBPF object, attaches
 //! the TC programs to the data interface and reads their maps.
 
+pub mod mesh;
+#[cfg(test)]
+mod mesh_tests;
+#[cfg(test)]
+mod test_run;
+
 use aya::{
     Ebpf, include_bytes_aligned,
     maps::{MapError, PerCpuArray},
@@ -41,6 +47,14 @@ pub enum DatapathError {
         #[source]
         source: MapError,
     },
+    #[error("writing map {name} failed")]
+    MapUpdate {
+        name: &'static str,
+        #[source]
+        source: MapError,
+    },
+    #[error("a Maglev table for service {service} has {len} slots or the id is out of range")]
+    Ring { service: u32, len: usize },
 }
 
 /// How the classifiers hang on the interface.
@@ -96,39 +110,14 @@ impl Datapath {
 
     /// Attaches the classifiers to `iface`'s ingress and egress.
     pub fn attach(&mut self, iface: &str) -> Result<AttachMode, DatapathError> {
-        // Mirrors aya's own choice in SchedClassifier::attach, so we know which
-        // one it made.
-        let tcx = KernelVersion::current().is_ok_and(|v| v >= KernelVersion::new(6, 6, 0));
-        let mode = if tcx {
-            AttachMode::Tcx
-        } else {
-            match tc::qdisc_add_clsact(iface) {
-                Ok(()) => {}
-                // Another agent run (or tc by hand) added it already.
-                Err(tc::TcError::AlreadyAttached) => {}
-                Err(source) => {
-                    return Err(DatapathError::Clsact {
-                        iface: iface.to_owned(),
-                        source,
-                    });
-                }
-            }
-            AttachMode::Netlink
-        };
-        for (name, hook) in [
-            (PROG_TC_INGRESS, TcAttachType::Ingress),
-            (PROG_TC_EGRESS, TcAttachType::Egress),
-        ] {
-            // The link is owned by the program and lives as long as `ebpf`.
-            Self::classifier(&mut self.ebpf, name)?
-                .attach(iface, hook)
-                .map_err(|source| DatapathError::Program {
-                    name,
-                    action: "attach",
-                    source,
-                })?;
-        }
-        Ok(mode)
+        attach_classifiers(
+            &mut self.ebpf,
+            iface,
+            &[
+                (PROG_TC_INGRESS, TcAttachType::Ingress),
+                (PROG_TC_EGRESS, TcAttachType::Egress),
+            ],
+        )
     }
 
     fn classifier<'a>(
@@ -196,6 +185,45 @@ impl Datapath {
     }
 }
 
+/// Attaches each loaded classifier of `ebpf` to its hook of `iface`, after
+/// those already there.
+fn attach_classifiers(
+    ebpf: &mut Ebpf,
+    iface: &str,
+    progs: &[(&'static str, TcAttachType)],
+) -> Result<AttachMode, DatapathError> {
+    // Mirrors aya's own choice in SchedClassifier::attach, so we know which
+    // one it made.
+    let tcx = KernelVersion::current().is_ok_and(|v| v >= KernelVersion::new(6, 6, 0));
+    let mode = if tcx {
+        AttachMode::Tcx
+    } else {
+        match tc::qdisc_add_clsact(iface) {
+            Ok(()) => {}
+            // Another agent run (or tc by hand) added it already.
+            Err(tc::TcError::AlreadyAttached) => {}
+            Err(source) => {
+                return Err(DatapathError::Clsact {
+                    iface: iface.to_owned(),
+                    source,
+                });
+            }
+        }
+        AttachMode::Netlink
+    };
+    for &(name, hook) in progs {
+        // The link is owned by the program and lives as long as `ebpf`.
+        Datapath::classifier(ebpf, name)?
+            .attach(iface, hook)
+            .map_err(|source| DatapathError::Program {
+                name,
+                action: "attach",
+                source,
+            })?;
+    }
+    Ok(mode)
+}
+
 impl StatsSource for std::sync::Mutex<Datapath> {
     fn stats(&self) -> Result<Stats, DatapathError> {
         // A poisoned lock only means a reader panicked; the maps are intact.
@@ -208,71 +236,14 @@ impl StatsSource for std::sync::Mutex<Datapath> {
 /// the counter it must bump. Needs root (loads programs), as the suite does.
 #[cfg(test)]
 mod tests {
-    use std::os::fd::{AsFd, AsRawFd};
-
     use super::*;
 
-    /// `union bpf_attr` for BPF_PROG_TEST_RUN (linux/bpf.h), the fields up to `cpu`.
-    #[repr(C)]
-    #[derive(Default)]
-    struct TestRunAttr {
-        prog_fd: u32,
-        retval: u32,
-        data_size_in: u32,
-        data_size_out: u32,
-        data_in: u64,
-        data_out: u64,
-        repeat: u32,
-        duration: u32,
-        ctx_size_in: u32,
-        ctx_size_out: u32,
-        ctx_in: u64,
-        ctx_out: u64,
-        flags: u32,
-        cpu: u32,
-        batch_size: u32,
-        _pad: u32,
-    }
-    const _: () = assert!(size_of::<TestRunAttr>() == 80);
-    const BPF_PROG_TEST_RUN: libc::c_long = 10;
-
     /// Runs `name` once over `frame`; returns the program's return value.
-    #[allow(unsafe_code)]
     fn test_run(dp: &mut Datapath, name: &'static str, frame: &[u8]) -> i32 {
         let prog = Datapath::classifier(&mut dp.ebpf, name).expect("program");
-        let fd = prog.fd().expect("loaded").as_fd().as_raw_fd();
-        let mut out = vec![0u8; frame.len() + 256];
-        let mut attr = TestRunAttr {
-            prog_fd: fd as u32,
-            data_size_in: frame.len() as u32,
-            data_size_out: out.len() as u32,
-            data_in: frame.as_ptr() as u64,
-            data_out: out.as_mut_ptr() as u64,
-            repeat: 1,
-            ..Default::default()
-        };
-        // SAFETY: attr points at live buffers whose sizes it states.
-        let rc = unsafe {
-            libc::syscall(
-                libc::SYS_bpf,
-                BPF_PROG_TEST_RUN,
-                &mut attr as *mut TestRunAttr,
-                size_of::<TestRunAttr>(),
-            )
-        };
-        assert_eq!(
-            rc,
-            0,
-            "BPF_PROG_TEST_RUN of {name} over {} bytes: {}",
-            frame.len(),
-            std::io::Error::last_os_error()
-        );
-        assert_eq!(
-            &out[..attr.data_size_out as usize],
-            frame,
-            "a counter must not edit packets"
-        );
-        attr.retval as i32
+        let (retval, out) = super::test_run::run(prog, frame);
+        assert_eq!(out, frame, "a counter must not edit packets");
+        retval
     }
 
     fn eth(ethertype: u16, payload: &[u8]) -> Vec<u8> {

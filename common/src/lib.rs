@@ -7,4 +7,5 @@
 // aya::Pod is an unsafe trait: the impls below assert the types are plain data.
 #![cfg_attr(feature = "user", allow(unsafe_code))]
 
+pub mod mesh;
 pub mod stats;

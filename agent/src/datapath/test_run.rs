@@ -1,0 +1,65 @@
+//! BPF_PROG_TEST_RUN for the fixture tables: one run of a loaded classifier
+//! over a frame, giving its return value and the frame as it left.
+#![allow(unsafe_code)]
+
+use std::os::fd::{AsFd, AsRawFd};
+
+use aya::programs::SchedClassifier;
+
+/// `union bpf_attr` for BPF_PROG_TEST_RUN (linux/bpf.h), the fields up to `cpu`.
+#[repr(C)]
+#[derive(Default)]
+struct TestRunAttr {
+    prog_fd: u32,
+    retval: u32,
+    data_size_in: u32,
+    data_size_out: u32,
+    data_in: u64,
+    data_out: u64,
+    repeat: u32,
+    duration: u32,
+    ctx_size_in: u32,
+    ctx_size_out: u32,
+    ctx_in: u64,
+    ctx_out: u64,
+    flags: u32,
+    cpu: u32,
+    batch_size: u32,
+    _pad: u32,
+}
+const _: () = assert!(size_of::<TestRunAttr>() == 80);
+const BPF_PROG_TEST_RUN: libc::c_long = 10;
+
+/// Runs `prog` once over `frame`: (return value, output frame). Panics if the
+/// kernel refuses the run.
+pub fn run(prog: &SchedClassifier, frame: &[u8]) -> (i32, Vec<u8>) {
+    let fd = prog.fd().expect("loaded").as_fd().as_raw_fd();
+    let mut out = vec![0u8; frame.len() + 256];
+    let mut attr = TestRunAttr {
+        prog_fd: fd as u32,
+        data_size_in: frame.len() as u32,
+        data_size_out: out.len() as u32,
+        data_in: frame.as_ptr() as u64,
+        data_out: out.as_mut_ptr() as u64,
+        repeat: 1,
+        ..Default::default()
+    };
+    // SAFETY: attr points at live buffers whose sizes it states.
+    let rc = unsafe {
+        libc::syscall(
+            libc::SYS_bpf,
+            BPF_PROG_TEST_RUN,
+            &mut attr as *mut TestRunAttr,
+            size_of::<TestRunAttr>(),
+        )
+    };
+    assert_eq!(
+        rc,
+        0,
+        "BPF_PROG_TEST_RUN over {} bytes: {}",
+        frame.len(),
+        std::io::Error::last_os_error()
+    );
+    out.truncate(attr.data_size_out as usize);
+    (attr.retval as i32, out)
+}

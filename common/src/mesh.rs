@@ -1,0 +1,448 @@
+//! The routing mesh's maps: published ports and service VIPs load-balanced
+//! by Maglev to backends, with connection tracking and reverse NAT.
+//!
+//! Katran's shape (`vip_map → ch_rings → reals`): userspace owns small `u32`
+//! ids and every table is keyed by one, so a packet does a fixed number of
+//! lookups and userspace can rewrite one table without touching the others.
+//!
+//! ```text
+//! SERVICES  {addr, port, proto}        → Service {id, backend_count, target_port, flags}
+//! MAGLEV    id * MAGLEV_SIZE + h % M   → backend id (0 = none)
+//! BACKENDS  backend id                 → Backend {addr, vtep, flags}
+//! CONNTRACK client→frontend FlowKey    → Conn {backend, service, backend addr/port, times}
+//! REVNAT    backend→client FlowKey     → RevNat {frontend addr/port, service}
+//! ```
+//!
+//! Every address and port is stored in network byte order, exactly as the
+//! program reads it from the packet, so the kernel side never swaps bytes.
+//! Userspace builds keys with [`ServiceKey::new`] / [`FlowKey::new`] from host
+//! order values.
+//!
+//! A service id names one load-balancing group: one Maglev ring and one
+//! counter slot. One swarm service normally gets one id shared by its VIP and
+//! all its ingress-published ports, since all its tasks listen on the same
+//! target ports; a host-mode published port gets its own id whose ring holds
+//! only this node's tasks.
+
+/// Hash map [`ServiceKey`] → [`Service`]: the frontends this node answers for.
+pub const SERVICES_MAP: &str = "SHOAL_SVC4_V1";
+/// Array of [`Backend`], indexed by backend id ([`BACKEND_NONE`] unused).
+pub const BACKENDS_MAP: &str = "SHOAL_BE4_V1";
+/// Array of backend ids, [`MAGLEV_SIZE`] per service id: row `id` is that
+/// service's Maglev lookup table.
+pub const MAGLEV_MAP: &str = "SHOAL_MAGLEV_V1";
+/// LRU hash [`FlowKey`] (client → frontend, before DNAT) → [`Conn`].
+pub const CONNTRACK_MAP: &str = "SHOAL_CT4_V1";
+/// LRU hash [`FlowKey`] (backend → client, a reply) → [`RevNat`].
+pub const REVNAT_MAP: &str = "SHOAL_RNAT4_V1";
+/// Per-CPU array of [`ServiceStats`], indexed by service id.
+pub const SERVICE_STATS_MAP: &str = "SHOAL_SVCST_V1";
+/// Per-CPU array of `u64`, indexed by [`MeshReason`].
+pub const MESH_REASONS_MAP: &str = "SHOAL_LBRSN_V1";
+/// Array of one [`MeshConfig`].
+pub const MESH_CONFIG_MAP: &str = "SHOAL_LBCFG_V1";
+
+/// TC classifier for ingress of the data interface: frontends → DNAT.
+pub const PROG_MESH_INGRESS: &str = "shoal_mesh_in";
+/// TC classifier for the reply path (egress of the data interface for local
+/// backends): backend → client packets get their frontend address back.
+pub const PROG_MESH_EGRESS: &str = "shoal_mesh_out";
+
+/// Slots per Maglev table. Prime, as the paper requires (every skip is then
+/// coprime with it, so each backend's permutation visits every slot).
+///
+/// Why 4099 and not Katran's 65537: Maglev gives every backend ⌊M/N⌋ or
+/// ⌈M/N⌉ slots, so the worst imbalance is one slot, N/M relative: 2.4 % at
+/// 100 replicas, 0.5 % at 20, which covers swarm services. A table costs
+/// 4 × M bytes of locked kernel memory per service: 16 KiB here, 256 KiB at
+/// 65537 — [`MAX_SERVICES`] of those is 16 MiB instead of 256 MiB on every
+/// node. Changing it changes the contract (bump the map version).
+pub const MAGLEV_SIZE: u32 = 4099;
+/// Service ids are `0..MAX_SERVICES`: sizes the Maglev and counter arrays.
+pub const MAX_SERVICES: u32 = 1024;
+/// Backend ids are `1..MAX_BACKENDS`.
+pub const MAX_BACKENDS: u32 = 16384;
+/// Frontend entries (VIP ports and published ports).
+pub const MAX_FRONTENDS: u32 = 4096;
+/// Tracked flows per node; the oldest are evicted first (LRU).
+pub const MAX_FLOWS: u32 = 262_144;
+/// The backend id no backend has: an unfilled Maglev slot (arrays start
+/// zeroed) means "no backend", never "backend 0".
+pub const BACKEND_NONE: u32 = 0;
+
+/// IP protocol numbers the mesh balances.
+pub const IPPROTO_TCP: u8 = 6;
+pub const IPPROTO_UDP: u8 = 17;
+
+/// Key of [`SERVICES_MAP`]: a frontend address (a VIP or this node's data
+/// address), its port and protocol. Port 0 is the "any port" entry of a VIP,
+/// looked up when no exact entry exists: swarm's VIPs forward every port.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub struct ServiceKey {
+    /// IPv4 address, network order.
+    pub addr: u32,
+    /// Port, network order; 0 = any port.
+    pub port: u16,
+    /// [`IPPROTO_TCP`] or [`IPPROTO_UDP`].
+    pub proto: u8,
+    pub _pad: u8,
+}
+const _: () = assert!(core::mem::size_of::<ServiceKey>() == 8);
+
+impl ServiceKey {
+    /// From host-order values (`addr` as `u32::from(Ipv4Addr)`).
+    pub const fn new(addr: u32, port: u16, proto: u8) -> Self {
+        Self {
+            addr: addr.to_be(),
+            port: port.to_be(),
+            proto,
+            _pad: 0,
+        }
+    }
+}
+
+/// The frontend is a service VIP (east-west).
+pub const SVC_F_VIP: u16 = 1 << 0;
+/// The frontend is a port published through the routing mesh on every node.
+pub const SVC_F_INGRESS: u16 = 1 << 1;
+/// The frontend is a host-mode published port: only this node's tasks.
+pub const SVC_F_HOST: u16 = 1 << 2;
+/// Client affinity: the backend is chosen by the client address alone, so
+/// all of a client's connections land on the same backend.
+pub const SVC_F_AFFINITY: u16 = 1 << 3;
+
+/// Value of [`SERVICES_MAP`].
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Service {
+    /// Row of [`MAGLEV_MAP`] and slot of [`SERVICE_STATS_MAP`].
+    pub id: u32,
+    /// Backends in the ring; 0 means new flows are dropped
+    /// ([`MeshReason::NoBackend`]) rather than handed to the host stack.
+    pub backend_count: u32,
+    /// Backend port, network order; 0 keeps the destination port (VIPs).
+    pub target_port: u16,
+    /// `SVC_F_*`.
+    pub flags: u16,
+}
+const _: () = assert!(core::mem::size_of::<Service>() == 12);
+
+/// The backend runs on this node (reached by routing, no tunnel).
+pub const BACKEND_F_LOCAL: u32 = 1 << 0;
+
+/// Value of [`BACKENDS_MAP`]: a task address. The port comes from the
+/// service entry ([`Service::target_port`]), as a swarm service's tasks all
+/// listen on the same ports.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Backend {
+    /// Task address on its overlay network, network order; 0 = slot unused.
+    pub addr: u32,
+    /// Underlay address of the node running the task (its VXLAN endpoint),
+    /// network order.
+    pub vtep: u32,
+    /// `BACKEND_F_*`.
+    pub flags: u32,
+}
+const _: () = assert!(core::mem::size_of::<Backend>() == 12);
+
+/// A directed IPv4 5-tuple, network order: the key of [`CONNTRACK_MAP`]
+/// (as the client sent it) and of [`REVNAT_MAP`] (as the backend replies).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub struct FlowKey {
+    pub saddr: u32,
+    pub daddr: u32,
+    pub sport: u16,
+    pub dport: u16,
+    pub proto: u8,
+    pub _pad: [u8; 3],
+}
+const _: () = assert!(core::mem::size_of::<FlowKey>() == 16);
+
+impl FlowKey {
+    /// From host-order values.
+    pub const fn new(saddr: u32, sport: u16, daddr: u32, dport: u16, proto: u8) -> Self {
+        Self {
+            saddr: saddr.to_be(),
+            daddr: daddr.to_be(),
+            sport: sport.to_be(),
+            dport: dport.to_be(),
+            proto,
+            _pad: [0; 3],
+        }
+    }
+}
+
+/// The backend is on another node: the packet must be tunnelled to
+/// [`Backend::vtep`]. Until the overlay step lands the program only DNATs
+/// and counts it ([`ServiceStats::remote`]).
+pub const CONN_F_REMOTE: u32 = 1 << 0;
+
+/// Value of [`CONNTRACK_MAP`].
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Conn {
+    /// The backend chosen when the flow started.
+    pub backend: u32,
+    /// The service it was chosen for.
+    pub service: u32,
+    /// The backend's address and port at that time, network order. A flow
+    /// whose backend id now names another address (or nothing) is stale and
+    /// chooses again: ids can be reused, addresses are checked.
+    pub backend_addr: u32,
+    pub backend_port: u16,
+    pub _pad: u16,
+    /// `CONN_F_*`.
+    pub flags: u32,
+    pub _pad2: u32,
+    /// `bpf_ktime_get_ns` (CLOCK_MONOTONIC) when the flow was created.
+    pub created_ns: u64,
+    /// … and last seen; refreshed at most every [`LAST_SEEN_GRANULARITY_NS`].
+    pub last_seen_ns: u64,
+}
+const _: () = assert!(core::mem::size_of::<Conn>() == 40);
+
+/// A flow's `last_seen_ns` is rewritten only when it is this stale, so busy
+/// flows do not bounce the entry's cache line between CPUs on every packet.
+pub const LAST_SEEN_GRANULARITY_NS: u64 = 1_000_000_000;
+
+/// Value of [`REVNAT_MAP`]: what the reply's source must become.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct RevNat {
+    /// Frontend address and port the client sent to, network order.
+    pub addr: u32,
+    pub port: u16,
+    pub _pad: u16,
+    /// For the reply counters.
+    pub service: u32,
+}
+const _: () = assert!(core::mem::size_of::<RevNat>() == 12);
+
+/// Value of [`SERVICE_STATS_MAP`] (per CPU; userspace sums).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ServiceStats {
+    /// Client → backend packets and bytes DNATed.
+    pub packets: u64,
+    pub bytes: u64,
+    /// Backend → client packets and bytes reverse-NATed.
+    pub reply_packets: u64,
+    pub reply_bytes: u64,
+    /// Flows created (a backend chosen through the Maglev table).
+    pub new_flows: u64,
+    /// Packets sent to a backend on another node.
+    pub remote: u64,
+    /// Packets dropped for this service (see [`MESH_REASONS_MAP`] for why).
+    pub drops: u64,
+}
+const _: () = assert!(core::mem::size_of::<ServiceStats>() == 56);
+
+/// Value of [`MESH_CONFIG_MAP`]. Zero fields mean the defaults below, so the
+/// program behaves before userspace writes anything.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct MeshConfig {
+    /// A TCP flow idle this long chooses its backend again (default
+    /// [`DEFAULT_TCP_TIMEOUT_NS`]).
+    pub tcp_timeout_ns: u64,
+    /// Same for UDP (default [`DEFAULT_UDP_TIMEOUT_NS`]).
+    pub udp_timeout_ns: u64,
+}
+const _: () = assert!(core::mem::size_of::<MeshConfig>() == 16);
+
+/// Long: a TCP flow that chooses again mid-connection breaks if its ring
+/// changed, and LRU eviction bounds the table anyway (IPVS's silent 900 s is
+/// what swarm users trip on).
+pub const DEFAULT_TCP_TIMEOUT_NS: u64 = 6 * 3600 * 1_000_000_000;
+/// Short: UDP has no end of flow, and re-balancing soon after a ring change
+/// is what a UDP client expects.
+pub const DEFAULT_UDP_TIMEOUT_NS: u64 = 60 * 1_000_000_000;
+
+/// Why the mesh could not handle a packet as it meant to. Packets it cannot
+/// parse pass untouched (the stack validates and drops them itself; the mesh
+/// is not a firewall); only packets for a frontend it cannot serve are
+/// dropped. Values are stable: append only.
+#[repr(u32)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum MeshReason {
+    /// IPv4 header cut short: passed.
+    TruncatedIpv4 = 0,
+    /// IPv4 version or IHL not valid: passed.
+    BadIpv4Header = 1,
+    /// TCP/UDP header cut short: passed.
+    TruncatedL4 = 2,
+    /// An IPv4 fragment: passed. Only the first fragment carries ports, so
+    /// fragments are not balanced (a fragment-tracking map would be needed).
+    Fragment = 3,
+    /// Frontend with no backend (none in the ring, or an empty slot): dropped.
+    NoBackend = 4,
+    /// The ring names a backend id that has no entry: dropped. Userspace
+    /// writes backends before rings and removes them after; this counts a
+    /// violation of that order.
+    MissingBackend = 5,
+    /// Conntrack or reverse NAT insert failed: dropped (the reply could not
+    /// be reverse-NATed).
+    ConntrackInsert = 6,
+    /// A packet rewrite or checksum helper failed: dropped, the packet may be
+    /// half rewritten.
+    Rewrite = 7,
+    /// Service id outside `0..MAX_SERVICES`: dropped.
+    BadServiceId = 8,
+}
+
+impl MeshReason {
+    pub const COUNT: u32 = 9;
+    pub const ALL: [MeshReason; MeshReason::COUNT as usize] = [
+        MeshReason::TruncatedIpv4,
+        MeshReason::BadIpv4Header,
+        MeshReason::TruncatedL4,
+        MeshReason::Fragment,
+        MeshReason::NoBackend,
+        MeshReason::MissingBackend,
+        MeshReason::ConntrackInsert,
+        MeshReason::Rewrite,
+        MeshReason::BadServiceId,
+    ];
+
+    pub const fn name(self) -> &'static str {
+        match self {
+            MeshReason::TruncatedIpv4 => "truncated-ipv4",
+            MeshReason::BadIpv4Header => "bad-ipv4-header",
+            MeshReason::TruncatedL4 => "truncated-l4",
+            MeshReason::Fragment => "fragment",
+            MeshReason::NoBackend => "no-backend",
+            MeshReason::MissingBackend => "missing-backend",
+            MeshReason::ConntrackInsert => "conntrack-insert",
+            MeshReason::Rewrite => "rewrite",
+            MeshReason::BadServiceId => "bad-service-id",
+        }
+    }
+
+    /// Whether the packet was dropped (else it passed untouched).
+    pub const fn drops(self) -> bool {
+        !matches!(
+            self,
+            MeshReason::TruncatedIpv4
+                | MeshReason::BadIpv4Header
+                | MeshReason::TruncatedL4
+                | MeshReason::Fragment
+        )
+    }
+}
+
+/// The flow hash that indexes a Maglev table: murmur3's 32-bit mixing over
+/// the key's words as stored (network order). Fixed, so every node maps a
+/// flow to the same slot, and shared, so tests can predict the backend.
+/// With [`SVC_F_AFFINITY`] only the client address is hashed.
+#[inline(always)]
+pub const fn flow_hash(key: &FlowKey, affinity: bool) -> u32 {
+    let mut h = 0x5348_4f41; // "SHOA"
+    h = murmur_mix(h, key.saddr);
+    if !affinity {
+        h = murmur_mix(h, key.daddr);
+        h = murmur_mix(h, key.sport as u32 | (key.dport as u32) << 16);
+        h = murmur_mix(h, key.proto as u32);
+    }
+    murmur_fmix(h)
+}
+
+#[inline(always)]
+const fn murmur_mix(h: u32, k: u32) -> u32 {
+    let k = k
+        .wrapping_mul(0xcc9e_2d51)
+        .rotate_left(15)
+        .wrapping_mul(0x1b87_3593);
+    (h ^ k)
+        .rotate_left(13)
+        .wrapping_mul(5)
+        .wrapping_add(0xe654_6b64)
+}
+
+#[inline(always)]
+const fn murmur_fmix(mut h: u32) -> u32 {
+    h ^= h >> 16;
+    h = h.wrapping_mul(0x85eb_ca6b);
+    h ^= h >> 13;
+    h = h.wrapping_mul(0xc2b2_ae35);
+    h ^ (h >> 16)
+}
+
+/// Index in [`MAGLEV_MAP`] of the slot a flow hash selects for a service.
+#[inline(always)]
+pub const fn maglev_index(service: u32, hash: u32) -> u32 {
+    service * MAGLEV_SIZE + hash % MAGLEV_SIZE
+}
+
+#[cfg(feature = "user")]
+mod pod {
+    // SAFETY (all): repr(C), integer fields only, padding spelled out as
+    // fields (size asserts above), every bit pattern valid.
+    unsafe impl aya::Pod for super::ServiceKey {}
+    unsafe impl aya::Pod for super::Service {}
+    unsafe impl aya::Pod for super::Backend {}
+    unsafe impl aya::Pod for super::FlowKey {}
+    unsafe impl aya::Pod for super::Conn {}
+    unsafe impl aya::Pod for super::RevNat {}
+    unsafe impl aya::Pod for super::ServiceStats {}
+    unsafe impl aya::Pod for super::MeshConfig {}
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_fit_the_kernel_limit() {
+        for n in [
+            SERVICES_MAP,
+            BACKENDS_MAP,
+            MAGLEV_MAP,
+            CONNTRACK_MAP,
+            REVNAT_MAP,
+            SERVICE_STATS_MAP,
+            MESH_REASONS_MAP,
+            MESH_CONFIG_MAP,
+            PROG_MESH_INGRESS,
+            PROG_MESH_EGRESS,
+        ] {
+            assert!(n.len() <= 15, "{n} is longer than BPF_OBJ_NAME_LEN - 1");
+        }
+    }
+
+    #[test]
+    fn reasons_match_their_values() {
+        for (i, r) in MeshReason::ALL.iter().enumerate() {
+            assert_eq!(*r as usize, i);
+        }
+    }
+
+    #[test]
+    fn maglev_size_is_prime_and_the_array_fits_u32() {
+        let m = MAGLEV_SIZE;
+        assert!(
+            (2..m)
+                .take_while(|d| d * d <= m)
+                .all(|d| !m.is_multiple_of(d))
+        );
+        assert!(u64::from(MAX_SERVICES) * u64::from(m) <= u64::from(u32::MAX));
+    }
+
+    #[test]
+    fn keys_are_network_order() {
+        let k = ServiceKey::new(0xc612_0001, 8080, IPPROTO_TCP);
+        // SAFETY-free view of the bytes as the kernel sees them.
+        assert_eq!(k.addr.to_ne_bytes(), [198, 18, 0, 1]);
+        assert_eq!(k.port.to_ne_bytes(), [0x1f, 0x90]);
+    }
+
+    #[test]
+    fn affinity_hash_ignores_the_client_port() {
+        let a = FlowKey::new(1, 1000, 2, 80, IPPROTO_TCP);
+        let b = FlowKey::new(1, 2000, 2, 80, IPPROTO_TCP);
+        assert_eq!(flow_hash(&a, true), flow_hash(&b, true));
+        assert_ne!(flow_hash(&a, false), flow_hash(&b, false));
+    }
+}

@@ -1,0 +1,511 @@
+//! The routing mesh on a node's data interface (IPv4 TCP/UDP).
+//!
+//! `shoal_mesh_in` (ingress): a packet to a frontend (a published port on
+//! this node's address, or a service VIP) gets a backend — the one its flow
+//! already has in conntrack, or a new one from the service's Maglev table by
+//! the 5-tuple hash — and is DNATed to it (destination address and port,
+//! IPv4 and L4 checksums fixed incrementally). The client's source address
+//! is left alone, so backends see who called them.
+//!
+//! `shoal_mesh_out` (reply path): a packet from a backend to a client whose
+//! flow was DNATed here gets its source rewritten back to the frontend the
+//! client called.
+//!
+//! Verdicts: `TC_ACT_OK` for a rewritten packet (done, the stack routes it),
+//! `TC_ACT_SHOT` for a frontend packet that cannot be served (no backend),
+//! `TC_ACT_UNSPEC` for everything else, untouched, so the next classifier
+//! or the stack decides. Packets the mesh cannot parse pass untouched and
+//! are counted ([`MeshReason`]): the stack validates them itself, and the
+//! mesh is not a firewall.
+//!
+//! Not handled (yet): backends on other nodes are DNATed and counted
+//! (`CONN_F_REMOTE`, `ServiceStats::remote`) but not tunnelled; IPv4
+//! fragments pass (only the first carries ports); VLAN-tagged frames and
+//! IPv6 pass; ICMP errors about balanced flows are not translated.
+#![cfg_attr(target_arch = "bpf", no_std, no_main)]
+// The datapath is the one place unsafe is allowed: map pointers, helpers and
+// the #[no_mangle] entry points the macros emit.
+#![allow(unsafe_code)]
+
+use aya_ebpf::{
+    helpers::bpf_ktime_get_ns,
+    macros::{classifier, map},
+    maps::{Array, HashMap, LruHashMap, PerCpuArray},
+    programs::TcContext,
+};
+use shoal_common::mesh::{
+    BACKEND_F_LOCAL, BACKEND_NONE, Backend, CONN_F_REMOTE, Conn, DEFAULT_TCP_TIMEOUT_NS,
+    DEFAULT_UDP_TIMEOUT_NS, FlowKey, IPPROTO_TCP, IPPROTO_UDP, LAST_SEEN_GRANULARITY_NS,
+    MAGLEV_SIZE, MAX_BACKENDS, MAX_FLOWS, MAX_FRONTENDS, MAX_SERVICES, MeshConfig, MeshReason,
+    RevNat, SVC_F_AFFINITY, Service, ServiceKey, ServiceStats, flow_hash, maglev_index,
+};
+
+const TC_ACT_UNSPEC: i32 = -1;
+const TC_ACT_OK: i32 = 0;
+const TC_ACT_SHOT: i32 = 2;
+
+const ETH_HLEN: usize = 14;
+const ETH_P_IP: u16 = 0x0800;
+const IPV4_MIN_HLEN: usize = 20;
+/// Offsets in the IPv4 header.
+const IP_CSUM: usize = 10;
+const IP_SADDR: usize = 12;
+const IP_DADDR: usize = 16;
+/// Fragment offset and MF bits of the IPv4 flags/offset field.
+const IP_OFFSET_MASK: u16 = 0x1fff;
+const IP_MF: u16 = 0x2000;
+const TCP_HLEN: usize = 20;
+const UDP_HLEN: usize = 8;
+/// Offsets in the TCP/UDP headers.
+const L4_SPORT: usize = 0;
+const L4_DPORT: usize = 2;
+const TCP_FLAGS: usize = 13;
+const TCP_CSUM: usize = 16;
+const UDP_CSUM: usize = 6;
+const TCP_SYN: u8 = 0x02;
+const TCP_ACK: u8 = 0x10;
+
+/// bpf_l4_csum_replace flags (linux/bpf.h).
+const BPF_F_PSEUDO_HDR: u64 = 1 << 4;
+/// A UDP checksum of 0 means "none": leave it 0, and never produce 0.
+const BPF_F_MARK_MANGLED_0: u64 = 1 << 5;
+
+// Map names are literals because the macro wants one; they must equal the
+// shoal_common::mesh constants, which the loader looks up (its tests check).
+#[map(name = "SHOAL_SVC4_V1")]
+static SERVICES: HashMap<ServiceKey, Service> = HashMap::with_max_entries(MAX_FRONTENDS, 0);
+
+#[map(name = "SHOAL_BE4_V1")]
+static BACKENDS: Array<Backend> = Array::with_max_entries(MAX_BACKENDS, 0);
+
+#[map(name = "SHOAL_MAGLEV_V1")]
+static MAGLEV: Array<u32> = Array::with_max_entries(MAX_SERVICES * MAGLEV_SIZE, 0);
+
+#[map(name = "SHOAL_CT4_V1")]
+static CONNTRACK: LruHashMap<FlowKey, Conn> = LruHashMap::with_max_entries(MAX_FLOWS, 0);
+
+#[map(name = "SHOAL_RNAT4_V1")]
+static REVNAT: LruHashMap<FlowKey, RevNat> = LruHashMap::with_max_entries(MAX_FLOWS, 0);
+
+#[map(name = "SHOAL_SVCST_V1")]
+static SERVICE_STATS: PerCpuArray<ServiceStats> = PerCpuArray::with_max_entries(MAX_SERVICES, 0);
+
+#[map(name = "SHOAL_LBRSN_V1")]
+static REASONS: PerCpuArray<u64> = PerCpuArray::with_max_entries(MeshReason::COUNT, 0);
+
+#[map(name = "SHOAL_LBCFG_V1")]
+static CONFIG: Array<MeshConfig> = Array::with_max_entries(1, 0);
+
+#[classifier]
+pub fn shoal_mesh_in(ctx: TcContext) -> i32 {
+    match try_ingress(&ctx) {
+        Ok(verdict) => verdict,
+        Err(e) => fail(e),
+    }
+}
+
+#[classifier]
+pub fn shoal_mesh_out(ctx: TcContext) -> i32 {
+    match try_reply(&ctx) {
+        Ok(verdict) => verdict,
+        Err(e) => fail(e),
+    }
+}
+
+/// A failure, with the service to charge the drop to when there is one.
+struct Fail {
+    reason: MeshReason,
+    service: Option<u32>,
+}
+
+impl From<MeshReason> for Fail {
+    #[inline(always)]
+    fn from(reason: MeshReason) -> Self {
+        Fail {
+            reason,
+            service: None,
+        }
+    }
+}
+
+#[inline(always)]
+fn fail(e: Fail) -> i32 {
+    if let Some(n) = REASONS.get_ptr_mut(e.reason as u32) {
+        // SAFETY: per-CPU slot, only this CPU writes it while we run.
+        unsafe { *n += 1 };
+    }
+    if !e.reason.drops() {
+        return TC_ACT_UNSPEC;
+    }
+    if let Some(id) = e.service {
+        with_stats(id, |s| s.drops += 1);
+    }
+    TC_ACT_SHOT
+}
+
+#[inline(always)]
+fn with_stats(service: u32, f: impl FnOnce(&mut ServiceStats)) {
+    if let Some(s) = SERVICE_STATS.get_ptr_mut(service) {
+        // SAFETY: per-CPU slot, only this CPU writes it while we run.
+        f(unsafe { &mut *s });
+    }
+}
+
+/// An IPv4 TCP/UDP packet: its 5-tuple and where its L4 header starts.
+struct Packet {
+    flow: FlowKey,
+    l4: usize,
+    /// TCP flags (0 for UDP).
+    tcp_flags: u8,
+    /// The first fragment of a datagram (the later ones never get here).
+    first_fragment: bool,
+}
+
+/// The fixed part of the IPv4 header, read in one helper call.
+#[repr(C)]
+#[derive(Clone, Copy)]
+struct Ipv4Fixed {
+    ver_ihl: u8,
+    tos: u8,
+    tot_len: u16,
+    id: u16,
+    frag_off: u16,
+    ttl: u8,
+    proto: u8,
+    csum: u16,
+    saddr: u32,
+    daddr: u32,
+}
+const _: () = assert!(core::mem::size_of::<Ipv4Fixed>() == IPV4_MIN_HLEN);
+
+/// `Ok(None)`: not IPv4 TCP/UDP, or a later fragment — not the mesh's.
+///
+/// Reads go through bpf_skb_load_bytes, which checks bounds against the whole
+/// skb (paged data included), so a short packet is an error, never an
+/// out-of-bounds read, and the offsets may depend on the IHL.
+#[inline(always)]
+fn parse(ctx: &TcContext) -> Result<Option<Packet>, MeshReason> {
+    let Ok(ethertype) = ctx.load::<u16>(ETH_HLEN - 2) else {
+        // Shorter than Ethernet: not IPv4; the counter program counts it.
+        return Ok(None);
+    };
+    if u16::from_be(ethertype) != ETH_P_IP {
+        return Ok(None);
+    }
+    let ip: Ipv4Fixed = ctx.load(ETH_HLEN).map_err(|_| MeshReason::TruncatedIpv4)?;
+    let ihl = usize::from(ip.ver_ihl & 0x0f) * 4;
+    if ip.ver_ihl >> 4 != 4 || ihl < IPV4_MIN_HLEN {
+        return Err(MeshReason::BadIpv4Header);
+    }
+    let (l4_min, proto) = match ip.proto {
+        IPPROTO_TCP => (TCP_HLEN, IPPROTO_TCP),
+        IPPROTO_UDP => (UDP_HLEN, IPPROTO_UDP),
+        _ => return Ok(None),
+    };
+    let frag = u16::from_be(ip.frag_off);
+    if frag & IP_OFFSET_MASK != 0 {
+        // A later fragment: what sits where the ports would be is payload.
+        return Ok(None);
+    }
+    let l4 = ETH_HLEN + ihl;
+    if (ctx.len() as usize) < l4 {
+        // Options cut short.
+        return Err(MeshReason::TruncatedIpv4);
+    }
+    if (ctx.len() as usize) < l4 + l4_min {
+        return Err(MeshReason::TruncatedL4);
+    }
+    let ports: [u16; 2] = ctx
+        .load(l4 + L4_SPORT)
+        .map_err(|_| MeshReason::TruncatedL4)?;
+    let tcp_flags = if proto == IPPROTO_TCP {
+        ctx.load::<u8>(l4 + TCP_FLAGS)
+            .map_err(|_| MeshReason::TruncatedL4)?
+    } else {
+        0
+    };
+    Ok(Some(Packet {
+        flow: FlowKey {
+            saddr: ip.saddr,
+            daddr: ip.daddr,
+            sport: ports[0],
+            dport: ports[1],
+            proto,
+            _pad: [0; 3],
+        },
+        l4,
+        tcp_flags,
+        first_fragment: frag & IP_MF != 0,
+    }))
+}
+
+#[inline(always)]
+fn lookup_service(flow: &FlowKey) -> Option<Service> {
+    let exact = ServiceKey {
+        addr: flow.daddr,
+        port: flow.dport,
+        proto: flow.proto,
+        _pad: 0,
+    };
+    // SAFETY: Service is Copy; copied out at once (a concurrent update can
+    // at worst give a mix of old and new fields of one frontend).
+    if let Some(s) = unsafe { SERVICES.get(exact) } {
+        return Some(*s);
+    }
+    let any_port = ServiceKey { port: 0, ..exact };
+    unsafe { SERVICES.get(any_port) }.copied()
+}
+
+#[inline(always)]
+fn try_ingress(ctx: &TcContext) -> Result<i32, Fail> {
+    let Some(pkt) = parse(ctx)? else {
+        return Ok(TC_ACT_UNSPEC);
+    };
+    let Some(svc) = lookup_service(&pkt.flow) else {
+        return Ok(TC_ACT_UNSPEC);
+    };
+    if pkt.first_fragment {
+        return Err(MeshReason::Fragment.into());
+    }
+    let charge = |reason| Fail {
+        reason,
+        service: Some(svc.id),
+    };
+    if svc.id >= MAX_SERVICES {
+        return Err(MeshReason::BadServiceId.into());
+    }
+
+    // SAFETY: bpf_ktime_get_ns has no preconditions.
+    let now = unsafe { bpf_ktime_get_ns() };
+    let timeout = timeout_ns(pkt.flow.proto);
+    // A bare SYN starts a connection: it takes the ring's current choice even
+    // if an old flow with the same 5-tuple is remembered.
+    let syn = pkt.tcp_flags & (TCP_SYN | TCP_ACK) == TCP_SYN;
+    let tracked = if syn {
+        None
+    } else {
+        CONNTRACK.get_ptr_mut(pkt.flow)
+    };
+    let (addr, port, flags) = match tracked.and_then(|c| live_conn(c, &svc, now, timeout)) {
+        Some(c) => c,
+        None => {
+            let c = new_conn(&pkt.flow, &svc, now).map_err(charge)?;
+            with_stats(svc.id, |s| s.new_flows += 1);
+            c
+        }
+    };
+
+    rewrite(
+        ctx,
+        &pkt,
+        IP_DADDR,
+        L4_DPORT,
+        pkt.flow.daddr,
+        addr,
+        pkt.flow.dport,
+        port,
+    )
+    .map_err(charge)?;
+    with_stats(svc.id, |s| {
+        s.packets += 1;
+        s.bytes += u64::from(ctx.len());
+        if flags & CONN_F_REMOTE != 0 {
+            s.remote += 1;
+        }
+    });
+    // The tunnel to a remote backend's node (CONN_F_REMOTE) is a later step;
+    // until then the stack routes the DNATed packet.
+    Ok(TC_ACT_OK)
+}
+
+#[inline(always)]
+fn timeout_ns(proto: u8) -> u64 {
+    let cfg = CONFIG.get(0).copied().unwrap_or_default();
+    let (set, default) = if proto == IPPROTO_TCP {
+        (cfg.tcp_timeout_ns, DEFAULT_TCP_TIMEOUT_NS)
+    } else {
+        (cfg.udp_timeout_ns, DEFAULT_UDP_TIMEOUT_NS)
+    };
+    if set == 0 { default } else { set }
+}
+
+/// The tracked backend `(addr, port, conn flags)` if the flow is still good:
+/// same service, not idle past its timeout, and its backend id still names
+/// the same address (ids are reused; a removed backend is never used).
+#[inline(always)]
+fn live_conn(c: *mut Conn, svc: &Service, now: u64, timeout: u64) -> Option<(u32, u16, u32)> {
+    // SAFETY: a live LRU entry; fields are plain integers, a racing update by
+    // another CPU can only make one read stale, which the checks tolerate.
+    let conn = unsafe { &mut *c };
+    if conn.service != svc.id || now.wrapping_sub(conn.last_seen_ns) > timeout {
+        return None;
+    }
+    let be = BACKENDS.get(conn.backend)?;
+    if be.addr == 0 || be.addr != conn.backend_addr {
+        return None;
+    }
+    if now.wrapping_sub(conn.last_seen_ns) > LAST_SEEN_GRANULARITY_NS {
+        conn.last_seen_ns = now;
+    }
+    Some((conn.backend_addr, conn.backend_port, conn.flags))
+}
+
+/// Chooses a backend through the service's Maglev table and records the
+/// flow both ways. Returns `(addr, port, conn flags)`.
+#[inline(always)]
+fn new_conn(flow: &FlowKey, svc: &Service, now: u64) -> Result<(u32, u16, u32), MeshReason> {
+    if svc.backend_count == 0 {
+        return Err(MeshReason::NoBackend);
+    }
+    let hash = flow_hash(flow, svc.flags & SVC_F_AFFINITY != 0);
+    let id = *MAGLEV
+        .get(maglev_index(svc.id, hash))
+        .ok_or(MeshReason::BadServiceId)?;
+    if id == BACKEND_NONE {
+        return Err(MeshReason::NoBackend);
+    }
+    let be = BACKENDS.get(id).ok_or(MeshReason::MissingBackend)?;
+    if be.addr == 0 {
+        return Err(MeshReason::MissingBackend);
+    }
+    let port = if svc.target_port != 0 {
+        svc.target_port
+    } else {
+        flow.dport
+    };
+    let flags = if be.flags & BACKEND_F_LOCAL != 0 {
+        0
+    } else {
+        CONN_F_REMOTE
+    };
+    let conn = Conn {
+        backend: id,
+        service: svc.id,
+        backend_addr: be.addr,
+        backend_port: port,
+        _pad: 0,
+        flags,
+        _pad2: 0,
+        created_ns: now,
+        last_seen_ns: now,
+    };
+    let reply = FlowKey {
+        saddr: be.addr,
+        daddr: flow.saddr,
+        sport: port,
+        dport: flow.sport,
+        proto: flow.proto,
+        _pad: [0; 3],
+    };
+    let rev = RevNat {
+        addr: flow.daddr,
+        port: flow.dport,
+        _pad: 0,
+        service: svc.id,
+    };
+    // Reverse entry first: a forward entry without it would DNAT packets
+    // whose replies then leave un-translated.
+    REVNAT
+        .insert(reply, rev, 0)
+        .map_err(|_| MeshReason::ConntrackInsert)?;
+    CONNTRACK
+        .insert(flow, conn, 0)
+        .map_err(|_| MeshReason::ConntrackInsert)?;
+    Ok((be.addr, port, flags))
+}
+
+#[inline(always)]
+fn try_reply(ctx: &TcContext) -> Result<i32, Fail> {
+    let Some(pkt) = parse(ctx)? else {
+        return Ok(TC_ACT_UNSPEC);
+    };
+    // SAFETY: RevNat is Copy; copied out at once.
+    let Some(rev) = (unsafe { REVNAT.get(pkt.flow) }).copied() else {
+        return Ok(TC_ACT_UNSPEC);
+    };
+    if pkt.first_fragment {
+        return Err(MeshReason::Fragment.into());
+    }
+    rewrite(
+        ctx,
+        &pkt,
+        IP_SADDR,
+        L4_SPORT,
+        pkt.flow.saddr,
+        rev.addr,
+        pkt.flow.sport,
+        rev.port,
+    )
+    .map_err(|reason| Fail {
+        reason,
+        service: Some(rev.service),
+    })?;
+    with_stats(rev.service, |s| {
+        s.reply_packets += 1;
+        s.reply_bytes += u64::from(ctx.len());
+    });
+    Ok(TC_ACT_OK)
+}
+
+/// Rewrites one address and port of the packet (network order values) and
+/// fixes the IPv4 and L4 checksums incrementally. The helpers also keep
+/// `skb->csum` right for CHECKSUM_COMPLETE and leave a CHECKSUM_PARTIAL
+/// packet's pseudo-header sum consistent.
+#[allow(clippy::too_many_arguments)]
+#[inline(always)]
+fn rewrite(
+    ctx: &TcContext,
+    pkt: &Packet,
+    ip_field: usize,
+    port_field: usize,
+    old_addr: u32,
+    new_addr: u32,
+    old_port: u16,
+    new_port: u16,
+) -> Result<(), MeshReason> {
+    let (csum, mangled_0) = if pkt.flow.proto == IPPROTO_TCP {
+        (pkt.l4 + TCP_CSUM, 0)
+    } else {
+        (pkt.l4 + UDP_CSUM, BPF_F_MARK_MANGLED_0)
+    };
+    let e = |_| MeshReason::Rewrite;
+    if old_addr != new_addr {
+        ctx.l4_csum_replace(
+            csum,
+            u64::from(old_addr),
+            u64::from(new_addr),
+            BPF_F_PSEUDO_HDR | mangled_0 | 4,
+        )
+        .map_err(e)?;
+        ctx.l3_csum_replace(
+            ETH_HLEN + IP_CSUM,
+            u64::from(old_addr),
+            u64::from(new_addr),
+            4,
+        )
+        .map_err(e)?;
+        ctx.store(ETH_HLEN + ip_field, &new_addr, 0).map_err(e)?;
+    }
+    if old_port != new_port {
+        ctx.l4_csum_replace(
+            csum,
+            u64::from(old_port),
+            u64::from(new_port),
+            mangled_0 | 2,
+        )
+        .map_err(e)?;
+        ctx.store(pkt.l4 + port_field, &new_port, 0).map_err(e)?;
+    }
+    Ok(())
+}
+
+#[cfg(target_arch = "bpf")]
+#[panic_handler]
+fn panic(_info: &core::panic::PanicInfo) -> ! {
+    loop {}
+}
+
+/// Host builds (clippy, `cargo test --workspace`) only type-check the
+/// programs; the real object is built for bpfel-unknown-none by agent/build.rs.
+#[cfg(not(target_arch = "bpf"))]
+fn main() {}
