@@ -87,7 +87,14 @@ pub fn tls_incoming(
     let acceptor = TlsAcceptor::from(config);
     tokio::spawn(async move {
         loop {
-            let (tcp, addr) = match listener.accept().await {
+            // Closed when the server stopped: the listener goes with this
+            // task, so the address is free again at once (a node that
+            // leaves and rejoins binds it anew).
+            let accepted = tokio::select! {
+                accepted = listener.accept() => accepted,
+                _ = tx.closed() => return,
+            };
+            let (tcp, addr) = match accepted {
                 Ok(c) => c,
                 Err(e) => {
                     tracing::warn!(error = %e, "accept failed");
@@ -95,9 +102,6 @@ pub fn tls_incoming(
                     continue;
                 }
             };
-            if tx.is_closed() {
-                return;
-            }
             // Raft messages are small request/response pairs: with Nagle,
             // each waits for the peer's delayed ACK (40 ms on Linux).
             if let Err(e) = tcp.set_nodelay(true) {
