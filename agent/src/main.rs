@@ -4,6 +4,7 @@
 mod api;
 mod autolock;
 mod datapath;
+mod logs;
 mod swarm;
 
 use std::{

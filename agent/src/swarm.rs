@@ -657,8 +657,14 @@ impl Swarm {
             advertise: file.advertise.clone(),
             listen: file.listen,
             snapshot_interval: file.snapshot_interval,
+            extra_routes: Some(crate::logs::routes(self.log_dir())),
         })
         .await?)
+    }
+
+    /// Where this node's task logs are: `dir` is `<state-dir>/swarm`.
+    fn log_dir(&self) -> PathBuf {
+        crate::logs::log_dir(self.dir.parent().unwrap_or(&self.dir))
     }
 
     fn spawn_session(
@@ -669,12 +675,22 @@ impl Swarm {
         manager: Option<Arc<Manager>>,
         keys: Option<SharedKeys>,
     ) -> Active {
-        let mut tasks = vec![tokio::spawn(session(
+        let mut tasks = Vec::new();
+        // A manager serves task logs on its cluster API; a worker needs a
+        // listener of its own for them.
+        if manager.is_none() {
+            let dir = self.log_dir();
+            match crate::logs::spawn_worker_server(file.listen, &identity, &ca, dir) {
+                Ok(server) => tasks.push(server),
+                Err(e) => tracing::error!(error = %chain(&e), "task logs will not be served"),
+            }
+        }
+        tasks.push(tokio::spawn(session(
             file.clone(),
             identity,
             ca,
             manager.clone(),
-        ))];
+        )));
         if let (Some(m), Some(k)) = (&manager, &keys) {
             tasks.push(tokio::spawn(autolock::follow(k.clone(), m.clone())));
         }

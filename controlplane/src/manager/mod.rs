@@ -123,6 +123,9 @@ pub struct ManagerConfig {
     pub advertise: String,
     pub listen: SocketAddr,
     pub snapshot_interval: u64,
+    /// More services for the 2377 listener, served beside the manager's
+    /// own: the agent's task logs, which this crate knows nothing of.
+    pub extra_routes: Option<tonic::service::Routes>,
 }
 
 pub struct Manager {
@@ -192,7 +195,13 @@ impl Manager {
             leader_channels: Mutex::new(HashMap::new()),
             stop,
         });
-        service::serve(manager.clone(), listener, Arc::new(server), stopped.clone());
+        service::serve(
+            manager.clone(),
+            listener,
+            Arc::new(server),
+            cfg.extra_routes,
+            stopped.clone(),
+        );
         tokio::spawn(failure_detector(manager.clone(), stopped));
         Ok(manager)
     }
