@@ -6,6 +6,7 @@
 //! leader confirms its leadership (`ensure_linearizable`), a follower asks
 //! the leader for that read index and waits until it has applied it.
 
+mod logs;
 mod network;
 mod networks;
 mod secrets;

@@ -718,7 +718,9 @@ impl Control for Api {
         req: Request<shoal_api::cluster::v1::ServiceLogsRequest>,
     ) -> Result<Response<LogStream>, Status> {
         require_manager(&req)?;
-        Err(Status::unimplemented("service logs: not yet"))
+        Ok(Response::new(
+            super::logs::stream(self.0.clone(), req.into_inner()).await?,
+        ))
     }
 }
 
