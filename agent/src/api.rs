@@ -406,6 +406,11 @@ mod tests {
                 std::path::Path::new("/nonexistent"),
                 "n1".into(),
                 None,
+                crate::worker::NodeEnv {
+                    tasks_dir: "/nonexistent/tasks".into(),
+                    data_iface: "eth0".into(),
+                    data_ip: None,
+                },
             )),
         )
     }

@@ -64,11 +64,6 @@ impl From<LogsError> for Status {
     }
 }
 
-/// Where the task runtime keeps the logs of a node with this state dir.
-pub fn log_dir(state_dir: &Path) -> PathBuf {
-    state_dir.join("tasks")
-}
-
 /// The `TaskLogs` service over the logs in one directory.
 #[derive(Clone, Debug)]
 pub struct NodeLogs {

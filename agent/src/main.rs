@@ -4,8 +4,10 @@
 mod api;
 mod autolock;
 mod datapath;
+mod endpoints;
 mod logs;
 mod swarm;
+mod worker;
 
 use std::{
     path::PathBuf,
@@ -82,10 +84,20 @@ async fn main() -> anyhow::Result<()> {
         state_dir: args.state_dir.clone(),
     };
 
+    let data_ip = ipv4_of(&iface);
+    let env = worker::NodeEnv {
+        tasks_dir: args.state_dir.join("tasks"),
+        data_iface: iface.clone(),
+        data_ip: match data_ip {
+            Some(std::net::IpAddr::V4(ip)) => Some(ip),
+            _ => None,
+        },
+    };
     let swarm = Arc::new(swarm::Swarm::new(
         &args.state_dir,
         hostname.clone(),
-        ipv4_of(&iface),
+        data_ip,
+        env,
     ));
     swarm
         .resume()

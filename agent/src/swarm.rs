@@ -18,6 +18,8 @@ use std::{
 };
 
 use serde::{Deserialize, Serialize};
+
+use crate::worker::{ManagerLink, NodeEnv, Worker};
 use shoal_api::{
     CLUSTER_PORT,
     cluster::v1::{
@@ -178,12 +180,17 @@ struct Active {
     keys: Option<SharedKeys>,
     /// Heartbeats, and on a manager the unlock-key follower.
     tasks: Vec<JoinHandle<()>>,
+    /// The executor: this node's tasks.
+    worker: Option<Worker>,
 }
 
 impl Active {
     async fn stop(self) {
         for t in &self.tasks {
             t.abort();
+        }
+        if let Some(w) = self.worker {
+            w.stop().await;
         }
         if let Some(m) = self.manager {
             m.shutdown().await;
@@ -196,15 +203,23 @@ pub struct Swarm {
     hostname: String,
     /// The data interface's address: the default advertise address.
     default_ip: Option<IpAddr>,
+    /// Where tasks run.
+    env: NodeEnv,
     state: Mutex<Membership>,
 }
 
 impl Swarm {
-    pub fn new(state_dir: &Path, hostname: String, default_ip: Option<IpAddr>) -> Self {
+    pub fn new(
+        state_dir: &Path,
+        hostname: String,
+        default_ip: Option<IpAddr>,
+        env: NodeEnv,
+    ) -> Self {
         Swarm {
             dir: state_dir.join("swarm"),
             hostname,
             default_ip,
+            env,
             state: Mutex::new(Membership::None),
         }
     }
@@ -657,14 +672,9 @@ impl Swarm {
             advertise: file.advertise.clone(),
             listen: file.listen,
             snapshot_interval: file.snapshot_interval,
-            extra_routes: Some(crate::logs::routes(self.log_dir())),
+            extra_routes: Some(crate::logs::routes(self.env.tasks_dir.clone())),
         })
         .await?)
-    }
-
-    /// Where this node's task logs are: `dir` is `<state-dir>/swarm`.
-    fn log_dir(&self) -> PathBuf {
-        crate::logs::log_dir(self.dir.parent().unwrap_or(&self.dir))
     }
 
     fn spawn_session(
@@ -675,11 +685,12 @@ impl Swarm {
         manager: Option<Arc<Manager>>,
         keys: Option<SharedKeys>,
     ) -> Active {
+        let worker = self.start_worker(&file, &identity, &ca, manager.is_some());
         let mut tasks = Vec::new();
         // A manager serves task logs on its cluster API; a worker needs a
         // listener of its own for them.
         if manager.is_none() {
-            let dir = self.log_dir();
+            let dir = self.env.tasks_dir.clone();
             match crate::logs::spawn_worker_server(file.listen, &identity, &ca, dir) {
                 Ok(server) => tasks.push(server),
                 Err(e) => tracing::error!(error = %chain(&e), "task logs will not be served"),
@@ -699,6 +710,49 @@ impl Swarm {
             manager,
             keys,
             tasks,
+            worker,
+        }
+    }
+
+    /// The executor, talking to this node's own manager first on a manager.
+    fn start_worker(
+        &self,
+        file: &NodeFile,
+        identity: &NodeIdentity,
+        ca: &CaCert,
+        is_manager: bool,
+    ) -> Option<Worker> {
+        let tls = match client_config(identity, ca, Arc::new(RemovedNodes::new())) {
+            Ok(mut c) => {
+                c.alpn_protocols = vec![b"h2".to_vec()];
+                Arc::new(c)
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "no TLS identity for the executor; no tasks will run");
+                return None;
+            }
+        };
+        let mut managers = Vec::new();
+        if is_manager {
+            managers.push(file.advertise.clone());
+        }
+        managers.extend(
+            file.managers
+                .iter()
+                .filter(|m| **m != file.advertise)
+                .cloned(),
+        );
+        let link = ManagerLink {
+            node_id: file.node_id.clone(),
+            managers,
+            tls,
+        };
+        match Worker::start(link, self.env.clone()) {
+            Ok(w) => Some(w),
+            Err(e) => {
+                tracing::error!(error = %e, "the executor did not start; no tasks will run");
+                None
+            }
         }
     }
 

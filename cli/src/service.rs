@@ -55,6 +55,10 @@ pub struct CreateArgs {
     /// Service labels (key=value).
     #[arg(long)]
     label: Vec<String>,
+    /// Run the tasks inside this directory tree on the nodes (pivot_root)
+    /// instead of the node's own filesystem.
+    #[arg(long)]
+    rootfs: Option<String>,
     /// Exit immediately instead of waiting for the service to converge.
     #[arg(long, short)]
     detach: bool,
@@ -148,6 +152,7 @@ fn request(a: &CreateArgs) -> Result<CreateServiceRequest, FlagError> {
         }),
         args: a.command.clone(),
         labels,
+        rootfs: a.rootfs.clone().unwrap_or_default(),
     })
 }
 
@@ -194,11 +199,19 @@ fn tasks_table(tasks: &[TaskSummary]) -> comfy_table::Table {
         "CURRENT STATE",
         "ERROR",
     ]);
+    let mut previous: Option<&str> = None;
     for k in tasks {
         let current = format!("{} {}", crate::output::pretty(&k.state), ago(k.since_unix));
+        // Older tasks of a slot hang under its current one, as docker shows.
+        let name = if previous == Some(k.name.as_str()) {
+            format!(" \\_ {}", k.name)
+        } else {
+            k.name.clone()
+        };
+        previous = Some(&k.name);
         t.add_row(vec![
             k.id.get(..12).unwrap_or(&k.id).to_owned(),
-            k.name.clone(),
+            name,
             k.node.clone(),
             crate::output::pretty(&k.desired_state),
             current,
@@ -208,12 +221,17 @@ fn tasks_table(tasks: &[TaskSummary]) -> comfy_table::Table {
     t
 }
 
-/// Tasks newest first within a slot, as `docker service ps` lists them.
+/// Per slot, the task wanted running first, then the others newest first,
+/// as `docker service ps` lists them.
 fn sorted(mut tasks: Vec<TaskSummary>) -> Vec<TaskSummary> {
-    tasks.sort_by(|a, b| {
-        (a.name.as_str(), std::cmp::Reverse(a.since_unix))
-            .cmp(&(b.name.as_str(), std::cmp::Reverse(b.since_unix)))
-    });
+    let key = |t: &TaskSummary| {
+        (
+            t.name.clone(),
+            t.desired_state != "running",
+            std::cmp::Reverse(t.since_unix),
+        )
+    };
+    tasks.sort_by_key(key);
     tasks
 }
 
@@ -281,6 +299,8 @@ struct ServiceJson<'a> {
     restart_condition: &'a str,
     restart_delay_secs: u64,
     restart_max_attempts: u64,
+    /// `null`: the node's filesystem.
+    rootfs: Option<&'a str>,
     labels: BTreeMap<&'a str, &'a str>,
 }
 
@@ -299,6 +319,7 @@ fn service_json(s: &ServiceSummary) -> ServiceJson<'_> {
         restart_condition: r.map_or("", |r| r.condition.as_str()),
         restart_delay_secs: r.map_or(0, |r| r.delay_secs),
         restart_max_attempts: r.map_or(0, |r| r.max_attempts),
+        rootfs: (!s.rootfs.is_empty()).then_some(s.rootfs.as_str()),
         labels: s
             .labels
             .iter()

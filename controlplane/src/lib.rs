@@ -18,6 +18,7 @@
 #![forbid(unsafe_code)]
 
 pub mod constraint;
+pub mod dispatch;
 pub mod ipam;
 pub mod manager;
 pub mod model;

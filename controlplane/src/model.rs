@@ -313,7 +313,10 @@ pub struct EndpointSpec {
 /// change tasks already created.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct TaskSpec {
-    pub image: String,
+    /// Directory tree the task pivots into (`--rootfs`); empty: the node's
+    /// own filesystem.
+    #[serde(default, alias = "image")]
+    pub rootfs: String,
     pub args: Vec<String>,
     pub env: Vec<String>,
 }
@@ -555,7 +558,11 @@ macro_rules! stored_object {
     (@extra Task) => {
         fn check_references(&self, state: &ClusterState) -> Result<(), ApplyError> {
             require::<Service>(state, Kind::Task, &self.id, &self.service_id)?;
-            if let Some(node_id) = &self.node_id {
+            // An ended task may outlive its node (`node rm`): it keeps the
+            // name for `service ps`, and no agent will act on it.
+            if let Some(node_id) = &self.node_id
+                && self.state < TaskState::Complete
+            {
                 require::<Node>(state, Kind::Task, &self.id, node_id)?;
             }
             for attachment in &self.networks {

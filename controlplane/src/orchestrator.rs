@@ -219,13 +219,17 @@ pub fn orchestrate(
         let mut stopping = BTreeSet::new();
         for t in tasks.iter().filter(|t| live(t)) {
             let Some(node_id) = &t.node_id else { continue };
-            let why = match state.nodes.get(node_id) {
-                None => Some("node removed".to_owned()),
-                Some(n) => ineligible(n, service),
-            };
-            if let Some(why) = why {
-                out.push(shut_down(t, now, &why));
-                stopping.insert(t.id.clone());
+            match state.nodes.get(node_id) {
+                // Orphaned below; the slot is free now.
+                None => {
+                    stopping.insert(t.id.clone());
+                }
+                Some(n) => {
+                    if let Some(why) = ineligible(n, service) {
+                        out.push(shut_down(t, now, &why));
+                        stopping.insert(t.id.clone());
+                    }
+                }
             }
         }
         let holding = |t: &&&Task| live(t) && !stopping.contains(&t.id);
@@ -298,6 +302,26 @@ pub fn orchestrate(
             }
         }
         out.extend(trim_history(&tasks));
+    }
+    // Tasks on a node removed from the swarm: no agent will ever report
+    // them again, so they end here and their addresses go back to the pool.
+    for t in state.tasks.values() {
+        if !ended(t.state)
+            && state.services.contains_key(&t.service_id)
+            && t.node_id
+                .as_ref()
+                .is_some_and(|n| !state.nodes.contains_key(n))
+        {
+            out.push(update(t, |t| {
+                t.desired_state = TaskState::Shutdown;
+                t.state = TaskState::Orphaned;
+                t.status = TaskStatus {
+                    since_unix: now,
+                    message: "node removed from the swarm".into(),
+                    ..t.status.clone()
+                };
+            }));
+        }
     }
     // Tasks whose service is gone.
     for t in state.tasks.values() {

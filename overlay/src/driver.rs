@@ -293,6 +293,32 @@ impl Driver {
         Ok(Release::Removed)
     }
 
+    /// VNIs of the overlay networks whose VXLAN device or bridge exists
+    /// here, found by the driver's device names: what a restarted agent
+    /// must reconcile or release.
+    pub async fn networks(&self) -> Result<Vec<u32>, OverlayError> {
+        let mut vnis = Vec::new();
+        let mut links = self.handle.link().get().execute();
+        while let Some(link) = links
+            .try_next()
+            .await
+            .map_err(OverlayError::netlink("dump links"))?
+        {
+            let name = link_name(&link).unwrap_or_default();
+            let vni = name
+                .strip_prefix(crate::DEVICE_PREFIX)
+                .and_then(|r| r.strip_prefix("vx-").or_else(|| r.strip_prefix("br-")))
+                .and_then(|v| v.parse::<u32>().ok());
+            if let Some(vni) = vni
+                && !vnis.contains(&vni)
+            {
+                vnis.push(vni);
+            }
+        }
+        vnis.sort_unstable();
+        Ok(vnis)
+    }
+
     async fn link_by_name(&self, name: &str) -> Result<Option<LinkMessage>, OverlayError> {
         let mut links = self
             .handle

@@ -72,7 +72,7 @@ async fn overlay_networks_are_allocated_once_and_refused_clearly() -> anyhow::Re
     );
 
     // Refusals name the flag and what to do.
-    let cases: [(&[&str], &str); 7] = [
+    let cases: [(&[&str], &str); 8] = [
         (
             &["--subnet", "10.0.1.128/25", "x1"],
             "overlaps network appnet (10.0.1.0/24)",
@@ -91,6 +91,10 @@ async fn overlay_networks_are_allocated_once_and_refused_clearly() -> anyhow::Re
             "must be 576-8950",
         ),
         (&["-d", "bridge", "x6"], "only the overlay driver"),
+        (
+            &["--opt", "encrypted", "x7"],
+            "--opt encrypted: overlay encryption",
+        ),
         (&["-bad"], "unexpected argument"),
     ];
     for (args, want) in cases {

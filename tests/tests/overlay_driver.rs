@@ -363,6 +363,8 @@ async fn overlay_driver_connects_tasks_across_nodes() -> anyhow::Result<()> {
     );
 
     // --- teardown ---
+    // What a restarted agent finds by the driver's names.
+    assert_eq!(d1.networks().await?, vec![VNI]);
     // A network with a task on the node stays.
     assert_eq!(
         d1.release_network(VNI).await?,
@@ -387,6 +389,7 @@ async fn overlay_driver_connects_tasks_across_nodes() -> anyhow::Result<()> {
         let handle = netns::netlink(lab.node(k).netns())?;
         assert_eq!(shoal_devices(&handle).await?, Vec::<String>::new(), "n{k}");
     }
+    assert_eq!(d1.networks().await?, Vec::<u32>::new());
     match d1.remotes(VNI).await {
         Err(OverlayError::NetworkMissing { vni: VNI, device }) => {
             assert_eq!(device, vxlan_name(VNI));

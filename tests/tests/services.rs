@@ -1,8 +1,9 @@
 //! Services in the control plane across real managers: tasks created per
 //! slot (or per node for global services), spread by the scheduler, kept
 //! pending with the reason when nothing fits, moved off drained nodes,
-//! scaled, and networks refused removal while in use. (Running the tasks on
-//! the nodes is the agent's part: until it lands, tasks stop at ASSIGNED.)
+//! scaled, and networks refused removal while in use. The nodes' agents run
+//! the tasks (`sleep`), so they reach RUNNING; tests/tasks.rs checks what
+//! they do there.
 
 use std::{collections::BTreeSet, time::Duration};
 
@@ -76,9 +77,9 @@ async fn services_become_tasks_spread_moved_and_scaled() -> anyhow::Result<()> {
             "1000",
         ],
     )?;
-    let rows = eventually(Duration::from_secs(10), "3 web tasks assigned", || {
+    let rows = eventually(Duration::from_secs(10), "3 web tasks running", || {
         let rows = ps(&lab, "web")?;
-        Ok((live(&rows).iter().filter(|r| r.3 == "assigned").count() == 3).then_some(rows))
+        Ok((live(&rows).iter().filter(|r| r.3 == "running").count() == 3).then_some(rows))
     })
     .await?;
     let nodes: BTreeSet<&str> = live(&rows).iter().map(|r| r.1.as_str()).collect();
@@ -100,7 +101,7 @@ async fn services_become_tasks_spread_moved_and_scaled() -> anyhow::Result<()> {
         "{addrs:?}"
     );
     let ls = lab.shoal(1, &["service", "ls"])?;
-    assert!(ls.contains("web") && ls.contains("0/3"), "{ls}");
+    assert!(ls.contains("web") && ls.contains("3/3"), "{ls}");
 
     // Constraints: pinned to the manager; impossible ones wait with a reason.
     lab.shoal(
@@ -192,7 +193,7 @@ async fn services_become_tasks_spread_moved_and_scaled() -> anyhow::Result<()> {
     eventually(Duration::from_secs(10), "web off n2", || {
         let rows = ps(&lab, "web")?;
         let l = live(&rows);
-        Ok((l.len() == 3 && l.iter().all(|r| r.1 != "n2" && r.3 == "assigned")).then_some(()))
+        Ok((l.len() == 3 && l.iter().all(|r| r.1 != "n2" && r.3 == "running")).then_some(()))
     })
     .await?;
     lab.shoal(1, &["node", "update", "--availability", "active", "n2"])?;

@@ -77,6 +77,15 @@ fn check(r: &CreateNetworkRequest) -> Result<Wanted, ManagerError> {
             )));
         }
     }
+    // Accepting the flag and sending plaintext would be worse than refusing.
+    if r.encrypted {
+        return Err(invalid(
+            "--opt encrypted: overlay encryption (IPsec ESP or WireGuard) is not available in \
+             this build yet, and a network that claims it would carry plaintext; create the \
+             network without --opt encrypted"
+                .into(),
+        ));
+    }
     if r.mtu != 0 && !(576..=MAX_MTU).contains(&r.mtu) {
         return Err(invalid(format!(
             "--opt com.docker.network.driver.mtu={}: must be 576-{MAX_MTU} (the VXLAN header \

@@ -6,13 +6,14 @@
 use std::{sync::Arc, time::Duration};
 
 use shoal_api::cluster::v1::{
-    CreateNetworkRequest, CreateSecretRequest, CreateServiceRequest, HeartbeatReply,
-    HeartbeatRequest, JoinReply, JoinRequest, JoinTokenReply, JoinTokenRequest, ListNetworksReply,
-    ListNetworksRequest, ListNodesReply, ListNodesRequest, ListSecretsReply, ListSecretsRequest,
-    ListServicesReply, ListServicesRequest, ListTasksReply, ListTasksRequest, NetworkRef,
-    NetworkSummary, NodeDetail, NodeRef, NodeSummary, RaftPayload, RemoveNetworkReply,
-    RemoveNodeReply, RemoveNodeRequest, RemoveSecretReply, RemoveServiceReply, ScaleServiceRequest,
-    SecretRef, SecretSummary, ServiceRef, ServiceSummary, UpdateNodeRequest,
+    AssignmentSet, AssignmentsRequest, CreateNetworkRequest, CreateSecretRequest,
+    CreateServiceRequest, HeartbeatReply, HeartbeatRequest, JoinReply, JoinRequest, JoinTokenReply,
+    JoinTokenRequest, ListNetworksReply, ListNetworksRequest, ListNodesReply, ListNodesRequest,
+    ListSecretsReply, ListSecretsRequest, ListServicesReply, ListServicesRequest, ListTasksReply,
+    ListTasksRequest, NetworkRef, NetworkSummary, NodeDetail, NodeRef, NodeSummary, RaftPayload,
+    RemoveNetworkReply, RemoveNodeReply, RemoveNodeRequest, RemoveSecretReply, RemoveServiceReply,
+    ReportTasksReply, ReportTasksRequest, ScaleServiceRequest, SecretRef, SecretSummary,
+    ServiceRef, ServiceSummary, UpdateNodeRequest,
     control_server::{Control, ControlServer},
     dispatcher_server::{Dispatcher, DispatcherServer},
     join_server::{Join, JoinServer},
@@ -25,6 +26,7 @@ use tokio::net::TcpListener;
 use tonic::{Request, Response, Status};
 
 use super::{Forward, Manager, ManagerError, networks, secrets, services, transport::PeerInfo};
+use crate::dispatch;
 use crate::model::{
     Availability, ClusterState, Command, Labels, Node, NodeRole as ModelRole, NodeState,
     SecretString,
@@ -280,28 +282,98 @@ impl Dispatcher for Api {
         }))
     }
 
-    type AssignmentsStream = std::pin::Pin<
-        Box<
-            dyn futures::Stream<Item = Result<shoal_api::cluster::v1::AssignmentSet, Status>>
-                + Send,
-        >,
-    >;
+    type AssignmentsStream =
+        std::pin::Pin<Box<dyn futures::Stream<Item = Result<AssignmentSet, Status>> + Send>>;
 
     async fn assignments(
         &self,
-        req: Request<shoal_api::cluster::v1::AssignmentsRequest>,
+        req: Request<AssignmentsRequest>,
     ) -> Result<Response<Self::AssignmentsStream>, Status> {
-        require_node(&req)?;
-        Err(Status::unimplemented("assignments: not yet"))
+        let node_id = own_node(&req, &req.get_ref().node_id)?;
+        let m = self.0.clone();
+        let (tx, rx) = tokio::sync::mpsc::channel(4);
+        tokio::spawn(async move {
+            let mut metrics = m.raft.metrics();
+            let mut applied = None;
+            let mut last: Option<AssignmentSet> = None;
+            loop {
+                let set = dispatch::assignments(&*m.local_state().await, &node_id);
+                // The version moves with every change anywhere; only a change
+                // to this node's picture is worth sending.
+                let same = last.as_ref().is_some_and(|l| {
+                    l.tasks == set.tasks
+                        && l.networks == set.networks
+                        && l.endpoints == set.endpoints
+                });
+                if !same {
+                    if tx.send(Ok(set.clone())).await.is_err() {
+                        return;
+                    }
+                    last = Some(set);
+                }
+                loop {
+                    tokio::select! {
+                        _ = tx.closed() => return,
+                        changed = metrics.changed() => if changed.is_err() { return },
+                        // A periodic resend guards against a missed wake-up.
+                        _ = tokio::time::sleep(ASSIGNMENT_REFRESH) => break,
+                    }
+                    let now = metrics.borrow().last_applied;
+                    if now != applied {
+                        applied = now;
+                        break;
+                    }
+                }
+            }
+        });
+        Ok(Response::new(Box::pin(
+            tokio_stream::wrappers::ReceiverStream::new(rx),
+        )))
     }
 
     async fn report_tasks(
         &self,
-        req: Request<shoal_api::cluster::v1::ReportTasksRequest>,
-    ) -> Result<Response<shoal_api::cluster::v1::ReportTasksReply>, Status> {
-        require_node(&req)?;
-        Err(Status::unimplemented("report tasks: not yet"))
+        req: Request<ReportTasksRequest>,
+    ) -> Result<Response<ReportTasksReply>, Status> {
+        let node_id = own_node(&req, &req.get_ref().node_id)?;
+        for r in &req.get_ref().reports {
+            for attempt in 0.. {
+                let cmd = {
+                    let state = self.0.read().await?;
+                    dispatch::report(&state, &node_id, r, services::now_unix())
+                };
+                let cmd = match cmd {
+                    Ok(Some(c)) => c,
+                    Ok(None) => break,
+                    // A task removed meanwhile (service rm): nothing to record.
+                    Err(dispatch::ReportError::UnknownTask(_)) => break,
+                    Err(e) => return Err(Status::invalid_argument(e.to_string())),
+                };
+                match self.0.propose(cmd).await {
+                    Ok(_) => break,
+                    Err(ManagerError::Rejected(crate::model::ApplyError::VersionMismatch {
+                        ..
+                    })) if attempt < 10 => continue,
+                    Err(e) => return Err(e.into()),
+                }
+            }
+        }
+        Ok(Response::new(ReportTasksReply {}))
     }
+}
+
+/// How often an assignment stream re-checks the state without a wake-up.
+const ASSIGNMENT_REFRESH: Duration = Duration::from_secs(10);
+
+/// The calling node's id from its certificate; it may only speak for itself.
+fn own_node<T>(req: &Request<T>, claimed: &str) -> Result<String, Status> {
+    let node_id = require_node(req)?;
+    if !claimed.is_empty() && claimed != node_id {
+        return Err(Status::permission_denied(
+            "a node may only speak for itself",
+        ));
+    }
+    Ok(node_id)
 }
 
 /// Finds a node by id, unique id prefix or hostname, as docker does.

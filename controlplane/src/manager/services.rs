@@ -92,6 +92,7 @@ fn summary(state: &ClusterState, s: &Service) -> ServiceSummary {
         restart: Some(restart_api(&s.spec.restart)),
         labels: s.spec.labels.clone().into_iter().collect(),
         version: s.version,
+        rootfs: s.spec.task.rootfs.clone(),
     }
 }
 
@@ -174,7 +175,7 @@ fn spec(state: &ClusterState, r: &CreateServiceRequest) -> Result<ServiceSpec, M
         labels: r.labels.clone().into_iter().collect(),
         mode,
         task: TaskSpec {
-            image: String::new(),
+            rootfs: rootfs(&r.rootfs)?,
             args: r.args.clone(),
             env: r.env.clone(),
         },
@@ -184,6 +185,21 @@ fn spec(state: &ClusterState, r: &CreateServiceRequest) -> Result<ServiceSpec, M
         constraints: r.constraints.clone(),
         restart,
     })
+}
+
+/// `--rootfs`: an absolute directory path on the nodes (checked there).
+fn rootfs(given: &str) -> Result<String, ManagerError> {
+    let given = given.trim();
+    if given.is_empty() {
+        return Ok(String::new());
+    }
+    if !given.starts_with('/') || given.contains('\0') || given == "/" {
+        return Err(invalid(format!(
+            "--rootfs {given:?}: give the absolute path of a directory tree on the nodes \
+             (not /; leave it out to use the node's filesystem)"
+        )));
+    }
+    Ok(given.to_owned())
 }
 
 pub(super) async fn create(
@@ -294,11 +310,7 @@ pub(super) async fn tasks(
                 .get(&t.service_id)
                 .map_or(t.service_id.clone(), |s| s.spec.name.clone());
             let node = t.node_id.as_ref().and_then(|n| state.nodes.get(n));
-            let name = match (t.slot, &t.node_id) {
-                (Some(slot), _) => format!("{service}.{slot}"),
-                (None, Some(n)) => format!("{service}.{n}"),
-                (None, None) => service.clone(),
-            };
+            let name = crate::dispatch::task_name(&state, t);
             // A task that ended on its own is not wanted any more either.
             let desired = if t.state >= TaskState::Complete {
                 TaskState::Shutdown

@@ -58,7 +58,7 @@ fn service(id: &str, name: &str, networks: &[&str], secrets: &[&str]) -> Service
             labels: Labels::new(),
             mode: ServiceMode::Replicated { replicas: 1 },
             task: TaskSpec {
-                image: "nginx".to_owned(),
+                rootfs: "/srv/rootfs".to_owned(),
                 ..TaskSpec::default()
             },
             endpoint: EndpointSpec::default(),

@@ -319,3 +319,78 @@ proptest! {
         }
     }
 }
+
+proptest! {
+    /// Tasks fail and are replaced, and the manager restarts in between
+    /// (its state reloaded from what it persisted, serialized and read
+    /// back): no two tasks in the state ever hold the same address, and
+    /// every address is inside the network and not its gateway.
+    #[test]
+    fn addresses_are_never_handed_out_twice_across_restarts(
+        replicas in 1u64..6,
+        events in proptest::collection::vec((0usize..8, any::<bool>()), 1..16),
+    ) {
+        let mut s = state(&[node("n1", &[]), node("n2", &[]), node("n3", &[])]);
+        let _ = apply(
+            &mut s,
+            &Command::CreateService(service("web", ServiceMode::Replicated { replicas }, &[])),
+        );
+        let mut ids = 0;
+        let mut now = 100;
+        converge(&mut s, now, &mut ids);
+        for (pick, restart) in events {
+            if restart {
+                let disk = serde_json::to_vec(&s).expect("state serializes");
+                s = serde_json::from_slice(&disk).expect("state reloads");
+            }
+            let live: Vec<String> = s.tasks.values().filter(|t| live(t)).map(|t| t.id.clone()).collect();
+            if !live.is_empty() {
+                set_state(&mut s, &live[pick % live.len()], TaskState::Failed, now);
+            }
+            now += 10;
+            converge(&mut s, now, &mut ids);
+            let mut seen = BTreeSet::new();
+            for a in s.tasks.values().flat_map(|t| t.networks.iter().flat_map(|n| n.addresses.iter())) {
+                prop_assert!(seen.insert(a.clone()), "{} handed out twice", a);
+                prop_assert!(a.starts_with("10.0.1.") && a != "10.0.1.1/24", "{}", a);
+            }
+        }
+        prop_assert_eq!(live_on(&s, "web").len() as u64, replicas);
+    }
+}
+
+#[test]
+fn tasks_of_a_removed_node_are_orphaned_and_replaced() {
+    let mut s = state(&[node("n1", &[]), node("n2", &[])]);
+    let _ = apply(
+        &mut s,
+        &Command::CreateService(service("web", ServiceMode::Replicated { replicas: 2 }, &[])),
+    );
+    let mut ids = 0;
+    converge(&mut s, 100, &mut ids);
+    let on_n2 = s
+        .tasks
+        .values()
+        .find(|t| t.node_id.as_deref() == Some("n2"))
+        .map(|t| t.id.clone())
+        .expect("a task on n2");
+    set_state(&mut s, &on_n2, TaskState::Running, 100);
+    let n2 = s.nodes["n2"].clone();
+    assert!(
+        apply(
+            &mut s,
+            &Command::RemoveNode {
+                id: n2.id,
+                expected_version: n2.version
+            }
+        )
+        .is_ok()
+    );
+    converge(&mut s, 110, &mut ids);
+    let t = &s.tasks[&on_n2];
+    assert_eq!(
+        (t.state, t.desired_state),
+        (TaskState::Orphaned, TaskState::Shutdown)
+    );
+    assert_eq!(live_on(&s, "web"), ["n1", "n1"]);
+}

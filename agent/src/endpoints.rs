@@ -1,0 +1,268 @@
+//! Remote endpoints of the overlays: learnt by gossip on 7946, checked
+//! against the control plane, programmed as static FDB and neighbour
+//! entries.
+//!
+//! An entry is programmed only when gossip has it *and* the latest
+//! assignment set lists the same task address on the same node. Gossip is
+//! the fast signal (a dead node's endpoints go within its detection time,
+//! long before the managers mark it down); the control plane is the
+//! authority on what exists, so gossip can never keep a stale endpoint
+//! alive, nor one a restarted manager no longer knows. What is programmed is
+//! read back from the kernel on every pass, so nothing drifts.
+
+use std::{
+    collections::{BTreeMap, BTreeSet, HashSet},
+    net::{IpAddr, Ipv4Addr, SocketAddr},
+    sync::Arc,
+    time::Duration,
+};
+
+use shoal_api::cluster::v1::AssignmentSet;
+use shoal_gossip::{Endpoint, EndpointKey, GOSSIP_PORT, Gossip, GossipConfig};
+use shoal_overlay::{MacAddr, RemoteEndpoint};
+use tokio::{
+    sync::{Notify, watch},
+    task::JoinHandle,
+};
+
+use crate::worker::{Executor, ManagerLink};
+
+/// Expected cluster size for gossip's retransmission budget.
+const CLUSTER_SIZE_HINT: u32 = 16;
+/// Full re-check of the kernel's entries without any trigger.
+const RESYNC: Duration = Duration::from_secs(5);
+
+#[derive(Debug, thiserror::Error)]
+pub enum EndpointsError {
+    #[error("binding gossip on {addr}: {source}")]
+    Bind {
+        addr: SocketAddr,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error(transparent)]
+    Gossip(#[from] shoal_gossip::GossipError),
+}
+
+pub struct Endpoints {
+    gossip: Arc<Gossip>,
+    poke: Arc<Notify>,
+}
+
+impl Endpoints {
+    /// Starts this node's gossip member on `ip`:7946.
+    pub fn start(link: &ManagerLink, ip: Ipv4Addr) -> Result<Endpoints, EndpointsError> {
+        let addr = SocketAddr::new(IpAddr::V4(ip), GOSSIP_PORT);
+        let bind = |source| EndpointsError::Bind { addr, source };
+        let udp = std::net::UdpSocket::bind(addr).map_err(bind)?;
+        let tcp = std::net::TcpListener::bind(addr).map_err(bind)?;
+        let cfg = GossipConfig::lan(link.node_id.clone(), addr, CLUSTER_SIZE_HINT);
+        tracing::info!(%addr, probe = ?cfg.probe_period, suspect_to_down = ?cfg.suspect_to_down, "gossip started");
+        let gossip = Gossip::start(cfg, udp, tcp, CLUSTER_SIZE_HINT)?;
+        Ok(Endpoints {
+            gossip: Arc::new(gossip),
+            poke: Arc::new(Notify::new()),
+        })
+    }
+
+    pub fn publish(&self, e: Endpoint) -> Option<EndpointKey> {
+        let key = e.key();
+        match self.gossip.publish(e) {
+            Ok(()) => Some(key),
+            Err(e) => {
+                tracing::warn!(error = %e, "publishing an endpoint");
+                None
+            }
+        }
+    }
+
+    pub fn withdraw(&self, key: EndpointKey) {
+        if let Err(e) = self.gossip.withdraw(key) {
+            tracing::warn!(error = %e, "withdrawing an endpoint");
+        }
+    }
+
+    /// Asks for a pass now (a network appeared on this node).
+    pub fn poke(&self) {
+        self.poke.notify_one();
+    }
+
+    /// The loops: joining gossip through the managers, and programming.
+    pub fn spawn_sync(
+        &self,
+        exec: Arc<Executor>,
+        view: watch::Receiver<Arc<AssignmentSet>>,
+        link: ManagerLink,
+    ) -> Vec<JoinHandle<()>> {
+        vec![
+            tokio::spawn(join(self.gossip.clone(), link)),
+            tokio::spawn(program(exec, self.gossip.clone(), view, self.poke.clone())),
+        ]
+    }
+}
+
+/// Joins through the managers' addresses, again whenever this member finds
+/// itself alone (it started before them, or they all restarted).
+async fn join(gossip: Arc<Gossip>, link: ManagerLink) {
+    let peers: Vec<SocketAddr> = link
+        .managers
+        .iter()
+        .filter_map(|m| m.parse::<SocketAddr>().ok())
+        .map(|a| SocketAddr::new(a.ip(), GOSSIP_PORT))
+        .collect();
+    loop {
+        if gossip.members().is_empty()
+            && let Err(e) = gossip.join(peers.iter().copied())
+        {
+            tracing::warn!(error = %e, "joining gossip");
+        }
+        tokio::time::sleep(Duration::from_secs(2)).await;
+    }
+}
+
+async fn program(
+    exec: Arc<Executor>,
+    gossip: Arc<Gossip>,
+    mut view: watch::Receiver<Arc<AssignmentSet>>,
+    poke: Arc<Notify>,
+) {
+    let mut changes = gossip.subscribe();
+    loop {
+        let set = view.borrow_and_update().clone();
+        let local = exec.local_networks().await;
+        let want = wanted(&gossip.endpoints(), &set, &local, exec.node_id());
+        for (network, vni) in &local {
+            let want = want.get(network).cloned().unwrap_or_default();
+            if let Err(e) = converge(&exec, *vni, &want).await {
+                tracing::warn!(vni, error = %e, "programming remote endpoints");
+            }
+        }
+        tokio::select! {
+            r = changes.changed() => if r.is_err() { return },
+            r = view.changed() => if r.is_err() { return },
+            _ = poke.notified() => {}
+            _ = tokio::time::sleep(RESYNC) => {}
+        }
+    }
+}
+
+/// The remote endpoints each local network should have: in gossip, on
+/// another node, and confirmed by the control plane.
+pub fn wanted(
+    gossip: &[Endpoint],
+    set: &AssignmentSet,
+    local: &std::collections::HashMap<String, u32>,
+    me: &str,
+) -> BTreeMap<String, BTreeSet<RemoteEndpoint>> {
+    let confirmed: HashSet<(&str, &str, &str)> = set
+        .endpoints
+        .iter()
+        .map(|e| (e.network_id.as_str(), e.ip.as_str(), e.node_id.as_str()))
+        .collect();
+    let mut out: BTreeMap<String, BTreeSet<RemoteEndpoint>> = BTreeMap::new();
+    for e in gossip {
+        if e.node_id == me || !local.contains_key(&e.network) {
+            continue;
+        }
+        let ip = e.ip.to_string();
+        if !confirmed.contains(&(e.network.as_str(), ip.as_str(), e.node_id.as_str())) {
+            continue;
+        }
+        out.entry(e.network.clone())
+            .or_default()
+            .insert(RemoteEndpoint {
+                ip: e.ip,
+                mac: MacAddr(e.mac),
+                vtep: e.vtep,
+            });
+    }
+    out
+}
+
+/// Adds and removes entries on one VXLAN device until it holds `want`.
+async fn converge(
+    exec: &Executor,
+    vni: u32,
+    want: &BTreeSet<RemoteEndpoint>,
+) -> Result<(), shoal_overlay::OverlayError> {
+    let overlay = exec.overlay();
+    let have: BTreeSet<RemoteEndpoint> = match overlay.remotes(vni).await {
+        Ok(r) => r.endpoints.into_iter().collect(),
+        // The network went between listing and now.
+        Err(shoal_overlay::OverlayError::NetworkMissing { .. }) => return Ok(()),
+        Err(e) => return Err(e),
+    };
+    for gone in have.difference(want) {
+        overlay.remove_remote(vni, *gone).await?;
+        tracing::info!(vni, ip = %gone.ip, vtep = %gone.vtep, "remote endpoint removed");
+    }
+    for new in want.difference(&have) {
+        overlay.add_remote(vni, *new).await?;
+        tracing::info!(vni, ip = %new.ip, vtep = %new.vtep, "remote endpoint added");
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::HashMap;
+
+    use shoal_api::cluster::v1::Endpoint as CpEndpoint;
+
+    use super::*;
+
+    fn g(net: &str, ip: [u8; 4], node: &str, vtep: [u8; 4]) -> Endpoint {
+        Endpoint {
+            network: net.into(),
+            ip: ip.into(),
+            mac: crate::worker::mac_for(ip.into()),
+            vtep: vtep.into(),
+            node_id: node.into(),
+        }
+    }
+
+    fn cp(net: &str, ip: &str, node: &str) -> CpEndpoint {
+        CpEndpoint {
+            network_id: net.into(),
+            task_id: format!("t-{ip}"),
+            ip: ip.into(),
+            node_id: node.into(),
+            node_addr: String::new(),
+        }
+    }
+
+    #[test]
+    fn only_remote_confirmed_endpoints_on_local_networks_are_wanted() {
+        let gossip = vec![
+            g("a", [10, 0, 1, 2], "n2", [198, 18, 0, 2]),
+            // Our own: the bridge reaches it.
+            g("a", [10, 0, 1, 3], "me", [198, 18, 0, 1]),
+            // Stale: the control plane no longer lists it.
+            g("a", [10, 0, 1, 4], "n3", [198, 18, 0, 3]),
+            // Listed, but for another node (the address moved).
+            g("a", [10, 0, 1, 5], "n3", [198, 18, 0, 3]),
+            // A network with no task here.
+            g("b", [10, 0, 2, 2], "n2", [198, 18, 0, 2]),
+        ];
+        let set = AssignmentSet {
+            endpoints: vec![
+                cp("a", "10.0.1.2", "n2"),
+                cp("a", "10.0.1.3", "me"),
+                cp("a", "10.0.1.5", "n2"),
+                cp("b", "10.0.2.2", "n2"),
+                // Not (yet) in gossip: waits for it.
+                cp("a", "10.0.1.9", "n2"),
+            ],
+            ..Default::default()
+        };
+        let local = HashMap::from([("a".to_owned(), 4097)]);
+        let want = wanted(&gossip, &set, &local, "me");
+        let ips: Vec<Ipv4Addr> = want["a"].iter().map(|r| r.ip).collect();
+        assert_eq!(ips, [Ipv4Addr::new(10, 0, 1, 2)]);
+        assert_eq!(want.len(), 1);
+        assert_eq!(
+            want["a"].iter().next().map(|r| r.vtep),
+            Some(Ipv4Addr::new(198, 18, 0, 2))
+        );
+    }
+}

@@ -1,0 +1,625 @@
+//! The executor: runs the tasks the managers assign to this node.
+//!
+//! A manager streams the node's whole assignment set on every change
+//! (`Dispatcher.Assignments`); [`Executor::apply`] diffs it against what
+//! runs here. Each task gets a supervisor that prepares its overlay
+//! networks (shoal-overlay), starts it (shoal-runtime), publishes its
+//! endpoints by gossip, waits for it to exit or to be stopped, and reports
+//! every state it reaches (`Dispatcher.ReportTasks`, forward-only on the
+//! manager). Tasks keep running while no manager is reachable, as in swarm.
+
+use std::{
+    collections::{HashMap, HashSet},
+    net::Ipv4Addr,
+    path::PathBuf,
+    sync::{Arc, Mutex, MutexGuard},
+    time::Duration,
+};
+
+use shoal_api::cluster::v1::{
+    AssignmentSet, AssignmentsRequest, NetworkAssignment, ReportTasksRequest, TaskAssignment,
+    TaskReport, dispatcher_client::DispatcherClient,
+};
+use shoal_ca::{NodeRole, rustls::ClientConfig};
+use shoal_controlplane::manager::transport;
+use shoal_overlay::{Driver, Ipv4Net, OverlaySpec, Release, Underlay};
+use shoal_runtime::{Attachment, Exit, Runtime, TaskSpec};
+use tokio::{
+    sync::{Notify, mpsc, watch},
+    task::JoinHandle,
+};
+
+use crate::endpoints::Endpoints;
+
+/// docker's default `--stop-grace-period`.
+const STOP_GRACE: Duration = Duration::from_secs(10);
+/// Grace given to tasks when the daemon itself stops or the node leaves.
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(3);
+const RETRY: Duration = Duration::from_secs(1);
+
+/// Where this node runs tasks: from shoald's flags.
+#[derive(Debug, Clone)]
+pub struct NodeEnv {
+    /// Task logs (`<id>.log`, CRI format).
+    pub tasks_dir: PathBuf,
+    /// The data interface: underlay of every overlay.
+    pub data_iface: String,
+    /// Its address: the VTEP and gossip address.
+    pub data_ip: Option<Ipv4Addr>,
+}
+
+/// How to reach the managers.
+#[derive(Clone)]
+pub struct ManagerLink {
+    pub node_id: String,
+    /// host:port of managers' 2377, tried in order.
+    pub managers: Vec<String>,
+    pub tls: Arc<ClientConfig>,
+}
+
+impl ManagerLink {
+    fn dispatchers(
+        &self,
+    ) -> impl Iterator<Item = (String, DispatcherClient<tonic::transport::Channel>)> {
+        self.managers.iter().filter_map(|addr| {
+            let ch =
+                transport::channel(addr, self.tls.clone(), NodeRole::Manager.server_name()).ok()?;
+            Some((addr.clone(), DispatcherClient::new(ch)))
+        })
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum WorkerError {
+    #[error("the task runtime: {0}")]
+    Runtime(#[from] shoal_runtime::RuntimeError),
+    #[error("the overlay driver: {0}")]
+    Overlay(#[from] shoal_overlay::OverlayError),
+    #[error("network {0} of the task is not in its assignment")]
+    UnknownNetwork(String),
+    #[error("network {network}: {field} {value:?} is not valid")]
+    BadNetwork {
+        network: String,
+        field: &'static str,
+        value: String,
+    },
+    #[error("the data interface has no IPv4 address to use as the VXLAN endpoint")]
+    NoDataAddress,
+}
+
+/// A task this node runs.
+struct Supervised {
+    stop: Arc<Notify>,
+}
+
+/// Overlay networks present on this node: network id → (VNI, tasks using it).
+type LocalNetworks = HashMap<String, (u32, usize)>;
+
+pub struct Executor {
+    node_id: String,
+    env: NodeEnv,
+    runtime: Runtime,
+    overlay: Driver,
+    reports: mpsc::UnboundedSender<TaskReport>,
+    running: Mutex<HashMap<String, Supervised>>,
+    /// Tasks whose end this process reported: never reported again.
+    done: Mutex<HashSet<String>>,
+    /// Serializes device creation and removal against the use counts.
+    networks: tokio::sync::Mutex<LocalNetworks>,
+    /// The latest assignment set: the control plane's view of endpoints.
+    view: watch::Sender<Arc<AssignmentSet>>,
+    endpoints: Option<Endpoints>,
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// docker's scheme: `02:42` and the IPv4 address, so a MAC never has to be
+/// carried next to an address.
+pub fn mac_for(ip: Ipv4Addr) -> [u8; 6] {
+    let [a, b, c, d] = ip.octets();
+    [0x02, 0x42, a, b, c, d]
+}
+
+fn report(
+    task: &str,
+    state: &str,
+    message: impl Into<String>,
+    err: impl Into<String>,
+) -> TaskReport {
+    TaskReport {
+        task_id: task.to_owned(),
+        state: state.to_owned(),
+        message: message.into(),
+        err: err.into(),
+        exit_code: None,
+    }
+}
+
+/// The running executor and its loops; [`Worker::stop`] ends them and the
+/// tasks.
+pub struct Worker {
+    executor: Arc<Executor>,
+    loops: Vec<JoinHandle<()>>,
+}
+
+impl Worker {
+    /// Starts the executor, its link to the managers, and gossip.
+    pub fn start(link: ManagerLink, env: NodeEnv) -> Result<Worker, WorkerError> {
+        let runtime = Runtime::new()?;
+        let overlay = Driver::connect()?;
+        let (reports, reports_rx) = mpsc::unbounded_channel();
+        let (view, view_rx) = watch::channel(Arc::new(AssignmentSet::default()));
+        let endpoints = match env.data_ip {
+            Some(ip) => match Endpoints::start(&link, ip) {
+                Ok(e) => Some(e),
+                Err(e) => {
+                    tracing::error!(error = %e, "gossip did not start; overlays get no remote endpoints");
+                    None
+                }
+            },
+            None => None,
+        };
+        let executor = Arc::new(Executor {
+            node_id: link.node_id.clone(),
+            env,
+            runtime,
+            overlay,
+            reports,
+            running: Mutex::new(HashMap::new()),
+            done: Mutex::new(HashSet::new()),
+            networks: tokio::sync::Mutex::new(HashMap::new()),
+            view,
+            endpoints,
+        });
+        let mut loops = vec![
+            tokio::spawn(sweep_then_follow(executor.clone(), link.clone())),
+            tokio::spawn(reporter(link.clone(), reports_rx)),
+        ];
+        if let Some(e) = &executor.endpoints {
+            loops.extend(e.spawn_sync(executor.clone(), view_rx, link));
+        }
+        Ok(Worker { executor, loops })
+    }
+
+    /// Stops the loops, then every task (briefly graced).
+    pub async fn stop(self) {
+        for l in &self.loops {
+            l.abort();
+        }
+        self.executor.stop_all().await;
+    }
+}
+
+/// Removes overlay devices a previous run of the daemon left (its tasks
+/// died with it), then follows the assignments.
+async fn sweep_then_follow(exec: Arc<Executor>, link: ManagerLink) {
+    match exec.overlay.networks().await {
+        Ok(vnis) => {
+            for vni in vnis {
+                match exec.overlay.release_network(vni).await {
+                    Ok(Release::Removed) => {
+                        tracing::info!(vni, "removed a leftover overlay network")
+                    }
+                    Ok(Release::InUse { ports }) => {
+                        tracing::warn!(
+                            vni,
+                            ?ports,
+                            "leftover overlay network still has ports; kept"
+                        )
+                    }
+                    Err(e) => {
+                        tracing::warn!(vni, error = %e, "removing a leftover overlay network")
+                    }
+                }
+            }
+        }
+        Err(e) => tracing::warn!(error = %e, "listing leftover overlay networks"),
+    }
+    assignments(exec, link).await
+}
+
+/// Follows the assignment stream of whichever manager answers.
+async fn assignments(exec: Arc<Executor>, link: ManagerLink) {
+    loop {
+        for (addr, mut client) in link.dispatchers() {
+            let req = AssignmentsRequest {
+                node_id: link.node_id.clone(),
+            };
+            let mut stream = match client.assignments(req).await {
+                Ok(r) => r.into_inner(),
+                Err(s) => {
+                    tracing::debug!(%addr, error = %s.message(), "assignments");
+                    continue;
+                }
+            };
+            tracing::info!(%addr, "receiving assignments");
+            loop {
+                match stream.message().await {
+                    Ok(Some(set)) => exec.apply(set).await,
+                    Ok(None) => break,
+                    Err(s) => {
+                        tracing::debug!(%addr, error = %s.message(), "assignment stream");
+                        break;
+                    }
+                }
+            }
+            tracing::info!(%addr, "assignment stream ended; reconnecting");
+        }
+        tokio::time::sleep(RETRY).await;
+    }
+}
+
+/// Sends task reports in order, in batches, until a manager takes them.
+async fn reporter(link: ManagerLink, mut rx: mpsc::UnboundedReceiver<TaskReport>) {
+    let mut batch = Vec::new();
+    loop {
+        if batch.is_empty() {
+            match rx.recv().await {
+                Some(r) => batch.push(r),
+                None => return,
+            }
+        }
+        while let Ok(r) = rx.try_recv() {
+            batch.push(r);
+        }
+        let mut sent = false;
+        for (addr, mut client) in link.dispatchers() {
+            let req = ReportTasksRequest {
+                node_id: link.node_id.clone(),
+                reports: batch.clone(),
+            };
+            match client.report_tasks(req).await {
+                Ok(_) => {
+                    sent = true;
+                    break;
+                }
+                Err(s) => tracing::debug!(%addr, error = %s.message(), "reporting task states"),
+            }
+        }
+        if sent {
+            batch.clear();
+        } else {
+            tracing::warn!(
+                pending = batch.len(),
+                "no manager took the task reports; retrying"
+            );
+            tokio::time::sleep(RETRY).await;
+        }
+    }
+}
+
+impl Executor {
+    fn send(&self, r: TaskReport) {
+        // The reporter lives as long as the worker; a send after it stopped
+        // has nobody left to tell.
+        let _ = self.reports.send(r);
+    }
+
+    /// Brings what runs here in line with `set`.
+    pub async fn apply(self: &Arc<Self>, set: AssignmentSet) {
+        let set = Arc::new(set);
+        self.view.send_replace(set.clone());
+        let wanted: HashSet<&str> = set.tasks.iter().map(|t| t.id.as_str()).collect();
+        let mut running = lock(&self.running);
+        for t in &set.tasks {
+            let known = running.get(&t.id);
+            let done = lock(&self.done).contains(&t.id);
+            match (t.desired_state.as_str(), known) {
+                ("running", None) if !done => {
+                    if t.state == "assigned" {
+                        let stop = Arc::new(Notify::new());
+                        running.insert(t.id.clone(), Supervised { stop: stop.clone() });
+                        let nets = set.networks.clone();
+                        tokio::spawn(self.clone().supervise(t.clone(), nets, stop));
+                    } else {
+                        // Accepted earlier by a previous run of this daemon,
+                        // whose process is gone.
+                        lock(&self.done).insert(t.id.clone());
+                        self.send(report(
+                            &t.id,
+                            "failed",
+                            "task lost",
+                            "the node's agent restarted and the task's process is gone",
+                        ));
+                    }
+                }
+                ("running", _) => {}
+                (_, Some(s)) => s.stop.notify_one(),
+                (_, None) if !done => {
+                    lock(&self.done).insert(t.id.clone());
+                    self.send(report(&t.id, "shutdown", "shutdown", ""));
+                }
+                _ => {}
+            }
+        }
+        for (id, s) in running.iter() {
+            if !wanted.contains(id.as_str()) {
+                s.stop.notify_one();
+            }
+        }
+    }
+
+    async fn stop_all(&self) {
+        let stops: Vec<Arc<Notify>> = lock(&self.running)
+            .values()
+            .map(|s| s.stop.clone())
+            .collect();
+        for s in &stops {
+            s.notify_one();
+        }
+        // Supervisors remove themselves once their task is down.
+        let deadline = tokio::time::Instant::now() + SHUTDOWN_GRACE + Duration::from_secs(2);
+        while !lock(&self.running).is_empty() && tokio::time::Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    /// One task's life on this node.
+    async fn supervise(
+        self: Arc<Self>,
+        t: TaskAssignment,
+        nets: Vec<NetworkAssignment>,
+        stop: Arc<Notify>,
+    ) {
+        let id = t.id.clone();
+        self.send(report(&id, "accepted", "accepted", ""));
+        self.send(report(&id, "preparing", "preparing", ""));
+        let end = self.run(&t, &nets, &stop).await;
+        self.send(end);
+        self.release(&t).await;
+        lock(&self.done).insert(id.clone());
+        lock(&self.running).remove(&id);
+    }
+
+    /// Runs the task to its end; returns the final report.
+    async fn run(
+        &self,
+        t: &TaskAssignment,
+        nets: &[NetworkAssignment],
+        stop: &Notify,
+    ) -> TaskReport {
+        let attachments = match self.prepare(t, nets).await {
+            Ok(a) => a,
+            Err(e) => {
+                return report(&t.id, "rejected", "preparing failed", e.to_string());
+            }
+        };
+        let env = match t
+            .env
+            .iter()
+            .map(|e| shoal_runtime::parse_env(e))
+            .collect::<Result<Vec<_>, _>>()
+        {
+            Ok(env) => env,
+            Err(e) => return report(&t.id, "rejected", "invalid environment", e.to_string()),
+        };
+        let spec = TaskSpec {
+            id: t.id.clone(),
+            name: t.name.clone(),
+            command: t.args.clone(),
+            env,
+            attachments,
+            rootfs: (!t.rootfs.is_empty()).then(|| PathBuf::from(&t.rootfs)),
+            log_dir: self.env.tasks_dir.clone(),
+        };
+        self.send(report(&t.id, "starting", "starting", ""));
+        let started = tokio::select! {
+            r = self.runtime.start(&spec) => r,
+            _ = stop.notified() => return report(&t.id, "shutdown", "shutdown before start", ""),
+        };
+        let mut task = match started {
+            Ok(task) => task,
+            Err(e) => return report(&t.id, "rejected", "starting task failed", e.to_string()),
+        };
+        tracing::info!(task = %t.name, id = %t.id, pid = task.pid(), "task running");
+        self.send(report(&t.id, "running", "started", ""));
+        let published = self.publish(t);
+        let ended = tokio::select! {
+            exit = task.wait() => Some(exit),
+            _ = stop.notified() => None,
+        };
+        let requested = ended.is_none();
+        let exit = match ended {
+            Some(exit) => exit,
+            None => task.stop(STOP_GRACE).await,
+        };
+        self.withdraw(published);
+        let exit = match exit {
+            Ok(exit) => exit,
+            Err(e) => return report(&t.id, "failed", "task lost", e.to_string()),
+        };
+        tracing::info!(task = %t.name, id = %t.id, %exit, requested, "task ended");
+        finished(&t.id, exit, requested)
+    }
+
+    /// Makes the task's networks present and returns its interfaces.
+    async fn prepare(
+        &self,
+        t: &TaskAssignment,
+        nets: &[NetworkAssignment],
+    ) -> Result<Vec<Attachment>, WorkerError> {
+        let mut out = Vec::new();
+        let mut local = self.networks.lock().await;
+        for a in &t.addresses {
+            let net = nets
+                .iter()
+                .find(|n| n.id == a.network_id)
+                .ok_or_else(|| WorkerError::UnknownNetwork(a.network_id.clone()))?;
+            let bad = |field, value: &str| WorkerError::BadNetwork {
+                network: net.name.clone(),
+                field,
+                value: value.to_owned(),
+            };
+            let subnet: Ipv4Net = net.subnet.parse().map_err(|_| bad("subnet", &net.subnet))?;
+            let gateway: Ipv4Addr = if net.gateway.is_empty() {
+                Ipv4Addr::from(u32::from(subnet.network()) + 1)
+            } else {
+                net.gateway
+                    .parse()
+                    .map_err(|_| bad("gateway", &net.gateway))?
+            };
+            let (ip, prefix) = a
+                .cidr
+                .split_once('/')
+                .and_then(|(ip, p)| Some((ip.parse::<Ipv4Addr>().ok()?, p.parse::<u8>().ok()?)))
+                .ok_or_else(|| bad("task address", &a.cidr))?;
+            let vtep = self.env.data_ip.ok_or(WorkerError::NoDataAddress)?;
+            let mut spec = OverlaySpec::new(
+                net.vni,
+                subnet,
+                gateway,
+                vtep,
+                Underlay::Name(self.env.data_iface.clone()),
+            );
+            spec.mtu = (net.mtu != 0).then_some(net.mtu);
+            let devices = self.overlay.ensure_network(&spec).await?;
+            local.entry(net.id.clone()).or_insert((net.vni, 0)).1 += 1;
+            out.push(Attachment {
+                bridge: devices.bridge.name,
+                addr: ip,
+                prefix,
+                gateway: Some(gateway),
+                mac: Some(mac_for(ip)),
+                mtu: None,
+            });
+        }
+        drop(local);
+        if let Some(e) = &self.endpoints {
+            e.poke();
+        }
+        Ok(out)
+    }
+
+    /// Drops the task's use of its networks; removes the devices of those
+    /// no other task here uses.
+    async fn release(&self, t: &TaskAssignment) {
+        let mut local = self.networks.lock().await;
+        for a in &t.addresses {
+            let Some((vni, users)) = local.get_mut(&a.network_id) else {
+                continue;
+            };
+            *users = users.saturating_sub(1);
+            if *users > 0 {
+                continue;
+            }
+            let vni = *vni;
+            match self.overlay.release_network(vni).await {
+                Ok(Release::Removed) => {
+                    local.remove(&a.network_id);
+                    tracing::info!(vni, "overlay network removed: no task left on it");
+                }
+                Ok(Release::InUse { ports }) => {
+                    tracing::warn!(vni, ?ports, "overlay network still has ports; kept");
+                }
+                Err(e) => tracing::warn!(vni, error = %e, "removing an overlay network"),
+            }
+        }
+    }
+
+    fn publish(&self, t: &TaskAssignment) -> Vec<shoal_gossip::EndpointKey> {
+        let (Some(e), Some(vtep)) = (&self.endpoints, self.env.data_ip) else {
+            return Vec::new();
+        };
+        t.addresses
+            .iter()
+            .filter_map(|a| {
+                let ip: Ipv4Addr = a.cidr.split('/').next()?.parse().ok()?;
+                e.publish(shoal_gossip::Endpoint {
+                    network: a.network_id.clone(),
+                    ip,
+                    mac: mac_for(ip),
+                    vtep,
+                    node_id: self.node_id.clone(),
+                })
+            })
+            .collect()
+    }
+
+    fn withdraw(&self, keys: Vec<shoal_gossip::EndpointKey>) {
+        if let Some(e) = &self.endpoints {
+            for k in keys {
+                e.withdraw(k);
+            }
+        }
+    }
+
+    /// Networks with devices on this node: network id → VNI.
+    pub(crate) async fn local_networks(&self) -> HashMap<String, u32> {
+        self.networks
+            .lock()
+            .await
+            .iter()
+            .map(|(id, (vni, _))| (id.clone(), *vni))
+            .collect()
+    }
+
+    pub(crate) fn overlay(&self) -> &Driver {
+        &self.overlay
+    }
+
+    pub(crate) fn node_id(&self) -> &str {
+        &self.node_id
+    }
+}
+
+/// The report for a task that ended: swarm's states and docker's wording.
+fn finished(id: &str, exit: Exit, requested: bool) -> TaskReport {
+    let mut r = if requested {
+        report(id, "shutdown", "shutdown", "")
+    } else if exit.success() {
+        report(id, "complete", "finished", "")
+    } else if let Some(code) = exit.code {
+        report(
+            id,
+            "failed",
+            "started",
+            format!("task: non-zero exit ({code})"),
+        )
+    } else {
+        report(id, "failed", "started", format!("task: {exit}"))
+    };
+    r.exit_code = Some(exit.shell_code());
+    r
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn macs_follow_docker() {
+        assert_eq!(
+            mac_for(Ipv4Addr::new(10, 0, 1, 7)),
+            [0x02, 0x42, 10, 0, 1, 7]
+        );
+    }
+
+    #[test]
+    fn ends_are_reported_as_swarm_does() {
+        let ok = Exit {
+            code: Some(0),
+            signal: None,
+        };
+        let bad = Exit {
+            code: Some(3),
+            signal: None,
+        };
+        let killed = Exit {
+            code: None,
+            signal: Some(9),
+        };
+        assert_eq!(finished("t", ok, false).state, "complete");
+        let f = finished("t", bad, false);
+        assert_eq!(
+            (f.state.as_str(), f.err.as_str()),
+            ("failed", "task: non-zero exit (3)")
+        );
+        assert_eq!(f.exit_code, Some(3));
+        let k = finished("t", killed, false);
+        assert_eq!(k.state, "failed");
+        assert_eq!(k.exit_code, Some(137));
+        assert_eq!(finished("t", bad, true).state, "shutdown");
+    }
+}

@@ -1,0 +1,220 @@
+use super::*;
+use crate::model::{
+    Availability, Endpoint as ServiceEndpoint, EndpointSpec, Labels, Network, NetworkAttachment,
+    NetworkDriver, Node, NodeRole, RestartPolicy, Service, ServiceMode, ServiceSpec, TaskSpec,
+    apply,
+};
+
+fn node(id: &str, ip: &str, status: NodeState) -> Node {
+    Node {
+        id: id.into(),
+        version: 0,
+        hostname: format!("host-{id}"),
+        role: NodeRole::Worker,
+        availability: Availability::Active,
+        labels: Labels::new(),
+        addr: ip.parse().ok(),
+        status,
+        manager: None,
+    }
+}
+
+fn network(id: &str, vni: u32, subnet: &str) -> Network {
+    Network {
+        id: id.into(),
+        version: 0,
+        name: format!("name-{id}"),
+        labels: Labels::new(),
+        driver: NetworkDriver::Overlay,
+        ingress: false,
+        attachable: false,
+        encrypted: false,
+        vni: Some(vni),
+        subnet: Some(subnet.into()),
+        gateway: None,
+        mtu: None,
+    }
+}
+
+fn task(id: &str, node: &str, slot: u64, state: TaskState, nets: &[(&str, &str)]) -> Task {
+    Task {
+        id: id.into(),
+        version: 0,
+        service_id: "svc".into(),
+        slot: Some(slot),
+        node_id: Some(node.into()),
+        spec: TaskSpec {
+            rootfs: String::new(),
+            args: vec!["sleep".into(), "100".into()],
+            env: vec!["A=1".into()],
+        },
+        desired_state: TaskState::Running,
+        state,
+        networks: nets
+            .iter()
+            .map(|(n, a)| NetworkAttachment {
+                network_id: (*n).into(),
+                addresses: vec![(*a).into()],
+            })
+            .collect(),
+        status: TaskStatus::default(),
+    }
+}
+
+fn cluster() -> ClusterState {
+    let mut s = ClusterState::default();
+    let cmds = vec![
+        Command::CreateNode(node("n1", "198.18.0.1", NodeState::Ready)),
+        Command::CreateNode(node("n2", "198.18.0.2", NodeState::Ready)),
+        Command::CreateNode(node("n3", "198.18.0.3", NodeState::Down)),
+        Command::CreateNetwork(network("a", 4097, "10.0.1.0/24")),
+        Command::CreateNetwork(network("b", 4098, "10.0.2.0/24")),
+        Command::CreateService(Service {
+            id: "svc".into(),
+            version: 0,
+            spec: ServiceSpec {
+                name: "web".into(),
+                labels: Labels::new(),
+                mode: ServiceMode::Replicated { replicas: 4 },
+                task: TaskSpec::default(),
+                endpoint: EndpointSpec::default(),
+                networks: vec!["a".into()],
+                secrets: Vec::new(),
+                constraints: Vec::new(),
+                restart: RestartPolicy::default(),
+            },
+            previous_spec: None,
+            endpoint: ServiceEndpoint::default(),
+        }),
+        Command::CreateTask(task(
+            "t1",
+            "n1",
+            1,
+            TaskState::Running,
+            &[("a", "10.0.1.2/24")],
+        )),
+        Command::CreateTask(task(
+            "t2",
+            "n2",
+            2,
+            TaskState::Starting,
+            &[("a", "10.0.1.3/24")],
+        )),
+        // On a down node: not an endpoint anyone should reach.
+        Command::CreateTask(task(
+            "t3",
+            "n3",
+            3,
+            TaskState::Running,
+            &[("a", "10.0.1.4/24")],
+        )),
+        // Ended: neither work for n1 nor an endpoint.
+        Command::CreateTask(task(
+            "t4",
+            "n1",
+            4,
+            TaskState::Failed,
+            &[("a", "10.0.1.5/24")],
+        )),
+        // On a network n1 has no task on.
+        Command::CreateTask(task(
+            "t5",
+            "n2",
+            5,
+            TaskState::Running,
+            &[("b", "10.0.2.2/24")],
+        )),
+    ];
+    for c in &cmds {
+        apply(&mut s, c).expect("fixture applies");
+    }
+    s
+}
+
+#[test]
+fn a_node_gets_its_live_tasks_their_networks_and_live_endpoints() {
+    let s = cluster();
+    let a = assignments(&s, "n1");
+    assert_eq!(a.version, s.version);
+    let ids: Vec<&str> = a.tasks.iter().map(|t| t.id.as_str()).collect();
+    assert_eq!(ids, ["t1"]);
+    assert_eq!(a.tasks[0].name, "web.1");
+    assert_eq!(a.tasks[0].service_name, "web");
+    assert_eq!(a.tasks[0].desired_state, "running");
+    assert_eq!(a.tasks[0].addresses[0].cidr, "10.0.1.2/24");
+    let nets: Vec<(&str, u32)> = a.networks.iter().map(|n| (n.id.as_str(), n.vni)).collect();
+    assert_eq!(nets, [("a", 4097)]);
+    let eps: Vec<(&str, &str, &str)> = a
+        .endpoints
+        .iter()
+        .map(|e| (e.task_id.as_str(), e.ip.as_str(), e.node_addr.as_str()))
+        .collect();
+    assert_eq!(
+        eps,
+        [
+            ("t1", "10.0.1.2", "198.18.0.1"),
+            ("t2", "10.0.1.3", "198.18.0.2")
+        ]
+    );
+}
+
+#[test]
+fn a_node_without_tasks_gets_nothing() {
+    let a = assignments(&cluster(), "n9");
+    assert!(a.tasks.is_empty() && a.networks.is_empty() && a.endpoints.is_empty());
+}
+
+fn rep(task: &str, state: &str) -> TaskReport {
+    TaskReport {
+        task_id: task.into(),
+        state: state.into(),
+        message: "m".into(),
+        err: String::new(),
+        exit_code: None,
+    }
+}
+
+#[test]
+fn reports_move_tasks_forward_only() {
+    let mut s = cluster();
+    let cmd = report(&s, "n2", &rep("t2", "running"), 7)
+        .expect("valid")
+        .expect("forward");
+    apply(&mut s, &cmd).expect("applies");
+    assert_eq!(s.tasks["t2"].state, TaskState::Running);
+    assert_eq!(s.tasks["t2"].status.since_unix, 7);
+    // Late or repeated reports change nothing.
+    assert_eq!(report(&s, "n2", &rep("t2", "starting"), 8), Ok(None));
+    assert_eq!(report(&s, "n2", &rep("t2", "running"), 8), Ok(None));
+    let mut failed = rep("t2", "failed");
+    failed.exit_code = Some(3);
+    let cmd = report(&s, "n2", &failed, 9)
+        .expect("valid")
+        .expect("forward");
+    apply(&mut s, &cmd).expect("applies");
+    assert_eq!(s.tasks["t2"].state, TaskState::Failed);
+    assert_eq!(s.tasks["t2"].status.exit_code, Some(3));
+}
+
+#[test]
+fn reports_are_checked() {
+    let s = cluster();
+    assert_eq!(
+        report(&s, "n1", &rep("t2", "running"), 1),
+        Err(ReportError::NotYours {
+            task: "t2".into(),
+            node: "n1".into()
+        })
+    );
+    assert_eq!(
+        report(&s, "n1", &rep("nope", "running"), 1),
+        Err(ReportError::UnknownTask("nope".into()))
+    );
+    for bad in ["pending", "assigned", "orphaned", "RUNNING", "bogus", ""] {
+        assert_eq!(
+            report(&s, "n1", &rep("t1", bad), 1),
+            Err(ReportError::BadState(bad.into())),
+            "{bad}"
+        );
+    }
+}

@@ -1,0 +1,346 @@
+//! Tasks running for real across lab nodes: spread over three nodes on an
+//! overlay, reachable from a task on another node by their overlay address
+//! (with a 1400-byte payload), each node's FDB holding exactly the remote
+//! endpoints; a killed task restarted by its policy; a drained node's tasks
+//! moved; a dead node's endpoints gone from the others and its tasks
+//! rescheduled.
+
+use std::{
+    collections::BTreeSet,
+    net::Ipv4Addr,
+    time::{Duration, Instant},
+};
+
+use anyhow::{Context, bail, ensure};
+use serde_json::Value;
+use shoal_lab::{Lab, eventually};
+use shoal_overlay::Driver;
+
+#[derive(Debug, Clone)]
+struct Task {
+    id: String,
+    name: String,
+    node: String,
+    desired: String,
+    state: String,
+    err: String,
+    ip: Option<Ipv4Addr>,
+}
+
+fn ps(lab: &Lab, service: &str) -> anyhow::Result<Vec<Task>> {
+    let out = lab.shoal(1, &["service", "ps", service, "--format", "json"])?;
+    let v: Value = serde_json::from_str(&out).with_context(|| format!("service ps: {out}"))?;
+    v.as_array()
+        .context("service ps --format json: not an array")?
+        .iter()
+        .map(|t| {
+            let s = |k: &str| t[k].as_str().unwrap_or_default().to_owned();
+            let ip = t["addresses"]
+                .as_array()
+                .and_then(|a| a.first())
+                .and_then(Value::as_str)
+                .and_then(|a| a.split('/').next()?.parse().ok());
+            Ok(Task {
+                id: s("id"),
+                name: s("name"),
+                node: s("node"),
+                desired: s("desired_state"),
+                state: s("current_state"),
+                err: s("error"),
+                ip,
+            })
+        })
+        .collect()
+}
+
+fn running(tasks: &[Task]) -> Vec<&Task> {
+    tasks
+        .iter()
+        .filter(|t| t.desired == "running" && t.state == "running")
+        .collect()
+}
+
+/// The overlay addresses node `k` has programmed as remote endpoints.
+async fn remotes(lab: &Lab, k: usize, vni: u32) -> anyhow::Result<BTreeSet<Ipv4Addr>> {
+    let driver = Driver::in_netns(format!("/run/netns/{}", lab.node(k).netns()))?;
+    let r = driver.remotes(vni).await?;
+    ensure!(
+        r.is_consistent(),
+        "node n{k}: half-programmed entries {r:?}"
+    );
+    Ok(r.endpoints.iter().map(|e| e.ip).collect())
+}
+
+/// The PID of the task process whose environment says HOSTNAME=`name`
+/// and whose command line contains `marker`.
+fn task_pid(name: &str, marker: &str) -> Option<u32> {
+    let want = format!("HOSTNAME={name}");
+    std::fs::read_dir("/proc").ok()?.flatten().find_map(|e| {
+        let pid: u32 = e.file_name().to_str()?.parse().ok()?;
+        let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).ok()?;
+        let cmdline = String::from_utf8_lossy(&cmdline).replace('\0', " ");
+        if !cmdline.contains(marker) || cmdline.starts_with("shoal-init") {
+            return None;
+        }
+        let environ = std::fs::read(format!("/proc/{pid}/environ")).ok()?;
+        environ
+            .split(|b| *b == 0)
+            .any(|kv| kv == want.as_bytes())
+            .then_some(pid)
+    })
+}
+
+#[tokio::test]
+async fn tasks_run_reach_each_other_and_recover() -> anyhow::Result<()> {
+    let echo = env!("CARGO_BIN_EXE_lab-echo");
+    let lab = Lab::builder("tasks").nodes(3).start().await?;
+    lab.shoal(1, &["swarm", "init", "--dispatcher-heartbeat", "1s"])?;
+    let token = lab.shoal(1, &["swarm", "join-token", "-q", "worker"])?;
+    let n1 = format!("{}:2377", lab.node(1).addr());
+    for k in [2, 3] {
+        lab.shoal(k, &["swarm", "join", "--token", token.trim(), &n1])?;
+    }
+    lab.shoal(1, &["network", "create", "-d", "overlay", "appnet"])?;
+    let inspect: Value = serde_json::from_str(&lab.shoal(1, &["network", "inspect", "appnet"])?)?;
+    let net = inspect
+        .as_array()
+        .and_then(|a| a.first())
+        .unwrap_or(&inspect);
+    let vni = net["vni"].as_u64().context("network inspect: vni")? as u32;
+
+    // Three echo servers, one per node (the scheduler spreads them).
+    let out = lab.shoal(
+        1,
+        &[
+            "service",
+            "create",
+            "--name",
+            "srv",
+            "--replicas",
+            "3",
+            "--network",
+            "appnet",
+            "--restart-delay",
+            "1s",
+            "--",
+            echo,
+            "serve",
+            "7000",
+        ],
+    )?;
+    ensure!(out.contains("converged"), "create did not converge: {out}");
+    let tasks = ps(&lab, "srv")?;
+    let live = running(&tasks);
+    let nodes: BTreeSet<&str> = live.iter().map(|t| t.node.as_str()).collect();
+    ensure!(
+        nodes == BTreeSet::from(["n1", "n2", "n3"]),
+        "not spread: {tasks:?}"
+    );
+    let ip_on = |tasks: &[Task], node: &str| -> anyhow::Result<Ipv4Addr> {
+        running(tasks)
+            .iter()
+            .find(|t| t.node == node)
+            .and_then(|t| t.ip)
+            .with_context(|| format!("no running srv task with an address on {node}: {tasks:?}"))
+    };
+
+    // Each node programs exactly the other nodes' endpoints.
+    for (k, me) in [(1, "n1"), (2, "n2"), (3, "n3")] {
+        let want: BTreeSet<Ipv4Addr> = live
+            .iter()
+            .filter(|t| t.node != me)
+            .filter_map(|t| t.ip)
+            .collect();
+        remotes_until(&lab, k, vni, Duration::from_secs(15), |got| *got == want)
+            .await
+            .with_context(|| format!("n{k}: FDB should hold {want:?}"))?;
+    }
+
+    // A task on n1 talks TCP to the server on n3 by its overlay address;
+    // 1400 bytes cross in one write (the overlay MTU is 1450).
+    let target = format!("{}:7000", ip_on(&tasks, "n3")?);
+    lab.shoal(
+        1,
+        &[
+            "service",
+            "create",
+            "--detach",
+            "--name",
+            "cli",
+            "--constraint",
+            "node.hostname==n1",
+            "--network",
+            "appnet",
+            "--restart-condition",
+            "none",
+            "--",
+            echo,
+            "send",
+            &target,
+            "1400",
+        ],
+    )?;
+    let cli = eventually(Duration::from_secs(30), "the client task ended", || {
+        let t = ps(&lab, "cli")?;
+        Ok(t.into_iter()
+            .find(|t| matches!(t.state.as_str(), "complete" | "failed" | "rejected")))
+    })
+    .await?;
+    ensure!(
+        cli.state == "complete",
+        "client task on n1 → {target}: {cli:?}"
+    );
+
+    // Kill the server process on n2: the slot gets a new task.
+    let victim = live
+        .iter()
+        .find(|t| t.node == "n2")
+        .context("srv task on n2")?;
+    let pid = task_pid(&victim.name, "serve 7000")
+        .with_context(|| format!("no process for {}", victim.name))?;
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(pid as i32),
+        nix::sys::signal::Signal::SIGKILL,
+    )?;
+    let (victim_id, victim_name) = (victim.id.clone(), victim.name.clone());
+    eventually(Duration::from_secs(20), "the killed task replaced", || {
+        let t = ps(&lab, "srv")?;
+        let old_failed = t
+            .iter()
+            .any(|x| x.id == victim_id && x.state == "failed" && x.err.contains("SIGKILL"));
+        let replaced = running(&t)
+            .iter()
+            .any(|x| x.name == victim_name && x.id != victim_id);
+        Ok((old_failed && replaced && running(&t).len() == 3).then_some(()))
+    })
+    .await?;
+
+    // Drain n2: its task moves to n1 or n3.
+    lab.shoal(1, &["node", "update", "--availability", "drain", "n2"])?;
+    eventually(Duration::from_secs(20), "srv off n2", || {
+        let t = ps(&lab, "srv")?;
+        let r = running(&t);
+        let gone = t.iter().all(|x| x.node != "n2" || x.state != "running");
+        Ok((r.len() == 3 && gone).then_some(()))
+    })
+    .await?;
+    lab.shoal(1, &["node", "update", "--availability", "active", "n2"])?;
+
+    // Kill n3 (daemon and its link): its endpoints leave n1's FDB and its
+    // task is rescheduled.
+    let tasks = ps(&lab, "srv")?;
+    let n3_ips: BTreeSet<Ipv4Addr> = running(&tasks)
+        .iter()
+        .filter(|t| t.node == "n3")
+        .filter_map(|t| t.ip)
+        .collect();
+    ensure!(!n3_ips.is_empty(), "no task left on n3: {tasks:?}");
+    let before = remotes(&lab, 1, vni).await?;
+    ensure!(
+        n3_ips.is_subset(&before),
+        "n1 lacks n3's endpoints before the kill: {before:?}"
+    );
+    let killed = Instant::now();
+    lab.kill(3).await?;
+    lab.cut(3).await?;
+    remotes_until(&lab, 1, vni, Duration::from_secs(20), |got| {
+        got.is_disjoint(&n3_ips)
+    })
+    .await
+    .context("n3's endpoints should leave n1's FDB")?;
+    println!(
+        "n3's endpoints left n1's FDB {:.1} s after the kill",
+        killed.elapsed().as_secs_f64()
+    );
+    eventually(Duration::from_secs(30), "n3's task rescheduled", || {
+        let t = ps(&lab, "srv")?;
+        let r = running(&t);
+        Ok((r.len() == 3 && r.iter().all(|x| x.node != "n3")).then_some(()))
+    })
+    .await?;
+    let t = ps(&lab, "srv")?;
+    if running(&t).iter().any(|x| x.node == "n3") {
+        bail!("a task still counted as running on dead n3: {t:?}");
+    }
+
+    // A root filesystem that is not there: rejected with the path named.
+    let e = lab.shoal_refused(
+        1,
+        &[
+            "service", "create", "--name", "r", "--rootfs", "rel", "--", "true",
+        ],
+    )?;
+    ensure!(e.contains("--rootfs \"rel\""), "{e}");
+    lab.shoal(
+        1,
+        &[
+            "service",
+            "create",
+            "-d",
+            "--name",
+            "nofs",
+            "--rootfs",
+            "/nonexistent/rootfs",
+            "--restart-condition",
+            "none",
+            "--",
+            "true",
+        ],
+    )?;
+    let rejected = eventually(Duration::from_secs(20), "nofs rejected", || {
+        Ok(ps(&lab, "nofs")?
+            .into_iter()
+            .find(|t| t.state == "rejected"))
+    })
+    .await?;
+    ensure!(rejected.err.contains("/nonexistent/rootfs"), "{rejected:?}");
+
+    // Removing the services removes the tasks and, with the last task on
+    // the network, the overlay's devices on every node still up.
+    for s in ["srv", "cli", "nofs"] {
+        lab.shoal(1, &["service", "rm", s])?;
+    }
+    for k in [1, 2] {
+        let driver = Driver::in_netns(format!("/run/netns/{}", lab.node(k).netns()))?;
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            match driver.remotes(vni).await {
+                Err(shoal_overlay::OverlayError::NetworkMissing { .. }) => break,
+                other if Instant::now() > deadline => {
+                    bail!("n{k}: overlay {vni} still present after service rm: {other:?}")
+                }
+                _ => tokio::time::sleep(Duration::from_millis(100)).await,
+            }
+        }
+        ensure!(
+            task_pid("srv.1", "serve 7000").is_none()
+                && task_pid("srv.2", "serve 7000").is_none()
+                && task_pid("srv.3", "serve 7000").is_none(),
+            "a server process outlived its service"
+        );
+    }
+    Ok(())
+}
+
+/// Polls node `k`'s remote endpoints until `done` holds for them.
+async fn remotes_until(
+    lab: &Lab,
+    k: usize,
+    vni: u32,
+    within: Duration,
+    done: impl Fn(&BTreeSet<Ipv4Addr>) -> bool,
+) -> anyhow::Result<()> {
+    let deadline = Instant::now() + within;
+    loop {
+        let got = remotes(lab, k, vni).await;
+        if let Ok(got) = &got
+            && done(got)
+        {
+            return Ok(());
+        }
+        if Instant::now() > deadline {
+            bail!("not within {within:?}; last: {got:?}");
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
