@@ -26,6 +26,8 @@ use tonic::transport::{Channel, Endpoint, Uri, server::Connected};
 
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 pub(crate) const CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
+/// Interval of h2 pings on client channels, and how long a reply may take.
+const KEEPALIVE: Duration = Duration::from_secs(10);
 
 /// What a handler knows about its caller: the identity from its verified
 /// certificate, or `None` for an anonymous (joining) client.
@@ -145,6 +147,12 @@ pub fn channel(
     Ok(Endpoint::from_shared(format!("http://{addr}"))?
         .connect_timeout(CONNECT_TIMEOUT)
         .timeout(Duration::from_secs(30))
+        // A peer that vanished without closing (link cut, machine gone)
+        // would otherwise hold a long-lived stream (a followed log, the
+        // assignments) open for ever: h2 pings notice within ~20 s.
+        .http2_keep_alive_interval(KEEPALIVE)
+        .keep_alive_timeout(KEEPALIVE)
+        .keep_alive_while_idle(true)
         .connect_with_connector_lazy(tower::service_fn(move |_: Uri| {
             let (addr, connector, name) = (addr.clone(), connector.clone(), server_name.clone());
             async move {
