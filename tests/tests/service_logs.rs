@@ -1,8 +1,8 @@
 //! `shoal service logs` across real nodes: a manager fetches the output of
 //! a service's tasks from the node running each (itself and a worker),
 //! labels it as docker does, cuts it with `--tail`, follows it with `-f`
-//! (new lines, and new tasks after a scale-up), and says so when a node
-//! cannot be reached.
+//! (new lines, new tasks after a scale-up, a node cut off and back), and
+//! says so when a node cannot be reached.
 
 use std::{
     collections::BTreeMap,
@@ -47,18 +47,26 @@ impl Follower {
             .args(args)
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
+            .stderr(Stdio::piped())
             .spawn()
             .context("starting shoal service logs -f")?;
-        let stdout = child.stdout.take().context("no stdout")?;
         let (tx, lines) = mpsc::channel();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-                if tx.send(line).is_err() {
-                    return;
+        let stdout = child.stdout.take().context("no stdout")?;
+        let stderr = child.stderr.take().context("no stderr")?;
+        // stderr lines come with a "! " in front.
+        for (out, prefix) in [
+            (Box::new(stdout) as Box<dyn std::io::Read + Send>, ""),
+            (Box::new(stderr), "! "),
+        ] {
+            let tx = tx.clone();
+            std::thread::spawn(move || {
+                for line in BufReader::new(out).lines().map_while(Result::ok) {
+                    if tx.send(format!("{prefix}{line}")).is_err() {
+                        return;
+                    }
                 }
-            }
-        });
+            });
+        }
         Ok(Follower { child, lines })
     }
 
@@ -208,6 +216,12 @@ async fn service_logs_from_a_manager_and_a_worker() -> anyhow::Result<()> {
     );
     lab.shoal(1, &["service", "scale", "-d", "echo=3"])?;
     follower.expect(&["later-echo.3"])?;
+    // n2 cut off: the follower says so rather than going quiet, and takes
+    // up n2's stream again once it is back.
+    lab.cut(2).await?;
+    follower.expect(&["! warning: node n2 is not available"])?;
+    lab.heal(2).await?;
+    follower.expect(&["! warning: node n2: log stream resumed"])?;
     drop(follower);
     // stderr lines on stderr.
     let both = lab.shoal_output(1, &["service", "logs", "echo"], b"")?;
