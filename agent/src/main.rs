@@ -5,6 +5,7 @@ mod api;
 mod autolock;
 mod datapath;
 mod endpoints;
+mod logs;
 mod swarm;
 mod worker;
 

@@ -672,6 +672,7 @@ impl Swarm {
             advertise: file.advertise.clone(),
             listen: file.listen,
             snapshot_interval: file.snapshot_interval,
+            extra_routes: Some(crate::logs::routes(self.env.tasks_dir.clone())),
         })
         .await?)
     }
@@ -685,12 +686,22 @@ impl Swarm {
         keys: Option<SharedKeys>,
     ) -> Active {
         let worker = self.start_worker(&file, &identity, &ca, manager.is_some());
-        let mut tasks = vec![tokio::spawn(session(
+        let mut tasks = Vec::new();
+        // A manager serves task logs on its cluster API; a worker needs a
+        // listener of its own for them.
+        if manager.is_none() {
+            let dir = self.env.tasks_dir.clone();
+            match crate::logs::spawn_worker_server(file.listen, &identity, &ca, dir) {
+                Ok(server) => tasks.push(server),
+                Err(e) => tracing::error!(error = %chain(&e), "task logs will not be served"),
+            }
+        }
+        tasks.push(tokio::spawn(session(
             file.clone(),
             identity,
             ca,
             manager.clone(),
-        ))];
+        )));
         if let (Some(m), Some(k)) = (&manager, &keys) {
             tasks.push(tokio::spawn(autolock::follow(k.clone(), m.clone())));
         }

@@ -107,7 +107,8 @@ pub async fn call<T>(
         .map_err(|s| status_error(host, &s))
 }
 
-fn status_error(host: &str, s: &Status) -> anyhow::Error {
+/// A status as [`call`] reports it; also for errors in the middle of a stream.
+pub fn status_error(host: &str, s: &Status) -> anyhow::Error {
     // tonic answers an unknown method with an empty Unimplemented.
     if s.code() == Code::Unimplemented && s.message().is_empty() {
         return anyhow!(

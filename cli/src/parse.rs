@@ -36,6 +36,8 @@ pub enum Problem {
     ReplicasWithGlobal,
     #[error("expected SERVICE=REPLICAS, e.g. web=3")]
     ScaleForm,
+    #[error("expected a number of lines or \"all\"")]
+    TailLines,
     #[error("unknown option; the overlay driver takes: encrypted, com.docker.network.driver.mtu=N")]
     UnknownOpt,
     #[error("{key} is also given to --label-add; give it to one of them")]

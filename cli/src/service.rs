@@ -100,6 +100,8 @@ pub enum ServiceCmd {
         #[arg(long, short)]
         detach: bool,
     },
+    /// Fetch the logs of a service or task.
+    Logs(crate::logs::LogsArgs),
     /// Remove one or more services.
     #[command(alias = "remove")]
     Rm {
@@ -442,6 +444,7 @@ pub async fn run(host: &str, cmd: ServiceCmd) -> anyhow::Result<()> {
             }
             finish(failed)
         }
+        ServiceCmd::Logs(a) => crate::logs::run(host, a).await,
         ServiceCmd::Rm { services } => {
             let mut d = client::connect(host).await?;
             let mut failed = Vec::new();

@@ -39,7 +39,7 @@ pub enum Stream {
 }
 
 impl Stream {
-    fn as_str(self) -> &'static str {
+    pub fn as_str(self) -> &'static str {
         match self {
             Stream::Stdout => "stdout",
             Stream::Stderr => "stderr",
@@ -130,23 +130,33 @@ pub fn parse_record(line: &[u8]) -> Result<LogRecord, LogParseError> {
 /// Joins records into lines: the pieces of a line (`P`… then `F`) of one
 /// stream, whatever records of the other stream come between them.
 pub fn join_records(records: impl IntoIterator<Item = LogRecord>) -> Vec<LogLine> {
-    let mut lines = Vec::new();
-    let mut pending: [Option<(SystemTime, Vec<u8>)>; 2] = [None, None];
-    for record in records {
-        let slot = &mut pending[record.stream as usize];
+    let mut joiner = LineJoiner::default();
+    records.into_iter().filter_map(|r| joiner.push(r)).collect()
+}
+
+/// [`join_records`] one record at a time, for a reader following a log as
+/// it grows: the pieces of a line may arrive in different reads.
+#[derive(Debug, Default)]
+pub struct LineJoiner {
+    pending: [Option<(SystemTime, Vec<u8>)>; 2],
+}
+
+impl LineJoiner {
+    /// The line `record` completes, if it does.
+    pub fn push(&mut self, record: LogRecord) -> Option<LogLine> {
+        let slot = &mut self.pending[record.stream as usize];
         let (time, mut text) = slot.take().unwrap_or((record.time, Vec::new()));
         text.extend_from_slice(&record.text);
         if record.partial {
             *slot = Some((time, text));
-        } else {
-            lines.push(LogLine {
-                time,
-                stream: record.stream,
-                text: String::from_utf8_lossy(&text).into_owned(),
-            });
+            return None;
         }
+        Some(LogLine {
+            time,
+            stream: record.stream,
+            text: String::from_utf8_lossy(&text).into_owned(),
+        })
     }
-    lines
 }
 
 /// The output of task `id` so far (or in all), as lines, for `service
@@ -381,6 +391,28 @@ mod tests {
                 (at(2), Stream::Stderr, "oops"),
                 (at(1), Stream::Stdout, "hello")
             ]
+        );
+    }
+
+    #[test]
+    fn a_joiner_keeps_a_piece_until_its_line_ends() {
+        let record = |partial, text: &str| LogRecord {
+            time: UNIX_EPOCH + Duration::from_secs(u64::from(partial)),
+            stream: Stream::Stdout,
+            partial,
+            text: text.as_bytes().to_vec(),
+        };
+        let mut joiner = LineJoiner::default();
+        assert_eq!(joiner.push(record(true, "a long ")), None);
+        // A later read: the line keeps the time of its first piece.
+        let line = joiner.push(record(false, "line")).expect("test");
+        assert_eq!(
+            (line.text.as_str(), line.time),
+            ("a long line", UNIX_EPOCH + Duration::from_secs(1))
+        );
+        assert_eq!(
+            joiner.push(record(false, "next")).map(|l| l.text),
+            Some("next".into())
         );
     }
 

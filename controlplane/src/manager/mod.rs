@@ -6,6 +6,7 @@
 //! leader confirms its leadership (`ensure_linearizable`), a follower asks
 //! the leader for that read index and waits until it has applied it.
 
+mod logs;
 mod network;
 mod networks;
 mod secrets;
@@ -123,6 +124,9 @@ pub struct ManagerConfig {
     pub advertise: String,
     pub listen: SocketAddr,
     pub snapshot_interval: u64,
+    /// More services for the 2377 listener, served beside the manager's
+    /// own: the agent's task logs, which this crate knows nothing of.
+    pub extra_routes: Option<tonic::service::Routes>,
 }
 
 pub struct Manager {
@@ -192,7 +196,13 @@ impl Manager {
             leader_channels: Mutex::new(HashMap::new()),
             stop,
         });
-        service::serve(manager.clone(), listener, Arc::new(server), stopped.clone());
+        service::serve(
+            manager.clone(),
+            listener,
+            Arc::new(server),
+            cfg.extra_routes,
+            stopped.clone(),
+        );
         tokio::spawn(failure_detector(manager.clone(), stopped.clone()));
         tokio::spawn(reconciler(manager.clone(), stopped));
         Ok(manager)

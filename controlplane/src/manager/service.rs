@@ -69,16 +69,20 @@ pub(super) fn serve(
     m: Arc<Manager>,
     listener: TcpListener,
     tls: Arc<ServerConfig>,
+    extra: Option<tonic::service::Routes>,
     mut stopped: tokio::sync::watch::Receiver<bool>,
 ) {
     let incoming = super::transport::tls_incoming(listener, tls);
     let api = Api(m);
+    let routes = extra
+        .unwrap_or_default()
+        .add_service(RaftPeerServer::new(api.clone()))
+        .add_service(JoinServer::new(api.clone()))
+        .add_service(DispatcherServer::new(api.clone()))
+        .add_service(ControlServer::new(api));
     tokio::spawn(async move {
         let result = tonic::transport::Server::builder()
-            .add_service(RaftPeerServer::new(api.clone()))
-            .add_service(JoinServer::new(api.clone()))
-            .add_service(DispatcherServer::new(api.clone()))
-            .add_service(ControlServer::new(api))
+            .add_routes(routes)
             .serve_with_incoming_shutdown(incoming, async move {
                 let _ = stopped.wait_for(|s| *s).await;
             })
@@ -786,7 +790,9 @@ impl Control for Api {
         req: Request<shoal_api::cluster::v1::ServiceLogsRequest>,
     ) -> Result<Response<LogStream>, Status> {
         require_manager(&req)?;
-        Err(Status::unimplemented("service logs: not yet"))
+        Ok(Response::new(
+            super::logs::stream(self.0.clone(), req.into_inner()).await?,
+        ))
     }
 }
 

@@ -26,6 +26,8 @@ use tonic::transport::{Channel, Endpoint, Uri, server::Connected};
 
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 pub(crate) const CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
+/// Interval of h2 pings on client channels, and how long a reply may take.
+const KEEPALIVE: Duration = Duration::from_secs(10);
 
 /// What a handler knows about its caller: the identity from its verified
 /// certificate, or `None` for an anonymous (joining) client.
@@ -87,7 +89,14 @@ pub fn tls_incoming(
     let acceptor = TlsAcceptor::from(config);
     tokio::spawn(async move {
         loop {
-            let (tcp, addr) = match listener.accept().await {
+            // Closed when the server stopped: the listener goes with this
+            // task, so the address is free again at once (a node that
+            // leaves and rejoins binds it anew).
+            let accepted = tokio::select! {
+                accepted = listener.accept() => accepted,
+                _ = tx.closed() => return,
+            };
+            let (tcp, addr) = match accepted {
                 Ok(c) => c,
                 Err(e) => {
                     tracing::warn!(error = %e, "accept failed");
@@ -95,9 +104,6 @@ pub fn tls_incoming(
                     continue;
                 }
             };
-            if tx.is_closed() {
-                return;
-            }
             // Raft messages are small request/response pairs: with Nagle,
             // each waits for the peer's delayed ACK (40 ms on Linux).
             if let Err(e) = tcp.set_nodelay(true) {
@@ -141,6 +147,12 @@ pub fn channel(
     Ok(Endpoint::from_shared(format!("http://{addr}"))?
         .connect_timeout(CONNECT_TIMEOUT)
         .timeout(Duration::from_secs(30))
+        // A peer that vanished without closing (link cut, machine gone)
+        // would otherwise hold a long-lived stream (a followed log, the
+        // assignments) open for ever: h2 pings notice within ~20 s.
+        .http2_keep_alive_interval(KEEPALIVE)
+        .keep_alive_timeout(KEEPALIVE)
+        .keep_alive_while_idle(true)
         .connect_with_connector_lazy(tower::service_fn(move |_: Uri| {
             let (addr, connector, name) = (addr.clone(), connector.clone(), server_name.clone());
             async move {
