@@ -25,7 +25,7 @@ pub(crate) fn provider() -> Arc<CryptoProvider> {
     Arc::new(rustls::crypto::ring::default_provider())
 }
 
-const VERSIONS: &[&rustls::SupportedProtocolVersion] = &[&rustls::version::TLS13];
+pub(crate) const VERSIONS: &[&rustls::SupportedProtocolVersion] = &[&rustls::version::TLS13];
 
 /// Asked during every handshake, after the chain verified: has this node
 /// been removed? A removed node's certificate stays cryptographically valid
@@ -88,7 +88,7 @@ fn other_error(error: CaError) -> rustls::Error {
 
 /// After the chain verified: the subject must be a well-formed Shoal
 /// identity, and not a removed node.
-fn check_peer(
+pub(crate) fn check_peer(
     end_entity: &CertificateDer<'_>,
     revoked: &dyn RevocationCheck,
 ) -> Result<(), rustls::Error> {
