@@ -24,7 +24,7 @@ use rustls::{
     SignatureScheme,
 };
 
-use crate::tls::{VERSIONS, check_peer, provider};
+use crate::tls::{VERSIONS, check_peer, no_resumption_client, no_resumption_server, provider};
 use crate::{CaCert, CaDigest, CaError, NodeIdentity, RevocationCheck};
 
 /// A node's current identity and trust roots, shared by every TLS config
@@ -352,14 +352,15 @@ pub fn live_server_config(
         revoked,
         allow_anonymous: allow_join,
     });
-    Ok(ServerConfig::builder_with_provider(creds.provider.clone())
+    let config = ServerConfig::builder_with_provider(creds.provider.clone())
         .with_protocol_versions(VERSIONS)
         .map_err(|source| CaError::TlsConfig {
             what: "server",
             source,
         })?
         .with_client_cert_verifier(verifier)
-        .with_cert_resolver(Arc::new(Resolver(creds.clone()))))
+        .with_cert_resolver(Arc::new(Resolver(creds.clone())));
+    Ok(no_resumption_server(config))
 }
 
 /// [`crate::client_config`] over credentials that may change.
@@ -367,7 +368,7 @@ pub fn live_client_config(
     creds: &Credentials,
     revoked: Arc<dyn RevocationCheck>,
 ) -> Result<ClientConfig, CaError> {
-    Ok(ClientConfig::builder_with_provider(creds.provider.clone())
+    let config = ClientConfig::builder_with_provider(creds.provider.clone())
         .with_protocol_versions(VERSIONS)
         .map_err(|source| CaError::TlsConfig {
             what: "client",
@@ -378,5 +379,6 @@ pub fn live_client_config(
             creds: creds.clone(),
             revoked,
         }))
-        .with_client_cert_resolver(Arc::new(Resolver(creds.clone()))))
+        .with_client_cert_resolver(Arc::new(Resolver(creds.clone())));
+    Ok(no_resumption_client(config))
 }

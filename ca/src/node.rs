@@ -370,7 +370,7 @@ impl NodeIdentity {
 
     /// When to ask for a new certificate: once three quarters of the time
     /// between issue and expiry have passed (so 22.5 days before the end of
-    /// a 90-day certificate, 15 s before the end of a 60 s one). Swarm
+    /// a 90-day certificate, 7.5 s before the end of a 30 s one). Swarm
     /// renews at a random point between 50 % and 80 %; a fixed point is
     /// easier to reason about, and the session adds jitter to when it
     /// checks.

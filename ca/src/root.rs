@@ -29,10 +29,11 @@ pub const DEFAULT_NODE_CERT_VALIDITY: Duration = Duration::from_secs(2160 * 3600
 /// Swarm's root CA lifetime: 20 years.
 pub const DEFAULT_ROOT_CA_VALIDITY: Duration = Duration::from_secs(20 * 365 * 24 * 3600);
 /// The shortest `--cert-expiry`. Swarm refuses anything below one hour; we
-/// allow a minute, so that renewal can be watched (and tested) in the time
-/// of a test run. Such short lifetimes are for labs: a node that misses
-/// its renewal window (a quarter of the lifetime) must rejoin.
-pub const MIN_CERT_VALIDITY: Duration = Duration::from_secs(60);
+/// allow 30 s, so that renewal can be watched (and tested) within a test
+/// run: such a certificate is renewed 22.5 s after issue. Short lifetimes
+/// are for labs: a node that misses its renewal window (the last quarter
+/// of the lifetime) must rejoin.
+pub const MIN_CERT_VALIDITY: Duration = Duration::from_secs(30);
 /// Certificates start this long before they are issued, so a node whose
 /// clock lags the manager's still accepts them (swarm's `CertBackdate`).
 pub(crate) const BACKDATE: Duration = Duration::from_secs(3600);
@@ -684,7 +685,7 @@ mod tests {
             Err(CaError::ClusterMismatch { .. })
         ));
         assert!(matches!(
-            ca.issue(&csr, "n1", w, CLUSTER, Duration::from_secs(59)),
+            ca.issue(&csr, "n1", w, CLUSTER, Duration::from_secs(29)),
             Err(CaError::ValidityTooShort { .. })
         ));
         assert!(matches!(
@@ -752,8 +753,8 @@ mod tests {
         assert!(node.is_expired(node.not_after()));
         assert!(node.needs_renewal(node.not_after() + DAY));
 
-        // The shortest expiry: 60 s, renewed 45 s after issue, not at once.
-        let short = identity_at(&ca, "node2", NodeRole::Worker, MIN_CERT_VALIDITY, now)?;
+        // A short expiry: 60 s, renewed 45 s after issue, not at once.
+        let short = identity_at(&ca, "node2", NodeRole::Worker, 60 * SECOND, now)?;
         assert!(!short.needs_renewal(now + 44 * SECOND));
         assert!(short.needs_renewal(now + 45 * SECOND));
         Ok(())

@@ -624,3 +624,30 @@ async fn live_credentials_carry_a_root_rotation() -> TestResult {
     ));
     Ok(())
 }
+
+/// The same configs for every connection, as a node's session uses them: a
+/// node removed after its first handshake must not get back in by resuming
+/// that session (a resumed TLS 1.3 session verifies no certificate).
+#[tokio::test]
+async fn a_removed_node_cannot_resume_its_session() -> TestResult {
+    use crate::{Credentials, live_client_config, live_server_config};
+    let ca = RootCa::generate(CLUSTER, DEFAULT_ROOT_CA_VALIDITY)?;
+    let trust = vec![ca.cert().clone()];
+    let manager = Credentials::new(identity(&ca, "mgr1", NodeRole::Manager)?, trust.clone())?;
+    let worker = Credentials::new(identity(&ca, "wrk1", NodeRole::Worker)?, trust)?;
+    let removed = RemovedNodes::new();
+    let server = live_server_config(&manager, Arc::new(removed.clone()), false)?;
+    let client = live_client_config(&worker, nobody_removed())?;
+    let name = NodeRole::Manager.server_name();
+    for _ in 0..2 {
+        let o = handshake(server.clone(), client.clone(), name.clone()).await;
+        assert!(o.both_ok());
+    }
+    removed.insert("wrk1");
+    let o = handshake(server.clone(), client.clone(), name).await;
+    assert!(matches!(
+        tls_error(&o.server),
+        Some(rustls::Error::InvalidCertificate(CertificateError::Revoked))
+    ));
+    Ok(())
+}
