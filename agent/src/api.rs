@@ -245,6 +245,27 @@ impl Control for LocalControl {
     ) -> Result<Response<Self::ServiceLogsStream>, Status> {
         self.api().await?.service_logs(req).await
     }
+
+    async fn ca_status(
+        &self,
+        req: Request<shoal_api::cluster::v1::CaStatusRequest>,
+    ) -> Result<Response<shoal_api::cluster::v1::CaStatusReply>, Status> {
+        self.api().await?.ca_status(req).await
+    }
+
+    async fn rotate_ca(
+        &self,
+        req: Request<shoal_api::cluster::v1::RotateCaRequest>,
+    ) -> Result<Response<shoal_api::cluster::v1::CaStatusReply>, Status> {
+        self.api().await?.rotate_ca(req).await
+    }
+
+    async fn update_swarm(
+        &self,
+        req: Request<shoal_api::cluster::v1::UpdateSwarmRequest>,
+    ) -> Result<Response<shoal_api::cluster::v1::UpdateSwarmReply>, Status> {
+        self.api().await?.update_swarm(req).await
+    }
 }
 
 #[tonic::async_trait]

@@ -4,6 +4,7 @@
 mod api;
 mod autolock;
 mod datapath;
+mod session;
 mod swarm;
 
 use std::{
