@@ -24,7 +24,7 @@ use shoal_api::cluster::v1::{
     LogLine as WireLine, ReadLogsRequest,
     task_logs_server::{TaskLogs, TaskLogsServer},
 };
-use shoal_ca::{CaCert, NodeIdentity, NodeRole, RemovedNodes, server_config};
+use shoal_ca::{Credentials, NodeRole, RemovedNodes, live_server_config};
 use shoal_controlplane::manager::{LogStream, transport};
 use shoal_runtime::{
     LogLine, MAX_ID_LEN,
@@ -289,12 +289,11 @@ impl TaskLog {
 /// address may still be held by the listener of a membership just left.
 pub fn spawn_worker_server(
     listen: SocketAddr,
-    identity: &NodeIdentity,
-    ca: &CaCert,
+    creds: &Credentials,
     dir: PathBuf,
 ) -> Result<JoinHandle<()>, LogsError> {
     // Workers learn of no removed nodes; the managers refuse them anyway.
-    let mut tls = server_config(identity, ca, Arc::new(RemovedNodes::new()))?;
+    let mut tls = live_server_config(creds, Arc::new(RemovedNodes::new()), false)?;
     tls.alpn_protocols = vec![b"h2".to_vec()];
     let tls = Arc::new(tls);
     Ok(tokio::spawn(async move {
@@ -330,6 +329,7 @@ mod tests {
     use std::io::Write;
 
     use super::*;
+    use shoal_ca::{NodeIdentity, server_config};
 
     fn append(path: &Path, text: &str) {
         let mut f = std::fs::OpenOptions::new()

@@ -6,6 +6,7 @@ mod autolock;
 mod datapath;
 mod endpoints;
 mod logs;
+mod session;
 mod swarm;
 mod worker;
 

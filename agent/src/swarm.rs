@@ -22,14 +22,12 @@ use serde::{Deserialize, Serialize};
 use crate::worker::{ManagerLink, NodeEnv, Worker};
 use shoal_api::{
     CLUSTER_PORT,
-    cluster::v1::{
-        HeartbeatRequest, JoinRequest, dispatcher_client::DispatcherClient, join_client::JoinClient,
-    },
+    cluster::v1::{JoinRequest, join_client::JoinClient},
     node::v1::{SwarmInfo, SwarmInitReply, SwarmInitRequest, SwarmJoinReply, SwarmJoinRequest},
 };
 use shoal_ca::{
-    CaCert, JoinToken, JoinTokens, NodeIdentity, NodeKey, NodeRole, RemovedNodes, RootCa,
-    bootstrap_client_config, client_config, generate_node_id,
+    CaCert, Credentials, JoinToken, JoinTokens, NodeIdentity, NodeKey, NodeRole, RemovedNodes,
+    RootCa, bootstrap_client_config, generate_node_id, live_client_config,
 };
 use shoal_controlplane::{
     StoreError, StoreKey,
@@ -148,19 +146,45 @@ pub(crate) fn chain(e: &dyn std::error::Error) -> String {
     s
 }
 
+/// This node's certificate chain (leaf first).
+pub(crate) const CERT_FILE: &str = "cert.pem";
+/// The roots it trusts: one, or two during a root CA rotation.
+pub(crate) const CA_FILE: &str = "ca.pem";
+
+/// What the session last found wrong with this node's membership, shown by
+/// `shoal info`. Clones share one value.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct SessionProblem(Arc<std::sync::Mutex<Option<String>>>);
+
+impl SessionProblem {
+    pub(crate) fn set(&self, problem: Option<String>) {
+        *self
+            .0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = problem;
+    }
+
+    pub(crate) fn get(&self) -> Option<String> {
+        self.0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone()
+    }
+}
+
 /// `node.json`: what this node needs to resume its membership.
 #[derive(Debug, Clone, Serialize, Deserialize)]
-struct NodeFile {
-    node_id: String,
+pub(crate) struct NodeFile {
+    pub(crate) node_id: String,
     cluster_id: String,
     role: ModelRole,
     /// host:port of the managers' 2377, most recently seen first.
-    managers: Vec<String>,
+    pub(crate) managers: Vec<String>,
     /// This node's 2377 as others dial it (managers).
     advertise: String,
     listen: SocketAddr,
     raft_id: Option<u64>,
-    heartbeat_secs: u64,
+    pub(crate) heartbeat_secs: u64,
     snapshot_interval: u64,
 }
 
@@ -182,6 +206,8 @@ struct Active {
     tasks: Vec<JoinHandle<()>>,
     /// The executor: this node's tasks.
     worker: Option<Worker>,
+    /// What the session last found wrong, for `shoal info`.
+    problem: SessionProblem,
 }
 
 impl Active {
@@ -242,9 +268,9 @@ impl Swarm {
         let files = self.key_files();
         let mut state = self.state.lock().await;
         let Some(raft_id) = file.raft_id else {
-            let (identity, ca) = self.load_identity(&files.tls_key(None)?)?;
+            let creds = self.load_credentials(&files.tls_key(None)?)?;
             tracing::info!(node = %file.node_id, role = ?file.role, "resumed swarm membership");
-            *state = Membership::Active(self.spawn_session(file, identity, ca, None, None));
+            *state = Membership::Active(self.spawn_session(file, creds, None, None));
             return Ok(());
         };
         // Without store.key, or with one a lock cut short left stale (the
@@ -253,8 +279,9 @@ impl Swarm {
         let manager = match files.store_key()? {
             Some(store_key) if files.has_plain_tls_key() => {
                 let tls = files.tls_key(None)?;
-                match self.start_manager(&file, raft_id, store_key, &tls).await {
-                    Ok(m) => Some((m, tls)),
+                let creds = self.load_credentials(&tls)?;
+                match self.start_manager(&file, raft_id, store_key, &creds).await {
+                    Ok(m) => Some((m, tls, creds)),
                     Err(SwarmError::Manager(ManagerError::Store(StoreError::WrongKey {
                         ..
                     }))) => None,
@@ -263,7 +290,7 @@ impl Swarm {
             }
             _ => None,
         };
-        let Some((manager, tls)) = manager else {
+        let Some((manager, tls, creds)) = manager else {
             tracing::warn!(
                 node = %file.node_id,
                 "this manager is autolocked: give its unlock key with `shoal swarm unlock`"
@@ -271,11 +298,9 @@ impl Swarm {
             *state = Membership::Locked(file);
             return Ok(());
         };
-        let (identity, ca) = self.load_identity(&tls)?;
         let keys = Keys::new(files, tls, None);
         tracing::info!(node = %file.node_id, role = ?file.role, "resumed swarm membership");
-        *state =
-            Membership::Active(self.spawn_session(file, identity, ca, Some(manager), Some(keys)));
+        *state = Membership::Active(self.spawn_session(file, creds, Some(manager), Some(keys)));
         Ok(())
     }
 
@@ -295,19 +320,18 @@ impl Swarm {
         let kek = key.kek();
         let files = self.key_files();
         let tls = files.tls_key(Some(&kek))?;
+        let creds = self.load_credentials(&tls)?;
         // The store decides: the TLS key may be readable under a key the
         // store no longer opens with (a rotation cut short).
-        let manager = match self.start_manager(&file, raft_id, kek, &tls).await {
+        let manager = match self.start_manager(&file, raft_id, kek, &creds).await {
             Err(SwarmError::Manager(ManagerError::Store(StoreError::WrongKey { .. }))) => {
                 return Err(SwarmError::WrongUnlockKey);
             }
             other => other?,
         };
-        let (identity, ca) = self.load_identity(&tls)?;
         let keys = Keys::new(files, tls, Some(key));
         tracing::info!(node = %file.node_id, "swarm unlocked");
-        *state =
-            Membership::Active(self.spawn_session(file, identity, ca, Some(manager), Some(keys)));
+        *state = Membership::Active(self.spawn_session(file, creds, Some(manager), Some(keys)));
         Ok(())
     }
 
@@ -413,9 +437,9 @@ impl Swarm {
             }
         };
         files.write_tls_key(&key, unlock.as_ref().map(|_| &store_key))?;
-        write(&self.dir.join("cert.pem"), cert.as_bytes(), 0o644)?;
-        write(&self.dir.join("ca.pem"), ca.cert_pem().as_bytes(), 0o644)?;
-        let (identity, ca_cert) = self.load_identity(&key)?;
+        write(&self.dir.join(CERT_FILE), cert.as_bytes(), 0o644)?;
+        write(&self.dir.join(CA_FILE), ca.cert_pem().as_bytes(), 0o644)?;
+        let creds = self.load_credentials(&key)?;
 
         let file = NodeFile {
             node_id: node_id.clone(),
@@ -429,7 +453,7 @@ impl Swarm {
             snapshot_interval: settings.snapshot_interval,
         };
         let manager = self
-            .start_manager(&file, file.raft_id.unwrap_or_default(), store_key, &key)
+            .start_manager(&file, file.raft_id.unwrap_or_default(), store_key, &creds)
             .await?;
         let cluster = Cluster {
             id: cluster_id.clone(),
@@ -443,6 +467,7 @@ impl Swarm {
             root_ca: RootCaKeys {
                 cert_pem: ca.cert_pem().to_owned(),
                 key_pem: SecretString(ca.key_pem().to_string()),
+                rotation: None,
             },
             removed_nodes: Default::default(),
             unlock_key: SecretString(unlock.as_ref().map(UnlockKey::format).unwrap_or_default()),
@@ -456,13 +481,7 @@ impl Swarm {
         self.save(&file)?;
         let unlock_key = unlock.as_ref().map(UnlockKey::format).unwrap_or_default();
         let keys = Keys::new(files, key, unlock);
-        *state = Membership::Active(self.spawn_session(
-            file,
-            identity,
-            ca_cert,
-            Some(manager),
-            Some(keys),
-        ));
+        *state = Membership::Active(self.spawn_session(file, creds, Some(manager), Some(keys)));
         tracing::info!(
             node = %node_id, cluster = %cluster_id, %advertise, autolock = r.autolock,
             "swarm initialised"
@@ -527,10 +546,10 @@ impl Swarm {
         // (docker's joining managers do the same).
         let files = self.key_files();
         files.write_tls_key(&key, None)?;
-        write(&self.dir.join("cert.pem"), reply.cert_pem.as_bytes(), 0o644)?;
-        write(&self.dir.join("ca.pem"), reply.ca_pem.as_bytes(), 0o644)?;
-        let (identity, ca) = self.load_identity(&key)?;
-        let role = match identity.role() {
+        write(&self.dir.join(CERT_FILE), reply.cert_pem.as_bytes(), 0o644)?;
+        write(&self.dir.join(CA_FILE), reply.ca_pem.as_bytes(), 0o644)?;
+        let creds = self.load_credentials(&key)?;
+        let role = match creds.identity().role() {
             NodeRole::Manager => ModelRole::Manager,
             NodeRole::Worker => ModelRole::Worker,
         };
@@ -554,7 +573,9 @@ impl Swarm {
             files.write_store_key(&store_key)?;
             let raft_id = rand::random();
             file.raft_id = Some(raft_id);
-            let m = self.start_manager(&file, raft_id, store_key, &key).await?;
+            let m = self
+                .start_manager(&file, raft_id, store_key, &creds)
+                .await?;
             if let Err(e) = m.join_raft(&remote).await {
                 m.shutdown().await;
                 let _ = std::fs::remove_dir_all(&self.dir);
@@ -566,7 +587,7 @@ impl Swarm {
         };
         self.save(&file)?;
         tracing::info!(node = %reply.node_id, role = %reply.role, "joined the swarm");
-        *state = Membership::Active(self.spawn_session(file, identity, ca, manager, keys));
+        *state = Membership::Active(self.spawn_session(file, creds, manager, keys));
         Ok(SwarmJoinReply {
             node_id: reply.node_id,
             role: reply.role,
@@ -628,7 +649,12 @@ impl Swarm {
                 error: String::new(),
             },
             Membership::Active(a) => SwarmInfo {
-                state: "active".into(),
+                state: if a.problem.get().is_some() {
+                    "error"
+                } else {
+                    "active"
+                }
+                .into(),
                 node_id: a.file.node_id.clone(),
                 cluster_id: a.file.cluster_id.clone(),
                 role: if a.manager.is_some() {
@@ -642,7 +668,7 @@ impl Swarm {
                     .as_ref()
                     .map(|m| m.manager_addrs())
                     .unwrap_or_else(|| a.file.managers.clone()),
-                error: String::new(),
+                error: a.problem.get().unwrap_or_default(),
             },
         }
     }
@@ -659,15 +685,12 @@ impl Swarm {
         file: &NodeFile,
         raft_id: u64,
         store_key: StoreKey,
-        tls: &NodeKey,
+        creds: &Credentials,
     ) -> Result<Arc<Manager>, SwarmError> {
-        // The manager gets its own copy of the identity (keys are not Clone).
-        let (identity, ca) = self.load_identity(tls)?;
         Ok(Manager::start(ManagerConfig {
             raft_dir: self.dir.join("raft"),
             store_key,
-            identity,
-            ca,
+            credentials: creds.clone(),
             raft_id,
             advertise: file.advertise.clone(),
             listen: file.listen,
@@ -680,28 +703,30 @@ impl Swarm {
     fn spawn_session(
         &self,
         file: NodeFile,
-        identity: NodeIdentity,
-        ca: CaCert,
+        creds: Credentials,
         manager: Option<Arc<Manager>>,
         keys: Option<SharedKeys>,
     ) -> Active {
-        let worker = self.start_worker(&file, &identity, &ca, manager.is_some());
+        let worker = self.start_worker(&file, &creds, manager.is_some());
         let mut tasks = Vec::new();
         // A manager serves task logs on its cluster API; a worker needs a
         // listener of its own for them.
         if manager.is_none() {
             let dir = self.env.tasks_dir.clone();
-            match crate::logs::spawn_worker_server(file.listen, &identity, &ca, dir) {
+            match crate::logs::spawn_worker_server(file.listen, &creds, dir) {
                 Ok(server) => tasks.push(server),
                 Err(e) => tracing::error!(error = %chain(&e), "task logs will not be served"),
             }
         }
-        tasks.push(tokio::spawn(session(
-            file.clone(),
-            identity,
-            ca,
-            manager.clone(),
-        )));
+        let problem = SessionProblem::default();
+        let session = crate::session::Session {
+            file: file.clone(),
+            dir: self.dir.clone(),
+            creds: creds.clone(),
+            manager: manager.clone(),
+            problem: problem.clone(),
+        };
+        tasks.push(tokio::spawn(session.run()));
         if let (Some(m), Some(k)) = (&manager, &keys) {
             tasks.push(tokio::spawn(autolock::follow(k.clone(), m.clone())));
         }
@@ -711,6 +736,7 @@ impl Swarm {
             keys,
             tasks,
             worker,
+            problem,
         }
     }
 
@@ -718,11 +744,10 @@ impl Swarm {
     fn start_worker(
         &self,
         file: &NodeFile,
-        identity: &NodeIdentity,
-        ca: &CaCert,
+        creds: &Credentials,
         is_manager: bool,
     ) -> Option<Worker> {
-        let tls = match client_config(identity, ca, Arc::new(RemovedNodes::new())) {
+        let tls = match live_client_config(creds, Arc::new(RemovedNodes::new())) {
             Ok(mut c) => {
                 c.alpn_protocols = vec![b"h2".to_vec()];
                 Arc::new(c)
@@ -767,6 +792,7 @@ impl Swarm {
             addr: advertise.parse::<SocketAddr>().ok().map(|a| a.ip()),
             status: NodeState::Ready,
             manager: None,
+            tls: Default::default(),
         }
     }
 
@@ -795,9 +821,9 @@ impl Swarm {
             })
     }
 
-    /// The certificate and CA from disk, with the TLS key the caller holds
-    /// (it may be sealed on disk).
-    fn load_identity(&self, key: &NodeKey) -> Result<(NodeIdentity, CaCert), SwarmError> {
+    /// The certificate and trust roots from disk, with the TLS key the
+    /// caller holds (it may be sealed on disk).
+    fn load_credentials(&self, key: &NodeKey) -> Result<Credentials, SwarmError> {
         let text = |name: &str| -> Result<String, SwarmError> {
             let p = self.dir.join(name);
             String::from_utf8(read(&p)?).map_err(|e| SwarmError::Io {
@@ -805,9 +831,9 @@ impl Swarm {
                 source: std::io::Error::new(std::io::ErrorKind::InvalidData, e),
             })
         };
-        let identity = NodeIdentity::from_pem(&text("cert.pem")?, &key.to_pem())?;
-        let ca = CaCert::from_pem(&text("ca.pem")?)?;
-        Ok((identity, ca))
+        let identity = NodeIdentity::from_pem(&text(CERT_FILE)?, &key.to_pem())?;
+        let trust = CaCert::bundle_from_pem(&text(CA_FILE)?)?;
+        Ok(Credentials::new(identity, trust)?)
     }
 
     fn save(&self, file: &NodeFile) -> Result<(), SwarmError> {
@@ -817,70 +843,6 @@ impl Swarm {
             source,
         })?;
         write(&path, &json, 0o600)
-    }
-}
-
-/// Heartbeats to the managers for as long as the membership lasts. A
-/// manager heartbeats through its own Raft node (forwarded to the leader).
-async fn session(
-    file: NodeFile,
-    identity: NodeIdentity,
-    ca: CaCert,
-    manager: Option<Arc<Manager>>,
-) {
-    let mut period = Duration::from_secs(file.heartbeat_secs.max(1));
-    let mut managers = file.managers.clone();
-    let tls = client_config(&identity, &ca, Arc::new(RemovedNodes::new())).map(|mut c| {
-        c.alpn_protocols = vec![b"h2".to_vec()];
-        Arc::new(c)
-    });
-    loop {
-        let ok = match (&manager, &tls) {
-            (Some(m), _) => match m.heartbeat(&file.node_id).await {
-                Ok(()) => true,
-                Err(e) => {
-                    tracing::debug!(error = %e, "heartbeat via the local manager");
-                    false
-                }
-            },
-            (None, Ok(tls)) => {
-                let mut sent = false;
-                for addr in managers.clone() {
-                    let Ok(ch) =
-                        transport::channel(&addr, tls.clone(), NodeRole::Manager.server_name())
-                    else {
-                        continue;
-                    };
-                    let req = HeartbeatRequest {
-                        node_id: file.node_id.clone(),
-                    };
-                    match DispatcherClient::new(ch).heartbeat(req).await {
-                        Ok(r) => {
-                            let r = r.into_inner();
-                            period = Duration::from_millis(r.period_ms.max(1000));
-                            if !r.managers.is_empty() {
-                                // Keep the one that answered first: it is reachable.
-                                let mut next = vec![addr.clone()];
-                                next.extend(r.managers.into_iter().filter(|m| *m != addr));
-                                managers = next;
-                            }
-                            sent = true;
-                            break;
-                        }
-                        Err(s) => tracing::debug!(%addr, error = %s.message(), "heartbeat failed"),
-                    }
-                }
-                sent
-            }
-            (None, Err(e)) => {
-                tracing::error!(error = %e, "no TLS identity for the session");
-                false
-            }
-        };
-        if !ok {
-            tracing::warn!("no manager took this node's heartbeat; retrying");
-        }
-        tokio::time::sleep(if ok { period } else { Duration::from_secs(1) }).await;
     }
 }
 

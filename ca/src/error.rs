@@ -83,6 +83,8 @@ pub enum CaError {
         #[source]
         source: rustls::Error,
     },
+    #[error("no trusted root CA: a node needs at least one (ca.pem is empty)")]
+    NoTrustRoots,
     #[error("{what} is not self-signed")]
     NotSelfSigned { what: &'static str },
     #[error("the cross-signed certificate does not certify this root's key and subject")]

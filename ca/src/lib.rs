@@ -16,6 +16,7 @@
 
 mod base36;
 mod error;
+mod live;
 mod node;
 mod pki;
 mod root;
@@ -23,6 +24,7 @@ mod tls;
 mod token;
 
 pub use error::CaError;
+pub use live::{Credentials, live_client_config, live_server_config};
 pub use node::{CsrPem, NodeIdentity, NodeKey, NodeRole, PeerIdentity, generate_node_id};
 pub use root::{
     CaCert, CaDigest, DEFAULT_NODE_CERT_VALIDITY, DEFAULT_ROOT_CA_VALIDITY, MIN_CERT_VALIDITY,

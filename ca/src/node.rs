@@ -358,21 +358,52 @@ impl NodeIdentity {
         now >= self.not_after
     }
 
-    /// True once two thirds of the certificate's lifetime have passed (so
-    /// 30 days before the end of a 90-day certificate), or it has expired.
-    /// Swarm renews at a random point between 50 % and 80 %; a fixed point
-    /// is easier to reason about, and callers that fear a thundering herd
-    /// can add jitter to when they check.
-    pub fn needs_renewal(&self, now: SystemTime) -> bool {
+    /// When the certificate was issued: `not_before` is backdated by
+    /// [`crate::root`]'s fixed backdate, which is not part of its useful
+    /// life.
+    fn issued_at(&self) -> SystemTime {
+        self.not_before
+            .checked_add(crate::root::BACKDATE)
+            .unwrap_or(self.not_before)
+            .min(self.not_after)
+    }
+
+    /// When to ask for a new certificate: once three quarters of the time
+    /// between issue and expiry have passed (so 22.5 days before the end of
+    /// a 90-day certificate, 7.5 s before the end of a 30 s one). Swarm
+    /// renews at a random point between 50 % and 80 %; a fixed point is
+    /// easier to reason about, and the session adds jitter to when it
+    /// checks.
+    pub fn renew_at(&self) -> SystemTime {
+        let issued = self.issued_at();
         let lifetime = self
             .not_after
-            .duration_since(self.not_before)
+            .duration_since(issued)
             .unwrap_or(Duration::ZERO);
-        let renew_at = self
-            .not_before
-            .checked_add(lifetime - lifetime / 3)
-            .unwrap_or(self.not_before);
-        now >= renew_at
+        issued
+            .checked_add(lifetime - lifetime / 4)
+            .unwrap_or(issued)
+    }
+
+    /// True from [`NodeIdentity::renew_at`] on, and once expired.
+    pub fn needs_renewal(&self, now: SystemTime) -> bool {
+        now >= self.renew_at()
+    }
+
+    /// Whether `ca` signed this node's certificate itself (not through a
+    /// cross-signed intermediate): which root a node has moved to.
+    pub fn issued_by(&self, ca: &CaCert) -> bool {
+        let Some(leaf) = self.chain.first() else {
+            return false;
+        };
+        let (Ok(leaf), Ok(root)) = (
+            parse_cert(leaf, "node certificate"),
+            parse_cert(ca.der(), "CA certificate"),
+        ) else {
+            return false;
+        };
+        leaf.issuer().as_raw() == root.subject().as_raw()
+            && leaf.verify_signature(Some(root.public_key())).is_ok()
     }
 
     /// Checks the chain against `ca` at `now`, e.g. on a certificate just

@@ -28,11 +28,15 @@ use crate::{CaError, CsrPem, NodeRole, PeerIdentity, base36};
 pub const DEFAULT_NODE_CERT_VALIDITY: Duration = Duration::from_secs(2160 * 3600);
 /// Swarm's root CA lifetime: 20 years.
 pub const DEFAULT_ROOT_CA_VALIDITY: Duration = Duration::from_secs(20 * 365 * 24 * 3600);
-/// Swarm refuses `--cert-expiry` below one hour; so do we, for roots too.
-pub const MIN_CERT_VALIDITY: Duration = Duration::from_secs(3600);
+/// The shortest `--cert-expiry`. Swarm refuses anything below one hour; we
+/// allow 30 s, so that renewal can be watched (and tested) within a test
+/// run: such a certificate is renewed 22.5 s after issue. Short lifetimes
+/// are for labs: a node that misses its renewal window (the last quarter
+/// of the lifetime) must rejoin.
+pub const MIN_CERT_VALIDITY: Duration = Duration::from_secs(30);
 /// Certificates start this long before they are issued, so a node whose
 /// clock lags the manager's still accepts them (swarm's `CertBackdate`).
-const BACKDATE: Duration = Duration::from_secs(3600);
+pub(crate) const BACKDATE: Duration = Duration::from_secs(3600);
 
 /// SHA-256 of a CA certificate's DER: what a join token pins.
 #[derive(Clone, Copy, PartialEq, Eq, Hash)]
@@ -87,6 +91,15 @@ impl CaCert {
     /// Loads a PEM holding exactly one self-signed CA certificate.
     pub fn from_pem(pem: &str) -> Result<Self, CaError> {
         Self::from_der(single_cert_from_pem(pem, "CA certificate")?)
+    }
+
+    /// Loads a trust bundle: one or more self-signed CA certificates, as a
+    /// node stores them during a root rotation (the join tokens' root first).
+    pub fn bundle_from_pem(pem: &str) -> Result<Vec<Self>, CaError> {
+        crate::pki::certs_from_pem(pem, "CA bundle")?
+            .into_iter()
+            .map(Self::from_der)
+            .collect()
     }
 
     pub fn from_der(der: CertificateDer<'static>) -> Result<Self, CaError> {
@@ -672,7 +685,7 @@ mod tests {
             Err(CaError::ClusterMismatch { .. })
         ));
         assert!(matches!(
-            ca.issue(&csr, "n1", w, CLUSTER, Duration::from_secs(60)),
+            ca.issue(&csr, "n1", w, CLUSTER, Duration::from_secs(29)),
             Err(CaError::ValidityTooShort { .. })
         ));
         assert!(matches!(
@@ -726,18 +739,43 @@ mod tests {
     }
 
     #[test]
-    fn renewal_is_due_after_two_thirds_of_the_lifetime() -> Result<(), CaError> {
+    fn renewal_is_due_after_three_quarters_of_the_useful_lifetime() -> Result<(), CaError> {
         let ca = RootCa::generate(CLUSTER, DEFAULT_ROOT_CA_VALIDITY)?;
         let now = SystemTime::now();
-        // 89 h + the 1 h backdate = 90 h lifetime: renew 60 h after not_before.
-        let node = identity_at(&ca, "node1", NodeRole::Worker, 89 * 3600 * SECOND, now)?;
-        let renew_at = node.not_before() + 60 * 3600 * SECOND;
+        // 80 h from issue (the 1 h backdate is not counted): renew at 60 h.
+        let node = identity_at(&ca, "node1", NodeRole::Worker, 80 * 3600 * SECOND, now)?;
+        let renew_at = node.not_before() + BACKDATE + 60 * 3600 * SECOND;
+        assert_eq!(node.renew_at(), renew_at);
         assert!(!node.needs_renewal(now));
         assert!(!node.needs_renewal(renew_at - SECOND));
         assert!(node.needs_renewal(renew_at));
         assert!(!node.is_expired(renew_at));
         assert!(node.is_expired(node.not_after()));
         assert!(node.needs_renewal(node.not_after() + DAY));
+
+        // A short expiry: 60 s, renewed 45 s after issue, not at once.
+        let short = identity_at(&ca, "node2", NodeRole::Worker, 60 * SECOND, now)?;
+        assert!(!short.needs_renewal(now + 44 * SECOND));
+        assert!(short.needs_renewal(now + 45 * SECOND));
+        Ok(())
+    }
+
+    #[test]
+    fn trust_bundles_and_issuers() -> Result<(), CaError> {
+        let old = RootCa::generate(CLUSTER, DEFAULT_ROOT_CA_VALIDITY)?;
+        let next = old.rotate(DEFAULT_ROOT_CA_VALIDITY)?;
+        let bundle = CaCert::bundle_from_pem(&format!("{}{}", old.cert_pem(), next.cert_pem()))?;
+        assert_eq!(
+            bundle.iter().map(CaCert::digest).collect::<Vec<_>>(),
+            [old.digest(), next.digest()]
+        );
+        let before = identity(&old, "early", NodeRole::Worker)?;
+        let after = identity(&next, "late", NodeRole::Worker)?;
+        assert!(before.issued_by(old.cert()) && !before.issued_by(next.cert()));
+        // Through the cross-signed certificate it chains to the old root,
+        // but the new root issued it.
+        assert!(after.issued_by(next.cert()) && !after.issued_by(old.cert()));
+        assert!(CaCert::bundle_from_pem("").is_err());
         Ok(())
     }
 

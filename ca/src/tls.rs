@@ -25,7 +25,22 @@ pub(crate) fn provider() -> Arc<CryptoProvider> {
     Arc::new(rustls::crypto::ring::default_provider())
 }
 
-const VERSIONS: &[&rustls::SupportedProtocolVersion] = &[&rustls::version::TLS13];
+pub(crate) const VERSIONS: &[&rustls::SupportedProtocolVersion] = &[&rustls::version::TLS13];
+
+/// No session resumption, either side: a resumed TLS 1.3 session skips
+/// certificate verification, so a removed node (or one left on a root a
+/// rotation dropped) would keep getting in on the strength of its first
+/// handshake. Connections are long-lived; a full handshake costs little.
+pub(crate) fn no_resumption_server(mut config: ServerConfig) -> ServerConfig {
+    config.session_storage = Arc::new(rustls::server::NoServerSessionStorage {});
+    config.send_tls13_tickets = 0;
+    config
+}
+
+pub(crate) fn no_resumption_client(mut config: ClientConfig) -> ClientConfig {
+    config.resumption = rustls::client::Resumption::disabled();
+    config
+}
 
 /// Asked during every handshake, after the chain verified: has this node
 /// been removed? A removed node's certificate stays cryptographically valid
@@ -88,7 +103,7 @@ fn other_error(error: CaError) -> rustls::Error {
 
 /// After the chain verified: the subject must be a well-formed Shoal
 /// identity, and not a removed node.
-fn check_peer(
+pub(crate) fn check_peer(
     end_entity: &CertificateDer<'_>,
     revoked: &dyn RevocationCheck,
 ) -> Result<(), rustls::Error> {
@@ -340,6 +355,7 @@ fn build_server_config(
         })?
         .with_client_cert_verifier(verifier)
         .with_single_cert(chain, identity.private_key())
+        .map(no_resumption_server)
         .map_err(|source| CaError::TlsConfig {
             what: "server",
             source,
@@ -371,6 +387,7 @@ pub fn client_config(
         .dangerous()
         .with_custom_certificate_verifier(Arc::new(NodeServerVerifier { inner, revoked }))
         .with_client_auth_cert(identity.chain().to_vec(), identity.private_key())
+        .map(no_resumption_client)
         .map_err(|source| CaError::TlsConfig {
             what: "client",
             source,

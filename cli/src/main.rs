@@ -48,7 +48,7 @@ enum Cmd {
     /// Manage secrets.
     #[command(subcommand)]
     Secret(secret::SecretCmd),
-    /// Manage the swarm: init, join, join-token, leave, unlock, unlock-key.
+    /// Manage the swarm: init, join, join-token, leave, unlock, unlock-key, ca, update.
     #[command(subcommand)]
     Swarm(swarm::SwarmCmd),
 }

@@ -260,6 +260,10 @@ struct NodeJson<'a> {
     is_self: bool,
     #[serde(skip_serializing_if = "Option::is_none")]
     raft_addr: Option<&'a str>,
+    /// `node inspect` only: when the node's certificate expires (unix
+    /// seconds; 0 until its first heartbeat reported it).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    cert_not_after_unix: Option<u64>,
 }
 
 fn node_value<'a>(n: &'a NodeSummary, raft_addr: Option<&'a str>) -> NodeJson<'a> {
@@ -279,6 +283,7 @@ fn node_value<'a>(n: &'a NodeSummary, raft_addr: Option<&'a str>) -> NodeJson<'a
         version: n.version,
         is_self: n.self_,
         raft_addr,
+        cert_not_after_unix: None,
     }
 }
 
@@ -320,7 +325,10 @@ pub fn nodes(nodes: &[NodeSummary], quiet: bool, format: Format) -> anyhow::Resu
 }
 
 fn detail_value(d: &NodeDetail) -> Option<NodeJson<'_>> {
-    d.node.as_ref().map(|n| node_value(n, Some(&d.raft_addr)))
+    d.node.as_ref().map(|n| NodeJson {
+        cert_not_after_unix: Some(d.cert_not_after_unix),
+        ..node_value(n, Some(&d.raft_addr))
+    })
 }
 
 /// `node inspect`: a JSON array, as docker inspect prints.

@@ -1,14 +1,18 @@
-//! `shoal swarm …`: init, join, join-token, leave, unlock and unlock-key,
-//! with docker's flags and docker's words.
+//! `shoal swarm …`: init, join, join-token, leave, unlock, unlock-key, ca
+//! and update, with docker's flags and docker's words.
 
 use std::{
     io::{BufRead, IsTerminal, Write},
+    os::fd::AsFd,
     time::Duration,
 };
 
 use clap::{Args, Subcommand, ValueEnum};
 use shoal_api::{
-    cluster::v1::{JoinTokenRequest, NodeRef},
+    cluster::v1::{
+        CaStatusReply, CaStatusRequest, JoinTokenRequest, NodeRef, RotateCaRequest,
+        UpdateSwarmRequest,
+    },
     node::v1::{
         InfoRequest, SwarmInitRequest, SwarmJoinRequest, SwarmLeaveRequest, SwarmUnlockRequest,
         UnlockKeyRequest,
@@ -25,8 +29,12 @@ use crate::{
 
 /// Below this the dispatcher would mark healthy nodes down on a busy host.
 const MIN_HEARTBEAT: Duration = Duration::from_secs(1);
-/// docker refuses certificates shorter-lived than an hour.
-const MIN_CERT_EXPIRY: Duration = Duration::from_secs(3600);
+/// docker refuses certificates shorter-lived than an hour; Shoal allows
+/// 30 s (the CA's minimum), so that renewal can be watched in a lab (nodes
+/// renew at three quarters of the lifetime). Keep real swarms at hours.
+const MIN_CERT_EXPIRY: Duration = Duration::from_secs(30);
+/// How often `swarm ca --rotate` polls the rotation's progress.
+const ROTATION_POLL: Duration = Duration::from_millis(500);
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
 pub enum Role {
@@ -116,6 +124,34 @@ pub enum SwarmCmd {
     },
     /// Unlock a restarted autolocked manager; the key is read from stdin.
     Unlock,
+    /// Display and rotate the root CA.
+    Ca {
+        /// Rotate the swarm CA: a new root, cross-signed by the current one;
+        /// every node gets a certificate from it, then the old root is dropped.
+        #[arg(long)]
+        rotate: bool,
+        /// Validity period for node certificates (ns|us|ms|s|m|h).
+        #[arg(long)]
+        cert_expiry: Option<String>,
+        /// Exit immediately instead of waiting for the root rotation to converge.
+        #[arg(long, short)]
+        detach: bool,
+        /// Suppress progress output.
+        #[arg(long, short)]
+        quiet: bool,
+    },
+    /// Update the swarm.
+    Update {
+        /// Change manager autolocking setting (true|false).
+        #[arg(long, num_args = 0..=1, require_equals = true, default_missing_value = "true")]
+        autolock: Option<bool>,
+        /// Validity period for node certificates (ns|us|ms|s|m|h).
+        #[arg(long)]
+        cert_expiry: Option<String>,
+        /// Dispatcher heartbeat period (ns|us|ms|s|m|h).
+        #[arg(long)]
+        dispatcher_heartbeat: Option<String>,
+    },
     /// Manage the unlock key of an autolocked swarm.
     UnlockKey {
         /// Only display the key.
@@ -136,19 +172,32 @@ fn unlock_instructions(key: &str) -> String {
     )
 }
 
-/// The unlock key from stdin: after a prompt on a terminal (as docker), else
-/// the first line, so that it can be piped in.
-fn read_unlock_key() -> anyhow::Result<String> {
+/// The unlock key from stdin: on a terminal after a prompt and without
+/// echo (as docker), else the first line, so that it can be piped in.
+async fn read_unlock_key() -> anyhow::Result<String> {
     let stdin = std::io::stdin();
-    if stdin.is_terminal() {
+    let line = if stdin.is_terminal() {
         print!("Enter unlock key: ");
         std::io::stdout().flush()?;
-    }
-    let mut line = String::new();
-    stdin
-        .lock()
-        .read_line(&mut line)
-        .map_err(|e| anyhow::anyhow!("reading the unlock key from stdin: {e}"))?;
+        let echo_off = EchoOff::new(&stdin)?;
+        let read = tokio::task::spawn_blocking(read_line);
+        // Ctrl-C would kill the process with the terminal still silent:
+        // take the signal here, and put the terminal back first.
+        let line = tokio::select! {
+            line = read => line.map_err(|e| anyhow::anyhow!("reading the unlock key: {e}"))?,
+            _ = tokio::signal::ctrl_c() => {
+                drop(echo_off);
+                println!();
+                std::process::exit(130);
+            }
+        };
+        drop(echo_off);
+        // The Enter the user typed was not echoed either.
+        println!();
+        line?
+    } else {
+        read_line()?
+    };
     let key = line.trim();
     if key.is_empty() {
         anyhow::bail!(
@@ -159,11 +208,54 @@ fn read_unlock_key() -> anyhow::Result<String> {
     Ok(key.to_owned())
 }
 
+fn read_line() -> anyhow::Result<String> {
+    let mut line = String::new();
+    std::io::stdin()
+        .lock()
+        .read_line(&mut line)
+        .map_err(|e| anyhow::anyhow!("reading the unlock key from stdin: {e}"))?;
+    Ok(line)
+}
+
+/// The terminal's echo turned off for as long as this lives: restored on
+/// drop, so on every return and `?` path.
+struct EchoOff {
+    fd: std::os::fd::OwnedFd,
+    saved: nix::sys::termios::Termios,
+}
+
+impl EchoOff {
+    fn new(stdin: &std::io::Stdin) -> anyhow::Result<Self> {
+        use nix::sys::termios::{LocalFlags, SetArg, tcgetattr, tcsetattr};
+        let fd = stdin.as_fd().try_clone_to_owned()?;
+        let saved =
+            tcgetattr(&fd).map_err(|e| anyhow::anyhow!("reading the terminal mode: {e}"))?;
+        let mut quiet = saved.clone();
+        quiet.local_flags.remove(LocalFlags::ECHO);
+        // Still echo the newline, so that the next output starts on a line
+        // of its own even if we cannot print one.
+        quiet.local_flags.insert(LocalFlags::ECHONL);
+        tcsetattr(&fd, SetArg::TCSANOW, &quiet)
+            .map_err(|e| anyhow::anyhow!("turning the terminal echo off: {e}"))?;
+        Ok(Self { fd, saved })
+    }
+}
+
+impl Drop for EchoOff {
+    fn drop(&mut self) {
+        use nix::sys::termios::{SetArg, tcsetattr};
+        if let Err(e) = tcsetattr(&self.fd, SetArg::TCSANOW, &self.saved) {
+            eprintln!("warning: could not turn the terminal echo back on ({e}); run `stty echo`");
+        }
+    }
+}
+
 fn whole_seconds(flag: &'static str, value: &str, min: Duration) -> Result<u64, FlagError> {
     let d = parse_duration(value).map_err(|e| FlagError::new(flag, value, e))?;
     if d < min {
         let min = match min.as_secs() {
             3600 => "1h",
+            30 => "30s",
             _ => "1s",
         };
         return Err(FlagError::new(flag, value, Problem::TooSmall { min }));
@@ -377,8 +469,79 @@ pub async fn run(host: &str, cmd: SwarmCmd) -> anyhow::Result<()> {
         SwarmCmd::Unlock => {
             // Dial first: no point typing a key for a daemon that is not there.
             let mut d = client::connect(host).await?;
-            let key = read_unlock_key()?;
+            let key = read_unlock_key().await?;
             client::call(host, d.node.swarm_unlock(SwarmUnlockRequest { key })).await?;
+            Ok(())
+        }
+        SwarmCmd::Ca {
+            rotate,
+            cert_expiry,
+            detach,
+            quiet,
+        } => {
+            let expiry = cert_expiry
+                .as_deref()
+                .map(|v| whole_seconds("--cert-expiry", v, MIN_CERT_EXPIRY))
+                .transpose()?;
+            let mut d = client::connect(host).await?;
+            if !rotate {
+                if let Some(secs) = expiry {
+                    let req = UpdateSwarmRequest {
+                        cert_expiry_secs: Some(secs),
+                        ..Default::default()
+                    };
+                    client::call(host, d.control.update_swarm(req)).await?;
+                }
+                let status = client::call(host, d.control.ca_status(CaStatusRequest {})).await?;
+                print!("{}", status.root_ca_pem);
+                return Ok(());
+            }
+            let req = RotateCaRequest {
+                cert_expiry_secs: expiry.unwrap_or(0),
+            };
+            let mut status = client::call(host, d.control.rotate_ca(req)).await?;
+            if detach {
+                return Ok(());
+            }
+            let mut shown = None;
+            loop {
+                let progress = rotation_progress(&status);
+                if !quiet && shown.as_ref() != Some(&progress) {
+                    println!("{progress}");
+                    std::io::stdout().flush()?;
+                    shown = Some(progress);
+                }
+                if !status.rotating {
+                    break;
+                }
+                tokio::time::sleep(ROTATION_POLL).await;
+                status = client::call(host, d.control.ca_status(CaStatusRequest {})).await?;
+            }
+            print!("{}", status.root_ca_pem);
+            Ok(())
+        }
+        SwarmCmd::Update {
+            autolock,
+            cert_expiry,
+            dispatcher_heartbeat,
+        } => {
+            let req = UpdateSwarmRequest {
+                autolock,
+                cert_expiry_secs: cert_expiry
+                    .as_deref()
+                    .map(|v| whole_seconds("--cert-expiry", v, MIN_CERT_EXPIRY))
+                    .transpose()?,
+                dispatcher_heartbeat_secs: dispatcher_heartbeat
+                    .as_deref()
+                    .map(|v| whole_seconds("--dispatcher-heartbeat", v, MIN_HEARTBEAT))
+                    .transpose()?,
+            };
+            let mut d = client::connect(host).await?;
+            let r = client::call(host, d.control.update_swarm(req)).await?;
+            println!("Swarm updated.");
+            if !r.unlock_key.is_empty() {
+                print!("{}", unlock_instructions(&r.unlock_key));
+            }
             Ok(())
         }
         SwarmCmd::UnlockKey { quiet, rotate } => {
@@ -397,9 +560,43 @@ pub async fn run(host: &str, cmd: SwarmCmd) -> anyhow::Result<()> {
     }
 }
 
+/// docker's two progress lines for a root rotation: nodes with a
+/// certificate from the new root, then the switch of the trusted root.
+fn rotation_progress(s: &CaStatusReply) -> String {
+    let nodes = if s.rotating {
+        s.nodes_rotated
+    } else {
+        s.nodes_total
+    };
+    format!(
+        "  rotated TLS certificates: {nodes}/{} nodes\n  rotated CA certificates:  {}/1",
+        s.nodes_total,
+        u8::from(!s.rotating)
+    )
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn rotation_progress_reads_like_docker() {
+        let mut s = CaStatusReply {
+            rotating: true,
+            nodes_rotated: 1,
+            nodes_total: 3,
+            ..Default::default()
+        };
+        assert_eq!(
+            rotation_progress(&s),
+            "  rotated TLS certificates: 1/3 nodes\n  rotated CA certificates:  0/1"
+        );
+        s.rotating = false;
+        assert_eq!(
+            rotation_progress(&s),
+            "  rotated TLS certificates: 3/3 nodes\n  rotated CA certificates:  1/1"
+        );
+    }
 
     fn init(f: impl FnOnce(&mut InitArgs)) -> Result<SwarmInitRequest, String> {
         let mut a = InitArgs {
@@ -444,8 +641,8 @@ mod tests {
                 "--cert-expiry 90d: unknown unit \"d\"",
             ),
             (
-                |a| a.cert_expiry = "10m".into(),
-                "--cert-expiry 10m: must be at least 1h",
+                |a| a.cert_expiry = "20s".into(),
+                "--cert-expiry 20s: must be at least 30s",
             ),
             (
                 |a| a.dispatcher_heartbeat = "1.5s".into(),

@@ -126,6 +126,22 @@ pub struct Cluster {
 pub struct RootCaKeys {
     pub cert_pem: String,
     pub key_pem: SecretString,
+    /// Set during a root rotation (`swarm ca --rotate`): the next root,
+    /// which issues every certificate until every node holds one from it;
+    /// then it replaces `cert_pem`/`key_pem` and this is cleared.
+    #[serde(default)]
+    pub rotation: Option<RootRotation>,
+}
+
+/// The root a rotation moves to.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RootRotation {
+    pub cert_pem: String,
+    pub key_pem: SecretString,
+    /// The new root's certificate signed by the current root: appended to
+    /// every certificate issued meanwhile, so nodes still trusting only the
+    /// current root accept them.
+    pub cross_signed_pem: String,
 }
 
 /// Cluster-wide settings. `#[serde(default)]` so that fields added later
@@ -221,6 +237,18 @@ pub struct Node {
     /// Set while the node is a manager: its Raft id and 2377 address.
     #[serde(default)]
     pub manager: Option<ManagerInfo>,
+    /// Its certificate, as the node last reported it in a heartbeat.
+    #[serde(default)]
+    pub tls: NodeTls,
+}
+
+/// What a node reports of its certificate: a root rotation ends once every
+/// node's issuer is the new root.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NodeTls {
+    /// `sha256:<hex>` of the root that signed it; empty = unknown.
+    pub cert_issuer: String,
+    pub cert_not_after_unix: u64,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

@@ -535,3 +535,119 @@ fn removed_nodes_is_shared_between_clones() {
     assert!(removed.contains("n2"));
     assert!(!removed.remove("n1"));
 }
+
+/// A whole root rotation through live credentials: the configs are built
+/// once, and every handshake uses what the credentials hold at that moment.
+#[tokio::test]
+async fn live_credentials_carry_a_root_rotation() -> TestResult {
+    use crate::{Credentials, live_client_config, live_server_config};
+    let old = RootCa::generate(CLUSTER, DEFAULT_ROOT_CA_VALIDITY)?;
+    let mgr_key = NodeKey::generate()?;
+    let issue = |ca: &RootCa, key: &NodeKey, id: &str, role| -> Result<NodeIdentity, CaError> {
+        let chain = ca.issue(&key.csr()?, id, role, CLUSTER, DEFAULT_NODE_CERT_VALIDITY)?;
+        NodeIdentity::from_pem(&chain, &key.to_pem())
+    };
+    let manager = Credentials::new(
+        issue(&old, &mgr_key, "mgr1", NodeRole::Manager)?,
+        vec![old.cert().clone()],
+    )?;
+    let worker_key = NodeKey::generate()?;
+    let worker = Credentials::new(
+        issue(&old, &worker_key, "wrk1", NodeRole::Worker)?,
+        vec![old.cert().clone()],
+    )?;
+    assert_eq!(manager.issuer(), Some(old.digest()));
+    let server = || live_server_config(&manager, nobody_removed(), true);
+    let client = || live_client_config(&worker, nobody_removed());
+    let mgr_name = NodeRole::Manager.server_name();
+    assert!(
+        handshake(server()?, client()?, mgr_name.clone())
+            .await
+            .both_ok()
+    );
+
+    // Rotation starts: the manager trusts both roots and renews first.
+    let next = old.rotate(DEFAULT_ROOT_CA_VALIDITY)?;
+    let both = vec![old.cert().clone(), next.cert().clone()];
+    manager.update(
+        Some(issue(&next, &mgr_key, "mgr1", NodeRole::Manager)?),
+        Some(both.clone()),
+    )?;
+    assert_eq!(manager.issuer(), Some(next.digest()));
+    // The worker, still on the old root only, accepts the renewed manager
+    // (cross-signed chain) and is accepted with its old certificate.
+    let o = handshake(server()?, client()?, mgr_name.clone()).await;
+    assert!(o.both_ok(), "{:?} {:?}", o.server.err(), o.client.err());
+    assert_eq!(o.server_peer()?.node_id(), "wrk1");
+
+    // The worker renews; then the old root is dropped everywhere.
+    worker.update(
+        Some(issue(&next, &worker_key, "wrk1", NodeRole::Worker)?),
+        Some(both),
+    )?;
+    assert!(
+        handshake(server()?, client()?, mgr_name.clone())
+            .await
+            .both_ok()
+    );
+    manager.update(None, Some(vec![next.cert().clone()]))?;
+    worker.update(None, Some(vec![next.cert().clone()]))?;
+    assert!(
+        handshake(server()?, client()?, mgr_name.clone())
+            .await
+            .both_ok()
+    );
+
+    // A node left on the old root is refused from now on…
+    let straggler = Credentials::new(
+        issue(&old, &NodeKey::generate()?, "late1", NodeRole::Worker)?,
+        vec![old.cert().clone()],
+    )?;
+    let o = handshake(
+        server()?,
+        live_client_config(&straggler, nobody_removed())?,
+        mgr_name,
+    )
+    .await;
+    assert!(o.server.is_err());
+    // …and credentials refuse an identity their own roots do not accept.
+    assert!(matches!(
+        worker.update(
+            Some(issue(&old, &worker_key, "wrk1", NodeRole::Worker)?),
+            None
+        ),
+        Err(CaError::CertificateRejected { .. })
+    ));
+    assert!(matches!(
+        Credentials::new(issue(&next, &worker_key, "wrk1", NodeRole::Worker)?, vec![]),
+        Err(CaError::NoTrustRoots)
+    ));
+    Ok(())
+}
+
+/// The same configs for every connection, as a node's session uses them: a
+/// node removed after its first handshake must not get back in by resuming
+/// that session (a resumed TLS 1.3 session verifies no certificate).
+#[tokio::test]
+async fn a_removed_node_cannot_resume_its_session() -> TestResult {
+    use crate::{Credentials, live_client_config, live_server_config};
+    let ca = RootCa::generate(CLUSTER, DEFAULT_ROOT_CA_VALIDITY)?;
+    let trust = vec![ca.cert().clone()];
+    let manager = Credentials::new(identity(&ca, "mgr1", NodeRole::Manager)?, trust.clone())?;
+    let worker = Credentials::new(identity(&ca, "wrk1", NodeRole::Worker)?, trust)?;
+    let removed = RemovedNodes::new();
+    let server = live_server_config(&manager, Arc::new(removed.clone()), false)?;
+    let client = live_client_config(&worker, nobody_removed())?;
+    let name = NodeRole::Manager.server_name();
+    for _ in 0..2 {
+        let o = handshake(server.clone(), client.clone(), name.clone()).await;
+        assert!(o.both_ok());
+    }
+    removed.insert("wrk1");
+    let o = handshake(server.clone(), client.clone(), name).await;
+    assert!(matches!(
+        tls_error(&o.server),
+        Some(rustls::Error::InvalidCertificate(CertificateError::Revoked))
+    ));
+    Ok(())
+}

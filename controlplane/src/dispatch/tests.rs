@@ -16,6 +16,7 @@ fn node(id: &str, ip: &str, status: NodeState) -> Node {
         addr: ip.parse().ok(),
         status,
         manager: None,
+        tls: Default::default(),
     }
 }
 

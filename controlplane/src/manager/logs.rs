@@ -479,6 +479,7 @@ mod tests {
                 raft_id: 1,
                 addr: format!("{}.{}.{}.{}:4000", ip[0], ip[1], ip[2], ip[3]),
             }),
+            tls: Default::default(),
         }
     }
 

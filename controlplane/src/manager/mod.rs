@@ -9,6 +9,7 @@
 mod logs;
 mod network;
 mod networks;
+mod pki;
 mod secrets;
 mod service;
 mod services;
@@ -26,18 +27,19 @@ use openraft::{ChangeMembers, LogId, ServerState, error::ClientWriteError};
 use serde::{Deserialize, Serialize};
 use shoal_api::cluster::v1::{RaftPayload, raft_peer_client::RaftPeerClient};
 use shoal_ca::{
-    CaCert, NodeIdentity, NodeRole, RemovedNodes, client_config, rustls::ClientConfig,
-    server_config_allowing_join,
+    Credentials, NodeRole, RemovedNodes, live_client_config, live_server_config,
+    rustls::ClientConfig,
 };
 use tokio::{net::TcpListener, sync::RwLockReadGuard};
 use tonic::transport::Channel;
 
 use crate::{
     RaftId, RaftMember, Response, StateReader, Store, StoreKey,
-    model::{Applied, ApplyError, Cluster, ClusterState, Command, Node, NodeState},
+    model::{Applied, ApplyError, Cluster, ClusterState, Command, Node, NodeState, NodeTls},
     raft::{Raft, raft_config},
 };
 
+pub use pki::CaRootsView;
 pub use service::{Api, LogStream, not_a_manager};
 
 /// How long a write or read may wait for a leader before giving up.
@@ -95,6 +97,8 @@ enum Forward {
     ReadIndex,
     Heartbeat {
         node_id: String,
+        #[serde(default)]
+        tls: Option<NodeTls>,
     },
     AddManager {
         raft_id: RaftId,
@@ -117,8 +121,9 @@ pub struct ManagerConfig {
     /// Directory of this manager's Raft store.
     pub raft_dir: PathBuf,
     pub store_key: StoreKey,
-    pub identity: NodeIdentity,
-    pub ca: CaCert,
+    /// This node's certificate and trust roots, shared with its session:
+    /// renewal and root rotation change them under the running servers.
+    pub credentials: Credentials,
     pub raft_id: RaftId,
     /// `host:port` other nodes dial for this manager.
     pub advertise: String,
@@ -138,6 +143,7 @@ pub struct Manager {
     node_id: String,
     advertise: String,
     removed: RemovedNodes,
+    credentials: Credentials,
     peer_tls: Arc<ClientConfig>,
     /// Leader-side session table: last heartbeat per node id.
     last_seen: Mutex<HashMap<String, Instant>>,
@@ -155,7 +161,7 @@ impl Manager {
         let sm = store.state_machine()?;
         let reader = sm.reader();
         let removed = RemovedNodes::new();
-        let mut peer = client_config(&cfg.identity, &cfg.ca, Arc::new(removed.clone()))?;
+        let mut peer = live_client_config(&cfg.credentials, Arc::new(removed.clone()))?;
         peer.alpn_protocols = vec![b"h2".to_vec()];
         let peer_tls = Arc::new(peer);
         let config = Arc::new(raft_config("shoal", cfg.snapshot_interval)?);
@@ -171,8 +177,7 @@ impl Manager {
         .await
         .map_err(|e| ManagerError::Raft(e.to_string()))?;
 
-        let mut server =
-            server_config_allowing_join(&cfg.identity, &cfg.ca, Arc::new(removed.clone()))?;
+        let mut server = live_server_config(&cfg.credentials, Arc::new(removed.clone()), true)?;
         server.alpn_protocols = vec![b"h2".to_vec()];
         let listener =
             TcpListener::bind(cfg.listen)
@@ -187,9 +192,10 @@ impl Manager {
             store,
             reader,
             raft_id: cfg.raft_id,
-            node_id: cfg.identity.node_id().to_owned(),
+            node_id: cfg.credentials.identity().node_id().to_owned(),
             advertise: cfg.advertise,
             removed,
+            credentials: cfg.credentials,
             peer_tls,
             last_seen: Mutex::new(HashMap::new()),
             leader_since: Mutex::new(None),
@@ -329,24 +335,42 @@ impl Manager {
         self.reader.state().await
     }
 
-    /// Records a node's heartbeat on the leader (forwarded from followers).
-    pub async fn heartbeat(&self, node_id: &str) -> Result<(), ManagerError> {
+    /// Records a node's heartbeat on the leader (forwarded from followers),
+    /// with what it reports of its certificate.
+    pub async fn heartbeat(&self, node_id: &str, tls: Option<NodeTls>) -> Result<(), ManagerError> {
         if !self.is_leader() {
             self.forward(Forward::Heartbeat {
                 node_id: node_id.to_owned(),
+                tls,
             })
             .await?;
             return Ok(());
         }
         self.lock_seen().insert(node_id.to_owned(), Instant::now());
         let node = self.read().await?.nodes.get(node_id).cloned();
-        let Some(node) = node else {
+        let Some(mut node) = node else {
             return Err(ManagerError::NotFound {
                 what: format!("node {node_id}"),
             });
         };
+        let (id, version) = (node.id.clone(), node.version);
+        let mut changed = false;
         if node.status != NodeState::Ready {
-            self.set_status(node, NodeState::Ready).await?;
+            tracing::info!(node = %id, hostname = %node.hostname, "node status: ready");
+            node.status = NodeState::Ready;
+            changed = true;
+        }
+        if let Some(tls) = tls.filter(|t| *t != node.tls) {
+            node.tls = tls;
+            changed = true;
+        }
+        if changed {
+            self.propose(Command::UpdateNode {
+                id,
+                expected_version: version,
+                node,
+            })
+            .await?;
         }
         Ok(())
     }
@@ -465,6 +489,10 @@ impl Manager {
         &self.removed
     }
 
+    pub fn credentials(&self) -> &Credentials {
+        &self.credentials
+    }
+
     /// Stops serving and shuts Raft down.
     pub async fn shutdown(&self) {
         let _ = self.stop.send(true);
@@ -558,8 +586,8 @@ impl Manager {
                 ForwardReply::ReadIndex(self.confirm_leadership().await?)
             }
             Forward::ReadIndex => return Err(ManagerError::NoLeader),
-            Forward::Heartbeat { node_id } => {
-                self.heartbeat(&node_id).await?;
+            Forward::Heartbeat { node_id, tls } => {
+                self.heartbeat(&node_id, tls).await?;
                 ForwardReply::Done
             }
             Forward::AddManager {
@@ -606,6 +634,7 @@ async fn reconciler(m: Arc<Manager>, mut stopped: tokio::sync::watch::Receiver<b
             tracing::warn!(error = %e, "creating the ingress network");
         }
         services::reconcile(&m).await;
+        pki::finish_rotation(&m).await;
     }
 }
 

@@ -6,22 +6,22 @@
 use std::{sync::Arc, time::Duration};
 
 use shoal_api::cluster::v1::{
-    AssignmentSet, AssignmentsRequest, CreateNetworkRequest, CreateSecretRequest,
-    CreateServiceRequest, HeartbeatReply, HeartbeatRequest, JoinReply, JoinRequest, JoinTokenReply,
-    JoinTokenRequest, ListNetworksReply, ListNetworksRequest, ListNodesReply, ListNodesRequest,
-    ListSecretsReply, ListSecretsRequest, ListServicesReply, ListServicesRequest, ListTasksReply,
-    ListTasksRequest, NetworkRef, NetworkSummary, NodeDetail, NodeRef, NodeSummary, RaftPayload,
-    RemoveNetworkReply, RemoveNodeReply, RemoveNodeRequest, RemoveSecretReply, RemoveServiceReply,
-    ReportTasksReply, ReportTasksRequest, ScaleServiceRequest, SecretRef, SecretSummary,
-    ServiceRef, ServiceSummary, UpdateNodeRequest,
+    AssignmentSet, AssignmentsRequest, CaRoots, CaStatusReply, CaStatusRequest,
+    CreateNetworkRequest, CreateSecretRequest, CreateServiceRequest, HeartbeatReply,
+    HeartbeatRequest, JoinReply, JoinRequest, JoinTokenReply, JoinTokenRequest, ListNetworksReply,
+    ListNetworksRequest, ListNodesReply, ListNodesRequest, ListSecretsReply, ListSecretsRequest,
+    ListServicesReply, ListServicesRequest, ListTasksReply, ListTasksRequest, NetworkRef,
+    NetworkSummary, NodeDetail, NodeRef, NodeSummary, RaftPayload, RemoveNetworkReply,
+    RemoveNodeReply, RemoveNodeRequest, RemoveSecretReply, RemoveServiceReply,
+    RenewCertificateReply, RenewCertificateRequest, ReportTasksReply, ReportTasksRequest,
+    RotateCaRequest, ScaleServiceRequest, SecretRef, SecretSummary, ServiceRef, ServiceSummary,
+    UpdateNodeRequest, UpdateSwarmReply, UpdateSwarmRequest,
     control_server::{Control, ControlServer},
     dispatcher_server::{Dispatcher, DispatcherServer},
     join_server::{Join, JoinServer},
     raft_peer_server::{RaftPeer, RaftPeerServer},
 };
-use shoal_ca::{
-    CsrPem, JoinToken, JoinTokens, NodeRole, RootCa, generate_node_id, rustls::ServerConfig,
-};
+use shoal_ca::{CsrPem, JoinToken, JoinTokens, NodeRole, generate_node_id, rustls::ServerConfig};
 use tokio::net::TcpListener;
 use tonic::{Request, Response, Status};
 
@@ -196,8 +196,9 @@ impl Join for Api {
         if r.hostname.trim().is_empty() {
             return Err(Status::invalid_argument("hostname must not be empty"));
         }
-        let ca = RootCa::from_pem(&cluster.root_ca.cert_pem, &cluster.root_ca.key_pem.0)
-            .map_err(|e| Status::internal(format!("loading the root CA: {e}")))?;
+        // During a rotation the new root issues, and the node trusts both.
+        let ca = super::pki::issuing_root(&cluster)?;
+        let trusted = super::pki::trust_roots(&cluster)?;
         let node_id = generate_node_id();
         let validity = Duration::from_secs(cluster.settings.node_cert_expiry_secs);
         let cert_pem = ca
@@ -228,16 +229,17 @@ impl Join for Api {
             addr,
             status: NodeState::Ready,
             manager: None,
+            tls: Default::default(),
         };
         self.0.propose(Command::CreateNode(node)).await?;
-        self.0.heartbeat(&node_id).await?;
+        self.0.heartbeat(&node_id, None).await?;
         tracing::info!(node = %node_id, hostname = %r.hostname, ?role, "node joined");
         Ok(Response::new(JoinReply {
             node_id,
             role: role_name(role).into(),
             cluster_id: cluster.id.clone(),
             cert_pem,
-            ca_pem: ca.cert_pem().to_owned(),
+            ca_pem: trusted.iter().map(|c| c.pem()).collect(),
             managers: self.0.manager_addrs(),
             heartbeat_secs: cluster.settings.dispatcher_heartbeat_secs,
         }))
@@ -267,18 +269,40 @@ impl Dispatcher for Api {
                 "a node may only heartbeat for itself",
             ));
         }
-        self.0.heartbeat(&node_id).await?;
-        let period = {
-            let state = self.0.local_state().await;
-            state
-                .clusters
-                .values()
-                .next()
-                .map_or(5, |c| c.settings.dispatcher_heartbeat_secs)
-        };
+        let tls = req.get_ref().tls.as_ref().map(|t| crate::model::NodeTls {
+            cert_issuer: t.cert_issuer.clone(),
+            cert_not_after_unix: t.cert_not_after_unix,
+        });
+        self.0.heartbeat(&node_id, tls).await?;
+        let period = self.0.heartbeat_period().await;
+        let roots = self.0.ca_roots().await?;
         Ok(Response::new(HeartbeatReply {
-            period_ms: period * 1000,
+            period_ms: u64::try_from(period.as_millis()).unwrap_or(u64::MAX),
             managers: self.0.manager_addrs(),
+            ca: Some(CaRoots {
+                issuer: roots.issuer,
+                trusted: roots.trusted,
+            }),
+        }))
+    }
+
+    async fn renew_certificate(
+        &self,
+        req: Request<RenewCertificateRequest>,
+    ) -> Result<Response<RenewCertificateReply>, Status> {
+        let (node_id, role) = match peer(&req) {
+            Some(PeerInfo {
+                identity: Some(id), ..
+            }) => (id.node_id().to_owned(), id.role()),
+            _ => return Err(Status::unauthenticated("a node certificate is required")),
+        };
+        let (cert_pem, trusted_roots_pem) = self
+            .0
+            .renew_certificate(&node_id, role, &req.get_ref().csr_pem)
+            .await?;
+        Ok(Response::new(RenewCertificateReply {
+            cert_pem,
+            trusted_roots_pem,
         }))
     }
 
@@ -376,6 +400,17 @@ fn own_node<T>(req: &Request<T>, claimed: &str) -> Result<String, Status> {
     Ok(node_id)
 }
 
+/// A node certificate lifetime, checked against what the CA can issue.
+fn cert_expiry(flag: &str, secs: u64) -> Result<u64, Status> {
+    let min = shoal_ca::MIN_CERT_VALIDITY.as_secs();
+    if secs < min {
+        return Err(Status::invalid_argument(format!(
+            "{flag} {secs}s: must be at least {min}s"
+        )));
+    }
+    Ok(secs)
+}
+
 /// Finds a node by id, unique id prefix or hostname, as docker does.
 fn find_node<'a>(state: &'a ClusterState, key: &str) -> Result<&'a Node, ManagerError> {
     if let Some(n) = state.nodes.get(key) {
@@ -455,7 +490,7 @@ impl Control for Api {
         let n = find_node(&state, &req.get_ref().node)?;
         Ok(Response::new(NodeDetail {
             node: Some(self.summary(n)),
-            cert_not_after_unix: 0,
+            cert_not_after_unix: n.tls.cert_not_after_unix,
             raft_addr: n
                 .manager
                 .as_ref()
@@ -781,6 +816,79 @@ impl Control for Api {
         require_manager(&req)?;
         let tasks = services::tasks(&self.0, req.get_ref()).await?;
         Ok(Response::new(ListTasksReply { tasks }))
+    }
+
+    async fn ca_status(
+        &self,
+        req: Request<CaStatusRequest>,
+    ) -> Result<Response<CaStatusReply>, Status> {
+        require_manager(&req)?;
+        Ok(Response::new(super::pki::status(&*self.0.read().await?)?))
+    }
+
+    async fn rotate_ca(
+        &self,
+        req: Request<RotateCaRequest>,
+    ) -> Result<Response<CaStatusReply>, Status> {
+        require_manager(&req)?;
+        let secs = req.get_ref().cert_expiry_secs;
+        let expiry = (secs != 0)
+            .then(|| cert_expiry("--cert-expiry", secs))
+            .transpose()?;
+        self.0.rotate_ca(expiry).await?;
+        Ok(Response::new(super::pki::status(&*self.0.read().await?)?))
+    }
+
+    async fn update_swarm(
+        &self,
+        req: Request<UpdateSwarmRequest>,
+    ) -> Result<Response<UpdateSwarmReply>, Status> {
+        require_manager(&req)?;
+        let r = req.into_inner();
+        let mut c = self
+            .0
+            .read()
+            .await?
+            .clusters
+            .values()
+            .next()
+            .cloned()
+            .ok_or(ManagerError::NoCluster)?;
+        let version = c.version;
+        if let Some(secs) = r.cert_expiry_secs {
+            c.settings.node_cert_expiry_secs = cert_expiry("--cert-expiry", secs)?;
+        }
+        if let Some(secs) = r.dispatcher_heartbeat_secs {
+            if secs == 0 {
+                return Err(Status::invalid_argument(
+                    "--dispatcher-heartbeat: must be at least 1s",
+                ));
+            }
+            c.settings.dispatcher_heartbeat_secs = secs;
+        }
+        let mut unlock_key = String::new();
+        match r.autolock {
+            // Every manager follows the replicated key: each rewraps its own
+            // store and seals its TLS key under it (or undoes that).
+            Some(true) if c.unlock_key.0.is_empty() => {
+                unlock_key = crate::store::UnlockKey::generate().format();
+                c.unlock_key = SecretString(unlock_key.clone());
+                c.settings.autolock = true;
+            }
+            Some(false) => {
+                c.unlock_key = SecretString::default();
+                c.settings.autolock = false;
+            }
+            Some(true) | None => {}
+        }
+        self.0
+            .propose(Command::UpdateCluster {
+                id: c.id.clone(),
+                expected_version: version,
+                cluster: c,
+            })
+            .await?;
+        Ok(Response::new(UpdateSwarmReply { unlock_key }))
     }
 
     type ServiceLogsStream = LogStream;

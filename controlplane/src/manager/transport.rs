@@ -17,7 +17,7 @@ use shoal_ca::{
     rustls::{ClientConfig, ServerConfig, pki_types::ServerName},
 };
 use tokio::{
-    io::{AsyncRead, AsyncWrite, ReadBuf},
+    io::{AsyncRead, AsyncReadExt, AsyncWrite, ReadBuf},
     net::{TcpListener, TcpStream},
     sync::mpsc,
 };
@@ -164,4 +164,34 @@ pub fn channel(
                 Ok::<_, io::Error>(TokioIo::new(tls))
             }
         })))
+}
+
+/// Dials `addr`, completes a TLS handshake with `config`, then waits up to
+/// `wait` for the server to say anything. With TLS 1.3 the server checks
+/// the client's certificate after the client considers the handshake done,
+/// so a refusal (a removed node, an expired certificate) arrives as an
+/// alert on this first read: it comes back as the `rustls::Error` inside
+/// the returned `io::Error`. `Ok` means the server accepted and waited for
+/// the client to speak. gRPC calls lose that alert (hyper only sees the
+/// connection close), hence this probe.
+pub async fn probe_tls(
+    addr: &str,
+    config: Arc<ClientConfig>,
+    server_name: ServerName<'static>,
+    wait: Duration,
+) -> io::Result<()> {
+    let tcp = tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect(addr))
+        .await
+        .map_err(|_| io::Error::new(io::ErrorKind::TimedOut, "connect timed out"))??;
+    let mut tls = tokio::time::timeout(
+        HANDSHAKE_TIMEOUT,
+        TlsConnector::from(config).connect(server_name, tcp),
+    )
+    .await
+    .map_err(|_| io::Error::new(io::ErrorKind::TimedOut, "TLS handshake timed out"))??;
+    let mut byte = [0u8; 1];
+    match tokio::time::timeout(wait, tls.read(&mut byte)).await {
+        Err(_silent) => Ok(()),
+        Ok(read) => read.map(drop),
+    }
 }

@@ -29,6 +29,7 @@ fn node(id: &str, hostname: &str) -> Node {
         addr: None,
         status: NodeState::Unknown,
         manager: None,
+        tls: Default::default(),
     }
 }
 

@@ -20,6 +20,7 @@ fn node(id: &str, labels: &[(&str, &str)]) -> Node {
         addr: None,
         status: NodeState::Ready,
         manager: None,
+        tls: Default::default(),
     }
 }
 

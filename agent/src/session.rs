@@ -1,0 +1,310 @@
+//! The session every node, manager or worker, keeps with the managers for
+//! as long as its membership lasts: heartbeats that report its
+//! certificate, and certificate renewal, both before expiry and when a root
+//! CA rotation asks for it (the heartbeat reply names the issuing and the
+//! trusted roots). A manager's session goes through its own manager.
+//!
+//! Renewal keeps the node's key: it never left the node, and on an
+//! autolocked manager it is sealed under the unlock key, which a new key
+//! would have to follow.
+
+use std::{
+    path::PathBuf,
+    sync::Arc,
+    time::{Duration, SystemTime, UNIX_EPOCH},
+};
+
+use shoal_api::cluster::v1::{
+    HeartbeatRequest, NodeTlsStatus, RenewCertificateRequest, dispatcher_client::DispatcherClient,
+};
+use shoal_ca::{
+    CaCert, Credentials, NodeIdentity, NodeKey, NodeRole, RemovedNodes, live_client_config,
+    rustls::{self, AlertDescription, ClientConfig},
+};
+use shoal_controlplane::{
+    manager::{CaRootsView, Manager, transport},
+    model::NodeTls,
+};
+use tonic::{Status, transport::Channel};
+
+use crate::swarm::{CA_FILE, CERT_FILE, NodeFile, SessionProblem, SwarmError, chain, write};
+
+/// What `shoal info` says on a node the managers refuse as removed.
+pub const REMOVED_MESSAGE: &str = "this node was removed from the swarm (`shoal node rm`): the \
+                                   managers refuse its certificate. Run `shoal swarm leave \
+                                   --force` on it, then `shoal swarm join` with a current token";
+
+/// How long a TLS probe waits for a manager's verdict on this node's
+/// certificate.
+const PROBE_WAIT: Duration = Duration::from_secs(2);
+
+pub(crate) struct Session {
+    pub(crate) file: NodeFile,
+    pub(crate) dir: PathBuf,
+    pub(crate) creds: Credentials,
+    pub(crate) manager: Option<Arc<Manager>>,
+    pub(crate) problem: SessionProblem,
+}
+
+/// A heartbeat that a manager took.
+struct Beat {
+    period: Duration,
+    roots: Option<CaRootsView>,
+    /// The manager that answered (workers), for the renewal.
+    via: Option<Channel>,
+}
+
+/// Why no manager took a heartbeat.
+enum Missed {
+    /// The managers refuse this node's certificate for good.
+    Refused(String),
+    Other(String),
+}
+
+impl Session {
+    pub(crate) async fn run(self) {
+        let tls = live_client_config(&self.creds, Arc::new(RemovedNodes::new())).map(|mut c| {
+            c.alpn_protocols = vec![b"h2".to_vec()];
+            Arc::new(c)
+        });
+        let mut managers = self.file.managers.clone();
+        let mut period = Duration::from_secs(self.file.heartbeat_secs.max(1));
+        loop {
+            let beat = match (&self.manager, &tls) {
+                (Some(m), _) => self.local_beat(m).await,
+                (None, Ok(tls)) => self.remote_beat(tls, &mut managers).await,
+                (None, Err(e)) => Err(Missed::Other(format!("no TLS identity: {e}"))),
+            };
+            let ok = match beat {
+                Ok(beat) => {
+                    self.problem.set(None);
+                    period = beat.period;
+                    if let Some(why) = self.renewal_due(beat.roots.as_ref()) {
+                        match self.renew(beat.via).await {
+                            Ok(()) => tracing::info!(reason = why, "certificate renewed"),
+                            Err(e) => {
+                                tracing::warn!(reason = why, error = %e, "certificate renewal failed")
+                            }
+                        }
+                    }
+                    true
+                }
+                Err(Missed::Refused(problem)) => {
+                    tracing::error!(%problem, "the managers refuse this node");
+                    self.problem.set(Some(problem));
+                    false
+                }
+                Err(Missed::Other(why)) => {
+                    tracing::warn!(%why, "no manager took this node's heartbeat; retrying");
+                    false
+                }
+            };
+            tokio::time::sleep(if ok { period } else { Duration::from_secs(1) }).await;
+        }
+    }
+
+    fn tls_status(&self) -> NodeTls {
+        NodeTls {
+            cert_issuer: self
+                .creds
+                .issuer()
+                .map(|d| d.to_string())
+                .unwrap_or_default(),
+            cert_not_after_unix: unix_secs(self.creds.identity().not_after()),
+        }
+    }
+
+    async fn local_beat(&self, m: &Manager) -> Result<Beat, Missed> {
+        m.heartbeat(&self.file.node_id, Some(self.tls_status()))
+            .await
+            .map_err(|e| Missed::Other(format!("via the local manager: {}", chain(&e))))?;
+        Ok(Beat {
+            period: m.heartbeat_period().await,
+            roots: m.ca_roots().await.ok(),
+            via: None,
+        })
+    }
+
+    async fn remote_beat(
+        &self,
+        tls: &Arc<ClientConfig>,
+        managers: &mut Vec<String>,
+    ) -> Result<Beat, Missed> {
+        let status = self.tls_status();
+        let mut last = Missed::Other("no manager address known".into());
+        for addr in managers.clone() {
+            let ch = match transport::channel(&addr, tls.clone(), NodeRole::Manager.server_name()) {
+                Ok(ch) => ch,
+                Err(e) => {
+                    last = Missed::Other(format!("{addr}: {e}"));
+                    continue;
+                }
+            };
+            let req = HeartbeatRequest {
+                node_id: self.file.node_id.clone(),
+                tls: Some(NodeTlsStatus {
+                    cert_issuer: status.cert_issuer.clone(),
+                    cert_not_after_unix: status.cert_not_after_unix,
+                }),
+            };
+            match DispatcherClient::new(ch.clone()).heartbeat(req).await {
+                Ok(r) => {
+                    let r = r.into_inner();
+                    if !r.managers.is_empty() {
+                        // Keep the one that answered first: it is reachable.
+                        let mut next = vec![addr.clone()];
+                        next.extend(r.managers.into_iter().filter(|m| *m != addr));
+                        *managers = next;
+                    }
+                    return Ok(Beat {
+                        period: Duration::from_millis(r.period_ms.max(1000)),
+                        roots: r.ca.map(|ca| CaRootsView {
+                            issuer: ca.issuer,
+                            trusted: ca.trusted,
+                        }),
+                        via: Some(ch),
+                    });
+                }
+                Err(s) => {
+                    tracing::debug!(%addr, error = %chain(&s), "heartbeat failed");
+                    last = match self.refusal(&s, &addr, tls).await {
+                        Some(problem) => Missed::Refused(problem),
+                        None => Missed::Other(format!("{addr}: {}", chain(&s))),
+                    };
+                }
+            }
+        }
+        Err(last)
+    }
+
+    /// Whether a failed heartbeat means the managers refuse this node for
+    /// good. The call's own error rarely carries the TLS alert, so a
+    /// transport failure is followed by a bare TLS probe that does.
+    async fn refusal(&self, s: &Status, addr: &str, tls: &Arc<ClientConfig>) -> Option<String> {
+        let identity = self.creds.identity();
+        if let Some(problem) = refused(s, &identity) {
+            return Some(problem);
+        }
+        // A status without a source came from the manager's handler: the
+        // connection itself was accepted.
+        std::error::Error::source(s)?;
+        let probe = transport::probe_tls(
+            addr,
+            tls.clone(),
+            NodeRole::Manager.server_name(),
+            PROBE_WAIT,
+        )
+        .await;
+        refused(&probe.err()?, &identity)
+    }
+
+    /// Why this node needs a new certificate now, if it does.
+    fn renewal_due(&self, roots: Option<&CaRootsView>) -> Option<&'static str> {
+        let identity = self.creds.identity();
+        // Up to a twentieth of the lifetime early, so that nodes that
+        // joined together do not all renew in the same second.
+        let last_quarter = identity
+            .not_after()
+            .duration_since(identity.renew_at())
+            .unwrap_or_default();
+        let jitter = last_quarter.mul_f64(rand::random::<f64>() / 5.0);
+        if identity.needs_renewal(SystemTime::now() + jitter) {
+            return Some("the certificate is due for renewal");
+        }
+        let roots = roots?;
+        let issuer = self.creds.issuer().map(|d| d.to_string());
+        if !roots.issuer.is_empty() && issuer.as_deref() != Some(roots.issuer.as_str()) {
+            return Some("another root CA issues certificates now");
+        }
+        let trusted: Vec<String> = self
+            .creds
+            .trust_digests()
+            .iter()
+            .map(ToString::to_string)
+            .collect();
+        if !roots.trusted.is_empty() && trusted != roots.trusted {
+            return Some("the swarm trusts other root CAs now");
+        }
+        None
+    }
+
+    /// Asks for a certificate for this node's key, installs it with the
+    /// roots that come with it, and stores both.
+    async fn renew(&self, via: Option<Channel>) -> Result<(), SwarmError> {
+        let identity = self.creds.identity();
+        let key = NodeKey::from_pem(identity.key_pem())?;
+        let csr = key.csr()?.into_string();
+        let (cert_pem, roots_pem) = match (&self.manager, via) {
+            (Some(m), _) => {
+                m.renew_certificate(&self.file.node_id, identity.role(), &csr)
+                    .await?
+            }
+            (None, Some(ch)) => {
+                let r = DispatcherClient::new(ch)
+                    .renew_certificate(RenewCertificateRequest { csr_pem: csr })
+                    .await
+                    .map_err(|s| SwarmError::Unreachable {
+                        addr: "the manager".into(),
+                        reason: s.message().to_owned(),
+                    })?
+                    .into_inner();
+                (r.cert_pem, r.trusted_roots_pem)
+            }
+            (None, None) => return Ok(()),
+        };
+        let renewed = NodeIdentity::from_pem(&cert_pem, identity.key_pem())?;
+        let trust = roots_pem
+            .iter()
+            .map(|p| CaCert::from_pem(p))
+            .collect::<Result<Vec<_>, _>>()?;
+        self.creds.update(Some(renewed), Some(trust))?;
+        // Certificate first: with the old roots it still verifies through
+        // its cross-signed root, so a crash between the two writes leaves a
+        // directory that loads.
+        write(&self.dir.join(CERT_FILE), cert_pem.as_bytes(), 0o644)?;
+        write(
+            &self.dir.join(CA_FILE),
+            roots_pem.concat().as_bytes(),
+            0o644,
+        )?;
+        Ok(())
+    }
+}
+
+/// Whether a failed call means the managers refuse this node for good: a
+/// TLS alert saying its certificate is revoked (removed node) or expired.
+fn refused(error: &(dyn std::error::Error + 'static), identity: &NodeIdentity) -> Option<String> {
+    let mut next = Some(error);
+    while let Some(e) = next {
+        let tls = e.downcast_ref::<rustls::Error>().or_else(|| {
+            e.downcast_ref::<std::io::Error>()
+                .and_then(|io| io.get_ref())
+                .and_then(|inner| inner.downcast_ref::<rustls::Error>())
+        });
+        match tls {
+            Some(rustls::Error::AlertReceived(AlertDescription::CertificateRevoked)) => {
+                return Some(REMOVED_MESSAGE.to_owned());
+            }
+            Some(rustls::Error::AlertReceived(AlertDescription::CertificateExpired))
+                if identity.is_expired(SystemTime::now()) =>
+            {
+                return Some(format!(
+                    "this node's certificate expired {}s ago, before it could be renewed: run \
+                     `shoal swarm leave --force` on it, then `shoal swarm join` with a current \
+                     token",
+                    SystemTime::now()
+                        .duration_since(identity.not_after())
+                        .unwrap_or_default()
+                        .as_secs()
+                ));
+            }
+            _ => {}
+        }
+        next = e.source();
+    }
+    None
+}
+
+fn unix_secs(t: SystemTime) -> u64 {
+    t.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs())
+}
