@@ -1,11 +1,24 @@
 //! Connecting to `shoald` over its Unix socket, with errors that say what to do.
 
-use std::{fmt, future::Future, path::PathBuf};
+use std::{
+    fmt,
+    future::Future,
+    path::PathBuf,
+    sync::{Arc, OnceLock},
+    time::Duration,
+};
 
 use anyhow::{Context, anyhow, bail};
+use hyper_util::rt::TokioIo;
 use shoal_api::{cluster::v1::control_client::ControlClient, node::v1::node_client::NodeClient};
-use tokio::net::UnixStream;
-use tonic::{Code, Status, transport::Channel};
+use shoal_ca::{CaCert, NodeIdentity, NodeRole, RemovedNodes, client_config};
+use tokio::net::{TcpStream, UnixStream};
+use tokio_rustls::TlsConnector;
+use tonic::{
+    Code, Status,
+    codegen::http::Uri,
+    transport::{Channel, Endpoint},
+};
 
 /// The daemon's socket serves the local `Node` API and, on a manager, the
 /// cluster `Control` API: one connection, one client per service.
@@ -57,7 +70,23 @@ pub fn render_error(e: &anyhow::Error) -> String {
     format!("Error: {e:#}")
 }
 
-/// Parses `--host`: only `unix://` until the control plane serves tcp://…:2377.
+/// Certificate files for `--host tcp://…` (docker's `--tlscacert`,
+/// `--tlscert`, `--tlskey`).
+#[derive(Debug, Clone)]
+pub struct TlsFiles {
+    pub ca: PathBuf,
+    pub cert: PathBuf,
+    pub key: PathBuf,
+}
+
+static TLS_FILES: OnceLock<TlsFiles> = OnceLock::new();
+
+/// Set once by `main` from the global flags.
+pub fn set_tls_files(files: TlsFiles) {
+    let _first = TLS_FILES.set(files);
+}
+
+/// Parses a `unix://` `--host`.
 pub fn socket_path(host: &str) -> anyhow::Result<PathBuf> {
     if let Some(path) = host.strip_prefix("unix://") {
         if path.is_empty() || !path.starts_with('/') {
@@ -65,16 +94,13 @@ pub fn socket_path(host: &str) -> anyhow::Result<PathBuf> {
         }
         return Ok(PathBuf::from(path));
     }
-    if host.starts_with("tcp://") {
-        bail!(
-            "--host {host:?}: remote managers over tcp:// arrive with the control plane; \
-             for now run shoal on the node, against unix:///run/shoal/shoald.sock"
-        );
-    }
-    bail!("--host {host:?}: expected unix:///path/to/shoald.sock")
+    bail!("--host {host:?}: expected unix:///path/to/shoald.sock or tcp://MANAGER:2377")
 }
 
 pub async fn connect(host: &str) -> anyhow::Result<Daemon> {
+    if let Some(addr) = host.strip_prefix("tcp://") {
+        return connect_tcp(host, addr).await;
+    }
     let path = socket_path(host)?;
     // Probe first: tonic's lazy errors would only say "transport error".
     if let Err(e) = UnixStream::connect(&path).await {
@@ -97,6 +123,68 @@ pub async fn connect(host: &str) -> anyhow::Result<Daemon> {
     })
 }
 
+/// A manager's cluster API on 2377, over mutual TLS with a manager's
+/// certificate: only the cluster (`Control`) verbs work there.
+async fn connect_tcp(host: &str, addr: &str) -> anyhow::Result<Daemon> {
+    let addr = match addr.rsplit_once(':') {
+        Some((_, port)) if port.parse::<u16>().is_ok() => addr.to_owned(),
+        _ => format!("{addr}:{}", shoal_api::CLUSTER_PORT),
+    };
+    let files = TLS_FILES.get().context("no TLS files given")?;
+    let read = |flag: &str, path: &PathBuf| {
+        std::fs::read_to_string(path).with_context(|| {
+            format!(
+                "{flag} {}: cannot read it; give a swarm manager's file (under its \
+                 --state-dir, swarm/ca.pem, cert.pem, key.pem)",
+                path.display()
+            )
+        })
+    };
+    let identity = NodeIdentity::from_pem(
+        &read("--tlscert", &files.cert)?,
+        &read("--tlskey", &files.key)?,
+    )
+    .context("--tlscert/--tlskey: not a node certificate and its key from this swarm")?;
+    let ca = CaCert::from_pem(&read("--tlscacert", &files.ca)?)
+        .context("--tlscacert: not the swarm's root CA certificate")?;
+    let mut tls = client_config(&identity, &ca, Arc::new(RemovedNodes::new()))
+        .context("building the TLS client")?;
+    tls.alpn_protocols = vec![b"h2".to_vec()];
+    let connector = TlsConnector::from(Arc::new(tls));
+    let target = addr.clone();
+    let channel = Endpoint::from_shared(format!("http://{addr}"))?
+        .connect_timeout(Duration::from_secs(5))
+        .connect_with_connector(tower::service_fn(move |_: Uri| {
+            let (addr, connector) = (target.clone(), connector.clone());
+            async move {
+                let tcp = TcpStream::connect(&addr).await?;
+                tcp.set_nodelay(true)?;
+                let tls = connector
+                    .connect(NodeRole::Manager.server_name(), tcp)
+                    .await?;
+                Ok::<_, std::io::Error>(TokioIo::new(tls))
+            }
+        }))
+        .await
+        .map_err(|e| {
+            let mut why = e.to_string();
+            let mut src = std::error::Error::source(&e);
+            while let Some(s) = src {
+                why = format!("{why}: {s}");
+                src = s.source();
+            }
+            anyhow!(
+                "cannot reach the manager at {host}: {why}; check the address (a manager's \
+                 2377) and that the certificates are this swarm's"
+            )
+        })?;
+    Ok(Daemon {
+        host: host.to_owned(),
+        node: NodeClient::new(channel.clone()),
+        control: ControlClient::new(channel),
+    })
+}
+
 /// Awaits an RPC and turns its status into a readable error.
 pub async fn call<T>(
     host: &str,
@@ -110,6 +198,12 @@ pub async fn call<T>(
 /// A status as [`call`] reports it; also for errors in the middle of a stream.
 pub fn status_error(host: &str, s: &Status) -> anyhow::Error {
     // tonic answers an unknown method with an empty Unimplemented.
+    if s.code() == Code::Unimplemented && s.message().is_empty() && host.starts_with("tcp://") {
+        return anyhow!(
+            "a manager's 2377 serves the cluster verbs only; this command acts on a node \
+             itself: run it there, against its unix:// socket"
+        );
+    }
     if s.code() == Code::Unimplemented && s.message().is_empty() {
         return anyhow!(
             "shoald at {host} does not know this request: it is older than this shoal; \

@@ -21,10 +21,23 @@ use crate::output::Format;
     about = "Shoal: swarm-mode networking with an eBPF data plane"
 )]
 struct Cli {
-    /// Daemon to talk to: unix:///path/to/shoald.sock.
+    /// Daemon to talk to: unix:///path/to/shoald.sock, or a manager's
+    /// tcp://ADDR:2377 with a manager's certificate (cluster verbs only).
     #[arg(long, short = 'H', global = true, env = shoal_api::HOST_ENV,
           default_value = concat!("unix://", "/run/shoal/shoald.sock"))]
     host: String,
+    /// With tcp://: the swarm's root CA certificate.
+    #[arg(long, global = true, env = "SHOAL_TLSCACERT",
+          default_value = "/var/lib/shoal/swarm/ca.pem")]
+    tlscacert: std::path::PathBuf,
+    /// With tcp://: a manager's certificate.
+    #[arg(long, global = true, env = "SHOAL_TLSCERT",
+          default_value = "/var/lib/shoal/swarm/cert.pem")]
+    tlscert: std::path::PathBuf,
+    /// With tcp://: that certificate's key.
+    #[arg(long, global = true, env = "SHOAL_TLSKEY",
+          default_value = "/var/lib/shoal/swarm/key.pem")]
+    tlskey: std::path::PathBuf,
     #[command(subcommand)]
     cmd: Cmd,
 }
@@ -56,6 +69,11 @@ enum Cmd {
 #[tokio::main(flavor = "current_thread")]
 async fn main() {
     let cli = Cli::parse();
+    client::set_tls_files(client::TlsFiles {
+        ca: cli.tlscacert.clone(),
+        cert: cli.tlscert.clone(),
+        key: cli.tlskey.clone(),
+    });
     if let Err(e) = run(cli).await {
         eprintln!("{}", client::render_error(&e));
         std::process::exit(1);
