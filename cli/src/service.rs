@@ -153,6 +153,8 @@ fn request(a: &CreateArgs) -> Result<CreateServiceRequest, FlagError> {
         args: a.command.clone(),
         labels,
         rootfs: a.rootfs.clone().unwrap_or_default(),
+        endpoint_mode: String::new(),
+        ports: Vec::new(),
     })
 }
 

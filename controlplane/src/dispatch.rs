@@ -125,6 +125,8 @@ pub fn assignments(state: &ClusterState, node_id: &str) -> AssignmentSet {
         tasks,
         networks,
         endpoints,
+        mesh: Vec::new(),
+        nodes: Vec::new(),
     }
 }
 

@@ -93,6 +93,9 @@ fn summary(state: &ClusterState, s: &Service) -> ServiceSummary {
         labels: s.spec.labels.clone().into_iter().collect(),
         version: s.version,
         rootfs: s.spec.task.rootfs.clone(),
+        endpoint_mode: String::new(),
+        ports: Vec::new(),
+        vips: Vec::new(),
     }
 }
 
