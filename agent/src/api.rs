@@ -10,7 +10,7 @@ use std::{
 use shoal_api::{
     cluster::v1::control_server::ControlServer,
     node::v1::{
-        InfoReply, InfoRequest, ProtoCounter, ReasonCounter, StatsReply, StatsRequest,
+        InfoReply, InfoRequest, MeshCounter, ProtoCounter, ReasonCounter, StatsReply, StatsRequest,
         SwarmInitReply, SwarmInitRequest, SwarmJoinReply, SwarmJoinRequest, SwarmLeaveReply,
         SwarmLeaveRequest, SwarmUnlockReply, SwarmUnlockRequest, UnlockKeyReply, UnlockKeyRequest,
         node_server::{Node, NodeServer},
@@ -182,7 +182,37 @@ impl<S: StatsSource> Node for NodeApi<S> {
 
     async fn stats(&self, _: Request<StatsRequest>) -> Result<Response<StatsReply>, Status> {
         let s = self.stats.stats()?;
+        let (mesh_reasons, groups) = {
+            let mesh = self.swarm.mesh().lock().unwrap_or_else(|e| e.into_inner());
+            (mesh.maps.reasons()?, mesh.group_stats()?)
+        };
         Ok(Response::new(StatsReply {
+            mesh_reasons: mesh_reasons
+                .iter()
+                .map(|(r, n)| ReasonCounter {
+                    reason: r.name().into(),
+                    count: *n,
+                })
+                .collect(),
+            mesh: groups
+                .into_iter()
+                .map(|g| MeshCounter {
+                    service_id: g.key.service_id.clone(),
+                    service: g.service,
+                    scope: match &g.key.scope {
+                        crate::lb::Scope::Network(n) => format!("network {n}"),
+                        crate::lb::Scope::Host => "host".into(),
+                    },
+                    backends: g.backends,
+                    packets: g.stats.packets,
+                    bytes: g.stats.bytes,
+                    reply_packets: g.stats.reply_packets,
+                    reply_bytes: g.stats.reply_bytes,
+                    new_flows: g.stats.new_flows,
+                    remote: g.stats.remote,
+                    drops: g.stats.drops,
+                })
+                .collect(),
             hostname: self.info.hostname.clone(),
             data_interface: self.info.data_interface.clone(),
             counters: s
@@ -288,6 +318,10 @@ mod tests {
                     tasks_dir: "/nonexistent/tasks".into(),
                     data_iface: "eth0".into(),
                     data_ip: None,
+                    // Loads a real object: the suite runs as root anyway.
+                    mesh: Arc::new(std::sync::Mutex::new(crate::lb::MeshState::new(
+                        crate::datapath::mesh::Mesh::load().expect("load the mesh (needs root)"),
+                    ))),
                 },
             )),
         )

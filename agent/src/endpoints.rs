@@ -131,10 +131,17 @@ async fn program(
         let set = view.borrow_and_update().clone();
         let local = exec.local_networks().await;
         let want = wanted(&gossip.endpoints(), &set, &local, exec.node_id());
+        let own_mac = exec.data_ip().map(shoal_overlay::bridge_mac);
         for (network, vni) in &local {
             let want = want.get(network).cloned().unwrap_or_default();
             if let Err(e) = converge(&exec, *vni, &want).await {
                 tracing::warn!(vni, error = %e, "programming remote endpoints");
+            }
+            if let Some(own) = own_mac {
+                let extras = wanted_extras(&set, network, exec.node_id(), own);
+                if let Err(e) = converge_extras(&exec, *vni, own, &extras).await {
+                    tracing::warn!(vni, error = %e, "programming node and VIP entries");
+                }
             }
         }
         tokio::select! {
@@ -199,6 +206,84 @@ async fn converge(
     for new in want.difference(&have) {
         overlay.add_remote(vni, *new).await?;
         tracing::info!(vni, ip = %new.ip, vtep = %new.vtep, "remote endpoint added");
+    }
+    Ok(())
+}
+
+/// The halves a network needs besides task endpoints: an FDB entry for
+/// every other node's bridge (replies to flows that node DNATed go back to
+/// it), and a neighbour entry for each service VIP on the network pointing
+/// at this node's bridge (tasks' ARP for a VIP is answered by the VXLAN
+/// device's proxy, and their packets reach the task veth's DNAT).
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct Extras {
+    pub nodes: BTreeSet<shoal_overlay::FdbEntry>,
+    pub vips: BTreeSet<Ipv4Addr>,
+}
+
+pub fn wanted_extras(set: &AssignmentSet, network: &str, me: &str, own: MacAddr) -> Extras {
+    let nodes = set
+        .nodes
+        .iter()
+        .filter(|n| n.id != me)
+        .filter_map(|n| n.addr.parse::<Ipv4Addr>().ok())
+        .map(|vtep| shoal_overlay::FdbEntry {
+            mac: shoal_overlay::bridge_mac(vtep),
+            vtep,
+        })
+        .filter(|f| f.mac != own)
+        .collect();
+    let vips = set
+        .mesh
+        .iter()
+        .filter(|s| s.endpoint_mode != "dnsrr")
+        .flat_map(|s| s.vips.iter())
+        .filter(|v| v.network_id == network)
+        .filter_map(|v| v.addr.split('/').next()?.parse().ok())
+        .collect();
+    Extras { nodes, vips }
+}
+
+/// Brings the device's node FDB entries and VIP neighbour entries to
+/// `want`; other unpaired entries (not ours) are left alone.
+async fn converge_extras(
+    exec: &Executor,
+    vni: u32,
+    own: MacAddr,
+    want: &Extras,
+) -> Result<(), shoal_overlay::OverlayError> {
+    let overlay = exec.overlay();
+    let have = match overlay.remotes(vni).await {
+        Ok(r) => r,
+        Err(shoal_overlay::OverlayError::NetworkMissing { .. }) => return Ok(()),
+        Err(e) => return Err(e),
+    };
+    let is_node = |m: &MacAddr| shoal_common::mesh::is_bridge_mac(&m.octets()) && *m != own;
+    let have_nodes: BTreeSet<_> = have
+        .fdb_only
+        .iter()
+        .filter(|f| is_node(&f.mac))
+        .copied()
+        .collect();
+    for gone in have_nodes.difference(&want.nodes) {
+        overlay.remove_fdb(vni, gone.mac, gone.vtep).await?;
+    }
+    for new in want.nodes.difference(&have_nodes) {
+        overlay.add_fdb(vni, new.mac, new.vtep).await?;
+        tracing::debug!(vni, vtep = %new.vtep, "node bridge programmed");
+    }
+    let have_vips: BTreeSet<Ipv4Addr> = have
+        .neighbours_only
+        .iter()
+        .filter(|n| n.mac == own)
+        .map(|n| n.ip)
+        .collect();
+    for gone in have_vips.difference(&want.vips) {
+        overlay.remove_neighbour(vni, *gone, own).await?;
+    }
+    for new in want.vips.difference(&have_vips) {
+        overlay.add_neighbour(vni, *new, own).await?;
+        tracing::info!(vni, vip = %new, "service VIP answered here");
     }
     Ok(())
 }

@@ -5,6 +5,7 @@ mod api;
 mod autolock;
 mod datapath;
 mod endpoints;
+mod lb;
 mod logs;
 mod session;
 mod swarm;
@@ -19,9 +20,11 @@ use anyhow::{Context, bail};
 use clap::Parser;
 use tracing::info;
 
+use shoal_common::mesh::MeshConfig;
+
 use crate::{
     api::{NodeApi, NodeInfo},
-    datapath::Datapath,
+    datapath::{Datapath, mesh::Mesh},
 };
 
 #[derive(Parser, Debug)]
@@ -76,6 +79,23 @@ async fn main() -> anyhow::Result<()> {
         .attach(&iface)
         .with_context(|| format!("attaching the TC programs to {iface}"))?;
     info!(%iface, mode = mode.name(), "TC programs attached");
+    let data_ip = ipv4_of(&iface);
+    let data_ipv4 = match data_ip {
+        Some(std::net::IpAddr::V4(ip)) => Some(ip),
+        _ => None,
+    };
+    // After the counters, so they see packets as they arrived.
+    let mut mesh = Mesh::load().context("loading the routing mesh's eBPF programs")?;
+    mesh.attach(&iface)
+        .with_context(|| format!("attaching the routing mesh to {iface}"))?;
+    if let Some(ip) = data_ipv4 {
+        mesh.set_config(MeshConfig {
+            node_mac: shoal_common::mesh::bridge_mac(u32::from(ip)),
+            ..MeshConfig::default()
+        })
+        .context("configuring the routing mesh")?;
+    }
+    info!(%iface, "routing mesh attached");
     let node_info = NodeInfo {
         hostname: hostname.clone(),
         data_interface: iface.clone(),
@@ -85,14 +105,11 @@ async fn main() -> anyhow::Result<()> {
         state_dir: args.state_dir.clone(),
     };
 
-    let data_ip = ipv4_of(&iface);
     let env = worker::NodeEnv {
         tasks_dir: args.state_dir.join("tasks"),
         data_iface: iface.clone(),
-        data_ip: match data_ip {
-            Some(std::net::IpAddr::V4(ip)) => Some(ip),
-            _ => None,
-        },
+        data_ip: data_ipv4,
+        mesh: Arc::new(Mutex::new(lb::MeshState::new(mesh))),
     };
     let swarm = Arc::new(swarm::Swarm::new(
         &args.state_dir,

@@ -250,6 +250,11 @@ impl Swarm {
         }
     }
 
+    /// The routing mesh's maps and tables, for the counters.
+    pub fn mesh(&self) -> &Arc<std::sync::Mutex<crate::lb::MeshState>> {
+        &self.env.mesh
+    }
+
     fn key_files(&self) -> KeyFiles {
         KeyFiles::new(&self.dir)
     }

@@ -29,7 +29,7 @@ use tokio::{
     task::JoinHandle,
 };
 
-use crate::endpoints::Endpoints;
+use crate::{datapath::mesh::TaskLinks, endpoints::Endpoints, lb};
 
 /// docker's default `--stop-grace-period`.
 const STOP_GRACE: Duration = Duration::from_secs(10);
@@ -46,6 +46,8 @@ pub struct NodeEnv {
     pub data_iface: String,
     /// Its address: the VTEP and gossip address.
     pub data_ip: Option<Ipv4Addr>,
+    /// The routing mesh, attached to the data interface by main.
+    pub mesh: Arc<Mutex<lb::MeshState>>,
 }
 
 /// How to reach the managers.
@@ -109,6 +111,8 @@ pub struct Executor {
     /// The latest assignment set: the control plane's view of endpoints.
     view: watch::Sender<Arc<AssignmentSet>>,
     endpoints: Option<Endpoints>,
+    /// Wakes the mesh sync (a network appeared or went).
+    mesh_poke: Notify,
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -151,6 +155,7 @@ impl Worker {
         let overlay = Driver::connect()?;
         let (reports, reports_rx) = mpsc::unbounded_channel();
         let (view, view_rx) = watch::channel(Arc::new(AssignmentSet::default()));
+        routing_sysctls();
         let endpoints = match env.data_ip {
             Some(ip) => match Endpoints::start(&link, ip) {
                 Ok(e) => Some(e),
@@ -172,10 +177,12 @@ impl Worker {
             networks: tokio::sync::Mutex::new(HashMap::new()),
             view,
             endpoints,
+            mesh_poke: Notify::new(),
         });
         let mut loops = vec![
             tokio::spawn(sweep_then_follow(executor.clone(), link.clone())),
             tokio::spawn(reporter(link.clone(), reports_rx)),
+            tokio::spawn(mesh_sync(executor.clone(), view_rx.clone())),
         ];
         if let Some(e) = &executor.endpoints {
             loops.extend(e.spawn_sync(executor.clone(), view_rx, link));
@@ -189,6 +196,38 @@ impl Worker {
             l.abort();
         }
         self.executor.stop_all().await;
+    }
+}
+
+/// A node routes: published ports DNATed here go out into an overlay, and
+/// replies come back in from it. Redirects off, since VIP traffic is routed
+/// back out of the bridge it came in by, which is by design, not a shorter
+/// path to advertise. Per network namespace, so per lab node.
+fn routing_sysctls() {
+    for (path, value) in [
+        ("/proc/sys/net/ipv4/ip_forward", "1"),
+        ("/proc/sys/net/ipv4/conf/all/send_redirects", "0"),
+        ("/proc/sys/net/ipv4/conf/default/send_redirects", "0"),
+    ] {
+        if let Err(e) = std::fs::write(path, value) {
+            tracing::warn!(path, error = %e, "routing sysctl; published ports may not answer");
+        }
+    }
+}
+
+/// Keeps the ingress network present and the mesh maps equal to what the
+/// latest assignment set asks for; also every few seconds, so a failed
+/// write is retried.
+async fn mesh_sync(exec: Arc<Executor>, mut view: watch::Receiver<Arc<AssignmentSet>>) {
+    loop {
+        let set = view.borrow_and_update().clone();
+        exec.ensure_ingress(&set).await;
+        exec.sync_mesh(&set).await;
+        tokio::select! {
+            r = view.changed() => if r.is_err() { return },
+            _ = exec.mesh_poke.notified() => {}
+            _ = tokio::time::sleep(Duration::from_secs(5)) => {}
+        }
     }
 }
 
@@ -414,6 +453,7 @@ impl Executor {
             Err(e) => return report(&t.id, "rejected", "starting task failed", e.to_string()),
         };
         tracing::info!(task = %t.name, id = %t.id, pid = task.pid(), "task running");
+        let links = self.attach_mesh(&t.name, task.interfaces());
         self.send(report(&t.id, "running", "started", ""));
         let published = self.publish(t);
         let ended = tokio::select! {
@@ -426,6 +466,7 @@ impl Executor {
             None => task.stop(STOP_GRACE).await,
         };
         self.withdraw(published);
+        self.detach_mesh(links);
         let exit = match exit {
             Ok(exit) => exit,
             Err(e) => return report(&t.id, "failed", "task lost", e.to_string()),
@@ -447,33 +488,17 @@ impl Executor {
                 .iter()
                 .find(|n| n.id == a.network_id)
                 .ok_or_else(|| WorkerError::UnknownNetwork(a.network_id.clone()))?;
+            let (spec, gateway) = self.overlay_spec(net)?;
             let bad = |field, value: &str| WorkerError::BadNetwork {
                 network: net.name.clone(),
                 field,
                 value: value.to_owned(),
-            };
-            let subnet: Ipv4Net = net.subnet.parse().map_err(|_| bad("subnet", &net.subnet))?;
-            let gateway: Ipv4Addr = if net.gateway.is_empty() {
-                Ipv4Addr::from(u32::from(subnet.network()) + 1)
-            } else {
-                net.gateway
-                    .parse()
-                    .map_err(|_| bad("gateway", &net.gateway))?
             };
             let (ip, prefix) = a
                 .cidr
                 .split_once('/')
                 .and_then(|(ip, p)| Some((ip.parse::<Ipv4Addr>().ok()?, p.parse::<u8>().ok()?)))
                 .ok_or_else(|| bad("task address", &a.cidr))?;
-            let vtep = self.env.data_ip.ok_or(WorkerError::NoDataAddress)?;
-            let mut spec = OverlaySpec::new(
-                net.vni,
-                subnet,
-                gateway,
-                vtep,
-                Underlay::Name(self.env.data_iface.clone()),
-            );
-            spec.mtu = (net.mtu != 0).then_some(net.mtu);
             let devices = self.overlay.ensure_network(&spec).await?;
             local.entry(net.id.clone()).or_insert((net.vni, 0)).1 += 1;
             out.push(Attachment {
@@ -489,7 +514,117 @@ impl Executor {
         if let Some(e) = &self.endpoints {
             e.poke();
         }
+        self.mesh_poke.notify_one();
         Ok(out)
+    }
+
+    /// The overlay spec of a network on this node, and its gateway.
+    fn overlay_spec(
+        &self,
+        net: &NetworkAssignment,
+    ) -> Result<(OverlaySpec, Ipv4Addr), WorkerError> {
+        let bad = |field, value: &str| WorkerError::BadNetwork {
+            network: net.name.clone(),
+            field,
+            value: value.to_owned(),
+        };
+        let subnet: Ipv4Net = net.subnet.parse().map_err(|_| bad("subnet", &net.subnet))?;
+        let gateway: Ipv4Addr = if net.gateway.is_empty() {
+            Ipv4Addr::from(u32::from(subnet.network()) + 1)
+        } else {
+            net.gateway
+                .parse()
+                .map_err(|_| bad("gateway", &net.gateway))?
+        };
+        let vtep = self.env.data_ip.ok_or(WorkerError::NoDataAddress)?;
+        let mut spec = OverlaySpec::new(
+            net.vni,
+            subnet,
+            gateway,
+            vtep,
+            Underlay::Name(self.env.data_iface.clone()),
+        );
+        spec.mtu = (net.mtu != 0).then_some(net.mtu);
+        Ok((spec, gateway))
+    }
+
+    /// Every node carries the ingress network, task or not: a published
+    /// port DNATed here is routed into it. Held for as long as the worker
+    /// runs (one use that no task releases).
+    async fn ensure_ingress(&self, set: &AssignmentSet) {
+        let Some(net) = set.networks.iter().find(|n| n.ingress) else {
+            return;
+        };
+        let mut local = self.networks.lock().await;
+        if local.contains_key(&net.id) {
+            return;
+        }
+        let made = match self.overlay_spec(net) {
+            Ok((spec, _)) => self
+                .overlay
+                .ensure_network(&spec)
+                .await
+                .map_err(WorkerError::from),
+            Err(e) => Err(e),
+        };
+        match made {
+            Ok(_) => {
+                local.insert(net.id.clone(), (net.vni, 1));
+                tracing::info!(vni = net.vni, "ingress network present");
+                drop(local);
+                if let Some(e) = &self.endpoints {
+                    e.poke();
+                }
+            }
+            Err(e) => tracing::warn!(error = %e, "making the ingress network; retrying"),
+        }
+    }
+
+    /// Writes the mesh maps from `set`.
+    async fn sync_mesh(&self, set: &AssignmentSet) {
+        let Some(addr) = self.env.data_ip else {
+            return;
+        };
+        let local: std::collections::BTreeSet<String> =
+            self.local_networks().await.into_keys().collect();
+        let want = lb::desired(set, &self.node_id, addr, &local);
+        let mut guard = lock(&self.env.mesh);
+        let lb::MeshState { maps, tables } = &mut *guard;
+        match tables.apply(&want, maps) {
+            Ok(c) if c.any() => tracing::info!(
+                frontends = want.frontends.len(),
+                backends = c.backends,
+                rings = c.rings,
+                changed = c.frontends,
+                removed = c.removed,
+                "routing mesh updated"
+            ),
+            Ok(_) => {}
+            Err(e) => tracing::warn!(error = %e, "updating the routing mesh; retrying"),
+        }
+    }
+
+    /// Hangs the task programs on the task's veths. A failure leaves the
+    /// task running without VIPs or return paths, which is logged.
+    fn attach_mesh(&self, task: &str, ifaces: &[shoal_runtime::TaskInterface]) -> Vec<TaskLinks> {
+        let mut mesh = lock(&self.env.mesh);
+        ifaces
+            .iter()
+            .filter_map(|i| match mesh.maps.attach_task(&i.host_veth) {
+                Ok(l) => Some(l),
+                Err(e) => {
+                    tracing::error!(task, veth = %i.host_veth, error = %e, "attaching the mesh to a task");
+                    None
+                }
+            })
+            .collect()
+    }
+
+    fn detach_mesh(&self, links: Vec<TaskLinks>) {
+        let mut mesh = lock(&self.env.mesh);
+        for l in links {
+            mesh.maps.detach_task(l);
+        }
     }
 
     /// Drops the task's use of its networks; removes the devices of those
@@ -509,6 +644,7 @@ impl Executor {
                 Ok(Release::Removed) => {
                     local.remove(&a.network_id);
                     tracing::info!(vni, "overlay network removed: no task left on it");
+                    self.mesh_poke.notify_one();
                 }
                 Ok(Release::InUse { ports }) => {
                     tracing::warn!(vni, ?ports, "overlay network still has ports; kept");
@@ -561,6 +697,10 @@ impl Executor {
 
     pub(crate) fn node_id(&self) -> &str {
         &self.node_id
+    }
+
+    pub(crate) fn data_ip(&self) -> Option<Ipv4Addr> {
+        self.env.data_ip
     }
 }
 

@@ -27,16 +27,28 @@ struct Cli {
           default_value = concat!("unix://", "/run/shoal/shoald.sock"))]
     host: String,
     /// With tcp://: the swarm's root CA certificate.
-    #[arg(long, global = true, env = "SHOAL_TLSCACERT",
-          default_value = "/var/lib/shoal/swarm/ca.pem")]
+    #[arg(
+        long,
+        global = true,
+        env = "SHOAL_TLSCACERT",
+        default_value = "/var/lib/shoal/swarm/ca.pem"
+    )]
     tlscacert: std::path::PathBuf,
     /// With tcp://: a manager's certificate.
-    #[arg(long, global = true, env = "SHOAL_TLSCERT",
-          default_value = "/var/lib/shoal/swarm/cert.pem")]
+    #[arg(
+        long,
+        global = true,
+        env = "SHOAL_TLSCERT",
+        default_value = "/var/lib/shoal/swarm/cert.pem"
+    )]
     tlscert: std::path::PathBuf,
     /// With tcp://: that certificate's key.
-    #[arg(long, global = true, env = "SHOAL_TLSKEY",
-          default_value = "/var/lib/shoal/swarm/key.pem")]
+    #[arg(
+        long,
+        global = true,
+        env = "SHOAL_TLSKEY",
+        default_value = "/var/lib/shoal/swarm/key.pem"
+    )]
     tlskey: std::path::PathBuf,
     #[command(subcommand)]
     cmd: Cmd,

@@ -165,6 +165,23 @@ struct StatsJson<'a> {
     data_interface: &'a str,
     counters: Vec<CounterJson<'a>>,
     reasons: Vec<ReasonJson<'a>>,
+    mesh: Vec<MeshJson<'a>>,
+    mesh_reasons: Vec<ReasonJson<'a>>,
+}
+
+#[derive(Serialize)]
+struct MeshJson<'a> {
+    service_id: &'a str,
+    service: &'a str,
+    scope: &'a str,
+    backends: u32,
+    packets: u64,
+    bytes: u64,
+    reply_packets: u64,
+    reply_bytes: u64,
+    new_flows: u64,
+    remote: u64,
+    drops: u64,
 }
 
 pub fn stats(s: &StatsReply, format: Format) -> anyhow::Result<()> {
@@ -191,6 +208,31 @@ pub fn stats(s: &StatsReply, format: Format) -> anyhow::Result<()> {
                         count: r.count,
                     })
                     .collect(),
+                mesh: s
+                    .mesh
+                    .iter()
+                    .map(|m| MeshJson {
+                        service_id: &m.service_id,
+                        service: &m.service,
+                        scope: &m.scope,
+                        backends: m.backends,
+                        packets: m.packets,
+                        bytes: m.bytes,
+                        reply_packets: m.reply_packets,
+                        reply_bytes: m.reply_bytes,
+                        new_flows: m.new_flows,
+                        remote: m.remote,
+                        drops: m.drops,
+                    })
+                    .collect(),
+                mesh_reasons: s
+                    .mesh_reasons
+                    .iter()
+                    .map(|r| ReasonJson {
+                        reason: &r.reason,
+                        count: r.count,
+                    })
+                    .collect(),
             };
             println!("{}", serde_json::to_string_pretty(&j)?);
         }
@@ -202,6 +244,36 @@ pub fn stats(s: &StatsReply, format: Format) -> anyhow::Result<()> {
                 reasons.add_row(vec![r.reason.clone(), r.count.to_string()]);
             }
             println!("\n\n{reasons}");
+            let mut mesh = table(&[
+                "SERVICE",
+                "SCOPE",
+                "BACKENDS",
+                "PACKETS",
+                "BYTES",
+                "REPLIES",
+                "NEW FLOWS",
+                "REMOTE",
+                "DROPS",
+            ]);
+            for m in &s.mesh {
+                mesh.add_row(vec![
+                    m.service.clone(),
+                    m.scope.clone(),
+                    m.backends.to_string(),
+                    m.packets.to_string(),
+                    m.bytes.to_string(),
+                    m.reply_packets.to_string(),
+                    m.new_flows.to_string(),
+                    m.remote.to_string(),
+                    m.drops.to_string(),
+                ]);
+            }
+            println!("\nROUTING MESH\n{mesh}");
+            let mut mesh_reasons = table(&["MESH REASON", "COUNT"]);
+            for r in &s.mesh_reasons {
+                mesh_reasons.add_row(vec![r.reason.clone(), r.count.to_string()]);
+            }
+            println!("\n{mesh_reasons}");
         }
     }
     Ok(())
@@ -556,6 +628,7 @@ mod tests {
                 c("egress", "udp", 3),
             ],
             reasons: vec![],
+            ..StatsReply::default()
         };
         let out = stats_table(&s).to_string();
         let udp = out

@@ -11,7 +11,29 @@
 //! BACKENDS  backend id                 → Backend {addr, vtep, flags}
 //! CONNTRACK client→frontend FlowKey    → Conn {backend, service, backend addr/port, times}
 //! REVNAT    backend→client FlowKey     → RevNat {frontend addr/port, service}
+//! RETURN    backend→client FlowKey     → ReturnPath {ingress node's bridge MAC}
 //! ```
+//!
+//! Where the programs hang:
+//!
+//! ```text
+//! data interface  ingress shoal_mesh_in   published ports → DNAT
+//!                 egress  shoal_mesh_out  replies → reverse NAT
+//! task veth       ingress shoal_task_in   (from the task) VIPs and published
+//!                                         ports → DNAT; replies to a flow that
+//!                                         another node DNATed → back to it
+//!                 egress  shoal_task_out  (to the task) VIP replies → reverse
+//!                                         NAT; remembers which node a
+//!                                         DNATed flow came through
+//! ```
+//!
+//! A published port answered by a backend on another node keeps the
+//! client's address: the ingress node DNATs and routes the packet into the
+//! ingress overlay, whose frame carries the ingress node's bridge MAC as
+//! its source. The backend's node records that MAC per flow (RETURN) and
+//! sends the replies to it, so they go back through the ingress node, whose
+//! data-interface egress program reverse-NATs them. Every node's bridges
+//! have their own MAC ([`bridge_mac`]) for that reason.
 //!
 //! Every address and port is stored in network byte order, exactly as the
 //! program reads it from the packet, so the kernel side never swaps bytes.
@@ -40,13 +62,39 @@ pub const SERVICE_STATS_MAP: &str = "SHOAL_SVCST_V1";
 /// Per-CPU array of `u64`, indexed by [`MeshReason`].
 pub const MESH_REASONS_MAP: &str = "SHOAL_LBRSN_V1";
 /// Array of one [`MeshConfig`].
-pub const MESH_CONFIG_MAP: &str = "SHOAL_LBCFG_V1";
+pub const MESH_CONFIG_MAP: &str = "SHOAL_LBCFG_V2";
+/// LRU hash [`FlowKey`] (backend → client, a reply) → [`ReturnPath`]: flows
+/// that reached a local backend through another node.
+pub const RETURN_MAP: &str = "SHOAL_RET4_V1";
 
 /// TC classifier for ingress of the data interface: frontends → DNAT.
 pub const PROG_MESH_INGRESS: &str = "shoal_mesh_in";
 /// TC classifier for the reply path (egress of the data interface for local
 /// backends): backend → client packets get their frontend address back.
 pub const PROG_MESH_EGRESS: &str = "shoal_mesh_out";
+/// TC classifier on ingress of a task's host-side veth (packets the task
+/// sends): DNAT to VIPs and published ports, return path of ingress flows.
+pub const PROG_TASK_INGRESS: &str = "shoal_task_in";
+/// TC classifier on egress of a task's host-side veth (packets to the task):
+/// reverse NAT of VIP replies, and the return path's recording.
+pub const PROG_TASK_EGRESS: &str = "shoal_task_out";
+
+/// First two bytes of every Shoal bridge's MAC (`02:53`, locally
+/// administered); the other four are the node's data-path IPv4 address, so
+/// each node's bridges differ from every other node's.
+pub const BRIDGE_MAC_PREFIX: [u8; 2] = [0x02, 0x53];
+
+/// The MAC of a node's bridges, from its data-path address (host order).
+pub const fn bridge_mac(node_addr: u32) -> [u8; 6] {
+    let [a, b, c, d] = node_addr.to_be_bytes();
+    [BRIDGE_MAC_PREFIX[0], BRIDGE_MAC_PREFIX[1], a, b, c, d]
+}
+
+/// Whether `mac` is some node's bridge (a packet a node routed).
+#[inline(always)]
+pub const fn is_bridge_mac(mac: &[u8; 6]) -> bool {
+    mac[0] == BRIDGE_MAC_PREFIX[0] && mac[1] == BRIDGE_MAC_PREFIX[1]
+}
 
 /// Slots per Maglev table. Prime, as the paper requires (every skip is then
 /// coprime with it, so each backend's permutation visits every slot).
@@ -175,9 +223,9 @@ impl FlowKey {
     }
 }
 
-/// The backend is on another node: the packet must be tunnelled to
-/// [`Backend::vtep`]. Until the overlay step lands the program only DNATs
-/// and counts it ([`ServiceStats::remote`]).
+/// The backend is on another node ([`Backend::vtep`]): the DNATed packet is
+/// routed into its overlay and crosses VXLAN to it; counted as
+/// [`ServiceStats::remote`].
 pub const CONN_F_REMOTE: u32 = 1 << 0;
 
 /// Value of [`CONNTRACK_MAP`].
@@ -250,8 +298,22 @@ pub struct MeshConfig {
     pub tcp_timeout_ns: u64,
     /// Same for UDP (default [`DEFAULT_UDP_TIMEOUT_NS`]).
     pub udp_timeout_ns: u64,
+    /// This node's bridge MAC ([`bridge_mac`]): frames from it were routed
+    /// here, not through another node. All zero: no return paths are kept.
+    pub node_mac: [u8; 6],
+    pub _pad: [u8; 2],
 }
-const _: () = assert!(core::mem::size_of::<MeshConfig>() == 16);
+const _: () = assert!(core::mem::size_of::<MeshConfig>() == 24);
+
+/// Value of [`RETURN_MAP`]: the bridge MAC of the node a flow came through,
+/// where the backend's replies must go back to for reverse NAT.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ReturnPath {
+    pub mac: [u8; 6],
+    pub _pad: [u8; 2],
+}
+const _: () = assert!(core::mem::size_of::<ReturnPath>() == 8);
 
 /// Long: a TCP flow that chooses again mid-connection breaks if its ring
 /// changed, and LRU eviction bounds the table anyway (IPVS's silent 900 s is
@@ -291,10 +353,13 @@ pub enum MeshReason {
     Rewrite = 7,
     /// Service id outside `0..MAX_SERVICES`: dropped.
     BadServiceId = 8,
+    /// A return path could not be recorded: passed (the flow's replies
+    /// leave without reverse NAT).
+    ReturnInsert = 9,
 }
 
 impl MeshReason {
-    pub const COUNT: u32 = 9;
+    pub const COUNT: u32 = 10;
     pub const ALL: [MeshReason; MeshReason::COUNT as usize] = [
         MeshReason::TruncatedIpv4,
         MeshReason::BadIpv4Header,
@@ -305,6 +370,7 @@ impl MeshReason {
         MeshReason::ConntrackInsert,
         MeshReason::Rewrite,
         MeshReason::BadServiceId,
+        MeshReason::ReturnInsert,
     ];
 
     pub const fn name(self) -> &'static str {
@@ -318,6 +384,7 @@ impl MeshReason {
             MeshReason::ConntrackInsert => "conntrack-insert",
             MeshReason::Rewrite => "rewrite",
             MeshReason::BadServiceId => "bad-service-id",
+            MeshReason::ReturnInsert => "return-insert",
         }
     }
 
@@ -329,6 +396,7 @@ impl MeshReason {
                 | MeshReason::BadIpv4Header
                 | MeshReason::TruncatedL4
                 | MeshReason::Fragment
+                | MeshReason::ReturnInsert
         )
     }
 }
@@ -388,6 +456,7 @@ mod pod {
     unsafe impl aya::Pod for super::RevNat {}
     unsafe impl aya::Pod for super::ServiceStats {}
     unsafe impl aya::Pod for super::MeshConfig {}
+    unsafe impl aya::Pod for super::ReturnPath {}
 }
 
 #[cfg(test)]
@@ -405,8 +474,11 @@ mod tests {
             SERVICE_STATS_MAP,
             MESH_REASONS_MAP,
             MESH_CONFIG_MAP,
+            RETURN_MAP,
             PROG_MESH_INGRESS,
             PROG_MESH_EGRESS,
+            PROG_TASK_INGRESS,
+            PROG_TASK_EGRESS,
         ] {
             assert!(n.len() <= 15, "{n} is longer than BPF_OBJ_NAME_LEN - 1");
         }
@@ -436,6 +508,14 @@ mod tests {
         // SAFETY-free view of the bytes as the kernel sees them.
         assert_eq!(k.addr.to_ne_bytes(), [198, 18, 0, 1]);
         assert_eq!(k.port.to_ne_bytes(), [0x1f, 0x90]);
+    }
+
+    #[test]
+    fn bridge_macs_carry_the_node_address() {
+        let mac = bridge_mac(u32::from_be_bytes([198, 18, 0, 3]));
+        assert_eq!(mac, [0x02, 0x53, 198, 18, 0, 3]);
+        assert!(is_bridge_mac(&mac));
+        assert!(!is_bridge_mac(&[0x02, 0x42, 10, 0, 0, 5]));
     }
 
     #[test]

@@ -18,10 +18,19 @@
 //! are counted ([`MeshReason`]): the stack validates them itself, and the
 //! mesh is not a firewall.
 //!
-//! Not handled (yet): backends on other nodes are DNATed and counted
-//! (`CONN_F_REMOTE`, `ServiceStats::remote`) but not tunnelled; IPv4
-//! fragments pass (only the first carries ports); VLAN-tagged frames and
-//! IPv6 pass; ICMP errors about balanced flows are not translated.
+//! `shoal_task_in` / `shoal_task_out` (a task's host-side veth, ingress =
+//! what the task sends): the same DNAT for packets a task sends to a VIP or
+//! a published port, the same reverse NAT for their replies; and the return
+//! path of published ports answered here for another node: a flow whose
+//! frames arrive from another node's bridge MAC is remembered (RETURN), and
+//! the task's replies are addressed back to that MAC, so they go through
+//! the node that DNATed them (see common/src/mesh.rs).
+//!
+//! A backend on another node needs no tunnelling here: the DNATed packet is
+//! routed into the overlay, whose VXLAN device carries it to the backend's
+//! node. Not handled (yet): IPv4 fragments pass (only the first carries
+//! ports); VLAN-tagged frames and IPv6 pass; ICMP errors about balanced
+//! flows are not translated.
 #![cfg_attr(target_arch = "bpf", no_std, no_main)]
 // The datapath is the one place unsafe is allowed: map pointers, helpers and
 // the #[no_mangle] entry points the macros emit.
@@ -37,7 +46,8 @@ use shoal_common::mesh::{
     BACKEND_F_LOCAL, BACKEND_NONE, Backend, CONN_F_REMOTE, Conn, DEFAULT_TCP_TIMEOUT_NS,
     DEFAULT_UDP_TIMEOUT_NS, FlowKey, IPPROTO_TCP, IPPROTO_UDP, LAST_SEEN_GRANULARITY_NS,
     MAGLEV_SIZE, MAX_BACKENDS, MAX_FLOWS, MAX_FRONTENDS, MAX_SERVICES, MeshConfig, MeshReason,
-    RevNat, SVC_F_AFFINITY, Service, ServiceKey, ServiceStats, flow_hash, maglev_index,
+    ReturnPath, RevNat, SVC_F_AFFINITY, Service, ServiceKey, ServiceStats, flow_hash,
+    is_bridge_mac, maglev_index,
 };
 
 const TC_ACT_UNSPEC: i32 = -1;
@@ -93,8 +103,11 @@ static SERVICE_STATS: PerCpuArray<ServiceStats> = PerCpuArray::with_max_entries(
 #[map(name = "SHOAL_LBRSN_V1")]
 static REASONS: PerCpuArray<u64> = PerCpuArray::with_max_entries(MeshReason::COUNT, 0);
 
-#[map(name = "SHOAL_LBCFG_V1")]
+#[map(name = "SHOAL_LBCFG_V2")]
 static CONFIG: Array<MeshConfig> = Array::with_max_entries(1, 0);
+
+#[map(name = "SHOAL_RET4_V1")]
+static RETURN: LruHashMap<FlowKey, ReturnPath> = LruHashMap::with_max_entries(MAX_FLOWS, 0);
 
 #[classifier]
 pub fn shoal_mesh_in(ctx: TcContext) -> i32 {
@@ -107,6 +120,22 @@ pub fn shoal_mesh_in(ctx: TcContext) -> i32 {
 #[classifier]
 pub fn shoal_mesh_out(ctx: TcContext) -> i32 {
     match try_reply(&ctx) {
+        Ok(verdict) => verdict,
+        Err(e) => fail(e),
+    }
+}
+
+#[classifier]
+pub fn shoal_task_in(ctx: TcContext) -> i32 {
+    match try_task_in(&ctx) {
+        Ok(verdict) => verdict,
+        Err(e) => fail(e),
+    }
+}
+
+#[classifier]
+pub fn shoal_task_out(ctx: TcContext) -> i32 {
+    match try_task_out(&ctx) {
         Ok(verdict) => verdict,
         Err(e) => fail(e),
     }
@@ -129,11 +158,16 @@ impl From<MeshReason> for Fail {
 }
 
 #[inline(always)]
-fn fail(e: Fail) -> i32 {
-    if let Some(n) = REASONS.get_ptr_mut(e.reason as u32) {
+fn count_reason(reason: MeshReason) {
+    if let Some(n) = REASONS.get_ptr_mut(reason as u32) {
         // SAFETY: per-CPU slot, only this CPU writes it while we run.
         unsafe { *n += 1 };
     }
+}
+
+#[inline(always)]
+fn fail(e: Fail) -> i32 {
+    count_reason(e.reason);
     if !e.reason.drops() {
         return TC_ACT_UNSPEC;
     }
@@ -264,6 +298,89 @@ fn try_ingress(ctx: &TcContext) -> Result<i32, Fail> {
     let Some(svc) = lookup_service(&pkt.flow) else {
         return Ok(TC_ACT_UNSPEC);
     };
+    dnat(ctx, &pkt, svc)
+}
+
+/// From a task: its connections to frontends are balanced as a client's
+/// are; its replies to flows another node DNATed go back to that node.
+#[inline(always)]
+fn try_task_in(ctx: &TcContext) -> Result<i32, Fail> {
+    let Some(pkt) = parse(ctx)? else {
+        return Ok(TC_ACT_UNSPEC);
+    };
+    if let Some(svc) = lookup_service(&pkt.flow) {
+        return dnat(ctx, &pkt, svc);
+    }
+    // SAFETY: ReturnPath is Copy; copied out at once.
+    let Some(ret) = (unsafe { RETURN.get(pkt.flow) }).copied() else {
+        return Ok(TC_ACT_UNSPEC);
+    };
+    // The destination MAC only: the bridge forwards the frame to the VXLAN
+    // port whose FDB sends that node's MAC to its VTEP, and that node's
+    // bridge hands it to its stack, which routes it out of the data
+    // interface through the reverse NAT.
+    ctx.store(0, &ret.mac, 0)
+        .map_err(|_| Fail::from(MeshReason::Rewrite))?;
+    Ok(TC_ACT_OK)
+}
+
+/// To a task: replies from the backends it reached through a VIP get the
+/// VIP back; flows routed here by another node are remembered.
+#[inline(always)]
+fn try_task_out(ctx: &TcContext) -> Result<i32, Fail> {
+    let Some(pkt) = parse(ctx)? else {
+        return Ok(TC_ACT_UNSPEC);
+    };
+    // SAFETY: RevNat is Copy; copied out at once.
+    if let Some(rev) = (unsafe { REVNAT.get(pkt.flow) }).copied() {
+        return reverse_nat(ctx, &pkt, rev);
+    }
+    remember_return(ctx, &pkt)?;
+    Ok(TC_ACT_UNSPEC)
+}
+
+/// Records the bridge MAC of the node that routed this packet here, unless
+/// it is this node's own (or the frame came straight from another task).
+#[inline(always)]
+fn remember_return(ctx: &TcContext, pkt: &Packet) -> Result<(), Fail> {
+    let Ok(src) = ctx.load::<[u8; 6]>(6) else {
+        return Ok(());
+    };
+    if !is_bridge_mac(&src) {
+        return Ok(());
+    }
+    let cfg = CONFIG.get(0).copied().unwrap_or_default();
+    if cfg.node_mac == [0; 6] || cfg.node_mac == src {
+        return Ok(());
+    }
+    let reply = FlowKey {
+        saddr: pkt.flow.daddr,
+        daddr: pkt.flow.saddr,
+        sport: pkt.flow.dport,
+        dport: pkt.flow.sport,
+        proto: pkt.flow.proto,
+        _pad: [0; 3],
+    };
+    // SAFETY: ReturnPath is Copy; read at once.
+    if let Some(known) = unsafe { RETURN.get(reply) }
+        && known.mac == src
+    {
+        return Ok(());
+    }
+    let path = ReturnPath {
+        mac: src,
+        _pad: [0; 2],
+    };
+    // Not dropped when the insert fails: the packet itself is fine, only its
+    // replies would leave untranslated; counted so it shows.
+    if RETURN.insert(reply, path, 0).is_err() {
+        count_reason(MeshReason::ReturnInsert);
+    }
+    Ok(())
+}
+
+#[inline(always)]
+fn dnat(ctx: &TcContext, pkt: &Packet, svc: Service) -> Result<i32, Fail> {
     if pkt.first_fragment {
         return Err(MeshReason::Fragment.into());
     }
@@ -297,7 +414,7 @@ fn try_ingress(ctx: &TcContext) -> Result<i32, Fail> {
 
     rewrite(
         ctx,
-        &pkt,
+        pkt,
         IP_DADDR,
         L4_DPORT,
         pkt.flow.daddr,
@@ -313,8 +430,8 @@ fn try_ingress(ctx: &TcContext) -> Result<i32, Fail> {
             s.remote += 1;
         }
     });
-    // The tunnel to a remote backend's node (CONN_F_REMOTE) is a later step;
-    // until then the stack routes the DNATed packet.
+    // A remote backend (CONN_F_REMOTE) is reached by routing: the stack sends
+    // the DNATed packet into the overlay the backend's address is on.
     Ok(TC_ACT_OK)
 }
 
@@ -423,12 +540,17 @@ fn try_reply(ctx: &TcContext) -> Result<i32, Fail> {
     let Some(rev) = (unsafe { REVNAT.get(pkt.flow) }).copied() else {
         return Ok(TC_ACT_UNSPEC);
     };
+    reverse_nat(ctx, &pkt, rev)
+}
+
+#[inline(always)]
+fn reverse_nat(ctx: &TcContext, pkt: &Packet, rev: RevNat) -> Result<i32, Fail> {
     if pkt.first_fragment {
         return Err(MeshReason::Fragment.into());
     }
     rewrite(
         ctx,
-        &pkt,
+        pkt,
         IP_SADDR,
         L4_SPORT,
         pkt.flow.saddr,

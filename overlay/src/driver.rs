@@ -156,10 +156,22 @@ impl Driver {
     /// An entry on the bridge would only serve this node's own IP stack.
     pub async fn add_remote(&self, vni: u32, remote: RemoteEndpoint) -> Result<(), OverlayError> {
         remote.validate()?;
-        let vxlan = self.require_vxlan(vni).await?;
-        let name = vxlan_name(vni);
         let RemoteEndpoint { ip, mac, vtep } = remote;
         // FDB first: once ARP is answered, frames must have somewhere to go.
+        self.add_fdb(vni, mac, vtep).await?;
+        self.add_neighbour(vni, ip, mac).await
+    }
+
+    /// A static FDB entry alone (`mac` → `vtep`, self, permanent), replaced
+    /// if it exists: frames for another node's bridge, which has no address
+    /// to resolve.
+    pub async fn add_fdb(
+        &self,
+        vni: u32,
+        mac: MacAddr,
+        vtep: Ipv4Addr,
+    ) -> Result<(), OverlayError> {
+        let vxlan = self.require_vxlan(vni).await?;
         self.handle
             .neighbours()
             .add_bridge(vxlan, &mac.octets())
@@ -172,8 +184,22 @@ impl Driver {
             .execute()
             .await
             .map_err(OverlayError::netlink(format!(
-                "add fdb {mac} dst {vtep} self permanent on {name}"
-            )))?;
+                "add fdb {mac} dst {vtep} self permanent on {}",
+                vxlan_name(vni)
+            )))
+    }
+
+    /// A permanent neighbour entry alone on the VXLAN device (`ip` →
+    /// `mac`), replaced if it exists: the ARP proxy then answers for `ip`.
+    /// With this node's bridge MAC, tasks send frames for `ip` (a service
+    /// VIP) to their own node.
+    pub async fn add_neighbour(
+        &self,
+        vni: u32,
+        ip: Ipv4Addr,
+        mac: MacAddr,
+    ) -> Result<(), OverlayError> {
+        let vxlan = self.require_vxlan(vni).await?;
         self.handle
             .neighbours()
             .add(vxlan, IpAddr::V4(ip))
@@ -183,7 +209,8 @@ impl Driver {
             .execute()
             .await
             .map_err(OverlayError::netlink(format!(
-                "add neighbour {ip} lladdr {mac} permanent on {name}"
+                "add neighbour {ip} lladdr {mac} permanent on {}",
+                vxlan_name(vni)
             )))
     }
 
@@ -196,21 +223,46 @@ impl Driver {
         vni: u32,
         remote: RemoteEndpoint,
     ) -> Result<(), OverlayError> {
-        let vxlan = self.require_vxlan(vni).await?;
-        let name = vxlan_name(vni);
         let RemoteEndpoint { ip, mac, vtep } = remote;
         // Neighbour first, so ARP stops resolving before frames stop flowing.
+        self.remove_neighbour(vni, ip, mac).await?;
+        self.remove_fdb(vni, mac, vtep).await
+    }
+
+    /// Removes the neighbour entry `ip` → `mac`; one that maps `ip`
+    /// elsewhere, or none, is left as it is.
+    pub async fn remove_neighbour(
+        &self,
+        vni: u32,
+        ip: Ipv4Addr,
+        mac: MacAddr,
+    ) -> Result<(), OverlayError> {
+        let vxlan = self.require_vxlan(vni).await?;
         let neighbours = self.neighbours_on(vxlan).await?;
-        if neighbours.contains(&NeighbourEntry { ip, mac }) {
-            let mut message = NeighbourMessage::default();
-            message.header.family = AddressFamily::Inet;
-            message.header.ifindex = vxlan;
-            message
-                .attributes
-                .push(NeighbourAttribute::Destination(NeighbourAddress::Inet(ip)));
-            self.delete_neighbour(message, format!("delete neighbour {ip} on {name}"))
-                .await?;
+        if !neighbours.contains(&NeighbourEntry { ip, mac }) {
+            return Ok(());
         }
+        let mut message = NeighbourMessage::default();
+        message.header.family = AddressFamily::Inet;
+        message.header.ifindex = vxlan;
+        message
+            .attributes
+            .push(NeighbourAttribute::Destination(NeighbourAddress::Inet(ip)));
+        self.delete_neighbour(
+            message,
+            format!("delete neighbour {ip} on {}", vxlan_name(vni)),
+        )
+        .await
+    }
+
+    /// Removes the FDB entry `mac` → `vtep`; gone already is not an error.
+    pub async fn remove_fdb(
+        &self,
+        vni: u32,
+        mac: MacAddr,
+        vtep: Ipv4Addr,
+    ) -> Result<(), OverlayError> {
+        let vxlan = self.require_vxlan(vni).await?;
         let mut message = NeighbourMessage::default();
         message.header.family = AddressFamily::Bridge;
         message.header.ifindex = vxlan;
@@ -227,7 +279,7 @@ impl Driver {
             )));
         self.delete_neighbour(
             message,
-            format!("delete fdb {mac} dst {vtep} self on {name}"),
+            format!("delete fdb {mac} dst {vtep} self on {}", vxlan_name(vni)),
         )
         .await
     }
@@ -393,7 +445,7 @@ impl Driver {
             None => {
                 let message = LinkBridge::new(&name)
                     .mtu(mtu)
-                    .address(bridge_mac(spec.vni).octets().to_vec())
+                    .address(bridge_mac(spec.local_vtep).octets().to_vec())
                     .up()
                     .build();
                 self.handle

@@ -34,16 +34,18 @@ pub fn vxlan_name(vni: u32) -> String {
     format!("{DEVICE_PREFIX}vx-{vni}")
 }
 
-/// The bridge's MAC: locally administered, `02:53:4c` ("SL") + the VNI.
+/// The bridge's MAC: `02:53` and this node's data-path address (the mesh
+/// contract's `shoal_common::mesh::bridge_mac`), the same for every network
+/// of the node.
 ///
 /// Set explicitly because a bridge with a kernel-chosen MAC takes the lowest
 /// MAC of its ports, so the gateway's MAC would change whenever a task
 /// joined or left and tasks would keep a stale ARP entry for their gateway.
-/// Bridges never see each other (only programmed task MACs cross VXLAN), so
-/// the same MAC on every node is harmless.
-pub fn bridge_mac(vni: u32) -> MacAddr {
-    let [_, a, b, c] = vni.to_be_bytes();
-    MacAddr([0x02, 0x53, 0x4c, a, b, c])
+/// Per node, not per network: frames a node routes into an overlay (a
+/// published port's DNATed packets) carry it across VXLAN, and the backend's
+/// node sends the replies back to it, so no two nodes may share it.
+pub fn bridge_mac(node_vtep: Ipv4Addr) -> MacAddr {
+    MacAddr(shoal_common::mesh::bridge_mac(u32::from(node_vtep)))
 }
 
 /// The overlay MTU: `requested`, or the underlay's MTU minus
@@ -391,12 +393,15 @@ mod tests {
     }
 
     #[test]
-    fn bridge_mac_is_local_unicast_and_per_vni() {
-        let mac = bridge_mac(4097);
-        assert_eq!(mac.to_string(), "02:53:4c:00:10:01");
+    fn bridge_mac_is_local_unicast_and_per_node() {
+        let mac = bridge_mac(Ipv4Addr::new(198, 18, 0, 2));
+        assert_eq!(mac.to_string(), "02:53:c6:12:00:02");
         assert!(mac.is_unicast());
         assert_eq!(mac.0[0] & 2, 2, "locally administered");
-        assert_ne!(bridge_mac(MAX_VNI), bridge_mac(MAX_VNI - 1));
+        assert_ne!(
+            bridge_mac(Ipv4Addr::new(198, 18, 0, 2)),
+            bridge_mac(Ipv4Addr::new(198, 18, 0, 3))
+        );
     }
 
     #[test]

@@ -27,7 +27,16 @@ async fn a_manager_certificate_drives_the_cluster_from_elsewhere() -> anyhow::Re
         let [ca, cert, key] = files(k);
         Ok(lab
             .command(2, shoal_path()?)
-            .args(["--host", &host, "--tlscacert", &ca, "--tlscert", &cert, "--tlskey", &key])
+            .args([
+                "--host",
+                &host,
+                "--tlscacert",
+                &ca,
+                "--tlscert",
+                &cert,
+                "--tlskey",
+                &key,
+            ])
             .args(args)
             .output()?)
     };
@@ -59,7 +68,14 @@ async fn a_manager_certificate_drives_the_cluster_from_elsewhere() -> anyhow::Re
     // A missing file is named with its flag.
     let out = lab
         .command(2, shoal_path()?)
-        .args(["--host", &host, "--tlscert", "/nonexistent/cert.pem", "node", "ls"])
+        .args([
+            "--host",
+            &host,
+            "--tlscert",
+            "/nonexistent/cert.pem",
+            "node",
+            "ls",
+        ])
         .output()?;
     let err = String::from_utf8_lossy(&out.stderr);
     ensure!(

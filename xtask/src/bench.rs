@@ -38,6 +38,17 @@ pub enum BenchCmd {
         #[arg(long, default_value_t = 5)]
         rounds: usize,
     },
+    /// The routing mesh: wrk through a published port (local and remote
+    /// backend) against HAProxy in TCP mode and against the task directly,
+    /// keep-alive requests/s with p50/p99, and new connections/s.
+    Mesh {
+        /// Seconds per wrk run.
+        #[arg(long, default_value_t = 5)]
+        seconds: u64,
+        /// wrk connections.
+        #[arg(long, default_value_t = 32)]
+        connections: usize,
+    },
 }
 
 pub fn run(cmd: BenchCmd) -> anyhow::Result<()> {
@@ -58,6 +69,10 @@ pub fn run(cmd: BenchCmd) -> anyhow::Result<()> {
             kills,
             clients,
         } => runtime.block_on(raft(&bin, Duration::from_secs(seconds), kills, &clients)),
+        BenchCmd::Mesh {
+            seconds,
+            connections,
+        } => runtime.block_on(crate::bench_mesh::run(&bin, seconds, connections)),
         BenchCmd::Gossip { .. } => Ok(()),
     }
 }

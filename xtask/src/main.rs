@@ -2,6 +2,7 @@
 
 mod bench;
 mod bench_gossip;
+mod bench_mesh;
 mod lab;
 mod setup;
 

@@ -5,19 +5,16 @@
 //! (shoal-mesh) and keeps the write order the program relies on — backends
 //! before the rings naming them, rings before the frontends using them, and
 //! the reverse order on removal.
-// Wired into shoald by the mesh integration step; until then only tests use
-// parts of it.
-#![allow(dead_code)]
-
 use aya::{
     Ebpf, include_bytes_aligned,
     maps::{Array, HashMap, MapData, MapError, PerCpuArray},
-    programs::TcAttachType,
+    programs::{TcAttachType, tc::SchedClassifierLinkId},
 };
 use shoal_common::mesh::{
     BACKENDS_MAP, Backend, CONNTRACK_MAP, Conn, FlowKey, MAGLEV_MAP, MAGLEV_SIZE, MAX_SERVICES,
     MESH_CONFIG_MAP, MESH_REASONS_MAP, MeshConfig, MeshReason, PROG_MESH_EGRESS, PROG_MESH_INGRESS,
-    REVNAT_MAP, RevNat, SERVICE_STATS_MAP, SERVICES_MAP, Service, ServiceKey, ServiceStats,
+    PROG_TASK_EGRESS, PROG_TASK_INGRESS, RETURN_MAP, REVNAT_MAP, ReturnPath, RevNat,
+    SERVICE_STATS_MAP, SERVICES_MAP, Service, ServiceKey, ServiceStats,
 };
 
 use super::{AttachMode, Datapath, DatapathError};
@@ -29,8 +26,14 @@ pub struct Mesh {
     services: HashMap<MapData, ServiceKey, Service>,
     backends: Array<MapData, Backend>,
     maglev: Array<MapData, u32>,
+    // Flow tables are the programs' to write; userspace only reads them in
+    // the fixture tests (and will for `node doctor`-style inspection).
+    #[cfg_attr(not(test), allow(dead_code))]
     conntrack: HashMap<MapData, FlowKey, Conn>,
+    #[cfg_attr(not(test), allow(dead_code))]
     revnat: HashMap<MapData, FlowKey, RevNat>,
+    #[cfg_attr(not(test), allow(dead_code))]
+    returns: HashMap<MapData, FlowKey, ReturnPath>,
     stats: PerCpuArray<MapData, ServiceStats>,
     reasons: PerCpuArray<MapData, u64>,
     config: Array<MapData, MeshConfig>,
@@ -73,6 +76,7 @@ impl Mesh {
             maglev: take(&mut ebpf, MAGLEV_MAP)?,
             conntrack: take(&mut ebpf, CONNTRACK_MAP)?,
             revnat: take(&mut ebpf, REVNAT_MAP)?,
+            returns: take(&mut ebpf, RETURN_MAP)?,
             stats: take(&mut ebpf, SERVICE_STATS_MAP)?,
             reasons: take(&mut ebpf, MESH_REASONS_MAP)?,
             config: take(&mut ebpf, MESH_CONFIG_MAP)?,
@@ -80,8 +84,13 @@ impl Mesh {
         })
     }
 
-    pub fn programs() -> [&'static str; 2] {
-        [PROG_MESH_INGRESS, PROG_MESH_EGRESS]
+    pub fn programs() -> [&'static str; 4] {
+        [
+            PROG_MESH_INGRESS,
+            PROG_MESH_EGRESS,
+            PROG_TASK_INGRESS,
+            PROG_TASK_EGRESS,
+        ]
     }
 
     /// Attaches DNAT to `iface`'s ingress and reverse NAT to its egress,
@@ -98,6 +107,48 @@ impl Mesh {
         )
     }
 
+    /// Attaches the task programs to a task's host-side veth (its ingress
+    /// is what the task sends). The links go with the veth; [`detach_task`]
+    /// (Self::detach_task) forgets them.
+    pub fn attach_task(&mut self, veth: &str) -> Result<TaskLinks, DatapathError> {
+        let mut links = Vec::new();
+        for (name, hook) in [
+            (PROG_TASK_INGRESS, TcAttachType::Ingress),
+            (PROG_TASK_EGRESS, TcAttachType::Egress),
+        ] {
+            let id = Datapath::classifier(&mut self.ebpf, name)?
+                .attach(veth, hook)
+                .map_err(|source| DatapathError::Program {
+                    name,
+                    action: "attach",
+                    source,
+                })?;
+            links.push((name, id));
+        }
+        Ok(TaskLinks(links))
+    }
+
+    /// Drops a task's links. Their veth is normally gone already, which took
+    /// the kernel's side with it, so a failed detach is only logged.
+    pub fn detach_task(&mut self, links: TaskLinks) {
+        for (name, id) in links.0 {
+            let detached = Datapath::classifier(&mut self.ebpf, name).map(|p| p.detach(id));
+            if let Ok(Err(e)) = detached {
+                tracing::debug!(program = name, error = %e, "detaching from a task veth");
+            }
+        }
+    }
+
+    #[cfg_attr(not(test), allow(dead_code))]
+    pub fn return_path(&self, reply: &FlowKey) -> Result<Option<ReturnPath>, DatapathError> {
+        match self.returns.get(reply, 0) {
+            Ok(r) => Ok(Some(r)),
+            Err(MapError::KeyNotFound) => Ok(None),
+            Err(e) => Err(read(RETURN_MAP)(e)),
+        }
+    }
+
+    #[cfg(test)]
     pub(super) fn ebpf_mut(&mut self) -> &mut Ebpf {
         &mut self.ebpf
     }
@@ -150,6 +201,7 @@ impl Mesh {
             .map_err(update(MESH_CONFIG_MAP))
     }
 
+    #[cfg_attr(not(test), allow(dead_code))]
     pub fn conn(&self, flow: &FlowKey) -> Result<Option<Conn>, DatapathError> {
         match self.conntrack.get(flow, 0) {
             Ok(c) => Ok(Some(c)),
@@ -158,6 +210,7 @@ impl Mesh {
         }
     }
 
+    #[cfg_attr(not(test), allow(dead_code))]
     pub fn revnat(&self, reply: &FlowKey) -> Result<Option<RevNat>, DatapathError> {
         match self.revnat.get(reply, 0) {
             Ok(r) => Ok(Some(r)),
@@ -199,3 +252,13 @@ impl Mesh {
             .collect()
     }
 }
+
+impl std::fmt::Debug for Mesh {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Mesh").finish_non_exhaustive()
+    }
+}
+
+/// The links of one task veth's programs.
+#[derive(Debug)]
+pub struct TaskLinks(Vec<(&'static str, SchedClassifierLinkId)>);

@@ -731,6 +731,7 @@ fn affinity_and_idle_timeout() {
         .set_config(MeshConfig {
             tcp_timeout_ns: 0,
             udp_timeout_ns: 1,
+            ..MeshConfig::default()
         })
         .expect("config");
     fx.case(
@@ -898,4 +899,126 @@ fn balances_real_traffic_beside_the_counters() {
     })
     .join()
     .unwrap_or_else(|panic| std::panic::resume_unwind(panic));
+}
+
+/// Task veths: a task's packets to a VIP are DNATed as a client's are and
+/// their replies reverse-NATed on the way back to it; a flow another node
+/// routed here is remembered by that node's bridge MAC, and the task's
+/// replies are addressed back to that MAC, untouched otherwise.
+#[test]
+fn task_veths_balance_vips_and_send_replies_back_through_the_ingress_node() {
+    use shoal_common::mesh::{PROG_TASK_EGRESS, PROG_TASK_INGRESS, bridge_mac};
+    let mut fx = Fixture::new();
+    let own = bridge_mac(u32::from(NODE));
+    let peer = bridge_mac(u32::from(PEER));
+    fx.mesh
+        .set_config(MeshConfig {
+            node_mac: own,
+            ..MeshConfig::default()
+        })
+        .expect("config");
+    let with_macs = |mut f: Vec<u8>, dst: [u8; 6], src: [u8; 6]| {
+        f[..6].copy_from_slice(&dst);
+        f[6..12].copy_from_slice(&src);
+        f
+    };
+    const TASK: Ipv4Addr = Ipv4Addr::new(10, 0, 0, 11);
+    let task_mac = [0x02, 0x42, 10, 0, 0, 11];
+
+    // A client's SYN DNATed by the peer node arrives from the peer's bridge.
+    let syn = Pkt::tcp(CLIENT, 40000, TASK, 80, TCP_SYN);
+    let arrived = with_macs(syn.frame(), task_mac, peer);
+    fx.case(
+        "routed by a peer",
+        PROG_TASK_EGRESS,
+        &arrived,
+        UNSPEC,
+        None,
+        None,
+    );
+    let reply = Pkt::tcp(TASK, 80, CLIENT, 40000, TCP_SYN_ACK);
+    let key = reply.flow();
+    let path = fx
+        .mesh
+        .return_path(&key)
+        .expect("read")
+        .expect("remembered");
+    assert_eq!(path.mac, peer);
+
+    // The task's reply goes to the peer's bridge instead of its gateway.
+    let sent = with_macs(reply.frame(), own, task_mac);
+    let back = with_macs(reply.frame(), peer, task_mac);
+    fx.case(
+        "reply to a peer's flow",
+        PROG_TASK_INGRESS,
+        &sent,
+        OK,
+        Some(&back),
+        None,
+    );
+
+    // Routed by this node itself: nothing to remember.
+    let local = Pkt::tcp(CLIENT, 40001, TASK, 80, TCP_SYN);
+    fx.case(
+        "routed here",
+        PROG_TASK_EGRESS,
+        &with_macs(local.frame(), task_mac, own),
+        UNSPEC,
+        None,
+        None,
+    );
+    let local_reply = Pkt::tcp(TASK, 80, CLIENT, 40001, TCP_SYN_ACK);
+    assert!(
+        fx.mesh
+            .return_path(&local_reply.flow())
+            .expect("read")
+            .is_none()
+    );
+    fx.case(
+        "reply to a local flow",
+        PROG_TASK_INGRESS,
+        &with_macs(local_reply.frame(), own, task_mac),
+        UNSPEC,
+        None,
+        None,
+    );
+    // Straight from another task: not a bridge MAC.
+    let direct = Pkt::tcp(Ipv4Addr::new(10, 0, 0, 50), 5000, TASK, 80, TCP_SYN);
+    fx.case(
+        "from a task",
+        PROG_TASK_EGRESS,
+        &with_macs(direct.frame(), task_mac, [0x02, 0x42, 10, 0, 0, 50]),
+        UNSPEC,
+        None,
+        None,
+    );
+    let direct_reply = Pkt::tcp(TASK, 80, Ipv4Addr::new(10, 0, 0, 50), 5000, TCP_SYN_ACK);
+    assert!(
+        fx.mesh
+            .return_path(&direct_reply.flow())
+            .expect("read")
+            .is_none()
+    );
+
+    // A task connecting to a VIP is balanced, and the reply gets the VIP back.
+    let to_vip = Pkt::tcp(TASK, 41000, VIP, 6379, TCP_SYN);
+    let chosen = fx.choice(REDIS, &to_vip, false);
+    let dnated = to_vip.to(addr_of(chosen), 6379);
+    fx.case(
+        "task to VIP",
+        PROG_TASK_INGRESS,
+        &to_vip.frame(),
+        OK,
+        Some(&dnated.frame()),
+        None,
+    );
+    let from_backend = Pkt::tcp(addr_of(chosen), 6379, TASK, 41000, TCP_SYN_ACK);
+    fx.case(
+        "VIP reply to the task",
+        PROG_TASK_EGRESS,
+        &from_backend.frame(),
+        OK,
+        Some(&from_backend.from(VIP, 6379).frame()),
+        None,
+    );
 }

@@ -1,0 +1,380 @@
+//! `cargo xtask bench mesh`: HTTP through a published port of the routing
+//! mesh, against HAProxy in TCP mode forwarding to the same task and against
+//! the task itself, all measured in the same run from the lab's client
+//! (198.18.0.250, not a node) with wrk.
+//!
+//! One task (`lab-http serve 80`) runs on n1. "Local" rows enter through
+//! n1, whose mesh DNATs to its own task; "remote" rows enter through n3,
+//! whose mesh sends the packet over the ingress overlay to n1, with the
+//! replies coming back through n3 for reverse NAT. HAProxy runs in the
+//! entry node's namespace and dials the task's ingress address, so both
+//! balancers take the same path to the task. "Direct" is the client
+//! talking to the task's address, routed by n1 (no balancer at all).
+
+use std::{
+    net::Ipv4Addr,
+    path::Path,
+    process::{Child, Command, Stdio},
+    time::Duration,
+};
+
+use anyhow::{Context, bail, ensure};
+use shoal_lab::{Lab, eventually};
+
+/// What wrk reported.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Wrk {
+    pub rps: f64,
+    pub p50: Duration,
+    pub p99: Duration,
+    pub errors: u64,
+}
+
+fn duration(s: &str) -> Option<Duration> {
+    let s = s.trim();
+    let (num, scale) = if let Some(v) = s.strip_suffix("us") {
+        (v, 1e-6)
+    } else if let Some(v) = s.strip_suffix("ms") {
+        (v, 1e-3)
+    } else if let Some(v) = s.strip_suffix('s') {
+        (v, 1.0)
+    } else {
+        return None;
+    };
+    num.trim()
+        .parse::<f64>()
+        .ok()
+        .map(|v| Duration::from_secs_f64(v * scale))
+}
+
+/// Parses `wrk --latency` output.
+pub fn parse_wrk(out: &str) -> Option<Wrk> {
+    let mut w = Wrk::default();
+    let mut rps = None;
+    for line in out.lines() {
+        let l = line.trim();
+        if let Some(v) = l.strip_prefix("Requests/sec:") {
+            rps = v.trim().parse().ok();
+        } else if let Some(v) = l.strip_prefix("50%") {
+            w.p50 = duration(v)?;
+        } else if let Some(v) = l.strip_prefix("99%") {
+            w.p99 = duration(v)?;
+        } else if let Some(v) = l.strip_prefix("Non-2xx or 3xx responses:") {
+            w.errors += v.trim().parse::<u64>().unwrap_or(0);
+        } else if let Some(v) = l.strip_prefix("Socket errors:") {
+            w.errors += v
+                .split(',')
+                .filter_map(|part| part.split_whitespace().last()?.parse::<u64>().ok())
+                .sum::<u64>();
+        }
+    }
+    w.rps = rps?;
+    Some(w)
+}
+
+fn wrk(lab: &Lab, url: &str, conns: usize, secs: u64, close: bool) -> anyhow::Result<Wrk> {
+    let mut cmd = lab.client_command("wrk");
+    cmd.args([
+        "-t1",
+        &format!("-c{conns}"),
+        &format!("-d{secs}s"),
+        "--latency",
+    ]);
+    if close {
+        cmd.args(["-H", "Connection: close"]);
+    }
+    let out = cmd.arg(url).output().context("running wrk")?;
+    let text = String::from_utf8_lossy(&out.stdout);
+    ensure!(out.status.success(), "wrk {url}: {out:?}");
+    parse_wrk(&text).with_context(|| format!("wrk {url}: unreadable output:\n{text}"))
+}
+
+/// HAProxy in TCP mode on `listen` → `backend`, dialling from `source`.
+fn haproxy(
+    lab: &Lab,
+    k: usize,
+    dir: &Path,
+    listen: &str,
+    backend: &str,
+    source: Ipv4Addr,
+) -> anyhow::Result<Child> {
+    let cfg = dir.join(format!("haproxy-n{k}.cfg"));
+    std::fs::write(
+        &cfg,
+        format!(
+            "global\n  maxconn 20000\n  nbthread 1\ndefaults\n  mode tcp\n  timeout connect 5s\n  \
+             timeout client 60s\n  timeout server 60s\nlisten mesh_baseline\n  bind {listen}\n  \
+             source {source}\n  server task {backend}\n"
+        ),
+    )?;
+    lab.command(k, "haproxy")
+        .args(["-db", "-f"])
+        .arg(&cfg)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .context("starting haproxy (apt-get install haproxy)")
+}
+
+fn shoal(lab: &Lab, bin: &Path, k: usize, args: &[&str]) -> anyhow::Result<String> {
+    let out = lab.command(k, bin.join("shoal")).args(args).output()?;
+    ensure!(out.status.success(), "shoal {args:?}: {out:?}");
+    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
+fn ensure_tools() -> anyhow::Result<()> {
+    let missing: Vec<&str> = ["wrk", "haproxy"]
+        .into_iter()
+        .filter(|t| {
+            Command::new("sh")
+                .args(["-c", &format!("command -v {t}")])
+                .output()
+                .is_ok_and(|o| !o.status.success())
+        })
+        .collect();
+    if missing.is_empty() {
+        return Ok(());
+    }
+    println!("bench: installing {}", missing.join(" "));
+    let status = Command::new("apt-get")
+        .args(["install", "-y", "--no-install-recommends"])
+        .args(&missing)
+        .env("DEBIAN_FRONTEND", "noninteractive")
+        .status()?;
+    ensure!(status.success(), "apt-get install {missing:?} failed");
+    Ok(())
+}
+
+pub async fn run(bin: &Path, secs: u64, conns: usize) -> anyhow::Result<()> {
+    ensure_tools()?;
+    let lab = Lab::builder("bench-mesh")
+        .shoald(bin.join("shoald"))
+        .nodes(3)
+        .client(true)
+        .start()
+        .await?;
+    shoal(
+        &lab,
+        bin,
+        1,
+        &["swarm", "init", "--dispatcher-heartbeat", "1s"],
+    )?;
+    let token = shoal(&lab, bin, 1, &["swarm", "join-token", "-q", "worker"])?;
+    let n1 = format!("{}:2377", lab.node(1).addr());
+    for k in [2, 3] {
+        shoal(
+            &lab,
+            bin,
+            k,
+            &["swarm", "join", "--token", token.trim(), &n1],
+        )?;
+    }
+    let http = bin.join("lab-http");
+    let http = http.to_str().context("binary path")?;
+    shoal(
+        &lab,
+        bin,
+        1,
+        &[
+            "service",
+            "create",
+            "--detach",
+            "--name",
+            "web",
+            "--constraint",
+            "node.hostname==n1",
+            "-p",
+            "8080:80",
+            "--",
+            http,
+            "serve",
+            "80",
+        ],
+    )?;
+    let task_ip: Ipv4Addr = eventually(Duration::from_secs(30), "web running", || {
+        let rows = lab.service_ps(1, "web")?;
+        Ok(rows
+            .iter()
+            .find(|r| r.running())
+            .and_then(|r| r.addresses.first())
+            .and_then(|a| a.split('/').next()?.parse().ok()))
+    })
+    .await?;
+    // The client reaches the task's address through n1, for the direct row.
+    let handle = shoal_lab::netns::netlink(&lab.client_netns().context("client")?)?;
+    handle
+        .route()
+        .add(
+            rtnetlink::RouteMessageBuilder::<Ipv4Addr>::new()
+                .destination_prefix(task_ip, 32)
+                .gateway(lab.node(1).addr())
+                .build(),
+        )
+        .execute()
+        .await
+        .context("route to the task via n1")?;
+
+    let dir = lab.dir().to_path_buf();
+    let mut proxies = vec![
+        haproxy(
+            &lab,
+            1,
+            &dir,
+            &format!("{}:8081", lab.node(1).addr()),
+            &format!("{task_ip}:80"),
+            lab.node(1).addr(),
+        )?,
+        haproxy(
+            &lab,
+            3,
+            &dir,
+            &format!("{}:8081", lab.node(3).addr()),
+            &format!("{task_ip}:80"),
+            lab.node(3).addr(),
+        )?,
+    ];
+    let urls = [
+        ("direct", format!("http://{task_ip}:80/")),
+        ("local mesh", format!("http://{}:8080/", lab.node(1).addr())),
+        (
+            "local haproxy",
+            format!("http://{}:8081/", lab.node(1).addr()),
+        ),
+        (
+            "remote mesh",
+            format!("http://{}:8080/", lab.node(3).addr()),
+        ),
+        (
+            "remote haproxy",
+            format!("http://{}:8081/", lab.node(3).addr()),
+        ),
+    ];
+    let result = measure(&lab, &urls, secs, conns);
+    for p in &mut proxies {
+        let _ = p.kill();
+        let _ = p.wait();
+    }
+    let rows = result?;
+    report(&rows, conns);
+    lab.down()?;
+    Ok(())
+}
+
+type Row = (&'static str, Wrk, Wrk);
+
+fn measure(
+    lab: &Lab,
+    urls: &[(&'static str, String)],
+    secs: u64,
+    conns: usize,
+) -> anyhow::Result<Vec<Row>> {
+    // Every path answers before anything is timed.
+    for (name, url) in urls {
+        let ok = (0..50).any(|_| {
+            let out = lab
+                .client_command("curl")
+                .args([
+                    "-s",
+                    "-m",
+                    "2",
+                    "-o",
+                    "/dev/null",
+                    "-w",
+                    "%{http_code}",
+                    url,
+                ])
+                .output();
+            std::thread::sleep(Duration::from_millis(100));
+            out.is_ok_and(|o| o.stdout == b"200")
+        });
+        if !ok {
+            bail!("{name} ({url}) never answered 200");
+        }
+        wrk(lab, url, conns, 1, false)?;
+    }
+    let mut rows = Vec::new();
+    for (name, url) in urls {
+        let keep = wrk(lab, url, conns, secs, false)?;
+        let fresh = wrk(lab, url, conns, secs, true)?;
+        rows.push((*name, keep, fresh));
+    }
+    Ok(rows)
+}
+
+fn ms(d: Duration) -> String {
+    format!("{:.3} ms", d.as_secs_f64() * 1000.0)
+}
+
+fn report(rows: &[Row], conns: usize) {
+    let get = |n: &str| rows.iter().find(|r| r.0 == n).map(|r| (r.1, r.2));
+    println!("\nHTTP through a published port, wrk -t1 -c{conns} from the client (keep-alive):");
+    println!(
+        "{:>16} {:>12} {:>10} {:>10} {:>8} {:>14}",
+        "path", "requests/s", "p50", "p99", "errors", "new conns/s"
+    );
+    for (name, keep, fresh) in rows {
+        println!(
+            "{:>16} {:>12.0} {:>10} {:>10} {:>8} {:>14.0}",
+            name,
+            keep.rps,
+            ms(keep.p50),
+            ms(keep.p99),
+            keep.errors + fresh.errors,
+            fresh.rps
+        );
+    }
+    let (Some(direct), Some(lm), Some(lh), Some(rm), Some(rh)) = (
+        get("direct"),
+        get("local mesh"),
+        get("local haproxy"),
+        get("remote mesh"),
+        get("remote haproxy"),
+    ) else {
+        return;
+    };
+    println!("\nratios (same run):");
+    println!(
+        "  local backend:  mesh/haproxy {:.2}× requests/s, {:.2}× new conns/s; mesh/direct {:.2}× requests/s, p50 {:.2}×",
+        lm.0.rps / lh.0.rps,
+        lm.1.rps / lh.1.rps,
+        lm.0.rps / direct.0.rps,
+        lm.0.p50.as_secs_f64() / direct.0.p50.as_secs_f64()
+    );
+    println!(
+        "  remote backend: mesh/haproxy {:.2}× requests/s, {:.2}× new conns/s; mesh/direct {:.2}× requests/s",
+        rm.0.rps / rh.0.rps,
+        rm.1.rps / rh.1.rps,
+        rm.0.rps / direct.0.rps
+    );
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reads_wrk_output() {
+        let out = "Running 5s test @ http://198.18.0.1:8080/
+  1 threads and 32 connections
+  Thread Stats   Avg      Stdev     Max   +/- Stdev
+    Latency   612.20us  201.33us   8.13ms   91.22%
+    Req/Sec    51.80k     2.01k   54.90k    78.00%
+  Latency Distribution
+     50%  587.00us
+     75%  651.00us
+     90%  733.00us
+     99%    1.27ms
+  257823 requests in 5.00s, 31.22MB read
+  Socket errors: connect 0, read 2, write 0, timeout 1
+  Non-2xx or 3xx responses: 4
+Requests/sec:  51560.91
+Transfer/sec:      6.24MB
+";
+        let w = parse_wrk(out).expect("parsed");
+        assert!((w.rps - 51560.91).abs() < 0.01);
+        assert_eq!(w.p50, Duration::from_micros(587));
+        assert_eq!(w.p99, Duration::from_micros(1270));
+        assert_eq!(w.errors, 7);
+        assert!(parse_wrk("garbage").is_none());
+    }
+}
