@@ -77,6 +77,10 @@ pub enum RuntimeError {
     #[error("rootfs {path} is not a directory: give an unpacked directory tree")]
     RootfsNotDir { path: PathBuf },
 
+    /// `resolv_conf` does not name a file.
+    #[error("resolv.conf {path} is not a file: write it before starting the task")]
+    ResolvConfNotFile { path: PathBuf },
+
     /// A step of the sandbox set-up, between fork and exec, failed.
     #[error("task {id}: {stage} failed: {source}")]
     Setup {

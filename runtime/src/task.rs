@@ -221,6 +221,11 @@ impl Runtime {
         {
             return Err(RuntimeError::RootfsNotDir { path: root.clone() });
         }
+        if let Some(conf) = &spec.resolv_conf
+            && !conf.is_file()
+        {
+            return Err(RuntimeError::ResolvConfNotFile { path: conf.clone() });
+        }
         std::fs::create_dir_all(&spec.log_dir).map_err(io_err(&spec.log_dir, "create"))?;
         let log_path = logs::log_path(&spec.log_dir, &spec.id);
         let log = OpenOptions::new()

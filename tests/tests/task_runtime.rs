@@ -95,6 +95,7 @@ impl Node {
                 mtu: None,
             }],
             rootfs: None,
+            resolv_conf: None,
             log_dir: self.log_dir.clone(),
         }
     }
@@ -539,6 +540,73 @@ async fn a_task_pivots_into_its_rootfs() -> anyhow::Result<()> {
         "mounts left under the rootfs: {leaked:?}"
     );
     assert_gone("rooted", ns)?;
+    ensure!(node.bridge_ports().await?.is_empty());
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_task_reads_the_resolv_conf_it_is_given() -> anyhow::Result<()> {
+    let node = Node::start("rt-resolv").await?;
+    let state = node.lab.node(1).state_dir();
+    let conf = state.join("task-resolv.conf");
+    std::fs::write(&conf, "nameserver 127.0.0.11\noptions ndots:0\n")?;
+    let node_before = std::fs::read("/etc/resolv.conf")?;
+    let print = [
+        "sh",
+        "-c",
+        "while read l; do echo \"$l\"; done < /etc/resolv.conf",
+    ];
+
+    // On the node's filesystem.
+    let mut spec = node.spec("resolv-node", 2, &print);
+    spec.resolv_conf = Some(conf.clone());
+    let mut task = node.runtime.start(&spec).await.context("start")?;
+    let exit = within(task.wait()).await?;
+    let logs = node.logs("resolv-node")?;
+    ensure!(exit.success(), "{exit}: {logs:?}");
+    ensure!(
+        stdout(&logs) == ["nameserver 127.0.0.11", "options ndots:0"],
+        "{logs:?}"
+    );
+    ensure!(
+        std::fs::read("/etc/resolv.conf")? == node_before,
+        "the node's resolv.conf is untouched"
+    );
+
+    // In a rootfs without an etc: the file is made for the mount.
+    let root = state.join("rootfs");
+    install_binary(&root, Path::new("/bin/sh"), "/bin/sh")?;
+    let mut spec = node.spec("resolv-root", 3, &print);
+    spec.rootfs = Some(root.clone());
+    spec.resolv_conf = Some(conf.clone());
+    let mut task = node.runtime.start(&spec).await.context("start rooted")?;
+    let exit = within(task.wait()).await?;
+    let logs = node.logs("resolv-root")?;
+    ensure!(exit.success(), "{exit}: {logs:?}");
+    ensure!(
+        stdout(&logs) == ["nameserver 127.0.0.11", "options ndots:0"],
+        "{logs:?}"
+    );
+    ensure!(
+        std::fs::read(root.join("etc/resolv.conf"))?.is_empty(),
+        "the mount was the task's; the rootfs keeps an empty mount point"
+    );
+
+    // A symlink would resolve on the node: refused, nothing written there.
+    let outside = state.join("outside");
+    std::fs::remove_file(root.join("etc/resolv.conf"))?;
+    std::os::unix::fs::symlink(&outside, root.join("etc/resolv.conf"))?;
+    let mut spec = node.spec("resolv-link", 4, &print);
+    spec.rootfs = Some(root);
+    spec.resolv_conf = Some(conf);
+    match node.runtime.start(&spec).await {
+        Err(RuntimeError::Setup {
+            stage: shoal_runtime::Stage::ResolvConf,
+            ..
+        }) => {}
+        other => bail!("a symlinked resolv.conf was followed: {other:?}"),
+    }
+    ensure!(!outside.exists(), "nothing was created through the symlink");
     ensure!(node.bridge_ports().await?.is_empty());
     Ok(())
 }
