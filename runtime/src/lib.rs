@@ -69,6 +69,9 @@ mod spec;
 mod task;
 
 pub use error::RuntimeError;
+
+/// Any error, from a caller's hook.
+pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
 pub use logs::{LogLine, Stream, read_logs, remove_logs};
 pub use nix::sys::signal::Signal;
 pub use sandbox::Stage;

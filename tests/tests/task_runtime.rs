@@ -610,3 +610,54 @@ async fn a_task_reads_the_resolv_conf_it_is_given() -> anyhow::Result<()> {
     ensure!(node.bridge_ports().await?.is_empty());
     Ok(())
 }
+
+#[tokio::test]
+async fn a_task_resolves_services_through_127_0_0_11_from_its_first_instruction()
+-> anyhow::Result<()> {
+    let node = Node::start("rt-dns").await?;
+    // No upstreams: names not in the table get SERVFAIL, and nothing
+    // leaves the node.
+    let resolver = shoal_dns::Resolver::new(vec![]);
+    let vip = Ipv4Addr::new(10, 0, 9, 50);
+    let tasks = [Ipv4Addr::new(10, 0, 9, 51), Ipv4Addr::new(10, 0, 9, 52)];
+    let names = shoal_dns::service_names("web", Some(vip), &tasks);
+    resolver.set_names("net-9", names.into_iter().collect());
+    let conf = node.lab.node(1).state_dir().join("dns-resolv.conf");
+    std::fs::write(&conf, shoal_dns::task_resolv_conf(""))?;
+
+    // The command resolves at once: the resolver must already be there.
+    let mut spec = node.spec(
+        "resolver",
+        2,
+        &[
+            "sh",
+            "-c",
+            "getent ahostsv4 web; getent ahostsv4 tasks.web; \
+             getent ahostsv4 elsewhere.invalid || echo unresolved",
+        ],
+    );
+    spec.resolv_conf = Some(conf);
+    let mut served = None;
+    let mut task = node
+        .runtime
+        .start_with(&spec, |netns| {
+            served = Some(resolver.serve_task_fd(netns, "resolver", vec!["net-9".into()])?);
+            Ok(())
+        })
+        .await
+        .context("start")?;
+    let exit = within(task.wait()).await?;
+    drop(served);
+    let logs = node.logs("resolver")?;
+    ensure!(exit.success(), "{exit}: {logs:?}");
+    // getent prints one line per socket type and address.
+    let addrs: BTreeSet<&str> = stdout(&logs)
+        .iter()
+        .filter_map(|l| l.split_whitespace().next())
+        .collect();
+    ensure!(
+        addrs == BTreeSet::from(["10.0.9.50", "10.0.9.51", "10.0.9.52", "unresolved"]),
+        "{logs:?}"
+    );
+    Ok(())
+}
