@@ -19,6 +19,9 @@
 //! - A socket belongs to the namespace it was created in, so
 //!   [`Resolver::serve_task`] creates the task's two sockets on a throwaway
 //!   thread inside its namespace and serves them on the agent's runtime.
+//!   Call it (as [`Resolver::serve_task_fd`]) from the runtime's
+//!   `Runtime::start_with` hook, so the resolver is up before the task's
+//!   command makes its first query.
 //!
 //! ```no_run
 //! # async fn demo() -> Result<(), shoal_dns::DnsError> {
