@@ -441,6 +441,7 @@ impl Executor {
             env,
             attachments,
             rootfs: (!t.rootfs.is_empty()).then(|| PathBuf::from(&t.rootfs)),
+            resolv_conf: None,
             log_dir: self.env.tasks_dir.clone(),
         };
         self.send(report(&t.id, "starting", "starting", ""));

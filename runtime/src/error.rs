@@ -77,6 +77,18 @@ pub enum RuntimeError {
     #[error("rootfs {path} is not a directory: give an unpacked directory tree")]
     RootfsNotDir { path: PathBuf },
 
+    /// The caller's `before_exec` of [`Runtime::start_with`](crate::Runtime::start_with) failed.
+    #[error("task {id}: preparing its namespace before the command starts: {source}")]
+    BeforeExec {
+        id: String,
+        #[source]
+        source: crate::BoxError,
+    },
+
+    /// `resolv_conf` does not name a file.
+    #[error("resolv.conf {path} is not a file: write it before starting the task")]
+    ResolvConfNotFile { path: PathBuf },
+
     /// A step of the sandbox set-up, between fork and exec, failed.
     #[error("task {id}: {stage} failed: {source}")]
     Setup {

@@ -25,7 +25,8 @@
 //! - **Files.** The command comes from the node's filesystem, with a fresh
 //!   `/proc`; with a rootfs, the task pivots into it (used in place, with
 //!   `/proc`, a minimal `/dev` and `/dev/shm` mounted). All mounts are in
-//!   the task's mount namespace and vanish with it.
+//!   the task's mount namespace and vanish with it, as does the optional
+//!   bind mount of a resolv.conf over `/etc/resolv.conf`.
 //! - **Logs.** stdout and stderr go through pipes into `<log_dir>/<id>.log`,
 //!   one timestamped record a line (see [`logs`]); [`read_logs`] reads it
 //!   back for `service logs`.
@@ -50,6 +51,7 @@
 //!             mtu: None,
 //!         }],
 //!         rootfs: None,
+//!         resolv_conf: None,
 //!         log_dir: "/var/lib/shoal/logs".into(),
 //!     })
 //!     .await?;
@@ -67,6 +69,9 @@ mod spec;
 mod task;
 
 pub use error::RuntimeError;
+
+/// Any error, from a caller's hook.
+pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
 pub use logs::{LogLine, Stream, read_logs, remove_logs};
 pub use nix::sys::signal::Signal;
 pub use sandbox::Stage;

@@ -78,10 +78,12 @@ pub enum Stage {
     Fork,
     /// `execve` of the command.
     Exec,
+    /// Bind-mounting the task's resolv.conf over `/etc/resolv.conf`.
+    ResolvConf,
 }
 
 impl Stage {
-    const ALL: [Stage; 14] = [
+    const ALL: [Stage; 15] = [
         Stage::DeathSignal,
         Stage::Signals,
         Stage::Namespaces,
@@ -96,6 +98,7 @@ impl Stage {
         Stage::CloseFds,
         Stage::Fork,
         Stage::Exec,
+        Stage::ResolvConf,
     ];
 
     fn from_code(code: u32) -> Option<Stage> {
@@ -124,6 +127,10 @@ impl fmt::Display for Stage {
             Stage::CloseFds => "closing inherited file descriptors (close_range needs Linux 5.9)",
             Stage::Fork => "forking the task from its init",
             Stage::Exec => "executing the command",
+            Stage::ResolvConf => {
+                "bind-mounting resolv.conf over /etc/resolv.conf (the node's must exist; a \
+                 rootfs' etc and etc/resolv.conf cannot be symlinks)"
+            }
         })
     }
 }
@@ -212,11 +219,21 @@ struct RootfsPlan {
     links: Vec<(CString, CString)>,
 }
 
+/// The bind mount of the task's resolv.conf.
+struct ResolvPlan {
+    /// The file on the node.
+    source: CString,
+    /// With a rootfs, `<root>/etc`: the file is opened in it without
+    /// following symlinks, which would resolve against the node's root.
+    rootfs_etc: Option<CString>,
+}
+
 /// Everything the child needs, prepared before the fork.
 pub(crate) struct ChildPlan {
     hostname: CString,
     netns: OwnedFd,
     rootfs: Option<RootfsPlan>,
+    resolv_conf: Option<ResolvPlan>,
     argv: CStrArray,
     envp: CStrArray,
     candidates: Vec<CString>,
@@ -280,11 +297,26 @@ impl ChildPlan {
             .as_deref()
             .map(|root| RootfsPlan::new(id, root))
             .transpose()?;
+        let resolv_conf = spec
+            .resolv_conf
+            .as_deref()
+            .map(|conf| {
+                Ok::<_, RuntimeError>(ResolvPlan {
+                    source: c_string(id, "resolv_conf", conf.as_os_str().as_bytes())?,
+                    rootfs_etc: spec
+                        .rootfs
+                        .as_deref()
+                        .map(|root| c_string(id, "rootfs", root.join("etc").as_os_str().as_bytes()))
+                        .transpose()?,
+                })
+            })
+            .transpose()?;
         let fd_err = |op| move |source| RuntimeError::Resource { op, source };
         Ok(ChildPlan {
             hostname: c_string(id, "name", spec.name.as_bytes())?,
             netns: above_stdio(netns).map_err(fd_err("duplicate the netns descriptor"))?,
             rootfs,
+            resolv_conf,
             argv: CStrArray::new(argv),
             envp: CStrArray::new(envp),
             candidates,
@@ -356,6 +388,29 @@ fn mount(
             opt_ptr(data).cast(),
         )
     }
+}
+
+/// `/proc/self/fd/<fd>` in `buf`, without allocating: mounting onto that
+/// magic link mounts onto the file `fd` is open on (as runc does), so no
+/// path is resolved twice.
+fn fd_path(fd: RawFd, buf: &mut [u8; 32]) -> &CStr {
+    const PREFIX: &[u8] = b"/proc/self/fd/";
+    buf[..PREFIX.len()].copy_from_slice(PREFIX);
+    let mut digits = [0u8; 10];
+    let (mut n, mut len) = (fd.unsigned_abs(), 0);
+    loop {
+        digits[len] = b'0' + (n % 10) as u8;
+        len += 1;
+        n /= 10;
+        if n == 0 {
+            break;
+        }
+    }
+    for (i, digit) in digits[..len].iter().rev().enumerate() {
+        buf[PREFIX.len() + i] = *digit;
+    }
+    buf[PREFIX.len() + len] = 0;
+    CStr::from_bytes_until_nul(buf).unwrap_or(c"/proc/self/fd/")
 }
 
 fn mkdir(path: &CStr, mode: libc::mode_t) -> c_int {
@@ -499,11 +554,16 @@ impl<'a> Child<'a> {
         let proc_flags = libc::MS_NOSUID | libc::MS_NODEV | libc::MS_NOEXEC;
         match &self.plan.rootfs {
             Some(rootfs) => self.enter_rootfs(rootfs)?,
-            // The node's /proc would show the node's processes.
-            None => self.check(
-                mount(Some(c"proc"), c"/proc", Some(c"proc"), proc_flags, None),
-                Stage::MountProc,
-            )?,
+            None => {
+                // The node's /proc would show the node's processes.
+                self.check(
+                    mount(Some(c"proc"), c"/proc", Some(c"proc"), proc_flags, None),
+                    Stage::MountProc,
+                )?;
+                if let Some(conf) = &self.plan.resolv_conf {
+                    self.mount_resolv_conf(conf)?;
+                }
+            }
         }
         self.check(chdir(c"/"), Stage::Chdir)?;
         // The init never execs, so close-on-exec does not apply to it: drop
@@ -570,6 +630,9 @@ impl<'a> Child<'a> {
             Some(c"mode=1777,size=65536k"),
         );
         self.check(rc, Stage::MountDev)?;
+        if let Some(conf) = &self.plan.resolv_conf {
+            self.mount_resolv_conf(conf)?;
+        }
         // pivot_root(".", ".") stacks the old root on the new one, and the
         // detach unmounts it: no put_old directory needed in the rootfs
         // (runc does the same).
@@ -580,6 +643,43 @@ impl<'a> Child<'a> {
         // SAFETY: the argument is a NUL-terminated string.
         let rc = unsafe { libc::umount2(c".".as_ptr(), libc::MNT_DETACH) };
         self.check(rc, Stage::PivotRoot)
+    }
+
+    /// Bind-mounts the task's resolv.conf over `/etc/resolv.conf`, or with a
+    /// rootfs (before the pivot) over `<root>/etc/resolv.conf`, created if
+    /// missing. The mount is in the task's mount namespace only.
+    fn mount_resolv_conf(&self, conf: &ResolvPlan) -> io::Result<()> {
+        let Some(etc) = &conf.rootfs_etc else {
+            let target = c"/etc/resolv.conf";
+            let rc = mount(Some(&conf.source), target, None, libc::MS_BIND, None);
+            return self.check(rc, Stage::ResolvConf);
+        };
+        // mkdir errors (EEXIST, read-only) surface in the open after it.
+        mkdir(etc, 0o755);
+        let dir_flags = libc::O_RDONLY | libc::O_DIRECTORY | libc::O_NOFOLLOW | libc::O_CLOEXEC;
+        // SAFETY: `etc` is a NUL-terminated string.
+        let dir = unsafe { libc::open(etc.as_ptr(), dir_flags) };
+        self.check(dir, Stage::ResolvConf)?;
+        // Read-only with O_CREAT: creates a missing file, and opens an
+        // existing one even on a read-only rootfs.
+        let file_flags = libc::O_RDONLY | libc::O_CREAT | libc::O_NOFOLLOW | libc::O_CLOEXEC;
+        // SAFETY: `dir` is an open directory, the name a NUL-terminated string.
+        let file = unsafe { libc::openat(dir, c"resolv.conf".as_ptr(), file_flags, 0o644) };
+        // Checked before the close, which could overwrite errno.
+        let opened = self.check(file, Stage::ResolvConf);
+        close(dir);
+        opened?;
+        let mut buf = [0; 32];
+        let rc = mount(
+            Some(&conf.source),
+            fd_path(file, &mut buf),
+            None,
+            libc::MS_BIND,
+            None,
+        );
+        let mounted = self.check(rc, Stage::ResolvConf);
+        close(file);
+        mounted
     }
 
     /// In the task (PID 2): a clean signal state, its own session, exec.
@@ -694,6 +794,14 @@ mod tests {
             assert_eq!(stage as u32 as usize, i + 1);
             assert_eq!(Stage::from_code(stage as u32), Some(stage));
         }
+    }
+
+    #[test]
+    fn fd_paths_name_the_descriptor() {
+        let mut buf = [0xff; 32];
+        assert_eq!(fd_path(7, &mut buf), c"/proc/self/fd/7");
+        assert_eq!(fd_path(0, &mut buf), c"/proc/self/fd/0");
+        assert_eq!(fd_path(i32::MAX, &mut buf), c"/proc/self/fd/2147483647");
     }
 
     #[test]

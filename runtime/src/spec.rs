@@ -38,6 +38,12 @@ pub struct TaskSpec {
     /// Run inside this directory tree (pivoted into, used in place) instead
     /// of the node's filesystem.
     pub rootfs: Option<PathBuf>,
+    /// A file on the node bind-mounted over the task's `/etc/resolv.conf`
+    /// (the agent writes one naming the embedded resolver at 127.0.0.11).
+    /// With a rootfs, `<rootfs>/etc/resolv.conf` is created if missing; its
+    /// `etc` and the file itself cannot be symlinks, which would resolve on
+    /// the node. Unset: the task sees the node's (or the rootfs') own.
+    pub resolv_conf: Option<PathBuf>,
     /// Where the task's log (`<id>.log`) is written.
     pub log_dir: PathBuf,
 }
@@ -154,6 +160,11 @@ impl TaskSpec {
                     "pivoting into / is not isolation: leave rootfs unset to use the node's filesystem",
                 ));
             }
+        }
+        if let Some(conf) = &self.resolv_conf
+            && !conf.is_absolute()
+        {
+            return Err(invalid(id, "resolv_conf", conf, "give an absolute path"));
         }
         Ok(())
     }
@@ -315,6 +326,7 @@ mod tests {
             env: vec![],
             attachments: vec![attachment()],
             rootfs: None,
+            resolv_conf: None,
             log_dir: "/tmp/logs".into(),
         }
     }
@@ -367,6 +379,10 @@ mod tests {
             (|s| s.attachments.push(attachment()), "attachments"),
             (|s| s.rootfs = Some("relative".into()), "rootfs"),
             (|s| s.rootfs = Some("/".into()), "rootfs"),
+            (
+                |s| s.resolv_conf = Some("resolv.conf".into()),
+                "resolv_conf",
+            ),
         ];
         for (break_it, field) in cases {
             let mut s = spec();

@@ -4,6 +4,7 @@
 use std::fs::{File, OpenOptions};
 use std::io::{self, Read};
 use std::net::Ipv4Addr;
+use std::os::fd::{AsFd, BorrowedFd};
 use std::os::unix::process::ExitStatusExt;
 use std::path::PathBuf;
 use std::process::ExitStatus;
@@ -22,7 +23,7 @@ use crate::logs::{self, Stream};
 use crate::net::{self, HostVeth};
 use crate::sandbox::{self, ChildPlan, Stage};
 use crate::spawner::{Spawned, Spawner};
-use crate::{RuntimeError, TaskSpec};
+use crate::{BoxError, RuntimeError, TaskSpec};
 
 /// How long the log copiers may take to reach the end of the task's output
 /// once its last process is gone. They finish at once unless a descriptor
@@ -214,12 +215,34 @@ impl Runtime {
     /// configured, or with why it could not start (then nothing of it is
     /// left but its log file).
     pub async fn start(&self, spec: &TaskSpec) -> Result<RunningTask, RuntimeError> {
+        self.start_with(spec, |_| Ok(())).await
+    }
+
+    /// As [`start`](Self::start), calling `before_exec` with the task's
+    /// network namespace once its network is configured (`lo` up included)
+    /// and before its command starts: what the task needs from the node
+    /// inside its namespace, such as the embedded resolver's sockets, is
+    /// then there from the command's first instruction. Its error fails the
+    /// start.
+    pub async fn start_with<F>(
+        &self,
+        spec: &TaskSpec,
+        before_exec: F,
+    ) -> Result<RunningTask, RuntimeError>
+    where
+        F: FnOnce(BorrowedFd<'_>) -> Result<(), BoxError> + Send,
+    {
         spec.validate()?;
         let runtime = tokio::runtime::Handle::try_current().map_err(|_| RuntimeError::NoRuntime)?;
         if let Some(root) = &spec.rootfs
             && !root.is_dir()
         {
             return Err(RuntimeError::RootfsNotDir { path: root.clone() });
+        }
+        if let Some(conf) = &spec.resolv_conf
+            && !conf.is_file()
+        {
+            return Err(RuntimeError::ResolvConfNotFile { path: conf.clone() });
         }
         std::fs::create_dir_all(&spec.log_dir).map_err(io_err(&spec.log_dir, "create"))?;
         let log_path = logs::log_path(&spec.log_dir, &spec.id);
@@ -232,7 +255,14 @@ impl Runtime {
 
         let mut veths = Vec::new();
         let launched = self
-            .launch(spec, &runtime, &node, &mut veths, Arc::new(log))
+            .launch(
+                spec,
+                &runtime,
+                &node,
+                &mut veths,
+                Arc::new(log),
+                before_exec,
+            )
             .await;
         let launched = match launched {
             Ok(launched) => launched,
@@ -283,6 +313,7 @@ impl Runtime {
         node: &rtnetlink::Handle,
         veths: &mut Vec<HostVeth>,
         log: Arc<File>,
+        before_exec: impl FnOnce(BorrowedFd<'_>) -> Result<(), BoxError>,
     ) -> Result<Launched, RuntimeError> {
         let (task_netns, task) = net::new_netns(runtime)?;
         for (i, attachment) in spec.attachments.iter().enumerate() {
@@ -291,6 +322,10 @@ impl Runtime {
         let macs = net::configure_task(&task, &spec.id, &spec.attachments).await?;
         // Its socket would keep the namespace alive after the task.
         drop(task);
+        before_exec(task_netns.as_fd()).map_err(|source| RuntimeError::BeforeExec {
+            id: spec.id.clone(),
+            source,
+        })?;
 
         let (status, status_w) = pipe2(OFlag::O_CLOEXEC | OFlag::O_NONBLOCK)
             .map_err(resource_err("create the task's status pipe"))?;

@@ -95,6 +95,7 @@ impl Node {
                 mtu: None,
             }],
             rootfs: None,
+            resolv_conf: None,
             log_dir: self.log_dir.clone(),
         }
     }
@@ -540,5 +541,123 @@ async fn a_task_pivots_into_its_rootfs() -> anyhow::Result<()> {
     );
     assert_gone("rooted", ns)?;
     ensure!(node.bridge_ports().await?.is_empty());
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_task_reads_the_resolv_conf_it_is_given() -> anyhow::Result<()> {
+    let node = Node::start("rt-resolv").await?;
+    let state = node.lab.node(1).state_dir();
+    let conf = state.join("task-resolv.conf");
+    std::fs::write(&conf, "nameserver 127.0.0.11\noptions ndots:0\n")?;
+    let node_before = std::fs::read("/etc/resolv.conf")?;
+    let print = [
+        "sh",
+        "-c",
+        "while read l; do echo \"$l\"; done < /etc/resolv.conf",
+    ];
+
+    // On the node's filesystem.
+    let mut spec = node.spec("resolv-node", 2, &print);
+    spec.resolv_conf = Some(conf.clone());
+    let mut task = node.runtime.start(&spec).await.context("start")?;
+    let exit = within(task.wait()).await?;
+    let logs = node.logs("resolv-node")?;
+    ensure!(exit.success(), "{exit}: {logs:?}");
+    ensure!(
+        stdout(&logs) == ["nameserver 127.0.0.11", "options ndots:0"],
+        "{logs:?}"
+    );
+    ensure!(
+        std::fs::read("/etc/resolv.conf")? == node_before,
+        "the node's resolv.conf is untouched"
+    );
+
+    // In a rootfs without an etc: the file is made for the mount.
+    let root = state.join("rootfs");
+    install_binary(&root, Path::new("/bin/sh"), "/bin/sh")?;
+    let mut spec = node.spec("resolv-root", 3, &print);
+    spec.rootfs = Some(root.clone());
+    spec.resolv_conf = Some(conf.clone());
+    let mut task = node.runtime.start(&spec).await.context("start rooted")?;
+    let exit = within(task.wait()).await?;
+    let logs = node.logs("resolv-root")?;
+    ensure!(exit.success(), "{exit}: {logs:?}");
+    ensure!(
+        stdout(&logs) == ["nameserver 127.0.0.11", "options ndots:0"],
+        "{logs:?}"
+    );
+    ensure!(
+        std::fs::read(root.join("etc/resolv.conf"))?.is_empty(),
+        "the mount was the task's; the rootfs keeps an empty mount point"
+    );
+
+    // A symlink would resolve on the node: refused, nothing written there.
+    let outside = state.join("outside");
+    std::fs::remove_file(root.join("etc/resolv.conf"))?;
+    std::os::unix::fs::symlink(&outside, root.join("etc/resolv.conf"))?;
+    let mut spec = node.spec("resolv-link", 4, &print);
+    spec.rootfs = Some(root);
+    spec.resolv_conf = Some(conf);
+    match node.runtime.start(&spec).await {
+        Err(RuntimeError::Setup {
+            stage: shoal_runtime::Stage::ResolvConf,
+            ..
+        }) => {}
+        other => bail!("a symlinked resolv.conf was followed: {other:?}"),
+    }
+    ensure!(!outside.exists(), "nothing was created through the symlink");
+    ensure!(node.bridge_ports().await?.is_empty());
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_task_resolves_services_through_127_0_0_11_from_its_first_instruction()
+-> anyhow::Result<()> {
+    let node = Node::start("rt-dns").await?;
+    // No upstreams: names not in the table get SERVFAIL, and nothing
+    // leaves the node.
+    let resolver = shoal_dns::Resolver::new(vec![]);
+    let vip = Ipv4Addr::new(10, 0, 9, 50);
+    let tasks = [Ipv4Addr::new(10, 0, 9, 51), Ipv4Addr::new(10, 0, 9, 52)];
+    let names = shoal_dns::service_names("web", Some(vip), &tasks);
+    resolver.set_names("net-9", names.into_iter().collect());
+    let conf = node.lab.node(1).state_dir().join("dns-resolv.conf");
+    std::fs::write(&conf, shoal_dns::task_resolv_conf(""))?;
+
+    // The command resolves at once: the resolver must already be there.
+    let mut spec = node.spec(
+        "resolver",
+        2,
+        &[
+            "sh",
+            "-c",
+            "getent ahostsv4 web; getent ahostsv4 tasks.web; \
+             getent ahostsv4 elsewhere.invalid || echo unresolved",
+        ],
+    );
+    spec.resolv_conf = Some(conf);
+    let mut served = None;
+    let mut task = node
+        .runtime
+        .start_with(&spec, |netns| {
+            served = Some(resolver.serve_task_fd(netns, "resolver", vec!["net-9".into()])?);
+            Ok(())
+        })
+        .await
+        .context("start")?;
+    let exit = within(task.wait()).await?;
+    drop(served);
+    let logs = node.logs("resolver")?;
+    ensure!(exit.success(), "{exit}: {logs:?}");
+    // getent prints one line per socket type and address.
+    let addrs: BTreeSet<&str> = stdout(&logs)
+        .iter()
+        .filter_map(|l| l.split_whitespace().next())
+        .collect();
+    ensure!(
+        addrs == BTreeSet::from(["10.0.9.50", "10.0.9.51", "10.0.9.52", "unresolved"]),
+        "{logs:?}"
+    );
     Ok(())
 }

@@ -1,0 +1,91 @@
+//! Sockets made inside a task's network namespace.
+//!
+//! `setns` moves only the calling thread, and a socket belongs for life to
+//! the namespace of the thread that created it, wherever it is used later.
+//! So each socket is made on a throwaway std thread that joins the
+//! namespace and ends there; no tokio worker ever changes namespace.
+
+use std::fs::File;
+use std::io;
+use std::net::{SocketAddr, SocketAddrV4, TcpListener, UdpSocket};
+use std::os::fd::{AsFd, BorrowedFd};
+use std::path::Path;
+
+use nix::sched::{CloneFlags, setns};
+
+use crate::DnsError;
+
+/// Runs `make` on a fresh thread inside the namespace `netns`.
+fn in_netns<T: Send>(
+    netns: BorrowedFd<'_>,
+    name: &str,
+    make: impl FnOnce() -> Result<T, DnsError> + Send,
+) -> Result<T, DnsError> {
+    std::thread::scope(|scope| {
+        scope
+            .spawn(|| {
+                setns(netns, CloneFlags::CLONE_NEWNET).map_err(|errno| DnsError::Netns {
+                    netns: name.to_owned(),
+                    op: "enter",
+                    source: errno.into(),
+                })?;
+                make()
+            })
+            .join()
+            .unwrap_or_else(|panic| std::panic::resume_unwind(panic))
+    })
+}
+
+fn open(netns: &Path) -> Result<File, DnsError> {
+    File::open(netns).map_err(|source| DnsError::Netns {
+        netns: netns.display().to_string(),
+        op: "open",
+        source,
+    })
+}
+
+fn bind_err(
+    name: &str,
+    proto: &'static str,
+    addr: SocketAddrV4,
+) -> impl FnOnce(io::Error) -> DnsError {
+    move |source| DnsError::Bind {
+        netns: name.to_owned(),
+        proto,
+        addr: SocketAddr::V4(addr),
+        source,
+    }
+}
+
+/// A UDP socket bound to `addr` inside the network namespace at `netns`
+/// (`/proc/<task pid>/ns/net`, or a `/run/netns/<name>` bind mount).
+pub fn bind_in_netns(netns: &Path, addr: SocketAddrV4) -> Result<UdpSocket, DnsError> {
+    bind_in_netns_fd(open(netns)?.as_fd(), &netns.display().to_string(), addr)
+}
+
+/// As [`bind_in_netns`], for an open namespace; `name` only labels errors.
+pub fn bind_in_netns_fd(
+    netns: BorrowedFd<'_>,
+    name: &str,
+    addr: SocketAddrV4,
+) -> Result<UdpSocket, DnsError> {
+    in_netns(netns, name, || {
+        UdpSocket::bind(addr).map_err(bind_err(name, "udp", addr))
+    })
+}
+
+/// A TCP listener on `addr` inside the network namespace at `netns`.
+pub fn listen_in_netns(netns: &Path, addr: SocketAddrV4) -> Result<TcpListener, DnsError> {
+    listen_in_netns_fd(open(netns)?.as_fd(), &netns.display().to_string(), addr)
+}
+
+/// As [`listen_in_netns`], for an open namespace.
+pub fn listen_in_netns_fd(
+    netns: BorrowedFd<'_>,
+    name: &str,
+    addr: SocketAddrV4,
+) -> Result<TcpListener, DnsError> {
+    in_netns(netns, name, || {
+        TcpListener::bind(addr).map_err(bind_err(name, "tcp", addr))
+    })
+}
