@@ -113,6 +113,10 @@ pub struct Executor {
     endpoints: Option<Endpoints>,
     /// Wakes the mesh sync (a network appeared or went).
     mesh_poke: Notify,
+    /// The embedded DNS (swarm's 127.0.0.11), served in every task.
+    dns: shoal_dns::Resolver,
+    /// The resolv.conf tasks see: 127.0.0.11, the node's search options.
+    resolv_conf: Option<PathBuf>,
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -156,6 +160,18 @@ impl Worker {
         let (reports, reports_rx) = mpsc::unbounded_channel();
         let (view, view_rx) = watch::channel(Arc::new(AssignmentSet::default()));
         routing_sysctls();
+        let node_resolv = std::fs::read_to_string("/etc/resolv.conf").unwrap_or_default();
+        let dns = shoal_dns::Resolver::new(shoal_dns::parse_resolv_conf(&node_resolv));
+        let resolv_path = env.tasks_dir.join("resolv.conf");
+        let resolv_conf = match std::fs::create_dir_all(&env.tasks_dir)
+            .and_then(|()| std::fs::write(&resolv_path, shoal_dns::task_resolv_conf(&node_resolv)))
+        {
+            Ok(()) => Some(resolv_path),
+            Err(e) => {
+                tracing::warn!(error = %e, "writing the tasks' resolv.conf; tasks keep the node's");
+                None
+            }
+        };
         let endpoints = match env.data_ip {
             Some(ip) => match Endpoints::start(&link, ip) {
                 Ok(e) => Some(e),
@@ -178,6 +194,8 @@ impl Worker {
             view,
             endpoints,
             mesh_poke: Notify::new(),
+            dns,
+            resolv_conf,
         });
         let mut loops = vec![
             tokio::spawn(sweep_then_follow(executor.clone(), link.clone())),
@@ -223,6 +241,7 @@ async fn mesh_sync(exec: Arc<Executor>, mut view: watch::Receiver<Arc<Assignment
         let set = view.borrow_and_update().clone();
         exec.ensure_ingress(&set).await;
         exec.sync_mesh(&set).await;
+        exec.sync_names(&set).await;
         tokio::select! {
             r = view.changed() => if r.is_err() { return },
             _ = exec.mesh_poke.notified() => {}
@@ -441,12 +460,18 @@ impl Executor {
             env,
             attachments,
             rootfs: (!t.rootfs.is_empty()).then(|| PathBuf::from(&t.rootfs)),
-            resolv_conf: None,
+            resolv_conf: self.resolv_conf.clone(),
             log_dir: self.env.tasks_dir.clone(),
         };
         self.send(report(&t.id, "starting", "starting", ""));
+        let networks: Vec<String> = t.addresses.iter().map(|a| a.network_id.clone()).collect();
+        let mut dns = None;
+        let serve_dns = |ns: std::os::fd::BorrowedFd<'_>| -> Result<(), shoal_runtime::BoxError> {
+            dns = Some(self.dns.serve_task_fd(ns, &t.id, networks)?);
+            Ok(())
+        };
         let started = tokio::select! {
-            r = self.runtime.start(&spec) => r,
+            r = self.runtime.start_with(&spec, serve_dns) => r,
             _ = stop.notified() => return report(&t.id, "shutdown", "shutdown before start", ""),
         };
         let mut task = match started {
@@ -468,6 +493,8 @@ impl Executor {
         };
         self.withdraw(published);
         self.detach_mesh(links);
+        // Its sockets would keep the task's namespace alive.
+        drop(dns);
         let exit = match exit {
             Ok(exit) => exit,
             Err(e) => return report(&t.id, "failed", "task lost", e.to_string()),
@@ -605,6 +632,22 @@ impl Executor {
         }
     }
 
+    /// The embedded DNS's names per network: each service attached to it
+    /// (its VIP there, or its tasks in dnsrr mode), and `tasks.<service>`.
+    async fn sync_names(&self, set: &AssignmentSet) {
+        let local = self.local_networks().await;
+        for (net, names) in dns_names(set) {
+            if local.contains_key(&net) {
+                self.dns.set_names(&net, names);
+            }
+        }
+        for n in &set.networks {
+            if !local.contains_key(&n.id) {
+                self.dns.remove_network(&n.id);
+            }
+        }
+    }
+
     /// Hangs the task programs on the task's veths. A failure leaves the
     /// task running without VIPs or return paths, which is logged.
     fn attach_mesh(&self, task: &str, ifaces: &[shoal_runtime::TaskInterface]) -> Vec<TaskLinks> {
@@ -703,6 +746,39 @@ impl Executor {
     pub(crate) fn data_ip(&self) -> Option<Ipv4Addr> {
         self.env.data_ip
     }
+}
+
+/// Network id → name → addresses, from the mesh part of an assignment set.
+fn dns_names(
+    set: &AssignmentSet,
+) -> std::collections::BTreeMap<String, std::collections::BTreeMap<String, Vec<Ipv4Addr>>> {
+    use std::collections::{BTreeMap, BTreeSet};
+    let mut out: BTreeMap<String, BTreeMap<String, Vec<Ipv4Addr>>> = BTreeMap::new();
+    for s in &set.mesh {
+        let mut nets: BTreeSet<&str> = s.backends.iter().map(|b| b.network_id.as_str()).collect();
+        nets.extend(s.vips.iter().map(|v| v.network_id.as_str()));
+        for net in nets {
+            let tasks: Vec<Ipv4Addr> = s
+                .backends
+                .iter()
+                .filter(|b| b.network_id == net)
+                .filter_map(|b| b.ip.parse().ok())
+                .collect();
+            let vip = (s.endpoint_mode != "dnsrr")
+                .then(|| {
+                    s.vips
+                        .iter()
+                        .find(|v| v.network_id == net)
+                        .and_then(|v| v.addr.split('/').next()?.parse().ok())
+                })
+                .flatten();
+            let names = out.entry(net.to_owned()).or_default();
+            for (name, addrs) in shoal_dns::service_names(&s.name, vip, &tasks) {
+                names.insert(name, addrs);
+            }
+        }
+    }
+    out
 }
 
 /// The report for a task that ended: swarm's states and docker's wording.
