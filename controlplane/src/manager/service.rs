@@ -46,6 +46,9 @@ impl From<ManagerError> for Status {
             }
             ManagerError::Rejected(crate::model::ApplyError::NotFound { .. })
             | ManagerError::NotFound { .. } => Status::not_found(e.to_string()),
+            ManagerError::Rejected(crate::model::ApplyError::PortInUse { .. }) => {
+                Status::already_exists(e.to_string())
+            }
             ManagerError::Rejected(_) => Status::failed_precondition(e.to_string()),
             ManagerError::Invalid { .. } | ManagerError::Validation(_) => {
                 Status::invalid_argument(e.to_string())
