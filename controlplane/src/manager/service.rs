@@ -15,7 +15,7 @@ use shoal_api::cluster::v1::{
     RemoveNodeReply, RemoveNodeRequest, RemoveSecretReply, RemoveServiceReply,
     RenewCertificateReply, RenewCertificateRequest, ReportTasksReply, ReportTasksRequest,
     RotateCaRequest, ScaleServiceRequest, SecretRef, SecretSummary, ServiceRef, ServiceSummary,
-    UpdateNodeRequest, UpdateSwarmReply, UpdateSwarmRequest,
+    UpdateNodeRequest, UpdateServiceRequest, UpdateSwarmReply, UpdateSwarmRequest,
     control_server::{Control, ControlServer},
     dispatcher_server::{Dispatcher, DispatcherServer},
     join_server::{Join, JoinServer},
@@ -800,6 +800,16 @@ impl Control for Api {
         require_manager(&req)?;
         Ok(Response::new(
             services::scale(&self.0, req.get_ref()).await?,
+        ))
+    }
+
+    async fn update_service(
+        &self,
+        req: Request<UpdateServiceRequest>,
+    ) -> Result<Response<ServiceSummary>, Status> {
+        require_manager(&req)?;
+        Ok(Response::new(
+            services::update(&self.0, req.get_ref()).await?,
         ))
     }
 
