@@ -331,6 +331,8 @@ impl Dispatcher for Api {
                     l.tasks == set.tasks
                         && l.networks == set.networks
                         && l.endpoints == set.endpoints
+                        && l.mesh == set.mesh
+                        && l.nodes == set.nodes
                 });
                 if !same {
                     if tx.send(Ok(set.clone())).await.is_err() {
