@@ -4,6 +4,7 @@
 mod duration;
 mod label;
 mod net;
+mod port;
 mod token;
 
 use std::fmt;
@@ -11,6 +12,7 @@ use std::fmt;
 pub use duration::{DurationError, parse_duration};
 pub use label::{LabelError, check_label_key, parse_label};
 pub use net::{Ipv4Cidr, NetError, check_ip, check_ip_port, host_port, parse_pool};
+pub use port::{PortError, parse_publish, parse_publish_rm};
 pub use token::{TokenError, check_token};
 
 /// What was wrong with a flag's value.
@@ -24,6 +26,10 @@ pub enum Problem {
     Net(#[from] NetError),
     #[error(transparent)]
     Token(#[from] TokenError),
+    #[error(transparent)]
+    Port(#[from] PortError),
+    #[error("expected vip or dnsrr")]
+    EndpointMode,
     #[error("must be {min}-{max}")]
     Range { min: u64, max: u64 },
     #[error("must be a whole number of seconds, such as {suggest}")]

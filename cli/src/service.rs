@@ -10,14 +10,14 @@ use anyhow::bail;
 use clap::{Args, Subcommand};
 use serde::Serialize;
 use shoal_api::cluster::v1::{
-    CreateServiceRequest, ListServicesRequest, ListTasksRequest, RestartPolicy,
-    ScaleServiceRequest, ServiceRef, ServiceSummary, TaskSummary,
+    CreateServiceRequest, ListServicesRequest, ListTasksRequest, PortConfig, RestartPolicy,
+    ScaleServiceRequest, ServiceRef, ServiceSummary, TaskSummary, UpdateServiceRequest,
 };
 
 use crate::{
     client::{self, Daemon, finish},
     output::{Format, table},
-    parse::{FlagError, Problem, parse_duration, parse_label},
+    parse::{FlagError, Problem, parse_duration, parse_label, parse_publish, parse_publish_rm},
 };
 
 /// How long create/scale follow a service before giving up on it.
@@ -59,6 +59,16 @@ pub struct CreateArgs {
     /// instead of the node's own filesystem.
     #[arg(long)]
     rootfs: Option<String>,
+    /// Publish a port: [PUBLISHED:]TARGET[/tcp|/udp] (8080:80, 53:53/udp,
+    /// 80 for a free published port) or
+    /// published=P,target=T[,protocol=tcp|udp][,mode=ingress|host]
+    /// (repeatable).
+    #[arg(long, short, value_name = "SPEC")]
+    publish: Vec<String>,
+    /// How the service is reached: vip (one virtual IP, balanced) or dnsrr
+    /// (DNS round robin over the tasks; no ingress-mode ports).
+    #[arg(long, default_value = "vip")]
+    endpoint_mode: String,
     /// Exit immediately instead of waiting for the service to converge.
     #[arg(long, short)]
     detach: bool,
@@ -92,6 +102,26 @@ pub enum ServiceCmd {
     Inspect {
         #[arg(required = true)]
         services: Vec<String>,
+        /// Print the information in a human friendly format.
+        #[arg(long)]
+        pretty: bool,
+        /// JSON, as docker inspect prints by default.
+        #[arg(long, short, value_enum, default_value_t = Format::Json)]
+        format: Format,
+    },
+    /// Update a service's published ports.
+    Update {
+        service: String,
+        /// Add or replace a published port, as --publish takes it (repeatable).
+        #[arg(long, value_name = "SPEC")]
+        publish_add: Vec<String>,
+        /// Remove a published port: 8080, 8080/udp or the long form
+        /// (repeatable).
+        #[arg(long, value_name = "SPEC")]
+        publish_rm: Vec<String>,
+        /// Exit immediately instead of waiting for the service to converge.
+        #[arg(long, short)]
+        detach: bool,
     },
     /// Scale one or more replicated services: SERVICE=REPLICAS.
     Scale {
@@ -126,6 +156,21 @@ fn request(a: &CreateArgs) -> Result<CreateServiceRequest, FlagError> {
         let (k, v) = parse_label(l).map_err(|e| FlagError::new("--label", l, e))?;
         labels.insert(k, v);
     }
+    let mut ports = Vec::new();
+    for p in &a.publish {
+        ports.push(
+            parse_publish(p)
+                .map_err(|e| FlagError::new("--publish", p, e))?
+                .to_api(),
+        );
+    }
+    if !matches!(a.endpoint_mode.as_str(), "vip" | "dnsrr") {
+        return Err(FlagError::new(
+            "--endpoint-mode",
+            &a.endpoint_mode,
+            Problem::EndpointMode,
+        ));
+    }
     let replicas = match (a.mode.as_str(), a.replicas) {
         ("global", Some(_)) => {
             return Err(FlagError::new(
@@ -153,9 +198,40 @@ fn request(a: &CreateArgs) -> Result<CreateServiceRequest, FlagError> {
         args: a.command.clone(),
         labels,
         rootfs: a.rootfs.clone().unwrap_or_default(),
-        endpoint_mode: String::new(),
-        ports: Vec::new(),
+        endpoint_mode: a.endpoint_mode.clone(),
+        ports,
     })
+}
+
+fn update_request(
+    service: &str,
+    add: &[String],
+    rm: &[String],
+) -> Result<UpdateServiceRequest, FlagError> {
+    let mut r = UpdateServiceRequest {
+        service: service.to_owned(),
+        ..Default::default()
+    };
+    for p in add {
+        let spec = parse_publish(p).map_err(|e| FlagError::new("--publish-add", p, e))?;
+        r.publish_add.push(spec.to_api());
+    }
+    for p in rm {
+        let spec = parse_publish_rm(p).map_err(|e| FlagError::new("--publish-rm", p, e))?;
+        r.publish_rm.push(spec.to_api());
+    }
+    Ok(r)
+}
+
+/// docker's PORTS column: the ingress ports, which answer on every node
+/// (`service ls` leaves host-mode ports to `service inspect`, as docker).
+pub fn ports_column(ports: &[PortConfig]) -> String {
+    ports
+        .iter()
+        .filter(|p| p.publish_mode != "host")
+        .map(|p| format!("*:{}->{}/{}", p.published_port, p.target_port, p.protocol))
+        .collect::<Vec<_>>()
+        .join(",")
 }
 
 fn parse_scale(s: &str) -> Result<(String, u64), FlagError> {
@@ -304,6 +380,24 @@ struct ServiceJson<'a> {
     /// `null`: the node's filesystem.
     rootfs: Option<&'a str>,
     labels: BTreeMap<&'a str, &'a str>,
+    endpoint_mode: &'a str,
+    ports: Vec<PortJson<'a>>,
+    vips: Vec<VipJson<'a>>,
+}
+
+#[derive(Serialize)]
+struct PortJson<'a> {
+    protocol: &'a str,
+    target_port: u32,
+    published_port: u32,
+    publish_mode: &'a str,
+}
+
+#[derive(Serialize)]
+struct VipJson<'a> {
+    network_id: &'a str,
+    network: &'a str,
+    addr: &'a str,
 }
 
 fn service_json(s: &ServiceSummary) -> ServiceJson<'_> {
@@ -327,7 +421,143 @@ fn service_json(s: &ServiceSummary) -> ServiceJson<'_> {
             .iter()
             .map(|(k, v)| (k.as_str(), v.as_str()))
             .collect(),
+        endpoint_mode: &s.endpoint_mode,
+        ports: s
+            .ports
+            .iter()
+            .map(|p| PortJson {
+                protocol: &p.protocol,
+                target_port: p.target_port,
+                published_port: p.published_port,
+                publish_mode: &p.publish_mode,
+            })
+            .collect(),
+        vips: s
+            .vips
+            .iter()
+            .map(|v| VipJson {
+                network_id: &v.network_id,
+                network: &v.network,
+                addr: &v.addr,
+            })
+            .collect(),
     }
+}
+
+/// `service inspect --pretty`, in docker's layout.
+fn service_text(s: &ServiceSummary) -> String {
+    let mut out = format!(
+        "ID:		{}
+Name:		{}
+",
+        s.id, s.name
+    );
+    if !s.labels.is_empty() {
+        out.push_str(
+            "Labels:
+",
+        );
+        let labels: BTreeMap<_, _> = s.labels.iter().collect();
+        for (k, v) in labels {
+            out.push_str(&format!(
+                " {k}={v}
+"
+            ));
+        }
+    }
+    out.push_str(&format!(
+        "Service Mode:	{}
+",
+        crate::output::pretty(&s.mode)
+    ));
+    if s.mode == "replicated" {
+        out.push_str(&format!(
+            " Replicas:	{}
+",
+            s.desired
+        ));
+    }
+    if !s.constraints.is_empty() {
+        out.push_str(
+            "Placement:
+ Constraints:	",
+        );
+        out.push_str(&format!(
+            "[{}]
+",
+            s.constraints.join(" ")
+        ));
+    }
+    if let Some(r) = &s.restart {
+        out.push_str(&format!(
+            "RestartPolicy:
+ Condition:	{}
+ Delay:		{}s
+ Max attempts:	{}
+",
+            r.condition, r.delay_secs, r.max_attempts
+        ));
+    }
+    out.push_str(&format!(
+        "ContainerSpec:
+ Args:		{}
+",
+        s.args.join(" ")
+    ));
+    if !s.rootfs.is_empty() {
+        out.push_str(&format!(
+            " Rootfs:	{}
+",
+            s.rootfs
+        ));
+    }
+    if !s.env.is_empty() {
+        out.push_str(" Env:		");
+        out.push_str(&s.env.join(" "));
+        out.push('\n');
+    }
+    if !s.networks.is_empty() {
+        out.push_str(&format!(
+            "Networks:	{}
+",
+            s.networks.join(" ")
+        ));
+    }
+    out.push_str(&format!(
+        "Endpoint Mode:	{}
+",
+        s.endpoint_mode
+    ));
+    if !s.ports.is_empty() {
+        out.push_str(
+            "Ports:
+",
+        );
+        for p in &s.ports {
+            out.push_str(&format!(
+                " PublishedPort = {}
+  Protocol = {}
+  TargetPort = {}
+  PublishMode = {}
+",
+                p.published_port, p.protocol, p.target_port, p.publish_mode
+            ));
+        }
+    }
+    if !s.vips.is_empty() {
+        out.push_str(
+            "Virtual IPs:
+",
+        );
+        for v in &s.vips {
+            out.push_str(&format!(
+                " {}:	{}
+",
+                v.network, v.addr
+            ));
+        }
+    }
+    out
 }
 
 pub async fn run(host: &str, cmd: ServiceCmd) -> anyhow::Result<()> {
@@ -358,7 +588,7 @@ pub async fn run(host: &str, cmd: ServiceCmd) -> anyhow::Result<()> {
                     println!("{}", serde_json::to_string_pretty(&v)?);
                 }
                 Format::Table => {
-                    let mut t = table(&["ID", "NAME", "MODE", "REPLICAS", "COMMAND"]);
+                    let mut t = table(&["ID", "NAME", "MODE", "REPLICAS", "COMMAND", "PORTS"]);
                     for s in &all {
                         t.add_row(vec![
                             s.id.get(..12).unwrap_or(&s.id).to_owned(),
@@ -366,6 +596,7 @@ pub async fn run(host: &str, cmd: ServiceCmd) -> anyhow::Result<()> {
                             s.mode.clone(),
                             format!("{}/{}", s.running, s.desired),
                             s.args.join(" "),
+                            ports_column(&s.ports),
                         ]);
                     }
                     println!("{t}");
@@ -409,7 +640,11 @@ pub async fn run(host: &str, cmd: ServiceCmd) -> anyhow::Result<()> {
             }
             finish(failed)
         }
-        ServiceCmd::Inspect { services } => {
+        ServiceCmd::Inspect {
+            services,
+            pretty,
+            format,
+        } => {
             let mut d = client::connect(host).await?;
             let (mut found, mut failed) = (Vec::new(), Vec::new());
             for service in services {
@@ -418,9 +653,29 @@ pub async fn run(host: &str, cmd: ServiceCmd) -> anyhow::Result<()> {
                     Err(e) => failed.push(e),
                 }
             }
-            let v: Vec<_> = found.iter().map(service_json).collect();
-            println!("{}", serde_json::to_string_pretty(&v)?);
+            if pretty || format == Format::Table {
+                let texts: Vec<String> = found.iter().map(service_text).collect();
+                print!("{}", texts.join("\n"));
+            } else {
+                let v: Vec<_> = found.iter().map(service_json).collect();
+                println!("{}", serde_json::to_string_pretty(&v)?);
+            }
             finish(failed)
+        }
+        ServiceCmd::Update {
+            service,
+            publish_add,
+            publish_rm,
+            detach,
+        } => {
+            let req = update_request(&service, &publish_add, &publish_rm)?;
+            let mut d = client::connect(host).await?;
+            let s = client::call(host, d.control.update_service(req)).await?;
+            println!("{service}");
+            if detach {
+                return Ok(());
+            }
+            converge(&mut d, &s.id).await
         }
         ServiceCmd::Scale { scales, detach } => {
             let wanted = scales
@@ -479,6 +734,138 @@ mod tests {
                 .map(|e| format!("{:#}", anyhow::Error::from(e)));
             assert!(e.unwrap_or_default().contains("SERVICE=REPLICAS"), "{bad}");
         }
+    }
+
+    fn create_args(extra: &[&str]) -> Result<CreateArgs, clap::Error> {
+        use clap::{FromArgMatches, Parser};
+        #[derive(Parser)]
+        struct Cli {
+            #[command(flatten)]
+            a: CreateArgs,
+        }
+        let mut argv = vec!["shoal", "--name", "web"];
+        argv.extend_from_slice(extra);
+        argv.extend_from_slice(&["--", "sleep", "1"]);
+        let m = <Cli as clap::CommandFactory>::command().try_get_matches_from(argv)?;
+        Cli::from_arg_matches(&m).map(|c| c.a)
+    }
+
+    fn chain(e: FlagError) -> String {
+        format!("{:#}", anyhow::Error::from(e))
+    }
+
+    #[test]
+    fn publish_flags_reach_the_request() -> anyhow::Result<()> {
+        let a = create_args(&[
+            "-p",
+            "8080:80",
+            "--publish",
+            "published=53,target=53,protocol=udp,mode=host",
+            "-p",
+            "81",
+        ])?;
+        let r = request(&a)?;
+        let got: Vec<(u32, u32, &str, &str)> = r
+            .ports
+            .iter()
+            .map(|p| {
+                (
+                    p.published_port,
+                    p.target_port,
+                    p.protocol.as_str(),
+                    p.publish_mode.as_str(),
+                )
+            })
+            .collect();
+        assert_eq!(
+            got,
+            [
+                (8080, 80, "tcp", "ingress"),
+                (53, 53, "udp", "host"),
+                (0, 81, "tcp", "ingress")
+            ]
+        );
+        assert_eq!(r.endpoint_mode, "vip");
+        let a = create_args(&["-p", "8080:80/sctp"])?;
+        assert_eq!(
+            request(&a).err().map(chain).unwrap_or_default(),
+            "--publish 8080:80/sctp: protocol \"sctp\" is not supported: use tcp or udp"
+        );
+        let a = create_args(&["--endpoint-mode", "rr"])?;
+        assert_eq!(
+            request(&a).err().map(chain).unwrap_or_default(),
+            "--endpoint-mode rr: expected vip or dnsrr"
+        );
+        let r = update_request(
+            "web",
+            &["9090:90".into()],
+            &["8080".into(), "53/udp".into()],
+        )?;
+        assert_eq!(r.publish_add[0].published_port, 9090);
+        let rm: Vec<(u32, &str)> = r
+            .publish_rm
+            .iter()
+            .map(|p| (p.published_port, p.protocol.as_str()))
+            .collect();
+        assert_eq!(rm, [(8080, "tcp"), (53, "udp")]);
+        let e = update_request("web", &[], &["x".into()]).err().map(chain);
+        assert!(
+            e.unwrap_or_default()
+                .starts_with("--publish-rm x: published port \"x\"")
+        );
+        Ok(())
+    }
+
+    fn port(published: u32, target: u32, protocol: &str, mode: &str) -> PortConfig {
+        PortConfig {
+            protocol: protocol.into(),
+            target_port: target,
+            published_port: published,
+            publish_mode: mode.into(),
+        }
+    }
+
+    #[test]
+    fn ports_column_and_inspect_read_like_docker() {
+        let ports = vec![
+            port(8080, 80, "tcp", "ingress"),
+            port(30000, 53, "udp", "ingress"),
+            port(9000, 90, "tcp", "host"),
+        ];
+        assert_eq!(ports_column(&ports), "*:8080->80/tcp,*:30000->53/udp");
+        let s = ServiceSummary {
+            id: "abc".into(),
+            name: "web".into(),
+            mode: "replicated".into(),
+            desired: 2,
+            endpoint_mode: "vip".into(),
+            ports,
+            vips: vec![shoal_api::cluster::v1::VirtualIp {
+                network_id: "n1".into(),
+                network: "ingress".into(),
+                addr: "10.0.0.2/24".into(),
+            }],
+            ..Default::default()
+        };
+        let text = service_text(&s);
+        assert!(text.contains("Endpoint Mode:\tvip\n"), "{text}");
+        assert!(text.contains("Ports:\n PublishedPort = 8080\n  Protocol = tcp\n  TargetPort = 80\n  PublishMode = ingress\n"), "{text}");
+        assert!(
+            text.contains(
+                " PublishedPort = 9000\n  Protocol = tcp\n  TargetPort = 90\n  PublishMode = host\n"
+            ),
+            "{text}"
+        );
+        assert!(
+            text.contains("Virtual IPs:\n ingress:\t10.0.0.2/24\n"),
+            "{text}"
+        );
+        let json = serde_json::to_value(service_json(&s)).unwrap_or_default();
+        assert_eq!(json["endpoint_mode"], "vip");
+        assert_eq!(json["ports"][2]["publish_mode"], "host");
+        assert_eq!(json["ports"][1]["published_port"], 30000);
+        assert_eq!(json["vips"][0]["network"], "ingress");
+        assert_eq!(json["vips"][0]["addr"], "10.0.0.2/24");
     }
 
     proptest! {

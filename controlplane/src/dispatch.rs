@@ -5,10 +5,11 @@
 use std::{collections::BTreeSet, net::IpAddr};
 
 use shoal_api::cluster::v1::{
-    AssignmentSet, Endpoint, NetworkAssignment, TaskAddress, TaskAssignment, TaskReport,
+    AssignmentSet, Endpoint, MeshBackend, MeshService, NetworkAssignment, NodeAddress, TaskAddress,
+    TaskAssignment, TaskReport, VirtualIp as ApiVip,
 };
 
-use crate::model::{ClusterState, Command, NodeState, Task, TaskState, TaskStatus};
+use crate::model::{ClusterState, Command, Node, NodeState, Task, TaskState, TaskStatus};
 
 fn lower<T: serde::Serialize>(v: &T) -> String {
     serde_json::to_value(v)
@@ -37,9 +38,78 @@ fn holds_address(t: &Task) -> bool {
     t.state >= TaskState::Assigned && t.state < TaskState::Complete
 }
 
+/// The data-path address of a node that is up, the only nodes traffic is
+/// sent to.
+fn vtep(node: &Node) -> Option<IpAddr> {
+    node.addr.filter(|_| node.status == NodeState::Ready)
+}
+
+/// The bare address of a stored CIDR.
+fn bare(cidr: &str) -> Option<&str> {
+    let ip = cidr.split('/').next()?;
+    ip.parse::<IpAddr>().is_ok().then_some(ip)
+}
+
+/// The routing mesh: every service with its VIPs and ports, and as
+/// backends its tasks RUNNING (observed and desired) on nodes that are up,
+/// one per task and network address.
+fn mesh(state: &ClusterState) -> Vec<MeshService> {
+    state
+        .services
+        .values()
+        .map(|s| MeshService {
+            id: s.id.clone(),
+            name: s.spec.name.clone(),
+            endpoint_mode: lower(&s.spec.endpoint.mode),
+            vips: s
+                .endpoint
+                .vips
+                .iter()
+                .map(|v| ApiVip {
+                    network_id: v.network_id.clone(),
+                    network: state
+                        .networks
+                        .get(&v.network_id)
+                        .map(|n| n.name.clone())
+                        .unwrap_or_default(),
+                    addr: v.addr.clone(),
+                })
+                .collect(),
+            ports: s.endpoint.ports.iter().map(crate::ports::to_api).collect(),
+            backends: state
+                .tasks
+                .values()
+                .filter(|t| {
+                    t.service_id == s.id
+                        && t.state == TaskState::Running
+                        && t.desired_state == TaskState::Running
+                })
+                .filter_map(|t| {
+                    let node = state.nodes.get(t.node_id.as_deref()?)?;
+                    Some((t, node, vtep(node)?))
+                })
+                .flat_map(|(t, node, addr)| {
+                    t.networks.iter().flat_map(move |n| {
+                        n.addresses.iter().filter_map(move |a| {
+                            Some(MeshBackend {
+                                task_id: t.id.clone(),
+                                node_id: node.id.clone(),
+                                node_addr: addr.to_string(),
+                                network_id: n.network_id.clone(),
+                                ip: bare(a)?.to_owned(),
+                            })
+                        })
+                    })
+                })
+                .collect(),
+        })
+        .collect()
+}
+
 /// Everything `node_id` needs to know: its tasks that have not ended, the
-/// networks they use, and the live endpoints on those networks across the
-/// cluster (on nodes that are up).
+/// networks they use (and always the ingress network, which every node
+/// carries for the routing mesh), the live endpoints on those networks
+/// across the cluster (on nodes that are up), the mesh, and the nodes.
 pub fn assignments(state: &ClusterState, node_id: &str) -> AssignmentSet {
     let mine: Vec<&Task> = state
         .tasks
@@ -49,6 +119,13 @@ pub fn assignments(state: &ClusterState, node_id: &str) -> AssignmentSet {
     let network_ids: BTreeSet<&str> = mine
         .iter()
         .flat_map(|t| t.networks.iter().map(|n| n.network_id.as_str()))
+        .chain(
+            state
+                .networks
+                .values()
+                .filter(|n| n.ingress)
+                .map(|n| n.id.as_str()),
+        )
         .collect();
     let tasks = mine
         .iter()
@@ -97,7 +174,7 @@ pub fn assignments(state: &ClusterState, node_id: &str) -> AssignmentSet {
         let Some(node) = t.node_id.as_ref().and_then(|n| state.nodes.get(n)) else {
             continue;
         };
-        let Some(node_addr) = node.addr.filter(|_| node.status == NodeState::Ready) else {
+        let Some(node_addr) = vtep(node) else {
             continue;
         };
         for n in t
@@ -106,10 +183,7 @@ pub fn assignments(state: &ClusterState, node_id: &str) -> AssignmentSet {
             .filter(|n| network_ids.contains(n.network_id.as_str()))
         {
             for a in &n.addresses {
-                let ip = a.split('/').next().unwrap_or(a);
-                if ip.parse::<IpAddr>().is_err() {
-                    continue;
-                }
+                let Some(ip) = bare(a) else { continue };
                 endpoints.push(Endpoint {
                     network_id: n.network_id.clone(),
                     task_id: t.id.clone(),
@@ -125,8 +199,17 @@ pub fn assignments(state: &ClusterState, node_id: &str) -> AssignmentSet {
         tasks,
         networks,
         endpoints,
-        mesh: Vec::new(),
-        nodes: Vec::new(),
+        mesh: mesh(state),
+        nodes: state
+            .nodes
+            .values()
+            .filter_map(|n| {
+                Some(NodeAddress {
+                    id: n.id.clone(),
+                    addr: vtep(n)?.to_string(),
+                })
+            })
+            .collect(),
     }
 }
 

@@ -23,6 +23,7 @@ pub mod ipam;
 pub mod manager;
 pub mod model;
 pub mod orchestrator;
+pub mod ports;
 pub mod raft;
 pub mod store;
 pub mod validate;

@@ -304,7 +304,9 @@ pub enum EndpointMode {
     Dnsrr,
 }
 
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(
+    Debug, Clone, Copy, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize,
+)]
 #[serde(rename_all = "lowercase")]
 pub enum Protocol {
     #[default]
@@ -312,7 +314,9 @@ pub enum Protocol {
     Udp,
 }
 
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(
+    Debug, Clone, Copy, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize,
+)]
 #[serde(rename_all = "lowercase")]
 pub enum PublishMode {
     /// Published on every node through the routing mesh.
@@ -322,6 +326,24 @@ pub enum PublishMode {
     Host,
 }
 
+impl fmt::Display for Protocol {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Protocol::Tcp => "tcp",
+            Protocol::Udp => "udp",
+        })
+    }
+}
+
+impl fmt::Display for PublishMode {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            PublishMode::Ingress => "ingress",
+            PublishMode::Host => "host",
+        })
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct PortConfig {
     pub protocol: Protocol,
@@ -329,6 +351,20 @@ pub struct PortConfig {
     /// `None`: the allocator picks one from the dynamic range.
     pub published_port: Option<u16>,
     pub publish_mode: PublishMode,
+}
+
+impl PortConfig {
+    /// Whether two published ports cannot coexist in different services:
+    /// an ingress port holds its number on every node, so it clashes with
+    /// any port of that number; two host-mode ports only clash per node,
+    /// which the scheduler keeps apart.
+    pub fn clashes_with(&self, other: &PortConfig) -> bool {
+        self.protocol == other.protocol
+            && self.published_port.is_some()
+            && self.published_port == other.published_port
+            && (self.publish_mode == PublishMode::Ingress
+                || other.publish_mode == PublishMode::Ingress)
+    }
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -580,7 +616,9 @@ macro_rules! stored_object {
             for secret in &self.spec.secrets {
                 require::<Secret>(state, Kind::Service, &self.id, &secret.secret_id)?;
             }
-            Ok(())
+            // Ports are allocated before proposal, so two managers (or two
+            // quick creates) could pick the same one; the log order decides.
+            port_conflicts(self, state)
         }
     };
     (@extra Task) => {
@@ -683,6 +721,24 @@ fn network_conflicts(n: &Network, state: &ClusterState) -> Result<(), ApplyError
                 other_name: other.name.clone(),
                 other_subnet: theirs.to_string(),
             });
+        }
+    }
+    Ok(())
+}
+
+fn port_conflicts(s: &Service, state: &ClusterState) -> Result<(), ApplyError> {
+    for other in state.services.values().filter(|o| o.id != s.id) {
+        for mine in &s.endpoint.ports {
+            if let Some(theirs) = other.endpoint.ports.iter().find(|p| mine.clashes_with(p)) {
+                return Err(ApplyError::PortInUse {
+                    id: s.id.clone(),
+                    port: theirs.published_port.unwrap_or_default(),
+                    protocol: theirs.protocol,
+                    mode: theirs.publish_mode,
+                    other_id: other.id.clone(),
+                    other_name: other.spec.name.clone(),
+                });
+            }
         }
     }
     Ok(())
@@ -836,6 +892,18 @@ pub enum ApplyError {
         subnet: String,
         other_name: String,
         other_subnet: String,
+    },
+    #[error(
+        "service {id}: port {port}/{protocol} is already published by service {other_name} \
+         ({mode} mode); choose another published port, or leave published out to get a free one"
+    )]
+    PortInUse {
+        id: String,
+        port: u16,
+        protocol: Protocol,
+        mode: PublishMode,
+        other_id: String,
+        other_name: String,
     },
     #[error("network {id}: VNI {vni} is already used by network {other_id}")]
     VniInUse {

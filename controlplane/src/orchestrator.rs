@@ -8,8 +8,11 @@
 //!   ended according to the restart policy, shuts down tasks beyond the
 //!   replica count or on nodes that are down, drained or no longer match the
 //!   constraints, and trims task history.
+//!   It also gives each vip-mode service its VIPs, and replaces, one slot
+//!   at a time, tasks whose network attachments a service update changed.
 //! - [`schedule`]: pending tasks → nodes, spreading a service's tasks over
-//!   the eligible nodes with the fewest of them.
+//!   the eligible nodes with the fewest of them, never two tasks that
+//!   publish the same host-mode port on one node.
 
 use std::{
     collections::{BTreeMap, BTreeSet},
@@ -20,9 +23,10 @@ use crate::{
     constraint,
     ipam::{self, Ipv4Net},
     model::{
-        Availability, ClusterState, Command, NetworkAttachment, Node, NodeState, RestartCondition,
-        Service, ServiceMode, Task, TaskState, TaskStatus,
+        Availability, ClusterState, Command, EndpointMode, NetworkAttachment, Node, NodeState,
+        Protocol, RestartCondition, Service, ServiceMode, Task, TaskState, TaskStatus, VirtualIp,
     },
+    ports,
 };
 
 /// Ended tasks kept per slot for `service ps` (swarm's `--task-history-limit`).
@@ -114,30 +118,136 @@ fn used_addresses(state: &ClusterState) -> BTreeMap<String, BTreeSet<Ipv4Addr>> 
     used
 }
 
-/// One address per network of the service, or `None` if a network is full
-/// or gone (the task is then not created, and the next pass retries).
+/// The routing mesh's network, once the leader has made it.
+fn ingress_id(state: &ClusterState) -> Option<&str> {
+    state
+        .networks
+        .values()
+        .find(|n| n.ingress)
+        .map(|n| n.id.as_str())
+}
+
+/// The networks a service's tasks attach to, in order: `ingress` first
+/// when it publishes ingress-mode ports, since the runtime routes by
+/// default through the first attachment, and replies to outside clients
+/// must leave through the mesh. `None` while that network does not exist.
+pub fn task_networks(state: &ClusterState, service: &Service) -> Option<Vec<String>> {
+    let mut out = Vec::new();
+    if ports::has_ingress(&service.endpoint.ports) {
+        out.push(ingress_id(state)?.to_owned());
+    }
+    for n in &service.spec.networks {
+        if !out.contains(n) {
+            out.push(n.clone());
+        }
+    }
+    Some(out)
+}
+
+/// The networks a service has a VIP on: those its tasks attach to, in
+/// vip mode; none with dnsrr (names resolve to the tasks themselves).
+fn vip_networks(state: &ClusterState, service: &Service) -> Vec<String> {
+    match service.spec.endpoint.mode {
+        EndpointMode::Dnsrr => Vec::new(),
+        EndpointMode::Vip => {
+            task_networks(state, service).unwrap_or_else(|| service.spec.networks.clone())
+        }
+    }
+}
+
+/// A network's subnet and gateway, if it has been allocated.
+fn subnet_of(state: &ClusterState, net_id: &str) -> Option<(Ipv4Net, Ipv4Addr)> {
+    let net = state.networks.get(net_id)?;
+    let subnet: Ipv4Net = ipam::parse_net(net.subnet.as_deref()?)?;
+    let gateway = match net.gateway {
+        Some(std::net::IpAddr::V4(g)) => g,
+        _ => ipam::gateway(subnet)?,
+    };
+    Some((subnet, gateway))
+}
+
+/// The lowest free address of a network, taken from `used`.
+fn take_address(
+    state: &ClusterState,
+    net_id: &str,
+    used: &mut BTreeMap<String, BTreeSet<Ipv4Addr>>,
+) -> Option<String> {
+    let (subnet, gateway) = subnet_of(state, net_id)?;
+    let taken = used.entry(net_id.to_owned()).or_default();
+    let addr = ipam::next_address(subnet, gateway, taken)?;
+    taken.insert(addr);
+    Some(format!("{addr}/{}", subnet.prefix))
+}
+
+/// One address per network the service's tasks need, or `None` if a
+/// network is full or missing (the task is then not created, and the next
+/// pass retries).
 fn attach(
     state: &ClusterState,
     service: &Service,
     used: &mut BTreeMap<String, BTreeSet<Ipv4Addr>>,
 ) -> Option<Vec<NetworkAttachment>> {
     let mut out = Vec::new();
-    for net_id in &service.spec.networks {
-        let net = state.networks.get(net_id)?;
-        let subnet: Ipv4Net = ipam::parse_net(net.subnet.as_deref()?)?;
-        let gateway = match net.gateway {
-            Some(std::net::IpAddr::V4(g)) => g,
-            _ => ipam::gateway(subnet)?,
-        };
-        let taken = used.entry(net_id.clone()).or_default();
-        let addr = ipam::next_address(subnet, gateway, taken)?;
-        taken.insert(addr);
+    for net_id in task_networks(state, service)? {
+        let addr = take_address(state, &net_id, used)?;
         out.push(NetworkAttachment {
-            network_id: net_id.clone(),
-            addresses: vec![format!("{addr}/{}", subnet.prefix)],
+            network_id: net_id,
+            addresses: vec![addr],
         });
     }
     Some(out)
+}
+
+/// The VIP update a service needs, if any: VIPs it keeps (still wanted and
+/// inside their network's subnet) and new ones for networks it lacks. VIPs
+/// come out of `used` like task addresses, so neither is ever handed out
+/// as the other.
+fn allocate_vips(
+    state: &ClusterState,
+    service: &Service,
+    used: &mut BTreeMap<String, BTreeSet<Ipv4Addr>>,
+) -> Option<Command> {
+    let mut vips = Vec::new();
+    for net_id in vip_networks(state, service) {
+        let kept = service.endpoint.vips.iter().find(|v| {
+            v.network_id == net_id
+                && subnet_of(state, &net_id).is_some_and(|(subnet, _)| {
+                    v.addr
+                        .split('/')
+                        .next()
+                        .and_then(|a| a.parse().ok())
+                        .is_some_and(|a| ipam::contains(subnet, a))
+                })
+        });
+        if let Some(v) = kept {
+            vips.push(v.clone());
+        } else if let Some(addr) = take_address(state, &net_id, used) {
+            vips.push(VirtualIp {
+                network_id: net_id,
+                addr,
+            });
+        }
+        // A full network gets its VIP on a later pass.
+    }
+    if vips == service.endpoint.vips {
+        return None;
+    }
+    let mut s = service.clone();
+    s.endpoint.vips = vips;
+    Some(Command::UpdateService {
+        id: service.id.clone(),
+        expected_version: service.version,
+        service: s,
+    })
+}
+
+/// Whether a task's attachments are what its service needs now.
+fn attached_as(t: &Task, networks: &[String]) -> bool {
+    t.networks.len() == networks.len()
+        && t.networks
+            .iter()
+            .zip(networks)
+            .all(|(a, n)| a.network_id == *n)
 }
 
 fn new_task(
@@ -208,7 +318,13 @@ pub fn orchestrate(
     let mut out = Vec::new();
     let mut used = used_addresses(state);
     let nodes: Vec<&Node> = state.nodes.values().collect();
+    // VIPs first: a VIP is never handed to a task created in this pass.
     for service in state.services.values() {
+        out.extend(allocate_vips(state, service, &mut used));
+    }
+    for service in state.services.values() {
+        let needed = task_networks(state, service);
+        let stale = |t: &Task| needed.as_deref().is_some_and(|n| !attached_as(t, n));
         let tasks: Vec<&Task> = state
             .tasks
             .values()
@@ -233,12 +349,38 @@ pub fn orchestrate(
             }
         }
         let holding = |t: &&&Task| live(t) && !stopping.contains(&t.id);
+        // A service update changed the networks the tasks need: tasks not
+        // serving yet are replaced at once; running ones one slot at a
+        // time, the next only once every up-to-date task runs, so the
+        // service keeps serving.
+        let mut may_replace_running = !tasks
+            .iter()
+            .any(|t| holding(&t) && !stale(t) && t.state < TaskState::Running);
+        let mut replace =
+            |t: &Task, out: &mut Vec<Command>, used: &mut _| -> Option<Vec<NetworkAttachment>> {
+                if !stale(t) || (t.state >= TaskState::Running && !may_replace_running) {
+                    return None;
+                }
+                let networks = attach(state, service, used)?;
+                if t.state >= TaskState::Running {
+                    may_replace_running = false;
+                }
+                out.push(shut_down(
+                    t,
+                    now,
+                    "replaced: the service's networks changed",
+                ));
+                Some(networks)
+            };
         match service.spec.mode {
             ServiceMode::Replicated { replicas } => {
                 for slot in 1..=replicas {
                     let in_slot: Vec<&&Task> =
                         tasks.iter().filter(|t| t.slot == Some(slot)).collect();
-                    if in_slot.iter().any(holding) {
+                    if let Some(t) = in_slot.iter().find(|t| holding(t)) {
+                        if let Some(networks) = replace(t, &mut out, &mut used) {
+                            out.push(new_task(service, Some(slot), None, networks, new_id(), now));
+                        }
                         continue;
                     }
                     let last_ended = in_slot
@@ -271,7 +413,17 @@ pub fn orchestrate(
                         .iter()
                         .filter(|t| t.node_id.as_deref() == Some(node.id.as_str()))
                         .collect();
-                    if on_node.iter().any(holding) {
+                    if let Some(t) = on_node.iter().find(|t| holding(t)) {
+                        if let Some(networks) = replace(t, &mut out, &mut used) {
+                            out.push(new_task(
+                                service,
+                                None,
+                                Some(node.id.clone()),
+                                networks,
+                                new_id(),
+                                now,
+                            ));
+                        }
                         continue;
                     }
                     let attempts = on_node
@@ -361,7 +513,8 @@ fn trim_history(tasks: &[&Task]) -> Vec<Command> {
     out
 }
 
-/// Assigns pending tasks to nodes: eligible nodes only, fewest tasks of the
+/// Assigns pending tasks to nodes: eligible nodes only, none where a
+/// host-mode port the task publishes is already bound, fewest tasks of the
 /// same service first, then fewest tasks overall, then by hostname.
 pub fn schedule(state: &ClusterState, now: u64) -> Vec<Command> {
     let mut per_service: BTreeMap<(&str, &str), usize> = BTreeMap::new();
@@ -374,6 +527,26 @@ pub fn schedule(state: &ClusterState, now: u64) -> Vec<Command> {
             *per_node.entry(n).or_default() += 1;
         }
     }
+    let host_ports = |service_id: &str| -> Vec<(u16, Protocol)> {
+        state
+            .services
+            .get(service_id)
+            .map(|s| ports::host_ports(&s.endpoint.ports).collect())
+            .unwrap_or_default()
+    };
+    // A task being stopped still holds its ports until it has ended.
+    let mut bound: BTreeMap<&str, BTreeSet<(u16, Protocol)>> = BTreeMap::new();
+    for t in state.tasks.values() {
+        if let Some(n) = t.node_id.as_deref()
+            && t.state >= TaskState::Assigned
+            && !ended(t.state)
+        {
+            bound
+                .entry(n)
+                .or_default()
+                .extend(host_ports(&t.service_id));
+        }
+    }
     let mut out = Vec::new();
     for t in state
         .tasks
@@ -383,7 +556,9 @@ pub fn schedule(state: &ClusterState, now: u64) -> Vec<Command> {
         let Some(service) = state.services.get(&t.service_id) else {
             continue;
         };
+        let wants = host_ports(&service.id);
         let mut refused = Vec::new();
+        let mut busy: BTreeMap<(u16, Protocol), usize> = BTreeMap::new();
         let mut best: Option<(usize, usize, &str, &str)> = None;
         for n in state.nodes.values() {
             if let Some(pinned) = &t.node_id
@@ -393,6 +568,17 @@ pub fn schedule(state: &ClusterState, now: u64) -> Vec<Command> {
             }
             if let Some(why) = ineligible(n, service) {
                 refused.push(why);
+                continue;
+            }
+            let on_node = bound.get(n.id.as_str());
+            let clashing: Vec<&(u16, Protocol)> = wants
+                .iter()
+                .filter(|p| on_node.is_some_and(|b| b.contains(p)))
+                .collect();
+            if !clashing.is_empty() {
+                for p in clashing {
+                    *busy.entry(*p).or_default() += 1;
+                }
                 continue;
             }
             let key = (
@@ -414,6 +600,10 @@ pub fn schedule(state: &ClusterState, now: u64) -> Vec<Command> {
                     .entry((service.id.as_str(), node_id))
                     .or_default() += 1;
                 *per_node.entry(node_id).or_default() += 1;
+                bound
+                    .entry(node_id)
+                    .or_default()
+                    .extend(wants.iter().copied());
                 let (node_id, hostname) = (node_id.to_owned(), hostname.to_owned());
                 out.push(update(t, |t| {
                     t.node_id = Some(node_id);
@@ -427,10 +617,20 @@ pub fn schedule(state: &ClusterState, now: u64) -> Vec<Command> {
             }
             None => {
                 refused.sort();
-                let err = if refused.is_empty() {
+                let mut reasons: Vec<String> = busy
+                    .iter()
+                    .map(|((port, proto), nodes)| {
+                        format!(
+                            "host-mode port {port}/{proto} in use on {nodes} node{}",
+                            if *nodes == 1 { "" } else { "s" }
+                        )
+                    })
+                    .collect();
+                reasons.extend(refused);
+                let err = if reasons.is_empty() {
                     "no suitable node: the swarm has no nodes".to_owned()
                 } else {
-                    format!("no suitable node ({})", refused.join("; "))
+                    format!("no suitable node ({})", reasons.join("; "))
                 };
                 if t.status.err != err {
                     out.push(update(t, |t| {

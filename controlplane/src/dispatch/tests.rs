@@ -165,6 +165,154 @@ fn a_node_without_tasks_gets_nothing() {
     assert!(a.tasks.is_empty() && a.networks.is_empty() && a.endpoints.is_empty());
 }
 
+/// `cluster()` with the ingress network, a published port and VIPs on
+/// `web`, and t1 on ingress first as the orchestrator attaches it.
+fn mesh_cluster() -> ClusterState {
+    let mut s = cluster();
+    let mut ing = network("ing", 4096, "10.0.0.0/24");
+    ing.name = "ingress".into();
+    ing.ingress = true;
+    apply(&mut s, &Command::CreateNetwork(ing)).expect("ingress");
+    let mut svc = s.services["svc"].clone();
+    let port = crate::model::PortConfig {
+        protocol: crate::model::Protocol::Tcp,
+        target_port: 80,
+        published_port: Some(8080),
+        publish_mode: crate::model::PublishMode::Ingress,
+    };
+    svc.spec.endpoint.ports = vec![port.clone()];
+    svc.endpoint = ServiceEndpoint {
+        vips: vec![
+            crate::model::VirtualIp {
+                network_id: "ing".into(),
+                addr: "10.0.0.2/24".into(),
+            },
+            crate::model::VirtualIp {
+                network_id: "a".into(),
+                addr: "10.0.1.9/24".into(),
+            },
+        ],
+        ports: vec![port],
+    };
+    let v = svc.version;
+    apply(
+        &mut s,
+        &Command::UpdateService {
+            id: "svc".into(),
+            expected_version: v,
+            service: svc,
+        },
+    )
+    .expect("service");
+    let mut t1 = s.tasks["t1"].clone();
+    t1.networks.insert(
+        0,
+        NetworkAttachment {
+            network_id: "ing".into(),
+            addresses: vec!["10.0.0.3/24".into()],
+        },
+    );
+    let v = t1.version;
+    apply(
+        &mut s,
+        &Command::UpdateTask {
+            id: "t1".into(),
+            expected_version: v,
+            task: t1,
+        },
+    )
+    .expect("t1");
+    s
+}
+
+#[test]
+fn every_node_carries_ingress_and_the_whole_mesh() {
+    let s = mesh_cluster();
+    // Even without a task, a node answers on published ports.
+    let a = assignments(&s, "n9");
+    assert!(a.tasks.is_empty());
+    let nets: Vec<(&str, bool)> = a
+        .networks
+        .iter()
+        .map(|n| (n.id.as_str(), n.ingress))
+        .collect();
+    assert_eq!(nets, [("ing", true)]);
+    let eps: Vec<(&str, &str)> = a
+        .endpoints
+        .iter()
+        .map(|e| (e.network_id.as_str(), e.ip.as_str()))
+        .collect();
+    assert_eq!(eps, [("ing", "10.0.0.3")]);
+    // Nodes that are up, with their VTEP; n3 is down.
+    let nodes: Vec<(&str, &str)> = a
+        .nodes
+        .iter()
+        .map(|n| (n.id.as_str(), n.addr.as_str()))
+        .collect();
+    assert_eq!(nodes, [("n1", "198.18.0.1"), ("n2", "198.18.0.2")]);
+    assert_eq!(a.mesh.len(), 1);
+    let m = &a.mesh[0];
+    assert_eq!(
+        (m.id.as_str(), m.name.as_str(), m.endpoint_mode.as_str()),
+        ("svc", "web", "vip")
+    );
+    let vips: Vec<(&str, &str, &str)> = m
+        .vips
+        .iter()
+        .map(|v| (v.network_id.as_str(), v.network.as_str(), v.addr.as_str()))
+        .collect();
+    assert_eq!(
+        vips,
+        [
+            ("ing", "ingress", "10.0.0.2/24"),
+            ("a", "name-a", "10.0.1.9/24")
+        ]
+    );
+    assert_eq!(m.ports.len(), 1);
+    assert_eq!(
+        (
+            m.ports[0].published_port,
+            m.ports[0].target_port,
+            m.ports[0].protocol.as_str(),
+            m.ports[0].publish_mode.as_str()
+        ),
+        (8080, 80, "tcp", "ingress")
+    );
+    // RUNNING tasks on nodes that are up, one backend per network address:
+    // t2 is starting, t3 on a down node, t4 failed.
+    let backends: Vec<(&str, &str, &str, &str)> = m
+        .backends
+        .iter()
+        .map(|b| {
+            (
+                b.task_id.as_str(),
+                b.node_addr.as_str(),
+                b.network_id.as_str(),
+                b.ip.as_str(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        backends,
+        [
+            ("t1", "198.18.0.1", "ing", "10.0.0.3"),
+            ("t1", "198.18.0.1", "a", "10.0.1.2"),
+            ("t5", "198.18.0.2", "b", "10.0.2.2"),
+        ]
+    );
+    // A node with a task: its networks plus ingress, its task's addresses
+    // ingress first, as attached.
+    let a = assignments(&s, "n1");
+    let nets: Vec<&str> = a.networks.iter().map(|n| n.id.as_str()).collect();
+    assert_eq!(nets, ["a", "ing"]);
+    let cidrs: Vec<&str> = a.tasks[0]
+        .addresses
+        .iter()
+        .map(|t| t.cidr.as_str())
+        .collect();
+    assert_eq!(cidrs, ["10.0.0.3/24", "10.0.1.2/24"]);
+}
+
 fn rep(task: &str, state: &str) -> TaskReport {
     TaskReport {
         task_id: task.into(),

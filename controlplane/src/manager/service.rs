@@ -15,7 +15,7 @@ use shoal_api::cluster::v1::{
     RemoveNodeReply, RemoveNodeRequest, RemoveSecretReply, RemoveServiceReply,
     RenewCertificateReply, RenewCertificateRequest, ReportTasksReply, ReportTasksRequest,
     RotateCaRequest, ScaleServiceRequest, SecretRef, SecretSummary, ServiceRef, ServiceSummary,
-    UpdateNodeRequest, UpdateSwarmReply, UpdateSwarmRequest,
+    UpdateNodeRequest, UpdateServiceRequest, UpdateSwarmReply, UpdateSwarmRequest,
     control_server::{Control, ControlServer},
     dispatcher_server::{Dispatcher, DispatcherServer},
     join_server::{Join, JoinServer},
@@ -46,6 +46,9 @@ impl From<ManagerError> for Status {
             }
             ManagerError::Rejected(crate::model::ApplyError::NotFound { .. })
             | ManagerError::NotFound { .. } => Status::not_found(e.to_string()),
+            ManagerError::Rejected(crate::model::ApplyError::PortInUse { .. }) => {
+                Status::already_exists(e.to_string())
+            }
             ManagerError::Rejected(_) => Status::failed_precondition(e.to_string()),
             ManagerError::Invalid { .. } | ManagerError::Validation(_) => {
                 Status::invalid_argument(e.to_string())
@@ -328,6 +331,8 @@ impl Dispatcher for Api {
                     l.tasks == set.tasks
                         && l.networks == set.networks
                         && l.endpoints == set.endpoints
+                        && l.mesh == set.mesh
+                        && l.nodes == set.nodes
                 });
                 if !same {
                     if tx.send(Ok(set.clone())).await.is_err() {
@@ -797,6 +802,16 @@ impl Control for Api {
         require_manager(&req)?;
         Ok(Response::new(
             services::scale(&self.0, req.get_ref()).await?,
+        ))
+    }
+
+    async fn update_service(
+        &self,
+        req: Request<UpdateServiceRequest>,
+    ) -> Result<Response<ServiceSummary>, Status> {
+        require_manager(&req)?;
+        Ok(Response::new(
+            services::update(&self.0, req.get_ref()).await?,
         ))
     }
 

@@ -5,7 +5,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use shoal_api::cluster::v1::{
     CreateServiceRequest, ListTasksRequest, RestartPolicy as ApiRestart, ScaleServiceRequest,
-    ServiceRef, ServiceSummary, TaskSummary,
+    ServiceRef, ServiceSummary, TaskSummary, UpdateServiceRequest, VirtualIp as ApiVip,
 };
 use shoal_ca::generate_node_id;
 
@@ -13,10 +13,10 @@ use super::{Manager, ManagerError};
 use crate::{
     constraint,
     model::{
-        ClusterState, Command, Endpoint, EndpointSpec, RestartCondition, RestartPolicy, Service,
-        ServiceMode, ServiceSpec, TaskSpec, TaskState,
+        ApplyError, ClusterState, Command, Endpoint, EndpointSpec, PortConfig, RestartCondition,
+        RestartPolicy, Service, ServiceMode, ServiceSpec, TaskSpec, TaskState,
     },
-    orchestrator, validate,
+    orchestrator, ports, validate,
 };
 
 /// Attempts of a compare-and-set update that lost to a concurrent one.
@@ -93,13 +93,50 @@ fn summary(state: &ClusterState, s: &Service) -> ServiceSummary {
         labels: s.spec.labels.clone().into_iter().collect(),
         version: s.version,
         rootfs: s.spec.task.rootfs.clone(),
-        endpoint_mode: String::new(),
-        ports: Vec::new(),
-        vips: Vec::new(),
+        endpoint_mode: lower(&s.spec.endpoint.mode),
+        ports: s.endpoint.ports.iter().map(ports::to_api).collect(),
+        vips: s
+            .endpoint
+            .vips
+            .iter()
+            .map(|v| ApiVip {
+                network_id: v.network_id.clone(),
+                network: state
+                    .networks
+                    .get(&v.network_id)
+                    .map_or(v.network_id.clone(), |n| n.name.clone()),
+                addr: v.addr.clone(),
+            })
+            .collect(),
     }
 }
 
-fn spec(state: &ClusterState, r: &CreateServiceRequest) -> Result<ServiceSpec, ManagerError> {
+impl From<ports::PortError> for ManagerError {
+    fn from(e: ports::PortError) -> Self {
+        invalid(e.to_string())
+    }
+}
+
+/// The cluster's VXLAN port, which nothing may publish.
+fn data_path_port(state: &ClusterState) -> u16 {
+    state
+        .clusters
+        .values()
+        .next()
+        .map_or(4789, |c| c.settings.data_path_port)
+}
+
+/// Ports of a service as stored: the spec keeps them as asked (published
+/// `None` = chosen), the endpoint as allocated, index for index.
+struct Published {
+    asked: Vec<PortConfig>,
+    allocated: Vec<PortConfig>,
+}
+
+fn spec(
+    state: &ClusterState,
+    r: &CreateServiceRequest,
+) -> Result<(ServiceSpec, Published), ManagerError> {
     validate::name("service name", &r.name)?;
     validate::labels("--label", &r.labels)?;
     if r.args.is_empty() || r.args[0].is_empty() {
@@ -173,7 +210,15 @@ fn spec(state: &ClusterState, r: &CreateServiceRequest) -> Result<ServiceSpec, M
             max_attempts: (p.max_attempts != 0).then_some(p.max_attempts),
         },
     };
-    Ok(ServiceSpec {
+    let endpoint_mode = ports::endpoint_mode(&r.endpoint_mode)?;
+    let asked = r
+        .ports
+        .iter()
+        .map(|p| ports::parse("--publish", p, false).map(|c| ("--publish".to_owned(), c)))
+        .collect::<Result<Vec<_>, _>>()?;
+    let allocated = ports::allocate(state, "", endpoint_mode, &[], &asked, data_path_port(state))?;
+    let asked: Vec<PortConfig> = asked.into_iter().map(|(_, p)| p).collect();
+    let spec = ServiceSpec {
         name: r.name.clone(),
         labels: r.labels.clone().into_iter().collect(),
         mode,
@@ -182,12 +227,16 @@ fn spec(state: &ClusterState, r: &CreateServiceRequest) -> Result<ServiceSpec, M
             args: r.args.clone(),
             env: r.env.clone(),
         },
-        endpoint: EndpointSpec::default(),
+        endpoint: EndpointSpec {
+            mode: endpoint_mode,
+            ports: asked.clone(),
+        },
         networks,
         secrets: Vec::new(),
         constraints: r.constraints.clone(),
         restart,
-    })
+    };
+    Ok((spec, Published { asked, allocated }))
 }
 
 /// `--rootfs`: an absolute directory path on the nodes (checked there).
@@ -209,18 +258,135 @@ pub(super) async fn create(
     m: &Manager,
     r: CreateServiceRequest,
 ) -> Result<ServiceSummary, ManagerError> {
-    let spec = spec(&*m.read().await?, &r)?;
     let id = generate_node_id();
-    m.propose(Command::CreateService(Service {
-        id: id.clone(),
-        version: 0,
-        spec,
-        previous_spec: None,
-        endpoint: Endpoint::default(),
-    }))
-    .await?;
+    let mut attempt = 0;
+    loop {
+        attempt += 1;
+        let (spec, published) = spec(&*m.read().await?, &r)?;
+        match m
+            .propose(Command::CreateService(Service {
+                id: id.clone(),
+                version: 0,
+                spec,
+                previous_spec: None,
+                endpoint: Endpoint {
+                    vips: Vec::new(),
+                    ports: published.allocated,
+                },
+            }))
+            .await
+        {
+            Ok(_) => break,
+            // Another service took a port after we read the state: checking
+            // again from the newer state names it (or picks another free one).
+            Err(ManagerError::Rejected(ApplyError::PortInUse { .. })) if attempt < CAS_ATTEMPTS => {
+            }
+            Err(e) => return Err(e),
+        }
+    }
     let state = m.read().await?;
     Ok(summary(&state, super::lookup::<Service>(&state, &id)?))
+}
+
+/// The service with `r`'s changes, checked as `service create` checks.
+fn updated(state: &ClusterState, r: &UpdateServiceRequest) -> Result<Service, ManagerError> {
+    let mut s = super::lookup::<Service>(state, &r.service)?.clone();
+    let mut current = Published {
+        asked: s.spec.endpoint.ports.clone(),
+        allocated: s.endpoint.ports.clone(),
+    };
+    // Older stores, or a spec edited without its allocation: start afresh
+    // from what was allocated, which is what runs.
+    if current.asked.len() != current.allocated.len() {
+        current.asked = current.allocated.clone();
+    }
+    for rm in &r.publish_rm {
+        let wanted = ports::parse("--publish-rm", rm, true)?;
+        let before = current.allocated.len();
+        let mut i = 0;
+        while i < current.allocated.len() {
+            if ports::matches_removal(&current.allocated[i], &wanted) {
+                current.allocated.remove(i);
+                current.asked.remove(i);
+            } else {
+                i += 1;
+            }
+        }
+        if current.allocated.len() == before {
+            return Err(ports::PortError {
+                flag: match wanted.published_port {
+                    Some(n) => format!("--publish-rm {n}/{}", wanted.protocol),
+                    None => format!("--publish-rm {}", ports::Shown(&wanted)),
+                },
+                problem: ports::PortProblem::NotPublished {
+                    published: s.endpoint.ports.clone(),
+                },
+            }
+            .into());
+        }
+    }
+    let mut added = Vec::new();
+    for p in &r.publish_add {
+        let p = ports::parse("--publish-add", p, false)?;
+        // docker's --publish-add of a published port the service already
+        // has replaces it (a new target, protocol kept).
+        if let Some(n) = p.published_port {
+            while let Some(i) = current
+                .allocated
+                .iter()
+                .position(|a| a.published_port == Some(n) && a.protocol == p.protocol)
+            {
+                current.allocated.remove(i);
+                current.asked.remove(i);
+            }
+        }
+        added.push(("--publish-add".to_owned(), p));
+    }
+    let allocated = ports::allocate(
+        state,
+        &s.id,
+        s.spec.endpoint.mode,
+        &current.allocated,
+        &added,
+        data_path_port(state),
+    )?;
+    s.previous_spec = Some(s.spec.clone());
+    current.asked.extend(added.into_iter().map(|(_, p)| p));
+    current.allocated.extend(allocated);
+    s.spec.endpoint.ports = current.asked;
+    s.endpoint.ports = current.allocated;
+    Ok(s)
+}
+
+/// `service update`: CAS on the service version, retried when something
+/// else changed it meanwhile; a refused update changes nothing.
+pub(super) async fn update(
+    m: &Manager,
+    r: &UpdateServiceRequest,
+) -> Result<ServiceSummary, ManagerError> {
+    let mut attempt = 0;
+    loop {
+        attempt += 1;
+        let s = updated(&*m.read().await?, r)?;
+        let (id, version) = (s.id.clone(), s.version);
+        match m
+            .propose(Command::UpdateService {
+                id: id.clone(),
+                expected_version: version,
+                service: s,
+            })
+            .await
+        {
+            Ok(_) => {
+                let state = m.read().await?;
+                return Ok(summary(&state, super::lookup::<Service>(&state, &id)?));
+            }
+            Err(ManagerError::Rejected(
+                ApplyError::VersionMismatch { .. } | ApplyError::PortInUse { .. },
+            )) if attempt < CAS_ATTEMPTS => {}
+            Err(e) => return Err(e),
+        }
+    }
 }
 
 pub(super) async fn list(m: &Manager) -> Result<Vec<ServiceSummary>, ManagerError> {
@@ -357,5 +523,163 @@ pub(super) async fn reconcile(m: &Manager) {
         if let Err(e) = m.propose(cmd).await {
             tracing::debug!(error = %e, "scheduler command refused");
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use shoal_api::cluster::v1::PortConfig as ApiPort;
+
+    use super::*;
+    use crate::model::{EndpointMode, Protocol, PublishMode, apply};
+
+    fn api(published: u32, target: u32, protocol: &str, mode: &str) -> ApiPort {
+        ApiPort {
+            protocol: protocol.into(),
+            target_port: target,
+            published_port: published,
+            publish_mode: mode.into(),
+        }
+    }
+
+    fn request(name: &str, ports: Vec<ApiPort>) -> CreateServiceRequest {
+        CreateServiceRequest {
+            name: name.into(),
+            replicas: 1,
+            args: vec!["sleep".into(), "1000".into()],
+            ports,
+            ..Default::default()
+        }
+    }
+
+    /// Creates through `spec` and `apply`, as `create` does.
+    fn create(state: &mut ClusterState, r: &CreateServiceRequest) -> Result<(), ManagerError> {
+        let (spec, published) = spec(state, r)?;
+        apply(
+            state,
+            &Command::CreateService(Service {
+                id: format!("id-{}", r.name),
+                version: 0,
+                spec,
+                previous_spec: None,
+                endpoint: Endpoint {
+                    vips: Vec::new(),
+                    ports: published.allocated,
+                },
+            }),
+        )?;
+        Ok(())
+    }
+
+    fn update(state: &mut ClusterState, r: &UpdateServiceRequest) -> Result<(), ManagerError> {
+        let s = updated(state, r)?;
+        apply(
+            state,
+            &Command::UpdateService {
+                id: s.id.clone(),
+                expected_version: s.version,
+                service: s,
+            },
+        )?;
+        Ok(())
+    }
+
+    fn message(r: Result<(), ManagerError>) -> String {
+        r.err().map(|e| e.to_string()).unwrap_or_default()
+    }
+
+    #[test]
+    fn create_allocates_and_refuses_with_the_flag_and_the_fix() {
+        let mut s = ClusterState::default();
+        assert!(
+            create(
+                &mut s,
+                &request("web", vec![api(8080, 80, "", ""), api(0, 81, "", "")])
+            )
+            .is_ok()
+        );
+        let web = &s.services["id-web"];
+        assert_eq!(
+            web.spec.endpoint.ports[1].published_port, None,
+            "the spec keeps what was asked"
+        );
+        let published: Vec<Option<u16>> = web
+            .endpoint
+            .ports
+            .iter()
+            .map(|p| p.published_port)
+            .collect();
+        assert_eq!(published, [Some(8080), Some(30000)]);
+        assert_eq!(
+            message(create(&mut s, &request("api", vec![api(8080, 80, "", "")]))),
+            "--publish published=8080,target=80: port 8080/tcp is already published by service \
+             web; choose another published port, or leave published out to get a free one"
+        );
+        let mut dnsrr = request("dns", vec![api(53, 53, "udp", "")]);
+        dnsrr.endpoint_mode = "dnsrr".into();
+        assert_eq!(
+            message(create(&mut s, &dnsrr)),
+            "--endpoint-mode dnsrr: a port published in ingress mode needs a VIP; use mode=host \
+             or --endpoint-mode vip"
+        );
+        dnsrr.ports[0].publish_mode = "host".into();
+        assert!(create(&mut s, &dnsrr).is_ok());
+        assert_eq!(s.services["id-dns"].spec.endpoint.mode, EndpointMode::Dnsrr);
+        assert!(
+            message(create(&mut s, &request("x", vec![api(7946, 80, "", "")]))).contains("gossip")
+        );
+        assert!(
+            message(create(&mut s, &request("x", vec![api(0, 80, "", "host")])))
+                .contains("needs an explicit published port")
+        );
+    }
+
+    #[test]
+    fn update_adds_removes_and_a_refused_one_changes_nothing() {
+        let mut s = ClusterState::default();
+        assert!(create(&mut s, &request("web", vec![api(8080, 80, "", "")])).is_ok());
+        assert!(create(&mut s, &request("db", vec![api(5432, 5432, "", "")])).is_ok());
+        let add = |p: ApiPort| UpdateServiceRequest {
+            service: "web".into(),
+            publish_add: vec![p],
+            publish_rm: Vec::new(),
+        };
+        let before = s.clone();
+        assert_eq!(
+            message(update(&mut s, &add(api(5432, 80, "", "")))),
+            "--publish-add published=5432,target=80: port 5432/tcp is already published by \
+             service db; choose another published port, or leave published out to get a free one"
+        );
+        assert_eq!(s, before);
+        assert!(update(&mut s, &add(api(0, 53, "udp", ""))).is_ok());
+        let web = &s.services["id-web"];
+        assert_eq!(web.endpoint.ports.len(), 2);
+        assert_eq!(web.endpoint.ports[1].published_port, Some(30000));
+        assert_eq!(web.endpoint.ports[1].protocol, Protocol::Udp);
+        assert_eq!(
+            web.previous_spec.as_ref().map(|p| p.endpoint.ports.len()),
+            Some(1)
+        );
+        // Removal by published port and protocol.
+        let rm = |p: ApiPort| UpdateServiceRequest {
+            service: "web".into(),
+            publish_add: Vec::new(),
+            publish_rm: vec![p],
+        };
+        let e = message(update(&mut s, &rm(api(30000, 0, "", ""))));
+        assert!(
+            e.starts_with("--publish-rm 30000/tcp: the service publishes no such port; it publishes published=8080,target=80, published=30000,target=53,protocol=udp"),
+            "{e}"
+        );
+        assert!(update(&mut s, &rm(api(30000, 0, "udp", ""))).is_ok());
+        assert!(update(&mut s, &rm(api(8080, 0, "", ""))).is_ok());
+        let web = &s.services["id-web"];
+        assert!(web.endpoint.ports.is_empty() && web.spec.endpoint.ports.is_empty());
+        // Re-adding a published port replaces it.
+        assert!(update(&mut s, &add(api(8080, 80, "", ""))).is_ok());
+        assert!(update(&mut s, &add(api(8080, 81, "", "host"))).is_ok());
+        let web = &s.services["id-web"];
+        assert_eq!(web.endpoint.ports.len(), 1);
+        assert_eq!(web.endpoint.ports[0].publish_mode, PublishMode::Host);
     }
 }

@@ -307,6 +307,65 @@ fn references_must_exist_and_block_removal() -> Result<(), ApplyError> {
 }
 
 #[test]
+fn published_ports_are_unique_across_services() -> Result<(), ApplyError> {
+    let mut state = ClusterState::default();
+    let mut web = service("sv1", "web", &[], &[]);
+    web.endpoint.ports = vec![
+        port(8080, Protocol::Tcp, false),
+        port(9000, Protocol::Tcp, true),
+    ];
+    apply(&mut state, &Command::CreateService(web))?;
+    let before = state.clone();
+    let mut api = service("sv2", "api", &[], &[]);
+    // Same number, other protocol: fine. Host mode clashes with ingress.
+    api.endpoint.ports = vec![
+        port(8080, Protocol::Udp, false),
+        port(8080, Protocol::Tcp, true),
+    ];
+    let refused = apply(&mut state, &Command::CreateService(api.clone()));
+    assert_eq!(
+        refused,
+        Err(ApplyError::PortInUse {
+            id: "sv2".into(),
+            port: 8080,
+            protocol: Protocol::Tcp,
+            mode: PublishMode::Ingress,
+            other_id: "sv1".into(),
+            other_name: "web".into(),
+        })
+    );
+    let text = refused.err().map(|e| e.to_string()).unwrap_or_default();
+    assert!(
+        text.contains("port 8080/tcp is already published by service web"),
+        "{text}"
+    );
+    assert_eq!(state, before, "a refused create changes nothing");
+    // Two host-mode ports only clash per node: the scheduler's business.
+    api.endpoint.ports = vec![
+        port(8080, Protocol::Udp, false),
+        port(9000, Protocol::Tcp, true),
+    ];
+    apply(&mut state, &Command::CreateService(api.clone()))?;
+    // An update that takes another service's ingress port is refused too.
+    let v = state.services["sv2"].version;
+    api.endpoint.ports.push(port(8080, Protocol::Tcp, false));
+    let before = state.clone();
+    assert!(matches!(
+        apply(
+            &mut state,
+            &Command::UpdateService {
+                id: "sv2".into(),
+                expected_version: v,
+                service: api
+            }
+        ),
+        Err(ApplyError::PortInUse { port: 8080, .. })
+    ));
+    assert_eq!(state, before);
+    Ok(())
+}
+
+#[test]
 fn secret_data_is_immutable_and_ids_must_match() -> Result<(), ApplyError> {
     let mut state = ClusterState::default();
     apply(
@@ -420,12 +479,32 @@ fn arb_service() -> impl Strategy<Value = Service> {
         name(),
         prop::collection::vec(id(), 0..2),
         prop::collection::vec(id(), 0..2),
+        prop::collection::vec(arb_port(), 0..3),
     )
-        .prop_map(|(id, name, nets, secrets)| {
+        .prop_map(|(id, name, nets, secrets, ports)| {
             let nets: Vec<&str> = nets.iter().map(String::as_str).collect();
             let secrets: Vec<&str> = secrets.iter().map(String::as_str).collect();
-            service(&id, &name, &nets, &secrets)
+            let mut s = service(&id, &name, &nets, &secrets);
+            s.endpoint.ports = ports;
+            s
         })
+}
+/// Few numbers, so that services often clash.
+fn arb_port() -> impl Strategy<Value = PortConfig> {
+    (80u16..83, any::<bool>(), any::<bool>())
+        .prop_map(|(n, udp, host)| port(n, if udp { Protocol::Udp } else { Protocol::Tcp }, host))
+}
+fn port(n: u16, protocol: Protocol, host: bool) -> PortConfig {
+    PortConfig {
+        protocol,
+        target_port: 80,
+        published_port: Some(n),
+        publish_mode: if host {
+            PublishMode::Host
+        } else {
+            PublishMode::Ingress
+        },
+    }
 }
 fn arb_task() -> impl Strategy<Value = Task> {
     (id(), id(), prop::option::of(id())).prop_map(|(id, sv, nd)| task(&id, &sv, nd.as_deref()))
@@ -654,6 +733,21 @@ proptest! {
                 }
             }
             prop_assert!(all_versions(&state).iter().all(|v| *v <= state.version));
+        }
+    }
+
+    /// Whatever the order of creates and updates, no two stored services
+    /// ever publish clashing ports.
+    #[test]
+    fn published_ports_never_clash(ops in arb_ops()) {
+        let mut state = ClusterState::default();
+        run(ops, &mut state);
+        for a in state.services.values() {
+            for b in state.services.values().filter(|b| b.id != a.id) {
+                for p in &a.endpoint.ports {
+                    prop_assert!(!b.endpoint.ports.iter().any(|q| p.clashes_with(q)), "{:?}", p);
+                }
+            }
         }
     }
 

@@ -2,8 +2,8 @@ use proptest::prelude::*;
 
 use super::*;
 use crate::model::{
-    Endpoint, EndpointSpec, Labels, Network, NetworkDriver, NodeRole, RestartPolicy, ServiceSpec,
-    TaskSpec, apply,
+    Endpoint, EndpointSpec, Labels, Network, NetworkDriver, NodeRole, PortConfig, PublishMode,
+    RestartPolicy, ServiceSpec, TaskSpec, apply,
 };
 
 fn node(id: &str, labels: &[(&str, &str)]) -> Node {
@@ -394,4 +394,278 @@ fn tasks_of_a_removed_node_are_orphaned_and_replaced() {
         (TaskState::Orphaned, TaskState::Shutdown)
     );
     assert_eq!(live_on(&s, "web"), ["n1", "n1"]);
+}
+
+fn add_ingress(s: &mut ClusterState) {
+    let net = Network {
+        id: "ing".into(),
+        version: 0,
+        name: "ingress".into(),
+        labels: Labels::new(),
+        driver: NetworkDriver::Overlay,
+        ingress: true,
+        attachable: false,
+        encrypted: false,
+        vni: Some(4096),
+        subnet: Some("10.0.0.0/24".into()),
+        gateway: None,
+        mtu: None,
+    };
+    assert!(apply(s, &Command::CreateNetwork(net)).is_ok());
+}
+
+fn published(n: u16, mode: PublishMode) -> PortConfig {
+    PortConfig {
+        protocol: Protocol::Tcp,
+        target_port: 80,
+        published_port: Some(n),
+        publish_mode: mode,
+    }
+}
+
+fn with_ports(mut svc: Service, ports: Vec<PortConfig>) -> Service {
+    svc.spec.endpoint.ports = ports.clone();
+    svc.endpoint.ports = ports;
+    svc
+}
+
+fn attachments(t: &Task) -> Vec<&str> {
+    t.networks.iter().map(|n| n.network_id.as_str()).collect()
+}
+
+fn update_service(s: &mut ClusterState, id: &str, f: impl FnOnce(&mut Service)) {
+    let mut svc = s.services[id].clone();
+    f(&mut svc);
+    let v = svc.version;
+    assert!(
+        apply(
+            s,
+            &Command::UpdateService {
+                id: id.into(),
+                expected_version: v,
+                service: svc
+            }
+        )
+        .is_ok()
+    );
+}
+
+#[test]
+fn vips_per_network_and_ingress_first_for_published_ports() {
+    let mut s = state(&[node("n1", &[]), node("n2", &[])]);
+    add_ingress(&mut s);
+    let web = with_ports(
+        service("web", ServiceMode::Replicated { replicas: 2 }, &[]),
+        vec![published(8080, PublishMode::Ingress)],
+    );
+    let mut dns = service("dns", ServiceMode::Replicated { replicas: 1 }, &[]);
+    dns.spec.endpoint.mode = EndpointMode::Dnsrr;
+    let host = with_ports(
+        service("host", ServiceMode::Replicated { replicas: 1 }, &[]),
+        vec![published(9000, PublishMode::Host)],
+    );
+    for svc in [web, dns, host] {
+        assert!(apply(&mut s, &Command::CreateService(svc)).is_ok());
+    }
+    converge(&mut s, 100, &mut 0);
+    let vips = |s: &ClusterState, id: &str| -> Vec<(String, String)> {
+        s.services[id]
+            .endpoint
+            .vips
+            .iter()
+            .map(|v| (v.network_id.clone(), v.addr.clone()))
+            .collect()
+    };
+    // Service order (by id): dns, host, web; VIPs before any task address.
+    assert_eq!(vips(&s, "dns"), []);
+    assert_eq!(vips(&s, "host"), [("net".into(), "10.0.1.2/24".into())]);
+    assert_eq!(
+        vips(&s, "web"),
+        [
+            ("ing".into(), "10.0.0.2/24".into()),
+            ("net".into(), "10.0.1.3/24".into())
+        ]
+    );
+    for t in s.tasks.values() {
+        let want: &[&str] = if t.service_id == "web" {
+            &["ing", "net"]
+        } else {
+            &["net"]
+        };
+        assert_eq!(attachments(t), want, "{}", t.service_id);
+    }
+    // The last ingress port goes: the ingress VIP is released.
+    update_service(&mut s, "web", |svc| svc.endpoint.ports.clear());
+    converge(&mut s, 101, &mut 0);
+    assert_eq!(vips(&s, "web"), [("net".into(), "10.0.1.3/24".into())]);
+}
+
+#[test]
+fn host_mode_ports_keep_tasks_apart() {
+    let mut s = state(&[node("n1", &[]), node("n2", &[]), node("n3", &[])]);
+    let svc = with_ports(
+        service("web", ServiceMode::Replicated { replicas: 4 }, &[]),
+        vec![published(8080, PublishMode::Host)],
+    );
+    assert!(apply(&mut s, &Command::CreateService(svc)).is_ok());
+    converge(&mut s, 100, &mut 0);
+    assert_eq!(live_on(&s, "web"), ["-", "n1", "n2", "n3"]);
+    let pending: Vec<&Task> = s
+        .tasks
+        .values()
+        .filter(|t| t.state == TaskState::Pending)
+        .collect();
+    assert_eq!(pending.len(), 1);
+    assert_eq!(
+        pending[0].status.err,
+        "no suitable node (host-mode port 8080/tcp in use on 3 nodes)"
+    );
+    // Another service on the same host port: also kept off those nodes;
+    // a new node takes one of them.
+    let other = with_ports(
+        service("api", ServiceMode::Replicated { replicas: 1 }, &[]),
+        vec![published(8080, PublishMode::Host)],
+    );
+    assert!(apply(&mut s, &Command::CreateService(other)).is_ok());
+    let _ = apply(&mut s, &Command::CreateNode(node("n4", &[])));
+    converge(&mut s, 101, &mut 0);
+    let placed = live_on(&s, "web").len() + live_on(&s, "api").len();
+    assert_eq!(placed, 5);
+    let assigned: Vec<String> = s
+        .tasks
+        .values()
+        .filter(|t| live(t) && t.state == TaskState::Assigned)
+        .filter_map(|t| t.node_id.clone())
+        .collect();
+    let distinct: BTreeSet<&String> = assigned.iter().collect();
+    assert_eq!(
+        assigned.len(),
+        distinct.len(),
+        "two on one node: {assigned:?}"
+    );
+}
+
+#[test]
+fn network_changes_replace_running_tasks_one_slot_at_a_time() {
+    let mut s = state(&[node("n1", &[]), node("n2", &[]), node("n3", &[])]);
+    add_ingress(&mut s);
+    let svc = service("web", ServiceMode::Replicated { replicas: 3 }, &[]);
+    assert!(apply(&mut s, &Command::CreateService(svc)).is_ok());
+    let mut ids = 0;
+    converge(&mut s, 100, &mut ids);
+    let run_all = |s: &mut ClusterState| {
+        let ids: Vec<String> = s
+            .tasks
+            .values()
+            .filter(|t| live(t) && t.state == TaskState::Assigned)
+            .map(|t| t.id.clone())
+            .collect();
+        for id in ids {
+            set_state(s, &id, TaskState::Running, 100);
+        }
+        // What agents do with tasks asked to stop.
+        let stopping: Vec<String> = s
+            .tasks
+            .values()
+            .filter(|t| t.desired_state == TaskState::Shutdown && !ended(t.state))
+            .map(|t| t.id.clone())
+            .collect();
+        for id in stopping {
+            set_state(s, &id, TaskState::Shutdown, 100);
+        }
+    };
+    run_all(&mut s);
+    // The first ingress port: tasks need the ingress network first.
+    update_service(&mut s, "web", |svc| {
+        svc.endpoint.ports = vec![published(8080, PublishMode::Ingress)];
+    });
+    let on_ingress = |s: &ClusterState| {
+        s.tasks
+            .values()
+            .filter(|t| live(t) && attachments(t) == ["ing", "net"])
+            .count()
+    };
+    for replaced in 1..=3 {
+        converge(&mut s, 101, &mut ids);
+        assert_eq!(on_ingress(&s), replaced, "one slot per step");
+        // The two other slots keep serving meanwhile.
+        let running = s
+            .tasks
+            .values()
+            .filter(|t| live(t) && t.state == TaskState::Running)
+            .count();
+        assert_eq!(running, 2);
+        run_all(&mut s);
+    }
+    assert_eq!(live_on(&s, "web").len(), 3);
+    // Host-mode ports need no ingress: back to the service's own network.
+    update_service(&mut s, "web", |svc| {
+        svc.endpoint.ports = vec![published(8080, PublishMode::Host)];
+    });
+    // Each new task waits for the old one to free the port on its node.
+    for _ in 0..6 {
+        converge(&mut s, 102, &mut ids);
+        run_all(&mut s);
+    }
+    assert_eq!(on_ingress(&s), 0);
+    let live_attach: Vec<Vec<&str>> = s
+        .tasks
+        .values()
+        .filter(|t| live(t))
+        .map(attachments)
+        .collect();
+    assert_eq!(live_attach, [["net"], ["net"], ["net"]]);
+}
+
+proptest! {
+    /// Random services (vip or dnsrr, with or without an ingress port) on
+    /// random nodes, converged and with tasks failing: VIPs and task
+    /// addresses are all distinct, inside their network, never a gateway,
+    /// and each vip-mode service has exactly one VIP per network its tasks
+    /// use.
+    #[test]
+    fn vips_and_task_addresses_never_collide(
+        services in proptest::collection::vec((1u64..4, any::<bool>(), any::<bool>()), 1..4),
+        fails in proptest::collection::vec(0usize..8, 0..6),
+    ) {
+        let mut s = state(&[node("n1", &[]), node("n2", &[])]);
+        add_ingress(&mut s);
+        for (i, (replicas, dnsrr, ingress)) in services.iter().enumerate() {
+            let mut svc = service(&format!("s{i}"), ServiceMode::Replicated { replicas: *replicas }, &[]);
+            if *dnsrr {
+                svc.spec.endpoint.mode = EndpointMode::Dnsrr;
+            }
+            let mode = if *ingress && !*dnsrr { PublishMode::Ingress } else { PublishMode::Host };
+            let svc = with_ports(svc, vec![published(8000 + i as u16, mode)]);
+            prop_assert!(apply(&mut s, &Command::CreateService(svc)).is_ok());
+        }
+        let mut ids = 0;
+        let mut now = 100;
+        converge(&mut s, now, &mut ids);
+        for pick in fails {
+            let live: Vec<String> = s.tasks.values().filter(|t| live(t)).map(|t| t.id.clone()).collect();
+            if !live.is_empty() {
+                set_state(&mut s, &live[pick % live.len()], TaskState::Failed, now);
+            }
+            now += 10;
+            converge(&mut s, now, &mut ids);
+            let mut seen = BTreeSet::new();
+            let task_addrs = s.tasks.values().flat_map(|t| t.networks.iter().flat_map(|n| n.addresses.iter().map(move |a| (n.network_id.clone(), a.clone()))));
+            let vips = s.services.values().flat_map(|svc| svc.endpoint.vips.iter().map(|v| (v.network_id.clone(), v.addr.clone())));
+            for (net, a) in task_addrs.chain(vips) {
+                let prefix = if net == "ing" { "10.0.0." } else { "10.0.1." };
+                prop_assert!(a.starts_with(prefix) && !a.ends_with(".1/24"), "{}", a);
+                prop_assert!(seen.insert(a.clone()), "{} handed out twice", a);
+            }
+            for svc in s.services.values() {
+                let nets: Vec<&str> = svc.endpoint.vips.iter().map(|v| v.network_id.as_str()).collect();
+                let want: Vec<&str> = match svc.spec.endpoint.mode {
+                    EndpointMode::Dnsrr => vec![],
+                    EndpointMode::Vip if ports::has_ingress(&svc.endpoint.ports) => vec!["ing", "net"],
+                    EndpointMode::Vip => vec!["net"],
+                };
+                prop_assert_eq!(nets, want);
+            }
+        }
+    }
 }
