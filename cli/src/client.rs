@@ -248,7 +248,8 @@ mod tests {
         let e = socket_path("tcp://10.0.0.1:2377")
             .err()
             .map(|e| e.to_string());
-        assert!(e.unwrap_or_default().contains("control plane"));
+        // tcp:// is connect()'s, never a socket path.
+        assert!(e.unwrap_or_default().contains("tcp://MANAGER:2377"));
     }
 
     #[test]
