@@ -319,9 +319,12 @@ mod tests {
                     data_iface: "eth0".into(),
                     data_ip: None,
                     // Loads a real object: the suite runs as root anyway.
-                    mesh: Arc::new(std::sync::Mutex::new(crate::lb::MeshState::new(
-                        crate::datapath::mesh::Mesh::load().expect("load the mesh (needs root)"),
-                    ))),
+                    mesh: Arc::new(std::sync::Mutex::new(crate::lb::MeshState::new({
+                        // The pins go at once; the loaded maps stay.
+                        let pins = crate::datapath::mesh::TestPins::new();
+                        crate::datapath::mesh::Mesh::load(pins.path())
+                            .expect("load the mesh (needs root)")
+                    }))),
                 },
             )),
         )

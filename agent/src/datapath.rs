@@ -55,6 +55,56 @@ pub enum DatapathError {
     },
     #[error("a Maglev table for service {service} has {len} slots or the id is out of range")]
     Ring { service: u32, len: usize },
+    #[error("the pin directory {path}: {source}; it must be on a BPF filesystem (bpffs)")]
+    PinDir {
+        path: std::path::PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("pinned link {path}: {source}")]
+    PinLink {
+        path: std::path::PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error(
+        "mounting bpffs on {path}: {source}; mount it (mount -t bpf bpf {path}) or pass another --bpf-dir"
+    )]
+    MountBpffs {
+        path: std::path::PathBuf,
+        #[source]
+        source: nix::Error,
+    },
+}
+
+/// bpffs's magic (linux/magic.h BPF_FS_MAGIC).
+const BPF_FS_MAGIC: i64 = 0xcafe_4a11;
+
+/// Makes sure `dir` is on bpffs: mounts one on /sys/fs/bpf when it is not
+/// there yet (as the kernel docs and Cilium do), since pins need it.
+pub fn ensure_bpffs(dir: &std::path::Path) -> Result<(), DatapathError> {
+    let root = std::path::Path::new("/sys/fs/bpf");
+    let on_bpffs = |p: &std::path::Path| {
+        nix::sys::statfs::statfs(p).is_ok_and(|s| s.filesystem_type().0 as i64 == BPF_FS_MAGIC)
+    };
+    if dir.ancestors().any(|a| a.exists() && on_bpffs(a)) {
+        return Ok(());
+    }
+    if dir.starts_with(root) && !on_bpffs(root) {
+        nix::mount::mount(
+            Some("bpf"),
+            root,
+            Some("bpf"),
+            nix::mount::MsFlags::empty(),
+            None::<&str>,
+        )
+        .map_err(|source| DatapathError::MountBpffs {
+            path: root.to_owned(),
+            source,
+        })?;
+        tracing::info!("mounted bpffs on /sys/fs/bpf");
+    }
+    Ok(())
 }
 
 /// How the classifiers hang on the interface.

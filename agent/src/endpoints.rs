@@ -127,13 +127,26 @@ async fn program(
     poke: Arc<Notify>,
 ) {
     let mut changes = gossip.subscribe();
+    let started = tokio::time::Instant::now();
     loop {
         let set = view.borrow_and_update().clone();
         let local = exec.local_networks().await;
         let want = wanted(&gossip.endpoints(), &set, &local, exec.node_id());
         let own_mac = exec.data_ip().map(shoal_overlay::bridge_mac);
+        // Just started, gossip knows nobody yet: entries a previous run left
+        // that the control plane still lists stay until gossip has had its
+        // chance, so connections through this node survive a restart.
+        let warming = started.elapsed() < WARMUP;
         for (network, vni) in &local {
-            let want = want.get(network).cloned().unwrap_or_default();
+            let mut want = want.get(network).cloned().unwrap_or_default();
+            if warming {
+                want.extend(listed(
+                    &set,
+                    network,
+                    exec.node_id(),
+                    &have_on(&exec, *vni).await,
+                ));
+            }
             if let Err(e) = converge(&exec, *vni, &want).await {
                 tracing::warn!(vni, error = %e, "programming remote endpoints");
             }
@@ -151,6 +164,37 @@ async fn program(
             _ = tokio::time::sleep(RESYNC) => {}
         }
     }
+}
+
+/// How long after start gossip's silence does not remove entries.
+const WARMUP: Duration = Duration::from_secs(10);
+
+async fn have_on(exec: &Executor, vni: u32) -> BTreeSet<RemoteEndpoint> {
+    match exec.overlay().remotes(vni).await {
+        Ok(r) => r.endpoints.into_iter().collect(),
+        Err(_) => BTreeSet::new(),
+    }
+}
+
+/// Those of `have` that the control plane lists on `network`, on the node
+/// whose VTEP they point at.
+fn listed(
+    set: &AssignmentSet,
+    network: &str,
+    me: &str,
+    have: &BTreeSet<RemoteEndpoint>,
+) -> Vec<RemoteEndpoint> {
+    have.iter()
+        .filter(|r| {
+            set.endpoints.iter().any(|e| {
+                e.network_id == network
+                    && e.node_id != me
+                    && e.ip.parse::<Ipv4Addr>().ok() == Some(r.ip)
+                    && e.node_addr.parse::<Ipv4Addr>().ok() == Some(r.vtep)
+            })
+        })
+        .copied()
+        .collect()
 }
 
 /// The remote endpoints each local network should have: in gossip, on

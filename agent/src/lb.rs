@@ -219,6 +219,7 @@ pub enum LbError {
 #[derive(Debug)]
 struct Ids<K> {
     by_key: HashMap<K, u32>,
+    used: std::collections::HashSet<u32>,
     free: Vec<u32>,
     next: u32,
     limit: u32,
@@ -228,22 +229,27 @@ impl<K: std::hash::Hash + Eq + Clone> Ids<K> {
     fn new(first: u32, limit: u32) -> Self {
         Ids {
             by_key: HashMap::new(),
+            used: std::collections::HashSet::new(),
             free: Vec::new(),
             next: first,
             limit,
         }
     }
 
-    fn get_or_assign(&mut self, key: &K, what: &'static str) -> Result<u32, LbError> {
+    /// `key`'s id; a new key takes `hint` when it is free (the id a previous
+    /// run gave it), else the next free one.
+    fn get_or_assign(
+        &mut self,
+        key: &K,
+        hint: Option<u32>,
+        what: &'static str,
+    ) -> Result<u32, LbError> {
         if let Some(id) = self.by_key.get(key) {
             return Ok(*id);
         }
-        let id = match self.free.pop() {
+        let hinted = hint.filter(|h| *h < self.limit && !self.used.contains(h));
+        let id = match hinted.or_else(|| self.fresh()) {
             Some(id) => id,
-            None if self.next < self.limit => {
-                self.next += 1;
-                self.next - 1
-            }
             None => {
                 return Err(LbError::Full {
                     what,
@@ -251,12 +257,30 @@ impl<K: std::hash::Hash + Eq + Clone> Ids<K> {
                 });
             }
         };
+        self.used.insert(id);
         self.by_key.insert(key.clone(), id);
         Ok(id)
     }
 
+    fn fresh(&mut self) -> Option<u32> {
+        while let Some(id) = self.free.pop() {
+            if !self.used.contains(&id) {
+                return Some(id);
+            }
+        }
+        while self.next < self.limit {
+            let id = self.next;
+            self.next += 1;
+            if !self.used.contains(&id) {
+                return Some(id);
+            }
+        }
+        None
+    }
+
     fn release(&mut self, key: &K) -> Option<u32> {
         let id = self.by_key.remove(key)?;
+        self.used.remove(&id);
         self.free.push(id);
         Some(id)
     }
@@ -272,6 +296,17 @@ pub struct Tables {
     rings: HashMap<u32, Vec<(u32, String)>>,
     services: HashMap<ServiceKey, Service>,
     names: BTreeMap<String, String>,
+    /// What a previous run left in the pinned maps: ids to give the same
+    /// groups and backends again, and backend slots to clear if nothing
+    /// claims them.
+    restored: Restored,
+}
+
+#[derive(Debug, Default)]
+struct Restored {
+    group_of_frontend: HashMap<ServiceKey, u32>,
+    backend_of_addr: HashMap<u32, u32>,
+    backends: BTreeSet<u32>,
 }
 
 /// The mesh's maps and what this node wrote into them, under one lock.
@@ -291,11 +326,25 @@ pub struct GroupStats {
 }
 
 impl MeshState {
+    /// Takes over the maps, and what a previous run left in them.
     pub fn new(maps: crate::datapath::mesh::Mesh) -> Self {
-        MeshState {
-            maps,
-            tables: Tables::default(),
-        }
+        let tables = match (maps.frontends(), maps.backends()) {
+            (Ok(s), Ok(b)) => {
+                if !s.is_empty() {
+                    tracing::info!(
+                        frontends = s.len(),
+                        backends = b.len(),
+                        "routing mesh restored from the pinned maps"
+                    );
+                }
+                Tables::restore(s, b)
+            }
+            (Err(e), _) | (_, Err(e)) => {
+                tracing::warn!(error = %e, "reading the pinned mesh maps; starting from empty tables");
+                Tables::default()
+            }
+        };
+        MeshState { maps, tables }
     }
 
     /// Counters of every group in the maps now.
@@ -329,6 +378,7 @@ impl Default for Tables {
             rings: HashMap::new(),
             services: HashMap::new(),
             names: BTreeMap::new(),
+            restored: Restored::default(),
         }
     }
 }
@@ -349,6 +399,27 @@ impl Changes {
 }
 
 impl Tables {
+    /// Tables that know what the pinned maps hold (Cilium's restore before
+    /// reconcile): the frontends and backends a previous run wrote. The
+    /// next [`apply`](Self::apply) gives the same groups and backends the
+    /// same ids, so tracked flows keep matching, and removes what is no
+    /// longer wanted.
+    pub fn restore(services: Vec<(ServiceKey, Service)>, backends: Vec<(u32, Backend)>) -> Tables {
+        let mut t = Tables::default();
+        for (key, svc) in services {
+            t.restored.group_of_frontend.insert(key, svc.id);
+            t.services.insert(key, svc);
+        }
+        for (id, b) in backends {
+            if b.addr != 0 {
+                t.restored.backend_of_addr.insert(b.addr, id);
+                t.restored.backends.insert(id);
+                t.backend_values.insert(id, b);
+            }
+        }
+        t
+    }
+
     /// Writes the maps until they hold `want`: backends first, then the
     /// rings naming them, then the frontends using the rings; removals in
     /// the reverse order. A failed write leaves what is recorded as written
@@ -359,12 +430,27 @@ impl Tables {
         let mut ring_of: BTreeMap<u32, Vec<(u32, String)>> = BTreeMap::new();
         let mut live_backends = BTreeSet::new();
         for (key, backends) in &want.groups {
-            let gid = self.groups.get_or_assign(key, "load-balanced services")?;
+            let hint = want
+                .frontends
+                .iter()
+                .filter(|(_, f)| f.group == *key)
+                .find_map(|((addr, port, proto), _)| {
+                    let k = ServiceKey::new(u32::from(*addr), *port, *proto);
+                    self.restored.group_of_frontend.get(&k).copied()
+                });
+            let gid = self
+                .groups
+                .get_or_assign(key, hint, "load-balanced services")?;
             let mut ring = Vec::new();
             for b in backends {
-                let bid = self
-                    .backends
-                    .get_or_assign(&(b.task_id.clone(), b.addr), "backends")?;
+                let hint = self
+                    .restored
+                    .backend_of_addr
+                    .get(&u32::from(b.addr).to_be())
+                    .copied();
+                let bid =
+                    self.backends
+                        .get_or_assign(&(b.task_id.clone(), b.addr), hint, "backends")?;
                 let value = Backend {
                     addr: u32::from(b.addr).to_be(),
                     vtep: u32::from(b.vtep).to_be(),
@@ -464,6 +550,17 @@ impl Tables {
                 changes.removed += 1;
             }
         }
+        // A previous run's backends that nothing claimed this time.
+        let unclaimed: Vec<u32> = std::mem::take(&mut self.restored.backends)
+            .into_iter()
+            .filter(|id| !live_backends.contains(id))
+            .collect();
+        for bid in unclaimed {
+            maps.remove_backend(bid)?;
+            self.backend_values.remove(&bid);
+            changes.removed += 1;
+        }
+        self.restored = Restored::default();
         Ok(changes)
     }
 }
@@ -730,7 +827,7 @@ mod tests {
         let (mut m1, mut m2) = (Fake::default(), Fake::default());
         // Skew n2's ids.
         t2.backends
-            .get_or_assign(&("x".into(), ME), "b")
+            .get_or_assign(&("x".into(), ME), None, "b")
             .expect("id");
         t1.apply(&d1, &mut m1).expect("apply");
         t2.apply(&d2, &mut m2).expect("apply");

@@ -43,6 +43,11 @@ struct Args {
     /// only non-loopback interface that is up].
     #[arg(long)]
     data_interface: Option<String>,
+    /// Directory on bpffs for the routing mesh's pinned maps and links: what
+    /// lets a restarted shoald carry on every tracked connection. One per
+    /// node; bpffs is mounted on /sys/fs/bpf if it is not there.
+    #[arg(long, default_value = "/sys/fs/bpf/shoal")]
+    bpf_dir: PathBuf,
 }
 
 #[tokio::main]
@@ -85,7 +90,7 @@ async fn main() -> anyhow::Result<()> {
         _ => None,
     };
     // After the counters, so they see packets as they arrived.
-    let mut mesh = Mesh::load().context("loading the routing mesh's eBPF programs")?;
+    let mut mesh = Mesh::load(&args.bpf_dir).context("loading the routing mesh's eBPF programs")?;
     mesh.attach(&iface)
         .with_context(|| format!("attaching the routing mesh to {iface}"))?;
     if let Some(ip) = data_ipv4 {

@@ -198,7 +198,7 @@ impl Worker {
             resolv_conf,
         });
         let mut loops = vec![
-            tokio::spawn(sweep_then_follow(executor.clone(), link.clone())),
+            tokio::spawn(assignments(executor.clone(), link.clone())),
             tokio::spawn(reporter(link.clone(), reports_rx)),
             tokio::spawn(mesh_sync(executor.clone(), view_rx.clone())),
         ];
@@ -237,11 +237,20 @@ fn routing_sysctls() {
 /// latest assignment set asks for; also every few seconds, so a failed
 /// write is retried.
 async fn mesh_sync(exec: Arc<Executor>, mut view: watch::Receiver<Arc<AssignmentSet>>) {
+    let mut swept = false;
     loop {
         let set = view.borrow_and_update().clone();
-        exec.ensure_ingress(&set).await;
-        exec.sync_mesh(&set).await;
-        exec.sync_names(&set).await;
+        // Version 0 is the empty set before any manager answered: acting on
+        // it would empty maps that a previous run left serving.
+        if set.version > 0 {
+            if !swept {
+                sweep_leftovers(&exec, &set).await;
+                swept = true;
+            }
+            exec.ensure_ingress(&set).await;
+            exec.sync_mesh(&set).await;
+            exec.sync_names(&set).await;
+        }
         tokio::select! {
             r = view.changed() => if r.is_err() { return },
             _ = exec.mesh_poke.notified() => {}
@@ -250,32 +259,37 @@ async fn mesh_sync(exec: Arc<Executor>, mut view: watch::Receiver<Arc<Assignment
     }
 }
 
-/// Removes overlay devices a previous run of the daemon left (its tasks
-/// died with it), then follows the assignments.
-async fn sweep_then_follow(exec: Arc<Executor>, link: ManagerLink) {
-    match exec.overlay.networks().await {
-        Ok(vnis) => {
-            for vni in vnis {
-                match exec.overlay.release_network(vni).await {
-                    Ok(Release::Removed) => {
-                        tracing::info!(vni, "removed a leftover overlay network")
-                    }
-                    Ok(Release::InUse { ports }) => {
-                        tracing::warn!(
-                            vni,
-                            ?ports,
-                            "leftover overlay network still has ports; kept"
-                        )
-                    }
-                    Err(e) => {
-                        tracing::warn!(vni, error = %e, "removing a leftover overlay network")
-                    }
-                }
-            }
+/// Removes overlay devices a previous run of the daemon left that the
+/// first assignment set does not name (their tasks died with it). Networks
+/// it names stay as they are, with their entries: above all the ingress
+/// network, which carries connections DNATed here across a restart.
+async fn sweep_leftovers(exec: &Executor, set: &AssignmentSet) {
+    let wanted: HashSet<u32> = set.networks.iter().map(|n| n.vni).collect();
+    let vnis = match exec.overlay.networks().await {
+        Ok(v) => v,
+        Err(e) => {
+            tracing::warn!(error = %e, "listing leftover overlay networks");
+            return;
         }
-        Err(e) => tracing::warn!(error = %e, "listing leftover overlay networks"),
+    };
+    let local = exec.networks.lock().await;
+    let in_use: HashSet<u32> = local.values().map(|(vni, _)| *vni).collect();
+    for vni in vnis {
+        if wanted.contains(&vni) || in_use.contains(&vni) {
+            continue;
+        }
+        match exec.overlay.release_network(vni).await {
+            Ok(Release::Removed) => tracing::info!(vni, "removed a leftover overlay network"),
+            Ok(Release::InUse { ports }) => {
+                tracing::warn!(
+                    vni,
+                    ?ports,
+                    "leftover overlay network still has ports; kept"
+                )
+            }
+            Err(e) => tracing::warn!(vni, error = %e, "removing a leftover overlay network"),
+        }
     }
-    assignments(exec, link).await
 }
 
 /// Follows the assignment stream of whichever manager answers.

@@ -82,32 +82,34 @@ const BPF_F_MARK_MANGLED_0: u64 = 1 << 5;
 
 // Map names are literals because the macro wants one; they must equal the
 // shoal_common::mesh constants, which the loader looks up (its tests check).
+// Every map is pinned by name (the loader gives the directory), so a
+// restarted shoald picks up the flows, rings and counters of the last one.
 #[map(name = "SHOAL_SVC4_V1")]
-static SERVICES: HashMap<ServiceKey, Service> = HashMap::with_max_entries(MAX_FRONTENDS, 0);
+static SERVICES: HashMap<ServiceKey, Service> = HashMap::pinned(MAX_FRONTENDS, 0);
 
 #[map(name = "SHOAL_BE4_V1")]
-static BACKENDS: Array<Backend> = Array::with_max_entries(MAX_BACKENDS, 0);
+static BACKENDS: Array<Backend> = Array::pinned(MAX_BACKENDS, 0);
 
 #[map(name = "SHOAL_MAGLEV_V1")]
-static MAGLEV: Array<u32> = Array::with_max_entries(MAX_SERVICES * MAGLEV_SIZE, 0);
+static MAGLEV: Array<u32> = Array::pinned(MAX_SERVICES * MAGLEV_SIZE, 0);
 
 #[map(name = "SHOAL_CT4_V1")]
-static CONNTRACK: LruHashMap<FlowKey, Conn> = LruHashMap::with_max_entries(MAX_FLOWS, 0);
+static CONNTRACK: LruHashMap<FlowKey, Conn> = LruHashMap::pinned(MAX_FLOWS, 0);
 
 #[map(name = "SHOAL_RNAT4_V1")]
-static REVNAT: LruHashMap<FlowKey, RevNat> = LruHashMap::with_max_entries(MAX_FLOWS, 0);
+static REVNAT: LruHashMap<FlowKey, RevNat> = LruHashMap::pinned(MAX_FLOWS, 0);
 
 #[map(name = "SHOAL_SVCST_V1")]
-static SERVICE_STATS: PerCpuArray<ServiceStats> = PerCpuArray::with_max_entries(MAX_SERVICES, 0);
+static SERVICE_STATS: PerCpuArray<ServiceStats> = PerCpuArray::pinned(MAX_SERVICES, 0);
 
 #[map(name = "SHOAL_LBRSN_V1")]
-static REASONS: PerCpuArray<u64> = PerCpuArray::with_max_entries(MeshReason::COUNT, 0);
+static REASONS: PerCpuArray<u64> = PerCpuArray::pinned(MeshReason::COUNT, 0);
 
 #[map(name = "SHOAL_LBCFG_V2")]
-static CONFIG: Array<MeshConfig> = Array::with_max_entries(1, 0);
+static CONFIG: Array<MeshConfig> = Array::pinned(1, 0);
 
 #[map(name = "SHOAL_RET4_V1")]
-static RETURN: LruHashMap<FlowKey, ReturnPath> = LruHashMap::with_max_entries(MAX_FLOWS, 0);
+static RETURN: LruHashMap<FlowKey, ReturnPath> = LruHashMap::pinned(MAX_FLOWS, 0);
 
 #[classifier]
 pub fn shoal_mesh_in(ctx: TcContext) -> i32 {

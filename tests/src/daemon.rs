@@ -141,6 +141,8 @@ pub(crate) fn spawn(binary: &Path, spec: &DaemonSpec<'_>) -> Result<Child, LabEr
         .arg(spec.socket)
         .arg("--data-interface")
         .arg(underlay::DATA_IFACE)
+        .arg("--bpf-dir")
+        .arg(crate::record::bpf_dir(spec.dir))
         .stdin(Stdio::null())
         .stdout(log)
         .stderr(log_err);

@@ -15,6 +15,15 @@ use crate::{LabError, netns};
 
 /// Root of all lab directories.
 pub const RUN_DIR: &str = "/run/shoal-lab";
+/// Where lab daemons pin their eBPF maps and links (bpffs), one directory
+/// per node mirroring its state directory under [`RUN_DIR`].
+pub const BPF_RUN_DIR: &str = "/sys/fs/bpf/shoal-lab";
+
+/// The pin directory of the node whose state directory is `node_dir`.
+pub(crate) fn bpf_dir(node_dir: &Path) -> PathBuf {
+    let rel = node_dir.strip_prefix(RUN_DIR).unwrap_or(node_dir);
+    Path::new(BPF_RUN_DIR).join(rel.strip_prefix("/").unwrap_or(rel))
+}
 
 /// File name of a lab's description.
 pub(crate) const LAB_JSON: &str = "lab.json";
@@ -239,6 +248,12 @@ pub(crate) fn remove_lab(name: &str, grace: Duration) -> Result<(), LabError> {
         daemon.terminate(grace)?;
     }
     delete_lab_netns(name)?;
+    // Pinned maps and links would outlive the lab (and its namespaces).
+    let pins = Path::new(BPF_RUN_DIR).join(name);
+    match std::fs::remove_dir_all(&pins) {
+        Err(e) if e.kind() != io::ErrorKind::NotFound => return Err(io_err(&pins, "remove")(e)),
+        _ => {}
+    }
     let dir = lab_dir(name);
     match std::fs::remove_dir_all(&dir) {
         Err(e) if e.kind() != io::ErrorKind::NotFound => Err(io_err(&dir, "remove")(e)),

@@ -187,3 +187,182 @@ async fn published_ports_answer_on_every_node_and_keep_the_client_address() -> a
     lab.down()?;
     Ok(())
 }
+
+/// Outcomes of a bounded request loop: (seconds since start, ok).
+fn request_loop(lab: &Lab, url: &str, for_secs: f64) -> anyhow::Result<Vec<(f64, bool)>> {
+    let start = std::time::Instant::now();
+    let mut out = Vec::new();
+    while start.elapsed().as_secs_f64() < for_secs {
+        let ok = lab
+            .client_command("curl")
+            .args([
+                "-s",
+                "-m",
+                "1",
+                "-o",
+                "/dev/null",
+                "-w",
+                "%{http_code}",
+                url,
+            ])
+            .output()
+            .is_ok_and(|o| o.stdout == b"200");
+        out.push((start.elapsed().as_secs_f64(), ok));
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    Ok(out)
+}
+
+#[tokio::test]
+async fn connections_survive_a_restart_dead_backends_leave_and_names_resolve() -> anyhow::Result<()>
+{
+    let lab = cluster("mesh2").await?;
+    lab.shoal(1, &["network", "create", "appnet"])?;
+    lab.shoal(
+        1,
+        &[
+            "service",
+            "create",
+            "--detach",
+            "--name",
+            "web",
+            "--replicas",
+            "2",
+            "--constraint",
+            "node.hostname!=n3",
+            "--network",
+            "appnet",
+            "--restart-delay",
+            "0s",
+            "-p",
+            "8080:80",
+            "--",
+            HTTP,
+            "serve",
+            "80",
+        ],
+    )?;
+    running(&lab, "web", 2).await?;
+    let url = format!("http://{}:8080/", lab.node(3).addr());
+    eventually(Duration::from_secs(15), "n3 answers", || {
+        Ok((curl(&lab, &url)?.0 == "200").then_some(()))
+    })
+    .await?;
+
+    // A long-lived connection through n3 while n3's shoald restarts: the
+    // pinned programs and maps keep serving it.
+    let hold = lab
+        .client_command(HTTP)
+        .args(["hold", &format!("{}:8080", lab.node(3).addr()), "8"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()?;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    lab.stop(3).await?;
+    lab.start(3).await?;
+    let out = tokio::task::spawn_blocking(move || hold.wait_with_output()).await??;
+    ensure!(
+        out.status.success(),
+        "the connection through n3 broke across its restart: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let log = std::fs::read_to_string(lab.node(3).log())?;
+    ensure!(
+        log.contains("routing mesh restored from the pinned maps"),
+        "n3 did not restore its maps"
+    );
+
+    // Names: `web` is its VIP on appnet, `tasks.web` both tasks.
+    let rows = lab.service_ps(1, "web").map_err(|e| anyhow::anyhow!(e))?;
+    let task_ips: BTreeSet<String> = rows
+        .iter()
+        .filter(|r| r.running())
+        .flat_map(|r| r.addresses.iter())
+        // Their appnet addresses: the names task is not on ingress
+        // (10.0.0.0/24, made at init).
+        .filter(|a| !a.starts_with("10.0.0."))
+        .filter_map(|a| a.split('/').next().map(str::to_owned))
+        .collect();
+    lab.shoal(
+        1,
+        &[
+            "service",
+            "create",
+            "--detach",
+            "--name",
+            "names",
+            "--network",
+            "appnet",
+            "--constraint",
+            "node.hostname==n3",
+            "--restart-condition",
+            "none",
+            "--",
+            "/bin/sh",
+            "-c",
+            "getent ahostsv4 tasks.web; /usr/bin/curl -s -m 5 http://web/",
+        ],
+    )?;
+    let logs = eventually(Duration::from_secs(30), "the names task ran", || {
+        let out = lab
+            .shoal(1, &["service", "logs", "--raw", "names"])
+            .unwrap_or_default();
+        Ok(out.contains("web.").then_some(out))
+    })
+    .await?;
+    let resolved: BTreeSet<String> = logs
+        .lines()
+        .filter_map(|l| l.split_whitespace().next())
+        .filter(|ip| ip.parse::<std::net::Ipv4Addr>().is_ok())
+        .map(str::to_owned)
+        .collect();
+    ensure!(
+        task_ips.iter().all(|ip| resolved.contains(ip)),
+        "tasks.web gave {resolved:?}, tasks are {task_ips:?}:\n{logs}"
+    );
+
+    // Kill one backend's process under a request loop through n3: requests
+    // fail at most briefly, until its node reports the task gone.
+    let victim = rows
+        .iter()
+        .find(|r| r.running() && r.node == "n2")
+        .context("a task on n2")?
+        .name
+        .clone();
+    let pid = shoal_lab::task_pid(&victim, "serve 80").context("victim pid")?;
+    let url2 = url.clone();
+    let lab_ref = &lab;
+    let outcomes = std::thread::scope(|s| {
+        let looper = s.spawn(move || request_loop(lab_ref, &url2, 6.0));
+        std::thread::sleep(Duration::from_secs(1));
+        nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(pid as i32),
+            nix::sys::signal::Signal::SIGKILL,
+        )
+        .map_err(anyhow::Error::from)?;
+        looper
+            .join()
+            .map_err(|_| anyhow::anyhow!("loop panicked"))?
+    })?;
+    let last_error = outcomes
+        .iter()
+        .filter(|(_, ok)| !ok)
+        .map(|(t, _)| *t)
+        .fold(None, |a: Option<f64>, t| Some(a.map_or(t, |a| a.max(t))));
+    let errors = outcomes.iter().filter(|(_, ok)| !ok).count();
+    eprintln!(
+        "killed backend: {errors} of {} requests failed, the last {:.2} s after the loop began (kill at 1 s)",
+        outcomes.len(),
+        last_error.unwrap_or(0.0)
+    );
+    ensure!(
+        last_error.is_none_or(|t| t < 1.0 + 3.0),
+        "requests still failed {:?} s after the kill: {outcomes:?}",
+        last_error.map(|t| t - 1.0)
+    );
+    let tail_ok = outcomes.iter().rev().take(10).all(|(_, ok)| *ok);
+    ensure!(tail_ok, "the loop did not end healthy: {outcomes:?}");
+    lab.down()?;
+    Ok(())
+}

@@ -5,10 +5,17 @@
 //! (shoal-mesh) and keeps the write order the program relies on — backends
 //! before the rings naming them, rings before the frontends using them, and
 //! the reverse order on removal.
+use std::path::{Path, PathBuf};
+
 use aya::{
-    Ebpf, include_bytes_aligned,
+    Ebpf, EbpfLoader, include_bytes_aligned,
     maps::{Array, HashMap, MapData, MapError, PerCpuArray},
-    programs::{TcAttachType, tc::SchedClassifierLinkId},
+    programs::{
+        TcAttachType,
+        links::{FdLink, LinkError, PinnedLink},
+        tc::{SchedClassifierLink, SchedClassifierLinkId},
+    },
+    util::KernelVersion,
 };
 use shoal_common::mesh::{
     BACKENDS_MAP, Backend, CONNTRACK_MAP, Conn, FlowKey, MAGLEV_MAP, MAGLEV_SIZE, MAX_SERVICES,
@@ -23,6 +30,11 @@ static MESH_OBJECT: &[u8] = include_bytes_aligned!(concat!(env!("OUT_DIR"), "/sh
 
 pub struct Mesh {
     ebpf: Ebpf,
+    /// Where the maps and the data interface's links are pinned.
+    pin_dir: PathBuf,
+    /// The data interface's links, owned here so they outlive `ebpf`'s
+    /// bookkeeping; pinned, so they also outlive this process.
+    links: Vec<FdLink>,
     services: HashMap<MapData, ServiceKey, Service>,
     backends: Array<MapData, Backend>,
     maglev: Array<MapData, u32>,
@@ -58,9 +70,19 @@ fn read(name: &'static str) -> impl FnOnce(MapError) -> DatapathError {
 }
 
 impl Mesh {
-    /// Loads the object and both programs, attached nowhere yet.
-    pub fn load() -> Result<Self, DatapathError> {
-        let mut ebpf = Ebpf::load(MESH_OBJECT).map_err(DatapathError::Load)?;
+    /// Loads the object and its programs, attached nowhere yet. Its maps are
+    /// pinned in `pin_dir` (on bpffs): maps a previous run pinned there are
+    /// reused with what they hold, so tracked flows carry on.
+    pub fn load(pin_dir: &Path) -> Result<Self, DatapathError> {
+        super::ensure_bpffs(pin_dir)?;
+        std::fs::create_dir_all(pin_dir).map_err(|source| DatapathError::PinDir {
+            path: pin_dir.to_owned(),
+            source,
+        })?;
+        let mut ebpf = EbpfLoader::new()
+            .default_map_pin_directory(pin_dir)
+            .load(MESH_OBJECT)
+            .map_err(DatapathError::Load)?;
         for name in Self::programs() {
             Datapath::classifier(&mut ebpf, name)?
                 .load()
@@ -81,6 +103,8 @@ impl Mesh {
             reasons: take(&mut ebpf, MESH_REASONS_MAP)?,
             config: take(&mut ebpf, MESH_CONFIG_MAP)?,
             ebpf,
+            pin_dir: pin_dir.to_owned(),
+            links: Vec::new(),
         })
     }
 
@@ -96,15 +120,92 @@ impl Mesh {
     /// Attaches DNAT to `iface`'s ingress and reverse NAT to its egress,
     /// after any classifier already there (the packet counters, so they see
     /// packets as they arrived).
+    ///
+    /// With TCX the links are pinned beside the maps: a link a previous run
+    /// pinned is updated to this run's program in one step (Cilium's
+    /// "replace, never detach"), so packets are handled by one program or the
+    /// other throughout a restart and no connection sees a gap.
     pub fn attach(&mut self, iface: &str) -> Result<AttachMode, DatapathError> {
-        super::attach_classifiers(
-            &mut self.ebpf,
-            iface,
-            &[
-                (PROG_MESH_INGRESS, TcAttachType::Ingress),
-                (PROG_MESH_EGRESS, TcAttachType::Egress),
-            ],
-        )
+        if !KernelVersion::current().is_ok_and(|v| v >= KernelVersion::new(6, 6, 0)) {
+            return super::attach_classifiers(
+                &mut self.ebpf,
+                iface,
+                &[
+                    (PROG_MESH_INGRESS, TcAttachType::Ingress),
+                    (PROG_MESH_EGRESS, TcAttachType::Egress),
+                ],
+            );
+        }
+        for (name, hook, what) in [
+            (PROG_MESH_INGRESS, TcAttachType::Ingress, "ingress"),
+            (PROG_MESH_EGRESS, TcAttachType::Egress, "egress"),
+        ] {
+            let pin = self.pin_dir.join(format!("link-{iface}-{what}"));
+            let link = self.attach_pinned(name, iface, hook, &pin)?;
+            self.links.push(link);
+        }
+        Ok(AttachMode::Tcx)
+    }
+
+    fn attach_pinned(
+        &mut self,
+        name: &'static str,
+        iface: &str,
+        hook: TcAttachType,
+        pin: &Path,
+    ) -> Result<FdLink, DatapathError> {
+        let pin_err = |source: std::io::Error| DatapathError::PinLink {
+            path: pin.to_owned(),
+            source,
+        };
+        let program_err = |action, source| DatapathError::Program {
+            name,
+            action,
+            source,
+        };
+        let prog = Datapath::classifier(&mut self.ebpf, name)?;
+        let reused = match PinnedLink::from_pin(pin) {
+            Ok(old) => {
+                let link = SchedClassifierLink::try_from(FdLink::from(old))
+                    .map_err(|e| pin_err(std::io::Error::other(e)))?;
+                match prog.attach_to_link(link) {
+                    Ok(id) => Some(id),
+                    Err(e) => {
+                        // Its interface is gone (a new namespace, a new
+                        // device): start over with a fresh link.
+                        tracing::warn!(program = name, error = %e, "pinned link unusable; attaching anew");
+                        std::fs::remove_file(pin).map_err(pin_err)?;
+                        None
+                    }
+                }
+            }
+            Err(LinkError::SyscallError(e))
+                if e.io_error.kind() == std::io::ErrorKind::NotFound =>
+            {
+                None
+            }
+            Err(e) => return Err(pin_err(std::io::Error::other(e))),
+        };
+        let fresh = reused.is_none();
+        let id = match reused {
+            Some(id) => id,
+            None => prog
+                .attach(iface, hook)
+                .map_err(|e| program_err("attach", e))?,
+        };
+        let link: FdLink = prog
+            .take_link(id)
+            .map_err(|e| program_err("take link", e))?
+            .try_into()
+            .map_err(|e: LinkError| pin_err(std::io::Error::other(e)))?;
+        if fresh {
+            let pinned = link
+                .pin(pin)
+                .map_err(|e| pin_err(std::io::Error::other(e)))?;
+            // Dropping a pinned link's handle leaves it attached.
+            return Ok(FdLink::from(pinned));
+        }
+        Ok(link)
     }
 
     /// Attaches the task programs to a task's host-side veth (its ingress
@@ -171,6 +272,26 @@ impl Mesh {
         self.backends
             .set(id, backend, 0)
             .map_err(update(BACKENDS_MAP))
+    }
+
+    /// Every frontend in the map (what a previous run left, after a restart).
+    pub fn frontends(&self) -> Result<Vec<(ServiceKey, Service)>, DatapathError> {
+        self.services
+            .iter()
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(read(SERVICES_MAP))
+    }
+
+    /// Every backend slot in use.
+    pub fn backends(&self) -> Result<Vec<(u32, Backend)>, DatapathError> {
+        let mut out = Vec::new();
+        for id in 1..shoal_common::mesh::MAX_BACKENDS {
+            let b = self.backends.get(&id, 0).map_err(read(BACKENDS_MAP))?;
+            if b.addr != 0 {
+                out.push((id, b));
+            }
+        }
+        Ok(out)
     }
 
     /// An all-zero entry: flows still tracked to `id` choose again.
@@ -256,6 +377,35 @@ impl Mesh {
 impl std::fmt::Debug for Mesh {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Mesh").finish_non_exhaustive()
+    }
+}
+
+/// A pin directory of its own for a test, removed (with whatever was pinned
+/// there) when dropped; tests run in parallel and must not share maps.
+#[cfg(test)]
+pub struct TestPins(PathBuf);
+
+#[cfg(test)]
+impl TestPins {
+    pub fn new() -> Self {
+        use std::sync::atomic::{AtomicU32, Ordering};
+        static N: AtomicU32 = AtomicU32::new(0);
+        let n = N.fetch_add(1, Ordering::Relaxed);
+        TestPins(PathBuf::from(format!(
+            "/sys/fs/bpf/shoal-test-{}-{n}",
+            std::process::id()
+        )))
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.0
+    }
+}
+
+#[cfg(test)]
+impl Drop for TestPins {
+    fn drop(&mut self) {
+        let _gone = std::fs::remove_dir_all(&self.0);
     }
 }
 

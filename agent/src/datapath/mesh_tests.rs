@@ -285,13 +285,15 @@ fn ring(ids: &[u32]) -> Vec<u32> {
 
 struct Fixture {
     mesh: Mesh,
+    _pins: super::mesh::TestPins,
     /// Each service's table as written.
     rings: std::collections::HashMap<u32, Vec<u32>>,
 }
 
 impl Fixture {
     fn new() -> Self {
-        let mut mesh = Mesh::load().expect("load the mesh object (needs root)");
+        let pins = super::mesh::TestPins::new();
+        let mut mesh = Mesh::load(pins.path()).expect("load the mesh object (needs root)");
         // In the order the program relies on: backends, rings, frontends.
         for (id, _, addr, local) in BACKENDS {
             let backend = Backend {
@@ -310,7 +312,11 @@ impl Fixture {
         for fe in frontends() {
             mesh.set_service(fe.key, fe.svc).expect("service");
         }
-        Fixture { mesh, rings }
+        Fixture {
+            mesh,
+            _pins: pins,
+            rings,
+        }
     }
 
     fn set_ring(&mut self, service: u32, ids: &[u32]) {
@@ -793,7 +799,8 @@ fn balances_real_traffic_beside_the_counters() {
         loopback_up().expect("lo up");
         let mut counters = Datapath::load().expect("load counters");
         counters.attach("lo").expect("attach counters");
-        let mut mesh = Mesh::load().expect("load mesh");
+        let pins = super::mesh::TestPins::new();
+        let mut mesh = Mesh::load(pins.path()).expect("load mesh");
         assert_eq!(
             mesh.attach("lo").expect("attach mesh"),
             super::AttachMode::Tcx
