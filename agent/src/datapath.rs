@@ -85,7 +85,7 @@ const BPF_FS_MAGIC: i64 = 0xcafe_4a11;
 pub fn ensure_bpffs(dir: &std::path::Path) -> Result<(), DatapathError> {
     let root = std::path::Path::new("/sys/fs/bpf");
     let on_bpffs = |p: &std::path::Path| {
-        nix::sys::statfs::statfs(p).is_ok_and(|s| s.filesystem_type().0 as i64 == BPF_FS_MAGIC)
+        nix::sys::statfs::statfs(p).is_ok_and(|s| s.filesystem_type().0 == BPF_FS_MAGIC)
     };
     if dir.ancestors().any(|a| a.exists() && on_bpffs(a)) {
         return Ok(());
