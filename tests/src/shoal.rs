@@ -181,6 +181,25 @@ pub async fn eventually<T>(
     }
 }
 
+/// The PID of the task process whose environment says HOSTNAME=`name`
+/// and whose command line contains `marker`.
+pub fn task_pid(name: &str, marker: &str) -> Option<u32> {
+    let want = format!("HOSTNAME={name}");
+    std::fs::read_dir("/proc").ok()?.flatten().find_map(|e| {
+        let pid: u32 = e.file_name().to_str()?.parse().ok()?;
+        let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).ok()?;
+        let cmdline = String::from_utf8_lossy(&cmdline).replace('\0', " ");
+        if !cmdline.contains(marker) || cmdline.starts_with("shoal-init") {
+            return None;
+        }
+        let environ = std::fs::read(format!("/proc/{pid}/environ")).ok()?;
+        environ
+            .split(|b| *b == 0)
+            .any(|kv| kv == want.as_bytes())
+            .then_some(pid)
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -211,23 +230,4 @@ mod tests {
         let v = eventually(Duration::from_secs(1), "soon", || Ok(Some(7))).await;
         assert_eq!(v.ok(), Some(7));
     }
-}
-
-/// The PID of the task process whose environment says HOSTNAME=`name`
-/// and whose command line contains `marker`.
-pub fn task_pid(name: &str, marker: &str) -> Option<u32> {
-    let want = format!("HOSTNAME={name}");
-    std::fs::read_dir("/proc").ok()?.flatten().find_map(|e| {
-        let pid: u32 = e.file_name().to_str()?.parse().ok()?;
-        let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).ok()?;
-        let cmdline = String::from_utf8_lossy(&cmdline).replace('\0', " ");
-        if !cmdline.contains(marker) || cmdline.starts_with("shoal-init") {
-            return None;
-        }
-        let environ = std::fs::read(format!("/proc/{pid}/environ")).ok()?;
-        environ
-            .split(|b| *b == 0)
-            .any(|kv| kv == want.as_bytes())
-            .then_some(pid)
-    })
 }
