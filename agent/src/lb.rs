@@ -67,6 +67,10 @@ pub struct Desired {
     pub groups: BTreeMap<GroupKey, Vec<BackendSpec>>,
     /// Service id → name, for the counters.
     pub names: BTreeMap<String, String>,
+    /// Backends being stopped, per group: kept in the backend table so
+    /// their tracked flows finish there, but in no ring, so no new flow
+    /// picks them.
+    pub draining: BTreeMap<GroupKey, Vec<BackendSpec>>,
 }
 
 fn bare(addr: &str) -> Option<Ipv4Addr> {
@@ -102,6 +106,7 @@ pub fn desired(
     // Only groups a frontend uses get ids and rings.
     let used: BTreeSet<GroupKey> = out.frontends.values().map(|f| f.group.clone()).collect();
     out.groups.retain(|k, _| used.contains(k));
+    out.draining.retain(|k, _| used.contains(k));
     for backends in out.groups.values_mut() {
         backends.sort();
         backends.dedup_by(|a, b| a.task_id == b.task_id);
@@ -121,6 +126,27 @@ fn add_service(
         service_id: s.id.clone(),
         scope,
     };
+    for b in &s.draining {
+        let (Some(ip), Some(vtep)) = (bare(&b.ip), bare(&b.node_addr)) else {
+            continue;
+        };
+        let spec = BackendSpec {
+            task_id: b.task_id.clone(),
+            addr: ip,
+            vtep,
+            local: b.node_id == me,
+        };
+        if spec.local {
+            out.draining
+                .entry(group(Scope::Host))
+                .or_default()
+                .push(spec.clone());
+        }
+        out.draining
+            .entry(group(Scope::Network(b.network_id.clone())))
+            .or_default()
+            .push(spec);
+    }
     for b in &s.backends {
         let (Some(ip), Some(vtep)) = (bare(&b.ip), bare(&b.node_addr)) else {
             continue;
@@ -442,7 +468,12 @@ impl Tables {
                 .groups
                 .get_or_assign(key, hint, "load-balanced services")?;
             let mut ring = Vec::new();
-            for b in backends {
+            let draining = want.draining.get(key).map_or(&[][..], Vec::as_slice);
+            for (b, in_ring) in backends
+                .iter()
+                .map(|b| (b, true))
+                .chain(draining.iter().map(|b| (b, false)))
+            {
                 let hint = self
                     .restored
                     .backend_of_addr
@@ -462,7 +493,9 @@ impl Tables {
                     changes.backends += 1;
                 }
                 live_backends.insert(bid);
-                ring.push((bid, b.task_id.clone()));
+                if in_ring {
+                    ring.push((bid, b.task_id.clone()));
+                }
             }
             ring_of.insert(gid, ring);
         }
@@ -643,6 +676,7 @@ mod tests {
                     backend("t2", "n2", "198.18.0.2", "ing", "10.0.0.4"),
                     backend("t2", "n2", "198.18.0.2", "app", "10.0.1.4"),
                 ],
+                draining: vec![],
             }],
             ..Default::default()
         }
@@ -690,6 +724,86 @@ mod tests {
         assert!(
             d.frontends
                 .contains_key(&(Ipv4Addr::new(10, 0, 1, 2), 0, IPPROTO_TCP))
+        );
+    }
+
+    #[test]
+    fn draining_backends_keep_their_slot_but_leave_the_ring() {
+        let mut t = Tables::default();
+        let mut maps = Fake::default();
+        let d = desired(&set(), "me", ME, &local(&["ing"]));
+        t.apply(&d, &mut maps).expect("apply");
+        let key = ServiceKey::new(u32::from(ME), 8080, IPPROTO_TCP);
+        let gid = maps.services[&key].id;
+        let t2_id = |maps: &Fake| {
+            maps.backends
+                .iter()
+                .find(|(_, b)| b.addr == u32::from(Ipv4Addr::new(10, 0, 0, 4)).to_be())
+                .map(|(id, _)| *id)
+        };
+        let before = t2_id(&maps).expect("t2 is a backend");
+
+        // t2 is being stopped: still running, no longer wanted.
+        let mut s = set();
+        let (gone, kept): (Vec<_>, Vec<_>) = s.mesh[0]
+            .backends
+            .drain(..)
+            .partition(|b| b.task_id == "t2");
+        s.mesh[0].backends = kept;
+        s.mesh[0].draining = gone;
+        let d = desired(&s, "me", ME, &local(&["ing"]));
+        t.apply(&d, &mut maps).expect("apply");
+        assert_eq!(t2_id(&maps), Some(before), "its flows still find it");
+        assert!(
+            !maps.rings[&gid].contains(&before),
+            "no new flow may pick it"
+        );
+        assert_eq!(maps.services[&key].backend_count, 1);
+
+        // Stopped: gone from the backend table too.
+        s.mesh[0].draining.clear();
+        let d = desired(&s, "me", ME, &local(&["ing"]));
+        t.apply(&d, &mut maps).expect("apply");
+        assert_eq!(t2_id(&maps), None);
+    }
+
+    #[test]
+    fn restored_tables_keep_the_ids_and_drop_what_is_gone() {
+        let mut first = Tables::default();
+        let mut maps = Fake::default();
+        let d = desired(&set(), "me", ME, &local(&["ing", "app"]));
+        first.apply(&d, &mut maps).expect("apply");
+        // A frontend and a backend nobody wants any more, left in the maps.
+        let stale = ServiceKey::new(u32::from(ME), 7777, IPPROTO_TCP);
+        maps.services.insert(stale, Service::default());
+        maps.backends.insert(
+            999,
+            Backend {
+                addr: 1,
+                ..Backend::default()
+            },
+        );
+        let services: Vec<_> = maps.services.iter().map(|(k, v)| (*k, *v)).collect();
+        let backends: Vec<_> = maps.backends.iter().map(|(k, v)| (*k, *v)).collect();
+        let before = (maps.services.clone(), maps.backends.clone());
+
+        let mut restarted = Tables::restore(services, backends);
+        maps.log.clear();
+        restarted.apply(&d, &mut maps).expect("apply");
+        assert!(!maps.services.contains_key(&stale));
+        assert!(!maps.backends.contains_key(&999));
+        let mut want_services = before.0;
+        want_services.remove(&stale);
+        let mut want_backends = before.1;
+        want_backends.remove(&999);
+        assert_eq!(maps.services, want_services, "same frontends, same ids");
+        assert_eq!(maps.backends, want_backends, "same backends, same ids");
+        assert!(
+            maps.log
+                .iter()
+                .all(|l| !l.starts_with("backend ") && !l.starts_with("service ")),
+            "nothing rewritten but rings: {:?}",
+            maps.log
         );
     }
 

@@ -76,32 +76,39 @@ fn mesh(state: &ClusterState) -> Vec<MeshService> {
                 })
                 .collect(),
             ports: s.endpoint.ports.iter().map(crate::ports::to_api).collect(),
-            backends: state
-                .tasks
-                .values()
-                .filter(|t| {
-                    t.service_id == s.id
-                        && t.state == TaskState::Running
-                        && t.desired_state == TaskState::Running
-                })
-                .filter_map(|t| {
-                    let node = state.nodes.get(t.node_id.as_deref()?)?;
-                    Some((t, node, vtep(node)?))
-                })
-                .flat_map(|(t, node, addr)| {
-                    t.networks.iter().flat_map(move |n| {
-                        n.addresses.iter().filter_map(move |a| {
-                            Some(MeshBackend {
-                                task_id: t.id.clone(),
-                                node_id: node.id.clone(),
-                                node_addr: addr.to_string(),
-                                network_id: n.network_id.clone(),
-                                ip: bare(a)?.to_owned(),
-                            })
-                        })
+            backends: backends(state, &s.id, |t| t.desired_state == TaskState::Running),
+            draining: backends(state, &s.id, |t| t.desired_state > TaskState::Running),
+        })
+        .collect()
+}
+
+/// The service's tasks observed RUNNING on nodes that are up and passing
+/// `wanted`, one backend per task and network address.
+fn backends(
+    state: &ClusterState,
+    service_id: &str,
+    wanted: impl Fn(&Task) -> bool,
+) -> Vec<MeshBackend> {
+    state
+        .tasks
+        .values()
+        .filter(|t| t.service_id == service_id && t.state == TaskState::Running && wanted(t))
+        .filter_map(|t| {
+            let node = state.nodes.get(t.node_id.as_deref()?)?;
+            Some((t, node, vtep(node)?))
+        })
+        .flat_map(|(t, node, addr)| {
+            t.networks.iter().flat_map(move |n| {
+                n.addresses.iter().filter_map(move |a| {
+                    Some(MeshBackend {
+                        task_id: t.id.clone(),
+                        node_id: node.id.clone(),
+                        node_addr: addr.to_string(),
+                        network_id: n.network_id.clone(),
+                        ip: bare(a)?.to_owned(),
                     })
                 })
-                .collect(),
+            })
         })
         .collect()
 }
