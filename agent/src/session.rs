@@ -236,8 +236,7 @@ impl Session {
         let csr = key.csr()?.into_string();
         let (cert_pem, roots_pem) = match (&self.manager, via) {
             (Some(m), _) => {
-                m.renew_certificate(&self.file.node_id, identity.role(), &csr)
-                    .await?
+                m.renew_certificate(&self.file.node_id, &csr).await?
             }
             (None, Some(ch)) => {
                 let r = DispatcherClient::new(ch)
