@@ -117,6 +117,7 @@ async fn main() -> anyhow::Result<()> {
         data_ip,
         env,
     ));
+    swarm.follow_promotions();
     swarm
         .resume()
         .await

@@ -4,6 +4,10 @@
 //! CA rotation asks for it (the heartbeat reply names the issuing and the
 //! trusted roots). A manager's session goes through its own manager.
 //!
+//! A worker's session also follows the role the managers want it in (`node
+//! promote`, in the heartbeat reply): it trades its certificate for a
+//! manager one, then asks [`crate::swarm::Swarm`] to start its manager.
+//!
 //! Renewal keeps the node's key: it never left the node, and on an
 //! autolocked manager it is sealed under the unlock key, which a new key
 //! would have to follow.
@@ -23,8 +27,9 @@ use shoal_ca::{
 };
 use shoal_controlplane::{
     manager::{CaRootsView, Manager, transport},
-    model::NodeTls,
+    model::{NodeRole as ModelRole, NodeTls},
 };
+use tokio::sync::mpsc;
 use tonic::{Status, transport::Channel};
 
 use crate::swarm::{CA_FILE, CERT_FILE, NodeFile, SessionProblem, SwarmError, chain, write};
@@ -44,6 +49,9 @@ pub(crate) struct Session {
     pub(crate) creds: Credentials,
     pub(crate) manager: Option<Arc<Manager>>,
     pub(crate) problem: SessionProblem,
+    /// Asks the swarm to start this node's manager, with the managers'
+    /// addresses to join Raft through (a promoted worker).
+    pub(crate) promote: mpsc::Sender<Vec<String>>,
 }
 
 /// A heartbeat that a manager took.
@@ -52,6 +60,35 @@ struct Beat {
     roots: Option<CaRootsView>,
     /// The manager that answered (workers), for the renewal.
     via: Option<Channel>,
+    /// The role the managers want this node in, when they say.
+    role: Option<ModelRole>,
+}
+
+/// What a worker does about the role the managers want it in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum RoleStep {
+    /// Get a certificate for the wanted role first, for this reason.
+    Renew(&'static str),
+    /// Its certificate is a manager's: start the manager and join Raft.
+    StartManager,
+}
+
+/// A node running its manager is past the promotion; demotion of a running
+/// manager is the managers' business (Raft), not its session's.
+fn role_step(runs_manager: bool, cert: NodeRole, wanted: Option<ModelRole>) -> Option<RoleStep> {
+    match (runs_manager, cert, wanted?) {
+        (true, _, _) => None,
+        (false, NodeRole::Worker, ModelRole::Manager) => {
+            Some(RoleStep::Renew("promoted: a manager certificate"))
+        }
+        (false, NodeRole::Manager, ModelRole::Manager) => Some(RoleStep::StartManager),
+        // A promotion called off before the manager started: a worker does
+        // not keep a certificate that opens the cluster API.
+        (false, NodeRole::Manager, ModelRole::Worker) => Some(RoleStep::Renew(
+            "promotion called off: a worker certificate",
+        )),
+        (false, NodeRole::Worker, ModelRole::Worker) => None,
+    }
 }
 
 /// Why no manager took a heartbeat.
@@ -79,12 +116,27 @@ impl Session {
                 Ok(beat) => {
                     self.problem.set(None);
                     period = beat.period;
-                    if let Some(why) = self.renewal_due(beat.roots.as_ref()) {
+                    let runs_manager = self.manager.is_some();
+                    let why = match role_step(runs_manager, self.cert_role(), beat.role) {
+                        Some(RoleStep::Renew(why)) => Some(why),
+                        _ => self.renewal_due(beat.roots.as_ref()),
+                    };
+                    if let Some(why) = why {
                         match self.renew(beat.via).await {
                             Ok(()) => tracing::info!(reason = why, "certificate renewed"),
                             Err(e) => {
                                 tracing::warn!(reason = why, error = %e, "certificate renewal failed")
                             }
+                        }
+                    }
+                    if role_step(runs_manager, self.cert_role(), beat.role)
+                        == Some(RoleStep::StartManager)
+                    {
+                        // Full: a request is already waiting, which is as good.
+                        if let Err(mpsc::error::TrySendError::Closed(_)) =
+                            self.promote.try_send(managers.clone())
+                        {
+                            tracing::error!("promoted, but nothing here can start the manager");
                         }
                     }
                     true
@@ -101,6 +153,10 @@ impl Session {
             };
             tokio::time::sleep(if ok { period } else { Duration::from_secs(1) }).await;
         }
+    }
+
+    fn cert_role(&self) -> NodeRole {
+        self.creds.identity().role()
     }
 
     fn tls_status(&self) -> NodeTls {
@@ -122,6 +178,7 @@ impl Session {
             period: m.heartbeat_period().await,
             roots: m.ca_roots().await.ok(),
             via: None,
+            role: None,
         })
     }
 
@@ -163,6 +220,11 @@ impl Session {
                             trusted: ca.trusted,
                         }),
                         via: Some(ch),
+                        role: match r.role.as_str() {
+                            "manager" => Some(ModelRole::Manager),
+                            "worker" => Some(ModelRole::Worker),
+                            _ => None,
+                        },
                     });
                 }
                 Err(s) => {
@@ -235,9 +297,7 @@ impl Session {
         let key = NodeKey::from_pem(identity.key_pem())?;
         let csr = key.csr()?.into_string();
         let (cert_pem, roots_pem) = match (&self.manager, via) {
-            (Some(m), _) => {
-                m.renew_certificate(&self.file.node_id, &csr).await?
-            }
+            (Some(m), _) => m.renew_certificate(&self.file.node_id, &csr).await?,
             (None, Some(ch)) => {
                 let r = DispatcherClient::new(ch)
                     .renew_certificate(RenewCertificateRequest { csr_pem: csr })
@@ -306,4 +366,36 @@ fn refused(error: &(dyn std::error::Error + 'static), identity: &NodeIdentity) -
 
 fn unix_secs(t: SystemTime) -> u64 {
     t.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_promoted_worker_renews_then_starts_its_manager() {
+        use ModelRole::{Manager as Wants, Worker as Stays};
+        use NodeRole::{Manager, Worker};
+        let cases = [
+            // (runs a manager, certificate, wanted) → step
+            (false, Worker, None, None),
+            (false, Worker, Some(Stays), None),
+            (false, Worker, Some(Wants), Some("renew")),
+            (false, Manager, Some(Wants), Some("start")),
+            (false, Manager, Some(Stays), Some("renew")),
+            // Older managers say nothing: nothing changes.
+            (false, Manager, None, None),
+            // A running manager is past all this.
+            (true, Manager, Some(Wants), None),
+            (true, Manager, Some(Stays), None),
+            (true, Worker, Some(Wants), None),
+        ];
+        for (runs, cert, wanted, want) in cases {
+            let got = role_step(runs, cert, wanted).map(|s| match s {
+                RoleStep::Renew(_) => "renew",
+                RoleStep::StartManager => "start",
+            });
+            assert_eq!(got, want, "runs={runs} cert={cert:?} wanted={wanted:?}");
+        }
+    }
 }
