@@ -7,6 +7,9 @@
 //! A worker's session also follows the role the managers want it in (`node
 //! promote`, in the heartbeat reply): it trades its certificate for a
 //! manager one, then asks [`crate::swarm::Swarm`] to start its manager.
+//! A manager that Raft dropped (`node demote`) has no leader to heartbeat
+//! through; the other managers tell it it is a worker now, and it stops
+//! its manager the same way.
 //!
 //! Renewal keeps the node's key: it never left the node, and on an
 //! autolocked manager it is sealed under the unlock key, which a new key
@@ -49,9 +52,16 @@ pub(crate) struct Session {
     pub(crate) creds: Credentials,
     pub(crate) manager: Option<Arc<Manager>>,
     pub(crate) problem: SessionProblem,
-    /// Asks the swarm to start this node's manager, with the managers'
-    /// addresses to join Raft through (a promoted worker).
-    pub(crate) promote: mpsc::Sender<Vec<String>>,
+    /// Asks the swarm to start or stop this node's manager.
+    pub(crate) roles: mpsc::Sender<RoleChange>,
+}
+
+/// What the session asks of [`crate::swarm::Swarm`], with the managers'
+/// latest addresses (to join Raft through, or to heartbeat as a worker).
+#[derive(Debug)]
+pub(crate) enum RoleChange {
+    Promote(Vec<String>),
+    Demote(Vec<String>),
 }
 
 /// A heartbeat that a manager took.
@@ -71,13 +81,16 @@ enum RoleStep {
     Renew(&'static str),
     /// Its certificate is a manager's: start the manager and join Raft.
     StartManager,
+    /// Demoted: Raft dropped this manager, stop it and go on as a worker.
+    StopManager,
 }
 
-/// A node running its manager is past the promotion; demotion of a running
-/// manager is the managers' business (Raft), not its session's.
+/// A running manager hears its role only from the other managers, once its
+/// own has no leader (see [`Session::beat`]).
 fn role_step(runs_manager: bool, cert: NodeRole, wanted: Option<ModelRole>) -> Option<RoleStep> {
     match (runs_manager, cert, wanted?) {
-        (true, _, _) => None,
+        (true, _, ModelRole::Worker) => Some(RoleStep::StopManager),
+        (true, _, ModelRole::Manager) => None,
         (false, NodeRole::Worker, ModelRole::Manager) => {
             Some(RoleStep::Renew("promoted: a manager certificate"))
         }
@@ -107,11 +120,7 @@ impl Session {
         let mut managers = self.file.managers.clone();
         let mut period = Duration::from_secs(self.file.heartbeat_secs.max(1));
         loop {
-            let beat = match (&self.manager, &tls) {
-                (Some(m), _) => self.local_beat(m).await,
-                (None, Ok(tls)) => self.remote_beat(tls, &mut managers).await,
-                (None, Err(e)) => Err(Missed::Other(format!("no TLS identity: {e}"))),
-            };
+            let beat = self.beat(&tls, &mut managers).await;
             let ok = match beat {
                 Ok(beat) => {
                     self.problem.set(None);
@@ -129,15 +138,17 @@ impl Session {
                             }
                         }
                     }
-                    if role_step(runs_manager, self.cert_role(), beat.role)
-                        == Some(RoleStep::StartManager)
+                    let change = match role_step(runs_manager, self.cert_role(), beat.role) {
+                        Some(RoleStep::StartManager) => Some(RoleChange::Promote(managers.clone())),
+                        Some(RoleStep::StopManager) => Some(RoleChange::Demote(managers.clone())),
+                        _ => None,
+                    };
+                    // Full: a request is already waiting, which is as good.
+                    if let Some(change) = change
+                        && let Err(mpsc::error::TrySendError::Closed(c)) =
+                            self.roles.try_send(change)
                     {
-                        // Full: a request is already waiting, which is as good.
-                        if let Err(mpsc::error::TrySendError::Closed(_)) =
-                            self.promote.try_send(managers.clone())
-                        {
-                            tracing::error!("promoted, but nothing here can start the manager");
-                        }
+                        tracing::error!(?c, "nothing here can change this node's role");
                     }
                     true
                 }
@@ -152,6 +163,35 @@ impl Session {
                 }
             };
             tokio::time::sleep(if ok { period } else { Duration::from_secs(1) }).await;
+        }
+    }
+
+    /// One heartbeat: a manager's through its own manager, a worker's to
+    /// the managers. A manager whose own has no leader tries the others:
+    /// it may have been demoted, which only they can tell it.
+    async fn beat(
+        &self,
+        tls: &Result<Arc<ClientConfig>, shoal_ca::CaError>,
+        managers: &mut Vec<String>,
+    ) -> Result<Beat, Missed> {
+        match (&self.manager, tls) {
+            (Some(m), Ok(tls)) => match self.local_beat(m).await {
+                Err(Missed::Other(why)) => {
+                    let mut others: Vec<String> = managers
+                        .iter()
+                        .filter(|a| **a != self.file.advertise)
+                        .cloned()
+                        .collect();
+                    match self.remote_beat(tls, &mut others).await {
+                        Ok(beat) => Ok(beat),
+                        Err(_) => Err(Missed::Other(why)),
+                    }
+                }
+                other => other,
+            },
+            (Some(m), Err(_)) => self.local_beat(m).await,
+            (None, Ok(tls)) => self.remote_beat(tls, managers).await,
+            (None, Err(e)) => Err(Missed::Other(format!("no TLS identity: {e}"))),
         }
     }
 
@@ -373,7 +413,7 @@ mod tests {
     use super::*;
 
     #[test]
-    fn a_promoted_worker_renews_then_starts_its_manager() {
+    fn a_promoted_worker_renews_then_starts_its_manager_and_a_demoted_one_stops_it() {
         use ModelRole::{Manager as Wants, Worker as Stays};
         use NodeRole::{Manager, Worker};
         let cases = [
@@ -385,15 +425,17 @@ mod tests {
             (false, Manager, Some(Stays), Some("renew")),
             // Older managers say nothing: nothing changes.
             (false, Manager, None, None),
-            // A running manager is past all this.
+            // A running manager told it is a worker was demoted.
             (true, Manager, Some(Wants), None),
-            (true, Manager, Some(Stays), None),
-            (true, Worker, Some(Wants), None),
+            (true, Manager, None, None),
+            (true, Manager, Some(Stays), Some("stop")),
+            (true, Worker, Some(Stays), Some("stop")),
         ];
         for (runs, cert, wanted, want) in cases {
             let got = role_step(runs, cert, wanted).map(|s| match s {
                 RoleStep::Renew(_) => "renew",
                 RoleStep::StartManager => "start",
+                RoleStep::StopManager => "stop",
             });
             assert_eq!(got, want, "runs={runs} cert={cert:?} wanted={wanted:?}");
         }

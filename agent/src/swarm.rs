@@ -49,7 +49,10 @@ use tokio::{
 };
 use tonic::Status;
 
-use crate::autolock::{self, KeyFiles, Keys, LOCKED_MESSAGE, SharedKeys};
+use crate::{
+    autolock::{self, KeyFiles, Keys, LOCKED_MESSAGE, SharedKeys},
+    session::RoleChange,
+};
 
 #[derive(Debug, thiserror::Error)]
 pub enum SwarmError {
@@ -189,7 +192,7 @@ pub(crate) struct NodeFile {
     /// host:port of the managers' 2377, most recently seen first.
     pub(crate) managers: Vec<String>,
     /// This node's 2377 as others dial it (managers).
-    advertise: String,
+    pub(crate) advertise: String,
     listen: SocketAddr,
     raft_id: Option<u64>,
     pub(crate) heartbeat_secs: u64,
@@ -242,10 +245,10 @@ pub struct Swarm {
     /// Where tasks run.
     env: NodeEnv,
     state: Mutex<Membership>,
-    /// Promotion requests from the session, with the managers to join by.
-    promotions: mpsc::Sender<Vec<String>>,
+    /// Role changes the session asks for.
+    promotions: mpsc::Sender<RoleChange>,
     /// Taken by [`Swarm::follow_promotions`].
-    promotions_rx: std::sync::Mutex<Option<mpsc::Receiver<Vec<String>>>>,
+    promotions_rx: std::sync::Mutex<Option<mpsc::Receiver<RoleChange>>>,
 }
 
 impl Swarm {
@@ -270,7 +273,8 @@ impl Swarm {
     }
 
     /// Starts this node's manager whenever its session, promoted to a
-    /// manager certificate, asks for it; for as long as the process runs.
+    /// manager certificate, asks for it, and stops it once demoted; for as
+    /// long as the process runs.
     pub fn follow_promotions(self: &Arc<Self>) {
         let rx = self
             .promotions_rx
@@ -283,13 +287,24 @@ impl Swarm {
         };
         let swarm = Arc::downgrade(self);
         tokio::spawn(async move {
-            while let Some(managers) = rx.recv().await {
+            while let Some(change) = rx.recv().await {
                 let Some(swarm) = swarm.upgrade() else { return };
-                match swarm.promote(&managers).await {
-                    Ok(true) => tracing::info!("promoted: this node is a manager now"),
-                    Ok(false) => {}
-                    // The session asks again on its next heartbeat.
-                    Err(e) => tracing::warn!(error = %chain(&e), "starting the promoted manager"),
+                // On an error the session asks again on its next heartbeat.
+                match change {
+                    RoleChange::Promote(managers) => match swarm.promote(&managers).await {
+                        Ok(true) => tracing::info!("promoted: this node is a manager now"),
+                        Ok(false) => {}
+                        Err(e) => {
+                            tracing::warn!(error = %chain(&e), "starting the promoted manager")
+                        }
+                    },
+                    RoleChange::Demote(managers) => match swarm.demote(managers).await {
+                        Ok(true) => tracing::info!("demoted: this node is a worker now"),
+                        Ok(false) => {}
+                        Err(e) => {
+                            tracing::warn!(error = %chain(&e), "stopping the demoted manager")
+                        }
+                    },
                 }
             }
         });
@@ -349,6 +364,57 @@ impl Swarm {
                 Err(e)
             }
         }
+    }
+
+    /// Turns this manager, which Raft dropped (`node demote`), back into a
+    /// worker: the manager stops, its store goes, and the session goes on
+    /// as a worker's, which trades the manager certificate for a worker one.
+    /// The executor keeps running. `false` if there was nothing to do.
+    async fn demote(&self, managers: Vec<String>) -> Result<bool, SwarmError> {
+        let mut state = self.state.lock().await;
+        if !matches!(&*state, Membership::Active(a) if a.manager.is_some()) {
+            return Ok(false);
+        }
+        let Membership::Active(a) = std::mem::replace(&mut *state, Membership::None) else {
+            return Ok(false);
+        };
+        let Active {
+            mut file,
+            creds,
+            manager,
+            tasks,
+            worker,
+            ..
+        } = a;
+        for t in &tasks {
+            t.abort();
+        }
+        if let Some(m) = manager {
+            m.shutdown().await;
+        }
+        // A worker keeps its TLS key in the clear (an autolocked manager
+        // had it sealed) and no store.
+        let files = self.key_files();
+        let key = NodeKey::from_pem(creds.identity().key_pem())?;
+        files.write_tls_key(&key, None)?;
+        file.role = ModelRole::Worker;
+        file.raft_id = None;
+        let others: Vec<String> = managers
+            .into_iter()
+            .filter(|m| *m != file.advertise)
+            .collect();
+        if !others.is_empty() {
+            file.managers = others;
+        }
+        // node.json first: a crash after it resumes a worker, whatever is
+        // left of the store.
+        let saved = self.save(&file);
+        let raft_dir = self.dir.join("raft");
+        if let Err(e) = std::fs::remove_dir_all(&raft_dir) {
+            tracing::warn!(path = %raft_dir.display(), error = %e, "removing the Raft store");
+        }
+        *state = Membership::Active(self.session_around(file, creds, None, None, worker));
+        saved.map(|()| true)
     }
 
     async fn start_promoted(
@@ -901,7 +967,7 @@ impl Swarm {
             creds: creds.clone(),
             manager: manager.clone(),
             problem: problem.clone(),
-            promote: self.promotions.clone(),
+            roles: self.promotions.clone(),
         };
         tasks.push(tokio::spawn(session.run()));
         if let (Some(m), Some(k)) = (&manager, &keys) {

@@ -1,7 +1,8 @@
 //! `shoal node promote` of a worker, in place as swarm does it: the worker
 //! gets a manager certificate over its session, starts its own manager,
-//! joins Raft, and stays a manager across a restart of its shoald. Needs
-//! root and built `shoald`/`shoal`.
+//! joins Raft, and stays a manager across a restart of its shoald; demoted,
+//! it goes back to being a worker in place. Needs root and built
+//! `shoald`/`shoal`.
 
 use std::time::Duration;
 
@@ -57,7 +58,7 @@ fn promoted(lab: &Lab, k: usize) -> anyhow::Result<Option<()>> {
 }
 
 #[tokio::test]
-async fn a_worker_promoted_in_place_becomes_a_lasting_manager() -> anyhow::Result<()> {
+async fn a_worker_promoted_in_place_becomes_a_lasting_manager_and_back() -> anyhow::Result<()> {
     let lab = Lab::builder("promo").nodes(3).start().await?;
     lab.shoal(1, &["swarm", "init", "--dispatcher-heartbeat", HEARTBEAT])?;
     let worker = lab
@@ -130,5 +131,30 @@ async fn a_worker_promoted_in_place_becomes_a_lasting_manager() -> anyhow::Resul
     )?;
     let detail = lab.shoal(1, &["node", "inspect", "n1", "--format", "json"])?;
     assert!(detail.contains("after-restart"), "{detail}");
+
+    // Demoted, it goes back to being a worker in place, and can be
+    // promoted again.
+    lab.shoal(1, &["node", "demote", "n2"])?;
+    eventually(Duration::from_secs(30), "n2 a ready worker again", || {
+        let rows = nodes(&lab, 1)?;
+        let n2 = row(&rows, "n2").map(|r| (r.1.as_str(), r.2.as_str(), r.3.as_str()));
+        let refused = lab.shoal_output(2, &["node", "ls"], b"")?;
+        let stderr = String::from_utf8_lossy(&refused.stderr);
+        Ok(
+            (n2 == Some(("ready", "", "worker")) && stderr.contains("not a swarm manager"))
+                .then_some(()),
+        )
+    })
+    .await?;
+    lab.shoal(1, &["node", "promote", "n2"])?;
+    eventually(
+        Duration::from_secs(30),
+        "n2 a reachable manager again",
+        || Ok(promoted(&lab, 2)?),
+    )
+    .await?;
+    lab.shoal(2, &["node", "update", "--label-add", "again=yes", "n1"])?;
+    let detail = lab.shoal(1, &["node", "inspect", "n1", "--format", "json"])?;
+    assert!(detail.contains("again"), "{detail}");
     Ok(())
 }
