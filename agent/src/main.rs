@@ -122,6 +122,7 @@ async fn main() -> anyhow::Result<()> {
         data_ip,
         env,
     ));
+    swarm.follow_promotions();
     swarm
         .resume()
         .await

@@ -4,6 +4,13 @@
 //! CA rotation asks for it (the heartbeat reply names the issuing and the
 //! trusted roots). A manager's session goes through its own manager.
 //!
+//! A worker's session also follows the role the managers want it in (`node
+//! promote`, in the heartbeat reply): it trades its certificate for a
+//! manager one, then asks [`crate::swarm::Swarm`] to start its manager.
+//! A manager that Raft dropped (`node demote`) has no leader to heartbeat
+//! through; the other managers tell it it is a worker now, and it stops
+//! its manager the same way.
+//!
 //! Renewal keeps the node's key: it never left the node, and on an
 //! autolocked manager it is sealed under the unlock key, which a new key
 //! would have to follow.
@@ -23,8 +30,9 @@ use shoal_ca::{
 };
 use shoal_controlplane::{
     manager::{CaRootsView, Manager, transport},
-    model::NodeTls,
+    model::{NodeRole as ModelRole, NodeTls},
 };
+use tokio::sync::mpsc;
 use tonic::{Status, transport::Channel};
 
 use crate::swarm::{CA_FILE, CERT_FILE, NodeFile, SessionProblem, SwarmError, chain, write};
@@ -44,6 +52,16 @@ pub(crate) struct Session {
     pub(crate) creds: Credentials,
     pub(crate) manager: Option<Arc<Manager>>,
     pub(crate) problem: SessionProblem,
+    /// Asks the swarm to start or stop this node's manager.
+    pub(crate) roles: mpsc::Sender<RoleChange>,
+}
+
+/// What the session asks of [`crate::swarm::Swarm`], with the managers'
+/// latest addresses (to join Raft through, or to heartbeat as a worker).
+#[derive(Debug)]
+pub(crate) enum RoleChange {
+    Promote(Vec<String>),
+    Demote(Vec<String>),
 }
 
 /// A heartbeat that a manager took.
@@ -52,6 +70,38 @@ struct Beat {
     roots: Option<CaRootsView>,
     /// The manager that answered (workers), for the renewal.
     via: Option<Channel>,
+    /// The role the managers want this node in, when they say.
+    role: Option<ModelRole>,
+}
+
+/// What a worker does about the role the managers want it in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum RoleStep {
+    /// Get a certificate for the wanted role first, for this reason.
+    Renew(&'static str),
+    /// Its certificate is a manager's: start the manager and join Raft.
+    StartManager,
+    /// Demoted: Raft dropped this manager, stop it and go on as a worker.
+    StopManager,
+}
+
+/// A running manager hears its role only from the other managers, once its
+/// own has no leader (see [`Session::beat`]).
+fn role_step(runs_manager: bool, cert: NodeRole, wanted: Option<ModelRole>) -> Option<RoleStep> {
+    match (runs_manager, cert, wanted?) {
+        (true, _, ModelRole::Worker) => Some(RoleStep::StopManager),
+        (true, _, ModelRole::Manager) => None,
+        (false, NodeRole::Worker, ModelRole::Manager) => {
+            Some(RoleStep::Renew("promoted: a manager certificate"))
+        }
+        (false, NodeRole::Manager, ModelRole::Manager) => Some(RoleStep::StartManager),
+        // A promotion called off before the manager started: a worker does
+        // not keep a certificate that opens the cluster API.
+        (false, NodeRole::Manager, ModelRole::Worker) => Some(RoleStep::Renew(
+            "promotion called off: a worker certificate",
+        )),
+        (false, NodeRole::Worker, ModelRole::Worker) => None,
+    }
 }
 
 /// Why no manager took a heartbeat.
@@ -70,22 +120,35 @@ impl Session {
         let mut managers = self.file.managers.clone();
         let mut period = Duration::from_secs(self.file.heartbeat_secs.max(1));
         loop {
-            let beat = match (&self.manager, &tls) {
-                (Some(m), _) => self.local_beat(m).await,
-                (None, Ok(tls)) => self.remote_beat(tls, &mut managers).await,
-                (None, Err(e)) => Err(Missed::Other(format!("no TLS identity: {e}"))),
-            };
+            let beat = self.beat(&tls, &mut managers).await;
             let ok = match beat {
                 Ok(beat) => {
                     self.problem.set(None);
                     period = beat.period;
-                    if let Some(why) = self.renewal_due(beat.roots.as_ref()) {
+                    let runs_manager = self.manager.is_some();
+                    let why = match role_step(runs_manager, self.cert_role(), beat.role) {
+                        Some(RoleStep::Renew(why)) => Some(why),
+                        _ => self.renewal_due(beat.roots.as_ref()),
+                    };
+                    if let Some(why) = why {
                         match self.renew(beat.via).await {
                             Ok(()) => tracing::info!(reason = why, "certificate renewed"),
                             Err(e) => {
                                 tracing::warn!(reason = why, error = %e, "certificate renewal failed")
                             }
                         }
+                    }
+                    let change = match role_step(runs_manager, self.cert_role(), beat.role) {
+                        Some(RoleStep::StartManager) => Some(RoleChange::Promote(managers.clone())),
+                        Some(RoleStep::StopManager) => Some(RoleChange::Demote(managers.clone())),
+                        _ => None,
+                    };
+                    // Full: a request is already waiting, which is as good.
+                    if let Some(change) = change
+                        && let Err(mpsc::error::TrySendError::Closed(c)) =
+                            self.roles.try_send(change)
+                    {
+                        tracing::error!(?c, "nothing here can change this node's role");
                     }
                     true
                 }
@@ -101,6 +164,39 @@ impl Session {
             };
             tokio::time::sleep(if ok { period } else { Duration::from_secs(1) }).await;
         }
+    }
+
+    /// One heartbeat: a manager's through its own manager, a worker's to
+    /// the managers. A manager whose own has no leader tries the others:
+    /// it may have been demoted, which only they can tell it.
+    async fn beat(
+        &self,
+        tls: &Result<Arc<ClientConfig>, shoal_ca::CaError>,
+        managers: &mut Vec<String>,
+    ) -> Result<Beat, Missed> {
+        match (&self.manager, tls) {
+            (Some(m), Ok(tls)) => match self.local_beat(m).await {
+                Err(Missed::Other(why)) => {
+                    let mut others: Vec<String> = managers
+                        .iter()
+                        .filter(|a| **a != self.file.advertise)
+                        .cloned()
+                        .collect();
+                    match self.remote_beat(tls, &mut others).await {
+                        Ok(beat) => Ok(beat),
+                        Err(_) => Err(Missed::Other(why)),
+                    }
+                }
+                other => other,
+            },
+            (Some(m), Err(_)) => self.local_beat(m).await,
+            (None, Ok(tls)) => self.remote_beat(tls, managers).await,
+            (None, Err(e)) => Err(Missed::Other(format!("no TLS identity: {e}"))),
+        }
+    }
+
+    fn cert_role(&self) -> NodeRole {
+        self.creds.identity().role()
     }
 
     fn tls_status(&self) -> NodeTls {
@@ -122,6 +218,7 @@ impl Session {
             period: m.heartbeat_period().await,
             roots: m.ca_roots().await.ok(),
             via: None,
+            role: None,
         })
     }
 
@@ -163,6 +260,11 @@ impl Session {
                             trusted: ca.trusted,
                         }),
                         via: Some(ch),
+                        role: match r.role.as_str() {
+                            "manager" => Some(ModelRole::Manager),
+                            "worker" => Some(ModelRole::Worker),
+                            _ => None,
+                        },
                     });
                 }
                 Err(s) => {
@@ -235,10 +337,7 @@ impl Session {
         let key = NodeKey::from_pem(identity.key_pem())?;
         let csr = key.csr()?.into_string();
         let (cert_pem, roots_pem) = match (&self.manager, via) {
-            (Some(m), _) => {
-                m.renew_certificate(&self.file.node_id, identity.role(), &csr)
-                    .await?
-            }
+            (Some(m), _) => m.renew_certificate(&self.file.node_id, &csr).await?,
             (None, Some(ch)) => {
                 let r = DispatcherClient::new(ch)
                     .renew_certificate(RenewCertificateRequest { csr_pem: csr })
@@ -307,4 +406,38 @@ fn refused(error: &(dyn std::error::Error + 'static), identity: &NodeIdentity) -
 
 fn unix_secs(t: SystemTime) -> u64 {
     t.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_promoted_worker_renews_then_starts_its_manager_and_a_demoted_one_stops_it() {
+        use ModelRole::{Manager as Wants, Worker as Stays};
+        use NodeRole::{Manager, Worker};
+        let cases = [
+            // (runs a manager, certificate, wanted) → step
+            (false, Worker, None, None),
+            (false, Worker, Some(Stays), None),
+            (false, Worker, Some(Wants), Some("renew")),
+            (false, Manager, Some(Wants), Some("start")),
+            (false, Manager, Some(Stays), Some("renew")),
+            // Older managers say nothing: nothing changes.
+            (false, Manager, None, None),
+            // A running manager told it is a worker was demoted.
+            (true, Manager, Some(Wants), None),
+            (true, Manager, None, None),
+            (true, Manager, Some(Stays), Some("stop")),
+            (true, Worker, Some(Stays), Some("stop")),
+        ];
+        for (runs, cert, wanted, want) in cases {
+            let got = role_step(runs, cert, wanted).map(|s| match s {
+                RoleStep::Renew(_) => "renew",
+                RoleStep::StartManager => "start",
+                RoleStep::StopManager => "stop",
+            });
+            assert_eq!(got, want, "runs={runs} cert={cert:?} wanted={wanted:?}");
+        }
+    }
 }

@@ -3,6 +3,11 @@
 //! keeps with the managers. A manager also runs the control plane
 //! (`shoal_controlplane::manager`) in this process.
 //!
+//! A worker promoted in place (`node promote`) becomes a manager in this
+//! process too: its session gets it a manager certificate, then
+//! [`Swarm::follow_promotions`] starts the manager and joins Raft as a
+//! joining manager does, keeping the executor and its tasks running.
+//!
 //! On disk, under `<state-dir>/swarm/`: `node.json` (ids, role, addresses),
 //! `key.pem` (0600), `cert.pem`, `ca.pem`, and on managers `store.key` (0600,
 //! the key-encryption key of the Raft store) and `raft/`. An autolocked
@@ -38,10 +43,16 @@ use shoal_controlplane::{
     },
     store::{CryptoError, UnlockKey, UnlockKeyError},
 };
-use tokio::{sync::Mutex, task::JoinHandle};
+use tokio::{
+    sync::{Mutex, mpsc},
+    task::JoinHandle,
+};
 use tonic::Status;
 
-use crate::autolock::{self, KeyFiles, Keys, LOCKED_MESSAGE, SharedKeys};
+use crate::{
+    autolock::{self, KeyFiles, Keys, LOCKED_MESSAGE, SharedKeys},
+    session::RoleChange,
+};
 
 #[derive(Debug, thiserror::Error)]
 pub enum SwarmError {
@@ -181,7 +192,7 @@ pub(crate) struct NodeFile {
     /// host:port of the managers' 2377, most recently seen first.
     pub(crate) managers: Vec<String>,
     /// This node's 2377 as others dial it (managers).
-    advertise: String,
+    pub(crate) advertise: String,
     listen: SocketAddr,
     raft_id: Option<u64>,
     pub(crate) heartbeat_secs: u64,
@@ -199,6 +210,8 @@ enum Membership {
 
 struct Active {
     file: NodeFile,
+    /// This node's certificate and roots, as its servers and clients use them.
+    creds: Credentials,
     manager: Option<Arc<Manager>>,
     /// A manager's store and TLS keys (autolock).
     keys: Option<SharedKeys>,
@@ -232,6 +245,10 @@ pub struct Swarm {
     /// Where tasks run.
     env: NodeEnv,
     state: Mutex<Membership>,
+    /// Role changes the session asks for.
+    promotions: mpsc::Sender<RoleChange>,
+    /// Taken by [`Swarm::follow_promotions`].
+    promotions_rx: std::sync::Mutex<Option<mpsc::Receiver<RoleChange>>>,
 }
 
 impl Swarm {
@@ -241,13 +258,221 @@ impl Swarm {
         default_ip: Option<IpAddr>,
         env: NodeEnv,
     ) -> Self {
+        // One waiting request is enough: each carries the latest addresses
+        // and a promotion already done ignores the rest.
+        let (promotions, rx) = mpsc::channel(1);
         Swarm {
             dir: state_dir.join("swarm"),
             hostname,
             default_ip,
             env,
             state: Mutex::new(Membership::None),
+            promotions,
+            promotions_rx: std::sync::Mutex::new(Some(rx)),
         }
+    }
+
+    /// Starts this node's manager whenever its session, promoted to a
+    /// manager certificate, asks for it, and stops it once demoted; for as
+    /// long as the process runs.
+    pub fn follow_promotions(self: &Arc<Self>) {
+        let rx = self
+            .promotions_rx
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .take();
+        let Some(mut rx) = rx else {
+            tracing::warn!("promotions are already followed");
+            return;
+        };
+        let swarm = Arc::downgrade(self);
+        tokio::spawn(async move {
+            while let Some(change) = rx.recv().await {
+                let Some(swarm) = swarm.upgrade() else { return };
+                // On an error the session asks again on its next heartbeat.
+                match change {
+                    RoleChange::Promote(managers) => match swarm.promote(&managers).await {
+                        Ok(true) => tracing::info!("promoted: this node is a manager now"),
+                        Ok(false) => {}
+                        Err(e) => {
+                            tracing::warn!(error = %chain(&e), "starting the promoted manager")
+                        }
+                    },
+                    RoleChange::Demote(managers) => match swarm.demote(managers).await {
+                        Ok(true) => tracing::info!("demoted: this node is a worker now"),
+                        Ok(false) => {}
+                        Err(e) => {
+                            tracing::warn!(error = %chain(&e), "stopping the demoted manager")
+                        }
+                    },
+                }
+            }
+        });
+    }
+
+    /// Turns this worker, which holds a manager certificate now, into a
+    /// manager: its own Raft store and manager on its 2377, admitted to Raft
+    /// through `managers`, saved so that a restart resumes it as a manager.
+    /// The executor keeps running; only the session and the worker's log
+    /// server (on the same port as the manager) are replaced. `false` if
+    /// there was nothing to do.
+    async fn promote(&self, managers: &[String]) -> Result<bool, SwarmError> {
+        let mut state = self.state.lock().await;
+        let ready = matches!(
+            &*state,
+            Membership::Active(a)
+                if a.manager.is_none() && a.creds.identity().role() == NodeRole::Manager
+        );
+        if !ready {
+            return Ok(false);
+        }
+        let Membership::Active(a) = std::mem::replace(&mut *state, Membership::None) else {
+            return Ok(false);
+        };
+        let Active {
+            file,
+            creds,
+            tasks,
+            worker,
+            ..
+        } = a;
+        // Awaited, not only aborted: the log server must free the port the
+        // manager binds.
+        for t in &tasks {
+            t.abort();
+        }
+        for t in tasks {
+            if let Err(e) = t.await
+                && !e.is_cancelled()
+            {
+                tracing::warn!(error = %e, "a worker session task ended badly");
+            }
+        }
+        match self.start_promoted(&file, &creds, managers).await {
+            Ok((file, manager, keys)) => {
+                *state = Membership::Active(self.session_around(
+                    file,
+                    creds,
+                    Some(manager),
+                    Some(keys),
+                    worker,
+                ));
+                Ok(true)
+            }
+            Err(e) => {
+                *state = Membership::Active(self.session_around(file, creds, None, None, worker));
+                Err(e)
+            }
+        }
+    }
+
+    /// Turns this manager, which Raft dropped (`node demote`), back into a
+    /// worker: the manager stops, its store goes, and the session goes on
+    /// as a worker's, which trades the manager certificate for a worker one.
+    /// The executor keeps running. `false` if there was nothing to do.
+    async fn demote(&self, managers: Vec<String>) -> Result<bool, SwarmError> {
+        let mut state = self.state.lock().await;
+        if !matches!(&*state, Membership::Active(a) if a.manager.is_some()) {
+            return Ok(false);
+        }
+        let Membership::Active(a) = std::mem::replace(&mut *state, Membership::None) else {
+            return Ok(false);
+        };
+        let Active {
+            mut file,
+            creds,
+            manager,
+            tasks,
+            worker,
+            ..
+        } = a;
+        for t in &tasks {
+            t.abort();
+        }
+        if let Some(m) = manager {
+            m.shutdown().await;
+        }
+        // A worker keeps its TLS key in the clear (an autolocked manager
+        // had it sealed) and no store.
+        let files = self.key_files();
+        let key = NodeKey::from_pem(creds.identity().key_pem())?;
+        files.write_tls_key(&key, None)?;
+        file.role = ModelRole::Worker;
+        file.raft_id = None;
+        let others: Vec<String> = managers
+            .into_iter()
+            .filter(|m| *m != file.advertise)
+            .collect();
+        if !others.is_empty() {
+            file.managers = others;
+        }
+        // node.json first: a crash after it resumes a worker, whatever is
+        // left of the store.
+        let saved = self.save(&file);
+        let raft_dir = self.dir.join("raft");
+        if let Err(e) = std::fs::remove_dir_all(&raft_dir) {
+            tracing::warn!(path = %raft_dir.display(), error = %e, "removing the Raft store");
+        }
+        *state = Membership::Active(self.session_around(file, creds, None, None, worker));
+        saved.map(|()| true)
+    }
+
+    async fn start_promoted(
+        &self,
+        file: &NodeFile,
+        creds: &Credentials,
+        managers: &[String],
+    ) -> Result<(NodeFile, Arc<Manager>, SharedKeys), SwarmError> {
+        let files = self.key_files();
+        // A worker's TLS key is never sealed: only managers lock.
+        let tls = files.tls_key(None)?;
+        let raft_dir = self.dir.join("raft");
+        // Left by an attempt that failed: a new Raft id starts from nothing.
+        if raft_dir.exists() {
+            std::fs::remove_dir_all(&raft_dir).map_err(io(&raft_dir))?;
+        }
+        let store_key = StoreKey::generate();
+        files.write_store_key(&store_key)?;
+        let raft_id = rand::random();
+        let mut next = file.clone();
+        next.role = ModelRole::Manager;
+        next.raft_id = Some(raft_id);
+        let m = self.start_manager(&next, raft_id, store_key, creds).await?;
+        // The session's latest addresses first: one of them just answered.
+        let mut vias: Vec<&String> = Vec::new();
+        for v in managers.iter().chain(&file.managers) {
+            if !vias.contains(&v) && *v != next.advertise {
+                vias.push(v);
+            }
+        }
+        let mut last = SwarmError::Invalid {
+            field: "managers",
+            reason: "no manager address known to join Raft through".into(),
+        };
+        let mut joined = false;
+        for via in vias {
+            match m.join_raft(via).await {
+                Ok(()) => {
+                    joined = true;
+                    break;
+                }
+                Err(e) => {
+                    tracing::warn!(%via, error = %chain(&e), "joining Raft");
+                    last = e.into();
+                }
+            }
+        }
+        if !joined {
+            m.shutdown().await;
+            if let Err(e) = std::fs::remove_dir_all(&raft_dir) {
+                tracing::warn!(path = %raft_dir.display(), error = %e, "removing the Raft store");
+            }
+            return Err(last);
+        }
+        // Only now: a restart before this resumes a worker, which the
+        // session promotes again.
+        self.save(&next)?;
+        Ok((next, m, Keys::new(files, tls, None)))
     }
 
     /// The routing mesh's maps and tables, for the counters.
@@ -713,6 +938,18 @@ impl Swarm {
         keys: Option<SharedKeys>,
     ) -> Active {
         let worker = self.start_worker(&file, &creds, manager.is_some());
+        self.session_around(file, creds, manager, keys, worker)
+    }
+
+    /// The session and its companions for a running executor.
+    fn session_around(
+        &self,
+        file: NodeFile,
+        creds: Credentials,
+        manager: Option<Arc<Manager>>,
+        keys: Option<SharedKeys>,
+        worker: Option<Worker>,
+    ) -> Active {
         let mut tasks = Vec::new();
         // A manager serves task logs on its cluster API; a worker needs a
         // listener of its own for them.
@@ -730,6 +967,7 @@ impl Swarm {
             creds: creds.clone(),
             manager: manager.clone(),
             problem: problem.clone(),
+            roles: self.promotions.clone(),
         };
         tasks.push(tokio::spawn(session.run()));
         if let (Some(m), Some(k)) = (&manager, &keys) {
@@ -737,6 +975,7 @@ impl Swarm {
         }
         Active {
             file,
+            creds,
             manager,
             keys,
             tasks,

@@ -228,6 +228,9 @@ pub struct Node {
     /// Not unique: a machine that leaves and rejoins gets a new node id under
     /// the same hostname, as in swarm.
     pub hostname: String,
+    /// The role the operator wants (swarm's desired role): `node promote`
+    /// sets `Manager` at once, and the node is a manager in Raft only once
+    /// `manager` is set too; see [`Node::promotion_pending`].
     pub role: NodeRole,
     pub availability: Availability,
     pub labels: Labels,
@@ -240,6 +243,20 @@ pub struct Node {
     /// Its certificate, as the node last reported it in a heartbeat.
     #[serde(default)]
     pub tls: NodeTls,
+}
+
+impl Node {
+    /// Whether the node is a manager, or is to become one: the role its
+    /// next certificate gets.
+    pub fn wants_manager(&self) -> bool {
+        self.manager.is_some() || self.role == NodeRole::Manager
+    }
+
+    /// Promoted (`node promote`) but not yet a Raft voter: the node still
+    /// has to get its manager certificate and start its manager.
+    pub fn promotion_pending(&self) -> bool {
+        self.role == NodeRole::Manager && self.manager.is_none()
+    }
 }
 
 /// What a node reports of its certificate: a root rotation ends once every

@@ -404,21 +404,35 @@ impl Manager {
             .change_membership(ChangeMembers::AddVoterIds(BTreeSet::from([raft_id])), false)
             .await
             .map_err(|e| ManagerError::Raft(e.to_string()))?;
-        let node = self.read().await?.nodes.get(node_id).cloned();
-        if let Some(mut node) = node {
+        // A voter the node object does not name would be invisible to
+        // `node ls` and `node demote`, so a heartbeat that moved the version
+        // meanwhile only means another try.
+        for attempt in 0.. {
+            let node = self.read().await?.nodes.get(node_id).cloned();
+            let Some(mut node) = node else { break };
             let version = node.version;
             node.role = crate::model::NodeRole::Manager;
             node.manager = Some(crate::model::ManagerInfo {
                 raft_id,
                 addr: addr.to_owned(),
             });
-            self.propose(Command::UpdateNode {
-                id: node_id.to_owned(),
-                expected_version: version,
-                node,
-            })
-            .await?;
+            match self
+                .propose(Command::UpdateNode {
+                    id: node_id.to_owned(),
+                    expected_version: version,
+                    node,
+                })
+                .await
+            {
+                Err(ManagerError::Rejected(ApplyError::VersionMismatch { .. })) if attempt < 10 => {
+                }
+                other => {
+                    other?;
+                    break;
+                }
+            }
         }
+        tracing::info!(node = %node_id, raft_id, %addr, "manager admitted as a Raft voter");
         Ok(())
     }
 

@@ -27,9 +27,7 @@ use shoal_api::cluster::v1::CaStatusReply;
 use shoal_ca::{CaCert, CsrPem, JoinToken, JoinTokens, NodeRole, RootCa};
 
 use super::{Manager, ManagerError};
-use crate::model::{
-    Cluster, ClusterState, Command, NodeRole as ModelRole, RootCaKeys, RootRotation, SecretString,
-};
+use crate::model::{Cluster, ClusterState, Command, RootCaKeys, RootRotation, SecretString};
 
 /// What a heartbeat reply tells a node about the roots.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -137,13 +135,14 @@ impl Manager {
     }
 
     /// Signs a new certificate for `node_id` (who the caller's certificate
-    /// names) from the root that issues them now. The role is the one the
-    /// node has in the cluster, never more than its current certificate
-    /// grants. Returns the PEM chain and the PEM of every root to trust.
+    /// names) from the root that issues them now. The role comes from the
+    /// cluster state alone, which only an operator changes (`node promote`,
+    /// `node demote`): a worker cannot mint itself a manager certificate,
+    /// and a promoted one gets its manager certificate this way. Returns
+    /// the PEM chain and the PEM of every root to trust.
     pub async fn renew_certificate(
         &self,
         node_id: &str,
-        cert_role: NodeRole,
         csr: &str,
     ) -> Result<(String, Vec<String>), ManagerError> {
         let state = self.read().await?;
@@ -159,10 +158,10 @@ impl Manager {
             .ok_or_else(|| ManagerError::NotFound {
                 what: format!("node {node_id}"),
             })?;
-        let is_manager = node.manager.is_some() || node.role == ModelRole::Manager;
-        let role = match (cert_role, is_manager) {
-            (NodeRole::Manager, true) => NodeRole::Manager,
-            _ => NodeRole::Worker,
+        let role = if node.wants_manager() {
+            NodeRole::Manager
+        } else {
+            NodeRole::Worker
         };
         let root = issuing_root(c)?;
         let validity = Duration::from_secs(c.settings.node_cert_expiry_secs);

@@ -279,6 +279,13 @@ impl Dispatcher for Api {
         self.0.heartbeat(&node_id, tls).await?;
         let period = self.0.heartbeat_period().await;
         let roots = self.0.ca_roots().await?;
+        // Applied state, as for the roots: a promotion seen one period late
+        // costs nothing.
+        let role = match self.0.local_state().await.nodes.get(&node_id) {
+            Some(n) if n.wants_manager() => "manager",
+            Some(_) => "worker",
+            None => "",
+        };
         Ok(Response::new(HeartbeatReply {
             period_ms: u64::try_from(period.as_millis()).unwrap_or(u64::MAX),
             managers: self.0.manager_addrs(),
@@ -286,6 +293,7 @@ impl Dispatcher for Api {
                 issuer: roots.issuer,
                 trusted: roots.trusted,
             }),
+            role: role.into(),
         }))
     }
 
@@ -293,15 +301,10 @@ impl Dispatcher for Api {
         &self,
         req: Request<RenewCertificateRequest>,
     ) -> Result<Response<RenewCertificateReply>, Status> {
-        let (node_id, role) = match peer(&req) {
-            Some(PeerInfo {
-                identity: Some(id), ..
-            }) => (id.node_id().to_owned(), id.role()),
-            _ => return Err(Status::unauthenticated("a node certificate is required")),
-        };
+        let node_id = require_node(&req)?;
         let (cert_pem, trusted_roots_pem) = self
             .0
-            .renew_certificate(&node_id, role, &req.get_ref().csr_pem)
+            .renew_certificate(&node_id, &req.get_ref().csr_pem)
             .await?;
         Ok(Response::new(RenewCertificateReply {
             cert_pem,
@@ -403,6 +406,18 @@ fn own_node<T>(req: &Request<T>, claimed: &str) -> Result<String, Status> {
         ));
     }
     Ok(node_id)
+}
+
+/// Why a node that does not heartbeat cannot be promoted, and what to do.
+fn promote_down(node: &Node) -> String {
+    format!(
+        "node {} ({}) is {}: a promotion happens over the node's own session, so its shoald must \
+         be running and reach a manager; start it and promote again, or `shoal node rm` it and \
+         join a new manager with `shoal swarm join-token manager`",
+        node.hostname,
+        node.id,
+        lower(&node.status),
+    )
 }
 
 /// A node certificate lifetime, checked against what the CA can issue.
@@ -557,12 +572,17 @@ impl Control for Api {
                 node.manager = None;
                 node.role = ModelRole::Worker;
             }
+            // In place, as swarm does: the node sees its new role in its
+            // next heartbeat reply, gets a manager certificate, starts its
+            // manager and joins Raft (`add_manager` records it as a voter).
             "manager" if node.manager.is_none() => {
-                return Err(Status::unimplemented(
-                    "promoting a worker needs it to re-join with a manager certificate: run \
-                     `shoal swarm leave` on it, then `shoal swarm join` with the manager token",
-                ));
+                if node.status != NodeState::Ready {
+                    return Err(Status::failed_precondition(promote_down(&node)));
+                }
+                node.role = ModelRole::Manager;
             }
+            // Called off before the node got into Raft.
+            "worker" if node.promotion_pending() => node.role = ModelRole::Worker,
             "worker" | "manager" => {}
             other => {
                 return Err(Status::invalid_argument(format!(

@@ -434,6 +434,31 @@ fn secrets_are_redacted_in_debug_and_hex_in_json() -> Result<(), serde_json::Err
 
 // Small pools so that generated commands collide: same ids, same names,
 // references that sometimes exist.
+#[test]
+fn a_promotion_is_pending_until_raft_admits_the_node() {
+    let mut n = node("a", "n2");
+    assert!(!n.wants_manager() && !n.promotion_pending());
+    // `node promote`: the desired role first.
+    n.role = NodeRole::Manager;
+    assert!(n.wants_manager() && n.promotion_pending());
+    // `add_manager`: a voter now.
+    n.manager = Some(ManagerInfo {
+        raft_id: 7,
+        addr: "198.18.0.2:2377".into(),
+    });
+    assert!(n.wants_manager() && !n.promotion_pending());
+}
+
+#[test]
+fn nodes_stored_before_promotion_still_load() -> Result<(), serde_json::Error> {
+    // A node object as older managers wrote it: no `manager`, no `tls`.
+    let old = r#"{"id":"a","version":3,"hostname":"n2","role":"worker",
+        "availability":"active","labels":{},"addr":null,"status":"ready"}"#;
+    let n: Node = serde_json::from_str(old)?;
+    assert!(!n.wants_manager() && !n.promotion_pending());
+    Ok(())
+}
+
 fn pick(pool: &'static [&'static str]) -> impl Strategy<Value = String> {
     prop::sample::select(pool).prop_map(str::to_owned)
 }
