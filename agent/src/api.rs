@@ -10,9 +10,10 @@ use std::{
 use shoal_api::{
     cluster::v1::control_server::ControlServer,
     node::v1::{
-        InfoReply, InfoRequest, MeshCounter, ProtoCounter, ReasonCounter, StatsReply, StatsRequest,
-        SwarmInitReply, SwarmInitRequest, SwarmJoinReply, SwarmJoinRequest, SwarmLeaveReply,
-        SwarmLeaveRequest, SwarmUnlockReply, SwarmUnlockRequest, UnlockKeyReply, UnlockKeyRequest,
+        DoctorReply, DoctorRequest, InfoReply, InfoRequest, MeshCounter, ProtoCounter,
+        ReasonCounter, StatsReply, StatsRequest, SwarmInitReply, SwarmInitRequest, SwarmJoinReply,
+        SwarmJoinRequest, SwarmLeaveReply, SwarmLeaveRequest, SwarmUnlockReply, SwarmUnlockRequest,
+        UnlockKeyReply, UnlockKeyRequest,
         node_server::{Node, NodeServer},
     },
 };
@@ -180,6 +181,13 @@ impl<S: StatsSource> Node for NodeApi<S> {
         Ok(Response::new(UnlockKeyReply { key }))
     }
 
+    async fn doctor(&self, _: Request<DoctorRequest>) -> Result<Response<DoctorReply>, Status> {
+        Ok(Response::new(DoctorReply {
+            hostname: self.info.hostname.clone(),
+            checks: crate::doctor::run(self.swarm.env()).await,
+        }))
+    }
+
     async fn stats(&self, _: Request<StatsRequest>) -> Result<Response<StatsReply>, Status> {
         let s = self.stats.stats()?;
         let (mesh_reasons, groups) = {
@@ -319,6 +327,7 @@ mod tests {
                     data_iface: "eth0".into(),
                     data_ip: None,
                     // Loads a real object: the suite runs as root anyway.
+                    view: Arc::default(),
                     mesh: Arc::new(std::sync::Mutex::new(crate::lb::MeshState::new({
                         // The pins go at once; the loaded maps stay.
                         let pins = crate::datapath::mesh::TestPins::new();

@@ -82,6 +82,10 @@ impl Endpoints {
         }
     }
 
+    pub fn gossip(&self) -> Arc<Gossip> {
+        self.gossip.clone()
+    }
+
     /// Asks for a pass now (a network appeared on this node).
     pub fn poke(&self) {
         self.poke.notify_one();

@@ -4,6 +4,7 @@
 mod api;
 mod autolock;
 mod datapath;
+mod doctor;
 mod endpoints;
 mod lb;
 mod logs;
@@ -115,6 +116,7 @@ async fn main() -> anyhow::Result<()> {
         data_iface: iface.clone(),
         data_ip: data_ipv4,
         mesh: Arc::new(Mutex::new(lb::MeshState::new(mesh))),
+        view: Arc::default(),
     };
     let swarm = Arc::new(swarm::Swarm::new(
         &args.state_dir,

@@ -475,6 +475,11 @@ impl Swarm {
         Ok((next, m, Keys::new(files, tls, None)))
     }
 
+    /// Where tasks run, for `node doctor`.
+    pub fn env(&self) -> &NodeEnv {
+        &self.env
+    }
+
     /// The routing mesh's maps and tables, for the counters.
     pub fn mesh(&self) -> &Arc<std::sync::Mutex<crate::lb::MeshState>> {
         &self.env.mesh

@@ -48,6 +48,25 @@ pub struct NodeEnv {
     pub data_ip: Option<Ipv4Addr>,
     /// The routing mesh, attached to the data interface by main.
     pub mesh: Arc<Mutex<lb::MeshState>>,
+    /// What the worker last heard, for `node doctor`.
+    pub view: Arc<Mutex<NodeView>>,
+}
+
+/// The worker's latest picture of the cluster, as `node doctor` reads it.
+#[derive(Default)]
+pub struct NodeView {
+    pub node_id: String,
+    pub set: Arc<AssignmentSet>,
+    pub gossip: Option<Arc<shoal_gossip::Gossip>>,
+}
+
+impl std::fmt::Debug for NodeView {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("NodeView")
+            .field("node_id", &self.node_id)
+            .field("version", &self.set.version)
+            .finish_non_exhaustive()
+    }
 }
 
 /// How to reach the managers.
@@ -197,6 +216,11 @@ impl Worker {
             dns,
             resolv_conf,
         });
+        *lock(&executor.env.view) = NodeView {
+            node_id: link.node_id.clone(),
+            set: Arc::default(),
+            gossip: executor.endpoints.as_ref().map(Endpoints::gossip),
+        };
         let mut loops = vec![
             tokio::spawn(assignments(executor.clone(), link.clone())),
             tokio::spawn(reporter(link.clone(), reports_rx)),
@@ -243,6 +267,7 @@ async fn mesh_sync(exec: Arc<Executor>, mut view: watch::Receiver<Arc<Assignment
         // Version 0 is the empty set before any manager answered: acting on
         // it would empty maps that a previous run left serving.
         if set.version > 0 {
+            lock(&exec.env.view).set = set.clone();
             if !swept {
                 sweep_leftovers(&exec, &set).await;
                 swept = true;

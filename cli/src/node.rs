@@ -5,7 +5,7 @@ use std::collections::HashMap;
 use clap::{Subcommand, ValueEnum};
 use shoal_api::{
     cluster::v1::{ListNodesRequest, NodeRef, RemoveNodeRequest, UpdateNodeRequest},
-    node::v1::{InfoRequest, StatsRequest},
+    node::v1::{DoctorRequest, InfoRequest, StatsRequest},
 };
 
 use crate::{
@@ -89,6 +89,12 @@ pub enum NodeCmd {
         #[arg(long, short, value_enum, default_value_t = Format::Table)]
         format: Format,
     },
+    /// Check this node: its routing mesh, every published port's backends,
+    /// and its paths to the other nodes (7946, 4789); exits 1 if any fails.
+    Doctor {
+        #[arg(long, short, value_enum, default_value_t = Format::Table)]
+        format: Format,
+    },
 }
 
 /// The labels of `--label-add`/`--label-rm`, checked before anything is sent.
@@ -141,6 +147,15 @@ pub async fn run(host: &str, cmd: NodeCmd) -> anyhow::Result<()> {
     };
     let mut d = client::connect(host).await?;
     match cmd {
+        NodeCmd::Doctor { format } => {
+            let r = client::call(host, d.node.doctor(DoctorRequest {})).await?;
+            let failed = r.checks.iter().filter(|c| c.status == "fail").count();
+            output::doctor(&r, format)?;
+            if failed > 0 {
+                anyhow::bail!("{failed} check(s) failed on {}", r.hostname);
+            }
+            Ok(())
+        }
         NodeCmd::Stats { format } => {
             let stats = client::call(host, d.node.stats(StatsRequest {})).await?;
             output::stats(&stats, format)

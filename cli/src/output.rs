@@ -184,6 +184,48 @@ struct MeshJson<'a> {
     drops: u64,
 }
 
+#[derive(Serialize)]
+struct DoctorJson<'a> {
+    check: &'a str,
+    status: &'a str,
+    detail: &'a str,
+    hint: &'a str,
+}
+
+/// `node doctor`: one row per check, failed ones followed by what to do.
+pub fn doctor(r: &shoal_api::node::v1::DoctorReply, format: Format) -> anyhow::Result<()> {
+    match format {
+        Format::Json => {
+            let rows: Vec<DoctorJson<'_>> = r
+                .checks
+                .iter()
+                .map(|c| DoctorJson {
+                    check: &c.check,
+                    status: &c.status,
+                    detail: &c.detail,
+                    hint: &c.hint,
+                })
+                .collect();
+            println!("{}", serde_json::to_string_pretty(&rows)?);
+        }
+        Format::Table => {
+            let mut t = table(&["CHECK", "STATUS", "DETAIL"]);
+            for c in &r.checks {
+                t.add_row(vec![
+                    c.check.clone(),
+                    c.status.to_uppercase(),
+                    c.detail.clone(),
+                ]);
+            }
+            println!("NODE {}\n{t}", r.hostname);
+            for c in r.checks.iter().filter(|c| c.status == "fail") {
+                println!("\n{}: {}", c.check, c.hint);
+            }
+        }
+    }
+    Ok(())
+}
+
 pub fn stats(s: &StatsReply, format: Format) -> anyhow::Result<()> {
     match format {
         Format::Json => {

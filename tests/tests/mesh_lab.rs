@@ -166,6 +166,54 @@ async fn published_ports_answer_on_every_node_and_keep_the_client_address() -> a
         "the reply must come from the address the client sent to: {text}"
     );
 
+    // node doctor on n3 (no task): the port is programmed, both backends
+    // answer through the overlay, the peers are reachable.
+    let out = lab
+        .command(3, shoal_lab::shoal_path()?)
+        .args(["node", "doctor"])
+        .output()?;
+    let text = String::from_utf8_lossy(&out.stdout);
+    ensure!(out.status.success(), "doctor on n3: {out:?}");
+    ensure!(
+        text.contains("port 8080/tcp") && text.contains("2 of 2 backends answer"),
+        "{text}"
+    );
+    ensure!(
+        text.contains(&format!("peer {} overlay", lab.node(1).addr())),
+        "{text}"
+    );
+    // A port whose tasks do not listen on its target: doctor says so.
+    lab.shoal(
+        1,
+        &[
+            "service",
+            "create",
+            "--detach",
+            "--name",
+            "deaf",
+            "--constraint",
+            "node.hostname==n1",
+            "-p",
+            "8181:81",
+            "--",
+            HTTP,
+            "serve",
+            "80",
+        ],
+    )?;
+    running(&lab, "deaf", 1).await?;
+    let text = eventually(Duration::from_secs(10), "doctor sees the deaf port", || {
+        let out = lab
+            .command(3, shoal_lab::shoal_path()?)
+            .args(["node", "doctor"])
+            .output()?;
+        let text = String::from_utf8_lossy(&out.stdout).into_owned();
+        Ok((!out.status.success() && text.contains("port 8181/tcp")).then_some(text))
+    })
+    .await?;
+    ensure!(text.contains("0 of 1 backends answer"), "{text}");
+    lab.shoal(1, &["service", "rm", "deaf"])?;
+
     // Scale to one task on n1: n2's task goes, and no request fails after
     // the control plane lists it as gone.
     lab.shoal(1, &["service", "scale", "--detach", "web=1"])?;

@@ -1,0 +1,259 @@
+//! `shoal node doctor`: what an operator checks by hand when a published
+//! port does not answer — is the mesh programmed, do the backends answer
+//! on the path the mesh sends packets along, are the other nodes reachable
+//! for gossip (7946) and through the overlay (4789) — each result with what
+//! to do about it.
+
+use std::{
+    collections::{BTreeMap, BTreeSet},
+    net::{Ipv4Addr, SocketAddr, SocketAddrV4},
+    time::Duration,
+};
+
+use shoal_api::node::v1::DoctorCheck;
+use shoal_common::mesh::{IPPROTO_TCP, IPPROTO_UDP, ServiceKey};
+use tokio::net::{TcpSocket, TcpStream};
+
+use crate::worker::NodeEnv;
+
+const PROBE_TIMEOUT: Duration = Duration::from_secs(1);
+
+fn check(check: impl Into<String>, ok: bool, detail: impl Into<String>, hint: &str) -> DoctorCheck {
+    DoctorCheck {
+        check: check.into(),
+        status: if ok { "ok" } else { "fail" }.into(),
+        detail: detail.into(),
+        hint: if ok { String::new() } else { hint.into() },
+    }
+}
+
+fn skip(name: impl Into<String>, detail: impl Into<String>) -> DoctorCheck {
+    DoctorCheck {
+        check: name.into(),
+        status: "skip".into(),
+        detail: detail.into(),
+        hint: String::new(),
+    }
+}
+
+/// A TCP connection to `to` from this node's data address: the source the
+/// mesh's own packets have, so the reply comes back the way a client's
+/// does.
+async fn probe(from: Ipv4Addr, to: SocketAddrV4) -> Result<(), String> {
+    let socket = TcpSocket::new_v4().map_err(|e| e.to_string())?;
+    socket
+        .bind(SocketAddr::new(from.into(), 0))
+        .map_err(|e| format!("bind {from}: {e}"))?;
+    match tokio::time::timeout(PROBE_TIMEOUT, socket.connect(to.into())).await {
+        Ok(Ok(_)) => Ok(()),
+        Ok(Err(e)) => Err(e.to_string()),
+        Err(_) => Err(format!("no answer within {PROBE_TIMEOUT:?}")),
+    }
+}
+
+pub async fn run(env: &NodeEnv) -> Vec<DoctorCheck> {
+    let mut out = Vec::new();
+    let forwarding =
+        std::fs::read_to_string("/proc/sys/net/ipv4/ip_forward").is_ok_and(|v| v.trim() == "1");
+    out.push(check(
+        "ip forwarding",
+        forwarding,
+        if forwarding { "on" } else { "off" },
+        "published ports DNATed here are routed into the overlay: \
+         sysctl -w net.ipv4.ip_forward=1 (shoald sets it when it joins a swarm)",
+    ));
+    let Some(me) = env.data_ip else {
+        out.push(check(
+            "data address",
+            false,
+            format!("{} has no IPv4 address", env.data_iface),
+            "give the data interface an address, or pass --data-interface",
+        ));
+        return out;
+    };
+    let (node_id, set, gossip) = {
+        let v = env.view.lock().unwrap_or_else(|e| e.into_inner());
+        (v.node_id.clone(), v.set.clone(), v.gossip.clone())
+    };
+    if set.version == 0 {
+        out.push(check(
+            "assignments",
+            false,
+            "no assignment set from a manager yet",
+            "is this node in a swarm (shoal info)? Are the managers' 2377 reachable?",
+        ));
+        return out;
+    }
+    let frontends: std::collections::HashMap<ServiceKey, shoal_common::mesh::Service> = {
+        let mesh = env.mesh.lock().unwrap_or_else(|e| e.into_inner());
+        match mesh.maps.frontends() {
+            Ok(f) => f.into_iter().collect(),
+            Err(e) => {
+                out.push(check("mesh maps", false, e.to_string(), "restart shoald"));
+                return out;
+            }
+        }
+    };
+    let ingress = set
+        .networks
+        .iter()
+        .find(|n| n.ingress)
+        .map(|n| n.id.clone());
+    // Node → (answered, failed) probes through the overlay.
+    let mut through: BTreeMap<String, (Vec<String>, Vec<String>)> = BTreeMap::new();
+    for s in &set.mesh {
+        for p in &s.ports {
+            let (Ok(published), Ok(target)) = (
+                u16::try_from(p.published_port),
+                u16::try_from(p.target_port),
+            ) else {
+                continue;
+            };
+            let udp = p.protocol == "udp";
+            let host = p.publish_mode == "host";
+            let name = format!("port {published}/{}", if udp { "udp" } else { "tcp" });
+            let backends: Vec<_> = s
+                .backends
+                .iter()
+                .filter(|b| {
+                    if host {
+                        b.node_id == node_id
+                    } else {
+                        Some(&b.network_id) == ingress.as_ref()
+                    }
+                })
+                .collect();
+            let mut tasks: BTreeSet<&str> = BTreeSet::new();
+            let backends: Vec<_> = backends
+                .into_iter()
+                .filter(|b| tasks.insert(b.task_id.as_str()))
+                .collect();
+            if host && backends.is_empty() {
+                out.push(skip(
+                    name,
+                    format!("{}: host mode, no task on this node", s.name),
+                ));
+                continue;
+            }
+            let key = ServiceKey::new(
+                u32::from(me),
+                published,
+                if udp { IPPROTO_UDP } else { IPPROTO_TCP },
+            );
+            let Some(fe) = frontends.get(&key) else {
+                out.push(check(
+                    name,
+                    false,
+                    format!(
+                        "{} publishes it, but this node's mesh has no frontend",
+                        s.name
+                    ),
+                    "shoald has not applied the latest assignments; see its log for \
+                     'updating the routing mesh'",
+                ));
+                continue;
+            };
+            if backends.is_empty() || fe.backend_count == 0 {
+                out.push(check(
+                    name,
+                    false,
+                    format!("{}: no running task", s.name),
+                    "see `shoal service ps` for why its tasks are not running",
+                ));
+                continue;
+            }
+            if udp {
+                out.push(skip(
+                    name,
+                    format!(
+                        "{}: {} backends programmed; UDP is not probed",
+                        s.name, fe.backend_count
+                    ),
+                ));
+                continue;
+            }
+            let mut answered = 0;
+            let mut failures = Vec::new();
+            for b in &backends {
+                let Ok(ip) = b.ip.parse::<Ipv4Addr>() else {
+                    continue;
+                };
+                let r = probe(me, SocketAddrV4::new(ip, target)).await;
+                let entry = through.entry(b.node_id.clone()).or_default();
+                match r {
+                    Ok(()) => {
+                        answered += 1;
+                        entry.0.push(b.task_id.clone());
+                    }
+                    Err(e) => {
+                        failures.push(format!("{ip}:{target} ({e})"));
+                        entry.1.push(b.task_id.clone());
+                    }
+                }
+            }
+            out.push(check(
+                name,
+                failures.is_empty(),
+                format!(
+                    "{} → {}: {answered} of {} backends answer{}",
+                    s.name,
+                    target,
+                    backends.len(),
+                    if failures.is_empty() {
+                        String::new()
+                    } else {
+                        format!("; not {}", failures.join(", "))
+                    }
+                ),
+                "a task that does not listen on its target port, or a node that \
+                 cannot be reached on UDP 4789 (see the peer checks)",
+            ));
+        }
+    }
+    let members = gossip.as_ref().map(|g| g.members()).unwrap_or_default();
+    for n in set.nodes.iter().filter(|n| n.id != node_id) {
+        let Ok(addr) = n.addr.parse::<Ipv4Addr>() else {
+            continue;
+        };
+        let tcp = tokio::time::timeout(
+            PROBE_TIMEOUT,
+            TcpStream::connect(SocketAddrV4::new(addr, shoal_gossip::GOSSIP_PORT)),
+        )
+        .await;
+        let member = members.contains_key(&n.id);
+        let reachable = matches!(tcp, Ok(Ok(_)));
+        out.push(check(
+            format!("peer {addr} gossip"),
+            reachable && member,
+            match (reachable, member) {
+                (true, true) => "7946 answers, a gossip member".to_owned(),
+                (true, false) => "7946 answers, but gossip does not list it".to_owned(),
+                (false, _) => "7946/tcp does not answer".to_owned(),
+            },
+            "open TCP and UDP 7946 between the nodes; is shoald running there?",
+        ));
+        match through.get(&n.id) {
+            Some((ok, _)) if !ok.is_empty() => out.push(check(
+                format!("peer {addr} overlay"),
+                true,
+                format!("4789: {} task(s) there answered through VXLAN", ok.len()),
+                "",
+            )),
+            Some((_, failed)) => out.push(check(
+                format!("peer {addr} overlay"),
+                false,
+                format!(
+                    "4789: none of its {} task(s) answered through VXLAN",
+                    failed.len()
+                ),
+                "open UDP 4789 (or the --data-path-port) between the nodes, and check \
+                 that the underlay MTU is at least the overlay MTU + 50",
+            )),
+            None => out.push(skip(
+                format!("peer {addr} overlay"),
+                "4789: no published task there to probe through",
+            )),
+        }
+    }
+    out
+}
