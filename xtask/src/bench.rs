@@ -49,6 +49,13 @@ pub enum BenchCmd {
         #[arg(long, default_value_t = 32)]
         connections: usize,
     },
+    /// Overlay task to task across nodes: iperf3 TCP (1 and 2 streams) and
+    /// 1-byte request/response, against kernel VXLAN + bridge made by hand.
+    Overlay {
+        /// Seconds per measurement.
+        #[arg(long, default_value_t = 5)]
+        seconds: u64,
+    },
 }
 
 pub fn run(cmd: BenchCmd) -> anyhow::Result<()> {
@@ -73,6 +80,7 @@ pub fn run(cmd: BenchCmd) -> anyhow::Result<()> {
             seconds,
             connections,
         } => runtime.block_on(crate::bench_mesh::run(&bin, seconds, connections)),
+        BenchCmd::Overlay { seconds } => runtime.block_on(crate::bench_overlay::run(&bin, seconds)),
         BenchCmd::Gossip { .. } => Ok(()),
     }
 }

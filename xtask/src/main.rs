@@ -3,6 +3,7 @@
 mod bench;
 mod bench_gossip;
 mod bench_mesh;
+mod bench_overlay;
 mod lab;
 mod setup;
 

@@ -4,6 +4,10 @@
 //! - `lab-echo send ADDR:PORT BYTES [TIMEOUT_SECS]`: sends BYTES patterned
 //!   bytes in one write, expects them back unchanged, prints `echoed N
 //!   bytes from ADDR` and exits 0; any failure exits 1 with the reason.
+//! - `lab-echo rr ADDR:PORT SECS`: netperf TCP_RR with 1-byte messages: one
+//!   connection, send 1 byte and wait for it back, for SECS seconds after
+//!   one unmeasured second; prints `rr N/s p50 Xus p99 Yus` (round trips
+//!   per second, their latency).
 
 use std::{
     io::{Read, Write},
@@ -28,7 +32,11 @@ fn main() -> anyhow::Result<()> {
             bytes.parse().context("BYTES")?,
             secs.parse().context("TIMEOUT_SECS")?,
         ),
-        _ => bail!("usage: lab-echo serve PORT | lab-echo send ADDR:PORT BYTES [TIMEOUT_SECS]"),
+        ["rr", addr, secs] => rr(addr, secs.parse().context("SECS")?),
+        _ => bail!(
+            "usage: lab-echo serve PORT | lab-echo send ADDR:PORT BYTES [TIMEOUT_SECS] | \
+             lab-echo rr ADDR:PORT SECS"
+        ),
     }
 }
 
@@ -37,6 +45,11 @@ fn serve(port: u16) -> anyhow::Result<()> {
     println!("listening on {port}");
     for conn in listener.incoming() {
         let Ok(mut conn) = conn else { continue };
+        // Small replies go out at once, as netperf's server sends them; a
+        // socket that refuses is dropped, not the server.
+        if conn.set_nodelay(true).is_err() {
+            continue;
+        }
         std::thread::spawn(move || {
             let mut buf = [0u8; 16 * 1024];
             while let Ok(n) = conn.read(&mut buf) {
@@ -49,20 +62,24 @@ fn serve(port: u16) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn send(addr: &str, bytes: usize, secs: u64) -> anyhow::Result<()> {
-    let deadline = Instant::now() + Duration::from_secs(secs);
-    // The server task may still be starting: retry the connect until the
-    // deadline, not the exchange.
-    let mut conn = loop {
+/// The server task may still be starting: retry the connect until the
+/// deadline, not the exchange.
+fn connect(addr: &str, deadline: Instant) -> anyhow::Result<TcpStream> {
+    loop {
         match TcpStream::connect(addr) {
-            Ok(c) => break c,
+            Ok(c) => return Ok(c),
             Err(e) if Instant::now() < deadline => {
                 eprintln!("connect {addr}: {e}; retrying");
                 std::thread::sleep(Duration::from_millis(200));
             }
             Err(e) => return Err(e).with_context(|| format!("connect {addr}")),
         }
-    };
+    }
+}
+
+fn send(addr: &str, bytes: usize, secs: u64) -> anyhow::Result<()> {
+    let deadline = Instant::now() + Duration::from_secs(secs);
+    let mut conn = connect(addr, deadline)?;
     conn.set_read_timeout(Some(Duration::from_secs(secs)))?;
     let payload: Vec<u8> = (0..bytes).map(|i| (i % 251) as u8).collect();
     conn.write_all(&payload).context("send")?;
@@ -70,5 +87,45 @@ fn send(addr: &str, bytes: usize, secs: u64) -> anyhow::Result<()> {
     conn.read_exact(&mut back).context("read the echo")?;
     ensure!(back == payload, "the echo differs from what was sent");
     println!("echoed {bytes} bytes from {addr}");
+    Ok(())
+}
+
+fn rr(addr: &str, secs: u64) -> anyhow::Result<()> {
+    let mut conn = connect(addr, Instant::now() + Duration::from_secs(10))?;
+    conn.set_nodelay(true)?;
+    conn.set_read_timeout(Some(Duration::from_secs(5)))?;
+    let mut byte = [0u8; 1];
+    let mut round_trip = |conn: &mut TcpStream| -> anyhow::Result<Duration> {
+        let t = Instant::now();
+        conn.write_all(&byte).context("send")?;
+        conn.read_exact(&mut byte).context("read the echo")?;
+        Ok(t.elapsed())
+    };
+    // Unmeasured, as iperf3's -O: the first exchanges of a new task can wait
+    // on ARP and on its node's overlay entries reaching the peer.
+    let warm = Instant::now();
+    while warm.elapsed() < Duration::from_secs(1) {
+        round_trip(&mut conn)?;
+    }
+    let run_for = Duration::from_secs(secs);
+    let mut samples = Vec::with_capacity(1 << 20);
+    let start = Instant::now();
+    while start.elapsed() < run_for {
+        samples.push(round_trip(&mut conn)?);
+    }
+    let elapsed = start.elapsed().as_secs_f64();
+    ensure!(!samples.is_empty(), "no round trip in {secs} s");
+    samples.sort_unstable();
+    // Nearest rank: the smallest sample with at least p% at or below it.
+    let pct = |p: f64| {
+        let rank = ((p / 100.0) * samples.len() as f64).ceil() as usize;
+        samples[rank.clamp(1, samples.len()) - 1].as_secs_f64() * 1e6
+    };
+    println!(
+        "rr {:.1}/s p50 {:.1}us p99 {:.1}us",
+        samples.len() as f64 / elapsed,
+        pct(50.0),
+        pct(99.0)
+    );
     Ok(())
 }
