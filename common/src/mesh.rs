@@ -47,7 +47,7 @@
 //! only this node's tasks.
 
 /// Hash map [`ServiceKey`] → [`Service`]: the frontends this node answers for.
-pub const SERVICES_MAP: &str = "SHOAL_SVC4_V1";
+pub const SERVICES_MAP: &str = "SHOAL_SVC4_V2";
 /// Array of [`Backend`], indexed by backend id ([`BACKEND_NONE`] unused).
 pub const BACKENDS_MAP: &str = "SHOAL_BE4_V1";
 /// Array of backend ids, [`MAGLEV_SIZE`] per service id: row `id` is that
@@ -110,8 +110,11 @@ pub const MAGLEV_SIZE: u32 = 4099;
 pub const MAX_SERVICES: u32 = 1024;
 /// Backend ids are `1..MAX_BACKENDS`.
 pub const MAX_BACKENDS: u32 = 16384;
-/// Frontend entries (VIP ports and published ports).
-pub const MAX_FRONTENDS: u32 = 4096;
+/// Frontend entries (VIP ports and published ports): a hash map, so its
+/// size costs memory (≈ 2 MiB here) but not lookup time; room for 10,000
+/// services with a VIP (two entries each) and their ports. V2 of the map:
+/// V1 held 4096.
+pub const MAX_FRONTENDS: u32 = 32768;
 /// Tracked flows per node; the oldest are evicted first (LRU).
 pub const MAX_FLOWS: u32 = 262_144;
 /// The backend id no backend has: an unfilled Maglev slot (arrays start

@@ -84,7 +84,7 @@ const BPF_F_MARK_MANGLED_0: u64 = 1 << 5;
 // shoal_common::mesh constants, which the loader looks up (its tests check).
 // Every map is pinned by name (the loader gives the directory), so a
 // restarted shoald picks up the flows, rings and counters of the last one.
-#[map(name = "SHOAL_SVC4_V1")]
+#[map(name = "SHOAL_SVC4_V2")]
 static SERVICES: HashMap<ServiceKey, Service> = HashMap::pinned(MAX_FRONTENDS, 0);
 
 #[map(name = "SHOAL_BE4_V1")]

@@ -10,6 +10,12 @@
 //! entry node's namespace and dials the task's ingress address, so both
 //! balancers take the same path to the task. "Direct" is the client
 //! talking to the task's address, routed by n1 (no balancer at all).
+//!
+//! Then, from inside a task on n3: wrk to the service's VIP against wrk to
+//! the task's own address (east-west, DNAT on the task's veth). And new
+//! connections through n3's published port with 10, 1,000 and 10,000
+//! frontends in n3's pinned frontend map, which must not change the
+//! latency (a hash lookup).
 
 use std::{
     net::Ipv4Addr,
@@ -171,35 +177,36 @@ pub async fn run(bin: &Path, secs: u64, conns: usize) -> anyhow::Result<()> {
     }
     let http = bin.join("lab-http");
     let http = http.to_str().context("binary path")?;
-    shoal(
-        &lab,
-        bin,
-        1,
-        &[
-            "service",
-            "create",
-            "--detach",
-            "--name",
-            "web",
-            "--constraint",
-            "node.hostname==n1",
-            "-p",
-            "8080:80",
-            "--",
-            http,
-            "serve",
-            "80",
-        ],
-    )?;
-    let task_ip: Ipv4Addr = eventually(Duration::from_secs(30), "web running", || {
-        let rows = lab.service_ps(1, "web")?;
-        Ok(rows
-            .iter()
-            .find(|r| r.running())
-            .and_then(|r| r.addresses.first())
-            .and_then(|a| a.split('/').next()?.parse().ok()))
-    })
-    .await?;
+    shoal(&lab, bin, 1, &["network", "create", "benchnet"])?;
+    let web = [
+        "service",
+        "create",
+        "--detach",
+        "--name",
+        "web",
+        "--constraint",
+        "node.hostname==n1",
+        "--network",
+        "benchnet",
+        "-p",
+        "8080:80",
+        "--",
+        http,
+        "serve",
+        "80",
+    ];
+    shoal(&lab, bin, 1, &web)?;
+    // Ingress first, then benchnet.
+    let (task_ip, task_ip_east): (Ipv4Addr, Ipv4Addr) =
+        eventually(Duration::from_secs(30), "web running", || {
+            let rows = lab.service_ps(1, "web")?;
+            let addr = |i: usize| -> Option<Ipv4Addr> {
+                let r = rows.iter().find(|r| r.running())?;
+                r.addresses.get(i)?.split('/').next()?.parse().ok()
+            };
+            Ok(addr(0).zip(addr(1)))
+        })
+        .await?;
     // The client reaches the task's address through n1, for the direct row.
     let handle = shoal_lab::netns::netlink(&lab.client_netns().context("client")?)?;
     handle
@@ -256,7 +263,166 @@ pub async fn run(bin: &Path, secs: u64, conns: usize) -> anyhow::Result<()> {
     }
     let rows = result?;
     report(&rows, conns);
+    east_west(&lab, bin, task_ip_east, secs, conns).await?;
+    flat(&lab, secs, conns)?;
     lab.down()?;
+    Ok(())
+}
+
+/// wrk from a task on n3: to the VIP, then to the task's address.
+async fn east_west(
+    lab: &Lab,
+    bin: &Path,
+    task_ip: Ipv4Addr,
+    secs: u64,
+    conns: usize,
+) -> anyhow::Result<()> {
+    let inspect = shoal(
+        lab,
+        bin,
+        1,
+        &["service", "inspect", "web", "--format", "json"],
+    )?;
+    let v: serde_json::Value = serde_json::from_str(&inspect)?;
+    let vips = v
+        .pointer("/0/vips")
+        .or_else(|| v.pointer("/vips"))
+        .and_then(|x| x.as_array())
+        .cloned()
+        .unwrap_or_default();
+    let vip = vips
+        .iter()
+        .filter(|x| x.get("network").and_then(|n| n.as_str()) == Some("benchnet"))
+        .find_map(|x| {
+            x.get("addr")?
+                .as_str()?
+                .split('/')
+                .next()
+                .map(str::to_owned)
+        })
+        .context("web has no VIP on benchnet")?;
+    let wrk_cmd = |url: &str| format!("/usr/bin/wrk -t1 -c{conns} -d{secs}s --latency {url}");
+    let script = format!(
+        "{}; echo ==== ; {}",
+        wrk_cmd(&format!("http://{vip}:80/")),
+        wrk_cmd(&format!("http://{task_ip}:80/"))
+    );
+    shoal(
+        lab,
+        bin,
+        1,
+        &[
+            "service",
+            "create",
+            "--detach",
+            "--name",
+            "ewclient",
+            "--constraint",
+            "node.hostname==n3",
+            "--restart-condition",
+            "none",
+            "--network",
+            "benchnet",
+            "--",
+            "/bin/sh",
+            "-c",
+            &script,
+        ],
+    )?;
+    let logs = eventually(
+        Duration::from_secs(secs * 2 + 60),
+        "the east-west client",
+        || {
+            let out = lab
+                .command(1, bin.join("shoal"))
+                .args(["service", "logs", "--raw", "ewclient"])
+                .output()?;
+            let text = String::from_utf8_lossy(&out.stdout).into_owned();
+            Ok((text.matches("Requests/sec").count() == 2).then_some(text))
+        },
+    )
+    .await?;
+    let (to_vip, to_task) = logs.split_once("====").context("two wrk runs")?;
+    let (vip_w, task_w) = (
+        parse_wrk(to_vip).context("wrk to the VIP")?,
+        parse_wrk(to_task).context("wrk to the task")?,
+    );
+    println!("\nEast-west from a task on n3 to the task on n1 (wrk -t1 -c{conns}):");
+    println!(
+        "{:>16} {:>12} {:>10} {:>10}",
+        "path", "requests/s", "p50", "p99"
+    );
+    for (name, w) in [("VIP", vip_w), ("task address", task_w)] {
+        println!(
+            "{:>16} {:>12.0} {:>10} {:>10}",
+            name,
+            w.rps,
+            ms(w.p50),
+            ms(w.p99)
+        );
+    }
+    println!(
+        "  VIP/task address: {:.2}× requests/s, p50 {:.2}×",
+        vip_w.rps / task_w.rps,
+        vip_w.p50.as_secs_f64() / task_w.p50.as_secs_f64()
+    );
+    Ok(())
+}
+
+/// New connections through n3's published port with N extra frontends in
+/// n3's pinned frontend map (they are never hit; only the table grows).
+fn flat(lab: &Lab, secs: u64, conns: usize) -> anyhow::Result<()> {
+    use aya::maps::{HashMap, Map, MapData};
+    use shoal_common::mesh::{IPPROTO_TCP, SERVICES_MAP, Service, ServiceKey};
+    let pin = Path::new("/sys/fs/bpf/shoal-lab")
+        .join(lab.name())
+        .join("n3")
+        .join(SERVICES_MAP);
+    let data = MapData::from_pin(&pin).with_context(|| format!("opening {}", pin.display()))?;
+    let mut map: HashMap<MapData, ServiceKey, Service> =
+        HashMap::try_from(Map::HashMap(data)).context("the frontend map")?;
+    let url = format!("http://{}:8080/", lab.node(3).addr());
+    println!(
+        "\nNew connections through n3:8080 with N frontends installed (wrk -c{conns}, Connection: close):"
+    );
+    println!(
+        "{:>8} {:>14} {:>10} {:>10}",
+        "N", "new conns/s", "p50", "p99"
+    );
+    let mut installed = 0u32;
+    let mut first_p50 = None;
+    for n in [10u32, 1_000, 10_000] {
+        while installed < n {
+            // 203.0.113.0/24 (TEST-NET-3) addresses on distinct ports:
+            // never the destination of any packet here.
+            let key = ServiceKey::new(
+                u32::from(Ipv4Addr::new(203, 0, 113, (installed % 250) as u8)),
+                10_000 + (installed / 250) as u16,
+                IPPROTO_TCP,
+            );
+            map.insert(key, Service::default(), 0)
+                .context("inserting a frontend")?;
+            installed += 1;
+        }
+        let w = wrk(lab, &url, conns, secs, true)?;
+        let base = *first_p50.get_or_insert(w.p50);
+        println!(
+            "{:>8} {:>14.0} {:>10} {:>10}   p50 {:.2}× of N=10",
+            n,
+            w.rps,
+            ms(w.p50),
+            ms(w.p99),
+            w.p50.as_secs_f64() / base.as_secs_f64()
+        );
+    }
+    for i in 0..installed {
+        let key = ServiceKey::new(
+            u32::from(Ipv4Addr::new(203, 0, 113, (i % 250) as u8)),
+            10_000 + (i / 250) as u16,
+            IPPROTO_TCP,
+        );
+        let _gone = map.remove(&key);
+    }
     Ok(())
 }
 
