@@ -108,16 +108,17 @@ fn haproxy(
     std::fs::write(
         &cfg,
         format!(
-            "global\n  maxconn 20000\n  nbthread 1\ndefaults\n  mode tcp\n  timeout connect 5s\n  \
+            "global\n  maxconn 4000\n  nbthread 1\ndefaults\n  mode tcp\n  timeout connect 5s\n  \
              timeout client 60s\n  timeout server 60s\nlisten mesh_baseline\n  bind {listen}\n  \
              source {source}\n  server task {backend}\n"
         ),
     )?;
+    let log = std::fs::File::create(dir.join(format!("haproxy-n{k}.log")))?;
     lab.command(k, "haproxy")
         .args(["-db", "-f"])
         .arg(&cfg)
         .stdout(Stdio::null())
-        .stderr(Stdio::null())
+        .stderr(log)
         .spawn()
         .context("starting haproxy (apt-get install haproxy)")
 }
