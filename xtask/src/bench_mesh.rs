@@ -78,10 +78,15 @@ pub fn parse_wrk(out: &str) -> Option<Wrk> {
     Some(w)
 }
 
+/// wrk threads: two, so the client's share of the in-kernel path (on one
+/// host, a forwarded packet is processed on the sender's CPU) does not
+/// starve wrk itself and cap every path at one CPU.
+const WRK_THREADS: &str = "-t2";
+
 fn wrk(lab: &Lab, url: &str, conns: usize, secs: u64, close: bool) -> anyhow::Result<Wrk> {
     let mut cmd = lab.client_command("wrk");
     cmd.args([
-        "-t1",
+        WRK_THREADS,
         &format!("-c{conns}"),
         &format!("-d{secs}s"),
         "--latency",
@@ -314,7 +319,8 @@ async fn east_west(
                 .map(str::to_owned)
         })
         .context("web has no VIP on benchnet")?;
-    let wrk_cmd = |url: &str| format!("/usr/bin/wrk -t1 -c{conns} -d{secs}s --latency {url}");
+    let wrk_cmd =
+        |url: &str| format!("/usr/bin/wrk {WRK_THREADS} -c{conns} -d{secs}s --latency {url}");
     let script = format!(
         "{}; echo ==== ; {}",
         wrk_cmd(&format!("http://{vip}:80/")),
@@ -360,7 +366,7 @@ async fn east_west(
         parse_wrk(to_vip).context("wrk to the VIP")?,
         parse_wrk(to_task).context("wrk to the task")?,
     );
-    println!("\nEast-west from a task on n3 to the task on n1 (wrk -t1 -c{conns}):");
+    println!("\nEast-west from a task on n3 to the task on n1 (wrk {WRK_THREADS} -c{conns}):");
     println!(
         "{:>16} {:>12} {:>10} {:>10}",
         "path", "requests/s", "p50", "p99"
@@ -491,7 +497,9 @@ fn ms(d: Duration) -> String {
 
 fn report(rows: &[Row], conns: usize) {
     let get = |n: &str| rows.iter().find(|r| r.0 == n).map(|r| (r.1, r.2));
-    println!("\nHTTP through a published port, wrk -t1 -c{conns} from the client (keep-alive):");
+    println!(
+        "\nHTTP through a published port, wrk {WRK_THREADS} -c{conns} from the client (keep-alive):"
+    );
     println!(
         "{:>16} {:>12} {:>10} {:>10} {:>8} {:>14}",
         "path", "requests/s", "p50", "p99", "errors", "new conns/s"

@@ -93,12 +93,15 @@ fn http(conn: TcpStream, name: &str) -> anyhow::Result<()> {
         // One line per request on stderr, so `service logs` shows who came.
         eprintln!("{} {first}", peer.ip());
         let body = format!("{name} {}\n", peer.ip());
-        write!(
-            out,
+        // One write per response: with TCP_NODELAY, pieces would leave as
+        // separate segments and a benchmark would count the server's
+        // writes, not the path.
+        let response = format!(
             "HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: {}\r\n{}\r\n{body}",
             body.len(),
             if close { "Connection: close\r\n" } else { "" }
-        )?;
+        );
+        out.write_all(response.as_bytes())?;
         if close {
             return Ok(());
         }
