@@ -49,6 +49,33 @@ struct Args {
     /// node; bpffs is mounted on /sys/fs/bpf if it is not there.
     #[arg(long, default_value = "/sys/fs/bpf/shoal")]
     bpf_dir: PathBuf,
+    /// An idle TCP flow through the mesh chooses its backend again after
+    /// this long (IPVS's silent 900 s is what swarm users trip on).
+    #[arg(long, default_value = "6h", value_parser = parse_duration)]
+    mesh_tcp_timeout: std::time::Duration,
+    /// The same for UDP, which has no end of flow.
+    #[arg(long, default_value = "60s", value_parser = parse_duration)]
+    mesh_udp_timeout: std::time::Duration,
+}
+
+/// `90s`, `15m`, `6h` or plain seconds.
+fn parse_duration(s: &str) -> Result<std::time::Duration, String> {
+    let (num, unit) = s
+        .find(|c: char| !c.is_ascii_digit())
+        .map_or((s, "s"), |i| s.split_at(i));
+    let n: u64 = num
+        .parse()
+        .map_err(|_| format!("{s:?}: expected a number with s, m or h, e.g. 90s"))?;
+    let secs = match unit {
+        "s" => n,
+        "m" => n * 60,
+        "h" => n * 3600,
+        _ => return Err(format!("{s:?}: the unit must be s, m or h")),
+    };
+    if secs == 0 {
+        return Err(format!("{s:?}: must be at least 1s"));
+    }
+    Ok(std::time::Duration::from_secs(secs))
 }
 
 #[tokio::main]
@@ -96,8 +123,10 @@ async fn main() -> anyhow::Result<()> {
         .with_context(|| format!("attaching the routing mesh to {iface}"))?;
     if let Some(ip) = data_ipv4 {
         mesh.set_config(MeshConfig {
+            tcp_timeout_ns: args.mesh_tcp_timeout.as_nanos() as u64,
+            udp_timeout_ns: args.mesh_udp_timeout.as_nanos() as u64,
             node_mac: shoal_common::mesh::bridge_mac(u32::from(ip)),
-            ..MeshConfig::default()
+            _pad: [0; 2],
         })
         .context("configuring the routing mesh")?;
     }
@@ -187,5 +216,22 @@ fn pick_data_interface() -> anyhow::Result<String> {
             "several interfaces are up ({}); choose one with --data-interface NAME",
             many.join(", ")
         ),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::parse_duration;
+    use std::time::Duration;
+
+    #[test]
+    fn durations_take_a_unit_and_name_the_fix() {
+        assert_eq!(parse_duration("90s"), Ok(Duration::from_secs(90)));
+        assert_eq!(parse_duration("15m"), Ok(Duration::from_secs(900)));
+        assert_eq!(parse_duration("6h"), Ok(Duration::from_secs(21600)));
+        assert_eq!(parse_duration("30"), Ok(Duration::from_secs(30)));
+        for bad in ["", "s", "5d", "0s", "-1s", "1.5h"] {
+            assert!(parse_duration(bad).is_err(), "{bad:?}");
+        }
     }
 }
