@@ -83,6 +83,10 @@ const BPF_FS_MAGIC: i64 = 0xcafe_4a11;
 /// Makes sure `dir` is on bpffs: mounts one on /sys/fs/bpf when it is not
 /// there yet (as the kernel docs and Cilium do), since pins need it.
 pub fn ensure_bpffs(dir: &std::path::Path) -> Result<(), DatapathError> {
+    // Two callers mounting at once would stack two bpffs, hiding what the
+    // first pinned under the second.
+    static MOUNTING: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    let _one_at_a_time = MOUNTING.lock().unwrap_or_else(|e| e.into_inner());
     let root = std::path::Path::new("/sys/fs/bpf");
     let on_bpffs = |p: &std::path::Path| {
         nix::sys::statfs::statfs(p).is_ok_and(|s| s.filesystem_type().0 == BPF_FS_MAGIC)

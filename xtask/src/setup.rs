@@ -105,9 +105,35 @@ pub fn ensure(check_only: bool) -> anyhow::Result<()> {
         }
         install_bpf_linker(llvm)?;
     }
+    if !check_only {
+        ensure_bpffs()?;
+    }
     if check_only {
         println!("setup: everything is in place (rustc-web LLVM {llvm}, bpf-linker)");
     }
+    Ok(())
+}
+
+/// The routing mesh pins its maps on bpffs. Mounted here, once, before any
+/// daemon or test starts: daemons starting together would otherwise race to
+/// mount it (shoald mounts it too when alone).
+fn ensure_bpffs() -> anyhow::Result<()> {
+    const BPF_FS_MAGIC: i64 = 0xcafe_4a11;
+    let root = Path::new("/sys/fs/bpf");
+    let mounted =
+        nix::sys::statfs::statfs(root).is_ok_and(|s| s.filesystem_type().0 == BPF_FS_MAGIC);
+    if mounted || !nix::unistd::geteuid().is_root() {
+        return Ok(());
+    }
+    nix::mount::mount(
+        Some("bpf"),
+        root,
+        Some("bpf"),
+        nix::mount::MsFlags::empty(),
+        None::<&str>,
+    )
+    .context("mounting bpffs on /sys/fs/bpf")?;
+    println!("setup: mounted bpffs on /sys/fs/bpf");
     Ok(())
 }
 
