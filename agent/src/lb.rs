@@ -126,48 +126,31 @@ fn add_service(
         service_id: s.id.clone(),
         scope,
     };
-    for b in &s.draining {
-        let (Some(ip), Some(vtep)) = (bare(&b.ip), bare(&b.node_addr)) else {
-            continue;
-        };
-        let spec = BackendSpec {
-            task_id: b.task_id.clone(),
-            addr: ip,
-            vtep,
-            local: b.node_id == me,
-        };
-        if spec.local {
-            out.draining
-                .entry(group(Scope::Host))
-                .or_default()
-                .push(spec.clone());
-        }
-        out.draining
-            .entry(group(Scope::Network(b.network_id.clone())))
-            .or_default()
-            .push(spec);
-    }
-    for b in &s.backends {
-        let (Some(ip), Some(vtep)) = (bare(&b.ip), bare(&b.node_addr)) else {
-            continue;
-        };
-        let spec = BackendSpec {
-            task_id: b.task_id.clone(),
-            addr: ip,
-            vtep,
-            local: b.node_id == me,
-        };
-        if spec.local {
-            // Host-mode ports go to the task's first address listed.
-            let host = out.groups.entry(group(Scope::Host)).or_default();
-            if !host.iter().any(|h| h.task_id == spec.task_id) {
-                host.push(spec.clone());
+    for (list, into) in [
+        (&s.backends, &mut out.groups),
+        (&s.draining, &mut out.draining),
+    ] {
+        for b in list {
+            let (Some(ip), Some(vtep)) = (bare(&b.ip), bare(&b.node_addr)) else {
+                continue;
+            };
+            let spec = BackendSpec {
+                task_id: b.task_id.clone(),
+                addr: ip,
+                vtep,
+                local: b.node_id == me,
+            };
+            if spec.local {
+                // Host-mode ports go to the task's first address listed.
+                let host = into.entry(group(Scope::Host)).or_default();
+                if !host.iter().any(|h| h.task_id == spec.task_id) {
+                    host.push(spec.clone());
+                }
             }
+            into.entry(group(Scope::Network(b.network_id.clone())))
+                .or_default()
+                .push(spec);
         }
-        out.groups
-            .entry(group(Scope::Network(b.network_id.clone())))
-            .or_default()
-            .push(spec);
     }
     if s.endpoint_mode != "dnsrr" {
         for vip in &s.vips {

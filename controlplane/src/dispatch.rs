@@ -6,7 +6,7 @@ use std::{collections::BTreeSet, net::IpAddr};
 
 use shoal_api::cluster::v1::{
     AssignmentSet, Endpoint, MeshBackend, MeshService, NetworkAssignment, NodeAddress, TaskAddress,
-    TaskAssignment, TaskReport, VirtualIp as ApiVip,
+    TaskAssignment, TaskReport,
 };
 
 use crate::model::{ClusterState, Command, Node, NodeState, Task, TaskState, TaskStatus};
@@ -65,15 +65,7 @@ fn mesh(state: &ClusterState) -> Vec<MeshService> {
                 .endpoint
                 .vips
                 .iter()
-                .map(|v| ApiVip {
-                    network_id: v.network_id.clone(),
-                    network: state
-                        .networks
-                        .get(&v.network_id)
-                        .map(|n| n.name.clone())
-                        .unwrap_or_default(),
-                    addr: v.addr.clone(),
-                })
+                .map(|v| crate::ports::vip_api(state, v))
                 .collect(),
             ports: s.endpoint.ports.iter().map(crate::ports::to_api).collect(),
             backends: backends(state, &s.id, |t| t.desired_state == TaskState::Running),

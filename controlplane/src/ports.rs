@@ -304,6 +304,22 @@ pub fn host_ports(ports: &[PortConfig]) -> impl Iterator<Item = (u16, Protocol)>
         .filter_map(|p| Some((p.published_port?, p.protocol)))
 }
 
+/// The API's view of a service's VIP, with its network's name (the id when
+/// the network is gone).
+pub fn vip_api(
+    state: &crate::model::ClusterState,
+    v: &crate::model::VirtualIp,
+) -> shoal_api::cluster::v1::VirtualIp {
+    shoal_api::cluster::v1::VirtualIp {
+        network_id: v.network_id.clone(),
+        network: state
+            .networks
+            .get(&v.network_id)
+            .map_or(v.network_id.clone(), |n| n.name.clone()),
+        addr: v.addr.clone(),
+    }
+}
+
 /// The API's view of an allocated port.
 pub fn to_api(p: &PortConfig) -> ApiPort {
     ApiPort {

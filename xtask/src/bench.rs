@@ -124,7 +124,9 @@ async fn control(lab: &Lab, k: usize) -> anyhow::Result<ControlClient<Channel>> 
     Ok(ControlClient::new(ch))
 }
 
-async fn shoal(lab: &Lab, bin: &Path, k: usize, args: &[&str]) -> anyhow::Result<String> {
+/// `shoal ARGS` of this build on node `k`; its stdout, or its stderr as the
+/// error.
+pub fn run_shoal(lab: &Lab, bin: &Path, k: usize, args: &[&str]) -> anyhow::Result<String> {
     let out = lab.command(k, bin.join("shoal")).args(args).output()?;
     ensure!(
         out.status.success(),
@@ -133,6 +135,28 @@ async fn shoal(lab: &Lab, bin: &Path, k: usize, args: &[&str]) -> anyhow::Result
         String::from_utf8_lossy(&out.stderr)
     );
     Ok(String::from_utf8(out.stdout)?)
+}
+
+/// `swarm init` on n1 (1 s heartbeats), every other node joined with the
+/// `role` ("worker" or "manager") token.
+pub fn form_swarm(lab: &Lab, bin: &Path, role: &str) -> anyhow::Result<()> {
+    run_shoal(
+        lab,
+        bin,
+        1,
+        &["swarm", "init", "--dispatcher-heartbeat", "1s"],
+    )?;
+    let token = run_shoal(lab, bin, 1, &["swarm", "join-token", "-q", role])?;
+    let n1 = format!("{}:2377", lab.node(1).addr());
+    for k in 2..=lab.nodes().len() {
+        run_shoal(
+            lab,
+            bin,
+            k,
+            &["swarm", "join", "--token", token.trim(), &n1],
+        )?;
+    }
+    Ok(())
 }
 
 async fn nodes(lab: &Lab, k: usize) -> anyhow::Result<Vec<NodeSummary>> {
@@ -227,24 +251,7 @@ async fn raft(bin: &Path, run_for: Duration, kills: usize, levels: &[usize]) -> 
         .nodes(3)
         .start()
         .await?;
-    shoal(
-        &lab,
-        bin,
-        1,
-        &["swarm", "init", "--dispatcher-heartbeat", "1s"],
-    )
-    .await?;
-    let token = shoal(&lab, bin, 1, &["swarm", "join-token", "-q", "manager"]).await?;
-    let n1 = format!("{}:2377", lab.node(1).addr());
-    for k in [2, 3] {
-        shoal(
-            &lab,
-            bin,
-            k,
-            &["swarm", "join", "--token", token.trim(), &n1],
-        )
-        .await?;
-    }
+    form_swarm(&lab, bin, "manager")?;
     settled_leader(&lab, Duration::from_secs(20)).await?;
 
     let base = fsync_baseline(lab.node(1).state_dir(), Duration::from_secs(2))?;

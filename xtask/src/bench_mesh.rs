@@ -129,9 +129,7 @@ fn haproxy(
 }
 
 fn shoal(lab: &Lab, bin: &Path, k: usize, args: &[&str]) -> anyhow::Result<String> {
-    let out = lab.command(k, bin.join("shoal")).args(args).output()?;
-    ensure!(out.status.success(), "shoal {args:?}: {out:?}");
-    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+    crate::bench::run_shoal(lab, bin, k, args)
 }
 
 fn ensure_tools() -> anyhow::Result<()> {
@@ -165,22 +163,7 @@ pub async fn run(bin: &Path, secs: u64, conns: usize) -> anyhow::Result<()> {
         .client(true)
         .start()
         .await?;
-    shoal(
-        &lab,
-        bin,
-        1,
-        &["swarm", "init", "--dispatcher-heartbeat", "1s"],
-    )?;
-    let token = shoal(&lab, bin, 1, &["swarm", "join-token", "-q", "worker"])?;
-    let n1 = format!("{}:2377", lab.node(1).addr());
-    for k in [2, 3] {
-        shoal(
-            &lab,
-            bin,
-            k,
-            &["swarm", "join", "--token", token.trim(), &n1],
-        )?;
-    }
+    crate::bench::form_swarm(&lab, bin, "worker")?;
     let http = bin.join("lab-http");
     let http = http.to_str().context("binary path")?;
     shoal(&lab, bin, 1, &["network", "create", "benchnet"])?;

@@ -264,14 +264,7 @@ impl Baseline {
 }
 
 fn shoal(lab: &Lab, bin: &Path, args: &[&str]) -> anyhow::Result<String> {
-    let out = lab.command(1, bin.join("shoal")).args(args).output()?;
-    ensure!(
-        out.status.success(),
-        "shoal {}: {}",
-        args.join(" "),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+    crate::bench::run_shoal(lab, bin, 1, args)
 }
 
 /// (state, node, first address) of each task of `service`.
@@ -462,18 +455,7 @@ pub async fn run(bin: &Path, secs: u64) -> anyhow::Result<()> {
         .nodes(2)
         .start()
         .await?;
-    shoal(
-        &lab,
-        bin,
-        &["swarm", "init", "--dispatcher-heartbeat", "1s"],
-    )?;
-    let token = shoal(&lab, bin, &["swarm", "join-token", "-q", "worker"])?;
-    let n1 = format!("{}:2377", lab.node(1).addr());
-    let join = lab
-        .command(2, bin.join("shoal"))
-        .args(["swarm", "join", "--token", token.trim(), &n1])
-        .output()?;
-    ensure!(join.status.success(), "n2: swarm join: {join:?}");
+    crate::bench::form_swarm(&lab, bin, "worker")?;
     shoal(
         &lab,
         bin,

@@ -5,7 +5,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use shoal_api::cluster::v1::{
     CreateServiceRequest, ListTasksRequest, RestartPolicy as ApiRestart, ScaleServiceRequest,
-    ServiceRef, ServiceSummary, TaskSummary, UpdateServiceRequest, VirtualIp as ApiVip,
+    ServiceRef, ServiceSummary, TaskSummary, UpdateServiceRequest,
 };
 use shoal_ca::generate_node_id;
 
@@ -99,14 +99,7 @@ fn summary(state: &ClusterState, s: &Service) -> ServiceSummary {
             .endpoint
             .vips
             .iter()
-            .map(|v| ApiVip {
-                network_id: v.network_id.clone(),
-                network: state
-                    .networks
-                    .get(&v.network_id)
-                    .map_or(v.network_id.clone(), |n| n.name.clone()),
-                addr: v.addr.clone(),
-            })
+            .map(|v| ports::vip_api(state, v))
             .collect(),
     }
 }
@@ -364,10 +357,23 @@ pub(super) async fn update(
     m: &Manager,
     r: &UpdateServiceRequest,
 ) -> Result<ServiceSummary, ManagerError> {
+    // A port taken meanwhile is retried too: the next attempt either picks
+    // another free one or reports the owner.
+    update_with(m, true, |state| updated(state, r)).await
+}
+
+/// Proposes the service `change` makes from the current state, again from a
+/// newer state while it loses a race (a version mismatch; with
+/// `retry_ports`, also a port published meanwhile), up to [`CAS_ATTEMPTS`].
+async fn update_with(
+    m: &Manager,
+    retry_ports: bool,
+    change: impl Fn(&ClusterState) -> Result<Service, ManagerError>,
+) -> Result<ServiceSummary, ManagerError> {
     let mut attempt = 0;
     loop {
         attempt += 1;
-        let s = updated(&*m.read().await?, r)?;
+        let s = change(&*m.read().await?)?;
         let (id, version) = (s.id.clone(), s.version);
         match m
             .propose(Command::UpdateService {
@@ -381,9 +387,10 @@ pub(super) async fn update(
                 let state = m.read().await?;
                 return Ok(summary(&state, super::lookup::<Service>(&state, &id)?));
             }
-            Err(ManagerError::Rejected(
-                ApplyError::VersionMismatch { .. } | ApplyError::PortInUse { .. },
-            )) if attempt < CAS_ATTEMPTS => {}
+            Err(ManagerError::Rejected(ApplyError::VersionMismatch { .. }))
+                if attempt < CAS_ATTEMPTS => {}
+            Err(ManagerError::Rejected(ApplyError::PortInUse { .. }))
+                if retry_ports && attempt < CAS_ATTEMPTS => {}
             Err(e) => return Err(e),
         }
     }
@@ -410,10 +417,8 @@ pub(super) async fn scale(
     m: &Manager,
     r: &ScaleServiceRequest,
 ) -> Result<ServiceSummary, ManagerError> {
-    let mut attempt = 0;
-    loop {
-        attempt += 1;
-        let mut s = super::lookup::<Service>(&*m.read().await?, &r.service)?.clone();
+    update_with(m, false, |state| {
+        let mut s = super::lookup::<Service>(state, &r.service)?.clone();
         if s.spec.mode == ServiceMode::Global {
             return Err(invalid(format!(
                 "service {} is global: scale can only be used with replicated mode",
@@ -424,24 +429,9 @@ pub(super) async fn scale(
         s.spec.mode = ServiceMode::Replicated {
             replicas: r.replicas,
         };
-        let (id, version) = (s.id.clone(), s.version);
-        match m
-            .propose(Command::UpdateService {
-                id: id.clone(),
-                expected_version: version,
-                service: s,
-            })
-            .await
-        {
-            Ok(_) => {
-                let state = m.read().await?;
-                return Ok(summary(&state, super::lookup::<Service>(&state, &id)?));
-            }
-            Err(ManagerError::Rejected(crate::model::ApplyError::VersionMismatch { .. }))
-                if attempt < CAS_ATTEMPTS => {}
-            Err(e) => return Err(e),
-        }
-    }
+        Ok(s)
+    })
+    .await
 }
 
 /// Removes the service; its tasks go with it (the orchestrator removes
