@@ -151,8 +151,10 @@ async fn program(
                     &have_on(&exec, *vni).await,
                 ));
             }
-            if let Err(e) = converge(&exec, *vni, &want).await {
-                tracing::warn!(vni, error = %e, "programming remote endpoints");
+            match converge(&exec, *vni, &want).await {
+                // The mesh only balances to backends the overlay reaches.
+                Ok(()) => exec.set_reachable(network, want.iter().map(|r| r.ip)),
+                Err(e) => tracing::warn!(vni, error = %e, "programming remote endpoints"),
             }
             if let Some(own) = own_mac {
                 let extras = wanted_extras(&set, network, exec.node_id(), own);

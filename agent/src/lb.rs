@@ -107,11 +107,31 @@ pub fn desired(
     let used: BTreeSet<GroupKey> = out.frontends.values().map(|f| f.group.clone()).collect();
     out.groups.retain(|k, _| used.contains(k));
     out.draining.retain(|k, _| used.contains(k));
+    // A frontend whose tasks are all stopping (or not running yet) keeps
+    // its group with an empty ring: its packets are dropped, so clients
+    // retry, instead of reaching this node's own stack (which would reset
+    // them), and its draining tasks keep their flows.
+    for g in used {
+        out.groups.entry(g).or_default();
+    }
     for backends in out.groups.values_mut() {
         backends.sort();
         backends.dedup_by(|a, b| a.task_id == b.task_id);
     }
     out
+}
+
+impl Desired {
+    /// Keeps out of the rings the remote backends this node cannot reach
+    /// yet: the overlay learns a new task's address by gossip a moment after
+    /// the control plane lists it running, and a connection balanced to it
+    /// before then would be lost to a failed ARP. Local backends always
+    /// stay; draining ones too (they only keep their flows).
+    pub fn only_reachable(&mut self, reachable: impl Fn(&GroupKey, &BackendSpec) -> bool) {
+        for (key, backends) in &mut self.groups {
+            backends.retain(|b| b.local || reachable(key, b));
+        }
+    }
 }
 
 fn add_service(
@@ -743,6 +763,18 @@ mod tests {
         );
         assert_eq!(maps.services[&key].backend_count, 1);
 
+        // Every task stopping at once: the frontend stays, with an empty
+        // ring, and both keep their flows.
+        let mut all = set();
+        let stopping = std::mem::take(&mut all.mesh[0].backends);
+        all.mesh[0].draining = stopping;
+        let d = desired(&all, "me", ME, &local(&["ing"]));
+        t.apply(&d, &mut maps).expect("apply");
+        assert_eq!(maps.services[&key].backend_count, 0);
+        assert_eq!(maps.services[&key].id, gid);
+        assert!(maps.rings[&gid].iter().all(|id| *id == 0));
+        assert_eq!(t2_id(&maps), Some(before));
+
         // Stopped: gone from the backend table too.
         s.mesh[0].draining.clear();
         let d = desired(&s, "me", ME, &local(&["ing"]));
@@ -788,6 +820,15 @@ mod tests {
             "nothing rewritten but rings: {:?}",
             maps.log
         );
+    }
+
+    #[test]
+    fn unreachable_remote_backends_wait_outside_the_ring() {
+        let mut d = desired(&set(), "me", ME, &local(&["ing"]));
+        d.only_reachable(|_, b| b.addr != Ipv4Addr::new(10, 0, 0, 4));
+        let ingress = &d.frontends[&(ME, 8080, IPPROTO_TCP)];
+        let ring: Vec<Ipv4Addr> = d.groups[&ingress.group].iter().map(|b| b.addr).collect();
+        assert_eq!(ring, [Ipv4Addr::new(10, 0, 0, 3)], "the local one stays");
     }
 
     #[test]

@@ -36,6 +36,8 @@ const STOP_GRACE: Duration = Duration::from_secs(10);
 /// Grace given to tasks when the daemon itself stops or the node leaves.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(3);
 const RETRY: Duration = Duration::from_secs(1);
+/// Longest the first mesh sync waits for the overlay's first programming.
+const FIRST_SYNC_WAIT: Duration = Duration::from_secs(3);
 
 /// Where this node runs tasks: from shoald's flags.
 #[derive(Debug, Clone)]
@@ -132,6 +134,9 @@ pub struct Executor {
     endpoints: Option<Endpoints>,
     /// Wakes the mesh sync (a network appeared or went).
     mesh_poke: Notify,
+    /// Network → remote task addresses programmed in the overlay now; a
+    /// network not in it has not been programmed by this process yet.
+    reachable: Mutex<HashMap<String, HashSet<Ipv4Addr>>>,
     /// The embedded DNS (swarm's 127.0.0.11), served in every task.
     dns: shoal_dns::Resolver,
     /// The resolv.conf tasks see: 127.0.0.11, the node's search options.
@@ -213,6 +218,7 @@ impl Worker {
             view,
             endpoints,
             mesh_poke: Notify::new(),
+            reachable: Mutex::new(HashMap::new()),
             dns,
             resolv_conf,
         });
@@ -262,6 +268,8 @@ fn routing_sysctls() {
 /// write is retried.
 async fn mesh_sync(exec: Arc<Executor>, mut view: watch::Receiver<Arc<AssignmentSet>>) {
     let mut swept = false;
+    let mut synced = false;
+    let started = tokio::time::Instant::now();
     loop {
         let set = view.borrow_and_update().clone();
         // Version 0 is the empty set before any manager answered: acting on
@@ -273,8 +281,16 @@ async fn mesh_sync(exec: Arc<Executor>, mut view: watch::Receiver<Arc<Assignment
                 swept = true;
             }
             exec.ensure_ingress(&set).await;
-            exec.sync_mesh(&set).await;
             exec.sync_names(&set).await;
+            // The first pass after a start waits (briefly) for the overlay
+            // to be programmed: maps a previous run left must not lose
+            // remote backends only because this run has not learnt them yet.
+            while !synced && started.elapsed() < FIRST_SYNC_WAIT && !exec.overlay_programmed().await
+            {
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+            exec.sync_mesh(&set).await;
+            synced = true;
         }
         tokio::select! {
             r = view.changed() => if r.is_err() { return },
@@ -652,9 +668,16 @@ impl Executor {
         let Some(addr) = self.env.data_ip else {
             return;
         };
-        let local: std::collections::BTreeSet<String> =
-            self.local_networks().await.into_keys().collect();
-        let want = lb::desired(set, &self.node_id, addr, &local);
+        let networks = self.local_networks().await;
+        let local: std::collections::BTreeSet<String> = networks.keys().cloned().collect();
+        let mut want = lb::desired(set, &self.node_id, addr, &local);
+        // What the overlay can reach now: remote endpoints programmed here
+        // (as the endpoints loop last wrote them; no second netlink dump).
+        let programmed = lock(&self.reachable).clone();
+        want.only_reachable(|key, b| match &key.scope {
+            lb::Scope::Network(net) => programmed.get(net).is_some_and(|ips| ips.contains(&b.addr)),
+            lb::Scope::Host => b.local,
+        });
         let mut guard = lock(&self.env.mesh);
         let lb::MeshState { maps, tables } = &mut *guard;
         match tables.apply(&want, maps) {
@@ -673,16 +696,14 @@ impl Executor {
 
     /// The embedded DNS's names per network: each service attached to it
     /// (its VIP there, or its tasks in dnsrr mode), and `tasks.<service>`.
+    /// Every network of the set, local or not yet: a task that is about to
+    /// start on one must find its names from its first query.
     async fn sync_names(&self, set: &AssignmentSet) {
-        let local = self.local_networks().await;
-        for (net, names) in dns_names(set) {
-            if local.contains_key(&net) {
-                self.dns.set_names(&net, names);
-            }
-        }
+        let names = dns_names(set);
         for n in &set.networks {
-            if !local.contains_key(&n.id) {
-                self.dns.remove_network(&n.id);
+            match names.get(&n.id) {
+                Some(names) => self.dns.set_names(&n.id, names.clone()),
+                None => self.dns.remove_network(&n.id),
             }
         }
     }
@@ -713,8 +734,20 @@ impl Executor {
     /// Drops the task's use of its networks; removes the devices of those
     /// no other task here uses.
     async fn release(&self, t: &TaskAssignment) {
+        // The ingress network stays for as long as the worker runs, whichever
+        // of a task or ensure_ingress made it first.
+        let ingress: Option<String> = self
+            .view
+            .borrow()
+            .networks
+            .iter()
+            .find(|n| n.ingress)
+            .map(|n| n.id.clone());
         let mut local = self.networks.lock().await;
         for a in &t.addresses {
+            if Some(&a.network_id) == ingress.as_ref() {
+                continue;
+            }
             let Some((vni, users)) = local.get_mut(&a.network_id) else {
                 continue;
             };
@@ -784,6 +817,26 @@ impl Executor {
 
     pub(crate) fn data_ip(&self) -> Option<Ipv4Addr> {
         self.env.data_ip
+    }
+
+    /// Every local network's remote endpoints have been programmed once.
+    async fn overlay_programmed(&self) -> bool {
+        let local = self.local_networks().await;
+        let r = lock(&self.reachable);
+        local.keys().all(|n| r.contains_key(n))
+    }
+
+    /// The remote endpoints now programmed on `network`; the mesh may use
+    /// new backends, or must stop using gone ones.
+    pub(crate) fn set_reachable(&self, network: &str, ips: impl Iterator<Item = Ipv4Addr>) {
+        let now: HashSet<Ipv4Addr> = ips.collect();
+        let mut r = lock(&self.reachable);
+        if r.get(network) == Some(&now) {
+            return;
+        }
+        r.insert(network.to_owned(), now);
+        drop(r);
+        self.mesh_poke.notify_one();
     }
 }
 

@@ -5,18 +5,25 @@
 //!   and the body `<hostname> <peer address>` (keep-alive, so wrk can reuse
 //!   connections), and every UDP datagram on PORT with the same text. The
 //!   peer is the source address the task saw: it shows whether the client's
-//!   address survived the mesh.
+//!   address survived the mesh. On SIGTERM it drains, as a well-behaved
+//!   server does: the connections it has are served until they close (at
+//!   most 9 s, within the 10 s stop grace), then it exits.
 //! - `lab-http udp ADDR:PORT [TIMEOUT_SECS]`: sends one datagram, prints the
 //!   reply and its source, exits 1 without a reply.
 //! - `lab-http hold ADDR:PORT SECS`: one HTTP connection kept open for SECS,
-//!   a request every 100 ms on it; prints `held N requests` or fails on the
-//!   first error (a connection that broke).
+//!   a request every 100 ms on it; prints `first <body>` after the first
+//!   answer, then `held N requests`, or fails on the first error (a
+//!   connection that broke).
 
 use std::{
     io::{BufRead, BufReader, Write},
     net::{SocketAddr, TcpListener, TcpStream, UdpSocket},
+    sync::atomic::{AtomicUsize, Ordering},
     time::{Duration, Instant},
 };
+
+/// Connections being served, for the drain on SIGTERM.
+static OPEN: AtomicUsize = AtomicUsize::new(0);
 
 use anyhow::{Context, bail};
 
@@ -38,7 +45,32 @@ fn hostname() -> String {
         .unwrap_or_else(|_| "?".into())
 }
 
+/// SIGTERM starts the drain: wait for open connections (at most 9 s), exit.
+fn drain_on_sigterm() -> anyhow::Result<()> {
+    use nix::sys::signal::{SigSet, Signal};
+    let mut term = SigSet::empty();
+    term.add(Signal::SIGTERM);
+    // Blocked here, before any other thread exists, so every thread
+    // inherits the mask and only the waiter below receives it.
+    term.thread_block()?;
+    std::thread::spawn(move || {
+        if term.wait().is_ok() {
+            eprintln!(
+                "SIGTERM: draining {} connections",
+                OPEN.load(Ordering::Relaxed)
+            );
+            let deadline = Instant::now() + Duration::from_secs(9);
+            while OPEN.load(Ordering::Relaxed) > 0 && Instant::now() < deadline {
+                std::thread::sleep(Duration::from_millis(50));
+            }
+            std::process::exit(0);
+        }
+    });
+    Ok(())
+}
+
 fn serve(port: u16) -> anyhow::Result<()> {
+    drain_on_sigterm()?;
     let name = hostname();
     let tcp = TcpListener::bind(("0.0.0.0", port)).context("binding TCP")?;
     let udp = UdpSocket::bind(("0.0.0.0", port)).context("binding UDP")?;
@@ -55,10 +87,12 @@ fn serve(port: u16) -> anyhow::Result<()> {
     for conn in tcp.incoming() {
         let Ok(conn) = conn else { continue };
         let name = name.clone();
+        OPEN.fetch_add(1, Ordering::Relaxed);
         std::thread::spawn(move || {
             if let Err(e) = http(conn, &name) {
                 eprintln!("connection: {e}");
             }
+            OPEN.fetch_sub(1, Ordering::Relaxed);
         });
     }
     Ok(())
@@ -150,6 +184,10 @@ fn hold(addr: &str, secs: u64) -> anyhow::Result<()> {
         }
         let mut body = vec![0u8; length];
         std::io::Read::read_exact(&mut reader, &mut body).context("body")?;
+        if n == 0 {
+            println!("first {}", String::from_utf8_lossy(&body).trim_end());
+            std::io::stdout().flush()?;
+        }
         n += 1;
         std::thread::sleep(Duration::from_millis(100));
     }
