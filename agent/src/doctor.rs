@@ -153,12 +153,26 @@ pub async fn run(env: &NodeEnv) -> Vec<DoctorCheck> {
                 ));
                 continue;
             };
-            if backends.is_empty() || fe.backend_count == 0 {
+            if backends.is_empty() {
                 out.push(check(
                     name,
                     false,
                     format!("{}: no running task", s.name),
                     "see `shoal service ps` for why its tasks are not running",
+                ));
+                continue;
+            }
+            if fe.backend_count == 0 {
+                out.push(check(
+                    name,
+                    false,
+                    format!(
+                        "{}: {} running task(s), none reachable from here yet",
+                        s.name,
+                        backends.len()
+                    ),
+                    "the overlay has not learnt their addresses: check gossip on 7946 \
+                     (the peer checks) and shoald's log",
                 ));
                 continue;
             }

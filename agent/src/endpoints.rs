@@ -172,6 +172,31 @@ async fn program(
     }
 }
 
+/// One pass over one network, for a network just made on this node (the
+/// loop would get to it a moment later, after its first task started).
+pub async fn program_network(
+    exec: &Executor,
+    gossip: &Gossip,
+    set: &AssignmentSet,
+    network: &str,
+    vni: u32,
+) {
+    let local = std::collections::HashMap::from([(network.to_owned(), vni)]);
+    let want = wanted(&gossip.endpoints(), set, &local, exec.node_id())
+        .remove(network)
+        .unwrap_or_default();
+    match converge(exec, vni, &want).await {
+        Ok(()) => exec.set_reachable(network, want.iter().map(|r| r.ip)),
+        Err(e) => tracing::warn!(vni, error = %e, "programming a new network's endpoints"),
+    }
+    if let Some(own) = exec.data_ip().map(shoal_overlay::bridge_mac) {
+        let extras = wanted_extras(set, network, exec.node_id(), own);
+        if let Err(e) = converge_extras(exec, vni, own, &extras).await {
+            tracing::warn!(vni, error = %e, "programming a new network's node and VIP entries");
+        }
+    }
+}
+
 /// How long after start gossip's silence does not remove entries.
 const WARMUP: Duration = Duration::from_secs(10);
 

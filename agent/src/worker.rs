@@ -583,7 +583,16 @@ impl Executor {
                 .and_then(|(ip, p)| Some((ip.parse::<Ipv4Addr>().ok()?, p.parse::<u8>().ok()?)))
                 .ok_or_else(|| bad("task address", &a.cidr))?;
             let devices = self.overlay.ensure_network(&spec).await?;
-            local.entry(net.id.clone()).or_insert((net.vni, 0)).1 += 1;
+            let users = &mut local.entry(net.id.clone()).or_insert((net.vni, 0)).1;
+            *users += 1;
+            if *users == 1
+                && let Some(e) = &self.endpoints
+            {
+                // New here: program what gossip knows of it before the task
+                // runs, so its first ARP for a peer or a VIP is answered.
+                let set = self.view.borrow().clone();
+                crate::endpoints::program_network(self, &e.gossip(), &set, &net.id, net.vni).await;
+            }
             out.push(Attachment {
                 bridge: devices.bridge.name,
                 addr: ip,

@@ -208,7 +208,7 @@ async fn published_ports_answer_on_every_node_and_keep_the_client_address() -> a
             .args(["node", "doctor"])
             .output()?;
         let text = String::from_utf8_lossy(&out.stdout).into_owned();
-        Ok((!out.status.success() && text.contains("port 8181/tcp")).then_some(text))
+        Ok((!out.status.success() && text.contains("0 of 1 backends answer")).then_some(text))
     })
     .await?;
     ensure!(text.contains("0 of 1 backends answer"), "{text}");
@@ -232,6 +232,119 @@ async fn published_ports_answer_on_every_node_and_keep_the_client_address() -> a
         ok == 20 && seen.len() == 1,
         "after scale-down: {ok}/20 ok, {seen:?}"
     );
+    // Scale up again: the new task gets traffic.
+    lab.shoal(1, &["service", "scale", "--detach", "web=2"])?;
+    running(&lab, "web", 2).await?;
+    eventually(Duration::from_secs(15), "both tasks serve again", || {
+        let mut seen = BTreeSet::new();
+        for _ in 0..12 {
+            let (code, body) = curl(&lab, &url)?;
+            if code == "200" {
+                seen.insert(body.split(' ').next().unwrap_or_default().to_owned());
+            }
+        }
+        Ok((seen.len() == 2).then_some(()))
+    })
+    .await?;
+
+    // service update --publish-add / --publish-rm, live.
+    lab.shoal(
+        1,
+        &[
+            "service",
+            "update",
+            "--detach",
+            "--publish-add",
+            "9191:80",
+            "web",
+        ],
+    )?;
+    let extra = format!("http://{}:9191/", lab.node(3).addr());
+    eventually(Duration::from_secs(15), "the added port answers", || {
+        Ok((curl(&lab, &extra)?.0 == "200").then_some(()))
+    })
+    .await?;
+    lab.shoal(
+        1,
+        &[
+            "service",
+            "update",
+            "--detach",
+            "--publish-rm",
+            "9191",
+            "web",
+        ],
+    )?;
+    eventually(Duration::from_secs(15), "the removed port is gone", || {
+        Ok((curl(&lab, &extra)?.0 != "200").then_some(()))
+    })
+    .await?;
+    ensure!(curl(&lab, &url)?.0 == "200", "8080 must stay");
+
+    // A published port is one service's: refused naming its owner.
+    let out = lab
+        .command(1, shoal_lab::shoal_path()?)
+        .args([
+            "service", "create", "--detach", "--name", "thief", "-p", "8080:80", "--", HTTP,
+            "serve", "80",
+        ])
+        .output()?;
+    let err = String::from_utf8_lossy(&out.stderr);
+    ensure!(
+        !out.status.success() && err.contains("8080") && err.contains("web"),
+        "{out:?}"
+    );
+    // dnsrr has no VIP to balance an ingress port with.
+    let out = lab
+        .command(1, shoal_lab::shoal_path()?)
+        .args([
+            "service",
+            "create",
+            "--detach",
+            "--name",
+            "rr",
+            "--endpoint-mode",
+            "dnsrr",
+            "-p",
+            "8282:80",
+            "--",
+            HTTP,
+            "serve",
+            "80",
+        ])
+        .output()?;
+    let err = String::from_utf8_lossy(&out.stderr);
+    ensure!(!out.status.success() && err.contains("dnsrr"), "{out:?}");
+
+    // Host mode: only the node running the task answers, straight to it.
+    lab.shoal(
+        1,
+        &[
+            "service",
+            "create",
+            "--detach",
+            "--name",
+            "hostweb",
+            "--constraint",
+            "node.hostname==n2",
+            "-p",
+            "published=9090,target=80,mode=host",
+            "--",
+            HTTP,
+            "serve",
+            "80",
+        ],
+    )?;
+    running(&lab, "hostweb", 1).await?;
+    let on_n2 = format!("http://{}:9090/", lab.node(2).addr());
+    let (code, body) = eventually(Duration::from_secs(15), "host-mode port on n2", || {
+        let r = curl(&lab, &on_n2)?;
+        Ok((r.0 == "200").then_some(r))
+    })
+    .await?;
+    ensure!(code == "200" && body.ends_with(&client), "{body}");
+    let (code, _) = curl(&lab, &format!("http://{}:9090/", lab.node(3).addr()))?;
+    ensure!(code != "200", "n3 has no hostweb task but answered 9090");
     lab.down()?;
     Ok(())
 }
