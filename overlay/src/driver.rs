@@ -58,6 +58,9 @@ pub enum Release {
 #[derive(Debug, Clone)]
 pub struct Driver {
     handle: Handle,
+    /// One dump at a time: the kernel refuses (EBUSY) a second dump on a
+    /// netlink socket while one is running, and clones share the socket.
+    dump: std::sync::Arc<tokio::sync::Mutex<()>>,
 }
 
 fn netns_err(path: &Path, op: &'static str) -> impl FnOnce(std::io::Error) -> OverlayError {
@@ -76,7 +79,10 @@ impl Driver {
     /// A driver on an existing handle: it acts in the namespace the handle's
     /// socket was opened in.
     pub fn new(handle: Handle) -> Driver {
-        Driver { handle }
+        Driver {
+            handle,
+            dump: std::sync::Arc::default(),
+        }
     }
 
     /// A driver for the calling thread's network namespace. Its netlink
@@ -90,7 +96,7 @@ impl Driver {
                 source,
             })?;
         runtime.spawn(connection);
-        Ok(Driver { handle })
+        Ok(Driver::new(handle))
     }
 
     /// A driver for the network namespace at `netns` (`/run/netns/<name>`,
@@ -117,7 +123,7 @@ impl Driver {
                 .unwrap_or_else(|panic| std::panic::resume_unwind(panic))
         })?;
         runtime.spawn(connection);
-        Ok(Driver { handle })
+        Ok(Driver::new(handle))
     }
 
     /// The underlying netlink handle (same namespace as the driver).
@@ -325,6 +331,7 @@ impl Driver {
             expect_kind(&bridge, &bridge_name, InfoKind::Bridge, "bridge")?;
             let vxlan = vxlan_name(vni);
             let mut ports = Vec::new();
+            let _one_dump = self.dump.lock().await;
             let mut links = self.handle.link().get().execute();
             while let Some(link) = links
                 .try_next()
@@ -350,6 +357,7 @@ impl Driver {
     /// must reconcile or release.
     pub async fn networks(&self) -> Result<Vec<u32>, OverlayError> {
         let mut vnis = Vec::new();
+        let _one_dump = self.dump.lock().await;
         let mut links = self.handle.link().get().execute();
         while let Some(link) = links
             .try_next()
@@ -418,6 +426,7 @@ impl Driver {
     /// then drops every packet it encapsulates, so catch that here.
     async fn check_vtep_is_local(&self, vtep: Ipv4Addr) -> Result<(), OverlayError> {
         // Collected, not cut short: the dump is read to its end.
+        let _one_dump = self.dump.lock().await;
         let found: Vec<_> = self
             .handle
             .address()
@@ -473,6 +482,7 @@ impl Driver {
     ) -> Result<(), OverlayError> {
         let prefix_len = spec.subnet.prefix_len();
         let mut present = false;
+        let _one_dump = self.dump.lock().await;
         let addresses: Vec<_> = self
             .handle
             .address()
@@ -639,6 +649,7 @@ impl Driver {
     /// The VXLAN device's own (NTF_SELF) FDB entries. The bridge's entries
     /// for the same port (learned or local, NTF_MASTER) are not ours.
     async fn fdb_on(&self, vxlan: u32) -> Result<Vec<FdbEntry>, OverlayError> {
+        let _one_dump = self.dump.lock().await;
         let messages: Vec<NeighbourMessage> = self
             .handle
             .neighbours()
@@ -661,6 +672,7 @@ impl Driver {
     }
 
     async fn neighbours_on(&self, vxlan: u32) -> Result<Vec<NeighbourEntry>, OverlayError> {
+        let _one_dump = self.dump.lock().await;
         let messages: Vec<NeighbourMessage> = self
             .handle
             .neighbours()
