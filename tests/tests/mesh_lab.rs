@@ -45,6 +45,26 @@ async fn cluster(tag: &str) -> anyhow::Result<Lab> {
     Ok(lab)
 }
 
+/// Service `web`: two tasks of `lab-http serve 80`, off n3 (which then has
+/// none), with `extra` flags; returns once both run.
+async fn web(lab: &Lab, extra: &[&str]) -> anyhow::Result<()> {
+    let mut args = vec![
+        "service",
+        "create",
+        "--detach",
+        "--name",
+        "web",
+        "--replicas",
+        "2",
+        "--constraint",
+        "node.hostname!=n3",
+    ];
+    args.extend_from_slice(extra);
+    args.extend_from_slice(&["--", HTTP, "serve", "80"]);
+    lab.shoal(1, &args)?;
+    running(lab, "web", 2).await
+}
+
 async fn running(lab: &Lab, service: &str, n: usize) -> anyhow::Result<()> {
     eventually(Duration::from_secs(30), "tasks running", || {
         let rows = lab.service_ps(1, service)?;
@@ -58,31 +78,11 @@ async fn running(lab: &Lab, service: &str, n: usize) -> anyhow::Result<()> {
 async fn published_ports_answer_on_every_node_and_keep_the_client_address() -> anyhow::Result<()> {
     let lab = cluster("mesh").await?;
     lab.shoal(1, &["network", "create", "appnet"])?;
-    lab.shoal(
-        1,
-        &[
-            "service",
-            "create",
-            "--detach",
-            "--name",
-            "web",
-            "--replicas",
-            "2",
-            "--constraint",
-            "node.hostname!=n3",
-            "--network",
-            "appnet",
-            "-p",
-            "8080:80",
-            "-p",
-            "5353:80/udp",
-            "--",
-            HTTP,
-            "serve",
-            "80",
-        ],
-    )?;
-    running(&lab, "web", 2).await?;
+    web(
+        &lab,
+        &["--network", "appnet", "-p", "8080:80", "-p", "5353:80/udp"],
+    )
+    .await?;
     let client = lab.client_addr().to_string();
 
     // Every node answers, n3 included, and both backends get requests.
@@ -387,31 +387,18 @@ async fn connections_survive_a_restart_dead_backends_leave_and_names_resolve() -
 {
     let lab = cluster("mesh2").await?;
     lab.shoal(1, &["network", "create", "appnet"])?;
-    lab.shoal(
-        1,
+    web(
+        &lab,
         &[
-            "service",
-            "create",
-            "--detach",
-            "--name",
-            "web",
-            "--replicas",
-            "2",
-            "--constraint",
-            "node.hostname!=n3",
             "--network",
             "appnet",
             "--restart-delay",
             "0s",
             "-p",
             "8080:80",
-            "--",
-            HTTP,
-            "serve",
-            "80",
         ],
-    )?;
-    running(&lab, "web", 2).await?;
+    )
+    .await?;
     let url = format!("http://{}:8080/", lab.node(3).addr());
     eventually(Duration::from_secs(15), "n3 answers", || {
         Ok((curl(&lab, &url)?.0 == "200").then_some(()))
@@ -543,27 +530,7 @@ async fn connections_survive_a_restart_dead_backends_leave_and_names_resolve() -
 async fn draining_a_node_finishes_its_connections_and_fails_no_request() -> anyhow::Result<()> {
     use std::io::BufRead;
     let lab = cluster("mesh3").await?;
-    lab.shoal(
-        1,
-        &[
-            "service",
-            "create",
-            "--detach",
-            "--name",
-            "web",
-            "--replicas",
-            "2",
-            "--constraint",
-            "node.hostname!=n3",
-            "-p",
-            "8080:80",
-            "--",
-            HTTP,
-            "serve",
-            "80",
-        ],
-    )?;
-    running(&lab, "web", 2).await?;
+    web(&lab, &["-p", "8080:80"]).await?;
     let url = format!("http://{}:8080/", lab.node(3).addr());
     eventually(Duration::from_secs(15), "n3 answers", || {
         Ok((curl(&lab, &url)?.0 == "200").then_some(()))
