@@ -122,7 +122,37 @@ impl TaskRow {
     }
 }
 
+/// One row of `node ls`: (hostname, status, manager status, role), lowercase.
+pub type NodeRow = (String, String, String, String);
+
 impl Lab {
+    /// `shoal node ls --format json` on node `k`, sorted by hostname; a row
+    /// missing a field is an error naming it.
+    pub fn node_ls(&self, k: usize) -> Result<Vec<NodeRow>, BoxError> {
+        let out = self.shoal(k, &["node", "ls", "--format", "json"])?;
+        let v: serde_json::Value = serde_json::from_str(&out)?;
+        let list = v.as_array().ok_or("node ls --format json: not an array")?;
+        let field = |n: &serde_json::Value, key: &str| -> Result<String, BoxError> {
+            Ok(n[key]
+                .as_str()
+                .map(str::to_lowercase)
+                .ok_or_else(|| format!("node ls --format json: no {key:?} in {n}"))?)
+        };
+        let mut rows = list
+            .iter()
+            .map(|n| {
+                Ok((
+                    field(n, "hostname")?,
+                    field(n, "status")?,
+                    field(n, "manager_status")?,
+                    field(n, "role")?,
+                ))
+            })
+            .collect::<Result<Vec<_>, BoxError>>()?;
+        rows.sort();
+        Ok(rows)
+    }
+
     /// `shoal service ps SERVICE --format json` on node `k`, parsed.
     pub fn service_ps(&self, k: usize, service: &str) -> Result<Vec<TaskRow>, BoxError> {
         let out = self.shoal(k, &["service", "ps", service, "--format", "json"])?;

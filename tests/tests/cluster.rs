@@ -24,30 +24,7 @@ fn token(lab: &Lab, k: usize, role: &str) -> anyhow::Result<String> {
 /// `node ls` as (hostname, status, availability, manager status, role),
 /// sorted by hostname: what every manager must agree on.
 fn nodes(lab: &Lab, k: usize) -> anyhow::Result<Vec<(String, String, String, String)>> {
-    let out = lab.shoal(k, &["node", "ls", "--format", "json"])?;
-    let v: Value = serde_json::from_str(&out).with_context(|| format!("node ls json: {out}"))?;
-    let list = v
-        .as_array()
-        .context("node ls --format json: not an array")?;
-    let field = |n: &Value, key: &str| -> anyhow::Result<String> {
-        n[key]
-            .as_str()
-            .map(str::to_lowercase)
-            .with_context(|| format!("node ls --format json: no {key:?} in {n}"))
-    };
-    let mut rows = list
-        .iter()
-        .map(|n| {
-            Ok((
-                field(n, "hostname")?,
-                field(n, "status")?,
-                field(n, "manager_status")?,
-                field(n, "role")?,
-            ))
-        })
-        .collect::<anyhow::Result<Vec<_>>>()?;
-    rows.sort();
-    Ok(rows)
+    lab.node_ls(k).map_err(|e| anyhow::anyhow!(e))
 }
 
 /// n1 inits; n2, n3 join as managers; n4, n5 as workers.

@@ -7,7 +7,6 @@
 use std::time::Duration;
 
 use anyhow::{Context, ensure};
-use serde_json::Value;
 use shoal_lab::{Lab, eventually};
 
 /// Heartbeats every second: a promotion is seen within about one.
@@ -16,29 +15,7 @@ const HEARTBEAT: &str = "1s";
 /// `node ls` on node `k` as (hostname, status, manager status, role),
 /// sorted by hostname.
 fn nodes(lab: &Lab, k: usize) -> anyhow::Result<Vec<(String, String, String, String)>> {
-    let out = lab.shoal(k, &["node", "ls", "--format", "json"])?;
-    let v: Value = serde_json::from_str(&out).with_context(|| format!("node ls json: {out}"))?;
-    let field = |n: &Value, key: &str| -> anyhow::Result<String> {
-        n[key]
-            .as_str()
-            .map(str::to_lowercase)
-            .with_context(|| format!("node ls --format json: no {key:?} in {n}"))
-    };
-    let mut rows = v
-        .as_array()
-        .context("node ls --format json: not an array")?
-        .iter()
-        .map(|n| {
-            Ok((
-                field(n, "hostname")?,
-                field(n, "status")?,
-                field(n, "manager_status")?,
-                field(n, "role")?,
-            ))
-        })
-        .collect::<anyhow::Result<Vec<_>>>()?;
-    rows.sort();
-    Ok(rows)
+    lab.node_ls(k).map_err(|e| anyhow::anyhow!(e))
 }
 
 fn row<'a>(
