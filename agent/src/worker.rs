@@ -21,7 +21,7 @@ use shoal_api::cluster::v1::{
     TaskReport, dispatcher_client::DispatcherClient,
 };
 use shoal_ca::{NodeRole, rustls::ClientConfig};
-use shoal_controlplane::manager::transport;
+use shoal_controlplane::transport;
 use shoal_overlay::{Driver, Ipv4Net, OverlaySpec, Release, Underlay};
 use shoal_runtime::{Attachment, Exit, Runtime, TaskSpec};
 use tokio::{
