@@ -10,6 +10,7 @@ use std::{
     time::Duration,
 };
 
+use shoal_mesh::{Changes, Desired, LbError};
 use shoal_overlay::{
     Device, FdbEntry, MacAddr, NeighbourEntry, NetworkDevices, OverlayError, OverlaySpec, Release,
     RemoteEndpoint, Remotes, bridge_name, vxlan_name,
@@ -19,7 +20,6 @@ use tokio::sync::watch;
 
 use crate::{
     datapath::DatapathError,
-    lb::{Changes, Desired, LbError},
     local::lock,
     ports::{MeshSync, Overlay, Task, Tasks},
 };
@@ -318,7 +318,7 @@ impl FakeMesh {
 impl MeshSync for FakeMesh {
     type Links = String;
 
-    fn sync(&self, want: &Desired) -> Result<Changes, LbError> {
+    fn sync(&self, want: &Desired) -> Result<Changes, LbError<DatapathError>> {
         self.log.push(Call::MeshSync(want.clone()));
         Ok(Changes::default())
     }

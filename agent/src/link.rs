@@ -4,7 +4,7 @@ use std::sync::Arc;
 
 use shoal_api::cluster::v1::dispatcher_client::DispatcherClient;
 use shoal_ca::{NodeRole, rustls::ClientConfig};
-use shoal_controlplane::manager::transport;
+use shoal_controlplane::transport;
 
 #[derive(Clone)]
 pub struct ManagerLink {

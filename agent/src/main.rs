@@ -8,7 +8,6 @@ mod doctor;
 mod endpoints;
 #[cfg(test)]
 mod fake;
-mod lb;
 mod link;
 mod local;
 mod logs;
@@ -150,7 +149,7 @@ async fn main() -> anyhow::Result<()> {
         tasks_dir: args.state_dir.join("tasks"),
         data_iface: iface.clone(),
         data_ip: data_ipv4,
-        mesh: Arc::new(Mutex::new(lb::MeshState::new(mesh))),
+        mesh: Arc::new(Mutex::new(shoal_mesh::MeshState::new(mesh))),
         view: Arc::default(),
     };
     let swarm = Arc::new(swarm::Swarm::new(

@@ -16,9 +16,13 @@ use shoal_overlay::{
 };
 use shoal_runtime::{BoxError, Exit, RunningTask, Runtime, RuntimeError, TaskInterface, TaskSpec};
 
+use shoal_mesh::{Changes, Desired, LbError};
+
 use crate::{
-    datapath::{DatapathError, mesh::TaskLinks},
-    lb::{Changes, Desired, LbError, MeshState},
+    datapath::{
+        DatapathError,
+        mesh::{MeshState, TaskLinks},
+    },
     local::lock,
 };
 
@@ -102,7 +106,7 @@ pub trait Task: Send + 'static {
 pub trait MeshSync: Send + Sync + 'static {
     type Links: Send + 'static;
     /// Writes the maps until they hold `want`.
-    fn sync(&self, want: &Desired) -> Result<Changes, LbError>;
+    fn sync(&self, want: &Desired) -> Result<Changes, LbError<DatapathError>>;
     /// Hangs the task programs on a task's host veth.
     fn attach_task(&self, veth: &str) -> Result<Self::Links, DatapathError>;
     fn detach_task(&self, links: Self::Links);
@@ -179,7 +183,7 @@ impl Task for RunningTask {
 /// The mesh's maps and tables, shared with `node doctor`.
 impl MeshSync for Arc<Mutex<MeshState>> {
     type Links = TaskLinks;
-    fn sync(&self, want: &Desired) -> Result<Changes, LbError> {
+    fn sync(&self, want: &Desired) -> Result<Changes, LbError<DatapathError>> {
         let mut guard = lock(self);
         let MeshState { maps, tables } = &mut *guard;
         tables.apply(want, maps)

@@ -28,8 +28,8 @@ use tokio::{
 };
 
 use crate::{
+    datapath::mesh::MeshState,
     endpoints::Endpoints,
-    lb,
     link::ManagerLink,
     local::{Local, lock, mac_for},
     ports::{MeshSync, Overlay, Task, Tasks},
@@ -56,7 +56,7 @@ pub struct NodeEnv {
     /// Its address: the VTEP and gossip address.
     pub data_ip: Option<Ipv4Addr>,
     /// The routing mesh, attached to the data interface by main.
-    pub mesh: Arc<Mutex<lb::MeshState>>,
+    pub mesh: Arc<Mutex<MeshState>>,
     /// What the worker last heard, for `node doctor`.
     pub view: Arc<Mutex<NodeView>>,
 }
@@ -121,7 +121,7 @@ pub struct Setup {
 
 /// Runs the assigned tasks through its ports: overlay networks (`O`), the
 /// task runtime (`T`) and the routing mesh (`M`).
-pub struct Executor<O = Driver, T = Runtime, M = Arc<Mutex<lb::MeshState>>> {
+pub struct Executor<O = Driver, T = Runtime, M = Arc<Mutex<MeshState>>> {
     setup: Setup,
     overlay: Arc<O>,
     tasks: T,
@@ -680,13 +680,15 @@ impl<O: Overlay, T: Tasks, M: MeshSync> Executor<O, T, M> {
         };
         let networks = self.local().local_networks().await;
         let local: std::collections::BTreeSet<String> = networks.keys().cloned().collect();
-        let mut want = lb::desired(set, self.local().node_id(), addr, &local);
+        let mut want = shoal_mesh::desired(set, self.local().node_id(), addr, &local);
         // What the overlay can reach now: remote endpoints programmed here
         // (as the endpoints loop last wrote them; no second netlink dump).
         let programmed = self.local().reachable();
         want.only_reachable(|key, b| match &key.scope {
-            lb::Scope::Network(net) => programmed.get(net).is_some_and(|ips| ips.contains(&b.addr)),
-            lb::Scope::Host => b.local,
+            shoal_mesh::Scope::Network(net) => {
+                programmed.get(net).is_some_and(|ips| ips.contains(&b.addr))
+            }
+            shoal_mesh::Scope::Host => b.local,
         });
         match self.mesh.sync(&want) {
             Ok(c) if c.any() => tracing::info!(

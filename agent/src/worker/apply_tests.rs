@@ -7,6 +7,7 @@ use shoal_api::cluster::v1::{
     AssignmentSet, MeshBackend, MeshService, NetworkAssignment, NodeAddress, TaskAddress,
     TaskAssignment, TaskReport, VirtualIp,
 };
+use shoal_mesh::{BackendSpec, GroupKey, Scope};
 use shoal_overlay::bridge_mac;
 use tokio::sync::mpsc;
 
@@ -14,7 +15,6 @@ use super::{Executor, Setup};
 use crate::{
     endpoints::Endpoints,
     fake::{Call, FakeMesh, FakeOverlay, FakeTasks, Log},
-    lb::{GroupKey, Scope},
     local::{Local, lock, mac_for},
 };
 
@@ -440,9 +440,8 @@ async fn the_mesh_gets_reachable_backends_and_keeps_draining_ones_out_of_rings()
         [Call::MeshSync(want)] => want.clone(),
         other => panic!("expected one mesh sync, got {other:?}"),
     };
-    let tasks = |b: &[crate::lb::BackendSpec]| -> Vec<String> {
-        b.iter().map(|b| b.task_id.clone()).collect()
-    };
+    let tasks =
+        |b: &[BackendSpec]| -> Vec<String> { b.iter().map(|b| b.task_id.clone()).collect() };
 
     // The remote task is not programmed in the overlay yet.
     n.exec.sync_mesh(&s).await;
