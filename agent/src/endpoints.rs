@@ -19,13 +19,16 @@ use std::{
 
 use shoal_api::cluster::v1::AssignmentSet;
 use shoal_gossip::{Endpoint, EndpointKey, GOSSIP_PORT, Gossip, GossipConfig};
-use shoal_overlay::{MacAddr, RemoteEndpoint};
+use shoal_overlay::{MacAddr, NeighbourEntry, RemoteEndpoint};
 use tokio::{
     sync::{Notify, watch},
     task::JoinHandle,
 };
 
-use crate::{local::Local, ports::Overlay};
+use crate::{
+    local::Local,
+    ports::{Entry, Overlay},
+};
 
 /// Expected cluster size for gossip's retransmission budget.
 const CLUSTER_SIZE_HINT: u32 = 16;
@@ -349,10 +352,10 @@ async fn converge_extras(
         .copied()
         .collect();
     for gone in have_nodes.difference(&want.nodes) {
-        overlay.remove_fdb(vni, gone.mac, gone.vtep).await?;
+        overlay.remove_entry(vni, Entry::Fdb(*gone)).await?;
     }
     for new in want.nodes.difference(&have_nodes) {
-        overlay.add_fdb(vni, new.mac, new.vtep).await?;
+        overlay.add_entry(vni, Entry::Fdb(*new)).await?;
         tracing::debug!(vni, vtep = %new.vtep, "node bridge programmed");
     }
     let have_vips: BTreeSet<Ipv4Addr> = have
@@ -362,10 +365,20 @@ async fn converge_extras(
         .map(|n| n.ip)
         .collect();
     for gone in have_vips.difference(&want.vips) {
-        overlay.remove_neighbour(vni, *gone, own).await?;
+        overlay
+            .remove_entry(
+                vni,
+                Entry::Neighbour(NeighbourEntry {
+                    ip: *gone,
+                    mac: own,
+                }),
+            )
+            .await?;
     }
     for new in want.vips.difference(&have_vips) {
-        overlay.add_neighbour(vni, *new, own).await?;
+        overlay
+            .add_entry(vni, Entry::Neighbour(NeighbourEntry { ip: *new, mac: own }))
+            .await?;
         tracing::info!(vni, vip = %new, "service VIP answered here");
     }
     Ok(())
@@ -375,15 +388,11 @@ async fn converge_extras(
 mod tests {
     use std::collections::HashMap;
 
-    use shoal_api::cluster::v1::{Endpoint as CpEndpoint, NodeAddress};
-    use shoal_overlay::{FdbEntry, NeighbourEntry, OverlaySpec, Underlay, bridge_mac};
+    use shoal_api::cluster::v1::Endpoint as CpEndpoint;
+    use shoal_overlay::{FdbEntry, OverlaySpec, Underlay, bridge_mac};
 
     use super::*;
-    use crate::fake::{Call, FakeOverlay, Log};
-
-    const VNI: u32 = 4097;
-    const ME: Ipv4Addr = Ipv4Addr::new(198, 18, 0, 1);
-    const PEER: Ipv4Addr = Ipv4Addr::new(198, 18, 0, 2);
+    use crate::fake::{Call, FakeOverlay, Log, ME, PEER, VNI, nodes};
 
     /// A fake overlay holding network `VNI`, with no call recorded yet.
     async fn overlay() -> (FakeOverlay, Log) {
@@ -451,19 +460,31 @@ mod tests {
             mac: MacAddr([0; 6]),
             vtep: PEER,
         };
-        o.add_fdb(VNI, flood.mac, flood.vtep).await.expect("flood");
-        o.add_fdb(VNI, bridge_mac(stale_node), stale_node)
-            .await
-            .expect("stale node");
+        o.add_entry(VNI, Entry::Fdb(flood)).await.expect("flood");
+        o.add_entry(
+            VNI,
+            Entry::Fdb(FdbEntry {
+                mac: bridge_mac(stale_node),
+                vtep: stale_node,
+            }),
+        )
+        .await
+        .expect("stale node");
         let stale_vip = Ipv4Addr::new(10, 0, 1, 200);
-        o.add_neighbour(VNI, stale_vip, own)
-            .await
-            .expect("stale vip");
+        o.add_entry(
+            VNI,
+            Entry::Neighbour(NeighbourEntry {
+                ip: stale_vip,
+                mac: own,
+            }),
+        )
+        .await
+        .expect("stale vip");
         let foreign = NeighbourEntry {
             ip: Ipv4Addr::new(10, 0, 1, 201),
             mac: MacAddr([0x02, 0, 0, 0, 0, 1]),
         };
-        o.add_neighbour(VNI, foreign.ip, foreign.mac)
+        o.add_entry(VNI, Entry::Neighbour(foreign))
             .await
             .expect("foreign");
         log.clear();
@@ -504,16 +525,7 @@ mod tests {
         ];
         let set = AssignmentSet {
             endpoints: vec![cp("net-a", "10.0.1.2", "n2")],
-            nodes: vec![
-                NodeAddress {
-                    id: "me".into(),
-                    addr: ME.to_string(),
-                },
-                NodeAddress {
-                    id: "n2".into(),
-                    addr: PEER.to_string(),
-                },
-            ],
+            nodes: nodes(),
             ..Default::default()
         };
         program_network(&o, &local, &known, &set, "net-a", VNI).await;

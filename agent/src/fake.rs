@@ -10,6 +10,7 @@ use std::{
     time::Duration,
 };
 
+use shoal_api::cluster::v1::NodeAddress;
 use shoal_mesh::{Changes, Desired, LbError};
 use shoal_overlay::{
     Device, FdbEntry, MacAddr, NeighbourEntry, NetworkDevices, OverlayError, OverlaySpec, Release,
@@ -21,8 +22,25 @@ use tokio::sync::watch;
 use crate::{
     datapath::DatapathError,
     local::lock,
-    ports::{MeshSync, Overlay, Task, Tasks},
+    ports::{Entry, MeshSync, Overlay, Task, Tasks},
 };
+
+/// This node's data address, and another node's.
+pub const ME: Ipv4Addr = Ipv4Addr::new(198, 18, 0, 1);
+pub const PEER: Ipv4Addr = Ipv4Addr::new(198, 18, 0, 2);
+/// The overlay network of the tests.
+pub const VNI: u32 = 4097;
+
+/// The nodes of an assignment set: this one ("me") and "n2".
+pub fn nodes() -> Vec<NodeAddress> {
+    [("me", ME), ("n2", PEER)]
+        .into_iter()
+        .map(|(id, addr)| NodeAddress {
+            id: id.into(),
+            addr: addr.to_string(),
+        })
+        .collect()
+}
 
 /// A change made through a port.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -176,37 +194,27 @@ impl Overlay for FakeOverlay {
         Ok(())
     }
 
-    async fn add_fdb(&self, vni: u32, mac: MacAddr, vtep: Ipv4Addr) -> Result<(), OverlayError> {
-        self.on(vni, |v| v.fdb.insert(FdbEntry { mac, vtep }))?;
-        self.log.push(Call::AddFdb(vni, mac, vtep));
+    async fn add_entry(&self, vni: u32, entry: Entry) -> Result<(), OverlayError> {
+        self.on(vni, |v| match entry {
+            Entry::Fdb(f) => v.fdb.insert(f),
+            Entry::Neighbour(n) => v.neighbours.insert(n),
+        })?;
+        self.log.push(match entry {
+            Entry::Fdb(f) => Call::AddFdb(vni, f.mac, f.vtep),
+            Entry::Neighbour(n) => Call::AddNeighbour(vni, n.ip, n.mac),
+        });
         Ok(())
     }
 
-    async fn remove_fdb(&self, vni: u32, mac: MacAddr, vtep: Ipv4Addr) -> Result<(), OverlayError> {
-        self.on(vni, |v| v.fdb.remove(&FdbEntry { mac, vtep }))?;
-        self.log.push(Call::RemoveFdb(vni, mac, vtep));
-        Ok(())
-    }
-
-    async fn add_neighbour(
-        &self,
-        vni: u32,
-        ip: Ipv4Addr,
-        mac: MacAddr,
-    ) -> Result<(), OverlayError> {
-        self.on(vni, |v| v.neighbours.insert(NeighbourEntry { ip, mac }))?;
-        self.log.push(Call::AddNeighbour(vni, ip, mac));
-        Ok(())
-    }
-
-    async fn remove_neighbour(
-        &self,
-        vni: u32,
-        ip: Ipv4Addr,
-        mac: MacAddr,
-    ) -> Result<(), OverlayError> {
-        self.on(vni, |v| v.neighbours.remove(&NeighbourEntry { ip, mac }))?;
-        self.log.push(Call::RemoveNeighbour(vni, ip, mac));
+    async fn remove_entry(&self, vni: u32, entry: Entry) -> Result<(), OverlayError> {
+        self.on(vni, |v| match entry {
+            Entry::Fdb(f) => v.fdb.remove(&f),
+            Entry::Neighbour(n) => v.neighbours.remove(&n),
+        })?;
+        self.log.push(match entry {
+            Entry::Fdb(f) => Call::RemoveFdb(vni, f.mac, f.vtep),
+            Entry::Neighbour(n) => Call::RemoveNeighbour(vni, n.ip, n.mac),
+        });
         Ok(())
     }
 }

@@ -5,14 +5,14 @@
 
 use std::{
     future::Future,
-    net::Ipv4Addr,
     os::fd::BorrowedFd,
     sync::{Arc, Mutex},
     time::Duration,
 };
 
 use shoal_overlay::{
-    Driver, MacAddr, NetworkDevices, OverlayError, OverlaySpec, Release, RemoteEndpoint, Remotes,
+    Driver, FdbEntry, NeighbourEntry, NetworkDevices, OverlayError, OverlaySpec, Release,
+    RemoteEndpoint, Remotes,
 };
 use shoal_runtime::{BoxError, Exit, RunningTask, Runtime, RuntimeError, TaskInterface, TaskSpec};
 
@@ -52,30 +52,24 @@ pub trait Overlay: Send + Sync + 'static {
         vni: u32,
         remote: RemoteEndpoint,
     ) -> impl Future<Output = Result<(), OverlayError>> + Send;
-    fn add_fdb(
+    /// Adds one half of an endpoint: a node's bridge, a VIP answered here.
+    fn add_entry(
         &self,
         vni: u32,
-        mac: MacAddr,
-        vtep: Ipv4Addr,
+        entry: Entry,
     ) -> impl Future<Output = Result<(), OverlayError>> + Send;
-    fn remove_fdb(
+    fn remove_entry(
         &self,
         vni: u32,
-        mac: MacAddr,
-        vtep: Ipv4Addr,
+        entry: Entry,
     ) -> impl Future<Output = Result<(), OverlayError>> + Send;
-    fn add_neighbour(
-        &self,
-        vni: u32,
-        ip: Ipv4Addr,
-        mac: MacAddr,
-    ) -> impl Future<Output = Result<(), OverlayError>> + Send;
-    fn remove_neighbour(
-        &self,
-        vni: u32,
-        ip: Ipv4Addr,
-        mac: MacAddr,
-    ) -> impl Future<Output = Result<(), OverlayError>> + Send;
+}
+
+/// An FDB or neighbour entry without its partner.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Entry {
+    Fdb(FdbEntry),
+    Neighbour(NeighbourEntry),
 }
 
 /// Starts tasks.
@@ -131,27 +125,19 @@ impl Overlay for Driver {
     async fn remove_remote(&self, vni: u32, remote: RemoteEndpoint) -> Result<(), OverlayError> {
         Driver::remove_remote(self, vni, remote).await
     }
-    async fn add_fdb(&self, vni: u32, mac: MacAddr, vtep: Ipv4Addr) -> Result<(), OverlayError> {
-        Driver::add_fdb(self, vni, mac, vtep).await
+    async fn add_entry(&self, vni: u32, entry: Entry) -> Result<(), OverlayError> {
+        match entry {
+            Entry::Fdb(FdbEntry { mac, vtep }) => self.add_fdb(vni, mac, vtep).await,
+            Entry::Neighbour(NeighbourEntry { ip, mac }) => self.add_neighbour(vni, ip, mac).await,
+        }
     }
-    async fn remove_fdb(&self, vni: u32, mac: MacAddr, vtep: Ipv4Addr) -> Result<(), OverlayError> {
-        Driver::remove_fdb(self, vni, mac, vtep).await
-    }
-    async fn add_neighbour(
-        &self,
-        vni: u32,
-        ip: Ipv4Addr,
-        mac: MacAddr,
-    ) -> Result<(), OverlayError> {
-        Driver::add_neighbour(self, vni, ip, mac).await
-    }
-    async fn remove_neighbour(
-        &self,
-        vni: u32,
-        ip: Ipv4Addr,
-        mac: MacAddr,
-    ) -> Result<(), OverlayError> {
-        Driver::remove_neighbour(self, vni, ip, mac).await
+    async fn remove_entry(&self, vni: u32, entry: Entry) -> Result<(), OverlayError> {
+        match entry {
+            Entry::Fdb(FdbEntry { mac, vtep }) => self.remove_fdb(vni, mac, vtep).await,
+            Entry::Neighbour(NeighbourEntry { ip, mac }) => {
+                self.remove_neighbour(vni, ip, mac).await
+            }
+        }
     }
 }
 

@@ -4,8 +4,8 @@
 use std::{collections::BTreeSet, net::Ipv4Addr, sync::Arc, time::Duration};
 
 use shoal_api::cluster::v1::{
-    AssignmentSet, MeshBackend, MeshService, NetworkAssignment, NodeAddress, TaskAddress,
-    TaskAssignment, TaskReport, VirtualIp,
+    AssignmentSet, MeshBackend, MeshService, NetworkAssignment, TaskAddress, TaskAssignment,
+    TaskReport, VirtualIp,
 };
 use shoal_mesh::{BackendSpec, GroupKey, Scope};
 use shoal_overlay::bridge_mac;
@@ -14,13 +14,10 @@ use tokio::sync::mpsc;
 use super::{Executor, Setup};
 use crate::{
     endpoints::Endpoints,
-    fake::{Call, FakeMesh, FakeOverlay, FakeTasks, Log},
+    fake::{Call, FakeMesh, FakeOverlay, FakeTasks, Log, ME, PEER, VNI, nodes},
     local::{Local, lock, mac_for},
 };
 
-const ME: Ipv4Addr = Ipv4Addr::new(198, 18, 0, 1);
-const PEER: Ipv4Addr = Ipv4Addr::new(198, 18, 0, 2);
-const VNI: u32 = 4097;
 const INGRESS_VNI: u32 = 4096;
 const VIP: Ipv4Addr = Ipv4Addr::new(10, 0, 1, 2);
 
@@ -115,16 +112,7 @@ fn set(version: u64, tasks: Vec<TaskAssignment>) -> AssignmentSet {
         version,
         tasks,
         networks: vec![network()],
-        nodes: vec![
-            NodeAddress {
-                id: "me".into(),
-                addr: ME.to_string(),
-            },
-            NodeAddress {
-                id: "n2".into(),
-                addr: PEER.to_string(),
-            },
-        ],
+        nodes: nodes(),
         mesh: vec![MeshService {
             id: "svc".into(),
             name: "web".into(),
@@ -172,6 +160,16 @@ async fn gone(n: &Node, id: &str) {
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
     panic!("task {id} is still supervised");
+}
+
+/// A node running task t1 on net-a, with no call recorded yet.
+async fn running_t1() -> Node {
+    let mut n = node(false);
+    n.exec
+        .apply(set(1, vec![task("t1", "running", "assigned", "10.0.1.5")]));
+    until(&mut n.reports, "running").await;
+    n.log.clear();
+    n
 }
 
 /// No report comes within a moment.
@@ -237,11 +235,7 @@ async fn a_new_network_is_programmed_before_its_first_task_runs() {
 
 #[tokio::test]
 async fn a_task_gone_from_the_set_is_stopped_then_its_network_released() {
-    let mut n = node(false);
-    n.exec
-        .apply(set(1, vec![task("t1", "running", "assigned", "10.0.1.5")]));
-    until(&mut n.reports, "running").await;
-    n.log.clear();
+    let mut n = running_t1().await;
     n.exec.apply(set(2, Vec::new()));
     let end = until(&mut n.reports, "shutdown").await;
     assert_eq!(states(&end), [("t1", "shutdown")]);
@@ -262,10 +256,7 @@ async fn a_task_gone_from_the_set_is_stopped_then_its_network_released() {
 
 #[tokio::test]
 async fn desired_shutdown_stops_the_task_and_reports_its_end_once() {
-    let mut n = node(false);
-    n.exec
-        .apply(set(1, vec![task("t1", "running", "assigned", "10.0.1.5")]));
-    until(&mut n.reports, "running").await;
+    let mut n = running_t1().await;
     let stopping = set(2, vec![task("t1", "shutdown", "running", "10.0.1.5")]);
     n.exec.apply(stopping.clone());
     let end = until(&mut n.reports, "shutdown").await;
@@ -308,11 +299,7 @@ async fn tasks_this_process_did_not_start_are_reported_without_running() {
 
 #[tokio::test]
 async fn a_task_that_exits_is_reported_failed_and_its_network_released() {
-    let mut n = node(false);
-    n.exec
-        .apply(set(1, vec![task("t1", "running", "assigned", "10.0.1.5")]));
-    until(&mut n.reports, "running").await;
-    n.log.clear();
+    let mut n = running_t1().await;
     n.exec.tasks.exit("t1", 3);
     let end = until(&mut n.reports, "failed").await;
     assert_eq!(states(&end), [("t1", "failed")]);
