@@ -11,8 +11,6 @@ use std::net::{SocketAddr, SocketAddrV4, TcpListener, UdpSocket};
 use std::os::fd::{AsFd, BorrowedFd};
 use std::path::Path;
 
-use nix::sched::{CloneFlags, setns};
-
 use crate::DnsError;
 
 /// Runs `make` on a fresh thread inside the namespace `netns`.
@@ -21,26 +19,18 @@ fn in_netns<T: Send>(
     name: &str,
     make: impl FnOnce() -> Result<T, DnsError> + Send,
 ) -> Result<T, DnsError> {
-    std::thread::scope(|scope| {
-        scope
-            .spawn(|| {
-                setns(netns, CloneFlags::CLONE_NEWNET).map_err(|errno| DnsError::Netns {
-                    netns: name.to_owned(),
-                    op: "enter",
-                    source: errno.into(),
-                })?;
-                make()
-            })
-            .join()
-            .unwrap_or_else(|panic| std::panic::resume_unwind(panic))
-    })
+    shoal_netns::run_in(netns, make).map_err(|e| DnsError::Netns {
+        netns: name.to_owned(),
+        op: "enter",
+        source: e.into(),
+    })?
 }
 
 fn open(netns: &Path) -> Result<File, DnsError> {
-    File::open(netns).map_err(|source| DnsError::Netns {
+    shoal_netns::open(netns).map_err(|e| DnsError::Netns {
         netns: netns.display().to_string(),
         op: "open",
-        source,
+        source: e.into(),
     })
 }
 

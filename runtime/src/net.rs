@@ -11,15 +11,14 @@
 
 use std::fs::File;
 use std::net::IpAddr;
-use std::os::fd::AsRawFd;
+use std::os::fd::{AsFd, AsRawFd};
 
 use futures::TryStreamExt;
-use netlink_packet_route::link::{
-    InfoData, InfoKind, InfoVeth, LinkAttribute, LinkInfo, LinkMessage,
-};
+use netlink_packet_route::link::{InfoData, InfoKind, InfoVeth, LinkMessage};
 use nix::errno::Errno;
-use nix::sched::{CloneFlags, setns, unshare};
+use nix::sched::{CloneFlags, unshare};
 use rtnetlink::{Handle, LinkUnspec, LinkVeth, RouteMessageBuilder};
+use shoal_netns::link::{kind as link_kind, mac as link_mac, mtu as link_mtu};
 
 use crate::error::{netlink_err, netlink_errno, ns_err, resource_err};
 use crate::spec::{Attachment, host_veth_name, task_ifname};
@@ -29,27 +28,21 @@ use crate::{RuntimeError, TaskSpec};
 /// main thread's).
 pub(crate) const THREAD_NETNS: &str = "/proc/thread-self/ns/net";
 
-fn join_thread<T>(handle: std::thread::ScopedJoinHandle<'_, T>) -> T {
-    handle
-        .join()
-        .unwrap_or_else(|panic| std::panic::resume_unwind(panic))
-}
-
 /// A netlink handle whose socket lives in the namespace `netns`.
 pub(crate) fn netlink_in(
     netns: &File,
     runtime: &tokio::runtime::Handle,
 ) -> Result<Handle, RuntimeError> {
-    let (connection, handle, _messages) = std::thread::scope(|scope| {
-        join_thread(scope.spawn(|| {
-            setns(netns, CloneFlags::CLONE_NEWNET).map_err(ns_err("enter the node's netns"))?;
-            // Registers the socket with the runtime's reactor.
-            let _entered = runtime.enter();
-            rtnetlink::new_connection().map_err(resource_err("open a netlink socket"))
-        }))
-    })?;
-    runtime.spawn(connection);
-    Ok(handle)
+    shoal_netns::netlink_in(netns.as_fd(), runtime).map_err(|e| match e {
+        shoal_netns::NetnsError::Socket { source } => resource_err("open a netlink socket")(source),
+        other => ns_err("enter the node's netns")(other),
+    })
+}
+
+fn join_thread<T>(handle: std::thread::ScopedJoinHandle<'_, T>) -> T {
+    handle
+        .join()
+        .unwrap_or_else(|panic| std::panic::resume_unwind(panic))
 }
 
 /// Creates a network namespace for a task, and a netlink handle inside it.
@@ -86,37 +79,6 @@ pub(crate) struct HostVeth {
 struct Bridge {
     index: u32,
     mtu: Option<u32>,
-}
-
-fn link_infos(link: &LinkMessage) -> &[LinkInfo] {
-    link.attributes
-        .iter()
-        .find_map(|a| match a {
-            LinkAttribute::LinkInfo(infos) => Some(infos.as_slice()),
-            _ => None,
-        })
-        .unwrap_or_default()
-}
-
-fn link_kind(link: &LinkMessage) -> Option<&InfoKind> {
-    link_infos(link).iter().find_map(|i| match i {
-        LinkInfo::Kind(kind) => Some(kind),
-        _ => None,
-    })
-}
-
-fn link_mtu(link: &LinkMessage) -> Option<u32> {
-    link.attributes.iter().find_map(|a| match a {
-        LinkAttribute::Mtu(mtu) => Some(*mtu),
-        _ => None,
-    })
-}
-
-fn link_mac(link: &LinkMessage) -> Option<[u8; 6]> {
-    link.attributes.iter().find_map(|a| match a {
-        LinkAttribute::Address(bytes) => bytes.as_slice().try_into().ok(),
-        _ => None,
-    })
 }
 
 /// The link called `name`, or None.

@@ -118,21 +118,11 @@ pub fn ensure(check_only: bool) -> anyhow::Result<()> {
 /// daemon or test starts: daemons starting together would otherwise race to
 /// mount it (shoald mounts it too when alone).
 fn ensure_bpffs() -> anyhow::Result<()> {
-    const BPF_FS_MAGIC: i64 = 0xcafe_4a11;
-    let root = Path::new("/sys/fs/bpf");
-    let mounted =
-        nix::sys::statfs::statfs(root).is_ok_and(|s| s.filesystem_type().0 == BPF_FS_MAGIC);
+    let mounted = shoal_netns::bpffs::is_bpffs(Path::new(shoal_netns::bpffs::ROOT));
     if mounted || !nix::unistd::geteuid().is_root() {
         return Ok(());
     }
-    nix::mount::mount(
-        Some("bpf"),
-        root,
-        Some("bpf"),
-        nix::mount::MsFlags::empty(),
-        None::<&str>,
-    )
-    .context("mounting bpffs on /sys/fs/bpf")?;
+    shoal_netns::bpffs::mount_root().context("mounting bpffs on /sys/fs/bpf")?;
     println!("setup: mounted bpffs on /sys/fs/bpf");
     Ok(())
 }
