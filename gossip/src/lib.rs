@@ -32,7 +32,7 @@ use tokio::{
 pub use table::{Endpoint, EndpointKey, Record, Table};
 
 /// swarm's gossip port.
-pub const GOSSIP_PORT: u16 = 7946;
+pub use shoal_common::ports::GOSSIP_PORT;
 /// A full-table push larger than this is refused (about 50 000 endpoints).
 const MAX_SYNC_BYTES: u64 = 8 << 20;
 

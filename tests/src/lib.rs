@@ -37,5 +37,7 @@ pub use error::LabError;
 pub use lab::{Lab, LabBuilder, MAX_NAME_LEN, MAX_NODES, Node, SHOAL_HOST_ENV, validate_name};
 pub use netns::run_in_netns;
 pub use record::{RUN_DIR, sweep_stale};
-pub use shoal::{BoxError, NodeRow, TaskRow, eventually, shoal_path, task_pid};
+pub use shoal::{
+    BoxError, FAST_HEARTBEAT, Formation, NodeRow, TaskRow, eventually, shoal_path, task_pid,
+};
 pub use underlay::{BRIDGE, CLIENT_ADDR, DATA_IFACE, MTU, node_addr};

@@ -147,9 +147,11 @@ async fn an_autolocked_manager_needs_its_key_after_a_restart() -> anyhow::Result
 
     // A manager joining an autolocked cluster seals its keys under the
     // cluster's unlock key once it has the replicated state.
-    let token = lab.shoal(1, &["swarm", "join-token", "-q", "manager"])?;
-    let n1 = format!("{}:2377", lab.node(1).addr());
-    lab.shoal(2, &["swarm", "join", "--token", token.trim(), &n1])?;
+    let token = lab.join_token(1, "manager")?;
+    lab.shoal(
+        2,
+        &["swarm", "join", "--token", &token, &lab.cluster_addr(1)],
+    )?;
     // Best effort: the follower may have removed it already.
     let n2_store_key = std::fs::read(swarm_file(&lab, 2, "store.key")).ok();
     eventually(Duration::from_secs(10), "n2 seals its keys", || {

@@ -15,10 +15,7 @@ use shoal_lab::{Lab, eventually};
 const HEARTBEAT: &str = "1s";
 
 fn token(lab: &Lab, k: usize, role: &str) -> anyhow::Result<String> {
-    Ok(lab
-        .shoal(k, &["swarm", "join-token", "-q", role])?
-        .trim()
-        .to_owned())
+    Ok(lab.join_token(k, role)?)
 }
 
 /// `node ls` as (hostname, status, availability, manager status, role),
@@ -34,7 +31,7 @@ async fn form(lab: &Lab) -> anyhow::Result<()> {
     let (manager, worker) = (token(lab, 1, "manager")?, token(lab, 1, "worker")?);
     ensure!(manager.starts_with("SWMTKN-1-") && worker.starts_with("SWMTKN-1-"));
     ensure!(manager != worker);
-    let n1 = format!("{}:2377", lab.node(1).addr());
+    let n1 = lab.cluster_addr(1);
     for k in [2, 3] {
         let out = lab.shoal(k, &["swarm", "join", "--token", &manager, &n1])?;
         ensure!(out.contains("as a manager"), "n{k}: {out}");
@@ -151,7 +148,7 @@ async fn managers_and_workers_form_agree_and_survive_failures() -> anyhow::Resul
 async fn joins_are_refused_with_reasons() -> anyhow::Result<()> {
     let lab = Lab::builder("refuse").nodes(4).start().await?;
     lab.shoal(1, &["swarm", "init"])?;
-    let n1 = format!("{}:2377", lab.node(1).addr());
+    let n1 = lab.cluster_addr(1);
     let worker = token(&lab, 1, "worker")?;
 
     // Not a token at all.
@@ -210,12 +207,7 @@ fn files(dir: &std::path::Path) -> anyhow::Result<Vec<PathBuf>> {
 #[tokio::test]
 async fn a_partitioned_manager_refuses_writes_and_catches_up() -> anyhow::Result<()> {
     let lab = Lab::builder("partition").nodes(3).start().await?;
-    lab.shoal(1, &["swarm", "init", "--dispatcher-heartbeat", HEARTBEAT])?;
-    let manager = token(&lab, 1, "manager")?;
-    let n1 = format!("{}:2377", lab.node(1).addr());
-    for k in [2, 3] {
-        lab.shoal(k, &["swarm", "join", "--token", &manager, &n1])?;
-    }
+    lab.form_swarm(3)?;
     eventually(Duration::from_secs(10), "3 managers", || {
         let rows = nodes(&lab, 3)?;
         Ok((rows.iter().filter(|r| r.3 == "manager").count() == 3).then_some(()))
@@ -335,12 +327,7 @@ async fn a_leader_killed_under_write_load_loses_no_acknowledged_write() -> anyho
     };
 
     let lab = Arc::new(Lab::builder("failover").nodes(3).start().await?);
-    lab.shoal(1, &["swarm", "init", "--dispatcher-heartbeat", HEARTBEAT])?;
-    let manager = token(&lab, 1, "manager")?;
-    let n1 = format!("{}:2377", lab.node(1).addr());
-    for k in [2, 3] {
-        lab.shoal(k, &["swarm", "join", "--token", &manager, &n1])?;
-    }
+    lab.form_swarm(3)?;
     eventually(Duration::from_secs(10), "3 managers", || {
         let rows = nodes(&lab, 1)?;
         Ok((rows.iter().filter(|r| r.3 == "manager").count() == 3).then_some(()))

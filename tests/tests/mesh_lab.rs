@@ -28,12 +28,7 @@ fn curl(lab: &Lab, url: &str) -> anyhow::Result<(String, String)> {
 
 async fn cluster(tag: &str) -> anyhow::Result<Lab> {
     let lab = Lab::builder(tag).nodes(3).client(true).start().await?;
-    lab.shoal(1, &["swarm", "init", "--dispatcher-heartbeat", "1s"])?;
-    let worker = lab.shoal(1, &["swarm", "join-token", "-q", "worker"])?;
-    let n1 = format!("{}:2377", lab.node(1).addr());
-    for k in [2, 3] {
-        lab.shoal(k, &["swarm", "join", "--token", worker.trim(), &n1])?;
-    }
+    lab.form_swarm(1)?;
     // Services are created once every node is ready, so the scheduler
     // spreads their tasks (a node still joining would get none).
     eventually(Duration::from_secs(15), "all nodes ready", || {

@@ -163,7 +163,7 @@ pub async fn run(bin: &Path, secs: u64, conns: usize) -> anyhow::Result<()> {
         .client(true)
         .start()
         .await?;
-    crate::bench::form_swarm(&lab, bin, "worker")?;
+    crate::bench::form_swarm(&lab, bin, 1)?;
     let http = bin.join("lab-http");
     let http = http.to_str().context("binary path")?;
     shoal(&lab, bin, 1, &["network", "create", "benchnet"])?;
