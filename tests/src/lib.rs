@@ -40,4 +40,6 @@ pub use record::{RUN_DIR, sweep_stale};
 pub use shoal::{
     BoxError, FAST_HEARTBEAT, Formation, NodeRow, TaskRow, eventually, shoal_path, task_pid,
 };
-pub use underlay::{BRIDGE, CLIENT_ADDR, DATA_IFACE, MTU, node_addr};
+pub use underlay::{
+    BRIDGE, CLIENT_ADDR, DATA_IFACE, MTU, address_up, link, link_index, node_addr, set_link_up,
+};

@@ -6,7 +6,7 @@
 //! kernel holds, that unprogramming cuts traffic, and that removal leaves
 //! no device.
 
-use std::net::{IpAddr, Ipv4Addr};
+use std::net::Ipv4Addr;
 use std::os::fd::AsRawFd;
 use std::time::Instant;
 
@@ -70,13 +70,6 @@ async fn link(handle: &Handle, name: &str) -> anyhow::Result<LinkMessage> {
         .try_next()
         .await?
         .with_context(|| format!("no link {name}"))
-}
-
-fn mtu_of(link: &LinkMessage) -> Option<u32> {
-    link.attributes.iter().find_map(|a| match a {
-        LinkAttribute::Mtu(mtu) => Some(*mtu),
-        _ => None,
-    })
 }
 
 /// The IPv4 addresses of link `index`, as `a.b.c.d/len`.
@@ -151,17 +144,7 @@ async fn plug_task(
         .with_context(|| format!("veth {port} on {} in n{k}", devices.bridge.name))?;
 
     let handle = ns.netlink()?;
-    let eth0 = link(&handle, "eth0").await?.header.index;
-    handle
-        .address()
-        .add(eth0, IpAddr::V4(ip), subnet().prefix_len())
-        .execute()
-        .await?;
-    handle
-        .link()
-        .set(LinkUnspec::new_with_index(eth0).up().build())
-        .execute()
-        .await?;
+    shoal_lab::address_up(&handle, ns.name(), "eth0", ip, subnet().prefix_len()).await?;
     handle
         .route()
         .add(
@@ -228,7 +211,11 @@ async fn overlay_driver_connects_tasks_across_nodes() -> anyhow::Result<()> {
     );
     assert_eq!(dev1.mtu, 1450, "lab underlay MTU 1500 - 50");
     for name in [&dev1.bridge.name, &dev1.vxlan.name] {
-        assert_eq!(mtu_of(&link(&n1, name).await?), Some(1450), "{name}");
+        assert_eq!(
+            shoal_netns::link::mtu(&link(&n1, name).await?),
+            Some(1450),
+            "{name}"
+        );
     }
     assert_eq!(
         ipv4_addresses(&n1, dev1.bridge.index).await?,
@@ -282,13 +269,19 @@ async fn overlay_driver_connects_tasks_across_nodes() -> anyhow::Result<()> {
         ..spec(&lab, 1)
     };
     assert_eq!(d1.ensure_network(&changed).await?.mtu, 1400);
-    assert_eq!(mtu_of(&link(&n1, &dev1.vxlan.name).await?), Some(1400));
+    assert_eq!(
+        shoal_netns::link::mtu(&link(&n1, &dev1.vxlan.name).await?),
+        Some(1400)
+    );
     assert_eq!(
         ipv4_addresses(&n1, dev1.bridge.index).await?,
         ["10.0.19.1/24"]
     );
     assert_eq!(d1.ensure_network(&spec(&lab, 1)).await?, dev1);
-    assert_eq!(mtu_of(&link(&n1, &dev1.bridge.name).await?), Some(1450));
+    assert_eq!(
+        shoal_netns::link::mtu(&link(&n1, &dev1.bridge.name).await?),
+        Some(1450)
+    );
     assert_eq!(
         ipv4_addresses(&n1, dev1.bridge.index).await?,
         ["10.0.9.1/24"]
