@@ -159,6 +159,21 @@ where
     shoal_netns::run_in(ns.as_fd(), f).map_err(|e| netns_err(name, "setns")(e.into()))
 }
 
+/// A UDP socket and a TCP listener both bound to `addr` inside the
+/// namespace `name`, as a gossip member takes them.
+pub fn bind_udp_tcp(
+    name: &str,
+    addr: std::net::SocketAddr,
+) -> Result<(std::net::UdpSocket, std::net::TcpListener), LabError> {
+    run_in_netns(name, || {
+        Ok((
+            std::net::UdpSocket::bind(addr)?,
+            std::net::TcpListener::bind(addr)?,
+        ))
+    })?
+    .map_err(netns_err(name, "bind UDP and TCP"))
+}
+
 /// A netlink handle whose socket lives in the namespace `name`. Its
 /// connection task is spawned on the current tokio runtime and ends when the
 /// last clone of the handle is dropped.

@@ -7,7 +7,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use anyhow::{Context, bail, ensure};
+use anyhow::{Context, ensure};
 use shoal_api::cluster::v1::{
     CreateSecretRequest, ListNodesRequest, NodeSummary, control_client::ControlClient,
 };
@@ -59,12 +59,7 @@ pub enum BenchCmd {
 }
 
 pub fn run(cmd: BenchCmd) -> anyhow::Result<()> {
-    if !nix::unistd::geteuid().is_root() {
-        bail!("benchmarks run in a lab of network namespaces: run as root");
-    }
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()?;
+    let runtime = crate::root_runtime("benchmarks run in a lab of network namespaces")?;
     if let BenchCmd::Gossip { nodes, rounds } = cmd {
         // Gossip runs in this process (one member per node namespace).
         return runtime.block_on(crate::bench_gossip::run(&nodes, rounds));

@@ -93,13 +93,7 @@ pub enum LabCmd {
 }
 
 pub fn run(cmd: LabCmd) -> anyhow::Result<()> {
-    if !nix::unistd::geteuid().is_root() {
-        bail!("the lab creates network namespaces: run as root (e.g. `sudo -E cargo xtask lab …`)");
-    }
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()?;
-    runtime.block_on(dispatch(cmd))
+    crate::root_runtime("the lab creates network namespaces")?.block_on(dispatch(cmd))
 }
 
 async fn dispatch(cmd: LabCmd) -> anyhow::Result<()> {
