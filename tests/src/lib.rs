@@ -43,3 +43,17 @@ pub use shoal::{
 pub use underlay::{
     BRIDGE, CLIENT_ADDR, DATA_IFACE, MTU, address_up, link, link_index, node_addr, set_link_up,
 };
+
+/// Every file under `dir`, recursively (what a node left on disk).
+pub fn files_under(dir: &std::path::Path) -> std::io::Result<Vec<std::path::PathBuf>> {
+    let mut out = Vec::new();
+    for entry in std::fs::read_dir(dir)? {
+        let path = entry?.path();
+        if path.is_dir() {
+            out.extend(files_under(&path)?);
+        } else if path.is_file() {
+            out.push(path);
+        }
+    }
+    Ok(out)
+}

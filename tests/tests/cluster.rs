@@ -2,10 +2,7 @@
 //! TLS on 2377, Raft among three managers, workers' sessions, and the
 //! refusals an operator must get. Needs root and built `shoald`/`shoal`.
 
-use std::{
-    path::PathBuf,
-    time::{Duration, Instant},
-};
+use std::time::{Duration, Instant};
 
 use anyhow::{Context, ensure};
 use serde_json::Value;
@@ -190,20 +187,6 @@ async fn joins_are_refused_with_reasons() -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Every file under `dir`, recursively.
-fn files(dir: &std::path::Path) -> anyhow::Result<Vec<PathBuf>> {
-    let mut out = Vec::new();
-    for entry in std::fs::read_dir(dir)? {
-        let path = entry?.path();
-        if path.is_dir() {
-            out.extend(files(&path)?);
-        } else if path.is_file() {
-            out.push(path);
-        }
-    }
-    Ok(out)
-}
-
 #[tokio::test]
 async fn a_partitioned_manager_refuses_writes_and_catches_up() -> anyhow::Result<()> {
     let lab = Lab::builder("partition").nodes(3).start().await?;
@@ -278,7 +261,7 @@ async fn a_partitioned_manager_refuses_writes_and_catches_up() -> anyhow::Result
     // in plaintext under any manager's state directory.
     let hex: String = payload.bytes().map(|b| format!("{b:02x}")).collect();
     for k in 1..=3 {
-        let files = files(lab.node(k).state_dir())?;
+        let files = shoal_lab::files_under(lab.node(k).state_dir())?;
         ensure!(files.len() > 2, "n{k}: no state on disk? {files:?}");
         for file in files {
             let bytes = std::fs::read(&file)?;

@@ -26,6 +26,17 @@ fn curl(lab: &Lab, url: &str) -> anyhow::Result<(String, String)> {
     Ok((code.trim().to_owned(), body.trim().to_owned()))
 }
 
+/// The logs of `service` once they name a `web.` task (within 30 s).
+async fn logs_naming_web(lab: &Lab, service: &str, what: &str) -> anyhow::Result<String> {
+    Ok(eventually(Duration::from_secs(30), what, || {
+        let out = lab
+            .shoal(1, &["service", "logs", "--raw", service])
+            .unwrap_or_default();
+        Ok(out.contains("web.").then_some(out))
+    })
+    .await?)
+}
+
 async fn cluster(tag: &str) -> anyhow::Result<Lab> {
     let lab = Lab::builder(tag).nodes(3).client(true).start().await?;
     lab.form_swarm(1)?;
@@ -145,13 +156,7 @@ async fn published_ports_answer_on_every_node_and_keep_the_client_address() -> a
             &format!("http://{vip}:80/"),
         ],
     )?;
-    let logs = eventually(Duration::from_secs(30), "probe reached the VIP", || {
-        let out = lab
-            .shoal(1, &["service", "logs", "--raw", "probe"])
-            .unwrap_or_default();
-        Ok(out.contains("web.").then_some(out))
-    })
-    .await?;
+    let logs = logs_naming_web(&lab, "probe", "probe reached the VIP").await?;
     ensure!(logs.contains("web."), "{logs}");
 
     // UDP through the published port.
@@ -455,13 +460,7 @@ async fn connections_survive_a_restart_dead_backends_leave_and_names_resolve() -
             "getent ahostsv4 tasks.web; /usr/bin/curl -s -m 5 http://web/",
         ],
     )?;
-    let logs = eventually(Duration::from_secs(30), "the names task ran", || {
-        let out = lab
-            .shoal(1, &["service", "logs", "--raw", "names"])
-            .unwrap_or_default();
-        Ok(out.contains("web.").then_some(out))
-    })
-    .await?;
+    let logs = logs_naming_web(&lab, "names", "the names task ran").await?;
     let resolved: BTreeSet<String> = logs
         .lines()
         .filter_map(|l| l.split_whitespace().next())
