@@ -34,17 +34,22 @@ fn open(netns: &Path) -> Result<File, DnsError> {
     })
 }
 
-fn bind_err(
+/// `bind(addr)` on a fresh thread inside `netns`.
+fn bind_in<T: Send>(
+    netns: BorrowedFd<'_>,
     name: &str,
     proto: &'static str,
     addr: SocketAddrV4,
-) -> impl FnOnce(io::Error) -> DnsError {
-    move |source| DnsError::Bind {
-        netns: name.to_owned(),
-        proto,
-        addr: SocketAddr::V4(addr),
-        source,
-    }
+    bind: fn(SocketAddrV4) -> io::Result<T>,
+) -> Result<T, DnsError> {
+    in_netns(netns, name, || {
+        bind(addr).map_err(|source| DnsError::Bind {
+            netns: name.to_owned(),
+            proto,
+            addr: SocketAddr::V4(addr),
+            source,
+        })
+    })
 }
 
 /// A UDP socket bound to `addr` inside the network namespace at `netns`
@@ -59,9 +64,7 @@ pub fn bind_in_netns_fd(
     name: &str,
     addr: SocketAddrV4,
 ) -> Result<UdpSocket, DnsError> {
-    in_netns(netns, name, || {
-        UdpSocket::bind(addr).map_err(bind_err(name, "udp", addr))
-    })
+    bind_in(netns, name, "udp", addr, UdpSocket::bind)
 }
 
 /// A TCP listener on `addr` inside the network namespace at `netns`.
@@ -75,7 +78,5 @@ pub fn listen_in_netns_fd(
     name: &str,
     addr: SocketAddrV4,
 ) -> Result<TcpListener, DnsError> {
-    in_netns(netns, name, || {
-        TcpListener::bind(addr).map_err(bind_err(name, "tcp", addr))
-    })
+    bind_in(netns, name, "tcp", addr, TcpListener::bind)
 }

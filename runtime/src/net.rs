@@ -81,6 +81,14 @@ struct Bridge {
     mtu: Option<u32>,
 }
 
+/// A link the kernel should have but does not report.
+fn gone(what: String) -> RuntimeError {
+    RuntimeError::Netlink {
+        what,
+        source: rtnetlink::Error::RequestFailed,
+    }
+}
+
 /// The link called `name`, or None.
 async fn link_by_name(
     handle: &Handle,
@@ -158,10 +166,7 @@ pub(crate) async fn plug(
     }
     let link = link_by_name(node, &host, || format!("look up veth {host}"))
         .await?
-        .ok_or_else(|| RuntimeError::Netlink {
-            what: format!("veth {host} vanished right after it was created"),
-            source: rtnetlink::Error::RequestFailed,
-        })?;
+        .ok_or_else(|| gone(format!("veth {host} vanished right after it was created")))?;
     Ok(HostVeth {
         name: host,
         index: link.header.index,
@@ -190,10 +195,7 @@ pub(crate) async fn configure_task(
 ) -> Result<Vec<[u8; 6]>, RuntimeError> {
     let lo = link_by_name(task, "lo", || format!("look up lo of task {id}"))
         .await?
-        .ok_or_else(|| RuntimeError::Netlink {
-            what: format!("task {id} has no lo"),
-            source: rtnetlink::Error::RequestFailed,
-        })?;
+        .ok_or_else(|| gone(format!("task {id} has no lo")))?;
     set_up(task, lo.header.index, || format!("set lo up in task {id}")).await?;
     let mut macs = Vec::with_capacity(attachments.len());
     let mut routed = false;
@@ -201,15 +203,14 @@ pub(crate) async fn configure_task(
         let ifname = task_ifname(i);
         let link = link_by_name(task, &ifname, || format!("look up {ifname} of task {id}"))
             .await?
-            .ok_or_else(|| RuntimeError::Netlink {
-                what: format!("{ifname} missing in task {id} after the veth was made"),
-                source: rtnetlink::Error::RequestFailed,
+            .ok_or_else(|| {
+                gone(format!(
+                    "{ifname} missing in task {id} after the veth was made"
+                ))
             })?;
         let index = link.header.index;
-        let mac = link_mac(&link).ok_or_else(|| RuntimeError::Netlink {
-            what: format!("{ifname} of task {id} has no MAC address"),
-            source: rtnetlink::Error::RequestFailed,
-        })?;
+        let mac = link_mac(&link)
+            .ok_or_else(|| gone(format!("{ifname} of task {id} has no MAC address")))?;
         macs.push(mac);
         task.address()
             .add(index, IpAddr::V4(attachment.addr), attachment.prefix)
