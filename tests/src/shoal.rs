@@ -109,6 +109,26 @@ pub struct Formation<'a> {
 /// 1 s heartbeats: a silent node is down after ~3 s, which tests wait on.
 pub const FAST_HEARTBEAT: &[&str] = &["--dispatcher-heartbeat", "1s"];
 
+impl Formation<'static> {
+    /// n1..=`nodes`, n1..=`managers` managers, 1 s heartbeats.
+    pub fn fast(managers: usize, nodes: usize) -> Self {
+        Formation {
+            managers,
+            nodes,
+            init: FAST_HEARTBEAT,
+        }
+    }
+
+    /// As [`Formation::fast`], with the default heartbeat.
+    pub fn plain(managers: usize, nodes: usize) -> Self {
+        Formation {
+            managers,
+            nodes,
+            init: &[],
+        }
+    }
+}
+
 impl Lab {
     /// `host:port` of node `k`'s cluster port, as `swarm join` takes it.
     pub fn cluster_addr(&self, k: usize) -> String {
@@ -131,18 +151,16 @@ impl Lab {
     /// every other node as a worker, in order. Returns what each join
     /// printed (n2's first).
     pub fn form_swarm(&self, managers: usize) -> Result<Vec<String>, LabError> {
-        self.form_swarm_with(
-            Formation {
-                managers,
-                nodes: self.nodes().len(),
-                init: FAST_HEARTBEAT,
-            },
-            |k, args| self.shoal(k, args),
-        )
+        self.form_swarm_of(Formation::fast(managers, self.nodes().len()))
     }
 
-    /// As [`Lab::form_swarm`], for any [`Formation`], running `shoal` on a
-    /// node with `shoal(k, args)` (the benchmarks run their release build).
+    /// As [`Lab::form_swarm`], for any [`Formation`].
+    pub fn form_swarm_of(&self, formation: Formation<'_>) -> Result<Vec<String>, LabError> {
+        self.form_swarm_with(formation, |k, args| self.shoal(k, args))
+    }
+
+    /// As [`Lab::form_swarm_of`], running `shoal` on a node with
+    /// `shoal(k, args)` (the benchmarks run their release build).
     pub fn form_swarm_with<E>(
         &self,
         formation: Formation<'_>,

@@ -33,12 +33,7 @@ fn networks(lab: &Lab, k: usize) -> anyhow::Result<Vec<(String, String, u64, Str
 #[tokio::test]
 async fn overlay_networks_are_allocated_once_and_refused_clearly() -> anyhow::Result<()> {
     let lab = std::sync::Arc::new(Lab::builder("nets").nodes(3).start().await?);
-    let swarm = Formation {
-        managers: 3,
-        nodes: 3,
-        init: &[],
-    };
-    lab.form_swarm_with(swarm, |k, args| lab.shoal(k, args))?;
+    lab.form_swarm_of(Formation::plain(3, 3))?;
 
     // The routing mesh's network exists from the start, as in swarm.
     let ingress = eventually(Duration::from_secs(10), "ingress network", || {

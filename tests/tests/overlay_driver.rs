@@ -18,6 +18,7 @@ use netlink_packet_route::link::{InfoData, InfoVeth, LinkAttribute, LinkMessage}
 use rtnetlink::{Handle, LinkUnspec, LinkVeth, RouteMessageBuilder};
 use shoal_lab::taskns::TaskNs;
 use shoal_lab::{DATA_IFACE, Lab, netns};
+use shoal_netns::link::mtu as mtu_of;
 use shoal_overlay::{
     DEVICE_PREFIX, Driver, Ipv4Net, MacAddr, NetworkDevices, OverlayError, OverlaySpec, Release,
     RemoteEndpoint, Remotes, Underlay, bridge_name, vxlan_name,
@@ -211,11 +212,7 @@ async fn overlay_driver_connects_tasks_across_nodes() -> anyhow::Result<()> {
     );
     assert_eq!(dev1.mtu, 1450, "lab underlay MTU 1500 - 50");
     for name in [&dev1.bridge.name, &dev1.vxlan.name] {
-        assert_eq!(
-            shoal_netns::link::mtu(&link(&n1, name).await?),
-            Some(1450),
-            "{name}"
-        );
+        assert_eq!(mtu_of(&link(&n1, name).await?), Some(1450), "{name}");
     }
     assert_eq!(
         ipv4_addresses(&n1, dev1.bridge.index).await?,
@@ -269,19 +266,13 @@ async fn overlay_driver_connects_tasks_across_nodes() -> anyhow::Result<()> {
         ..spec(&lab, 1)
     };
     assert_eq!(d1.ensure_network(&changed).await?.mtu, 1400);
-    assert_eq!(
-        shoal_netns::link::mtu(&link(&n1, &dev1.vxlan.name).await?),
-        Some(1400)
-    );
+    assert_eq!(mtu_of(&link(&n1, &dev1.vxlan.name).await?), Some(1400));
     assert_eq!(
         ipv4_addresses(&n1, dev1.bridge.index).await?,
         ["10.0.19.1/24"]
     );
     assert_eq!(d1.ensure_network(&spec(&lab, 1)).await?, dev1);
-    assert_eq!(
-        shoal_netns::link::mtu(&link(&n1, &dev1.bridge.name).await?),
-        Some(1450)
-    );
+    assert_eq!(mtu_of(&link(&n1, &dev1.bridge.name).await?), Some(1450));
     assert_eq!(
         ipv4_addresses(&n1, dev1.bridge.index).await?,
         ["10.0.9.1/24"]

@@ -8,12 +8,7 @@ use shoal_lab::{Formation, Lab, shoal_path};
 #[tokio::test]
 async fn a_manager_certificate_drives_the_cluster_from_elsewhere() -> anyhow::Result<()> {
     let lab = Lab::builder("rcli").nodes(2).start().await?;
-    let swarm = Formation {
-        managers: 1,
-        nodes: 2,
-        init: &[],
-    };
-    lab.form_swarm_with(swarm, |k, args| lab.shoal(k, args))?;
+    lab.form_swarm_of(Formation::plain(1, 2))?;
 
     let host = format!("tcp://{}", lab.node(1).addr());
     let files = |k: usize| {

@@ -8,7 +8,7 @@
 use std::{collections::BTreeSet, time::Duration};
 
 use anyhow::ensure;
-use shoal_lab::{FAST_HEARTBEAT, Formation, Lab, TaskRow, eventually};
+use shoal_lab::{Formation, Lab, TaskRow, eventually};
 
 fn ps(lab: &Lab, service: &str) -> anyhow::Result<Vec<TaskRow>> {
     lab.service_ps(1, service).map_err(|e| anyhow::anyhow!(e))
@@ -21,12 +21,7 @@ fn live(rows: &[TaskRow]) -> Vec<&TaskRow> {
 #[tokio::test]
 async fn services_become_tasks_spread_moved_and_scaled() -> anyhow::Result<()> {
     let lab = Lab::builder("svc").nodes(4).start().await?;
-    let swarm = Formation {
-        managers: 1,
-        nodes: 3,
-        init: FAST_HEARTBEAT,
-    };
-    lab.form_swarm_with(swarm, |k, args| lab.shoal(k, args))?;
+    lab.form_swarm_of(Formation::fast(1, 3))?;
     lab.shoal(1, &["network", "create", "appnet"])?;
 
     lab.shoal(

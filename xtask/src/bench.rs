@@ -11,7 +11,7 @@ use anyhow::{Context, ensure};
 use shoal_api::cluster::v1::{
     CreateSecretRequest, ListNodesRequest, NodeSummary, control_client::ControlClient,
 };
-use shoal_lab::{FAST_HEARTBEAT, Formation, Lab};
+use shoal_lab::{Formation, Lab};
 use tonic::transport::Channel;
 
 #[derive(clap::Subcommand)]
@@ -135,11 +135,7 @@ pub fn run_shoal(lab: &Lab, bin: &Path, k: usize, args: &[&str]) -> anyhow::Resu
 /// `swarm init` on n1 (1 s heartbeats), n2..=`managers` joined as managers
 /// and the other nodes as workers, by the release build in `bin`.
 pub fn form_swarm(lab: &Lab, bin: &Path, managers: usize) -> anyhow::Result<()> {
-    let swarm = Formation {
-        managers,
-        nodes: lab.nodes().len(),
-        init: FAST_HEARTBEAT,
-    };
+    let swarm = Formation::fast(managers, lab.nodes().len());
     lab.form_swarm_with(swarm, |k, args| run_shoal(lab, bin, k, args))?;
     Ok(())
 }

@@ -243,11 +243,7 @@ fn shoal(lab: &Lab, k: usize, shoal: &Path, args: &[&str]) -> anyhow::Result<Str
 
 /// The cluster the lab stands for: n1 inits, then managers, then workers join.
 fn form(lab: &Lab, bin: &Path) -> anyhow::Result<()> {
-    let swarm = Formation {
-        managers: lab.managers(),
-        nodes: lab.nodes().len(),
-        init: &[],
-    };
+    let swarm = Formation::plain(lab.managers(), lab.nodes().len());
     lab.form_swarm_with(swarm, |k, args| shoal(lab, k, bin, args))?;
     print!("{}", shoal(lab, 1, bin, &["node", "ls"])?);
     Ok(())
