@@ -36,12 +36,13 @@ use shoal_ca::{
 };
 use shoal_controlplane::{
     StoreError, StoreKey,
-    manager::{Manager, ManagerConfig, ManagerError, not_a_manager, transport},
+    manager::{Manager, ManagerConfig, ManagerError, not_a_manager},
     model::{
         Availability, Cluster, ClusterSettings, Command, JoinTokens as StoredTokens, Labels, Node,
         NodeRole as ModelRole, NodeState, RootCaKeys, SecretString,
     },
     store::{CryptoError, UnlockKey, UnlockKeyError},
+    transport,
 };
 use tokio::{
     sync::{Mutex, mpsc},
@@ -481,7 +482,7 @@ impl Swarm {
     }
 
     /// The routing mesh's maps and tables, for the counters.
-    pub fn mesh(&self) -> &Arc<std::sync::Mutex<crate::lb::MeshState>> {
+    pub fn mesh(&self) -> &Arc<std::sync::Mutex<crate::datapath::mesh::MeshState>> {
         &self.env.mesh
     }
 
