@@ -8,4 +8,5 @@
 #![cfg_attr(feature = "user", allow(unsafe_code))]
 
 pub mod mesh;
+pub mod ports;
 pub mod stats;
