@@ -6,7 +6,6 @@ mod autolock;
 mod datapath;
 mod doctor;
 mod endpoints;
-mod lb;
 mod logs;
 mod session;
 mod swarm;
@@ -144,7 +143,7 @@ async fn main() -> anyhow::Result<()> {
         tasks_dir: args.state_dir.join("tasks"),
         data_iface: iface.clone(),
         data_ip: data_ipv4,
-        mesh: Arc::new(Mutex::new(lb::MeshState::new(mesh))),
+        mesh: Arc::new(Mutex::new(shoal_mesh::MeshState::new(mesh))),
         view: Arc::default(),
     };
     let swarm = Arc::new(swarm::Swarm::new(

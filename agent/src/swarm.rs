@@ -482,7 +482,7 @@ impl Swarm {
     }
 
     /// The routing mesh's maps and tables, for the counters.
-    pub fn mesh(&self) -> &Arc<std::sync::Mutex<crate::lb::MeshState>> {
+    pub fn mesh(&self) -> &Arc<std::sync::Mutex<crate::datapath::mesh::MeshState>> {
         &self.env.mesh
     }
 

@@ -29,7 +29,10 @@ use tokio::{
     task::JoinHandle,
 };
 
-use crate::{datapath::mesh::TaskLinks, endpoints::Endpoints, lb};
+use crate::{
+    datapath::mesh::{MeshState, TaskLinks},
+    endpoints::Endpoints,
+};
 
 /// docker's default `--stop-grace-period`.
 const STOP_GRACE: Duration = Duration::from_secs(10);
@@ -49,7 +52,7 @@ pub struct NodeEnv {
     /// Its address: the VTEP and gossip address.
     pub data_ip: Option<Ipv4Addr>,
     /// The routing mesh, attached to the data interface by main.
-    pub mesh: Arc<Mutex<lb::MeshState>>,
+    pub mesh: Arc<Mutex<MeshState>>,
     /// What the worker last heard, for `node doctor`.
     pub view: Arc<Mutex<NodeView>>,
 }
@@ -679,16 +682,18 @@ impl Executor {
         };
         let networks = self.local_networks().await;
         let local: std::collections::BTreeSet<String> = networks.keys().cloned().collect();
-        let mut want = lb::desired(set, &self.node_id, addr, &local);
+        let mut want = shoal_mesh::desired(set, &self.node_id, addr, &local);
         // What the overlay can reach now: remote endpoints programmed here
         // (as the endpoints loop last wrote them; no second netlink dump).
         let programmed = lock(&self.reachable).clone();
         want.only_reachable(|key, b| match &key.scope {
-            lb::Scope::Network(net) => programmed.get(net).is_some_and(|ips| ips.contains(&b.addr)),
-            lb::Scope::Host => b.local,
+            shoal_mesh::Scope::Network(net) => {
+                programmed.get(net).is_some_and(|ips| ips.contains(&b.addr))
+            }
+            shoal_mesh::Scope::Host => b.local,
         });
         let mut guard = lock(&self.env.mesh);
-        let lb::MeshState { maps, tables } = &mut *guard;
+        let shoal_mesh::MeshState { maps, tables } = &mut *guard;
         match tables.apply(&want, maps) {
             Ok(c) if c.any() => tracing::info!(
                 frontends = want.frontends.len(),

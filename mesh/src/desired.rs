@@ -1,0 +1,345 @@
+//! The routing mesh's policy on a node: what its eBPF maps must hold, worked
+//! out from the latest assignment set alone ([`desired`]), and the writes
+//! that take the maps there in the order the programs rely on
+//! ([`Tables::apply`]).
+//!
+//! Every node answers every ingress-published port on its own data address,
+//! balancing over all of the service's RUNNING tasks; VIPs are answered on
+//! the networks this node has tasks on; host-mode ports only where a task of
+//! the service runs, and only to those local tasks. A backend is in the maps
+//! exactly while the control plane lists it as running, so a stopped task
+//! or a dead node leaves every node's rings with the next assignment set.
+
+use std::{
+    collections::{BTreeMap, BTreeSet},
+    net::Ipv4Addr,
+};
+
+use shoal_api::cluster::v1::{AssignmentSet, MeshService};
+use shoal_common::mesh::{IPPROTO_TCP, IPPROTO_UDP, SVC_F_HOST, SVC_F_INGRESS, SVC_F_VIP};
+
+/// One load-balancing group: a service's tasks on one network (its VIP and
+/// ingress ports), or its tasks on this node (host-mode ports).
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct GroupKey {
+    pub service_id: String,
+    pub scope: Scope,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Scope {
+    /// The tasks' addresses on this network.
+    Network(String),
+    /// This node's tasks only.
+    Host,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct FrontendSpec {
+    pub group: GroupKey,
+    /// 0 keeps the destination port (VIPs).
+    pub target_port: u16,
+    pub flags: u16,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub struct BackendSpec {
+    /// The Maglev key: the task id, the same on every node.
+    pub task_id: String,
+    pub addr: Ipv4Addr,
+    pub vtep: Ipv4Addr,
+    pub local: bool,
+}
+
+/// (frontend address, port, IP protocol), host order.
+pub type Frontend = (Ipv4Addr, u16, u8);
+
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Desired {
+    pub frontends: BTreeMap<Frontend, FrontendSpec>,
+    /// Backends of every group a frontend uses, sorted.
+    pub groups: BTreeMap<GroupKey, Vec<BackendSpec>>,
+    /// Service id → name, for the counters.
+    pub names: BTreeMap<String, String>,
+    /// Backends being stopped, per group: kept in the backend table so
+    /// their tracked flows finish there, but in no ring, so no new flow
+    /// picks them.
+    pub draining: BTreeMap<GroupKey, Vec<BackendSpec>>,
+}
+
+fn bare(addr: &str) -> Option<Ipv4Addr> {
+    addr.split('/').next()?.parse().ok()
+}
+
+fn proto(name: &str) -> u8 {
+    if name.eq_ignore_ascii_case("udp") {
+        IPPROTO_UDP
+    } else {
+        IPPROTO_TCP
+    }
+}
+
+/// The maps' content for node `me` (data address `addr`), which has devices
+/// for `local_networks`.
+pub fn desired(
+    set: &AssignmentSet,
+    me: &str,
+    addr: Ipv4Addr,
+    local_networks: &BTreeSet<String>,
+) -> Desired {
+    let ingress = set
+        .networks
+        .iter()
+        .find(|n| n.ingress)
+        .map(|n| n.id.clone());
+    let mut out = Desired::default();
+    for s in &set.mesh {
+        add_service(&mut out, s, me, addr, ingress.as_deref(), local_networks);
+        out.names.insert(s.id.clone(), s.name.clone());
+    }
+    // Only groups a frontend uses get ids and rings.
+    let used: BTreeSet<GroupKey> = out.frontends.values().map(|f| f.group.clone()).collect();
+    out.groups.retain(|k, _| used.contains(k));
+    out.draining.retain(|k, _| used.contains(k));
+    // A frontend whose tasks are all stopping (or not running yet) keeps
+    // its group with an empty ring: its packets are dropped, so clients
+    // retry, instead of reaching this node's own stack (which would reset
+    // them), and its draining tasks keep their flows.
+    for g in used {
+        out.groups.entry(g).or_default();
+    }
+    for backends in out.groups.values_mut() {
+        backends.sort();
+        backends.dedup_by(|a, b| a.task_id == b.task_id);
+    }
+    out
+}
+
+impl Desired {
+    /// Keeps out of the rings the remote backends this node cannot reach
+    /// yet: the overlay learns a new task's address by gossip a moment after
+    /// the control plane lists it running, and a connection balanced to it
+    /// before then would be lost to a failed ARP. Local backends always
+    /// stay; draining ones too (they only keep their flows).
+    pub fn only_reachable(&mut self, reachable: impl Fn(&GroupKey, &BackendSpec) -> bool) {
+        for (key, backends) in &mut self.groups {
+            backends.retain(|b| b.local || reachable(key, b));
+        }
+    }
+}
+
+fn add_service(
+    out: &mut Desired,
+    s: &MeshService,
+    me: &str,
+    addr: Ipv4Addr,
+    ingress: Option<&str>,
+    local_networks: &BTreeSet<String>,
+) {
+    let group = |scope| GroupKey {
+        service_id: s.id.clone(),
+        scope,
+    };
+    for (list, into) in [
+        (&s.backends, &mut out.groups),
+        (&s.draining, &mut out.draining),
+    ] {
+        for b in list {
+            let (Some(ip), Some(vtep)) = (bare(&b.ip), bare(&b.node_addr)) else {
+                continue;
+            };
+            let spec = BackendSpec {
+                task_id: b.task_id.clone(),
+                addr: ip,
+                vtep,
+                local: b.node_id == me,
+            };
+            if spec.local {
+                // Host-mode ports go to the task's first address listed.
+                let host = into.entry(group(Scope::Host)).or_default();
+                if !host.iter().any(|h| h.task_id == spec.task_id) {
+                    host.push(spec.clone());
+                }
+            }
+            into.entry(group(Scope::Network(b.network_id.clone())))
+                .or_default()
+                .push(spec);
+        }
+    }
+    if s.endpoint_mode != "dnsrr" {
+        for vip in &s.vips {
+            let Some(ip) = bare(&vip.addr) else { continue };
+            if !local_networks.contains(&vip.network_id) {
+                continue;
+            }
+            for p in [IPPROTO_TCP, IPPROTO_UDP] {
+                out.frontends.insert(
+                    (ip, 0, p),
+                    FrontendSpec {
+                        group: group(Scope::Network(vip.network_id.clone())),
+                        target_port: 0,
+                        flags: SVC_F_VIP,
+                    },
+                );
+            }
+        }
+    }
+    for p in &s.ports {
+        let (Ok(published), Ok(target)) = (
+            u16::try_from(p.published_port),
+            u16::try_from(p.target_port),
+        ) else {
+            continue;
+        };
+        if published == 0 {
+            continue;
+        }
+        let (scope, flags) = if p.publish_mode == "host" {
+            (Scope::Host, SVC_F_HOST)
+        } else {
+            let Some(ingress) = ingress else { continue };
+            (Scope::Network(ingress.to_owned()), SVC_F_INGRESS)
+        };
+        if scope == Scope::Host && !out.groups.contains_key(&group(Scope::Host)) {
+            // Host mode: only nodes running a task answer.
+            continue;
+        }
+        out.frontends.insert(
+            (addr, published, proto(&p.protocol)),
+            FrontendSpec {
+                group: group(scope),
+                target_port: target,
+                flags,
+            },
+        );
+    }
+}
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use shoal_api::cluster::v1::{MeshBackend, NetworkAssignment, PortConfig, VirtualIp};
+
+    use super::*;
+
+    pub(crate) const ME: Ipv4Addr = Ipv4Addr::new(198, 18, 0, 1);
+
+    fn backend(task: &str, node: &str, node_addr: &str, net: &str, ip: &str) -> MeshBackend {
+        MeshBackend {
+            task_id: task.into(),
+            node_id: node.into(),
+            node_addr: node_addr.into(),
+            network_id: net.into(),
+            ip: ip.into(),
+        }
+    }
+
+    fn port(published: u32, target: u32, proto: &str, mode: &str) -> PortConfig {
+        PortConfig {
+            protocol: proto.into(),
+            target_port: target,
+            published_port: published,
+            publish_mode: mode.into(),
+        }
+    }
+
+    pub(crate) fn set() -> AssignmentSet {
+        AssignmentSet {
+            networks: vec![NetworkAssignment {
+                id: "ing".into(),
+                ingress: true,
+                ..Default::default()
+            }],
+            mesh: vec![MeshService {
+                id: "web".into(),
+                name: "web".into(),
+                endpoint_mode: "vip".into(),
+                vips: vec![
+                    VirtualIp {
+                        network_id: "app".into(),
+                        network: "app".into(),
+                        addr: "10.0.1.2/24".into(),
+                    },
+                    VirtualIp {
+                        network_id: "ing".into(),
+                        network: "ingress".into(),
+                        addr: "10.0.0.2/24".into(),
+                    },
+                ],
+                ports: vec![
+                    port(8080, 80, "tcp", "ingress"),
+                    port(9090, 90, "udp", "host"),
+                ],
+                backends: vec![
+                    backend("t1", "me", "198.18.0.1", "ing", "10.0.0.3"),
+                    backend("t1", "me", "198.18.0.1", "app", "10.0.1.3"),
+                    backend("t2", "n2", "198.18.0.2", "ing", "10.0.0.4"),
+                    backend("t2", "n2", "198.18.0.2", "app", "10.0.1.4"),
+                ],
+                draining: vec![],
+            }],
+            ..Default::default()
+        }
+    }
+
+    pub(crate) fn local(nets: &[&str]) -> BTreeSet<String> {
+        nets.iter().map(|s| s.to_string()).collect()
+    }
+
+    #[test]
+    fn ingress_ports_on_every_node_vips_on_local_networks_host_ports_where_tasks_run() {
+        let d = desired(&set(), "me", ME, &local(&["ing"]));
+        let keys: Vec<Frontend> = d.frontends.keys().copied().collect();
+        let vip_ing = Ipv4Addr::new(10, 0, 0, 2);
+        assert_eq!(
+            keys,
+            [
+                (vip_ing, 0, IPPROTO_TCP),
+                (vip_ing, 0, IPPROTO_UDP),
+                (ME, 8080, IPPROTO_TCP),
+                (ME, 9090, IPPROTO_UDP),
+            ],
+            "no VIP on app: this node has no task there"
+        );
+        let ingress = &d.frontends[&(ME, 8080, IPPROTO_TCP)];
+        assert_eq!((ingress.target_port, ingress.flags), (80, SVC_F_INGRESS));
+        let ring = &d.groups[&ingress.group];
+        assert_eq!(
+            ring.iter().map(|b| (b.addr, b.local)).collect::<Vec<_>>(),
+            [
+                (Ipv4Addr::new(10, 0, 0, 3), true),
+                (Ipv4Addr::new(10, 0, 0, 4), false)
+            ]
+        );
+        let host = &d.frontends[&(ME, 9090, IPPROTO_UDP)];
+        assert_eq!(host.flags, SVC_F_HOST);
+        assert_eq!(d.groups[&host.group].len(), 1, "only the local task");
+
+        // A node with no task of the service: ingress still, host mode not.
+        let mut other = set();
+        other.mesh[0].backends.retain(|b| b.node_id != "me");
+        let d = desired(&other, "me", ME, &local(&["ing", "app"]));
+        assert!(d.frontends.contains_key(&(ME, 8080, IPPROTO_TCP)));
+        assert!(!d.frontends.contains_key(&(ME, 9090, IPPROTO_UDP)));
+        assert!(
+            d.frontends
+                .contains_key(&(Ipv4Addr::new(10, 0, 1, 2), 0, IPPROTO_TCP))
+        );
+    }
+
+    #[test]
+    fn unreachable_remote_backends_wait_outside_the_ring() {
+        let mut d = desired(&set(), "me", ME, &local(&["ing"]));
+        d.only_reachable(|_, b| b.addr != Ipv4Addr::new(10, 0, 0, 4));
+        let ingress = &d.frontends[&(ME, 8080, IPPROTO_TCP)];
+        let ring: Vec<Ipv4Addr> = d.groups[&ingress.group].iter().map(|b| b.addr).collect();
+        assert_eq!(ring, [Ipv4Addr::new(10, 0, 0, 3)], "the local one stays");
+    }
+
+    #[test]
+    fn dnsrr_has_no_vip() {
+        let mut s = set();
+        s.mesh[0].endpoint_mode = "dnsrr".into();
+        let d = desired(&s, "me", ME, &local(&["ing", "app"]));
+        assert!(d.frontends.keys().all(|(a, _, _)| *a == ME));
+    }
+}
