@@ -1,6 +1,8 @@
 //! The only module that touches aya: loads the embedded eBPF object, attaches
 //! the TC programs to the data interface and reads their maps.
 
+#[cfg(test)]
+mod contract_tests;
 pub mod mesh;
 #[cfg(test)]
 mod mesh_tests;
@@ -150,8 +152,14 @@ impl Datapath {
     /// Loads the object and its programs into the kernel, attached nowhere yet.
     pub fn load() -> Result<Self, DatapathError> {
         let mut ebpf = Ebpf::load(TC_OBJECT).map_err(DatapathError::Load)?;
-        for name in Self::programs() {
-            Self::classifier(&mut ebpf, name)?
+        Self::load_classifiers(&mut ebpf, &Self::programs())?;
+        Ok(Self { ebpf })
+    }
+
+    /// Loads the classifiers `names` of an object into the kernel.
+    fn load_classifiers(ebpf: &mut Ebpf, names: &[&'static str]) -> Result<(), DatapathError> {
+        for &name in names {
+            Self::classifier(ebpf, name)?
                 .load()
                 .map_err(|source| DatapathError::Program {
                     name,
@@ -159,7 +167,7 @@ impl Datapath {
                     source,
                 })?;
         }
-        Ok(Self { ebpf })
+        Ok(())
     }
 
     /// Attaches the classifiers to `iface`'s ingress and egress.

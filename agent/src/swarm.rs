@@ -24,7 +24,10 @@ use std::{
 
 use serde::{Deserialize, Serialize};
 
-use crate::worker::{ManagerLink, NodeEnv, Worker};
+use crate::{
+    link::ManagerLink,
+    worker::{NodeEnv, Worker},
+};
 use shoal_api::{
     CLUSTER_PORT,
     cluster::v1::{JoinRequest, join_client::JoinClient},

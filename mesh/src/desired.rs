@@ -65,6 +65,21 @@ pub struct Desired {
     /// their tracked flows finish there, but in no ring, so no new flow
     /// picks them.
     pub draining: BTreeMap<GroupKey, Vec<BackendSpec>>,
+    /// Every port the services publish, in the set's order, and whether
+    /// this node answers it: what `node doctor` checks the maps against.
+    pub published: Vec<Published>,
+}
+
+/// A published port on this node.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Published {
+    pub service_id: String,
+    /// This node's data address, the port, the IP protocol.
+    pub frontend: Frontend,
+    pub host: bool,
+    /// False for a host-mode port with no task here, or an ingress port
+    /// with no ingress network: no frontend is wanted.
+    pub served: bool,
 }
 
 fn bare(addr: &str) -> Option<Ipv4Addr> {
@@ -194,18 +209,32 @@ fn add_service(
         if published == 0 {
             continue;
         }
-        let (scope, flags) = if p.publish_mode == "host" {
+        let frontend = (addr, published, proto(&p.protocol));
+        let host = p.publish_mode == "host";
+        let mut published = Published {
+            service_id: s.id.clone(),
+            frontend,
+            host,
+            served: false,
+        };
+        let (scope, flags) = if host {
             (Scope::Host, SVC_F_HOST)
         } else {
-            let Some(ingress) = ingress else { continue };
+            let Some(ingress) = ingress else {
+                out.published.push(published);
+                continue;
+            };
             (Scope::Network(ingress.to_owned()), SVC_F_INGRESS)
         };
-        if scope == Scope::Host && !out.groups.contains_key(&group(Scope::Host)) {
-            // Host mode: only nodes running a task answer.
+        // Host mode: only nodes running a task answer.
+        published.served = scope != Scope::Host || out.groups.contains_key(&group(Scope::Host));
+        let served = published.served;
+        out.published.push(published);
+        if !served {
             continue;
         }
         out.frontends.insert(
-            (addr, published, proto(&p.protocol)),
+            frontend,
             FrontendSpec {
                 group: group(scope),
                 target_port: target,
@@ -333,6 +362,41 @@ pub(crate) mod tests {
         let ingress = &d.frontends[&(ME, 8080, IPPROTO_TCP)];
         let ring: Vec<Ipv4Addr> = d.groups[&ingress.group].iter().map(|b| b.addr).collect();
         assert_eq!(ring, [Ipv4Addr::new(10, 0, 0, 3)], "the local one stays");
+    }
+
+    #[test]
+    fn published_ports_say_whether_this_node_answers() {
+        let served = |d: &Desired| {
+            d.published
+                .iter()
+                .map(|p| (p.frontend, p.host, p.served))
+                .collect::<Vec<_>>()
+        };
+        let d = desired(&set(), "me", ME, &local(&[]));
+        assert_eq!(
+            served(&d),
+            [
+                ((ME, 8080, IPPROTO_TCP), false, true),
+                ((ME, 9090, IPPROTO_UDP), true, true)
+            ]
+        );
+        assert!(d.published.iter().all(|p| p.service_id == "web"));
+        // No task here: the host-mode port is listed, not answered.
+        let mut other = set();
+        other.mesh[0].backends.retain(|b| b.node_id != "me");
+        let d = desired(&other, "me", ME, &local(&[]));
+        assert_eq!(
+            served(&d),
+            [
+                ((ME, 8080, IPPROTO_TCP), false, true),
+                ((ME, 9090, IPPROTO_UDP), true, false)
+            ]
+        );
+        // No ingress network: the ingress port is not answered either.
+        other.networks.clear();
+        let d = desired(&other, "me", ME, &local(&[]));
+        assert!(d.published.iter().all(|p| !p.served));
+        assert!(d.frontends.is_empty());
     }
 
     #[test]
