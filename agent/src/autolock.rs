@@ -253,7 +253,7 @@ impl Keys {
 /// The unlock key the cluster wants; `None` (outer) before the cluster
 /// object has reached this manager.
 pub fn wanted(state: &ClusterState) -> Option<Result<Option<UnlockKey>, UnlockKeyError>> {
-    let cluster = state.clusters.values().next()?;
+    let cluster = state.cluster()?;
     let text = &cluster.unlock_key.0;
     Some(if text.is_empty() {
         Ok(None)

@@ -12,19 +12,18 @@ use std::fmt;
 use std::sync::{Arc, PoisonError, RwLock};
 use std::time::SystemTime;
 
-use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
 use rustls::client::{ResolvesClientCert, WebPkiServerVerifier};
 use rustls::crypto::CryptoProvider;
-use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
-use rustls::server::danger::{ClientCertVerified, ClientCertVerifier};
+use rustls::pki_types::CertificateDer;
+use rustls::server::danger::ClientCertVerifier;
 use rustls::server::{ClientHello, ResolvesServerCert, WebPkiClientVerifier};
 use rustls::sign::CertifiedKey;
-use rustls::{
-    ClientConfig, DigitallySignedStruct, DistinguishedName, RootCertStore, ServerConfig,
-    SignatureScheme,
-};
+use rustls::{ClientConfig, DistinguishedName, RootCertStore, ServerConfig, SignatureScheme};
 
-use crate::tls::{VERSIONS, check_peer, no_resumption_client, no_resumption_server, provider};
+use crate::tls::{
+    ClientRoots, NodeClientVerifier, NodeServerVerifier, ServerRoots, no_resumption_client,
+    no_resumption_server, provider, tls13_client, tls13_server,
+};
 use crate::{CaCert, CaDigest, CaError, NodeIdentity, RevocationCheck};
 
 /// A node's current identity and trust roots, shared by every TLS config
@@ -214,17 +213,16 @@ impl ResolvesClientCert for Resolver {
     }
 }
 
-/// Client verification against the current roots, then the identity and
-/// removal checks.
+/// The current roots of live credentials, for client verification;
+/// `allow_anonymous` as in [`crate::server_config_allowing_join`].
 #[derive(Debug)]
-struct LiveClientVerifier {
+struct LiveClientRoots {
     creds: Credentials,
-    revoked: Arc<dyn RevocationCheck>,
     allow_anonymous: bool,
 }
 
-impl LiveClientVerifier {
-    fn inner(&self) -> Arc<dyn ClientCertVerifier> {
+impl ClientRoots for LiveClientRoots {
+    fn verifier(&self) -> Arc<dyn ClientCertVerifier> {
         let current = self.creds.get();
         if self.allow_anonymous {
             current.anonymous_client_verifier.clone()
@@ -232,110 +230,20 @@ impl LiveClientVerifier {
             current.client_verifier.clone()
         }
     }
-}
 
-impl ClientCertVerifier for LiveClientVerifier {
-    fn offer_client_auth(&self) -> bool {
-        true
-    }
-
-    fn client_auth_mandatory(&self) -> bool {
+    fn mandatory(&self) -> bool {
         !self.allow_anonymous
     }
 
-    fn root_hint_subjects(&self) -> &[DistinguishedName] {
+    fn hints(&self) -> &[DistinguishedName] {
         // Hints are optional, and a node has exactly one certificate to send.
         &[]
     }
-
-    fn verify_client_cert(
-        &self,
-        end_entity: &CertificateDer<'_>,
-        intermediates: &[CertificateDer<'_>],
-        now: UnixTime,
-    ) -> Result<ClientCertVerified, rustls::Error> {
-        let verified = self
-            .inner()
-            .verify_client_cert(end_entity, intermediates, now)?;
-        check_peer(end_entity, self.revoked.as_ref())?;
-        Ok(verified)
-    }
-
-    fn verify_tls12_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        self.inner().verify_tls12_signature(message, cert, dss)
-    }
-
-    fn verify_tls13_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        self.inner().verify_tls13_signature(message, cert, dss)
-    }
-
-    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
-        self.inner().supported_verify_schemes()
-    }
 }
 
-#[derive(Debug)]
-struct LiveServerVerifier {
-    creds: Credentials,
-    revoked: Arc<dyn RevocationCheck>,
-}
-
-impl ServerCertVerifier for LiveServerVerifier {
-    fn verify_server_cert(
-        &self,
-        end_entity: &CertificateDer<'_>,
-        intermediates: &[CertificateDer<'_>],
-        server_name: &ServerName<'_>,
-        ocsp_response: &[u8],
-        now: UnixTime,
-    ) -> Result<ServerCertVerified, rustls::Error> {
-        let verified = self.creds.get().server_verifier.verify_server_cert(
-            end_entity,
-            intermediates,
-            server_name,
-            ocsp_response,
-            now,
-        )?;
-        check_peer(end_entity, self.revoked.as_ref())?;
-        Ok(verified)
-    }
-
-    fn verify_tls12_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        self.creds
-            .get()
-            .server_verifier
-            .verify_tls12_signature(message, cert, dss)
-    }
-
-    fn verify_tls13_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        self.creds
-            .get()
-            .server_verifier
-            .verify_tls13_signature(message, cert, dss)
-    }
-
-    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
-        self.creds.get().server_verifier.supported_verify_schemes()
+impl ServerRoots for Credentials {
+    fn verifier(&self) -> Arc<WebPkiServerVerifier> {
+        self.get().server_verifier.clone()
     }
 }
 
@@ -347,17 +255,14 @@ pub fn live_server_config(
     revoked: Arc<dyn RevocationCheck>,
     allow_join: bool,
 ) -> Result<ServerConfig, CaError> {
-    let verifier = Arc::new(LiveClientVerifier {
-        creds: creds.clone(),
+    let verifier = Arc::new(NodeClientVerifier {
+        roots: LiveClientRoots {
+            creds: creds.clone(),
+            allow_anonymous: allow_join,
+        },
         revoked,
-        allow_anonymous: allow_join,
     });
-    let config = ServerConfig::builder_with_provider(creds.provider.clone())
-        .with_protocol_versions(VERSIONS)
-        .map_err(|source| CaError::TlsConfig {
-            what: "server",
-            source,
-        })?
+    let config = tls13_server(creds.provider.clone(), "server")?
         .with_client_cert_verifier(verifier)
         .with_cert_resolver(Arc::new(Resolver(creds.clone())));
     Ok(no_resumption_server(config))
@@ -368,15 +273,10 @@ pub fn live_client_config(
     creds: &Credentials,
     revoked: Arc<dyn RevocationCheck>,
 ) -> Result<ClientConfig, CaError> {
-    let config = ClientConfig::builder_with_provider(creds.provider.clone())
-        .with_protocol_versions(VERSIONS)
-        .map_err(|source| CaError::TlsConfig {
-            what: "client",
-            source,
-        })?
+    let config = tls13_client(creds.provider.clone(), "client")?
         .dangerous()
-        .with_custom_certificate_verifier(Arc::new(LiveServerVerifier {
-            creds: creds.clone(),
+        .with_custom_certificate_verifier(Arc::new(NodeServerVerifier {
+            roots: creds.clone(),
             revoked,
         }))
         .with_client_cert_resolver(Arc::new(Resolver(creds.clone())));

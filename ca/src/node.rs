@@ -96,13 +96,10 @@ pub(crate) fn validate_node_id(node_id: &str) -> Result<(), CaError> {
     } else {
         None
     };
-    match reason {
-        Some(reason) => Err(CaError::InvalidNodeId {
-            node_id: node_id.to_owned(),
-            reason,
-        }),
-        None => Ok(()),
-    }
+    reason.map_or(Ok(()), |reason| {
+        let node_id = node_id.to_owned();
+        Err(CaError::InvalidNodeId { node_id, reason })
+    })
 }
 
 /// Cluster ids go into the subject O (64 characters at most by X.520).
@@ -117,13 +114,10 @@ pub(crate) fn validate_cluster_id(cluster_id: &str) -> Result<(), CaError> {
     } else {
         None
     };
-    match reason {
-        Some(reason) => Err(CaError::InvalidClusterId {
-            cluster_id: cluster_id.to_owned(),
-            reason,
-        }),
-        None => Ok(()),
-    }
+    reason.map_or(Ok(()), |reason| {
+        let cluster_id = cluster_id.to_owned();
+        Err(CaError::InvalidClusterId { cluster_id, reason })
+    })
 }
 
 /// A node's private key (ECDSA P-256). It never leaves the node: the node

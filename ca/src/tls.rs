@@ -27,6 +27,26 @@ pub(crate) fn provider() -> Arc<CryptoProvider> {
 
 pub(crate) const VERSIONS: &[&rustls::SupportedProtocolVersion] = &[&rustls::version::TLS13];
 
+/// A TLS 1.3 server config builder; `what` names it in the error.
+pub(crate) fn tls13_server(
+    provider: Arc<CryptoProvider>,
+    what: &'static str,
+) -> Result<rustls::ConfigBuilder<ServerConfig, rustls::WantsVerifier>, CaError> {
+    ServerConfig::builder_with_provider(provider)
+        .with_protocol_versions(VERSIONS)
+        .map_err(|source| CaError::TlsConfig { what, source })
+}
+
+/// A TLS 1.3 client config builder; `what` names it in the error.
+pub(crate) fn tls13_client(
+    provider: Arc<CryptoProvider>,
+    what: &'static str,
+) -> Result<rustls::ConfigBuilder<ClientConfig, rustls::WantsVerifier>, CaError> {
+    ClientConfig::builder_with_provider(provider)
+        .with_protocol_versions(VERSIONS)
+        .map_err(|source| CaError::TlsConfig { what, source })
+}
+
 /// No session resumption, either side: a resumed TLS 1.3 session skips
 /// certificate verification, so a removed node (or one left on a root a
 /// rotation dropped) would keep getting in on the strength of its first
@@ -114,24 +134,89 @@ pub(crate) fn check_peer(
     Ok(())
 }
 
-/// webpki client verification plus the identity and removal checks.
-#[derive(Debug)]
-struct NodeClientVerifier {
-    inner: Arc<dyn ClientCertVerifier>,
-    revoked: Arc<dyn RevocationCheck>,
+/// Where a [`NodeClientVerifier`] finds the webpki verifier of the roots
+/// it trusts: one built for fixed roots, or live credentials' current one.
+pub(crate) trait ClientRoots: Send + Sync + fmt::Debug {
+    fn verifier(&self) -> Arc<dyn ClientCertVerifier>;
+    fn mandatory(&self) -> bool;
+    fn hints(&self) -> &[DistinguishedName];
 }
 
-impl ClientCertVerifier for NodeClientVerifier {
+impl ClientRoots for Arc<dyn ClientCertVerifier> {
+    fn verifier(&self) -> Arc<dyn ClientCertVerifier> {
+        self.clone()
+    }
+
+    fn mandatory(&self) -> bool {
+        self.client_auth_mandatory()
+    }
+
+    fn hints(&self) -> &[DistinguishedName] {
+        self.root_hint_subjects()
+    }
+}
+
+/// What [`ClientRoots`] is to a [`NodeServerVerifier`].
+pub(crate) trait ServerRoots: Send + Sync + fmt::Debug {
+    fn verifier(&self) -> Arc<WebPkiServerVerifier>;
+}
+
+impl ServerRoots for Arc<WebPkiServerVerifier> {
+    fn verifier(&self) -> Arc<WebPkiServerVerifier> {
+        self.clone()
+    }
+}
+
+/// The signature checks of a verifier over `self.roots`: webpki's, as for
+/// the chain.
+macro_rules! delegate_signatures {
+    () => {
+        fn verify_tls12_signature(
+            &self,
+            message: &[u8],
+            cert: &CertificateDer<'_>,
+            dss: &DigitallySignedStruct,
+        ) -> Result<HandshakeSignatureValid, rustls::Error> {
+            self.roots
+                .verifier()
+                .verify_tls12_signature(message, cert, dss)
+        }
+
+        fn verify_tls13_signature(
+            &self,
+            message: &[u8],
+            cert: &CertificateDer<'_>,
+            dss: &DigitallySignedStruct,
+        ) -> Result<HandshakeSignatureValid, rustls::Error> {
+            self.roots
+                .verifier()
+                .verify_tls13_signature(message, cert, dss)
+        }
+
+        fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+            self.roots.verifier().supported_verify_schemes()
+        }
+    };
+}
+
+/// webpki client verification plus the identity and removal checks.
+#[derive(Debug)]
+pub(crate) struct NodeClientVerifier<R> {
+    pub(crate) roots: R,
+    pub(crate) revoked: Arc<dyn RevocationCheck>,
+}
+
+impl<R: ClientRoots> ClientCertVerifier for NodeClientVerifier<R> {
     fn offer_client_auth(&self) -> bool {
-        self.inner.offer_client_auth()
+        true
     }
 
     fn client_auth_mandatory(&self) -> bool {
-        self.inner.client_auth_mandatory()
+        self.roots.mandatory()
     }
 
     fn root_hint_subjects(&self) -> &[DistinguishedName] {
-        self.inner.root_hint_subjects()
+        self.roots.hints()
     }
 
     fn verify_client_cert(
@@ -141,44 +226,25 @@ impl ClientCertVerifier for NodeClientVerifier {
         now: UnixTime,
     ) -> Result<ClientCertVerified, rustls::Error> {
         let verified = self
-            .inner
+            .roots
+            .verifier()
             .verify_client_cert(end_entity, intermediates, now)?;
         check_peer(end_entity, self.revoked.as_ref())?;
         Ok(verified)
     }
 
-    fn verify_tls12_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        self.inner.verify_tls12_signature(message, cert, dss)
-    }
-
-    fn verify_tls13_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        self.inner.verify_tls13_signature(message, cert, dss)
-    }
-
-    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
-        self.inner.supported_verify_schemes()
-    }
+    delegate_signatures!();
 }
 
 /// webpki server verification (chain and server name) plus the identity
 /// and removal checks, so a removed manager is not trusted either.
 #[derive(Debug)]
-struct NodeServerVerifier {
-    inner: Arc<WebPkiServerVerifier>,
-    revoked: Arc<dyn RevocationCheck>,
+pub(crate) struct NodeServerVerifier<R> {
+    pub(crate) roots: R,
+    pub(crate) revoked: Arc<dyn RevocationCheck>,
 }
 
-impl ServerCertVerifier for NodeServerVerifier {
+impl<R: ServerRoots> ServerCertVerifier for NodeServerVerifier<R> {
     fn verify_server_cert(
         &self,
         end_entity: &CertificateDer<'_>,
@@ -187,7 +253,7 @@ impl ServerCertVerifier for NodeServerVerifier {
         ocsp_response: &[u8],
         now: UnixTime,
     ) -> Result<ServerCertVerified, rustls::Error> {
-        let verified = self.inner.verify_server_cert(
+        let verified = self.roots.verifier().verify_server_cert(
             end_entity,
             intermediates,
             server_name,
@@ -198,27 +264,7 @@ impl ServerCertVerifier for NodeServerVerifier {
         Ok(verified)
     }
 
-    fn verify_tls12_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        self.inner.verify_tls12_signature(message, cert, dss)
-    }
-
-    fn verify_tls13_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        self.inner.verify_tls13_signature(message, cert, dss)
-    }
-
-    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
-        self.inner.supported_verify_schemes()
-    }
+    delegate_signatures!();
 }
 
 /// Trusts exactly one CA: the one among the certificates the server sent
@@ -341,18 +387,16 @@ fn build_server_config(
         what: "client",
         source,
     })?;
-    let verifier = Arc::new(NodeClientVerifier { inner, revoked });
+    let verifier = Arc::new(NodeClientVerifier {
+        roots: inner,
+        revoked,
+    });
 
     let mut chain = identity.chain().to_vec();
     if !chain.contains(ca.der()) {
         chain.push(ca.der().clone());
     }
-    ServerConfig::builder_with_provider(provider)
-        .with_protocol_versions(VERSIONS)
-        .map_err(|source| CaError::TlsConfig {
-            what: "server",
-            source,
-        })?
+    tls13_server(provider, "server")?
         .with_client_cert_verifier(verifier)
         .with_single_cert(chain, identity.private_key())
         .map(no_resumption_server)
@@ -378,14 +422,12 @@ pub fn client_config(
             what: "server",
             source,
         })?;
-    ClientConfig::builder_with_provider(provider)
-        .with_protocol_versions(VERSIONS)
-        .map_err(|source| CaError::TlsConfig {
-            what: "client",
-            source,
-        })?
+    tls13_client(provider, "client")?
         .dangerous()
-        .with_custom_certificate_verifier(Arc::new(NodeServerVerifier { inner, revoked }))
+        .with_custom_certificate_verifier(Arc::new(NodeServerVerifier {
+            roots: inner,
+            revoked,
+        }))
         .with_client_auth_cert(identity.chain().to_vec(), identity.private_key())
         .map(no_resumption_client)
         .map_err(|source| CaError::TlsConfig {
@@ -410,12 +452,7 @@ pub fn bootstrap_client_config(token: &JoinToken) -> Result<ClientConfig, CaErro
         digest: *token.ca_digest(),
         provider: provider.clone(),
     });
-    Ok(ClientConfig::builder_with_provider(provider)
-        .with_protocol_versions(VERSIONS)
-        .map_err(|source| CaError::TlsConfig {
-            what: "bootstrap client",
-            source,
-        })?
+    Ok(tls13_client(provider, "bootstrap client")?
         .dangerous()
         .with_custom_certificate_verifier(verifier)
         .with_no_client_auth())
@@ -424,12 +461,7 @@ pub fn bootstrap_client_config(token: &JoinToken) -> Result<ClientConfig, CaErro
 /// Client config without a client certificate that trusts only `ca`, for a
 /// CA already pinned with [`JoinToken::pin_ca`].
 pub fn client_config_pinned(ca: &CaCert) -> Result<ClientConfig, CaError> {
-    Ok(ClientConfig::builder_with_provider(provider())
-        .with_protocol_versions(VERSIONS)
-        .map_err(|source| CaError::TlsConfig {
-            what: "pinned client",
-            source,
-        })?
+    Ok(tls13_client(provider(), "pinned client")?
         .with_root_certificates(ca.root_store())
         .with_no_client_auth())
 }

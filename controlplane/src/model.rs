@@ -569,6 +569,11 @@ impl ClusterState {
         // kept consistent across snapshots.
         T::table(self).values().find(|o| o.name() == Some(name))
     }
+
+    /// The cluster object; there is one once the swarm is initialised.
+    pub fn cluster(&self) -> Option<&Cluster> {
+        self.clusters.values().next()
+    }
 }
 
 /// Common access to the six stored kinds, so that create/update/remove are
@@ -1007,19 +1012,7 @@ fn create<T: StoredObject>(state: &mut ClusterState, object: &T) -> Result<Appli
             id: id.to_owned(),
         });
     }
-    check_name(state, object)?;
-    object.check_references(state)?;
-    let version = state.version + 1;
-    let mut stored = object.clone();
-    stored.set_version(version);
-    T::table_mut(state).insert(id.to_owned(), stored);
-    state.version = version;
-    Ok(Applied {
-        kind: T::KIND,
-        id: id.to_owned(),
-        change: Change::Created,
-        version,
-    })
+    store(state, object, Change::Created)
 }
 
 fn update<T: StoredObject>(
@@ -1037,8 +1030,19 @@ fn update<T: StoredObject>(
     }
     let current = current::<T>(state, id, expected_version)?;
     object.check_update(current)?;
+    store(state, object, Change::Updated)
+}
+
+/// Checks the names and references of an object created or updated, then
+/// writes it at the next version.
+fn store<T: StoredObject>(
+    state: &mut ClusterState,
+    object: &T,
+    change: Change,
+) -> Result<Applied, ApplyError> {
     check_name(state, object)?;
     object.check_references(state)?;
+    let id = object.id();
     let version = state.version + 1;
     let mut stored = object.clone();
     stored.set_version(version);
@@ -1047,7 +1051,7 @@ fn update<T: StoredObject>(
     Ok(Applied {
         kind: T::KIND,
         id: id.to_owned(),
-        change: Change::Updated,
+        change,
         version,
     })
 }

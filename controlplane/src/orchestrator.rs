@@ -416,34 +416,29 @@ pub fn orchestrate(
                         .iter()
                         .filter(|t| t.node_id.as_deref() == Some(node.id.as_str()))
                         .collect();
-                    if let Some(t) = on_node.iter().find(|t| holding(t)) {
-                        if let Some(networks) = replace(t, &mut out, &mut used) {
-                            out.push(new_task(
-                                service,
-                                None,
-                                Some(node.id.clone()),
-                                networks,
-                                new_id(),
-                                now,
-                            ));
+                    // The node's task is replaced, or started (again) when due.
+                    let networks = if let Some(t) = on_node.iter().find(|t| holding(t)) {
+                        replace(t, &mut out, &mut used)
+                    } else {
+                        let attempts = on_node
+                            .iter()
+                            .filter(|t| ended(t.state) && t.desired_state == TaskState::Running)
+                            .count();
+                        let last_ended = on_node
+                            .iter()
+                            .filter(|t| ended(t.state))
+                            .max_by_key(|t| (t.status.since_unix, t.version));
+                        let decision = match last_ended {
+                            Some(t) => restart_due(service, t, attempts, now),
+                            None => RestartDecision::Now,
+                        };
+                        if decision == RestartDecision::Now {
+                            attach(state, service, &mut used)
+                        } else {
+                            None
                         }
-                        continue;
-                    }
-                    let attempts = on_node
-                        .iter()
-                        .filter(|t| ended(t.state) && t.desired_state == TaskState::Running)
-                        .count();
-                    let last_ended = on_node
-                        .iter()
-                        .filter(|t| ended(t.state))
-                        .max_by_key(|t| (t.status.since_unix, t.version));
-                    let decision = match last_ended {
-                        Some(t) => restart_due(service, t, attempts, now),
-                        None => RestartDecision::Now,
                     };
-                    if decision == RestartDecision::Now
-                        && let Some(networks) = attach(state, service, &mut used)
-                    {
+                    if let Some(networks) = networks {
                         out.push(new_task(
                             service,
                             None,

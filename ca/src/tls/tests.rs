@@ -109,6 +109,16 @@ fn tls_error(result: &io::Result<impl Sized>) -> Option<&rustls::Error> {
     result.as_ref().err()?.get_ref()?.downcast_ref()
 }
 
+/// A handshake with a client that dials a manager.
+async fn to_manager(server: ServerConfig, client: ClientConfig) -> Outcome {
+    handshake(server, client, NodeRole::Manager.server_name()).await
+}
+
+/// Refused because the peer's chain leads to no trusted root.
+fn unknown_issuer<T>(result: &io::Result<T>) -> bool {
+    matches!(cert_error(result), Some(CertificateError::UnknownIssuer))
+}
+
 fn cert_error<T>(result: &io::Result<T>) -> Option<&CertificateError> {
     match tls_error(result)? {
         rustls::Error::InvalidCertificate(e) => Some(e),
@@ -127,10 +137,9 @@ async fn manager_and_worker_authenticate_each_other() -> TestResult {
     let worker = identity(&ca, "wrk1", NodeRole::Worker)?;
 
     // The worker dials "any manager".
-    let outcome = handshake(
+    let outcome = to_manager(
         server_config(&manager, ca.cert(), nobody_removed())?,
         client_config(&worker, ca.cert(), nobody_removed())?,
-        NodeRole::Manager.server_name(),
     )
     .await;
     assert!(
@@ -168,10 +177,9 @@ async fn worker_where_a_manager_is_required_is_detected() -> TestResult {
 
     // As a client of a manager-only service (the Raft peer service): the
     // handshake is fine, the per-RPC role check refuses.
-    let outcome = handshake(
+    let outcome = to_manager(
         server_config(&manager, ca.cert(), nobody_removed())?,
         client_config(&worker, ca.cert(), nobody_removed())?,
-        NodeRole::Manager.server_name(),
     )
     .await;
     assert!(outcome.both_ok());
@@ -185,10 +193,9 @@ async fn worker_where_a_manager_is_required_is_detected() -> TestResult {
     ));
 
     // As a server posing as "any manager": refused at the handshake.
-    let outcome = handshake(
+    let outcome = to_manager(
         server_config(&worker, ca.cert(), nobody_removed())?,
         client_config(&manager, ca.cert(), nobody_removed())?,
-        NodeRole::Manager.server_name(),
     )
     .await;
     assert!(matches!(
@@ -207,31 +214,23 @@ async fn certificates_from_another_ca_are_refused() -> TestResult {
     let impostor = identity(&rogue, "wrk1", NodeRole::Worker)?;
 
     // A client with a foreign certificate (trusting our CA, to get that far).
-    let outcome = handshake(
+    let outcome = to_manager(
         server_config(&manager, ca.cert(), nobody_removed())?,
         client_config(&impostor, ca.cert(), nobody_removed())?,
-        NodeRole::Manager.server_name(),
     )
     .await;
-    assert!(matches!(
-        cert_error(&outcome.server),
-        Some(CertificateError::UnknownIssuer)
-    ));
+    assert!(unknown_issuer(&outcome.server));
     assert!(outcome.client.is_err());
 
     // A server with a foreign certificate.
     let rogue_manager = identity(&rogue, "mgr9", NodeRole::Manager)?;
     let worker = identity(&ca, "wrk2", NodeRole::Worker)?;
-    let outcome = handshake(
+    let outcome = to_manager(
         server_config(&rogue_manager, ca.cert(), nobody_removed())?,
         client_config(&worker, ca.cert(), nobody_removed())?,
-        NodeRole::Manager.server_name(),
     )
     .await;
-    assert!(matches!(
-        cert_error(&outcome.client),
-        Some(CertificateError::UnknownIssuer)
-    ));
+    assert!(unknown_issuer(&outcome.client));
     Ok(())
 }
 
@@ -304,18 +303,16 @@ async fn expired_certificates_are_refused() -> TestResult {
             Some(CertificateError::Expired | CertificateError::ExpiredContext { .. })
         )
     };
-    let outcome = handshake(
+    let outcome = to_manager(
         server_config(&manager, ca.cert(), nobody_removed())?,
         client_config(&expired_worker, ca.cert(), nobody_removed())?,
-        NodeRole::Manager.server_name(),
     )
     .await;
     assert!(is_expired(cert_error(&outcome.server)));
 
-    let outcome = handshake(
+    let outcome = to_manager(
         server_config(&expired_manager, ca.cert(), nobody_removed())?,
         client_config(&worker, ca.cert(), nobody_removed())?,
-        NodeRole::Manager.server_name(),
     )
     .await;
     assert!(is_expired(cert_error(&outcome.client)));
@@ -329,10 +326,9 @@ async fn anonymous_clients_only_where_joining_is_allowed() -> TestResult {
     let tokens = JoinTokens::generate(&ca.digest());
     let token = tokens.get(NodeRole::Worker);
 
-    let strict = handshake(
+    let strict = to_manager(
         server_config(&manager, ca.cert(), nobody_removed())?,
         bootstrap_client_config(token)?,
-        NodeRole::Manager.server_name(),
     )
     .await;
     assert!(matches!(
@@ -340,10 +336,9 @@ async fn anonymous_clients_only_where_joining_is_allowed() -> TestResult {
         Some(rustls::Error::NoCertificatesPresented)
     ));
 
-    let join = handshake(
+    let join = to_manager(
         server_config_allowing_join(&manager, ca.cert(), nobody_removed())?,
         bootstrap_client_config(token)?,
-        NodeRole::Manager.server_name(),
     )
     .await;
     assert!(join.both_ok());
@@ -366,10 +361,9 @@ async fn join_refuses_a_server_whose_ca_is_not_the_tokens() -> TestResult {
     let token = JoinToken::generate(&ca.digest());
     let rogue_manager = identity(&rogue, "mgr1", NodeRole::Manager)?;
 
-    let outcome = handshake(
+    let outcome = to_manager(
         server_config_allowing_join(&rogue_manager, rogue.cert(), nobody_removed())?,
         bootstrap_client_config(&token)?,
-        NodeRole::Manager.server_name(),
     )
     .await;
     let Some(CertificateError::Other(OtherError(reason))) = cert_error(&outcome.client) else {
@@ -389,12 +383,7 @@ async fn join_refuses_a_server_whose_ca_is_not_the_tokens() -> TestResult {
         rogue_manager.private_key(),
         &provider(),
     )?)));
-    let outcome = handshake(
-        replay,
-        bootstrap_client_config(&token)?,
-        NodeRole::Manager.server_name(),
-    )
-    .await;
+    let outcome = to_manager(replay, bootstrap_client_config(&token)?).await;
     assert!(matches!(
         cert_error(&outcome.client),
         Some(CertificateError::UnknownIssuer | CertificateError::BadSignature)
@@ -431,23 +420,18 @@ async fn a_pinned_ca_config_trusts_only_that_ca() -> TestResult {
     let token = JoinToken::generate(&ca.digest());
     let pinned = token.pin_ca(ca.cert_pem())?;
 
-    let ok = handshake(
+    let ok = to_manager(
         server_config_allowing_join(&manager, ca.cert(), nobody_removed())?,
         client_config_pinned(&pinned)?,
-        NodeRole::Manager.server_name(),
     )
     .await;
     assert!(ok.both_ok());
-    let refused = handshake(
+    let refused = to_manager(
         server_config_allowing_join(&manager, ca.cert(), nobody_removed())?,
         client_config_pinned(rogue.cert())?,
-        NodeRole::Manager.server_name(),
     )
     .await;
-    assert!(matches!(
-        cert_error(&refused.client),
-        Some(CertificateError::UnknownIssuer)
-    ));
+    assert!(unknown_issuer(&refused.client));
     Ok(())
 }
 
@@ -459,7 +443,6 @@ async fn root_rotation_keeps_every_pair_of_nodes_talking() -> TestResult {
     let next = old.rotate(DEFAULT_ROOT_CA_VALIDITY)?;
     let new_manager = identity(&next, "mgr2", NodeRole::Manager)?;
     let new_worker = identity(&next, "wrk2", NodeRole::Worker)?;
-    let mgr = NodeRole::server_name;
 
     // During the rotation everyone trusts the old root; any mix works.
     for (server, client) in [
@@ -467,10 +450,9 @@ async fn root_rotation_keeps_every_pair_of_nodes_talking() -> TestResult {
         (&new_manager, &old_worker),
         (&new_manager, &new_worker),
     ] {
-        let outcome = handshake(
+        let outcome = to_manager(
             server_config(server, old.cert(), nobody_removed())?,
             client_config(client, old.cert(), nobody_removed())?,
-            mgr(NodeRole::Manager),
         )
         .await;
         assert!(
@@ -483,41 +465,34 @@ async fn root_rotation_keeps_every_pair_of_nodes_talking() -> TestResult {
 
     // A node joining mid-rotation with the old token pins the old root.
     let tokens = JoinTokens::generate(&old.digest());
-    let join = handshake(
+    let join = to_manager(
         server_config_allowing_join(&new_manager, old.cert(), nobody_removed())?,
         bootstrap_client_config(tokens.get(NodeRole::Worker))?,
-        mgr(NodeRole::Manager),
     )
     .await;
     assert!(join.both_ok());
 
     // Once everyone renewed, trust moves to the new root: renewed nodes
     // still talk, a straggler with an old certificate is refused.
-    let outcome = handshake(
+    let outcome = to_manager(
         server_config(&new_manager, next.cert(), nobody_removed())?,
         client_config(&new_worker, next.cert(), nobody_removed())?,
-        mgr(NodeRole::Manager),
     )
     .await;
     assert!(outcome.both_ok());
-    let outcome = handshake(
+    let outcome = to_manager(
         server_config(&new_manager, next.cert(), nobody_removed())?,
         client_config(&old_worker, next.cert(), nobody_removed())?,
-        mgr(NodeRole::Manager),
     )
     .await;
-    assert!(matches!(
-        cert_error(&outcome.server),
-        Some(CertificateError::UnknownIssuer)
-    ));
+    assert!(unknown_issuer(&outcome.server));
 
     // Tokens move to the new digest and keep their secrets.
     let mut moved = tokens.clone();
     moved.set_ca_digest(&next.digest());
-    let join = handshake(
+    let join = to_manager(
         server_config_allowing_join(&new_manager, next.cert(), nobody_removed())?,
         bootstrap_client_config(moved.get(NodeRole::Worker))?,
-        mgr(NodeRole::Manager),
     )
     .await;
     assert!(join.both_ok());

@@ -6,7 +6,7 @@ use shoal_api::cluster::v1::{
 };
 use shoal_ca::{JoinToken, JoinTokens, NodeRole};
 
-use super::{Manager, ManagerError, pki};
+use super::{Manager, ManagerError, cluster_of, pki};
 use crate::model::{Cluster, Command, SecretString};
 
 /// The cluster's join tokens as stored.
@@ -37,14 +37,7 @@ pub(super) async fn join_token(
             });
         }
     };
-    let mut cluster = m
-        .read()
-        .await?
-        .clusters
-        .values()
-        .next()
-        .cloned()
-        .ok_or(ManagerError::NoCluster)?;
+    let mut cluster = cluster_of(&*m.read().await?)?.clone();
     if r.rotate {
         let mut tokens = stored_tokens(&cluster)?;
         tokens.rotate(role);
@@ -88,14 +81,7 @@ pub(super) async fn update_swarm(
     m: &Manager,
     r: UpdateSwarmRequest,
 ) -> Result<UpdateSwarmReply, ManagerError> {
-    let mut c = m
-        .read()
-        .await?
-        .clusters
-        .values()
-        .next()
-        .cloned()
-        .ok_or(ManagerError::NoCluster)?;
+    let mut c = cluster_of(&*m.read().await?)?.clone();
     let version = c.version;
     if let Some(secs) = r.cert_expiry_secs {
         c.settings.node_cert_expiry_secs = cert_expiry("--cert-expiry", secs)?;

@@ -7,7 +7,7 @@ use std::{net::IpAddr, time::Duration};
 use shoal_api::cluster::v1::{JoinReply, JoinRequest};
 use shoal_ca::{CsrPem, JoinToken, NodeRole, generate_node_id};
 
-use super::{Manager, ManagerError, cluster::stored_tokens, pki};
+use super::{Manager, ManagerError, cluster::stored_tokens, cluster_of, pki};
 use crate::model::{Availability, Command, Labels, Node, NodeRole as ModelRole, NodeState};
 
 /// Admits the node asking with `r`; `peer_ip` is where it came from, its
@@ -20,14 +20,7 @@ pub(super) async fn join(
     let token = JoinToken::parse(r.token.trim()).map_err(|e| ManagerError::Invalid {
         what: format!("invalid join token: {e}"),
     })?;
-    let cluster = m
-        .read()
-        .await?
-        .clusters
-        .values()
-        .next()
-        .cloned()
-        .ok_or(ManagerError::NoCluster)?;
+    let cluster = cluster_of(&*m.read().await?)?.clone();
     let tokens = stored_tokens(&cluster)?;
     let role = tokens.authorize(&token).map_err(|_| ManagerError::Denied {
         what: "the join token is not valid for this swarm: it may have been rotated. Get the \

@@ -27,7 +27,7 @@ use tonic::{Status, Streaming};
 
 use super::{LogStream, Manager, ManagerError, lookup};
 use crate::model::{ClusterState, Service, Task};
-use crate::transport;
+use crate::{dispatch::task_name, transport};
 
 /// Lines queued per request before the readers wait for the caller.
 const BUFFER: usize = 256;
@@ -70,20 +70,6 @@ fn resolve(state: &ClusterState, key: &str) -> Result<Target, ManagerError> {
             what: format!("task or service {key}"),
         }),
         Err(e) => Err(e),
-    }
-}
-
-/// The task's name as `service ps` shows it: `<service>.<slot>`, or
-/// `<service>.<node id>` for a global service's.
-fn task_name(state: &ClusterState, t: &Task) -> String {
-    let service = state
-        .services
-        .get(&t.service_id)
-        .map_or(t.service_id.as_str(), |s| s.spec.name.as_str());
-    match (t.slot, &t.node_id) {
-        (Some(slot), _) => format!("{service}.{slot}"),
-        (None, Some(n)) => format!("{service}.{n}"),
-        (None, None) => service.to_owned(),
     }
 }
 

@@ -673,7 +673,7 @@ async fn failure_detector(m: Arc<Manager>, mut stopped: tokio::sync::watch::Rece
         }
         let (removed, period, nodes) = {
             let state = m.local_state().await;
-            let cluster = state.clusters.values().next();
+            let cluster = state.cluster();
             (
                 cluster
                     .map(|c| c.removed_nodes.iter().cloned().collect::<Vec<_>>())
@@ -711,6 +711,66 @@ async fn failure_detector(m: Arc<Manager>, mut stopped: tokio::sync::watch::Rece
             }
         }
     }
+}
+
+/// The summary of every object of a kind.
+async fn list_all<T: crate::model::StoredObject, S>(
+    m: &Manager,
+    summary: impl Fn(&ClusterState, &T) -> S,
+) -> Result<Vec<S>, ManagerError> {
+    let state = m.read().await?;
+    Ok(T::table(&state)
+        .values()
+        .map(|o| summary(&state, o))
+        .collect())
+}
+
+/// The summary of the object `key` names (see [`lookup`]).
+async fn inspect_one<T: crate::model::StoredObject, S>(
+    m: &Manager,
+    key: &str,
+    summary: impl Fn(&ClusterState, &T) -> S,
+) -> Result<S, ManagerError> {
+    let state = m.read().await?;
+    Ok(summary(&state, lookup::<T>(&state, key)?))
+}
+
+/// The kinds the operator removes by reference.
+trait Removable: crate::model::StoredObject {
+    fn remove_command(id: String, expected_version: u64) -> Command;
+}
+
+macro_rules! removable {
+    ($($ty:ident => $variant:ident),*) => {
+        $(impl Removable for crate::model::$ty {
+            fn remove_command(id: String, expected_version: u64) -> Command {
+                Command::$variant { id, expected_version }
+            }
+        })*
+    };
+}
+
+removable!(Network => RemoveNetwork, Secret => RemoveSecret, Service => RemoveService);
+
+/// Removes the object `key` names once `check` allows it; returns its id.
+async fn remove_one<T: Removable>(
+    m: &Manager,
+    key: &str,
+    check: impl FnOnce(&ClusterState, &T) -> Result<(), ManagerError>,
+) -> Result<String, ManagerError> {
+    let (id, version) = {
+        let state = m.read().await?;
+        let o = lookup::<T>(&state, key)?;
+        check(&state, o)?;
+        (o.id().to_owned(), o.version())
+    };
+    m.propose(T::remove_command(id.clone(), version)).await?;
+    Ok(id)
+}
+
+/// The cluster object, which every manager's state has once initialised.
+fn cluster_of(state: &ClusterState) -> Result<&Cluster, ManagerError> {
+    state.cluster().ok_or(ManagerError::NoCluster)
 }
 
 /// Finds an object as docker resolves a reference: by id, then by name,

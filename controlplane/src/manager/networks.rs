@@ -262,27 +262,16 @@ pub(super) async fn ensure_ingress(m: &Manager) -> Result<(), ManagerError> {
 }
 
 pub(super) async fn list(m: &Manager) -> Result<Vec<NetworkSummary>, ManagerError> {
-    let state = m.read().await?;
-    Ok(state
-        .networks
-        .values()
-        .map(|n| summary(&state, n))
-        .collect())
+    super::list_all(m, summary).await
 }
 
 pub(super) async fn inspect(m: &Manager, r: &NetworkRef) -> Result<NetworkSummary, ManagerError> {
-    let state = m.read().await?;
-    Ok(summary(
-        &state,
-        super::lookup::<Network>(&state, &r.network)?,
-    ))
+    super::inspect_one(m, &r.network, summary).await
 }
 
 pub(super) async fn remove(m: &Manager, r: &NetworkRef) -> Result<String, ManagerError> {
-    let (id, version) = {
-        let state = m.read().await?;
-        let n = super::lookup::<Network>(&state, &r.network)?;
-        let users = services_using(&state, &n.id);
+    let check = |state: &ClusterState, n: &Network| {
+        let users = services_using(state, &n.id);
         if !users.is_empty() {
             return Err(ManagerError::Denied {
                 what: format!(
@@ -299,12 +288,7 @@ pub(super) async fn remove(m: &Manager, r: &NetworkRef) -> Result<String, Manage
                 what: "the ingress network carries the routing mesh and cannot be removed".into(),
             });
         }
-        (n.id.clone(), n.version)
+        Ok(())
     };
-    m.propose(Command::RemoveNetwork {
-        id: id.clone(),
-        expected_version: version,
-    })
-    .await?;
-    Ok(id)
+    super::remove_one(m, &r.network, check).await
 }

@@ -3,7 +3,7 @@
 
 use shoal_api::cluster::v1::{NodeDetail, NodeSummary, RemoveNodeRequest, UpdateNodeRequest};
 
-use super::{Manager, ManagerError};
+use super::{Manager, ManagerError, cluster_of};
 use crate::model::{Availability, ClusterState, Command, Node, NodeRole as ModelRole, NodeState};
 
 pub(super) async fn list(m: &Manager) -> Result<Vec<NodeSummary>, ManagerError> {
@@ -112,12 +112,7 @@ pub(super) async fn remove(m: &Manager, r: &RemoveNodeRequest) -> Result<String,
     let (node, cluster) = {
         let state = m.read().await?;
         let node = find_node(&state, &r.node)?.clone();
-        let cluster = state
-            .clusters
-            .values()
-            .next()
-            .cloned()
-            .ok_or(ManagerError::NoCluster)?;
+        let cluster = cluster_of(&state)?.clone();
         (node, cluster)
     };
     if node.manager.is_some() {

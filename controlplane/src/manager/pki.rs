@@ -24,9 +24,9 @@
 use std::time::Duration;
 
 use shoal_api::cluster::v1::CaStatusReply;
-use shoal_ca::{CaCert, CsrPem, JoinToken, JoinTokens, NodeRole, RootCa};
+use shoal_ca::{CaCert, CsrPem, NodeRole, RootCa};
 
-use super::{Manager, ManagerError};
+use super::{Manager, ManagerError, cluster_of};
 use crate::model::{Cluster, ClusterState, Command, RootCaKeys, RootRotation, SecretString};
 
 /// What a heartbeat reply tells a node about the roots.
@@ -36,14 +36,6 @@ pub struct CaRootsView {
     pub issuer: String,
     /// Digests of the roots to trust, the join tokens' one first.
     pub trusted: Vec<String>,
-}
-
-fn cluster(state: &ClusterState) -> Result<&Cluster, ManagerError> {
-    state
-        .clusters
-        .values()
-        .next()
-        .ok_or(ManagerError::NoCluster)
 }
 
 fn stored(what: &str, e: shoal_ca::CaError) -> ManagerError {
@@ -95,7 +87,7 @@ pub(crate) fn roots_view(c: &Cluster) -> Result<CaRootsView, ManagerError> {
 
 /// The status `swarm ca` shows.
 pub(crate) fn status(state: &ClusterState) -> Result<CaStatusReply, ManagerError> {
-    let c = cluster(state)?;
+    let c = cluster_of(state)?;
     let issuer = issuer_digest(c)?;
     let rotated = state
         .nodes
@@ -119,7 +111,7 @@ impl Manager {
     /// The roots as this manager has applied them (heartbeats need no
     /// linearizable read: a stale answer is corrected one period later).
     pub async fn ca_roots(&self) -> Result<CaRootsView, ManagerError> {
-        roots_view(cluster(&*self.local_state().await)?)
+        roots_view(cluster_of(&*self.local_state().await)?)
     }
 
     /// Heartbeat period the cluster asks for, from the applied state.
@@ -146,7 +138,7 @@ impl Manager {
         csr: &str,
     ) -> Result<(String, Vec<String>), ManagerError> {
         let state = self.read().await?;
-        let c = cluster(&state)?;
+        let c = cluster_of(&state)?;
         if c.removed_nodes.contains(node_id) {
             return Err(ManagerError::Denied {
                 what: format!("node {node_id} was removed from the swarm"),
@@ -182,7 +174,7 @@ impl Manager {
     /// During a rotation, a second one replaces the pending root (nodes
     /// already moved to it renew again).
     pub async fn rotate_ca(&self, cert_expiry_secs: Option<u64>) -> Result<(), ManagerError> {
-        let mut c = cluster(&*self.read().await?)?.clone();
+        let mut c = cluster_of(&*self.read().await?)?.clone();
         let current = RootCa::from_pem(&c.root_ca.cert_pem, &c.root_ca.key_pem.0)
             .map_err(|e| stored("root CA", e))?;
         let next = current
@@ -220,7 +212,7 @@ pub(super) async fn finish_rotation(m: &Manager) {
 async fn try_finish_rotation(m: &Manager) -> Result<(), ManagerError> {
     let c = {
         let state = m.local_state().await;
-        let Ok(c) = cluster(&state) else {
+        let Ok(c) = cluster_of(&state) else {
             return Ok(());
         };
         let Some(rotation) = &c.root_ca.rotation else {
@@ -239,13 +231,7 @@ async fn try_finish_rotation(m: &Manager) -> Result<(), ManagerError> {
         return Ok(());
     };
     let new = CaCert::from_pem(&rotation.cert_pem).map_err(|e| stored("rotation root CA", e))?;
-    let parse = |t: &SecretString| {
-        JoinToken::parse(&t.0).map_err(|e| ManagerError::Raft(format!("stored join token: {e}")))
-    };
-    let mut tokens = JoinTokens::from_tokens(
-        parse(&c.join_tokens.worker)?,
-        parse(&c.join_tokens.manager)?,
-    );
+    let mut tokens = super::cluster::stored_tokens(&c)?;
     tokens.set_ca_digest(&new.digest());
     let mut next = c.clone();
     next.join_tokens.worker = SecretString(tokens.get(NodeRole::Worker).to_string());

@@ -43,26 +43,13 @@ pub(super) async fn create(
 }
 
 pub(super) async fn list(m: &Manager) -> Result<Vec<SecretSummary>, ManagerError> {
-    Ok(m.read().await?.secrets.values().map(summary).collect())
+    super::list_all(m, |_, s| summary(s)).await
 }
 
 pub(super) async fn inspect(m: &Manager, r: &SecretRef) -> Result<SecretSummary, ManagerError> {
-    Ok(summary(super::lookup::<Secret>(
-        &*m.read().await?,
-        &r.secret,
-    )?))
+    super::inspect_one(m, &r.secret, |_, s| summary(s)).await
 }
 
 pub(super) async fn remove(m: &Manager, r: &SecretRef) -> Result<String, ManagerError> {
-    let (id, version) = {
-        let state = m.read().await?;
-        let s = super::lookup::<Secret>(&state, &r.secret)?;
-        (s.id.clone(), s.version)
-    };
-    m.propose(Command::RemoveSecret {
-        id: id.clone(),
-        expected_version: version,
-    })
-    .await?;
-    Ok(id)
+    super::remove_one::<Secret>(m, &r.secret, |_, _| Ok(())).await
 }

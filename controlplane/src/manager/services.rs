@@ -247,6 +247,20 @@ fn rootfs(given: &str) -> Result<String, ManagerError> {
     Ok(given.to_owned())
 }
 
+/// A service as created: no previous spec, its VIPs still to come.
+fn new_service(id: String, spec: ServiceSpec, ports: Vec<PortConfig>) -> Service {
+    Service {
+        id,
+        version: 0,
+        spec,
+        previous_spec: None,
+        endpoint: Endpoint {
+            vips: Vec::new(),
+            ports,
+        },
+    }
+}
+
 pub(super) async fn create(
     m: &Manager,
     r: CreateServiceRequest,
@@ -257,16 +271,11 @@ pub(super) async fn create(
         attempt += 1;
         let (spec, published) = spec(&*m.read().await?, &r)?;
         match m
-            .propose(Command::CreateService(Service {
-                id: id.clone(),
-                version: 0,
+            .propose(Command::CreateService(new_service(
+                id.clone(),
                 spec,
-                previous_spec: None,
-                endpoint: Endpoint {
-                    vips: Vec::new(),
-                    ports: published.allocated,
-                },
-            }))
+                published.allocated,
+            )))
             .await
         {
             Ok(_) => break,
@@ -397,20 +406,11 @@ async fn update_with(
 }
 
 pub(super) async fn list(m: &Manager) -> Result<Vec<ServiceSummary>, ManagerError> {
-    let state = m.read().await?;
-    Ok(state
-        .services
-        .values()
-        .map(|s| summary(&state, s))
-        .collect())
+    super::list_all(m, summary).await
 }
 
 pub(super) async fn inspect(m: &Manager, r: &ServiceRef) -> Result<ServiceSummary, ManagerError> {
-    let state = m.read().await?;
-    Ok(summary(
-        &state,
-        super::lookup::<Service>(&state, &r.service)?,
-    ))
+    super::inspect_one(m, &r.service, summary).await
 }
 
 pub(super) async fn scale(
@@ -437,17 +437,7 @@ pub(super) async fn scale(
 /// Removes the service; its tasks go with it (the orchestrator removes
 /// tasks of a missing service, and agents stop what they no longer hold).
 pub(super) async fn remove(m: &Manager, r: &ServiceRef) -> Result<String, ManagerError> {
-    let (id, version) = {
-        let state = m.read().await?;
-        let s = super::lookup::<Service>(&state, &r.service)?;
-        (s.id.clone(), s.version)
-    };
-    m.propose(Command::RemoveService {
-        id: id.clone(),
-        expected_version: version,
-    })
-    .await?;
-    Ok(id)
+    super::remove_one::<Service>(m, &r.service, |_, _| Ok(())).await
 }
 
 pub(super) async fn tasks(
@@ -547,16 +537,11 @@ mod tests {
         let (spec, published) = spec(state, r)?;
         apply(
             state,
-            &Command::CreateService(Service {
-                id: format!("id-{}", r.name),
-                version: 0,
+            &Command::CreateService(new_service(
+                format!("id-{}", r.name),
                 spec,
-                previous_spec: None,
-                endpoint: Endpoint {
-                    vips: Vec::new(),
-                    ports: published.allocated,
-                },
-            }),
+                published.allocated,
+            )),
         )?;
         Ok(())
     }

@@ -16,7 +16,7 @@ use redb::TableHandle;
 
 use super::{
     COMMITTED_KEY, Inner, LOG, META, PURGED_KEY, StoreError, VOTE_KEY, log_record, raft_err,
-    record_name, redb_err,
+    record_name, redb_err, write_txn,
 };
 use crate::raft::{Entry, RaftId, TypeConfig};
 
@@ -33,12 +33,7 @@ impl LogStore {
     }
 
     fn append_entries(&self, entries: impl IntoIterator<Item = Entry>) -> Result<(), StoreError> {
-        let txn = self
-            .inner
-            .db
-            .begin_write()
-            .map_err(redb_err("begin write"))?;
-        {
+        write_txn(&self.inner.db, "commit log", |txn| {
             let mut log = txn.open_table(LOG).map_err(redb_err("open log"))?;
             for entry in entries {
                 let index = entry.log_id.index;
@@ -46,23 +41,18 @@ impl LogStore {
                 log.insert(index, sealed.as_slice())
                     .map_err(redb_err("write log"))?;
             }
-        }
-        txn.commit().map_err(redb_err("commit log"))
+            Ok(())
+        })
     }
 
     /// Removes entries at and after `from`.
     fn truncate_from(&self, from: u64) -> Result<(), StoreError> {
-        let txn = self
-            .inner
-            .db
-            .begin_write()
-            .map_err(redb_err("begin write"))?;
-        {
+        write_txn(&self.inner.db, "commit truncate", |txn| {
             let mut log = txn.open_table(LOG).map_err(redb_err("open log"))?;
             log.retain_in(from.., |_, _| false)
                 .map_err(redb_err("truncate log"))?;
-        }
-        txn.commit().map_err(redb_err("commit truncate"))
+            Ok(())
+        })
     }
 
     /// Removes entries up to and including `upto`, recording it as purged in
@@ -71,20 +61,15 @@ impl LogStore {
         let sealed = self
             .inner
             .seal(&record_name(META.name(), PURGED_KEY), &upto)?;
-        let txn = self
-            .inner
-            .db
-            .begin_write()
-            .map_err(redb_err("begin write"))?;
-        {
+        write_txn(&self.inner.db, "commit purge", |txn| {
             let mut meta = txn.open_table(META).map_err(redb_err("open meta"))?;
             meta.insert(PURGED_KEY, sealed.as_slice())
                 .map_err(redb_err("write purged"))?;
             let mut log = txn.open_table(LOG).map_err(redb_err("open log"))?;
             log.retain_in(..=upto.index, |_, _| false)
                 .map_err(redb_err("purge log"))?;
-        }
-        txn.commit().map_err(redb_err("commit purge"))
+            Ok(())
+        })
     }
 }
 

@@ -109,6 +109,18 @@ pub enum StoreError {
 }
 
 /// Maps a redb error of any kind into [`StoreError::Db`].
+/// Runs `write` in one write transaction and commits it (`commit` names
+/// the step in the error).
+fn write_txn(
+    db: &Database,
+    commit: &'static str,
+    write: impl FnOnce(&redb::WriteTransaction) -> Result<(), StoreError>,
+) -> Result<(), StoreError> {
+    let txn = db.begin_write().map_err(redb_err("begin write"))?;
+    write(&txn)?;
+    txn.commit().map_err(redb_err(commit))
+}
+
 fn redb_err<E: Into<redb::Error>>(op: &'static str) -> impl FnOnce(E) -> StoreError {
     move |e| StoreError::Db {
         op,
@@ -192,17 +204,12 @@ impl Store {
     /// key no longer opens the store once this returns.
     pub fn rotate_kek(&self, new: &StoreKey) -> Result<(), StoreError> {
         let wrapped = self.inner.dek.wrap(new, &record_name("keys", DEK_KEY))?;
-        let txn = self
-            .inner
-            .db
-            .begin_write()
-            .map_err(redb_err("begin write"))?;
-        {
+        write_txn(&self.inner.db, "commit data key", |txn| {
             let mut keys = txn.open_table(KEYS).map_err(redb_err("open keys"))?;
             keys.insert(DEK_KEY, wrapped.as_slice())
                 .map_err(redb_err("write data key"))?;
-        }
-        txn.commit().map_err(redb_err("commit data key"))
+            Ok(())
+        })
     }
 
     /// The Raft log half.
@@ -260,8 +267,7 @@ impl Inner {
     fn initialize(path: PathBuf, db: Database, kek: &StoreKey) -> Result<Inner, StoreError> {
         let dek = DataKey::generate();
         let wrapped = dek.wrap(kek, &record_name("keys", DEK_KEY))?;
-        let txn = db.begin_write().map_err(redb_err("begin write"))?;
-        {
+        write_txn(&db, "commit initial tables", |txn| {
             let mut keys = txn.open_table(KEYS).map_err(redb_err("create keys"))?;
             keys.insert(DEK_KEY, wrapped.as_slice())
                 .map_err(redb_err("write data key"))?;
@@ -270,8 +276,8 @@ impl Inner {
             txn.open_table(LOG).map_err(redb_err("create log"))?;
             txn.open_table(SNAPSHOT)
                 .map_err(redb_err("create snapshot"))?;
-        }
-        txn.commit().map_err(redb_err("commit initial tables"))?;
+            Ok(())
+        })?;
         Ok(Inner { path, db, dek })
     }
 

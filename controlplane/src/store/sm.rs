@@ -16,7 +16,7 @@ use tokio::sync::{RwLock, RwLockReadGuard};
 
 use super::{
     Inner, SNAPSHOT, SNAPSHOT_DATA_KEY, SNAPSHOT_META_KEY, StoreError, raft_err, record_name,
-    redb_err,
+    redb_err, write_txn,
 };
 use crate::model::{self, ClusterState};
 use crate::raft::{Entry, RaftId, RaftMember, Response, TypeConfig};
@@ -149,8 +149,7 @@ fn write_snapshot(inner: &Inner, meta: &Meta, bytes: &[u8]) -> Result<(), StoreE
     let sealed_data = inner
         .dek
         .seal(&record_name(SNAPSHOT.name(), SNAPSHOT_DATA_KEY), bytes)?;
-    let txn = inner.db.begin_write().map_err(redb_err("begin write"))?;
-    {
+    write_txn(&inner.db, "commit snapshot", |txn| {
         let mut table = txn
             .open_table(SNAPSHOT)
             .map_err(redb_err("open snapshot"))?;
@@ -160,8 +159,8 @@ fn write_snapshot(inner: &Inner, meta: &Meta, bytes: &[u8]) -> Result<(), StoreE
         table
             .insert(SNAPSHOT_DATA_KEY, sealed_data.as_slice())
             .map_err(redb_err("write"))?;
-    }
-    txn.commit().map_err(redb_err("commit snapshot"))
+        Ok(())
+    })
 }
 
 /// Serializes a copy of the state taken when openraft asked for a builder,

@@ -1,4 +1,6 @@
 //! `Control`: the operator's API, for managers (and the local socket) only.
+//! Every RPC has one shape, written once by `control!`: check the caller,
+//! then call the domain module with the manager and the request.
 
 use shoal_api::cluster::v1::{
     CaStatusReply, CaStatusRequest, CreateNetworkRequest, CreateSecretRequest,
@@ -15,233 +17,64 @@ use tonic::{Request, Response, Status};
 use super::{Api, LogStream, require_manager};
 use crate::manager::{cluster, logs, networks, nodes, pki, secrets, services};
 
-#[tonic::async_trait]
-impl Control for Api {
-    async fn list_nodes(
-        &self,
-        req: Request<ListNodesRequest>,
-    ) -> Result<Response<ListNodesReply>, Status> {
-        require_manager(&req)?;
-        let nodes = nodes::list(&self.0).await?;
-        Ok(Response::new(ListNodesReply { nodes }))
-    }
+/// `rpc(Request) -> Reply = |m, r| body;` implements `rpc` as: managers
+/// only, then `body` with `m` the `Arc<Manager>` and `r` the request.
+macro_rules! control {
+    ($($rpc:ident($req:ty) -> $reply:ty = |$m:ident, $r:pat_param| $body:expr;)*) => {
+        #[tonic::async_trait]
+        impl Control for Api {
+            type ServiceLogsStream = LogStream;
 
-    async fn inspect_node(&self, req: Request<NodeRef>) -> Result<Response<NodeDetail>, Status> {
-        require_manager(&req)?;
-        Ok(Response::new(
-            nodes::inspect(&self.0, &req.get_ref().node).await?,
-        ))
-    }
+            $(async fn $rpc(&self, req: Request<$req>) -> Result<Response<$reply>, Status> {
+                require_manager(&req)?;
+                let ($m, $r) = (&self.0, req.into_inner());
+                Ok(Response::new($body))
+            })*
+        }
+    };
+}
 
-    async fn update_node(
-        &self,
-        req: Request<UpdateNodeRequest>,
-    ) -> Result<Response<NodeDetail>, Status> {
-        require_manager(&req)?;
-        Ok(Response::new(
-            nodes::update(&self.0, req.into_inner()).await?,
-        ))
-    }
+control! {
+    list_nodes(ListNodesRequest) -> ListNodesReply =
+        |m, _| ListNodesReply { nodes: nodes::list(m).await? };
+    inspect_node(NodeRef) -> NodeDetail = |m, r| nodes::inspect(m, &r.node).await?;
+    update_node(UpdateNodeRequest) -> NodeDetail = |m, r| nodes::update(m, r).await?;
+    remove_node(RemoveNodeRequest) -> RemoveNodeReply =
+        |m, r| RemoveNodeReply { id: nodes::remove(m, &r).await? };
+    join_token(JoinTokenRequest) -> JoinTokenReply = |m, r| cluster::join_token(m, r).await?;
 
-    async fn remove_node(
-        &self,
-        req: Request<RemoveNodeRequest>,
-    ) -> Result<Response<RemoveNodeReply>, Status> {
-        require_manager(&req)?;
-        let id = nodes::remove(&self.0, req.get_ref()).await?;
-        Ok(Response::new(RemoveNodeReply { id }))
-    }
+    create_secret(CreateSecretRequest) -> SecretSummary = |m, r| secrets::create(m, r).await?;
+    list_secrets(ListSecretsRequest) -> ListSecretsReply =
+        |m, _| ListSecretsReply { secrets: secrets::list(m).await? };
+    inspect_secret(SecretRef) -> SecretSummary = |m, r| secrets::inspect(m, &r).await?;
+    remove_secret(SecretRef) -> RemoveSecretReply =
+        |m, r| RemoveSecretReply { id: secrets::remove(m, &r).await? };
 
-    async fn join_token(
-        &self,
-        req: Request<JoinTokenRequest>,
-    ) -> Result<Response<JoinTokenReply>, Status> {
-        require_manager(&req)?;
-        Ok(Response::new(
-            cluster::join_token(&self.0, req.into_inner()).await?,
-        ))
-    }
+    create_network(CreateNetworkRequest) -> NetworkSummary =
+        |m, r| networks::create(m, r).await?;
+    list_networks(ListNetworksRequest) -> ListNetworksReply =
+        |m, _| ListNetworksReply { networks: networks::list(m).await? };
+    inspect_network(NetworkRef) -> NetworkSummary = |m, r| networks::inspect(m, &r).await?;
+    remove_network(NetworkRef) -> RemoveNetworkReply =
+        |m, r| RemoveNetworkReply { id: networks::remove(m, &r).await? };
 
-    async fn create_secret(
-        &self,
-        req: Request<CreateSecretRequest>,
-    ) -> Result<Response<SecretSummary>, Status> {
-        require_manager(&req)?;
-        Ok(Response::new(
-            secrets::create(&self.0, req.into_inner()).await?,
-        ))
-    }
+    create_service(CreateServiceRequest) -> ServiceSummary =
+        |m, r| services::create(m, r).await?;
+    list_services(ListServicesRequest) -> ListServicesReply =
+        |m, _| ListServicesReply { services: services::list(m).await? };
+    inspect_service(ServiceRef) -> ServiceSummary = |m, r| services::inspect(m, &r).await?;
+    scale_service(ScaleServiceRequest) -> ServiceSummary = |m, r| services::scale(m, &r).await?;
+    update_service(UpdateServiceRequest) -> ServiceSummary =
+        |m, r| services::update(m, &r).await?;
+    remove_service(ServiceRef) -> RemoveServiceReply =
+        |m, r| RemoveServiceReply { id: services::remove(m, &r).await? };
+    list_tasks(ListTasksRequest) -> ListTasksReply =
+        |m, r| ListTasksReply { tasks: services::tasks(m, &r).await? };
+    service_logs(ServiceLogsRequest) -> LogStream = |m, r| logs::stream(m.clone(), r).await?;
 
-    async fn list_secrets(
-        &self,
-        req: Request<ListSecretsRequest>,
-    ) -> Result<Response<ListSecretsReply>, Status> {
-        require_manager(&req)?;
-        let secrets = secrets::list(&self.0).await?;
-        Ok(Response::new(ListSecretsReply { secrets }))
-    }
-
-    async fn inspect_secret(
-        &self,
-        req: Request<SecretRef>,
-    ) -> Result<Response<SecretSummary>, Status> {
-        require_manager(&req)?;
-        Ok(Response::new(
-            secrets::inspect(&self.0, req.get_ref()).await?,
-        ))
-    }
-
-    async fn remove_secret(
-        &self,
-        req: Request<SecretRef>,
-    ) -> Result<Response<RemoveSecretReply>, Status> {
-        require_manager(&req)?;
-        let id = secrets::remove(&self.0, req.get_ref()).await?;
-        Ok(Response::new(RemoveSecretReply { id }))
-    }
-
-    async fn create_network(
-        &self,
-        req: Request<CreateNetworkRequest>,
-    ) -> Result<Response<NetworkSummary>, Status> {
-        require_manager(&req)?;
-        Ok(Response::new(
-            networks::create(&self.0, req.into_inner()).await?,
-        ))
-    }
-
-    async fn list_networks(
-        &self,
-        req: Request<ListNetworksRequest>,
-    ) -> Result<Response<ListNetworksReply>, Status> {
-        require_manager(&req)?;
-        let networks = networks::list(&self.0).await?;
-        Ok(Response::new(ListNetworksReply { networks }))
-    }
-
-    async fn inspect_network(
-        &self,
-        req: Request<NetworkRef>,
-    ) -> Result<Response<NetworkSummary>, Status> {
-        require_manager(&req)?;
-        Ok(Response::new(
-            networks::inspect(&self.0, req.get_ref()).await?,
-        ))
-    }
-
-    async fn remove_network(
-        &self,
-        req: Request<NetworkRef>,
-    ) -> Result<Response<RemoveNetworkReply>, Status> {
-        require_manager(&req)?;
-        let id = networks::remove(&self.0, req.get_ref()).await?;
-        Ok(Response::new(RemoveNetworkReply { id }))
-    }
-
-    async fn create_service(
-        &self,
-        req: Request<CreateServiceRequest>,
-    ) -> Result<Response<ServiceSummary>, Status> {
-        require_manager(&req)?;
-        Ok(Response::new(
-            services::create(&self.0, req.into_inner()).await?,
-        ))
-    }
-
-    async fn list_services(
-        &self,
-        req: Request<ListServicesRequest>,
-    ) -> Result<Response<ListServicesReply>, Status> {
-        require_manager(&req)?;
-        let services = services::list(&self.0).await?;
-        Ok(Response::new(ListServicesReply { services }))
-    }
-
-    async fn inspect_service(
-        &self,
-        req: Request<ServiceRef>,
-    ) -> Result<Response<ServiceSummary>, Status> {
-        require_manager(&req)?;
-        Ok(Response::new(
-            services::inspect(&self.0, req.get_ref()).await?,
-        ))
-    }
-
-    async fn scale_service(
-        &self,
-        req: Request<ScaleServiceRequest>,
-    ) -> Result<Response<ServiceSummary>, Status> {
-        require_manager(&req)?;
-        Ok(Response::new(
-            services::scale(&self.0, req.get_ref()).await?,
-        ))
-    }
-
-    async fn update_service(
-        &self,
-        req: Request<UpdateServiceRequest>,
-    ) -> Result<Response<ServiceSummary>, Status> {
-        require_manager(&req)?;
-        Ok(Response::new(
-            services::update(&self.0, req.get_ref()).await?,
-        ))
-    }
-
-    async fn remove_service(
-        &self,
-        req: Request<ServiceRef>,
-    ) -> Result<Response<RemoveServiceReply>, Status> {
-        require_manager(&req)?;
-        let id = services::remove(&self.0, req.get_ref()).await?;
-        Ok(Response::new(RemoveServiceReply { id }))
-    }
-
-    async fn list_tasks(
-        &self,
-        req: Request<ListTasksRequest>,
-    ) -> Result<Response<ListTasksReply>, Status> {
-        require_manager(&req)?;
-        let tasks = services::tasks(&self.0, req.get_ref()).await?;
-        Ok(Response::new(ListTasksReply { tasks }))
-    }
-
-    async fn ca_status(
-        &self,
-        req: Request<CaStatusRequest>,
-    ) -> Result<Response<CaStatusReply>, Status> {
-        require_manager(&req)?;
-        Ok(Response::new(pki::status(&*self.0.read().await?)?))
-    }
-
-    async fn rotate_ca(
-        &self,
-        req: Request<RotateCaRequest>,
-    ) -> Result<Response<CaStatusReply>, Status> {
-        require_manager(&req)?;
-        Ok(Response::new(
-            cluster::rotate_ca(&self.0, req.get_ref().cert_expiry_secs).await?,
-        ))
-    }
-
-    async fn update_swarm(
-        &self,
-        req: Request<UpdateSwarmRequest>,
-    ) -> Result<Response<UpdateSwarmReply>, Status> {
-        require_manager(&req)?;
-        Ok(Response::new(
-            cluster::update_swarm(&self.0, req.into_inner()).await?,
-        ))
-    }
-
-    type ServiceLogsStream = LogStream;
-
-    async fn service_logs(
-        &self,
-        req: Request<ServiceLogsRequest>,
-    ) -> Result<Response<LogStream>, Status> {
-        require_manager(&req)?;
-        Ok(Response::new(
-            logs::stream(self.0.clone(), req.into_inner()).await?,
-        ))
-    }
+    ca_status(CaStatusRequest) -> CaStatusReply = |m, _| pki::status(&*m.read().await?)?;
+    rotate_ca(RotateCaRequest) -> CaStatusReply =
+        |m, r| cluster::rotate_ca(m, r.cert_expiry_secs).await?;
+    update_swarm(UpdateSwarmRequest) -> UpdateSwarmReply =
+        |m, r| cluster::update_swarm(m, r).await?;
 }

@@ -7,8 +7,11 @@ use tonic::{Request, Response, Status};
 use super::{Api, require_manager};
 use crate::manager::{Forward, ForwardReply, ManagerError};
 
-fn decode<T: serde::de::DeserializeOwned>(p: &RaftPayload) -> Result<T, Status> {
-    serde_json::from_slice(&p.json).map_err(|e| Status::invalid_argument(format!("payload: {e}")))
+/// The payload of a manager's request.
+fn decode<T: serde::de::DeserializeOwned>(req: &Request<RaftPayload>) -> Result<T, Status> {
+    require_manager(req)?;
+    serde_json::from_slice(&req.get_ref().json)
+        .map_err(|e| Status::invalid_argument(format!("payload: {e}")))
 }
 
 fn encode<T: serde::Serialize>(v: &T) -> Result<Response<RaftPayload>, Status> {
@@ -23,26 +26,22 @@ impl RaftPeer for Api {
         &self,
         req: Request<RaftPayload>,
     ) -> Result<Response<RaftPayload>, Status> {
-        require_manager(&req)?;
-        encode(&self.0.raft.append_entries(decode(req.get_ref())?).await)
+        encode(&self.0.raft.append_entries(decode(&req)?).await)
     }
 
     async fn vote(&self, req: Request<RaftPayload>) -> Result<Response<RaftPayload>, Status> {
-        require_manager(&req)?;
-        encode(&self.0.raft.vote(decode(req.get_ref())?).await)
+        encode(&self.0.raft.vote(decode(&req)?).await)
     }
 
     async fn install_snapshot(
         &self,
         req: Request<RaftPayload>,
     ) -> Result<Response<RaftPayload>, Status> {
-        require_manager(&req)?;
-        encode(&self.0.raft.install_snapshot(decode(req.get_ref())?).await)
+        encode(&self.0.raft.install_snapshot(decode(&req)?).await)
     }
 
     async fn forward(&self, req: Request<RaftPayload>) -> Result<Response<RaftPayload>, Status> {
-        require_manager(&req)?;
-        let fwd: Forward = decode(req.get_ref())?;
+        let fwd: Forward = decode(&req)?;
         match self.0.handle_forward(fwd).await {
             Ok(reply) => encode(&Ok::<_, String>(reply)),
             Err(ManagerError::NoLeader) => Err(ManagerError::NoLeader.into()),
