@@ -36,7 +36,7 @@ pub enum Problem {
     SubSecond { suggest: String },
     #[error("must be at least {min}")]
     TooSmall { min: &'static str },
-    #[error("is shorter than --default-addr-pool {pool}: subnets are carved out of the pools, so give {} or more", pool.prefix)]
+    #[error("is shorter than --default-addr-pool {pool}: subnets are carved out of the pools, so give {} or more", pool.prefix_len())]
     MaskShorterThanPool { pool: Ipv4Cidr },
     #[error("cannot be used with --mode global; drop --replicas")]
     ReplicasWithGlobal,

@@ -33,6 +33,12 @@ const MIN_HEARTBEAT: Duration = Duration::from_secs(1);
 /// 30 s (the CA's minimum), so that renewal can be watched in a lab (nodes
 /// renew at three quarters of the lifetime). Keep real swarms at hours.
 const MIN_CERT_EXPIRY: Duration = Duration::from_secs(30);
+/// swarm's default address pool when `--default-addr-pool` is not given.
+const DEFAULT_ADDR_POOL: Ipv4Cidr =
+    match Ipv4Cidr::truncate(std::net::Ipv4Addr::new(10, 0, 0, 0), 8) {
+        Ok(net) => net,
+        Err(_) => panic!("10.0.0.0/8 is a network"),
+    };
 /// How often `swarm ca --rotate` polls the rotation's progress.
 const ROTATION_POLL: Duration = Duration::from_millis(500);
 
@@ -317,16 +323,13 @@ fn init_request(a: &InitArgs) -> Result<SwarmInitRequest, FlagError> {
             Problem::Range { min: 1, max: 29 },
         ));
     }
-    let default_pool = Ipv4Cidr {
-        addr: std::net::Ipv4Addr::new(10, 0, 0, 0),
-        prefix: 8,
-    };
+    let default_pool = DEFAULT_ADDR_POOL;
     let effective = if pools.is_empty() {
         vec![default_pool]
     } else {
         pools.clone()
     };
-    if let Some(pool) = effective.iter().find(|p| u32::from(p.prefix) > mask) {
+    if let Some(pool) = effective.iter().find(|p| u32::from(p.prefix_len()) > mask) {
         return Err(FlagError::new(
             "--default-addr-pool-mask-length",
             mask,

@@ -179,7 +179,7 @@ fn take_address(
     let taken = used.entry(net_id.to_owned()).or_default();
     let addr = ipam::next_address(subnet, gateway, taken)?;
     taken.insert(addr);
-    Some(format!("{addr}/{}", subnet.prefix))
+    Some(format!("{addr}/{}", subnet.prefix_len()))
 }
 
 /// One address per network the service's tasks need, or `None` if a
