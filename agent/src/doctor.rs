@@ -10,7 +10,10 @@ use std::{
     time::Duration,
 };
 
-use shoal_api::node::v1::DoctorCheck;
+use shoal_api::{
+    cluster::v1::{Protocol, PublishMode},
+    node::v1::{CheckStatus, DoctorCheck},
+};
 use shoal_common::mesh::{IPPROTO_TCP, IPPROTO_UDP, ServiceKey};
 use tokio::net::{TcpSocket, TcpStream};
 
@@ -21,7 +24,12 @@ const PROBE_TIMEOUT: Duration = Duration::from_secs(1);
 fn check(check: impl Into<String>, ok: bool, detail: impl Into<String>, hint: &str) -> DoctorCheck {
     DoctorCheck {
         check: check.into(),
-        status: if ok { "ok" } else { "fail" }.into(),
+        status: if ok {
+            CheckStatus::Ok
+        } else {
+            CheckStatus::Fail
+        }
+        .into(),
         detail: detail.into(),
         hint: if ok { String::new() } else { hint.into() },
     }
@@ -30,7 +38,7 @@ fn check(check: impl Into<String>, ok: bool, detail: impl Into<String>, hint: &s
 fn skip(name: impl Into<String>, detail: impl Into<String>) -> DoctorCheck {
     DoctorCheck {
         check: name.into(),
-        status: "skip".into(),
+        status: CheckStatus::Skip.into(),
         detail: detail.into(),
         hint: String::new(),
     }
@@ -109,8 +117,23 @@ pub async fn run(env: &NodeEnv) -> Vec<DoctorCheck> {
             ) else {
                 continue;
             };
-            let udp = p.protocol == "udp";
-            let host = p.publish_mode == "host";
+            let (Ok(protocol), Ok(mode)) = (
+                Protocol::try_from(p.protocol),
+                PublishMode::try_from(p.publish_mode),
+            ) else {
+                out.push(check(
+                    format!("port {published}"),
+                    false,
+                    format!(
+                        "{}: unknown protocol {} or publish mode {}",
+                        s.name, p.protocol, p.publish_mode
+                    ),
+                    "the manager speaks a newer API than this shoald; upgrade it",
+                ));
+                continue;
+            };
+            let udp = protocol == Protocol::Udp;
+            let host = mode == PublishMode::Host;
             let name = format!("port {published}/{}", if udp { "udp" } else { "tcp" });
             let backends: Vec<_> = s
                 .backends
@@ -189,9 +212,7 @@ pub async fn run(env: &NodeEnv) -> Vec<DoctorCheck> {
             let mut answered = 0;
             let mut failures = Vec::new();
             for b in &backends {
-                let Ok(ip) = b.ip.parse::<Ipv4Addr>() else {
-                    continue;
-                };
+                let ip = Ipv4Addr::from(b.ip);
                 let r = probe(me, SocketAddrV4::new(ip, target)).await;
                 let entry = through.entry(b.node_id.clone()).or_default();
                 match r {
@@ -226,9 +247,7 @@ pub async fn run(env: &NodeEnv) -> Vec<DoctorCheck> {
     }
     let members = gossip.as_ref().map(|g| g.members()).unwrap_or_default();
     for n in set.nodes.iter().filter(|n| n.id != node_id) {
-        let Ok(addr) = n.addr.parse::<Ipv4Addr>() else {
-            continue;
-        };
+        let addr = Ipv4Addr::from(n.addr);
         let tcp = tokio::time::timeout(
             PROBE_TIMEOUT,
             TcpStream::connect(SocketAddrV4::new(addr, shoal_gossip::GOSSIP_PORT)),

@@ -30,6 +30,10 @@ pub enum Problem {
     Port(#[from] PortError),
     #[error("expected vip or dnsrr")]
     EndpointMode,
+    #[error("expected replicated or global")]
+    ServiceMode,
+    #[error("expected any, on-failure or none")]
+    RestartCondition,
     #[error("must be {min}-{max}")]
     Range { min: u64, max: u64 },
     #[error("must be a whole number of seconds, such as {suggest}")]

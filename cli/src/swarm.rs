@@ -10,13 +10,14 @@ use std::{
 use clap::{Args, Subcommand, ValueEnum};
 use shoal_api::{
     cluster::v1::{
-        CaStatusReply, CaStatusRequest, JoinTokenRequest, NodeRef, RotateCaRequest,
+        CaStatusReply, CaStatusRequest, JoinTokenRequest, NodeRef, NodeRole, RotateCaRequest,
         UpdateSwarmRequest,
     },
     node::v1::{
         InfoRequest, SwarmInitRequest, SwarmJoinRequest, SwarmLeaveRequest, SwarmUnlockRequest,
         UnlockKeyRequest,
     },
+    words::word,
 };
 
 use crate::{
@@ -49,10 +50,10 @@ pub enum Role {
 }
 
 impl Role {
-    fn as_api(self) -> &'static str {
+    fn as_api(self) -> NodeRole {
         match self {
-            Self::Worker => "worker",
-            Self::Manager => "manager",
+            Self::Worker => NodeRole::Worker,
+            Self::Manager => NodeRole::Manager,
         }
     }
 }
@@ -361,7 +362,7 @@ fn init_request(a: &InitArgs) -> Result<SwarmInitRequest, FlagError> {
     })
 }
 
-fn join_instructions(role: &str, token: &str, addr: &str) -> String {
+fn join_instructions(role: NodeRole, token: &str, addr: &str) -> String {
     format!(
         "To add a {role} to this swarm, run the following command:\n\n    \
          shoal swarm join --token {token} {addr}\n"
@@ -396,7 +397,7 @@ pub async fn run(host: &str, cmd: SwarmCmd) -> anyhow::Result<()> {
             );
             print!(
                 "{}",
-                join_instructions("worker", &r.worker_token, &r.advertise_addr)
+                join_instructions(NodeRole::Worker, &r.worker_token, &r.advertise_addr)
             );
             println!(
                 "\nTo add a manager to this swarm, run 'shoal swarm join-token manager' and \
@@ -435,7 +436,10 @@ pub async fn run(host: &str, cmd: SwarmCmd) -> anyhow::Result<()> {
                 }),
             )
             .await?;
-            println!("This node joined a swarm as a {}.", r.role);
+            println!(
+                "This node joined a swarm as a {}.",
+                word::<NodeRole>(r.role)
+            );
             Ok(())
         }
         SwarmCmd::JoinToken {

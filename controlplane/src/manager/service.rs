@@ -26,11 +26,11 @@ use tokio::net::TcpListener;
 use tonic::{Request, Response, Status};
 
 use super::{Forward, Manager, ManagerError, networks, secrets, services, transport::PeerInfo};
-use crate::dispatch;
 use crate::model::{
     Availability, ClusterState, Command, Labels, Node, NodeRole as ModelRole, NodeState,
     SecretString,
 };
+use crate::{dispatch, wire};
 
 impl From<crate::validate::ValidationError> for Status {
     fn from(e: crate::validate::ValidationError) -> Self {
@@ -239,7 +239,7 @@ impl Join for Api {
         tracing::info!(node = %node_id, hostname = %r.hostname, ?role, "node joined");
         Ok(Response::new(JoinReply {
             node_id,
-            role: role_name(role).into(),
+            role: wire::encode(role),
             cluster_id: cluster.id.clone(),
             cert_pem,
             ca_pem: trusted.iter().map(|c| c.pem()).collect(),
@@ -251,13 +251,6 @@ impl Join for Api {
 
 fn parse_stored(t: &SecretString) -> Result<JoinToken, Status> {
     JoinToken::parse(&t.0).map_err(|e| Status::internal(format!("stored join token: {e}")))
-}
-
-fn role_name(role: NodeRole) -> &'static str {
-    match role {
-        NodeRole::Manager => "manager",
-        NodeRole::Worker => "worker",
-    }
 }
 
 #[tonic::async_trait]
@@ -282,9 +275,9 @@ impl Dispatcher for Api {
         // Applied state, as for the roots: a promotion seen one period late
         // costs nothing.
         let role = match self.0.local_state().await.nodes.get(&node_id) {
-            Some(n) if n.wants_manager() => "manager",
-            Some(_) => "worker",
-            None => "",
+            Some(n) if n.wants_manager() => wire::encode(ModelRole::Manager),
+            Some(_) => wire::encode(ModelRole::Worker),
+            None => 0,
         };
         Ok(Response::new(HeartbeatReply {
             period_ms: u64::try_from(period.as_millis()).unwrap_or(u64::MAX),
@@ -293,7 +286,7 @@ impl Dispatcher for Api {
                 issuer: roots.issuer,
                 trusted: roots.trusted,
             }),
-            role: role.into(),
+            role,
         }))
     }
 
@@ -416,7 +409,7 @@ fn promote_down(node: &Node) -> String {
          join a new manager with `shoal swarm join-token manager`",
         node.hostname,
         node.id,
-        lower(&node.status),
+        wire::word(node.status),
     )
 }
 
@@ -467,15 +460,14 @@ impl Api {
         NodeSummary {
             id: n.id.clone(),
             hostname: n.hostname.clone(),
-            status: lower(&n.status),
-            availability: lower(&n.availability),
+            status: wire::encode(n.status),
+            availability: wire::encode(n.availability),
             manager_status: manager_status.into(),
-            role: if n.manager.is_some() || n.role == ModelRole::Manager {
-                "manager"
+            role: wire::encode(if n.manager.is_some() || n.role == ModelRole::Manager {
+                ModelRole::Manager
             } else {
-                "worker"
-            }
-            .into(),
+                ModelRole::Worker
+            }),
             addr: n.addr.map(|a| a.to_string()).unwrap_or_default(),
             labels: n.labels.clone().into_iter().collect(),
             version: n.version,
@@ -483,13 +475,6 @@ impl Api {
             self_: n.id == self.0.node_id(),
         }
     }
-}
-
-fn lower<T: serde::Serialize>(v: &T) -> String {
-    serde_json::to_value(v)
-        .ok()
-        .and_then(|v| v.as_str().map(str::to_owned))
-        .unwrap_or_default()
 }
 
 #[tonic::async_trait]
@@ -531,18 +516,13 @@ impl Control for Api {
         }
         let mut node = find_node(&*self.0.read().await?, &r.node)?.clone();
         let (id, version) = (node.id.clone(), node.version);
-        if !r.availability.is_empty() {
-            node.availability = match r.availability.as_str() {
-                "active" => Availability::Active,
-                "pause" => Availability::Pause,
-                "drain" => Availability::Drain,
-                other => {
-                    return Err(Status::invalid_argument(format!(
-                        "availability {other:?}: expected active, pause or drain"
-                    )));
-                }
-            };
+        let availability: Option<Availability> =
+            wire::decode(|| "availability".into(), r.availability).map_err(ManagerError::from)?;
+        if let Some(availability) = availability {
+            node.availability = availability;
         }
+        let role: Option<ModelRole> =
+            wire::decode(|| "role".into(), r.role).map_err(ManagerError::from)?;
         for k in &r.label_rm {
             if node.labels.remove(k).is_none() {
                 return Err(Status::invalid_argument(format!(
@@ -551,9 +531,9 @@ impl Control for Api {
             }
         }
         node.labels.extend(r.label_add.clone());
-        match r.role.as_str() {
-            "" => {}
-            "worker" if node.manager.is_some() => {
+        match role {
+            None => {}
+            Some(ModelRole::Worker) if node.manager.is_some() => {
                 let raft_id = node.manager.as_ref().map(|m| m.raft_id).unwrap_or_default();
                 let managers = self
                     .0
@@ -575,20 +555,15 @@ impl Control for Api {
             // In place, as swarm does: the node sees its new role in its
             // next heartbeat reply, gets a manager certificate, starts its
             // manager and joins Raft (`add_manager` records it as a voter).
-            "manager" if node.manager.is_none() => {
+            Some(ModelRole::Manager) if node.manager.is_none() => {
                 if node.status != NodeState::Ready {
                     return Err(Status::failed_precondition(promote_down(&node)));
                 }
                 node.role = ModelRole::Manager;
             }
             // Called off before the node got into Raft.
-            "worker" if node.promotion_pending() => node.role = ModelRole::Worker,
-            "worker" | "manager" => {}
-            other => {
-                return Err(Status::invalid_argument(format!(
-                    "role {other:?}: expected worker or manager"
-                )));
-            }
+            Some(ModelRole::Worker) if node.promotion_pending() => node.role = ModelRole::Worker,
+            Some(ModelRole::Worker | ModelRole::Manager) => {}
         }
         self.0
             .propose(Command::UpdateNode {
@@ -662,15 +637,9 @@ impl Control for Api {
     ) -> Result<Response<JoinTokenReply>, Status> {
         require_manager(&req)?;
         let r = req.into_inner();
-        let role = match r.role.as_str() {
-            "worker" => NodeRole::Worker,
-            "manager" => NodeRole::Manager,
-            other => {
-                return Err(Status::invalid_argument(format!(
-                    "role {other:?}: expected worker or manager"
-                )));
-            }
-        };
+        let role = wire::decode::<NodeRole>(|| "role".into(), r.role)
+            .map_err(ManagerError::from)?
+            .ok_or_else(|| Status::invalid_argument("role: expected worker or manager"))?;
         let mut cluster = self
             .0
             .read()
