@@ -230,8 +230,8 @@ impl<S: StatsSource> Node for NodeApi<S> {
                     service_id: g.key.service_id.clone(),
                     service: g.service,
                     scope: match &g.key.scope {
-                        crate::lb::Scope::Network(n) => format!("network {n}"),
-                        crate::lb::Scope::Host => "host".into(),
+                        shoal_mesh::Scope::Network(n) => format!("network {n}"),
+                        shoal_mesh::Scope::Host => "host".into(),
                     },
                     backends: g.backends,
                     packets: g.stats.packets,
@@ -350,7 +350,7 @@ mod tests {
                     data_ip: None,
                     // Loads a real object: the suite runs as root anyway.
                     view: Arc::default(),
-                    mesh: Arc::new(std::sync::Mutex::new(crate::lb::MeshState::new({
+                    mesh: Arc::new(std::sync::Mutex::new(shoal_mesh::MeshState::new({
                         // The pins go at once; the loaded maps stay.
                         let pins = crate::datapath::mesh::TestPins::new();
                         crate::datapath::mesh::Mesh::load(pins.path())

@@ -19,13 +19,16 @@ use std::{
 
 use shoal_api::cluster::v1::{AssignmentSet, EndpointMode};
 use shoal_gossip::{Endpoint, EndpointKey, GOSSIP_PORT, Gossip, GossipConfig};
-use shoal_overlay::{MacAddr, RemoteEndpoint};
+use shoal_overlay::{MacAddr, NeighbourEntry, RemoteEndpoint};
 use tokio::{
     sync::{Notify, watch},
     task::JoinHandle,
 };
 
-use crate::worker::{Executor, ManagerLink};
+use crate::{
+    local::Local,
+    ports::{Entry, Overlay},
+};
 
 /// Expected cluster size for gossip's retransmission budget.
 const CLUSTER_SIZE_HINT: u32 = 16;
@@ -51,12 +54,16 @@ pub struct Endpoints {
 
 impl Endpoints {
     /// Starts this node's gossip member on `ip`:7946.
-    pub fn start(link: &ManagerLink, ip: Ipv4Addr) -> Result<Endpoints, EndpointsError> {
-        let addr = SocketAddr::new(IpAddr::V4(ip), GOSSIP_PORT);
+    pub fn start(node_id: &str, ip: Ipv4Addr) -> Result<Endpoints, EndpointsError> {
+        Endpoints::bind(node_id, SocketAddr::new(IpAddr::V4(ip), GOSSIP_PORT))
+    }
+
+    /// Starts a gossip member on `addr`.
+    pub fn bind(node_id: &str, addr: SocketAddr) -> Result<Endpoints, EndpointsError> {
         let bind = |source| EndpointsError::Bind { addr, source };
         let udp = std::net::UdpSocket::bind(addr).map_err(bind)?;
         let tcp = std::net::TcpListener::bind(addr).map_err(bind)?;
-        let cfg = GossipConfig::lan(link.node_id.clone(), addr, CLUSTER_SIZE_HINT);
+        let cfg = GossipConfig::lan(node_id.to_owned(), addr, CLUSTER_SIZE_HINT);
         tracing::info!(%addr, probe = ?cfg.probe_period, suspect_to_down = ?cfg.suspect_to_down, "gossip started");
         let gossip = Gossip::start(cfg, udp, tcp, CLUSTER_SIZE_HINT)?;
         Ok(Endpoints {
@@ -91,25 +98,32 @@ impl Endpoints {
         self.poke.notify_one();
     }
 
-    /// The loops: joining gossip through the managers, and programming.
-    pub fn spawn_sync(
+    /// The loops: joining gossip through the managers (host:port of
+    /// their 2377), and programming the local networks through `overlay`.
+    pub fn spawn_sync<O: Overlay>(
         &self,
-        exec: Arc<Executor>,
+        overlay: Arc<O>,
+        local: Arc<Local>,
         view: watch::Receiver<Arc<AssignmentSet>>,
-        link: ManagerLink,
+        managers: &[String],
     ) -> Vec<JoinHandle<()>> {
         vec![
-            tokio::spawn(join(self.gossip.clone(), link)),
-            tokio::spawn(program(exec, self.gossip.clone(), view, self.poke.clone())),
+            tokio::spawn(join(self.gossip.clone(), managers.to_vec())),
+            tokio::spawn(program(
+                overlay,
+                local,
+                self.gossip.clone(),
+                view,
+                self.poke.clone(),
+            )),
         ]
     }
 }
 
 /// Joins through the managers' addresses, again whenever this member finds
 /// itself alone (it started before them, or they all restarted).
-async fn join(gossip: Arc<Gossip>, link: ManagerLink) {
-    let peers: Vec<SocketAddr> = link
-        .managers
+async fn join(gossip: Arc<Gossip>, managers: Vec<String>) {
+    let peers: Vec<SocketAddr> = managers
         .iter()
         .filter_map(|m| m.parse::<SocketAddr>().ok())
         .map(|a| SocketAddr::new(a.ip(), GOSSIP_PORT))
@@ -124,8 +138,9 @@ async fn join(gossip: Arc<Gossip>, link: ManagerLink) {
     }
 }
 
-async fn program(
-    exec: Arc<Executor>,
+async fn program<O: Overlay>(
+    overlay: Arc<O>,
+    local: Arc<Local>,
     gossip: Arc<Gossip>,
     mut view: watch::Receiver<Arc<AssignmentSet>>,
     poke: Arc<Notify>,
@@ -134,31 +149,27 @@ async fn program(
     let started = tokio::time::Instant::now();
     loop {
         let set = view.borrow_and_update().clone();
-        let local = exec.local_networks().await;
-        let want = wanted(&gossip.endpoints(), &set, &local, exec.node_id());
-        let own_mac = exec.data_ip().map(shoal_overlay::bridge_mac);
+        let me = local.node_id();
+        let nets = local.local_networks().await;
+        let want = wanted(&gossip.endpoints(), &set, &nets, me);
+        let own_mac = local.data_ip().map(shoal_overlay::bridge_mac);
         // Just started, gossip knows nobody yet: entries a previous run left
         // that the control plane still lists stay until gossip has had its
         // chance, so connections through this node survive a restart.
         let warming = started.elapsed() < WARMUP;
-        for (network, vni) in &local {
+        for (network, vni) in &nets {
             let mut want = want.get(network).cloned().unwrap_or_default();
             if warming {
-                want.extend(listed(
-                    &set,
-                    network,
-                    exec.node_id(),
-                    &have_on(&exec, *vni).await,
-                ));
+                want.extend(listed(&set, network, me, &have_on(&*overlay, *vni).await));
             }
-            match converge(&exec, *vni, &want).await {
+            match converge(&*overlay, *vni, &want).await {
                 // The mesh only balances to backends the overlay reaches.
-                Ok(()) => exec.set_reachable(network, want.iter().map(|r| r.ip)),
+                Ok(()) => local.set_reachable(network, want.iter().map(|r| r.ip)),
                 Err(e) => tracing::warn!(vni, error = %e, "programming remote endpoints"),
             }
             if let Some(own) = own_mac {
-                let extras = wanted_extras(&set, network, exec.node_id(), own);
-                if let Err(e) = converge_extras(&exec, *vni, own, &extras).await {
+                let extras = wanted_extras(&set, network, me, own);
+                if let Err(e) = converge_extras(&*overlay, *vni, own, &extras).await {
                     tracing::warn!(vni, error = %e, "programming node and VIP entries");
                 }
             }
@@ -174,24 +185,26 @@ async fn program(
 
 /// One pass over one network, for a network just made on this node (the
 /// loop would get to it a moment later, after its first task started).
-pub async fn program_network(
-    exec: &Executor,
-    gossip: &Gossip,
+/// `known` is what gossip knows now.
+pub async fn program_network<O: Overlay>(
+    overlay: &O,
+    local: &Local,
+    known: &[Endpoint],
     set: &AssignmentSet,
     network: &str,
     vni: u32,
 ) {
-    let local = std::collections::HashMap::from([(network.to_owned(), vni)]);
-    let want = wanted(&gossip.endpoints(), set, &local, exec.node_id())
+    let nets = std::collections::HashMap::from([(network.to_owned(), vni)]);
+    let want = wanted(known, set, &nets, local.node_id())
         .remove(network)
         .unwrap_or_default();
-    match converge(exec, vni, &want).await {
-        Ok(()) => exec.set_reachable(network, want.iter().map(|r| r.ip)),
+    match converge(overlay, vni, &want).await {
+        Ok(()) => local.set_reachable(network, want.iter().map(|r| r.ip)),
         Err(e) => tracing::warn!(vni, error = %e, "programming a new network's endpoints"),
     }
-    if let Some(own) = exec.data_ip().map(shoal_overlay::bridge_mac) {
-        let extras = wanted_extras(set, network, exec.node_id(), own);
-        if let Err(e) = converge_extras(exec, vni, own, &extras).await {
+    if let Some(own) = local.data_ip().map(shoal_overlay::bridge_mac) {
+        let extras = wanted_extras(set, network, local.node_id(), own);
+        if let Err(e) = converge_extras(overlay, vni, own, &extras).await {
             tracing::warn!(vni, error = %e, "programming a new network's node and VIP entries");
         }
     }
@@ -200,8 +213,8 @@ pub async fn program_network(
 /// How long after start gossip's silence does not remove entries.
 const WARMUP: Duration = Duration::from_secs(10);
 
-async fn have_on(exec: &Executor, vni: u32) -> BTreeSet<RemoteEndpoint> {
-    match exec.overlay().remotes(vni).await {
+async fn have_on(overlay: &impl Overlay, vni: u32) -> BTreeSet<RemoteEndpoint> {
+    match overlay.remotes(vni).await {
         Ok(r) => r.endpoints.into_iter().collect(),
         Err(_) => BTreeSet::new(),
     }
@@ -262,11 +275,10 @@ pub fn wanted(
 
 /// Adds and removes entries on one VXLAN device until it holds `want`.
 async fn converge(
-    exec: &Executor,
+    overlay: &impl Overlay,
     vni: u32,
     want: &BTreeSet<RemoteEndpoint>,
 ) -> Result<(), shoal_overlay::OverlayError> {
-    let overlay = exec.overlay();
     let have: BTreeSet<RemoteEndpoint> = match overlay.remotes(vni).await {
         Ok(r) => r.endpoints.into_iter().collect(),
         // The network went between listing and now.
@@ -321,12 +333,11 @@ pub fn wanted_extras(set: &AssignmentSet, network: &str, me: &str, own: MacAddr)
 /// Brings the device's node FDB entries and VIP neighbour entries to
 /// `want`; other unpaired entries (not ours) are left alone.
 async fn converge_extras(
-    exec: &Executor,
+    overlay: &impl Overlay,
     vni: u32,
     own: MacAddr,
     want: &Extras,
 ) -> Result<(), shoal_overlay::OverlayError> {
-    let overlay = exec.overlay();
     let have = match overlay.remotes(vni).await {
         Ok(r) => r,
         Err(shoal_overlay::OverlayError::NetworkMissing { .. }) => return Ok(()),
@@ -340,10 +351,10 @@ async fn converge_extras(
         .copied()
         .collect();
     for gone in have_nodes.difference(&want.nodes) {
-        overlay.remove_fdb(vni, gone.mac, gone.vtep).await?;
+        overlay.remove_entry(vni, Entry::Fdb(*gone)).await?;
     }
     for new in want.nodes.difference(&have_nodes) {
-        overlay.add_fdb(vni, new.mac, new.vtep).await?;
+        overlay.add_entry(vni, Entry::Fdb(*new)).await?;
         tracing::debug!(vni, vtep = %new.vtep, "node bridge programmed");
     }
     let have_vips: BTreeSet<Ipv4Addr> = have
@@ -353,10 +364,20 @@ async fn converge_extras(
         .map(|n| n.ip)
         .collect();
     for gone in have_vips.difference(&want.vips) {
-        overlay.remove_neighbour(vni, *gone, own).await?;
+        overlay
+            .remove_entry(
+                vni,
+                Entry::Neighbour(NeighbourEntry {
+                    ip: *gone,
+                    mac: own,
+                }),
+            )
+            .await?;
     }
     for new in want.vips.difference(&have_vips) {
-        overlay.add_neighbour(vni, *new, own).await?;
+        overlay
+            .add_entry(vni, Entry::Neighbour(NeighbourEntry { ip: *new, mac: own }))
+            .await?;
         tracing::info!(vni, vip = %new, "service VIP answered here");
     }
     Ok(())
@@ -367,14 +388,164 @@ mod tests {
     use std::collections::HashMap;
 
     use shoal_api::cluster::v1::Endpoint as CpEndpoint;
+    use shoal_overlay::{FdbEntry, OverlaySpec, Underlay, bridge_mac};
 
     use super::*;
+    use crate::fake::{Call, FakeOverlay, Log, ME, PEER, VNI, nodes};
+
+    /// A fake overlay holding network `VNI`, with no call recorded yet.
+    async fn overlay() -> (FakeOverlay, Log) {
+        let log = Log::default();
+        let o = FakeOverlay::new(log.clone());
+        let subnet = "10.0.1.0/24".parse().expect("a subnet");
+        let spec = OverlaySpec::new(
+            VNI,
+            subnet,
+            Ipv4Addr::new(10, 0, 1, 1),
+            ME,
+            Underlay::Name("eth0".into()),
+        );
+        o.ensure_network(&spec).await.expect("the network");
+        log.clear();
+        (o, log)
+    }
+
+    fn remote(ip: [u8; 4], vtep: Ipv4Addr) -> RemoteEndpoint {
+        RemoteEndpoint {
+            ip: ip.into(),
+            mac: MacAddr(crate::local::mac_for(ip.into())),
+            vtep,
+        }
+    }
+
+    #[tokio::test]
+    async fn converge_removes_what_is_not_wanted_and_adds_what_is_missing() {
+        let (o, log) = overlay().await;
+        let (a, b, c) = (
+            remote([10, 0, 1, 2], PEER),
+            remote([10, 0, 1, 3], PEER),
+            remote([10, 0, 1, 4], PEER),
+        );
+        o.add_remote(VNI, a).await.expect("a");
+        o.add_remote(VNI, b).await.expect("b");
+        log.clear();
+        converge(&o, VNI, &[b, c].into()).await.expect("converged");
+        assert_eq!(
+            log.calls(),
+            [
+                Call::RemoveRemote(VNI, a.ip, PEER),
+                Call::AddRemote(VNI, c.ip, PEER)
+            ]
+        );
+        let have = o.remotes(VNI).await.expect("remotes");
+        assert_eq!(have.endpoints, [b, c]);
+        // Converged: a second pass changes nothing.
+        log.clear();
+        converge(&o, VNI, &[b, c].into()).await.expect("converged");
+        assert_eq!(log.calls(), []);
+        // A network gone meanwhile is no error.
+        converge(&o, 9999, &[b].into())
+            .await
+            .expect("nothing to do");
+        assert_eq!(log.calls(), []);
+    }
+
+    #[tokio::test]
+    async fn extras_change_only_node_bridges_and_own_vips() {
+        let (o, log) = overlay().await;
+        let own = bridge_mac(ME);
+        let stale_node = Ipv4Addr::new(198, 18, 0, 9);
+        let flood = FdbEntry {
+            mac: MacAddr([0; 6]),
+            vtep: PEER,
+        };
+        o.add_entry(VNI, Entry::Fdb(flood)).await.expect("flood");
+        o.add_entry(
+            VNI,
+            Entry::Fdb(FdbEntry {
+                mac: bridge_mac(stale_node),
+                vtep: stale_node,
+            }),
+        )
+        .await
+        .expect("stale node");
+        let stale_vip = Ipv4Addr::new(10, 0, 1, 200);
+        o.add_entry(
+            VNI,
+            Entry::Neighbour(NeighbourEntry {
+                ip: stale_vip,
+                mac: own,
+            }),
+        )
+        .await
+        .expect("stale vip");
+        let foreign = NeighbourEntry {
+            ip: Ipv4Addr::new(10, 0, 1, 201),
+            mac: MacAddr([0x02, 0, 0, 0, 0, 1]),
+        };
+        o.add_entry(VNI, Entry::Neighbour(foreign))
+            .await
+            .expect("foreign");
+        log.clear();
+        let vip = Ipv4Addr::new(10, 0, 1, 2);
+        let want = Extras {
+            nodes: [FdbEntry {
+                mac: bridge_mac(PEER),
+                vtep: PEER,
+            }]
+            .into(),
+            vips: [vip].into(),
+        };
+        converge_extras(&o, VNI, own, &want)
+            .await
+            .expect("converged");
+        assert_eq!(
+            log.calls(),
+            [
+                Call::RemoveFdb(VNI, bridge_mac(stale_node), stale_node),
+                Call::AddFdb(VNI, bridge_mac(PEER), PEER),
+                Call::RemoveNeighbour(VNI, stale_vip, own),
+                Call::AddNeighbour(VNI, vip, own),
+            ]
+        );
+        let have = o.remotes(VNI).await.expect("remotes");
+        assert!(have.fdb_only.contains(&flood), "{have:?}");
+        assert!(have.neighbours_only.contains(&foreign), "{have:?}");
+    }
+
+    #[tokio::test]
+    async fn a_new_network_gets_confirmed_endpoints_and_node_bridges_and_is_reachable() {
+        let (o, log) = overlay().await;
+        let local = Local::new("me".into(), Some(ME));
+        let known = [
+            g("net-a", [10, 0, 1, 2], "n2", PEER.octets()),
+            // Not confirmed by the control plane.
+            g("net-a", [10, 0, 1, 3], "n2", PEER.octets()),
+        ];
+        let set = AssignmentSet {
+            endpoints: vec![cp("net-a", "10.0.1.2", "n2")],
+            nodes: nodes(),
+            ..Default::default()
+        };
+        program_network(&o, &local, &known, &set, "net-a", VNI).await;
+        assert_eq!(
+            log.calls(),
+            [
+                Call::AddRemote(VNI, Ipv4Addr::new(10, 0, 1, 2), PEER),
+                Call::AddFdb(VNI, bridge_mac(PEER), PEER),
+            ]
+        );
+        assert_eq!(
+            local.reachable(),
+            HashMap::from([("net-a".to_owned(), [Ipv4Addr::new(10, 0, 1, 2)].into())])
+        );
+    }
 
     fn g(net: &str, ip: [u8; 4], node: &str, vtep: [u8; 4]) -> Endpoint {
         Endpoint {
             network: net.into(),
             ip: ip.into(),
-            mac: crate::worker::mac_for(ip.into()),
+            mac: crate::local::mac_for(ip.into()),
             vtep: vtep.into(),
             node_id: node.into(),
         }

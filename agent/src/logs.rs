@@ -25,7 +25,7 @@ use shoal_api::cluster::v1::{
     task_logs_server::{TaskLogs, TaskLogsServer},
 };
 use shoal_ca::{Credentials, NodeRole, RemovedNodes, live_server_config};
-use shoal_controlplane::manager::{LogStream, transport};
+use shoal_controlplane::{manager::LogStream, transport};
 use shoal_runtime::{
     LogLine, MAX_ID_LEN,
     logs::{LineJoiner, log_path, parse_record},

@@ -6,8 +6,12 @@ mod autolock;
 mod datapath;
 mod doctor;
 mod endpoints;
-mod lb;
+#[cfg(test)]
+mod fake;
+mod link;
+mod local;
 mod logs;
+mod ports;
 mod session;
 mod swarm;
 mod worker;
@@ -106,6 +110,7 @@ async fn main() -> anyhow::Result<()> {
     })?;
     std::fs::create_dir_all(&args.state_dir)
         .with_context(|| format!("creating --state-dir {}", args.state_dir.display()))?;
+    routing_sysctls();
 
     let mut dp = Datapath::load().context("loading the eBPF programs")?;
     let mode = dp
@@ -144,7 +149,7 @@ async fn main() -> anyhow::Result<()> {
         tasks_dir: args.state_dir.join("tasks"),
         data_iface: iface.clone(),
         data_ip: data_ipv4,
-        mesh: Arc::new(Mutex::new(lb::MeshState::new(mesh))),
+        mesh: Arc::new(Mutex::new(shoal_mesh::MeshState::new(mesh))),
         view: Arc::default(),
     };
     let swarm = Arc::new(swarm::Swarm::new(
@@ -184,6 +189,22 @@ async fn shutdown_signal() {
     tokio::select! {
         _ = term.recv() => info!("SIGTERM"),
         _ = int.recv() => info!("SIGINT"),
+    }
+}
+
+/// A node routes: published ports DNATed here go out into an overlay, and
+/// replies come back in from it. Redirects off, since VIP traffic is routed
+/// back out of the bridge it came in by, which is by design, not a shorter
+/// path to advertise. Per network namespace, so per lab node.
+fn routing_sysctls() {
+    for (path, value) in [
+        ("/proc/sys/net/ipv4/ip_forward", "1"),
+        ("/proc/sys/net/ipv4/conf/all/send_redirects", "0"),
+        ("/proc/sys/net/ipv4/conf/default/send_redirects", "0"),
+    ] {
+        if let Err(e) = std::fs::write(path, value) {
+            tracing::warn!(path, error = %e, "routing sysctl; published ports may not answer");
+        }
     }
 }
 

@@ -29,8 +29,9 @@ use shoal_ca::{
     rustls::{self, AlertDescription, ClientConfig},
 };
 use shoal_controlplane::{
-    manager::{CaRootsView, Manager, transport},
+    manager::{CaRootsView, Manager},
     model::{NodeRole as ModelRole, NodeTls},
+    transport,
 };
 use tokio::sync::mpsc;
 use tonic::{Status, transport::Channel};

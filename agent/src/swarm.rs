@@ -24,7 +24,10 @@ use std::{
 
 use serde::{Deserialize, Serialize};
 
-use crate::worker::{ManagerLink, NodeEnv, Worker};
+use crate::{
+    link::ManagerLink,
+    worker::{NodeEnv, Worker},
+};
 use shoal_api::{
     CLUSTER_PORT,
     cluster::v1::{JoinRequest, NodeRole as WireRole, join_client::JoinClient},
@@ -38,12 +41,13 @@ use shoal_ca::{
 };
 use shoal_controlplane::{
     StoreError, StoreKey,
-    manager::{Manager, ManagerConfig, ManagerError, not_a_manager, transport},
+    manager::{Manager, ManagerConfig, ManagerError, not_a_manager},
     model::{
         Availability, Cluster, ClusterSettings, Command, JoinTokens as StoredTokens, Labels, Node,
         NodeRole as ModelRole, NodeState, RootCaKeys, SecretString,
     },
     store::{CryptoError, UnlockKey, UnlockKeyError},
+    transport,
 };
 use tokio::{
     sync::{Mutex, mpsc},
@@ -483,7 +487,7 @@ impl Swarm {
     }
 
     /// The routing mesh's maps and tables, for the counters.
-    pub fn mesh(&self) -> &Arc<std::sync::Mutex<crate::lb::MeshState>> {
+    pub fn mesh(&self) -> &Arc<std::sync::Mutex<crate::datapath::mesh::MeshState>> {
         &self.env.mesh
     }
 

@@ -12,16 +12,14 @@ use std::{
     collections::{HashMap, HashSet},
     net::Ipv4Addr,
     path::PathBuf,
-    sync::{Arc, Mutex, MutexGuard},
+    sync::{Arc, Mutex},
     time::Duration,
 };
 
 use shoal_api::cluster::v1::{
     AssignmentSet, AssignmentsRequest, EndpointMode, NetworkAssignment, ReportTasksRequest,
-    TaskAssignment, TaskReport, TaskState, dispatcher_client::DispatcherClient,
+    TaskAssignment, TaskReport, TaskState,
 };
-use shoal_ca::{NodeRole, rustls::ClientConfig};
-use shoal_controlplane::manager::transport;
 use shoal_overlay::{Driver, Ipv4Net, OverlaySpec, Release, Underlay};
 use shoal_runtime::{Attachment, Exit, Runtime, TaskSpec};
 use tokio::{
@@ -29,7 +27,16 @@ use tokio::{
     task::JoinHandle,
 };
 
-use crate::{datapath::mesh::TaskLinks, endpoints::Endpoints, lb};
+use crate::{
+    datapath::mesh::MeshState,
+    endpoints::Endpoints,
+    link::ManagerLink,
+    local::{Local, lock, mac_for},
+    ports::{MeshSync, Overlay, Task, Tasks},
+};
+
+#[cfg(test)]
+mod apply_tests;
 
 /// docker's default `--stop-grace-period`.
 const STOP_GRACE: Duration = Duration::from_secs(10);
@@ -49,7 +56,7 @@ pub struct NodeEnv {
     /// Its address: the VTEP and gossip address.
     pub data_ip: Option<Ipv4Addr>,
     /// The routing mesh, attached to the data interface by main.
-    pub mesh: Arc<Mutex<lb::MeshState>>,
+    pub mesh: Arc<Mutex<MeshState>>,
     /// What the worker last heard, for `node doctor`.
     pub view: Arc<Mutex<NodeView>>,
 }
@@ -68,27 +75,6 @@ impl std::fmt::Debug for NodeView {
             .field("node_id", &self.node_id)
             .field("version", &self.set.version)
             .finish_non_exhaustive()
-    }
-}
-
-/// How to reach the managers.
-#[derive(Clone)]
-pub struct ManagerLink {
-    pub node_id: String,
-    /// host:port of managers' 2377, tried in order.
-    pub managers: Vec<String>,
-    pub tls: Arc<ClientConfig>,
-}
-
-impl ManagerLink {
-    fn dispatchers(
-        &self,
-    ) -> impl Iterator<Item = (String, DispatcherClient<tonic::transport::Channel>)> {
-        self.managers.iter().filter_map(|addr| {
-            let ch =
-                transport::channel(addr, self.tls.clone(), NodeRole::Manager.server_name()).ok()?;
-            Some((addr.clone(), DispatcherClient::new(ch)))
-        })
     }
 }
 
@@ -115,43 +101,37 @@ struct Supervised {
     stop: Arc<Notify>,
 }
 
-/// Overlay networks present on this node: network id → (VNI, tasks using it).
-type LocalNetworks = HashMap<String, (u32, usize)>;
+/// What the executor needs besides its ports.
+pub struct Setup {
+    /// Task logs.
+    pub tasks_dir: PathBuf,
+    /// The underlay of every overlay.
+    pub data_iface: String,
+    /// The node's networks, shared with the endpoints loop.
+    pub local: Arc<Local>,
+    /// Remote endpoints by gossip; none without a data address.
+    pub endpoints: Option<Endpoints>,
+    /// The embedded DNS (swarm's 127.0.0.11), served in every task.
+    pub dns: shoal_dns::Resolver,
+    /// The resolv.conf tasks see: 127.0.0.11, the node's search options.
+    pub resolv_conf: Option<PathBuf>,
+    /// Where `node doctor` reads the latest assignment set.
+    pub node_view: Arc<Mutex<NodeView>>,
+}
 
-pub struct Executor {
-    node_id: String,
-    env: NodeEnv,
-    runtime: Runtime,
-    overlay: Driver,
+/// Runs the assigned tasks through its ports: overlay networks (`O`), the
+/// task runtime (`T`) and the routing mesh (`M`).
+pub struct Executor<O = Driver, T = Runtime, M = Arc<Mutex<MeshState>>> {
+    setup: Setup,
+    overlay: Arc<O>,
+    tasks: T,
+    mesh: M,
     reports: mpsc::UnboundedSender<TaskReport>,
     running: Mutex<HashMap<String, Supervised>>,
     /// Tasks whose end this process reported: never reported again.
     done: Mutex<HashSet<String>>,
-    /// Serializes device creation and removal against the use counts.
-    networks: tokio::sync::Mutex<LocalNetworks>,
     /// The latest assignment set: the control plane's view of endpoints.
     view: watch::Sender<Arc<AssignmentSet>>,
-    endpoints: Option<Endpoints>,
-    /// Wakes the mesh sync (a network appeared or went).
-    mesh_poke: Notify,
-    /// Network → remote task addresses programmed in the overlay now; a
-    /// network not in it has not been programmed by this process yet.
-    reachable: Mutex<HashMap<String, HashSet<Ipv4Addr>>>,
-    /// The embedded DNS (swarm's 127.0.0.11), served in every task.
-    dns: shoal_dns::Resolver,
-    /// The resolv.conf tasks see: 127.0.0.11, the node's search options.
-    resolv_conf: Option<PathBuf>,
-}
-
-fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|e| e.into_inner())
-}
-
-/// docker's scheme: `02:42` and the IPv4 address, so a MAC never has to be
-/// carried next to an address.
-pub fn mac_for(ip: Ipv4Addr) -> [u8; 6] {
-    let [a, b, c, d] = ip.octets();
-    [0x02, 0x42, a, b, c, d]
 }
 
 fn report(
@@ -181,9 +161,6 @@ impl Worker {
     pub fn start(link: ManagerLink, env: NodeEnv) -> Result<Worker, WorkerError> {
         let runtime = Runtime::new()?;
         let overlay = Driver::connect()?;
-        let (reports, reports_rx) = mpsc::unbounded_channel();
-        let (view, view_rx) = watch::channel(Arc::new(AssignmentSet::default()));
-        routing_sysctls();
         let node_resolv = std::fs::read_to_string("/etc/resolv.conf").unwrap_or_default();
         let dns = shoal_dns::Resolver::new(shoal_dns::parse_resolv_conf(&node_resolv));
         let resolv_path = env.tasks_dir.join("resolv.conf");
@@ -197,7 +174,7 @@ impl Worker {
             }
         };
         let endpoints = match env.data_ip {
-            Some(ip) => match Endpoints::start(&link, ip) {
+            Some(ip) => match Endpoints::start(&link.node_id, ip) {
                 Ok(e) => Some(e),
                 Err(e) => {
                     tracing::error!(error = %e, "gossip did not start; overlays get no remote endpoints");
@@ -206,34 +183,31 @@ impl Worker {
             },
             None => None,
         };
-        let executor = Arc::new(Executor {
-            node_id: link.node_id.clone(),
-            env,
-            runtime,
-            overlay,
-            reports,
-            running: Mutex::new(HashMap::new()),
-            done: Mutex::new(HashSet::new()),
-            networks: tokio::sync::Mutex::new(HashMap::new()),
-            view,
+        let local = Arc::new(Local::new(link.node_id.clone(), env.data_ip));
+        let setup = Setup {
+            tasks_dir: env.tasks_dir.clone(),
+            data_iface: env.data_iface.clone(),
+            local: local.clone(),
             endpoints,
-            mesh_poke: Notify::new(),
-            reachable: Mutex::new(HashMap::new()),
             dns,
             resolv_conf,
-        });
-        *lock(&executor.env.view) = NodeView {
+            node_view: env.view.clone(),
+        };
+        let (executor, reports_rx) = Executor::new(setup, overlay, runtime, env.mesh.clone());
+        let executor = Arc::new(executor);
+        *lock(&env.view) = NodeView {
             node_id: link.node_id.clone(),
             set: Arc::default(),
-            gossip: executor.endpoints.as_ref().map(Endpoints::gossip),
+            gossip: executor.setup.endpoints.as_ref().map(Endpoints::gossip),
         };
+        let view_rx = executor.view.subscribe();
         let mut loops = vec![
             tokio::spawn(assignments(executor.clone(), link.clone())),
             tokio::spawn(reporter(link.clone(), reports_rx)),
             tokio::spawn(mesh_sync(executor.clone(), view_rx.clone())),
         ];
-        if let Some(e) = &executor.endpoints {
-            loops.extend(e.spawn_sync(executor.clone(), view_rx, link));
+        if let Some(e) = &executor.setup.endpoints {
+            loops.extend(e.spawn_sync(executor.overlay.clone(), local, view_rx, &link.managers));
         }
         Ok(Worker { executor, loops })
     }
@@ -247,45 +221,35 @@ impl Worker {
     }
 }
 
-/// A node routes: published ports DNATed here go out into an overlay, and
-/// replies come back in from it. Redirects off, since VIP traffic is routed
-/// back out of the bridge it came in by, which is by design, not a shorter
-/// path to advertise. Per network namespace, so per lab node.
-fn routing_sysctls() {
-    for (path, value) in [
-        ("/proc/sys/net/ipv4/ip_forward", "1"),
-        ("/proc/sys/net/ipv4/conf/all/send_redirects", "0"),
-        ("/proc/sys/net/ipv4/conf/default/send_redirects", "0"),
-    ] {
-        if let Err(e) = std::fs::write(path, value) {
-            tracing::warn!(path, error = %e, "routing sysctl; published ports may not answer");
-        }
-    }
-}
-
 /// Keeps the ingress network present and the mesh maps equal to what the
 /// latest assignment set asks for; also every few seconds, so a failed
 /// write is retried.
-async fn mesh_sync(exec: Arc<Executor>, mut view: watch::Receiver<Arc<AssignmentSet>>) {
+async fn mesh_sync<O: Overlay, T: Tasks, M: MeshSync>(
+    exec: Arc<Executor<O, T, M>>,
+    mut view: watch::Receiver<Arc<AssignmentSet>>,
+) {
     let mut swept = false;
     let mut synced = false;
     let started = tokio::time::Instant::now();
+    let local = &exec.setup.local;
     loop {
         let set = view.borrow_and_update().clone();
         // Version 0 is the empty set before any manager answered: acting on
         // it would empty maps that a previous run left serving.
         if set.version > 0 {
-            lock(&exec.env.view).set = set.clone();
+            lock(&exec.setup.node_view).set = set.clone();
             if !swept {
-                sweep_leftovers(&exec, &set).await;
+                exec.sweep_leftovers(&set).await;
                 swept = true;
             }
             exec.ensure_ingress(&set).await;
-            exec.sync_names(&set).await;
+            exec.sync_names(&set);
             // The first pass after a start waits (briefly) for the overlay
             // to be programmed: maps a previous run left must not lose
             // remote backends only because this run has not learnt them yet.
-            while !synced && started.elapsed() < FIRST_SYNC_WAIT && !exec.overlay_programmed().await
+            while !synced
+                && started.elapsed() < FIRST_SYNC_WAIT
+                && !local.overlay_programmed().await
             {
                 tokio::time::sleep(Duration::from_millis(100)).await;
             }
@@ -294,41 +258,8 @@ async fn mesh_sync(exec: Arc<Executor>, mut view: watch::Receiver<Arc<Assignment
         }
         tokio::select! {
             r = view.changed() => if r.is_err() { return },
-            _ = exec.mesh_poke.notified() => {}
+            _ = local.mesh_poked() => {}
             _ = tokio::time::sleep(Duration::from_secs(5)) => {}
-        }
-    }
-}
-
-/// Removes overlay devices a previous run of the daemon left that the
-/// first assignment set does not name (their tasks died with it). Networks
-/// it names stay as they are, with their entries: above all the ingress
-/// network, which carries connections DNATed here across a restart.
-async fn sweep_leftovers(exec: &Executor, set: &AssignmentSet) {
-    let wanted: HashSet<u32> = set.networks.iter().map(|n| n.vni).collect();
-    let vnis = match exec.overlay.networks().await {
-        Ok(v) => v,
-        Err(e) => {
-            tracing::warn!(error = %e, "listing leftover overlay networks");
-            return;
-        }
-    };
-    let local = exec.networks.lock().await;
-    let in_use: HashSet<u32> = local.values().map(|(vni, _)| *vni).collect();
-    for vni in vnis {
-        if wanted.contains(&vni) || in_use.contains(&vni) {
-            continue;
-        }
-        match exec.overlay.release_network(vni).await {
-            Ok(Release::Removed) => tracing::info!(vni, "removed a leftover overlay network"),
-            Ok(Release::InUse { ports }) => {
-                tracing::warn!(
-                    vni,
-                    ?ports,
-                    "leftover overlay network still has ports; kept"
-                )
-            }
-            Err(e) => tracing::warn!(vni, error = %e, "removing a leftover overlay network"),
         }
     }
 }
@@ -350,7 +281,7 @@ async fn assignments(exec: Arc<Executor>, link: ManagerLink) {
             tracing::info!(%addr, "receiving assignments");
             loop {
                 match stream.message().await {
-                    Ok(Some(set)) => exec.apply(set).await,
+                    Ok(Some(set)) => exec.apply(set),
                     Ok(None) => break,
                     Err(s) => {
                         tracing::debug!(%addr, error = %s.message(), "assignment stream");
@@ -403,15 +334,42 @@ async fn reporter(link: ManagerLink, mut rx: mpsc::UnboundedReceiver<TaskReport>
     }
 }
 
-impl Executor {
+impl<O: Overlay, T: Tasks, M: MeshSync> Executor<O, T, M> {
+    /// An executor with no task yet, and the receiving end of its task
+    /// reports.
+    pub fn new(
+        setup: Setup,
+        overlay: O,
+        tasks: T,
+        mesh: M,
+    ) -> (Self, mpsc::UnboundedReceiver<TaskReport>) {
+        let (reports, reports_rx) = mpsc::unbounded_channel();
+        let (view, _) = watch::channel(Arc::new(AssignmentSet::default()));
+        let exec = Executor {
+            setup,
+            overlay: Arc::new(overlay),
+            tasks,
+            mesh,
+            reports,
+            running: Mutex::new(HashMap::new()),
+            done: Mutex::new(HashSet::new()),
+            view,
+        };
+        (exec, reports_rx)
+    }
+
     fn send(&self, r: TaskReport) {
         // The reporter lives as long as the worker; a send after it stopped
         // has nobody left to tell.
         let _ = self.reports.send(r);
     }
 
+    fn local(&self) -> &Local {
+        &self.setup.local
+    }
+
     /// Brings what runs here in line with `set`.
-    pub async fn apply(self: &Arc<Self>, set: AssignmentSet) {
+    pub fn apply(self: &Arc<Self>, set: AssignmentSet) {
         let set = Arc::new(set);
         self.view.send_replace(set.clone());
         let wanted: HashSet<&str> = set.tasks.iter().map(|t| t.id.as_str()).collect();
@@ -533,18 +491,18 @@ impl Executor {
             env,
             attachments,
             rootfs: (!t.rootfs.is_empty()).then(|| PathBuf::from(&t.rootfs)),
-            resolv_conf: self.resolv_conf.clone(),
-            log_dir: self.env.tasks_dir.clone(),
+            resolv_conf: self.setup.resolv_conf.clone(),
+            log_dir: self.setup.tasks_dir.clone(),
         };
         self.send(report(&t.id, TaskState::Starting, "starting", ""));
         let networks: Vec<String> = t.addresses.iter().map(|a| a.network_id.clone()).collect();
         let mut dns = None;
         let serve_dns = |ns: std::os::fd::BorrowedFd<'_>| -> Result<(), shoal_runtime::BoxError> {
-            dns = Some(self.dns.serve_task_fd(ns, &t.id, networks)?);
+            dns = Some(self.setup.dns.serve_task_fd(ns, &t.id, networks)?);
             Ok(())
         };
         let started = tokio::select! {
-            r = self.runtime.start_with(&spec, serve_dns) => r,
+            r = self.tasks.start(&spec, serve_dns) => r,
             _ = stop.notified() => return report(&t.id, TaskState::Shutdown, "shutdown before start", ""),
         };
         let mut task = match started {
@@ -590,7 +548,7 @@ impl Executor {
         nets: &[NetworkAssignment],
     ) -> Result<Vec<Attachment>, WorkerError> {
         let mut out = Vec::new();
-        let mut local = self.networks.lock().await;
+        let mut local = self.local().networks().await;
         for a in &t.addresses {
             let net = nets
                 .iter()
@@ -612,12 +570,21 @@ impl Executor {
             let users = &mut local.entry(net.id.clone()).or_insert((net.vni, 0)).1;
             *users += 1;
             if *users == 1
-                && let Some(e) = &self.endpoints
+                && let Some(e) = &self.setup.endpoints
             {
                 // New here: program what gossip knows of it before the task
                 // runs, so its first ARP for a peer or a VIP is answered.
                 let set = self.view.borrow().clone();
-                crate::endpoints::program_network(self, &e.gossip(), &set, &net.id, net.vni).await;
+                let known = e.gossip().endpoints();
+                crate::endpoints::program_network(
+                    &*self.overlay,
+                    self.local(),
+                    &known,
+                    &set,
+                    &net.id,
+                    net.vni,
+                )
+                .await;
             }
             out.push(Attachment {
                 bridge: devices.bridge.name,
@@ -629,10 +596,10 @@ impl Executor {
             });
         }
         drop(local);
-        if let Some(e) = &self.endpoints {
+        if let Some(e) = &self.setup.endpoints {
             e.poke();
         }
-        self.mesh_poke.notify_one();
+        self.local().poke_mesh();
         Ok(out)
     }
 
@@ -658,16 +625,50 @@ impl Executor {
         } else {
             Ipv4Addr::from(net.gateway)
         };
-        let vtep = self.env.data_ip.ok_or(WorkerError::NoDataAddress)?;
+        let vtep = self.local().data_ip().ok_or(WorkerError::NoDataAddress)?;
         let mut spec = OverlaySpec::new(
             net.vni,
             subnet,
             gateway,
             vtep,
-            Underlay::Name(self.env.data_iface.clone()),
+            Underlay::Name(self.setup.data_iface.clone()),
         );
         spec.mtu = (net.mtu != 0).then_some(net.mtu);
         Ok((spec, gateway))
+    }
+
+    /// Removes overlay devices a previous run of the daemon left that the
+    /// first assignment set does not name (their tasks died with it).
+    /// Networks it names stay as they are, with their entries: above all
+    /// the ingress network, which carries connections DNATed here across a
+    /// restart.
+    async fn sweep_leftovers(&self, set: &AssignmentSet) {
+        let wanted: HashSet<u32> = set.networks.iter().map(|n| n.vni).collect();
+        let vnis = match self.overlay.networks().await {
+            Ok(v) => v,
+            Err(e) => {
+                tracing::warn!(error = %e, "listing leftover overlay networks");
+                return;
+            }
+        };
+        let local = self.local().networks().await;
+        let in_use: HashSet<u32> = local.values().map(|(vni, _)| *vni).collect();
+        for vni in vnis {
+            if wanted.contains(&vni) || in_use.contains(&vni) {
+                continue;
+            }
+            match self.overlay.release_network(vni).await {
+                Ok(Release::Removed) => tracing::info!(vni, "removed a leftover overlay network"),
+                Ok(Release::InUse { ports }) => {
+                    tracing::warn!(
+                        vni,
+                        ?ports,
+                        "leftover overlay network still has ports; kept"
+                    )
+                }
+                Err(e) => tracing::warn!(vni, error = %e, "removing a leftover overlay network"),
+            }
+        }
     }
 
     /// Every node carries the ingress network, task or not: a published
@@ -677,7 +678,7 @@ impl Executor {
         let Some(net) = set.networks.iter().find(|n| n.ingress) else {
             return;
         };
-        let mut local = self.networks.lock().await;
+        let mut local = self.local().networks().await;
         if local.contains_key(&net.id) {
             return;
         }
@@ -694,7 +695,7 @@ impl Executor {
                 local.insert(net.id.clone(), (net.vni, 1));
                 tracing::info!(vni = net.vni, "ingress network present");
                 drop(local);
-                if let Some(e) = &self.endpoints {
+                if let Some(e) = &self.setup.endpoints {
                     e.poke();
                 }
             }
@@ -704,25 +705,25 @@ impl Executor {
 
     /// Writes the mesh maps from `set`.
     async fn sync_mesh(&self, set: &AssignmentSet) {
-        let Some(addr) = self.env.data_ip else {
+        let Some(addr) = self.local().data_ip() else {
             return;
         };
-        let networks = self.local_networks().await;
+        let networks = self.local().local_networks().await;
         let local: std::collections::BTreeSet<String> = networks.keys().cloned().collect();
-        let mut want = lb::desired(set, &self.node_id, addr, &local);
+        let mut want = shoal_mesh::desired(set, self.local().node_id(), addr, &local);
         for reason in &want.skipped {
             tracing::warn!("routing mesh: {reason}");
         }
         // What the overlay can reach now: remote endpoints programmed here
         // (as the endpoints loop last wrote them; no second netlink dump).
-        let programmed = lock(&self.reachable).clone();
+        let programmed = self.local().reachable();
         want.only_reachable(|key, b| match &key.scope {
-            lb::Scope::Network(net) => programmed.get(net).is_some_and(|ips| ips.contains(&b.addr)),
-            lb::Scope::Host => b.local,
+            shoal_mesh::Scope::Network(net) => {
+                programmed.get(net).is_some_and(|ips| ips.contains(&b.addr))
+            }
+            shoal_mesh::Scope::Host => b.local,
         });
-        let mut guard = lock(&self.env.mesh);
-        let lb::MeshState { maps, tables } = &mut *guard;
-        match tables.apply(&want, maps) {
+        match self.mesh.sync(&want) {
             Ok(c) if c.any() => tracing::info!(
                 frontends = want.frontends.len(),
                 backends = c.backends,
@@ -740,23 +741,22 @@ impl Executor {
     /// (its VIP there, or its tasks in dnsrr mode), and `tasks.<service>`.
     /// Every network of the set, local or not yet: a task that is about to
     /// start on one must find its names from its first query.
-    async fn sync_names(&self, set: &AssignmentSet) {
+    fn sync_names(&self, set: &AssignmentSet) {
         let names = dns_names(set);
         for n in &set.networks {
             match names.get(&n.id) {
-                Some(names) => self.dns.set_names(&n.id, names.clone()),
-                None => self.dns.remove_network(&n.id),
+                Some(names) => self.setup.dns.set_names(&n.id, names.clone()),
+                None => self.setup.dns.remove_network(&n.id),
             }
         }
     }
 
     /// Hangs the task programs on the task's veths. A failure leaves the
     /// task running without VIPs or return paths, which is logged.
-    fn attach_mesh(&self, task: &str, ifaces: &[shoal_runtime::TaskInterface]) -> Vec<TaskLinks> {
-        let mut mesh = lock(&self.env.mesh);
+    fn attach_mesh(&self, task: &str, ifaces: &[shoal_runtime::TaskInterface]) -> Vec<M::Links> {
         ifaces
             .iter()
-            .filter_map(|i| match mesh.maps.attach_task(&i.host_veth) {
+            .filter_map(|i| match self.mesh.attach_task(&i.host_veth) {
                 Ok(l) => Some(l),
                 Err(e) => {
                     tracing::error!(task, veth = %i.host_veth, error = %e, "attaching the mesh to a task");
@@ -766,10 +766,9 @@ impl Executor {
             .collect()
     }
 
-    fn detach_mesh(&self, links: Vec<TaskLinks>) {
-        let mut mesh = lock(&self.env.mesh);
+    fn detach_mesh(&self, links: Vec<M::Links>) {
         for l in links {
-            mesh.maps.detach_task(l);
+            self.mesh.detach_task(l);
         }
     }
 
@@ -785,7 +784,7 @@ impl Executor {
             .iter()
             .find(|n| n.ingress)
             .map(|n| n.id.clone());
-        let mut local = self.networks.lock().await;
+        let mut local = self.local().networks().await;
         for a in &t.addresses {
             if Some(&a.network_id) == ingress.as_ref() {
                 continue;
@@ -802,7 +801,7 @@ impl Executor {
                 Ok(Release::Removed) => {
                     local.remove(&a.network_id);
                     tracing::info!(vni, "overlay network removed: no task left on it");
-                    self.mesh_poke.notify_one();
+                    self.local().poke_mesh();
                 }
                 Ok(Release::InUse { ports }) => {
                     tracing::warn!(vni, ?ports, "overlay network still has ports; kept");
@@ -813,7 +812,7 @@ impl Executor {
     }
 
     fn publish(&self, t: &TaskAssignment) -> Vec<shoal_gossip::EndpointKey> {
-        let (Some(e), Some(vtep)) = (&self.endpoints, self.env.data_ip) else {
+        let (Some(e), Some(vtep)) = (&self.setup.endpoints, self.local().data_ip()) else {
             return Vec::new();
         };
         t.addresses
@@ -825,60 +824,18 @@ impl Executor {
                     ip,
                     mac: mac_for(ip),
                     vtep,
-                    node_id: self.node_id.clone(),
+                    node_id: self.local().node_id().to_owned(),
                 })
             })
             .collect()
     }
 
     fn withdraw(&self, keys: Vec<shoal_gossip::EndpointKey>) {
-        if let Some(e) = &self.endpoints {
+        if let Some(e) = &self.setup.endpoints {
             for k in keys {
                 e.withdraw(k);
             }
         }
-    }
-
-    /// Networks with devices on this node: network id → VNI.
-    pub(crate) async fn local_networks(&self) -> HashMap<String, u32> {
-        self.networks
-            .lock()
-            .await
-            .iter()
-            .map(|(id, (vni, _))| (id.clone(), *vni))
-            .collect()
-    }
-
-    pub(crate) fn overlay(&self) -> &Driver {
-        &self.overlay
-    }
-
-    pub(crate) fn node_id(&self) -> &str {
-        &self.node_id
-    }
-
-    pub(crate) fn data_ip(&self) -> Option<Ipv4Addr> {
-        self.env.data_ip
-    }
-
-    /// Every local network's remote endpoints have been programmed once.
-    async fn overlay_programmed(&self) -> bool {
-        let local = self.local_networks().await;
-        let r = lock(&self.reachable);
-        local.keys().all(|n| r.contains_key(n))
-    }
-
-    /// The remote endpoints now programmed on `network`; the mesh may use
-    /// new backends, or must stop using gone ones.
-    pub(crate) fn set_reachable(&self, network: &str, ips: impl Iterator<Item = Ipv4Addr>) {
-        let now: HashSet<Ipv4Addr> = ips.collect();
-        let mut r = lock(&self.reachable);
-        if r.get(network) == Some(&now) {
-            return;
-        }
-        r.insert(network.to_owned(), now);
-        drop(r);
-        self.mesh_poke.notify_one();
     }
 }
 

@@ -374,6 +374,37 @@ impl Mesh {
     }
 }
 
+/// The mesh's aya maps and what this node wrote into them.
+pub type MeshState = shoal_mesh::MeshState<Mesh>;
+
+impl shoal_mesh::MeshMaps for Mesh {
+    type Error = DatapathError;
+    fn set_backend(&mut self, id: u32, backend: Backend) -> Result<(), DatapathError> {
+        Mesh::set_backend(self, id, backend)
+    }
+    fn remove_backend(&mut self, id: u32) -> Result<(), DatapathError> {
+        Mesh::remove_backend(self, id)
+    }
+    fn set_ring(&mut self, service: u32, table: &[u32]) -> Result<(), DatapathError> {
+        Mesh::set_ring(self, service, table)
+    }
+    fn set_service(&mut self, key: ServiceKey, svc: Service) -> Result<(), DatapathError> {
+        Mesh::set_service(self, key, svc)
+    }
+    fn remove_service(&mut self, key: &ServiceKey) -> Result<(), DatapathError> {
+        Mesh::remove_service(self, key)
+    }
+    fn frontends(&self) -> Result<Vec<(ServiceKey, Service)>, DatapathError> {
+        Mesh::frontends(self)
+    }
+    fn backends(&self) -> Result<Vec<(u32, Backend)>, DatapathError> {
+        Mesh::backends(self)
+    }
+    fn service_stats(&self, service: u32) -> Result<ServiceStats, DatapathError> {
+        Mesh::service_stats(self, service)
+    }
+}
+
 impl std::fmt::Debug for Mesh {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Mesh").finish_non_exhaustive()

@@ -25,8 +25,9 @@ use shoal_ca::rustls::pki_types::ServerName;
 use tokio::{sync::mpsc, task::JoinSet};
 use tonic::{Status, Streaming};
 
-use super::{LogStream, Manager, ManagerError, lookup, transport};
+use super::{LogStream, Manager, ManagerError, lookup};
 use crate::model::{ClusterState, Service, Task};
+use crate::transport;
 
 /// Lines queued per request before the readers wait for the caller.
 const BUFFER: usize = 256;

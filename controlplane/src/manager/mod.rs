@@ -6,14 +6,17 @@
 //! leader confirms its leadership (`ensure_linearizable`), a follower asks
 //! the leader for that read index and waits until it has applied it.
 
+mod cluster;
+mod grpc;
+mod join;
 mod logs;
-mod network;
 mod networks;
+mod nodes;
 mod pki;
+mod raft_network;
 mod secrets;
-mod service;
 mod services;
-pub mod transport;
+mod sessions;
 
 use std::{
     collections::{BTreeSet, HashMap},
@@ -37,10 +40,11 @@ use crate::{
     RaftId, RaftMember, Response, StateReader, Store, StoreKey,
     model::{Applied, ApplyError, Cluster, ClusterState, Command, Node, NodeState, NodeTls},
     raft::{Raft, raft_config},
+    transport,
 };
 
+pub use grpc::{Api, LogStream, not_a_manager};
 pub use pki::CaRootsView;
-pub use service::{Api, LogStream, not_a_manager};
 
 /// How long a write or read may wait for a leader before giving up.
 const LEADER_WAIT: Duration = Duration::from_secs(10);
@@ -72,6 +76,12 @@ pub enum ManagerError {
     Denied { what: String },
     #[error("{what} not found")]
     NotFound { what: String },
+    /// The request is valid but the cluster is not in a state to grant it.
+    #[error("{what}")]
+    Precondition { what: String },
+    /// The stored state is unusable.
+    #[error("{what}")]
+    Internal { what: String },
     #[error("Raft: {0}")]
     Raft(String),
     #[error("opening the Raft store")]
@@ -168,7 +178,7 @@ impl Manager {
         let raft = Raft::new(
             cfg.raft_id,
             config,
-            network::Network {
+            raft_network::Network {
                 tls: peer_tls.clone(),
             },
             store.log_store(),
@@ -202,7 +212,7 @@ impl Manager {
             leader_channels: Mutex::new(HashMap::new()),
             stop,
         });
-        service::serve(
+        grpc::serve(
             manager.clone(),
             listener,
             Arc::new(server),

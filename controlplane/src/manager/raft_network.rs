@@ -16,8 +16,7 @@ use shoal_api::cluster::v1::{RaftPayload, raft_peer_client::RaftPeerClient};
 use shoal_ca::{NodeRole, rustls::ClientConfig};
 use tonic::transport::Channel;
 
-use super::transport;
-use crate::{RaftId, RaftMember, TypeConfig};
+use crate::{RaftId, RaftMember, TypeConfig, transport};
 
 /// Makes one client per peer; openraft keeps it while the peer is a target.
 #[derive(Clone)]

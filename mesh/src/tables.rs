@@ -1,340 +1,48 @@
-//! The routing mesh's policy on a node: what its eBPF maps must hold, worked
-//! out from the latest assignment set alone ([`desired`]), and the writes
-//! that take the maps there in the order the programs rely on
-//! ([`Tables::apply`]).
-//!
-//! Every node answers every ingress-published port on its own data address,
-//! balancing over all of the service's RUNNING tasks; VIPs are answered on
-//! the networks this node has tasks on; host-mode ports only where a task of
-//! the service runs, and only to those local tasks. A backend is in the maps
-//! exactly while the control plane lists it as running, so a stopped task
-//! or a dead node leaves every node's rings with the next assignment set.
+//! The writes that take a node's mesh maps to a [`Desired`] content, in the
+//! order the programs rely on ([`Tables::apply`]), and what was written, so
+//! each pass writes only changes.
 
 use std::{
     collections::{BTreeMap, BTreeSet, HashMap},
     net::Ipv4Addr,
 };
 
-use shoal_api::cluster::v1::{AssignmentSet, EndpointMode, MeshService, Protocol, PublishMode};
 use shoal_common::mesh::{
-    BACKEND_F_LOCAL, Backend, IPPROTO_TCP, IPPROTO_UDP, MAGLEV_SIZE, MAX_BACKENDS, MAX_SERVICES,
-    SVC_F_HOST, SVC_F_INGRESS, SVC_F_VIP, Service, ServiceKey,
+    BACKEND_F_LOCAL, Backend, MAGLEV_SIZE, MAX_BACKENDS, MAX_SERVICES, Service, ServiceKey,
+    ServiceStats,
 };
-use shoal_mesh::MaglevBackend;
 
-use crate::datapath::DatapathError;
+use crate::{Desired, GroupKey, MaglevBackend, ids::Ids};
 
-/// One load-balancing group: a service's tasks on one network (its VIP and
-/// ingress ports), or its tasks on this node (host-mode ports).
-#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub struct GroupKey {
-    pub service_id: String,
-    pub scope: Scope,
-}
-
-#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub enum Scope {
-    /// The tasks' addresses on this network.
-    Network(String),
-    /// This node's tasks only.
-    Host,
-}
-
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct FrontendSpec {
-    pub group: GroupKey,
-    /// 0 keeps the destination port (VIPs).
-    pub target_port: u16,
-    pub flags: u16,
-}
-
-#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
-pub struct BackendSpec {
-    /// The Maglev key: the task id, the same on every node.
-    pub task_id: String,
-    pub addr: Ipv4Addr,
-    pub vtep: Ipv4Addr,
-    pub local: bool,
-}
-
-/// (frontend address, port, IP protocol), host order.
-pub type Frontend = (Ipv4Addr, u16, u8);
-
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct Desired {
-    pub frontends: BTreeMap<Frontend, FrontendSpec>,
-    /// Backends of every group a frontend uses, sorted.
-    pub groups: BTreeMap<GroupKey, Vec<BackendSpec>>,
-    /// Service id → name, for the counters.
-    pub names: BTreeMap<String, String>,
-    /// Backends being stopped, per group: kept in the backend table so
-    /// their tracked flows finish there, but in no ring, so no new flow
-    /// picks them.
-    pub draining: BTreeMap<GroupKey, Vec<BackendSpec>>,
-    /// What was left out because the wire carried a value this build does
-    /// not know (a newer manager), one reason each; logged when applied.
-    pub skipped: Vec<String>,
-}
-
-/// The IP protocol of a published port; `None` for a value this build
-/// does not know.
-fn proto(p: i32) -> Option<u8> {
-    match Protocol::try_from(p) {
-        Ok(Protocol::Tcp) => Some(IPPROTO_TCP),
-        Ok(Protocol::Udp) => Some(IPPROTO_UDP),
-        Ok(Protocol::Unspecified) | Err(_) => None,
-    }
-}
-
-/// The maps' content for node `me` (data address `addr`), which has devices
-/// for `local_networks`.
-pub fn desired(
-    set: &AssignmentSet,
-    me: &str,
-    addr: Ipv4Addr,
-    local_networks: &BTreeSet<String>,
-) -> Desired {
-    let ingress = set
-        .networks
-        .iter()
-        .find(|n| n.ingress)
-        .map(|n| n.id.clone());
-    let mut out = Desired::default();
-    for s in &set.mesh {
-        add_service(&mut out, s, me, addr, ingress.as_deref(), local_networks);
-        out.names.insert(s.id.clone(), s.name.clone());
-    }
-    // Only groups a frontend uses get ids and rings.
-    let used: BTreeSet<GroupKey> = out.frontends.values().map(|f| f.group.clone()).collect();
-    out.groups.retain(|k, _| used.contains(k));
-    out.draining.retain(|k, _| used.contains(k));
-    // A frontend whose tasks are all stopping (or not running yet) keeps
-    // its group with an empty ring: its packets are dropped, so clients
-    // retry, instead of reaching this node's own stack (which would reset
-    // them), and its draining tasks keep their flows.
-    for g in used {
-        out.groups.entry(g).or_default();
-    }
-    for backends in out.groups.values_mut() {
-        backends.sort();
-        backends.dedup_by(|a, b| a.task_id == b.task_id);
-    }
-    out
-}
-
-impl Desired {
-    /// Keeps out of the rings the remote backends this node cannot reach
-    /// yet: the overlay learns a new task's address by gossip a moment after
-    /// the control plane lists it running, and a connection balanced to it
-    /// before then would be lost to a failed ARP. Local backends always
-    /// stay; draining ones too (they only keep their flows).
-    pub fn only_reachable(&mut self, reachable: impl Fn(&GroupKey, &BackendSpec) -> bool) {
-        for (key, backends) in &mut self.groups {
-            backends.retain(|b| b.local || reachable(key, b));
-        }
-    }
-}
-
-fn add_service(
-    out: &mut Desired,
-    s: &MeshService,
-    me: &str,
-    addr: Ipv4Addr,
-    ingress: Option<&str>,
-    local_networks: &BTreeSet<String>,
-) {
-    let group = |scope| GroupKey {
-        service_id: s.id.clone(),
-        scope,
-    };
-    for (list, into) in [
-        (&s.backends, &mut out.groups),
-        (&s.draining, &mut out.draining),
-    ] {
-        for b in list {
-            let (ip, vtep) = (Ipv4Addr::from(b.ip), Ipv4Addr::from(b.node_addr));
-            let spec = BackendSpec {
-                task_id: b.task_id.clone(),
-                addr: ip,
-                vtep,
-                local: b.node_id == me,
-            };
-            if spec.local {
-                // Host-mode ports go to the task's first address listed.
-                let host = into.entry(group(Scope::Host)).or_default();
-                if !host.iter().any(|h| h.task_id == spec.task_id) {
-                    host.push(spec.clone());
-                }
-            }
-            into.entry(group(Scope::Network(b.network_id.clone())))
-                .or_default()
-                .push(spec);
-        }
-    }
-    let vip_mode = match EndpointMode::try_from(s.endpoint_mode) {
-        Ok(EndpointMode::Vip) => true,
-        Ok(EndpointMode::Dnsrr) => false,
-        Ok(EndpointMode::Unspecified) | Err(_) => {
-            out.skipped.push(format!(
-                "service {}: endpoint_mode: unknown value {}; its VIPs are not programmed",
-                s.name, s.endpoint_mode
-            ));
-            false
-        }
-    };
-    if vip_mode {
-        for vip in &s.vips {
-            let Some(ip) = vip.addr.map(|a| a.ip()) else {
-                continue;
-            };
-            if !local_networks.contains(&vip.network_id) {
-                continue;
-            }
-            for p in [IPPROTO_TCP, IPPROTO_UDP] {
-                out.frontends.insert(
-                    (ip, 0, p),
-                    FrontendSpec {
-                        group: group(Scope::Network(vip.network_id.clone())),
-                        target_port: 0,
-                        flags: SVC_F_VIP,
-                    },
-                );
-            }
-        }
-    }
-    for p in &s.ports {
-        let (Ok(published), Ok(target)) = (
-            u16::try_from(p.published_port),
-            u16::try_from(p.target_port),
-        ) else {
-            continue;
-        };
-        if published == 0 {
-            continue;
-        }
-        let (Some(ip_proto), Ok(mode @ (PublishMode::Ingress | PublishMode::Host))) =
-            (proto(p.protocol), PublishMode::try_from(p.publish_mode))
-        else {
-            out.skipped.push(format!(
-                "service {} port {published}: protocol {} or publish mode {} is unknown; not \
-                 published",
-                s.name, p.protocol, p.publish_mode
-            ));
-            continue;
-        };
-        let (scope, flags) = if mode == PublishMode::Host {
-            (Scope::Host, SVC_F_HOST)
-        } else {
-            let Some(ingress) = ingress else { continue };
-            (Scope::Network(ingress.to_owned()), SVC_F_INGRESS)
-        };
-        if scope == Scope::Host && !out.groups.contains_key(&group(Scope::Host)) {
-            // Host mode: only nodes running a task answer.
-            continue;
-        }
-        out.frontends.insert(
-            (addr, published, ip_proto),
-            FrontendSpec {
-                group: group(scope),
-                target_port: target,
-                flags,
-            },
-        );
-    }
-}
-
-/// The map writes the applier needs: the real maps, or a fake in tests.
+/// The maps the applier writes and the doctor and counters read: the real
+/// maps (the agent's aya maps), or a fake in tests.
 pub trait MeshMaps {
-    fn set_backend(&mut self, id: u32, backend: Backend) -> Result<(), DatapathError>;
-    fn remove_backend(&mut self, id: u32) -> Result<(), DatapathError>;
-    fn set_ring(&mut self, service: u32, table: &[u32]) -> Result<(), DatapathError>;
-    fn set_service(&mut self, key: ServiceKey, svc: Service) -> Result<(), DatapathError>;
-    fn remove_service(&mut self, key: &ServiceKey) -> Result<(), DatapathError>;
+    type Error: std::error::Error + 'static;
+    fn set_backend(&mut self, id: u32, backend: Backend) -> Result<(), Self::Error>;
+    fn remove_backend(&mut self, id: u32) -> Result<(), Self::Error>;
+    fn set_ring(&mut self, service: u32, table: &[u32]) -> Result<(), Self::Error>;
+    fn set_service(&mut self, key: ServiceKey, svc: Service) -> Result<(), Self::Error>;
+    fn remove_service(&mut self, key: &ServiceKey) -> Result<(), Self::Error>;
+    /// Every frontend in the maps.
+    fn frontends(&self) -> Result<Vec<(ServiceKey, Service)>, Self::Error>;
+    /// Every backend slot in use.
+    fn backends(&self) -> Result<Vec<(u32, Backend)>, Self::Error>;
+    /// A group's counters summed over CPUs.
+    fn service_stats(&self, service: u32) -> Result<ServiceStats, Self::Error>;
 }
 
 #[derive(Debug, thiserror::Error)]
-pub enum LbError {
+pub enum LbError<E: std::error::Error + 'static> {
     #[error(transparent)]
-    Map(#[from] DatapathError),
-    #[error("more than {limit} {what} on this node")]
-    Full { what: &'static str, limit: u32 },
+    Map(#[from] E),
+    #[error(transparent)]
+    Full(crate::ids::Full),
     #[error("Maglev table of service {service}: {source}")]
     Maglev {
         service: String,
         #[source]
-        source: shoal_mesh::MaglevError,
+        source: crate::MaglevError,
     },
-}
-
-/// Small integer ids handed out from a range and reused once freed.
-#[derive(Debug)]
-struct Ids<K> {
-    by_key: HashMap<K, u32>,
-    used: std::collections::HashSet<u32>,
-    free: Vec<u32>,
-    next: u32,
-    limit: u32,
-}
-
-impl<K: std::hash::Hash + Eq + Clone> Ids<K> {
-    fn new(first: u32, limit: u32) -> Self {
-        Ids {
-            by_key: HashMap::new(),
-            used: std::collections::HashSet::new(),
-            free: Vec::new(),
-            next: first,
-            limit,
-        }
-    }
-
-    /// `key`'s id; a new key takes `hint` when it is free (the id a previous
-    /// run gave it), else the next free one.
-    fn get_or_assign(
-        &mut self,
-        key: &K,
-        hint: Option<u32>,
-        what: &'static str,
-    ) -> Result<u32, LbError> {
-        if let Some(id) = self.by_key.get(key) {
-            return Ok(*id);
-        }
-        let hinted = hint.filter(|h| *h < self.limit && !self.used.contains(h));
-        let id = match hinted.or_else(|| self.fresh()) {
-            Some(id) => id,
-            None => {
-                return Err(LbError::Full {
-                    what,
-                    limit: self.limit,
-                });
-            }
-        };
-        self.used.insert(id);
-        self.by_key.insert(key.clone(), id);
-        Ok(id)
-    }
-
-    fn fresh(&mut self) -> Option<u32> {
-        while let Some(id) = self.free.pop() {
-            if !self.used.contains(&id) {
-                return Some(id);
-            }
-        }
-        while self.next < self.limit {
-            let id = self.next;
-            self.next += 1;
-            if !self.used.contains(&id) {
-                return Some(id);
-            }
-        }
-        None
-    }
-
-    fn release(&mut self, key: &K) -> Option<u32> {
-        let id = self.by_key.remove(key)?;
-        self.used.remove(&id);
-        self.free.push(id);
-        Some(id)
-    }
 }
 
 /// What this node wrote into its maps, so each pass writes only changes.
@@ -362,8 +70,8 @@ struct Restored {
 
 /// The mesh's maps and what this node wrote into them, under one lock.
 #[derive(Debug)]
-pub struct MeshState {
-    pub maps: crate::datapath::mesh::Mesh,
+pub struct MeshState<M> {
+    pub maps: M,
     pub tables: Tables,
 }
 
@@ -373,12 +81,12 @@ pub struct GroupStats {
     pub key: GroupKey,
     pub service: String,
     pub backends: u32,
-    pub stats: shoal_common::mesh::ServiceStats,
+    pub stats: ServiceStats,
 }
 
-impl MeshState {
+impl<M: MeshMaps> MeshState<M> {
     /// Takes over the maps, and what a previous run left in them.
-    pub fn new(maps: crate::datapath::mesh::Mesh) -> Self {
+    pub fn new(maps: M) -> Self {
         let tables = match (maps.frontends(), maps.backends()) {
             (Ok(s), Ok(b)) => {
                 if !s.is_empty() {
@@ -399,7 +107,7 @@ impl MeshState {
     }
 
     /// Counters of every group in the maps now.
-    pub fn group_stats(&self) -> Result<Vec<GroupStats>, DatapathError> {
+    pub fn group_stats(&self) -> Result<Vec<GroupStats>, M::Error> {
         let mut out = Vec::new();
         let mut groups: Vec<(&GroupKey, &u32)> = self.tables.groups.by_key.iter().collect();
         groups.sort();
@@ -475,7 +183,11 @@ impl Tables {
     /// rings naming them, then the frontends using the rings; removals in
     /// the reverse order. A failed write leaves what is recorded as written
     /// consistent with the maps, so the next pass retries the rest.
-    pub fn apply(&mut self, want: &Desired, maps: &mut impl MeshMaps) -> Result<Changes, LbError> {
+    pub fn apply<M: MeshMaps>(
+        &mut self,
+        want: &Desired,
+        maps: &mut M,
+    ) -> Result<Changes, LbError<M::Error>> {
         self.names.clone_from(&want.names);
         let mut changes = Changes::default();
         let mut ring_of: BTreeMap<u32, Vec<(u32, String)>> = BTreeMap::new();
@@ -491,7 +203,8 @@ impl Tables {
                 });
             let gid = self
                 .groups
-                .get_or_assign(key, hint, "load-balanced services")?;
+                .get_or_assign(key, hint, "load-balanced services")
+                .map_err(LbError::Full)?;
             let mut ring = Vec::new();
             let draining = want.draining.get(key).map_or(&[][..], Vec::as_slice);
             for (b, in_ring) in backends
@@ -504,9 +217,10 @@ impl Tables {
                     .backend_of_addr
                     .get(&u32::from(b.addr).to_be())
                     .copied();
-                let bid =
-                    self.backends
-                        .get_or_assign(&(b.task_id.clone(), b.addr), hint, "backends")?;
+                let bid = self
+                    .backends
+                    .get_or_assign(&(b.task_id.clone(), b.addr), hint, "backends")
+                    .map_err(LbError::Full)?;
                 let value = Backend {
                     addr: u32::from(b.addr).to_be(),
                     vtep: u32::from(b.vtep).to_be(),
@@ -535,7 +249,7 @@ impl Tables {
                     key: key.as_bytes(),
                 })
                 .collect();
-            let table = shoal_mesh::table(&members).map_err(|source| LbError::Maglev {
+            let table = crate::table(&members).map_err(|source| LbError::Maglev {
                 service: gid.to_string(),
                 source,
             })?;
@@ -586,7 +300,7 @@ impl Tables {
             if let Some(gid) = self.groups.by_key.get(&key).copied() {
                 // Emptied before the id is reused, so a new group never
                 // starts with another's backends.
-                maps.set_ring(gid, &vec![shoal_mesh::BACKEND_NONE; MAGLEV_SIZE as usize])?;
+                maps.set_ring(gid, &vec![crate::BACKEND_NONE; MAGLEV_SIZE as usize])?;
                 self.rings.remove(&gid);
                 self.groups.release(&key);
                 changes.removed += 1;
@@ -623,157 +337,15 @@ impl Tables {
     }
 }
 
-impl MeshMaps for crate::datapath::mesh::Mesh {
-    fn set_backend(&mut self, id: u32, backend: Backend) -> Result<(), DatapathError> {
-        crate::datapath::mesh::Mesh::set_backend(self, id, backend)
-    }
-    fn remove_backend(&mut self, id: u32) -> Result<(), DatapathError> {
-        crate::datapath::mesh::Mesh::remove_backend(self, id)
-    }
-    fn set_ring(&mut self, service: u32, table: &[u32]) -> Result<(), DatapathError> {
-        crate::datapath::mesh::Mesh::set_ring(self, service, table)
-    }
-    fn set_service(&mut self, key: ServiceKey, svc: Service) -> Result<(), DatapathError> {
-        crate::datapath::mesh::Mesh::set_service(self, key, svc)
-    }
-    fn remove_service(&mut self, key: &ServiceKey) -> Result<(), DatapathError> {
-        crate::datapath::mesh::Mesh::remove_service(self, key)
-    }
-}
-
 #[cfg(test)]
 mod tests {
-    use shoal_api::{
-        cluster::v1::{Ipv4Prefix, MeshBackend, NetworkAssignment, PortConfig, VirtualIp},
-        words::Word,
-    };
+    use shoal_common::mesh::IPPROTO_TCP;
 
     use super::*;
-
-    /// An address in the tests' text; 0.0.0.0 for a typo.
-    fn ip4(s: &str) -> u32 {
-        s.parse::<Ipv4Addr>().map_or(0, u32::from)
-    }
-
-    fn cidr(s: &str) -> Option<Ipv4Prefix> {
-        let (a, l) = s.split_once('/')?;
-        Some(Ipv4Prefix::new(a.parse().ok()?, l.parse().ok()?))
-    }
-
-    const ME: Ipv4Addr = Ipv4Addr::new(198, 18, 0, 1);
-
-    fn backend(task: &str, node: &str, node_addr: &str, net: &str, ip: &str) -> MeshBackend {
-        MeshBackend {
-            task_id: task.into(),
-            node_id: node.into(),
-            node_addr: ip4(node_addr),
-            network_id: net.into(),
-            ip: ip4(ip),
-        }
-    }
-
-    fn port(published: u32, target: u32, proto: &str, mode: &str) -> PortConfig {
-        PortConfig {
-            protocol: Protocol::from_word(proto).map_or(7, Into::into),
-            target_port: target,
-            published_port: published,
-            publish_mode: PublishMode::from_word(mode).map_or(7, Into::into),
-        }
-    }
-
-    fn set() -> AssignmentSet {
-        AssignmentSet {
-            networks: vec![NetworkAssignment {
-                id: "ing".into(),
-                ingress: true,
-                ..Default::default()
-            }],
-            mesh: vec![MeshService {
-                id: "web".into(),
-                name: "web".into(),
-                endpoint_mode: EndpointMode::Vip.into(),
-                vips: vec![
-                    VirtualIp {
-                        network_id: "app".into(),
-                        network: "app".into(),
-                        addr: cidr("10.0.1.2/24"),
-                    },
-                    VirtualIp {
-                        network_id: "ing".into(),
-                        network: "ingress".into(),
-                        addr: cidr("10.0.0.2/24"),
-                    },
-                ],
-                ports: vec![
-                    port(8080, 80, "tcp", "ingress"),
-                    port(9090, 90, "udp", "host"),
-                ],
-                backends: vec![
-                    backend("t1", "me", "198.18.0.1", "ing", "10.0.0.3"),
-                    backend("t1", "me", "198.18.0.1", "app", "10.0.1.3"),
-                    backend("t2", "n2", "198.18.0.2", "ing", "10.0.0.4"),
-                    backend("t2", "n2", "198.18.0.2", "app", "10.0.1.4"),
-                ],
-                draining: vec![],
-            }],
-            ..Default::default()
-        }
-    }
-
-    fn local(nets: &[&str]) -> BTreeSet<String> {
-        nets.iter().map(|s| s.to_string()).collect()
-    }
-
-    #[test]
-    fn an_unknown_protocol_is_left_out_with_a_reason_not_taken_for_tcp() {
-        let mut s = set();
-        s.mesh[0].ports[0].protocol = 7;
-        let d = desired(&s, "me", ME, &local(&["ing"]));
-        assert!(!d.frontends.keys().any(|(_, port, _)| *port == 8080));
-        assert_eq!(d.skipped.len(), 1, "{:?}", d.skipped);
-        assert!(d.skipped[0].contains("port 8080"), "{:?}", d.skipped);
-    }
-
-    #[test]
-    fn ingress_ports_on_every_node_vips_on_local_networks_host_ports_where_tasks_run() {
-        let d = desired(&set(), "me", ME, &local(&["ing"]));
-        let keys: Vec<Frontend> = d.frontends.keys().copied().collect();
-        let vip_ing = Ipv4Addr::new(10, 0, 0, 2);
-        assert_eq!(
-            keys,
-            [
-                (vip_ing, 0, IPPROTO_TCP),
-                (vip_ing, 0, IPPROTO_UDP),
-                (ME, 8080, IPPROTO_TCP),
-                (ME, 9090, IPPROTO_UDP),
-            ],
-            "no VIP on app: this node has no task there"
-        );
-        let ingress = &d.frontends[&(ME, 8080, IPPROTO_TCP)];
-        assert_eq!((ingress.target_port, ingress.flags), (80, SVC_F_INGRESS));
-        let ring = &d.groups[&ingress.group];
-        assert_eq!(
-            ring.iter().map(|b| (b.addr, b.local)).collect::<Vec<_>>(),
-            [
-                (Ipv4Addr::new(10, 0, 0, 3), true),
-                (Ipv4Addr::new(10, 0, 0, 4), false)
-            ]
-        );
-        let host = &d.frontends[&(ME, 9090, IPPROTO_UDP)];
-        assert_eq!(host.flags, SVC_F_HOST);
-        assert_eq!(d.groups[&host.group].len(), 1, "only the local task");
-
-        // A node with no task of the service: ingress still, host mode not.
-        let mut other = set();
-        other.mesh[0].backends.retain(|b| b.node_id != "me");
-        let d = desired(&other, "me", ME, &local(&["ing", "app"]));
-        assert!(d.frontends.contains_key(&(ME, 8080, IPPROTO_TCP)));
-        assert!(!d.frontends.contains_key(&(ME, 9090, IPPROTO_UDP)));
-        assert!(
-            d.frontends
-                .contains_key(&(Ipv4Addr::new(10, 0, 1, 2), 0, IPPROTO_TCP))
-        );
-    }
+    use crate::{
+        desired,
+        desired::tests::{ME, local, set},
+    };
 
     #[test]
     fn draining_backends_keep_their_slot_but_leave_the_ring() {
@@ -867,23 +439,6 @@ mod tests {
         );
     }
 
-    #[test]
-    fn unreachable_remote_backends_wait_outside_the_ring() {
-        let mut d = desired(&set(), "me", ME, &local(&["ing"]));
-        d.only_reachable(|_, b| b.addr != Ipv4Addr::new(10, 0, 0, 4));
-        let ingress = &d.frontends[&(ME, 8080, IPPROTO_TCP)];
-        let ring: Vec<Ipv4Addr> = d.groups[&ingress.group].iter().map(|b| b.addr).collect();
-        assert_eq!(ring, [Ipv4Addr::new(10, 0, 0, 3)], "the local one stays");
-    }
-
-    #[test]
-    fn dnsrr_has_no_vip() {
-        let mut s = set();
-        s.mesh[0].endpoint_mode = EndpointMode::Dnsrr.into();
-        let d = desired(&s, "me", ME, &local(&["ing", "app"]));
-        assert!(d.frontends.keys().all(|(a, _, _)| *a == ME));
-    }
-
     /// Records every write, in order.
     #[derive(Default)]
     struct Fake {
@@ -894,31 +449,41 @@ mod tests {
     }
 
     impl MeshMaps for Fake {
-        fn set_backend(&mut self, id: u32, b: Backend) -> Result<(), DatapathError> {
+        type Error = std::convert::Infallible;
+        fn set_backend(&mut self, id: u32, b: Backend) -> Result<(), Self::Error> {
             self.log.push(format!("backend {id}"));
             self.backends.insert(id, b);
             Ok(())
         }
-        fn remove_backend(&mut self, id: u32) -> Result<(), DatapathError> {
+        fn remove_backend(&mut self, id: u32) -> Result<(), Self::Error> {
             self.log.push(format!("-backend {id}"));
             self.backends.remove(&id);
             Ok(())
         }
-        fn set_ring(&mut self, service: u32, table: &[u32]) -> Result<(), DatapathError> {
+        fn set_ring(&mut self, service: u32, table: &[u32]) -> Result<(), Self::Error> {
             self.log.push(format!("ring {service}"));
             self.rings.insert(service, table.to_vec());
             Ok(())
         }
-        fn set_service(&mut self, key: ServiceKey, svc: Service) -> Result<(), DatapathError> {
+        fn set_service(&mut self, key: ServiceKey, svc: Service) -> Result<(), Self::Error> {
             self.log.push(format!("service {}", u16::from_be(key.port)));
             self.services.insert(key, svc);
             Ok(())
         }
-        fn remove_service(&mut self, key: &ServiceKey) -> Result<(), DatapathError> {
+        fn remove_service(&mut self, key: &ServiceKey) -> Result<(), Self::Error> {
             self.log
                 .push(format!("-service {}", u16::from_be(key.port)));
             self.services.remove(key);
             Ok(())
+        }
+        fn frontends(&self) -> Result<Vec<(ServiceKey, Service)>, Self::Error> {
+            Ok(self.services.iter().map(|(k, v)| (*k, *v)).collect())
+        }
+        fn backends(&self) -> Result<Vec<(u32, Backend)>, Self::Error> {
+            Ok(self.backends.iter().map(|(k, v)| (*k, *v)).collect())
+        }
+        fn service_stats(&self, _: u32) -> Result<ServiceStats, Self::Error> {
+            Ok(ServiceStats::default())
         }
     }
 

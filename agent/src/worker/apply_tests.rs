@@ -1,0 +1,470 @@
+//! The executor's logic through fake ports ([`crate::fake`]): what an
+//! assignment set makes it do, in what order, with no root and no kernel.
+
+use std::{collections::BTreeSet, net::Ipv4Addr, sync::Arc, time::Duration};
+
+use shoal_api::cluster::v1::{
+    AssignmentSet, MeshBackend, MeshService, NetworkAssignment, TaskAddress, TaskAssignment,
+    TaskReport, VirtualIp,
+};
+use shoal_mesh::{BackendSpec, GroupKey, Scope};
+use shoal_overlay::bridge_mac;
+use tokio::sync::mpsc;
+
+use super::{Executor, Setup};
+use crate::{
+    endpoints::Endpoints,
+    fake::{Call, FakeMesh, FakeOverlay, FakeTasks, Log, ME, PEER, VNI, nodes},
+    local::{Local, lock, mac_for},
+};
+
+const INGRESS_VNI: u32 = 4096;
+const VIP: Ipv4Addr = Ipv4Addr::new(10, 0, 1, 2);
+
+struct Node {
+    exec: Arc<Executor<FakeOverlay, FakeTasks, FakeMesh>>,
+    reports: mpsc::UnboundedReceiver<TaskReport>,
+    log: Log,
+    _dir: tempfile::TempDir,
+}
+
+/// An executor on fakes; with a gossip member on loopback if `gossip`.
+fn node(gossip: bool) -> Node {
+    let log = Log::default();
+    let dir = tempfile::tempdir().expect("a temporary directory");
+    let endpoints = gossip.then(|| {
+        Endpoints::bind("me", "127.0.0.1:0".parse().expect("an address"))
+            .expect("gossip on loopback")
+    });
+    let setup = Setup {
+        tasks_dir: dir.path().to_owned(),
+        data_iface: "eth0".into(),
+        local: Arc::new(Local::new("me".into(), Some(ME))),
+        endpoints,
+        dns: shoal_dns::Resolver::new(Vec::new()),
+        resolv_conf: None,
+        node_view: Arc::default(),
+    };
+    let (exec, reports) = Executor::new(
+        setup,
+        FakeOverlay::new(log.clone()),
+        FakeTasks::new(log.clone()),
+        FakeMesh::new(log.clone()),
+    );
+    Node {
+        exec: Arc::new(exec),
+        reports,
+        log,
+        _dir: dir,
+    }
+}
+
+/// A prefix in the tests' text, its length unchecked (33 is a test case).
+fn cidr(s: &str) -> Option<shoal_api::cluster::v1::Ipv4Prefix> {
+    let (a, l) = s.split_once('/')?;
+    Some(shoal_api::cluster::v1::Ipv4Prefix {
+        addr: u32::from(a.parse::<Ipv4Addr>().ok()?),
+        prefix_len: l.parse().ok()?,
+    })
+}
+
+/// A task state's raw value from its word; 99 (unknown) for a typo.
+fn state_of(word: &str) -> i32 {
+    use shoal_api::words::Word;
+    shoal_api::cluster::v1::TaskState::from_word(word).map_or(99, Into::into)
+}
+
+/// A raw task state's word, as the assertions were written.
+fn word_of(state: i32) -> &'static str {
+    use shoal_api::words::Word;
+    shoal_api::cluster::v1::TaskState::try_from(state).map_or("?", Word::word)
+}
+
+fn network() -> NetworkAssignment {
+    NetworkAssignment {
+        id: "net-a".into(),
+        name: "front".into(),
+        vni: VNI,
+        subnet: cidr("10.0.1.0/24"),
+        ..Default::default()
+    }
+}
+
+fn ingress() -> NetworkAssignment {
+    NetworkAssignment {
+        id: "ingress".into(),
+        name: "ingress".into(),
+        vni: INGRESS_VNI,
+        subnet: cidr("10.255.0.0/16"),
+        ingress: true,
+        ..Default::default()
+    }
+}
+
+fn task(id: &str, desired: &str, state: &str, ip: &str) -> TaskAssignment {
+    TaskAssignment {
+        id: id.into(),
+        name: format!("web.{id}"),
+        service_id: "svc".into(),
+        service_name: "web".into(),
+        desired_state: state_of(desired),
+        state: state_of(state),
+        args: vec!["sleep".into(), "1000".into()],
+        addresses: vec![TaskAddress {
+            network_id: "net-a".into(),
+            addr: cidr(&format!("{ip}/24")),
+        }],
+        ..Default::default()
+    }
+}
+
+fn backend(task: &str, node: &str, node_addr: Ipv4Addr, ip: &str) -> MeshBackend {
+    MeshBackend {
+        task_id: task.into(),
+        node_id: node.into(),
+        node_addr: u32::from(node_addr),
+        network_id: "net-a".into(),
+        ip: ip.parse::<Ipv4Addr>().map_or(0, u32::from),
+    }
+}
+
+fn set(version: u64, tasks: Vec<TaskAssignment>) -> AssignmentSet {
+    AssignmentSet {
+        version,
+        tasks,
+        networks: vec![network()],
+        nodes: nodes(),
+        mesh: vec![MeshService {
+            id: "svc".into(),
+            name: "web".into(),
+            endpoint_mode: shoal_api::cluster::v1::EndpointMode::Vip.into(),
+            vips: vec![VirtualIp {
+                network_id: "net-a".into(),
+                network: "front".into(),
+                addr: cidr(&format!("{VIP}/24")),
+            }],
+            ..Default::default()
+        }],
+        ..Default::default()
+    }
+}
+
+/// The reports up to and including the first in `state`.
+async fn until(rx: &mut mpsc::UnboundedReceiver<TaskReport>, state: &str) -> Vec<TaskReport> {
+    let mut seen = Vec::new();
+    loop {
+        let r = tokio::time::timeout(Duration::from_secs(5), rx.recv())
+            .await
+            .unwrap_or_else(|_| panic!("no {state} report in time; got {seen:?}"))
+            .expect("the reports channel is open");
+        let last = word_of(r.state) == state;
+        seen.push(r);
+        if last {
+            return seen;
+        }
+    }
+}
+
+fn states(reports: &[TaskReport]) -> Vec<(&str, &str)> {
+    reports
+        .iter()
+        .map(|r| (r.task_id.as_str(), word_of(r.state)))
+        .collect()
+}
+
+/// Until the task's supervisor is done (its networks released).
+async fn gone(n: &Node, id: &str) {
+    for _ in 0..500 {
+        if !lock(&n.exec.running).contains_key(id) {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    panic!("task {id} is still supervised");
+}
+
+/// A node running task t1 on net-a, with no call recorded yet.
+async fn running_t1() -> Node {
+    let mut n = node(false);
+    n.exec
+        .apply(set(1, vec![task("t1", "running", "assigned", "10.0.1.5")]));
+    until(&mut n.reports, "running").await;
+    n.log.clear();
+    n
+}
+
+/// No report comes within a moment.
+async fn quiet(rx: &mut mpsc::UnboundedReceiver<TaskReport>) {
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    if let Ok(r) = rx.try_recv() {
+        panic!("unexpected report {r:?}");
+    }
+}
+
+#[tokio::test]
+async fn a_new_network_is_programmed_before_its_first_task_runs() {
+    let mut n = node(true);
+    n.exec
+        .apply(set(1, vec![task("t1", "running", "assigned", "10.0.1.5")]));
+    let reports = until(&mut n.reports, "running").await;
+    assert_eq!(
+        states(&reports),
+        [
+            ("t1", "accepted"),
+            ("t1", "preparing"),
+            ("t1", "starting"),
+            ("t1", "running")
+        ]
+    );
+    assert_eq!(
+        n.log.calls(),
+        [
+            Call::EnsureNetwork(VNI),
+            // The other node's bridge and the service VIP, before the task.
+            Call::AddFdb(VNI, bridge_mac(PEER), PEER),
+            Call::AddNeighbour(VNI, VIP, bridge_mac(ME)),
+            Call::Start("t1".into()),
+            Call::Attach("veth-t1-0".into()),
+        ]
+    );
+    assert_eq!(
+        n.exec.local().local_networks().await,
+        [("net-a".to_owned(), VNI)].into()
+    );
+    // Its address is published by gossip once it runs.
+    let gossip = n.exec.setup.endpoints.as_ref().expect("gossip").gossip();
+    let ip = Ipv4Addr::new(10, 0, 1, 5);
+    let mut published = Vec::new();
+    for _ in 0..200 {
+        published = gossip.endpoints();
+        if !published.is_empty() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert_eq!(
+        published,
+        [shoal_gossip::Endpoint {
+            network: "net-a".into(),
+            ip,
+            mac: mac_for(ip),
+            vtep: ME,
+            node_id: "me".into(),
+        }]
+    );
+}
+
+#[tokio::test]
+async fn a_task_gone_from_the_set_is_stopped_then_its_network_released() {
+    let mut n = running_t1().await;
+    n.exec.apply(set(2, Vec::new()));
+    let end = until(&mut n.reports, "shutdown").await;
+    assert_eq!(states(&end), [("t1", "shutdown")]);
+    assert_eq!(end[0].message, "shutdown");
+    assert_eq!(end[0].exit_code, Some(143));
+    gone(&n, "t1").await;
+    assert_eq!(
+        n.log.calls(),
+        [
+            Call::Stop("t1".into()),
+            Call::Detach("veth-t1-0".into()),
+            Call::ReleaseNetwork(VNI),
+        ]
+    );
+    assert!(n.exec.local().local_networks().await.is_empty());
+    quiet(&mut n.reports).await;
+}
+
+#[tokio::test]
+async fn desired_shutdown_stops_the_task_and_reports_its_end_once() {
+    let mut n = running_t1().await;
+    let stopping = set(2, vec![task("t1", "shutdown", "running", "10.0.1.5")]);
+    n.exec.apply(stopping.clone());
+    let end = until(&mut n.reports, "shutdown").await;
+    assert_eq!(states(&end), [("t1", "shutdown")]);
+    gone(&n, "t1").await;
+    // The manager repeats the set until it has the report: nothing more.
+    n.exec.apply(stopping);
+    quiet(&mut n.reports).await;
+    let stops = n
+        .log
+        .calls()
+        .into_iter()
+        .filter(|c| matches!(c, Call::Stop(_)))
+        .count();
+    assert_eq!(stops, 1);
+}
+
+#[tokio::test]
+async fn tasks_this_process_did_not_start_are_reported_without_running() {
+    let mut n = node(false);
+    let s = set(
+        1,
+        vec![
+            // Accepted by a previous run of the daemon: its process is gone.
+            task("lost", "running", "running", "10.0.1.5"),
+            // Never started, and no longer wanted.
+            task("late", "shutdown", "assigned", "10.0.1.6"),
+        ],
+    );
+    n.exec.apply(s.clone());
+    let lost = until(&mut n.reports, "failed").await;
+    assert_eq!(states(&lost), [("lost", "failed")]);
+    assert_eq!(lost[0].message, "task lost");
+    let late = until(&mut n.reports, "shutdown").await;
+    assert_eq!(states(&late), [("late", "shutdown")]);
+    n.exec.apply(s);
+    quiet(&mut n.reports).await;
+    assert_eq!(n.log.calls(), []);
+}
+
+#[tokio::test]
+async fn a_task_that_exits_is_reported_failed_and_its_network_released() {
+    let mut n = running_t1().await;
+    n.exec.tasks.exit("t1", 3);
+    let end = until(&mut n.reports, "failed").await;
+    assert_eq!(states(&end), [("t1", "failed")]);
+    assert_eq!(end[0].err, "task: non-zero exit (3)");
+    assert_eq!(end[0].exit_code, Some(3));
+    gone(&n, "t1").await;
+    assert_eq!(
+        n.log.calls(),
+        [Call::Detach("veth-t1-0".into()), Call::ReleaseNetwork(VNI)]
+    );
+    // Still assigned as running: not started again by this process.
+    n.exec
+        .apply(set(2, vec![task("t1", "running", "assigned", "10.0.1.5")]));
+    quiet(&mut n.reports).await;
+}
+
+#[tokio::test]
+async fn a_network_is_released_when_its_last_task_ends() {
+    let mut n = node(false);
+    let t1 = task("t1", "running", "assigned", "10.0.1.5");
+    let t2 = task("t2", "running", "assigned", "10.0.1.6");
+    n.exec.apply(set(1, vec![t1.clone(), t2.clone()]));
+    until(&mut n.reports, "running").await;
+    until(&mut n.reports, "running").await;
+    n.log.clear();
+    n.exec.apply(set(2, vec![t2]));
+    until(&mut n.reports, "shutdown").await;
+    gone(&n, "t1").await;
+    assert_eq!(
+        n.log.calls(),
+        [Call::Stop("t1".into()), Call::Detach("veth-t1-0".into())]
+    );
+    n.log.clear();
+    n.exec.apply(set(3, Vec::new()));
+    until(&mut n.reports, "shutdown").await;
+    gone(&n, "t2").await;
+    assert_eq!(
+        n.log.calls(),
+        [
+            Call::Stop("t2".into()),
+            Call::Detach("veth-t2-0".into()),
+            Call::ReleaseNetwork(VNI),
+        ]
+    );
+}
+
+#[tokio::test]
+async fn the_ingress_network_outlives_the_tasks_on_it() {
+    let mut n = node(false);
+    let mut t = task("t1", "running", "assigned", "10.255.0.5");
+    t.addresses[0].network_id = "ingress".into();
+    t.addresses[0].addr = cidr("10.255.0.5/16");
+    let mut s = set(1, vec![t]);
+    s.networks.push(ingress());
+    n.exec.ensure_ingress(&s).await;
+    n.exec.apply(s.clone());
+    until(&mut n.reports, "running").await;
+    s.version = 2;
+    s.tasks.clear();
+    n.exec.apply(s);
+    until(&mut n.reports, "shutdown").await;
+    gone(&n, "t1").await;
+    assert_eq!(
+        n.log.calls(),
+        [
+            Call::EnsureNetwork(INGRESS_VNI),
+            Call::EnsureNetwork(INGRESS_VNI),
+            Call::Start("t1".into()),
+            Call::Attach("veth-t1-0".into()),
+            Call::Stop("t1".into()),
+            Call::Detach("veth-t1-0".into()),
+        ]
+    );
+    assert_eq!(
+        n.exec.local().local_networks().await,
+        [("ingress".to_owned(), INGRESS_VNI)].into()
+    );
+}
+
+#[tokio::test]
+async fn a_network_that_cannot_be_made_rejects_the_task_before_it_starts() {
+    let mut n = node(false);
+    let mut s = set(1, vec![task("t1", "running", "assigned", "10.0.1.5")]);
+    s.networks[0].subnet = cidr("10.0.1.0/33");
+    n.exec.apply(s);
+    let reports = until(&mut n.reports, "rejected").await;
+    assert_eq!(
+        states(&reports),
+        [("t1", "accepted"), ("t1", "preparing"), ("t1", "rejected")]
+    );
+    assert_eq!(reports[2].message, "preparing failed");
+    assert!(reports[2].err.contains("subnet"), "{:?}", reports[2].err);
+    gone(&n, "t1").await;
+    assert_eq!(n.log.calls(), []);
+}
+
+#[tokio::test]
+async fn leftovers_the_first_set_does_not_name_are_removed() {
+    let n = node(false);
+    n.exec.overlay.leftover(VNI);
+    n.exec.overlay.leftover(9999);
+    n.exec.sweep_leftovers(&set(1, Vec::new())).await;
+    assert_eq!(n.log.calls(), [Call::ReleaseNetwork(9999)]);
+}
+
+#[tokio::test]
+async fn the_mesh_gets_reachable_backends_and_keeps_draining_ones_out_of_rings() {
+    let n = node(false);
+    let mut s = set(1, Vec::new());
+    s.mesh[0].backends = vec![
+        backend("t1", "me", ME, "10.0.1.5"),
+        backend("t2", "n2", PEER, "10.0.1.6"),
+    ];
+    s.mesh[0].draining = vec![backend("t3", "n2", PEER, "10.0.1.7")];
+    n.exec
+        .local()
+        .networks()
+        .await
+        .insert("net-a".into(), (VNI, 1));
+    let group = GroupKey {
+        service_id: "svc".into(),
+        scope: Scope::Network("net-a".into()),
+    };
+    let synced = |log: &Log| match log.calls().as_slice() {
+        [Call::MeshSync(want)] => want.clone(),
+        other => panic!("expected one mesh sync, got {other:?}"),
+    };
+    let tasks =
+        |b: &[BackendSpec]| -> Vec<String> { b.iter().map(|b| b.task_id.clone()).collect() };
+
+    // The remote task is not programmed in the overlay yet.
+    n.exec.sync_mesh(&s).await;
+    let want = synced(&n.log);
+    let vips: BTreeSet<Ipv4Addr> = want.frontends.keys().map(|(ip, _, _)| *ip).collect();
+    assert_eq!(vips, [VIP].into());
+    assert_eq!(tasks(&want.groups[&group]), ["t1"]);
+    assert_eq!(tasks(&want.draining[&group]), ["t3"]);
+
+    n.log.clear();
+    n.exec
+        .local()
+        .set_reachable("net-a", [Ipv4Addr::new(10, 0, 1, 6)].into_iter());
+    n.exec.sync_mesh(&s).await;
+    let want = synced(&n.log);
+    assert_eq!(tasks(&want.groups[&group]), ["t1", "t2"]);
+    assert_eq!(tasks(&want.draining[&group]), ["t3"]);
+}

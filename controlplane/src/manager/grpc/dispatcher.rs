@@ -1,0 +1,71 @@
+//! `Dispatcher`: a node's session, each node speaking only for itself.
+
+use shoal_api::cluster::v1::{
+    AssignmentSet, AssignmentsRequest, HeartbeatReply, HeartbeatRequest, RenewCertificateReply,
+    RenewCertificateRequest, ReportTasksReply, ReportTasksRequest, dispatcher_server::Dispatcher,
+};
+use tokio_stream::StreamExt;
+use tonic::{Request, Response, Status};
+
+use super::{Api, own_node, require_node};
+use crate::manager::sessions;
+
+#[tonic::async_trait]
+impl Dispatcher for Api {
+    async fn heartbeat(
+        &self,
+        req: Request<HeartbeatRequest>,
+    ) -> Result<Response<HeartbeatReply>, Status> {
+        let node_id = require_node(&req)?;
+        if !req.get_ref().node_id.is_empty() && req.get_ref().node_id != node_id {
+            return Err(Status::permission_denied(
+                "a node may only heartbeat for itself",
+            ));
+        }
+        let tls = req.get_ref().tls.as_ref().map(|t| crate::model::NodeTls {
+            cert_issuer: t.cert_issuer.clone(),
+            cert_not_after_unix: t.cert_not_after_unix,
+        });
+        Ok(Response::new(
+            sessions::heartbeat(&self.0, &node_id, tls).await?,
+        ))
+    }
+
+    async fn renew_certificate(
+        &self,
+        req: Request<RenewCertificateRequest>,
+    ) -> Result<Response<RenewCertificateReply>, Status> {
+        let node_id = require_node(&req)?;
+        let (cert_pem, trusted_roots_pem) = self
+            .0
+            .renew_certificate(&node_id, &req.get_ref().csr_pem)
+            .await?;
+        Ok(Response::new(RenewCertificateReply {
+            cert_pem,
+            trusted_roots_pem,
+        }))
+    }
+
+    type AssignmentsStream =
+        std::pin::Pin<Box<dyn futures::Stream<Item = Result<AssignmentSet, Status>> + Send>>;
+
+    async fn assignments(
+        &self,
+        req: Request<AssignmentsRequest>,
+    ) -> Result<Response<Self::AssignmentsStream>, Status> {
+        let node_id = own_node(&req, &req.get_ref().node_id)?;
+        let rx = sessions::assignments(self.0.clone(), node_id);
+        Ok(Response::new(Box::pin(
+            tokio_stream::wrappers::ReceiverStream::new(rx).map(Ok),
+        )))
+    }
+
+    async fn report_tasks(
+        &self,
+        req: Request<ReportTasksRequest>,
+    ) -> Result<Response<ReportTasksReply>, Status> {
+        let node_id = own_node(&req, &req.get_ref().node_id)?;
+        sessions::report_tasks(&self.0, &node_id, &req.get_ref().reports).await?;
+        Ok(Response::new(ReportTasksReply {}))
+    }
+}

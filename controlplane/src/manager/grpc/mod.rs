@@ -1,0 +1,137 @@
+//! The gRPC services a manager serves on 2377, and who may call which:
+//! `Join` anyone (the token decides), `Dispatcher` any node, `RaftPeer` and
+//! `Control` managers only. Over the local Unix socket (root only) there is
+//! no peer certificate and `Control` is open to the operator.
+//!
+//! The handlers here only authorize the caller and translate errors; what a
+//! call does lives in the domain modules beside this one.
+
+mod control;
+mod dispatcher;
+mod join;
+mod raft_peer;
+
+use std::sync::Arc;
+
+use shoal_api::cluster::v1::{
+    control_server::ControlServer, dispatcher_server::DispatcherServer, join_server::JoinServer,
+    raft_peer_server::RaftPeerServer,
+};
+use shoal_ca::{NodeRole, rustls::ServerConfig};
+use tokio::net::TcpListener;
+use tonic::{Request, Status};
+
+use super::{Manager, ManagerError};
+use crate::transport::PeerInfo;
+
+impl From<crate::validate::ValidationError> for Status {
+    fn from(e: crate::validate::ValidationError) -> Self {
+        Status::invalid_argument(e.to_string())
+    }
+}
+
+impl From<ManagerError> for Status {
+    fn from(e: ManagerError) -> Self {
+        match &e {
+            ManagerError::NoLeader | ManagerError::NoQuorum { .. } => {
+                Status::unavailable(e.to_string())
+            }
+            ManagerError::Rejected(crate::model::ApplyError::NotFound { .. })
+            | ManagerError::NotFound { .. } => Status::not_found(e.to_string()),
+            ManagerError::Rejected(crate::model::ApplyError::PortInUse { .. }) => {
+                Status::already_exists(e.to_string())
+            }
+            ManagerError::Rejected(_) | ManagerError::Precondition { .. } => {
+                Status::failed_precondition(e.to_string())
+            }
+            ManagerError::Invalid { .. } | ManagerError::Validation(_) => {
+                Status::invalid_argument(e.to_string())
+            }
+            ManagerError::Denied { .. } => Status::permission_denied(e.to_string()),
+            _ => Status::internal(format!("{e:#}")),
+        }
+    }
+}
+
+/// docker's wording, for a worker asked to act as a manager.
+pub fn not_a_manager() -> Status {
+    Status::failed_precondition(
+        "This node is not a swarm manager. Worker nodes can't be used to view or modify cluster \
+         state. Please run this command on a manager node or promote the current node to a manager.",
+    )
+}
+
+/// Serves every service on `listener` until `stopped` turns true.
+pub(super) fn serve(
+    m: Arc<Manager>,
+    listener: TcpListener,
+    tls: Arc<ServerConfig>,
+    extra: Option<tonic::service::Routes>,
+    mut stopped: tokio::sync::watch::Receiver<bool>,
+) {
+    let incoming = crate::transport::tls_incoming(listener, tls);
+    let api = Api(m);
+    let routes = extra
+        .unwrap_or_default()
+        .add_service(RaftPeerServer::new(api.clone()))
+        .add_service(JoinServer::new(api.clone()))
+        .add_service(DispatcherServer::new(api.clone()))
+        .add_service(ControlServer::new(api));
+    tokio::spawn(async move {
+        let result = tonic::transport::Server::builder()
+            .add_routes(routes)
+            .serve_with_incoming_shutdown(incoming, async move {
+                let _ = stopped.wait_for(|s| *s).await;
+            })
+            .await;
+        if let Err(e) = result {
+            tracing::error!(error = %e, "cluster API stopped");
+        }
+    });
+}
+
+/// The manager's API; cheap to clone.
+#[derive(Clone)]
+pub struct Api(pub Arc<Manager>);
+
+/// A stream of log lines, as the `ServiceLogs` and `TaskLogs` RPCs return.
+pub type LogStream = std::pin::Pin<
+    Box<dyn futures::Stream<Item = Result<shoal_api::cluster::v1::LogLine, Status>> + Send>,
+>;
+
+/// The caller's certificate, or `None` when it came over the local socket.
+fn peer<T>(req: &Request<T>) -> Option<&PeerInfo> {
+    req.extensions().get::<PeerInfo>()
+}
+
+fn require_manager<T>(req: &Request<T>) -> Result<(), Status> {
+    match peer(req) {
+        None => Ok(()),
+        Some(PeerInfo {
+            identity: Some(id), ..
+        }) if id.role() == NodeRole::Manager => Ok(()),
+        Some(_) => Err(Status::permission_denied(
+            "a manager certificate is required",
+        )),
+    }
+}
+
+fn require_node<T>(req: &Request<T>) -> Result<String, Status> {
+    match peer(req) {
+        Some(PeerInfo {
+            identity: Some(id), ..
+        }) => Ok(id.node_id().to_owned()),
+        _ => Err(Status::unauthenticated("a node certificate is required")),
+    }
+}
+
+/// The calling node's id from its certificate; it may only speak for itself.
+fn own_node<T>(req: &Request<T>, claimed: &str) -> Result<String, Status> {
+    let node_id = require_node(req)?;
+    if !claimed.is_empty() && claimed != node_id {
+        return Err(Status::permission_denied(
+            "a node may only speak for itself",
+        ));
+    }
+    Ok(node_id)
+}

@@ -1,0 +1,123 @@
+//! A node's session with the managers: its heartbeats, the stream of its
+//! assignments, and the task states it reports.
+
+use std::{sync::Arc, time::Duration};
+
+use shoal_api::cluster::v1::{AssignmentSet, CaRoots, HeartbeatReply, TaskReport};
+use tokio::sync::mpsc;
+
+use super::{Manager, ManagerError, services};
+use crate::{
+    dispatch,
+    model::{NodeRole as ModelRole, NodeTls},
+    wire,
+};
+
+/// How often an assignment stream re-checks the state without a wake-up.
+const ASSIGNMENT_REFRESH: Duration = Duration::from_secs(10);
+
+/// Records a heartbeat and tells the node its period, managers, roots and
+/// role.
+pub(super) async fn heartbeat(
+    m: &Manager,
+    node_id: &str,
+    tls: Option<NodeTls>,
+) -> Result<HeartbeatReply, ManagerError> {
+    m.heartbeat(node_id, tls).await?;
+    let period = m.heartbeat_period().await;
+    let roots = m.ca_roots().await?;
+    // Applied state, as for the roots: a promotion seen one period late
+    // costs nothing.
+    let role = match m.local_state().await.nodes.get(node_id) {
+        Some(n) if n.wants_manager() => wire::encode(ModelRole::Manager),
+        Some(_) => wire::encode(ModelRole::Worker),
+        None => 0,
+    };
+    Ok(HeartbeatReply {
+        period_ms: u64::try_from(period.as_millis()).unwrap_or(u64::MAX),
+        managers: m.manager_addrs(),
+        ca: Some(CaRoots {
+            issuer: roots.issuer,
+            trusted: roots.trusted,
+        }),
+        role,
+    })
+}
+
+/// The node's assignments, sent again whenever its picture changes, until
+/// the receiver is dropped.
+pub(super) fn assignments(m: Arc<Manager>, node_id: String) -> mpsc::Receiver<AssignmentSet> {
+    let (tx, rx) = mpsc::channel(4);
+    tokio::spawn(async move {
+        let mut metrics = m.raft.metrics();
+        let mut applied = None;
+        let mut last: Option<AssignmentSet> = None;
+        loop {
+            let set = dispatch::assignments(&*m.local_state().await, &node_id);
+            // The version moves with every change anywhere; only a change
+            // to this node's picture is worth sending.
+            let same = last.as_ref().is_some_and(|l| {
+                l.tasks == set.tasks
+                    && l.networks == set.networks
+                    && l.endpoints == set.endpoints
+                    && l.mesh == set.mesh
+                    && l.nodes == set.nodes
+            });
+            if !same {
+                if tx.send(set.clone()).await.is_err() {
+                    return;
+                }
+                last = Some(set);
+            }
+            loop {
+                tokio::select! {
+                    _ = tx.closed() => return,
+                    changed = metrics.changed() => if changed.is_err() { return },
+                    // A periodic resend guards against a missed wake-up.
+                    _ = tokio::time::sleep(ASSIGNMENT_REFRESH) => break,
+                }
+                let now = metrics.borrow().last_applied;
+                if now != applied {
+                    applied = now;
+                    break;
+                }
+            }
+        }
+    });
+    rx
+}
+
+/// Records the task states a node reports.
+pub(super) async fn report_tasks(
+    m: &Manager,
+    node_id: &str,
+    reports: &[TaskReport],
+) -> Result<(), ManagerError> {
+    for r in reports {
+        for attempt in 0.. {
+            let cmd = {
+                let state = m.read().await?;
+                dispatch::report(&state, node_id, r, services::now_unix())
+            };
+            let cmd = match cmd {
+                Ok(Some(c)) => c,
+                Ok(None) => break,
+                // A task removed meanwhile (service rm): nothing to record.
+                Err(dispatch::ReportError::UnknownTask(_)) => break,
+                Err(e) => {
+                    return Err(ManagerError::Invalid {
+                        what: e.to_string(),
+                    });
+                }
+            };
+            match m.propose(cmd).await {
+                Ok(_) => break,
+                Err(ManagerError::Rejected(crate::model::ApplyError::VersionMismatch {
+                    ..
+                })) if attempt < 10 => continue,
+                Err(e) => return Err(e),
+            }
+        }
+    }
+    Ok(())
+}
