@@ -52,17 +52,6 @@ impl fmt::Display for Ipv4Prefix {
     }
 }
 
-/// A required message field (prost makes them `Option`), refused when
-/// absent naming `field`.
-pub fn required<'a, T>(
-    field: impl FnOnce() -> String,
-    value: &'a Option<T>,
-) -> Result<&'a T, WireError> {
-    value
-        .as_ref()
-        .ok_or_else(|| WireError::Missing { field: field() })
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -142,11 +142,10 @@ pub fn parse(flag: &str, p: &ApiPort, allow_no_target: bool) -> Result<PortConfi
         flag: format!("{flag} {}", shown_api(p)),
         problem,
     };
-    let protocol = crate::wire::decode_or(|| String::new(), p.protocol, Protocol::Tcp)
+    let protocol = crate::wire::decode_or(String::new, p.protocol, Protocol::Tcp)
         .map_err(|_| err(PortProblem::Protocol(p.protocol)))?;
-    let publish_mode =
-        crate::wire::decode_or(|| String::new(), p.publish_mode, PublishMode::Ingress)
-            .map_err(|_| err(PortProblem::Mode(p.publish_mode)))?;
+    let publish_mode = crate::wire::decode_or(String::new, p.publish_mode, PublishMode::Ingress)
+        .map_err(|_| err(PortProblem::Mode(p.publish_mode)))?;
     let target_port = match u16::try_from(p.target_port) {
         Ok(0) if allow_no_target => 0,
         Ok(t) if t != 0 => t,
