@@ -1,6 +1,8 @@
 //! The only module that touches aya: loads the embedded eBPF object, attaches
 //! the TC programs to the data interface and reads their maps.
 
+#[cfg(test)]
+mod contract_tests;
 pub mod mesh;
 #[cfg(test)]
 mod mesh_tests;
@@ -77,9 +79,6 @@ pub enum DatapathError {
     },
 }
 
-/// bpffs's magic (linux/magic.h BPF_FS_MAGIC).
-const BPF_FS_MAGIC: i64 = 0xcafe_4a11;
-
 /// Makes sure `dir` is on bpffs: mounts one on /sys/fs/bpf when it is not
 /// there yet (as the kernel docs and Cilium do), since pins need it.
 pub fn ensure_bpffs(dir: &std::path::Path) -> Result<(), DatapathError> {
@@ -87,22 +86,13 @@ pub fn ensure_bpffs(dir: &std::path::Path) -> Result<(), DatapathError> {
     // first pinned under the second.
     static MOUNTING: std::sync::Mutex<()> = std::sync::Mutex::new(());
     let _one_at_a_time = MOUNTING.lock().unwrap_or_else(|e| e.into_inner());
-    let root = std::path::Path::new("/sys/fs/bpf");
-    let on_bpffs = |p: &std::path::Path| {
-        nix::sys::statfs::statfs(p).is_ok_and(|s| s.filesystem_type().0 == BPF_FS_MAGIC)
-    };
+    let root = std::path::Path::new(shoal_netns::bpffs::ROOT);
+    let on_bpffs = shoal_netns::bpffs::is_bpffs;
     if dir.ancestors().any(|a| a.exists() && on_bpffs(a)) {
         return Ok(());
     }
     if dir.starts_with(root) && !on_bpffs(root) {
-        nix::mount::mount(
-            Some("bpf"),
-            root,
-            Some("bpf"),
-            nix::mount::MsFlags::empty(),
-            None::<&str>,
-        )
-        .map_err(|source| DatapathError::MountBpffs {
+        shoal_netns::bpffs::mount_root().map_err(|source| DatapathError::MountBpffs {
             path: root.to_owned(),
             source,
         })?;
@@ -150,8 +140,14 @@ impl Datapath {
     /// Loads the object and its programs into the kernel, attached nowhere yet.
     pub fn load() -> Result<Self, DatapathError> {
         let mut ebpf = Ebpf::load(TC_OBJECT).map_err(DatapathError::Load)?;
-        for name in Self::programs() {
-            Self::classifier(&mut ebpf, name)?
+        Self::load_classifiers(&mut ebpf, &Self::programs())?;
+        Ok(Self { ebpf })
+    }
+
+    /// Loads the classifiers `names` of an object into the kernel.
+    fn load_classifiers(ebpf: &mut Ebpf, names: &[&'static str]) -> Result<(), DatapathError> {
+        for &name in names {
+            Self::classifier(ebpf, name)?
                 .load()
                 .map_err(|source| DatapathError::Program {
                     name,
@@ -159,7 +155,7 @@ impl Datapath {
                     source,
                 })?;
         }
-        Ok(Self { ebpf })
+        Ok(())
     }
 
     /// Attaches the classifiers to `iface`'s ingress and egress.

@@ -10,11 +10,8 @@ use std::{
     time::Duration,
 };
 
-use shoal_api::{
-    cluster::v1::{Protocol, PublishMode},
-    node::v1::{CheckStatus, DoctorCheck},
-};
-use shoal_common::mesh::{IPPROTO_TCP, IPPROTO_UDP, ServiceKey};
+use shoal_api::node::v1::{CheckStatus, DoctorCheck};
+use shoal_common::mesh::{IPPROTO_UDP, ServiceKey};
 use tokio::net::{TcpSocket, TcpStream};
 
 use crate::worker::NodeEnv;
@@ -102,148 +99,105 @@ pub async fn run(env: &NodeEnv) -> Vec<DoctorCheck> {
             }
         }
     };
-    let ingress = set
-        .networks
-        .iter()
-        .find(|n| n.ingress)
-        .map(|n| n.id.clone());
-    // Node → (answered, failed) probes through the overlay.
-    let mut through: BTreeMap<String, (Vec<String>, Vec<String>)> = BTreeMap::new();
-    for s in &set.mesh {
-        for p in &s.ports {
-            let (Ok(published), Ok(target)) = (
-                u16::try_from(p.published_port),
-                u16::try_from(p.target_port),
-            ) else {
-                continue;
-            };
-            let (Ok(protocol), Ok(mode)) = (
-                Protocol::try_from(p.protocol),
-                PublishMode::try_from(p.publish_mode),
-            ) else {
-                out.push(check(
-                    format!("port {published}"),
-                    false,
-                    format!(
-                        "{}: unknown protocol {} or publish mode {}",
-                        s.name, p.protocol, p.publish_mode
-                    ),
-                    "the manager speaks a newer API than this shoald; upgrade it",
-                ));
-                continue;
-            };
-            let udp = protocol == Protocol::Udp;
-            let host = mode == PublishMode::Host;
-            let name = format!("port {published}/{}", if udp { "udp" } else { "tcp" });
-            let backends: Vec<_> = s
-                .backends
-                .iter()
-                .filter(|b| {
-                    if host {
-                        b.node_id == node_id
-                    } else {
-                        Some(&b.network_id) == ingress.as_ref()
-                    }
-                })
-                .collect();
-            let mut tasks: BTreeSet<&str> = BTreeSet::new();
-            let backends: Vec<_> = backends
-                .into_iter()
-                .filter(|b| tasks.insert(b.task_id.as_str()))
-                .collect();
-            if host && backends.is_empty() {
-                out.push(skip(
-                    name,
-                    format!("{}: host mode, no task on this node", s.name),
-                ));
-                continue;
-            }
-            let key = ServiceKey::new(
-                u32::from(me),
-                published,
-                if udp { IPPROTO_UDP } else { IPPROTO_TCP },
-            );
-            let Some(fe) = frontends.get(&key) else {
-                out.push(check(
-                    name,
-                    false,
-                    format!(
-                        "{} publishes it, but this node's mesh has no frontend",
-                        s.name
-                    ),
-                    "shoald has not applied the latest assignments; see its log for \
-                     'updating the routing mesh'",
-                ));
-                continue;
-            };
-            if backends.is_empty() {
-                out.push(check(
-                    name,
-                    false,
-                    format!("{}: no running task", s.name),
-                    "see `shoal service ps` for why its tasks are not running",
-                ));
-                continue;
-            }
-            if fe.backend_count == 0 {
-                out.push(check(
-                    name,
-                    false,
-                    format!(
-                        "{}: {} running task(s), none reachable from here yet",
-                        s.name,
-                        backends.len()
-                    ),
-                    "the overlay has not learnt their addresses: check gossip on 7946 \
-                     (the peer checks) and shoald's log",
-                ));
-                continue;
-            }
-            if udp {
-                out.push(skip(
-                    name,
-                    format!(
-                        "{}: {} backends programmed; UDP is not probed",
-                        s.name, fe.backend_count
-                    ),
-                ));
-                continue;
-            }
-            let mut answered = 0;
-            let mut failures = Vec::new();
-            for b in &backends {
-                let ip = Ipv4Addr::from(b.ip);
-                let r = probe(me, SocketAddrV4::new(ip, target)).await;
-                let entry = through.entry(b.node_id.clone()).or_default();
-                match r {
-                    Ok(()) => {
-                        answered += 1;
-                        entry.0.push(b.task_id.clone());
-                    }
-                    Err(e) => {
-                        failures.push(format!("{ip}:{target} ({e})"));
-                        entry.1.push(b.task_id.clone());
-                    }
-                }
-            }
+    // What the maps should hold, by the policy the worker applies; only
+    // published ports are checked, so no VIP needs the local networks.
+    let want = shoal_mesh::desired(&set, &node_id, me, &BTreeSet::new());
+    // Node data address → (answered, failed) probes through the overlay.
+    let mut through: BTreeMap<Ipv4Addr, (Vec<String>, Vec<String>)> = BTreeMap::new();
+    for p in &want.published {
+        let (addr, published, proto) = p.frontend;
+        let udp = proto == IPPROTO_UDP;
+        let name = format!("port {published}/{}", if udp { "udp" } else { "tcp" });
+        let service = want.names.get(&p.service_id).map_or("", String::as_str);
+        if p.host && !p.served {
+            out.push(skip(
+                name,
+                format!("{service}: host mode, no task on this node"),
+            ));
+            continue;
+        }
+        let key = ServiceKey::new(u32::from(addr), published, proto);
+        let Some(fe) = frontends.get(&key) else {
             out.push(check(
                 name,
-                failures.is_empty(),
-                format!(
-                    "{} → {}: {answered} of {} backends answer{}",
-                    s.name,
-                    target,
-                    backends.len(),
-                    if failures.is_empty() {
-                        String::new()
-                    } else {
-                        format!("; not {}", failures.join(", "))
-                    }
-                ),
-                "a task that does not listen on its target port, or a node that \
-                 cannot be reached on UDP 4789 (see the peer checks)",
+                false,
+                format!("{service} publishes it, but this node's mesh has no frontend"),
+                "shoald has not applied the latest assignments; see its log for \
+                 'updating the routing mesh'",
             ));
+            continue;
+        };
+        let (backends, target) = match want.frontends.get(&p.frontend) {
+            Some(f) => (
+                want.groups.get(&f.group).map_or(&[][..], Vec::as_slice),
+                f.target_port,
+            ),
+            None => (&[][..], 0),
+        };
+        if backends.is_empty() {
+            out.push(check(
+                name,
+                false,
+                format!("{service}: no running task"),
+                "see `shoal service ps` for why its tasks are not running",
+            ));
+            continue;
         }
+        if fe.backend_count == 0 {
+            out.push(check(
+                name,
+                false,
+                format!(
+                    "{service}: {} running task(s), none reachable from here yet",
+                    backends.len()
+                ),
+                "the overlay has not learnt their addresses: check gossip on 7946 \
+                 (the peer checks) and shoald's log",
+            ));
+            continue;
+        }
+        if udp {
+            out.push(skip(
+                name,
+                format!(
+                    "{service}: {} backends programmed; UDP is not probed",
+                    fe.backend_count
+                ),
+            ));
+            continue;
+        }
+        let mut answered = 0;
+        let mut failures = Vec::new();
+        for b in backends {
+            let ip = b.addr;
+            let r = probe(me, SocketAddrV4::new(ip, target)).await;
+            let entry = through.entry(b.vtep).or_default();
+            match r {
+                Ok(()) => {
+                    answered += 1;
+                    entry.0.push(b.task_id.clone());
+                }
+                Err(e) => {
+                    failures.push(format!("{ip}:{target} ({e})"));
+                    entry.1.push(b.task_id.clone());
+                }
+            }
+        }
+        out.push(check(
+            name,
+            failures.is_empty(),
+            format!(
+                "{service} → {target}: {answered} of {} backends answer{}",
+                backends.len(),
+                if failures.is_empty() {
+                    String::new()
+                } else {
+                    format!("; not {}", failures.join(", "))
+                }
+            ),
+            "a task that does not listen on its target port, or a node that \
+             cannot be reached on UDP 4789 (see the peer checks)",
+        ));
     }
     let members = gossip.as_ref().map(|g| g.members()).unwrap_or_default();
     for n in set.nodes.iter().filter(|n| n.id != node_id) {
@@ -265,7 +219,7 @@ pub async fn run(env: &NodeEnv) -> Vec<DoctorCheck> {
             },
             "open TCP and UDP 7946 between the nodes; is shoald running there?",
         ));
-        match through.get(&n.id) {
+        match through.get(&addr) {
             Some((ok, _)) if !ok.is_empty() => out.push(check(
                 format!("peer {addr} overlay"),
                 true,

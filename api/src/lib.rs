@@ -23,7 +23,7 @@ pub mod cluster {
 }
 
 /// The cluster API port, as swarm mode's.
-pub const CLUSTER_PORT: u16 = 2377;
+pub use shoal_common::ports::{self, CLUSTER_PORT};
 
 /// A channel to a `shoald` over its Unix socket, as the CLI, the tests and
 /// the benchmarks dial it.

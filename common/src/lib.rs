@@ -10,4 +10,5 @@
 
 pub mod mesh;
 pub mod net;
+pub mod ports;
 pub mod stats;

@@ -11,10 +11,8 @@ use crate::model::{ClusterState, EndpointMode, PortConfig, Protocol, PublishMode
 
 /// Where ingress ports without a published number come from (swarm's).
 pub const DYNAMIC: RangeInclusive<u16> = 30000..=32767;
-/// Raft, the cluster API and the dispatcher.
-pub const CLUSTER_PORT: u16 = 2377;
-/// SWIM gossip, TCP and UDP.
-pub const GOSSIP_PORT: u16 = 7946;
+/// Raft, the cluster API and the dispatcher; SWIM gossip, TCP and UDP.
+pub use shoal_api::ports::{CLUSTER_PORT, GOSSIP_PORT};
 
 /// A `--publish` value that cannot be accepted: `{flag}: {problem}`.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]

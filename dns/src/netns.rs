@@ -11,8 +11,6 @@ use std::net::{SocketAddr, SocketAddrV4, TcpListener, UdpSocket};
 use std::os::fd::{AsFd, BorrowedFd};
 use std::path::Path;
 
-use nix::sched::{CloneFlags, setns};
-
 use crate::DnsError;
 
 /// Runs `make` on a fresh thread inside the namespace `netns`.
@@ -21,40 +19,37 @@ fn in_netns<T: Send>(
     name: &str,
     make: impl FnOnce() -> Result<T, DnsError> + Send,
 ) -> Result<T, DnsError> {
-    std::thread::scope(|scope| {
-        scope
-            .spawn(|| {
-                setns(netns, CloneFlags::CLONE_NEWNET).map_err(|errno| DnsError::Netns {
-                    netns: name.to_owned(),
-                    op: "enter",
-                    source: errno.into(),
-                })?;
-                make()
-            })
-            .join()
-            .unwrap_or_else(|panic| std::panic::resume_unwind(panic))
-    })
+    shoal_netns::run_in(netns, make).map_err(|e| DnsError::Netns {
+        netns: name.to_owned(),
+        op: "enter",
+        source: e.into(),
+    })?
 }
 
 fn open(netns: &Path) -> Result<File, DnsError> {
-    File::open(netns).map_err(|source| DnsError::Netns {
+    shoal_netns::open(netns).map_err(|e| DnsError::Netns {
         netns: netns.display().to_string(),
         op: "open",
-        source,
+        source: e.into(),
     })
 }
 
-fn bind_err(
+/// `bind(addr)` on a fresh thread inside `netns`.
+fn bind_in<T: Send>(
+    netns: BorrowedFd<'_>,
     name: &str,
     proto: &'static str,
     addr: SocketAddrV4,
-) -> impl FnOnce(io::Error) -> DnsError {
-    move |source| DnsError::Bind {
-        netns: name.to_owned(),
-        proto,
-        addr: SocketAddr::V4(addr),
-        source,
-    }
+    bind: fn(SocketAddrV4) -> io::Result<T>,
+) -> Result<T, DnsError> {
+    in_netns(netns, name, || {
+        bind(addr).map_err(|source| DnsError::Bind {
+            netns: name.to_owned(),
+            proto,
+            addr: SocketAddr::V4(addr),
+            source,
+        })
+    })
 }
 
 /// A UDP socket bound to `addr` inside the network namespace at `netns`
@@ -69,9 +64,7 @@ pub fn bind_in_netns_fd(
     name: &str,
     addr: SocketAddrV4,
 ) -> Result<UdpSocket, DnsError> {
-    in_netns(netns, name, || {
-        UdpSocket::bind(addr).map_err(bind_err(name, "udp", addr))
-    })
+    bind_in(netns, name, "udp", addr, UdpSocket::bind)
 }
 
 /// A TCP listener on `addr` inside the network namespace at `netns`.
@@ -85,7 +78,5 @@ pub fn listen_in_netns_fd(
     name: &str,
     addr: SocketAddrV4,
 ) -> Result<TcpListener, DnsError> {
-    in_netns(netns, name, || {
-        TcpListener::bind(addr).map_err(bind_err(name, "tcp", addr))
-    })
+    bind_in(netns, name, "tcp", addr, TcpListener::bind)
 }

@@ -32,7 +32,7 @@ use tokio::{
 pub use table::{Endpoint, EndpointKey, Record, Table};
 
 /// swarm's gossip port.
-pub const GOSSIP_PORT: u16 = 7946;
+pub use shoal_common::ports::GOSSIP_PORT;
 /// A full-table push larger than this is refused (about 50 000 endpoints).
 const MAX_SYNC_BYTES: u64 = 8 << 20;
 
@@ -496,26 +496,18 @@ async fn push_sync(
     s.shutdown().await
 }
 
-/// Connects from inside the namespace `ns`: on a fresh thread, since
-/// `setns` changes only the calling thread, which then ends.
+/// Connects from inside the namespace `ns`, on a thread of its own (a
+/// socket belongs to the namespace of the thread that makes it).
 async fn connect_in(
     ns: std::path::PathBuf,
     to: SocketAddr,
 ) -> std::io::Result<std::net::TcpStream> {
-    let (tx, rx) = tokio::sync::oneshot::channel();
-    std::thread::spawn(move || {
-        let r = (|| {
-            let f = std::fs::File::open(&ns)?;
-            nix::sched::setns(&f, nix::sched::CloneFlags::CLONE_NEWNET)
-                .map_err(std::io::Error::from)?;
-            let s = std::net::TcpStream::connect_timeout(&to, Duration::from_secs(3))?;
-            s.set_nonblocking(true)?;
-            Ok(s)
-        })();
-        let _gone = tx.send(r);
-    });
-    rx.await
-        .map_err(|_| std::io::Error::other("connect thread died"))?
+    shoal_netns::spawn_in(ns, move || {
+        let s = std::net::TcpStream::connect_timeout(&to, Duration::from_secs(3))?;
+        s.set_nonblocking(true)?;
+        Ok(s)
+    })
+    .await?
 }
 
 async fn receive_sync(s: TcpStream) -> std::io::Result<Vec<Record>> {

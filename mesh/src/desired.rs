@@ -68,6 +68,21 @@ pub struct Desired {
     /// What was left out because the wire carried a value this build does
     /// not know (a newer manager), one reason each; logged when applied.
     pub skipped: Vec<String>,
+    /// Every port the services publish, in the set's order, and whether
+    /// this node answers it: what `node doctor` checks the maps against.
+    pub published: Vec<Published>,
+}
+
+/// A published port on this node.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Published {
+    pub service_id: String,
+    /// This node's data address, the port, the IP protocol.
+    pub frontend: Frontend,
+    pub host: bool,
+    /// False for a host-mode port with no task here, or an ingress port
+    /// with no ingress network: no frontend is wanted.
+    pub served: bool,
 }
 
 /// The IP protocol of a published port; `None` for a value this build
@@ -216,18 +231,32 @@ fn add_service(
             ));
             continue;
         };
-        let (scope, flags) = if mode == PublishMode::Host {
+        let frontend = (addr, published, ip_proto);
+        let host = mode == PublishMode::Host;
+        let mut published = Published {
+            service_id: s.id.clone(),
+            frontend,
+            host,
+            served: false,
+        };
+        let (scope, flags) = if host {
             (Scope::Host, SVC_F_HOST)
         } else {
-            let Some(ingress) = ingress else { continue };
+            let Some(ingress) = ingress else {
+                out.published.push(published);
+                continue;
+            };
             (Scope::Network(ingress.to_owned()), SVC_F_INGRESS)
         };
-        if scope == Scope::Host && !out.groups.contains_key(&group(Scope::Host)) {
-            // Host mode: only nodes running a task answer.
+        // Host mode: only nodes running a task answer.
+        published.served = scope != Scope::Host || out.groups.contains_key(&group(Scope::Host));
+        let served = published.served;
+        out.published.push(published);
+        if !served {
             continue;
         }
         out.frontends.insert(
-            (addr, published, ip_proto),
+            frontend,
             FrontendSpec {
                 group: group(scope),
                 target_port: target,
@@ -378,6 +407,41 @@ pub(crate) mod tests {
         let ingress = &d.frontends[&(ME, 8080, IPPROTO_TCP)];
         let ring: Vec<Ipv4Addr> = d.groups[&ingress.group].iter().map(|b| b.addr).collect();
         assert_eq!(ring, [Ipv4Addr::new(10, 0, 0, 3)], "the local one stays");
+    }
+
+    #[test]
+    fn published_ports_say_whether_this_node_answers() {
+        let served = |d: &Desired| {
+            d.published
+                .iter()
+                .map(|p| (p.frontend, p.host, p.served))
+                .collect::<Vec<_>>()
+        };
+        let d = desired(&set(), "me", ME, &local(&[]));
+        assert_eq!(
+            served(&d),
+            [
+                ((ME, 8080, IPPROTO_TCP), false, true),
+                ((ME, 9090, IPPROTO_UDP), true, true)
+            ]
+        );
+        assert!(d.published.iter().all(|p| p.service_id == "web"));
+        // No task here: the host-mode port is listed, not answered.
+        let mut other = set();
+        other.mesh[0].backends.retain(|b| b.node_id != "me");
+        let d = desired(&other, "me", ME, &local(&[]));
+        assert_eq!(
+            served(&d),
+            [
+                ((ME, 8080, IPPROTO_TCP), false, true),
+                ((ME, 9090, IPPROTO_UDP), true, false)
+            ]
+        );
+        // No ingress network: the ingress port is not answered either.
+        other.networks.clear();
+        let d = desired(&other, "me", ME, &local(&[]));
+        assert!(d.published.iter().all(|p| !p.served));
+        assert!(d.frontends.is_empty());
     }
 
     #[test]

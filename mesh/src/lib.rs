@@ -12,7 +12,9 @@ mod ids;
 mod maglev;
 mod tables;
 
-pub use desired::{BackendSpec, Desired, Frontend, FrontendSpec, GroupKey, Scope, desired};
+pub use desired::{
+    BackendSpec, Desired, Frontend, FrontendSpec, GroupKey, Published, Scope, desired,
+};
 pub use ids::Full;
 pub use maglev::{BACKEND_NONE, MAGLEV_SIZE, MaglevBackend, MaglevError, table, table_of_size};
 pub use tables::{Changes, GroupStats, LbError, MeshMaps, MeshState, Tables};

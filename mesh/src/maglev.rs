@@ -224,8 +224,10 @@ mod tests {
             let kept: Vec<usize> = (0..M as usize).filter(|i| before[*i] != removed).collect();
             let moved = kept.iter().filter(|i| before[**i] != after[**i]).count();
             // Ideal is 0; Maglev trades a little disruption for balance. The
-            // paper measures a few percent; allow 1/N plus 2 %.
-            let bound = kept.len() as f64 * (1.0 / n as f64 + 0.02);
+            // paper measures a few percent with M ≫ 100·N; with M = 4099 and
+            // up to 60 backends it reaches 1/N + 2.6 % (seen over 4,000 cases;
+            // 1/N + 2 % failed about one run in ten), so allow 1/N plus 4 %.
+            let bound = kept.len() as f64 * (1.0 / n as f64 + 0.04);
             prop_assert!((moved as f64) <= bound, "{} of {} kept slots moved (bound {})", moved, kept.len(), bound);
             // The removed backend's slots all go somewhere.
             prop_assert!(after.iter().all(|id| *id != removed && *id != BACKEND_NONE));

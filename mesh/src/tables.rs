@@ -488,6 +488,22 @@ mod tests {
     }
 
     impl Fake {
+        /// Where the first write starting with `what` is in the log.
+        fn first(&self, what: &str) -> usize {
+            self.log
+                .iter()
+                .position(|l| l.starts_with(what))
+                .unwrap_or_else(|| panic!("no {what} write: {:?}", self.log))
+        }
+
+        /// Where the last write starting with `what` is in the log.
+        fn last(&self, what: &str) -> usize {
+            self.log
+                .iter()
+                .rposition(|l| l.starts_with(what))
+                .unwrap_or_else(|| panic!("no {what} write: {:?}", self.log))
+        }
+
         /// Every frontend's ring names only backends that exist.
         fn consistent(&self) -> bool {
             self.services.values().all(|s| {
@@ -506,21 +522,9 @@ mod tests {
         let d = desired(&set(), "me", ME, &local(&["ing"]));
         let c = t.apply(&d, &mut maps).expect("apply");
         assert!(c.any());
-        let first_ring = maps
-            .log
-            .iter()
-            .position(|l| l.starts_with("ring"))
-            .expect("ring");
-        let last_backend = maps
-            .log
-            .iter()
-            .rposition(|l| l.starts_with("backend"))
-            .expect("backend");
-        let first_service = maps
-            .log
-            .iter()
-            .position(|l| l.starts_with("service"))
-            .expect("service");
+        let first_ring = maps.first("ring");
+        let last_backend = maps.last("backend");
+        let first_service = maps.first("service");
         assert!(last_backend < first_ring && first_ring < first_service);
         assert!(maps.consistent());
 
@@ -534,16 +538,8 @@ mod tests {
         s.mesh[0].backends.retain(|b| b.task_id != "t2");
         let d = desired(&s, "me", ME, &local(&["ing"]));
         t.apply(&d, &mut maps).expect("apply");
-        let ring = maps
-            .log
-            .iter()
-            .position(|l| l.starts_with("ring"))
-            .expect("ring");
-        let removed = maps
-            .log
-            .iter()
-            .position(|l| l.starts_with("-backend"))
-            .expect("removed");
+        let ring = maps.first("ring");
+        let removed = maps.first("-backend");
         assert!(ring < removed, "{:?}", maps.log);
         assert!(maps.consistent());
         let svc = maps.services[&ServiceKey::new(u32::from(ME), 8080, IPPROTO_TCP)];

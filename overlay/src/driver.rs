@@ -3,20 +3,22 @@
 
 use std::fs::File;
 use std::net::{IpAddr, Ipv4Addr};
+use std::os::fd::AsFd;
 use std::path::Path;
 
 use futures::TryStreamExt;
 use netlink_packet_route::AddressFamily;
 use netlink_packet_route::address::AddressAttribute;
-use netlink_packet_route::link::{
-    InfoData, InfoKind, InfoVxlan, LinkAttribute, LinkFlags, LinkInfo, LinkMessage,
-};
+use netlink_packet_route::link::{InfoData, InfoKind, InfoVxlan, LinkFlags, LinkInfo, LinkMessage};
 use netlink_packet_route::neighbour::{
     NeighbourAddress, NeighbourAttribute, NeighbourFlags, NeighbourMessage, NeighbourState,
 };
 use nix::errno::Errno;
-use nix::sched::{CloneFlags, setns};
 use rtnetlink::{Handle, LinkBridge, LinkUnspec, LinkVxlan};
+use shoal_netns::link::{
+    controller as link_controller, infos as link_infos, kind as link_kind, mtu as link_mtu,
+    name as link_name,
+};
 
 use crate::remotes::{FdbEntry, NeighbourEntry, Remotes};
 use crate::spec::{bridge_mac, bridge_name, overlay_mtu, vxlan_name};
@@ -110,19 +112,12 @@ impl Driver {
         let path = netns.as_ref();
         let runtime = tokio::runtime::Handle::try_current().map_err(|_| OverlayError::NoRuntime)?;
         let ns = File::open(path).map_err(netns_err(path, "open"))?;
-        let (connection, handle, _messages) = std::thread::scope(|scope| {
-            scope
-                .spawn(|| {
-                    setns(&ns, CloneFlags::CLONE_NEWNET)
-                        .map_err(|e| netns_err(path, "setns")(e.into()))?;
-                    // Registers the socket with the runtime's reactor.
-                    let _entered = runtime.enter();
-                    rtnetlink::new_connection().map_err(netns_err(path, "open netlink socket"))
-                })
-                .join()
-                .unwrap_or_else(|panic| std::panic::resume_unwind(panic))
+        let handle = shoal_netns::netlink_in(ns.as_fd(), &runtime).map_err(|e| match e {
+            shoal_netns::NetnsError::Socket { source } => {
+                netns_err(path, "open netlink socket")(source)
+            }
+            other => netns_err(path, "setns")(other.into()),
         })?;
-        runtime.spawn(connection);
         Ok(Driver::new(handle))
     }
 
@@ -774,44 +769,6 @@ impl VxlanConfig {
     }
 }
 
-fn link_name(link: &LinkMessage) -> Option<&str> {
-    link.attributes.iter().find_map(|a| match a {
-        LinkAttribute::IfName(name) => Some(name.as_str()),
-        _ => None,
-    })
-}
-
-fn link_mtu(link: &LinkMessage) -> Option<u32> {
-    link.attributes.iter().find_map(|a| match a {
-        LinkAttribute::Mtu(mtu) => Some(*mtu),
-        _ => None,
-    })
-}
-
-fn link_controller(link: &LinkMessage) -> Option<u32> {
-    link.attributes.iter().find_map(|a| match a {
-        LinkAttribute::Controller(index) => Some(*index),
-        _ => None,
-    })
-}
-
-fn link_infos(link: &LinkMessage) -> &[LinkInfo] {
-    link.attributes
-        .iter()
-        .find_map(|a| match a {
-            LinkAttribute::LinkInfo(infos) => Some(infos.as_slice()),
-            _ => None,
-        })
-        .unwrap_or_default()
-}
-
-fn link_kind(link: &LinkMessage) -> Option<&InfoKind> {
-    link_infos(link).iter().find_map(|i| match i {
-        LinkInfo::Kind(kind) => Some(kind),
-        _ => None,
-    })
-}
-
 fn vxlan_info(link: &LinkMessage) -> &[InfoVxlan] {
     link_infos(link)
         .iter()
@@ -862,6 +819,7 @@ fn destination(message: &NeighbourMessage) -> Option<Ipv4Addr> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use netlink_packet_route::link::LinkAttribute;
 
     fn vxlan_link(infos: Vec<InfoVxlan>) -> LinkMessage {
         let mut link = LinkMessage::default();

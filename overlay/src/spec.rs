@@ -13,7 +13,7 @@ use crate::{MacAddr, OverlayError};
 /// MTU, does not count).
 pub const VXLAN_OVERHEAD: u32 = 50;
 /// The IANA VXLAN port, swarm's default data-path port.
-pub const DEFAULT_PORT: u16 = 4789;
+pub const DEFAULT_PORT: u16 = shoal_common::ports::VXLAN_PORT;
 /// VNIs are 24 bits.
 pub const MAX_VNI: u32 = (1 << 24) - 1;
 /// The smallest MTU IPv4 allows (RFC 791).

@@ -11,15 +11,14 @@
 
 use std::fs::File;
 use std::net::IpAddr;
-use std::os::fd::AsRawFd;
+use std::os::fd::{AsFd, AsRawFd};
 
 use futures::TryStreamExt;
-use netlink_packet_route::link::{
-    InfoData, InfoKind, InfoVeth, LinkAttribute, LinkInfo, LinkMessage,
-};
+use netlink_packet_route::link::{InfoData, InfoKind, InfoVeth, LinkMessage};
 use nix::errno::Errno;
-use nix::sched::{CloneFlags, setns, unshare};
+use nix::sched::{CloneFlags, unshare};
 use rtnetlink::{Handle, LinkUnspec, LinkVeth, RouteMessageBuilder};
+use shoal_netns::link::{kind as link_kind, mac as link_mac, mtu as link_mtu};
 
 use crate::error::{netlink_err, netlink_errno, ns_err, resource_err};
 use crate::spec::{Attachment, host_veth_name, task_ifname};
@@ -29,27 +28,21 @@ use crate::{RuntimeError, TaskSpec};
 /// main thread's).
 pub(crate) const THREAD_NETNS: &str = "/proc/thread-self/ns/net";
 
-fn join_thread<T>(handle: std::thread::ScopedJoinHandle<'_, T>) -> T {
-    handle
-        .join()
-        .unwrap_or_else(|panic| std::panic::resume_unwind(panic))
-}
-
 /// A netlink handle whose socket lives in the namespace `netns`.
 pub(crate) fn netlink_in(
     netns: &File,
     runtime: &tokio::runtime::Handle,
 ) -> Result<Handle, RuntimeError> {
-    let (connection, handle, _messages) = std::thread::scope(|scope| {
-        join_thread(scope.spawn(|| {
-            setns(netns, CloneFlags::CLONE_NEWNET).map_err(ns_err("enter the node's netns"))?;
-            // Registers the socket with the runtime's reactor.
-            let _entered = runtime.enter();
-            rtnetlink::new_connection().map_err(resource_err("open a netlink socket"))
-        }))
-    })?;
-    runtime.spawn(connection);
-    Ok(handle)
+    shoal_netns::netlink_in(netns.as_fd(), runtime).map_err(|e| match e {
+        shoal_netns::NetnsError::Socket { source } => resource_err("open a netlink socket")(source),
+        other => ns_err("enter the node's netns")(other),
+    })
+}
+
+fn join_thread<T>(handle: std::thread::ScopedJoinHandle<'_, T>) -> T {
+    handle
+        .join()
+        .unwrap_or_else(|panic| std::panic::resume_unwind(panic))
 }
 
 /// Creates a network namespace for a task, and a netlink handle inside it.
@@ -88,35 +81,12 @@ struct Bridge {
     mtu: Option<u32>,
 }
 
-fn link_infos(link: &LinkMessage) -> &[LinkInfo] {
-    link.attributes
-        .iter()
-        .find_map(|a| match a {
-            LinkAttribute::LinkInfo(infos) => Some(infos.as_slice()),
-            _ => None,
-        })
-        .unwrap_or_default()
-}
-
-fn link_kind(link: &LinkMessage) -> Option<&InfoKind> {
-    link_infos(link).iter().find_map(|i| match i {
-        LinkInfo::Kind(kind) => Some(kind),
-        _ => None,
-    })
-}
-
-fn link_mtu(link: &LinkMessage) -> Option<u32> {
-    link.attributes.iter().find_map(|a| match a {
-        LinkAttribute::Mtu(mtu) => Some(*mtu),
-        _ => None,
-    })
-}
-
-fn link_mac(link: &LinkMessage) -> Option<[u8; 6]> {
-    link.attributes.iter().find_map(|a| match a {
-        LinkAttribute::Address(bytes) => bytes.as_slice().try_into().ok(),
-        _ => None,
-    })
+/// A link the kernel should have but does not report.
+fn gone(what: String) -> RuntimeError {
+    RuntimeError::Netlink {
+        what,
+        source: rtnetlink::Error::RequestFailed,
+    }
 }
 
 /// The link called `name`, or None.
@@ -196,10 +166,7 @@ pub(crate) async fn plug(
     }
     let link = link_by_name(node, &host, || format!("look up veth {host}"))
         .await?
-        .ok_or_else(|| RuntimeError::Netlink {
-            what: format!("veth {host} vanished right after it was created"),
-            source: rtnetlink::Error::RequestFailed,
-        })?;
+        .ok_or_else(|| gone(format!("veth {host} vanished right after it was created")))?;
     Ok(HostVeth {
         name: host,
         index: link.header.index,
@@ -228,10 +195,7 @@ pub(crate) async fn configure_task(
 ) -> Result<Vec<[u8; 6]>, RuntimeError> {
     let lo = link_by_name(task, "lo", || format!("look up lo of task {id}"))
         .await?
-        .ok_or_else(|| RuntimeError::Netlink {
-            what: format!("task {id} has no lo"),
-            source: rtnetlink::Error::RequestFailed,
-        })?;
+        .ok_or_else(|| gone(format!("task {id} has no lo")))?;
     set_up(task, lo.header.index, || format!("set lo up in task {id}")).await?;
     let mut macs = Vec::with_capacity(attachments.len());
     let mut routed = false;
@@ -239,15 +203,14 @@ pub(crate) async fn configure_task(
         let ifname = task_ifname(i);
         let link = link_by_name(task, &ifname, || format!("look up {ifname} of task {id}"))
             .await?
-            .ok_or_else(|| RuntimeError::Netlink {
-                what: format!("{ifname} missing in task {id} after the veth was made"),
-                source: rtnetlink::Error::RequestFailed,
+            .ok_or_else(|| {
+                gone(format!(
+                    "{ifname} missing in task {id} after the veth was made"
+                ))
             })?;
         let index = link.header.index;
-        let mac = link_mac(&link).ok_or_else(|| RuntimeError::Netlink {
-            what: format!("{ifname} of task {id} has no MAC address"),
-            source: rtnetlink::Error::RequestFailed,
-        })?;
+        let mac = link_mac(&link)
+            .ok_or_else(|| gone(format!("{ifname} of task {id} has no MAC address")))?;
         macs.push(mac);
         task.address()
             .add(index, IpAddr::V4(attachment.addr), attachment.prefix)

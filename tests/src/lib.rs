@@ -37,5 +37,23 @@ pub use error::LabError;
 pub use lab::{Lab, LabBuilder, MAX_NAME_LEN, MAX_NODES, Node, SHOAL_HOST_ENV, validate_name};
 pub use netns::run_in_netns;
 pub use record::{RUN_DIR, sweep_stale};
-pub use shoal::{BoxError, NodeRow, TaskRow, eventually, shoal_path, task_pid};
-pub use underlay::{BRIDGE, CLIENT_ADDR, DATA_IFACE, MTU, node_addr};
+pub use shoal::{
+    BoxError, FAST_HEARTBEAT, Formation, NodeRow, TaskRow, eventually, shoal_path, task_pid,
+};
+pub use underlay::{
+    BRIDGE, CLIENT_ADDR, DATA_IFACE, MTU, address_up, link, link_index, node_addr, set_link_up,
+};
+
+/// Every file under `dir`, recursively (what a node left on disk).
+pub fn files_under(dir: &std::path::Path) -> std::io::Result<Vec<std::path::PathBuf>> {
+    let mut out = Vec::new();
+    for entry in std::fs::read_dir(dir)? {
+        let path = entry?.path();
+        if path.is_dir() {
+            out.extend(files_under(&path)?);
+        } else if path.is_file() {
+            out.push(path);
+        }
+    }
+    Ok(out)
+}

@@ -3,13 +3,14 @@
 
 use std::fs::{File, OpenOptions};
 use std::io;
+use std::os::fd::AsFd;
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
 use nix::errno::Errno;
 use nix::mount::{MntFlags, MsFlags, mount, umount2};
-use nix::sched::{CloneFlags, setns, unshare};
+use nix::sched::{CloneFlags, unshare};
 
 use crate::LabError;
 
@@ -155,30 +156,34 @@ where
     R: Send,
 {
     let ns = open(name)?;
-    std::thread::scope(|scope| {
-        scope
-            .spawn(move || {
-                setns(&ns, CloneFlags::CLONE_NEWNET)
-                    .map_err(|e| netns_err(name, "setns")(e.into()))?;
-                Ok(f())
-            })
-            .join()
-            .unwrap_or_else(|panic| std::panic::resume_unwind(panic))
-    })
+    shoal_netns::run_in(ns.as_fd(), f).map_err(|e| netns_err(name, "setns")(e.into()))
+}
+
+/// A UDP socket and a TCP listener both bound to `addr` inside the
+/// namespace `name`, as a gossip member takes them.
+pub fn bind_udp_tcp(
+    name: &str,
+    addr: std::net::SocketAddr,
+) -> Result<(std::net::UdpSocket, std::net::TcpListener), LabError> {
+    run_in_netns(name, || {
+        Ok((
+            std::net::UdpSocket::bind(addr)?,
+            std::net::TcpListener::bind(addr)?,
+        ))
+    })?
+    .map_err(netns_err(name, "bind UDP and TCP"))
 }
 
 /// A netlink handle whose socket lives in the namespace `name`. Its
 /// connection task is spawned on the current tokio runtime and ends when the
 /// last clone of the handle is dropped.
 pub fn netlink(name: &str) -> Result<rtnetlink::Handle, LabError> {
-    let runtime = tokio::runtime::Handle::try_current().map_err(|_| LabError::NoRuntime)?;
-    // The socket is bound to the namespace of the thread that creates it; the
-    // runtime is entered there so the socket registers with its reactor.
-    let (connection, handle, _messages) = run_in_netns(name, || {
-        let _entered = runtime.enter();
-        rtnetlink::new_connection()
-    })?
-    .map_err(netns_err(name, "open netlink socket"))?;
-    runtime.spawn(connection);
-    Ok(handle)
+    let ns = open(name)?;
+    shoal_netns::netlink(ns.as_fd()).map_err(|e| match e {
+        shoal_netns::NetnsError::NoRuntime => LabError::NoRuntime,
+        shoal_netns::NetnsError::Socket { source } => {
+            netns_err(name, "open netlink socket")(source)
+        }
+        other => netns_err(name, "setns")(other.into()),
+    })
 }

@@ -95,6 +95,103 @@ impl Lab {
     }
 }
 
+/// Who forms a swarm in [`Lab::form_swarm_with`].
+#[derive(Debug, Clone, Copy)]
+pub struct Formation<'a> {
+    /// n1..=managers are managers (n1 inits), the others workers.
+    pub managers: usize,
+    /// n1..=nodes take part; later nodes are left out of the swarm.
+    pub nodes: usize,
+    /// Flags after `swarm init`.
+    pub init: &'a [&'a str],
+}
+
+/// 1 s heartbeats: a silent node is down after ~3 s, which tests wait on.
+pub const FAST_HEARTBEAT: &[&str] = &["--dispatcher-heartbeat", "1s"];
+
+impl Formation<'static> {
+    /// n1..=`nodes`, n1..=`managers` managers, 1 s heartbeats.
+    pub fn fast(managers: usize, nodes: usize) -> Self {
+        Formation {
+            managers,
+            nodes,
+            init: FAST_HEARTBEAT,
+        }
+    }
+
+    /// As [`Formation::fast`], with the default heartbeat.
+    pub fn plain(managers: usize, nodes: usize) -> Self {
+        Formation {
+            managers,
+            nodes,
+            init: &[],
+        }
+    }
+}
+
+impl Lab {
+    /// `host:port` of node `k`'s cluster port, as `swarm join` takes it.
+    pub fn cluster_addr(&self, k: usize) -> String {
+        format!(
+            "{}:{}",
+            self.node(k).addr(),
+            shoal_common::ports::CLUSTER_PORT
+        )
+    }
+
+    /// The `role` join token ("worker" or "manager") node `k` hands out.
+    pub fn join_token(&self, k: usize, role: &str) -> Result<String, LabError> {
+        Ok(self
+            .shoal(k, &["swarm", "join-token", "-q", role])?
+            .trim()
+            .to_owned())
+    }
+
+    /// n1 inits with 1 s heartbeats, n2..=`managers` join as managers and
+    /// every other node as a worker, in order. Returns what each join
+    /// printed (n2's first).
+    pub fn form_swarm(&self, managers: usize) -> Result<Vec<String>, LabError> {
+        self.form_swarm_of(Formation::fast(managers, self.nodes().len()))
+    }
+
+    /// As [`Lab::form_swarm`], for any [`Formation`].
+    pub fn form_swarm_of(&self, formation: Formation<'_>) -> Result<Vec<String>, LabError> {
+        self.form_swarm_with(formation, |k, args| self.shoal(k, args))
+    }
+
+    /// As [`Lab::form_swarm_of`], running `shoal` on a node with
+    /// `shoal(k, args)` (the benchmarks run their release build).
+    pub fn form_swarm_with<E>(
+        &self,
+        formation: Formation<'_>,
+        mut shoal: impl FnMut(usize, &[&str]) -> Result<String, E>,
+    ) -> Result<Vec<String>, E> {
+        let mut init = vec!["swarm", "init"];
+        init.extend_from_slice(formation.init);
+        shoal(1, &init)?;
+        let n1 = self.cluster_addr(1);
+        let mut tokens = [None, None];
+        let mut joined = Vec::new();
+        for k in 2..=formation.nodes {
+            let (slot, role) = if k <= formation.managers {
+                (0, "manager")
+            } else {
+                (1, "worker")
+            };
+            // Asked for once per role, when the first node of that role joins.
+            let token = match tokens[slot].take() {
+                Some(token) => token,
+                None => shoal(1, &["swarm", "join-token", "-q", role])?
+                    .trim()
+                    .to_owned(),
+            };
+            joined.push(shoal(k, &["swarm", "join", "--token", &token, &n1])?);
+            tokens[slot] = Some(token);
+        }
+        Ok(joined)
+    }
+}
+
 /// One row of `shoal service ps --format json`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct TaskRow {

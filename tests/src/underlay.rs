@@ -6,7 +6,7 @@ use std::net::{IpAddr, Ipv4Addr};
 use std::os::fd::AsRawFd;
 
 use futures::TryStreamExt;
-use netlink_packet_route::link::{InfoData, InfoVeth};
+use netlink_packet_route::link::{InfoData, InfoVeth, LinkMessage};
 use rtnetlink::{Handle, LinkBridge, LinkUnspec, LinkVeth};
 
 use crate::{LabError, netns};
@@ -33,7 +33,8 @@ fn netlink_err(what: String) -> impl FnOnce(rtnetlink::Error) -> LabError {
     move |source| LabError::Netlink { what, source }
 }
 
-async fn index_of(handle: &Handle, ns: &str, name: &str) -> Result<u32, LabError> {
+/// The link `name` in the namespace `ns` (which only labels errors).
+pub async fn link(handle: &Handle, ns: &str, name: &str) -> Result<LinkMessage, LabError> {
     let what = || format!("get link {name} in {ns}");
     let link = handle
         .link()
@@ -44,10 +45,36 @@ async fn index_of(handle: &Handle, ns: &str, name: &str) -> Result<u32, LabError
         .await
         .map_err(netlink_err(what()))?;
     // A dump by name that succeeds returns the link; None would be a kernel bug.
-    link.map(|l| l.header.index).ok_or(LabError::Netlink {
+    link.ok_or(LabError::Netlink {
         what: what(),
         source: rtnetlink::Error::RequestFailed,
     })
+}
+
+/// The index of the link `name` in the namespace `ns`.
+pub async fn link_index(handle: &Handle, ns: &str, name: &str) -> Result<u32, LabError> {
+    Ok(link(handle, ns, name).await?.header.index)
+}
+
+/// Gives the link `name` in `ns` the address `addr/prefix_len`, then sets
+/// it up.
+pub async fn address_up(
+    handle: &Handle,
+    ns: &str,
+    name: &str,
+    addr: Ipv4Addr,
+    prefix_len: u8,
+) -> Result<(), LabError> {
+    let index = link_index(handle, ns, name).await?;
+    handle
+        .address()
+        .add(index, IpAddr::V4(addr), prefix_len)
+        .execute()
+        .await
+        .map_err(netlink_err(format!(
+            "add {addr}/{prefix_len} to {name} in {ns}"
+        )))?;
+    set_link_up(handle, ns, name, true).await
 }
 
 /// Sets the link `name` in the namespace `ns` up or down.
@@ -85,7 +112,7 @@ pub async fn attach(
     member_ns: &str,
     addr: Ipv4Addr,
 ) -> Result<(), LabError> {
-    let bridge = index_of(ul_handle, ul, BRIDGE).await?;
+    let bridge = link_index(ul_handle, ul, BRIDGE).await?;
     let member = netns::open(member_ns)?;
     // The peer is created directly in the member namespace, so the name eth0
     // never exists in the underlay namespace, where every member has one.
@@ -110,14 +137,5 @@ pub async fn attach(
 
     let handle = netns::netlink(member_ns)?;
     set_link_up(&handle, member_ns, "lo", true).await?;
-    let eth0 = index_of(&handle, member_ns, DATA_IFACE).await?;
-    handle
-        .address()
-        .add(eth0, IpAddr::V4(addr), PREFIX_LEN)
-        .execute()
-        .await
-        .map_err(netlink_err(format!(
-            "add {addr}/{PREFIX_LEN} to {DATA_IFACE} in {member_ns}"
-        )))?;
-    set_link_up(&handle, member_ns, DATA_IFACE, true).await
+    address_up(&handle, member_ns, DATA_IFACE, addr, PREFIX_LEN).await
 }

@@ -4,7 +4,7 @@
 //! left on disk. Needs root and built `shoald`/`shoal`.
 
 use std::{
-    path::{Path, PathBuf},
+    path::PathBuf,
     time::{Duration, Instant},
 };
 
@@ -41,20 +41,6 @@ fn key_bytes(key: &str) -> anyhow::Result<Vec<u8>> {
         }
     }
     ensure!(out.len() == 32, "{} bytes", out.len());
-    Ok(out)
-}
-
-/// Every file under `dir`, recursively.
-fn files(dir: &Path) -> anyhow::Result<Vec<PathBuf>> {
-    let mut out = Vec::new();
-    for entry in std::fs::read_dir(dir)? {
-        let path = entry?.path();
-        if path.is_dir() {
-            out.extend(files(&path)?);
-        } else if path.is_file() {
-            out.push(path);
-        }
-    }
     Ok(out)
 }
 
@@ -147,9 +133,11 @@ async fn an_autolocked_manager_needs_its_key_after_a_restart() -> anyhow::Result
 
     // A manager joining an autolocked cluster seals its keys under the
     // cluster's unlock key once it has the replicated state.
-    let token = lab.shoal(1, &["swarm", "join-token", "-q", "manager"])?;
-    let n1 = format!("{}:2377", lab.node(1).addr());
-    lab.shoal(2, &["swarm", "join", "--token", token.trim(), &n1])?;
+    let token = lab.join_token(1, "manager")?;
+    lab.shoal(
+        2,
+        &["swarm", "join", "--token", &token, &lab.cluster_addr(1)],
+    )?;
     // Best effort: the follower may have removed it already.
     let n2_store_key = std::fs::read(swarm_file(&lab, 2, "store.key")).ok();
     eventually(Duration::from_secs(10), "n2 seals its keys", || {
@@ -217,7 +205,7 @@ async fn an_autolocked_manager_needs_its_key_after_a_restart() -> anyhow::Result
     }
     needles.push(("a PEM private key".into(), b"PRIVATE KEY".to_vec()));
     for k in [1, 2] {
-        let files = files(lab.node(k).state_dir())?;
+        let files = shoal_lab::files_under(lab.node(k).state_dir())?;
         ensure!(files.len() > 3, "n{k}: no state on disk? {files:?}");
         for file in files {
             let bytes = std::fs::read(&file)?;

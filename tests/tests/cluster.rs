@@ -2,10 +2,7 @@
 //! TLS on 2377, Raft among three managers, workers' sessions, and the
 //! refusals an operator must get. Needs root and built `shoald`/`shoal`.
 
-use std::{
-    path::PathBuf,
-    time::{Duration, Instant},
-};
+use std::time::{Duration, Instant};
 
 use anyhow::{Context, ensure};
 use serde_json::Value;
@@ -15,10 +12,7 @@ use shoal_lab::{Lab, eventually};
 const HEARTBEAT: &str = "1s";
 
 fn token(lab: &Lab, k: usize, role: &str) -> anyhow::Result<String> {
-    Ok(lab
-        .shoal(k, &["swarm", "join-token", "-q", role])?
-        .trim()
-        .to_owned())
+    Ok(lab.join_token(k, role)?)
 }
 
 /// `node ls` as (hostname, status, availability, manager status, role),
@@ -34,7 +28,7 @@ async fn form(lab: &Lab) -> anyhow::Result<()> {
     let (manager, worker) = (token(lab, 1, "manager")?, token(lab, 1, "worker")?);
     ensure!(manager.starts_with("SWMTKN-1-") && worker.starts_with("SWMTKN-1-"));
     ensure!(manager != worker);
-    let n1 = format!("{}:2377", lab.node(1).addr());
+    let n1 = lab.cluster_addr(1);
     for k in [2, 3] {
         let out = lab.shoal(k, &["swarm", "join", "--token", &manager, &n1])?;
         ensure!(out.contains("as a manager"), "n{k}: {out}");
@@ -151,7 +145,7 @@ async fn managers_and_workers_form_agree_and_survive_failures() -> anyhow::Resul
 async fn joins_are_refused_with_reasons() -> anyhow::Result<()> {
     let lab = Lab::builder("refuse").nodes(4).start().await?;
     lab.shoal(1, &["swarm", "init"])?;
-    let n1 = format!("{}:2377", lab.node(1).addr());
+    let n1 = lab.cluster_addr(1);
     let worker = token(&lab, 1, "worker")?;
 
     // Not a token at all.
@@ -193,29 +187,10 @@ async fn joins_are_refused_with_reasons() -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Every file under `dir`, recursively.
-fn files(dir: &std::path::Path) -> anyhow::Result<Vec<PathBuf>> {
-    let mut out = Vec::new();
-    for entry in std::fs::read_dir(dir)? {
-        let path = entry?.path();
-        if path.is_dir() {
-            out.extend(files(&path)?);
-        } else if path.is_file() {
-            out.push(path);
-        }
-    }
-    Ok(out)
-}
-
 #[tokio::test]
 async fn a_partitioned_manager_refuses_writes_and_catches_up() -> anyhow::Result<()> {
     let lab = Lab::builder("partition").nodes(3).start().await?;
-    lab.shoal(1, &["swarm", "init", "--dispatcher-heartbeat", HEARTBEAT])?;
-    let manager = token(&lab, 1, "manager")?;
-    let n1 = format!("{}:2377", lab.node(1).addr());
-    for k in [2, 3] {
-        lab.shoal(k, &["swarm", "join", "--token", &manager, &n1])?;
-    }
+    lab.form_swarm(3)?;
     eventually(Duration::from_secs(10), "3 managers", || {
         let rows = nodes(&lab, 3)?;
         Ok((rows.iter().filter(|r| r.3 == "manager").count() == 3).then_some(()))
@@ -286,7 +261,7 @@ async fn a_partitioned_manager_refuses_writes_and_catches_up() -> anyhow::Result
     // in plaintext under any manager's state directory.
     let hex: String = payload.bytes().map(|b| format!("{b:02x}")).collect();
     for k in 1..=3 {
-        let files = files(lab.node(k).state_dir())?;
+        let files = shoal_lab::files_under(lab.node(k).state_dir())?;
         ensure!(files.len() > 2, "n{k}: no state on disk? {files:?}");
         for file in files {
             let bytes = std::fs::read(&file)?;
@@ -335,12 +310,7 @@ async fn a_leader_killed_under_write_load_loses_no_acknowledged_write() -> anyho
     };
 
     let lab = Arc::new(Lab::builder("failover").nodes(3).start().await?);
-    lab.shoal(1, &["swarm", "init", "--dispatcher-heartbeat", HEARTBEAT])?;
-    let manager = token(&lab, 1, "manager")?;
-    let n1 = format!("{}:2377", lab.node(1).addr());
-    for k in [2, 3] {
-        lab.shoal(k, &["swarm", "join", "--token", &manager, &n1])?;
-    }
+    lab.form_swarm(3)?;
     eventually(Duration::from_secs(10), "3 managers", || {
         let rows = nodes(&lab, 1)?;
         Ok((rows.iter().filter(|r| r.3 == "manager").count() == 3).then_some(()))

@@ -10,18 +10,13 @@ use std::{
 
 use anyhow::Context;
 use shoal_gossip::{Endpoint, EndpointKey, Gossip, GossipConfig};
-use shoal_lab::{Lab, eventually, run_in_netns};
+use shoal_lab::{Lab, eventually};
 
 const NODES: usize = 5;
 
 fn start(lab: &Lab, k: usize) -> anyhow::Result<Gossip> {
     let addr = SocketAddr::new(lab.node(k).addr().into(), shoal_gossip::GOSSIP_PORT);
-    let (udp, tcp) = run_in_netns(lab.node(k).netns(), || {
-        Ok::<_, std::io::Error>((
-            std::net::UdpSocket::bind(addr)?,
-            std::net::TcpListener::bind(addr)?,
-        ))
-    })??;
+    let (udp, tcp) = shoal_lab::netns::bind_udp_tcp(lab.node(k).netns(), addr)?;
     let mut cfg = GossipConfig::lan(format!("node{k}"), addr, NODES as u32);
     // All members live in this test process: TCP pushes must be made from
     // the member's own namespace.

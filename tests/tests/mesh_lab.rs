@@ -26,14 +26,42 @@ fn curl(lab: &Lab, url: &str) -> anyhow::Result<(String, String)> {
     Ok((code.trim().to_owned(), body.trim().to_owned()))
 }
 
+/// Runs `command` once as the service `name` on appnet on n3, and returns
+/// its logs once they name a `web.` task (within 30 s).
+async fn probe_from_n3(
+    lab: &Lab,
+    name: &str,
+    what: &str,
+    command: &[&str],
+) -> anyhow::Result<String> {
+    let mut args = vec![
+        "service",
+        "create",
+        "--detach",
+        "--name",
+        name,
+        "--network",
+        "appnet",
+        "--constraint",
+        "node.hostname==n3",
+        "--restart-condition",
+        "none",
+        "--",
+    ];
+    args.extend_from_slice(command);
+    lab.shoal(1, &args)?;
+    Ok(eventually(Duration::from_secs(30), what, || {
+        let out = lab
+            .shoal(1, &["service", "logs", "--raw", name])
+            .unwrap_or_default();
+        Ok(out.contains("web.").then_some(out))
+    })
+    .await?)
+}
+
 async fn cluster(tag: &str) -> anyhow::Result<Lab> {
     let lab = Lab::builder(tag).nodes(3).client(true).start().await?;
-    lab.shoal(1, &["swarm", "init", "--dispatcher-heartbeat", "1s"])?;
-    let worker = lab.shoal(1, &["swarm", "join-token", "-q", "worker"])?;
-    let n1 = format!("{}:2377", lab.node(1).addr());
-    for k in [2, 3] {
-        lab.shoal(k, &["swarm", "join", "--token", worker.trim(), &n1])?;
-    }
+    lab.form_swarm(1)?;
     // Services are created once every node is ready, so the scheduler
     // spreads their tasks (a node still joining would get none).
     eventually(Duration::from_secs(15), "all nodes ready", || {
@@ -128,34 +156,13 @@ async fn published_ports_answer_on_every_node_and_keep_the_client_address() -> a
         })
         .with_context(|| format!("no appnet VIP in {inspect}"))?;
     let vip = vip.split('/').next().unwrap_or(&vip).to_owned();
-    lab.shoal(
-        1,
-        &[
-            "service",
-            "create",
-            "--detach",
-            "--name",
-            "probe",
-            "--network",
-            "appnet",
-            "--constraint",
-            "node.hostname==n3",
-            "--restart-condition",
-            "none",
-            "--",
-            "/usr/bin/curl",
-            "-s",
-            "-m",
-            "5",
-            &format!("http://{vip}:80/"),
-        ],
-    )?;
-    let logs = eventually(Duration::from_secs(30), "probe reached the VIP", || {
-        let out = lab
-            .shoal(1, &["service", "logs", "--raw", "probe"])
-            .unwrap_or_default();
-        Ok(out.contains("web.").then_some(out))
-    })
+    let url = format!("http://{vip}:80/");
+    let logs = probe_from_n3(
+        &lab,
+        "probe",
+        "probe reached the VIP",
+        &["/usr/bin/curl", "-s", "-m", "5", &url],
+    )
     .await?;
     ensure!(logs.contains("web."), "{logs}");
 
@@ -440,32 +447,16 @@ async fn connections_survive_a_restart_dead_backends_leave_and_names_resolve() -
         .filter(|a| !a.starts_with("10.0.0."))
         .filter_map(|a| a.split('/').next().map(str::to_owned))
         .collect();
-    lab.shoal(
-        1,
+    let logs = probe_from_n3(
+        &lab,
+        "names",
+        "the names task ran",
         &[
-            "service",
-            "create",
-            "--detach",
-            "--name",
-            "names",
-            "--network",
-            "appnet",
-            "--constraint",
-            "node.hostname==n3",
-            "--restart-condition",
-            "none",
-            "--",
             "/bin/sh",
             "-c",
             "getent ahostsv4 tasks.web; /usr/bin/curl -s -m 5 http://web/",
         ],
-    )?;
-    let logs = eventually(Duration::from_secs(30), "the names task ran", || {
-        let out = lab
-            .shoal(1, &["service", "logs", "--raw", "names"])
-            .unwrap_or_default();
-        Ok(out.contains("web.").then_some(out))
-    })
+    )
     .await?;
     let resolved: BTreeSet<String> = logs
         .lines()

@@ -7,7 +7,7 @@ use std::{collections::BTreeSet, time::Duration};
 
 use anyhow::{Context, ensure};
 use serde_json::Value;
-use shoal_lab::{Lab, eventually};
+use shoal_lab::{Formation, Lab, eventually};
 
 /// (name, subnet, vni, gateway) of every network, via node `k`.
 fn networks(lab: &Lab, k: usize) -> anyhow::Result<Vec<(String, String, u64, String)>> {
@@ -33,12 +33,7 @@ fn networks(lab: &Lab, k: usize) -> anyhow::Result<Vec<(String, String, u64, Str
 #[tokio::test]
 async fn overlay_networks_are_allocated_once_and_refused_clearly() -> anyhow::Result<()> {
     let lab = std::sync::Arc::new(Lab::builder("nets").nodes(3).start().await?);
-    lab.shoal(1, &["swarm", "init"])?;
-    let token = lab.shoal(1, &["swarm", "join-token", "-q", "manager"])?;
-    let n1 = format!("{}:2377", lab.node(1).addr());
-    for k in [2, 3] {
-        lab.shoal(k, &["swarm", "join", "--token", token.trim(), &n1])?;
-    }
+    lab.form_swarm_of(Formation::plain(3, 3))?;
 
     // The routing mesh's network exists from the start, as in swarm.
     let ingress = eventually(Duration::from_secs(10), "ingress network", || {

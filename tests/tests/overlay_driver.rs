@@ -6,7 +6,7 @@
 //! kernel holds, that unprogramming cuts traffic, and that removal leaves
 //! no device.
 
-use std::net::{IpAddr, Ipv4Addr};
+use std::net::Ipv4Addr;
 use std::os::fd::AsRawFd;
 use std::time::Instant;
 
@@ -18,6 +18,7 @@ use netlink_packet_route::link::{InfoData, InfoVeth, LinkAttribute, LinkMessage}
 use rtnetlink::{Handle, LinkUnspec, LinkVeth, RouteMessageBuilder};
 use shoal_lab::taskns::TaskNs;
 use shoal_lab::{DATA_IFACE, Lab, netns};
+use shoal_netns::link::mtu as mtu_of;
 use shoal_overlay::{
     DEVICE_PREFIX, Driver, Ipv4Net, MacAddr, NetworkDevices, OverlayError, OverlaySpec, Release,
     RemoteEndpoint, Remotes, Underlay, bridge_name, vxlan_name,
@@ -70,13 +71,6 @@ async fn link(handle: &Handle, name: &str) -> anyhow::Result<LinkMessage> {
         .try_next()
         .await?
         .with_context(|| format!("no link {name}"))
-}
-
-fn mtu_of(link: &LinkMessage) -> Option<u32> {
-    link.attributes.iter().find_map(|a| match a {
-        LinkAttribute::Mtu(mtu) => Some(*mtu),
-        _ => None,
-    })
 }
 
 /// The IPv4 addresses of link `index`, as `a.b.c.d/len`.
@@ -151,17 +145,7 @@ async fn plug_task(
         .with_context(|| format!("veth {port} on {} in n{k}", devices.bridge.name))?;
 
     let handle = ns.netlink()?;
-    let eth0 = link(&handle, "eth0").await?.header.index;
-    handle
-        .address()
-        .add(eth0, IpAddr::V4(ip), subnet().prefix_len())
-        .execute()
-        .await?;
-    handle
-        .link()
-        .set(LinkUnspec::new_with_index(eth0).up().build())
-        .execute()
-        .await?;
+    shoal_lab::address_up(&handle, ns.name(), "eth0", ip, subnet().prefix_len()).await?;
     handle
         .route()
         .add(

@@ -20,10 +20,7 @@ const HEARTBEAT: &str = "1s";
 const PEM_START: &str = "-----BEGIN CERTIFICATE-----";
 
 fn token(lab: &Lab, k: usize, role: &str) -> anyhow::Result<String> {
-    Ok(lab
-        .shoal(k, &["swarm", "join-token", "-q", role])?
-        .trim()
-        .to_owned())
+    Ok(lab.join_token(k, role)?)
 }
 
 fn swarm_file(lab: &Lab, k: usize, name: &str) -> PathBuf {
@@ -40,7 +37,7 @@ fn form(lab: &Lab, init_flags: &[&str], joins: &[(usize, &str)]) -> anyhow::Resu
     let mut args = vec!["swarm", "init", "--dispatcher-heartbeat", HEARTBEAT];
     args.extend_from_slice(init_flags);
     lab.shoal(1, &args)?;
-    let n1 = format!("{}:2377", lab.node(1).addr());
+    let n1 = lab.cluster_addr(1);
     for (k, role) in joins {
         let out = lab.shoal(
             *k,
@@ -135,7 +132,7 @@ async fn ca_rotation_moves_every_node_to_the_new_root() -> anyhow::Result<()> {
         new_token != old_token,
         "join token did not move to the new root"
     );
-    let n1 = format!("{}:2377", lab.node(1).addr());
+    let n1 = lab.cluster_addr(1);
     lab.shoal_refused(4, &["swarm", "join", "--token", &old_token, &n1])?;
     let out = lab.shoal(4, &["swarm", "join", "--token", &new_token, &n1])?;
     ensure!(out.contains("as a worker"), "{out}");

@@ -9,9 +9,6 @@ use std::time::Duration;
 use anyhow::{Context, ensure};
 use shoal_lab::{Lab, eventually};
 
-/// Heartbeats every second: a promotion is seen within about one.
-const HEARTBEAT: &str = "1s";
-
 /// `node ls` on node `k` as (hostname, status, manager status, role),
 /// sorted by hostname.
 fn nodes(lab: &Lab, k: usize) -> anyhow::Result<Vec<(String, String, String, String)>> {
@@ -37,14 +34,9 @@ fn promoted(lab: &Lab, k: usize) -> anyhow::Result<Option<()>> {
 #[tokio::test]
 async fn a_worker_promoted_in_place_becomes_a_lasting_manager_and_back() -> anyhow::Result<()> {
     let lab = Lab::builder("promo").nodes(3).start().await?;
-    lab.shoal(1, &["swarm", "init", "--dispatcher-heartbeat", HEARTBEAT])?;
-    let worker = lab
-        .shoal(1, &["swarm", "join-token", "-q", "worker"])?
-        .trim()
-        .to_owned();
-    let n1 = format!("{}:2377", lab.node(1).addr());
-    for k in [2, 3] {
-        let out = lab.shoal(k, &["swarm", "join", "--token", &worker, &n1])?;
+    // Heartbeats every second: a promotion is seen within about one.
+    let joined = lab.form_swarm(1)?;
+    for (k, out) in (2..).zip(&joined) {
         ensure!(out.contains("as a worker"), "n{k}: {out}");
     }
     eventually(Duration::from_secs(10), "3 ready nodes", || {

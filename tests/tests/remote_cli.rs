@@ -3,15 +3,12 @@
 //! files and node-only verbs get errors that say what to do.
 
 use anyhow::ensure;
-use shoal_lab::{Lab, shoal_path};
+use shoal_lab::{Formation, Lab, shoal_path};
 
 #[tokio::test]
 async fn a_manager_certificate_drives_the_cluster_from_elsewhere() -> anyhow::Result<()> {
     let lab = Lab::builder("rcli").nodes(2).start().await?;
-    lab.shoal(1, &["swarm", "init"])?;
-    let token = lab.shoal(1, &["swarm", "join-token", "-q", "worker"])?;
-    let n1 = format!("{}:2377", lab.node(1).addr());
-    lab.shoal(2, &["swarm", "join", "--token", token.trim(), &n1])?;
+    lab.form_swarm_of(Formation::plain(1, 2))?;
 
     let host = format!("tcp://{}", lab.node(1).addr());
     let files = |k: usize| {

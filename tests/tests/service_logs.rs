@@ -103,10 +103,7 @@ impl Drop for Follower {
 #[tokio::test]
 async fn service_logs_from_a_manager_and_a_worker() -> anyhow::Result<()> {
     let lab = Lab::builder("logs").nodes(2).start().await?;
-    lab.shoal(1, &["swarm", "init", "--dispatcher-heartbeat", "1s"])?;
-    let worker = lab.shoal(1, &["swarm", "join-token", "-q", "worker"])?;
-    let n1 = format!("{}:2377", lab.node(1).addr());
-    lab.shoal(2, &["swarm", "join", "--token", worker.trim(), &n1])?;
+    lab.form_swarm(1)?;
 
     // The tasks wait for this file before their last line; it is on the
     // host's filesystem, which tasks without a rootfs share.

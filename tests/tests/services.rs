@@ -8,7 +8,7 @@
 use std::{collections::BTreeSet, time::Duration};
 
 use anyhow::ensure;
-use shoal_lab::{Lab, TaskRow, eventually};
+use shoal_lab::{Formation, Lab, TaskRow, eventually};
 
 fn ps(lab: &Lab, service: &str) -> anyhow::Result<Vec<TaskRow>> {
     lab.service_ps(1, service).map_err(|e| anyhow::anyhow!(e))
@@ -21,12 +21,7 @@ fn live(rows: &[TaskRow]) -> Vec<&TaskRow> {
 #[tokio::test]
 async fn services_become_tasks_spread_moved_and_scaled() -> anyhow::Result<()> {
     let lab = Lab::builder("svc").nodes(4).start().await?;
-    lab.shoal(1, &["swarm", "init", "--dispatcher-heartbeat", "1s"])?;
-    let worker = lab.shoal(1, &["swarm", "join-token", "-q", "worker"])?;
-    let n1 = format!("{}:2377", lab.node(1).addr());
-    for k in [2, 3] {
-        lab.shoal(k, &["swarm", "join", "--token", worker.trim(), &n1])?;
-    }
+    lab.form_swarm_of(Formation::fast(1, 3))?;
     lab.shoal(1, &["network", "create", "appnet"])?;
 
     lab.shoal(
@@ -181,7 +176,11 @@ async fn services_become_tasks_spread_moved_and_scaled() -> anyhow::Result<()> {
         Ok((live(&ps(&lab, "agent")?).len() == 3).then_some(()))
     })
     .await?;
-    lab.shoal(4, &["swarm", "join", "--token", worker.trim(), &n1])?;
+    let worker = lab.join_token(1, "worker")?;
+    lab.shoal(
+        4,
+        &["swarm", "join", "--token", &worker, &lab.cluster_addr(1)],
+    )?;
     eventually(Duration::from_secs(10), "agent on n4 too", || {
         let rows = ps(&lab, "agent")?;
         Ok(live(&rows).iter().any(|r| r.node == "n4").then_some(()))

@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, bail, ensure};
 use futures::TryStreamExt;
 use netlink_packet_route::link::{LinkAttribute, LinkMessage};
-use rtnetlink::{LinkBridge, LinkUnspec};
+use rtnetlink::LinkBridge;
 use shoal_lab::{Lab, eventually, netns, run_in_netns};
 use shoal_runtime::{
     Attachment, Exit, LogLine, RunningTask, Runtime, RuntimeError, Signal, Stream, TaskSpec,
@@ -35,18 +35,6 @@ struct Node {
     lab: Lab,
 }
 
-async fn link_index(handle: &rtnetlink::Handle, name: &str) -> anyhow::Result<u32> {
-    let link = handle
-        .link()
-        .get()
-        .match_name(name.to_owned())
-        .execute()
-        .try_next()
-        .await?
-        .with_context(|| format!("no link {name}"))?;
-    Ok(link.header.index)
-}
-
 impl Node {
     async fn start(tag: &str) -> anyhow::Result<Node> {
         let lab = Lab::builder(tag).nodes(1).daemons(false).start().await?;
@@ -57,17 +45,8 @@ impl Node {
             .add(LinkBridge::new(BRIDGE).build())
             .execute()
             .await?;
-        let bridge = link_index(&handle, BRIDGE).await?;
-        handle
-            .address()
-            .add(bridge, GATEWAY.into(), 24)
-            .execute()
-            .await?;
-        handle
-            .link()
-            .set(LinkUnspec::new_with_index(bridge).up().build())
-            .execute()
-            .await?;
+        let bridge = shoal_lab::link_index(&handle, node.netns(), BRIDGE).await?;
+        shoal_lab::address_up(&handle, node.netns(), BRIDGE, GATEWAY, 24).await?;
         // The runtime acts in the namespace it is created in: the node's.
         let runtime = run_in_netns(node.netns(), Runtime::new)??;
         let log_dir = node.state_dir().join("task-logs");

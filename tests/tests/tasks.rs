@@ -44,12 +44,7 @@ async fn remotes(lab: &Lab, k: usize, vni: u32) -> anyhow::Result<BTreeSet<Ipv4A
 async fn tasks_run_reach_each_other_and_recover() -> anyhow::Result<()> {
     let echo = env!("CARGO_BIN_EXE_lab-echo");
     let lab = Lab::builder("tasks").nodes(3).start().await?;
-    lab.shoal(1, &["swarm", "init", "--dispatcher-heartbeat", "1s"])?;
-    let token = lab.shoal(1, &["swarm", "join-token", "-q", "worker"])?;
-    let n1 = format!("{}:2377", lab.node(1).addr());
-    for k in [2, 3] {
-        lab.shoal(k, &["swarm", "join", "--token", token.trim(), &n1])?;
-    }
+    lab.form_swarm(1)?;
     lab.shoal(1, &["network", "create", "-d", "overlay", "appnet"])?;
     let inspect: Value = serde_json::from_str(&lab.shoal(1, &["network", "inspect", "appnet"])?)?;
     let net = inspect

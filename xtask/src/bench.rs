@@ -7,12 +7,12 @@ use std::{
     time::{Duration, Instant},
 };
 
-use anyhow::{Context, bail, ensure};
+use anyhow::{Context, ensure};
 use shoal_api::cluster::v1::{
     CreateSecretRequest, ListNodesRequest, NodeRole, NodeStatus, NodeSummary,
     control_client::ControlClient,
 };
-use shoal_lab::Lab;
+use shoal_lab::{Formation, Lab};
 use tonic::transport::Channel;
 
 #[derive(clap::Subcommand)]
@@ -60,12 +60,7 @@ pub enum BenchCmd {
 }
 
 pub fn run(cmd: BenchCmd) -> anyhow::Result<()> {
-    if !nix::unistd::geteuid().is_root() {
-        bail!("benchmarks run in a lab of network namespaces: run as root");
-    }
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()?;
+    let runtime = crate::root_runtime("benchmarks run in a lab of network namespaces")?;
     if let BenchCmd::Gossip { nodes, rounds } = cmd {
         // Gossip runs in this process (one member per node namespace).
         return runtime.block_on(crate::bench_gossip::run(&nodes, rounds));
@@ -138,25 +133,11 @@ pub fn run_shoal(lab: &Lab, bin: &Path, k: usize, args: &[&str]) -> anyhow::Resu
     Ok(String::from_utf8(out.stdout)?)
 }
 
-/// `swarm init` on n1 (1 s heartbeats), every other node joined with the
-/// `role` ("worker" or "manager") token.
-pub fn form_swarm(lab: &Lab, bin: &Path, role: &str) -> anyhow::Result<()> {
-    run_shoal(
-        lab,
-        bin,
-        1,
-        &["swarm", "init", "--dispatcher-heartbeat", "1s"],
-    )?;
-    let token = run_shoal(lab, bin, 1, &["swarm", "join-token", "-q", role])?;
-    let n1 = format!("{}:2377", lab.node(1).addr());
-    for k in 2..=lab.nodes().len() {
-        run_shoal(
-            lab,
-            bin,
-            k,
-            &["swarm", "join", "--token", token.trim(), &n1],
-        )?;
-    }
+/// `swarm init` on n1 (1 s heartbeats), n2..=`managers` joined as managers
+/// and the other nodes as workers, by the release build in `bin`.
+pub fn form_swarm(lab: &Lab, bin: &Path, managers: usize) -> anyhow::Result<()> {
+    let swarm = Formation::fast(managers, lab.nodes().len());
+    lab.form_swarm_with(swarm, |k, args| run_shoal(lab, bin, k, args))?;
     Ok(())
 }
 
@@ -254,7 +235,7 @@ async fn raft(bin: &Path, run_for: Duration, kills: usize, levels: &[usize]) -> 
         .nodes(3)
         .start()
         .await?;
-    form_swarm(&lab, bin, "manager")?;
+    form_swarm(&lab, bin, lab.nodes().len())?;
     settled_leader(&lab, Duration::from_secs(20)).await?;
 
     let base = fsync_baseline(lab.node(1).state_dir(), Duration::from_secs(2))?;

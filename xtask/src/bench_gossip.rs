@@ -9,18 +9,13 @@ use std::{
 
 use anyhow::{Context, ensure};
 use shoal_gossip::{Endpoint, GOSSIP_PORT, Gossip, GossipConfig};
-use shoal_lab::{Lab, run_in_netns};
+use shoal_lab::Lab;
 
 use crate::bench::{ms, pct};
 
 fn start(lab: &Lab, k: usize, n: usize) -> anyhow::Result<(Gossip, GossipConfig)> {
     let addr = SocketAddr::new(lab.node(k).addr().into(), GOSSIP_PORT);
-    let (udp, tcp) = run_in_netns(lab.node(k).netns(), || {
-        Ok::<_, std::io::Error>((
-            std::net::UdpSocket::bind(addr)?,
-            std::net::TcpListener::bind(addr)?,
-        ))
-    })??;
+    let (udp, tcp) = shoal_lab::netns::bind_udp_tcp(lab.node(k).netns(), addr)?;
     let mut cfg = GossipConfig::lan(format!("node{k}"), addr, n as u32);
     cfg.netns = Some(shoal_lab::netns::netns_path(lab.node(k).netns()));
     Ok((Gossip::start(cfg.clone(), udp, tcp, n as u32)?, cfg))

@@ -163,7 +163,7 @@ pub async fn run(bin: &Path, secs: u64, conns: usize) -> anyhow::Result<()> {
         .client(true)
         .start()
         .await?;
-    crate::bench::form_swarm(&lab, bin, "worker")?;
+    crate::bench::form_swarm(&lab, bin, 1)?;
     let http = bin.join("lab-http");
     let http = http.to_str().context("binary path")?;
     shoal(&lab, bin, 1, &["network", "create", "benchnet"])?;
@@ -223,24 +223,21 @@ pub async fn run(bin: &Path, secs: u64, conns: usize) -> anyhow::Result<()> {
         .status()?;
     ensure!(tuned.success(), "tuning the client's TIME_WAIT reuse");
     let dir = lab.dir().to_path_buf();
-    let mut proxies = vec![
-        haproxy(
-            &lab,
-            1,
-            &dir,
-            &format!("{}:8081", lab.node(1).addr()),
-            &format!("{task_ip}:80"),
-            lab.node(1).addr(),
-        )?,
-        haproxy(
-            &lab,
-            3,
-            &dir,
-            &format!("{}:8081", lab.node(3).addr()),
-            &format!("{task_ip}:80"),
-            lab.node(3).addr(),
-        )?,
-    ];
+    // One HAProxy per published node, in front of the same task.
+    let mut proxies = [1, 3]
+        .into_iter()
+        .map(|k| {
+            let addr = lab.node(k).addr();
+            haproxy(
+                &lab,
+                k,
+                &dir,
+                &format!("{addr}:8081"),
+                &format!("{task_ip}:80"),
+                addr,
+            )
+        })
+        .collect::<anyhow::Result<Vec<_>>>()?;
     let urls = [
         ("direct", format!("http://{task_ip}:80/")),
         ("local mesh", format!("http://{}:8080/", lab.node(1).addr())),

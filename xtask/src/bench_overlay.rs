@@ -36,10 +36,10 @@ use rtnetlink::{
     },
 };
 use serde_json::Value;
+use shoal_common::ports::VXLAN_PORT;
 use shoal_lab::{Lab, eventually, netns, taskns::TaskNs};
 
 const VNI: u32 = 42;
-const VXLAN_PORT: u16 = 4789;
 /// The lab's underlay MTU minus 50 bytes of VXLAN, as Shoal derives it.
 const OVERLAY_MTU: u32 = shoal_lab::MTU - 50;
 /// Tasks run commands from the node's filesystem: the same binary on both paths.
@@ -455,7 +455,7 @@ pub async fn run(bin: &Path, secs: u64) -> anyhow::Result<()> {
         .nodes(2)
         .start()
         .await?;
-    crate::bench::form_swarm(&lab, bin, "worker")?;
+    crate::bench::form_swarm(&lab, bin, 1)?;
     shoal(
         &lab,
         bin,

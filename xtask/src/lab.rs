@@ -8,7 +8,7 @@ use std::process::ExitStatus;
 
 use anyhow::{Context, bail};
 use comfy_table::{Table, presets::UTF8_FULL_CONDENSED};
-use shoal_lab::{Lab, LabError, sweep_stale};
+use shoal_lab::{Formation, Lab, LabError, sweep_stale};
 
 /// Name of the lab the commands act on.
 #[derive(clap::Args)]
@@ -93,13 +93,7 @@ pub enum LabCmd {
 }
 
 pub fn run(cmd: LabCmd) -> anyhow::Result<()> {
-    if !nix::unistd::geteuid().is_root() {
-        bail!("the lab creates network namespaces: run as root (e.g. `sudo -E cargo xtask lab …`)");
-    }
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()?;
-    runtime.block_on(dispatch(cmd))
+    crate::root_runtime("the lab creates network namespaces")?.block_on(dispatch(cmd))
 }
 
 async fn dispatch(cmd: LabCmd) -> anyhow::Result<()> {
@@ -249,24 +243,8 @@ fn shoal(lab: &Lab, k: usize, shoal: &Path, args: &[&str]) -> anyhow::Result<Str
 
 /// The cluster the lab stands for: n1 inits, then managers, then workers join.
 fn form(lab: &Lab, bin: &Path) -> anyhow::Result<()> {
-    shoal(lab, 1, bin, &["swarm", "init"])?;
-    let manager = shoal(lab, 1, bin, &["swarm", "join-token", "-q", "manager"])?;
-    let worker = shoal(lab, 1, bin, &["swarm", "join-token", "-q", "worker"])?;
-    let n1 = format!("{}:{}", lab.node(1).addr(), 2377);
-    for node in lab.nodes().iter().skip(1) {
-        let k = node.index();
-        let token = if k <= lab.managers() {
-            &manager
-        } else {
-            &worker
-        };
-        shoal(
-            lab,
-            k,
-            bin,
-            &["swarm", "join", "--token", token.trim(), &n1],
-        )?;
-    }
+    let swarm = Formation::plain(lab.managers(), lab.nodes().len());
+    lab.form_swarm_with(swarm, |k, args| shoal(lab, k, bin, args))?;
     print!("{}", shoal(lab, 1, bin, &["node", "ls"])?);
     Ok(())
 }

@@ -30,6 +30,15 @@ enum Cmd {
     Bench(bench::BenchCmd),
 }
 
+/// A current-thread tokio runtime for a command that needs root (`why`
+/// says what for).
+fn root_runtime(why: &str) -> anyhow::Result<tokio::runtime::Runtime> {
+    setup::require_root(why)?;
+    Ok(tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?)
+}
+
 fn main() -> anyhow::Result<()> {
     match Cli::parse().cmd {
         Cmd::Setup(args) => setup::run(&args),

@@ -68,15 +68,7 @@ pub fn ensure(check_only: bool) -> anyhow::Result<()> {
         .filter(|p| !dpkg_installed(p))
         .map(|p| p.to_string())
         .collect();
-    if !missing.is_empty() {
-        if check_only {
-            bail!(
-                "missing apt packages: {}; run `cargo xtask setup`",
-                missing.join(" ")
-            );
-        }
-        apt_install(&missing)?;
-    }
+    install_missing(&missing, check_only)?;
 
     let llvm = rustc_llvm_major(BPF_RUSTC)?;
     if !BPF_LINKER_LLVM.contains(&llvm) {
@@ -89,15 +81,7 @@ pub fn ensure(check_only: bool) -> anyhow::Result<()> {
         .into_iter()
         .filter(|p| !dpkg_installed(p))
         .collect();
-    if !missing.is_empty() {
-        if check_only {
-            bail!(
-                "missing apt packages: {}; run `cargo xtask setup`",
-                missing.join(" ")
-            );
-        }
-        apt_install(&missing)?;
-    }
+    install_missing(&missing, check_only)?;
 
     if bpf_linker_version().as_deref() != Some(BPF_LINKER_VERSION) {
         if check_only {
@@ -118,23 +102,27 @@ pub fn ensure(check_only: bool) -> anyhow::Result<()> {
 /// daemon or test starts: daemons starting together would otherwise race to
 /// mount it (shoald mounts it too when alone).
 fn ensure_bpffs() -> anyhow::Result<()> {
-    const BPF_FS_MAGIC: i64 = 0xcafe_4a11;
-    let root = Path::new("/sys/fs/bpf");
-    let mounted =
-        nix::sys::statfs::statfs(root).is_ok_and(|s| s.filesystem_type().0 == BPF_FS_MAGIC);
+    let mounted = shoal_netns::bpffs::is_bpffs(Path::new(shoal_netns::bpffs::ROOT));
     if mounted || !nix::unistd::geteuid().is_root() {
         return Ok(());
     }
-    nix::mount::mount(
-        Some("bpf"),
-        root,
-        Some("bpf"),
-        nix::mount::MsFlags::empty(),
-        None::<&str>,
-    )
-    .context("mounting bpffs on /sys/fs/bpf")?;
+    shoal_netns::bpffs::mount_root().context("mounting bpffs on /sys/fs/bpf")?;
     println!("setup: mounted bpffs on /sys/fs/bpf");
     Ok(())
+}
+
+/// Installs the `missing` apt packages, or with `check_only` names them.
+fn install_missing(missing: &[String], check_only: bool) -> anyhow::Result<()> {
+    if missing.is_empty() {
+        return Ok(());
+    }
+    if check_only {
+        bail!(
+            "missing apt packages: {}; run `cargo xtask setup`",
+            missing.join(" ")
+        );
+    }
+    apt_install(missing)
 }
 
 fn dpkg_installed(pkg: &str) -> bool {
@@ -207,7 +195,7 @@ fn install_bpf_linker(llvm: u32) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn require_root(why: &str) -> anyhow::Result<()> {
+pub fn require_root(why: &str) -> anyhow::Result<()> {
     if !nix_is_root() {
         bail!("{why}: run as root (e.g. `sudo -E cargo xtask …`)");
     }

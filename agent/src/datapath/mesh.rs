@@ -26,7 +26,8 @@ use shoal_common::mesh::{
 
 use super::{AttachMode, Datapath, DatapathError};
 
-static MESH_OBJECT: &[u8] = include_bytes_aligned!(concat!(env!("OUT_DIR"), "/shoal-mesh.o"));
+pub(super) static MESH_OBJECT: &[u8] =
+    include_bytes_aligned!(concat!(env!("OUT_DIR"), "/shoal-mesh.o"));
 
 pub struct Mesh {
     ebpf: Ebpf,
@@ -69,6 +70,19 @@ fn read(name: &'static str) -> impl FnOnce(MapError) -> DatapathError {
     move |source| DatapathError::Map { name, source }
 }
 
+/// `key`'s entry in the flow table `name`, if any.
+fn lookup<V: aya::Pod>(
+    map: &HashMap<MapData, FlowKey, V>,
+    key: &FlowKey,
+    name: &'static str,
+) -> Result<Option<V>, DatapathError> {
+    match map.get(key, 0) {
+        Ok(v) => Ok(Some(v)),
+        Err(MapError::KeyNotFound) => Ok(None),
+        Err(e) => Err(read(name)(e)),
+    }
+}
+
 impl Mesh {
     /// Loads the object and its programs, attached nowhere yet. Its maps are
     /// pinned in `pin_dir` (on bpffs): maps a previous run pinned there are
@@ -83,15 +97,7 @@ impl Mesh {
             .default_map_pin_directory(pin_dir)
             .load(MESH_OBJECT)
             .map_err(DatapathError::Load)?;
-        for name in Self::programs() {
-            Datapath::classifier(&mut ebpf, name)?
-                .load()
-                .map_err(|source| DatapathError::Program {
-                    name,
-                    action: "load",
-                    source,
-                })?;
-        }
+        Datapath::load_classifiers(&mut ebpf, &Self::programs())?;
         Ok(Self {
             services: take(&mut ebpf, SERVICES_MAP)?,
             backends: take(&mut ebpf, BACKENDS_MAP)?,
@@ -242,11 +248,7 @@ impl Mesh {
 
     #[cfg_attr(not(test), allow(dead_code))]
     pub fn return_path(&self, reply: &FlowKey) -> Result<Option<ReturnPath>, DatapathError> {
-        match self.returns.get(reply, 0) {
-            Ok(r) => Ok(Some(r)),
-            Err(MapError::KeyNotFound) => Ok(None),
-            Err(e) => Err(read(RETURN_MAP)(e)),
-        }
+        lookup(&self.returns, reply, RETURN_MAP)
     }
 
     #[cfg(test)]
@@ -324,20 +326,12 @@ impl Mesh {
 
     #[cfg_attr(not(test), allow(dead_code))]
     pub fn conn(&self, flow: &FlowKey) -> Result<Option<Conn>, DatapathError> {
-        match self.conntrack.get(flow, 0) {
-            Ok(c) => Ok(Some(c)),
-            Err(MapError::KeyNotFound) => Ok(None),
-            Err(e) => Err(read(CONNTRACK_MAP)(e)),
-        }
+        lookup(&self.conntrack, flow, CONNTRACK_MAP)
     }
 
     #[cfg_attr(not(test), allow(dead_code))]
     pub fn revnat(&self, reply: &FlowKey) -> Result<Option<RevNat>, DatapathError> {
-        match self.revnat.get(reply, 0) {
-            Ok(r) => Ok(Some(r)),
-            Err(MapError::KeyNotFound) => Ok(None),
-            Err(e) => Err(read(REVNAT_MAP)(e)),
-        }
+        lookup(&self.revnat, reply, REVNAT_MAP)
     }
 
     /// A service's counters summed over CPUs.

@@ -346,6 +346,11 @@ impl Fixture {
 
     /// Runs one case: verdict, output frame (None: unchanged), and which
     /// reason counter moved (at most one, by one).
+    /// `input` on the ingress program passes untouched, counting `reason`.
+    fn passed_counting(&mut self, what: &str, input: &[u8], reason: MeshReason) {
+        self.case(what, IN, input, UNSPEC, None, Some(reason));
+    }
+
     fn case(
         &mut self,
         what: &str,
@@ -559,14 +564,7 @@ fn passes_what_is_not_a_frontend_and_counts_the_malformed() {
         frag: 0x2000,
         ..syn.clone()
     };
-    fx.case(
-        "first fragment",
-        IN,
-        &first.frame(),
-        UNSPEC,
-        None,
-        Some(MeshReason::Fragment),
-    );
+    fx.passed_counting("first fragment", &first.frame(), MeshReason::Fragment);
     let later = Pkt {
         frag: 0x0010,
         ..syn.clone()
@@ -578,54 +576,23 @@ fn passes_what_is_not_a_frontend_and_counts_the_malformed() {
     let mut long_ihl = syn.frame();
     long_ihl[14] = 0x4f;
     long_ihl.truncate(14 + 40);
-    fx.case(
-        "options past the end",
-        IN,
-        &long_ihl,
-        UNSPEC,
-        None,
-        Some(MeshReason::TruncatedIpv4),
-    );
+    fx.passed_counting("options past the end", &long_ihl, MeshReason::TruncatedIpv4);
     let mut short_tcp = syn.frame();
     short_tcp.truncate(14 + 20 + 10);
-    fx.case(
-        "tcp header cut",
-        IN,
-        &short_tcp,
-        UNSPEC,
-        None,
-        Some(MeshReason::TruncatedL4),
-    );
+    fx.passed_counting("tcp header cut", &short_tcp, MeshReason::TruncatedL4);
     let mut short_udp = Pkt::udp(CLIENT, 1, NODE, 5353).frame();
     short_udp.truncate(14 + 20 + 6);
-    fx.case(
-        "udp header cut",
-        IN,
-        &short_udp,
-        UNSPEC,
-        None,
-        Some(MeshReason::TruncatedL4),
-    );
+    fx.passed_counting("udp header cut", &short_udp, MeshReason::TruncatedL4);
     let mut v6_in_v4 = syn.frame();
     v6_in_v4[14] = 0x65;
-    fx.case(
+    fx.passed_counting(
         "ip version 6 in an ipv4 frame",
-        IN,
         &v6_in_v4,
-        UNSPEC,
-        None,
-        Some(MeshReason::BadIpv4Header),
+        MeshReason::BadIpv4Header,
     );
     let mut ihl3 = syn.frame();
     ihl3[14] = 0x43;
-    fx.case(
-        "ihl 3",
-        IN,
-        &ihl3,
-        UNSPEC,
-        None,
-        Some(MeshReason::BadIpv4Header),
-    );
+    fx.passed_counting("ihl 3", &ihl3, MeshReason::BadIpv4Header);
     assert_eq!(
         fx.stats(WEB).packets,
         1,
