@@ -10,14 +10,36 @@ use std::{
 use shoal_api::{
     cluster::v1::control_server::ControlServer,
     node::v1::{
-        DoctorReply, DoctorRequest, InfoReply, InfoRequest, MeshCounter, ProtoCounter,
-        ReasonCounter, StatsReply, StatsRequest, SwarmInitReply, SwarmInitRequest, SwarmJoinReply,
-        SwarmJoinRequest, SwarmLeaveReply, SwarmLeaveRequest, SwarmUnlockReply, SwarmUnlockRequest,
-        UnlockKeyReply, UnlockKeyRequest,
+        CountedProtocol, Direction, DoctorReply, DoctorRequest, InfoReply, InfoRequest,
+        MeshCounter, ProtoCounter, ReasonCounter, StatsReply, StatsRequest, SwarmInitReply,
+        SwarmInitRequest, SwarmJoinReply, SwarmJoinRequest, SwarmLeaveReply, SwarmLeaveRequest,
+        SwarmUnlockReply, SwarmUnlockRequest, UnlockKeyReply, UnlockKeyRequest,
         node_server::{Node, NodeServer},
     },
 };
 use shoal_controlplane::manager::Api;
+
+/// The contract's counter direction on the wire.
+fn direction(d: shoal_common::stats::Direction) -> Direction {
+    match d {
+        shoal_common::stats::Direction::Ingress => Direction::Ingress,
+        shoal_common::stats::Direction::Egress => Direction::Egress,
+    }
+}
+
+/// The contract's protocol class on the wire.
+fn counted(p: shoal_common::stats::Proto) -> CountedProtocol {
+    use shoal_common::stats::Proto;
+    match p {
+        Proto::Tcp => CountedProtocol::Tcp,
+        Proto::Udp => CountedProtocol::Udp,
+        Proto::Icmp => CountedProtocol::Icmp,
+        Proto::Ipv4Other => CountedProtocol::Ipv4Other,
+        Proto::Ipv6 => CountedProtocol::Ipv6,
+        Proto::Arp => CountedProtocol::Arp,
+        Proto::Other => CountedProtocol::Other,
+    }
+}
 use tokio::net::{UnixListener, UnixStream};
 use tokio_stream::wrappers::UnixListenerStream;
 use tonic::{
@@ -227,8 +249,8 @@ impl<S: StatsSource> Node for NodeApi<S> {
                 .counters
                 .iter()
                 .map(|(dir, proto, c)| ProtoCounter {
-                    direction: dir.name().into(),
-                    protocol: proto.name().into(),
+                    direction: direction(*dir).into(),
+                    protocol: counted(*proto).into(),
                     packets: c.packets,
                     bytes: c.bytes,
                 })
@@ -346,8 +368,9 @@ mod tests {
             .await?
             .into_inner();
         assert_eq!(r.counters.len(), 1);
-        assert_eq!(r.counters[0].direction, "egress");
-        assert_eq!(r.counters[0].protocol, "udp");
+        use shoal_api::{node::v1 as pb, words::word};
+        assert_eq!(word::<pb::Direction>(r.counters[0].direction), "egress");
+        assert_eq!(word::<pb::CountedProtocol>(r.counters[0].protocol), "udp");
         assert_eq!((r.counters[0].packets, r.counters[0].bytes), (3, 300));
         assert_eq!(r.reasons[0].reason, "truncated-ipv4");
         assert_eq!(r.reasons[0].count, 2);

@@ -10,7 +10,7 @@ use std::{
     time::Duration,
 };
 
-use shoal_api::node::v1::DoctorCheck;
+use shoal_api::node::v1::{CheckStatus, DoctorCheck};
 use shoal_common::mesh::{IPPROTO_UDP, ServiceKey};
 use tokio::net::{TcpSocket, TcpStream};
 
@@ -21,7 +21,12 @@ const PROBE_TIMEOUT: Duration = Duration::from_secs(1);
 fn check(check: impl Into<String>, ok: bool, detail: impl Into<String>, hint: &str) -> DoctorCheck {
     DoctorCheck {
         check: check.into(),
-        status: if ok { "ok" } else { "fail" }.into(),
+        status: if ok {
+            CheckStatus::Ok
+        } else {
+            CheckStatus::Fail
+        }
+        .into(),
         detail: detail.into(),
         hint: if ok { String::new() } else { hint.into() },
     }
@@ -30,7 +35,7 @@ fn check(check: impl Into<String>, ok: bool, detail: impl Into<String>, hint: &s
 fn skip(name: impl Into<String>, detail: impl Into<String>) -> DoctorCheck {
     DoctorCheck {
         check: name.into(),
-        status: "skip".into(),
+        status: CheckStatus::Skip.into(),
         detail: detail.into(),
         hint: String::new(),
     }
@@ -196,9 +201,7 @@ pub async fn run(env: &NodeEnv) -> Vec<DoctorCheck> {
     }
     let members = gossip.as_ref().map(|g| g.members()).unwrap_or_default();
     for n in set.nodes.iter().filter(|n| n.id != node_id) {
-        let Ok(addr) = n.addr.parse::<Ipv4Addr>() else {
-            continue;
-        };
+        let addr = Ipv4Addr::from(n.addr);
         let tcp = tokio::time::timeout(
             PROBE_TIMEOUT,
             TcpStream::connect(SocketAddrV4::new(addr, shoal_gossip::GOSSIP_PORT)),

@@ -17,7 +17,7 @@ use std::{
     time::Duration,
 };
 
-use shoal_api::cluster::v1::AssignmentSet;
+use shoal_api::cluster::v1::{AssignmentSet, EndpointMode};
 use shoal_gossip::{Endpoint, EndpointKey, GOSSIP_PORT, Gossip, GossipConfig};
 use shoal_overlay::{MacAddr, NeighbourEntry, RemoteEndpoint};
 use tokio::{
@@ -233,8 +233,8 @@ fn listed(
             set.endpoints.iter().any(|e| {
                 e.network_id == network
                     && e.node_id != me
-                    && e.ip.parse::<Ipv4Addr>().ok() == Some(r.ip)
-                    && e.node_addr.parse::<Ipv4Addr>().ok() == Some(r.vtep)
+                    && Ipv4Addr::from(e.ip) == r.ip
+                    && Ipv4Addr::from(e.node_addr) == r.vtep
             })
         })
         .copied()
@@ -249,18 +249,17 @@ pub fn wanted(
     local: &std::collections::HashMap<String, u32>,
     me: &str,
 ) -> BTreeMap<String, BTreeSet<RemoteEndpoint>> {
-    let confirmed: HashSet<(&str, &str, &str)> = set
+    let confirmed: HashSet<(&str, u32, &str)> = set
         .endpoints
         .iter()
-        .map(|e| (e.network_id.as_str(), e.ip.as_str(), e.node_id.as_str()))
+        .map(|e| (e.network_id.as_str(), e.ip, e.node_id.as_str()))
         .collect();
     let mut out: BTreeMap<String, BTreeSet<RemoteEndpoint>> = BTreeMap::new();
     for e in gossip {
         if e.node_id == me || !local.contains_key(&e.network) {
             continue;
         }
-        let ip = e.ip.to_string();
-        if !confirmed.contains(&(e.network.as_str(), ip.as_str(), e.node_id.as_str())) {
+        if !confirmed.contains(&(e.network.as_str(), u32::from(e.ip), e.node_id.as_str())) {
             continue;
         }
         out.entry(e.network.clone())
@@ -313,7 +312,7 @@ pub fn wanted_extras(set: &AssignmentSet, network: &str, me: &str, own: MacAddr)
         .nodes
         .iter()
         .filter(|n| n.id != me)
-        .filter_map(|n| n.addr.parse::<Ipv4Addr>().ok())
+        .map(|n| Ipv4Addr::from(n.addr))
         .map(|vtep| shoal_overlay::FdbEntry {
             mac: shoal_overlay::bridge_mac(vtep),
             vtep,
@@ -323,10 +322,10 @@ pub fn wanted_extras(set: &AssignmentSet, network: &str, me: &str, own: MacAddr)
     let vips = set
         .mesh
         .iter()
-        .filter(|s| s.endpoint_mode != "dnsrr")
+        .filter(|s| EndpointMode::try_from(s.endpoint_mode) == Ok(EndpointMode::Vip))
         .flat_map(|s| s.vips.iter())
         .filter(|v| v.network_id == network)
-        .filter_map(|v| v.addr.split('/').next()?.parse().ok())
+        .filter_map(|v| Some(v.addr?.ip()))
         .collect();
     Extras { nodes, vips }
 }
@@ -556,9 +555,9 @@ mod tests {
         CpEndpoint {
             network_id: net.into(),
             task_id: format!("t-{ip}"),
-            ip: ip.into(),
+            ip: ip.parse::<Ipv4Addr>().map_or(0, u32::from),
             node_id: node.into(),
-            node_addr: String::new(),
+            node_addr: 0,
         }
     }
 

@@ -37,7 +37,7 @@ pub fn nodes() -> Vec<NodeAddress> {
         .into_iter()
         .map(|(id, addr)| NodeAddress {
             id: id.into(),
-            addr: addr.to_string(),
+            addr: u32::from(addr),
         })
         .collect()
 }

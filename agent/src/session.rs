@@ -261,11 +261,15 @@ impl Session {
                             trusted: ca.trusted,
                         }),
                         via: Some(ch),
-                        role: match r.role.as_str() {
-                            "manager" => Some(ModelRole::Manager),
-                            "worker" => Some(ModelRole::Worker),
-                            _ => None,
-                        },
+                        // Unspecified: an older manager; unknown: a newer
+                        // one. Either way the role stays as it is.
+                        role: shoal_controlplane::wire::decode::<ModelRole>(
+                            || "heartbeat role".into(),
+                            r.role,
+                        )
+                        .map_err(|e| tracing::warn!("{e}"))
+                        .ok()
+                        .flatten(),
                     });
                 }
                 Err(s) => {

@@ -30,8 +30,10 @@ use crate::{
 };
 use shoal_api::{
     CLUSTER_PORT,
-    cluster::v1::{JoinRequest, join_client::JoinClient},
-    node::v1::{SwarmInfo, SwarmInitReply, SwarmInitRequest, SwarmJoinReply, SwarmJoinRequest},
+    cluster::v1::{JoinRequest, NodeRole as WireRole, join_client::JoinClient},
+    node::v1::{
+        SwarmInfo, SwarmInitReply, SwarmInitRequest, SwarmJoinReply, SwarmJoinRequest, SwarmState,
+    },
 };
 use shoal_ca::{
     CaCert, Credentials, JoinToken, JoinTokens, NodeIdentity, NodeKey, NodeRole, RemovedNodes,
@@ -825,11 +827,12 @@ impl Swarm {
             (None, None)
         };
         self.save(&file)?;
-        tracing::info!(node = %reply.node_id, role = %reply.role, "joined the swarm");
+        tracing::info!(node = %reply.node_id, ?role, "joined the swarm");
         *state = Membership::Active(self.spawn_session(file, creds, manager, keys));
         Ok(SwarmJoinReply {
             node_id: reply.node_id,
-            role: reply.role,
+            // The certificate's role, which is the one the reply names.
+            role: shoal_controlplane::wire::encode(role),
         })
     }
 
@@ -876,30 +879,30 @@ impl Swarm {
     pub async fn info(&self) -> SwarmInfo {
         match &*self.state.lock().await {
             Membership::None => SwarmInfo {
-                state: "inactive".into(),
+                state: SwarmState::Inactive.into(),
                 ..Default::default()
             },
             Membership::Locked(file) => SwarmInfo {
-                state: "locked".into(),
+                state: SwarmState::Locked.into(),
                 node_id: file.node_id.clone(),
                 cluster_id: file.cluster_id.clone(),
-                role: "manager".into(),
+                role: WireRole::Manager.into(),
                 managers: file.managers.clone(),
                 error: String::new(),
             },
             Membership::Active(a) => SwarmInfo {
                 state: if a.problem.get().is_some() {
-                    "error"
+                    SwarmState::Error
                 } else {
-                    "active"
+                    SwarmState::Active
                 }
                 .into(),
                 node_id: a.file.node_id.clone(),
                 cluster_id: a.file.cluster_id.clone(),
                 role: if a.manager.is_some() {
-                    "manager"
+                    WireRole::Manager
                 } else {
-                    "worker"
+                    WireRole::Worker
                 }
                 .into(),
                 managers: a

@@ -17,8 +17,8 @@ use std::{
 };
 
 use shoal_api::cluster::v1::{
-    AssignmentSet, AssignmentsRequest, NetworkAssignment, ReportTasksRequest, TaskAssignment,
-    TaskReport,
+    AssignmentSet, AssignmentsRequest, EndpointMode, NetworkAssignment, ReportTasksRequest,
+    TaskAssignment, TaskReport, TaskState,
 };
 use shoal_overlay::{Driver, Ipv4Net, OverlaySpec, Release, Underlay};
 use shoal_runtime::{Attachment, Exit, Runtime, TaskSpec};
@@ -136,13 +136,13 @@ pub struct Executor<O = Driver, T = Runtime, M = Arc<Mutex<MeshState>>> {
 
 fn report(
     task: &str,
-    state: &str,
+    state: TaskState,
     message: impl Into<String>,
     err: impl Into<String>,
 ) -> TaskReport {
     TaskReport {
         task_id: task.to_owned(),
-        state: state.to_owned(),
+        state: state.into(),
         message: message.into(),
         err: err.into(),
         exit_code: None,
@@ -377,9 +377,15 @@ impl<O: Overlay, T: Tasks, M: MeshSync> Executor<O, T, M> {
         for t in &set.tasks {
             let known = running.get(&t.id);
             let done = lock(&self.done).contains(&t.id);
-            match (t.desired_state.as_str(), known) {
-                ("running", None) if !done => {
-                    if t.state == "assigned" {
+            // A desired state this build does not know stops the task: the
+            // one it surely does not mean is "keep running".
+            let desired = TaskState::try_from(t.desired_state);
+            if desired.is_err() {
+                tracing::warn!(task = %t.id, value = t.desired_state, "unknown desired state");
+            }
+            match (desired == Ok(TaskState::Running), known) {
+                (true, None) if !done => {
+                    if t.state == i32::from(TaskState::Assigned) {
                         let stop = Arc::new(Notify::new());
                         running.insert(t.id.clone(), Supervised { stop: stop.clone() });
                         let nets = set.networks.clone();
@@ -390,17 +396,17 @@ impl<O: Overlay, T: Tasks, M: MeshSync> Executor<O, T, M> {
                         lock(&self.done).insert(t.id.clone());
                         self.send(report(
                             &t.id,
-                            "failed",
+                            TaskState::Failed,
                             "task lost",
                             "the node's agent restarted and the task's process is gone",
                         ));
                     }
                 }
-                ("running", _) => {}
-                (_, Some(s)) => s.stop.notify_one(),
-                (_, None) if !done => {
+                (true, _) => {}
+                (false, Some(s)) => s.stop.notify_one(),
+                (false, None) if !done => {
                     lock(&self.done).insert(t.id.clone());
-                    self.send(report(&t.id, "shutdown", "shutdown", ""));
+                    self.send(report(&t.id, TaskState::Shutdown, "shutdown", ""));
                 }
                 _ => {}
             }
@@ -435,8 +441,8 @@ impl<O: Overlay, T: Tasks, M: MeshSync> Executor<O, T, M> {
         stop: Arc<Notify>,
     ) {
         let id = t.id.clone();
-        self.send(report(&id, "accepted", "accepted", ""));
-        self.send(report(&id, "preparing", "preparing", ""));
+        self.send(report(&id, TaskState::Accepted, "accepted", ""));
+        self.send(report(&id, TaskState::Preparing, "preparing", ""));
         let end = self.run(&t, &nets, &stop).await;
         self.send(end);
         self.release(&t).await;
@@ -454,7 +460,12 @@ impl<O: Overlay, T: Tasks, M: MeshSync> Executor<O, T, M> {
         let attachments = match self.prepare(t, nets).await {
             Ok(a) => a,
             Err(e) => {
-                return report(&t.id, "rejected", "preparing failed", e.to_string());
+                return report(
+                    &t.id,
+                    TaskState::Rejected,
+                    "preparing failed",
+                    e.to_string(),
+                );
             }
         };
         let env = match t
@@ -464,7 +475,14 @@ impl<O: Overlay, T: Tasks, M: MeshSync> Executor<O, T, M> {
             .collect::<Result<Vec<_>, _>>()
         {
             Ok(env) => env,
-            Err(e) => return report(&t.id, "rejected", "invalid environment", e.to_string()),
+            Err(e) => {
+                return report(
+                    &t.id,
+                    TaskState::Rejected,
+                    "invalid environment",
+                    e.to_string(),
+                );
+            }
         };
         let spec = TaskSpec {
             id: t.id.clone(),
@@ -476,7 +494,7 @@ impl<O: Overlay, T: Tasks, M: MeshSync> Executor<O, T, M> {
             resolv_conf: self.setup.resolv_conf.clone(),
             log_dir: self.setup.tasks_dir.clone(),
         };
-        self.send(report(&t.id, "starting", "starting", ""));
+        self.send(report(&t.id, TaskState::Starting, "starting", ""));
         let networks: Vec<String> = t.addresses.iter().map(|a| a.network_id.clone()).collect();
         let mut dns = None;
         let serve_dns = |ns: std::os::fd::BorrowedFd<'_>| -> Result<(), shoal_runtime::BoxError> {
@@ -485,15 +503,22 @@ impl<O: Overlay, T: Tasks, M: MeshSync> Executor<O, T, M> {
         };
         let started = tokio::select! {
             r = self.tasks.start(&spec, serve_dns) => r,
-            _ = stop.notified() => return report(&t.id, "shutdown", "shutdown before start", ""),
+            _ = stop.notified() => return report(&t.id, TaskState::Shutdown, "shutdown before start", ""),
         };
         let mut task = match started {
             Ok(task) => task,
-            Err(e) => return report(&t.id, "rejected", "starting task failed", e.to_string()),
+            Err(e) => {
+                return report(
+                    &t.id,
+                    TaskState::Rejected,
+                    "starting task failed",
+                    e.to_string(),
+                );
+            }
         };
         tracing::info!(task = %t.name, id = %t.id, pid = task.pid(), "task running");
         let links = self.attach_mesh(&t.name, task.interfaces());
-        self.send(report(&t.id, "running", "started", ""));
+        self.send(report(&t.id, TaskState::Running, "started", ""));
         let published = self.publish(t);
         let ended = tokio::select! {
             exit = task.wait() => Some(exit),
@@ -510,7 +535,7 @@ impl<O: Overlay, T: Tasks, M: MeshSync> Executor<O, T, M> {
         drop(dns);
         let exit = match exit {
             Ok(exit) => exit,
-            Err(e) => return report(&t.id, "failed", "task lost", e.to_string()),
+            Err(e) => return report(&t.id, TaskState::Failed, "task lost", e.to_string()),
         };
         tracing::info!(task = %t.name, id = %t.id, %exit, requested, "task ended");
         finished(&t.id, exit, requested)
@@ -535,11 +560,12 @@ impl<O: Overlay, T: Tasks, M: MeshSync> Executor<O, T, M> {
                 field,
                 value: value.to_owned(),
             };
-            let (ip, prefix) = a
-                .cidr
-                .split_once('/')
-                .and_then(|(ip, p)| Some((ip.parse::<Ipv4Addr>().ok()?, p.parse::<u8>().ok()?)))
-                .ok_or_else(|| bad("task address", &a.cidr))?;
+            let addr = a.addr.ok_or_else(|| bad("task address", "missing"))?;
+            let (ip, prefix) = (
+                addr.ip(),
+                addr.prefix(String::new)
+                    .map_err(|_| bad("task address", &addr.to_string()))?,
+            );
             let devices = self.overlay.ensure_network(&spec).await?;
             let users = &mut local.entry(net.id.clone()).or_insert((net.vni, 0)).1;
             *users += 1;
@@ -587,13 +613,17 @@ impl<O: Overlay, T: Tasks, M: MeshSync> Executor<O, T, M> {
             field,
             value: value.to_owned(),
         };
-        let subnet: Ipv4Net = net.subnet.parse().map_err(|_| bad("subnet", &net.subnet))?;
-        let gateway: Ipv4Addr = if net.gateway.is_empty() {
+        let subnet: Ipv4Net = match &net.subnet {
+            Some(p) => p
+                .net(String::new)
+                .map_err(|_| bad("subnet", &p.to_string()))?,
+            None => return Err(bad("subnet", "missing")),
+        };
+        // 0.0.0.0 is never a gateway: not given, the subnet's first host.
+        let gateway: Ipv4Addr = if net.gateway == 0 {
             Ipv4Addr::from(u32::from(subnet.network()) + 1)
         } else {
-            net.gateway
-                .parse()
-                .map_err(|_| bad("gateway", &net.gateway))?
+            Ipv4Addr::from(net.gateway)
         };
         let vtep = self.local().data_ip().ok_or(WorkerError::NoDataAddress)?;
         let mut spec = OverlaySpec::new(
@@ -681,6 +711,9 @@ impl<O: Overlay, T: Tasks, M: MeshSync> Executor<O, T, M> {
         let networks = self.local().local_networks().await;
         let local: std::collections::BTreeSet<String> = networks.keys().cloned().collect();
         let mut want = shoal_mesh::desired(set, self.local().node_id(), addr, &local);
+        for reason in &want.skipped {
+            tracing::warn!("routing mesh: {reason}");
+        }
         // What the overlay can reach now: remote endpoints programmed here
         // (as the endpoints loop last wrote them; no second netlink dump).
         let programmed = self.local().reachable();
@@ -785,7 +818,7 @@ impl<O: Overlay, T: Tasks, M: MeshSync> Executor<O, T, M> {
         t.addresses
             .iter()
             .filter_map(|a| {
-                let ip: Ipv4Addr = a.cidr.split('/').next()?.parse().ok()?;
+                let ip: Ipv4Addr = a.addr?.ip();
                 e.publish(shoal_gossip::Endpoint {
                     network: a.network_id.clone(),
                     ip,
@@ -820,14 +853,14 @@ fn dns_names(
                 .backends
                 .iter()
                 .filter(|b| b.network_id == net)
-                .filter_map(|b| b.ip.parse().ok())
+                .map(|b| Ipv4Addr::from(b.ip))
                 .collect();
-            let vip = (s.endpoint_mode != "dnsrr")
+            let vip = (EndpointMode::try_from(s.endpoint_mode) == Ok(EndpointMode::Vip))
                 .then(|| {
                     s.vips
                         .iter()
                         .find(|v| v.network_id == net)
-                        .and_then(|v| v.addr.split('/').next()?.parse().ok())
+                        .and_then(|v| Some(v.addr?.ip()))
                 })
                 .flatten();
             let names = out.entry(net.to_owned()).or_default();
@@ -842,18 +875,18 @@ fn dns_names(
 /// The report for a task that ended: swarm's states and docker's wording.
 fn finished(id: &str, exit: Exit, requested: bool) -> TaskReport {
     let mut r = if requested {
-        report(id, "shutdown", "shutdown", "")
+        report(id, TaskState::Shutdown, "shutdown", "")
     } else if exit.success() {
-        report(id, "complete", "finished", "")
+        report(id, TaskState::Complete, "finished", "")
     } else if let Some(code) = exit.code {
         report(
             id,
-            "failed",
+            TaskState::Failed,
             "started",
             format!("task: non-zero exit ({code})"),
         )
     } else {
-        report(id, "failed", "started", format!("task: {exit}"))
+        report(id, TaskState::Failed, "started", format!("task: {exit}"))
     };
     r.exit_code = Some(exit.shell_code());
     r
@@ -885,16 +918,17 @@ mod tests {
             code: None,
             signal: Some(9),
         };
-        assert_eq!(finished("t", ok, false).state, "complete");
+        let state = |r: &TaskReport| shoal_api::words::word::<TaskState>(r.state).into_owned();
+        assert_eq!(state(&finished("t", ok, false)), "complete");
         let f = finished("t", bad, false);
         assert_eq!(
-            (f.state.as_str(), f.err.as_str()),
+            (state(&f).as_str(), f.err.as_str()),
             ("failed", "task: non-zero exit (3)")
         );
         assert_eq!(f.exit_code, Some(3));
         let k = finished("t", killed, false);
-        assert_eq!(k.state, "failed");
+        assert_eq!(state(&k), "failed");
         assert_eq!(k.exit_code, Some(137));
-        assert_eq!(finished("t", bad, true).state, "shutdown");
+        assert_eq!(state(&finished("t", bad, true)), "shutdown");
     }
 }

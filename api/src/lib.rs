@@ -1,5 +1,9 @@
-//! The wire contract between `shoal`, `shoald` and (later) the managers:
-//! generated from `proto/*.proto`.
+//! The wire contract between `shoal`, `shoald` and the managers: generated
+//! from `proto/*.proto`, with the enums' words ([`words`]) and the typed
+//! IPv4 addresses ([`Ipv4Prefix`](cluster::v1::Ipv4Prefix)).
+
+pub mod addr;
+pub mod words;
 
 pub mod node {
     pub mod v1 {

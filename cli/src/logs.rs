@@ -12,7 +12,7 @@
 use std::io::{self, Write};
 
 use clap::Args;
-use shoal_api::cluster::v1::{LogLine, ServiceLogsRequest, ServiceRef};
+use shoal_api::cluster::v1::{LogLine, ServiceLogsRequest, ServiceMode, ServiceRef};
 
 use crate::{
     client,
@@ -119,7 +119,7 @@ pub async fn run(host: &str, a: LogsArgs) -> anyhow::Result<()> {
         service: a.target.clone(),
     });
     let slot_width = match service.await {
-        Ok(s) if s.get_ref().mode == "replicated" => digits(s.get_ref().desired),
+        Ok(s) if s.get_ref().mode == ServiceMode::Replicated as i32 => digits(s.get_ref().desired),
         _ => 0,
     };
     let layout = Layout {

@@ -4,8 +4,10 @@ use std::collections::HashMap;
 
 use clap::{Subcommand, ValueEnum};
 use shoal_api::{
-    cluster::v1::{ListNodesRequest, NodeRef, RemoveNodeRequest, UpdateNodeRequest},
-    node::v1::{DoctorRequest, InfoRequest, StatsRequest},
+    cluster::v1::{
+        ListNodesRequest, NodeAvailability, NodeRef, NodeRole, RemoveNodeRequest, UpdateNodeRequest,
+    },
+    node::v1::{CheckStatus, DoctorRequest, InfoRequest, StatsRequest},
 };
 
 use crate::{
@@ -22,11 +24,11 @@ pub enum Availability {
 }
 
 impl Availability {
-    fn as_api(self) -> &'static str {
+    fn as_api(self) -> NodeAvailability {
         match self {
-            Self::Active => "active",
-            Self::Pause => "pause",
-            Self::Drain => "drain",
+            Self::Active => NodeAvailability::Active,
+            Self::Pause => NodeAvailability::Pause,
+            Self::Drain => NodeAvailability::Drain,
         }
     }
 }
@@ -149,7 +151,11 @@ pub async fn run(host: &str, cmd: NodeCmd) -> anyhow::Result<()> {
     match cmd {
         NodeCmd::Doctor { format } => {
             let r = client::call(host, d.node.doctor(DoctorRequest {})).await?;
-            let failed = r.checks.iter().filter(|c| c.status == "fail").count();
+            let failed = r
+                .checks
+                .iter()
+                .filter(|c| c.status == CheckStatus::Fail as i32)
+                .count();
             output::doctor(&r, format)?;
             if failed > 0 {
                 anyhow::bail!("{failed} check(s) failed on {}", r.hostname);
@@ -197,8 +203,8 @@ pub async fn run(host: &str, cmd: NodeCmd) -> anyhow::Result<()> {
                 host,
                 d.control.update_node(UpdateNodeRequest {
                     node: node.clone(),
-                    availability: availability.map(|a| a.as_api().into()).unwrap_or_default(),
-                    role: String::new(),
+                    availability: availability.map_or(0, |a| a.as_api().into()),
+                    role: NodeRole::Unspecified.into(),
                     label_add,
                     label_rm,
                 }),
@@ -207,8 +213,8 @@ pub async fn run(host: &str, cmd: NodeCmd) -> anyhow::Result<()> {
             println!("{node}");
             Ok(())
         }
-        NodeCmd::Promote { nodes } => set_role(&mut d, &nodes, "manager").await,
-        NodeCmd::Demote { nodes } => set_role(&mut d, &nodes, "worker").await,
+        NodeCmd::Promote { nodes } => set_role(&mut d, &nodes, NodeRole::Manager).await,
+        NodeCmd::Demote { nodes } => set_role(&mut d, &nodes, NodeRole::Worker).await,
         NodeCmd::Rm { nodes, force } => {
             let mut failed = Vec::new();
             for n in &nodes {
@@ -228,7 +234,7 @@ pub async fn run(host: &str, cmd: NodeCmd) -> anyhow::Result<()> {
     }
 }
 
-async fn set_role(d: &mut Daemon, nodes: &[String], role: &str) -> anyhow::Result<()> {
+async fn set_role(d: &mut Daemon, nodes: &[String], role: NodeRole) -> anyhow::Result<()> {
     let mut failed = Vec::new();
     for n in nodes {
         let node = resolve(d, n).await?;
@@ -247,7 +253,7 @@ async fn set_role(d: &mut Daemon, nodes: &[String], role: &str) -> anyhow::Resul
                 println!(
                     "Node {name} {} in the swarm.",
                     match role {
-                        "manager" => "promoted to a manager",
+                        NodeRole::Manager => "promoted to a manager",
                         _ => "demoted",
                     }
                 );

@@ -2,11 +2,14 @@
 
 use comfy_table::{Table, presets::NOTHING};
 use serde::Serialize;
-use std::collections::BTreeMap;
+use std::{borrow::Cow, collections::BTreeMap};
 
 use shoal_api::{
-    cluster::v1::{NodeDetail, NodeSummary},
-    node::v1::{InfoReply, StatsReply, SwarmInfo},
+    cluster::v1::{NodeAvailability, NodeDetail, NodeRole, NodeStatus, NodeSummary},
+    node::v1::{
+        CheckStatus, CountedProtocol, Direction, InfoReply, StatsReply, SwarmInfo, SwarmState,
+    },
+    words::{Word, word},
 };
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
@@ -41,10 +44,10 @@ struct InfoJson<'a> {
 
 #[derive(Serialize)]
 struct SwarmJson<'a> {
-    state: &'a str,
+    state: Cow<'static, str>,
     node_id: &'a str,
     cluster_id: &'a str,
-    role: &'a str,
+    role: Cow<'static, str>,
     is_manager: bool,
     managers: &'a [String],
     error: &'a str,
@@ -70,11 +73,11 @@ fn info_json(i: &InfoReply) -> serde_json::Result<String> {
         uptime_seconds: i.uptime_seconds,
         state_dir: &i.state_dir,
         swarm: i.swarm.as_ref().map(|s| SwarmJson {
-            state: &s.state,
+            state: word::<SwarmState>(s.state),
             node_id: &s.node_id,
             cluster_id: &s.cluster_id,
-            role: &s.role,
-            is_manager: s.role == "manager",
+            role: word::<NodeRole>(s.role),
+            is_manager: s.role == NodeRole::Manager as i32,
             managers: &s.managers,
             error: &s.error,
         }),
@@ -107,15 +110,17 @@ fn info_text(i: &InfoReply) -> String {
 
 /// docker info's `Swarm:` block, one level less indented (no Server section).
 fn swarm_text(s: &SwarmInfo) -> String {
-    let state = if s.state.is_empty() {
-        "inactive"
-    } else {
-        &s.state
+    let state = match SwarmState::try_from(s.state) {
+        Ok(SwarmState::Unspecified) => SwarmState::Inactive.word().into(),
+        _ => word::<SwarmState>(s.state),
     };
     let mut lines = vec![format!("Swarm: {state}")];
     // As docker: nothing more to say about a node outside a swarm, or locked.
-    if !matches!(state, "inactive" | "locked") {
-        let is_manager = s.role == "manager";
+    if !matches!(
+        SwarmState::try_from(s.state),
+        Ok(SwarmState::Unspecified | SwarmState::Inactive | SwarmState::Locked)
+    ) {
+        let is_manager = s.role == NodeRole::Manager as i32;
         lines.push(format!(" NodeID: {}", s.node_id));
         if !s.error.is_empty() {
             lines.push(format!(" Error: {}", s.error));
@@ -146,9 +151,9 @@ pub fn info(i: &InfoReply, format: Format) -> anyhow::Result<()> {
 }
 
 #[derive(Serialize)]
-struct CounterJson<'a> {
-    direction: &'a str,
-    protocol: &'a str,
+struct CounterJson {
+    direction: Cow<'static, str>,
+    protocol: Cow<'static, str>,
     packets: u64,
     bytes: u64,
 }
@@ -163,7 +168,7 @@ struct ReasonJson<'a> {
 struct StatsJson<'a> {
     hostname: &'a str,
     data_interface: &'a str,
-    counters: Vec<CounterJson<'a>>,
+    counters: Vec<CounterJson>,
     reasons: Vec<ReasonJson<'a>>,
     mesh: Vec<MeshJson<'a>>,
     mesh_reasons: Vec<ReasonJson<'a>>,
@@ -187,7 +192,7 @@ struct MeshJson<'a> {
 #[derive(Serialize)]
 struct DoctorJson<'a> {
     check: &'a str,
-    status: &'a str,
+    status: Cow<'static, str>,
     detail: &'a str,
     hint: &'a str,
 }
@@ -201,7 +206,7 @@ pub fn doctor(r: &shoal_api::node::v1::DoctorReply, format: Format) -> anyhow::R
                 .iter()
                 .map(|c| DoctorJson {
                     check: &c.check,
-                    status: &c.status,
+                    status: word::<CheckStatus>(c.status),
                     detail: &c.detail,
                     hint: &c.hint,
                 })
@@ -213,12 +218,16 @@ pub fn doctor(r: &shoal_api::node::v1::DoctorReply, format: Format) -> anyhow::R
             for c in &r.checks {
                 t.add_row(vec![
                     c.check.clone(),
-                    c.status.to_uppercase(),
+                    word::<CheckStatus>(c.status).to_uppercase(),
                     c.detail.clone(),
                 ]);
             }
             println!("NODE {}\n{t}", r.hostname);
-            for c in r.checks.iter().filter(|c| c.status == "fail") {
+            for c in r
+                .checks
+                .iter()
+                .filter(|c| c.status == CheckStatus::Fail as i32)
+            {
                 println!("\n{}: {}", c.check, c.hint);
             }
         }
@@ -236,8 +245,8 @@ pub fn stats(s: &StatsReply, format: Format) -> anyhow::Result<()> {
                     .counters
                     .iter()
                     .map(|c| CounterJson {
-                        direction: &c.direction,
-                        protocol: &c.protocol,
+                        direction: word::<Direction>(c.direction),
+                        protocol: word::<CountedProtocol>(c.protocol),
                         packets: c.packets,
                         bytes: c.bytes,
                     })
@@ -330,24 +339,24 @@ fn stats_table(s: &StatsReply) -> Table {
         "OUT PACKETS",
         "OUT BYTES",
     ]);
-    let mut protocols: Vec<&str> = Vec::new();
+    let mut protocols: Vec<i32> = Vec::new();
     for c in &s.counters {
-        if !protocols.contains(&c.protocol.as_str()) {
-            protocols.push(&c.protocol);
+        if !protocols.contains(&c.protocol) {
+            protocols.push(c.protocol);
         }
     }
     for p in protocols {
-        let find = |dir: &str| {
+        let find = |dir: Direction| {
             s.counters
                 .iter()
-                .find(|c| c.protocol == p && c.direction == dir)
+                .find(|c| c.protocol == p && c.direction == dir as i32)
                 .map(|c| (c.packets, c.bytes))
                 .unwrap_or_default()
         };
-        let (ip, ib) = find("ingress");
-        let (op, ob) = find("egress");
+        let (ip, ib) = find(Direction::Ingress);
+        let (op, ob) = find(Direction::Egress);
         t.add_row(vec![
-            p.to_string(),
+            word::<CountedProtocol>(p).into_owned(),
             ip.to_string(),
             ib.to_string(),
             op.to_string(),
@@ -362,9 +371,9 @@ fn stats_table(s: &StatsReply) -> Table {
 struct NodeJson<'a> {
     id: &'a str,
     hostname: &'a str,
-    role: &'a str,
-    status: &'a str,
-    availability: &'a str,
+    role: Cow<'static, str>,
+    status: Cow<'static, str>,
+    availability: Cow<'static, str>,
     /// "Leader", "Reachable", "Unreachable"; empty for a worker.
     manager_status: &'a str,
     addr: &'a str,
@@ -384,9 +393,9 @@ fn node_value<'a>(n: &'a NodeSummary, raft_addr: Option<&'a str>) -> NodeJson<'a
     NodeJson {
         id: &n.id,
         hostname: &n.hostname,
-        role: &n.role,
-        status: &n.status,
-        availability: &n.availability,
+        role: word::<NodeRole>(n.role),
+        status: word::<NodeStatus>(n.status),
+        availability: word::<NodeAvailability>(n.availability),
         manager_status: &n.manager_status,
         addr: &n.addr,
         labels: n
@@ -413,8 +422,8 @@ fn nodes_table(nodes: &[NodeSummary]) -> Table {
         t.add_row(vec![
             id,
             n.hostname.clone(),
-            pretty(&n.status),
-            pretty(&n.availability),
+            pretty(&word::<NodeStatus>(n.status)),
+            pretty(&word::<NodeAvailability>(n.availability)),
             n.manager_status.clone(),
         ]);
     }
@@ -469,8 +478,8 @@ fn node_text(d: &NodeDetail) -> String {
          Address:                {}\n",
         n.id,
         n.hostname,
-        pretty(&n.status),
-        pretty(&n.availability),
+        pretty(&word::<NodeStatus>(n.status)),
+        pretty(&word::<NodeAvailability>(n.availability)),
         n.addr,
     );
     if !n.labels.is_empty() {
@@ -480,7 +489,7 @@ fn node_text(d: &NodeDetail) -> String {
             out.push_str(&format!(" - {k}={v}\n"));
         }
     }
-    if n.role == "manager" {
+    if n.role == NodeRole::Manager as i32 {
         let reach = match n.manager_status.as_str() {
             "Leader" | "Reachable" => "Reachable",
             _ => "Unreachable",
@@ -529,13 +538,13 @@ mod tests {
         NodeSummary {
             id: format!("id-{hostname}"),
             hostname: hostname.into(),
-            status: "ready".into(),
-            availability: "active".into(),
+            status: NodeStatus::Ready.into(),
+            availability: NodeAvailability::Active.into(),
             manager_status: manager_status.into(),
             role: if manager_status.is_empty() {
-                "worker"
+                NodeRole::Worker
             } else {
-                "manager"
+                NodeRole::Manager
             }
             .into(),
             addr: "198.18.0.1".into(),
@@ -598,10 +607,10 @@ mod tests {
     #[test]
     fn info_shows_the_swarm_as_docker_does() {
         let manager = SwarmInfo {
-            state: "active".into(),
+            state: SwarmState::Active.into(),
             node_id: "abc".into(),
             cluster_id: "xyz".into(),
-            role: "manager".into(),
+            role: NodeRole::Manager.into(),
             managers: vec!["198.18.0.2:2377".into(), "198.18.0.1:2377".into()],
             error: String::new(),
         };
@@ -621,7 +630,7 @@ mod tests {
             "{text}"
         );
         let worker = SwarmInfo {
-            role: "worker".into(),
+            role: NodeRole::Worker.into(),
             error: "manager unreachable".into(),
             ..manager
         };
@@ -635,10 +644,10 @@ mod tests {
     #[test]
     fn info_json_keeps_every_field() -> anyhow::Result<()> {
         let swarm = SwarmInfo {
-            state: "active".into(),
+            state: SwarmState::Active.into(),
             node_id: "abc".into(),
             cluster_id: "xyz".into(),
-            role: "manager".into(),
+            role: NodeRole::Manager.into(),
             managers: vec!["198.18.0.1:2377".into()],
             error: String::new(),
         };
@@ -656,8 +665,8 @@ mod tests {
     #[test]
     fn stats_table_pairs_directions_per_protocol() {
         let c = |direction: &str, protocol: &str, packets| ProtoCounter {
-            direction: direction.into(),
-            protocol: protocol.into(),
+            direction: Direction::from_word(direction).map_or(0, Into::into),
+            protocol: CountedProtocol::from_word(protocol).map_or(0, Into::into),
             packets,
             bytes: packets * 100,
         };

@@ -30,13 +30,17 @@ pub enum Problem {
     Port(#[from] PortError),
     #[error("expected vip or dnsrr")]
     EndpointMode,
+    #[error("expected replicated or global")]
+    ServiceMode,
+    #[error("expected any, on-failure or none")]
+    RestartCondition,
     #[error("must be {min}-{max}")]
     Range { min: u64, max: u64 },
     #[error("must be a whole number of seconds, such as {suggest}")]
     SubSecond { suggest: String },
     #[error("must be at least {min}")]
     TooSmall { min: &'static str },
-    #[error("is shorter than --default-addr-pool {pool}: subnets are carved out of the pools, so give {} or more", pool.prefix)]
+    #[error("is shorter than --default-addr-pool {pool}: subnets are carved out of the pools, so give {} or more", pool.prefix_len())]
     MaskShorterThanPool { pool: Ipv4Cidr },
     #[error("cannot be used with --mode global; drop --replicas")]
     ReplicasWithGlobal,

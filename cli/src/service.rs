@@ -2,6 +2,7 @@
 //! tasks until the service converges, unless `--detach`.
 
 use std::{
+    borrow::Cow,
     collections::BTreeMap,
     time::{Duration, Instant},
 };
@@ -9,9 +10,13 @@ use std::{
 use anyhow::bail;
 use clap::{Args, Subcommand};
 use serde::Serialize;
-use shoal_api::cluster::v1::{
-    CreateServiceRequest, ListServicesRequest, ListTasksRequest, PortConfig, RestartPolicy,
-    ScaleServiceRequest, ServiceRef, ServiceSummary, TaskSummary, UpdateServiceRequest,
+use shoal_api::{
+    cluster::v1::{
+        CreateServiceRequest, EndpointMode, ListServicesRequest, ListTasksRequest, PortConfig,
+        Protocol, PublishMode, RestartCondition, RestartPolicy, ScaleServiceRequest, ServiceMode,
+        ServiceRef, ServiceSummary, TaskState, TaskSummary, UpdateServiceRequest,
+    },
+    words::{Word, word},
 };
 
 use crate::{
@@ -164,15 +169,20 @@ fn request(a: &CreateArgs) -> Result<CreateServiceRequest, FlagError> {
                 .to_api(),
         );
     }
-    if !matches!(a.endpoint_mode.as_str(), "vip" | "dnsrr") {
-        return Err(FlagError::new(
-            "--endpoint-mode",
-            &a.endpoint_mode,
-            Problem::EndpointMode,
-        ));
-    }
-    let replicas = match (a.mode.as_str(), a.replicas) {
-        ("global", Some(_)) => {
+    let endpoint_mode = EndpointMode::from_word(&a.endpoint_mode).ok_or_else(|| {
+        FlagError::new("--endpoint-mode", &a.endpoint_mode, Problem::EndpointMode)
+    })?;
+    let mode = ServiceMode::from_word(&a.mode)
+        .ok_or_else(|| FlagError::new("--mode", &a.mode, Problem::ServiceMode))?;
+    let condition = RestartCondition::from_word(&a.restart_condition).ok_or_else(|| {
+        FlagError::new(
+            "--restart-condition",
+            &a.restart_condition,
+            Problem::RestartCondition,
+        )
+    })?;
+    let replicas = match (mode, a.replicas) {
+        (ServiceMode::Global, Some(_)) => {
             return Err(FlagError::new(
                 "--replicas",
                 a.replicas.unwrap_or_default(),
@@ -180,25 +190,25 @@ fn request(a: &CreateArgs) -> Result<CreateServiceRequest, FlagError> {
             ));
         }
         (_, Some(r)) => r,
-        ("global", None) => 0,
+        (ServiceMode::Global, None) => 0,
         (_, None) => 1,
     };
     Ok(CreateServiceRequest {
         name: a.name.clone(),
-        mode: a.mode.clone(),
+        mode: mode.into(),
         replicas,
         networks: a.network.clone(),
         env: a.env.clone(),
         constraints: a.constraint.clone(),
         restart: Some(RestartPolicy {
-            condition: a.restart_condition.clone(),
+            condition: condition.into(),
             delay_secs: delay.as_secs(),
             max_attempts: a.restart_max_attempts,
         }),
         args: a.command.clone(),
         labels,
         rootfs: a.rootfs.clone().unwrap_or_default(),
-        endpoint_mode: a.endpoint_mode.clone(),
+        endpoint_mode: endpoint_mode.into(),
         ports,
     })
 }
@@ -228,8 +238,11 @@ fn update_request(
 pub fn ports_column(ports: &[PortConfig]) -> String {
     ports
         .iter()
-        .filter(|p| p.publish_mode != "host")
-        .map(|p| format!("*:{}->{}/{}", p.published_port, p.target_port, p.protocol))
+        .filter(|p| p.publish_mode != PublishMode::Host as i32)
+        .map(|p| {
+            let protocol = word::<Protocol>(p.protocol);
+            format!("*:{}->{}/{protocol}", p.published_port, p.target_port)
+        })
         .collect::<Vec<_>>()
         .join(",")
 }
@@ -249,8 +262,8 @@ struct TaskJson<'a> {
     id: &'a str,
     name: &'a str,
     node: &'a str,
-    desired_state: &'a str,
-    current_state: &'a str,
+    desired_state: Cow<'static, str>,
+    current_state: Cow<'static, str>,
     since_unix: u64,
     error: &'a str,
     addresses: &'a [String],
@@ -279,7 +292,11 @@ fn tasks_table(tasks: &[TaskSummary]) -> comfy_table::Table {
     ]);
     let mut previous: Option<&str> = None;
     for k in tasks {
-        let current = format!("{} {}", crate::output::pretty(&k.state), ago(k.since_unix));
+        let current = format!(
+            "{} {}",
+            crate::output::pretty(&word::<TaskState>(k.state)),
+            ago(k.since_unix)
+        );
         // Older tasks of a slot hang under its current one, as docker shows.
         let name = if previous == Some(k.name.as_str()) {
             format!(" \\_ {}", k.name)
@@ -291,7 +308,7 @@ fn tasks_table(tasks: &[TaskSummary]) -> comfy_table::Table {
             k.id.get(..12).unwrap_or(&k.id).to_owned(),
             name,
             k.node.clone(),
-            crate::output::pretty(&k.desired_state),
+            crate::output::pretty(&word::<TaskState>(k.desired_state)),
             current,
             k.err.clone(),
         ]);
@@ -305,7 +322,7 @@ fn sorted(mut tasks: Vec<TaskSummary>) -> Vec<TaskSummary> {
     let key = |t: &TaskSummary| {
         (
             t.name.clone(),
-            t.desired_state != "running",
+            t.desired_state != TaskState::Running as i32,
             std::cmp::Reverse(t.since_unix),
         )
     };
@@ -334,10 +351,14 @@ async fn converge(d: &mut Daemon, service: &str) -> anyhow::Result<()> {
         )
         .await?
         .tasks;
-        for t in tasks.iter().filter(|t| t.desired_state == "running") {
+        for t in tasks
+            .iter()
+            .filter(|t| t.desired_state == TaskState::Running as i32)
+        {
+            let state = word::<TaskState>(t.state);
             let line = match t.err.as_str() {
-                "" => t.state.clone(),
-                err => format!("{} ({err})", t.state),
+                "" => state.into_owned(),
+                err => format!("{state} ({err})"),
             };
             if shown.get(&t.name) != Some(&line) {
                 println!("{}: {line}", t.name);
@@ -367,37 +388,37 @@ async fn converge(d: &mut Daemon, service: &str) -> anyhow::Result<()> {
 struct ServiceJson<'a> {
     id: &'a str,
     name: &'a str,
-    mode: &'a str,
+    mode: Cow<'static, str>,
     running: u64,
     desired: u64,
     command: &'a [String],
     networks: &'a [String],
     env: &'a [String],
     constraints: &'a [String],
-    restart_condition: &'a str,
+    restart_condition: Cow<'static, str>,
     restart_delay_secs: u64,
     restart_max_attempts: u64,
     /// `null`: the node's filesystem.
     rootfs: Option<&'a str>,
     labels: BTreeMap<&'a str, &'a str>,
-    endpoint_mode: &'a str,
-    ports: Vec<PortJson<'a>>,
+    endpoint_mode: Cow<'static, str>,
+    ports: Vec<PortJson>,
     vips: Vec<VipJson<'a>>,
 }
 
 #[derive(Serialize)]
-struct PortJson<'a> {
-    protocol: &'a str,
+struct PortJson {
+    protocol: Cow<'static, str>,
     target_port: u32,
     published_port: u32,
-    publish_mode: &'a str,
+    publish_mode: Cow<'static, str>,
 }
 
 #[derive(Serialize)]
 struct VipJson<'a> {
     network_id: &'a str,
     network: &'a str,
-    addr: &'a str,
+    addr: String,
 }
 
 fn service_json(s: &ServiceSummary) -> ServiceJson<'_> {
@@ -405,14 +426,14 @@ fn service_json(s: &ServiceSummary) -> ServiceJson<'_> {
     ServiceJson {
         id: &s.id,
         name: &s.name,
-        mode: &s.mode,
+        mode: word::<ServiceMode>(s.mode),
         running: s.running,
         desired: s.desired,
         command: &s.args,
         networks: &s.networks,
         env: &s.env,
         constraints: &s.constraints,
-        restart_condition: r.map_or("", |r| r.condition.as_str()),
+        restart_condition: r.map_or("".into(), |r| word::<RestartCondition>(r.condition)),
         restart_delay_secs: r.map_or(0, |r| r.delay_secs),
         restart_max_attempts: r.map_or(0, |r| r.max_attempts),
         rootfs: (!s.rootfs.is_empty()).then_some(s.rootfs.as_str()),
@@ -421,15 +442,15 @@ fn service_json(s: &ServiceSummary) -> ServiceJson<'_> {
             .iter()
             .map(|(k, v)| (k.as_str(), v.as_str()))
             .collect(),
-        endpoint_mode: &s.endpoint_mode,
+        endpoint_mode: word::<EndpointMode>(s.endpoint_mode),
         ports: s
             .ports
             .iter()
             .map(|p| PortJson {
-                protocol: &p.protocol,
+                protocol: word::<Protocol>(p.protocol),
                 target_port: p.target_port,
                 published_port: p.published_port,
-                publish_mode: &p.publish_mode,
+                publish_mode: word::<PublishMode>(p.publish_mode),
             })
             .collect(),
         vips: s
@@ -438,7 +459,7 @@ fn service_json(s: &ServiceSummary) -> ServiceJson<'_> {
             .map(|v| VipJson {
                 network_id: &v.network_id,
                 network: &v.network,
-                addr: &v.addr,
+                addr: v.addr.map(|a| a.to_string()).unwrap_or_default(),
             })
             .collect(),
     }
@@ -468,9 +489,9 @@ Name:		{}
     out.push_str(&format!(
         "Service Mode:	{}
 ",
-        crate::output::pretty(&s.mode)
+        crate::output::pretty(&word::<ServiceMode>(s.mode))
     ));
-    if s.mode == "replicated" {
+    if s.mode == ServiceMode::Replicated as i32 {
         out.push_str(&format!(
             " Replicas:	{}
 ",
@@ -495,7 +516,9 @@ Name:		{}
  Delay:		{}s
  Max attempts:	{}
 ",
-            r.condition, r.delay_secs, r.max_attempts
+            word::<RestartCondition>(r.condition),
+            r.delay_secs,
+            r.max_attempts
         ));
     }
     out.push_str(&format!(
@@ -526,7 +549,7 @@ Name:		{}
     out.push_str(&format!(
         "Endpoint Mode:	{}
 ",
-        s.endpoint_mode
+        word::<EndpointMode>(s.endpoint_mode)
     ));
     if !s.ports.is_empty() {
         out.push_str(
@@ -540,7 +563,10 @@ Name:		{}
   TargetPort = {}
   PublishMode = {}
 ",
-                p.published_port, p.protocol, p.target_port, p.publish_mode
+                p.published_port,
+                word::<Protocol>(p.protocol),
+                p.target_port,
+                word::<PublishMode>(p.publish_mode)
             ));
         }
     }
@@ -553,7 +579,8 @@ Name:		{}
             out.push_str(&format!(
                 " {}:	{}
 ",
-                v.network, v.addr
+                v.network,
+                v.addr.map(|a| a.to_string()).unwrap_or_default()
             ));
         }
     }
@@ -593,7 +620,7 @@ pub async fn run(host: &str, cmd: ServiceCmd) -> anyhow::Result<()> {
                         t.add_row(vec![
                             s.id.get(..12).unwrap_or(&s.id).to_owned(),
                             s.name.clone(),
-                            s.mode.clone(),
+                            word::<ServiceMode>(s.mode).into_owned(),
                             format!("{}/{}", s.running, s.desired),
                             s.args.join(" "),
                             ports_column(&s.ports),
@@ -627,8 +654,8 @@ pub async fn run(host: &str, cmd: ServiceCmd) -> anyhow::Result<()> {
                         id: &t.id,
                         name: &t.name,
                         node: &t.node,
-                        desired_state: &t.desired_state,
-                        current_state: &t.state,
+                        desired_state: word::<TaskState>(t.desired_state),
+                        current_state: word::<TaskState>(t.state),
                         since_unix: t.since_unix,
                         error: &t.err,
                         addresses: &t.addresses,
@@ -725,6 +752,11 @@ mod tests {
 
     use super::*;
 
+    /// The word of a wire value, `?` for one that is not its enum's.
+    fn w<T: Word>(v: i32) -> &'static str {
+        T::try_from(v).ok().map_or("?", T::word)
+    }
+
     #[test]
     fn scale_arguments() {
         assert_eq!(parse_scale("web=3").ok(), Some(("web".into(), 3)));
@@ -772,8 +804,8 @@ mod tests {
                 (
                     p.published_port,
                     p.target_port,
-                    p.protocol.as_str(),
-                    p.publish_mode.as_str(),
+                    w::<Protocol>(p.protocol),
+                    w::<PublishMode>(p.publish_mode),
                 )
             })
             .collect();
@@ -785,7 +817,7 @@ mod tests {
                 (0, 81, "tcp", "ingress")
             ]
         );
-        assert_eq!(r.endpoint_mode, "vip");
+        assert_eq!(w::<EndpointMode>(r.endpoint_mode), "vip");
         let a = create_args(&["-p", "8080:80/sctp"])?;
         assert_eq!(
             request(&a).err().map(chain).unwrap_or_default(),
@@ -805,7 +837,7 @@ mod tests {
         let rm: Vec<(u32, &str)> = r
             .publish_rm
             .iter()
-            .map(|p| (p.published_port, p.protocol.as_str()))
+            .map(|p| (p.published_port, w::<Protocol>(p.protocol)))
             .collect();
         assert_eq!(rm, [(8080, "tcp"), (53, "udp")]);
         let e = update_request("web", &[], &["x".into()]).err().map(chain);
@@ -818,10 +850,10 @@ mod tests {
 
     fn port(published: u32, target: u32, protocol: &str, mode: &str) -> PortConfig {
         PortConfig {
-            protocol: protocol.into(),
+            protocol: Protocol::from_word(protocol).map_or(0, Into::into),
             target_port: target,
             published_port: published,
-            publish_mode: mode.into(),
+            publish_mode: PublishMode::from_word(mode).map_or(0, Into::into),
         }
     }
 
@@ -836,14 +868,17 @@ mod tests {
         let s = ServiceSummary {
             id: "abc".into(),
             name: "web".into(),
-            mode: "replicated".into(),
+            mode: ServiceMode::Replicated.into(),
             desired: 2,
-            endpoint_mode: "vip".into(),
+            endpoint_mode: EndpointMode::Vip.into(),
             ports,
             vips: vec![shoal_api::cluster::v1::VirtualIp {
                 network_id: "n1".into(),
                 network: "ingress".into(),
-                addr: "10.0.0.2/24".into(),
+                addr: Some(shoal_api::cluster::v1::Ipv4Prefix::new(
+                    std::net::Ipv4Addr::new(10, 0, 0, 2),
+                    24,
+                )),
             }],
             ..Default::default()
         };

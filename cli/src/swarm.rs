@@ -10,13 +10,14 @@ use std::{
 use clap::{Args, Subcommand, ValueEnum};
 use shoal_api::{
     cluster::v1::{
-        CaStatusReply, CaStatusRequest, JoinTokenRequest, NodeRef, RotateCaRequest,
+        CaStatusReply, CaStatusRequest, JoinTokenRequest, NodeRef, NodeRole, RotateCaRequest,
         UpdateSwarmRequest,
     },
     node::v1::{
         InfoRequest, SwarmInitRequest, SwarmJoinRequest, SwarmLeaveRequest, SwarmUnlockRequest,
         UnlockKeyRequest,
     },
+    words::word,
 };
 
 use crate::{
@@ -33,6 +34,12 @@ const MIN_HEARTBEAT: Duration = Duration::from_secs(1);
 /// 30 s (the CA's minimum), so that renewal can be watched in a lab (nodes
 /// renew at three quarters of the lifetime). Keep real swarms at hours.
 const MIN_CERT_EXPIRY: Duration = Duration::from_secs(30);
+/// swarm's default address pool when `--default-addr-pool` is not given.
+const DEFAULT_ADDR_POOL: Ipv4Cidr =
+    match Ipv4Cidr::truncate(std::net::Ipv4Addr::new(10, 0, 0, 0), 8) {
+        Ok(net) => net,
+        Err(_) => panic!("10.0.0.0/8 is a network"),
+    };
 /// How often `swarm ca --rotate` polls the rotation's progress.
 const ROTATION_POLL: Duration = Duration::from_millis(500);
 
@@ -43,10 +50,10 @@ pub enum Role {
 }
 
 impl Role {
-    fn as_api(self) -> &'static str {
+    fn as_api(self) -> NodeRole {
         match self {
-            Self::Worker => "worker",
-            Self::Manager => "manager",
+            Self::Worker => NodeRole::Worker,
+            Self::Manager => NodeRole::Manager,
         }
     }
 }
@@ -317,16 +324,13 @@ fn init_request(a: &InitArgs) -> Result<SwarmInitRequest, FlagError> {
             Problem::Range { min: 1, max: 29 },
         ));
     }
-    let default_pool = Ipv4Cidr {
-        addr: std::net::Ipv4Addr::new(10, 0, 0, 0),
-        prefix: 8,
-    };
+    let default_pool = DEFAULT_ADDR_POOL;
     let effective = if pools.is_empty() {
         vec![default_pool]
     } else {
         pools.clone()
     };
-    if let Some(pool) = effective.iter().find(|p| u32::from(p.prefix) > mask) {
+    if let Some(pool) = effective.iter().find(|p| u32::from(p.prefix_len()) > mask) {
         return Err(FlagError::new(
             "--default-addr-pool-mask-length",
             mask,
@@ -358,7 +362,7 @@ fn init_request(a: &InitArgs) -> Result<SwarmInitRequest, FlagError> {
     })
 }
 
-fn join_instructions(role: &str, token: &str, addr: &str) -> String {
+fn join_instructions(role: NodeRole, token: &str, addr: &str) -> String {
     format!(
         "To add a {role} to this swarm, run the following command:\n\n    \
          shoal swarm join --token {token} {addr}\n"
@@ -393,7 +397,7 @@ pub async fn run(host: &str, cmd: SwarmCmd) -> anyhow::Result<()> {
             );
             print!(
                 "{}",
-                join_instructions("worker", &r.worker_token, &r.advertise_addr)
+                join_instructions(NodeRole::Worker, &r.worker_token, &r.advertise_addr)
             );
             println!(
                 "\nTo add a manager to this swarm, run 'shoal swarm join-token manager' and \
@@ -432,7 +436,10 @@ pub async fn run(host: &str, cmd: SwarmCmd) -> anyhow::Result<()> {
                 }),
             )
             .await?;
-            println!("This node joined a swarm as a {}.", r.role);
+            println!(
+                "This node joined a swarm as a {}.",
+                word::<NodeRole>(r.role)
+            );
             Ok(())
         }
         SwarmCmd::JoinToken {

@@ -1,5 +1,6 @@
 //! The kernel/user contract: every type that crosses into an eBPF map, and
-//! every map and program name, written once and used by both sides.
+//! every map and program name, written once and used by both sides; and the
+//! IPv4 network type every crate shares (`net`).
 //!
 //! Rules (STYLE.md): `#[repr(C)]`, padding spelled out, no `bool`/`Option` in
 //! map values, one size assert per type, names ≤ 15 bytes and versioned.
@@ -8,5 +9,6 @@
 #![cfg_attr(feature = "user", allow(unsafe_code))]
 
 pub mod mesh;
+pub mod net;
 pub mod ports;
 pub mod stats;

@@ -9,14 +9,10 @@ use shoal_api::cluster::v1::{
     TaskAssignment, TaskReport,
 };
 
-use crate::model::{ClusterState, Command, Node, NodeState, Task, TaskState, TaskStatus};
-
-fn lower<T: serde::Serialize>(v: &T) -> String {
-    serde_json::to_value(v)
-        .ok()
-        .and_then(|v| v.as_str().map(str::to_owned))
-        .unwrap_or_default()
-}
+use crate::{
+    model::{ClusterState, Command, Node, NodeState, Task, TaskState, TaskStatus},
+    wire::{self, encode, logged},
+};
 
 /// `<service>.<slot>` for replicated tasks, `<service>.<node id>` for global
 /// ones, as `service ps` shows them; also the task's hostname.
@@ -39,15 +35,15 @@ fn holds_address(t: &Task) -> bool {
 }
 
 /// The data-path address of a node that is up, the only nodes traffic is
-/// sent to.
-fn vtep(node: &Node) -> Option<IpAddr> {
-    node.addr.filter(|_| node.status == NodeState::Ready)
+/// sent to; `None` (logged) for an address the data path cannot use.
+fn vtep(node: &Node) -> Option<u32> {
+    let addr: IpAddr = node.addr.filter(|_| node.status == NodeState::Ready)?;
+    logged(wire::ipv4(|| format!("node {} addr", node.id), addr))
 }
 
-/// The bare address of a stored CIDR.
-fn bare(cidr: &str) -> Option<&str> {
-    let ip = cidr.split('/').next()?;
-    ip.parse::<IpAddr>().is_ok().then_some(ip)
+/// A task's stored address (`10.0.1.7/24`) on the wire.
+fn task_addr(t: &Task, cidr: &str) -> Option<shoal_api::cluster::v1::Ipv4Prefix> {
+    logged(wire::prefix(|| format!("task {} address", t.id), cidr))
 }
 
 /// The routing mesh: every service with its VIPs and ports, and as
@@ -60,14 +56,9 @@ fn mesh(state: &ClusterState) -> Vec<MeshService> {
         .map(|s| MeshService {
             id: s.id.clone(),
             name: s.spec.name.clone(),
-            endpoint_mode: lower(&s.spec.endpoint.mode),
-            vips: s
-                .endpoint
-                .vips
-                .iter()
-                .map(|v| crate::ports::vip_api(state, v))
-                .collect(),
-            ports: s.endpoint.ports.iter().map(crate::ports::to_api).collect(),
+            endpoint_mode: encode(s.spec.endpoint.mode),
+            vips: wire::vips(state, &s.endpoint.vips),
+            ports: s.endpoint.ports.iter().map(wire::port).collect(),
             backends: backends(state, &s.id, |t| t.desired_state == TaskState::Running),
             draining: backends(state, &s.id, |t| t.desired_state > TaskState::Running),
         })
@@ -95,9 +86,9 @@ fn backends(
                     Some(MeshBackend {
                         task_id: t.id.clone(),
                         node_id: node.id.clone(),
-                        node_addr: addr.to_string(),
+                        node_addr: addr,
                         network_id: n.network_id.clone(),
-                        ip: bare(a)?.to_owned(),
+                        ip: task_addr(t, a)?.addr,
                     })
                 })
             })
@@ -137,8 +128,8 @@ pub fn assignments(state: &ClusterState, node_id: &str) -> AssignmentSet {
                 .get(&t.service_id)
                 .map(|s| s.spec.name.clone())
                 .unwrap_or_default(),
-            desired_state: lower(&t.desired_state),
-            state: lower(&t.state),
+            desired_state: encode(t.desired_state),
+            state: encode(t.state),
             args: t.spec.args.clone(),
             env: t.spec.env.clone(),
             rootfs: t.spec.rootfs.clone(),
@@ -146,9 +137,11 @@ pub fn assignments(state: &ClusterState, node_id: &str) -> AssignmentSet {
                 .networks
                 .iter()
                 .flat_map(|n| {
-                    n.addresses.iter().map(|a| TaskAddress {
-                        network_id: n.network_id.clone(),
-                        cidr: a.clone(),
+                    n.addresses.iter().filter_map(|a| {
+                        Some(TaskAddress {
+                            network_id: n.network_id.clone(),
+                            addr: Some(task_addr(t, a)?),
+                        })
                     })
                 })
                 .collect(),
@@ -161,8 +154,14 @@ pub fn assignments(state: &ClusterState, node_id: &str) -> AssignmentSet {
             id: n.id.clone(),
             name: n.name.clone(),
             vni: n.vni.unwrap_or_default(),
-            subnet: n.subnet.clone().unwrap_or_default(),
-            gateway: n.gateway.map(|g| g.to_string()).unwrap_or_default(),
+            subnet: n
+                .subnet
+                .as_deref()
+                .and_then(|s| logged(wire::prefix(|| format!("network {} subnet", n.id), s))),
+            gateway: n
+                .gateway
+                .and_then(|g| logged(wire::ipv4(|| format!("network {} gateway", n.id), g)))
+                .unwrap_or_default(),
             mtu: n.mtu.unwrap_or_default(),
             encrypted: n.encrypted,
             ingress: n.ingress,
@@ -182,13 +181,13 @@ pub fn assignments(state: &ClusterState, node_id: &str) -> AssignmentSet {
             .filter(|n| network_ids.contains(n.network_id.as_str()))
         {
             for a in &n.addresses {
-                let Some(ip) = bare(a) else { continue };
+                let Some(ip) = task_addr(t, a) else { continue };
                 endpoints.push(Endpoint {
                     network_id: n.network_id.clone(),
                     task_id: t.id.clone(),
-                    ip: ip.to_owned(),
+                    ip: ip.addr,
                     node_id: node.id.clone(),
-                    node_addr: node_addr.to_string(),
+                    node_addr,
                 });
             }
         }
@@ -205,7 +204,7 @@ pub fn assignments(state: &ClusterState, node_id: &str) -> AssignmentSet {
             .filter_map(|n| {
                 Some(NodeAddress {
                     id: n.id.clone(),
-                    addr: vtep(n)?.to_string(),
+                    addr: vtep(n)?,
                 })
             })
             .collect(),
@@ -221,6 +220,8 @@ pub enum ReportError {
     NotYours { task: String, node: String },
     #[error("task state {0:?} is not one an agent reports (accepted … rejected)")]
     BadState(String),
+    #[error(transparent)]
+    Wire(#[from] shoal_api::words::WireError),
 }
 
 /// The command recording `r` from `node_id`, or `None` when it would not
@@ -231,10 +232,15 @@ pub fn report(
     r: &TaskReport,
     now: u64,
 ) -> Result<Option<Command>, ReportError> {
-    let new: TaskState = serde_json::from_value(serde_json::Value::String(r.state.clone()))
-        .map_err(|_| ReportError::BadState(r.state.clone()))?;
+    let bad = || {
+        ReportError::BadState(
+            shoal_api::words::word::<shoal_api::cluster::v1::TaskState>(r.state).into_owned(),
+        )
+    };
+    let new: TaskState =
+        wire::decode(|| format!("task {} state", r.task_id), r.state)?.ok_or_else(bad)?;
     if new < TaskState::Accepted || new == TaskState::Orphaned {
-        return Err(ReportError::BadState(r.state.clone()));
+        return Err(bad());
     }
     let t = state
         .tasks

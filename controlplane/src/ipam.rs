@@ -6,7 +6,7 @@
 
 use std::{collections::BTreeSet, net::Ipv4Addr};
 
-pub use crate::validate::Ipv4Net;
+pub use shoal_common::net::Ipv4Net;
 
 /// swarm's first overlay VNI; below it Docker reserves nothing, but keeping
 /// its numbering makes captures look familiar to swarm operators.
@@ -18,30 +18,27 @@ pub const MAX_VNI: u32 = (1 << 24) - 1;
 pub fn parse_net(s: &str) -> Option<Ipv4Net> {
     let (addr, prefix) = s.split_once('/')?;
     let addr: Ipv4Addr = addr.parse().ok()?;
-    let prefix: u8 = prefix.parse().ok().filter(|p| *p <= 32)?;
-    Some(Ipv4Net {
-        addr: Ipv4Addr::from(u32::from(addr) & Ipv4Net::mask(prefix)),
-        prefix,
-    })
+    Ipv4Net::truncate(addr, prefix.parse().ok()?).ok()
 }
 
 /// The first `/size` subnet, in pool order, that overlaps none of `taken`.
 pub fn next_subnet(pools: &[Ipv4Net], size: u8, taken: &[Ipv4Net]) -> Option<Ipv4Net> {
-    for pool in pools.iter().filter(|p| p.prefix <= size && size <= 32) {
+    for pool in pools
+        .iter()
+        .filter(|p| p.prefix_len() <= size && size <= 32)
+    {
         let step = 1u64 << (32 - u32::from(size));
-        let start = u64::from(u32::from(pool.addr));
-        let end = start + (1u64 << (32 - u32::from(pool.prefix)));
+        let start = u64::from(u32::from(pool.network()));
+        let end = start + (1u64 << (32 - u32::from(pool.prefix_len())));
         let mut at = start;
         while at < end {
-            let candidate = Ipv4Net {
-                addr: Ipv4Addr::from(u32::try_from(at).ok()?),
-                prefix: size,
-            };
+            let candidate = Ipv4Net::new(Ipv4Addr::from(u32::try_from(at).ok()?), size).ok()?;
             match taken.iter().find(|t| t.overlaps(&candidate)) {
                 None => return Some(candidate),
                 // Skip past the whole taken block when it is the larger one.
-                Some(t) if t.prefix < size => {
-                    at = u64::from(u32::from(t.addr)) + (1u64 << (32 - u32::from(t.prefix)));
+                Some(t) if t.prefix_len() < size => {
+                    at = u64::from(u32::from(t.network()))
+                        + (1u64 << (32 - u32::from(t.prefix_len())));
                 }
                 Some(_) => at += step,
             }
@@ -63,11 +60,11 @@ pub fn gateway(subnet: Ipv4Net) -> Option<Ipv4Addr> {
 /// Host `n` of the subnet (0 = the network address); `None` past the
 /// broadcast address.
 fn host(subnet: Ipv4Net, n: u32) -> Option<Ipv4Addr> {
-    let size = 1u64 << (32 - u32::from(subnet.prefix));
+    let size = 1u64 << (32 - u32::from(subnet.prefix_len()));
     if u64::from(n) + 1 >= size {
         return None;
     }
-    Some(Ipv4Addr::from(u32::from(subnet.addr) + n))
+    Some(Ipv4Addr::from(u32::from(subnet.network()) + n))
 }
 
 /// The lowest address of `subnet` that is not the network, the broadcast,
@@ -84,7 +81,7 @@ pub fn next_address(
 
 /// Whether `addr` lies inside `net`.
 pub fn contains(net: Ipv4Net, addr: Ipv4Addr) -> bool {
-    u32::from(addr) & Ipv4Net::mask(net.prefix) == u32::from(net.addr)
+    net.contains(addr)
 }
 
 #[cfg(test)]
@@ -94,10 +91,11 @@ mod tests {
     use super::*;
 
     fn net(s: &str) -> Ipv4Net {
-        parse_net(s).unwrap_or(Ipv4Net {
-            addr: Ipv4Addr::UNSPECIFIED,
-            prefix: 0,
-        })
+        parse_net(s).unwrap_or_else(|| panic!("{s}"))
+    }
+
+    fn trunc(a: u32, prefix: u8) -> Ipv4Net {
+        Ipv4Net::truncate(Ipv4Addr::from(a), prefix).unwrap_or_else(|e| panic!("{e}"))
     }
 
     #[test]
@@ -146,14 +144,14 @@ mod tests {
             pre in proptest::collection::vec((any::<u32>(), 8u8..=28), 0..4),
         ) {
             let size = pool_prefix + extra;
-            let pool = Ipv4Net { addr: Ipv4Addr::from(pool_addr & Ipv4Net::mask(pool_prefix)), prefix: pool_prefix };
+            let pool = trunc(pool_addr, pool_prefix);
             let mut taken: Vec<Ipv4Net> = pre.iter()
-                .map(|(a, p)| Ipv4Net { addr: Ipv4Addr::from(a & Ipv4Net::mask(*p)), prefix: *p })
+                .map(|(a, p)| trunc(*a, *p))
                 .collect();
             let mut handed = 0u64;
             while let Some(s) = next_subnet(&[pool], size, &taken) {
-                prop_assert_eq!(s.prefix, size);
-                prop_assert!(pool.overlaps(&s) && pool.prefix <= s.prefix);
+                prop_assert_eq!(s.prefix_len(), size);
+                prop_assert!(pool.overlaps(&s) && pool.prefix_len() <= s.prefix_len());
                 prop_assert!(taken.iter().all(|t| !t.overlaps(&s)), "{s} overlaps");
                 taken.push(s);
                 handed += 1;
@@ -168,13 +166,13 @@ mod tests {
         /// gateway, the network or the broadcast address.
         #[test]
         fn addresses_are_never_handed_out_twice(a in any::<u32>(), prefix in 22u8..=30) {
-            let s = Ipv4Net { addr: Ipv4Addr::from(a & Ipv4Net::mask(prefix)), prefix };
+            let s = trunc(a, prefix);
             let gw = gateway(s);
             prop_assert!(gw.is_some());
             let gw = gw.unwrap_or(Ipv4Addr::UNSPECIFIED);
             let mut taken = BTreeSet::new();
             while let Some(addr) = next_address(s, gw, &taken) {
-                prop_assert!(contains(s, addr) && addr != gw && addr != s.addr);
+                prop_assert!(contains(s, addr) && addr != gw && addr != s.network());
                 prop_assert!(taken.insert(addr), "{addr} handed out twice");
             }
             // All hosts but the gateway: 2^(32-p) - network - broadcast - gateway.
@@ -183,7 +181,7 @@ mod tests {
 
         #[test]
         fn stored_subnets_parse_back(a in any::<u32>(), prefix in 0u8..=32) {
-            let n = Ipv4Net { addr: Ipv4Addr::from(a & Ipv4Net::mask(prefix)), prefix };
+            let n = trunc(a, prefix);
             prop_assert_eq!(parse_net(&n.to_string()), Some(n));
         }
     }

@@ -28,6 +28,7 @@ pub mod raft;
 pub mod store;
 pub mod transport;
 pub mod validate;
+pub mod wire;
 
 pub use raft::{RaftId, RaftMember, Response, TypeConfig, raft_config};
 pub use store::{LogStore, StateMachineStore, StateReader, Store, StoreError, StoreKey};

@@ -44,13 +44,17 @@ fn live(t: &Task) -> bool {
 /// Why `node` cannot run `service`'s tasks, or `None` if it can.
 pub fn ineligible(node: &Node, service: &Service) -> Option<String> {
     if node.status != NodeState::Ready {
-        return Some(format!("node {} is {}", node.hostname, lower(&node.status)));
+        return Some(format!(
+            "node {} is {}",
+            node.hostname,
+            crate::wire::word(node.status)
+        ));
     }
     if node.availability != Availability::Active {
         return Some(format!(
             "node {} is {}",
             node.hostname,
-            lower(&node.availability)
+            crate::wire::word(node.availability)
         ));
     }
     for c in &service.spec.constraints {
@@ -61,13 +65,6 @@ pub fn ineligible(node: &Node, service: &Service) -> Option<String> {
         }
     }
     None
-}
-
-fn lower<T: serde::Serialize>(v: &T) -> String {
-    serde_json::to_value(v)
-        .ok()
-        .and_then(|v| v.as_str().map(str::to_owned))
-        .unwrap_or_default()
 }
 
 fn update(task: &Task, f: impl FnOnce(&mut Task)) -> Command {
@@ -179,7 +176,7 @@ fn take_address(
     let taken = used.entry(net_id.to_owned()).or_default();
     let addr = ipam::next_address(subnet, gateway, taken)?;
     taken.insert(addr);
-    Some(format!("{addr}/{}", subnet.prefix))
+    Some(format!("{addr}/{}", subnet.prefix_len()))
 }
 
 /// One address per network the service's tasks need, or `None` if a

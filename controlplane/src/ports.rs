@@ -26,10 +26,10 @@ pub struct PortError {
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum PortProblem {
-    #[error("protocol {0:?} is not supported; use tcp or udp")]
-    Protocol(String),
-    #[error("mode {0:?} is not supported; use ingress or host")]
-    Mode(String),
+    #[error("protocol: unknown value {0}; use tcp or udp")]
+    Protocol(i32),
+    #[error("mode: unknown value {0}; use ingress or host")]
+    Mode(i32),
     #[error("target port {0} is out of range; give 1-65535")]
     Target(u32),
     #[error("published port {0} is out of range; give 1-65535, or leave published out")]
@@ -112,32 +112,24 @@ impl fmt::Display for Shown<'_> {
 }
 
 /// The request's view of a port, for error messages: fields as given, even
-/// the ones that do not parse.
+/// the ones that do not decode.
 fn shown_api(p: &ApiPort) -> String {
+    use shoal_api::{cluster::v1 as pb, words::word};
     let mut out = String::new();
     if p.published_port != 0 {
         out.push_str(&format!("published={},", p.published_port));
     }
     out.push_str(&format!("target={}", p.target_port));
-    if !p.protocol.is_empty() && p.protocol != "tcp" {
-        out.push_str(&format!(",protocol={}", p.protocol));
+    if ![0, i32::from(pb::Protocol::Tcp)].contains(&p.protocol) {
+        out.push_str(&format!(",protocol={}", word::<pb::Protocol>(p.protocol)));
     }
-    if !p.publish_mode.is_empty() && p.publish_mode != "ingress" {
-        out.push_str(&format!(",mode={}", p.publish_mode));
+    if ![0, i32::from(pb::PublishMode::Ingress)].contains(&p.publish_mode) {
+        out.push_str(&format!(
+            ",mode={}",
+            word::<pb::PublishMode>(p.publish_mode)
+        ));
     }
     out
-}
-
-/// `--endpoint-mode`: empty is vip, as in swarm.
-pub fn endpoint_mode(given: &str) -> Result<EndpointMode, PortError> {
-    match given {
-        "" | "vip" => Ok(EndpointMode::Vip),
-        "dnsrr" => Ok(EndpointMode::Dnsrr),
-        other => Err(PortError {
-            flag: format!("--endpoint-mode {other}"),
-            problem: PortProblem::EndpointMode,
-        }),
-    }
 }
 
 /// One port of a request, typed; `published_port` 0 becomes `None`.
@@ -148,16 +140,10 @@ pub fn parse(flag: &str, p: &ApiPort, allow_no_target: bool) -> Result<PortConfi
         flag: format!("{flag} {}", shown_api(p)),
         problem,
     };
-    let protocol = match p.protocol.as_str() {
-        "" | "tcp" => Protocol::Tcp,
-        "udp" => Protocol::Udp,
-        other => return Err(err(PortProblem::Protocol(other.to_owned()))),
-    };
-    let publish_mode = match p.publish_mode.as_str() {
-        "" | "ingress" => PublishMode::Ingress,
-        "host" => PublishMode::Host,
-        other => return Err(err(PortProblem::Mode(other.to_owned()))),
-    };
+    let protocol = crate::wire::decode_or(String::new, p.protocol, Protocol::Tcp)
+        .map_err(|_| err(PortProblem::Protocol(p.protocol)))?;
+    let publish_mode = crate::wire::decode_or(String::new, p.publish_mode, PublishMode::Ingress)
+        .map_err(|_| err(PortProblem::Mode(p.publish_mode)))?;
     let target_port = match u16::try_from(p.target_port) {
         Ok(0) if allow_no_target => 0,
         Ok(t) if t != 0 => t,
@@ -300,32 +286,6 @@ pub fn host_ports(ports: &[PortConfig]) -> impl Iterator<Item = (u16, Protocol)>
         .iter()
         .filter(|p| p.publish_mode == PublishMode::Host)
         .filter_map(|p| Some((p.published_port?, p.protocol)))
-}
-
-/// The API's view of a service's VIP, with its network's name (the id when
-/// the network is gone).
-pub fn vip_api(
-    state: &crate::model::ClusterState,
-    v: &crate::model::VirtualIp,
-) -> shoal_api::cluster::v1::VirtualIp {
-    shoal_api::cluster::v1::VirtualIp {
-        network_id: v.network_id.clone(),
-        network: state
-            .networks
-            .get(&v.network_id)
-            .map_or(v.network_id.clone(), |n| n.name.clone()),
-        addr: v.addr.clone(),
-    }
-}
-
-/// The API's view of an allocated port.
-pub fn to_api(p: &PortConfig) -> ApiPort {
-    ApiPort {
-        protocol: p.protocol.to_string(),
-        target_port: u32::from(p.target_port),
-        published_port: u32::from(p.published_port.unwrap_or_default()),
-        publish_mode: p.publish_mode.to_string(),
-    }
 }
 
 #[cfg(test)]

@@ -15,7 +15,7 @@ use std::{
     net::Ipv4Addr,
 };
 
-use shoal_api::cluster::v1::{AssignmentSet, MeshService};
+use shoal_api::cluster::v1::{AssignmentSet, EndpointMode, MeshService, Protocol, PublishMode};
 use shoal_common::mesh::{IPPROTO_TCP, IPPROTO_UDP, SVC_F_HOST, SVC_F_INGRESS, SVC_F_VIP};
 
 /// One load-balancing group: a service's tasks on one network (its VIP and
@@ -65,6 +65,9 @@ pub struct Desired {
     /// their tracked flows finish there, but in no ring, so no new flow
     /// picks them.
     pub draining: BTreeMap<GroupKey, Vec<BackendSpec>>,
+    /// What was left out because the wire carried a value this build does
+    /// not know (a newer manager), one reason each; logged when applied.
+    pub skipped: Vec<String>,
     /// Every port the services publish, in the set's order, and whether
     /// this node answers it: what `node doctor` checks the maps against.
     pub published: Vec<Published>,
@@ -82,15 +85,13 @@ pub struct Published {
     pub served: bool,
 }
 
-fn bare(addr: &str) -> Option<Ipv4Addr> {
-    addr.split('/').next()?.parse().ok()
-}
-
-fn proto(name: &str) -> u8 {
-    if name.eq_ignore_ascii_case("udp") {
-        IPPROTO_UDP
-    } else {
-        IPPROTO_TCP
+/// The IP protocol of a published port; `None` for a value this build
+/// does not know.
+fn proto(p: i32) -> Option<u8> {
+    match Protocol::try_from(p) {
+        Ok(Protocol::Tcp) => Some(IPPROTO_TCP),
+        Ok(Protocol::Udp) => Some(IPPROTO_UDP),
+        Ok(Protocol::Unspecified) | Err(_) => None,
     }
 }
 
@@ -160,9 +161,7 @@ fn add_service(
         (&s.draining, &mut out.draining),
     ] {
         for b in list {
-            let (Some(ip), Some(vtep)) = (bare(&b.ip), bare(&b.node_addr)) else {
-                continue;
-            };
+            let (ip, vtep) = (Ipv4Addr::from(b.ip), Ipv4Addr::from(b.node_addr));
             let spec = BackendSpec {
                 task_id: b.task_id.clone(),
                 addr: ip,
@@ -181,9 +180,22 @@ fn add_service(
                 .push(spec);
         }
     }
-    if s.endpoint_mode != "dnsrr" {
+    let vip_mode = match EndpointMode::try_from(s.endpoint_mode) {
+        Ok(EndpointMode::Vip) => true,
+        Ok(EndpointMode::Dnsrr) => false,
+        Ok(EndpointMode::Unspecified) | Err(_) => {
+            out.skipped.push(format!(
+                "service {}: endpoint_mode: unknown value {}; its VIPs are not programmed",
+                s.name, s.endpoint_mode
+            ));
+            false
+        }
+    };
+    if vip_mode {
         for vip in &s.vips {
-            let Some(ip) = bare(&vip.addr) else { continue };
+            let Some(ip) = vip.addr.map(|a| a.ip()) else {
+                continue;
+            };
             if !local_networks.contains(&vip.network_id) {
                 continue;
             }
@@ -209,8 +221,18 @@ fn add_service(
         if published == 0 {
             continue;
         }
-        let frontend = (addr, published, proto(&p.protocol));
-        let host = p.publish_mode == "host";
+        let (Some(ip_proto), Ok(mode @ (PublishMode::Ingress | PublishMode::Host))) =
+            (proto(p.protocol), PublishMode::try_from(p.publish_mode))
+        else {
+            out.skipped.push(format!(
+                "service {} port {published}: protocol {} or publish mode {} is unknown; not \
+                 published",
+                s.name, p.protocol, p.publish_mode
+            ));
+            continue;
+        };
+        let frontend = (addr, published, ip_proto);
+        let host = mode == PublishMode::Host;
         let mut published = Published {
             service_id: s.id.clone(),
             frontend,
@@ -246,9 +268,22 @@ fn add_service(
 
 #[cfg(test)]
 pub(crate) mod tests {
-    use shoal_api::cluster::v1::{MeshBackend, NetworkAssignment, PortConfig, VirtualIp};
+    use shoal_api::{
+        cluster::v1::{Ipv4Prefix, MeshBackend, NetworkAssignment, PortConfig, VirtualIp},
+        words::Word,
+    };
 
     use super::*;
+
+    /// An address in the tests' text; 0.0.0.0 for a typo.
+    fn ip4(s: &str) -> u32 {
+        s.parse::<Ipv4Addr>().map_or(0, u32::from)
+    }
+
+    fn cidr(s: &str) -> Option<Ipv4Prefix> {
+        let (a, l) = s.split_once('/')?;
+        Some(Ipv4Prefix::new(a.parse().ok()?, l.parse().ok()?))
+    }
 
     pub(crate) const ME: Ipv4Addr = Ipv4Addr::new(198, 18, 0, 1);
 
@@ -256,18 +291,18 @@ pub(crate) mod tests {
         MeshBackend {
             task_id: task.into(),
             node_id: node.into(),
-            node_addr: node_addr.into(),
+            node_addr: ip4(node_addr),
             network_id: net.into(),
-            ip: ip.into(),
+            ip: ip4(ip),
         }
     }
 
     fn port(published: u32, target: u32, proto: &str, mode: &str) -> PortConfig {
         PortConfig {
-            protocol: proto.into(),
+            protocol: Protocol::from_word(proto).map_or(7, Into::into),
             target_port: target,
             published_port: published,
-            publish_mode: mode.into(),
+            publish_mode: PublishMode::from_word(mode).map_or(7, Into::into),
         }
     }
 
@@ -281,17 +316,17 @@ pub(crate) mod tests {
             mesh: vec![MeshService {
                 id: "web".into(),
                 name: "web".into(),
-                endpoint_mode: "vip".into(),
+                endpoint_mode: EndpointMode::Vip.into(),
                 vips: vec![
                     VirtualIp {
                         network_id: "app".into(),
                         network: "app".into(),
-                        addr: "10.0.1.2/24".into(),
+                        addr: cidr("10.0.1.2/24"),
                     },
                     VirtualIp {
                         network_id: "ing".into(),
                         network: "ingress".into(),
-                        addr: "10.0.0.2/24".into(),
+                        addr: cidr("10.0.0.2/24"),
                     },
                 ],
                 ports: vec![
@@ -312,6 +347,16 @@ pub(crate) mod tests {
 
     pub(crate) fn local(nets: &[&str]) -> BTreeSet<String> {
         nets.iter().map(|s| s.to_string()).collect()
+    }
+
+    #[test]
+    fn an_unknown_protocol_is_left_out_with_a_reason_not_taken_for_tcp() {
+        let mut s = set();
+        s.mesh[0].ports[0].protocol = 7;
+        let d = desired(&s, "me", ME, &local(&["ing"]));
+        assert!(!d.frontends.keys().any(|(_, port, _)| *port == 8080));
+        assert_eq!(d.skipped.len(), 1, "{:?}", d.skipped);
+        assert!(d.skipped[0].contains("port 8080"), "{:?}", d.skipped);
     }
 
     #[test]
@@ -402,7 +447,7 @@ pub(crate) mod tests {
     #[test]
     fn dnsrr_has_no_vip() {
         let mut s = set();
-        s.mesh[0].endpoint_mode = "dnsrr".into();
+        s.mesh[0].endpoint_mode = EndpointMode::Dnsrr.into();
         let d = desired(&s, "me", ME, &local(&["ing", "app"]));
         assert!(d.frontends.keys().all(|(a, _, _)| *a == ME));
     }

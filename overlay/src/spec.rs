@@ -3,7 +3,8 @@
 
 use std::fmt;
 use std::net::Ipv4Addr;
-use std::str::FromStr;
+
+pub use shoal_common::net::{Ipv4Net, Ipv4NetError};
 
 use crate::{MacAddr, OverlayError};
 
@@ -81,99 +82,6 @@ pub fn overlay_mtu(
         });
     }
     Ok(mtu)
-}
-
-/// An IPv4 subnet: an address with no host bits set and a prefix length.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub struct Ipv4Net {
-    network: Ipv4Addr,
-    prefix_len: u8,
-}
-
-/// Why a subnet is not one.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum Ipv4NetError {
-    #[error("{input:?} is not a subnet: write it as a.b.c.d/len")]
-    Syntax { input: String },
-    #[error("prefix length {prefix_len} is larger than 32")]
-    PrefixLen { prefix_len: u8 },
-    #[error("{addr}/{prefix_len} has host bits set; the subnet is {network}/{prefix_len}")]
-    HostBits {
-        addr: Ipv4Addr,
-        prefix_len: u8,
-        network: Ipv4Addr,
-    },
-}
-
-impl Ipv4Net {
-    /// The subnet `network/prefix_len`; `network` must have no host bits.
-    pub fn new(network: Ipv4Addr, prefix_len: u8) -> Result<Ipv4Net, Ipv4NetError> {
-        if prefix_len > 32 {
-            return Err(Ipv4NetError::PrefixLen { prefix_len });
-        }
-        let masked = Ipv4Addr::from(u32::from(network) & mask(prefix_len));
-        if masked != network {
-            return Err(Ipv4NetError::HostBits {
-                addr: network,
-                prefix_len,
-                network: masked,
-            });
-        }
-        Ok(Ipv4Net {
-            network,
-            prefix_len,
-        })
-    }
-
-    /// The network address.
-    pub fn network(&self) -> Ipv4Addr {
-        self.network
-    }
-
-    /// The prefix length.
-    pub fn prefix_len(&self) -> u8 {
-        self.prefix_len
-    }
-
-    /// The highest address of the subnet.
-    pub fn broadcast(&self) -> Ipv4Addr {
-        Ipv4Addr::from(u32::from(self.network) | !mask(self.prefix_len))
-    }
-
-    /// Whether `addr` is inside the subnet.
-    pub fn contains(&self, addr: Ipv4Addr) -> bool {
-        u32::from(addr) & mask(self.prefix_len) == u32::from(self.network)
-    }
-}
-
-fn mask(prefix_len: u8) -> u32 {
-    // checked_shl: a shift by 32 (prefix 0) would overflow.
-    u32::MAX
-        .checked_shl(32 - u32::from(prefix_len.min(32)))
-        .unwrap_or(0)
-}
-
-impl fmt::Display for Ipv4Net {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}/{}", self.network, self.prefix_len)
-    }
-}
-
-impl FromStr for Ipv4Net {
-    type Err = Ipv4NetError;
-
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        let syntax = || Ipv4NetError::Syntax {
-            input: s.to_owned(),
-        };
-        let (addr, len) = s.split_once('/').ok_or_else(syntax)?;
-        // u8::from_str would accept "+24".
-        if len.is_empty() || len.len() > 2 || !len.bytes().all(|b| b.is_ascii_digit()) {
-            return Err(syntax());
-        }
-        let prefix_len = len.parse().map_err(|_| syntax())?;
-        Ipv4Net::new(addr.parse().map_err(|_| syntax())?, prefix_len)
-    }
 }
 
 /// The interface that carries VXLAN packets to other nodes.
@@ -444,28 +352,6 @@ mod tests {
     }
 
     #[test]
-    fn subnets_parse_strictly() {
-        let n = net("10.0.9.0/24");
-        assert_eq!(n.broadcast(), Ipv4Addr::new(10, 0, 9, 255));
-        assert!(n.contains(Ipv4Addr::new(10, 0, 9, 3)));
-        assert!(!n.contains(Ipv4Addr::new(10, 0, 10, 3)));
-        assert_eq!(net("0.0.0.0/0").broadcast(), Ipv4Addr::BROADCAST);
-        assert!(matches!(
-            "10.0.9.1/24".parse::<Ipv4Net>(),
-            Err(Ipv4NetError::HostBits { .. })
-        ));
-        for bad in [
-            "10.0.9.0",
-            "10.0.9.0/",
-            "10.0.9.0/+4",
-            "10.0.9.0/33",
-            "x/24",
-        ] {
-            assert!(bad.parse::<Ipv4Net>().is_err(), "{bad}");
-        }
-    }
-
-    #[test]
     fn a_good_spec_validates() {
         assert!(spec().validate().is_ok());
     }
@@ -543,32 +429,6 @@ mod tests {
     }
 
     proptest! {
-        #[test]
-        fn subnet_display_then_parse_is_identity(addr in any::<u32>(), len in 0u8..=32) {
-            let network = Ipv4Addr::from(addr & mask(len));
-            let n = Ipv4Net::new(network, len);
-            prop_assert!(n.is_ok());
-            if let Ok(n) = n {
-                prop_assert_eq!(n.to_string().parse::<Ipv4Net>(), Ok(n));
-                prop_assert!(n.contains(n.network()) && n.contains(n.broadcast()));
-            }
-        }
-
-        #[test]
-        fn contains_agrees_with_the_address_range(addr in any::<u32>(), len in 0u8..=32, probe in any::<u32>()) {
-            let n = Ipv4Net::new(Ipv4Addr::from(addr & mask(len)), len);
-            prop_assert!(n.is_ok());
-            if let Ok(n) = n {
-                let inside = (u32::from(n.network())..=u32::from(n.broadcast())).contains(&probe);
-                prop_assert_eq!(n.contains(Ipv4Addr::from(probe)), inside);
-            }
-        }
-
-        #[test]
-        fn subnet_parse_never_panics(s in "\\PC{0,24}") {
-            let _result = s.parse::<Ipv4Net>();
-        }
-
         #[test]
         fn derived_mtu_plus_overhead_fits_the_underlay(underlay in 0u32..=65_535) {
             match overlay_mtu("eth0", underlay, None) {

@@ -9,7 +9,8 @@ use std::{
 
 use anyhow::{Context, ensure};
 use shoal_api::cluster::v1::{
-    CreateSecretRequest, ListNodesRequest, NodeSummary, control_client::ControlClient,
+    CreateSecretRequest, ListNodesRequest, NodeRole, NodeStatus, NodeSummary,
+    control_client::ControlClient,
 };
 use shoal_lab::{Formation, Lab};
 use tonic::transport::Channel;
@@ -162,7 +163,9 @@ async fn settled_leader(lab: &Lab, within: Duration) -> anyhow::Result<usize> {
             };
             let ready = nodes
                 .iter()
-                .filter(|n| n.role == "manager" && n.status == "ready")
+                .filter(|n| {
+                    n.role == NodeRole::Manager as i32 && n.status == NodeStatus::Ready as i32
+                })
                 .count();
             match nodes.iter().find(|n| n.manager_status == "Leader") {
                 Some(l) if ready == 3 => leaders.push(l.hostname.clone()),

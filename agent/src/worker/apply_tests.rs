@@ -59,12 +59,33 @@ fn node(gossip: bool) -> Node {
     }
 }
 
+/// A prefix in the tests' text, its length unchecked (33 is a test case).
+fn cidr(s: &str) -> Option<shoal_api::cluster::v1::Ipv4Prefix> {
+    let (a, l) = s.split_once('/')?;
+    Some(shoal_api::cluster::v1::Ipv4Prefix {
+        addr: u32::from(a.parse::<Ipv4Addr>().ok()?),
+        prefix_len: l.parse().ok()?,
+    })
+}
+
+/// A task state's raw value from its word; 99 (unknown) for a typo.
+fn state_of(word: &str) -> i32 {
+    use shoal_api::words::Word;
+    shoal_api::cluster::v1::TaskState::from_word(word).map_or(99, Into::into)
+}
+
+/// A raw task state's word, as the assertions were written.
+fn word_of(state: i32) -> &'static str {
+    use shoal_api::words::Word;
+    shoal_api::cluster::v1::TaskState::try_from(state).map_or("?", Word::word)
+}
+
 fn network() -> NetworkAssignment {
     NetworkAssignment {
         id: "net-a".into(),
         name: "front".into(),
         vni: VNI,
-        subnet: "10.0.1.0/24".into(),
+        subnet: cidr("10.0.1.0/24"),
         ..Default::default()
     }
 }
@@ -74,7 +95,7 @@ fn ingress() -> NetworkAssignment {
         id: "ingress".into(),
         name: "ingress".into(),
         vni: INGRESS_VNI,
-        subnet: "10.255.0.0/16".into(),
+        subnet: cidr("10.255.0.0/16"),
         ingress: true,
         ..Default::default()
     }
@@ -86,12 +107,12 @@ fn task(id: &str, desired: &str, state: &str, ip: &str) -> TaskAssignment {
         name: format!("web.{id}"),
         service_id: "svc".into(),
         service_name: "web".into(),
-        desired_state: desired.into(),
-        state: state.into(),
+        desired_state: state_of(desired),
+        state: state_of(state),
         args: vec!["sleep".into(), "1000".into()],
         addresses: vec![TaskAddress {
             network_id: "net-a".into(),
-            cidr: format!("{ip}/24"),
+            addr: cidr(&format!("{ip}/24")),
         }],
         ..Default::default()
     }
@@ -101,9 +122,9 @@ fn backend(task: &str, node: &str, node_addr: Ipv4Addr, ip: &str) -> MeshBackend
     MeshBackend {
         task_id: task.into(),
         node_id: node.into(),
-        node_addr: node_addr.to_string(),
+        node_addr: u32::from(node_addr),
         network_id: "net-a".into(),
-        ip: ip.into(),
+        ip: ip.parse::<Ipv4Addr>().map_or(0, u32::from),
     }
 }
 
@@ -116,11 +137,11 @@ fn set(version: u64, tasks: Vec<TaskAssignment>) -> AssignmentSet {
         mesh: vec![MeshService {
             id: "svc".into(),
             name: "web".into(),
-            endpoint_mode: "vip".into(),
+            endpoint_mode: shoal_api::cluster::v1::EndpointMode::Vip.into(),
             vips: vec![VirtualIp {
                 network_id: "net-a".into(),
                 network: "front".into(),
-                addr: format!("{VIP}/24"),
+                addr: cidr(&format!("{VIP}/24")),
             }],
             ..Default::default()
         }],
@@ -136,7 +157,7 @@ async fn until(rx: &mut mpsc::UnboundedReceiver<TaskReport>, state: &str) -> Vec
             .await
             .unwrap_or_else(|_| panic!("no {state} report in time; got {seen:?}"))
             .expect("the reports channel is open");
-        let last = r.state == state;
+        let last = word_of(r.state) == state;
         seen.push(r);
         if last {
             return seen;
@@ -147,7 +168,7 @@ async fn until(rx: &mut mpsc::UnboundedReceiver<TaskReport>, state: &str) -> Vec
 fn states(reports: &[TaskReport]) -> Vec<(&str, &str)> {
     reports
         .iter()
-        .map(|r| (r.task_id.as_str(), r.state.as_str()))
+        .map(|r| (r.task_id.as_str(), word_of(r.state)))
         .collect()
 }
 
@@ -351,7 +372,7 @@ async fn the_ingress_network_outlives_the_tasks_on_it() {
     let mut n = node(false);
     let mut t = task("t1", "running", "assigned", "10.255.0.5");
     t.addresses[0].network_id = "ingress".into();
-    t.addresses[0].cidr = "10.255.0.5/16".into();
+    t.addresses[0].addr = cidr("10.255.0.5/16");
     let mut s = set(1, vec![t]);
     s.networks.push(ingress());
     n.exec.ensure_ingress(&s).await;
@@ -383,7 +404,7 @@ async fn the_ingress_network_outlives_the_tasks_on_it() {
 async fn a_network_that_cannot_be_made_rejects_the_task_before_it_starts() {
     let mut n = node(false);
     let mut s = set(1, vec![task("t1", "running", "assigned", "10.0.1.5")]);
-    s.networks[0].subnet = "10.0.1.0/33".into();
+    s.networks[0].subnet = cidr("10.0.1.0/33");
     n.exec.apply(s);
     let reports = until(&mut n.reports, "rejected").await;
     assert_eq!(

@@ -1,12 +1,11 @@
 //! Addresses and address pools, in the forms shoald accepts: IP addresses
 //! (interface names are not resolved yet), IPv4 pools.
 
-use std::{
-    fmt,
-    net::{IpAddr, Ipv4Addr, SocketAddr},
-};
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 
 use shoal_api::CLUSTER_PORT;
+/// An IPv4 network, as `--default-addr-pool` takes it.
+pub use shoal_common::net::Ipv4Net as Ipv4Cidr;
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum NetError {
@@ -46,31 +45,6 @@ fn looks_like_name(s: &str) -> bool {
     s.starts_with(|c: char| c.is_ascii_alphabetic())
 }
 
-/// An IPv4 network, as `--default-addr-pool` takes it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Ipv4Cidr {
-    pub addr: Ipv4Addr,
-    pub prefix: u8,
-}
-
-impl Ipv4Cidr {
-    fn mask(prefix: u8) -> u32 {
-        u32::MAX.checked_shl(32 - u32::from(prefix)).unwrap_or(0)
-    }
-
-    /// Two CIDRs overlap exactly when one contains the other.
-    pub fn overlaps(&self, other: &Self) -> bool {
-        let mask = Self::mask(self.prefix.min(other.prefix));
-        u32::from(self.addr) & mask == u32::from(other.addr) & mask
-    }
-}
-
-impl fmt::Display for Ipv4Cidr {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}/{}", self.addr, self.prefix)
-    }
-}
-
 /// `10.0.0.0/8`: an IPv4 network with no host bits set.
 pub fn parse_pool(s: &str) -> Result<Ipv4Cidr, NetError> {
     let (addr, prefix) = s.split_once('/').ok_or(NetError::NoPrefix)?;
@@ -84,14 +58,11 @@ pub fn parse_pool(s: &str) -> Result<Ipv4Cidr, NetError> {
         .ok()
         .filter(|p| *p <= 32)
         .ok_or(NetError::PrefixLength)?;
-    let network = Ipv4Addr::from(u32::from(addr) & Ipv4Cidr::mask(prefix));
-    if network != addr {
-        return Err(NetError::HostBits(Ipv4Cidr {
-            addr: network,
-            prefix,
-        }));
+    let net = Ipv4Cidr::truncate(addr, prefix).map_err(|_| NetError::PrefixLength)?;
+    if net.network() != addr {
+        return Err(NetError::HostBits(net));
     }
-    Ok(Ipv4Cidr { addr, prefix })
+    Ok(net)
 }
 
 /// `--advertise-addr` and `--listen-addr`: `IP` or `IP:PORT`.
@@ -174,10 +145,7 @@ mod tests {
     use proptest::prelude::*;
 
     fn cidr(a: [u8; 4], prefix: u8) -> Ipv4Cidr {
-        Ipv4Cidr {
-            addr: Ipv4Addr::from(a),
-            prefix,
-        }
+        Ipv4Cidr::new(Ipv4Addr::from(a), prefix).unwrap_or_else(|e| panic!("{e}"))
     }
 
     #[test]
@@ -200,16 +168,6 @@ mod tests {
         );
         let e = NetError::HostBits(cidr([10, 0, 0, 0], 8)).to_string();
         assert_eq!(e, "host bits are set; did you mean 10.0.0.0/8?");
-    }
-
-    #[test]
-    fn overlap() {
-        let a = cidr([10, 0, 0, 0], 8);
-        assert!(a.overlaps(&cidr([10, 20, 0, 0], 16)));
-        assert!(cidr([10, 20, 0, 0], 16).overlaps(&a));
-        assert!(!a.overlaps(&cidr([192, 168, 0, 0], 16)));
-        assert!(cidr([0, 0, 0, 0], 0).overlaps(&a));
-        assert!(!cidr([10, 0, 0, 0], 32).overlaps(&cidr([10, 0, 0, 1], 32)));
     }
 
     #[test]
@@ -273,8 +231,9 @@ mod tests {
 
         #[test]
         fn networks_round_trip(addr: u32, prefix in 0u8..=32) {
-            let net = Ipv4Addr::from(addr & Ipv4Cidr::mask(prefix));
-            let c = Ipv4Cidr { addr: net, prefix };
+            let c = Ipv4Cidr::truncate(Ipv4Addr::from(addr), prefix);
+            prop_assert!(c.is_ok());
+            let Ok(c) = c else { return Ok(()) };
             prop_assert_eq!(parse_pool(&c.to_string()), Ok(c));
         }
 

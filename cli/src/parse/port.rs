@@ -6,7 +6,10 @@
 
 use std::fmt;
 
-use shoal_api::cluster::v1::PortConfig;
+use shoal_api::{
+    cluster::v1::{PortConfig, Protocol, PublishMode},
+    words::Word,
+};
 
 /// The accepted forms, appended to every message.
 const FORMS: &str = "expected [PUBLISHED:]TARGET[/tcp|/udp], e.g. 8080:80, or \
@@ -60,20 +63,28 @@ pub struct PortSpec {
 }
 
 impl Proto {
-    fn as_str(self) -> &'static str {
+    fn api(self) -> Protocol {
         match self {
-            Proto::Tcp => "tcp",
-            Proto::Udp => "udp",
+            Proto::Tcp => Protocol::Tcp,
+            Proto::Udp => Protocol::Udp,
         }
+    }
+
+    fn as_str(self) -> &'static str {
+        self.api().word()
     }
 }
 
 impl Mode {
-    fn as_str(self) -> &'static str {
+    fn api(self) -> PublishMode {
         match self {
-            Mode::Ingress => "ingress",
-            Mode::Host => "host",
+            Mode::Ingress => PublishMode::Ingress,
+            Mode::Host => PublishMode::Host,
         }
+    }
+
+    fn as_str(self) -> &'static str {
+        self.api().word()
     }
 }
 
@@ -106,10 +117,10 @@ impl PortSpec {
 
     pub fn to_api(self) -> PortConfig {
         PortConfig {
-            protocol: self.protocol.as_str().to_owned(),
+            protocol: self.protocol.api().into(),
             target_port: u32::from(self.target),
             published_port: u32::from(self.published.unwrap_or_default()),
-            publish_mode: self.mode.as_str().to_owned(),
+            publish_mode: self.mode.api().into(),
         }
     }
 }
@@ -129,10 +140,10 @@ fn number(what: &'static str, s: &str) -> Result<u16, PortError> {
 }
 
 fn protocol(s: &str) -> Result<Proto, PortError> {
-    match s {
-        "tcp" => Ok(Proto::Tcp),
-        "udp" => Ok(Proto::Udp),
-        other => Err(PortError::Protocol(other.to_owned())),
+    match Protocol::from_word(s) {
+        Some(Protocol::Tcp) => Ok(Proto::Tcp),
+        Some(Protocol::Udp) => Ok(Proto::Udp),
+        _ => Err(PortError::Protocol(s.to_owned())),
     }
 }
 
@@ -164,10 +175,10 @@ fn long(s: &str, rm: bool) -> Result<PortSpec, PortError> {
             }
             "mode" => {
                 twice(mode.is_some(), "mode")?;
-                mode = Some(match v {
-                    "ingress" => Mode::Ingress,
-                    "host" => Mode::Host,
-                    other => return Err(PortError::Mode(other.to_owned())),
+                mode = Some(match PublishMode::from_word(v) {
+                    Some(PublishMode::Ingress) => Mode::Ingress,
+                    Some(PublishMode::Host) => Mode::Host,
+                    _ => return Err(PortError::Mode(v.to_owned())),
                 });
             }
             other => return Err(PortError::Field(other.to_owned())),

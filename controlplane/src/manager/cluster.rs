@@ -28,15 +28,11 @@ pub(super) async fn join_token(
     m: &Manager,
     r: JoinTokenRequest,
 ) -> Result<JoinTokenReply, ManagerError> {
-    let role = match r.role.as_str() {
-        "worker" => NodeRole::Worker,
-        "manager" => NodeRole::Manager,
-        other => {
-            return Err(ManagerError::Invalid {
-                what: format!("role {other:?}: expected worker or manager"),
-            });
+    let role = crate::wire::decode::<NodeRole>(|| "role".into(), r.role)?.ok_or_else(|| {
+        ManagerError::Invalid {
+            what: "role: expected worker or manager".into(),
         }
-    };
+    })?;
     let mut cluster = cluster_of(&*m.read().await?)?.clone();
     if r.rotate {
         let mut tokens = stored_tokens(&cluster)?;

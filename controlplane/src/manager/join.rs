@@ -5,7 +5,7 @@
 use std::{net::IpAddr, time::Duration};
 
 use shoal_api::cluster::v1::{JoinReply, JoinRequest};
-use shoal_ca::{CsrPem, JoinToken, NodeRole, generate_node_id};
+use shoal_ca::{CsrPem, JoinToken, generate_node_id};
 
 use super::{Manager, ManagerError, cluster::stored_tokens, cluster_of, pki};
 use crate::model::{Availability, Command, Labels, Node, NodeRole as ModelRole, NodeState};
@@ -74,18 +74,11 @@ pub(super) async fn join(
     tracing::info!(node = %node_id, hostname = %r.hostname, ?role, "node joined");
     Ok(JoinReply {
         node_id,
-        role: role_name(role).into(),
+        role: crate::wire::encode(role),
         cluster_id: cluster.id.clone(),
         cert_pem,
         ca_pem: trusted.iter().map(|c| c.pem()).collect(),
         managers: m.manager_addrs(),
         heartbeat_secs: cluster.settings.dispatcher_heartbeat_secs,
     })
-}
-
-fn role_name(role: NodeRole) -> &'static str {
-    match role {
-        NodeRole::Manager => "manager",
-        NodeRole::Worker => "worker",
-    }
 }

@@ -108,8 +108,7 @@ fn check(r: &CreateNetworkRequest) -> Result<Wanted, ManagerError> {
                     "--gateway {g:?}: expected an IPv4 address in {subnet}"
                 ))
             })?;
-            let broadcast = u32::from(subnet.addr) | !Ipv4Net::mask(subnet.prefix);
-            if !ipam::contains(subnet, gw) || gw == subnet.addr || u32::from(gw) == broadcast {
+            if !subnet.contains(gw) || gw == subnet.network() || gw == subnet.broadcast() {
                 return Err(invalid(format!(
                     "--gateway {gw}: must be a host address inside --subnet {subnet}"
                 )));

@@ -4,7 +4,10 @@
 use shoal_api::cluster::v1::{NodeDetail, NodeSummary, RemoveNodeRequest, UpdateNodeRequest};
 
 use super::{Manager, ManagerError, cluster_of};
-use crate::model::{Availability, ClusterState, Command, Node, NodeRole as ModelRole, NodeState};
+use crate::{
+    model::{Availability, ClusterState, Command, Node, NodeRole as ModelRole, NodeState},
+    wire,
+};
 
 pub(super) async fn list(m: &Manager) -> Result<Vec<NodeSummary>, ManagerError> {
     let state = m.read().await?;
@@ -32,18 +35,12 @@ pub(super) async fn update(m: &Manager, r: UpdateNodeRequest) -> Result<NodeDeta
     }
     let mut node = find_node(&*m.read().await?, &r.node)?.clone();
     let (id, version) = (node.id.clone(), node.version);
-    if !r.availability.is_empty() {
-        node.availability = match r.availability.as_str() {
-            "active" => Availability::Active,
-            "pause" => Availability::Pause,
-            "drain" => Availability::Drain,
-            other => {
-                return Err(ManagerError::Invalid {
-                    what: format!("availability {other:?}: expected active, pause or drain"),
-                });
-            }
-        };
+    let availability: Option<Availability> =
+        wire::decode(|| "availability".into(), r.availability)?;
+    if let Some(availability) = availability {
+        node.availability = availability;
     }
+    let role: Option<ModelRole> = wire::decode(|| "role".into(), r.role)?;
     for k in &r.label_rm {
         if node.labels.remove(k).is_none() {
             return Err(ManagerError::Invalid {
@@ -52,9 +49,9 @@ pub(super) async fn update(m: &Manager, r: UpdateNodeRequest) -> Result<NodeDeta
         }
     }
     node.labels.extend(r.label_add.clone());
-    match r.role.as_str() {
-        "" => {}
-        "worker" if node.manager.is_some() => {
+    match role {
+        None => {}
+        Some(ModelRole::Worker) if node.manager.is_some() => {
             let raft_id = node.manager.as_ref().map(|m| m.raft_id).unwrap_or_default();
             let managers = m
                 .read()
@@ -75,7 +72,7 @@ pub(super) async fn update(m: &Manager, r: UpdateNodeRequest) -> Result<NodeDeta
         // In place, as swarm does: the node sees its new role in its
         // next heartbeat reply, gets a manager certificate, starts its
         // manager and joins Raft (`add_manager` records it as a voter).
-        "manager" if node.manager.is_none() => {
+        Some(ModelRole::Manager) if node.manager.is_none() => {
             if node.status != NodeState::Ready {
                 return Err(ManagerError::Precondition {
                     what: promote_down(&node),
@@ -84,13 +81,8 @@ pub(super) async fn update(m: &Manager, r: UpdateNodeRequest) -> Result<NodeDeta
             node.role = ModelRole::Manager;
         }
         // Called off before the node got into Raft.
-        "worker" if node.promotion_pending() => node.role = ModelRole::Worker,
-        "worker" | "manager" => {}
-        other => {
-            return Err(ManagerError::Invalid {
-                what: format!("role {other:?}: expected worker or manager"),
-            });
-        }
+        Some(ModelRole::Worker) if node.promotion_pending() => node.role = ModelRole::Worker,
+        Some(ModelRole::Worker | ModelRole::Manager) => {}
     }
     m.propose(Command::UpdateNode {
         id: id.clone(),
@@ -158,7 +150,7 @@ fn promote_down(node: &Node) -> String {
          join a new manager with `shoal swarm join-token manager`",
         node.hostname,
         node.id,
-        lower(&node.status),
+        wire::word(node.status),
     )
 }
 
@@ -197,26 +189,18 @@ fn summary(m: &Manager, n: &Node) -> NodeSummary {
     NodeSummary {
         id: n.id.clone(),
         hostname: n.hostname.clone(),
-        status: lower(&n.status),
-        availability: lower(&n.availability),
+        status: wire::encode(n.status),
+        availability: wire::encode(n.availability),
         manager_status: manager_status.into(),
-        role: if n.manager.is_some() || n.role == ModelRole::Manager {
-            "manager"
+        role: wire::encode(if n.manager.is_some() || n.role == ModelRole::Manager {
+            ModelRole::Manager
         } else {
-            "worker"
-        }
-        .into(),
+            ModelRole::Worker
+        }),
         addr: n.addr.map(|a| a.to_string()).unwrap_or_default(),
         labels: n.labels.clone().into_iter().collect(),
         version: n.version,
         last_heartbeat_unix: 0,
         self_: n.id == m.node_id(),
     }
-}
-
-fn lower<T: serde::Serialize>(v: &T) -> String {
-    serde_json::to_value(v)
-        .ok()
-        .and_then(|v| v.as_str().map(str::to_owned))
-        .unwrap_or_default()
 }

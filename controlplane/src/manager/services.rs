@@ -4,8 +4,8 @@
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use shoal_api::cluster::v1::{
-    CreateServiceRequest, ListTasksRequest, RestartPolicy as ApiRestart, ScaleServiceRequest,
-    ServiceRef, ServiceSummary, TaskSummary, UpdateServiceRequest,
+    CreateServiceRequest, ListTasksRequest, ScaleServiceRequest, ServiceRef, ServiceSummary,
+    TaskSummary, UpdateServiceRequest,
 };
 use shoal_ca::generate_node_id;
 
@@ -13,10 +13,10 @@ use super::{Manager, ManagerError};
 use crate::{
     constraint,
     model::{
-        ApplyError, ClusterState, Command, Endpoint, EndpointSpec, PortConfig, RestartCondition,
-        RestartPolicy, Service, ServiceMode, ServiceSpec, TaskSpec, TaskState,
+        ApplyError, ClusterState, Command, Endpoint, EndpointMode, EndpointSpec, PortConfig,
+        RestartCondition, RestartPolicy, Service, ServiceMode, ServiceSpec, TaskSpec, TaskState,
     },
-    orchestrator, ports, validate,
+    orchestrator, ports, validate, wire,
 };
 
 /// Attempts of a compare-and-set update that lost to a concurrent one.
@@ -33,21 +33,6 @@ fn invalid(what: String) -> ManagerError {
     ManagerError::Invalid { what }
 }
 
-fn lower<T: serde::Serialize>(v: &T) -> String {
-    serde_json::to_value(v)
-        .ok()
-        .and_then(|v| v.as_str().map(str::to_owned))
-        .unwrap_or_default()
-}
-
-fn restart_api(p: &RestartPolicy) -> ApiRestart {
-    ApiRestart {
-        condition: lower(&p.condition),
-        delay_secs: p.delay_secs,
-        max_attempts: p.max_attempts.unwrap_or_default(),
-    }
-}
-
 fn summary(state: &ClusterState, s: &Service) -> ServiceSummary {
     let running = state
         .tasks
@@ -58,21 +43,21 @@ fn summary(state: &ClusterState, s: &Service) -> ServiceSummary {
                 && t.desired_state == TaskState::Running
         })
         .count() as u64;
-    let (mode, desired) = match s.spec.mode {
-        ServiceMode::Replicated { replicas } => ("replicated", replicas),
-        ServiceMode::Global => (
-            "global",
+    let (mode, desired) = match wire::service_mode(&s.spec.mode) {
+        (mode, _) if s.spec.mode == ServiceMode::Global => (
+            mode,
             state
                 .nodes
                 .values()
                 .filter(|n| orchestrator::ineligible(n, s).is_none())
                 .count() as u64,
         ),
+        replicated => replicated,
     };
     ServiceSummary {
         id: s.id.clone(),
         name: s.spec.name.clone(),
-        mode: mode.into(),
+        mode,
         running,
         desired,
         args: s.spec.task.args.clone(),
@@ -89,18 +74,13 @@ fn summary(state: &ClusterState, s: &Service) -> ServiceSummary {
             .collect(),
         env: s.spec.task.env.clone(),
         constraints: s.spec.constraints.clone(),
-        restart: Some(restart_api(&s.spec.restart)),
+        restart: Some(wire::restart(&s.spec.restart)),
         labels: s.spec.labels.clone().into_iter().collect(),
         version: s.version,
         rootfs: s.spec.task.rootfs.clone(),
-        endpoint_mode: lower(&s.spec.endpoint.mode),
-        ports: s.endpoint.ports.iter().map(ports::to_api).collect(),
-        vips: s
-            .endpoint
-            .vips
-            .iter()
-            .map(|v| ports::vip_api(state, v))
-            .collect(),
+        endpoint_mode: wire::encode(s.spec.endpoint.mode),
+        ports: s.endpoint.ports.iter().map(wire::port).collect(),
+        vips: wire::vips(state, &s.endpoint.vips),
     }
 }
 
@@ -139,22 +119,7 @@ fn spec(
                 .into(),
         ));
     }
-    let mode = match r.mode.as_str() {
-        "" | "replicated" => ServiceMode::Replicated {
-            replicas: r.replicas,
-        },
-        "global" if r.replicas == 0 => ServiceMode::Global,
-        "global" => {
-            return Err(invalid(
-                "--replicas can only be used with replicated mode".into(),
-            ));
-        }
-        other => {
-            return Err(invalid(format!(
-                "--mode {other:?}: expected replicated or global"
-            )));
-        }
-    };
+    let mode = wire::decode_service_mode(r.mode, r.replicas)?;
     for e in &r.env {
         match e.split_once('=') {
             Some((k, _)) if !k.is_empty() && !k.contains(char::is_whitespace) => {}
@@ -189,21 +154,20 @@ fn spec(
             ..RestartPolicy::default()
         },
         Some(p) => RestartPolicy {
-            condition: match p.condition.as_str() {
-                "" | "any" => RestartCondition::Any,
-                "on-failure" => RestartCondition::OnFailure,
-                "none" => RestartCondition::None,
-                other => {
-                    return Err(invalid(format!(
-                        "--restart-condition {other:?}: expected any, on-failure or none"
-                    )));
-                }
-            },
+            condition: wire::decode_or(
+                || "restart.condition".into(),
+                p.condition,
+                RestartCondition::Any,
+            )?,
             delay_secs: p.delay_secs,
             max_attempts: (p.max_attempts != 0).then_some(p.max_attempts),
         },
     };
-    let endpoint_mode = ports::endpoint_mode(&r.endpoint_mode)?;
+    let endpoint_mode = wire::decode_or(
+        || "endpoint_mode".into(),
+        r.endpoint_mode,
+        EndpointMode::Vip,
+    )?;
     let asked = r
         .ports
         .iter()
@@ -473,8 +437,8 @@ pub(super) async fn tasks(
                 slot: t.slot.unwrap_or_default(),
                 node_id: t.node_id.clone().unwrap_or_default(),
                 node: node.map(|n| n.hostname.clone()).unwrap_or_default(),
-                desired_state: lower(&desired),
-                state: lower(&t.state),
+                desired_state: wire::encode(desired),
+                state: wire::encode(t.state),
                 since_unix: t.status.since_unix,
                 message: t.status.message.clone(),
                 err: t.status.err.clone(),
@@ -509,16 +473,19 @@ pub(super) async fn reconcile(m: &Manager) {
 #[cfg(test)]
 mod tests {
     use shoal_api::cluster::v1::PortConfig as ApiPort;
+    use shoal_api::{cluster::v1 as pb, words::Word};
 
     use super::*;
-    use crate::model::{EndpointMode, Protocol, PublishMode, apply};
+    use crate::model::{Protocol, PublishMode, apply};
 
+    /// A port as a request carries it, the words as the CLI reads them
+    /// (empty: not given).
     fn api(published: u32, target: u32, protocol: &str, mode: &str) -> ApiPort {
         ApiPort {
-            protocol: protocol.into(),
+            protocol: pb::Protocol::from_word(protocol).map_or(0, Into::into),
             target_port: target,
             published_port: published,
-            publish_mode: mode.into(),
+            publish_mode: pb::PublishMode::from_word(mode).map_or(0, Into::into),
         }
     }
 
@@ -591,13 +558,13 @@ mod tests {
              web; choose another published port, or leave published out to get a free one"
         );
         let mut dnsrr = request("dns", vec![api(53, 53, "udp", "")]);
-        dnsrr.endpoint_mode = "dnsrr".into();
+        dnsrr.endpoint_mode = wire::encode(EndpointMode::Dnsrr);
         assert_eq!(
             message(create(&mut s, &dnsrr)),
             "--endpoint-mode dnsrr: a port published in ingress mode needs a VIP; use mode=host \
              or --endpoint-mode vip"
         );
-        dnsrr.ports[0].publish_mode = "host".into();
+        dnsrr.ports[0].publish_mode = wire::encode(PublishMode::Host);
         assert!(create(&mut s, &dnsrr).is_ok());
         assert_eq!(s.services["id-dns"].spec.endpoint.mode, EndpointMode::Dnsrr);
         assert!(

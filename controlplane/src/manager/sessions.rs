@@ -7,7 +7,11 @@ use shoal_api::cluster::v1::{AssignmentSet, CaRoots, HeartbeatReply, TaskReport}
 use tokio::sync::mpsc;
 
 use super::{Manager, ManagerError, services};
-use crate::{dispatch, model::NodeTls};
+use crate::{
+    dispatch,
+    model::{NodeRole as ModelRole, NodeTls},
+    wire,
+};
 
 /// How often an assignment stream re-checks the state without a wake-up.
 const ASSIGNMENT_REFRESH: Duration = Duration::from_secs(10);
@@ -25,9 +29,9 @@ pub(super) async fn heartbeat(
     // Applied state, as for the roots: a promotion seen one period late
     // costs nothing.
     let role = match m.local_state().await.nodes.get(node_id) {
-        Some(n) if n.wants_manager() => "manager",
-        Some(_) => "worker",
-        None => "",
+        Some(n) if n.wants_manager() => wire::encode(ModelRole::Manager),
+        Some(_) => wire::encode(ModelRole::Worker),
+        None => 0,
     };
     Ok(HeartbeatReply {
         period_ms: u64::try_from(period.as_millis()).unwrap_or(u64::MAX),
@@ -36,7 +40,7 @@ pub(super) async fn heartbeat(
             issuer: roots.issuer,
             trusted: roots.trusted,
         }),
-        role: role.into(),
+        role,
     })
 }
 

@@ -62,11 +62,15 @@ fn alloc(s: &ClusterState, ports: &[PortConfig]) -> Result<Vec<PortConfig>, Port
 
 #[test]
 fn request_fields_are_checked() {
+    use shoal_api::{cluster::v1 as pb, words::Word};
+    // Words as the CLI reads them; one it does not know is value 99.
     let api = |proto: &str, target: u32, published: u32, mode: &str| ApiPort {
-        protocol: proto.into(),
+        protocol: pb::Protocol::from_word(proto)
+            .map_or(if proto.is_empty() { 0 } else { 99 }, Into::into),
         target_port: target,
         published_port: published,
-        publish_mode: mode.into(),
+        publish_mode: pb::PublishMode::from_word(mode)
+            .map_or(if mode.is_empty() { 0 } else { 99 }, Into::into),
     };
     assert_eq!(
         parse("--publish", &api("", 80, 0, ""), false),
@@ -79,14 +83,14 @@ fn request_fields_are_checked() {
     let e = parse("--publish", &api("sctp", 80, 8080, ""), false).err();
     assert_eq!(
         e.map(|e| e.to_string()).unwrap_or_default(),
-        "--publish published=8080,target=80,protocol=sctp: protocol \"sctp\" is not supported; \
-         use tcp or udp"
+        "--publish published=8080,target=80,protocol=unknown(99): protocol: unknown value 99; use \
+         tcp or udp"
     );
     for (bad, problem) in [
         (api("", 0, 0, ""), PortProblem::Target(0)),
         (api("", 70000, 0, ""), PortProblem::Target(70000)),
         (api("", 80, 65536, ""), PortProblem::Published(65536)),
-        (api("", 80, 0, "bridge"), PortProblem::Mode("bridge".into())),
+        (api("", 80, 0, "bridge"), PortProblem::Mode(99)),
     ] {
         assert_eq!(
             parse("--publish", &bad, false).map_err(|e| e.problem),
@@ -97,9 +101,13 @@ fn request_fields_are_checked() {
         parse("--publish-rm", &api("", 0, 8080, ""), true),
         Ok(ingress(Some(8080), 0))
     );
-    assert_eq!(endpoint_mode(""), Ok(EndpointMode::Vip));
-    assert_eq!(endpoint_mode("dnsrr"), Ok(EndpointMode::Dnsrr));
-    assert!(endpoint_mode("rr").is_err());
+    let endpoint_mode = |v| crate::wire::decode_or(|| "endpoint_mode".into(), v, EndpointMode::Vip);
+    assert_eq!(endpoint_mode(0), Ok(EndpointMode::Vip));
+    assert_eq!(
+        endpoint_mode(pb::EndpointMode::Dnsrr.into()),
+        Ok(EndpointMode::Dnsrr)
+    );
+    assert!(endpoint_mode(99).is_err());
 }
 
 #[test]
