@@ -57,6 +57,46 @@ pub fn finish(mut failed: Vec<anyhow::Error>) -> anyhow::Result<()> {
     }
 }
 
+/// The control client a per-name call gets: tonic clients share one channel
+/// and are cheap to clone, so each call owns its own.
+pub type Control = ControlClient<Channel>;
+
+/// Calls `rpc` for each name in turn, as docker's verbs that take several
+/// names do: the replies that came back with their names, and the failures
+/// to report after them ([`finish`]).
+pub async fn each_named<T, Fut>(
+    d: &Daemon,
+    names: Vec<String>,
+    mut rpc: impl FnMut(Control, String) -> Fut,
+) -> (Vec<(String, T)>, Vec<anyhow::Error>)
+where
+    Fut: Future<Output = Result<tonic::Response<T>, Status>>,
+{
+    let (mut found, mut failed) = (Vec::new(), Vec::new());
+    for name in names {
+        match call(&d.host, rpc(d.control.clone(), name.clone())).await {
+            Ok(v) => found.push((name, v)),
+            Err(e) => failed.push(e),
+        }
+    }
+    (found, failed)
+}
+
+/// `rm` of several names: each one removed printed as docker prints it, then
+/// the failures.
+pub async fn remove_named<T, Fut>(
+    d: &Daemon,
+    names: Vec<String>,
+    rpc: impl FnMut(Control, String) -> Fut,
+) -> anyhow::Result<()>
+where
+    Fut: Future<Output = Result<tonic::Response<T>, Status>>,
+{
+    let (removed, failed) = each_named(d, names, rpc).await;
+    removed.iter().for_each(|(name, _)| println!("{name}"));
+    finish(failed)
+}
+
 /// What `shoal` prints on stderr for a failed command: daemon errors with
 /// docker's prefix alone, anything else (flags, an unreachable daemon) after
 /// `Error:`.

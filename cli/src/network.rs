@@ -10,7 +10,7 @@ use shoal_api::cluster::v1::{
 
 use crate::{
     client::{self, finish},
-    output::{Format, table},
+    output::{Format, ListFlags, table},
     parse::{FlagError, Problem, parse_label},
 };
 
@@ -42,13 +42,7 @@ pub enum NetworkCmd {
     },
     /// List networks.
     #[command(alias = "list")]
-    Ls {
-        /// Only display network IDs.
-        #[arg(long, short)]
-        quiet: bool,
-        #[arg(long, short, value_enum, default_value_t = Format::Table)]
-        format: Format,
-    },
+    Ls(ListFlags),
     /// Display detailed information on one or more networks.
     Inspect {
         #[arg(required = true)]
@@ -173,7 +167,7 @@ pub async fn run(host: &str, cmd: NetworkCmd) -> anyhow::Result<()> {
             println!("{}", n.id);
             Ok(())
         }
-        NetworkCmd::Ls { quiet, format } => {
+        NetworkCmd::Ls(ListFlags { quiet, format }) => {
             let mut d = client::connect(host).await?;
             let mut all = client::call(host, d.control.list_networks(ListNetworksRequest {}))
                 .await?
@@ -205,31 +199,21 @@ pub async fn run(host: &str, cmd: NetworkCmd) -> anyhow::Result<()> {
             Ok(())
         }
         NetworkCmd::Inspect { networks } => {
-            let mut d = client::connect(host).await?;
-            let (mut found, mut failed) = (Vec::new(), Vec::new());
-            for network in networks {
-                match client::call(host, d.control.inspect_network(NetworkRef { network })).await {
-                    Ok(n) => found.push(n),
-                    Err(e) => failed.push(e),
-                }
-            }
-            let v: Vec<_> = found.iter().map(json).collect();
+            let d = client::connect(host).await?;
+            let inspect = |mut c: client::Control, network| async move {
+                c.inspect_network(NetworkRef { network }).await
+            };
+            let (found, failed) = client::each_named(&d, networks, inspect).await;
+            let v: Vec<_> = found.iter().map(|(_, x)| json(x)).collect();
             println!("{}", serde_json::to_string_pretty(&v)?);
             finish(failed)
         }
         NetworkCmd::Rm { networks } => {
-            let mut d = client::connect(host).await?;
-            let mut failed = Vec::new();
-            for network in networks {
-                let r = d.control.remove_network(NetworkRef {
-                    network: network.clone(),
-                });
-                match client::call(host, r).await {
-                    Ok(_) => println!("{network}"),
-                    Err(e) => failed.push(e),
-                }
-            }
-            finish(failed)
+            let d = client::connect(host).await?;
+            let remove = |mut c: client::Control, network| async move {
+                c.remove_network(NetworkRef { network }).await
+            };
+            client::remove_named(&d, networks, remove).await
         }
     }
 }

@@ -12,7 +12,7 @@ use shoal_api::{
 
 use crate::{
     client::{self, Daemon, finish},
-    output::{self, Format},
+    output::{self, Format, ListFlags},
     parse::{FlagError, Problem, check_label_key, parse_label},
 };
 
@@ -37,13 +37,7 @@ impl Availability {
 pub enum NodeCmd {
     /// List the nodes of the swarm (on a manager).
     #[command(alias = "list")]
-    Ls {
-        /// Only print node IDs.
-        #[arg(long, short)]
-        quiet: bool,
-        #[arg(long, short, value_enum, default_value_t = Format::Table)]
-        format: Format,
-    },
+    Ls(ListFlags),
     /// Display detailed information on one or more nodes (`self` is this node).
     Inspect {
         #[arg(required = true)]
@@ -166,7 +160,7 @@ pub async fn run(host: &str, cmd: NodeCmd) -> anyhow::Result<()> {
             let stats = client::call(host, d.node.stats(StatsRequest {})).await?;
             output::stats(&stats, format)
         }
-        NodeCmd::Ls { quiet, format } => {
+        NodeCmd::Ls(ListFlags { quiet, format }) => {
             let mut nodes = client::call(host, d.control.list_nodes(ListNodesRequest {}))
                 .await?
                 .nodes;

@@ -18,6 +18,16 @@ pub enum Format {
     Json,
 }
 
+/// The flags every listing verb takes (`ls`, `ps`).
+#[derive(Clone, Copy, Debug, clap::Args)]
+pub struct ListFlags {
+    /// Only display IDs.
+    #[arg(long, short)]
+    pub quiet: bool,
+    #[arg(long, short, value_enum, default_value_t = Format::Table)]
+    pub format: Format,
+}
+
 pub fn table(header: &[&str]) -> Table {
     let mut t = Table::new();
     // docker's look: no borders, columns separated by spaces.

@@ -10,7 +10,7 @@ use shoal_api::cluster::v1::{CreateSecretRequest, ListSecretsRequest, SecretRef,
 
 use crate::{
     client::{self, finish},
-    output::{Format, table},
+    output::{Format, ListFlags, table},
     parse::{FlagError, parse_label},
 };
 
@@ -27,13 +27,7 @@ pub enum SecretCmd {
     },
     /// List secrets.
     #[command(alias = "list")]
-    Ls {
-        /// Only display IDs.
-        #[arg(long, short)]
-        quiet: bool,
-        #[arg(long, short, value_enum, default_value_t = Format::Table)]
-        format: Format,
-    },
+    Ls(ListFlags),
     /// Display detailed information on one or more secrets (never their content).
     Inspect {
         #[arg(required = true)]
@@ -101,7 +95,7 @@ pub async fn run(host: &str, cmd: SecretCmd) -> anyhow::Result<()> {
             println!("{}", s.id);
             Ok(())
         }
-        SecretCmd::Ls { quiet, format } => {
+        SecretCmd::Ls(ListFlags { quiet, format }) => {
             let mut d = client::connect(host).await?;
             let mut all = client::call(host, d.control.list_secrets(ListSecretsRequest {}))
                 .await?
@@ -127,31 +121,21 @@ pub async fn run(host: &str, cmd: SecretCmd) -> anyhow::Result<()> {
             Ok(())
         }
         SecretCmd::Inspect { secrets } => {
-            let mut d = client::connect(host).await?;
-            let (mut found, mut failed) = (Vec::new(), Vec::new());
-            for secret in secrets {
-                match client::call(host, d.control.inspect_secret(SecretRef { secret })).await {
-                    Ok(s) => found.push(s),
-                    Err(e) => failed.push(e),
-                }
-            }
-            let v: Vec<_> = found.iter().map(json).collect();
+            let d = client::connect(host).await?;
+            let inspect = |mut c: client::Control, secret| async move {
+                c.inspect_secret(SecretRef { secret }).await
+            };
+            let (found, failed) = client::each_named(&d, secrets, inspect).await;
+            let v: Vec<_> = found.iter().map(|(_, x)| json(x)).collect();
             println!("{}", serde_json::to_string_pretty(&v)?);
             finish(failed)
         }
         SecretCmd::Rm { secrets } => {
-            let mut d = client::connect(host).await?;
-            let mut failed = Vec::new();
-            for secret in secrets {
-                let r = d.control.remove_secret(SecretRef {
-                    secret: secret.clone(),
-                });
-                match client::call(host, r).await {
-                    Ok(_) => println!("{secret}"),
-                    Err(e) => failed.push(e),
-                }
-            }
-            finish(failed)
+            let d = client::connect(host).await?;
+            let remove = |mut c: client::Control, secret| async move {
+                c.remove_secret(SecretRef { secret }).await
+            };
+            client::remove_named(&d, secrets, remove).await
         }
     }
 }

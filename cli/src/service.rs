@@ -21,7 +21,7 @@ use shoal_api::{
 
 use crate::{
     client::{self, Daemon, finish},
-    output::{Format, table},
+    output::{Format, ListFlags, table},
     parse::{FlagError, Problem, parse_duration, parse_label, parse_publish, parse_publish_rm},
 };
 
@@ -88,20 +88,13 @@ pub enum ServiceCmd {
     Create(Box<CreateArgs>),
     /// List services.
     #[command(alias = "list")]
-    Ls {
-        #[arg(long, short)]
-        quiet: bool,
-        #[arg(long, short, value_enum, default_value_t = Format::Table)]
-        format: Format,
-    },
+    Ls(ListFlags),
     /// List the tasks of one or more services.
     Ps {
         #[arg(required = true)]
         services: Vec<String>,
-        #[arg(long, short)]
-        quiet: bool,
-        #[arg(long, short, value_enum, default_value_t = Format::Table)]
-        format: Format,
+        #[command(flatten)]
+        list: ListFlags,
     },
     /// Display detailed information on one or more services.
     Inspect {
@@ -599,7 +592,7 @@ pub async fn run(host: &str, cmd: ServiceCmd) -> anyhow::Result<()> {
             }
             converge(&mut d, &s.id).await
         }
-        ServiceCmd::Ls { quiet, format } => {
+        ServiceCmd::Ls(ListFlags { quiet, format }) => {
             let mut d = client::connect(host).await?;
             let mut all = client::call(host, d.control.list_services(ListServicesRequest {}))
                 .await?
@@ -633,8 +626,7 @@ pub async fn run(host: &str, cmd: ServiceCmd) -> anyhow::Result<()> {
         }
         ServiceCmd::Ps {
             services,
-            quiet,
-            format,
+            list: ListFlags { quiet, format },
         } => {
             let mut d = client::connect(host).await?;
             let (mut all, mut failed) = (Vec::new(), Vec::new());
@@ -672,14 +664,12 @@ pub async fn run(host: &str, cmd: ServiceCmd) -> anyhow::Result<()> {
             pretty,
             format,
         } => {
-            let mut d = client::connect(host).await?;
-            let (mut found, mut failed) = (Vec::new(), Vec::new());
-            for service in services {
-                match client::call(host, d.control.inspect_service(ServiceRef { service })).await {
-                    Ok(s) => found.push(s),
-                    Err(e) => failed.push(e),
-                }
-            }
+            let d = client::connect(host).await?;
+            let inspect = |mut c: client::Control, service| async move {
+                c.inspect_service(ServiceRef { service }).await
+            };
+            let (found, failed) = client::each_named(&d, services, inspect).await;
+            let found: Vec<_> = found.into_iter().map(|(_, s)| s).collect();
             if pretty || format == Format::Table {
                 let texts: Vec<String> = found.iter().map(service_text).collect();
                 print!("{}", texts.join("\n"));
@@ -730,18 +720,11 @@ pub async fn run(host: &str, cmd: ServiceCmd) -> anyhow::Result<()> {
         }
         ServiceCmd::Logs(a) => crate::logs::run(host, a).await,
         ServiceCmd::Rm { services } => {
-            let mut d = client::connect(host).await?;
-            let mut failed = Vec::new();
-            for service in services {
-                let r = d.control.remove_service(ServiceRef {
-                    service: service.clone(),
-                });
-                match client::call(host, r).await {
-                    Ok(_) => println!("{service}"),
-                    Err(e) => failed.push(e),
-                }
-            }
-            finish(failed)
+            let d = client::connect(host).await?;
+            let remove = |mut c: client::Control, service| async move {
+                c.remove_service(ServiceRef { service }).await
+            };
+            client::remove_named(&d, services, remove).await
         }
     }
 }
