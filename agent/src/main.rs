@@ -1,5 +1,7 @@
-//! `shoald`: the Shoal node daemon. For now it attaches the packet-counting
-//! TC programs to the node's data interface and serves the local node API.
+//! `shoald`: the Shoal node daemon. It loads and attaches the eBPF programs
+//! (`datapath`, the only module that touches aya), serves the local node API,
+//! runs the manager when the node is one, and follows its assignments
+//! (`worker`: overlays, tasks, the mesh's maps) through narrow ports.
 
 mod api;
 mod autolock;

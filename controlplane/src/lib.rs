@@ -1,6 +1,9 @@
-//! Shoal's control plane. This first brick is the replicated, durable store:
-//! the object model and its deterministic [`model::apply`], and the openraft
-//! log store and state machine over an encrypted redb file ([`store`]).
+//! Shoal's control plane: the object model and its deterministic
+//! [`model::apply`], the openraft log store and state machine over an
+//! encrypted redb file ([`store`]), the reconcilers ([`orchestrator`]), the
+//! dispatcher's pure halves ([`dispatch`]), the manager's gRPC handlers over
+//! its domain modules ([`manager`]) and the one proto⇄model boundary
+//! ([`wire`]).
 //!
 //! Why redb: it is pure Rust (no C++ build and libclang as rocksdb needs,
 //! which matters on 2-core CI), a single file per node that is easy to back

@@ -2,7 +2,7 @@
 //! protocol and direction. No policy here: userspace reads the maps.
 //!
 //! Counting never changes a packet's fate: both programs return
-//! `TC_ACT_UNSPEC`, which lets the next classifier (the mesh, later) or the
+//! `TC_ACT_UNSPEC`, which lets the next classifier (the mesh's) or the
 //! stack decide, whether attached by TCX or by a clsact filter.
 #![cfg_attr(target_arch = "bpf", no_std, no_main)]
 // The datapath is the one place unsafe is allowed: map pointers and the
