@@ -3,8 +3,9 @@
 //! and every object reads back as the old build printed it.
 //!
 //! `tests/fixtures/state-e8d19cc/state.tar.gz` holds the `swarm/` dirs of a
-//! manager (n1, `swarm init --snapshot-interval 10`, so it has Raft snapshots
-//! and a log tail after them) and a worker (n2), made with that commit's
+//! manager (n1, `swarm init --snapshot-interval 10 --cert-expiry 87600h`, so
+//! it has Raft snapshots and a log tail after them, and node certificates
+//! that stay valid until 2036) and a worker (n2), made with that commit's
 //! binaries: network `appnet` (10.42.0.0/24), secret `db-password` with a
 //! label, a label on n2, services `everywhere` (global, dnsrr), `web` (2
 //! replicas, env, constraint, restart policy, ingress ports tcp+udp, one
