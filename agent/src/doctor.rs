@@ -65,7 +65,7 @@ pub async fn run(env: &NodeEnv) -> Vec<DoctorCheck> {
         forwarding,
         if forwarding { "on" } else { "off" },
         "published ports DNATed here are routed into the overlay: \
-         sysctl -w net.ipv4.ip_forward=1 (shoald sets it when it joins a swarm)",
+         sysctl -w net.ipv4.ip_forward=1 (shoald sets it when it starts)",
     ));
     let Some(me) = env.data_ip else {
         out.push(check(
