@@ -4,10 +4,8 @@ use std::io;
 use std::path::PathBuf;
 
 use nix::errno::Errno;
-use nix::sys::signal::Signal;
 
 use crate::logs::LogParseError;
-use crate::sandbox::Stage;
 
 /// Everything the exec runtime can fail at. Each message names what failed
 /// and, where there is one, the fix.
@@ -73,9 +71,46 @@ pub enum RuntimeError {
         source: io::Error,
     },
 
-    /// `--rootfs` does not name a directory.
-    #[error("rootfs {path} is not a directory: give an unpacked directory tree")]
+    /// An image's directory is missing.
+    #[error("image directory {path} is not a directory: unpack the image first")]
     RootfsNotDir { path: PathBuf },
+
+    /// A task with this id has a bundle on this node already.
+    #[error(
+        "task {id} already has a bundle at {path}: it is running here, or its remains were not \
+         cleaned (Runtime::adopt cleans them)"
+    )]
+    TaskExists { id: String, path: PathBuf },
+
+    /// The bundle's config.json could not be built.
+    #[error("building the task's config.json: {source}")]
+    Bundle {
+        #[source]
+        source: oci_spec::OciSpecError,
+    },
+
+    /// The seccomp profile cannot be used.
+    #[error("{reason}")]
+    Seccomp { reason: String },
+
+    /// The shim binary was not found.
+    #[error(
+        "the task shim shoal-shim was not found (looked at {looked}): install it next to shoald \
+         or set SHOAL_SHIM"
+    )]
+    ShimNotFound { looked: String },
+
+    /// The OCI runtime could not create or start the container.
+    #[error("task {id}: {message}")]
+    Start { id: String, message: String },
+
+    /// A runc command failed.
+    #[error("task {id}: runc {op}: {message}")]
+    Runc {
+        id: String,
+        op: &'static str,
+        message: String,
+    },
 
     /// The caller's `before_exec` of [`Runtime::start_with`](crate::Runtime::start_with) failed.
     #[error("task {id}: preparing its namespace before the command starts: {source}")]
@@ -89,60 +124,16 @@ pub enum RuntimeError {
     #[error("resolv.conf {path} is not a file: write it before starting the task")]
     ResolvConfNotFile { path: PathBuf },
 
-    /// A step of the sandbox set-up, between fork and exec, failed.
-    #[error("task {id}: {stage} failed: {source}")]
-    Setup {
-        id: String,
-        stage: Stage,
-        #[source]
-        source: io::Error,
-    },
-
-    /// The command could not be executed.
-    #[error(
-        "task {id}: cannot execute {command:?}: {source}; the command must exist in the node's \
-         filesystem (or in the rootfs), as a full path or on the task's PATH"
-    )]
-    Exec {
-        id: String,
-        command: String,
-        #[source]
-        source: io::Error,
-    },
-
-    /// Forking the task's init failed before any set-up step ran.
-    #[error("task {id}: starting its init process: {source}")]
-    Spawn {
-        id: String,
-        #[source]
-        source: io::Error,
-    },
-
-    /// The thread that forks task inits has exited; tasks cannot be started
-    /// by this [`Runtime`](crate::Runtime) any more.
-    #[error("the runtime's spawner thread has exited: create a new Runtime")]
-    SpawnerGone,
-
     /// Called outside a tokio runtime.
     #[error("no tokio runtime: call the exec runtime from inside one")]
     NoRuntime,
 
-    /// Waiting for the task's init failed.
-    #[error("task {id}: waiting for its init: {source}")]
+    /// Waiting for the task's shim failed.
+    #[error("task {id}: waiting for its shim: {source}")]
     Wait {
         id: String,
         #[source]
         source: io::Error,
-    },
-
-    /// Signalling the task's init failed.
-    #[error("task {id}: sending {signal} to its init (pid {pid}): {source}")]
-    Signal {
-        id: String,
-        pid: u32,
-        signal: Signal,
-        #[source]
-        source: Errno,
     },
 
     /// A line of a task's log file is not a log record.

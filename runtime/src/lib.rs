@@ -1,47 +1,48 @@
-//! The exec task runtime: each task is a process in its own network, mount,
-//! PID, UTS and IPC namespaces, plugged into its networks' bridges. Needs
-//! root.
+//! The task runtime: each task a container run by runc (an OCI runtime) in
+//! a network namespace Shoal prepared, watched by its own shim so that it
+//! outlives shoald. Needs root.
 //!
 //! ```text
-//!  node's netns                      task's netns (unnamed)
+//!  node's netns                      task's netns (<state>/netns/<id>)
 //!  shl-br-4097 ── shlv<hash>00 ═════ eth0 10.0.9.2/24, default via 10.0.9.1
 //!  shl-br-4098 ── shlv<hash>01 ═════ eth1 …
 //!
-//!  runtime ── spawner thread ── init (PID 1, "shoal-init") ── command (PID 2)
-//!                                └ reaps orphans, forwards signals
+//!  shoald ── Runtime::start ── shoal-shim (setsid, subreaper) ── runc create/start
+//!                                  │ holds the container's stdout/stderr → <log_dir>/<id>.log
+//!                                  └ waits, writes <bundle>/exit.json, runc delete
 //! ```
 //!
-//! - **Network.** A fresh network namespace per task, not bound under
-//!   `/run/netns`: the kernel frees it with the task's last process, so it
-//!   (and the veths in it) cannot outlive the task even if the runtime is
-//!   killed. `nsenter -t <pid> -n` reaches it. The veth's host end is made in
-//!   the runtime's namespace (the node's), its peer directly inside the
-//!   task's; address, `lo`, and the default route are set before the command
-//!   starts, so it never sees an unconfigured network.
-//! - **Processes.** A thread per [`Runtime`] forks each task's init into a
-//!   new PID namespace; the init forwards signals to the command and reaps
-//!   (see `sandbox`). Inits die with that thread, so dropping the runtime
-//!   (or the agent dying) kills every task.
-//! - **Files.** The command comes from the node's filesystem, with a fresh
-//!   `/proc`; with a rootfs, the task pivots into it (used in place, with
-//!   `/proc`, a minimal `/dev` and `/dev/shm` mounted). All mounts are in
-//!   the task's mount namespace and vanish with it, as does the optional
-//!   bind mount of a resolv.conf over `/etc/resolv.conf`.
-//! - **Logs.** stdout and stderr go through pipes into `<log_dir>/<id>.log`,
-//!   one timestamped record a line (see [`logs`]); [`read_logs`] reads it
-//!   back for `service logs`.
+//! - **Network.** The runtime makes the task's network namespace itself and
+//!   bind-mounts it at `<state>/netns/<id>`, plugs and configures the veths
+//!   (`lo` up, addresses, default route) and calls the caller's
+//!   `before_exec` in it, all before runc joins it by path: the command
+//!   never sees an unconfigured network.
+//! - **Containment.** `config.json` is built by [`oci`] with docker's
+//!   defaults: new mount, PID, UTS and IPC namespaces, docker's capability
+//!   set, `noNewPrivileges`, docker's seccomp profile, masked and read-only
+//!   `/proc` paths, the cgroup `/shoal/<id>` with the spec's limits.
+//! - **Files.** [`Root::Host`]: the node's root filesystem, read-only and
+//!   bound without its submounts, with a private `/tmp`, a fresh `/run` and
+//!   empty tmpfs over shoal's state and the node's secrets;
+//!   [`Root::Image`]: an overlay over the unpacked image. `/etc/resolv.conf`,
+//!   `/etc/hosts` and `/etc/hostname` are files of the bundle.
+//! - **Live restore.** Each task's shim (`shoal-shim`, a binary of this
+//!   crate) runs in its own session; the runtime waits on a pidfd of it and
+//!   reads `exit.json`. A new [`Runtime`] on the same state directory takes
+//!   running tasks back with [`Runtime::adopt`].
+//! - **Logs.** CRI format, one record a line (see [`logs`]); [`read_logs`]
+//!   reads it back for `service logs`.
 //!
 //! ```no_run
 //! # async fn demo() -> Result<(), shoal_runtime::RuntimeError> {
 //! use std::net::Ipv4Addr;
 //! use shoal_runtime::{Attachment, Runtime, TaskSpec};
-//! let runtime = Runtime::new()?;
+//! let runtime = Runtime::new("/var/lib/shoal/runtime")?;
 //! let mut task = runtime
 //!     .start(&TaskSpec {
 //!         id: "x7k2m9q4".into(),
 //!         name: "web.1".into(),
-//!         command: vec!["sleep".into(), "1000".into()],
-//!         env: vec![],
+//!         args: vec!["sleep".into(), "1000".into()],
 //!         attachments: vec![Attachment {
 //!             bridge: "shl-br-4097".into(),
 //!             addr: Ipv4Addr::new(10, 0, 9, 2),
@@ -50,9 +51,8 @@
 //!             mac: None,
 //!             mtu: None,
 //!         }],
-//!         rootfs: None,
-//!         resolv_conf: None,
-//!         log_dir: "/var/lib/shoal/logs".into(),
+//!         log_dir: "/var/lib/shoal/tasks".into(),
+//!         ..TaskSpec::default()
 //!     })
 //!     .await?;
 //! let exit = task.stop(std::time::Duration::from_secs(10)).await?;
@@ -62,9 +62,8 @@
 mod error;
 pub mod logs;
 mod net;
-#[allow(unsafe_code)] // fork/exec plumbing: every block says why it is sound
-mod sandbox;
-mod spawner;
+pub mod oci;
+pub mod shim;
 mod spec;
 mod task;
 
@@ -74,8 +73,10 @@ pub use error::RuntimeError;
 pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
 pub use logs::{LogLine, Stream, read_logs, remove_logs};
 pub use nix::sys::signal::Signal;
-pub use sandbox::Stage;
 pub use spec::{
-    Attachment, DEFAULT_PATH, MAX_ATTACHMENTS, MAX_HOSTNAME_LEN, MAX_ID_LEN, TaskSpec, parse_env,
+    Attachment, DEFAULT_PATH, HOST_IMAGE, ImageDefaults, MAX_ATTACHMENTS, MAX_HOSTNAME_LEN,
+    MAX_ID_LEN, Mount, Resources, Root, TaskSpec, namespaced_sysctl, parse_env,
 };
-pub use task::{Exit, RunningTask, Runtime, TaskInterface};
+pub use task::{
+    Adopted, DEFAULT_RUNC, Exit, RunningTask, Runtime, RuntimeOptions, SHIM_ENV, TaskInterface,
+};

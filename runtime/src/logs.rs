@@ -16,14 +16,12 @@
 //! written as `F` when the stream ends.
 
 use std::fs::File;
-use std::io::{self, Write};
+use std::io::{self, Read, Write};
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 use std::time::SystemTime;
 
 use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
-use tokio::io::{AsyncRead, AsyncReadExt};
 
 use crate::RuntimeError;
 use crate::error::io_err;
@@ -259,37 +257,35 @@ fn append(out: &File, stream: Stream, text: &[u8], partial: bool) -> io::Result<
     let mut line = Vec::with_capacity(text.len() + 48);
     format_record(&record, &mut line).map_err(io::Error::other)?;
     // One write per record on an O_APPEND file: records of the two streams
-    // never interleave within a line. A blocking write, but a small append
-    // to a local file, as a tracing subscriber makes from async code.
+    // never interleave within a line.
     (&*out).write_all(&line)
 }
 
 /// Copies one output stream of a task into its log until the stream ends
-/// (every process holding its write end is gone).
-pub(crate) async fn copy_stream(
-    mut source: impl AsyncRead + Unpin,
-    stream: Stream,
-    out: Arc<File>,
-) -> io::Result<()> {
+/// (every process holding its write end is gone). Blocking: the shim runs
+/// one thread per stream.
+pub(crate) fn copy_stream(mut source: impl Read, stream: Stream, out: &File) -> io::Result<()> {
     let mut splitter = LineSplitter::new(MAX_RECORD);
     let mut buffer = vec![0u8; 8192];
     let mut result = Ok(());
     loop {
-        let n = source.read(&mut buffer).await?;
-        if n == 0 {
-            break;
-        }
+        let n = match source.read(&mut buffer) {
+            Ok(0) => break,
+            Ok(n) => n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(e),
+        };
         // A write error is kept but reading goes on: a task must not block
         // on a full pipe because its log's disk is.
         splitter.push(&buffer[..n], |text, partial| {
             if result.is_ok() {
-                result = append(&out, stream, text, partial);
+                result = append(out, stream, text, partial);
             }
         });
     }
     splitter.finish(|text, partial| {
         if result.is_ok() {
-            result = append(&out, stream, text, partial);
+            result = append(out, stream, text, partial);
         }
     });
     result
@@ -435,22 +431,18 @@ mod tests {
         ));
     }
 
-    #[tokio::test]
-    async fn copies_interleave_whole_records_into_one_file() {
+    #[test]
+    fn copies_interleave_whole_records_into_one_file() {
         let dir = tempfile::tempdir().expect("test");
-        let file = Arc::new(
-            std::fs::OpenOptions::new()
-                .create(true)
-                .append(true)
-                .open(log_path(dir.path(), "t"))
-                .expect("test"),
-        );
+        let file = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(log_path(dir.path(), "t"))
+            .expect("test");
         let out: &[u8] = b"first\nsecond\nno newline";
         let err: &[u8] = b"warn\n";
-        copy_stream(out, Stream::Stdout, file.clone())
-            .await
-            .expect("test");
-        copy_stream(err, Stream::Stderr, file).await.expect("test");
+        copy_stream(out, Stream::Stdout, &file).expect("test");
+        copy_stream(err, Stream::Stderr, &file).expect("test");
         let lines = read_logs(dir.path(), "t").expect("test");
         let got: Vec<_> = lines.iter().map(|l| (l.stream, l.text.as_str())).collect();
         assert_eq!(

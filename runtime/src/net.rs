@@ -12,15 +12,17 @@
 use std::fs::File;
 use std::net::IpAddr;
 use std::os::fd::{AsFd, AsRawFd};
+use std::path::Path;
 
 use futures::TryStreamExt;
 use netlink_packet_route::link::{InfoData, InfoKind, InfoVeth, LinkMessage};
 use nix::errno::Errno;
+use nix::mount::{MntFlags, MsFlags, mount, umount2};
 use nix::sched::{CloneFlags, unshare};
 use rtnetlink::{Handle, LinkUnspec, LinkVeth, RouteMessageBuilder};
 use shoal_netns::link::{kind as link_kind, mac as link_mac, mtu as link_mtu};
 
-use crate::error::{netlink_err, netlink_errno, ns_err, resource_err};
+use crate::error::{io_err, netlink_err, netlink_errno, ns_err, resource_err};
 use crate::spec::{Attachment, host_veth_name, task_ifname};
 use crate::{RuntimeError, TaskSpec};
 
@@ -45,18 +47,30 @@ fn join_thread<T>(handle: std::thread::ScopedJoinHandle<'_, T>) -> T {
         .unwrap_or_else(|panic| std::panic::resume_unwind(panic))
 }
 
-/// Creates a network namespace for a task, and a netlink handle inside it.
-///
-/// The namespace is not bound to a name under `/run/netns`: it lives as long
-/// as its descriptor (until the task's init has joined it) and then as long
-/// as the task's processes, so it cannot outlive the task, whatever kills
-/// it, the runtime included. Operators reach it with `nsenter -t <pid> -n`.
-pub(crate) fn new_netns(runtime: &tokio::runtime::Handle) -> Result<(File, Handle), RuntimeError> {
-    let (netns, connection, handle) = std::thread::scope(|scope| {
+/// Creates a network namespace for a task, bind-mounted at `path` (so it
+/// outlives every process: runc joins it by path, and a restarted runtime
+/// finds it there), and a netlink handle inside it.
+pub(crate) fn new_netns(
+    runtime: &tokio::runtime::Handle,
+    path: &Path,
+) -> Result<(File, Handle), RuntimeError> {
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir).map_err(io_err(dir, "create"))?;
+    }
+    File::create(path).map_err(io_err(path, "create"))?;
+    let made = std::thread::scope(|scope| {
         join_thread(scope.spawn(|| {
             // This throwaway thread ends in the new namespace; nothing else does.
             unshare(CloneFlags::CLONE_NEWNET)
                 .map_err(ns_err("create the task's network namespace"))?;
+            mount(
+                Some(THREAD_NETNS),
+                path,
+                None::<&str>,
+                MsFlags::MS_BIND,
+                None::<&str>,
+            )
+            .map_err(ns_err("bind-mount the task's network namespace"))?;
             let netns =
                 File::open(THREAD_NETNS).map_err(ns_err("open the task's network namespace"))?;
             let _entered = runtime.enter();
@@ -64,13 +78,35 @@ pub(crate) fn new_netns(runtime: &tokio::runtime::Handle) -> Result<(File, Handl
                 rtnetlink::new_connection().map_err(resource_err("open a netlink socket"))?;
             Ok::<_, RuntimeError>((netns, connection, handle))
         }))
-    })?;
+    });
+    let (netns, connection, handle) = match made {
+        Ok(made) => made,
+        Err(e) => {
+            remove_netns(path);
+            return Err(e);
+        }
+    };
     runtime.spawn(connection);
     Ok((netns, handle))
 }
 
+/// Unmounts and removes a task's namespace file; the kernel frees the
+/// namespace (and the veths in it) with its last user. Missing is fine.
+pub(crate) fn remove_netns(path: &Path) {
+    match umount2(path, MntFlags::MNT_DETACH) {
+        Ok(()) | Err(Errno::EINVAL | Errno::ENOENT) => {}
+        Err(error) => tracing::warn!(path = %path.display(), %error, "unmounting a task's netns"),
+    }
+    match std::fs::remove_file(path) {
+        Err(error) if error.kind() != std::io::ErrorKind::NotFound => {
+            tracing::warn!(path = %path.display(), %error, "removing a task's netns file");
+        }
+        _ => {}
+    }
+}
+
 /// The host end of a task's veth.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub(crate) struct HostVeth {
     pub name: String,
     pub index: u32,

@@ -18,34 +18,138 @@ pub const DEFAULT_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bi
 /// Longest interface name (`IFNAMSIZ` - 1).
 const MAX_IFNAME_LEN: usize = 15;
 
-/// One task to run.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// One task to run. `..Default::default()` gives docker's defaults: the
+/// node's filesystem, docker's capabilities, no limits, no extra mounts.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct TaskSpec {
     /// Unique on the node: `[A-Za-z0-9_.-]`, not starting with `.`, at most
     /// [`MAX_ID_LEN`] bytes.
     pub id: String,
-    /// The task's hostname (`web.1` …): `[A-Za-z0-9_.-]`, at most
-    /// [`MAX_HOSTNAME_LEN`] bytes.
+    /// The task's name (`web.1` …): `[A-Za-z0-9_.-]`, at most
+    /// [`MAX_HOSTNAME_LEN`] bytes; its hostname unless `hostname` is set.
     pub name: String,
-    /// Program and arguments. The program is looked up on the task's PATH
-    /// (from `env`, else [`DEFAULT_PATH`]) unless it contains a `/`.
-    pub command: Vec<String>,
-    /// Environment, in order. Nothing is inherited from the node; `PATH`,
-    /// `HOSTNAME` and `HOME` get defaults when not given.
+    /// Its filesystem: the node's, read-only and with the node's secrets
+    /// hidden, or an unpacked image under a per-task overlay.
+    pub root: Root,
+    /// Replaces the image's entrypoint and clears its cmd (docker's
+    /// `--entrypoint`).
+    pub entrypoint: Option<Vec<String>>,
+    /// Replaces the image's cmd when not empty. With [`Root::Host`] (no
+    /// image defaults) this is the whole command.
+    pub args: Vec<String>,
+    /// Environment after the image's, a later key winning. `PATH`,
+    /// `HOSTNAME` and `HOME` get defaults when nothing sets them.
     pub env: Vec<(String, String)>,
+    /// The working directory; the image's, else `/`.
+    pub workdir: Option<String>,
+    /// `name`, `uid`, `uid:gid`, `name:group`: names resolved in the task's
+    /// own `/etc/passwd` and `/etc/group`; the image's, else root.
+    pub user: Option<String>,
+    /// The task's hostname; its name when unset.
+    pub hostname: Option<String>,
+    /// The signal `stop` sends first (name or number); the image's, else
+    /// SIGTERM.
+    pub stop_signal: Option<String>,
+    /// The root filesystem read-only (an image's; the node's always is).
+    pub read_only: bool,
+    /// Run the command under a small init that reaps orphans and forwards
+    /// signals (docker's `--init`).
+    pub init: bool,
+    /// Capabilities added to docker's default set (`NET_ADMIN`,
+    /// `CAP_NET_ADMIN`, `ALL`).
+    pub cap_add: Vec<String>,
+    /// Capabilities removed from it (after the additions, as docker does).
+    pub cap_drop: Vec<String>,
+    /// Namespaced sysctls only: `net.*`, `kernel.shm*`, `kernel.msg*`,
+    /// `kernel.sem`, `fs.mqueue.*`.
+    pub sysctls: Vec<(String, String)>,
+    pub resources: Resources,
+    /// Extra mounts, after the runtime's own.
+    pub mounts: Vec<Mount>,
     /// One interface per attached network, `eth0`, `eth1`, … in this order.
     pub attachments: Vec<Attachment>,
-    /// Run inside this directory tree (pivoted into, used in place) instead
-    /// of the node's filesystem.
-    pub rootfs: Option<PathBuf>,
-    /// A file on the node bind-mounted over the task's `/etc/resolv.conf`
-    /// (the agent writes one naming the embedded resolver at 127.0.0.11).
-    /// With a rootfs, `<rootfs>/etc/resolv.conf` is created if missing; its
-    /// `etc` and the file itself cannot be symlinks, which would resolve on
-    /// the node. Unset: the task sees the node's (or the rootfs') own.
+    /// A file on the node copied into the task's `/etc/resolv.conf` (the
+    /// agent writes one naming the embedded resolver at 127.0.0.11).
+    /// Unset: the node's.
     pub resolv_conf: Option<PathBuf>,
     /// Where the task's log (`<id>.log`) is written.
     pub log_dir: PathBuf,
+}
+
+/// The image name that means the node's own filesystem.
+pub const HOST_IMAGE: &str = "host";
+
+/// A task's root filesystem.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub enum Root {
+    /// The node's `/`, read-only, with the node's state, sockets and keys
+    /// hidden (image name [`HOST_IMAGE`]).
+    #[default]
+    Host,
+    /// An unpacked image: `lower` (never written) under a per-task overlay.
+    Image {
+        lower: PathBuf,
+        config: ImageDefaults,
+    },
+}
+
+/// What an image's config says about running it.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct ImageDefaults {
+    pub entrypoint: Vec<String>,
+    pub cmd: Vec<String>,
+    pub env: Vec<(String, String)>,
+    pub working_dir: Option<String>,
+    pub user: Option<String>,
+    pub stop_signal: Option<String>,
+    /// Paths that get an anonymous volume each.
+    pub volumes: Vec<String>,
+}
+
+/// Limits and reservations, docker's units.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Resources {
+    /// CPUs × 10⁹ (`--limit-cpu 1.5` is 1_500_000_000): a CFS quota.
+    pub cpu_nanos_limit: Option<u64>,
+    /// Bytes.
+    pub memory_limit: Option<u64>,
+    pub pids_limit: Option<i64>,
+    /// CPUs × 10⁹: CPU shares (1024 per CPU).
+    pub cpu_nanos_reservation: Option<u64>,
+    /// Bytes: the memory soft limit.
+    pub memory_reservation: Option<u64>,
+}
+
+/// An extra mount.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Mount {
+    /// A node path (which must exist).
+    Bind {
+        source: PathBuf,
+        target: String,
+        readonly: bool,
+    },
+    Tmpfs {
+        target: String,
+        /// Bytes; the kernel's default (half the RAM) when unset.
+        size: Option<u64>,
+    },
+    /// A named volume, resolved by the agent to a directory.
+    Volume {
+        source: PathBuf,
+        target: String,
+        readonly: bool,
+    },
+}
+
+impl Mount {
+    pub fn target(&self) -> &str {
+        match self {
+            Mount::Bind { target, .. } | Mount::Tmpfs { target, .. } | Mount::Volume { target, .. } => {
+                target
+            }
+        }
+    }
 }
 
 /// The task's interface on one network.
@@ -114,16 +218,21 @@ impl TaskSpec {
                 "a hostname: use 1 to 64 of A-Z a-z 0-9 _ . -",
             ));
         }
-        if self.command.is_empty() || self.command[0].is_empty() {
+        if let Some(hostname) = &self.hostname
+            && (hostname.is_empty()
+                || hostname.len() > MAX_HOSTNAME_LEN
+                || !safe_name_chars(hostname))
+        {
             return Err(invalid(
                 id,
-                "command",
-                &self.command,
-                "give a program to run",
+                "hostname",
+                hostname,
+                "use 1 to 64 of A-Z a-z 0-9 _ . -",
             ));
         }
-        if let Some(arg) = self.command.iter().find(|a| a.contains('\0')) {
-            return Err(invalid(id, "command", arg, "arguments cannot contain NUL"));
+        let words = self.args.iter().chain(self.entrypoint.iter().flatten());
+        if let Some(arg) = words.clone().find(|a| a.contains('\0')) {
+            return Err(invalid(id, "args", arg, "arguments cannot contain NUL"));
         }
         for (key, value) in &self.env {
             validate_env(key, value).map_err(|reason| invalid(id, "env", key, reason))?;
@@ -148,17 +257,47 @@ impl TaskSpec {
                 ));
             }
         }
-        if let Some(root) = &self.rootfs {
-            if !root.is_absolute() {
-                return Err(invalid(id, "rootfs", root, "give an absolute path"));
-            }
-            if root.parent().is_none() {
+        if let Root::Image { lower, .. } = &self.root {
+            let text = lower.to_string_lossy();
+            if !lower.is_absolute() || text.contains([',', ':', '\0']) {
                 return Err(invalid(
                     id,
-                    "rootfs",
-                    root,
-                    "pivoting into / is not isolation: leave rootfs unset to use the node's filesystem",
+                    "root",
+                    lower,
+                    "an image directory is an absolute path without ',' or ':' (overlayfs \
+                     options cannot carry them)",
                 ));
+            }
+        }
+        for (key, value) in &self.sysctls {
+            if !namespaced_sysctl(key) || value.contains('\0') {
+                return Err(invalid(
+                    id,
+                    "sysctls",
+                    key,
+                    "only namespaced sysctls can be set for a task: net.*, kernel.shm*, \
+                     kernel.msg*, kernel.sem, fs.mqueue.*",
+                ));
+            }
+        }
+        let mut targets = HashSet::new();
+        for mount in &self.mounts {
+            let target = mount.target();
+            if !target.starts_with('/') || target == "/" || target.contains('\0') {
+                return Err(invalid(
+                    id,
+                    "mounts",
+                    target,
+                    "a mount target is an absolute path other than /",
+                ));
+            }
+            if !targets.insert(target) {
+                return Err(invalid(id, "mounts", target, "two mounts on one target"));
+            }
+            if let Mount::Bind { source, .. } | Mount::Volume { source, .. } = mount
+                && !source.is_absolute()
+            {
+                return Err(invalid(id, "mounts", source, "give an absolute source path"));
             }
         }
         if let Some(conf) = &self.resolv_conf
@@ -167,23 +306,6 @@ impl TaskSpec {
             return Err(invalid(id, "resolv_conf", conf, "give an absolute path"));
         }
         Ok(())
-    }
-
-    /// The environment the task gets: `env` with defaults for `PATH`,
-    /// `HOSTNAME` and `HOME` where it sets none.
-    pub fn effective_env(&self) -> Vec<(String, String)> {
-        let mut env = self.env.clone();
-        let has = |env: &[(String, String)], key: &str| env.iter().any(|(k, _)| k == key);
-        if !has(&env, "PATH") {
-            env.push(("PATH".into(), DEFAULT_PATH.into()));
-        }
-        if !has(&env, "HOSTNAME") {
-            env.push(("HOSTNAME".into(), self.name.clone()));
-        }
-        if !has(&env, "HOME") {
-            env.push(("HOME".into(), "/root".into()));
-        }
-        env
     }
 }
 
@@ -289,17 +411,14 @@ pub(crate) fn task_ifname(index: usize) -> String {
     format!("eth{index}")
 }
 
-/// The paths `execve` is tried on, in order, as `execvp` would: the program
-/// itself if it has a `/`, else each PATH entry joined with it (empty
-/// entries, meaning the working directory, are skipped).
-pub(crate) fn exec_candidates(program: &str, path: &str) -> Vec<String> {
-    if program.contains('/') {
-        return vec![program.to_owned()];
-    }
-    path.split(':')
-        .filter(|dir| !dir.is_empty())
-        .map(|dir| format!("{}/{program}", dir.trim_end_matches('/')))
-        .collect()
+/// Whether the kernel keeps `key` per namespace (docker's list): the
+/// others would change the node.
+pub fn namespaced_sysctl(key: &str) -> bool {
+    key.starts_with("net.")
+        || key.starts_with("kernel.shm")
+        || key.starts_with("kernel.msg")
+        || key == "kernel.sem"
+        || key.starts_with("fs.mqueue.")
 }
 
 #[cfg(test)]
@@ -322,12 +441,11 @@ mod tests {
         TaskSpec {
             id: "x7k2m9q4".into(),
             name: "web.1".into(),
-            command: vec!["sleep".into(), "1".into()],
+            args: vec!["sleep".into(), "1".into()],
             env: vec![],
             attachments: vec![attachment()],
-            rootfs: None,
-            resolv_conf: None,
             log_dir: "/tmp/logs".into(),
+            ..TaskSpec::default()
         }
     }
 
@@ -352,8 +470,8 @@ mod tests {
             (|s| s.id = ".hidden".into(), "id"),
             (|s| s.name = "a b".into(), "name"),
             (|s| s.name = "x".repeat(65), "name"),
-            (|s| s.command = vec![], "command"),
-            (|s| s.command = vec!["a\0b".into()], "command"),
+            (|s| s.args = vec!["a\0b".into()], "args"),
+            (|s| s.hostname = Some("a b".into()), "hostname"),
             (|s| s.env = vec![("A=B".into(), "c".into())], "env"),
             (|s| s.env = vec![(String::new(), "c".into())], "env"),
             (|s| s.attachments[0].bridge = "b".repeat(16), "bridge"),
@@ -377,8 +495,51 @@ mod tests {
             (|s| s.attachments[0].mac = Some([1, 0, 0, 0, 0, 1]), "mac"),
             (|s| s.attachments[0].mtu = Some(67), "mtu"),
             (|s| s.attachments.push(attachment()), "attachments"),
-            (|s| s.rootfs = Some("relative".into()), "rootfs"),
-            (|s| s.rootfs = Some("/".into()), "rootfs"),
+            (
+                |s| {
+                    s.root = Root::Image {
+                        lower: "relative".into(),
+                        config: ImageDefaults::default(),
+                    }
+                },
+                "root",
+            ),
+            (
+                |s| {
+                    s.root = Root::Image {
+                        lower: "/a,upperdir=/x".into(),
+                        config: ImageDefaults::default(),
+                    }
+                },
+                "root",
+            ),
+            (
+                |s| s.sysctls = vec![("kernel.domainname".into(), "x".into())],
+                "sysctls",
+            ),
+            (
+                |s| s.sysctls = vec![("vm.swappiness".into(), "1".into())],
+                "sysctls",
+            ),
+            (
+                |s| {
+                    s.mounts = vec![Mount::Tmpfs {
+                        target: "relative".into(),
+                        size: None,
+                    }]
+                },
+                "mounts",
+            ),
+            (
+                |s| {
+                    s.mounts = vec![Mount::Bind {
+                        source: "relative".into(),
+                        target: "/x".into(),
+                        readonly: false,
+                    }]
+                },
+                "mounts",
+            ),
             (
                 |s| s.resolv_conf = Some("resolv.conf".into()),
                 "resolv_conf",
@@ -401,19 +562,16 @@ mod tests {
     }
 
     #[test]
-    fn defaults_fill_only_what_env_leaves_unset() {
+    fn namespaced_sysctls_are_accepted() {
         let mut s = spec();
-        s.env = vec![("PATH".into(), "/opt/bin".into()), ("A".into(), "1".into())];
-        let env = s.effective_env();
-        assert_eq!(
-            env,
-            vec![
-                ("PATH".into(), "/opt/bin".into()),
-                ("A".into(), "1".into()),
-                ("HOSTNAME".into(), "web.1".into()),
-                ("HOME".into(), "/root".into()),
-            ]
-        );
+        s.sysctls = vec![
+            ("net.ipv4.ip_forward".into(), "1".into()),
+            ("kernel.shmmax".into(), "1".into()),
+            ("kernel.msgmax".into(), "1".into()),
+            ("kernel.sem".into(), "1 2 3 4".into()),
+            ("fs.mqueue.msg_max".into(), "1".into()),
+        ];
+        assert!(s.validate().is_ok());
     }
 
     #[test]
@@ -428,17 +586,6 @@ mod tests {
             host_veth_name(&"z".repeat(MAX_ID_LEN), MAX_ATTACHMENTS - 1).len(),
             14
         );
-    }
-
-    #[test]
-    fn candidates_follow_path_like_execvp() {
-        assert_eq!(exec_candidates("/bin/sh", "/x"), vec!["/bin/sh"]);
-        assert_eq!(exec_candidates("./run", "/x"), vec!["./run"]);
-        assert_eq!(
-            exec_candidates("sh", "/usr/bin/::/bin"),
-            vec!["/usr/bin/sh", "/bin/sh"]
-        );
-        assert!(exec_candidates("sh", "").is_empty());
     }
 
     #[test]
