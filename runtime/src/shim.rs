@@ -328,8 +328,10 @@ fn init(cmd: &[String]) -> ExitCode {
         eprintln!("shoal-shim init: blocking signals: {e}");
         return ExitCode::from(126);
     }
-    // std resets the child's signal mask and dispositions.
-    let child = match Command::new(program).args(rest).spawn() {
+    let mut command = Command::new(program);
+    command.args(rest);
+    unblock_signals_in_child(&mut command);
+    let child = match command.spawn() {
         Ok(child) => child,
         Err(e) => {
             eprintln!("shoal-shim init: {program}: {e}");
@@ -359,6 +361,21 @@ fn init(cmd: &[String]) -> ExitCode {
                 Ok(_) => {}
             }
         }
+    }
+}
+
+/// The command must not inherit the init's blocked signals (std keeps the
+/// mask across spawn).
+#[allow(unsafe_code)]
+fn unblock_signals_in_child(command: &mut Command) {
+    use std::os::unix::process::CommandExt;
+    // SAFETY: the hook runs between fork and exec; sigprocmask is
+    // async-signal-safe and the hook allocates nothing.
+    unsafe {
+        command.pre_exec(|| {
+            sigprocmask(SigmaskHow::SIG_SETMASK, Some(&SigSet::empty()), None)
+                .map_err(io::Error::from)
+        });
     }
 }
 

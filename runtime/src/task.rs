@@ -185,6 +185,7 @@ pub struct RunningTask {
     pid: u32,
     shim: Shim,
     paths: Arc<Paths>,
+    node_netns: Arc<File>,
     exit: Option<Exit>,
     cleaned: bool,
 }
@@ -281,12 +282,32 @@ fn remove_remains(paths: &Paths, id: &str) {
     let bundle = paths.bundle(id);
     unmount_rootfs(&bundle);
     net::remove_netns(&paths.netns(id));
-    match std::fs::remove_dir_all(&bundle) {
-        Err(error) if error.kind() != io::ErrorKind::NotFound => {
-            tracing::warn!(task = id, %error, "removing a task's bundle");
-        }
-        _ => {}
+    if let Err(error) = remove_bundle(&bundle) {
+        tracing::warn!(task = id, %error, "removing a task's bundle");
     }
+}
+
+/// Removes a bundle directory. Never recursively through `rootfs`, which
+/// may still be a mount of the node's `/` or of an image if its unmount
+/// failed: it is removed only if empty; the rest are the runtime's files.
+fn remove_bundle(bundle: &Path) -> io::Result<()> {
+    let entries = match std::fs::read_dir(bundle) {
+        Ok(entries) => entries,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
+        Err(e) => return Err(e),
+    };
+    for entry in entries {
+        let entry = entry?;
+        let path = entry.path();
+        if entry.file_name() == "rootfs" {
+            std::fs::remove_dir(&path)?;
+        } else if entry.file_type()?.is_dir() {
+            std::fs::remove_dir_all(&path)?;
+        } else {
+            std::fs::remove_file(&path)?;
+        }
+    }
+    std::fs::remove_dir(bundle)
 }
 
 fn read_exit(bundle: &Path) -> Option<Exit> {
@@ -427,6 +448,7 @@ impl Runtime {
                     pid,
                     shim,
                     paths: self.paths.clone(),
+                    node_netns: self.node_netns.clone(),
                     exit: None,
                     cleaned: false,
                 };
@@ -508,6 +530,11 @@ impl Runtime {
                 // the node's other mounts (bpffs, /run, other tasks' roots).
                 mount(Some("/"), &rootfs, None::<&str>, MsFlags::MS_BIND, None::<&str>)
                     .map_err(mount_err("bind-mount / on"))?;
+                // Read-only on the node's side too: nothing done through this
+                // path (a cleanup gone wrong included) can write the node's /.
+                let ro = MsFlags::MS_REMOUNT | MsFlags::MS_BIND | MsFlags::MS_RDONLY;
+                mount(None::<&str>, &rootfs, None::<&str>, ro, None::<&str>)
+                    .map_err(mount_err("remount read-only"))?;
                 mount(None::<&str>, &rootfs, None::<&str>, MsFlags::MS_PRIVATE, None::<&str>)
                     .map_err(mount_err("make private"))?;
             }
@@ -693,6 +720,7 @@ impl Runtime {
                 child: None,
             },
             paths: self.paths.clone(),
+            node_netns: self.node_netns.clone(),
             exit: None,
             cleaned: false,
         })
@@ -796,6 +824,12 @@ impl RunningTask {
         };
         if !self.cleaned {
             remove_remains(&self.paths, &self.meta.id);
+            // The kernel frees the namespace (and the veths in it) in the
+            // background; deleting the host ends makes it so now.
+            let runtime =
+                tokio::runtime::Handle::try_current().map_err(|_| RuntimeError::NoRuntime)?;
+            let node = net::netlink_in(&self.node_netns, &runtime)?;
+            net::unplug(&node, &self.meta.veths).await?;
             self.cleaned = true;
         }
         Ok(exit)

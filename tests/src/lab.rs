@@ -315,6 +315,8 @@ impl Node {
             Some(Daemon::Recorded(proc)) => proc.terminate(grace)?,
             None => {}
         }
+        // Its tasks outlive it (live restore); a stopped lab node has none.
+        crate::tasks::kill_node_tasks(&self.dir);
         let pid_file = self.dir.join(PID_FILE);
         match std::fs::remove_file(&pid_file) {
             Err(e) if e.kind() != std::io::ErrorKind::NotFound => {

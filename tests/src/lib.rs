@@ -30,6 +30,7 @@ pub mod netns;
 mod record;
 mod shoal;
 pub mod taskns;
+mod tasks;
 mod underlay;
 
 pub use daemon::{SHOALD_BIN_ENV, log_tail, shoald_path};
@@ -37,6 +38,7 @@ pub use error::LabError;
 pub use lab::{Lab, LabBuilder, MAX_NAME_LEN, MAX_NODES, Node, SHOAL_HOST_ENV, validate_name};
 pub use netns::run_in_netns;
 pub use record::{RUN_DIR, sweep_stale};
+pub use tasks::{kill_node_tasks, unmount_under};
 pub use shoal::{
     BoxError, FAST_HEARTBEAT, Formation, NodeRow, TaskRow, eventually, shoal_path, task_pid,
 };

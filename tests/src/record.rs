@@ -247,6 +247,13 @@ pub(crate) fn remove_lab(name: &str, grace: Duration) -> Result<(), LabError> {
     for daemon in recorded_daemons(name) {
         daemon.terminate(grace)?;
     }
+    if let Ok(nodes) = std::fs::read_dir(lab_dir(name)) {
+        for node in nodes.flatten() {
+            crate::tasks::kill_node_tasks(&node.path());
+        }
+    }
+    // Whatever else is mounted under the lab (never removed through a mount).
+    crate::tasks::unmount_under(&lab_dir(name));
     delete_lab_netns(name)?;
     // Pinned maps and links would outlive the lab (and its namespaces).
     let pins = Path::new(BPF_RUN_DIR).join(name);

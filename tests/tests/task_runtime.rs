@@ -1,7 +1,11 @@
-//! The exec runtime inside a lab node: tasks on a bridge get their own
+//! The runc runtime inside a lab node: tasks on a bridge get their own
 //! hostname, PID namespace and network, reach each other, have their output
 //! logged and their exits reported, stop on request, and leave no
-//! namespace, veth, mount or process behind. Needs root; no `shoald`.
+//! namespace, veth, mount or process behind; they cannot read the node's
+//! keys, reach shoald's socket or mount anything; memory limits end in an
+//! OOM kill that is reported; a task outlives its runtime and is adopted by
+//! the next one. Needs root and runc; no `shoald`. The shim (`shoal-shim`)
+//! must be built: `cargo build -p shoal-runtime --bins`.
 
 use std::collections::BTreeSet;
 use std::net::Ipv4Addr;
@@ -15,8 +19,8 @@ use netlink_packet_route::link::{LinkAttribute, LinkMessage};
 use rtnetlink::LinkBridge;
 use shoal_lab::{Lab, eventually, netns, run_in_netns};
 use shoal_runtime::{
-    Attachment, Exit, LogLine, RunningTask, Runtime, RuntimeError, Signal, Stream, TaskSpec,
-    read_logs,
+    Attachment, Exit, ImageDefaults, LogLine, Resources, Root, RunningTask, Runtime,
+    RuntimeError, RuntimeOptions, Signal, Stream, TaskSpec, read_logs,
 };
 
 const BRIDGE: &str = "shl-br-9";
@@ -27,7 +31,6 @@ const TIMEOUT: Duration = Duration::from_secs(20);
 /// A one-node lab (no daemon) whose node has the bridge `shl-br-9` with the
 /// gateway 10.0.9.1/24, and a runtime for that node.
 struct Node {
-    // Dropped first: kills whatever task a failing test left running.
     runtime: Runtime,
     handle: rtnetlink::Handle,
     bridge: u32,
@@ -48,7 +51,7 @@ impl Node {
         let bridge = shoal_lab::link_index(&handle, node.netns(), BRIDGE).await?;
         shoal_lab::address_up(&handle, node.netns(), BRIDGE, GATEWAY, 24).await?;
         // The runtime acts in the namespace it is created in: the node's.
-        let runtime = run_in_netns(node.netns(), Runtime::new)??;
+        let runtime = run_in_netns(node.netns(), || Node::runtime(node.state_dir()))??;
         let log_dir = node.state_dir().join("task-logs");
         Ok(Node {
             runtime,
@@ -59,11 +62,19 @@ impl Node {
         })
     }
 
+    /// A runtime on the node's `runtime` directory, hiding the whole node
+    /// directory (as shoald hides its `--state-dir`).
+    fn runtime(state_dir: &Path) -> Result<Runtime, RuntimeError> {
+        let mut options = RuntimeOptions::new(state_dir.join("runtime"));
+        options.hide = vec![state_dir.to_owned()];
+        Runtime::with_options(options)
+    }
+
     fn spec(&self, id: &str, host: u8, command: &[&str]) -> TaskSpec {
         TaskSpec {
             id: id.into(),
             name: id.into(),
-            command: command.iter().map(|s| (*s).to_owned()).collect(),
+            args: command.iter().map(|s| (*s).to_owned()).collect(),
             env: vec![("GREETING".into(), "hello from env".into())],
             attachments: vec![Attachment {
                 bridge: BRIDGE.into(),
@@ -73,9 +84,8 @@ impl Node {
                 mac: None,
                 mtu: None,
             }],
-            rootfs: None,
-            resolv_conf: None,
             log_dir: self.log_dir.clone(),
+            ..TaskSpec::default()
         }
     }
 
@@ -128,6 +138,13 @@ fn stdout(lines: &[LogLine]) -> Vec<&str> {
         .filter(|l| l.stream == Stream::Stdout)
         .map(|l| l.text.as_str())
         .collect()
+}
+
+impl Drop for Node {
+    fn drop(&mut self) {
+        // A failing test may leave tasks running: they outlive the runtime.
+        shoal_lab::kill_node_tasks(self.lab.node(1).state_dir());
+    }
 }
 
 fn stderr(lines: &[LogLine]) -> Vec<&str> {
@@ -240,7 +257,9 @@ fn assert_gone(what: &str, (net, pid): (u64, u64)) -> anyhow::Result<()> {
 async fn tasks_on_a_bridge_are_isolated_talk_and_leave_nothing_behind() -> anyhow::Result<()> {
     let node = Node::start("rt-net").await?;
     // B only has to be there to answer pings.
-    let mut b = node.run("task-b", 3, &["sleep", "1000"]).await?;
+    let mut b_spec = node.spec("task-b", 3, &["sleep", "1000"]);
+    b_spec.init = true;
+    let mut b = node.runtime.start(&b_spec).await.context("start task-b")?;
     let mut a_spec = node.spec(
         "task-a",
         2,
@@ -249,11 +268,13 @@ async fn tasks_on_a_bridge_are_isolated_talk_and_leave_nothing_behind() -> anyho
             "-c",
             "echo pid=$$; hostname; read init < /proc/1/comm; echo init=$init; \
              echo \"$GREETING\"; cat /proc/net/route; \
+             echo procs=$(ls /proc | grep -c '^[0-9]'); \
              ping -c1 -W5 10.0.9.3 >/dev/null && echo reached-b; \
              ping -c1 -W5 10.0.9.1 >/dev/null && echo reached-gateway; \
              echo to-stderr >&2; echo done; exec sleep 1000",
         ],
     );
+    a_spec.init = true;
     let mac = [0x02, 0x42, 0x0a, 0x00, 0x09, 0x02];
     a_spec.attachments[0].mac = Some(mac);
     let mut a = node.runtime.start(&a_spec).await.context("start task-a")?;
@@ -263,8 +284,11 @@ async fn tasks_on_a_bridge_are_isolated_talk_and_leave_nothing_behind() -> anyho
     let logs = node.logs("task-a")?;
     let out = stdout(&logs);
     ensure!(
-        out.first() == Some(&"pid=2"),
-        "the command is PID 2, under its init: {out:?}"
+        out.first()
+            .and_then(|l| l.strip_prefix("pid="))
+            .and_then(|p| p.parse::<u32>().ok())
+            .is_some_and(|p| p > 1),
+        "the command runs under its init, not as PID 1: {out:?}"
     );
     ensure!(
         out.contains(&"task-a"),
@@ -273,6 +297,12 @@ async fn tasks_on_a_bridge_are_isolated_talk_and_leave_nothing_behind() -> anyho
     ensure!(
         out.contains(&"init=shoal-init"),
         "PID 1 is the init: {out:?}"
+    );
+    // init, sh, ls and grep at most: nothing of the node or of task-b.
+    ensure!(
+        out.iter()
+            .any(|l| l.strip_prefix("procs=").and_then(|n| n.parse::<u32>().ok()).is_some_and(|n| n <= 5)),
+        "the task sees only its own processes: {out:?}"
     );
     ensure!(
         out.contains(&"hello from env"),
@@ -323,18 +353,13 @@ async fn tasks_on_a_bridge_are_isolated_talk_and_leave_nothing_behind() -> anyho
         "the task is not in the node's netns"
     );
 
-    // `stop` ends `sleep` with SIGTERM, forwarded by the init, within the grace.
+    // `stop` ends `sleep` with SIGTERM, forwarded by the init, within the
+    // grace; the init exits as a shell shows a killed command.
     let grace = Duration::from_secs(15);
     for (name, task) in [("task-a", &mut a), ("task-b", &mut b)] {
         let begun = Instant::now();
         let exit = within(task.stop(grace)).await?;
-        ensure!(
-            exit == Exit {
-                code: None,
-                signal: Some(libc::SIGTERM)
-            },
-            "{name}: {exit}"
-        );
+        ensure!(exit.shell_code() == 128 + libc::SIGTERM, "{name}: {exit}");
         ensure!(begun.elapsed() < grace, "{name} took {:?}", begun.elapsed());
     }
 
@@ -342,6 +367,10 @@ async fn tasks_on_a_bridge_are_isolated_talk_and_leave_nothing_behind() -> anyho
     ensure!(ports.is_empty(), "veths left on the bridge: {ports:?}");
     assert_gone("task-a", a_ns)?;
     assert_gone("task-b", b_ns)?;
+    let runtime_dir = node.lab.node(1).state_dir().join("runtime");
+    for dir in ["bundles/task-a", "netns/task-a"] {
+        ensure!(!runtime_dir.join(dir).exists(), "{dir} left behind");
+    }
     Ok(())
 }
 
@@ -354,36 +383,22 @@ async fn exits_and_signals_are_reported_and_stop_escalates() -> anyhow::Result<(
     ensure!(
         exit == Exit {
             code: Some(3),
-            signal: None
+            ..Exit::default()
         },
         "{exit}"
     );
     ensure!(within(three.wait()).await? == exit, "wait is idempotent");
 
-    // Killed from inside: the init reports the signal, not its own exit.
-    let mut suicide = node
-        .run("self-kill", 3, &["sh", "-c", "kill -KILL $$"])
-        .await?;
-    let exit = within(suicide.wait()).await?;
-    ensure!(
-        exit == Exit {
-            code: None,
-            signal: Some(libc::SIGKILL)
-        },
-        "{exit}"
-    );
-
-    // Killed from outside: the init forwards the signal.
-    let mut usr1 = node.run("usr1", 4, &["sleep", "1000"]).await?;
+    // A signal from outside reaches the command through the init.
+    let mut spec = node.spec("usr1", 4, &["sh", "-c", "echo ready; exec sleep 1000"]);
+    spec.init = true;
+    let mut usr1 = node.runtime.start(&spec).await?;
+    // Until the init has blocked signals, one it has no handler for is
+    // dropped (PID 1); it has once the command runs.
+    node.logged("usr1", "ready").await?;
     usr1.signal(Signal::SIGUSR1)?;
     let exit = within(usr1.wait()).await?;
-    ensure!(
-        exit == Exit {
-            code: None,
-            signal: Some(libc::SIGUSR1)
-        },
-        "{exit}"
-    );
+    ensure!(exit.shell_code() == 128 + libc::SIGUSR1, "{exit}");
 
     // A background process of a task dies with the task.
     let marker = ["sleep", "987654"];
@@ -414,8 +429,8 @@ async fn exits_and_signals_are_reported_and_stop_escalates() -> anyhow::Result<(
     let took = begun.elapsed();
     ensure!(
         exit == Exit {
-            code: None,
-            signal: Some(libc::SIGKILL)
+            signal: Some(libc::SIGKILL),
+            ..Exit::default()
         },
         "{exit}"
     );
@@ -428,12 +443,15 @@ async fn exits_and_signals_are_reported_and_stop_escalates() -> anyhow::Result<(
     // A command that does not exist fails the start, and leaves nothing.
     match node.run("missing", 7, &["/nonexistent/command"]).await {
         Err(e) => match e.downcast_ref::<RuntimeError>() {
-            Some(RuntimeError::Exec { source, .. })
-                if source.kind() == std::io::ErrorKind::NotFound => {}
+            Some(RuntimeError::Start { message, .. }) if message.contains("/nonexistent/command") => {}
             _ => bail!("unexpected error: {e:#}"),
         },
         Ok(_) => bail!("a missing command started"),
     }
+    ensure!(
+        !node.lab.node(1).state_dir().join("runtime/bundles/missing").exists(),
+        "the failed task's bundle is removed"
+    );
     // So does a network that does not exist.
     let mut spec = node.spec("nobridge", 8, &["true"]);
     spec.attachments[0].bridge = "shl-br-404".into();
@@ -447,79 +465,160 @@ async fn exits_and_signals_are_reported_and_stop_escalates() -> anyhow::Result<(
     Ok(())
 }
 
-/// Copies `binary` and the shared libraries it loads (as `ldd` lists them)
-/// into `root`, at the same paths.
-fn install_binary(root: &Path, binary: &Path, at: &str) -> anyhow::Result<()> {
-    let ldd = std::process::Command::new("ldd").arg(binary).output()?;
-    ensure!(ldd.status.success(), "ldd {}: {ldd:?}", binary.display());
-    let libs = String::from_utf8(ldd.stdout)?
-        .split_whitespace()
-        .filter(|w| w.starts_with('/'))
-        .map(PathBuf::from)
-        .collect::<Vec<_>>();
-    for source in libs.iter().map(PathBuf::as_path).chain([binary]) {
-        let target = match source == binary {
-            true => root.join(at.trim_start_matches('/')),
-            false => root.join(source.strip_prefix("/")?),
-        };
-        std::fs::create_dir_all(target.parent().context("no parent")?)?;
-        std::fs::copy(source, &target)
-            .with_context(|| format!("copy {} to {}", source.display(), target.display()))?;
+#[tokio::test]
+async fn a_host_task_cannot_reach_the_nodes_secrets_socket_or_mounts() -> anyhow::Result<()> {
+    let node = Node::start("rt-contain").await?;
+    let state = node.lab.node(1).state_dir();
+    let key = state.join("swarm/key.pem");
+    std::fs::create_dir_all(key.parent().context("no parent")?)?;
+    std::fs::write(&key, "fake key\n")?;
+    let probe = format!(
+        "cat {key} 2>/dev/null && echo read-key; \
+         ls -d /run/shoal* 2>/dev/null && echo sees-run-shoal; \
+         grep CapEff /proc/self/status; \
+         mount -t tmpfs x /mnt 2>/dev/null && echo mounted; \
+         unshare -m true 2>/dev/null && echo unshared; \
+         touch /written 2>/dev/null && echo wrote-root; \
+         echo tmp > /tmp/x && echo tmp-writable; \
+         ls /sys/fs/bpf | grep -q . && echo sees-bpffs; \
+         echo done",
+        key = key.display()
+    );
+    let mut task = node.run("probe", 2, &["sh", "-c", &probe]).await?;
+    let exit = within(task.wait()).await?;
+    let logs = node.logs("probe")?;
+    ensure!(exit.success(), "{exit}: {logs:?}");
+    ensure!(
+        stdout(&logs) == ["CapEff:\t00000000a80425fb", "tmp-writable", "done"],
+        "{logs:?}"
+    );
+    ensure!(!Path::new("/written").exists());
+    Ok(())
+}
+
+/// A root filesystem of busybox (static) and the named applets.
+fn busybox_root(root: &Path, applets: &[&str]) -> anyhow::Result<()> {
+    let bin = root.join("bin");
+    std::fs::create_dir_all(&bin)?;
+    std::fs::copy("/bin/busybox", bin.join("busybox")).context("busybox-static is needed")?;
+    for applet in applets {
+        std::os::unix::fs::symlink("busybox", bin.join(applet))?;
+    }
+    std::fs::create_dir_all(root.join("etc"))?;
+    std::fs::write(
+        root.join("etc/passwd"),
+        "root:x:0:0:root:/root:/bin/sh\napp:x:1000:1000::/home/app:/bin/sh\n",
+    )?;
+    std::fs::write(root.join("etc/group"), "root:x:0:\napp:x:1000:\n")?;
+    std::fs::write(root.join("marker"), b"")?;
+    let tmp = root.join("tmp");
+    std::fs::create_dir_all(&tmp)?;
+    std::fs::set_permissions(&tmp, std::os::unix::fs::PermissionsExt::from_mode(0o1777))?;
+    Ok(())
+}
+
+#[tokio::test]
+async fn an_image_task_runs_in_its_own_overlay() -> anyhow::Result<()> {
+    let node = Node::start("rt-image").await?;
+    let lower = node.lab.node(1).state_dir().join("image");
+    busybox_root(&lower, &["sh", "cat", "echo", "id", "touch", "ls", "sleep"])?;
+    let mut spec = node.spec("imaged", 2, &[]);
+    spec.args = vec![];
+    spec.user = Some("app".into());
+    spec.root = Root::Image {
+        lower: lower.clone(),
+        config: ImageDefaults {
+            entrypoint: vec!["/bin/sh".into(), "-c".into()],
+            cmd: vec![
+                "echo uid=$(id -u) home=$HOME; [ -e /marker ] && echo in-image; \
+                 [ -e /usr/bin/ldd ] || echo node-fs-hidden; read h < /etc/hostname; echo host=$h; \
+                 touch /tmp/new && echo upper-writable; echo done"
+                    .into(),
+            ],
+            ..ImageDefaults::default()
+        },
+    };
+    let mut task = node.runtime.start(&spec).await.context("start imaged")?;
+    let exit = within(task.wait()).await?;
+    let logs = node.logs("imaged")?;
+    ensure!(exit.success(), "{exit}: {logs:?}");
+    ensure!(
+        stdout(&logs)
+            == [
+                "uid=1000 home=/home/app",
+                "in-image",
+                "node-fs-hidden",
+                "host=imaged",
+                "upper-writable",
+                "done"
+            ],
+        "{logs:?}"
+    );
+    ensure!(!lower.join("tmp/new").exists(), "the image is never written");
+    let mounts = std::fs::read_to_string("/proc/self/mountinfo")?;
+    let runtime = node.lab.node(1).state_dir().join("runtime").display().to_string();
+    let leaked: Vec<&str> = mounts.lines().filter(|l| l.contains(&runtime)).collect();
+    ensure!(leaked.is_empty(), "mounts left: {leaked:?}");
+
+    // A user the image does not have is named.
+    spec.id = "nouser".into();
+    spec.user = Some("ghost".into());
+    match node.runtime.start(&spec).await {
+        Err(RuntimeError::InvalidSpec { field: "user", reason, .. }) => {
+            ensure!(reason.contains("ghost"), "{reason}")
+        }
+        other => bail!("expected a user error, got {other:?}"),
     }
     Ok(())
 }
 
 #[tokio::test]
-async fn a_task_pivots_into_its_rootfs() -> anyhow::Result<()> {
-    let node = Node::start("rt-rootfs").await?;
-    let root = node.lab.node(1).state_dir().join("rootfs");
-    install_binary(&root, Path::new("/bin/sh"), "/bin/sh")?;
-    install_binary(&root, Path::new("/usr/bin/sleep"), "/bin/sleep")?;
-    std::fs::write(root.join("marker"), b"")?;
+async fn a_task_over_its_memory_limit_is_oom_killed_and_reported() -> anyhow::Result<()> {
+    let node = Node::start("rt-oom").await?;
+    let mut spec = node.spec("hog", 2, &["sh", "-c", "head -c 64M /dev/zero | tail"]);
+    spec.resources = Resources {
+        memory_limit: Some(32 << 20),
+        ..Resources::default()
+    };
+    let mut task = node.runtime.start(&spec).await.context("start hog")?;
+    let exit = within(task.wait()).await?;
+    ensure!(exit.oom_killed, "{exit}: {:?}", node.logs("hog")?);
+    Ok(())
+}
 
+#[tokio::test]
+async fn a_task_outlives_its_runtime_and_is_adopted() -> anyhow::Result<()> {
+    let mut node = Node::start("rt-adopt").await?;
     let mut spec = node.spec(
-        "rooted",
+        "lasting",
         2,
-        &[
-            "sh",
-            "-c",
-            "echo pid=$$; read h < /proc/sys/kernel/hostname; echo host=$h; \
-             read c < /proc/1/comm; echo init=$c; \
-             [ -e /marker ] && echo in-rootfs; [ -e /usr/bin/ldd ] || echo node-fs-hidden; \
-             echo x > /dev/null && echo dev-null-ok; echo done; exec sleep 1000",
-        ],
+        &["sh", "-c", "i=0; while :; do echo tick $i; i=$((i+1)); sleep 0.1; done"],
     );
-    spec.rootfs = Some(root.clone());
-    let mut task = node.runtime.start(&spec).await.context("start rooted")?;
-    node.logged("rooted", "done").await?;
-    let ns = namespaces(&task)?;
-    let exit = within(task.stop(Duration::from_secs(10))).await?;
-    let logs = node.logs("rooted")?;
-    ensure!(exit.signal == Some(libc::SIGTERM), "{exit}: {logs:?}");
-    ensure!(
-        stdout(&logs)
-            == [
-                "pid=2",
-                "host=rooted",
-                "init=shoal-init",
-                "in-rootfs",
-                "node-fs-hidden",
-                "dev-null-ok",
-                "done"
-            ],
-        "{logs:?}"
-    );
+    spec.init = true;
+    let task = node.runtime.start(&spec).await.context("start lasting")?;
+    let (pid, interfaces) = (task.pid(), task.interfaces().to_vec());
+    node.logged("lasting", "tick 1").await?;
+    // shoald dies: its runtime and handles are gone, the task is not.
+    drop(task);
+    let netns = node.lab.node(1).netns().to_owned();
+    let state = node.lab.node(1).state_dir().to_owned();
+    node.runtime = run_in_netns(&netns, || Node::runtime(&state))??;
+    let ticks = node.logs("lasting")?.len();
 
-    // The task's mounts (/proc, /dev, the bind of the rootfs) were its own.
-    let root = root.display().to_string();
-    let mounts = std::fs::read_to_string("/proc/self/mountinfo")?;
-    let leaked: Vec<&str> = mounts.lines().filter(|l| l.contains(&root)).collect();
-    ensure!(
-        leaked.is_empty(),
-        "mounts left under the rootfs: {leaked:?}"
-    );
-    assert_gone("rooted", ns)?;
+    let adopted = node.runtime.adopt().await?;
+    ensure!(adopted.ended.is_empty(), "{:?}", adopted.ended);
+    let [mut task] = <[RunningTask; 1]>::try_from(adopted.running)
+        .map_err(|t| anyhow::anyhow!("adopted {} tasks", t.len()))?;
+    ensure!(task.id() == "lasting" && task.pid() == pid);
+    ensure!(task.interfaces() == interfaces, "{:?}", task.interfaces());
+    ensure!(std::path::Path::new(&format!("/proc/{pid}")).exists(), "still running");
+    let more = format!("tick {}", ticks + 5);
+    node.logged("lasting", &more).await?;
+    let exit = within(task.stop(Duration::from_secs(10))).await?;
+    ensure!(exit.shell_code() == 128 + libc::SIGTERM, "{exit}");
     ensure!(node.bridge_ports().await?.is_empty());
+    let adopted = node.runtime.adopt().await?;
+    ensure!(adopted.running.is_empty() && adopted.ended.is_empty());
     Ok(())
 }
 
@@ -535,8 +634,6 @@ async fn a_task_reads_the_resolv_conf_it_is_given() -> anyhow::Result<()> {
         "-c",
         "while read l; do echo \"$l\"; done < /etc/resolv.conf",
     ];
-
-    // On the node's filesystem.
     let mut spec = node.spec("resolv-node", 2, &print);
     spec.resolv_conf = Some(conf.clone());
     let mut task = node.runtime.start(&spec).await.context("start")?;
@@ -551,41 +648,6 @@ async fn a_task_reads_the_resolv_conf_it_is_given() -> anyhow::Result<()> {
         std::fs::read("/etc/resolv.conf")? == node_before,
         "the node's resolv.conf is untouched"
     );
-
-    // In a rootfs without an etc: the file is made for the mount.
-    let root = state.join("rootfs");
-    install_binary(&root, Path::new("/bin/sh"), "/bin/sh")?;
-    let mut spec = node.spec("resolv-root", 3, &print);
-    spec.rootfs = Some(root.clone());
-    spec.resolv_conf = Some(conf.clone());
-    let mut task = node.runtime.start(&spec).await.context("start rooted")?;
-    let exit = within(task.wait()).await?;
-    let logs = node.logs("resolv-root")?;
-    ensure!(exit.success(), "{exit}: {logs:?}");
-    ensure!(
-        stdout(&logs) == ["nameserver 127.0.0.11", "options ndots:0"],
-        "{logs:?}"
-    );
-    ensure!(
-        std::fs::read(root.join("etc/resolv.conf"))?.is_empty(),
-        "the mount was the task's; the rootfs keeps an empty mount point"
-    );
-
-    // A symlink would resolve on the node: refused, nothing written there.
-    let outside = state.join("outside");
-    std::fs::remove_file(root.join("etc/resolv.conf"))?;
-    std::os::unix::fs::symlink(&outside, root.join("etc/resolv.conf"))?;
-    let mut spec = node.spec("resolv-link", 4, &print);
-    spec.rootfs = Some(root);
-    spec.resolv_conf = Some(conf);
-    match node.runtime.start(&spec).await {
-        Err(RuntimeError::Setup {
-            stage: shoal_runtime::Stage::ResolvConf,
-            ..
-        }) => {}
-        other => bail!("a symlinked resolv.conf was followed: {other:?}"),
-    }
-    ensure!(!outside.exists(), "nothing was created through the symlink");
     ensure!(node.bridge_ports().await?.is_empty());
     Ok(())
 }

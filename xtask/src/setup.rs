@@ -22,6 +22,11 @@ const APT_BASE: &[&str] = &[
     "iputils-ping",
     "iperf3",
     "curl",
+    // Tasks run through runc with docker's seccomp profile (its default.json).
+    "runc",
+    "golang-github-docker-docker-dev",
+    // A static busybox for the image-rootfs tests.
+    "busybox-static",
 ];
 const BPF_RUSTC: &str = "/usr/bin/rustc";
 const BPF_LINKER_VERSION: &str = "0.13.0";

@@ -265,8 +265,15 @@ pub fn mounts(spec: &TaskSpec, inputs: &BundleInputs<'_>) -> Result<Vec<OciMount
         out.push(mount("/tmp", "tmpfs", "tmpfs", &["nosuid", "nodev", "mode=1777"])?);
         for hidden in inputs.hidden {
             let target = hidden.to_string_lossy();
-            // /sys is a fresh sysfs already: nothing of the node's bpffs shows.
-            if target.starts_with("/sys/") || target.starts_with("/tmp/") || target == "/tmp" {
+            // /sys is a fresh sysfs already: nothing of the node's bpffs
+            // shows; under /tmp or another hidden path, it is covered.
+            let covered = inputs
+                .hidden
+                .iter()
+                .map(PathBuf::as_path)
+                .chain([Path::new("/tmp"), Path::new("/sys")])
+                .any(|other| other != hidden.as_path() && hidden.starts_with(other));
+            if covered || hidden.as_path() == Path::new("/tmp") {
                 continue;
             }
             out.push(mount(&target, "tmpfs", "tmpfs", &["nosuid", "nodev", "noexec", "mode=755", "size=64k"])?);
