@@ -346,6 +346,8 @@ mod tests {
                 None,
                 crate::worker::NodeEnv {
                     tasks_dir: "/nonexistent/tasks".into(),
+                    runtime_dir: "/nonexistent/runtime".into(),
+                    state_dir: "/nonexistent".into(),
                     data_iface: "eth0".into(),
                     data_ip: None,
                     // Loads a real object: the suite runs as root anyway.

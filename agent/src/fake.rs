@@ -22,7 +22,7 @@ use tokio::sync::watch;
 use crate::{
     datapath::DatapathError,
     local::lock,
-    ports::{Entry, MeshSync, Overlay, Task, Tasks},
+    ports::{Entry, Found, MeshSync, Overlay, Task, Tasks},
 };
 
 /// This node's data address, and another node's.
@@ -224,6 +224,8 @@ impl Overlay for FakeOverlay {
 pub struct FakeTasks {
     log: Log,
     exits: Mutex<HashMap<String, watch::Sender<Option<Exit>>>>,
+    /// Tasks "a previous run of the agent" left running, for `adopt`.
+    previous: Mutex<Vec<String>>,
 }
 
 impl FakeTasks {
@@ -231,7 +233,13 @@ impl FakeTasks {
         FakeTasks {
             log,
             exits: Mutex::default(),
+            previous: Mutex::default(),
         }
+    }
+
+    /// Task `id` is running from a previous run of the agent.
+    pub fn left_running(&self, id: &str) {
+        lock(&self.previous).push(id.to_owned());
     }
 
     /// The task's command ends with `code`.
@@ -240,6 +248,7 @@ impl FakeTasks {
             tx.send_replace(Some(Exit {
                 code: Some(code),
                 signal: None,
+                oom_killed: false,
             }));
         }
     }
@@ -283,9 +292,42 @@ impl Tasks for FakeTasks {
             exit,
         })
     }
+
+    async fn adopt(&self) -> Result<Found<FakeTask>, RuntimeError> {
+        let ids = std::mem::take(&mut *lock(&self.previous));
+        let running = ids
+            .into_iter()
+            .map(|id| {
+                let (tx, exit) = watch::channel(None);
+                lock(&self.exits).insert(id.clone(), tx);
+                FakeTask {
+                    id,
+                    log: self.log.clone(),
+                    interfaces: Vec::new(),
+                    exit,
+                }
+            })
+            .collect();
+        Ok(Found {
+            running,
+            ended: Vec::new(),
+        })
+    }
+
+    async fn kill_all(&self) -> Result<(), RuntimeError> {
+        Ok(())
+    }
 }
 
 impl Task for FakeTask {
+    fn id(&self) -> &str {
+        &self.id
+    }
+
+    fn netns(&self) -> Option<std::path::PathBuf> {
+        None
+    }
+
     fn pid(&self) -> u32 {
         1
     }
@@ -308,6 +350,7 @@ impl Task for FakeTask {
         Ok(Exit {
             code: None,
             signal: Some(15),
+            oom_killed: false,
         })
     }
 }

@@ -62,6 +62,11 @@ struct Args {
     /// The same for UDP, which has no end of flow.
     #[arg(long, default_value = "60s", value_parser = parse_duration)]
     mesh_udp_timeout: std::time::Duration,
+    /// The task runtime's state: bundles, task network namespaces, runc's
+    /// state. Tasks outlive shoald; the next one takes them back from here
+    /// [default: <state-dir>/runtime].
+    #[arg(long)]
+    runtime_state: Option<PathBuf>,
 }
 
 /// `90s`, `15m`, `6h` or plain seconds.
@@ -149,6 +154,11 @@ async fn main() -> anyhow::Result<()> {
 
     let env = worker::NodeEnv {
         tasks_dir: args.state_dir.join("tasks"),
+        runtime_dir: args
+            .runtime_state
+            .clone()
+            .unwrap_or_else(|| args.state_dir.join("runtime")),
+        state_dir: args.state_dir.clone(),
         data_iface: iface.clone(),
         data_ip: data_ipv4,
         mesh: Arc::new(Mutex::new(shoal_mesh::MeshState::new(mesh))),

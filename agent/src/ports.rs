@@ -6,6 +6,7 @@
 use std::{
     future::Future,
     os::fd::BorrowedFd,
+    path::PathBuf,
     sync::{Arc, Mutex},
     time::Duration,
 };
@@ -84,10 +85,24 @@ pub trait Tasks: Send + Sync + 'static {
     ) -> impl Future<Output = Result<Self::Task, RuntimeError>> + Send
     where
         F: FnOnce(BorrowedFd<'_>) -> Result<(), BoxError> + Send;
+    /// The tasks a previous run of the agent left: running ones to take
+    /// back, ended ones with their recorded exit (their remains removed).
+    fn adopt(&self) -> impl Future<Output = Result<Found<Self::Task>, RuntimeError>> + Send;
+    /// Kills every task of this node (the node leaves the swarm).
+    fn kill_all(&self) -> impl Future<Output = Result<(), RuntimeError>> + Send;
+}
+
+/// What [`Tasks::adopt`] found.
+pub struct Found<T> {
+    pub running: Vec<T>,
+    pub ended: Vec<(String, Option<Exit>)>,
 }
 
 /// A started task.
 pub trait Task: Send + 'static {
+    fn id(&self) -> &str;
+    /// Its network namespace, to serve DNS in again after an adoption.
+    fn netns(&self) -> Option<PathBuf>;
     fn pid(&self) -> u32;
     fn interfaces(&self) -> &[TaskInterface];
     /// Until the task ends by itself.
@@ -149,9 +164,25 @@ impl Tasks for Runtime {
     {
         self.start_with(spec, before_exec).await
     }
+    async fn adopt(&self) -> Result<Found<RunningTask>, RuntimeError> {
+        let adopted = Runtime::adopt(self).await?;
+        Ok(Found {
+            running: adopted.running,
+            ended: adopted.ended,
+        })
+    }
+    async fn kill_all(&self) -> Result<(), RuntimeError> {
+        Runtime::kill_all(self).await.map(drop)
+    }
 }
 
 impl Task for RunningTask {
+    fn id(&self) -> &str {
+        RunningTask::id(self)
+    }
+    fn netns(&self) -> Option<PathBuf> {
+        Some(self.netns_path())
+    }
     fn pid(&self) -> u32 {
         RunningTask::pid(self)
     }

@@ -230,12 +230,17 @@ struct Active {
 }
 
 impl Active {
-    async fn stop(self) {
+    /// Ends the session. `keep_tasks`: the daemon stops and its tasks keep
+    /// running for the next one (live restore); else (leaving) they stop.
+    async fn stop(self, keep_tasks: bool) {
         for t in &self.tasks {
             t.abort();
         }
         if let Some(w) = self.worker {
-            w.stop().await;
+            match keep_tasks {
+                true => w.detach(),
+                false => w.stop().await,
+            }
         }
         if let Some(m) = self.manager {
             m.shutdown().await;
@@ -857,7 +862,7 @@ impl Swarm {
             }
         }
         if let Membership::Active(a) = std::mem::replace(&mut *state, Membership::None) {
-            a.stop().await;
+            a.stop(false).await;
         }
         std::fs::remove_dir_all(&self.dir).map_err(io(&self.dir))?;
         tracing::info!("left the swarm");
@@ -918,7 +923,7 @@ impl Swarm {
     pub async fn shutdown(&self) {
         let mut state = self.state.lock().await;
         if let Membership::Active(a) = std::mem::replace(&mut *state, Membership::None) {
-            a.stop().await;
+            a.stop(true).await;
         }
     }
 

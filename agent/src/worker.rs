@@ -21,7 +21,7 @@ use shoal_api::cluster::v1::{
     TaskAssignment, TaskReport, TaskState,
 };
 use shoal_overlay::{Driver, Ipv4Net, OverlaySpec, Release, Underlay};
-use shoal_runtime::{Attachment, Exit, Runtime, TaskSpec};
+use shoal_runtime::{Attachment, Exit, Root, Runtime, RuntimeOptions, TaskSpec};
 use tokio::{
     sync::{Notify, mpsc, watch},
     task::JoinHandle,
@@ -32,7 +32,7 @@ use crate::{
     endpoints::Endpoints,
     link::ManagerLink,
     local::{Local, lock, mac_for},
-    ports::{MeshSync, Overlay, Task, Tasks},
+    ports::{Found, MeshSync, Overlay, Task, Tasks},
 };
 
 #[cfg(test)]
@@ -51,6 +51,10 @@ const FIRST_SYNC_WAIT: Duration = Duration::from_secs(3);
 pub struct NodeEnv {
     /// Task logs (`<id>.log`, CRI format).
     pub tasks_dir: PathBuf,
+    /// The task runtime's state (`--runtime-state`).
+    pub runtime_dir: PathBuf,
+    /// shoald's `--state-dir`: hidden from every task (it holds the keys).
+    pub state_dir: PathBuf,
     /// The data interface: underlay of every overlay.
     pub data_iface: String,
     /// Its address: the VTEP and gossip address.
@@ -121,7 +125,7 @@ pub struct Setup {
 
 /// Runs the assigned tasks through its ports: overlay networks (`O`), the
 /// task runtime (`T`) and the routing mesh (`M`).
-pub struct Executor<O = Driver, T = Runtime, M = Arc<Mutex<MeshState>>> {
+pub struct Executor<O = Driver, T: Tasks = Runtime, M = Arc<Mutex<MeshState>>> {
     setup: Setup,
     overlay: Arc<O>,
     tasks: T,
@@ -130,6 +134,10 @@ pub struct Executor<O = Driver, T = Runtime, M = Arc<Mutex<MeshState>>> {
     running: Mutex<HashMap<String, Supervised>>,
     /// Tasks whose end this process reported: never reported again.
     done: Mutex<HashSet<String>>,
+    /// Tasks a previous run left running, until an assignment claims them.
+    adopted: Mutex<HashMap<String, T::Task>>,
+    /// Tasks a previous run left that ended meanwhile, with their exit.
+    ended: Mutex<HashMap<String, Option<Exit>>>,
     /// The latest assignment set: the control plane's view of endpoints.
     view: watch::Sender<Arc<AssignmentSet>>,
 }
@@ -159,7 +167,9 @@ pub struct Worker {
 impl Worker {
     /// Starts the executor, its link to the managers, and gossip.
     pub fn start(link: ManagerLink, env: NodeEnv) -> Result<Worker, WorkerError> {
-        let runtime = Runtime::new()?;
+        let mut options = RuntimeOptions::new(env.runtime_dir.clone());
+        options.hide = vec![env.state_dir.clone()];
+        let runtime = Runtime::with_options(options)?;
         let overlay = Driver::connect()?;
         let node_resolv = std::fs::read_to_string("/etc/resolv.conf").unwrap_or_default();
         let dns = shoal_dns::Resolver::new(shoal_dns::parse_resolv_conf(&node_resolv));
@@ -212,12 +222,24 @@ impl Worker {
         Ok(Worker { executor, loops })
     }
 
-    /// Stops the loops, then every task (briefly graced).
+    /// Stops the loops, then every task (briefly graced), and kills what
+    /// a previous run left: the node leaves the swarm.
     pub async fn stop(self) {
         for l in &self.loops {
             l.abort();
         }
         self.executor.stop_all().await;
+        if let Err(error) = Tasks::kill_all(&self.executor.tasks).await {
+            tracing::warn!(%error, "killing the node's remaining tasks");
+        }
+    }
+
+    /// Stops the loops and leaves the tasks running: the next shoald takes
+    /// them back (live restore).
+    pub fn detach(self) {
+        for l in &self.loops {
+            l.abort();
+        }
     }
 }
 
@@ -266,6 +288,7 @@ async fn mesh_sync<O: Overlay, T: Tasks, M: MeshSync>(
 
 /// Follows the assignment stream of whichever manager answers.
 async fn assignments(exec: Arc<Executor>, link: ManagerLink) {
+    exec.adopt_previous().await;
     loop {
         for (addr, mut client) in link.dispatchers() {
             let req = AssignmentsRequest {
@@ -353,6 +376,8 @@ impl<O: Overlay, T: Tasks, M: MeshSync> Executor<O, T, M> {
             reports,
             running: Mutex::new(HashMap::new()),
             done: Mutex::new(HashSet::new()),
+            adopted: Mutex::new(HashMap::new()),
+            ended: Mutex::new(HashMap::new()),
             view,
         };
         (exec, reports_rx)
@@ -385,11 +410,21 @@ impl<O: Overlay, T: Tasks, M: MeshSync> Executor<O, T, M> {
             }
             match (desired == Ok(TaskState::Running), known) {
                 (true, None) if !done => {
-                    if t.state == i32::from(TaskState::Assigned) {
+                    if let Some(task) = lock(&self.adopted).remove(&t.id) {
+                        tracing::info!(task = %t.name, id = %t.id, "taking back a running task");
+                        let stop = Arc::new(Notify::new());
+                        running.insert(t.id.clone(), Supervised { stop: stop.clone() });
+                        let nets = set.networks.clone();
+                        tokio::spawn(self.clone().supervise_adopted(t.clone(), nets, stop, task));
+                    } else if t.state == i32::from(TaskState::Assigned) {
                         let stop = Arc::new(Notify::new());
                         running.insert(t.id.clone(), Supervised { stop: stop.clone() });
                         let nets = set.networks.clone();
                         tokio::spawn(self.clone().supervise(t.clone(), nets, stop));
+                    } else if let Some(Some(exit)) = lock(&self.ended).remove(&t.id) {
+                        // It ended while no shoald watched it.
+                        lock(&self.done).insert(t.id.clone());
+                        self.send(finished(&t.id, exit, false));
                     } else {
                         // Accepted earlier by a previous run of this daemon,
                         // whose process is gone.
@@ -415,6 +450,35 @@ impl<O: Overlay, T: Tasks, M: MeshSync> Executor<O, T, M> {
             if !wanted.contains(id.as_str()) {
                 s.stop.notify_one();
             }
+        }
+        // What a previous run left and no assignment claims: stopped.
+        let unclaimed: Vec<T::Task> = {
+            let mut adopted = lock(&self.adopted);
+            let ids: Vec<String> = adopted.keys().filter(|id| !running.contains_key(*id)).cloned().collect();
+            ids.iter().filter_map(|id| adopted.remove(id)).collect()
+        };
+        for mut task in unclaimed {
+            tokio::spawn(async move {
+                match task.stop(STOP_GRACE).await {
+                    Ok(exit) => tracing::info!(id = task.id(), %exit, "stopped a task no longer assigned"),
+                    Err(error) => tracing::warn!(id = task.id(), %error, "stopping a task no longer assigned"),
+                }
+            });
+        }
+    }
+
+    /// Takes back what a previous run of the agent left running (before
+    /// the first assignment set is applied).
+    async fn adopt_previous(&self) {
+        match self.tasks.adopt().await {
+            Ok(Found { running, ended }) => {
+                if !running.is_empty() || !ended.is_empty() {
+                    tracing::info!(running = running.len(), ended = ended.len(), "tasks of a previous run");
+                }
+                lock(&self.adopted).extend(running.into_iter().map(|t| (t.id().to_owned(), t)));
+                lock(&self.ended).extend(ended);
+            }
+            Err(error) => tracing::warn!(%error, "looking for the tasks of a previous run"),
         }
     }
 
@@ -468,13 +532,8 @@ impl<O: Overlay, T: Tasks, M: MeshSync> Executor<O, T, M> {
                 );
             }
         };
-        let env = match t
-            .env
-            .iter()
-            .map(|e| shoal_runtime::parse_env(e))
-            .collect::<Result<Vec<_>, _>>()
-        {
-            Ok(env) => env,
+        let spec = match task_spec(t, attachments, &self.setup) {
+            Ok(spec) => spec,
             Err(e) => {
                 return report(
                     &t.id,
@@ -483,16 +542,6 @@ impl<O: Overlay, T: Tasks, M: MeshSync> Executor<O, T, M> {
                     e.to_string(),
                 );
             }
-        };
-        let spec = TaskSpec {
-            id: t.id.clone(),
-            name: t.name.clone(),
-            command: t.args.clone(),
-            env,
-            attachments,
-            rootfs: (!t.rootfs.is_empty()).then(|| PathBuf::from(&t.rootfs)),
-            resolv_conf: self.setup.resolv_conf.clone(),
-            log_dir: self.setup.tasks_dir.clone(),
         };
         self.send(report(&t.id, TaskState::Starting, "starting", ""));
         let networks: Vec<String> = t.addresses.iter().map(|a| a.network_id.clone()).collect();
@@ -505,7 +554,7 @@ impl<O: Overlay, T: Tasks, M: MeshSync> Executor<O, T, M> {
             r = self.tasks.start(&spec, serve_dns) => r,
             _ = stop.notified() => return report(&t.id, TaskState::Shutdown, "shutdown before start", ""),
         };
-        let mut task = match started {
+        let task = match started {
             Ok(task) => task,
             Err(e) => {
                 return report(
@@ -517,6 +566,50 @@ impl<O: Overlay, T: Tasks, M: MeshSync> Executor<O, T, M> {
             }
         };
         tracing::info!(task = %t.name, id = %t.id, pid = task.pid(), "task running");
+        self.follow(t, task, dns, stop).await
+    }
+
+    /// A task a previous run of the agent started: its networks counted
+    /// and its DNS served again, then followed as any other.
+    async fn supervise_adopted(
+        self: Arc<Self>,
+        t: TaskAssignment,
+        nets: Vec<NetworkAssignment>,
+        stop: Arc<Notify>,
+        task: T::Task,
+    ) {
+        let id = t.id.clone();
+        // Counts the task as a user of its networks (made present again if
+        // a sweep removed them).
+        if let Err(error) = self.prepare(&t, &nets).await {
+            tracing::warn!(task = %t.name, %error, "the networks of a task taken back");
+        }
+        let networks: Vec<String> = t.addresses.iter().map(|a| a.network_id.clone()).collect();
+        let dns = match task.netns() {
+            Some(netns) => match self.setup.dns.serve_task(&netns, networks) {
+                Ok(dns) => Some(dns),
+                Err(error) => {
+                    tracing::warn!(task = %t.name, %error, "serving DNS in a task taken back");
+                    None
+                }
+            },
+            None => None,
+        };
+        let end = self.follow(&t, task, dns, &stop).await;
+        self.send(end);
+        self.release(&t).await;
+        lock(&self.done).insert(id.clone());
+        lock(&self.running).remove(&id);
+    }
+
+    /// A running task until it ends or is stopped; returns the final report.
+    async fn follow(
+        &self,
+        t: &TaskAssignment,
+        mut task: T::Task,
+        dns: Option<shoal_dns::TaskDns>,
+        stop: &Notify,
+    ) -> TaskReport {
         let links = self.attach_mesh(&t.name, task.interfaces());
         self.send(report(&t.id, TaskState::Running, "started", ""));
         let published = self.publish(t);
@@ -873,6 +966,41 @@ fn dns_names(
 }
 
 /// The report for a task that ended: swarm's states and docker's wording.
+/// The runtime's spec of an assigned task. The control plane has no image
+/// yet: every task runs on the node's filesystem ([`Root::Host`]), its
+/// `args` the whole command, under a small init (as the earlier runtime
+/// always had one) so that `stop`'s SIGTERM reaches commands like `sleep`.
+pub fn task_spec(
+    t: &TaskAssignment,
+    attachments: Vec<Attachment>,
+    setup: &Setup,
+) -> Result<TaskSpec, shoal_runtime::RuntimeError> {
+    let env = t
+        .env
+        .iter()
+        .map(|e| shoal_runtime::parse_env(e))
+        .collect::<Result<Vec<_>, _>>()?;
+    let root = match t.rootfs.as_str() {
+        "" | shoal_runtime::HOST_IMAGE => Root::Host,
+        dir => Root::Image {
+            lower: PathBuf::from(dir),
+            config: shoal_runtime::ImageDefaults::default(),
+        },
+    };
+    Ok(TaskSpec {
+        id: t.id.clone(),
+        name: t.name.clone(),
+        root,
+        args: t.args.clone(),
+        env,
+        init: true,
+        attachments,
+        resolv_conf: setup.resolv_conf.clone(),
+        log_dir: setup.tasks_dir.clone(),
+        ..TaskSpec::default()
+    })
+}
+
 fn finished(id: &str, exit: Exit, requested: bool) -> TaskReport {
     let mut r = if requested {
         report(id, TaskState::Shutdown, "shutdown", "")
@@ -909,14 +1037,17 @@ mod tests {
         let ok = Exit {
             code: Some(0),
             signal: None,
+            oom_killed: false,
         };
         let bad = Exit {
             code: Some(3),
             signal: None,
+            oom_killed: false,
         };
         let killed = Exit {
             code: None,
             signal: Some(9),
+            oom_killed: false,
         };
         let state = |r: &TaskReport| shoal_api::words::word::<TaskState>(r.state).into_owned();
         assert_eq!(state(&finished("t", ok, false)), "complete");

@@ -766,6 +766,11 @@ impl RunningTask {
         &self.meta.log
     }
 
+    /// The task's network namespace (`<state>/netns/<id>`), until it ends.
+    pub fn netns_path(&self) -> PathBuf {
+        self.paths.netns(&self.meta.id)
+    }
+
     /// How the task ended, if that is known yet.
     pub fn exit(&self) -> Option<Exit> {
         self.exit

@@ -319,6 +319,32 @@ async fn tasks_this_process_did_not_start_are_reported_without_running() {
 }
 
 #[tokio::test]
+async fn tasks_a_previous_run_left_are_taken_back_or_stopped() {
+    let mut n = node(false);
+    n.exec.tasks.left_running("kept");
+    n.exec.tasks.left_running("stale");
+    n.exec.adopt_previous().await;
+    n.exec.apply(set(1, vec![task("kept", "running", "running", "10.0.1.5")]));
+    // Followed again (reported running once more), never started anew.
+    let kept = until(&mut n.reports, "running").await;
+    assert_eq!(states(&kept), [("kept", "running")]);
+    // "stale" is not assigned any more: stopped.
+    for _ in 0..500 {
+        if n.log.calls().contains(&Call::Stop("stale".into())) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let calls = n.log.calls();
+    assert!(calls.contains(&Call::Stop("stale".into())), "{calls:?}");
+    assert!(!calls.iter().any(|c| matches!(c, Call::Start(_))), "{calls:?}");
+    // Its end is reported as usual.
+    n.exec.tasks.exit("kept", 0);
+    let end = until(&mut n.reports, "complete").await;
+    assert_eq!(states(&end), [("kept", "complete")]);
+}
+
+#[tokio::test]
 async fn a_task_that_exits_is_reported_failed_and_its_network_released() {
     let mut n = running_t1().await;
     n.exec.tasks.exit("t1", 3);
