@@ -454,14 +454,22 @@ impl<O: Overlay, T: Tasks, M: MeshSync> Executor<O, T, M> {
         // What a previous run left and no assignment claims: stopped.
         let unclaimed: Vec<T::Task> = {
             let mut adopted = lock(&self.adopted);
-            let ids: Vec<String> = adopted.keys().filter(|id| !running.contains_key(*id)).cloned().collect();
+            let ids: Vec<String> = adopted
+                .keys()
+                .filter(|id| !running.contains_key(*id))
+                .cloned()
+                .collect();
             ids.iter().filter_map(|id| adopted.remove(id)).collect()
         };
         for mut task in unclaimed {
             tokio::spawn(async move {
                 match task.stop(STOP_GRACE).await {
-                    Ok(exit) => tracing::info!(id = task.id(), %exit, "stopped a task no longer assigned"),
-                    Err(error) => tracing::warn!(id = task.id(), %error, "stopping a task no longer assigned"),
+                    Ok(exit) => {
+                        tracing::info!(id = task.id(), %exit, "stopped a task no longer assigned")
+                    }
+                    Err(error) => {
+                        tracing::warn!(id = task.id(), %error, "stopping a task no longer assigned")
+                    }
                 }
             });
         }
@@ -473,7 +481,11 @@ impl<O: Overlay, T: Tasks, M: MeshSync> Executor<O, T, M> {
         match self.tasks.adopt().await {
             Ok(Found { running, ended }) => {
                 if !running.is_empty() || !ended.is_empty() {
-                    tracing::info!(running = running.len(), ended = ended.len(), "tasks of a previous run");
+                    tracing::info!(
+                        running = running.len(),
+                        ended = ended.len(),
+                        "tasks of a previous run"
+                    );
                 }
                 lock(&self.adopted).extend(running.into_iter().map(|t| (t.id().to_owned(), t)));
                 lock(&self.ended).extend(ended);

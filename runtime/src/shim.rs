@@ -80,7 +80,9 @@ pub fn main() -> ExitCode {
             init(&cmd)
         }
         _ => {
-            eprintln!("usage: shoal-shim run --runc R --root D --bundle B --id ID --log L | init -- CMD…");
+            eprintln!(
+                "usage: shoal-shim run --runc R --root D --bundle B --id ID --log L | init -- CMD…"
+            );
             ExitCode::from(2)
         }
     }
@@ -107,7 +109,10 @@ fn report(report: &Report) {
     let mut line = serde_json::to_string(report).unwrap_or_default();
     line.push('\n');
     // Nobody reads it when the runtime gave up waiting: nothing to do then.
-    if let Err(e) = io::stdout().write_all(line.as_bytes()).and_then(|()| io::stdout().flush()) {
+    if let Err(e) = io::stdout()
+        .write_all(line.as_bytes())
+        .and_then(|()| io::stdout().flush())
+    {
         eprintln!("shoal-shim: reporting to the runtime: {e}");
     }
 }
@@ -208,7 +213,10 @@ fn run(args: &RunArgs) -> ExitCode {
     match created {
         Ok(status) if status.success() => {}
         Ok(status) => {
-            return fail(args, runc_error(&args.bundle, format!("runc create: {status}")));
+            return fail(
+                args,
+                runc_error(&args.bundle, format!("runc create: {status}")),
+            );
         }
         Err(e) => return fail(args, format!("running {}: {e}", args.runc.display())),
     }
@@ -220,7 +228,12 @@ fn run(args: &RunArgs) -> ExitCode {
         .status();
     match started {
         Ok(status) if status.success() => {}
-        Ok(status) => return fail(args, runc_error(&args.bundle, format!("runc start: {status}"))),
+        Ok(status) => {
+            return fail(
+                args,
+                runc_error(&args.bundle, format!("runc start: {status}")),
+            );
+        }
         Err(e) => return fail(args, format!("running {}: {e}", args.runc.display())),
     }
     let pid_path = args.bundle.join(CONTAINER_PID_FILE);
@@ -228,7 +241,9 @@ fn run(args: &RunArgs) -> ExitCode {
         Ok(Ok(pid)) if pid > 0 => pid,
         other => return fail(args, format!("reading {}: {other:?}", pid_path.display())),
     };
-    report(&Report::Started { pid: pid.unsigned_abs() });
+    report(&Report::Started {
+        pid: pid.unsigned_abs(),
+    });
 
     let mut exit = wait_for(Pid::from_raw(pid));
     exit.oom_killed = oom_killed(&args.id);
@@ -237,7 +252,9 @@ fn run(args: &RunArgs) -> ExitCode {
             Ok(Ok(())) | Err(mpsc::RecvTimeoutError::Disconnected) => {}
             Ok(Err(e)) => eprintln!("shoal-shim: writing the log: {e}"),
             Err(mpsc::RecvTimeoutError::Timeout) => {
-                eprintln!("shoal-shim: output still open {LOG_DRAIN:?} after the task ended; log cut");
+                eprintln!(
+                    "shoal-shim: output still open {LOG_DRAIN:?} after the task ended; log cut"
+                );
                 break;
             }
         }
@@ -335,7 +352,11 @@ fn init(cmd: &[String]) -> ExitCode {
         Ok(child) => child,
         Err(e) => {
             eprintln!("shoal-shim init: {program}: {e}");
-            return ExitCode::from(if e.kind() == io::ErrorKind::NotFound { 127 } else { 126 });
+            return ExitCode::from(if e.kind() == io::ErrorKind::NotFound {
+                127
+            } else {
+                126
+            });
         }
     };
     let child = Pid::from_raw(i32::try_from(child.id()).unwrap_or(i32::MAX));
@@ -385,15 +406,24 @@ mod tests {
 
     #[test]
     fn oom_counters_read_from_v1_and_v2_files() {
-        assert_eq!(oom_count("oom_kill_disable 0\nunder_oom 0\noom_kill 2\n"), 2);
-        assert_eq!(oom_count("low 0\nhigh 0\nmax 3\noom 1\noom_kill 1\noom_group_kill 0\n"), 1);
+        assert_eq!(
+            oom_count("oom_kill_disable 0\nunder_oom 0\noom_kill 2\n"),
+            2
+        );
+        assert_eq!(
+            oom_count("low 0\nhigh 0\nmax 3\noom 1\noom_kill 1\noom_group_kill 0\n"),
+            1
+        );
         assert_eq!(oom_count("oom 0\n"), 0);
     }
 
     #[test]
     fn reports_round_trip_as_one_line() {
         let line = serde_json::to_string(&Report::Started { pid: 42 }).expect("test");
-        assert!(matches!(read_report(format!("{line}\n").as_bytes()), Ok(Report::Started { pid: 42 })));
+        assert!(matches!(
+            read_report(format!("{line}\n").as_bytes()),
+            Ok(Report::Started { pid: 42 })
+        ));
         assert!(read_report(&b""[..]).is_err());
     }
 }

@@ -145,9 +145,9 @@ pub enum Mount {
 impl Mount {
     pub fn target(&self) -> &str {
         match self {
-            Mount::Bind { target, .. } | Mount::Tmpfs { target, .. } | Mount::Volume { target, .. } => {
-                target
-            }
+            Mount::Bind { target, .. }
+            | Mount::Tmpfs { target, .. }
+            | Mount::Volume { target, .. } => target,
         }
     }
 }
@@ -297,7 +297,12 @@ impl TaskSpec {
             if let Mount::Bind { source, .. } | Mount::Volume { source, .. } = mount
                 && !source.is_absolute()
             {
-                return Err(invalid(id, "mounts", source, "give an absolute source path"));
+                return Err(invalid(
+                    id,
+                    "mounts",
+                    source,
+                    "give an absolute source path",
+                ));
             }
         }
         if let Some(conf) = &self.resolv_conf

@@ -202,7 +202,8 @@ pub struct Adopted {
 
 #[allow(unsafe_code)]
 fn pidfd_open(pid: u32) -> io::Result<OwnedFd> {
-    let pid = libc::pid_t::try_from(pid).map_err(|_| io::Error::from(io::ErrorKind::InvalidInput))?;
+    let pid =
+        libc::pid_t::try_from(pid).map_err(|_| io::Error::from(io::ErrorKind::InvalidInput))?;
     // SAFETY: pidfd_open takes a pid and flags and returns a new descriptor
     // or -1; nothing is read from or written to our memory.
     let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid, 0) };
@@ -243,7 +244,12 @@ fn find_shim() -> Result<PathBuf, RuntimeError> {
     })
 }
 
-fn runc_output(paths: &Paths, id: &str, op: &'static str, args: &[&str]) -> Result<(), RuntimeError> {
+fn runc_output(
+    paths: &Paths,
+    id: &str,
+    op: &'static str,
+    args: &[&str],
+) -> Result<(), RuntimeError> {
     let output = paths
         .runc()
         .args(args)
@@ -269,7 +275,9 @@ fn unmount_rootfs(bundle: &Path) {
     let rootfs = bundle.join("rootfs");
     match umount2(&rootfs, MntFlags::MNT_DETACH) {
         Ok(()) | Err(Errno::EINVAL | Errno::ENOENT) => {}
-        Err(error) => tracing::warn!(path = %rootfs.display(), %error, "unmounting a task's rootfs"),
+        Err(error) => {
+            tracing::warn!(path = %rootfs.display(), %error, "unmounting a task's rootfs")
+        }
     }
 }
 
@@ -340,7 +348,8 @@ impl Runtime {
             Some(shim) => shim,
             None => find_shim()?,
         };
-        std::fs::create_dir_all(&options.state_dir).map_err(io_err(&options.state_dir, "create"))?;
+        std::fs::create_dir_all(&options.state_dir)
+            .map_err(io_err(&options.state_dir, "create"))?;
         let state = options
             .state_dir
             .canonicalize()
@@ -513,7 +522,12 @@ impl Runtime {
     }
 
     /// Mounts the rootfs and writes config.json and the task's files.
-    fn write_bundle(&self, spec: &TaskSpec, bundle: &Path, netns: &Path) -> Result<(), RuntimeError> {
+    fn write_bundle(
+        &self,
+        spec: &TaskSpec,
+        bundle: &Path,
+        netns: &Path,
+    ) -> Result<(), RuntimeError> {
         let rootfs = bundle.join("rootfs");
         std::fs::create_dir_all(&rootfs).map_err(io_err(&rootfs, "create"))?;
         let mount_err = |op| {
@@ -528,15 +542,27 @@ impl Runtime {
             Root::Host => {
                 // Not recursive: the node's root filesystem alone, none of
                 // the node's other mounts (bpffs, /run, other tasks' roots).
-                mount(Some("/"), &rootfs, None::<&str>, MsFlags::MS_BIND, None::<&str>)
-                    .map_err(mount_err("bind-mount / on"))?;
+                mount(
+                    Some("/"),
+                    &rootfs,
+                    None::<&str>,
+                    MsFlags::MS_BIND,
+                    None::<&str>,
+                )
+                .map_err(mount_err("bind-mount / on"))?;
                 // Read-only on the node's side too: nothing done through this
                 // path (a cleanup gone wrong included) can write the node's /.
                 let ro = MsFlags::MS_REMOUNT | MsFlags::MS_BIND | MsFlags::MS_RDONLY;
                 mount(None::<&str>, &rootfs, None::<&str>, ro, None::<&str>)
                     .map_err(mount_err("remount read-only"))?;
-                mount(None::<&str>, &rootfs, None::<&str>, MsFlags::MS_PRIVATE, None::<&str>)
-                    .map_err(mount_err("make private"))?;
+                mount(
+                    None::<&str>,
+                    &rootfs,
+                    None::<&str>,
+                    MsFlags::MS_PRIVATE,
+                    None::<&str>,
+                )
+                .map_err(mount_err("make private"))?;
             }
             Root::Image { lower, .. } => {
                 let (upper, work) = (bundle.join("upper"), bundle.join("work"));
@@ -549,19 +575,31 @@ impl Runtime {
                     upper.display(),
                     work.display()
                 );
-                mount(Some("overlay"), &rootfs, Some("overlay"), MsFlags::empty(), Some(options.as_str()))
-                    .map_err(mount_err("mount overlay on"))?;
+                mount(
+                    Some("overlay"),
+                    &rootfs,
+                    Some("overlay"),
+                    MsFlags::empty(),
+                    Some(options.as_str()),
+                )
+                .map_err(mount_err("mount overlay on"))?;
             }
         }
         let hostname = oci::hostname(spec);
         let resolv = bundle.join("resolv.conf");
-        let resolv_source = spec.resolv_conf.clone().unwrap_or_else(|| "/etc/resolv.conf".into());
+        let resolv_source = spec
+            .resolv_conf
+            .clone()
+            .unwrap_or_else(|| "/etc/resolv.conf".into());
         let resolv_text = std::fs::read(&resolv_source).unwrap_or_default();
         let hosts = bundle.join("hosts");
         let hostname_file = bundle.join("hostname");
         for (path, content) in [
             (&resolv, resolv_text),
-            (&hosts, oci::hosts_file(hostname, &spec.attachments).into_bytes()),
+            (
+                &hosts,
+                oci::hosts_file(hostname, &spec.attachments).into_bytes(),
+            ),
             (&hostname_file, format!("{hostname}\n").into_bytes()),
         ] {
             std::fs::write(path, content).map_err(io_err(path, "write"))?;
@@ -586,10 +624,14 @@ impl Runtime {
                 volumes.push((target.clone(), dir));
             }
         }
-        let read_etc = |name: &str| std::fs::read_to_string(rootfs.join("etc").join(name)).unwrap_or_default();
+        let read_etc =
+            |name: &str| std::fs::read_to_string(rootfs.join("etc").join(name)).unwrap_or_default();
         let (passwd, group) = (read_etc("passwd"), read_etc("group"));
-        let profile = seccomp::Profile::load(&self.paths.seccomp_profile)
-            .map_err(|e| RuntimeError::Seccomp { reason: e.to_string() })?;
+        let profile = seccomp::Profile::load(&self.paths.seccomp_profile).map_err(|e| {
+            RuntimeError::Seccomp {
+                reason: e.to_string(),
+            }
+        })?;
         let inputs = BundleInputs {
             rootfs: &rootfs,
             netns,
@@ -606,12 +648,17 @@ impl Runtime {
         };
         let config = oci::config(spec, &inputs)?;
         let config_path = bundle.join("config.json");
-        let json = serde_json::to_vec_pretty(&config).map_err(|e| io_err(&config_path, "write")(io::Error::other(e)))?;
+        let json = serde_json::to_vec_pretty(&config)
+            .map_err(|e| io_err(&config_path, "write")(io::Error::other(e)))?;
         std::fs::write(&config_path, json).map_err(io_err(&config_path, "write"))?;
         Ok(())
     }
 
-    async fn spawn_shim(&self, spec: &TaskSpec, bundle: &Path) -> Result<(u32, Shim), RuntimeError> {
+    async fn spawn_shim(
+        &self,
+        spec: &TaskSpec,
+        bundle: &Path,
+    ) -> Result<(u32, Shim), RuntimeError> {
         let shim_log = bundle.join("shim.log");
         let stderr = File::create(&shim_log).map_err(io_err(&shim_log, "create"))?;
         let log = logs::log_path(&spec.log_dir, &spec.id);
@@ -690,7 +737,9 @@ impl Runtime {
                     let exit = read_exit(&bundle);
                     if exit.is_none() {
                         // No shim and no exit: kill whatever runc still has.
-                        if let Err(error) = runc_output(&self.paths, &id, "kill", &["kill", &id, "KILL"]) {
+                        if let Err(error) =
+                            runc_output(&self.paths, &id, "kill", &["kill", &id, "KILL"])
+                        {
                             tracing::debug!(task = id, %error, "killing an unwatched task");
                         }
                     }
@@ -703,9 +752,18 @@ impl Runtime {
     }
 
     fn adopt_one(&self, id: &str, bundle: &Path) -> Option<RunningTask> {
-        let meta: Meta = serde_json::from_slice(&std::fs::read(bundle.join(META_FILE)).ok()?).ok()?;
-        let shim_pid: u32 = std::fs::read_to_string(bundle.join(SHIM_PID_FILE)).ok()?.trim().parse().ok()?;
-        let pid: u32 = std::fs::read_to_string(bundle.join(CONTAINER_PID_FILE)).ok()?.trim().parse().ok()?;
+        let meta: Meta =
+            serde_json::from_slice(&std::fs::read(bundle.join(META_FILE)).ok()?).ok()?;
+        let shim_pid: u32 = std::fs::read_to_string(bundle.join(SHIM_PID_FILE))
+            .ok()?
+            .trim()
+            .parse()
+            .ok()?;
+        let pid: u32 = std::fs::read_to_string(bundle.join(CONTAINER_PID_FILE))
+            .ok()?
+            .trim()
+            .parse()
+            .ok()?;
         let pidfd = pidfd_open(shim_pid).ok()?;
         // Checked after the pidfd is open: a pid reused later cannot fool it.
         if !is_shim_of(shim_pid, bundle) || meta.id != id {
@@ -802,10 +860,15 @@ impl RunningTask {
             .pidfd
             .readable()
             .await
-            .map_err(|source| RuntimeError::Wait { id: id.clone(), source })?;
+            .map_err(|source| RuntimeError::Wait {
+                id: id.clone(),
+                source,
+            })?;
         guard.retain_ready();
         if let Some(mut child) = self.shim.child.take() {
-            child.wait().map_err(|source| RuntimeError::Wait { id, source })?;
+            child
+                .wait()
+                .map_err(|source| RuntimeError::Wait { id, source })?;
         }
         Ok(())
     }
@@ -820,7 +883,10 @@ impl RunningTask {
                 self.shim_exited().await?;
                 let bundle = self.paths.bundle(&self.meta.id);
                 let exit = read_exit(&bundle).unwrap_or_else(|| {
-                    tracing::warn!(task = self.meta.id, "the task's shim ended without recording its exit");
+                    tracing::warn!(
+                        task = self.meta.id,
+                        "the task's shim ended without recording its exit"
+                    );
                     Exit::default()
                 });
                 self.exit = Some(exit);
@@ -848,7 +914,11 @@ impl RunningTask {
             if !grace.is_zero() {
                 self.signal(first)?;
             }
-            if grace.is_zero() || tokio::time::timeout(grace, self.shim.pidfd.readable()).await.is_err() {
+            if grace.is_zero()
+                || tokio::time::timeout(grace, self.shim.pidfd.readable())
+                    .await
+                    .is_err()
+            {
                 self.signal(Signal::SIGKILL)?;
             }
         }

@@ -38,10 +38,10 @@ pub use error::LabError;
 pub use lab::{Lab, LabBuilder, MAX_NAME_LEN, MAX_NODES, Node, SHOAL_HOST_ENV, validate_name};
 pub use netns::run_in_netns;
 pub use record::{RUN_DIR, sweep_stale};
-pub use tasks::{kill_node_tasks, unmount_under};
 pub use shoal::{
     BoxError, FAST_HEARTBEAT, Formation, NodeRow, TaskRow, eventually, shoal_path, task_pid,
 };
+pub use tasks::{kill_node_tasks, unmount_under};
 pub use underlay::{
     BRIDGE, CLIENT_ADDR, DATA_IFACE, MTU, address_up, link, link_index, node_addr, set_link_up,
 };

@@ -39,7 +39,11 @@ pub fn kill_node_tasks(state_dir: &Path) {
             }
         };
         for id in &ids {
-            if let Err(e) = runc(&root).args(["kill", id, "KILL"]).stdout(Stdio::null()).status() {
+            if let Err(e) = runc(&root)
+                .args(["kill", id, "KILL"])
+                .stdout(Stdio::null())
+                .status()
+            {
                 eprintln!("lab: runc kill {id}: {e}");
             }
         }

@@ -19,8 +19,8 @@ use netlink_packet_route::link::{LinkAttribute, LinkMessage};
 use rtnetlink::LinkBridge;
 use shoal_lab::{Lab, eventually, netns, run_in_netns};
 use shoal_runtime::{
-    Attachment, Exit, ImageDefaults, LogLine, Resources, Root, RunningTask, Runtime,
-    RuntimeError, RuntimeOptions, Signal, Stream, TaskSpec, read_logs,
+    Attachment, Exit, ImageDefaults, LogLine, Resources, Root, RunningTask, Runtime, RuntimeError,
+    RuntimeOptions, Signal, Stream, TaskSpec, read_logs,
 };
 
 const BRIDGE: &str = "shl-br-9";
@@ -300,8 +300,10 @@ async fn tasks_on_a_bridge_are_isolated_talk_and_leave_nothing_behind() -> anyho
     );
     // init, sh, ls and grep at most: nothing of the node or of task-b.
     ensure!(
-        out.iter()
-            .any(|l| l.strip_prefix("procs=").and_then(|n| n.parse::<u32>().ok()).is_some_and(|n| n <= 5)),
+        out.iter().any(|l| l
+            .strip_prefix("procs=")
+            .and_then(|n| n.parse::<u32>().ok())
+            .is_some_and(|n| n <= 5)),
         "the task sees only its own processes: {out:?}"
     );
     ensure!(
@@ -443,13 +445,19 @@ async fn exits_and_signals_are_reported_and_stop_escalates() -> anyhow::Result<(
     // A command that does not exist fails the start, and leaves nothing.
     match node.run("missing", 7, &["/nonexistent/command"]).await {
         Err(e) => match e.downcast_ref::<RuntimeError>() {
-            Some(RuntimeError::Start { message, .. }) if message.contains("/nonexistent/command") => {}
+            Some(RuntimeError::Start { message, .. })
+                if message.contains("/nonexistent/command") => {}
             _ => bail!("unexpected error: {e:#}"),
         },
         Ok(_) => bail!("a missing command started"),
     }
     ensure!(
-        !node.lab.node(1).state_dir().join("runtime/bundles/missing").exists(),
+        !node
+            .lab
+            .node(1)
+            .state_dir()
+            .join("runtime/bundles/missing")
+            .exists(),
         "the failed task's bundle is removed"
     );
     // So does a network that does not exist.
@@ -554,9 +562,18 @@ async fn an_image_task_runs_in_its_own_overlay() -> anyhow::Result<()> {
             ],
         "{logs:?}"
     );
-    ensure!(!lower.join("tmp/new").exists(), "the image is never written");
+    ensure!(
+        !lower.join("tmp/new").exists(),
+        "the image is never written"
+    );
     let mounts = std::fs::read_to_string("/proc/self/mountinfo")?;
-    let runtime = node.lab.node(1).state_dir().join("runtime").display().to_string();
+    let runtime = node
+        .lab
+        .node(1)
+        .state_dir()
+        .join("runtime")
+        .display()
+        .to_string();
     let leaked: Vec<&str> = mounts.lines().filter(|l| l.contains(&runtime)).collect();
     ensure!(leaked.is_empty(), "mounts left: {leaked:?}");
 
@@ -564,7 +581,11 @@ async fn an_image_task_runs_in_its_own_overlay() -> anyhow::Result<()> {
     spec.id = "nouser".into();
     spec.user = Some("ghost".into());
     match node.runtime.start(&spec).await {
-        Err(RuntimeError::InvalidSpec { field: "user", reason, .. }) => {
+        Err(RuntimeError::InvalidSpec {
+            field: "user",
+            reason,
+            ..
+        }) => {
             ensure!(reason.contains("ghost"), "{reason}")
         }
         other => bail!("expected a user error, got {other:?}"),
@@ -592,7 +613,11 @@ async fn a_task_outlives_its_runtime_and_is_adopted() -> anyhow::Result<()> {
     let mut spec = node.spec(
         "lasting",
         2,
-        &["sh", "-c", "i=0; while :; do echo tick $i; i=$((i+1)); sleep 0.1; done"],
+        &[
+            "sh",
+            "-c",
+            "i=0; while :; do echo tick $i; i=$((i+1)); sleep 0.1; done",
+        ],
     );
     spec.init = true;
     let task = node.runtime.start(&spec).await.context("start lasting")?;
@@ -611,7 +636,10 @@ async fn a_task_outlives_its_runtime_and_is_adopted() -> anyhow::Result<()> {
         .map_err(|t| anyhow::anyhow!("adopted {} tasks", t.len()))?;
     ensure!(task.id() == "lasting" && task.pid() == pid);
     ensure!(task.interfaces() == interfaces, "{:?}", task.interfaces());
-    ensure!(std::path::Path::new(&format!("/proc/{pid}")).exists(), "still running");
+    ensure!(
+        std::path::Path::new(&format!("/proc/{pid}")).exists(),
+        "still running"
+    );
     let more = format!("tick {}", ticks + 5);
     node.logged("lasting", &more).await?;
     let exit = within(task.stop(Duration::from_secs(10))).await?;

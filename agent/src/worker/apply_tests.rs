@@ -324,7 +324,8 @@ async fn tasks_a_previous_run_left_are_taken_back_or_stopped() {
     n.exec.tasks.left_running("kept");
     n.exec.tasks.left_running("stale");
     n.exec.adopt_previous().await;
-    n.exec.apply(set(1, vec![task("kept", "running", "running", "10.0.1.5")]));
+    n.exec
+        .apply(set(1, vec![task("kept", "running", "running", "10.0.1.5")]));
     // Followed again (reported running once more), never started anew.
     let kept = until(&mut n.reports, "running").await;
     assert_eq!(states(&kept), [("kept", "running")]);
@@ -337,7 +338,10 @@ async fn tasks_a_previous_run_left_are_taken_back_or_stopped() {
     }
     let calls = n.log.calls();
     assert!(calls.contains(&Call::Stop("stale".into())), "{calls:?}");
-    assert!(!calls.iter().any(|c| matches!(c, Call::Start(_))), "{calls:?}");
+    assert!(
+        !calls.iter().any(|c| matches!(c, Call::Start(_))),
+        "{calls:?}"
+    );
     // Its end is reported as usual.
     n.exec.tasks.exit("kept", 0);
     let end = until(&mut n.reports, "complete").await;

@@ -133,8 +133,8 @@ mod tests {
 
     #[test]
     fn names_with_or_without_the_prefix_add_and_drop() {
-        let caps = effective(&names(&["net_admin", "CAP_SYS_ADMIN"]), &names(&["MKNOD"]))
-            .expect("test");
+        let caps =
+            effective(&names(&["net_admin", "CAP_SYS_ADMIN"]), &names(&["MKNOD"])).expect("test");
         assert!(caps.contains("CAP_NET_ADMIN") && caps.contains("CAP_SYS_ADMIN"));
         assert!(!caps.contains("CAP_MKNOD"));
         // add wins over drop, as docker applies drops first.

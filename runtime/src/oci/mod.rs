@@ -16,10 +16,10 @@ use std::str::FromStr;
 
 use nix::sys::signal::Signal;
 use oci_spec::runtime::{
-    Capability, LinuxBuilder, LinuxCapabilitiesBuilder, LinuxCpuBuilder,
-    LinuxDeviceCgroupBuilder, LinuxMemoryBuilder, LinuxNamespaceBuilder, LinuxNamespaceType,
-    LinuxPidsBuilder, LinuxResourcesBuilder, Mount as OciMount, MountBuilder, ProcessBuilder,
-    RootBuilder, Spec, SpecBuilder, UserBuilder,
+    Capability, LinuxBuilder, LinuxCapabilitiesBuilder, LinuxCpuBuilder, LinuxDeviceCgroupBuilder,
+    LinuxMemoryBuilder, LinuxNamespaceBuilder, LinuxNamespaceType, LinuxPidsBuilder,
+    LinuxResourcesBuilder, Mount as OciMount, MountBuilder, ProcessBuilder, RootBuilder, Spec,
+    SpecBuilder, UserBuilder,
 };
 
 use crate::spec::{DEFAULT_PATH, Mount, Root, TaskSpec};
@@ -58,7 +58,13 @@ pub const READONLY_PATHS: [&str; 5] = [
 /// `/run`), its state, the node's BPF objects, root's home, the node's
 /// configuration. Each that exists gets an empty tmpfs over it; the
 /// runtime's own state directory is added to these.
-pub const HOST_HIDDEN: [&str; 5] = ["/run", "/var/lib/shoal", "/sys/fs/bpf", "/root", "/etc/shoal"];
+pub const HOST_HIDDEN: [&str; 5] = [
+    "/run",
+    "/var/lib/shoal",
+    "/sys/fs/bpf",
+    "/root",
+    "/etc/shoal",
+];
 
 /// CFS period used for `cpu_nanos_limit` (docker's).
 const CPU_PERIOD: u64 = 100_000;
@@ -89,7 +95,12 @@ pub struct BundleInputs<'a> {
     pub init: Option<&'a Path>,
 }
 
-fn invalid(spec: &TaskSpec, field: &'static str, value: impl std::fmt::Debug, reason: impl Into<String>) -> RuntimeError {
+fn invalid(
+    spec: &TaskSpec,
+    field: &'static str,
+    value: impl std::fmt::Debug,
+    reason: impl Into<String>,
+) -> RuntimeError {
     RuntimeError::InvalidSpec {
         id: spec.id.clone(),
         field,
@@ -177,7 +188,12 @@ pub fn stop_signal(spec: &TaskSpec) -> Result<Signal, RuntimeError> {
     match text {
         None => Ok(Signal::SIGTERM),
         Some(t) => parse_signal(t).ok_or_else(|| {
-            invalid(spec, "stop_signal", t, "a signal name (SIGTERM, TERM) or number")
+            invalid(
+                spec,
+                "stop_signal",
+                t,
+                "a signal name (SIGTERM, TERM) or number",
+            )
         }),
     }
 }
@@ -207,7 +223,12 @@ pub fn capabilities(spec: &TaskSpec) -> Result<BTreeSet<&'static str>, RuntimeEr
             true => "cap_add",
             false => "cap_drop",
         };
-        invalid(spec, field, name, "not a Linux capability (CAP_NET_ADMIN, NET_ADMIN, ALL)")
+        invalid(
+            spec,
+            field,
+            name,
+            "not a Linux capability (CAP_NET_ADMIN, NET_ADMIN, ALL)",
+        )
     })
 }
 
@@ -226,11 +247,7 @@ fn mount(
         .map_err(bundle_err)
 }
 
-fn bind(
-    destination: &str,
-    source: &Path,
-    readonly: bool,
-) -> Result<OciMount, RuntimeError> {
+fn bind(destination: &str, source: &Path, readonly: bool) -> Result<OciMount, RuntimeError> {
     let mut options = vec!["rbind", "rprivate", "nosuid", "nodev"];
     if readonly {
         options.push("ro");
@@ -248,21 +265,58 @@ fn bundle_err(source: oci_spec::OciSpecError) -> RuntimeError {
 pub fn mounts(spec: &TaskSpec, inputs: &BundleInputs<'_>) -> Result<Vec<OciMount>, RuntimeError> {
     let mut out = vec![
         mount("/proc", "proc", "proc", &["nosuid", "noexec", "nodev"])?,
-        mount("/dev", "tmpfs", "tmpfs", &["nosuid", "strictatime", "mode=755", "size=65536k"])?,
+        mount(
+            "/dev",
+            "tmpfs",
+            "tmpfs",
+            &["nosuid", "strictatime", "mode=755", "size=65536k"],
+        )?,
         mount(
             "/dev/pts",
             "devpts",
             "devpts",
-            &["nosuid", "noexec", "newinstance", "ptmxmode=0666", "mode=0620", "gid=5"],
+            &[
+                "nosuid",
+                "noexec",
+                "newinstance",
+                "ptmxmode=0666",
+                "mode=0620",
+                "gid=5",
+            ],
         )?,
-        mount("/dev/shm", "tmpfs", "shm", &["nosuid", "noexec", "nodev", "mode=1777", "size=65536k"])?,
-        mount("/dev/mqueue", "mqueue", "mqueue", &["nosuid", "noexec", "nodev"])?,
-        mount("/sys", "sysfs", "sysfs", &["nosuid", "noexec", "nodev", "ro"])?,
-        mount("/sys/fs/cgroup", "cgroup", "cgroup", &["nosuid", "noexec", "nodev", "relatime", "ro"])?,
+        mount(
+            "/dev/shm",
+            "tmpfs",
+            "shm",
+            &["nosuid", "noexec", "nodev", "mode=1777", "size=65536k"],
+        )?,
+        mount(
+            "/dev/mqueue",
+            "mqueue",
+            "mqueue",
+            &["nosuid", "noexec", "nodev"],
+        )?,
+        mount(
+            "/sys",
+            "sysfs",
+            "sysfs",
+            &["nosuid", "noexec", "nodev", "ro"],
+        )?,
+        mount(
+            "/sys/fs/cgroup",
+            "cgroup",
+            "cgroup",
+            &["nosuid", "noexec", "nodev", "relatime", "ro"],
+        )?,
     ];
     if spec.root == Root::Host {
         // The node's /tmp is the node's: a private one, as an image has.
-        out.push(mount("/tmp", "tmpfs", "tmpfs", &["nosuid", "nodev", "mode=1777"])?);
+        out.push(mount(
+            "/tmp",
+            "tmpfs",
+            "tmpfs",
+            &["nosuid", "nodev", "mode=1777"],
+        )?);
         for hidden in inputs.hidden {
             let target = hidden.to_string_lossy();
             // /sys is a fresh sysfs already: nothing of the node's bpffs
@@ -276,7 +330,12 @@ pub fn mounts(spec: &TaskSpec, inputs: &BundleInputs<'_>) -> Result<Vec<OciMount
             if covered || hidden.as_path() == Path::new("/tmp") {
                 continue;
             }
-            out.push(mount(&target, "tmpfs", "tmpfs", &["nosuid", "nodev", "noexec", "mode=755", "size=64k"])?);
+            out.push(mount(
+                &target,
+                "tmpfs",
+                "tmpfs",
+                &["nosuid", "nodev", "noexec", "mode=755", "size=64k"],
+            )?);
         }
     }
     let files_ro = spec.read_only || spec.root == Root::Host;
@@ -288,9 +347,16 @@ pub fn mounts(spec: &TaskSpec, inputs: &BundleInputs<'_>) -> Result<Vec<OciMount
     }
     for m in &spec.mounts {
         out.push(match m {
-            Mount::Bind { source, target, readonly } | Mount::Volume { source, target, readonly } => {
-                bind(target, source, *readonly)?
+            Mount::Bind {
+                source,
+                target,
+                readonly,
             }
+            | Mount::Volume {
+                source,
+                target,
+                readonly,
+            } => bind(target, source, *readonly)?,
             Mount::Tmpfs { target, size } => {
                 let size = size.map(|s| format!("size={s}"));
                 let mut options = vec!["nosuid", "nodev", "mode=1777"];
@@ -302,7 +368,12 @@ pub fn mounts(spec: &TaskSpec, inputs: &BundleInputs<'_>) -> Result<Vec<OciMount
         });
     }
     if let (true, Some(init)) = (spec.init, inputs.init) {
-        out.push(mount(INIT_PATH, "bind", init, &["bind", "ro", "nosuid", "nodev"])?);
+        out.push(mount(
+            INIT_PATH,
+            "bind",
+            init,
+            &["bind", "ro", "nosuid", "nodev"],
+        )?);
     }
     Ok(out)
 }
@@ -312,7 +383,9 @@ fn oci_caps(caps: &BTreeSet<&str>) -> Result<std::collections::HashSet<Capabilit
         .map(|c| {
             let bare = c.trim_start_matches("CAP_");
             Capability::from_str(bare).map_err(|_| RuntimeError::Bundle {
-                source: oci_spec::OciSpecError::Other(format!("capability {c} unknown to oci-spec")),
+                source: oci_spec::OciSpecError::Other(format!(
+                    "capability {c} unknown to oci-spec"
+                )),
             })
         })
         .collect()
@@ -332,9 +405,17 @@ pub fn config(spec: &TaskSpec, inputs: &BundleInputs<'_>) -> Result<Spec, Runtim
     let mut argv = command(spec)?;
     if spec.init {
         if inputs.init.is_none() {
-            return Err(invalid(spec, "init", true, "no init binary (shoal-shim) found on the node"));
+            return Err(invalid(
+                spec,
+                "init",
+                true,
+                "no init binary (shoal-shim) found on the node",
+            ));
         }
-        argv.splice(0..0, [INIT_PATH.to_owned(), "init".to_owned(), "--".to_owned()]);
+        argv.splice(
+            0..0,
+            [INIT_PATH.to_owned(), "init".to_owned(), "--".to_owned()],
+        );
     }
     let effective = capabilities(spec)?;
     let cap_set = oci_caps(&effective)?;
@@ -388,15 +469,28 @@ pub fn config(spec: &TaskSpec, inputs: &BundleInputs<'_>) -> Result<Spec, Runtim
         namespace(LinuxNamespaceType::Uts, None)?,
         namespace(LinuxNamespaceType::Ipc, None)?,
     ];
-    let seccomp = seccomp::translate(inputs.seccomp, &effective, inputs.platform)
-        .map_err(|e| RuntimeError::Seccomp { reason: e.to_string() })?;
+    let seccomp = seccomp::translate(inputs.seccomp, &effective, inputs.platform).map_err(|e| {
+        RuntimeError::Seccomp {
+            reason: e.to_string(),
+        }
+    })?;
     let linux = LinuxBuilder::default()
         .namespaces(namespaces)
         .resources(resources(spec)?)
         .cgroups_path(PathBuf::from(format!("/shoal/{}", spec.id)))
         .sysctl(spec.sysctls.iter().cloned().collect::<HashMap<_, _>>())
-        .masked_paths(MASKED_PATHS.iter().map(|p| (*p).to_owned()).collect::<Vec<_>>())
-        .readonly_paths(READONLY_PATHS.iter().map(|p| (*p).to_owned()).collect::<Vec<_>>())
+        .masked_paths(
+            MASKED_PATHS
+                .iter()
+                .map(|p| (*p).to_owned())
+                .collect::<Vec<_>>(),
+        )
+        .readonly_paths(
+            READONLY_PATHS
+                .iter()
+                .map(|p| (*p).to_owned())
+                .collect::<Vec<_>>(),
+        )
         .seccomp(seccomp)
         .build()
         .map_err(bundle_err)?;
@@ -418,9 +512,7 @@ pub fn config(spec: &TaskSpec, inputs: &BundleInputs<'_>) -> Result<Spec, Runtim
 
 fn resources(spec: &TaskSpec) -> Result<oci_spec::runtime::LinuxResources, RuntimeError> {
     let r = &spec.resources;
-    let to_i64 = |field, v: u64| {
-        i64::try_from(v).map_err(|_| invalid(spec, field, v, "too large"))
-    };
+    let to_i64 = |field, v: u64| i64::try_from(v).map_err(|_| invalid(spec, field, v, "too large"));
     let mut out = LinuxResourcesBuilder::default().devices(vec![
         // Deny every device; runc adds its default allow list (null, zero,
         // full, tty, random, urandom, pts) after this.
@@ -446,9 +538,16 @@ fn resources(spec: &TaskSpec) -> Result<oci_spec::runtime::LinuxResources, Runti
             // quota / period = CPUs.
             let quota = nanos.saturating_mul(CPU_PERIOD) / 1_000_000_000;
             if quota < 1000 {
-                return Err(invalid(spec, "resources.cpu_nanos_limit", nanos, "at least 0.01 CPU"));
+                return Err(invalid(
+                    spec,
+                    "resources.cpu_nanos_limit",
+                    nanos,
+                    "at least 0.01 CPU",
+                ));
             }
-            cpu = cpu.period(CPU_PERIOD).quota(to_i64("resources.cpu_nanos_limit", quota)?);
+            cpu = cpu
+                .period(CPU_PERIOD)
+                .quota(to_i64("resources.cpu_nanos_limit", quota)?);
         }
         if let Some(nanos) = r.cpu_nanos_reservation {
             cpu = cpu.shares((nanos.saturating_mul(1024) / 1_000_000_000).max(2));
@@ -456,7 +555,12 @@ fn resources(spec: &TaskSpec) -> Result<oci_spec::runtime::LinuxResources, Runti
         out = out.cpu(cpu.build().map_err(bundle_err)?);
     }
     if let Some(limit) = r.pids_limit {
-        out = out.pids(LinuxPidsBuilder::default().limit(limit).build().map_err(bundle_err)?);
+        out = out.pids(
+            LinuxPidsBuilder::default()
+                .limit(limit)
+                .build()
+                .map_err(bundle_err)?,
+        );
     }
     out.build().map_err(bundle_err)
 }

@@ -221,10 +221,18 @@ fn applies(rule: &Rule, caps: &BTreeSet<&str>, platform: Platform) -> Result<boo
             return Ok(false);
         }
     }
-    if exc.arches.as_ref().is_some_and(|a| a.iter().any(|a| a == arch)) {
+    if exc
+        .arches
+        .as_ref()
+        .is_some_and(|a| a.iter().any(|a| a == arch))
+    {
         return Ok(false);
     }
-    if exc.caps.as_ref().is_some_and(|c| c.iter().any(|c| caps.contains(c.as_str()))) {
+    if exc
+        .caps
+        .as_ref()
+        .is_some_and(|c| c.iter().any(|c| caps.contains(c.as_str())))
+    {
         return Ok(false);
     }
     Ok(true)
@@ -327,11 +335,23 @@ mod tests {
         for dropped in ["newer", "arm_only", "mount", "unshare", "bpf"] {
             assert!(!got.iter().any(|n| n == dropped), "{dropped} in {got:?}");
         }
-        assert_eq!(verdict(&default, "mount", 0), LinuxSeccompAction::ScmpActErrno);
-        assert_eq!(verdict(&default, "unshare", 0), LinuxSeccompAction::ScmpActErrno);
-        assert_eq!(verdict(&default, "bpf", 0), LinuxSeccompAction::ScmpActErrno);
+        assert_eq!(
+            verdict(&default, "mount", 0),
+            LinuxSeccompAction::ScmpActErrno
+        );
+        assert_eq!(
+            verdict(&default, "unshare", 0),
+            LinuxSeccompAction::ScmpActErrno
+        );
+        assert_eq!(
+            verdict(&default, "bpf", 0),
+            LinuxSeccompAction::ScmpActErrno
+        );
         // clone with a namespace flag is refused, a plain fork is not.
-        assert_eq!(verdict(&default, "clone", 0x11), LinuxSeccompAction::ScmpActAllow);
+        assert_eq!(
+            verdict(&default, "clone", 0x11),
+            LinuxSeccompAction::ScmpActAllow
+        );
         assert_eq!(
             verdict(&default, "clone", 0x2000_0000),
             LinuxSeccompAction::ScmpActErrno
@@ -347,7 +367,10 @@ mod tests {
 
         let admin = seccomp(&["SYS_ADMIN"]);
         for allowed in ["mount", "unshare", "bpf"] {
-            assert_eq!(verdict(&admin, allowed, 0), LinuxSeccompAction::ScmpActAllow);
+            assert_eq!(
+                verdict(&admin, allowed, 0),
+                LinuxSeccompAction::ScmpActAllow
+            );
         }
         assert!(!names(&admin).iter().any(|n| n == "clone3"));
     }
@@ -370,18 +393,31 @@ mod tests {
         let profile = Profile::load(path).expect("test");
         let caps = caps::effective(&[], &[]).expect("test");
         let default = translate(&profile, &caps, PLATFORM).expect("test");
-        for denied in ["bpf", "mount", "unshare", "setns", "init_module", "kexec_load"] {
+        for denied in [
+            "bpf",
+            "mount",
+            "unshare",
+            "setns",
+            "init_module",
+            "kexec_load",
+        ] {
             assert_ne!(
                 verdict(&default, denied, 0),
                 LinuxSeccompAction::ScmpActAllow,
                 "{denied}"
             );
         }
-        assert_eq!(verdict(&default, "read", 0), LinuxSeccompAction::ScmpActAllow);
+        assert_eq!(
+            verdict(&default, "read", 0),
+            LinuxSeccompAction::ScmpActAllow
+        );
         let caps = caps::effective(&["SYS_ADMIN".into()], &[]).expect("test");
         let admin = translate(&profile, &caps, PLATFORM).expect("test");
         for allowed in ["mount", "unshare", "bpf"] {
-            assert_eq!(verdict(&admin, allowed, 0), LinuxSeccompAction::ScmpActAllow);
+            assert_eq!(
+                verdict(&admin, allowed, 0),
+                LinuxSeccompAction::ScmpActAllow
+            );
         }
     }
 }

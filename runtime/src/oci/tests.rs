@@ -43,7 +43,10 @@ fn spec() -> TaskSpec {
 
 fn build(spec: &TaskSpec) -> Result<Spec, RuntimeError> {
     let profile = seccomp::Profile::parse(PROFILE.as_bytes()).expect("test");
-    let hidden = vec![PathBuf::from("/run"), PathBuf::from("/var/lib/shoal/runtime")];
+    let hidden = vec![
+        PathBuf::from("/run"),
+        PathBuf::from("/var/lib/shoal/runtime"),
+    ];
     let volumes = vec![("/data".to_owned(), PathBuf::from("/b/t1/volumes/0"))];
     let inputs = BundleInputs {
         rootfs: Path::new("/b/t1/rootfs"),
@@ -83,8 +86,9 @@ fn the_command_follows_dockers_merge_rules() {
         cmd: strings(&["--serve"]),
         ..ImageDefaults::default()
     };
-    // (entrypoint override, args, expected argv)
-    let cases: Vec<(Option<Vec<String>>, Vec<String>, Vec<String>)> = vec![
+    /// (entrypoint override, args, expected argv)
+    type Case = (Option<Vec<String>>, Vec<String>, Vec<String>);
+    let cases: Vec<Case> = vec![
         (None, vec![], strings(&["/entry", "--serve"])),
         (None, strings(&["--debug"]), strings(&["/entry", "--debug"])),
         (Some(strings(&["/bin/sh"])), vec![], strings(&["/bin/sh"])),
@@ -128,7 +132,13 @@ fn env_is_the_images_then_the_services_with_defaults() {
     };
     assert_eq!(
         environment(&s, "web.1", Some("/srv")),
-        strings(&["PATH=/img/bin", "A=service", "B=2", "HOSTNAME=web.1", "HOME=/srv"])
+        strings(&[
+            "PATH=/img/bin",
+            "A=service",
+            "B=2",
+            "HOSTNAME=web.1",
+            "HOME=/srv"
+        ])
     );
 }
 
@@ -143,7 +153,13 @@ fn the_process_gets_dockers_caps_no_new_privileges_and_the_resolved_user() {
     assert_eq!(process.user().uid(), 101);
     assert_eq!(process.user().gid(), 102);
     assert_eq!(process.no_new_privileges(), Some(true));
-    assert!(process.env().as_ref().expect("test").contains(&"HOME=/srv/web".to_owned()));
+    assert!(
+        process
+            .env()
+            .as_ref()
+            .expect("test")
+            .contains(&"HOME=/srv/web".to_owned())
+    );
     let effective = process
         .capabilities()
         .as_ref()
@@ -209,13 +225,31 @@ fn namespaces_paths_and_cgroups_are_dockers() {
         assert!(ns.path().is_none(), "{typ:?} is new");
     }
     let masked = linux.masked_paths().as_ref().expect("test");
-    for path in ["/proc/kcore", "/proc/keys", "/sys/firmware", "/sys/devices/virtual/powercap"] {
+    for path in [
+        "/proc/kcore",
+        "/proc/keys",
+        "/sys/firmware",
+        "/sys/devices/virtual/powercap",
+    ] {
         assert!(masked.iter().any(|m| m == path), "{path}");
     }
-    assert!(linux.readonly_paths().as_ref().expect("test").iter().any(|p| p == "/proc/sys"));
-    assert_eq!(linux.cgroups_path().as_deref(), Some(Path::new("/shoal/t1")));
+    assert!(
+        linux
+            .readonly_paths()
+            .as_ref()
+            .expect("test")
+            .iter()
+            .any(|p| p == "/proc/sys")
+    );
+    assert_eq!(
+        linux.cgroups_path().as_deref(),
+        Some(Path::new("/shoal/t1"))
+    );
     assert_eq!(config.hostname().as_deref(), Some("web.1"));
-    assert_eq!(config.root().as_ref().and_then(|r| r.readonly()), Some(true));
+    assert_eq!(
+        config.root().as_ref().and_then(|r| r.readonly()),
+        Some(true)
+    );
 }
 
 #[test]
@@ -235,9 +269,21 @@ fn host_tasks_hide_the_nodes_state_and_get_their_files() {
         at("/etc/resolv.conf").source().as_deref(),
         Some(Path::new("/b/t1/resolv.conf"))
     );
-    assert_eq!(at("/etc/hosts").source().as_deref(), Some(Path::new("/b/t1/hosts")));
-    assert_eq!(at("/sys").options().as_ref().map(|o| o.contains(&"ro".to_owned())), Some(true));
-    assert_eq!(at("/data").source().as_deref(), Some(Path::new("/b/t1/volumes/0")));
+    assert_eq!(
+        at("/etc/hosts").source().as_deref(),
+        Some(Path::new("/b/t1/hosts"))
+    );
+    assert_eq!(
+        at("/sys")
+            .options()
+            .as_ref()
+            .map(|o| o.contains(&"ro".to_owned())),
+        Some(true)
+    );
+    assert_eq!(
+        at("/data").source().as_deref(),
+        Some(Path::new("/b/t1/volumes/0"))
+    );
     // An image task has no node paths to hide and may write its root.
     let config = build(&TaskSpec {
         root: image(ImageDefaults::default()),
@@ -246,7 +292,10 @@ fn host_tasks_hide_the_nodes_state_and_get_their_files() {
     .expect("test");
     let mounts = config.mounts().as_ref().expect("test");
     assert!(!mounts.iter().any(|m| m.destination() == Path::new("/run")));
-    assert_eq!(config.root().as_ref().and_then(|r| r.readonly()), Some(false));
+    assert_eq!(
+        config.root().as_ref().and_then(|r| r.readonly()),
+        Some(false)
+    );
 }
 
 #[test]
@@ -266,12 +315,21 @@ fn resources_become_cgroup_limits() {
     let linux = config.linux().as_ref().expect("test");
     let r = linux.resources().as_ref().expect("test");
     let cpu = r.cpu().as_ref().expect("test");
-    assert_eq!((cpu.quota(), cpu.period(), cpu.shares()), (Some(150_000), Some(100_000), Some(512)));
+    assert_eq!(
+        (cpu.quota(), cpu.period(), cpu.shares()),
+        (Some(150_000), Some(100_000), Some(512))
+    );
     let mem = r.memory().as_ref().expect("test");
-    assert_eq!((mem.limit(), mem.reservation()), (Some(32 << 20), Some(16 << 20)));
+    assert_eq!(
+        (mem.limit(), mem.reservation()),
+        (Some(32 << 20), Some(16 << 20))
+    );
     assert_eq!(r.pids().as_ref().map(|p| p.limit()), Some(100));
     assert_eq!(
-        linux.sysctl().as_ref().and_then(|s| s.get("net.ipv4.ip_forward").cloned()),
+        linux
+            .sysctl()
+            .as_ref()
+            .and_then(|s| s.get("net.ipv4.ip_forward").cloned()),
         Some("1".into())
     );
 }
@@ -283,13 +341,19 @@ fn init_wraps_the_command_and_is_mounted() {
         ..spec()
     })
     .expect("test");
-    let args = config.process().as_ref().and_then(|p| p.args().clone()).expect("test");
+    let args = config
+        .process()
+        .as_ref()
+        .and_then(|p| p.args().clone())
+        .expect("test");
     assert_eq!(args, strings(&[INIT_PATH, "init", "--", "sleep", "1"]));
-    assert!(config
-        .mounts()
-        .iter()
-        .flatten()
-        .any(|m| m.destination() == Path::new(INIT_PATH)));
+    assert!(
+        config
+            .mounts()
+            .iter()
+            .flatten()
+            .any(|m| m.destination() == Path::new(INIT_PATH))
+    );
 }
 
 #[test]
@@ -312,7 +376,13 @@ fn stop_signals_parse_by_name_or_number() {
         stop_signal: Some("NOPE".into()),
         ..spec()
     };
-    assert!(matches!(stop_signal(&bad), Err(RuntimeError::InvalidSpec { field: "stop_signal", .. })));
+    assert!(matches!(
+        stop_signal(&bad),
+        Err(RuntimeError::InvalidSpec {
+            field: "stop_signal",
+            ..
+        })
+    ));
 }
 
 #[test]
