@@ -743,12 +743,33 @@ impl Runtime {
                             tracing::debug!(task = id, %error, "killing an unwatched task");
                         }
                     }
+                    let meta: Option<Meta> = std::fs::read(bundle.join(META_FILE))
+                        .ok()
+                        .and_then(|m| serde_json::from_slice(&m).ok());
                     remove_remains(&self.paths, &id);
+                    // The kernel frees the veths with the namespace, in the
+                    // background; now is better for a restart that reuses them.
+                    if let Some(meta) = meta {
+                        self.unplug(&meta.veths).await;
+                    }
                     adopted.ended.push((id, exit));
                 }
             }
         }
         Ok(adopted)
+    }
+
+    async fn unplug(&self, veths: &[HostVeth]) {
+        let unplugged = match tokio::runtime::Handle::try_current() {
+            Ok(runtime) => match net::netlink_in(&self.node_netns, &runtime) {
+                Ok(node) => net::unplug(&node, veths).await,
+                Err(e) => Err(e),
+            },
+            Err(_) => Err(RuntimeError::NoRuntime),
+        };
+        if let Err(error) = unplugged {
+            tracing::warn!(%error, "removing the veths of an ended task");
+        }
     }
 
     fn adopt_one(&self, id: &str, bundle: &Path) -> Option<RunningTask> {

@@ -489,6 +489,8 @@ async fn a_host_task_cannot_reach_the_nodes_secrets_socket_or_mounts() -> anyhow
          touch /written 2>/dev/null && echo wrote-root; \
          echo tmp > /tmp/x && echo tmp-writable; \
          ls /sys/fs/bpf | grep -q . && echo sees-bpffs; \
+         /usr/bin/python3 -c 'import ctypes; c = ctypes.CDLL(None, use_errno=True); \
+         c.syscall(321, 0, 0, 0); print(\"bpf-errno\", ctypes.get_errno())'; \
          echo done",
         key = key.display()
     );
@@ -497,7 +499,14 @@ async fn a_host_task_cannot_reach_the_nodes_secrets_socket_or_mounts() -> anyhow
     let logs = node.logs("probe")?;
     ensure!(exit.success(), "{exit}: {logs:?}");
     ensure!(
-        stdout(&logs) == ["CapEff:\t00000000a80425fb", "tmp-writable", "done"],
+        stdout(&logs)
+            == [
+                "CapEff:\t00000000a80425fb",
+                "tmp-writable",
+                // bpf(2) refused with EPERM (seccomp, and no CAP_BPF).
+                "bpf-errno 1",
+                "done"
+            ],
         "{logs:?}"
     );
     ensure!(!Path::new("/written").exists());
@@ -622,16 +631,43 @@ async fn a_task_outlives_its_runtime_and_is_adopted() -> anyhow::Result<()> {
     spec.init = true;
     let task = node.runtime.start(&spec).await.context("start lasting")?;
     let (pid, interfaces) = (task.pid(), task.interfaces().to_vec());
+    // One that ends while nobody watches: its exit is kept for the next.
+    let brief = node
+        .run("brief", 3, &["sh", "-c", "read x < /etc/hostname; exit 7"])
+        .await?;
+    let brief_shim = brief.shim_pid();
     node.logged("lasting", "tick 1").await?;
     // shoald dies: its runtime and handles are gone, the task is not.
     drop(task);
+    drop(brief);
+    // Gone, or a zombie of this process (shoald's death would re-parent it).
+    eventually(TIMEOUT, "brief's shim to exit", || {
+        let stat = std::fs::read_to_string(format!("/proc/{brief_shim}/stat")).unwrap_or_default();
+        let state = stat
+            .rsplit(')')
+            .next()
+            .and_then(|r| r.split_whitespace().next());
+        Ok(matches!(state, None | Some("Z")).then_some(()))
+    })
+    .await?;
     let netns = node.lab.node(1).netns().to_owned();
     let state = node.lab.node(1).state_dir().to_owned();
     node.runtime = run_in_netns(&netns, || Node::runtime(&state))??;
     let ticks = node.logs("lasting")?.len();
 
     let adopted = node.runtime.adopt().await?;
-    ensure!(adopted.ended.is_empty(), "{:?}", adopted.ended);
+    ensure!(
+        adopted.ended
+            == [(
+                "brief".to_owned(),
+                Some(Exit {
+                    code: Some(7),
+                    ..Exit::default()
+                })
+            )],
+        "{:?}",
+        adopted.ended
+    );
     let [mut task] = <[RunningTask; 1]>::try_from(adopted.running)
         .map_err(|t| anyhow::anyhow!("adopted {} tasks", t.len()))?;
     ensure!(task.id() == "lasting" && task.pid() == pid);
