@@ -307,16 +307,24 @@ impl Node {
         }
     }
 
-    /// Stops the daemon (SIGTERM, then SIGKILL after `grace`), blocking.
+    /// Stops the daemon (SIGTERM, then SIGKILL after `grace`) and the
+    /// node's tasks, blocking.
     fn kill(&self, grace: Duration) -> Result<(), LabError> {
+        self.stop_daemon(grace)?;
+        // Its tasks outlive it (live restore); a stopped lab node has none.
+        crate::tasks::kill_node_tasks(&self.dir);
+        Ok(())
+    }
+
+    /// Stops the daemon only (SIGTERM, then SIGKILL after `grace`); its
+    /// tasks keep running.
+    fn stop_daemon(&self, grace: Duration) -> Result<(), LabError> {
         let taken = self.daemon().take();
         match taken {
             Some(Daemon::Child(mut child)) => daemon::terminate_child(&mut child, grace)?,
             Some(Daemon::Recorded(proc)) => proc.terminate(grace)?,
             None => {}
         }
-        // Its tasks outlive it (live restore); a stopped lab node has none.
-        crate::tasks::kill_node_tasks(&self.dir);
         let pid_file = self.dir.join(PID_FILE);
         match std::fs::remove_file(&pid_file) {
             Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
@@ -569,6 +577,19 @@ impl Lab {
         }
         // SIGKILLs a daemon that ignored SIGTERM, reaps, forgets its pid file.
         node.kill(Duration::ZERO)
+    }
+
+    /// Restarts node `k`'s daemon (SIGTERM, then a new one, ready) and
+    /// leaves its tasks running: the new daemon takes them back.
+    pub async fn restart(&self, k: usize) -> Result<(), LabError> {
+        let node = self.try_node(k)?;
+        node.signal(Signal::SIGTERM);
+        let deadline = Instant::now() + STOP_GRACE;
+        while node.pid().is_some() && Instant::now() < deadline {
+            tokio::time::sleep(POLL).await;
+        }
+        node.stop_daemon(Duration::ZERO)?;
+        self.start(k).await
     }
 
     /// Kills node `k`'s daemon with SIGKILL at once: a crash, with no chance
