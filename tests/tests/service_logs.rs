@@ -100,14 +100,29 @@ impl Drop for Follower {
     }
 }
 
+/// A file on the node's filesystem, removed whatever the test's outcome.
+struct GoFile(std::path::PathBuf);
+
+impl Drop for GoFile {
+    fn drop(&mut self) {
+        if let Err(e) = std::fs::remove_file(&self.0)
+            && e.kind() != std::io::ErrorKind::NotFound
+        {
+            eprintln!("removing {}: {e}", self.0.display());
+        }
+    }
+}
+
 #[tokio::test]
 async fn service_logs_from_a_manager_and_a_worker() -> anyhow::Result<()> {
     let lab = Lab::builder("logs").nodes(2).start().await?;
     lab.form_swarm(1)?;
 
-    // The tasks wait for this file before their last line; it is on the
-    // host's filesystem, which tasks without a rootfs share.
-    let go = lab.dir().join("go");
+    // The tasks wait for this file before their last line. Tasks on the
+    // node's filesystem see it read-only, and not under /run (the lab's
+    // directory) or /tmp, which are their own: so /var/tmp.
+    let go = GoFile(std::path::PathBuf::from(format!("/var/tmp/shoal-{}-go", lab.name())));
+    let go = &go.0;
     let script = format!(
         "echo first-$HOSTNAME; echo hello-$HOSTNAME; \
          while [ ! -e {go} ]; do sleep 0.2; done; \
@@ -205,7 +220,7 @@ async fn service_logs_from_a_manager_and_a_worker() -> anyhow::Result<()> {
         !old.iter().any(|l| l.contains("first-")),
         "--tail 1 showed more: {old:#?}"
     );
-    std::fs::write(&go, b"")?;
+    std::fs::write(go, b"")?;
     let seen = follower.expect(&["later-echo.1", "later-echo.2"])?;
     ensure!(
         seen.contains(&format!("{c1}later-echo.1")) && seen.contains(&format!("{c2}later-echo.2")),
