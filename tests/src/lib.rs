@@ -46,16 +46,31 @@ pub use underlay::{
     BRIDGE, CLIENT_ADDR, DATA_IFACE, MTU, address_up, link, link_index, node_addr, set_link_up,
 };
 
-/// Every file under `dir`, recursively (what a node left on disk).
+/// Every file under `dir`, recursively (what a node left on disk). Mount
+/// points are skipped: a running task's rootfs is a mount of the node's `/`
+/// and its netns file a mount of nsfs, neither of them the node's state.
 pub fn files_under(dir: &std::path::Path) -> std::io::Result<Vec<std::path::PathBuf>> {
+    let mounts = tasks::mount_points()?;
     let mut out = Vec::new();
+    files_under_skipping(dir, &mounts, &mut out)?;
+    Ok(out)
+}
+
+fn files_under_skipping(
+    dir: &std::path::Path,
+    mounts: &std::collections::HashSet<std::path::PathBuf>,
+    out: &mut Vec<std::path::PathBuf>,
+) -> std::io::Result<()> {
     for entry in std::fs::read_dir(dir)? {
         let path = entry?.path();
+        if mounts.contains(&path) {
+            continue;
+        }
         if path.is_dir() {
-            out.extend(files_under(&path)?);
+            files_under_skipping(&path, mounts, out)?;
         } else if path.is_file() {
             out.push(path);
         }
     }
-    Ok(out)
+    Ok(())
 }

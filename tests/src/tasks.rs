@@ -105,16 +105,23 @@ fn wait_for_shims(bundles: &Path) {
     }
 }
 
-/// Mount points under `dir` (deepest first), from `/proc/self/mountinfo`.
-fn mounts_under(dir: &Path) -> Vec<String> {
-    let prefix = format!("{}/", dir.display());
-    let Ok(info) = std::fs::read_to_string("/proc/self/mountinfo") else {
-        return Vec::new();
-    };
-    let mut points: Vec<String> = info
+/// Every mount point of this process's mount namespace.
+pub(crate) fn mount_points() -> std::io::Result<std::collections::HashSet<std::path::PathBuf>> {
+    let info = std::fs::read_to_string("/proc/self/mountinfo")?;
+    Ok(info
         .lines()
         .filter_map(|line| line.split(' ').nth(4))
-        .map(|p| p.replace("\\040", " "))
+        .map(|p| std::path::PathBuf::from(p.replace("\\040", " ")))
+        .collect())
+}
+
+/// Mount points under `dir` (deepest first).
+fn mounts_under(dir: &Path) -> Vec<String> {
+    let prefix = format!("{}/", dir.display());
+    let mut points: Vec<String> = mount_points()
+        .unwrap_or_default()
+        .into_iter()
+        .map(|p| p.display().to_string())
         .filter(|p| p.starts_with(&prefix))
         .collect();
     points.sort_by_key(|p| std::cmp::Reverse(p.len()));
