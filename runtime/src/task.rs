@@ -632,7 +632,16 @@ impl Runtime {
                 reason: e.to_string(),
             }
         })?;
+        // The node's / is read-only: a missing file cannot get a mount point.
+        let skip_files: Vec<&str> = match spec.root {
+            Root::Host => ["/etc/resolv.conf", "/etc/hosts", "/etc/hostname"]
+                .into_iter()
+                .filter(|f| std::fs::symlink_metadata(f).is_err())
+                .collect(),
+            Root::Image { .. } => Vec::new(),
+        };
         let inputs = BundleInputs {
+            skip_files: &skip_files,
             rootfs: &rootfs,
             netns,
             resolv_conf: &resolv,

@@ -121,7 +121,10 @@ async fn service_logs_from_a_manager_and_a_worker() -> anyhow::Result<()> {
     // The tasks wait for this file before their last line. Tasks on the
     // node's filesystem see it read-only, and not under /run (the lab's
     // directory) or /tmp, which are their own: so /var/tmp.
-    let go = GoFile(std::path::PathBuf::from(format!("/var/tmp/shoal-{}-go", lab.name())));
+    let go = GoFile(std::path::PathBuf::from(format!(
+        "/var/tmp/shoal-{}-go",
+        lab.name()
+    )));
     let go = &go.0;
     let script = format!(
         "echo first-$HOSTNAME; echo hello-$HOSTNAME; \

@@ -81,6 +81,10 @@ pub struct BundleInputs<'a> {
     pub resolv_conf: &'a Path,
     pub hosts: &'a Path,
     pub hostname_file: &'a Path,
+    /// Which of `/etc/resolv.conf`, `/etc/hosts`, `/etc/hostname` to leave
+    /// out: those missing from a read-only root (a mount point cannot be
+    /// made there).
+    pub skip_files: &'a [&'a str],
     /// For [`Root::Host`]: node paths to cover with an empty tmpfs (those of
     /// [`HOST_HIDDEN`] that exist, and the runtime's state directory).
     pub hidden: &'a [PathBuf],
@@ -339,9 +343,15 @@ pub fn mounts(spec: &TaskSpec, inputs: &BundleInputs<'_>) -> Result<Vec<OciMount
         }
     }
     let files_ro = spec.read_only || spec.root == Root::Host;
-    out.push(bind("/etc/resolv.conf", inputs.resolv_conf, files_ro)?);
-    out.push(bind("/etc/hosts", inputs.hosts, files_ro)?);
-    out.push(bind("/etc/hostname", inputs.hostname_file, files_ro)?);
+    for (target, source) in [
+        ("/etc/resolv.conf", inputs.resolv_conf),
+        ("/etc/hosts", inputs.hosts),
+        ("/etc/hostname", inputs.hostname_file),
+    ] {
+        if !inputs.skip_files.contains(&target) {
+            out.push(bind(target, source, files_ro)?);
+        }
+    }
     for (target, dir) in inputs.volumes {
         out.push(bind(target, dir, false)?);
     }

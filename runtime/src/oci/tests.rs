@@ -54,6 +54,7 @@ fn build(spec: &TaskSpec) -> Result<Spec, RuntimeError> {
         resolv_conf: Path::new("/b/t1/resolv.conf"),
         hosts: Path::new("/b/t1/hosts"),
         hostname_file: Path::new("/b/t1/hostname"),
+        skip_files: &[],
         hidden: &hidden,
         volumes: &volumes,
         passwd: PASSWD,
