@@ -60,8 +60,9 @@ pub struct CreateArgs {
     /// Service labels (key=value).
     #[arg(long)]
     label: Vec<String>,
-    /// Run the tasks inside this directory tree on the nodes (pivot_root)
-    /// instead of the node's own filesystem.
+    /// Run the tasks on this unpacked directory tree on the nodes (under a
+    /// per-task overlay; never written) instead of the node's own
+    /// filesystem (read-only, shoal's state hidden).
     #[arg(long)]
     rootfs: Option<String>,
     /// Publish a port: [PUBLISHED:]TARGET[/tcp|/udp] (8080:80, 53:53/udp,
