@@ -1018,6 +1018,13 @@ fn finished(id: &str, exit: Exit, requested: bool) -> TaskReport {
         report(id, TaskState::Shutdown, "shutdown", "")
     } else if exit.success() {
         report(id, TaskState::Complete, "finished", "")
+    } else if exit.oom_killed {
+        report(
+            id,
+            TaskState::Failed,
+            "started",
+            format!("task: {exit}: its memory limit was reached"),
+        )
     } else if let Some(code) = exit.code {
         report(
             id,
