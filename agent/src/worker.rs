@@ -562,10 +562,10 @@ impl<O: Overlay, T: Tasks, M: MeshSync> Executor<O, T, M> {
             dns = Some(self.setup.dns.serve_task_fd(ns, &t.id, networks)?);
             Ok(())
         };
-        let started = tokio::select! {
-            r = self.tasks.start(&spec, serve_dns) => r,
-            _ = stop.notified() => return report(&t.id, TaskState::Shutdown, "shutdown before start", ""),
-        };
+        // Not cut short by a stop: an abandoned start would leave a container
+        // running with nobody to follow it. A stop asked meanwhile is kept
+        // by the Notify and ends the task right after.
+        let started = self.tasks.start(&spec, serve_dns).await;
         let task = match started {
             Ok(task) => task,
             Err(e) => {

@@ -33,6 +33,25 @@
 //! - **Logs.** CRI format, one record a line (see [`logs`]); [`read_logs`]
 //!   reads it back for `service logs`.
 //!
+//! Choices, and why:
+//! - **runc** (Debian's 1.1.5) rather than crun: packaged here, the
+//!   reference implementation, and it drives cgroup v1 and v2 alike from
+//!   `cgroupsPath` `/shoal/<id>`.
+//! - **The node's `/`** is a plain (non-recursive) bind of `/`, made
+//!   read-only on the node's side too, rather than an overlay: overlayfs
+//!   refuses an upper directory inside its lower one, and a recursive bind
+//!   would carry every other mount (bpffs, other tasks' roots) into each
+//!   task. Only the root filesystem shows; `/run`, `/tmp`, shoal's state,
+//!   `/root` and `/etc/shoal` get an empty tmpfs.
+//! - **Waiting through a pidfd on the shim**: it needs no socket protocol,
+//!   works for a shim this process did not start (adoption), and cannot be
+//!   fooled by pid reuse; the shim writes `exit.json` before it exits.
+//! - **The init** (`init: true`) is the shim binary itself
+//!   (`shoal-shim init -- …`), bound read-only at `/dev/shoal-init` (a
+//!   mount point on the task's own `/dev` tmpfs, never on its root). It is
+//!   linked against glibc: it runs on the node's filesystem and on glibc
+//!   images, not on musl-only or empty images.
+//!
 //! ```no_run
 //! # async fn demo() -> Result<(), shoal_runtime::RuntimeError> {
 //! use std::net::Ipv4Addr;

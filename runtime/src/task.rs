@@ -384,6 +384,9 @@ impl Runtime {
     /// inside its namespace, such as the embedded resolver's sockets, is
     /// then there from the command's first instruction. Its error fails the
     /// start.
+    ///
+    /// Not cancel-safe: a start dropped half-way may leave a task (or its
+    /// remains) behind, which [`adopt`](Self::adopt) takes back or cleans.
     pub async fn start_with<F>(
         &self,
         spec: &TaskSpec,
