@@ -539,9 +539,23 @@ async fn an_image_task_runs_in_its_own_overlay() -> anyhow::Result<()> {
     let node = Node::start("rt-image").await?;
     let lower = node.lab.node(1).state_dir().join("image");
     busybox_root(&lower, &["sh", "cat", "echo", "id", "touch", "ls", "sleep"])?;
+    let volume = node.lab.node(1).state_dir().join("volume");
+    std::fs::create_dir_all(&volume)?;
+    std::fs::set_permissions(&volume, std::os::unix::fs::PermissionsExt::from_mode(0o777))?;
     let mut spec = node.spec("imaged", 2, &[]);
     spec.args = vec![];
     spec.user = Some("app".into());
+    spec.mounts = vec![
+        shoal_runtime::Mount::Volume {
+            source: volume.clone(),
+            target: "/data".into(),
+            readonly: false,
+        },
+        shoal_runtime::Mount::Tmpfs {
+            target: "/scratch".into(),
+            size: Some(1 << 20),
+        },
+    ];
     spec.root = Root::Image {
         lower: lower.clone(),
         config: ImageDefaults {
@@ -549,7 +563,8 @@ async fn an_image_task_runs_in_its_own_overlay() -> anyhow::Result<()> {
             cmd: vec![
                 "echo uid=$(id -u) home=$HOME; [ -e /marker ] && echo in-image; \
                  [ -e /usr/bin/ldd ] || echo node-fs-hidden; read h < /etc/hostname; echo host=$h; \
-                 touch /tmp/new && echo upper-writable; echo done"
+                 touch /tmp/new && echo upper-writable; echo kept > /data/file; \
+                 touch /scratch/x && echo scratch-writable; echo done"
                     .into(),
             ],
             ..ImageDefaults::default()
@@ -567,6 +582,7 @@ async fn an_image_task_runs_in_its_own_overlay() -> anyhow::Result<()> {
                 "node-fs-hidden",
                 "host=imaged",
                 "upper-writable",
+                "scratch-writable",
                 "done"
             ],
         "{logs:?}"
@@ -574,6 +590,10 @@ async fn an_image_task_runs_in_its_own_overlay() -> anyhow::Result<()> {
     ensure!(
         !lower.join("tmp/new").exists(),
         "the image is never written"
+    );
+    ensure!(
+        std::fs::read_to_string(volume.join("file"))? == "kept\n",
+        "the volume keeps its data"
     );
     let mounts = std::fs::read_to_string("/proc/self/mountinfo")?;
     let runtime = node
@@ -585,6 +605,21 @@ async fn an_image_task_runs_in_its_own_overlay() -> anyhow::Result<()> {
         .to_string();
     let leaked: Vec<&str> = mounts.lines().filter(|l| l.contains(&runtime)).collect();
     ensure!(leaked.is_empty(), "mounts left: {leaked:?}");
+
+    // A bind whose source is missing is refused before anything starts.
+    spec.id = "nosource".into();
+    spec.mounts = vec![shoal_runtime::Mount::Bind {
+        source: "/nonexistent/source".into(),
+        target: "/x".into(),
+        readonly: true,
+    }];
+    match node.runtime.start(&spec).await {
+        Err(RuntimeError::InvalidSpec {
+            field: "mounts", ..
+        }) => {}
+        other => bail!("expected a mounts error, got {other:?}"),
+    }
+    spec.mounts = vec![];
 
     // A user the image does not have is named.
     spec.id = "nouser".into();
