@@ -8,12 +8,14 @@ mod autolock;
 mod datapath;
 mod doctor;
 mod endpoints;
+mod images;
 #[cfg(test)]
 mod fake;
 mod link;
 mod local;
 mod logs;
 mod ports;
+mod volumes;
 mod session;
 mod swarm;
 mod worker;
@@ -153,6 +155,11 @@ async fn main() -> anyhow::Result<()> {
         data_ip: data_ipv4,
         mesh: Arc::new(Mutex::new(shoal_mesh::MeshState::new(mesh))),
         view: Arc::default(),
+        images: Arc::new(
+            images::Images::open(&args.state_dir.join("images"))
+                .context("opening the image store")?,
+        ),
+        volumes: Arc::new(volumes::Volumes::new(&args.state_dir.join("volumes"))),
     };
     let swarm = Arc::new(swarm::Swarm::new(
         &args.state_dir,
