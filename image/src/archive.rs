@@ -52,7 +52,10 @@ impl Spool {
                 tar::EntryType::Regular | tar::EntryType::Continuous => {
                     let path = dir.join(spool.files.len().to_string());
                     let mut file = File::create(&path).map_err(io_err("spooling to", &path))?;
-                    io::copy(&mut entry, &mut file).map_err(bad)?;
+                    let size = entry.size();
+                    if io::copy(&mut entry, &mut file).map_err(bad)? != size {
+                        return Err(ImageError::BadArchive { reason: format!("{name:?} is truncated") });
+                    }
                     spool.files.insert(name, path);
                 }
                 tar::EntryType::Symlink | tar::EntryType::Link => {

@@ -13,6 +13,8 @@ mod error;
 pub mod reference;
 pub mod store;
 pub mod unpack;
+#[cfg(test)]
+mod testutil;
 
 pub use build::{BuildConfig, ImageBuilder, fixtures};
 pub use error::ImageError;

@@ -214,7 +214,16 @@ impl Unpacker<'_> {
                     .mode(0o600)
                     .open(&path)
                     .map_err(io_err("creating file", &path))?;
-                io::copy(&mut entry, &mut file).map_err(|e| self.bad(e))?;
+                let size = entry.size();
+                let copied = io::copy(&mut entry, &mut file).map_err(|e| self.bad(e))?;
+                // tar stops quietly at the end of its input: a short copy
+                // is a truncated layer.
+                if copied != size {
+                    return Err(self.bad(io::Error::new(
+                        io::ErrorKind::UnexpectedEof,
+                        format!("{} ends after {copied} of {size} bytes", String::from_utf8_lossy(&raw)),
+                    )));
+                }
                 // chown before chmod: chown clears setuid and setgid.
                 chown_tolerant(std::os::unix::fs::fchown(&file, Some(uid_u32(uid)), Some(uid_u32(gid))))
                     .map_err(io_err("changing the owner of", &path))?;
@@ -247,8 +256,14 @@ impl Unpacker<'_> {
             }
             EntryType::Char | EntryType::Block | EntryType::Fifo => {
                 self.clear(&path, Kind::Other)?;
-                let major = header.device_major().map_err(|e| self.bad(e))?.unwrap_or(0);
-                let minor = header.device_minor().map_err(|e| self.bad(e))?.unwrap_or(0);
+                // A fifo has no device numbers, and some tars leave them blank.
+                let number = |n: io::Result<Option<u32>>| match n {
+                    Ok(n) => Ok(n.unwrap_or(0)),
+                    Err(_) if kind == EntryType::Fifo => Ok(0),
+                    Err(e) => Err(self.bad(e)),
+                };
+                let major = number(header.device_major())?;
+                let minor = number(header.device_minor())?;
                 let sflag = match kind {
                     EntryType::Char => SFlag::S_IFCHR,
                     EntryType::Block => SFlag::S_IFBLK,
@@ -476,4 +491,278 @@ fn set_mtime_nofollow(path: &Path, mtime: u64) -> io::Result<()> {
     let secs = i64::try_from(mtime).unwrap_or(i64::MAX);
     let t = TimeVal::new(secs, 0);
     lutimes(path, &t, &t).map_err(io::Error::from)
+}
+
+#[cfg(test)]
+mod tests {
+    use std::os::unix::fs::{FileTypeExt, MetadataExt};
+
+    use proptest::prelude::*;
+
+    use super::*;
+    use crate::testutil::{E, Sandbox, dir, file, gzip, hardlink, layer_digest, symlink, tar, walk};
+
+    fn apply(root: &Path, entries: &[E]) -> Result<(), ImageError> {
+        let bytes = tar(entries);
+        apply_layer(root, &layer_digest(&bytes), &MediaType::ImageLayer, bytes.as_slice())
+    }
+
+    fn read(root: &Path, p: &str) -> String {
+        fs::read_to_string(root.join(p)).unwrap_or_else(|e| panic!("{p}: {e}"))
+    }
+
+    #[test]
+    fn files_dirs_links_modes_and_special_files() {
+        let s = Sandbox::new();
+        let root = s.root();
+        apply(
+            &root,
+            &[
+                dir("usr/"),
+                E::File("usr/bin/su".into(), b"x".to_vec(), 0o4755),
+                file("/etc/hosts", "hosts"),
+                symlink("bin", "usr/bin"),
+                symlink("etc/escape", "/etc/shadow"),
+                hardlink("etc/hosts2", "etc/hosts"),
+                E::Fifo("run/fifo".into()),
+            ],
+        )
+        .expect("applies");
+        let su = fs::metadata(root.join("usr/bin/su")).expect("su");
+        assert_eq!(su.mode() & 0o7777, 0o4755, "setuid kept");
+        assert_eq!(fs::read_link(root.join("bin")).expect("link"), Path::new("usr/bin"));
+        assert_eq!(fs::read_link(root.join("etc/escape")).expect("link"), Path::new("/etc/shadow"));
+        assert_eq!(fs::metadata(root.join("etc/hosts")).expect("hosts").nlink(), 2);
+        assert_eq!(read(&root, "etc/hosts2"), "hosts");
+        assert_eq!(fs::metadata(root.join("etc/hosts")).expect("hosts").mtime(), 1_000_000);
+        assert!(fs::symlink_metadata(root.join("run/fifo")).expect("fifo").file_type().is_fifo());
+        s.assert_contained();
+    }
+
+    #[test]
+    fn whiteouts_and_opaque_directories_across_layers() {
+        let s = Sandbox::new();
+        let root = s.root();
+        apply(
+            &root,
+            &[
+                file("a/keep", "1"),
+                file("a/gone", "1"),
+                dir("a/gonedir/"),
+                file("a/gonedir/x", "1"),
+                file("o/old1", "1"),
+                dir("o/old2/"),
+                file("o/old2/y", "1"),
+            ],
+        )
+        .expect("layer 1");
+        apply(
+            &root,
+            &[
+                file("a/.wh.gone", ""),
+                file("a/.wh.gonedir", ""),
+                file("a/.wh.never-was", ""),
+                dir("o/"),
+                file("o/.wh..wh..opq", ""),
+                file("o/new", "2"),
+            ],
+        )
+        .expect("layer 2");
+        assert_eq!(read(&root, "a/keep"), "1");
+        assert!(!root.join("a/gone").exists());
+        assert!(!root.join("a/gonedir").exists());
+        assert!(!root.join("a/.wh.gone").exists(), "whiteout files are not kept");
+        let mut o: Vec<_> = fs::read_dir(root.join("o")).expect("o").flatten().map(|e| e.file_name()).collect();
+        o.sort();
+        assert_eq!(o, ["new"], "opaque directory keeps only this layer's entries");
+
+        // The marker may come after this layer's own entries: they stay.
+        apply(&root, &[file("o/newer", "3"), file("o/.wh..wh..opq", "")]).expect("layer 3");
+        let o: Vec<_> = fs::read_dir(root.join("o")).expect("o").flatten().map(|e| e.file_name()).collect();
+        assert_eq!(o, ["newer"]);
+        s.assert_contained();
+    }
+
+    #[test]
+    fn later_layers_replace_files_dirs_and_links() {
+        let s = Sandbox::new();
+        let root = s.root();
+        apply(&root, &[file("x", "file"), dir("d/"), file("d/f", "1"), symlink("l", "x")]).expect("1");
+        apply(&root, &[dir("x/"), file("d", "now a file"), file("l", "now a file")]).expect("2");
+        assert!(root.join("x").is_dir());
+        assert_eq!(read(&root, "d"), "now a file");
+        assert_eq!(read(&root, "x/../l"), "now a file");
+        assert!(!fs::symlink_metadata(root.join("l")).expect("l").file_type().is_symlink());
+    }
+
+    fn refused(entries: &[E]) -> (Sandbox, ImageError) {
+        let s = Sandbox::new();
+        let err = apply(&s.root(), entries).expect_err("must be refused");
+        s.assert_contained();
+        (s, err)
+    }
+
+    #[test]
+    fn dot_dot_entries_are_refused() {
+        for name in ["../evil", "a/../../evil", "./../evil", "a/.."] {
+            let (_, err) = refused(&[file(name, "x")]);
+            assert!(
+                matches!(&err, ImageError::UnsafeEntry { entry, .. } if entry == name),
+                "{name}: {err}"
+            );
+        }
+    }
+
+    #[test]
+    fn absolute_paths_stay_inside() {
+        let s = Sandbox::new();
+        let outside = s.outside().join("evil");
+        apply(&s.root(), &[file(&outside.to_string_lossy(), "x")]).expect("rooted");
+        assert!(s.root().join(outside.strip_prefix("/").expect("abs")).is_file());
+        s.assert_contained();
+    }
+
+    #[test]
+    fn escaping_hardlinks_are_refused() {
+        let (_, err) = refused(&[hardlink("h", "/etc/passwd")]);
+        assert!(matches!(&err, ImageError::UnsafeEntry { reason, .. } if reason.contains("absolute")), "{err}");
+        let (_, err) = refused(&[hardlink("h", "../etc/passwd")]);
+        assert!(matches!(err, ImageError::UnsafeEntry { .. }), "{err}");
+        let (_, err) = refused(&[hardlink("h", "missing")]);
+        assert!(matches!(err, ImageError::UnsafeEntry { .. }), "{err}");
+        // Through a symlinked directory to a file outside.
+        let s = Sandbox::new();
+        fs::write(s.outside().join("secret"), "s").expect("write");
+        let target = s.outside().to_string_lossy().into_owned();
+        let err = apply(&s.root(), &[symlink("l", &target), hardlink("h", "l/secret")]).expect_err("refused");
+        assert!(matches!(err, ImageError::UnsafeEntry { .. }), "{err}");
+        fs::remove_file(s.outside().join("secret")).expect("rm");
+        s.assert_contained();
+    }
+
+    #[test]
+    fn symlinked_parents_are_refused_across_layers() {
+        let s = Sandbox::new();
+        let root = s.root();
+        let outside = s.outside().to_string_lossy().into_owned();
+        apply(&root, &[symlink("a", &outside), symlink("rel", "../outside")]).expect("layer 1 only stores links");
+        for name in ["a/evil", "rel/evil", "a/.wh.x", "a/.wh..wh..opq", "a/sub/evil"] {
+            let err = apply(&root, &[file(name, "x")]).expect_err(name);
+            assert!(
+                matches!(&err, ImageError::UnsafeEntry { reason, .. } if reason.contains("symlink")),
+                "{name}: {err}"
+            );
+        }
+        let err = apply(&root, &[dir("a/d/")]).expect_err("dir through link");
+        assert!(matches!(err, ImageError::UnsafeEntry { .. }));
+        s.assert_contained();
+    }
+
+    #[test]
+    fn truncated_and_corrupt_layers_are_errors() {
+        let s = Sandbox::new();
+        let whole = tar(&[file("big", &"x".repeat(4000)), file("after", "y")]);
+        for cut in [100, 512 + 1000, 512 + 4096 + 200] {
+            let d = layer_digest(&whole[..cut]);
+            let err = apply_layer(&s.root(), &d, &MediaType::ImageLayer, &whole[..cut]).expect_err("truncated");
+            assert!(matches!(err, ImageError::BadLayer { .. }), "cut {cut}: {err}");
+        }
+        let gz = gzip(&whole);
+        let cut = &gz[..gz.len() / 2];
+        let err = apply_layer(&s.root(), &layer_digest(cut), &MediaType::ImageLayerGzip, cut).expect_err("gz");
+        assert!(matches!(err, ImageError::BadLayer { .. }), "{err}");
+        s.assert_contained();
+    }
+
+    #[test]
+    fn compressions_and_media_types() {
+        let bytes = tar(&[file("f", "data")]);
+        let zst = zstd::encode_all(bytes.as_slice(), 1).expect("zstd");
+        for (media, blob) in [
+            (MediaType::ImageLayerGzip, gzip(&bytes)),
+            (MediaType::ImageLayerZstd, zst.clone()),
+            (MediaType::Other(DOCKER_LAYER_GZIP.into()), gzip(&bytes)),
+            // Legacy plain-tar types are sniffed.
+            (MediaType::ImageLayer, zst),
+        ] {
+            let s = Sandbox::new();
+            apply_layer(&s.root(), &layer_digest(&blob), &media, blob.as_slice()).expect("applies");
+            assert_eq!(read(&s.root(), "f"), "data");
+        }
+        let s = Sandbox::new();
+        let err = apply_layer(&s.root(), &layer_digest(&bytes), &MediaType::Other("application/x-foo".into()), bytes.as_slice())
+            .expect_err("unknown");
+        assert!(matches!(err, ImageError::UnknownMediaType { media_type } if media_type == "application/x-foo"));
+        assert!(walk(&s.root()).is_empty());
+    }
+
+    fn hostile_name() -> impl Strategy<Value = String> {
+        let part = prop_oneof![
+            Just("..".to_owned()),
+            Just(".".to_owned()),
+            Just(String::new()),
+            Just("a".to_owned()),
+            Just("b".to_owned()),
+            Just("l".to_owned()),
+            Just(".wh.a".to_owned()),
+            Just(".wh..wh..opq".to_owned()),
+            "[a-z.]{1,3}",
+        ];
+        (any::<bool>(), prop::collection::vec(part, 1..4))
+            .prop_map(|(abs, parts)| format!("{}{}", if abs { "/" } else { "" }, parts.join("/")))
+    }
+
+    fn hostile_entry(outside: String) -> impl Strategy<Value = E> {
+        let target = prop_oneof![
+            hostile_name(),
+            Just(outside),
+            Just("/".to_owned()),
+            Just("../outside".to_owned()),
+            Just("../../outside".to_owned()),
+        ];
+        (0..5u8, hostile_name(), target, any::<u8>()).prop_map(|(kind, name, target, byte)| match kind {
+            0 => E::File(name, vec![byte; 3], 0o644),
+            1 => E::Dir(name),
+            2 => E::Symlink(name, target),
+            3 => E::Hardlink(name, target),
+            _ => E::Fifo(name),
+        })
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(128))]
+
+        #[test]
+        fn random_bytes_never_escape(bytes in prop::collection::vec(any::<u8>(), 0..3000), gz in any::<bool>()) {
+            let s = Sandbox::new();
+            let d = layer_digest(&bytes);
+            let media = if gz { MediaType::ImageLayerGzip } else { MediaType::ImageLayer };
+            let _ = apply_layer(&s.root(), &d, &media, bytes.as_slice());
+            s.assert_contained();
+        }
+
+        #[test]
+        fn hostile_tars_never_escape(
+            layers in prop::collection::vec(
+                prop::collection::vec(hostile_entry("/tmp/shoal-outside-placeholder".into()), 0..12),
+                1..4,
+            ),
+        ) {
+            let s = Sandbox::new();
+            let outside = s.outside().to_string_lossy().into_owned();
+            for layer in layers {
+                // Point absolute targets at this sandbox's outside.
+                let layer: Vec<E> = layer
+                    .into_iter()
+                    .map(|e| match e {
+                        E::Symlink(n, t) if t.starts_with("/tmp/shoal-outside") => E::Symlink(n, outside.clone()),
+                        E::Hardlink(n, t) if t.starts_with("/tmp/shoal-outside") => E::Hardlink(n, outside.clone()),
+                        e => e,
+                    })
+                    .collect();
+                let _ = apply(&s.root(), &layer);
+                s.assert_contained();
+            }
+        }
+    }
 }
