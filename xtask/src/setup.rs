@@ -22,6 +22,12 @@ const APT_BASE: &[&str] = &[
     "iputils-ping",
     "iperf3",
     "curl",
+    // Containers: the OCI runtime, the busybox the image fixtures are built
+    // from, docker's default seccomp profile, and a registry for pull tests.
+    "runc",
+    "busybox-static",
+    "golang-github-docker-docker-dev",
+    "docker-registry",
 ];
 const BPF_RUSTC: &str = "/usr/bin/rustc";
 const BPF_LINKER_VERSION: &str = "0.13.0";

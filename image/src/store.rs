@@ -1,0 +1,636 @@
+//! The store on disk:
+//!
+//! ```text
+//! <root>/blobs/sha256/<hex>   content-addressed blobs (manifests, configs, layers)
+//! <root>/images.json          manifest digest → references, replaced atomically
+//! <root>/rootfs/<hex>         each image's layers unpacked, keyed by manifest
+//! <root>/tmp/                 every write starts here and is renamed into place
+//! ```
+//!
+//! A blob is renamed into `blobs/` only once its sha256 matched the digest
+//! asked for, and a root filesystem into `rootfs/` only once every layer
+//! applied, so a crash leaves garbage in `tmp/` (cleared at open) and never
+//! a half-written blob or image.
+
+use std::{
+    collections::{BTreeMap, BTreeSet},
+    fs::{self, File},
+    io::{self, Read, Write},
+    os::unix::fs::PermissionsExt,
+    path::{Path, PathBuf},
+    sync::{Mutex, PoisonError},
+};
+
+use oci_spec::image::{Descriptor, ImageConfiguration, ImageManifest, MediaType};
+use serde::{Deserialize, Serialize};
+use sha2::{Digest as _, Sha256};
+
+use crate::{
+    Digest, ImageError, Reference,
+    archive::{self, CONTAINERD_NAME, OCI_REF_NAME, Spool, json, manifest_media_type, parse_manifest},
+    error::io_err,
+    unpack,
+};
+
+const INDEX_FILE: &str = "images.json";
+
+/// What `docker image ls` and `inspect` show of an image.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ImageInfo {
+    /// The config digest: docker's IMAGE ID.
+    pub id: Digest,
+    pub manifest: Digest,
+    pub references: Vec<Reference>,
+    /// Sum of the (compressed) layer sizes.
+    pub size: u64,
+    pub created: Option<String>,
+    pub architecture: String,
+    pub os: String,
+}
+
+/// One image an archive held, now in the store.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Loaded {
+    pub manifest: Digest,
+    pub id: Digest,
+    /// Empty for an untagged image (docker prints "Loaded image ID: …").
+    pub references: Vec<Reference>,
+}
+
+/// Docker's `Healthcheck` of an image config, which the OCI config type
+/// does not carry. Durations are nanoseconds; 0 means "the default".
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct Healthcheck {
+    /// `["NONE"]`, `["CMD", args…]` or `["CMD-SHELL", command]`.
+    #[serde(default)]
+    pub test: Vec<String>,
+    #[serde(rename = "Interval", default)]
+    pub interval_ns: u64,
+    #[serde(rename = "Timeout", default)]
+    pub timeout_ns: u64,
+    #[serde(default)]
+    pub retries: u32,
+    #[serde(rename = "StartPeriod", default)]
+    pub start_period_ns: u64,
+    #[serde(rename = "StartInterval", default)]
+    pub start_interval_ns: u64,
+}
+
+/// `images.json`.
+#[derive(Default, Serialize, Deserialize)]
+struct Index {
+    images: BTreeMap<Digest, IndexEntry>,
+}
+
+#[derive(Default, Serialize, Deserialize)]
+struct IndexEntry {
+    references: BTreeSet<Reference>,
+}
+
+impl Index {
+    fn resolve(&self, r: &Reference) -> Option<Digest> {
+        if let Some(d) = &r.digest {
+            return self.images.contains_key(d).then(|| d.clone());
+        }
+        self.images.iter().find(|(_, e)| e.references.contains(r)).map(|(d, _)| d.clone())
+    }
+
+    /// Gives `r` to `manifest`, taking it from whichever image had it.
+    fn assign(&mut self, r: &Reference, manifest: &Digest) {
+        for e in self.images.values_mut() {
+            e.references.remove(r);
+        }
+        self.images.entry(manifest.clone()).or_default().references.insert(r.clone());
+    }
+}
+
+/// How a name given by the user matched.
+enum Lookup {
+    /// By a tag reference: removing it only untags.
+    Reference(Reference, Digest),
+    /// By digest, ID or ID prefix: the image itself.
+    Image(Digest),
+}
+
+/// The node's image store. One per root per process: `open` clears the
+/// scratch directory.
+pub struct ImageStore {
+    root: PathBuf,
+    /// Serialises read-modify-write of `images.json` and removal.
+    lock: Mutex<()>,
+}
+
+impl ImageStore {
+    pub fn open(root: &Path) -> Result<ImageStore, ImageError> {
+        let store = ImageStore { root: root.to_path_buf(), lock: Mutex::new(()) };
+        for dir in [store.blob_dir(), store.rootfs_dir()] {
+            fs::create_dir_all(&dir).map_err(io_err("creating", &dir))?;
+        }
+        let tmp = store.tmp_dir();
+        if tmp.exists() {
+            fs::remove_dir_all(&tmp).map_err(io_err("clearing", &tmp))?;
+        }
+        fs::create_dir_all(&tmp).map_err(io_err("creating", &tmp))?;
+        fs::set_permissions(&tmp, fs::Permissions::from_mode(0o700))
+            .map_err(io_err("changing the mode of", &tmp))?;
+        Ok(store)
+    }
+
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
+    fn blob_dir(&self) -> PathBuf {
+        self.root.join("blobs").join("sha256")
+    }
+
+    fn rootfs_dir(&self) -> PathBuf {
+        self.root.join("rootfs")
+    }
+
+    fn tmp_dir(&self) -> PathBuf {
+        self.root.join("tmp")
+    }
+
+    fn blob_path(&self, d: &Digest) -> PathBuf {
+        self.blob_dir().join(d.hex())
+    }
+
+    fn scratch(&self, prefix: &str) -> Result<tempfile::TempDir, ImageError> {
+        tempfile::Builder::new()
+            .prefix(prefix)
+            .tempdir_in(self.tmp_dir())
+            .map_err(io_err("creating a scratch directory in", self.tmp_dir()))
+    }
+
+    // ---- blobs ----
+
+    pub fn has_blob(&self, d: &Digest) -> bool {
+        self.blob_path(d).is_file()
+    }
+
+    pub fn open_blob(&self, d: &Digest) -> Result<File, ImageError> {
+        File::open(self.blob_path(d)).map_err(|e| match e.kind() {
+            io::ErrorKind::NotFound => ImageError::BlobMissing { digest: d.clone() },
+            _ => io_err("opening blob", self.blob_path(d))(e),
+        })
+    }
+
+    fn read_blob(&self, d: &Digest) -> Result<Vec<u8>, ImageError> {
+        let mut bytes = Vec::new();
+        self.open_blob(d)?
+            .read_to_end(&mut bytes)
+            .map_err(io_err("reading blob", self.blob_path(d)))?;
+        Ok(bytes)
+    }
+
+    /// Streams `r` into the store as blob `expected`: kept only if its
+    /// sha256 is `expected`. Returns its size.
+    pub fn write_blob(&self, expected: &Digest, r: impl Read) -> Result<u64, ImageError> {
+        self.write_blob_new(expected, r).map(|(size, _)| size)
+    }
+
+    /// As `write_blob`, also telling whether the blob is new to the store.
+    fn write_blob_new(&self, expected: &Digest, mut r: impl Read) -> Result<(u64, bool), ImageError> {
+        let tmp_dir = self.tmp_dir();
+        let mut tmp = tempfile::NamedTempFile::new_in(&tmp_dir).map_err(io_err("creating a file in", &tmp_dir))?;
+        let mut hasher = Sha256::new();
+        let mut buf = vec![0u8; 64 * 1024];
+        let mut size = 0u64;
+        loop {
+            let n = match r.read(&mut buf) {
+                Ok(0) => break,
+                Ok(n) => n,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) => return Err(io_err("reading blob data for", self.blob_path(expected))(e)),
+            };
+            hasher.update(&buf[..n]);
+            tmp.write_all(&buf[..n]).map_err(io_err("writing", tmp.path().to_path_buf()))?;
+            size += n as u64;
+        }
+        let actual = Digest::from_sha256(hasher.finalize().into());
+        if actual != *expected {
+            // Dropping `tmp` removes it.
+            return Err(ImageError::DigestMismatch { expected: expected.clone(), actual });
+        }
+        self.persist(tmp.into_temp_path(), expected).map(|new| (size, new))
+    }
+
+    /// Moves a verified temp file to its blob path.
+    fn persist(&self, tmp: tempfile::TempPath, d: &Digest) -> Result<bool, ImageError> {
+        let dest = self.blob_path(d);
+        if dest.is_file() {
+            return Ok(false);
+        }
+        let path = tmp.to_path_buf();
+        File::open(&tmp).and_then(|f| f.sync_all()).map_err(io_err("syncing", &path))?;
+        fs::set_permissions(&tmp, fs::Permissions::from_mode(0o444))
+            .map_err(io_err("changing the mode of", &path))?;
+        tmp.persist(&dest).map_err(|e| io_err("renaming into", &dest)(e.error))?;
+        Ok(true)
+    }
+
+    /// Moves a spooled archive file into the store if its digest is right.
+    fn ingest(&self, expected: &Digest, size: u64, path: &Path) -> Result<bool, ImageError> {
+        if self.has_blob(expected) {
+            return Ok(false);
+        }
+        let (actual, actual_size, _) = archive::hash_file(path)?;
+        if actual != *expected {
+            return Err(ImageError::DigestMismatch { expected: expected.clone(), actual });
+        }
+        if actual_size != size {
+            return Err(ImageError::BadArchive {
+                reason: format!("blob {expected} is {actual_size} bytes, its descriptor says {size}"),
+            });
+        }
+        let tmp = tempfile::TempPath::try_from_path(path).map_err(io_err("taking over", path))?;
+        self.persist(tmp, expected)
+    }
+
+    fn manifest(&self, d: &Digest) -> Result<ImageManifest, ImageError> {
+        let bytes = self.read_blob(d)?;
+        // The media type is in the manifest itself (absent: OCI).
+        let raw: ImageManifest = json("image manifest", &bytes)?;
+        parse_manifest(&manifest_media_type(&raw), &bytes)
+    }
+
+    /// The manifest, config and layer descriptors of an image: what another
+    /// node needs to have it.
+    pub fn blobs_of(&self, manifest: &Digest) -> Result<Vec<Descriptor>, ImageError> {
+        let bytes = self.read_blob(manifest)?;
+        let m = self.manifest(manifest)?;
+        let mut out = vec![Descriptor::new(manifest_media_type(&m), bytes.len() as u64, manifest.to_oci())];
+        out.push(m.config().clone());
+        out.extend(m.layers().iter().cloned());
+        Ok(out)
+    }
+
+    fn blob_digests(&self, manifest: &Digest) -> Result<Vec<Digest>, ImageError> {
+        self.blobs_of(manifest)?.iter().map(|d| Digest::from_oci(d.digest())).collect()
+    }
+
+    // ---- images.json ----
+
+    fn read_index(&self) -> Result<Index, ImageError> {
+        let path = self.root.join(INDEX_FILE);
+        match fs::read(&path) {
+            Ok(bytes) => json(INDEX_FILE, &bytes),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(Index::default()),
+            Err(e) => Err(io_err("reading", path)(e)),
+        }
+    }
+
+    fn write_index(&self, index: &Index) -> Result<(), ImageError> {
+        let bytes = serde_json::to_vec_pretty(index)
+            .map_err(|source| ImageError::Json { what: INDEX_FILE.into(), source })?;
+        let tmp_dir = self.tmp_dir();
+        let mut tmp = tempfile::NamedTempFile::new_in(&tmp_dir).map_err(io_err("creating a file in", &tmp_dir))?;
+        tmp.write_all(&bytes).map_err(io_err("writing", tmp.path().to_path_buf()))?;
+        tmp.as_file().sync_all().map_err(io_err("syncing", tmp.path().to_path_buf()))?;
+        let dest = self.root.join(INDEX_FILE);
+        tmp.persist(&dest).map_err(|e| io_err("renaming into", &dest)(e.error))?;
+        Ok(())
+    }
+
+    fn locked(&self) -> std::sync::MutexGuard<'_, ()> {
+        // The guarded data is on disk and written atomically: a panic
+        // elsewhere leaves nothing half-done to protect.
+        self.lock.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    // ---- loading ----
+
+    /// Loads a `docker save` archive (legacy or Docker 25+) or an OCI
+    /// image-layout tar. All or nothing: on error no image is registered
+    /// and the blobs this load added are removed again.
+    pub fn load_archive(&self, r: impl Read) -> Result<Vec<Loaded>, ImageError> {
+        let spool_dir = self.scratch("load-")?;
+        let spool = Spool::read_from(r, spool_dir.path())?;
+        let candidates = archive::candidates(&spool)?;
+        let mut added = Vec::new();
+        let result = self.ingest_all(&candidates, &mut added);
+        if let Err(e) = result {
+            self.discard(&added, &candidates);
+            return Err(e);
+        }
+        let _guard = self.locked();
+        let mut index = self.read_index()?;
+        let mut loaded = Vec::new();
+        for c in &candidates {
+            index.images.entry(c.manifest_digest.clone()).or_default();
+            for r in &c.references {
+                index.assign(r, &c.manifest_digest);
+            }
+            loaded.push(Loaded {
+                manifest: c.manifest_digest.clone(),
+                id: c.blobs.first().map(|b| b.0.clone()).unwrap_or_else(|| c.manifest_digest.clone()),
+                references: c.references.clone(),
+            });
+        }
+        self.write_index(&index)?;
+        Ok(loaded)
+    }
+
+    fn ingest_all(&self, candidates: &[archive::Candidate], added: &mut Vec<Digest>) -> Result<(), ImageError> {
+        for c in candidates {
+            let (_, new) = self.write_blob_new(&c.manifest_digest, c.manifest_bytes.as_slice())?;
+            if new {
+                added.push(c.manifest_digest.clone());
+            }
+            for (digest, size, path) in &c.blobs {
+                if self.ingest(digest, *size, path)? {
+                    added.push(digest.clone());
+                }
+            }
+            // Unpacking is the check that every layer is sound.
+            self.rootfs(&c.manifest_digest)?;
+        }
+        Ok(())
+    }
+
+    /// Undoes a failed load: its root filesystems, and its new blobs no
+    /// registered image uses.
+    fn discard(&self, added: &[Digest], candidates: &[archive::Candidate]) {
+        let _guard = self.locked();
+        let Ok(index) = self.read_index() else { return };
+        let in_use = self.blobs_in_use(&index);
+        for c in candidates.iter().filter(|c| !index.images.contains_key(&c.manifest_digest)) {
+            self.remove_rootfs(&c.manifest_digest);
+        }
+        for d in added.iter().filter(|d| !in_use.contains(d)) {
+            if let Err(e) = fs::remove_file(self.blob_path(d)) {
+                tracing::warn!(blob = %d, error = %e, "could not remove a blob of a failed load");
+            }
+        }
+    }
+
+    fn blobs_in_use(&self, index: &Index) -> BTreeSet<Digest> {
+        index
+            .images
+            .keys()
+            .filter_map(|m| self.blob_digests(m).ok())
+            .flatten()
+            .collect()
+    }
+
+    /// Makes `reference` name `manifest`, once all its blobs are here (after
+    /// a transfer from another node) and its layers unpacked.
+    pub fn register(&self, reference: &Reference, manifest: &Digest) -> Result<ImageInfo, ImageError> {
+        for d in self.blobs_of(manifest)? {
+            let d = Digest::from_oci(d.digest())?;
+            if !self.has_blob(&d) {
+                return Err(ImageError::BlobMissing { digest: d });
+            }
+        }
+        self.rootfs(manifest)?;
+        let _guard = self.locked();
+        let mut index = self.read_index()?;
+        match &reference.digest {
+            Some(d) if d != manifest => {
+                return Err(ImageError::DigestMismatch { expected: d.clone(), actual: manifest.clone() });
+            }
+            // A digest reference names the image by itself.
+            Some(_) => {
+                index.images.entry(manifest.clone()).or_default();
+            }
+            None => index.assign(reference, manifest),
+        }
+        self.write_index(&index)?;
+        self.info(manifest, &index)
+    }
+
+    // ---- queries ----
+
+    pub fn list(&self) -> Result<Vec<ImageInfo>, ImageError> {
+        let index = self.read_index()?;
+        index.images.keys().map(|m| self.info(m, &index)).collect()
+    }
+
+    fn info(&self, manifest: &Digest, index: &Index) -> Result<ImageInfo, ImageError> {
+        let m = self.manifest(manifest)?;
+        let id = Digest::from_oci(m.config().digest())?;
+        let config: serde_json::Value = json("image config", &self.read_blob(&id)?)?;
+        let text = |k: &str| config[k].as_str().map(str::to_owned);
+        Ok(ImageInfo {
+            id,
+            manifest: manifest.clone(),
+            references: index.images.get(manifest).map(|e| e.references.iter().cloned().collect()).unwrap_or_default(),
+            size: m.layers().iter().map(Descriptor::size).sum(),
+            created: text("created"),
+            architecture: text("architecture").unwrap_or_default(),
+            os: text("os").unwrap_or_default(),
+        })
+    }
+
+    fn lookup(&self, name_or_id: &str, index: &Index) -> Result<Lookup, ImageError> {
+        if let Ok(d) = Digest::parse(name_or_id) {
+            if index.images.contains_key(&d) {
+                return Ok(Lookup::Image(d));
+            }
+        }
+        if let Ok(r) = Reference::parse(name_or_id) {
+            if let Some(m) = index.resolve(&r) {
+                return Ok(match r.digest {
+                    Some(_) => Lookup::Image(m),
+                    None => Lookup::Reference(r, m),
+                });
+            }
+        }
+        let prefix = name_or_id.strip_prefix("sha256:").unwrap_or(name_or_id);
+        let hexish = (4..=64).contains(&prefix.len()) && prefix.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b));
+        if hexish {
+            let matches: Vec<&Digest> = index
+                .images
+                .keys()
+                .filter(|m| {
+                    m.hex().starts_with(prefix)
+                        || self.manifest(m).ok().is_some_and(|man| man.config().digest().digest().starts_with(prefix))
+                })
+                .collect();
+            match matches.as_slice() {
+                [one] => return Ok(Lookup::Image((*one).clone())),
+                [] => {}
+                _ => return Err(ImageError::Ambiguous { prefix: name_or_id.to_owned() }),
+            }
+        }
+        Err(ImageError::NotFound { reference: name_or_id.to_owned() })
+    }
+
+    /// An image by reference (`busybox`, full or short), ID (full or a
+    /// prefix of 4+ hex digits) or manifest digest.
+    pub fn inspect(&self, name_or_id: &str) -> Result<ImageInfo, ImageError> {
+        let index = self.read_index()?;
+        let manifest = match self.lookup(name_or_id, &index)? {
+            Lookup::Reference(_, m) | Lookup::Image(m) => m,
+        };
+        self.info(&manifest, &index)
+    }
+
+    /// The manifest digest a reference names here, if any.
+    pub fn resolve(&self, reference: &Reference) -> Option<Digest> {
+        self.read_index().ok()?.resolve(reference)
+    }
+
+    /// `docker tag source target`.
+    pub fn tag(&self, source: &str, target: &Reference) -> Result<(), ImageError> {
+        if target.digest.is_some() {
+            return Err(ImageError::TagWithDigest { reference: target.to_string() });
+        }
+        let _guard = self.locked();
+        let mut index = self.read_index()?;
+        let manifest = match self.lookup(source, &index)? {
+            Lookup::Reference(_, m) | Lookup::Image(m) => m,
+        };
+        index.assign(target, &manifest);
+        self.write_index(&index)
+    }
+
+    // ---- removal ----
+
+    /// `docker rmi`: a tag reference is untagged; the image goes when it
+    /// has no reference left, or when named by ID or digest. Returns the
+    /// blobs deleted (none if only untagged).
+    pub fn remove(&self, name_or_id: &str) -> Result<Vec<Digest>, ImageError> {
+        self.remove_if(name_or_id, |_| false)
+    }
+
+    /// As `remove`, refusing with `InUse` when the image itself would go
+    /// and `in_use(manifest)` says a task still uses it.
+    pub fn remove_if(&self, name_or_id: &str, in_use: impl Fn(&Digest) -> bool) -> Result<Vec<Digest>, ImageError> {
+        let _guard = self.locked();
+        let mut index = self.read_index()?;
+        let manifest = match self.lookup(name_or_id, &index)? {
+            Lookup::Reference(r, m) => {
+                let entry = index.images.entry(m.clone()).or_default();
+                if entry.references.len() > 1 {
+                    entry.references.remove(&r);
+                    self.write_index(&index)?;
+                    return Ok(Vec::new());
+                }
+                m
+            }
+            Lookup::Image(m) => m,
+        };
+        if in_use(&manifest) {
+            return Err(ImageError::InUse { reference: name_or_id.to_owned(), manifest });
+        }
+        let blobs = self.blob_digests(&manifest).unwrap_or_else(|_| vec![manifest.clone()]);
+        index.images.remove(&manifest);
+        // Unregister first: a crash then leaves unused blobs, never an
+        // image whose blobs are gone.
+        self.write_index(&index)?;
+        self.remove_rootfs(&manifest);
+        let kept = self.blobs_in_use(&index);
+        let mut deleted = Vec::new();
+        for d in blobs.into_iter().filter(|d| !kept.contains(d)) {
+            match fs::remove_file(self.blob_path(&d)) {
+                Ok(()) => deleted.push(d),
+                Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+                Err(e) => return Err(io_err("removing blob", self.blob_path(&d))(e)),
+            }
+        }
+        Ok(deleted)
+    }
+
+    /// Moves the rootfs out of sight first, so it is never seen half-deleted.
+    fn remove_rootfs(&self, manifest: &Digest) {
+        let path = self.rootfs_dir().join(manifest.hex());
+        if !path.exists() {
+            return;
+        }
+        let Ok(scratch) = self.scratch("rm-") else { return };
+        if let Err(e) = fs::rename(&path, scratch.path().join("rootfs")) {
+            tracing::warn!(path = %path.display(), error = %e, "could not remove a root filesystem");
+        }
+    }
+
+    // ---- config and root filesystem ----
+
+    /// The image's config (Entrypoint, Cmd, Env, WorkingDir, User, …).
+    pub fn config(&self, manifest: &Digest) -> Result<ImageConfiguration, ImageError> {
+        let m = self.manifest(manifest)?;
+        let bytes = self.read_blob(&Digest::from_oci(m.config().digest())?)?;
+        json("image config", &bytes)
+    }
+
+    /// Docker's `Healthcheck` from the config, which oci-spec drops.
+    pub fn healthcheck(&self, manifest: &Digest) -> Result<Option<Healthcheck>, ImageError> {
+        let m = self.manifest(manifest)?;
+        let bytes = self.read_blob(&Digest::from_oci(m.config().digest())?)?;
+        let raw: serde_json::Value = json("image config", &bytes)?;
+        match raw.get("config").and_then(|c| c.get("Healthcheck")) {
+            None | Some(serde_json::Value::Null) => Ok(None),
+            Some(h) => serde_json::from_value(h.clone())
+                .map(Some)
+                .map_err(|source| ImageError::Json { what: "image healthcheck".into(), source }),
+        }
+    }
+
+    /// The image's layers unpacked, in order, into one directory (an
+    /// overlay lowerdir). Made once; later calls return the same path.
+    pub fn rootfs(&self, manifest: &Digest) -> Result<PathBuf, ImageError> {
+        let dest = self.rootfs_dir().join(manifest.hex());
+        if dest.is_dir() {
+            return Ok(dest);
+        }
+        let m = self.manifest(manifest)?;
+        let scratch = self.scratch("rootfs-")?;
+        let dir = scratch.path().join("rootfs");
+        fs::create_dir(&dir).map_err(io_err("creating", &dir))?;
+        fs::set_permissions(&dir, fs::Permissions::from_mode(0o755)).map_err(io_err("changing the mode of", &dir))?;
+        for layer in m.layers() {
+            let digest = Digest::from_oci(layer.digest())?;
+            let blob = self.open_blob(&digest)?;
+            unpack::apply_layer(&dir, &digest, layer.media_type(), io::BufReader::new(blob))?;
+        }
+        match fs::rename(&dir, &dest) {
+            Ok(()) => Ok(dest),
+            // Another caller finished first: theirs is as good.
+            Err(_) if dest.is_dir() => Ok(dest),
+            Err(e) => Err(io_err("renaming into", &dest)(e)),
+        }
+    }
+
+    // ---- export ----
+
+    /// Writes the image as an OCI image-layout tar (index.json named with
+    /// the image's first reference).
+    pub fn export_oci(&self, manifest: &Digest, w: impl Write) -> Result<(), ImageError> {
+        let index = self.read_index()?;
+        let info = self.info(manifest, &index)?;
+        let blobs = self.blobs_of(manifest)?;
+        let mut annotations = serde_json::Map::new();
+        if let Some(r) = info.references.first() {
+            annotations.insert(CONTAINERD_NAME.into(), r.to_string().into());
+            annotations.insert(OCI_REF_NAME.into(), r.to_string().into());
+        }
+        let mut desc = serde_json::json!({
+            "mediaType": blobs[0].media_type().to_string(),
+            "digest": manifest.to_string(),
+            "size": blobs[0].size(),
+        });
+        if !annotations.is_empty() {
+            desc["annotations"] = annotations.into();
+        }
+        let index_json = serde_json::json!({
+            "schemaVersion": 2,
+            "mediaType": MediaType::ImageIndex.to_string(),
+            "manifests": [desc],
+        });
+        let mut tar = crate::build::TarWriter::new(w);
+        tar.bytes("oci-layout", crate::build::OCI_LAYOUT.as_bytes())?;
+        tar.bytes("index.json", &crate::build::json_bytes(&index_json)?)?;
+        let mut seen = BTreeSet::new();
+        for d in &blobs {
+            let digest = Digest::from_oci(d.digest())?;
+            if seen.insert(digest.clone()) {
+                let file = self.open_blob(&digest)?;
+                let size = file.metadata().map_err(io_err("reading", self.blob_path(&digest)))?.len();
+                tar.reader(&format!("blobs/sha256/{}", digest.hex()), size, file)?;
+            }
+        }
+        tar.finish()
+    }
+}
