@@ -212,7 +212,6 @@ impl<S: StatsSource> Node for NodeApi<S> {
     ) -> Result<Response<ImageLoadReply>, Status> {
         let images = &self.swarm.env().images;
         let loaded = images.load(req.into_inner()).await?;
-        self.swarm.images_changed();
         Ok(Response::new(ImageLoadReply { loaded }))
     }
 
@@ -234,14 +233,12 @@ impl<S: StatsSource> Node for NodeApi<S> {
         req: Request<ImageRemoveRequest>,
     ) -> Result<Response<ImageRemoveReply>, Status> {
         let r = self.swarm.env().images.remove(req.into_inner().image).await?;
-        self.swarm.images_changed();
         Ok(Response::new(r))
     }
 
     async fn image_tag(&self, req: Request<ImageTagRequest>) -> Result<Response<ImageDetail>, Status> {
         let r = req.into_inner();
         let detail = self.swarm.env().images.tag(r.source, r.target).await?;
-        self.swarm.images_changed();
         Ok(Response::new(detail))
     }
 

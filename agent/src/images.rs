@@ -37,7 +37,9 @@ const CHUNK: usize = 256 * 1024;
 pub enum ImagesError {
     #[error(transparent)]
     Image(#[from] ImageError),
-    #[error("image {image} is used by {tasks} task(s) on this node; remove their services first")]
+    #[error(
+        "conflict: unable to remove image {image}: {tasks} task(s) on this node run it; remove or update their services first"
+    )]
     InUse { image: String, tasks: usize },
     #[error("receiving the archive")]
     Upload(#[source] std::io::Error),
@@ -146,7 +148,7 @@ impl Images {
         &self,
         mut chunks: impl tokio_stream::Stream<Item = Result<ImageLoadChunk, Status>> + Unpin,
     ) -> Result<Vec<ImageDetail>, Status> {
-        let mut spool = tempfile::NamedTempFile::new_in(self.store.tmp_dir())
+        let mut spool = tempfile::NamedTempFile::new_in(self.store.root().join("tmp"))
             .map_err(|e| Status::from(ImagesError::Upload(e)))?;
         while let Some(chunk) = chunks.next().await {
             let chunk = chunk?;
@@ -158,7 +160,10 @@ impl Images {
         let details = blocking(move || {
             let file = spool.reopen().map_err(ImagesError::Upload)?;
             let loaded = store.load_archive(std::io::BufReader::new(file))?;
-            loaded.iter().map(|i| detail(&store, i)).collect()
+            loaded
+                .iter()
+                .map(|l| detail(&store, &store.inspect(&l.manifest.to_string())?))
+                .collect()
         })
         .await?;
         Ok(details)
@@ -184,17 +189,29 @@ impl Images {
         .await
     }
 
-    /// Removes an image unless a task here runs it.
+    /// Untags `name`, and removes the image once no reference is left,
+    /// unless a task here runs it.
     pub async fn remove(self: &Arc<Self>, name: String) -> Result<ImageRemoveReply, ImagesError> {
         let me = self.clone();
         blocking(move || {
-            let info = me.store.inspect(&name)?;
-            if let Some(&tasks) = lock(&me.users).get(&info.manifest) {
-                return Err(ImagesError::InUse { image: name, tasks });
-            }
-            let deleted = me.store.remove_if(&name, |d| lock(&me.users).contains_key(d))?;
+            let before = me.store.inspect(&name)?;
+            let users = |d: &Digest| lock(&me.users).contains_key(d);
+            let deleted = me.store.remove_if(&name, users).map_err(|e| match e {
+                ImageError::InUse { .. } => ImagesError::InUse {
+                    image: name.clone(),
+                    tasks: lock(&me.users).get(&before.manifest).copied().unwrap_or(1),
+                },
+                e => e.into(),
+            })?;
+            let after = me.store.inspect(&before.manifest.to_string()).ok();
+            let kept = after.map(|a| a.references).unwrap_or_default();
             Ok(ImageRemoveReply {
-                untagged: info.references.iter().map(|r| r.to_string()).collect(),
+                untagged: before
+                    .references
+                    .iter()
+                    .filter(|r| !kept.contains(r))
+                    .map(|r| r.to_string())
+                    .collect(),
                 deleted: deleted.iter().map(|d| d.to_string()).collect(),
             })
         })
@@ -216,14 +233,14 @@ impl Images {
         };
         let parsed = Reference::parse(reference)?;
         let local = match digest {
-            Some(d) => self.store.has_manifest(d).then(|| d.clone()),
+            Some(d) => self.has_manifest(d).then(|| d.clone()),
             None => self.store.resolve(&parsed),
         };
         let digest = match (local, digest) {
             (Some(d), _) => d,
             (None, Some(want)) => {
                 let _one = self.fetching.lock().await;
-                if !self.store.has_manifest(want) {
+                if !self.has_manifest(want) {
                     let tls = tls.ok_or_else(no_such)?;
                     self.fetch_from(holders, &tls, &parsed, want)
                         .await?
@@ -237,6 +254,12 @@ impl Images {
         let d = digest.clone();
         let root = blocking(move || Ok(store.rootfs(&d)?)).await?;
         Ok((digest, root))
+    }
+
+    /// Whether the image is complete here: registered only once every blob
+    /// arrived.
+    fn has_manifest(&self, d: &Digest) -> bool {
+        self.store.inspect(&d.to_string()).is_ok()
     }
 
     /// Tries each holder in turn; `None` when none had it.
@@ -288,11 +311,7 @@ impl Images {
         let m = manifest.clone();
         let wanted = blocking(move || Ok(store.blobs_of(&m)?)).await?;
         for desc in wanted {
-            let d: Digest = desc
-                .digest()
-                .to_string()
-                .parse()
-                .map_err(|e: ImageError| fail(manifest, e.to_string()))?;
+            let d = Digest::from_oci(desc.digest()).map_err(|e| fail(manifest, e.to_string()))?;
             if !self.store.has_blob(&d) {
                 self.fetch_blob(&mut client, &d)
                     .await
@@ -386,7 +405,12 @@ impl std::io::Read for ChannelReader {
 }
 
 fn detail(store: &ImageStore, i: &ImageInfo) -> Result<ImageDetail, ImagesError> {
-    let config = store.config_json(&i.manifest).unwrap_or_default();
+    let mut config = String::new();
+    if let Ok(mut f) = store.open_blob(&i.id) {
+        use std::io::Read;
+        // Shown as is; a config that is not text shows as nothing.
+        let _ = f.read_to_string(&mut config);
+    }
     Ok(ImageDetail {
         id: i.id.to_string(),
         manifest_digest: i.manifest.to_string(),
@@ -434,11 +458,8 @@ impl Blobs for BlobServer {
                 ));
             }
         };
-        let digest: Digest = req
-            .into_inner()
-            .digest
-            .parse()
-            .map_err(|e: ImageError| Status::invalid_argument(e.to_string()))?;
+        let digest = Digest::parse(&req.into_inner().digest)
+            .map_err(|e| Status::invalid_argument(e.to_string()))?;
         let file = match self.store.open_blob(&digest) {
             Ok(f) => f,
             Err(ImageError::NotFound { .. }) => {
