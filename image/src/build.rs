@@ -72,9 +72,9 @@ pub struct Built {
     pub manifest: Digest,
     pub config: Digest,
     pub layer: Digest,
-    manifest_bytes: Vec<u8>,
-    config_bytes: Vec<u8>,
-    layer_bytes: Vec<u8>,
+    pub(crate) manifest_bytes: Vec<u8>,
+    pub(crate) config_bytes: Vec<u8>,
+    pub(crate) layer_bytes: Vec<u8>,
 }
 
 impl ImageBuilder {
@@ -90,6 +90,12 @@ impl ImageBuilder {
 
     pub fn reference(&self) -> &Reference {
         &self.reference
+    }
+
+    /// The same image under another name (a fixture under a test's name).
+    pub fn with_reference(mut self, reference: Reference) -> Self {
+        self.reference = reference;
+        self
     }
 
     fn put(mut self, image_path: &str, entry: Entry) -> Self {
@@ -399,12 +405,12 @@ impl<W: Write> TarWriter<W> {
         self.builder.append_data(&mut h, format!("{path}/"), std::io::empty()).map_err(Self::err)
     }
 
-    fn symlink(&mut self, path: &str, target: &str) -> Result<(), ImageError> {
+    pub(crate) fn symlink(&mut self, path: &str, target: &str) -> Result<(), ImageError> {
         let mut h = Self::header(tar::EntryType::Symlink, 0o777, 0);
         self.builder.append_link(&mut h, path, target).map_err(Self::err)
     }
 
-    fn into_inner(self) -> Result<W, ImageError> {
+    pub(crate) fn into_inner(self) -> Result<W, ImageError> {
         self.builder.into_inner().map_err(Self::err)
     }
 

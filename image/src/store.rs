@@ -634,3 +634,431 @@ impl ImageStore {
         tar.finish()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::os::unix::fs::PermissionsExt;
+
+    use super::*;
+    use crate::{
+        build::TarWriter,
+        fixtures,
+        testutil::{E, file, hardlink, symlink, tar, walk},
+        BuildConfig, ImageBuilder,
+    };
+
+    /// A store in `<t>/store` beside an `<t>/outside` that must stay empty.
+    struct Env {
+        t: tempfile::TempDir,
+        store: ImageStore,
+    }
+
+    impl Env {
+        fn new() -> Env {
+            let t = tempfile::tempdir().expect("tempdir");
+            fs::create_dir(t.path().join("outside")).expect("mkdir");
+            let store = ImageStore::open(&t.path().join("store")).expect("open");
+            Env { t, store }
+        }
+
+        fn outside(&self) -> PathBuf {
+            self.t.path().join("outside")
+        }
+
+        fn count(&self, dir: &str) -> usize {
+            fs::read_dir(self.store.root().join(dir)).expect("dir").count()
+        }
+
+        /// Nothing beside the store or in `outside`; no scratch left over.
+        fn assert_clean(&self) {
+            let mut top: Vec<_> = fs::read_dir(self.t.path())
+                .expect("read")
+                .flatten()
+                .map(|e| e.file_name().to_string_lossy().into_owned())
+                .collect();
+            top.sort();
+            assert_eq!(top, ["outside", "store"]);
+            assert!(walk(&self.outside()).is_empty(), "written outside the store");
+            assert_eq!(self.count("tmp"), 0, "scratch left in tmp");
+        }
+    }
+
+    fn docker_archive(b: &ImageBuilder) -> (Vec<u8>, Digest) {
+        let mut buf = Vec::new();
+        let m = b.write_docker_archive(&mut buf).expect("archive");
+        (buf, m)
+    }
+
+    #[test]
+    fn busybox_round_trip() {
+        let env = Env::new();
+        let s = &env.store;
+        let (archive, manifest) = docker_archive(&fixtures::busybox());
+        let (again, _) = docker_archive(&fixtures::busybox());
+        assert_eq!(Digest::of(&archive), Digest::of(&again), "builds are deterministic");
+
+        let loaded = s.load_archive(archive.as_slice()).expect("load");
+        let busybox = Reference::parse("busybox").expect("ref");
+        assert_eq!(loaded.len(), 1);
+        assert_eq!(loaded[0].manifest, manifest);
+        assert_eq!(loaded[0].references, [busybox.clone()]);
+
+        let list = s.list().expect("list");
+        assert_eq!(list.len(), 1);
+        let info = &list[0];
+        assert_eq!((info.architecture.as_str(), info.os.as_str()), ("amd64", "linux"));
+        assert_eq!(info.id, loaded[0].id);
+        assert!(info.size > 500_000, "busybox layer is most of a 2 MB binary");
+        assert_eq!(info.created.as_deref(), Some("2000-01-01T00:00:00Z"));
+        for name in [
+            "busybox",
+            "busybox:latest",
+            "docker.io/library/busybox:latest",
+            info.id.short(),
+            &info.id.hex()[..4],
+            &info.id.to_string(),
+            &manifest.to_string(),
+            &format!("busybox@{manifest}"),
+        ] {
+            assert_eq!(&s.inspect(name).unwrap_or_else(|e| panic!("{name}: {e}")), info, "{name}");
+        }
+        assert_eq!(s.resolve(&busybox), Some(manifest.clone()));
+        assert_eq!(s.resolve(&Reference::parse("busybox:other").expect("ref")), None);
+
+        let cfg = s.config(&manifest).expect("config");
+        assert_eq!(cfg.config().as_ref().and_then(|c| c.cmd().clone()), Some(vec!["sh".to_owned()]));
+        assert_eq!(s.healthcheck(&manifest).expect("healthcheck"), None);
+
+        let rootfs = s.rootfs(&manifest).expect("rootfs");
+        assert_eq!(rootfs, s.root().join("rootfs").join(manifest.hex()));
+        let bin = fs::metadata(rootfs.join("bin/busybox")).expect("bin/busybox");
+        assert!(bin.is_file() && bin.permissions().mode() & 0o111 == 0o111);
+        assert_eq!(fs::read_link(rootfs.join("bin/sh")).expect("sh"), Path::new("busybox"));
+        assert_eq!(fs::read_to_string(rootfs.join("www/index.html")).expect("www"), "shoal busybox\n");
+        assert_eq!(fs::metadata(&rootfs).expect("root").permissions().mode() & 0o777, 0o755);
+        assert_eq!(fs::metadata(rootfs.join("tmp")).expect("tmp").permissions().mode() & 0o7777, 0o1777);
+        assert_eq!(s.rootfs(&manifest).expect("again"), rootfs);
+
+        let mine = Reference::parse("myreg:5000/bb:1").expect("ref");
+        s.tag("busybox", &mine).expect("tag");
+        assert_eq!(s.inspect("myreg:5000/bb:1").expect("tagged").references, [busybox.clone(), mine.clone()]);
+        let digest_ref = Reference::parse(&format!("busybox@{manifest}")).expect("ref");
+        assert!(matches!(s.tag("busybox", &digest_ref), Err(ImageError::TagWithDigest { .. })));
+
+        // Untagging one of two names deletes nothing.
+        assert_eq!(s.remove("myreg:5000/bb:1").expect("untag"), Vec::<Digest>::new());
+        assert_eq!(s.list().expect("list")[0].references, [busybox.clone()]);
+        let err = s.remove_if("busybox", |m| *m == manifest).expect_err("in use");
+        assert!(matches!(err, ImageError::InUse { .. }), "{err}");
+        let deleted = s.remove("busybox").expect("rmi");
+        assert_eq!(deleted.len(), 3, "manifest, config and layer: {deleted:?}");
+        assert!(s.list().expect("list").is_empty());
+        assert_eq!(env.count("blobs/sha256"), 0);
+        assert_eq!(env.count("rootfs"), 0);
+        let err = s.inspect("busybox").expect_err("gone");
+        assert_eq!(err.to_string(), "No such image: busybox");
+        env.assert_clean();
+    }
+
+    #[test]
+    fn shared_blobs_survive_removal_of_one_image() {
+        let env = Env::new();
+        let s = &env.store;
+        let (a, m1) = docker_archive(&fixtures::busybox());
+        s.load_archive(a.as_slice()).expect("load");
+        // Same layer, different config: the layer blob is shared.
+        let other = fixtures::busybox().config(|c| c.cmd = Some(vec!["httpd".into()]));
+        let other = other.with_reference(Reference::parse("other").expect("ref"));
+        let (b, m2) = docker_archive(&other);
+        s.load_archive(b.as_slice()).expect("load other");
+        assert_ne!(m1, m2);
+        assert_eq!(env.count("blobs/sha256"), 5);
+        let deleted = s.remove("busybox").expect("rmi");
+        assert_eq!(deleted.len(), 2, "the shared layer stays: {deleted:?}");
+        assert!(s.rootfs(&m2).expect("other still unpacks").join("bin/busybox").is_file());
+        // Loading the same name again moves the tag.
+        s.load_archive(a.as_slice()).expect("reload");
+        let third = fixtures::busybox().with_reference(Reference::parse("other").expect("ref"));
+        let (c, m3) = docker_archive(&third);
+        s.load_archive(c.as_slice()).expect("load third");
+        assert_eq!(m3, m1, "same content as busybox");
+        assert_eq!(s.inspect("other").expect("moved").manifest, m1);
+        assert_eq!(s.inspect(&m2.to_string()).expect("dangling").references, Vec::<Reference>::new());
+        env.assert_clean();
+    }
+
+    #[test]
+    fn config_and_healthcheck() {
+        let env = Env::new();
+        let hc = Healthcheck {
+            test: vec!["CMD-SHELL".into(), "wget -q -O- localhost || exit 1".into()],
+            interval_ns: 5_000_000_000,
+            timeout_ns: 2_000_000_000,
+            retries: 3,
+            start_period_ns: 1_000_000_000,
+            start_interval_ns: 500_000_000,
+        };
+        let b = fixtures::busybox().config(|c: &mut BuildConfig| {
+            c.entrypoint = Some(vec!["/bin/busybox".into()]);
+            c.cmd = Some(vec!["httpd".into(), "-f".into()]);
+            c.env = vec!["A=1".into()];
+            c.working_dir = Some("/www".into());
+            c.user = Some("nobody".into());
+            c.stop_signal = Some("SIGQUIT".into());
+            c.exposed_ports = vec!["80/tcp".into()];
+            c.volumes = vec!["/data".into()];
+            c.healthcheck = Some(hc.clone());
+        });
+        let mut buf = Vec::new();
+        let m = b.write_oci_layout(&mut buf).expect("oci layout");
+        let loaded = env.store.load_archive(buf.as_slice()).expect("load");
+        assert_eq!(loaded[0].references, [Reference::parse("busybox").expect("ref")]);
+        let cfg = env.store.config(&m).expect("config");
+        let c = cfg.config().clone().expect("config section");
+        assert_eq!(c.entrypoint().clone(), Some(vec!["/bin/busybox".to_owned()]));
+        assert_eq!(c.cmd().clone(), Some(vec!["httpd".to_owned(), "-f".to_owned()]));
+        let env_vars = c.env().clone().unwrap_or_default();
+        assert!(env_vars.iter().any(|e| e.starts_with("PATH=")) && env_vars.contains(&"A=1".to_owned()));
+        assert_eq!(c.working_dir().as_deref(), Some("/www"));
+        assert_eq!(c.user().as_deref(), Some("nobody"));
+        assert_eq!(c.stop_signal().as_deref(), Some("SIGQUIT"));
+        assert_eq!(c.exposed_ports().clone(), Some(vec!["80/tcp".to_owned()]));
+        assert_eq!(c.volumes().clone(), Some(vec!["/data".to_owned()]));
+        assert_eq!(env.store.healthcheck(&m).expect("healthcheck"), Some(hc));
+    }
+
+    /// Hand-made `docker save` in the legacy layout, a layer shared through
+    /// an archive symlink as old docker writes it.
+    #[test]
+    fn legacy_layout_loads() {
+        let env = Env::new();
+        let l1 = tar(&[file("hello", "world"), file("gone", "x")]);
+        let l2 = tar(&[file(".wh.gone", ""), file("second", "2")]);
+        let config = serde_json::json!({
+            "architecture": "amd64",
+            "os": "linux",
+            "config": { "Cmd": ["/hello"] },
+            "rootfs": { "type": "layers", "diff_ids": [
+                Digest::of(&l1).to_string(), Digest::of(&l2).to_string(), Digest::of(&l1).to_string()
+            ]},
+        });
+        let config = serde_json::to_vec(&config).expect("json");
+        let cfg_name = format!("{}.json", Digest::of(&config).hex());
+        let manifest = serde_json::json!([{
+            "Config": cfg_name,
+            "RepoTags": ["legacy:1"],
+            "Layers": ["aaa/layer.tar", "bbb/layer.tar", "ccc/layer.tar"],
+        }]);
+        let mut t = TarWriter::new(Vec::new());
+        t.bytes("manifest.json", &serde_json::to_vec(&manifest).expect("json")).expect("tar");
+        t.bytes(&cfg_name, &config).expect("tar");
+        t.bytes("aaa/layer.tar", &l1).expect("tar");
+        t.bytes("bbb/layer.tar", &l2).expect("tar");
+        t.symlink("ccc/layer.tar", "../aaa/layer.tar").expect("tar");
+        let archive = t.into_inner().expect("tar");
+
+        let loaded = env.store.load_archive(archive.as_slice()).expect("legacy load");
+        assert_eq!(loaded[0].references, [Reference::parse("legacy:1").expect("ref")]);
+        assert_eq!(loaded[0].id, Digest::of(&config), "IMAGE ID is the config digest");
+        let m = &loaded[0].manifest;
+        let blobs = env.store.blobs_of(m).expect("blobs");
+        assert_eq!(blobs.len(), 5, "a synthesised OCI manifest, config and three layers");
+        assert_eq!(blobs[2].digest().to_string(), Digest::of(&l1).to_string());
+        let rootfs = env.store.rootfs(m).expect("rootfs");
+        assert_eq!(fs::read_to_string(rootfs.join("hello")).expect("hello"), "world");
+        assert_eq!(fs::read_to_string(rootfs.join("gone")).expect("back in layer 3"), "x");
+        assert!(rootfs.join("second").is_file());
+
+        // A legacy layer whose content is not its diff ID is refused.
+        let bad_config = String::from_utf8(config.clone()).expect("utf8").replace(
+            &Digest::of(&l2).to_string(),
+            &Digest::of(b"other").to_string(),
+        );
+        let bad_name = format!("{}.json", Digest::of(bad_config.as_bytes()).hex());
+        let manifest = serde_json::json!([{ "Config": bad_name, "RepoTags": ["legacy:2"], "Layers": ["aaa/layer.tar", "bbb/layer.tar"] }]);
+        let mut t = TarWriter::new(Vec::new());
+        t.bytes("manifest.json", &serde_json::to_vec(&manifest).expect("json")).expect("tar");
+        t.bytes(&bad_name, bad_config.as_bytes()).expect("tar");
+        t.bytes("aaa/layer.tar", &l1).expect("tar");
+        t.bytes("bbb/layer.tar", &l2).expect("tar");
+        let err = env.store.load_archive(t.into_inner().expect("tar").as_slice()).expect_err("diff id");
+        assert!(matches!(err, ImageError::DigestMismatch { .. }), "{err}");
+        assert_eq!(env.store.list().expect("list").len(), 1);
+        env.assert_clean();
+    }
+
+    #[test]
+    fn export_then_load_elsewhere_and_distribution() {
+        let a = Env::new();
+        let (archive, m) = docker_archive(&fixtures::busybox());
+        a.store.load_archive(archive.as_slice()).expect("load");
+        let mut exported = Vec::new();
+        a.store.export_oci(&m, &mut exported).expect("export");
+        let b = Env::new();
+        let loaded = b.store.load_archive(exported.as_slice()).expect("load export");
+        assert_eq!(loaded[0].manifest, m);
+        assert_eq!(loaded[0].references, [Reference::parse("busybox").expect("ref")]);
+
+        // Blob by blob, as a node fetches from another.
+        let c = Env::new();
+        let r = Reference::parse("busybox").expect("ref");
+        let blobs = a.store.blobs_of(&m).expect("blobs");
+        let first = Digest::from_oci(blobs[1].digest()).expect("digest");
+        assert!(matches!(c.store.register(&r, &m), Err(ImageError::BlobMissing { .. })));
+        let err = c.store.write_blob(&first, &b"not it"[..]).expect_err("mismatch");
+        assert!(matches!(err, ImageError::DigestMismatch { .. }));
+        assert!(!c.store.has_blob(&first));
+        for d in &blobs {
+            let d = Digest::from_oci(d.digest()).expect("digest");
+            let size = c.store.write_blob(&d, a.store.open_blob(&d).expect("open")).expect("write");
+            assert!(size > 0 && c.store.has_blob(&d));
+        }
+        let info = c.store.register(&r, &m).expect("register");
+        assert_eq!(info, a.store.inspect("busybox").expect("inspect"));
+        assert!(c.store.rootfs(&m).expect("rootfs").join("bin/busybox").is_file());
+        c.assert_clean();
+    }
+
+    #[test]
+    fn image_index_picks_linux_amd64() {
+        let env = Env::new();
+        let built = fixtures::busybox().build().expect("build");
+        let arm = Digest::of(b"an arm64 manifest that is not in the archive");
+        let nested = serde_json::json!({
+            "schemaVersion": 2,
+            "mediaType": MediaType::ImageIndex.to_string(),
+            "manifests": [
+                { "mediaType": MediaType::ImageManifest.to_string(), "digest": arm.to_string(), "size": 10,
+                  "platform": { "architecture": "arm64", "os": "linux" } },
+                { "mediaType": MediaType::ImageManifest.to_string(), "digest": built.manifest.to_string(),
+                  "size": built.manifest_bytes.len(), "platform": { "architecture": "amd64", "os": "linux" } },
+            ],
+        });
+        let nested = serde_json::to_vec(&nested).expect("json");
+        let index = serde_json::json!({
+            "schemaVersion": 2,
+            "manifests": [{ "mediaType": MediaType::ImageIndex.to_string(), "digest": Digest::of(&nested).to_string(),
+                "size": nested.len(), "annotations": { OCI_REF_NAME: "docker.io/library/multi:1" } }],
+        });
+        let mut t = TarWriter::new(Vec::new());
+        t.bytes("oci-layout", crate::build::OCI_LAYOUT.as_bytes()).expect("tar");
+        t.bytes("index.json", &serde_json::to_vec(&index).expect("json")).expect("tar");
+        for bytes in [&nested, &built.manifest_bytes, &built.config_bytes, &built.layer_bytes] {
+            t.bytes(&format!("blobs/sha256/{}", Digest::of(bytes).hex()), bytes).expect("tar");
+        }
+        let loaded = env.store.load_archive(t.into_inner().expect("tar").as_slice()).expect("load");
+        assert_eq!(loaded[0].manifest, built.manifest);
+        assert_eq!(loaded[0].references, [Reference::parse("multi:1").expect("ref")]);
+    }
+
+    /// An OCI layout archive of the given layers; `tamper` replaces one
+    /// layer's bytes after its descriptor was made.
+    fn oci_archive(layers: &[(Vec<u8>, MediaType)], tamper: Option<usize>) -> Vec<u8> {
+        let config = serde_json::to_vec(&serde_json::json!({
+            "architecture": "amd64", "os": "linux", "rootfs": { "type": "layers", "diff_ids": [] },
+        }))
+        .expect("json");
+        let descs: Vec<_> = layers
+            .iter()
+            .map(|(b, m)| serde_json::json!({ "mediaType": m.to_string(), "digest": Digest::of(b).to_string(), "size": b.len() }))
+            .collect();
+        let manifest = serde_json::to_vec(&serde_json::json!({
+            "schemaVersion": 2,
+            "mediaType": MediaType::ImageManifest.to_string(),
+            "config": { "mediaType": MediaType::ImageConfig.to_string(), "digest": Digest::of(&config).to_string(), "size": config.len() },
+            "layers": descs,
+        }))
+        .expect("json");
+        let index = serde_json::json!({
+            "schemaVersion": 2,
+            "manifests": [{ "mediaType": MediaType::ImageManifest.to_string(), "digest": Digest::of(&manifest).to_string(),
+                "size": manifest.len(), "annotations": { CONTAINERD_NAME: "docker.io/library/bad:1" } }],
+        });
+        let mut t = TarWriter::new(Vec::new());
+        t.bytes("oci-layout", crate::build::OCI_LAYOUT.as_bytes()).expect("tar");
+        t.bytes("index.json", &serde_json::to_vec(&index).expect("json")).expect("tar");
+        t.bytes(&format!("blobs/sha256/{}", Digest::of(&config).hex()), &config).expect("tar");
+        t.bytes(&format!("blobs/sha256/{}", Digest::of(&manifest).hex()), &manifest).expect("tar");
+        for (i, (b, _)) in layers.iter().enumerate() {
+            let mut content = b.clone();
+            if tamper == Some(i) {
+                content[0] ^= 1;
+            }
+            t.bytes(&format!("blobs/sha256/{}", Digest::of(b).hex()), &content).expect("tar");
+        }
+        t.into_inner().expect("tar")
+    }
+
+    #[test]
+    fn malformed_archives_are_refused_and_leave_nothing() {
+        let env = Env::new();
+        let (good, m) = docker_archive(&fixtures::busybox());
+        env.store.load_archive(good.as_slice()).expect("a good image first");
+        let blobs_before = env.count("blobs/sha256");
+        let outside = env.outside().to_string_lossy().into_owned();
+        let plain = |entries: &[E]| (tar(entries), MediaType::ImageLayer);
+        let whole = tar(&[file("big", &"x".repeat(3000))]);
+
+        let cases: Vec<(&str, Vec<u8>, fn(&ImageError) -> bool)> = vec![
+            (
+                "digest mismatch",
+                oci_archive(&[plain(&[file("f", "x")])], Some(0)),
+                |e| matches!(e, ImageError::DigestMismatch { .. }),
+            ),
+            (
+                "../ entry",
+                oci_archive(&[plain(&[file("../../outside/evil", "x")])], None),
+                |e| matches!(e, ImageError::UnsafeEntry { entry, .. } if entry.contains("..")),
+            ),
+            (
+                "absolute hardlink target",
+                oci_archive(&[plain(&[hardlink("h", "/etc/passwd")])], None),
+                |e| matches!(e, ImageError::UnsafeEntry { reason, .. } if reason.contains("absolute")),
+            ),
+            (
+                "symlinked parent escape",
+                oci_archive(&[plain(&[symlink("a", &outside)]), plain(&[file("a/evil", "x")])], None),
+                |e| matches!(e, ImageError::UnsafeEntry { entry, reason, .. } if entry == "a/evil" && reason.contains("symlink")),
+            ),
+            (
+                "truncated layer",
+                oci_archive(&[(whole[..1500].to_vec(), MediaType::ImageLayer)], None),
+                |e| matches!(e, ImageError::BadLayer { .. }),
+            ),
+            (
+                "unknown media type",
+                oci_archive(&[(tar(&[file("f", "x")]), MediaType::Other("application/x-mystery".into()))], None),
+                |e| matches!(e, ImageError::UnknownMediaType { media_type } if media_type == "application/x-mystery"),
+            ),
+            ("not an image archive", tar(&[file("README", "hi")]), |e| matches!(e, ImageError::BadArchive { .. })),
+            ("not a tar", vec![7u8; 1000], |e| matches!(e, ImageError::BadArchive { .. })),
+        ];
+        for (what, archive, expected) in cases {
+            let err = env.store.load_archive(archive.as_slice()).expect_err(what);
+            assert!(expected(&err), "{what}: unexpected error {err:?}");
+            assert!(!err.to_string().is_empty());
+            let list = env.store.list().expect("list");
+            assert_eq!(list.len(), 1, "{what}: nothing new registered");
+            assert!(env.store.resolve(&Reference::parse("bad:1").expect("ref")).is_none(), "{what}");
+            assert_eq!(env.count("blobs/sha256"), blobs_before, "{what}: its blobs were removed");
+            assert_eq!(env.count("rootfs"), 1, "{what}: no root filesystem kept");
+            env.assert_clean();
+        }
+        assert!(env.store.rootfs(&m).expect("still there").join("bin/busybox").is_file());
+    }
+
+    #[test]
+    fn lab_tools_carries_libraries() {
+        let b = fixtures::lab_tools(&[Path::new("/usr/bin/env")]);
+        assert_eq!(b.reference().to_string(), fixtures::LAB_TOOLS_REFERENCE);
+        let env = Env::new();
+        let (archive, m) = docker_archive(&b);
+        env.store.load_archive(archive.as_slice()).expect("load");
+        let rootfs = env.store.rootfs(&m).expect("rootfs");
+        assert!(rootfs.join("bin/env").is_file());
+        assert!(rootfs.join("lib64/ld-linux-x86-64.so.2").is_file(), "the loader at its host path");
+        assert!(walk(&rootfs).iter().any(|p| p.file_name().is_some_and(|n| n == "libc.so.6")));
+        let bad = ImageBuilder::new(Reference::parse("x").expect("ref")).add_file("/etc/hostname", "relative", 0o644);
+        assert!(matches!(bad.build(), Err(ImageError::Build { .. })));
+    }
+}
