@@ -27,7 +27,9 @@ use sha2::{Digest as _, Sha256};
 
 use crate::{
     Digest, ImageError, Reference,
-    archive::{self, CONTAINERD_NAME, OCI_REF_NAME, Spool, json, manifest_media_type, parse_manifest},
+    archive::{
+        self, CONTAINERD_NAME, OCI_REF_NAME, Spool, json, manifest_media_type, parse_manifest,
+    },
     error::io_err,
     unpack,
 };
@@ -93,7 +95,10 @@ impl Index {
         if let Some(d) = &r.digest {
             return self.images.contains_key(d).then(|| d.clone());
         }
-        self.images.iter().find(|(_, e)| e.references.contains(r)).map(|(d, _)| d.clone())
+        self.images
+            .iter()
+            .find(|(_, e)| e.references.contains(r))
+            .map(|(d, _)| d.clone())
     }
 
     /// Gives `r` to `manifest`, taking it from whichever image had it.
@@ -101,7 +106,11 @@ impl Index {
         for e in self.images.values_mut() {
             e.references.remove(r);
         }
-        self.images.entry(manifest.clone()).or_default().references.insert(r.clone());
+        self.images
+            .entry(manifest.clone())
+            .or_default()
+            .references
+            .insert(r.clone());
     }
 }
 
@@ -123,7 +132,10 @@ pub struct ImageStore {
 
 impl ImageStore {
     pub fn open(root: &Path) -> Result<ImageStore, ImageError> {
-        let store = ImageStore { root: root.to_path_buf(), lock: Mutex::new(()) };
+        let store = ImageStore {
+            root: root.to_path_buf(),
+            lock: Mutex::new(()),
+        };
         for dir in [store.blob_dir(), store.rootfs_dir()] {
             fs::create_dir_all(&dir).map_err(io_err("creating", &dir))?;
         }
@@ -192,9 +204,14 @@ impl ImageStore {
     }
 
     /// As `write_blob`, also telling whether the blob is new to the store.
-    fn write_blob_new(&self, expected: &Digest, mut r: impl Read) -> Result<(u64, bool), ImageError> {
+    fn write_blob_new(
+        &self,
+        expected: &Digest,
+        mut r: impl Read,
+    ) -> Result<(u64, bool), ImageError> {
         let tmp_dir = self.tmp_dir();
-        let mut tmp = tempfile::NamedTempFile::new_in(&tmp_dir).map_err(io_err("creating a file in", &tmp_dir))?;
+        let mut tmp = tempfile::NamedTempFile::new_in(&tmp_dir)
+            .map_err(io_err("creating a file in", &tmp_dir))?;
         let mut hasher = Sha256::new();
         let mut buf = vec![0u8; 64 * 1024];
         let mut size = 0u64;
@@ -206,15 +223,20 @@ impl ImageStore {
                 Err(e) => return Err(io_err("reading blob data for", self.blob_path(expected))(e)),
             };
             hasher.update(&buf[..n]);
-            tmp.write_all(&buf[..n]).map_err(io_err("writing", tmp.path().to_path_buf()))?;
+            tmp.write_all(&buf[..n])
+                .map_err(io_err("writing", tmp.path().to_path_buf()))?;
             size += n as u64;
         }
         let actual = Digest::from_sha256(hasher.finalize().into());
         if actual != *expected {
             // Dropping `tmp` removes it.
-            return Err(ImageError::DigestMismatch { expected: expected.clone(), actual });
+            return Err(ImageError::DigestMismatch {
+                expected: expected.clone(),
+                actual,
+            });
         }
-        self.persist(tmp.into_temp_path(), expected).map(|new| (size, new))
+        self.persist(tmp.into_temp_path(), expected)
+            .map(|new| (size, new))
     }
 
     /// Moves a verified temp file to its blob path.
@@ -224,10 +246,13 @@ impl ImageStore {
             return Ok(false);
         }
         let path = tmp.to_path_buf();
-        File::open(&tmp).and_then(|f| f.sync_all()).map_err(io_err("syncing", &path))?;
+        File::open(&tmp)
+            .and_then(|f| f.sync_all())
+            .map_err(io_err("syncing", &path))?;
         fs::set_permissions(&tmp, fs::Permissions::from_mode(0o444))
             .map_err(io_err("changing the mode of", &path))?;
-        tmp.persist(&dest).map_err(|e| io_err("renaming into", &dest)(e.error))?;
+        tmp.persist(&dest)
+            .map_err(|e| io_err("renaming into", &dest)(e.error))?;
         Ok(true)
     }
 
@@ -238,11 +263,16 @@ impl ImageStore {
         }
         let (actual, actual_size, _) = archive::hash_file(path)?;
         if actual != *expected {
-            return Err(ImageError::DigestMismatch { expected: expected.clone(), actual });
+            return Err(ImageError::DigestMismatch {
+                expected: expected.clone(),
+                actual,
+            });
         }
         if actual_size != size {
             return Err(ImageError::BadArchive {
-                reason: format!("blob {expected} is {actual_size} bytes, its descriptor says {size}"),
+                reason: format!(
+                    "blob {expected} is {actual_size} bytes, its descriptor says {size}"
+                ),
             });
         }
         let tmp = tempfile::TempPath::try_from_path(path).map_err(io_err("taking over", path))?;
@@ -261,14 +291,21 @@ impl ImageStore {
     pub fn blobs_of(&self, manifest: &Digest) -> Result<Vec<Descriptor>, ImageError> {
         let bytes = self.read_blob(manifest)?;
         let m = self.manifest(manifest)?;
-        let mut out = vec![Descriptor::new(manifest_media_type(&m), bytes.len() as u64, manifest.to_oci())];
+        let mut out = vec![Descriptor::new(
+            manifest_media_type(&m),
+            bytes.len() as u64,
+            manifest.to_oci(),
+        )];
         out.push(m.config().clone());
         out.extend(m.layers().iter().cloned());
         Ok(out)
     }
 
     fn blob_digests(&self, manifest: &Digest) -> Result<Vec<Digest>, ImageError> {
-        self.blobs_of(manifest)?.iter().map(|d| Digest::from_oci(d.digest())).collect()
+        self.blobs_of(manifest)?
+            .iter()
+            .map(|d| Digest::from_oci(d.digest()))
+            .collect()
     }
 
     // ---- images.json ----
@@ -283,14 +320,21 @@ impl ImageStore {
     }
 
     fn write_index(&self, index: &Index) -> Result<(), ImageError> {
-        let bytes = serde_json::to_vec_pretty(index)
-            .map_err(|source| ImageError::Json { what: INDEX_FILE.into(), source })?;
+        let bytes = serde_json::to_vec_pretty(index).map_err(|source| ImageError::Json {
+            what: INDEX_FILE.into(),
+            source,
+        })?;
         let tmp_dir = self.tmp_dir();
-        let mut tmp = tempfile::NamedTempFile::new_in(&tmp_dir).map_err(io_err("creating a file in", &tmp_dir))?;
-        tmp.write_all(&bytes).map_err(io_err("writing", tmp.path().to_path_buf()))?;
-        tmp.as_file().sync_all().map_err(io_err("syncing", tmp.path().to_path_buf()))?;
+        let mut tmp = tempfile::NamedTempFile::new_in(&tmp_dir)
+            .map_err(io_err("creating a file in", &tmp_dir))?;
+        tmp.write_all(&bytes)
+            .map_err(io_err("writing", tmp.path().to_path_buf()))?;
+        tmp.as_file()
+            .sync_all()
+            .map_err(io_err("syncing", tmp.path().to_path_buf()))?;
         let dest = self.root.join(INDEX_FILE);
-        tmp.persist(&dest).map_err(|e| io_err("renaming into", &dest)(e.error))?;
+        tmp.persist(&dest)
+            .map_err(|e| io_err("renaming into", &dest)(e.error))?;
         Ok(())
     }
 
@@ -325,7 +369,11 @@ impl ImageStore {
             }
             loaded.push(Loaded {
                 manifest: c.manifest_digest.clone(),
-                id: c.blobs.first().map(|b| b.0.clone()).unwrap_or_else(|| c.manifest_digest.clone()),
+                id: c
+                    .blobs
+                    .first()
+                    .map(|b| b.0.clone())
+                    .unwrap_or_else(|| c.manifest_digest.clone()),
                 references: c.references.clone(),
             });
         }
@@ -333,7 +381,11 @@ impl ImageStore {
         Ok(loaded)
     }
 
-    fn ingest_all(&self, candidates: &[archive::Candidate], added: &mut Vec<Digest>) -> Result<(), ImageError> {
+    fn ingest_all(
+        &self,
+        candidates: &[archive::Candidate],
+        added: &mut Vec<Digest>,
+    ) -> Result<(), ImageError> {
         for c in candidates {
             let (_, new) = self.write_blob_new(&c.manifest_digest, c.manifest_bytes.as_slice())?;
             if new {
@@ -356,7 +408,10 @@ impl ImageStore {
         let _guard = self.locked();
         let Ok(index) = self.read_index() else { return };
         let in_use = self.blobs_in_use(&index);
-        for c in candidates.iter().filter(|c| !index.images.contains_key(&c.manifest_digest)) {
+        for c in candidates
+            .iter()
+            .filter(|c| !index.images.contains_key(&c.manifest_digest))
+        {
             self.remove_rootfs(&c.manifest_digest);
         }
         for d in added.iter().filter(|d| !in_use.contains(d)) {
@@ -377,7 +432,11 @@ impl ImageStore {
 
     /// Makes `reference` name `manifest`, once all its blobs are here (after
     /// a transfer from another node) and its layers unpacked.
-    pub fn register(&self, reference: &Reference, manifest: &Digest) -> Result<ImageInfo, ImageError> {
+    pub fn register(
+        &self,
+        reference: &Reference,
+        manifest: &Digest,
+    ) -> Result<ImageInfo, ImageError> {
         for d in self.blobs_of(manifest)? {
             let d = Digest::from_oci(d.digest())?;
             if !self.has_blob(&d) {
@@ -389,7 +448,10 @@ impl ImageStore {
         let mut index = self.read_index()?;
         match &reference.digest {
             Some(d) if d != manifest => {
-                return Err(ImageError::DigestMismatch { expected: d.clone(), actual: manifest.clone() });
+                return Err(ImageError::DigestMismatch {
+                    expected: d.clone(),
+                    actual: manifest.clone(),
+                });
             }
             // A digest reference names the image by itself.
             Some(_) => {
@@ -416,7 +478,11 @@ impl ImageStore {
         Ok(ImageInfo {
             id,
             manifest: manifest.clone(),
-            references: index.images.get(manifest).map(|e| e.references.iter().cloned().collect()).unwrap_or_default(),
+            references: index
+                .images
+                .get(manifest)
+                .map(|e| e.references.iter().cloned().collect())
+                .unwrap_or_default(),
             size: m.layers().iter().map(Descriptor::size).sum(),
             created: text("created"),
             architecture: text("architecture").unwrap_or_default(),
@@ -425,37 +491,49 @@ impl ImageStore {
     }
 
     fn lookup(&self, name_or_id: &str, index: &Index) -> Result<Lookup, ImageError> {
-        if let Ok(d) = Digest::parse(name_or_id) {
-            if index.images.contains_key(&d) {
-                return Ok(Lookup::Image(d));
-            }
+        if let Ok(d) = Digest::parse(name_or_id)
+            && index.images.contains_key(&d)
+        {
+            return Ok(Lookup::Image(d));
         }
-        if let Ok(r) = Reference::parse(name_or_id) {
-            if let Some(m) = index.resolve(&r) {
-                return Ok(match r.digest {
-                    Some(_) => Lookup::Image(m),
-                    None => Lookup::Reference(r, m),
-                });
-            }
+        if let Ok(r) = Reference::parse(name_or_id)
+            && let Some(m) = index.resolve(&r)
+        {
+            return Ok(match r.digest {
+                Some(_) => Lookup::Image(m),
+                None => Lookup::Reference(r, m),
+            });
         }
         let prefix = name_or_id.strip_prefix("sha256:").unwrap_or(name_or_id);
-        let hexish = (4..=64).contains(&prefix.len()) && prefix.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b));
+        let hexish = (4..=64).contains(&prefix.len())
+            && prefix
+                .bytes()
+                .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b));
         if hexish {
             let matches: Vec<&Digest> = index
                 .images
                 .keys()
                 .filter(|m| {
                     m.hex().starts_with(prefix)
-                        || self.manifest(m).ok().is_some_and(|man| man.config().digest().digest().starts_with(prefix))
+                        || self
+                            .manifest(m)
+                            .ok()
+                            .is_some_and(|man| man.config().digest().digest().starts_with(prefix))
                 })
                 .collect();
             match matches.as_slice() {
                 [one] => return Ok(Lookup::Image((*one).clone())),
                 [] => {}
-                _ => return Err(ImageError::Ambiguous { prefix: name_or_id.to_owned() }),
+                _ => {
+                    return Err(ImageError::Ambiguous {
+                        prefix: name_or_id.to_owned(),
+                    });
+                }
             }
         }
-        Err(ImageError::NotFound { reference: name_or_id.to_owned() })
+        Err(ImageError::NotFound {
+            reference: name_or_id.to_owned(),
+        })
     }
 
     /// An image by reference (`busybox`, full or short), ID (full or a
@@ -476,7 +554,9 @@ impl ImageStore {
     /// `docker tag source target`.
     pub fn tag(&self, source: &str, target: &Reference) -> Result<(), ImageError> {
         if target.digest.is_some() {
-            return Err(ImageError::TagWithDigest { reference: target.to_string() });
+            return Err(ImageError::TagWithDigest {
+                reference: target.to_string(),
+            });
         }
         let _guard = self.locked();
         let mut index = self.read_index()?;
@@ -498,7 +578,11 @@ impl ImageStore {
 
     /// As `remove`, refusing with `InUse` when the image itself would go
     /// and `in_use(manifest)` says a task still uses it.
-    pub fn remove_if(&self, name_or_id: &str, in_use: impl Fn(&Digest) -> bool) -> Result<Vec<Digest>, ImageError> {
+    pub fn remove_if(
+        &self,
+        name_or_id: &str,
+        in_use: impl Fn(&Digest) -> bool,
+    ) -> Result<Vec<Digest>, ImageError> {
         let _guard = self.locked();
         let mut index = self.read_index()?;
         let manifest = match self.lookup(name_or_id, &index)? {
@@ -514,9 +598,14 @@ impl ImageStore {
             Lookup::Image(m) => m,
         };
         if in_use(&manifest) {
-            return Err(ImageError::InUse { reference: name_or_id.to_owned(), manifest });
+            return Err(ImageError::InUse {
+                reference: name_or_id.to_owned(),
+                manifest,
+            });
         }
-        let blobs = self.blob_digests(&manifest).unwrap_or_else(|_| vec![manifest.clone()]);
+        let blobs = self
+            .blob_digests(&manifest)
+            .unwrap_or_else(|_| vec![manifest.clone()]);
         index.images.remove(&manifest);
         // Unregister first: a crash then leaves unused blobs, never an
         // image whose blobs are gone.
@@ -540,7 +629,9 @@ impl ImageStore {
         if !path.exists() {
             return;
         }
-        let Ok(scratch) = self.scratch("rm-") else { return };
+        let Ok(scratch) = self.scratch("rm-") else {
+            return;
+        };
         if let Err(e) = fs::rename(&path, scratch.path().join("rootfs")) {
             tracing::warn!(path = %path.display(), error = %e, "could not remove a root filesystem");
         }
@@ -564,7 +655,10 @@ impl ImageStore {
             None | Some(serde_json::Value::Null) => Ok(None),
             Some(h) => serde_json::from_value(h.clone())
                 .map(Some)
-                .map_err(|source| ImageError::Json { what: "image healthcheck".into(), source }),
+                .map_err(|source| ImageError::Json {
+                    what: "image healthcheck".into(),
+                    source,
+                }),
         }
     }
 
@@ -579,7 +673,8 @@ impl ImageStore {
         let scratch = self.scratch("rootfs-")?;
         let dir = scratch.path().join("rootfs");
         fs::create_dir(&dir).map_err(io_err("creating", &dir))?;
-        fs::set_permissions(&dir, fs::Permissions::from_mode(0o755)).map_err(io_err("changing the mode of", &dir))?;
+        fs::set_permissions(&dir, fs::Permissions::from_mode(0o755))
+            .map_err(io_err("changing the mode of", &dir))?;
         for layer in m.layers() {
             let digest = Digest::from_oci(layer.digest())?;
             let blob = self.open_blob(&digest)?;
@@ -627,7 +722,10 @@ impl ImageStore {
             let digest = Digest::from_oci(d.digest())?;
             if seen.insert(digest.clone()) {
                 let file = self.open_blob(&digest)?;
-                let size = file.metadata().map_err(io_err("reading", self.blob_path(&digest)))?.len();
+                let size = file
+                    .metadata()
+                    .map_err(io_err("reading", self.blob_path(&digest)))?
+                    .len();
                 tar.reader(&format!("blobs/sha256/{}", digest.hex()), size, file)?;
             }
         }
@@ -641,10 +739,10 @@ mod tests {
 
     use super::*;
     use crate::{
+        BuildConfig, ImageBuilder,
         build::TarWriter,
         fixtures,
         testutil::{E, file, hardlink, symlink, tar, walk},
-        BuildConfig, ImageBuilder,
     };
 
     /// A store in `<t>/store` beside an `<t>/outside` that must stay empty.
@@ -666,7 +764,9 @@ mod tests {
         }
 
         fn count(&self, dir: &str) -> usize {
-            fs::read_dir(self.store.root().join(dir)).expect("dir").count()
+            fs::read_dir(self.store.root().join(dir))
+                .expect("dir")
+                .count()
         }
 
         /// Nothing beside the store or in `outside`; no scratch left over.
@@ -678,7 +778,10 @@ mod tests {
                 .collect();
             top.sort();
             assert_eq!(top, ["outside", "store"]);
-            assert!(walk(&self.outside()).is_empty(), "written outside the store");
+            assert!(
+                walk(&self.outside()).is_empty(),
+                "written outside the store"
+            );
             assert_eq!(self.count("tmp"), 0, "scratch left in tmp");
         }
     }
@@ -695,20 +798,30 @@ mod tests {
         let s = &env.store;
         let (archive, manifest) = docker_archive(&fixtures::busybox());
         let (again, _) = docker_archive(&fixtures::busybox());
-        assert_eq!(Digest::of(&archive), Digest::of(&again), "builds are deterministic");
+        assert_eq!(
+            Digest::of(&archive),
+            Digest::of(&again),
+            "builds are deterministic"
+        );
 
         let loaded = s.load_archive(archive.as_slice()).expect("load");
         let busybox = Reference::parse("busybox").expect("ref");
         assert_eq!(loaded.len(), 1);
         assert_eq!(loaded[0].manifest, manifest);
-        assert_eq!(loaded[0].references, [busybox.clone()]);
+        assert_eq!(loaded[0].references, std::slice::from_ref(&busybox));
 
         let list = s.list().expect("list");
         assert_eq!(list.len(), 1);
         let info = &list[0];
-        assert_eq!((info.architecture.as_str(), info.os.as_str()), ("amd64", "linux"));
+        assert_eq!(
+            (info.architecture.as_str(), info.os.as_str()),
+            ("amd64", "linux")
+        );
         assert_eq!(info.id, loaded[0].id);
-        assert!(info.size > 500_000, "busybox layer is most of a 2 MB binary");
+        assert!(
+            info.size > 500_000,
+            "busybox layer is most of a 2 MB binary"
+        );
         assert_eq!(info.created.as_deref(), Some("2000-01-01T00:00:00Z"));
         for name in [
             "busybox",
@@ -720,35 +833,75 @@ mod tests {
             &manifest.to_string(),
             &format!("busybox@{manifest}"),
         ] {
-            assert_eq!(&s.inspect(name).unwrap_or_else(|e| panic!("{name}: {e}")), info, "{name}");
+            assert_eq!(
+                &s.inspect(name).unwrap_or_else(|e| panic!("{name}: {e}")),
+                info,
+                "{name}"
+            );
         }
         assert_eq!(s.resolve(&busybox), Some(manifest.clone()));
-        assert_eq!(s.resolve(&Reference::parse("busybox:other").expect("ref")), None);
+        assert_eq!(
+            s.resolve(&Reference::parse("busybox:other").expect("ref")),
+            None
+        );
 
         let cfg = s.config(&manifest).expect("config");
-        assert_eq!(cfg.config().as_ref().and_then(|c| c.cmd().clone()), Some(vec!["sh".to_owned()]));
+        assert_eq!(
+            cfg.config().as_ref().and_then(|c| c.cmd().clone()),
+            Some(vec!["sh".to_owned()])
+        );
         assert_eq!(s.healthcheck(&manifest).expect("healthcheck"), None);
 
         let rootfs = s.rootfs(&manifest).expect("rootfs");
         assert_eq!(rootfs, s.root().join("rootfs").join(manifest.hex()));
         let bin = fs::metadata(rootfs.join("bin/busybox")).expect("bin/busybox");
         assert!(bin.is_file() && bin.permissions().mode() & 0o111 == 0o111);
-        assert_eq!(fs::read_link(rootfs.join("bin/sh")).expect("sh"), Path::new("busybox"));
-        assert_eq!(fs::read_to_string(rootfs.join("www/index.html")).expect("www"), "shoal busybox\n");
-        assert_eq!(fs::metadata(&rootfs).expect("root").permissions().mode() & 0o777, 0o755);
-        assert_eq!(fs::metadata(rootfs.join("tmp")).expect("tmp").permissions().mode() & 0o7777, 0o1777);
+        assert_eq!(
+            fs::read_link(rootfs.join("bin/sh")).expect("sh"),
+            Path::new("busybox")
+        );
+        assert_eq!(
+            fs::read_to_string(rootfs.join("www/index.html")).expect("www"),
+            "shoal busybox\n"
+        );
+        assert_eq!(
+            fs::metadata(&rootfs).expect("root").permissions().mode() & 0o777,
+            0o755
+        );
+        assert_eq!(
+            fs::metadata(rootfs.join("tmp"))
+                .expect("tmp")
+                .permissions()
+                .mode()
+                & 0o7777,
+            0o1777
+        );
         assert_eq!(s.rootfs(&manifest).expect("again"), rootfs);
 
         let mine = Reference::parse("myreg:5000/bb:1").expect("ref");
         s.tag("busybox", &mine).expect("tag");
-        assert_eq!(s.inspect("myreg:5000/bb:1").expect("tagged").references, [busybox.clone(), mine.clone()]);
+        assert_eq!(
+            s.inspect("myreg:5000/bb:1").expect("tagged").references,
+            [busybox.clone(), mine.clone()]
+        );
         let digest_ref = Reference::parse(&format!("busybox@{manifest}")).expect("ref");
-        assert!(matches!(s.tag("busybox", &digest_ref), Err(ImageError::TagWithDigest { .. })));
+        assert!(matches!(
+            s.tag("busybox", &digest_ref),
+            Err(ImageError::TagWithDigest { .. })
+        ));
 
         // Untagging one of two names deletes nothing.
-        assert_eq!(s.remove("myreg:5000/bb:1").expect("untag"), Vec::<Digest>::new());
-        assert_eq!(s.list().expect("list")[0].references, [busybox.clone()]);
-        let err = s.remove_if("busybox", |m| *m == manifest).expect_err("in use");
+        assert_eq!(
+            s.remove("myreg:5000/bb:1").expect("untag"),
+            Vec::<Digest>::new()
+        );
+        assert_eq!(
+            s.list().expect("list")[0].references,
+            std::slice::from_ref(&busybox)
+        );
+        let err = s
+            .remove_if("busybox", |m| *m == manifest)
+            .expect_err("in use");
         assert!(matches!(err, ImageError::InUse { .. }), "{err}");
         let deleted = s.remove("busybox").expect("rmi");
         assert_eq!(deleted.len(), 3, "manifest, config and layer: {deleted:?}");
@@ -775,7 +928,12 @@ mod tests {
         assert_eq!(env.count("blobs/sha256"), 5);
         let deleted = s.remove("busybox").expect("rmi");
         assert_eq!(deleted.len(), 2, "the shared layer stays: {deleted:?}");
-        assert!(s.rootfs(&m2).expect("other still unpacks").join("bin/busybox").is_file());
+        assert!(
+            s.rootfs(&m2)
+                .expect("other still unpacks")
+                .join("bin/busybox")
+                .is_file()
+        );
         // Loading the same name again moves the tag.
         s.load_archive(a.as_slice()).expect("reload");
         let third = fixtures::busybox().with_reference(Reference::parse("other").expect("ref"));
@@ -783,7 +941,10 @@ mod tests {
         s.load_archive(c.as_slice()).expect("load third");
         assert_eq!(m3, m1, "same content as busybox");
         assert_eq!(s.inspect("other").expect("moved").manifest, m1);
-        assert_eq!(s.inspect(&m2.to_string()).expect("dangling").references, Vec::<Reference>::new());
+        assert_eq!(
+            s.inspect(&m2.to_string()).expect("dangling").references,
+            Vec::<Reference>::new()
+        );
         env.assert_clean();
     }
 
@@ -812,13 +973,24 @@ mod tests {
         let mut buf = Vec::new();
         let m = b.write_oci_layout(&mut buf).expect("oci layout");
         let loaded = env.store.load_archive(buf.as_slice()).expect("load");
-        assert_eq!(loaded[0].references, [Reference::parse("busybox").expect("ref")]);
+        assert_eq!(
+            loaded[0].references,
+            [Reference::parse("busybox").expect("ref")]
+        );
         let cfg = env.store.config(&m).expect("config");
         let c = cfg.config().clone().expect("config section");
-        assert_eq!(c.entrypoint().clone(), Some(vec!["/bin/busybox".to_owned()]));
-        assert_eq!(c.cmd().clone(), Some(vec!["httpd".to_owned(), "-f".to_owned()]));
+        assert_eq!(
+            c.entrypoint().clone(),
+            Some(vec!["/bin/busybox".to_owned()])
+        );
+        assert_eq!(
+            c.cmd().clone(),
+            Some(vec!["httpd".to_owned(), "-f".to_owned()])
+        );
         let env_vars = c.env().clone().unwrap_or_default();
-        assert!(env_vars.iter().any(|e| e.starts_with("PATH=")) && env_vars.contains(&"A=1".to_owned()));
+        assert!(
+            env_vars.iter().any(|e| e.starts_with("PATH=")) && env_vars.contains(&"A=1".to_owned())
+        );
         assert_eq!(c.working_dir().as_deref(), Some("/www"));
         assert_eq!(c.user().as_deref(), Some("nobody"));
         assert_eq!(c.stop_signal().as_deref(), Some("SIGQUIT"));
@@ -850,23 +1022,47 @@ mod tests {
             "Layers": ["aaa/layer.tar", "bbb/layer.tar", "ccc/layer.tar"],
         }]);
         let mut t = TarWriter::new(Vec::new());
-        t.bytes("manifest.json", &serde_json::to_vec(&manifest).expect("json")).expect("tar");
+        t.bytes(
+            "manifest.json",
+            &serde_json::to_vec(&manifest).expect("json"),
+        )
+        .expect("tar");
         t.bytes(&cfg_name, &config).expect("tar");
         t.bytes("aaa/layer.tar", &l1).expect("tar");
         t.bytes("bbb/layer.tar", &l2).expect("tar");
         t.symlink("ccc/layer.tar", "../aaa/layer.tar").expect("tar");
         let archive = t.into_inner().expect("tar");
 
-        let loaded = env.store.load_archive(archive.as_slice()).expect("legacy load");
-        assert_eq!(loaded[0].references, [Reference::parse("legacy:1").expect("ref")]);
-        assert_eq!(loaded[0].id, Digest::of(&config), "IMAGE ID is the config digest");
+        let loaded = env
+            .store
+            .load_archive(archive.as_slice())
+            .expect("legacy load");
+        assert_eq!(
+            loaded[0].references,
+            [Reference::parse("legacy:1").expect("ref")]
+        );
+        assert_eq!(
+            loaded[0].id,
+            Digest::of(&config),
+            "IMAGE ID is the config digest"
+        );
         let m = &loaded[0].manifest;
         let blobs = env.store.blobs_of(m).expect("blobs");
-        assert_eq!(blobs.len(), 5, "a synthesised OCI manifest, config and three layers");
+        assert_eq!(
+            blobs.len(),
+            5,
+            "a synthesised OCI manifest, config and three layers"
+        );
         assert_eq!(blobs[2].digest().to_string(), Digest::of(&l1).to_string());
         let rootfs = env.store.rootfs(m).expect("rootfs");
-        assert_eq!(fs::read_to_string(rootfs.join("hello")).expect("hello"), "world");
-        assert_eq!(fs::read_to_string(rootfs.join("gone")).expect("back in layer 3"), "x");
+        assert_eq!(
+            fs::read_to_string(rootfs.join("hello")).expect("hello"),
+            "world"
+        );
+        assert_eq!(
+            fs::read_to_string(rootfs.join("gone")).expect("back in layer 3"),
+            "x"
+        );
         assert!(rootfs.join("second").is_file());
 
         // A legacy layer whose content is not its diff ID is refused.
@@ -877,11 +1073,18 @@ mod tests {
         let bad_name = format!("{}.json", Digest::of(bad_config.as_bytes()).hex());
         let manifest = serde_json::json!([{ "Config": bad_name, "RepoTags": ["legacy:2"], "Layers": ["aaa/layer.tar", "bbb/layer.tar"] }]);
         let mut t = TarWriter::new(Vec::new());
-        t.bytes("manifest.json", &serde_json::to_vec(&manifest).expect("json")).expect("tar");
+        t.bytes(
+            "manifest.json",
+            &serde_json::to_vec(&manifest).expect("json"),
+        )
+        .expect("tar");
         t.bytes(&bad_name, bad_config.as_bytes()).expect("tar");
         t.bytes("aaa/layer.tar", &l1).expect("tar");
         t.bytes("bbb/layer.tar", &l2).expect("tar");
-        let err = env.store.load_archive(t.into_inner().expect("tar").as_slice()).expect_err("diff id");
+        let err = env
+            .store
+            .load_archive(t.into_inner().expect("tar").as_slice())
+            .expect_err("diff id");
         assert!(matches!(err, ImageError::DigestMismatch { .. }), "{err}");
         assert_eq!(env.store.list().expect("list").len(), 1);
         env.assert_clean();
@@ -895,27 +1098,48 @@ mod tests {
         let mut exported = Vec::new();
         a.store.export_oci(&m, &mut exported).expect("export");
         let b = Env::new();
-        let loaded = b.store.load_archive(exported.as_slice()).expect("load export");
+        let loaded = b
+            .store
+            .load_archive(exported.as_slice())
+            .expect("load export");
         assert_eq!(loaded[0].manifest, m);
-        assert_eq!(loaded[0].references, [Reference::parse("busybox").expect("ref")]);
+        assert_eq!(
+            loaded[0].references,
+            [Reference::parse("busybox").expect("ref")]
+        );
 
         // Blob by blob, as a node fetches from another.
         let c = Env::new();
         let r = Reference::parse("busybox").expect("ref");
         let blobs = a.store.blobs_of(&m).expect("blobs");
         let first = Digest::from_oci(blobs[1].digest()).expect("digest");
-        assert!(matches!(c.store.register(&r, &m), Err(ImageError::BlobMissing { .. })));
-        let err = c.store.write_blob(&first, &b"not it"[..]).expect_err("mismatch");
+        assert!(matches!(
+            c.store.register(&r, &m),
+            Err(ImageError::BlobMissing { .. })
+        ));
+        let err = c
+            .store
+            .write_blob(&first, &b"not it"[..])
+            .expect_err("mismatch");
         assert!(matches!(err, ImageError::DigestMismatch { .. }));
         assert!(!c.store.has_blob(&first));
         for d in &blobs {
             let d = Digest::from_oci(d.digest()).expect("digest");
-            let size = c.store.write_blob(&d, a.store.open_blob(&d).expect("open")).expect("write");
+            let size = c
+                .store
+                .write_blob(&d, a.store.open_blob(&d).expect("open"))
+                .expect("write");
             assert!(size > 0 && c.store.has_blob(&d));
         }
         let info = c.store.register(&r, &m).expect("register");
         assert_eq!(info, a.store.inspect("busybox").expect("inspect"));
-        assert!(c.store.rootfs(&m).expect("rootfs").join("bin/busybox").is_file());
+        assert!(
+            c.store
+                .rootfs(&m)
+                .expect("rootfs")
+                .join("bin/busybox")
+                .is_file()
+        );
         c.assert_clean();
     }
 
@@ -941,14 +1165,28 @@ mod tests {
                 "size": nested.len(), "annotations": { OCI_REF_NAME: "docker.io/library/multi:1" } }],
         });
         let mut t = TarWriter::new(Vec::new());
-        t.bytes("oci-layout", crate::build::OCI_LAYOUT.as_bytes()).expect("tar");
-        t.bytes("index.json", &serde_json::to_vec(&index).expect("json")).expect("tar");
-        for bytes in [&nested, &built.manifest_bytes, &built.config_bytes, &built.layer_bytes] {
-            t.bytes(&format!("blobs/sha256/{}", Digest::of(bytes).hex()), bytes).expect("tar");
+        t.bytes("oci-layout", crate::build::OCI_LAYOUT.as_bytes())
+            .expect("tar");
+        t.bytes("index.json", &serde_json::to_vec(&index).expect("json"))
+            .expect("tar");
+        for bytes in [
+            &nested,
+            &built.manifest_bytes,
+            &built.config_bytes,
+            &built.layer_bytes,
+        ] {
+            t.bytes(&format!("blobs/sha256/{}", Digest::of(bytes).hex()), bytes)
+                .expect("tar");
         }
-        let loaded = env.store.load_archive(t.into_inner().expect("tar").as_slice()).expect("load");
+        let loaded = env
+            .store
+            .load_archive(t.into_inner().expect("tar").as_slice())
+            .expect("load");
         assert_eq!(loaded[0].manifest, built.manifest);
-        assert_eq!(loaded[0].references, [Reference::parse("multi:1").expect("ref")]);
+        assert_eq!(
+            loaded[0].references,
+            [Reference::parse("multi:1").expect("ref")]
+        );
     }
 
     /// An OCI layout archive of the given layers; `tamper` replaces one
@@ -975,16 +1213,27 @@ mod tests {
                 "size": manifest.len(), "annotations": { CONTAINERD_NAME: "docker.io/library/bad:1" } }],
         });
         let mut t = TarWriter::new(Vec::new());
-        t.bytes("oci-layout", crate::build::OCI_LAYOUT.as_bytes()).expect("tar");
-        t.bytes("index.json", &serde_json::to_vec(&index).expect("json")).expect("tar");
-        t.bytes(&format!("blobs/sha256/{}", Digest::of(&config).hex()), &config).expect("tar");
-        t.bytes(&format!("blobs/sha256/{}", Digest::of(&manifest).hex()), &manifest).expect("tar");
+        t.bytes("oci-layout", crate::build::OCI_LAYOUT.as_bytes())
+            .expect("tar");
+        t.bytes("index.json", &serde_json::to_vec(&index).expect("json"))
+            .expect("tar");
+        t.bytes(
+            &format!("blobs/sha256/{}", Digest::of(&config).hex()),
+            &config,
+        )
+        .expect("tar");
+        t.bytes(
+            &format!("blobs/sha256/{}", Digest::of(&manifest).hex()),
+            &manifest,
+        )
+        .expect("tar");
         for (i, (b, _)) in layers.iter().enumerate() {
             let mut content = b.clone();
             if tamper == Some(i) {
                 content[0] ^= 1;
             }
-            t.bytes(&format!("blobs/sha256/{}", Digest::of(b).hex()), &content).expect("tar");
+            t.bytes(&format!("blobs/sha256/{}", Digest::of(b).hex()), &content)
+                .expect("tar");
         }
         t.into_inner().expect("tar")
     }
@@ -993,13 +1242,16 @@ mod tests {
     fn malformed_archives_are_refused_and_leave_nothing() {
         let env = Env::new();
         let (good, m) = docker_archive(&fixtures::busybox());
-        env.store.load_archive(good.as_slice()).expect("a good image first");
+        env.store
+            .load_archive(good.as_slice())
+            .expect("a good image first");
         let blobs_before = env.count("blobs/sha256");
         let outside = env.outside().to_string_lossy().into_owned();
         let plain = |entries: &[E]| (tar(entries), MediaType::ImageLayer);
         let whole = tar(&[file("big", &"x".repeat(3000))]);
 
-        let cases: Vec<(&str, Vec<u8>, fn(&ImageError) -> bool)> = vec![
+        type Check = fn(&ImageError) -> bool;
+        let cases: Vec<(&str, Vec<u8>, Check)> = vec![
             (
                 "digest mismatch",
                 oci_archive(&[plain(&[file("f", "x")])], Some(0)),
@@ -1017,7 +1269,13 @@ mod tests {
             ),
             (
                 "symlinked parent escape",
-                oci_archive(&[plain(&[symlink("a", &outside)]), plain(&[file("a/evil", "x")])], None),
+                oci_archive(
+                    &[
+                        plain(&[symlink("a", &outside)]),
+                        plain(&[file("a/evil", "x")]),
+                    ],
+                    None,
+                ),
                 |e| matches!(e, ImageError::UnsafeEntry { entry, reason, .. } if entry == "a/evil" && reason.contains("symlink")),
             ),
             (
@@ -1027,11 +1285,21 @@ mod tests {
             ),
             (
                 "unknown media type",
-                oci_archive(&[(tar(&[file("f", "x")]), MediaType::Other("application/x-mystery".into()))], None),
+                oci_archive(
+                    &[(
+                        tar(&[file("f", "x")]),
+                        MediaType::Other("application/x-mystery".into()),
+                    )],
+                    None,
+                ),
                 |e| matches!(e, ImageError::UnknownMediaType { media_type } if media_type == "application/x-mystery"),
             ),
-            ("not an image archive", tar(&[file("README", "hi")]), |e| matches!(e, ImageError::BadArchive { .. })),
-            ("not a tar", vec![7u8; 1000], |e| matches!(e, ImageError::BadArchive { .. })),
+            ("not an image archive", tar(&[file("README", "hi")]), |e| {
+                matches!(e, ImageError::BadArchive { .. })
+            }),
+            ("not a tar", vec![7u8; 1000], |e| {
+                matches!(e, ImageError::BadArchive { .. })
+            }),
         ];
         for (what, archive, expected) in cases {
             let err = env.store.load_archive(archive.as_slice()).expect_err(what);
@@ -1039,12 +1307,27 @@ mod tests {
             assert!(!err.to_string().is_empty());
             let list = env.store.list().expect("list");
             assert_eq!(list.len(), 1, "{what}: nothing new registered");
-            assert!(env.store.resolve(&Reference::parse("bad:1").expect("ref")).is_none(), "{what}");
-            assert_eq!(env.count("blobs/sha256"), blobs_before, "{what}: its blobs were removed");
+            assert!(
+                env.store
+                    .resolve(&Reference::parse("bad:1").expect("ref"))
+                    .is_none(),
+                "{what}"
+            );
+            assert_eq!(
+                env.count("blobs/sha256"),
+                blobs_before,
+                "{what}: its blobs were removed"
+            );
             assert_eq!(env.count("rootfs"), 1, "{what}: no root filesystem kept");
             env.assert_clean();
         }
-        assert!(env.store.rootfs(&m).expect("still there").join("bin/busybox").is_file());
+        assert!(
+            env.store
+                .rootfs(&m)
+                .expect("still there")
+                .join("bin/busybox")
+                .is_file()
+        );
     }
 
     #[test]
@@ -1056,9 +1339,20 @@ mod tests {
         env.store.load_archive(archive.as_slice()).expect("load");
         let rootfs = env.store.rootfs(&m).expect("rootfs");
         assert!(rootfs.join("bin/env").is_file());
-        assert!(rootfs.join("lib64/ld-linux-x86-64.so.2").is_file(), "the loader at its host path");
-        assert!(walk(&rootfs).iter().any(|p| p.file_name().is_some_and(|n| n == "libc.so.6")));
-        let bad = ImageBuilder::new(Reference::parse("x").expect("ref")).add_file("/etc/hostname", "relative", 0o644);
+        assert!(
+            rootfs.join("lib64/ld-linux-x86-64.so.2").is_file(),
+            "the loader at its host path"
+        );
+        assert!(
+            walk(&rootfs)
+                .iter()
+                .any(|p| p.file_name().is_some_and(|n| n == "libc.so.6"))
+        );
+        let bad = ImageBuilder::new(Reference::parse("x").expect("ref")).add_file(
+            "/etc/hostname",
+            "relative",
+            0o644,
+        );
         assert!(matches!(bad.build(), Err(ImageError::Build { .. })));
     }
 }
