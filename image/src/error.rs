@@ -51,6 +51,9 @@ pub enum ImageError {
     #[error("malformed image archive: {reason}")]
     BadArchive { reason: String },
 
+    #[error("image config {config}: {reason}; the image is malformed, rebuild it")]
+    BadImage { config: Digest, reason: String },
+
     #[error("malformed {what}: {source}")]
     Json {
         what: String,

@@ -662,6 +662,36 @@ impl ImageStore {
         }
     }
 
+    /// The config's diff IDs, if it lists one per layer (checked while
+    /// unpacking); `None` if it lists none, an error if the count is wrong.
+    fn diff_ids(&self, m: &ImageManifest) -> Result<Option<Vec<Digest>>, ImageError> {
+        let config: serde_json::Value = json(
+            "image config",
+            &self.read_blob(&Digest::from_oci(m.config().digest())?)?,
+        )?;
+        let ids = config["rootfs"]["diff_ids"]
+            .as_array()
+            .cloned()
+            .unwrap_or_default();
+        if ids.is_empty() {
+            return Ok(None);
+        }
+        if ids.len() != m.layers().len() {
+            return Err(ImageError::BadImage {
+                config: Digest::from_oci(m.config().digest())?,
+                reason: format!(
+                    "the config lists {} diff IDs for {} layers",
+                    ids.len(),
+                    m.layers().len()
+                ),
+            });
+        }
+        ids.iter()
+            .map(|v| Digest::parse(v.as_str().unwrap_or_default()))
+            .collect::<Result<Vec<_>, _>>()
+            .map(Some)
+    }
+
     /// The image's layers unpacked, in order, into one directory (an
     /// overlay lowerdir). Made once; later calls return the same path.
     pub fn rootfs(&self, manifest: &Digest) -> Result<PathBuf, ImageError> {
@@ -675,10 +705,12 @@ impl ImageStore {
         fs::create_dir(&dir).map_err(io_err("creating", &dir))?;
         fs::set_permissions(&dir, fs::Permissions::from_mode(0o755))
             .map_err(io_err("changing the mode of", &dir))?;
-        for layer in m.layers() {
+        let diff_ids = self.diff_ids(&m)?;
+        for (i, layer) in m.layers().iter().enumerate() {
             let digest = Digest::from_oci(layer.digest())?;
             let blob = self.open_blob(&digest)?;
-            unpack::apply_layer(&dir, &digest, layer.media_type(), io::BufReader::new(blob))?;
+            let diff_id = diff_ids.as_ref().and_then(|ids| ids.get(i));
+            unpack::apply_layer_checked(&dir, &digest, layer.media_type(), diff_id, blob)?;
         }
         match fs::rename(&dir, &dest) {
             Ok(()) => Ok(dest),
@@ -1192,8 +1224,16 @@ mod tests {
     /// An OCI layout archive of the given layers; `tamper` replaces one
     /// layer's bytes after its descriptor was made.
     fn oci_archive(layers: &[(Vec<u8>, MediaType)], tamper: Option<usize>) -> Vec<u8> {
+        oci_archive_with(layers, tamper, &[])
+    }
+
+    fn oci_archive_with(
+        layers: &[(Vec<u8>, MediaType)],
+        tamper: Option<usize>,
+        diff_ids: &[Digest],
+    ) -> Vec<u8> {
         let config = serde_json::to_vec(&serde_json::json!({
-            "architecture": "amd64", "os": "linux", "rootfs": { "type": "layers", "diff_ids": [] },
+            "architecture": "amd64", "os": "linux", "rootfs": { "type": "layers", "diff_ids": diff_ids },
         }))
         .expect("json");
         let descs: Vec<_> = layers
@@ -1293,6 +1333,24 @@ mod tests {
                     None,
                 ),
                 |e| matches!(e, ImageError::UnknownMediaType { media_type } if media_type == "application/x-mystery"),
+            ),
+            (
+                "diff ID mismatch",
+                oci_archive_with(
+                    &[plain(&[file("f", "x")])],
+                    None,
+                    &[Digest::of(b"not the layer")],
+                ),
+                |e| matches!(e, ImageError::DigestMismatch { .. }),
+            ),
+            (
+                "diff ID count",
+                oci_archive_with(
+                    &[plain(&[file("f", "x")])],
+                    None,
+                    &[Digest::of(b"a"), Digest::of(b"b")],
+                ),
+                |e| matches!(e, ImageError::BadImage { .. }),
             ),
             ("not an image archive", tar(&[file("README", "hi")]), |e| {
                 matches!(e, ImageError::BadArchive { .. })

@@ -26,6 +26,7 @@ use nix::sys::{
     time::TimeVal,
 };
 use oci_spec::image::MediaType;
+use sha2::{Digest as _, Sha256};
 use tar::EntryType;
 
 use crate::{Digest, ImageError, error::io_err};
@@ -34,7 +35,8 @@ const WHITEOUT_PREFIX: &str = ".wh.";
 const OPAQUE_MARKER: &str = ".wh..wh..opq";
 /// overlayfs reads its own state from these; an image must not forge it in
 /// a directory that becomes a lowerdir.
-const FORBIDDEN_XATTR_PREFIX: &str = "trusted.overlay.";
+/// (`user.overlay.` in overlayfs' userxattr mode.)
+const FORBIDDEN_XATTR_PREFIXES: &[&str] = &["trusted.overlay.", "user.overlay."];
 const GZIP_MAGIC: &[u8] = &[0x1f, 0x8b];
 const ZSTD_MAGIC: &[u8] = &[0x28, 0xb5, 0x2f, 0xfd];
 
@@ -101,6 +103,18 @@ pub fn apply_layer(
     media_type: &MediaType,
     blob: impl Read,
 ) -> Result<(), ImageError> {
+    apply_layer_checked(root, layer, media_type, None, blob)
+}
+
+/// As [`apply_layer`], also checking the uncompressed tar against the
+/// config's diff ID for this layer, as docker does.
+pub fn apply_layer_checked(
+    root: &Path,
+    layer: &Digest,
+    media_type: &MediaType,
+    diff_id: Option<&Digest>,
+    blob: impl Read,
+) -> Result<(), ImageError> {
     let declared = layer_compression(media_type)?;
     let mut input = BufReader::new(blob);
     let bad = |source| ImageError::BadLayer {
@@ -122,11 +136,31 @@ pub fn apply_layer(
             Box::new(zstd::stream::read::Decoder::with_buffer(input).map_err(bad)?)
         }
     };
-    apply_tar(root, layer, tar)
+    let hashed = apply_stream(
+        root,
+        layer,
+        Hashing {
+            inner: tar,
+            hasher: Sha256::new(),
+        },
+    )?;
+    let actual = Digest::from_sha256(hashed.hasher.finalize().into());
+    match diff_id {
+        Some(expected) if *expected != actual => Err(ImageError::DigestMismatch {
+            expected: expected.clone(),
+            actual,
+        }),
+        _ => Ok(()),
+    }
 }
 
 /// Applies an uncompressed layer tar onto `root`.
 pub fn apply_tar(root: &Path, layer: &Digest, tar: impl Read) -> Result<(), ImageError> {
+    apply_stream(root, layer, tar).map(drop)
+}
+
+/// Applies a tar stream, reads it to its end, and gives it back.
+fn apply_stream<R: Read>(root: &Path, layer: &Digest, tar: R) -> Result<R, ImageError> {
     let mut archive = tar::Archive::new(tar);
     let mut unpacker = Unpacker {
         root,
@@ -140,13 +174,29 @@ pub fn apply_tar(root: &Path, layer: &Digest, tar: impl Read) -> Result<(), Imag
         unpacker.entry(entry)?;
     }
     // Read to the end so a truncated or corrupt compressed stream is caught
-    // even when the tar's own end marker was lost.
-    io::copy(&mut archive.into_inner(), &mut io::sink()).map_err(|source| unpacker.bad(source))?;
+    // even when the tar's own end marker was lost (and the diff ID covers
+    // every byte).
+    let mut rest = archive.into_inner();
+    io::copy(&mut rest, &mut io::sink()).map_err(|source| unpacker.bad(source))?;
     // Children change a directory's mtime, so directories get theirs last.
     for (path, mtime) in unpacker.dir_times.iter().rev() {
         set_mtime_nofollow(path, *mtime).map_err(io_err("setting the mtime of", path))?;
     }
-    Ok(())
+    Ok(rest)
+}
+
+/// sha256 of what is read through it.
+struct Hashing<R> {
+    inner: R,
+    hasher: Sha256,
+}
+
+impl<R: Read> Read for Hashing<R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        self.hasher.update(&buf[..n]);
+        Ok(n)
+    }
 }
 
 struct Unpacker<'a> {
@@ -186,9 +236,10 @@ impl Unpacker<'_> {
         let header = entry.header().clone();
         let kind = header.entry_type();
         let mode = header.mode().map_err(|e| self.bad(e))? & 0o7777;
-        let uid = header.uid().map_err(|e| self.bad(e))?;
-        let gid = header.gid().map_err(|e| self.bad(e))?;
-        let mtime = header.mtime().map_err(|e| self.bad(e))?;
+        // Blank numeric fields are 0, as Go's archive/tar (docker's) reads them.
+        let uid = header.uid().unwrap_or(0);
+        let gid = header.gid().unwrap_or(0);
+        let mtime = header.mtime().unwrap_or(0);
 
         let Some((name, parents)) = components.split_last() else {
             // "./": the root itself; only its metadata can apply.
@@ -454,7 +505,7 @@ impl Unpacker<'_> {
             let ext = ext.map_err(|e| self.bad(e))?;
             let Ok(key) = ext.key() else { continue };
             if let Some(name) = key.strip_prefix("SCHILY.xattr.") {
-                if name.starts_with(FORBIDDEN_XATTR_PREFIX) {
+                if FORBIDDEN_XATTR_PREFIXES.iter().any(|p| name.starts_with(p)) {
                     tracing::warn!(layer = %self.layer, entry = %String::from_utf8_lossy(raw), xattr = name, "dropping overlayfs xattr");
                     continue;
                 }
@@ -850,6 +901,62 @@ mod tests {
             matches!(err, ImageError::UnknownMediaType { media_type } if media_type == "application/x-foo")
         );
         assert!(walk(&s.root()).is_empty());
+    }
+
+    #[test]
+    fn owners_xattrs_and_devices() {
+        let mut b = tar::Builder::new(Vec::new());
+        b.append_pax_extensions([
+            ("SCHILY.xattr.user.shoal", &b"kept"[..]),
+            ("SCHILY.xattr.trusted.overlay.opaque", &b"y"[..]),
+        ])
+        .expect("pax");
+        let mut h = tar::Header::new_gnu();
+        h.set_entry_type(EntryType::Regular);
+        h.set_size(2);
+        h.set_mode(0o2755);
+        h.set_uid(1234);
+        h.set_gid(5678);
+        b.append_data(&mut h, "owned", &b"hi"[..]).expect("entry");
+        let mut h = tar::Header::new_gnu();
+        h.set_entry_type(EntryType::Char);
+        h.set_size(0);
+        h.set_mode(0o666);
+        h.set_device_major(1).expect("major");
+        h.set_device_minor(3).expect("minor");
+        b.append_data(&mut h, "dev/null", io::empty())
+            .expect("entry");
+        let bytes = b.into_inner().expect("tar");
+
+        let s = Sandbox::new();
+        let root = s.root();
+        apply_layer(
+            &root,
+            &layer_digest(&bytes),
+            &MediaType::ImageLayer,
+            bytes.as_slice(),
+        )
+        .expect("applies");
+        let m = fs::metadata(root.join("owned")).expect("owned");
+        if nix::unistd::geteuid().is_root() {
+            assert_eq!((m.uid(), m.gid()), (1234, 5678));
+            // setgid survives the chown because the mode is set after it.
+            assert_eq!(m.mode() & 0o7777, 0o2755);
+        }
+        // Filesystems without user xattrs are allowed; overlay's are never set.
+        if let Ok(Some(v)) = xattr::get(root.join("owned"), "user.shoal") {
+            assert_eq!(v, b"kept");
+        }
+        assert!(matches!(
+            xattr::get(root.join("owned"), "trusted.overlay.opaque"),
+            Ok(None) | Err(_)
+        ));
+        // mknod may be refused (no CAP_MKNOD): then the node is skipped.
+        if let Ok(m) = fs::symlink_metadata(root.join("dev/null")) {
+            assert!(m.file_type().is_char_device());
+            assert_eq!(m.rdev(), makedev(1, 3));
+        }
+        s.assert_contained();
     }
 
     fn hostile_name() -> impl Strategy<Value = String> {
