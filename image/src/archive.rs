@@ -45,6 +45,7 @@ impl Spool {
             links: HashMap::new(),
         };
         let mut archive = tar::Archive::new(r);
+        let mut count = 0u64;
         for entry in archive.entries().map_err(bad)? {
             let mut entry = entry.map_err(bad)?;
             let raw = entry.path_bytes().into_owned();
@@ -58,7 +59,10 @@ impl Spool {
             };
             match entry.header().entry_type() {
                 tar::EntryType::Regular | tar::EntryType::Continuous => {
-                    let path = dir.join(spool.files.len().to_string());
+                    // A counter, not files.len(): a repeated name must not
+                    // reuse (and overwrite) another entry's spool file.
+                    let path = dir.join(count.to_string());
+                    count += 1;
                     let mut file = File::create(&path).map_err(io_err("spooling to", &path))?;
                     let size = entry.size();
                     if io::copy(&mut entry, &mut file).map_err(bad)? != size {

@@ -126,7 +126,9 @@ enum Lookup {
 /// scratch directory.
 pub struct ImageStore {
     root: PathBuf,
-    /// Serialises read-modify-write of `images.json` and removal.
+    /// Serialises changes to `images.json` and to which blobs are in use
+    /// (loads, registrations, removals); readers need not take it, the
+    /// index file is replaced atomically.
     lock: Mutex<()>,
 }
 
@@ -353,18 +355,21 @@ impl ImageStore {
         let spool_dir = self.scratch("load-")?;
         let spool = Spool::read_from(r, spool_dir.path())?;
         let candidates = archive::candidates(&spool)?;
+        // Held from the first blob to the registration, so a concurrent
+        // removal cannot collect a blob this load counts on.
+        let _guard = self.locked();
         let mut added = Vec::new();
         let result = self.ingest_all(&candidates, &mut added);
         if let Err(e) = result {
             self.discard(&added, &candidates);
             return Err(e);
         }
-        let _guard = self.locked();
         let mut index = self.read_index()?;
         let mut loaded = Vec::new();
         for c in &candidates {
             index.images.entry(c.manifest_digest.clone()).or_default();
-            for r in &c.references {
+            // A name with a digest names the image by itself.
+            for r in c.references.iter().filter(|r| r.digest.is_none()) {
                 index.assign(r, &c.manifest_digest);
             }
             loaded.push(Loaded {
@@ -404,8 +409,8 @@ impl ImageStore {
 
     /// Undoes a failed load: its root filesystems, and its new blobs no
     /// registered image uses.
+    /// The caller holds the lock.
     fn discard(&self, added: &[Digest], candidates: &[archive::Candidate]) {
-        let _guard = self.locked();
         let Ok(index) = self.read_index() else { return };
         let in_use = self.blobs_in_use(&index);
         for c in candidates
@@ -437,6 +442,9 @@ impl ImageStore {
         reference: &Reference,
         manifest: &Digest,
     ) -> Result<ImageInfo, ImageError> {
+        // Held throughout: a concurrent removal must not collect a blob
+        // between this check and the registration.
+        let _guard = self.locked();
         for d in self.blobs_of(manifest)? {
             let d = Digest::from_oci(d.digest())?;
             if !self.has_blob(&d) {
@@ -444,7 +452,6 @@ impl ImageStore {
             }
         }
         self.rootfs(manifest)?;
-        let _guard = self.locked();
         let mut index = self.read_index()?;
         match &reference.digest {
             Some(d) if d != manifest => {
@@ -909,6 +916,10 @@ mod tests {
             0o1777
         );
         assert_eq!(s.rootfs(&manifest).expect("again"), rootfs);
+
+        let reopened = ImageStore::open(s.root()).expect("reopen");
+        assert_eq!(reopened.list().expect("list"), list, "the index is on disk");
+        drop(reopened);
 
         let mine = Reference::parse("myreg:5000/bb:1").expect("ref");
         s.tag("busybox", &mine).expect("tag");
