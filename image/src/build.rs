@@ -590,3 +590,122 @@ pub mod fixtures {
         b
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::{
+        io::{Read, Write},
+        net::{Ipv4Addr, TcpListener, TcpStream},
+        process::{Command, Stdio},
+        time::{Duration, Instant},
+    };
+
+    use super::*;
+    use crate::ImageStore;
+
+    #[test]
+    fn image_paths_and_parents() {
+        assert_eq!(image_key("/a//b/./c").as_deref(), Some("a/b/c"));
+        assert_eq!(image_key("relative"), None);
+        assert_eq!(image_key("/a/../b"), None);
+        assert_eq!(image_key("/"), None);
+        let built = ImageBuilder::new(Reference::parse("x").expect("ref"))
+            .add_bytes("hi", "/deep/er/file", 0o600)
+            .build()
+            .expect("build");
+        let mut gz = flate2::read::GzDecoder::new(built.layer_bytes.as_slice());
+        let mut tar_bytes = Vec::new();
+        gz.read_to_end(&mut tar_bytes).expect("gunzip");
+        let mut archive = tar::Archive::new(tar_bytes.as_slice());
+        let names: Vec<String> = archive
+            .entries()
+            .expect("entries")
+            .map(|e| {
+                e.expect("entry")
+                    .path()
+                    .expect("path")
+                    .to_string_lossy()
+                    .into_owned()
+            })
+            .collect();
+        assert_eq!(names, ["deep/", "deep/er/", "deep/er/file"]);
+    }
+
+    /// The busybox fixture's binary runs from the unpacked root filesystem:
+    /// applets through their links, and httpd serving /www/index.html.
+    #[test]
+    fn busybox_fixture_runs() {
+        let t = tempfile::tempdir().expect("tempdir");
+        let store = ImageStore::open(t.path()).expect("open");
+        let mut archive = Vec::new();
+        let manifest = fixtures::busybox()
+            .write_docker_archive(&mut archive)
+            .expect("archive");
+        store.load_archive(archive.as_slice()).expect("load");
+        let rootfs = store.rootfs(&manifest).expect("rootfs");
+
+        for applet in fixtures::BUSYBOX_APPLETS {
+            assert!(
+                fs_is_symlink(&rootfs.join("bin").join(applet)),
+                "bin/{applet} is an applet link"
+            );
+        }
+        let out = Command::new(rootfs.join("bin/sha256sum"))
+            .arg(rootfs.join("www/index.html"))
+            .output()
+            .expect("sha256sum runs");
+        let sum = Digest::of(fixtures::BUSYBOX_INDEX_HTML.as_bytes());
+        assert!(String::from_utf8_lossy(&out.stdout).starts_with(sum.hex()));
+
+        // A free port: bind 0, read it, free it for httpd.
+        let port = TcpListener::bind((Ipv4Addr::LOCALHOST, 0))
+            .and_then(|l| l.local_addr())
+            .expect("port")
+            .port();
+        let httpd = Command::new(rootfs.join("bin/httpd"))
+            .args(["-f", "-p", &format!("127.0.0.1:{port}"), "-h"])
+            .arg(rootfs.join("www"))
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .map(Reaped)
+            .expect("httpd starts");
+        let deadline = Instant::now() + Duration::from_secs(10);
+        let response = loop {
+            if let Ok(mut conn) = TcpStream::connect((Ipv4Addr::LOCALHOST, port)) {
+                conn.write_all(b"GET /index.html HTTP/1.0\r\n\r\n")
+                    .expect("request");
+                let mut body = String::new();
+                conn.read_to_string(&mut body).expect("response");
+                break body;
+            }
+            assert!(Instant::now() < deadline, "httpd never listened");
+            std::thread::sleep(Duration::from_millis(20));
+        };
+        drop(httpd);
+        assert!(
+            response.starts_with("HTTP/1.1 200") || response.starts_with("HTTP/1.0 200"),
+            "{response}"
+        );
+        assert!(
+            response.ends_with(fixtures::BUSYBOX_INDEX_HTML),
+            "{response}"
+        );
+    }
+
+    /// Kills and reaps the child however the test ends.
+    struct Reaped(std::process::Child);
+
+    impl Drop for Reaped {
+        fn drop(&mut self) {
+            // Nothing to do if it already exited.
+            if self.0.kill().is_ok() {
+                self.0.wait().ok();
+            }
+        }
+    }
+
+    fn fs_is_symlink(p: &Path) -> bool {
+        std::fs::symlink_metadata(p).is_ok_and(|m| m.file_type().is_symlink())
+    }
+}
