@@ -9,7 +9,7 @@ use std::{
     path::{Path, PathBuf},
 };
 
-use oci_spec::image::{Arch, Descriptor, ImageIndex, ImageManifest, MediaType, Os};
+use oci_spec::image::{Arch, Descriptor, ImageIndex, ImageManifest, MediaType, Os, Platform};
 use serde::Deserialize;
 use sha2::{Digest as _, Sha256};
 
@@ -161,7 +161,13 @@ pub(crate) fn candidates(spool: &Spool) -> Result<Vec<Candidate>, ImageError> {
     let mut out: Vec<Candidate> = Vec::new();
     if spool.has("index.json") {
         let index: ImageIndex = json("index.json", &spool.read("index.json")?)?;
-        for desc in index.manifests() {
+        // Some tools list each platform's manifest here directly; only this
+        // node's is loaded (its siblings' blobs are often absent).
+        for desc in index
+            .manifests()
+            .iter()
+            .filter(|d| d.platform().as_ref().is_none_or(is_linux_amd64))
+        {
             let names = names_of(desc);
             let mut candidate = from_descriptor(spool, desc)?;
             candidate.references = names;
@@ -256,6 +262,11 @@ fn verified(spool: &Spool, desc: &Descriptor) -> Result<(Digest, Vec<u8>), Image
     Ok((digest, bytes))
 }
 
+/// The only platform Shoal nodes run.
+fn is_linux_amd64(p: &Platform) -> bool {
+    *p.architecture() == Arch::Amd64 && *p.os() == Os::Linux
+}
+
 fn is_index(m: &MediaType) -> bool {
     matches!(m, MediaType::ImageIndex) || m.as_ref() == DOCKER_MANIFEST_LIST
 }
@@ -267,11 +278,7 @@ fn from_descriptor(spool: &Spool, desc: &Descriptor) -> Result<Candidate, ImageE
         let chosen = index
             .manifests()
             .iter()
-            .find(|m| {
-                m.platform()
-                    .as_ref()
-                    .is_some_and(|p| *p.architecture() == Arch::Amd64 && *p.os() == Os::Linux)
-            })
+            .find(|m| m.platform().as_ref().is_some_and(is_linux_amd64))
             .ok_or(ImageError::NoMatchingPlatform { index: digest })?;
         return from_descriptor(spool, chosen);
     }

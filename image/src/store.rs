@@ -1204,8 +1204,13 @@ mod tests {
         let nested = serde_json::to_vec(&nested).expect("json");
         let index = serde_json::json!({
             "schemaVersion": 2,
-            "manifests": [{ "mediaType": MediaType::ImageIndex.to_string(), "digest": Digest::of(&nested).to_string(),
-                "size": nested.len(), "annotations": { OCI_REF_NAME: "docker.io/library/multi:1" } }],
+            "manifests": [
+                // A platform manifest listed directly, its blobs absent: skipped.
+                { "mediaType": MediaType::ImageManifest.to_string(), "digest": arm.to_string(), "size": 10,
+                  "platform": { "architecture": "arm64", "os": "linux" } },
+                { "mediaType": MediaType::ImageIndex.to_string(), "digest": Digest::of(&nested).to_string(),
+                  "size": nested.len(), "annotations": { OCI_REF_NAME: "docker.io/library/multi:1" } },
+            ],
         });
         let mut t = TarWriter::new(Vec::new());
         t.bytes("oci-layout", crate::build::OCI_LAYOUT.as_bytes())
