@@ -37,6 +37,8 @@ const OPAQUE_MARKER: &str = ".wh..wh..opq";
 /// a directory that becomes a lowerdir.
 /// (`user.overlay.` in overlayfs' userxattr mode.)
 const FORBIDDEN_XATTR_PREFIXES: &[&str] = &["trusted.overlay.", "user.overlay."];
+/// 9999-12-31T23:59:59Z.
+const MAX_MTIME: u64 = 253_402_300_799;
 const GZIP_MAGIC: &[u8] = &[0x1f, 0x8b];
 const ZSTD_MAGIC: &[u8] = &[0x28, 0xb5, 0x2f, 0xfd];
 
@@ -239,7 +241,9 @@ impl Unpacker<'_> {
         // Blank numeric fields are 0, as Go's archive/tar (docker's) reads them.
         let uid = header.uid().unwrap_or(0);
         let gid = header.gid().unwrap_or(0);
-        let mtime = header.mtime().unwrap_or(0);
+        // Base-256 mtimes reach 2^63; past year 9999 is clamped (SystemTime
+        // and utimes overflow long before).
+        let mtime = header.mtime().unwrap_or(0).min(MAX_MTIME);
 
         let Some((name, parents)) = components.split_last() else {
             // "./": the root itself; only its metadata can apply.
@@ -919,6 +923,13 @@ mod tests {
         h.set_gid(5678);
         b.append_data(&mut h, "owned", &b"hi"[..]).expect("entry");
         let mut h = tar::Header::new_gnu();
+        h.set_entry_type(EntryType::Regular);
+        h.set_size(0);
+        h.set_mode(0o644);
+        h.set_mtime(u64::MAX >> 2);
+        b.append_data(&mut h, "far-future", io::empty())
+            .expect("entry");
+        let mut h = tar::Header::new_gnu();
         h.set_entry_type(EntryType::Char);
         h.set_size(0);
         h.set_mode(0o666);
@@ -943,6 +954,9 @@ mod tests {
             // setgid survives the chown because the mode is set after it.
             assert_eq!(m.mode() & 0o7777, 0o2755);
         }
+        let future = fs::metadata(root.join("far-future")).expect("far-future");
+        // Clamped (by us, then by the filesystem: ext4 stops in 2446), not overflowed.
+        assert!(future.mtime() > 4_000_000_000 && future.mtime() <= MAX_MTIME as i64);
         // Filesystems without user xattrs are allowed; overlay's are never set.
         if let Ok(Some(v)) = xattr::get(root.join("owned"), "user.shoal") {
             assert_eq!(v, b"kept");
