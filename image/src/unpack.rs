@@ -997,15 +997,16 @@ mod tests {
             Just("../outside".to_owned()),
             Just("../../outside".to_owned()),
         ];
-        (0..5u8, hostile_name(), target, any::<u8>()).prop_map(|(kind, name, target, byte)| {
-            match kind {
-                0 => E::File(name, vec![byte; 3], 0o644),
+        let mode = 0..0o10000u32;
+        (0..5u8, hostile_name(), target, any::<u8>(), mode).prop_map(
+            |(kind, name, target, byte, mode)| match kind {
+                0 => E::File(name, vec![byte; 3], mode),
                 1 => E::Dir(name),
                 2 => E::Symlink(name, target),
                 3 => E::Hardlink(name, target),
                 _ => E::Fifo(name),
-            }
-        })
+            },
+        )
     }
 
     proptest! {
