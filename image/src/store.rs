@@ -148,6 +148,18 @@ impl ImageStore {
         fs::create_dir_all(&tmp).map_err(io_err("creating", &tmp))?;
         fs::set_permissions(&tmp, fs::Permissions::from_mode(0o700))
             .map_err(io_err("changing the mode of", &tmp))?;
+        // A crash between unregistering an image and removing its root
+        // filesystem leaves the latter behind: collect it now, when no
+        // load or removal can be in flight.
+        let index = store.read_index()?;
+        let rootfs = store.rootfs_dir();
+        for entry in fs::read_dir(&rootfs).map_err(io_err("reading", &rootfs))? {
+            let entry = entry.map_err(io_err("reading", &rootfs))?;
+            let name = entry.file_name();
+            if !index.images.keys().any(|m| name == m.hex()) {
+                store.discard_dir(&entry.path());
+            }
+        }
         Ok(store)
     }
 
@@ -630,16 +642,20 @@ impl ImageStore {
         Ok(deleted)
     }
 
-    /// Moves the rootfs out of sight first, so it is never seen half-deleted.
     fn remove_rootfs(&self, manifest: &Digest) {
-        let path = self.rootfs_dir().join(manifest.hex());
-        if !path.exists() {
+        self.discard_dir(&self.rootfs_dir().join(manifest.hex()));
+    }
+
+    /// Moves a root filesystem out of sight first, so it is never seen
+    /// half-deleted, then deletes it.
+    fn discard_dir(&self, path: &Path) {
+        if fs::symlink_metadata(path).is_err() {
             return;
         }
         let Ok(scratch) = self.scratch("rm-") else {
             return;
         };
-        if let Err(e) = fs::rename(&path, scratch.path().join("rootfs")) {
+        if let Err(e) = fs::rename(path, scratch.path().join("rootfs")) {
             tracing::warn!(path = %path.display(), error = %e, "could not remove a root filesystem");
         }
     }
@@ -917,8 +933,17 @@ mod tests {
         );
         assert_eq!(s.rootfs(&manifest).expect("again"), rootfs);
 
+        // Leftovers of a crash: scratch in tmp, an unregistered rootfs.
+        fs::write(s.root().join("tmp/partial"), "x").expect("write");
+        fs::create_dir(s.root().join("rootfs").join(Digest::of(b"gone").hex())).expect("mkdir");
         let reopened = ImageStore::open(s.root()).expect("reopen");
         assert_eq!(reopened.list().expect("list"), list, "the index is on disk");
+        assert_eq!(env.count("tmp"), 0);
+        assert_eq!(
+            env.count("rootfs"),
+            1,
+            "only the registered image's rootfs stays"
+        );
         drop(reopened);
 
         let mine = Reference::parse("myreg:5000/bb:1").expect("ref");
