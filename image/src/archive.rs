@@ -9,7 +9,7 @@ use std::{
     path::{Path, PathBuf},
 };
 
-use oci_spec::image::{Arch, Descriptor, ImageIndex, ImageManifest, MediaType, Os};
+use oci_spec::image::{Arch, Descriptor, ImageIndex, ImageManifest, MediaType, Os, Platform};
 use serde::Deserialize;
 use sha2::{Digest as _, Sha256};
 
@@ -37,29 +37,45 @@ pub(crate) struct Spool {
 
 impl Spool {
     pub(crate) fn read_from(r: impl Read, dir: &Path) -> Result<Spool, ImageError> {
-        let bad = |e: io::Error| ImageError::BadArchive { reason: format!("unreadable tar: {e}") };
-        let mut spool = Spool { files: HashMap::new(), links: HashMap::new() };
+        let bad = |e: io::Error| ImageError::BadArchive {
+            reason: format!("unreadable tar: {e}"),
+        };
+        let mut spool = Spool {
+            files: HashMap::new(),
+            links: HashMap::new(),
+        };
         let mut archive = tar::Archive::new(r);
+        let mut count = 0u64;
         for entry in archive.entries().map_err(bad)? {
             let mut entry = entry.map_err(bad)?;
             let raw = entry.path_bytes().into_owned();
             let Some(name) = clean(&String::from_utf8_lossy(&raw)) else {
                 return Err(ImageError::BadArchive {
-                    reason: format!("entry {:?} leaves the archive", String::from_utf8_lossy(&raw)),
+                    reason: format!(
+                        "entry {:?} leaves the archive",
+                        String::from_utf8_lossy(&raw)
+                    ),
                 });
             };
             match entry.header().entry_type() {
                 tar::EntryType::Regular | tar::EntryType::Continuous => {
-                    let path = dir.join(spool.files.len().to_string());
+                    // A counter, not files.len(): a repeated name must not
+                    // reuse (and overwrite) another entry's spool file.
+                    let path = dir.join(count.to_string());
+                    count += 1;
                     let mut file = File::create(&path).map_err(io_err("spooling to", &path))?;
                     let size = entry.size();
                     if io::copy(&mut entry, &mut file).map_err(bad)? != size {
-                        return Err(ImageError::BadArchive { reason: format!("{name:?} is truncated") });
+                        return Err(ImageError::BadArchive {
+                            reason: format!("{name:?} is truncated"),
+                        });
                     }
                     spool.files.insert(name, path);
                 }
                 tar::EntryType::Symlink | tar::EntryType::Link => {
-                    let target = entry.link_name_bytes().map(|t| String::from_utf8_lossy(&t).into_owned());
+                    let target = entry
+                        .link_name_bytes()
+                        .map(|t| String::from_utf8_lossy(&t).into_owned());
                     let Some(target) = target else { continue };
                     let base = match (entry.header().entry_type(), name.rsplit_once('/')) {
                         (tar::EntryType::Symlink, Some((dir, _))) => format!("{dir}/"),
@@ -87,7 +103,9 @@ impl Spool {
                 None => break,
             }
         }
-        Err(ImageError::BadArchive { reason: format!("{name:?} is missing from the archive") })
+        Err(ImageError::BadArchive {
+            reason: format!("{name:?} is missing from the archive"),
+        })
     }
 
     fn has(&self, name: &str) -> bool {
@@ -143,7 +161,13 @@ pub(crate) fn candidates(spool: &Spool) -> Result<Vec<Candidate>, ImageError> {
     let mut out: Vec<Candidate> = Vec::new();
     if spool.has("index.json") {
         let index: ImageIndex = json("index.json", &spool.read("index.json")?)?;
-        for desc in index.manifests() {
+        // Some tools list each platform's manifest here directly; only this
+        // node's is loaded (its siblings' blobs are often absent).
+        for desc in index
+            .manifests()
+            .iter()
+            .filter(|d| d.platform().as_ref().is_none_or(is_linux_amd64))
+        {
             let names = names_of(desc);
             let mut candidate = from_descriptor(spool, desc)?;
             candidate.references = names;
@@ -152,7 +176,10 @@ pub(crate) fn candidates(spool: &Spool) -> Result<Vec<Candidate>, ImageError> {
                 // are in manifest.json, matched by config.
                 if let (Some(legacy), Some((config, _, _))) = (&legacy, candidate.blobs.first()) {
                     let config_path = format!("blobs/sha256/{}", config.hex());
-                    for entry in legacy.iter().filter(|e| clean(&e.config).as_deref() == Some(&config_path)) {
+                    for entry in legacy
+                        .iter()
+                        .filter(|e| clean(&e.config).as_deref() == Some(&config_path))
+                    {
                         candidate.references.extend(repo_tags(entry)?);
                     }
                 }
@@ -173,7 +200,10 @@ pub(crate) fn candidates(spool: &Spool) -> Result<Vec<Candidate>, ImageError> {
 }
 
 fn merge(out: &mut Vec<Candidate>, c: Candidate) {
-    match out.iter_mut().find(|o| o.manifest_digest == c.manifest_digest) {
+    match out
+        .iter_mut()
+        .find(|o| o.manifest_digest == c.manifest_digest)
+    {
         Some(o) => {
             for r in c.references {
                 if !o.references.contains(&r) {
@@ -186,17 +216,26 @@ fn merge(out: &mut Vec<Candidate>, c: Candidate) {
 }
 
 fn repo_tags(entry: &LegacyEntry) -> Result<Vec<Reference>, ImageError> {
-    entry.repo_tags.iter().flatten().map(|t| Reference::parse(t)).collect()
+    entry
+        .repo_tags
+        .iter()
+        .flatten()
+        .map(|t| Reference::parse(t))
+        .collect()
 }
 
 /// The names an index entry's annotations give: containerd's full name, or
 /// an OCI ref.name that is a full reference (a bare tag names nothing).
 fn names_of(desc: &Descriptor) -> Vec<Reference> {
-    let Some(a) = desc.annotations() else { return Vec::new() };
+    let Some(a) = desc.annotations() else {
+        return Vec::new();
+    };
     let name = a
         .get(CONTAINERD_NAME)
         .or_else(|| a.get(OCI_REF_NAME).filter(|n| n.contains(['/', ':', '@'])));
-    name.and_then(|n| Reference::parse(n).ok()).into_iter().collect()
+    name.and_then(|n| Reference::parse(n).ok())
+        .into_iter()
+        .collect()
 }
 
 fn blob_name(d: &Digest) -> String {
@@ -215,9 +254,17 @@ fn verified(spool: &Spool, desc: &Descriptor) -> Result<(Digest, Vec<u8>), Image
     let bytes = spool.read(&blob_name(&digest))?;
     let actual = Digest::of(&bytes);
     if actual != digest {
-        return Err(ImageError::DigestMismatch { expected: digest, actual });
+        return Err(ImageError::DigestMismatch {
+            expected: digest,
+            actual,
+        });
     }
     Ok((digest, bytes))
+}
+
+/// The only platform Shoal nodes run.
+fn is_linux_amd64(p: &Platform) -> bool {
+    *p.architecture() == Arch::Amd64 && *p.os() == Os::Linux
 }
 
 fn is_index(m: &MediaType) -> bool {
@@ -231,11 +278,7 @@ fn from_descriptor(spool: &Spool, desc: &Descriptor) -> Result<Candidate, ImageE
         let chosen = index
             .manifests()
             .iter()
-            .find(|m| {
-                m.platform()
-                    .as_ref()
-                    .is_some_and(|p| *p.architecture() == Arch::Amd64 && *p.os() == Os::Linux)
-            })
+            .find(|m| m.platform().as_ref().is_some_and(is_linux_amd64))
             .ok_or(ImageError::NoMatchingPlatform { index: digest })?;
         return from_descriptor(spool, chosen);
     }
@@ -246,18 +289,30 @@ fn from_descriptor(spool: &Spool, desc: &Descriptor) -> Result<Candidate, ImageE
         let path = spool.path(&blob_name(&digest))?.to_path_buf();
         blobs.push((digest, d.size(), path));
     }
-    Ok(Candidate { manifest_digest: digest, manifest_bytes: bytes, blobs, references: Vec::new() })
+    Ok(Candidate {
+        manifest_digest: digest,
+        manifest_bytes: bytes,
+        blobs,
+        references: Vec::new(),
+    })
 }
 
 /// Parses a manifest and checks every media type in it is one we handle.
-pub(crate) fn parse_manifest(media_type: &MediaType, bytes: &[u8]) -> Result<ImageManifest, ImageError> {
+pub(crate) fn parse_manifest(
+    media_type: &MediaType,
+    bytes: &[u8],
+) -> Result<ImageManifest, ImageError> {
     if !(matches!(media_type, MediaType::ImageManifest) || media_type.as_ref() == DOCKER_MANIFEST) {
-        return Err(ImageError::UnknownMediaType { media_type: media_type.to_string() });
+        return Err(ImageError::UnknownMediaType {
+            media_type: media_type.to_string(),
+        });
     }
     let manifest: ImageManifest = json("image manifest", bytes)?;
     let config = manifest.config().media_type();
     if !(matches!(config, MediaType::ImageConfig) || config.as_ref() == DOCKER_CONFIG) {
-        return Err(ImageError::UnknownMediaType { media_type: config.to_string() });
+        return Err(ImageError::UnknownMediaType {
+            media_type: config.to_string(),
+        });
     }
     for layer in manifest.layers() {
         layer_compression(layer.media_type())?;
@@ -267,14 +322,22 @@ pub(crate) fn parse_manifest(media_type: &MediaType, bytes: &[u8]) -> Result<Ima
 
 /// A manifest's own media type: from its `mediaType` field, OCI if absent.
 pub(crate) fn manifest_media_type(manifest: &ImageManifest) -> MediaType {
-    manifest.media_type().clone().unwrap_or(MediaType::ImageManifest)
+    manifest
+        .media_type()
+        .clone()
+        .unwrap_or(MediaType::ImageManifest)
 }
 
 fn from_legacy(spool: &Spool, entry: &LegacyEntry) -> Result<Candidate, ImageError> {
     let config_bytes = spool.read(&entry.config)?;
     let config_digest = Digest::of(&config_bytes);
     // The config's file name is its digest in every docker save layout.
-    let stem = entry.config.rsplit('/').next().unwrap_or_default().trim_end_matches(".json");
+    let stem = entry
+        .config
+        .rsplit('/')
+        .next()
+        .unwrap_or_default()
+        .trim_end_matches(".json");
     if crate::reference::is_hex64(stem) && stem != config_digest.hex() {
         return Err(ImageError::DigestMismatch {
             expected: Digest::parse(&format!("sha256:{stem}"))?,
@@ -282,21 +345,31 @@ fn from_legacy(spool: &Spool, entry: &LegacyEntry) -> Result<Candidate, ImageErr
         });
     }
     let config: serde_json::Value = json("image config", &config_bytes)?;
-    let diff_ids = config["rootfs"]["diff_ids"].as_array().cloned().unwrap_or_default();
+    let diff_ids = config["rootfs"]["diff_ids"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default();
     let config_path = spool.path(&entry.config)?.to_path_buf();
-    let mut blobs = vec![(config_digest.clone(), config_bytes.len() as u64, config_path)];
+    let mut blobs = vec![(
+        config_digest.clone(),
+        config_bytes.len() as u64,
+        config_path,
+    )];
     let mut layers = Vec::new();
     for (i, name) in entry.layers.iter().enumerate() {
         let path = spool.path(name)?.to_path_buf();
         let (digest, size, head) = hash_file(&path)?;
         let compression = Compression::sniff(&head);
         // An uncompressed layer's digest is its diff ID: check it.
-        if compression == Compression::None {
-            if let Some(expected) = diff_ids.get(i).and_then(|v| v.as_str()) {
-                let expected = Digest::parse(expected)?;
-                if expected != digest {
-                    return Err(ImageError::DigestMismatch { expected, actual: digest });
-                }
+        if compression == Compression::None
+            && let Some(expected) = diff_ids.get(i).and_then(|v| v.as_str())
+        {
+            let expected = Digest::parse(expected)?;
+            if expected != digest {
+                return Err(ImageError::DigestMismatch {
+                    expected,
+                    actual: digest,
+                });
             }
         }
         layers.push(serde_json::json!({
@@ -316,8 +389,10 @@ fn from_legacy(spool: &Spool, entry: &LegacyEntry) -> Result<Candidate, ImageErr
         },
         "layers": layers,
     });
-    let manifest_bytes = serde_json::to_vec(&manifest)
-        .map_err(|source| ImageError::Json { what: "synthesised manifest".into(), source })?;
+    let manifest_bytes = serde_json::to_vec(&manifest).map_err(|source| ImageError::Json {
+        what: "synthesised manifest".into(),
+        source,
+    })?;
     Ok(Candidate {
         manifest_digest: Digest::of(&manifest_bytes),
         manifest_bytes,
@@ -347,6 +422,12 @@ pub(crate) fn hash_file(path: &Path) -> Result<(Digest, u64, Vec<u8>), ImageErro
     Ok((Digest::from_sha256(hasher.finalize().into()), size, head))
 }
 
-pub(crate) fn json<T: serde::de::DeserializeOwned>(what: &str, bytes: &[u8]) -> Result<T, ImageError> {
-    serde_json::from_slice(bytes).map_err(|source| ImageError::Json { what: what.to_owned(), source })
+pub(crate) fn json<T: serde::de::DeserializeOwned>(
+    what: &str,
+    bytes: &[u8],
+) -> Result<T, ImageError> {
+    serde_json::from_slice(bytes).map_err(|source| ImageError::Json {
+        what: what.to_owned(),
+        source,
+    })
 }

@@ -72,9 +72,9 @@ pub struct Built {
     pub manifest: Digest,
     pub config: Digest,
     pub layer: Digest,
-    manifest_bytes: Vec<u8>,
-    config_bytes: Vec<u8>,
-    layer_bytes: Vec<u8>,
+    pub(crate) manifest_bytes: Vec<u8>,
+    pub(crate) config_bytes: Vec<u8>,
+    pub(crate) layer_bytes: Vec<u8>,
 }
 
 impl ImageBuilder {
@@ -92,12 +92,20 @@ impl ImageBuilder {
         &self.reference
     }
 
+    /// The same image under another name (a fixture under a test's name).
+    pub fn with_reference(mut self, reference: Reference) -> Self {
+        self.reference = reference;
+        self
+    }
+
     fn put(mut self, image_path: &str, entry: Entry) -> Self {
         match image_key(image_path) {
             Some(key) => {
                 self.entries.insert(key, entry);
             }
-            None => self.errors.push(format!("image path {image_path:?} must be absolute, without '..'")),
+            None => self.errors.push(format!(
+                "image path {image_path:?} must be absolute, without '..'"
+            )),
         }
         self
     }
@@ -109,7 +117,13 @@ impl ImageBuilder {
     }
 
     pub fn add_bytes(self, data: impl Into<Vec<u8>>, image_path: &str, mode: u32) -> Self {
-        self.put(image_path, Entry::File { source: Source::Bytes(data.into()), mode })
+        self.put(
+            image_path,
+            Entry::File {
+                source: Source::Bytes(data.into()),
+                mode,
+            },
+        )
     }
 
     pub fn add_dir(self, image_path: &str, mode: u32) -> Self {
@@ -117,13 +131,19 @@ impl ImageBuilder {
     }
 
     pub fn add_symlink(self, image_path: &str, target: &str) -> Self {
-        self.put(image_path, Entry::Symlink { target: target.to_owned() })
+        self.put(
+            image_path,
+            Entry::Symlink {
+                target: target.to_owned(),
+            },
+        )
     }
 
     /// Copies an ELF binary to `image_path`, and every shared library `ldd`
     /// lists, with the dynamic loader, at their host paths.
     pub fn add_binary_with_libs(mut self, host_path: impl AsRef<Path>, image_path: &str) -> Self {
-        self.binaries.push((host_path.as_ref().to_path_buf(), image_path.to_owned()));
+        self.binaries
+            .push((host_path.as_ref().to_path_buf(), image_path.to_owned()));
         self.add_file(host_path, image_path, 0o755)
     }
 
@@ -135,13 +155,18 @@ impl ImageBuilder {
     /// Makes the blobs (gzip layer, config, OCI manifest).
     pub fn build(&self) -> Result<Built, ImageError> {
         if !self.errors.is_empty() {
-            return Err(ImageError::Build { reason: self.errors.join("; ") });
+            return Err(ImageError::Build {
+                reason: self.errors.join("; "),
+            });
         }
         let mut entries = self.entries.clone();
         for (host, _) in &self.binaries {
             for lib in shared_libraries(host)? {
                 if let Some(key) = image_key(&lib.to_string_lossy()) {
-                    entries.entry(key).or_insert(Entry::File { source: Source::Host(lib), mode: 0o755 });
+                    entries.entry(key).or_insert(Entry::File {
+                        source: Source::Host(lib),
+                        mode: 0o755,
+                    });
                 }
             }
         }
@@ -149,7 +174,11 @@ impl ImageBuilder {
         // (BTreeMap order puts "a" before "a/b").
         let parents: Vec<String> = entries
             .keys()
-            .flat_map(|k| k.match_indices('/').map(|(i, _)| k[..i].to_owned()).collect::<Vec<_>>())
+            .flat_map(|k| {
+                k.match_indices('/')
+                    .map(|(i, _)| k[..i].to_owned())
+                    .collect::<Vec<_>>()
+            })
             .collect();
         for p in parents {
             entries.entry(p).or_insert(Entry::Dir { mode: 0o755 });
@@ -160,12 +189,23 @@ impl ImageBuilder {
             match entry {
                 Entry::Dir { mode } => tar.dir(path, *mode)?,
                 Entry::Symlink { target } => tar.symlink(path, target)?,
-                Entry::File { source: Source::Bytes(b), mode } => tar.file(path, *mode, b.len() as u64, b.as_slice())?,
-                Entry::File { source: Source::Host(host), mode } => {
+                Entry::File {
+                    source: Source::Bytes(b),
+                    mode,
+                } => tar.file(path, *mode, b.len() as u64, b.as_slice())?,
+                Entry::File {
+                    source: Source::Host(host),
+                    mode,
+                } => {
                     let file = File::open(host).map_err(|e| ImageError::Build {
                         reason: format!("cannot read {}: {e}", host.display()),
                     })?;
-                    let size = file.metadata().map_err(|e| ImageError::Build { reason: format!("{}: {e}", host.display()) })?.len();
+                    let size = file
+                        .metadata()
+                        .map_err(|e| ImageError::Build {
+                            reason: format!("{}: {e}", host.display()),
+                        })?
+                        .len();
                     tar.file(path, *mode, size, file)?;
                 }
             }
@@ -173,8 +213,12 @@ impl ImageBuilder {
         let layer_tar = tar.into_inner()?;
         let diff_id = Digest::of(&layer_tar);
         let mut gz = GzEncoder::new(Vec::new(), GzLevel::default());
-        gz.write_all(&layer_tar).map_err(|e| ImageError::Build { reason: format!("gzip: {e}") })?;
-        let layer_bytes = gz.finish().map_err(|e| ImageError::Build { reason: format!("gzip: {e}") })?;
+        gz.write_all(&layer_tar).map_err(|e| ImageError::Build {
+            reason: format!("gzip: {e}"),
+        })?;
+        let layer_bytes = gz.finish().map_err(|e| ImageError::Build {
+            reason: format!("gzip: {e}"),
+        })?;
         let layer = Digest::of(&layer_bytes);
 
         let config_bytes = json_bytes(&self.config_json(&diff_id)?)?;
@@ -212,29 +256,49 @@ impl ImageBuilder {
         }
         let mut run = serde_json::Map::new();
         run.insert("Env".into(), env.into());
-        let set = |m: &mut serde_json::Map<String, serde_json::Value>, k: &str, v: Option<serde_json::Value>| {
+        let set = |m: &mut serde_json::Map<String, serde_json::Value>,
+                   k: &str,
+                   v: Option<serde_json::Value>| {
             if let Some(v) = v {
                 m.insert(k.into(), v);
             }
         };
         set(&mut run, "Entrypoint", c.entrypoint.clone().map(Into::into));
         set(&mut run, "Cmd", c.cmd.clone().map(Into::into));
-        set(&mut run, "WorkingDir", c.working_dir.clone().map(Into::into));
+        set(
+            &mut run,
+            "WorkingDir",
+            c.working_dir.clone().map(Into::into),
+        );
         set(&mut run, "User", c.user.clone().map(Into::into));
-        set(&mut run, "StopSignal", c.stop_signal.clone().map(Into::into));
+        set(
+            &mut run,
+            "StopSignal",
+            c.stop_signal.clone().map(Into::into),
+        );
         let set_of = |items: &[String]| -> Option<serde_json::Value> {
             (!items.is_empty()).then(|| {
-                items.iter().map(|p| (p.clone(), serde_json::json!({}))).collect::<serde_json::Map<_, _>>().into()
+                items
+                    .iter()
+                    .map(|p| (p.clone(), serde_json::json!({})))
+                    .collect::<serde_json::Map<_, _>>()
+                    .into()
             })
         };
         set(&mut run, "ExposedPorts", set_of(&c.exposed_ports));
         set(&mut run, "Volumes", set_of(&c.volumes));
         if let Some(h) = &c.healthcheck {
-            let v = serde_json::to_value(h).map_err(|source| ImageError::Json { what: "healthcheck".into(), source })?;
+            let v = serde_json::to_value(h).map_err(|source| ImageError::Json {
+                what: "healthcheck".into(),
+                source,
+            })?;
             run.insert("Healthcheck".into(), v);
         }
         if !c.labels.is_empty() {
-            run.insert("Labels".into(), serde_json::to_value(&c.labels).unwrap_or_default());
+            run.insert(
+                "Labels".into(),
+                serde_json::to_value(&c.labels).unwrap_or_default(),
+            );
         }
         Ok(serde_json::json!({
             "created": BUILD_CREATED,
@@ -252,8 +316,15 @@ impl ImageBuilder {
         let built = self.build()?;
         let mut tar = TarWriter::new(w);
         built.write_blobs(&mut tar)?;
-        let tag = self.reference.tag.clone().unwrap_or_else(|| "latest".into());
-        tar.bytes("index.json", &json_bytes(&built.index_json(&self.reference, &tag))?)?;
+        let tag = self
+            .reference
+            .tag
+            .clone()
+            .unwrap_or_else(|| "latest".into());
+        tar.bytes(
+            "index.json",
+            &json_bytes(&built.index_json(&self.reference, &tag))?,
+        )?;
         let manifest_json = serde_json::json!([{
             "Config": format!("blobs/sha256/{}", built.config.hex()),
             "RepoTags": [self.reference.familiar()],
@@ -313,15 +384,21 @@ impl Built {
 /// `/a/b` → `a/b`; `None` for `..` or a relative path.
 fn image_key(image_path: &str) -> Option<String> {
     let rest = image_path.strip_prefix('/')?;
-    let parts: Vec<&str> = rest.split('/').filter(|c| !c.is_empty() && *c != ".").collect();
+    let parts: Vec<&str> = rest
+        .split('/')
+        .filter(|c| !c.is_empty() && *c != ".")
+        .collect();
     (!parts.is_empty() && !parts.contains(&"..")).then(|| parts.join("/"))
 }
 
 /// The libraries and loader `ldd` lists for `binary` (none if static).
 fn shared_libraries(binary: &Path) -> Result<Vec<PathBuf>, ImageError> {
-    let out = Command::new("ldd").arg(binary).output().map_err(|e| ImageError::Build {
-        reason: format!("running ldd {}: {e}", binary.display()),
-    })?;
+    let out = Command::new("ldd")
+        .arg(binary)
+        .output()
+        .map_err(|e| ImageError::Build {
+            reason: format!("running ldd {}: {e}", binary.display()),
+        })?;
     let text = String::from_utf8_lossy(&out.stdout);
     if !out.status.success() {
         // "not a dynamic executable": a static binary needs nothing else.
@@ -329,7 +406,9 @@ fn shared_libraries(binary: &Path) -> Result<Vec<PathBuf>, ImageError> {
         if text.contains("not a dynamic") || err.contains("not a dynamic") {
             return Ok(Vec::new());
         }
-        return Err(ImageError::Build { reason: format!("ldd {}: {}", binary.display(), err.trim()) });
+        return Err(ImageError::Build {
+            reason: format!("ldd {}: {}", binary.display(), err.trim()),
+        });
     }
     let mut libs = Vec::new();
     for line in text.lines() {
@@ -342,7 +421,9 @@ fn shared_libraries(binary: &Path) -> Result<Vec<PathBuf>, ImageError> {
         match path {
             Some(p) if p.starts_with('/') => libs.push(PathBuf::from(p)),
             _ if line.contains("not found") => {
-                return Err(ImageError::Build { reason: format!("ldd {}: {}", binary.display(), line.trim()) });
+                return Err(ImageError::Build {
+                    reason: format!("ldd {}: {}", binary.display(), line.trim()),
+                });
             }
             _ => {}
         }
@@ -351,7 +432,10 @@ fn shared_libraries(binary: &Path) -> Result<Vec<PathBuf>, ImageError> {
 }
 
 pub(crate) fn json_bytes(v: &serde_json::Value) -> Result<Vec<u8>, ImageError> {
-    serde_json::to_vec(v).map_err(|source| ImageError::Json { what: "generated JSON".into(), source })
+    serde_json::to_vec(v).map_err(|source| ImageError::Json {
+        what: "generated JSON".into(),
+        source,
+    })
 }
 
 /// A tar with fixed mtimes and root ownership.
@@ -378,33 +462,52 @@ impl<W: Write> TarWriter<W> {
     }
 
     fn err(e: std::io::Error) -> ImageError {
-        ImageError::Build { reason: format!("writing tar: {e}") }
+        ImageError::Build {
+            reason: format!("writing tar: {e}"),
+        }
     }
 
-    pub(crate) fn file(&mut self, path: &str, mode: u32, size: u64, data: impl Read) -> Result<(), ImageError> {
+    pub(crate) fn file(
+        &mut self,
+        path: &str,
+        mode: u32,
+        size: u64,
+        data: impl Read,
+    ) -> Result<(), ImageError> {
         let mut h = Self::header(tar::EntryType::Regular, mode, size);
-        self.builder.append_data(&mut h, path, data).map_err(Self::err)
+        self.builder
+            .append_data(&mut h, path, data)
+            .map_err(Self::err)
     }
 
     pub(crate) fn bytes(&mut self, path: &str, data: &[u8]) -> Result<(), ImageError> {
         self.file(path, 0o644, data.len() as u64, data)
     }
 
-    pub(crate) fn reader(&mut self, path: &str, size: u64, data: impl Read) -> Result<(), ImageError> {
+    pub(crate) fn reader(
+        &mut self,
+        path: &str,
+        size: u64,
+        data: impl Read,
+    ) -> Result<(), ImageError> {
         self.file(path, 0o644, size, data)
     }
 
     fn dir(&mut self, path: &str, mode: u32) -> Result<(), ImageError> {
         let mut h = Self::header(tar::EntryType::Directory, mode, 0);
-        self.builder.append_data(&mut h, format!("{path}/"), std::io::empty()).map_err(Self::err)
+        self.builder
+            .append_data(&mut h, format!("{path}/"), std::io::empty())
+            .map_err(Self::err)
     }
 
-    fn symlink(&mut self, path: &str, target: &str) -> Result<(), ImageError> {
+    pub(crate) fn symlink(&mut self, path: &str, target: &str) -> Result<(), ImageError> {
         let mut h = Self::header(tar::EntryType::Symlink, 0o777, 0);
-        self.builder.append_link(&mut h, path, target).map_err(Self::err)
+        self.builder
+            .append_link(&mut h, path, target)
+            .map_err(Self::err)
     }
 
-    fn into_inner(self) -> Result<W, ImageError> {
+    pub(crate) fn into_inner(self) -> Result<W, ImageError> {
         self.builder.into_inner().map_err(Self::err)
     }
 
@@ -427,10 +530,24 @@ pub mod fixtures {
     /// What `/www/index.html` holds, for `busybox httpd -f -p 80 -h /www`.
     pub const BUSYBOX_INDEX_HTML: &str = "shoal busybox\n";
     pub const BUSYBOX_APPLETS: &[&str] = &[
-        "sh", "httpd", "cat", "ls", "sleep", "sha256sum", "id", "mount", "unshare", "wc", "grep",
-        "head", "ps", "dd", "env",
+        "sh",
+        "httpd",
+        "cat",
+        "ls",
+        "sleep",
+        "sha256sum",
+        "id",
+        "mount",
+        "unshare",
+        "wc",
+        "grep",
+        "head",
+        "ps",
+        "dd",
+        "env",
     ];
-    const PASSWD: &str = "root:x:0:0:root:/root:/bin/sh\nnobody:x:65534:65534:nobody:/nonexistent:/bin/false\n";
+    const PASSWD: &str =
+        "root:x:0:0:root:/root:/bin/sh\nnobody:x:65534:65534:nobody:/nonexistent:/bin/false\n";
     const GROUP: &str = "root:x:0:\nnogroup:x:65534:\n";
 
     fn reference(s: &str) -> Reference {
@@ -464,9 +581,131 @@ pub mod fixtures {
             b = b.add_dir(dir, 0o755);
         }
         for path in paths {
-            let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+            let name = path
+                .file_name()
+                .map(|n| n.to_string_lossy().into_owned())
+                .unwrap_or_default();
             b = b.add_binary_with_libs(path, &format!("/bin/{name}"));
         }
         b
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::{
+        io::{Read, Write},
+        net::{Ipv4Addr, TcpListener, TcpStream},
+        process::{Command, Stdio},
+        time::{Duration, Instant},
+    };
+
+    use super::*;
+    use crate::ImageStore;
+
+    #[test]
+    fn image_paths_and_parents() {
+        assert_eq!(image_key("/a//b/./c").as_deref(), Some("a/b/c"));
+        assert_eq!(image_key("relative"), None);
+        assert_eq!(image_key("/a/../b"), None);
+        assert_eq!(image_key("/"), None);
+        let built = ImageBuilder::new(Reference::parse("x").expect("ref"))
+            .add_bytes("hi", "/deep/er/file", 0o600)
+            .build()
+            .expect("build");
+        let mut gz = flate2::read::GzDecoder::new(built.layer_bytes.as_slice());
+        let mut tar_bytes = Vec::new();
+        gz.read_to_end(&mut tar_bytes).expect("gunzip");
+        let mut archive = tar::Archive::new(tar_bytes.as_slice());
+        let names: Vec<String> = archive
+            .entries()
+            .expect("entries")
+            .map(|e| {
+                e.expect("entry")
+                    .path()
+                    .expect("path")
+                    .to_string_lossy()
+                    .into_owned()
+            })
+            .collect();
+        assert_eq!(names, ["deep/", "deep/er/", "deep/er/file"]);
+    }
+
+    /// The busybox fixture's binary runs from the unpacked root filesystem:
+    /// applets through their links, and httpd serving /www/index.html.
+    #[test]
+    fn busybox_fixture_runs() {
+        let t = tempfile::tempdir().expect("tempdir");
+        let store = ImageStore::open(t.path()).expect("open");
+        let mut archive = Vec::new();
+        let manifest = fixtures::busybox()
+            .write_docker_archive(&mut archive)
+            .expect("archive");
+        store.load_archive(archive.as_slice()).expect("load");
+        let rootfs = store.rootfs(&manifest).expect("rootfs");
+
+        for applet in fixtures::BUSYBOX_APPLETS {
+            assert!(
+                fs_is_symlink(&rootfs.join("bin").join(applet)),
+                "bin/{applet} is an applet link"
+            );
+        }
+        let out = Command::new(rootfs.join("bin/sha256sum"))
+            .arg(rootfs.join("www/index.html"))
+            .output()
+            .expect("sha256sum runs");
+        let sum = Digest::of(fixtures::BUSYBOX_INDEX_HTML.as_bytes());
+        assert!(String::from_utf8_lossy(&out.stdout).starts_with(sum.hex()));
+
+        // A free port: bind 0, read it, free it for httpd.
+        let port = TcpListener::bind((Ipv4Addr::LOCALHOST, 0))
+            .and_then(|l| l.local_addr())
+            .expect("port")
+            .port();
+        let httpd = Command::new(rootfs.join("bin/httpd"))
+            .args(["-f", "-p", &format!("127.0.0.1:{port}"), "-h"])
+            .arg(rootfs.join("www"))
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .map(Reaped)
+            .expect("httpd starts");
+        let deadline = Instant::now() + Duration::from_secs(10);
+        let response = loop {
+            if let Ok(mut conn) = TcpStream::connect((Ipv4Addr::LOCALHOST, port)) {
+                conn.write_all(b"GET /index.html HTTP/1.0\r\n\r\n")
+                    .expect("request");
+                let mut body = String::new();
+                conn.read_to_string(&mut body).expect("response");
+                break body;
+            }
+            assert!(Instant::now() < deadline, "httpd never listened");
+            std::thread::sleep(Duration::from_millis(20));
+        };
+        drop(httpd);
+        assert!(
+            response.starts_with("HTTP/1.1 200") || response.starts_with("HTTP/1.0 200"),
+            "{response}"
+        );
+        assert!(
+            response.ends_with(fixtures::BUSYBOX_INDEX_HTML),
+            "{response}"
+        );
+    }
+
+    /// Kills and reaps the child however the test ends.
+    struct Reaped(std::process::Child);
+
+    impl Drop for Reaped {
+        fn drop(&mut self) {
+            // Nothing to do if it already exited.
+            if self.0.kill().is_ok() {
+                self.0.wait().ok();
+            }
+        }
+    }
+
+    fn fs_is_symlink(p: &Path) -> bool {
+        std::fs::symlink_metadata(p).is_ok_and(|m| m.file_type().is_symlink())
     }
 }

@@ -17,7 +17,9 @@ pub enum ImageError {
     #[error("No such image: {reference}")]
     NotFound { reference: String },
 
-    #[error("{prefix:?} matches more than one image; give more digits of the ID or a full reference")]
+    #[error(
+        "{prefix:?} matches more than one image; give more digits of the ID or a full reference"
+    )]
     Ambiguous { prefix: String },
 
     #[error(
@@ -27,7 +29,11 @@ pub enum ImageError {
     DigestMismatch { expected: Digest, actual: Digest },
 
     #[error("layer {layer}: refusing entry {entry:?}: {reason}")]
-    UnsafeEntry { layer: Digest, entry: String, reason: String },
+    UnsafeEntry {
+        layer: Digest,
+        entry: String,
+        reason: String,
+    },
 
     #[error("layer {layer}: unreadable tar stream (truncated or corrupt): {source}")]
     BadLayer {
@@ -44,6 +50,9 @@ pub enum ImageError {
 
     #[error("malformed image archive: {reason}")]
     BadArchive { reason: String },
+
+    #[error("image config {config}: {reason}; the image is malformed, rebuild it")]
+    BadImage { config: Digest, reason: String },
 
     #[error("malformed {what}: {source}")]
     Json {
@@ -80,7 +89,10 @@ pub enum ImageError {
 }
 
 /// `map_err` helper: an I/O error with the operation and path it concerned.
-pub(crate) fn io_err(what: &'static str, path: impl Into<PathBuf>) -> impl FnOnce(io::Error) -> ImageError {
+pub(crate) fn io_err(
+    what: &'static str,
+    path: impl Into<PathBuf>,
+) -> impl FnOnce(io::Error) -> ImageError {
     let path = path.into();
     move |source| ImageError::Io { what, path, source }
 }

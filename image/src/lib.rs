@@ -12,9 +12,9 @@ pub mod build;
 mod error;
 pub mod reference;
 pub mod store;
-pub mod unpack;
 #[cfg(test)]
 mod testutil;
+pub mod unpack;
 
 pub use build::{BuildConfig, ImageBuilder, fixtures};
 pub use error::ImageError;

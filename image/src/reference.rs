@@ -27,12 +27,16 @@ pub struct Digest {
 
 impl Digest {
     pub fn parse(s: &str) -> Result<Digest, ImageError> {
-        let invalid = || ImageError::InvalidDigest { digest: s.to_owned() };
+        let invalid = || ImageError::InvalidDigest {
+            digest: s.to_owned(),
+        };
         let hex = s.strip_prefix("sha256:").ok_or_else(invalid)?;
         if !is_hex64(hex) {
             return Err(invalid());
         }
-        Ok(Digest { hex: hex.to_owned() })
+        Ok(Digest {
+            hex: hex.to_owned(),
+        })
     }
 
     /// The digest of `bytes`.
@@ -41,7 +45,9 @@ impl Digest {
     }
 
     pub fn from_sha256(sum: [u8; 32]) -> Digest {
-        Digest { hex: hex::encode(sum) }
+        Digest {
+            hex: hex::encode(sum),
+        }
     }
 
     /// The 64 hex digits, without `sha256:` (blob file names, docker's IDs).
@@ -125,7 +131,10 @@ impl Reference {
             return Err(bad("cannot specify 64-byte hexadecimal strings as a name"));
         }
         let (rest, digest) = match s.split_once('@') {
-            Some((rest, d)) => (rest, Some(Digest::parse(d).map_err(|_| bad("invalid digest"))?)),
+            Some((rest, d)) => (
+                rest,
+                Some(Digest::parse(d).map_err(|_| bad("invalid digest"))?),
+            ),
             None => (s, None),
         };
         // A tag's `:` comes after the last `/`; an earlier one is a registry port.
@@ -134,16 +143,20 @@ impl Reference {
             Some(i) => (&rest[..last_slash + i], Some(&rest[last_slash + i + 1..])),
             None => (rest, None),
         };
-        if let Some(tag) = tag {
-            if !valid_tag(tag) {
-                return Err(bad("invalid tag: use up to 128 of [A-Za-z0-9_.-], not starting with . or -"));
-            }
+        if let Some(tag) = tag
+            && !valid_tag(tag)
+        {
+            return Err(bad(
+                "invalid tag: use up to 128 of [A-Za-z0-9_.-], not starting with . or -",
+            ));
         }
         if name.is_empty() {
             return Err(bad("empty repository name"));
         }
         if name.len() > NAME_MAX {
-            return Err(bad("repository name must not be longer than 255 characters"));
+            return Err(bad(
+                "repository name must not be longer than 255 characters",
+            ));
         }
         let (registry, path) = match name.split_once('/') {
             Some((first, path))
@@ -155,7 +168,11 @@ impl Reference {
             }
             _ => (DEFAULT_REGISTRY, name.to_owned()),
         };
-        let registry = if registry == "index.docker.io" { DEFAULT_REGISTRY } else { registry };
+        let registry = if registry == "index.docker.io" {
+            DEFAULT_REGISTRY
+        } else {
+            registry
+        };
         if !valid_registry(registry) {
             return Err(bad("invalid registry host[:port]"));
         }
@@ -177,7 +194,12 @@ impl Reference {
             (None, None) => Some(DEFAULT_TAG.to_owned()),
             (None, Some(_)) => None,
         };
-        Ok(Reference { registry: registry.to_owned(), repository, tag, digest })
+        Ok(Reference {
+            registry: registry.to_owned(),
+            repository,
+            tag,
+            digest,
+        })
     }
 
     /// `registry/repository` without tag or digest.
@@ -205,7 +227,11 @@ impl Reference {
 
     /// The same name with another tag (and no digest).
     pub fn with_tag(&self, tag: &str) -> Reference {
-        Reference { tag: Some(tag.to_owned()), digest: None, ..self.clone() }
+        Reference {
+            tag: Some(tag.to_owned()),
+            digest: None,
+            ..self.clone()
+        }
     }
 
     fn push_suffix(&self, out: &mut String) {
@@ -225,7 +251,8 @@ fn valid_tag(tag: &str) -> bool {
     !b.is_empty()
         && b.len() <= TAG_MAX
         && (b[0].is_ascii_alphanumeric() || b[0] == b'_')
-        && b.iter().all(|&c| c.is_ascii_alphanumeric() || matches!(c, b'_' | b'.' | b'-'))
+        && b.iter()
+            .all(|&c| c.is_ascii_alphanumeric() || matches!(c, b'_' | b'.' | b'-'))
 }
 
 /// `[a-z0-9]+` runs joined by one `.`, one `_`, `__`, or any number of `-`.
@@ -259,10 +286,10 @@ fn valid_registry(r: &str) -> bool {
         Some((h, p)) => (h, Some(p)),
         None => (r, None),
     };
-    if let Some(p) = port {
-        if p.is_empty() || !p.bytes().all(|c| c.is_ascii_digit()) {
-            return false;
-        }
+    if let Some(p) = port
+        && (p.is_empty() || !p.bytes().all(|c| c.is_ascii_digit()))
+    {
+        return false;
     }
     !host.is_empty()
         && host.split('.').all(|label| {
@@ -319,19 +346,59 @@ mod tests {
     #[test]
     fn normalisation_table() {
         let cases: &[(&str, &str, &str)] = &[
-            ("busybox", "docker.io/library/busybox:latest", "busybox:latest"),
-            ("redis:alpine", "docker.io/library/redis:alpine", "redis:alpine"),
-            ("library/redis", "docker.io/library/redis:latest", "redis:latest"),
+            (
+                "busybox",
+                "docker.io/library/busybox:latest",
+                "busybox:latest",
+            ),
+            (
+                "redis:alpine",
+                "docker.io/library/redis:alpine",
+                "redis:alpine",
+            ),
+            (
+                "library/redis",
+                "docker.io/library/redis:latest",
+                "redis:latest",
+            ),
             ("docker.io/redis:7", "docker.io/library/redis:7", "redis:7"),
-            ("index.docker.io/redis", "docker.io/library/redis:latest", "redis:latest"),
-            ("bitnami/redis:7.2", "docker.io/bitnami/redis:7.2", "bitnami/redis:7.2"),
-            ("library/a/b", "docker.io/library/a/b:latest", "library/a/b:latest"),
+            (
+                "index.docker.io/redis",
+                "docker.io/library/redis:latest",
+                "redis:latest",
+            ),
+            (
+                "bitnami/redis:7.2",
+                "docker.io/bitnami/redis:7.2",
+                "bitnami/redis:7.2",
+            ),
+            (
+                "library/a/b",
+                "docker.io/library/a/b:latest",
+                "library/a/b:latest",
+            ),
             ("myreg:5000/a/b:1", "myreg:5000/a/b:1", "myreg:5000/a/b:1"),
             ("localhost/x", "localhost/x:latest", "localhost/x:latest"),
-            ("localhost:5000/x:y", "localhost:5000/x:y", "localhost:5000/x:y"),
-            ("quay.io/coreos/etcd", "quay.io/coreos/etcd:latest", "quay.io/coreos/etcd:latest"),
-            ("shoal.local/lab-tools", "shoal.local/lab-tools:latest", "shoal.local/lab-tools:latest"),
-            ("a__b/c.d-e--f", "docker.io/a__b/c.d-e--f:latest", "a__b/c.d-e--f:latest"),
+            (
+                "localhost:5000/x:y",
+                "localhost:5000/x:y",
+                "localhost:5000/x:y",
+            ),
+            (
+                "quay.io/coreos/etcd",
+                "quay.io/coreos/etcd:latest",
+                "quay.io/coreos/etcd:latest",
+            ),
+            (
+                "shoal.local/lab-tools",
+                "shoal.local/lab-tools:latest",
+                "shoal.local/lab-tools:latest",
+            ),
+            (
+                "a__b/c.d-e--f",
+                "docker.io/a__b/c.d-e--f:latest",
+                "a__b/c.d-e--f:latest",
+            ),
             ("Foo.io/bar", "Foo.io/bar:latest", "Foo.io/bar:latest"),
         ];
         for (input, full, short) in cases {
@@ -343,7 +410,10 @@ mod tests {
         assert_eq!(r.registry, "myreg:5000");
         assert_eq!(r.repository, "a/b");
         assert_eq!(r.tag, None);
-        assert_eq!(r.digest.as_ref().map(ToString::to_string).as_deref(), Some(D));
+        assert_eq!(
+            r.digest.as_ref().map(ToString::to_string).as_deref(),
+            Some(D)
+        );
         let r = Reference::parse(&format!("busybox:1@{D}")).expect("tag and digest");
         assert_eq!(r.familiar(), format!("busybox:1@{D}"));
         assert_eq!(r.to_string(), format!("docker.io/library/busybox:1@{D}"));
@@ -370,7 +440,10 @@ mod tests {
             "UPPER.io/Lower",
         ] {
             assert!(
-                matches!(Reference::parse(bad), Err(ImageError::InvalidReference { .. })),
+                matches!(
+                    Reference::parse(bad),
+                    Err(ImageError::InvalidReference { .. })
+                ),
                 "{bad:?} should be refused"
             );
         }
@@ -415,8 +488,17 @@ mod tests {
                     repository = format!("library/{repository}");
                 }
                 let digest = digest.map(Digest::from_sha256);
-                let tag = if tag.is_none() && digest.is_none() { Some("latest".into()) } else { tag };
-                Reference { registry, repository, tag, digest }
+                let tag = if tag.is_none() && digest.is_none() {
+                    Some("latest".into())
+                } else {
+                    tag
+                };
+                Reference {
+                    registry,
+                    repository,
+                    tag,
+                    digest,
+                }
             })
     }
 

@@ -57,11 +57,38 @@ pub fn tar(entries: &[E]) -> Vec<u8> {
     let mut b = tar::Builder::new(Vec::new());
     for e in entries {
         let (h, data): (tar::Header, &[u8]) = match e {
-            E::File(n, d, mode) => (header(tar::EntryType::Regular, n.as_bytes(), b"", d.len() as u64, *mode), d),
-            E::Dir(n) => (header(tar::EntryType::Directory, n.as_bytes(), b"", 0, 0o755), &[]),
-            E::Symlink(n, t) => (header(tar::EntryType::Symlink, n.as_bytes(), t.as_bytes(), 0, 0o777), &[]),
-            E::Hardlink(n, t) => (header(tar::EntryType::Link, n.as_bytes(), t.as_bytes(), 0, 0o644), &[]),
-            E::Fifo(n) => (header(tar::EntryType::Fifo, n.as_bytes(), b"", 0, 0o600), &[]),
+            E::File(n, d, mode) => (
+                header(
+                    tar::EntryType::Regular,
+                    n.as_bytes(),
+                    b"",
+                    d.len() as u64,
+                    *mode,
+                ),
+                d,
+            ),
+            E::Dir(n) => (
+                header(tar::EntryType::Directory, n.as_bytes(), b"", 0, 0o755),
+                &[],
+            ),
+            E::Symlink(n, t) => (
+                header(
+                    tar::EntryType::Symlink,
+                    n.as_bytes(),
+                    t.as_bytes(),
+                    0,
+                    0o777,
+                ),
+                &[],
+            ),
+            E::Hardlink(n, t) => (
+                header(tar::EntryType::Link, n.as_bytes(), t.as_bytes(), 0, 0o644),
+                &[],
+            ),
+            E::Fifo(n) => (
+                header(tar::EntryType::Fifo, n.as_bytes(), b"", 0, 0o600),
+                &[],
+            ),
         };
         b.append(&h, data).expect("in-memory tar");
     }
@@ -126,7 +153,14 @@ impl Sandbox {
             .map(|e| e.file_name().to_string_lossy().into_owned())
             .collect();
         top.sort();
-        assert_eq!(top, ["outside", "root"], "something was written beside the root");
-        assert!(walk(&self.outside()).is_empty(), "something was written outside the root");
+        assert_eq!(
+            top,
+            ["outside", "root"],
+            "something was written beside the root"
+        );
+        assert!(
+            walk(&self.outside()).is_empty(),
+            "something was written outside the root"
+        );
     }
 }

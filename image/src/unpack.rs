@@ -26,6 +26,7 @@ use nix::sys::{
     time::TimeVal,
 };
 use oci_spec::image::MediaType;
+use sha2::{Digest as _, Sha256};
 use tar::EntryType;
 
 use crate::{Digest, ImageError, error::io_err};
@@ -34,7 +35,10 @@ const WHITEOUT_PREFIX: &str = ".wh.";
 const OPAQUE_MARKER: &str = ".wh..wh..opq";
 /// overlayfs reads its own state from these; an image must not forge it in
 /// a directory that becomes a lowerdir.
-const FORBIDDEN_XATTR_PREFIX: &str = "trusted.overlay.";
+/// (`user.overlay.` in overlayfs' userxattr mode.)
+const FORBIDDEN_XATTR_PREFIXES: &[&str] = &["trusted.overlay.", "user.overlay."];
+/// 9999-12-31T23:59:59Z.
+const MAX_MTIME: u64 = 253_402_300_799;
 const GZIP_MAGIC: &[u8] = &[0x1f, 0x8b];
 const ZSTD_MAGIC: &[u8] = &[0x28, 0xb5, 0x2f, 0xfd];
 
@@ -78,17 +82,17 @@ impl Compression {
 pub fn layer_compression(media_type: &MediaType) -> Result<Compression, ImageError> {
     Ok(match media_type {
         MediaType::ImageLayer | MediaType::ImageLayerNonDistributable => Compression::None,
-        MediaType::ImageLayerGzip | MediaType::ImageLayerNonDistributableGzip => {
-            Compression::Gzip
-        }
-        MediaType::ImageLayerZstd | MediaType::ImageLayerNonDistributableZstd => {
-            Compression::Zstd
-        }
+        MediaType::ImageLayerGzip | MediaType::ImageLayerNonDistributableGzip => Compression::Gzip,
+        MediaType::ImageLayerZstd | MediaType::ImageLayerNonDistributableZstd => Compression::Zstd,
         MediaType::Other(m) if m == DOCKER_LAYER_GZIP || m == DOCKER_FOREIGN_LAYER_GZIP => {
             Compression::Gzip
         }
         MediaType::Other(m) if m == DOCKER_LAYER_TAR => Compression::None,
-        other => return Err(ImageError::UnknownMediaType { media_type: other.to_string() }),
+        other => {
+            return Err(ImageError::UnknownMediaType {
+                media_type: other.to_string(),
+            });
+        }
     })
 }
 
@@ -101,9 +105,24 @@ pub fn apply_layer(
     media_type: &MediaType,
     blob: impl Read,
 ) -> Result<(), ImageError> {
+    apply_layer_checked(root, layer, media_type, None, blob)
+}
+
+/// As [`apply_layer`], also checking the uncompressed tar against the
+/// config's diff ID for this layer, as docker does.
+pub fn apply_layer_checked(
+    root: &Path,
+    layer: &Digest,
+    media_type: &MediaType,
+    diff_id: Option<&Digest>,
+    blob: impl Read,
+) -> Result<(), ImageError> {
     let declared = layer_compression(media_type)?;
     let mut input = BufReader::new(blob);
-    let bad = |source| ImageError::BadLayer { layer: layer.clone(), source };
+    let bad = |source| ImageError::BadLayer {
+        layer: layer.clone(),
+        source,
+    };
     let head = input.fill_buf().map_err(bad)?;
     // A plain-tar media type over compressed bytes happens (docker's own
     // "diff.tar" from old tools); the bytes decide. A compressed type over
@@ -115,28 +134,71 @@ pub fn apply_layer(
     let tar: Box<dyn Read> = match compression {
         Compression::None => Box::new(input),
         Compression::Gzip => Box::new(flate2::bufread::MultiGzDecoder::new(input)),
-        Compression::Zstd => Box::new(zstd::stream::read::Decoder::with_buffer(input).map_err(bad)?),
+        Compression::Zstd => {
+            Box::new(zstd::stream::read::Decoder::with_buffer(input).map_err(bad)?)
+        }
     };
-    apply_tar(root, layer, tar)
+    let hashed = apply_stream(
+        root,
+        layer,
+        Hashing {
+            inner: tar,
+            hasher: Sha256::new(),
+        },
+    )?;
+    let actual = Digest::from_sha256(hashed.hasher.finalize().into());
+    match diff_id {
+        Some(expected) if *expected != actual => Err(ImageError::DigestMismatch {
+            expected: expected.clone(),
+            actual,
+        }),
+        _ => Ok(()),
+    }
 }
 
 /// Applies an uncompressed layer tar onto `root`.
 pub fn apply_tar(root: &Path, layer: &Digest, tar: impl Read) -> Result<(), ImageError> {
+    apply_stream(root, layer, tar).map(drop)
+}
+
+/// Applies a tar stream, reads it to its end, and gives it back.
+fn apply_stream<R: Read>(root: &Path, layer: &Digest, tar: R) -> Result<R, ImageError> {
     let mut archive = tar::Archive::new(tar);
-    let mut unpacker = Unpacker { root, layer, written: HashSet::new(), dir_times: Vec::new() };
+    let mut unpacker = Unpacker {
+        root,
+        layer,
+        written: HashSet::new(),
+        dir_times: Vec::new(),
+    };
     let entries = archive.entries().map_err(|source| unpacker.bad(source))?;
     for entry in entries {
         let entry = entry.map_err(|source| unpacker.bad(source))?;
         unpacker.entry(entry)?;
     }
     // Read to the end so a truncated or corrupt compressed stream is caught
-    // even when the tar's own end marker was lost.
-    io::copy(&mut archive.into_inner(), &mut io::sink()).map_err(|source| unpacker.bad(source))?;
+    // even when the tar's own end marker was lost (and the diff ID covers
+    // every byte).
+    let mut rest = archive.into_inner();
+    io::copy(&mut rest, &mut io::sink()).map_err(|source| unpacker.bad(source))?;
     // Children change a directory's mtime, so directories get theirs last.
     for (path, mtime) in unpacker.dir_times.iter().rev() {
         set_mtime_nofollow(path, *mtime).map_err(io_err("setting the mtime of", path))?;
     }
-    Ok(())
+    Ok(rest)
+}
+
+/// sha256 of what is read through it.
+struct Hashing<R> {
+    inner: R,
+    hasher: Sha256,
+}
+
+impl<R: Read> Read for Hashing<R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        self.hasher.update(&buf[..n]);
+        Ok(n)
+    }
 }
 
 struct Unpacker<'a> {
@@ -156,7 +218,10 @@ enum Kind {
 
 impl Unpacker<'_> {
     fn bad(&self, source: io::Error) -> ImageError {
-        ImageError::BadLayer { layer: self.layer.clone(), source }
+        ImageError::BadLayer {
+            layer: self.layer.clone(),
+            source,
+        }
     }
 
     fn refuse(&self, entry: &[u8], reason: impl Into<String>) -> ImageError {
@@ -173,9 +238,12 @@ impl Unpacker<'_> {
         let header = entry.header().clone();
         let kind = header.entry_type();
         let mode = header.mode().map_err(|e| self.bad(e))? & 0o7777;
-        let uid = header.uid().map_err(|e| self.bad(e))?;
-        let gid = header.gid().map_err(|e| self.bad(e))?;
-        let mtime = header.mtime().map_err(|e| self.bad(e))?;
+        // Blank numeric fields are 0, as Go's archive/tar (docker's) reads them.
+        let uid = header.uid().unwrap_or(0);
+        let gid = header.gid().unwrap_or(0);
+        // Base-256 mtimes reach 2^63; past year 9999 is clamped (SystemTime
+        // and utimes overflow long before).
+        let mtime = header.mtime().unwrap_or(0).min(MAX_MTIME);
 
         let Some((name, parents)) = components.split_last() else {
             // "./": the root itself; only its metadata can apply.
@@ -221,12 +289,19 @@ impl Unpacker<'_> {
                 if copied != size {
                     return Err(self.bad(io::Error::new(
                         io::ErrorKind::UnexpectedEof,
-                        format!("{} ends after {copied} of {size} bytes", String::from_utf8_lossy(&raw)),
+                        format!(
+                            "{} ends after {copied} of {size} bytes",
+                            String::from_utf8_lossy(&raw)
+                        ),
                     )));
                 }
                 // chown before chmod: chown clears setuid and setgid.
-                chown_tolerant(std::os::unix::fs::fchown(&file, Some(uid_u32(uid)), Some(uid_u32(gid))))
-                    .map_err(io_err("changing the owner of", &path))?;
+                chown_tolerant(std::os::unix::fs::fchown(
+                    &file,
+                    Some(uid_u32(uid)),
+                    Some(uid_u32(gid)),
+                ))
+                .map_err(io_err("changing the owner of", &path))?;
                 file.set_permissions(fs::Permissions::from_mode(mode))
                     .map_err(io_err("changing the mode of", &path))?;
                 self.set_xattrs(&path, &xattrs);
@@ -290,7 +365,12 @@ impl Unpacker<'_> {
 
     /// Walks (and, if `create`, makes) the parent directories of an entry,
     /// refusing symlinks and non-directories on the way.
-    fn parents(&mut self, raw: &[u8], parents: &[&OsStr], create: bool) -> Result<PathBuf, ImageError> {
+    fn parents(
+        &mut self,
+        raw: &[u8],
+        parents: &[&OsStr],
+        create: bool,
+    ) -> Result<PathBuf, ImageError> {
         let mut path = self.root.to_path_buf();
         let mut rel = PathBuf::new();
         for component in parents {
@@ -300,12 +380,18 @@ impl Unpacker<'_> {
                 Ok(m) if m.file_type().is_symlink() => {
                     return Err(self.refuse(
                         raw,
-                        format!("its parent {} is a symlink; nothing is written through one", rel.display()),
+                        format!(
+                            "its parent {} is a symlink; nothing is written through one",
+                            rel.display()
+                        ),
                     ));
                 }
                 Ok(m) if m.is_dir() => {}
                 Ok(_) => {
-                    return Err(self.refuse(raw, format!("its parent {} is not a directory", rel.display())));
+                    return Err(self.refuse(
+                        raw,
+                        format!("its parent {} is not a directory", rel.display()),
+                    ));
                 }
                 Err(e) if e.kind() == io::ErrorKind::NotFound && create => {
                     // Missing parents are made as docker does: root-owned 0755.
@@ -332,11 +418,20 @@ impl Unpacker<'_> {
         if target.starts_with(b"/") {
             return Err(self.refuse(
                 raw,
-                format!("absolute hardlink target {:?}", String::from_utf8_lossy(target)),
+                format!(
+                    "absolute hardlink target {:?}",
+                    String::from_utf8_lossy(target)
+                ),
             ));
         }
         let components = normalise(target).map_err(|reason| {
-            self.refuse(raw, format!("hardlink target {:?}: {reason}", String::from_utf8_lossy(target)))
+            self.refuse(
+                raw,
+                format!(
+                    "hardlink target {:?}: {reason}",
+                    String::from_utf8_lossy(target)
+                ),
+            )
         })?;
         let Some((name, parents)) = components.split_last() else {
             return Err(self.refuse(raw, "hardlink to the root directory"));
@@ -347,7 +442,10 @@ impl Unpacker<'_> {
             Ok(_) => Ok(source),
             Err(_) => Err(self.refuse(
                 raw,
-                format!("hardlink target {:?} is not in an earlier entry", String::from_utf8_lossy(target)),
+                format!(
+                    "hardlink target {:?} is not in an earlier entry",
+                    String::from_utf8_lossy(target)
+                ),
             )),
         }
     }
@@ -359,7 +457,12 @@ impl Unpacker<'_> {
         parents: &[&OsStr],
         hidden: &[u8],
     ) -> Result<(), ImageError> {
-        if hidden == OPAQUE_MARKER.as_bytes().strip_prefix(WHITEOUT_PREFIX.as_bytes()).unwrap_or_default() {
+        if hidden
+            == OPAQUE_MARKER
+                .as_bytes()
+                .strip_prefix(WHITEOUT_PREFIX.as_bytes())
+                .unwrap_or_default()
+        {
             // Opaque: what lower layers had in this directory goes; what
             // this layer already put there stays.
             let dir_rel: PathBuf = parents.iter().collect();
@@ -393,7 +496,11 @@ impl Unpacker<'_> {
         }
     }
 
-    fn xattrs<R: Read>(&self, entry: &mut tar::Entry<'_, R>, raw: &[u8]) -> Result<Vec<(String, Vec<u8>)>, ImageError> {
+    fn xattrs<R: Read>(
+        &self,
+        entry: &mut tar::Entry<'_, R>,
+        raw: &[u8],
+    ) -> Result<Vec<(String, Vec<u8>)>, ImageError> {
         let mut out = Vec::new();
         let Some(extensions) = entry.pax_extensions().map_err(|e| self.bad(e))? else {
             return Ok(out);
@@ -402,7 +509,7 @@ impl Unpacker<'_> {
             let ext = ext.map_err(|e| self.bad(e))?;
             let Ok(key) = ext.key() else { continue };
             if let Some(name) = key.strip_prefix("SCHILY.xattr.") {
-                if name.starts_with(FORBIDDEN_XATTR_PREFIX) {
+                if FORBIDDEN_XATTR_PREFIXES.iter().any(|p| name.starts_with(p)) {
                     tracing::warn!(layer = %self.layer, entry = %String::from_utf8_lossy(raw), xattr = name, "dropping overlayfs xattr");
                     continue;
                 }
@@ -421,8 +528,12 @@ impl Unpacker<'_> {
         mode: Option<u32>,
         xattrs: &[(String, Vec<u8>)],
     ) -> Result<(), ImageError> {
-        chown_tolerant(std::os::unix::fs::lchown(path, Some(uid_u32(uid)), Some(uid_u32(gid))))
-            .map_err(io_err("changing the owner of", path))?;
+        chown_tolerant(std::os::unix::fs::lchown(
+            path,
+            Some(uid_u32(uid)),
+            Some(uid_u32(gid)),
+        ))
+        .map_err(io_err("changing the owner of", path))?;
         if let Some(mode) = mode {
             // `path` was just checked or made by us and is not a symlink.
             fs::set_permissions(path, fs::Permissions::from_mode(mode))
@@ -479,7 +590,12 @@ fn uid_u32(id: u64) -> u32 {
 /// EPERM and EINVAL (an id outside this user namespace) are not fatal.
 fn chown_tolerant(result: io::Result<()>) -> io::Result<()> {
     match result {
-        Err(e) if matches!(e.raw_os_error(), Some(nix::libc::EPERM) | Some(nix::libc::EINVAL)) => {
+        Err(e)
+            if matches!(
+                e.raw_os_error(),
+                Some(nix::libc::EPERM) | Some(nix::libc::EINVAL)
+            ) =>
+        {
             tracing::debug!(error = %e, "owner not kept");
             Ok(())
         }
@@ -500,11 +616,18 @@ mod tests {
     use proptest::prelude::*;
 
     use super::*;
-    use crate::testutil::{E, Sandbox, dir, file, gzip, hardlink, layer_digest, symlink, tar, walk};
+    use crate::testutil::{
+        E, Sandbox, dir, file, gzip, hardlink, layer_digest, symlink, tar, walk,
+    };
 
     fn apply(root: &Path, entries: &[E]) -> Result<(), ImageError> {
         let bytes = tar(entries);
-        apply_layer(root, &layer_digest(&bytes), &MediaType::ImageLayer, bytes.as_slice())
+        apply_layer(
+            root,
+            &layer_digest(&bytes),
+            &MediaType::ImageLayer,
+            bytes.as_slice(),
+        )
     }
 
     fn read(root: &Path, p: &str) -> String {
@@ -530,12 +653,29 @@ mod tests {
         .expect("applies");
         let su = fs::metadata(root.join("usr/bin/su")).expect("su");
         assert_eq!(su.mode() & 0o7777, 0o4755, "setuid kept");
-        assert_eq!(fs::read_link(root.join("bin")).expect("link"), Path::new("usr/bin"));
-        assert_eq!(fs::read_link(root.join("etc/escape")).expect("link"), Path::new("/etc/shadow"));
-        assert_eq!(fs::metadata(root.join("etc/hosts")).expect("hosts").nlink(), 2);
+        assert_eq!(
+            fs::read_link(root.join("bin")).expect("link"),
+            Path::new("usr/bin")
+        );
+        assert_eq!(
+            fs::read_link(root.join("etc/escape")).expect("link"),
+            Path::new("/etc/shadow")
+        );
+        assert_eq!(
+            fs::metadata(root.join("etc/hosts")).expect("hosts").nlink(),
+            2
+        );
         assert_eq!(read(&root, "etc/hosts2"), "hosts");
-        assert_eq!(fs::metadata(root.join("etc/hosts")).expect("hosts").mtime(), 1_000_000);
-        assert!(fs::symlink_metadata(root.join("run/fifo")).expect("fifo").file_type().is_fifo());
+        assert_eq!(
+            fs::metadata(root.join("etc/hosts")).expect("hosts").mtime(),
+            1_000_000
+        );
+        assert!(
+            fs::symlink_metadata(root.join("run/fifo"))
+                .expect("fifo")
+                .file_type()
+                .is_fifo()
+        );
         s.assert_contained();
     }
 
@@ -571,14 +711,29 @@ mod tests {
         assert_eq!(read(&root, "a/keep"), "1");
         assert!(!root.join("a/gone").exists());
         assert!(!root.join("a/gonedir").exists());
-        assert!(!root.join("a/.wh.gone").exists(), "whiteout files are not kept");
-        let mut o: Vec<_> = fs::read_dir(root.join("o")).expect("o").flatten().map(|e| e.file_name()).collect();
+        assert!(
+            !root.join("a/.wh.gone").exists(),
+            "whiteout files are not kept"
+        );
+        let mut o: Vec<_> = fs::read_dir(root.join("o"))
+            .expect("o")
+            .flatten()
+            .map(|e| e.file_name())
+            .collect();
         o.sort();
-        assert_eq!(o, ["new"], "opaque directory keeps only this layer's entries");
+        assert_eq!(
+            o,
+            ["new"],
+            "opaque directory keeps only this layer's entries"
+        );
 
         // The marker may come after this layer's own entries: they stay.
         apply(&root, &[file("o/newer", "3"), file("o/.wh..wh..opq", "")]).expect("layer 3");
-        let o: Vec<_> = fs::read_dir(root.join("o")).expect("o").flatten().map(|e| e.file_name()).collect();
+        let o: Vec<_> = fs::read_dir(root.join("o"))
+            .expect("o")
+            .flatten()
+            .map(|e| e.file_name())
+            .collect();
         assert_eq!(o, ["newer"]);
         s.assert_contained();
     }
@@ -587,12 +742,30 @@ mod tests {
     fn later_layers_replace_files_dirs_and_links() {
         let s = Sandbox::new();
         let root = s.root();
-        apply(&root, &[file("x", "file"), dir("d/"), file("d/f", "1"), symlink("l", "x")]).expect("1");
-        apply(&root, &[dir("x/"), file("d", "now a file"), file("l", "now a file")]).expect("2");
+        apply(
+            &root,
+            &[
+                file("x", "file"),
+                dir("d/"),
+                file("d/f", "1"),
+                symlink("l", "x"),
+            ],
+        )
+        .expect("1");
+        apply(
+            &root,
+            &[dir("x/"), file("d", "now a file"), file("l", "now a file")],
+        )
+        .expect("2");
         assert!(root.join("x").is_dir());
         assert_eq!(read(&root, "d"), "now a file");
         assert_eq!(read(&root, "x/../l"), "now a file");
-        assert!(!fs::symlink_metadata(root.join("l")).expect("l").file_type().is_symlink());
+        assert!(
+            !fs::symlink_metadata(root.join("l"))
+                .expect("l")
+                .file_type()
+                .is_symlink()
+        );
     }
 
     fn refused(entries: &[E]) -> (Sandbox, ImageError) {
@@ -618,14 +791,21 @@ mod tests {
         let s = Sandbox::new();
         let outside = s.outside().join("evil");
         apply(&s.root(), &[file(&outside.to_string_lossy(), "x")]).expect("rooted");
-        assert!(s.root().join(outside.strip_prefix("/").expect("abs")).is_file());
+        assert!(
+            s.root()
+                .join(outside.strip_prefix("/").expect("abs"))
+                .is_file()
+        );
         s.assert_contained();
     }
 
     #[test]
     fn escaping_hardlinks_are_refused() {
         let (_, err) = refused(&[hardlink("h", "/etc/passwd")]);
-        assert!(matches!(&err, ImageError::UnsafeEntry { reason, .. } if reason.contains("absolute")), "{err}");
+        assert!(
+            matches!(&err, ImageError::UnsafeEntry { reason, .. } if reason.contains("absolute")),
+            "{err}"
+        );
         let (_, err) = refused(&[hardlink("h", "../etc/passwd")]);
         assert!(matches!(err, ImageError::UnsafeEntry { .. }), "{err}");
         let (_, err) = refused(&[hardlink("h", "missing")]);
@@ -634,7 +814,11 @@ mod tests {
         let s = Sandbox::new();
         fs::write(s.outside().join("secret"), "s").expect("write");
         let target = s.outside().to_string_lossy().into_owned();
-        let err = apply(&s.root(), &[symlink("l", &target), hardlink("h", "l/secret")]).expect_err("refused");
+        let err = apply(
+            &s.root(),
+            &[symlink("l", &target), hardlink("h", "l/secret")],
+        )
+        .expect_err("refused");
         assert!(matches!(err, ImageError::UnsafeEntry { .. }), "{err}");
         fs::remove_file(s.outside().join("secret")).expect("rm");
         s.assert_contained();
@@ -645,8 +829,18 @@ mod tests {
         let s = Sandbox::new();
         let root = s.root();
         let outside = s.outside().to_string_lossy().into_owned();
-        apply(&root, &[symlink("a", &outside), symlink("rel", "../outside")]).expect("layer 1 only stores links");
-        for name in ["a/evil", "rel/evil", "a/.wh.x", "a/.wh..wh..opq", "a/sub/evil"] {
+        apply(
+            &root,
+            &[symlink("a", &outside), symlink("rel", "../outside")],
+        )
+        .expect("layer 1 only stores links");
+        for name in [
+            "a/evil",
+            "rel/evil",
+            "a/.wh.x",
+            "a/.wh..wh..opq",
+            "a/sub/evil",
+        ] {
             let err = apply(&root, &[file(name, "x")]).expect_err(name);
             assert!(
                 matches!(&err, ImageError::UnsafeEntry { reason, .. } if reason.contains("symlink")),
@@ -664,12 +858,22 @@ mod tests {
         let whole = tar(&[file("big", &"x".repeat(4000)), file("after", "y")]);
         for cut in [100, 512 + 1000, 512 + 4096 + 200] {
             let d = layer_digest(&whole[..cut]);
-            let err = apply_layer(&s.root(), &d, &MediaType::ImageLayer, &whole[..cut]).expect_err("truncated");
-            assert!(matches!(err, ImageError::BadLayer { .. }), "cut {cut}: {err}");
+            let err = apply_layer(&s.root(), &d, &MediaType::ImageLayer, &whole[..cut])
+                .expect_err("truncated");
+            assert!(
+                matches!(err, ImageError::BadLayer { .. }),
+                "cut {cut}: {err}"
+            );
         }
         let gz = gzip(&whole);
         let cut = &gz[..gz.len() / 2];
-        let err = apply_layer(&s.root(), &layer_digest(cut), &MediaType::ImageLayerGzip, cut).expect_err("gz");
+        let err = apply_layer(
+            &s.root(),
+            &layer_digest(cut),
+            &MediaType::ImageLayerGzip,
+            cut,
+        )
+        .expect_err("gz");
         assert!(matches!(err, ImageError::BadLayer { .. }), "{err}");
         s.assert_contained();
     }
@@ -690,10 +894,83 @@ mod tests {
             assert_eq!(read(&s.root(), "f"), "data");
         }
         let s = Sandbox::new();
-        let err = apply_layer(&s.root(), &layer_digest(&bytes), &MediaType::Other("application/x-foo".into()), bytes.as_slice())
-            .expect_err("unknown");
-        assert!(matches!(err, ImageError::UnknownMediaType { media_type } if media_type == "application/x-foo"));
+        let err = apply_layer(
+            &s.root(),
+            &layer_digest(&bytes),
+            &MediaType::Other("application/x-foo".into()),
+            bytes.as_slice(),
+        )
+        .expect_err("unknown");
+        assert!(
+            matches!(err, ImageError::UnknownMediaType { media_type } if media_type == "application/x-foo")
+        );
         assert!(walk(&s.root()).is_empty());
+    }
+
+    #[test]
+    fn owners_xattrs_and_devices() {
+        let mut b = tar::Builder::new(Vec::new());
+        b.append_pax_extensions([
+            ("SCHILY.xattr.user.shoal", &b"kept"[..]),
+            ("SCHILY.xattr.trusted.overlay.opaque", &b"y"[..]),
+        ])
+        .expect("pax");
+        let mut h = tar::Header::new_gnu();
+        h.set_entry_type(EntryType::Regular);
+        h.set_size(2);
+        h.set_mode(0o2755);
+        h.set_uid(1234);
+        h.set_gid(5678);
+        b.append_data(&mut h, "owned", &b"hi"[..]).expect("entry");
+        let mut h = tar::Header::new_gnu();
+        h.set_entry_type(EntryType::Regular);
+        h.set_size(0);
+        h.set_mode(0o644);
+        h.set_mtime(u64::MAX >> 2);
+        b.append_data(&mut h, "far-future", io::empty())
+            .expect("entry");
+        let mut h = tar::Header::new_gnu();
+        h.set_entry_type(EntryType::Char);
+        h.set_size(0);
+        h.set_mode(0o666);
+        h.set_device_major(1).expect("major");
+        h.set_device_minor(3).expect("minor");
+        b.append_data(&mut h, "dev/null", io::empty())
+            .expect("entry");
+        let bytes = b.into_inner().expect("tar");
+
+        let s = Sandbox::new();
+        let root = s.root();
+        apply_layer(
+            &root,
+            &layer_digest(&bytes),
+            &MediaType::ImageLayer,
+            bytes.as_slice(),
+        )
+        .expect("applies");
+        let m = fs::metadata(root.join("owned")).expect("owned");
+        if nix::unistd::geteuid().is_root() {
+            assert_eq!((m.uid(), m.gid()), (1234, 5678));
+            // setgid survives the chown because the mode is set after it.
+            assert_eq!(m.mode() & 0o7777, 0o2755);
+        }
+        let future = fs::metadata(root.join("far-future")).expect("far-future");
+        // Clamped (by us, then by the filesystem: ext4 stops in 2446), not overflowed.
+        assert!(future.mtime() > 4_000_000_000 && future.mtime() <= MAX_MTIME as i64);
+        // Filesystems without user xattrs are allowed; overlay's are never set.
+        if let Ok(Some(v)) = xattr::get(root.join("owned"), "user.shoal") {
+            assert_eq!(v, b"kept");
+        }
+        assert!(matches!(
+            xattr::get(root.join("owned"), "trusted.overlay.opaque"),
+            Ok(None) | Err(_)
+        ));
+        // mknod may be refused (no CAP_MKNOD): then the node is skipped.
+        if let Ok(m) = fs::symlink_metadata(root.join("dev/null")) {
+            assert!(m.file_type().is_char_device());
+            assert_eq!(m.rdev(), makedev(1, 3));
+        }
+        s.assert_contained();
     }
 
     fn hostile_name() -> impl Strategy<Value = String> {
@@ -720,13 +997,16 @@ mod tests {
             Just("../outside".to_owned()),
             Just("../../outside".to_owned()),
         ];
-        (0..5u8, hostile_name(), target, any::<u8>()).prop_map(|(kind, name, target, byte)| match kind {
-            0 => E::File(name, vec![byte; 3], 0o644),
-            1 => E::Dir(name),
-            2 => E::Symlink(name, target),
-            3 => E::Hardlink(name, target),
-            _ => E::Fifo(name),
-        })
+        let mode = 0..0o10000u32;
+        (0..5u8, hostile_name(), target, any::<u8>(), mode).prop_map(
+            |(kind, name, target, byte, mode)| match kind {
+                0 => E::File(name, vec![byte; 3], mode),
+                1 => E::Dir(name),
+                2 => E::Symlink(name, target),
+                3 => E::Hardlink(name, target),
+                _ => E::Fifo(name),
+            },
+        )
     }
 
     proptest! {
