@@ -7,10 +7,11 @@
 //! node without a registry (swarm needs one).
 
 use std::{
-    collections::HashMap,
+    collections::{BTreeSet, HashMap},
     io::Write,
     path::{Path, PathBuf},
     sync::{Arc, Mutex},
+    time::Duration,
 };
 
 use shoal_api::{
@@ -19,6 +20,7 @@ use shoal_api::{
         blobs_client::BlobsClient,
         blobs_server::{Blobs, BlobsServer},
     },
+    cluster::v1::{ImageRecord, RegisterImagesRequest},
     node::v1::{ImageDetail, ImageLoadChunk, ImageRemoveReply},
 };
 use shoal_ca::rustls::{ClientConfig, pki_types::ServerName};
@@ -85,6 +87,8 @@ pub struct Images {
     users: Mutex<HashMap<Digest, usize>>,
     /// One fetch at a time: two tasks of one image fetch it once.
     fetching: tokio::sync::Mutex<()>,
+    /// Wakes the catalogue registration.
+    changed: tokio::sync::Notify,
 }
 
 impl std::fmt::Debug for Images {
@@ -126,6 +130,7 @@ impl Images {
             store: Arc::new(ImageStore::open(root)?),
             users: Mutex::default(),
             fetching: tokio::sync::Mutex::new(()),
+            changed: tokio::sync::Notify::new(),
         })
     }
 
@@ -166,6 +171,7 @@ impl Images {
                 .collect()
         })
         .await?;
+        self.changed();
         Ok(details)
     }
 
@@ -181,19 +187,21 @@ impl Images {
 
     pub async fn tag(&self, source: String, target: String) -> Result<ImageDetail, ImagesError> {
         let store = self.store.clone();
-        blocking(move || {
+        let tagged = blocking(move || {
             let target = Reference::parse(&target)?;
             store.tag(&source, &target)?;
             detail(&store, &store.inspect(&target.to_string())?)
         })
-        .await
+        .await?;
+        self.changed();
+        Ok(tagged)
     }
 
     /// Untags `name`, and removes the image once no reference is left,
     /// unless a task here runs it.
     pub async fn remove(self: &Arc<Self>, name: String) -> Result<ImageRemoveReply, ImagesError> {
         let me = self.clone();
-        blocking(move || {
+        let reply = blocking(move || {
             let before = me.store.inspect(&name)?;
             let users = |d: &Digest| lock(&me.users).contains_key(d);
             let deleted = me.store.remove_if(&name, users).map_err(|e| match e {
@@ -215,7 +223,9 @@ impl Images {
                 deleted: deleted.iter().map(|d| d.to_string()).collect(),
             })
         })
-        .await
+        .await?;
+        self.changed();
+        Ok(reply)
     }
 
     /// The unpacked root of the image `reference` pinned at `digest`
@@ -321,6 +331,7 @@ impl Images {
         let store = self.store.clone();
         let (r, m) = (reference.clone(), manifest.clone());
         blocking(move || Ok(store.register(&r, &m)?)).await?;
+        self.changed();
         Ok(())
     }
 
@@ -493,5 +504,73 @@ fn send_file(mut file: std::fs::File, tx: mpsc::Sender<Result<BlobChunk, Status>
                 return;
             }
         }
+    }
+}
+
+/// How often the catalogue hears this node's images even with no change:
+/// a manager that lost them (a new leader's snapshot) learns them again.
+const REGISTER_EVERY: Duration = Duration::from_secs(60);
+/// Wait before trying the managers again after none answered.
+const REGISTER_RETRY: Duration = Duration::from_secs(2);
+
+impl Images {
+    /// Tells the registration loop the store changed.
+    pub fn changed(&self) {
+        self.changed.notify_one();
+    }
+
+    /// What the catalogue should hold for this node: one record per reference.
+    async fn records(&self) -> Result<Vec<ImageRecord>, ImagesError> {
+        let store = self.store.clone();
+        let infos = blocking(move || Ok(store.list()?)).await?;
+        Ok(infos
+            .iter()
+            .flat_map(|i| {
+                i.references.iter().map(|r| ImageRecord {
+                    reference: r.to_string(),
+                    digest: i.manifest.to_string(),
+                    size: i.size,
+                })
+            })
+            .collect())
+    }
+}
+
+/// Keeps the cluster's image catalogue current with this node's store: at
+/// start, after every change, and every [`REGISTER_EVERY`].
+pub async fn register_loop(images: Arc<Images>, link: crate::link::ManagerLink) {
+    let mut sent: BTreeSet<String> = BTreeSet::new();
+    loop {
+        let records = match images.records().await {
+            Ok(r) => r,
+            Err(e) => {
+                tracing::warn!(error = %crate::swarm::chain(&e), "listing images for the catalogue");
+                Vec::new()
+            }
+        };
+        let now: BTreeSet<String> = records.iter().map(|r| r.reference.clone()).collect();
+        let removed: Vec<String> = sent.difference(&now).cloned().collect();
+        let req = RegisterImagesRequest {
+            images: records,
+            removed,
+        };
+        let mut done = false;
+        for (addr, mut client) in link.dispatchers() {
+            match client.register_images(req.clone()).await {
+                Ok(_) => {
+                    done = true;
+                    break;
+                }
+                Err(s) => tracing::debug!(%addr, error = %s.message(), "registering images"),
+            }
+        }
+        let wait = if done {
+            sent = now;
+            REGISTER_EVERY
+        } else {
+            REGISTER_RETRY
+        };
+        // A change during the call left a permit: the next round sees it.
+        let _ = tokio::time::timeout(wait, images.changed.notified()).await;
     }
 }
