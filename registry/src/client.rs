@@ -36,9 +36,13 @@ const DOCKER_CONTENT_DIGEST: &str = "docker-content-digest";
 pub struct Client {
     options: Options,
     transport: Transport,
-    /// `registry/repository` → the `Authorization` value that last worked.
-    authorizations: Mutex<HashMap<String, HeaderValue>>,
+    /// (`registry/repository`, credentials) → the `Authorization` value
+    /// that last worked. Keyed by credentials too, so a call without them
+    /// never rides on a token another call's credentials got.
+    authorizations: Mutex<HashMap<AuthKey, HeaderValue>>,
 }
+
+type AuthKey = (String, Option<Credentials>);
 
 /// What a request sends; rebuilt for a retry after a challenge.
 enum Payload {
@@ -62,8 +66,8 @@ impl Repo<'_> {
         format!("{}/v2/{}/{tail}", self.base, self.reference.repository)
     }
 
-    fn key(&self) -> String {
-        self.reference.name()
+    fn key(&self, auth: Option<&Credentials>) -> AuthKey {
+        (self.reference.name(), auth.cloned())
     }
 }
 
@@ -137,13 +141,13 @@ impl Client {
             let (store, digest) = (store.clone(), digest.clone());
             blocking(move || store.write_blob(&digest, body.as_slice()).map(drop)).await?;
         }
-        for blob in blobs {
+        for (blob, size) in blobs {
             let present = {
                 let (store, blob) = (store.clone(), blob.clone());
                 blocking(move || Ok(store.has_blob(&blob))).await?
             };
             if !present {
-                self.fetch_blob(&repo, auth, &blob, store).await?;
+                self.fetch_blob(&repo, auth, &blob, size, store).await?;
             }
         }
         // A digest reference may name an index: the store keeps the
@@ -341,12 +345,14 @@ impl Client {
     // ---- blobs ----
 
     /// Streams one blob into the store, which keeps it only if its sha256
-    /// is `digest`.
+    /// is `digest`. More bytes than the manifest's `size` stop it early: a
+    /// registry cannot fill the disk before the digest check.
     async fn fetch_blob(
         &self,
         repo: &Repo<'_>,
         auth: Option<&Credentials>,
         digest: &Digest,
+        size: Option<u64>,
         store: &Arc<ImageStore>,
     ) -> Result<(), RegistryError> {
         let url = repo.url(&format!("blobs/{digest}"));
@@ -379,9 +385,23 @@ impl Client {
             })
         };
         let mut network_error = None;
+        let mut received = 0u64;
         loop {
             match self.transport.next_chunk(resp.body_mut()).await {
                 Ok(Some(chunk)) => {
+                    received += chunk.len() as u64;
+                    if let Some(size) = size
+                        && received > size
+                    {
+                        let _ignored = tx.send(Err(io::Error::other("blob too long"))).await;
+                        network_error = Some(RegistryError::InvalidResponse {
+                            url: url.clone(),
+                            reason: format!(
+                                "blob {digest} is longer than the {size} bytes its manifest says"
+                            ),
+                        });
+                        break;
+                    }
                     // Gone: the writer failed, and says why below.
                     if tx.send(Ok(chunk)).await.is_err() {
                         break;
@@ -391,7 +411,7 @@ impl Client {
                 Err(e) => {
                     // Fails the writer, so it keeps nothing.
                     let _ignored = tx.send(Err(io::Error::other("download failed"))).await;
-                    network_error = Some(e);
+                    network_error = Some(self.connect_error(&url, e));
                     break;
                 }
             }
@@ -402,8 +422,8 @@ impl Client {
             path: store.root().to_path_buf(),
             source: io::Error::other(e),
         })?;
-        if let Some(source) = network_error {
-            return Err(self.connect_error(&url, source));
+        if let Some(e) = network_error {
+            return Err(e);
         }
         match written {
             Ok(size) => {
@@ -554,7 +574,7 @@ impl Client {
             // Credentials go only to the registry itself, never to where
             // it redirects (a CDN, an object store).
             let same_host = location::authority(&url) == registry_authority;
-            let authorization = same_host.then(|| self.authorization(repo)).flatten();
+            let authorization = same_host.then(|| self.authorization(repo, auth)).flatten();
             let req = self
                 .request(&method, &url, &headers, &payload, authorization)
                 .await?;
@@ -645,11 +665,11 @@ impl Client {
             })
     }
 
-    fn authorization(&self, repo: &Repo<'_>) -> Option<HeaderValue> {
+    fn authorization(&self, repo: &Repo<'_>, auth: Option<&Credentials>) -> Option<HeaderValue> {
         self.authorizations
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
-            .get(&repo.key())
+            .get(&repo.key(auth))
             .cloned()
     }
 
@@ -714,7 +734,7 @@ impl Client {
         self.authorizations
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
-            .insert(repo.key(), value);
+            .insert(repo.key(auth), value);
         Ok(())
     }
 

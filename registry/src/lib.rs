@@ -26,7 +26,7 @@ pub use shoal_image::{Digest, ImageStore, Reference};
 pub const DEFAULT_CA_BUNDLE: &str = "/etc/ssl/certs/ca-certificates.crt";
 
 /// Credentials for a registry, as `docker login` keeps them.
-#[derive(Clone, PartialEq, Eq)]
+#[derive(Clone, PartialEq, Eq, Hash)]
 pub struct Credentials {
     pub username: String,
     pub password: String,

@@ -86,6 +86,8 @@ pub(crate) fn kind(content_type: Option<&str>, body: &[u8]) -> Result<Kind, Unus
 struct Descriptor {
     digest: String,
     #[serde(default)]
+    size: Option<u64>,
+    #[serde(default)]
     platform: Option<Platform>,
 }
 
@@ -128,13 +130,13 @@ pub(crate) fn choose_platform(body: &[u8]) -> Result<Option<Digest>, Unusable> {
         .transpose()
 }
 
-/// The config and then the layers a manifest names.
-pub(crate) fn blobs(body: &[u8]) -> Result<Vec<Digest>, Unusable> {
+/// The config and then the layers a manifest names, with their sizes.
+pub(crate) fn blobs(body: &[u8]) -> Result<Vec<(Digest, Option<u64>)>, Unusable> {
     let m: Manifest =
         serde_json::from_slice(body).map_err(|e| Unusable::Malformed(e.to_string()))?;
     std::iter::once(&m.config)
         .chain(&m.layers)
-        .map(digest)
+        .map(|d| Ok((digest(d)?, d.size)))
         .collect()
 }
 
@@ -210,7 +212,10 @@ mod tests {
             r#"{{"config":{{"digest":"{D1}","size":1}},"layers":[{{"digest":"{D2}"}},{{"digest":"{D1}"}}]}}"#
         );
         let d = |s| Digest::parse(s).expect("digest");
-        assert_eq!(blobs(m.as_bytes()), Ok(vec![d(D1), d(D2), d(D1)]));
+        assert_eq!(
+            blobs(m.as_bytes()),
+            Ok(vec![(d(D1), Some(1)), (d(D2), None), (d(D1), None)])
+        );
         assert!(blobs(br#"{"layers":[]}"#).is_err());
         assert!(blobs(br#"{"config":{"digest":"sha256:00"}}"#).is_err());
     }

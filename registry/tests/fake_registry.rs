@@ -1,7 +1,8 @@
 //! Against a small in-process registry on 127.0.0.1 that does what Debian's
 //! `docker-registry` will not: Bearer token auth, redirects of blobs to
 //! another host, Docker v2 manifests and manifest lists, and lies (a wrong
-//! `Docker-Content-Digest`, a corrupt layer).
+//! `Docker-Content-Digest`, a corrupt layer, an overlong one). Its token
+//! realm is served over TLS, with a certificate of a CA made here.
 
 use std::{
     collections::HashMap,
@@ -28,6 +29,8 @@ const DOCKER_LIST: &str = "application/vnd.docker.distribution.manifest.list.v2+
 #[derive(Default)]
 struct Fake {
     addr: Option<SocketAddr>,
+    /// Where the challenge sends clients for a token.
+    realm: String,
     /// tag or digest → (content type, body, Docker-Content-Digest sent).
     manifests: HashMap<String, (String, Vec<u8>, String)>,
     blobs: HashMap<String, Vec<u8>>,
@@ -81,7 +84,8 @@ fn handle(fake: &Fake, req: &Request<Incoming>) -> Response<Full<Bytes>> {
             r#"{"errors":[{"code":"UNAUTHORIZED"}]}"#,
         );
         let challenge = format!(
-            r#"Bearer realm="http://{addr}/token",service="fake",scope="repository:x:pull""#
+            r#"Bearer realm="{}",service="fake",scope="repository:x:pull""#,
+            fake.realm
         );
         r.headers_mut().insert(
             header::WWW_AUTHENTICATE,
@@ -122,6 +126,49 @@ fn handle(fake: &Fake, req: &Request<Incoming>) -> Response<Full<Bytes>> {
         return r;
     }
     reply(StatusCode::NOT_FOUND, "")
+}
+
+/// Serves `handle` on one connection, plain or TLS.
+async fn serve<S>(fake: Arc<Fake>, stream: S)
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    let svc = service_fn(move |req| {
+        let r = handle(&fake, &req);
+        async move { Ok::<_, Infallible>(r) }
+    });
+    if let Err(e) = hyper::server::conn::http1::Builder::new()
+        .serve_connection(TokioIo::new(stream), svc)
+        .await
+    {
+        eprintln!("fake registry connection: {e}");
+    }
+}
+
+/// A CA (its PEM, for the client's bundle) and a server config for
+/// `localhost` with a certificate it signed.
+fn tls_server() -> Result<(String, rustls::ServerConfig)> {
+    use rcgen::{BasicConstraints, CertificateParams, IsCa, Issuer, KeyPair};
+    let ca_key = KeyPair::generate()?;
+    let mut ca_params = CertificateParams::new(Vec::<String>::new())?;
+    ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    ca_params
+        .distinguished_name
+        .push(rcgen::DnType::CommonName, "shoal fake registry CA");
+    let ca = ca_params.self_signed(&ca_key)?;
+    let issuer = Issuer::from_ca_cert_der(ca.der(), &ca_key)?;
+    let key = KeyPair::generate()?;
+    let cert = CertificateParams::new(vec!["localhost".to_owned()])?.signed_by(&key, &issuer)?;
+    let config = rustls::ServerConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()?
+    .with_no_client_auth()
+    .with_single_cert(
+        vec![cert.der().clone()],
+        rustls::pki_types::PrivateKeyDer::Pkcs8(key.serialize_der().into()),
+    )?;
+    Ok((ca.pem(), config))
 }
 
 fn read_blob(store: &ImageStore, d: &Digest) -> Result<Vec<u8>> {
@@ -177,6 +224,18 @@ async fn fake_registry() -> Result<()> {
         "layers": [{ "mediaType": "application/vnd.docker.image.rootfs.diff.tar.gzip",
                      "digest": corrupt_layer.to_string(), "size": 14 }],
     }))?;
+    // A layer that goes on past the size its manifest gives.
+    let long_layer = Digest::of(b"long");
+    fake.blobs
+        .insert(long_layer.to_string(), vec![b'x'; 100_000]);
+    let long = serde_json::to_vec(&serde_json::json!({
+        "schemaVersion": 2,
+        "mediaType": DOCKER_MANIFEST,
+        "config": { "mediaType": "application/vnd.docker.container.image.v1+json",
+                    "digest": config.to_string(), "size": blobs[1].size() },
+        "layers": [{ "mediaType": "application/vnd.docker.image.rootfs.diff.tar.gzip",
+                     "digest": long_layer.to_string(), "size": 4 }],
+    }))?;
     let schema1 = br#"{"schemaVersion":1,"name":"x","tag":"old","fsLayers":[]}"#.to_vec();
     let m =
         |ct: &str, body: &[u8], digest: &Digest| (ct.to_owned(), body.to_vec(), digest.to_string());
@@ -196,6 +255,8 @@ async fn fake_registry() -> Result<()> {
         "corrupt".into(),
         m(DOCKER_MANIFEST, &corrupt, &Digest::of(&corrupt)),
     );
+    fake.manifests
+        .insert("long".into(), m(DOCKER_MANIFEST, &long, &Digest::of(&long)));
     fake.manifests.insert(
         "old".into(),
         m(
@@ -206,31 +267,59 @@ async fn fake_registry() -> Result<()> {
     );
 
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let tls_listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
     fake.addr = Some(listener.local_addr()?);
+    fake.realm = format!(
+        "https://localhost:{}/token",
+        tls_listener.local_addr()?.port()
+    );
     let addr = listener.local_addr()?;
     let fake = Arc::new(fake);
     let server = {
         let fake = fake.clone();
         tokio::spawn(async move {
             while let Ok((stream, _)) = listener.accept().await {
-                let fake = fake.clone();
+                tokio::spawn(serve(fake.clone(), stream));
+            }
+        })
+    };
+    let (ca_pem, tls_config) = tls_server()?;
+    let tls_server = {
+        let fake = fake.clone();
+        let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(tls_config));
+        tokio::spawn(async move {
+            while let Ok((stream, _)) = tls_listener.accept().await {
+                let (fake, acceptor) = (fake.clone(), acceptor.clone());
                 tokio::spawn(async move {
-                    let svc = service_fn(move |req| {
-                        let r = handle(&fake, &req);
-                        async move { Ok::<_, Infallible>(r) }
-                    });
-                    if let Err(e) = hyper::server::conn::http1::Builder::new()
-                        .serve_connection(TokioIo::new(stream), svc)
-                        .await
-                    {
-                        eprintln!("fake registry connection: {e}");
+                    match acceptor.accept(stream).await {
+                        Ok(tls) => serve(fake, tls).await,
+                        Err(e) => eprintln!("fake token server TLS: {e}"),
                     }
                 });
             }
         })
     };
+    let ca_bundle = dir.path().join("ca.pem");
+    std::fs::write(&ca_bundle, ca_pem)?;
 
-    let client = Client::new(Options::default());
+    // The system's CAs do not know the token server's.
+    let untrusting = Client::new(Options::default());
+    let err = untrusting
+        .resolve(
+            &Reference::parse(&format!("{addr}/x:docker"))?,
+            Some(&Credentials::new("u", "p")),
+        )
+        .await
+        .expect_err("unknown CA");
+    ensure!(
+        matches!(&err, RegistryError::Connect { registry, .. } if registry.starts_with("localhost:")),
+        "{err:?}"
+    );
+
+    let client = Client::new(Options {
+        ca_bundle,
+        ..Options::default()
+    });
     let creds = Credentials::new("u", "p");
     let r =
         |tag: &str| Reference::parse(&format!("{addr}/x:{tag}")).unwrap_or_else(|e| panic!("{e}"));
@@ -306,5 +395,6 @@ async fn fake_registry() -> Result<()> {
     );
 
     server.abort();
+    tls_server.abort();
     Ok(())
 }
