@@ -29,6 +29,9 @@ const EXCERPT: usize = 512;
 const MAX_TOKEN_BYTES: usize = 64 * 1024;
 /// Blob chunks in flight between the network and the store's writer.
 const CHUNKS_IN_FLIGHT: usize = 16;
+/// Bounds on a tags listing: a registry that pages forever is broken.
+const MAX_TAG_PAGES: usize = 1000;
+const MAX_TAGS_PAGE_BYTES: usize = 16 * 1024 * 1024;
 const DOCKER_CONTENT_DIGEST: &str = "docker-content-digest";
 
 /// A registry client. Cheap to share (`&Client` from many tasks); keeps
@@ -258,6 +261,74 @@ impl Client {
         }
         tracing::info!(reference = %reference, manifest = %manifest, "pushed");
         Ok(())
+    }
+
+    /// The repository's tags (`GET /v2/<name>/tags/list`), following the
+    /// `Link` pages; `page_size` asks for pages of that many (`n=`).
+    pub async fn tags(
+        &self,
+        repository: &Reference,
+        auth: Option<&Credentials>,
+        page_size: Option<u32>,
+    ) -> Result<Vec<String>, RegistryError> {
+        #[derive(serde::Deserialize)]
+        struct Page {
+            #[serde(default)]
+            tags: Option<Vec<String>>,
+        }
+        let repo = self.repo(repository);
+        let mut url = repo.url("tags/list");
+        if let Some(n) = page_size {
+            url = location::with_query(&url, "n", &n.to_string());
+        }
+        let mut tags = Vec::new();
+        for _ in 0..MAX_TAG_PAGES {
+            let (answered, mut resp) = self
+                .call(
+                    &repo,
+                    auth,
+                    Method::GET,
+                    url,
+                    HeaderMap::new(),
+                    Payload::Empty,
+                    true,
+                )
+                .await?;
+            let status = resp.status();
+            if status == StatusCode::NOT_FOUND {
+                return Err(RegistryError::NotFound {
+                    reference: repository.familiar(),
+                });
+            }
+            if !status.is_success() {
+                return Err(self.status_error(&repo, &answered, status, resp).await);
+            }
+            let next = resp
+                .headers()
+                .get(header::LINK)
+                .and_then(|l| l.to_str().ok())
+                .and_then(location::next_link)
+                .and_then(|l| location::resolve(&answered, &l));
+            let body = self
+                .transport
+                .read_body(resp.body_mut(), MAX_TAGS_PAGE_BYTES)
+                .await
+                .map_err(|source| self.connect_error(&answered, source))?;
+            let page: Page =
+                serde_json::from_slice(&body).map_err(|e| RegistryError::InvalidResponse {
+                    url: answered.clone(),
+                    reason: format!("tags list: {e}"),
+                })?;
+            tags.extend(page.tags.unwrap_or_default());
+            match next {
+                Some(next) => url = next,
+                None => return Ok(tags),
+            }
+        }
+        Err(RegistryError::InvalidResponse {
+            url: repo.url("tags/list"),
+            reason: format!("more than {MAX_TAG_PAGES} pages of tags"),
+        })
     }
 
     // ---- manifests ----

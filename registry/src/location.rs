@@ -35,6 +35,38 @@ pub(crate) fn resolve(base: &str, location: &str) -> Option<String> {
     Some(joined)
 }
 
+/// The target of a `Link` header's `rel="next"` (RFC 8288), as the tags
+/// list paginates: `</v2/x/tags/list?last=a&n=1>; rel="next"`.
+pub(crate) fn next_link(value: &str) -> Option<String> {
+    let mut rest = value;
+    loop {
+        let open = rest.find('<')?;
+        let close = open + rest[open..].find('>')?;
+        let target = &rest[open + 1..close];
+        // Its parameters run to the next link (a `<` after a comma).
+        let after = &rest[close + 1..];
+        let end = after
+            .match_indices(',')
+            .map(|(i, _)| i)
+            .find(|&i| after[i + 1..].trim_start().starts_with('<'))
+            .unwrap_or(after.len());
+        let is_next = after[..end].split(';').any(|param| {
+            let Some((k, v)) = param.split_once('=') else {
+                return false;
+            };
+            k.trim().eq_ignore_ascii_case("rel")
+                && v.trim()
+                    .trim_matches('"')
+                    .split_ascii_whitespace()
+                    .any(|r| r.eq_ignore_ascii_case("next"))
+        });
+        if is_next {
+            return Some(target.trim().to_owned());
+        }
+        rest = &after[end..];
+    }
+}
+
 /// `scheme:` (RFC 3986: a letter, then letters, digits, `+`, `-`, `.`).
 fn has_scheme(s: &str) -> bool {
     let Some((scheme, _)) = s.split_once(':') else {
@@ -126,7 +158,35 @@ mod tests {
         );
     }
 
+    #[test]
+    fn links() {
+        let cases: &[(&str, Option<&str>)] = &[
+            (
+                r#"</v2/lab/busybox/tags/list?last=v1&n=1>; rel="next""#,
+                Some("/v2/lab/busybox/tags/list?last=v1&n=1"),
+            ),
+            (
+                r#"<https://a/prev>; rel="prev", <https://a/n?x=1,2>;rel=next"#,
+                Some("https://a/n?x=1,2"),
+            ),
+            (r#"<https://a/x>; rel="previous next""#, Some("https://a/x")),
+            (r#"<https://a/x>; title="next"; rel="prev""#, None),
+            ("<unterminated; rel=next", None),
+            ("", None),
+            ("rel=next", None),
+        ];
+        for (header, expected) in cases {
+            assert_eq!(next_link(header).as_deref(), *expected, "{header}");
+        }
+    }
+
     proptest! {
+        #[test]
+        fn garbage_links_never_panic(s in "\\PC{0,80}", t in "[<>;,= a-z\"]{0,60}") {
+            let _ = next_link(&s);
+            let _ = next_link(&t);
+        }
+
         #[test]
         fn garbage_never_panics(base in "\\PC{0,60}", loc in "\\PC{0,60}") {
             let _ = resolve(&base, &loc);

@@ -93,6 +93,21 @@ fn handle(fake: &Fake, req: &Request<Incoming>) -> Response<Full<Bytes>> {
         );
         return r;
     }
+    if rest == "tags/list" {
+        // Two pages, the second linked from the first.
+        let query = req.uri().query().unwrap_or_default();
+        if query.contains("last=a") {
+            return reply(StatusCode::OK, r#"{"name":"x","tags":["b"]}"#);
+        }
+        let mut r = reply(StatusCode::OK, r#"{"name":"x","tags":["a"]}"#);
+        r.headers_mut().insert(
+            header::LINK,
+            r#"</v2/x/tags/list?last=a&n=1>; rel="next""#
+                .parse()
+                .unwrap_or_else(|_| unreachable!()),
+        );
+        return r;
+    }
     if let Some(target) = rest.strip_prefix("manifests/") {
         return match fake.manifests.get(target) {
             Some((ct, body, digest)) => {
@@ -357,6 +372,8 @@ async fn fake_registry() -> Result<()> {
     let fresh = Arc::new(ImageStore::open(&dir.path().join("fresh"))?);
     ensure!(client.pull(&r("multi"), Some(&creds), &fresh).await? == docker_digest);
     ensure!(fresh.resolve(&r("multi")) == Some(docker_digest.clone()));
+
+    ensure!(client.tags(&r("docker"), Some(&creds), Some(1)).await? == ["a", "b"]);
 
     // Lies and old formats.
     let err = client

@@ -218,6 +218,25 @@ async fn scenario(dir: &Path) -> Result<()> {
     ensure!(has_busybox(&c, &m1)?);
     ensure!(c.resolve(&by_digest) == Some(m1.clone()));
 
+    // Tags, one per page: the Link header is followed.
+    client.push(&a, &m1, &v1.with_tag("v0"), None).await?;
+    // (In no promised order: distribution 2.8 pages them unsorted.)
+    let mut tags = client.tags(&v1, None, Some(1)).await?;
+    tags.sort();
+    ensure!(tags == ["v0", "v1"], "{tags:?}");
+    let mut tags = client.tags(&v1, None, None).await?;
+    tags.sort();
+    ensure!(tags == ["v0", "v1"], "{tags:?}");
+    let err = client
+        .tags(
+            &reference(&format!("127.0.0.1:{OPEN_PORT}/lab/nosuch")),
+            None,
+            None,
+        )
+        .await
+        .expect_err("no such repository");
+    ensure!(matches!(&err, RegistryError::NotFound { .. }), "{err:?}");
+
     // Missing repository, missing tag: docker's words.
     for missing in ["lab/nosuch:v1", "lab/busybox:nosuch"] {
         let r = reference(&format!("127.0.0.1:{OPEN_PORT}/{missing}"));
@@ -270,6 +289,15 @@ async fn scenario(dir: &Path) -> Result<()> {
         .push(&a, &m1, &secured, Some(&creds))
         .await
         .context("push with credentials")?;
+    // What worked with credentials is not reused without them.
+    let err = client
+        .pull(&secured, None, &c)
+        .await
+        .expect_err("pull without credentials");
+    ensure!(
+        matches!(&err, RegistryError::Unauthorized { .. }),
+        "{err:?}"
+    );
     // A fresh client: no authorization remembered.
     let fresh = Client::new(Options::default());
     let err = fresh
