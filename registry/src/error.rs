@@ -11,8 +11,8 @@ pub enum RegistryError {
     NotFound { reference: String },
 
     #[error(
-        "{registry}: unauthorized: authentication required; log in to the registry or pass \
-         --with-registry-auth"
+        "{registry}: access denied: the repository does not exist or needs credentials; log in \
+         to the registry or pass --with-registry-auth"
     )]
     Unauthorized { registry: String },
 

@@ -73,3 +73,40 @@ impl Default for Options {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use super::*;
+
+    /// The agent spawns these: they must be `Send`.
+    #[allow(dead_code)]
+    fn futures_are_send(c: &Client, r: &Reference, s: &Arc<ImageStore>, d: &Digest) {
+        fn send<T: Send>(_: T) {}
+        let auth = Credentials::new("u", "p");
+        send(c.resolve(r, Some(&auth)));
+        send(c.pull(r, Some(&auth), s));
+        send(c.push(s, d, r, Some(&auth)));
+        send(c.tags(r, Some(&auth), None));
+    }
+
+    #[test]
+    fn credentials_hide_the_password() {
+        let c = Credentials::new("alice", "s3cret");
+        assert!(!format!("{c:?}").contains("s3cret"));
+    }
+
+    #[test]
+    fn errors_say_what_to_do() {
+        let r = Reference::parse("busybox:1").expect("reference");
+        let not_found = RegistryError::NotFound {
+            reference: r.familiar(),
+        };
+        assert_eq!(not_found.to_string(), "No such image: busybox:1");
+        let denied = RegistryError::Unauthorized {
+            registry: "docker.io".into(),
+        };
+        assert!(denied.to_string().contains("--with-registry-auth"));
+    }
+}

@@ -330,6 +330,7 @@ async fn fake_registry() -> Result<()> {
         matches!(&err, RegistryError::Connect { registry, .. } if registry.starts_with("localhost:")),
         "{err:?}"
     );
+    ensure!(err.to_string().contains("certificate"), "{err}");
 
     let client = Client::new(Options {
         ca_bundle,
