@@ -414,7 +414,7 @@ mod tests {
                 None,
                 crate::worker::NodeEnv {
                     images: Arc::new(
-                        crate::images::Images::open(&images_dir.join("images")).expect("image store"),
+                        crate::images::Images::open(&images_dir.join("images"), Default::default()).expect("image store"),
                     ),
                     volumes: Arc::new(crate::volumes::Volumes::new(&images_dir.join("volumes"))),
                     tasks_dir: "/nonexistent/tasks".into(),

@@ -26,6 +26,7 @@ use shoal_api::{
 use shoal_ca::rustls::{ClientConfig, pki_types::ServerName};
 use shoal_controlplane::transport;
 use shoal_image::{Digest, ImageError, ImageInfo, ImageStore, Reference};
+use shoal_registry::{Client as RegistryClient, Credentials, Options as RegistryOptions};
 use tokio::sync::mpsc;
 use tokio_stream::StreamExt;
 use tonic::{Request, Response, Status};
@@ -47,9 +48,9 @@ pub enum ImagesError {
     Upload(#[source] std::io::Error),
     #[error("the image store stopped: {0}")]
     Join(String),
-    /// Docker's words, so scripts and people recognise it.
-    #[error("No such image: {reference}")]
-    NoSuchImage { reference: String },
+    /// Docker's words first, so scripts and people recognise it.
+    #[error("No such image: {reference} ({reason})")]
+    NoSuchImage { reference: String, reason: String },
     #[error("fetching {digest} from {node}: {reason}")]
     Fetch {
         digest: String,
@@ -87,6 +88,7 @@ pub struct Images {
     users: Mutex<HashMap<Digest, usize>>,
     /// One fetch at a time: two tasks of one image fetch it once.
     fetching: tokio::sync::Mutex<()>,
+    registry: RegistryClient,
     /// Wakes the catalogue registration.
     changed: tokio::sync::Notify,
 }
@@ -125,9 +127,10 @@ async fn blocking<T: Send + 'static>(
 }
 
 impl Images {
-    pub fn open(root: &Path) -> Result<Images, ImagesError> {
+    pub fn open(root: &Path, registry: RegistryOptions) -> Result<Images, ImagesError> {
         Ok(Images {
             store: Arc::new(ImageStore::open(root)?),
+            registry: RegistryClient::new(registry),
             users: Mutex::default(),
             fetching: tokio::sync::Mutex::new(()),
             changed: tokio::sync::Notify::new(),
@@ -229,41 +232,84 @@ impl Images {
     }
 
     /// The unpacked root of the image `reference` pinned at `digest`
-    /// (resolved here when empty), fetching it from `holders` first when
-    /// this node lacks it.
+    /// (resolved here when unpinned). A node lacking it fetches it from a
+    /// cluster node in `holders`, else pulls it from its registry; with
+    /// neither, docker's "No such image".
     pub async fn ensure(
         &self,
         reference: &str,
         digest: Option<&Digest>,
         holders: &[Holder],
         tls: Option<Arc<ClientConfig>>,
+        auth: Option<&Credentials>,
     ) -> Result<(Digest, PathBuf), ImagesError> {
-        let no_such = || ImagesError::NoSuchImage {
-            reference: reference.to_owned(),
-        };
         let parsed = Reference::parse(reference)?;
-        let local = match digest {
-            Some(d) => self.has_manifest(d).then(|| d.clone()),
-            None => self.store.resolve(&parsed),
+        let local = |me: &Self| match digest {
+            Some(d) => me.has_manifest(d).then(|| d.clone()),
+            None => me.store.resolve(&parsed),
         };
-        let digest = match (local, digest) {
-            (Some(d), _) => d,
-            (None, Some(want)) => {
+        let digest = match local(self) {
+            Some(d) => d,
+            None => {
                 let _one = self.fetching.lock().await;
-                if !self.has_manifest(want) {
-                    let tls = tls.ok_or_else(no_such)?;
-                    self.fetch_from(holders, &tls, &parsed, want)
-                        .await?
-                        .ok_or_else(no_such)?;
+                match local(self) {
+                    Some(d) => d,
+                    None => self.get(reference, &parsed, digest, holders, tls, auth).await?,
                 }
-                want.clone()
             }
-            (None, None) => return Err(no_such()),
         };
         let store = self.store.clone();
         let d = digest.clone();
         let root = blocking(move || Ok(store.rootfs(&d)?)).await?;
         Ok((digest, root))
+    }
+
+    /// Gets an image this node lacks: from the cluster first, then the
+    /// registry.
+    async fn get(
+        &self,
+        reference: &str,
+        parsed: &Reference,
+        digest: Option<&Digest>,
+        holders: &[Holder],
+        tls: Option<Arc<ClientConfig>>,
+        auth: Option<&Credentials>,
+    ) -> Result<Digest, ImagesError> {
+        if let (Some(want), Some(tls)) = (digest, tls) {
+            match self.fetch_from(holders, &tls, parsed, want).await {
+                Ok(Some(())) => return Ok(want.clone()),
+                Ok(None) => {}
+                Err(e) => tracing::warn!(
+                    image = reference,
+                    error = %crate::swarm::chain(&e),
+                    "no cluster node gave the image; trying its registry"
+                ),
+            }
+        }
+        let mut pinned = parsed.clone();
+        if let Some(d) = digest {
+            pinned.digest = Some(d.clone());
+        }
+        match self.registry.pull(&pinned, auth, &self.store).await {
+            Ok(d) => {
+                if pinned.digest.is_some() {
+                    // Pulled by digest: the tag is recorded as well.
+                    let store = self.store.clone();
+                    let (r, m) = (parsed.clone(), d.clone());
+                    blocking(move || Ok(store.register(&r, &m)?)).await?;
+                }
+                self.changed();
+                Ok(d)
+            }
+            Err(e) => {
+                let reason = crate::swarm::chain(&e);
+                tracing::warn!(image = reference, error = %reason, "pulling the image");
+                Err(ImagesError::NoSuchImage {
+                    reference: reference.to_owned(),
+                    reason,
+                })
+            }
+        }
     }
 
     /// Whether the image is complete here: registered only once every blob
