@@ -338,3 +338,59 @@ async fn a_task_outlives_its_shoald_and_is_adopted() -> anyhow::Result<()> {
     );
     Ok(())
 }
+
+#[tokio::test]
+async fn images_pulled_from_a_registry_are_pinned_by_digest() -> anyhow::Result<()> {
+    let lab = cluster("img-reg", 2).await?;
+    let registry = lab.start_registry().await?;
+    let reference = format!("{}/lab/web:v1", images::lab_registry());
+    let first = registry.push(images::busybox_archive()?, &reference)?;
+    lab.shoal(1, &["node", "update", "--label-add", "zone=a", "n1"])?;
+    lab.shoal(
+        1,
+        &[
+            "service",
+            "create",
+            "--detach",
+            "--name",
+            "pulled",
+            "--mode",
+            "global",
+            "--constraint",
+            "node.labels.zone==a",
+            "-p",
+            "8081:80",
+            &reference,
+            "httpd",
+            "-f",
+            "-p",
+            "80",
+            "-h",
+            "/www",
+        ],
+    )?;
+    running(&lab, "pulled", 1)
+        .await
+        .with_context(|| registry.log_tail())?;
+    let inspect = lab.shoal(1, &["service", "inspect", "pulled"])?;
+    ensure!(inspect.contains(&first), "not pinned to {first}: {inspect}");
+    // The tag moves to another image; a task started after that still
+    // runs the pinned bits.
+    let second = registry.push(&images::busybox_serving("moved")?, &reference)?;
+    ensure!(second != first, "the tag did not move");
+    lab.shoal(1, &["node", "update", "--label-add", "zone=a", "n2"])?;
+    running(&lab, "pulled", 2).await?;
+    for k in 1..=2 {
+        let url = format!("http://{}:8081/", lab.node(k).addr());
+        let (code, body) = eventually(Duration::from_secs(30), "pulled port answers", || {
+            let (code, body) = curl(&lab, &url)?;
+            Ok((code == "200").then_some((code, body)))
+        })
+        .await?;
+        ensure!(
+            body.contains("shoal busybox") && !body.contains("moved"),
+            "{url}: {code} {body}"
+        );
+    }
+    Ok(())
+}
