@@ -309,7 +309,7 @@ async fn a_task_outlives_its_shoald_and_is_adopted() -> anyhow::Result<()> {
         ],
     )?;
     running(&lab, "tick", 1).await?;
-    let before = lab.service_ps(1, "tick")?;
+    let before = lab.service_ps(1, "tick").map_err(|e| anyhow::anyhow!("{e}"))?;
     lab.stop(2).await?;
     let down = Instant::now();
     tokio::time::sleep(Duration::from_secs(3)).await;
