@@ -6,6 +6,12 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     unsafe { std::env::set_var("PROTOC", protoc) };
     println!("cargo:rerun-if-changed=proto");
     tonic_prost_build::configure()
-        .compile_protos(&["proto/node.proto", "proto/cluster.proto"], &["proto"])?;
+        .compile_protos(&[
+            "proto/node.proto",
+            "proto/cluster.proto",
+            "proto/blobs.proto",
+        ],
+        &["proto"],
+    )?;
     Ok(())
 }

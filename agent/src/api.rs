@@ -10,7 +10,10 @@ use std::{
 use shoal_api::{
     cluster::v1::control_server::ControlServer,
     node::v1::{
-        CountedProtocol, Direction, DoctorReply, DoctorRequest, InfoReply, InfoRequest,
+        CountedProtocol, Direction, DoctorReply, DoctorRequest, ImageDetail, ImageListReply,
+        ImageListRequest, ImageLoadChunk, ImageLoadReply, ImageRef, ImageRemoveReply,
+        ImageRemoveRequest, ImageTagRequest, InfoReply, InfoRequest, VolumeDetail,
+        VolumeListReply, VolumeListRequest, VolumeRef, VolumeRemoveReply,
         MeshCounter, ProtoCounter, ReasonCounter, StatsReply, StatsRequest, SwarmInitReply,
         SwarmInitRequest, SwarmJoinReply, SwarmJoinRequest, SwarmLeaveReply, SwarmLeaveRequest,
         SwarmUnlockReply, SwarmUnlockRequest, UnlockKeyReply, UnlockKeyRequest,
@@ -203,6 +206,69 @@ impl<S: StatsSource> Node for NodeApi<S> {
         Ok(Response::new(UnlockKeyReply { key }))
     }
 
+    async fn image_load(
+        &self,
+        req: Request<tonic::Streaming<ImageLoadChunk>>,
+    ) -> Result<Response<ImageLoadReply>, Status> {
+        let images = &self.swarm.env().images;
+        let loaded = images.load(req.into_inner()).await?;
+        Ok(Response::new(ImageLoadReply { loaded }))
+    }
+
+    async fn image_list(
+        &self,
+        _: Request<ImageListRequest>,
+    ) -> Result<Response<ImageListReply>, Status> {
+        let images = self.swarm.env().images.list().await?;
+        Ok(Response::new(ImageListReply { images }))
+    }
+
+    async fn image_inspect(&self, req: Request<ImageRef>) -> Result<Response<ImageDetail>, Status> {
+        let detail = self.swarm.env().images.inspect(req.into_inner().image).await?;
+        Ok(Response::new(detail))
+    }
+
+    async fn image_remove(
+        &self,
+        req: Request<ImageRemoveRequest>,
+    ) -> Result<Response<ImageRemoveReply>, Status> {
+        let r = self.swarm.env().images.remove(req.into_inner().image).await?;
+        Ok(Response::new(r))
+    }
+
+    async fn image_tag(&self, req: Request<ImageTagRequest>) -> Result<Response<ImageDetail>, Status> {
+        let r = req.into_inner();
+        let detail = self.swarm.env().images.tag(r.source, r.target).await?;
+        Ok(Response::new(detail))
+    }
+
+    async fn volume_create(&self, req: Request<VolumeRef>) -> Result<Response<VolumeDetail>, Status> {
+        let volumes = &self.swarm.env().volumes;
+        let name = req.into_inner().name;
+        volumes.create(&name)?;
+        Ok(Response::new(volumes.inspect(&name)?))
+    }
+
+    async fn volume_list(
+        &self,
+        _: Request<VolumeListRequest>,
+    ) -> Result<Response<VolumeListReply>, Status> {
+        let volumes = self.swarm.env().volumes.list()?;
+        Ok(Response::new(VolumeListReply { volumes }))
+    }
+
+    async fn volume_inspect(&self, req: Request<VolumeRef>) -> Result<Response<VolumeDetail>, Status> {
+        Ok(Response::new(self.swarm.env().volumes.inspect(&req.into_inner().name)?))
+    }
+
+    async fn volume_remove(
+        &self,
+        req: Request<VolumeRef>,
+    ) -> Result<Response<VolumeRemoveReply>, Status> {
+        self.swarm.env().volumes.remove(&req.into_inner().name)?;
+        Ok(Response::new(VolumeRemoveReply {}))
+    }
+
     async fn doctor(&self, _: Request<DoctorRequest>) -> Result<Response<DoctorReply>, Status> {
         Ok(Response::new(DoctorReply {
             hostname: self.info.hostname.clone(),
@@ -330,6 +396,8 @@ mod tests {
     }
 
     fn api() -> NodeApi<Fake> {
+        // Kept for the test process's life: the store is not used here.
+        let images_dir = tempfile::tempdir().expect("tempdir").keep();
         NodeApi::new(
             NodeInfo {
                 hostname: "n1".into(),
@@ -345,6 +413,10 @@ mod tests {
                 "n1".into(),
                 None,
                 crate::worker::NodeEnv {
+                    images: Arc::new(
+                        crate::images::Images::open(&images_dir.join("images"), Default::default()).expect("image store"),
+                    ),
+                    volumes: Arc::new(crate::volumes::Volumes::new(&images_dir.join("volumes"))),
                     tasks_dir: "/nonexistent/tasks".into(),
                     runtime_dir: "/nonexistent/runtime".into(),
                     state_dir: "/nonexistent".into(),

@@ -76,9 +76,11 @@ impl NodeLogs {
     }
 }
 
-/// The routes a manager adds to its cluster API.
-pub fn routes(dir: PathBuf) -> tonic::service::Routes {
-    tonic::service::Routes::new(TaskLogsServer::new(NodeLogs::new(dir)))
+/// The node's own services on 2377, which a manager adds to its cluster
+/// API: task logs (to managers) and image blobs (to any node).
+pub fn routes(dir: PathBuf, images: &crate::images::Images) -> tonic::service::Routes {
+    crate::images::BlobServer::routes(images)
+        .add_service(TaskLogsServer::new(NodeLogs::new(dir)))
 }
 
 #[tonic::async_trait]
@@ -291,6 +293,7 @@ pub fn spawn_worker_server(
     listen: SocketAddr,
     creds: &Credentials,
     dir: PathBuf,
+    images: Arc<crate::images::Images>,
 ) -> Result<JoinHandle<()>, LogsError> {
     // Workers learn of no removed nodes; the managers refuse them anyway.
     let mut tls = live_server_config(creds, Arc::new(RemovedNodes::new()), false)?;
@@ -306,8 +309,8 @@ pub fn spawn_worker_server(
                 }
             }
         };
-        tracing::info!(%listen, "serving task logs to managers");
-        if let Err(e) = serve(listener, tls, dir).await {
+        tracing::info!(%listen, "serving task logs to managers and image blobs to nodes");
+        if let Err(e) = serve(listener, tls, dir, &images).await {
             tracing::error!(error = %crate::swarm::chain(&e), "task log server stopped");
         }
     }))
@@ -317,9 +320,10 @@ async fn serve(
     listener: tokio::net::TcpListener,
     tls: Arc<shoal_ca::rustls::ServerConfig>,
     dir: PathBuf,
+    images: &crate::images::Images,
 ) -> Result<(), tonic::transport::Error> {
     tonic::transport::Server::builder()
-        .add_routes(routes(dir))
+        .add_routes(routes(dir, images))
         .serve_with_incoming(transport::tls_incoming(listener, tls))
         .await
 }

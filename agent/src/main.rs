@@ -8,12 +8,14 @@ mod autolock;
 mod datapath;
 mod doctor;
 mod endpoints;
+mod images;
 #[cfg(test)]
 mod fake;
 mod link;
 mod local;
 mod logs;
 mod ports;
+mod volumes;
 mod session;
 mod swarm;
 mod worker;
@@ -43,6 +45,10 @@ struct Args {
     /// Where this node keeps its state.
     #[arg(long, default_value = "/var/lib/shoal")]
     state_dir: PathBuf,
+    /// A registry reached over plain HTTP (host:port), as dockerd's
+    /// `--insecure-registry`; localhost and 127.0.0.0/8 always are.
+    #[arg(long = "insecure-registry", env = "SHOAL_INSECURE_REGISTRIES", value_delimiter = ',')]
+    insecure_registries: Vec<String>,
     /// Unix socket of the local API (root only), used by `shoal`.
     #[arg(long, default_value = shoal_api::DEFAULT_SOCKET)]
     socket: PathBuf,
@@ -163,6 +169,20 @@ async fn main() -> anyhow::Result<()> {
         data_ip: data_ipv4,
         mesh: Arc::new(Mutex::new(shoal_mesh::MeshState::new(mesh))),
         view: Arc::default(),
+        images: Arc::new(
+            images::Images::open(
+                &args.state_dir.join("images"),
+                shoal_registry::Options {
+                    insecure_registries: args.insecure_registries.clone(),
+                    // No registry answering (none reachable, no DNS): the
+                    // task is rejected soon rather than minutes later.
+                    timeout: std::time::Duration::from_secs(10),
+                    ..Default::default()
+                },
+            )
+                .context("opening the image store")?,
+        ),
+        volumes: Arc::new(volumes::Volumes::new(&args.state_dir.join("volumes"))),
     };
     let swarm = Arc::new(swarm::Swarm::new(
         &args.state_dir,

@@ -942,7 +942,10 @@ impl Swarm {
             advertise: file.advertise.clone(),
             listen: file.listen,
             snapshot_interval: file.snapshot_interval,
-            extra_routes: Some(crate::logs::routes(self.env.tasks_dir.clone())),
+            extra_routes: Some(crate::logs::routes(
+                self.env.tasks_dir.clone(),
+                &self.env.images,
+            )),
         })
         .await?)
     }
@@ -972,7 +975,7 @@ impl Swarm {
         // listener of its own for them.
         if manager.is_none() {
             let dir = self.env.tasks_dir.clone();
-            match crate::logs::spawn_worker_server(file.listen, &creds, dir) {
+            match crate::logs::spawn_worker_server(file.listen, &creds, dir, self.env.images.clone()) {
                 Ok(server) => tasks.push(server),
                 Err(e) => tracing::error!(error = %chain(&e), "task logs will not be served"),
             }

@@ -63,6 +63,10 @@ pub struct NodeEnv {
     pub mesh: Arc<Mutex<MeshState>>,
     /// What the worker last heard, for `node doctor`.
     pub view: Arc<Mutex<NodeView>>,
+    /// The node's image store.
+    pub images: Arc<crate::images::Images>,
+    /// The node's named volumes.
+    pub volumes: Arc<crate::volumes::Volumes>,
 }
 
 /// The worker's latest picture of the cluster, as `node doctor` reads it.

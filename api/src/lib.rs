@@ -22,6 +22,12 @@ pub mod cluster {
     }
 }
 
+pub mod blobs {
+    pub mod v1 {
+        tonic::include_proto!("shoal.blobs.v1");
+    }
+}
+
 /// The cluster API port, as swarm mode's.
 pub use shoal_common::ports::{self, CLUSTER_PORT};
 

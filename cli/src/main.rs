@@ -1,6 +1,7 @@
 //! `shoal`: the operator CLI, docker's verbs against a Shoal node.
 
 mod client;
+mod image;
 mod logs;
 mod network;
 mod node;
@@ -9,6 +10,7 @@ mod parse;
 mod secret;
 mod service;
 mod swarm;
+mod volume;
 
 use clap::{Parser, Subcommand};
 
@@ -61,6 +63,9 @@ enum Cmd {
         #[arg(long, short, value_enum, default_value_t = Format::Table)]
         format: Format,
     },
+    /// Manage images on this node.
+    #[command(subcommand)]
+    Image(image::ImageCmd),
     /// Manage nodes.
     #[command(subcommand)]
     Node(node::NodeCmd),
@@ -73,6 +78,9 @@ enum Cmd {
     /// Manage secrets.
     #[command(subcommand)]
     Secret(secret::SecretCmd),
+    /// Manage volumes on this node.
+    #[command(subcommand)]
+    Volume(volume::VolumeCmd),
     /// Manage the swarm: init, join, join-token, leave, unlock, unlock-key, ca, update.
     #[command(subcommand)]
     Swarm(swarm::SwarmCmd),
@@ -102,10 +110,12 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 client::call(&d.host, d.node.info(shoal_api::node::v1::InfoRequest {})).await?;
             output::info(&info, format)
         }
+        Cmd::Image(cmd) => image::run(&cli.host, cmd).await,
         Cmd::Node(cmd) => node::run(&cli.host, cmd).await,
         Cmd::Network(cmd) => network::run(&cli.host, cmd).await,
         Cmd::Service(cmd) => service::run(&cli.host, cmd).await,
         Cmd::Secret(cmd) => secret::run(&cli.host, cmd).await,
         Cmd::Swarm(cmd) => swarm::run(&cli.host, cmd).await,
+        Cmd::Volume(cmd) => volume::run(&cli.host, cmd).await,
     }
 }

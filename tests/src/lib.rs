@@ -26,6 +26,7 @@
 mod daemon;
 mod error;
 mod lab;
+pub mod images;
 pub mod netns;
 mod record;
 mod shoal;

@@ -59,6 +59,16 @@ pub enum LabCmd {
         #[command(flatten)]
         lab: LabName,
     },
+    /// Build the lab images here (busybox from Debian's busybox-static, and
+    /// the lab tools: lab-http, lab-echo, iperf3) and `shoal image load`
+    /// them into node nK; other nodes fetch them from it over 2377.
+    Images {
+        /// Node, as nK or K.
+        #[arg(default_value = "n1")]
+        node: String,
+        #[command(flatten)]
+        lab: LabName,
+    },
     /// Run a command in the client namespace (198.18.0.250, not a node).
     Client {
         #[arg(last = true, required = true)]
@@ -116,6 +126,17 @@ async fn dispatch(cmd: LabCmd) -> anyhow::Result<()> {
                 command.args(args).env("PATH", path_with_target()?).status(),
                 program,
             )
+        }
+        LabCmd::Images { node, lab } => {
+            let lab = open(&lab.name)?;
+            let k = node_index(&lab, &node)?;
+            for archive in [
+                shoal_lab::images::busybox_archive()?,
+                shoal_lab::images::lab_tools_archive()?,
+            ] {
+                print!("{}", lab.load_image(k, archive)?);
+            }
+            Ok(())
         }
         LabCmd::Client { command, lab } => {
             let lab = open(&lab.name)?;

@@ -22,11 +22,12 @@ const APT_BASE: &[&str] = &[
     "iputils-ping",
     "iperf3",
     "curl",
-    // Tasks run through runc with docker's seccomp profile (its default.json).
+    // Containers: the OCI runtime, the busybox the image fixtures are built
+    // from, docker's default seccomp profile, and a registry for pull tests.
     "runc",
-    "golang-github-docker-docker-dev",
-    // A static busybox for the image-rootfs tests.
     "busybox-static",
+    "golang-github-docker-docker-dev",
+    "docker-registry",
 ];
 const BPF_RUSTC: &str = "/usr/bin/rustc";
 const BPF_LINKER_VERSION: &str = "0.13.0";

@@ -1,0 +1,622 @@
+//! This node's images: the store (`shoal-image`), the local verbs `shoal
+//! image load|ls|inspect|rm|tag`, the blobs served to other nodes on 2377,
+//! and getting an image a task needs from a node that holds it.
+//!
+//! Any cluster node's certificate may fetch a blob: an image is no secret
+//! from the cluster that runs it, and this way a loaded image reaches every
+//! node without a registry (swarm needs one).
+
+use std::{
+    collections::{BTreeSet, HashMap},
+    io::Write,
+    path::{Path, PathBuf},
+    sync::{Arc, Mutex},
+    time::Duration,
+};
+
+use shoal_api::{
+    blobs::v1::{
+        BlobChunk, FetchBlobRequest,
+        blobs_client::BlobsClient,
+        blobs_server::{Blobs, BlobsServer},
+    },
+    cluster::v1::{ImageRecord, RegisterImagesRequest},
+    node::v1::{ImageDetail, ImageLoadChunk, ImageRemoveReply},
+};
+use shoal_ca::rustls::{ClientConfig, pki_types::ServerName};
+use shoal_controlplane::transport;
+use shoal_image::{Digest, ImageError, ImageInfo, ImageStore, Reference};
+use shoal_registry::{Client as RegistryClient, Credentials, Options as RegistryOptions};
+use tokio::sync::mpsc;
+use tokio_stream::StreamExt;
+use tonic::{Request, Response, Status};
+
+use crate::local::lock;
+
+/// Bytes per chunk of a blob on the wire.
+const CHUNK: usize = 256 * 1024;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ImagesError {
+    #[error(transparent)]
+    Image(#[from] ImageError),
+    #[error(
+        "conflict: unable to remove image {image}: {tasks} task(s) on this node run it; remove or update their services first"
+    )]
+    InUse { image: String, tasks: usize },
+    #[error("receiving the archive")]
+    Upload(#[source] std::io::Error),
+    #[error("the image store stopped: {0}")]
+    Join(String),
+    /// Docker's words first, so scripts and people recognise it.
+    #[error("No such image: {reference} ({reason})")]
+    NoSuchImage { reference: String, reason: String },
+    #[error("fetching {digest} from {node}: {reason}")]
+    Fetch {
+        digest: String,
+        node: String,
+        reason: String,
+    },
+}
+
+impl From<ImagesError> for Status {
+    fn from(e: ImagesError) -> Self {
+        let msg = crate::swarm::chain(&e);
+        match &e {
+            ImagesError::InUse { .. } => Status::failed_precondition(msg),
+            ImagesError::NoSuchImage { .. } => Status::not_found(msg),
+            ImagesError::Image(ImageError::NotFound { .. }) => Status::not_found(msg),
+            ImagesError::Image(ImageError::InUse { .. }) => Status::failed_precondition(msg),
+            ImagesError::Image(_) | ImagesError::Upload(_) => Status::invalid_argument(msg),
+            ImagesError::Join(_) | ImagesError::Fetch { .. } => Status::internal(msg),
+        }
+    }
+}
+
+/// A node that holds an image's blobs: its id (its certificate's name) and
+/// its cluster address.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Holder {
+    pub node_id: String,
+    pub addr: String,
+}
+
+/// The node's image store and who uses what in it.
+pub struct Images {
+    store: Arc<ImageStore>,
+    /// Manifest digest → tasks on this node running it.
+    users: Mutex<HashMap<Digest, usize>>,
+    /// One fetch at a time: two tasks of one image fetch it once.
+    fetching: tokio::sync::Mutex<()>,
+    registry: RegistryClient,
+    /// Wakes the catalogue registration.
+    changed: tokio::sync::Notify,
+}
+
+impl std::fmt::Debug for Images {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Images").finish_non_exhaustive()
+    }
+}
+
+/// Held while a task runs its image: `image rm` is refused meanwhile.
+#[derive(Debug)]
+pub struct InUse {
+    images: Arc<Images>,
+    digest: Digest,
+}
+
+impl Drop for InUse {
+    fn drop(&mut self) {
+        let mut users = lock(&self.images.users);
+        if let Some(n) = users.get_mut(&self.digest) {
+            *n -= 1;
+            if *n == 0 {
+                users.remove(&self.digest);
+            }
+        }
+    }
+}
+
+async fn blocking<T: Send + 'static>(
+    f: impl FnOnce() -> Result<T, ImagesError> + Send + 'static,
+) -> Result<T, ImagesError> {
+    tokio::task::spawn_blocking(f)
+        .await
+        .map_err(|e| ImagesError::Join(e.to_string()))?
+}
+
+impl Images {
+    pub fn open(root: &Path, registry: RegistryOptions) -> Result<Images, ImagesError> {
+        Ok(Images {
+            store: Arc::new(ImageStore::open(root)?),
+            registry: RegistryClient::new(registry),
+            users: Mutex::default(),
+            fetching: tokio::sync::Mutex::new(()),
+            changed: tokio::sync::Notify::new(),
+        })
+    }
+
+    pub fn store(&self) -> &Arc<ImageStore> {
+        &self.store
+    }
+
+    /// Marks `digest` used by one more task until the guard drops.
+    pub fn hold(self: &Arc<Self>, digest: &Digest) -> InUse {
+        *lock(&self.users).entry(digest.clone()).or_default() += 1;
+        InUse {
+            images: self.clone(),
+            digest: digest.clone(),
+        }
+    }
+
+    /// Loads an archive streamed in chunks. It is spooled to the store's
+    /// disk first: archives can be larger than memory should hold.
+    pub async fn load(
+        &self,
+        mut chunks: impl tokio_stream::Stream<Item = Result<ImageLoadChunk, Status>> + Unpin,
+    ) -> Result<Vec<ImageDetail>, Status> {
+        let mut spool = tempfile::NamedTempFile::new_in(self.store.root().join("tmp"))
+            .map_err(|e| Status::from(ImagesError::Upload(e)))?;
+        while let Some(chunk) = chunks.next().await {
+            let chunk = chunk?;
+            spool
+                .write_all(&chunk.data)
+                .map_err(|e| Status::from(ImagesError::Upload(e)))?;
+        }
+        let store = self.store.clone();
+        let details = blocking(move || {
+            let file = spool.reopen().map_err(ImagesError::Upload)?;
+            let loaded = store.load_archive(std::io::BufReader::new(file))?;
+            loaded
+                .iter()
+                .map(|l| detail(&store, &store.inspect(&l.manifest.to_string())?))
+                .collect()
+        })
+        .await?;
+        self.changed();
+        Ok(details)
+    }
+
+    pub async fn list(&self) -> Result<Vec<ImageDetail>, ImagesError> {
+        let store = self.store.clone();
+        blocking(move || store.list()?.iter().map(|i| detail(&store, i)).collect()).await
+    }
+
+    pub async fn inspect(&self, name: String) -> Result<ImageDetail, ImagesError> {
+        let store = self.store.clone();
+        blocking(move || detail(&store, &store.inspect(&name)?)).await
+    }
+
+    pub async fn tag(&self, source: String, target: String) -> Result<ImageDetail, ImagesError> {
+        let store = self.store.clone();
+        let tagged = blocking(move || {
+            let target = Reference::parse(&target)?;
+            store.tag(&source, &target)?;
+            detail(&store, &store.inspect(&target.to_string())?)
+        })
+        .await?;
+        self.changed();
+        Ok(tagged)
+    }
+
+    /// Untags `name`, and removes the image once no reference is left,
+    /// unless a task here runs it.
+    pub async fn remove(self: &Arc<Self>, name: String) -> Result<ImageRemoveReply, ImagesError> {
+        let me = self.clone();
+        let reply = blocking(move || {
+            let before = me.store.inspect(&name)?;
+            let users = |d: &Digest| lock(&me.users).contains_key(d);
+            let deleted = me.store.remove_if(&name, users).map_err(|e| match e {
+                ImageError::InUse { .. } => ImagesError::InUse {
+                    image: name.clone(),
+                    tasks: lock(&me.users).get(&before.manifest).copied().unwrap_or(1),
+                },
+                e => e.into(),
+            })?;
+            let after = me.store.inspect(&before.manifest.to_string()).ok();
+            let kept = after.map(|a| a.references).unwrap_or_default();
+            Ok(ImageRemoveReply {
+                untagged: before
+                    .references
+                    .iter()
+                    .filter(|r| !kept.contains(r))
+                    .map(|r| r.to_string())
+                    .collect(),
+                deleted: deleted.iter().map(|d| d.to_string()).collect(),
+            })
+        })
+        .await?;
+        self.changed();
+        Ok(reply)
+    }
+
+    /// The unpacked root of the image `reference` pinned at `digest`
+    /// (resolved here when unpinned). A node lacking it fetches it from a
+    /// cluster node in `holders`, else pulls it from its registry; with
+    /// neither, docker's "No such image".
+    pub async fn ensure(
+        &self,
+        reference: &str,
+        digest: Option<&Digest>,
+        holders: &[Holder],
+        tls: Option<Arc<ClientConfig>>,
+        auth: Option<&Credentials>,
+    ) -> Result<(Digest, PathBuf), ImagesError> {
+        let parsed = Reference::parse(reference)?;
+        let local = |me: &Self| match digest {
+            Some(d) => me.has_manifest(d).then(|| d.clone()),
+            None => me.store.resolve(&parsed),
+        };
+        let digest = match local(self) {
+            Some(d) => d,
+            None => {
+                let _one = self.fetching.lock().await;
+                match local(self) {
+                    Some(d) => d,
+                    None => self.get(reference, &parsed, digest, holders, tls, auth).await?,
+                }
+            }
+        };
+        let store = self.store.clone();
+        let d = digest.clone();
+        let root = blocking(move || Ok(store.rootfs(&d)?)).await?;
+        Ok((digest, root))
+    }
+
+    /// Gets an image this node lacks: from the cluster first, then the
+    /// registry.
+    async fn get(
+        &self,
+        reference: &str,
+        parsed: &Reference,
+        digest: Option<&Digest>,
+        holders: &[Holder],
+        tls: Option<Arc<ClientConfig>>,
+        auth: Option<&Credentials>,
+    ) -> Result<Digest, ImagesError> {
+        if let (Some(want), Some(tls)) = (digest, tls) {
+            match self.fetch_from(holders, &tls, parsed, want).await {
+                Ok(Some(())) => return Ok(want.clone()),
+                Ok(None) => {}
+                Err(e) => tracing::warn!(
+                    image = reference,
+                    error = %crate::swarm::chain(&e),
+                    "no cluster node gave the image; trying its registry"
+                ),
+            }
+        }
+        let mut pinned = parsed.clone();
+        if let Some(d) = digest {
+            pinned.digest = Some(d.clone());
+        }
+        match self.registry.pull(&pinned, auth, &self.store).await {
+            Ok(d) => {
+                if pinned.digest.is_some() {
+                    // Pulled by digest: the tag is recorded as well.
+                    let store = self.store.clone();
+                    let (r, m) = (parsed.clone(), d.clone());
+                    blocking(move || Ok(store.register(&r, &m)?)).await?;
+                }
+                self.changed();
+                Ok(d)
+            }
+            Err(e) => {
+                let reason = crate::swarm::chain(&e);
+                tracing::warn!(image = reference, error = %reason, "pulling the image");
+                Err(ImagesError::NoSuchImage {
+                    reference: reference.to_owned(),
+                    reason,
+                })
+            }
+        }
+    }
+
+    /// Whether the image is complete here: registered only once every blob
+    /// arrived.
+    fn has_manifest(&self, d: &Digest) -> bool {
+        self.store.inspect(&d.to_string()).is_ok()
+    }
+
+    /// Tries each holder in turn; `None` when none had it.
+    async fn fetch_from(
+        &self,
+        holders: &[Holder],
+        tls: &Arc<ClientConfig>,
+        reference: &Reference,
+        manifest: &Digest,
+    ) -> Result<Option<()>, ImagesError> {
+        let mut last = None;
+        for h in holders {
+            match self.fetch_one(h, tls, reference, manifest).await {
+                Ok(()) => return Ok(Some(())),
+                Err(e) => {
+                    tracing::warn!(node = %h.node_id, error = %crate::swarm::chain(&e), "image fetch failed; trying the next holder");
+                    last = Some(e);
+                }
+            }
+        }
+        match last {
+            Some(e) if !holders.is_empty() => Err(e),
+            _ => Ok(None),
+        }
+    }
+
+    async fn fetch_one(
+        &self,
+        h: &Holder,
+        tls: &Arc<ClientConfig>,
+        reference: &Reference,
+        manifest: &Digest,
+    ) -> Result<(), ImagesError> {
+        let fail = |digest: &Digest, reason: String| ImagesError::Fetch {
+            digest: digest.to_string(),
+            node: h.node_id.clone(),
+            reason,
+        };
+        let name = ServerName::try_from(h.node_id.clone())
+            .map_err(|e| fail(manifest, format!("node id: {e}")))?;
+        let channel = transport::channel(&h.addr, tls.clone(), name)
+            .map_err(|e| fail(manifest, e.to_string()))?;
+        let mut client = BlobsClient::new(channel);
+        // The manifest first: it names the rest.
+        self.fetch_blob(&mut client, manifest)
+            .await
+            .map_err(|r| fail(manifest, r))?;
+        let store = self.store.clone();
+        let m = manifest.clone();
+        let wanted = blocking(move || Ok(store.blobs_of(&m)?)).await?;
+        for desc in wanted {
+            let d = Digest::from_oci(desc.digest()).map_err(|e| fail(manifest, e.to_string()))?;
+            if !self.store.has_blob(&d) {
+                self.fetch_blob(&mut client, &d)
+                    .await
+                    .map_err(|r| fail(&d, r))?;
+            }
+        }
+        let store = self.store.clone();
+        let (r, m) = (reference.clone(), manifest.clone());
+        blocking(move || Ok(store.register(&r, &m)?)).await?;
+        self.changed();
+        Ok(())
+    }
+
+    /// Streams one blob into the store, verified as it is written.
+    async fn fetch_blob(
+        &self,
+        client: &mut BlobsClient<tonic::transport::Channel>,
+        digest: &Digest,
+    ) -> Result<(), String> {
+        if self.store.has_blob(digest) {
+            return Ok(());
+        }
+        let mut stream = client
+            .fetch(FetchBlobRequest {
+                digest: digest.to_string(),
+            })
+            .await
+            .map_err(|s| s.message().to_owned())?
+            .into_inner();
+        // The store reads synchronously: a pipe from this task to its thread.
+        let (tx, rx) = std::sync::mpsc::sync_channel::<Vec<u8>>(8);
+        let store = self.store.clone();
+        let d = digest.clone();
+        let writer =
+            tokio::task::spawn_blocking(move || store.write_blob(&d, ChannelReader::new(rx)));
+        let mut failed = None;
+        while let Some(chunk) = stream.next().await {
+            match chunk {
+                Ok(c) => {
+                    if tx.send(c.data).is_err() {
+                        break;
+                    }
+                }
+                Err(s) => {
+                    failed = Some(s.message().to_owned());
+                    break;
+                }
+            }
+        }
+        drop(tx);
+        let written = writer.await.map_err(|e| e.to_string())?;
+        if let Some(f) = failed {
+            return Err(f);
+        }
+        written.map(|_| ()).map_err(|e| e.to_string())
+    }
+}
+
+/// A blocking reader over chunks sent from an async task.
+struct ChannelReader {
+    rx: std::sync::mpsc::Receiver<Vec<u8>>,
+    buf: Vec<u8>,
+    at: usize,
+}
+
+impl ChannelReader {
+    fn new(rx: std::sync::mpsc::Receiver<Vec<u8>>) -> Self {
+        ChannelReader {
+            rx,
+            buf: Vec::new(),
+            at: 0,
+        }
+    }
+}
+
+impl std::io::Read for ChannelReader {
+    fn read(&mut self, out: &mut [u8]) -> std::io::Result<usize> {
+        while self.at == self.buf.len() {
+            match self.rx.recv() {
+                Ok(b) => {
+                    self.buf = b;
+                    self.at = 0;
+                }
+                Err(_) => return Ok(0),
+            }
+        }
+        let n = out.len().min(self.buf.len() - self.at);
+        out[..n].copy_from_slice(&self.buf[self.at..self.at + n]);
+        self.at += n;
+        Ok(n)
+    }
+}
+
+fn detail(store: &ImageStore, i: &ImageInfo) -> Result<ImageDetail, ImagesError> {
+    let mut config = String::new();
+    if let Ok(mut f) = store.open_blob(&i.id) {
+        use std::io::Read;
+        // Shown as is; a config that is not text shows as nothing.
+        let _ = f.read_to_string(&mut config);
+    }
+    Ok(ImageDetail {
+        id: i.id.to_string(),
+        manifest_digest: i.manifest.to_string(),
+        references: i.references.iter().map(|r| r.to_string()).collect(),
+        size: i.size,
+        created: i.created.clone().unwrap_or_default(),
+        os: i.os.clone(),
+        architecture: i.architecture.clone(),
+        config_json: config,
+    })
+}
+
+/// The blob server other nodes fetch from.
+#[derive(Clone)]
+pub struct BlobServer {
+    store: Arc<ImageStore>,
+}
+
+impl BlobServer {
+    pub fn routes(images: &Images) -> tonic::service::Routes {
+        tonic::service::Routes::new(BlobsServer::new(BlobServer {
+            store: images.store.clone(),
+        }))
+    }
+}
+
+type BlobStream = std::pin::Pin<Box<dyn tokio_stream::Stream<Item = Result<BlobChunk, Status>> + Send>>;
+
+#[tonic::async_trait]
+impl Blobs for BlobServer {
+    type FetchStream = BlobStream;
+
+    async fn fetch(
+        &self,
+        req: Request<FetchBlobRequest>,
+    ) -> Result<Response<BlobStream>, Status> {
+        // The TLS layer checked the chain; a node certificate is enough.
+        let node = match req.extensions().get::<transport::PeerInfo>() {
+            Some(transport::PeerInfo {
+                identity: Some(id), ..
+            }) => id.node_id().to_owned(),
+            _ => {
+                return Err(Status::permission_denied(
+                    "image blobs are served to cluster nodes only: a node certificate is required",
+                ));
+            }
+        };
+        let digest = Digest::parse(&req.into_inner().digest)
+            .map_err(|e| Status::invalid_argument(e.to_string()))?;
+        let file = match self.store.open_blob(&digest) {
+            Ok(f) => f,
+            Err(ImageError::NotFound { .. }) => {
+                return Err(Status::not_found(format!("no blob {digest} on this node")));
+            }
+            Err(e) => return Err(Status::internal(e.to_string())),
+        };
+        tracing::debug!(%node, %digest, "serving an image blob");
+        let (tx, rx) = mpsc::channel(4);
+        tokio::task::spawn_blocking(move || send_file(file, tx));
+        Ok(Response::new(Box::pin(
+            tokio_stream::wrappers::ReceiverStream::new(rx),
+        )))
+    }
+}
+
+fn send_file(mut file: std::fs::File, tx: mpsc::Sender<Result<BlobChunk, Status>>) {
+    use std::io::Read;
+    loop {
+        let mut data = vec![0; CHUNK];
+        match file.read(&mut data) {
+            Ok(0) => return,
+            Ok(n) => {
+                data.truncate(n);
+                if tx.blocking_send(Ok(BlobChunk { data })).is_err() {
+                    return;
+                }
+            }
+            Err(e) => {
+                let _gone = tx.blocking_send(Err(Status::internal(format!("reading blob: {e}"))));
+                return;
+            }
+        }
+    }
+}
+
+/// How often the catalogue hears this node's images even with no change:
+/// a manager that lost them (a new leader's snapshot) learns them again.
+const REGISTER_EVERY: Duration = Duration::from_secs(60);
+/// Wait before trying the managers again after none answered.
+const REGISTER_RETRY: Duration = Duration::from_secs(2);
+
+impl Images {
+    /// Tells the registration loop the store changed.
+    pub fn changed(&self) {
+        self.changed.notify_one();
+    }
+
+    /// What the catalogue should hold for this node: one record per reference.
+    async fn records(&self) -> Result<Vec<ImageRecord>, ImagesError> {
+        let store = self.store.clone();
+        let infos = blocking(move || Ok(store.list()?)).await?;
+        Ok(infos
+            .iter()
+            .flat_map(|i| {
+                i.references.iter().map(|r| ImageRecord {
+                    reference: r.to_string(),
+                    digest: i.manifest.to_string(),
+                    size: i.size,
+                })
+            })
+            .collect())
+    }
+}
+
+/// Keeps the cluster's image catalogue current with this node's store: at
+/// start, after every change, and every [`REGISTER_EVERY`].
+pub async fn register_loop(images: Arc<Images>, link: crate::link::ManagerLink) {
+    let mut sent: BTreeSet<String> = BTreeSet::new();
+    loop {
+        let records = match images.records().await {
+            Ok(r) => r,
+            Err(e) => {
+                tracing::warn!(error = %crate::swarm::chain(&e), "listing images for the catalogue");
+                Vec::new()
+            }
+        };
+        let now: BTreeSet<String> = records.iter().map(|r| r.reference.clone()).collect();
+        let removed: Vec<String> = sent.difference(&now).cloned().collect();
+        let req = RegisterImagesRequest {
+            images: records,
+            removed,
+        };
+        let mut done = false;
+        for (addr, mut client) in link.dispatchers() {
+            match client.register_images(req.clone()).await {
+                Ok(_) => {
+                    done = true;
+                    break;
+                }
+                Err(s) => tracing::debug!(%addr, error = %s.message(), "registering images"),
+            }
+        }
+        let wait = if done {
+            sent = now;
+            REGISTER_EVERY
+        } else {
+            REGISTER_RETRY
+        };
+        // A change during the call left a permit: the next round sees it.
+        let _ = tokio::time::timeout(wait, images.changed.notified()).await;
+    }
+}
