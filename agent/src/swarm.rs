@@ -1049,6 +1049,7 @@ impl Swarm {
             status: NodeState::Ready,
             manager: None,
             tls: Default::default(),
+            resources: Default::default(),
         }
     }
 

@@ -33,6 +33,7 @@ fn node(id: &str, ip: &str, status: NodeState) -> Node {
         status,
         manager: None,
         tls: Default::default(),
+        resources: Default::default(),
     }
 }
 
@@ -61,9 +62,9 @@ fn task(id: &str, node: &str, slot: u64, state: TaskState, nets: &[(&str, &str)]
         slot: Some(slot),
         node_id: Some(node.into()),
         spec: TaskSpec {
-            rootfs: String::new(),
             args: vec!["sleep".into(), "100".into()],
             env: vec!["A=1".into()],
+            ..TaskSpec::default()
         },
         desired_state: TaskState::Running,
         state,
