@@ -271,9 +271,9 @@ mod tests {
             ),
             ("localhost/x", "localhost/x:latest", "localhost/x:latest"),
             (
-                "a.b-c__d/e",
-                "docker.io/a.b-c__d/e:latest",
-                "a.b-c__d/e:latest",
+                "team/a-b__c.d",
+                "docker.io/team/a-b__c.d:latest",
+                "team/a-b__c.d:latest",
             ),
         ];
         for (given, normal, fam) in cases {
