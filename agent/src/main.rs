@@ -14,6 +14,7 @@ mod link;
 mod local;
 mod logs;
 mod ports;
+mod resources;
 mod session;
 mod swarm;
 mod worker;

@@ -457,6 +457,17 @@ impl<O: Overlay, T: Tasks, M: MeshSync> Executor<O, T, M> {
         nets: &[NetworkAssignment],
         stop: &Notify,
     ) -> TaskReport {
+        // Until the OCI runtime lands, this node runs only `host` tasks:
+        // the node's filesystem, as before images.
+        let image = t.container.as_ref().map_or("", |c| c.image.as_str());
+        if image != shoal_api::reference::HOST {
+            return report(
+                &t.id,
+                TaskState::Rejected,
+                "image not supported",
+                format!("image {image:?}: this node runs only `host` tasks so far"),
+            );
+        }
         let attachments = match self.prepare(t, nets).await {
             Ok(a) => a,
             Err(e) => {
@@ -490,7 +501,7 @@ impl<O: Overlay, T: Tasks, M: MeshSync> Executor<O, T, M> {
             command: t.args.clone(),
             env,
             attachments,
-            rootfs: (!t.rootfs.is_empty()).then(|| PathBuf::from(&t.rootfs)),
+            rootfs: None,
             resolv_conf: self.setup.resolv_conf.clone(),
             log_dir: self.setup.tasks_dir.clone(),
         };

@@ -114,6 +114,10 @@ fn task(id: &str, desired: &str, state: &str, ip: &str) -> TaskAssignment {
             network_id: "net-a".into(),
             addr: cidr(&format!("{ip}/24")),
         }],
+        container: Some(shoal_api::cluster::v1::ContainerSpec {
+            image: "host".into(),
+            ..Default::default()
+        }),
         ..Default::default()
     }
 }
