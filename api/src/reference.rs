@@ -296,7 +296,8 @@ mod tests {
 
     #[test]
     fn bad_references_say_what_is_wrong() {
-        let bad: &[(&str, fn(&ReferenceError) -> bool)] = &[
+        type Check = fn(&ReferenceError) -> bool;
+        let bad: &[(&str, Check)] = &[
             ("", |e| *e == ReferenceError::Empty),
             ("BusyBox", |e| *e == ReferenceError::Uppercase),
             ("a//b", |e| *e == ReferenceError::Path),
