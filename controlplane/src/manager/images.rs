@@ -65,6 +65,67 @@ pub(super) async fn register(
     Ok(())
 }
 
+impl Manager {
+    /// What `Dispatcher.RegisterImages` does, for a manager's own node,
+    /// which reaches its manager in-process (as its heartbeats do). Any
+    /// manager takes it: the proposal is forwarded to the leader.
+    pub async fn register_images(
+        &self,
+        node_id: &str,
+        r: RegisterImagesRequest,
+    ) -> Result<(), ManagerError> {
+        register(self, node_id, r).await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use shoal_api::cluster::v1::ImageRecord as PbImage;
+
+    use super::*;
+
+    #[test]
+    fn registrations_are_normalised_and_checked() {
+        let digest = format!("sha256:{}", "c".repeat(64));
+        let r = RegisterImagesRequest {
+            images: vec![PbImage {
+                reference: "busybox".into(),
+                digest: digest.clone(),
+                size: 5,
+            }],
+            removed: vec!["team/app:1".into()],
+        };
+        let Ok(Command::RegisterImages {
+            node_id,
+            images,
+            removed,
+        }) = command("n1", &r)
+        else {
+            panic!("refused");
+        };
+        assert_eq!(node_id, "n1");
+        assert_eq!(images[0].reference, "docker.io/library/busybox:latest");
+        assert_eq!(removed, ["docker.io/team/app:1"]);
+        let mut bad = r.clone();
+        bad.images[0].digest = "sha256:xyz".into();
+        let e = command("n1", &bad)
+            .err()
+            .map(|e| e.to_string())
+            .unwrap_or_default();
+        assert!(e.starts_with("images[0].digest \"sha256:xyz\""), "{e}");
+        let mut bad = r;
+        bad.removed = vec!["Bad".into()];
+        let e = command("n1", &bad)
+            .err()
+            .map(|e| e.to_string())
+            .unwrap_or_default();
+        assert!(
+            e.starts_with("removed[0] \"Bad\": repository name must be lowercase"),
+            "{e}"
+        );
+    }
+}
+
 /// Every reference and digest some node holds, for `image ls --cluster`.
 pub(super) fn list(state: &ClusterState) -> Vec<ImageSummary> {
     let mut out = Vec::new();

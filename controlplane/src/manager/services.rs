@@ -613,6 +613,93 @@ mod tests {
         );
     }
 
+    fn with_image(name: &str, image: &str) -> CreateServiceRequest {
+        let mut r = request(name, Vec::new());
+        r.container = Some(pb::ContainerSpec {
+            image: image.into(),
+            ..Default::default()
+        });
+        r.args = Vec::new();
+        r
+    }
+
+    #[test]
+    fn images_are_pinned_against_the_catalogue_once() -> Result<(), ManagerError> {
+        let a = format!("sha256:{}", "a".repeat(64));
+        let b = format!("sha256:{}", "b".repeat(64));
+        let mut s = ClusterState::default();
+        let node = crate::model::Node {
+            id: "n1".into(),
+            version: 0,
+            hostname: "n1".into(),
+            role: crate::model::NodeRole::Worker,
+            availability: crate::model::Availability::Active,
+            labels: Default::default(),
+            addr: None,
+            status: crate::model::NodeState::Ready,
+            manager: None,
+            tls: Default::default(),
+            resources: Default::default(),
+        };
+        apply(&mut s, &Command::CreateNode(node))?;
+        apply(
+            &mut s,
+            &Command::RegisterImages {
+                node_id: "n1".into(),
+                images: vec![crate::model::ImageRecord {
+                    reference: "docker.io/library/busybox:latest".into(),
+                    digest: a.clone(),
+                    size: 1,
+                }],
+                removed: Vec::new(),
+            },
+        )?;
+        // Known: pinned to the catalogue's digest, no warning.
+        let known = spec(&s, &with_image("a", "busybox"))?;
+        assert_eq!(known.spec.task.image, "busybox");
+        assert_eq!(known.spec.task.image_digest, a);
+        assert_eq!(known.spec.task.pinned_image(), format!("busybox@{a}"));
+        assert_eq!(known.warning, None);
+        // A digest in the reference is kept as given.
+        let given = spec(&s, &with_image("b", &format!("busybox@{b}")))?;
+        assert_eq!(given.spec.task.image_digest, b);
+        assert_eq!(given.warning, None);
+        // Unknown: stored unpinned, with swarm's warning.
+        let unknown = spec(&s, &with_image("c", "nginx:1.27"))?;
+        assert_eq!(unknown.spec.task.image_digest, "");
+        let w = unknown.warning.unwrap_or_default();
+        assert!(
+            w.starts_with(
+                "image nginx:1.27 could not be accessed on a registry to record\nits digest."
+            ),
+            "{w}"
+        );
+        // host is never pinned, and needs a command.
+        let host = spec(&s, &request("d", Vec::new()))?;
+        assert_eq!(
+            (host.spec.task.image.as_str(), host.warning),
+            ("host", None)
+        );
+        let e = spec(&s, &with_image("e", "host"))
+            .err()
+            .map(|e| e.to_string());
+        assert!(
+            e.unwrap_or_default()
+                .starts_with("IMAGE host: the node's filesystem has no default command"),
+        );
+        // No image at all, or a bad one: refused naming it.
+        let e = spec(&s, &with_image("f", "")).err().map(|e| e.to_string());
+        assert_eq!(
+            e.as_deref(),
+            Some("IMAGE \"\": give an image, or `host` for the node's filesystem")
+        );
+        let e = spec(&s, &with_image("g", "a:b:c"))
+            .err()
+            .map(|e| e.to_string());
+        assert!(e.unwrap_or_default().starts_with("IMAGE \"a:b:c\""));
+        Ok(())
+    }
+
     #[test]
     fn update_adds_removes_and_a_refused_one_changes_nothing() {
         let mut s = ClusterState::default();
