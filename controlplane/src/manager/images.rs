@@ -78,6 +78,27 @@ impl Manager {
     }
 }
 
+/// Every reference and digest some node holds, for `image ls --cluster`.
+pub(super) fn list(state: &ClusterState) -> Vec<ImageSummary> {
+    let mut out = Vec::new();
+    for (reference, by_digest) in &state.images {
+        for (digest, h) in by_digest {
+            out.push(ImageSummary {
+                reference: reference.clone(),
+                digest: digest.clone(),
+                size: h.size,
+                node_ids: h.nodes.iter().cloned().collect(),
+                nodes: h
+                    .nodes
+                    .iter()
+                    .map(|n| state.nodes.get(n).map_or(n.clone(), |n| n.hostname.clone()))
+                    .collect(),
+            });
+        }
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use shoal_api::cluster::v1::ImageRecord as PbImage;
@@ -124,25 +145,4 @@ mod tests {
             "{e}"
         );
     }
-}
-
-/// Every reference and digest some node holds, for `image ls --cluster`.
-pub(super) fn list(state: &ClusterState) -> Vec<ImageSummary> {
-    let mut out = Vec::new();
-    for (reference, by_digest) in &state.images {
-        for (digest, h) in by_digest {
-            out.push(ImageSummary {
-                reference: reference.clone(),
-                digest: digest.clone(),
-                size: h.size,
-                node_ids: h.nodes.iter().cloned().collect(),
-                nodes: h
-                    .nodes
-                    .iter()
-                    .map(|n| state.nodes.get(n).map_or(n.clone(), |n| n.hostname.clone()))
-                    .collect(),
-            });
-        }
-    }
-    out
 }
