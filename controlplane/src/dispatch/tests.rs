@@ -468,5 +468,25 @@ fn assignments_carry_the_image_its_digest_and_where_to_fetch_it()
         Some("host")
     );
     assert!(t2.is_some_and(|t| t.image_holders.is_empty()));
+    // A task stored with a rootfs by an older build is sent with no image,
+    // which no node runs.
+    let mut t = s.tasks["t2"].clone();
+    t.spec.legacy_rootfs = "/srv/tree".into();
+    apply(
+        &mut s,
+        &Command::UpdateTask {
+            id: t.id.clone(),
+            expected_version: t.version,
+            task: t,
+        },
+    )?;
+    let t2 = assignments(&s, "n2")
+        .tasks
+        .into_iter()
+        .find(|t| t.id == "t2");
+    assert_eq!(
+        t2.and_then(|t| t.container).map(|c| c.image),
+        Some(String::new())
+    );
     Ok(())
 }
