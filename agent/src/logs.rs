@@ -530,7 +530,11 @@ mod tests {
             .await
             .expect("test");
         let addr = listener.local_addr().expect("test").to_string();
-        let server = tokio::spawn(serve(listener, Arc::new(tls), dir.path().to_owned()));
+        let images = crate::images::Images::open(&dir.path().join("images"), Default::default())
+            .expect("test");
+        let logs_dir = dir.path().to_owned();
+        let server =
+            tokio::spawn(async move { serve(listener, Arc::new(tls), logs_dir, &images).await });
 
         let read = |caller: NodeIdentity| {
             let addr = addr.clone();

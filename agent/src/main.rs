@@ -16,6 +16,7 @@ mod local;
 mod logs;
 mod ports;
 mod volumes;
+mod resources;
 mod session;
 mod swarm;
 mod worker;

@@ -22,7 +22,8 @@ use std::{
 };
 
 use shoal_api::cluster::v1::{
-    HeartbeatRequest, NodeTlsStatus, RenewCertificateRequest, dispatcher_client::DispatcherClient,
+    HeartbeatRequest, NodeResources, NodeTlsStatus, RenewCertificateRequest,
+    dispatcher_client::DispatcherClient,
 };
 use shoal_ca::{
     CaCert, Credentials, NodeIdentity, NodeKey, NodeRole, RemovedNodes, live_client_config,
@@ -212,7 +213,8 @@ impl Session {
     }
 
     async fn local_beat(&self, m: &Manager) -> Result<Beat, Missed> {
-        m.heartbeat(&self.file.node_id, Some(self.tls_status()))
+        let resources = Some(crate::resources::node_resources());
+        m.heartbeat(&self.file.node_id, Some(self.tls_status()), resources)
             .await
             .map_err(|e| Missed::Other(format!("via the local manager: {}", chain(&e))))?;
         Ok(Beat {
@@ -229,6 +231,7 @@ impl Session {
         managers: &mut Vec<String>,
     ) -> Result<Beat, Missed> {
         let status = self.tls_status();
+        let resources = crate::resources::node_resources();
         let mut last = Missed::Other("no manager address known".into());
         for addr in managers.clone() {
             let ch = match transport::channel(&addr, tls.clone(), NodeRole::Manager.server_name()) {
@@ -243,6 +246,10 @@ impl Session {
                 tls: Some(NodeTlsStatus {
                     cert_issuer: status.cert_issuer.clone(),
                     cert_not_after_unix: status.cert_not_after_unix,
+                }),
+                resources: Some(NodeResources {
+                    nano_cpus: resources.nano_cpus,
+                    memory_bytes: resources.memory_bytes,
                 }),
             };
             match DispatcherClient::new(ch.clone()).heartbeat(req).await {

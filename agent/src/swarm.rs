@@ -1057,6 +1057,7 @@ impl Swarm {
             status: NodeState::Ready,
             manager: None,
             tls: Default::default(),
+            resources: Default::default(),
         }
     }
 

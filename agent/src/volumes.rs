@@ -79,6 +79,12 @@ pub struct Mounted {
     pub path: PathBuf,
 }
 
+impl Mounted {
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+}
+
 impl Drop for Mounted {
     fn drop(&mut self) {
         let mut users = lock(&self.volumes.users);

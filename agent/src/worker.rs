@@ -17,11 +17,11 @@ use std::{
 };
 
 use shoal_api::cluster::v1::{
-    AssignmentSet, AssignmentsRequest, EndpointMode, NetworkAssignment, ReportTasksRequest,
-    TaskAssignment, TaskReport, TaskState,
+    AssignmentSet, AssignmentsRequest, ContainerSpec, EndpointMode, MountType, NetworkAssignment,
+    ReportTasksRequest, TaskAssignment, TaskReport, TaskState,
 };
 use shoal_overlay::{Driver, Ipv4Net, OverlaySpec, Release, Underlay};
-use shoal_runtime::{Attachment, Exit, Root, Runtime, RuntimeOptions, TaskSpec};
+use shoal_runtime::{Attachment, Exit, Mount, Root, Runtime, RuntimeOptions, TaskSpec};
 use tokio::{
     sync::{Notify, mpsc, watch},
     task::JoinHandle,
@@ -102,6 +102,13 @@ pub enum WorkerError {
     },
     #[error("the data interface has no IPv4 address to use as the VXLAN endpoint")]
     NoDataAddress,
+    /// Its text is the task's error in `service ps`: docker's words first.
+    #[error(transparent)]
+    Image(#[from] crate::images::ImagesError),
+    #[error(transparent)]
+    Volume(#[from] crate::volumes::VolumeError),
+    #[error("the task names no image; its service must give one, or `host`")]
+    NoImage,
 }
 
 /// A task this node runs.
@@ -125,6 +132,11 @@ pub struct Setup {
     pub resolv_conf: Option<PathBuf>,
     /// Where `node doctor` reads the latest assignment set.
     pub node_view: Arc<Mutex<NodeView>>,
+    /// The node's images and named volumes.
+    pub images: Arc<crate::images::Images>,
+    pub volumes: Arc<crate::volumes::Volumes>,
+    /// This node's TLS identity, to fetch image blobs from other nodes.
+    pub tls: Option<Arc<shoal_ca::rustls::ClientConfig>>,
 }
 
 /// Runs the assigned tasks through its ports: overlay networks (`O`), the
@@ -206,6 +218,9 @@ impl Worker {
             dns,
             resolv_conf,
             node_view: env.view.clone(),
+            images: env.images.clone(),
+            volumes: env.volumes.clone(),
+            tls: Some(link.tls.clone()),
         };
         let (executor, reports_rx) = Executor::new(setup, overlay, runtime, env.mesh.clone());
         let executor = Arc::new(executor);
@@ -219,6 +234,10 @@ impl Worker {
             tokio::spawn(assignments(executor.clone(), link.clone())),
             tokio::spawn(reporter(link.clone(), reports_rx)),
             tokio::spawn(mesh_sync(executor.clone(), view_rx.clone())),
+            tokio::spawn(crate::images::register_loop(
+                env.images.clone(),
+                link.clone(),
+            )),
         ];
         if let Some(e) = &executor.setup.endpoints {
             loops.extend(e.spawn_sync(executor.overlay.clone(), local, view_rx, &link.managers));
@@ -537,6 +556,14 @@ impl<O: Overlay, T: Tasks, M: MeshSync> Executor<O, T, M> {
         nets: &[NetworkAssignment],
         stop: &Notify,
     ) -> TaskReport {
+        // The image first: a task whose image no one has is rejected
+        // before its networks are made.
+        let prepared = match self.prepare_root(t).await {
+            Ok(p) => p,
+            Err(e) => {
+                return report(&t.id, TaskState::Rejected, "preparing failed", e.to_string());
+            }
+        };
         let attachments = match self.prepare(t, nets).await {
             Ok(a) => a,
             Err(e) => {
@@ -548,13 +575,13 @@ impl<O: Overlay, T: Tasks, M: MeshSync> Executor<O, T, M> {
                 );
             }
         };
-        let spec = match task_spec(t, attachments, &self.setup) {
+        let spec = match task_spec(t, attachments, &self.setup, &prepared) {
             Ok(spec) => spec,
             Err(e) => {
                 return report(
                     &t.id,
                     TaskState::Rejected,
-                    "invalid environment",
+                    "invalid task",
                     e.to_string(),
                 );
             }
@@ -582,7 +609,59 @@ impl<O: Overlay, T: Tasks, M: MeshSync> Executor<O, T, M> {
             }
         };
         tracing::info!(task = %t.name, id = %t.id, pid = task.pid(), "task running");
-        self.follow(t, task, dns, stop).await
+        let end = self.follow(t, task, dns, stop).await;
+        // The image and volumes stay held until the task is down.
+        drop(prepared);
+        end
+    }
+
+    /// The task's root filesystem and its volumes: the node's own for
+    /// `host`, else the image from this node's store, fetched from a node
+    /// that holds it or pulled from its registry first when missing.
+    async fn prepare_root(&self, t: &TaskAssignment) -> Result<Prepared, WorkerError> {
+        let default = ContainerSpec::default();
+        let c = t.container.as_ref().unwrap_or(&default);
+        let mut prepared = Prepared {
+            root: Root::Host,
+            image: None,
+            volumes: Vec::new(),
+        };
+        if c.image.is_empty() {
+            return Err(WorkerError::NoImage);
+        }
+        if c.image != shoal_runtime::HOST_IMAGE {
+            let digest = match c.image_digest.as_str() {
+                "" => None,
+                d => Some(shoal_image::Digest::parse(d).map_err(crate::images::ImagesError::from)?),
+            };
+            let holders: Vec<crate::images::Holder> = t
+                .image_holders
+                .iter()
+                .map(|h| crate::images::Holder {
+                    node_id: h.node_id.clone(),
+                    addr: h.addr.clone(),
+                })
+                .collect();
+            let images = &self.setup.images;
+            let (digest, lower) = images
+                .ensure(&c.image, digest.as_ref(), &holders, self.setup.tls.clone(), None)
+                .await?;
+            let config = images
+                .store()
+                .config(&digest)
+                .map_err(crate::images::ImagesError::from)?;
+            prepared.image = Some(images.hold(&digest));
+            prepared.root = Root::Image {
+                lower,
+                config: image_defaults(&config),
+            };
+        }
+        for m in &c.mounts {
+            if m.r#type == MountType::Volume as i32 && !m.source.is_empty() {
+                prepared.volumes.push(self.setup.volumes.mount(&m.source)?);
+            }
+        }
+        Ok(prepared)
     }
 
     /// A task a previous run of the agent started: its networks counted
@@ -636,7 +715,7 @@ impl<O: Overlay, T: Tasks, M: MeshSync> Executor<O, T, M> {
         let requested = ended.is_none();
         let exit = match ended {
             Some(exit) => exit,
-            None => task.stop(STOP_GRACE).await,
+            None => task.stop(stop_grace(t)).await,
         };
         self.withdraw(published);
         self.detach_mesh(links);
@@ -990,31 +1069,123 @@ pub fn task_spec(
     t: &TaskAssignment,
     attachments: Vec<Attachment>,
     setup: &Setup,
+    prepared: &Prepared,
 ) -> Result<TaskSpec, shoal_runtime::RuntimeError> {
     let env = t
         .env
         .iter()
         .map(|e| shoal_runtime::parse_env(e))
         .collect::<Result<Vec<_>, _>>()?;
-    let root = match t.rootfs.as_str() {
-        "" | shoal_runtime::HOST_IMAGE => Root::Host,
-        dir => Root::Image {
-            lower: PathBuf::from(dir),
-            config: shoal_runtime::ImageDefaults::default(),
-        },
-    };
+    let default = ContainerSpec::default();
+    let c = t.container.as_ref().unwrap_or(&default);
+    let r = t.resources.unwrap_or_default();
+    let some = |v: u64| (v != 0).then_some(v);
+    let text = |v: &str| (!v.is_empty()).then(|| v.to_owned());
+    let mut mounts = Vec::new();
+    for m in &c.mounts {
+        let target = m.target.clone();
+        let mount = match MountType::try_from(m.r#type) {
+            Ok(MountType::Bind) => Mount::Bind {
+                source: PathBuf::from(&m.source),
+                target,
+                readonly: m.read_only,
+            },
+            Ok(MountType::Tmpfs) => Mount::Tmpfs {
+                target,
+                size: some(m.tmpfs_size_bytes),
+            },
+            Ok(MountType::Volume) if m.source.is_empty() => Mount::Tmpfs { target, size: None },
+            Ok(MountType::Volume) => Mount::Volume {
+                source: prepared
+                    .volumes
+                    .iter()
+                    .find(|v| v.name() == m.source)
+                    .map(|v| v.path.clone())
+                    .unwrap_or_default(),
+                target,
+                readonly: m.read_only,
+            },
+            Ok(MountType::Unspecified) | Err(_) => {
+                return Err(shoal_runtime::RuntimeError::InvalidSpec {
+                    id: t.id.clone(),
+                    field: "mounts",
+                    value: format!("{:?}", m.r#type),
+                    reason: "unknown mount type; give volume, bind or tmpfs".into(),
+                });
+            }
+        };
+        mounts.push(mount);
+    }
     Ok(TaskSpec {
         id: t.id.clone(),
         name: t.name.clone(),
-        root,
+        root: prepared.root.clone(),
+        entrypoint: c.entrypoint.as_ref().map(|e| e.args.clone()),
         args: t.args.clone(),
         env,
-        init: true,
+        workdir: text(&c.workdir),
+        user: text(&c.user),
+        hostname: text(&c.hostname),
+        stop_signal: text(&c.stop_signal),
+        read_only: c.read_only,
+        // The init is the shim binary, linked against the node's libc: it
+        // runs on the node's filesystem, and in an image only when asked.
+        init: c.init || matches!(prepared.root, Root::Host),
+        cap_add: c.cap_add.clone(),
+        cap_drop: c.cap_drop.clone(),
+        sysctls: c.sysctls.iter().map(|(k, v)| (k.clone(), v.clone())).collect(),
+        resources: shoal_runtime::Resources {
+            cpu_nanos_limit: some(r.limit_nano_cpus),
+            memory_limit: some(r.limit_memory_bytes),
+            pids_limit: some(r.limit_pids).map(|p| i64::try_from(p).unwrap_or(i64::MAX)),
+            cpu_nanos_reservation: some(r.reserve_nano_cpus),
+            memory_reservation: some(r.reserve_memory_bytes),
+        },
+        mounts,
         attachments,
         resolv_conf: setup.resolv_conf.clone(),
         log_dir: setup.tasks_dir.clone(),
-        ..TaskSpec::default()
     })
+}
+
+/// How long a stop waits before killing: the service's
+/// `--stop-grace-period`, docker's 10 s by default.
+fn stop_grace(t: &TaskAssignment) -> Duration {
+    t.container
+        .as_ref()
+        .and_then(|c| c.stop_grace_period_ns)
+        .map_or(STOP_GRACE, Duration::from_nanos)
+}
+
+/// What a task holds while it runs: its root, its image (so `image rm`
+/// is refused) and its named volumes (so `volume rm` is).
+#[derive(Debug)]
+pub struct Prepared {
+    pub root: Root,
+    pub image: Option<crate::images::InUse>,
+    pub volumes: Vec<crate::volumes::Mounted>,
+}
+
+/// The runtime's view of an image's config (Entrypoint, Cmd, Env, …).
+fn image_defaults(config: &oci_spec::image::ImageConfiguration) -> shoal_runtime::ImageDefaults {
+    let Some(c) = config.config() else {
+        return shoal_runtime::ImageDefaults::default();
+    };
+    let env = c
+        .env()
+        .iter()
+        .flatten()
+        .filter_map(|e| shoal_runtime::parse_env(e).ok())
+        .collect();
+    shoal_runtime::ImageDefaults {
+        entrypoint: c.entrypoint().clone().unwrap_or_default(),
+        cmd: c.cmd().clone().unwrap_or_default(),
+        env,
+        working_dir: c.working_dir().clone().filter(|w| !w.is_empty()),
+        user: c.user().clone().filter(|u| !u.is_empty()),
+        stop_signal: c.stop_signal().clone().filter(|s| !s.is_empty()),
+        volumes: c.volumes().clone().unwrap_or_default(),
+    }
 }
 
 fn finished(id: &str, exit: Exit, requested: bool) -> TaskReport {

@@ -60,6 +60,7 @@ words! {
     c::EndpointMode { Vip => "vip", Dnsrr => "dnsrr" }
     c::ServiceMode { Replicated => "replicated", Global => "global" }
     c::RestartCondition { Any => "any", OnFailure => "on-failure", None => "none" }
+    c::MountType { Volume => "volume", Bind => "bind", Tmpfs => "tmpfs" }
     c::TaskState {
         New => "new", Pending => "pending", Assigned => "assigned", Accepted => "accepted",
         Preparing => "preparing", Starting => "starting", Running => "running",

@@ -1,6 +1,7 @@
 //! `shoal`: the operator CLI, docker's verbs against a Shoal node.
 
 mod client;
+mod container;
 mod image;
 mod logs;
 mod network;

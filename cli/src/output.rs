@@ -397,6 +397,64 @@ struct NodeJson<'a> {
     /// seconds; 0 until its first heartbeat reported it).
     #[serde(skip_serializing_if = "Option::is_none")]
     cert_not_after_unix: Option<u64>,
+    /// `node inspect` only, once the node reported them (docker's
+    /// `Description.Resources`).
+    #[serde(rename = "Description", skip_serializing_if = "Option::is_none")]
+    description: Option<DescriptionJson>,
+}
+
+#[derive(Serialize)]
+struct DescriptionJson {
+    #[serde(rename = "Resources")]
+    resources: ResourcesJson,
+}
+
+#[derive(Serialize)]
+struct ResourcesJson {
+    #[serde(rename = "NanoCPUs")]
+    nano_cpus: u64,
+    #[serde(rename = "MemoryBytes")]
+    memory_bytes: u64,
+}
+
+/// docker's `units.BytesSize`: binary units, four significant digits
+/// (`23.41GiB`, `32MiB`).
+pub fn bytes_size(n: u64) -> String {
+    const UNITS: [&str; 7] = ["B", "KiB", "MiB", "GiB", "TiB", "PiB", "EiB"];
+    let mut v = n as f64;
+    let mut i = 0;
+    while v >= 1024.0 && i < UNITS.len() - 1 {
+        v /= 1024.0;
+        i += 1;
+    }
+    let digits = if v >= 1000.0 {
+        0
+    } else if v >= 100.0 {
+        1
+    } else if v >= 10.0 {
+        2
+    } else {
+        3
+    };
+    let text = format!("{v:.digits$}");
+    let text = if text.contains('.') {
+        text.trim_end_matches('0').trim_end_matches('.')
+    } else {
+        &text
+    };
+    format!("{text}{}", UNITS[i])
+}
+
+/// A number of CPUs from billionths, as docker prints them (`0.5`, `2`).
+pub fn cpus(nano: u64) -> String {
+    let whole = nano / 1_000_000_000;
+    let frac = nano % 1_000_000_000;
+    if frac == 0 {
+        whole.to_string()
+    } else {
+        let f = format!("{frac:09}");
+        format!("{whole}.{}", f.trim_end_matches('0'))
+    }
 }
 
 fn node_value<'a>(n: &'a NodeSummary, raft_addr: Option<&'a str>) -> NodeJson<'a> {
@@ -417,6 +475,7 @@ fn node_value<'a>(n: &'a NodeSummary, raft_addr: Option<&'a str>) -> NodeJson<'a
         is_self: n.self_,
         raft_addr,
         cert_not_after_unix: None,
+        description: None,
     }
 }
 
@@ -460,6 +519,12 @@ pub fn nodes(nodes: &[NodeSummary], quiet: bool, format: Format) -> anyhow::Resu
 fn detail_value(d: &NodeDetail) -> Option<NodeJson<'_>> {
     d.node.as_ref().map(|n| NodeJson {
         cert_not_after_unix: Some(d.cert_not_after_unix),
+        description: d.resources.map(|r| DescriptionJson {
+            resources: ResourcesJson {
+                nano_cpus: r.nano_cpus,
+                memory_bytes: r.memory_bytes,
+            },
+        }),
         ..node_value(n, Some(&d.raft_addr))
     })
 }
@@ -517,6 +582,15 @@ fn node_text(d: &NodeDetail) -> String {
             },
         ));
     }
+    if let Some(r) = &d.resources {
+        out.push_str(&format!(
+            "Resources:\n \
+             CPUs:                   {}\n \
+             Memory:                 {}\n",
+            cpus(r.nano_cpus),
+            bytes_size(r.memory_bytes)
+        ));
+    }
     out
 }
 
@@ -566,6 +640,49 @@ mod tests {
     }
 
     #[test]
+    fn sizes_and_cpus_read_like_docker() {
+        assert_eq!(bytes_size(32 << 20), "32MiB");
+        assert_eq!(bytes_size(0), "0B");
+        assert_eq!(bytes_size(1536), "1.5KiB");
+        assert_eq!(bytes_size(25_125_842_944), "23.4GiB");
+        assert_eq!(cpus(2_000_000_000), "2");
+        assert_eq!(cpus(500_000_000), "0.5");
+        assert_eq!(cpus(1_250_000_000), "1.25");
+        let d = NodeDetail {
+            node: Some(summary("n1", "", false)),
+            resources: Some(shoal_api::cluster::v1::NodeResources {
+                nano_cpus: 2_000_000_000,
+                memory_bytes: 25_125_842_944,
+            }),
+            ..Default::default()
+        };
+        let text = node_text(&d);
+        assert!(
+            text.contains(
+                "Resources:\n CPUs:                   2\n Memory:                 23.4GiB\n"
+            ),
+            "{text}"
+        );
+        let json = serde_json::to_value(detail_value(&d)).unwrap_or_default();
+        assert_eq!(
+            json["Description"]["Resources"]["NanoCPUs"],
+            2_000_000_000u64
+        );
+        assert_eq!(
+            json["Description"]["Resources"]["MemoryBytes"],
+            25_125_842_944u64
+        );
+        // Before the node reported them: nothing, rather than zeros.
+        let bare = NodeDetail {
+            resources: None,
+            ..d
+        };
+        assert!(!node_text(&bare).contains("Resources"));
+        let json = serde_json::to_value(detail_value(&bare)).unwrap_or_default();
+        assert!(json.get("Description").is_none());
+    }
+
+    #[test]
     fn node_ls_reads_like_docker() {
         let out =
             nodes_table(&[summary("n1", "Leader", true), summary("n4", "", false)]).to_string();
@@ -601,6 +718,7 @@ mod tests {
             node: Some(n),
             cert_not_after_unix: 0,
             raft_addr: "198.18.0.2:2377".into(),
+            resources: None,
         });
         assert!(text.contains(" - zone=a\n"), "{text}");
         assert!(text.contains("Leader:                 No"), "{text}");

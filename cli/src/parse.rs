@@ -1,6 +1,7 @@
 //! Client-side checks of flag values: a typo fails here, naming the flag and
 //! the fix, before anything reaches the daemon (which checks again).
 
+mod container;
 mod duration;
 mod label;
 mod net;
@@ -9,6 +10,9 @@ mod token;
 
 use std::fmt;
 
+pub use container::{
+    ContainerError, parse_cpus, parse_entrypoint, parse_mount, parse_size, parse_sysctl,
+};
 pub use duration::{DurationError, parse_duration};
 pub use label::{LabelError, check_label_key, parse_label};
 pub use net::{Ipv4Cidr, NetError, check_ip, check_ip_port, host_port, parse_pool};
@@ -28,6 +32,8 @@ pub enum Problem {
     Token(#[from] TokenError),
     #[error(transparent)]
     Port(#[from] PortError),
+    #[error(transparent)]
+    Container(#[from] ContainerError),
     #[error("expected vip or dnsrr")]
     EndpointMode,
     #[error("expected replicated or global")]

@@ -12,9 +12,10 @@ use clap::{Args, Subcommand};
 use serde::Serialize;
 use shoal_api::{
     cluster::v1::{
-        CreateServiceRequest, EndpointMode, ListServicesRequest, ListTasksRequest, PortConfig,
-        Protocol, PublishMode, RestartCondition, RestartPolicy, ScaleServiceRequest, ServiceMode,
-        ServiceRef, ServiceSummary, TaskState, TaskSummary, UpdateServiceRequest,
+        ContainerSpec, CreateServiceRequest, EndpointMode, Entrypoint, ListServicesRequest,
+        ListTasksRequest, PortConfig, Protocol, PublishMode, Resources, RestartCondition,
+        RestartPolicy, ScaleServiceRequest, ServiceMode, ServiceRef, ServiceSummary, TaskState,
+        TaskSummary, UpdateServiceRequest,
     },
     words::{Word, word},
 };
@@ -22,7 +23,10 @@ use shoal_api::{
 use crate::{
     client::{self, Daemon, finish},
     output::{Format, ListFlags, table},
-    parse::{FlagError, Problem, parse_duration, parse_label, parse_publish, parse_publish_rm},
+    parse::{
+        FlagError, Problem, parse_cpus, parse_duration, parse_entrypoint, parse_label, parse_mount,
+        parse_publish, parse_publish_rm, parse_size, parse_sysctl,
+    },
 };
 
 /// How long create/scale follow a service before giving up on it.
@@ -60,11 +64,60 @@ pub struct CreateArgs {
     /// Service labels (key=value).
     #[arg(long)]
     label: Vec<String>,
-    /// Run the tasks on this unpacked directory tree on the nodes (under a
-    /// per-task overlay; never written) instead of the node's own
-    /// filesystem (read-only, shoal's state hidden).
+    /// Overwrite the image's entrypoint ("" clears it).
+    #[arg(long, value_name = "COMMAND", allow_hyphen_values = true)]
+    entrypoint: Option<String>,
+    /// Working directory inside the container.
+    #[arg(long, short)]
+    workdir: Option<String>,
+    /// Username or UID (format: <name|uid>[:<group|gid>]).
+    #[arg(long, short)]
+    user: Option<String>,
+    /// Container hostname.
     #[arg(long)]
-    rootfs: Option<String>,
+    hostname: Option<String>,
+    /// Signal to stop the container.
+    #[arg(long)]
+    stop_signal: Option<String>,
+    /// Time to wait before force killing a container (ns|us|ms|s|m|h).
+    #[arg(long)]
+    stop_grace_period: Option<String>,
+    /// Mount the container's root filesystem as read only.
+    #[arg(long)]
+    read_only: bool,
+    /// Use an init inside each service container to forward signals and
+    /// reap processes.
+    #[arg(long)]
+    init: bool,
+    /// Add Linux capabilities (repeatable).
+    #[arg(long, value_name = "CAP")]
+    cap_add: Vec<String>,
+    /// Drop Linux capabilities (repeatable).
+    #[arg(long, value_name = "CAP")]
+    cap_drop: Vec<String>,
+    /// Sysctl options, KEY=VALUE (repeatable; namespaced ones only).
+    #[arg(long, value_name = "KEY=VALUE")]
+    sysctl: Vec<String>,
+    /// Limit CPUs (e.g. 0.5).
+    #[arg(long, value_name = "CPUS")]
+    limit_cpu: Option<String>,
+    /// Limit memory (e.g. 32M, 1g).
+    #[arg(long, value_name = "BYTES")]
+    limit_memory: Option<String>,
+    /// Limit the number of processes (0 = unlimited).
+    #[arg(long, value_name = "N")]
+    limit_pids: Option<u64>,
+    /// Reserve CPUs: tasks go only to nodes with that much left.
+    #[arg(long, value_name = "CPUS")]
+    reserve_cpu: Option<String>,
+    /// Reserve memory: tasks go only to nodes with that much left.
+    #[arg(long, value_name = "BYTES")]
+    reserve_memory: Option<String>,
+    /// Attach a filesystem mount: type=volume|bind|tmpfs,source=…,target=…
+    /// [,readonly][,volume-nocopy][,tmpfs-size=…][,tmpfs-mode=…]
+    /// (repeatable).
+    #[arg(long, value_name = "MOUNT")]
+    mount: Vec<String>,
     /// Publish a port: [PUBLISHED:]TARGET[/tcp|/udp] (8080:80, 53:53/udp,
     /// 80 for a free published port) or
     /// published=P,target=T[,protocol=tcp|udp][,mode=ingress|host]
@@ -78,10 +131,27 @@ pub struct CreateArgs {
     /// Exit immediately instead of waiting for the service to converge.
     #[arg(long, short)]
     detach: bool,
-    /// The command the tasks run, and its arguments.
-    #[arg(last = true, required = true)]
+    /// The image the tasks run, or `host` for the node's own filesystem
+    /// (read-only).
+    #[arg(value_name = "IMAGE")]
+    image: Option<String>,
+    /// The command and its arguments (after IMAGE, everything is theirs).
+    #[arg(
+        value_name = "COMMAND",
+        trailing_var_arg = true,
+        allow_hyphen_values = true,
+        num_args = 0..
+    )]
     command: Vec<String>,
 }
+
+/// `service create` without an image, in docker's words.
+#[derive(Debug, thiserror::Error)]
+#[error(
+    "\"shoal service create\" requires at least 1 argument.\nSee 'shoal service create --help'.\n\n\
+     Usage:  shoal service create [OPTIONS] IMAGE [COMMAND] [ARG...]\n\nCreate a new service"
+)]
+pub struct MissingImage;
 
 #[derive(Subcommand)]
 pub enum ServiceCmd {
@@ -139,7 +209,72 @@ pub enum ServiceCmd {
     },
 }
 
-fn request(a: &CreateArgs) -> Result<CreateServiceRequest, FlagError> {
+/// The container flags as the wire carries them, checked.
+fn container(a: &CreateArgs) -> Result<(ContainerSpec, Resources), FlagError> {
+    let cpus = |flag, v: &Option<String>| {
+        v.as_deref().map_or(Ok(0), |v| {
+            parse_cpus(v).map_err(|e| FlagError::new(flag, v, e))
+        })
+    };
+    let size = |flag, v: &Option<String>| {
+        v.as_deref().map_or(Ok(0), |v| {
+            parse_size(v).map_err(|e| FlagError::new(flag, v, e))
+        })
+    };
+    let resources = Resources {
+        limit_nano_cpus: cpus("--limit-cpu", &a.limit_cpu)?,
+        limit_memory_bytes: size("--limit-memory", &a.limit_memory)?,
+        limit_pids: a.limit_pids.unwrap_or_default(),
+        reserve_nano_cpus: cpus("--reserve-cpu", &a.reserve_cpu)?,
+        reserve_memory_bytes: size("--reserve-memory", &a.reserve_memory)?,
+    };
+    let mut sysctls = std::collections::HashMap::new();
+    for s in &a.sysctl {
+        let (k, v) = parse_sysctl(s).map_err(|e| FlagError::new("--sysctl", s, e))?;
+        sysctls.insert(k, v);
+    }
+    let mounts = a
+        .mount
+        .iter()
+        .map(|m| parse_mount(m).map_err(|e| FlagError::new("--mount", m, e)))
+        .collect::<Result<Vec<_>, _>>()?;
+    let stop_grace_period_ns = match &a.stop_grace_period {
+        None => None,
+        Some(v) => {
+            let d = parse_duration(v).map_err(|e| FlagError::new("--stop-grace-period", v, e))?;
+            Some(u64::try_from(d.as_nanos()).unwrap_or(u64::MAX))
+        }
+    };
+    let spec = ContainerSpec {
+        image: a.image.clone().unwrap_or_default(),
+        image_digest: String::new(),
+        entrypoint: a.entrypoint.as_deref().map(|e| Entrypoint {
+            args: parse_entrypoint(e),
+        }),
+        workdir: a.workdir.clone().unwrap_or_default(),
+        user: a.user.clone().unwrap_or_default(),
+        hostname: a.hostname.clone().unwrap_or_default(),
+        stop_signal: a.stop_signal.clone().unwrap_or_default(),
+        stop_grace_period_ns,
+        read_only: a.read_only,
+        init: a.init,
+        cap_add: a.cap_add.clone(),
+        cap_drop: a.cap_drop.clone(),
+        sysctls,
+        mounts,
+    };
+    Ok((spec, resources))
+}
+
+fn request(a: &CreateArgs) -> anyhow::Result<CreateServiceRequest> {
+    if a.image.is_none() {
+        return Err(MissingImage.into());
+    }
+    Ok(flags_request(a)?)
+}
+
+fn flags_request(a: &CreateArgs) -> Result<CreateServiceRequest, FlagError> {
+    let (container, resources) = container(a)?;
     let delay = parse_duration(&a.restart_delay)
         .map_err(|e| FlagError::new("--restart-delay", &a.restart_delay, e))?;
     if delay.subsec_nanos() != 0 {
@@ -201,9 +336,10 @@ fn request(a: &CreateArgs) -> Result<CreateServiceRequest, FlagError> {
         }),
         args: a.command.clone(),
         labels,
-        rootfs: a.rootfs.clone().unwrap_or_default(),
         endpoint_mode: endpoint_mode.into(),
         ports,
+        container: Some(container),
+        resources: Some(resources),
     })
 }
 
@@ -392,12 +528,23 @@ struct ServiceJson<'a> {
     restart_condition: Cow<'static, str>,
     restart_delay_secs: u64,
     restart_max_attempts: u64,
-    /// `null`: the node's filesystem.
+    /// The image docker-style: `busybox@sha256:…` once pinned, or `host`.
+    image: String,
+    /// Set only for a service stored with `--rootfs` by an older build.
     rootfs: Option<&'a str>,
     labels: BTreeMap<&'a str, &'a str>,
     endpoint_mode: Cow<'static, str>,
     ports: Vec<PortJson>,
     vips: Vec<VipJson<'a>>,
+    /// docker's `Spec.TaskTemplate`: ContainerSpec and Resources.
+    #[serde(rename = "Spec", skip_serializing_if = "Option::is_none")]
+    spec: Option<SpecJson<'a>>,
+}
+
+#[derive(Serialize)]
+struct SpecJson<'a> {
+    #[serde(rename = "TaskTemplate")]
+    task_template: crate::container::TaskTemplateJson<'a>,
 }
 
 #[derive(Serialize)]
@@ -430,7 +577,13 @@ fn service_json(s: &ServiceSummary) -> ServiceJson<'_> {
         restart_condition: r.map_or("".into(), |r| word::<RestartCondition>(r.condition)),
         restart_delay_secs: r.map_or(0, |r| r.delay_secs),
         restart_max_attempts: r.map_or(0, |r| r.max_attempts),
-        rootfs: (!s.rootfs.is_empty()).then_some(s.rootfs.as_str()),
+        image: s
+            .container
+            .as_ref()
+            .map(crate::container::pinned)
+            .unwrap_or_default(),
+        rootfs: (!s.legacy_rootfs.is_empty()).then_some(s.legacy_rootfs.as_str()),
+        spec: crate::container::task_template(s).map(|task_template| SpecJson { task_template }),
         labels: s
             .labels
             .iter()
@@ -515,23 +668,12 @@ Name:		{}
             r.max_attempts
         ));
     }
-    out.push_str(&format!(
-        "ContainerSpec:
- Args:		{}
-",
-        s.args.join(" ")
-    ));
-    if !s.rootfs.is_empty() {
+    out.push_str(&crate::container::pretty(s));
+    if !s.legacy_rootfs.is_empty() {
         out.push_str(&format!(
-            " Rootfs:	{}
-",
-            s.rootfs
+            " Rootfs:\t{} (not run any more: recreate the service)\n",
+            s.legacy_rootfs
         ));
-    }
-    if !s.env.is_empty() {
-        out.push_str(" Env:		");
-        out.push_str(&s.env.join(" "));
-        out.push('\n');
     }
     if !s.networks.is_empty() {
         out.push_str(&format!(
@@ -587,6 +729,9 @@ pub async fn run(host: &str, cmd: ServiceCmd) -> anyhow::Result<()> {
             let req = request(&a)?;
             let mut d = client::connect(host).await?;
             let s = client::call(host, d.control.create_service(req)).await?;
+            for w in &s.warnings {
+                eprint!("{w}");
+            }
             println!("{}", s.id);
             if a.detach {
                 return Ok(());
@@ -609,14 +754,14 @@ pub async fn run(host: &str, cmd: ServiceCmd) -> anyhow::Result<()> {
                     println!("{}", serde_json::to_string_pretty(&v)?);
                 }
                 Format::Table => {
-                    let mut t = table(&["ID", "NAME", "MODE", "REPLICAS", "COMMAND", "PORTS"]);
+                    let mut t = table(&["ID", "NAME", "MODE", "REPLICAS", "IMAGE", "PORTS"]);
                     for s in &all {
                         t.add_row(vec![
                             s.id.get(..12).unwrap_or(&s.id).to_owned(),
                             s.name.clone(),
                             word::<ServiceMode>(s.mode).into_owned(),
                             format!("{}/{}", s.running, s.desired),
-                            s.args.join(" "),
+                            crate::container::ls_image(s),
                             ports_column(&s.ports),
                         ]);
                     }
@@ -753,21 +898,247 @@ mod tests {
     }
 
     fn create_args(extra: &[&str]) -> Result<CreateArgs, clap::Error> {
+        let mut argv = vec!["shoal", "--name", "web"];
+        argv.extend_from_slice(extra);
+        argv.extend_from_slice(&["host", "sleep", "1"]);
+        parse_argv(&argv)
+    }
+
+    fn parse_argv(argv: &[&str]) -> Result<CreateArgs, clap::Error> {
         use clap::{FromArgMatches, Parser};
         #[derive(Parser)]
         struct Cli {
             #[command(flatten)]
             a: CreateArgs,
         }
-        let mut argv = vec!["shoal", "--name", "web"];
-        argv.extend_from_slice(extra);
-        argv.extend_from_slice(&["--", "sleep", "1"]);
         let m = <Cli as clap::CommandFactory>::command().try_get_matches_from(argv)?;
         Cli::from_arg_matches(&m).map(|c| c.a)
     }
 
-    fn chain(e: FlagError) -> String {
-        format!("{:#}", anyhow::Error::from(e))
+    fn chain(e: impl Into<anyhow::Error>) -> String {
+        format!("{:#}", e.into())
+    }
+
+    #[test]
+    fn image_then_command_as_docker() -> anyhow::Result<()> {
+        // Everything after IMAGE is the command's, flags included.
+        let a = parse_argv(&[
+            "shoal",
+            "--name",
+            "web",
+            "-p",
+            "80",
+            "host",
+            "/lab-http",
+            "serve",
+            "--port",
+            "80",
+        ])?;
+        let r = request(&a)?;
+        assert_eq!(r.container.as_ref().map(|c| c.image.as_str()), Some("host"));
+        assert_eq!(r.args, ["/lab-http", "serve", "--port", "80"]);
+        assert_eq!(r.ports.len(), 1);
+        // An image alone: its own command.
+        let a = parse_argv(&["shoal", "--name", "web", "busybox:1.36"])?;
+        let r = request(&a)?;
+        assert_eq!(
+            r.container.as_ref().map(|c| c.image.as_str()),
+            Some("busybox:1.36")
+        );
+        assert!(r.args.is_empty());
+        // No image: docker's usage error.
+        let a = parse_argv(&["shoal", "--name", "web"])?;
+        let e = request(&a).err().map(chain).unwrap_or_default();
+        assert!(
+            e.starts_with("\"shoal service create\" requires at least 1 argument."),
+            "{e}"
+        );
+        assert!(e.contains("Usage:  shoal service create [OPTIONS] IMAGE [COMMAND] [ARG...]"));
+        // The old `--` form and --rootfs are gone.
+        assert!(parse_argv(&["shoal", "--name", "w", "--rootfs", "/x", "host", "true"]).is_err());
+        Ok(())
+    }
+
+    #[test]
+    fn container_flags_reach_the_request() -> anyhow::Result<()> {
+        let a = create_args(&[
+            "--entrypoint",
+            "/bin/sh -c",
+            "-w",
+            "/srv",
+            "-u",
+            "1000:1000",
+            "--hostname",
+            "web-1",
+            "--stop-signal",
+            "SIGINT",
+            "--stop-grace-period",
+            "30s",
+            "--read-only",
+            "--init",
+            "--cap-add",
+            "NET_ADMIN",
+            "--cap-drop",
+            "MKNOD",
+            "--sysctl",
+            "net.core.somaxconn=1024",
+            "--limit-cpu",
+            "0.5",
+            "--limit-memory",
+            "64M",
+            "--limit-pids",
+            "100",
+            "--reserve-cpu",
+            ".25",
+            "--reserve-memory",
+            "32m",
+            "--mount",
+            "type=bind,source=/srv,target=/data,readonly",
+            "--mount",
+            "type=tmpfs,target=/run/t,tmpfs-size=1g",
+        ])?;
+        let r = request(&a)?;
+        let c = r.container.unwrap_or_default();
+        assert_eq!(
+            c.entrypoint.map(|e| e.args),
+            Some(vec!["/bin/sh".into(), "-c".into()])
+        );
+        assert_eq!((c.workdir.as_str(), c.user.as_str()), ("/srv", "1000:1000"));
+        assert_eq!(
+            (c.hostname.as_str(), c.stop_signal.as_str()),
+            ("web-1", "SIGINT")
+        );
+        assert_eq!(c.stop_grace_period_ns, Some(30_000_000_000));
+        assert!(c.read_only && c.init);
+        assert_eq!(
+            (c.cap_add, c.cap_drop),
+            (vec!["NET_ADMIN".into()], vec!["MKNOD".into()])
+        );
+        assert_eq!(
+            c.sysctls.get("net.core.somaxconn").map(String::as_str),
+            Some("1024")
+        );
+        assert_eq!(c.mounts.len(), 2);
+        assert!(c.mounts[0].read_only);
+        assert_eq!(c.mounts[1].tmpfs_size_bytes, 1 << 30);
+        let res = r.resources.unwrap_or_default();
+        assert_eq!(
+            (res.limit_nano_cpus, res.limit_memory_bytes, res.limit_pids),
+            (500_000_000, 64 << 20, 100)
+        );
+        assert_eq!(
+            (res.reserve_nano_cpus, res.reserve_memory_bytes),
+            (250_000_000, 32 << 20)
+        );
+        // Not given: unset, so the manager applies docker's defaults.
+        let r = request(&create_args(&[])?)?;
+        let c = r.container.unwrap_or_default();
+        assert_eq!((c.entrypoint, c.stop_grace_period_ns), (None, None));
+        // `--entrypoint ""` clears the image's.
+        let r = request(&create_args(&["--entrypoint", ""])?)?;
+        assert_eq!(
+            r.container.and_then(|c| c.entrypoint).map(|e| e.args),
+            Some(vec![])
+        );
+        // Each bad value names its flag.
+        let bad: &[(&[&str], &str)] = &[
+            (
+                &["--limit-memory", "lots"],
+                "--limit-memory lots: expected a size",
+            ),
+            (
+                &["--reserve-memory", "1x"],
+                "--reserve-memory 1x: expected a size",
+            ),
+            (
+                &["--limit-cpu", "half"],
+                "--limit-cpu half: expected a number of CPUs",
+            ),
+            (
+                &["--reserve-cpu", "0.0000000001"],
+                "--reserve-cpu 0.0000000001: value is too precise",
+            ),
+            (&["--sysctl", "x"], "--sysctl x: expected KEY=VALUE"),
+            (
+                &["--mount", "type=bind,target=/t"],
+                "--mount type=bind,target=/t: a bind mount needs source=",
+            ),
+            (
+                &["--mount", "source=v"],
+                "--mount source=v: target is required",
+            ),
+            (
+                &["--stop-grace-period", "1d"],
+                "--stop-grace-period 1d: unknown unit",
+            ),
+        ];
+        for (flags, want) in bad {
+            let e = request(&create_args(flags)?)
+                .err()
+                .map(chain)
+                .unwrap_or_default();
+            assert!(e.starts_with(want), "{flags:?}: {e}");
+        }
+        Ok(())
+    }
+
+    #[test]
+    fn inspect_shows_the_container_as_docker() {
+        let digest = format!("sha256:{}", "a".repeat(64));
+        let s = ServiceSummary {
+            name: "web".into(),
+            args: vec!["sleep".into(), "1".into()],
+            container: Some(ContainerSpec {
+                image: "busybox".into(),
+                image_digest: digest.clone(),
+                init: true,
+                mounts: vec![parse_mount("type=tmpfs,target=/t,tmpfs-size=1m").unwrap_or_default()],
+                ..Default::default()
+            }),
+            resources: Some(Resources {
+                reserve_memory_bytes: 32 << 20,
+                limit_nano_cpus: 500_000_000,
+                ..Default::default()
+            }),
+            ..Default::default()
+        };
+        assert_eq!(crate::container::ls_image(&s), "busybox:latest");
+        let json = serde_json::to_value(service_json(&s)).unwrap_or_default();
+        let spec = &json["Spec"]["TaskTemplate"];
+        assert_eq!(spec["ContainerSpec"]["Image"], format!("busybox@{digest}"));
+        assert_eq!(json["image"], format!("busybox@{digest}"));
+        assert_eq!(spec["ContainerSpec"]["Args"][1], "1");
+        assert_eq!(spec["ContainerSpec"]["Init"], true);
+        assert_eq!(spec["ContainerSpec"]["Mounts"][0]["Type"], "tmpfs");
+        assert_eq!(
+            spec["ContainerSpec"]["Mounts"][0]["TmpfsOptions"]["SizeBytes"],
+            1 << 20
+        );
+        assert_eq!(spec["Resources"]["Reservations"]["MemoryBytes"], 32 << 20);
+        assert_eq!(spec["Resources"]["Limits"]["NanoCPUs"], 500_000_000);
+        assert!(spec["Resources"]["Limits"].get("MemoryBytes").is_none());
+        let text = service_text(&s);
+        assert!(
+            text.contains(&format!(
+                "ContainerSpec:\n Image:\t\tbusybox@{digest}\n Args:\t\tsleep 1\n"
+            )),
+            "{text}"
+        );
+        assert!(
+            text.contains(
+                "Resources:\n Reservations:\n  Memory:\t32MiB\n Limits:\n  CPU:\t\t0.5\n"
+            ),
+            "{text}"
+        );
+        assert!(text.contains("Mounts:\n Target:\t/t\n"), "{text}");
+        let host = ServiceSummary {
+            container: Some(ContainerSpec {
+                image: "host".into(),
+                ..Default::default()
+            }),
+            ..Default::default()
+        };
+        assert_eq!(crate::container::ls_image(&host), "host");
     }
 
     #[test]

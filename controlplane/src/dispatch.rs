@@ -5,12 +5,14 @@
 use std::{collections::BTreeSet, net::IpAddr};
 
 use shoal_api::cluster::v1::{
-    AssignmentSet, Endpoint, MeshBackend, MeshService, NetworkAssignment, NodeAddress, TaskAddress,
-    TaskAssignment, TaskReport,
+    AssignmentSet, Endpoint, ImageHolder, MeshBackend, MeshService, NetworkAssignment, NodeAddress,
+    TaskAddress, TaskAssignment, TaskReport,
 };
 
 use crate::{
-    model::{ClusterState, Command, Node, NodeState, Task, TaskState, TaskStatus},
+    model::{
+        ClusterState, Command, HOST_IMAGE, Node, NodeState, Task, TaskSpec, TaskState, TaskStatus,
+    },
     wire::{self, encode, logged},
 };
 
@@ -96,6 +98,46 @@ fn backends(
         .collect()
 }
 
+/// `host:port` of a node's 2377: a manager's is recorded; a worker listens
+/// on the cluster port of the address it joined with.
+pub fn cluster_addr(n: &Node) -> Option<String> {
+    match &n.manager {
+        Some(m) => Some(m.addr.clone()),
+        None => n
+            .addr
+            .map(|ip| std::net::SocketAddr::new(ip, shoal_api::CLUSTER_PORT).to_string()),
+    }
+}
+
+/// The other nodes that hold a task's image (its pinned digest, or under
+/// its reference when unpinned), where a node lacking it can fetch it.
+fn image_holders(state: &ClusterState, spec: &TaskSpec, me: &str) -> Vec<ImageHolder> {
+    if spec.image == HOST_IMAGE {
+        return Vec::new();
+    }
+    let holders: BTreeSet<&str> = if spec.image_digest.is_empty() {
+        shoal_api::reference::Reference::parse(&spec.image)
+            .ok()
+            .and_then(|r| state.resolve_image(&r.with_default_tag().to_string()))
+            .map(|(_, h)| h.nodes.iter().map(String::as_str).collect())
+            .unwrap_or_default()
+    } else {
+        state.image_holders(&spec.image_digest)
+    };
+    holders
+        .into_iter()
+        .filter(|n| *n != me)
+        .filter_map(|n| state.nodes.get(n))
+        .filter(|n| n.status == NodeState::Ready)
+        .filter_map(|n| {
+            Some(ImageHolder {
+                node_id: n.id.clone(),
+                addr: cluster_addr(n)?,
+            })
+        })
+        .collect()
+}
+
 /// Everything `node_id` needs to know: its tasks that have not ended, the
 /// networks they use (and always the ingress network, which every node
 /// carries for the routing mesh), the live endpoints on those networks
@@ -119,32 +161,43 @@ pub fn assignments(state: &ClusterState, node_id: &str) -> AssignmentSet {
         .collect();
     let tasks = mine
         .iter()
-        .map(|t| TaskAssignment {
-            id: t.id.clone(),
-            name: task_name(state, t),
-            service_id: t.service_id.clone(),
-            service_name: state
-                .services
-                .get(&t.service_id)
-                .map(|s| s.spec.name.clone())
-                .unwrap_or_default(),
-            desired_state: encode(t.desired_state),
-            state: encode(t.state),
-            args: t.spec.args.clone(),
-            env: t.spec.env.clone(),
-            rootfs: t.spec.rootfs.clone(),
-            addresses: t
-                .networks
-                .iter()
-                .flat_map(|n| {
-                    n.addresses.iter().filter_map(|a| {
-                        Some(TaskAddress {
-                            network_id: n.network_id.clone(),
-                            addr: Some(task_addr(t, a)?),
+        .map(|t| {
+            let (mut container, resources) = wire::container(&t.spec);
+            // A task stored with `--rootfs` by an older build must not run
+            // from the node's filesystem in the moment before the
+            // orchestrator stops it: with no image, the node rejects it.
+            if !t.spec.legacy_rootfs.is_empty() {
+                container.image.clear();
+            }
+            TaskAssignment {
+                id: t.id.clone(),
+                name: task_name(state, t),
+                service_id: t.service_id.clone(),
+                service_name: state
+                    .services
+                    .get(&t.service_id)
+                    .map(|s| s.spec.name.clone())
+                    .unwrap_or_default(),
+                desired_state: encode(t.desired_state),
+                state: encode(t.state),
+                args: t.spec.args.clone(),
+                env: t.spec.env.clone(),
+                container: Some(container),
+                resources: Some(resources),
+                image_holders: image_holders(state, &t.spec, node_id),
+                addresses: t
+                    .networks
+                    .iter()
+                    .flat_map(|n| {
+                        n.addresses.iter().filter_map(|a| {
+                            Some(TaskAddress {
+                                network_id: n.network_id.clone(),
+                                addr: Some(task_addr(t, a)?),
+                            })
                         })
                     })
-                })
-                .collect(),
+                    .collect(),
+            }
         })
         .collect();
     let networks = network_ids

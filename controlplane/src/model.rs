@@ -243,6 +243,17 @@ pub struct Node {
     /// Its certificate, as the node last reported it in a heartbeat.
     #[serde(default)]
     pub tls: NodeTls,
+    /// What it offers tasks, as it last reported; zero until then.
+    #[serde(default)]
+    pub resources: NodeResources,
+}
+
+/// A node's CPUs and memory (docker's `Description.Resources`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct NodeResources {
+    pub nano_cpus: u64,
+    pub memory_bytes: u64,
 }
 
 impl Node {
@@ -390,16 +401,201 @@ pub struct EndpointSpec {
     pub ports: Vec<PortConfig>,
 }
 
-/// What a task runs; copied into each task so a service update does not
-/// change tasks already created.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+/// The reserved image name for the node's own root filesystem, read-only.
+pub const HOST_IMAGE: &str = "host";
+
+/// docker's default `--stop-grace-period`.
+pub const DEFAULT_STOP_GRACE_NANOS: u64 = 10_000_000_000;
+
+/// What a task runs (docker's ContainerSpec and Resources); copied into each
+/// task so a service update does not change tasks already created.
+///
+/// Stored specs of builds before images carry `rootfs` (a directory tree
+/// the tasks pivoted into, empty for the node's filesystem) and no image:
+/// they read as image [`HOST_IMAGE`], and a non-empty `rootfs` is kept in
+/// [`TaskSpec::legacy_rootfs`] so that nothing runs on a filesystem it was
+/// not meant for (see `orchestrator`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(from = "StoredTaskSpec")]
 pub struct TaskSpec {
-    /// Directory tree the task pivots into (`--rootfs`); empty: the node's
-    /// own filesystem.
-    #[serde(default, alias = "image")]
-    pub rootfs: String,
+    /// As given (`busybox`, `registry:5000/a/b:1`, `x@sha256:…`) or
+    /// [`HOST_IMAGE`].
+    pub image: String,
+    /// `sha256:<hex>` of the manifest, pinned at create time; empty: not
+    /// pinned (unknown to the catalogue) or [`HOST_IMAGE`].
+    pub image_digest: String,
+    /// `Some`: replaces the image's entrypoint (`Some(vec![])` clears it).
+    pub entrypoint: Option<Vec<String>>,
     pub args: Vec<String>,
     pub env: Vec<String>,
+    pub workdir: String,
+    pub user: String,
+    pub hostname: String,
+    pub stop_signal: String,
+    pub stop_grace_nanos: u64,
+    pub read_only: bool,
+    pub init: bool,
+    pub cap_add: Vec<String>,
+    pub cap_drop: Vec<String>,
+    pub sysctls: BTreeMap<String, String>,
+    pub resources: Resources,
+    pub mounts: Vec<Mount>,
+    /// The `--rootfs` directory of a spec stored before images; empty for
+    /// every spec made since. Written back only when set.
+    #[serde(rename = "rootfs", skip_serializing_if = "String::is_empty")]
+    pub legacy_rootfs: String,
+}
+
+impl Default for TaskSpec {
+    fn default() -> Self {
+        TaskSpec {
+            image: HOST_IMAGE.to_owned(),
+            image_digest: String::new(),
+            entrypoint: None,
+            args: Vec::new(),
+            env: Vec::new(),
+            workdir: String::new(),
+            user: String::new(),
+            hostname: String::new(),
+            stop_signal: String::new(),
+            stop_grace_nanos: DEFAULT_STOP_GRACE_NANOS,
+            read_only: false,
+            init: false,
+            cap_add: Vec::new(),
+            cap_drop: Vec::new(),
+            sysctls: BTreeMap::new(),
+            resources: Resources::default(),
+            mounts: Vec::new(),
+            legacy_rootfs: String::new(),
+        }
+    }
+}
+
+impl TaskSpec {
+    /// The image as docker prints it in `service inspect`: `ref@sha256:…`
+    /// once pinned.
+    pub fn pinned_image(&self) -> String {
+        if self.image_digest.is_empty() || self.image.contains('@') {
+            self.image.clone()
+        } else {
+            format!("{}@{}", self.image, self.image_digest)
+        }
+    }
+}
+
+/// Every format a task spec was stored in: the current one, and the one
+/// before images (`rootfs`, briefly also read under the name `image`).
+#[derive(Deserialize)]
+struct StoredTaskSpec {
+    #[serde(default)]
+    image: Option<String>,
+    #[serde(default)]
+    rootfs: Option<String>,
+    #[serde(default)]
+    image_digest: String,
+    #[serde(default)]
+    entrypoint: Option<Vec<String>>,
+    #[serde(default)]
+    args: Vec<String>,
+    #[serde(default)]
+    env: Vec<String>,
+    #[serde(default)]
+    workdir: String,
+    #[serde(default)]
+    user: String,
+    #[serde(default)]
+    hostname: String,
+    #[serde(default)]
+    stop_signal: String,
+    #[serde(default)]
+    stop_grace_nanos: Option<u64>,
+    #[serde(default)]
+    read_only: bool,
+    #[serde(default)]
+    init: bool,
+    #[serde(default)]
+    cap_add: Vec<String>,
+    #[serde(default)]
+    cap_drop: Vec<String>,
+    #[serde(default)]
+    sysctls: BTreeMap<String, String>,
+    #[serde(default)]
+    resources: Resources,
+    #[serde(default)]
+    mounts: Vec<Mount>,
+}
+
+impl From<StoredTaskSpec> for TaskSpec {
+    fn from(s: StoredTaskSpec) -> Self {
+        // The old build's `image` alias held a directory, never a reference:
+        // a path is a legacy rootfs wherever it is found.
+        let (image, legacy_rootfs) = match (s.image, s.rootfs) {
+            (Some(i), r) if !i.is_empty() && !i.starts_with('/') => (i, r.unwrap_or_default()),
+            (Some(i), _) if i.starts_with('/') => (HOST_IMAGE.to_owned(), i),
+            (_, r) => (HOST_IMAGE.to_owned(), r.unwrap_or_default()),
+        };
+        TaskSpec {
+            image,
+            image_digest: s.image_digest,
+            entrypoint: s.entrypoint,
+            args: s.args,
+            env: s.env,
+            workdir: s.workdir,
+            user: s.user,
+            hostname: s.hostname,
+            stop_signal: s.stop_signal,
+            stop_grace_nanos: s.stop_grace_nanos.unwrap_or(DEFAULT_STOP_GRACE_NANOS),
+            read_only: s.read_only,
+            init: s.init,
+            cap_add: s.cap_add,
+            cap_drop: s.cap_drop,
+            sysctls: s.sysctls,
+            resources: s.resources,
+            mounts: s.mounts,
+            legacy_rootfs,
+        }
+    }
+}
+
+/// `--limit-*` and `--reserve-*`; 0 = none.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct Resources {
+    pub limit_nano_cpus: u64,
+    pub limit_memory_bytes: u64,
+    pub limit_pids: u64,
+    pub reserve_nano_cpus: u64,
+    pub reserve_memory_bytes: u64,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum MountType {
+    Volume,
+    Bind,
+    Tmpfs,
+}
+
+/// One `--mount`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Mount {
+    #[serde(rename = "type")]
+    pub kind: MountType,
+    /// Volume name (empty: anonymous) or a bind's absolute host path;
+    /// empty for tmpfs.
+    #[serde(default)]
+    pub source: String,
+    pub target: String,
+    #[serde(default)]
+    pub read_only: bool,
+    /// tmpfs: bytes, 0 = unlimited.
+    #[serde(default)]
+    pub tmpfs_size_bytes: u64,
+    /// tmpfs: permission bits, 0 = 1777.
+    #[serde(default)]
+    pub tmpfs_mode: u32,
+    #[serde(default)]
+    pub volume_nocopy: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -555,6 +751,53 @@ pub struct ClusterState {
     pub services: BTreeMap<String, Service>,
     pub tasks: BTreeMap<String, Task>,
     pub secrets: BTreeMap<String, Secret>,
+    /// The image catalogue: normalised reference → the digests nodes hold
+    /// under it.
+    pub images: BTreeMap<String, BTreeMap<String, ImageHolding>>,
+}
+
+/// One digest of a reference in the catalogue.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct ImageHolding {
+    pub size: u64,
+    /// Ids of the nodes holding it.
+    pub nodes: BTreeSet<String>,
+    /// Store version of the latest registration of this digest: the newest
+    /// one is what a reference resolves to.
+    pub registered: u64,
+}
+
+/// An image a node reports holding.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ImageRecord {
+    /// Normalised (`docker.io/library/busybox:latest`).
+    pub reference: String,
+    /// `sha256:<hex>` of the manifest.
+    pub digest: String,
+    pub size: u64,
+}
+
+impl ClusterState {
+    /// The digest a reference resolves to: the one registered last, among
+    /// those some node still holds.
+    pub fn resolve_image(&self, reference: &str) -> Option<(&str, &ImageHolding)> {
+        self.images
+            .get(reference)?
+            .iter()
+            .filter(|(_, h)| !h.nodes.is_empty())
+            .max_by_key(|(d, h)| (h.registered, std::cmp::Reverse(d.as_str())))
+            .map(|(d, h)| (d.as_str(), h))
+    }
+
+    /// The nodes holding `digest` (under any reference).
+    pub fn image_holders(&self, digest: &str) -> BTreeSet<&str> {
+        self.images
+            .values()
+            .filter_map(|by_digest| by_digest.get(digest))
+            .flat_map(|h| h.nodes.iter().map(String::as_str))
+            .collect()
+    }
 }
 
 impl ClusterState {
@@ -841,6 +1084,13 @@ pub enum Command {
         id: String,
         expected_version: u64,
     },
+    /// A node's images changed: `images` are held (added, or refreshed),
+    /// `removed` references are not any more.
+    RegisterImages {
+        node_id: String,
+        images: Vec<ImageRecord>,
+        removed: Vec<String>,
+    },
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -954,7 +1204,12 @@ pub fn apply(state: &mut ClusterState, command: &Command) -> Result<Applied, App
         C::RemoveNode {
             id,
             expected_version,
-        } => remove::<Node>(state, id, *expected_version),
+        } => {
+            let applied = remove::<Node>(state, id, *expected_version)?;
+            // A removed node holds nothing any more.
+            forget_holder(state, id, |_| true);
+            Ok(applied)
+        }
         C::CreateNetwork(o) => create(state, o),
         C::UpdateNetwork {
             id,
@@ -995,7 +1250,77 @@ pub fn apply(state: &mut ClusterState, command: &Command) -> Result<Applied, App
             id,
             expected_version,
         } => remove::<Secret>(state, id, *expected_version),
+        C::RegisterImages {
+            node_id,
+            images,
+            removed,
+        } => register_images(state, node_id, images, removed),
     }
+}
+
+fn register_images(
+    state: &mut ClusterState,
+    node_id: &str,
+    images: &[ImageRecord],
+    removed: &[String],
+) -> Result<Applied, ApplyError> {
+    if !state.nodes.contains_key(node_id) {
+        return Err(ApplyError::NotFound {
+            kind: Kind::Node,
+            id: node_id.to_owned(),
+        });
+    }
+    let version = state.version + 1;
+    for reference in removed {
+        if let Some(by_digest) = state.images.get_mut(reference) {
+            for h in by_digest.values_mut() {
+                h.nodes.remove(node_id);
+            }
+        }
+    }
+    for i in images {
+        // A reference moved to another digest on this node (a newer load
+        // under the same tag): it holds the old one under it no more.
+        if let Some(by_digest) = state.images.get_mut(&i.reference) {
+            for (d, h) in by_digest.iter_mut() {
+                if *d != i.digest {
+                    h.nodes.remove(node_id);
+                }
+            }
+        }
+        let h = state
+            .images
+            .entry(i.reference.clone())
+            .or_default()
+            .entry(i.digest.clone())
+            .or_default();
+        h.size = i.size;
+        if h.nodes.insert(node_id.to_owned()) {
+            h.registered = version;
+        }
+    }
+    forget_holder(state, node_id, |_| false);
+    state.version = version;
+    Ok(Applied {
+        kind: Kind::Node,
+        id: node_id.to_owned(),
+        change: Change::Updated,
+        version,
+    })
+}
+
+/// Drops `node_id` from the holdings `drop` selects by reference, then
+/// every holding and reference that no node holds.
+fn forget_holder(state: &mut ClusterState, node_id: &str, drop: impl Fn(&str) -> bool) {
+    for (reference, by_digest) in state.images.iter_mut() {
+        if drop(reference) {
+            for h in by_digest.values_mut() {
+                h.nodes.remove(node_id);
+            }
+        }
+        by_digest.retain(|_, h| !h.nodes.is_empty());
+    }
+    state.images.retain(|_, by_digest| !by_digest.is_empty());
 }
 
 // Each of these checks everything before its single mutation, which is what

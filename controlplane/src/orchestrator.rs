@@ -24,7 +24,8 @@ use crate::{
     ipam::{self, Ipv4Net},
     model::{
         Availability, ClusterState, Command, EndpointMode, NetworkAttachment, Node, NodeState,
-        Protocol, RestartCondition, Service, ServiceMode, Task, TaskState, TaskStatus, VirtualIp,
+        Protocol, Resources, RestartCondition, Service, ServiceMode, Task, TaskState, TaskStatus,
+        VirtualIp,
     },
     ports,
 };
@@ -43,6 +44,9 @@ fn live(t: &Task) -> bool {
 
 /// Why `node` cannot run `service`'s tasks, or `None` if it can.
 pub fn ineligible(node: &Node, service: &Service) -> Option<String> {
+    if let Some(why) = legacy(service) {
+        return Some(why);
+    }
     if node.status != NodeState::Ready {
         return Some(format!(
             "node {} is {}",
@@ -65,6 +69,66 @@ pub fn ineligible(node: &Node, service: &Service) -> Option<String> {
         }
     }
     None
+}
+
+/// A service stored by a build with `--rootfs`: its tasks pivoted into a
+/// directory tree, which this build cannot run. Running them from the
+/// node's filesystem instead would run something else under its name, so
+/// they are stopped and not placed, and the reason shows in `service ps`.
+fn legacy(service: &Service) -> Option<String> {
+    let tree = &service.spec.task.legacy_rootfs;
+    (!tree.is_empty()).then(|| {
+        format!(
+            "service {} runs in directory tree {tree} (--rootfs), which this version no longer \
+             supports; recreate it with an image, or `host` for the node's filesystem",
+            service.spec.name
+        )
+    })
+}
+
+/// What a node has left for reservations: what it reported, less what its
+/// tasks reserve.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Free {
+    pub nano_cpus: u64,
+    pub memory_bytes: u64,
+}
+
+/// Whether a task reserving `r` fits in `free` (swarmkit's resource
+/// filter: reservations only; limits are not scheduled on).
+pub fn fits(r: &Resources, free: Free) -> bool {
+    r.reserve_nano_cpus <= free.nano_cpus && r.reserve_memory_bytes <= free.memory_bytes
+}
+
+/// Each node's resources less the reservations of the tasks it holds
+/// (assigned and not ended, including tasks being stopped).
+pub fn free_resources(state: &ClusterState) -> BTreeMap<&str, Free> {
+    let mut free: BTreeMap<&str, Free> = state
+        .nodes
+        .values()
+        .map(|n| {
+            let f = Free {
+                nano_cpus: n.resources.nano_cpus,
+                memory_bytes: n.resources.memory_bytes,
+            };
+            (n.id.as_str(), f)
+        })
+        .collect();
+    for t in state.tasks.values() {
+        if let Some(n) = t.node_id.as_deref()
+            && t.state >= TaskState::Assigned
+            && !ended(t.state)
+            && let Some(f) = free.get_mut(n)
+        {
+            take(f, &t.spec.resources);
+        }
+    }
+    free
+}
+
+fn take(f: &mut Free, r: &Resources) {
+    f.nano_cpus = f.nano_cpus.saturating_sub(r.reserve_nano_cpus);
+    f.memory_bytes = f.memory_bytes.saturating_sub(r.reserve_memory_bytes);
 }
 
 fn update(task: &Task, f: impl FnOnce(&mut Task)) -> Command {
@@ -542,6 +606,7 @@ pub fn schedule(state: &ClusterState, now: u64) -> Vec<Command> {
                 .extend(host_ports(&t.service_id));
         }
     }
+    let mut free = free_resources(state);
     let mut out = Vec::new();
     for t in state
         .tasks
@@ -554,6 +619,7 @@ pub fn schedule(state: &ClusterState, now: u64) -> Vec<Command> {
         let wants = host_ports(&service.id);
         let mut refused = Vec::new();
         let mut busy: BTreeMap<(u16, Protocol), usize> = BTreeMap::new();
+        let mut insufficient = 0usize;
         let mut best: Option<(usize, usize, &str, &str)> = None;
         for n in state.nodes.values() {
             if let Some(pinned) = &t.node_id
@@ -563,6 +629,13 @@ pub fn schedule(state: &ClusterState, now: u64) -> Vec<Command> {
             }
             if let Some(why) = ineligible(n, service) {
                 refused.push(why);
+                continue;
+            }
+            if !fits(
+                &t.spec.resources,
+                free.get(n.id.as_str()).copied().unwrap_or_default(),
+            ) {
+                insufficient += 1;
                 continue;
             }
             let on_node = bound.get(n.id.as_str());
@@ -599,6 +672,9 @@ pub fn schedule(state: &ClusterState, now: u64) -> Vec<Command> {
                     .entry(node_id)
                     .or_default()
                     .extend(wants.iter().copied());
+                if let Some(f) = free.get_mut(node_id) {
+                    take(f, &t.spec.resources);
+                }
                 let (node_id, hostname) = (node_id.to_owned(), hostname.to_owned());
                 out.push(update(t, |t| {
                     t.node_id = Some(node_id);
@@ -612,15 +688,21 @@ pub fn schedule(state: &ClusterState, now: u64) -> Vec<Command> {
             }
             None => {
                 refused.sort();
-                let mut reasons: Vec<String> = busy
-                    .iter()
-                    .map(|((port, proto), nodes)| {
-                        format!(
-                            "host-mode port {port}/{proto} in use on {nodes} node{}",
-                            if *nodes == 1 { "" } else { "s" }
-                        )
-                    })
-                    .collect();
+                refused.dedup();
+                // swarmkit's words, its filters' order: resources, then ports.
+                let mut reasons: Vec<String> = Vec::new();
+                if insufficient > 0 {
+                    reasons.push(format!(
+                        "insufficient resources on {insufficient} node{}",
+                        if insufficient == 1 { "" } else { "s" }
+                    ));
+                }
+                reasons.extend(busy.iter().map(|((port, proto), nodes)| {
+                    format!(
+                        "host-mode port {port}/{proto} in use on {nodes} node{}",
+                        if *nodes == 1 { "" } else { "s" }
+                    )
+                }));
                 reasons.extend(refused);
                 let err = if reasons.is_empty() {
                     "no suitable node: the swarm has no nodes".to_owned()

@@ -5,6 +5,9 @@
 
 use std::{fmt, net::Ipv4Addr};
 
+mod container;
+pub use container::{ContainerError, ContainerProblem, MIN_MEMORY_BYTES, container};
+
 pub use shoal_common::net::Ipv4Net;
 
 /// docker's limit for secret names and service names.

@@ -63,6 +63,7 @@ pairs! {
     model::RestartCondition => pb::RestartCondition {
         Any = Any, OnFailure = OnFailure, None = None,
     }
+    model::MountType => pb::MountType { Volume = Volume, Bind = Bind, Tmpfs = Tmpfs }
     model::TaskState => pb::TaskState {
         New = New, Pending = Pending, Assigned = Assigned, Accepted = Accepted,
         Preparing = Preparing, Starting = Starting, Running = Running, Complete = Complete,
@@ -188,6 +189,114 @@ pub fn restart(p: &model::RestartPolicy) -> pb::RestartPolicy {
     }
 }
 
+/// A request's container as the stored task spec, unchecked (see
+/// `validate::container`). The digest is the manager's to pin, never the
+/// caller's.
+pub fn task_spec(
+    args: &[String],
+    env: &[String],
+    c: Option<&pb::ContainerSpec>,
+    r: Option<&pb::Resources>,
+) -> Result<model::TaskSpec, WireError> {
+    let default = pb::ContainerSpec::default();
+    let c = c.unwrap_or(&default);
+    let r = r.cloned().unwrap_or_default();
+    let mounts = c
+        .mounts
+        .iter()
+        .enumerate()
+        .map(|(i, m)| {
+            let kind =
+                decode::<model::MountType>(|| format!("container.mounts[{i}].type"), m.r#type)?
+                    .ok_or_else(|| WireError::Missing {
+                        field: format!("--mount (container.mounts[{i}].type)"),
+                    })?;
+            Ok(model::Mount {
+                kind,
+                source: m.source.clone(),
+                target: m.target.clone(),
+                read_only: m.read_only,
+                tmpfs_size_bytes: m.tmpfs_size_bytes,
+                tmpfs_mode: m.tmpfs_mode,
+                volume_nocopy: m.volume_nocopy,
+            })
+        })
+        .collect::<Result<Vec<_>, WireError>>()?;
+    Ok(model::TaskSpec {
+        image: c.image.trim().to_owned(),
+        image_digest: String::new(),
+        entrypoint: c.entrypoint.as_ref().map(|e| e.args.clone()),
+        args: args.to_vec(),
+        env: env.to_vec(),
+        workdir: c.workdir.clone(),
+        user: c.user.clone(),
+        hostname: c.hostname.clone(),
+        stop_signal: c.stop_signal.clone(),
+        stop_grace_nanos: c
+            .stop_grace_period_ns
+            .unwrap_or(model::DEFAULT_STOP_GRACE_NANOS),
+        read_only: c.read_only,
+        init: c.init,
+        cap_add: c.cap_add.clone(),
+        cap_drop: c.cap_drop.clone(),
+        sysctls: c.sysctls.clone().into_iter().collect(),
+        resources: model::Resources {
+            limit_nano_cpus: r.limit_nano_cpus,
+            limit_memory_bytes: r.limit_memory_bytes,
+            limit_pids: r.limit_pids,
+            reserve_nano_cpus: r.reserve_nano_cpus,
+            reserve_memory_bytes: r.reserve_memory_bytes,
+        },
+        mounts,
+        legacy_rootfs: String::new(),
+    })
+}
+
+/// A stored task spec's container and resources as the wire carries them.
+pub fn container(t: &model::TaskSpec) -> (pb::ContainerSpec, pb::Resources) {
+    let r = &t.resources;
+    (
+        pb::ContainerSpec {
+            image: t.image.clone(),
+            image_digest: t.image_digest.clone(),
+            entrypoint: t
+                .entrypoint
+                .as_ref()
+                .map(|args| pb::Entrypoint { args: args.clone() }),
+            workdir: t.workdir.clone(),
+            user: t.user.clone(),
+            hostname: t.hostname.clone(),
+            stop_signal: t.stop_signal.clone(),
+            stop_grace_period_ns: Some(t.stop_grace_nanos),
+            read_only: t.read_only,
+            init: t.init,
+            cap_add: t.cap_add.clone(),
+            cap_drop: t.cap_drop.clone(),
+            sysctls: t.sysctls.clone().into_iter().collect(),
+            mounts: t
+                .mounts
+                .iter()
+                .map(|m| pb::Mount {
+                    r#type: encode(m.kind),
+                    source: m.source.clone(),
+                    target: m.target.clone(),
+                    read_only: m.read_only,
+                    tmpfs_size_bytes: m.tmpfs_size_bytes,
+                    tmpfs_mode: m.tmpfs_mode,
+                    volume_nocopy: m.volume_nocopy,
+                })
+                .collect(),
+        },
+        pb::Resources {
+            limit_nano_cpus: r.limit_nano_cpus,
+            limit_memory_bytes: r.limit_memory_bytes,
+            limit_pids: r.limit_pids,
+            reserve_nano_cpus: r.reserve_nano_cpus,
+            reserve_memory_bytes: r.reserve_memory_bytes,
+        },
+    )
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -209,6 +318,38 @@ mod tests {
         assert_eq!(
             decode_or(|| "p".into(), 0, model::Protocol::Tcp),
             Ok(model::Protocol::Tcp)
+        );
+    }
+
+    #[test]
+    fn container_specs_round_trip() {
+        let spec = model::TaskSpec {
+            image: "busybox".into(),
+            entrypoint: Some(Vec::new()),
+            args: vec!["sh".into()],
+            mounts: vec![model::Mount {
+                kind: model::MountType::Tmpfs,
+                source: String::new(),
+                target: "/t".into(),
+                read_only: true,
+                tmpfs_size_bytes: 1 << 20,
+                tmpfs_mode: 0o700,
+                volume_nocopy: false,
+            }],
+            resources: model::Resources {
+                reserve_memory_bytes: 1 << 30,
+                ..Default::default()
+            },
+            ..Default::default()
+        };
+        let (c, r) = container(&spec);
+        let back = task_spec(&spec.args, &spec.env, Some(&c), Some(&r));
+        assert_eq!(back, Ok(spec));
+        let mut bad = c.clone();
+        bad.mounts[0].r#type = 9;
+        assert_eq!(
+            task_spec(&[], &[], Some(&bad), None).map_err(|e| e.to_string()),
+            Err("container.mounts[0].type: unknown value 9".into())
         );
     }
 

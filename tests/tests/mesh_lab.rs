@@ -46,7 +46,7 @@ async fn probe_from_n3(
         "node.hostname==n3",
         "--restart-condition",
         "none",
-        "--",
+        "host",
     ];
     args.extend_from_slice(command);
     lab.shoal(1, &args)?;
@@ -88,7 +88,7 @@ async fn web(lab: &Lab, extra: &[&str]) -> anyhow::Result<()> {
         "node.hostname!=n3",
     ];
     args.extend_from_slice(extra);
-    args.extend_from_slice(&["--", HTTP, "serve", "80"]);
+    args.extend_from_slice(&["host", HTTP, "serve", "80"]);
     lab.shoal(1, &args)?;
     running(lab, "web", 2).await
 }
@@ -210,7 +210,7 @@ async fn published_ports_answer_on_every_node_and_keep_the_client_address() -> a
             "node.hostname==n1",
             "-p",
             "8181:81",
-            "--",
+            "host",
             HTTP,
             "serve",
             "80",
@@ -300,7 +300,7 @@ async fn published_ports_answer_on_every_node_and_keep_the_client_address() -> a
     let out = lab
         .command(1, shoal_lab::shoal_path()?)
         .args([
-            "service", "create", "--detach", "--name", "thief", "-p", "8080:80", "--", HTTP,
+            "service", "create", "--detach", "--name", "thief", "-p", "8080:80", "host", HTTP,
             "serve", "80",
         ])
         .output()?;
@@ -322,7 +322,7 @@ async fn published_ports_answer_on_every_node_and_keep_the_client_address() -> a
             "dnsrr",
             "-p",
             "8282:80",
-            "--",
+            "host",
             HTTP,
             "serve",
             "80",
@@ -344,7 +344,7 @@ async fn published_ports_answer_on_every_node_and_keep_the_client_address() -> a
             "node.hostname==n2",
             "-p",
             "published=9090,target=80,mode=host",
-            "--",
+            "host",
             HTTP,
             "serve",
             "80",

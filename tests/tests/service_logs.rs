@@ -142,7 +142,7 @@ async fn service_logs_from_a_manager_and_a_worker() -> anyhow::Result<()> {
             "echo",
             "--replicas",
             "2",
-            "--",
+            "host",
             "sh",
             "-c",
             &script,

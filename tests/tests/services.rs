@@ -36,7 +36,7 @@ async fn services_become_tasks_spread_moved_and_scaled() -> anyhow::Result<()> {
             "3",
             "--network",
             "appnet",
-            "--",
+            "host",
             "sleep",
             "1000",
         ],
@@ -80,7 +80,7 @@ async fn services_become_tasks_spread_moved_and_scaled() -> anyhow::Result<()> {
             "2",
             "--constraint",
             "node.role==manager",
-            "--",
+            "host",
             "sleep",
             "1000",
         ],
@@ -95,7 +95,7 @@ async fn services_become_tasks_spread_moved_and_scaled() -> anyhow::Result<()> {
             "nowhere",
             "--constraint",
             "node.labels.zone==x",
-            "--",
+            "host",
             "true",
         ],
     )?;
@@ -128,7 +128,7 @@ async fn services_become_tasks_spread_moved_and_scaled() -> anyhow::Result<()> {
             "bad",
             "--constraint",
             "node.rol==worker",
-            "--",
+            "host",
             "true",
         ],
     )?;
@@ -142,7 +142,7 @@ async fn services_become_tasks_spread_moved_and_scaled() -> anyhow::Result<()> {
             "x",
             "--network",
             "nope",
-            "--",
+            "host",
             "true",
         ],
     )?;
@@ -169,7 +169,8 @@ async fn services_become_tasks_spread_moved_and_scaled() -> anyhow::Result<()> {
     lab.shoal(
         1,
         &[
-            "service", "create", "-d", "--name", "agent", "--mode", "global", "--", "sleep", "1000",
+            "service", "create", "-d", "--name", "agent", "--mode", "global", "host", "sleep",
+            "1000",
         ],
     )?;
     eventually(Duration::from_secs(10), "agent on 3 nodes", || {
@@ -200,5 +201,109 @@ async fn services_become_tasks_spread_moved_and_scaled() -> anyhow::Result<()> {
     .await?;
     let e = lab.shoal_refused(1, &["service", "ps", "web"])?;
     ensure!(e.contains("service web not found"), "{e}");
+    Ok(())
+}
+
+/// Nodes report their CPUs and memory; a task reserving more than any node
+/// has stays pending with swarm's message, and other services still run.
+/// The image catalogue is empty, so an image service is created unpinned
+/// with swarm's warning.
+#[tokio::test]
+async fn reservations_beyond_every_node_stay_pending() -> anyhow::Result<()> {
+    let lab = Lab::builder("svc-res").nodes(2).start().await?;
+    lab.form_swarm_of(Formation::fast(1, 2))?;
+    let node = |k: usize| -> anyhow::Result<serde_json::Value> {
+        let out = lab.shoal(1, &["node", "inspect", &format!("n{k}")])?;
+        Ok(serde_json::from_str(&out)?)
+    };
+    for k in [1, 2] {
+        let reported = eventually(Duration::from_secs(10), "resources reported", || {
+            let v = node(k)?;
+            let r = &v[0]["Description"]["Resources"];
+            Ok((r["NanoCPUs"].as_u64().unwrap_or(0) >= 1_000_000_000
+                && r["MemoryBytes"].as_u64().unwrap_or(0) > 0)
+                .then_some(()))
+        })
+        .await;
+        reported?;
+    }
+    let pretty = lab.shoal(1, &["node", "inspect", "--pretty", "n1"])?;
+    ensure!(pretty.contains("Resources:\n CPUs:"), "{pretty}");
+
+    lab.shoal(
+        1,
+        &[
+            "service",
+            "create",
+            "-d",
+            "--name",
+            "huge",
+            "--reserve-memory",
+            "1p",
+            "host",
+            "sleep",
+            "1000",
+        ],
+    )?;
+    lab.shoal(
+        1,
+        &[
+            "service",
+            "create",
+            "-d",
+            "--name",
+            "small",
+            "--reserve-memory",
+            "8m",
+            "--replicas",
+            "2",
+            "host",
+            "sleep",
+            "1000",
+        ],
+    )?;
+    let why = eventually(
+        Duration::from_secs(10),
+        "huge pending with a reason",
+        || {
+            let rows = ps(&lab, "huge")?;
+            Ok(rows
+                .into_iter()
+                .find(|r| r.state == "pending" && !r.error.is_empty()))
+        },
+    )
+    .await?;
+    ensure!(
+        why.error == "no suitable node (insufficient resources on 2 nodes)",
+        "{why:?}"
+    );
+    eventually(Duration::from_secs(20), "small runs", || {
+        let rows = ps(&lab, "small")?;
+        Ok((rows.iter().filter(|r| r.state == "running").count() == 2).then_some(()))
+    })
+    .await?;
+    let inspect: serde_json::Value =
+        serde_json::from_str(&lab.shoal(1, &["service", "inspect", "huge"])?)?;
+    let spec = &inspect[0]["Spec"]["TaskTemplate"];
+    ensure!(spec["ContainerSpec"]["Image"] == "host", "{inspect:#}");
+    ensure!(
+        spec["Resources"]["Reservations"]["MemoryBytes"] == 1u64 << 50,
+        "{inspect:#}"
+    );
+
+    // An image no node registered: created unpinned, with swarm's warning.
+    let out = lab
+        .command(1, shoal_lab::shoal_path()?)
+        .args(["service", "create", "-d", "--name", "img", "busybox:1.36"])
+        .output()?;
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    ensure!(out.status.success(), "{stderr}");
+    ensure!(
+        stderr.contains("image busybox:1.36 could not be accessed on a registry to record"),
+        "{stderr}"
+    );
+    let ls = lab.shoal(1, &["service", "ls"])?;
+    ensure!(ls.contains("busybox:1.36") && ls.contains("IMAGE"), "{ls}");
+    lab.down()?;
     Ok(())
 }

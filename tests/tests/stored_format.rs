@@ -11,7 +11,10 @@
 //! replicas, env, constraint, restart policy, ingress ports tcp+udp, one
 //! added by `service update --publish-add`) and `hostport` (host-mode port,
 //! scaled to 2). The JSON files beside it are what that build's `shoal …
-//! --format json` printed, before its daemons were stopped.
+//! --format json` printed, before its daemons were stopped, with one
+//! addition: `services.json` gained the fields images brought (`image` and
+//! docker's `Spec.TaskTemplate.ContainerSpec`), which read `host` and the
+//! old command for these services stored with an empty rootfs.
 //! Needs root and built `shoald`/`shoal`.
 
 use std::{path::Path, time::Duration};

@@ -67,7 +67,7 @@ async fn tasks_run_reach_each_other_and_recover() -> anyhow::Result<()> {
             "appnet",
             "--restart-delay",
             "1s",
-            "--",
+            "host",
             echo,
             "serve",
             "7000",
@@ -118,7 +118,7 @@ async fn tasks_run_reach_each_other_and_recover() -> anyhow::Result<()> {
             "appnet",
             "--restart-condition",
             "none",
-            "--",
+            "host",
             echo,
             "send",
             &target,
@@ -208,14 +208,15 @@ async fn tasks_run_reach_each_other_and_recover() -> anyhow::Result<()> {
         bail!("a task still counted as running on dead n3: {t:?}");
     }
 
-    // A root filesystem that is not there: rejected with the path named.
-    let e = lab.shoal_refused(
-        1,
-        &[
-            "service", "create", "--name", "r", "--rootfs", "rel", "--", "true",
-        ],
-    )?;
-    ensure!(e.contains("--rootfs \"rel\""), "{e}");
+    // An image reference docker would refuse is refused, naming it; one
+    // this node cannot run is rejected on the node, naming the image.
+    let e = lab.shoal_refused(1, &["service", "create", "--name", "r", "Busybox", "true"])?;
+    ensure!(
+        e.contains("IMAGE \"Busybox\": repository name must be lowercase"),
+        "{e}"
+    );
+    let e = lab.shoal_refused(1, &["service", "create", "--name", "r"])?;
+    ensure!(e.contains("requires at least 1 argument"), "{e}");
     lab.shoal(
         1,
         &[
@@ -224,11 +225,9 @@ async fn tasks_run_reach_each_other_and_recover() -> anyhow::Result<()> {
             "-d",
             "--name",
             "nofs",
-            "--rootfs",
-            "/nonexistent/rootfs",
             "--restart-condition",
             "none",
-            "--",
+            "shoal-lab/absent:1",
             "true",
         ],
     )?;
@@ -239,7 +238,7 @@ async fn tasks_run_reach_each_other_and_recover() -> anyhow::Result<()> {
     })
     .await?;
     ensure!(
-        rejected.error.contains("/nonexistent/rootfs"),
+        rejected.error.contains("shoal-lab/absent:1"),
         "{rejected:?}"
     );
 

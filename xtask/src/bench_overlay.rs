@@ -293,7 +293,7 @@ async fn task_on_n1(
 ) -> anyhow::Result<String> {
     let mut args = vec!["service", "create", "--detach", "--name", name];
     args.extend(["--constraint", "node.hostname==n1", "--network", "benchnet"]);
-    args.extend(["--restart-condition", "none", "--"]);
+    args.extend(["--restart-condition", "none", "host"]);
     args.extend(cmd);
     shoal(lab, bin, &args)?;
     let within = Duration::from_secs(secs + 60);
@@ -471,7 +471,7 @@ pub async fn run(bin: &Path, secs: u64) -> anyhow::Result<()> {
             "node.hostname==n2",
             "--network",
             "benchnet",
-            "--",
+            "host",
         ]);
         args.extend(cmd);
         shoal(&lab, bin, &args)?;

@@ -37,6 +37,12 @@ fn node(gossip: bool) -> Node {
             .expect("gossip on loopback")
     });
     let setup = Setup {
+        images: Arc::new(
+            crate::images::Images::open(&dir.path().join("images"), Default::default())
+                .expect("an image store"),
+        ),
+        volumes: Arc::new(crate::volumes::Volumes::new(&dir.path().join("volumes"))),
+        tls: None,
         tasks_dir: dir.path().to_owned(),
         data_iface: "eth0".into(),
         local: Arc::new(Local::new("me".into(), Some(ME))),
@@ -114,6 +120,10 @@ fn task(id: &str, desired: &str, state: &str, ip: &str) -> TaskAssignment {
             network_id: "net-a".into(),
             addr: cidr(&format!("{ip}/24")),
         }],
+        container: Some(shoal_api::cluster::v1::ContainerSpec {
+            image: "host".into(),
+            ..Default::default()
+        }),
         ..Default::default()
     }
 }

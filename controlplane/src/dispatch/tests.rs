@@ -33,6 +33,7 @@ fn node(id: &str, ip: &str, status: NodeState) -> Node {
         status,
         manager: None,
         tls: Default::default(),
+        resources: Default::default(),
     }
 }
 
@@ -61,9 +62,9 @@ fn task(id: &str, node: &str, slot: u64, state: TaskState, nets: &[(&str, &str)]
         slot: Some(slot),
         node_id: Some(node.into()),
         spec: TaskSpec {
-            rootfs: String::new(),
             args: vec!["sleep".into(), "100".into()],
             env: vec!["A=1".into()],
+            ..TaskSpec::default()
         },
         desired_state: TaskState::Running,
         state,
@@ -401,4 +402,91 @@ fn reports_are_checked() {
         report(&s, "n1", &unknown, 1).map_err(|e| e.to_string()),
         Err("task t1 state: unknown value 99".into())
     );
+}
+
+#[test]
+fn assignments_carry_the_image_its_digest_and_where_to_fetch_it()
+-> Result<(), crate::model::ApplyError> {
+    let mut s = cluster();
+    let digest = format!("sha256:{}", "d".repeat(64));
+    // n2 holds the digest, n3 too but is down, n1 (the task's node) lacks it.
+    for n in ["n2", "n3"] {
+        apply(
+            &mut s,
+            &Command::RegisterImages {
+                node_id: n.into(),
+                images: vec![crate::model::ImageRecord {
+                    reference: "docker.io/library/busybox:latest".into(),
+                    digest: digest.clone(),
+                    size: 1,
+                }],
+                removed: Vec::new(),
+            },
+        )?;
+    }
+    let mut t = s.tasks["t1"].clone();
+    t.spec.image = "busybox".into();
+    t.spec.image_digest = digest.clone();
+    t.spec.resources.limit_memory_bytes = 64 << 20;
+    apply(
+        &mut s,
+        &Command::UpdateTask {
+            id: t.id.clone(),
+            expected_version: t.version,
+            task: t,
+        },
+    )?;
+    let set = assignments(&s, "n1");
+    let t1 = set.tasks.iter().find(|t| t.id == "t1");
+    let c = t1.and_then(|t| t.container.clone()).unwrap_or_default();
+    assert_eq!(
+        (c.image.as_str(), c.image_digest.as_str()),
+        ("busybox", digest.as_str())
+    );
+    assert_eq!(
+        t1.and_then(|t| t.resources).map(|r| r.limit_memory_bytes),
+        Some(64 << 20)
+    );
+    let holders: Vec<(String, String)> = t1
+        .map(|t| {
+            t.image_holders
+                .iter()
+                .map(|h| (h.node_id.clone(), h.addr.clone()))
+                .collect()
+        })
+        .unwrap_or_default();
+    assert_eq!(holders, [("n2".to_owned(), "198.18.0.2:2377".to_owned())]);
+    // A host task has nothing to fetch.
+    let t2 = assignments(&s, "n2")
+        .tasks
+        .into_iter()
+        .find(|t| t.id == "t2");
+    assert_eq!(
+        t2.as_ref()
+            .and_then(|t| t.container.as_ref())
+            .map(|c| c.image.as_str()),
+        Some("host")
+    );
+    assert!(t2.is_some_and(|t| t.image_holders.is_empty()));
+    // A task stored with a rootfs by an older build is sent with no image,
+    // which no node runs.
+    let mut t = s.tasks["t2"].clone();
+    t.spec.legacy_rootfs = "/srv/tree".into();
+    apply(
+        &mut s,
+        &Command::UpdateTask {
+            id: t.id.clone(),
+            expected_version: t.version,
+            task: t,
+        },
+    )?;
+    let t2 = assignments(&s, "n2")
+        .tasks
+        .into_iter()
+        .find(|t| t.id == "t2");
+    assert_eq!(
+        t2.and_then(|t| t.container).map(|c| c.image),
+        Some(String::new())
+    );
+    Ok(())
 }

@@ -68,9 +68,10 @@ pub(super) async fn join(
         status: NodeState::Ready,
         manager: None,
         tls: Default::default(),
+        resources: Default::default(),
     };
     m.propose(Command::CreateNode(node)).await?;
-    m.heartbeat(&node_id, None).await?;
+    m.heartbeat(&node_id, None, None).await?;
     tracing::info!(node = %node_id, hostname = %r.hostname, ?role, "node joined");
     Ok(JoinReply {
         node_id,

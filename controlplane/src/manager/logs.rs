@@ -12,14 +12,12 @@
 use std::{
     cmp::Ordering,
     collections::{BTreeMap, BTreeSet, HashMap},
-    net::SocketAddr,
     sync::Arc,
     time::Duration,
 };
 
-use shoal_api::{
-    CLUSTER_PORT,
-    cluster::v1::{LogLine, ReadLogsRequest, ServiceLogsRequest, task_logs_client::TaskLogsClient},
+use shoal_api::cluster::v1::{
+    LogLine, ReadLogsRequest, ServiceLogsRequest, task_logs_client::TaskLogsClient,
 };
 use shoal_ca::rustls::pki_types::ServerName;
 use tokio::{sync::mpsc, task::JoinSet};
@@ -90,12 +88,7 @@ fn plan(state: &ClusterState, target: &Target) -> BTreeMap<String, NodeLogs> {
                 hostname: node.map_or_else(|| node_id.clone(), |n| n.hostname.clone()),
                 // A manager's 2377 is recorded; a worker listens on the
                 // cluster port of the address it joined with.
-                addr: node.and_then(|n| match &n.manager {
-                    Some(m) => Some(m.addr.clone()),
-                    None => n
-                        .addr
-                        .map(|ip| SocketAddr::new(ip, CLUSTER_PORT).to_string()),
-                }),
+                addr: node.and_then(crate::dispatch::cluster_addr),
                 tasks: BTreeMap::new(),
             }
         });
@@ -467,6 +460,7 @@ mod tests {
                 addr: format!("{}.{}.{}.{}:4000", ip[0], ip[1], ip[2], ip[3]),
             }),
             tls: Default::default(),
+            resources: Default::default(),
         }
     }
 

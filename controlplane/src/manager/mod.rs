@@ -8,6 +8,7 @@
 
 mod cluster;
 mod grpc;
+mod images;
 mod join;
 mod logs;
 mod networks;
@@ -38,7 +39,10 @@ use tonic::transport::Channel;
 
 use crate::{
     RaftId, RaftMember, Response, StateReader, Store, StoreKey,
-    model::{Applied, ApplyError, Cluster, ClusterState, Command, Node, NodeState, NodeTls},
+    model::{
+        Applied, ApplyError, Cluster, ClusterState, Command, Node, NodeResources, NodeState,
+        NodeTls,
+    },
     raft::{Raft, raft_config},
     transport,
 };
@@ -68,6 +72,8 @@ pub enum ManagerError {
     Rejected(#[from] ApplyError),
     #[error(transparent)]
     Validation(#[from] crate::validate::ValidationError),
+    #[error(transparent)]
+    Container(#[from] crate::validate::ContainerError),
     #[error("the cluster is not initialised yet")]
     NoCluster,
     #[error("{what}")]
@@ -109,6 +115,8 @@ enum Forward {
         node_id: String,
         #[serde(default)]
         tls: Option<NodeTls>,
+        #[serde(default)]
+        resources: Option<NodeResources>,
     },
     AddManager {
         raft_id: RaftId,
@@ -347,11 +355,17 @@ impl Manager {
 
     /// Records a node's heartbeat on the leader (forwarded from followers),
     /// with what it reports of its certificate.
-    pub async fn heartbeat(&self, node_id: &str, tls: Option<NodeTls>) -> Result<(), ManagerError> {
+    pub async fn heartbeat(
+        &self,
+        node_id: &str,
+        tls: Option<NodeTls>,
+        resources: Option<NodeResources>,
+    ) -> Result<(), ManagerError> {
         if !self.is_leader() {
             self.forward(Forward::Heartbeat {
                 node_id: node_id.to_owned(),
                 tls,
+                resources,
             })
             .await?;
             return Ok(());
@@ -372,6 +386,10 @@ impl Manager {
         }
         if let Some(tls) = tls.filter(|t| *t != node.tls) {
             node.tls = tls;
+            changed = true;
+        }
+        if let Some(r) = resources.filter(|r| *r != node.resources) {
+            node.resources = r;
             changed = true;
         }
         if changed {
@@ -610,8 +628,12 @@ impl Manager {
                 ForwardReply::ReadIndex(self.confirm_leadership().await?)
             }
             Forward::ReadIndex => return Err(ManagerError::NoLeader),
-            Forward::Heartbeat { node_id, tls } => {
-                self.heartbeat(&node_id, tls).await?;
+            Forward::Heartbeat {
+                node_id,
+                tls,
+                resources,
+            } => {
+                self.heartbeat(&node_id, tls, resources).await?;
                 ForwardReply::Done
             }
             Forward::AddManager {

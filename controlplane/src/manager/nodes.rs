@@ -1,7 +1,9 @@
 //! Nodes as the operator lists and changes them: `node ls`, `inspect`,
 //! `update` (availability, labels, promote and demote) and `rm`.
 
-use shoal_api::cluster::v1::{NodeDetail, NodeSummary, RemoveNodeRequest, UpdateNodeRequest};
+use shoal_api::cluster::v1::{
+    NodeDetail, NodeResources, NodeSummary, RemoveNodeRequest, UpdateNodeRequest,
+};
 
 use super::{Manager, ManagerError, cluster_of};
 use crate::{
@@ -25,6 +27,16 @@ pub(super) async fn inspect(m: &Manager, key: &str) -> Result<NodeDetail, Manage
             .as_ref()
             .map(|m| m.addr.clone())
             .unwrap_or_default(),
+        resources: resources(n),
+    })
+}
+
+/// What the node reported, unset before its first report.
+fn resources(n: &Node) -> Option<NodeResources> {
+    let r = n.resources;
+    (r != crate::model::NodeResources::default()).then_some(NodeResources {
+        nano_cpus: r.nano_cpus,
+        memory_bytes: r.memory_bytes,
     })
 }
 
@@ -96,6 +108,7 @@ pub(super) async fn update(m: &Manager, r: UpdateNodeRequest) -> Result<NodeDeta
         node: Some(summary(m, n)),
         cert_not_after_unix: 0,
         raft_addr: String::new(),
+        resources: resources(n),
     })
 }
 

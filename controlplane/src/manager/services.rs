@@ -7,14 +7,16 @@ use shoal_api::cluster::v1::{
     CreateServiceRequest, ListTasksRequest, ScaleServiceRequest, ServiceRef, ServiceSummary,
     TaskSummary, UpdateServiceRequest,
 };
+use shoal_api::reference::Reference;
 use shoal_ca::generate_node_id;
 
 use super::{Manager, ManagerError};
 use crate::{
     constraint,
     model::{
-        ApplyError, ClusterState, Command, Endpoint, EndpointMode, EndpointSpec, PortConfig,
-        RestartCondition, RestartPolicy, Service, ServiceMode, ServiceSpec, TaskSpec, TaskState,
+        ApplyError, ClusterState, Command, Endpoint, EndpointMode, EndpointSpec, HOST_IMAGE,
+        PortConfig, RestartCondition, RestartPolicy, Service, ServiceMode, ServiceSpec, TaskSpec,
+        TaskState,
     },
     orchestrator, ports, validate, wire,
 };
@@ -54,6 +56,7 @@ fn summary(state: &ClusterState, s: &Service) -> ServiceSummary {
         ),
         replicated => replicated,
     };
+    let (container, resources) = wire::container(&s.spec.task);
     ServiceSummary {
         id: s.id.clone(),
         name: s.spec.name.clone(),
@@ -77,10 +80,13 @@ fn summary(state: &ClusterState, s: &Service) -> ServiceSummary {
         restart: Some(wire::restart(&s.spec.restart)),
         labels: s.spec.labels.clone().into_iter().collect(),
         version: s.version,
-        rootfs: s.spec.task.rootfs.clone(),
         endpoint_mode: wire::encode(s.spec.endpoint.mode),
         ports: s.endpoint.ports.iter().map(wire::port).collect(),
         vips: wire::vips(state, &s.endpoint.vips),
+        container: Some(container),
+        resources: Some(resources),
+        legacy_rootfs: s.spec.task.legacy_rootfs.clone(),
+        warnings: Vec::new(),
     }
 }
 
@@ -106,16 +112,56 @@ struct Published {
     allocated: Vec<PortConfig>,
 }
 
-fn spec(
-    state: &ClusterState,
-    r: &CreateServiceRequest,
-) -> Result<(ServiceSpec, Published), ManagerError> {
+/// What `service create` stores, and the warning for the operator, if any.
+struct Created {
+    spec: ServiceSpec,
+    published: Published,
+    warning: Option<String>,
+}
+
+/// Pins the image to the digest the catalogue resolves it to, as swarm
+/// records `image@sha256:…` at create time; the warning is swarm's when the
+/// image is unknown.
+fn pin(state: &ClusterState, mut task: TaskSpec) -> (TaskSpec, Option<String>) {
+    if task.image == HOST_IMAGE {
+        return (task, None);
+    }
+    let Ok(reference) = Reference::parse(&task.image).map(Reference::with_default_tag) else {
+        return (task, None);
+    };
+    if let Some(digest) = &reference.digest {
+        task.image_digest = digest.clone();
+        return (task, None);
+    }
+    match state.resolve_image(&reference.to_string()) {
+        Some((digest, _)) => {
+            task.image_digest = digest.to_owned();
+            (task, None)
+        }
+        None => {
+            let image = &task.image;
+            let warning = format!(
+                "image {image} could not be accessed on a registry to record\nits digest. Each \
+                 node will access {image} independently,\npossibly leading to different nodes \
+                 running different\nversions of the image.\n"
+            );
+            (task, Some(warning))
+        }
+    }
+}
+
+fn spec(state: &ClusterState, r: &CreateServiceRequest) -> Result<Created, ManagerError> {
     validate::name("service name", &r.name)?;
     validate::labels("--label", &r.labels)?;
-    if r.args.is_empty() || r.args[0].is_empty() {
+    let task = wire::task_spec(&r.args, &r.env, r.container.as_ref(), r.resources.as_ref())?;
+    let (task, warning) = pin(state, validate::container(task)?);
+    if task.image == HOST_IMAGE
+        && r.args.first().is_none_or(String::is_empty)
+        && task.entrypoint.as_ref().is_none_or(|e| e.is_empty())
+    {
         return Err(invalid(
-            "no command given: put it after the options, e.g. `shoal service create --name web \
-             -- python3 -m http.server 80`"
+            "IMAGE host: the node's filesystem has no default command; give one after it, e.g. \
+             `shoal service create --name web host /usr/bin/python3 -m http.server 80`"
                 .into(),
         ));
     }
@@ -179,11 +225,7 @@ fn spec(
         name: r.name.clone(),
         labels: r.labels.clone().into_iter().collect(),
         mode,
-        task: TaskSpec {
-            rootfs: rootfs(&r.rootfs)?,
-            args: r.args.clone(),
-            env: r.env.clone(),
-        },
+        task,
         endpoint: EndpointSpec {
             mode: endpoint_mode,
             ports: asked.clone(),
@@ -193,22 +235,11 @@ fn spec(
         constraints: r.constraints.clone(),
         restart,
     };
-    Ok((spec, Published { asked, allocated }))
-}
-
-/// `--rootfs`: an absolute directory path on the nodes (checked there).
-fn rootfs(given: &str) -> Result<String, ManagerError> {
-    let given = given.trim();
-    if given.is_empty() {
-        return Ok(String::new());
-    }
-    if !given.starts_with('/') || given.contains('\0') || given == "/" {
-        return Err(invalid(format!(
-            "--rootfs {given:?}: give the absolute path of a directory tree on the nodes \
-             (not /; leave it out to use the node's filesystem)"
-        )));
-    }
-    Ok(given.to_owned())
+    Ok(Created {
+        spec,
+        published: Published { asked, allocated },
+        warning,
+    })
 }
 
 /// A service as created: no previous spec, its VIPs still to come.
@@ -231,27 +262,29 @@ pub(super) async fn create(
 ) -> Result<ServiceSummary, ManagerError> {
     let id = generate_node_id();
     let mut attempt = 0;
-    loop {
+    let warning = loop {
         attempt += 1;
-        let (spec, published) = spec(&*m.read().await?, &r)?;
+        let created = spec(&*m.read().await?, &r)?;
         match m
             .propose(Command::CreateService(new_service(
                 id.clone(),
-                spec,
-                published.allocated,
+                created.spec,
+                created.published.allocated,
             )))
             .await
         {
-            Ok(_) => break,
+            Ok(_) => break created.warning,
             // Another service took a port after we read the state: checking
             // again from the newer state names it (or picks another free one).
             Err(ManagerError::Rejected(ApplyError::PortInUse { .. })) if attempt < CAS_ATTEMPTS => {
             }
             Err(e) => return Err(e),
         }
-    }
+    };
     let state = m.read().await?;
-    Ok(summary(&state, super::lookup::<Service>(&state, &id)?))
+    let mut reply = summary(&state, super::lookup::<Service>(&state, &id)?);
+    reply.warnings.extend(warning);
+    Ok(reply)
 }
 
 /// The service with `r`'s changes, checked as `service create` checks.
@@ -495,19 +528,23 @@ mod tests {
             replicas: 1,
             args: vec!["sleep".into(), "1000".into()],
             ports,
+            container: Some(pb::ContainerSpec {
+                image: "host".into(),
+                ..Default::default()
+            }),
             ..Default::default()
         }
     }
 
     /// Creates through `spec` and `apply`, as `create` does.
     fn create(state: &mut ClusterState, r: &CreateServiceRequest) -> Result<(), ManagerError> {
-        let (spec, published) = spec(state, r)?;
+        let c = spec(state, r)?;
         apply(
             state,
             &Command::CreateService(new_service(
                 format!("id-{}", r.name),
-                spec,
-                published.allocated,
+                c.spec,
+                c.published.allocated,
             )),
         )?;
         Ok(())
@@ -574,6 +611,93 @@ mod tests {
             message(create(&mut s, &request("x", vec![api(0, 80, "", "host")])))
                 .contains("needs an explicit published port")
         );
+    }
+
+    fn with_image(name: &str, image: &str) -> CreateServiceRequest {
+        let mut r = request(name, Vec::new());
+        r.container = Some(pb::ContainerSpec {
+            image: image.into(),
+            ..Default::default()
+        });
+        r.args = Vec::new();
+        r
+    }
+
+    #[test]
+    fn images_are_pinned_against_the_catalogue_once() -> Result<(), ManagerError> {
+        let a = format!("sha256:{}", "a".repeat(64));
+        let b = format!("sha256:{}", "b".repeat(64));
+        let mut s = ClusterState::default();
+        let node = crate::model::Node {
+            id: "n1".into(),
+            version: 0,
+            hostname: "n1".into(),
+            role: crate::model::NodeRole::Worker,
+            availability: crate::model::Availability::Active,
+            labels: Default::default(),
+            addr: None,
+            status: crate::model::NodeState::Ready,
+            manager: None,
+            tls: Default::default(),
+            resources: Default::default(),
+        };
+        apply(&mut s, &Command::CreateNode(node))?;
+        apply(
+            &mut s,
+            &Command::RegisterImages {
+                node_id: "n1".into(),
+                images: vec![crate::model::ImageRecord {
+                    reference: "docker.io/library/busybox:latest".into(),
+                    digest: a.clone(),
+                    size: 1,
+                }],
+                removed: Vec::new(),
+            },
+        )?;
+        // Known: pinned to the catalogue's digest, no warning.
+        let known = spec(&s, &with_image("a", "busybox"))?;
+        assert_eq!(known.spec.task.image, "busybox");
+        assert_eq!(known.spec.task.image_digest, a);
+        assert_eq!(known.spec.task.pinned_image(), format!("busybox@{a}"));
+        assert_eq!(known.warning, None);
+        // A digest in the reference is kept as given.
+        let given = spec(&s, &with_image("b", &format!("busybox@{b}")))?;
+        assert_eq!(given.spec.task.image_digest, b);
+        assert_eq!(given.warning, None);
+        // Unknown: stored unpinned, with swarm's warning.
+        let unknown = spec(&s, &with_image("c", "nginx:1.27"))?;
+        assert_eq!(unknown.spec.task.image_digest, "");
+        let w = unknown.warning.unwrap_or_default();
+        assert!(
+            w.starts_with(
+                "image nginx:1.27 could not be accessed on a registry to record\nits digest."
+            ),
+            "{w}"
+        );
+        // host is never pinned, and needs a command.
+        let host = spec(&s, &request("d", Vec::new()))?;
+        assert_eq!(
+            (host.spec.task.image.as_str(), host.warning),
+            ("host", None)
+        );
+        let e = spec(&s, &with_image("e", "host"))
+            .err()
+            .map(|e| e.to_string());
+        assert!(
+            e.unwrap_or_default()
+                .starts_with("IMAGE host: the node's filesystem has no default command"),
+        );
+        // No image at all, or a bad one: refused naming it.
+        let e = spec(&s, &with_image("f", "")).err().map(|e| e.to_string());
+        assert_eq!(
+            e.as_deref(),
+            Some("IMAGE \"\": give an image, or `host` for the node's filesystem")
+        );
+        let e = spec(&s, &with_image("g", "a:b:c"))
+            .err()
+            .map(|e| e.to_string());
+        assert!(e.unwrap_or_default().starts_with("IMAGE \"a:b:c\""));
+        Ok(())
     }
 
     #[test]

@@ -9,7 +9,7 @@ use tokio::sync::mpsc;
 use super::{Manager, ManagerError, services};
 use crate::{
     dispatch,
-    model::{NodeRole as ModelRole, NodeTls},
+    model::{NodeResources, NodeRole as ModelRole, NodeTls},
     wire,
 };
 
@@ -22,8 +22,9 @@ pub(super) async fn heartbeat(
     m: &Manager,
     node_id: &str,
     tls: Option<NodeTls>,
+    resources: Option<NodeResources>,
 ) -> Result<HeartbeatReply, ManagerError> {
-    m.heartbeat(node_id, tls).await?;
+    m.heartbeat(node_id, tls, resources).await?;
     let period = m.heartbeat_period().await;
     let roots = m.ca_roots().await?;
     // Applied state, as for the roots: a promotion seen one period late

@@ -30,6 +30,7 @@ fn node(id: &str, hostname: &str) -> Node {
         status: NodeState::Unknown,
         manager: None,
         tls: Default::default(),
+        resources: Default::default(),
     }
 }
 
@@ -59,7 +60,7 @@ fn service(id: &str, name: &str, networks: &[&str], secrets: &[&str]) -> Service
             labels: Labels::new(),
             mode: ServiceMode::Replicated { replicas: 1 },
             task: TaskSpec {
-                rootfs: "/srv/rootfs".to_owned(),
+                image: "busybox:1.36".to_owned(),
                 ..TaskSpec::default()
             },
             endpoint: EndpointSpec::default(),
@@ -447,6 +448,114 @@ fn a_promotion_is_pending_until_raft_admits_the_node() {
         addr: "198.18.0.2:2377".into(),
     });
     assert!(n.wants_manager() && !n.promotion_pending());
+}
+
+#[test]
+fn task_specs_stored_before_images_still_load() -> Result<(), serde_json::Error> {
+    // As the builds with `--rootfs` wrote them.
+    let host: TaskSpec = serde_json::from_str(r#"{"rootfs":"","args":["sleep","1"],"env":[]}"#)?;
+    assert_eq!(host.image, HOST_IMAGE);
+    assert_eq!(host.legacy_rootfs, "");
+    assert_eq!(host.args, ["sleep", "1"]);
+    assert_eq!(host.stop_grace_nanos, DEFAULT_STOP_GRACE_NANOS);
+    // No rootfs key at all, or the `image` alias with a directory.
+    let bare: TaskSpec = serde_json::from_str(r#"{"args":["x"],"env":[]}"#)?;
+    assert_eq!(bare.image, HOST_IMAGE);
+    let tree: TaskSpec = serde_json::from_str(r#"{"rootfs":"/srv/tree","args":["x"],"env":[]}"#)?;
+    assert_eq!(
+        (tree.image.as_str(), tree.legacy_rootfs.as_str()),
+        (HOST_IMAGE, "/srv/tree")
+    );
+    let alias: TaskSpec = serde_json::from_str(r#"{"image":"/srv/tree","args":[],"env":[]}"#)?;
+    assert_eq!(
+        (alias.image.as_str(), alias.legacy_rootfs.as_str()),
+        (HOST_IMAGE, "/srv/tree")
+    );
+    // The current format round-trips, and writes no rootfs for new specs.
+    let new = TaskSpec {
+        image: "busybox".into(),
+        image_digest: format!("sha256:{}", "a".repeat(64)),
+        entrypoint: Some(Vec::new()),
+        ..TaskSpec::default()
+    };
+    let json = serde_json::to_string(&new)?;
+    assert!(!json.contains("rootfs"), "{json}");
+    assert_eq!(serde_json::from_str::<TaskSpec>(&json)?, new);
+    let json = serde_json::to_string(&tree)?;
+    assert_eq!(serde_json::from_str::<TaskSpec>(&json)?, tree);
+    Ok(())
+}
+
+fn record(reference: &str, digest: char, size: u64) -> ImageRecord {
+    ImageRecord {
+        reference: reference.to_owned(),
+        digest: format!("sha256:{}", digest.to_string().repeat(64)),
+        size,
+    }
+}
+
+fn register(
+    state: &mut ClusterState,
+    node: &str,
+    images: Vec<ImageRecord>,
+    removed: &[&str],
+) -> Result<Applied, ApplyError> {
+    apply(
+        state,
+        &Command::RegisterImages {
+            node_id: node.to_owned(),
+            images,
+            removed: removed.iter().map(|r| (*r).to_owned()).collect(),
+        },
+    )
+}
+
+#[test]
+fn the_image_catalogue_follows_what_nodes_hold() -> Result<(), ApplyError> {
+    const BUSYBOX: &str = "docker.io/library/busybox:latest";
+    let mut s = ClusterState::default();
+    apply(&mut s, &Command::CreateNode(node("n1", "h1")))?;
+    apply(&mut s, &Command::CreateNode(node("n2", "h2")))?;
+    assert!(matches!(
+        register(&mut s, "ghost", vec![record(BUSYBOX, 'a', 1)], &[]),
+        Err(ApplyError::NotFound {
+            kind: Kind::Node,
+            ..
+        })
+    ));
+    assert!(s.images.is_empty());
+    let v = s.version;
+    register(&mut s, "n1", vec![record(BUSYBOX, 'a', 10)], &[])?;
+    assert_eq!(s.version, v + 1);
+    register(&mut s, "n2", vec![record(BUSYBOX, 'a', 10)], &[])?;
+    let a = format!("sha256:{}", "a".repeat(64));
+    let b = format!("sha256:{}", "b".repeat(64));
+    assert_eq!(s.resolve_image(BUSYBOX).map(|(d, _)| d), Some(a.as_str()));
+    assert_eq!(
+        s.image_holders(&a).into_iter().collect::<Vec<_>>(),
+        ["n1", "n2"]
+    );
+    // A newer load under the same tag on n2: the reference resolves to it,
+    // and n2 no longer counts as holding the old one under that tag.
+    register(&mut s, "n2", vec![record(BUSYBOX, 'b', 12)], &[])?;
+    assert_eq!(s.resolve_image(BUSYBOX).map(|(d, _)| d), Some(b.as_str()));
+    assert_eq!(s.image_holders(&a).into_iter().collect::<Vec<_>>(), ["n1"]);
+    // Removed on n2: back to the digest n1 holds.
+    register(&mut s, "n2", Vec::new(), &[BUSYBOX])?;
+    assert_eq!(s.resolve_image(BUSYBOX).map(|(d, _)| d), Some(a.as_str()));
+    assert!(s.image_holders(&b).is_empty());
+    // A removed node holds nothing; an empty reference disappears.
+    let n1 = s.nodes["n1"].version;
+    apply(
+        &mut s,
+        &Command::RemoveNode {
+            id: "n1".into(),
+            expected_version: n1,
+        },
+    )?;
+    assert!(s.images.is_empty(), "{:?}", s.images);
+    assert_eq!(s.resolve_image(BUSYBOX), None);
+    Ok(())
 }
 
 #[test]

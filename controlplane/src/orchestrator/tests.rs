@@ -21,6 +21,7 @@ fn node(id: &str, labels: &[(&str, &str)]) -> Node {
         status: NodeState::Ready,
         manager: None,
         tls: Default::default(),
+        resources: Default::default(),
     }
 }
 
@@ -195,6 +196,138 @@ fn unschedulable_tasks_stay_pending_with_the_reason() {
     let _ = apply(&mut s, &Command::CreateNode(node("n2", &[("zone", "a")])));
     converge(&mut s, 101, &mut 0);
     assert_eq!(live_on(&s, "db"), ["n2"]);
+}
+
+fn sized(id: &str, cpus: u64, gib: u64) -> Node {
+    let mut n = node(id, &[]);
+    n.resources = crate::model::NodeResources {
+        nano_cpus: cpus * 1_000_000_000,
+        memory_bytes: gib << 30,
+    };
+    n
+}
+
+fn reserving(id: &str, replicas: u64, nano_cpus: u64, memory_bytes: u64) -> Service {
+    let mut svc = service(id, ServiceMode::Replicated { replicas }, &[]);
+    svc.spec.task.resources = Resources {
+        reserve_nano_cpus: nano_cpus,
+        reserve_memory_bytes: memory_bytes,
+        ..Resources::default()
+    };
+    svc
+}
+
+#[test]
+fn fit_subtracts_the_reservations_of_tasks_a_node_holds() {
+    let r = |cpu, mem| Resources {
+        reserve_nano_cpus: cpu,
+        reserve_memory_bytes: mem,
+        ..Resources::default()
+    };
+    let free = Free {
+        nano_cpus: 1_000,
+        memory_bytes: 1_000,
+    };
+    assert!(
+        fits(&r(0, 0), Free::default()),
+        "no reservation fits anywhere"
+    );
+    assert!(fits(&r(1_000, 1_000), free));
+    assert!(!fits(&r(1_001, 0), free));
+    assert!(!fits(&r(0, 1_001), free));
+    // Limits are not scheduled on.
+    let limited = Resources {
+        limit_nano_cpus: u64::MAX,
+        limit_memory_bytes: u64::MAX,
+        ..Resources::default()
+    };
+    assert!(fits(&limited, Free::default()));
+
+    let mut s = state(&[sized("n1", 2, 4)]);
+    let _ = apply(
+        &mut s,
+        &Command::CreateService(reserving("a", 1, 1_500_000_000, 1 << 30)),
+    );
+    converge(&mut s, 100, &mut 0);
+    assert_eq!(live_on(&s, "a"), ["n1"]);
+    let left = free_resources(&s)["n1"];
+    assert_eq!(
+        left,
+        Free {
+            nano_cpus: 500_000_000,
+            memory_bytes: 3 << 30
+        }
+    );
+    // An ended task gives its reservation back.
+    let t = s.tasks.keys().next().cloned().unwrap_or_default();
+    set_state(&mut s, &t, TaskState::Failed, 100);
+    assert_eq!(free_resources(&s)["n1"].nano_cpus, 2_000_000_000);
+}
+
+#[test]
+fn tasks_that_fit_nowhere_stay_pending_with_swarms_message() {
+    let mut s = state(&[sized("n1", 2, 4), sized("n2", 2, 4)]);
+    // Three tasks of 1.5 CPUs on two nodes of 2: the third fits nowhere.
+    let _ = apply(
+        &mut s,
+        &Command::CreateService(reserving("big", 3, 1_500_000_000, 0)),
+    );
+    // A normal service still schedules beside them.
+    let _ = apply(&mut s, &Command::CreateService(reserving("small", 2, 0, 0)));
+    converge(&mut s, 100, &mut 0);
+    assert_eq!(live_on(&s, "big"), ["-", "n1", "n2"]);
+    assert_eq!(live_on(&s, "small"), ["n1", "n2"]);
+    let pending: Vec<&Task> = s
+        .tasks
+        .values()
+        .filter(|t| t.service_id == "big" && t.state == TaskState::Pending)
+        .collect();
+    assert_eq!(pending.len(), 1);
+    assert_eq!(
+        pending[0].status.err,
+        "no suitable node (insufficient resources on 2 nodes)"
+    );
+    // More memory than any node has: the same, whatever the CPUs.
+    let _ = apply(
+        &mut s,
+        &Command::CreateService(reserving("huge", 1, 0, 64 << 30)),
+    );
+    converge(&mut s, 101, &mut 0);
+    let huge = s.tasks.values().find(|t| t.service_id == "huge");
+    assert_eq!(
+        huge.map(|t| (t.state, t.status.err.as_str())),
+        Some((
+            TaskState::Pending,
+            "no suitable node (insufficient resources on 2 nodes)"
+        ))
+    );
+    // A node that has room arrives: the pending tasks are placed there.
+    let _ = apply(&mut s, &Command::CreateNode(sized("n3", 2, 128)));
+    converge(&mut s, 102, &mut 0);
+    assert_eq!(live_on(&s, "big"), ["n1", "n2", "n3"]);
+    assert_eq!(live_on(&s, "huge"), ["n3"]);
+}
+
+#[test]
+fn services_stored_with_a_rootfs_are_not_run_from_the_nodes_filesystem() {
+    let mut s = state(&[node("n1", &[])]);
+    let mut svc = service("old", ServiceMode::Replicated { replicas: 1 }, &[]);
+    svc.spec.task.legacy_rootfs = "/srv/tree".into();
+    let _ = apply(&mut s, &Command::CreateService(svc));
+    converge(&mut s, 100, &mut 0);
+    let t = s.tasks.values().next().cloned();
+    let t = t.unwrap_or_else(|| panic!("no task"));
+    assert_eq!(t.state, TaskState::Pending);
+    assert!(
+        t.status.err.contains("/srv/tree (--rootfs)"),
+        "{}",
+        t.status.err
+    );
+    assert!(
+        t.status.err.contains("recreate it with an image"),
+        "{}",
+        t.status.err
+    );
 }
 
 #[test]

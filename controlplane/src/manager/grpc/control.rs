@@ -4,18 +4,18 @@
 
 use shoal_api::cluster::v1::{
     CaStatusReply, CaStatusRequest, CreateNetworkRequest, CreateSecretRequest,
-    CreateServiceRequest, JoinTokenReply, JoinTokenRequest, ListNetworksReply, ListNetworksRequest,
-    ListNodesReply, ListNodesRequest, ListSecretsReply, ListSecretsRequest, ListServicesReply,
-    ListServicesRequest, ListTasksReply, ListTasksRequest, NetworkRef, NetworkSummary, NodeDetail,
-    NodeRef, RemoveNetworkReply, RemoveNodeReply, RemoveNodeRequest, RemoveSecretReply,
-    RemoveServiceReply, RotateCaRequest, ScaleServiceRequest, SecretRef, SecretSummary,
-    ServiceLogsRequest, ServiceRef, ServiceSummary, UpdateNodeRequest, UpdateServiceRequest,
-    UpdateSwarmReply, UpdateSwarmRequest, control_server::Control,
+    CreateServiceRequest, JoinTokenReply, JoinTokenRequest, ListImagesReply, ListImagesRequest,
+    ListNetworksReply, ListNetworksRequest, ListNodesReply, ListNodesRequest, ListSecretsReply,
+    ListSecretsRequest, ListServicesReply, ListServicesRequest, ListTasksReply, ListTasksRequest,
+    NetworkRef, NetworkSummary, NodeDetail, NodeRef, RemoveNetworkReply, RemoveNodeReply,
+    RemoveNodeRequest, RemoveSecretReply, RemoveServiceReply, RotateCaRequest, ScaleServiceRequest,
+    SecretRef, SecretSummary, ServiceLogsRequest, ServiceRef, ServiceSummary, UpdateNodeRequest,
+    UpdateServiceRequest, UpdateSwarmReply, UpdateSwarmRequest, control_server::Control,
 };
 use tonic::{Request, Response, Status};
 
 use super::{Api, LogStream, require_manager};
-use crate::manager::{cluster, logs, networks, nodes, pki, secrets, services};
+use crate::manager::{cluster, images, logs, networks, nodes, pki, secrets, services};
 
 /// `rpc(Request) -> Reply = |m, r| body;` implements `rpc` as: managers
 /// only, then `body` with `m` the `Arc<Manager>` and `r` the request.
@@ -77,4 +77,7 @@ control! {
         |m, r| cluster::rotate_ca(m, r.cert_expiry_secs).await?;
     update_swarm(UpdateSwarmRequest) -> UpdateSwarmReply =
         |m, r| cluster::update_swarm(m, r).await?;
+
+    list_images(ListImagesRequest) -> ListImagesReply =
+        |m, _| ListImagesReply { images: images::list(&*m.read().await?) };
 }

@@ -1,14 +1,15 @@
 //! `Dispatcher`: a node's session, each node speaking only for itself.
 
 use shoal_api::cluster::v1::{
-    AssignmentSet, AssignmentsRequest, HeartbeatReply, HeartbeatRequest, RenewCertificateReply,
-    RenewCertificateRequest, ReportTasksReply, ReportTasksRequest, dispatcher_server::Dispatcher,
+    AssignmentSet, AssignmentsRequest, HeartbeatReply, HeartbeatRequest, RegisterImagesReply,
+    RegisterImagesRequest, RenewCertificateReply, RenewCertificateRequest, ReportTasksReply,
+    ReportTasksRequest, dispatcher_server::Dispatcher,
 };
 use tokio_stream::StreamExt;
 use tonic::{Request, Response, Status};
 
 use super::{Api, own_node, require_node};
-use crate::manager::sessions;
+use crate::manager::{images, sessions};
 
 #[tonic::async_trait]
 impl Dispatcher for Api {
@@ -26,8 +27,15 @@ impl Dispatcher for Api {
             cert_issuer: t.cert_issuer.clone(),
             cert_not_after_unix: t.cert_not_after_unix,
         });
+        let resources = req
+            .get_ref()
+            .resources
+            .map(|r| crate::model::NodeResources {
+                nano_cpus: r.nano_cpus,
+                memory_bytes: r.memory_bytes,
+            });
         Ok(Response::new(
-            sessions::heartbeat(&self.0, &node_id, tls).await?,
+            sessions::heartbeat(&self.0, &node_id, tls, resources).await?,
         ))
     }
 
@@ -58,6 +66,16 @@ impl Dispatcher for Api {
         Ok(Response::new(Box::pin(
             tokio_stream::wrappers::ReceiverStream::new(rx).map(Ok),
         )))
+    }
+
+    async fn register_images(
+        &self,
+        req: Request<RegisterImagesRequest>,
+    ) -> Result<Response<RegisterImagesReply>, Status> {
+        // The node speaks for itself only: its id comes from its certificate.
+        let node_id = require_node(&req)?;
+        images::register(&self.0, &node_id, req.into_inner()).await?;
+        Ok(Response::new(RegisterImagesReply {}))
     }
 
     async fn report_tasks(

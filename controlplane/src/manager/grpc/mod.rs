@@ -44,9 +44,9 @@ impl From<ManagerError> for Status {
             ManagerError::Rejected(_) | ManagerError::Precondition { .. } => {
                 Status::failed_precondition(e.to_string())
             }
-            ManagerError::Invalid { .. } | ManagerError::Validation(_) => {
-                Status::invalid_argument(e.to_string())
-            }
+            ManagerError::Invalid { .. }
+            | ManagerError::Validation(_)
+            | ManagerError::Container(_) => Status::invalid_argument(e.to_string()),
             ManagerError::Denied { .. } => Status::permission_denied(e.to_string()),
             _ => Status::internal(format!("{e:#}")),
         }
