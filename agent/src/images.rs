@@ -620,3 +620,26 @@ pub async fn register_loop(images: Arc<Images>, link: crate::link::ManagerLink) 
         let _ = tokio::time::timeout(wait, images.changed.notified()).await;
     }
 }
+
+/// How long `service create` waits for a registry to name a digest.
+const RESOLVE_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// The manager's way to pin an image the catalogue does not know: ask its
+/// registry, as the docker CLI does before swarm stores a service.
+pub fn resolver(images: Arc<Images>) -> shoal_controlplane::manager::ResolveImage {
+    Arc::new(move |reference: String| {
+        let images = images.clone();
+        Box::pin(async move {
+            let parsed = Reference::parse(&reference).ok()?;
+            let asked = images.registry.resolve(&parsed, None);
+            match tokio::time::timeout(RESOLVE_TIMEOUT, asked).await {
+                Ok(Ok(d)) => Some(d.to_string()),
+                Ok(Err(e)) => {
+                    tracing::info!(%reference, error = %crate::swarm::chain(&e), "the registry did not resolve the image");
+                    None
+                }
+                Err(_) => None,
+            }
+        })
+    })
+}

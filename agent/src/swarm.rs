@@ -946,6 +946,7 @@ impl Swarm {
                 self.env.tasks_dir.clone(),
                 &self.env.images,
             )),
+            resolve_image: Some(crate::images::resolver(self.env.images.clone())),
         })
         .await?)
     }

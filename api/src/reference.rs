@@ -318,3 +318,12 @@ mod tests {
         assert!(Reference::parse(&format!("a:{}", "x".repeat(128))).is_ok());
     }
 }
+
+/// How `service inspect` prints a pinned image, as swarm does:
+/// `busybox:latest@sha256:…` (familiar form, tag kept, digest appended).
+pub fn pinned(image: &str, digest: &str) -> String {
+    if digest.is_empty() || image == HOST || image.contains('@') {
+        return image.to_owned();
+    }
+    format!("{}@{digest}", familiar(image))
+}

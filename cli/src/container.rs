@@ -19,11 +19,7 @@ fn empty<T: Default + PartialEq>(v: &T) -> bool {
 
 /// The image as `service inspect` prints it: `ref@sha256:…` once pinned.
 pub fn pinned(c: &ContainerSpec) -> String {
-    if c.image_digest.is_empty() || c.image.contains('@') {
-        c.image.clone()
-    } else {
-        format!("{}@{}", c.image, c.image_digest)
-    }
+    reference::pinned(&c.image, &c.image_digest)
 }
 
 /// `service ls`'s IMAGE column: `busybox:latest`, or `host`.

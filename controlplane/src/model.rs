@@ -475,11 +475,7 @@ impl TaskSpec {
     /// The image as docker prints it in `service inspect`: `ref@sha256:…`
     /// once pinned.
     pub fn pinned_image(&self) -> String {
-        if self.image_digest.is_empty() || self.image.contains('@') {
-            self.image.clone()
-        } else {
-            format!("{}@{}", self.image, self.image_digest)
-        }
+        shoal_api::reference::pinned(&self.image, &self.image_digest)
     }
 }
 

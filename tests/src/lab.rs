@@ -582,14 +582,21 @@ impl Lab {
     /// Restarts node `k`'s daemon (SIGTERM, then a new one, ready) and
     /// leaves its tasks running: the new daemon takes them back.
     pub async fn restart(&self, k: usize) -> Result<(), LabError> {
+        self.stop_daemon(k).await?;
+        self.start(k).await
+    }
+
+    /// Stops node `k`'s daemon only (SIGTERM, SIGKILL after 2 s): its
+    /// tasks keep running, as docker's live restore keeps containers, and
+    /// the next [`Lab::start`] takes them back.
+    pub async fn stop_daemon(&self, k: usize) -> Result<(), LabError> {
         let node = self.try_node(k)?;
         node.signal(Signal::SIGTERM);
         let deadline = Instant::now() + STOP_GRACE;
         while node.pid().is_some() && Instant::now() < deadline {
             tokio::time::sleep(POLL).await;
         }
-        node.stop_daemon(Duration::ZERO)?;
-        self.start(k).await
+        node.stop_daemon(Duration::ZERO)
     }
 
     /// Kills node `k`'s daemon with SIGKILL at once: a crash, with no chance

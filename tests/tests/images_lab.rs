@@ -61,19 +61,21 @@ async fn logs_until(
     what: &str,
     pred: impl Fn(&str) -> bool,
 ) -> anyhow::Result<String> {
+    // As docker's, `service logs` prints a task's stderr on its stderr.
+    let both = || -> anyhow::Result<String> {
+        let out = lab.shoal_output(1, &["service", "logs", "--raw", service], b"")?;
+        Ok(format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        ))
+    };
     let out = eventually(within, what, || {
-        let out = lab
-            .shoal(1, &["service", "logs", "--raw", service])
-            .unwrap_or_default();
+        let out = both().unwrap_or_default();
         Ok(pred(&out).then_some(out))
     })
     .await
-    .with_context(|| {
-        format!(
-            "{service} logs: {:?}",
-            lab.shoal(1, &["service", "logs", "--raw", service])
-        )
-    })?;
+    .with_context(|| format!("{service} logs: {:?}", both()))?;
     Ok(out)
 }
 
@@ -113,7 +115,8 @@ async fn an_image_loaded_on_one_node_runs_on_every_node() -> anyhow::Result<()> 
         .with_context(|| format!("{url} never answered"))?;
         ensure!(body.contains("shoal busybox"), "{url}: {code} {body}");
     }
-    // httpd -vv logs each request's peer: the client's own address.
+    // httpd -vv logs each request's peer (on stderr): the client's own
+    // address.
     logs_until(&lab, "web", Duration::from_secs(10), "client address in logs", |l| {
         l.contains(&client)
     })
@@ -220,7 +223,7 @@ async fn limits_and_reservations() -> anyhow::Result<()> {
     })
     .await?;
     ensure!(
-        row.error.contains("137") && row.error.to_lowercase().contains("oom"),
+        row.error.contains("137") && row.error.contains("out of memory"),
         "not shown as an OOM kill: {:?}",
         row.error
     );
@@ -310,7 +313,7 @@ async fn a_task_outlives_its_shoald_and_is_adopted() -> anyhow::Result<()> {
     )?;
     running(&lab, "tick", 1).await?;
     let before = lab.service_ps(1, "tick").map_err(|e| anyhow::anyhow!("{e}"))?;
-    lab.stop(2).await?;
+    lab.stop_daemon(2).await?;
     let down = Instant::now();
     tokio::time::sleep(Duration::from_secs(3)).await;
     lab.start(2).await?;

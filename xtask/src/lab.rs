@@ -76,7 +76,8 @@ pub enum LabCmd {
         #[command(flatten)]
         lab: LabName,
     },
-    /// Stop node nK's shoald.
+    /// Stop node nK's shoald; its tasks keep running (live restore) and
+    /// `lab start` takes them back.
     Stop {
         node: String,
         #[command(flatten)]
@@ -153,7 +154,7 @@ async fn dispatch(cmd: LabCmd) -> anyhow::Result<()> {
         LabCmd::Stop { node, lab } => {
             let lab = open(&lab.name)?;
             let k = node_index(&lab, &node)?;
-            lab.stop(k).await?;
+            lab.stop_daemon(k).await?;
             println!("{}: shoald stopped", lab.node(k).name());
             Ok(())
         }

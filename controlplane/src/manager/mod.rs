@@ -150,10 +150,22 @@ pub struct ManagerConfig {
     /// More services for the 2377 listener, served beside the manager's
     /// own: the agent's task logs, which this crate knows nothing of.
     pub extra_routes: Option<tonic::service::Routes>,
+    /// Asks an image's registry for the digest its reference names now,
+    /// for `service create` of an image the catalogue does not know (as
+    /// the docker CLI asks the registry before swarm stores the spec).
+    pub resolve_image: Option<ResolveImage>,
 }
+
+/// `reference` → the manifest digest its registry gives, or `None`.
+pub type ResolveImage = Arc<
+    dyn Fn(String) -> std::pin::Pin<Box<dyn std::future::Future<Output = Option<String>> + Send>>
+        + Send
+        + Sync,
+>;
 
 pub struct Manager {
     raft: Raft,
+    resolve_image: Option<ResolveImage>,
     /// Kept for [`Manager::rotate_store_key`] (autolock).
     store: Store,
     reader: StateReader,
@@ -218,6 +230,7 @@ impl Manager {
             last_seen: Mutex::new(HashMap::new()),
             leader_since: Mutex::new(None),
             leader_channels: Mutex::new(HashMap::new()),
+            resolve_image: cfg.resolve_image,
             stop,
         });
         grpc::serve(

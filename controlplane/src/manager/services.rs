@@ -122,7 +122,11 @@ struct Created {
 /// Pins the image to the digest the catalogue resolves it to, as swarm
 /// records `image@sha256:…` at create time; the warning is swarm's when the
 /// image is unknown.
-fn pin(state: &ClusterState, mut task: TaskSpec) -> (TaskSpec, Option<String>) {
+fn pin(
+    state: &ClusterState,
+    mut task: TaskSpec,
+    from_registry: Option<&str>,
+) -> (TaskSpec, Option<String>) {
     if task.image == HOST_IMAGE {
         return (task, None);
     }
@@ -138,6 +142,10 @@ fn pin(state: &ClusterState, mut task: TaskSpec) -> (TaskSpec, Option<String>) {
             task.image_digest = digest.to_owned();
             (task, None)
         }
+        None if from_registry.is_some() => {
+            task.image_digest = from_registry.unwrap_or_default().to_owned();
+            (task, None)
+        }
         None => {
             let image = &task.image;
             let warning = format!(
@@ -150,11 +158,21 @@ fn pin(state: &ClusterState, mut task: TaskSpec) -> (TaskSpec, Option<String>) {
     }
 }
 
+#[cfg(test)]
 fn spec(state: &ClusterState, r: &CreateServiceRequest) -> Result<Created, ManagerError> {
+    spec_with(state, r, None)
+}
+
+/// [`spec`], with the digest the image's registry gave for it, if asked.
+fn spec_with(
+    state: &ClusterState,
+    r: &CreateServiceRequest,
+    from_registry: Option<&str>,
+) -> Result<Created, ManagerError> {
     validate::name("service name", &r.name)?;
     validate::labels("--label", &r.labels)?;
     let task = wire::task_spec(&r.args, &r.env, r.container.as_ref(), r.resources.as_ref())?;
-    let (task, warning) = pin(state, validate::container(task)?);
+    let (task, warning) = pin(state, validate::container(task)?, from_registry);
     if task.image == HOST_IMAGE
         && r.args.first().is_none_or(String::is_empty)
         && task.entrypoint.as_ref().is_none_or(|e| e.is_empty())
@@ -261,10 +279,11 @@ pub(super) async fn create(
     r: CreateServiceRequest,
 ) -> Result<ServiceSummary, ManagerError> {
     let id = generate_node_id();
+    let from_registry = registry_digest(m, &r).await?;
     let mut attempt = 0;
     let warning = loop {
         attempt += 1;
-        let created = spec(&*m.read().await?, &r)?;
+        let created = spec_with(&*m.read().await?, &r, from_registry.as_deref())?;
         match m
             .propose(Command::CreateService(new_service(
                 id.clone(),
@@ -285,6 +304,28 @@ pub(super) async fn create(
     let mut reply = summary(&state, super::lookup::<Service>(&state, &id)?);
     reply.warnings.extend(warning);
     Ok(reply)
+}
+
+/// The digest the image's registry gives now, when the catalogue does not
+/// know the image (none for `host`, a pinned reference, or no resolver).
+async fn registry_digest(
+    m: &Manager,
+    r: &CreateServiceRequest,
+) -> Result<Option<String>, ManagerError> {
+    let (Some(resolve), Some(c)) = (&m.resolve_image, &r.container) else {
+        return Ok(None);
+    };
+    if c.image == HOST_IMAGE {
+        return Ok(None);
+    }
+    let Ok(reference) = Reference::parse(&c.image).map(Reference::with_default_tag) else {
+        return Ok(None);
+    };
+    if reference.digest.is_some() || m.read().await?.resolve_image(&reference.to_string()).is_some()
+    {
+        return Ok(None);
+    }
+    Ok(resolve(reference.to_string()).await)
 }
 
 /// The service with `r`'s changes, checked as `service create` checks.
