@@ -5,8 +5,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     // SAFETY: no other thread exists yet to read the environment.
     unsafe { std::env::set_var("PROTOC", protoc) };
     println!("cargo:rerun-if-changed=proto");
-    tonic_prost_build::configure()
-        .compile_protos(&[
+    tonic_prost_build::configure().compile_protos(
+        &[
             "proto/node.proto",
             "proto/cluster.proto",
             "proto/blobs.proto",

@@ -12,11 +12,11 @@ use shoal_api::{
     node::v1::{
         CountedProtocol, Direction, DoctorReply, DoctorRequest, ImageDetail, ImageListReply,
         ImageListRequest, ImageLoadChunk, ImageLoadReply, ImageRef, ImageRemoveReply,
-        ImageRemoveRequest, ImageTagRequest, InfoReply, InfoRequest, VolumeDetail,
-        VolumeListReply, VolumeListRequest, VolumeRef, VolumeRemoveReply,
-        MeshCounter, ProtoCounter, ReasonCounter, StatsReply, StatsRequest, SwarmInitReply,
-        SwarmInitRequest, SwarmJoinReply, SwarmJoinRequest, SwarmLeaveReply, SwarmLeaveRequest,
-        SwarmUnlockReply, SwarmUnlockRequest, UnlockKeyReply, UnlockKeyRequest,
+        ImageRemoveRequest, ImageTagRequest, InfoReply, InfoRequest, MeshCounter, ProtoCounter,
+        ReasonCounter, StatsReply, StatsRequest, SwarmInitReply, SwarmInitRequest, SwarmJoinReply,
+        SwarmJoinRequest, SwarmLeaveReply, SwarmLeaveRequest, SwarmUnlockReply, SwarmUnlockRequest,
+        UnlockKeyReply, UnlockKeyRequest, VolumeDetail, VolumeListReply, VolumeListRequest,
+        VolumeRef, VolumeRemoveReply,
         node_server::{Node, NodeServer},
     },
 };
@@ -224,7 +224,12 @@ impl<S: StatsSource> Node for NodeApi<S> {
     }
 
     async fn image_inspect(&self, req: Request<ImageRef>) -> Result<Response<ImageDetail>, Status> {
-        let detail = self.swarm.env().images.inspect(req.into_inner().image).await?;
+        let detail = self
+            .swarm
+            .env()
+            .images
+            .inspect(req.into_inner().image)
+            .await?;
         Ok(Response::new(detail))
     }
 
@@ -232,17 +237,28 @@ impl<S: StatsSource> Node for NodeApi<S> {
         &self,
         req: Request<ImageRemoveRequest>,
     ) -> Result<Response<ImageRemoveReply>, Status> {
-        let r = self.swarm.env().images.remove(req.into_inner().image).await?;
+        let r = self
+            .swarm
+            .env()
+            .images
+            .remove(req.into_inner().image)
+            .await?;
         Ok(Response::new(r))
     }
 
-    async fn image_tag(&self, req: Request<ImageTagRequest>) -> Result<Response<ImageDetail>, Status> {
+    async fn image_tag(
+        &self,
+        req: Request<ImageTagRequest>,
+    ) -> Result<Response<ImageDetail>, Status> {
         let r = req.into_inner();
         let detail = self.swarm.env().images.tag(r.source, r.target).await?;
         Ok(Response::new(detail))
     }
 
-    async fn volume_create(&self, req: Request<VolumeRef>) -> Result<Response<VolumeDetail>, Status> {
+    async fn volume_create(
+        &self,
+        req: Request<VolumeRef>,
+    ) -> Result<Response<VolumeDetail>, Status> {
         let volumes = &self.swarm.env().volumes;
         let name = req.into_inner().name;
         volumes.create(&name)?;
@@ -257,8 +273,13 @@ impl<S: StatsSource> Node for NodeApi<S> {
         Ok(Response::new(VolumeListReply { volumes }))
     }
 
-    async fn volume_inspect(&self, req: Request<VolumeRef>) -> Result<Response<VolumeDetail>, Status> {
-        Ok(Response::new(self.swarm.env().volumes.inspect(&req.into_inner().name)?))
+    async fn volume_inspect(
+        &self,
+        req: Request<VolumeRef>,
+    ) -> Result<Response<VolumeDetail>, Status> {
+        Ok(Response::new(
+            self.swarm.env().volumes.inspect(&req.into_inner().name)?,
+        ))
     }
 
     async fn volume_remove(
@@ -414,7 +435,8 @@ mod tests {
                 None,
                 crate::worker::NodeEnv {
                     images: Arc::new(
-                        crate::images::Images::open(&images_dir.join("images"), Default::default()).expect("image store"),
+                        crate::images::Images::open(&images_dir.join("images"), Default::default())
+                            .expect("image store"),
                     ),
                     volumes: Arc::new(crate::volumes::Volumes::new(&images_dir.join("volumes"))),
                     tasks_dir: "/nonexistent/tasks".into(),

@@ -254,7 +254,10 @@ impl Images {
                 let _one = self.fetching.lock().await;
                 match local(self) {
                     Some(d) => d,
-                    None => self.get(reference, &parsed, digest, holders, tls, auth).await?,
+                    None => {
+                        self.get(reference, &parsed, digest, holders, tls, auth)
+                            .await?
+                    }
                 }
             }
         };
@@ -494,16 +497,14 @@ impl BlobServer {
     }
 }
 
-type BlobStream = std::pin::Pin<Box<dyn tokio_stream::Stream<Item = Result<BlobChunk, Status>> + Send>>;
+type BlobStream =
+    std::pin::Pin<Box<dyn tokio_stream::Stream<Item = Result<BlobChunk, Status>> + Send>>;
 
 #[tonic::async_trait]
 impl Blobs for BlobServer {
     type FetchStream = BlobStream;
 
-    async fn fetch(
-        &self,
-        req: Request<FetchBlobRequest>,
-    ) -> Result<Response<BlobStream>, Status> {
+    async fn fetch(&self, req: Request<FetchBlobRequest>) -> Result<Response<BlobStream>, Status> {
         // The TLS layer checked the chain; a node certificate is enough.
         let node = match req.extensions().get::<transport::PeerInfo>() {
             Some(transport::PeerInfo {

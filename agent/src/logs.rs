@@ -79,8 +79,7 @@ impl NodeLogs {
 /// The node's own services on 2377, which a manager adds to its cluster
 /// API: task logs (to managers) and image blobs (to any node).
 pub fn routes(dir: PathBuf, images: &crate::images::Images) -> tonic::service::Routes {
-    crate::images::BlobServer::routes(images)
-        .add_service(TaskLogsServer::new(NodeLogs::new(dir)))
+    crate::images::BlobServer::routes(images).add_service(TaskLogsServer::new(NodeLogs::new(dir)))
 }
 
 #[tonic::async_trait]

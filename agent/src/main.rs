@@ -8,17 +8,17 @@ mod autolock;
 mod datapath;
 mod doctor;
 mod endpoints;
-mod images;
 #[cfg(test)]
 mod fake;
+mod images;
 mod link;
 mod local;
 mod logs;
 mod ports;
-mod volumes;
 mod resources;
 mod session;
 mod swarm;
+mod volumes;
 mod worker;
 
 use std::{
@@ -48,7 +48,11 @@ struct Args {
     state_dir: PathBuf,
     /// A registry reached over plain HTTP (host:port), as dockerd's
     /// `--insecure-registry`; localhost and 127.0.0.0/8 always are.
-    #[arg(long = "insecure-registry", env = "SHOAL_INSECURE_REGISTRIES", value_delimiter = ',')]
+    #[arg(
+        long = "insecure-registry",
+        env = "SHOAL_INSECURE_REGISTRIES",
+        value_delimiter = ','
+    )]
     insecure_registries: Vec<String>,
     /// Unix socket of the local API (root only), used by `shoal`.
     #[arg(long, default_value = shoal_api::DEFAULT_SOCKET)]
@@ -181,7 +185,7 @@ async fn main() -> anyhow::Result<()> {
                     ..Default::default()
                 },
             )
-                .context("opening the image store")?,
+            .context("opening the image store")?,
         ),
         volumes: Arc::new(volumes::Volumes::new(&args.state_dir.join("volumes"))),
     };

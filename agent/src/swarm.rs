@@ -976,7 +976,12 @@ impl Swarm {
         // listener of its own for them.
         if manager.is_none() {
             let dir = self.env.tasks_dir.clone();
-            match crate::logs::spawn_worker_server(file.listen, &creds, dir, self.env.images.clone()) {
+            match crate::logs::spawn_worker_server(
+                file.listen,
+                &creds,
+                dir,
+                self.env.images.clone(),
+            ) {
                 Ok(server) => tasks.push(server),
                 Err(e) => tracing::error!(error = %chain(&e), "task logs will not be served"),
             }

@@ -26,7 +26,9 @@ pub enum VolumeError {
     InvalidName { name: String },
     #[error("get {name}: no such volume")]
     NotFound { name: String },
-    #[error("remove {name}: volume is in use by {tasks} task(s) on this node; remove their services first")]
+    #[error(
+        "remove {name}: volume is in use by {tasks} task(s) on this node; remove their services first"
+    )]
     InUse { name: String, tasks: usize },
     #[error("volume {name}: {path}")]
     Io {
@@ -221,23 +223,23 @@ mod tests {
 
     #[test]
     fn a_volume_keeps_its_data_and_is_not_removed_while_mounted() {
-        let dir = tempfile::tempdir().unwrap();
+        let dir = tempfile::tempdir().expect("test");
         let volumes = Arc::new(Volumes::new(dir.path()));
-        let m = volumes.mount("data").unwrap();
-        std::fs::write(m.path.join("f"), b"kept").unwrap();
+        let m = volumes.mount("data").expect("test");
+        std::fs::write(m.path.join("f"), b"kept").expect("test");
         drop(m);
-        let again = volumes.mount("data").unwrap();
-        assert_eq!(std::fs::read(again.path.join("f")).unwrap(), b"kept");
-        assert_eq!(volumes.inspect("data").unwrap().in_use, 1);
-        let e = volumes.remove("data").unwrap_err();
+        let again = volumes.mount("data").expect("test");
+        assert_eq!(std::fs::read(again.path.join("f")).expect("test"), b"kept");
+        assert_eq!(volumes.inspect("data").expect("test").in_use, 1);
+        let e = volumes.remove("data").expect_err("test");
         assert!(matches!(e, VolumeError::InUse { tasks: 1, .. }), "{e}");
         drop(again);
-        assert_eq!(volumes.list().unwrap().len(), 1);
-        volumes.remove("data").unwrap();
+        assert_eq!(volumes.list().expect("test").len(), 1);
+        volumes.remove("data").expect("test");
         assert!(matches!(
             volumes.inspect("data"),
             Err(VolumeError::NotFound { .. })
         ));
-        assert!(volumes.list().unwrap().is_empty());
+        assert!(volumes.list().expect("test").is_empty());
     }
 }

@@ -561,7 +561,12 @@ impl<O: Overlay, T: Tasks, M: MeshSync> Executor<O, T, M> {
         let prepared = match self.prepare_root(t).await {
             Ok(p) => p,
             Err(e) => {
-                return report(&t.id, TaskState::Rejected, "preparing failed", e.to_string());
+                return report(
+                    &t.id,
+                    TaskState::Rejected,
+                    "preparing failed",
+                    e.to_string(),
+                );
             }
         };
         let attachments = match self.prepare(t, nets).await {
@@ -578,12 +583,7 @@ impl<O: Overlay, T: Tasks, M: MeshSync> Executor<O, T, M> {
         let spec = match task_spec(t, attachments, &self.setup, &prepared) {
             Ok(spec) => spec,
             Err(e) => {
-                return report(
-                    &t.id,
-                    TaskState::Rejected,
-                    "invalid task",
-                    e.to_string(),
-                );
+                return report(&t.id, TaskState::Rejected, "invalid task", e.to_string());
             }
         };
         self.send(report(&t.id, TaskState::Starting, "starting", ""));
@@ -644,7 +644,13 @@ impl<O: Overlay, T: Tasks, M: MeshSync> Executor<O, T, M> {
                 .collect();
             let images = &self.setup.images;
             let (digest, lower) = images
-                .ensure(&c.image, digest.as_ref(), &holders, self.setup.tls.clone(), None)
+                .ensure(
+                    &c.image,
+                    digest.as_ref(),
+                    &holders,
+                    self.setup.tls.clone(),
+                    None,
+                )
                 .await?;
             let config = images
                 .store()
@@ -1133,7 +1139,11 @@ pub fn task_spec(
         init: c.init || matches!(prepared.root, Root::Host),
         cap_add: c.cap_add.clone(),
         cap_drop: c.cap_drop.clone(),
-        sysctls: c.sysctls.iter().map(|(k, v)| (k.clone(), v.clone())).collect(),
+        sysctls: c
+            .sysctls
+            .iter()
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect(),
         resources: shoal_runtime::Resources {
             cpu_nanos_limit: some(r.limit_nano_cpus),
             memory_limit: some(r.limit_memory_bytes),

@@ -244,8 +244,29 @@ pub fn familiar(image: &str) -> String {
     }
 }
 
+/// How `service inspect` prints a pinned image, as swarm does:
+/// `busybox:latest@sha256:…` (familiar form, tag kept, digest appended).
+pub fn pinned(image: &str, digest: &str) -> String {
+    if digest.is_empty() || image == HOST || image.contains('@') {
+        return image.to_owned();
+    }
+    format!("{}@{digest}", familiar(image))
+}
+
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn pinned_images_keep_their_tag_as_swarm_prints_them() {
+        let d = "sha256:".to_owned() + &"a".repeat(64);
+        assert_eq!(super::pinned("busybox", &d), format!("busybox:latest@{d}"));
+        assert_eq!(
+            super::pinned("reg:5000/a/b:1", &d),
+            format!("reg:5000/a/b:1@{d}")
+        );
+        assert_eq!(super::pinned("host", ""), "host");
+        assert_eq!(super::pinned("busybox", ""), "busybox");
+    }
+
     use super::*;
 
     const D: &str = "sha256:0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef";
@@ -317,13 +338,4 @@ mod tests {
         assert!(Reference::parse(&long_tag).is_err());
         assert!(Reference::parse(&format!("a:{}", "x".repeat(128))).is_ok());
     }
-}
-
-/// How `service inspect` prints a pinned image, as swarm does:
-/// `busybox:latest@sha256:…` (familiar form, tag kept, digest appended).
-pub fn pinned(image: &str, digest: &str) -> String {
-    if digest.is_empty() || image == HOST || image.contains('@') {
-        return image.to_owned();
-    }
-    format!("{}@{digest}", familiar(image))
 }

@@ -105,8 +105,7 @@ pub async fn run(host: &str, cmd: ImageCmd) -> anyhow::Result<()> {
             let mut d = client::connect(host).await?;
             let mut failed = Vec::new();
             for image in images {
-                match client::call(host, d.node.image_remove(ImageRemoveRequest { image })).await
-                {
+                match client::call(host, d.node.image_remove(ImageRemoveRequest { image })).await {
                     Ok(r) => {
                         r.untagged
                             .iter()
@@ -312,7 +311,10 @@ mod tests {
             ("docker.io/library/busybox:latest", "busybox:latest"),
             ("docker.io/me/app:1", "me/app:1"),
             ("reg.local:5000/a/b:2", "reg.local:5000/a/b:2"),
-            ("shoal.local/lab-tools:latest", "shoal.local/lab-tools:latest"),
+            (
+                "shoal.local/lab-tools:latest",
+                "shoal.local/lab-tools:latest",
+            ),
         ] {
             assert_eq!(familiar(full), short, "{full}");
         }

@@ -127,8 +127,8 @@ impl Registry {
             .ok_or_else(|| err("load", "empty archive".into()))?
             .manifest
             .clone();
-        let target =
-            shoal_image::Reference::parse(reference).map_err(|e| err("reference", e.to_string()))?;
+        let target = shoal_image::Reference::parse(reference)
+            .map_err(|e| err("reference", e.to_string()))?;
         let registry = lab_registry();
         // The client reaches the registry from inside its namespace, on a
         // thread of its own with its own runtime.
@@ -192,19 +192,19 @@ impl Lab {
             .stderr(err)
             .spawn()
             .map_err(io("spawn docker-registry"))?;
-        let registry = Registry {
-            child,
-            netns,
-            log,
-        };
+        let registry = Registry { child, netns, log };
         let url = format!("http://{}/v2/", lab_registry());
-        crate::eventually(std::time::Duration::from_secs(15), "registry answers", || {
-            let out = self
-                .client_command("curl")
-                .args(["-s", "-o", "/dev/null", "-w", "%{http_code}", &url])
-                .output()?;
-            Ok((out.stdout == b"200").then_some(()))
-        })
+        crate::eventually(
+            std::time::Duration::from_secs(15),
+            "registry answers",
+            || {
+                let out = self
+                    .client_command("curl")
+                    .args(["-s", "-o", "/dev/null", "-w", "%{http_code}", &url])
+                    .output()?;
+                Ok((out.stdout == b"200").then_some(()))
+            },
+        )
         .await
         .map_err(|e| LabError::Io {
             path: registry.log.clone(),

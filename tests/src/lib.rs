@@ -25,8 +25,8 @@
 
 mod daemon;
 mod error;
-mod lab;
 pub mod images;
+mod lab;
 pub mod netns;
 mod record;
 mod shoal;

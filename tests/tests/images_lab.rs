@@ -91,8 +91,8 @@ async fn an_image_loaded_on_one_node_runs_on_every_node() -> anyhow::Result<()> 
     let out = lab.shoal(
         1,
         &[
-            "service", "create", "--detach", "--name", "web", "--mode", "global", "-p",
-            "8080:80", "busybox", "httpd", "-f", "-vv", "-p", "80", "-h", "/www",
+            "service", "create", "--detach", "--name", "web", "--mode", "global", "-p", "8080:80",
+            "busybox", "httpd", "-f", "-vv", "-p", "80", "-h", "/www",
         ],
     )?;
     ensure!(!out.contains("could not be accessed"), "{out}");
@@ -117,9 +117,13 @@ async fn an_image_loaded_on_one_node_runs_on_every_node() -> anyhow::Result<()> 
     }
     // httpd -vv logs each request's peer (on stderr): the client's own
     // address.
-    logs_until(&lab, "web", Duration::from_secs(10), "client address in logs", |l| {
-        l.contains(&client)
-    })
+    logs_until(
+        &lab,
+        "web",
+        Duration::from_secs(10),
+        "client address in logs",
+        |l| l.contains(&client),
+    )
     .await?;
     Ok(())
 }
@@ -136,7 +140,10 @@ async fn an_image_no_one_has_is_rejected_with_dockers_words() -> anyhow::Result<
     )?;
     let stderr = String::from_utf8_lossy(&out.stderr);
     ensure!(out.status.success(), "{stderr}");
-    ensure!(stderr.contains("could not be accessed"), "no warning: {stderr}");
+    ensure!(
+        stderr.contains("could not be accessed"),
+        "no warning: {stderr}"
+    );
     let row = eventually(Duration::from_secs(30), "task rejected", || {
         let rows = lab.service_ps(1, "ghost")?;
         Ok(rows.into_iter().find(|r| r.state == "rejected"))
@@ -163,7 +170,10 @@ async fn tasks_cannot_reach_the_nodes_keys_sockets_or_kernel() -> anyhow::Result
          ls /sys/fs/bpf 2>/dev/null | head -1 | grep . && echo BPF-SEEN; \
          echo PROBE-DONE"
     );
-    for (name, image, shell) in [("jail-host", "host", "/bin/sh"), ("jail-bb", "busybox", "sh")] {
+    for (name, image, shell) in [
+        ("jail-host", "host", "/bin/sh"),
+        ("jail-bb", "busybox", "sh"),
+    ] {
         lab.shoal(
             1,
             &[
@@ -312,7 +322,9 @@ async fn a_task_outlives_its_shoald_and_is_adopted() -> anyhow::Result<()> {
         ],
     )?;
     running(&lab, "tick", 1).await?;
-    let before = lab.service_ps(1, "tick").map_err(|e| anyhow::anyhow!("{e}"))?;
+    let before = lab
+        .service_ps(1, "tick")
+        .map_err(|e| anyhow::anyhow!("{e}"))?;
     lab.stop_daemon(2).await?;
     let down = Instant::now();
     tokio::time::sleep(Duration::from_secs(3)).await;

@@ -321,7 +321,11 @@ async fn registry_digest(
     let Ok(reference) = Reference::parse(&c.image).map(Reference::with_default_tag) else {
         return Ok(None);
     };
-    if reference.digest.is_some() || m.read().await?.resolve_image(&reference.to_string()).is_some()
+    if reference.digest.is_some()
+        || m.read()
+            .await?
+            .resolve_image(&reference.to_string())
+            .is_some()
     {
         return Ok(None);
     }
