@@ -662,9 +662,11 @@ impl<O: Overlay, T: Tasks, M: MeshSync> Executor<O, T, M> {
                 config: image_defaults(&config),
             };
         }
-        for m in &c.mounts {
-            if m.r#type == MountType::Volume as i32 && !m.source.is_empty() {
-                prepared.volumes.push(self.setup.volumes.mount(&m.source)?);
+        for (i, m) in c.mounts.iter().enumerate() {
+            if m.r#type == MountType::Volume as i32 {
+                prepared
+                    .volumes
+                    .push(self.setup.volumes.mount(&volume_name(t, i, &m.source))?);
             }
         }
         Ok(prepared)
@@ -1088,7 +1090,7 @@ pub fn task_spec(
     let some = |v: u64| (v != 0).then_some(v);
     let text = |v: &str| (!v.is_empty()).then(|| v.to_owned());
     let mut mounts = Vec::new();
-    for m in &c.mounts {
+    for (i, m) in c.mounts.iter().enumerate() {
         let target = m.target.clone();
         let mount = match MountType::try_from(m.r#type) {
             Ok(MountType::Bind) => Mount::Bind {
@@ -1100,12 +1102,11 @@ pub fn task_spec(
                 target,
                 size: some(m.tmpfs_size_bytes),
             },
-            Ok(MountType::Volume) if m.source.is_empty() => Mount::Tmpfs { target, size: None },
             Ok(MountType::Volume) => Mount::Volume {
                 source: prepared
                     .volumes
                     .iter()
-                    .find(|v| v.name() == m.source)
+                    .find(|v| v.name() == volume_name(t, i, &m.source))
                     .map(|v| v.path.clone())
                     .unwrap_or_default(),
                 target,
@@ -1156,6 +1157,16 @@ pub fn task_spec(
         resolv_conf: setup.resolv_conf.clone(),
         log_dir: setup.tasks_dir.clone(),
     })
+}
+
+/// A volume mount's volume: its name, or for an anonymous one (no source)
+/// a name of the task's own, as docker gives each container its own.
+fn volume_name(t: &TaskAssignment, index: usize, source: &str) -> String {
+    if source.is_empty() {
+        format!("{}-{index}", t.id)
+    } else {
+        source.to_owned()
+    }
 }
 
 /// How long a stop waits before killing: the service's

@@ -545,6 +545,12 @@ pub mod fixtures {
         "ps",
         "dd",
         "env",
+        "tail",
+        "wget",
+        "nslookup",
+        "echo",
+        "true",
+        "hostname",
     ];
     const PASSWD: &str =
         "root:x:0:0:root:/root:/bin/sh\nnobody:x:65534:65534:nobody:/nonexistent:/bin/false\n";

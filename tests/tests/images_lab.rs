@@ -409,3 +409,82 @@ async fn images_pulled_from_a_registry_are_pinned_by_digest() -> anyhow::Result<
     }
     Ok(())
 }
+
+#[tokio::test]
+async fn containers_reach_each_other_by_name_vip_and_overlay() -> anyhow::Result<()> {
+    let lab = cluster("img-mesh", 3).await?;
+    lab.load_image(1, images::lab_tools_archive()?)?;
+    lab.shoal(1, &["network", "create", "appnet"])?;
+    lab.shoal(
+        1,
+        &[
+            "service",
+            "create",
+            "--detach",
+            "--name",
+            "web",
+            "--replicas",
+            "2",
+            "--constraint",
+            "node.hostname!=n3",
+            "--network",
+            "appnet",
+            "-p",
+            "8082:80",
+            images::LAB_TOOLS,
+            "lab-http",
+            "serve",
+            "80",
+        ],
+    )?;
+    running(&lab, "web", 2).await?;
+    // Through the published port from the client: both containers answer
+    // and see the client's own address.
+    let client = lab.client_addr().to_string();
+    let url = format!("http://{}:8082/", lab.node(3).addr());
+    let (_, body) = eventually(Duration::from_secs(15), "published port answers", || {
+        let (code, body) = curl(&lab, &url)?;
+        Ok((code == "200").then_some((code, body)))
+    })
+    .await?;
+    ensure!(body.ends_with(&client), "{body}");
+    // From a busybox container on n3: the service by name (its VIP, DNS at
+    // 127.0.0.11) and both tasks by `tasks.web` across the overlay.
+    lab.shoal(
+        1,
+        &[
+            "service",
+            "create",
+            "--detach",
+            "--name",
+            "probe",
+            "--network",
+            "appnet",
+            "--constraint",
+            "node.hostname==n3",
+            "--restart-condition",
+            "none",
+            "busybox",
+            "sh",
+            "-c",
+            "wget -qO- http://web/ && echo; nslookup tasks.web 127.0.0.11; echo PROBE-DONE",
+        ],
+    )?;
+    let logs = logs_until(&lab, "probe", Duration::from_secs(60), "probe done", |l| {
+        l.contains("PROBE-DONE")
+    })
+    .await?;
+    ensure!(logs.contains("web."), "no answer through the VIP:\n{logs}");
+    let addrs: Vec<String> = lab
+        .service_ps(1, "web")
+        .map_err(|e| anyhow::anyhow!("{e}"))?
+        .iter()
+        .filter(|r| r.running())
+        .filter_map(|r| r.addresses.get(1).cloned())
+        .collect();
+    for a in &addrs {
+        let ip = a.split('/').next().unwrap_or_default();
+        ensure!(logs.contains(ip), "tasks.web lacks {ip}:\n{logs}");
+    }
+    Ok(())
+}
