@@ -1105,8 +1105,8 @@ mod tests {
         assert_eq!(crate::container::ls_image(&s), "busybox:latest");
         let json = serde_json::to_value(service_json(&s)).unwrap_or_default();
         let spec = &json["Spec"]["TaskTemplate"];
-        assert_eq!(spec["ContainerSpec"]["Image"], format!("busybox@{digest}"));
-        assert_eq!(json["image"], format!("busybox@{digest}"));
+        assert_eq!(spec["ContainerSpec"]["Image"], format!("busybox:latest@{digest}"));
+        assert_eq!(json["image"], format!("busybox:latest@{digest}"));
         assert_eq!(spec["ContainerSpec"]["Args"][1], "1");
         assert_eq!(spec["ContainerSpec"]["Init"], true);
         assert_eq!(spec["ContainerSpec"]["Mounts"][0]["Type"], "tmpfs");
@@ -1120,7 +1120,7 @@ mod tests {
         let text = service_text(&s);
         assert!(
             text.contains(&format!(
-                "ContainerSpec:\n Image:\t\tbusybox@{digest}\n Args:\t\tsleep 1\n"
+                "ContainerSpec:\n Image:\t\tbusybox:latest@{digest}\n Args:\t\tsleep 1\n"
             )),
             "{text}"
         );
