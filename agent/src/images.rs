@@ -51,6 +51,8 @@ pub enum ImagesError {
     /// Docker's words first, so scripts and people recognise it.
     #[error("No such image: {reference} ({reason})")]
     NoSuchImage { reference: String, reason: String },
+    #[error("--with-registry-auth: the credentials are {reason}; run `docker login` again")]
+    RegistryAuth { reason: String },
     #[error("fetching {digest} from {node}: {reason}")]
     Fetch {
         digest: String,
@@ -67,7 +69,9 @@ impl From<ImagesError> for Status {
             ImagesError::NoSuchImage { .. } => Status::not_found(msg),
             ImagesError::Image(ImageError::NotFound { .. }) => Status::not_found(msg),
             ImagesError::Image(ImageError::InUse { .. }) => Status::failed_precondition(msg),
-            ImagesError::Image(_) | ImagesError::Upload(_) => Status::invalid_argument(msg),
+            ImagesError::Image(_) | ImagesError::Upload(_) | ImagesError::RegistryAuth { .. } => {
+                Status::invalid_argument(msg)
+            }
             ImagesError::Join(_) | ImagesError::Fetch { .. } => Status::internal(msg),
         }
     }
@@ -628,11 +632,18 @@ const RESOLVE_TIMEOUT: Duration = Duration::from_secs(5);
 /// The manager's way to pin an image the catalogue does not know: ask its
 /// registry, as the docker CLI does before swarm stores a service.
 pub fn resolver(images: Arc<Images>) -> shoal_controlplane::manager::ResolveImage {
-    Arc::new(move |reference: String| {
+    Arc::new(move |reference: String, auth: String| {
         let images = images.clone();
         Box::pin(async move {
             let parsed = Reference::parse(&reference).ok()?;
-            let asked = images.registry.resolve(&parsed, None);
+            let auth = match registry_auth(&auth) {
+                Ok(a) => a,
+                Err(e) => {
+                    tracing::info!(%reference, error = %e, "unreadable registry credentials");
+                    None
+                }
+            };
+            let asked = images.registry.resolve(&parsed, auth.as_ref());
             match tokio::time::timeout(RESOLVE_TIMEOUT, asked).await {
                 Ok(Ok(d)) => Some(d.to_string()),
                 Ok(Err(e)) => {
@@ -643,4 +654,66 @@ pub fn resolver(images: Arc<Images>) -> shoal_controlplane::manager::ResolveImag
             }
         })
     })
+}
+
+/// docker's X-Registry-Auth (what `--with-registry-auth` sends): base64url
+/// (or standard base64) of `{"username", "password", "serveraddress"}`.
+/// Empty: no credentials.
+pub fn registry_auth(encoded: &str) -> Result<Option<Credentials>, ImagesError> {
+    use base64::Engine;
+    let encoded = encoded.trim();
+    if encoded.is_empty() {
+        return Ok(None);
+    }
+    let bad = |reason: &str| ImagesError::RegistryAuth {
+        reason: reason.to_owned(),
+    };
+    let engines = [
+        base64::engine::general_purpose::URL_SAFE,
+        base64::engine::general_purpose::URL_SAFE_NO_PAD,
+        base64::engine::general_purpose::STANDARD,
+        base64::engine::general_purpose::STANDARD_NO_PAD,
+    ];
+    let json = engines
+        .iter()
+        .find_map(|e| e.decode(encoded).ok())
+        .ok_or_else(|| bad("not base64"))?;
+    #[derive(serde::Deserialize)]
+    struct Auth {
+        #[serde(default)]
+        username: String,
+        #[serde(default)]
+        password: String,
+    }
+    let auth: Auth = serde_json::from_slice(&json).map_err(|_| bad("not docker's auth JSON"))?;
+    if auth.username.is_empty() {
+        return Ok(None);
+    }
+    Ok(Some(Credentials::new(auth.username, auth.password)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use base64::Engine;
+    use proptest::prelude::*;
+
+    #[test]
+    fn registry_auth_reads_dockers_header() {
+        let json = r#"{"username":"lab","password":"p@ss","serveraddress":"reg:5000"}"#;
+        let enc = base64::engine::general_purpose::URL_SAFE.encode(json);
+        let c = registry_auth(&enc).expect("decodes").expect("credentials");
+        assert_eq!((c.username.as_str(), c.password.as_str()), ("lab", "p@ss"));
+        assert!(registry_auth("").expect("empty").is_none());
+        assert!(registry_auth("%%%").is_err());
+        let not_json = base64::engine::general_purpose::STANDARD.encode("user:pass");
+        assert!(registry_auth(&not_json).is_err());
+    }
+
+    proptest! {
+        #[test]
+        fn registry_auth_never_panics(s in ".{0,200}") {
+            let _ = registry_auth(&s);
+        }
+    }
 }

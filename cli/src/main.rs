@@ -8,6 +8,7 @@ mod network;
 mod node;
 mod output;
 mod parse;
+mod registry_auth;
 mod secret;
 mod service;
 mod swarm;

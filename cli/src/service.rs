@@ -118,6 +118,11 @@ pub struct CreateArgs {
     /// (repeatable).
     #[arg(long, value_name = "MOUNT")]
     mount: Vec<String>,
+    /// Send this client's credentials for the image's registry (from
+    /// docker's config.json, as `docker login` wrote them) to the nodes
+    /// that pull it.
+    #[arg(long)]
+    with_registry_auth: bool,
     /// Publish a port: [PUBLISHED:]TARGET[/tcp|/udp] (8080:80, 53:53/udp,
     /// 80 for a free published port) or
     /// published=P,target=T[,protocol=tcp|udp][,mode=ingress|host]
@@ -262,15 +267,22 @@ fn container(a: &CreateArgs) -> Result<(ContainerSpec, Resources), FlagError> {
         cap_drop: a.cap_drop.clone(),
         sysctls,
         mounts,
+        registry_auth: String::new(),
     };
     Ok((spec, resources))
 }
 
 fn request(a: &CreateArgs) -> anyhow::Result<CreateServiceRequest> {
-    if a.image.is_none() {
+    let Some(image) = &a.image else {
         return Err(MissingImage.into());
+    };
+    let mut r = flags_request(a)?;
+    if a.with_registry_auth
+        && let Some(c) = r.container.as_mut()
+    {
+        c.registry_auth = crate::registry_auth::for_image(image)?;
     }
-    Ok(flags_request(a)?)
+    Ok(r)
 }
 
 fn flags_request(a: &CreateArgs) -> Result<CreateServiceRequest, FlagError> {
@@ -1105,7 +1117,10 @@ mod tests {
         assert_eq!(crate::container::ls_image(&s), "busybox:latest");
         let json = serde_json::to_value(service_json(&s)).unwrap_or_default();
         let spec = &json["Spec"]["TaskTemplate"];
-        assert_eq!(spec["ContainerSpec"]["Image"], format!("busybox:latest@{digest}"));
+        assert_eq!(
+            spec["ContainerSpec"]["Image"],
+            format!("busybox:latest@{digest}")
+        );
         assert_eq!(json["image"], format!("busybox:latest@{digest}"));
         assert_eq!(spec["ContainerSpec"]["Args"][1], "1");
         assert_eq!(spec["ContainerSpec"]["Init"], true);

@@ -162,7 +162,7 @@ pub fn assignments(state: &ClusterState, node_id: &str) -> AssignmentSet {
     let tasks = mine
         .iter()
         .map(|t| {
-            let (mut container, resources) = wire::container(&t.spec);
+            let (mut container, resources) = wire::container_for_node(&t.spec);
             // A task stored with `--rootfs` by an older build must not run
             // from the node's filesystem in the moment before the
             // orchestrator stops it: with no image, the node rejects it.

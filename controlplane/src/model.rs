@@ -444,6 +444,10 @@ pub struct TaskSpec {
     /// every spec made since. Written back only when set.
     #[serde(rename = "rootfs", skip_serializing_if = "String::is_empty")]
     pub legacy_rootfs: String,
+    /// `--with-registry-auth`: docker's X-Registry-Auth for the image's
+    /// registry, sent to the nodes with their tasks and never shown.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub registry_auth: String,
 }
 
 impl Default for TaskSpec {
@@ -467,6 +471,7 @@ impl Default for TaskSpec {
             resources: Resources::default(),
             mounts: Vec::new(),
             legacy_rootfs: String::new(),
+            registry_auth: String::new(),
         }
     }
 }
@@ -519,6 +524,8 @@ struct StoredTaskSpec {
     resources: Resources,
     #[serde(default)]
     mounts: Vec<Mount>,
+    #[serde(default)]
+    registry_auth: String,
 }
 
 impl From<StoredTaskSpec> for TaskSpec {
@@ -549,6 +556,7 @@ impl From<StoredTaskSpec> for TaskSpec {
             resources: s.resources,
             mounts: s.mounts,
             legacy_rootfs,
+            registry_auth: s.registry_auth,
         }
     }
 }

@@ -249,10 +249,13 @@ pub fn task_spec(
         },
         mounts,
         legacy_rootfs: String::new(),
+        registry_auth: c.registry_auth.clone(),
     })
 }
 
-/// A stored task spec's container and resources as the wire carries them.
+/// A stored task spec's container and resources as the wire carries them,
+/// registry credentials left out (only a task's own node gets them:
+/// [`container_for_node`]).
 pub fn container(t: &model::TaskSpec) -> (pb::ContainerSpec, pb::Resources) {
     let r = &t.resources;
     (
@@ -286,6 +289,7 @@ pub fn container(t: &model::TaskSpec) -> (pb::ContainerSpec, pb::Resources) {
                     volume_nocopy: m.volume_nocopy,
                 })
                 .collect(),
+            registry_auth: String::new(),
         },
         pb::Resources {
             limit_nano_cpus: r.limit_nano_cpus,
@@ -295,6 +299,14 @@ pub fn container(t: &model::TaskSpec) -> (pb::ContainerSpec, pb::Resources) {
             reserve_memory_bytes: r.reserve_memory_bytes,
         },
     )
+}
+
+/// [`container`] with the registry credentials, for the node that runs
+/// the task and may have to pull its image.
+pub fn container_for_node(t: &model::TaskSpec) -> (pb::ContainerSpec, pb::Resources) {
+    let (mut c, r) = container(t);
+    c.registry_auth = t.registry_auth.clone();
+    (c, r)
 }
 
 #[cfg(test)]

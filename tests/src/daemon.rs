@@ -143,9 +143,11 @@ pub(crate) fn spawn(binary: &Path, spec: &DaemonSpec<'_>) -> Result<Child, LabEr
         .arg(underlay::DATA_IFACE)
         .arg("--bpf-dir")
         .arg(crate::record::bpf_dir(spec.dir))
-        // The lab's registry runs on the client, over plain HTTP.
+        // The lab's registries run on the client, over plain HTTP.
         .arg("--insecure-registry")
         .arg(crate::images::lab_registry())
+        .arg("--insecure-registry")
+        .arg(crate::images::lab_auth_registry())
         .stdin(Stdio::null())
         .stdout(log)
         .stderr(log_err);

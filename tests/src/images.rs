@@ -93,6 +93,16 @@ pub fn lab_registry() -> String {
     format!("{}:{REGISTRY_PORT}", crate::underlay::CLIENT_ADDR)
 }
 
+/// The port of the lab's registry that asks for a password.
+pub const AUTH_REGISTRY_PORT: u16 = 5001;
+/// The user and password it takes.
+pub const REGISTRY_USER: (&str, &str) = ("lab", "lab-s3cret");
+
+/// host:port of the lab's registry that asks for a password.
+pub fn lab_auth_registry() -> String {
+    format!("{}:{AUTH_REGISTRY_PORT}", crate::underlay::CLIENT_ADDR)
+}
+
 /// A registry running on the lab's client; killed when dropped.
 #[derive(Debug)]
 pub struct Registry {
@@ -110,6 +120,17 @@ impl Registry {
     /// Pushes the image in `archive` (a `docker save` archive) to this
     /// registry as `reference` (`<lab_registry()>/repo:tag`); its digest.
     pub fn push(&self, archive: &[u8], reference: &str) -> Result<String, LabError> {
+        self.push_as(archive, reference, None)
+    }
+
+    /// [`Registry::push`] with credentials.
+    pub fn push_as(
+        &self,
+        archive: &[u8],
+        reference: &str,
+        user: Option<(&str, &str)>,
+    ) -> Result<String, LabError> {
+        let auth = user.map(|(u, p)| shoal_registry::Credentials::new(u, p));
         let err = |what: &str, e: String| LabError::Io {
             path: PathBuf::from(reference),
             op: "pushing to the lab registry",
@@ -129,19 +150,18 @@ impl Registry {
             .clone();
         let target = shoal_image::Reference::parse(reference)
             .map_err(|e| err("reference", e.to_string()))?;
-        let registry = lab_registry();
         // The client reaches the registry from inside its namespace, on a
         // thread of its own with its own runtime.
         crate::run_in_netns(&self.netns, move || {
             let client = shoal_registry::Client::new(shoal_registry::Options {
-                insecure_registries: vec![registry],
+                insecure_registries: vec![lab_registry(), lab_auth_registry()],
                 ..Default::default()
             });
             tokio::runtime::Builder::new_current_thread()
                 .enable_all()
                 .build()
                 .map_err(|e| e.to_string())?
-                .block_on(client.push(&store, &manifest, &target, None))
+                .block_on(client.push(&store, &manifest, &target, auth.as_ref()))
                 .map_err(|e| e.to_string())?;
             Ok::<_, String>(manifest.to_string())
         })?
@@ -160,12 +180,28 @@ impl Lab {
     /// Starts a registry on the client at [`lab_registry`], storage under
     /// the lab's directory; returns once it answers.
     pub async fn start_registry(&self) -> Result<Registry, LabError> {
+        self.registry_on(REGISTRY_PORT, None).await
+    }
+
+    /// A registry at [`lab_auth_registry`] that takes only [`REGISTRY_USER`].
+    pub async fn start_auth_registry(&self) -> Result<Registry, LabError> {
+        let (user, password) = REGISTRY_USER;
+        let hash = bcrypt::hash(password, 4).map_err(|e| LabError::Io {
+            path: self.dir().to_owned(),
+            op: "hashing the registry's password",
+            source: std::io::Error::other(e),
+        })?;
+        self.registry_on(AUTH_REGISTRY_PORT, Some(format!("{user}:{hash}\n")))
+            .await
+    }
+
+    async fn registry_on(&self, port: u16, htpasswd: Option<String>) -> Result<Registry, LabError> {
         let netns = self.client_netns().ok_or_else(|| LabError::Io {
             path: self.dir().to_owned(),
             op: "starting a registry (build the lab with .client(true))",
             source: std::io::Error::other("no client namespace"),
         })?;
-        let dir = self.dir().join("registry");
+        let dir = self.dir().join(format!("registry-{port}"));
         let io = |op| {
             let dir = dir.clone();
             move |source| LabError::Io {
@@ -175,10 +211,18 @@ impl Lab {
             }
         };
         std::fs::create_dir_all(dir.join("data")).map_err(io("create"))?;
-        let config = format!(
-            "version: 0.1\nlog:\n  level: info\nstorage:\n  filesystem:\n    rootdirectory: {}\n  delete:\n    enabled: true\nhttp:\n  addr: 0.0.0.0:{REGISTRY_PORT}\n",
+        let mut config = format!(
+            "version: 0.1\nlog:\n  level: info\nstorage:\n  filesystem:\n    rootdirectory: {}\n  delete:\n    enabled: true\nhttp:\n  addr: 0.0.0.0:{port}\n",
             dir.join("data").display()
         );
+        if let Some(line) = htpasswd {
+            let path = dir.join("htpasswd");
+            std::fs::write(&path, line).map_err(io("write htpasswd"))?;
+            config.push_str(&format!(
+                "auth:\n  htpasswd:\n    realm: shoal-lab\n    path: {}\n",
+                path.display()
+            ));
+        }
         std::fs::write(dir.join("config.yml"), config).map_err(io("write config"))?;
         let log = dir.join("registry.log");
         let out = std::fs::File::create(&log).map_err(io("create log"))?;
@@ -193,7 +237,7 @@ impl Lab {
             .spawn()
             .map_err(io("spawn docker-registry"))?;
         let registry = Registry { child, netns, log };
-        let url = format!("http://{}/v2/", lab_registry());
+        let url = format!("http://{}:{port}/v2/", crate::underlay::CLIENT_ADDR);
         crate::eventually(
             std::time::Duration::from_secs(15),
             "registry answers",
@@ -202,7 +246,8 @@ impl Lab {
                     .client_command("curl")
                     .args(["-s", "-o", "/dev/null", "-w", "%{http_code}", &url])
                     .output()?;
-                Ok((out.stdout == b"200").then_some(()))
+                // 401: up, and asking for the password.
+                Ok((out.stdout == b"200" || out.stdout == b"401").then_some(()))
             },
         )
         .await

@@ -488,3 +488,84 @@ async fn containers_reach_each_other_by_name_vip_and_overlay() -> anyhow::Result
     }
     Ok(())
 }
+
+#[tokio::test]
+async fn with_registry_auth_passes_the_clients_login_to_the_nodes() -> anyhow::Result<()> {
+    let lab = cluster("img-auth", 2).await?;
+    let registry = lab.start_auth_registry().await?;
+    let reference = format!("{}/lab/private:v1", images::lab_auth_registry());
+    let digest = registry.push_as(
+        images::busybox_archive()?,
+        &reference,
+        Some(images::REGISTRY_USER),
+    )?;
+    // What `docker login` leaves in ~/.docker/config.json.
+    let docker_config = lab.dir().join("docker-config");
+    std::fs::create_dir_all(&docker_config)?;
+    let (user, password) = images::REGISTRY_USER;
+    let auth = {
+        use std::io::Write;
+        let mut enc = Vec::new();
+        // base64 of user:password, as docker writes it.
+        let mut b64 = std::process::Command::new("base64")
+            .arg("-w0")
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .spawn()?;
+        b64.stdin
+            .take()
+            .context("stdin")?
+            .write_all(format!("{user}:{password}").as_bytes())?;
+        enc.extend(b64.wait_with_output()?.stdout);
+        String::from_utf8(enc)?
+    };
+    std::fs::write(
+        docker_config.join("config.json"),
+        format!(
+            r#"{{"auths":{{"{}":{{"auth":"{auth}"}}}}}}"#,
+            images::lab_auth_registry()
+        ),
+    )?;
+    let create = |name: &str, with_auth: bool| -> anyhow::Result<std::process::Output> {
+        let mut args = vec!["service", "create", "--detach", "--name", name];
+        if with_auth {
+            args.push("--with-registry-auth");
+        }
+        args.extend([
+            "--restart-condition",
+            "none",
+            reference.as_str(),
+            "sleep",
+            "1000",
+        ]);
+        Ok(lab
+            .command(1, shoal_lab::shoal_path()?)
+            .env("DOCKER_CONFIG", &docker_config)
+            .args(&args)
+            .output()?)
+    };
+    // Without the login, no node may pull it.
+    let out = create("nologin", false)?;
+    ensure!(out.status.success(), "{out:?}");
+    let row = eventually(Duration::from_secs(60), "nologin rejected", || {
+        let rows = lab.service_ps(1, "nologin")?;
+        Ok(rows.into_iter().find(|r| r.state == "rejected"))
+    })
+    .await
+    .with_context(|| registry.log_tail())?;
+    ensure!(row.error.contains("No such image"), "{:?}", row.error);
+    // With it: pinned at create, pulled and running.
+    let out = create("login", true)?;
+    ensure!(out.status.success(), "{out:?}");
+    running(&lab, "login", 1)
+        .await
+        .with_context(|| registry.log_tail())?;
+    let inspect = lab.shoal(1, &["service", "inspect", "login"])?;
+    ensure!(inspect.contains(&digest), "not pinned: {inspect}");
+    // The credentials are never shown.
+    ensure!(
+        !inspect.contains(password) && !inspect.to_lowercase().contains("registry_auth"),
+        "inspect shows the credentials: {inspect}"
+    );
+    Ok(())
+}

@@ -156,9 +156,13 @@ pub struct ManagerConfig {
     pub resolve_image: Option<ResolveImage>,
 }
 
-/// `reference` → the manifest digest its registry gives, or `None`.
+/// (`reference`, the service's `--with-registry-auth` credentials, empty
+/// without) → the manifest digest its registry gives, or `None`.
 pub type ResolveImage = Arc<
-    dyn Fn(String) -> std::pin::Pin<Box<dyn std::future::Future<Output = Option<String>> + Send>>
+    dyn Fn(
+            String,
+            String,
+        ) -> std::pin::Pin<Box<dyn std::future::Future<Output = Option<String>> + Send>>
         + Send
         + Sync,
 >;

@@ -329,7 +329,7 @@ async fn registry_digest(
     {
         return Ok(None);
     }
-    Ok(resolve(reference.to_string()).await)
+    Ok(resolve(reference.to_string(), c.registry_auth.clone()).await)
 }
 
 /// The service with `r`'s changes, checked as `service create` checks.
