@@ -37,7 +37,7 @@ async fn a_restarted_shoald_takes_its_running_tasks_back() -> anyhow::Result<()>
             "--detach",
             "--name",
             "ticker",
-            "--",
+            "host",
             "sh",
             "-c",
             "while :; do echo tick; sleep 0.1; done",

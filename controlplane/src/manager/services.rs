@@ -703,7 +703,10 @@ mod tests {
         let known = spec(&s, &with_image("a", "busybox"))?;
         assert_eq!(known.spec.task.image, "busybox");
         assert_eq!(known.spec.task.image_digest, a);
-        assert_eq!(known.spec.task.pinned_image(), format!("busybox@{a}"));
+        assert_eq!(
+            known.spec.task.pinned_image(),
+            format!("busybox:latest@{a}")
+        );
         assert_eq!(known.warning, None);
         // A digest in the reference is kept as given.
         let given = spec(&s, &with_image("b", &format!("busybox@{b}")))?;
