@@ -63,7 +63,8 @@ pub enum ImagesError {
 
 impl From<ImagesError> for Status {
     fn from(e: ImagesError) -> Self {
-        let msg = crate::swarm::chain(&e);
+        // Archive errors can quote raw bytes of what was sent.
+        let msg = shoal_image::printable(&crate::swarm::chain(&e));
         match &e {
             ImagesError::InUse { .. } => Status::failed_precondition(msg),
             ImagesError::NoSuchImage { .. } => Status::not_found(msg),

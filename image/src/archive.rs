@@ -38,7 +38,10 @@ pub(crate) struct Spool {
 impl Spool {
     pub(crate) fn read_from(r: impl Read, dir: &Path) -> Result<Spool, ImageError> {
         let bad = |e: io::Error| ImageError::BadArchive {
-            reason: format!("unreadable tar: {e}"),
+            reason: format!(
+                "unreadable tar (is it a `docker save` or OCI layout archive?): {}",
+                crate::error::printable(&e.to_string())
+            ),
         };
         let mut spool = Spool {
             files: HashMap::new(),

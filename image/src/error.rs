@@ -96,3 +96,35 @@ pub(crate) fn io_err(
     let path = path.into();
     move |source| ImageError::Io { what, path, source }
 }
+
+/// `s` safe to show on a terminal: the tar reader quotes raw header bytes
+/// of a corrupt archive in its errors. Control and non-ASCII bytes become
+/// `?`, and long text is cut.
+pub fn printable(s: &str) -> String {
+    const MAX: usize = 600;
+    let mut out: String = s
+        .chars()
+        .map(|c| {
+            if c == ' ' || c.is_ascii_graphic() {
+                c
+            } else {
+                '?'
+            }
+        })
+        .take(MAX)
+        .collect();
+    if s.chars().count() > MAX {
+        out.push('…');
+    }
+    out
+}
+
+#[cfg(test)]
+mod printable_tests {
+    #[test]
+    fn raw_bytes_never_reach_the_terminal() {
+        let shown = super::printable("bad \u{1b}[31m\u{0}\u{fffd}field");
+        assert_eq!(shown, "bad ?[31m??field");
+        assert!(super::printable(&"x".repeat(1000)).chars().count() <= 601);
+    }
+}

@@ -17,6 +17,6 @@ mod testutil;
 pub mod unpack;
 
 pub use build::{BuildConfig, ImageBuilder, fixtures};
-pub use error::ImageError;
+pub use error::{ImageError, printable};
 pub use reference::{Digest, Reference};
 pub use store::{Healthcheck, ImageInfo, ImageStore, Loaded};
