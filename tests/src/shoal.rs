@@ -3,7 +3,7 @@
 
 use std::{
     io::Write,
-    path::PathBuf,
+    path::{Path, PathBuf},
     process::{Output, Stdio},
     time::{Duration, Instant},
 };
@@ -60,6 +60,28 @@ impl Lab {
                 .map_err(io_err(&bin, "write stdin of"))?;
         }
         child.wait_with_output().map_err(io_err(&bin, "wait for"))
+    }
+
+    /// `curl URL` from the lab's client (not a node), 3 s at most:
+    /// (status code, body), both trimmed; code `000` when nothing answered.
+    pub fn curl(&self, url: &str) -> Result<(String, String), LabError> {
+        let out = self
+            .client_command("curl")
+            .args(["-s", "-m", "3", "-w", "\n%{http_code}", url])
+            .output()
+            .map_err(io_err(Path::new("curl"), "run"))?;
+        let text = String::from_utf8_lossy(&out.stdout).into_owned();
+        let (body, code) = text.rsplit_once('\n').unwrap_or(("", text.as_str()));
+        Ok((code.trim().to_owned(), body.trim().to_owned()))
+    }
+
+    /// Waits until `n` tasks of `service` run (as `service ps` on n1 says).
+    pub async fn running(&self, service: &str, n: usize, within: Duration) -> Result<(), LabError> {
+        eventually(within, &format!("{n} tasks of {service} running"), || {
+            let rows = self.service_ps(1, service)?;
+            Ok((rows.iter().filter(|r| r.running()).count() == n).then_some(()))
+        })
+        .await
     }
 
     /// `shoal ARGS` on node `k`, which must succeed; returns its stdout.

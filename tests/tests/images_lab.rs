@@ -19,17 +19,6 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, ensure};
 use shoal_lab::{Formation, Lab, eventually, images};
 
-/// `curl` from the client namespace: (status, body).
-fn curl(lab: &Lab, url: &str) -> anyhow::Result<(String, String)> {
-    let out = lab
-        .client_command("curl")
-        .args(["-s", "-m", "3", "-w", "\n%{http_code}", url])
-        .output()?;
-    let text = String::from_utf8_lossy(&out.stdout).into_owned();
-    let (body, code) = text.rsplit_once('\n').unwrap_or(("", text.as_str()));
-    Ok((code.trim().to_owned(), body.trim().to_owned()))
-}
-
 async fn cluster(tag: &str, nodes: usize) -> anyhow::Result<Lab> {
     cluster_of(tag, Formation::fast(1, nodes)).await
 }
@@ -49,13 +38,9 @@ async fn cluster_of(tag: &str, formation: Formation<'_>) -> anyhow::Result<Lab> 
 }
 
 async fn running(lab: &Lab, service: &str, n: usize) -> anyhow::Result<()> {
-    eventually(Duration::from_secs(60), "tasks running", || {
-        let rows = lab.service_ps(1, service)?;
-        Ok((rows.iter().filter(|r| r.running()).count() == n).then_some(()))
-    })
-    .await
-    .with_context(|| format!("{service}: {:?}", lab.service_ps(1, service)))?;
-    Ok(())
+    lab.running(service, n, Duration::from_secs(60))
+        .await
+        .with_context(|| format!("{service}: {:?}", lab.service_ps(1, service)))
 }
 
 /// The service's logs once `pred` holds for them (within `within`).
@@ -113,7 +98,7 @@ async fn an_image_loaded_on_one_node_runs_on_every_node() -> anyhow::Result<()> 
     for k in 1..=3 {
         let url = format!("http://{}:8080/", lab.node(k).addr());
         let (code, body) = eventually(Duration::from_secs(15), "published port answers", || {
-            let (code, body) = curl(&lab, &url)?;
+            let (code, body) = lab.curl(&url)?;
             Ok((code == "200").then_some((code, body)))
         })
         .await
@@ -406,7 +391,7 @@ async fn images_pulled_from_a_registry_are_pinned_by_digest() -> anyhow::Result<
     for k in 1..=2 {
         let url = format!("http://{}:8081/", lab.node(k).addr());
         let (code, body) = eventually(Duration::from_secs(30), "pulled port answers", || {
-            let (code, body) = curl(&lab, &url)?;
+            let (code, body) = lab.curl(&url)?;
             Ok((code == "200").then_some((code, body)))
         })
         .await?;
@@ -451,7 +436,7 @@ async fn containers_reach_each_other_by_name_vip_and_overlay() -> anyhow::Result
     let client = lab.client_addr().to_string();
     let url = format!("http://{}:8082/", lab.node(3).addr());
     let (_, body) = eventually(Duration::from_secs(15), "published port answers", || {
-        let (code, body) = curl(&lab, &url)?;
+        let (code, body) = lab.curl(&url)?;
         Ok((code == "200").then_some((code, body)))
     })
     .await?;

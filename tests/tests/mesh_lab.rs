@@ -15,17 +15,6 @@ use shoal_lab::{Lab, eventually};
 
 const HTTP: &str = env!("CARGO_BIN_EXE_lab-http");
 
-/// `curl` from the client namespace: (status, body).
-fn curl(lab: &Lab, url: &str) -> anyhow::Result<(String, String)> {
-    let out = lab
-        .client_command("curl")
-        .args(["-s", "-m", "3", "-w", "\n%{http_code}", url])
-        .output()?;
-    let text = String::from_utf8_lossy(&out.stdout).into_owned();
-    let (body, code) = text.rsplit_once('\n').unwrap_or(("", text.as_str()));
-    Ok((code.trim().to_owned(), body.trim().to_owned()))
-}
-
 /// Runs `command` once as the service `name` on appnet on n3, and returns
 /// its logs once they name a `web.` task (within 30 s).
 async fn probe_from_n3(
@@ -94,12 +83,7 @@ async fn web(lab: &Lab, extra: &[&str]) -> anyhow::Result<()> {
 }
 
 async fn running(lab: &Lab, service: &str, n: usize) -> anyhow::Result<()> {
-    eventually(Duration::from_secs(30), "tasks running", || {
-        let rows = lab.service_ps(1, service)?;
-        Ok((rows.iter().filter(|r| r.running()).count() == n).then_some(()))
-    })
-    .await?;
-    Ok(())
+    Ok(lab.running(service, n, Duration::from_secs(30)).await?)
 }
 
 #[tokio::test]
@@ -118,14 +102,14 @@ async fn published_ports_answer_on_every_node_and_keep_the_client_address() -> a
     for k in 1..=3 {
         let url = format!("http://{}:8080/", lab.node(k).addr());
         let (code, body) = eventually(Duration::from_secs(15), "published port answers", || {
-            let (code, body) = curl(&lab, &url)?;
+            let (code, body) = lab.curl(&url)?;
             Ok((code == "200").then_some((code, body)))
         })
         .await
         .with_context(|| format!("{url} never answered"))?;
         ensure!(code == "200");
         for _ in 0..12 {
-            let (code, body) = curl(&lab, &url)?;
+            let (code, body) = lab.curl(&url)?;
             ensure!(code == "200", "{url}: {code} {body}");
             let (task, seen) = body.split_once(' ').context("body")?;
             ensure!(
@@ -237,7 +221,7 @@ async fn published_ports_answer_on_every_node_and_keep_the_client_address() -> a
     let mut ok = 0;
     let mut seen = BTreeSet::new();
     for _ in 0..20 {
-        let (code, body) = curl(&lab, &url)?;
+        let (code, body) = lab.curl(&url)?;
         if code == "200" {
             ok += 1;
             seen.insert(body.split(' ').next().unwrap_or_default().to_owned());
@@ -253,7 +237,7 @@ async fn published_ports_answer_on_every_node_and_keep_the_client_address() -> a
     eventually(Duration::from_secs(15), "both tasks serve again", || {
         let mut seen = BTreeSet::new();
         for _ in 0..12 {
-            let (code, body) = curl(&lab, &url)?;
+            let (code, body) = lab.curl(&url)?;
             if code == "200" {
                 seen.insert(body.split(' ').next().unwrap_or_default().to_owned());
             }
@@ -276,7 +260,7 @@ async fn published_ports_answer_on_every_node_and_keep_the_client_address() -> a
     )?;
     let extra = format!("http://{}:9191/", lab.node(3).addr());
     eventually(Duration::from_secs(15), "the added port answers", || {
-        Ok((curl(&lab, &extra)?.0 == "200").then_some(()))
+        Ok((lab.curl(&extra)?.0 == "200").then_some(()))
     })
     .await?;
     lab.shoal(
@@ -291,10 +275,10 @@ async fn published_ports_answer_on_every_node_and_keep_the_client_address() -> a
         ],
     )?;
     eventually(Duration::from_secs(15), "the removed port is gone", || {
-        Ok((curl(&lab, &extra)?.0 != "200").then_some(()))
+        Ok((lab.curl(&extra)?.0 != "200").then_some(()))
     })
     .await?;
-    ensure!(curl(&lab, &url)?.0 == "200", "8080 must stay");
+    ensure!(lab.curl(&url)?.0 == "200", "8080 must stay");
 
     // A published port is one service's: refused naming its owner.
     let out = lab
@@ -353,12 +337,12 @@ async fn published_ports_answer_on_every_node_and_keep_the_client_address() -> a
     running(&lab, "hostweb", 1).await?;
     let on_n2 = format!("http://{}:9090/", lab.node(2).addr());
     let (code, body) = eventually(Duration::from_secs(15), "host-mode port on n2", || {
-        let r = curl(&lab, &on_n2)?;
+        let r = lab.curl(&on_n2)?;
         Ok((r.0 == "200").then_some(r))
     })
     .await?;
     ensure!(code == "200" && body.ends_with(&client), "{body}");
-    let (code, _) = curl(&lab, &format!("http://{}:9090/", lab.node(3).addr()))?;
+    let (code, _) = lab.curl(&format!("http://{}:9090/", lab.node(3).addr()))?;
     ensure!(code != "200", "n3 has no hostweb task but answered 9090");
     lab.down()?;
     Ok(())
@@ -408,7 +392,7 @@ async fn connections_survive_a_restart_dead_backends_leave_and_names_resolve() -
     .await?;
     let url = format!("http://{}:8080/", lab.node(3).addr());
     eventually(Duration::from_secs(15), "n3 answers", || {
-        Ok((curl(&lab, &url)?.0 == "200").then_some(()))
+        Ok((lab.curl(&url)?.0 == "200").then_some(()))
     })
     .await?;
 
@@ -524,7 +508,7 @@ async fn draining_a_node_finishes_its_connections_and_fails_no_request() -> anyh
     web(&lab, &["-p", "8080:80"]).await?;
     let url = format!("http://{}:8080/", lab.node(3).addr());
     eventually(Duration::from_secs(15), "n3 answers", || {
-        Ok((curl(&lab, &url)?.0 == "200").then_some(()))
+        Ok((lab.curl(&url)?.0 == "200").then_some(()))
     })
     .await?;
 
