@@ -615,6 +615,38 @@ impl<O: Overlay, T: Tasks, M: MeshSync> Executor<O, T, M> {
         end
     }
 
+    /// What a task taken back from a previous shoald holds: its image (by
+    /// the pinned digest, else the reference) and its named volumes.
+    fn hold(&self, t: &TaskAssignment) -> Prepared {
+        let mut held = Prepared {
+            root: Root::Host,
+            image: None,
+            volumes: Vec::new(),
+        };
+        let Some(c) = &t.container else {
+            return held;
+        };
+        if c.image != shoal_runtime::HOST_IMAGE {
+            let store = self.setup.images.store();
+            let digest = shoal_image::Digest::parse(&c.image_digest)
+                .ok()
+                .or_else(|| {
+                    shoal_image::Reference::parse(&c.image)
+                        .ok()
+                        .and_then(|r| store.resolve(&r))
+                });
+            held.image = digest.map(|d| self.setup.images.hold(&d));
+        }
+        for (i, m) in c.mounts.iter().enumerate() {
+            if m.r#type == MountType::Volume as i32
+                && let Ok(v) = self.setup.volumes.mount(&volume_name(t, i, &m.source))
+            {
+                held.volumes.push(v);
+            }
+        }
+        held
+    }
+
     /// The task's root filesystem and its volumes: the node's own for
     /// `host`, else the image from this node's store, fetched from a node
     /// that holds it or pulled from its registry first when missing.
@@ -698,7 +730,11 @@ impl<O: Overlay, T: Tasks, M: MeshSync> Executor<O, T, M> {
             },
             None => None,
         };
+        // Its image and volumes are in use again: `image rm` and `volume
+        // rm` must refuse them while it runs.
+        let held = self.hold(&t);
         let end = self.follow(&t, task, dns, &stop).await;
+        drop(held);
         self.send(end);
         self.release(&t).await;
         lock(&self.done).insert(id.clone());
