@@ -201,10 +201,16 @@ pub async fn run(bin: &Path, secs: u64, conns: usize, image: Endpoints) -> anyho
     // Ingress first, then benchnet.
     let (task_ip, task_ip_east): (Ipv4Addr, Ipv4Addr) =
         eventually(Duration::from_secs(60), "web running", || {
-            let rows = lab.service_ps(1, "web")?;
+            // This build's CLI, not the lab's default (`shoal` beside a
+            // debug `shoald`, which a release-only build does not have).
+            let out = shoal(&lab, bin, 1, &["service", "ps", "web", "--format", "json"])?;
+            let rows: serde_json::Value = serde_json::from_str(&out)?;
             let addr = |i: usize| -> Option<Ipv4Addr> {
-                let r = rows.iter().find(|r| r.running())?;
-                r.addresses.get(i)?.split('/').next()?.parse().ok()
+                let r = rows
+                    .as_array()?
+                    .iter()
+                    .find(|r| r["current_state"] == "running" && r["desired_state"] == "running")?;
+                r["addresses"][i].as_str()?.split('/').next()?.parse().ok()
             };
             Ok(addr(0).zip(addr(1)))
         })

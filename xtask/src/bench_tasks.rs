@@ -112,7 +112,6 @@ async fn task_start(
 ) -> anyhow::Result<Vec<StartRun>> {
     // Every node holds busybox before anything is timed: a global service
     // makes each fetch it from n1.
-    let pre = Instant::now();
     let started = timed_service(
         lab,
         bin,
@@ -124,7 +123,7 @@ async fn task_start(
     .await?;
     println!(
         "busybox on all {NODES} nodes in {:.1} s ({} errors); removed in {:.1} s",
-        pre.elapsed().as_secs_f64(),
+        started.took.as_secs_f64(),
         started.errors,
         started.removed.as_secs_f64()
     );
