@@ -4,6 +4,7 @@
 use std::{
     io::Write,
     path::Path,
+    process::Stdio,
     time::{Duration, Instant},
 };
 
@@ -49,6 +50,9 @@ pub enum BenchCmd {
         /// wrk connections.
         #[arg(long, default_value_t = 32)]
         connections: usize,
+        /// What the task under test runs from.
+        #[arg(long, value_enum, default_value_t = Endpoints::Host)]
+        image: Endpoints,
     },
     /// Overlay task to task across nodes: iperf3 TCP (1 and 2 streams) and
     /// 1-byte request/response, against kernel VXLAN + bridge made by hand.
@@ -56,7 +60,37 @@ pub enum BenchCmd {
         /// Seconds per measurement.
         #[arg(long, default_value_t = 5)]
         seconds: u64,
+        /// What the tasks under test run from.
+        #[arg(long, value_enum, default_value_t = Endpoints::Host)]
+        image: Endpoints,
     },
+    /// Tasks on 5 nodes: time to 100 running (busybox image, `host`) against
+    /// `runc run -d` by hand, and time to spread a ~50 MB image from one
+    /// node to the other four against one plain TCP copy of its bytes.
+    Tasks {
+        /// Repetitions of each measurement.
+        #[arg(long, default_value_t = 3)]
+        runs: usize,
+        /// Tasks per task-start measurement.
+        #[arg(long, default_value_t = 100)]
+        replicas: usize,
+        /// MiB of pseudo-random bytes added to busybox for the spread image.
+        #[arg(long, default_value_t = 50)]
+        spread_mib: usize,
+        /// Which measurements.
+        #[arg(long, value_enum, default_value_t = crate::bench_tasks::Part::All)]
+        part: crate::bench_tasks::Part,
+    },
+}
+
+/// Where a benchmark's tasks take their binaries from.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum Endpoints {
+    /// `host`: the node's filesystem, read-only (the binaries of this build).
+    Host,
+    /// The lab tools image (`shoal.local/lab-tools:latest`), loaded on n1
+    /// and fetched by the other nodes.
+    LabTools,
 }
 
 pub fn run(cmd: BenchCmd) -> anyhow::Result<()> {
@@ -75,8 +109,19 @@ pub fn run(cmd: BenchCmd) -> anyhow::Result<()> {
         BenchCmd::Mesh {
             seconds,
             connections,
-        } => runtime.block_on(crate::bench_mesh::run(&bin, seconds, connections)),
-        BenchCmd::Overlay { seconds } => runtime.block_on(crate::bench_overlay::run(&bin, seconds)),
+            image,
+        } => runtime.block_on(crate::bench_mesh::run(&bin, seconds, connections, image)),
+        BenchCmd::Overlay { seconds, image } => {
+            runtime.block_on(crate::bench_overlay::run(&bin, seconds, image))
+        }
+        BenchCmd::Tasks {
+            runs,
+            replicas,
+            spread_mib,
+            part,
+        } => runtime.block_on(crate::bench_tasks::run(
+            &bin, runs, replicas, spread_mib, part,
+        )),
         BenchCmd::Gossip { .. } => Ok(()),
     }
 }
@@ -113,7 +158,7 @@ fn fsync_baseline(dir: &Path, run_for: Duration) -> anyhow::Result<Vec<Duration>
     Ok(samples)
 }
 
-async fn control(lab: &Lab, k: usize) -> anyhow::Result<ControlClient<Channel>> {
+pub async fn control(lab: &Lab, k: usize) -> anyhow::Result<ControlClient<Channel>> {
     let ch = shoal_api::unix_channel(lab.node(k).socket())
         .await
         .with_context(|| format!("dialling n{k}"))?;
@@ -131,6 +176,97 @@ pub fn run_shoal(lab: &Lab, bin: &Path, k: usize, args: &[&str]) -> anyhow::Resu
         String::from_utf8_lossy(&out.stderr)
     );
     Ok(String::from_utf8(out.stdout)?)
+}
+
+/// `shoal ARGS` of this build on node `k` with `input` on its stdin (an
+/// image archive for `image load`); its stdout.
+pub fn run_shoal_stdin(
+    lab: &Lab,
+    bin: &Path,
+    k: usize,
+    args: &[&str],
+    input: &[u8],
+) -> anyhow::Result<String> {
+    let mut child = lab
+        .command(k, bin.join("shoal"))
+        .args(args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()?;
+    // Written from another thread: the CLI may fill its stdout pipe
+    // before it has read all of its stdin.
+    let mut stdin = child.stdin.take().context("shoal's stdin")?;
+    let out = std::thread::scope(|s| {
+        let writer = s.spawn(move || stdin.write_all(input));
+        let out = child.wait_with_output();
+        (writer.join(), out)
+    });
+    let out = match out {
+        (Ok(written), out) => {
+            let out = out?;
+            written.with_context(|| format!("n{k}: writing to shoal {}", args.join(" ")))?;
+            out
+        }
+        (Err(_), _) => anyhow::bail!("n{k}: the thread writing to shoal panicked"),
+    };
+    ensure!(
+        out.status.success(),
+        "n{k}: shoal {}: {}",
+        args.join(" "),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    Ok(String::from_utf8(out.stdout)?)
+}
+
+/// The lab tools image (`/bin/lab-http`, `/bin/lab-echo`, `/bin/iperf3`
+/// with their libraries) made from this build's binaries in `bin`, loaded
+/// on node `k`; the reference services name it by.
+pub fn load_lab_tools(lab: &Lab, bin: &Path, k: usize) -> anyhow::Result<&'static str> {
+    let paths = [
+        bin.join("lab-http"),
+        bin.join("lab-echo"),
+        Path::new("/usr/bin/iperf3").to_path_buf(),
+    ];
+    let refs: Vec<&Path> = paths.iter().map(|p| p.as_path()).collect();
+    let mut archive = Vec::new();
+    shoal_image::fixtures::lab_tools(&refs)
+        .write_docker_archive(&mut archive)
+        .context("building the lab tools image")?;
+    run_shoal_stdin(lab, bin, k, &["image", "load"], &archive)?;
+    Ok(shoal_image::fixtures::LAB_TOOLS_REFERENCE)
+}
+
+/// Median and range of repeated measurements.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Spread {
+    pub median: f64,
+    pub min: f64,
+    pub max: f64,
+}
+
+impl Spread {
+    /// None for no samples.
+    pub fn of(samples: &[f64]) -> Option<Spread> {
+        let mut s = samples.to_vec();
+        s.sort_by(f64::total_cmp);
+        let (min, max) = (*s.first()?, *s.last()?);
+        let mid = s.len() / 2;
+        let median = if s.len().is_multiple_of(2) {
+            (s[mid - 1] + s[mid]) / 2.0
+        } else {
+            s[mid]
+        };
+        Some(Spread { median, min, max })
+    }
+}
+
+impl std::fmt::Display for Spread {
+    /// `median [min–max]`, with `f.precision()` decimals (2 if unset).
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let p = f.precision().unwrap_or(2);
+        write!(f, "{:.p$} [{:.p$}–{:.p$}]", self.median, self.min, self.max)
+    }
 }
 
 /// `swarm init` on n1 (1 s heartbeats), n2..=`managers` joined as managers
@@ -318,5 +454,22 @@ mod tests {
         assert_eq!(pct(&s, 100.0), Duration::from_millis(100));
         assert_eq!(pct(&[], 50.0), Duration::ZERO);
         assert_eq!(pct(&s[..1], 99.0), Duration::from_millis(1));
+    }
+
+    #[test]
+    fn medians_and_ranges() {
+        let odd = Spread::of(&[3.0, 1.0, 2.0]).expect("samples");
+        assert_eq!(
+            odd,
+            Spread {
+                median: 2.0,
+                min: 1.0,
+                max: 3.0
+            }
+        );
+        let even = Spread::of(&[4.0, 1.0, 2.0, 3.0]).expect("samples");
+        assert_eq!(even.median, 2.5);
+        assert_eq!(format!("{even:.1}"), "2.5 [1.0–4.0]");
+        assert!(Spread::of(&[]).is_none());
     }
 }

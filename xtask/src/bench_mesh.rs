@@ -12,7 +12,11 @@
 //! talking to the task's address, routed by n1 (no balancer at all).
 //!
 //! Then, from inside a task on n3: wrk to the service's VIP against wrk to
-//! the task's own address (east-west, DNAT on the task's veth). And new
+//! the task's own address (east-west, DNAT on the task's veth).
+//!
+//! With `--image lab-tools` the server is `/bin/lab-http` of the lab tools
+//! image (loaded on n1) instead of this build's `lab-http` from `host`. The
+//! east-west client stays on `host` either way: wrk is not in the image. And new
 //! connections through n3's published port with 10, 1,000 and 10,000
 //! frontends in n3's pinned frontend map, which must not change the
 //! latency (a hash lookup).
@@ -26,6 +30,8 @@ use std::{
 
 use anyhow::{Context, bail, ensure};
 use shoal_lab::{Lab, eventually};
+
+use crate::bench::Endpoints;
 
 /// What wrk reported.
 #[derive(Debug, Clone, Copy, Default)]
@@ -155,7 +161,7 @@ fn ensure_tools() -> anyhow::Result<()> {
     Ok(())
 }
 
-pub async fn run(bin: &Path, secs: u64, conns: usize) -> anyhow::Result<()> {
+pub async fn run(bin: &Path, secs: u64, conns: usize, image: Endpoints) -> anyhow::Result<()> {
     ensure_tools()?;
     let lab = Lab::builder("bench-mesh")
         .shoald(bin.join("shoald"))
@@ -166,8 +172,18 @@ pub async fn run(bin: &Path, secs: u64, conns: usize) -> anyhow::Result<()> {
     crate::bench::form_swarm(&lab, bin, 1)?;
     let http = bin.join("lab-http");
     let http = http.to_str().context("binary path")?;
+    let server: [&str; 4] = match image {
+        Endpoints::Host => ["host", http, "serve", "80"],
+        Endpoints::LabTools => [
+            crate::bench::load_lab_tools(&lab, bin, 1)?,
+            "/bin/lab-http",
+            "serve",
+            "80",
+        ],
+    };
+    println!("the task under test: {}", server.join(" "));
     shoal(&lab, bin, 1, &["network", "create", "benchnet"])?;
-    let web = [
+    let mut web = vec![
         "service",
         "create",
         "--detach",
@@ -179,19 +195,22 @@ pub async fn run(bin: &Path, secs: u64, conns: usize) -> anyhow::Result<()> {
         "benchnet",
         "-p",
         "8080:80",
-        "host",
-        http,
-        "serve",
-        "80",
     ];
+    web.extend(server);
     shoal(&lab, bin, 1, &web)?;
     // Ingress first, then benchnet.
     let (task_ip, task_ip_east): (Ipv4Addr, Ipv4Addr) =
-        eventually(Duration::from_secs(30), "web running", || {
-            let rows = lab.service_ps(1, "web")?;
+        eventually(Duration::from_secs(60), "web running", || {
+            // This build's CLI, not the lab's default (`shoal` beside a
+            // debug `shoald`, which a release-only build does not have).
+            let out = shoal(&lab, bin, 1, &["service", "ps", "web", "--format", "json"])?;
+            let rows: serde_json::Value = serde_json::from_str(&out)?;
             let addr = |i: usize| -> Option<Ipv4Addr> {
-                let r = rows.iter().find(|r| r.running())?;
-                r.addresses.get(i)?.split('/').next()?.parse().ok()
+                let r = rows
+                    .as_array()?
+                    .iter()
+                    .find(|r| r["current_state"] == "running" && r["desired_state"] == "running")?;
+                r["addresses"][i].as_str()?.split('/').next()?.parse().ok()
             };
             Ok(addr(0).zip(addr(1)))
         })
@@ -301,6 +320,8 @@ async fn east_west(
         .context("web has no VIP on benchnet")?;
     let wrk_cmd =
         |url: &str| format!("/usr/bin/wrk {WRK_THREADS} -c{conns} -d{secs}s --latency {url}");
+    // wrk is not in the lab tools image: the east-west client runs it from
+    // `host` whatever image the server under test runs from.
     let script = format!(
         "{}; echo ==== ; {}",
         wrk_cmd(&format!("http://{vip}:80/")),
@@ -346,7 +367,9 @@ async fn east_west(
         parse_wrk(to_vip).context("wrk to the VIP")?,
         parse_wrk(to_task).context("wrk to the task")?,
     );
-    println!("\nEast-west from a task on n3 to the task on n1 (wrk {WRK_THREADS} -c{conns}):");
+    println!(
+        "\nEast-west from a task on n3 (wrk from `host`) to the task on n1 (wrk {WRK_THREADS} -c{conns}):"
+    );
     println!(
         "{:>16} {:>12} {:>10} {:>10}",
         "path", "requests/s", "p50", "p99"

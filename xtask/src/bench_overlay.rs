@@ -18,6 +18,10 @@
 //! on n1 (a service with `--restart-condition none`) whose stdout is read
 //! back with `shoal service logs --raw`. Each measurement runs on both paths
 //! back to back, so load from other work on the machine hits both alike.
+//!
+//! Shoal's tasks run `host` (this build's `lab-echo`, the node's `iperf3`)
+//! or, with `--image lab-tools`, the same binaries from the lab tools image
+//! loaded on n1 (n2 fetches it). The baseline always runs the host's.
 
 use std::{
     net::{IpAddr, Ipv4Addr},
@@ -38,6 +42,8 @@ use rtnetlink::{
 use serde_json::Value;
 use shoal_common::ports::VXLAN_PORT;
 use shoal_lab::{Lab, eventually, netns, taskns::TaskNs};
+
+use crate::bench::Endpoints;
 
 const VNI: u32 = 42;
 /// The lab's underlay MTU minus 50 bytes of VXLAN, as Shoal derives it.
@@ -283,17 +289,19 @@ fn ps(lab: &Lab, bin: &Path, service: &str) -> anyhow::Result<Vec<(String, Strin
         .collect())
 }
 
-/// `cmd` as a one-shot task on n1 on the overlay; its stdout once it ended.
+/// `image` + `cmd` as a one-shot task on n1 on the overlay; its stdout once
+/// it ended.
 async fn task_on_n1(
     lab: &Lab,
     bin: &Path,
+    image: &str,
     name: &str,
     cmd: &[&str],
     secs: u64,
 ) -> anyhow::Result<String> {
     let mut args = vec!["service", "create", "--detach", "--name", name];
     args.extend(["--constraint", "node.hostname==n1", "--network", "benchnet"]);
-    args.extend(["--restart-condition", "none", "host"]);
+    args.extend(["--restart-condition", "none", image]);
     args.extend(cmd);
     shoal(lab, bin, &args)?;
     let within = Duration::from_secs(secs + 60);
@@ -374,9 +382,17 @@ struct Pair<T> {
     shoal: T,
 }
 
+/// What Shoal's tasks run: an image and the binaries' paths in it.
+struct TaskImage {
+    image: String,
+    iperf3: String,
+    echo: String,
+}
+
 struct Ctx<'a> {
     lab: &'a Lab,
     bin: &'a Path,
+    task: &'a TaskImage,
     base: &'a Baseline,
     iperf_ip: String,
     echo_ip: String,
@@ -393,11 +409,12 @@ impl Ctx<'_> {
         .await?;
         let args = iperf_args(&self.iperf_ip, self.secs, streams);
         let shoal = retried("shoal iperf3", |n| {
-            let mut cmd = vec![IPERF3];
+            let mut cmd = vec![self.task.iperf3.as_str()];
             cmd.extend(args.iter().map(String::as_str));
             async move {
                 let name = format!("tcp{streams}-{n}");
-                parse_iperf(&task_on_n1(self.lab, self.bin, &name, &cmd, self.secs).await?)
+                let image = &self.task.image;
+                parse_iperf(&task_on_n1(self.lab, self.bin, image, &name, &cmd, self.secs).await?)
             }
         })
         .await?;
@@ -416,8 +433,9 @@ impl Ctx<'_> {
         let text = task_on_n1(
             self.lab,
             self.bin,
+            &self.task.image,
             "rr",
-            &[echo, "rr", &target, &secs],
+            &[&self.task.echo, "rr", &target, &secs],
             self.secs,
         )
         .await?;
@@ -426,7 +444,7 @@ impl Ctx<'_> {
     }
 }
 
-pub async fn run(bin: &Path, secs: u64) -> anyhow::Result<()> {
+pub async fn run(bin: &Path, secs: u64, image: Endpoints) -> anyhow::Result<()> {
     ensure!(
         Path::new(IPERF3).is_file(),
         "no {IPERF3} (apt-get install iperf3)"
@@ -456,14 +474,30 @@ pub async fn run(bin: &Path, secs: u64) -> anyhow::Result<()> {
         .start()
         .await?;
     crate::bench::form_swarm(&lab, bin, 1)?;
+    let task = match image {
+        Endpoints::Host => TaskImage {
+            image: "host".into(),
+            iperf3: IPERF3.into(),
+            echo: echo.into(),
+        },
+        Endpoints::LabTools => TaskImage {
+            image: crate::bench::load_lab_tools(&lab, bin, 1)?.into(),
+            iperf3: "/bin/iperf3".into(),
+            echo: "/bin/lab-echo".into(),
+        },
+    };
+    println!(
+        "Shoal's tasks run {} {} and {} {}",
+        task.image, task.iperf3, task.image, task.echo
+    );
     shoal(
         &lab,
         bin,
         &["network", "create", "-d", "overlay", "benchnet"],
     )?;
     for (name, cmd) in [
-        ("ipsrv", vec![IPERF3, "-s", "-p", IPERF_PORT]),
-        ("echosrv", vec![echo, "serve", ECHO_PORT]),
+        ("ipsrv", vec![task.iperf3.as_str(), "-s", "-p", IPERF_PORT]),
+        ("echosrv", vec![task.echo.as_str(), "serve", ECHO_PORT]),
     ] {
         let mut args = vec!["service", "create", "--detach", "--name", name];
         args.extend([
@@ -471,14 +505,14 @@ pub async fn run(bin: &Path, secs: u64) -> anyhow::Result<()> {
             "node.hostname==n2",
             "--network",
             "benchnet",
-            "host",
+            &task.image,
         ]);
         args.extend(cmd);
         shoal(&lab, bin, &args)?;
     }
     let mut ips = Vec::new();
     for name in ["ipsrv", "echosrv"] {
-        let ip = eventually(Duration::from_secs(30), &format!("{name} running"), || {
+        let ip = eventually(Duration::from_secs(60), &format!("{name} running"), || {
             Ok(ps(&lab, bin, name)?
                 .into_iter()
                 .find(|t| t.0 == "running" && t.1 == "n2" && !t.2.is_empty())
@@ -490,6 +524,7 @@ pub async fn run(bin: &Path, secs: u64) -> anyhow::Result<()> {
     let ctx = Ctx {
         lab: &lab,
         bin,
+        task: &task,
         base: &base,
         iperf_ip: ips[0].clone(),
         echo_ip: ips[1].clone(),
