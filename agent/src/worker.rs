@@ -637,14 +637,28 @@ impl<O: Overlay, T: Tasks, M: MeshSync> Executor<O, T, M> {
                 });
             held.image = digest.map(|d| self.setup.images.hold(&d));
         }
-        for (i, m) in c.mounts.iter().enumerate() {
-            if m.r#type == MountType::Volume as i32
-                && let Ok(v) = self.setup.volumes.mount(&volume_name(t, i, &m.source))
-            {
-                held.volumes.push(v);
+        match self.mount_volumes(t, c) {
+            Ok(v) => held.volumes = v,
+            Err(error) => {
+                tracing::warn!(task = %t.name, %error, "the volumes of a task taken back")
             }
         }
         held
+    }
+
+    /// Marks each volume the task mounts in use, making a named one on its
+    /// first use and an anonymous one of the task's own.
+    fn mount_volumes(
+        &self,
+        t: &TaskAssignment,
+        c: &ContainerSpec,
+    ) -> Result<Vec<crate::volumes::Mounted>, crate::volumes::VolumeError> {
+        c.mounts
+            .iter()
+            .enumerate()
+            .filter(|(_, m)| m.r#type == MountType::Volume as i32)
+            .map(|(i, m)| self.setup.volumes.mount(&volume_name(t, i, &m.source)))
+            .collect()
     }
 
     /// The task's root filesystem and its volumes: the node's own for
@@ -694,13 +708,7 @@ impl<O: Overlay, T: Tasks, M: MeshSync> Executor<O, T, M> {
                 config: image_defaults(&config),
             };
         }
-        for (i, m) in c.mounts.iter().enumerate() {
-            if m.r#type == MountType::Volume as i32 {
-                prepared
-                    .volumes
-                    .push(self.setup.volumes.mount(&volume_name(t, i, &m.source))?);
-            }
-        }
+        prepared.volumes = self.mount_volumes(t, c)?;
         Ok(prepared)
     }
 

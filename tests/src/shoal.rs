@@ -75,6 +75,17 @@ impl Lab {
         Ok((code.trim().to_owned(), body.trim().to_owned()))
     }
 
+    /// Waits until node 1 lists `n` nodes, all ready: services created after
+    /// that are spread over every node (one still joining would get none).
+    pub async fn nodes_ready(&self, n: usize, within: Duration) -> Result<(), LabError> {
+        eventually(within, "all nodes ready", || {
+            let out = self.shoal(1, &["node", "ls", "--format", "json"])?;
+            let nodes: Vec<serde_json::Value> = serde_json::from_str(&out)?;
+            Ok((nodes.len() == n && nodes.iter().all(|x| x["status"] == "ready")).then_some(()))
+        })
+        .await
+    }
+
     /// Waits until `n` tasks of `service` run (as `service ps` on n1 says).
     pub async fn running(&self, service: &str, n: usize, within: Duration) -> Result<(), LabError> {
         eventually(within, &format!("{n} tasks of {service} running"), || {

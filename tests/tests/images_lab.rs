@@ -27,12 +27,7 @@ async fn cluster_of(tag: &str, formation: Formation<'_>) -> anyhow::Result<Lab> 
     let nodes = formation.nodes;
     let lab = Lab::builder(tag).nodes(nodes).client(true).start().await?;
     lab.form_swarm_of(formation)?;
-    eventually(Duration::from_secs(15), "all nodes ready", || {
-        let out = lab.shoal(1, &["node", "ls", "--format", "json"])?;
-        let all: Vec<serde_json::Value> = serde_json::from_str(&out)?;
-        Ok((all.len() == nodes && all.iter().all(|n| n["status"] == "ready")).then_some(()))
-    })
-    .await?;
+    lab.nodes_ready(nodes, Duration::from_secs(15)).await?;
     lab.load_image(1, images::busybox_archive()?)?;
     Ok(lab)
 }

@@ -53,12 +53,7 @@ async fn cluster(tag: &str) -> anyhow::Result<Lab> {
     lab.form_swarm(1)?;
     // Services are created once every node is ready, so the scheduler
     // spreads their tasks (a node still joining would get none).
-    eventually(Duration::from_secs(15), "all nodes ready", || {
-        let out = lab.shoal(1, &["node", "ls", "--format", "json"])?;
-        let nodes: Vec<serde_json::Value> = serde_json::from_str(&out)?;
-        Ok((nodes.len() == 3 && nodes.iter().all(|n| n["status"] == "ready")).then_some(()))
-    })
-    .await?;
+    lab.nodes_ready(3, Duration::from_secs(15)).await?;
     Ok(lab)
 }
 
