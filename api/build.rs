@@ -5,7 +5,11 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     // SAFETY: no other thread exists yet to read the environment.
     unsafe { std::env::set_var("PROTOC", protoc) };
     println!("cargo:rerun-if-changed=proto");
-    tonic_prost_build::configure().compile_protos(
+    tonic_prost_build::configure()
+        // Secret payloads: `Debug` written by hand, without the data, so no
+        // log line or error can print one.
+        .skip_debug(["shoal.cluster.v1.TaskFile"])
+        .compile_protos(
         &[
             "proto/node.proto",
             "proto/cluster.proto",

@@ -20,6 +20,36 @@ pub const HOST_ENV: &str = "SHOAL_HOST";
 pub mod cluster {
     pub mod v1 {
         tonic::include_proto!("shoal.cluster.v1");
+
+        impl std::fmt::Debug for TaskFile {
+            fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.debug_struct("TaskFile")
+                    .field("kind", &self.kind())
+                    .field("id", &self.id)
+                    .field("name", &self.name)
+                    .field("target", &self.target)
+                    .field("uid", &self.uid)
+                    .field("gid", &self.gid)
+                    .field("mode", &format_args!("{:#o}", self.mode))
+                    .field("data", &format_args!("<{} bytes>", self.data.len()))
+                    .finish()
+            }
+        }
+
+        #[cfg(test)]
+        mod tests {
+            #[test]
+            fn a_task_file_never_prints_its_data() {
+                let file = super::TaskFile {
+                    name: "db_pass".into(),
+                    data: b"hunter2".to_vec(),
+                    ..Default::default()
+                };
+                let shown = format!("{file:?} {file:#?}");
+                assert!(!shown.contains("hunter2") && !shown.contains("104, 117"), "{shown}");
+                assert!(shown.contains("<7 bytes>"), "{shown}");
+            }
+        }
     }
 }
 

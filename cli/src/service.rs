@@ -268,6 +268,8 @@ fn container(a: &CreateArgs) -> Result<(ContainerSpec, Resources), FlagError> {
         sysctls,
         mounts,
         registry_auth: String::new(),
+        secrets: Vec::new(),
+        configs: Vec::new(),
     };
     Ok((spec, resources))
 }

@@ -185,6 +185,7 @@ pub fn assignments(state: &ClusterState, node_id: &str) -> AssignmentSet {
                 container: Some(container),
                 resources: Some(resources),
                 image_holders: image_holders(state, &t.spec, node_id),
+                files: Vec::new(),
                 addresses: t
                     .networks
                     .iter()

@@ -290,6 +290,8 @@ pub fn container(t: &model::TaskSpec) -> (pb::ContainerSpec, pb::Resources) {
                 })
                 .collect(),
             registry_auth: String::new(),
+            secrets: Vec::new(),
+            configs: Vec::new(),
         },
         pb::Resources {
             limit_nano_cpus: r.limit_nano_cpus,

@@ -18,7 +18,7 @@
 use std::fs::File;
 use std::io::{self, Read, Write};
 use std::path::{Path, PathBuf};
-use std::time::SystemTime;
+use std::time::{Duration, Instant, SystemTime};
 
 use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
@@ -87,12 +87,7 @@ pub fn log_path(log_dir: &Path, id: &str) -> PathBuf {
 /// Appends one record, terminated by `\n`, to `out`.
 pub fn format_record(record: &LogRecord, out: &mut Vec<u8>) -> Result<(), time::error::Format> {
     let time = OffsetDateTime::from(record.time).format(&Rfc3339)?;
-    out.extend_from_slice(time.as_bytes());
-    out.push(b' ');
-    out.extend_from_slice(record.stream.as_str().as_bytes());
-    out.extend_from_slice(if record.partial { b" P " } else { b" F " });
-    out.extend_from_slice(&record.text);
-    out.push(b'\n');
+    push_record(out, &time, record.stream, &record.text, record.partial);
     Ok(())
 }
 
@@ -247,27 +242,35 @@ impl LineSplitter {
     }
 }
 
-fn append(out: &File, stream: Stream, text: &[u8], partial: bool) -> io::Result<()> {
-    let record = LogRecord {
-        time: SystemTime::now(),
-        stream,
-        partial,
-        text: text.to_vec(),
-    };
-    let mut line = Vec::with_capacity(text.len() + 48);
-    format_record(&record, &mut line).map_err(io::Error::other)?;
-    // One write per record on an O_APPEND file: records of the two streams
-    // never interleave within a line.
-    (&*out).write_all(&line)
+/// Appends one record, stamped with the pre-formatted `time`, to `batch`.
+fn push_record(batch: &mut Vec<u8>, time: &str, stream: Stream, text: &[u8], partial: bool) {
+    batch.extend_from_slice(time.as_bytes());
+    batch.push(b' ');
+    batch.extend_from_slice(stream.as_str().as_bytes());
+    batch.extend_from_slice(if partial { b" P " } else { b" F " });
+    batch.extend_from_slice(text);
+    batch.push(b'\n');
 }
+
+/// How long a busy stream's copier waits between reads, so that a task
+/// logging a line per request costs the shim one wake-up, one read and
+/// one write per interval rather than per line. A stream that was quiet
+/// for longer is read at once: an occasional line shows without delay.
+pub(crate) const COALESCE: Duration = Duration::from_millis(2);
 
 /// Copies one output stream of a task into its log until the stream ends
 /// (every process holding its write end is gone). Blocking: the shim runs
 /// one thread per stream.
+///
+/// Each read becomes one `write` of whole records on the `O_APPEND` file,
+/// so records of the two streams never interleave within a line; every
+/// record of a read carries the time of that read.
 pub(crate) fn copy_stream(mut source: impl Read, stream: Stream, out: &File) -> io::Result<()> {
     let mut splitter = LineSplitter::new(MAX_RECORD);
-    let mut buffer = vec![0u8; 8192];
+    let mut buffer = vec![0u8; 64 * 1024];
+    let mut batch = Vec::with_capacity(buffer.len() + 4096);
     let mut result = Ok(());
+    let mut last_read: Option<Instant> = None;
     loop {
         let n = match source.read(&mut buffer) {
             Ok(0) => break,
@@ -275,19 +278,33 @@ pub(crate) fn copy_stream(mut source: impl Read, stream: Stream, out: &File) -> 
             Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
             Err(e) => return Err(e),
         };
+        let now = Instant::now();
+        let busy = last_read.is_some_and(|t| now.duration_since(t) < COALESCE);
+        last_read = Some(now);
+        let time = match OffsetDateTime::from(SystemTime::now()).format(&Rfc3339) {
+            Ok(time) => time,
+            Err(e) => return Err(io::Error::other(e)),
+        };
+        splitter.push(&buffer[..n], |text, partial| {
+            push_record(&mut batch, &time, stream, text, partial);
+        });
         // A write error is kept but reading goes on: a task must not block
         // on a full pipe because its log's disk is.
-        splitter.push(&buffer[..n], |text, partial| {
-            if result.is_ok() {
-                result = append(out, stream, text, partial);
-            }
-        });
-    }
-    splitter.finish(|text, partial| {
-        if result.is_ok() {
-            result = append(out, stream, text, partial);
+        if result.is_ok() && !batch.is_empty() {
+            result = (&*out).write_all(&batch);
         }
-    });
+        batch.clear();
+        if busy {
+            std::thread::sleep(COALESCE);
+        }
+    }
+    let time = OffsetDateTime::from(SystemTime::now())
+        .format(&Rfc3339)
+        .map_err(io::Error::other)?;
+    splitter.finish(|text, partial| push_record(&mut batch, &time, stream, text, partial));
+    if result.is_ok() && !batch.is_empty() {
+        result = (&*out).write_all(&batch);
+    }
     result
 }
 

@@ -184,6 +184,11 @@ fn run(args: &RunArgs) -> ExitCode {
         Ok(p) => p,
         Err(e) => return fail(args, format!("creating the output pipes: {e}")),
     };
+    // Room for bursts while a busy stream's copier waits out its
+    // coalescing interval (logs::COALESCE); the default is 64 KiB.
+    for pipe in [&out_r, &err_r] {
+        let _best_effort = nix::fcntl::fcntl(pipe, nix::fcntl::FcntlArg::F_SETPIPE_SZ(1 << 20));
+    }
     let created = runc(args)
         .arg("create")
         .arg("--bundle")

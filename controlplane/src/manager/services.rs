@@ -756,7 +756,7 @@ mod tests {
         let add = |p: ApiPort| UpdateServiceRequest {
             service: "web".into(),
             publish_add: vec![p],
-            publish_rm: Vec::new(),
+            ..UpdateServiceRequest::default()
         };
         let before = s.clone();
         assert_eq!(
@@ -777,8 +777,8 @@ mod tests {
         // Removal by published port and protocol.
         let rm = |p: ApiPort| UpdateServiceRequest {
             service: "web".into(),
-            publish_add: Vec::new(),
             publish_rm: vec![p],
+            ..UpdateServiceRequest::default()
         };
         let e = message(update(&mut s, &rm(api(30000, 0, "", ""))));
         assert!(

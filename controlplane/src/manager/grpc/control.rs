@@ -3,7 +3,7 @@
 //! then call the domain module with the manager and the request.
 
 use shoal_api::cluster::v1::{
-    CaStatusReply, CaStatusRequest, CreateNetworkRequest, CreateSecretRequest,
+    CaStatusReply, CaStatusRequest, ConfigRef, ConfigSummary, CreateConfigRequest, ListConfigsReply, ListConfigsRequest, RemoveConfigReply, CreateNetworkRequest, CreateSecretRequest,
     CreateServiceRequest, JoinTokenReply, JoinTokenRequest, ListImagesReply, ListImagesRequest,
     ListNetworksReply, ListNetworksRequest, ListNodesReply, ListNodesRequest, ListSecretsReply,
     ListSecretsRequest, ListServicesReply, ListServicesRequest, ListTasksReply, ListTasksRequest,
@@ -49,6 +49,16 @@ control! {
     inspect_secret(SecretRef) -> SecretSummary = |m, r| secrets::inspect(m, &r).await?;
     remove_secret(SecretRef) -> RemoveSecretReply =
         |m, r| RemoveSecretReply { id: secrets::remove(m, &r).await? };
+
+    // Base for the issue 12 branches: replaced by the configs module.
+    create_config(CreateConfigRequest) -> ConfigSummary =
+        |_m, _r| return Err(Status::unimplemented("configs"));
+    list_configs(ListConfigsRequest) -> ListConfigsReply =
+        |_m, _r| return Err(Status::unimplemented("configs"));
+    inspect_config(ConfigRef) -> ConfigSummary =
+        |_m, _r| return Err(Status::unimplemented("configs"));
+    remove_config(ConfigRef) -> RemoveConfigReply =
+        |_m, _r| return Err(Status::unimplemented("configs"));
 
     create_network(CreateNetworkRequest) -> NetworkSummary =
         |m, r| networks::create(m, r).await?;
