@@ -10,12 +10,12 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         // log line or error can print one.
         .skip_debug(["shoal.cluster.v1.TaskFile"])
         .compile_protos(
-        &[
-            "proto/node.proto",
-            "proto/cluster.proto",
-            "proto/blobs.proto",
-        ],
-        &["proto"],
-    )?;
+            &[
+                "proto/node.proto",
+                "proto/cluster.proto",
+                "proto/blobs.proto",
+            ],
+            &["proto"],
+        )?;
     Ok(())
 }

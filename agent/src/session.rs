@@ -214,9 +214,15 @@ impl Session {
 
     async fn local_beat(&self, m: &Manager) -> Result<Beat, Missed> {
         let resources = Some(crate::resources::node_resources());
-        m.heartbeat(&self.file.node_id, Some(self.tls_status()), resources)
-            .await
-            .map_err(|e| Missed::Other(format!("via the local manager: {}", chain(&e))))?;
+        let platform = Some(shoal_controlplane::model::NodePlatform::this_node());
+        m.heartbeat(
+            &self.file.node_id,
+            Some(self.tls_status()),
+            resources,
+            platform,
+        )
+        .await
+        .map_err(|e| Missed::Other(format!("via the local manager: {}", chain(&e))))?;
         Ok(Beat {
             period: m.heartbeat_period().await,
             roots: m.ca_roots().await.ok(),
@@ -250,6 +256,10 @@ impl Session {
                 resources: Some(NodeResources {
                     nano_cpus: resources.nano_cpus,
                     memory_bytes: resources.memory_bytes,
+                }),
+                platform: Some(shoal_api::cluster::v1::NodePlatform {
+                    os: std::env::consts::OS.into(),
+                    architecture: std::env::consts::ARCH.into(),
                 }),
             };
             match DispatcherClient::new(ch.clone()).heartbeat(req).await {

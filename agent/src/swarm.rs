@@ -1064,6 +1064,7 @@ impl Swarm {
             manager: None,
             tls: Default::default(),
             resources: Default::default(),
+            platform: Default::default(),
         }
     }
 

@@ -46,7 +46,10 @@ pub mod cluster {
                     ..Default::default()
                 };
                 let shown = format!("{file:?} {file:#?}");
-                assert!(!shown.contains("hunter2") && !shown.contains("104, 117"), "{shown}");
+                assert!(
+                    !shown.contains("hunter2") && !shown.contains("104, 117"),
+                    "{shown}"
+                );
                 assert!(shown.contains("<7 bytes>"), "{shown}");
             }
         }

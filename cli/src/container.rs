@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 
 use serde::Serialize;
 use shoal_api::{
-    cluster::v1::{ContainerSpec, MountType, Resources, ServiceSummary},
+    cluster::v1::{ContainerSpec, FileReference, MountType, Resources, ServiceSummary},
     reference,
     words::word,
 };
@@ -70,6 +70,52 @@ struct ContainerJson<'a> {
     sysctls: BTreeMap<&'a str, &'a str>,
     #[serde(skip_serializing_if = "Vec::is_empty")]
     mounts: Vec<MountJson<'a>>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    secrets: Vec<SecretRefJson<'a>>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    configs: Vec<ConfigRefJson<'a>>,
+}
+
+/// docker's `File` of a secret or config reference: the target, owner and
+/// mode (UID and GID as strings, as docker prints them).
+#[derive(Serialize, PartialEq)]
+#[serde(rename_all = "PascalCase")]
+struct FileJson<'a> {
+    name: &'a str,
+    #[serde(rename = "UID")]
+    uid: String,
+    #[serde(rename = "GID")]
+    gid: String,
+    mode: u32,
+}
+
+#[derive(Serialize, PartialEq)]
+struct SecretRefJson<'a> {
+    #[serde(rename = "File")]
+    file: FileJson<'a>,
+    #[serde(rename = "SecretID")]
+    id: &'a str,
+    #[serde(rename = "SecretName")]
+    name: &'a str,
+}
+
+#[derive(Serialize, PartialEq)]
+struct ConfigRefJson<'a> {
+    #[serde(rename = "File")]
+    file: FileJson<'a>,
+    #[serde(rename = "ConfigID")]
+    id: &'a str,
+    #[serde(rename = "ConfigName")]
+    name: &'a str,
+}
+
+fn file_json(r: &FileReference) -> FileJson<'_> {
+    FileJson {
+        name: &r.target,
+        uid: r.uid.to_string(),
+        gid: r.gid.to_string(),
+        mode: r.mode,
+    }
 }
 
 #[derive(Serialize, PartialEq)]
@@ -172,6 +218,24 @@ pub fn task_template(s: &ServiceSummary) -> Option<TaskTemplateJson<'_>> {
                         }),
                 })
                 .collect(),
+            secrets: c
+                .secrets
+                .iter()
+                .map(|r| SecretRefJson {
+                    file: file_json(r),
+                    id: &r.id,
+                    name: &r.name,
+                })
+                .collect(),
+            configs: c
+                .configs
+                .iter()
+                .map(|r| ConfigRefJson {
+                    file: file_json(r),
+                    id: &r.id,
+                    name: &r.name,
+                })
+                .collect(),
         },
         resources: resources_json(&r),
     })
@@ -254,6 +318,14 @@ pub fn pretty(s: &ServiceSummary) -> String {
                 m.read_only,
                 word::<MountType>(m.r#type)
             ));
+        }
+    }
+    for (title, refs) in [("Secrets", &c.secrets), ("Configs", &c.configs)] {
+        if !refs.is_empty() {
+            out.push_str(&format!("{title}:\n"));
+            for r in refs {
+                out.push_str(&format!(" Target:\t{}\n  Source:\t{}\n", r.target, r.name));
+            }
         }
     }
     let r = s.resources.unwrap_or_default();

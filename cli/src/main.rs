@@ -1,6 +1,7 @@
 //! `shoal`: the operator CLI, docker's verbs against a Shoal node.
 
 mod client;
+mod config;
 mod container;
 mod image;
 mod logs;
@@ -80,6 +81,9 @@ enum Cmd {
     /// Manage secrets.
     #[command(subcommand)]
     Secret(secret::SecretCmd),
+    /// Manage configs.
+    #[command(subcommand)]
+    Config(config::ConfigCmd),
     /// Manage volumes on this node.
     #[command(subcommand)]
     Volume(volume::VolumeCmd),
@@ -117,6 +121,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Cmd::Network(cmd) => network::run(&cli.host, cmd).await,
         Cmd::Service(cmd) => service::run(&cli.host, cmd).await,
         Cmd::Secret(cmd) => secret::run(&cli.host, cmd).await,
+        Cmd::Config(cmd) => config::run(&cli.host, cmd).await,
         Cmd::Swarm(cmd) => swarm::run(&cli.host, cmd).await,
         Cmd::Volume(cmd) => volume::run(&cli.host, cmd).await,
     }

@@ -405,8 +405,18 @@ struct NodeJson<'a> {
 
 #[derive(Serialize)]
 struct DescriptionJson {
-    #[serde(rename = "Resources")]
-    resources: ResourcesJson,
+    #[serde(rename = "Platform", skip_serializing_if = "Option::is_none")]
+    platform: Option<PlatformJson>,
+    #[serde(rename = "Resources", skip_serializing_if = "Option::is_none")]
+    resources: Option<ResourcesJson>,
+}
+
+#[derive(Serialize)]
+struct PlatformJson {
+    #[serde(rename = "Architecture")]
+    architecture: String,
+    #[serde(rename = "OS")]
+    os: String,
 }
 
 #[derive(Serialize)]
@@ -519,11 +529,15 @@ pub fn nodes(nodes: &[NodeSummary], quiet: bool, format: Format) -> anyhow::Resu
 fn detail_value(d: &NodeDetail) -> Option<NodeJson<'_>> {
     d.node.as_ref().map(|n| NodeJson {
         cert_not_after_unix: Some(d.cert_not_after_unix),
-        description: d.resources.map(|r| DescriptionJson {
-            resources: ResourcesJson {
+        description: (d.resources.is_some() || d.platform.is_some()).then(|| DescriptionJson {
+            platform: d.platform.as_ref().map(|p| PlatformJson {
+                architecture: p.architecture.clone(),
+                os: p.os.clone(),
+            }),
+            resources: d.resources.map(|r| ResourcesJson {
                 nano_cpus: r.nano_cpus,
                 memory_bytes: r.memory_bytes,
-            },
+            }),
         }),
         ..node_value(n, Some(&d.raft_addr))
     })
@@ -580,6 +594,14 @@ fn node_text(d: &NodeDetail) -> String {
             } else {
                 "No"
             },
+        ));
+    }
+    if let Some(p) = &d.platform {
+        out.push_str(&format!(
+            "Platform:\n \
+             Operating System:       {}\n \
+             Architecture:           {}\n",
+            p.os, p.architecture
         ));
     }
     if let Some(r) = &d.resources {
@@ -654,9 +676,19 @@ mod tests {
                 nano_cpus: 2_000_000_000,
                 memory_bytes: 25_125_842_944,
             }),
+            platform: Some(shoal_api::cluster::v1::NodePlatform {
+                os: "linux".into(),
+                architecture: "x86_64".into(),
+            }),
             ..Default::default()
         };
         let text = node_text(&d);
+        assert!(
+            text.contains(
+                "Platform:\n Operating System:       linux\n Architecture:           x86_64\n"
+            ),
+            "{text}"
+        );
         assert!(
             text.contains(
                 "Resources:\n CPUs:                   2\n Memory:                 23.4GiB\n"
@@ -672,9 +704,12 @@ mod tests {
             json["Description"]["Resources"]["MemoryBytes"],
             25_125_842_944u64
         );
+        assert_eq!(json["Description"]["Platform"]["OS"], "linux");
+        assert_eq!(json["Description"]["Platform"]["Architecture"], "x86_64");
         // Before the node reported them: nothing, rather than zeros.
         let bare = NodeDetail {
             resources: None,
+            platform: None,
             ..d
         };
         assert!(!node_text(&bare).contains("Resources"));
@@ -719,6 +754,7 @@ mod tests {
             cert_not_after_unix: 0,
             raft_addr: "198.18.0.2:2377".into(),
             resources: None,
+            platform: None,
         });
         assert!(text.contains(" - zone=a\n"), "{text}");
         assert!(text.contains("Leader:                 No"), "{text}");

@@ -3,6 +3,7 @@
 
 mod container;
 mod duration;
+mod file;
 mod label;
 mod net;
 mod port;
@@ -14,6 +15,7 @@ pub use container::{
     ContainerError, parse_cpus, parse_entrypoint, parse_mount, parse_size, parse_sysctl,
 };
 pub use duration::{DurationError, parse_duration};
+pub use file::{FileRefError, parse_file_ref};
 pub use label::{LabelError, check_label_key, parse_label};
 pub use net::{Ipv4Cidr, NetError, check_ip, check_ip_port, host_port, parse_pool};
 pub use port::{PortError, parse_publish, parse_publish_rm};
@@ -34,6 +36,8 @@ pub enum Problem {
     Port(#[from] PortError),
     #[error(transparent)]
     Container(#[from] ContainerError),
+    #[error(transparent)]
+    FileRef(#[from] FileRefError),
     #[error("expected vip or dnsrr")]
     EndpointMode,
     #[error("expected replicated or global")]

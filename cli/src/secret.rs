@@ -64,14 +64,16 @@ fn json(s: &SecretSummary) -> SecretJson<'_> {
     }
 }
 
-fn read_content(file: &str) -> anyhow::Result<Vec<u8>> {
+/// The content of `file`, or of standard input for `-`; `what` names it
+/// in errors ("secret", "config").
+pub fn read_content(what: &str, file: &str) -> anyhow::Result<Vec<u8>> {
     let mut data = Vec::new();
     if file == "-" {
         std::io::stdin()
             .read_to_end(&mut data)
-            .context("reading the secret from standard input")?;
+            .with_context(|| format!("reading the {what} from standard input"))?;
     } else {
-        data = std::fs::read(file).with_context(|| format!("reading the secret from {file}"))?;
+        data = std::fs::read(file).with_context(|| format!("reading the {what} from {file}"))?;
     }
     Ok(data)
 }
@@ -84,7 +86,7 @@ pub async fn run(host: &str, cmd: SecretCmd) -> anyhow::Result<()> {
                 let (k, v) = parse_label(l).map_err(|e| FlagError::new("--label", l, e))?;
                 labels.insert(k, v);
             }
-            let data = read_content(&file)?;
+            let data = read_content("secret", &file)?;
             let mut d = client::connect(host).await?;
             let s = client::call(
                 host,

@@ -24,8 +24,8 @@ use crate::{
     client::{self, Daemon, finish},
     output::{Format, ListFlags, table},
     parse::{
-        FlagError, Problem, parse_cpus, parse_duration, parse_entrypoint, parse_label, parse_mount,
-        parse_publish, parse_publish_rm, parse_size, parse_sysctl,
+        FlagError, Problem, parse_cpus, parse_duration, parse_entrypoint, parse_file_ref,
+        parse_label, parse_mount, parse_publish, parse_publish_rm, parse_size, parse_sysctl,
     },
 };
 
@@ -118,6 +118,16 @@ pub struct CreateArgs {
     /// (repeatable).
     #[arg(long, value_name = "MOUNT")]
     mount: Vec<String>,
+    /// Give the tasks a secret, at /run/secrets/NAME: NAME, or
+    /// source=NAME[,target=ALIAS|/abs/path][,uid=U][,gid=G][,mode=0444]
+    /// (repeatable).
+    #[arg(long, value_name = "SECRET")]
+    secret: Vec<String>,
+    /// Give the tasks a config, at /NAME: NAME, or
+    /// source=NAME[,target=/abs/path][,uid=U][,gid=G][,mode=0444]
+    /// (repeatable).
+    #[arg(long, value_name = "CONFIG")]
+    config: Vec<String>,
     /// Send this client's credentials for the image's registry (from
     /// docker's config.json, as `docker login` wrote them) to the nodes
     /// that pull it.
@@ -183,7 +193,8 @@ pub enum ServiceCmd {
         #[arg(long, short, value_enum, default_value_t = Format::Json)]
         format: Format,
     },
-    /// Update a service's published ports.
+    /// Update a service's published ports, secrets and configs; a change of
+    /// secrets or configs replaces its tasks, one at a time.
     Update {
         service: String,
         /// Add or replace a published port, as --publish takes it (repeatable).
@@ -193,6 +204,8 @@ pub enum ServiceCmd {
         /// (repeatable).
         #[arg(long, value_name = "SPEC")]
         publish_rm: Vec<String>,
+        #[command(flatten)]
+        files: FileUpdates,
         /// Exit immediately instead of waiting for the service to converge.
         #[arg(long, short)]
         detach: bool,
@@ -268,10 +281,39 @@ fn container(a: &CreateArgs) -> Result<(ContainerSpec, Resources), FlagError> {
         sysctls,
         mounts,
         registry_auth: String::new(),
-        secrets: Vec::new(),
-        configs: Vec::new(),
+        secrets: file_refs("--secret", &a.secret)?,
+        configs: file_refs("--config", &a.config)?,
     };
     Ok((spec, resources))
+}
+
+fn file_refs(
+    flag: &'static str,
+    values: &[String],
+) -> Result<Vec<shoal_api::cluster::v1::FileReference>, FlagError> {
+    values
+        .iter()
+        .map(|v| parse_file_ref(v).map_err(|e| FlagError::new(flag, v, e)))
+        .collect()
+}
+
+/// `service update`'s secret and config flags.
+#[derive(Args, Default)]
+pub struct FileUpdates {
+    /// Add a secret, as --secret takes it (repeatable).
+    #[arg(long, value_name = "SECRET")]
+    secret_add: Vec<String>,
+    /// Remove a secret: its name, id or target (repeatable; removals come
+    /// before additions, so --secret-rm old --secret-add
+    /// source=new,target=old rotates it).
+    #[arg(long, value_name = "SECRET")]
+    secret_rm: Vec<String>,
+    /// Add a config, as --config takes it (repeatable).
+    #[arg(long, value_name = "CONFIG")]
+    config_add: Vec<String>,
+    /// Remove a config: its name, id or target (repeatable).
+    #[arg(long, value_name = "CONFIG")]
+    config_rm: Vec<String>,
 }
 
 fn request(a: &CreateArgs) -> anyhow::Result<CreateServiceRequest> {
@@ -361,9 +403,14 @@ fn update_request(
     service: &str,
     add: &[String],
     rm: &[String],
+    files: &FileUpdates,
 ) -> Result<UpdateServiceRequest, FlagError> {
     let mut r = UpdateServiceRequest {
         service: service.to_owned(),
+        secret_add: file_refs("--secret-add", &files.secret_add)?,
+        secret_rm: files.secret_rm.clone(),
+        config_add: file_refs("--config-add", &files.config_add)?,
+        config_rm: files.config_rm.clone(),
         ..Default::default()
     };
     for p in add {
@@ -843,9 +890,10 @@ pub async fn run(host: &str, cmd: ServiceCmd) -> anyhow::Result<()> {
             service,
             publish_add,
             publish_rm,
+            files,
             detach,
         } => {
-            let req = update_request(&service, &publish_add, &publish_rm)?;
+            let req = update_request(&service, &publish_add, &publish_rm, &files)?;
             let mut d = client::connect(host).await?;
             let s = client::call(host, d.control.update_service(req)).await?;
             println!("{service}");
@@ -909,6 +957,43 @@ mod tests {
                 .map(|e| format!("{:#}", anyhow::Error::from(e)));
             assert!(e.unwrap_or_default().contains("SERVICE=REPLICAS"), "{bad}");
         }
+    }
+
+    #[test]
+    fn secrets_and_configs_take_docker_forms() -> anyhow::Result<()> {
+        let a = create_args(&[
+            "--secret",
+            "db_pass",
+            "--secret",
+            "source=db_pass,target=/etc/pw,uid=1000,gid=1000,mode=0400",
+            "--config",
+            "src=app,target=/etc/app.conf,mode=0440",
+        ])?;
+        let c = request(&a)?.container.unwrap_or_default();
+        let secrets: Vec<(&str, &str, u32, u32)> = c
+            .secrets
+            .iter()
+            .map(|r| (r.source.as_str(), r.target.as_str(), r.uid, r.mode))
+            .collect();
+        assert_eq!(
+            secrets,
+            [("db_pass", "", 0, 0), ("db_pass", "/etc/pw", 1000, 0o400)]
+        );
+        assert_eq!(
+            (
+                c.configs[0].source.as_str(),
+                c.configs[0].target.as_str(),
+                c.configs[0].mode
+            ),
+            ("app", "/etc/app.conf", 0o440)
+        );
+        let a = create_args(&["--secret", "source=db,mode=0777,colour=red"])?;
+        assert_eq!(
+            request(&a).err().map(chain).unwrap_or_default(),
+            "--secret source=db,mode=0777,colour=red: unknown key \"colour\"; the keys are: \
+             source (or src), target, uid, gid, mode"
+        );
+        Ok(())
     }
 
     fn create_args(extra: &[&str]) -> Result<CreateArgs, clap::Error> {
@@ -1148,6 +1233,47 @@ mod tests {
             "{text}"
         );
         assert!(text.contains("Mounts:\n Target:\t/t\n"), "{text}");
+        assert!(spec["ContainerSpec"].get("Secrets").is_none());
+        let with_files = ServiceSummary {
+            container: Some(ContainerSpec {
+                image: "busybox".into(),
+                secrets: vec![shoal_api::cluster::v1::FileReference {
+                    source: "db_pass".into(),
+                    id: "sid".into(),
+                    name: "db_pass".into(),
+                    target: "db_pass".into(),
+                    uid: 0,
+                    gid: 0,
+                    mode: 0o444,
+                }],
+                configs: vec![shoal_api::cluster::v1::FileReference {
+                    id: "cid".into(),
+                    name: "app".into(),
+                    target: "/etc/app.conf".into(),
+                    uid: 1,
+                    gid: 2,
+                    mode: 0o440,
+                    ..Default::default()
+                }],
+                ..Default::default()
+            }),
+            ..Default::default()
+        };
+        let json = serde_json::to_value(service_json(&with_files)).unwrap_or_default();
+        let c = &json["Spec"]["TaskTemplate"]["ContainerSpec"];
+        assert_eq!(
+            c["Secrets"][0],
+            serde_json::json!({"File": {"Name": "db_pass", "UID": "0", "GID": "0", "Mode": 292},
+                "SecretID": "sid", "SecretName": "db_pass"})
+        );
+        assert_eq!(c["Configs"][0]["File"]["Name"], "/etc/app.conf");
+        assert_eq!(c["Configs"][0]["File"]["GID"], "2");
+        assert_eq!(c["Configs"][0]["ConfigName"], "app");
+        let text = service_text(&with_files);
+        assert!(
+            text.contains("Secrets:\n Target:\tdb_pass\n  Source:\tdb_pass\nConfigs:\n Target:\t/etc/app.conf\n  Source:\tapp\n"),
+            "{text}"
+        );
         let host = ServiceSummary {
             container: Some(ContainerSpec {
                 image: "host".into(),
@@ -1204,6 +1330,7 @@ mod tests {
             "web",
             &["9090:90".into()],
             &["8080".into(), "53/udp".into()],
+            &FileUpdates::default(),
         )?;
         assert_eq!(r.publish_add[0].published_port, 9090);
         let rm: Vec<(u32, &str)> = r
@@ -1212,7 +1339,38 @@ mod tests {
             .map(|p| (p.published_port, w::<Protocol>(p.protocol)))
             .collect();
         assert_eq!(rm, [(8080, "tcp"), (53, "udp")]);
-        let e = update_request("web", &[], &["x".into()]).err().map(chain);
+        let files = FileUpdates {
+            secret_add: vec!["source=new_pw,target=db_pw,mode=0400".into()],
+            secret_rm: vec!["old_pw".into()],
+            config_add: vec!["app".into()],
+            config_rm: vec!["/etc/old.conf".into()],
+        };
+        let r = update_request("web", &[], &[], &files)?;
+        assert_eq!(
+            (
+                r.secret_add[0].source.as_str(),
+                r.secret_add[0].target.as_str()
+            ),
+            ("new_pw", "db_pw")
+        );
+        assert_eq!(r.secret_add[0].mode, 0o400);
+        assert_eq!(
+            (r.secret_rm, r.config_rm),
+            (vec!["old_pw".into()], vec!["/etc/old.conf".into()])
+        );
+        assert_eq!(r.config_add[0].source, "app");
+        let bad = FileUpdates {
+            config_add: vec!["source=app,mode=999".into()],
+            ..FileUpdates::default()
+        };
+        let e = update_request("web", &[], &[], &bad).err().map(chain);
+        assert!(
+            e.unwrap_or_default()
+                .starts_with("--config-add source=app,mode=999: mode=999")
+        );
+        let e = update_request("web", &[], &["x".into()], &FileUpdates::default())
+            .err()
+            .map(chain);
         assert!(
             e.unwrap_or_default()
                 .starts_with("--publish-rm x: published port \"x\"")

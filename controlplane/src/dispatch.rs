@@ -6,13 +6,15 @@ use std::{collections::BTreeSet, net::IpAddr};
 
 use shoal_api::cluster::v1::{
     AssignmentSet, Endpoint, ImageHolder, MeshBackend, MeshService, NetworkAssignment, NodeAddress,
-    TaskAddress, TaskAssignment, TaskReport,
+    TaskAddress, TaskAssignment, TaskFile, TaskFileKind, TaskReport,
 };
 
 use crate::{
     model::{
-        ClusterState, Command, HOST_IMAGE, Node, NodeState, Task, TaskSpec, TaskState, TaskStatus,
+        ClusterState, Command, FileRef, HOST_IMAGE, Node, NodeState, TEMPLATE_DRIVER_GOLANG, Task,
+        TaskSpec, TaskState, TaskStatus,
     },
+    template::{self, Context},
     wire::{self, encode, logged},
 };
 
@@ -34,6 +36,76 @@ pub fn task_name(state: &ClusterState, t: &Task) -> String {
 /// ended.
 fn holds_address(t: &Task) -> bool {
     t.state >= TaskState::Assigned && t.state < TaskState::Complete
+}
+
+/// A task whose node gets its secrets and configs: one the node may be
+/// running (until it ended, so a task being stopped keeps them), less one
+/// told to stop before it started, which will never mount them.
+fn needs_files(t: &Task) -> bool {
+    holds_address(t) && (t.desired_state <= TaskState::Running || t.state >= TaskState::Preparing)
+}
+
+/// What the placeholders of task `t` on `node_id` stand for.
+fn template_context<'a>(state: &'a ClusterState, t: &'a Task, node_id: &'a str) -> Context<'a> {
+    let service = state.services.get(&t.service_id);
+    let node = state.nodes.get(node_id);
+    Context {
+        service_name: service.map_or("", |s| s.spec.name.as_str()),
+        service_id: &t.service_id,
+        service_labels: service.map(|s| &s.spec.labels),
+        node_id,
+        node_hostname: node.map_or("", |n| n.hostname.as_str()),
+        node_os: node.map_or("", |n| n.platform.os.as_str()),
+        node_architecture: node.map_or("", |n| n.platform.architecture.as_str()),
+        task_id: &t.id,
+        task_slot: t.slot.unwrap_or(0),
+    }
+}
+
+/// `text` expanded for a task. Stored templates were parsed when stored;
+/// one that no longer parses (a newer build's) is sent as written, logged.
+fn expand(text: &str, ctx: &Context<'_>, what: impl Fn() -> String) -> String {
+    template::expand(text, ctx).unwrap_or_else(|e| {
+        tracing::warn!(error = %e, "{} not expanded", what());
+        text.to_owned()
+    })
+}
+
+/// The secrets and configs of task `t`, with their data: what only its
+/// node may receive. A reference to an object gone meanwhile is left out,
+/// and the node starts no task missing a file.
+fn task_files(state: &ClusterState, t: &Task, ctx: &Context<'_>) -> Vec<TaskFile> {
+    let file = |kind: TaskFileKind, r: &FileRef, data: Vec<u8>| TaskFile {
+        kind: kind.into(),
+        id: r.id.clone(),
+        name: r.name.clone(),
+        target: r.path(),
+        uid: r.uid,
+        gid: r.gid,
+        mode: r.mode,
+        data,
+    };
+    let secrets = t.spec.secrets.iter().filter_map(|r| {
+        let s = state.secrets.get(&r.id);
+        if s.is_none() {
+            tracing::warn!(task = %t.id, secret = %r.id, "task refers to a removed secret");
+        }
+        Some(file(TaskFileKind::Secret, r, s?.data.0.clone()))
+    });
+    let configs = t.spec.configs.iter().filter_map(|r| {
+        let Some(c) = state.configs.get(&r.id) else {
+            tracing::warn!(task = %t.id, config = %r.id, "task refers to a removed config");
+            return None;
+        };
+        let data = match std::str::from_utf8(&c.data.0) {
+            Ok(text) if c.template_driver == TEMPLATE_DRIVER_GOLANG => {
+                expand(text, ctx, || format!("config {}", c.id)).into_bytes()
+            }
+            _ => c.data.0.clone(),
+        };
+        Some(file(TaskFileKind::Config, r, data))
+    });
+    secrets.chain(configs).collect()
 }
 
 /// The data-path address of a node that is up, the only nodes traffic is
@@ -163,6 +235,13 @@ pub fn assignments(state: &ClusterState, node_id: &str) -> AssignmentSet {
         .iter()
         .map(|t| {
             let (mut container, resources) = wire::container_for_node(&t.spec);
+            let ctx = template_context(state, t, node_id);
+            container.hostname = expand(&container.hostname, &ctx, || {
+                format!("task {} hostname", t.id)
+            });
+            for m in &mut container.mounts {
+                m.source = expand(&m.source, &ctx, || format!("task {} mount source", t.id));
+            }
             // A task stored with `--rootfs` by an older build must not run
             // from the node's filesystem in the moment before the
             // orchestrator stops it: with no image, the node rejects it.
@@ -181,11 +260,20 @@ pub fn assignments(state: &ClusterState, node_id: &str) -> AssignmentSet {
                 desired_state: encode(t.desired_state),
                 state: encode(t.state),
                 args: t.spec.args.clone(),
-                env: t.spec.env.clone(),
+                env: t
+                    .spec
+                    .env
+                    .iter()
+                    .map(|e| expand(e, &ctx, || format!("task {} env", t.id)))
+                    .collect(),
                 container: Some(container),
                 resources: Some(resources),
                 image_holders: image_holders(state, &t.spec, node_id),
-                files: Vec::new(),
+                files: if needs_files(t) {
+                    task_files(state, t, &ctx)
+                } else {
+                    Vec::new()
+                },
                 addresses: t
                     .networks
                     .iter()

@@ -29,6 +29,7 @@ pub mod orchestrator;
 pub mod ports;
 pub mod raft;
 pub mod store;
+pub mod template;
 pub mod transport;
 pub mod validate;
 pub mod wire;

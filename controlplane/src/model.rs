@@ -26,6 +26,7 @@ pub enum Kind {
     Service,
     Task,
     Secret,
+    Config,
 }
 
 impl fmt::Display for Kind {
@@ -37,6 +38,7 @@ impl fmt::Display for Kind {
             Kind::Service => "service",
             Kind::Task => "task",
             Kind::Secret => "secret",
+            Kind::Config => "config",
         })
     }
 }
@@ -64,34 +66,65 @@ impl fmt::Debug for SecretBytes {
     }
 }
 
+fn serialize_hex<S: serde::Serializer>(bytes: &[u8], s: S) -> Result<S::Ok, S::Error> {
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    let mut out = String::with_capacity(bytes.len() * 2);
+    for b in bytes {
+        out.push(char::from(HEX[usize::from(b >> 4)]));
+        out.push(char::from(HEX[usize::from(b & 0xf)]));
+    }
+    s.serialize_str(&out)
+}
+
+fn deserialize_hex<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Vec<u8>, D::Error> {
+    let text = String::deserialize(d)?;
+    if text.len() % 2 != 0 {
+        return Err(serde::de::Error::custom("odd-length hex"));
+    }
+    let nibble = |c: u8| match c {
+        b'0'..=b'9' => Ok(c - b'0'),
+        b'a'..=b'f' => Ok(c - b'a' + 10),
+        _ => Err(serde::de::Error::custom("invalid hex digit")),
+    };
+    text.as_bytes()
+        .chunks_exact(2)
+        .map(|p| Ok((nibble(p[0])? << 4) | nibble(p[1])?))
+        .collect()
+}
+
 impl Serialize for SecretBytes {
     fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        const HEX: &[u8; 16] = b"0123456789abcdef";
-        let mut out = String::with_capacity(self.0.len() * 2);
-        for b in &self.0 {
-            out.push(char::from(HEX[usize::from(b >> 4)]));
-            out.push(char::from(HEX[usize::from(b & 0xf)]));
-        }
-        s.serialize_str(&out)
+        serialize_hex(&self.0, s)
     }
 }
 
 impl<'de> Deserialize<'de> for SecretBytes {
     fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        let text = String::deserialize(d)?;
-        if text.len() % 2 != 0 {
-            return Err(serde::de::Error::custom("odd-length hex"));
-        }
-        let nibble = |c: u8| match c {
-            b'0'..=b'9' => Ok(c - b'0'),
-            b'a'..=b'f' => Ok(c - b'a' + 10),
-            _ => Err(serde::de::Error::custom("invalid hex digit")),
-        };
-        text.as_bytes()
-            .chunks_exact(2)
-            .map(|p| Ok((nibble(p[0])? << 4) | nibble(p[1])?))
-            .collect::<Result<Vec<u8>, D::Error>>()
-            .map(SecretBytes)
+        deserialize_hex(d).map(SecretBytes)
+    }
+}
+
+/// A config's payload: not secret (`config inspect` shows it), but up to
+/// 1000 KiB, so `Debug` (commands and states are logged) gives its size
+/// only, and serde writes hex as for secrets.
+#[derive(Clone, Default, PartialEq, Eq)]
+pub struct ConfigBytes(pub Vec<u8>);
+
+impl fmt::Debug for ConfigBytes {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "<{} bytes>", self.0.len())
+    }
+}
+
+impl Serialize for ConfigBytes {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        serialize_hex(&self.0, s)
+    }
+}
+
+impl<'de> Deserialize<'de> for ConfigBytes {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        deserialize_hex(d).map(ConfigBytes)
     }
 }
 
@@ -246,6 +279,31 @@ pub struct Node {
     /// What it offers tasks, as it last reported; zero until then.
     #[serde(default)]
     pub resources: NodeResources,
+    /// Its OS and architecture, as it last reported; empty until then.
+    #[serde(default, skip_serializing_if = "NodePlatform::is_empty")]
+    pub platform: NodePlatform,
+}
+
+/// docker's `Description.Platform` (`linux`, `x86_64`).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct NodePlatform {
+    pub os: String,
+    pub architecture: String,
+}
+
+impl NodePlatform {
+    pub fn is_empty(&self) -> bool {
+        self.os.is_empty() && self.architecture.is_empty()
+    }
+
+    /// The platform this process runs on, as the agent reports it.
+    pub fn this_node() -> Self {
+        NodePlatform {
+            os: std::env::consts::OS.to_owned(),
+            architecture: std::env::consts::ARCH.to_owned(),
+        }
+    }
 }
 
 /// A node's CPUs and memory (docker's `Description.Resources`).
@@ -448,6 +506,45 @@ pub struct TaskSpec {
     /// registry, sent to the nodes with their tasks and never shown.
     #[serde(default, skip_serializing_if = "String::is_empty")]
     pub registry_auth: String,
+    /// `--secret`: references only, resolved to ids at create time; the
+    /// data goes to the task's node in its assignment.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub secrets: Vec<FileRef>,
+    /// `--config`, as `secrets`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub configs: Vec<FileRef>,
+}
+
+/// Where secrets with a relative target are mounted in a task.
+pub const SECRETS_DIR: &str = "/run/secrets";
+/// docker's default file mode for secrets and configs.
+pub const DEFAULT_FILE_MODE: u32 = 0o444;
+
+/// A secret or config a task mounts (swarmkit's SecretReference and
+/// ConfigReference with their file target).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FileRef {
+    /// The secret's or config's id and name.
+    pub id: String,
+    pub name: String,
+    /// As given: a secret's is relative to [`SECRETS_DIR`] or absolute; a
+    /// config's is absolute.
+    pub target: String,
+    pub uid: u32,
+    pub gid: u32,
+    pub mode: u32,
+}
+
+impl FileRef {
+    /// The absolute path of the file in the task: a relative (secret)
+    /// target under [`SECRETS_DIR`].
+    pub fn path(&self) -> String {
+        if self.target.starts_with('/') {
+            self.target.clone()
+        } else {
+            format!("{SECRETS_DIR}/{}", self.target)
+        }
+    }
 }
 
 impl Default for TaskSpec {
@@ -472,6 +569,8 @@ impl Default for TaskSpec {
             mounts: Vec::new(),
             legacy_rootfs: String::new(),
             registry_auth: String::new(),
+            secrets: Vec::new(),
+            configs: Vec::new(),
         }
     }
 }
@@ -526,6 +625,10 @@ struct StoredTaskSpec {
     mounts: Vec<Mount>,
     #[serde(default)]
     registry_auth: String,
+    #[serde(default)]
+    secrets: Vec<FileRef>,
+    #[serde(default)]
+    configs: Vec<FileRef>,
 }
 
 impl From<StoredTaskSpec> for TaskSpec {
@@ -557,6 +660,8 @@ impl From<StoredTaskSpec> for TaskSpec {
             mounts: s.mounts,
             legacy_rootfs,
             registry_auth: s.registry_auth,
+            secrets: s.secrets,
+            configs: s.configs,
         }
     }
 }
@@ -603,13 +708,6 @@ pub struct Mount {
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct SecretReference {
-    pub secret_id: String,
-    /// File name under `/run/secrets`.
-    pub target: String,
-}
-
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ServiceSpec {
     pub name: String,
     pub labels: Labels,
@@ -618,7 +716,9 @@ pub struct ServiceSpec {
     pub endpoint: EndpointSpec,
     /// Network ids.
     pub networks: Vec<String>,
-    pub secrets: Vec<SecretReference>,
+    // Secrets live in `task` (`TaskSpec::secrets`), so that changing them
+    // replaces tasks; the `secrets` list stored here by earlier builds was
+    // always empty, and serde ignores it.
     /// Placement constraints, as written (`node.role==worker`); checked by
     /// `crate::constraint` before they are stored.
     #[serde(default)]
@@ -740,6 +840,25 @@ pub struct Secret {
     pub data: SecretBytes,
 }
 
+// ---------------------------------------------------------------- Config
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Config {
+    pub id: String,
+    pub version: u64,
+    pub name: String,
+    pub labels: Labels,
+    pub data: ConfigBytes,
+    /// "" or "golang": swarm's placeholders in `data` are expanded per task.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub template_driver: String,
+    /// Unix seconds, chosen by the proposer.
+    pub created_unix: u64,
+}
+
+/// The one template driver swarm knows.
+pub const TEMPLATE_DRIVER_GOLANG: &str = "golang";
+
 // ---------------------------------------------------------------- State
 
 /// Everything the Raft state machine holds. `BTreeMap`s keep iteration and
@@ -755,6 +874,10 @@ pub struct ClusterState {
     pub services: BTreeMap<String, Service>,
     pub tasks: BTreeMap<String, Task>,
     pub secrets: BTreeMap<String, Secret>,
+    /// Written only when there is one, so a state from before configs
+    /// writes back as it was read.
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    pub configs: BTreeMap<String, Config>,
     /// The image catalogue: normalised reference → the digests nodes hold
     /// under it.
     pub images: BTreeMap<String, BTreeMap<String, ImageHolding>>,
@@ -817,13 +940,27 @@ impl ClusterState {
         T::table(self).values().find(|o| o.name() == Some(name))
     }
 
+    /// The services whose task spec mounts secret `id`.
+    pub fn secret_users<'a>(&'a self, id: &'a str) -> impl Iterator<Item = &'a Service> + 'a {
+        self.services
+            .values()
+            .filter(move |s| s.spec.task.secrets.iter().any(|r| r.id == id))
+    }
+
+    /// The services whose task spec mounts config `id`.
+    pub fn config_users<'a>(&'a self, id: &'a str) -> impl Iterator<Item = &'a Service> + 'a {
+        self.services
+            .values()
+            .filter(move |s| s.spec.task.configs.iter().any(|r| r.id == id))
+    }
+
     /// The cluster object; there is one once the swarm is initialised.
     pub fn cluster(&self) -> Option<&Cluster> {
         self.clusters.values().next()
     }
 }
 
-/// Common access to the six stored kinds, so that create/update/remove are
+/// Common access to the stored kinds, so that create/update/remove are
 /// written once.
 pub trait StoredObject: Clone + fmt::Debug + Sized {
     const KIND: Kind;
@@ -882,8 +1019,11 @@ macro_rules! stored_object {
             for network_id in &self.spec.networks {
                 require::<Network>(state, Kind::Service, &self.id, network_id)?;
             }
-            for secret in &self.spec.secrets {
-                require::<Secret>(state, Kind::Service, &self.id, &secret.secret_id)?;
+            for secret in &self.spec.task.secrets {
+                require::<Secret>(state, Kind::Service, &self.id, &secret.id)?;
+            }
+            for config in &self.spec.task.configs {
+                require::<Config>(state, Kind::Service, &self.id, &config.id)?;
             }
             // Ports are allocated before proposal, so two managers (or two
             // quick creates) could pick the same one; the log order decides.
@@ -927,9 +1067,24 @@ macro_rules! stored_object {
             Ok(())
         }
         fn check_unused(id: &str, state: &ClusterState) -> Result<(), ApplyError> {
-            let user =
-                state.services.values().find(|s| s.spec.secrets.iter().any(|r| r.secret_id == id));
+            let user = state.secret_users(id).next();
             in_use(Kind::Secret, id, user)
+        }
+    };
+    (@extra Config) => {
+        fn check_update(&self, current: &Self) -> Result<(), ApplyError> {
+            // Immutable as secrets are, and for the same reason.
+            if self.data != current.data
+                || self.name != current.name
+                || self.template_driver != current.template_driver
+            {
+                return Err(ApplyError::Immutable { kind: Kind::Config, id: self.id.clone() });
+            }
+            Ok(())
+        }
+        fn check_unused(id: &str, state: &ClusterState) -> Result<(), ApplyError> {
+            let user = state.config_users(id).next();
+            in_use(Kind::Config, id, user)
         }
     };
     (@extra $other:ident) => {};
@@ -948,6 +1103,7 @@ mod impls {
     // Tasks are named `<service>.<slot>.<id>`, unique by construction.
     stored_object!(Task, Kind::Task, tasks, |_o| None);
     stored_object!(Secret, Kind::Secret, secrets, |o| Some(o.name.as_str()));
+    stored_object!(Config, Kind::Config, configs, |o| Some(o.name.as_str()));
 }
 
 fn require<T: StoredObject>(
@@ -1085,6 +1241,16 @@ pub enum Command {
         secret: Secret,
     },
     RemoveSecret {
+        id: String,
+        expected_version: u64,
+    },
+    CreateConfig(Config),
+    UpdateConfig {
+        id: String,
+        expected_version: u64,
+        config: Config,
+    },
+    RemoveConfig {
         id: String,
         expected_version: u64,
     },
@@ -1254,6 +1420,16 @@ pub fn apply(state: &mut ClusterState, command: &Command) -> Result<Applied, App
             id,
             expected_version,
         } => remove::<Secret>(state, id, *expected_version),
+        C::CreateConfig(o) => create(state, o),
+        C::UpdateConfig {
+            id,
+            expected_version,
+            config,
+        } => update(state, id, *expected_version, config),
+        C::RemoveConfig {
+            id,
+            expected_version,
+        } => remove::<Config>(state, id, *expected_version),
         C::RegisterImages {
             node_id,
             images,

@@ -388,7 +388,11 @@ pub fn orchestrate(
     }
     for service in state.services.values() {
         let needed = task_networks(state, service);
-        let stale = |t: &Task| needed.as_deref().is_some_and(|n| !attached_as(t, n));
+        let stale_networks = |t: &Task| needed.as_deref().is_some_and(|n| !attached_as(t, n));
+        // Any change of the task spec (image, env, secrets, configs, …)
+        // replaces the tasks, as swarm's updater does.
+        let stale_spec = |t: &Task| t.spec != service.spec.task;
+        let stale = |t: &Task| stale_networks(t) || stale_spec(t);
         let tasks: Vec<&Task> = state
             .tasks
             .values()
@@ -413,7 +417,7 @@ pub fn orchestrate(
             }
         }
         let holding = |t: &&&Task| live(t) && !stopping.contains(&t.id);
-        // A service update changed the networks the tasks need: tasks not
+        // A service update changed the networks or the spec of the tasks: tasks not
         // serving yet are replaced at once; running ones one slot at a
         // time, the next only once every up-to-date task runs, so the
         // service keeps serving.
@@ -429,11 +433,12 @@ pub fn orchestrate(
                 if t.state >= TaskState::Running {
                     may_replace_running = false;
                 }
-                out.push(shut_down(
-                    t,
-                    now,
-                    "replaced: the service's networks changed",
-                ));
+                let why = if stale_networks(t) {
+                    "replaced: the service's networks changed"
+                } else {
+                    "replaced: the service's spec changed"
+                };
+                out.push(shut_down(t, now, why));
                 Some(networks)
             };
         match service.spec.mode {

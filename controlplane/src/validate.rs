@@ -6,7 +6,9 @@
 use std::{fmt, net::Ipv4Addr};
 
 mod container;
+mod files;
 pub use container::{ContainerError, ContainerProblem, MIN_MEMORY_BYTES, container};
+pub use files::{FileKind, file_refs};
 
 pub use shoal_common::net::Ipv4Net;
 
@@ -15,8 +17,10 @@ pub const MAX_NAME_LEN: usize = 64;
 /// A label key longer than this is a mistake, not a key.
 pub const MAX_LABEL_KEY_LEN: usize = 256;
 pub const MAX_LABEL_VALUE_LEN: usize = 4096;
-/// docker's limit for a secret's payload (500 KiB).
+/// swarmkit's limit for a secret's payload (500 KiB).
 pub const MAX_SECRET_LEN: usize = 500 * 1024;
+/// swarmkit's limit for a config's payload (1000 KiB).
+pub const MAX_CONFIG_LEN: usize = 1000 * 1024;
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum ValidationError {
@@ -45,6 +49,27 @@ pub enum ValidationError {
     },
     #[error("{field}: {len} bytes is more than the {MAX_SECRET_LEN} bytes a secret may hold")]
     SecretTooLarge { field: &'static str, len: usize },
+    #[error("{field}: {len} bytes is more than the {MAX_CONFIG_LEN} bytes a config may hold")]
+    ConfigTooLarge { field: &'static str, len: usize },
+    #[error("{field}: {source}")]
+    Template {
+        field: &'static str,
+        #[source]
+        source: crate::template::TemplateError,
+    },
+    #[error("{field}: a template must be text (UTF-8)")]
+    TemplateNotText { field: &'static str },
+    #[error(
+        "--template-driver {value:?}: unknown driver; the only one is golang (swarm's \
+         placeholders)"
+    )]
+    TemplateDriver { value: String },
+    #[error("{flag} {shown}: {problem}")]
+    File {
+        flag: &'static str,
+        shown: String,
+        problem: files::FileProblem,
+    },
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -163,6 +188,43 @@ pub fn subnet(field: &'static str, value: &str) -> Result<Ipv4Net, ValidationErr
     Ok(net)
 }
 
+/// A config's payload, and with a template driver, its placeholders.
+pub fn config_data(
+    field: &'static str,
+    data: &[u8],
+    template_driver: &str,
+) -> Result<(), ValidationError> {
+    if data.is_empty() {
+        return Err(ValidationError::Empty { field });
+    }
+    if data.len() > MAX_CONFIG_LEN {
+        return Err(ValidationError::ConfigTooLarge {
+            field,
+            len: data.len(),
+        });
+    }
+    match template_driver {
+        "" => Ok(()),
+        crate::model::TEMPLATE_DRIVER_GOLANG => {
+            let text = std::str::from_utf8(data)
+                .map_err(|_| ValidationError::TemplateNotText { field })?;
+            template(field, text)
+        }
+        other => Err(ValidationError::TemplateDriver {
+            value: other.to_owned(),
+        }),
+    }
+}
+
+/// A value that may hold swarm's placeholders.
+pub fn template(field: &'static str, text: &str) -> Result<(), ValidationError> {
+    if crate::template::is_template(text) {
+        crate::template::parse(text)
+            .map_err(|source| ValidationError::Template { field, source })?;
+    }
+    Ok(())
+}
+
 pub fn secret_data(field: &'static str, data: &[u8]) -> Result<(), ValidationError> {
     if data.is_empty() {
         return Err(ValidationError::Empty { field });
@@ -238,6 +300,41 @@ mod tests {
         assert!(secret_data("data", b"x").is_ok());
         assert!(secret_data("data", b"").is_err());
         assert!(secret_data("data", &vec![0; MAX_SECRET_LEN + 1]).is_err());
+        assert!(secret_data("data", &vec![0; MAX_SECRET_LEN]).is_ok());
+    }
+
+    #[test]
+    fn configs_and_their_templates() {
+        assert_eq!(config_data("data", b"x", ""), Ok(()));
+        assert_eq!(
+            config_data("data", b"", ""),
+            Err(ValidationError::Empty { field: "data" })
+        );
+        assert!(config_data("data", &vec![b'a'; MAX_CONFIG_LEN], "").is_ok());
+        let big = config_data("data", &vec![b'a'; MAX_CONFIG_LEN + 1], "")
+            .err()
+            .map(|e| e.to_string())
+            .unwrap_or_default();
+        assert!(big.contains("1024000 bytes a config may hold"), "{big}");
+        assert_eq!(config_data("data", b"id={{.Node.ID}}", "golang"), Ok(()));
+        // Without a driver, braces are only text.
+        assert_eq!(config_data("data", b"{{.Nope}}", ""), Ok(()));
+        let bad = config_data("data", b"{{.Nope}}", "golang")
+            .err()
+            .map(|e| e.to_string())
+            .unwrap_or_default();
+        assert!(
+            bad.starts_with("data: {{.Nope}} is not a known placeholder"),
+            "{bad}"
+        );
+        assert!(matches!(
+            config_data("data", &[0xff, 0xfe], "golang"),
+            Err(ValidationError::TemplateNotText { .. })
+        ));
+        assert!(matches!(
+            config_data("data", b"x", "jinja"),
+            Err(ValidationError::TemplateDriver { .. })
+        ));
     }
 
     proptest! {

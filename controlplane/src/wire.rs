@@ -250,7 +250,23 @@ pub fn task_spec(
         mounts,
         legacy_rootfs: String::new(),
         registry_auth: c.registry_auth.clone(),
+        // Resolved against the stored secrets and configs by the manager.
+        secrets: Vec::new(),
+        configs: Vec::new(),
     })
+}
+
+/// A stored reference as `service inspect` shows it: never any data.
+pub fn file_ref(r: &model::FileRef) -> pb::FileReference {
+    pb::FileReference {
+        source: r.name.clone(),
+        id: r.id.clone(),
+        name: r.name.clone(),
+        target: r.target.clone(),
+        uid: r.uid,
+        gid: r.gid,
+        mode: r.mode,
+    }
 }
 
 /// A stored task spec's container and resources as the wire carries them,
@@ -290,8 +306,8 @@ pub fn container(t: &model::TaskSpec) -> (pb::ContainerSpec, pb::Resources) {
                 })
                 .collect(),
             registry_auth: String::new(),
-            secrets: Vec::new(),
-            configs: Vec::new(),
+            secrets: t.secrets.iter().map(file_ref).collect(),
+            configs: t.configs.iter().map(file_ref).collect(),
         },
         pb::Resources {
             limit_nano_cpus: r.limit_nano_cpus,

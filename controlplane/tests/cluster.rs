@@ -15,7 +15,9 @@ use openraft::raft::{
     VoteRequest, VoteResponse,
 };
 use openraft::{RaftNetwork, RaftNetworkFactory};
-use shoal_controlplane::model::{ApplyError, Command, Labels, Secret, SecretBytes};
+use shoal_controlplane::model::{
+    ApplyError, Command, Config, ConfigBytes, Labels, Secret, SecretBytes,
+};
 use shoal_controlplane::raft::Raft;
 use shoal_controlplane::{
     RaftId, RaftMember, Response, StateReader, Store, StoreKey, TypeConfig, raft_config,
@@ -225,10 +227,20 @@ async fn three_managers_replicate_and_a_restarted_one_catches_up() -> Result {
     } = follower;
     drop((raft, reader));
 
-    let mut last = index;
     for i in 0..12 {
-        (last, _) = write(&leader, Command::CreateSecret(secret(&format!("t{i}")))).await?;
+        write(&leader, Command::CreateSecret(secret(&format!("t{i}")))).await?;
     }
+    // A config too, so that it travels in the snapshot the follower gets.
+    let config = Config {
+        id: "c1".into(),
+        version: 0,
+        name: "app".into(),
+        labels: Labels::new(),
+        data: ConfigBytes(b"node={{.Node.ID}}".to_vec()),
+        template_driver: "golang".into(),
+        created_unix: 1,
+    };
+    let (last, _) = write(&leader, Command::CreateConfig(config)).await?;
     leader
         .wait(Some(TIMEOUT))
         .metrics(
@@ -257,6 +269,7 @@ async fn three_managers_replicate_and_a_restarted_one_catches_up() -> Result {
         .await
         .clone();
     assert_eq!(leader_state.secrets.len(), 13);
+    assert_eq!(leader_state.configs["c1"].template_driver, "golang");
     assert_eq!(*restarted.reader.state().await, leader_state);
     assert!(restarted.raft.metrics().borrow().snapshot.is_some());
     managers.insert(follower_id, restarted);

@@ -34,6 +34,7 @@ fn node(id: &str, ip: &str, status: NodeState) -> Node {
         manager: None,
         tls: Default::default(),
         resources: Default::default(),
+        platform: Default::default(),
     }
 }
 
@@ -97,7 +98,6 @@ fn cluster() -> ClusterState {
                 task: TaskSpec::default(),
                 endpoint: EndpointSpec::default(),
                 networks: vec!["a".into()],
-                secrets: Vec::new(),
                 constraints: Vec::new(),
                 restart: RestartPolicy::default(),
             },
@@ -489,4 +489,165 @@ fn assignments_carry_the_image_its_digest_and_where_to_fetch_it()
         Some(String::new())
     );
     Ok(())
+}
+
+/// `cluster()` with secret `db` (data "hunter2") and config `app` (a
+/// template) used by t1 (on n1) and t2 (on n2), whose data only they get.
+fn files_cluster() -> ClusterState {
+    let mut s = cluster();
+    let secret = crate::model::Secret {
+        id: "sec".into(),
+        version: 0,
+        name: "db".into(),
+        labels: Labels::new(),
+        data: crate::model::SecretBytes(b"hunter2".to_vec()),
+    };
+    let config = crate::model::Config {
+        id: "cfg".into(),
+        version: 0,
+        name: "app".into(),
+        labels: Labels::new(),
+        data: crate::model::ConfigBytes(b"node={{.Node.ID}} task={{.Task.Name}}".to_vec()),
+        template_driver: crate::model::TEMPLATE_DRIVER_GOLANG.into(),
+        created_unix: 0,
+    };
+    apply(&mut s, &Command::CreateSecret(secret)).expect("secret");
+    apply(&mut s, &Command::CreateConfig(config)).expect("config");
+    let file = |id: &str, name: &str, target: &str| crate::model::FileRef {
+        id: id.into(),
+        name: name.into(),
+        target: target.into(),
+        uid: 1000,
+        gid: 1000,
+        mode: 0o400,
+    };
+    for id in ["t1", "t2"] {
+        let mut t = s.tasks[id].clone();
+        t.spec.secrets = vec![file("sec", "db", "db"), file("sec", "db", "/etc/pw")];
+        t.spec.configs = vec![file("cfg", "app", "/etc/app.conf")];
+        t.spec.env = vec!["NODE={{.Node.ID}}".into(), "SLOT={{.Task.Slot}}".into()];
+        t.spec.hostname = "{{.Service.Name}}-{{.Task.Slot}}".into();
+        let v = t.version;
+        apply(
+            &mut s,
+            &Command::UpdateTask {
+                id: id.into(),
+                expected_version: v,
+                task: t,
+            },
+        )
+        .expect("task");
+    }
+    s
+}
+
+fn files_of(a: &AssignmentSet) -> Vec<(String, String, Vec<u8>)> {
+    a.tasks
+        .iter()
+        .flat_map(|t| {
+            t.files
+                .iter()
+                .map(|f| (t.id.clone(), f.target.clone(), f.data.clone()))
+        })
+        .collect()
+}
+
+#[test]
+fn a_node_gets_the_files_of_its_own_tasks_only() {
+    let s = files_cluster();
+    let a = assignments(&s, "n1");
+    let got = files_of(&a);
+    let want: Vec<(String, String, Vec<u8>)> = vec![
+        ("t1".into(), "/run/secrets/db".into(), b"hunter2".to_vec()),
+        ("t1".into(), "/etc/pw".into(), b"hunter2".to_vec()),
+        (
+            "t1".into(),
+            "/etc/app.conf".into(),
+            b"node=n1 task=web.1.t1".to_vec(),
+        ),
+    ];
+    assert_eq!(got, want);
+    let f = &a.tasks[0].files[0];
+    assert_eq!(
+        (
+            f.kind(),
+            f.id.as_str(),
+            f.name.as_str(),
+            f.uid,
+            f.gid,
+            f.mode
+        ),
+        (pb::TaskFileKind::Secret, "sec", "db", 1000, 1000, 0o400)
+    );
+    // Templates expanded for this task on this node.
+    assert_eq!(a.tasks[0].env, ["NODE=n1", "SLOT=1"]);
+    let c = a.tasks[0].container.clone().unwrap_or_default();
+    assert_eq!(c.hostname, "web-1");
+    // The reference, never the data, in the container spec.
+    assert_eq!(c.secrets[0].name, "db");
+    // n2's copy is expanded for t2; n3 (a down node whose running task has
+    // no files) and n9 (no task) get no file at all.
+    let n2 = files_of(&assignments(&s, "n2"));
+    assert!(n2.iter().all(|(t, _, _)| t == "t2"), "{n2:?}");
+    assert!(n2.iter().any(|(_, _, d)| d == b"node=n2 task=web.2.t2"));
+    for node in ["n3", "n9"] {
+        let a = assignments(&s, node);
+        assert!(files_of(&a).is_empty(), "{node}");
+        let shown = format!("{a:?}");
+        assert!(!shown.contains("hunter2"), "{node}");
+    }
+    // Nothing that may be logged shows the data.
+    let shown = format!("{a:?} {:?}", s.tasks["t1"]);
+    assert!(
+        !shown.contains("hunter2") && !shown.contains("104, 117"),
+        "{shown}"
+    );
+}
+
+#[test]
+fn an_ended_task_takes_its_files_with_it() {
+    let mut s = files_cluster();
+    // Being stopped: it still runs, so it keeps its files.
+    let mut t = s.tasks["t1"].clone();
+    t.desired_state = TaskState::Shutdown;
+    let v = t.version;
+    apply(
+        &mut s,
+        &Command::UpdateTask {
+            id: "t1".into(),
+            expected_version: v,
+            task: t.clone(),
+        },
+    )
+    .expect("stop");
+    assert_eq!(files_of(&assignments(&s, "n1")).len(), 3);
+    t.state = TaskState::Shutdown;
+    let v = s.tasks["t1"].version;
+    apply(
+        &mut s,
+        &Command::UpdateTask {
+            id: "t1".into(),
+            expected_version: v,
+            task: t,
+        },
+    )
+    .expect("ended");
+    assert!(files_of(&assignments(&s, "n1")).is_empty());
+    // A task told to stop before it started never gets them.
+    let mut t2 = s.tasks["t2"].clone();
+    t2.state = TaskState::Assigned;
+    t2.desired_state = TaskState::Shutdown;
+    let v = t2.version;
+    apply(
+        &mut s,
+        &Command::UpdateTask {
+            id: "t2".into(),
+            expected_version: v,
+            task: t2,
+        },
+    )
+    .expect("t2");
+    let n2 = assignments(&s, "n2");
+    assert!(n2.tasks.iter().any(|t| t.id == "t2"));
+    assert!(files_of(&n2).iter().all(|(t, _, _)| t != "t2"));
 }

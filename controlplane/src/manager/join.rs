@@ -69,9 +69,10 @@ pub(super) async fn join(
         manager: None,
         tls: Default::default(),
         resources: Default::default(),
+        platform: Default::default(),
     };
     m.propose(Command::CreateNode(node)).await?;
-    m.heartbeat(&node_id, None, None).await?;
+    m.heartbeat(&node_id, None, None, None).await?;
     tracing::info!(node = %node_id, hostname = %r.hostname, ?role, "node joined");
     Ok(JoinReply {
         node_id,

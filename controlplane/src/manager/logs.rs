@@ -461,6 +461,7 @@ mod tests {
             }),
             tls: Default::default(),
             resources: Default::default(),
+            platform: Default::default(),
         }
     }
 
@@ -480,7 +481,6 @@ mod tests {
                 task: Default::default(),
                 endpoint: Default::default(),
                 networks: Vec::new(),
-                secrets: Vec::new(),
                 constraints: Vec::new(),
                 restart: Default::default(),
             };

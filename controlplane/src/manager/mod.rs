@@ -7,6 +7,7 @@
 //! the leader for that read index and waits until it has applied it.
 
 mod cluster;
+mod configs;
 mod grpc;
 mod images;
 mod join;
@@ -40,8 +41,8 @@ use tonic::transport::Channel;
 use crate::{
     RaftId, RaftMember, Response, StateReader, Store, StoreKey,
     model::{
-        Applied, ApplyError, Cluster, ClusterState, Command, Node, NodeResources, NodeState,
-        NodeTls,
+        Applied, ApplyError, Cluster, ClusterState, Command, Node, NodePlatform, NodeResources,
+        NodeState, NodeTls,
     },
     raft::{Raft, raft_config},
     transport,
@@ -82,6 +83,12 @@ pub enum ManagerError {
     Denied { what: String },
     #[error("{what} not found")]
     NotFound { what: String },
+    /// `--secret`/`--config` naming none: docker's wording, and the fix.
+    #[error("{kind} {name:?} not found: create it first with shoal {kind} create")]
+    NoSuchFile {
+        kind: crate::model::Kind,
+        name: String,
+    },
     /// The request is valid but the cluster is not in a state to grant it.
     #[error("{what}")]
     Precondition { what: String },
@@ -117,6 +124,8 @@ enum Forward {
         tls: Option<NodeTls>,
         #[serde(default)]
         resources: Option<NodeResources>,
+        #[serde(default)]
+        platform: Option<NodePlatform>,
     },
     AddManager {
         raft_id: RaftId,
@@ -377,12 +386,14 @@ impl Manager {
         node_id: &str,
         tls: Option<NodeTls>,
         resources: Option<NodeResources>,
+        platform: Option<NodePlatform>,
     ) -> Result<(), ManagerError> {
         if !self.is_leader() {
             self.forward(Forward::Heartbeat {
                 node_id: node_id.to_owned(),
                 tls,
                 resources,
+                platform,
             })
             .await?;
             return Ok(());
@@ -407,6 +418,10 @@ impl Manager {
         }
         if let Some(r) = resources.filter(|r| *r != node.resources) {
             node.resources = r;
+            changed = true;
+        }
+        if let Some(p) = platform.filter(|p| !p.is_empty() && *p != node.platform) {
+            node.platform = p;
             changed = true;
         }
         if changed {
@@ -649,8 +664,9 @@ impl Manager {
                 node_id,
                 tls,
                 resources,
+                platform,
             } => {
-                self.heartbeat(&node_id, tls, resources).await?;
+                self.heartbeat(&node_id, tls, resources, platform).await?;
                 ForwardReply::Done
             }
             Forward::AddManager {
@@ -789,7 +805,34 @@ macro_rules! removable {
     };
 }
 
-removable!(Network => RemoveNetwork, Secret => RemoveSecret, Service => RemoveService);
+removable!(
+    Network => RemoveNetwork,
+    Secret => RemoveSecret,
+    Config => RemoveConfig,
+    Service => RemoveService
+);
+
+/// docker's refusal to remove a secret or config that services mount,
+/// naming them all (the apply-time check names only one, by id, and is
+/// there for a service created meanwhile).
+fn refuse_in_use<'a>(
+    kind: crate::model::Kind,
+    name: &str,
+    users: impl Iterator<Item = &'a crate::model::Service>,
+) -> Result<(), ManagerError> {
+    let names: Vec<&str> = users.map(|s| s.spec.name.as_str()).collect();
+    if names.is_empty() {
+        return Ok(());
+    }
+    let plural = if names.len() == 1 { "" } else { "s" };
+    Err(ManagerError::Precondition {
+        what: format!(
+            "{kind} '{name}' is in use by the following service{plural}: {}; remove it from \
+             them first (shoal service update --{kind}-rm {name} SERVICE)",
+            names.join(", ")
+        ),
+    })
+}
 
 /// Removes the object `key` names once `check` allows it; returns its id.
 async fn remove_one<T: Removable>(

@@ -2,7 +2,7 @@
 //! `update` (availability, labels, promote and demote) and `rm`.
 
 use shoal_api::cluster::v1::{
-    NodeDetail, NodeResources, NodeSummary, RemoveNodeRequest, UpdateNodeRequest,
+    NodeDetail, NodePlatform, NodeResources, NodeSummary, RemoveNodeRequest, UpdateNodeRequest,
 };
 
 use super::{Manager, ManagerError, cluster_of};
@@ -28,6 +28,15 @@ pub(super) async fn inspect(m: &Manager, key: &str) -> Result<NodeDetail, Manage
             .map(|m| m.addr.clone())
             .unwrap_or_default(),
         resources: resources(n),
+        platform: platform(n),
+    })
+}
+
+/// What the node reported of its platform, unset before its first report.
+fn platform(n: &Node) -> Option<NodePlatform> {
+    (!n.platform.is_empty()).then(|| NodePlatform {
+        os: n.platform.os.clone(),
+        architecture: n.platform.architecture.clone(),
     })
 }
 
@@ -109,6 +118,7 @@ pub(super) async fn update(m: &Manager, r: UpdateNodeRequest) -> Result<NodeDeta
         cert_not_after_unix: 0,
         raft_addr: String::new(),
         resources: resources(n),
+        platform: platform(n),
     })
 }
 

@@ -7,7 +7,7 @@ use shoal_ca::generate_node_id;
 
 use super::{Manager, ManagerError};
 use crate::{
-    model::{Command, Secret, SecretBytes},
+    model::{Command, Kind, Secret, SecretBytes},
     validate,
 };
 
@@ -51,5 +51,8 @@ pub(super) async fn inspect(m: &Manager, r: &SecretRef) -> Result<SecretSummary,
 }
 
 pub(super) async fn remove(m: &Manager, r: &SecretRef) -> Result<String, ManagerError> {
-    super::remove_one::<Secret>(m, &r.secret, |_, _| Ok(())).await
+    super::remove_one::<Secret>(m, &r.secret, |state, s| {
+        super::refuse_in_use(Kind::Secret, &s.name, state.secret_users(&s.id))
+    })
+    .await
 }

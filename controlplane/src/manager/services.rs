@@ -4,8 +4,8 @@
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use shoal_api::cluster::v1::{
-    CreateServiceRequest, ListTasksRequest, ScaleServiceRequest, ServiceRef, ServiceSummary,
-    TaskSummary, UpdateServiceRequest,
+    CreateServiceRequest, FileReference, ListTasksRequest, ScaleServiceRequest, ServiceRef,
+    ServiceSummary, TaskSummary, UpdateServiceRequest,
 };
 use shoal_api::reference::Reference;
 use shoal_ca::generate_node_id;
@@ -14,11 +14,13 @@ use super::{Manager, ManagerError};
 use crate::{
     constraint,
     model::{
-        ApplyError, ClusterState, Command, Endpoint, EndpointMode, EndpointSpec, HOST_IMAGE,
-        PortConfig, RestartCondition, RestartPolicy, Service, ServiceMode, ServiceSpec, TaskSpec,
-        TaskState,
+        ApplyError, ClusterState, Command, Config, DEFAULT_FILE_MODE, Endpoint, EndpointMode,
+        EndpointSpec, FileRef, HOST_IMAGE, Kind, PortConfig, RestartCondition, RestartPolicy,
+        Secret, Service, ServiceMode, ServiceSpec, TaskSpec, TaskState,
     },
-    orchestrator, ports, validate, wire,
+    orchestrator, ports,
+    validate::{self, FileKind},
+    wire,
 };
 
 /// Attempts of a compare-and-set update that lost to a concurrent one.
@@ -158,6 +160,97 @@ fn pin(
     }
 }
 
+/// A `--secret`/`--config` reference resolved against the stored objects
+/// (by id, name or id prefix, as docker resolves them), defaults filled:
+/// a secret's target is its name (under /run/secrets), a config's
+/// `/<name>`; mode 0444, owner root.
+fn resolve_file(
+    state: &ClusterState,
+    kind: FileKind,
+    r: &FileReference,
+) -> Result<FileRef, ManagerError> {
+    let source = r.source.trim();
+    if source.is_empty() {
+        return Err(invalid(format!(
+            "{}: the source is missing; give source=NAME",
+            kind.flag()
+        )));
+    }
+    let missing = |e| match e {
+        ManagerError::NotFound { .. } => ManagerError::NoSuchFile {
+            kind: match kind {
+                FileKind::Secret => Kind::Secret,
+                FileKind::Config => Kind::Config,
+            },
+            name: source.to_owned(),
+        },
+        other => other,
+    };
+    let (id, name) = match kind {
+        FileKind::Secret => super::lookup::<Secret>(state, source)
+            .map(|s| (s.id.clone(), s.name.clone()))
+            .map_err(missing)?,
+        FileKind::Config => super::lookup::<Config>(state, source)
+            .map(|c| (c.id.clone(), c.name.clone()))
+            .map_err(missing)?,
+    };
+    let target = match (r.target.is_empty(), kind) {
+        (false, _) => r.target.clone(),
+        (true, FileKind::Secret) => name.clone(),
+        (true, FileKind::Config) => format!("/{name}"),
+    };
+    Ok(FileRef {
+        id,
+        name,
+        target,
+        uid: r.uid,
+        gid: r.gid,
+        mode: if r.mode == 0 {
+            DEFAULT_FILE_MODE
+        } else {
+            r.mode
+        },
+    })
+}
+
+fn resolve_files(
+    state: &ClusterState,
+    kind: FileKind,
+    refs: &[FileReference],
+) -> Result<Vec<FileRef>, ManagerError> {
+    refs.iter().map(|r| resolve_file(state, kind, r)).collect()
+}
+
+/// `--secret-rm`/`--config-rm`: each of `rm` (name, id or target) must
+/// match a reference of the service; all that match go.
+fn remove_files(
+    kind: FileKind,
+    refs: &mut Vec<FileRef>,
+    rm: &[String],
+) -> Result<(), ManagerError> {
+    for key in rm {
+        let before = refs.len();
+        refs.retain(|r| r.name != *key && r.id != *key && r.target != *key && r.path() != *key);
+        if refs.len() == before {
+            return Err(invalid(format!(
+                "{}-rm {key}: the service has no {} {key} (it has: {}); give a name, id or \
+                 target it uses",
+                kind.flag(),
+                kind.word(),
+                if before == 0 {
+                    "none".to_owned()
+                } else {
+                    refs.iter()
+                        .map(|r| r.name.as_str())
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                }
+            )));
+        }
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 fn spec(state: &ClusterState, r: &CreateServiceRequest) -> Result<Created, ManagerError> {
     spec_with(state, r, None)
@@ -171,7 +264,12 @@ fn spec_with(
 ) -> Result<Created, ManagerError> {
     validate::name("service name", &r.name)?;
     validate::labels("--label", &r.labels)?;
-    let task = wire::task_spec(&r.args, &r.env, r.container.as_ref(), r.resources.as_ref())?;
+    let mut task = wire::task_spec(&r.args, &r.env, r.container.as_ref(), r.resources.as_ref())?;
+    if let Some(c) = &r.container {
+        task.secrets = resolve_files(state, FileKind::Secret, &c.secrets)?;
+        task.configs = resolve_files(state, FileKind::Config, &c.configs)?;
+    }
+    validate::file_refs(&task.secrets, &task.configs)?;
     let (task, warning) = pin(state, validate::container(task)?, from_registry);
     if task.image == HOST_IMAGE
         && r.args.first().is_none_or(String::is_empty)
@@ -249,7 +347,6 @@ fn spec_with(
             ports: asked.clone(),
         },
         networks,
-        secrets: Vec::new(),
         constraints: r.constraints.clone(),
         restart,
     };
@@ -399,6 +496,16 @@ fn updated(state: &ClusterState, r: &UpdateServiceRequest) -> Result<Service, Ma
     current.allocated.extend(allocated);
     s.spec.endpoint.ports = current.asked;
     s.endpoint.ports = current.allocated;
+    // Removals first, so that `--secret-rm old --secret-add
+    // source=new,target=same` rotates a secret in one update.
+    let task = &mut s.spec.task;
+    remove_files(FileKind::Secret, &mut task.secrets, &r.secret_rm)?;
+    remove_files(FileKind::Config, &mut task.configs, &r.config_rm)?;
+    task.secrets
+        .extend(resolve_files(state, FileKind::Secret, &r.secret_add)?);
+    task.configs
+        .extend(resolve_files(state, FileKind::Config, &r.config_add)?);
+    validate::file_refs(&task.secrets, &task.configs)?;
     Ok(s)
 }
 
@@ -685,6 +792,7 @@ mod tests {
             manager: None,
             tls: Default::default(),
             resources: Default::default(),
+            platform: Default::default(),
         };
         apply(&mut s, &Command::CreateNode(node))?;
         apply(
@@ -795,5 +903,175 @@ mod tests {
         let web = &s.services["id-web"];
         assert_eq!(web.endpoint.ports.len(), 1);
         assert_eq!(web.endpoint.ports[0].publish_mode, PublishMode::Host);
+    }
+
+    fn store_files(s: &mut ClusterState) {
+        for (id, name) in [("sid1", "db_pass"), ("sid2", "db_pass_v2")] {
+            let secret = crate::model::Secret {
+                id: id.into(),
+                version: 0,
+                name: name.into(),
+                labels: Default::default(),
+                data: crate::model::SecretBytes(b"pw".to_vec()),
+            };
+            assert!(apply(s, &Command::CreateSecret(secret)).is_ok());
+        }
+        let config = crate::model::Config {
+            id: "cid1".into(),
+            version: 0,
+            name: "app".into(),
+            labels: Default::default(),
+            data: crate::model::ConfigBytes(b"x".to_vec()),
+            template_driver: String::new(),
+            created_unix: 0,
+        };
+        assert!(apply(s, &Command::CreateConfig(config)).is_ok());
+    }
+
+    fn file(source: &str, target: &str) -> pb::FileReference {
+        pb::FileReference {
+            source: source.into(),
+            target: target.into(),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn create_resolves_secrets_and_configs_with_their_defaults() {
+        let mut s = ClusterState::default();
+        store_files(&mut s);
+        let mut r = request("web", Vec::new());
+        let c = r.container.get_or_insert_with(Default::default);
+        c.secrets = vec![file("db_pass", ""), file("sid2", "/etc/pw")];
+        c.configs = vec![file("app", "")];
+        assert_eq!(message(create(&mut s, &r)), "");
+        let task = &s.services["id-web"].spec.task;
+        let secrets: Vec<(&str, &str, &str, u32)> = task
+            .secrets
+            .iter()
+            .map(|f| (f.id.as_str(), f.name.as_str(), f.target.as_str(), f.mode))
+            .collect();
+        assert_eq!(
+            secrets,
+            [
+                ("sid1", "db_pass", "db_pass", 0o444),
+                ("sid2", "db_pass_v2", "/etc/pw", 0o444)
+            ]
+        );
+        assert_eq!(task.configs[0].target, "/app");
+        // `service inspect` shows the references only.
+        let shown = summary(&s, &s.services["id-web"])
+            .container
+            .unwrap_or_default();
+        assert_eq!(shown.secrets[0].name, "db_pass");
+        // Refused, naming what to fix; nothing is created.
+        let bad = |f: &dyn Fn(&mut pb::ContainerSpec)| {
+            let mut r = request("bad", Vec::new());
+            f(r.container.get_or_insert_with(Default::default));
+            let e = message(create(&mut s.clone(), &r));
+            assert!(!s.services.contains_key("id-bad"));
+            e
+        };
+        assert_eq!(
+            bad(&|c| c.secrets = vec![file("nope", "")]),
+            "secret \"nope\" not found: create it first with shoal secret create"
+        );
+        assert_eq!(
+            bad(&|c| c.configs = vec![file("nope", "")]),
+            "config \"nope\" not found: create it first with shoal config create"
+        );
+        assert!(
+            bad(&|c| c.secrets = vec![file("db_pass", "x"), file("db_pass_v2", "x")])
+                .contains("two files would be at /run/secrets/x")
+        );
+        assert!(bad(&|c| c.configs = vec![file("app", "rel")]).contains("absolute path"));
+        assert!(bad(&|c| c.secrets = vec![file("db_pass", "../../etc/shadow")]).contains("'..'"));
+        assert!(
+            bad(&|c| {
+                let mut f = file("db_pass", "");
+                f.mode = 0o4755;
+                c.secrets = vec![f];
+            })
+            .contains("mode 0o4755 is out of range: give 0 to 0777")
+        );
+        assert!(bad(&|c| c.hostname = "{{.Node.Name}}".into()).contains("not a known placeholder"));
+    }
+
+    #[test]
+    fn update_adds_and_removes_secrets_and_a_refused_update_changes_nothing() {
+        let mut s = ClusterState::default();
+        store_files(&mut s);
+        let mut r = request("web", Vec::new());
+        r.container.get_or_insert_with(Default::default).secrets = vec![file("db_pass", "pw")];
+        assert!(create(&mut s, &r).is_ok());
+        let req = |f: &dyn Fn(&mut UpdateServiceRequest)| {
+            let mut r = UpdateServiceRequest {
+                service: "web".into(),
+                ..Default::default()
+            };
+            f(&mut r);
+            r
+        };
+        // Rotation: the old one out, the new one in at the same target.
+        let rotate = req(&|r| {
+            r.secret_rm = vec!["db_pass".into()];
+            r.secret_add = vec![file("db_pass_v2", "pw")];
+        });
+        assert_eq!(message(update(&mut s, &rotate)), "");
+        let task = &s.services["id-web"].spec.task;
+        assert_eq!(
+            task.secrets
+                .iter()
+                .map(|f| (f.id.as_str(), f.target.as_str()))
+                .collect::<Vec<_>>(),
+            [("sid2", "pw")]
+        );
+        let before = s.clone();
+        // Adding at a target in use, removing one not there, a missing one.
+        let e = message(update(
+            &mut s,
+            &req(&|r| r.secret_add = vec![file("db_pass", "pw")]),
+        ));
+        assert!(e.contains("two files would be at /run/secrets/pw"), "{e}");
+        let e = message(update(
+            &mut s,
+            &req(&|r| r.secret_rm = vec!["db_pass".into()]),
+        ));
+        assert!(
+            e.starts_with(
+                "--secret-rm db_pass: the service has no secret db_pass (it has: db_pass_v2)"
+            ),
+            "{e}"
+        );
+        let e = message(update(
+            &mut s,
+            &req(&|r| r.config_add = vec![file("nope", "")]),
+        ));
+        assert!(e.starts_with("config \"nope\" not found"), "{e}");
+        assert_eq!(s, before, "a refused update changes nothing");
+        // Removal by target, and configs likewise.
+        assert!(
+            update(
+                &mut s,
+                &req(&|r| r.secret_rm = vec!["/run/secrets/pw".into()])
+            )
+            .is_ok()
+        );
+        assert!(
+            update(
+                &mut s,
+                &req(&|r| r.config_add = vec![file("app", "/etc/app.conf")])
+            )
+            .is_ok()
+        );
+        assert!(
+            update(
+                &mut s,
+                &req(&|r| r.config_rm = vec!["/etc/app.conf".into()])
+            )
+            .is_ok()
+        );
+        let task = &s.services["id-web"].spec.task;
+        assert!(task.secrets.is_empty() && task.configs.is_empty());
     }
 }

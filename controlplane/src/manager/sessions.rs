@@ -9,7 +9,7 @@ use tokio::sync::mpsc;
 use super::{Manager, ManagerError, services};
 use crate::{
     dispatch,
-    model::{NodeResources, NodeRole as ModelRole, NodeTls},
+    model::{NodePlatform, NodeResources, NodeRole as ModelRole, NodeTls},
     wire,
 };
 
@@ -23,8 +23,9 @@ pub(super) async fn heartbeat(
     node_id: &str,
     tls: Option<NodeTls>,
     resources: Option<NodeResources>,
+    platform: Option<NodePlatform>,
 ) -> Result<HeartbeatReply, ManagerError> {
-    m.heartbeat(node_id, tls, resources).await?;
+    m.heartbeat(node_id, tls, resources, platform).await?;
     let period = m.heartbeat_period().await;
     let roots = m.ca_roots().await?;
     // Applied state, as for the roots: a promotion seen one period late

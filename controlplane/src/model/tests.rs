@@ -31,6 +31,7 @@ fn node(id: &str, hostname: &str) -> Node {
         manager: None,
         tls: Default::default(),
         resources: Default::default(),
+        platform: Default::default(),
     }
 }
 
@@ -61,17 +62,21 @@ fn service(id: &str, name: &str, networks: &[&str], secrets: &[&str]) -> Service
             mode: ServiceMode::Replicated { replicas: 1 },
             task: TaskSpec {
                 image: "busybox:1.36".to_owned(),
+                secrets: secrets
+                    .iter()
+                    .map(|s| FileRef {
+                        id: (*s).to_owned(),
+                        name: (*s).to_owned(),
+                        target: (*s).to_owned(),
+                        uid: 0,
+                        gid: 0,
+                        mode: 0o444,
+                    })
+                    .collect(),
                 ..TaskSpec::default()
             },
             endpoint: EndpointSpec::default(),
             networks: networks.iter().map(|n| (*n).to_owned()).collect(),
-            secrets: secrets
-                .iter()
-                .map(|s| SecretReference {
-                    secret_id: (*s).to_owned(),
-                    target: (*s).to_owned(),
-                })
-                .collect(),
             constraints: Vec::new(),
             restart: RestartPolicy::default(),
         },
@@ -103,6 +108,138 @@ fn secret(id: &str, name: &str, data: &[u8]) -> Secret {
         labels: Labels::new(),
         data: SecretBytes(data.to_vec()),
     }
+}
+
+fn config(id: &str, name: &str, data: &[u8]) -> Config {
+    Config {
+        id: id.to_owned(),
+        version: 0,
+        name: name.to_owned(),
+        labels: Labels::new(),
+        data: ConfigBytes(data.to_vec()),
+        template_driver: String::new(),
+        created_unix: 1,
+    }
+}
+
+#[test]
+fn configs_are_immutable_and_held_by_the_services_that_mount_them() -> Result<(), ApplyError> {
+    let mut state = ClusterState::default();
+    apply(
+        &mut state,
+        &Command::CreateConfig(config("c1", "app", b"x=1")),
+    )?;
+    let clash = apply(
+        &mut state,
+        &Command::CreateConfig(config("c2", "app", b"y")),
+    );
+    assert!(matches!(
+        clash,
+        Err(ApplyError::NameConflict {
+            kind: Kind::Config,
+            ..
+        })
+    ));
+    let mut changed = config("c1", "app", b"x=2");
+    let refused = apply(
+        &mut state,
+        &Command::UpdateConfig {
+            id: "c1".into(),
+            expected_version: 1,
+            config: changed.clone(),
+        },
+    );
+    assert_eq!(
+        refused,
+        Err(ApplyError::Immutable {
+            kind: Kind::Config,
+            id: "c1".into()
+        })
+    );
+    changed.data = ConfigBytes(b"x=1".to_vec());
+    changed.labels.insert("a".into(), "b".into());
+    apply(
+        &mut state,
+        &Command::UpdateConfig {
+            id: "c1".into(),
+            expected_version: 1,
+            config: changed,
+        },
+    )?;
+    let mut svc = service("sv1", "web", &[], &[]);
+    svc.spec.task.configs = vec![FileRef {
+        id: "c9".into(),
+        name: "gone".into(),
+        target: "/app".into(),
+        uid: 0,
+        gid: 0,
+        mode: 0o444,
+    }];
+    let missing = apply(&mut state, &Command::CreateService(svc.clone()));
+    assert!(matches!(
+        missing,
+        Err(ApplyError::MissingReference {
+            target_kind: Kind::Config,
+            ..
+        })
+    ));
+    svc.spec.task.configs[0].id = "c1".into();
+    apply(&mut state, &Command::CreateService(svc))?;
+    assert_eq!(
+        state
+            .config_users("c1")
+            .map(|s| s.id.as_str())
+            .collect::<Vec<_>>(),
+        ["sv1"]
+    );
+    let in_use = apply(
+        &mut state,
+        &Command::RemoveConfig {
+            id: "c1".into(),
+            expected_version: 2,
+        },
+    );
+    assert_eq!(
+        in_use,
+        Err(ApplyError::InUse {
+            kind: Kind::Config,
+            id: "c1".into(),
+            user_kind: Kind::Service,
+            user_id: "sv1".into()
+        })
+    );
+    apply(
+        &mut state,
+        &Command::RemoveService {
+            id: "sv1".into(),
+            expected_version: 3,
+        },
+    )?;
+    apply(
+        &mut state,
+        &Command::RemoveConfig {
+            id: "c1".into(),
+            expected_version: 2,
+        },
+    )?;
+    assert!(state.configs.is_empty());
+    Ok(())
+}
+
+#[test]
+fn states_from_before_configs_write_back_as_they_were() -> Result<(), serde_json::Error> {
+    // A service as earlier builds stored it: `secrets` in the service spec
+    // (always empty), none in the task spec; no configs, no platform.
+    let old = r#"{"version":3,"clusters":{},"nodes":{"a":{"id":"a","version":1,"hostname":"n1","role":"worker","availability":"active","labels":{},"addr":null,"status":"ready","manager":null,"tls":{"cert_issuer":"","cert_not_after_unix":0},"resources":{"nano_cpus":0,"memory_bytes":0}}},"networks":{},"services":{"s":{"id":"s","version":2,"spec":{"name":"web","labels":{},"mode":{"replicated":{"replicas":1}},"task":{"image":"busybox","image_digest":"","entrypoint":null,"args":[],"env":[],"workdir":"","user":"","hostname":"","stop_signal":"","stop_grace_nanos":10000000000,"read_only":false,"init":false,"cap_add":[],"cap_drop":[],"sysctls":{},"resources":{"limit_nano_cpus":0,"limit_memory_bytes":0,"limit_pids":0,"reserve_nano_cpus":0,"reserve_memory_bytes":0},"mounts":[]},"endpoint":{"mode":"vip","ports":[]},"networks":[],"secrets":[],"constraints":[],"restart":{"condition":"any","delay_secs":5,"max_attempts":null}},"previous_spec":null,"endpoint":{"vips":[],"ports":[]}}},"tasks":{},"secrets":{},"images":{}}"#;
+    let state: ClusterState = serde_json::from_str(old)?;
+    assert!(state.services["s"].spec.task.secrets.is_empty());
+    let back = serde_json::to_string(&state)?;
+    // Everything as it was, less the service spec's empty `secrets`.
+    assert_eq!(
+        back,
+        old.replace(r#""networks":[],"secrets":[],"#, r#""networks":[],"#)
+    );
+    Ok(())
 }
 
 #[test]
@@ -653,6 +790,14 @@ fn arb_secret() -> impl Strategy<Value = Secret> {
     })
 }
 
+fn arb_config() -> impl Strategy<Value = Config> {
+    (id(), labels()).prop_map(|(id, labels)| {
+        let mut c = config(&id, &format!("config-{id}"), id.as_bytes());
+        c.labels = labels;
+        c
+    })
+}
+
 fn arb_command() -> impl Strategy<Value = Command> {
     let v = || 0u64..4;
     prop_oneof![
@@ -709,6 +854,16 @@ fn arb_command() -> impl Strategy<Value = Command> {
             secret: s
         }),
         (id(), v()).prop_map(|(id, v)| Command::RemoveSecret {
+            id,
+            expected_version: v
+        }),
+        arb_config().prop_map(Command::CreateConfig),
+        (v(), arb_config()).prop_map(|(v, c)| Command::UpdateConfig {
+            id: c.id.clone(),
+            expected_version: v,
+            config: c
+        }),
+        (id(), v()).prop_map(|(id, v)| Command::RemoveConfig {
             id,
             expected_version: v
         }),
@@ -775,6 +930,15 @@ fn target(command: &mut Command) -> Option<(Kind, String, &mut u64)> {
             id,
             expected_version,
         } => (Kind::Secret, id, expected_version),
+        C::UpdateConfig {
+            id,
+            expected_version,
+            ..
+        }
+        | C::RemoveConfig {
+            id,
+            expected_version,
+        } => (Kind::Config, id, expected_version),
         _ => return None,
     };
     Some((kind, id.clone(), v))
@@ -788,6 +952,7 @@ fn version_of(state: &ClusterState, kind: Kind, id: &str) -> Option<u64> {
         Kind::Service => state.get::<Service>(id).map(StoredObject::version),
         Kind::Task => state.get::<Task>(id).map(StoredObject::version),
         Kind::Secret => state.get::<Secret>(id).map(StoredObject::version),
+        Kind::Config => state.get::<Config>(id).map(StoredObject::version),
     }
 }
 
@@ -799,6 +964,7 @@ fn all_versions(state: &ClusterState) -> Vec<u64> {
     v.extend(state.services.values().map(|o| o.version));
     v.extend(state.tasks.values().map(|o| o.version));
     v.extend(state.secrets.values().map(|o| o.version));
+    v.extend(state.configs.values().map(|o| o.version));
     v
 }
 

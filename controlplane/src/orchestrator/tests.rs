@@ -22,6 +22,7 @@ fn node(id: &str, labels: &[(&str, &str)]) -> Node {
         manager: None,
         tls: Default::default(),
         resources: Default::default(),
+        platform: Default::default(),
     }
 }
 
@@ -36,7 +37,6 @@ fn service(id: &str, mode: ServiceMode, constraints: &[&str]) -> Service {
             task: TaskSpec::default(),
             endpoint: EndpointSpec::default(),
             networks: vec!["net".into()],
-            secrets: Vec::new(),
             constraints: constraints.iter().map(|c| (*c).to_owned()).collect(),
             restart: RestartPolicy::default(),
         },
@@ -748,6 +748,111 @@ fn network_changes_replace_running_tasks_one_slot_at_a_time() {
         .map(attachments)
         .collect();
     assert_eq!(live_attach, [["net"], ["net"], ["net"]]);
+}
+
+#[test]
+fn spec_changes_replace_running_tasks_one_slot_at_a_time() {
+    let mut s = state(&[node("n1", &[]), node("n2", &[])]);
+    let svc = service("web", ServiceMode::Replicated { replicas: 2 }, &[]);
+    assert!(apply(&mut s, &Command::CreateService(svc)).is_ok());
+    let mut ids = 0;
+    converge(&mut s, 100, &mut ids);
+    let run_all = |s: &mut ClusterState| {
+        let ids: Vec<String> = s
+            .tasks
+            .values()
+            .filter(|t| !ended(t.state) && t.state >= TaskState::Assigned)
+            .map(|t| t.id.clone())
+            .collect();
+        for id in ids {
+            let next = if s.tasks[&id].desired_state == TaskState::Running {
+                TaskState::Running
+            } else {
+                TaskState::Shutdown
+            };
+            if s.tasks[&id].state != next {
+                set_state(s, &id, next, 100);
+            }
+        }
+    };
+    run_all(&mut s);
+    let secret = crate::model::FileRef {
+        id: "s1".into(),
+        name: "db".into(),
+        target: "db".into(),
+        uid: 0,
+        gid: 0,
+        mode: 0o444,
+    };
+    let _ = apply(
+        &mut s,
+        &Command::CreateSecret(crate::model::Secret {
+            id: "s1".into(),
+            version: 0,
+            name: "db".into(),
+            labels: Labels::new(),
+            data: crate::model::SecretBytes(b"pw".to_vec()),
+        }),
+    );
+    update_service(&mut s, "web", |svc| {
+        svc.spec.task.secrets = vec![secret.clone()]
+    });
+    let current = |s: &ClusterState| {
+        s.tasks
+            .values()
+            .filter(|t| live(t) && t.spec.secrets.len() == 1)
+            .count()
+    };
+    for replaced in 1..=2 {
+        converge(&mut s, 101, &mut ids);
+        assert_eq!(current(&s), replaced, "one slot per step");
+        // Never both slots down: the other keeps running meanwhile.
+        let running = s
+            .tasks
+            .values()
+            .filter(|t| live(t) && t.state == TaskState::Running)
+            .count();
+        assert_eq!(running, 1);
+        let why: Vec<&str> = s
+            .tasks
+            .values()
+            .filter(|t| t.desired_state == TaskState::Shutdown && !ended(t.state))
+            .map(|t| t.status.message.as_str())
+            .collect();
+        assert_eq!(why, ["replaced: the service's spec changed"]);
+        run_all(&mut s);
+    }
+    // Up to date: nothing more to do.
+    converge(&mut s, 102, &mut ids);
+    assert_eq!(current(&s), 2);
+    assert_eq!(orchestrate(&s, 103, &mut || "x".into()), []);
+    // A task not running yet is replaced at once, whatever the others do.
+    update_service(&mut s, "web", |svc| svc.spec.task.env = vec!["A=1".into()]);
+    let pending = s.tasks.values().find(|t| live(t)).map(|t| t.id.clone());
+    let pending = pending.unwrap_or_default();
+    let mut t = s.tasks[&pending].clone();
+    t.state = TaskState::Assigned;
+    let _ = apply(
+        &mut s,
+        &Command::UpdateTask {
+            id: pending.clone(),
+            expected_version: t.version,
+            task: t,
+        },
+    );
+    let cmds = orchestrate(&s, 104, &mut || "new".into());
+    let shut: Vec<&str> = cmds
+        .iter()
+        .filter_map(|c| match c {
+            Command::UpdateTask { id, task, .. } if task.desired_state == TaskState::Shutdown => {
+                Some(id.as_str())
+            }
+            _ => None,
+        })
+        .collect();
+    // The task not running yet, and one running slot.
+    assert!(shut.contains(&pending.as_str()), "{shut:?}");
+    assert_eq!(shut.len(), 2, "{shut:?}");
 }
 
 proptest! {

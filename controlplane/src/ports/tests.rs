@@ -29,7 +29,6 @@ fn service(id: &str, ports: Vec<PortConfig>) -> Service {
             task: TaskSpec::default(),
             endpoint: EndpointSpec::default(),
             networks: Vec::new(),
-            secrets: Vec::new(),
             constraints: Vec::new(),
             restart: RestartPolicy::default(),
         },

@@ -119,6 +119,8 @@ pub enum ContainerProblem {
     Signal,
     #[error("must not contain whitespace or control characters")]
     Whitespace,
+    #[error(transparent)]
+    Template(#[from] crate::template::TemplateError),
 }
 
 fn err(flag: &'static str, value: impl Into<String>, problem: ContainerProblem) -> ContainerError {
@@ -182,8 +184,19 @@ fn no_whitespace(flag: &'static str, v: &str) -> Result<(), ContainerError> {
     Ok(())
 }
 
+/// A value that may hold swarm's placeholders: they must parse. Its own
+/// grammar is then the task's node's to check, on the expanded text.
+fn templated(flag: &'static str, v: &str) -> Result<bool, ContainerError> {
+    if !crate::template::is_template(v) {
+        return Ok(false);
+    }
+    crate::template::parse(v).map_err(|e| err(flag, v, e.into()))?;
+    Ok(true)
+}
+
 fn mount(m: &Mount) -> Result<(), ContainerError> {
     const F: &str = "--mount";
+    let source_templated = templated(F, &m.source)?;
     let shown = format!("type={},target={}", kind_word(m.kind), m.target);
     if !m.target.starts_with('/') {
         return Err(err(F, shown, ContainerProblem::NotAbsolute));
@@ -224,7 +237,8 @@ fn mount(m: &Mount) -> Result<(), ContainerError> {
                 return Err(wrong("tmpfs-size/tmpfs-mode", "tmpfs"));
             }
             let b = m.source.as_bytes();
-            let ok = b.is_empty()
+            let ok = source_templated
+                || b.is_empty()
                 || (b[0].is_ascii_alphanumeric()
                     && b.iter()
                         .all(|c| c.is_ascii_alphanumeric() || matches!(c, b'_' | b'.' | b'-')));
@@ -318,7 +332,13 @@ pub fn container(mut spec: TaskSpec) -> Result<TaskSpec, ContainerError> {
         ));
     }
     no_whitespace("--user", &spec.user)?;
-    if !spec.hostname.is_empty() && !hostname_ok(&spec.hostname) {
+    for e in &spec.env {
+        templated("--env", e)?;
+    }
+    if !spec.hostname.is_empty()
+        && !templated("--hostname", &spec.hostname)?
+        && !hostname_ok(&spec.hostname)
+    {
         return Err(err(
             "--hostname",
             &spec.hostname,
@@ -476,5 +496,35 @@ mod tests {
         assert!(with(|s| s.stop_signal = "9".into()).is_ok());
         assert!(with(|s| s.stop_signal = "SIGFOO".into()).is_err());
         assert!(with(|s| s.user = "a b".into()).is_err());
+    }
+
+    #[test]
+    fn templates_are_checked_where_swarm_expands_them() {
+        assert!(with(|s| s.hostname = "{{.Node.Hostname}}-{{.Task.Slot}}".into()).is_ok());
+        assert!(with(|s| s.env = vec!["NODE_ID={{.Node.ID}}".into()]).is_ok());
+        assert!(
+            with(|s| s.mounts = vec![m(MountType::Volume, "data-{{.Task.Slot}}", "/d")]).is_ok()
+        );
+        let e = with(|s| s.env = vec!["X={{.Node.Nope}}".into()])
+            .err()
+            .unwrap_or_default();
+        assert!(
+            e.starts_with("--env \"X={{.Node.Nope}}\": {{.Node.Nope}} is not a known placeholder"),
+            "{e}"
+        );
+        let e = with(|s| s.hostname = "{{env \"HOME\"}}".into())
+            .err()
+            .unwrap_or_default();
+        assert!(
+            e.starts_with("--hostname") && e.contains("not supported"),
+            "{e}"
+        );
+        let e = with(|s| s.mounts = vec![m(MountType::Bind, "/srv/{{.Task.ID", "/d")])
+            .err()
+            .unwrap_or_default();
+        assert!(
+            e.starts_with("--mount") && e.contains("never closed"),
+            "{e}"
+        );
     }
 }

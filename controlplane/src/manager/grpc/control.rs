@@ -3,19 +3,21 @@
 //! then call the domain module with the manager and the request.
 
 use shoal_api::cluster::v1::{
-    CaStatusReply, CaStatusRequest, ConfigRef, ConfigSummary, CreateConfigRequest, ListConfigsReply, ListConfigsRequest, RemoveConfigReply, CreateNetworkRequest, CreateSecretRequest,
-    CreateServiceRequest, JoinTokenReply, JoinTokenRequest, ListImagesReply, ListImagesRequest,
+    CaStatusReply, CaStatusRequest, ConfigRef, ConfigSummary, CreateConfigRequest,
+    CreateNetworkRequest, CreateSecretRequest, CreateServiceRequest, JoinTokenReply,
+    JoinTokenRequest, ListConfigsReply, ListConfigsRequest, ListImagesReply, ListImagesRequest,
     ListNetworksReply, ListNetworksRequest, ListNodesReply, ListNodesRequest, ListSecretsReply,
     ListSecretsRequest, ListServicesReply, ListServicesRequest, ListTasksReply, ListTasksRequest,
-    NetworkRef, NetworkSummary, NodeDetail, NodeRef, RemoveNetworkReply, RemoveNodeReply,
-    RemoveNodeRequest, RemoveSecretReply, RemoveServiceReply, RotateCaRequest, ScaleServiceRequest,
-    SecretRef, SecretSummary, ServiceLogsRequest, ServiceRef, ServiceSummary, UpdateNodeRequest,
-    UpdateServiceRequest, UpdateSwarmReply, UpdateSwarmRequest, control_server::Control,
+    NetworkRef, NetworkSummary, NodeDetail, NodeRef, RemoveConfigReply, RemoveNetworkReply,
+    RemoveNodeReply, RemoveNodeRequest, RemoveSecretReply, RemoveServiceReply, RotateCaRequest,
+    ScaleServiceRequest, SecretRef, SecretSummary, ServiceLogsRequest, ServiceRef, ServiceSummary,
+    UpdateNodeRequest, UpdateServiceRequest, UpdateSwarmReply, UpdateSwarmRequest,
+    control_server::Control,
 };
 use tonic::{Request, Response, Status};
 
 use super::{Api, LogStream, require_manager};
-use crate::manager::{cluster, images, logs, networks, nodes, pki, secrets, services};
+use crate::manager::{cluster, configs, images, logs, networks, nodes, pki, secrets, services};
 
 /// `rpc(Request) -> Reply = |m, r| body;` implements `rpc` as: managers
 /// only, then `body` with `m` the `Arc<Manager>` and `r` the request.
@@ -50,15 +52,12 @@ control! {
     remove_secret(SecretRef) -> RemoveSecretReply =
         |m, r| RemoveSecretReply { id: secrets::remove(m, &r).await? };
 
-    // Base for the issue 12 branches: replaced by the configs module.
-    create_config(CreateConfigRequest) -> ConfigSummary =
-        |_m, _r| return Err(Status::unimplemented("configs"));
+    create_config(CreateConfigRequest) -> ConfigSummary = |m, r| configs::create(m, r).await?;
     list_configs(ListConfigsRequest) -> ListConfigsReply =
-        |_m, _r| return Err(Status::unimplemented("configs"));
-    inspect_config(ConfigRef) -> ConfigSummary =
-        |_m, _r| return Err(Status::unimplemented("configs"));
+        |m, _| ListConfigsReply { configs: configs::list(m).await? };
+    inspect_config(ConfigRef) -> ConfigSummary = |m, r| configs::inspect(m, &r).await?;
     remove_config(ConfigRef) -> RemoveConfigReply =
-        |_m, _r| return Err(Status::unimplemented("configs"));
+        |m, r| RemoveConfigReply { id: configs::remove(m, &r).await? };
 
     create_network(CreateNetworkRequest) -> NetworkSummary =
         |m, r| networks::create(m, r).await?;

@@ -34,8 +34,16 @@ impl Dispatcher for Api {
                 nano_cpus: r.nano_cpus,
                 memory_bytes: r.memory_bytes,
             });
+        let platform = req
+            .get_ref()
+            .platform
+            .as_ref()
+            .map(|p| crate::model::NodePlatform {
+                os: p.os.clone(),
+                architecture: p.architecture.clone(),
+            });
         Ok(Response::new(
-            sessions::heartbeat(&self.0, &node_id, tls, resources).await?,
+            sessions::heartbeat(&self.0, &node_id, tls, resources, platform).await?,
         ))
     }
 

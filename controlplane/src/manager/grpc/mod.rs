@@ -37,7 +37,8 @@ impl From<ManagerError> for Status {
                 Status::unavailable(e.to_string())
             }
             ManagerError::Rejected(crate::model::ApplyError::NotFound { .. })
-            | ManagerError::NotFound { .. } => Status::not_found(e.to_string()),
+            | ManagerError::NotFound { .. }
+            | ManagerError::NoSuchFile { .. } => Status::not_found(e.to_string()),
             ManagerError::Rejected(crate::model::ApplyError::PortInUse { .. }) => {
                 Status::already_exists(e.to_string())
             }
