@@ -98,4 +98,35 @@ mod tests {
         assert!(e(req("a", b"x", "mustache")).contains("--template-driver"));
         assert_eq!(e(req("a", b"{{.Node.ID}}", "golang")), "");
     }
+
+    #[test]
+    fn removal_in_use_names_every_service() {
+        let service = |name: &str| crate::model::Service {
+            id: format!("id-{name}"),
+            version: 0,
+            spec: crate::model::ServiceSpec {
+                name: name.into(),
+                labels: Default::default(),
+                mode: crate::model::ServiceMode::Global,
+                task: Default::default(),
+                endpoint: Default::default(),
+                networks: Vec::new(),
+                constraints: Vec::new(),
+                restart: Default::default(),
+            },
+            previous_spec: None,
+            endpoint: Default::default(),
+        };
+        let users = [service("web"), service("api")];
+        let e = super::super::refuse_in_use(Kind::Config, "app", users.iter())
+            .err()
+            .map(|e| e.to_string())
+            .unwrap_or_default();
+        assert_eq!(
+            e,
+            "config 'app' is in use by the following services: web, api; remove it from them \
+             first (shoal service update --config-rm app SERVICE)"
+        );
+        assert!(super::super::refuse_in_use(Kind::Secret, "db", [].iter()).is_ok());
+    }
 }
