@@ -165,6 +165,8 @@ impl<S: StatsSource> Node for NodeApi<S> {
             uptime_seconds: self.started.elapsed().as_secs(),
             state_dir: i.state_dir.display().to_string(),
             swarm: Some(self.swarm.info().await),
+            secrets_received: self.swarm.env().secrets.received_ids(),
+            secrets_held: self.swarm.env().secrets.held_ids(),
         }))
     }
 
@@ -434,6 +436,7 @@ mod tests {
                 "n1".into(),
                 None,
                 crate::worker::NodeEnv {
+                    secrets: Arc::default(),
                     images: Arc::new(
                         crate::images::Images::open(&images_dir.join("images"), Default::default())
                             .expect("image store"),

@@ -18,6 +18,7 @@ mod ports;
 mod resources;
 mod session;
 mod swarm;
+mod task_files;
 mod volumes;
 mod worker;
 
@@ -164,6 +165,7 @@ async fn main() -> anyhow::Result<()> {
     };
 
     let env = worker::NodeEnv {
+        secrets: Arc::default(),
         tasks_dir: args.state_dir.join("tasks"),
         runtime_dir: args
             .runtime_state

@@ -56,6 +56,8 @@ pub(crate) struct Session {
     pub(crate) problem: SessionProblem,
     /// Asks the swarm to start or stop this node's manager.
     pub(crate) roles: mpsc::Sender<RoleChange>,
+    /// The executor's view of the managers' reach (none without one).
+    pub(crate) contact: Option<crate::task_files::Contact>,
 }
 
 /// What the session asks of [`crate::swarm::Swarm`], with the managers'
@@ -123,6 +125,9 @@ impl Session {
         let mut period = Duration::from_secs(self.file.heartbeat_secs.max(1));
         loop {
             let beat = self.beat(&tls, &mut managers).await;
+            if let Some(contact) = &self.contact {
+                contact.set_heartbeat(beat.is_ok());
+            }
             let ok = match beat {
                 Ok(beat) => {
                     self.problem.set(None);

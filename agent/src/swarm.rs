@@ -994,6 +994,7 @@ impl Swarm {
             manager: manager.clone(),
             problem: problem.clone(),
             roles: self.promotions.clone(),
+            contact: worker.as_ref().map(Worker::contact),
         };
         tasks.push(tokio::spawn(session.run()));
         if let (Some(m), Some(k)) = (&manager, &keys) {

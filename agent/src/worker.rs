@@ -18,7 +18,7 @@ use std::{
 
 use shoal_api::cluster::v1::{
     AssignmentSet, AssignmentsRequest, ContainerSpec, EndpointMode, MountType, NetworkAssignment,
-    ReportTasksRequest, TaskAssignment, TaskReport, TaskState,
+    ReportTasksRequest, TaskAssignment, TaskFile, TaskReport, TaskState,
 };
 use shoal_overlay::{Driver, Ipv4Net, OverlaySpec, Release, Underlay};
 use shoal_runtime::{Attachment, Exit, Mount, Root, Runtime, RuntimeOptions, TaskSpec};
@@ -33,6 +33,7 @@ use crate::{
     link::ManagerLink,
     local::{Local, lock, mac_for},
     ports::{Found, MeshSync, Overlay, Task, Tasks},
+    task_files::{Contact, SecretLedger, runtime_files},
 };
 
 #[cfg(test)]
@@ -67,6 +68,8 @@ pub struct NodeEnv {
     pub images: Arc<crate::images::Images>,
     /// The node's named volumes.
     pub volumes: Arc<crate::volumes::Volumes>,
+    /// The secrets this node was sent and holds (ids), for `shoal info`.
+    pub secrets: Arc<SecretLedger>,
 }
 
 /// The worker's latest picture of the cluster, as `node doctor` reads it.
@@ -137,6 +140,10 @@ pub struct Setup {
     pub volumes: Arc<crate::volumes::Volumes>,
     /// This node's TLS identity, to fetch image blobs from other nodes.
     pub tls: Option<Arc<shoal_ca::rustls::ClientConfig>>,
+    /// The secrets this node was sent and holds.
+    pub secrets: Arc<SecretLedger>,
+    /// Whether the managers are in reach: tasks with files wait for them.
+    pub contact: Contact,
 }
 
 /// Runs the assigned tasks through its ports: overlay networks (`O`), the
@@ -221,6 +228,8 @@ impl Worker {
             images: env.images.clone(),
             volumes: env.volumes.clone(),
             tls: Some(link.tls.clone()),
+            secrets: env.secrets.clone(),
+            contact: Contact::default(),
         };
         let (executor, reports_rx) = Executor::new(setup, overlay, runtime, env.mesh.clone());
         let executor = Arc::new(executor);
@@ -243,6 +252,12 @@ impl Worker {
             loops.extend(e.spawn_sync(executor.overlay.clone(), local, view_rx, &link.managers));
         }
         Ok(Worker { executor, loops })
+    }
+
+    /// What the session tells about its heartbeats, and the tasks with
+    /// files wait on.
+    pub fn contact(&self) -> Contact {
+        self.executor.setup.contact.clone()
     }
 
     /// Stops the loops, then every task (briefly graced), and kills what
@@ -327,7 +342,10 @@ async fn assignments(exec: Arc<Executor>, link: ManagerLink) {
             tracing::info!(%addr, "receiving assignments");
             loop {
                 match stream.message().await {
-                    Ok(Some(set)) => exec.apply(set),
+                    Ok(Some(set)) => {
+                        exec.setup.contact.set_stream(true);
+                        exec.apply(set);
+                    }
                     Ok(None) => break,
                     Err(s) => {
                         tracing::debug!(%addr, error = %s.message(), "assignment stream");
@@ -335,6 +353,7 @@ async fn assignments(exec: Arc<Executor>, link: ManagerLink) {
                     }
                 }
             }
+            exec.setup.contact.set_stream(false);
             tracing::info!(%addr, "assignment stream ended; reconnecting");
         }
         tokio::time::sleep(RETRY).await;
@@ -417,7 +436,21 @@ impl<O: Overlay, T: Tasks, M: MeshSync> Executor<O, T, M> {
     }
 
     /// Brings what runs here in line with `set`.
-    pub fn apply(self: &Arc<Self>, set: AssignmentSet) {
+    pub fn apply(self: &Arc<Self>, mut set: AssignmentSet) {
+        self.setup.secrets.received(&set);
+        // The files' data goes to the tasks that start now and nowhere
+        // else: the view kept for the mesh, DNS and `node doctor` has none,
+        // so a secret leaves memory when its last task here has started.
+        let mut files: HashMap<String, Vec<TaskFile>> = set
+            .tasks
+            .iter_mut()
+            .map(|t| (t.id.clone(), std::mem::take(&mut t.files)))
+            .collect();
+        let mut with_files = |t: &TaskAssignment| {
+            let mut t = t.clone();
+            t.files = files.remove(&t.id).unwrap_or_default();
+            t
+        };
         let set = Arc::new(set);
         self.view.send_replace(set.clone());
         let wanted: HashSet<&str> = set.tasks.iter().map(|t| t.id.as_str()).collect();
@@ -438,12 +471,13 @@ impl<O: Overlay, T: Tasks, M: MeshSync> Executor<O, T, M> {
                         let stop = Arc::new(Notify::new());
                         running.insert(t.id.clone(), Supervised { stop: stop.clone() });
                         let nets = set.networks.clone();
-                        tokio::spawn(self.clone().supervise_adopted(t.clone(), nets, stop, task));
+                        let t = with_files(t);
+                        tokio::spawn(self.clone().supervise_adopted(t, nets, stop, task));
                     } else if t.state == i32::from(TaskState::Assigned) {
                         let stop = Arc::new(Notify::new());
                         running.insert(t.id.clone(), Supervised { stop: stop.clone() });
                         let nets = set.networks.clone();
-                        tokio::spawn(self.clone().supervise(t.clone(), nets, stop));
+                        tokio::spawn(self.clone().supervise(with_files(t), nets, stop));
                     } else if let Some(Some(exit)) = lock(&self.ended).remove(&t.id) {
                         // It ended while no shoald watched it.
                         lock(&self.done).insert(t.id.clone());
@@ -535,14 +569,19 @@ impl<O: Overlay, T: Tasks, M: MeshSync> Executor<O, T, M> {
     /// One task's life on this node.
     async fn supervise(
         self: Arc<Self>,
-        t: TaskAssignment,
+        mut t: TaskAssignment,
         nets: Vec<NetworkAssignment>,
         stop: Arc<Notify>,
     ) {
         let id = t.id.clone();
         self.send(report(&id, TaskState::Accepted, "accepted", ""));
         self.send(report(&id, TaskState::Preparing, "preparing", ""));
-        let end = self.run(&t, &nets, &stop).await;
+        // Held by the task from here (in memory, then on its tmpfs) until
+        // it ends; the data is moved into its start and dropped there.
+        let files = std::mem::take(&mut t.files);
+        self.setup.secrets.hold(&id, &files);
+        let end = self.run(&t, files, &nets, &stop).await;
+        self.setup.secrets.release(&id);
         self.send(end);
         self.release(&t).await;
         lock(&self.done).insert(id.clone());
@@ -553,9 +592,28 @@ impl<O: Overlay, T: Tasks, M: MeshSync> Executor<O, T, M> {
     async fn run(
         &self,
         t: &TaskAssignment,
+        files: Vec<TaskFile>,
         nets: &[NetworkAssignment],
         stop: &Notify,
     ) -> TaskReport {
+        // Swarm's rule: a node cut off from the managers keeps its running
+        // tasks' secrets, but starts no new task with them until it is back
+        // (the managers may have moved the task, or removed the secret).
+        if !files.is_empty() && !self.setup.contact.is_up() {
+            tracing::info!(
+                task = %t.name,
+                id = %t.id,
+                "the task has secrets or configs and no manager is in reach: it waits for one"
+            );
+            tokio::select! {
+                () = self.setup.contact.until_up() => {
+                    tracing::info!(task = %t.name, id = %t.id, "managers in reach: starting the task");
+                }
+                () = stop.notified() => {
+                    return report(&t.id, TaskState::Shutdown, "shutdown", "");
+                }
+            }
+        }
         // The image first: a task whose image no one has is rejected
         // before its networks are made.
         let prepared = match self.prepare_root(t).await {
@@ -580,7 +638,7 @@ impl<O: Overlay, T: Tasks, M: MeshSync> Executor<O, T, M> {
                 );
             }
         };
-        let spec = match task_spec(t, attachments, &self.setup, &prepared) {
+        let spec = match task_spec(t, &files, attachments, &self.setup, &prepared) {
             Ok(spec) => spec,
             Err(e) => {
                 return report(&t.id, TaskState::Rejected, "invalid task", e.to_string());
@@ -597,6 +655,9 @@ impl<O: Overlay, T: Tasks, M: MeshSync> Executor<O, T, M> {
         // running with nobody to follow it. A stop asked meanwhile is kept
         // by the Notify and ends the task right after.
         let started = self.tasks.start(&spec, serve_dns).await;
+        // The task holds its own copy now (or failed): no other is kept.
+        drop(spec);
+        drop(files);
         let task = match started {
             Ok(task) => task,
             Err(e) => {
@@ -716,12 +777,16 @@ impl<O: Overlay, T: Tasks, M: MeshSync> Executor<O, T, M> {
     /// and its DNS served again, then followed as any other.
     async fn supervise_adopted(
         self: Arc<Self>,
-        t: TaskAssignment,
+        mut t: TaskAssignment,
         nets: Vec<NetworkAssignment>,
         stop: Arc<Notify>,
         task: T::Task,
     ) {
         let id = t.id.clone();
+        // Its files are on its tmpfs already: the ids are counted, the data
+        // sent again is dropped.
+        self.setup.secrets.hold(&id, &t.files);
+        t.files = Vec::new();
         // Counts the task as a user of its networks (made present again if
         // a sweep removed them).
         if let Err(error) = self.prepare(&t, &nets).await {
@@ -743,6 +808,7 @@ impl<O: Overlay, T: Tasks, M: MeshSync> Executor<O, T, M> {
         let held = self.hold(&t);
         let end = self.follow(&t, task, dns, &stop).await;
         drop(held);
+        self.setup.secrets.release(&id);
         self.send(end);
         self.release(&t).await;
         lock(&self.done).insert(id.clone());
@@ -1119,6 +1185,7 @@ fn dns_names(
 /// always had one) so that `stop`'s SIGTERM reaches commands like `sleep`.
 pub fn task_spec(
     t: &TaskAssignment,
+    files: &[TaskFile],
     attachments: Vec<Attachment>,
     setup: &Setup,
     prepared: &Prepared,
@@ -1197,6 +1264,7 @@ pub fn task_spec(
             memory_reservation: some(r.reserve_memory_bytes),
         },
         mounts,
+        files: runtime_files(files),
         attachments,
         resolv_conf: setup.resolv_conf.clone(),
         log_dir: setup.tasks_dir.clone(),

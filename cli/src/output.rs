@@ -50,6 +50,24 @@ struct InfoJson<'a> {
     state_dir: &'a str,
     /// `null` from a daemon without swarm support.
     swarm: Option<SwarmJson<'a>>,
+    /// Secrets this node was ever sent, and those its live tasks hold.
+    secrets_received: IdsJson<'a>,
+    secrets_held: IdsJson<'a>,
+}
+
+#[derive(Serialize)]
+struct IdsJson<'a> {
+    count: usize,
+    ids: &'a [String],
+}
+
+impl<'a> IdsJson<'a> {
+    fn of(ids: &'a [String]) -> IdsJson<'a> {
+        IdsJson {
+            count: ids.len(),
+            ids,
+        }
+    }
 }
 
 #[derive(Serialize)]
@@ -91,6 +109,8 @@ fn info_json(i: &InfoReply) -> serde_json::Result<String> {
             managers: &s.managers,
             error: &s.error,
         }),
+        secrets_received: IdsJson::of(&i.secrets_received),
+        secrets_held: IdsJson::of(&i.secrets_held),
     })
 }
 
@@ -637,6 +657,8 @@ mod tests {
             uptime_seconds: 5,
             state_dir: "/var/lib/shoal".into(),
             swarm,
+            secrets_received: vec!["s1".into(), "s2".into()],
+            secrets_held: vec!["s2".into()],
         }
     }
 
@@ -821,6 +843,10 @@ mod tests {
         assert_eq!(v["swarm"]["state"], "active");
         assert_eq!(v["swarm"]["is_manager"], true);
         assert_eq!(v["swarm"]["managers"][0], "198.18.0.1:2377");
+        assert_eq!(v["secrets_received"]["count"], 2);
+        assert_eq!(v["secrets_received"]["ids"][1], "s2");
+        assert_eq!(v["secrets_held"]["count"], 1);
+        assert_eq!(v["secrets_held"]["ids"][0], "s2");
         let v: serde_json::Value = serde_json::from_str(&info_json(&info_reply(None))?)?;
         assert!(v["swarm"].is_null());
         Ok(())

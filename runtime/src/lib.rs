@@ -26,6 +26,9 @@
 //!   empty tmpfs over shoal's state and the node's secrets;
 //!   [`Root::Image`]: an overlay over the unpacked image. `/etc/resolv.conf`,
 //!   `/etc/hosts` and `/etc/hostname` are files of the bundle.
+//! - **Secrets and configs** ([`TaskSpec::files`]): on a tmpfs of the
+//!   task's own, which exists on the node only while the task starts and
+//!   then only in the task's mount namespace (see [`files`]).
 //! - **Live restore.** Each task's shim (`shoal-shim`, a binary of this
 //!   crate) runs in its own session; the runtime waits on a pidfd of it and
 //!   reads `exit.json`. A new [`Runtime`] on the same state directory takes
@@ -79,6 +82,7 @@
 //! ```
 
 mod error;
+pub mod files;
 pub mod logs;
 mod net;
 pub mod oci;
@@ -87,6 +91,7 @@ mod spec;
 mod task;
 
 pub use error::RuntimeError;
+pub use files::{SECRETS_DIR, TaskFile};
 
 /// Any error, from a caller's hook.
 pub type BoxError = Box<dyn std::error::Error + Send + Sync>;

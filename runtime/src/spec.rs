@@ -6,6 +6,7 @@ use std::net::Ipv4Addr;
 use std::path::PathBuf;
 
 use crate::RuntimeError;
+use crate::files::{self, SECRETS_DIR, TaskFile};
 
 /// Most networks one task can be attached to.
 pub const MAX_ATTACHMENTS: usize = 16;
@@ -66,6 +67,9 @@ pub struct TaskSpec {
     pub resources: Resources,
     /// Extra mounts, after the runtime's own.
     pub mounts: Vec<Mount>,
+    /// Secrets and configs: in memory only, on a tmpfs of this task's own,
+    /// read-only, mounted after `mounts` (see [`crate::files`]).
+    pub files: Vec<TaskFile>,
     /// One interface per attached network, `eth0`, `eth1`, … in this order.
     pub attachments: Vec<Attachment>,
     /// A file on the node copied into the task's `/etc/resolv.conf` (the
@@ -309,6 +313,31 @@ impl TaskSpec {
             && !conf.is_absolute()
         {
             return Err(invalid(id, "resolv_conf", conf, "give an absolute path"));
+        }
+        files::validate(&self.files)
+            .map_err(|(value, reason)| invalid(id, "files", value, &reason))?;
+        let bound: Vec<String> = files::binds(&self.files, std::path::Path::new("/"))
+            .into_iter()
+            .map(|(target, _, _)| target)
+            .collect();
+        for mount in &self.mounts {
+            let target = mount.target();
+            // Files are mounted after the mounts: one of these would be hidden.
+            if let Some(file) = bound
+                .iter()
+                .find(|f| *f == target || files::inside(target, f))
+            {
+                let what = match file.as_str() {
+                    SECRETS_DIR => "the task's secrets are mounted there",
+                    _ => "a secret or config is mounted there",
+                };
+                return Err(invalid(
+                    id,
+                    "mounts",
+                    target,
+                    &format!("{what} ({file}); mount elsewhere"),
+                ));
+            }
         }
         Ok(())
     }

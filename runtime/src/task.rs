@@ -18,6 +18,7 @@ use serde::{Deserialize, Serialize};
 use tokio::io::unix::AsyncFd;
 
 use crate::error::{io_err, ns_err};
+use crate::files::{self, Staging};
 use crate::logs;
 use crate::net::{self, HostVeth};
 use crate::oci::{self, BundleInputs, HOST_HIDDEN, seccomp};
@@ -76,6 +77,10 @@ impl Paths {
     }
     fn netns(&self, id: &str) -> PathBuf {
         self.state.join("netns").join(id)
+    }
+    /// Where a task's secrets and configs are staged while it starts.
+    fn files(&self, id: &str) -> PathBuf {
+        self.state.join("files").join(id)
     }
     fn runc_root(&self) -> PathBuf {
         self.state.join("runc")
@@ -289,6 +294,10 @@ fn remove_remains(paths: &Paths, id: &str) {
     }
     let bundle = paths.bundle(id);
     unmount_rootfs(&bundle);
+    // Left only by a start that was cut short (the daemon died in it).
+    if let Err(error) = files::remove_staging(&paths.files(id)) {
+        tracing::warn!(task = id, %error, "removing a task's staged files");
+    }
     net::remove_netns(&paths.netns(id));
     if let Err(error) = remove_bundle(&bundle) {
         tracing::warn!(task = id, %error, "removing a task's bundle");
@@ -316,6 +325,26 @@ fn remove_bundle(bundle: &Path) -> io::Result<()> {
         }
     }
     std::fs::remove_dir(bundle)
+}
+
+/// A host task's `/` is the node's, read-only: a file can be mounted only
+/// where a mount point exists, or on the task's own `/run` and `/tmp`.
+fn host_file_targets(spec: &TaskSpec) -> Result<(), RuntimeError> {
+    for (target, _, _) in files::binds(&spec.files, Path::new("/")) {
+        let on_tmpfs = ["/run", "/tmp"]
+            .iter()
+            .any(|dir| files::inside(&target, dir));
+        if !on_tmpfs && std::fs::metadata(&target).is_err() {
+            return Err(RuntimeError::InvalidSpec {
+                id: spec.id.clone(),
+                field: "files",
+                value: target,
+                reason: "a host task's / is the node's, read-only, and has no such path to                          mount it on: choose a target under /run or /tmp, or one that exists                          on the node"
+                    .into(),
+            });
+        }
+    }
+    Ok(())
 }
 
 fn read_exit(bundle: &Path) -> Option<Exit> {
@@ -421,6 +450,9 @@ impl Runtime {
                 });
             }
         }
+        if spec.root == Root::Host {
+            host_file_targets(spec)?;
+        }
         let stop_signal = oci::stop_signal(spec)?;
         let bundle = self.paths.bundle(&spec.id);
         if bundle.exists() {
@@ -443,7 +475,7 @@ impl Runtime {
             .launch(spec, &runtime, &node, &mut veths, before_exec, &bundle)
             .await;
         match started {
-            Ok((pid, shim, interfaces)) => {
+            Ok((pid, shim, interfaces, staging)) => {
                 let meta = Meta {
                     id: spec.id.clone(),
                     log,
@@ -452,9 +484,14 @@ impl Runtime {
                     veths,
                 };
                 let meta_path = bundle.join(META_FILE);
-                let written = serde_json::to_vec(&meta)
-                    .map_err(io::Error::other)
-                    .and_then(|json| std::fs::write(&meta_path, json));
+                // The container holds its own mounts of the files now: off
+                // the node they go, before anything else.
+                let finished = staging.remove().and_then(|()| {
+                    serde_json::to_vec(&meta)
+                        .map_err(io::Error::other)
+                        .and_then(|json| std::fs::write(&meta_path, json))
+                        .map_err(io_err(&meta_path, "write"))
+                });
                 let mut task = RunningTask {
                     meta,
                     pid,
@@ -464,11 +501,11 @@ impl Runtime {
                     exit: None,
                     cleaned: false,
                 };
-                if let Err(e) = written {
+                if let Err(e) = finished {
                     if let Err(error) = task.stop(Duration::ZERO).await {
                         tracing::warn!(task = spec.id, %error, "stopping a task whose start failed");
                     }
-                    return Err(io_err(&meta_path, "write")(e));
+                    return Err(e);
                 }
                 Ok(task)
             }
@@ -490,7 +527,7 @@ impl Runtime {
         veths: &mut Vec<HostVeth>,
         before_exec: impl FnOnce(BorrowedFd<'_>) -> Result<(), BoxError>,
         bundle: &Path,
-    ) -> Result<(u32, Shim, Vec<TaskInterface>), RuntimeError> {
+    ) -> Result<(u32, Shim, Vec<TaskInterface>, Staging), RuntimeError> {
         let netns_path = self.paths.netns(&spec.id);
         let (task_netns, task) = net::new_netns(runtime, &netns_path)?;
         for (i, attachment) in spec.attachments.iter().enumerate() {
@@ -519,9 +556,12 @@ impl Runtime {
             })
             .collect();
 
-        self.write_bundle(spec, bundle, &netns_path)?;
+        // Last before the container: the files are on the node for as short
+        // a time as can be. Dropped on any failure, which unmounts them.
+        let staging = Staging::new(self.paths.files(&spec.id), &spec.files)?;
+        self.write_bundle(spec, bundle, &netns_path, staging.dir())?;
         let (pid, shim) = self.spawn_shim(spec, bundle).await?;
-        Ok((pid, shim, interfaces))
+        Ok((pid, shim, interfaces, staging))
     }
 
     /// Mounts the rootfs and writes config.json and the task's files.
@@ -530,6 +570,7 @@ impl Runtime {
         spec: &TaskSpec,
         bundle: &Path,
         netns: &Path,
+        files: Option<&Path>,
     ) -> Result<(), RuntimeError> {
         let rootfs = bundle.join("rootfs");
         std::fs::create_dir_all(&rootfs).map_err(io_err(&rootfs, "create"))?;
@@ -657,6 +698,7 @@ impl Runtime {
             seccomp: &profile,
             platform: seccomp::Platform::current(),
             init: Some(&self.paths.shim),
+            files,
         };
         let config = oci::config(spec, &inputs)?;
         let config_path = bundle.join("config.json");

@@ -801,3 +801,160 @@ async fn a_task_resolves_services_through_127_0_0_11_from_its_first_instruction(
     );
     Ok(())
 }
+
+/// `sha256sum`'s hex digest of `data`, from the node's own `sha256sum`.
+fn sha256_hex(data: &[u8]) -> anyhow::Result<String> {
+    use std::io::Write;
+    let mut child = std::process::Command::new("sha256sum")
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()?;
+    child.stdin.take().context("stdin")?.write_all(data)?;
+    let out = child.wait_with_output()?;
+    let text = String::from_utf8(out.stdout)?;
+    Ok(text
+        .split_whitespace()
+        .next()
+        .context("no digest")?
+        .to_owned())
+}
+
+/// Mountinfo lines of the staging tmpfs (by its source name) in `pid`'s
+/// mount namespace.
+fn task_files_mounts(pid: &str) -> anyhow::Result<Vec<String>> {
+    let info = std::fs::read_to_string(format!("/proc/{pid}/mountinfo"))?;
+    let marker = format!(" - tmpfs {} ", shoal_runtime::files::TMPFS_SOURCE);
+    Ok(info
+        .lines()
+        .filter(|l| l.contains(&marker))
+        .map(str::to_owned)
+        .collect())
+}
+
+/// `nsenter` into the task's mount and PID namespaces as `uid:gid`.
+fn in_task(task: &RunningTask, uid: u32, gid: u32, script: &str) -> anyhow::Result<(bool, String)> {
+    let out = std::process::Command::new("nsenter")
+        .args(["-t", &task.pid().to_string(), "-m", "-p"])
+        .args(["-S", &uid.to_string(), "-G", &gid.to_string()])
+        .args(["--", "sh", "-c", script])
+        .output()?;
+    Ok((
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+    ))
+}
+
+#[tokio::test]
+async fn a_tasks_secrets_live_on_its_own_tmpfs_only_and_go_with_it() -> anyhow::Result<()> {
+    use shoal_runtime::TaskFile;
+    let node = Node::start("rt-files").await?;
+    let secret = b"correct horse battery staple".to_vec();
+    let config = b"listen = 80\n".to_vec();
+    // The task reads its files only once the test says the staging is gone.
+    let script = "while [ ! -e /tmp/go ]; do sleep 0.05; done; \
+                  sha256sum /run/secrets/db_pass /run/secrets/alias /run/app.conf; \
+                  stat -c '%n %a %u:%g' /run/secrets /run/secrets/db_pass /run/secrets/alias \
+                  /run/app.conf; \
+                  echo done; exec sleep 1000";
+    let mut spec = node.spec("holder", 2, &["sh", "-c", script]);
+    spec.files = vec![
+        TaskFile {
+            target: "/run/secrets/db_pass".into(),
+            uid: 1000,
+            gid: 1001,
+            mode: 0o400,
+            data: secret.clone(),
+        },
+        TaskFile {
+            target: "/run/secrets/alias".into(),
+            uid: 0,
+            gid: 0,
+            mode: 0o444,
+            data: secret.clone(),
+        },
+        TaskFile {
+            target: "/run/app.conf".into(),
+            uid: 0,
+            gid: 1001,
+            mode: 0o440,
+            data: config.clone(),
+        },
+    ];
+    let mut holder = node.runtime.start(&spec).await.context("start holder")?;
+    // Started: the staging is off the node, the tmpfs only in the task.
+    let runtime_dir = node.runtime.state_dir().to_owned();
+    let staging = runtime_dir.join("files").join("holder");
+    ensure!(!staging.exists(), "{} is still there", staging.display());
+    ensure!(
+        task_files_mounts("self")?.is_empty(),
+        "staging mounted on the node"
+    );
+    let in_holder = task_files_mounts(&holder.pid().to_string())?;
+    ensure!(in_holder.len() == 2, "the task's mounts: {in_holder:?}");
+    let (ok, _) = in_task(&holder, 0, 0, "touch /tmp/go")?;
+    ensure!(ok, "could not signal the task");
+    node.logged("holder", "done").await?;
+    let logs = node.logs("holder")?;
+    let (s, c) = (sha256_hex(&secret)?, sha256_hex(&config)?);
+    ensure!(
+        stdout(&logs)
+            == [
+                format!("{s}  /run/secrets/db_pass").as_str(),
+                &format!("{s}  /run/secrets/alias"),
+                &format!("{c}  /run/app.conf"),
+                "/run/secrets 755 0:0",
+                "/run/secrets/db_pass 400 1000:1001",
+                "/run/secrets/alias 444 0:0",
+                "/run/app.conf 440 0:1001",
+                "done",
+            ],
+        "{logs:?}"
+    );
+    // The mode means what it says: uid 1000 reads its secret, 1002 cannot,
+    // and nobody can write or add files.
+    let (ok, out) = in_task(&holder, 1000, 1001, "cat /run/secrets/db_pass")?;
+    ensure!(
+        ok && out.as_bytes() == secret,
+        "uid 1000 could not read: {out}"
+    );
+    let (ok, _) = in_task(&holder, 1002, 1002, "cat /run/secrets/db_pass")?;
+    ensure!(!ok, "uid 1002 read a 0400 secret of uid 1000");
+    let (ok, _) = in_task(
+        &holder,
+        0,
+        0,
+        "echo x > /run/secrets/new || echo x >> /run/app.conf",
+    )?;
+    ensure!(!ok, "root in the task wrote to its read-only files");
+    // Nothing of the data on the node's disk: not in the bundle, not in
+    // the log.
+    let config_json = std::fs::read(runtime_dir.join("bundles/holder/config.json"))?;
+    let log = std::fs::read(node.log_dir.join("holder.log"))?;
+    for (what, bytes) in [("config.json", &config_json), ("the log", &log)] {
+        ensure!(
+            !bytes.windows(secret.len()).any(|w| w == secret),
+            "the secret is in {what}"
+        );
+    }
+    // Another task on the node sees none of it.
+    let probe = format!(
+        "cat /run/secrets/db_pass 2>/dev/null && echo read-secret; \
+         ls /run/secrets 2>/dev/null && echo sees-secrets; \
+         ls {} 2>/dev/null | grep -q . && echo sees-staging; \
+         grep -q {} /proc/self/mountinfo && echo sees-tmpfs; echo done",
+        runtime_dir.join("files").display(),
+        shoal_runtime::files::TMPFS_SOURCE,
+    );
+    let mut other = node.run("other", 3, &["sh", "-c", &probe]).await?;
+    let exit = within(other.wait()).await?;
+    let logs = node.logs("other")?;
+    ensure!(
+        exit.success() && stdout(&logs) == ["done"],
+        "{exit}: {logs:?}"
+    );
+    // Stopped: no mount of its tmpfs is left anywhere this test can see.
+    within(holder.stop(Duration::from_secs(5))).await?;
+    ensure!(task_files_mounts("self")?.is_empty());
+    ensure!(!staging.exists());
+    Ok(())
+}

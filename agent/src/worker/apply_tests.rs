@@ -50,6 +50,8 @@ fn node(gossip: bool) -> Node {
         dns: shoal_dns::Resolver::new(Vec::new()),
         resolv_conf: None,
         node_view: Arc::default(),
+        secrets: Arc::default(),
+        contact: Default::default(),
     };
     let (exec, reports) = Executor::new(
         setup,
@@ -507,4 +509,65 @@ async fn the_mesh_gets_reachable_backends_and_keeps_draining_ones_out_of_rings()
     let want = synced(&n.log);
     assert_eq!(tasks(&want.groups[&group]), ["t1", "t2"]);
     assert_eq!(tasks(&want.draining[&group]), ["t3"]);
+}
+
+fn with_secret(mut t: TaskAssignment, secret: &str) -> TaskAssignment {
+    t.files = vec![shoal_api::cluster::v1::TaskFile {
+        kind: shoal_api::cluster::v1::TaskFileKind::Secret.into(),
+        id: secret.into(),
+        name: format!("{secret}-name"),
+        target: format!("/run/secrets/{secret}"),
+        mode: 0o444,
+        data: b"hunter2".to_vec(),
+        ..Default::default()
+    }];
+    t
+}
+
+#[tokio::test]
+async fn a_task_with_secrets_waits_for_the_managers_and_the_node_counts_what_it_got() {
+    let mut n = node(false);
+    let secrets = n.exec.setup.secrets.clone();
+    // No assignment stream yet: the managers are not in reach.
+    n.exec.apply(set(
+        1,
+        vec![
+            with_secret(task("t1", "running", "assigned", "10.0.1.5"), "s1"),
+            with_secret(task("t2", "running", "assigned", "10.0.1.6"), "s2"),
+        ],
+    ));
+    until(&mut n.reports, "preparing").await;
+    until(&mut n.reports, "preparing").await;
+    quiet(&mut n.reports).await;
+    assert!(!n.log.calls().contains(&Call::Start("t1".into())));
+    assert_eq!(secrets.received_ids(), ["s1", "s2"]);
+    assert_eq!(secrets.held_ids(), ["s1", "s2"]);
+    // The view kept for the mesh, DNS and `node doctor` has no file data.
+    let view = n.exec.view.borrow().clone();
+    assert!(view.tasks.iter().all(|t| t.files.is_empty()));
+    // One is called off while it waits: it never starts.
+    n.exec.apply(set(
+        2,
+        vec![
+            with_secret(task("t1", "running", "assigned", "10.0.1.5"), "s1"),
+            task("t2", "shutdown", "preparing", "10.0.1.6"),
+        ],
+    ));
+    assert_eq!(
+        states(&until(&mut n.reports, "shutdown").await),
+        [("t2", "shutdown")]
+    );
+    gone(&n, "t2").await;
+    assert_eq!(secrets.held_ids(), ["s1"]);
+    // Back in touch: the other starts.
+    n.exec.setup.contact.set_stream(true);
+    until(&mut n.reports, "running").await;
+    assert!(n.log.calls().contains(&Call::Start("t1".into())));
+    assert!(!n.log.calls().contains(&Call::Start("t2".into())));
+    // Once it ends, the node holds no secret; it did receive both.
+    n.exec.apply(set(3, vec![]));
+    until(&mut n.reports, "shutdown").await;
+    gone(&n, "t1").await;
+    assert!(secrets.held_ids().is_empty());
+    assert_eq!(secrets.received_ids(), ["s1", "s2"]);
 }

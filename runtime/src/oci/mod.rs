@@ -97,6 +97,9 @@ pub struct BundleInputs<'a> {
     pub platform: seccomp::Platform,
     /// The init binary on the node, bound at [`INIT_PATH`] when `init`.
     pub init: Option<&'a Path>,
+    /// The staging directory of the spec's `files` (see
+    /// [`crate::files`]); required when it has any.
+    pub files: Option<&'a Path>,
 }
 
 fn invalid(
@@ -264,8 +267,10 @@ fn bundle_err(source: oci_spec::OciSpecError) -> RuntimeError {
 }
 
 /// The mounts, in the order runc makes them: the kernel filesystems, the
-/// tmpfs over the node's hidden paths, the files of the bundle, the
-/// anonymous volumes, the spec's own mounts, the init.
+/// tmpfs over the node's hidden paths (`/run` among them, so that
+/// `/run/secrets` can be made on it), the files of the bundle, the
+/// anonymous volumes, the spec's own mounts, the secrets and configs (last,
+/// so no mount hides them), the init.
 pub fn mounts(spec: &TaskSpec, inputs: &BundleInputs<'_>) -> Result<Vec<OciMount>, RuntimeError> {
     let mut out = vec![
         mount("/proc", "proc", "proc", &["nosuid", "noexec", "nodev"])?,
@@ -376,6 +381,27 @@ pub fn mounts(spec: &TaskSpec, inputs: &BundleInputs<'_>) -> Result<Vec<OciMount
                 mount(target, "tmpfs", "tmpfs", &options)?
             }
         });
+    }
+    if !spec.files.is_empty() {
+        let Some(staging) = inputs.files else {
+            return Err(invalid(
+                spec,
+                "files",
+                spec.files.len(),
+                "the runtime staged no directory for the task's files",
+            ));
+        };
+        for (target, source, dir) in crate::files::binds(&spec.files, staging) {
+            // Read-only and never executable; rprivate: no mount or unmount
+            // on the node reaches the task's copy, nor the reverse.
+            let kind = if dir { "rbind" } else { "bind" };
+            out.push(mount(
+                &target,
+                "bind",
+                source,
+                &[kind, "rprivate", "ro", "nosuid", "nodev", "noexec"],
+            )?);
+        }
     }
     if let (true, Some(init)) = (spec.init, inputs.init) {
         out.push(mount(

@@ -65,6 +65,7 @@ fn build(spec: &TaskSpec) -> Result<Spec, RuntimeError> {
             kernel: (6, 18),
         },
         init: Some(Path::new("/usr/bin/shoal-shim")),
+        files: Some(Path::new("/s/files/t1")),
     };
     config(spec, &inputs)
 }
@@ -296,6 +297,74 @@ fn host_tasks_hide_the_nodes_state_and_get_their_files() {
     assert_eq!(
         config.root().as_ref().and_then(|r| r.readonly()),
         Some(false)
+    );
+}
+
+#[test]
+fn secrets_and_configs_are_read_only_binds_after_run_and_the_services_mounts() {
+    use crate::files::TaskFile;
+    let file = |target: &str| TaskFile {
+        target: target.into(),
+        mode: 0o400,
+        data: b"hunter2".to_vec(),
+        ..TaskFile::default()
+    };
+    let s = TaskSpec {
+        files: vec![
+            file("/run/secrets/db_pass"),
+            file("/etc/app.conf"),
+            file("/run/secrets/alias"),
+        ],
+        mounts: vec![Mount::Tmpfs {
+            target: "/etc".into(),
+            size: None,
+        }],
+        init: true,
+        ..spec()
+    };
+    let config = build(&s).expect("test");
+    let mounts = config.mounts().as_ref().expect("test");
+    let index = |dest: &str| {
+        mounts
+            .iter()
+            .position(|m| m.destination() == Path::new(dest))
+            .unwrap_or_else(|| panic!("no mount at {dest}: {mounts:?}"))
+    };
+    let secrets = &mounts[index("/run/secrets")];
+    assert_eq!(
+        secrets.source().as_deref(),
+        Some(Path::new("/s/files/t1/secrets"))
+    );
+    let conf = &mounts[index("/etc/app.conf")];
+    assert_eq!(
+        conf.source().as_deref(),
+        Some(Path::new("/s/files/t1/single/1"))
+    );
+    for m in [secrets, conf] {
+        let options = m.options().clone().unwrap_or_default();
+        for o in ["ro", "rprivate", "nosuid", "nodev", "noexec"] {
+            assert!(options.contains(&o.to_owned()), "{o} in {options:?}");
+        }
+    }
+    // /run (a tmpfs of a host task) first, so /run/secrets can be made on
+    // it; the service's /etc before the config, which it would hide.
+    assert!(index("/run") < index("/run/secrets"));
+    assert!(index("/etc") < index("/etc/app.conf"));
+    assert!(index("/etc/app.conf") < index(INIT_PATH));
+    // The data is in no field of config.json.
+    let json = serde_json::to_string(&config).expect("test");
+    assert!(!json.contains("hunter2"), "{json}");
+    // A mount over the secrets would hide them.
+    let hidden = TaskSpec {
+        mounts: vec![Mount::Tmpfs {
+            target: "/run/secrets/x".into(),
+            size: None,
+        }],
+        ..s.clone()
+    };
+    assert_eq!(
+        field(hidden.validate().map(|()| config.clone())),
+        Some("mounts")
     );
 }
 
