@@ -47,9 +47,13 @@ pub enum ValidationError {
         value: String,
         reason: SubnetProblem,
     },
-    #[error("{field}: {len} bytes is more than the {MAX_SECRET_LEN} bytes a secret may hold")]
+    #[error(
+        "{field}: {len} bytes is more than the 500 KiB ({MAX_SECRET_LEN} bytes) a secret may hold, as in docker; keep large files in a config or a volume"
+    )]
     SecretTooLarge { field: &'static str, len: usize },
-    #[error("{field}: {len} bytes is more than the {MAX_CONFIG_LEN} bytes a config may hold")]
+    #[error(
+        "{field}: {len} bytes is more than the 1000 KiB ({MAX_CONFIG_LEN} bytes) a config may hold, as in docker; keep large files in a volume or the image"
+    )]
     ConfigTooLarge { field: &'static str, len: usize },
     #[error("{field}: {source}")]
     Template {
@@ -315,7 +319,10 @@ mod tests {
             .err()
             .map(|e| e.to_string())
             .unwrap_or_default();
-        assert!(big.contains("1024000 bytes a config may hold"), "{big}");
+        assert!(
+            big.contains("1000 KiB (1024000 bytes) a config may hold"),
+            "{big}"
+        );
         assert_eq!(config_data("data", b"id={{.Node.ID}}", "golang"), Ok(()));
         // Without a driver, braces are only text.
         assert_eq!(config_data("data", b"{{.Nope}}", ""), Ok(()));
