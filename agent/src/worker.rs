@@ -177,6 +177,7 @@ fn report(
         message: message.into(),
         err: err.into(),
         exit_code: None,
+        health: None,
     }
 }
 

@@ -67,6 +67,15 @@ words! {
         Complete => "complete", Shutdown => "shutdown", Failed => "failed",
         Rejected => "rejected", Orphaned => "orphaned",
     }
+    c::HealthStatus { Starting => "starting", Healthy => "healthy", Unhealthy => "unhealthy" }
+    c::FailureAction { Pause => "pause", Continue => "continue", Rollback => "rollback" }
+    c::UpdateOrder { StopFirst => "stop-first", StartFirst => "start-first" }
+    // docker's UpdateStatus.State values.
+    c::UpdateState {
+        Updating => "updating", Paused => "paused", Completed => "completed",
+        RollbackStarted => "rollback_started", RollbackPaused => "rollback_paused",
+        RollbackCompleted => "rollback_completed",
+    }
     n::SwarmState {
         Inactive => "inactive", Pending => "pending", Active => "active", Locked => "locked",
         Error => "error",

@@ -283,6 +283,8 @@ fn container(a: &CreateArgs) -> Result<(ContainerSpec, Resources), FlagError> {
         registry_auth: String::new(),
         secrets: file_refs("--secret", &a.secret)?,
         configs: file_refs("--config", &a.config)?,
+        // Health and container labels: issue 13's CLI.
+        ..Default::default()
     };
     Ok((spec, resources))
 }
@@ -396,6 +398,8 @@ fn flags_request(a: &CreateArgs) -> Result<CreateServiceRequest, FlagError> {
         ports,
         container: Some(container),
         resources: Some(resources),
+        // Update policy and placement preferences: issue 13's CLI.
+        ..Default::default()
     })
 }
 

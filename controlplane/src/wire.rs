@@ -308,6 +308,8 @@ pub fn container(t: &model::TaskSpec) -> (pb::ContainerSpec, pb::Resources) {
             registry_auth: String::new(),
             secrets: t.secrets.iter().map(file_ref).collect(),
             configs: t.configs.iter().map(file_ref).collect(),
+            // Health, container labels, force_update: issue 13's model.
+            ..Default::default()
         },
         pb::Resources {
             limit_nano_cpus: r.limit_nano_cpus,

@@ -348,6 +348,7 @@ fn rep(task: &str, state: &str) -> TaskReport {
         message: "m".into(),
         err: String::new(),
         exit_code: None,
+        health: None,
     }
 }
 

@@ -89,6 +89,8 @@ fn summary(state: &ClusterState, s: &Service) -> ServiceSummary {
         resources: Some(resources),
         legacy_rootfs: s.spec.task.legacy_rootfs.clone(),
         warnings: Vec::new(),
+        // Update policy, status and previous spec: issue 13's control plane.
+        ..Default::default()
     }
 }
 
@@ -632,6 +634,10 @@ pub(super) async fn tasks(
                     .iter()
                     .flat_map(|n| n.addresses.clone())
                     .collect(),
+                exit_code: t.status.exit_code,
+                image: t.spec.image.clone(),
+                // Health: issue 13's control plane stores it from reports.
+                health: None,
             }
         })
         .collect())
