@@ -10,7 +10,7 @@ use shoal_api::cluster::v1::{ConfigRef, ConfigSummary, CreateConfigRequest, List
 
 use crate::{
     client::{self, finish},
-    output::{Format, ListFlags, table},
+    output::{Format, ListFlags, stored_objects},
     parse::{FlagError, parse_label},
     secret::read_content,
 };
@@ -156,30 +156,17 @@ pub async fn run(host: &str, cmd: ConfigCmd) -> anyhow::Result<()> {
             println!("{}", c.id);
             Ok(())
         }
-        ConfigCmd::Ls(ListFlags { quiet, format }) => {
+        ConfigCmd::Ls(flags) => {
             let mut d = client::connect(host).await?;
-            let mut all = client::call(host, d.control.list_configs(ListConfigsRequest {}))
+            let all = client::call(host, d.control.list_configs(ListConfigsRequest {}))
                 .await?
                 .configs;
-            all.sort_by(|a, b| a.name.cmp(&b.name));
-            if quiet {
-                all.iter().for_each(|c| println!("{}", c.id));
-                return Ok(());
-            }
-            match format {
-                Format::Json => {
-                    let v: Vec<_> = all.iter().map(json).collect();
-                    println!("{}", serde_json::to_string_pretty(&v)?);
-                }
-                Format::Table => {
-                    let mut t = table(&["ID", "NAME", "SIZE"]);
-                    for c in &all {
-                        t.add_row(vec![c.id.clone(), c.name.clone(), format!("{}B", c.size)]);
-                    }
-                    println!("{t}");
-                }
-            }
-            Ok(())
+            stored_objects(
+                all,
+                flags,
+                |o| (&o.id, &o.name, o.size),
+                |o| serde_json::json!(json(o)),
+            )
         }
         ConfigCmd::Inspect {
             configs,

@@ -82,6 +82,36 @@ struct SwarmJson<'a> {
 }
 
 /// docker capitalises API words for people: `ready` → `Ready`.
+/// `secret ls` and `config ls`: sorted by name; ids only with `-q`; a
+/// table of id, name and size, or each object as `json` makes it.
+pub fn stored_objects<T>(
+    mut all: Vec<T>,
+    flags: ListFlags,
+    row: impl Fn(&T) -> (&str, &str, u64),
+    json: impl Fn(&T) -> serde_json::Value,
+) -> anyhow::Result<()> {
+    all.sort_by(|a, b| row(a).1.cmp(row(b).1));
+    if flags.quiet {
+        all.iter().for_each(|o| println!("{}", row(o).0));
+        return Ok(());
+    }
+    match flags.format {
+        Format::Json => {
+            let v: Vec<_> = all.iter().map(json).collect();
+            println!("{}", serde_json::to_string_pretty(&v)?);
+        }
+        Format::Table => {
+            let mut t = table(&["ID", "NAME", "SIZE"]);
+            for o in &all {
+                let (id, name, size) = row(o);
+                t.add_row(vec![id.to_owned(), name.to_owned(), format!("{size}B")]);
+            }
+            println!("{t}");
+        }
+    }
+    Ok(())
+}
+
 pub fn pretty(word: &str) -> String {
     let mut chars = word.chars();
     match chars.next() {

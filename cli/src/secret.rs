@@ -10,7 +10,7 @@ use shoal_api::cluster::v1::{CreateSecretRequest, ListSecretsRequest, SecretRef,
 
 use crate::{
     client::{self, finish},
-    output::{Format, ListFlags, table},
+    output::{ListFlags, stored_objects},
     parse::{FlagError, parse_label},
 };
 
@@ -97,30 +97,17 @@ pub async fn run(host: &str, cmd: SecretCmd) -> anyhow::Result<()> {
             println!("{}", s.id);
             Ok(())
         }
-        SecretCmd::Ls(ListFlags { quiet, format }) => {
+        SecretCmd::Ls(flags) => {
             let mut d = client::connect(host).await?;
-            let mut all = client::call(host, d.control.list_secrets(ListSecretsRequest {}))
+            let all = client::call(host, d.control.list_secrets(ListSecretsRequest {}))
                 .await?
                 .secrets;
-            all.sort_by(|a, b| a.name.cmp(&b.name));
-            if quiet {
-                all.iter().for_each(|s| println!("{}", s.id));
-                return Ok(());
-            }
-            match format {
-                Format::Json => {
-                    let v: Vec<_> = all.iter().map(json).collect();
-                    println!("{}", serde_json::to_string_pretty(&v)?);
-                }
-                Format::Table => {
-                    let mut t = table(&["ID", "NAME", "SIZE"]);
-                    for s in &all {
-                        t.add_row(vec![s.id.clone(), s.name.clone(), format!("{}B", s.size)]);
-                    }
-                    println!("{t}");
-                }
-            }
-            Ok(())
+            stored_objects(
+                all,
+                flags,
+                |o| (&o.id, &o.name, o.size),
+                |o| serde_json::json!(json(o)),
+            )
         }
         SecretCmd::Inspect { secrets } => {
             let d = client::connect(host).await?;

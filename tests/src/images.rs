@@ -4,10 +4,11 @@
 
 use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
+use std::time::Duration;
 
 use shoal_image::fixtures;
 
-use crate::{Lab, LabError, shoald_path};
+use crate::{Formation, Lab, LabError, shoald_path};
 
 /// `busybox` as services name it.
 pub const BUSYBOX: &str = "busybox:latest";
@@ -74,6 +75,17 @@ pub fn lab_tools_archive() -> Result<&'static [u8], LabError> {
         .write_docker_archive(&mut out)
         .map_err(|e| build_error(LAB_TOOLS, e))?;
     Ok(ARCHIVE.get_or_init(|| out))
+}
+
+/// A swarm of `formation`, every node ready and busybox loaded on n1 only
+/// (the other nodes fetch it when a task needs it); with the lab client.
+pub async fn busybox_lab(tag: &str, formation: Formation<'_>) -> Result<Lab, LabError> {
+    let nodes = formation.nodes;
+    let lab = Lab::builder(tag).nodes(nodes).client(true).start().await?;
+    lab.form_swarm_of(formation)?;
+    lab.nodes_ready(nodes, Duration::from_secs(15)).await?;
+    lab.load_image(1, busybox_archive()?)?;
+    Ok(lab)
 }
 
 impl Lab {

@@ -86,11 +86,39 @@ impl Lab {
         .await
     }
 
-    /// Waits until `n` tasks of `service` run (as `service ps` on n1 says).
+    /// Waits until `n` tasks of `service` run (as `service ps` on n1 says);
+    /// on timeout the error holds the last `service ps`.
     pub async fn running(&self, service: &str, n: usize, within: Duration) -> Result<(), LabError> {
         eventually(within, &format!("{n} tasks of {service} running"), || {
             let rows = self.service_ps(1, service)?;
-            Ok((rows.iter().filter(|r| r.running()).count() == n).then_some(()))
+            if rows.iter().filter(|r| r.running()).count() == n {
+                return Ok(Some(()));
+            }
+            Err(format!("service ps: {rows:?}").into())
+        })
+        .await
+    }
+
+    /// `service logs --raw` of `service` (its stdout and stderr, which
+    /// `service logs` prints apart as docker's does) once `pred` holds.
+    pub async fn logs_until(
+        &self,
+        service: &str,
+        within: Duration,
+        what: &str,
+        pred: impl Fn(&str) -> bool,
+    ) -> Result<String, LabError> {
+        eventually(within, what, || {
+            let out = self.shoal_output(1, &["service", "logs", "--raw", service], b"")?;
+            let both = format!(
+                "{}{}",
+                String::from_utf8_lossy(&out.stdout),
+                String::from_utf8_lossy(&out.stderr)
+            );
+            if pred(&both) {
+                return Ok(Some(both));
+            }
+            Err(format!("{service} logs: {both:?}").into())
         })
         .await
     }

@@ -20,48 +20,11 @@ use anyhow::{Context, ensure};
 use shoal_lab::{Formation, Lab, eventually, images};
 
 async fn cluster(tag: &str, nodes: usize) -> anyhow::Result<Lab> {
-    cluster_of(tag, Formation::fast(1, nodes)).await
-}
-
-async fn cluster_of(tag: &str, formation: Formation<'_>) -> anyhow::Result<Lab> {
-    let nodes = formation.nodes;
-    let lab = Lab::builder(tag).nodes(nodes).client(true).start().await?;
-    lab.form_swarm_of(formation)?;
-    lab.nodes_ready(nodes, Duration::from_secs(15)).await?;
-    lab.load_image(1, images::busybox_archive()?)?;
-    Ok(lab)
+    Ok(images::busybox_lab(tag, Formation::fast(1, nodes)).await?)
 }
 
 async fn running(lab: &Lab, service: &str, n: usize) -> anyhow::Result<()> {
-    lab.running(service, n, Duration::from_secs(60))
-        .await
-        .with_context(|| format!("{service}: {:?}", lab.service_ps(1, service)))
-}
-
-/// The service's logs once `pred` holds for them (within `within`).
-async fn logs_until(
-    lab: &Lab,
-    service: &str,
-    within: Duration,
-    what: &str,
-    pred: impl Fn(&str) -> bool,
-) -> anyhow::Result<String> {
-    // As docker's, `service logs` prints a task's stderr on its stderr.
-    let both = || -> anyhow::Result<String> {
-        let out = lab.shoal_output(1, &["service", "logs", "--raw", service], b"")?;
-        Ok(format!(
-            "{}{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        ))
-    };
-    let out = eventually(within, what, || {
-        let out = both().unwrap_or_default();
-        Ok(pred(&out).then_some(out))
-    })
-    .await
-    .with_context(|| format!("{service} logs: {:?}", both()))?;
-    Ok(out)
+    Ok(lab.running(service, n, Duration::from_secs(60)).await?)
 }
 
 #[tokio::test]
@@ -102,8 +65,7 @@ async fn an_image_loaded_on_one_node_runs_on_every_node() -> anyhow::Result<()> 
     }
     // httpd -vv logs each request's peer (on stderr): the client's own
     // address.
-    logs_until(
-        &lab,
+    lab.logs_until(
         "web",
         Duration::from_secs(10),
         "client address in logs",
@@ -175,10 +137,11 @@ async fn tasks_cannot_reach_the_nodes_keys_sockets_or_kernel() -> anyhow::Result
                 &probe,
             ],
         )?;
-        let logs = logs_until(&lab, name, Duration::from_secs(60), "probe done", |l| {
-            l.contains("PROBE-DONE")
-        })
-        .await?;
+        let logs = lab
+            .logs_until(name, Duration::from_secs(60), "probe done", |l| {
+                l.contains("PROBE-DONE")
+            })
+            .await?;
         for bad in ["KEY-READ", "SOCKET-SEEN", "MOUNTED", "UNSHARED", "BPF-SEEN"] {
             ensure!(!logs.contains(bad), "{name}: {bad}\n{logs}");
         }
@@ -276,7 +239,7 @@ async fn a_named_volume_keeps_data_across_restarts() -> anyhow::Result<()> {
             "echo x >> /data/n; echo runs=$(wc -l < /data/n); sleep 1",
         ],
     )?;
-    logs_until(&lab, "counter", Duration::from_secs(60), "third run", |l| {
+    lab.logs_until("counter", Duration::from_secs(60), "third run", |l| {
         l.contains("runs=3")
     })
     .await?;
@@ -292,7 +255,7 @@ async fn a_task_outlives_its_shoald_and_is_adopted() -> anyhow::Result<()> {
     // Docker's default heartbeat (5 s): a node is declared down, and its
     // tasks replaced, only after three missed ones, as swarm does; the
     // lab's 1 s would call a 3 s restart on a loaded machine a failure.
-    let lab = cluster_of("img-live", Formation::plain(1, 2)).await?;
+    let lab = images::busybox_lab("img-live", Formation::plain(1, 2)).await?;
     lab.shoal(
         1,
         &[
@@ -326,10 +289,11 @@ async fn a_task_outlives_its_shoald_and_is_adopted() -> anyhow::Result<()> {
     .with_context(|| format!("{:?}", lab.service_ps(1, "tick")))?;
     // The log kept growing while shoald was down: no gap of more than a
     // second between ticks.
-    let logs = logs_until(&lab, "tick", Duration::from_secs(10), "ticks", |l| {
-        l.lines().count() > 30
-    })
-    .await?;
+    let logs = lab
+        .logs_until("tick", Duration::from_secs(10), "ticks", |l| {
+            l.lines().count() > 30
+        })
+        .await?;
     let ticks: Vec<u64> = logs
         .lines()
         .filter_map(|l| l.trim().strip_prefix("tick ")?.parse().ok())
@@ -458,10 +422,11 @@ async fn containers_reach_each_other_by_name_vip_and_overlay() -> anyhow::Result
             "wget -qO- http://web/ && echo; nslookup tasks.web 127.0.0.11; echo PROBE-DONE",
         ],
     )?;
-    let logs = logs_until(&lab, "probe", Duration::from_secs(60), "probe done", |l| {
-        l.contains("PROBE-DONE")
-    })
-    .await?;
+    let logs = lab
+        .logs_until("probe", Duration::from_secs(60), "probe done", |l| {
+            l.contains("PROBE-DONE")
+        })
+        .await?;
     ensure!(logs.contains("web."), "no answer through the VIP:\n{logs}");
     let addrs: Vec<String> = lab
         .service_ps(1, "web")

@@ -24,17 +24,11 @@ use sha2::{Digest, Sha256};
 use shoal_lab::{Formation, Lab, eventually, images};
 
 async fn cluster(tag: &str, nodes: usize) -> anyhow::Result<Lab> {
-    let lab = Lab::builder(tag).nodes(nodes).client(true).start().await?;
-    lab.form_swarm_of(Formation::fast(1, nodes))?;
-    lab.nodes_ready(nodes, Duration::from_secs(15)).await?;
-    lab.load_image(1, images::busybox_archive()?)?;
-    Ok(lab)
+    Ok(images::busybox_lab(tag, Formation::fast(1, nodes)).await?)
 }
 
 async fn running(lab: &Lab, service: &str, n: usize) -> anyhow::Result<()> {
-    lab.running(service, n, Duration::from_secs(60))
-        .await
-        .with_context(|| format!("{service}: {:?}", lab.service_ps(1, service)))
+    Ok(lab.running(service, n, Duration::from_secs(60)).await?)
 }
 
 /// `service logs` of `service` (stdout and stderr) once `pred` holds.
@@ -44,20 +38,9 @@ async fn logs_until(
     what: &str,
     pred: impl Fn(&str) -> bool,
 ) -> anyhow::Result<String> {
-    let both = || -> anyhow::Result<String> {
-        let out = lab.shoal_output(1, &["service", "logs", "--raw", service], b"")?;
-        Ok(format!(
-            "{}{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        ))
-    };
-    eventually(Duration::from_secs(30), what, || {
-        let out = both().unwrap_or_default();
-        Ok(pred(&out).then_some(out))
-    })
-    .await
-    .with_context(|| format!("{service} logs: {:?}", both()))
+    Ok(lab
+        .logs_until(service, Duration::from_secs(30), what, pred)
+        .await?)
 }
 
 fn sha256_hex(data: &[u8]) -> String {
