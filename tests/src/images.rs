@@ -15,7 +15,7 @@ pub const BUSYBOX: &str = "busybox:latest";
 /// The lab tools image.
 pub const LAB_TOOLS: &str = "shoal.local/lab-tools:latest";
 
-fn build_error(what: &str, e: shoal_image::ImageError) -> LabError {
+fn build_error(what: &str, e: impl std::error::Error + Send + Sync + 'static) -> LabError {
     LabError::Io {
         path: PathBuf::from(what),
         op: "building the lab image",
@@ -43,6 +43,33 @@ pub fn busybox_serving(body: &str) -> Result<Vec<u8>, LabError> {
     let mut out = Vec::new();
     fixtures::busybox()
         .add_bytes(body.as_bytes().to_vec(), "/www/index.html", 0o644)
+        .write_docker_archive(&mut out)
+        .map_err(|e| build_error(BUSYBOX, e))?;
+    Ok(out)
+}
+
+/// A busybox web server image named `reference` (`shoal.local/web:v1`):
+/// `httpd` serves `body` at `/` on port 80 from its start, and the image
+/// carries `healthcheck` as its HEALTHCHECK, as a Dockerfile's would.
+pub fn web_image(
+    reference: &str,
+    body: &str,
+    healthcheck: Option<shoal_image::Healthcheck>,
+) -> Result<Vec<u8>, LabError> {
+    let name = shoal_image::Reference::parse(reference).map_err(|e| build_error(BUSYBOX, e))?;
+    let mut out = Vec::new();
+    fixtures::busybox()
+        .with_reference(name)
+        .add_bytes(body.as_bytes().to_vec(), "/www/index.html", 0o644)
+        .config(|c| {
+            // `exec`: httpd gets the stop signal itself and exits at once.
+            c.cmd = Some(vec![
+                "sh".into(),
+                "-c".into(),
+                "exec httpd -f -p 80 -h /www".into(),
+            ]);
+            c.healthcheck = healthcheck;
+        })
         .write_docker_archive(&mut out)
         .map_err(|e| build_error(BUSYBOX, e))?;
     Ok(out)

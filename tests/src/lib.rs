@@ -27,6 +27,7 @@ mod daemon;
 mod error;
 pub mod images;
 mod lab;
+pub mod load;
 pub mod netns;
 mod record;
 mod shoal;
