@@ -785,12 +785,13 @@ pub struct ServiceSpec {
     pub constraints: Vec<String>,
     #[serde(default)]
     pub restart: RestartPolicy,
-    /// `--update-*`: how a change of the task spec rolls out.
-    #[serde(default)]
+    /// `--update-*`: how a change of the task spec rolls out. Written only
+    /// when not swarm's default, so older states write back as read.
+    #[serde(default, skip_serializing_if = "UpdateConfig::is_default")]
     pub update: UpdateConfig,
     /// `--rollback-*`: how a rollback rolls out (failure action pause or
     /// continue only).
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "UpdateConfig::is_default")]
     pub rollback: UpdateConfig,
     /// `--placement-pref spread=node.labels.KEY`, as written; checked by
     /// `crate::constraint::preference` before they are stored.
@@ -842,6 +843,12 @@ pub struct UpdateConfig {
     /// Acts when failed / updated slots is strictly greater.
     pub max_failure_ratio: Ratio,
     pub order: UpdateOrder,
+}
+
+impl UpdateConfig {
+    pub fn is_default(&self) -> bool {
+        *self == UpdateConfig::default()
+    }
 }
 
 /// swarm's default `--update-monitor` / `--rollback-monitor`.

@@ -995,11 +995,21 @@ pub(super) async fn tasks(
         .collect())
 }
 
+pub fn now_unix_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+        .unwrap_or_default()
+}
+
 /// One pass of the leader's reconcilers. Commands refused because the state
 /// moved on are dropped: the next pass plans again from the newer state.
-pub(super) async fn reconcile(m: &Manager) {
-    let now = now_unix();
-    let plan = orchestrator::orchestrate(&*m.local_state().await, now, &mut generate_node_id);
+/// Returns when (unix ms) an update's delay or monitor window ends, which
+/// no commit announces, so the caller wakes the next pass then.
+pub(super) async fn reconcile(m: &Manager) -> Option<u64> {
+    let now_ms = now_unix_ms();
+    let now = now_ms / 1000;
+    let plan = orchestrator::orchestrate_at(&*m.local_state().await, now_ms, &mut generate_node_id);
     for cmd in plan {
         if let Err(e) = m.propose(cmd).await {
             tracing::debug!(error = %e, "orchestrator command refused");
@@ -1011,6 +1021,7 @@ pub(super) async fn reconcile(m: &Manager) {
             tracing::debug!(error = %e, "scheduler command refused");
         }
     }
+    orchestrator::next_wake(&*m.local_state().await, now_unix_ms())
 }
 
 #[cfg(test)]

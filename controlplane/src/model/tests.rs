@@ -79,8 +79,12 @@ fn service(id: &str, name: &str, networks: &[&str], secrets: &[&str]) -> Service
             networks: networks.iter().map(|n| (*n).to_owned()).collect(),
             constraints: Vec::new(),
             restart: RestartPolicy::default(),
+            update: Default::default(),
+            rollback: Default::default(),
+            placement_prefs: Vec::new(),
         },
         previous_spec: None,
+        update_status: None,
         endpoint: Endpoint::default(),
     }
 }
