@@ -920,7 +920,8 @@ pub struct UpdateProgress {
     pub failures: BTreeSet<String>,
     /// Unix ms until which a worker sleeps its `delay` after a slot.
     pub delays_until: Vec<u64>,
-    /// Unix ms the last slot finished (its task RUNNING, or ended).
+    /// Unix ms the last slot's worker finished: its task RUNNING (or
+    /// ended), and its delay after.
     pub last_done_ms: u64,
 }
 

@@ -697,7 +697,8 @@ async fn reconciler(m: Arc<Manager>, mut stopped: tokio::sync::watch::Receiver<b
     // the millisecond, not at the next tick.
     let mut wake: Option<tokio::time::Instant> = None;
     loop {
-        let deadline = wake.unwrap_or_else(|| tokio::time::Instant::now() + Duration::from_secs(3600));
+        let deadline =
+            wake.unwrap_or_else(|| tokio::time::Instant::now() + Duration::from_secs(3600));
         tokio::select! {
             _ = stopped.changed() => return,
             changed = metrics.changed() => if changed.is_err() { return },

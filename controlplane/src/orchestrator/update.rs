@@ -103,7 +103,7 @@ pub(super) fn step(
         let running = p.tasks.get(&id).copied().flatten();
         if running.is_none() && t.state == TaskState::Running {
             p.tasks.insert(id.clone(), Some(now_ms));
-            p.last_done_ms = now_ms;
+            p.last_done_ms = p.last_done_ms.max(now_ms + delay_ms);
             if delay_ms > 0 {
                 p.delays_until.push(now_ms + delay_ms);
             }
@@ -112,7 +112,7 @@ pub(super) fn step(
         // never ran, or ran for less than the monitor window.
         if ended(t.state) && t.desired_state == TaskState::Running && !p.failures.contains(&id) {
             if running.is_none() {
-                p.last_done_ms = now_ms;
+                p.last_done_ms = p.last_done_ms.max(now_ms + delay_ms);
                 if delay_ms > 0 {
                     p.delays_until.push(now_ms + delay_ms);
                 }
@@ -198,8 +198,7 @@ pub(super) fn step(
 
     // Every slot done: one monitor window after the last, it is complete.
     if dirty.is_empty() && idle {
-        let rest = p.delays_until.iter().copied().max().unwrap_or(0);
-        let done_at = p.last_done_ms.max(rest) + monitor_ms;
+        let done_at = p.last_done_ms + monitor_ms;
         if now_ms >= done_at {
             let (state, message) = if rolling_back {
                 (UpdateState::RollbackCompleted, "rollback completed")
@@ -315,8 +314,7 @@ pub fn next_wake(state: &crate::model::ClusterState, now_ms: u64) -> Option<u64>
         for &d in &p.delays_until {
             at(d);
         }
-        let rest = p.delays_until.iter().copied().max().unwrap_or(0);
-        at(p.last_done_ms.max(rest) + monitor_ms);
+        at(p.last_done_ms + monitor_ms);
     }
     next
 }
