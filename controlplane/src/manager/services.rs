@@ -1443,4 +1443,158 @@ mod tests {
         let task = &s.services["id-web"].spec.task;
         assert!(task.secrets.is_empty() && task.configs.is_empty());
     }
+
+    #[test]
+    fn update_applies_the_whole_delta_and_a_refused_one_changes_nothing() {
+        let mut s = ClusterState::default();
+        let mut r = request("web", Vec::new());
+        r.env = vec!["A=1".into(), "B=2".into()];
+        assert_eq!(message(create(&mut s, &r)), "");
+        let req = |f: &dyn Fn(&mut UpdateServiceRequest)| {
+            let mut r = UpdateServiceRequest {
+                service: "web".into(),
+                ..Default::default()
+            };
+            f(&mut r);
+            r
+        };
+        let ok = req(&|r| {
+            r.env_rm = vec!["A".into()];
+            r.env_add = vec!["B=3".into(), "C=4".into()];
+            r.container_label_add = [("x".to_owned(), "y".to_owned())].into();
+            r.placement_pref_add = vec!["spread=node.labels.zone".into()];
+            r.update_config = Some(pb::UpdateConfig {
+                parallelism: Some(2),
+                order: Some(pb::UpdateOrder::StartFirst.into()),
+                ..Default::default()
+            });
+            r.healthcheck = Some(pb::HealthConfig {
+                test: vec!["CMD-SHELL".into(), "true".into()],
+                retries: Some(5),
+                ..Default::default()
+            });
+            r.force = true;
+        });
+        assert_eq!(message(update(&mut s, &ok)), "");
+        let web = &s.services["id-web"];
+        assert_eq!(web.spec.task.env, ["B=3", "C=4"]);
+        assert_eq!(web.spec.task.container_labels["x"], "y");
+        assert_eq!(web.spec.placement_prefs, ["spread=node.labels.zone"]);
+        assert_eq!(web.spec.update.parallelism, 2);
+        assert_eq!(web.spec.update.order, crate::model::UpdateOrder::StartFirst);
+        // Unset fields keep swarm's defaults.
+        assert_eq!(web.spec.update.monitor_nanos, 5_000_000_000);
+        let h = web.spec.task.healthcheck.clone().unwrap_or_default();
+        assert_eq!((h.retries, h.interval_nanos), (5, 30_000_000_000));
+        assert_eq!(web.spec.task.force_update, 1);
+        // The summary carries the policies, every field set.
+        let shown = summary(&s, web);
+        let u = shown.update_config.unwrap_or_default();
+        assert_eq!((u.parallelism, u.delay_ns), (Some(2), Some(0)));
+        assert!(shown.previous_spec.is_some());
+
+        let before = s.clone();
+        for (bad, want) in [
+            (
+                req(&|r| {
+                    r.env_add = vec!["D=5".into()];
+                    r.update_config = Some(pb::UpdateConfig {
+                        max_failure_ratio: Some(1.5),
+                        ..Default::default()
+                    });
+                }),
+                "--update-max-failure-ratio 1.5: must be between 0 and 1",
+            ),
+            (
+                req(&|r| {
+                    r.rollback_config = Some(pb::UpdateConfig {
+                        failure_action: Some(pb::FailureAction::Rollback.into()),
+                        ..Default::default()
+                    })
+                }),
+                "--rollback-failure-action rollback",
+            ),
+            (
+                req(&|r| {
+                    r.healthcheck = Some(pb::HealthConfig {
+                        test: vec!["CMD-SHELL".into()],
+                        ..Default::default()
+                    })
+                }),
+                "--health-cmd",
+            ),
+            (
+                req(&|r| r.placement_pref_add = vec!["binpack=node.id".into()]),
+                "only spread is supported",
+            ),
+            (req(&|r| r.env_add = vec!["=x".into()]), "--env-add"),
+            (
+                req(&|r| r.image = Some("a:b:c".into())),
+                "IMAGE \"a:b:c\"",
+            ),
+            (
+                req(&|r| r.version = 1),
+                "update out of sequence",
+            ),
+            (
+                req(&|r| {
+                    r.rollback = true;
+                    r.replicas = Some(3);
+                }),
+                "--rollback: nothing else may be changed",
+            ),
+        ] {
+            let e = message(update(&mut s, &bad));
+            assert!(e.contains(want), "{want}: {e}");
+            assert_eq!(s, before, "{want}: a refused update changes nothing");
+        }
+    }
+
+    #[test]
+    fn rollback_swaps_in_the_previous_spec() {
+        let mut s = ClusterState::default();
+        let mut r = request("web", Vec::new());
+        r.replicas = 2;
+        assert_eq!(message(create(&mut s, &r)), "");
+        let rollback = UpdateServiceRequest {
+            service: "web".into(),
+            rollback: true,
+            ..Default::default()
+        };
+        assert_eq!(
+            message(update(&mut s, &rollback)),
+            "service id-web does not have a previous spec"
+        );
+        let change = UpdateServiceRequest {
+            service: "web".into(),
+            env_add: vec!["V=2".into()],
+            ..Default::default()
+        };
+        assert_eq!(message(update(&mut s, &change)), "");
+        let web = &s.services["id-web"];
+        let version = web.version;
+        // A stale version is refused; the current one is accepted.
+        let mut pinned = change.clone();
+        pinned.version = version - 1;
+        assert!(message(update(&mut s, &pinned)).contains("retry"));
+        let s2 = updated_at(&s, &rollback, None, 77).map(|w| {
+            (
+                w.spec.task.env.clone(),
+                w.previous_spec.map(|p| p.task.env),
+                w.update_status.map(|u| (u.state, u.message, u.started_unix)),
+            )
+        });
+        assert_eq!(
+            s2.ok(),
+            Some((
+                Vec::<String>::new(),
+                Some(vec!["V=2".to_owned()]),
+                Some((
+                    UpdateState::RollbackStarted,
+                    "manually requested rollback".to_owned(),
+                    77
+                ))
+            ))
+        );
+    }
 }
