@@ -489,7 +489,7 @@ pub fn orchestrate_at(
                 for slot in 1..=replicas {
                     let in_slot: Vec<&&Task> =
                         tasks.iter().filter(|t| t.slot == Some(slot)).collect();
-                    if in_slot.iter().any(|t| holding(t)) {
+                    if in_slot.iter().any(&holding) {
                         continue;
                     }
                     let last_ended = in_slot
@@ -529,7 +529,7 @@ pub fn orchestrate_at(
                         .iter()
                         .filter(|t| t.node_id.as_deref() == Some(node.id.as_str()))
                         .collect();
-                    if on_node.iter().any(|t| holding(t)) {
+                    if on_node.iter().any(&holding) {
                         continue;
                     }
                     // The node's task is started (again) when due.
@@ -675,10 +675,32 @@ pub fn schedule(state: &ClusterState, now: u64) -> Vec<Command> {
             continue;
         };
         let wants = host_ports(&service.id);
+        // `--placement-pref spread=…`: the service's tasks per value of each
+        // preference's key (nodes without one are a group of their own).
+        let prefs: Vec<constraint::SpreadKey> = service
+            .spec
+            .placement_prefs
+            .iter()
+            .filter_map(|p| constraint::preference(p).ok())
+            .collect();
+        let groups: Vec<BTreeMap<Option<&str>, usize>> = prefs
+            .iter()
+            .map(|k| {
+                let mut g: BTreeMap<Option<&str>, usize> = BTreeMap::new();
+                for n in state.nodes.values() {
+                    let c = per_service
+                        .get(&(service.id.as_str(), n.id.as_str()))
+                        .copied()
+                        .unwrap_or(0);
+                    *g.entry(k.value(n)).or_default() += c;
+                }
+                g
+            })
+            .collect();
         let mut refused = Vec::new();
         let mut busy: BTreeMap<(u16, Protocol), usize> = BTreeMap::new();
         let mut insufficient = 0usize;
-        let mut best: Option<(usize, usize, &str, &str)> = None;
+        let mut best: Option<(Vec<usize>, usize, usize, &str, &str)> = None;
         for n in state.nodes.values() {
             if let Some(pinned) = &t.node_id
                 && *pinned != n.id
@@ -707,7 +729,13 @@ pub fn schedule(state: &ClusterState, now: u64) -> Vec<Command> {
                 }
                 continue;
             }
+            let spread: Vec<usize> = prefs
+                .iter()
+                .zip(&groups)
+                .map(|(k, g)| g.get(&k.value(n)).copied().unwrap_or(0))
+                .collect();
             let key = (
+                spread,
                 per_service
                     .get(&(service.id.as_str(), n.id.as_str()))
                     .copied()
@@ -716,12 +744,12 @@ pub fn schedule(state: &ClusterState, now: u64) -> Vec<Command> {
                 n.hostname.as_str(),
                 n.id.as_str(),
             );
-            if best.is_none_or(|b| key < b) {
+            if best.as_ref().is_none_or(|b| key < *b) {
                 best = Some(key);
             }
         }
         match best {
-            Some((_, _, hostname, node_id)) => {
+            Some((_, _, _, hostname, node_id)) => {
                 *per_service
                     .entry((service.id.as_str(), node_id))
                     .or_default() += 1;

@@ -687,8 +687,7 @@ fn spec_delta(
         task.container_labels.remove(k);
     }
     validate::labels("--container-label-add", &r.container_label_add)?;
-    task.container_labels
-        .extend(r.container_label_add.clone().into_iter());
+    task.container_labels.extend(r.container_label_add.clone());
     if !r.mount_rm.is_empty() {
         let rm: Vec<String> = r
             .mount_rm
@@ -775,7 +774,7 @@ fn spec_delta(
         spec.labels.remove(k);
     }
     validate::labels("--label-add", &r.label_add)?;
-    spec.labels.extend(r.label_add.clone().into_iter());
+    spec.labels.extend(r.label_add.clone());
     remove_by(&mut spec.constraints, &r.constraint_rm, |c| c.as_str());
     for c in &r.constraint_add {
         constraint::parse(c).map_err(|e| invalid(e.to_string()))?;
@@ -1528,14 +1527,8 @@ mod tests {
                 "only spread is supported",
             ),
             (req(&|r| r.env_add = vec!["=x".into()]), "--env-add"),
-            (
-                req(&|r| r.image = Some("a:b:c".into())),
-                "IMAGE \"a:b:c\"",
-            ),
-            (
-                req(&|r| r.version = 1),
-                "update out of sequence",
-            ),
+            (req(&|r| r.image = Some("a:b:c".into())), "IMAGE \"a:b:c\""),
+            (req(&|r| r.version = 1), "update out of sequence"),
             (
                 req(&|r| {
                     r.rollback = true;
@@ -1581,7 +1574,8 @@ mod tests {
             (
                 w.spec.task.env.clone(),
                 w.previous_spec.map(|p| p.task.env),
-                w.update_status.map(|u| (u.state, u.message, u.started_unix)),
+                w.update_status
+                    .map(|u| (u.state, u.message, u.started_unix)),
             )
         });
         assert_eq!(

@@ -1264,3 +1264,28 @@ mod updater {
         assert_eq!(next.status().0, Some(UpdateState::Updating));
     }
 }
+
+#[test]
+fn placement_preferences_spread_over_label_values_then_nodes() {
+    let nodes = [
+        node("a", &[("zone", "1")]),
+        node("b", &[("zone", "1")]),
+        node("c", &[("zone", "2")]),
+        node("d", &[]),
+    ];
+    let mut s = state(&nodes);
+    let mut svc = service("web", ServiceMode::Replicated { replicas: 6 }, &[]);
+    svc.spec.placement_prefs = vec!["spread=node.labels.zone".into()];
+    assert!(apply(&mut s, &Command::CreateService(svc)).is_ok());
+    let mut ids = 0;
+    converge(&mut s, 100, &mut ids);
+    let on = |n: &str| {
+        s.tasks
+            .values()
+            .filter(|t| live(t) && t.node_id.as_deref() == Some(n))
+            .count()
+    };
+    // Three groups (zone 1, zone 2, no zone): two tasks each, and zone 1's
+    // two spread over its nodes.
+    assert_eq!((on("a"), on("b"), on("c"), on("d")), (1, 1, 2, 2));
+}

@@ -77,16 +77,13 @@ pub fn healthcheck(h: &HealthConfig) -> Result<(), PolicyError> {
         None => {}
         Some("NONE") if h.test.len() == 1 => {}
         Some("NONE") => return Err(PolicyError::Test(TestProblem::NoneWithArgs)),
-        Some("CMD") => {
-            if h.test.get(1).is_none_or(|c| c.trim().is_empty()) {
-                return Err(PolicyError::Test(TestProblem::CmdEmpty));
-            }
+        Some("CMD") if h.test.get(1).is_none_or(|c| c.trim().is_empty()) => {
+            return Err(PolicyError::Test(TestProblem::CmdEmpty));
         }
-        Some("CMD-SHELL") => {
-            if h.test.len() != 2 || h.test[1].trim().is_empty() {
-                return Err(PolicyError::Test(TestProblem::ShellForm));
-            }
+        Some("CMD-SHELL") if h.test.len() != 2 || h.test[1].trim().is_empty() => {
+            return Err(PolicyError::Test(TestProblem::ShellForm));
         }
+        Some("CMD" | "CMD-SHELL") => {}
         Some(other) => return Err(PolicyError::Test(TestProblem::Kind(other.to_owned()))),
     }
     for (flag, v) in [
