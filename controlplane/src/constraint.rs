@@ -110,9 +110,115 @@ impl Constraint {
     }
 }
 
+/// Why a `--placement-pref` is refused (docker's only strategy is spread).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum PreferenceError {
+    #[error("--placement-pref {0:?}: expected spread=DESCRIPTOR, e.g. spread=node.labels.zone")]
+    NoStrategy(String),
+    #[error(
+        "--placement-pref {given:?}: unsupported placement preference {strategy} (only spread is \
+         supported)"
+    )]
+    Strategy { given: String, strategy: String },
+    #[error(
+        "--placement-pref {given:?}: unknown descriptor {key:?}; use node.labels.<label>, \
+         node.id, node.hostname, node.role, node.platform.os or node.platform.arch"
+    )]
+    UnknownKey { given: String, key: String },
+}
+
+/// What a spread preference groups nodes by.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SpreadKey {
+    Id,
+    Hostname,
+    Role,
+    Os,
+    Arch,
+    Label(String),
+}
+
+/// `spread=node.labels.zone`: tasks go evenly over the values nodes have
+/// (nodes without one form one group of their own, as in swarm).
+pub fn preference(given: &str) -> Result<SpreadKey, PreferenceError> {
+    let Some((strategy, key)) = given.split_once('=') else {
+        return Err(PreferenceError::NoStrategy(given.to_owned()));
+    };
+    if !strategy.trim().eq_ignore_ascii_case("spread") {
+        return Err(PreferenceError::Strategy {
+            given: given.to_owned(),
+            strategy: strategy.trim().to_owned(),
+        });
+    }
+    Ok(match key.trim() {
+        "node.id" => SpreadKey::Id,
+        "node.hostname" => SpreadKey::Hostname,
+        "node.role" => SpreadKey::Role,
+        "node.platform.os" => SpreadKey::Os,
+        "node.platform.arch" => SpreadKey::Arch,
+        k => match k.strip_prefix("node.labels.") {
+            Some(label) if !label.is_empty() && !label.contains(char::is_whitespace) => {
+                SpreadKey::Label(label.to_owned())
+            }
+            _ => {
+                return Err(PreferenceError::UnknownKey {
+                    given: given.to_owned(),
+                    key: k.to_owned(),
+                });
+            }
+        },
+    })
+}
+
+impl SpreadKey {
+    /// The node's value for this key; `None` (a group of its own) when it
+    /// has none.
+    pub fn value<'n>(&self, node: &'n Node) -> Option<&'n str> {
+        let v = match self {
+            SpreadKey::Id => node.id.as_str(),
+            SpreadKey::Hostname => node.hostname.as_str(),
+            SpreadKey::Role => {
+                if node.wants_manager() {
+                    "manager"
+                } else {
+                    "worker"
+                }
+            }
+            SpreadKey::Os => node.platform.os.as_str(),
+            SpreadKey::Arch => node.platform.architecture.as_str(),
+            SpreadKey::Label(l) => return node.labels.get(l).map(String::as_str),
+        };
+        (!v.is_empty()).then_some(v)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use proptest::prelude::*;
+
+    #[test]
+    fn placement_preferences_in_docker_forms() {
+        assert_eq!(
+            preference("spread=node.labels.zone"),
+            Ok(SpreadKey::Label("zone".into()))
+        );
+        assert_eq!(preference("spread=node.hostname"), Ok(SpreadKey::Hostname));
+        for (bad, want) in [
+            ("node.labels.zone", "expected spread=DESCRIPTOR"),
+            ("binpack=node.labels.zone", "only spread is supported"),
+            ("spread=node.labels.", "unknown descriptor"),
+            ("spread=zone", "unknown descriptor"),
+        ] {
+            let e = preference(bad)
+                .err()
+                .map(|e| e.to_string())
+                .unwrap_or_default();
+            assert!(
+                e.contains(want) && e.contains("--placement-pref"),
+                "{bad}: {e}"
+            );
+        }
+    }
 
     use super::*;
 

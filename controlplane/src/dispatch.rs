@@ -394,16 +394,30 @@ pub fn report(
             node: node_id.to_owned(),
         });
     }
-    if new <= t.state {
+    let health = match &r.health {
+        Some(h) => wire::decode_health(h, &r.task_id)?,
+        None => None,
+    };
+    // A health change alone (healthy while RUNNING) is recorded too.
+    if new < t.state || (new == t.state && health == t.status.health) {
         return Ok(None);
     }
     let mut task = t.clone();
+    if new == t.state {
+        task.status.health = health;
+        return Ok(Some(Command::UpdateTask {
+            id: t.id.clone(),
+            expected_version: t.version,
+            task,
+        }));
+    }
     task.state = new;
     task.status = TaskStatus {
         since_unix: now,
         message: r.message.clone(),
         err: r.err.clone(),
         exit_code: r.exit_code,
+        health,
     };
     Ok(Some(Command::UpdateTask {
         id: t.id.clone(),

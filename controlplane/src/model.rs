@@ -513,6 +513,54 @@ pub struct TaskSpec {
     /// `--config`, as `secrets`.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub configs: Vec<FileRef>,
+    /// `--health-*` / `--no-healthcheck`; `None`: the image's HEALTHCHECK.
+    /// Part of the task spec, so that changing it replaces the tasks.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub healthcheck: Option<HealthConfig>,
+    /// `--container-label`.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub container_labels: Labels,
+    /// docker's ForceUpdate: bumped by `service update --force`, so the
+    /// tasks differ from the running ones and are replaced.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub force_update: u64,
+}
+
+fn is_zero(n: &u64) -> bool {
+    *n == 0
+}
+
+/// docker's HealthConfig, defaults filled in at create time.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct HealthConfig {
+    /// `[]`: the image's test; `["NONE"]`: no check; `["CMD", arg…]`;
+    /// `["CMD-SHELL", command]`.
+    pub test: Vec<String>,
+    pub interval_nanos: u64,
+    pub timeout_nanos: u64,
+    pub start_period_nanos: u64,
+    pub start_interval_nanos: u64,
+    pub retries: u64,
+}
+
+/// docker's defaults for a healthcheck's timings.
+pub const DEFAULT_HEALTH_INTERVAL_NANOS: u64 = 30_000_000_000;
+pub const DEFAULT_HEALTH_TIMEOUT_NANOS: u64 = 30_000_000_000;
+pub const DEFAULT_HEALTH_START_INTERVAL_NANOS: u64 = 5_000_000_000;
+pub const DEFAULT_HEALTH_RETRIES: u64 = 3;
+
+impl Default for HealthConfig {
+    fn default() -> Self {
+        HealthConfig {
+            test: Vec::new(),
+            interval_nanos: DEFAULT_HEALTH_INTERVAL_NANOS,
+            timeout_nanos: DEFAULT_HEALTH_TIMEOUT_NANOS,
+            start_period_nanos: 0,
+            start_interval_nanos: DEFAULT_HEALTH_START_INTERVAL_NANOS,
+            retries: DEFAULT_HEALTH_RETRIES,
+        }
+    }
 }
 
 /// Where secrets with a relative target are mounted in a task.
@@ -571,6 +619,9 @@ impl Default for TaskSpec {
             registry_auth: String::new(),
             secrets: Vec::new(),
             configs: Vec::new(),
+            healthcheck: None,
+            container_labels: Labels::new(),
+            force_update: 0,
         }
     }
 }
@@ -629,6 +680,12 @@ struct StoredTaskSpec {
     secrets: Vec<FileRef>,
     #[serde(default)]
     configs: Vec<FileRef>,
+    #[serde(default)]
+    healthcheck: Option<HealthConfig>,
+    #[serde(default)]
+    container_labels: Labels,
+    #[serde(default)]
+    force_update: u64,
 }
 
 impl From<StoredTaskSpec> for TaskSpec {
@@ -662,6 +719,9 @@ impl From<StoredTaskSpec> for TaskSpec {
             registry_auth: s.registry_auth,
             secrets: s.secrets,
             configs: s.configs,
+            healthcheck: s.healthcheck,
+            container_labels: s.container_labels,
+            force_update: s.force_update,
         }
     }
 }
@@ -725,6 +785,144 @@ pub struct ServiceSpec {
     pub constraints: Vec<String>,
     #[serde(default)]
     pub restart: RestartPolicy,
+    /// `--update-*`: how a change of the task spec rolls out. Written only
+    /// when not swarm's default, so older states write back as read.
+    #[serde(default, skip_serializing_if = "UpdateConfig::is_default")]
+    pub update: UpdateConfig,
+    /// `--rollback-*`: how a rollback rolls out (failure action pause or
+    /// continue only).
+    #[serde(default, skip_serializing_if = "UpdateConfig::is_default")]
+    pub rollback: UpdateConfig,
+    /// `--placement-pref spread=node.labels.KEY`, as written; checked by
+    /// `crate::constraint::preference` before they are stored.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub placement_prefs: Vec<String>,
+}
+
+/// What the updater does when too many new tasks fail.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum FailureAction {
+    #[default]
+    Pause,
+    Continue,
+    /// Update only: back to the previous spec with the rollback config.
+    Rollback,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum UpdateOrder {
+    /// Shut the old task down, then start the new one.
+    #[default]
+    StopFirst,
+    /// Start the new task, shut the old one down once the new one runs.
+    StartFirst,
+}
+
+/// A ratio in 0..=1. Checked before it is stored, so never NaN, which is
+/// what makes `Eq` hold.
+#[derive(Debug, Clone, Copy, Default, PartialEq, PartialOrd, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct Ratio(pub f64);
+
+impl Eq for Ratio {}
+
+/// docker's UpdateConfig (for updates and rollbacks alike); swarm's
+/// defaults for what a stored spec lacks.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct UpdateConfig {
+    /// Slots replaced at once; 0 = all.
+    pub parallelism: u64,
+    /// Wait after each slot, per worker.
+    pub delay_nanos: u64,
+    pub failure_action: FailureAction,
+    /// How long a new task must keep running not to count as a failure.
+    pub monitor_nanos: u64,
+    /// Acts when failed / updated slots is strictly greater.
+    pub max_failure_ratio: Ratio,
+    pub order: UpdateOrder,
+}
+
+impl UpdateConfig {
+    pub fn is_default(&self) -> bool {
+        *self == UpdateConfig::default()
+    }
+}
+
+/// swarm's default `--update-monitor` / `--rollback-monitor`.
+pub const DEFAULT_UPDATE_MONITOR_NANOS: u64 = 5_000_000_000;
+
+impl Default for UpdateConfig {
+    fn default() -> Self {
+        UpdateConfig {
+            parallelism: 1,
+            delay_nanos: 0,
+            failure_action: FailureAction::Pause,
+            monitor_nanos: DEFAULT_UPDATE_MONITOR_NANOS,
+            max_failure_ratio: Ratio(0.0),
+            order: UpdateOrder::StopFirst,
+        }
+    }
+}
+
+/// docker's UpdateStatus.State.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum UpdateState {
+    Updating,
+    Paused,
+    Completed,
+    RollbackStarted,
+    RollbackPaused,
+    RollbackCompleted,
+}
+
+impl UpdateState {
+    /// A rollback, running or ended: its config is the rollback config and
+    /// it is never rolled back.
+    pub fn rolling_back(self) -> bool {
+        matches!(
+            self,
+            UpdateState::RollbackStarted | UpdateState::RollbackPaused
+        )
+    }
+}
+
+/// docker's UpdateStatus, and what the updater must remember between its
+/// passes, so that a new leader continues where the last one stopped.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct UpdateStatus {
+    pub state: UpdateState,
+    pub started_unix: u64,
+    /// 0 while it runs.
+    #[serde(default)]
+    pub completed_unix: u64,
+    #[serde(default)]
+    pub message: String,
+    #[serde(default)]
+    pub progress: UpdateProgress,
+}
+
+/// The updater's memory (swarmkit keeps it in the updater goroutine; here
+/// it is in Raft).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct UpdateProgress {
+    /// Slots that needed replacing when the update started: the ratio's
+    /// denominator.
+    pub slots: u64,
+    /// The tasks this update created, by id: when each was seen RUNNING
+    /// (unix ms; `None` not yet).
+    pub tasks: BTreeMap<String, Option<u64>>,
+    /// Tasks counted as failures.
+    pub failures: BTreeSet<String>,
+    /// Unix ms until which a worker sleeps its `delay` after a slot.
+    pub delays_until: Vec<u64>,
+    /// Unix ms the last slot's worker finished: its task RUNNING (or
+    /// ended), and its delay after.
+    pub last_done_ms: u64,
 }
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -768,6 +966,9 @@ pub struct Service {
     /// The spec before the last update, for `service rollback`.
     pub previous_spec: Option<ServiceSpec>,
     pub endpoint: Endpoint,
+    /// Unset before the first update that replaced tasks.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub update_status: Option<UpdateStatus>,
 }
 
 // ---------------------------------------------------------------- Task
@@ -827,7 +1028,42 @@ pub struct TaskStatus {
     /// The error, if the task failed or cannot be scheduled.
     pub err: String,
     pub exit_code: Option<i32>,
+    /// The healthcheck's state as the node last reported it; `None`: no
+    /// check.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub health: Option<TaskHealth>,
 }
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum HealthStatus {
+    Starting,
+    Healthy,
+    Unhealthy,
+}
+
+/// docker's State.Health: the status, the failing streak and the last
+/// results, oldest first.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TaskHealth {
+    pub status: HealthStatus,
+    #[serde(default)]
+    pub failing_streak: u64,
+    #[serde(default)]
+    pub log: Vec<HealthResult>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HealthResult {
+    pub start_unix_ns: u64,
+    pub end_unix_ns: u64,
+    /// -1: timed out or could not run.
+    pub exit_code: i32,
+    pub output: String,
+}
+
+/// docker keeps the last five results.
+pub const HEALTH_LOG_LEN: usize = 5;
 
 // ---------------------------------------------------------------- Secret
 

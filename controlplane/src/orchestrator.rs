@@ -33,6 +33,9 @@ use crate::{
 /// Ended tasks kept per slot for `service ps` (swarm's `--task-history-limit`).
 pub const HISTORY: usize = 5;
 
+mod update;
+pub use update::next_wake;
+
 fn ended(s: TaskState) -> bool {
     s >= TaskState::Complete
 }
@@ -262,7 +265,7 @@ fn attach(
     Some(out)
 }
 
-/// The VIP update a service needs, if any: VIPs it keeps (still wanted and
+/// The service with the VIPs it needs, if they changed: VIPs it keeps (still wanted and
 /// inside their network's subnet) and new ones for networks it lacks. VIPs
 /// come out of `used` like task addresses, so neither is ever handed out
 /// as the other.
@@ -270,7 +273,7 @@ fn allocate_vips(
     state: &ClusterState,
     service: &Service,
     used: &mut BTreeMap<String, BTreeSet<Ipv4Addr>>,
-) -> Option<Command> {
+) -> Option<Service> {
     let mut vips = Vec::new();
     for net_id in vip_networks(state, service) {
         let kept = service.endpoint.vips.iter().find(|v| {
@@ -298,11 +301,7 @@ fn allocate_vips(
     }
     let mut s = service.clone();
     s.endpoint.vips = vips;
-    Some(Command::UpdateService {
-        id: service.id.clone(),
-        expected_version: service.version,
-        service: s,
-    })
+    Some(s)
 }
 
 /// Whether a task's attachments are what its service needs now.
@@ -373,20 +372,71 @@ enum RestartDecision {
     Never,
 }
 
-/// The commands that bring tasks in line with the services.
+/// What the updater needs from the pass that runs it.
+pub(crate) struct Ctx<'a> {
+    pub(crate) state: &'a ClusterState,
+    pub(crate) now_ms: u64,
+    used: BTreeMap<String, BTreeSet<Ipv4Addr>>,
+    pub(crate) new_id: &'a mut dyn FnMut() -> String,
+    pub(crate) data_path_port: u16,
+}
+
+impl Ctx<'_> {
+    fn attach(&mut self, service: &Service) -> Option<Vec<NetworkAttachment>> {
+        attach(self.state, service, &mut self.used)
+    }
+
+    fn stale_networks(&self, service: &Service, t: &Task) -> bool {
+        task_networks(self.state, service).is_some_and(|n| !attached_as(t, &n))
+    }
+}
+
+/// The commands that bring tasks in line with the services, `now` in unix
+/// seconds (see [`orchestrate_at`]).
 pub fn orchestrate(
     state: &ClusterState,
     now: u64,
     new_id: &mut impl FnMut() -> String,
 ) -> Vec<Command> {
+    orchestrate_at(state, now.saturating_mul(1000), new_id)
+}
+
+/// The commands that bring tasks in line with the services, `now_ms` in
+/// unix milliseconds (update delays are in milliseconds).
+pub fn orchestrate_at(
+    state: &ClusterState,
+    now_ms: u64,
+    new_id: &mut impl FnMut() -> String,
+) -> Vec<Command> {
+    let now = now_ms / 1000;
     let mut out = Vec::new();
-    let mut used = used_addresses(state);
     let nodes: Vec<&Node> = state.nodes.values().collect();
+    let mut ctx = Ctx {
+        state,
+        now_ms,
+        used: used_addresses(state),
+        new_id,
+        data_path_port: state
+            .clusters
+            .values()
+            .next()
+            .map_or(4789, |c| c.settings.data_path_port),
+    };
     // VIPs first: a VIP is never handed to a task created in this pass.
+    let mut changed: BTreeMap<&str, Service> = BTreeMap::new();
     for service in state.services.values() {
-        out.extend(allocate_vips(state, service, &mut used));
+        if let Some(s) = allocate_vips(state, service, &mut ctx.used) {
+            changed.insert(service.id.as_str(), s);
+        }
     }
-    for service in state.services.values() {
+    for stored in state.services.values() {
+        // One service command per pass (VIPs and the updater's progress
+        // together): two on one version would refuse the second.
+        let mut svc = changed
+            .remove(stored.id.as_str())
+            .unwrap_or_else(|| stored.clone());
+        let mut task_cmds = Vec::new();
+        let service = stored;
         let needed = task_networks(state, service);
         let stale_networks = |t: &Task| needed.as_deref().is_some_and(|n| !attached_as(t, n));
         // Any change of the task spec (image, env, secrets, configs, …)
@@ -410,46 +460,36 @@ pub fn orchestrate(
                 }
                 Some(n) => {
                     if let Some(why) = ineligible(n, service) {
-                        out.push(shut_down(t, now, &why));
+                        task_cmds.push(shut_down(t, now, &why));
                         stopping.insert(t.id.clone());
                     }
                 }
             }
         }
         let holding = |t: &&&Task| live(t) && !stopping.contains(&t.id);
-        // A service update changed the networks or the spec of the tasks: tasks not
-        // serving yet are replaced at once; running ones one slot at a
-        // time, the next only once every up-to-date task runs, so the
-        // service keeps serving.
-        let mut may_replace_running = !tasks
-            .iter()
-            .any(|t| holding(&t) && !stale(t) && t.state < TaskState::Running);
-        let mut replace =
-            |t: &Task, out: &mut Vec<Command>, used: &mut _| -> Option<Vec<NetworkAttachment>> {
-                if !stale(t) || (t.state >= TaskState::Running && !may_replace_running) {
-                    return None;
-                }
-                let networks = attach(state, service, used)?;
-                if t.state >= TaskState::Running {
-                    may_replace_running = false;
-                }
-                let why = if stale_networks(t) {
-                    "replaced: the service's networks changed"
-                } else {
-                    "replaced: the service's spec changed"
-                };
-                out.push(shut_down(t, now, why));
-                Some(networks)
+        // The slots the service keeps, with the tasks holding them: the
+        // updater replaces those whose tasks are stale.
+        let mut slots: BTreeMap<update::SlotKey, Vec<&Task>> = BTreeMap::new();
+        for t in tasks.iter().filter(|t| holding(t)) {
+            let kept = match (&service.spec.mode, t.slot, &t.node_id) {
+                (ServiceMode::Replicated { replicas }, Some(slot), _) => slot <= *replicas,
+                (ServiceMode::Global, None, Some(n)) => state
+                    .nodes
+                    .get(n)
+                    .is_some_and(|n| ineligible(n, service).is_none()),
+                _ => false,
             };
+            if kept {
+                slots.entry(update::key(t)).or_default().push(t);
+            }
+        }
+        update::step(&mut ctx, &mut svc, &slots, &stale, &mut task_cmds);
         match service.spec.mode {
             ServiceMode::Replicated { replicas } => {
                 for slot in 1..=replicas {
                     let in_slot: Vec<&&Task> =
                         tasks.iter().filter(|t| t.slot == Some(slot)).collect();
-                    if let Some(t) = in_slot.iter().find(|t| holding(t)) {
-                        if let Some(networks) = replace(t, &mut out, &mut used) {
-                            out.push(new_task(service, Some(slot), None, networks, new_id(), now));
-                        }
+                    if in_slot.iter().any(&holding) {
                         continue;
                     }
                     let last_ended = in_slot
@@ -465,14 +505,21 @@ pub fn orchestrate(
                         None => RestartDecision::Now,
                     };
                     if decision == RestartDecision::Now
-                        && let Some(networks) = attach(state, service, &mut used)
+                        && let Some(networks) = ctx.attach(service)
                     {
-                        out.push(new_task(service, Some(slot), None, networks, new_id(), now));
+                        task_cmds.push(new_task(
+                            service,
+                            Some(slot),
+                            None,
+                            networks,
+                            (ctx.new_id)(),
+                            now,
+                        ));
                     }
                 }
                 for t in tasks.iter().filter(|t| holding(t)) {
                     if t.slot.is_some_and(|s| s > replicas) {
-                        out.push(shut_down(t, now, "service scaled down"));
+                        task_cmds.push(shut_down(t, now, "service scaled down"));
                     }
                 }
             }
@@ -482,41 +529,47 @@ pub fn orchestrate(
                         .iter()
                         .filter(|t| t.node_id.as_deref() == Some(node.id.as_str()))
                         .collect();
-                    // The node's task is replaced, or started (again) when due.
-                    let networks = if let Some(t) = on_node.iter().find(|t| holding(t)) {
-                        replace(t, &mut out, &mut used)
-                    } else {
-                        let attempts = on_node
-                            .iter()
-                            .filter(|t| ended(t.state) && t.desired_state == TaskState::Running)
-                            .count();
-                        let last_ended = on_node
-                            .iter()
-                            .filter(|t| ended(t.state))
-                            .max_by_key(|t| (t.status.since_unix, t.version));
-                        let decision = match last_ended {
-                            Some(t) => restart_due(service, t, attempts, now),
-                            None => RestartDecision::Now,
-                        };
-                        if decision == RestartDecision::Now {
-                            attach(state, service, &mut used)
-                        } else {
-                            None
-                        }
+                    if on_node.iter().any(&holding) {
+                        continue;
+                    }
+                    // The node's task is started (again) when due.
+                    let attempts = on_node
+                        .iter()
+                        .filter(|t| ended(t.state) && t.desired_state == TaskState::Running)
+                        .count();
+                    let last_ended = on_node
+                        .iter()
+                        .filter(|t| ended(t.state))
+                        .max_by_key(|t| (t.status.since_unix, t.version));
+                    let decision = match last_ended {
+                        Some(t) => restart_due(service, t, attempts, now),
+                        None => RestartDecision::Now,
                     };
-                    if let Some(networks) = networks {
-                        out.push(new_task(
+                    if decision == RestartDecision::Now
+                        && let Some(networks) = ctx.attach(service)
+                    {
+                        task_cmds.push(new_task(
                             service,
                             None,
                             Some(node.id.clone()),
                             networks,
-                            new_id(),
+                            (ctx.new_id)(),
                             now,
                         ));
                     }
                 }
             }
         }
+        // The service first: the updater's record of the tasks it starts
+        // lands before them.
+        if svc != *stored {
+            out.push(Command::UpdateService {
+                id: stored.id.clone(),
+                expected_version: stored.version,
+                service: svc,
+            });
+        }
+        out.extend(task_cmds);
         out.extend(trim_history(&tasks));
     }
     // Tasks on a node removed from the swarm: no agent will ever report
@@ -622,10 +675,32 @@ pub fn schedule(state: &ClusterState, now: u64) -> Vec<Command> {
             continue;
         };
         let wants = host_ports(&service.id);
+        // `--placement-pref spread=…`: the service's tasks per value of each
+        // preference's key (nodes without one are a group of their own).
+        let prefs: Vec<constraint::SpreadKey> = service
+            .spec
+            .placement_prefs
+            .iter()
+            .filter_map(|p| constraint::preference(p).ok())
+            .collect();
+        let groups: Vec<BTreeMap<Option<&str>, usize>> = prefs
+            .iter()
+            .map(|k| {
+                let mut g: BTreeMap<Option<&str>, usize> = BTreeMap::new();
+                for n in state.nodes.values() {
+                    let c = per_service
+                        .get(&(service.id.as_str(), n.id.as_str()))
+                        .copied()
+                        .unwrap_or(0);
+                    *g.entry(k.value(n)).or_default() += c;
+                }
+                g
+            })
+            .collect();
         let mut refused = Vec::new();
         let mut busy: BTreeMap<(u16, Protocol), usize> = BTreeMap::new();
         let mut insufficient = 0usize;
-        let mut best: Option<(usize, usize, &str, &str)> = None;
+        let mut best: Option<(Vec<usize>, usize, usize, &str, &str)> = None;
         for n in state.nodes.values() {
             if let Some(pinned) = &t.node_id
                 && *pinned != n.id
@@ -654,7 +729,13 @@ pub fn schedule(state: &ClusterState, now: u64) -> Vec<Command> {
                 }
                 continue;
             }
+            let spread: Vec<usize> = prefs
+                .iter()
+                .zip(&groups)
+                .map(|(k, g)| g.get(&k.value(n)).copied().unwrap_or(0))
+                .collect();
             let key = (
+                spread,
                 per_service
                     .get(&(service.id.as_str(), n.id.as_str()))
                     .copied()
@@ -663,12 +744,12 @@ pub fn schedule(state: &ClusterState, now: u64) -> Vec<Command> {
                 n.hostname.as_str(),
                 n.id.as_str(),
             );
-            if best.is_none_or(|b| key < b) {
+            if best.as_ref().is_none_or(|b| key < *b) {
                 best = Some(key);
             }
         }
         match best {
-            Some((_, _, hostname, node_id)) => {
+            Some((_, _, _, hostname, node_id)) => {
                 *per_service
                     .entry((service.id.as_str(), node_id))
                     .or_default() += 1;

@@ -267,6 +267,46 @@ pub fn allocate(
 /// Whether the allocated `port` is what a `--publish-rm` value names: by
 /// published port and protocol, or by target port when no published port
 /// is given (docker's `--publish-rm 80`-style by target).
+/// `asked` as allocated for a service that has `current` allocated (a
+/// rollback to an older spec): a port still asked keeps its allocation,
+/// the others are allocated afresh, index for index with `asked`.
+pub fn reallocate(
+    state: &ClusterState,
+    service_id: &str,
+    mode: EndpointMode,
+    asked: &[PortConfig],
+    current: &[PortConfig],
+    data_path_port: u16,
+) -> Result<Vec<PortConfig>, PortError> {
+    let mut pool: Vec<PortConfig> = current.to_vec();
+    let mut out: Vec<PortConfig> = Vec::with_capacity(asked.len());
+    for p in asked {
+        let reuse = pool.iter().position(|c| {
+            c.target_port == p.target_port
+                && c.protocol == p.protocol
+                && c.publish_mode == p.publish_mode
+                && (p.published_port.is_none() || p.published_port == c.published_port)
+        });
+        match reuse {
+            Some(i) => out.push(pool.remove(i)),
+            None => {
+                // Ports still to be reused are held too, so none is chosen twice.
+                let held: Vec<PortConfig> = out.iter().chain(&pool).cloned().collect();
+                let added = [("--publish".to_owned(), p.clone())];
+                out.extend(allocate(
+                    state,
+                    service_id,
+                    mode,
+                    &held,
+                    &added,
+                    data_path_port,
+                )?);
+            }
+        }
+    }
+    Ok(out)
+}
+
 pub fn matches_removal(port: &PortConfig, rm: &PortConfig) -> bool {
     port.protocol == rm.protocol
         && match rm.published_port {

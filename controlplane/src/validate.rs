@@ -7,8 +7,10 @@ use std::{fmt, net::Ipv4Addr};
 
 mod container;
 mod files;
+mod policy;
 pub use container::{ContainerError, ContainerProblem, MIN_MEMORY_BYTES, container};
 pub use files::{FileKind, file_refs};
+pub use policy::{PolicyError, TestProblem, healthcheck, update_config};
 
 pub use shoal_common::net::Ipv4Net;
 
@@ -68,6 +70,8 @@ pub enum ValidationError {
          placeholders)"
     )]
     TemplateDriver { value: String },
+    #[error(transparent)]
+    Policy(#[from] PolicyError),
     #[error("{flag} {shown}: {problem}")]
     File {
         flag: &'static str,

@@ -69,6 +69,18 @@ pairs! {
         Preparing = Preparing, Starting = Starting, Running = Running, Complete = Complete,
         Shutdown = Shutdown, Failed = Failed, Rejected = Rejected, Orphaned = Orphaned,
     }
+    model::FailureAction => pb::FailureAction {
+        Pause = Pause, Continue = Continue, Rollback = Rollback,
+    }
+    model::UpdateOrder => pb::UpdateOrder { StopFirst = StopFirst, StartFirst = StartFirst }
+    model::UpdateState => pb::UpdateState {
+        Updating = Updating, Paused = Paused, Completed = Completed,
+        RollbackStarted = RollbackStarted, RollbackPaused = RollbackPaused,
+        RollbackCompleted = RollbackCompleted,
+    }
+    model::HealthStatus => pb::HealthStatus {
+        Starting = Starting, Healthy = Healthy, Unhealthy = Unhealthy,
+    }
 }
 
 /// A raw wire enum field as its model value; `None` when unspecified (a
@@ -201,27 +213,7 @@ pub fn task_spec(
     let default = pb::ContainerSpec::default();
     let c = c.unwrap_or(&default);
     let r = r.cloned().unwrap_or_default();
-    let mounts = c
-        .mounts
-        .iter()
-        .enumerate()
-        .map(|(i, m)| {
-            let kind =
-                decode::<model::MountType>(|| format!("container.mounts[{i}].type"), m.r#type)?
-                    .ok_or_else(|| WireError::Missing {
-                        field: format!("--mount (container.mounts[{i}].type)"),
-                    })?;
-            Ok(model::Mount {
-                kind,
-                source: m.source.clone(),
-                target: m.target.clone(),
-                read_only: m.read_only,
-                tmpfs_size_bytes: m.tmpfs_size_bytes,
-                tmpfs_mode: m.tmpfs_mode,
-                volume_nocopy: m.volume_nocopy,
-            })
-        })
-        .collect::<Result<Vec<_>, WireError>>()?;
+    let mounts = mounts("container.mounts", &c.mounts)?;
     Ok(model::TaskSpec {
         image: c.image.trim().to_owned(),
         image_digest: String::new(),
@@ -253,7 +245,185 @@ pub fn task_spec(
         // Resolved against the stored secrets and configs by the manager.
         secrets: Vec::new(),
         configs: Vec::new(),
+        healthcheck: c.healthcheck.as_ref().map(|h| {
+            let mut out = model::HealthConfig::default();
+            apply_health(&mut out, h);
+            out
+        }),
+        container_labels: c.labels.clone().into_iter().collect(),
+        // Only `service update --force` bumps it.
+        force_update: 0,
     })
+}
+
+/// Mounts as a request carries them (`field`: where, for errors).
+pub fn mounts(field: &str, mounts: &[pb::Mount]) -> Result<Vec<model::Mount>, WireError> {
+    mounts
+        .iter()
+        .enumerate()
+        .map(|(i, m)| {
+            let kind = decode::<model::MountType>(|| format!("{field}[{i}].type"), m.r#type)?
+                .ok_or_else(|| WireError::Missing {
+                    field: format!("--mount ({field}[{i}].type)"),
+                })?;
+            Ok(model::Mount {
+                kind,
+                source: m.source.clone(),
+                target: m.target.clone(),
+                read_only: m.read_only,
+                tmpfs_size_bytes: m.tmpfs_size_bytes,
+                tmpfs_mode: m.tmpfs_mode,
+                volume_nocopy: m.volume_nocopy,
+            })
+        })
+        .collect()
+}
+
+/// Sets what `h` gives over `into` (a create fills docker's defaults
+/// first; an update starts from the stored config). A test given replaces
+/// the test; none keeps it.
+pub fn apply_health(into: &mut model::HealthConfig, h: &pb::HealthConfig) {
+    if !h.test.is_empty() {
+        into.test = h.test.clone();
+    }
+    // As docker: 0 means the default, except for the start period.
+    let or = |v: u64, default: u64| if v == 0 { default } else { v };
+    if let Some(v) = h.interval_ns {
+        into.interval_nanos = or(v, model::DEFAULT_HEALTH_INTERVAL_NANOS);
+    }
+    if let Some(v) = h.timeout_ns {
+        into.timeout_nanos = or(v, model::DEFAULT_HEALTH_TIMEOUT_NANOS);
+    }
+    if let Some(v) = h.start_period_ns {
+        into.start_period_nanos = v;
+    }
+    if let Some(v) = h.start_interval_ns {
+        into.start_interval_nanos = or(v, model::DEFAULT_HEALTH_START_INTERVAL_NANOS);
+    }
+    if let Some(v) = h.retries {
+        into.retries = or(v, model::DEFAULT_HEALTH_RETRIES);
+    }
+}
+
+/// A stored healthcheck as the wire carries it, every field set.
+pub fn health_config(h: &model::HealthConfig) -> pb::HealthConfig {
+    pb::HealthConfig {
+        test: h.test.clone(),
+        interval_ns: Some(h.interval_nanos),
+        timeout_ns: Some(h.timeout_nanos),
+        start_period_ns: Some(h.start_period_nanos),
+        start_interval_ns: Some(h.start_interval_nanos),
+        retries: Some(h.retries),
+    }
+}
+
+/// Sets what `u` gives over `into` (swarm's defaults at create; the
+/// stored config at update). `field` names the flag family for errors
+/// (`--update` or `--rollback`).
+pub fn apply_update_config(
+    into: &mut model::UpdateConfig,
+    u: &pb::UpdateConfig,
+    field: &str,
+) -> Result<(), WireError> {
+    if let Some(v) = u.parallelism {
+        into.parallelism = v;
+    }
+    if let Some(v) = u.delay_ns {
+        into.delay_nanos = v;
+    }
+    if let Some(v) = u.failure_action {
+        into.failure_action = decode_or(
+            || format!("{field}-failure-action"),
+            v,
+            model::FailureAction::Pause,
+        )?;
+    }
+    if let Some(v) = u.monitor_ns {
+        into.monitor_nanos = v;
+    }
+    if let Some(v) = u.max_failure_ratio {
+        into.max_failure_ratio = model::Ratio(v);
+    }
+    if let Some(v) = u.order {
+        into.order = decode_or(
+            || format!("{field}-order"),
+            v,
+            model::UpdateOrder::StopFirst,
+        )?;
+    }
+    Ok(())
+}
+
+/// A stored update config as the wire carries it, every field set.
+pub fn update_config(u: &model::UpdateConfig) -> pb::UpdateConfig {
+    pb::UpdateConfig {
+        parallelism: Some(u.parallelism),
+        delay_ns: Some(u.delay_nanos),
+        failure_action: Some(encode(u.failure_action)),
+        monitor_ns: Some(u.monitor_nanos),
+        max_failure_ratio: Some(u.max_failure_ratio.0),
+        order: Some(encode(u.order)),
+    }
+}
+
+pub fn update_status(s: &model::UpdateStatus) -> pb::UpdateStatus {
+    pb::UpdateStatus {
+        state: encode(s.state),
+        started_unix: s.started_unix,
+        completed_unix: s.completed_unix,
+        message: s.message.clone(),
+    }
+}
+
+/// A node's health report as stored; `None` when the task has no check.
+/// Only the last [`model::HEALTH_LOG_LEN`] results are kept.
+pub fn decode_health(
+    h: &pb::TaskHealth,
+    task: &str,
+) -> Result<Option<model::TaskHealth>, WireError> {
+    let Some(status) = decode(|| format!("task {task} health.status"), h.status)? else {
+        return Ok(None);
+    };
+    let skip = h.log.len().saturating_sub(model::HEALTH_LOG_LEN);
+    Ok(Some(model::TaskHealth {
+        status,
+        failing_streak: h.failing_streak,
+        log: h
+            .log
+            .iter()
+            .skip(skip)
+            .map(|r| model::HealthResult {
+                start_unix_ns: r.start_unix_ns,
+                end_unix_ns: r.end_unix_ns,
+                exit_code: r.exit_code,
+                // docker keeps 4096 bytes of output; cut on a char boundary.
+                output: {
+                    let mut end = r.output.len().min(4096);
+                    while !r.output.is_char_boundary(end) {
+                        end -= 1;
+                    }
+                    r.output[..end].to_owned()
+                },
+            })
+            .collect(),
+    }))
+}
+
+pub fn health(h: &model::TaskHealth) -> pb::TaskHealth {
+    pb::TaskHealth {
+        status: encode(h.status),
+        failing_streak: h.failing_streak,
+        log: h
+            .log
+            .iter()
+            .map(|r| pb::HealthResult {
+                start_unix_ns: r.start_unix_ns,
+                end_unix_ns: r.end_unix_ns,
+                exit_code: r.exit_code,
+                output: r.output.clone(),
+            })
+            .collect(),
+    }
 }
 
 /// A stored reference as `service inspect` shows it: never any data.
@@ -308,8 +478,9 @@ pub fn container(t: &model::TaskSpec) -> (pb::ContainerSpec, pb::Resources) {
             registry_auth: String::new(),
             secrets: t.secrets.iter().map(file_ref).collect(),
             configs: t.configs.iter().map(file_ref).collect(),
-            // Health, container labels, force_update: issue 13's model.
-            ..Default::default()
+            healthcheck: t.healthcheck.as_ref().map(health_config),
+            labels: t.container_labels.clone().into_iter().collect(),
+            force_update: t.force_update,
         },
         pb::Resources {
             limit_nano_cpus: r.limit_nano_cpus,

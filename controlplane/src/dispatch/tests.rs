@@ -100,8 +100,12 @@ fn cluster() -> ClusterState {
                 networks: vec!["a".into()],
                 constraints: Vec::new(),
                 restart: RestartPolicy::default(),
+                update: Default::default(),
+                rollback: Default::default(),
+                placement_prefs: Vec::new(),
             },
             previous_spec: None,
+            update_status: None,
             endpoint: ServiceEndpoint::default(),
         }),
         Command::CreateTask(task(

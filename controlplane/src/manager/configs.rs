@@ -113,8 +113,12 @@ mod tests {
                 networks: Vec::new(),
                 constraints: Vec::new(),
                 restart: Default::default(),
+                update: Default::default(),
+                rollback: Default::default(),
+                placement_prefs: Vec::new(),
             },
             previous_spec: None,
+            update_status: None,
             endpoint: Default::default(),
         };
         let users = [service("web"), service("api")];

@@ -483,6 +483,9 @@ mod tests {
                 networks: Vec::new(),
                 constraints: Vec::new(),
                 restart: Default::default(),
+                update: Default::default(),
+                rollback: Default::default(),
+                placement_prefs: Vec::new(),
             };
             state.services.insert(
                 id.into(),
@@ -491,6 +494,7 @@ mod tests {
                     version: 1,
                     spec,
                     previous_spec: None,
+                    update_status: None,
                     endpoint: Default::default(),
                 },
             );

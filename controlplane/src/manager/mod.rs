@@ -693,11 +693,20 @@ async fn reconciler(m: Arc<Manager>, mut stopped: tokio::sync::watch::Receiver<b
     let mut metrics = m.raft.metrics();
     let mut applied = None;
     let mut tick = tokio::time::interval(Duration::from_secs(1));
+    // An update's delay or monitor window ending: a pass is due then, to
+    // the millisecond, not at the next tick.
+    let mut wake: Option<tokio::time::Instant> = None;
     loop {
+        let deadline =
+            wake.unwrap_or_else(|| tokio::time::Instant::now() + Duration::from_secs(3600));
         tokio::select! {
             _ = stopped.changed() => return,
             changed = metrics.changed() => if changed.is_err() { return },
             _ = tick.tick() => applied = None,
+            _ = tokio::time::sleep_until(deadline), if wake.is_some() => {
+                wake = None;
+                applied = None;
+            }
         }
         let (leader, now) = {
             let mm = metrics.borrow();
@@ -712,7 +721,10 @@ async fn reconciler(m: Arc<Manager>, mut stopped: tokio::sync::watch::Receiver<b
         if let Err(e) = networks::ensure_ingress(&m).await {
             tracing::warn!(error = %e, "creating the ingress network");
         }
-        services::reconcile(&m).await;
+        if let Some(at_ms) = services::reconcile(&m).await {
+            let wait = at_ms.saturating_sub(services::now_unix_ms());
+            wake = Some(tokio::time::Instant::now() + Duration::from_millis(wait));
+        }
         pki::finish_rotation(&m).await;
     }
 }

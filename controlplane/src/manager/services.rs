@@ -16,7 +16,8 @@ use crate::{
     model::{
         ApplyError, ClusterState, Command, Config, DEFAULT_FILE_MODE, Endpoint, EndpointMode,
         EndpointSpec, FileRef, HOST_IMAGE, Kind, PortConfig, RestartCondition, RestartPolicy,
-        Secret, Service, ServiceMode, ServiceSpec, TaskSpec, TaskState,
+        Secret, Service, ServiceMode, ServiceSpec, TaskSpec, TaskState, UpdateConfig, UpdateState,
+        UpdateStatus,
     },
     orchestrator, ports,
     validate::{self, FileKind},
@@ -89,9 +90,46 @@ fn summary(state: &ClusterState, s: &Service) -> ServiceSummary {
         resources: Some(resources),
         legacy_rootfs: s.spec.task.legacy_rootfs.clone(),
         warnings: Vec::new(),
-        // Update policy, status and previous spec: issue 13's control plane.
-        ..Default::default()
+        update_config: Some(wire::update_config(&s.spec.update)),
+        rollback_config: Some(wire::update_config(&s.spec.rollback)),
+        placement_prefs: s.spec.placement_prefs.clone(),
+        update_status: s.update_status.as_ref().map(wire::update_status),
+        previous_spec: s.previous_spec.as_ref().map(|p| {
+            let previous = Service {
+                spec: p.clone(),
+                previous_spec: None,
+                update_status: None,
+                ..s.clone()
+            };
+            Box::new(summary(state, &previous))
+        }),
     }
+}
+
+impl From<validate::PolicyError> for ManagerError {
+    fn from(e: validate::PolicyError) -> Self {
+        ManagerError::Validation(e.into())
+    }
+}
+
+impl From<constraint::PreferenceError> for ManagerError {
+    fn from(e: constraint::PreferenceError) -> Self {
+        invalid(e.to_string())
+    }
+}
+
+/// Checks what `service create` and `service update` share beyond the
+/// container: policies, healthcheck, placement preferences.
+fn check_policies(spec: &ServiceSpec) -> Result<(), ManagerError> {
+    validate::update_config("--update", &spec.update)?;
+    validate::update_config("--rollback", &spec.rollback)?;
+    if let Some(h) = &spec.task.healthcheck {
+        validate::healthcheck(h)?;
+    }
+    for p in &spec.placement_prefs {
+        constraint::preference(p)?;
+    }
+    Ok(())
 }
 
 impl From<ports::PortError> for ManagerError {
@@ -339,6 +377,14 @@ fn spec_with(
         .collect::<Result<Vec<_>, _>>()?;
     let allocated = ports::allocate(state, "", endpoint_mode, &[], &asked, data_path_port(state))?;
     let asked: Vec<PortConfig> = asked.into_iter().map(|(_, p)| p).collect();
+    let mut update = UpdateConfig::default();
+    if let Some(u) = &r.update_config {
+        wire::apply_update_config(&mut update, u, "--update")?;
+    }
+    let mut rollback = UpdateConfig::default();
+    if let Some(u) = &r.rollback_config {
+        wire::apply_update_config(&mut rollback, u, "--rollback")?;
+    }
     let spec = ServiceSpec {
         name: r.name.clone(),
         labels: r.labels.clone().into_iter().collect(),
@@ -351,7 +397,11 @@ fn spec_with(
         networks,
         constraints: r.constraints.clone(),
         restart,
+        update,
+        rollback,
+        placement_prefs: r.placement_prefs.clone(),
     };
+    check_policies(&spec)?;
     Ok(Created {
         spec,
         published: Published { asked, allocated },
@@ -370,6 +420,7 @@ fn new_service(id: String, spec: ServiceSpec, ports: Vec<PortConfig>) -> Service
             vips: Vec::new(),
             ports,
         },
+        update_status: None,
     }
 }
 
@@ -378,7 +429,10 @@ pub(super) async fn create(
     r: CreateServiceRequest,
 ) -> Result<ServiceSummary, ManagerError> {
     let id = generate_node_id();
-    let from_registry = registry_digest(m, &r).await?;
+    let from_registry = match &r.container {
+        Some(c) => registry_digest(m, &c.image, &c.registry_auth).await?,
+        None => None,
+    };
     let mut attempt = 0;
     let warning = loop {
         attempt += 1;
@@ -409,15 +463,17 @@ pub(super) async fn create(
 /// know the image (none for `host`, a pinned reference, or no resolver).
 async fn registry_digest(
     m: &Manager,
-    r: &CreateServiceRequest,
+    image: &str,
+    registry_auth: &str,
 ) -> Result<Option<String>, ManagerError> {
-    let (Some(resolve), Some(c)) = (&m.resolve_image, &r.container) else {
+    let Some(resolve) = &m.resolve_image else {
         return Ok(None);
     };
-    if c.image == HOST_IMAGE {
+    let image = image.trim();
+    if image == HOST_IMAGE || image.is_empty() {
         return Ok(None);
     }
-    let Ok(reference) = Reference::parse(&c.image).map(Reference::with_default_tag) else {
+    let Ok(reference) = Reference::parse(image).map(Reference::with_default_tag) else {
         return Ok(None);
     };
     if reference.digest.is_some()
@@ -428,12 +484,36 @@ async fn registry_digest(
     {
         return Ok(None);
     }
-    Ok(resolve(reference.to_string(), c.registry_auth.clone()).await)
+    Ok(resolve(reference.to_string(), registry_auth.to_owned()).await)
 }
 
 /// The service with `r`'s changes, checked as `service create` checks.
+#[cfg(test)]
 fn updated(state: &ClusterState, r: &UpdateServiceRequest) -> Result<Service, ManagerError> {
+    updated_at(state, r, None, 0)
+}
+
+/// [`updated`], with the digest the image's registry gave for a new
+/// `--image`, and the time a rollback starts at.
+fn updated_at(
+    state: &ClusterState,
+    r: &UpdateServiceRequest,
+    from_registry: Option<&str>,
+    now: u64,
+) -> Result<Service, ManagerError> {
     let mut s = super::lookup::<Service>(state, &r.service)?.clone();
+    if r.version != 0 && r.version != s.version {
+        return Err(ManagerError::Precondition {
+            what: format!(
+                "update out of sequence: service {} is at version {}, not {}; it changed since \
+                 it was read: inspect it again and retry",
+                s.spec.name, s.version, r.version
+            ),
+        });
+    }
+    if r.rollback {
+        return rolled_back(state, s, r, now);
+    }
     let mut current = Published {
         asked: s.spec.endpoint.ports.clone(),
         allocated: s.endpoint.ports.clone(),
@@ -508,7 +588,264 @@ fn updated(state: &ClusterState, r: &UpdateServiceRequest) -> Result<Service, Ma
     task.configs
         .extend(resolve_files(state, FileKind::Config, &r.config_add)?);
     validate::file_refs(&task.secrets, &task.configs)?;
+    spec_delta(state, &mut s.spec, r)?;
+    if r.image.is_some() {
+        let (task, _) = pin(state, s.spec.task.clone(), from_registry);
+        s.spec.task = task;
+    }
+    check_policies(&s.spec)?;
+    // docker: any update clears the status, which also restarts a paused
+    // update.
+    s.update_status = None;
     Ok(s)
+}
+
+/// `service rollback`: the previous spec comes back and the current one
+/// becomes the previous (docker's swap), rolled out with the rollback
+/// config.
+fn rolled_back(
+    state: &ClusterState,
+    mut s: Service,
+    r: &UpdateServiceRequest,
+    now: u64,
+) -> Result<Service, ManagerError> {
+    let alone = UpdateServiceRequest {
+        service: r.service.clone(),
+        version: r.version,
+        rollback: true,
+        ..UpdateServiceRequest::default()
+    };
+    if *r != alone {
+        return Err(invalid(
+            "--rollback: nothing else may be changed with a rollback; roll back first, then \
+             update"
+                .into(),
+        ));
+    }
+    let Some(previous) = s.previous_spec.take() else {
+        return Err(ManagerError::Precondition {
+            what: format!("service {} does not have a previous spec", s.id),
+        });
+    };
+    let ports = ports::reallocate(
+        state,
+        &s.id,
+        previous.endpoint.mode,
+        &previous.endpoint.ports,
+        &s.endpoint.ports,
+        data_path_port(state),
+    )?;
+    s.previous_spec = Some(std::mem::replace(&mut s.spec, previous));
+    s.endpoint.ports = ports;
+    s.update_status = Some(UpdateStatus {
+        state: UpdateState::RollbackStarted,
+        started_unix: now,
+        completed_unix: 0,
+        message: "manually requested rollback".into(),
+        progress: Default::default(),
+    });
+    Ok(s)
+}
+
+/// Removes from `list` the items `key` matches with any of `rm`.
+fn remove_by<T>(list: &mut Vec<T>, rm: &[String], key: impl Fn(&T) -> &str) {
+    list.retain(|x| !rm.iter().any(|r| r == key(x)));
+}
+
+/// The rest of `service update`'s delta: the task template, labels,
+/// placement, mode, restart and update policies. Removals before
+/// additions, as docker.
+fn spec_delta(
+    state: &ClusterState,
+    spec: &mut ServiceSpec,
+    r: &UpdateServiceRequest,
+) -> Result<(), ManagerError> {
+    let task = &mut spec.task;
+    if let Some(image) = &r.image {
+        task.image = image.trim().to_owned();
+        task.image_digest.clear();
+    }
+    if let Some(a) = &r.args {
+        task.args = a.args.clone();
+    }
+    if let Some(e) = &r.entrypoint {
+        task.entrypoint = Some(e.args.clone());
+    }
+    let env_key = |e: &String| e.split_once('=').map_or(e.clone(), |(k, _)| k.to_owned());
+    task.env
+        .retain(|e| !r.env_rm.contains(&env_key(e)) && !r.env_rm.contains(e));
+    for e in &r.env_add {
+        match e.split_once('=') {
+            Some((k, _)) if !k.is_empty() && !k.contains(char::is_whitespace) => {}
+            _ => return Err(invalid(format!("--env-add {e:?}: expected KEY=VALUE"))),
+        }
+        let key = env_key(e);
+        task.env.retain(|x| env_key(x) != key);
+        task.env.push(e.clone());
+    }
+    for k in &r.container_label_rm {
+        task.container_labels.remove(k);
+    }
+    validate::labels("--container-label-add", &r.container_label_add)?;
+    task.container_labels.extend(r.container_label_add.clone());
+    if !r.mount_rm.is_empty() {
+        let rm: Vec<String> = r
+            .mount_rm
+            .iter()
+            .map(|t| t.trim_end_matches('/').to_owned())
+            .collect();
+        task.mounts
+            .retain(|m| !rm.contains(&m.target.trim_end_matches('/').to_owned()));
+    }
+    for m in wire::mounts("mount_add", &r.mount_add)? {
+        // docker: a mount at a target already used replaces it.
+        let target = m.target.trim_end_matches('/').to_owned();
+        task.mounts
+            .retain(|x| x.target.trim_end_matches('/') != target);
+        task.mounts.push(m);
+    }
+    if let Some(res) = &r.resources {
+        let t = &mut task.resources;
+        for (into, v) in [
+            (&mut t.limit_nano_cpus, res.limit_nano_cpus),
+            (&mut t.limit_memory_bytes, res.limit_memory_bytes),
+            (&mut t.limit_pids, res.limit_pids),
+            (&mut t.reserve_nano_cpus, res.reserve_nano_cpus),
+            (&mut t.reserve_memory_bytes, res.reserve_memory_bytes),
+        ] {
+            if let Some(v) = v {
+                *into = v;
+            }
+        }
+    }
+    if let Some(h) = &r.healthcheck {
+        let mut hc = task.healthcheck.clone().unwrap_or_default();
+        wire::apply_health(&mut hc, h);
+        task.healthcheck = Some(hc);
+    }
+    if let Some(v) = &r.workdir {
+        task.workdir = v.clone();
+    }
+    if let Some(v) = &r.user {
+        task.user = v.clone();
+    }
+    if let Some(v) = &r.hostname {
+        task.hostname = v.clone();
+    }
+    if let Some(v) = &r.stop_signal {
+        task.stop_signal = v.clone();
+    }
+    if let Some(v) = r.stop_grace_period_ns {
+        task.stop_grace_nanos = v;
+    }
+    if let Some(v) = r.read_only {
+        task.read_only = v;
+    }
+    if let Some(v) = r.init {
+        task.init = v;
+    }
+    // docker: --cap-add takes a capability out of the dropped ones, and
+    // --cap-drop out of the added ones.
+    let norm = |c: &str| {
+        let c = c.trim().to_ascii_uppercase();
+        if c.starts_with("CAP_") || c == "ALL" {
+            c
+        } else {
+            format!("CAP_{c}")
+        }
+    };
+    for c in &r.cap_add {
+        task.cap_drop.retain(|d| norm(d) != norm(c));
+        if !task.cap_add.iter().any(|a| norm(a) == norm(c)) {
+            task.cap_add.push(c.clone());
+        }
+    }
+    for c in &r.cap_drop {
+        task.cap_add.retain(|a| norm(a) != norm(c));
+        if !task.cap_drop.iter().any(|d| norm(d) == norm(c)) {
+            task.cap_drop.push(c.clone());
+        }
+    }
+    if r.force {
+        task.force_update = task.force_update.wrapping_add(1);
+    }
+    *task = validate::container(std::mem::take(task))?;
+    for k in &r.label_rm {
+        spec.labels.remove(k);
+    }
+    validate::labels("--label-add", &r.label_add)?;
+    spec.labels.extend(r.label_add.clone());
+    remove_by(&mut spec.constraints, &r.constraint_rm, |c| c.as_str());
+    for c in &r.constraint_add {
+        constraint::parse(c).map_err(|e| invalid(e.to_string()))?;
+        if !spec.constraints.contains(c) {
+            spec.constraints.push(c.clone());
+        }
+    }
+    remove_by(&mut spec.placement_prefs, &r.placement_pref_rm, |p| {
+        p.as_str()
+    });
+    for p in &r.placement_pref_add {
+        constraint::preference(p)?;
+        spec.placement_prefs.push(p.clone());
+    }
+    if let Some(n) = r.replicas {
+        match spec.mode {
+            ServiceMode::Global => {
+                return Err(invalid(
+                    "--replicas can only be used with replicated mode".into(),
+                ));
+            }
+            ServiceMode::Replicated { .. } => spec.mode = ServiceMode::Replicated { replicas: n },
+        }
+    }
+    for n in &r.network_rm {
+        let id = state
+            .networks
+            .get(n)
+            .or_else(|| state.networks.values().find(|x| x.name == *n))
+            .map_or(n.clone(), |net| net.id.clone());
+        spec.networks.retain(|x| *x != id);
+    }
+    for n in &r.network_add {
+        let net = state
+            .networks
+            .get(n)
+            .or_else(|| state.networks.values().find(|x| x.name == *n))
+            .ok_or_else(|| ManagerError::NotFound {
+                what: format!(
+                    "--network-add {n}: network {n}; create it with 'shoal network create'"
+                ),
+            })?;
+        if net.ingress {
+            return Err(invalid(format!(
+                "--network-add {n}: the ingress network is the routing mesh's; attach to an \
+                 overlay network you created"
+            )));
+        }
+        if !spec.networks.contains(&net.id) {
+            spec.networks.push(net.id.clone());
+        }
+    }
+    if let Some(p) = &r.restart {
+        if let Some(c) = p.condition {
+            spec.restart.condition =
+                wire::decode_or(|| "--restart-condition".into(), c, RestartCondition::Any)?;
+        }
+        if let Some(d) = p.delay_secs {
+            spec.restart.delay_secs = d;
+        }
+        if let Some(m) = p.max_attempts {
+            spec.restart.max_attempts = (m != 0).then_some(m);
+        }
+    }
+    if let Some(u) = &r.update_config {
+        wire::apply_update_config(&mut spec.update, u, "--update")?;
+    }
+    if let Some(u) = &r.rollback_config {
+        wire::apply_update_config(&mut spec.rollback, u, "--rollback")?;
+    }
+    Ok(())
 }
 
 /// `service update`: CAS on the service version, retried when something
@@ -519,7 +856,21 @@ pub(super) async fn update(
 ) -> Result<ServiceSummary, ManagerError> {
     // A port taken meanwhile is retried too: the next attempt either picks
     // another free one or reports the owner.
-    update_with(m, true, |state| updated(state, r)).await
+    let from_registry = match &r.image {
+        Some(image) => {
+            let auth = super::lookup::<Service>(&*m.read().await?, &r.service)?
+                .spec
+                .task
+                .registry_auth
+                .clone();
+            registry_digest(m, image, &auth).await?
+        }
+        None => None,
+    };
+    update_with(m, true, |state| {
+        updated_at(state, r, from_registry.as_deref(), now_unix())
+    })
+    .await
 }
 
 /// Proposes the service `change` makes from the current state, again from a
@@ -580,6 +931,7 @@ pub(super) async fn scale(
         s.spec.mode = ServiceMode::Replicated {
             replicas: r.replicas,
         };
+        s.update_status = None;
         Ok(s)
     })
     .await
@@ -635,19 +987,28 @@ pub(super) async fn tasks(
                     .flat_map(|n| n.addresses.clone())
                     .collect(),
                 exit_code: t.status.exit_code,
-                image: t.spec.image.clone(),
-                // Health: issue 13's control plane stores it from reports.
-                health: None,
+                image: t.spec.pinned_image(),
+                health: t.status.health.as_ref().map(wire::health),
             }
         })
         .collect())
 }
 
+pub fn now_unix_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+        .unwrap_or_default()
+}
+
 /// One pass of the leader's reconcilers. Commands refused because the state
 /// moved on are dropped: the next pass plans again from the newer state.
-pub(super) async fn reconcile(m: &Manager) {
-    let now = now_unix();
-    let plan = orchestrator::orchestrate(&*m.local_state().await, now, &mut generate_node_id);
+/// Returns when (unix ms) an update's delay or monitor window ends, which
+/// no commit announces, so the caller wakes the next pass then.
+pub(super) async fn reconcile(m: &Manager) -> Option<u64> {
+    let now_ms = now_unix_ms();
+    let now = now_ms / 1000;
+    let plan = orchestrator::orchestrate_at(&*m.local_state().await, now_ms, &mut generate_node_id);
     for cmd in plan {
         if let Err(e) = m.propose(cmd).await {
             tracing::debug!(error = %e, "orchestrator command refused");
@@ -659,6 +1020,7 @@ pub(super) async fn reconcile(m: &Manager) {
             tracing::debug!(error = %e, "scheduler command refused");
         }
     }
+    orchestrator::next_wake(&*m.local_state().await, now_unix_ms())
 }
 
 #[cfg(test)]
@@ -1079,5 +1441,154 @@ mod tests {
         );
         let task = &s.services["id-web"].spec.task;
         assert!(task.secrets.is_empty() && task.configs.is_empty());
+    }
+
+    #[test]
+    fn update_applies_the_whole_delta_and_a_refused_one_changes_nothing() {
+        let mut s = ClusterState::default();
+        let mut r = request("web", Vec::new());
+        r.env = vec!["A=1".into(), "B=2".into()];
+        assert_eq!(message(create(&mut s, &r)), "");
+        let req = |f: &dyn Fn(&mut UpdateServiceRequest)| {
+            let mut r = UpdateServiceRequest {
+                service: "web".into(),
+                ..Default::default()
+            };
+            f(&mut r);
+            r
+        };
+        let ok = req(&|r| {
+            r.env_rm = vec!["A".into()];
+            r.env_add = vec!["B=3".into(), "C=4".into()];
+            r.container_label_add = [("x".to_owned(), "y".to_owned())].into();
+            r.placement_pref_add = vec!["spread=node.labels.zone".into()];
+            r.update_config = Some(pb::UpdateConfig {
+                parallelism: Some(2),
+                order: Some(pb::UpdateOrder::StartFirst.into()),
+                ..Default::default()
+            });
+            r.healthcheck = Some(pb::HealthConfig {
+                test: vec!["CMD-SHELL".into(), "true".into()],
+                retries: Some(5),
+                ..Default::default()
+            });
+            r.force = true;
+        });
+        assert_eq!(message(update(&mut s, &ok)), "");
+        let web = &s.services["id-web"];
+        assert_eq!(web.spec.task.env, ["B=3", "C=4"]);
+        assert_eq!(web.spec.task.container_labels["x"], "y");
+        assert_eq!(web.spec.placement_prefs, ["spread=node.labels.zone"]);
+        assert_eq!(web.spec.update.parallelism, 2);
+        assert_eq!(web.spec.update.order, crate::model::UpdateOrder::StartFirst);
+        // Unset fields keep swarm's defaults.
+        assert_eq!(web.spec.update.monitor_nanos, 5_000_000_000);
+        let h = web.spec.task.healthcheck.clone().unwrap_or_default();
+        assert_eq!((h.retries, h.interval_nanos), (5, 30_000_000_000));
+        assert_eq!(web.spec.task.force_update, 1);
+        // The summary carries the policies, every field set.
+        let shown = summary(&s, web);
+        let u = shown.update_config.unwrap_or_default();
+        assert_eq!((u.parallelism, u.delay_ns), (Some(2), Some(0)));
+        assert!(shown.previous_spec.is_some());
+
+        let before = s.clone();
+        for (bad, want) in [
+            (
+                req(&|r| {
+                    r.env_add = vec!["D=5".into()];
+                    r.update_config = Some(pb::UpdateConfig {
+                        max_failure_ratio: Some(1.5),
+                        ..Default::default()
+                    });
+                }),
+                "--update-max-failure-ratio 1.5: must be between 0 and 1",
+            ),
+            (
+                req(&|r| {
+                    r.rollback_config = Some(pb::UpdateConfig {
+                        failure_action: Some(pb::FailureAction::Rollback.into()),
+                        ..Default::default()
+                    })
+                }),
+                "--rollback-failure-action rollback",
+            ),
+            (
+                req(&|r| {
+                    r.healthcheck = Some(pb::HealthConfig {
+                        test: vec!["CMD-SHELL".into()],
+                        ..Default::default()
+                    })
+                }),
+                "--health-cmd",
+            ),
+            (
+                req(&|r| r.placement_pref_add = vec!["binpack=node.id".into()]),
+                "only spread is supported",
+            ),
+            (req(&|r| r.env_add = vec!["=x".into()]), "--env-add"),
+            (req(&|r| r.image = Some("a:b:c".into())), "IMAGE \"a:b:c\""),
+            (req(&|r| r.version = 1), "update out of sequence"),
+            (
+                req(&|r| {
+                    r.rollback = true;
+                    r.replicas = Some(3);
+                }),
+                "--rollback: nothing else may be changed",
+            ),
+        ] {
+            let e = message(update(&mut s, &bad));
+            assert!(e.contains(want), "{want}: {e}");
+            assert_eq!(s, before, "{want}: a refused update changes nothing");
+        }
+    }
+
+    #[test]
+    fn rollback_swaps_in_the_previous_spec() {
+        let mut s = ClusterState::default();
+        let mut r = request("web", Vec::new());
+        r.replicas = 2;
+        assert_eq!(message(create(&mut s, &r)), "");
+        let rollback = UpdateServiceRequest {
+            service: "web".into(),
+            rollback: true,
+            ..Default::default()
+        };
+        assert_eq!(
+            message(update(&mut s, &rollback)),
+            "service id-web does not have a previous spec"
+        );
+        let change = UpdateServiceRequest {
+            service: "web".into(),
+            env_add: vec!["V=2".into()],
+            ..Default::default()
+        };
+        assert_eq!(message(update(&mut s, &change)), "");
+        let web = &s.services["id-web"];
+        let version = web.version;
+        // A stale version is refused; the current one is accepted.
+        let mut pinned = change.clone();
+        pinned.version = version - 1;
+        assert!(message(update(&mut s, &pinned)).contains("retry"));
+        let s2 = updated_at(&s, &rollback, None, 77).map(|w| {
+            (
+                w.spec.task.env.clone(),
+                w.previous_spec.map(|p| p.task.env),
+                w.update_status
+                    .map(|u| (u.state, u.message, u.started_unix)),
+            )
+        });
+        assert_eq!(
+            s2.ok(),
+            Some((
+                Vec::<String>::new(),
+                Some(vec!["V=2".to_owned()]),
+                Some((
+                    UpdateState::RollbackStarted,
+                    "manually requested rollback".to_owned(),
+                    77
+                ))
+            ))
+        );
     }
 }

@@ -79,8 +79,12 @@ fn service(id: &str, name: &str, networks: &[&str], secrets: &[&str]) -> Service
             networks: networks.iter().map(|n| (*n).to_owned()).collect(),
             constraints: Vec::new(),
             restart: RestartPolicy::default(),
+            update: Default::default(),
+            rollback: Default::default(),
+            placement_prefs: Vec::new(),
         },
         previous_spec: None,
+        update_status: None,
         endpoint: Endpoint::default(),
     }
 }
@@ -1062,4 +1066,24 @@ proptest! {
             }
         }
     }
+}
+
+#[test]
+fn services_and_tasks_stored_before_updates_and_health_still_load() {
+    // A service and a task as the build before issue 13 wrote them.
+    let service = r#"{"id":"s","version":2,"spec":{"name":"web","labels":{},"mode":{"replicated":{"replicas":1}},"task":{"image":"busybox","image_digest":"","entrypoint":null,"args":[],"env":[],"workdir":"","user":"","hostname":"","stop_signal":"","stop_grace_nanos":10000000000,"read_only":false,"init":false,"cap_add":[],"cap_drop":[],"sysctls":{},"resources":{"limit_nano_cpus":0,"limit_memory_bytes":0,"limit_pids":0,"reserve_nano_cpus":0,"reserve_memory_bytes":0},"mounts":[]},"endpoint":{"mode":"vip","ports":[]},"networks":[],"constraints":[],"restart":{"condition":"any","delay_secs":5,"max_attempts":null}},"previous_spec":null,"endpoint":{"vips":[],"ports":[]}}"#;
+    let s: Result<Service, _> = serde_json::from_str(service);
+    let s = s.map_err(|e| e.to_string());
+    let Ok(s) = s else {
+        panic!("{s:?}");
+    };
+    assert_eq!(s.spec.update, crate::model::UpdateConfig::default());
+    assert_eq!(s.spec.rollback.parallelism, 1);
+    assert_eq!(s.spec.task.healthcheck, None);
+    assert_eq!(s.spec.task.force_update, 0);
+    assert_eq!(s.update_status, None);
+    assert_eq!(serde_json::to_string(&s).ok().as_deref(), Some(service));
+    let status = r#"{"since_unix":5,"message":"started","err":"","exit_code":null}"#;
+    let st: Result<crate::model::TaskStatus, _> = serde_json::from_str(status);
+    assert_eq!(st.map(|s| s.health).ok(), Some(None));
 }

@@ -31,8 +31,12 @@ fn service(id: &str, ports: Vec<PortConfig>) -> Service {
             networks: Vec::new(),
             constraints: Vec::new(),
             restart: RestartPolicy::default(),
+            update: Default::default(),
+            rollback: Default::default(),
+            placement_prefs: Vec::new(),
         },
         previous_spec: None,
+        update_status: None,
         endpoint: Endpoint {
             vips: Vec::new(),
             ports,
