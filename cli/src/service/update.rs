@@ -119,10 +119,10 @@ pub struct UpdateArgs {
     pub stop_grace_period: Option<String>,
     /// Mount the container's root filesystem as read only
     /// (--read-only=false to undo).
-    #[arg(long, num_args = 0..=1, default_missing_value = "true", value_name = "bool")]
+    #[arg(long, num_args = 0..=1, require_equals = true, default_missing_value = "true", value_name = "bool")]
     pub read_only: Option<bool>,
     /// Use an init inside each service container (--init=false to undo).
-    #[arg(long, num_args = 0..=1, default_missing_value = "true", value_name = "bool")]
+    #[arg(long, num_args = 0..=1, require_equals = true, default_missing_value = "true", value_name = "bool")]
     pub init: Option<bool>,
     /// Add Linux capabilities (repeatable).
     #[arg(long, value_name = "list")]
@@ -542,6 +542,16 @@ mod tests {
         let r = req(&["--entrypoint", "", "--args", ""])?;
         assert_eq!(r.entrypoint.map(|e| e.args), Some(vec![]));
         assert_eq!(r.args.map(|a| a.args), Some(vec![]));
+        Ok(())
+    }
+
+    #[test]
+    fn switches_take_an_optional_value() -> anyhow::Result<()> {
+        // `--read-only web`: the switch, then the service (as docker's).
+        let r = req(&["--read-only"])?;
+        assert_eq!((r.read_only, r.init), (Some(true), None));
+        let r = req(&["--read-only=false", "--init=true"])?;
+        assert_eq!((r.read_only, r.init), (Some(false), Some(true)));
         Ok(())
     }
 
