@@ -6,7 +6,9 @@ use std::collections::BTreeMap;
 
 use serde::Serialize;
 use shoal_api::{
-    cluster::v1::{ContainerSpec, FileReference, MountType, Resources, ServiceSummary},
+    cluster::v1::{
+        ContainerSpec, FileReference, HealthConfig, MountType, Resources, ServiceSummary,
+    },
     reference,
     words::word,
 };
@@ -35,12 +37,71 @@ pub struct TaskTemplateJson<'a> {
     container_spec: ContainerJson<'a>,
     #[serde(skip_serializing_if = "empty")]
     resources: ResourcesJson,
+    #[serde(skip_serializing_if = "empty")]
+    placement: PlacementJson<'a>,
+    /// docker's TaskTemplate.ForceUpdate, bumped by `update --force`.
+    #[serde(skip_serializing_if = "empty")]
+    force_update: u64,
+}
+
+#[derive(Serialize, PartialEq, Default)]
+#[serde(rename_all = "PascalCase")]
+struct PlacementJson<'a> {
+    #[serde(skip_serializing_if = "<[String]>::is_empty")]
+    constraints: &'a [String],
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    preferences: Vec<PreferenceJson<'a>>,
+}
+
+/// `{"Spread": {"SpreadDescriptor": "node.labels.dc"}}`.
+#[derive(Serialize, PartialEq)]
+#[serde(rename_all = "PascalCase")]
+struct PreferenceJson<'a> {
+    spread: SpreadJson<'a>,
+}
+
+#[derive(Serialize, PartialEq)]
+#[serde(rename_all = "PascalCase")]
+struct SpreadJson<'a> {
+    spread_descriptor: &'a str,
+}
+
+/// docker's HealthConfig: durations in nanoseconds, unset ones left out.
+#[derive(Serialize, PartialEq)]
+#[serde(rename_all = "PascalCase")]
+struct HealthJson<'a> {
+    #[serde(skip_serializing_if = "<[String]>::is_empty")]
+    test: &'a [String],
+    #[serde(skip_serializing_if = "Option::is_none")]
+    interval: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    timeout: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    start_period: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    start_interval: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    retries: Option<u64>,
+}
+
+fn health_json(h: &HealthConfig) -> HealthJson<'_> {
+    let nz = |v: Option<u64>| v.filter(|n| *n != 0);
+    HealthJson {
+        test: &h.test,
+        interval: nz(h.interval_ns),
+        timeout: nz(h.timeout_ns),
+        start_period: nz(h.start_period_ns),
+        start_interval: nz(h.start_interval_ns),
+        retries: nz(h.retries),
+    }
 }
 
 #[derive(Serialize, PartialEq, Default)]
 #[serde(rename_all = "PascalCase")]
 struct ContainerJson<'a> {
     image: String,
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    labels: BTreeMap<&'a str, &'a str>,
     #[serde(skip_serializing_if = "Option::is_none")]
     command: Option<&'a [String]>,
     #[serde(skip_serializing_if = "<[String]>::is_empty")]
@@ -74,6 +135,8 @@ struct ContainerJson<'a> {
     secrets: Vec<SecretRefJson<'a>>,
     #[serde(skip_serializing_if = "Vec::is_empty")]
     configs: Vec<ConfigRefJson<'a>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    healthcheck: Option<HealthJson<'a>>,
 }
 
 /// docker's `File` of a secret or config reference: the target, owner and
@@ -183,6 +246,12 @@ pub fn task_template(s: &ServiceSummary) -> Option<TaskTemplateJson<'_>> {
     Some(TaskTemplateJson {
         container_spec: ContainerJson {
             image: pinned(c),
+            labels: c
+                .labels
+                .iter()
+                .map(|(k, v)| (k.as_str(), v.as_str()))
+                .collect(),
+            healthcheck: c.healthcheck.as_ref().map(health_json),
             command: c.entrypoint.as_ref().map(|e| e.args.as_slice()),
             args: &s.args,
             env: &s.env,
@@ -238,6 +307,19 @@ pub fn task_template(s: &ServiceSummary) -> Option<TaskTemplateJson<'_>> {
                 .collect(),
         },
         resources: resources_json(&r),
+        placement: PlacementJson {
+            constraints: &s.constraints,
+            preferences: s
+                .placement_prefs
+                .iter()
+                .map(|p| PreferenceJson {
+                    spread: SpreadJson {
+                        spread_descriptor: p.strip_prefix("spread=").unwrap_or(p),
+                    },
+                })
+                .collect(),
+        },
+        force_update: c.force_update,
     })
 }
 
@@ -308,6 +390,9 @@ pub fn pretty(s: &ServiceSummary) -> String {
             out.push_str(&format!("  {k}={v}\n"));
         }
     }
+    if let Some(h) = &c.healthcheck {
+        out.push_str(&health_text(h));
+    }
     if !c.mounts.is_empty() {
         out.push_str("Mounts:\n");
         for m in &c.mounts {
@@ -360,4 +445,71 @@ pub fn pretty(s: &ServiceSummary) -> String {
         }
     }
     out
+}
+
+/// docker's pretty Healthcheck lines (unset timings shown as docker's
+/// zero values).
+fn health_text(h: &HealthConfig) -> String {
+    let d = |v: Option<u64>| crate::parse::go_string(v.unwrap_or(0));
+    let mut out = format!(
+        " Healthcheck:\n  Interval = {}\n  Retries = {}\n  StartPeriod =\t{}\n  Timeout =\t{}\n",
+        d(h.interval_ns),
+        h.retries.unwrap_or(0),
+        d(h.start_period_ns),
+        d(h.timeout_ns)
+    );
+    if !h.test.is_empty() {
+        out.push_str("  Tests:\n");
+        for t in &h.test {
+            out.push_str(&format!("\t Test = {t}\n"));
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn healthcheck_labels_and_placement_as_docker() {
+        let s = ServiceSummary {
+            constraints: vec!["node.role==worker".into()],
+            placement_prefs: vec!["spread=node.labels.dc".into()],
+            container: Some(ContainerSpec {
+                image: "busybox".into(),
+                labels: [("tier".to_owned(), "web".to_owned())].into(),
+                healthcheck: Some(HealthConfig {
+                    test: vec!["CMD-SHELL".into(), "true".into()],
+                    interval_ns: Some(10_000_000_000),
+                    timeout_ns: Some(1_500_000_000),
+                    retries: Some(3),
+                    start_period_ns: Some(0),
+                    start_interval_ns: None,
+                }),
+                ..Default::default()
+            }),
+            ..Default::default()
+        };
+        let v = serde_json::to_value(task_template(&s)).unwrap_or_default();
+        assert_eq!(
+            v["ContainerSpec"]["Healthcheck"],
+            serde_json::json!({"Test": ["CMD-SHELL", "true"], "Interval": 10_000_000_000u64,
+                "Timeout": 1_500_000_000u64, "Retries": 3})
+        );
+        assert_eq!(v["ContainerSpec"]["Labels"]["tier"], "web");
+        assert_eq!(
+            v["Placement"],
+            serde_json::json!({"Constraints": ["node.role==worker"],
+                "Preferences": [{"Spread": {"SpreadDescriptor": "node.labels.dc"}}]})
+        );
+        let text = pretty(&s);
+        assert!(
+            text.contains(
+                " Healthcheck:\n  Interval = 10s\n  Retries = 3\n  StartPeriod =\t0s\n  \
+                 Timeout =\t1.5s\n  Tests:\n\t Test = CMD-SHELL\n\t Test = true\n"
+            ),
+            "{text}"
+        );
+    }
 }

@@ -28,6 +28,29 @@ pub struct ListFlags {
     pub format: Format,
 }
 
+/// UTC date and time of a Unix time: (year, month, day, hour, minute,
+/// second), by Howard Hinnant's civil-from-days algorithm.
+pub fn civil(unix: u64) -> (i64, i64, i64, u64, u64, u64) {
+    let days = (unix / 86_400) as i64;
+    let secs = unix % 86_400;
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    (year, month, day, secs / 3600, secs / 60 % 60, secs % 60)
+}
+
+/// `2026-12-02T18:42:16Z`, as docker's JSON times.
+pub fn rfc3339(unix: u64) -> String {
+    let (y, mo, d, h, mi, s) = civil(unix);
+    format!("{y:04}-{mo:02}-{d:02}T{h:02}:{mi:02}:{s:02}Z")
+}
+
 pub fn table(header: &[&str]) -> Table {
     let mut t = Table::new();
     // docker's look: no borders, columns separated by spaces.

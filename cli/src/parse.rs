@@ -7,18 +7,18 @@ mod file;
 mod label;
 mod net;
 mod port;
+mod shell;
 mod token;
 
 use std::fmt;
 
-pub use container::{
-    ContainerError, parse_cpus, parse_entrypoint, parse_mount, parse_size, parse_sysctl,
-};
-pub use duration::{DurationError, parse_duration};
+pub use container::{ContainerError, parse_cpus, parse_mount, parse_size, parse_sysctl};
+pub use duration::{DurationError, go_string, parse_duration};
 pub use file::{FileRefError, parse_file_ref};
 pub use label::{LabelError, check_label_key, parse_label};
 pub use net::{Ipv4Cidr, NetError, check_ip, check_ip_port, host_port, parse_pool};
 pub use port::{PortError, parse_publish, parse_publish_rm};
+pub use shell::{ShellError, split_words};
 pub use token::{TokenError, check_token};
 
 /// What was wrong with a flag's value.
@@ -38,6 +38,24 @@ pub enum Problem {
     Container(#[from] ContainerError),
     #[error(transparent)]
     FileRef(#[from] FileRefError),
+    #[error(transparent)]
+    Shell(#[from] ShellError),
+    #[error("expected {allowed}")]
+    FailureAction { allowed: &'static str },
+    #[error("expected start-first or stop-first")]
+    UpdateOrder,
+    #[error("must be a number between 0 and 1 (a fraction of the tasks, e.g. 0.2)")]
+    Ratio,
+    #[error("expected spread=node.labels.KEY (spread is the only strategy)")]
+    PlacementPref,
+    #[error("conflicts with {other}; give one or the other")]
+    Conflicts { other: &'static str },
+    #[error("cannot be combined with other changes; update first, then roll back")]
+    RollbackWithChanges,
+    #[error("expected desired-state=running, shutdown or accepted")]
+    DesiredState,
+    #[error("unknown filter; the filters are: desired-state, id, name, node")]
+    FilterKey,
     #[error("expected vip or dnsrr")]
     EndpointMode,
     #[error("expected replicated or global")]
@@ -84,6 +102,8 @@ impl FlagError {
         }
     }
 
+    /// A flag without a value to show (a switch, or a secret such as a
+    /// join token, which never reaches a message).
     pub fn secret(flag: &'static str, problem: impl Into<Problem>) -> Self {
         Self {
             flag,

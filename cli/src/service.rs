@@ -1,36 +1,38 @@
 //! `shoal service …`: docker's service verbs; create and scale follow the
 //! tasks until the service converges, unless `--detach`.
 
-use std::{
-    borrow::Cow,
-    collections::BTreeMap,
-    time::{Duration, Instant},
-};
+mod inspect;
+mod policy;
+mod progress;
+mod ps;
+mod update;
 
-use anyhow::bail;
+use std::{borrow::Cow, collections::BTreeMap};
+
 use clap::{Args, Subcommand};
 use serde::Serialize;
 use shoal_api::{
     cluster::v1::{
         ContainerSpec, CreateServiceRequest, EndpointMode, Entrypoint, ListServicesRequest,
         ListTasksRequest, PortConfig, Protocol, PublishMode, Resources, RestartCondition,
-        RestartPolicy, ScaleServiceRequest, ServiceMode, ServiceRef, ServiceSummary, TaskState,
-        TaskSummary, UpdateServiceRequest,
+        RestartPolicy, ScaleServiceRequest, ServiceMode, ServiceRef, ServiceSummary,
+        UpdateServiceRequest,
     },
     words::{Word, word},
 };
 
+use self::{
+    policy::{HealthFlags, PolicyFlags, placement_pref},
+    update::{UpdateArgs, update_request},
+};
 use crate::{
-    client::{self, Daemon, finish},
+    client::{self, finish},
     output::{Format, ListFlags, table},
     parse::{
-        FlagError, Problem, parse_cpus, parse_duration, parse_entrypoint, parse_file_ref,
-        parse_label, parse_mount, parse_publish, parse_publish_rm, parse_size, parse_sysctl,
+        FlagError, Problem, parse_cpus, parse_duration, parse_file_ref, parse_label, parse_mount,
+        parse_publish, parse_size, parse_sysctl, split_words,
     },
 };
-
-/// How long create/scale follow a service before giving up on it.
-const CONVERGE_TIMEOUT: Duration = Duration::from_secs(60);
 
 #[derive(Args)]
 pub struct CreateArgs {
@@ -56,7 +58,7 @@ pub struct CreateArgs {
     #[arg(long, default_value = "any")]
     restart_condition: String,
     /// Delay between restart attempts (ns|us|ms|s|m|h).
-    #[arg(long, default_value = "5s")]
+    #[arg(long, default_value = "5s", allow_hyphen_values = true)]
     restart_delay: String,
     /// Maximum number of restarts before giving up (0 = unlimited).
     #[arg(long, default_value_t = 0)]
@@ -80,7 +82,7 @@ pub struct CreateArgs {
     #[arg(long)]
     stop_signal: Option<String>,
     /// Time to wait before force killing a container (ns|us|ms|s|m|h).
-    #[arg(long)]
+    #[arg(long, allow_hyphen_values = true)]
     stop_grace_period: Option<String>,
     /// Mount the container's root filesystem as read only.
     #[arg(long)]
@@ -143,9 +145,22 @@ pub struct CreateArgs {
     /// (DNS round robin over the tasks; no ingress-mode ports).
     #[arg(long, default_value = "vip")]
     endpoint_mode: String,
+    /// Add a placement preference, spread=node.labels.KEY (repeatable).
+    #[arg(long, value_name = "pref")]
+    placement_pref: Vec<String>,
+    /// Container labels, key=value (repeatable).
+    #[arg(long, value_name = "list")]
+    container_label: Vec<String>,
+    #[command(flatten)]
+    health: HealthFlags,
+    #[command(flatten)]
+    policy: PolicyFlags,
     /// Exit immediately instead of waiting for the service to converge.
     #[arg(long, short)]
     detach: bool,
+    /// Suppress progress output.
+    #[arg(long, short)]
+    quiet: bool,
     /// The image the tasks run, or `host` for the node's own filesystem
     /// (read-only).
     #[arg(value_name = "IMAGE")]
@@ -175,12 +190,22 @@ pub enum ServiceCmd {
     /// List services.
     #[command(alias = "list")]
     Ls(ListFlags),
-    /// List the tasks of one or more services.
+    /// List the tasks of one or more services, with each slot's history.
     Ps {
         #[arg(required = true)]
         services: Vec<String>,
-        #[command(flatten)]
-        list: ListFlags,
+        /// Filter output based on conditions provided: desired-state=running|
+        /// shutdown|accepted, id=, name=, node= (repeatable).
+        #[arg(long, short, value_name = "filter")]
+        filter: Vec<String>,
+        /// Only display task IDs.
+        #[arg(long, short)]
+        quiet: bool,
+        /// Do not truncate output.
+        #[arg(long)]
+        no_trunc: bool,
+        #[arg(long, value_enum, default_value_t = Format::Table)]
+        format: Format,
     },
     /// Display detailed information on one or more services.
     Inspect {
@@ -193,27 +218,26 @@ pub enum ServiceCmd {
         #[arg(long, short, value_enum, default_value_t = Format::Json)]
         format: Format,
     },
-    /// Update a service's published ports, secrets and configs; a change of
-    /// secrets or configs replaces its tasks, one at a time.
-    Update {
+    /// Update a service: a change of its tasks' spec replaces them as its
+    /// update policy says (--update-*), a failure pausing, continuing or
+    /// rolling back.
+    Update(Box<UpdateArgs>),
+    /// Revert changes to a service's configuration (back to its previous
+    /// spec).
+    Rollback {
         service: String,
-        /// Add or replace a published port, as --publish takes it (repeatable).
-        #[arg(long, value_name = "SPEC")]
-        publish_add: Vec<String>,
-        /// Remove a published port: 8080, 8080/udp or the long form
-        /// (repeatable).
-        #[arg(long, value_name = "SPEC")]
-        publish_rm: Vec<String>,
-        #[command(flatten)]
-        files: FileUpdates,
         /// Exit immediately instead of waiting for the service to converge.
         #[arg(long, short)]
         detach: bool,
+        /// Suppress progress output.
+        #[arg(long, short)]
+        quiet: bool,
     },
     /// Scale one or more replicated services: SERVICE=REPLICAS.
     Scale {
         #[arg(required = true, value_name = "SERVICE=REPLICAS")]
         scales: Vec<String>,
+        /// Exit immediately instead of waiting for the service to converge.
         #[arg(long, short)]
         detach: bool,
     },
@@ -266,9 +290,15 @@ fn container(a: &CreateArgs) -> Result<(ContainerSpec, Resources), FlagError> {
     let spec = ContainerSpec {
         image: a.image.clone().unwrap_or_default(),
         image_digest: String::new(),
-        entrypoint: a.entrypoint.as_deref().map(|e| Entrypoint {
-            args: parse_entrypoint(e),
-        }),
+        entrypoint: a
+            .entrypoint
+            .as_deref()
+            .map(|e| {
+                split_words(e)
+                    .map(|args| Entrypoint { args })
+                    .map_err(|err| FlagError::new("--entrypoint", e, err))
+            })
+            .transpose()?,
         workdir: a.workdir.clone().unwrap_or_default(),
         user: a.user.clone().unwrap_or_default(),
         hostname: a.hostname.clone().unwrap_or_default(),
@@ -283,8 +313,13 @@ fn container(a: &CreateArgs) -> Result<(ContainerSpec, Resources), FlagError> {
         registry_auth: String::new(),
         secrets: file_refs("--secret", &a.secret)?,
         configs: file_refs("--config", &a.config)?,
-        // Health and container labels: issue 13's CLI.
-        ..Default::default()
+        healthcheck: a.health.config()?,
+        labels: a
+            .container_label
+            .iter()
+            .map(|l| parse_label(l).map_err(|e| FlagError::new("--container-label", l, e)))
+            .collect::<Result<_, _>>()?,
+        force_update: 0,
     };
     Ok((spec, resources))
 }
@@ -300,7 +335,7 @@ fn file_refs(
 }
 
 /// `service update`'s secret and config flags.
-#[derive(Args, Default)]
+#[derive(Args, Default, Debug, Clone)]
 pub struct FileUpdates {
     /// Add a secret, as --secret takes it (repeatable).
     #[arg(long, value_name = "SECRET")]
@@ -398,34 +433,14 @@ fn flags_request(a: &CreateArgs) -> Result<CreateServiceRequest, FlagError> {
         ports,
         container: Some(container),
         resources: Some(resources),
-        // Update policy and placement preferences: issue 13's CLI.
-        ..Default::default()
+        update_config: a.policy.update_config()?,
+        rollback_config: a.policy.rollback_config()?,
+        placement_prefs: a
+            .placement_pref
+            .iter()
+            .map(|p| placement_pref("--placement-pref", p))
+            .collect::<Result<_, _>>()?,
     })
-}
-
-fn update_request(
-    service: &str,
-    add: &[String],
-    rm: &[String],
-    files: &FileUpdates,
-) -> Result<UpdateServiceRequest, FlagError> {
-    let mut r = UpdateServiceRequest {
-        service: service.to_owned(),
-        secret_add: file_refs("--secret-add", &files.secret_add)?,
-        secret_rm: files.secret_rm.clone(),
-        config_add: file_refs("--config-add", &files.config_add)?,
-        config_rm: files.config_rm.clone(),
-        ..Default::default()
-    };
-    for p in add {
-        let spec = parse_publish(p).map_err(|e| FlagError::new("--publish-add", p, e))?;
-        r.publish_add.push(spec.to_api());
-    }
-    for p in rm {
-        let spec = parse_publish_rm(p).map_err(|e| FlagError::new("--publish-rm", p, e))?;
-        r.publish_rm.push(spec.to_api());
-    }
-    Ok(r)
 }
 
 /// docker's PORTS column: the ingress ports, which answer on every node
@@ -453,133 +468,6 @@ fn parse_scale(s: &str) -> Result<(String, u64), FlagError> {
 }
 
 #[derive(Serialize)]
-struct TaskJson<'a> {
-    id: &'a str,
-    name: &'a str,
-    node: &'a str,
-    desired_state: Cow<'static, str>,
-    current_state: Cow<'static, str>,
-    since_unix: u64,
-    error: &'a str,
-    addresses: &'a [String],
-}
-
-fn ago(since_unix: u64) -> String {
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or_default();
-    match now.saturating_sub(since_unix) {
-        s if s < 60 => format!("{s} seconds ago"),
-        s if s < 3600 => format!("{} minutes ago", s / 60),
-        s => format!("{} hours ago", s / 3600),
-    }
-}
-
-fn tasks_table(tasks: &[TaskSummary]) -> comfy_table::Table {
-    let mut t = table(&[
-        "ID",
-        "NAME",
-        "NODE",
-        "DESIRED STATE",
-        "CURRENT STATE",
-        "ERROR",
-    ]);
-    let mut previous: Option<&str> = None;
-    for k in tasks {
-        let current = format!(
-            "{} {}",
-            crate::output::pretty(&word::<TaskState>(k.state)),
-            ago(k.since_unix)
-        );
-        // Older tasks of a slot hang under its current one, as docker shows.
-        let name = if previous == Some(k.name.as_str()) {
-            format!(" \\_ {}", k.name)
-        } else {
-            k.name.clone()
-        };
-        previous = Some(&k.name);
-        t.add_row(vec![
-            k.id.get(..12).unwrap_or(&k.id).to_owned(),
-            name,
-            k.node.clone(),
-            crate::output::pretty(&word::<TaskState>(k.desired_state)),
-            current,
-            k.err.clone(),
-        ]);
-    }
-    t
-}
-
-/// Per slot, the task wanted running first, then the others newest first,
-/// as `docker service ps` lists them.
-fn sorted(mut tasks: Vec<TaskSummary>) -> Vec<TaskSummary> {
-    let key = |t: &TaskSummary| {
-        (
-            t.name.clone(),
-            t.desired_state != TaskState::Running as i32,
-            std::cmp::Reverse(t.since_unix),
-        )
-    };
-    tasks.sort_by_key(key);
-    tasks
-}
-
-/// Follows `service` until every wanted task runs, printing each slot's
-/// state as it changes.
-async fn converge(d: &mut Daemon, service: &str) -> anyhow::Result<()> {
-    let start = Instant::now();
-    let mut shown: BTreeMap<String, String> = BTreeMap::new();
-    loop {
-        let s = client::call(
-            &d.host,
-            d.control.inspect_service(ServiceRef {
-                service: service.to_owned(),
-            }),
-        )
-        .await?;
-        let tasks = client::call(
-            &d.host,
-            d.control.list_tasks(ListTasksRequest {
-                service: service.to_owned(),
-            }),
-        )
-        .await?
-        .tasks;
-        for t in tasks
-            .iter()
-            .filter(|t| t.desired_state == TaskState::Running as i32)
-        {
-            let state = word::<TaskState>(t.state);
-            let line = match t.err.as_str() {
-                "" => state.into_owned(),
-                err => format!("{state} ({err})"),
-            };
-            if shown.get(&t.name) != Some(&line) {
-                println!("{}: {line}", t.name);
-                shown.insert(t.name.clone(), line);
-            }
-        }
-        if s.running == s.desired {
-            println!("overall progress: {} out of {} tasks", s.running, s.desired);
-            println!("verify: Service {} converged", s.name);
-            return Ok(());
-        }
-        if start.elapsed() > CONVERGE_TIMEOUT {
-            bail!(
-                "service {} did not converge within {CONVERGE_TIMEOUT:?}: {} out of {} tasks \
-                 running; see 'shoal service ps {}' (the service stays created)",
-                s.name,
-                s.running,
-                s.desired,
-                s.name
-            );
-        }
-        tokio::time::sleep(Duration::from_millis(500)).await;
-    }
-}
-
-#[derive(Serialize)]
 struct ServiceJson<'a> {
     id: &'a str,
     name: &'a str,
@@ -601,15 +489,34 @@ struct ServiceJson<'a> {
     endpoint_mode: Cow<'static, str>,
     ports: Vec<PortJson>,
     vips: Vec<VipJson<'a>>,
-    /// docker's `Spec.TaskTemplate`: ContainerSpec and Resources.
+    /// docker's `Spec`: TaskTemplate, UpdateConfig, RollbackConfig.
     #[serde(rename = "Spec", skip_serializing_if = "Option::is_none")]
     spec: Option<SpecJson<'a>>,
+    /// The spec `service rollback` returns to, as docker's `PreviousSpec`.
+    #[serde(rename = "PreviousSpec", skip_serializing_if = "Option::is_none")]
+    previous_spec: Option<SpecJson<'a>>,
+    #[serde(rename = "UpdateStatus", skip_serializing_if = "Option::is_none")]
+    update_status: Option<inspect::UpdateStatusJson>,
 }
 
 #[derive(Serialize)]
+#[serde(rename_all = "PascalCase")]
 struct SpecJson<'a> {
-    #[serde(rename = "TaskTemplate")]
+    name: &'a str,
     task_template: crate::container::TaskTemplateJson<'a>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    update_config: Option<inspect::UpdateConfigJson>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    rollback_config: Option<inspect::UpdateConfigJson>,
+}
+
+fn spec_json(s: &ServiceSummary) -> Option<SpecJson<'_>> {
+    crate::container::task_template(s).map(|task_template| SpecJson {
+        name: &s.name,
+        task_template,
+        update_config: s.update_config.as_ref().map(inspect::update_config_json),
+        rollback_config: s.rollback_config.as_ref().map(inspect::update_config_json),
+    })
 }
 
 #[derive(Serialize)]
@@ -648,7 +555,9 @@ fn service_json(s: &ServiceSummary) -> ServiceJson<'_> {
             .map(crate::container::pinned)
             .unwrap_or_default(),
         rootfs: (!s.legacy_rootfs.is_empty()).then_some(s.legacy_rootfs.as_str()),
-        spec: crate::container::task_template(s).map(|task_template| SpecJson { task_template }),
+        spec: spec_json(s),
+        previous_spec: s.previous_spec.as_deref().and_then(spec_json),
+        update_status: s.update_status.as_ref().map(inspect::update_status_json),
         labels: s
             .labels
             .iter()
@@ -710,16 +619,27 @@ Name:		{}
             s.desired
         ));
     }
+    if let Some(u) = &s.update_status {
+        out.push_str(&inspect::update_status_text(u));
+    }
+    out.push_str("Placement:\n");
     if !s.constraints.is_empty() {
-        out.push_str(
-            "Placement:
- Constraints:	",
-        );
-        out.push_str(&format!(
-            "[{}]
-",
-            s.constraints.join(" ")
-        ));
+        out.push_str(&format!(" Constraints:\t[{}]\n", s.constraints.join(" ")));
+    }
+    if !s.placement_prefs.is_empty() {
+        // docker prints each as Spread=DESCRIPTOR.
+        let prefs: Vec<String> = s
+            .placement_prefs
+            .iter()
+            .map(|p| format!("Spread={}", p.strip_prefix("spread=").unwrap_or(p)))
+            .collect();
+        out.push_str(&format!(" Preferences:   [{}]\n", prefs.join(" ")));
+    }
+    if let Some(c) = &s.update_config {
+        out.push_str(&inspect::config_text("UpdateConfig", "Update order", c));
+    }
+    if let Some(c) = &s.rollback_config {
+        out.push_str(&inspect::config_text("RollbackConfig", "Rollback order", c));
     }
     if let Some(r) = &s.restart {
         out.push_str(&format!(
@@ -788,6 +708,27 @@ Name:		{}
     out
 }
 
+/// Sends an update (or rollback) and, unless detached, follows it as
+/// docker does.
+async fn update(
+    host: &str,
+    req: UpdateServiceRequest,
+    service: &str,
+    detach: bool,
+    quiet: bool,
+) -> anyhow::Result<()> {
+    let mut d = client::connect(host).await?;
+    let s = client::call(host, d.control.update_service(req)).await?;
+    for w in &s.warnings {
+        eprint!("{w}");
+    }
+    println!("{service}");
+    if detach {
+        return Ok(());
+    }
+    progress::follow(&mut d, &s.id, service, quiet).await
+}
+
 pub async fn run(host: &str, cmd: ServiceCmd) -> anyhow::Result<()> {
     match cmd {
         ServiceCmd::Create(a) => {
@@ -801,7 +742,7 @@ pub async fn run(host: &str, cmd: ServiceCmd) -> anyhow::Result<()> {
             if a.detach {
                 return Ok(());
             }
-            converge(&mut d, &s.id).await
+            progress::follow(&mut d, &s.id, &s.id, a.quiet).await
         }
         ServiceCmd::Ls(ListFlags { quiet, format }) => {
             let mut d = client::connect(host).await?;
@@ -837,36 +778,32 @@ pub async fn run(host: &str, cmd: ServiceCmd) -> anyhow::Result<()> {
         }
         ServiceCmd::Ps {
             services,
-            list: ListFlags { quiet, format },
+            filter,
+            quiet,
+            no_trunc,
+            format,
         } => {
+            let filters = filter
+                .iter()
+                .map(|f| ps::parse_filter(f))
+                .collect::<Result<Vec<_>, _>>()?;
             let mut d = client::connect(host).await?;
             let (mut all, mut failed) = (Vec::new(), Vec::new());
             for service in services {
                 match client::call(host, d.control.list_tasks(ListTasksRequest { service })).await {
-                    Ok(r) => all.extend(r.tasks),
+                    Ok(r) => all.extend(r.tasks.into_iter().filter(|t| ps::keep(&filters, t))),
                     Err(e) => failed.push(e),
                 }
             }
-            let all = sorted(all);
+            let all = ps::history(all);
+            let trunc = !no_trunc;
             if quiet {
-                all.iter().for_each(|t| println!("{}", t.id));
+                print!("{}", ps::quiet_text(&all, trunc));
             } else if format == Format::Json {
-                let v: Vec<_> = all
-                    .iter()
-                    .map(|t| TaskJson {
-                        id: &t.id,
-                        name: &t.name,
-                        node: &t.node,
-                        desired_state: word::<TaskState>(t.desired_state),
-                        current_state: word::<TaskState>(t.state),
-                        since_unix: t.since_unix,
-                        error: &t.err,
-                        addresses: &t.addresses,
-                    })
-                    .collect();
+                let v: Vec<_> = all.iter().map(ps::task_json).collect();
                 println!("{}", serde_json::to_string_pretty(&v)?);
             } else {
-                println!("{}", tasks_table(&all));
+                println!("{}", ps::table_text(&all, trunc));
             }
             finish(failed)
         }
@@ -890,21 +827,21 @@ pub async fn run(host: &str, cmd: ServiceCmd) -> anyhow::Result<()> {
             }
             finish(failed)
         }
-        ServiceCmd::Update {
+        ServiceCmd::Update(a) => {
+            let req = update_request(&a)?;
+            update(host, req, &a.service, a.detach, a.quiet).await
+        }
+        ServiceCmd::Rollback {
             service,
-            publish_add,
-            publish_rm,
-            files,
             detach,
+            quiet,
         } => {
-            let req = update_request(&service, &publish_add, &publish_rm, &files)?;
-            let mut d = client::connect(host).await?;
-            let s = client::call(host, d.control.update_service(req)).await?;
-            println!("{service}");
-            if detach {
-                return Ok(());
-            }
-            converge(&mut d, &s.id).await
+            let req = UpdateServiceRequest {
+                service: service.clone(),
+                rollback: true,
+                ..Default::default()
+            };
+            update(host, req, &service, detach, quiet).await
         }
         ServiceCmd::Scale { scales, detach } => {
             let wanted = scales
@@ -921,7 +858,9 @@ pub async fn run(host: &str, cmd: ServiceCmd) -> anyhow::Result<()> {
                 match client::call(host, r).await {
                     Ok(s) => {
                         println!("{service} scaled to {replicas}");
-                        if !detach && let Err(e) = converge(&mut d, &s.id).await {
+                        if !detach
+                            && let Err(e) = progress::follow(&mut d, &s.id, &service, false).await
+                        {
                             failed.push(e);
                         }
                     }
@@ -1330,12 +1269,16 @@ mod tests {
             request(&a).err().map(chain).unwrap_or_default(),
             "--endpoint-mode rr: expected vip or dnsrr"
         );
-        let r = update_request(
-            "web",
-            &["9090:90".into()],
-            &["8080".into(), "53/udp".into()],
-            &FileUpdates::default(),
-        )?;
+        let ports = |add: &[&str], rm: &[&str], files: &FileUpdates| {
+            update_request(&UpdateArgs {
+                service: "web".into(),
+                publish_add: add.iter().map(|s| s.to_string()).collect(),
+                publish_rm: rm.iter().map(|s| s.to_string()).collect(),
+                files: files.clone(),
+                ..Default::default()
+            })
+        };
+        let r = ports(&["9090:90"], &["8080", "53/udp"], &FileUpdates::default())?;
         assert_eq!(r.publish_add[0].published_port, 9090);
         let rm: Vec<(u32, &str)> = r
             .publish_rm
@@ -1349,7 +1292,7 @@ mod tests {
             config_add: vec!["app".into()],
             config_rm: vec!["/etc/old.conf".into()],
         };
-        let r = update_request("web", &[], &[], &files)?;
+        let r = ports(&[], &[], &files)?;
         assert_eq!(
             (
                 r.secret_add[0].source.as_str(),
@@ -1367,14 +1310,12 @@ mod tests {
             config_add: vec!["source=app,mode=999".into()],
             ..FileUpdates::default()
         };
-        let e = update_request("web", &[], &[], &bad).err().map(chain);
+        let e = ports(&[], &[], &bad).err().map(chain);
         assert!(
             e.unwrap_or_default()
                 .starts_with("--config-add source=app,mode=999: mode=999")
         );
-        let e = update_request("web", &[], &["x".into()], &FileUpdates::default())
-            .err()
-            .map(chain);
+        let e = ports(&[], &["x"], &FileUpdates::default()).err().map(chain);
         assert!(
             e.unwrap_or_default()
                 .starts_with("--publish-rm x: published port \"x\"")

@@ -141,12 +141,6 @@ pub fn parse_sysctl(s: &str) -> Result<(String, String), ContainerError> {
     }
 }
 
-/// `--entrypoint "a b"` is the command `a` with argument `b`; `""` clears
-/// the image's entrypoint.
-pub fn parse_entrypoint(s: &str) -> Vec<String> {
-    s.split_whitespace().map(str::to_owned).collect()
-}
-
 /// One CSV record, as Go's `encoding/csv` reads `--mount`'s value: fields
 /// split on commas, a field in double quotes may hold commas (`""` is a
 /// quote).
@@ -467,8 +461,6 @@ mod tests {
         );
         assert_eq!(parse_sysctl("=1"), Err(ContainerError::Sysctl));
         assert_eq!(parse_sysctl("x"), Err(ContainerError::Sysctl));
-        assert_eq!(parse_entrypoint("/bin/sh -c"), ["/bin/sh", "-c"]);
-        assert!(parse_entrypoint("").is_empty());
     }
 
     proptest! {

@@ -115,6 +115,40 @@ pub fn parse_duration(input: &str) -> Result<Duration, DurationError> {
     Ok(Duration::new(secs, nanos))
 }
 
+/// `n` units with the fraction `frac` of `digits` digits, trailing zeros
+/// dropped, as Go prints them.
+fn with_fraction(n: u64, frac: u64, digits: usize) -> String {
+    if frac == 0 {
+        return n.to_string();
+    }
+    let f = format!("{frac:0digits$}");
+    format!("{n}.{}", f.trim_end_matches('0'))
+}
+
+/// Go's `time.Duration.String()`: `0s`, `500ms`, `1.5µs`, `1m30s`,
+/// `2h0m0s` — what docker prints in `inspect --pretty`.
+pub fn go_string(nanos: u64) -> String {
+    const SEC: u64 = 1_000_000_000;
+    if nanos == 0 {
+        return "0s".into();
+    }
+    if nanos < SEC {
+        let (per, unit, digits) = match nanos {
+            n if n < 1_000 => (1, "ns", 0),
+            n if n < 1_000_000 => (1_000, "\u{b5}s", 3),
+            _ => (1_000_000, "ms", 6),
+        };
+        return format!("{}{unit}", with_fraction(nanos / per, nanos % per, digits));
+    }
+    let secs = nanos / SEC;
+    let s = with_fraction(secs % 60, nanos % SEC, 9);
+    match (secs / 3600, secs / 60 % 60) {
+        (0, 0) => format!("{s}s"),
+        (0, m) => format!("{m}m{s}s"),
+        (h, m) => format!("{h}h{m}m{s}s"),
+    }
+}
+
 /// The shortest form `parse_duration` reads back: `1h30m`, `1s500ms`, `0s`.
 #[cfg(test)]
 pub fn format_duration(d: Duration) -> String {
@@ -194,6 +228,19 @@ mod tests {
     }
 
     #[test]
+    fn go_strings_as_docker_prints() {
+        assert_eq!(go_string(0), "0s");
+        assert_eq!(go_string(7), "7ns");
+        assert_eq!(go_string(1_500), "1.5\u{b5}s");
+        assert_eq!(go_string(500_000_000), "500ms");
+        assert_eq!(go_string(5_000_000_000), "5s");
+        assert_eq!(go_string(1_500_000_000), "1.5s");
+        assert_eq!(go_string(90_000_000_000), "1m30s");
+        assert_eq!(go_string(3_600_000_000_000), "1h0m0s");
+        assert_eq!(go_string(3_661_000_000_001), "1h1m1.000000001s");
+    }
+
+    #[test]
     fn format_is_short() {
         assert_eq!(format_duration(Duration::ZERO), "0s");
         assert_eq!(format_duration(Duration::from_secs(2160 * 3600)), "2160h");
@@ -217,6 +264,17 @@ mod tests {
         fn round_trips(nanos in 0..=i64::MAX as u64) {
             let d = Duration::from_nanos(nanos);
             prop_assert_eq!(parse_duration(&format_duration(d)), Ok(d));
+        }
+
+        #[test]
+        fn go_strings_read_back(nanos in 0..=i64::MAX as u64) {
+            let text = go_string(nanos);
+            prop_assert_eq!(parse_duration(&text), Ok(Duration::from_nanos(nanos)), "{}", text);
+        }
+
+        #[test]
+        fn negatives_are_refused(n in 1u64..1_000_000, unit in "(ns|us|ms|s|m|h)") {
+            prop_assert_eq!(parse_duration(&format!("-{n}{unit}")), Err(DurationError::Negative));
         }
 
         #[test]
