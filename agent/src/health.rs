@@ -419,7 +419,10 @@ mod tests {
         assert!(m.record(code(0), Duration::from_secs(8)));
         assert_eq!(m.status(), HealthStatus::Healthy);
         // Healthy: the interval, and failures count even in the period.
-        assert_eq!(m.next_delay(Duration::from_secs(8)), Duration::from_secs(10));
+        assert_eq!(
+            m.next_delay(Duration::from_secs(8)),
+            Duration::from_secs(10)
+        );
         assert!(!m.record(code(1), Duration::from_secs(18)));
         assert!(m.record(code(1), Duration::from_secs(28)));
         assert_eq!(m.status(), HealthStatus::Unhealthy);

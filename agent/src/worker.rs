@@ -918,7 +918,12 @@ impl<O: Overlay, T: Tasks, M: MeshSync> Executor<O, T, M> {
         if let Some(h) = unhealthy.take() {
             tracing::warn!(task = %t.name, id = %t.id, "task unhealthy: out of the mesh, then stopped");
             self.leave_mesh_now(&t.id).await;
-            let mut r = report(&t.id, TaskState::Failed, "started", crate::health::UNHEALTHY_ERR);
+            let mut r = report(
+                &t.id,
+                TaskState::Failed,
+                "started",
+                crate::health::UNHEALTHY_ERR,
+            );
             r.health = Some(h);
             self.send(r);
             let exit = task.stop(stop_grace(t)).await;
@@ -926,8 +931,12 @@ impl<O: Overlay, T: Tasks, M: MeshSync> Executor<O, T, M> {
             self.detach_mesh(links);
             drop(dns);
             match exit {
-                Ok(exit) => tracing::info!(task = %t.name, id = %t.id, %exit, "unhealthy task stopped"),
-                Err(error) => tracing::warn!(task = %t.name, id = %t.id, %error, "stopping an unhealthy task"),
+                Ok(exit) => {
+                    tracing::info!(task = %t.name, id = %t.id, %exit, "unhealthy task stopped")
+                }
+                Err(error) => {
+                    tracing::warn!(task = %t.name, id = %t.id, %error, "stopping an unhealthy task")
+                }
             }
             return None;
         }
@@ -1276,7 +1285,7 @@ impl<O: Overlay, T: Tasks, M: MeshSync> Executor<O, T, M> {
     }
 }
 
- /// Network id → name → addresses, from the mesh part of an assignment set,
+/// Network id → name → addresses, from the mesh part of an assignment set,
 /// leaving out the tasks in `leaving`.
 fn dns_names(
     set: &AssignmentSet,

@@ -19,8 +19,8 @@
 use std::os::fd::OwnedFd;
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
-use std::sync::{Arc, Mutex};
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use nix::sys::signal::{Signal, kill};
@@ -84,7 +84,11 @@ impl Exec {
     /// Runs `args` in the task, killed after `timeout`. An error means the
     /// command could not be run at all (the task is not running, runc
     /// failed); a command that ran and failed is an [`ExecEnd::Exited`].
-    pub async fn run(&self, args: &[String], timeout: Duration) -> Result<ExecOutput, RuntimeError> {
+    pub async fn run(
+        &self,
+        args: &[String],
+        timeout: Duration,
+    ) -> Result<ExecOutput, RuntimeError> {
         let err = |message: String| RuntimeError::Exec {
             id: self.id.clone(),
             message,
@@ -197,7 +201,9 @@ impl Drop for ExecFiles {
             match std::fs::remove_file(path) {
                 Ok(()) => {}
                 Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-                Err(e) => tracing::debug!(path = %path.display(), error = %e, "removing an exec file"),
+                Err(e) => {
+                    tracing::debug!(path = %path.display(), error = %e, "removing an exec file")
+                }
             }
         }
     }

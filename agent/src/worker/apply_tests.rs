@@ -650,10 +650,13 @@ async fn an_unhealthy_task_leaves_the_mesh_is_reported_failed_then_stopped() {
                     scope: Scope::Network("net-a".into()),
                 };
                 // (t2 is not reachable here yet: no ring has it either.)
-                want.groups.get(&key).is_some_and(|ring| ring.iter().all(|b| b.task_id != "t1"))
-                    && want.draining.get(&key).is_some_and(|d| {
-                    d.iter().any(|b: &BackendSpec| b.task_id == "t1")
-                })
+                want.groups
+                    .get(&key)
+                    .is_some_and(|ring| ring.iter().all(|b| b.task_id != "t1"))
+                    && want
+                        .draining
+                        .get(&key)
+                        .is_some_and(|d| d.iter().any(|b: &BackendSpec| b.task_id == "t1"))
             }
             _ => false,
         })
@@ -662,7 +665,10 @@ async fn an_unhealthy_task_leaves_the_mesh_is_reported_failed_then_stopped() {
         .iter()
         .position(|c| *c == Call::Stop("t1".into()))
         .unwrap_or_else(|| panic!("t1 was not stopped: {calls:?}"));
-    assert!(drained < stopped, "out of the ring before the stop: {calls:?}");
+    assert!(
+        drained < stopped,
+        "out of the ring before the stop: {calls:?}"
+    );
     // Its DNS names are gone too; its end is not reported twice.
     let names = super::dns_names(&n.exec.view.borrow(), &lock(&n.exec.unhealthy));
     assert_eq!(
