@@ -226,6 +226,32 @@ pub struct FakeTasks {
     exits: Mutex<HashMap<String, watch::Sender<Option<Exit>>>>,
     /// Tasks "a previous run of the agent" left running, for `adopt`.
     previous: Mutex<Vec<String>>,
+    /// What each task's healthcheck exits with now (0 unless set).
+    probes: Probes,
+}
+
+/// Exit codes of the tasks' healthchecks, by task id.
+pub type Probes = Arc<Mutex<HashMap<String, i32>>>;
+
+/// A task's healthcheck: exits with what [`FakeTasks::probe_exits`] set.
+pub struct FakeProber {
+    id: String,
+    probes: Probes,
+}
+
+impl crate::health::Prober for FakeProber {
+    async fn probe(
+        &self,
+        _argv: &[String],
+        _timeout: Duration,
+    ) -> Result<shoal_runtime::ExecOutput, RuntimeError> {
+        let code = lock(&self.probes).get(&self.id).copied().unwrap_or(0);
+        Ok(shoal_runtime::ExecOutput {
+            end: shoal_runtime::ExecEnd::Exited(code),
+            output: format!("exit {code}").into_bytes(),
+            truncated: false,
+        })
+    }
 }
 
 impl FakeTasks {
@@ -234,7 +260,13 @@ impl FakeTasks {
             log,
             exits: Mutex::default(),
             previous: Mutex::default(),
+            probes: Probes::default(),
         }
+    }
+
+    /// Task `id`'s healthcheck exits with `code` from now on.
+    pub fn probe_exits(&self, id: &str, code: i32) {
+        lock(&self.probes).insert(id.to_owned(), code);
     }
 
     /// Task `id` is running from a previous run of the agent.
@@ -256,6 +288,7 @@ impl FakeTasks {
 
 pub struct FakeTask {
     id: String,
+    probes: Probes,
     log: Log,
     interfaces: Vec<TaskInterface>,
     exit: watch::Receiver<Option<Exit>>,
@@ -287,6 +320,7 @@ impl Tasks for FakeTasks {
         lock(&self.exits).insert(spec.id.clone(), tx);
         Ok(FakeTask {
             id: spec.id.clone(),
+            probes: self.probes.clone(),
             log: self.log.clone(),
             interfaces,
             exit,
@@ -302,6 +336,7 @@ impl Tasks for FakeTasks {
                 lock(&self.exits).insert(id.clone(), tx);
                 FakeTask {
                     id,
+                    probes: self.probes.clone(),
                     log: self.log.clone(),
                     interfaces: Vec::new(),
                     exit,
@@ -320,8 +355,17 @@ impl Tasks for FakeTasks {
 }
 
 impl Task for FakeTask {
+    type Prober = FakeProber;
+
     fn id(&self) -> &str {
         &self.id
+    }
+
+    fn prober(&self) -> FakeProber {
+        FakeProber {
+            id: self.id.clone(),
+            probes: self.probes.clone(),
+        }
     }
 
     fn netns(&self) -> Option<std::path::PathBuf> {

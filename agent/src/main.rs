@@ -10,6 +10,7 @@ mod doctor;
 mod endpoints;
 #[cfg(test)]
 mod fake;
+mod health;
 mod images;
 mod link;
 mod local;

@@ -100,7 +100,11 @@ pub struct Found<T> {
 
 /// A started task.
 pub trait Task: Send + 'static {
+    /// Runs its healthcheck's command inside it.
+    type Prober: crate::health::Prober;
     fn id(&self) -> &str;
+    /// A prober of the task, usable while the task is waited for.
+    fn prober(&self) -> Self::Prober;
     /// Its network namespace, to serve DNS in again after an adoption.
     fn netns(&self) -> Option<PathBuf>;
     fn pid(&self) -> u32;
@@ -177,8 +181,12 @@ impl Tasks for Runtime {
 }
 
 impl Task for RunningTask {
+    type Prober = shoal_runtime::Exec;
     fn id(&self) -> &str {
         RunningTask::id(self)
+    }
+    fn prober(&self) -> shoal_runtime::Exec {
+        self.exec()
     }
     fn netns(&self) -> Option<PathBuf> {
         Some(self.netns_path())

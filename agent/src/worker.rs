@@ -163,6 +163,12 @@ pub struct Executor<O = Driver, T: Tasks = Runtime, M = Arc<Mutex<MeshState>>> {
     ended: Mutex<HashMap<String, Option<Exit>>>,
     /// The latest assignment set: the control plane's view of endpoints.
     view: watch::Sender<Arc<AssignmentSet>>,
+    /// Tasks this node found unhealthy, out of its rings and DNS answers
+    /// at once, until the control plane no longer lists them as backends.
+    unhealthy: Mutex<HashSet<String>>,
+    /// One mesh write at a time: a sync computed before a task turned
+    /// unhealthy must not land after the one that took it out.
+    mesh_turn: tokio::sync::Mutex<()>,
 }
 
 fn report(
@@ -422,6 +428,8 @@ impl<O: Overlay, T: Tasks, M: MeshSync> Executor<O, T, M> {
             adopted: Mutex::new(HashMap::new()),
             ended: Mutex::new(HashMap::new()),
             view,
+            unhealthy: Mutex::new(HashSet::new()),
+            mesh_turn: tokio::sync::Mutex::new(()),
         };
         (exec, reports_rx)
     }
@@ -583,20 +591,23 @@ impl<O: Overlay, T: Tasks, M: MeshSync> Executor<O, T, M> {
         self.setup.secrets.hold(&id, &files);
         let end = self.run(&t, files, &nets, &stop).await;
         self.setup.secrets.release(&id);
-        self.send(end);
+        if let Some(end) = end {
+            self.send(end);
+        }
         self.release(&t).await;
         lock(&self.done).insert(id.clone());
         lock(&self.running).remove(&id);
     }
 
-    /// Runs the task to its end; returns the final report.
+    /// Runs the task to its end; returns the final report, unless it was
+    /// sent already (a task that turned unhealthy).
     async fn run(
         &self,
         t: &TaskAssignment,
         files: Vec<TaskFile>,
         nets: &[NetworkAssignment],
         stop: &Notify,
-    ) -> TaskReport {
+    ) -> Option<TaskReport> {
         // Swarm's rule: a node cut off from the managers keeps its running
         // tasks' secrets, but starts no new task with them until it is back
         // (the managers may have moved the task, or removed the secret).
@@ -611,7 +622,7 @@ impl<O: Overlay, T: Tasks, M: MeshSync> Executor<O, T, M> {
                     tracing::info!(task = %t.name, id = %t.id, "managers in reach: starting the task");
                 }
                 () = stop.notified() => {
-                    return report(&t.id, TaskState::Shutdown, "shutdown", "");
+                    return Some(report(&t.id, TaskState::Shutdown, "shutdown", ""));
                 }
             }
         }
@@ -620,29 +631,34 @@ impl<O: Overlay, T: Tasks, M: MeshSync> Executor<O, T, M> {
         let prepared = match self.prepare_root(t).await {
             Ok(p) => p,
             Err(e) => {
-                return report(
+                return Some(report(
                     &t.id,
                     TaskState::Rejected,
                     "preparing failed",
                     e.to_string(),
-                );
+                ));
             }
         };
         let attachments = match self.prepare(t, nets).await {
             Ok(a) => a,
             Err(e) => {
-                return report(
+                return Some(report(
                     &t.id,
                     TaskState::Rejected,
                     "preparing failed",
                     e.to_string(),
-                );
+                ));
             }
         };
         let spec = match task_spec(t, &files, attachments, &self.setup, &prepared) {
             Ok(spec) => spec,
             Err(e) => {
-                return report(&t.id, TaskState::Rejected, "invalid task", e.to_string());
+                return Some(report(
+                    &t.id,
+                    TaskState::Rejected,
+                    "invalid task",
+                    e.to_string(),
+                ));
             }
         };
         self.send(report(&t.id, TaskState::Starting, "starting", ""));
@@ -662,16 +678,17 @@ impl<O: Overlay, T: Tasks, M: MeshSync> Executor<O, T, M> {
         let task = match started {
             Ok(task) => task,
             Err(e) => {
-                return report(
+                return Some(report(
                     &t.id,
                     TaskState::Rejected,
                     "starting task failed",
                     e.to_string(),
-                );
+                ));
             }
         };
         tracing::info!(task = %t.name, id = %t.id, pid = task.pid(), "task running");
-        let end = self.follow(t, task, dns, stop).await;
+        let check = health_check(t, prepared.healthcheck.as_ref());
+        let end = self.follow(t, task, dns, stop, check).await;
         // The image and volumes stay held until the task is down.
         drop(prepared);
         end
@@ -684,6 +701,7 @@ impl<O: Overlay, T: Tasks, M: MeshSync> Executor<O, T, M> {
             root: Root::Host,
             image: None,
             volumes: Vec::new(),
+            healthcheck: None,
         };
         let Some(c) = &t.container else {
             return held;
@@ -697,6 +715,7 @@ impl<O: Overlay, T: Tasks, M: MeshSync> Executor<O, T, M> {
                         .ok()
                         .and_then(|r| store.resolve(&r))
                 });
+            held.healthcheck = digest.as_ref().and_then(|d| self.image_healthcheck(d));
             held.image = digest.map(|d| self.setup.images.hold(&d));
         }
         match self.mount_volumes(t, c) {
@@ -706,6 +725,18 @@ impl<O: Overlay, T: Tasks, M: MeshSync> Executor<O, T, M> {
             }
         }
         held
+    }
+
+    /// The image's `HEALTHCHECK`; one that cannot be read is logged and
+    /// left out (the task runs, unchecked, as it would have before).
+    fn image_healthcheck(&self, digest: &shoal_image::Digest) -> Option<shoal_image::Healthcheck> {
+        match self.setup.images.store().healthcheck(digest) {
+            Ok(h) => h,
+            Err(error) => {
+                tracing::warn!(image = %digest, %error, "reading the image's healthcheck");
+                None
+            }
+        }
     }
 
     /// Marks each volume the task mounts in use, making a named one on its
@@ -733,6 +764,7 @@ impl<O: Overlay, T: Tasks, M: MeshSync> Executor<O, T, M> {
             root: Root::Host,
             image: None,
             volumes: Vec::new(),
+            healthcheck: None,
         };
         if c.image.is_empty() {
             return Err(WorkerError::NoImage);
@@ -764,6 +796,7 @@ impl<O: Overlay, T: Tasks, M: MeshSync> Executor<O, T, M> {
                 .store()
                 .config(&digest)
                 .map_err(crate::images::ImagesError::from)?;
+            prepared.healthcheck = self.image_healthcheck(&digest);
             prepared.image = Some(images.hold(&digest));
             prepared.root = Root::Image {
                 lower,
@@ -807,30 +840,106 @@ impl<O: Overlay, T: Tasks, M: MeshSync> Executor<O, T, M> {
         // Its image and volumes are in use again: `image rm` and `volume
         // rm` must refuse them while it runs.
         let held = self.hold(&t);
-        let end = self.follow(&t, task, dns, &stop).await;
+        // Its monitor starts again as docker's does on a restore: starting,
+        // with a fresh start period.
+        let check = health_check(&t, held.healthcheck.as_ref());
+        let end = self.follow(&t, task, dns, &stop, check).await;
         drop(held);
         self.setup.secrets.release(&id);
-        self.send(end);
+        if let Some(end) = end {
+            self.send(end);
+        }
         self.release(&t).await;
         lock(&self.done).insert(id.clone());
         lock(&self.running).remove(&id);
     }
 
-    /// A running task until it ends or is stopped; returns the final report.
+    /// A running task until it ends, is stopped or turns unhealthy;
+    /// returns the final report, or None when it was sent already.
+    ///
+    /// With a healthcheck the task stays STARTING until its first healthy
+    /// result, and only then is reported RUNNING (which makes the control
+    /// plane list it as a backend). Unhealthy, it leaves this node's rings
+    /// and DNS answers first, is reported FAILED at once (so the managers
+    /// take it out of every node's), and only then is stopped.
     async fn follow(
         &self,
         t: &TaskAssignment,
         mut task: T::Task,
         dns: Option<shoal_dns::TaskDns>,
         stop: &Notify,
-    ) -> TaskReport {
+        check: Option<crate::health::Check>,
+    ) -> Option<TaskReport> {
         let links = self.attach_mesh(&t.name, task.interfaces());
-        self.send(report(&t.id, TaskState::Running, "started", ""));
-        let published = self.publish(t);
-        let ended = tokio::select! {
-            exit = task.wait() => Some(exit),
-            _ = stop.notified() => None,
+        let (changes, mut health) = mpsc::unbounded_channel();
+        let monitor = match check {
+            None => {
+                self.send(report(&t.id, TaskState::Running, "started", ""));
+                None
+            }
+            Some(check) => {
+                let starting = crate::health::Monitor::new(check.clone()).health();
+                let mut r = report(&t.id, TaskState::Starting, "starting", "");
+                r.health = Some(starting);
+                self.send(r);
+                let started = tokio::time::Instant::now();
+                Some(tokio::spawn(crate::health::monitor(
+                    check,
+                    task.prober(),
+                    started,
+                    changes,
+                )))
+            }
         };
+        let published = self.publish(t);
+        let mut unhealthy = None;
+        let ended = loop {
+            tokio::select! {
+                exit = task.wait() => break Some(exit),
+                _ = stop.notified() => break None,
+                Some(h) = health.recv() => match shoal_api::cluster::v1::HealthStatus::try_from(h.status) {
+                    Ok(shoal_api::cluster::v1::HealthStatus::Healthy) => {
+                        tracing::info!(task = %t.name, id = %t.id, "task healthy");
+                        let mut r = report(&t.id, TaskState::Running, "started", "");
+                        r.health = Some(h);
+                        self.send(r);
+                    }
+                    Ok(shoal_api::cluster::v1::HealthStatus::Unhealthy) => {
+                        unhealthy = Some(h);
+                        break None;
+                    }
+                    _ => {}
+                },
+            }
+        };
+        if let Some(m) = &monitor {
+            m.abort();
+        }
+        if let Some(h) = unhealthy.take() {
+            tracing::warn!(task = %t.name, id = %t.id, "task unhealthy: out of the mesh, then stopped");
+            self.leave_mesh_now(&t.id).await;
+            let mut r = report(
+                &t.id,
+                TaskState::Failed,
+                "started",
+                crate::health::UNHEALTHY_ERR,
+            );
+            r.health = Some(h);
+            self.send(r);
+            let exit = task.stop(stop_grace(t)).await;
+            self.withdraw(published);
+            self.detach_mesh(links);
+            drop(dns);
+            match exit {
+                Ok(exit) => {
+                    tracing::info!(task = %t.name, id = %t.id, %exit, "unhealthy task stopped")
+                }
+                Err(error) => {
+                    tracing::warn!(task = %t.name, id = %t.id, %error, "stopping an unhealthy task")
+                }
+            }
+            return None;
+        }
         let requested = ended.is_none();
         let exit = match ended {
             Some(exit) => exit,
@@ -842,10 +951,23 @@ impl<O: Overlay, T: Tasks, M: MeshSync> Executor<O, T, M> {
         drop(dns);
         let exit = match exit {
             Ok(exit) => exit,
-            Err(e) => return report(&t.id, TaskState::Failed, "task lost", e.to_string()),
+            Err(e) => return Some(report(&t.id, TaskState::Failed, "task lost", e.to_string())),
         };
         tracing::info!(task = %t.name, id = %t.id, %exit, requested, "task ended");
-        finished(&t.id, exit, requested)
+        Some(finished(&t.id, exit, requested))
+    }
+
+    /// Takes task `id` out of this node's rings and DNS answers now,
+    /// without waiting for the control plane's next assignment set.
+    async fn leave_mesh_now(&self, id: &str) {
+        lock(&self.unhealthy).insert(id.to_owned());
+        let set = self.view.borrow().clone();
+        if set.version > 0 {
+            self.sync_names(&set);
+            self.sync_mesh(&set).await;
+        }
+        // A sync of the loop computed meanwhile runs after this one.
+        self.local().poke_mesh();
     }
 
     /// Makes the task's networks present and returns its interfaces.
@@ -1015,9 +1137,12 @@ impl<O: Overlay, T: Tasks, M: MeshSync> Executor<O, T, M> {
         let Some(addr) = self.local().data_ip() else {
             return;
         };
+        let _turn = self.mesh_turn.lock().await;
         let networks = self.local().local_networks().await;
         let local: std::collections::BTreeSet<String> = networks.keys().cloned().collect();
         let mut want = shoal_mesh::desired(set, self.local().node_id(), addr, &local);
+        let unhealthy = self.unhealthy_in(set);
+        want.drain_tasks(|id| unhealthy.contains(id));
         for reason in &want.skipped {
             tracing::warn!("routing mesh: {reason}");
         }
@@ -1044,12 +1169,26 @@ impl<O: Overlay, T: Tasks, M: MeshSync> Executor<O, T, M> {
         }
     }
 
+    /// The tasks this node found unhealthy that `set` still lists as
+    /// backends; those it no longer lists are forgotten.
+    fn unhealthy_in(&self, set: &AssignmentSet) -> HashSet<String> {
+        let mut unhealthy = lock(&self.unhealthy);
+        unhealthy.retain(|id| {
+            set.mesh
+                .iter()
+                .any(|s| s.backends.iter().any(|b| &b.task_id == id))
+        });
+        unhealthy.clone()
+    }
+
     /// The embedded DNS's names per network: each service attached to it
     /// (its VIP there, or its tasks in dnsrr mode), and `tasks.<service>`.
     /// Every network of the set, local or not yet: a task that is about to
-    /// start on one must find its names from its first query.
+    /// start on one must find its names from its first query. Only RUNNING
+    /// tasks (the set's backends) are answered, less those found unhealthy
+    /// here.
     fn sync_names(&self, set: &AssignmentSet) {
-        let names = dns_names(set);
+        let names = dns_names(set, &self.unhealthy_in(set));
         for n in &set.networks {
             match names.get(&n.id) {
                 Some(names) => self.setup.dns.set_names(&n.id, names.clone()),
@@ -1146,9 +1285,11 @@ impl<O: Overlay, T: Tasks, M: MeshSync> Executor<O, T, M> {
     }
 }
 
-/// Network id → name → addresses, from the mesh part of an assignment set.
+/// Network id → name → addresses, from the mesh part of an assignment set,
+/// leaving out the tasks in `leaving`.
 fn dns_names(
     set: &AssignmentSet,
+    leaving: &HashSet<String>,
 ) -> std::collections::BTreeMap<String, std::collections::BTreeMap<String, Vec<Ipv4Addr>>> {
     use std::collections::{BTreeMap, BTreeSet};
     let mut out: BTreeMap<String, BTreeMap<String, Vec<Ipv4Addr>>> = BTreeMap::new();
@@ -1159,7 +1300,7 @@ fn dns_names(
             let tasks: Vec<Ipv4Addr> = s
                 .backends
                 .iter()
-                .filter(|b| b.network_id == net)
+                .filter(|b| b.network_id == net && !leaving.contains(&b.task_id))
                 .map(|b| Ipv4Addr::from(b.ip))
                 .collect();
             let vip = (EndpointMode::try_from(s.endpoint_mode) == Ok(EndpointMode::Vip))
@@ -1282,6 +1423,15 @@ fn volume_name(t: &TaskAssignment, index: usize, source: &str) -> String {
     }
 }
 
+/// The task's effective healthcheck: its service's merged with its image's.
+fn health_check(
+    t: &TaskAssignment,
+    image: Option<&shoal_image::Healthcheck>,
+) -> Option<crate::health::Check> {
+    let own = t.container.as_ref().and_then(|c| c.healthcheck.as_ref());
+    crate::health::effective(own, image)
+}
+
 /// How long a stop waits before killing: the service's
 /// `--stop-grace-period`, docker's 10 s by default.
 fn stop_grace(t: &TaskAssignment) -> Duration {
@@ -1298,6 +1448,8 @@ pub struct Prepared {
     pub root: Root,
     pub image: Option<crate::images::InUse>,
     pub volumes: Vec<crate::volumes::Mounted>,
+    /// The image's `HEALTHCHECK`, merged with the service's.
+    pub healthcheck: Option<shoal_image::Healthcheck>,
 }
 
 /// The runtime's view of an image's config (Entrypoint, Cmd, Env, …).

@@ -132,6 +132,28 @@ pub fn desired(
 }
 
 impl Desired {
+    /// Moves the backends of the tasks `leaving` names out of the rings
+    /// into draining, before the control plane knows they are leaving: a
+    /// task this node found unhealthy gets no new connection from this
+    /// node's next write on, and keeps the flows it has until it stops.
+    pub fn drain_tasks(&mut self, leaving: impl Fn(&str) -> bool) {
+        for (key, backends) in &mut self.groups {
+            let (gone, kept): (Vec<BackendSpec>, Vec<BackendSpec>) =
+                backends.drain(..).partition(|b| leaving(&b.task_id));
+            *backends = kept;
+            if gone.is_empty() {
+                continue;
+            }
+            let draining = self.draining.entry(key.clone()).or_default();
+            for b in gone {
+                if !draining.iter().any(|d| d.task_id == b.task_id) {
+                    draining.push(b);
+                }
+            }
+            draining.sort();
+        }
+    }
+
     /// Keeps out of the rings the remote backends this node cannot reach
     /// yet: the overlay learns a new task's address by gossip a moment after
     /// the control plane lists it running, and a connection balanced to it
@@ -347,6 +369,23 @@ pub(crate) mod tests {
 
     pub(crate) fn local(nets: &[&str]) -> BTreeSet<String> {
         nets.iter().map(|s| s.to_string()).collect()
+    }
+
+    #[test]
+    fn tasks_drained_here_leave_every_ring_but_keep_their_backend_entries() {
+        let mut d = desired(&set(), "me", ME, &local(&["ing", "app"]));
+        let before_groups = d.groups.len();
+        d.drain_tasks(|id| id == "t1");
+        assert_eq!(d.groups.len(), before_groups, "no group is dropped");
+        for (key, ring) in &d.groups {
+            assert!(ring.iter().all(|b| b.task_id != "t1"), "{key:?}: {ring:?}");
+            assert!(
+                d.draining[key].iter().any(|b| b.task_id == "t1"),
+                "{key:?} drains t1"
+            );
+        }
+        let ingress = &d.frontends[&(ME, 8080, IPPROTO_TCP)].group;
+        assert_eq!(d.groups[ingress].len(), 1, "t2 still serves");
     }
 
     #[test]

@@ -112,6 +112,10 @@ pub enum RuntimeError {
         message: String,
     },
 
+    /// A command could not be run inside a task (`runc exec`).
+    #[error("task {id}: exec: {message}")]
+    Exec { id: String, message: String },
+
     /// The caller's `before_exec` of [`Runtime::start_with`](crate::Runtime::start_with) failed.
     #[error("task {id}: preparing its namespace before the command starts: {source}")]
     BeforeExec {

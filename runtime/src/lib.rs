@@ -82,6 +82,7 @@
 //! ```
 
 mod error;
+mod exec;
 pub mod files;
 pub mod logs;
 mod net;
@@ -91,6 +92,7 @@ mod spec;
 mod task;
 
 pub use error::RuntimeError;
+pub use exec::{Exec, ExecEnd, ExecOutput, MAX_OUTPUT};
 pub use files::{SECRETS_DIR, TaskFile};
 
 /// Any error, from a caller's hook.

@@ -63,16 +63,16 @@ impl RuntimeOptions {
 
 /// Paths of a runtime's state.
 #[derive(Debug, Clone)]
-struct Paths {
+pub(crate) struct Paths {
     state: PathBuf,
-    runc: PathBuf,
+    pub(crate) runc: PathBuf,
     shim: PathBuf,
     hide: Vec<PathBuf>,
     seccomp_profile: PathBuf,
 }
 
 impl Paths {
-    fn bundle(&self, id: &str) -> PathBuf {
+    pub(crate) fn bundle(&self, id: &str) -> PathBuf {
         self.state.join("bundles").join(id)
     }
     fn netns(&self, id: &str) -> PathBuf {
@@ -82,7 +82,7 @@ impl Paths {
     fn files(&self, id: &str) -> PathBuf {
         self.state.join("files").join(id)
     }
-    fn runc_root(&self) -> PathBuf {
+    pub(crate) fn runc_root(&self) -> PathBuf {
         self.state.join("runc")
     }
     fn runc(&self) -> Command {
@@ -902,6 +902,12 @@ impl RunningTask {
     /// The task's network namespace (`<state>/netns/<id>`), until it ends.
     pub fn netns_path(&self) -> PathBuf {
         self.paths.netns(&self.meta.id)
+    }
+
+    /// Runs commands inside the task (`docker exec`), for as long as it
+    /// runs: see [`Exec`](crate::Exec).
+    pub fn exec(&self) -> crate::Exec {
+        crate::Exec::new(self.meta.id.clone(), self.paths.clone())
     }
 
     /// How the task ended, if that is known yet.

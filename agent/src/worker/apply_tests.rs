@@ -571,3 +571,110 @@ async fn a_task_with_secrets_waits_for_the_managers_and_the_node_counts_what_it_
     assert!(secrets.held_ids().is_empty());
     assert_eq!(secrets.received_ids(), ["s1", "s2"]);
 }
+
+/// Task `id` with a healthcheck probed every 10 ms, unhealthy after two
+/// failures, with a start period of `start_period_secs` (probed every
+/// 10 ms during it).
+fn checked(id: &str, ip: &str, start_period_secs: u64) -> TaskAssignment {
+    let mut t = task(id, "running", "assigned", ip);
+    if let Some(c) = t.container.as_mut() {
+        c.healthcheck = Some(shoal_api::cluster::v1::HealthConfig {
+            test: vec!["CMD".into(), "/check".into()],
+            interval_ns: Some(10_000_000),
+            start_period_ns: Some(start_period_secs * 1_000_000_000),
+            start_interval_ns: Some(10_000_000),
+            retries: Some(2),
+            ..Default::default()
+        });
+    }
+    t
+}
+
+fn health_of(r: &TaskReport) -> Option<shoal_api::cluster::v1::HealthStatus> {
+    r.health
+        .as_ref()
+        .and_then(|h| shoal_api::cluster::v1::HealthStatus::try_from(h.status).ok())
+}
+
+#[tokio::test]
+async fn a_task_with_a_healthcheck_is_starting_until_its_first_healthy_result() {
+    use shoal_api::cluster::v1::HealthStatus;
+    let mut n = node(false);
+    n.exec.tasks.probe_exits("t1", 1);
+    n.exec.apply(set(1, vec![checked("t1", "10.0.1.5", 60)]));
+    let mut reports = until(&mut n.reports, "starting").await;
+    // The second STARTING carries the health: the container runs.
+    reports.extend(until(&mut n.reports, "starting").await);
+    let last = reports.last().expect("a report");
+    assert_eq!(health_of(last), Some(HealthStatus::Starting));
+    // Failing, in its start period: neither RUNNING nor unhealthy.
+    quiet(&mut n.reports).await;
+    n.exec.tasks.probe_exits("t1", 0);
+    let running = until(&mut n.reports, "running").await;
+    assert_eq!(states(&running), [("t1", "running")]);
+    assert_eq!(health_of(&running[0]), Some(HealthStatus::Healthy));
+    let health = running[0].health.as_ref().expect("health");
+    assert_eq!(health.log.last().map(|r| r.exit_code), Some(0));
+    assert_eq!(health.log.last().map(|r| r.output.as_str()), Some("exit 0"));
+}
+
+#[tokio::test]
+async fn an_unhealthy_task_leaves_the_mesh_is_reported_failed_then_stopped() {
+    use shoal_api::cluster::v1::HealthStatus;
+    let mut n = node(false);
+    n.exec.apply(set(1, vec![checked("t1", "10.0.1.5", 0)]));
+    until(&mut n.reports, "running").await;
+    // The managers list it as a backend, with one on the other node.
+    let mut serving = set(2, vec![checked("t1", "10.0.1.5", 0)]);
+    serving.tasks[0].state = state_of("running");
+    serving.mesh[0].backends = vec![
+        backend("t1", "me", ME, "10.0.1.5"),
+        backend("t2", "n2", PEER, "10.0.1.6"),
+    ];
+    n.exec.apply(serving);
+    n.log.clear();
+    n.exec.tasks.probe_exits("t1", 1);
+    let failed = until(&mut n.reports, "failed").await;
+    assert_eq!(states(&failed), [("t1", "failed")]);
+    assert_eq!(failed[0].err, "unhealthy container");
+    assert_eq!(health_of(&failed[0]), Some(HealthStatus::Unhealthy));
+    assert_eq!(failed[0].health.as_ref().map(|h| h.failing_streak), Some(2));
+    gone(&n, "t1").await;
+    let calls = n.log.calls();
+    let drained = calls
+        .iter()
+        .position(|c| match c {
+            Call::MeshSync(want) => {
+                let key = GroupKey {
+                    service_id: "svc".into(),
+                    scope: Scope::Network("net-a".into()),
+                };
+                // (t2 is not reachable here yet: no ring has it either.)
+                want.groups
+                    .get(&key)
+                    .is_some_and(|ring| ring.iter().all(|b| b.task_id != "t1"))
+                    && want
+                        .draining
+                        .get(&key)
+                        .is_some_and(|d| d.iter().any(|b: &BackendSpec| b.task_id == "t1"))
+            }
+            _ => false,
+        })
+        .unwrap_or_else(|| panic!("no sync took t1 out of the ring: {calls:?}"));
+    let stopped = calls
+        .iter()
+        .position(|c| *c == Call::Stop("t1".into()))
+        .unwrap_or_else(|| panic!("t1 was not stopped: {calls:?}"));
+    assert!(
+        drained < stopped,
+        "out of the ring before the stop: {calls:?}"
+    );
+    // Its DNS names are gone too; its end is not reported twice.
+    let names = super::dns_names(&n.exec.view.borrow(), &lock(&n.exec.unhealthy));
+    assert_eq!(
+        names["net-a"]["tasks.web"],
+        [Ipv4Addr::new(10, 0, 1, 6)],
+        "only the healthy task"
+    );
+    quiet(&mut n.reports).await;
+}
