@@ -81,6 +81,30 @@ pub enum BenchCmd {
         #[arg(long, value_enum, default_value_t = crate::bench_tasks::Part::All)]
         part: crate::bench_tasks::Part,
     },
+    /// A rolling update (`service update --force`) of a published service
+    /// under wrk: requests/s and p99 during it against before it, failed
+    /// requests, and its time against swarm's bound.
+    Update {
+        #[arg(long, default_value_t = 10)]
+        replicas: usize,
+        /// Updates measured.
+        #[arg(long, default_value_t = 3)]
+        runs: usize,
+        /// wrk connections.
+        #[arg(long, default_value_t = 32)]
+        connections: usize,
+        #[arg(long, default_value_t = 1)]
+        parallelism: u64,
+        /// Milliseconds between slots.
+        #[arg(long, default_value_t = 0)]
+        delay_ms: u64,
+        /// Milliseconds a new task is watched for failure (swarm: 5 s).
+        #[arg(long, default_value_t = 5000)]
+        monitor_ms: u64,
+        /// stop-first or start-first.
+        #[arg(long, default_value = "start-first")]
+        order: String,
+    },
 }
 
 /// Where a benchmark's tasks take their binaries from.
@@ -121,6 +145,26 @@ pub fn run(cmd: BenchCmd) -> anyhow::Result<()> {
             part,
         } => runtime.block_on(crate::bench_tasks::run(
             &bin, runs, replicas, spread_mib, part,
+        )),
+        BenchCmd::Update {
+            replicas,
+            runs,
+            connections,
+            parallelism,
+            delay_ms,
+            monitor_ms,
+            order,
+        } => runtime.block_on(crate::bench_update::run(
+            &bin,
+            replicas,
+            runs,
+            connections,
+            crate::bench_update::Policy {
+                parallelism,
+                delay: Duration::from_millis(delay_ms),
+                monitor: Duration::from_millis(monitor_ms),
+                order: &order,
+            },
         )),
         BenchCmd::Gossip { .. } => Ok(()),
     }

@@ -89,7 +89,7 @@ pub fn parse_wrk(out: &str) -> Option<Wrk> {
 /// starve wrk itself and cap every path at one CPU.
 const WRK_THREADS: &str = "-t2";
 
-fn wrk(lab: &Lab, url: &str, conns: usize, secs: u64, close: bool) -> anyhow::Result<Wrk> {
+pub fn wrk(lab: &Lab, url: &str, conns: usize, secs: u64, close: bool) -> anyhow::Result<Wrk> {
     let mut cmd = lab.client_command("wrk");
     cmd.args([
         WRK_THREADS,

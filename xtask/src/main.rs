@@ -5,6 +5,7 @@ mod bench_gossip;
 mod bench_mesh;
 mod bench_overlay;
 mod bench_tasks;
+mod bench_update;
 mod lab;
 mod setup;
 
