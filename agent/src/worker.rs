@@ -171,6 +171,13 @@ pub struct Executor<O = Driver, T: Tasks = Runtime, M = Arc<Mutex<MeshState>>> {
     mesh_turn: tokio::sync::Mutex<()>,
 }
 
+/// The longest an unhealthy task, already out of this node's rings, waits
+/// for the other nodes to drop it before it is stopped.
+const UNHEALTHY_LEAVE_MAX: Duration = Duration::from_secs(3);
+/// Once the managers' set no longer lists a task: time for the other nodes
+/// to apply the same set (pushed to all at once).
+const PEERS_APPLY: Duration = Duration::from_millis(300);
+
 fn report(
     task: &str,
     state: TaskState,
@@ -926,6 +933,9 @@ impl<O: Overlay, T: Tasks, M: MeshSync> Executor<O, T, M> {
             );
             r.health = Some(h);
             self.send(r);
+            // Other nodes still route new connections to it until the
+            // managers' next set reaches them: it serves those meanwhile.
+            self.until_peers_dropped(&t.id).await;
             let exit = task.stop(stop_grace(t)).await;
             self.withdraw(published);
             self.detach_mesh(links);
@@ -955,6 +965,36 @@ impl<O: Overlay, T: Tasks, M: MeshSync> Executor<O, T, M> {
         };
         tracing::info!(task = %t.name, id = %t.id, %exit, requested, "task ended");
         Some(finished(&t.id, exit, requested))
+    }
+
+    /// Waits until the managers' assignment set no longer lists task `id`
+    /// as a backend and the other nodes have had [`PEERS_APPLY`] to apply
+    /// the same set, or [`UNHEALTHY_LEAVE_MAX`] at most (managers out of
+    /// reach must not keep an unhealthy task alive).
+    async fn until_peers_dropped(&self, id: &str) {
+        let mut view = self.view.subscribe();
+        let dropped = async {
+            loop {
+                let listed = view
+                    .borrow_and_update()
+                    .mesh
+                    .iter()
+                    .any(|s| s.backends.iter().any(|b| b.task_id == id));
+                if !listed || view.changed().await.is_err() {
+                    break;
+                }
+            }
+            tokio::time::sleep(PEERS_APPLY).await;
+        };
+        if tokio::time::timeout(UNHEALTHY_LEAVE_MAX, dropped)
+            .await
+            .is_err()
+        {
+            tracing::warn!(
+                id,
+                "the managers still list an unhealthy task; stopping it anyway"
+            );
+        }
     }
 
     /// Takes task `id` out of this node's rings and DNS answers now,

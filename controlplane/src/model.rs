@@ -530,8 +530,11 @@ fn is_zero(n: &u64) -> bool {
     *n == 0
 }
 
-/// docker's HealthConfig, defaults filled in at create time.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+/// docker's HealthConfig as given: a zero duration or retry count is not
+/// given, and the node takes the image's HEALTHCHECK value, else docker's
+/// default, as dockerd merges them (a `--health-cmd` alone keeps the
+/// image's interval).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(default)]
 pub struct HealthConfig {
     /// `[]`: the image's test; `["NONE"]`: no check; `["CMD", arg…]`;
@@ -542,25 +545,6 @@ pub struct HealthConfig {
     pub start_period_nanos: u64,
     pub start_interval_nanos: u64,
     pub retries: u64,
-}
-
-/// docker's defaults for a healthcheck's timings.
-pub const DEFAULT_HEALTH_INTERVAL_NANOS: u64 = 30_000_000_000;
-pub const DEFAULT_HEALTH_TIMEOUT_NANOS: u64 = 30_000_000_000;
-pub const DEFAULT_HEALTH_START_INTERVAL_NANOS: u64 = 5_000_000_000;
-pub const DEFAULT_HEALTH_RETRIES: u64 = 3;
-
-impl Default for HealthConfig {
-    fn default() -> Self {
-        HealthConfig {
-            test: Vec::new(),
-            interval_nanos: DEFAULT_HEALTH_INTERVAL_NANOS,
-            timeout_nanos: DEFAULT_HEALTH_TIMEOUT_NANOS,
-            start_period_nanos: 0,
-            start_interval_nanos: DEFAULT_HEALTH_START_INTERVAL_NANOS,
-            retries: DEFAULT_HEALTH_RETRIES,
-        }
-    }
 }
 
 /// Where secrets with a relative target are mounted in a task.

@@ -279,33 +279,28 @@ pub fn mounts(field: &str, mounts: &[pb::Mount]) -> Result<Vec<model::Mount>, Wi
         .collect()
 }
 
-/// Sets what `h` gives over `into` (a create fills docker's defaults
-/// first; an update starts from the stored config). A test given replaces
-/// the test; none keeps it.
+/// Sets what `h` gives over `into` (nothing at create; the stored config
+/// at update). A test given replaces the test; none keeps it. Zeros are
+/// kept as zeros: "not given", resolved on the node against the image.
 pub fn apply_health(into: &mut model::HealthConfig, h: &pb::HealthConfig) {
     if !h.test.is_empty() {
         into.test = h.test.clone();
     }
-    // As docker: 0 means the default, except for the start period.
-    let or = |v: u64, default: u64| if v == 0 { default } else { v };
-    if let Some(v) = h.interval_ns {
-        into.interval_nanos = or(v, model::DEFAULT_HEALTH_INTERVAL_NANOS);
-    }
-    if let Some(v) = h.timeout_ns {
-        into.timeout_nanos = or(v, model::DEFAULT_HEALTH_TIMEOUT_NANOS);
-    }
-    if let Some(v) = h.start_period_ns {
-        into.start_period_nanos = v;
-    }
-    if let Some(v) = h.start_interval_ns {
-        into.start_interval_nanos = or(v, model::DEFAULT_HEALTH_START_INTERVAL_NANOS);
-    }
-    if let Some(v) = h.retries {
-        into.retries = or(v, model::DEFAULT_HEALTH_RETRIES);
+    let fields = [
+        (h.interval_ns, &mut into.interval_nanos),
+        (h.timeout_ns, &mut into.timeout_nanos),
+        (h.start_period_ns, &mut into.start_period_nanos),
+        (h.start_interval_ns, &mut into.start_interval_nanos),
+        (h.retries, &mut into.retries),
+    ];
+    for (given, field) in fields {
+        if let Some(v) = given {
+            *field = v;
+        }
     }
 }
 
-/// A stored healthcheck as the wire carries it, every field set.
+/// A stored healthcheck as the wire carries it (zeros: not given).
 pub fn health_config(h: &model::HealthConfig) -> pb::HealthConfig {
     pb::HealthConfig {
         test: h.test.clone(),

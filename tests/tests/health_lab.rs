@@ -119,8 +119,9 @@ async fn an_unhealthy_task_leaves_every_nodes_rings_and_is_replaced() -> anyhow:
     lab.form_swarm_of(Formation::fast(1, 3))?;
     lab.nodes_ready(3, Duration::from_secs(15)).await?;
     lab.load_image(1, images::busybox_archive()?)?;
-    // A task is unhealthy once a file named after its hostname exists in a
-    // directory every node (and so every task) shares.
+    // Each task serves a token of its own (a replacement has a new one, its
+    // hostname would not), and is unhealthy once a file named after its
+    // token exists in a directory every node (and so every task) shares.
     let flags = lab.dir().join("health-flags");
     std::fs::create_dir_all(&flags)?;
     let mount = format!("type=bind,source={},target=/flags", flags.display());
@@ -140,7 +141,7 @@ async fn an_unhealthy_task_leaves_every_nodes_rings_and_is_replaced() -> anyhow:
             "--mount",
             &mount,
             "--health-cmd",
-            "test ! -e /flags/$(cat /etc/hostname)",
+            "test ! -e /flags/$(cat /www/index.html)",
             "--health-interval",
             &interval,
             "--health-retries",
@@ -150,7 +151,7 @@ async fn an_unhealthy_task_leaves_every_nodes_rings_and_is_replaced() -> anyhow:
             "busybox",
             "sh",
             "-c",
-            "cat /etc/hostname > /www/index.html; exec httpd -f -p 80 -h /www",
+            "cat /proc/sys/kernel/random/uuid > /www/index.html; exec httpd -f -p 80 -h /www",
         ],
     )?;
     // STARTING (the check has not passed yet), then RUNNING.
@@ -215,6 +216,12 @@ async fn an_unhealthy_task_leaves_every_nodes_rings_and_is_replaced() -> anyhow:
         }
     }
     println!("requests: {ok} answered, {failed} failed; victim last answered {last_victim:?}");
+    // Out of every node's rings before it is stopped: nothing fails.
+    ensure!(
+        failed == 0,
+        "{failed} of {} requests failed as the task left",
+        ok + failed
+    );
     if let Some((k, at)) = last_victim
         && at > bound
     {

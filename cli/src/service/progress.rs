@@ -191,7 +191,16 @@ impl Follower {
                     self.rollback = false;
                     updating = true;
                 }
-                UpdateState::Completed if !converged => return Ok(true),
+                // The manager's word that it is done (one monitor window
+                // after the last slot): final lines, then the verdict.
+                UpdateState::Completed if !converged => {
+                    self.update(s, tasks);
+                    self.screen.write(Line::text(
+                        "verify",
+                        format!("Service {} converged", self.target),
+                    ));
+                    return Ok(true);
+                }
                 UpdateState::Paused => {
                     return Err(FollowError::UpdatePaused {
                         message: u.message.clone(),

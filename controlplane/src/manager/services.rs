@@ -1483,8 +1483,9 @@ mod tests {
         assert_eq!(web.spec.update.order, crate::model::UpdateOrder::StartFirst);
         // Unset fields keep swarm's defaults.
         assert_eq!(web.spec.update.monitor_nanos, 5_000_000_000);
+        // A health interval not given stays 0: the node takes the image's.
         let h = web.spec.task.healthcheck.clone().unwrap_or_default();
-        assert_eq!((h.retries, h.interval_nanos), (5, 30_000_000_000));
+        assert_eq!((h.retries, h.interval_nanos), (5, 0));
         assert_eq!(web.spec.task.force_update, 1);
         // The summary carries the policies, every field set.
         let shown = summary(&s, web);

@@ -22,7 +22,7 @@ pub enum PolicyError {
          continue"
     )]
     RollbackOfRollback,
-    #[error("{flag}: cannot be less than 1ms (0 = docker's default)")]
+    #[error("{flag}: cannot be less than 1ms (0 = the image's value, else docker's default)")]
     HealthTooShort { flag: &'static str },
     #[error("--health-retries: a negative or out-of-range count; give 0 or more")]
     Retries,
@@ -202,7 +202,7 @@ mod tests {
         short.interval_nanos = 999_999;
         assert_eq!(
             msg(healthcheck(&short)),
-            "--health-interval: cannot be less than 1ms (0 = docker's default)"
+            "--health-interval: cannot be less than 1ms (0 = the image's value, else docker's default)"
         );
         short.interval_nanos = 0;
         assert_eq!(msg(healthcheck(&short)), "");
