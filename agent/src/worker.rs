@@ -175,8 +175,9 @@ pub struct Executor<O = Driver, T: Tasks = Runtime, M = Arc<Mutex<MeshState>>> {
 /// for the other nodes to drop it before it is stopped.
 const UNHEALTHY_LEAVE_MAX: Duration = Duration::from_secs(3);
 /// Once the managers' set no longer lists a task: time for the other nodes
-/// to apply the same set (pushed to all at once).
-const PEERS_APPLY: Duration = Duration::from_millis(300);
+/// to apply the same set (pushed to all at once; a loaded node takes a
+/// while to write its maps).
+const PEERS_APPLY: Duration = Duration::from_secs(1);
 
 fn report(
     task: &str,
@@ -879,6 +880,8 @@ impl<O: Overlay, T: Tasks, M: MeshSync> Executor<O, T, M> {
     ) -> Option<TaskReport> {
         let links = self.attach_mesh(&t.name, task.interfaces());
         let (changes, mut health) = mpsc::unbounded_channel();
+        // Reported RUNNING: a backend in other nodes' rings.
+        let mut serving = check.is_none();
         let monitor = match check {
             None => {
                 self.send(report(&t.id, TaskState::Running, "started", ""));
@@ -907,6 +910,7 @@ impl<O: Overlay, T: Tasks, M: MeshSync> Executor<O, T, M> {
                 Some(h) = health.recv() => match shoal_api::cluster::v1::HealthStatus::try_from(h.status) {
                     Ok(shoal_api::cluster::v1::HealthStatus::Healthy) => {
                         tracing::info!(task = %t.name, id = %t.id, "task healthy");
+                        serving = true;
                         let mut r = report(&t.id, TaskState::Running, "started", "");
                         r.health = Some(h);
                         self.send(r);
@@ -953,7 +957,16 @@ impl<O: Overlay, T: Tasks, M: MeshSync> Executor<O, T, M> {
         let requested = ended.is_none();
         let exit = match ended {
             Some(exit) => exit,
-            None => task.stop(stop_grace(t)).await,
+            None => {
+                // The set that stops it took it out of every node's rings;
+                // the other nodes apply it as this one does: until they
+                // have, a new connection may still reach it, and must
+                // find it serving.
+                if serving {
+                    tokio::time::sleep(PEERS_APPLY).await;
+                }
+                task.stop(stop_grace(t)).await
+            }
         };
         self.withdraw(published);
         self.detach_mesh(links);
