@@ -339,6 +339,24 @@ fn new_task(
     })
 }
 
+/// Whether a slot (or a global service's node) with no live task gets a
+/// new one now: at once if nothing ended there, else as the restart policy
+/// says for its latest end.
+fn slot_restart(service: &Service, in_slot: &[&&Task], now: u64) -> RestartDecision {
+    let attempts = in_slot
+        .iter()
+        .filter(|t| ended(t.state) && t.desired_state == TaskState::Running)
+        .count();
+    let last_ended = in_slot
+        .iter()
+        .filter(|t| ended(t.state))
+        .max_by_key(|t| (t.status.since_unix, t.version));
+    match last_ended {
+        Some(t) => restart_due(service, t, attempts, now),
+        None => RestartDecision::Now,
+    }
+}
+
 /// Whether the restart policy wants a replacement for `ended` now, given
 /// how many tasks of its slot already ended.
 fn restart_due(service: &Service, ended: &Task, attempts: usize, now: u64) -> RestartDecision {
@@ -492,19 +510,7 @@ pub fn orchestrate_at(
                     if in_slot.iter().any(&holding) {
                         continue;
                     }
-                    let last_ended = in_slot
-                        .iter()
-                        .filter(|t| ended(t.state))
-                        .max_by_key(|t| (t.status.since_unix, t.version));
-                    let attempts = in_slot
-                        .iter()
-                        .filter(|t| ended(t.state) && t.desired_state == TaskState::Running)
-                        .count();
-                    let decision = match last_ended {
-                        Some(t) => restart_due(service, t, attempts, now),
-                        None => RestartDecision::Now,
-                    };
-                    if decision == RestartDecision::Now
+                    if slot_restart(service, &in_slot, now) == RestartDecision::Now
                         && let Some(networks) = ctx.attach(service)
                     {
                         task_cmds.push(new_task(
@@ -533,19 +539,7 @@ pub fn orchestrate_at(
                         continue;
                     }
                     // The node's task is started (again) when due.
-                    let attempts = on_node
-                        .iter()
-                        .filter(|t| ended(t.state) && t.desired_state == TaskState::Running)
-                        .count();
-                    let last_ended = on_node
-                        .iter()
-                        .filter(|t| ended(t.state))
-                        .max_by_key(|t| (t.status.since_unix, t.version));
-                    let decision = match last_ended {
-                        Some(t) => restart_due(service, t, attempts, now),
-                        None => RestartDecision::Now,
-                    };
-                    if decision == RestartDecision::Now
+                    if slot_restart(service, &on_node, now) == RestartDecision::Now
                         && let Some(networks) = ctx.attach(service)
                     {
                         task_cmds.push(new_task(

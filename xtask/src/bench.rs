@@ -315,6 +315,19 @@ impl std::fmt::Display for Spread {
 
 /// `swarm init` on n1 (1 s heartbeats), n2..=`managers` joined as managers
 /// and the other nodes as workers, by the release build in `bin`.
+/// A 3-node lab of this build's release `shoald` with the client, formed
+/// into a swarm with one manager.
+pub async fn three_nodes(name: &str, bin: &Path) -> anyhow::Result<Lab> {
+    let lab = Lab::builder(name)
+        .shoald(bin.join("shoald"))
+        .nodes(3)
+        .client(true)
+        .start()
+        .await?;
+    form_swarm(&lab, bin, 1)?;
+    Ok(lab)
+}
+
 pub fn form_swarm(lab: &Lab, bin: &Path, managers: usize) -> anyhow::Result<()> {
     let swarm = Formation::fast(managers, lab.nodes().len());
     lab.form_swarm_with(swarm, |k, args| run_shoal(lab, bin, k, args))?;

@@ -163,13 +163,7 @@ fn ensure_tools() -> anyhow::Result<()> {
 
 pub async fn run(bin: &Path, secs: u64, conns: usize, image: Endpoints) -> anyhow::Result<()> {
     ensure_tools()?;
-    let lab = Lab::builder("bench-mesh")
-        .shoald(bin.join("shoald"))
-        .nodes(3)
-        .client(true)
-        .start()
-        .await?;
-    crate::bench::form_swarm(&lab, bin, 1)?;
+    let lab = crate::bench::three_nodes("bench-mesh", bin).await?;
     let http = bin.join("lab-http");
     let http = http.to_str().context("binary path")?;
     let server: [&str; 4] = match image {

@@ -119,13 +119,7 @@ pub async fn run(
     conns: usize,
     policy: Policy<'_>,
 ) -> anyhow::Result<()> {
-    let lab = Lab::builder("bench-update")
-        .shoald(bin.join("shoald"))
-        .nodes(3)
-        .client(true)
-        .start()
-        .await?;
-    crate::bench::form_swarm(&lab, bin, 1)?;
+    let lab = crate::bench::three_nodes("bench-update", bin).await?;
     let http = bin.join("lab-http");
     let http = http.to_str().context("binary path")?;
     let mut spec = health("http://127.0.0.1:80/");
