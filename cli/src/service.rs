@@ -288,6 +288,8 @@ fn container(a: &CreateArgs) -> Result<(ContainerSpec, Resources), FlagError> {
         }
     };
     let spec = ContainerSpec {
+        ulimits: Vec::new(),
+        hosts: Vec::new(),
         image: a.image.clone().unwrap_or_default(),
         image_digest: String::new(),
         entrypoint: a
@@ -416,6 +418,8 @@ fn flags_request(a: &CreateArgs) -> Result<CreateServiceRequest, FlagError> {
         (_, None) => 1,
     };
     Ok(CreateServiceRequest {
+        network_aliases: Default::default(),
+        max_replicas_per_node: 0,
         name: a.name.clone(),
         mode: mode.into(),
         replicas,
@@ -426,6 +430,7 @@ fn flags_request(a: &CreateArgs) -> Result<CreateServiceRequest, FlagError> {
             condition: condition.into(),
             delay_secs: delay.as_secs(),
             max_attempts: a.restart_max_attempts,
+            window_ns: 0,
         }),
         args: a.command.clone(),
         labels,

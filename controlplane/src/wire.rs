@@ -198,6 +198,7 @@ pub fn restart(p: &model::RestartPolicy) -> pb::RestartPolicy {
         condition: encode(p.condition),
         delay_secs: p.delay_secs,
         max_attempts: p.max_attempts.unwrap_or_default(),
+        window_ns: 0,
     }
 }
 
@@ -441,6 +442,8 @@ pub fn container(t: &model::TaskSpec) -> (pb::ContainerSpec, pb::Resources) {
     let r = &t.resources;
     (
         pb::ContainerSpec {
+            ulimits: Vec::new(),
+            hosts: Vec::new(),
             image: t.image.clone(),
             image_digest: t.image_digest.clone(),
             entrypoint: t

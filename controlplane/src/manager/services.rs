@@ -61,6 +61,9 @@ fn summary(state: &ClusterState, s: &Service) -> ServiceSummary {
     };
     let (container, resources) = wire::container(&s.spec.task);
     ServiceSummary {
+        // Filled by the stack fields' work (issue 14).
+        network_aliases: Default::default(),
+        max_replicas_per_node: 0,
         id: s.id.clone(),
         name: s.spec.name.clone(),
         mode,
