@@ -2,13 +2,18 @@
 //! against the control plane, programmed as static FDB and neighbour
 //! entries.
 //!
-//! An entry is programmed only when gossip has it *and* the latest
-//! assignment set lists the same task address on the same node. Gossip is
-//! the fast signal (a dead node's endpoints go within its detection time,
-//! long before the managers mark it down); the control plane is the
-//! authority on what exists, so gossip can never keep a stale endpoint
-//! alive, nor one a restarted manager no longer knows. What is programmed is
-//! read back from the kernel on every pass, so nothing drifts.
+//! An entry is programmed only when the latest assignment set lists the
+//! task address on a node, and either gossip has that endpoint or gossip
+//! counts that node alive. The control plane is the authority on what
+//! exists and where (the VTEP and MAC come from its records, never from
+//! gossip), so gossip can never keep a stale endpoint alive, nor point an
+//! address at another node. Gossip is the fast *removal* signal: a dead
+//! node's endpoints go within its detection time, long before the managers
+//! mark it down. A new task is programmed from the set alone, without
+//! waiting for its gossip to arrive: a backend the mesh may already use
+//! (or an address just freed by a task on another node) is never left
+//! without its entry. What is programmed is read back from the kernel on
+//! every pass, so nothing drifts.
 
 use std::{
     collections::{BTreeMap, BTreeSet, HashSet},
@@ -151,7 +156,7 @@ async fn program<O: Overlay>(
         let set = view.borrow_and_update().clone();
         let me = local.node_id();
         let nets = local.local_networks().await;
-        let want = wanted(&gossip.endpoints(), &set, &nets, me);
+        let want = wanted(&gossip.endpoints(), &gossip.members(), &set, &nets, me);
         let own_mac = local.data_ip().map(shoal_overlay::bridge_mac);
         // Just started, gossip knows nobody yet: entries a previous run left
         // that the control plane still lists stay until gossip has had its
@@ -164,7 +169,7 @@ async fn program<O: Overlay>(
             }
             match converge(&*overlay, *vni, &want).await {
                 // The mesh only balances to backends the overlay reaches.
-                Ok(()) => local.set_reachable(network, want.iter().map(|r| r.ip)),
+                Ok(()) => local.set_reachable(network, want.iter().map(|r| (r.ip, r.vtep))),
                 Err(e) => tracing::warn!(vni, error = %e, "programming remote endpoints"),
             }
             if let Some(own) = own_mac {
@@ -185,21 +190,21 @@ async fn program<O: Overlay>(
 
 /// One pass over one network, for a network just made on this node (the
 /// loop would get to it a moment later, after its first task started).
-/// `known` is what gossip knows now.
+/// `known` and `alive` are what gossip knows now.
 pub async fn program_network<O: Overlay>(
     overlay: &O,
     local: &Local,
-    known: &[Endpoint],
+    (known, alive): (&[Endpoint], &BTreeMap<String, SocketAddr>),
     set: &AssignmentSet,
     network: &str,
     vni: u32,
 ) {
     let nets = std::collections::HashMap::from([(network.to_owned(), vni)]);
-    let want = wanted(known, set, &nets, local.node_id())
+    let want = wanted(known, alive, set, &nets, local.node_id())
         .remove(network)
         .unwrap_or_default();
     match converge(overlay, vni, &want).await {
-        Ok(()) => local.set_reachable(network, want.iter().map(|r| r.ip)),
+        Ok(()) => local.set_reachable(network, want.iter().map(|r| (r.ip, r.vtep))),
         Err(e) => tracing::warn!(vni, error = %e, "programming a new network's endpoints"),
     }
     if let Some(own) = local.data_ip().map(shoal_overlay::bridge_mac) {
@@ -241,33 +246,36 @@ fn listed(
         .collect()
 }
 
-/// The remote endpoints each local network should have: in gossip, on
-/// another node, and confirmed by the control plane.
+/// The remote endpoints each local network should have: listed by the
+/// control plane on another node, and either heard of in gossip or on a
+/// node gossip counts alive (`alive`: its live members).
 pub fn wanted(
     gossip: &[Endpoint],
+    alive: &BTreeMap<String, SocketAddr>,
     set: &AssignmentSet,
     local: &std::collections::HashMap<String, u32>,
     me: &str,
 ) -> BTreeMap<String, BTreeSet<RemoteEndpoint>> {
-    let confirmed: HashSet<(&str, u32, &str)> = set
-        .endpoints
+    let heard: HashSet<(&str, u32, &str)> = gossip
         .iter()
-        .map(|e| (e.network_id.as_str(), e.ip, e.node_id.as_str()))
+        .map(|e| (e.network.as_str(), u32::from(e.ip), e.node_id.as_str()))
         .collect();
     let mut out: BTreeMap<String, BTreeSet<RemoteEndpoint>> = BTreeMap::new();
-    for e in gossip {
-        if e.node_id == me || !local.contains_key(&e.network) {
+    for e in &set.endpoints {
+        if e.node_id == me || e.node_addr == 0 || !local.contains_key(&e.network_id) {
             continue;
         }
-        if !confirmed.contains(&(e.network.as_str(), u32::from(e.ip), e.node_id.as_str())) {
+        let key = (e.network_id.as_str(), e.ip, e.node_id.as_str());
+        if !heard.contains(&key) && !alive.contains_key(&e.node_id) {
             continue;
         }
-        out.entry(e.network.clone())
+        let ip = Ipv4Addr::from(e.ip);
+        out.entry(e.network_id.clone())
             .or_default()
             .insert(RemoteEndpoint {
-                ip: e.ip,
-                mac: MacAddr(e.mac),
-                vtep: e.vtep,
+                ip,
+                mac: MacAddr(crate::local::mac_for(ip)),
+                vtep: Ipv4Addr::from(e.node_addr),
             });
     }
     out
@@ -527,7 +535,7 @@ mod tests {
             nodes: nodes(),
             ..Default::default()
         };
-        program_network(&o, &local, &known, &set, "net-a", VNI).await;
+        program_network(&o, &local, (&known, &BTreeMap::new()), &set, "net-a", VNI).await;
         assert_eq!(
             log.calls(),
             [
@@ -537,7 +545,10 @@ mod tests {
         );
         assert_eq!(
             local.reachable(),
-            HashMap::from([("net-a".to_owned(), [Ipv4Addr::new(10, 0, 1, 2)].into())])
+            HashMap::from([(
+                "net-a".to_owned(),
+                [(Ipv4Addr::new(10, 0, 1, 2), PEER)].into()
+            )])
         );
     }
 
@@ -551,28 +562,55 @@ mod tests {
         }
     }
 
+    /// The VTEP of each test node, as the control plane records it.
+    fn vtep_of(node: &str) -> Ipv4Addr {
+        match node {
+            "me" => ME,
+            "n2" => PEER,
+            "n3" => Ipv4Addr::new(198, 18, 0, 3),
+            _ => Ipv4Addr::new(198, 18, 0, 4),
+        }
+    }
+
     fn cp(net: &str, ip: &str, node: &str) -> CpEndpoint {
         CpEndpoint {
             network_id: net.into(),
             task_id: format!("t-{ip}"),
             ip: ip.parse::<Ipv4Addr>().map_or(0, u32::from),
             node_id: node.into(),
-            node_addr: 0,
+            node_addr: u32::from(vtep_of(node)),
         }
     }
 
+    fn pairs(want: &BTreeMap<String, BTreeSet<RemoteEndpoint>>, net: &str) -> Vec<String> {
+        want.get(net)
+            .into_iter()
+            .flatten()
+            .map(|r| {
+                assert_eq!(r.mac, MacAddr(crate::local::mac_for(r.ip)));
+                format!("{}@{}", r.ip, r.vtep)
+            })
+            .collect()
+    }
+
     #[test]
-    fn only_remote_confirmed_endpoints_on_local_networks_are_wanted() {
+    fn only_listed_remote_endpoints_on_local_networks_heard_of_or_on_live_nodes() {
         let gossip = vec![
             g("a", [10, 0, 1, 2], "n2", [198, 18, 0, 2]),
             // Our own: the bridge reaches it.
             g("a", [10, 0, 1, 3], "me", [198, 18, 0, 1]),
             // Stale: the control plane no longer lists it.
             g("a", [10, 0, 1, 4], "n3", [198, 18, 0, 3]),
-            // Listed, but for another node (the address moved).
+            // Gossip still has the address on n3; the control plane has
+            // handed it to a new task on n2 (a rolling update freed it).
             g("a", [10, 0, 1, 5], "n3", [198, 18, 0, 3]),
             // A network with no task here.
             g("b", [10, 0, 2, 2], "n2", [198, 18, 0, 2]),
+            // Heard of with a VTEP the control plane does not know for n2:
+            // programmed towards n2's recorded VTEP only.
+            g("a", [10, 0, 1, 6], "n2", [203, 0, 113, 9]),
+            // Heard of on n4, which gossip no longer counts alive.
+            g("a", [10, 0, 1, 7], "n4", [198, 18, 0, 4]),
         ];
         let set = AssignmentSet {
             endpoints: vec![
@@ -580,19 +618,39 @@ mod tests {
                 cp("a", "10.0.1.3", "me"),
                 cp("a", "10.0.1.5", "n2"),
                 cp("b", "10.0.2.2", "n2"),
-                // Not (yet) in gossip: waits for it.
+                cp("a", "10.0.1.6", "n2"),
+                cp("a", "10.0.1.7", "n4"),
+                // Not (yet) in gossip, on a live node: programmed at once.
                 cp("a", "10.0.1.9", "n2"),
+                // Not in gossip, on a node gossip does not count alive.
+                cp("a", "10.0.1.10", "n3"),
             ],
             ..Default::default()
         };
         let local = HashMap::from([("a".to_owned(), 4097)]);
-        let want = wanted(&gossip, &set, &local, "me");
-        let ips: Vec<Ipv4Addr> = want["a"].iter().map(|r| r.ip).collect();
-        assert_eq!(ips, [Ipv4Addr::new(10, 0, 1, 2)]);
-        assert_eq!(want.len(), 1);
+        let alive = BTreeMap::from([("n2".to_owned(), "198.18.0.2:7946".parse().expect("addr"))]);
+        let want = wanted(&gossip, &alive, &set, &local, "me");
         assert_eq!(
-            want["a"].iter().next().map(|r| r.vtep),
-            Some(Ipv4Addr::new(198, 18, 0, 2))
+            pairs(&want, "a"),
+            [
+                "10.0.1.2@198.18.0.2",
+                "10.0.1.5@198.18.0.2",
+                "10.0.1.6@198.18.0.2",
+                "10.0.1.7@198.18.0.4",
+                "10.0.1.9@198.18.0.2",
+            ]
+        );
+        assert_eq!(want.len(), 1);
+
+        // Gossip has not met anyone yet: only what it has heard of.
+        let want = wanted(&gossip, &BTreeMap::new(), &set, &local, "me");
+        assert_eq!(
+            pairs(&want, "a"),
+            [
+                "10.0.1.2@198.18.0.2",
+                "10.0.1.6@198.18.0.2",
+                "10.0.1.7@198.18.0.4"
+            ]
         );
     }
 }

@@ -33,7 +33,8 @@ pub struct Local {
     networks: tokio::sync::Mutex<LocalNetworks>,
     /// Network → remote task addresses programmed in the overlay now; a
     /// network not in it has not been programmed by this process yet.
-    reachable: Mutex<HashMap<String, HashSet<Ipv4Addr>>>,
+    /// Per network, the remote (task address, VTEP) pairs programmed.
+    reachable: Mutex<HashMap<String, HashSet<(Ipv4Addr, Ipv4Addr)>>>,
     /// Wakes the mesh sync (a network appeared or went, reachability
     /// changed).
     mesh_poke: Notify,
@@ -80,15 +81,18 @@ impl Local {
         local.keys().all(|n| r.contains_key(n))
     }
 
-    /// The remote endpoints programmed now, per network.
-    pub fn reachable(&self) -> HashMap<String, HashSet<Ipv4Addr>> {
+    /// The remote endpoints programmed now, per network: (address, VTEP).
+    pub fn reachable(&self) -> HashMap<String, HashSet<(Ipv4Addr, Ipv4Addr)>> {
         lock(&self.reachable).clone()
     }
 
-    /// The remote endpoints now programmed on `network`; the mesh may use
-    /// new backends, or must stop using gone ones.
-    pub fn set_reachable(&self, network: &str, ips: impl Iterator<Item = Ipv4Addr>) {
-        let now: HashSet<Ipv4Addr> = ips.collect();
+    /// The remote endpoints now programmed on `network`, as (address,
+    /// VTEP): the mesh may use new backends, or must stop using gone ones.
+    /// The VTEP is part of it because a freed address is soon handed to a
+    /// task on another node: an entry still pointing at the old node must
+    /// not make the new backend look reachable.
+    pub fn set_reachable(&self, network: &str, ips: impl Iterator<Item = (Ipv4Addr, Ipv4Addr)>) {
+        let now: HashSet<(Ipv4Addr, Ipv4Addr)> = ips.collect();
         let mut r = lock(&self.reachable);
         if r.get(network) == Some(&now) {
             return;

@@ -1057,11 +1057,12 @@ impl<O: Overlay, T: Tasks, M: MeshSync> Executor<O, T, M> {
                 // New here: program what gossip knows of it before the task
                 // runs, so its first ARP for a peer or a VIP is answered.
                 let set = self.view.borrow().clone();
-                let known = e.gossip().endpoints();
+                let gossip = e.gossip();
+                let (known, alive) = (gossip.endpoints(), gossip.members());
                 crate::endpoints::program_network(
                     &*self.overlay,
                     self.local(),
-                    &known,
+                    (&known, &alive),
                     &set,
                     &net.id,
                     net.vni,
@@ -1203,9 +1204,9 @@ impl<O: Overlay, T: Tasks, M: MeshSync> Executor<O, T, M> {
         // (as the endpoints loop last wrote them; no second netlink dump).
         let programmed = self.local().reachable();
         want.only_reachable(|key, b| match &key.scope {
-            shoal_mesh::Scope::Network(net) => {
-                programmed.get(net).is_some_and(|ips| ips.contains(&b.addr))
-            }
+            shoal_mesh::Scope::Network(net) => programmed
+                .get(net)
+                .is_some_and(|ips| ips.contains(&(b.addr, b.vtep))),
             shoal_mesh::Scope::Host => b.local,
         });
         match self.mesh.sync(&want) {

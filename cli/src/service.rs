@@ -734,6 +734,55 @@ async fn update(
     progress::follow(&mut d, &s.id, service, quiet).await
 }
 
+/// `service ls` (and `stack services`): ids, a table, or JSON.
+pub fn print_list(all: &[ServiceSummary], quiet: bool, format: Format) -> anyhow::Result<()> {
+    if quiet {
+        all.iter().for_each(|s| println!("{}", s.id));
+        return Ok(());
+    }
+    match format {
+        Format::Json => {
+            let v: Vec<_> = all.iter().map(service_json).collect();
+            println!("{}", serde_json::to_string_pretty(&v)?);
+        }
+        Format::Table => {
+            let mut t = table(&["ID", "NAME", "MODE", "REPLICAS", "IMAGE", "PORTS"]);
+            for s in all {
+                t.add_row(vec![
+                    s.id.get(..12).unwrap_or(&s.id).to_owned(),
+                    s.name.clone(),
+                    word::<ServiceMode>(s.mode).into_owned(),
+                    format!("{}/{}", s.running, s.desired),
+                    crate::container::ls_image(s),
+                    ports_column(&s.ports),
+                ]);
+            }
+            println!("{t}");
+        }
+    }
+    Ok(())
+}
+
+/// `service ps` (and `stack ps`) of tasks already fetched and filtered.
+pub fn print_tasks(
+    all: Vec<shoal_api::cluster::v1::TaskSummary>,
+    quiet: bool,
+    no_trunc: bool,
+    format: Format,
+) -> anyhow::Result<()> {
+    let all = ps::history(all);
+    let trunc = !no_trunc;
+    if quiet {
+        print!("{}", ps::quiet_text(&all, trunc));
+    } else if format == Format::Json {
+        let v: Vec<_> = all.iter().map(ps::task_json).collect();
+        println!("{}", serde_json::to_string_pretty(&v)?);
+    } else {
+        println!("{}", ps::table_text(&all, trunc));
+    }
+    Ok(())
+}
+
 pub async fn run(host: &str, cmd: ServiceCmd) -> anyhow::Result<()> {
     match cmd {
         ServiceCmd::Create(a) => {
@@ -755,31 +804,7 @@ pub async fn run(host: &str, cmd: ServiceCmd) -> anyhow::Result<()> {
                 .await?
                 .services;
             all.sort_by(|a, b| a.name.cmp(&b.name));
-            if quiet {
-                all.iter().for_each(|s| println!("{}", s.id));
-                return Ok(());
-            }
-            match format {
-                Format::Json => {
-                    let v: Vec<_> = all.iter().map(service_json).collect();
-                    println!("{}", serde_json::to_string_pretty(&v)?);
-                }
-                Format::Table => {
-                    let mut t = table(&["ID", "NAME", "MODE", "REPLICAS", "IMAGE", "PORTS"]);
-                    for s in &all {
-                        t.add_row(vec![
-                            s.id.get(..12).unwrap_or(&s.id).to_owned(),
-                            s.name.clone(),
-                            word::<ServiceMode>(s.mode).into_owned(),
-                            format!("{}/{}", s.running, s.desired),
-                            crate::container::ls_image(s),
-                            ports_column(&s.ports),
-                        ]);
-                    }
-                    println!("{t}");
-                }
-            }
-            Ok(())
+            print_list(&all, quiet, format)
         }
         ServiceCmd::Ps {
             services,
@@ -800,16 +825,7 @@ pub async fn run(host: &str, cmd: ServiceCmd) -> anyhow::Result<()> {
                     Err(e) => failed.push(e),
                 }
             }
-            let all = ps::history(all);
-            let trunc = !no_trunc;
-            if quiet {
-                print!("{}", ps::quiet_text(&all, trunc));
-            } else if format == Format::Json {
-                let v: Vec<_> = all.iter().map(ps::task_json).collect();
-                println!("{}", serde_json::to_string_pretty(&v)?);
-            } else {
-                println!("{}", ps::table_text(&all, trunc));
-            }
+            print_tasks(all, quiet, no_trunc, format)?;
             finish(failed)
         }
         ServiceCmd::Inspect {

@@ -665,7 +665,8 @@ impl Lab {
         stopped.into_iter().chain([removed]).collect()
     }
 
-    fn print_log_tails(&self) {
+    /// The end of every node's log, on stderr (also on a panicking test).
+    pub fn print_log_tails(&self) {
         for node in &self.nodes {
             if node.log.exists() {
                 eprintln!(

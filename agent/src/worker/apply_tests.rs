@@ -501,10 +501,22 @@ async fn the_mesh_gets_reachable_backends_and_keeps_draining_ones_out_of_rings()
     assert_eq!(tasks(&want.groups[&group]), ["t1"]);
     assert_eq!(tasks(&want.draining[&group]), ["t3"]);
 
+    // The address is programmed, but still towards another node (it was a
+    // task's there until just now): t2 is not reachable through it.
+    n.log.clear();
+    let elsewhere = Ipv4Addr::new(198, 18, 0, 99);
+    n.exec.local().set_reachable(
+        "net-a",
+        [(Ipv4Addr::new(10, 0, 1, 6), elsewhere)].into_iter(),
+    );
+    n.exec.sync_mesh(&s).await;
+    let want = synced(&n.log);
+    assert_eq!(tasks(&want.groups[&group]), ["t1"]);
+
     n.log.clear();
     n.exec
         .local()
-        .set_reachable("net-a", [Ipv4Addr::new(10, 0, 1, 6)].into_iter());
+        .set_reachable("net-a", [(Ipv4Addr::new(10, 0, 1, 6), PEER)].into_iter());
     n.exec.sync_mesh(&s).await;
     let want = synced(&n.log);
     assert_eq!(tasks(&want.groups[&group]), ["t1", "t2"]);
