@@ -36,7 +36,10 @@ pub const UNSUPPORTED: [&str; 16] = [
 
 /// Keys docker warns about as deprecated, with its explanation.
 pub const DEPRECATED: [(&str, &str); 2] = [
-    ("container_name", "Setting the container name is not supported."),
+    (
+        "container_name",
+        "Setting the container name is not supported.",
+    ),
     (
         "expose",
         "Exposing ports is unnecessary - services on the same network can access each other's containers on any port.",
@@ -58,7 +61,10 @@ pub const FORBIDDEN: [(&str, &str); 8] = [
     ("cpu_shares", "Set resource limits using deploy.resources"),
     ("cpuset", "Set resource limits using deploy.resources"),
     ("mem_limit", "Set resource limits using deploy.resources"),
-    ("memswap_limit", "Set resource limits using deploy.resources"),
+    (
+        "memswap_limit",
+        "Set resource limits using deploy.resources",
+    ),
 ];
 
 /// docker's `versions.GreaterThanOrEqualTo` on "3.x" strings.
@@ -66,7 +72,10 @@ pub fn version_at_least(version: &str, min: &str) -> bool {
     let parse = |v: &str| -> Vec<u64> { v.split('.').map(|p| p.parse().unwrap_or(0)).collect() };
     let (a, b) = (parse(version), parse(min));
     for i in 0..a.len().max(b.len()) {
-        let (x, y) = (a.get(i).copied().unwrap_or(0), b.get(i).copied().unwrap_or(0));
+        let (x, y) = (
+            a.get(i).copied().unwrap_or(0),
+            b.get(i).copied().unwrap_or(0),
+        );
         if x != y {
             return x > y;
         }
@@ -93,7 +102,14 @@ impl<'a> Decoder<'a> {
         env: &'a HashMap<String, String>,
         warnings: &'a mut Vec<String>,
     ) -> Decoder<'a> {
-        Decoder { file, version, working_dir, env, warnings, path: Vec::new() }
+        Decoder {
+            file,
+            version,
+            working_dir,
+            env,
+            warnings,
+            path: Vec::new(),
+        }
     }
 
     fn at(&self, node: &Node) -> Location {
@@ -106,7 +122,10 @@ impl<'a> Decoder<'a> {
     }
 
     fn invalid(&self, node: &Node, message: impl Into<String>) -> Error {
-        Error::Invalid { at: self.at(node), message: message.into() }
+        Error::Invalid {
+            at: self.at(node),
+            message: message.into(),
+        }
     }
 
     fn wrong(&self, node: &Node, want: &str) -> Error {
@@ -240,7 +259,11 @@ impl<'a> Decoder<'a> {
     }
 
     fn labels(&mut self, node: &Node) -> R<BTreeMap<String, String>> {
-        Ok(self.mapping(node, '=')?.into_iter().map(|(k, v)| (k, v.unwrap_or_default())).collect())
+        Ok(self
+            .mapping(node, '=')?
+            .into_iter()
+            .map(|(k, v)| (k, v.unwrap_or_default()))
+            .collect())
     }
 
     fn string_map(&mut self, node: &Node) -> R<BTreeMap<String, String>> {
@@ -258,15 +281,22 @@ impl<'a> Decoder<'a> {
     }
 
     pub fn config(&mut self, root: &Node) -> R<Config> {
-        let mut cfg = Config { version: self.version.to_string(), ..Config::default() };
+        let mut cfg = Config {
+            version: self.version.to_string(),
+            ..Config::default()
+        };
         for e in self.entries(root)? {
             self.path.push(Seg::Key(e.key.clone()));
             let res = match e.key.as_str() {
                 "services" => self.services(&e.value).map(|s| cfg.services = s),
                 "networks" => self.networks(&e.value).map(|n| cfg.networks = n),
                 "volumes" => self.volumes(&e.value).map(|v| cfg.volumes = v),
-                "secrets" => self.file_objects(&e.value, "secret").map(|s| cfg.secrets = s),
-                "configs" => self.file_objects(&e.value, "config").map(|c| cfg.configs = c),
+                "secrets" => self
+                    .file_objects(&e.value, "secret")
+                    .map(|s| cfg.secrets = s),
+                "configs" => self
+                    .file_objects(&e.value, "config")
+                    .map(|c| cfg.configs = c),
                 _ => Ok(()),
             };
             self.path.pop();
@@ -555,7 +585,11 @@ impl<'a> Decoder<'a> {
                         out.push(p);
                         return Ok(());
                     }
-                    _ => return Err(d.invalid(item, format!("invalid type {} for port", item.kind_name()))),
+                    _ => {
+                        return Err(
+                            d.invalid(item, format!("invalid type {} for port", item.kind_name()))
+                        );
+                    }
                 };
                 let (expanded, warnings) = ports::expand(&spec).map_err(|e| d.invalid(item, e))?;
                 d.warnings.extend(warnings);
@@ -584,7 +618,10 @@ impl<'a> Decoder<'a> {
         for (i, item) in items.iter().enumerate() {
             let r = self.at_index(i, |d| {
                 if let Value::Str(s) = &item.value {
-                    return Ok(FileReference { source: s.clone(), ..FileReference::default() });
+                    return Ok(FileReference {
+                        source: s.clone(),
+                        ..FileReference::default()
+                    });
                 }
                 let mut r = FileReference::default();
                 for f in d.entries(item)? {
@@ -597,9 +634,10 @@ impl<'a> Decoder<'a> {
                             "gid" => r.gid = d.opt_string(fv)?,
                             "mode" => {
                                 let m = d.uint(fv)?;
-                                r.mode = Some(u32::try_from(m).map_err(|_| {
-                                    d.invalid(fv, format!("{m} overflows uint32"))
-                                })?);
+                                r.mode =
+                                    Some(u32::try_from(m).map_err(|_| {
+                                        d.invalid(fv, format!("{m} overflows uint32"))
+                                    })?);
                             }
                             _ => {}
                         }
@@ -619,8 +657,12 @@ impl<'a> Decoder<'a> {
             let v = &e.value;
             let u = self.under(&e.key, |d| match &v.value {
                 Value::Map(_) => {
-                    let soft = v.get("soft").ok_or_else(|| d.invalid(v, "soft is required"))?;
-                    let hard = v.get("hard").ok_or_else(|| d.invalid(v, "hard is required"))?;
+                    let soft = v
+                        .get("soft")
+                        .ok_or_else(|| d.invalid(v, "soft is required"))?;
+                    let hard = v
+                        .get("hard")
+                        .ok_or_else(|| d.invalid(v, "hard is required"))?;
                     Ok(Ulimit::SoftHard {
                         soft: d.under("soft", |d| d.int(soft))?,
                         hard: d.under("hard", |d| d.int(hard))?,

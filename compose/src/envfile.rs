@@ -52,14 +52,25 @@ mod tests {
     #[test]
     fn docker_env_file_syntax() {
         let env: HashMap<String, String> = [("FROM_ENV".to_string(), "e".to_string())].into();
-        let text = "\u{feff}# comment\n\n  A=1\nB= spaced \nC=\"quoted\"\nFROM_ENV\nMISSING\nD=x=y\r\n";
+        let text =
+            "\u{feff}# comment\n\n  A=1\nB= spaced \nC=\"quoted\"\nFROM_ENV\nMISSING\nD=x=y\r\n";
         assert_eq!(
             parse(text.as_bytes(), &env).expect("ok"),
             ["A=1", "B= spaced ", "C=\"quoted\"", "FROM_ENV=e", "D=x=y"]
         );
-        assert_eq!(parse(b"=1\n", &env).unwrap_err(), "no variable name on line '=1'");
-        assert_eq!(parse(b"A B=1\n", &env).unwrap_err(), "variable 'A B' contains whitespaces");
-        assert!(parse(b"A=\xff\n", &env).unwrap_err().starts_with("invalid utf8 bytes at line 1"));
+        assert_eq!(
+            parse(b"=1\n", &env).expect_err("must fail"),
+            "no variable name on line '=1'"
+        );
+        assert_eq!(
+            parse(b"A B=1\n", &env).expect_err("must fail"),
+            "variable 'A B' contains whitespaces"
+        );
+        assert!(
+            parse(b"A=\xff\n", &env)
+                .expect_err("must fail")
+                .starts_with("invalid utf8 bytes at line 1")
+        );
     }
 
     proptest! {

@@ -26,7 +26,12 @@ pub enum Error {
     NoFiles,
 
     #[error("{file}:{line}:{col}: invalid YAML: {message}")]
-    Yaml { file: String, line: usize, col: usize, message: String },
+    Yaml {
+        file: String,
+        line: usize,
+        col: usize,
+        message: String,
+    },
 
     #[error("{file}: top-level object must be a mapping")]
     NotAMapping { file: String },
@@ -36,25 +41,40 @@ pub enum Error {
 
     /// Docker's text, with the file that disagrees with the first.
     #[error("{file}: version mismatched between two composefiles : {first} and {second}")]
-    VersionMismatch { file: String, first: String, second: String },
+    VersionMismatch {
+        file: String,
+        first: String,
+        second: String,
+    },
 
     /// Keys docker refuses outright (`extends`, `volumes_from`,
     /// `mem_limit`, …), each with docker's explanation, sorted.
     #[error("{file}: Compose file contains unsupported options:\n\n{}\n", .properties.iter().map(|(k, v)| format!("{k}: {v}")).collect::<Vec<_>>().join("\n\n"))]
-    Forbidden { file: String, properties: Vec<(String, String)> },
+    Forbidden {
+        file: String,
+        properties: Vec<(String, String)>,
+    },
 
     #[error("{at}: invalid interpolation format for {}: {template:?}; you may need to escape any $ with another $", .at.path)]
     Interpolation { at: Location, template: String },
 
     #[error("{at}: required variable {name} is missing a value: {message}")]
-    RequiredVariable { at: Location, name: String, message: String },
+    RequiredVariable {
+        at: Location,
+        name: String,
+        message: String,
+    },
 
     #[error("{at}: error while interpolating {}: failed to cast to expected type: {reason}", .at.path)]
     Cast { at: Location, reason: String },
 
     /// A schema violation: an unknown key, a wrong type, a bad format.
     #[error("{at}: {description}{}", .got.as_ref().map(|g| format!(", got {g}")).unwrap_or_default())]
-    Schema { at: Location, description: String, got: Option<String> },
+    Schema {
+        at: Location,
+        description: String,
+        got: Option<String>,
+    },
 
     /// A value the schema allows that docker's loader still refuses (a port
     /// spec, a volume spec, a size, conflicting keys, …).
@@ -62,10 +82,18 @@ pub enum Error {
     Invalid { at: Location, message: String },
 
     #[error("{at}: invalid env file ({}): {reason}", .path.display())]
-    EnvFile { at: Location, path: PathBuf, reason: String },
+    EnvFile {
+        at: Location,
+        path: PathBuf,
+        reason: String,
+    },
 
     #[error("service {service:?} uses undefined {kind} {name:?}")]
-    Undefined { service: String, kind: &'static str, name: String },
+    Undefined {
+        service: String,
+        kind: &'static str,
+        name: String,
+    },
 
     #[error("invalid image reference for service {service}: no image specified")]
     NoImage { service: String },

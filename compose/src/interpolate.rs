@@ -25,11 +25,20 @@ const CASTS: &[(&str, Cast)] = &[
     ("services.*.healthcheck.disable", Cast::Bool),
     ("services.*.deploy.replicas", Cast::Int),
     ("services.*.deploy.update_config.parallelism", Cast::Int),
-    ("services.*.deploy.update_config.max_failure_ratio", Cast::Float),
+    (
+        "services.*.deploy.update_config.max_failure_ratio",
+        Cast::Float,
+    ),
     ("services.*.deploy.rollback_config.parallelism", Cast::Int),
-    ("services.*.deploy.rollback_config.max_failure_ratio", Cast::Float),
+    (
+        "services.*.deploy.rollback_config.max_failure_ratio",
+        Cast::Float,
+    ),
     ("services.*.deploy.restart_policy.max_attempts", Cast::Int),
-    ("services.*.deploy.placement.max_replicas_per_node", Cast::Int),
+    (
+        "services.*.deploy.placement.max_replicas_per_node",
+        Cast::Int,
+    ),
     ("services.*.ports.[].target", Cast::Int),
     ("services.*.ports.[].published", Cast::Int),
     ("services.*.ulimits.*", Cast::Int),
@@ -145,10 +154,17 @@ fn walk(
             let done = match template::substitute(s, env) {
                 Ok(done) => done,
                 Err(TemplateError::Invalid { template }) => {
-                    return Err(Error::Interpolation { at: at(path, node), template });
+                    return Err(Error::Interpolation {
+                        at: at(path, node),
+                        template,
+                    });
                 }
                 Err(TemplateError::Required { name, message }) => {
-                    return Err(Error::RequiredVariable { at: at(path, node), name, message });
+                    return Err(Error::RequiredVariable {
+                        at: at(path, node),
+                        name,
+                        message,
+                    });
                 }
             };
             for name in done.unset {
@@ -160,8 +176,10 @@ fn walk(
                 return Ok(());
             }
             node.value = match cast_for(path) {
-                Some(kind) => cast(kind, &done.value)
-                    .map_err(|reason| Error::Cast { at: at(path, node), reason })?,
+                Some(kind) => cast(kind, &done.value).map_err(|reason| Error::Cast {
+                    at: at(path, node),
+                    reason,
+                })?,
                 None => Value::Str(done.value),
             };
             Ok(())
@@ -192,8 +210,10 @@ mod tests {
     use crate::yaml;
 
     fn run(text: &str, env: &[(&str, &str)]) -> Result<Node, Error> {
-        let env: HashMap<String, String> =
-            env.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+        let env: HashMap<String, String> = env
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
         let mut node = yaml::parse(text).expect("yaml").expect("doc");
         let mut unset = Vec::new();
         interpolate(&mut node, "c.yml", &env, &mut unset)?;
@@ -222,18 +242,37 @@ mod tests {
             &[("RO", "yes"), ("N", "3")],
         )
         .expect("ok");
-        assert_eq!(at(&n, &["services", "web", "read_only"]), &Value::Bool(true));
-        assert_eq!(at(&n, &["services", "web", "deploy", "replicas"]), &Value::Int(3));
+        assert_eq!(
+            at(&n, &["services", "web", "read_only"]),
+            &Value::Bool(true)
+        );
+        assert_eq!(
+            at(&n, &["services", "web", "deploy", "replicas"]),
+            &Value::Int(3)
+        );
         // Labels are not in the cast table: they stay strings.
-        assert_eq!(at(&n, &["services", "web", "labels", "n"]), &Value::Str("3".into()));
-        assert_eq!(at(&n, &["services", "web", "ports", "0", "target"]), &Value::Int(3));
+        assert_eq!(
+            at(&n, &["services", "web", "labels", "n"]),
+            &Value::Str("3".into())
+        );
+        assert_eq!(
+            at(&n, &["services", "web", "ports", "0", "target"]),
+            &Value::Int(3)
+        );
     }
 
     #[test]
     fn keys_are_not_interpolated_and_plain_strings_are_not_cast() {
-        let n = run("services:\n  ${X}:\n    read_only: \"yes\"\n", &[("X", "web")]).expect("ok");
+        let n = run(
+            "services:\n  ${X}:\n    read_only: \"yes\"\n",
+            &[("X", "web")],
+        )
+        .expect("ok");
         assert!(n.get("services").and_then(|s| s.get("${X}")).is_some());
-        assert_eq!(at(&n, &["services", "${X}", "read_only"]), &Value::Str("yes".into()));
+        assert_eq!(
+            at(&n, &["services", "${X}", "read_only"]),
+            &Value::Str("yes".into())
+        );
     }
 
     #[test]
@@ -249,8 +288,14 @@ mod tests {
             "c.yml:3:18: services.web.command.1: invalid interpolation format for \
              services.web.command.1: \"$\"; you may need to escape any $ with another $"
         );
-        let e = run("services:\n  web:\n    deploy:\n      replicas: ${N}\n", &[("N", "two")])
-            .expect_err("cast");
-        assert!(e.to_string().contains("failed to cast to expected type"), "{e}");
+        let e = run(
+            "services:\n  web:\n    deploy:\n      replicas: ${N}\n",
+            &[("N", "two")],
+        )
+        .expect_err("cast");
+        assert!(
+            e.to_string().contains("failed to cast to expected type"),
+            "{e}"
+        );
     }
 }

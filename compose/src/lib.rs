@@ -46,7 +46,10 @@ pub struct Source {
 
 impl Source {
     pub fn new(name: impl Into<String>, text: impl Into<String>) -> Source {
-        Source { name: name.into(), text: text.into() }
+        Source {
+            name: name.into(),
+            text: text.into(),
+        }
     }
 }
 
@@ -67,21 +70,24 @@ pub fn load(
     working_dir: &Path,
     env: &HashMap<String, String>,
 ) -> Result<Loaded, Error> {
-    let Some(first) = sources.first() else {
+    if sources.is_empty() {
         return Err(Error::NoFiles);
-    };
+    }
     let mut warnings = Vec::new();
     let mut unset = Vec::new();
     let mut merged: Option<Config> = None;
     let mut stack_version: Option<String> = None;
     let mut unsupported: Vec<&str> = Vec::new();
     let mut deprecated: Vec<(&str, &str)> = Vec::new();
-    let _ = first;
     for source in sources {
         let file = source.name.as_str();
         let mut root = match yaml::parse(&source.text) {
             Ok(Some(root)) if root.as_map().is_some() => root,
-            Ok(_) => return Err(Error::NotAMapping { file: file.to_string() }),
+            Ok(_) => {
+                return Err(Error::NotAMapping {
+                    file: file.to_string(),
+                });
+            }
             Err(e) => {
                 return Err(Error::Yaml {
                     file: file.to_string(),
@@ -104,7 +110,10 @@ pub fn load(
         collect_categories(&root, &mut unsupported, &mut deprecated);
         interpolate::interpolate(&mut root, file, env, &mut unset)?;
         schema::validate(&root, &version).map_err(|e| match e {
-            None => Error::UnsupportedVersion { file: file.to_string(), version: version.clone() },
+            None => Error::UnsupportedVersion {
+                file: file.to_string(),
+                version: version.clone(),
+            },
             Some(e) => Error::Schema {
                 at: Location {
                     file: file.to_string(),
@@ -128,21 +137,35 @@ pub fn load(
 
     let mut all = Vec::new();
     for name in unset {
-        all.push(format!("The {name:?} variable is not set. Defaulting to a blank string."));
+        all.push(format!(
+            "The {name:?} variable is not set. Defaulting to a blank string."
+        ));
     }
     all.extend(warnings);
     if !unsupported.is_empty() {
         unsupported.sort_unstable();
         unsupported.dedup();
-        all.push(format!("Ignoring unsupported options: {}", unsupported.join(", ")));
+        all.push(format!(
+            "Ignoring unsupported options: {}",
+            unsupported.join(", ")
+        ));
     }
     if !deprecated.is_empty() {
         deprecated.sort_unstable();
         deprecated.dedup();
-        let lines: Vec<String> = deprecated.iter().map(|(k, v)| format!("{k}: {v}")).collect();
-        all.push(format!("Ignoring deprecated options:\n\n{}", lines.join("\n\n")));
+        let lines: Vec<String> = deprecated
+            .iter()
+            .map(|(k, v)| format!("{k}: {v}"))
+            .collect();
+        all.push(format!(
+            "Ignoring deprecated options:\n\n{}",
+            lines.join("\n\n")
+        ));
     }
-    Ok(Loaded { config, warnings: all })
+    Ok(Loaded {
+        config,
+        warnings: all,
+    })
 }
 
 /// docker's `schema.Version`: the `version:` value printed as Go's `%v`
@@ -166,7 +189,10 @@ fn version_of(root: &yaml::Node) -> String {
 }
 
 fn services_of(root: &yaml::Node) -> impl Iterator<Item = &yaml::Entry> {
-    root.get("services").and_then(yaml::Node::as_map).unwrap_or_default().iter()
+    root.get("services")
+        .and_then(yaml::Node::as_map)
+        .unwrap_or_default()
+        .iter()
 }
 
 fn check_forbidden(root: &yaml::Node, file: &str) -> Result<(), Error> {
@@ -182,7 +208,10 @@ fn check_forbidden(root: &yaml::Node, file: &str) -> Result<(), Error> {
         return Ok(());
     }
     found.sort();
-    Err(Error::Forbidden { file: file.to_string(), properties: found })
+    Err(Error::Forbidden {
+        file: file.to_string(),
+        properties: found,
+    })
 }
 
 fn collect_categories(
@@ -209,13 +238,21 @@ fn collect_categories(
 fn validate(config: &Config) -> Result<(), Error> {
     for (name, svc) in &config.services {
         if svc.image.is_empty() {
-            return Err(Error::NoImage { service: name.clone() });
+            return Err(Error::NoImage {
+                service: name.clone(),
+            });
         }
         if let Err(reason) = check_image(&svc.image) {
-            return Err(Error::InvalidImage { service: name.clone(), reason });
+            return Err(Error::InvalidImage {
+                service: name.clone(),
+                reason,
+            });
         }
-        let undefined =
-            |kind: &'static str, n: &str| Error::Undefined { service: name.clone(), kind, name: n.to_string() };
+        let undefined = |kind: &'static str, n: &str| Error::Undefined {
+            service: name.clone(),
+            kind,
+            name: n.to_string(),
+        };
         for net in svc.networks.keys() {
             // "default" is the stack's implicit network.
             if net != "default" && !config.networks.contains_key(net) {
@@ -236,10 +273,10 @@ fn validate(config: &Config) -> Result<(), Error> {
             if v.kind != MountType::Volume {
                 continue;
             }
-            if let Some(src) = v.source.as_deref().filter(|s| !s.is_empty()) {
-                if !config.volumes.contains_key(src) {
-                    return Err(undefined("volume", src));
-                }
+            if let Some(src) = v.source.as_deref().filter(|s| !s.is_empty())
+                && !config.volumes.contains_key(src)
+            {
+                return Err(undefined("volume", src));
             }
         }
     }
@@ -273,7 +310,9 @@ fn check_image(image: &str) -> Result<(), String> {
         let ok = !tag.is_empty()
             && tag.len() <= 128
             && tag.starts_with(|c: char| c.is_ascii_alphanumeric() || c == '_')
-            && tag.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '-'));
+            && tag
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '-'));
         if !ok {
             return Err(bad());
         }
@@ -286,10 +325,14 @@ fn check_image(image: &str) -> Result<(), String> {
         let component_ok = !p.is_empty()
             && p.starts_with(|c: char| c.is_ascii_lowercase() || c.is_ascii_digit())
             && p.ends_with(|c: char| c.is_ascii_lowercase() || c.is_ascii_digit())
-            && p.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || matches!(c, '.' | '_' | '-'));
+            && p.chars().all(|c| {
+                c.is_ascii_lowercase() || c.is_ascii_digit() || matches!(c, '.' | '_' | '-')
+            });
         if !component_ok {
             if p.chars().any(|c| c.is_ascii_uppercase()) {
-                return Err(format!("invalid reference format: repository name ({name}) must be lowercase"));
+                return Err(format!(
+                    "invalid reference format: repository name ({name}) must be lowercase"
+                ));
             }
             return Err(bad());
         }
@@ -303,11 +346,20 @@ mod tests {
 
     #[test]
     fn image_references() {
-        for ok in ["nginx", "nginx:1.25", "library/nginx:latest", "registry:5000/a/b:v1", "localhost/x",
-                   "ghcr.io/o/r@sha256:0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef"] {
+        for ok in [
+            "nginx",
+            "nginx:1.25",
+            "library/nginx:latest",
+            "registry:5000/a/b:v1",
+            "localhost/x",
+            "ghcr.io/o/r@sha256:0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef",
+        ] {
             assert_eq!(check_image(ok), Ok(()), "{ok}");
         }
-        assert_eq!(check_image("Nginx"), Err("invalid reference format: repository name (Nginx) must be lowercase".into()));
+        assert_eq!(
+            check_image("Nginx"),
+            Err("invalid reference format: repository name (Nginx) must be lowercase".into())
+        );
         assert!(check_image("nginx:").is_err());
         assert!(check_image("a//b").is_err());
     }

@@ -222,11 +222,15 @@ fn merge_deploy(d: &mut Deploy, s: Deploy) {
         opt_nonzero(&mut d.memory_bytes, s.memory_bytes);
         opt_nonzero(&mut d.pids, s.pids);
     });
-    nested(&mut d.resources.reservations, s.resources.reservations, |d, s| {
-        opt_nonzero(&mut d.nano_cpus, s.nano_cpus);
-        opt_nonzero(&mut d.memory_bytes, s.memory_bytes);
-        d.generic_resources.extend(s.generic_resources);
-    });
+    nested(
+        &mut d.resources.reservations,
+        s.resources.reservations,
+        |d, s| {
+            opt_nonzero(&mut d.nano_cpus, s.nano_cpus);
+            opt_nonzero(&mut d.memory_bytes, s.memory_bytes);
+            d.generic_resources.extend(s.generic_resources);
+        },
+    );
     nested(&mut d.restart_policy, s.restart_policy, |d, s| {
         opt(&mut d.condition, s.condition);
         opt_nonzero(&mut d.delay, s.delay);
@@ -235,7 +239,10 @@ fn merge_deploy(d: &mut Deploy, s: Deploy) {
     });
     d.placement.constraints.extend(s.placement.constraints);
     d.placement.preferences.extend(s.placement.preferences);
-    opt(&mut d.placement.max_replicas_per_node, s.placement.max_replicas_per_node);
+    opt(
+        &mut d.placement.max_replicas_per_node,
+        s.placement.max_replicas_per_node,
+    );
     opt(&mut d.endpoint_mode, s.endpoint_mode);
 }
 
@@ -244,7 +251,10 @@ mod tests {
     use super::*;
 
     fn svc(f: impl FnOnce(&mut Service)) -> Service {
-        let mut s = Service { image: "img".into(), ..Service::default() };
+        let mut s = Service {
+            image: "img".into(),
+            ..Service::default()
+        };
         f(&mut s);
         s
     }
@@ -252,7 +262,10 @@ mod tests {
     fn cfg(services: Vec<(&str, Service)>) -> Config {
         Config {
             version: "3.13".into(),
-            services: services.into_iter().map(|(k, v)| (k.to_string(), v)).collect(),
+            services: services
+                .into_iter()
+                .map(|(k, v)| (k.to_string(), v))
+                .collect(),
             ..Config::default()
         }
     }
@@ -303,7 +316,10 @@ mod tests {
         );
         // Docker's map by published port: 0 collapses to the last one.
         assert_eq!(m.ports, [port(0, 82), port(443, 443), port(8080, 8000)]);
-        let fresh = merged(svc(|_| {}), svc(|s| s.ports = vec![port(0, 81), port(0, 82)]));
+        let fresh = merged(
+            svc(|_| {}),
+            svc(|s| s.ports = vec![port(0, 81), port(0, 82)]),
+        );
         assert_eq!(fresh.ports, [port(0, 81), port(0, 82)]);
     }
 
@@ -337,31 +353,68 @@ mod tests {
     fn maps_environment_networks_logging() {
         let m = merged(
             svc(|s| {
-                s.environment =
-                    [("A".into(), Some("1".into())), ("B".into(), Some("2".into())), ("C".into(), Some("3".into()))].into();
-                s.labels = [("l".into(), "1".into())].into();
-                s.networks = [
-                    ("n1".into(), Some(ServiceNetwork { aliases: vec!["x".into()], ipv4_address: Some("10.0.0.2".into()), ..ServiceNetwork::default() })),
-                    ("n2".into(), Some(ServiceNetwork { aliases: vec!["y".into()], ..ServiceNetwork::default() })),
+                s.environment = [
+                    ("A".into(), Some("1".into())),
+                    ("B".into(), Some("2".into())),
+                    ("C".into(), Some("3".into())),
                 ]
                 .into();
-                s.logging = Some(Logging { driver: Some("json-file".into()), options: Some([("a".into(), "1".into())].into()) });
+                s.labels = [("l".into(), "1".into())].into();
+                s.networks = [
+                    (
+                        "n1".into(),
+                        Some(ServiceNetwork {
+                            aliases: vec!["x".into()],
+                            ipv4_address: Some("10.0.0.2".into()),
+                            ..ServiceNetwork::default()
+                        }),
+                    ),
+                    (
+                        "n2".into(),
+                        Some(ServiceNetwork {
+                            aliases: vec!["y".into()],
+                            ..ServiceNetwork::default()
+                        }),
+                    ),
+                ]
+                .into();
+                s.logging = Some(Logging {
+                    driver: Some("json-file".into()),
+                    options: Some([("a".into(), "1".into())].into()),
+                });
             }),
             svc(|s| {
-                s.environment = [("A".into(), Some("10".into())), ("B".into(), Some(String::new())), ("C".into(), None)].into();
+                s.environment = [
+                    ("A".into(), Some("10".into())),
+                    ("B".into(), Some(String::new())),
+                    ("C".into(), None),
+                ]
+                .into();
                 s.labels = [("l".into(), String::new()), ("m".into(), "2".into())].into();
                 s.networks = [
-                    ("n1".into(), Some(ServiceNetwork { aliases: vec![], ..ServiceNetwork::default() })),
+                    (
+                        "n1".into(),
+                        Some(ServiceNetwork {
+                            aliases: vec![],
+                            ..ServiceNetwork::default()
+                        }),
+                    ),
                     ("n2".into(), None),
                 ]
                 .into();
-                s.logging = Some(Logging { driver: None, options: Some([("b".into(), "2".into())].into()) });
+                s.logging = Some(Logging {
+                    driver: None,
+                    options: Some([("b".into(), "2".into())].into()),
+                });
             }),
         );
         assert_eq!(m.environment["A"].as_deref(), Some("10"));
         assert_eq!(m.environment["B"].as_deref(), Some("2"));
         assert_eq!(m.environment["C"], None);
-        assert_eq!(m.labels, [("l".into(), String::new()), ("m".into(), "2".into())].into());
+        assert_eq!(
+            m.labels,
+            [("l".into(), String::new()), ("m".into(), "2".into())].into()
+        );
         let n1 = m.networks["n1"].as_ref().expect("n1");
         assert!(n1.aliases.is_empty());
         assert_eq!(n1.ipv4_address.as_deref(), Some("10.0.0.2"));
@@ -373,15 +426,33 @@ mod tests {
 
     #[test]
     fn logging_with_another_driver_is_replaced_and_options_need_a_base() {
-        let other = Logging { driver: Some("syslog".into()), options: None };
+        let other = Logging {
+            driver: Some("syslog".into()),
+            options: None,
+        };
         let m = merged(
-            svc(|s| s.logging = Some(Logging { driver: Some("json-file".into()), options: Some(BTreeMap::new()) })),
+            svc(|s| {
+                s.logging = Some(Logging {
+                    driver: Some("json-file".into()),
+                    options: Some(BTreeMap::new()),
+                })
+            }),
             svc(|s| s.logging = Some(other.clone())),
         );
         assert_eq!(m.logging, Some(other));
         let m = merged(
-            svc(|s| s.logging = Some(Logging { driver: Some("json-file".into()), options: None })),
-            svc(|s| s.logging = Some(Logging { driver: None, options: Some([("a".into(), "1".into())].into()) })),
+            svc(|s| {
+                s.logging = Some(Logging {
+                    driver: Some("json-file".into()),
+                    options: None,
+                })
+            }),
+            svc(|s| {
+                s.logging = Some(Logging {
+                    driver: None,
+                    options: Some([("a".into(), "1".into())].into()),
+                })
+            }),
         );
         assert_eq!(m.logging.expect("logging").options, None);
     }
@@ -393,33 +464,81 @@ mod tests {
                 s.deploy.replicas = Some(2);
                 s.deploy.mode = Some("replicated".into());
                 s.deploy.placement.constraints = vec!["a".into()];
-                s.deploy.update_config = Some(UpdateConfig { parallelism: Some(1), delay: Duration(5), ..UpdateConfig::default() });
-                s.deploy.resources.limits = Some(Limits { nano_cpus: Some(5), memory_bytes: Some(10), pids: None });
+                s.deploy.update_config = Some(UpdateConfig {
+                    parallelism: Some(1),
+                    delay: Duration(5),
+                    ..UpdateConfig::default()
+                });
+                s.deploy.resources.limits = Some(Limits {
+                    nano_cpus: Some(5),
+                    memory_bytes: Some(10),
+                    pids: None,
+                });
             }),
             svc(|s| {
                 s.deploy.replicas = Some(0);
                 s.deploy.placement.constraints = vec!["b".into()];
-                s.deploy.update_config = Some(UpdateConfig { order: Some(UpdateOrder::StartFirst), ..UpdateConfig::default() });
-                s.deploy.resources.limits = Some(Limits { nano_cpus: None, memory_bytes: Some(20), pids: Some(3) });
+                s.deploy.update_config = Some(UpdateConfig {
+                    order: Some(UpdateOrder::StartFirst),
+                    ..UpdateConfig::default()
+                });
+                s.deploy.resources.limits = Some(Limits {
+                    nano_cpus: None,
+                    memory_bytes: Some(20),
+                    pids: Some(3),
+                });
             }),
         );
-        assert_eq!(m.deploy.replicas, Some(0), "a set replicas wins even at 0 (docker's mergeUint64)");
+        assert_eq!(
+            m.deploy.replicas,
+            Some(0),
+            "a set replicas wins even at 0 (docker's mergeUint64)"
+        );
         assert_eq!(m.deploy.mode.as_deref(), Some("replicated"));
         assert_eq!(m.deploy.placement.constraints, ["a", "b"]);
         let u = m.deploy.update_config.expect("update");
-        assert_eq!((u.parallelism, u.delay, u.order), (Some(1), Duration(5), Some(UpdateOrder::StartFirst)));
-        assert_eq!(m.deploy.resources.limits, Some(Limits { nano_cpus: Some(5), memory_bytes: Some(20), pids: Some(3) }));
+        assert_eq!(
+            (u.parallelism, u.delay, u.order),
+            (Some(1), Duration(5), Some(UpdateOrder::StartFirst))
+        );
+        assert_eq!(
+            m.deploy.resources.limits,
+            Some(Limits {
+                nano_cpus: Some(5),
+                memory_bytes: Some(20),
+                pids: Some(3)
+            })
+        );
     }
 
     #[test]
     fn top_level_objects_replaced_per_name() {
         let mut a = cfg(vec![]);
-        a.networks.insert("n".into(), Network { driver: Some("overlay".into()), attachable: true, ..Network::default() });
+        a.networks.insert(
+            "n".into(),
+            Network {
+                driver: Some("overlay".into()),
+                attachable: true,
+                ..Network::default()
+            },
+        );
         a.networks.insert("keep".into(), Network::default());
         let mut b = cfg(vec![]);
-        b.networks.insert("n".into(), Network { internal: true, ..Network::default() });
+        b.networks.insert(
+            "n".into(),
+            Network {
+                internal: true,
+                ..Network::default()
+            },
+        );
         merge(&mut a, b);
-        assert_eq!(a.networks["n"], Network { internal: true, ..Network::default() });
+        assert_eq!(
+            a.networks["n"],
+            Network {
+                internal: true,
+                ..Network::default()
+            }
+        );
         assert!(a.networks.contains_key("keep"));
     }
 }

@@ -23,13 +23,19 @@ fn parse_range(s: &str) -> Result<(u16, u16), String> {
         return Err("empty string specified for ports".into());
     }
     let Some((a, b)) = s.split_once('-') else {
-        let p = s.parse::<u16>().map_err(|_| format!("invalid port {s:?}"))?;
+        let p = s
+            .parse::<u16>()
+            .map_err(|_| format!("invalid port {s:?}"))?;
         return Ok((p, p));
     };
     // Go splits on every '-' and reads the first two parts.
     let b = b.split('-').next().unwrap_or(b);
-    let start = a.parse::<u16>().map_err(|_| format!("invalid port {a:?}"))?;
-    let end = b.parse::<u16>().map_err(|_| format!("invalid port {b:?}"))?;
+    let start = a
+        .parse::<u16>()
+        .map_err(|_| format!("invalid port {a:?}"))?;
+    let end = b
+        .parse::<u16>()
+        .map_err(|_| format!("invalid port {b:?}"))?;
     if end < start {
         return Err(format!("invalid range specified for port: {s}"));
     }
@@ -90,7 +96,12 @@ pub fn parse_spec(raw: &str) -> Result<Vec<Mapping>, String> {
                 Some((hs, he)) if count == 1 && hs != he => format!("{hs}-{he}"),
                 Some((hs, _)) => (hs + i as u16).to_string(),
             };
-            Mapping { host_ip: ip.clone(), host_port, target, protocol: proto.clone() }
+            Mapping {
+                host_ip: ip.clone(),
+                host_port,
+                target,
+                protocol: proto.clone(),
+            }
         })
         .collect())
 }
@@ -120,9 +131,14 @@ pub fn expand(raw: &str) -> Result<(Vec<Short>, Vec<String>), String> {
     let mut out = Vec::new();
     let mut warnings = Vec::new();
     for key in keys {
-        for m in mappings.iter().filter(|m| format!("{}/{}", m.target, m.protocol) == key) {
-            if let Ok(addr) = m.host_ip.parse::<IpAddr>() {
-                if !addr.is_unspecified() {
+        for m in mappings
+            .iter()
+            .filter(|m| format!("{}/{}", m.target, m.protocol) == key)
+        {
+            if let Ok(addr) = m.host_ip.parse::<IpAddr>()
+                && !addr.is_unspecified()
+            {
+                {
                     let host = if addr.is_ipv6() {
                         format!("[{}]:{}", m.host_ip, m.host_port)
                     } else {
@@ -137,11 +153,18 @@ pub fn expand(raw: &str) -> Result<(Vec<Short>, Vec<String>), String> {
                 (0, 0)
             } else {
                 parse_range(&m.host_port).map_err(|_| {
-                    format!("invalid hostport binding ({}) for port ({})", m.host_port, m.target)
+                    format!(
+                        "invalid hostport binding ({}) for port ({})",
+                        m.host_port, m.target
+                    )
                 })?
             };
             for p in hs..=he {
-                out.push(Short { target: m.target, published: p, protocol: m.protocol.clone() });
+                out.push(Short {
+                    target: m.target,
+                    published: p,
+                    protocol: m.protocol.clone(),
+                });
             }
         }
     }
@@ -154,21 +177,36 @@ mod tests {
     use proptest::prelude::*;
 
     fn short(target: u16, published: u16, protocol: &str) -> Short {
-        Short { target, published, protocol: protocol.into() }
+        Short {
+            target,
+            published,
+            protocol: protocol.into(),
+        }
     }
 
     #[test]
     fn short_syntax() {
         assert_eq!(expand("8080:80").expect("ok").0, [short(80, 8080, "tcp")]);
-        assert_eq!(expand("8080:80/udp").expect("ok").0, [short(80, 8080, "udp")]);
+        assert_eq!(
+            expand("8080:80/udp").expect("ok").0,
+            [short(80, 8080, "udp")]
+        );
         assert_eq!(expand("80").expect("ok").0, [short(80, 0, "tcp")]);
         assert_eq!(
             expand("3000-3002:4000-4002").expect("ok").0,
-            [short(4000, 3000, "tcp"), short(4001, 3001, "tcp"), short(4002, 3002, "tcp")]
+            [
+                short(4000, 3000, "tcp"),
+                short(4001, 3001, "tcp"),
+                short(4002, 3002, "tcp")
+            ]
         );
         assert_eq!(
             expand("9000-9002:80").expect("ok").0,
-            [short(80, 9000, "tcp"), short(80, 9001, "tcp"), short(80, 9002, "tcp")]
+            [
+                short(80, 9000, "tcp"),
+                short(80, 9001, "tcp"),
+                short(80, 9002, "tcp")
+            ]
         );
         // Docker sorts targets as text: "10000/tcp" before "9999/tcp".
         assert_eq!(
@@ -194,12 +232,28 @@ mod tests {
 
     #[test]
     fn errors() {
-        assert_eq!(expand("80/xyz").unwrap_err(), "invalid proto: xyz");
-        assert_eq!(expand("a:80").unwrap_err(), "invalid hostPort: a");
-        assert_eq!(expand("70000").unwrap_err(), "invalid containerPort: 70000");
-        assert_eq!(expand("1.2.3:80:80").unwrap_err(), "invalid IP address: 1.2.3");
-        assert!(expand("3000-3001:4000-4002").unwrap_err().starts_with("invalid ranges"));
-        assert_eq!(expand("8080:").unwrap_err(), "invalid proto: ");
+        assert_eq!(
+            expand("80/xyz").expect_err("must fail"),
+            "invalid proto: xyz"
+        );
+        assert_eq!(
+            expand("a:80").expect_err("must fail"),
+            "invalid hostPort: a"
+        );
+        assert_eq!(
+            expand("70000").expect_err("must fail"),
+            "invalid containerPort: 70000"
+        );
+        assert_eq!(
+            expand("1.2.3:80:80").expect_err("must fail"),
+            "invalid IP address: 1.2.3"
+        );
+        assert!(
+            expand("3000-3001:4000-4002")
+                .expect_err("must fail")
+                .starts_with("invalid ranges")
+        );
+        assert_eq!(expand("8080:").expect_err("must fail"), "invalid proto: ");
     }
 
     proptest! {

@@ -51,7 +51,14 @@ impl M {
     }
     fn map(&mut self, key: &str, v: &BTreeMap<String, String>) -> &mut Self {
         if !v.is_empty() {
-            self.put(key, Y::Map(v.iter().map(|(k, v)| (k.clone(), Y::Str(v.clone()))).collect()));
+            self.put(
+                key,
+                Y::Map(
+                    v.iter()
+                        .map(|(k, v)| (k.clone(), Y::Str(v.clone())))
+                        .collect(),
+                ),
+            );
         }
         self
     }
@@ -90,33 +97,78 @@ pub fn render(config: &Config) -> String {
     top.put("version", Y::Str(config.version.clone()));
     top.put(
         "services",
-        Y::Map(config.services.iter().map(|(k, s)| (k.clone(), service(s))).collect()),
+        Y::Map(
+            config
+                .services
+                .iter()
+                .map(|(k, s)| (k.clone(), service(s)))
+                .collect(),
+        ),
     );
     if !config.networks.is_empty() {
-        top.put("networks", Y::Map(config.networks.iter().map(|(k, n)| (k.clone(), network(n))).collect()));
+        top.put(
+            "networks",
+            Y::Map(
+                config
+                    .networks
+                    .iter()
+                    .map(|(k, n)| (k.clone(), network(n)))
+                    .collect(),
+            ),
+        );
     }
     if !config.volumes.is_empty() {
-        top.put("volumes", Y::Map(config.volumes.iter().map(|(k, v)| (k.clone(), volume(v))).collect()));
+        top.put(
+            "volumes",
+            Y::Map(
+                config
+                    .volumes
+                    .iter()
+                    .map(|(k, v)| (k.clone(), volume(v)))
+                    .collect(),
+            ),
+        );
     }
     if !config.secrets.is_empty() {
-        top.put("secrets", Y::Map(config.secrets.iter().map(|(k, o)| (k.clone(), file_object(o))).collect()));
+        top.put(
+            "secrets",
+            Y::Map(
+                config
+                    .secrets
+                    .iter()
+                    .map(|(k, o)| (k.clone(), file_object(o)))
+                    .collect(),
+            ),
+        );
     }
     if !config.configs.is_empty() {
-        top.put("configs", Y::Map(config.configs.iter().map(|(k, o)| (k.clone(), file_object(o))).collect()));
+        top.put(
+            "configs",
+            Y::Map(
+                config
+                    .configs
+                    .iter()
+                    .map(|(k, o)| (k.clone(), file_object(o)))
+                    .collect(),
+            ),
+        );
     }
     let mut out = String::new();
     emit_map_body(&mut out, &top.0, 0);
     out
 }
 
-fn external(m: &mut M, name: &Option<String>, external: bool) {
-    let _ = name;
+/// docker's `External` prints as a bare boolean once the loader has moved
+/// any `external.name` to `name`.
+fn external(m: &mut M, external: bool) {
     m.flag("external", external);
 }
 
 fn network(n: &Network) -> Y {
     let mut m = M::default();
-    m.s("name", &n.name).s("driver", &n.driver).map("driver_opts", &n.driver_opts);
+    m.s("name", &n.name)
+        .s("driver", &n.driver)
+        .map("driver_opts", &n.driver_opts);
     let mut ipam = M::default();
     ipam.s("driver", &n.ipam.driver);
     if !n.ipam.subnets.is_empty() {
@@ -136,15 +188,19 @@ fn network(n: &Network) -> Y {
         );
     }
     m.nested("ipam", ipam);
-    external(&mut m, &n.name, n.external);
-    m.flag("internal", n.internal).flag("attachable", n.attachable).map("labels", &n.labels);
+    external(&mut m, n.external);
+    m.flag("internal", n.internal)
+        .flag("attachable", n.attachable)
+        .map("labels", &n.labels);
     m.done()
 }
 
 fn volume(v: &Volume) -> Y {
     let mut m = M::default();
-    m.s("name", &v.name).s("driver", &v.driver).map("driver_opts", &v.driver_opts);
-    external(&mut m, &v.name, v.external);
+    m.s("name", &v.name)
+        .s("driver", &v.driver)
+        .map("driver_opts", &v.driver_opts);
+    external(&mut m, v.external);
     m.map("labels", &v.labels);
     m.done()
 }
@@ -155,7 +211,7 @@ fn file_object(o: &FileObject) -> Y {
     if let Some(f) = &o.file {
         m.put("file", Y::Str(f.display().to_string()));
     }
-    external(&mut m, &o.name, o.external);
+    external(&mut m, o.external);
     m.map("labels", &o.labels)
         .s("driver", &o.driver)
         .map("driver_opts", &o.driver_opts)
@@ -168,7 +224,10 @@ fn file_refs(refs: &[FileReference]) -> Y {
         refs.iter()
             .map(|r| {
                 let mut m = M::default();
-                m.s_str("source", &r.source).s("target", &r.target).s("uid", &r.uid).s("gid", &r.gid);
+                m.s_str("source", &r.source)
+                    .s("target", &r.target)
+                    .s("uid", &r.uid)
+                    .s("gid", &r.gid);
                 m.int("mode", r.mode.map(i128::from));
                 m.done()
             })
@@ -187,7 +246,10 @@ fn update_config(u: &UpdateConfig) -> Y {
         m.put("monitor", Y::Str(u.monitor.to_string()));
     }
     if u.max_failure_ratio != 0.0 {
-        m.put("max_failure_ratio", Y::Float(go_float32(u.max_failure_ratio)));
+        m.put(
+            "max_failure_ratio",
+            Y::Float(go_float32(u.max_failure_ratio)),
+        );
     }
     if let Some(o) = u.order {
         m.put("order", Y::Str(o.as_str().into()));
@@ -197,7 +259,9 @@ fn update_config(u: &UpdateConfig) -> Y {
 
 fn deploy(d: &Deploy) -> M {
     let mut m = M::default();
-    m.s("mode", &d.mode).int("replicas", d.replicas.map(i128::from)).map("labels", &d.labels);
+    m.s("mode", &d.mode)
+        .int("replicas", d.replicas.map(i128::from))
+        .map("labels", &d.labels);
     if let Some(u) = &d.update_config {
         m.put("update_config", update_config(u));
     }
@@ -273,7 +337,10 @@ fn deploy(d: &Deploy) -> M {
             ),
         );
     }
-    p.int("max_replicas_per_node", d.placement.max_replicas_per_node.map(i128::from));
+    p.int(
+        "max_replicas_per_node",
+        d.placement.max_replicas_per_node.map(i128::from),
+    );
     m.nested("placement", p);
     m.s("endpoint_mode", &d.endpoint_mode);
     m
@@ -281,18 +348,24 @@ fn deploy(d: &Deploy) -> M {
 
 fn service(s: &Service) -> Y {
     let mut m = M::default();
-    m.list("cap_add", &s.cap_add).list("cap_drop", &s.cap_drop).list("command", &s.command);
+    m.list("cap_add", &s.cap_add)
+        .list("cap_drop", &s.cap_drop)
+        .list("command", &s.command);
     if !s.configs.is_empty() {
         m.put("configs", file_refs(&s.configs));
     }
     if let Some(c) = &s.credential_spec {
         let mut cm = M::default();
-        cm.s("config", &c.config).s("file", &c.file).s("registry", &c.registry);
+        cm.s("config", &c.config)
+            .s("file", &c.file)
+            .s("registry", &c.registry);
         m.nested("credential_spec", cm);
     }
     m.list("depends_on", &s.depends_on);
     m.nested("deploy", deploy(&s.deploy));
-    m.list("dns", &s.dns).list("dns_search", &s.dns_search).list("entrypoint", &s.entrypoint);
+    m.list("dns", &s.dns)
+        .list("dns_search", &s.dns_search)
+        .list("entrypoint", &s.entrypoint);
     if !s.environment.is_empty() {
         m.put(
             "environment",
@@ -304,7 +377,9 @@ fn service(s: &Service) -> Y {
             ),
         );
     }
-    m.list("env_file", &s.env_file).list("extra_hosts", &s.extra_hosts).s("hostname", &s.hostname);
+    m.list("env_file", &s.env_file)
+        .list("extra_hosts", &s.extra_hosts)
+        .s("hostname", &s.hostname);
     if let Some(h) = &s.healthcheck {
         let mut hm = M::default();
         hm.list("test", &h.test)
@@ -392,9 +467,10 @@ fn service(s: &Service) -> Y {
                     .map(|(k, u)| {
                         let v = match *u {
                             Ulimit::Single(n) => Y::Int(n.into()),
-                            Ulimit::SoftHard { soft, hard } => {
-                                Y::Map(vec![("soft".into(), Y::Int(soft.into())), ("hard".into(), Y::Int(hard.into()))])
-                            }
+                            Ulimit::SoftHard { soft, hard } => Y::Map(vec![
+                                ("soft".into(), Y::Int(soft.into())),
+                                ("hard".into(), Y::Int(hard.into())),
+                            ]),
                         };
                         (k.clone(), v)
                     })
@@ -403,9 +479,15 @@ fn service(s: &Service) -> Y {
         );
     }
     m.s("user", &s.user);
-    m.int("oom_score_adj", s.oom_score_adj.filter(|&v| v != 0).map(i128::from));
+    m.int(
+        "oom_score_adj",
+        s.oom_score_adj.filter(|&v| v != 0).map(i128::from),
+    );
     if !s.volumes.is_empty() {
-        m.put("volumes", Y::Seq(s.volumes.iter().map(service_volume).collect()));
+        m.put(
+            "volumes",
+            Y::Seq(s.volumes.iter().map(service_volume).collect()),
+        );
     }
     m.s("working_dir", &s.working_dir);
     m.done()
@@ -413,8 +495,11 @@ fn service(s: &Service) -> Y {
 
 fn service_volume(v: &ServiceVolume) -> Y {
     let mut m = M::default();
-    m.s_str("type", v.kind.as_str()).s("source", &v.source).s_str("target", &v.target);
-    m.flag("read_only", v.read_only).s("consistency", &v.consistency);
+    m.s_str("type", v.kind.as_str())
+        .s("source", &v.source)
+        .s_str("target", &v.target);
+    m.flag("read_only", v.read_only)
+        .s("consistency", &v.consistency);
     if let Some(b) = &v.bind {
         let mut bm = M::default();
         bm.s("propagation", &b.propagation);
@@ -514,8 +599,15 @@ fn scalar_text(v: &Y, column: usize, cont: usize) -> String {
                 // Literal block: lines indented one level under the key.
                 let mut lines = text.lines();
                 let header = lines.next().unwrap_or("|");
-                let body: Vec<String> =
-                    lines.map(|l| if l.is_empty() { String::new() } else { format!("{}{l}", " ".repeat(cont)) }).collect();
+                let body: Vec<String> = lines
+                    .map(|l| {
+                        if l.is_empty() {
+                            String::new()
+                        } else {
+                            format!("{}{l}", " ".repeat(cont))
+                        }
+                    })
+                    .collect();
                 format!("{header}\n{}", body.join("\n"))
             } else {
                 text
@@ -528,8 +620,21 @@ fn scalar_text(v: &Y, column: usize, cont: usize) -> String {
 fn is_old_bool(s: &str) -> bool {
     matches!(
         s,
-        "y" | "Y" | "yes" | "Yes" | "YES" | "on" | "On" | "ON" | "n" | "N" | "no" | "No" | "NO"
-            | "off" | "Off" | "OFF"
+        "y" | "Y"
+            | "yes"
+            | "Yes"
+            | "YES"
+            | "on"
+            | "On"
+            | "ON"
+            | "n"
+            | "N"
+            | "no"
+            | "No"
+            | "NO"
+            | "off"
+            | "Off"
+            | "OFF"
     )
 }
 
@@ -596,7 +701,7 @@ fn scalar(s: &str, column: usize, cont: usize) -> String {
     if !special && plain_allowed(s) {
         return fold(s, column, cont);
     }
-    if !special && !s.contains('\n') && !(s.contains(" \n") || s.contains("\n ")) {
+    if !(special || s.contains('\n')) {
         return fold(&format!("'{}'", s.replace('\'', "''")), column, cont);
     }
     double_quoted(s)
@@ -744,11 +849,28 @@ mod tests {
 
     #[test]
     fn shapes() {
-        let mut c = Config { version: "3.13".into(), ..Config::default() };
-        let mut s = Service { image: "nginx".into(), ..Service::default() };
+        let mut c = Config {
+            version: "3.13".into(),
+            ..Config::default()
+        };
+        let mut s = Service {
+            image: "nginx".into(),
+            ..Service::default()
+        };
         s.networks.insert("back".into(), None);
-        s.networks.insert("front".into(), Some(ServiceNetwork { aliases: vec!["w1".into()], ..ServiceNetwork::default() }));
-        s.ports.push(Port { mode: Some("ingress".into()), target: 80, published: Some(8080), protocol: Some("tcp".into()) });
+        s.networks.insert(
+            "front".into(),
+            Some(ServiceNetwork {
+                aliases: vec!["w1".into()],
+                ..ServiceNetwork::default()
+            }),
+        );
+        s.ports.push(Port {
+            mode: Some("ingress".into()),
+            target: 80,
+            published: Some(8080),
+            protocol: Some("tcp".into()),
+        });
         s.environment.insert("A".into(), Some("1".into()));
         s.environment.insert("B".into(), None);
         c.services.insert("web".into(), s);

@@ -8,7 +8,7 @@
 //! the first in the file.
 //!
 //! Only the draft-4 subset those schemas use is implemented: `type`,
-//! `properties`, `patternProperties` (their five patterns), 
+//! `properties`, `patternProperties` (their five patterns),
 //! `additionalProperties`, `required`, `items`, `uniqueItems`, `oneOf`,
 //! `anyOf`, `enum`, `minimum`, `format` (`ports` and `duration`, as docker
 //! registers them; other formats pass, as in gojsonschema) and `$ref`.
@@ -161,7 +161,9 @@ impl Pattern {
         match self {
             Pattern::Name => {
                 !key.is_empty()
-                    && key.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'))
+                    && key
+                        .chars()
+                        .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'))
             }
             Pattern::Extension => key.starts_with("x-"),
             Pattern::NonEmptyLine => !key.is_empty() && !key.contains('\n'),
@@ -207,7 +209,11 @@ struct Schema {
 
 impl Schema {
     fn compile(json: &Json) -> Schema {
-        let mut schema = Schema { subs: Vec::new(), definitions: HashMap::new(), root: 0 };
+        let mut schema = Schema {
+            subs: Vec::new(),
+            definitions: HashMap::new(),
+            root: 0,
+        };
         schema.root = schema.add(json);
         if let Some(defs) = json.get("definitions").and_then(Json::as_object) {
             for (name, def) in defs {
@@ -232,7 +238,8 @@ impl Schema {
         match json.get("type") {
             Some(Json::String(t)) => sub.types.extend(JType::parse(t)),
             Some(Json::Array(ts)) => {
-                sub.types.extend(ts.iter().filter_map(Json::as_str).filter_map(JType::parse));
+                sub.types
+                    .extend(ts.iter().filter_map(Json::as_str).filter_map(JType::parse));
             }
             _ => {}
         }
@@ -245,18 +252,21 @@ impl Schema {
         if let Some(props) = json.get("patternProperties").and_then(Json::as_object) {
             for (pattern, p) in props {
                 let child = self.add(p);
-                sub.pattern_properties.push((Pattern::parse(pattern), child));
+                sub.pattern_properties
+                    .push((Pattern::parse(pattern), child));
             }
         }
         sub.additional = match json.get("additionalProperties") {
             Some(Json::Bool(false)) => Additional::Denied,
-            Some(Json::Object(_)) => {
-                Additional::Schema(self.add(&json["additionalProperties"]))
-            }
+            Some(Json::Object(_)) => Additional::Schema(self.add(&json["additionalProperties"])),
             _ => Additional::Allowed,
         };
         if let Some(req) = json.get("required").and_then(Json::as_array) {
-            sub.required = req.iter().filter_map(Json::as_str).map(str::to_string).collect();
+            sub.required = req
+                .iter()
+                .filter_map(Json::as_str)
+                .map(str::to_string)
+                .collect();
         }
         if let Some(items) = json.get("items").filter(|i| i.is_object()) {
             sub.items = Some(self.add(items));
@@ -272,7 +282,10 @@ impl Schema {
         }
         sub.enumeration = json.get("enum").and_then(Json::as_array).cloned();
         sub.minimum = json.get("minimum").and_then(Json::as_f64);
-        sub.format = json.get("format").and_then(Json::as_str).map(str::to_string);
+        sub.format = json
+            .get("format")
+            .and_then(Json::as_str)
+            .map(str::to_string);
         self.subs[id] = sub;
         id
     }
@@ -300,12 +313,19 @@ impl Schema {
                 let names: Vec<&str> = sub.types.iter().map(|t| t.name()).collect();
                 format!("[{}]", names.join(","))
             };
-            out.error(ctx, node.pos, Kind::InvalidType { expected: description }, Some(node));
+            out.error(
+                ctx,
+                node.pos,
+                Kind::InvalidType {
+                    expected: description,
+                },
+                Some(node),
+            );
             return;
         }
         self.check_alternatives(sub, node, out, ctx);
         match &node.value {
-            Value::Seq(items) => self.check_array(sub, items, node, out, ctx),
+            Value::Seq(items) => self.check_array(sub, items, out, ctx),
             Value::Map(_) => self.check_object(sub, node, out, ctx),
             Value::Int(_) | Value::Float(_) => self.check_number(sub, node, out, ctx),
             _ => {}
@@ -366,17 +386,17 @@ impl Schema {
             }
             if validated != 1 {
                 out.error(ctx, node.pos, Kind::OneOf, None);
-                if validated == 0 {
-                    if let Some(b) = best {
-                        out.merge(b);
-                    }
+                if validated == 0
+                    && let Some(b) = best
+                {
+                    out.merge(b);
                 }
             }
         }
         out.score += 1;
     }
 
-    fn check_array(&self, sub: &Sub, items: &[Node], node: &Node, out: &mut Outcome, ctx: &mut Vec<String>) {
+    fn check_array(&self, sub: &Sub, items: &[Node], out: &mut Outcome, ctx: &mut Vec<String>) {
         if let Some(item_schema) = sub.items {
             for (i, item) in items.iter().enumerate() {
                 ctx.push(i.to_string());
@@ -397,7 +417,6 @@ impl Schema {
                 }
             }
         }
-        let _ = node;
         out.score += 1;
     }
 
@@ -407,7 +426,14 @@ impl Schema {
             if entries.iter().any(|e| &e.key == req) {
                 out.score += 1;
             } else {
-                out.error(ctx, node.pos, Kind::Required { property: req.clone() }, None);
+                out.error(
+                    ctx,
+                    node.pos,
+                    Kind::Required {
+                        property: req.clone(),
+                    },
+                    None,
+                );
             }
         }
         for e in entries {
@@ -431,7 +457,9 @@ impl Schema {
                     Additional::Denied => out.error(
                         ctx,
                         e.key_pos,
-                        Kind::AdditionalProperty { property: e.key.clone() },
+                        Kind::AdditionalProperty {
+                            property: e.key.clone(),
+                        },
                         None,
                     ),
                     Additional::Schema(child) => {
@@ -446,16 +474,16 @@ impl Schema {
         out.score += 1;
     }
 
-    fn check_number(&self, sub: &Sub, node: &Node, out: &mut Outcome, ctx: &mut Vec<String>) {
+    fn check_number(&self, sub: &Sub, node: &Node, out: &mut Outcome, ctx: &mut [String]) {
         let value = match node.value {
             Value::Int(i) => i as f64,
             Value::Float(f) => f,
             _ => return,
         };
-        if let Some(min) = sub.minimum {
-            if value < min {
-                out.error(ctx, node.pos, Kind::Minimum { min }, None);
-            }
+        if let Some(min) = sub.minimum
+            && value < min
+        {
+            out.error(ctx, node.pos, Kind::Minimum { min }, None);
         }
         if let Some(format) = &sub.format {
             // gojsonschema hands numbers to format checkers as a rational;
@@ -467,13 +495,20 @@ impl Schema {
                 _ => true,
             };
             if !ok {
-                out.error(ctx, node.pos, Kind::Format { format: format.clone() }, None);
+                out.error(
+                    ctx,
+                    node.pos,
+                    Kind::Format {
+                        format: format.clone(),
+                    },
+                    None,
+                );
             }
         }
         out.score += 1;
     }
 
-    fn check_enum(&self, sub: &Sub, node: &Node, out: &mut Outcome, ctx: &mut Vec<String>) {
+    fn check_enum(&self, sub: &Sub, node: &Node, out: &mut Outcome, ctx: &mut [String]) {
         if let Some(allowed) = &sub.enumeration {
             let ok = allowed.iter().any(|a| match (a, &node.value) {
                 (Json::String(a), Value::Str(s)) => a == s,
@@ -485,13 +520,20 @@ impl Schema {
             });
             if !ok {
                 let list: Vec<String> = allowed.iter().map(|a| a.to_string()).collect();
-                out.error(ctx, node.pos, Kind::Enum { allowed: list.join(", ") }, None);
+                out.error(
+                    ctx,
+                    node.pos,
+                    Kind::Enum {
+                        allowed: list.join(", "),
+                    },
+                    None,
+                );
             }
         }
         out.score += 1;
     }
 
-    fn check_string(&self, sub: &Sub, s: &str, node: &Node, out: &mut Outcome, ctx: &mut Vec<String>) {
+    fn check_string(&self, sub: &Sub, s: &str, node: &Node, out: &mut Outcome, ctx: &mut [String]) {
         if let Some(format) = &sub.format {
             let ok = match format.as_str() {
                 "ports" => ports::parse_spec(s).is_ok(),
@@ -499,7 +541,14 @@ impl Schema {
                 _ => true,
             };
             if !ok {
-                out.error(ctx, node.pos, Kind::Format { format: format.clone() }, None);
+                out.error(
+                    ctx,
+                    node.pos,
+                    Kind::Format {
+                        format: format.clone(),
+                    },
+                    None,
+                );
             }
         }
         out.score += 1;
@@ -519,7 +568,11 @@ fn numerator(v: &Value) -> String {
                 num *= 2.0;
                 den += 1;
             }
-            if num.is_finite() { format!("{}", num as i128) } else { String::new() }
+            if num.is_finite() {
+                format!("{}", num as i128)
+            } else {
+                String::new()
+            }
         }
         _ => String::new(),
     }
@@ -549,11 +602,16 @@ fn canonical(node: &Node) -> String {
         Value::Float(f) => crate::yaml::go_float(*f),
         Value::Str(s) => format!("{s:?}"),
         Value::Seq(items) => {
-            format!("[{}]", items.iter().map(canonical).collect::<Vec<_>>().join(","))
+            format!(
+                "[{}]",
+                items.iter().map(canonical).collect::<Vec<_>>().join(",")
+            )
         }
         Value::Map(entries) => {
-            let mut parts: Vec<String> =
-                entries.iter().map(|e| format!("{:?}:{}", e.key, canonical(&e.value))).collect();
+            let mut parts: Vec<String> = entries
+                .iter()
+                .map(|e| format!("{:?}:{}", e.key, canonical(&e.value)))
+                .collect();
             parts.sort();
             format!("{{{}}}", parts.join(","))
         }
@@ -587,7 +645,10 @@ impl RawError {
     fn description(&self) -> String {
         match &self.kind {
             Kind::InvalidType { expected } => {
-                format!("Invalid type. Expected: {expected}, given: {}", self.given())
+                format!(
+                    "Invalid type. Expected: {expected}, given: {}",
+                    self.given()
+                )
             }
             Kind::OneOf => "Must validate one and only one schema (oneOf)".into(),
             Kind::AnyOf => "Must validate at least one schema (anyOf)".into(),
@@ -605,7 +666,10 @@ impl RawError {
     }
 
     fn given(&self) -> &str {
-        self.got.as_deref().map(|g| g.split(':').next().unwrap_or(g)).unwrap_or("")
+        self.got
+            .as_deref()
+            .map(|g| g.split(':').next().unwrap_or(g))
+            .unwrap_or("")
     }
 }
 
@@ -617,10 +681,24 @@ struct Outcome {
 
 impl Outcome {
     fn error(&mut self, ctx: &[String], pos: Pos, kind: Kind, node: Option<&Node>) {
-        let field = if ctx.is_empty() { "(root)".to_string() } else { ctx.join(".") };
-        let depth = if ctx.is_empty() { 1 } else { field.split('.').count() };
+        let field = if ctx.is_empty() {
+            "(root)".to_string()
+        } else {
+            ctx.join(".")
+        };
+        let depth = if ctx.is_empty() {
+            1
+        } else {
+            field.split('.').count()
+        };
         let got = node.map(|n| format!("{}:{}", given_type(n).name(), n.describe()));
-        self.errors.push(RawError { kind, field, depth, pos, got });
+        self.errors.push(RawError {
+            kind,
+            field,
+            depth,
+            pos,
+            got,
+        });
         self.score -= 2;
     }
 
@@ -641,7 +719,10 @@ fn human_type(expected: &str) -> String {
     match expected.strip_prefix('[').and_then(|e| e.strip_suffix(']')) {
         Some(list) => {
             let all: Vec<String> = list.split(',').map(one).collect();
-            let (last, first) = all.split_last().map(|(l, f)| (l.clone(), f.to_vec())).unwrap_or_default();
+            let (last, first) = all
+                .split_last()
+                .map(|(l, f)| (l.clone(), f.to_vec()))
+                .unwrap_or_default();
             format!("{} or {last}", first.join(", "))
         }
         None => one(expected),
@@ -675,12 +756,19 @@ fn most_specific(errors: &[RawError]) -> SchemaError {
         _ => parent.description(),
     };
     let got = match parent.kind {
-        Kind::InvalidType { .. } => {
-            parent.got.as_deref().and_then(|g| g.split_once(':')).map(|(_, v)| v.to_string())
-        }
+        Kind::InvalidType { .. } => parent
+            .got
+            .as_deref()
+            .and_then(|g| g.split_once(':'))
+            .map(|(_, v)| v.to_string()),
         _ => None,
     };
-    SchemaError { field: parent.field.clone(), description, pos: parent.pos, got }
+    SchemaError {
+        field: parent.field.clone(),
+        description,
+        pos: parent.pos,
+        got,
+    }
 }
 
 #[cfg(test)]
@@ -724,10 +812,19 @@ mod tests {
             error("services:\n  web:\n    image: x\n    deploy:\n      replicas: \"two\"\n"),
             "services.web.deploy.replicas must be a integer"
         );
-        assert_eq!(error("foo:\n  image: busybox\n"), "(root) Additional property foo is not allowed");
-        assert_eq!(error("services:\n  foo:\n    image: 1\n"), "services.foo.image must be a string");
+        assert_eq!(
+            error("foo:\n  image: busybox\n"),
+            "(root) Additional property foo is not allowed"
+        );
+        assert_eq!(
+            error("services:\n  foo:\n    image: 1\n"),
+            "services.foo.image must be a string"
+        );
         assert_eq!(error("services: []\n"), "services must be a mapping");
-        assert_eq!(error("services:\n  foo: 1\n"), "services.foo must be a mapping");
+        assert_eq!(
+            error("services:\n  foo: 1\n"),
+            "services.foo must be a mapping"
+        );
         assert_eq!(
             error("services:\n  x:\n    image: a\n    environment:\n      FOO: [1]\n"),
             "services.x.environment.FOO must be a string, number or null"
@@ -737,7 +834,9 @@ mod tests {
             "services.x.environment must be a mapping"
         );
         assert_eq!(
-            error("services:\n  x:\n    image: a\n    volumes:\n      - type: tmpfs\n        target: /t\n        tmpfs:\n          size: -1\n"),
+            error(
+                "services:\n  x:\n    image: a\n    volumes:\n      - type: tmpfs\n        target: /t\n        tmpfs:\n          size: -1\n"
+            ),
             "services.x.volumes.0.tmpfs.size Must be greater than or equal to 0"
         );
         assert_eq!(
@@ -745,7 +844,9 @@ mod tests {
             "services.x.ports.0 Does not match format 'ports'"
         );
         assert_eq!(
-            error("services:\n  x:\n    image: a\n    deploy:\n      update_config:\n        order: later\n"),
+            error(
+                "services:\n  x:\n    image: a\n    deploy:\n      update_config:\n        order: later\n"
+            ),
             "services.x.deploy.update_config.order services.x.deploy.update_config.order must be one of the following: \"start-first\", \"stop-first\""
         );
         assert_eq!(
@@ -764,6 +865,25 @@ mod tests {
             error("services:\n  x:\n    image: a\n    cap_add: [A, B, A]\n"),
             "services.x.cap_add array items[0,2] must be unique"
         );
+        assert_eq!(
+            error("services:\n  x:\n    image: a\n    command: 123\n"),
+            "services.x.command must be a string"
+        );
+        assert_eq!(
+            error(
+                "services:\n  x:\n    image: a\n    secrets:\n      - source: s\n        mode: \"0440\"\n"
+            ),
+            "services.x.secrets.0.mode must be a number"
+        );
+        let e = check(
+            "services:\n  x:\n    image: a\n    healthcheck:\n      start_period: 5s\n",
+            "3.3",
+        )
+        .expect_err("3.3 has no start_period");
+        assert_eq!(
+            format!("{} {}", e.field, e.description),
+            "services.x.healthcheck Additional property start_period is not allowed"
+        );
     }
 
     #[test]
@@ -772,7 +892,10 @@ mod tests {
         assert_eq!(e.pos, Pos { line: 4, col: 5 });
         assert_eq!(e.description, "Additional property bogus is not allowed");
         let e = check("services:\n  web:\n    read_only: yes\n", "3.13").expect_err("yes");
-        assert_eq!((e.field.as_str(), e.description.as_str()), ("services.web.read_only", "must be a boolean"));
+        assert_eq!(
+            (e.field.as_str(), e.description.as_str()),
+            ("services.web.read_only", "must be a boolean")
+        );
         assert_eq!(e.got.as_deref(), Some("\"yes\""));
         assert_eq!(e.pos, Pos { line: 3, col: 16 });
     }
@@ -799,6 +922,12 @@ mod tests {
                     secrets:\n  s:\n    file: f\n    x-s: 1\nconfigs:\n  c:\n    file: f\n    x-c: 1\n";
         assert_eq!(check(text, "3.13"), Ok(()));
         // Not inside deploy.
-        assert!(check("services:\n  web:\n    image: a\n    deploy:\n      x-d: 1\n", "3.13").is_err());
+        assert!(
+            check(
+                "services:\n  web:\n    image: a\n    deploy:\n      x-d: 1\n",
+                "3.13"
+            )
+            .is_err()
+        );
     }
 }

@@ -51,7 +51,9 @@ pub fn substitute(
         let (replacement, used) = match match_at(after) {
             Match::Escaped => (Some("$".to_string()), 1),
             Match::Invalid => {
-                err = Some(TemplateError::Invalid { template: template.to_string() });
+                err = Some(TemplateError::Invalid {
+                    template: template.to_string(),
+                });
                 (None, 0)
             }
             Match::Named(body, used) => match apply(body, env, &mut unset) {
@@ -100,7 +102,10 @@ fn name_len(s: &str) -> usize {
         Some((_, c)) if is_name_start(c) => {}
         _ => return 0,
     }
-    s.char_indices().skip(1).find(|&(_, c)| !is_name_char(c)).map_or(s.len(), |(i, _)| i)
+    s.char_indices()
+        .skip(1)
+        .find(|&(_, c)| !is_name_char(c))
+        .map_or(s.len(), |(i, _)| i)
 }
 
 /// Length of the optional `:?[-?][^}]*` suffix at the start of `s`.
@@ -151,19 +156,28 @@ fn apply(
         });
     }
     if let Some((name, default)) = body.split_once('-') {
-        return Ok(env.get(name).cloned().unwrap_or_else(|| default.to_string()));
+        return Ok(env
+            .get(name)
+            .cloned()
+            .unwrap_or_else(|| default.to_string()));
     }
     if let Some((name, message)) = body.split_once(":?") {
         return match env.get(name) {
             Some(v) if !v.is_empty() => Ok(v.clone()),
-            _ => Err(TemplateError::Required { name: name.into(), message: message.into() }),
+            _ => Err(TemplateError::Required {
+                name: name.into(),
+                message: message.into(),
+            }),
         };
     }
     if let Some((name, message)) = body.split_once('?') {
-        return env.get(name).cloned().ok_or_else(|| TemplateError::Required {
-            name: name.into(),
-            message: message.into(),
-        });
+        return env
+            .get(name)
+            .cloned()
+            .ok_or_else(|| TemplateError::Required {
+                name: name.into(),
+                message: message.into(),
+            });
     }
     match env.get(body) {
         Some(v) => Ok(v.clone()),
@@ -230,21 +244,32 @@ mod tests {
     fn required_and_invalid() {
         assert_eq!(
             sub("${U:?mustset}"),
-            Err(TemplateError::Required { name: "U".into(), message: "mustset".into() })
+            Err(TemplateError::Required {
+                name: "U".into(),
+                message: "mustset".into()
+            })
         );
         assert_eq!(
             sub("${E:?empty}"),
-            Err(TemplateError::Required { name: "E".into(), message: "empty".into() })
+            Err(TemplateError::Required {
+                name: "E".into(),
+                message: "empty".into()
+            })
         );
         assert_eq!(ok("${E?fine}"), "");
         assert_eq!(
             sub("${U?}"),
-            Err(TemplateError::Required { name: "U".into(), message: String::new() })
+            Err(TemplateError::Required {
+                name: "U".into(),
+                message: String::new()
+            })
         );
         for bad in ["${A} $", "${A:x}", "$1", "${}", "${A", "$ {A}", "${ A}"] {
             assert_eq!(
                 sub(bad),
-                Err(TemplateError::Invalid { template: bad.to_string() }),
+                Err(TemplateError::Invalid {
+                    template: bad.to_string()
+                }),
                 "{bad}"
             );
         }

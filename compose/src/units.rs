@@ -18,7 +18,9 @@ impl Duration {
 
     /// The duration as std's, when it is not negative.
     pub fn to_std(self) -> Option<std::time::Duration> {
-        u64::try_from(self.0).ok().map(std::time::Duration::from_nanos)
+        u64::try_from(self.0)
+            .ok()
+            .map(std::time::Duration::from_nanos)
     }
 
     /// Go's `time.ParseDuration`.
@@ -119,10 +121,16 @@ fn parse_duration(text: &str) -> Option<Duration> {
         if int_part.is_empty() && frac_part.is_empty() {
             return None;
         }
-        let unit_end = after.find(|c: char| c == '.' || c.is_ascii_digit()).unwrap_or(after.len());
+        let unit_end = after
+            .find(|c: char| c == '.' || c.is_ascii_digit())
+            .unwrap_or(after.len());
         let (unit, after) = after.split_at(unit_end);
         let scale = unit_nanos(unit)?;
-        let whole: u64 = if int_part.is_empty() { 0 } else { int_part.parse().ok()? };
+        let whole: u64 = if int_part.is_empty() {
+            0
+        } else {
+            int_part.parse().ok()?
+        };
         let mut value = whole.checked_mul(scale)?;
         if !frac_part.is_empty() {
             // Go keeps at most ~18 significant fraction digits; more only
@@ -161,7 +169,10 @@ fn duration_problem(text: &str) -> Option<String> {
             unit.push(c);
         }
     }
-    if !unit.is_empty() && unit_nanos(&unit).is_none() && body.starts_with(|c: char| c.is_ascii_digit()) {
+    if !unit.is_empty()
+        && unit_nanos(&unit).is_none()
+        && body.starts_with(|c: char| c.is_ascii_digit())
+    {
         return Some(format!("unknown unit {unit:?}"));
     }
     None
@@ -193,7 +204,11 @@ pub fn ram_in_bytes(text: &str) -> Result<i64, String> {
     let sfx = suffix.to_lowercase();
     let first = sfx.as_bytes()[0];
     if first == b'b' {
-        return if sfx.len() > 1 { Err(bad_suffix()) } else { Ok(size as i64) };
+        return if sfx.len() > 1 {
+            Err(bad_suffix())
+        } else {
+            Ok(size as i64)
+        };
     }
     let multiplier: f64 = match first {
         b'k' => 1024.0,
@@ -213,7 +228,11 @@ pub fn ram_in_bytes(text: &str) -> Result<i64, String> {
 
 /// Go's ParseFloat for plain decimal text (no hex, no underscores).
 fn parse_go_float(s: &str) -> Option<f64> {
-    if s.is_empty() || !s.chars().all(|c| c.is_ascii_digit() || matches!(c, '.' | '-' | '+' | 'e' | 'E')) {
+    if s.is_empty()
+        || !s
+            .chars()
+            .all(|c| c.is_ascii_digit() || matches!(c, '.' | '-' | '+' | 'e' | 'E'))
+    {
         return None;
     }
     s.parse().ok()
@@ -252,14 +271,21 @@ fn parse_rational(text: &str) -> Option<(i128, i128)> {
     };
     let (int_part, frac_part) = mantissa.split_once('.').unwrap_or((mantissa, ""));
     if (int_part.is_empty() && frac_part.is_empty())
-        || !int_part.chars().chain(frac_part.chars()).all(|c| c.is_ascii_digit())
+        || !int_part
+            .chars()
+            .chain(frac_part.chars())
+            .all(|c| c.is_ascii_digit())
         || int_part.len() + frac_part.len() > 30
         || exp.abs() > 30
     {
         return None;
     }
     let digits = format!("{int_part}{frac_part}");
-    let mut num: i128 = if digits.is_empty() { 0 } else { digits.parse().ok()? };
+    let mut num: i128 = if digits.is_empty() {
+        0
+    } else {
+        digits.parse().ok()?
+    };
     let mut den: i128 = 10i128.checked_pow(frac_part.len() as u32)?;
     if exp > 0 {
         num = num.checked_mul(10i128.checked_pow(exp as u32)?)?;
@@ -376,9 +402,18 @@ mod tests {
         assert_eq!(d("1µs"), 1_000);
         assert_eq!(d(".5s"), 500_000_000);
         assert_eq!(d("1h0m0.5s"), 3_600_500_000_000);
-        assert_eq!(Duration::parse("1").unwrap_err(), "time: missing unit in duration \"1\"");
-        assert_eq!(Duration::parse("1x").unwrap_err(), "time: unknown unit \"x\" in duration \"1x\"");
-        assert_eq!(Duration::parse("").unwrap_err(), "time: invalid duration \"\"");
+        assert_eq!(
+            Duration::parse("1").expect_err("must fail"),
+            "time: missing unit in duration \"1\""
+        );
+        assert_eq!(
+            Duration::parse("1x").expect_err("must fail"),
+            "time: unknown unit \"x\" in duration \"1x\""
+        );
+        assert_eq!(
+            Duration::parse("").expect_err("must fail"),
+            "time: invalid duration \"\""
+        );
         assert!(Duration::parse("s").is_err());
         assert!(Duration::parse("1.s5").is_err());
         assert!(Duration::parse("9999999999h").is_err());
@@ -418,7 +453,10 @@ mod tests {
         assert_eq!(parse_cpus("2"), Ok(2_000_000_000));
         assert_eq!(parse_cpus("1/4"), Ok(250_000_000));
         assert_eq!(parse_cpus("1e-3"), Ok(1_000_000));
-        assert_eq!(parse_cpus("0.0000000001"), Err("value is too precise".into()));
+        assert_eq!(
+            parse_cpus("0.0000000001"),
+            Err("value is too precise".into())
+        );
         assert!(parse_cpus("half").is_err());
         assert_eq!(format_cpus(500_000_000), "0.5");
         assert_eq!(format_cpus(2_000_000_000), "2");
@@ -428,7 +466,10 @@ mod tests {
     #[test]
     fn shlex_like_google_shlex() {
         let split = |s: &str| shlex_split(s).expect(s);
-        assert_eq!(split(r#"echo "hello world" 'a b' c\ d"#), ["echo", "hello world", "a b", "c d"]);
+        assert_eq!(
+            split(r#"echo "hello world" 'a b' c\ d"#),
+            ["echo", "hello world", "a b", "c d"]
+        );
         assert_eq!(split("a#b #c d\ne"), ["a#b", "e"]);
         assert_eq!(split(r#""a\"b" ''"#), ["a\"b", ""]);
         assert_eq!(split("  "), Vec::<String>::new());

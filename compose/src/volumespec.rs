@@ -6,7 +6,9 @@
 
 use crate::model::{BindOptions, MountType, ServiceVolume, VolumeOptions};
 
-const PROPAGATIONS: [&str; 6] = ["rprivate", "private", "rshared", "shared", "rslave", "slave"];
+const PROPAGATIONS: [&str; 6] = [
+    "rprivate", "private", "rshared", "shared", "rslave", "slave",
+];
 
 pub fn parse(spec: &str) -> Result<ServiceVolume, String> {
     let mut volume = ServiceVolume::default();
@@ -40,7 +42,9 @@ pub fn parse(spec: &str) -> Result<ServiceVolume, String> {
         }
         let end = c.is_none();
         if buffer.is_empty() {
-            return Err(format!("invalid spec: {spec}: empty section between colons"));
+            return Err(format!(
+                "invalid spec: {spec}: empty section between colons"
+            ));
         }
         if source.is_none() && end {
             target = Some(std::mem::take(&mut buffer));
@@ -56,10 +60,15 @@ pub fn parse(spec: &str) -> Result<ServiceVolume, String> {
                     "ro" => volume.read_only = true,
                     "rw" => volume.read_only = false,
                     "nocopy" => {
-                        volume.volume = Some(VolumeOptions { nocopy: true, subpath: None });
+                        volume.volume = Some(VolumeOptions {
+                            nocopy: true,
+                            subpath: None,
+                        });
                     }
                     p if PROPAGATIONS.contains(&p) => {
-                        volume.bind = Some(BindOptions { propagation: Some(p.to_string()) });
+                        volume.bind = Some(BindOptions {
+                            propagation: Some(p.to_string()),
+                        });
                     }
                     // Docker ignores options it does not know.
                     _ => {}
@@ -80,7 +89,9 @@ pub fn parse(spec: &str) -> Result<ServiceVolume, String> {
 
 fn is_file_path(source: &str) -> bool {
     let mut chars = source.chars();
-    let Some(first) = chars.next() else { return false };
+    let Some(first) = chars.next() else {
+        return false;
+    };
     if matches!(first, '.' | '/' | '~') {
         return true;
     }
@@ -109,17 +120,46 @@ mod tests {
         assert_eq!(b.kind, MountType::Bind);
         assert_eq!(b.source.as_deref(), Some("./src"));
         let a = parse("/anonymous").expect("ok");
-        assert_eq!((a.kind, a.source, a.target.as_str()), (MountType::Volume, None, "/anonymous"));
+        assert_eq!(
+            (a.kind, a.source, a.target.as_str()),
+            (MountType::Volume, None, "/anonymous")
+        );
         let n = parse("vol:/d:nocopy,rshared").expect("ok");
-        assert_eq!(n.volume, Some(VolumeOptions { nocopy: true, subpath: None }));
-        assert_eq!(n.bind, Some(BindOptions { propagation: Some("rshared".into()) }));
+        assert_eq!(
+            n.volume,
+            Some(VolumeOptions {
+                nocopy: true,
+                subpath: None
+            })
+        );
+        assert_eq!(
+            n.bind,
+            Some(BindOptions {
+                propagation: Some("rshared".into())
+            })
+        );
         let w = parse("C:\\data:/data").expect("ok");
-        assert_eq!((w.kind, w.source.as_deref()), (MountType::Bind, Some("C:\\data")));
+        assert_eq!(
+            (w.kind, w.source.as_deref()),
+            (MountType::Bind, Some("C:\\data"))
+        );
         // As in docker, a one-letter source is a Windows drive.
-        assert_eq!(parse("v:/d:ro").expect("ok").source.as_deref(), Some("v:/d"));
-        assert_eq!(parse("ab:bc:cd:de").unwrap_err(), "invalid spec: ab:bc:cd:de: too many colons");
-        assert_eq!(parse("ab::c").unwrap_err(), "invalid spec: ab::c: empty section between colons");
-        assert_eq!(parse("").unwrap_err(), "invalid empty volume spec");
+        assert_eq!(
+            parse("v:/d:ro").expect("ok").source.as_deref(),
+            Some("v:/d")
+        );
+        assert_eq!(
+            parse("ab:bc:cd:de").expect_err("must fail"),
+            "invalid spec: ab:bc:cd:de: too many colons"
+        );
+        assert_eq!(
+            parse("ab::c").expect_err("must fail"),
+            "invalid spec: ab::c: empty section between colons"
+        );
+        assert_eq!(
+            parse("").expect_err("must fail"),
+            "invalid empty volume spec"
+        );
     }
 
     proptest! {

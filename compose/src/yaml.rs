@@ -25,7 +25,10 @@ pub struct Pos {
 
 impl Pos {
     fn of(span: &Span) -> Pos {
-        Pos { line: span.start.line(), col: span.start.col() + 1 }
+        Pos {
+            line: span.start.line(),
+            col: span.start.col() + 1,
+        }
     }
 }
 
@@ -71,7 +74,10 @@ impl Node {
 
     /// The value under `key` when this node is a mapping.
     pub fn get(&self, key: &str) -> Option<&Node> {
-        self.as_map()?.iter().find(|e| e.key == key).map(|e| &e.value)
+        self.as_map()?
+            .iter()
+            .find(|e| e.key == key)
+            .map(|e| &e.value)
     }
 
     /// What kind of value this is, in the words of docker's schema errors.
@@ -111,10 +117,18 @@ pub fn go_float(f: f64) -> String {
         return "NaN".into();
     }
     if f.is_infinite() {
-        return if f > 0.0 { "+Inf".into() } else { "-Inf".into() };
+        return if f > 0.0 {
+            "+Inf".into()
+        } else {
+            "-Inf".into()
+        };
     }
     if f == 0.0 {
-        return if f.is_sign_negative() { "-0".into() } else { "0".into() };
+        return if f.is_sign_negative() {
+            "-0".into()
+        } else {
+            "0".into()
+        };
     }
     // Shortest round-trip digits from Rust's `{:e}`, then Go's %g layout.
     let sci = format!("{f:e}");
@@ -155,7 +169,10 @@ pub struct YamlError {
 
 impl YamlError {
     fn at(pos: Pos, message: impl Into<String>) -> YamlError {
-        YamlError { pos, message: message.into() }
+        YamlError {
+            pos,
+            message: message.into(),
+        }
     }
 }
 
@@ -184,7 +201,12 @@ pub fn parse(text: &str) -> Result<Option<Node>, YamlError> {
                 }
                 return builder.node(event, span).map(Some);
             }
-            _ => return Err(YamlError::at(Pos::of(&span), "unexpected event before document")),
+            _ => {
+                return Err(YamlError::at(
+                    Pos::of(&span),
+                    "unexpected event before document",
+                ));
+            }
         }
     }
 }
@@ -213,7 +235,10 @@ impl<'a> Builder<'a> {
         match self.parser.next_event() {
             Some(Ok(ev)) => Ok(ev),
             Some(Err(e)) => Err(YamlError::at(
-                Pos { line: e.marker().line(), col: e.marker().col() + 1 },
+                Pos {
+                    line: e.marker().line(),
+                    col: e.marker().col() + 1,
+                },
                 e.info().to_string(),
             )),
             None => Err(YamlError::at(Pos::default(), "unexpected end of input")),
@@ -294,7 +319,12 @@ impl<'a> Builder<'a> {
                     resolve_scalar(&text, style, tag.as_deref(), pos)?
                 };
                 self.remember(anchor, &Node::new(resolved.clone(), pos));
-                Ok(RawKey { text: text.into_owned(), pos, is_merge, resolved })
+                Ok(RawKey {
+                    text: text.into_owned(),
+                    pos,
+                    is_merge,
+                    resolved,
+                })
             }
             Event::Alias(_) => {
                 let node = self.node(event, span)?;
@@ -302,13 +332,23 @@ impl<'a> Builder<'a> {
                     Value::Str(s) => s.clone(),
                     other => scalar_text(other),
                 };
-                Ok(RawKey { text, pos, is_merge: false, resolved: node.value })
+                Ok(RawKey {
+                    text,
+                    pos,
+                    is_merge: false,
+                    resolved: node.value,
+                })
             }
             // A collection as a key: read it (to stay in step with the
             // events) and refuse it below as a non-string key.
             ev => {
                 let node = self.node(ev, span)?;
-                Ok(RawKey { text: String::new(), pos, is_merge: false, resolved: node.value })
+                Ok(RawKey {
+                    text: String::new(),
+                    pos,
+                    is_merge: false,
+                    resolved: node.value,
+                })
             }
         }
     }
@@ -330,7 +370,10 @@ impl<'a> Builder<'a> {
             if let Some((b, _)) = raw[i + 1..].iter().find(|(b, _)| b.text == a.text) {
                 return Err(YamlError::at(
                     b.pos,
-                    format!("mapping key {:?} already defined at line {}", a.text, a.pos.line),
+                    format!(
+                        "mapping key {:?} already defined at line {}",
+                        a.text, a.pos.line
+                    ),
                 ));
             }
         }
@@ -346,11 +389,19 @@ impl<'a> Builder<'a> {
                     key.pos,
                     format!(
                         "non-string key {}",
-                        if key.text.is_empty() { "(a collection)".to_string() } else { key.text }
+                        if key.text.is_empty() {
+                            "(a collection)".to_string()
+                        } else {
+                            key.text
+                        }
                     ),
                 ));
             };
-            entries.push(Entry { key: name, key_pos: key.pos, value });
+            entries.push(Entry {
+                key: name,
+                key_pos: key.pos,
+                value,
+            });
         }
         if let Some(merge) = merge {
             let sources: Vec<Node> = match merge.value {
@@ -408,7 +459,11 @@ fn is_core(tag: &Tag, suffix: &str) -> bool {
 /// unknown tag, which yaml.v3 leaves as a string when decoding into
 /// `interface{}`.
 fn core_name(tag: &Tag) -> Option<&str> {
-    if tag.is_yaml_core_schema() || tag.handle == "!!" { Some(tag.suffix.as_str()) } else { None }
+    if tag.is_yaml_core_schema() || tag.handle == "!!" {
+        Some(tag.suffix.as_str())
+    } else {
+        None
+    }
 }
 
 fn resolve_scalar(
@@ -423,7 +478,10 @@ fn resolve_scalar(
         };
         let plain = resolve_plain(text);
         let bad = |what: &str| {
-            YamlError::at(pos, format!("cannot decode {} `{text}` as a !!{what}", tag_of(&plain)))
+            YamlError::at(
+                pos,
+                format!("cannot decode {} `{text}` as a !!{what}", tag_of(&plain)),
+            )
         };
         return match name {
             "str" | "timestamp" => Ok(Value::Str(text.to_string())),
@@ -479,10 +537,10 @@ pub fn resolve_plain(text: &str) -> Value {
     }
     match text.as_bytes()[0] {
         b'.' => {
-            if is_dot_float(text) {
-                if let Ok(f) = text.parse::<f64>() {
-                    return Value::Float(f);
-                }
+            if is_dot_float(text)
+                && let Ok(f) = text.parse::<f64>()
+            {
+                return Value::Float(f);
             }
             Value::Str(text.to_string())
         }
@@ -491,10 +549,10 @@ pub fn resolve_plain(text: &str) -> Value {
             if let Some(i) = go_parse_int(&plain) {
                 return Value::Int(i);
             }
-            if is_yaml_float(&plain) {
-                if let Ok(f) = plain.parse::<f64>() {
-                    return Value::Float(f);
-                }
+            if is_yaml_float(&plain)
+                && let Ok(f) = plain.parse::<f64>()
+            {
+                return Value::Float(f);
             }
             Value::Str(text.to_string())
         }
@@ -594,7 +652,11 @@ mod tests {
     }
 
     fn scalar(text: &str) -> Value {
-        doc(&format!("k: {text}\n")).get("k").expect("k").value.clone()
+        doc(&format!("k: {text}\n"))
+            .get("k")
+            .expect("k")
+            .value
+            .clone()
     }
 
     #[test]
@@ -611,7 +673,10 @@ mod tests {
         assert_eq!(scalar(".5"), Value::Float(0.5));
         assert_eq!(scalar("18446744073709551615"), Value::Int(u64::MAX as i128));
         // Past uint64, yaml.v3's float pattern takes it.
-        assert_eq!(scalar("18446744073709551616"), Value::Float(18446744073709551616.0));
+        assert_eq!(
+            scalar("18446744073709551616"),
+            Value::Float(18446744073709551616.0)
+        );
         assert_eq!(scalar("true"), Value::Bool(true));
         assert_eq!(scalar("FALSE"), Value::Bool(false));
         assert_eq!(scalar("~"), Value::Null);
@@ -672,7 +737,10 @@ mod tests {
     #[test]
     fn positions_are_one_based() {
         let n = doc("services:\n  web:\n    image: nginx\n");
-        let image = n.get("services").and_then(|s| s.get("web")).and_then(|w| w.get("image"));
+        let image = n
+            .get("services")
+            .and_then(|s| s.get("web"))
+            .and_then(|w| w.get("image"));
         assert_eq!(image.map(|i| i.pos), Some(Pos { line: 3, col: 12 }));
         let web = &n.get("services").and_then(|s| s.as_map()).expect("map")[0];
         assert_eq!(web.key_pos, Pos { line: 2, col: 3 });
@@ -680,7 +748,12 @@ mod tests {
 
     #[test]
     fn non_string_keys_and_errors() {
-        assert!(parse("123: a\n").expect_err("int key").message.contains("non-string key 123"));
+        assert!(
+            parse("123: a\n")
+                .expect_err("int key")
+                .message
+                .contains("non-string key 123")
+        );
         let err = parse("a: [1, 2\n").expect_err("unclosed");
         assert!(err.pos.line >= 1);
         assert_eq!(parse("").expect("empty"), None);
