@@ -355,7 +355,9 @@ impl<'a> Decoder<'a> {
                     "labels" => s.labels = self.labels(v)?,
                     "logging" => s.logging = Some(self.logging(v)?),
                     "networks" => s.networks = self.service_networks(v)?,
-                    "oom_score_adj" => s.oom_score_adj = Some(self.int(v)?),
+                    // Docker's schema takes it but its decoder never fills
+                    // the field (no mapstructure name), so it has no effect.
+                    "oom_score_adj" => {}
                     "ports" => s.ports = self.ports(v)?,
                     "read_only" => s.read_only = self.boolean(v)?,
                     "restart" => s.restart = self.opt_string(v)?,

@@ -16,11 +16,11 @@
 //!   become one). When the earlier file has no such list the later one is
 //!   taken as is.
 //! - Maps merged per key, later wins: `labels`, `deploy.labels`, `sysctls`,
-//!   `ulimits` (whole entry), `environment` (but a later empty value does
-//!   not clear an earlier one, and a later valueless one does).
-//! - `networks`: per name; a later entry without options resets it; with
-//!   options, its aliases replace the earlier ones and its addresses
-//!   override when set.
+//!   `ulimits` (whole entry); in `environment` a later empty or valueless
+//!   entry does not replace an earlier non-empty value.
+//! - `networks`: per name; a later entry without options changes nothing;
+//!   with options, its aliases replace the earlier ones (even by none) and
+//!   its addresses override when set.
 //! - `logging`: same or unset driver on either side → driver filled and
 //!   options merged per key (docker drops the later options when the earlier
 //!   logging had none); a different driver → replaced whole.
@@ -119,13 +119,15 @@ fn merge_service(d: &mut Service, s: Service) {
         d.entrypoint = s.entrypoint;
     }
     for (k, v) in s.environment {
-        match (d.environment.get_mut(&k), v) {
-            (Some(Some(existing)), Some(new)) => {
-                if !new.is_empty() {
+        // mergo treats these values as pointers: an earlier non-empty value
+        // is only replaced by a later non-empty one.
+        match d.environment.get_mut(&k) {
+            Some(Some(existing)) if !existing.is_empty() => {
+                if let Some(new) = v.filter(|n| !n.is_empty()) {
                     *existing = new;
                 }
             }
-            (_, v) => {
+            _ => {
                 d.environment.insert(k, v);
             }
         }
@@ -156,13 +158,12 @@ fn merge_service(d: &mut Service, s: Service) {
                 opt(&mut existing.ipv4_address, new.ipv4_address);
                 opt(&mut existing.ipv6_address, new.ipv6_address);
             }
+            // A later entry without options leaves earlier options alone.
+            (Some(Some(_)), None) => {}
             (_, net) => {
                 d.networks.insert(name, net);
             }
         }
-    }
-    if s.oom_score_adj.is_some_and(|v| v != 0) {
-        d.oom_score_adj = s.oom_score_adj;
     }
     keyed(&mut d.ports, s.ports, |p| p.published.unwrap_or(0));
     flag(&mut d.read_only, s.read_only);
@@ -410,7 +411,9 @@ mod tests {
         );
         assert_eq!(m.environment["A"].as_deref(), Some("10"));
         assert_eq!(m.environment["B"].as_deref(), Some("2"));
-        assert_eq!(m.environment["C"], None);
+        // Checked with docker stack config: neither "" nor a valueless
+        // entry replaces an earlier value.
+        assert_eq!(m.environment["C"].as_deref(), Some("3"));
         assert_eq!(
             m.labels,
             [("l".into(), String::new()), ("m".into(), "2".into())].into()
@@ -418,7 +421,10 @@ mod tests {
         let n1 = m.networks["n1"].as_ref().expect("n1");
         assert!(n1.aliases.is_empty());
         assert_eq!(n1.ipv4_address.as_deref(), Some("10.0.0.2"));
-        assert_eq!(m.networks["n2"], None);
+        assert_eq!(
+            m.networks["n2"].as_ref().map(|n| n.aliases.clone()),
+            Some(vec!["y".to_string()])
+        );
         let logging = m.logging.expect("logging");
         assert_eq!(logging.driver.as_deref(), Some("json-file"));
         assert_eq!(logging.options.expect("options").len(), 2);

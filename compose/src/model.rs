@@ -57,7 +57,6 @@ pub struct Service {
     pub logging: Option<Logging>,
     /// Networks by name; `None` when listed without options.
     pub networks: BTreeMap<String, Option<ServiceNetwork>>,
-    pub oom_score_adj: Option<i64>,
     pub ports: Vec<Port>,
     pub read_only: bool,
     /// Warned about as unsupported by docker, yet docker still uses it for

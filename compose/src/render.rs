@@ -479,10 +479,6 @@ fn service(s: &Service) -> Y {
         );
     }
     m.s("user", &s.user);
-    m.int(
-        "oom_score_adj",
-        s.oom_score_adj.filter(|&v| v != 0).map(i128::from),
-    );
     if !s.volumes.is_empty() {
         m.put(
             "volumes",

@@ -1082,3 +1082,134 @@ proptest! {
         let _ = load1(&text);
     }
 }
+
+// ---- Merge edge cases, against docker stack config's own output ----------
+
+const M1: &str = r#"version: "3.8"
+services:
+  s:
+    image: a
+    read_only: true
+    environment: {A: "1", B: "2", C: "3"}
+    networks:
+      n1: {aliases: [x], ipv4_address: 10.0.0.2}
+      n2: {aliases: [y]}
+    logging: {driver: json-file}
+    healthcheck: {test: [CMD, a], retries: 3}
+    ports: ["81", "82", "8080:80"]
+    init: true
+    deploy: {replicas: 2}
+networks: {n1: {}, n2: {}}
+"#;
+
+const M2: &str = r#"version: "3.8"
+services:
+  s:
+    read_only: false
+    environment: {A: "10", B: "", C: }
+    networks:
+      n1: {aliases: []}
+      n2:
+    logging: {options: {a: "1"}}
+    healthcheck: {test: [CMD, b], retries: 0}
+    ports: ["8080:8000", "443:443"]
+    init: false
+    deploy: {replicas: 0}
+"#;
+
+const DOCKER_M1_M2: &str = r#"version: "3.8"
+services:
+  s:
+    deploy:
+      replicas: 0
+    environment:
+      A: "10"
+      B: "2"
+      C: "3"
+    healthcheck:
+      test:
+        - CMD
+        - a
+        - CMD
+        - b
+      retries: 0
+    image: a
+    init: true
+    logging:
+      driver: json-file
+    networks:
+      n1:
+        ipv4_address: 10.0.0.2
+      n2:
+        aliases:
+          - "y"
+    ports:
+      - mode: ingress
+        target: 82
+        protocol: tcp
+      - mode: ingress
+        target: 443
+        published: 443
+        protocol: tcp
+      - mode: ingress
+        target: 8000
+        published: 8080
+        protocol: tcp
+    read_only: true
+networks:
+  n1: {}
+  n2: {}
+"#;
+
+#[test]
+fn merge_edge_cases_match_docker() {
+    let c = load(
+        &[Source::new("m1.yml", M1), Source::new("m2.yml", M2)],
+        Path::new("/"),
+        &HashMap::new(),
+    )
+    .expect("loads")
+    .config;
+    assert_eq!(render(&c), DOCKER_M1_M2);
+}
+
+const MORE: &str = include_str!("fixtures/more.yml");
+
+/// `docker stack config -c more.yml` run in /tmp/gochk/r.
+const DOCKER_MORE: &str = include_str!("fixtures/more.docker-stack-config.yml");
+
+#[test]
+fn more_keys_match_docker_stack_config() {
+    let loaded = load(
+        &[Source::new("more.yml", MORE)],
+        Path::new("/tmp/gochk/r"),
+        &HashMap::new(),
+    )
+    .expect("loads");
+    assert_eq!(
+        loaded.warnings,
+        ["secret key: secret.external.name is deprecated in favor of secret.name"]
+    );
+    assert_eq!(render(&loaded.config), DOCKER_MORE);
+    let api = &loaded.config.services["api"];
+    assert_eq!(api.configs[0].mode, Some(0o644));
+    assert_eq!(api.extra_hosts, ["db:10.0.0.5", "v6:::1"]);
+    assert_eq!(
+        api.deploy
+            .rollback_config
+            .as_ref()
+            .and_then(|r| r.parallelism),
+        Some(0)
+    );
+    assert_eq!(
+        api.deploy
+            .resources
+            .reservations
+            .as_ref()
+            .map(|r| r.generic_resources.clone()),
+        Some(vec![GenericResource {
+            kind: "gpu".into(),
+            value: 2
+        }])
+    );
+}
