@@ -53,6 +53,19 @@ impl Source {
     }
 }
 
+/// The working directory docker uses for a deploy: the directory of the
+/// first file (made absolute against `cwd`), or `cwd` itself when that file
+/// is stdin (`-`).
+pub fn working_dir_for(first_file: &str, cwd: &Path) -> std::path::PathBuf {
+    if first_file == "-" {
+        return cwd.to_path_buf();
+    }
+    let abs = decode::abs_path(cwd, first_file);
+    Path::new(&abs)
+        .parent()
+        .map_or_else(|| cwd.to_path_buf(), Path::to_path_buf)
+}
+
 /// A loaded stack and the warnings docker would print while loading it.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Loaded {
@@ -343,6 +356,18 @@ fn check_image(image: &str) -> Result<(), String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn working_dir_is_the_first_files_directory() {
+        let cwd = Path::new("/home/me");
+        assert_eq!(working_dir_for("-", cwd), Path::new("/home/me"));
+        assert_eq!(
+            working_dir_for("stack/compose.yml", cwd),
+            Path::new("/home/me/stack")
+        );
+        assert_eq!(working_dir_for("../x/c.yml", cwd), Path::new("/home/x"));
+        assert_eq!(working_dir_for("/srv/c.yml", cwd), Path::new("/srv"));
+    }
 
     #[test]
     fn image_references() {
