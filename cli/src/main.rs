@@ -12,6 +12,7 @@ mod parse;
 mod registry_auth;
 mod secret;
 mod service;
+mod stack;
 mod swarm;
 mod volume;
 
@@ -81,6 +82,9 @@ enum Cmd {
     /// Manage secrets.
     #[command(subcommand)]
     Secret(secret::SecretCmd),
+    /// Manage stacks: compose files deployed as services.
+    #[command(subcommand)]
+    Stack(stack::StackCmd),
     /// Manage configs.
     #[command(subcommand)]
     Config(config::ConfigCmd),
@@ -121,6 +125,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Cmd::Network(cmd) => network::run(&cli.host, cmd).await,
         Cmd::Service(cmd) => service::run(&cli.host, cmd).await,
         Cmd::Secret(cmd) => secret::run(&cli.host, cmd).await,
+        Cmd::Stack(cmd) => stack::run(&cli.host, cmd).await,
         Cmd::Config(cmd) => config::run(&cli.host, cmd).await,
         Cmd::Swarm(cmd) => swarm::run(&cli.host, cmd).await,
         Cmd::Volume(cmd) => volume::run(&cli.host, cmd).await,

@@ -3,7 +3,7 @@
 
 mod inspect;
 mod policy;
-mod progress;
+pub mod progress;
 mod ps;
 mod update;
 
