@@ -3,8 +3,10 @@
 
 use std::time::{SystemTime, UNIX_EPOCH};
 
+use std::collections::BTreeMap;
+
 use shoal_api::cluster::v1::{
-    CreateServiceRequest, FileReference, ListTasksRequest, ScaleServiceRequest, ServiceRef,
+    Aliases, CreateServiceRequest, FileReference, ListTasksRequest, ScaleServiceRequest, ServiceRef,
     ServiceSummary, TaskSummary, UpdateServiceRequest,
 };
 use shoal_api::reference::Reference;
@@ -15,7 +17,7 @@ use crate::{
     constraint,
     model::{
         ApplyError, ClusterState, Command, Config, DEFAULT_FILE_MODE, Endpoint, EndpointMode,
-        EndpointSpec, FileRef, HOST_IMAGE, Kind, PortConfig, RestartCondition, RestartPolicy,
+        EndpointSpec, FileRef, HOST_IMAGE, Kind, Network, PortConfig, RestartCondition, RestartPolicy,
         Secret, Service, ServiceMode, ServiceSpec, TaskSpec, TaskState, UpdateConfig, UpdateState,
         UpdateStatus,
     },
@@ -61,9 +63,24 @@ fn summary(state: &ClusterState, s: &Service) -> ServiceSummary {
     };
     let (container, resources) = wire::container(&s.spec.task);
     ServiceSummary {
-        // Filled by the stack fields' work (issue 14).
-        network_aliases: Default::default(),
-        max_replicas_per_node: 0,
+        network_aliases: s
+            .spec
+            .network_aliases
+            .iter()
+            .map(|(id, aliases)| {
+                let name = state
+                    .networks
+                    .get(id)
+                    .map_or(id.clone(), |n| n.name.clone());
+                (
+                    name,
+                    Aliases {
+                        aliases: aliases.clone(),
+                    },
+                )
+            })
+            .collect(),
+        max_replicas_per_node: s.spec.max_replicas_per_node,
         id: s.id.clone(),
         name: s.spec.name.clone(),
         mode,
@@ -296,14 +313,18 @@ fn remove_files(
 
 #[cfg(test)]
 fn spec(state: &ClusterState, r: &CreateServiceRequest) -> Result<Created, ManagerError> {
-    spec_with(state, r, None)
+    spec_with(state, r, None, None)
 }
 
 /// [`spec`], with the digest the image's registry gave for it, if asked.
+///
+/// `owner`: the service whose spec this replaces (a whole-spec update),
+/// whose published ports it keeps where they still match.
 fn spec_with(
     state: &ClusterState,
     r: &CreateServiceRequest,
     from_registry: Option<&str>,
+    owner: Option<&Service>,
 ) -> Result<Created, ManagerError> {
     validate::name("service name", &r.name)?;
     validate::labels("--label", &r.labels)?;
@@ -366,8 +387,15 @@ fn spec_with(
             )?,
             delay_secs: p.delay_secs,
             max_attempts: (p.max_attempts != 0).then_some(p.max_attempts),
+            window_ns: p.window_ns,
         },
     };
+    let network_aliases = aliases(state, &networks, &r.network_aliases, "--network")?;
+    if r.max_replicas_per_node != 0 && mode == ServiceMode::Global {
+        return Err(invalid(
+            "--replicas-max-per-node can only be used with replicated mode".into(),
+        ));
+    }
     let endpoint_mode = wire::decode_or(
         || "endpoint_mode".into(),
         r.endpoint_mode,
@@ -378,8 +406,29 @@ fn spec_with(
         .iter()
         .map(|p| ports::parse("--publish", p, false).map(|c| ("--publish".to_owned(), c)))
         .collect::<Result<Vec<_>, _>>()?;
-    let allocated = ports::allocate(state, "", endpoint_mode, &[], &asked, data_path_port(state))?;
+    let owner_id = owner.map_or("", |s| s.id.as_str());
+    // Checked as new ports (each request is checked whole), then, for a
+    // replaced spec, given back the numbers the service already holds.
+    let fresh = ports::allocate(
+        state,
+        owner_id,
+        endpoint_mode,
+        &[],
+        &asked,
+        data_path_port(state),
+    )?;
     let asked: Vec<PortConfig> = asked.into_iter().map(|(_, p)| p).collect();
+    let allocated = match owner {
+        None => fresh,
+        Some(s) => ports::reallocate(
+            state,
+            &s.id,
+            endpoint_mode,
+            &asked,
+            &s.endpoint.ports,
+            data_path_port(state),
+        )?,
+    };
     let mut update = UpdateConfig::default();
     if let Some(u) = &r.update_config {
         wire::apply_update_config(&mut update, u, "--update")?;
@@ -403,6 +452,8 @@ fn spec_with(
         update,
         rollback,
         placement_prefs: r.placement_prefs.clone(),
+        network_aliases,
+        max_replicas_per_node: r.max_replicas_per_node,
     };
     check_policies(&spec)?;
     Ok(Created {
@@ -410,6 +461,64 @@ fn spec_with(
         published: Published { asked, allocated },
         warning,
     })
+}
+
+/// The network a request names (id or name).
+fn network_named<'a>(state: &'a ClusterState, n: &str) -> Option<&'a Network> {
+    state
+        .networks
+        .get(n)
+        .or_else(|| state.networks.values().find(|x| x.name == *n))
+}
+
+/// `--network name=N,alias=A`'s aliases keyed by network id; each network
+/// must be one the service attaches to (`networks`, ids), each alias a DNS
+/// name.
+fn aliases(
+    state: &ClusterState,
+    networks: &[String],
+    given: &std::collections::HashMap<String, Aliases>,
+    flag: &str,
+) -> Result<BTreeMap<String, Vec<String>>, ManagerError> {
+    let mut out: BTreeMap<String, Vec<String>> = BTreeMap::new();
+    for (n, a) in given {
+        if a.aliases.is_empty() {
+            continue;
+        }
+        let id = network_named(state, n)
+            .map(|net| net.id.clone())
+            .filter(|id| networks.contains(id))
+            .ok_or_else(|| {
+                invalid(format!(
+                    "{flag} name={n},alias=…: the service is not attached to network {n}; \
+                     give the alias with the network it attaches to"
+                ))
+            })?;
+        let list = out.entry(id).or_default();
+        for alias in &a.aliases {
+            let alias = alias.trim();
+            if !alias_ok(alias) {
+                return Err(invalid(format!(
+                    "{flag} name={n},alias={alias}: an alias is a DNS name: letters, digits, \
+                     '-', '_' and '.', up to 253 characters"
+                )));
+            }
+            if !list.iter().any(|x| x == alias) {
+                list.push(alias.to_owned());
+            }
+        }
+    }
+    Ok(out)
+}
+
+fn alias_ok(a: &str) -> bool {
+    !a.is_empty()
+        && a.len() <= 253
+        && !a.starts_with('.')
+        && !a.ends_with('.')
+        && a
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
 }
 
 /// A service as created: no previous spec, its VIPs still to come.
@@ -439,7 +548,7 @@ pub(super) async fn create(
     let mut attempt = 0;
     let warning = loop {
         attempt += 1;
-        let created = spec_with(&*m.read().await?, &r, from_registry.as_deref())?;
+        let created = spec_with(&*m.read().await?, &r, from_registry.as_deref(), None)?;
         match m
             .propose(Command::CreateService(new_service(
                 id.clone(),
@@ -516,6 +625,9 @@ fn updated_at(
     }
     if r.rollback {
         return rolled_back(state, s, r, now);
+    }
+    if let Some(spec) = &r.spec {
+        return replaced(state, s, r, spec, from_registry);
     }
     let mut current = Published {
         asked: s.spec.endpoint.ports.clone(),
@@ -599,6 +711,75 @@ fn updated_at(
     check_policies(&s.spec)?;
     // docker: any update clears the status, which also restarts a paused
     // update.
+    s.update_status = None;
+    Ok(s)
+}
+
+/// A whole-spec update (`stack deploy`, the Engine API): `new` checked as
+/// `service create` checks it, in place of the service's spec. What docker
+/// keeps is kept: the name and mode (changing them is refused), the
+/// published ports that still match, the registry credentials when none
+/// are given, the force-update counter unless given, and the pinned digest
+/// of an unchanged image no registry could resolve now. So an identical
+/// spec leaves the task spec as it was, and no task is replaced.
+fn replaced(
+    state: &ClusterState,
+    mut s: Service,
+    r: &UpdateServiceRequest,
+    new: &CreateServiceRequest,
+    from_registry: Option<&str>,
+) -> Result<Service, ManagerError> {
+    let alone = UpdateServiceRequest {
+        service: r.service.clone(),
+        version: r.version,
+        force: r.force,
+        spec: r.spec.clone(),
+        ..UpdateServiceRequest::default()
+    };
+    if *r != alone {
+        return Err(invalid(
+            "spec: a whole-spec update replaces the service's spec; give no other change with \
+             it (only version and force), or send the changes alone"
+                .into(),
+        ));
+    }
+    if new.name != s.spec.name {
+        return Err(invalid(format!(
+            "spec.name {:?}: renaming services is not supported; the spec must keep the name \
+             {:?} (create a new service, then remove this one)",
+            new.name, s.spec.name
+        )));
+    }
+    let created = spec_with(state, new, from_registry, Some(&s))?;
+    let mut spec = created.spec;
+    if std::mem::discriminant(&spec.mode) != std::mem::discriminant(&s.spec.mode) {
+        return Err(invalid(format!(
+            "spec.mode: service mode change is not allowed (service {} is {}); remove the \
+             service and create it again in the other mode",
+            s.spec.name,
+            match s.spec.mode {
+                ServiceMode::Global => "global",
+                ServiceMode::Replicated { .. } => "replicated",
+            }
+        )));
+    }
+    let old = &s.spec.task;
+    let task = &mut spec.task;
+    if task.registry_auth.is_empty() {
+        task.registry_auth = old.registry_auth.clone();
+    }
+    if task.image_digest.is_empty() && task.image == old.image {
+        task.image_digest = old.image_digest.clone();
+    }
+    task.force_update = match new.container.as_ref().map_or(0, |c| c.force_update) {
+        0 => old.force_update,
+        given => given,
+    };
+    if r.force {
+        task.force_update = task.force_update.wrapping_add(1);
+    }
+    s.previous_spec = Some(std::mem::replace(&mut s.spec, spec));
+    s.endpoint.ports = created.published.allocated;
     s.update_status = None;
     Ok(s)
 }
@@ -772,6 +953,24 @@ fn spec_delta(
     if r.force {
         task.force_update = task.force_update.wrapping_add(1);
     }
+    // docker: removals by name, then additions replacing the same name.
+    task.ulimits.retain(|u| !r.ulimit_rm.contains(&u.name));
+    for u in &r.ulimit_add {
+        let u = wire::decode_ulimit(u);
+        task.ulimits.retain(|x| x.name != u.name);
+        task.ulimits.push(u);
+    }
+    for h in &r.host_rm {
+        task.hosts = shoal_api::container::remove_host(&task.hosts, h.trim());
+    }
+    for h in &r.host_add {
+        let line = shoal_api::container::parse_extra_host(h.trim()).map_err(|e| {
+            invalid(format!("--host-add {h}: {e}"))
+        })?;
+        if !task.hosts.contains(&line) {
+            task.hosts.push(line);
+        }
+    }
     *task = validate::container(std::mem::take(task))?;
     for k in &r.label_rm {
         spec.labels.remove(k);
@@ -830,7 +1029,29 @@ fn spec_delta(
             spec.networks.push(net.id.clone());
         }
     }
+    // Aliases go with their attachment; given again for a network, they
+    // replace the ones it had.
+    spec.network_aliases
+        .retain(|id, _| spec.networks.contains(id));
+    let added = aliases(
+        state,
+        &spec.networks,
+        &r.network_add_aliases,
+        "--network-add",
+    )?;
+    spec.network_aliases.extend(added);
+    if let Some(n) = r.max_replicas_per_node {
+        if spec.mode == ServiceMode::Global && n != 0 {
+            return Err(invalid(
+                "--replicas-max-per-node can only be used with replicated mode".into(),
+            ));
+        }
+        spec.max_replicas_per_node = n;
+    }
     if let Some(p) = &r.restart {
+        if let Some(w) = p.window_ns {
+            spec.restart.window_ns = w;
+        }
         if let Some(c) = p.condition {
             spec.restart.condition =
                 wire::decode_or(|| "--restart-condition".into(), c, RestartCondition::Any)?;
@@ -859,13 +1080,17 @@ pub(super) async fn update(
 ) -> Result<ServiceSummary, ManagerError> {
     // A port taken meanwhile is retried too: the next attempt either picks
     // another free one or reports the owner.
-    let from_registry = match &r.image {
+    let whole = r.spec.as_ref().and_then(|s| s.container.as_ref());
+    let from_registry = match whole.map(|c| &c.image).or(r.image.as_ref()) {
         Some(image) => {
-            let auth = super::lookup::<Service>(&*m.read().await?, &r.service)?
-                .spec
-                .task
-                .registry_auth
-                .clone();
+            let auth = match whole.map(|c| &c.registry_auth) {
+                Some(given) if !given.is_empty() => given.clone(),
+                _ => super::lookup::<Service>(&*m.read().await?, &r.service)?
+                    .spec
+                    .task
+                    .registry_auth
+                    .clone(),
+            };
             registry_digest(m, image, &auth).await?
         }
         None => None,
