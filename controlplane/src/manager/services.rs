@@ -1820,4 +1820,315 @@ mod tests {
             ))
         );
     }
+
+    fn lab() -> ClusterState {
+        use crate::model::{Availability, Network, NetworkDriver, Node, NodeRole, NodeState};
+        let mut s = ClusterState::default();
+        let net = Network {
+            id: "net-id".into(),
+            version: 0,
+            name: "appnet".into(),
+            labels: Default::default(),
+            driver: NetworkDriver::Overlay,
+            ingress: false,
+            attachable: false,
+            encrypted: false,
+            vni: Some(4097),
+            subnet: Some("10.0.1.0/24".into()),
+            gateway: None,
+            mtu: None,
+        };
+        let ingress = Network {
+            id: "ingress-id".into(),
+            name: "ingress".into(),
+            ingress: true,
+            vni: Some(4096),
+            subnet: Some("10.0.0.0/24".into()),
+            ..net.clone()
+        };
+        assert!(apply(&mut s, &Command::CreateNetwork(net)).is_ok());
+        assert!(apply(&mut s, &Command::CreateNetwork(ingress)).is_ok());
+        for id in ["n1", "n2"] {
+            let node = Node {
+                id: id.into(),
+                version: 0,
+                hostname: id.into(),
+                role: NodeRole::Worker,
+                availability: Availability::Active,
+                labels: Default::default(),
+                addr: None,
+                status: NodeState::Ready,
+                manager: None,
+                tls: Default::default(),
+                resources: Default::default(),
+                platform: Default::default(),
+            };
+            assert!(apply(&mut s, &Command::CreateNode(node)).is_ok());
+        }
+        s
+    }
+
+    /// Runs the orchestrator and scheduler to their fixpoint; tasks they
+    /// assign are reported RUNNING at once.
+    fn converge(s: &mut ClusterState, ids: &mut u64) {
+        for _ in 0..30 {
+            let mut next = || {
+                *ids += 1;
+                format!("t{ids:04}")
+            };
+            let mut cmds = orchestrator::orchestrate(s, 100, &mut next);
+            cmds.extend(orchestrator::schedule(s, 100));
+            if cmds.is_empty() {
+                return;
+            }
+            for c in &cmds {
+                let _ = apply(s, c);
+            }
+            let assigned: Vec<crate::model::Task> = s
+                .tasks
+                .values()
+                .filter(|t| t.state == TaskState::Assigned)
+                .cloned()
+                .collect();
+            for mut t in assigned {
+                let v = t.version;
+                t.state = TaskState::Running;
+                let _ = apply(
+                    s,
+                    &Command::UpdateTask {
+                        id: t.id.clone(),
+                        expected_version: v,
+                        task: t,
+                    },
+                );
+            }
+        }
+        panic!("no fixpoint");
+    }
+
+    fn running(s: &ClusterState) -> BTreeMap<String, Option<u64>> {
+        s.tasks
+            .values()
+            .filter(|t| t.desired_state == TaskState::Running && t.state == TaskState::Running)
+            .map(|t| (t.id.clone(), t.slot))
+            .collect()
+    }
+
+    fn stack_request(image: &str, replicas: u64) -> CreateServiceRequest {
+        CreateServiceRequest {
+            name: "vote_web".into(),
+            replicas,
+            args: vec!["sleep".into(), "1000".into()],
+            ports: vec![api(8080, 80, "", ""), api(0, 81, "", "")],
+            networks: vec!["appnet".into()],
+            network_aliases: [(
+                "appnet".to_owned(),
+                pb::Aliases {
+                    aliases: vec!["web".into()],
+                },
+            )]
+            .into(),
+            max_replicas_per_node: 1,
+            container: Some(pb::ContainerSpec {
+                image: image.into(),
+                ulimits: vec![pb::Ulimit {
+                    name: "nofile".into(),
+                    soft: 1024,
+                    hard: 2048,
+                }],
+                hosts: vec!["10.9.9.9 db".into()],
+                ..Default::default()
+            }),
+            restart: Some(pb::RestartPolicy {
+                delay_secs: 5,
+                max_attempts: 3,
+                window_ns: 120_000_000_000,
+                ..Default::default()
+            }),
+            ..Default::default()
+        }
+    }
+
+    fn replace(spec: CreateServiceRequest) -> UpdateServiceRequest {
+        UpdateServiceRequest {
+            service: "vote_web".into(),
+            spec: Some(spec),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn whole_spec_update_replaces_only_what_changed() {
+        let mut s = lab();
+        let mut ids = 0;
+        assert!(create(&mut s, &stack_request("busybox:1", 2)).is_ok());
+        converge(&mut s, &mut ids);
+        let before = running(&s);
+        assert_eq!(before.len(), 2);
+        let web = s.services["id-vote_web"].clone();
+        assert_eq!(web.spec.network_aliases["net-id"], ["web"]);
+        assert_eq!(web.spec.max_replicas_per_node, 1);
+        assert_eq!(web.spec.restart.window_ns, 120_000_000_000);
+        assert_eq!(web.spec.task.hosts, ["10.9.9.9 db"]);
+        let shown = summary(&s, &web);
+        assert_eq!(shown.network_aliases["appnet"].aliases, ["web"]);
+        assert_eq!(shown.max_replicas_per_node, 1);
+        assert_eq!(shown.restart.map(|r| r.window_ns), Some(120_000_000_000));
+
+        // The same spec again (a re-deploy): a new version, nothing restarted,
+        // the chosen port kept.
+        assert!(update(&mut s, &replace(stack_request("busybox:1", 2))).is_ok());
+        let again = s.services["id-vote_web"].clone();
+        assert!(again.version > web.version);
+        assert_eq!(again.spec, web.spec);
+        assert_eq!(again.endpoint.ports, web.endpoint.ports);
+        assert_eq!(again.previous_spec.as_ref(), Some(&web.spec));
+        converge(&mut s, &mut ids);
+        assert_eq!(running(&s), before, "an identical spec restarted tasks");
+
+        // Scaling through the spec adds a slot and replaces nothing.
+        assert!(update(&mut s, &replace(stack_request("busybox:1", 3))).is_ok());
+        let n3 = crate::model::Node {
+            id: "n3".into(),
+            hostname: "n3".into(),
+            ..s.nodes["n1"].clone()
+        };
+        let _ = apply(&mut s, &Command::CreateNode(n3));
+        converge(&mut s, &mut ids);
+        let scaled = running(&s);
+        assert_eq!(scaled.len(), 3);
+        assert!(before.keys().all(|id| scaled.contains_key(id)));
+
+        // A changed image replaces the tasks.
+        assert!(update(&mut s, &replace(stack_request("busybox:2", 3))).is_ok());
+        converge(&mut s, &mut ids);
+        let after = running(&s);
+        assert_eq!(after.len(), 3);
+        assert!(after.keys().all(|id| !scaled.contains_key(id)), "{after:?}");
+        assert!(
+            s.tasks
+                .values()
+                .filter(|t| after.contains_key(&t.id))
+                .all(|t| t.spec.image == "busybox:2")
+        );
+    }
+
+    #[test]
+    fn whole_spec_update_refuses_a_rename_a_mode_change_and_extra_changes() {
+        let mut s = lab();
+        assert!(create(&mut s, &stack_request("busybox:1", 1)).is_ok());
+        let kept = s.clone();
+        let mut renamed = stack_request("busybox:2", 1);
+        renamed.name = "vote_www".into();
+        assert!(
+            message(update(&mut s, &replace(renamed)))
+                .starts_with("spec.name \"vote_www\": renaming services is not supported")
+        );
+        let mut global = stack_request("busybox:1", 0);
+        global.mode = pb::ServiceMode::Global.into();
+        global.max_replicas_per_node = 0;
+        assert!(
+            message(update(&mut s, &replace(global)))
+                .starts_with("spec.mode: service mode change is not allowed")
+        );
+        let mut extra = replace(stack_request("busybox:2", 1));
+        extra.env_add = vec!["A=1".into()];
+        assert!(message(update(&mut s, &extra)).contains("give no other change with it"));
+        let mut stale = replace(stack_request("busybox:2", 1));
+        stale.version = 99;
+        assert!(message(update(&mut s, &stale)).starts_with("update out of sequence"));
+        let mut bad = stack_request("busybox:2", 1);
+        if let Some(c) = bad.container.as_mut() {
+            c.ulimits[0].soft = 4096;
+        }
+        assert!(message(update(&mut s, &replace(bad))).starts_with("--ulimit \"nofile=4096:2048\""));
+        let mut alias = stack_request("busybox:2", 1);
+        alias.network_aliases = [(
+            "othernet".to_owned(),
+            pb::Aliases {
+                aliases: vec!["x".into()],
+            },
+        )]
+        .into();
+        assert!(message(update(&mut s, &replace(alias))).contains("not attached to network othernet"));
+        assert_eq!(s, kept, "a refused update changed the state");
+        // version and force are allowed: force bumps the counter.
+        let mut forced = replace(stack_request("busybox:1", 1));
+        forced.force = true;
+        forced.version = s.services["id-vote_web"].version;
+        assert!(update(&mut s, &forced).is_ok());
+        assert_eq!(s.services["id-vote_web"].spec.task.force_update, 1);
+    }
+
+    #[test]
+    fn update_flags_for_the_stack_fields() {
+        let mut s = lab();
+        assert!(create(&mut s, &stack_request("busybox:1", 1)).is_ok());
+        let r = UpdateServiceRequest {
+            service: "vote_web".into(),
+            ulimit_add: vec![
+                pb::Ulimit {
+                    name: "nofile".into(),
+                    soft: 10,
+                    hard: 20,
+                },
+                pb::Ulimit {
+                    name: "nproc".into(),
+                    soft: 5,
+                    hard: 5,
+                },
+            ],
+            host_add: vec!["cache:10.9.9.8".into()],
+            host_rm: vec!["db".into()],
+            max_replicas_per_node: Some(2),
+            restart: Some(pb::RestartPolicyUpdate {
+                window_ns: Some(5_000_000_000),
+                ..Default::default()
+            }),
+            ..Default::default()
+        };
+        assert!(update(&mut s, &r).is_ok());
+        let spec = &s.services["id-vote_web"].spec;
+        let shown: Vec<(String, i64, i64)> = spec
+            .task
+            .ulimits
+            .iter()
+            .map(|u| (u.name.clone(), u.soft, u.hard))
+            .collect();
+        assert_eq!(shown, [("nofile".into(), 10, 20), ("nproc".into(), 5, 5)]);
+        assert_eq!(spec.task.hosts, ["10.9.9.8 cache"]);
+        assert_eq!(spec.max_replicas_per_node, 2);
+        assert_eq!(spec.restart.window_ns, 5_000_000_000);
+        let r = UpdateServiceRequest {
+            service: "vote_web".into(),
+            ulimit_rm: vec!["nproc".into()],
+            host_add: vec!["bad".into()],
+            ..Default::default()
+        };
+        assert!(message(update(&mut s, &r)).starts_with("--host-add bad: bad format for add-host"));
+        let r = UpdateServiceRequest {
+            service: "vote_web".into(),
+            network_rm: vec!["appnet".into()],
+            ..Default::default()
+        };
+        assert!(update(&mut s, &r).is_ok());
+        assert!(s.services["id-vote_web"].spec.network_aliases.is_empty());
+        let r = UpdateServiceRequest {
+            service: "vote_web".into(),
+            network_add: vec!["appnet".into()],
+            network_add_aliases: [(
+                "appnet".to_owned(),
+                pb::Aliases {
+                    aliases: vec!["w".into(), "w2".into()],
+                },
+            )]
+            .into(),
+            ..Default::default()
+        };
+        assert!(update(&mut s, &r).is_ok());
+        assert_eq!(
+            s.services["id-vote_web"].spec.network_aliases["net-id"],
+            ["w", "w2"]
+        );
+    }
 }
