@@ -48,9 +48,7 @@ pub enum UlimitError {
     Name(String),
     #[error("invalid ulimit value {0:?}: a whole number, or -1 for unlimited")]
     Value(String),
-    #[error(
-        "too many limit value arguments - {0}, can only have up to two, `soft[:hard]`"
-    )]
+    #[error("too many limit value arguments - {0}, can only have up to two, `soft[:hard]`")]
     TooMany(String),
     #[error("ulimit soft limit must be less than or equal to hard limit: {soft} > {hard}")]
     SoftAboveHard { soft: i64, hard: i64 },
@@ -129,9 +127,7 @@ pub fn parse_extra_host(text: &str) -> Result<String, HostError> {
         .strip_prefix('[')
         .and_then(|i| i.strip_suffix(']'))
         .unwrap_or(ip);
-    let addr: IpAddr = ip
-        .parse()
-        .map_err(|_| HostError::Address(ip.to_owned()))?;
+    let addr: IpAddr = ip.parse().map_err(|_| HostError::Address(ip.to_owned()))?;
     Ok(format!("{addr} {host}"))
 }
 
@@ -230,10 +226,7 @@ mod tests {
         assert_eq!(parse_extra_host("db=10.0.0.5"), Ok("10.0.0.5 db".into()));
         assert_eq!(parse_extra_host("v6:fd00::1"), Ok("fd00::1 v6".into()));
         assert_eq!(parse_extra_host("v6=[fd00::1]"), Ok("fd00::1 v6".into()));
-        assert_eq!(
-            parse_extra_host("db"),
-            Err(HostError::Format("db".into()))
-        );
+        assert_eq!(parse_extra_host("db"), Err(HostError::Format("db".into())));
         assert_eq!(
             parse_extra_host(":10.0.0.5"),
             Err(HostError::Format(":10.0.0.5".into()))
@@ -245,17 +238,17 @@ mod tests {
         assert!(host_entry("10.0.0.5 db cache").is_ok());
         assert!(host_entry("10.0.0.5").is_err());
         assert!(host_entry("db 10.0.0.5").is_err());
-        assert_eq!(show_host("10.0.0.5 db cache"), ["db:10.0.0.5", "cache:10.0.0.5"]);
+        assert_eq!(
+            show_host("10.0.0.5 db cache"),
+            ["db:10.0.0.5", "cache:10.0.0.5"]
+        );
     }
 
     #[test]
     fn host_rm_takes_a_name_off_its_lines() {
         let lines = vec!["10.0.0.5 db cache".to_owned(), "10.0.0.6 db".to_owned()];
         assert_eq!(remove_host(&lines, "db"), ["10.0.0.5 cache"]);
-        assert_eq!(
-            remove_host(&lines, "db:10.0.0.6"),
-            ["10.0.0.5 db cache"]
-        );
+        assert_eq!(remove_host(&lines, "db:10.0.0.6"), ["10.0.0.5 db cache"]);
         assert_eq!(remove_host(&lines, "other"), lines);
     }
 

@@ -5,8 +5,8 @@
 use std::{collections::BTreeSet, net::IpAddr};
 
 use shoal_api::cluster::v1::{
-    Aliases, AssignmentSet, Endpoint, ImageHolder, MeshBackend, MeshService, NetworkAssignment, NodeAddress,
-    TaskAddress, TaskAssignment, TaskFile, TaskFileKind, TaskReport,
+    Aliases, AssignmentSet, Endpoint, ImageHolder, MeshBackend, MeshService, NetworkAssignment,
+    NodeAddress, TaskAddress, TaskAssignment, TaskFile, TaskFileKind, TaskReport,
 };
 
 use crate::{

@@ -356,8 +356,11 @@ fn slot_restart(service: &Service, in_slot: &[&&Task], now: u64) -> RestartDecis
     // ended task's time keeps that answer on every later pass, so a slot
     // that used its attempts stays empty, as in swarm, instead of
     // restarting once the window has slid past.
-    let window_start = (p.window_ns != 0)
-        .then(|| last.status.since_unix.saturating_sub(p.window_ns.div_ceil(NANOS_PER_SEC)));
+    let window_start = (p.window_ns != 0).then(|| {
+        last.status
+            .since_unix
+            .saturating_sub(p.window_ns.div_ceil(NANOS_PER_SEC))
+    });
     let attempts = in_slot
         .iter()
         .filter(|t| ended(t.state) && t.desired_state == TaskState::Running)

@@ -2,9 +2,9 @@
 //! Pure: nothing here touches the system.
 
 use std::collections::HashSet;
-use std::str::FromStr;
 use std::net::Ipv4Addr;
 use std::path::PathBuf;
+use std::str::FromStr;
 
 use crate::RuntimeError;
 use crate::files::{self, SECRETS_DIR, TaskFile};
@@ -652,7 +652,10 @@ mod tests {
                 },
                 "rlimits",
             ),
-            (|s| s.extra_hosts = vec!["db 10.0.0.5".into()], "extra_hosts"),
+            (
+                |s| s.extra_hosts = vec!["db 10.0.0.5".into()],
+                "extra_hosts",
+            ),
             (
                 |s| s.extra_hosts = vec!["10.0.0.5 db\n1.2.3.4 evil".into()],
                 "extra_hosts",

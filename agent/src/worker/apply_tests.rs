@@ -725,5 +725,8 @@ fn aliases_answer_like_the_name_on_their_network_only() {
         "dnsrr: the tasks"
     );
     assert!(names["net-b"].contains_key("web"));
-    assert!(!names["net-b"].contains_key("www"), "not on another network");
+    assert!(
+        !names["net-b"].contains_key("www"),
+        "not on another network"
+    );
 }

@@ -72,9 +72,28 @@ pub struct UpdateArgs {
     /// Remove a mount by its target path (repeatable).
     #[arg(long, value_name = "list")]
     pub mount_rm: Vec<String>,
-    /// Add a network (repeatable).
+    /// Add a network: NAME, or name=NAME,alias=ALIAS[,alias=…]
+    /// (repeatable).
     #[arg(long, value_name = "network")]
     pub network_add: Vec<String>,
+    /// Maximum number of tasks per node (0 = unlimited).
+    #[arg(long, value_name = "uint")]
+    pub replicas_max_per_node: Option<u64>,
+    /// Window used to evaluate the restart policy (ns|us|ms|s|m|h).
+    #[arg(long, value_name = "duration", allow_hyphen_values = true)]
+    pub restart_window: Option<String>,
+    /// Add or update a ulimit option, NAME=SOFT[:HARD] (repeatable).
+    #[arg(long, value_name = "ulimit")]
+    pub ulimit_add: Vec<String>,
+    /// Remove a ulimit option by name (repeatable).
+    #[arg(long, value_name = "list")]
+    pub ulimit_rm: Vec<String>,
+    /// Add a custom host-to-IP mapping, HOST:IP (repeatable).
+    #[arg(long, value_name = "list")]
+    pub host_add: Vec<String>,
+    /// Remove a custom host-to-IP mapping, HOST[:IP] (repeatable).
+    #[arg(long, value_name = "list")]
+    pub host_rm: Vec<String>,
     /// Remove a network (repeatable).
     #[arg(long, value_name = "list")]
     pub network_rm: Vec<String>,
@@ -240,7 +259,31 @@ pub fn update_request(a: &UpdateArgs) -> Result<UpdateServiceRequest, FlagError>
             .map(restart_delay_secs)
             .transpose()?,
         max_attempts: a.restart_max_attempts,
+        window_ns: a
+            .restart_window
+            .as_deref()
+            .map(|v| nanos("--restart-window", v))
+            .transpose()?,
     };
+    let (network_add, network_add_aliases) = super::networks("--network-add", &a.network_add)?;
+    for u in &a.ulimit_rm {
+        if shoal_api::container::rlimit(u).is_none() {
+            return Err(FlagError::new(
+                "--ulimit-rm",
+                u,
+                shoal_api::container::UlimitError::Name(u.clone()),
+            ));
+        }
+    }
+    let host_add = a
+        .host_add
+        .iter()
+        .map(|h| {
+            shoal_api::container::parse_extra_host(h)
+                .map(|_| h.clone())
+                .map_err(|e| FlagError::new("--host-add", h, e))
+        })
+        .collect::<Result<Vec<_>, _>>()?;
     let args = a
         .args
         .as_deref()
@@ -279,7 +322,13 @@ pub fn update_request(a: &UpdateArgs) -> Result<UpdateServiceRequest, FlagError>
             parse_mount(v).map_err(|e| FlagError::new("--mount-add", v, e))
         })?,
         mount_rm: a.mount_rm.clone(),
-        network_add: a.network_add.clone(),
+        network_add,
+        network_add_aliases,
+        max_replicas_per_node: a.replicas_max_per_node,
+        ulimit_add: super::ulimits("--ulimit-add", &a.ulimit_add)?,
+        ulimit_rm: a.ulimit_rm.clone(),
+        host_add,
+        host_rm: a.host_rm.clone(),
         network_rm: a.network_rm.clone(),
         resources: (resources != ResourcesUpdate::default()).then_some(resources),
         restart: (restart != RestartPolicyUpdate::default()).then_some(restart),

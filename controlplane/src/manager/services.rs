@@ -6,8 +6,8 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use std::collections::BTreeMap;
 
 use shoal_api::cluster::v1::{
-    Aliases, CreateServiceRequest, FileReference, ListTasksRequest, ScaleServiceRequest, ServiceRef,
-    ServiceSummary, TaskSummary, UpdateServiceRequest,
+    Aliases, CreateServiceRequest, FileReference, ListTasksRequest, ScaleServiceRequest,
+    ServiceRef, ServiceSummary, TaskSummary, UpdateServiceRequest,
 };
 use shoal_api::reference::Reference;
 use shoal_ca::generate_node_id;
@@ -17,9 +17,9 @@ use crate::{
     constraint,
     model::{
         ApplyError, ClusterState, Command, Config, DEFAULT_FILE_MODE, Endpoint, EndpointMode,
-        EndpointSpec, FileRef, HOST_IMAGE, Kind, Network, PortConfig, RestartCondition, RestartPolicy,
-        Secret, Service, ServiceMode, ServiceSpec, TaskSpec, TaskState, UpdateConfig, UpdateState,
-        UpdateStatus,
+        EndpointSpec, FileRef, HOST_IMAGE, Kind, Network, PortConfig, RestartCondition,
+        RestartPolicy, Secret, Service, ServiceMode, ServiceSpec, TaskSpec, TaskState,
+        UpdateConfig, UpdateState, UpdateStatus,
     },
     orchestrator, ports,
     validate::{self, FileKind},
@@ -516,8 +516,7 @@ fn alias_ok(a: &str) -> bool {
         && a.len() <= 253
         && !a.starts_with('.')
         && !a.ends_with('.')
-        && a
-            .chars()
+        && a.chars()
             .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
 }
 
@@ -964,9 +963,8 @@ fn spec_delta(
         task.hosts = shoal_api::container::remove_host(&task.hosts, h.trim());
     }
     for h in &r.host_add {
-        let line = shoal_api::container::parse_extra_host(h.trim()).map_err(|e| {
-            invalid(format!("--host-add {h}: {e}"))
-        })?;
+        let line = shoal_api::container::parse_extra_host(h.trim())
+            .map_err(|e| invalid(format!("--host-add {h}: {e}")))?;
         if !task.hosts.contains(&line) {
             task.hosts.push(line);
         }
@@ -2041,7 +2039,9 @@ mod tests {
         if let Some(c) = bad.container.as_mut() {
             c.ulimits[0].soft = 4096;
         }
-        assert!(message(update(&mut s, &replace(bad))).starts_with("--ulimit \"nofile=4096:2048\""));
+        assert!(
+            message(update(&mut s, &replace(bad))).starts_with("--ulimit \"nofile=4096:2048\"")
+        );
         let mut alias = stack_request("busybox:2", 1);
         alias.network_aliases = [(
             "othernet".to_owned(),
@@ -2050,7 +2050,9 @@ mod tests {
             },
         )]
         .into();
-        assert!(message(update(&mut s, &replace(alias))).contains("not attached to network othernet"));
+        assert!(
+            message(update(&mut s, &replace(alias))).contains("not attached to network othernet")
+        );
         assert_eq!(s, kept, "a refused update changed the state");
         // version and force are allowed: force bumps the counter.
         let mut forced = replace(stack_request("busybox:1", 1));

@@ -1382,7 +1382,10 @@ fn restarts_count_against_max_attempts_only_within_the_window() {
     };
     assert!(fail_at(&mut s, &mut ids, 100));
     assert!(fail_at(&mut s, &mut ids, 110));
-    assert!(!fail_at(&mut s, &mut ids, 120), "third failure in the window");
+    assert!(
+        !fail_at(&mut s, &mut ids, 120),
+        "third failure in the window"
+    );
     converge(&mut s, 5000, &mut ids);
     assert!(live_on(&s, "job").is_empty(), "stays down, as in swarm");
     // Without a window every restart counts, however far apart.

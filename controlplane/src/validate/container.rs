@@ -418,7 +418,9 @@ mod tests {
             .is_ok()
         );
         assert_eq!(
-            with(|s| s.ulimits = vec![u("nofile", 2048, 1024)]).err().as_deref(),
+            with(|s| s.ulimits = vec![u("nofile", 2048, 1024)])
+                .err()
+                .as_deref(),
             Some(
                 "--ulimit \"nofile=2048:1024\": ulimit soft limit must be less than or equal to \
                  hard limit: 2048 > 1024"

@@ -19,8 +19,7 @@ use oci_spec::runtime::{
     Capability, LinuxBuilder, LinuxCapabilitiesBuilder, LinuxCpuBuilder, LinuxDeviceCgroupBuilder,
     LinuxMemoryBuilder, LinuxNamespaceBuilder, LinuxNamespaceType, LinuxPidsBuilder,
     LinuxResourcesBuilder, Mount as OciMount, MountBuilder, PosixRlimit, PosixRlimitBuilder,
-    PosixRlimitType, ProcessBuilder, RootBuilder, Spec,
-    SpecBuilder, UserBuilder,
+    PosixRlimitType, ProcessBuilder, RootBuilder, Spec, SpecBuilder, UserBuilder,
 };
 
 use crate::spec::{DEFAULT_PATH, Mount, Root, TaskSpec};
@@ -241,7 +240,12 @@ pub fn rlimits(spec: &TaskSpec) -> Result<Vec<PosixRlimit>, RuntimeError> {
         .iter()
         .map(|r| {
             let typ = PosixRlimitType::from_str(&r.kind).map_err(|_| {
-                invalid(spec, "rlimits", &r.kind, "an RLIMIT_ name such as RLIMIT_NOFILE")
+                invalid(
+                    spec,
+                    "rlimits",
+                    &r.kind,
+                    "an RLIMIT_ name such as RLIMIT_NOFILE",
+                )
             })?;
             PosixRlimitBuilder::default()
                 .typ(typ)
