@@ -63,9 +63,10 @@ pub struct CreateArgs {
     /// (repeatable).
     #[arg(long, value_name = "ulimit")]
     ulimit: Vec<String>,
-    /// Add a custom host-to-IP mapping, HOST:IP (repeatable).
-    #[arg(long, value_name = "list")]
-    host: Vec<String>,
+    /// Add a custom host-to-IP mapping, HOST:IP (repeatable). docker's
+    /// `--host`, which Shoal's global `-H/--host` (the daemon) takes.
+    #[arg(long = "add-host", value_name = "list")]
+    extra_host: Vec<String>,
     /// Environment variable KEY=VALUE (repeatable).
     #[arg(long, short)]
     env: Vec<String>,
@@ -308,9 +309,9 @@ fn container(a: &CreateArgs) -> Result<(ContainerSpec, Resources), FlagError> {
     let spec = ContainerSpec {
         ulimits: ulimits("--ulimit", &a.ulimit)?,
         hosts: a
-            .host
+            .extra_host
             .iter()
-            .map(|h| parse_extra_host(h).map_err(|e| FlagError::new("--host", h, e)))
+            .map(|h| parse_extra_host(h).map_err(|e| FlagError::new("--add-host", h, e)))
             .collect::<Result<_, _>>()?,
         image: a.image.clone().unwrap_or_default(),
         image_digest: String::new(),
@@ -1492,5 +1493,56 @@ mod tests {
         fn scale_parser_never_panics(s in any::<String>()) {
             let _ = parse_scale(&s);
         }
+    }
+
+    #[test]
+    fn stack_fields_on_create() -> anyhow::Result<()> {
+        let a = create_args(&[
+            "--network",
+            "name=appnet,alias=web,alias=www",
+            "--network",
+            "backnet",
+            "--replicas-max-per-node",
+            "2",
+            "--restart-window",
+            "2m",
+            "--ulimit",
+            "nofile=1024:2048",
+            "--ulimit",
+            "nproc=100",
+            "--add-host",
+            "db:10.0.0.5",
+        ])?;
+        let r = flags_request(&a)?;
+        assert_eq!(r.networks, ["appnet", "backnet"]);
+        assert_eq!(r.network_aliases["appnet"].aliases, ["web", "www"]);
+        assert_eq!(r.network_aliases.len(), 1);
+        assert_eq!(r.max_replicas_per_node, 2);
+        assert_eq!(r.restart.map(|p| p.window_ns), Some(120_000_000_000));
+        let c = r.container.unwrap_or_default();
+        let u: Vec<(&str, i64, i64)> = c
+            .ulimits
+            .iter()
+            .map(|u| (u.name.as_str(), u.soft, u.hard))
+            .collect();
+        assert_eq!(u, [("nofile", 1024, 2048), ("nproc", 100, 100)]);
+        assert_eq!(c.hosts, ["10.0.0.5 db"]);
+        let bad = |extra: &[&str]| -> anyhow::Result<String> {
+            Ok(flags_request(&create_args(extra)?)
+                .err()
+                .map(chain)
+                .unwrap_or_default())
+        };
+        assert_eq!(
+            bad(&["--ulimit", "nofile=2:1"])?,
+            "--ulimit nofile=2:1: ulimit soft limit must be less than or equal to hard limit: 2 > 1"
+        );
+        assert!(bad(&["--add-host", "db"])?.starts_with("--add-host db: bad format for add-host"));
+        assert!(bad(&["--network", "alias=x"])?.contains("give name=NETWORK"));
+        assert!(
+            bad(&["--mode", "global", "--replicas-max-per-node", "1"])?
+                .contains("drop --replicas-max-per-node")
+        );
+        Ok(())
     }
 }

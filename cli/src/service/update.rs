@@ -555,6 +555,7 @@ mod tests {
                 condition: Some(RestartCondition::OnFailure as i32),
                 delay_secs: Some(10),
                 max_attempts: Some(3),
+                window_ns: None,
             })
         );
         assert_eq!(r.workdir.as_deref(), Some("/srv"));
@@ -665,6 +666,46 @@ mod tests {
             let e = req(flags).err().map(chain).unwrap_or_default();
             assert!(e.starts_with(want), "{flags:?}: {e}");
         }
+        Ok(())
+    }
+
+    #[test]
+    fn stack_fields_on_update() -> anyhow::Result<()> {
+        let r = req(&[
+            "--network-add",
+            "name=front,alias=web",
+            "--replicas-max-per-node",
+            "0",
+            "--restart-window",
+            "30s",
+            "--ulimit-add",
+            "nofile=10:20",
+            "--ulimit-rm",
+            "nproc",
+            "--host-add",
+            "db:10.0.0.5",
+            "--host-rm",
+            "cache",
+        ])?;
+        assert_eq!(r.network_add, ["front"]);
+        assert_eq!(r.network_add_aliases["front"].aliases, ["web"]);
+        assert_eq!(r.max_replicas_per_node, Some(0));
+        assert_eq!(r.restart.and_then(|p| p.window_ns), Some(30_000_000_000));
+        assert_eq!(r.ulimit_add[0].name, "nofile");
+        assert_eq!((r.ulimit_add[0].soft, r.ulimit_add[0].hard), (10, 20));
+        assert_eq!(r.ulimit_rm, ["nproc"]);
+        assert_eq!(r.host_add, ["db:10.0.0.5"]);
+        assert_eq!(r.host_rm, ["cache"]);
+        assert!(
+            req(&["--ulimit-rm", "files"])
+                .err()
+                .is_some_and(|e| format!("{e:#}").contains("invalid ulimit type"))
+        );
+        assert!(
+            req(&["--host-add", "x:nope"])
+                .err()
+                .is_some_and(|e| format!("{e:#}").contains("invalid IP address in add-host"))
+        );
         Ok(())
     }
 }
