@@ -15,7 +15,7 @@ use shoal_api::{
 
 use crate::output::{bytes_size, cpus};
 
-fn empty<T: Default + PartialEq>(v: &T) -> bool {
+pub fn empty<T: Default + PartialEq>(v: &T) -> bool {
     *v == T::default()
 }
 

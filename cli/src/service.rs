@@ -561,12 +561,15 @@ struct ServiceJson<'a> {
     restart_condition: Cow<'static, str>,
     restart_delay_secs: u64,
     restart_max_attempts: u64,
-    /// `--restart-window`, in nanoseconds as docker's JSON; 0: none.
+    /// `--restart-window`, in nanoseconds as docker's JSON; left out when
+    /// unset, so older services print as they did.
+    #[serde(skip_serializing_if = "crate::container::empty")]
     restart_window_ns: u64,
     /// network → the service's aliases there.
     #[serde(skip_serializing_if = "BTreeMap::is_empty")]
     network_aliases: BTreeMap<&'a str, &'a [String]>,
-    /// `--replicas-max-per-node`; 0: unlimited.
+    /// `--replicas-max-per-node`; left out when 0 (unlimited).
+    #[serde(skip_serializing_if = "crate::container::empty")]
     max_replicas_per_node: u64,
     /// The image docker-style: `busybox@sha256:…` once pinned, or `host`.
     image: String,
