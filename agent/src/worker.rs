@@ -1369,6 +1369,13 @@ fn dns_names(
             for (name, addrs) in shoal_dns::service_names(&s.name, vip, &tasks) {
                 names.insert(name, addrs);
             }
+            // `--network name=N,alias=A`: answered as the service's name
+            // (VIP, or the tasks with dnsrr, and `tasks.A`), on N only.
+            for alias in s.network_aliases.get(net).map_or(&[][..], |a| &a.aliases) {
+                for (name, addrs) in shoal_dns::service_names(alias, vip, &tasks) {
+                    names.entry(name).or_insert(addrs);
+                }
+            }
         }
     }
     out
@@ -1464,7 +1471,21 @@ pub fn task_spec(
         attachments,
         resolv_conf: setup.resolv_conf.clone(),
         log_dir: setup.tasks_dir.clone(),
+        rlimits: c.ulimits.iter().map(rlimit).collect(),
+        extra_hosts: c.hosts.clone(),
     })
+}
+
+/// A `--ulimit` as the runtime takes it: docker's name to the kernel's,
+/// -1 (docker's unlimited) to RLIM_INFINITY. An unknown name is passed on
+/// as it came, for the runtime's check to refuse with the task's id.
+fn rlimit(u: &shoal_api::cluster::v1::Ulimit) -> shoal_runtime::Rlimit {
+    let value = |v: i64| u64::try_from(v).unwrap_or(shoal_runtime::RLIM_INFINITY);
+    shoal_runtime::Rlimit {
+        kind: shoal_api::container::rlimit(&u.name).map_or_else(|| u.name.clone(), str::to_owned),
+        soft: value(u.soft),
+        hard: value(u.hard),
+    }
 }
 
 /// A volume mount's volume: its name, or for an anonymous one (no source)

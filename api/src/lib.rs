@@ -3,6 +3,7 @@
 //! IPv4 addresses ([`Ipv4Prefix`](cluster::v1::Ipv4Prefix)).
 
 pub mod addr;
+pub mod container;
 pub mod reference;
 pub mod words;
 

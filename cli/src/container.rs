@@ -15,7 +15,7 @@ use shoal_api::{
 
 use crate::output::{bytes_size, cpus};
 
-fn empty<T: Default + PartialEq>(v: &T) -> bool {
+pub fn empty<T: Default + PartialEq>(v: &T) -> bool {
     *v == T::default()
 }
 
@@ -51,6 +51,18 @@ struct PlacementJson<'a> {
     constraints: &'a [String],
     #[serde(skip_serializing_if = "Vec::is_empty")]
     preferences: Vec<PreferenceJson<'a>>,
+    /// `--replicas-max-per-node`.
+    #[serde(skip_serializing_if = "empty")]
+    max_replicas: u64,
+}
+
+/// docker's `{"Name": "nofile", "Soft": 1024, "Hard": 2048}`.
+#[derive(Serialize, PartialEq)]
+#[serde(rename_all = "PascalCase")]
+struct UlimitJson<'a> {
+    name: &'a str,
+    soft: i64,
+    hard: i64,
 }
 
 /// `{"Spread": {"SpreadDescriptor": "node.labels.dc"}}`.
@@ -137,6 +149,11 @@ struct ContainerJson<'a> {
     configs: Vec<ConfigRefJson<'a>>,
     #[serde(skip_serializing_if = "Option::is_none")]
     healthcheck: Option<HealthJson<'a>>,
+    /// docker's `IP HOST` lines (`--host`).
+    #[serde(skip_serializing_if = "<[String]>::is_empty")]
+    hosts: &'a [String],
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    ulimits: Vec<UlimitJson<'a>>,
 }
 
 /// docker's `File` of a secret or config reference: the target, owner and
@@ -252,6 +269,16 @@ pub fn task_template(s: &ServiceSummary) -> Option<TaskTemplateJson<'_>> {
                 .map(|(k, v)| (k.as_str(), v.as_str()))
                 .collect(),
             healthcheck: c.healthcheck.as_ref().map(health_json),
+            hosts: &c.hosts,
+            ulimits: c
+                .ulimits
+                .iter()
+                .map(|u| UlimitJson {
+                    name: &u.name,
+                    soft: u.soft,
+                    hard: u.hard,
+                })
+                .collect(),
             command: c.entrypoint.as_ref().map(|e| e.args.as_slice()),
             args: &s.args,
             env: &s.env,
@@ -318,6 +345,7 @@ pub fn task_template(s: &ServiceSummary) -> Option<TaskTemplateJson<'_>> {
                     },
                 })
                 .collect(),
+            max_replicas: s.max_replicas_per_node,
         },
         force_update: c.force_update,
     })
@@ -388,6 +416,19 @@ pub fn pretty(s: &ServiceSummary) -> String {
         out.push_str(" Sysctls:\n");
         for (k, v) in sorted {
             out.push_str(&format!("  {k}={v}\n"));
+        }
+    }
+    if !c.ulimits.is_empty() {
+        // docker: each as NAME: SOFT:HARD.
+        out.push_str(" Ulimits:\n");
+        for u in &c.ulimits {
+            out.push_str(&format!("  {}:\t{}:{}\n", u.name, u.soft, u.hard));
+        }
+    }
+    if !c.hosts.is_empty() {
+        out.push_str(" Hosts:\n");
+        for h in &c.hosts {
+            out.push_str(&format!("  {h}\n"));
         }
     }
     if let Some(h) = &c.healthcheck {

@@ -1,6 +1,7 @@
 //! Client-side checks of flag values: a typo fails here, naming the flag and
 //! the fix, before anything reaches the daemon (which checks again).
 
+mod attach;
 mod container;
 mod duration;
 mod file;
@@ -12,6 +13,7 @@ mod token;
 
 use std::fmt;
 
+pub use attach::{AttachError, parse_network};
 pub use container::{ContainerError, parse_cpus, parse_mount, parse_size, parse_sysctl};
 pub use duration::{DurationError, go_string, parse_duration};
 pub use file::{FileRefError, parse_file_ref};
@@ -40,6 +42,14 @@ pub enum Problem {
     FileRef(#[from] FileRefError),
     #[error(transparent)]
     Shell(#[from] ShellError),
+    #[error(transparent)]
+    Attach(#[from] AttachError),
+    #[error(transparent)]
+    Ulimit(#[from] shoal_api::container::UlimitError),
+    #[error(transparent)]
+    Host(#[from] shoal_api::container::HostError),
+    #[error("cannot be used with --mode global; drop --replicas-max-per-node")]
+    MaxReplicasWithGlobal,
     #[error("expected {allowed}")]
     FailureAction { allowed: &'static str },
     #[error("expected start-first or stop-first")]

@@ -7,22 +7,26 @@ pub mod progress;
 mod ps;
 mod update;
 
-use std::{borrow::Cow, collections::BTreeMap};
+use std::{
+    borrow::Cow,
+    collections::{BTreeMap, HashMap},
+};
 
 use clap::{Args, Subcommand};
 use serde::Serialize;
 use shoal_api::{
     cluster::v1::{
-        ContainerSpec, CreateServiceRequest, EndpointMode, Entrypoint, ListServicesRequest,
-        ListTasksRequest, PortConfig, Protocol, PublishMode, Resources, RestartCondition,
-        RestartPolicy, ScaleServiceRequest, ServiceMode, ServiceRef, ServiceSummary,
-        UpdateServiceRequest,
+        Aliases, ContainerSpec, CreateServiceRequest, EndpointMode, Entrypoint,
+        ListServicesRequest, ListTasksRequest, PortConfig, Protocol, PublishMode, Resources,
+        RestartCondition, RestartPolicy, ScaleServiceRequest, ServiceMode, ServiceRef,
+        ServiceSummary, Ulimit, UpdateServiceRequest,
     },
+    container::{parse_extra_host, parse_ulimit},
     words::{Word, word},
 };
 
 use self::{
-    policy::{HealthFlags, PolicyFlags, placement_pref},
+    policy::{HealthFlags, PolicyFlags, nanos, placement_pref},
     update::{UpdateArgs, update_request},
 };
 use crate::{
@@ -30,7 +34,7 @@ use crate::{
     output::{Format, ListFlags, table},
     parse::{
         FlagError, Problem, parse_cpus, parse_duration, parse_file_ref, parse_label, parse_mount,
-        parse_publish, parse_size, parse_sysctl, split_words,
+        parse_network, parse_publish, parse_size, parse_sysctl, split_words,
     },
 };
 
@@ -45,9 +49,24 @@ pub struct CreateArgs {
     /// Service mode: replicated or global.
     #[arg(long, default_value = "replicated")]
     mode: String,
-    /// Network to attach to (repeatable).
+    /// Network to attach to: NAME, or name=NAME,alias=ALIAS[,alias=…]
+    /// (repeatable).
     #[arg(long)]
     network: Vec<String>,
+    /// Maximum number of tasks per node (default 0 = unlimited).
+    #[arg(long, value_name = "uint", default_value_t = 0)]
+    replicas_max_per_node: u64,
+    /// Window used to evaluate the restart policy (ns|us|ms|s|m|h).
+    #[arg(long, value_name = "duration", allow_hyphen_values = true)]
+    restart_window: Option<String>,
+    /// Ulimit options, NAME=SOFT[:HARD], e.g. nofile=1024:2048
+    /// (repeatable).
+    #[arg(long, value_name = "ulimit")]
+    ulimit: Vec<String>,
+    /// Add a custom host-to-IP mapping, HOST:IP (repeatable). docker's
+    /// `--host`, which Shoal's global `-H/--host` (the daemon) takes.
+    #[arg(long = "add-host", value_name = "list")]
+    extra_host: Vec<String>,
     /// Environment variable KEY=VALUE (repeatable).
     #[arg(long, short)]
     env: Vec<String>,
@@ -288,8 +307,12 @@ fn container(a: &CreateArgs) -> Result<(ContainerSpec, Resources), FlagError> {
         }
     };
     let spec = ContainerSpec {
-        ulimits: Vec::new(),
-        hosts: Vec::new(),
+        ulimits: ulimits("--ulimit", &a.ulimit)?,
+        hosts: a
+            .extra_host
+            .iter()
+            .map(|h| parse_extra_host(h).map_err(|e| FlagError::new("--add-host", h, e)))
+            .collect::<Result<_, _>>()?,
         image: a.image.clone().unwrap_or_default(),
         image_digest: String::new(),
         entrypoint: a
@@ -417,20 +440,34 @@ fn flags_request(a: &CreateArgs) -> Result<CreateServiceRequest, FlagError> {
         (ServiceMode::Global, None) => 0,
         (_, None) => 1,
     };
+    if mode == ServiceMode::Global && a.replicas_max_per_node != 0 {
+        return Err(FlagError::new(
+            "--replicas-max-per-node",
+            a.replicas_max_per_node,
+            Problem::MaxReplicasWithGlobal,
+        ));
+    }
+    let (networks, network_aliases) = networks("--network", &a.network)?;
+    let window_ns = a
+        .restart_window
+        .as_deref()
+        .map(|v| nanos("--restart-window", v))
+        .transpose()?
+        .unwrap_or(0);
     Ok(CreateServiceRequest {
-        network_aliases: Default::default(),
-        max_replicas_per_node: 0,
+        network_aliases,
+        max_replicas_per_node: a.replicas_max_per_node,
         name: a.name.clone(),
         mode: mode.into(),
         replicas,
-        networks: a.network.clone(),
+        networks,
         env: a.env.clone(),
         constraints: a.constraint.clone(),
         restart: Some(RestartPolicy {
             condition: condition.into(),
             delay_secs: delay.as_secs(),
             max_attempts: a.restart_max_attempts,
-            window_ns: 0,
+            window_ns,
         }),
         args: a.command.clone(),
         labels,
@@ -446,6 +483,44 @@ fn flags_request(a: &CreateArgs) -> Result<CreateServiceRequest, FlagError> {
             .map(|p| placement_pref("--placement-pref", p))
             .collect::<Result<_, _>>()?,
     })
+}
+
+/// `--ulimit`/`--ulimit-add` values as the wire carries them.
+pub fn ulimits(flag: &'static str, values: &[String]) -> Result<Vec<Ulimit>, FlagError> {
+    values
+        .iter()
+        .map(|v| {
+            parse_ulimit(v)
+                .map(|u| Ulimit {
+                    name: u.name.to_owned(),
+                    soft: u.soft,
+                    hard: u.hard,
+                })
+                .map_err(|e| FlagError::new(flag, v, e))
+        })
+        .collect()
+}
+
+/// `--network`/`--network-add` values: the networks, and the aliases of
+/// those given in the long form.
+pub fn networks(
+    flag: &'static str,
+    values: &[String],
+) -> Result<(Vec<String>, HashMap<String, Aliases>), FlagError> {
+    let mut names = Vec::new();
+    let mut aliases: HashMap<String, Aliases> = HashMap::new();
+    for v in values {
+        let a = parse_network(v).map_err(|e| FlagError::new(flag, v, e))?;
+        if !a.aliases.is_empty() {
+            aliases
+                .entry(a.network.clone())
+                .or_default()
+                .aliases
+                .extend(a.aliases);
+        }
+        names.push(a.network);
+    }
+    Ok((names, aliases))
 }
 
 /// docker's PORTS column: the ingress ports, which answer on every node
@@ -486,6 +561,16 @@ struct ServiceJson<'a> {
     restart_condition: Cow<'static, str>,
     restart_delay_secs: u64,
     restart_max_attempts: u64,
+    /// `--restart-window`, in nanoseconds as docker's JSON; left out when
+    /// unset, so older services print as they did.
+    #[serde(skip_serializing_if = "crate::container::empty")]
+    restart_window_ns: u64,
+    /// network → the service's aliases there.
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    network_aliases: BTreeMap<&'a str, &'a [String]>,
+    /// `--replicas-max-per-node`; left out when 0 (unlimited).
+    #[serde(skip_serializing_if = "crate::container::empty")]
+    max_replicas_per_node: u64,
     /// The image docker-style: `busybox@sha256:…` once pinned, or `host`.
     image: String,
     /// Set only for a service stored with `--rootfs` by an older build.
@@ -554,6 +639,13 @@ fn service_json(s: &ServiceSummary) -> ServiceJson<'_> {
         restart_condition: r.map_or("".into(), |r| word::<RestartCondition>(r.condition)),
         restart_delay_secs: r.map_or(0, |r| r.delay_secs),
         restart_max_attempts: r.map_or(0, |r| r.max_attempts),
+        restart_window_ns: r.map_or(0, |r| r.window_ns),
+        network_aliases: s
+            .network_aliases
+            .iter()
+            .map(|(n, a)| (n.as_str(), a.aliases.as_slice()))
+            .collect(),
+        max_replicas_per_node: s.max_replicas_per_node,
         image: s
             .container
             .as_ref()
@@ -631,6 +723,12 @@ Name:		{}
     if !s.constraints.is_empty() {
         out.push_str(&format!(" Constraints:\t[{}]\n", s.constraints.join(" ")));
     }
+    if s.max_replicas_per_node != 0 {
+        out.push_str(&format!(
+            " Max Replicas Per Node:   {}\n",
+            s.max_replicas_per_node
+        ));
+    }
     if !s.placement_prefs.is_empty() {
         // docker prints each as Spread=DESCRIPTOR.
         let prefs: Vec<String> = s
@@ -657,6 +755,12 @@ Name:		{}
             r.delay_secs,
             r.max_attempts
         ));
+        if r.window_ns != 0 {
+            out.push_str(&format!(
+                " Window:\t\t{}\n",
+                crate::parse::go_string(r.window_ns)
+            ));
+        }
     }
     out.push_str(&crate::container::pretty(s));
     if !s.legacy_rootfs.is_empty() {
@@ -671,6 +775,10 @@ Name:		{}
 ",
             s.networks.join(" ")
         ));
+        let aliases: BTreeMap<_, _> = s.network_aliases.iter().collect();
+        for (net, a) in aliases {
+            out.push_str(&format!(" {net} aliases:\t{}\n", a.aliases.join(", ")));
+        }
     }
     out.push_str(&format!(
         "Endpoint Mode:	{}
@@ -1404,5 +1512,56 @@ mod tests {
         fn scale_parser_never_panics(s in any::<String>()) {
             let _ = parse_scale(&s);
         }
+    }
+
+    #[test]
+    fn stack_fields_on_create() -> anyhow::Result<()> {
+        let a = create_args(&[
+            "--network",
+            "name=appnet,alias=web,alias=www",
+            "--network",
+            "backnet",
+            "--replicas-max-per-node",
+            "2",
+            "--restart-window",
+            "2m",
+            "--ulimit",
+            "nofile=1024:2048",
+            "--ulimit",
+            "nproc=100",
+            "--add-host",
+            "db:10.0.0.5",
+        ])?;
+        let r = flags_request(&a)?;
+        assert_eq!(r.networks, ["appnet", "backnet"]);
+        assert_eq!(r.network_aliases["appnet"].aliases, ["web", "www"]);
+        assert_eq!(r.network_aliases.len(), 1);
+        assert_eq!(r.max_replicas_per_node, 2);
+        assert_eq!(r.restart.map(|p| p.window_ns), Some(120_000_000_000));
+        let c = r.container.unwrap_or_default();
+        let u: Vec<(&str, i64, i64)> = c
+            .ulimits
+            .iter()
+            .map(|u| (u.name.as_str(), u.soft, u.hard))
+            .collect();
+        assert_eq!(u, [("nofile", 1024, 2048), ("nproc", 100, 100)]);
+        assert_eq!(c.hosts, ["10.0.0.5 db"]);
+        let bad = |extra: &[&str]| -> anyhow::Result<String> {
+            Ok(flags_request(&create_args(extra)?)
+                .err()
+                .map(chain)
+                .unwrap_or_default())
+        };
+        assert_eq!(
+            bad(&["--ulimit", "nofile=2:1"])?,
+            "--ulimit nofile=2:1: ulimit soft limit must be less than or equal to hard limit: 2 > 1"
+        );
+        assert!(bad(&["--add-host", "db"])?.starts_with("--add-host db: bad format for add-host"));
+        assert!(bad(&["--network", "alias=x"])?.contains("give name=NETWORK"));
+        assert!(
+            bad(&["--mode", "global", "--replicas-max-per-node", "1"])?
+                .contains("drop --replicas-max-per-node")
+        );
+        Ok(())
     }
 }

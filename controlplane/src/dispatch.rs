@@ -5,8 +5,8 @@
 use std::{collections::BTreeSet, net::IpAddr};
 
 use shoal_api::cluster::v1::{
-    AssignmentSet, Endpoint, ImageHolder, MeshBackend, MeshService, NetworkAssignment, NodeAddress,
-    TaskAddress, TaskAssignment, TaskFile, TaskFileKind, TaskReport,
+    Aliases, AssignmentSet, Endpoint, ImageHolder, MeshBackend, MeshService, NetworkAssignment,
+    NodeAddress, TaskAddress, TaskAssignment, TaskFile, TaskFileKind, TaskReport,
 };
 
 use crate::{
@@ -135,6 +135,19 @@ fn mesh(state: &ClusterState) -> Vec<MeshService> {
             ports: s.endpoint.ports.iter().map(wire::port).collect(),
             backends: backends(state, &s.id, |t| t.desired_state == TaskState::Running),
             draining: backends(state, &s.id, |t| t.desired_state > TaskState::Running),
+            network_aliases: s
+                .spec
+                .network_aliases
+                .iter()
+                .map(|(net, aliases)| {
+                    (
+                        net.clone(),
+                        Aliases {
+                            aliases: aliases.clone(),
+                        },
+                    )
+                })
+                .collect(),
         })
         .collect()
 }

@@ -524,6 +524,23 @@ pub struct TaskSpec {
     /// tasks differ from the running ones and are replaced.
     #[serde(default, skip_serializing_if = "is_zero")]
     pub force_update: u64,
+    /// `--ulimit NAME=SOFT[:HARD]`, docker's names (`nofile`, `nproc`, …).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub ulimits: Vec<Ulimit>,
+    /// `--host HOST:IP`, stored as docker stores them: `IP HOST`, one
+    /// extra line each of the task's `/etc/hosts`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub hosts: Vec<String>,
+}
+
+/// One `--ulimit`: an rlimit the task's process starts with.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Ulimit {
+    /// docker's name, without `RLIMIT_`: `nofile`, `nproc`, `core`, ….
+    pub name: String,
+    /// -1: unlimited.
+    pub soft: i64,
+    pub hard: i64,
 }
 
 fn is_zero(n: &u64) -> bool {
@@ -606,6 +623,8 @@ impl Default for TaskSpec {
             healthcheck: None,
             container_labels: Labels::new(),
             force_update: 0,
+            ulimits: Vec::new(),
+            hosts: Vec::new(),
         }
     }
 }
@@ -670,6 +689,10 @@ struct StoredTaskSpec {
     container_labels: Labels,
     #[serde(default)]
     force_update: u64,
+    #[serde(default)]
+    ulimits: Vec<Ulimit>,
+    #[serde(default)]
+    hosts: Vec<String>,
 }
 
 impl From<StoredTaskSpec> for TaskSpec {
@@ -706,6 +729,8 @@ impl From<StoredTaskSpec> for TaskSpec {
             healthcheck: s.healthcheck,
             container_labels: s.container_labels,
             force_update: s.force_update,
+            ulimits: s.ulimits,
+            hosts: s.hosts,
         }
     }
 }
@@ -781,6 +806,15 @@ pub struct ServiceSpec {
     /// `crate::constraint::preference` before they are stored.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub placement_prefs: Vec<String>,
+    /// `--network name=N,alias=A`: network id → the service's extra DNS
+    /// names on that network (swarm's per-attachment aliases). Only the
+    /// DNS answers change with them, so they live outside the task spec
+    /// and changing them restarts nothing.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub network_aliases: BTreeMap<String, Vec<String>>,
+    /// `--replicas-max-per-node`; 0 = unlimited.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub max_replicas_per_node: u64,
 }
 
 /// What the updater does when too many new tasks fail.
@@ -926,6 +960,10 @@ pub struct RestartPolicy {
     pub delay_secs: u64,
     /// `None`: unlimited.
     pub max_attempts: Option<u64>,
+    /// `--restart-window`: only restarts within it count against
+    /// `max_attempts`; 0 = every restart counts (swarm's default).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub window_ns: u64,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

@@ -24,8 +24,8 @@ use crate::{
     ipam::{self, Ipv4Net},
     model::{
         Availability, ClusterState, Command, EndpointMode, NetworkAttachment, Node, NodeState,
-        Protocol, Resources, RestartCondition, Service, ServiceMode, Task, TaskState, TaskStatus,
-        VirtualIp,
+        Protocol, Resources, RestartCondition, Service, ServiceMode, Task, TaskSpec, TaskState,
+        TaskStatus, VirtualIp,
     },
     ports,
 };
@@ -343,19 +343,38 @@ fn new_task(
 /// new one now: at once if nothing ended there, else as the restart policy
 /// says for its latest end.
 fn slot_restart(service: &Service, in_slot: &[&&Task], now: u64) -> RestartDecision {
-    let attempts = in_slot
-        .iter()
-        .filter(|t| ended(t.state) && t.desired_state == TaskState::Running)
-        .count();
     let last_ended = in_slot
         .iter()
         .filter(|t| ended(t.state))
         .max_by_key(|t| (t.status.since_unix, t.version));
-    match last_ended {
-        Some(t) => restart_due(service, t, attempts, now),
-        None => RestartDecision::Now,
-    }
+    let Some(last) = last_ended else {
+        return RestartDecision::Now;
+    };
+    let p = &service.spec.restart;
+    // swarmkit's restart supervisor decides when a task ends, counting the
+    // restarts made within `window` before that moment; deciding from the
+    // ended task's time keeps that answer on every later pass, so a slot
+    // that used its attempts stays empty, as in swarm, instead of
+    // restarting once the window has slid past.
+    let window_start = (p.window_ns != 0).then(|| {
+        last.status
+            .since_unix
+            .saturating_sub(p.window_ns.div_ceil(NANOS_PER_SEC))
+    });
+    let attempts = in_slot
+        .iter()
+        .filter(|t| ended(t.state) && t.desired_state == TaskState::Running)
+        .filter(|t| {
+            // An earlier end was restarted `delay` later: that restart is
+            // what the window counts. The last end is always counted.
+            (t.id == last.id && t.version == last.version)
+                || window_start.is_none_or(|w| t.status.since_unix + p.delay_secs >= w)
+        })
+        .count();
+    restart_due(service, last, attempts, now)
 }
+
+const NANOS_PER_SEC: u64 = 1_000_000_000;
 
 /// Whether the restart policy wants a replacement for `ended` now, given
 /// how many tasks of its slot already ended.
@@ -459,7 +478,21 @@ pub fn orchestrate_at(
         let stale_networks = |t: &Task| needed.as_deref().is_some_and(|n| !attached_as(t, n));
         // Any change of the task spec (image, env, secrets, configs, …)
         // replaces the tasks, as swarm's updater does.
-        let stale_spec = |t: &Task| t.spec != service.spec.task;
+        let stale_spec = |t: &Task| {
+            if t.spec == service.spec.task {
+                return false;
+            }
+            // swarmkit's IsTaskDirty: once a task has its image (started,
+            // not failed), new pull credentials alone are no change, so
+            // `--with-registry-auth` on an unchanged spec restarts nothing.
+            let pulled = t.desired_state <= TaskState::Running
+                && (TaskState::Starting..=TaskState::Running).contains(&t.state);
+            !(pulled
+                && TaskSpec {
+                    registry_auth: service.spec.task.registry_auth.clone(),
+                    ..t.spec.clone()
+                } == service.spec.task)
+        };
         let stale = |t: &Task| stale_networks(t) || stale_spec(t);
         let tasks: Vec<&Task> = state
             .tasks
@@ -694,6 +727,7 @@ pub fn schedule(state: &ClusterState, now: u64) -> Vec<Command> {
         let mut refused = Vec::new();
         let mut busy: BTreeMap<(u16, Protocol), usize> = BTreeMap::new();
         let mut insufficient = 0usize;
+        let mut maxed = 0usize;
         let mut best: Option<(Vec<usize>, usize, usize, &str, &str)> = None;
         for n in state.nodes.values() {
             if let Some(pinned) = &t.node_id
@@ -721,6 +755,16 @@ pub fn schedule(state: &ClusterState, now: u64) -> Vec<Command> {
                 for p in clashing {
                     *busy.entry(*p).or_default() += 1;
                 }
+                continue;
+            }
+            let here = per_service
+                .get(&(service.id.as_str(), n.id.as_str()))
+                .copied()
+                .unwrap_or(0);
+            // `--replicas-max-per-node`: swarmkit's last filter.
+            let max = service.spec.max_replicas_per_node;
+            if max != 0 && here as u64 >= max {
+                maxed += 1;
                 continue;
             }
             let spread: Vec<usize> = prefs
@@ -783,6 +827,9 @@ pub fn schedule(state: &ClusterState, now: u64) -> Vec<Command> {
                         if *nodes == 1 { "" } else { "s" }
                     )
                 }));
+                if maxed > 0 {
+                    reasons.push("max replicas per node limit exceed".to_owned());
+                }
                 reasons.extend(refused);
                 let err = if reasons.is_empty() {
                     "no suitable node: the swarm has no nodes".to_owned()

@@ -198,7 +198,7 @@ pub fn restart(p: &model::RestartPolicy) -> pb::RestartPolicy {
         condition: encode(p.condition),
         delay_secs: p.delay_secs,
         max_attempts: p.max_attempts.unwrap_or_default(),
-        window_ns: 0,
+        window_ns: p.window_ns,
     }
 }
 
@@ -254,6 +254,8 @@ pub fn task_spec(
         container_labels: c.labels.clone().into_iter().collect(),
         // Only `service update --force` bumps it.
         force_update: 0,
+        ulimits: c.ulimits.iter().map(decode_ulimit).collect(),
+        hosts: c.hosts.iter().map(|h| h.trim().to_owned()).collect(),
     })
 }
 
@@ -422,6 +424,24 @@ pub fn health(h: &model::TaskHealth) -> pb::TaskHealth {
     }
 }
 
+/// A stored ulimit as the wire carries it.
+pub fn ulimit(u: &model::Ulimit) -> pb::Ulimit {
+    pb::Ulimit {
+        name: u.name.clone(),
+        soft: u.soft,
+        hard: u.hard,
+    }
+}
+
+/// A request's ulimit, unchecked (see `validate::ulimits`).
+pub fn decode_ulimit(u: &pb::Ulimit) -> model::Ulimit {
+    model::Ulimit {
+        name: u.name.trim().to_owned(),
+        soft: u.soft,
+        hard: u.hard,
+    }
+}
+
 /// A stored reference as `service inspect` shows it: never any data.
 pub fn file_ref(r: &model::FileRef) -> pb::FileReference {
     pb::FileReference {
@@ -442,8 +462,8 @@ pub fn container(t: &model::TaskSpec) -> (pb::ContainerSpec, pb::Resources) {
     let r = &t.resources;
     (
         pb::ContainerSpec {
-            ulimits: Vec::new(),
-            hosts: Vec::new(),
+            ulimits: t.ulimits.iter().map(ulimit).collect(),
+            hosts: t.hosts.clone(),
             image: t.image.clone(),
             image_digest: t.image_digest.clone(),
             entrypoint: t

@@ -101,7 +101,8 @@ pub use logs::{LogLine, Stream, read_logs, remove_logs};
 pub use nix::sys::signal::Signal;
 pub use spec::{
     Attachment, DEFAULT_PATH, HOST_IMAGE, ImageDefaults, MAX_ATTACHMENTS, MAX_HOSTNAME_LEN,
-    MAX_ID_LEN, Mount, Resources, Root, TaskSpec, namespaced_sysctl, parse_env,
+    MAX_ID_LEN, Mount, RLIM_INFINITY, Resources, Rlimit, Root, TaskSpec, namespaced_sysctl,
+    parse_env,
 };
 pub use task::{
     Adopted, DEFAULT_RUNC, Exit, RunningTask, Runtime, RuntimeOptions, SHIM_ENV, TaskInterface,

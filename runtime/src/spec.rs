@@ -4,6 +4,7 @@
 use std::collections::HashSet;
 use std::net::Ipv4Addr;
 use std::path::PathBuf;
+use std::str::FromStr;
 
 use crate::RuntimeError;
 use crate::files::{self, SECRETS_DIR, TaskFile};
@@ -78,7 +79,26 @@ pub struct TaskSpec {
     pub resolv_conf: Option<PathBuf>,
     /// Where the task's log (`<id>.log`) is written.
     pub log_dir: PathBuf,
+    /// The process's rlimits (docker's `--ulimit`), in `config.json`'s
+    /// `process.rlimits`.
+    pub rlimits: Vec<Rlimit>,
+    /// Extra `/etc/hosts` lines (`IP NAME [ALIAS…]`, docker's `--host`),
+    /// after the defaults and before the task's own addresses.
+    pub extra_hosts: Vec<String>,
 }
+
+/// One rlimit of the task's process.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Rlimit {
+    /// `RLIMIT_NOFILE`, `RLIMIT_NPROC`, … (the OCI spec's names).
+    pub kind: String,
+    /// [`RLIM_INFINITY`] for unlimited.
+    pub soft: u64,
+    pub hard: u64,
+}
+
+/// The kernel's "unlimited" (docker's -1).
+pub const RLIM_INFINITY: u64 = u64::MAX;
 
 /// The image name that means the node's own filesystem.
 pub const HOST_IMAGE: &str = "host";
@@ -281,6 +301,40 @@ impl TaskSpec {
                     key,
                     "only namespaced sysctls can be set for a task: net.*, kernel.shm*, \
                      kernel.msg*, kernel.sem, fs.mqueue.*",
+                ));
+            }
+        }
+        let mut kinds = HashSet::new();
+        for r in &self.rlimits {
+            let known = oci_spec::runtime::PosixRlimitType::from_str(&r.kind).is_ok();
+            if !known || !kinds.insert(r.kind.as_str()) {
+                return Err(invalid(
+                    id,
+                    "rlimits",
+                    &r.kind,
+                    "one of each RLIMIT_ name of getrlimit(2), e.g. RLIMIT_NOFILE",
+                ));
+            }
+            if r.soft > r.hard {
+                return Err(invalid(
+                    id,
+                    "rlimits",
+                    &r.kind,
+                    "the soft limit must not be above the hard limit",
+                ));
+            }
+        }
+        for line in &self.extra_hosts {
+            let mut fields = line.split_whitespace();
+            let addr_ok = fields
+                .next()
+                .is_some_and(|a| a.parse::<std::net::IpAddr>().is_ok());
+            if !addr_ok || fields.next().is_none() || line.contains(['\n', '\r', '\0']) {
+                return Err(invalid(
+                    id,
+                    "extra_hosts",
+                    line,
+                    "one /etc/hosts line: an IP address, then the names (\"10.0.0.5 db\")",
                 ));
             }
         }
@@ -577,6 +631,34 @@ mod tests {
             (
                 |s| s.resolv_conf = Some("resolv.conf".into()),
                 "resolv_conf",
+            ),
+            (
+                |s| {
+                    s.rlimits = vec![Rlimit {
+                        kind: "RLIMIT_FILES".into(),
+                        soft: 1,
+                        hard: 1,
+                    }]
+                },
+                "rlimits",
+            ),
+            (
+                |s| {
+                    s.rlimits = vec![Rlimit {
+                        kind: "RLIMIT_NOFILE".into(),
+                        soft: 2,
+                        hard: 1,
+                    }]
+                },
+                "rlimits",
+            ),
+            (
+                |s| s.extra_hosts = vec!["db 10.0.0.5".into()],
+                "extra_hosts",
+            ),
+            (
+                |s| s.extra_hosts = vec!["10.0.0.5 db\n1.2.3.4 evil".into()],
+                "extra_hosts",
             ),
         ];
         for (break_it, field) in cases {

@@ -642,7 +642,7 @@ impl Runtime {
             (&resolv, resolv_text),
             (
                 &hosts,
-                oci::hosts_file(hostname, &spec.attachments).into_bytes(),
+                oci::hosts_file(hostname, &spec.extra_hosts, &spec.attachments).into_bytes(),
             ),
             (&hostname_file, format!("{hostname}\n").into_bytes()),
         ] {

@@ -690,3 +690,55 @@ async fn an_unhealthy_task_leaves_the_mesh_is_reported_failed_then_stopped() {
     );
     quiet(&mut n.reports).await;
 }
+
+#[test]
+fn aliases_answer_like_the_name_on_their_network_only() {
+    use std::collections::HashSet;
+    let alias = |a: &str| shoal_api::cluster::v1::Aliases {
+        aliases: vec![a.into()],
+    };
+    let mut b2 = backend("t2", "n2", PEER, "10.0.2.6");
+    b2.network_id = "net-b".into();
+    let vip_mode = MeshService {
+        id: "svc".into(),
+        name: "web".into(),
+        endpoint_mode: shoal_api::cluster::v1::EndpointMode::Vip.into(),
+        vips: vec![VirtualIp {
+            network_id: "net-a".into(),
+            network: "front".into(),
+            addr: cidr("10.0.1.2/24"),
+        }],
+        backends: vec![backend("t1", "me", ME, "10.0.1.5"), b2],
+        network_aliases: [("net-a".to_owned(), alias("www"))].into(),
+        ..Default::default()
+    };
+    let dnsrr = MeshService {
+        id: "db".into(),
+        name: "db".into(),
+        endpoint_mode: shoal_api::cluster::v1::EndpointMode::Dnsrr.into(),
+        backends: vec![
+            backend("t3", "me", ME, "10.0.1.7"),
+            backend("t4", "me", ME, "10.0.1.8"),
+        ],
+        network_aliases: [("net-a".to_owned(), alias("store"))].into(),
+        ..Default::default()
+    };
+    let set = AssignmentSet {
+        mesh: vec![vip_mode, dnsrr],
+        ..Default::default()
+    };
+    let names = super::dns_names(&set, &HashSet::new());
+    let ip = |s: &str| s.parse::<Ipv4Addr>().unwrap_or(Ipv4Addr::UNSPECIFIED);
+    assert_eq!(names["net-a"]["www"], [ip("10.0.1.2")], "the VIP");
+    assert_eq!(names["net-a"]["tasks.www"], [ip("10.0.1.5")]);
+    assert_eq!(
+        names["net-a"]["store"],
+        [ip("10.0.1.7"), ip("10.0.1.8")],
+        "dnsrr: the tasks"
+    );
+    assert!(names["net-b"].contains_key("web"));
+    assert!(
+        !names["net-b"].contains_key("www"),
+        "not on another network"
+    );
+}

@@ -72,9 +72,28 @@ pub struct UpdateArgs {
     /// Remove a mount by its target path (repeatable).
     #[arg(long, value_name = "list")]
     pub mount_rm: Vec<String>,
-    /// Add a network (repeatable).
+    /// Add a network: NAME, or name=NAME,alias=ALIAS[,alias=…]
+    /// (repeatable).
     #[arg(long, value_name = "network")]
     pub network_add: Vec<String>,
+    /// Maximum number of tasks per node (0 = unlimited).
+    #[arg(long, value_name = "uint")]
+    pub replicas_max_per_node: Option<u64>,
+    /// Window used to evaluate the restart policy (ns|us|ms|s|m|h).
+    #[arg(long, value_name = "duration", allow_hyphen_values = true)]
+    pub restart_window: Option<String>,
+    /// Add or update a ulimit option, NAME=SOFT[:HARD] (repeatable).
+    #[arg(long, value_name = "ulimit")]
+    pub ulimit_add: Vec<String>,
+    /// Remove a ulimit option by name (repeatable).
+    #[arg(long, value_name = "list")]
+    pub ulimit_rm: Vec<String>,
+    /// Add a custom host-to-IP mapping, HOST:IP (repeatable).
+    #[arg(long, value_name = "list")]
+    pub host_add: Vec<String>,
+    /// Remove a custom host-to-IP mapping, HOST[:IP] (repeatable).
+    #[arg(long, value_name = "list")]
+    pub host_rm: Vec<String>,
     /// Remove a network (repeatable).
     #[arg(long, value_name = "list")]
     pub network_rm: Vec<String>,
@@ -240,7 +259,31 @@ pub fn update_request(a: &UpdateArgs) -> Result<UpdateServiceRequest, FlagError>
             .map(restart_delay_secs)
             .transpose()?,
         max_attempts: a.restart_max_attempts,
+        window_ns: a
+            .restart_window
+            .as_deref()
+            .map(|v| nanos("--restart-window", v))
+            .transpose()?,
     };
+    let (network_add, network_add_aliases) = super::networks("--network-add", &a.network_add)?;
+    for u in &a.ulimit_rm {
+        if shoal_api::container::rlimit(u).is_none() {
+            return Err(FlagError::new(
+                "--ulimit-rm",
+                u,
+                shoal_api::container::UlimitError::Name(u.clone()),
+            ));
+        }
+    }
+    let host_add = a
+        .host_add
+        .iter()
+        .map(|h| {
+            shoal_api::container::parse_extra_host(h)
+                .map(|_| h.clone())
+                .map_err(|e| FlagError::new("--host-add", h, e))
+        })
+        .collect::<Result<Vec<_>, _>>()?;
     let args = a
         .args
         .as_deref()
@@ -279,7 +322,13 @@ pub fn update_request(a: &UpdateArgs) -> Result<UpdateServiceRequest, FlagError>
             parse_mount(v).map_err(|e| FlagError::new("--mount-add", v, e))
         })?,
         mount_rm: a.mount_rm.clone(),
-        network_add: a.network_add.clone(),
+        network_add,
+        network_add_aliases,
+        max_replicas_per_node: a.replicas_max_per_node,
+        ulimit_add: super::ulimits("--ulimit-add", &a.ulimit_add)?,
+        ulimit_rm: a.ulimit_rm.clone(),
+        host_add,
+        host_rm: a.host_rm.clone(),
         network_rm: a.network_rm.clone(),
         resources: (resources != ResourcesUpdate::default()).then_some(resources),
         restart: (restart != RestartPolicyUpdate::default()).then_some(restart),
@@ -506,6 +555,7 @@ mod tests {
                 condition: Some(RestartCondition::OnFailure as i32),
                 delay_secs: Some(10),
                 max_attempts: Some(3),
+                window_ns: None,
             })
         );
         assert_eq!(r.workdir.as_deref(), Some("/srv"));
@@ -616,6 +666,46 @@ mod tests {
             let e = req(flags).err().map(chain).unwrap_or_default();
             assert!(e.starts_with(want), "{flags:?}: {e}");
         }
+        Ok(())
+    }
+
+    #[test]
+    fn stack_fields_on_update() -> anyhow::Result<()> {
+        let r = req(&[
+            "--network-add",
+            "name=front,alias=web",
+            "--replicas-max-per-node",
+            "0",
+            "--restart-window",
+            "30s",
+            "--ulimit-add",
+            "nofile=10:20",
+            "--ulimit-rm",
+            "nproc",
+            "--host-add",
+            "db:10.0.0.5",
+            "--host-rm",
+            "cache",
+        ])?;
+        assert_eq!(r.network_add, ["front"]);
+        assert_eq!(r.network_add_aliases["front"].aliases, ["web"]);
+        assert_eq!(r.max_replicas_per_node, Some(0));
+        assert_eq!(r.restart.and_then(|p| p.window_ns), Some(30_000_000_000));
+        assert_eq!(r.ulimit_add[0].name, "nofile");
+        assert_eq!((r.ulimit_add[0].soft, r.ulimit_add[0].hard), (10, 20));
+        assert_eq!(r.ulimit_rm, ["nproc"]);
+        assert_eq!(r.host_add, ["db:10.0.0.5"]);
+        assert_eq!(r.host_rm, ["cache"]);
+        assert!(
+            req(&["--ulimit-rm", "files"])
+                .err()
+                .is_some_and(|e| format!("{e:#}").contains("invalid ulimit type"))
+        );
+        assert!(
+            req(&["--host-add", "x:nope"])
+                .err()
+                .is_some_and(|e| format!("{e:#}").contains("invalid IP address in add-host"))
+        );
         Ok(())
     }
 }

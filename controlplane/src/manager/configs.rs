@@ -116,6 +116,8 @@ mod tests {
                 update: Default::default(),
                 rollback: Default::default(),
                 placement_prefs: Vec::new(),
+                network_aliases: Default::default(),
+                max_replicas_per_node: 0,
             },
             previous_spec: None,
             update_status: None,

@@ -486,6 +486,8 @@ mod tests {
                 update: Default::default(),
                 rollback: Default::default(),
                 placement_prefs: Vec::new(),
+                network_aliases: Default::default(),
+                max_replicas_per_node: 0,
             };
             state.services.insert(
                 id.into(),

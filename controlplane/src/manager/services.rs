@@ -3,9 +3,11 @@
 
 use std::time::{SystemTime, UNIX_EPOCH};
 
+use std::collections::BTreeMap;
+
 use shoal_api::cluster::v1::{
-    CreateServiceRequest, FileReference, ListTasksRequest, ScaleServiceRequest, ServiceRef,
-    ServiceSummary, TaskSummary, UpdateServiceRequest,
+    Aliases, CreateServiceRequest, FileReference, ListTasksRequest, ScaleServiceRequest,
+    ServiceRef, ServiceSummary, TaskSummary, UpdateServiceRequest,
 };
 use shoal_api::reference::Reference;
 use shoal_ca::generate_node_id;
@@ -15,9 +17,9 @@ use crate::{
     constraint,
     model::{
         ApplyError, ClusterState, Command, Config, DEFAULT_FILE_MODE, Endpoint, EndpointMode,
-        EndpointSpec, FileRef, HOST_IMAGE, Kind, PortConfig, RestartCondition, RestartPolicy,
-        Secret, Service, ServiceMode, ServiceSpec, TaskSpec, TaskState, UpdateConfig, UpdateState,
-        UpdateStatus,
+        EndpointSpec, FileRef, HOST_IMAGE, Kind, Network, PortConfig, RestartCondition,
+        RestartPolicy, Secret, Service, ServiceMode, ServiceSpec, TaskSpec, TaskState,
+        UpdateConfig, UpdateState, UpdateStatus,
     },
     orchestrator, ports,
     validate::{self, FileKind},
@@ -61,9 +63,24 @@ fn summary(state: &ClusterState, s: &Service) -> ServiceSummary {
     };
     let (container, resources) = wire::container(&s.spec.task);
     ServiceSummary {
-        // Filled by the stack fields' work (issue 14).
-        network_aliases: Default::default(),
-        max_replicas_per_node: 0,
+        network_aliases: s
+            .spec
+            .network_aliases
+            .iter()
+            .map(|(id, aliases)| {
+                let name = state
+                    .networks
+                    .get(id)
+                    .map_or(id.clone(), |n| n.name.clone());
+                (
+                    name,
+                    Aliases {
+                        aliases: aliases.clone(),
+                    },
+                )
+            })
+            .collect(),
+        max_replicas_per_node: s.spec.max_replicas_per_node,
         id: s.id.clone(),
         name: s.spec.name.clone(),
         mode,
@@ -296,14 +313,18 @@ fn remove_files(
 
 #[cfg(test)]
 fn spec(state: &ClusterState, r: &CreateServiceRequest) -> Result<Created, ManagerError> {
-    spec_with(state, r, None)
+    spec_with(state, r, None, None)
 }
 
 /// [`spec`], with the digest the image's registry gave for it, if asked.
+///
+/// `owner`: the service whose spec this replaces (a whole-spec update),
+/// whose published ports it keeps where they still match.
 fn spec_with(
     state: &ClusterState,
     r: &CreateServiceRequest,
     from_registry: Option<&str>,
+    owner: Option<&Service>,
 ) -> Result<Created, ManagerError> {
     validate::name("service name", &r.name)?;
     validate::labels("--label", &r.labels)?;
@@ -366,8 +387,15 @@ fn spec_with(
             )?,
             delay_secs: p.delay_secs,
             max_attempts: (p.max_attempts != 0).then_some(p.max_attempts),
+            window_ns: p.window_ns,
         },
     };
+    let network_aliases = aliases(state, &networks, &r.network_aliases, "--network")?;
+    if r.max_replicas_per_node != 0 && mode == ServiceMode::Global {
+        return Err(invalid(
+            "--replicas-max-per-node can only be used with replicated mode".into(),
+        ));
+    }
     let endpoint_mode = wire::decode_or(
         || "endpoint_mode".into(),
         r.endpoint_mode,
@@ -378,8 +406,29 @@ fn spec_with(
         .iter()
         .map(|p| ports::parse("--publish", p, false).map(|c| ("--publish".to_owned(), c)))
         .collect::<Result<Vec<_>, _>>()?;
-    let allocated = ports::allocate(state, "", endpoint_mode, &[], &asked, data_path_port(state))?;
+    let owner_id = owner.map_or("", |s| s.id.as_str());
+    // Checked as new ports (each request is checked whole), then, for a
+    // replaced spec, given back the numbers the service already holds.
+    let fresh = ports::allocate(
+        state,
+        owner_id,
+        endpoint_mode,
+        &[],
+        &asked,
+        data_path_port(state),
+    )?;
     let asked: Vec<PortConfig> = asked.into_iter().map(|(_, p)| p).collect();
+    let allocated = match owner {
+        None => fresh,
+        Some(s) => ports::reallocate(
+            state,
+            &s.id,
+            endpoint_mode,
+            &asked,
+            &s.endpoint.ports,
+            data_path_port(state),
+        )?,
+    };
     let mut update = UpdateConfig::default();
     if let Some(u) = &r.update_config {
         wire::apply_update_config(&mut update, u, "--update")?;
@@ -403,6 +452,8 @@ fn spec_with(
         update,
         rollback,
         placement_prefs: r.placement_prefs.clone(),
+        network_aliases,
+        max_replicas_per_node: r.max_replicas_per_node,
     };
     check_policies(&spec)?;
     Ok(Created {
@@ -410,6 +461,63 @@ fn spec_with(
         published: Published { asked, allocated },
         warning,
     })
+}
+
+/// The network a request names (id or name).
+fn network_named<'a>(state: &'a ClusterState, n: &str) -> Option<&'a Network> {
+    state
+        .networks
+        .get(n)
+        .or_else(|| state.networks.values().find(|x| x.name == *n))
+}
+
+/// `--network name=N,alias=A`'s aliases keyed by network id; each network
+/// must be one the service attaches to (`networks`, ids), each alias a DNS
+/// name.
+fn aliases(
+    state: &ClusterState,
+    networks: &[String],
+    given: &std::collections::HashMap<String, Aliases>,
+    flag: &str,
+) -> Result<BTreeMap<String, Vec<String>>, ManagerError> {
+    let mut out: BTreeMap<String, Vec<String>> = BTreeMap::new();
+    for (n, a) in given {
+        if a.aliases.is_empty() {
+            continue;
+        }
+        let id = network_named(state, n)
+            .map(|net| net.id.clone())
+            .filter(|id| networks.contains(id))
+            .ok_or_else(|| {
+                invalid(format!(
+                    "{flag} name={n},alias=…: the service is not attached to network {n}; \
+                     give the alias with the network it attaches to"
+                ))
+            })?;
+        let list = out.entry(id).or_default();
+        for alias in &a.aliases {
+            let alias = alias.trim();
+            if !alias_ok(alias) {
+                return Err(invalid(format!(
+                    "{flag} name={n},alias={alias}: an alias is a DNS name: letters, digits, \
+                     '-', '_' and '.', up to 253 characters"
+                )));
+            }
+            if !list.iter().any(|x| x == alias) {
+                list.push(alias.to_owned());
+            }
+        }
+    }
+    Ok(out)
+}
+
+fn alias_ok(a: &str) -> bool {
+    !a.is_empty()
+        && a.len() <= 253
+        && !a.starts_with('.')
+        && !a.ends_with('.')
+        && a.chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
 }
 
 /// A service as created: no previous spec, its VIPs still to come.
@@ -439,7 +547,7 @@ pub(super) async fn create(
     let mut attempt = 0;
     let warning = loop {
         attempt += 1;
-        let created = spec_with(&*m.read().await?, &r, from_registry.as_deref())?;
+        let created = spec_with(&*m.read().await?, &r, from_registry.as_deref(), None)?;
         match m
             .propose(Command::CreateService(new_service(
                 id.clone(),
@@ -516,6 +624,9 @@ fn updated_at(
     }
     if r.rollback {
         return rolled_back(state, s, r, now);
+    }
+    if let Some(spec) = &r.spec {
+        return replaced(state, s, r, spec, from_registry);
     }
     let mut current = Published {
         asked: s.spec.endpoint.ports.clone(),
@@ -599,6 +710,75 @@ fn updated_at(
     check_policies(&s.spec)?;
     // docker: any update clears the status, which also restarts a paused
     // update.
+    s.update_status = None;
+    Ok(s)
+}
+
+/// A whole-spec update (`stack deploy`, the Engine API): `new` checked as
+/// `service create` checks it, in place of the service's spec. What docker
+/// keeps is kept: the name and mode (changing them is refused), the
+/// published ports that still match, the registry credentials when none
+/// are given, the force-update counter unless given, and the pinned digest
+/// of an unchanged image no registry could resolve now. So an identical
+/// spec leaves the task spec as it was, and no task is replaced.
+fn replaced(
+    state: &ClusterState,
+    mut s: Service,
+    r: &UpdateServiceRequest,
+    new: &CreateServiceRequest,
+    from_registry: Option<&str>,
+) -> Result<Service, ManagerError> {
+    let alone = UpdateServiceRequest {
+        service: r.service.clone(),
+        version: r.version,
+        force: r.force,
+        spec: r.spec.clone(),
+        ..UpdateServiceRequest::default()
+    };
+    if *r != alone {
+        return Err(invalid(
+            "spec: a whole-spec update replaces the service's spec; give no other change with \
+             it (only version and force), or send the changes alone"
+                .into(),
+        ));
+    }
+    if new.name != s.spec.name {
+        return Err(invalid(format!(
+            "spec.name {:?}: renaming services is not supported; the spec must keep the name \
+             {:?} (create a new service, then remove this one)",
+            new.name, s.spec.name
+        )));
+    }
+    let created = spec_with(state, new, from_registry, Some(&s))?;
+    let mut spec = created.spec;
+    if std::mem::discriminant(&spec.mode) != std::mem::discriminant(&s.spec.mode) {
+        return Err(invalid(format!(
+            "spec.mode: service mode change is not allowed (service {} is {}); remove the \
+             service and create it again in the other mode",
+            s.spec.name,
+            match s.spec.mode {
+                ServiceMode::Global => "global",
+                ServiceMode::Replicated { .. } => "replicated",
+            }
+        )));
+    }
+    let old = &s.spec.task;
+    let task = &mut spec.task;
+    if task.registry_auth.is_empty() {
+        task.registry_auth = old.registry_auth.clone();
+    }
+    if task.image_digest.is_empty() && task.image == old.image {
+        task.image_digest = old.image_digest.clone();
+    }
+    task.force_update = match new.container.as_ref().map_or(0, |c| c.force_update) {
+        0 => old.force_update,
+        given => given,
+    };
+    if r.force {
+        task.force_update = task.force_update.wrapping_add(1);
+    }
+    s.previous_spec = Some(std::mem::replace(&mut s.spec, spec));
+    s.endpoint.ports = created.published.allocated;
     s.update_status = None;
     Ok(s)
 }
@@ -772,6 +952,23 @@ fn spec_delta(
     if r.force {
         task.force_update = task.force_update.wrapping_add(1);
     }
+    // docker: removals by name, then additions replacing the same name.
+    task.ulimits.retain(|u| !r.ulimit_rm.contains(&u.name));
+    for u in &r.ulimit_add {
+        let u = wire::decode_ulimit(u);
+        task.ulimits.retain(|x| x.name != u.name);
+        task.ulimits.push(u);
+    }
+    for h in &r.host_rm {
+        task.hosts = shoal_api::container::remove_host(&task.hosts, h.trim());
+    }
+    for h in &r.host_add {
+        let line = shoal_api::container::parse_extra_host(h.trim())
+            .map_err(|e| invalid(format!("--host-add {h}: {e}")))?;
+        if !task.hosts.contains(&line) {
+            task.hosts.push(line);
+        }
+    }
     *task = validate::container(std::mem::take(task))?;
     for k in &r.label_rm {
         spec.labels.remove(k);
@@ -830,7 +1027,29 @@ fn spec_delta(
             spec.networks.push(net.id.clone());
         }
     }
+    // Aliases go with their attachment; given again for a network, they
+    // replace the ones it had.
+    spec.network_aliases
+        .retain(|id, _| spec.networks.contains(id));
+    let added = aliases(
+        state,
+        &spec.networks,
+        &r.network_add_aliases,
+        "--network-add",
+    )?;
+    spec.network_aliases.extend(added);
+    if let Some(n) = r.max_replicas_per_node {
+        if spec.mode == ServiceMode::Global && n != 0 {
+            return Err(invalid(
+                "--replicas-max-per-node can only be used with replicated mode".into(),
+            ));
+        }
+        spec.max_replicas_per_node = n;
+    }
     if let Some(p) = &r.restart {
+        if let Some(w) = p.window_ns {
+            spec.restart.window_ns = w;
+        }
         if let Some(c) = p.condition {
             spec.restart.condition =
                 wire::decode_or(|| "--restart-condition".into(), c, RestartCondition::Any)?;
@@ -859,13 +1078,17 @@ pub(super) async fn update(
 ) -> Result<ServiceSummary, ManagerError> {
     // A port taken meanwhile is retried too: the next attempt either picks
     // another free one or reports the owner.
-    let from_registry = match &r.image {
+    let whole = r.spec.as_ref().and_then(|s| s.container.as_ref());
+    let from_registry = match whole.map(|c| &c.image).or(r.image.as_ref()) {
         Some(image) => {
-            let auth = super::lookup::<Service>(&*m.read().await?, &r.service)?
-                .spec
-                .task
-                .registry_auth
-                .clone();
+            let auth = match whole.map(|c| &c.registry_auth) {
+                Some(given) if !given.is_empty() => given.clone(),
+                _ => super::lookup::<Service>(&*m.read().await?, &r.service)?
+                    .spec
+                    .task
+                    .registry_auth
+                    .clone(),
+            };
             registry_digest(m, image, &auth).await?
         }
         None => None,
@@ -1593,6 +1816,321 @@ mod tests {
                     77
                 ))
             ))
+        );
+    }
+
+    fn lab() -> ClusterState {
+        use crate::model::{Availability, Network, NetworkDriver, Node, NodeRole, NodeState};
+        let mut s = ClusterState::default();
+        let net = Network {
+            id: "net-id".into(),
+            version: 0,
+            name: "appnet".into(),
+            labels: Default::default(),
+            driver: NetworkDriver::Overlay,
+            ingress: false,
+            attachable: false,
+            encrypted: false,
+            vni: Some(4097),
+            subnet: Some("10.0.1.0/24".into()),
+            gateway: None,
+            mtu: None,
+        };
+        let ingress = Network {
+            id: "ingress-id".into(),
+            name: "ingress".into(),
+            ingress: true,
+            vni: Some(4096),
+            subnet: Some("10.0.0.0/24".into()),
+            ..net.clone()
+        };
+        assert!(apply(&mut s, &Command::CreateNetwork(net)).is_ok());
+        assert!(apply(&mut s, &Command::CreateNetwork(ingress)).is_ok());
+        for id in ["n1", "n2"] {
+            let node = Node {
+                id: id.into(),
+                version: 0,
+                hostname: id.into(),
+                role: NodeRole::Worker,
+                availability: Availability::Active,
+                labels: Default::default(),
+                addr: None,
+                status: NodeState::Ready,
+                manager: None,
+                tls: Default::default(),
+                resources: Default::default(),
+                platform: Default::default(),
+            };
+            assert!(apply(&mut s, &Command::CreateNode(node)).is_ok());
+        }
+        s
+    }
+
+    /// Runs the orchestrator and scheduler to their fixpoint; tasks they
+    /// assign are reported RUNNING at once.
+    fn converge(s: &mut ClusterState, ids: &mut u64) {
+        for _ in 0..30 {
+            let mut next = || {
+                *ids += 1;
+                format!("t{ids:04}")
+            };
+            let mut cmds = orchestrator::orchestrate(s, 100, &mut next);
+            cmds.extend(orchestrator::schedule(s, 100));
+            if cmds.is_empty() {
+                return;
+            }
+            for c in &cmds {
+                let _ = apply(s, c);
+            }
+            let assigned: Vec<crate::model::Task> = s
+                .tasks
+                .values()
+                .filter(|t| t.state == TaskState::Assigned)
+                .cloned()
+                .collect();
+            for mut t in assigned {
+                let v = t.version;
+                t.state = TaskState::Running;
+                let _ = apply(
+                    s,
+                    &Command::UpdateTask {
+                        id: t.id.clone(),
+                        expected_version: v,
+                        task: t,
+                    },
+                );
+            }
+        }
+        panic!("no fixpoint");
+    }
+
+    fn running(s: &ClusterState) -> BTreeMap<String, Option<u64>> {
+        s.tasks
+            .values()
+            .filter(|t| t.desired_state == TaskState::Running && t.state == TaskState::Running)
+            .map(|t| (t.id.clone(), t.slot))
+            .collect()
+    }
+
+    fn stack_request(image: &str, replicas: u64) -> CreateServiceRequest {
+        CreateServiceRequest {
+            name: "vote_web".into(),
+            replicas,
+            args: vec!["sleep".into(), "1000".into()],
+            ports: vec![api(8080, 80, "", ""), api(0, 81, "", "")],
+            networks: vec!["appnet".into()],
+            network_aliases: [(
+                "appnet".to_owned(),
+                pb::Aliases {
+                    aliases: vec!["web".into()],
+                },
+            )]
+            .into(),
+            max_replicas_per_node: 1,
+            container: Some(pb::ContainerSpec {
+                image: image.into(),
+                ulimits: vec![pb::Ulimit {
+                    name: "nofile".into(),
+                    soft: 1024,
+                    hard: 2048,
+                }],
+                hosts: vec!["10.9.9.9 db".into()],
+                ..Default::default()
+            }),
+            restart: Some(pb::RestartPolicy {
+                delay_secs: 5,
+                max_attempts: 3,
+                window_ns: 120_000_000_000,
+                ..Default::default()
+            }),
+            ..Default::default()
+        }
+    }
+
+    fn replace(spec: CreateServiceRequest) -> UpdateServiceRequest {
+        UpdateServiceRequest {
+            service: "vote_web".into(),
+            spec: Some(spec),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn whole_spec_update_replaces_only_what_changed() {
+        let mut s = lab();
+        let mut ids = 0;
+        assert!(create(&mut s, &stack_request("busybox:1", 2)).is_ok());
+        converge(&mut s, &mut ids);
+        let before = running(&s);
+        assert_eq!(before.len(), 2);
+        let web = s.services["id-vote_web"].clone();
+        assert_eq!(web.spec.network_aliases["net-id"], ["web"]);
+        assert_eq!(web.spec.max_replicas_per_node, 1);
+        assert_eq!(web.spec.restart.window_ns, 120_000_000_000);
+        assert_eq!(web.spec.task.hosts, ["10.9.9.9 db"]);
+        let shown = summary(&s, &web);
+        assert_eq!(shown.network_aliases["appnet"].aliases, ["web"]);
+        assert_eq!(shown.max_replicas_per_node, 1);
+        assert_eq!(shown.restart.map(|r| r.window_ns), Some(120_000_000_000));
+
+        // The same spec again (a re-deploy): a new version, nothing restarted,
+        // the chosen port kept.
+        assert!(update(&mut s, &replace(stack_request("busybox:1", 2))).is_ok());
+        let again = s.services["id-vote_web"].clone();
+        assert!(again.version > web.version);
+        assert_eq!(again.spec, web.spec);
+        assert_eq!(again.endpoint.ports, web.endpoint.ports);
+        assert_eq!(again.previous_spec.as_ref(), Some(&web.spec));
+        converge(&mut s, &mut ids);
+        assert_eq!(running(&s), before, "an identical spec restarted tasks");
+
+        // Scaling through the spec adds a slot and replaces nothing.
+        assert!(update(&mut s, &replace(stack_request("busybox:1", 3))).is_ok());
+        let n3 = crate::model::Node {
+            id: "n3".into(),
+            hostname: "n3".into(),
+            ..s.nodes["n1"].clone()
+        };
+        let _ = apply(&mut s, &Command::CreateNode(n3));
+        converge(&mut s, &mut ids);
+        let scaled = running(&s);
+        assert_eq!(scaled.len(), 3);
+        assert!(before.keys().all(|id| scaled.contains_key(id)));
+
+        // A changed image replaces the tasks.
+        assert!(update(&mut s, &replace(stack_request("busybox:2", 3))).is_ok());
+        converge(&mut s, &mut ids);
+        let after = running(&s);
+        assert_eq!(after.len(), 3);
+        assert!(after.keys().all(|id| !scaled.contains_key(id)), "{after:?}");
+        assert!(
+            s.tasks
+                .values()
+                .filter(|t| after.contains_key(&t.id))
+                .all(|t| t.spec.image == "busybox:2")
+        );
+    }
+
+    #[test]
+    fn whole_spec_update_refuses_a_rename_a_mode_change_and_extra_changes() {
+        let mut s = lab();
+        assert!(create(&mut s, &stack_request("busybox:1", 1)).is_ok());
+        let kept = s.clone();
+        let mut renamed = stack_request("busybox:2", 1);
+        renamed.name = "vote_www".into();
+        assert!(
+            message(update(&mut s, &replace(renamed)))
+                .starts_with("spec.name \"vote_www\": renaming services is not supported")
+        );
+        let mut global = stack_request("busybox:1", 0);
+        global.mode = pb::ServiceMode::Global.into();
+        global.max_replicas_per_node = 0;
+        assert!(
+            message(update(&mut s, &replace(global)))
+                .starts_with("spec.mode: service mode change is not allowed")
+        );
+        let mut extra = replace(stack_request("busybox:2", 1));
+        extra.env_add = vec!["A=1".into()];
+        assert!(message(update(&mut s, &extra)).contains("give no other change with it"));
+        let mut stale = replace(stack_request("busybox:2", 1));
+        stale.version = 99;
+        assert!(message(update(&mut s, &stale)).starts_with("update out of sequence"));
+        let mut bad = stack_request("busybox:2", 1);
+        if let Some(c) = bad.container.as_mut() {
+            c.ulimits[0].soft = 4096;
+        }
+        assert!(
+            message(update(&mut s, &replace(bad))).starts_with("--ulimit \"nofile=4096:2048\"")
+        );
+        let mut alias = stack_request("busybox:2", 1);
+        alias.network_aliases = [(
+            "othernet".to_owned(),
+            pb::Aliases {
+                aliases: vec!["x".into()],
+            },
+        )]
+        .into();
+        assert!(
+            message(update(&mut s, &replace(alias))).contains("not attached to network othernet")
+        );
+        assert_eq!(s, kept, "a refused update changed the state");
+        // version and force are allowed: force bumps the counter.
+        let mut forced = replace(stack_request("busybox:1", 1));
+        forced.force = true;
+        forced.version = s.services["id-vote_web"].version;
+        assert!(update(&mut s, &forced).is_ok());
+        assert_eq!(s.services["id-vote_web"].spec.task.force_update, 1);
+    }
+
+    #[test]
+    fn update_flags_for_the_stack_fields() {
+        let mut s = lab();
+        assert!(create(&mut s, &stack_request("busybox:1", 1)).is_ok());
+        let r = UpdateServiceRequest {
+            service: "vote_web".into(),
+            ulimit_add: vec![
+                pb::Ulimit {
+                    name: "nofile".into(),
+                    soft: 10,
+                    hard: 20,
+                },
+                pb::Ulimit {
+                    name: "nproc".into(),
+                    soft: 5,
+                    hard: 5,
+                },
+            ],
+            host_add: vec!["cache:10.9.9.8".into()],
+            host_rm: vec!["db".into()],
+            max_replicas_per_node: Some(2),
+            restart: Some(pb::RestartPolicyUpdate {
+                window_ns: Some(5_000_000_000),
+                ..Default::default()
+            }),
+            ..Default::default()
+        };
+        assert!(update(&mut s, &r).is_ok());
+        let spec = &s.services["id-vote_web"].spec;
+        let shown: Vec<(String, i64, i64)> = spec
+            .task
+            .ulimits
+            .iter()
+            .map(|u| (u.name.clone(), u.soft, u.hard))
+            .collect();
+        assert_eq!(shown, [("nofile".into(), 10, 20), ("nproc".into(), 5, 5)]);
+        assert_eq!(spec.task.hosts, ["10.9.9.8 cache"]);
+        assert_eq!(spec.max_replicas_per_node, 2);
+        assert_eq!(spec.restart.window_ns, 5_000_000_000);
+        let r = UpdateServiceRequest {
+            service: "vote_web".into(),
+            ulimit_rm: vec!["nproc".into()],
+            host_add: vec!["bad".into()],
+            ..Default::default()
+        };
+        assert!(message(update(&mut s, &r)).starts_with("--host-add bad: bad format for add-host"));
+        let r = UpdateServiceRequest {
+            service: "vote_web".into(),
+            network_rm: vec!["appnet".into()],
+            ..Default::default()
+        };
+        assert!(update(&mut s, &r).is_ok());
+        assert!(s.services["id-vote_web"].spec.network_aliases.is_empty());
+        let r = UpdateServiceRequest {
+            service: "vote_web".into(),
+            network_add: vec!["appnet".into()],
+            network_add_aliases: [(
+                "appnet".to_owned(),
+                pb::Aliases {
+                    aliases: vec!["w".into(), "w2".into()],
+                },
+            )]
+            .into(),
+            ..Default::default()
+        };
+        assert!(update(&mut s, &r).is_ok());
+        assert_eq!(
+            s.services["id-vote_web"].spec.network_aliases["net-id"],
+            ["w", "w2"]
         );
     }
 }

@@ -82,6 +82,8 @@ fn service(id: &str, name: &str, networks: &[&str], secrets: &[&str]) -> Service
             update: Default::default(),
             rollback: Default::default(),
             placement_prefs: Vec::new(),
+            network_aliases: Default::default(),
+            max_replicas_per_node: 0,
         },
         previous_spec: None,
         update_status: None,

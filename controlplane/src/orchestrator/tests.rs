@@ -42,6 +42,8 @@ fn service(id: &str, mode: ServiceMode, constraints: &[&str]) -> Service {
             update: Default::default(),
             rollback: Default::default(),
             placement_prefs: Vec::new(),
+            network_aliases: Default::default(),
+            max_replicas_per_node: 0,
         },
         previous_spec: None,
         update_status: None,
@@ -373,6 +375,7 @@ fn restart_policy_decides_replacements() {
         condition: RestartCondition::OnFailure,
         delay_secs: 5,
         max_attempts: Some(1),
+        window_ns: 0,
     };
     let _ = apply(&mut s, &Command::CreateService(svc));
     let mut ids = 0;
@@ -1288,4 +1291,146 @@ fn placement_preferences_spread_over_label_values_then_nodes() {
     // Three groups (zone 1, zone 2, no zone): two tasks each, and zone 1's
     // two spread over its nodes.
     assert_eq!((on("a"), on("b"), on("c"), on("d")), (1, 1, 2, 2));
+}
+
+#[test]
+fn max_replicas_per_node_leaves_the_rest_pending_with_swarms_words() {
+    let mut s = state(&[node("n1", &[]), node("n2", &[])]);
+    let mut svc = service("web", ServiceMode::Replicated { replicas: 3 }, &[]);
+    svc.spec.max_replicas_per_node = 1;
+    let _ = apply(&mut s, &Command::CreateService(svc));
+    let mut ids = 0;
+    converge(&mut s, 100, &mut ids);
+    assert_eq!(live_on(&s, "web"), ["-", "n1", "n2"]);
+    let pending: Vec<&Task> = s
+        .tasks
+        .values()
+        .filter(|t| t.state == TaskState::Pending)
+        .collect();
+    assert_eq!(pending.len(), 1);
+    assert_eq!(
+        pending[0].status.err,
+        "no suitable node (max replicas per node limit exceed)"
+    );
+    // A third node takes the pending task.
+    let _ = apply(&mut s, &Command::CreateNode(node("n3", &[])));
+    converge(&mut s, 101, &mut ids);
+    assert_eq!(live_on(&s, "web"), ["n1", "n2", "n3"]);
+    // Without the limit, two nodes hold three tasks.
+    let mut s = state(&[node("n1", &[]), node("n2", &[])]);
+    let svc = service("web", ServiceMode::Replicated { replicas: 3 }, &[]);
+    let _ = apply(&mut s, &Command::CreateService(svc));
+    converge(&mut s, 100, &mut 0);
+    assert_eq!(live_on(&s, "web"), ["n1", "n1", "n2"]);
+}
+
+/// Fails the slot's live task at `at` and runs the reconcilers at `at`
+/// and again much later: whether it was restarted.
+fn fail_and_restarted(s: &mut ClusterState, ids: &mut u64, at: u64) -> bool {
+    let live_id = s
+        .tasks
+        .values()
+        .find(|t| live(t))
+        .map(|t| t.id.clone())
+        .unwrap_or_default();
+    set_state(s, &live_id, TaskState::Failed, at);
+    converge(s, at, ids);
+    // Much later too: the window sliding past does not undo the decision.
+    converge(s, at + 1000, ids);
+    !live_on(s, "job").is_empty()
+}
+
+#[test]
+fn restarts_count_against_max_attempts_only_within_the_window() {
+    let mut s = state(&[node("n1", &[])]);
+    let mut svc = service("job", ServiceMode::Replicated { replicas: 1 }, &[]);
+    svc.spec.restart = RestartPolicy {
+        condition: RestartCondition::Any,
+        delay_secs: 0,
+        max_attempts: Some(2),
+        window_ns: 60 * NANOS_PER_SEC,
+    };
+    let _ = apply(&mut s, &Command::CreateService(svc));
+    let mut ids = 0;
+    converge(&mut s, 100, &mut ids);
+    // Failures far apart: each window holds one restart, so it goes on
+    // past max_attempts.
+    for at in [100, 200, 300, 400] {
+        assert!(fail_and_restarted(&mut s, &mut ids, at), "at {at}");
+    }
+    // Three failures within a minute: two restarts, then none.
+    let mut s = state(&[node("n1", &[])]);
+    let mut svc = service("job", ServiceMode::Replicated { replicas: 1 }, &[]);
+    svc.spec.restart = RestartPolicy {
+        condition: RestartCondition::Any,
+        delay_secs: 0,
+        max_attempts: Some(2),
+        window_ns: 60 * NANOS_PER_SEC,
+    };
+    let _ = apply(&mut s, &Command::CreateService(svc));
+    converge(&mut s, 100, &mut ids);
+    let fail_at = |s: &mut ClusterState, ids: &mut u64, at| {
+        let id = s
+            .tasks
+            .values()
+            .find(|t| live(t))
+            .map(|t| t.id.clone())
+            .unwrap_or_default();
+        set_state(s, &id, TaskState::Failed, at);
+        converge(s, at, ids);
+        !live_on(s, "job").is_empty()
+    };
+    assert!(fail_at(&mut s, &mut ids, 100));
+    assert!(fail_at(&mut s, &mut ids, 110));
+    assert!(
+        !fail_at(&mut s, &mut ids, 120),
+        "third failure in the window"
+    );
+    converge(&mut s, 5000, &mut ids);
+    assert!(live_on(&s, "job").is_empty(), "stays down, as in swarm");
+    // Without a window every restart counts, however far apart.
+    let mut s = state(&[node("n1", &[])]);
+    let mut svc = service("job", ServiceMode::Replicated { replicas: 1 }, &[]);
+    svc.spec.restart.max_attempts = Some(2);
+    let _ = apply(&mut s, &Command::CreateService(svc));
+    converge(&mut s, 100, &mut ids);
+    assert!(fail_and_restarted(&mut s, &mut ids, 100));
+    assert!(fail_and_restarted(&mut s, &mut ids, 2000));
+    assert!(!fail_and_restarted(&mut s, &mut ids, 4000));
+}
+
+#[test]
+fn new_pull_credentials_alone_restart_no_running_task() {
+    let mut s = state(&[node("n1", &[])]);
+    let _ = apply(
+        &mut s,
+        &Command::CreateService(service("web", ServiceMode::Replicated { replicas: 1 }, &[])),
+    );
+    let mut ids = 0;
+    converge(&mut s, 100, &mut ids);
+    let id = s.tasks.keys().next().cloned().unwrap_or_default();
+    set_state(&mut s, &id, TaskState::Running, 100);
+    let mut svc = s.services["web"].clone();
+    svc.spec.task.registry_auth = "eyJ1c2VybmFtZSI6ImEifQ==".into();
+    let v = svc.version;
+    let cmd = Command::UpdateService {
+        id: "web".into(),
+        expected_version: v,
+        service: svc,
+    };
+    assert!(apply(&mut s, &cmd).is_ok());
+    converge(&mut s, 101, &mut ids);
+    assert_eq!(s.tasks[&id].desired_state, TaskState::Running, "replaced");
+    // Anything else that changes is a change.
+    let mut svc = s.services["web"].clone();
+    svc.spec.task.env = vec!["A=1".into()];
+    let v = svc.version;
+    let cmd = Command::UpdateService {
+        id: "web".into(),
+        expected_version: v,
+        service: svc,
+    };
+    assert!(apply(&mut s, &cmd).is_ok());
+    converge(&mut s, 102, &mut ids);
+    assert_eq!(s.tasks[&id].desired_state, TaskState::Shutdown);
 }

@@ -34,6 +34,8 @@ fn service(id: &str, ports: Vec<PortConfig>) -> Service {
             update: Default::default(),
             rollback: Default::default(),
             placement_prefs: Vec::new(),
+            network_aliases: Default::default(),
+            max_replicas_per_node: 0,
         },
         previous_spec: None,
         update_status: None,

@@ -115,6 +115,12 @@ pub enum ContainerProblem {
     RootTarget,
     #[error("not a valid hostname: letters, digits and '-', dot-separated, up to 63 per label")]
     Hostname,
+    #[error(transparent)]
+    Ulimit(#[from] shoal_api::container::UlimitError),
+    #[error("{0} is given twice; give each ulimit once")]
+    UlimitTwice(String),
+    #[error(transparent)]
+    Host(#[from] shoal_api::container::HostError),
     #[error("unknown signal; give a name such as SIGTERM or SIGINT, or a number")]
     Signal,
     #[error("must not contain whitespace or control characters")]
@@ -352,6 +358,22 @@ pub fn container(mut spec: TaskSpec) -> Result<TaskSpec, ContainerError> {
             ContainerProblem::Signal,
         ));
     }
+    let mut names = BTreeSet::new();
+    for u in &spec.ulimits {
+        let shown = shoal_api::container::show_ulimit(&u.name, u.soft, u.hard);
+        shoal_api::container::check_ulimit(&u.name, u.soft, u.hard)
+            .map_err(|e| err("--ulimit", &shown, e.into()))?;
+        if !names.insert(u.name.as_str()) {
+            return Err(err(
+                "--ulimit",
+                &shown,
+                ContainerProblem::UlimitTwice(u.name.clone()),
+            ));
+        }
+    }
+    for h in &spec.hosts {
+        shoal_api::container::host_entry(h).map_err(|e| err("--host", h, e.into()))?;
+    }
     Ok(spec)
 }
 
@@ -379,6 +401,46 @@ mod tests {
             tmpfs_mode: 0,
             volume_nocopy: false,
         }
+    }
+
+    #[test]
+    fn ulimits_and_hosts_name_the_flag() {
+        let u = |name: &str, soft, hard| crate::model::Ulimit {
+            name: name.into(),
+            soft,
+            hard,
+        };
+        assert!(
+            with(|s| {
+                s.ulimits = vec![u("nofile", 1024, 2048), u("core", -1, -1)];
+                s.hosts = vec!["10.0.0.5 db".into()];
+            })
+            .is_ok()
+        );
+        assert_eq!(
+            with(|s| s.ulimits = vec![u("nofile", 2048, 1024)])
+                .err()
+                .as_deref(),
+            Some(
+                "--ulimit \"nofile=2048:1024\": ulimit soft limit must be less than or equal to \
+                 hard limit: 2048 > 1024"
+            )
+        );
+        assert!(
+            with(|s| s.ulimits = vec![u("files", 1, 1)])
+                .err()
+                .is_some_and(|e| e.starts_with("--ulimit \"files=1:1\": invalid ulimit type"))
+        );
+        assert!(
+            with(|s| s.ulimits = vec![u("nproc", 1, 1), u("nproc", 2, 2)])
+                .err()
+                .is_some_and(|e| e.contains("given twice"))
+        );
+        assert!(
+            with(|s| s.hosts = vec!["db 10.0.0.5".into()])
+                .err()
+                .is_some_and(|e| e.starts_with("--host \"db 10.0.0.5\": bad host entry"))
+        );
     }
 
     #[test]

@@ -18,8 +18,8 @@ use nix::sys::signal::Signal;
 use oci_spec::runtime::{
     Capability, LinuxBuilder, LinuxCapabilitiesBuilder, LinuxCpuBuilder, LinuxDeviceCgroupBuilder,
     LinuxMemoryBuilder, LinuxNamespaceBuilder, LinuxNamespaceType, LinuxPidsBuilder,
-    LinuxResourcesBuilder, Mount as OciMount, MountBuilder, ProcessBuilder, RootBuilder, Spec,
-    SpecBuilder, UserBuilder,
+    LinuxResourcesBuilder, Mount as OciMount, MountBuilder, PosixRlimit, PosixRlimitBuilder,
+    PosixRlimitType, ProcessBuilder, RootBuilder, Spec, SpecBuilder, UserBuilder,
 };
 
 use crate::spec::{DEFAULT_PATH, Mount, Root, TaskSpec};
@@ -210,17 +210,51 @@ pub fn hostname(spec: &TaskSpec) -> &str {
     spec.hostname.as_deref().unwrap_or(&spec.name)
 }
 
-/// `/etc/hosts` of the task: localhost and its own addresses.
-pub fn hosts_file(hostname: &str, attachments: &[Attachment]) -> String {
+/// `/etc/hosts` of the task: localhost, the extra lines (`--host`), then
+/// its own addresses, in docker's order.
+pub fn hosts_file(hostname: &str, extra: &[String], attachments: &[Attachment]) -> String {
     let mut out = String::from(
         "127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\n\
          fe00::0\tip6-localnet\nff00::0\tip6-mcastprefix\nff02::1\tip6-allnodes\n\
          ff02::2\tip6-allrouters\n",
     );
+    for line in extra {
+        let mut fields = line.split_whitespace();
+        if let Some(addr) = fields.next() {
+            out.push_str(&format!(
+                "{addr}\t{}\n",
+                fields.collect::<Vec<_>>().join(" ")
+            ));
+        }
+    }
     for a in attachments {
         out.push_str(&format!("{}\t{hostname}\n", a.addr));
     }
     out
+}
+
+/// `process.rlimits` of the spec's rlimits (checked by
+/// [`TaskSpec::validate`]; named again here if not).
+pub fn rlimits(spec: &TaskSpec) -> Result<Vec<PosixRlimit>, RuntimeError> {
+    spec.rlimits
+        .iter()
+        .map(|r| {
+            let typ = PosixRlimitType::from_str(&r.kind).map_err(|_| {
+                invalid(
+                    spec,
+                    "rlimits",
+                    &r.kind,
+                    "an RLIMIT_ name such as RLIMIT_NOFILE",
+                )
+            })?;
+            PosixRlimitBuilder::default()
+                .typ(typ)
+                .soft(r.soft)
+                .hard(r.hard)
+                .build()
+                .map_err(bundle_err)
+        })
+        .collect()
 }
 
 /// Effective capabilities of the task (`CAP_…` names).
@@ -488,6 +522,7 @@ pub fn config(spec: &TaskSpec, inputs: &BundleInputs<'_>) -> Result<Spec, Runtim
                 .map_err(bundle_err)?,
         )
         .no_new_privileges(true)
+        .rlimits(rlimits(spec)?)
         .build()
         .map_err(bundle_err)?;
 

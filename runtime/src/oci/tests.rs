@@ -457,7 +457,45 @@ fn stop_signals_parse_by_name_or_number() {
 
 #[test]
 fn the_hosts_file_names_the_task() {
-    let hosts = hosts_file("web.1", &spec().attachments);
+    let hosts = hosts_file("web.1", &[], &spec().attachments);
     assert!(hosts.starts_with("127.0.0.1\tlocalhost\n"));
     assert!(hosts.ends_with("10.0.1.2\tweb.1\n"));
+}
+
+#[test]
+fn extra_hosts_come_before_the_tasks_own_lines() {
+    let extra = ["10.0.0.5 db cache".to_owned()];
+    let hosts = hosts_file("web.1", &extra, &spec().attachments);
+    assert!(
+        hosts.ends_with("ff02::2\tip6-allrouters\n10.0.0.5\tdb cache\n10.0.1.2\tweb.1\n"),
+        "{hosts}"
+    );
+}
+
+#[test]
+fn ulimits_become_the_process_rlimits() {
+    let config = build(&TaskSpec {
+        rlimits: vec![
+            crate::Rlimit {
+                kind: "RLIMIT_NOFILE".into(),
+                soft: 1024,
+                hard: 2048,
+            },
+            crate::Rlimit {
+                kind: "RLIMIT_CORE".into(),
+                soft: crate::RLIM_INFINITY,
+                hard: crate::RLIM_INFINITY,
+            },
+        ],
+        ..spec()
+    });
+    let json = config.map(|c| serde_json::to_value(&c).unwrap_or_default());
+    let rlimits = json.map(|j| j["process"]["rlimits"].clone());
+    assert_eq!(
+        rlimits.ok(),
+        Some(serde_json::json!([
+            {"type": "RLIMIT_NOFILE", "soft": 1024, "hard": 2048},
+            {"type": "RLIMIT_CORE", "soft": u64::MAX, "hard": u64::MAX},
+        ]))
+    );
 }
