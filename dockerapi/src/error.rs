@@ -120,6 +120,15 @@ impl From<tonic::Status> for ApiError {
         if message.starts_with("update out of sequence") {
             return ApiError::Internal(message);
         }
+        // Shoal's managers refuse a taken name as a failed precondition
+        // (`ApplyError::NameConflict`); swarmkit says AlreadyExists, which
+        // dockerd answers with 409.
+        if s.code() == Code::FailedPrecondition
+            && message.contains(" name \"")
+            && message.contains("\" is already used by ")
+        {
+            return ApiError::Conflict(message);
+        }
         // A status made by the client's transport (the daemon went away)
         // carries its cause; the daemon's own answers never do.
         if std::error::Error::source(&s).is_some() {
@@ -162,6 +171,12 @@ mod tests {
                 500,
             ),
             (tonic::Status::failed_precondition(WORKER_MESSAGE), 503),
+            (
+                tonic::Status::failed_precondition(
+                    "service name \"web\" is already used by service 504bcowts9x58",
+                ),
+                409,
+            ),
         ];
         for (status, code) in cases {
             let e = ApiError::from(status.clone());

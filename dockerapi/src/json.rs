@@ -54,8 +54,20 @@ impl<'a> Obj<'a> {
         self.path
     }
 
+    /// A field's value; the key matches case-insensitively when no key
+    /// matches exactly, as Go's decoder reads (the Python SDK writes
+    /// `{"replicated": {"Replicas": 2}}`).
     pub fn raw(&self, key: &str) -> Option<&'a Value> {
-        self.value.get(key).filter(|v| !v.is_null())
+        let Value::Object(m) = self.value else {
+            return None;
+        };
+        m.get(key)
+            .or_else(|| {
+                m.iter()
+                    .find(|(k, _)| k.eq_ignore_ascii_case(key))
+                    .map(|(_, v)| v)
+            })
+            .filter(|v| !v.is_null())
     }
 
     /// A nested object; `None` when absent or null. The closure receives it
@@ -298,6 +310,17 @@ mod tests {
                  default"
             )
         );
+        Ok(())
+    }
+
+    #[test]
+    fn keys_match_as_go_matches_them() -> Result<(), ApiError> {
+        let body = json!({"replicated": {"replicas": 2}, "Name": "a", "name": "b"});
+        let o = Obj::root(&body, "")?;
+        let n = o.with("Replicated", |r| r.u64("Replicas"))?.flatten();
+        assert_eq!(n, Some(2));
+        // An exact match wins.
+        assert_eq!(o.string("Name")?, "a");
         Ok(())
     }
 
