@@ -29,7 +29,7 @@ fn word_of<T: Word>(field: &str, given: &str, allowed: &str) -> Result<T, ApiErr
 }
 
 fn secs_of(field: &str, nanos: u64) -> Result<u64, ApiError> {
-    if nanos % 1_000_000_000 != 0 {
+    if !nanos.is_multiple_of(1_000_000_000) {
         return Err(ApiError::bad(
             field,
             format!("{nanos}ns: Shoal keeps this delay in whole seconds; give a multiple of 1s"),
@@ -578,8 +578,8 @@ fn container_spec_json(s: &pb::ServiceSummary, c: &pb::ContainerSpec) -> Value {
 /// docker's `ServiceSpec` of a service.
 pub fn service_spec(s: &pb::ServiceSummary) -> Value {
     let c = s.container.clone().unwrap_or_default();
-    let r = s.resources.clone().unwrap_or_default();
-    let restart = s.restart.clone().unwrap_or_default();
+    let r = s.resources.unwrap_or_default();
+    let restart = s.restart.unwrap_or_default();
     let mode = if s.mode == i32::from(pb::ServiceMode::Global) {
         json!({"Global": {}})
     } else {
@@ -847,7 +847,7 @@ pub fn node(d: &pb::NodeDetail) -> Value {
     let n = d.node.clone().unwrap_or_default();
     let role = words::word::<pb::NodeRole>(n.role);
     let platform = d.platform.clone().unwrap_or_default();
-    let res = d.resources.clone().unwrap_or_default();
+    let res = d.resources.unwrap_or_default();
     let mut m = Map::new();
     m.insert("ID".into(), json!(n.id));
     m.insert("Version".into(), json!({"Index": n.version}));

@@ -39,7 +39,10 @@ fn docker_output(lab: &Lab, k: usize, args: &[&str], input: &[u8]) -> anyhow::Re
     std::fs::create_dir_all(&config)?;
     let mut child = lab
         .command(k, DOCKER)
-        .env("DOCKER_HOST", format!("unix://{}", socket(lab, k).display()))
+        .env(
+            "DOCKER_HOST",
+            format!("unix://{}", socket(lab, k).display()),
+        )
         .env("DOCKER_CONFIG", &config)
         .env_remove("DOCKER_API_VERSION")
         .args(args)
@@ -103,15 +106,23 @@ fn serves(lab: &Lab, k: usize, port: u16) -> anyhow::Result<String> {
 }
 
 async fn until_serving(lab: &Lab, nodes: usize, port: u16, body: &str) -> anyhow::Result<()> {
-    eventually(Duration::from_secs(90), &format!("{body} on every node"), || {
-        let answers: Vec<String> = (1..=nodes)
-            .map(|k| serves(lab, k, port).unwrap_or_else(|e| e.to_string()))
-            .collect();
-        if answers.iter().all(|a| a == body) {
-            return Ok(Some(()));
-        }
-        Err(format!("answers {answers:?}; service ps: {:?}", lab.service_ps(1, "web")).into())
-    })
+    eventually(
+        Duration::from_secs(90),
+        &format!("{body} on every node"),
+        || {
+            let answers: Vec<String> = (1..=nodes)
+                .map(|k| serves(lab, k, port).unwrap_or_else(|e| e.to_string()))
+                .collect();
+            if answers.iter().all(|a| a == body) {
+                return Ok(Some(()));
+            }
+            Err(format!(
+                "answers {answers:?}; service ps: {:?}",
+                lab.service_ps(1, "web")
+            )
+            .into())
+        },
+    )
     .await?;
     Ok(())
 }
@@ -140,25 +151,51 @@ async fn the_docker_cli_drives_services() -> anyhow::Result<()> {
         "shoal info does not show the socket"
     );
 
-    let version = docker(&lab, 1, &["version", "--format", "{{.Server.APIVersion}} {{.Server.MinAPIVersion}} {{.Client.APIVersion}}"])?;
+    let version = docker(
+        &lab,
+        1,
+        &[
+            "version",
+            "--format",
+            "{{.Server.APIVersion}} {{.Server.MinAPIVersion}} {{.Client.APIVersion}}",
+        ],
+    )?;
     println!("docker version: {version}");
     ensure!(version.trim().starts_with("1.51 1.24"), "{version}");
     let info = docker(&lab, 1, &["info"])?;
-    for want in ["Swarm: active", "Is Manager: true", "Nodes: 3", "Managers: 1"] {
+    for want in [
+        "Swarm: active",
+        "Is Manager: true",
+        "Nodes: 3",
+        "Managers: 1",
+    ] {
         ensure!(info.contains(want), "docker info lacks {want:?}:\n{info}");
     }
     let nodes = docker(&lab, 1, &["node", "ls"])?;
     println!("{nodes}");
     ensure!(nodes.lines().count() == 4, "{nodes}");
     ensure!(
-        nodes.lines().any(|l| l.contains(" * ") && l.contains("n1") && l.contains("Leader")),
+        nodes
+            .lines()
+            .any(|l| l.contains(" * ") && l.contains("n1") && l.contains("Leader")),
         "n1 is not marked as self and leader:\n{nodes}"
     );
 
     let out = docker(
         &lab,
         1,
-        &["service", "create", "--detach", "--name", "web", "--replicas", "3", "-p", "8080:80", V1],
+        &[
+            "service",
+            "create",
+            "--detach",
+            "--name",
+            "web",
+            "--replicas",
+            "3",
+            "-p",
+            "8080:80",
+            V1,
+        ],
     )?;
     ensure!(out.trim().len() >= 12, "service create printed {out:?}");
     lab.running("web", 3, Duration::from_secs(60)).await?;
@@ -167,26 +204,56 @@ async fn the_docker_cli_drives_services() -> anyhow::Result<()> {
     let ls = docker(&lab, 1, &["service", "ls"])?;
     println!("{ls}");
     ensure!(
-        ls.lines().any(|l| l.contains("web") && l.contains("3/3") && l.contains("*:8080->80/tcp")),
+        ls.lines()
+            .any(|l| l.contains("web") && l.contains("3/3") && l.contains("*:8080->80/tcp")),
         "{ls}"
     );
     let ps = docker(&lab, 1, &["service", "ps", "web"])?;
     println!("{ps}");
-    ensure!(ps.matches("Running").count() >= 3 && ps.contains("web.1"), "{ps}");
+    ensure!(
+        ps.matches("Running").count() >= 3 && ps.contains("web.1"),
+        "{ps}"
+    );
     let inspect: serde_json::Value =
         serde_json::from_str(&docker(&lab, 1, &["service", "inspect", "web"])?)?;
     ensure!(inspect[0]["Spec"]["Name"] == "web", "{inspect}");
-    ensure!(inspect[0]["Spec"]["Mode"]["Replicated"]["Replicas"] == 3, "{inspect}");
-    ensure!(inspect[0]["Endpoint"]["Ports"][0]["PublishedPort"] == 8080, "{inspect}");
+    ensure!(
+        inspect[0]["Spec"]["Mode"]["Replicated"]["Replicas"] == 3,
+        "{inspect}"
+    );
+    ensure!(
+        inspect[0]["Endpoint"]["Ports"][0]["PublishedPort"] == 8080,
+        "{inspect}"
+    );
     let pretty = docker(&lab, 1, &["service", "inspect", "--pretty", "web"])?;
-    ensure!(pretty.contains("Replicated") && pretty.contains("Replicas:\t3"), "{pretty}");
+    ensure!(
+        pretty.contains("Replicated") && pretty.contains("Replicas:\t3"),
+        "{pretty}"
+    );
 
     // Logs: the CLI's own prefix, from the details dockerd adds.
-    docker(&lab, 1, &["service", "create", "--detach", "--name", "talker", "busybox", "sh", "-c", "echo hello-from-task; echo oops >&2; sleep 1000"])?;
+    docker(
+        &lab,
+        1,
+        &[
+            "service",
+            "create",
+            "--detach",
+            "--name",
+            "talker",
+            "busybox",
+            "sh",
+            "-c",
+            "echo hello-from-task; echo oops >&2; sleep 1000",
+        ],
+    )?;
     lab.running("talker", 1, Duration::from_secs(60)).await?;
     let logs = eventually(Duration::from_secs(30), "talker's logs", || {
         let out = docker_output(&lab, 1, &["service", "logs", "talker"], b"")?;
-        let (stdout, stderr) = (String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+        let (stdout, stderr) = (
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr),
+        );
         if stdout.contains("hello-from-task") && stderr.contains("oops") {
             return Ok(Some(stdout.into_owned()));
         }
@@ -195,21 +262,37 @@ async fn the_docker_cli_drives_services() -> anyhow::Result<()> {
     .await?;
     println!("{logs}");
     ensure!(
-        logs.lines().any(|l| l.starts_with("talker.1.") && l.contains("@n") && l.ends_with("| hello-from-task")),
+        logs.lines().any(|l| l.starts_with("talker.1.")
+            && l.contains("@n")
+            && l.ends_with("| hello-from-task")),
         "{logs}"
     );
 
     // Errors, as the CLI prints dockerd's.
     let e = docker_refused(&lab, 1, &["service", "rm", "nope"])?;
-    ensure!(e.contains("Error response from daemon: service nope not found"), "{e}");
-    let e = docker_refused(&lab, 1, &["service", "create", "--detach", "--name", "tty", "-t", V1])?;
-    ensure!(e.contains("TaskTemplate.ContainerSpec.TTY: not supported by Shoal"), "{e}");
+    ensure!(
+        e.contains("Error response from daemon: service nope not found"),
+        "{e}"
+    );
+    let e = docker_refused(
+        &lab,
+        1,
+        &["service", "create", "--detach", "--name", "tty", "-t", V1],
+    )?;
+    ensure!(
+        e.contains("TaskTemplate.ContainerSpec.TTY: not supported by Shoal"),
+        "{e}"
+    );
 
     // Whole-spec updates (docker's ServiceUpdate): UpdateServiceRequest.spec.
     docker(&lab, 1, &["service", "scale", "--detach", "web=2"])?;
     lab.running("web", 2, Duration::from_secs(60)).await?;
 
-    docker(&lab, 1, &["service", "update", "--detach", "--image", V2, "web"])?;
+    docker(
+        &lab,
+        1,
+        &["service", "update", "--detach", "--image", V2, "web"],
+    )?;
     until_serving(&lab, 3, 8080, "v2").await?;
     docker(&lab, 1, &["service", "rollback", "--detach", "web"])?;
     until_serving(&lab, 3, 8080, "v1").await?;
@@ -226,11 +309,17 @@ async fn the_docker_cli_drives_services() -> anyhow::Result<()> {
 #[tokio::test]
 async fn secrets_configs_networks_and_stacks() -> anyhow::Result<()> {
     let lab = cluster("dstk").await?;
-    let out = docker_output(&lab, 1, &["secret", "create", "--label", "a=b", "db_pw", "-"], b"hunter2")?;
+    let out = docker_output(
+        &lab,
+        1,
+        &["secret", "create", "--label", "a=b", "db_pw", "-"],
+        b"hunter2",
+    )?;
     ensure!(out.status.success(), "{out:?}");
     let ls = docker(&lab, 1, &["secret", "ls"])?;
     ensure!(ls.contains("db_pw"), "{ls}");
-    let s: serde_json::Value = serde_json::from_str(&docker(&lab, 1, &["secret", "inspect", "db_pw"])?)?;
+    let s: serde_json::Value =
+        serde_json::from_str(&docker(&lab, 1, &["secret", "inspect", "db_pw"])?)?;
     ensure!(s[0]["Spec"]["Labels"]["a"] == "b", "{s}");
     let filtered = docker(&lab, 1, &["secret", "ls", "-q", "--filter", "label=a=c"])?;
     ensure!(filtered.trim().is_empty(), "{filtered}");
@@ -245,7 +334,11 @@ async fn secrets_configs_networks_and_stacks() -> anyhow::Result<()> {
 
     docker(&lab, 1, &["network", "create", "-d", "overlay", "appnet"])?;
     let nets = docker(&lab, 1, &["network", "ls"])?;
-    ensure!(nets.lines().any(|l| l.contains("appnet") && l.contains("overlay") && l.contains("swarm")), "{nets}");
+    ensure!(
+        nets.lines()
+            .any(|l| l.contains("appnet") && l.contains("overlay") && l.contains("swarm")),
+        "{nets}"
+    );
     let e = docker_refused(&lab, 1, &["network", "create", "bridged"])?;
     ensure!(e.contains("create it with -d overlay"), "{e}");
     docker(&lab, 1, &["network", "rm", "appnet"])?;
@@ -278,7 +371,10 @@ async fn secrets_configs_networks_and_stacks() -> anyhow::Result<()> {
     let compose_arg = compose.display().to_string();
     let out = docker(&lab, 1, &["stack", "deploy", "-c", &compose_arg, "app"])?;
     println!("{out}");
-    ensure!(out.contains("Creating network app_default") && out.contains("Creating service app_web"), "{out}");
+    ensure!(
+        out.contains("Creating network app_default") && out.contains("Creating service app_web"),
+        "{out}"
+    );
     lab.running("app_web", 2, Duration::from_secs(60)).await?;
     lab.running("app_talk", 1, Duration::from_secs(60)).await?;
     eventually(Duration::from_secs(60), "app_web on 8090", || {
@@ -286,11 +382,22 @@ async fn secrets_configs_networks_and_stacks() -> anyhow::Result<()> {
     })
     .await?;
     let stacks = docker(&lab, 1, &["stack", "ls"])?;
-    ensure!(stacks.lines().any(|l| l.starts_with("app ") && l.contains('2')), "{stacks}");
+    ensure!(
+        stacks
+            .lines()
+            .any(|l| l.starts_with("app ") && l.contains('2')),
+        "{stacks}"
+    );
     let services = docker(&lab, 1, &["stack", "services", "app"])?;
-    ensure!(services.contains("app_web") && services.contains("2/2") && services.contains("app_talk"), "{services}");
+    ensure!(
+        services.contains("app_web") && services.contains("2/2") && services.contains("app_talk"),
+        "{services}"
+    );
     let ps = docker(&lab, 1, &["stack", "ps", "app"])?;
-    ensure!(ps.contains("app_web.1") && ps.contains("app_talk.1"), "{ps}");
+    ensure!(
+        ps.contains("app_web.1") && ps.contains("app_talk.1"),
+        "{ps}"
+    );
     // A second deploy of the same file updates in place.
     let again = docker(&lab, 1, &["stack", "deploy", "-c", &compose_arg, "app"])?;
     ensure!(again.contains("Updating service app_web"), "{again}");
@@ -315,34 +422,91 @@ async fn errors_read_as_dockerd_s() -> anyhow::Result<()> {
     let (code, body) = raw(&lab, 2, "GET", "/v1.50/services", "")?;
     ensure!(code == 503, "{code} {body}");
     let info = docker(&lab, 2, &["info"])?;
-    ensure!(info.contains("Swarm: active") && info.contains("Is Manager: false"), "{info}");
+    ensure!(
+        info.contains("Swarm: active") && info.contains("Is Manager: false"),
+        "{info}"
+    );
 
     let (code, body) = raw(&lab, 1, "GET", "/_ping", "")?;
     ensure!(code == 200 && body == "OK", "{code} {body}");
     let (code, body) = raw(&lab, 1, "POST", "/v1.50/services/create", "{not json")?;
-    ensure!(code == 400 && body.contains("invalid JSON"), "{code} {body}");
+    ensure!(
+        code == 400 && body.contains("invalid JSON"),
+        "{code} {body}"
+    );
     let (code, body) = raw(&lab, 1, "GET", "/v1.50/services/nope", "")?;
-    ensure!(code == 404 && body.contains("service nope not found"), "{code} {body}");
+    ensure!(
+        code == 404 && body.contains("service nope not found"),
+        "{code} {body}"
+    );
     let (code, body) = raw(&lab, 1, "GET", "/v1.99/info", "")?;
     ensure!(code == 400 && body.contains("is too new"), "{code} {body}");
     let (code, _) = raw(&lab, 1, "GET", "/v1.24/info", "")?;
     ensure!(code == 200);
-    let (code, body) = raw(&lab, 1, "GET", "/v1.50/tasks?filters=%7B%22colour%22%3A%5B%22red%22%5D%7D", "")?;
-    ensure!(code == 400 && body.contains("invalid filter 'colour'"), "{code} {body}");
+    let (code, body) = raw(
+        &lab,
+        1,
+        "GET",
+        "/v1.50/tasks?filters=%7B%22colour%22%3A%5B%22red%22%5D%7D",
+        "",
+    )?;
+    ensure!(
+        code == 400 && body.contains("invalid filter 'colour'"),
+        "{code} {body}"
+    );
 
-    docker(&lab, 1, &["service", "create", "--detach", "--name", "web", V1])?;
+    docker(
+        &lab,
+        1,
+        &["service", "create", "--detach", "--name", "web", V1],
+    )?;
     let inspect: serde_json::Value =
         serde_json::from_str(&docker(&lab, 1, &["service", "inspect", "web"])?)?;
-    let version = inspect[0]["Version"]["Index"].as_u64().context("no version")?;
+    let version = inspect[0]["Version"]["Index"]
+        .as_u64()
+        .context("no version")?;
     let spec = inspect[0]["Spec"].to_string();
     // A stale version: dockerd's 500 "update out of sequence".
-    let (code, body) = raw(&lab, 1, "POST", &format!("/v1.50/services/web/update?version={}", version + 100), &spec)?;
-    ensure!(code == 500 && body.contains("update out of sequence"), "{code} {body}");
-    let (code, body) = raw(&lab, 1, "POST", "/v1.50/services/web/update?version=abc", &spec)?;
-    ensure!(code == 400 && body.contains("invalid service version 'abc'"), "{code} {body}");
-    let (code, body) = raw(&lab, 1, "POST", "/v1.50/services/create", r#"{"Name":"x","TaskTemplate":{"ContainerSpec":{"Image":"busybox","OpenStdin":true}}}"#)?;
-    ensure!(code == 400 && body.contains("TaskTemplate.ContainerSpec.OpenStdin"), "{code} {body}");
-    let (code, body) = raw(&lab, 1, "POST", "/v1.50/services/create", r#"{"Name":"web","TaskTemplate":{"ContainerSpec":{"Image":"busybox"}}}"#)?;
+    let (code, body) = raw(
+        &lab,
+        1,
+        "POST",
+        &format!("/v1.50/services/web/update?version={}", version + 100),
+        &spec,
+    )?;
+    ensure!(
+        code == 500 && body.contains("update out of sequence"),
+        "{code} {body}"
+    );
+    let (code, body) = raw(
+        &lab,
+        1,
+        "POST",
+        "/v1.50/services/web/update?version=abc",
+        &spec,
+    )?;
+    ensure!(
+        code == 400 && body.contains("invalid service version 'abc'"),
+        "{code} {body}"
+    );
+    let (code, body) = raw(
+        &lab,
+        1,
+        "POST",
+        "/v1.50/services/create",
+        r#"{"Name":"x","TaskTemplate":{"ContainerSpec":{"Image":"busybox","OpenStdin":true}}}"#,
+    )?;
+    ensure!(
+        code == 400 && body.contains("TaskTemplate.ContainerSpec.OpenStdin"),
+        "{code} {body}"
+    );
+    let (code, body) = raw(
+        &lab,
+        1,
+        "POST",
+        "/v1.50/services/create",
+        r#"{"Name":"web","TaskTemplate":{"ContainerSpec":{"Image":"busybox"}}}"#,
+    )?;
     ensure!(code == 409, "a second web: {code} {body}");
     Ok(())
 }
@@ -379,7 +543,10 @@ fn python_with_sdk(dir: &Path) -> anyhow::Result<Option<(String, Option<PathBuf>
     if pip.status.success() && has(Some(&target)) {
         return Ok(Some((python, Some(target))));
     }
-    println!("pip install docker failed: {}", String::from_utf8_lossy(&pip.stderr));
+    println!(
+        "pip install docker failed: {}",
+        String::from_utf8_lossy(&pip.stderr)
+    );
     Ok(None)
 }
 
@@ -416,7 +583,11 @@ print(json.dumps({{"nodes": len(nodes), "services": names}}))
     let out = cmd.output()?;
     let stdout = String::from_utf8_lossy(&out.stdout);
     println!("{stdout}");
-    ensure!(out.status.success(), "python: {}\n{stdout}", String::from_utf8_lossy(&out.stderr));
+    ensure!(
+        out.status.success(),
+        "python: {}\n{stdout}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     lab.running("pyweb", 2, Duration::from_secs(60)).await?;
     until_serving(&lab, 3, 8081, "v1").await?;
     // Tasks, once they exist, through the SDK too.
@@ -433,6 +604,10 @@ print(json.dumps({{"nodes": len(nodes), "services": names}}))
     }
     let out = cmd.output()?;
     let stdout = String::from_utf8_lossy(&out.stdout);
-    ensure!(stdout.trim() == "2 ['running', 'running']", "{stdout} {}", String::from_utf8_lossy(&out.stderr));
+    ensure!(
+        stdout.trim() == "2 ['running', 'running']",
+        "{stdout} {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     Ok(())
 }
