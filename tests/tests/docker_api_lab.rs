@@ -202,7 +202,11 @@ async fn the_docker_cli_drives_services() -> anyhow::Result<()> {
     until_serving(&lab, 3, 8080, "v1").await?;
 
     // `docker ps` on a node: its own tasks, as containers.
-    let ps = docker(&lab, 1, &["ps", "--format", "{{.Names}} {{.Image}} {{.State}}"])?;
+    let ps = docker(
+        &lab,
+        1,
+        &["ps", "--format", "{{.Names}} {{.Image}} {{.State}}"],
+    )?;
     ensure!(
         ps.lines().count() == 1 && ps.starts_with("web.") && ps.contains(" running"),
         "docker ps on n1: {ps:?}"
