@@ -6,6 +6,7 @@
 mod api;
 mod autolock;
 mod datapath;
+mod docker_api;
 mod doctor;
 mod endpoints;
 #[cfg(test)]
@@ -206,8 +207,19 @@ async fn main() -> anyhow::Result<()> {
 
     let listener = api::bind(&args.socket).await?;
     info!(socket = %args.socket.display(), %hostname, "serving the node API");
+    let (stop_docker, docker_stopped) = tokio::sync::oneshot::channel::<()>();
+    let docker_socket = docker_api::start(&args.state_dir, args.socket.clone(), async {
+        let _ = docker_stopped.await;
+    })
+    .await;
     let api = NodeApi::new(node_info, Arc::new(Mutex::new(dp)), swarm.clone());
     api::serve(listener, api, shutdown_signal()).await?;
+    let _ = stop_docker.send(());
+    if let Some(path) = docker_socket
+        && let Err(e) = std::fs::remove_file(&path)
+    {
+        tracing::warn!(error = %e, "could not remove the Docker API socket");
+    }
     swarm.shutdown().await;
     // Best effort: a leftover socket file is replaced by the next start anyway.
     if let Err(e) = std::fs::remove_file(&args.socket) {

@@ -71,6 +71,8 @@ struct InfoJson<'a> {
     programs: &'a [String],
     uptime_seconds: u64,
     state_dir: &'a str,
+    /// The Docker Engine API (`DOCKER_HOST=unix://…`).
+    docker_socket: String,
     /// `null` from a daemon without swarm support.
     swarm: Option<SwarmJson<'a>>,
     /// Secrets this node was ever sent, and those its live tasks hold.
@@ -143,6 +145,15 @@ pub fn pretty(word: &str) -> String {
     }
 }
 
+/// Where shoald serves the Docker Engine API: its state directory's
+/// `docker.sock`.
+fn docker_socket(i: &InfoReply) -> String {
+    std::path::Path::new(&i.state_dir)
+        .join(shoal_dockerapi::SOCKET_NAME)
+        .display()
+        .to_string()
+}
+
 fn info_json(i: &InfoReply) -> serde_json::Result<String> {
     serde_json::to_string_pretty(&InfoJson {
         hostname: &i.hostname,
@@ -153,6 +164,7 @@ fn info_json(i: &InfoReply) -> serde_json::Result<String> {
         programs: &i.programs,
         uptime_seconds: i.uptime_seconds,
         state_dir: &i.state_dir,
+        docker_socket: docker_socket(i),
         swarm: i.swarm.as_ref().map(|s| SwarmJson {
             state: word::<SwarmState>(s.state),
             node_id: &s.node_id,
@@ -175,7 +187,8 @@ fn info_text(i: &InfoReply) -> String {
          TC attach mode:  {}\n\
          Programs:        {}\n\
          Uptime:          {}s\n\
-         State dir:       {}\n",
+         State dir:       {}\n\
+         Docker API:      unix://{}\n",
         i.hostname,
         i.version,
         i.data_interface,
@@ -184,6 +197,7 @@ fn info_text(i: &InfoReply) -> String {
         i.programs.join(", "),
         i.uptime_seconds,
         i.state_dir,
+        docker_socket(i),
     );
     if let Some(s) = &i.swarm {
         out.push_str(&swarm_text(s));
@@ -857,6 +871,7 @@ mod tests {
         assert!(
             text.ends_with(
                 "State dir:       /var/lib/shoal\n\
+                 Docker API:      unix:///var/lib/shoal/docker.sock\n\
                  Swarm: active\n \
                  NodeID: abc\n \
                  Is Manager: true\n \
@@ -893,6 +908,7 @@ mod tests {
         let v: serde_json::Value = serde_json::from_str(&info_json(&info_reply(Some(swarm)))?)?;
         assert_eq!(v["hostname"], "n1");
         assert_eq!(v["uptime_seconds"], 5);
+        assert_eq!(v["docker_socket"], "/var/lib/shoal/docker.sock");
         assert_eq!(v["swarm"]["state"], "active");
         assert_eq!(v["swarm"]["is_manager"], true);
         assert_eq!(v["swarm"]["managers"][0], "198.18.0.1:2377");
