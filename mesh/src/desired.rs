@@ -362,6 +362,7 @@ pub(crate) mod tests {
                     backend("t2", "n2", "198.18.0.2", "app", "10.0.1.4"),
                 ],
                 draining: vec![],
+                network_aliases: Default::default(),
             }],
             ..Default::default()
         }
