@@ -283,7 +283,18 @@ fn mount(m: Obj<'_>) -> Result<pb::Mount, ApiError> {
         ..Default::default()
     };
     m.with("VolumeOptions", |v| {
-        v.refuse(&["Labels", "DriverConfig", "Subpath"])?;
+        v.refuse(&["DriverConfig", "Subpath"])?;
+        // `docker stack deploy` labels a stack's volumes with its
+        // namespace; Shoal's node-local volumes carry no labels, and any
+        // other label would be lost, so only that one passes.
+        if v.map("Labels")?
+            .keys()
+            .any(|k| k != "com.docker.stack.namespace")
+        {
+            return Err(ApiError::Unsupported {
+                field: join(v.path(), "Labels"),
+            });
+        }
         out.volume_nocopy = v.bool("NoCopy")?.unwrap_or_default();
         Ok(())
     })?;

@@ -622,3 +622,177 @@ print(json.dumps({{"nodes": len(nodes), "services": names}}))
     );
     Ok(())
 }
+
+/// The compose file both CLIs deploy: most of what a stack converts (no
+/// fixed published port, so both copies can run at once).
+const SAME_STACK: &str = r#"version: "3.8"
+services:
+  web:
+    image: shoal.local/web:v1
+    ports: ["80"]
+    networks:
+      front:
+        aliases: [www]
+      back:
+    environment:
+      MODE: prod
+      EMPTY: ""
+    labels: {tier: web}
+    healthcheck:
+      test: ["CMD-SHELL", "wget -q -O /dev/null http://127.0.0.1/"]
+      interval: 2s
+      timeout: 1s
+      retries: 2
+      start_period: 10s
+    stop_grace_period: 20s
+    secrets:
+      - source: pw
+        target: db_pw
+        mode: 0400
+    configs:
+      - source: conf
+        target: /etc/web.conf
+    deploy:
+      replicas: 2
+      labels: {owner: ops}
+      endpoint_mode: vip
+      update_config: {parallelism: 2, delay: 1s, order: start-first, failure_action: rollback, monitor: 3s}
+      rollback_config: {parallelism: 1, failure_action: pause}
+      restart_policy: {condition: on-failure, delay: 3s, max_attempts: 4, window: 60s}
+      resources: {limits: {cpus: "0.5", memory: 64M}, reservations: {memory: 16M}}
+      placement:
+        constraints: [node.role == manager]
+        preferences: [{spread: node.labels.zone}]
+  worker:
+    image: busybox
+    command: ["sleep", "100000"]
+    entrypoint: ["/bin/sh", "-c", "exec \"$$@\"", "sh"]
+    user: "1000"
+    working_dir: /tmp
+    read_only: true
+    init: true
+    cap_drop: [NET_RAW]
+    volumes:
+      - cache:/cache
+      - type: tmpfs
+        target: /scratch
+        tmpfs: {size: 1048576}
+    networks: [back]
+    deploy:
+      mode: global
+      endpoint_mode: dnsrr
+networks:
+  front:
+  back:
+volumes:
+  cache:
+secrets:
+  pw: {file: ./pw.txt}
+configs:
+  conf: {file: ./web.conf}
+"#;
+
+/// `service inspect` JSON with what differs by construction taken out:
+/// ids, versions, states, addresses and allocated ports; the stack's name
+/// as `NS`; digests and the `com.docker.stack.image` label the docker CLI
+/// adds itself; network ids as names.
+fn normalised(
+    v: &serde_json::Value,
+    ns: &str,
+    net_names: &[(String, String)],
+) -> serde_json::Value {
+    use serde_json::Value;
+    const DROP: &[&str] = &[
+        "id",
+        "ID",
+        "version",
+        "Version",
+        "running",
+        "desired",
+        "vips",
+        "UpdateStatus",
+        "PreviousSpec",
+        "published_port",
+        "PublishedPort",
+        "CreatedAt",
+        "UpdatedAt",
+        "com.docker.stack.image",
+        "SecretID",
+        "ConfigID",
+    ];
+    match v {
+        Value::Object(m) => Value::Object(
+            m.iter()
+                .filter(|(k, _)| !DROP.contains(&k.as_str()))
+                .map(|(k, v)| (renamed(k, ns, net_names), normalised(v, ns, net_names)))
+                .collect(),
+        ),
+        Value::Array(a) => Value::Array(a.iter().map(|v| normalised(v, ns, net_names)).collect()),
+        Value::String(s) => Value::String(renamed(s, ns, net_names)),
+        other => other.clone(),
+    }
+}
+
+fn renamed(s: &str, ns: &str, net_names: &[(String, String)]) -> String {
+    let s = net_names
+        .iter()
+        .find(|(id, _)| id == s)
+        .map_or(s, |(_, name)| name.as_str());
+    let s = s.split("@sha256:").next().unwrap_or(s);
+    if s == ns {
+        return "NS".into();
+    }
+    match s.strip_prefix(&format!("{ns}_")) {
+        Some(rest) => format!("NS_{rest}"),
+        None => s.to_owned(),
+    }
+}
+
+#[tokio::test]
+async fn docker_stack_deploy_and_shoal_stack_deploy_make_the_same_services() -> anyhow::Result<()> {
+    let lab = cluster("dapi-same").await?;
+    let dir = lab.dir().join("same");
+    std::fs::create_dir_all(&dir)?;
+    std::fs::write(dir.join("pw.txt"), "s3cr3t")?;
+    std::fs::write(dir.join("web.conf"), "color=blue")?;
+    let file = dir.join("stack.yml");
+    std::fs::write(&file, SAME_STACK)?;
+    let file = file.display().to_string();
+    // docker's own compose loader and converter, through the Engine API…
+    docker(&lab, 1, &["stack", "deploy", "-c", &file, "d"])?;
+    // …and Shoal's, through its own API.
+    lab.shoal(1, &["stack", "deploy", "-c", &file, "s"])?;
+
+    let nets: serde_json::Value =
+        serde_json::from_str(&lab.shoal(1, &["network", "ls", "--format", "json"])?)?;
+    let net_names: Vec<(String, String)> = nets
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|n| {
+            let id = n.get("id").or_else(|| n.get("ID"))?.as_str()?;
+            let name = n.get("name").or_else(|| n.get("Name"))?.as_str()?;
+            Some((id.to_owned(), name.to_owned()))
+        })
+        .collect();
+    for service in ["web", "worker"] {
+        let inspect = |ns: &str| -> anyhow::Result<serde_json::Value> {
+            let out = lab.shoal(1, &["service", "inspect", &format!("{ns}_{service}")])?;
+            let v: serde_json::Value = serde_json::from_str(&out)?;
+            Ok(normalised(&v[0], ns, &net_names))
+        };
+        let (by_docker, by_shoal) = (inspect("d")?, inspect("s")?);
+        ensure!(
+            by_docker == by_shoal,
+            "{service} differs:\n docker stack deploy: {}\n shoal stack deploy:  {}",
+            serde_json::to_string_pretty(&by_docker)?,
+            serde_json::to_string_pretty(&by_shoal)?
+        );
+    }
+    // Both converge, with the same tasks.
+    for ns in ["d", "s"] {
+        lab.running(&format!("{ns}_web"), 2, Duration::from_secs(90))
+            .await?;
+    }
+    Ok(())
+}

@@ -34,10 +34,10 @@ pub struct DeployArgs {
     #[arg(long)]
     pub with_registry_auth: bool,
     /// Exit immediately instead of waiting for the stack services to
-    /// converge.
-    #[arg(long, short, default_value_t = true, action = clap::ArgAction::Set,
-          num_args = 0..=1, default_missing_value = "true", require_equals = true)]
-    pub detach: bool,
+    /// converge (default true).
+    #[arg(long, short, action = clap::ArgAction::Set, num_args = 0..=1,
+          default_missing_value = "true", require_equals = true)]
+    pub detach: Option<bool>,
     /// Suppress progress output.
     #[arg(long, short)]
     pub quiet: bool,
@@ -67,6 +67,13 @@ pub fn load(files: &[String]) -> anyhow::Result<shoal_compose::Loaded> {
 }
 
 pub async fn run(host: &str, a: DeployArgs) -> anyhow::Result<()> {
+    if a.detach.is_none() {
+        // docker 28's words, first, when --detach is not given.
+        eprintln!(
+            "Since --detach=false was not specified, tasks will be created in the background.\n\
+             In a future release, --detach=false will become the default."
+        );
+    }
     let namespace = a.stack.clone();
     // docker's only check of the name; the managers check the names made
     // from it.
@@ -93,7 +100,7 @@ pub async fn run(host: &str, a: DeployArgs) -> anyhow::Result<()> {
     let mut d = client::connect(host).await?;
     check_external(&mut d, &plan).await?;
     apply(&mut d, &plan, a.prune).await?;
-    if a.detach {
+    if a.detach != Some(false) {
         return Ok(());
     }
     for s in &plan.services {
