@@ -250,8 +250,11 @@ fn attach_classifiers(
     } else {
         match tc::qdisc_add_clsact(iface) {
             Ok(()) => {}
-            // Another agent run (or tc by hand) added it already.
+            // Another agent run (or tc by hand) added it already; aya reports
+            // that as the kernel's EEXIST (6.1 says "Exclusivity flag on").
             Err(tc::TcError::AlreadyAttached) => {}
+            Err(tc::TcError::NetlinkError(e))
+                if e.raw_os_error() == Some(nix::errno::Errno::EEXIST as i32) => {}
             Err(source) => {
                 return Err(DatapathError::Clsact {
                     iface: iface.to_owned(),
