@@ -49,8 +49,21 @@ INDEX=${BASH_REMATCH[1]}
 [[ $SHOAL_MANAGERS =~ ^[1-9][0-9]*$ ]] || die "SHOAL_MANAGERS=$SHOAL_MANAGERS: give a number of at least 1"
 [[ $EUID -eq 0 ]] || die "run as root (Vagrant's shell provisioner does)"
 
+# Docker's default seccomp profile, which every task gets; Debian ships it in
+# golang-github-docker-docker-dev, a source package with many dependencies,
+# so a copy next to the binaries (seccomp.json) is taken first.
+SECCOMP=/usr/share/gocode/src/github.com/docker/docker/profiles/seccomp/default.json
+SECCOMP_PACKAGE=golang-github-docker-docker-dev
+
 install_packages() {
     local missing=() p
+    if [[ ! -f $SECCOMP ]]; then
+        if [[ -f $SHOAL_BIN/seccomp.json ]]; then
+            install -D -m 0644 "$SHOAL_BIN/seccomp.json" "$SECCOMP"
+        else
+            missing+=("$SECCOMP_PACKAGE")
+        fi
+    fi
     for p in "${PACKAGES[@]}"; do
         dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'ok installed' || missing+=("$p")
     done

@@ -22,7 +22,7 @@ pub const SUITE: &str = "bookworm";
 /// Size of the root filesystem (sparse; each VM writes to its own overlay).
 const ROOTFS_SIZE: &str = "4G";
 /// Bumped when the way the image is built changes without its inputs changing.
-const FORMAT: u32 = 1;
+const FORMAT: u32 = 2;
 
 /// What a VM is besides what provision.sh asks for: a kernel with modules
 /// and a proper initramfs (virtio, 9p, vxlan, esp4, wireguard are modules
@@ -246,6 +246,18 @@ fn build(spec: &ImageSpec, tmp: &Path) -> Result<(), VmError> {
         std::os::unix::fs::symlink(format!("/etc/systemd/system/{unit}"), &link)
             .map_err(io_err(&link, "symlink"))?;
     }
+    // Every VM must make its own machine id at first boot: systemd derives
+    // the MACs of new links (VXLAN devices, bridges) from it, and clones
+    // sharing one get the same MACs on every node.
+    let machine_id = root.join("etc/machine-id");
+    fs::write(&machine_id, "").map_err(io_err(&machine_id, "truncate"))?;
+    let dbus_id = root.join("var/lib/dbus/machine-id");
+    match fs::remove_file(&dbus_id) {
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+            return Err(io_err(&dbus_id, "remove")(e));
+        }
+        _ => {}
+    }
     // Downloaded packages are not needed in the image.
     let archives = root.join("var/cache/apt/archives");
     for entry in fs::read_dir(&archives)
@@ -403,7 +415,10 @@ mod tests {
             Some("http://mirror.example/debian")
         );
         assert_eq!(
-            debian_mirror("deb https://packages.cloud.google.com/apt cloud-sdk-bookworm main", "bookworm"),
+            debian_mirror(
+                "deb https://packages.cloud.google.com/apt cloud-sdk-bookworm main",
+                "bookworm"
+            ),
             None
         );
     }

@@ -43,6 +43,9 @@ pub const MAX_NODES: usize = 200;
 pub const PREFIX_LEN: u8 = 24;
 /// Binaries copied into the share for provision.sh; the first three are required.
 pub const BINARIES: &[&str] = &["shoald", "shoal", "shoal-shim", "lab-http", "lab-echo"];
+/// Docker's default seccomp profile as Debian installs it (what Shoal's runtime reads).
+const SECCOMP_PROFILE: &str =
+    "/usr/share/gocode/src/github.com/docker/docker/profiles/seccomp/default.json";
 /// The shared folder's tag, mounted on /vagrant as Vagrant mounts its synced folder.
 const SHARE_TAG: &str = "vagrant";
 const POLL: Duration = Duration::from_millis(500);
@@ -214,7 +217,14 @@ impl VmLabBuilder {
                 });
             }
         }
-        for tool in ["qemu-system-x86_64", "qemu-img", "debootstrap", "ssh", "ssh-keygen", "mkfs.ext4"] {
+        for tool in [
+            "qemu-system-x86_64",
+            "qemu-img",
+            "debootstrap",
+            "ssh",
+            "ssh-keygen",
+            "mkfs.ext4",
+        ] {
             if !on_path(tool) {
                 return Err(VmError::Missing {
                     what: tool.into(),
@@ -235,7 +245,9 @@ impl VmLabBuilder {
         sweep_stale()?;
         if lab_dir(&name).exists() {
             return Err(VmError::Config {
-                reason: format!("a VM lab {name:?} exists already: `cargo xtask vm down --name {name}` first"),
+                reason: format!(
+                    "a VM lab {name:?} exists already: `cargo xtask vm down --name {name}` first"
+                ),
             });
         }
         let provision = provision_script();
@@ -247,7 +259,9 @@ impl VmLabBuilder {
             nodes: self.nodes,
             managers: self.managers,
             persistent: self.persistent,
-            owner: (!self.persistent).then(|| owner_of(std::process::id())).flatten(),
+            owner: (!self.persistent)
+                .then(|| owner_of(std::process::id()))
+                .flatten(),
             image: image.dir.clone(),
             accel: accel.name().to_owned(),
             memory_mb: self.memory_mb,
@@ -312,7 +326,10 @@ impl VmLab {
             Err(e) => return Err(io_err(&path, "read")(e)),
         };
         let record: Record = serde_json::from_str(&text).map_err(|e| VmError::Config {
-            reason: format!("{}: {e}; remove the lab with `cargo xtask vm down --name {name}`", path.display()),
+            reason: format!(
+                "{}: {e}; remove the lab with `cargo xtask vm down --name {name}`",
+                path.display()
+            ),
         })?;
         let accel = Accel::parse(&record.accel).unwrap_or(Accel::Tcg);
         let image = Image::at(record.image.clone());
@@ -400,7 +417,12 @@ impl VmLab {
         }
     }
 
-    async fn build(&self, bins: &Path, provision: &Path, cfg: &VmLabBuilder) -> Result<(), VmError> {
+    async fn build(
+        &self,
+        bins: &Path,
+        provision: &Path,
+        cfg: &VmLabBuilder,
+    ) -> Result<(), VmError> {
         let vm_dir = self.share().join(".vm");
         fs::create_dir_all(&vm_dir).map_err(io_err(&vm_dir, "create"))?;
         let json = serde_json::to_string_pretty(&self.record).map_err(|e| VmError::Config {
@@ -436,7 +458,12 @@ impl VmLab {
         Ok(())
     }
 
-    fn prepare_share(&self, bins: &Path, provision: &Path, cfg: &VmLabBuilder) -> Result<(), VmError> {
+    fn prepare_share(
+        &self,
+        bins: &Path,
+        provision: &Path,
+        cfg: &VmLabBuilder,
+    ) -> Result<(), VmError> {
         let share = self.share();
         let bin_dir = share.join("bin");
         fs::create_dir_all(&bin_dir).map_err(io_err(&bin_dir, "create"))?;
@@ -454,6 +481,12 @@ impl VmLab {
                     .arg(&src),
                 "strip (copying a binary into the share)",
             )?;
+        }
+        // Docker's seccomp profile from this machine's Debian package: the
+        // VMs have no network to install it from (see provision.sh).
+        let seccomp = Path::new(SECCOMP_PROFILE);
+        if seccomp.is_file() {
+            fs::copy(seccomp, bin_dir.join("seccomp.json")).map_err(io_err(seccomp, "copy"))?;
         }
         let script = share.join("provision.sh");
         fs::copy(provision, &script).map_err(io_err(provision, "copy"))?;
@@ -508,7 +541,9 @@ impl VmLab {
             .arg("-netdev")
             .arg(format!("tap,id=ul,ifname={tap},script=no,downscript=no"))
             .arg("-device")
-            .arg(format!("virtio-net-pci,netdev=ul,mac=52:54:00:c6:12:{k:02x}"))
+            .arg(format!(
+                "virtio-net-pci,netdev=ul,mac=52:54:00:c6:12:{k:02x}"
+            ))
             .arg("-fsdev")
             .arg(format!(
                 "local,id=share,path={},security_model=none",
@@ -518,7 +553,10 @@ impl VmLab {
             .arg(format!("virtio-9p-pci,fsdev=share,mount_tag={SHARE_TAG}"))
             .args(["-device", "virtio-rng-pci"])
             .arg("-chardev")
-            .arg(format!("file,id=con,path={},append=on", self.console(k).display()))
+            .arg(format!(
+                "file,id=con,path={},append=on",
+                self.console(k).display()
+            ))
             .args(["-serial", "chardev:con"])
             .arg("-pidfile")
             .arg(&pid_file)
@@ -656,18 +694,28 @@ impl VmLab {
     }
 
     /// Runs `remote` in VM `k` with this terminal (`vm exec`, `vm ssh`).
-    pub fn exec_interactive<S: AsRef<str>>(&self, k: usize, remote: &[S], tty: bool) -> Result<ExitStatus, VmError> {
+    pub fn exec_interactive<S: AsRef<str>>(
+        &self,
+        k: usize,
+        remote: &[S],
+        tty: bool,
+    ) -> Result<ExitStatus, VmError> {
         self.check(k)?;
         let mut cmd = self.ssh_command(k, remote, tty);
-        self.in_client(move || cmd.status())?.map_err(|e| VmError::Tool {
-            tool: "ssh".into(),
-            status: format!("cannot start: {e}"),
-            output: String::new(),
-        })
+        self.in_client(move || cmd.status())?
+            .map_err(|e| VmError::Tool {
+                tool: "ssh".into(),
+                status: format!("cannot start: {e}"),
+                output: String::new(),
+            })
     }
 
     /// Runs `program` in the client namespace and returns its output.
-    pub fn client_output(&self, program: impl AsRef<OsStr>, args: &[&str]) -> Result<Output, VmError> {
+    pub fn client_output(
+        &self,
+        program: impl AsRef<OsStr>,
+        args: &[&str],
+    ) -> Result<Output, VmError> {
         let mut cmd = Command::new(program.as_ref());
         cmd.args(args).stdin(Stdio::null());
         let what = program.as_ref().to_string_lossy().into_owned();
@@ -680,7 +728,13 @@ impl VmLab {
     }
 
     /// Waits until `remote` succeeds in VM `k` (ssh up, daemon answering…).
-    pub async fn wait_for<S: AsRef<str>>(&self, k: usize, remote: &[S], what: &'static str, timeout: Duration) -> Result<(), VmError> {
+    pub async fn wait_for<S: AsRef<str>>(
+        &self,
+        k: usize,
+        remote: &[S],
+        what: &'static str,
+        timeout: Duration,
+    ) -> Result<(), VmError> {
         let started = Instant::now();
         loop {
             let last = self.exec_output(k, remote)?;
@@ -828,7 +882,12 @@ pub fn provision_script() -> PathBuf {
 /// directory or the parent (test binaries run from `target/<profile>/deps`).
 fn default_binaries() -> Result<PathBuf, VmError> {
     let exe = std::env::current_exe().map_err(io_err("/proc/self/exe", "read"))?;
-    let candidates: Vec<PathBuf> = exe.ancestors().skip(1).take(2).map(Path::to_path_buf).collect();
+    let candidates: Vec<PathBuf> = exe
+        .ancestors()
+        .skip(1)
+        .take(2)
+        .map(Path::to_path_buf)
+        .collect();
     candidates
         .iter()
         .find(|d| d.join("shoald").is_file())
@@ -840,9 +899,11 @@ fn default_binaries() -> Result<PathBuf, VmError> {
 }
 
 fn on_path(tool: &str) -> bool {
-    std::env::var_os("PATH").is_some_and(|path| {
-        std::env::split_paths(&path).any(|d| d.join(tool).is_file())
-    }) || ["/usr/sbin", "/sbin"].iter().any(|d| Path::new(d).join(tool).is_file())
+    std::env::var_os("PATH")
+        .is_some_and(|path| std::env::split_paths(&path).any(|d| d.join(tool).is_file()))
+        || ["/usr/sbin", "/sbin"]
+            .iter()
+            .any(|d| Path::new(d).join(tool).is_file())
 }
 
 /// `<pid> <start time>`: a pid alone could be reused by the time we look.
@@ -853,7 +914,12 @@ fn owner_of(pid: u32) -> Option<String> {
 fn start_time(pid: u32) -> Option<u64> {
     let stat = fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
     // Field 22; the command name (field 2) may hold spaces, so count after ')'.
-    stat.rsplit_once(')')?.1.split_whitespace().nth(19)?.parse().ok()
+    stat.rsplit_once(')')?
+        .1
+        .split_whitespace()
+        .nth(19)?
+        .parse()
+        .ok()
 }
 
 fn owner_alive(owner: &str) -> bool {
@@ -929,7 +995,9 @@ pub fn list_labs() -> Vec<String> {
 pub fn sweep_stale() -> Result<Vec<String>, VmError> {
     let mut swept = Vec::new();
     for name in list_labs() {
-        let Ok(lab) = VmLab::open(&name) else { continue };
+        let Ok(lab) = VmLab::open(&name) else {
+            continue;
+        };
         if let Some(owner) = &lab.record.owner
             && !lab.record.persistent
             && !owner_alive(owner)
@@ -939,8 +1007,12 @@ pub fn sweep_stale() -> Result<Vec<String>, VmError> {
         }
     }
     for ns in shoal_lab::netns::list()? {
-        let Some(rest) = ns.strip_prefix(NS_PREFIX) else { continue };
-        let Some((lab, _)) = rest.rsplit_once('-') else { continue };
+        let Some(rest) = ns.strip_prefix(NS_PREFIX) else {
+            continue;
+        };
+        let Some((lab, _)) = rest.rsplit_once('-') else {
+            continue;
+        };
         if !lab_dir(lab).exists() {
             shoal_lab::netns::delete(&ns)?;
             swept.push(lab.to_owned());
@@ -957,11 +1029,11 @@ mod tests {
     #[test]
     fn builder_refuses_bad_settings_naming_the_flag() {
         let err = |b: VmLabBuilder| b.validate("x").map(drop).map_err(|e| e.to_string());
-        let e = err(VmLab::builder("t").nodes(0)).unwrap_err();
+        let e = err(VmLab::builder("t").nodes(0)).expect_err("refused");
         assert!(e.contains("--nodes 0"), "{e}");
-        let e = err(VmLab::builder("t").nodes(2).managers(3)).unwrap_err();
+        let e = err(VmLab::builder("t").nodes(2).managers(3)).expect_err("refused");
         assert!(e.contains("--managers 3"), "{e}");
-        let e = err(VmLab::builder("t").memory_mb(64)).unwrap_err();
+        let e = err(VmLab::builder("t").memory_mb(64)).expect_err("refused");
         assert!(e.contains("256 MiB"), "{e}");
     }
 

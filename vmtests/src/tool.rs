@@ -17,11 +17,14 @@ fn name(cmd: &Command) -> String {
 /// Runs `cmd` to completion and returns its stdout; a failure carries the
 /// end of its stderr.
 pub fn output(cmd: &mut Command, what: &str) -> Result<Vec<u8>, VmError> {
-    let out = cmd.stdin(Stdio::null()).output().map_err(|e| VmError::Tool {
-        tool: what.to_owned(),
-        status: format!("cannot start {}: {e}", name(cmd)),
-        output: String::new(),
-    })?;
+    let out = cmd
+        .stdin(Stdio::null())
+        .output()
+        .map_err(|e| VmError::Tool {
+            tool: what.to_owned(),
+            status: format!("cannot start {}: {e}", name(cmd)),
+            output: String::new(),
+        })?;
     if !out.status.success() {
         return Err(VmError::Tool {
             tool: what.to_owned(),

@@ -48,7 +48,11 @@ async fn hold_while(
     let target = format!("{}:{port}", node_addr(entry));
     let mut cmd = Command::new(bin);
     cmd.args(["hold", &target, &secs.to_string()]);
-    let child = lab.in_client(move || cmd.stdout(std::process::Stdio::piped()).stderr(std::process::Stdio::piped()).spawn())??;
+    let child = lab.in_client(move || {
+        cmd.stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+    })??;
     // Let the connection be established and tracked first.
     tokio::time::sleep(Duration::from_secs(3)).await;
     during()?;
@@ -70,15 +74,24 @@ async fn full_cross_vm_suite() -> Result<(), BoxError> {
     if !enabled() {
         return Ok(());
     }
-    let (lab, timings) = VmLab::builder("vmfull").nodes(3).managers(1).start().await?;
-    println!("3 VMs up under {} in {:.1?}", lab.accel().name(), timings.total);
+    let (lab, timings) = VmLab::builder("vmfull")
+        .nodes(3)
+        .managers(1)
+        .start()
+        .await?;
+    println!(
+        "3 VMs up under {} in {:.1?}",
+        lab.accel().name(),
+        timings.total
+    );
     all_ready(&lab, 1, 3, WITHIN).await?;
     let mut failures: Vec<String> = Vec::new();
 
     // node doctor on every VM (an empty cluster: peers, the data path).
     for k in 1..=3 {
         let out = lab.exec_output(k, &["shoal", "node", "doctor"])?;
-        let text = String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
+        let text = String::from_utf8_lossy(&out.stdout).into_owned()
+            + &String::from_utf8_lossy(&out.stderr);
         println!("n{k} node doctor ({}):\n{text}", out.status);
         if !out.status.success() {
             failures.push(format!("node doctor failed on n{k}"));
@@ -87,10 +100,27 @@ async fn full_cross_vm_suite() -> Result<(), BoxError> {
 
     // A service only on n3, entered through n2.
     shoal(&lab, 1, &["network", "create", "-d", "overlay", "appnet"])?;
-    shoal(&lab, 1, &[
-        "service", "create", "-d", "--name", "pinned", "--constraint", "node.hostname==n3",
-        "--network", "appnet", "-p", "8081:80", "host", "/usr/local/bin/lab-http", "serve", "80",
-    ])?;
+    shoal(
+        &lab,
+        1,
+        &[
+            "service",
+            "create",
+            "-d",
+            "--name",
+            "pinned",
+            "--constraint",
+            "node.hostname==n3",
+            "--network",
+            "appnet",
+            "-p",
+            "8081:80",
+            "host",
+            "/usr/local/bin/lab-http",
+            "serve",
+            "80",
+        ],
+    )?;
     running(&lab, "pinned", 1, WITHIN).await?;
     let url = format!("http://{}:8081/", node_addr(2));
     eventually(WITHIN, "n2:8081 answers", || Ok(curl(&lab, &url).ok())).await?;
@@ -113,7 +143,10 @@ async fn full_cross_vm_suite() -> Result<(), BoxError> {
     })
     .await
     {
-        Ok(report) => println!("restart of the entry VM's shoald: connection survived ({report}) in {:.1?}", t.elapsed()),
+        Ok(report) => println!(
+            "restart of the entry VM's shoald: connection survived ({report}) in {:.1?}",
+            t.elapsed()
+        ),
         Err(e) => failures.push(format!("restart of n2's shoald (entry): {e}")),
     }
     // And on the task's VM (n3): the task outlives its shoald (live restore).
@@ -129,13 +162,36 @@ async fn full_cross_vm_suite() -> Result<(), BoxError> {
 
     // Kill n3: the task moves, the published port keeps answering from n1, n2.
     shoal(&lab, 1, &["service", "rm", "pinned"])?;
-    shoal(&lab, 1, &[
-        "service", "create", "-d", "--name", "web", "--replicas", "2", "--network", "appnet",
-        "-p", "8080:80", "host", "/usr/local/bin/lab-http", "serve", "80",
-    ])?;
+    shoal(
+        &lab,
+        1,
+        &[
+            "service",
+            "create",
+            "-d",
+            "--name",
+            "web",
+            "--replicas",
+            "2",
+            "--network",
+            "appnet",
+            "-p",
+            "8080:80",
+            "host",
+            "/usr/local/bin/lab-http",
+            "serve",
+            "80",
+        ],
+    )?;
     running(&lab, "web", 2, WITHIN).await?;
     let placed = common::tasks(&lab, 1, "web")?;
-    println!("web placed: {:?}", placed.iter().map(|t| (&t.name, &t.node)).collect::<Vec<_>>());
+    println!(
+        "web placed: {:?}",
+        placed
+            .iter()
+            .map(|t| (&t.name, &t.node))
+            .collect::<Vec<_>>()
+    );
     let killed = 3;
     lab.kill(killed).await?;
     let killed_at = Instant::now();
@@ -144,7 +200,9 @@ async fn full_cross_vm_suite() -> Result<(), BoxError> {
     let mut back = None;
     while killed_at.elapsed() < Duration::from_secs(240) {
         for k in [1, 2] {
-            match curl(&lab, &format!("http://{}:8080/", node_addr(k))).and_then(|b| split_answer(&b)) {
+            match curl(&lab, &format!("http://{}:8080/", node_addr(k)))
+                .and_then(|b| split_answer(&b))
+            {
                 Ok(_) => ok += 1,
                 Err(_) => {
                     failed += 1;
@@ -156,7 +214,9 @@ async fn full_cross_vm_suite() -> Result<(), BoxError> {
         if back.is_none() {
             let running = common::tasks(&lab, 1, "web")?
                 .iter()
-                .filter(|t| t.desired == "running" && t.state == "running" && t.node != format!("n{killed}"))
+                .filter(|t| {
+                    t.desired == "running" && t.state == "running" && t.node != format!("n{killed}")
+                })
                 .count();
             if running == 2 {
                 back = Some(killed_at.elapsed());
@@ -190,7 +250,11 @@ async fn full_cross_vm_suite() -> Result<(), BoxError> {
         Err(e) => failures.push(format!("n2 after reboot: {e}")),
     }
     let url = format!("http://{}:8080/", node_addr(2));
-    if let Err(e) = eventually(WITHIN, "n2:8080 answers after its reboot", || Ok(curl(&lab, &url).ok())).await {
+    if let Err(e) = eventually(WITHIN, "n2:8080 answers after its reboot", || {
+        Ok(curl(&lab, &url).ok())
+    })
+    .await
+    {
         failures.push(e.to_string());
     }
 

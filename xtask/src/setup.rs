@@ -134,7 +134,10 @@ fn ensure_bpffs() -> anyhow::Result<()> {
 /// qemu-system-x86 and a qemu-utils of the same version (see [`QEMU`]).
 fn ensure_qemu(check_only: bool) -> anyhow::Result<()> {
     let version = |pkg: &str, field: &str| -> Option<String> {
-        let out = Command::new("apt-cache").args(["policy", pkg]).output().ok()?;
+        let out = Command::new("apt-cache")
+            .args(["policy", pkg])
+            .output()
+            .ok()?;
         String::from_utf8_lossy(&out.stdout)
             .lines()
             .find_map(|l| l.trim().strip_prefix(field).map(|v| v.trim().to_owned()))

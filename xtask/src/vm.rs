@@ -222,7 +222,10 @@ async fn dispatch(cmd: VmCmd) -> anyhow::Result<()> {
             let k = vm.node_index(&node)?;
             let t = Instant::now();
             vm.reboot(k, BOOT_TIMEOUT).await?;
-            println!("vm: n{k} rebooted, shoald answering, in {:.1?}", t.elapsed());
+            println!(
+                "vm: n{k} rebooted, shoald answering, in {:.1?}",
+                t.elapsed()
+            );
             Ok(())
         }
     }
@@ -237,7 +240,8 @@ fn status(vm: &VmLab) -> anyhow::Result<()> {
         table.add_row([
             format!("n{k}{role}"),
             node_addr(k).to_string(),
-            vm.pid(k).map_or("- (not running)".into(), |p| p.to_string()),
+            vm.pid(k)
+                .map_or("- (not running)".into(), |p| p.to_string()),
             vm.console(k).display().to_string(),
         ]);
     }
@@ -250,12 +254,19 @@ fn status(vm: &VmLab) -> anyhow::Result<()> {
     println!(
         "VM lab {} ({}, {}; underlay {} in {}):\n{table}",
         vm.name(),
-        if vm.persistent() { "persistent" } else { "test" },
+        if vm.persistent() {
+            "persistent"
+        } else {
+            "test"
+        },
         vm.accel().name(),
         shoal_lab::BRIDGE,
         vm.underlay_netns()
     );
-    println!("shared folder (/vagrant in every VM): {}", vm.share().display());
+    println!(
+        "shared folder (/vagrant in every VM): {}",
+        vm.share().display()
+    );
     Ok(())
 }
 

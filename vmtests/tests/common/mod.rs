@@ -58,7 +58,12 @@ pub fn nodes(lab: &VmLab, k: usize) -> Result<Vec<(String, String)>, BoxError> {
 }
 
 /// Waits until VM `k` lists exactly `want` nodes, all ready.
-pub async fn all_ready(lab: &VmLab, k: usize, want: usize, within: Duration) -> Result<(), BoxError> {
+pub async fn all_ready(
+    lab: &VmLab,
+    k: usize,
+    want: usize,
+    within: Duration,
+) -> Result<(), BoxError> {
     eventually(within, &format!("{want} nodes ready"), || {
         let rows = nodes(lab, k)?;
         Ok((rows.len() == want && rows.iter().all(|(_, s)| s == "ready")).then_some(()))
@@ -82,7 +87,9 @@ pub fn tasks(lab: &VmLab, k: usize, service: &str) -> Result<Vec<Task>, BoxError
         k,
         &["service", "ps", service, "--format", "json"],
     )?)?;
-    let rows = v.as_array().ok_or("service ps --format json: not an array")?;
+    let rows = v
+        .as_array()
+        .ok_or("service ps --format json: not an array")?;
     Ok(rows
         .iter()
         .map(|t| {
@@ -94,7 +101,11 @@ pub fn tasks(lab: &VmLab, k: usize, service: &str) -> Result<Vec<Task>, BoxError
                 state: s("current_state"),
                 addresses: t["addresses"]
                     .as_array()
-                    .map(|a| a.iter().filter_map(|x| x.as_str().map(str::to_owned)).collect())
+                    .map(|a| {
+                        a.iter()
+                            .filter_map(|x| x.as_str().map(str::to_owned))
+                            .collect()
+                    })
                     .unwrap_or_default(),
             }
         })
@@ -102,7 +113,12 @@ pub fn tasks(lab: &VmLab, k: usize, service: &str) -> Result<Vec<Task>, BoxError
 }
 
 /// Waits until `service` has `n` running tasks (wanted running).
-pub async fn running(lab: &VmLab, service: &str, n: usize, within: Duration) -> Result<Vec<Task>, BoxError> {
+pub async fn running(
+    lab: &VmLab,
+    service: &str,
+    n: usize,
+    within: Duration,
+) -> Result<Vec<Task>, BoxError> {
     eventually(within, &format!("{n} running tasks of {service}"), || {
         let running: Vec<Task> = tasks(lab, 1, service)?
             .into_iter()
@@ -119,7 +135,11 @@ pub fn curl(lab: &VmLab, url: &str) -> Result<String, BoxError> {
     if out.status.success() {
         Ok(String::from_utf8_lossy(&out.stdout).trim().to_owned())
     } else {
-        Err(format!("curl {url}: {}", String::from_utf8_lossy(&out.stderr).trim()).into())
+        Err(format!(
+            "curl {url}: {}",
+            String::from_utf8_lossy(&out.stderr).trim()
+        )
+        .into())
     }
 }
 
@@ -133,5 +153,8 @@ pub fn split_answer(body: &str) -> Result<(String, String), BoxError> {
 
 /// The process id of the task running `marker` in VM `k` (oldest match).
 pub fn task_pid(lab: &VmLab, k: usize, marker: &str) -> Result<String, BoxError> {
-    Ok(lab.exec(k, &["pgrep", "-o", "-f", marker])?.trim().to_owned())
+    Ok(lab
+        .exec(k, &["pgrep", "-o", "-f", marker])?
+        .trim()
+        .to_owned())
 }
