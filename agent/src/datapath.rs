@@ -248,6 +248,25 @@ fn attach_classifiers(
     let mode = if tcx {
         AttachMode::Tcx
     } else {
+        add_clsact(iface)?;
+        AttachMode::Netlink
+    };
+    for &(name, hook) in progs {
+        // The link is owned by the program and lives as long as `ebpf`.
+        Datapath::classifier(ebpf, name)?
+            .attach(iface, hook)
+            .map_err(|source| DatapathError::Program {
+                name,
+                action: "attach",
+                source,
+            })?;
+    }
+    Ok(mode)
+}
+
+/// Adds the clsact qdisc to `iface` unless it is there (kernels before 6.6).
+fn add_clsact(iface: &str) -> Result<(), DatapathError> {
+    {
         match tc::qdisc_add_clsact(iface) {
             Ok(()) => {}
             // Another agent run (or tc by hand) added it already; aya reports
@@ -262,19 +281,8 @@ fn attach_classifiers(
                 });
             }
         }
-        AttachMode::Netlink
-    };
-    for &(name, hook) in progs {
-        // The link is owned by the program and lives as long as `ebpf`.
-        Datapath::classifier(ebpf, name)?
-            .attach(iface, hook)
-            .map_err(|source| DatapathError::Program {
-                name,
-                action: "attach",
-                source,
-            })?;
     }
-    Ok(mode)
+    Ok(())
 }
 
 impl StatsSource for std::sync::Mutex<Datapath> {

@@ -135,6 +135,45 @@ async fn full_cross_vm_suite() -> Result<(), BoxError> {
         }
     }
 
+    // First a task on the entry VM itself: only the clsact filters' life
+    // across a restart is at stake, not the path to another VM.
+    shoal(
+        &lab,
+        1,
+        &[
+            "service",
+            "create",
+            "-d",
+            "--name",
+            "local",
+            "--constraint",
+            "node.hostname==n2",
+            "--network",
+            "appnet",
+            "-p",
+            "8082:80",
+            "host",
+            "/usr/local/bin/lab-http",
+            "serve",
+            "80",
+        ],
+    )?;
+    running(&lab, "local", 1, WITHIN).await?;
+    let url = format!("http://{}:8082/", node_addr(2));
+    eventually(WITHIN, "n2:8082 answers", || Ok(curl(&lab, &url).ok())).await?;
+    match hold_while(&lab, 2, 8082, 40, || {
+        lab.exec(2, &["systemctl", "restart", "shoald"])?;
+        Ok(())
+    })
+    .await
+    {
+        Ok(report) => {
+            println!("restart of shoald, task on the entry VM: connection survived ({report})")
+        }
+        Err(e) => failures.push(format!("restart of n2's shoald (task on n2): {e}")),
+    }
+    shoal(&lab, 1, &["service", "rm", "local"])?;
+
     // Restart shoald on the entry VM (n2) under a held connection.
     let t = Instant::now();
     match hold_while(&lab, 2, 8081, 40, || {
