@@ -69,7 +69,10 @@ pub fn run(args: &SetupArgs) -> anyhow::Result<()> {
 }
 
 /// Builds every binary, then runs the whole suite. Tests make network
-/// namespaces, so this needs root, as the lab does.
+/// namespaces, so this needs root, as the lab does. The suite includes the
+/// 2-VM smoke test (`vmtests/tests/smoke.rs`), which shares the debug
+/// binaries built here into qemu VMs (building the VM image first if this
+/// machine has none); `SHOAL_VM_FULL=1` adds the rest of the cross-VM suite.
 pub fn test(args: &TestArgs) -> anyhow::Result<()> {
     ensure(false)?;
     require_root("the tests create network namespaces")?;

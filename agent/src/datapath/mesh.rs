@@ -264,6 +264,12 @@ impl Mesh {
     /// is what the task sends). The links go with the veth; [`detach_task`]
     /// (Self::detach_task) forgets them.
     pub fn attach_task(&mut self, veth: &str) -> Result<TaskLinks, DatapathError> {
+        // Without TCX the filters need the veth's clsact qdisc first (found
+        // on Debian 12's 6.1: every task attach failed, so replies to
+        // flows another node routed here left untranslated).
+        if !KernelVersion::current().is_ok_and(|v| v >= KernelVersion::new(6, 6, 0)) {
+            super::add_clsact(veth)?;
+        }
         let mut links = Vec::new();
         for (name, hook) in [
             (PROG_TASK_INGRESS, TcAttachType::Ingress),
