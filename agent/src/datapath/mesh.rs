@@ -36,6 +36,11 @@ const CLSACT_SLOTS: [(&str, TcAttachType, u16); 2] = [
     (PROG_MESH_INGRESS, TcAttachType::Ingress, 49153),
     (PROG_MESH_EGRESS, TcAttachType::Egress, 49153),
 ];
+/// The task programs' clsact filters on a task's veth.
+const TASK_CLSACT_SLOTS: [(&str, TcAttachType, u16); 2] = [
+    (PROG_TASK_INGRESS, TcAttachType::Ingress, 49153),
+    (PROG_TASK_EGRESS, TcAttachType::Egress, 49153),
+];
 /// The filters' handle within their priority.
 const CLSACT_HANDLE: TcHandle = TcHandle::new(0, 0x53);
 
@@ -166,8 +171,20 @@ impl Mesh {
     /// the next shoald replaces them they keep translating with the pinned
     /// maps, so connections through this node survive a restart.
     fn attach_clsact(&mut self, iface: &str) -> Result<AttachMode, DatapathError> {
+        self.attach_slots(iface, CLSACT_SLOTS)?;
+        Ok(AttachMode::Netlink)
+    }
+
+    /// Puts each program of `slots` into its clsact filter on `iface`,
+    /// replacing the program of a filter already there, and leaves the
+    /// filters to outlive this process.
+    fn attach_slots(
+        &mut self,
+        iface: &str,
+        slots: [(&'static str, TcAttachType, u16); 2],
+    ) -> Result<(), DatapathError> {
         super::add_clsact(iface)?;
-        for (name, hook, priority) in CLSACT_SLOTS {
+        for (name, hook, priority) in slots {
             let prog = Datapath::classifier(&mut self.ebpf, name)?;
             let err = |action| {
                 move |source| DatapathError::Program {
@@ -196,7 +213,7 @@ impl Mesh {
             // Dropping the link would delete the filter when shoald exits.
             std::mem::forget(prog.take_link(id).map_err(err("keep the filter"))?);
         }
-        Ok(AttachMode::Netlink)
+        Ok(())
     }
 
     fn attach_pinned(
@@ -264,11 +281,15 @@ impl Mesh {
     /// is what the task sends). The links go with the veth; [`detach_task`]
     /// (Self::detach_task) forgets them.
     pub fn attach_task(&mut self, veth: &str) -> Result<TaskLinks, DatapathError> {
-        // Without TCX the filters need the veth's clsact qdisc first (found
-        // on Debian 12's 6.1: every task attach failed, so replies to
-        // flows another node routed here left untranslated).
+        // Without TCX: the veth's own clsact qdisc (on Debian 12's 6.1 every
+        // task attach failed without it, so replies to flows another node
+        // routed here left untranslated), and filters at fixed slots that a
+        // restarting shoald leaves and the next one takes over, as on the
+        // data interface: the task's flows keep their translation across
+        // the restart. They go with the veth when the task ends.
         if !KernelVersion::current().is_ok_and(|v| v >= KernelVersion::new(6, 6, 0)) {
-            super::add_clsact(veth)?;
+            self.attach_slots(veth, TASK_CLSACT_SLOTS)?;
+            return Ok(TaskLinks(Vec::new()));
         }
         let mut links = Vec::new();
         for (name, hook) in [
