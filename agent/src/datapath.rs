@@ -248,17 +248,7 @@ fn attach_classifiers(
     let mode = if tcx {
         AttachMode::Tcx
     } else {
-        match tc::qdisc_add_clsact(iface) {
-            Ok(()) => {}
-            // Another agent run (or tc by hand) added it already.
-            Err(tc::TcError::AlreadyAttached) => {}
-            Err(source) => {
-                return Err(DatapathError::Clsact {
-                    iface: iface.to_owned(),
-                    source,
-                });
-            }
-        }
+        add_clsact(iface)?;
         AttachMode::Netlink
     };
     for &(name, hook) in progs {
@@ -272,6 +262,27 @@ fn attach_classifiers(
             })?;
     }
     Ok(mode)
+}
+
+/// Adds the clsact qdisc to `iface` unless it is there (kernels before 6.6).
+fn add_clsact(iface: &str) -> Result<(), DatapathError> {
+    {
+        match tc::qdisc_add_clsact(iface) {
+            Ok(()) => {}
+            // Another agent run (or tc by hand) added it already; aya reports
+            // that as the kernel's EEXIST (6.1 says "Exclusivity flag on").
+            Err(tc::TcError::AlreadyAttached) => {}
+            Err(tc::TcError::NetlinkError(e))
+                if e.raw_os_error() == Some(nix::errno::Errno::EEXIST as i32) => {}
+            Err(source) => {
+                return Err(DatapathError::Clsact {
+                    iface: iface.to_owned(),
+                    source,
+                });
+            }
+        }
+    }
+    Ok(())
 }
 
 impl StatsSource for std::sync::Mutex<Datapath> {

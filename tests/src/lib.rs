@@ -45,7 +45,8 @@ pub use shoal::{
 };
 pub use tasks::{kill_node_tasks, unmount_under};
 pub use underlay::{
-    BRIDGE, CLIENT_ADDR, DATA_IFACE, MTU, address_up, link, link_index, node_addr, set_link_up,
+    BRIDGE, CLIENT_ADDR, DATA_IFACE, MTU, address_up, attach, create_bridge, link, link_index,
+    node_addr, set_link_up,
 };
 
 /// Every file under `dir`, recursively (what a node left on disk). Mount

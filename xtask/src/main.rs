@@ -1,4 +1,4 @@
-//! Developer tasks: `cargo xtask setup | test | lab … | bench …`.
+//! Developer tasks: `cargo xtask setup | test | lab … | vm … | bench …`.
 
 mod bench;
 mod bench_gossip;
@@ -8,6 +8,7 @@ mod bench_tasks;
 mod bench_update;
 mod lab;
 mod setup;
+mod vm;
 
 use clap::{Parser, Subcommand};
 
@@ -27,6 +28,9 @@ enum Cmd {
     /// The network-namespace lab: nodes on an underlay bridge, each running shoald.
     #[command(subcommand)]
     Lab(lab::LabCmd),
+    /// The VM lab: qemu VMs with Debian's kernel, provisioned by vagrant/provision.sh.
+    #[command(subcommand)]
+    Vm(vm::VmCmd),
     /// Benchmarks on a lab of release binaries, against same-run baselines.
     #[command(subcommand)]
     Bench(bench::BenchCmd),
@@ -46,6 +50,7 @@ fn main() -> anyhow::Result<()> {
         Cmd::Setup(args) => setup::run(&args),
         Cmd::Test(args) => setup::test(&args),
         Cmd::Lab(cmd) => lab::run(cmd),
+        Cmd::Vm(cmd) => vm::run(cmd),
         Cmd::Bench(cmd) => bench::run(cmd),
     }
 }

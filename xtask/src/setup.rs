@@ -28,7 +28,20 @@ const APT_BASE: &[&str] = &[
     "busybox-static",
     "golang-github-docker-docker-dev",
     "docker-registry",
+    // The VM lab (`cargo xtask vm`, the VM smoke test of `cargo xtask test`):
+    // a root filesystem from the apt mirror, overlay disks, ssh into the
+    // VMs, debug info stripped from the binaries shared into them.
+    "debootstrap",
+    "e2fsprogs",
+    "openssh-client",
+    "binutils",
 ];
+/// qemu, whose `qemu-utils` must be the same release: this machine kind
+/// comes with a backported qemu-utils that Debian's qemu-system-x86
+/// refuses (qemu-system-common < 8.0 breaks it), so both are installed at
+/// the version of the qemu-system-x86 apt offers.
+const QEMU: &str = "qemu-system-x86";
+const QEMU_UTILS: &str = "qemu-utils";
 const BPF_RUSTC: &str = "/usr/bin/rustc";
 const BPF_LINKER_VERSION: &str = "0.13.0";
 /// LLVM majors bpf-linker 0.13 has a feature for.
@@ -56,7 +69,10 @@ pub fn run(args: &SetupArgs) -> anyhow::Result<()> {
 }
 
 /// Builds every binary, then runs the whole suite. Tests make network
-/// namespaces, so this needs root, as the lab does.
+/// namespaces, so this needs root, as the lab does. The suite includes the
+/// 2-VM smoke test (`vmtests/tests/smoke.rs`), which shares the debug
+/// binaries built here into qemu VMs (building the VM image first if this
+/// machine has none); `SHOAL_VM_FULL=1` adds the rest of the cross-VM suite.
 pub fn test(args: &TestArgs) -> anyhow::Result<()> {
     ensure(false)?;
     require_root("the tests create network namespaces")?;
@@ -75,6 +91,7 @@ pub fn ensure(check_only: bool) -> anyhow::Result<()> {
         .map(|p| p.to_string())
         .collect();
     install_missing(&missing, check_only)?;
+    ensure_qemu(check_only)?;
 
     let llvm = rustc_llvm_major(BPF_RUSTC)?;
     if !BPF_LINKER_LLVM.contains(&llvm) {
@@ -117,6 +134,45 @@ fn ensure_bpffs() -> anyhow::Result<()> {
     Ok(())
 }
 
+/// qemu-system-x86 and a qemu-utils of the same version (see [`QEMU`]).
+fn ensure_qemu(check_only: bool) -> anyhow::Result<()> {
+    let version = |pkg: &str, field: &str| -> Option<String> {
+        let out = Command::new("apt-cache")
+            .args(["policy", pkg])
+            .output()
+            .ok()?;
+        String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .find_map(|l| l.trim().strip_prefix(field).map(|v| v.trim().to_owned()))
+            .filter(|v| v != "(none)")
+    };
+    if dpkg_installed(QEMU) && dpkg_installed(QEMU_UTILS) {
+        return Ok(());
+    }
+    if check_only {
+        bail!("missing apt packages: {QEMU} {QEMU_UTILS}; run `cargo xtask setup`");
+    }
+    let candidate = match version(QEMU, "Candidate:") {
+        Some(v) => v,
+        // A fresh machine may not have apt's lists yet.
+        None => {
+            run_cmd(
+                Command::new("apt-get")
+                    .args(["update", "-q"])
+                    .env("DEBIAN_FRONTEND", "noninteractive"),
+            )
+            .context("apt-get update")?;
+            version(QEMU, "Candidate:")
+                .with_context(|| format!("apt offers no {QEMU}: is a Debian mirror configured?"))?
+        }
+    };
+    let utils = format!("{QEMU_UTILS}={candidate}");
+    if version(QEMU_UTILS, "Installed:").is_some_and(|v| v != candidate) {
+        println!("setup: {QEMU_UTILS} goes to {candidate}, the version {QEMU} needs");
+    }
+    apt_install(&[QEMU.to_owned(), utils], &["--allow-downgrades"])
+}
+
 /// Installs the `missing` apt packages, or with `check_only` names them.
 fn install_missing(missing: &[String], check_only: bool) -> anyhow::Result<()> {
     if missing.is_empty() {
@@ -128,7 +184,7 @@ fn install_missing(missing: &[String], check_only: bool) -> anyhow::Result<()> {
             missing.join(" ")
         );
     }
-    apt_install(missing)
+    apt_install(missing, &[])
 }
 
 fn dpkg_installed(pkg: &str) -> bool {
@@ -138,7 +194,7 @@ fn dpkg_installed(pkg: &str) -> bool {
         .is_ok_and(|o| o.status.success() && o.stdout.ends_with(b"install ok installed"))
 }
 
-fn apt_install(pkgs: &[String]) -> anyhow::Result<()> {
+fn apt_install(pkgs: &[String], flags: &[&str]) -> anyhow::Result<()> {
     require_root("apt-get installs packages")?;
     let t = Instant::now();
     println!("setup: apt-get install {}", pkgs.join(" "));
@@ -151,6 +207,7 @@ fn apt_install(pkgs: &[String]) -> anyhow::Result<()> {
     run_cmd(
         Command::new("apt-get")
             .args(["install", "-y", "-q", "--no-install-recommends"])
+            .args(flags)
             .args(pkgs)
             .env("DEBIAN_FRONTEND", "noninteractive"),
     )

@@ -13,7 +13,10 @@ use aya::{
     programs::{
         TcAttachType,
         links::{FdLink, LinkError, PinnedLink},
-        tc::{SchedClassifierLink, SchedClassifierLinkId},
+        tc::{
+            NlOptions, SchedClassifierLink, SchedClassifierLinkId, TcAttachOptions, TcError,
+            TcHandle,
+        },
     },
     util::KernelVersion,
 };
@@ -25,6 +28,21 @@ use shoal_common::mesh::{
 };
 
 use super::{AttachMode, Datapath, DatapathError};
+
+/// The mesh's clsact filters: (program, hook, priority). After the kernel's
+/// first automatic priority (49152), which the packet counters take, so the
+/// counters still see packets as they arrived.
+const CLSACT_SLOTS: [(&str, TcAttachType, u16); 2] = [
+    (PROG_MESH_INGRESS, TcAttachType::Ingress, 49153),
+    (PROG_MESH_EGRESS, TcAttachType::Egress, 49153),
+];
+/// The task programs' clsact filters on a task's veth.
+const TASK_CLSACT_SLOTS: [(&str, TcAttachType, u16); 2] = [
+    (PROG_TASK_INGRESS, TcAttachType::Ingress, 49153),
+    (PROG_TASK_EGRESS, TcAttachType::Egress, 49153),
+];
+/// The filters' handle within their priority.
+const CLSACT_HANDLE: TcHandle = TcHandle::new(0, 0x53);
 
 pub(super) static MESH_OBJECT: &[u8] =
     include_bytes_aligned!(concat!(env!("OUT_DIR"), "/shoal-mesh.o"));
@@ -133,14 +151,7 @@ impl Mesh {
     /// other throughout a restart and no connection sees a gap.
     pub fn attach(&mut self, iface: &str) -> Result<AttachMode, DatapathError> {
         if !KernelVersion::current().is_ok_and(|v| v >= KernelVersion::new(6, 6, 0)) {
-            return super::attach_classifiers(
-                &mut self.ebpf,
-                iface,
-                &[
-                    (PROG_MESH_INGRESS, TcAttachType::Ingress),
-                    (PROG_MESH_EGRESS, TcAttachType::Egress),
-                ],
-            );
+            return self.attach_clsact(iface);
         }
         for (name, hook, what) in [
             (PROG_MESH_INGRESS, TcAttachType::Ingress, "ingress"),
@@ -151,6 +162,58 @@ impl Mesh {
             self.links.push(link);
         }
         Ok(AttachMode::Tcx)
+    }
+
+    /// Without TCX (Debian 12's 6.1): clsact filters at fixed slots
+    /// ([`CLSACT_SLOTS`]). A filter a previous run left is given this run's
+    /// program in place (a replace, never a detach), and this run leaves
+    /// its filters behind when it ends, as pinned TCX links are left: until
+    /// the next shoald replaces them they keep translating with the pinned
+    /// maps, so connections through this node survive a restart.
+    fn attach_clsact(&mut self, iface: &str) -> Result<AttachMode, DatapathError> {
+        self.attach_slots(iface, CLSACT_SLOTS)?;
+        Ok(AttachMode::Netlink)
+    }
+
+    /// Puts each program of `slots` into its clsact filter on `iface`,
+    /// replacing the program of a filter already there, and leaves the
+    /// filters to outlive this process.
+    fn attach_slots(
+        &mut self,
+        iface: &str,
+        slots: [(&'static str, TcAttachType, u16); 2],
+    ) -> Result<(), DatapathError> {
+        super::add_clsact(iface)?;
+        for (name, hook, priority) in slots {
+            let prog = Datapath::classifier(&mut self.ebpf, name)?;
+            let err = |action| {
+                move |source| DatapathError::Program {
+                    name,
+                    action,
+                    source,
+                }
+            };
+            let left = SchedClassifierLink::attached(iface, hook, priority, CLSACT_HANDLE, None)
+                .map_err(|e| err("find the previous filter")(TcError::IoError(e).into()))?;
+            let id = match prog.attach_to_link(left) {
+                Ok(id) => id,
+                // No filter in that slot yet: the first start on this boot.
+                Err(_) => prog
+                    .attach_with_options(
+                        iface,
+                        hook,
+                        TcAttachOptions::Netlink(NlOptions {
+                            priority,
+                            handle: CLSACT_HANDLE,
+                            classid: None,
+                        }),
+                    )
+                    .map_err(err("attach"))?,
+            };
+            // Dropping the link would delete the filter when shoald exits.
+            std::mem::forget(prog.take_link(id).map_err(err("keep the filter"))?);
+        }
+        Ok(())
     }
 
     fn attach_pinned(
@@ -218,6 +281,16 @@ impl Mesh {
     /// is what the task sends). The links go with the veth; [`detach_task`]
     /// (Self::detach_task) forgets them.
     pub fn attach_task(&mut self, veth: &str) -> Result<TaskLinks, DatapathError> {
+        // Without TCX: the veth's own clsact qdisc (on Debian 12's 6.1 every
+        // task attach failed without it, so replies to flows another node
+        // routed here left untranslated), and filters at fixed slots that a
+        // restarting shoald leaves and the next one takes over, as on the
+        // data interface: the task's flows keep their translation across
+        // the restart. They go with the veth when the task ends.
+        if !KernelVersion::current().is_ok_and(|v| v >= KernelVersion::new(6, 6, 0)) {
+            self.attach_slots(veth, TASK_CLSACT_SLOTS)?;
+            return Ok(TaskLinks(Vec::new()));
+        }
         let mut links = Vec::new();
         for (name, hook) in [
             (PROG_TASK_INGRESS, TcAttachType::Ingress),
