@@ -152,6 +152,7 @@ async fn program<O: Overlay>(
 ) {
     let mut changes = gossip.subscribe();
     let started = tokio::time::Instant::now();
+    let mut leaving = Leaving::default();
     loop {
         let set = view.borrow_and_update().clone();
         let me = local.node_id();
@@ -162,13 +163,18 @@ async fn program<O: Overlay>(
         // that the control plane still lists stay until gossip has had its
         // chance, so connections through this node survive a restart.
         let warming = started.elapsed() < WARMUP;
+        let now = tokio::time::Instant::now();
         for (network, vni) in &nets {
             let mut want = want.get(network).cloned().unwrap_or_default();
+            let have = have_on(&*overlay, *vni).await;
             if warming {
-                want.extend(listed(&set, network, me, &have_on(&*overlay, *vni).await));
+                want.extend(listed(&set, network, me, &have));
             }
-            match converge(&*overlay, *vni, &want).await {
-                // The mesh only balances to backends the overlay reaches.
+            let mut keep = want.clone();
+            keep.extend(leaving.still(*vni, &want, &have, now));
+            match converge(&*overlay, *vni, &keep).await {
+                // The mesh only balances to backends the overlay reaches:
+                // what is wanted, never what only lingers.
                 Ok(()) => local.set_reachable(network, want.iter().map(|r| (r.ip, r.vtep))),
                 Err(e) => tracing::warn!(vni, error = %e, "programming remote endpoints"),
             }
@@ -179,12 +185,70 @@ async fn program<O: Overlay>(
                 }
             }
         }
+        leaving.forget_networks(&nets);
+        // (A floor: an entry past due that failed to go is not retried in
+        // a tight loop.)
+        let next = leaving.next_due().map_or(RESYNC, |due| {
+            due.saturating_duration_since(tokio::time::Instant::now())
+                .max(Duration::from_millis(100))
+        });
         tokio::select! {
             r = changes.changed() => if r.is_err() { return },
             r = view.changed() => if r.is_err() { return },
             _ = poke.notified() => {}
-            _ = tokio::time::sleep(RESYNC) => {}
+            _ = tokio::time::sleep(next.min(RESYNC)) => {}
         }
+    }
+}
+
+/// How long an entry the control plane no longer lists stays programmed.
+/// The same assignment set takes the task out of this node's rings, on
+/// another loop: the entry goes after the mesh has let go of it, so a
+/// connection the mesh sends to a task that still serves (an unhealthy one
+/// being drained, or one being stopped) is never blackholed in between.
+const LINGER: Duration = Duration::from_secs(2);
+
+/// Entries no longer wanted, with when they stopped being wanted.
+#[derive(Default)]
+struct Leaving {
+    since: BTreeMap<(u32, RemoteEndpoint), tokio::time::Instant>,
+}
+
+impl Leaving {
+    /// Of `have` on `vni`, the entries no longer in `want` that stay for
+    /// now: within [`LINGER`], and their address not wanted towards
+    /// another node (a reused address takes its new entry at once).
+    fn still(
+        &mut self,
+        vni: u32,
+        want: &BTreeSet<RemoteEndpoint>,
+        have: &BTreeSet<RemoteEndpoint>,
+        now: tokio::time::Instant,
+    ) -> Vec<RemoteEndpoint> {
+        let wanted_ips: HashSet<Ipv4Addr> = want.iter().map(|r| r.ip).collect();
+        self.since
+            .retain(|(v, r), _| *v != vni || (have.contains(r) && !want.contains(r)));
+        let mut out = Vec::new();
+        for r in have.difference(want) {
+            if wanted_ips.contains(&r.ip) {
+                continue;
+            }
+            let since = *self.since.entry((vni, *r)).or_insert(now);
+            if now.saturating_duration_since(since) < LINGER {
+                out.push(*r);
+            }
+        }
+        out
+    }
+
+    fn forget_networks(&mut self, nets: &std::collections::HashMap<String, u32>) {
+        let vnis: HashSet<u32> = nets.values().copied().collect();
+        self.since.retain(|(v, _), _| vnis.contains(v));
+    }
+
+    /// When the next lingering entry is due to go.
+    fn next_due(&self) -> Option<tokio::time::Instant> {
+        self.since.values().min().map(|s| *s + LINGER)
     }
 }
 
@@ -580,6 +644,33 @@ mod tests {
             node_id: node.into(),
             node_addr: u32::from(vtep_of(node)),
         }
+    }
+
+    #[test]
+    fn an_entry_no_longer_listed_lingers_unless_its_address_moved() {
+        let t0 = tokio::time::Instant::now();
+        let (a, b) = (remote([10, 0, 1, 2], PEER), remote([10, 0, 1, 3], PEER));
+        let moved = remote([10, 0, 1, 3], Ipv4Addr::new(198, 18, 0, 3));
+        let mut l = Leaving::default();
+        let have: BTreeSet<_> = [a, b].into();
+        // a is no longer wanted: it stays for LINGER, then goes.
+        let want: BTreeSet<_> = [b].into();
+        assert_eq!(l.still(VNI, &want, &have, t0), [a]);
+        assert_eq!(l.next_due(), Some(t0 + LINGER));
+        assert_eq!(l.still(VNI, &want, &have, t0 + LINGER / 2), [a]);
+        assert!(l.still(VNI, &want, &have, t0 + LINGER).is_empty());
+        // Gone from the kernel: forgotten.
+        l.still(VNI, &want, &[b].into(), t0 + LINGER);
+        assert_eq!(l.next_due(), None);
+        // b's address now belongs to a task on another node: no lingering,
+        // the new entry replaces it at once.
+        let want: BTreeSet<_> = [moved].into();
+        assert!(l.still(VNI, &want, &[b].into(), t0).is_empty());
+        // Wanted again while lingering: nothing left to linger.
+        let mut l = Leaving::default();
+        l.still(VNI, &[b].into(), &have, t0);
+        l.still(VNI, &have, &have, t0 + LINGER / 4);
+        assert_eq!(l.next_due(), None);
     }
 
     fn pairs(want: &BTreeMap<String, BTreeSet<RemoteEndpoint>>, net: &str) -> Vec<String> {
