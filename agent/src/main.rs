@@ -4,6 +4,7 @@
 //! (`worker`: overlays, tasks, the mesh's maps) through narrow ports.
 
 mod api;
+mod applied;
 mod autolock;
 mod datapath;
 mod docker_api;

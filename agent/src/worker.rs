@@ -144,6 +144,9 @@ pub struct Setup {
     pub secrets: Arc<SecretLedger>,
     /// Whether the managers are in reach: tasks with files wait for them.
     pub contact: Contact,
+    /// The managers, asked which set each node wrote into its mesh before
+    /// a task leaves; none (tests) waits [`PEERS_APPLY`] instead.
+    pub peers: Option<crate::applied::Peers>,
 }
 
 /// Runs the assigned tasks through its ports: overlay networks (`O`), the
@@ -169,15 +172,22 @@ pub struct Executor<O = Driver, T: Tasks = Runtime, M = Arc<Mutex<MeshState>>> {
     /// One mesh write at a time: a sync computed before a task turned
     /// unhealthy must not land after the one that took it out.
     mesh_turn: tokio::sync::Mutex<()>,
+    /// The version of the last set written into the mesh.
+    written: watch::Sender<u64>,
 }
 
 /// The longest an unhealthy task, already out of this node's rings, waits
 /// for the other nodes to drop it before it is stopped.
 const UNHEALTHY_LEAVE_MAX: Duration = Duration::from_secs(3);
 /// Once the managers' set no longer lists a task: time for the other nodes
-/// to apply the same set (pushed to all at once; a loaded node takes a
-/// while to write its maps).
+/// to apply the same set, when the managers cannot say who has.
 const PEERS_APPLY: Duration = Duration::from_secs(1);
+/// The longest a leaving task waits for a node that does not acknowledge
+/// the set (its agent wedged, or too old to say).
+const PEERS_APPLY_MAX: Duration = Duration::from_secs(5);
+/// After the last node wrote its maps: a connection it routed just before
+/// is still on its way to the task.
+const IN_FLIGHT: Duration = Duration::from_millis(50);
 
 fn report(
     task: &str,
@@ -232,6 +242,7 @@ impl Worker {
             None => None,
         };
         let local = Arc::new(Local::new(link.node_id.clone(), env.data_ip));
+        let peers = crate::applied::Peers::new(&link);
         let setup = Setup {
             tasks_dir: env.tasks_dir.clone(),
             data_iface: env.data_iface.clone(),
@@ -245,6 +256,7 @@ impl Worker {
             tls: Some(link.tls.clone()),
             secrets: env.secrets.clone(),
             contact: Contact::default(),
+            peers: Some(peers.clone()),
         };
         let (executor, reports_rx) = Executor::new(setup, overlay, runtime, env.mesh.clone());
         let executor = Arc::new(executor);
@@ -255,6 +267,10 @@ impl Worker {
         };
         let view_rx = executor.view.subscribe();
         let mut loops = vec![
+            tokio::spawn(crate::applied::ack_loop(
+                peers,
+                executor.written.subscribe(),
+            )),
             tokio::spawn(assignments(executor.clone(), link.clone())),
             tokio::spawn(reporter(link.clone(), reports_rx)),
             tokio::spawn(mesh_sync(executor.clone(), view_rx.clone())),
@@ -328,7 +344,10 @@ async fn mesh_sync<O: Overlay, T: Tasks, M: MeshSync>(
             {
                 tokio::time::sleep(Duration::from_millis(100)).await;
             }
-            exec.sync_mesh(&set).await;
+            if exec.sync_mesh(&set).await {
+                exec.written
+                    .send_if_modified(|v| std::mem::replace(v, set.version) != set.version);
+            }
             synced = true;
         }
         tokio::select! {
@@ -438,6 +457,7 @@ impl<O: Overlay, T: Tasks, M: MeshSync> Executor<O, T, M> {
             view,
             unhealthy: Mutex::new(HashSet::new()),
             mesh_turn: tokio::sync::Mutex::new(()),
+            written: watch::channel(0).0,
         };
         (exec, reports_rx)
     }
@@ -963,7 +983,8 @@ impl<O: Overlay, T: Tasks, M: MeshSync> Executor<O, T, M> {
                 // have, a new connection may still reach it, and must
                 // find it serving.
                 if serving {
-                    tokio::time::sleep(PEERS_APPLY).await;
+                    let version = self.view.borrow().version;
+                    self.until_peers_applied(version, PEERS_APPLY_MAX).await;
                 }
                 task.stop(stop_grace(t)).await
             }
@@ -981,23 +1002,26 @@ impl<O: Overlay, T: Tasks, M: MeshSync> Executor<O, T, M> {
     }
 
     /// Waits until the managers' assignment set no longer lists task `id`
-    /// as a backend and the other nodes have had [`PEERS_APPLY`] to apply
-    /// the same set, or [`UNHEALTHY_LEAVE_MAX`] at most (managers out of
-    /// reach must not keep an unhealthy task alive).
+    /// as a backend and every node wrote that set into its mesh, or
+    /// [`UNHEALTHY_LEAVE_MAX`] at most (managers out of reach must not keep
+    /// an unhealthy task alive).
     async fn until_peers_dropped(&self, id: &str) {
         let mut view = self.view.subscribe();
         let dropped = async {
-            loop {
-                let listed = view
-                    .borrow_and_update()
-                    .mesh
-                    .iter()
-                    .any(|s| s.backends.iter().any(|b| b.task_id == id));
+            let version = loop {
+                let (listed, version) = {
+                    let set = view.borrow_and_update();
+                    let listed = set
+                        .mesh
+                        .iter()
+                        .any(|s| s.backends.iter().any(|b| b.task_id == id));
+                    (listed, set.version)
+                };
                 if !listed || view.changed().await.is_err() {
-                    break;
+                    break version;
                 }
-            }
-            tokio::time::sleep(PEERS_APPLY).await;
+            };
+            self.until_peers_applied(version, UNHEALTHY_LEAVE_MAX).await;
         };
         if tokio::time::timeout(UNHEALTHY_LEAVE_MAX, dropped)
             .await
@@ -1008,6 +1032,37 @@ impl<O: Overlay, T: Tasks, M: MeshSync> Executor<O, T, M> {
                 "the managers still list an unhealthy task; stopping it anyway"
             );
         }
+    }
+
+    /// Waits until this node and every node that is up wrote a set of
+    /// `version` or later into its mesh (at most `max`), then for the
+    /// connections routed just before.
+    async fn until_peers_applied(&self, version: u64, max: Duration) {
+        let Some(peers) = &self.setup.peers else {
+            tokio::time::sleep(PEERS_APPLY).await;
+            return;
+        };
+        let nodes: Vec<String> = self
+            .view
+            .borrow()
+            .nodes
+            .iter()
+            .map(|n| n.id.clone())
+            .collect();
+        let mut own = self.written.subscribe();
+        match peers.wait(version, &nodes, &mut own, max).await {
+            Ok(took) => tracing::info!(
+                version,
+                ?took,
+                "every node wrote the set without the leaving task"
+            ),
+            Err(behind) => tracing::warn!(
+                version,
+                ?behind,
+                "nodes did not acknowledge the set that takes a task out of the mesh; stopping it anyway"
+            ),
+        }
+        tokio::time::sleep(IN_FLIGHT).await;
     }
 
     /// Takes task `id` out of this node's rings and DNS answers now,
@@ -1187,9 +1242,11 @@ impl<O: Overlay, T: Tasks, M: MeshSync> Executor<O, T, M> {
     }
 
     /// Writes the mesh maps from `set`.
-    async fn sync_mesh(&self, set: &AssignmentSet) {
+    /// Writes the mesh maps for `set`; whether they hold it now (a node
+    /// without a data address has no mesh to write).
+    async fn sync_mesh(&self, set: &AssignmentSet) -> bool {
         let Some(addr) = self.local().data_ip() else {
-            return;
+            return true;
         };
         let _turn = self.mesh_turn.lock().await;
         let networks = self.local().local_networks().await;
@@ -1219,8 +1276,12 @@ impl<O: Overlay, T: Tasks, M: MeshSync> Executor<O, T, M> {
                 "routing mesh updated"
             ),
             Ok(_) => {}
-            Err(e) => tracing::warn!(error = %e, "updating the routing mesh; retrying"),
+            Err(e) => {
+                tracing::warn!(error = %e, "updating the routing mesh; retrying");
+                return false;
+            }
         }
+        true
     }
 
     /// The tasks this node found unhealthy that `set` still lists as

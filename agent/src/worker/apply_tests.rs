@@ -52,6 +52,7 @@ fn node(gossip: bool) -> Node {
         node_view: Arc::default(),
         secrets: Arc::default(),
         contact: Default::default(),
+        peers: None,
     };
     let (exec, reports) = Executor::new(
         setup,

@@ -194,6 +194,9 @@ pub struct Manager {
     /// from then, since heartbeats went to the previous leader.
     leader_since: Mutex<Option<Instant>>,
     leader_channels: Mutex<HashMap<String, Channel>>,
+    /// node id → the latest assignment-set version whose mesh it wrote
+    /// (`AckApplied`): in memory, every node says it again at its next sync.
+    applied: Mutex<HashMap<String, u64>>,
     stop: tokio::sync::watch::Sender<bool>,
 }
 
@@ -241,6 +244,7 @@ impl Manager {
             credentials: cfg.credentials,
             peer_tls,
             last_seen: Mutex::new(HashMap::new()),
+            applied: Mutex::new(HashMap::new()),
             leader_since: Mutex::new(None),
             leader_channels: Mutex::new(HashMap::new()),
             resolve_image: cfg.resolve_image,
@@ -586,6 +590,23 @@ impl Manager {
         })
         .await
         .map(|_| ())
+    }
+
+    /// Records that `node_id` wrote its mesh from the set of `version`.
+    /// Versions only move forward: acks sent to several managers, or
+    /// retried, may arrive out of order.
+    pub fn ack_applied(&self, node_id: &str, version: u64) {
+        let mut applied = self.applied.lock().unwrap_or_else(|e| e.into_inner());
+        let v = applied.entry(node_id.to_owned()).or_default();
+        *v = (*v).max(version);
+    }
+
+    /// Every node's latest [`Manager::ack_applied`] heard here.
+    pub fn applied_versions(&self) -> HashMap<String, u64> {
+        self.applied
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
     }
 
     fn lock_seen(&self) -> std::sync::MutexGuard<'_, HashMap<String, Instant>> {

@@ -1,6 +1,7 @@
 //! `Dispatcher`: a node's session, each node speaking only for itself.
 
 use shoal_api::cluster::v1::{
+    AckAppliedReply, AckAppliedRequest, AppliedVersionsReply, AppliedVersionsRequest,
     AssignmentSet, AssignmentsRequest, HeartbeatReply, HeartbeatRequest, RegisterImagesReply,
     RegisterImagesRequest, RenewCertificateReply, RenewCertificateRequest, ReportTasksReply,
     ReportTasksRequest, dispatcher_server::Dispatcher,
@@ -93,5 +94,25 @@ impl Dispatcher for Api {
         let node_id = own_node(&req, &req.get_ref().node_id)?;
         sessions::report_tasks(&self.0, &node_id, &req.get_ref().reports).await?;
         Ok(Response::new(ReportTasksReply {}))
+    }
+
+    async fn ack_applied(
+        &self,
+        req: Request<AckAppliedRequest>,
+    ) -> Result<Response<AckAppliedReply>, Status> {
+        // From its certificate: a node acknowledges for itself only.
+        let node_id = require_node(&req)?;
+        self.0.ack_applied(&node_id, req.get_ref().version);
+        Ok(Response::new(AckAppliedReply {}))
+    }
+
+    async fn applied_versions(
+        &self,
+        req: Request<AppliedVersionsRequest>,
+    ) -> Result<Response<AppliedVersionsReply>, Status> {
+        require_node(&req)?;
+        Ok(Response::new(AppliedVersionsReply {
+            applied: self.0.applied_versions(),
+        }))
     }
 }
