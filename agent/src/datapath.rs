@@ -249,6 +249,18 @@ fn attach_classifiers(
         AttachMode::Tcx
     } else {
         add_clsact(iface)?;
+        // Unlike TCX links, netlink filters outlive the process that added
+        // them: a shoald killed without its shutdown left its programs on
+        // the hook, which would now run twice (counting every packet twice).
+        for &(name, hook) in progs {
+            match tc::qdisc_detach_program(iface, hook, name) {
+                Ok(()) => tracing::info!(iface, program = name, "removed a previous run's filter"),
+                Err(tc::TcError::IoError(e)) if e.kind() == std::io::ErrorKind::NotFound => {}
+                Err(e) => {
+                    tracing::warn!(iface, program = name, error = %e, "removing a previous run's filter")
+                }
+            }
+        }
         AttachMode::Netlink
     };
     for &(name, hook) in progs {

@@ -9,6 +9,7 @@ mod autolock;
 mod datapath;
 mod docker_api;
 mod doctor;
+mod drain;
 mod endpoints;
 #[cfg(test)]
 mod fake;

@@ -188,6 +188,10 @@ const PEERS_APPLY_MAX: Duration = Duration::from_secs(5);
 /// After the last node wrote its maps: a connection it routed just before
 /// is still on its way to the task.
 const IN_FLIGHT: Duration = Duration::from_millis(50);
+/// The longest a task out of the mesh waits for its clients' connections
+/// to end before it is stopped (long-lived ones are cut then, as by the
+/// stop itself).
+const DRAIN_MAX: Duration = Duration::from_secs(2);
 
 fn report(
     task: &str,
@@ -960,6 +964,7 @@ impl<O: Overlay, T: Tasks, M: MeshSync> Executor<O, T, M> {
             // Other nodes still route new connections to it until the
             // managers' next set reaches them: it serves those meanwhile.
             self.until_peers_dropped(&t.id).await;
+            self.drain(t, task.pid()).await;
             let exit = task.stop(stop_grace(t)).await;
             self.withdraw(published);
             self.detach_mesh(links);
@@ -985,6 +990,7 @@ impl<O: Overlay, T: Tasks, M: MeshSync> Executor<O, T, M> {
                 if serving {
                     let version = self.view.borrow().version;
                     self.until_peers_applied(version, PEERS_APPLY_MAX).await;
+                    self.drain(t, task.pid()).await;
                 }
                 task.stop(stop_grace(t)).await
             }
@@ -1063,6 +1069,18 @@ impl<O: Overlay, T: Tasks, M: MeshSync> Executor<O, T, M> {
             ),
         }
         tokio::time::sleep(IN_FLIGHT).await;
+    }
+
+    /// Lets the connections routed to task `t` before it left the mesh end
+    /// (at most [`DRAIN_MAX`]).
+    async fn drain(&self, t: &TaskAssignment, pid: u32) {
+        let started = tokio::time::Instant::now();
+        match crate::drain::wait(pid, DRAIN_MAX).await {
+            0 => tracing::debug!(task = %t.name, took = ?started.elapsed(), "connections drained"),
+            open => {
+                tracing::info!(task = %t.name, open, "connections still open after the drain; stopping")
+            }
+        }
     }
 
     /// Takes task `id` out of this node's rings and DNS answers now,

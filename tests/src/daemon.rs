@@ -21,7 +21,7 @@ use crate::{LabError, underlay};
 pub const SHOALD_BIN_ENV: &str = "SHOALD_BIN";
 
 /// Lines of a daemon log shown in errors and on a panicking test.
-pub(crate) const LOG_TAIL_LINES: usize = 40;
+pub(crate) const LOG_TAIL_LINES: usize = 120;
 
 /// Finds `shoald`: `$SHOALD_BIN`, else next to the current executable or in
 /// its parent directory (test binaries run from `target/<profile>/deps/`).

@@ -666,6 +666,18 @@ impl Lab {
     }
 
     /// The end of every node's log, on stderr (also on a panicking test).
+    /// What a failed traffic check needs: every node's mesh counters (why
+    /// packets were dropped, flows per service) and the end of its log.
+    pub fn print_diagnostics(&self) {
+        for k in 1..=self.nodes.len() {
+            match self.shoal(k, &["node", "stats"]) {
+                Ok(out) => eprintln!("---- lab {}: n{k} node stats ----\n{out}", self.name()),
+                Err(e) => eprintln!("---- lab {}: n{k} node stats: {e}", self.name()),
+            }
+        }
+        self.print_log_tails();
+    }
+
     pub fn print_log_tails(&self) {
         for node in &self.nodes {
             if node.log.exists() {

@@ -227,7 +227,7 @@ async fn an_unhealthy_task_leaves_every_nodes_rings_and_is_replaced() -> anyhow:
     // soon handed to a task elsewhere).
     if failed > 0 {
         // What the nodes did around it, kept with the lab's other output.
-        lab.print_log_tails();
+        lab.print_diagnostics();
     }
     ensure!(
         failed == 0,

@@ -345,6 +345,7 @@ async fn a_stack_deploys_updates_and_goes_whole() -> anyhow::Result<()> {
     );
 
     // One image changed: only web rolls, and no request fails meanwhile.
+    let started = humantime_now();
     let load = lab.request_loop(every.clone(), Duration::from_millis(20));
     tokio::time::sleep(Duration::from_secs(1)).await;
     write(&dir, "stack.yml", &stack_file(V2))?;
@@ -365,7 +366,8 @@ async fn a_stack_deploys_updates_and_goes_whole() -> anyhow::Result<()> {
         report.failures.len()
     );
     if !report.failures.is_empty() {
-        lab.print_log_tails();
+        eprintln!("the request loop started at {started}");
+        lab.print_diagnostics();
     }
     ensure!(
         report.failures.is_empty(),
@@ -424,4 +426,20 @@ async fn a_stack_deploys_updates_and_goes_whole() -> anyhow::Result<()> {
         "stack rm removed a secret it did not make"
     );
     Ok(())
+}
+
+/// Wall-clock time, as the daemons' logs print it, to match failures
+/// (timed from the loop's start) with the logs.
+fn humantime_now() -> String {
+    let d = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default();
+    let secs = d.as_secs() % 86_400;
+    format!(
+        "{:02}:{:02}:{:02}.{:03}Z",
+        secs / 3600,
+        secs / 60 % 60,
+        secs % 60,
+        d.subsec_millis()
+    )
 }
