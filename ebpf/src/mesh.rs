@@ -352,7 +352,7 @@ fn remember_return(ctx: &TcContext, pkt: &Packet) -> Result<(), Fail> {
         return Ok(());
     }
     let cfg = CONFIG.get(0).copied().unwrap_or_default();
-    if cfg.node_mac == [0; 6] || cfg.node_mac == src {
+    if cfg.node_mac == [0; 6] {
         return Ok(());
     }
     let reply = FlowKey {
@@ -363,6 +363,21 @@ fn remember_return(ctx: &TcContext, pkt: &Packet) -> Result<(), Fail> {
         proto: pkt.flow.proto,
         _pad: [0; 3],
     };
+    if cfg.node_mac == src {
+        // Routed by this node: the flow entered here. The mesh keeps the
+        // client's address, so a client that reuses its port towards
+        // another node's address makes the same 4-tuple here as a flow
+        // that entered there; that flow's return path must not take this
+        // one's replies (they would reach a node that never saw the SYN).
+        // Checked when a connection starts (and for every UDP datagram).
+        let starts =
+            pkt.flow.proto == IPPROTO_UDP || pkt.tcp_flags & (TCP_SYN | TCP_ACK) == TCP_SYN;
+        // SAFETY: only whether an entry is there is read.
+        if starts && unsafe { RETURN.get(reply) }.is_some() {
+            let _ = RETURN.remove(reply);
+        }
+        return Ok(());
+    }
     // SAFETY: ReturnPath is Copy; read at once.
     if let Some(known) = unsafe { RETURN.get(reply) }
         && known.mac == src

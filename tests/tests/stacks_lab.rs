@@ -345,6 +345,21 @@ async fn a_stack_deploys_updates_and_goes_whole() -> anyhow::Result<()> {
     );
 
     // One image changed: only web rolls, and no request fails meanwhile.
+    // SHOAL_LAB_PCAP=FILE: the underlay's packets during the re-deploy, to
+    // follow a failed request across the nodes.
+    let capture = std::env::var("SHOAL_LAB_PCAP").ok().map(|file| {
+        std::process::Command::new("ip")
+            .args([
+                "netns",
+                "exec",
+                &lab.underlay_netns(),
+                "tcpdump",
+                "-i",
+                "br0",
+            ])
+            .args(["-s", "160", "-U", "-w", &file])
+            .spawn()
+    });
     let started = humantime_now();
     let load = lab.request_loop(every.clone(), Duration::from_millis(20));
     tokio::time::sleep(Duration::from_secs(1)).await;
@@ -359,6 +374,11 @@ async fn a_stack_deploys_updates_and_goes_whole() -> anyhow::Result<()> {
     })
     .await?;
     let report = load.finish()?;
+    if let Some(Ok(mut c)) = capture {
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        let _ = c.kill();
+        let _ = c.wait();
+    }
     println!(
         "re-deploy with a new image: {} requests answered ({:?}), {} failed",
         report.ok,
@@ -368,6 +388,7 @@ async fn a_stack_deploys_updates_and_goes_whole() -> anyhow::Result<()> {
     if !report.failures.is_empty() {
         eprintln!("the request loop started at {started}");
         lab.print_diagnostics();
+        print_listen_drops("httpd");
     }
     ensure!(
         report.failures.is_empty(),
@@ -442,4 +463,34 @@ fn humantime_now() -> String {
         secs % 60,
         d.subsec_millis()
     )
+}
+
+/// Listen-queue overflows seen by every process named `comm` (the web
+/// tasks' httpd): a server too starved to accept drops SYNs, which a
+/// client sees as a connect timeout whatever the mesh does.
+fn print_listen_drops(comm: &str) {
+    let Ok(procs) = std::fs::read_dir("/proc") else {
+        return;
+    };
+    for p in procs.flatten() {
+        let dir = p.path();
+        if std::fs::read_to_string(dir.join("comm")).is_ok_and(|c| c.trim() == comm) {
+            let netstat = std::fs::read_to_string(dir.join("net/netstat")).unwrap_or_default();
+            let mut lines = netstat.lines();
+            let (names, values) = (lines.next().unwrap_or(""), lines.next().unwrap_or(""));
+            let drops: Vec<String> = names
+                .split_whitespace()
+                .zip(values.split_whitespace())
+                .filter(|(n, _)| n.starts_with("Listen"))
+                .map(|(n, v)| format!("{n}={v}"))
+                .collect();
+            let cgroup = std::fs::read_to_string(dir.join("cgroup")).unwrap_or_default();
+            eprintln!(
+                "{} {comm}: {} ({})",
+                dir.display(),
+                drops.join(" "),
+                cgroup.lines().last().unwrap_or("")
+            );
+        }
+    }
 }

@@ -312,7 +312,7 @@ async fn slots_roll_two_at_a_time_with_the_delay_between() -> anyhow::Result<()>
             "--update-parallelism",
             "2",
             "--update-delay",
-            "2s",
+            "4s",
             "--image",
             V2,
             "web",
@@ -324,16 +324,17 @@ async fn slots_roll_two_at_a_time_with_the_delay_between() -> anyhow::Result<()>
         Ok((s.len() == 4).then_some(s))
     })
     .await?;
-    // Two batches: each pair started together, the second at least the
-    // delay after the first (whole seconds: a gap of more than 2 s shows
-    // as at least 2).
+    // Two batches: each pair started together (within 2 s: each old task
+    // first waits for every node to drop it, which varies under load), the
+    // second at least the delay after the first (whole seconds: a gap of
+    // more than 4 s shows as at least 4).
     ensure!(
-        since[1] - since[0] <= 1 && since[3] - since[2] <= 1,
+        since[1] - since[0] <= 2 && since[3] - since[2] <= 2,
         "not two at a time: {since:?}"
     );
     ensure!(
-        since[2] - since[1] >= 2,
-        "the second pair did not wait the 2 s delay: {since:?}"
+        since[2] - since[1] >= 4,
+        "the second pair did not wait the 4 s delay: {since:?}"
     );
 
     // Bad input: refused with the flag named, nothing changed.

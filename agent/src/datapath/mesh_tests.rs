@@ -956,6 +956,28 @@ fn task_veths_balance_vips_and_send_replies_back_through_the_ingress_node() {
         None,
         None,
     );
+    // The client reuses the peer's flow's port towards this node's address:
+    // the same 4-tuple at the task, but routed here. The peer's return path
+    // goes, and the replies stay on this node (seen in a capture: SYN-ACKs
+    // sent to the peer, which reverse-NATed them to its own address, and
+    // the client reset them).
+    fx.case(
+        "same 4-tuple, routed here now",
+        PROG_TASK_EGRESS,
+        &with_macs(syn.frame(), task_mac, own),
+        UNSPEC,
+        None,
+        None,
+    );
+    assert!(fx.mesh.return_path(&key).expect("read").is_none());
+    fx.case(
+        "reply to the reused 4-tuple",
+        PROG_TASK_INGRESS,
+        &with_macs(reply.frame(), own, task_mac),
+        UNSPEC,
+        None,
+        None,
+    );
     // Straight from another task: not a bridge MAC.
     let direct = Pkt::tcp(Ipv4Addr::new(10, 0, 0, 50), 5000, TASK, 80, TCP_SYN);
     fx.case(
