@@ -66,15 +66,21 @@ pub struct Metric {
 }
 
 impl Metric {
-    /// The metric from its samples and errors.
+    /// The metric from its samples and errors; `spread_threshold` `None`
+    /// for counts of rare events (retransmits), whose relative spread means
+    /// nothing.
     pub fn new(
         name: &str,
         unit: &str,
         samples: Vec<f64>,
         errors: Vec<String>,
-        spread_threshold: f64,
+        spread_threshold: Option<f64>,
     ) -> Self {
-        let s: Option<Summary> = summarize(&samples, spread_threshold);
+        let s: Option<Summary> = summarize(&samples, spread_threshold.unwrap_or(f64::INFINITY))
+            .map(|s| Summary {
+                spread_flagged: s.spread_flagged && spread_threshold.is_some(),
+                ..s
+            });
         Self {
             name: name.to_owned(),
             unit: unit.to_owned(),
@@ -127,15 +133,17 @@ mod tests {
 
     #[test]
     fn metric_flags_errors_empty_and_spread() {
-        let ok = Metric::new("rr", "1/s", vec![10.0, 11.0], vec![], 0.25);
+        let ok = Metric::new("rr", "1/s", vec![10.0, 11.0], vec![], Some(0.25));
         assert!(!ok.flagged);
         assert_eq!(ok.median, Some(10.5));
-        let failed = Metric::new("rr", "1/s", vec![10.0], vec!["refused".into()], 0.25);
+        let failed = Metric::new("rr", "1/s", vec![10.0], vec!["refused".into()], Some(0.25));
         assert!(failed.flagged);
-        let none = Metric::new("rr", "1/s", vec![], vec![], 0.25);
+        let none = Metric::new("rr", "1/s", vec![], vec![], Some(0.25));
         assert!(none.flagged && none.median.is_none());
-        let wide = Metric::new("rr", "1/s", vec![1.0, 10.0], vec![], 0.25);
+        let wide = Metric::new("rr", "1/s", vec![1.0, 10.0], vec![], Some(0.25));
         assert!(wide.flagged);
+        let counts = Metric::new("retransmits", "segments", vec![0.0, 138.0], vec![], None);
+        assert!(!counts.flagged);
     }
 
     #[test]
@@ -145,7 +153,13 @@ mod tests {
             meta: meta(),
             scenarios: vec![ScenarioResult {
                 name: "overlay".into(),
-                metrics: vec![Metric::new("throughput", "Gbit/s", vec![], vec![], 0.25)],
+                metrics: vec![Metric::new(
+                    "throughput",
+                    "Gbit/s",
+                    vec![],
+                    vec![],
+                    Some(0.25),
+                )],
             }],
         };
         let text = serde_json::to_string(&r).expect("valid by construction");
