@@ -5,11 +5,13 @@
 
 #![forbid(unsafe_code)]
 
+pub mod compare;
 pub mod meta;
 pub mod parse;
 pub mod result;
 pub mod stats;
 
+pub use compare::{Change, CompareError, compare};
 pub use parse::{Iperf3, ParseError, Rr};
 pub use result::{BenchResult, Metric, RunMeta, ScenarioResult};
 pub use stats::{Summary, percentile, summarize};

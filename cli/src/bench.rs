@@ -19,7 +19,10 @@ use shoal_bench::{BenchResult, Metric, RunMeta, ScenarioResult, meta, stats::DEF
 use crate::{bench::scenario::Scenario, client, output::Format};
 
 #[derive(Args)]
+#[command(args_conflicts_with_subcommands = true)]
 pub struct BenchArgs {
+    #[command(subcommand)]
+    cmd: Option<BenchCmd>,
     /// Scenarios to run: overlay, vip, ingress-local, ingress-remote
     /// (default: all).
     #[arg(value_name = "SCENARIO")]
@@ -44,6 +47,17 @@ pub struct BenchArgs {
     image: String,
 }
 
+#[derive(clap::Subcommand)]
+enum BenchCmd {
+    /// The change of each metric's median from run A to run B.
+    Compare {
+        /// result.json of the earlier run.
+        a: PathBuf,
+        /// result.json of the later run.
+        b: PathBuf,
+    },
+}
+
 /// `--duration`: whole seconds, 1 or more.
 fn parse_secs(s: &str) -> anyhow::Result<u64> {
     let secs = match s.parse::<u64>() {
@@ -59,6 +73,12 @@ fn parse_secs(s: &str) -> anyhow::Result<u64> {
 }
 
 pub async fn run(host: &str, a: BenchArgs) -> anyhow::Result<()> {
+    if let Some(BenchCmd::Compare { a, b }) = &a.cmd {
+        let (ra, rb) = (report::load(a)?, report::load(b)?);
+        let changes = shoal_bench::compare(&ra, &rb)?;
+        print!("{}", report::changes(&changes, &ra, &rb));
+        return Ok(());
+    }
     let scenarios = scenario::parse_list(&a.scenarios)?;
     let secs = parse_secs(&a.duration)?;
     if a.repeat == 0 {
@@ -205,6 +225,32 @@ const TASK_SLACK: Duration = Duration::from_secs(60);
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn parse(argv: &[&str]) -> Result<BenchArgs, clap::Error> {
+        use clap::{FromArgMatches, Parser};
+        #[derive(Parser)]
+        struct Cli {
+            #[command(flatten)]
+            a: BenchArgs,
+        }
+        let m = <Cli as clap::CommandFactory>::command().try_get_matches_from(argv)?;
+        Cli::from_arg_matches(&m).map(|c| c.a)
+    }
+
+    #[test]
+    fn scenarios_and_compare_parse_apart() {
+        let a = parse(&["bench", "overlay", "ingress-remote", "--repeat", "2"]).ok();
+        let a = a.as_ref();
+        assert_eq!(
+            a.map(|a| (a.scenarios.clone(), a.repeat, a.cmd.is_none())),
+            Some((vec!["overlay".into(), "ingress-remote".into()], 2, true))
+        );
+        let c = parse(&["bench", "compare", "a.json", "b.json"]).ok();
+        assert!(matches!(
+            c.and_then(|c| c.cmd),
+            Some(BenchCmd::Compare { a, b }) if a.as_os_str() == "a.json" && b.as_os_str() == "b.json"
+        ));
+    }
 
     #[test]
     fn durations() {
