@@ -8,6 +8,7 @@
 pub mod compare;
 pub mod meta;
 pub mod parse;
+pub mod plot;
 pub mod result;
 pub mod stats;
 

@@ -35,7 +35,7 @@ pub struct BenchArgs {
     duration: String,
     #[arg(long, short, value_enum, default_value_t = Format::Table)]
     format: Format,
-    /// Directory to write result.json to.
+    /// Directory to write result.json and the plots (plot-METRIC.svg/.png) to.
     #[arg(long)]
     out: Option<PathBuf>,
     /// Fail when a metric is flagged (errors, no sample, or a spread over
@@ -56,6 +56,13 @@ enum BenchCmd {
         /// result.json of the later run.
         b: PathBuf,
     },
+    /// Plots (plot-METRIC.svg/.png) of a result.json, as `--out` writes them.
+    Plot {
+        result: PathBuf,
+        /// Directory to write them to.
+        #[arg(long)]
+        out: PathBuf,
+    },
 }
 
 /// `--duration`: whole seconds, 1 or more.
@@ -73,11 +80,15 @@ fn parse_secs(s: &str) -> anyhow::Result<u64> {
 }
 
 pub async fn run(host: &str, a: BenchArgs) -> anyhow::Result<()> {
-    if let Some(BenchCmd::Compare { a, b }) = &a.cmd {
-        let (ra, rb) = (report::load(a)?, report::load(b)?);
-        let changes = shoal_bench::compare(&ra, &rb)?;
-        print!("{}", report::changes(&changes, &ra, &rb));
-        return Ok(());
+    match &a.cmd {
+        Some(BenchCmd::Compare { a, b }) => {
+            let (ra, rb) = (report::load(a)?, report::load(b)?);
+            let changes = shoal_bench::compare(&ra, &rb)?;
+            print!("{}", report::changes(&changes, &ra, &rb));
+            return Ok(());
+        }
+        Some(BenchCmd::Plot { result, out }) => return report::plots(result, out),
+        None => {}
     }
     let scenarios = scenario::parse_list(&a.scenarios)?;
     let secs = parse_secs(&a.duration)?;
@@ -114,6 +125,14 @@ pub async fn run(host: &str, a: BenchArgs) -> anyhow::Result<()> {
         std::fs::write(&path, serde_json::to_string_pretty(&result)?)
             .with_context(|| format!("writing {}", path.display()))?;
         eprintln!("wrote {}", path.display());
+        // The figures are in result.json whatever happens to the plots: a
+        // machine without a font gets a warning, not a failed run.
+        match shoal_bench::plot::write_plots(&result, dir) {
+            Ok(files) => files
+                .iter()
+                .for_each(|f| eprintln!("wrote {}", f.display())),
+            Err(e) => eprintln!("warning: no plots: {e}"),
+        }
     }
     match a.format {
         Format::Json => println!("{}", serde_json::to_string_pretty(&result)?),

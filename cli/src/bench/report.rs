@@ -5,6 +5,16 @@ use std::path::Path;
 use anyhow::Context;
 use shoal_bench::{BenchResult, Change};
 
+/// Plots of a result file, as `--out` writes them.
+pub fn plots(path: &Path, dir: &Path) -> anyhow::Result<()> {
+    let r = load(path)?;
+    std::fs::create_dir_all(dir).with_context(|| format!("--out {}", dir.display()))?;
+    for f in shoal_bench::plot::write_plots(&r, dir)? {
+        println!("{}", f.display());
+    }
+    Ok(())
+}
+
 /// A result file written by `shoal bench --out`.
 pub fn load(path: &Path) -> anyhow::Result<BenchResult> {
     let text =
