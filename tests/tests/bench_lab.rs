@@ -153,6 +153,8 @@ async fn bench_measures_and_cleans_up_also_when_interrupted() -> anyhow::Result<
     // On n1 only: the tasks on n2 and n3 fetch it, as a user's would.
     lab.load_image(1, images::lab_tools_archive()?)?;
 
+    let out_dir = tempfile::tempdir()?;
+    let out_arg = out_dir.path().to_str().context("temporary directory")?;
     let args = [
         "bench",
         "overlay",
@@ -163,6 +165,8 @@ async fn bench_measures_and_cleans_up_also_when_interrupted() -> anyhow::Result<
         "2",
         "--format",
         "json",
+        "--out",
+        out_arg,
     ];
     let out = lab.shoal_output(1, &args, b"")?;
     let stderr = String::from_utf8_lossy(&out.stderr);
@@ -170,6 +174,9 @@ async fn bench_measures_and_cleans_up_also_when_interrupted() -> anyhow::Result<
     let v: Value = serde_json::from_slice(&out.stdout)
         .with_context(|| format!("shoal bench --format json:\n{stderr}"))?;
     check_result(&v).with_context(|| format!("{v:#}"))?;
+    let written: Value =
+        serde_json::from_slice(&std::fs::read(out_dir.path().join("result.json"))?)?;
+    ensure!(written == v, "--out result.json differs from stdout");
     nothing_left(&lab, "after a full run")?;
 
     // Interrupted once its repeats have started: the servers, the network
