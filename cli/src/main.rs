@@ -1,5 +1,6 @@
 //! `shoal`: the operator CLI, docker's verbs against a Shoal node.
 
+mod bench;
 mod client;
 mod config;
 mod container;
@@ -91,6 +92,9 @@ enum Cmd {
     /// Manage volumes on this node.
     #[command(subcommand)]
     Volume(volume::VolumeCmd),
+    /// Measure the cluster's paths (overlay, VIP, ingress) with short-lived
+    /// services, and remove them afterwards.
+    Bench(bench::BenchArgs),
     /// Manage the swarm: init, join, join-token, leave, unlock, unlock-key, ca, update.
     #[command(subcommand)]
     Swarm(swarm::SwarmCmd),
@@ -129,5 +133,6 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Cmd::Config(cmd) => config::run(&cli.host, cmd).await,
         Cmd::Swarm(cmd) => swarm::run(&cli.host, cmd).await,
         Cmd::Volume(cmd) => volume::run(&cli.host, cmd).await,
+        Cmd::Bench(a) => bench::run(&cli.host, a).await,
     }
 }

@@ -1,0 +1,18 @@
+//! The pure half of `shoal bench`: statistics over repeated samples, parsers
+//! of the measuring tools' outputs, and the JSON result schema. No I/O here
+//! beyond reading the local machine's description ([`meta`]), so every
+//! piece is testable without a cluster.
+
+#![forbid(unsafe_code)]
+
+pub mod compare;
+pub mod meta;
+pub mod parse;
+pub mod plot;
+pub mod result;
+pub mod stats;
+
+pub use compare::{Change, CompareError, compare};
+pub use parse::{Iperf3, ParseError, Rr};
+pub use result::{BenchResult, Metric, RunMeta, ScenarioResult};
+pub use stats::{Summary, percentile, summarize};

@@ -1,0 +1,280 @@
+//! Plots of a result: per metric, one bar per scenario at its median with a
+//! min–max error bar, as SVG and PNG. Text is laid out with a TTF font read
+//! at run time (plotters' ab_glyph backend), so nothing links to
+//! fontconfig or freetype; without a font there is no plot, and the error
+//! says which font to install.
+
+use std::{
+    path::{Path, PathBuf},
+    sync::OnceLock,
+};
+
+use plotters::{
+    coord::Shift,
+    prelude::*,
+    style::{FontStyle, register_font},
+};
+
+use crate::result::BenchResult;
+
+/// Where the common distributions put a sans-serif TTF font.
+const FONTS: &[&str] = &[
+    "/usr/share/fonts/truetype/dejavu/DejaVuSans.ttf",
+    "/usr/share/fonts/TTF/DejaVuSans.ttf",
+    "/usr/share/fonts/dejavu/DejaVuSans.ttf",
+    "/usr/share/fonts/dejavu-sans-fonts/DejaVuSans.ttf",
+    "/usr/share/fonts/truetype/liberation/LiberationSans-Regular.ttf",
+];
+
+/// A font file to use instead of [`FONTS`].
+pub const FONT_ENV: &str = "SHOAL_BENCH_FONT";
+
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum PlotError {
+    #[error(
+        "no TTF font to lay out plot text: looked at {looked}; install fonts-dejavu-core (Debian) or set {FONT_ENV}=/path/to/font.ttf"
+    )]
+    NoFont { looked: String },
+    #[error("drawing {file}: {reason}")]
+    Draw { file: PathBuf, reason: String },
+}
+
+/// One bar: a scenario's median and range.
+struct Bar {
+    scenario: String,
+    median: f64,
+    min: f64,
+    max: f64,
+    flagged: bool,
+}
+
+/// Writes `plot-<metric>.svg` and `.png` into `dir` for every metric with
+/// a median; returns the files written.
+pub fn write_plots(r: &BenchResult, dir: &Path) -> Result<Vec<PathBuf>, PlotError> {
+    font()?;
+    let mut metrics: Vec<(&str, &str)> = Vec::new();
+    for s in &r.scenarios {
+        for m in &s.metrics {
+            if !metrics.iter().any(|(n, _)| *n == m.name) {
+                metrics.push((&m.name, &m.unit));
+            }
+        }
+    }
+    let mut written = Vec::new();
+    for (name, unit) in metrics {
+        let bars: Vec<Bar> = r
+            .scenarios
+            .iter()
+            .filter_map(|s| {
+                let m = s.metrics.iter().find(|m| m.name == name)?;
+                Some(Bar {
+                    scenario: s.name.clone(),
+                    median: m.median?,
+                    min: m.min?,
+                    max: m.max?,
+                    flagged: m.flagged,
+                })
+            })
+            .collect();
+        if bars.is_empty() {
+            continue;
+        }
+        let stem = format!("plot-{}", slug(name));
+        let title = format!(
+            "{name} ({unit}): median, min–max of {} repeats",
+            r.meta.repeat
+        );
+        let svg = dir.join(format!("{stem}.svg"));
+        draw(
+            SVGBackend::new(&svg, SIZE).into_drawing_area(),
+            &title,
+            &bars,
+        )
+        .map_err(|reason| PlotError::Draw {
+            file: svg.clone(),
+            reason,
+        })?;
+        let png = dir.join(format!("{stem}.png"));
+        draw(
+            BitMapBackend::new(&png, SIZE).into_drawing_area(),
+            &title,
+            &bars,
+        )
+        .map_err(|reason| PlotError::Draw {
+            file: png.clone(),
+            reason,
+        })?;
+        written.extend([svg, png]);
+    }
+    Ok(written)
+}
+
+const SIZE: (u32, u32) = (800, 480);
+
+fn draw<DB: DrawingBackend>(
+    root: DrawingArea<DB, Shift>,
+    title: &str,
+    bars: &[Bar],
+) -> Result<(), String> {
+    let e = |e: DrawingAreaErrorKind<DB::ErrorType>| e.to_string();
+    root.fill(&WHITE).map_err(e)?;
+    let top = bars.iter().map(|b| b.max).fold(0.0, f64::max);
+    let top = if top > 0.0 { top * 1.15 } else { 1.0 };
+    let n = i32::try_from(bars.len()).map_err(|x| x.to_string())?;
+    let mut chart = ChartBuilder::on(&root)
+        .caption(title, ("sans-serif", 22))
+        .margin(16)
+        .x_label_area_size(40)
+        .y_label_area_size(70)
+        .build_cartesian_2d((0..n - 1).into_segmented(), 0.0..top)
+        .map_err(e)?;
+    chart
+        .configure_mesh()
+        .disable_x_mesh()
+        .x_label_formatter(&|x| match x {
+            SegmentValue::CenterOf(i) => usize::try_from(*i)
+                .ok()
+                .and_then(|i| bars.get(i))
+                .map(|b| match b.flagged {
+                    true => format!("{} (flagged)", b.scenario),
+                    false => b.scenario.clone(),
+                })
+                .unwrap_or_default(),
+            _ => String::new(),
+        })
+        .draw()
+        .map_err(e)?;
+    let color = |b: &Bar| match b.flagged {
+        true => RGBColor(230, 140, 60),
+        false => RGBColor(70, 130, 180),
+    };
+    chart
+        .draw_series((0..).zip(bars).map(|(i, b)| {
+            let mut r = Rectangle::new(
+                [
+                    (SegmentValue::Exact(i), 0.0),
+                    (SegmentValue::Exact(i + 1), b.median),
+                ],
+                color(b).filled(),
+            );
+            r.set_margin(0, 0, 30, 30);
+            r
+        }))
+        .map_err(e)?;
+    chart
+        .draw_series((0..).zip(bars).map(|(i, b)| {
+            ErrorBar::new_vertical(
+                SegmentValue::CenterOf(i),
+                b.min,
+                b.median,
+                b.max,
+                BLACK.stroke_width(2),
+                16,
+            )
+        }))
+        .map_err(e)?;
+    root.present().map_err(e)
+}
+
+/// Registers the first readable font once per process.
+fn font() -> Result<(), PlotError> {
+    static FONT: OnceLock<Result<(), PlotError>> = OnceLock::new();
+    FONT.get_or_init(|| {
+        let env = std::env::var(FONT_ENV).ok();
+        let candidates: Vec<&str> = env
+            .iter()
+            .map(String::as_str)
+            .chain(FONTS.iter().copied())
+            .collect();
+        for path in &candidates {
+            let Ok(bytes) = std::fs::read(path) else {
+                continue;
+            };
+            // plotters keeps a registered font for the process's lifetime.
+            let bytes: &'static [u8] = Box::leak(bytes.into_boxed_slice());
+            if register_font("sans-serif", FontStyle::Normal, bytes).is_ok() {
+                return Ok(());
+            }
+        }
+        Err(PlotError::NoFont {
+            looked: candidates.join(", "),
+        })
+    })
+    .clone()
+}
+
+/// `rr p99` → `rr-p99`: a file name from a metric's.
+fn slug(name: &str) -> String {
+    name.chars()
+        .map(|c| if c.is_ascii_alphanumeric() { c } else { '-' })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::result::{Metric, RunMeta, SCHEMA_VERSION, ScenarioResult};
+
+    fn result() -> BenchResult {
+        let metric =
+            |v: &[f64]| Metric::new("throughput", "Gbit/s", v.to_vec(), vec![], Some(0.25));
+        BenchResult {
+            schema: SCHEMA_VERSION,
+            meta: RunMeta {
+                shoal_commit: None,
+                shoal_version: "0.1.0".into(),
+                kernel: "k".into(),
+                cpu_model: "c".into(),
+                cpus: 1,
+                nodes: 3,
+                repeat: 2,
+                duration_secs: 2,
+                started_unix: 0,
+                spread_threshold: 0.25,
+                order: vec![],
+                commands: vec![],
+                notes: vec![],
+            },
+            scenarios: vec![
+                ScenarioResult {
+                    name: "overlay".into(),
+                    metrics: vec![metric(&[8.0, 9.0])],
+                },
+                ScenarioResult {
+                    name: "vip".into(),
+                    metrics: vec![metric(&[4.0, 9.0])],
+                },
+            ],
+        }
+    }
+
+    #[test]
+    fn bars_with_error_bars_as_svg_and_png() {
+        let dir = tempfile::tempdir().expect("a temporary directory");
+        match write_plots(&result(), dir.path()) {
+            Ok(files) => {
+                let svg = dir.path().join("plot-throughput.svg");
+                let png = dir.path().join("plot-throughput.png");
+                assert_eq!(files, vec![svg.clone(), png.clone()]);
+                let text = std::fs::read_to_string(&svg).expect("the SVG");
+                assert!(
+                    text.contains("overlay") && text.contains("vip (flagged)"),
+                    "{text}"
+                );
+                assert!(text.contains("<rect"), "no bar in {text}");
+                let bytes = std::fs::read(&png).expect("the PNG");
+                assert!(bytes.starts_with(b"\x89PNG"), "not a PNG");
+            }
+            // A machine without any font: the error must say what to install.
+            Err(e @ PlotError::NoFont { .. }) => {
+                assert!(e.to_string().contains("fonts-dejavu-core"), "{e}");
+            }
+            Err(e) => panic!("{e}"),
+        }
+    }
+
+    #[test]
+    fn slugs() {
+        assert_eq!(slug("rr p99"), "rr-p99");
+    }
+}

@@ -1,0 +1,174 @@
+//! The result file: what was measured, how, where, and every sample, so a
+//! reader can recompute any figure and a later run can be compared with it.
+
+use serde::{Deserialize, Serialize};
+
+use crate::stats::{Summary, summarize};
+
+/// Bumped when a field changes meaning; `compare` refuses mixed versions.
+pub const SCHEMA_VERSION: u32 = 1;
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct BenchResult {
+    pub schema: u32,
+    pub meta: RunMeta,
+    pub scenarios: Vec<ScenarioResult>,
+}
+
+/// Where and how the run was made.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RunMeta {
+    /// `git rev-parse HEAD` when run from a checkout, else `None`.
+    pub shoal_commit: Option<String>,
+    /// The `shoal` binary's version.
+    pub shoal_version: String,
+    /// `uname -r` of the machine running `shoal bench`.
+    pub kernel: String,
+    /// `model name` of /proc/cpuinfo, and how many CPUs it lists.
+    pub cpu_model: String,
+    pub cpus: usize,
+    pub nodes: usize,
+    pub repeat: u32,
+    pub duration_secs: u64,
+    /// Unix seconds at the start.
+    pub started_unix: u64,
+    /// Threshold of (max − min) / median above which a metric is flagged.
+    pub spread_threshold: f64,
+    /// The order the repeats ran in (scenario names), shuffled.
+    pub order: Vec<String>,
+    /// Every command line run, as given to the task or the caller's loader.
+    pub commands: Vec<String>,
+    /// How each scenario was measured, in words (where the client ran).
+    pub notes: Vec<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ScenarioResult {
+    pub name: String,
+    pub metrics: Vec<Metric>,
+}
+
+/// One metric of one scenario over the repeats.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Metric {
+    pub name: String,
+    pub unit: String,
+    /// One per successful repeat, in run order.
+    pub samples: Vec<f64>,
+    /// `None` when no repeat succeeded.
+    pub median: Option<f64>,
+    pub min: Option<f64>,
+    pub max: Option<f64>,
+    /// Why repeats failed, one per failure.
+    pub errors: Vec<String>,
+    /// Errors, no sample, or a spread over the threshold.
+    pub flagged: bool,
+}
+
+impl Metric {
+    /// The metric from its samples and errors; `spread_threshold` `None`
+    /// for counts of rare events (retransmits), whose relative spread means
+    /// nothing.
+    pub fn new(
+        name: &str,
+        unit: &str,
+        samples: Vec<f64>,
+        errors: Vec<String>,
+        spread_threshold: Option<f64>,
+    ) -> Self {
+        let s: Option<Summary> = summarize(&samples, spread_threshold.unwrap_or(f64::INFINITY))
+            .map(|s| Summary {
+                spread_flagged: s.spread_flagged && spread_threshold.is_some(),
+                ..s
+            });
+        Self {
+            name: name.to_owned(),
+            unit: unit.to_owned(),
+            median: s.map(|s| s.median),
+            min: s.map(|s| s.min),
+            max: s.map(|s| s.max),
+            flagged: s.is_none_or(|s| s.spread_flagged) || !errors.is_empty(),
+            samples,
+            errors,
+        }
+    }
+}
+
+impl BenchResult {
+    /// Any metric flagged: what `--strict` fails on.
+    pub fn flagged(&self) -> Vec<String> {
+        self.scenarios
+            .iter()
+            .flat_map(|s| {
+                s.metrics
+                    .iter()
+                    .filter(|m| m.flagged)
+                    .map(move |m| format!("{} {}", s.name, m.name))
+            })
+            .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn meta() -> RunMeta {
+        RunMeta {
+            shoal_commit: Some("abc".into()),
+            shoal_version: "0.1.0".into(),
+            kernel: "6.1.0".into(),
+            cpu_model: "x".into(),
+            cpus: 2,
+            nodes: 3,
+            repeat: 2,
+            duration_secs: 2,
+            started_unix: 1,
+            spread_threshold: 0.25,
+            order: vec!["overlay".into()],
+            commands: vec!["iperf3 -c 10.0.0.2".into()],
+            notes: vec![],
+        }
+    }
+
+    #[test]
+    fn metric_flags_errors_empty_and_spread() {
+        let ok = Metric::new("rr", "1/s", vec![10.0, 11.0], vec![], Some(0.25));
+        assert!(!ok.flagged);
+        assert_eq!(ok.median, Some(10.5));
+        let failed = Metric::new("rr", "1/s", vec![10.0], vec!["refused".into()], Some(0.25));
+        assert!(failed.flagged);
+        let none = Metric::new("rr", "1/s", vec![], vec![], Some(0.25));
+        assert!(none.flagged && none.median.is_none());
+        let wide = Metric::new("rr", "1/s", vec![1.0, 10.0], vec![], Some(0.25));
+        assert!(wide.flagged);
+        let counts = Metric::new("retransmits", "segments", vec![0.0, 138.0], vec![], None);
+        assert!(!counts.flagged);
+    }
+
+    #[test]
+    fn json_round_trip_and_flag_list() {
+        let r = BenchResult {
+            schema: SCHEMA_VERSION,
+            meta: meta(),
+            scenarios: vec![ScenarioResult {
+                name: "overlay".into(),
+                metrics: vec![Metric::new(
+                    "throughput",
+                    "Gbit/s",
+                    vec![],
+                    vec![],
+                    Some(0.25),
+                )],
+            }],
+        };
+        let text = serde_json::to_string(&r).expect("valid by construction");
+        let back: BenchResult = serde_json::from_str(&text).expect("valid by construction");
+        assert_eq!(back, r);
+        assert_eq!(r.flagged(), vec!["overlay throughput".to_string()]);
+        let v: serde_json::Value = serde_json::from_str(&text).expect("valid by construction");
+        for field in ["shoal_commit", "kernel", "cpu_model", "nodes", "commands"] {
+            assert!(v["meta"].get(field).is_some(), "{field}");
+        }
+    }
+}

@@ -1,0 +1,282 @@
+//! `shoal bench`: measures the cluster's paths with short-lived services
+//! from the lab tools image, through the same API connection as every other
+//! verb, and removes all it made — at the end, on a failed step, and on
+//! Ctrl-C. Repeats of all scenarios run interleaved in a shuffled order so
+//! a slow minute of a shared machine does not land on one path only.
+
+mod fixture;
+mod report;
+mod rr;
+mod scenario;
+
+use std::{collections::BTreeMap, path::PathBuf, time::Duration};
+
+use anyhow::{Context, bail};
+use clap::Args;
+use rand::seq::SliceRandom;
+use shoal_bench::{BenchResult, Metric, RunMeta, ScenarioResult, meta, stats::DEFAULT_SPREAD};
+
+use crate::{bench::scenario::Scenario, client, output::Format};
+
+#[derive(Args)]
+#[command(args_conflicts_with_subcommands = true)]
+pub struct BenchArgs {
+    #[command(subcommand)]
+    cmd: Option<BenchCmd>,
+    /// Scenarios to run: overlay, vip, ingress-local, ingress-remote
+    /// (default: all).
+    #[arg(value_name = "SCENARIO")]
+    scenarios: Vec<String>,
+    /// Measurements per scenario.
+    #[arg(long, default_value_t = 5)]
+    repeat: u32,
+    /// Length of one measurement: seconds, or a duration such as 5s.
+    #[arg(long, default_value = "5s")]
+    duration: String,
+    #[arg(long, short, value_enum, default_value_t = Format::Table)]
+    format: Format,
+    /// Directory to write result.json and the plots (plot-METRIC.svg/.png) to.
+    #[arg(long)]
+    out: Option<PathBuf>,
+    /// Fail when a metric is flagged (errors, no sample, or a spread over
+    /// the threshold).
+    #[arg(long)]
+    strict: bool,
+    /// The image holding /bin/iperf3 and /bin/lab-echo.
+    #[arg(long, default_value = "shoal.local/lab-tools:latest")]
+    image: String,
+}
+
+#[derive(clap::Subcommand)]
+enum BenchCmd {
+    /// The change of each metric's median from run A to run B.
+    Compare {
+        /// result.json of the earlier run.
+        a: PathBuf,
+        /// result.json of the later run.
+        b: PathBuf,
+    },
+    /// Plots (plot-METRIC.svg/.png) of a result.json, as `--out` writes them.
+    Plot {
+        result: PathBuf,
+        /// Directory to write them to.
+        #[arg(long)]
+        out: PathBuf,
+    },
+}
+
+/// `--duration`: whole seconds, 1 or more.
+fn parse_secs(s: &str) -> anyhow::Result<u64> {
+    let secs = match s.parse::<u64>() {
+        Ok(n) => n,
+        Err(_) => crate::parse::parse_duration(s)
+            .map_err(|e| anyhow::anyhow!("--duration {s:?}: {e}; give seconds (5) or 5s"))?
+            .as_secs(),
+    };
+    if secs == 0 {
+        bail!("--duration {s:?}: at least 1 s is needed for a measurement; give e.g. 2s");
+    }
+    Ok(secs)
+}
+
+pub async fn run(host: &str, a: BenchArgs) -> anyhow::Result<()> {
+    match &a.cmd {
+        Some(BenchCmd::Compare { a, b }) => {
+            let (ra, rb) = (report::load(a)?, report::load(b)?);
+            let changes = shoal_bench::compare(&ra, &rb)?;
+            print!("{}", report::changes(&changes, &ra, &rb));
+            return Ok(());
+        }
+        Some(BenchCmd::Plot { result, out }) => return report::plots(result, out),
+        None => {}
+    }
+    let scenarios = scenario::parse_list(&a.scenarios)?;
+    let secs = parse_secs(&a.duration)?;
+    if a.repeat == 0 {
+        bail!(
+            "--repeat 0: at least one measurement per scenario is needed; give --repeat 1 or more"
+        );
+    }
+    let mut d = client::connect(host).await?;
+    let id = format!("{:08x}", rand::random::<u32>());
+    let prefix = format!("shoal-bench-{id}-");
+    eprintln!("shoal bench {id}: everything it makes is named {prefix}*");
+    let mut fx = fixture::Fixture::new(&d, &prefix, &a.image);
+    // Ctrl-C is raced against the whole run, so setup and measurement stop
+    // alike; a second Ctrl-C during the cleanup is swallowed by the same
+    // handler, so the cleanup finishes.
+    let outcome = tokio::select! {
+        r = measure(&mut d, &mut fx, &scenarios, a.repeat, secs) => r,
+        _ = tokio::signal::ctrl_c() => Err(anyhow::anyhow!("interrupted (SIGINT)")),
+    };
+    if outcome.is_err() {
+        eprintln!("shoal bench {id}: stopped; removing {prefix}*");
+    }
+    let cleaned = fx.remove_all().await;
+    let result = match (outcome, cleaned) {
+        (Ok(r), Ok(())) => r,
+        (Err(e), Ok(())) => return Err(e),
+        (Ok(_), Err(c)) => return Err(c),
+        (Err(e), Err(c)) => return Err(e.context(format!("and the cleanup failed too: {c:#}"))),
+    };
+    if let Some(dir) = &a.out {
+        std::fs::create_dir_all(dir).with_context(|| format!("--out {}", dir.display()))?;
+        let path = dir.join("result.json");
+        std::fs::write(&path, serde_json::to_string_pretty(&result)?)
+            .with_context(|| format!("writing {}", path.display()))?;
+        eprintln!("wrote {}", path.display());
+        // The figures are in result.json whatever happens to the plots: a
+        // machine without a font gets a warning, not a failed run.
+        match shoal_bench::plot::write_plots(&result, dir) {
+            Ok(files) => files
+                .iter()
+                .for_each(|f| eprintln!("wrote {}", f.display())),
+            Err(e) => eprintln!("warning: no plots: {e}"),
+        }
+    }
+    match a.format {
+        Format::Json => println!("{}", serde_json::to_string_pretty(&result)?),
+        Format::Table => print!("{}", report::table(&result)),
+    }
+    let flagged = result.flagged();
+    if a.strict && !flagged.is_empty() {
+        bail!(
+            "--strict: flagged: {}; see their errors and spread above, then rerun with a longer \
+             --duration or more --repeat on a quieter machine",
+            flagged.join(", ")
+        );
+    }
+    Ok(())
+}
+
+/// One metric's values and the errors of the repeats that gave none.
+type Samples = (Vec<f64>, Vec<String>);
+
+/// Setup, warm-ups and the shuffled repeats.
+async fn measure(
+    d: &mut client::Daemon,
+    fx: &mut fixture::Fixture,
+    scenarios: &[Scenario],
+    repeat: u32,
+    secs: u64,
+) -> anyhow::Result<BenchResult> {
+    let started_unix = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |t| t.as_secs());
+    let layout = fx.setup(d, scenarios).await?;
+    let mut order: Vec<Scenario> = scenarios
+        .iter()
+        .flat_map(|s| std::iter::repeat_n(*s, repeat as usize))
+        .collect();
+    order.shuffle(&mut rand::rng());
+    let mut commands = Vec::new();
+    for s in scenarios {
+        s.warm_up(d, fx, &layout, &mut commands).await?;
+    }
+    let mut got: BTreeMap<Scenario, BTreeMap<&'static str, Samples>> = BTreeMap::new();
+    for (i, s) in order.iter().enumerate() {
+        eprintln!("[{}/{}] {s}", i + 1, order.len());
+        let m = s.measure(d, fx, &layout, secs, &mut commands).await;
+        let per = got.entry(*s).or_default();
+        match m {
+            Ok(values) => {
+                for (name, v) in values {
+                    per.entry(name).or_default().0.push(v);
+                }
+            }
+            Err(e) => {
+                eprintln!("  {s}: {e:#}");
+                for name in s.metric_names() {
+                    per.entry(name).or_default().1.push(format!("{e:#}"));
+                }
+            }
+        }
+    }
+    let (cpu_model, cpus) = meta::cpu();
+    let results = scenarios
+        .iter()
+        .map(|s| ScenarioResult {
+            name: s.to_string(),
+            metrics: s
+                .metric_names()
+                .iter()
+                .map(|name| {
+                    let (samples, errors) = got
+                        .get_mut(s)
+                        .and_then(|m| m.remove(name))
+                        .unwrap_or_default();
+                    Metric::new(
+                        name,
+                        s.unit(name),
+                        samples,
+                        errors,
+                        s.spread_threshold(name),
+                    )
+                })
+                .collect(),
+        })
+        .collect();
+    Ok(BenchResult {
+        schema: shoal_bench::result::SCHEMA_VERSION,
+        meta: RunMeta {
+            shoal_commit: meta::git_commit(),
+            shoal_version: env!("CARGO_PKG_VERSION").to_owned(),
+            kernel: meta::kernel(),
+            cpu_model,
+            cpus,
+            nodes: layout.nodes,
+            repeat,
+            duration_secs: secs,
+            started_unix,
+            spread_threshold: DEFAULT_SPREAD,
+            order: order.iter().map(ToString::to_string).collect(),
+            commands,
+            notes: scenarios.iter().map(|s| s.note(&layout)).collect(),
+        },
+        scenarios: results,
+    })
+}
+
+/// How long a client task may take beyond its measurement: scheduling, an
+/// image fetch on a node that lacks it, and reading its logs back.
+const TASK_SLACK: Duration = Duration::from_secs(60);
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(argv: &[&str]) -> Result<BenchArgs, clap::Error> {
+        use clap::{FromArgMatches, Parser};
+        #[derive(Parser)]
+        struct Cli {
+            #[command(flatten)]
+            a: BenchArgs,
+        }
+        let m = <Cli as clap::CommandFactory>::command().try_get_matches_from(argv)?;
+        Cli::from_arg_matches(&m).map(|c| c.a)
+    }
+
+    #[test]
+    fn scenarios_and_compare_parse_apart() {
+        let a = parse(&["bench", "overlay", "ingress-remote", "--repeat", "2"]).ok();
+        let a = a.as_ref();
+        assert_eq!(
+            a.map(|a| (a.scenarios.clone(), a.repeat, a.cmd.is_none())),
+            Some((vec!["overlay".into(), "ingress-remote".into()], 2, true))
+        );
+        let c = parse(&["bench", "compare", "a.json", "b.json"]).ok();
+        assert!(matches!(
+            c.and_then(|c| c.cmd),
+            Some(BenchCmd::Compare { a, b }) if a.as_os_str() == "a.json" && b.as_os_str() == "b.json"
+        ));
+    }
+
+    #[test]
+    fn durations() {
+        assert_eq!(parse_secs("2").ok(), Some(2));
+        assert_eq!(parse_secs("5s").ok(), Some(5));
+        assert_eq!(parse_secs("1m").ok(), Some(60));
+        assert!(parse_secs("0").is_err());
+        assert!(parse_secs("fast").is_err());
+    }
+}

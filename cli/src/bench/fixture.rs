@@ -1,0 +1,465 @@
+//! The bench's objects on the cluster: one overlay network, the servers,
+//! and one short-lived client service per measurement, all named with the
+//! run's prefix so [`Fixture::remove_all`] finds every one of them, even
+//! those whose create call was cut short by Ctrl-C.
+
+use std::{
+    net::Ipv4Addr,
+    time::{Duration, Instant},
+};
+
+use anyhow::{Context, anyhow, bail};
+use shoal_api::cluster::v1::{
+    ContainerSpec, CreateNetworkRequest, CreateServiceRequest, ListNetworksRequest,
+    ListNodesRequest, ListServicesRequest, ListTasksRequest, NetworkRef, NodeStatus, PortConfig,
+    Protocol, PublishMode, RestartCondition, RestartPolicy, ServiceLogsRequest, ServiceRef,
+    TaskState, TaskSummary,
+};
+
+use super::scenario::Scenario;
+use crate::client;
+
+/// lab-echo's port inside the server task.
+pub const ECHO_PORT: u16 = 7000;
+
+pub struct Fixture {
+    host: String,
+    control: client::Control,
+    prefix: String,
+    image: String,
+    clients: u32,
+}
+
+/// Where the servers landed and which nodes play which part.
+pub struct Layout {
+    pub nodes: usize,
+    /// The node whose daemon answered: the caller's side.
+    pub caller: Node,
+    /// The node running the servers.
+    pub server: Node,
+    /// A node other than the server's for client tasks (the caller's when
+    /// it can be).
+    pub client: Node,
+    /// A node without the server for `ingress-remote`.
+    pub remote: Node,
+    pub iperf_task: Ipv4Addr,
+    pub iperf_vip: Ipv4Addr,
+    pub echo_published: u16,
+}
+
+#[derive(Clone, Debug)]
+pub struct Node {
+    pub id: String,
+    pub hostname: String,
+    pub addr: Ipv4Addr,
+}
+
+impl Fixture {
+    pub fn new(d: &client::Daemon, prefix: &str, image: &str) -> Self {
+        Self {
+            host: d.host.clone(),
+            control: d.control.clone(),
+            prefix: prefix.to_owned(),
+            image: image.to_owned(),
+            clients: 0,
+        }
+    }
+
+    fn net(&self) -> String {
+        format!("{}net", self.prefix)
+    }
+
+    /// Picks the nodes, makes the network and the servers the scenarios
+    /// need, and waits until they run.
+    pub async fn setup(
+        &mut self,
+        d: &mut client::Daemon,
+        scenarios: &[Scenario],
+    ) -> anyhow::Result<Layout> {
+        let nodes = client::call(&d.host, d.control.list_nodes(ListNodesRequest {}))
+            .await?
+            .nodes;
+        let mut ready: Vec<Node> = Vec::new();
+        let mut caller = None;
+        for n in &nodes {
+            if n.status != NodeStatus::Ready as i32 {
+                continue;
+            }
+            let node = Node {
+                id: n.id.clone(),
+                hostname: n.hostname.clone(),
+                addr: node_addr(&n.addr)
+                    .with_context(|| format!("node {}: its address {:?}", n.hostname, n.addr))?,
+            };
+            if n.self_ {
+                caller = Some(node.clone());
+            }
+            ready.push(node);
+        }
+        ready.sort_by(|a, b| a.hostname.cmp(&b.hostname));
+        if ready.len() < 2 {
+            bail!(
+                "{} ready node(s): the bench measures between nodes and needs 2 or more; \
+                 join another node (shoal swarm join-token worker)",
+                ready.len()
+            );
+        }
+        let caller = caller.unwrap_or_else(|| ready[0].clone());
+        let others: Vec<&Node> = ready.iter().filter(|n| n.id != caller.id).collect();
+        let server = others[0].clone();
+        let remote = others.get(1).map_or(caller.clone(), |n| (*n).clone());
+        let layout_nodes = ready.len();
+
+        let net = CreateNetworkRequest {
+            name: self.net(),
+            driver: "overlay".into(),
+            ..Default::default()
+        };
+        client::call(&self.host, self.control.create_network(net)).await?;
+
+        let wants_iperf = scenarios
+            .iter()
+            .any(|s| matches!(s, Scenario::Overlay | Scenario::Vip));
+        let wants_echo = scenarios
+            .iter()
+            .any(|s| matches!(s, Scenario::IngressLocal | Scenario::IngressRemote));
+        let mut iperf_task = Ipv4Addr::UNSPECIFIED;
+        let mut iperf_vip = Ipv4Addr::UNSPECIFIED;
+        let mut echo_published = 0;
+        if wants_iperf {
+            let name = format!("{}iperf", self.prefix);
+            self.create(service(
+                &name,
+                &self.image,
+                &["/bin/iperf3", "-s"],
+                &server.id,
+                &self.net(),
+                RestartCondition::Any,
+            ))
+            .await?;
+            let t = self.running(&name).await?;
+            iperf_task = task_addr(&t)?;
+            // The VIP is allocated with the service's first task, so it is
+            // read once the task runs, not from the create reply.
+            let r = ServiceRef {
+                service: name.clone(),
+            };
+            iperf_vip = client::call(&self.host, self.control.clone().inspect_service(r))
+                .await?
+                .vips
+                .iter()
+                .find_map(|v| v.addr.as_ref().map(|a| a.ip()))
+                .ok_or_else(|| anyhow!("service {name}: no VIP on {}", self.net()))?;
+        }
+        if wants_echo {
+            let name = format!("{}echo", self.prefix);
+            let mut req = service(
+                &name,
+                &self.image,
+                &["/bin/lab-echo", "serve", &ECHO_PORT.to_string()],
+                &server.id,
+                &self.net(),
+                RestartCondition::Any,
+            );
+            req.ports = vec![PortConfig {
+                protocol: Protocol::Tcp.into(),
+                target_port: ECHO_PORT.into(),
+                published_port: 0,
+                publish_mode: PublishMode::Ingress.into(),
+            }];
+            let s = self.create(req).await?;
+            echo_published = s
+                .ports
+                .first()
+                .and_then(|p| u16::try_from(p.published_port).ok())
+                .filter(|p| *p != 0)
+                .ok_or_else(|| {
+                    anyhow!("service {name}: the manager allocated no published port")
+                })?;
+            self.running(&name).await?;
+        }
+        Ok(Layout {
+            nodes: layout_nodes,
+            client: caller.clone(),
+            caller,
+            server,
+            remote,
+            iperf_task,
+            iperf_vip,
+            echo_published,
+        })
+    }
+
+    async fn create(
+        &self,
+        req: CreateServiceRequest,
+    ) -> anyhow::Result<shoal_api::cluster::v1::ServiceSummary> {
+        let name = req.name.clone();
+        client::call(&self.host, self.control.clone().create_service(req))
+            .await
+            .with_context(|| format!("creating service {name}"))
+    }
+
+    /// The service's one task once it runs with an address.
+    async fn running(&self, service: &str) -> anyhow::Result<TaskSummary> {
+        let deadline = Instant::now() + super::TASK_SLACK;
+        loop {
+            let tasks = self.tasks(service).await?;
+            if let Some(t) = tasks
+                .iter()
+                .find(|t| t.state == TaskState::Running as i32 && !t.addresses.is_empty())
+            {
+                return Ok(t.clone());
+            }
+            if Instant::now() > deadline {
+                bail!(
+                    "service {service}: no running task within {} s ({}); is the image {} on \
+                     the nodes (shoal image load) or pullable?",
+                    super::TASK_SLACK.as_secs(),
+                    describe(&tasks),
+                    self.image
+                );
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+
+    async fn tasks(&self, service: &str) -> anyhow::Result<Vec<TaskSummary>> {
+        let req = ListTasksRequest {
+            service: service.to_owned(),
+        };
+        Ok(
+            client::call(&self.host, self.control.clone().list_tasks(req))
+                .await?
+                .tasks,
+        )
+    }
+
+    /// Runs `args` once as a task on `node` (restart condition none) and
+    /// returns its stdout, read back through the service's logs; the client
+    /// service is removed afterwards whatever happened.
+    pub async fn run_task(
+        &mut self,
+        node: &Node,
+        args: &[&str],
+        within: Duration,
+    ) -> anyhow::Result<String> {
+        self.clients += 1;
+        let name = format!("{}c{}", self.prefix, self.clients);
+        let req = service(
+            &name,
+            &self.image,
+            args,
+            &node.id,
+            &self.net(),
+            RestartCondition::None,
+        );
+        self.create(req).await?;
+        let outcome = self.finished(&name, within).await;
+        let logs = self.logs(&name).await;
+        self.remove_service(&name).await?;
+        let (stdout, stderr) = logs?;
+        match outcome? {
+            t if t.state == TaskState::Complete as i32 => Ok(stdout),
+            t => Err(anyhow!(
+                "task {} on {}: {} (exit {:?}): {}",
+                t.name,
+                node.hostname,
+                state_word(t.state),
+                t.exit_code,
+                last_lines(&format!("{stdout}{stderr}"), 5)
+            )),
+        }
+    }
+
+    /// The task once it stopped (complete, failed, rejected…).
+    async fn finished(&self, service: &str, within: Duration) -> anyhow::Result<TaskSummary> {
+        let deadline = Instant::now() + within;
+        loop {
+            let tasks = self.tasks(service).await?;
+            if let Some(t) = tasks.iter().find(|t| t.state >= TaskState::Complete as i32) {
+                return Ok(t.clone());
+            }
+            if Instant::now() > deadline {
+                bail!(
+                    "client {service}: not finished within {} s ({})",
+                    within.as_secs(),
+                    describe(&tasks)
+                );
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+
+    async fn logs(&self, service: &str) -> anyhow::Result<(String, String)> {
+        let req = ServiceLogsRequest {
+            service: service.to_owned(),
+            follow: false,
+            tail: None,
+        };
+        let mut stream = client::call(&self.host, self.control.clone().service_logs(req)).await?;
+        let (mut out, mut err) = (String::new(), String::new());
+        while let Some(l) = stream
+            .message()
+            .await
+            .map_err(|s| client::status_error(&self.host, &s))?
+        {
+            let text = String::from_utf8_lossy(&l.line);
+            let into = match l.stream.as_str() {
+                "stdout" => &mut out,
+                _ => &mut err,
+            };
+            into.push_str(&text);
+            into.push('\n');
+        }
+        Ok((out, err))
+    }
+
+    async fn remove_service(&self, name: &str) -> anyhow::Result<()> {
+        let r = ServiceRef {
+            service: name.to_owned(),
+        };
+        client::call(&self.host, self.control.clone().remove_service(r))
+            .await
+            .with_context(|| format!("removing service {name}"))?;
+        Ok(())
+    }
+
+    /// Removes every service and network named with the prefix. The
+    /// network goes once the tasks on it are gone, which takes a moment.
+    pub async fn remove_all(&self) -> anyhow::Result<()> {
+        let services = client::call(
+            &self.host,
+            self.control.clone().list_services(ListServicesRequest {}),
+        )
+        .await?
+        .services;
+        for s in services.iter().filter(|s| s.name.starts_with(&self.prefix)) {
+            self.remove_service(&s.name).await?;
+        }
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            let nets = client::call(
+                &self.host,
+                self.control.clone().list_networks(ListNetworksRequest {}),
+            )
+            .await?
+            .networks;
+            let ours: Vec<String> = nets
+                .into_iter()
+                .map(|n| n.name)
+                .filter(|n| n.starts_with(&self.prefix))
+                .collect();
+            if ours.is_empty() {
+                return Ok(());
+            }
+            let mut last = None;
+            for network in ours {
+                let r = NetworkRef {
+                    network: network.clone(),
+                };
+                if let Err(e) =
+                    client::call(&self.host, self.control.clone().remove_network(r)).await
+                {
+                    last = Some(e.context(format!("removing network {network}")));
+                }
+            }
+            match last {
+                None => {}
+                Some(e) if Instant::now() > deadline => {
+                    return Err(e.context(format!(
+                        "still in use after 60 s; remove it with: shoal network rm {}net",
+                        self.prefix
+                    )));
+                }
+                // Still attached to tasks that are stopping.
+                Some(_) => tokio::time::sleep(Duration::from_millis(500)).await,
+            }
+        }
+    }
+}
+
+fn service(
+    name: &str,
+    image: &str,
+    args: &[&str],
+    node_id: &str,
+    net: &str,
+    condition: RestartCondition,
+) -> CreateServiceRequest {
+    CreateServiceRequest {
+        name: name.to_owned(),
+        replicas: 1,
+        networks: vec![net.to_owned()],
+        constraints: vec![format!("node.id=={node_id}")],
+        restart: Some(RestartPolicy {
+            condition: condition.into(),
+            ..Default::default()
+        }),
+        args: args.iter().map(|a| (*a).to_owned()).collect(),
+        labels: [("com.shoal.bench".to_owned(), "1".to_owned())].into(),
+        container: Some(ContainerSpec {
+            image: image.to_owned(),
+            ..Default::default()
+        }),
+        ..Default::default()
+    }
+}
+
+/// A node's address as ListNodes gives it: `IP` or `IP:PORT`.
+fn node_addr(s: &str) -> anyhow::Result<Ipv4Addr> {
+    let ip = s.rsplit_once(':').map_or(s, |(ip, _)| ip);
+    ip.parse().map_err(|_| anyhow!("not an IPv4 address"))
+}
+
+/// The server task's address on the bench network (its only one).
+fn task_addr(t: &TaskSummary) -> anyhow::Result<Ipv4Addr> {
+    let cidr = t
+        .addresses
+        .first()
+        .ok_or_else(|| anyhow!("task {}: no address", t.name))?;
+    let ip = cidr.split('/').next().unwrap_or(cidr);
+    ip.parse()
+        .map_err(|_| anyhow!("task {}: address {cidr:?} is not IPv4/len", t.name))
+}
+
+fn state_word(state: i32) -> String {
+    TaskState::try_from(state)
+        .map(|s| {
+            s.as_str_name()
+                .trim_start_matches("TASK_STATE_")
+                .to_lowercase()
+        })
+        .unwrap_or_else(|_| format!("state {state}"))
+}
+
+fn describe(tasks: &[TaskSummary]) -> String {
+    match tasks {
+        [] => "no task yet".into(),
+        _ => tasks
+            .iter()
+            .map(|t| format!("{} {} {}{}", t.name, state_word(t.state), t.message, t.err))
+            .collect::<Vec<_>>()
+            .join("; "),
+    }
+}
+
+fn last_lines(text: &str, n: usize) -> String {
+    let lines: Vec<&str> = text.lines().filter(|l| !l.trim().is_empty()).collect();
+    lines[lines.len().saturating_sub(n)..].join(" | ")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn node_addresses() {
+        assert_eq!(node_addr("10.1.0.2").ok(), Some(Ipv4Addr::new(10, 1, 0, 2)));
+        assert_eq!(
+            node_addr("10.1.0.2:2377").ok(),
+            Some(Ipv4Addr::new(10, 1, 0, 2))
+        );
+        assert!(node_addr("n1").is_err());
+    }
+}

@@ -1,0 +1,242 @@
+//! `shoal bench` end to end (issue 17) on a 3-node lab: a short run gives
+//! JSON with every field and real, non-zero figures, and leaves no service
+//! or network of its own behind; a run interrupted with SIGINT mid-way
+//! leaves nothing either.
+
+use std::{
+    io::{BufRead, BufReader},
+    process::Stdio,
+    sync::mpsc,
+    time::Duration,
+};
+
+use anyhow::{Context, bail, ensure};
+use nix::{sys::signal, unistd::Pid};
+use serde_json::Value;
+use shoal_lab::{Formation, Lab, images, shoal_path};
+
+/// Nothing named shoal-bench-* among the cluster's services and networks.
+fn nothing_left(lab: &Lab, when: &str) -> anyhow::Result<()> {
+    for what in ["service", "network"] {
+        let listed = lab.shoal(1, &[what, "ls"])?;
+        ensure!(
+            !listed.contains("shoal-bench-"),
+            "{when}: a {what} of the bench is left:\n{listed}"
+        );
+    }
+    Ok(())
+}
+
+fn number(v: &Value, path: &str) -> anyhow::Result<f64> {
+    v.pointer(path)
+        .and_then(Value::as_f64)
+        .with_context(|| format!("{path}: no number in {v}"))
+}
+
+/// Every field of the result schema, and figures that were measured.
+fn check_result(v: &Value) -> anyhow::Result<()> {
+    ensure!(v["schema"] == 1, "schema: {}", v["schema"]);
+    let meta = &v["meta"];
+    for field in ["shoal_version", "kernel", "cpu_model"] {
+        ensure!(
+            meta[field].as_str().is_some_and(|s| !s.is_empty()),
+            "meta.{field}: {}",
+            meta[field]
+        );
+    }
+    ensure!(
+        meta.get("shoal_commit").is_some(),
+        "meta.shoal_commit missing"
+    );
+    ensure!(number(v, "/meta/cpus")? >= 1.0, "meta.cpus");
+    ensure!(
+        number(v, "/meta/nodes")? == 3.0,
+        "meta.nodes: {}",
+        meta["nodes"]
+    );
+    ensure!(number(v, "/meta/repeat")? == 2.0, "meta.repeat");
+    ensure!(
+        number(v, "/meta/duration_secs")? == 2.0,
+        "meta.duration_secs"
+    );
+    ensure!(number(v, "/meta/started_unix")? > 0.0, "meta.started_unix");
+    let order: Vec<&str> = meta["order"]
+        .as_array()
+        .context("meta.order")?
+        .iter()
+        .filter_map(Value::as_str)
+        .collect();
+    for s in ["overlay", "ingress-remote"] {
+        ensure!(
+            order.iter().filter(|o| **o == s).count() == 2,
+            "meta.order: {order:?}"
+        );
+    }
+    let commands = meta["commands"].as_array().context("meta.commands")?;
+    ensure!(
+        commands
+            .iter()
+            .any(|c| c.as_str().is_some_and(|c| c.contains("/bin/iperf3 -c"))),
+        "meta.commands has no iperf3 client line: {commands:?}"
+    );
+    ensure!(
+        meta["notes"].as_array().is_some_and(|n| n.len() == 2),
+        "meta.notes: {}",
+        meta["notes"]
+    );
+
+    let scenarios = v["scenarios"].as_array().context("scenarios")?;
+    let names: Vec<&str> = scenarios
+        .iter()
+        .filter_map(|s| s["name"].as_str())
+        .collect();
+    ensure!(
+        names == ["overlay", "ingress-remote"],
+        "scenarios: {names:?}"
+    );
+    for s in scenarios {
+        let name = s["name"].as_str().unwrap_or("?");
+        for m in s["metrics"].as_array().context("metrics")? {
+            let metric = format!("{name} {}", m["name"]);
+            ensure!(m["unit"].is_string(), "{metric}: unit");
+            ensure!(m["flagged"].is_boolean(), "{metric}: flagged");
+            ensure!(
+                m["errors"].as_array().is_some_and(Vec::is_empty),
+                "{metric}: errors: {}",
+                m["errors"]
+            );
+            let samples: Vec<f64> = m["samples"]
+                .as_array()
+                .context("samples")?
+                .iter()
+                .filter_map(Value::as_f64)
+                .collect();
+            ensure!(samples.len() == 2, "{metric}: samples {samples:?}");
+            let (median, min, max) = (
+                number(m, "/median")?,
+                number(m, "/min")?,
+                number(m, "/max")?,
+            );
+            ensure!(
+                min <= median && median <= max,
+                "{metric}: {min} {median} {max}"
+            );
+            // Throughput and round-trip rate must be real: 0 would mean a
+            // client that measured nothing.
+            if m["name"] == "throughput" || m["name"] == "rr rate" {
+                ensure!(
+                    samples.iter().all(|x| *x > 0.0),
+                    "{metric}: a zero sample: {samples:?}"
+                );
+            }
+        }
+        let metrics: Vec<&str> = s["metrics"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|m| m["name"].as_str())
+            .collect();
+        let wanted: &[&str] = match name {
+            "overlay" => &["throughput", "retransmits"],
+            _ => &["rr rate", "rr p50", "rr p99"],
+        };
+        ensure!(metrics == wanted, "{name}: metrics {metrics:?}");
+    }
+    Ok(())
+}
+
+#[tokio::test]
+async fn bench_measures_and_cleans_up_also_when_interrupted() -> anyhow::Result<()> {
+    let lab = Lab::builder("bench").nodes(3).start().await?;
+    lab.form_swarm_of(Formation::fast(1, 3))?;
+    lab.nodes_ready(3, Duration::from_secs(15)).await?;
+    // On n1 only: the tasks on n2 and n3 fetch it, as a user's would.
+    lab.load_image(1, images::lab_tools_archive()?)?;
+
+    let out_dir = tempfile::tempdir()?;
+    let out_arg = out_dir.path().to_str().context("temporary directory")?;
+    let args = [
+        "bench",
+        "overlay",
+        "ingress-remote",
+        "--repeat",
+        "2",
+        "--duration",
+        "2",
+        "--format",
+        "json",
+        "--out",
+        out_arg,
+    ];
+    let out = lab.shoal_output(1, &args, b"")?;
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    ensure!(out.status.success(), "shoal bench failed:\n{stderr}");
+    let v: Value = serde_json::from_slice(&out.stdout)
+        .with_context(|| format!("shoal bench --format json:\n{stderr}"))?;
+    check_result(&v).with_context(|| format!("{v:#}"))?;
+    let written: Value =
+        serde_json::from_slice(&std::fs::read(out_dir.path().join("result.json"))?)?;
+    ensure!(written == v, "--out result.json differs from stdout");
+    nothing_left(&lab, "after a full run")?;
+
+    // Interrupted once its repeats have started: the servers, the network
+    // and maybe a client task exist then.
+    let mut child = lab
+        .command(1, shoal_path()?)
+        .args([
+            "bench",
+            "overlay",
+            "ingress-remote",
+            "--repeat",
+            "3",
+            "--duration",
+            "2",
+        ])
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()?;
+    let stderr = child.stderr.take().context("stderr")?;
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    let mut seen = Vec::new();
+    loop {
+        match rx.recv_timeout(Duration::from_secs(60)) {
+            Ok(line) => {
+                let started = line.starts_with("[2/");
+                seen.push(line);
+                if started {
+                    break;
+                }
+            }
+            Err(_) => {
+                child.kill()?;
+                bail!("the second run never reached its second repeat: {seen:?}");
+            }
+        }
+    }
+    let pid = i32::try_from(child.id()).context("pid")?;
+    signal::kill(Pid::from_raw(pid), signal::Signal::SIGINT)?;
+    let status = tokio::time::timeout(
+        Duration::from_secs(90),
+        tokio::task::spawn_blocking(move || child.wait()),
+    )
+    .await
+    .context("shoal bench still running 90 s after SIGINT")???;
+    // The reader ends at the pipe's end, which closes the channel.
+    while let Ok(line) = rx.recv_timeout(Duration::from_secs(5)) {
+        seen.push(line);
+    }
+    ensure!(!status.success(), "an interrupted bench exited 0: {seen:?}");
+    ensure!(
+        seen.iter().any(|l| l.contains("interrupted (SIGINT)")),
+        "no word of the interruption: {seen:?}"
+    );
+    nothing_left(&lab, "after SIGINT")?;
+    Ok(())
+}
