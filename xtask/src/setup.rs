@@ -35,6 +35,8 @@ const APT_BASE: &[&str] = &[
     "e2fsprogs",
     "openssh-client",
     "binutils",
+    // `shoal bench` plots lay out their text with a TTF font.
+    "fonts-dejavu-core",
 ];
 /// qemu, whose `qemu-utils` must be the same release: this machine kind
 /// comes with a backported qemu-utils that Debian's qemu-system-x86
