@@ -1048,12 +1048,19 @@ impl<O: Overlay, T: Tasks, M: MeshSync> Executor<O, T, M> {
             tokio::time::sleep(PEERS_APPLY).await;
             return;
         };
+        // A node gossip already counts dead routes nothing here and will
+        // not answer: the managers list it as up until its heartbeats lapse.
+        let alive = self.setup.endpoints.as_ref().map(|e| e.gossip().members());
         let nodes: Vec<String> = self
             .view
             .borrow()
             .nodes
             .iter()
             .map(|n| n.id.clone())
+            .filter(|id| match &alive {
+                Some(members) if !members.is_empty() => members.contains_key(id),
+                _ => true,
+            })
             .collect();
         let mut own = self.written.subscribe();
         match peers.wait(version, &nodes, &mut own, max).await {
