@@ -220,21 +220,7 @@ mod tests {
             |v: &[f64]| Metric::new("throughput", "Gbit/s", v.to_vec(), vec![], Some(0.25));
         BenchResult {
             schema: SCHEMA_VERSION,
-            meta: RunMeta {
-                shoal_commit: None,
-                shoal_version: "0.1.0".into(),
-                kernel: "k".into(),
-                cpu_model: "c".into(),
-                cpus: 1,
-                nodes: 3,
-                repeat: 2,
-                duration_secs: 2,
-                started_unix: 0,
-                spread_threshold: 0.25,
-                order: vec![],
-                commands: vec![],
-                notes: vec![],
-            },
+            meta: RunMeta::test_fixture(),
             scenarios: vec![
                 ScenarioResult {
                     name: "overlay".into(),

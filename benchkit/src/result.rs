@@ -110,6 +110,28 @@ impl BenchResult {
 }
 
 #[cfg(test)]
+impl RunMeta {
+    /// A run's details for the crate's tests: 3 nodes, 2 repeats of 2 s.
+    pub(crate) fn test_fixture() -> RunMeta {
+        RunMeta {
+            shoal_commit: None,
+            shoal_version: "0.1.0".into(),
+            kernel: "k".into(),
+            cpu_model: "c".into(),
+            cpus: 1,
+            nodes: 3,
+            repeat: 2,
+            duration_secs: 2,
+            started_unix: 0,
+            spread_threshold: 0.25,
+            order: vec![],
+            commands: vec![],
+            notes: vec![],
+        }
+    }
+}
+
+#[cfg(test)]
 mod tests {
     use super::*;
 
