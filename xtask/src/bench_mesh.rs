@@ -138,7 +138,9 @@ fn shoal(lab: &Lab, bin: &Path, k: usize, args: &[&str]) -> anyhow::Result<Strin
     crate::bench::run_shoal(lab, bin, k, args)
 }
 
-fn ensure_tools() -> anyhow::Result<()> {
+/// Installs the load tools the benches drive (wrk, and HAProxy as a
+/// baseline) when they are missing.
+pub(crate) fn ensure_tools() -> anyhow::Result<()> {
     let missing: Vec<&str> = ["wrk", "haproxy"]
         .into_iter()
         .filter(|t| {

@@ -119,6 +119,7 @@ pub async fn run(
     conns: usize,
     policy: Policy<'_>,
 ) -> anyhow::Result<()> {
+    crate::bench_mesh::ensure_tools()?;
     let lab = crate::bench::three_nodes("bench-update", bin).await?;
     let http = bin.join("lab-http");
     let http = http.to_str().context("binary path")?;
