@@ -89,12 +89,11 @@ impl Peers {
         max: Duration,
     ) -> Result<Duration, Vec<String>> {
         let started = Instant::now();
-        let mut behind: Vec<String>;
         loop {
             let mut applied = self.versions().await;
             // Its own progress is known here first hand.
             applied.insert(self.node_id.clone(), *own.borrow_and_update());
-            behind = laggards(&applied, nodes.iter().chain([&self.node_id]), version);
+            let behind = laggards(&applied, nodes.iter().chain([&self.node_id]), version);
             if behind.is_empty() {
                 return Ok(started.elapsed());
             }
