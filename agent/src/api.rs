@@ -20,7 +20,7 @@ use shoal_api::{
         node_server::{Node, NodeServer},
     },
 };
-use shoal_controlplane::manager::Api;
+use shoal_controlplane::manager::{Api, LocalCaller};
 
 /// The contract's counter direction on the wire.
 fn direction(d: shoal_common::stats::Direction) -> Direction {
@@ -140,11 +140,18 @@ where
         Poll::Ready(Ok(()))
     }
 
-    fn call(&mut self, req: http::Request<B>) -> Self::Future {
+    fn call(&mut self, mut req: http::Request<B>) -> Self::Future {
         let swarm = self.swarm.clone();
         Box::pin(async move {
             match swarm.manager().await {
-                Ok(m) => ControlServer::new(Api(m)).call(req).await,
+                Ok(m) => {
+                    // The caller is root on this node: it acts with the
+                    // node's own role, said explicitly, as the manager's
+                    // checks refuse a request that names no one.
+                    let role = m.credentials().identity().role();
+                    req.extensions_mut().insert(LocalCaller { role });
+                    ControlServer::new(Api(m)).call(req).await
+                }
                 Err(e) => Ok(Status::from(e).into_http()),
             }
         })
@@ -437,6 +444,7 @@ mod tests {
                 None,
                 crate::worker::NodeEnv {
                     secrets: Arc::default(),
+                    log_readers: Default::default(),
                     images: Arc::new(
                         crate::images::Images::open(&images_dir.join("images"), Default::default())
                             .expect("image store"),

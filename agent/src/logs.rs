@@ -12,11 +12,12 @@
 //! file that does not exist yet (a task still starting) or was replaced.
 
 use std::{
+    collections::HashSet,
     fs::File,
     io::{self, Read, Seek, SeekFrom},
     net::SocketAddr,
     path::{Path, PathBuf},
-    sync::Arc,
+    sync::{Arc, PoisonError, RwLock},
     time::{Duration, SystemTime},
 };
 
@@ -64,22 +65,56 @@ impl From<LogsError> for Status {
     }
 }
 
+/// The node ids task logs are served to: the managers the swarm wants now,
+/// as this node's last heartbeat said. A manager certificate of a node
+/// demoted or removed since still verifies (it has not expired, and a
+/// worker learns of no removals): this list is what refuses it. Unknown
+/// before the first heartbeat, and then nobody is served. Clones share it.
+#[derive(Clone, Debug, Default)]
+pub struct LogReaders(Arc<RwLock<Option<HashSet<String>>>>);
+
+impl LogReaders {
+    pub fn set(&self, node_ids: impl IntoIterator<Item = String>) {
+        let ids = node_ids.into_iter().collect();
+        // A poisoned lock still holds a whole set: it is only ever replaced.
+        *self.0.write().unwrap_or_else(PoisonError::into_inner) = Some(ids);
+    }
+
+    fn allows(&self, node_id: &str) -> Result<(), Status> {
+        match &*self.0.read().unwrap_or_else(PoisonError::into_inner) {
+            Some(ids) if ids.contains(node_id) => Ok(()),
+            Some(_) => Err(Status::permission_denied(format!(
+                "task logs are served to the swarm's managers only: node {node_id} is not one                  now (demoted or removed)"
+            ))),
+            None => Err(Status::unavailable(
+                "this node has not heard from its managers yet; retry",
+            )),
+        }
+    }
+}
+
 /// The `TaskLogs` service over the logs in one directory.
 #[derive(Clone, Debug)]
 pub struct NodeLogs {
     dir: PathBuf,
+    readers: LogReaders,
 }
 
 impl NodeLogs {
-    pub fn new(dir: PathBuf) -> Self {
-        NodeLogs { dir }
+    pub fn new(dir: PathBuf, readers: LogReaders) -> Self {
+        NodeLogs { dir, readers }
     }
 }
 
 /// The node's own services on 2377, which a manager adds to its cluster
 /// API: task logs (to managers) and image blobs (to any node).
-pub fn routes(dir: PathBuf, images: &crate::images::Images) -> tonic::service::Routes {
-    crate::images::BlobServer::routes(images).add_service(TaskLogsServer::new(NodeLogs::new(dir)))
+pub fn routes(
+    dir: PathBuf,
+    images: &crate::images::Images,
+    readers: LogReaders,
+) -> tonic::service::Routes {
+    crate::images::BlobServer::routes(images)
+        .add_service(TaskLogsServer::new(NodeLogs::new(dir, readers)))
 }
 
 #[tonic::async_trait]
@@ -87,7 +122,8 @@ impl TaskLogs for NodeLogs {
     type ReadStream = LogStream;
 
     async fn read(&self, req: Request<ReadLogsRequest>) -> Result<Response<LogStream>, Status> {
-        require_manager(&req)?;
+        let node_id = require_manager(&req)?;
+        self.readers.allows(&node_id)?;
         let r = req.into_inner();
         for id in &r.task_ids {
             check_task_id(id)?;
@@ -100,11 +136,12 @@ impl TaskLogs for NodeLogs {
     }
 }
 
-fn require_manager<T>(req: &Request<T>) -> Result<(), Status> {
+/// The caller's node id, when its certificate says manager.
+fn require_manager<T>(req: &Request<T>) -> Result<String, Status> {
     match req.extensions().get::<transport::PeerInfo>() {
         Some(transport::PeerInfo {
             identity: Some(id), ..
-        }) if id.role() == NodeRole::Manager => Ok(()),
+        }) if id.role() == NodeRole::Manager => Ok(id.node_id().to_owned()),
         _ => Err(Status::permission_denied(
             "task logs are served to managers only: a manager certificate is required",
         )),
@@ -293,8 +330,10 @@ pub fn spawn_worker_server(
     creds: &Credentials,
     dir: PathBuf,
     images: Arc<crate::images::Images>,
+    readers: LogReaders,
 ) -> Result<JoinHandle<()>, LogsError> {
-    // Workers learn of no removed nodes; the managers refuse them anyway.
+    // Workers learn of no removed nodes: the handshake takes any node of
+    // the swarm, and `readers` decides who gets task logs.
     let mut tls = live_server_config(creds, Arc::new(RemovedNodes::new()), false)?;
     tls.alpn_protocols = vec![b"h2".to_vec()];
     let tls = Arc::new(tls);
@@ -309,7 +348,7 @@ pub fn spawn_worker_server(
             }
         };
         tracing::info!(%listen, "serving task logs to managers and image blobs to nodes");
-        if let Err(e) = serve(listener, tls, dir, &images).await {
+        if let Err(e) = serve(listener, tls, dir, &images, readers).await {
             tracing::error!(error = %crate::swarm::chain(&e), "task log server stopped");
         }
     }))
@@ -320,9 +359,10 @@ async fn serve(
     tls: Arc<shoal_ca::rustls::ServerConfig>,
     dir: PathBuf,
     images: &crate::images::Images,
+    readers: LogReaders,
 ) -> Result<(), tonic::transport::Error> {
     tonic::transport::Server::builder()
-        .add_routes(routes(dir, images))
+        .add_routes(routes(dir, images, readers))
         .serve_with_incoming(transport::tls_incoming(listener, tls))
         .await
 }
@@ -532,15 +572,23 @@ mod tests {
         let images = crate::images::Images::open(&dir.path().join("images"), Default::default())
             .expect("test");
         let logs_dir = dir.path().to_owned();
+        let readers = LogReaders::default();
+        let served = readers.clone();
         let server =
-            tokio::spawn(async move { serve(listener, Arc::new(tls), logs_dir, &images).await });
+            tokio::spawn(
+                async move { serve(listener, Arc::new(tls), logs_dir, &images, served).await },
+            );
 
-        let read = |caller: NodeIdentity| {
+        let read = |caller: Caller| {
             let addr = addr.clone();
             let ca = ca.cert().clone();
             async move {
-                let mut tls = shoal_ca::client_config(&caller, &ca, Arc::new(RemovedNodes::new()))
-                    .expect("test");
+                let revoked = Arc::new(RemovedNodes::new());
+                let mut tls = match caller {
+                    Caller::Node(id) => shoal_ca::client_config(&id, &ca, revoked),
+                    Caller::Client(c) => c.tls_config(&ca, revoked),
+                }
+                .expect("test");
                 tls.alpn_protocols = vec![b"h2".to_vec()];
                 // Dialled by node id: the manager checks it reached that node.
                 let name =
@@ -563,19 +611,46 @@ mod tests {
                 Ok::<_, Status>(lines)
             }
         };
-        let lines = read(identity(&ca, "manager1", NodeRole::Manager)).await;
+        let code = |r: Result<Vec<String>, Status>| r.err().map(|s| s.code());
+        let manager = |id| Caller::Node(identity(&ca, id, NodeRole::Manager));
+        // Before the first heartbeat, nobody.
+        let early = read(manager("manager1")).await;
+        assert_eq!(code(early), Some(tonic::Code::Unavailable));
+        readers.set(["manager1".to_owned()]);
+        let lines = read(manager("manager1")).await;
         assert_eq!(lines.expect("a manager reads"), ["hello"]);
-        let refused = read(identity(&ca, "worker2", NodeRole::Worker)).await;
-        assert_eq!(
-            refused.err().map(|s| s.code()),
-            Some(tonic::Code::PermissionDenied)
-        );
+        // A manager certificate the swarm no longer backs (demoted, removed):
+        // it verifies, yet it is refused.
+        let former = read(manager("manager2")).await;
+        assert_eq!(code(former), Some(tonic::Code::PermissionDenied));
+        let worker = read(Caller::Node(identity(&ca, "worker2", NodeRole::Worker))).await;
+        assert_eq!(code(worker), Some(tonic::Code::PermissionDenied));
+        // An operator's client certificate is no node at all.
+        let key = shoal_ca::NodeKey::generate().expect("test");
+        let cert = ca
+            .issue_client(
+                &key.csr().expect("test"),
+                "ops",
+                "c1",
+                Duration::from_secs(3600),
+            )
+            .expect("test");
+        let client = shoal_ca::ClientCert::from_pem(&cert, &key.to_pem()).expect("test");
+        let client = read(Caller::Client(client)).await;
+        assert_eq!(code(client), Some(tonic::Code::PermissionDenied));
         server.abort();
+    }
+
+    enum Caller {
+        Node(NodeIdentity),
+        Client(shoal_ca::ClientCert),
     }
 
     #[tokio::test]
     async fn only_managers_may_read() {
-        let logs = NodeLogs::new(PathBuf::from("/nonexistent"));
+        let readers = LogReaders::default();
+        readers.set(["m1".to_owned()]);
+        let logs = NodeLogs::new(PathBuf::from("/nonexistent"), readers);
         let req = || ReadLogsRequest {
             task_ids: vec!["t".into()],
             follow: false,
@@ -588,6 +663,7 @@ mod tests {
         anonymous.extensions_mut().insert(transport::PeerInfo {
             addr: SocketAddr::from(([198, 18, 0, 2], 40000)),
             identity: None,
+            client: None,
         });
         let status = logs.read(anonymous).await.err().expect("refused");
         assert_eq!(status.code(), tonic::Code::PermissionDenied);

@@ -170,6 +170,7 @@ async fn main() -> anyhow::Result<()> {
 
     let env = worker::NodeEnv {
         secrets: Arc::default(),
+        log_readers: Default::default(),
         tasks_dir: args.state_dir.join("tasks"),
         runtime_dir: args
             .runtime_state

@@ -58,6 +58,8 @@ pub(crate) struct Session {
     pub(crate) roles: mpsc::Sender<RoleChange>,
     /// The executor's view of the managers' reach (none without one).
     pub(crate) contact: Option<crate::task_files::Contact>,
+    /// Whom this node serves task logs to, from each heartbeat.
+    pub(crate) log_readers: crate::logs::LogReaders,
 }
 
 /// What the session asks of [`crate::swarm::Swarm`], with the managers'
@@ -76,6 +78,8 @@ struct Beat {
     via: Option<Channel>,
     /// The role the managers want this node in, when they say.
     role: Option<ModelRole>,
+    /// The node ids of the managers the swarm wants now (empty: not said).
+    manager_ids: Vec<String>,
 }
 
 /// What a worker does about the role the managers want it in.
@@ -132,6 +136,9 @@ impl Session {
                 Ok(beat) => {
                     self.problem.set(None);
                     period = beat.period;
+                    if !beat.manager_ids.is_empty() {
+                        self.log_readers.set(beat.manager_ids.iter().cloned());
+                    }
                     let runs_manager = self.manager.is_some();
                     let why = match role_step(runs_manager, self.cert_role(), beat.role) {
                         Some(RoleStep::Renew(why)) => Some(why),
@@ -233,6 +240,7 @@ impl Session {
             roots: m.ca_roots().await.ok(),
             via: None,
             role: None,
+            manager_ids: m.wanted_manager_ids().await,
         })
     }
 
@@ -270,6 +278,7 @@ impl Session {
             match DispatcherClient::new(ch.clone()).heartbeat(req).await {
                 Ok(r) => {
                     let r = r.into_inner();
+                    let manager_ids = r.manager_ids;
                     if !r.managers.is_empty() {
                         // Keep the one that answered first: it is reachable.
                         let mut next = vec![addr.clone()];
@@ -292,6 +301,7 @@ impl Session {
                         .map_err(|e| tracing::warn!("{e}"))
                         .ok()
                         .flatten(),
+                        manager_ids,
                     });
                 }
                 Err(s) => {

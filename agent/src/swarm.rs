@@ -945,6 +945,7 @@ impl Swarm {
             extra_routes: Some(crate::logs::routes(
                 self.env.tasks_dir.clone(),
                 &self.env.images,
+                self.env.log_readers.clone(),
             )),
             resolve_image: Some(crate::images::resolver(self.env.images.clone())),
         })
@@ -981,6 +982,7 @@ impl Swarm {
                 &creds,
                 dir,
                 self.env.images.clone(),
+                self.env.log_readers.clone(),
             ) {
                 Ok(server) => tasks.push(server),
                 Err(e) => tracing::error!(error = %chain(&e), "task logs will not be served"),
@@ -995,6 +997,7 @@ impl Swarm {
             problem: problem.clone(),
             roles: self.promotions.clone(),
             contact: worker.as_ref().map(Worker::contact),
+            log_readers: self.env.log_readers.clone(),
         };
         tasks.push(tokio::spawn(session.run()));
         if let (Some(m), Some(k)) = (&manager, &keys) {

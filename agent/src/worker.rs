@@ -70,6 +70,8 @@ pub struct NodeEnv {
     pub volumes: Arc<crate::volumes::Volumes>,
     /// The secrets this node was sent and holds (ids), for `shoal info`.
     pub secrets: Arc<SecretLedger>,
+    /// Whom task logs are served to: the managers the last heartbeat named.
+    pub log_readers: crate::logs::LogReaders,
 }
 
 /// The worker's latest picture of the cluster, as `node doctor` reads it.
@@ -226,7 +228,9 @@ impl Worker {
         let node_resolv = std::fs::read_to_string("/etc/resolv.conf").unwrap_or_default();
         let dns = shoal_dns::Resolver::new(shoal_dns::parse_resolv_conf(&node_resolv));
         let resolv_path = env.tasks_dir.join("resolv.conf");
-        let resolv_conf = match std::fs::create_dir_all(&env.tasks_dir)
+        // The task logs' directory: root's alone (the runtime keeps it so).
+        let resolv_conf = match shoal_runtime::logs::ensure_log_dir(&env.tasks_dir)
+            .map_err(|e| std::io::Error::other(crate::swarm::chain(&e)))
             .and_then(|()| std::fs::write(&resolv_path, shoal_dns::task_resolv_conf(&node_resolv)))
         {
             Ok(()) => Some(resolv_path),

@@ -101,6 +101,12 @@ pub enum CaError {
     },
     #[error("certificate OU {ou:?} names no Shoal role")]
     UnknownRole { ou: String },
+    #[error("{name:?} holds a client certificate (operator), not a node certificate")]
+    ClientCertificate { name: String },
+    #[error("{what} holds a node certificate, not a client certificate")]
+    NotAClientCertificate { what: &'static str },
+    #[error("client name {name:?} is invalid: {reason}")]
+    InvalidClientName { name: String, reason: &'static str },
     #[error("the peer presented no certificate")]
     NoPeerCertificate,
     #[error("node {node_id} is a {role}, but this needs a {required}")]

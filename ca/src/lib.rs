@@ -15,6 +15,7 @@
 #![forbid(unsafe_code)]
 
 mod base36;
+mod client;
 mod error;
 mod live;
 mod node;
@@ -23,6 +24,7 @@ mod root;
 mod tls;
 mod token;
 
+pub use client::{CertIdentity, ClientCert, ClientIdentity};
 pub use error::CaError;
 pub use live::{Credentials, live_client_config, live_server_config};
 pub use node::{CsrPem, NodeIdentity, NodeKey, NodeRole, PeerIdentity, generate_node_id};

@@ -16,6 +16,9 @@ use crate::{CaCert, CaError, base36};
 
 const MANAGER_OU: &str = "shoal-manager";
 const WORKER_OU: &str = "shoal-worker";
+/// The OU of operators' client certificates (`swarm ca --issue-client-cert`):
+/// no node role, so no node or Raft RPC accepts them.
+pub(crate) const CLIENT_OU: &str = "shoal-client";
 
 /// A node's role, as its certificate's OU states it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -80,7 +83,16 @@ pub fn generate_node_id() -> String {
 /// a letter (an all-numeric name is refused by TLS name checks), and must not
 /// be a role name, or a node could answer to `shoal-manager`.
 pub(crate) fn validate_node_id(node_id: &str) -> Result<(), CaError> {
-    let reason = if node_id.is_empty() || node_id.len() > 63 {
+    label_problem(node_id).map_or(Ok(()), |reason| {
+        let node_id = node_id.to_owned();
+        Err(CaError::InvalidNodeId { node_id, reason })
+    })
+}
+
+/// Why `node_id` is not one lowercase DNS label with a letter that names
+/// no role; `None` when it is fine. Client names follow the same rule.
+pub(crate) fn label_problem(node_id: &str) -> Option<&'static str> {
+    if node_id.is_empty() || node_id.len() > 63 {
         Some("must be 1 to 63 characters")
     } else if !node_id
         .bytes()
@@ -91,15 +103,11 @@ pub(crate) fn validate_node_id(node_id: &str) -> Result<(), CaError> {
         Some("must not start or end with '-'")
     } else if !node_id.bytes().any(|b| b.is_ascii_lowercase()) {
         Some("must contain a letter")
-    } else if NodeRole::from_ou(node_id).is_some() {
+    } else if NodeRole::from_ou(node_id).is_some() || node_id == CLIENT_OU {
         Some("must not be a role name")
     } else {
         None
-    };
-    reason.map_or(Ok(()), |reason| {
-        let node_id = node_id.to_owned();
-        Err(CaError::InvalidNodeId { node_id, reason })
-    })
+    }
 }
 
 /// Cluster ids go into the subject O (64 characters at most by X.520).
@@ -152,6 +160,14 @@ impl NodeKey {
 
     pub fn to_pem(&self) -> Zeroizing<String> {
         Zeroizing::new(self.key.serialize_pem())
+    }
+
+    pub(crate) fn public_key_raw(&self) -> &[u8] {
+        self.key.public_key_raw()
+    }
+
+    pub(crate) fn to_der(&self) -> Vec<u8> {
+        self.key.serialize_der()
     }
 
     /// A CSR proving possession of this key. Its subject is left empty: the
@@ -226,6 +242,9 @@ impl PeerIdentity {
         let node_id = single_attr(subject.iter_common_name(), "CN")?;
         let ou = single_attr(subject.iter_organizational_unit(), "OU")?;
         let cluster_id = single_attr(subject.iter_organization(), "O")?;
+        if ou == CLIENT_OU {
+            return Err(CaError::ClientCertificate { name: node_id });
+        }
         let role = NodeRole::from_ou(&ou).ok_or(CaError::UnknownRole { ou })?;
         validate_node_id(&node_id)?;
         validate_cluster_id(&cluster_id)?;

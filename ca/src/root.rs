@@ -17,7 +17,7 @@ use rustls::server::WebPkiClientVerifier;
 use sha2::{Digest, Sha256};
 use zeroize::Zeroizing;
 
-use crate::node::{validate_cluster_id, validate_node_id};
+use crate::node::{CLIENT_OU, label_problem, validate_cluster_id, validate_node_id};
 use crate::pki::{
     asn1_to_system, cert_to_pem, parse_cert, single_attr, single_cert_from_pem, system_to_offset,
     unix_time,
@@ -325,6 +325,74 @@ impl RootCa {
         now: SystemTime,
     ) -> Result<String, CaError> {
         validate_node_id(node_id)?;
+        self.sign(
+            csr,
+            Subject {
+                cn: node_id,
+                ou: role.ou(),
+                sans: vec![node_id.to_owned(), role.ou().to_owned()],
+                ekus: vec![
+                    ExtendedKeyUsagePurpose::ServerAuth,
+                    ExtendedKeyUsagePurpose::ClientAuth,
+                ],
+            },
+            cluster_id,
+            validity,
+            now,
+        )
+    }
+
+    /// Signs an operator's CSR as a client certificate (`swarm ca
+    /// --issue-client-cert`): CN = `name`, OU = `shoal-client`, O =
+    /// `cluster_id`, TLS client auth only and no DNS name, so it can never
+    /// serve as a manager, and no node role, so node and Raft RPCs refuse
+    /// it. Returns the PEM chain, as [`RootCa::issue`].
+    pub fn issue_client(
+        &self,
+        csr: &CsrPem,
+        name: &str,
+        cluster_id: &str,
+        validity: Duration,
+    ) -> Result<String, CaError> {
+        self.issue_client_at(csr, name, cluster_id, validity, SystemTime::now())
+    }
+
+    /// [`RootCa::issue_client`] with an explicit clock.
+    pub fn issue_client_at(
+        &self,
+        csr: &CsrPem,
+        name: &str,
+        cluster_id: &str,
+        validity: Duration,
+        now: SystemTime,
+    ) -> Result<String, CaError> {
+        if let Some(reason) = label_problem(name) {
+            let name = name.to_owned();
+            return Err(CaError::InvalidClientName { name, reason });
+        }
+        self.sign(
+            csr,
+            Subject {
+                cn: name,
+                ou: CLIENT_OU,
+                sans: Vec::new(),
+                ekus: vec![ExtendedKeyUsagePurpose::ClientAuth],
+            },
+            cluster_id,
+            validity,
+            now,
+        )
+    }
+
+    /// The checks and signature every leaf certificate gets.
+    fn sign(
+        &self,
+        csr: &CsrPem,
+        subject: Subject<'_>,
+        cluster_id: &str,
+        validity: Duration,
+        now: SystemTime,
+    ) -> Result<String, CaError> {
         if cluster_id != self.cert.cluster_id() {
             return Err(CaError::ClusterMismatch {
                 requested: cluster_id.to_owned(),
@@ -345,22 +413,18 @@ impl RootCa {
         }
 
         let generation_error = |source| CaError::CertificateGeneration {
-            what: "node",
+            what: "leaf",
             source,
         };
-        let mut params = CertificateParams::new(vec![node_id.to_owned(), role.ou().to_owned()])
-            .map_err(generation_error)?;
+        let mut params = CertificateParams::new(subject.sans).map_err(generation_error)?;
         let mut dn = DistinguishedName::new();
-        dn.push(DnType::CommonName, node_id);
-        dn.push(DnType::OrganizationalUnitName, role.ou());
+        dn.push(DnType::CommonName, subject.cn);
+        dn.push(DnType::OrganizationalUnitName, subject.ou);
         dn.push(DnType::OrganizationName, cluster_id);
         params.distinguished_name = dn;
         params.is_ca = IsCa::ExplicitNoCa;
         params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
-        params.extended_key_usages = vec![
-            ExtendedKeyUsagePurpose::ServerAuth,
-            ExtendedKeyUsagePurpose::ClientAuth,
-        ];
+        params.extended_key_usages = subject.ekus;
         params.use_authority_key_identifier_extension = true;
         params.serial_number = Some(random_serial());
         params.not_before = not_before;
@@ -452,6 +516,14 @@ impl fmt::Debug for RootCa {
             .field("rotating", &self.cross_signed.is_some())
             .finish_non_exhaustive()
     }
+}
+
+/// What a leaf certificate names and may be used for.
+struct Subject<'a> {
+    cn: &'a str,
+    ou: &'static str,
+    sans: Vec<String>,
+    ekus: Vec<ExtendedKeyUsagePurpose>,
 }
 
 fn new_key(what: &'static str) -> Result<Zeroizing<KeyPair>, CaError> {

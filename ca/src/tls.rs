@@ -19,7 +19,7 @@ use rustls::{
     RootCertStore, ServerConfig, SignatureScheme,
 };
 
-use crate::{CaCert, CaDigest, CaError, JoinToken, NodeIdentity, PeerIdentity};
+use crate::{CaCert, CaDigest, CaError, CertIdentity, JoinToken, NodeIdentity, PeerIdentity};
 
 pub(crate) fn provider() -> Arc<CryptoProvider> {
     Arc::new(rustls::crypto::ring::default_provider())
@@ -121,13 +121,34 @@ fn other_error(error: CaError) -> rustls::Error {
     rustls::Error::InvalidCertificate(CertificateError::Other(OtherError(Arc::new(error))))
 }
 
-/// After the chain verified: the subject must be a well-formed Shoal
-/// identity, and not a removed node.
-pub(crate) fn check_peer(
+/// After a client's chain verified: the subject must be a well-formed
+/// Shoal identity, a node's (not a removed one) or an operator's client
+/// certificate; the handlers decide what each may call.
+pub(crate) fn check_client_peer(
+    end_entity: &CertificateDer<'_>,
+    revoked: &dyn RevocationCheck,
+) -> Result<(), rustls::Error> {
+    match CertIdentity::from_cert_der(end_entity).map_err(other_error)? {
+        CertIdentity::Node(peer) => check_not_removed(&peer, revoked),
+        CertIdentity::Client(_) => Ok(()),
+    }
+}
+
+/// After a server's chain verified: it must be a node, not a removed one.
+/// (A client certificate has no server-auth usage, so webpki refuses it
+/// first; this says so again.)
+pub(crate) fn check_server_peer(
     end_entity: &CertificateDer<'_>,
     revoked: &dyn RevocationCheck,
 ) -> Result<(), rustls::Error> {
     let peer = PeerIdentity::from_cert_der(end_entity).map_err(other_error)?;
+    check_not_removed(&peer, revoked)
+}
+
+fn check_not_removed(
+    peer: &PeerIdentity,
+    revoked: &dyn RevocationCheck,
+) -> Result<(), rustls::Error> {
     if revoked.is_removed(peer.node_id()) {
         return Err(rustls::Error::InvalidCertificate(CertificateError::Revoked));
     }
@@ -229,7 +250,7 @@ impl<R: ClientRoots> ClientCertVerifier for NodeClientVerifier<R> {
             .roots
             .verifier()
             .verify_client_cert(end_entity, intermediates, now)?;
-        check_peer(end_entity, self.revoked.as_ref())?;
+        check_client_peer(end_entity, self.revoked.as_ref())?;
         Ok(verified)
     }
 
@@ -260,7 +281,7 @@ impl<R: ServerRoots> ServerCertVerifier for NodeServerVerifier<R> {
             ocsp_response,
             now,
         )?;
-        check_peer(end_entity, self.revoked.as_ref())?;
+        check_server_peer(end_entity, self.revoked.as_ref())?;
         Ok(verified)
     }
 
@@ -415,6 +436,21 @@ pub fn client_config(
     ca: &CaCert,
     revoked: Arc<dyn RevocationCheck>,
 ) -> Result<ClientConfig, CaError> {
+    tls_client_with_cert(
+        ca,
+        revoked,
+        identity.chain().to_vec(),
+        identity.private_key(),
+    )
+}
+
+/// A client config presenting `chain` and trusting the nodes of `ca`.
+pub(crate) fn tls_client_with_cert(
+    ca: &CaCert,
+    revoked: Arc<dyn RevocationCheck>,
+    chain: Vec<CertificateDer<'static>>,
+    key: rustls::pki_types::PrivateKeyDer<'static>,
+) -> Result<ClientConfig, CaError> {
     let provider = provider();
     let inner = WebPkiServerVerifier::builder_with_provider(ca.root_store(), provider.clone())
         .build()
@@ -428,7 +464,7 @@ pub fn client_config(
             roots: inner,
             revoked,
         }))
-        .with_client_auth_cert(identity.chain().to_vec(), identity.private_key())
+        .with_client_auth_cert(chain, key)
         .map(no_resumption_client)
         .map_err(|source| CaError::TlsConfig {
             what: "client",

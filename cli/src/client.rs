@@ -11,7 +11,7 @@ use std::{
 use anyhow::{Context, anyhow, bail};
 use hyper_util::rt::TokioIo;
 use shoal_api::{cluster::v1::control_client::ControlClient, node::v1::node_client::NodeClient};
-use shoal_ca::{CaCert, NodeIdentity, NodeRole, RemovedNodes, client_config};
+use shoal_ca::{CaCert, CaError, ClientCert, NodeIdentity, NodeRole, RemovedNodes, client_config};
 use tokio::net::{TcpStream, UnixStream};
 use tokio_rustls::TlsConnector;
 use tonic::{
@@ -119,6 +119,33 @@ pub struct TlsFiles {
     pub key: PathBuf,
 }
 
+/// docker's `DOCKER_CERT_PATH`: a directory holding ca.pem, cert.pem and
+/// key.pem, used for each of those not given by its own flag.
+pub const CERT_PATH_ENV: &str = "SHOAL_CERT_PATH";
+/// Where a manager keeps its own certificate files (shoald's default
+/// `--state-dir`), when neither a flag nor SHOAL_CERT_PATH says.
+const DEFAULT_CERT_DIR: &str = "/var/lib/shoal/swarm";
+
+impl TlsFiles {
+    /// Each file from its flag, else from `cert_dir` (SHOAL_CERT_PATH),
+    /// else from the manager's own state directory.
+    pub fn resolve(
+        ca: Option<PathBuf>,
+        cert: Option<PathBuf>,
+        key: Option<PathBuf>,
+        cert_dir: Option<PathBuf>,
+    ) -> Self {
+        let dir = cert_dir
+            .filter(|d| !d.as_os_str().is_empty())
+            .unwrap_or_else(|| PathBuf::from(DEFAULT_CERT_DIR));
+        TlsFiles {
+            ca: ca.unwrap_or_else(|| dir.join("ca.pem")),
+            cert: cert.unwrap_or_else(|| dir.join("cert.pem")),
+            key: key.unwrap_or_else(|| dir.join("key.pem")),
+        }
+    }
+}
+
 static TLS_FILES: OnceLock<TlsFiles> = OnceLock::new();
 
 /// Set once by `main` from the global flags.
@@ -163,8 +190,9 @@ pub async fn connect(host: &str) -> anyhow::Result<Daemon> {
     })
 }
 
-/// A manager's cluster API on 2377, over mutual TLS with a manager's
-/// certificate: only the cluster (`Control`) verbs work there.
+/// A manager's cluster API on 2377, over mutual TLS with an operator's
+/// client certificate or a manager's: only the cluster (`Control`) verbs
+/// work there.
 async fn connect_tcp(host: &str, addr: &str) -> anyhow::Result<Daemon> {
     let addr = match addr.rsplit_once(':') {
         Some((_, port)) if port.parse::<u16>().is_ok() => addr.to_owned(),
@@ -174,21 +202,34 @@ async fn connect_tcp(host: &str, addr: &str) -> anyhow::Result<Daemon> {
     let read = |flag: &str, path: &PathBuf| {
         std::fs::read_to_string(path).with_context(|| {
             format!(
-                "{flag} {}: cannot read it; give a swarm manager's file (under its \
-                 --state-dir, swarm/ca.pem, cert.pem, key.pem)",
+                "{flag} {}: cannot read it; give the files `shoal swarm ca \
+                 --issue-client-cert --out DIR` wrote (or set SHOAL_CERT_PATH=DIR), or a \
+                 manager's (under its --state-dir, swarm/ca.pem, cert.pem, key.pem)",
                 path.display()
             )
         })
     };
-    let identity = NodeIdentity::from_pem(
-        &read("--tlscert", &files.cert)?,
-        &read("--tlskey", &files.key)?,
-    )
-    .context("--tlscert/--tlskey: not a node certificate and its key from this swarm")?;
+    let (cert, key) = (
+        read("--tlscert", &files.cert)?,
+        read("--tlskey", &files.key)?,
+    );
     let ca = CaCert::from_pem(&read("--tlscacert", &files.ca)?)
         .context("--tlscacert: not the swarm's root CA certificate")?;
-    let mut tls = client_config(&identity, &ca, Arc::new(RemovedNodes::new()))
-        .context("building the TLS client")?;
+    let revoked = Arc::new(RemovedNodes::new());
+    // An operator's client certificate, or a manager's own.
+    let tls = match NodeIdentity::from_pem(&cert, &key) {
+        Ok(node) => client_config(&node, &ca, revoked),
+        Err(CaError::ClientCertificate { .. }) => ClientCert::from_pem(&cert, &key)
+            .context("--tlscert/--tlskey: not a client certificate and its key")?
+            .tls_config(&ca, revoked),
+        Err(e) => {
+            return Err(anyhow::Error::new(e).context(
+                "--tlscert/--tlskey: not a certificate of this swarm and its key (a client \
+                 certificate from `shoal swarm ca --issue-client-cert`, or a manager's)",
+            ));
+        }
+    };
+    let mut tls = tls.context("building the TLS client")?;
     tls.alpn_protocols = vec![b"h2".to_vec()];
     let connector = TlsConnector::from(Arc::new(tls));
     let target = addr.clone();

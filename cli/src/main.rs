@@ -2,6 +2,7 @@
 
 mod bench;
 mod client;
+mod client_cert;
 mod config;
 mod container;
 mod image;
@@ -29,34 +30,23 @@ use crate::output::Format;
 )]
 struct Cli {
     /// Daemon to talk to: unix:///path/to/shoald.sock, or a manager's
-    /// tcp://ADDR:2377 with a manager's certificate (cluster verbs only).
+    /// tcp://ADDR:2377 with a client certificate (`swarm ca
+    /// --issue-client-cert`) or a manager's (cluster verbs only).
     #[arg(long, short = 'H', global = true, env = shoal_api::HOST_ENV,
           default_value = concat!("unix://", "/run/shoal/shoald.sock"))]
     host: String,
-    /// With tcp://: the swarm's root CA certificate.
-    #[arg(
-        long,
-        global = true,
-        env = "SHOAL_TLSCACERT",
-        default_value = "/var/lib/shoal/swarm/ca.pem"
-    )]
-    tlscacert: std::path::PathBuf,
-    /// With tcp://: a manager's certificate.
-    #[arg(
-        long,
-        global = true,
-        env = "SHOAL_TLSCERT",
-        default_value = "/var/lib/shoal/swarm/cert.pem"
-    )]
-    tlscert: std::path::PathBuf,
-    /// With tcp://: that certificate's key.
-    #[arg(
-        long,
-        global = true,
-        env = "SHOAL_TLSKEY",
-        default_value = "/var/lib/shoal/swarm/key.pem"
-    )]
-    tlskey: std::path::PathBuf,
+    /// With tcp://: the swarm's root CA certificate [default: ca.pem in
+    /// SHOAL_CERT_PATH or /var/lib/shoal/swarm].
+    #[arg(long, global = true, env = "SHOAL_TLSCACERT")]
+    tlscacert: Option<std::path::PathBuf>,
+    /// With tcp://: a client certificate, or a manager's [default: cert.pem
+    /// in SHOAL_CERT_PATH or /var/lib/shoal/swarm].
+    #[arg(long, global = true, env = "SHOAL_TLSCERT")]
+    tlscert: Option<std::path::PathBuf>,
+    /// With tcp://: that certificate's key [default: key.pem in
+    /// SHOAL_CERT_PATH or /var/lib/shoal/swarm].
+    #[arg(long, global = true, env = "SHOAL_TLSKEY")]
+    tlskey: Option<std::path::PathBuf>,
     #[command(subcommand)]
     cmd: Cmd,
 }
@@ -103,11 +93,13 @@ enum Cmd {
 #[tokio::main(flavor = "current_thread")]
 async fn main() {
     let cli = Cli::parse();
-    client::set_tls_files(client::TlsFiles {
-        ca: cli.tlscacert.clone(),
-        cert: cli.tlscert.clone(),
-        key: cli.tlskey.clone(),
-    });
+    client::set_tls_files(client::TlsFiles::resolve(
+        cli.tlscacert.clone(),
+        cli.tlscert.clone(),
+        cli.tlskey.clone(),
+        // docker's DOCKER_CERT_PATH: ca.pem, cert.pem, key.pem in one place.
+        std::env::var_os(client::CERT_PATH_ENV).map(Into::into),
+    ));
     if let Err(e) = run(cli).await {
         eprintln!("{}", client::render_error(&e));
         std::process::exit(1);

@@ -131,12 +131,24 @@ pub enum SwarmCmd {
     },
     /// Unlock a restarted autolocked manager; the key is read from stdin.
     Unlock,
-    /// Display and rotate the root CA.
+    /// Display and rotate the root CA; issue operators' client certificates.
     Ca {
         /// Rotate the swarm CA: a new root, cross-signed by the current one;
         /// every node gets a certificate from it, then the old root is dropped.
-        #[arg(long)]
+        #[arg(long, conflicts_with = "issue_client_cert")]
         rotate: bool,
+        /// Issue a client certificate for `--host tcp://MANAGER:2377`: it can
+        /// use the cluster verbs, never a node's or Raft's RPCs. The key is
+        /// made here; ca.pem, cert.pem and key.pem go to --out.
+        #[arg(long, requires = "out")]
+        issue_client_cert: bool,
+        /// With --issue-client-cert: the directory to write the files to.
+        #[arg(long, requires = "issue_client_cert")]
+        out: Option<std::path::PathBuf>,
+        /// With --issue-client-cert: the certificate's name (a lowercase DNS
+        /// label); a generated one when omitted.
+        #[arg(long, requires = "issue_client_cert")]
+        name: Option<String>,
         /// Validity period for node certificates (ns|us|ms|s|m|h).
         #[arg(long)]
         cert_expiry: Option<String>,
@@ -481,10 +493,17 @@ pub async fn run(host: &str, cmd: SwarmCmd) -> anyhow::Result<()> {
             Ok(())
         }
         SwarmCmd::Ca {
+            issue_client_cert: true,
+            out: Some(out),
+            name,
+            ..
+        } => crate::client_cert::issue(host, &out, name.as_deref().unwrap_or_default()).await,
+        SwarmCmd::Ca {
             rotate,
             cert_expiry,
             detach,
             quiet,
+            ..
         } => {
             let expiry = cert_expiry
                 .as_deref()

@@ -13,8 +13,11 @@ use std::{
 
 use hyper_util::rt::TokioIo;
 use shoal_ca::{
-    PeerIdentity,
-    rustls::{ClientConfig, ServerConfig, pki_types::ServerName},
+    CertIdentity, ClientIdentity, PeerIdentity,
+    rustls::{
+        ClientConfig, ServerConfig,
+        pki_types::{CertificateDer, ServerName},
+    },
 };
 use tokio::{
     io::{AsyncRead, AsyncReadExt, AsyncWrite, ReadBuf},
@@ -29,12 +32,32 @@ pub(crate) const CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
 /// Interval of h2 pings on client channels, and how long a reply may take.
 const KEEPALIVE: Duration = Duration::from_secs(10);
 
-/// What a handler knows about its caller: the identity from its verified
-/// certificate, or `None` for an anonymous (joining) client.
+/// What a handler knows about its caller: the node its verified
+/// certificate names, or the operator its client certificate names; both
+/// `None` for an anonymous (joining) client.
 #[derive(Clone, Debug)]
 pub struct PeerInfo {
     pub addr: SocketAddr,
+    /// A node's certificate: never set from a client certificate.
     pub identity: Option<PeerIdentity>,
+    /// An operator's client certificate (`swarm ca --issue-client-cert`).
+    pub client: Option<ClientIdentity>,
+}
+
+impl PeerInfo {
+    /// From the certificates the TLS handshake verified.
+    pub fn from_verified(addr: SocketAddr, certs: Option<&[CertificateDer<'_>]>) -> Self {
+        let (identity, client) = match CertIdentity::from_peer_certs(certs) {
+            Ok(CertIdentity::Node(id)) => (Some(id), None),
+            Ok(CertIdentity::Client(c)) => (None, Some(c)),
+            Err(_) => (None, None),
+        };
+        PeerInfo {
+            addr,
+            identity,
+            client,
+        }
+    }
 }
 
 /// A server-side TLS stream that hands tonic the verified peer.
@@ -120,12 +143,8 @@ pub fn tls_incoming(
                     }
                     Err(_) => return,
                 };
-                let certs = tls.get_ref().1.peer_certificates();
-                let identity = certs.and_then(|c| PeerIdentity::from_peer_certs(Some(c)).ok());
-                let stream = PeerStream {
-                    inner: tls,
-                    info: PeerInfo { addr, identity },
-                };
+                let info = PeerInfo::from_verified(addr, tls.get_ref().1.peer_certificates());
+                let stream = PeerStream { inner: tls, info };
                 // The receiver is gone only when the server stopped.
                 let _closed = tx.send(Ok(stream)).await;
             });

@@ -15,8 +15,9 @@
 //! records of the two streams never mix. A last line without a newline is
 //! written as `F` when the stream ends.
 
-use std::fs::File;
+use std::fs::{DirBuilder, File, OpenOptions, Permissions};
 use std::io::{self, Read, Write};
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant, SystemTime};
 
@@ -82,6 +83,38 @@ pub enum LogParseError {
 /// The log file of task `id`.
 pub fn log_path(log_dir: &Path, id: &str) -> PathBuf {
     log_dir.join(format!("{id}.log"))
+}
+
+/// Mode of the log directory and of each log: root's alone, as a log holds
+/// whatever a task printed, secrets included.
+pub const LOG_DIR_MODE: u32 = 0o700;
+pub const LOG_FILE_MODE: u32 = 0o600;
+
+/// Makes `log_dir` (mode 0700, tightened if it was there already).
+pub fn ensure_log_dir(log_dir: &Path) -> Result<(), RuntimeError> {
+    DirBuilder::new()
+        .recursive(true)
+        .mode(LOG_DIR_MODE)
+        .create(log_dir)
+        .map_err(io_err(log_dir, "create"))?;
+    std::fs::set_permissions(log_dir, Permissions::from_mode(LOG_DIR_MODE))
+        .map_err(io_err(log_dir, "chmod"))
+}
+
+/// Opens task `id`'s log for appending, creating it (and its directory)
+/// root-only; a log left by an older version is made 0600 as well.
+pub fn open_log(log_dir: &Path, id: &str) -> Result<(PathBuf, File), RuntimeError> {
+    ensure_log_dir(log_dir)?;
+    let path = log_path(log_dir, id);
+    let file = OpenOptions::new()
+        .create(true)
+        .append(true)
+        .mode(LOG_FILE_MODE)
+        .open(&path)
+        .map_err(io_err(&path, "open"))?;
+    file.set_permissions(Permissions::from_mode(LOG_FILE_MODE))
+        .map_err(io_err(&path, "chmod"))?;
+    Ok((path, file))
 }
 
 /// Appends one record, terminated by `\n`, to `out`.
@@ -427,6 +460,28 @@ mod tests {
             joiner.push(record(false, "next")).map(|l| l.text),
             Some("next".into())
         );
+    }
+
+    #[test]
+    fn logs_and_their_directory_are_root_only() {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = |p: &Path| std::fs::metadata(p).expect("test").permissions().mode() & 0o777;
+        let dir = tempfile::tempdir().expect("test");
+        let logs = dir.path().join("tasks");
+        // As an older version left them: world-readable.
+        std::fs::create_dir(&logs).expect("test");
+        std::fs::set_permissions(&logs, Permissions::from_mode(0o755)).expect("test");
+        std::fs::write(log_path(&logs, "old"), b"").expect("test");
+        std::fs::set_permissions(log_path(&logs, "old"), Permissions::from_mode(0o644))
+            .expect("test");
+        let (new, _) = open_log(&logs, "new").expect("test");
+        let (old, _) = open_log(&logs, "old").expect("test");
+        assert_eq!(mode(&logs), 0o700);
+        assert_eq!((mode(&new), mode(&old)), (0o600, 0o600));
+        // A directory that did not exist yet is made 0700 (its parents too).
+        let deep = dir.path().join("a/b");
+        open_log(&deep, "t").expect("test");
+        assert_eq!(mode(&deep), 0o700);
     }
 
     #[test]

@@ -18,6 +18,7 @@
 
 use std::fs::{File, OpenOptions};
 use std::io::{self, BufRead, Write};
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, ExitCode, Stdio};
 use std::sync::mpsc;
@@ -175,7 +176,14 @@ fn run(args: &RunArgs) -> ExitCode {
     if let Err(e) = std::fs::write(&pid_file, std::process::id().to_string()) {
         return fail(args, format!("writing {}: {e}", pid_file.display()));
     }
-    let log = match OpenOptions::new().create(true).append(true).open(&args.log) {
+    // Made 0600 by the runtime before the shim starts; 0600 here too, so no
+    // path ever creates a log others can read.
+    let log = match OpenOptions::new()
+        .create(true)
+        .append(true)
+        .mode(crate::logs::LOG_FILE_MODE)
+        .open(&args.log)
+    {
         Ok(log) => log,
         Err(e) => return fail(args, format!("opening the log {}: {e}", args.log.display())),
     };

@@ -2,7 +2,7 @@
 //! [`RunningTask`] waits for, signals, stops and cleans up one, whether this
 //! runtime started it or [`Runtime::adopt`] found it after a restart.
 
-use std::fs::{File, OpenOptions};
+use std::fs::File;
 use std::io;
 use std::net::Ipv4Addr;
 use std::os::fd::{AsFd, BorrowedFd, FromRawFd, OwnedFd};
@@ -462,13 +462,7 @@ impl Runtime {
             });
         }
         std::fs::create_dir_all(&bundle).map_err(io_err(&bundle, "create"))?;
-        std::fs::create_dir_all(&spec.log_dir).map_err(io_err(&spec.log_dir, "create"))?;
-        let log = logs::log_path(&spec.log_dir, &spec.id);
-        OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(&log)
-            .map_err(io_err(&log, "open"))?;
+        let (log, _created) = logs::open_log(&spec.log_dir, &spec.id)?;
         let node = net::netlink_in(&self.node_netns, &runtime)?;
         let mut veths = Vec::new();
         let started = self

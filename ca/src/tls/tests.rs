@@ -626,3 +626,65 @@ async fn a_removed_node_cannot_resume_its_session() -> TestResult {
     ));
     Ok(())
 }
+
+fn client_cert(ca: &RootCa, name: &str) -> Result<crate::ClientCert, CaError> {
+    let key = NodeKey::generate()?;
+    let chain = ca.issue_client(&key.csr()?, name, CLUSTER, DEFAULT_NODE_CERT_VALIDITY)?;
+    crate::ClientCert::from_pem(&chain, &key.to_pem())
+}
+
+#[tokio::test]
+async fn a_client_certificate_reaches_managers_as_a_client_only() -> TestResult {
+    let ca = RootCa::generate(CLUSTER, DEFAULT_ROOT_CA_VALIDITY)?;
+    let manager = identity(&ca, "mgr1", NodeRole::Manager)?;
+    let ops = client_cert(&ca, "ops")?;
+
+    // As a client: the handshake passes, and the server sees an operator,
+    // which never reads as a node.
+    let outcome = to_manager(
+        server_config(&manager, ca.cert(), nobody_removed())?,
+        ops.tls_config(ca.cert(), nobody_removed())?,
+    )
+    .await;
+    assert!(outcome.both_ok(), "{:?}", outcome.server.err());
+    assert!(matches!(
+        outcome.server_peer(),
+        Err(CaError::ClientCertificate { name }) if name == "ops"
+    ));
+    let seen = outcome.server.as_ref().ok().and_then(Option::as_deref);
+    match crate::CertIdentity::from_peer_certs(seen)? {
+        crate::CertIdentity::Client(c) => {
+            assert_eq!((c.name(), c.cluster_id()), ("ops", CLUSTER));
+        }
+        other => panic!("a client certificate read as {other:?}"),
+    }
+
+    // As a server posing as a manager (an attacker's own rustls config with
+    // the client certificate): nodes refuse it, it has no server usage.
+    let (chain, key) = ops.chain_and_key();
+    let rogue = ServerConfig::builder_with_provider(provider())
+        .with_protocol_versions(VERSIONS)?
+        .with_no_client_auth()
+        .with_single_cert(chain, key)?;
+    let outcome = to_manager(rogue, client_config(&manager, ca.cert(), nobody_removed())?).await;
+    assert!(outcome.client.is_err());
+    assert!(
+        cert_error(&outcome.client).is_some(),
+        "{:?}",
+        outcome.client
+    );
+
+    // One from another swarm's CA is refused at the handshake.
+    let other = RootCa::generate(CLUSTER, DEFAULT_ROOT_CA_VALIDITY)?;
+    let outcome = to_manager(
+        server_config(&manager, ca.cert(), nobody_removed())?,
+        client_cert(&other, "ops")?.tls_config(ca.cert(), nobody_removed())?,
+    )
+    .await;
+    assert!(
+        unknown_issuer(&outcome.server),
+        "{:?}",
+        outcome.server.err()
+    );
+    Ok(())
+}

@@ -48,7 +48,7 @@ use crate::{
     transport,
 };
 
-pub use grpc::{Api, LogStream, not_a_manager};
+pub use grpc::{Api, LocalCaller, LogStream, not_a_manager};
 pub use pki::CaRootsView;
 
 /// How long a write or read may wait for a leader before giving up.

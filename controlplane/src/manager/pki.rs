@@ -23,7 +23,7 @@
 
 use std::time::Duration;
 
-use shoal_api::cluster::v1::CaStatusReply;
+use shoal_api::cluster::v1::{CaStatusReply, IssueClientCertReply};
 use shoal_ca::{CaCert, CsrPem, NodeRole, RootCa};
 
 use super::{Manager, ManagerError, cluster_of};
@@ -114,6 +114,12 @@ impl Manager {
         roots_view(cluster_of(&*self.local_state().await)?)
     }
 
+    /// The node ids the swarm wants as managers, from the applied state
+    /// (as a heartbeat reply's `manager_ids`).
+    pub async fn wanted_manager_ids(&self) -> Vec<String> {
+        super::sessions::manager_ids(&*self.local_state().await)
+    }
+
     /// Heartbeat period the cluster asks for, from the applied state.
     pub async fn heartbeat_period(&self) -> Duration {
         let state = self.local_state().await;
@@ -168,6 +174,37 @@ impl Manager {
             .collect();
         tracing::info!(node = %node_id, %role, issuer = %root.digest(), "certificate issued");
         Ok((chain, trusted))
+    }
+
+    /// `swarm ca --issue-client-cert`: signs an operator's CSR as a client
+    /// certificate (named `name`, or a fresh id) from the issuing root,
+    /// valid as long as node certificates. Nothing of it is stored: the
+    /// key never left the operator, and the certificate is theirs to keep.
+    pub async fn issue_client_cert(
+        &self,
+        csr: &str,
+        name: &str,
+    ) -> Result<IssueClientCertReply, ManagerError> {
+        let state = self.read().await?;
+        let c = cluster_of(&state)?;
+        let name = if name.is_empty() {
+            format!("client-{}", &shoal_ca::generate_node_id()[..12])
+        } else {
+            name.to_owned()
+        };
+        let root = issuing_root(c)?;
+        let validity = Duration::from_secs(c.settings.node_cert_expiry_secs);
+        let cert_pem = root
+            .issue_client(&CsrPem::new(csr), &name, &c.id, validity)
+            .map_err(|e| ManagerError::Invalid {
+                what: format!("client certificate request refused: {e}"),
+            })?;
+        tracing::info!(client = %name, issuer = %root.digest(), "client certificate issued");
+        Ok(IssueClientCertReply {
+            cert_pem,
+            ca_pem: c.root_ca.cert_pem.clone(),
+            name,
+        })
     }
 
     /// `swarm ca --rotate`: a new root, cross-signed by the current one.

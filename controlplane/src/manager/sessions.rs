@@ -30,10 +30,14 @@ pub(super) async fn heartbeat(
     let roots = m.ca_roots().await?;
     // Applied state, as for the roots: a promotion seen one period late
     // costs nothing.
-    let role = match m.local_state().await.nodes.get(node_id) {
-        Some(n) if n.wants_manager() => wire::encode(ModelRole::Manager),
-        Some(_) => wire::encode(ModelRole::Worker),
-        None => 0,
+    let (role, manager_ids) = {
+        let state = m.local_state().await;
+        let role = match state.nodes.get(node_id) {
+            Some(n) if n.wants_manager() => wire::encode(ModelRole::Manager),
+            Some(_) => wire::encode(ModelRole::Worker),
+            None => 0,
+        };
+        (role, manager_ids(&state))
     };
     Ok(HeartbeatReply {
         period_ms: u64::try_from(period.as_millis()).unwrap_or(u64::MAX),
@@ -43,7 +47,21 @@ pub(super) async fn heartbeat(
             trusted: roots.trusted,
         }),
         role,
+        manager_ids,
     })
+}
+
+/// The nodes the swarm wants as managers: whom a node serves its task logs
+/// to. A demoted or removed manager's certificate still verifies; this
+/// list is what refuses it.
+pub(super) fn manager_ids(state: &crate::model::ClusterState) -> Vec<String> {
+    let removed = state.clusters.values().next().map(|c| &c.removed_nodes);
+    state
+        .nodes
+        .values()
+        .filter(|n| n.wants_manager() && !removed.is_some_and(|r| r.contains(&n.id)))
+        .map(|n| n.id.clone())
+        .collect()
 }
 
 /// The node's assignments, sent again whenever its picture changes, until

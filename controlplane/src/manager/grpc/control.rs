@@ -1,34 +1,47 @@
-//! `Control`: the operator's API, for managers (and the local socket) only.
+//! `Control`: the operator's API, for managers, operators' client
+//! certificates and the local socket (see `authz`).
 //! Every RPC has one shape, written once by `control!`: check the caller,
 //! then call the domain module with the manager and the request.
 
 use shoal_api::cluster::v1::{
     CaStatusReply, CaStatusRequest, ConfigRef, ConfigSummary, CreateConfigRequest,
-    CreateNetworkRequest, CreateSecretRequest, CreateServiceRequest, JoinTokenReply,
-    JoinTokenRequest, ListConfigsReply, ListConfigsRequest, ListImagesReply, ListImagesRequest,
-    ListNetworksReply, ListNetworksRequest, ListNodesReply, ListNodesRequest, ListSecretsReply,
-    ListSecretsRequest, ListServicesReply, ListServicesRequest, ListTasksReply, ListTasksRequest,
-    NetworkRef, NetworkSummary, NodeDetail, NodeRef, RemoveConfigReply, RemoveNetworkReply,
-    RemoveNodeReply, RemoveNodeRequest, RemoveSecretReply, RemoveServiceReply, RotateCaRequest,
-    ScaleServiceRequest, SecretRef, SecretSummary, ServiceLogsRequest, ServiceRef, ServiceSummary,
-    UpdateNodeRequest, UpdateServiceRequest, UpdateSwarmReply, UpdateSwarmRequest,
-    control_server::Control,
+    CreateNetworkRequest, CreateSecretRequest, CreateServiceRequest, IssueClientCertReply,
+    IssueClientCertRequest, JoinTokenReply, JoinTokenRequest, ListConfigsReply, ListConfigsRequest,
+    ListImagesReply, ListImagesRequest, ListNetworksReply, ListNetworksRequest, ListNodesReply,
+    ListNodesRequest, ListSecretsReply, ListSecretsRequest, ListServicesReply, ListServicesRequest,
+    ListTasksReply, ListTasksRequest, NetworkRef, NetworkSummary, NodeDetail, NodeRef,
+    RemoveConfigReply, RemoveNetworkReply, RemoveNodeReply, RemoveNodeRequest, RemoveSecretReply,
+    RemoveServiceReply, RotateCaRequest, ScaleServiceRequest, SecretRef, SecretSummary,
+    ServiceLogsRequest, ServiceRef, ServiceSummary, UpdateNodeRequest, UpdateServiceRequest,
+    UpdateSwarmReply, UpdateSwarmRequest, control_server::Control,
 };
 use tonic::{Request, Response, Status};
 
-use super::{Api, LogStream, require_manager};
+use super::{Api, LogStream, Need, require};
 use crate::manager::{cluster, configs, images, logs, networks, nodes, pki, secrets, services};
 
-/// `rpc(Request) -> Reply = |m, r| body;` implements `rpc` as: managers
-/// only, then `body` with `m` the `Arc<Manager>` and `r` the request.
+/// The need of an RPC: `Operator` unless it says otherwise.
+macro_rules! need {
+    () => {
+        Need::Operator
+    };
+    ($need:ident) => {
+        Need::$need
+    };
+}
+
+/// `rpc(Request) -> Reply [Need] = |m, r| body;` implements `rpc` as: the
+/// caller must meet `Need` (`Operator` when omitted: managers, client
+/// certificates, the local socket), then `body` with `m` the
+/// `Arc<Manager>` and `r` the request.
 macro_rules! control {
-    ($($rpc:ident($req:ty) -> $reply:ty = |$m:ident, $r:pat_param| $body:expr;)*) => {
+    ($($rpc:ident($req:ty) -> $reply:ty $([$need:ident])? = |$m:ident, $r:pat_param| $body:expr;)*) => {
         #[tonic::async_trait]
         impl Control for Api {
             type ServiceLogsStream = LogStream;
 
             $(async fn $rpc(&self, req: Request<$req>) -> Result<Response<$reply>, Status> {
-                require_manager(&req)?;
+                require(&req, need!($($need)?))?;
                 let ($m, $r) = (&self.0, req.into_inner());
                 Ok(Response::new($body))
             })*
@@ -89,4 +102,6 @@ control! {
 
     list_images(ListImagesRequest) -> ListImagesReply =
         |m, _| ListImagesReply { images: images::list(&*m.read().await?) };
+    issue_client_cert(IssueClientCertRequest) -> IssueClientCertReply [Admin] =
+        |m, r| m.issue_client_cert(&r.csr_pem, &r.name).await?;
 }

@@ -1,11 +1,13 @@
 //! The gRPC services a manager serves on 2377, and who may call which:
-//! `Join` anyone (the token decides), `Dispatcher` any node, `RaftPeer` and
-//! `Control` managers only. Over the local Unix socket (root only) there is
-//! no peer certificate and `Control` is open to the operator.
+//! `Join` anyone (the token decides), `Dispatcher` any node's own
+//! certificate, `RaftPeer` managers' only, `Control` managers, operators'
+//! client certificates and the local Unix socket (root only), whose server
+//! marks each request with [`LocalCaller`]. The table is in `authz`.
 //!
 //! The handlers here only authorize the caller and translate errors; what a
 //! call does lives in the domain modules beside this one.
 
+mod authz;
 mod control;
 mod dispatcher;
 mod join;
@@ -17,9 +19,12 @@ use shoal_api::cluster::v1::{
     control_server::ControlServer, dispatcher_server::DispatcherServer, join_server::JoinServer,
     raft_peer_server::RaftPeerServer,
 };
-use shoal_ca::{NodeRole, rustls::ServerConfig};
+use shoal_ca::rustls::ServerConfig;
 use tokio::net::TcpListener;
 use tonic::{Request, Status};
+
+pub use authz::LocalCaller;
+use authz::Need;
 
 use super::{Manager, ManagerError};
 use crate::transport::PeerInfo;
@@ -100,29 +105,26 @@ pub type LogStream = std::pin::Pin<
     Box<dyn futures::Stream<Item = Result<shoal_api::cluster::v1::LogLine, Status>> + Send>,
 >;
 
-/// The caller's certificate, or `None` when it came over the local socket.
+/// The caller's TLS peer, or `None` when it came over the local socket.
 fn peer<T>(req: &Request<T>) -> Option<&PeerInfo> {
     req.extensions().get::<PeerInfo>()
 }
 
-fn require_manager<T>(req: &Request<T>) -> Result<(), Status> {
-    match peer(req) {
-        None => Ok(()),
-        Some(PeerInfo {
-            identity: Some(id), ..
-        }) if id.role() == NodeRole::Manager => Ok(()),
-        Some(_) => Err(Status::permission_denied(
-            "a manager certificate is required",
-        )),
-    }
+fn require<T>(req: &Request<T>, need: Need) -> Result<(), Status> {
+    authz::authorize(authz::caller(req), need)
 }
 
+/// Raft between managers: a manager's own certificate.
+fn require_manager<T>(req: &Request<T>) -> Result<(), Status> {
+    require(req, Need::Manager)
+}
+
+/// A node's session: the calling node's id, from its own certificate.
 fn require_node<T>(req: &Request<T>) -> Result<String, Status> {
-    match peer(req) {
-        Some(PeerInfo {
-            identity: Some(id), ..
-        }) => Ok(id.node_id().to_owned()),
-        _ => Err(Status::unauthenticated("a node certificate is required")),
+    require(req, Need::Node)?;
+    match authz::caller(req) {
+        authz::Caller::Node(id) => Ok(id.node_id().to_owned()),
+        _ => Err(Status::permission_denied("a node certificate is required")),
     }
 }
 
