@@ -160,6 +160,12 @@ async fn client_certificates_reach_control_only_and_former_managers_lose_task_lo
 -> anyhow::Result<()> {
     let lab = Lab::builder("ident").nodes(3).start().await?;
     lab.form_swarm_of(Formation::fast(2, 3))?;
+    // Two managers: every read needs n2 as well; let it settle first.
+    eventually(TIMEOUT, "n1 sees 3 nodes ready", || {
+        let out = lab.shoal(1, &["node", "ls"])?;
+        Ok((out.matches("Ready").count() == 3).then_some(()))
+    })
+    .await?;
 
     // An operator's certificate, issued on n1 through its local socket.
     let out_dir = lab.dir().join("ops-cert");
