@@ -77,12 +77,10 @@ pub fn check_destination(
         // Outside the cluster's overlays this node knows.
         return Ok(());
     };
-    if n.flags & NET_F_NODE != 0 {
-        // Published ports on the node's addresses were DNATed before.
-        return Err(MeshReason::IsolationNode);
-    }
+    // Published ports on the node's addresses were DNATed before.
+    let node = n.flags & NET_F_NODE != 0;
     let ingress = n.flags & NET_F_INGRESS != 0;
-    if !ingress && ep.member(n.net) {
+    if !node && !ingress && ep.member(n.net) {
         return Ok(());
     }
     // SAFETY: only presence is read.
@@ -91,7 +89,9 @@ pub fn check_destination(
     {
         return Ok(());
     }
-    Err(if ingress {
+    Err(if node {
+        MeshReason::IsolationNode
+    } else if ingress {
         MeshReason::IsolationIngress
     } else {
         MeshReason::IsolationNetwork
@@ -100,13 +100,17 @@ pub fn check_destination(
 
 /// To a task: a flow from another network (or through the ingress network)
 /// reached it, so the mesh brought it (a published port a task called, or
-/// a VIP's backend on several networks): its replies may go back.
+/// a VIP's backend on several networks), or the node itself called it
+/// (`node doctor`'s probes): its replies may go back. Nothing else can put
+/// such a source here: tasks cannot spoof, and the underlay cannot reach
+/// overlay addresses.
 #[inline(always)]
 pub fn permit_replies(ep: &Endpoint, flow: &FlowKey) -> Result<(), MeshReason> {
     let Some(n) = network_of(flow.saddr) else {
         return Ok(());
     };
-    if n.flags & NET_F_NODE != 0 || (n.flags & NET_F_INGRESS == 0 && ep.member(n.net)) {
+    let own = n.flags & (NET_F_NODE | NET_F_INGRESS) == 0 && ep.member(n.net);
+    if own {
         return Ok(());
     }
     let reply = reply_of(flow);

@@ -201,6 +201,27 @@ fn replies_of_flows_the_mesh_brought_pass_and_nothing_else() {
     );
     let back = Pkt::tcp(TASK, 80, INGRESS_TASK, 5000, TCP_SYN_ACK);
     fx.case("its reply", FROM_TASK, &back.frame(), UNSPEC, None, None);
+    // The node itself called the task (node doctor's probes bind its data
+    // address): the replies go back; the task still cannot call the node.
+    let probe = Pkt::tcp(NODE, 45000, TASK, 80, TCP_SYN);
+    fx.case(
+        "the node's probe",
+        TO_TASK,
+        &probe.frame(),
+        UNSPEC,
+        None,
+        None,
+    );
+    let answer = Pkt::tcp(TASK, 80, NODE, 45000, TCP_SYN_ACK);
+    fx.case("its answer", FROM_TASK, &answer.frame(), UNSPEC, None, None);
+    fx.case(
+        "the task calling the node",
+        FROM_TASK,
+        &Pkt::tcp(TASK, 80, NODE, 45001, TCP_SYN).frame(),
+        SHOT,
+        None,
+        Some(MeshReason::IsolationNode),
+    );
     // Its own network's packets need no permit.
     let own = Pkt::tcp(PEER_A, 5000, TASK, 80, TCP_SYN);
     fx.case("from A", TO_TASK, &own.frame(), UNSPEC, None, None);
