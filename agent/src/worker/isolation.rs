@@ -137,6 +137,77 @@ mod tests {
         assert!(!ep.owns(u32::from(Ipv4Addr::new(10, 9, 9, 9)).to_be()));
     }
 
+    proptest::proptest! {
+        /// Whatever the control plane sends: subnet entries are networks
+        /// (host bits clear, so the trie holds one entry per subnet), each
+        /// with its gateway as a node address, the data address always in;
+        /// a subnet with host bits set is left out, never mis-keyed.
+        #[test]
+        fn entries_are_keyed_by_network_and_flag_node_addresses(
+            nets in proptest::collection::vec((proptest::prelude::any::<u32>(), 8u8..=30, 1u32..1 << 24, proptest::prelude::any::<bool>()), 0..8),
+            data in proptest::prelude::any::<u32>(),
+        ) {
+            let set = AssignmentSet {
+                networks: nets
+                    .iter()
+                    .enumerate()
+                    .map(|(i, (addr, len, vni, ingress))| NetworkAssignment {
+                        id: format!("n{i}"),
+                        vni: *vni,
+                        subnet: Some(Ipv4Prefix::new(Ipv4Addr::from(*addr), *len)),
+                        ingress: *ingress,
+                        ..NetworkAssignment::default()
+                    })
+                    .collect(),
+                ..AssignmentSet::default()
+            };
+            let data = Ipv4Addr::from(data);
+            let e = network_entries(&set, data);
+            proptest::prop_assert!(e.get(&(data, 32)).is_some_and(|v| v.flags & NET_F_NODE != 0));
+            for ((addr, len), v) in &e {
+                let mask = u32::MAX.checked_shl(32 - u32::from(*len)).unwrap_or(0);
+                proptest::prop_assert_eq!(u32::from(*addr) & !mask, 0, "host bits of {}/{}", addr, len);
+                // The /32s are exactly the node's addresses.
+                proptest::prop_assert_eq!(*len == 32, v.flags & NET_F_NODE != 0);
+            }
+            for (addr, len, _, _) in &nets {
+                let mask = u32::MAX << (32 - u32::from(*len));
+                let clean = addr & !mask == 0;
+                let entry = e.get(&(Ipv4Addr::from(*addr), *len));
+                proptest::prop_assert_eq!(clean, entry.is_some(), "{:?}", (addr, len));
+                if let Some(v) = entry {
+                    // Two networks of one subnet: the later one's VNI wins.
+                    let last = nets.iter().rev().find(|n| n.0 == *addr && n.1 == *len);
+                    proptest::prop_assert_eq!(Some(v.net), last.map(|n| n.2));
+                }
+            }
+        }
+
+        /// Any attachments: up to the limit, every one is a membership and
+        /// an owned address; past it, refused.
+        #[test]
+        fn endpoints_hold_every_attachment_or_refuse(
+            atts in proptest::collection::vec((1u32..1 << 24, proptest::prelude::any::<u32>()), 0..20),
+        ) {
+            let attachments: Vec<(u32, Ipv4Addr)> =
+                atts.iter().map(|(n, a)| (*n, Ipv4Addr::from(*a))).collect();
+            match crate::datapath::policy::endpoint(1, &attachments) {
+                Ok(ep) => {
+                    proptest::prop_assert!(attachments.len() <= 16);
+                    for (n, a) in &attachments {
+                        proptest::prop_assert!(ep.member(*n));
+                        proptest::prop_assert!(ep.owns(u32::from(*a).to_be()));
+                    }
+                }
+                Err(e) => {
+                    proptest::prop_assert!(attachments.len() > 16);
+                    let too_many = matches!(e, DatapathError::TooManyNetworks { .. });
+                    proptest::prop_assert!(too_many);
+                }
+            }
+        }
+    }
+
     #[test]
     fn too_many_networks_is_refused_with_the_limit() {
         let t = TaskAssignment {
