@@ -26,6 +26,10 @@
 //! the task's replies are addressed back to that MAC, so they go through
 //! the node that DNATed them (see common/src/mesh.rs).
 //!
+//! Isolation (policy.rs) wraps these: a task's packets that no frontend
+//! translated must stay within its networks (or go outside the cluster),
+//! and the data interface refuses underlay packets to overlay addresses.
+//!
 //! A backend on another node needs no tunnelling here: the DNATed packet is
 //! routed into the overlay, whose VXLAN device carries it to the backend's
 //! node. Not handled (yet): IPv4 fragments pass (only the first carries
