@@ -6,6 +6,7 @@
 #![forbid(unsafe_code)]
 
 pub mod compare;
+pub mod hist;
 pub mod meta;
 pub mod parse;
 pub mod plot;
@@ -13,6 +14,7 @@ pub mod result;
 pub mod stats;
 
 pub use compare::{Change, CompareError, compare};
+pub use hist::{HistError, Histogram};
 pub use parse::{Iperf3, ParseError, Rr};
-pub use result::{BenchResult, Metric, RunMeta, ScenarioResult};
+pub use result::{BenchResult, Latency, Metric, RunMeta, ScenarioResult};
 pub use stats::{Summary, percentile, summarize};

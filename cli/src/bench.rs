@@ -14,7 +14,9 @@ use std::{collections::BTreeMap, path::PathBuf, time::Duration};
 use anyhow::{Context, bail};
 use clap::Args;
 use rand::seq::SliceRandom;
-use shoal_bench::{BenchResult, Metric, RunMeta, ScenarioResult, meta, stats::DEFAULT_SPREAD};
+use shoal_bench::{
+    BenchResult, Histogram, Latency, Metric, RunMeta, ScenarioResult, meta, stats::DEFAULT_SPREAD,
+};
 
 use crate::{bench::scenario::Scenario, client, output::Format};
 
@@ -42,6 +44,10 @@ pub struct BenchArgs {
     /// the threshold).
     #[arg(long)]
     strict: bool,
+    /// Parallel TCP streams of the multi-stream throughput measurement
+    /// (iperf3 -P); default: the caller's CPUs, 4 if unknown or 1.
+    #[arg(long, value_parser = clap::value_parser!(u32).range(1..=128))]
+    streams: Option<u32>,
     /// The image holding /bin/iperf3 and /bin/lab-echo.
     #[arg(long, default_value = "shoal.local/lab-tools:latest")]
     image: String,
@@ -97,6 +103,9 @@ pub async fn run(host: &str, a: BenchArgs) -> anyhow::Result<()> {
             "--repeat 0: at least one measurement per scenario is needed; give --repeat 1 or more"
         );
     }
+    let opts = scenario::Opts {
+        streams: a.streams.unwrap_or_else(default_streams),
+    };
     let mut d = client::connect(host).await?;
     let id = format!("{:08x}", rand::random::<u32>());
     let prefix = format!("shoal-bench-{id}-");
@@ -106,7 +115,7 @@ pub async fn run(host: &str, a: BenchArgs) -> anyhow::Result<()> {
     // alike; a second Ctrl-C during the cleanup is swallowed by the same
     // handler, so the cleanup finishes.
     let outcome = tokio::select! {
-        r = measure(&mut d, &mut fx, &scenarios, a.repeat, secs) => r,
+        r = measure(&mut d, &mut fx, &scenarios, a.repeat, secs, &opts) => r,
         _ = tokio::signal::ctrl_c() => Err(anyhow::anyhow!("interrupted (SIGINT)")),
     };
     if outcome.is_err() {
@@ -159,6 +168,7 @@ async fn measure(
     scenarios: &[Scenario],
     repeat: u32,
     secs: u64,
+    opts: &scenario::Opts,
 ) -> anyhow::Result<BenchResult> {
     let started_unix = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
@@ -174,14 +184,22 @@ async fn measure(
         s.warm_up(d, fx, &layout, &mut commands).await?;
     }
     let mut got: BTreeMap<Scenario, BTreeMap<&'static str, Samples>> = BTreeMap::new();
+    let mut latency: BTreeMap<Scenario, Vec<(&'static str, Histogram)>> = BTreeMap::new();
     for (i, s) in order.iter().enumerate() {
         eprintln!("[{}/{}] {s}", i + 1, order.len());
-        let m = s.measure(d, fx, &layout, secs, &mut commands).await;
+        let m = s.measure(d, fx, &layout, secs, opts, &mut commands).await;
         let per = got.entry(*s).or_default();
         match m {
-            Ok(values) => {
-                for (name, v) in values {
+            Ok(m) => {
+                for (name, v) in m.values {
                     per.entry(name).or_default().0.push(v);
+                }
+                let merged = latency.entry(*s).or_default();
+                for (name, h) in m.latency {
+                    match merged.iter_mut().find(|(n, _)| *n == name) {
+                        Some((_, all)) => all.merge(&h),
+                        None => merged.push((name, h)),
+                    }
                 }
             }
             Err(e) => {
@@ -214,6 +232,15 @@ async fn measure(
                     )
                 })
                 .collect(),
+            latency: latency
+                .remove(s)
+                .unwrap_or_default()
+                .into_iter()
+                .map(|(name, histogram)| Latency {
+                    name: name.to_owned(),
+                    histogram,
+                })
+                .collect(),
         })
         .collect();
     Ok(BenchResult {
@@ -231,10 +258,21 @@ async fn measure(
             spread_threshold: DEFAULT_SPREAD,
             order: order.iter().map(ToString::to_string).collect(),
             commands,
-            notes: scenarios.iter().map(|s| s.note(&layout)).collect(),
+            streams: opts.streams,
+            notes: scenarios.iter().map(|s| s.note(&layout, opts)).collect(),
         },
         scenarios: results,
     })
+}
+
+/// `--streams`' default: as many streams as the caller has CPUs (the client
+/// task runs on the caller's node), 4 when that is unknown or 1, so the
+/// multi-stream figure differs from the single-stream one.
+fn default_streams() -> u32 {
+    match meta::cpu().1 {
+        n @ 2..=128 => u32::try_from(n).unwrap_or(4),
+        _ => 4,
+    }
 }
 
 /// How long a client task may take beyond its measurement: scheduling, an

@@ -60,6 +60,7 @@ fn check_result(v: &Value) -> anyhow::Result<()> {
         "meta.duration_secs"
     );
     ensure!(number(v, "/meta/started_unix")? > 0.0, "meta.started_unix");
+    ensure!(number(v, "/meta/streams")? == 3.0, "meta.streams");
     let order: Vec<&str> = meta["order"]
         .as_array()
         .context("meta.order")?
@@ -76,7 +77,7 @@ fn check_result(v: &Value) -> anyhow::Result<()> {
     ensure!(
         commands
             .iter()
-            .any(|c| c.as_str().is_some_and(|c| c.contains("/bin/iperf3 -c"))),
+            .any(|c| c.as_str().is_some_and(|c| c.contains("-P 3 --json"))),
         "meta.commands has no iperf3 client line: {commands:?}"
     );
     ensure!(
@@ -123,7 +124,9 @@ fn check_result(v: &Value) -> anyhow::Result<()> {
             );
             // Throughput and round-trip rate must be real: 0 would mean a
             // client that measured nothing.
-            if m["name"] == "throughput" || m["name"] == "rr rate" {
+            if ["throughput", "throughput N streams", "rr rate"]
+                .contains(&m["name"].as_str().unwrap_or(""))
+            {
                 ensure!(
                     samples.iter().all(|x| *x > 0.0),
                     "{metric}: a zero sample: {samples:?}"
@@ -137,10 +140,35 @@ fn check_result(v: &Value) -> anyhow::Result<()> {
             .filter_map(|m| m["name"].as_str())
             .collect();
         let wanted: &[&str] = match name {
-            "overlay" => &["throughput", "retransmits"],
-            _ => &["rr rate", "rr p50", "rr p99"],
+            "overlay" => &[
+                "throughput",
+                "retransmits",
+                "throughput N streams",
+                "retransmits N streams",
+            ],
+            _ => &["rr rate", "rr p50", "rr p99", "rr p99.9"],
         };
         ensure!(metrics == wanted, "{name}: metrics {metrics:?}");
+        if name == "ingress-remote" {
+            // The round trips of both repeats, merged for the CDF.
+            let rr = s["latency"]
+                .as_array()
+                .and_then(|l| l.iter().find(|l| l["name"] == "rr"))
+                .with_context(|| format!("{name}: no rr latency histogram"))?;
+            let h = &rr["histogram"];
+            let count = number(h, "/count")?;
+            let summed: f64 = h["buckets"]
+                .as_array()
+                .context("histogram buckets")?
+                .iter()
+                .filter_map(|b| b[1].as_f64())
+                .sum();
+            ensure!(
+                count > 100.0 && summed == count,
+                "{name}: histogram count {count}, buckets sum {summed}"
+            );
+            ensure!(number(h, "/min_ns")? > 0.0, "{name}: histogram min_ns");
+        }
     }
     Ok(())
 }
@@ -163,6 +191,8 @@ async fn bench_measures_and_cleans_up_also_when_interrupted() -> anyhow::Result<
         "2",
         "--duration",
         "2",
+        "--streams",
+        "3",
         "--format",
         "json",
         "--out",
@@ -177,6 +207,12 @@ async fn bench_measures_and_cleans_up_also_when_interrupted() -> anyhow::Result<
     let written: Value =
         serde_json::from_slice(&std::fs::read(out_dir.path().join("result.json"))?)?;
     ensure!(written == v, "--out result.json differs from stdout");
+    for plot in ["cdf-rr.svg", "cdf-rr.png", "plot-rr-p99-9.svg"] {
+        ensure!(
+            out_dir.path().join(plot).exists(),
+            "--out has no {plot}:\n{stderr}"
+        );
+    }
     nothing_left(&lab, "after a full run")?;
 
     // Interrupted once its repeats have started: the servers, the network

@@ -3,7 +3,7 @@
 use std::{fmt, net::SocketAddrV4, time::Duration};
 
 use anyhow::{Context, bail};
-use shoal_bench::{Iperf3, Rr};
+use shoal_bench::{Histogram, Iperf3};
 
 use super::{
     fixture::{Fixture, Layout},
@@ -64,22 +64,57 @@ pub fn parse_list(words: &[String]) -> anyhow::Result<Vec<Scenario>> {
 
 const THROUGHPUT: &str = "throughput";
 const RETRANSMITS: &str = "retransmits";
+/// The same with `--streams` parallel streams (N is in the run's meta).
+const THROUGHPUT_N: &str = "throughput N streams";
+const RETRANSMITS_N: &str = "retransmits N streams";
+
+/// How hard the loaders push, from the command line.
+#[derive(Debug, Clone)]
+pub struct Opts {
+    /// iperf3 -P of the multi-stream measurement.
+    pub streams: u32,
+}
 const RR_RATE: &str = "rr rate";
 const RR_P50: &str = "rr p50";
 const RR_P99: &str = "rr p99";
+const RR_P999: &str = "rr p99.9";
+
+/// One measurement's values, in [`Scenario::metric_names`] order, and the
+/// latencies it recorded (merged over the repeats for the CDFs).
+#[derive(Default)]
+pub struct Measured {
+    pub values: Vec<(&'static str, f64)>,
+    pub latency: Vec<(&'static str, Histogram)>,
+}
+
+/// p50, p99 and p99.9 of `h` in microseconds, as metric values.
+fn percentiles(
+    h: &Histogram,
+    names: [&'static str; 3],
+) -> anyhow::Result<Vec<(&'static str, f64)>> {
+    names
+        .into_iter()
+        .zip([50.0, 99.0, 99.9])
+        .map(|(name, p)| {
+            h.percentile_ns(p)
+                .map(|ns| (name, ns / 1e3))
+                .ok_or_else(|| anyhow::anyhow!("{name}: no latency recorded"))
+        })
+        .collect()
+}
 
 impl Scenario {
     pub fn metric_names(self) -> &'static [&'static str] {
         match self {
-            Self::Overlay | Self::Vip => &[THROUGHPUT, RETRANSMITS],
-            Self::IngressLocal | Self::IngressRemote => &[RR_RATE, RR_P50, RR_P99],
+            Self::Overlay | Self::Vip => &[THROUGHPUT, RETRANSMITS, THROUGHPUT_N, RETRANSMITS_N],
+            Self::IngressLocal | Self::IngressRemote => &[RR_RATE, RR_P50, RR_P99, RR_P999],
         }
     }
 
     pub fn unit(self, metric: &str) -> &'static str {
         match metric {
-            THROUGHPUT => "Gbit/s",
-            RETRANSMITS => "segments",
+            THROUGHPUT | THROUGHPUT_N => "Gbit/s",
+            RETRANSMITS | RETRANSMITS_N => "segments",
             RR_RATE => "round trips/s",
             _ => "us",
         }
@@ -88,19 +123,22 @@ impl Scenario {
     /// Retransmits are a count of rare events: 2 in one run and 138 in the
     /// next is normal, and no reason to distrust the throughput.
     pub fn spread_threshold(self, metric: &str) -> Option<f64> {
-        (metric != RETRANSMITS).then_some(shoal_bench::stats::DEFAULT_SPREAD)
+        (![RETRANSMITS, RETRANSMITS_N].contains(&metric))
+            .then_some(shoal_bench::stats::DEFAULT_SPREAD)
     }
 
     /// How it was measured, for the output and the result file.
-    pub fn note(self, l: &Layout) -> String {
+    pub fn note(self, l: &Layout, o: &Opts) -> String {
         match self {
             Self::Overlay => format!(
-                "overlay: iperf3 client task on {} -> iperf3 server task on {} at its address {}",
-                l.client.hostname, l.server.hostname, l.iperf_task
+                "overlay: iperf3 client task on {} -> iperf3 server task on {} at its address {}; \
+                 1 stream, then {} streams (-P)",
+                l.client.hostname, l.server.hostname, l.iperf_task, o.streams
             ),
             Self::Vip => format!(
-                "vip: iperf3 client task on {} -> service VIP {} (server task on {})",
-                l.client.hostname, l.iperf_vip, l.server.hostname
+                "vip: iperf3 client task on {} -> service VIP {} (server task on {}); 1 stream, \
+                 then {} streams (-P)",
+                l.client.hostname, l.iperf_vip, l.server.hostname, o.streams
             ),
             Self::IngressLocal | Self::IngressRemote => {
                 let entry = self.entry(l);
@@ -129,19 +167,40 @@ impl Scenario {
         }
     }
 
-    fn iperf_args(self, l: &Layout, secs: u64) -> Vec<String> {
+    fn iperf_args(self, l: &Layout, secs: u64, streams: u32) -> Vec<String> {
         let target = match self {
             Self::Vip => l.iperf_vip,
             _ => l.iperf_task,
         };
-        vec![
+        let mut args = vec![
             "/bin/iperf3".into(),
             "-c".into(),
             target.to_string(),
             "-t".into(),
             secs.to_string(),
-            "--json".into(),
-        ]
+        ];
+        if streams > 1 {
+            args.extend(["-P".into(), streams.to_string()]);
+        }
+        args.push("--json".into());
+        args
+    }
+
+    /// One iperf3 client task: Gbit/s received and retransmits.
+    async fn iperf(
+        self,
+        fx: &mut Fixture,
+        l: &Layout,
+        secs: u64,
+        streams: u32,
+    ) -> anyhow::Result<(f64, f64)> {
+        let args = self.iperf_args(l, secs, streams);
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        let within = Duration::from_secs(secs) + super::TASK_SLACK;
+        let out = fx.run_task(&l.client, &args, within).await?;
+        let r = Iperf3::parse(&out)
+            .with_context(|| format!("the iperf3 client's output ({streams} stream(s))"))?;
+        Ok((r.bits_per_second / 1e9, r.retransmits as f64))
     }
 
     /// One unmeasured run, retried: the first packets of a new path wait on
@@ -157,14 +216,7 @@ impl Scenario {
         let mut last = None;
         for _ in 0..5 {
             let r = match self {
-                Self::Overlay | Self::Vip => {
-                    let args = self.iperf_args(l, 1);
-                    let args: Vec<&str> = args.iter().map(String::as_str).collect();
-                    fx.run_task(&l.client, &args, super::TASK_SLACK)
-                        .await
-                        .and_then(|out| Ok(Iperf3::parse(&out)?))
-                        .map(drop)
-                }
+                Self::Overlay | Self::Vip => self.iperf(fx, l, 1, 1).await.map(drop),
                 Self::IngressLocal | Self::IngressRemote => {
                     rr::run(self.target(l), Duration::from_secs(1))
                         .await
@@ -175,7 +227,7 @@ impl Scenario {
                 Ok(()) => {
                     commands.push(format!(
                         "{self} warm-up (not counted): {}",
-                        self.command(l, 1)
+                        self.command(l, 1, &Opts { streams: 1 })[0]
                     ));
                     return Ok(());
                 }
@@ -197,18 +249,23 @@ impl Scenario {
         SocketAddrV4::new(self.entry(l).addr, l.echo_published)
     }
 
-    fn command(self, l: &Layout, secs: u64) -> String {
+    fn command(self, l: &Layout, secs: u64, o: &Opts) -> Vec<String> {
         match self {
-            Self::Overlay | Self::Vip => format!(
-                "task on {}: {}",
-                l.client.hostname,
-                self.iperf_args(l, secs).join(" ")
-            ),
-            Self::IngressLocal | Self::IngressRemote => format!(
+            Self::Overlay | Self::Vip => [1, o.streams]
+                .iter()
+                .map(|p| {
+                    format!(
+                        "task on {}: {}",
+                        l.client.hostname,
+                        self.iperf_args(l, secs, *p).join(" ")
+                    )
+                })
+                .collect(),
+            Self::IngressLocal | Self::IngressRemote => vec![format!(
                 "shoal bench (caller {}): TCP_RR to {} for {secs} s after 1 s unmeasured",
                 l.caller.hostname,
                 self.target(l)
-            ),
+            )],
         }
     }
 
@@ -219,31 +276,36 @@ impl Scenario {
         fx: &mut Fixture,
         l: &Layout,
         secs: u64,
+        o: &Opts,
         commands: &mut Vec<String>,
-    ) -> anyhow::Result<Vec<(&'static str, f64)>> {
-        let line = self.command(l, secs);
-        if !commands.contains(&line) {
-            commands.push(line);
+    ) -> anyhow::Result<Measured> {
+        for line in self.command(l, secs, o) {
+            if !commands.contains(&line) {
+                commands.push(line);
+            }
         }
         match self {
             Self::Overlay | Self::Vip => {
-                let args = self.iperf_args(l, secs);
-                let args: Vec<&str> = args.iter().map(String::as_str).collect();
-                let within = Duration::from_secs(secs) + super::TASK_SLACK;
-                let out = fx.run_task(&l.client, &args, within).await?;
-                let r = Iperf3::parse(&out).context("the iperf3 client's output")?;
-                Ok(vec![
-                    (THROUGHPUT, r.bits_per_second / 1e9),
-                    (RETRANSMITS, r.retransmits as f64),
-                ])
+                let (one, one_retr) = self.iperf(fx, l, secs, 1).await?;
+                let (n, n_retr) = self.iperf(fx, l, secs, o.streams).await?;
+                Ok(Measured {
+                    values: vec![
+                        (THROUGHPUT, one),
+                        (RETRANSMITS, one_retr),
+                        (THROUGHPUT_N, n),
+                        (RETRANSMITS_N, n_retr),
+                    ],
+                    latency: vec![],
+                })
             }
             Self::IngressLocal | Self::IngressRemote => {
-                let r: Rr = rr::run(self.target(l), Duration::from_secs(secs)).await?;
-                Ok(vec![
-                    (RR_RATE, r.per_second),
-                    (RR_P50, r.p50_us),
-                    (RR_P99, r.p99_us),
-                ])
+                let (rate, h) = rr::run(self.target(l), Duration::from_secs(secs)).await?;
+                let mut values = vec![(RR_RATE, rate)];
+                values.extend(percentiles(&h, [RR_P50, RR_P99, RR_P999])?);
+                Ok(Measured {
+                    values,
+                    latency: vec![("rr", h)],
+                })
             }
         }
     }
