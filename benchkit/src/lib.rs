@@ -6,8 +6,11 @@
 #![forbid(unsafe_code)]
 
 pub mod compare;
+pub mod cpustat;
 pub mod hist;
+pub mod http;
 pub mod meta;
+pub mod netstat;
 pub mod parse;
 pub mod plot;
 pub mod result;

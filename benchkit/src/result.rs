@@ -47,6 +47,17 @@ pub struct RunMeta {
     /// 0 in files written before it existed.
     #[serde(default)]
     pub streams: u32,
+    /// Threads of the caller-side loaders (connection rate, HTTP): the
+    /// caller's CPUs.
+    #[serde(default)]
+    pub loaders: usize,
+    /// Concurrent connections of those loaders (as wrk -c).
+    #[serde(default)]
+    pub connections: usize,
+    /// What "cpu per Gbit/s" covers: `whole machine (shared kernel)`, or
+    /// `missing: <why>`.
+    #[serde(default)]
+    pub cpu_scope: String,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -147,6 +158,9 @@ impl RunMeta {
             commands: vec![],
             notes: vec![],
             streams: 2,
+            loaders: 2,
+            connections: 50,
+            cpu_scope: "whole machine (shared kernel)".into(),
         }
     }
 }
@@ -171,6 +185,9 @@ mod tests {
             commands: vec!["iperf3 -c 10.0.0.2".into()],
             notes: vec![],
             streams: 2,
+            loaders: 2,
+            connections: 50,
+            cpu_scope: "whole machine (shared kernel)".into(),
         }
     }
 

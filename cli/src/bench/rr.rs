@@ -40,7 +40,7 @@ pub async fn run(target: SocketAddrV4, measure: Duration) -> anyhow::Result<(f64
     Ok((hist.count as f64 / elapsed, hist))
 }
 
-pub async fn connect(target: SocketAddrV4) -> anyhow::Result<TcpStream> {
+async fn connect(target: SocketAddrV4) -> anyhow::Result<TcpStream> {
     let deadline = Instant::now() + Duration::from_secs(10);
     loop {
         match tokio::time::timeout(STALL, TcpStream::connect(target)).await {
