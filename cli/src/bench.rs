@@ -7,6 +7,7 @@
 mod crr;
 mod fixture;
 mod http;
+mod progress;
 mod report;
 mod rr;
 mod scenario;
@@ -135,7 +136,7 @@ pub async fn run(host: &str, a: BenchArgs) -> anyhow::Result<()> {
     // alike; a second Ctrl-C during the cleanup is swallowed by the same
     // handler, so the cleanup finishes.
     let outcome = tokio::select! {
-        r = measure(&mut d, &mut fx, &scenarios, a.repeat, secs, &opts) => r,
+        r = measure(&mut d, &mut fx, &scenarios, a.repeat, secs, &opts, a.format) => r,
         _ = tokio::signal::ctrl_c() => Err(anyhow::anyhow!("interrupted (SIGINT)")),
     };
     if outcome.is_err() {
@@ -189,6 +190,7 @@ async fn measure(
     repeat: u32,
     secs: u64,
     opts: &scenario::Opts,
+    format: crate::output::Format,
 ) -> anyhow::Result<BenchResult> {
     let started_unix = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
@@ -209,8 +211,9 @@ async fn measure(
     }
     let mut got: BTreeMap<Scenario, BTreeMap<&'static str, Samples>> = BTreeMap::new();
     let mut latency: BTreeMap<Scenario, Vec<(&'static str, Histogram)>> = BTreeMap::new();
+    let progress = progress::Progress::new(format, order.len());
     for (i, s) in order.iter().enumerate() {
-        eprintln!("[{}/{}] {s}", i + 1, order.len());
+        progress.start(i, &s.to_string());
         let m = s.measure(d, fx, &layout, secs, opts, &mut commands).await;
         let per = got.entry(*s).or_default();
         match m {
@@ -230,13 +233,14 @@ async fn measure(
                 }
             }
             Err(e) => {
-                eprintln!("  {s}: {e:#}");
+                progress.say(&format!("  {s}: {e:#}"));
                 for name in s.metric_names(opts) {
                     per.entry(name).or_default().1.push(format!("{e:#}"));
                 }
             }
         }
     }
+    progress.finish();
     let (cpu_model, cpus) = meta::cpu();
     let results = scenarios
         .iter()
