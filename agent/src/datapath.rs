@@ -6,6 +6,7 @@ mod contract_tests;
 pub mod mesh;
 #[cfg(test)]
 mod mesh_tests;
+pub mod policy;
 #[cfg(test)]
 mod test_run;
 
@@ -54,6 +55,16 @@ pub enum DatapathError {
         name: &'static str,
         #[source]
         source: MapError,
+    },
+    #[error(
+        "a task on {count} networks: its veth's isolation entry holds {max}; attach it to fewer networks"
+    )]
+    TooManyNetworks { count: usize, max: usize },
+    #[error("task veth {veth} not found: {source}")]
+    Veth {
+        veth: String,
+        #[source]
+        source: nix::Error,
     },
     #[error("a Maglev table for service {service} has {len} slots or the id is out of range")]
     Ring { service: u32, len: usize },

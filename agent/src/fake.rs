@@ -19,8 +19,10 @@ use shoal_overlay::{
 use shoal_runtime::{BoxError, Exit, RuntimeError, TaskInterface, TaskSpec};
 use tokio::sync::watch;
 
+use shoal_common::policy::{Endpoint, NetEntry};
+
 use crate::{
-    datapath::DatapathError,
+    datapath::{DatapathError, policy::NetPrefix},
     local::lock,
     ports::{Entry, Found, MeshSync, Overlay, Task, Tasks},
 };
@@ -402,11 +404,19 @@ impl Task for FakeTask {
 /// Mesh maps that only record what they are asked to hold.
 pub struct FakeMesh {
     log: Log,
+    /// Isolation entries, apart from the call log (their writes are not
+    /// ordered with the other calls').
+    pub endpoints: Mutex<HashMap<String, Endpoint>>,
+    pub networks: Mutex<BTreeMap<NetPrefix, NetEntry>>,
 }
 
 impl FakeMesh {
     pub fn new(log: Log) -> FakeMesh {
-        FakeMesh { log }
+        FakeMesh {
+            log,
+            endpoints: Mutex::default(),
+            networks: Mutex::default(),
+        }
     }
 }
 
@@ -418,9 +428,15 @@ impl MeshSync for FakeMesh {
         Ok(Changes::default())
     }
 
-    fn attach_task(&self, veth: &str) -> Result<String, DatapathError> {
+    fn attach_task(&self, veth: &str, ep: &Endpoint) -> Result<String, DatapathError> {
         self.log.push(Call::Attach(veth.to_owned()));
+        lock(&self.endpoints).insert(veth.to_owned(), *ep);
         Ok(veth.to_owned())
+    }
+
+    fn set_networks(&self, want: &BTreeMap<NetPrefix, NetEntry>) -> Result<(), DatapathError> {
+        *lock(&self.networks) = want.clone();
+        Ok(())
     }
 
     fn detach_task(&self, links: String) {

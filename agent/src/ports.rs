@@ -4,6 +4,7 @@
 //! without root (as Cilium tests against its fake datapath).
 
 use std::{
+    collections::BTreeMap,
     future::Future,
     os::fd::BorrowedFd,
     path::PathBuf,
@@ -23,9 +24,11 @@ use crate::{
     datapath::{
         DatapathError,
         mesh::{MeshState, TaskLinks},
+        policy::NetPrefix,
     },
     local::lock,
 };
+use shoal_common::policy::{Endpoint, NetEntry};
 
 /// Overlay networks on this node and their remote entries.
 pub trait Overlay: Send + Sync + 'static {
@@ -120,9 +123,12 @@ pub trait MeshSync: Send + Sync + 'static {
     type Links: Send + 'static;
     /// Writes the maps until they hold `want`.
     fn sync(&self, want: &Desired) -> Result<Changes, LbError<DatapathError>>;
-    /// Hangs the task programs on a task's host veth.
-    fn attach_task(&self, veth: &str) -> Result<Self::Links, DatapathError>;
+    /// Hangs the task programs on a task's host veth, after writing its
+    /// isolation entry `ep`.
+    fn attach_task(&self, veth: &str, ep: &Endpoint) -> Result<Self::Links, DatapathError>;
     fn detach_task(&self, links: Self::Links);
+    /// Writes the overlay subnets and node addresses isolation knows.
+    fn set_networks(&self, want: &BTreeMap<NetPrefix, NetEntry>) -> Result<(), DatapathError>;
 }
 
 impl Overlay for Driver {
@@ -213,10 +219,13 @@ impl MeshSync for Arc<Mutex<MeshState>> {
         let MeshState { maps, tables } = &mut *guard;
         tables.apply(want, maps)
     }
-    fn attach_task(&self, veth: &str) -> Result<TaskLinks, DatapathError> {
-        lock(self).maps.attach_task(veth)
+    fn attach_task(&self, veth: &str, ep: &Endpoint) -> Result<TaskLinks, DatapathError> {
+        lock(self).maps.attach_task(veth, ep)
     }
     fn detach_task(&self, links: TaskLinks) {
         lock(self).maps.detach_task(links);
+    }
+    fn set_networks(&self, want: &BTreeMap<NetPrefix, NetEntry>) -> Result<(), DatapathError> {
+        lock(self).maps.policy().set_networks(want)
     }
 }

@@ -38,6 +38,7 @@ use crate::{
 
 #[cfg(test)]
 mod apply_tests;
+mod isolation;
 
 /// docker's default `--stop-grace-period`.
 const STOP_GRACE: Duration = Duration::from_secs(10);
@@ -906,7 +907,7 @@ impl<O: Overlay, T: Tasks, M: MeshSync> Executor<O, T, M> {
         stop: &Notify,
         check: Option<crate::health::Check>,
     ) -> Option<TaskReport> {
-        let links = self.attach_mesh(&t.name, task.interfaces());
+        let links = self.attach_mesh(t, task.interfaces());
         let (changes, mut health) = mpsc::unbounded_channel();
         // Reported RUNNING: a backend in other nodes' rings.
         let mut serving = check.is_none();
@@ -1295,6 +1296,14 @@ impl<O: Overlay, T: Tasks, M: MeshSync> Executor<O, T, M> {
                 .is_some_and(|ips| ips.contains(&(b.addr, b.vtep))),
             shoal_mesh::Scope::Host => b.local,
         });
+        // Before the frontends: a VIP is isolated by its network's entry.
+        if let Err(e) = self
+            .mesh
+            .set_networks(&isolation::network_entries(set, addr))
+        {
+            tracing::warn!(error = %e, "writing the isolation networks; retrying");
+            return false;
+        }
         match self.mesh.sync(&want) {
             Ok(c) if c.any() => tracing::info!(
                 frontends = want.frontends.len(),
@@ -1341,16 +1350,27 @@ impl<O: Overlay, T: Tasks, M: MeshSync> Executor<O, T, M> {
         }
     }
 
-    /// Hangs the task programs on the task's veths. A failure leaves the
-    /// task running without VIPs or return paths, which is logged.
-    fn attach_mesh(&self, task: &str, ifaces: &[shoal_runtime::TaskInterface]) -> Vec<M::Links> {
+    /// Hangs the task programs on the task's veths, each with its
+    /// isolation entry. A failure leaves the task running without VIPs or
+    /// return paths, which is logged.
+    fn attach_mesh(
+        &self,
+        t: &TaskAssignment,
+        ifaces: &[shoal_runtime::TaskInterface],
+    ) -> Vec<M::Links> {
+        let set = self.view.borrow().clone();
+        let task = t.name.as_str();
         ifaces
             .iter()
-            .filter_map(|i| match self.mesh.attach_task(&i.host_veth) {
-                Ok(l) => Some(l),
-                Err(e) => {
-                    tracing::error!(task, veth = %i.host_veth, error = %e, "attaching the mesh to a task");
-                    None
+            .filter_map(|i| {
+                let attached = isolation::task_endpoint(&set, t, i.addr)
+                    .and_then(|ep| self.mesh.attach_task(&i.host_veth, &ep));
+                match attached {
+                    Ok(l) => Some(l),
+                    Err(e) => {
+                        tracing::error!(task, veth = %i.host_veth, error = %e, "attaching the mesh to a task");
+                        None
+                    }
                 }
             })
             .collect()

@@ -96,6 +96,7 @@ mod tests {
                 .map(|(s, m, v)| ScenarioResult {
                     name: (*s).into(),
                     metrics: vec![Metric::new(m, "u", v.to_vec(), vec![], Some(0.25))],
+                    latency: vec![],
                 })
                 .collect(),
         }

@@ -6,13 +6,18 @@
 #![forbid(unsafe_code)]
 
 pub mod compare;
+pub mod cpustat;
+pub mod hist;
+pub mod http;
 pub mod meta;
+pub mod netstat;
 pub mod parse;
 pub mod plot;
 pub mod result;
 pub mod stats;
 
 pub use compare::{Change, CompareError, compare};
+pub use hist::{HistError, Histogram};
 pub use parse::{Iperf3, ParseError, Rr};
-pub use result::{BenchResult, Metric, RunMeta, ScenarioResult};
+pub use result::{BenchResult, Latency, Metric, RunMeta, ScenarioResult};
 pub use stats::{Summary, percentile, summarize};

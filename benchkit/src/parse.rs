@@ -30,6 +30,9 @@ pub struct Iperf3 {
     /// `end.sum_received.bits_per_second`: what arrived, the honest figure
     /// (the sender's can include bytes still in flight).
     pub bits_per_second: f64,
+    /// `end.sum_received.bytes`: what arrived in the whole run, to weigh
+    /// the CPU it cost.
+    pub bytes_received: f64,
     /// `end.sum_sent.retransmits` (0 where the kernel does not report them).
     pub retransmits: u64,
 }
@@ -55,6 +58,13 @@ impl Iperf3 {
             .ok_or(ParseError::Iperf3Missing {
                 field: "end.sum_received.bits_per_second",
             })?;
+        let bytes_received = end
+            .and_then(|e| e.get("sum_received"))
+            .and_then(|s| s.get("bytes"))
+            .and_then(Value::as_f64)
+            .ok_or(ParseError::Iperf3Missing {
+                field: "end.sum_received.bytes",
+            })?;
         let retransmits = end
             .and_then(|e| e.get("sum_sent"))
             .and_then(|s| s.get("retransmits"))
@@ -64,6 +74,7 @@ impl Iperf3 {
             })?;
         Ok(Self {
             bits_per_second,
+            bytes_received,
             retransmits,
         })
     }
@@ -134,6 +145,7 @@ mod tests {
         let r = Iperf3::parse(IPERF_OK).expect("valid by construction");
         assert_eq!(r.bits_per_second, 9.4e9);
         assert_eq!(r.retransmits, 12);
+        assert_eq!(r.bytes_received, 99.0);
     }
 
     #[test]
@@ -161,7 +173,7 @@ mod tests {
             })
         );
         // A kernel without retransmit counts: iperf3 leaves the field out.
-        let r = Iperf3::parse(r#"{"end": {"sum_received": {"bits_per_second": 1}}}"#)
+        let r = Iperf3::parse(r#"{"end": {"sum_received": {"bits_per_second": 1, "bytes": 1}}}"#)
             .expect("valid by construction");
         assert_eq!(r.retransmits, 0);
     }

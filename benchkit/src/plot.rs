@@ -106,7 +106,130 @@ pub fn write_plots(r: &BenchResult, dir: &Path) -> Result<Vec<PathBuf>, PlotErro
         })?;
         written.extend([svg, png]);
     }
+    written.extend(write_cdfs(r, dir)?);
     Ok(written)
+}
+
+/// `cdf-<name>.svg/.png` per latency kind (rr, crr, http): one line per
+/// scenario, latency on a log axis, all repeats merged.
+fn write_cdfs(r: &BenchResult, dir: &Path) -> Result<Vec<PathBuf>, PlotError> {
+    let mut names: Vec<&str> = Vec::new();
+    for l in r.scenarios.iter().flat_map(|s| &s.latency) {
+        if !names.contains(&l.name.as_str()) {
+            names.push(&l.name);
+        }
+    }
+    let mut written = Vec::new();
+    for name in names {
+        let lines: Vec<(String, Vec<(f64, f64)>)> = r
+            .scenarios
+            .iter()
+            .filter_map(|s| {
+                let l = s.latency.iter().find(|l| l.name == name)?;
+                l.histogram.validate().ok()?;
+                let cdf: Vec<(f64, f64)> = l
+                    .histogram
+                    .cdf()
+                    .into_iter()
+                    .map(|(ns, f)| ((ns / 1e3).max(0.1), f))
+                    .collect();
+                (!cdf.is_empty()).then(|| {
+                    let label = format!("{} (n={})", s.name, l.histogram.count);
+                    (label, cdf)
+                })
+            })
+            .collect();
+        if lines.is_empty() {
+            continue;
+        }
+        let title = format!("{name} latency CDF, all {} repeats", r.meta.repeat);
+        let stem = format!("cdf-{}", slug(name));
+        let svg = dir.join(format!("{stem}.svg"));
+        let png = dir.join(format!("{stem}.png"));
+        draw_cdf(
+            SVGBackend::new(&svg, SIZE).into_drawing_area(),
+            &title,
+            &lines,
+        )
+        .map_err(|reason| PlotError::Draw {
+            file: svg.clone(),
+            reason,
+        })?;
+        draw_cdf(
+            BitMapBackend::new(&png, SIZE).into_drawing_area(),
+            &title,
+            &lines,
+        )
+        .map_err(|reason| PlotError::Draw {
+            file: png.clone(),
+            reason,
+        })?;
+        written.extend([svg, png]);
+    }
+    Ok(written)
+}
+
+const PALETTE: [RGBColor; 6] = [
+    RGBColor(70, 130, 180),
+    RGBColor(230, 140, 60),
+    RGBColor(60, 160, 90),
+    RGBColor(200, 60, 60),
+    RGBColor(130, 90, 180),
+    RGBColor(120, 120, 120),
+];
+
+fn draw_cdf<DB: DrawingBackend>(
+    root: DrawingArea<DB, Shift>,
+    title: &str,
+    lines: &[(String, Vec<(f64, f64)>)],
+) -> Result<(), String> {
+    let e = |e: DrawingAreaErrorKind<DB::ErrorType>| e.to_string();
+    root.fill(&WHITE).map_err(e)?;
+    let xs = lines.iter().flat_map(|(_, c)| c.iter().map(|p| p.0));
+    let lo = xs.clone().fold(f64::INFINITY, f64::min);
+    let hi = xs.fold(0.0, f64::max);
+    let (lo, hi) = (lo * 0.8, (hi * 1.25).max(lo * 2.0));
+    let mut chart = ChartBuilder::on(&root)
+        .caption(title, ("sans-serif", 22))
+        .margin(16)
+        .x_label_area_size(40)
+        .y_label_area_size(60)
+        .build_cartesian_2d((lo..hi).log_scale(), 0.0..1.0)
+        .map_err(e)?;
+    chart
+        .configure_mesh()
+        .x_desc("latency (us, log)")
+        .y_desc("fraction at or below")
+        .draw()
+        .map_err(e)?;
+    for (i, (label, cdf)) in lines.iter().enumerate() {
+        let color = PALETTE[i % PALETTE.len()];
+        // A step line: each bucket's fraction holds up to its upper bound.
+        let mut steps = Vec::with_capacity(cdf.len() * 2);
+        let mut prev = 0.0;
+        for (x, f) in cdf {
+            steps.extend([(*x, prev), (*x, *f)]);
+            prev = *f;
+        }
+        chart
+            .draw_series(std::iter::once(PathElement::new(
+                steps,
+                color.stroke_width(2),
+            )))
+            .map_err(e)?
+            .label(label.as_str())
+            .legend(move |(x, y)| {
+                PathElement::new(vec![(x, y), (x + 20, y)], color.stroke_width(2))
+            });
+    }
+    chart
+        .configure_series_labels()
+        .position(SeriesLabelPosition::LowerRight)
+        .background_style(WHITE.mix(0.8))
+        .border_style(BLACK)
+        .draw()
+        .map_err(e)?;
+    root.present().map_err(e)
 }
 
 const SIZE: (u32, u32) = (800, 480);
@@ -225,10 +348,12 @@ mod tests {
                 ScenarioResult {
                     name: "overlay".into(),
                     metrics: vec![metric(&[8.0, 9.0])],
+                    latency: vec![],
                 },
                 ScenarioResult {
                     name: "vip".into(),
                     metrics: vec![metric(&[4.0, 9.0])],
+                    latency: vec![],
                 },
             ],
         }
@@ -252,6 +377,36 @@ mod tests {
                 assert!(bytes.starts_with(b"\x89PNG"), "not a PNG");
             }
             // A machine without any font: the error must say what to install.
+            Err(e @ PlotError::NoFont { .. }) => {
+                assert!(e.to_string().contains("fonts-dejavu-core"), "{e}");
+            }
+            Err(e) => panic!("{e}"),
+        }
+    }
+
+    #[test]
+    fn latency_cdfs_one_line_per_scenario() {
+        let mut r = result();
+        for (i, s) in r.scenarios.iter_mut().enumerate() {
+            let mut h = crate::hist::Histogram::default();
+            (1..=500u64).for_each(|us| h.record(us * 1000 * (i as u64 + 1)));
+            s.latency.push(crate::result::Latency {
+                name: "rr".into(),
+                histogram: h,
+            });
+        }
+        let dir = tempfile::tempdir().expect("a temporary directory");
+        match write_plots(&r, dir.path()) {
+            Ok(files) => {
+                let svg = dir.path().join("cdf-rr.svg");
+                assert!(files.contains(&svg) && files.contains(&dir.path().join("cdf-rr.png")));
+                let text = std::fs::read_to_string(&svg).expect("the SVG");
+                assert!(
+                    text.contains("overlay (n=500)") && text.contains("vip (n=500)"),
+                    "{text}"
+                );
+                assert!(text.contains("<polyline"), "no line in {text}");
+            }
             Err(e @ PlotError::NoFont { .. }) => {
                 assert!(e.to_string().contains("fonts-dejavu-core"), "{e}");
             }

@@ -3,7 +3,10 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::stats::{Summary, summarize};
+use crate::{
+    hist::Histogram,
+    stats::{Summary, summarize},
+};
 
 /// Bumped when a field changes meaning; `compare` refuses mixed versions.
 pub const SCHEMA_VERSION: u32 = 1;
@@ -40,12 +43,39 @@ pub struct RunMeta {
     pub commands: Vec<String>,
     /// How each scenario was measured, in words (where the client ran).
     pub notes: Vec<String>,
+    /// Parallel streams of the "N streams" throughput metrics (iperf3 -P);
+    /// 0 in files written before it existed.
+    #[serde(default)]
+    pub streams: u32,
+    /// Threads of the caller-side loaders (connection rate, HTTP): the
+    /// caller's CPUs.
+    #[serde(default)]
+    pub loaders: usize,
+    /// Concurrent connections of those loaders (as wrk -c).
+    #[serde(default)]
+    pub connections: usize,
+    /// What "cpu per Gbit/s" covers: `whole machine (shared kernel)`, or
+    /// `missing: <why>`.
+    #[serde(default)]
+    pub cpu_scope: String,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ScenarioResult {
     pub name: String,
     pub metrics: Vec<Metric>,
+    /// Latency distributions of all repeats merged (`rr`, `crr`, …), for
+    /// the CDF plots and percentiles over the whole run.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub latency: Vec<Latency>,
+}
+
+/// One kind of exchange's latencies over every repeat of a scenario.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Latency {
+    /// `rr`, `crr`, `http`: the metric prefix it belongs to.
+    pub name: String,
+    pub histogram: Histogram,
 }
 
 /// One metric of one scenario over the repeats.
@@ -127,6 +157,10 @@ impl RunMeta {
             order: vec![],
             commands: vec![],
             notes: vec![],
+            streams: 2,
+            loaders: 2,
+            connections: 50,
+            cpu_scope: "whole machine (shared kernel)".into(),
         }
     }
 }
@@ -150,6 +184,10 @@ mod tests {
             order: vec!["overlay".into()],
             commands: vec!["iperf3 -c 10.0.0.2".into()],
             notes: vec![],
+            streams: 2,
+            loaders: 2,
+            connections: 50,
+            cpu_scope: "whole machine (shared kernel)".into(),
         }
     }
 
@@ -182,6 +220,7 @@ mod tests {
                     vec![],
                     Some(0.25),
                 )],
+                latency: vec![],
             }],
         };
         let text = serde_json::to_string(&r).expect("valid by construction");

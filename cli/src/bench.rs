@@ -4,7 +4,10 @@
 //! Ctrl-C. Repeats of all scenarios run interleaved in a shuffled order so
 //! a slow minute of a shared machine does not land on one path only.
 
+mod crr;
 mod fixture;
+mod http;
+mod progress;
 mod report;
 mod rr;
 mod scenario;
@@ -14,7 +17,9 @@ use std::{collections::BTreeMap, path::PathBuf, time::Duration};
 use anyhow::{Context, bail};
 use clap::Args;
 use rand::seq::SliceRandom;
-use shoal_bench::{BenchResult, Metric, RunMeta, ScenarioResult, meta, stats::DEFAULT_SPREAD};
+use shoal_bench::{
+    BenchResult, Histogram, Latency, Metric, RunMeta, ScenarioResult, meta, stats::DEFAULT_SPREAD,
+};
 
 use crate::{bench::scenario::Scenario, client, output::Format};
 
@@ -42,7 +47,21 @@ pub struct BenchArgs {
     /// the threshold).
     #[arg(long)]
     strict: bool,
-    /// The image holding /bin/iperf3 and /bin/lab-echo.
+    /// Parallel TCP streams of the multi-stream throughput measurement
+    /// (iperf3 -P); default: the caller's CPUs, 4 if unknown or 1.
+    #[arg(long, value_parser = clap::value_parser!(u32).range(1..=128))]
+    streams: Option<u32>,
+    /// Concurrent connections of the connection-rate and HTTP loaders (as
+    /// wrk -c), spread over as many threads as the caller has CPUs.
+    #[arg(long, default_value_t = 50, value_parser = clap::value_parser!(u32).range(1..=10000))]
+    connections: u32,
+    /// Source address of the distinct-tuples connection-rate runs, repeated
+    /// for more (each must be an address of the caller's machine); default:
+    /// the one the route picks. More addresses give more tuples before one
+    /// must wait out TIME_WAIT.
+    #[arg(long = "source", value_name = "ADDR")]
+    sources: Vec<std::net::Ipv4Addr>,
+    /// The image holding /bin/iperf3, /bin/lab-echo and /bin/lab-http.
     #[arg(long, default_value = "shoal.local/lab-tools:latest")]
     image: String,
 }
@@ -97,6 +116,17 @@ pub async fn run(host: &str, a: BenchArgs) -> anyhow::Result<()> {
             "--repeat 0: at least one measurement per scenario is needed; give --repeat 1 or more"
         );
     }
+    let sources = match a.sources.as_slice() {
+        [] => vec![std::net::Ipv4Addr::UNSPECIFIED],
+        s => s.to_vec(),
+    };
+    let opts = scenario::Opts {
+        streams: a.streams.unwrap_or_else(default_streams),
+        loaders: meta::cpu().1.max(1),
+        conns: a.connections as usize,
+        budget: std::sync::Arc::new(crr::Budget::new(&sources, crr::ephemeral_range()?)),
+        cpu: scenario::CpuScope::Missing("not checked yet".into()),
+    };
     let mut d = client::connect(host).await?;
     let id = format!("{:08x}", rand::random::<u32>());
     let prefix = format!("shoal-bench-{id}-");
@@ -106,7 +136,7 @@ pub async fn run(host: &str, a: BenchArgs) -> anyhow::Result<()> {
     // alike; a second Ctrl-C during the cleanup is swallowed by the same
     // handler, so the cleanup finishes.
     let outcome = tokio::select! {
-        r = measure(&mut d, &mut fx, &scenarios, a.repeat, secs) => r,
+        r = measure(&mut d, &mut fx, &scenarios, a.repeat, secs, &opts, a.format) => r,
         _ = tokio::signal::ctrl_c() => Err(anyhow::anyhow!("interrupted (SIGINT)")),
     };
     if outcome.is_err() {
@@ -159,11 +189,17 @@ async fn measure(
     scenarios: &[Scenario],
     repeat: u32,
     secs: u64,
+    opts: &scenario::Opts,
+    format: crate::output::Format,
 ) -> anyhow::Result<BenchResult> {
     let started_unix = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |t| t.as_secs());
     let layout = fx.setup(d, scenarios).await?;
+    let opts = &scenario::Opts {
+        cpu: cpu_scope(fx, &layout, scenarios).await,
+        ..opts.clone()
+    };
     let mut order: Vec<Scenario> = scenarios
         .iter()
         .flat_map(|s| std::iter::repeat_n(*s, repeat as usize))
@@ -171,35 +207,48 @@ async fn measure(
     order.shuffle(&mut rand::rng());
     let mut commands = Vec::new();
     for s in scenarios {
-        s.warm_up(d, fx, &layout, &mut commands).await?;
+        s.warm_up(d, fx, &layout, opts, &mut commands).await?;
     }
     let mut got: BTreeMap<Scenario, BTreeMap<&'static str, Samples>> = BTreeMap::new();
+    let mut latency: BTreeMap<Scenario, Vec<(&'static str, Histogram)>> = BTreeMap::new();
+    let progress = progress::Progress::new(format, order.len());
     for (i, s) in order.iter().enumerate() {
-        eprintln!("[{}/{}] {s}", i + 1, order.len());
-        let m = s.measure(d, fx, &layout, secs, &mut commands).await;
+        progress.start(i, &s.to_string());
+        let m = s.measure(d, fx, &layout, secs, opts, &mut commands).await;
         let per = got.entry(*s).or_default();
         match m {
-            Ok(values) => {
-                for (name, v) in values {
+            Ok(m) => {
+                for (name, v) in m.values {
                     per.entry(name).or_default().0.push(v);
+                }
+                for (name, e) in m.errors {
+                    per.entry(name).or_default().1.push(e);
+                }
+                let merged = latency.entry(*s).or_default();
+                for (name, h) in m.latency {
+                    match merged.iter_mut().find(|(n, _)| *n == name) {
+                        Some((_, all)) => all.merge(&h),
+                        None => merged.push((name, h)),
+                    }
                 }
             }
             Err(e) => {
-                eprintln!("  {s}: {e:#}");
-                for name in s.metric_names() {
+                progress.say(&format!("  {s}: {e:#}"));
+                for name in s.metric_names(opts) {
                     per.entry(name).or_default().1.push(format!("{e:#}"));
                 }
             }
         }
     }
+    progress.finish();
     let (cpu_model, cpus) = meta::cpu();
     let results = scenarios
         .iter()
         .map(|s| ScenarioResult {
             name: s.to_string(),
             metrics: s
-                .metric_names()
-                .iter()
+                .metric_names(opts)
+                .into_iter()
                 .map(|name| {
                     let (samples, errors) = got
                         .get_mut(s)
@@ -212,6 +261,15 @@ async fn measure(
                         errors,
                         s.spread_threshold(name),
                     )
+                })
+                .collect(),
+            latency: latency
+                .remove(s)
+                .unwrap_or_default()
+                .into_iter()
+                .map(|(name, histogram)| Latency {
+                    name: name.to_owned(),
+                    histogram,
                 })
                 .collect(),
         })
@@ -231,10 +289,74 @@ async fn measure(
             spread_threshold: DEFAULT_SPREAD,
             order: order.iter().map(ToString::to_string).collect(),
             commands,
-            notes: scenarios.iter().map(|s| s.note(&layout)).collect(),
+            streams: opts.streams,
+            loaders: opts.loaders,
+            connections: opts.conns,
+            cpu_scope: match &opts.cpu {
+                scenario::CpuScope::SharedKernel => "whole machine (shared kernel)".into(),
+                scenario::CpuScope::Missing(why) => format!("missing: {why}"),
+            },
+            notes: scenarios.iter().map(|s| s.note(&layout, opts)).collect(),
         },
         scenarios: results,
     })
+}
+
+/// Whether the caller's /proc/stat covers every node of the throughput
+/// scenarios: their kernels' boot ids, read by a task on each, equal the
+/// caller's.
+async fn cpu_scope(
+    fx: &mut fixture::Fixture,
+    l: &fixture::Layout,
+    scenarios: &[Scenario],
+) -> scenario::CpuScope {
+    use scenario::CpuScope;
+    if !scenarios
+        .iter()
+        .any(|s| matches!(s, Scenario::Overlay | Scenario::Vip))
+    {
+        return CpuScope::Missing("no throughput scenario".into());
+    }
+    let path = "/proc/sys/kernel/random/boot_id";
+    let mine = match std::fs::read_to_string(path) {
+        Ok(id) => id.trim().to_owned(),
+        Err(e) => return CpuScope::Missing(format!("the caller's {path}: {e}")),
+    };
+    for node in [&l.client, &l.server] {
+        let theirs = fx
+            .run_task(node, &["/bin/lab-echo", "boot-id"], TASK_SLACK)
+            .await
+            .map(|out| {
+                out.lines()
+                    .find_map(|l| l.trim().strip_prefix("boot-id ").map(str::to_owned))
+            });
+        match theirs {
+            Ok(Some(id)) if id == mine => {}
+            Ok(Some(_)) => {
+                return CpuScope::Missing(format!(
+                    "node {} runs another kernel; per-node CPU is not read from the caller",
+                    node.hostname
+                ));
+            }
+            Ok(None) | Err(_) => {
+                return CpuScope::Missing(format!(
+                    "node {}'s boot id is unreadable (the image's lab-echo has no boot-id mode?)",
+                    node.hostname
+                ));
+            }
+        }
+    }
+    CpuScope::SharedKernel
+}
+
+/// `--streams`' default: as many streams as the caller has CPUs (the client
+/// task runs on the caller's node), 4 when that is unknown or 1, so the
+/// multi-stream figure differs from the single-stream one.
+fn default_streams() -> u32 {
+    match meta::cpu().1 {
+        n @ 2..=128 => u32::try_from(n).unwrap_or(4),
+        _ => 4,
+    }
 }
 
 /// How long a client task may take beyond its measurement: scheduling, an

@@ -10,5 +10,6 @@
 
 pub mod mesh;
 pub mod net;
+pub mod policy;
 pub mod ports;
 pub mod stats;

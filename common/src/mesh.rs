@@ -60,7 +60,8 @@ pub const REVNAT_MAP: &str = "SHOAL_RNAT4_V1";
 /// Per-CPU array of [`ServiceStats`], indexed by service id.
 pub const SERVICE_STATS_MAP: &str = "SHOAL_SVCST_V1";
 /// Per-CPU array of `u64`, indexed by [`MeshReason`].
-pub const MESH_REASONS_MAP: &str = "SHOAL_LBRSN_V1";
+/// V2: the isolation reasons were appended (the array grew).
+pub const MESH_REASONS_MAP: &str = "SHOAL_LBRSN_V2";
 /// Array of one [`MeshConfig`].
 pub const MESH_CONFIG_MAP: &str = "SHOAL_LBCFG_V2";
 /// LRU hash [`FlowKey`] (backend → client, a reply) → [`ReturnPath`]: flows
@@ -326,10 +327,11 @@ pub const DEFAULT_TCP_TIMEOUT_NS: u64 = 6 * 3600 * 1_000_000_000;
 /// is what a UDP client expects.
 pub const DEFAULT_UDP_TIMEOUT_NS: u64 = 60 * 1_000_000_000;
 
-/// Why the mesh could not handle a packet as it meant to. Packets it cannot
-/// parse pass untouched (the stack validates and drops them itself; the mesh
-/// is not a firewall); only packets for a frontend it cannot serve are
-/// dropped. Values are stable: append only.
+/// Why the mesh could not handle a packet as it meant to, or refused it.
+/// Packets it cannot parse pass untouched (the stack validates and drops
+/// them itself); packets for a frontend it cannot serve are dropped, and so
+/// are packets isolation forbids (common/src/policy.rs). Values are stable:
+/// append only.
 #[repr(u32)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum MeshReason {
@@ -359,10 +361,31 @@ pub enum MeshReason {
     /// A return path could not be recorded: passed (the flow's replies
     /// leave without reverse NAT).
     ReturnInsert = 9,
+    /// A task's packet to a task or VIP of a network it is not attached
+    /// to: dropped.
+    IsolationNetwork = 10,
+    /// A task's packet to one of the node's own addresses (its data
+    /// address, a gateway) that is not a published port: dropped.
+    IsolationNode = 11,
+    /// A task's packet straight to an address of the ingress network,
+    /// which carries only mesh-translated flows: dropped.
+    IsolationIngress = 12,
+    /// A packet arriving on the data interface for an overlay address (a
+    /// task, a VIP, a gateway) that no published port translated: dropped.
+    UnderlayToOverlay = 13,
+    /// A task's packet whose source is none of the task's addresses:
+    /// dropped.
+    SpoofedSource = 14,
+    /// A packet on a task veth the agent has not described (no endpoint
+    /// entry): dropped, isolation fails closed.
+    UnknownEndpoint = 15,
+    /// A reply permit could not be recorded: passed (the task's replies to
+    /// that flow will be dropped as `isolation-network`).
+    PermitInsert = 16,
 }
 
 impl MeshReason {
-    pub const COUNT: u32 = 10;
+    pub const COUNT: u32 = 17;
     pub const ALL: [MeshReason; MeshReason::COUNT as usize] = [
         MeshReason::TruncatedIpv4,
         MeshReason::BadIpv4Header,
@@ -374,6 +397,13 @@ impl MeshReason {
         MeshReason::Rewrite,
         MeshReason::BadServiceId,
         MeshReason::ReturnInsert,
+        MeshReason::IsolationNetwork,
+        MeshReason::IsolationNode,
+        MeshReason::IsolationIngress,
+        MeshReason::UnderlayToOverlay,
+        MeshReason::SpoofedSource,
+        MeshReason::UnknownEndpoint,
+        MeshReason::PermitInsert,
     ];
 
     pub const fn name(self) -> &'static str {
@@ -388,6 +418,13 @@ impl MeshReason {
             MeshReason::Rewrite => "rewrite",
             MeshReason::BadServiceId => "bad-service-id",
             MeshReason::ReturnInsert => "return-insert",
+            MeshReason::IsolationNetwork => "isolation-network",
+            MeshReason::IsolationNode => "isolation-node",
+            MeshReason::IsolationIngress => "isolation-ingress",
+            MeshReason::UnderlayToOverlay => "underlay-to-overlay",
+            MeshReason::SpoofedSource => "spoofed-source",
+            MeshReason::UnknownEndpoint => "unknown-endpoint",
+            MeshReason::PermitInsert => "permit-insert",
         }
     }
 
@@ -400,6 +437,7 @@ impl MeshReason {
                 | MeshReason::TruncatedL4
                 | MeshReason::Fragment
                 | MeshReason::ReturnInsert
+                | MeshReason::PermitInsert
         )
     }
 }

@@ -26,6 +26,10 @@
 //! the task's replies are addressed back to that MAC, so they go through
 //! the node that DNATed them (see common/src/mesh.rs).
 //!
+//! Isolation (policy.rs) wraps these: a task's packets that no frontend
+//! translated must stay within its networks (or go outside the cluster),
+//! and the data interface refuses underlay packets to overlay addresses.
+//!
 //! A backend on another node needs no tunnelling here: the DNATed packet is
 //! routed into the overlay, whose VXLAN device carries it to the backend's
 //! node. Not handled (yet): IPv4 fragments pass (only the first carries
@@ -46,9 +50,11 @@ use shoal_common::mesh::{
     BACKEND_F_LOCAL, BACKEND_NONE, Backend, CONN_F_REMOTE, Conn, DEFAULT_TCP_TIMEOUT_NS,
     DEFAULT_UDP_TIMEOUT_NS, FlowKey, IPPROTO_TCP, IPPROTO_UDP, LAST_SEEN_GRANULARITY_NS,
     MAGLEV_SIZE, MAX_BACKENDS, MAX_FLOWS, MAX_FRONTENDS, MAX_SERVICES, MeshConfig, MeshReason,
-    ReturnPath, RevNat, SVC_F_AFFINITY, Service, ServiceKey, ServiceStats, flow_hash,
+    ReturnPath, RevNat, SVC_F_AFFINITY, SVC_F_VIP, Service, ServiceKey, ServiceStats, flow_hash,
     is_bridge_mac, maglev_index,
 };
+
+mod policy;
 
 const TC_ACT_UNSPEC: i32 = -1;
 const TC_ACT_OK: i32 = 0;
@@ -102,7 +108,7 @@ static REVNAT: LruHashMap<FlowKey, RevNat> = LruHashMap::pinned(MAX_FLOWS, 0);
 #[map(name = "SHOAL_SVCST_V1")]
 static SERVICE_STATS: PerCpuArray<ServiceStats> = PerCpuArray::pinned(MAX_SERVICES, 0);
 
-#[map(name = "SHOAL_LBRSN_V1")]
+#[map(name = "SHOAL_LBRSN_V2")]
 static REASONS: PerCpuArray<u64> = PerCpuArray::pinned(MeshReason::COUNT, 0);
 
 #[map(name = "SHOAL_LBCFG_V2")]
@@ -214,6 +220,23 @@ struct Ipv4Fixed {
 }
 const _: () = assert!(core::mem::size_of::<Ipv4Fixed>() == IPV4_MIN_HLEN);
 
+/// The IPv4 header of any IPv4 packet (isolation looks at every protocol);
+/// `Ok(None)` for other ethertypes.
+#[inline(always)]
+fn parse_l3(ctx: &TcContext) -> Result<Option<Ipv4Fixed>, MeshReason> {
+    let Ok(ethertype) = ctx.load::<u16>(ETH_HLEN - 2) else {
+        return Ok(None);
+    };
+    if u16::from_be(ethertype) != ETH_P_IP {
+        return Ok(None);
+    }
+    let ip: Ipv4Fixed = ctx.load(ETH_HLEN).map_err(|_| MeshReason::TruncatedIpv4)?;
+    if ip.ver_ihl >> 4 != 4 || usize::from(ip.ver_ihl & 0x0f) * 4 < IPV4_MIN_HLEN {
+        return Err(MeshReason::BadIpv4Header);
+    }
+    Ok(Some(ip))
+}
+
 /// `Ok(None)`: not IPv4 TCP/UDP, or a later fragment — not the mesh's.
 ///
 /// Reads go through bpf_skb_load_bytes, which checks bounds against the whole
@@ -292,29 +315,65 @@ fn lookup_service(flow: &FlowKey) -> Option<Service> {
     unsafe { SERVICES.get(any_port) }.copied()
 }
 
+/// From the underlay: published ports are DNATed; anything else addressed
+/// to an overlay (a task's address, a VIP, a gateway: someone added a
+/// route) is dropped, so tasks are reached through published ports only.
 #[inline(always)]
 fn try_ingress(ctx: &TcContext) -> Result<i32, Fail> {
-    let Some(pkt) = parse(ctx)? else {
+    let Some(ip) = parse_l3(ctx)? else {
         return Ok(TC_ACT_UNSPEC);
     };
-    let Some(svc) = lookup_service(&pkt.flow) else {
-        return Ok(TC_ACT_UNSPEC);
+    // A packet the mesh cannot parse is still refused an overlay address.
+    let pkt = match parse(ctx) {
+        Ok(p) => p,
+        Err(reason) => {
+            policy::check_underlay(ip.daddr)?;
+            return Err(reason.into());
+        }
     };
-    dnat(ctx, &pkt, svc)
+    if let Some(pkt) = pkt
+        && let Some(svc) = lookup_service(&pkt.flow)
+    {
+        if svc.flags & SVC_F_VIP != 0 {
+            return Err(MeshReason::UnderlayToOverlay.into());
+        }
+        return dnat(ctx, &pkt, svc);
+    }
+    policy::check_underlay(ip.daddr)?;
+    Ok(TC_ACT_UNSPEC)
 }
 
 /// From a task: its connections to frontends are balanced as a client's
-/// are; its replies to flows another node DNATed go back to that node.
+/// are (VIPs of its own networks only); its replies to flows another node
+/// DNATed go back to that node; everything else must pass isolation.
 #[inline(always)]
 fn try_task_in(ctx: &TcContext) -> Result<i32, Fail> {
-    let Some(pkt) = parse(ctx)? else {
+    let Some(ip) = parse_l3(ctx)? else {
+        return Ok(TC_ACT_UNSPEC);
+    };
+    let ep = policy::endpoint(ctx).ok_or(MeshReason::UnknownEndpoint)?;
+    policy::check_source(ep, ip.saddr)?;
+    let pkt = match parse(ctx) {
+        Ok(p) => p,
+        Err(reason) => {
+            // Malformed L4 passes to the stack, but only where it may go.
+            policy::check_destination(ep, ip.daddr, None)?;
+            return Err(reason.into());
+        }
+    };
+    let Some(pkt) = pkt else {
+        policy::check_destination(ep, ip.daddr, None)?;
         return Ok(TC_ACT_UNSPEC);
     };
     if let Some(svc) = lookup_service(&pkt.flow) {
+        if svc.flags & SVC_F_VIP != 0 {
+            policy::check_vip(ep, pkt.flow.daddr)?;
+        }
         return dnat(ctx, &pkt, svc);
     }
     // SAFETY: ReturnPath is Copy; copied out at once.
     let Some(ret) = (unsafe { RETURN.get(pkt.flow) }).copied() else {
+        policy::check_destination(ep, pkt.flow.daddr, Some(&pkt.flow))?;
         return Ok(TC_ACT_UNSPEC);
     };
     // The destination MAC only: the bridge forwards the frame to the VXLAN
@@ -338,6 +397,12 @@ fn try_task_out(ctx: &TcContext) -> Result<i32, Fail> {
         return reverse_nat(ctx, &pkt, rev);
     }
     remember_return(ctx, &pkt)?;
+    if let Some(ep) = policy::endpoint(ctx)
+        && let Err(reason) = policy::permit_replies(ep, &pkt.flow)
+    {
+        // Passed: the packet is fine; only its replies may be refused.
+        count_reason(reason);
+    }
     Ok(TC_ACT_UNSPEC)
 }
 

@@ -33,6 +33,23 @@ fn number(v: &Value, path: &str) -> anyhow::Result<f64> {
         .with_context(|| format!("{path}: no number in {v}"))
 }
 
+/// A latency histogram of real exchanges: its buckets add up to its count.
+fn check_histogram(h: &Value) -> anyhow::Result<()> {
+    let count = number(h, "/count")?;
+    let summed: f64 = h["buckets"]
+        .as_array()
+        .context("histogram buckets")?
+        .iter()
+        .filter_map(|b| b[1].as_f64())
+        .sum();
+    ensure!(
+        count > 100.0 && summed == count,
+        "histogram count {count}, buckets sum {summed}"
+    );
+    ensure!(number(h, "/min_ns")? > 0.0, "histogram min_ns");
+    Ok(())
+}
+
 /// Every field of the result schema, and figures that were measured.
 fn check_result(v: &Value) -> anyhow::Result<()> {
     ensure!(v["schema"] == 1, "schema: {}", v["schema"]);
@@ -60,6 +77,13 @@ fn check_result(v: &Value) -> anyhow::Result<()> {
         "meta.duration_secs"
     );
     ensure!(number(v, "/meta/started_unix")? > 0.0, "meta.started_unix");
+    ensure!(number(v, "/meta/streams")? == 3.0, "meta.streams");
+    ensure!(number(v, "/meta/loaders")? >= 1.0, "meta.loaders");
+    ensure!(
+        meta["cpu_scope"] == "whole machine (shared kernel)",
+        "meta.cpu_scope: {}",
+        meta["cpu_scope"]
+    );
     let order: Vec<&str> = meta["order"]
         .as_array()
         .context("meta.order")?
@@ -76,7 +100,7 @@ fn check_result(v: &Value) -> anyhow::Result<()> {
     ensure!(
         commands
             .iter()
-            .any(|c| c.as_str().is_some_and(|c| c.contains("/bin/iperf3 -c"))),
+            .any(|c| c.as_str().is_some_and(|c| c.contains("-P 3 --json"))),
         "meta.commands has no iperf3 client line: {commands:?}"
     );
     ensure!(
@@ -117,13 +141,16 @@ fn check_result(v: &Value) -> anyhow::Result<()> {
                 number(m, "/min")?,
                 number(m, "/max")?,
             );
+            eprintln!("{metric}: {median} {} ({min}–{max})", m["unit"]);
             ensure!(
                 min <= median && median <= max,
                 "{metric}: {min} {median} {max}"
             );
             // Throughput and round-trip rate must be real: 0 would mean a
             // client that measured nothing.
-            if m["name"] == "throughput" || m["name"] == "rr rate" {
+            if ["throughput", "throughput N streams", "rr rate"]
+                .contains(&m["name"].as_str().unwrap_or(""))
+            {
                 ensure!(
                     samples.iter().all(|x| *x > 0.0),
                     "{metric}: a zero sample: {samples:?}"
@@ -137,10 +164,53 @@ fn check_result(v: &Value) -> anyhow::Result<()> {
             .filter_map(|m| m["name"].as_str())
             .collect();
         let wanted: &[&str] = match name {
-            "overlay" => &["throughput", "retransmits"],
-            _ => &["rr rate", "rr p50", "rr p99"],
+            "overlay" => &[
+                "throughput",
+                "retransmits",
+                "throughput N streams",
+                "retransmits N streams",
+                // All nodes are namespaces on one kernel: the bench must
+                // see that (boot ids) and weigh the throughput by CPU.
+                "cpu per Gbit/s (1 stream)",
+                "cpu per Gbit/s (N streams)",
+                "cpu busy before (whole machine)",
+            ],
+            _ => &[
+                "rr rate",
+                "rr p50",
+                "rr p99",
+                "rr p99.9",
+                "crr rate (port reuse)",
+                "crr p50 (port reuse)",
+                "crr p99 (port reuse)",
+                "crr p99.9 (port reuse)",
+                "crr SYN retransmits (port reuse)",
+                "crr retransmits (port reuse)",
+                "crr rate (distinct tuples)",
+                "crr p50 (distinct tuples)",
+                "crr p99 (distinct tuples)",
+                "crr p99.9 (distinct tuples)",
+                "crr SYN retransmits (distinct tuples)",
+                "crr retransmits (distinct tuples)",
+                "crr tuple waits (distinct tuples)",
+                "http rate",
+                "http p50",
+                "http p99",
+                "http p99.9",
+                "http non-2xx",
+            ],
         };
         ensure!(metrics == wanted, "{name}: metrics {metrics:?}");
+        if name == "ingress-remote" {
+            // The round trips of both repeats, merged for the CDF.
+            for kind in ["rr", "crr port reuse", "crr distinct tuples", "http"] {
+                let l = s["latency"]
+                    .as_array()
+                    .and_then(|l| l.iter().find(|l| l["name"] == kind))
+                    .with_context(|| format!("{name}: no {kind} latency histogram"))?;
+                check_histogram(&l["histogram"]).with_context(|| format!("{name} {kind}"))?;
+            }
+        }
     }
     Ok(())
 }
@@ -163,6 +233,8 @@ async fn bench_measures_and_cleans_up_also_when_interrupted() -> anyhow::Result<
         "2",
         "--duration",
         "2",
+        "--streams",
+        "3",
         "--format",
         "json",
         "--out",
@@ -177,6 +249,18 @@ async fn bench_measures_and_cleans_up_also_when_interrupted() -> anyhow::Result<
     let written: Value =
         serde_json::from_slice(&std::fs::read(out_dir.path().join("result.json"))?)?;
     ensure!(written == v, "--out result.json differs from stdout");
+    for plot in [
+        "cdf-rr.svg",
+        "cdf-rr.png",
+        "plot-rr-p99-9.svg",
+        "cdf-crr-distinct-tuples.png",
+        "cdf-http.svg",
+    ] {
+        ensure!(
+            out_dir.path().join(plot).exists(),
+            "--out has no {plot}:\n{stderr}"
+        );
+    }
     nothing_left(&lab, "after a full run")?;
 
     // Interrupted once its repeats have started: the servers, the network

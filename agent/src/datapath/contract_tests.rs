@@ -5,7 +5,7 @@
 
 use std::collections::BTreeSet;
 
-use shoal_common::{mesh, stats};
+use shoal_common::{mesh, policy, stats};
 
 /// (maps, programs) the object declares; sections such as `.rodata` are
 /// maps to aya but not named by the contract.
@@ -50,6 +50,9 @@ fn mesh_object_declares_the_contract_names() {
             mesh::MESH_REASONS_MAP,
             mesh::MESH_CONFIG_MAP,
             mesh::RETURN_MAP,
+            policy::NETWORKS_MAP,
+            policy::ENDPOINTS_MAP,
+            policy::PERMIT_MAP,
         ])
     );
     assert_eq!(

@@ -27,7 +27,8 @@ use shoal_common::mesh::{
     SERVICE_STATS_MAP, SERVICES_MAP, Service, ServiceKey, ServiceStats,
 };
 
-use super::{AttachMode, Datapath, DatapathError};
+use super::{AttachMode, Datapath, DatapathError, policy::PolicyMaps};
+use shoal_common::policy::Endpoint;
 
 /// The mesh's clsact filters: (program, hook, priority). After the kernel's
 /// first automatic priority (49152), which the packet counters take, so the
@@ -68,9 +69,10 @@ pub struct Mesh {
     stats: PerCpuArray<MapData, ServiceStats>,
     reasons: PerCpuArray<MapData, u64>,
     config: Array<MapData, MeshConfig>,
+    policy: PolicyMaps,
 }
 
-fn take<T>(ebpf: &mut Ebpf, name: &'static str) -> Result<T, DatapathError>
+pub(super) fn take<T>(ebpf: &mut Ebpf, name: &'static str) -> Result<T, DatapathError>
 where
     T: TryFrom<aya::maps::Map, Error = MapError>,
 {
@@ -126,6 +128,7 @@ impl Mesh {
             stats: take(&mut ebpf, SERVICE_STATS_MAP)?,
             reasons: take(&mut ebpf, MESH_REASONS_MAP)?,
             config: take(&mut ebpf, MESH_CONFIG_MAP)?,
+            policy: PolicyMaps::take(&mut ebpf)?,
             ebpf,
             pin_dir: pin_dir.to_owned(),
             links: Vec::new(),
@@ -280,7 +283,16 @@ impl Mesh {
     /// Attaches the task programs to a task's host-side veth (its ingress
     /// is what the task sends). The links go with the veth; [`detach_task`]
     /// (Self::detach_task) forgets them.
-    pub fn attach_task(&mut self, veth: &str) -> Result<TaskLinks, DatapathError> {
+    ///
+    /// The veth's isolation entry (`ep`) is written first: the programs
+    /// drop what a veth without one sends.
+    pub fn attach_task(&mut self, veth: &str, ep: &Endpoint) -> Result<TaskLinks, DatapathError> {
+        let ifindex =
+            nix::net::if_::if_nametoindex(veth).map_err(|source| DatapathError::Veth {
+                veth: veth.to_owned(),
+                source,
+            })?;
+        self.policy.set_endpoint(ifindex, ep)?;
         // Without TCX: the veth's own clsact qdisc (on Debian 12's 6.1 every
         // task attach failed without it, so replies to flows another node
         // routed here left untranslated), and filters at fixed slots that a
@@ -289,7 +301,10 @@ impl Mesh {
         // the restart. They go with the veth when the task ends.
         if !KernelVersion::current().is_ok_and(|v| v >= KernelVersion::new(6, 6, 0)) {
             self.attach_slots(veth, TASK_CLSACT_SLOTS)?;
-            return Ok(TaskLinks(Vec::new()));
+            return Ok(TaskLinks {
+                ifindex,
+                links: Vec::new(),
+            });
         }
         let mut links = Vec::new();
         for (name, hook) in [
@@ -305,18 +320,27 @@ impl Mesh {
                 })?;
             links.push((name, id));
         }
-        Ok(TaskLinks(links))
+        Ok(TaskLinks { ifindex, links })
     }
 
     /// Drops a task's links. Their veth is normally gone already, which took
     /// the kernel's side with it, so a failed detach is only logged.
     pub fn detach_task(&mut self, links: TaskLinks) {
-        for (name, id) in links.0 {
+        // The index may go to another veth next: its entry must not stay.
+        if let Err(e) = self.policy.remove_endpoint(links.ifindex) {
+            tracing::warn!(ifindex = links.ifindex, error = %e, "removing a task veth's isolation entry");
+        }
+        for (name, id) in links.links {
             let detached = Datapath::classifier(&mut self.ebpf, name).map(|p| p.detach(id));
             if let Ok(Err(e)) = detached {
                 tracing::debug!(program = name, error = %e, "detaching from a task veth");
             }
         }
+    }
+
+    /// The isolation maps: the overlay subnets and node addresses.
+    pub fn policy(&mut self) -> &mut PolicyMaps {
+        &mut self.policy
     }
 
     #[cfg_attr(not(test), allow(dead_code))]
@@ -507,6 +531,10 @@ impl Drop for TestPins {
     }
 }
 
-/// The links of one task veth's programs.
+/// The links of one task veth's programs, and the veth's index (the key of
+/// its isolation entry).
 #[derive(Debug)]
-pub struct TaskLinks(Vec<(&'static str, SchedClassifierLinkId)>);
+pub struct TaskLinks {
+    ifindex: u32,
+    links: Vec<(&'static str, SchedClassifierLinkId)>,
+}

@@ -336,6 +336,13 @@ impl Fixture {
         test_run::run(prog, frame)
     }
 
+    /// The isolation entry of the test run's device (lo, ifindex 1): the
+    /// task veth the task programs see.
+    fn endpoint(&mut self, own: u32, attachments: &[(u32, Ipv4Addr)]) {
+        let ep = super::policy::endpoint(own, attachments).expect("endpoint");
+        self.mesh.policy().set_endpoint(1, &ep).expect("endpoint");
+    }
+
     fn reasons(&self) -> Vec<(MeshReason, u64)> {
         self.mesh.reasons().expect("reasons")
     }
@@ -497,11 +504,15 @@ fn udp_vip_and_remote_backends() {
         None,
     );
 
-    // Any port of a VIP, port kept; the only task is remote.
-    let v = Pkt::tcp(Ipv4Addr::new(10, 0, 1, 9), 41000, VIP, 6379, TCP_SYN);
+    // Any port of a VIP, port kept; the only task is remote. VIPs are
+    // reached from tasks (the underlay is refused them: policy_tests).
+    let client = Ipv4Addr::new(10, 0, 1, 9);
+    fx.endpoint(7, &[(7, client)]);
+    let task_in = shoal_common::mesh::PROG_TASK_INGRESS;
+    let v = Pkt::tcp(client, 41000, VIP, 6379, TCP_SYN);
     fx.case(
         "vip any port",
-        IN,
+        task_in,
         &v.frame(),
         OK,
         Some(&v.to(addr_of(3), 6379).frame()),
@@ -511,7 +522,14 @@ fn udp_vip_and_remote_backends() {
     assert_eq!((s.packets, s.remote), (1, 1));
     // A VIP has no UDP entry here: passes untouched.
     let vu = Pkt::udp(Ipv4Addr::new(10, 0, 1, 9), 41000, VIP, 6379);
-    fx.case("vip udp, no entry", IN, &vu.frame(), UNSPEC, None, None);
+    fx.case(
+        "vip udp, no entry",
+        task_in,
+        &vu.frame(),
+        UNSPEC,
+        None,
+        None,
+    );
 }
 
 #[test]
@@ -883,6 +901,10 @@ fn balances_real_traffic_beside_the_counters() {
 fn task_veths_balance_vips_and_send_replies_back_through_the_ingress_node() {
     use shoal_common::mesh::{PROG_TASK_EGRESS, PROG_TASK_INGRESS, bridge_mac};
     let mut fx = Fixture::new();
+    const TASK: Ipv4Addr = Ipv4Addr::new(10, 0, 0, 11);
+    // The task's veth is the test run's device (lo), on a network this
+    // node's isolation map does not hold: every destination is outside.
+    fx.endpoint(7, &[(7, TASK)]);
     let own = bridge_mac(u32::from(NODE));
     let peer = bridge_mac(u32::from(PEER));
     fx.mesh
@@ -896,7 +918,6 @@ fn task_veths_balance_vips_and_send_replies_back_through_the_ingress_node() {
         f[6..12].copy_from_slice(&src);
         f
     };
-    const TASK: Ipv4Addr = Ipv4Addr::new(10, 0, 0, 11);
     let task_mac = [0x02, 0x42, 10, 0, 0, 11];
 
     // A client's SYN DNATed by the peer node arrives from the peer's bridge.
@@ -1018,3 +1039,7 @@ fn task_veths_balance_vips_and_send_replies_back_through_the_ingress_node() {
         None,
     );
 }
+
+/// Isolation's fixture tables (common/src/policy.rs) on the same object.
+#[path = "policy_tests.rs"]
+mod policy_tests;

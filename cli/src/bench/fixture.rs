@@ -21,6 +21,8 @@ use crate::client;
 
 /// lab-echo's port inside the server task.
 pub const ECHO_PORT: u16 = 7000;
+/// lab-http's port inside its server task.
+pub const HTTP_PORT: u16 = 8080;
 
 pub struct Fixture {
     host: String,
@@ -45,6 +47,8 @@ pub struct Layout {
     pub iperf_task: Ipv4Addr,
     pub iperf_vip: Ipv4Addr,
     pub echo_published: u16,
+    /// lab-http's published port (connection rate, HTTP requests).
+    pub http_published: u16,
 }
 
 #[derive(Clone, Debug)]
@@ -126,6 +130,7 @@ impl Fixture {
         let mut iperf_task = Ipv4Addr::UNSPECIFIED;
         let mut iperf_vip = Ipv4Addr::UNSPECIFIED;
         let mut echo_published = 0;
+        let mut http_published = 0;
         if wants_iperf {
             let name = format!("{}iperf", self.prefix);
             self.create(service(
@@ -153,30 +158,11 @@ impl Fixture {
         }
         if wants_echo {
             let name = format!("{}echo", self.prefix);
-            let mut req = service(
-                &name,
-                &self.image,
-                &["/bin/lab-echo", "serve", &ECHO_PORT.to_string()],
-                &server.id,
-                &self.net(),
-                RestartCondition::Any,
-            );
-            req.ports = vec![PortConfig {
-                protocol: Protocol::Tcp.into(),
-                target_port: ECHO_PORT.into(),
-                published_port: 0,
-                publish_mode: PublishMode::Ingress.into(),
-            }];
-            let s = self.create(req).await?;
-            echo_published = s
-                .ports
-                .first()
-                .and_then(|p| u16::try_from(p.published_port).ok())
-                .filter(|p| *p != 0)
-                .ok_or_else(|| {
-                    anyhow!("service {name}: the manager allocated no published port")
-                })?;
-            self.running(&name).await?;
+            let args = ["/bin/lab-echo", "serve", &ECHO_PORT.to_string()];
+            echo_published = self.published(&name, &args, &server, ECHO_PORT).await?;
+            let name = format!("{}http", self.prefix);
+            let args = ["/bin/lab-http", "serve", &HTTP_PORT.to_string()];
+            http_published = self.published(&name, &args, &server, HTTP_PORT).await?;
         }
         Ok(Layout {
             nodes: layout_nodes,
@@ -187,7 +173,42 @@ impl Fixture {
             iperf_task,
             iperf_vip,
             echo_published,
+            http_published,
         })
+    }
+
+    /// A server on `node` with `port` published on every node; the port
+    /// the manager allocated, once the task runs.
+    async fn published(
+        &self,
+        name: &str,
+        args: &[&str],
+        node: &Node,
+        port: u16,
+    ) -> anyhow::Result<u16> {
+        let mut req = service(
+            name,
+            &self.image,
+            args,
+            &node.id,
+            &self.net(),
+            RestartCondition::Any,
+        );
+        req.ports = vec![PortConfig {
+            protocol: Protocol::Tcp.into(),
+            target_port: port.into(),
+            published_port: 0,
+            publish_mode: PublishMode::Ingress.into(),
+        }];
+        let s = self.create(req).await?;
+        let published = s
+            .ports
+            .first()
+            .and_then(|p| u16::try_from(p.published_port).ok())
+            .filter(|p| *p != 0)
+            .ok_or_else(|| anyhow!("service {name}: the manager allocated no published port"))?;
+        self.running(name).await?;
+        Ok(published)
     }
 
     async fn create(

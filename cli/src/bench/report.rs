@@ -96,10 +96,13 @@ pub fn table(r: &BenchResult) -> String {
     }
     let meta = &r.meta;
     let mut out = format!(
-        "{t}\n{} node(s), repeat {}, {} s each, shuffled; kernel {}, {} × {}, shoal {}{}\n",
+        "{t}\n{} node(s), repeat {}, {} s each, shuffled; N streams = {}; caller-side loaders: {} connections on {} threads; kernel {}, {} × {}, shoal {}{}\n",
         meta.nodes,
         meta.repeat,
         meta.duration_secs,
+        meta.streams,
+        meta.connections,
+        meta.loaders,
         meta.kernel,
         meta.cpus,
         meta.cpu_model,

@@ -8,7 +8,7 @@ use std::{
 };
 
 use anyhow::{Context, bail};
-use shoal_bench::{Rr, percentile};
+use shoal_bench::Histogram;
 use tokio::{
     io::{AsyncReadExt, AsyncWriteExt},
     net::TcpStream,
@@ -19,28 +19,25 @@ const WARM: Duration = Duration::from_secs(1);
 /// A round trip slower than this is a broken path, not a latency.
 const STALL: Duration = Duration::from_secs(5);
 
-pub async fn run(target: SocketAddrV4, measure: Duration) -> anyhow::Result<Rr> {
+/// Round trips per second and every round trip's latency.
+pub async fn run(target: SocketAddrV4, measure: Duration) -> anyhow::Result<(f64, Histogram)> {
     let mut conn = connect(target).await?;
     conn.set_nodelay(true)?;
     let warm = Instant::now();
     while warm.elapsed() < WARM {
         round_trip(&mut conn, target).await?;
     }
-    let mut samples = Vec::with_capacity(1 << 18);
+    let mut hist = Histogram::default();
     let start = Instant::now();
     while start.elapsed() < measure {
-        samples.push(round_trip(&mut conn, target).await?.as_secs_f64() * 1e6);
+        let t = round_trip(&mut conn, target).await?;
+        hist.record(u64::try_from(t.as_nanos()).unwrap_or(u64::MAX));
     }
     let elapsed = start.elapsed().as_secs_f64();
-    let (Some(p50_us), Some(p99_us)) = (percentile(&samples, 50.0), percentile(&samples, 99.0))
-    else {
+    if hist.count == 0 {
         bail!("{target}: no round trip completed in {measure:?}");
-    };
-    Ok(Rr {
-        per_second: samples.len() as f64 / elapsed,
-        p50_us,
-        p99_us,
-    })
+    }
+    Ok((hist.count as f64 / elapsed, hist))
 }
 
 async fn connect(target: SocketAddrV4) -> anyhow::Result<TcpStream> {

@@ -1,13 +1,14 @@
 //! The scenarios: which path each measures, how, and with which metrics.
 
-use std::{fmt, net::SocketAddrV4, time::Duration};
+use std::{fmt, net::SocketAddrV4, sync::Arc, time::Duration};
 
 use anyhow::{Context, bail};
-use shoal_bench::{Iperf3, Rr};
+use shoal_bench::{Histogram, Iperf3, cpustat};
 
 use super::{
+    crr,
     fixture::{Fixture, Layout},
-    rr,
+    http, rr,
 };
 use crate::client;
 
@@ -64,22 +65,181 @@ pub fn parse_list(words: &[String]) -> anyhow::Result<Vec<Scenario>> {
 
 const THROUGHPUT: &str = "throughput";
 const RETRANSMITS: &str = "retransmits";
+/// The same with `--streams` parallel streams (N is in the run's meta).
+const THROUGHPUT_N: &str = "throughput N streams";
+const RETRANSMITS_N: &str = "retransmits N streams";
+
+/// New connections/s, both ways of picking source ports (see [`crr`]):
+/// rate, p50, p99, p99.9, the caller's SYN retransmits and retransmitted
+/// segments; the distinct run also counts waits for a free tuple.
+const CRR_REUSE: [&str; 6] = [
+    "crr rate (port reuse)",
+    "crr p50 (port reuse)",
+    "crr p99 (port reuse)",
+    "crr p99.9 (port reuse)",
+    "crr SYN retransmits (port reuse)",
+    "crr retransmits (port reuse)",
+];
+const CRR_DISTINCT: [&str; 6] = [
+    "crr rate (distinct tuples)",
+    "crr p50 (distinct tuples)",
+    "crr p99 (distinct tuples)",
+    "crr p99.9 (distinct tuples)",
+    "crr SYN retransmits (distinct tuples)",
+    "crr retransmits (distinct tuples)",
+];
+const CRR_WAITS: &str = "crr tuple waits (distinct tuples)";
+/// HTTP requests/s on keep-alive connections, their latency, and the
+/// answers that were not 2xx (which also flag the run).
+const HTTP: [&str; 5] = [
+    "http rate",
+    "http p50",
+    "http p99",
+    "http p99.9",
+    "http non-2xx",
+];
+
+/// CPU-seconds of the whole machine per Gbit received, over each iperf3
+/// task's life, when every node shares the caller's kernel.
+const CPU_1: &str = "cpu per Gbit/s (1 stream)";
+const CPU_N: &str = "cpu per Gbit/s (N streams)";
+/// CPUs already busy in the second before (other load on the machine).
+const CPU_BEFORE: &str = "cpu busy before (whole machine)";
+
+/// Where CPU per Gbit/s can be read from.
+#[derive(Clone, Debug, PartialEq)]
+pub enum CpuScope {
+    /// Every node involved runs on the caller's kernel (same boot id): the
+    /// caller's /proc/stat is the whole machine, nodes and all.
+    SharedKernel,
+    /// Separate machines; why it is not measured.
+    Missing(String),
+}
+
+/// How hard the loaders push, from the command line.
+#[derive(Clone)]
+pub struct Opts {
+    /// iperf3 -P of the multi-stream measurement.
+    pub streams: u32,
+    /// Threads of the caller-side loaders: the caller's CPUs.
+    pub loaders: usize,
+    /// Concurrent connections of the connection-rate and HTTP loaders.
+    pub conns: usize,
+    /// Source tuples of the distinct-tuples connection-rate runs, shared by
+    /// every scenario and repeat of the run.
+    pub budget: Arc<crr::Budget>,
+    pub cpu: CpuScope,
+}
 const RR_RATE: &str = "rr rate";
 const RR_P50: &str = "rr p50";
 const RR_P99: &str = "rr p99";
+const RR_P999: &str = "rr p99.9";
+
+/// One measurement's values, in [`Scenario::metric_names`] order, the
+/// latencies it recorded (merged over the repeats for the CDFs), and the
+/// errors of a measurement that still gave figures (failed connections),
+/// which flag those metrics.
+#[derive(Default)]
+pub struct Measured {
+    pub values: Vec<(&'static str, f64)>,
+    pub latency: Vec<(&'static str, Histogram)>,
+    pub errors: Vec<(&'static str, String)>,
+}
+
+/// The caller's machine's CPU times.
+fn cpu_times() -> anyhow::Result<cpustat::CpuTimes> {
+    let text = std::fs::read_to_string("/proc/stat").context("reading /proc/stat")?;
+    Ok(cpustat::parse(&text)?)
+}
+
+/// p50, p99 and p99.9 of `h` in microseconds, as metric values.
+fn percentiles(
+    h: &Histogram,
+    names: [&'static str; 3],
+) -> anyhow::Result<Vec<(&'static str, f64)>> {
+    names
+        .into_iter()
+        .zip([50.0, 99.0, 99.9])
+        .map(|(name, p)| {
+            h.percentile_ns(p)
+                .map(|ns| (name, ns / 1e3))
+                .ok_or_else(|| anyhow::anyhow!("{name}: no latency recorded"))
+        })
+        .collect()
+}
+
+impl CpuScope {
+    fn note(&self) -> String {
+        match self {
+            Self::SharedKernel => "CPU per Gbit/s: every node shares the caller's kernel (same \
+                boot id), so it is the WHOLE machine's CPU-seconds (/proc/stat, other load \
+                included: see `cpu busy before`) over each iperf3 task's life, per Gbit \
+                received"
+                .into(),
+            Self::Missing(why) => format!("CPU per Gbit/s: not measured ({why})"),
+        }
+    }
+}
 
 impl Scenario {
-    pub fn metric_names(self) -> &'static [&'static str] {
+    pub fn metric_names(self, o: &Opts) -> Vec<&'static str> {
         match self {
-            Self::Overlay | Self::Vip => &[THROUGHPUT, RETRANSMITS],
-            Self::IngressLocal | Self::IngressRemote => &[RR_RATE, RR_P50, RR_P99],
+            Self::Overlay | Self::Vip => {
+                let mut names = vec![THROUGHPUT, RETRANSMITS, THROUGHPUT_N, RETRANSMITS_N];
+                if o.cpu == CpuScope::SharedKernel {
+                    names.extend([CPU_1, CPU_N, CPU_BEFORE]);
+                }
+                names
+            }
+            Self::IngressLocal | Self::IngressRemote => vec![
+                RR_RATE,
+                RR_P50,
+                RR_P99,
+                RR_P999,
+                CRR_REUSE[0],
+                CRR_REUSE[1],
+                CRR_REUSE[2],
+                CRR_REUSE[3],
+                CRR_REUSE[4],
+                CRR_REUSE[5],
+                CRR_DISTINCT[0],
+                CRR_DISTINCT[1],
+                CRR_DISTINCT[2],
+                CRR_DISTINCT[3],
+                CRR_DISTINCT[4],
+                CRR_DISTINCT[5],
+                CRR_WAITS,
+                HTTP[0],
+                HTTP[1],
+                HTTP[2],
+                HTTP[3],
+                HTTP[4],
+            ],
         }
     }
 
     pub fn unit(self, metric: &str) -> &'static str {
         match metric {
-            THROUGHPUT => "Gbit/s",
-            RETRANSMITS => "segments",
+            CRR_WAITS => return "connections",
+            CPU_1 | CPU_N => return "CPU-s/Gbit",
+            CPU_BEFORE => return "CPUs",
+            m if m == HTTP[0] => return "requests/s",
+            m if m == HTTP[4] => return "answers",
+            m if HTTP.contains(&m) => return "us",
+            _ => {}
+        }
+        for names in [CRR_REUSE, CRR_DISTINCT] {
+            match names.iter().position(|n| *n == metric) {
+                Some(0) => return "connections/s",
+                Some(4) => return "SYNs",
+                Some(5) => return "segments",
+                Some(_) => return "us",
+                None => {}
+            }
+        }
+        match metric {
+            THROUGHPUT | THROUGHPUT_N => "Gbit/s",
+            RETRANSMITS | RETRANSMITS_N => "segments",
             RR_RATE => "round trips/s",
             _ => "us",
         }
@@ -88,30 +248,60 @@ impl Scenario {
     /// Retransmits are a count of rare events: 2 in one run and 138 in the
     /// next is normal, and no reason to distrust the throughput.
     pub fn spread_threshold(self, metric: &str) -> Option<f64> {
-        (metric != RETRANSMITS).then_some(shoal_bench::stats::DEFAULT_SPREAD)
+        let counts = [
+            RETRANSMITS,
+            RETRANSMITS_N,
+            CRR_REUSE[4],
+            CRR_REUSE[5],
+            CRR_DISTINCT[4],
+            CRR_DISTINCT[5],
+            CRR_WAITS,
+            HTTP[4],
+            CPU_BEFORE,
+        ];
+        (!counts.contains(&metric)).then_some(shoal_bench::stats::DEFAULT_SPREAD)
     }
 
     /// How it was measured, for the output and the result file.
-    pub fn note(self, l: &Layout) -> String {
+    pub fn note(self, l: &Layout, o: &Opts) -> String {
         match self {
             Self::Overlay => format!(
-                "overlay: iperf3 client task on {} -> iperf3 server task on {} at its address {}",
-                l.client.hostname, l.server.hostname, l.iperf_task
+                "overlay: iperf3 client task on {} -> iperf3 server task on {} at its address {}; \
+                 1 stream, then {} streams (-P); {}",
+                l.client.hostname,
+                l.server.hostname,
+                l.iperf_task,
+                o.streams,
+                o.cpu.note()
             ),
             Self::Vip => format!(
-                "vip: iperf3 client task on {} -> service VIP {} (server task on {})",
-                l.client.hostname, l.iperf_vip, l.server.hostname
+                "vip: iperf3 client task on {} -> service VIP {} (server task on {}); 1 stream, \
+                 then {} streams (-P); {}",
+                l.client.hostname,
+                l.iperf_vip,
+                l.server.hostname,
+                o.streams,
+                o.cpu.note()
             ),
             Self::IngressLocal | Self::IngressRemote => {
                 let entry = self.entry(l);
                 format!(
                     "{self}: TCP_RR (1-byte echo, one connection) run by shoal bench itself on \
-                     the caller's side ({}) -> published port {}:{} (entry node {}, server task on {}){}",
+                     the caller's side ({}) -> published port {}:{} (entry node {}, server task on {}); \
+                     new connections/s, {} at a time on {} threads, to lab-http's published port {}, twice: \
+                     kernel-picked source ports (port reuse, as wrk) and distinct tuples; SYN \
+                     retransmits are the caller's namespace's TcpExt.TCPSynRetrans delta (the \
+                     nodes' own counters are not read); HTTP requests/s on {} keep-alive \
+                     connections to the same port{}",
                     l.caller.hostname,
                     entry.addr,
                     l.echo_published,
                     entry.hostname,
                     l.server.hostname,
+                    o.conns,
+                    o.loaders,
+                    l.http_published,
+                    o.conns,
                     if entry.id == l.caller.id {
                         "; the entry node is the caller's own: fewer than 3 nodes"
                     } else {
@@ -129,19 +319,49 @@ impl Scenario {
         }
     }
 
-    fn iperf_args(self, l: &Layout, secs: u64) -> Vec<String> {
+    fn iperf_args(self, l: &Layout, secs: u64, streams: u32) -> Vec<String> {
         let target = match self {
             Self::Vip => l.iperf_vip,
             _ => l.iperf_task,
         };
-        vec![
+        let mut args = vec![
             "/bin/iperf3".into(),
             "-c".into(),
             target.to_string(),
             "-t".into(),
             secs.to_string(),
-            "--json".into(),
-        ]
+        ];
+        if streams > 1 {
+            args.extend(["-P".into(), streams.to_string()]);
+        }
+        args.push("--json".into());
+        args
+    }
+
+    /// One iperf3 client task: Gbit/s received and retransmits.
+    /// Gbit/s, retransmits, and the whole machine's CPU-seconds per Gbit
+    /// received over the task's life (start and stop included: a slight
+    /// overcount), read from the caller's /proc/stat.
+    async fn iperf(
+        self,
+        fx: &mut Fixture,
+        l: &Layout,
+        secs: u64,
+        streams: u32,
+    ) -> anyhow::Result<(f64, f64, f64)> {
+        let args = self.iperf_args(l, secs, streams);
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        let within = Duration::from_secs(secs) + super::TASK_SLACK;
+        let (before, t) = (cpu_times()?, std::time::Instant::now());
+        let out = fx.run_task(&l.client, &args, within).await?;
+        let (after, wall) = (cpu_times()?, t.elapsed().as_secs_f64());
+        let r = Iperf3::parse(&out)
+            .with_context(|| format!("the iperf3 client's output ({streams} stream(s))"))?;
+        let cpus = shoal_bench::meta::cpu().1;
+        let cpu_s = cpustat::busy_cpus(before, after, cpus).unwrap_or(0.0) * wall;
+        let gbit = r.bytes_received * 8.0 / 1e9;
+        let per_gbit = if gbit > 0.0 { cpu_s / gbit } else { f64::NAN };
+        Ok((r.bits_per_second / 1e9, r.retransmits as f64, per_gbit))
     }
 
     /// One unmeasured run, retried: the first packets of a new path wait on
@@ -152,30 +372,32 @@ impl Scenario {
         _d: &mut client::Daemon,
         fx: &mut Fixture,
         l: &Layout,
+        o: &Opts,
         commands: &mut Vec<String>,
     ) -> anyhow::Result<()> {
         let mut last = None;
         for _ in 0..5 {
             let r = match self {
-                Self::Overlay | Self::Vip => {
-                    let args = self.iperf_args(l, 1);
-                    let args: Vec<&str> = args.iter().map(String::as_str).collect();
-                    fx.run_task(&l.client, &args, super::TASK_SLACK)
-                        .await
-                        .and_then(|out| Ok(Iperf3::parse(&out)?))
-                        .map(drop)
-                }
+                Self::Overlay | Self::Vip => self.iperf(fx, l, 1, 1).await.map(drop),
                 Self::IngressLocal | Self::IngressRemote => {
-                    rr::run(self.target(l), Duration::from_secs(1))
-                        .await
-                        .map(drop)
+                    match rr::run(self.target(l), Duration::from_secs(1)).await {
+                        Ok(_) => self.warm_http(l).await,
+                        Err(e) => Err(e),
+                    }
                 }
             };
             match r {
                 Ok(()) => {
                     commands.push(format!(
                         "{self} warm-up (not counted): {}",
-                        self.command(l, 1)
+                        self.command(
+                            l,
+                            1,
+                            &Opts {
+                                streams: 1,
+                                ..o.clone()
+                            }
+                        )[0]
                     ));
                     return Ok(());
                 }
@@ -193,22 +415,63 @@ impl Scenario {
             )))
     }
 
+    /// One second of new connections to lab-http, all of which must work.
+    async fn warm_http(self, l: &Layout) -> anyhow::Result<()> {
+        let http = SocketAddrV4::new(*self.target(l).ip(), l.http_published);
+        let r = crr::run(http, Duration::from_secs(1), 1, 1, &crr::Tuples::Kernel).await?;
+        match (r.errors, r.hist.count) {
+            (0, 1..) => Ok(()),
+            (errors, _) => Err(anyhow::anyhow!(
+                "{http}: {errors} failed connection(s): {}",
+                r.first_errors.join("; ")
+            )),
+        }
+    }
+
     fn target(self, l: &Layout) -> SocketAddrV4 {
         SocketAddrV4::new(self.entry(l).addr, l.echo_published)
     }
 
-    fn command(self, l: &Layout, secs: u64) -> String {
+    fn command(self, l: &Layout, secs: u64, o: &Opts) -> Vec<String> {
         match self {
-            Self::Overlay | Self::Vip => format!(
-                "task on {}: {}",
-                l.client.hostname,
-                self.iperf_args(l, secs).join(" ")
-            ),
-            Self::IngressLocal | Self::IngressRemote => format!(
-                "shoal bench (caller {}): TCP_RR to {} for {secs} s after 1 s unmeasured",
-                l.caller.hostname,
-                self.target(l)
-            ),
+            Self::Overlay | Self::Vip => [1, o.streams]
+                .iter()
+                .map(|p| {
+                    format!(
+                        "task on {}: {}",
+                        l.client.hostname,
+                        self.iperf_args(l, secs, *p).join(" ")
+                    )
+                })
+                .collect(),
+            Self::IngressLocal | Self::IngressRemote => {
+                let http = SocketAddrV4::new(*self.target(l).ip(), l.http_published);
+                vec![
+                    format!(
+                        "shoal bench (caller {}): TCP_RR to {} for {secs} s after 1 s unmeasured",
+                        l.caller.hostname,
+                        self.target(l)
+                    ),
+                    format!(
+                        "shoal bench (caller {}): {} connections at a time on {} threads, one \
+                         `GET / Connection: close` per connection to {http} for {secs} s, \
+                         kernel-picked source ports",
+                        l.caller.hostname, o.conns, o.loaders
+                    ),
+                    format!(
+                        "shoal bench (caller {}): the same with explicit source ports, none \
+                         reused within {} s ({} tuples for the run)",
+                        l.caller.hostname,
+                        crr::REUSE_AFTER.as_secs(),
+                        o.budget.len()
+                    ),
+                    format!(
+                        "shoal bench (caller {}): {} keep-alive connections on {} threads, \
+                         `GET /` back to back on each, to {http} for {secs} s",
+                        l.caller.hostname, o.conns, o.loaders
+                    ),
+                ]
+            }
         }
     }
 
@@ -219,31 +482,96 @@ impl Scenario {
         fx: &mut Fixture,
         l: &Layout,
         secs: u64,
+        o: &Opts,
         commands: &mut Vec<String>,
-    ) -> anyhow::Result<Vec<(&'static str, f64)>> {
-        let line = self.command(l, secs);
-        if !commands.contains(&line) {
-            commands.push(line);
+    ) -> anyhow::Result<Measured> {
+        for line in self.command(l, secs, o) {
+            if !commands.contains(&line) {
+                commands.push(line);
+            }
         }
         match self {
             Self::Overlay | Self::Vip => {
-                let args = self.iperf_args(l, secs);
-                let args: Vec<&str> = args.iter().map(String::as_str).collect();
-                let within = Duration::from_secs(secs) + super::TASK_SLACK;
-                let out = fx.run_task(&l.client, &args, within).await?;
-                let r = Iperf3::parse(&out).context("the iperf3 client's output")?;
-                Ok(vec![
-                    (THROUGHPUT, r.bits_per_second / 1e9),
-                    (RETRANSMITS, r.retransmits as f64),
-                ])
+                let idle = cpu_times()?;
+                tokio::time::sleep(Duration::from_secs(1)).await;
+                let cpus = shoal_bench::meta::cpu().1;
+                let busy_before = cpustat::busy_cpus(idle, cpu_times()?, cpus);
+                let (one, one_retr, one_cpu) = self.iperf(fx, l, secs, 1).await?;
+                let (n, n_retr, n_cpu) = self.iperf(fx, l, secs, o.streams).await?;
+                let mut values = vec![
+                    (THROUGHPUT, one),
+                    (RETRANSMITS, one_retr),
+                    (THROUGHPUT_N, n),
+                    (RETRANSMITS_N, n_retr),
+                ];
+                if o.cpu == CpuScope::SharedKernel {
+                    values.extend([
+                        (CPU_1, one_cpu),
+                        (CPU_N, n_cpu),
+                        (CPU_BEFORE, busy_before.unwrap_or(f64::NAN)),
+                    ]);
+                }
+                Ok(Measured {
+                    values,
+                    ..Default::default()
+                })
             }
             Self::IngressLocal | Self::IngressRemote => {
-                let r: Rr = rr::run(self.target(l), Duration::from_secs(secs)).await?;
-                Ok(vec![
-                    (RR_RATE, r.per_second),
-                    (RR_P50, r.p50_us),
-                    (RR_P99, r.p99_us),
-                ])
+                let (rate, h) = rr::run(self.target(l), Duration::from_secs(secs)).await?;
+                let mut m = Measured::default();
+                m.values.push((RR_RATE, rate));
+                m.values.extend(percentiles(&h, [RR_P50, RR_P99, RR_P999])?);
+                m.latency.push(("rr", h));
+                let http = SocketAddrV4::new(*self.target(l).ip(), l.http_published);
+                let measure = Duration::from_secs(secs);
+                let reuse = crr::Tuples::Kernel;
+                let distinct = crr::Tuples::Distinct(o.budget.clone());
+                for (tuples, names, hist) in [
+                    (&reuse, CRR_REUSE, "crr port reuse"),
+                    (&distinct, CRR_DISTINCT, "crr distinct tuples"),
+                ] {
+                    let r = crr::run(http, measure, o.loaders, o.conns, tuples).await?;
+                    m.values.push((names[0], r.per_second));
+                    m.values
+                        .extend(percentiles(&r.hist, [names[1], names[2], names[3]])?);
+                    m.values.push((names[4], r.syn_retrans as f64));
+                    m.values.push((names[5], r.retrans_segs as f64));
+                    if r.errors > 0 {
+                        let e = format!(
+                            "{} of {} connections failed: {}",
+                            r.errors,
+                            r.errors + r.hist.count,
+                            r.first_errors.join("; ")
+                        );
+                        m.errors.extend(names.iter().map(|n| (*n, e.clone())));
+                    }
+                    if matches!(tuples, crr::Tuples::Distinct(_)) {
+                        m.values.push((CRR_WAITS, r.waits as f64));
+                    }
+                    m.latency.push((hist, r.hist));
+                }
+                let r = http::run(http, measure, o.loaders, o.conns).await?;
+                m.values.push((HTTP[0], r.per_second));
+                m.values
+                    .extend(percentiles(&r.hist, [HTTP[1], HTTP[2], HTTP[3]])?);
+                m.values.push((HTTP[4], r.non_2xx as f64));
+                let mut problems = Vec::new();
+                if r.non_2xx > 0 {
+                    problems.push(format!("{} answer(s) not 2xx", r.non_2xx));
+                }
+                if r.errors > 0 {
+                    problems.push(format!(
+                        "{} request(s) failed: {}",
+                        r.errors,
+                        r.first_errors.join("; ")
+                    ));
+                }
+                if !problems.is_empty() {
+                    let e = problems.join("; ");
+                    m.errors.extend(HTTP.iter().map(|n| (*n, e.clone())));
+                }
+                m.latency.push(("http", r.hist));
+                Ok(m)
             }
         }
     }

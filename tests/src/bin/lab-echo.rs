@@ -8,6 +8,8 @@
 //!   connection, send 1 byte and wait for it back, for SECS seconds after
 //!   one unmeasured second; prints `rr N/s p50 Xus p99 Yus` (round trips
 //!   per second, their latency).
+//! - `lab-echo boot-id`: prints the kernel's boot id, so `shoal bench` can
+//!   tell nodes that share one kernel (the namespace lab) from machines.
 
 use std::{
     io::{Read, Write},
@@ -33,9 +35,15 @@ fn main() -> anyhow::Result<()> {
             secs.parse().context("TIMEOUT_SECS")?,
         ),
         ["rr", addr, secs] => rr(addr, secs.parse().context("SECS")?),
+        ["boot-id"] => {
+            let path = "/proc/sys/kernel/random/boot_id";
+            let id = std::fs::read_to_string(path).with_context(|| format!("reading {path}"))?;
+            println!("boot-id {}", id.trim());
+            Ok(())
+        }
         _ => bail!(
             "usage: lab-echo serve PORT | lab-echo send ADDR:PORT BYTES [TIMEOUT_SECS] | \
-             lab-echo rr ADDR:PORT SECS"
+             lab-echo rr ADDR:PORT SECS | lab-echo boot-id"
         ),
     }
 }

@@ -1,0 +1,134 @@
+//! Isolation: who a task may reach, and what the underlay may reach (the
+//! maps and rules are described in common/src/policy.rs). Pure lookups in
+//! maps the agent fills; the mesh's entry points call these around their
+//! DNAT.
+
+use aya_ebpf::{
+    macros::map,
+    maps::{HashMap, LpmTrie, LruHashMap, lpm_trie::Key},
+    programs::TcContext,
+};
+use shoal_common::{
+    mesh::{FlowKey, MeshReason},
+    policy::{
+        Endpoint, MAX_ENDPOINTS, MAX_NET_ENTRIES, MAX_PERMITS, NET_F_INGRESS, NET_F_NODE, NetEntry,
+        reply_of,
+    },
+};
+
+// Literal names, as the macro wants; equal to shoal_common::policy's.
+#[map(name = "SHOAL_NET4_V1")]
+static NETWORKS: LpmTrie<u32, NetEntry> = LpmTrie::pinned(MAX_NET_ENTRIES, 0);
+
+#[map(name = "SHOAL_EP4_V1")]
+static ENDPOINTS: HashMap<u32, Endpoint> = HashMap::pinned(MAX_ENDPOINTS, 0);
+
+#[map(name = "SHOAL_PERM4_V1")]
+static PERMIT: LruHashMap<FlowKey, u32> = LruHashMap::pinned(MAX_PERMITS, 0);
+
+/// The overlay subnet or node address `addr` (network order) falls in.
+#[inline(always)]
+pub fn network_of(addr: u32) -> Option<NetEntry> {
+    NETWORKS.get(Key::new(32, addr)).copied()
+}
+
+/// The task behind the veth this packet is on (the TC hook's device).
+#[inline(always)]
+pub fn endpoint(ctx: &TcContext) -> Option<&'static Endpoint> {
+    // SAFETY: the context pointer is valid for the program's run; ifindex
+    // is a plain field the verifier lets TC programs read.
+    let ifindex = unsafe { (*ctx.skb.skb).ifindex };
+    // SAFETY: a map value stays valid for the program's run (RCU).
+    unsafe { ENDPOINTS.get(ifindex) }
+}
+
+/// From a task: its source must be its own, whatever the destination.
+#[inline(always)]
+pub fn check_source(ep: &Endpoint, saddr: u32) -> Result<(), MeshReason> {
+    if ep.owns(saddr) {
+        Ok(())
+    } else {
+        Err(MeshReason::SpoofedSource)
+    }
+}
+
+/// From a task to a VIP frontend: only VIPs of its own networks.
+#[inline(always)]
+pub fn check_vip(ep: &Endpoint, vip: u32) -> Result<(), MeshReason> {
+    match network_of(vip) {
+        Some(n) if n.flags & NET_F_INGRESS != 0 => Err(MeshReason::IsolationIngress),
+        Some(n) if !ep.member(n.net) => Err(MeshReason::IsolationNetwork),
+        // No entry: a VIP of a network this node does not carry, which the
+        // mesh never installs; nothing to refuse.
+        _ => Ok(()),
+    }
+}
+
+/// From a task, not translated by the mesh: its own networks' addresses,
+/// replies the mesh permitted, and the outside pass; the node's own
+/// addresses, the ingress network and other networks do not.
+#[inline(always)]
+pub fn check_destination(
+    ep: &Endpoint,
+    daddr: u32,
+    flow: Option<&FlowKey>,
+) -> Result<(), MeshReason> {
+    let Some(n) = network_of(daddr) else {
+        // Outside the cluster's overlays this node knows.
+        return Ok(());
+    };
+    // Published ports on the node's addresses were DNATed before.
+    let node = n.flags & NET_F_NODE != 0;
+    let ingress = n.flags & NET_F_INGRESS != 0;
+    if !node && !ingress && ep.member(n.net) {
+        return Ok(());
+    }
+    // SAFETY: only presence is read.
+    if let Some(f) = flow
+        && unsafe { PERMIT.get(f) }.is_some()
+    {
+        return Ok(());
+    }
+    Err(if node {
+        MeshReason::IsolationNode
+    } else if ingress {
+        MeshReason::IsolationIngress
+    } else {
+        MeshReason::IsolationNetwork
+    })
+}
+
+/// To a task: a flow from another network (or through the ingress network)
+/// reached it, so the mesh brought it (a published port a task called, or
+/// a VIP's backend on several networks), or the node itself called it
+/// (`node doctor`'s probes): its replies may go back. Nothing else can put
+/// such a source here: tasks cannot spoof, and the underlay cannot reach
+/// overlay addresses.
+#[inline(always)]
+pub fn permit_replies(ep: &Endpoint, flow: &FlowKey) -> Result<(), MeshReason> {
+    let Some(n) = network_of(flow.saddr) else {
+        return Ok(());
+    };
+    let own = n.flags & (NET_F_NODE | NET_F_INGRESS) == 0 && ep.member(n.net);
+    if own {
+        return Ok(());
+    }
+    let reply = reply_of(flow);
+    // SAFETY: only presence is read.
+    if unsafe { PERMIT.get(reply) }.is_some() {
+        return Ok(());
+    }
+    PERMIT
+        .insert(reply, 1, 0)
+        .map_err(|_| MeshReason::PermitInsert)
+}
+
+/// On the data interface, after published ports: nothing from the underlay
+/// goes to an overlay address (a task, a VIP, a gateway) untranslated.
+#[inline(always)]
+pub fn check_underlay(daddr: u32) -> Result<(), MeshReason> {
+    match network_of(daddr) {
+        Some(n) if n.net != 0 => Err(MeshReason::UnderlayToOverlay),
+        _ => Ok(()),
+    }
+}
