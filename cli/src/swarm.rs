@@ -30,6 +30,8 @@ use crate::{
 
 /// Below this the dispatcher would mark healthy nodes down on a busy host.
 const MIN_HEARTBEAT: Duration = Duration::from_secs(1);
+/// A new key must reach every node before it is sent with.
+const MIN_KEY_ROTATION: Duration = Duration::from_secs(2);
 /// docker refuses certificates shorter-lived than an hour; Shoal allows
 /// 30 s (the CA's minimum), so that renewal can be watched in a lab (nodes
 /// renew at three quarters of the lifetime). Keep real swarms at hours.
@@ -90,6 +92,9 @@ pub struct InitArgs {
     /// Number of log entries between Raft snapshots.
     #[arg(long, default_value_t = 10_000)]
     snapshot_interval: u64,
+    /// Network key ring rotation period (ns|us|ms|s|m|h); for tests.
+    #[arg(long, hide = true, default_value = "12h")]
+    network_key_rotation: String,
 }
 
 #[derive(Subcommand)]
@@ -158,6 +163,9 @@ pub enum SwarmCmd {
         /// Dispatcher heartbeat period (ns|us|ms|s|m|h).
         #[arg(long)]
         dispatcher_heartbeat: Option<String>,
+        /// Network key ring rotation period (ns|us|ms|s|m|h); for tests.
+        #[arg(long, hide = true)]
+        network_key_rotation: Option<String>,
     },
     /// Manage the unlock key of an autolocked swarm.
     UnlockKey {
@@ -263,6 +271,7 @@ fn whole_seconds(flag: &'static str, value: &str, min: Duration) -> Result<u64, 
         let min = match min.as_secs() {
             3600 => "1h",
             30 => "30s",
+            2 => "2s",
             _ => "1s",
         };
         return Err(FlagError::new(flag, value, Problem::TooSmall { min }));
@@ -359,6 +368,11 @@ fn init_request(a: &InitArgs) -> Result<SwarmInitRequest, FlagError> {
             MIN_HEARTBEAT,
         )?,
         snapshot_interval: a.snapshot_interval,
+        network_key_rotation_secs: whole_seconds(
+            "--network-key-rotation",
+            &a.network_key_rotation,
+            MIN_KEY_ROTATION,
+        )?,
     })
 }
 
@@ -531,6 +545,7 @@ pub async fn run(host: &str, cmd: SwarmCmd) -> anyhow::Result<()> {
             autolock,
             cert_expiry,
             dispatcher_heartbeat,
+            network_key_rotation,
         } => {
             let req = UpdateSwarmRequest {
                 autolock,
@@ -541,6 +556,10 @@ pub async fn run(host: &str, cmd: SwarmCmd) -> anyhow::Result<()> {
                 dispatcher_heartbeat_secs: dispatcher_heartbeat
                     .as_deref()
                     .map(|v| whole_seconds("--dispatcher-heartbeat", v, MIN_HEARTBEAT))
+                    .transpose()?,
+                network_key_rotation_secs: network_key_rotation
+                    .as_deref()
+                    .map(|v| whole_seconds("--network-key-rotation", v, MIN_KEY_ROTATION))
                     .transpose()?,
             };
             let mut d = client::connect(host).await?;
@@ -613,6 +632,7 @@ mod tests {
             cert_expiry: "2160h".into(),
             dispatcher_heartbeat: "5s".into(),
             snapshot_interval: 10_000,
+            network_key_rotation: "12h".into(),
             ..Default::default()
         };
         f(&mut a);
