@@ -641,11 +641,17 @@ mod tests {
 
     #[test]
     fn network_key_rotation_is_whole_seconds_of_at_least_two() {
-        assert_eq!(init(|_| {}).map(|r| r.network_key_rotation_secs), Ok(12 * 3600));
+        assert_eq!(
+            init(|_| {}).map(|r| r.network_key_rotation_secs),
+            Ok(12 * 3600)
+        );
         let r = init(|a| a.network_key_rotation = "3s".into()).expect("3s");
         assert_eq!(r.network_key_rotation_secs, 3);
         let e = init(|a| a.network_key_rotation = "1s".into()).expect_err("1s");
-        assert!(e.contains("--network-key-rotation") && e.contains("2s"), "{e}");
+        assert!(
+            e.contains("--network-key-rotation") && e.contains("2s"),
+            "{e}"
+        );
     }
 
     #[test]
