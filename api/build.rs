@@ -8,7 +8,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     tonic_prost_build::configure()
         // Secret payloads: `Debug` written by hand, without the data, so no
         // log line or error can print one.
-        .skip_debug(["shoal.cluster.v1.TaskFile"])
+        .skip_debug(["shoal.cluster.v1.TaskFile", "shoal.cluster.v1.NetworkKey"])
         .compile_protos(
             &[
                 "proto/node.proto",

@@ -359,8 +359,39 @@ impl<S: StatsSource> Node for NodeApi<S> {
                     count: *n,
                 })
                 .collect(),
+            gossip: gossip_counters(&self.swarm.env().view),
         }))
     }
+}
+
+/// Sealed gossip's counters, and the endpoint records it ignored; none
+/// while gossip does not run.
+fn gossip_counters(view: &std::sync::Mutex<crate::worker::NodeView>) -> Vec<ReasonCounter> {
+    let (gossip, disagreed) = {
+        let v = view.lock().unwrap_or_else(|e| e.into_inner());
+        (v.gossip.clone(), v.gossip_disagreed.clone())
+    };
+    let Some(g) = gossip else {
+        return Vec::new();
+    };
+    let s = g.stats();
+    let disagreed = disagreed.map_or(0, |d| d.load(std::sync::atomic::Ordering::Relaxed));
+    [
+        ("sealed", s.sealed),
+        ("opened", s.opened),
+        ("dropped cleartext", s.dropped_cleartext),
+        ("dropped unknown key", s.dropped_unknown_key),
+        ("dropped forged", s.dropped_forged),
+        ("dropped before key ring", s.dropped_no_ring),
+        ("unsent before key ring", s.unsent_no_ring),
+        ("endpoint disagrees with control plane", disagreed),
+    ]
+    .into_iter()
+    .map(|(reason, count)| ReasonCounter {
+        reason: reason.into(),
+        count,
+    })
+    .collect()
 }
 
 /// Binds `path` (mode 0600: the API is root's, as dockerd's socket is), replacing

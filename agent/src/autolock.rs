@@ -450,6 +450,7 @@ mod tests {
             root_ca: Default::default(),
             removed_nodes: Default::default(),
             unlock_key: Default::default(),
+            network_keys: Default::default(),
         };
         state.clusters.insert("c".into(), c.clone());
         assert!(matches!(wanted(&state), Some(Ok(None))));

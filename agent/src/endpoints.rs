@@ -14,16 +14,32 @@
 //! (or an address just freed by a task on another node) is never left
 //! without its entry. What is programmed is read back from the kernel on
 //! every pass, so nothing drifts.
+//!
+//! A gossip record counts as "heard" only when its VTEP and MAC are the
+//! ones the control plane's records give (the node record's VTEP, the MAC
+//! derived from the task address): a record that disagrees, from a
+//! compromised member holding the gossip key, is ignored and counted
+//! ([`Endpoints::disagreed`]). Records for tasks the control plane has not
+//! listed yet are never programmed, whatever they say.
+//!
+//! Join order: gossip is bound at start but mute and deaf until the first
+//! assignment set over the mTLS dispatcher session brings the
+//! `networking:gossip` ring ([`Endpoints::set_keys`]); only then does the
+//! join loop announce this node to the managers' 7946. Until then entries
+//! come from the control plane alone (the node counts nobody alive).
 
 use std::{
-    collections::{BTreeMap, BTreeSet, HashSet},
+    collections::{BTreeMap, BTreeSet, HashMap, HashSet},
     net::{IpAddr, Ipv4Addr, SocketAddr},
-    sync::Arc,
+    sync::{
+        Arc,
+        atomic::{AtomicU64, Ordering},
+    },
     time::Duration,
 };
 
-use shoal_api::cluster::v1::{AssignmentSet, EndpointMode};
-use shoal_gossip::{Endpoint, EndpointKey, GOSSIP_PORT, Gossip, GossipConfig};
+use shoal_api::cluster::v1::{AssignmentSet, EndpointMode, NetworkKey};
+use shoal_gossip::{Endpoint, EndpointKey, GOSSIP_PORT, Gossip, GossipConfig, Keyring};
 use shoal_overlay::{MacAddr, NeighbourEntry, RemoteEndpoint};
 use tokio::{
     sync::{Notify, watch},
@@ -52,9 +68,13 @@ pub enum EndpointsError {
     Gossip(#[from] shoal_gossip::GossipError),
 }
 
+/// The control plane's subsystem name of the gossip ring.
+const GOSSIP_RING: &str = "networking:gossip";
+
 pub struct Endpoints {
     gossip: Arc<Gossip>,
     poke: Arc<Notify>,
+    disagreed: Arc<AtomicU64>,
 }
 
 impl Endpoints {
@@ -74,7 +94,32 @@ impl Endpoints {
         Ok(Endpoints {
             gossip: Arc::new(gossip),
             poke: Arc::new(Notify::new()),
+            disagreed: Arc::default(),
         })
+    }
+
+    /// Installs the gossip ring from the control plane's keys (the other
+    /// rings are not gossip's). A bad ring is refused and logged, keeping
+    /// the one held.
+    pub fn set_keys(&self, keys: &[NetworkKey]) {
+        let ring: Vec<(u64, Vec<u8>)> = keys
+            .iter()
+            .filter(|k| k.subsystem == GOSSIP_RING)
+            .map(|k| (k.lamport_time, k.key.clone()))
+            .collect();
+        if ring.is_empty() {
+            return;
+        }
+        match Keyring::new(ring) {
+            Ok(r) => self.gossip.set_keyring(r),
+            Err(e) => tracing::warn!(error = %e, "gossip key ring from the control plane refused"),
+        }
+    }
+
+    /// Gossip endpoint records seen whose VTEP or MAC disagreed with the
+    /// control plane's (each distinct record once).
+    pub fn disagreed(&self) -> Arc<AtomicU64> {
+        self.disagreed.clone()
     }
 
     pub fn publish(&self, e: Endpoint) -> Option<EndpointKey> {
@@ -120,6 +165,7 @@ impl Endpoints {
                 self.gossip.clone(),
                 view,
                 self.poke.clone(),
+                self.disagreed.clone(),
             )),
         ]
     }
@@ -134,7 +180,9 @@ async fn join(gossip: Arc<Gossip>, managers: Vec<String>) {
         .map(|a| SocketAddr::new(a.ip(), GOSSIP_PORT))
         .collect();
     loop {
-        if gossip.members().is_empty()
+        // Without the ring nothing would go out: wait for the control plane.
+        if gossip.has_keyring()
+            && gossip.members().is_empty()
             && let Err(e) = gossip.join(peers.iter().copied())
         {
             tracing::warn!(error = %e, "joining gossip");
@@ -149,15 +197,29 @@ async fn program<O: Overlay>(
     gossip: Arc<Gossip>,
     mut view: watch::Receiver<Arc<AssignmentSet>>,
     poke: Arc<Notify>,
+    disagreed: Arc<AtomicU64>,
 ) {
     let mut changes = gossip.subscribe();
     let started = tokio::time::Instant::now();
     let mut leaving = Leaving::default();
+    let mut seen_bad: HashSet<Endpoint> = HashSet::new();
     loop {
         let set = view.borrow_and_update().clone();
         let me = local.node_id();
         let nets = local.local_networks().await;
-        let want = wanted(&gossip.endpoints(), &gossip.members(), &set, &nets, me);
+        let heard = gossip.endpoints();
+        for bad in disagreeing(&heard, &set, me) {
+            if seen_bad.insert(bad.clone()) {
+                disagreed.fetch_add(1, Ordering::Relaxed);
+                tracing::warn!(
+                    network = %bad.network, ip = %bad.ip, node = %bad.node_id, vtep = %bad.vtep,
+                    "gossip endpoint disagrees with the control plane: ignored"
+                );
+            }
+        }
+        // Bounded: forget what gossip no longer carries.
+        seen_bad.retain(|b| heard.contains(b));
+        let want = wanted(&heard, &gossip.members(), &set, &nets, me);
         let own_mac = local.data_ip().map(shoal_overlay::bridge_mac);
         // Just started, gossip knows nobody yet: entries a previous run left
         // that the control plane still lists stay until gossip has had its
@@ -310,9 +372,46 @@ fn listed(
         .collect()
 }
 
+/// Whether a gossip record says what the control plane says: the VTEP of
+/// its node's record and the MAC derived from its address.
+fn agrees(e: &Endpoint, cp_vtep: u32) -> bool {
+    u32::from(e.vtep) == cp_vtep && e.mac == crate::local::mac_for(e.ip)
+}
+
+/// Gossip records (of other nodes) that contradict the control plane: a
+/// task it lists elsewhere or behind another VTEP or MAC, or a VTEP that
+/// is not the one of the node record the record names.
+pub fn disagreeing<'a>(gossip: &'a [Endpoint], set: &AssignmentSet, me: &str) -> Vec<&'a Endpoint> {
+    let listed: HashMap<(&str, u32), (&str, u32)> = set
+        .endpoints
+        .iter()
+        .map(|e| {
+            (
+                (e.network_id.as_str(), e.ip),
+                (e.node_id.as_str(), e.node_addr),
+            )
+        })
+        .collect();
+    let nodes: HashMap<&str, u32> = set.nodes.iter().map(|n| (n.id.as_str(), n.addr)).collect();
+    gossip
+        .iter()
+        .filter(|e| e.node_id != me)
+        .filter(|e| {
+            match listed.get(&(e.network.as_str(), u32::from(e.ip))) {
+                Some((node, vtep)) => *node != e.node_id || !agrees(e, *vtep),
+                // Not listed yet: only its node's VTEP can be checked.
+                None => nodes
+                    .get(e.node_id.as_str())
+                    .is_some_and(|v| !agrees(e, *v)),
+            }
+        })
+        .collect()
+}
+
 /// The remote endpoints each local network should have: listed by the
-/// control plane on another node, and either heard of in gossip or on a
-/// node gossip counts alive (`alive`: its live members).
+/// control plane on another node, and either heard of in gossip (a record
+/// that agrees with the control plane) or on a node gossip counts alive
+/// (`alive`: its live members).
 pub fn wanted(
     gossip: &[Endpoint],
     alive: &BTreeMap<String, SocketAddr>,
@@ -320,9 +419,9 @@ pub fn wanted(
     local: &std::collections::HashMap<String, u32>,
     me: &str,
 ) -> BTreeMap<String, BTreeSet<RemoteEndpoint>> {
-    let heard: HashSet<(&str, u32, &str)> = gossip
+    let heard: HashMap<(&str, u32, &str), &Endpoint> = gossip
         .iter()
-        .map(|e| (e.network.as_str(), u32::from(e.ip), e.node_id.as_str()))
+        .map(|e| ((e.network.as_str(), u32::from(e.ip), e.node_id.as_str()), e))
         .collect();
     let mut out: BTreeMap<String, BTreeSet<RemoteEndpoint>> = BTreeMap::new();
     for e in &set.endpoints {
@@ -330,7 +429,8 @@ pub fn wanted(
             continue;
         }
         let key = (e.network_id.as_str(), e.ip, e.node_id.as_str());
-        if !heard.contains(&key) && !alive.contains_key(&e.node_id) {
+        let heard = heard.get(&key).is_some_and(|g| agrees(g, e.node_addr));
+        if !heard && !alive.contains_key(&e.node_id) {
             continue;
         }
         let ip = Ipv4Addr::from(e.ip);
@@ -698,7 +798,8 @@ mod tests {
             // A network with no task here.
             g("b", [10, 0, 2, 2], "n2", [198, 18, 0, 2]),
             // Heard of with a VTEP the control plane does not know for n2:
-            // programmed towards n2's recorded VTEP only.
+            // not heard at all; programmed (towards n2's recorded VTEP)
+            // only because n2 is alive.
             g("a", [10, 0, 1, 6], "n2", [203, 0, 113, 9]),
             // Heard of on n4, which gossip no longer counts alive.
             g("a", [10, 0, 1, 7], "n4", [198, 18, 0, 4]),
@@ -733,14 +834,61 @@ mod tests {
         );
         assert_eq!(want.len(), 1);
 
-        // Gossip has not met anyone yet: only what it has heard of.
+        // Gossip has not met anyone yet: only what it has heard of, and
+        // agrees with the control plane (not 10.0.1.6's forged VTEP).
         let want = wanted(&gossip, &BTreeMap::new(), &set, &local, "me");
         assert_eq!(
             pairs(&want, "a"),
+            ["10.0.1.2@198.18.0.2", "10.0.1.7@198.18.0.4"]
+        );
+        // A forged MAC is not heard either.
+        let mut forged = g("a", [10, 0, 1, 2], "n2", [198, 18, 0, 2]);
+        forged.mac = [2, 0x42, 6, 6, 6, 6];
+        let want = wanted(&[forged], &BTreeMap::new(), &set, &local, "me");
+        assert_eq!(pairs(&want, "a"), Vec::<String>::new());
+    }
+
+    #[test]
+    fn gossip_records_that_contradict_the_control_plane_are_singled_out() {
+        let set = AssignmentSet {
+            endpoints: vec![cp("a", "10.0.1.2", "n2"), cp("a", "10.0.1.3", "n3")],
+            nodes: ["n2", "n3"]
+                .iter()
+                .map(|n| shoal_api::cluster::v1::NodeAddress {
+                    id: (*n).into(),
+                    addr: u32::from(vtep_of(n)),
+                })
+                .collect(),
+            ..Default::default()
+        };
+        let mut bad_mac = g("a", [10, 0, 1, 2], "n2", [198, 18, 0, 2]);
+        bad_mac.mac = [2, 0x42, 6, 6, 6, 6];
+        let gossip = vec![
+            // Agrees.
+            g("a", [10, 0, 1, 2], "n2", [198, 18, 0, 2]),
+            // Listed task, another VTEP (a redirect to an attacker).
+            g("a", [10, 0, 1, 3], "n3", [203, 0, 113, 9]),
+            // Listed on n3, claimed by n2.
+            g("a", [10, 0, 1, 3], "n2", [198, 18, 0, 2]),
+            bad_mac.clone(),
+            // Not listed yet, its node's VTEP: fine (and not programmed).
+            g("a", [10, 0, 1, 9], "n2", [198, 18, 0, 2]),
+            // Not listed yet, another VTEP than its node's.
+            g("a", [10, 0, 1, 8], "n2", [203, 0, 113, 9]),
+            // Our own records are ours to judge.
+            g("a", [10, 0, 1, 7], "me", [203, 0, 113, 9]),
+        ];
+        let bad: Vec<String> = disagreeing(&gossip, &set, "me")
+            .iter()
+            .map(|e| format!("{}@{}/{}", e.ip, e.vtep, e.node_id))
+            .collect();
+        assert_eq!(
+            bad,
             [
-                "10.0.1.2@198.18.0.2",
-                "10.0.1.6@198.18.0.2",
-                "10.0.1.7@198.18.0.4"
+                "10.0.1.3@203.0.113.9/n3",
+                "10.0.1.3@198.18.0.2/n2",
+                "10.0.1.2@198.18.0.2/n2",
+                "10.0.1.8@203.0.113.9/n2",
             ]
         );
     }

@@ -656,6 +656,13 @@ impl Swarm {
         if r.snapshot_interval != 0 {
             settings.snapshot_interval = r.snapshot_interval;
         }
+        if r.network_key_rotation_secs != 0 {
+            settings.network_key_rotation_secs = shoal_controlplane::keys::rotation_period(
+                "--network-key-rotation",
+                r.network_key_rotation_secs,
+            )
+            .map_err(|reason| invalid("--network-key-rotation", &reason))?;
+        }
         settings.autolock = r.autolock;
         // With autolock the store's KEK is the unlock key, never on disk.
         let unlock = r.autolock.then(UnlockKey::generate);
@@ -717,6 +724,8 @@ impl Swarm {
             },
             removed_nodes: Default::default(),
             unlock_key: SecretString(unlock.as_ref().map(UnlockKey::format).unwrap_or_default()),
+            // Made now, so this node's first assignment set has them.
+            network_keys: shoal_controlplane::keys::NetworkKeys::made(),
         };
         let me = self.node_object(&node_id, ModelRole::Manager, &advertise);
         if let Err(e) = manager.bootstrap(cluster, me).await {

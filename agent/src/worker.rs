@@ -81,6 +81,8 @@ pub struct NodeView {
     pub node_id: String,
     pub set: Arc<AssignmentSet>,
     pub gossip: Option<Arc<shoal_gossip::Gossip>>,
+    /// Gossip endpoint records that disagreed with the control plane.
+    pub gossip_disagreed: Option<Arc<std::sync::atomic::AtomicU64>>,
 }
 
 impl std::fmt::Debug for NodeView {
@@ -273,6 +275,7 @@ impl Worker {
             node_id: link.node_id.clone(),
             set: Arc::default(),
             gossip: executor.setup.endpoints.as_ref().map(Endpoints::gossip),
+            gossip_disagreed: executor.setup.endpoints.as_ref().map(Endpoints::disagreed),
         };
         let view_rx = executor.view.subscribe();
         let mut loops = vec![
@@ -484,6 +487,12 @@ impl<O: Overlay, T: Tasks, M: MeshSync> Executor<O, T, M> {
     /// Brings what runs here in line with `set`.
     pub fn apply(self: &Arc<Self>, mut set: AssignmentSet) {
         self.setup.secrets.received(&set);
+        // The rings go to gossip and nowhere else: the view kept for the
+        // mesh, DNS and `node doctor` holds no key.
+        let keys = std::mem::take(&mut set.network_keys);
+        if let Some(e) = &self.setup.endpoints {
+            e.set_keys(&keys);
+        }
         // The files' data goes to the tasks that start now and nowhere
         // else: the view kept for the mesh, DNS and `node doctor` has none,
         // so a secret leaves memory when its last task here has started.

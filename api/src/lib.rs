@@ -37,8 +37,30 @@ pub mod cluster {
             }
         }
 
+        impl std::fmt::Debug for NetworkKey {
+            fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.debug_struct("NetworkKey")
+                    .field("subsystem", &self.subsystem)
+                    .field("lamport_time", &self.lamport_time)
+                    .field("key", &format_args!("<{} bytes>", self.key.len()))
+                    .finish()
+            }
+        }
+
         #[cfg(test)]
         mod tests {
+            #[test]
+            fn a_network_key_never_prints_its_bytes() {
+                let k = super::NetworkKey {
+                    subsystem: "networking:gossip".into(),
+                    lamport_time: 7,
+                    key: vec![0xab; 16],
+                };
+                let shown = format!("{k:?} {k:#?}");
+                assert!(!shown.contains("171") && !shown.contains("ab"), "{shown}");
+                assert!(shown.contains("<16 bytes>"), "{shown}");
+            }
+
             #[test]
             fn a_task_file_never_prints_its_data() {
                 let file = super::TaskFile {

@@ -269,6 +269,7 @@ struct StatsJson<'a> {
     reasons: Vec<ReasonJson<'a>>,
     mesh: Vec<MeshJson<'a>>,
     mesh_reasons: Vec<ReasonJson<'a>>,
+    gossip: Vec<ReasonJson<'a>>,
 }
 
 #[derive(Serialize)]
@@ -381,6 +382,14 @@ pub fn stats(s: &StatsReply, format: Format) -> anyhow::Result<()> {
                         count: r.count,
                     })
                     .collect(),
+                gossip: s
+                    .gossip
+                    .iter()
+                    .map(|r| ReasonJson {
+                        reason: &r.reason,
+                        count: r.count,
+                    })
+                    .collect(),
             };
             println!("{}", serde_json::to_string_pretty(&j)?);
         }
@@ -422,6 +431,11 @@ pub fn stats(s: &StatsReply, format: Format) -> anyhow::Result<()> {
                 mesh_reasons.add_row(vec![r.reason.clone(), r.count.to_string()]);
             }
             println!("\n{mesh_reasons}");
+            let mut gossip = table(&["GOSSIP", "COUNT"]);
+            for r in &s.gossip {
+                gossip.add_row(vec![r.reason.clone(), r.count.to_string()]);
+            }
+            println!("\n{gossip}");
         }
     }
     Ok(())

@@ -30,6 +30,8 @@ use crate::{
 
 /// Below this the dispatcher would mark healthy nodes down on a busy host.
 const MIN_HEARTBEAT: Duration = Duration::from_secs(1);
+/// A new key must reach every node before it is sent with.
+const MIN_KEY_ROTATION: Duration = Duration::from_secs(2);
 /// docker refuses certificates shorter-lived than an hour; Shoal allows
 /// 30 s (the CA's minimum), so that renewal can be watched in a lab (nodes
 /// renew at three quarters of the lifetime). Keep real swarms at hours.
@@ -90,6 +92,9 @@ pub struct InitArgs {
     /// Number of log entries between Raft snapshots.
     #[arg(long, default_value_t = 10_000)]
     snapshot_interval: u64,
+    /// Network key ring rotation period (ns|us|ms|s|m|h); for tests.
+    #[arg(long, hide = true, default_value = "12h")]
+    network_key_rotation: String,
 }
 
 #[derive(Subcommand)]
@@ -170,6 +175,9 @@ pub enum SwarmCmd {
         /// Dispatcher heartbeat period (ns|us|ms|s|m|h).
         #[arg(long)]
         dispatcher_heartbeat: Option<String>,
+        /// Network key ring rotation period (ns|us|ms|s|m|h); for tests.
+        #[arg(long, hide = true)]
+        network_key_rotation: Option<String>,
     },
     /// Manage the unlock key of an autolocked swarm.
     UnlockKey {
@@ -275,6 +283,7 @@ fn whole_seconds(flag: &'static str, value: &str, min: Duration) -> Result<u64, 
         let min = match min.as_secs() {
             3600 => "1h",
             30 => "30s",
+            2 => "2s",
             _ => "1s",
         };
         return Err(FlagError::new(flag, value, Problem::TooSmall { min }));
@@ -371,6 +380,11 @@ fn init_request(a: &InitArgs) -> Result<SwarmInitRequest, FlagError> {
             MIN_HEARTBEAT,
         )?,
         snapshot_interval: a.snapshot_interval,
+        network_key_rotation_secs: whole_seconds(
+            "--network-key-rotation",
+            &a.network_key_rotation,
+            MIN_KEY_ROTATION,
+        )?,
     })
 }
 
@@ -550,6 +564,7 @@ pub async fn run(host: &str, cmd: SwarmCmd) -> anyhow::Result<()> {
             autolock,
             cert_expiry,
             dispatcher_heartbeat,
+            network_key_rotation,
         } => {
             let req = UpdateSwarmRequest {
                 autolock,
@@ -560,6 +575,10 @@ pub async fn run(host: &str, cmd: SwarmCmd) -> anyhow::Result<()> {
                 dispatcher_heartbeat_secs: dispatcher_heartbeat
                     .as_deref()
                     .map(|v| whole_seconds("--dispatcher-heartbeat", v, MIN_HEARTBEAT))
+                    .transpose()?,
+                network_key_rotation_secs: network_key_rotation
+                    .as_deref()
+                    .map(|v| whole_seconds("--network-key-rotation", v, MIN_KEY_ROTATION))
                     .transpose()?,
             };
             let mut d = client::connect(host).await?;
@@ -632,10 +651,26 @@ mod tests {
             cert_expiry: "2160h".into(),
             dispatcher_heartbeat: "5s".into(),
             snapshot_interval: 10_000,
+            network_key_rotation: "12h".into(),
             ..Default::default()
         };
         f(&mut a);
         init_request(&a).map_err(|e| format!("{:#}", anyhow::Error::from(e)))
+    }
+
+    #[test]
+    fn network_key_rotation_is_whole_seconds_of_at_least_two() {
+        assert_eq!(
+            init(|_| {}).map(|r| r.network_key_rotation_secs),
+            Ok(12 * 3600)
+        );
+        let r = init(|a| a.network_key_rotation = "3s".into()).expect("3s");
+        assert_eq!(r.network_key_rotation_secs, 3);
+        let e = init(|a| a.network_key_rotation = "1s".into()).expect_err("1s");
+        assert!(
+            e.contains("--network-key-rotation") && e.contains("2s"),
+            "{e}"
+        );
     }
 
     #[test]

@@ -363,6 +363,12 @@ pub fn assignments(state: &ClusterState, node_id: &str) -> AssignmentSet {
                 })
             })
             .collect(),
+        // Every node in the cluster: the rings are what lets it speak
+        // gossip at all (and, later, read encrypted overlays).
+        network_keys: state
+            .cluster()
+            .map(|c| c.network_keys.to_wire())
+            .unwrap_or_default(),
     }
 }
 

@@ -23,6 +23,7 @@
 pub mod constraint;
 pub mod dispatch;
 pub mod ipam;
+pub mod keys;
 pub mod manager;
 pub mod model;
 pub mod orchestrator;

@@ -152,6 +152,10 @@ pub struct Cluster {
     /// changes. Empty without autolock.
     #[serde(default)]
     pub unlock_key: SecretString,
+    /// The network key rings the leader keeps and rotates (see
+    /// [`crate::keys`]); empty until the leader first makes them.
+    #[serde(default)]
+    pub network_keys: crate::keys::NetworkKeys,
 }
 
 /// PEM of the root CA certificate and its private key.
@@ -200,6 +204,8 @@ pub struct ClusterSettings {
     pub autolock: bool,
     /// Lifetime of node certificates (swarm `--cert-expiry`, 2160h).
     pub node_cert_expiry_secs: u64,
+    /// How often the network key rings rotate (swarm: 12 h).
+    pub network_key_rotation_secs: u64,
 }
 
 impl Default for ClusterSettings {
@@ -214,6 +220,7 @@ impl Default for ClusterSettings {
             task_history_limit: 5,
             autolock: false,
             node_cert_expiry_secs: 2160 * 3600,
+            network_key_rotation_secs: crate::keys::DEFAULT_ROTATION.as_secs(),
         }
     }
 }

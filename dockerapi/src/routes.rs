@@ -356,6 +356,7 @@ async fn swarm_init(b: &Backend, call: &Call) -> Reply {
             .flatten()
             .map_or(0, |n| n / 1_000_000_000),
         snapshot_interval: 0,
+        network_key_rotation_secs: 0,
     };
     let reply = b
         .node()

@@ -7,14 +7,23 @@
 //!
 //! Sockets are handed in, not opened here, so the caller decides their
 //! network namespace (the lab opens them inside a node's namespace).
+//!
+//! Every UDP packet and TCP push is sealed with the `networking:gossip` key
+//! ring the control plane hands each node over its mTLS session (see
+//! [`seal`]). Until [`Gossip::set_keyring`] is called a member neither sends
+//! nor accepts anything: a node speaks gossip only once the control plane
+//! has admitted it, and a host without the ring can neither join nor
+//! inject.
 
+pub mod seal;
+mod stats;
 mod table;
 
 use std::{
     collections::BTreeMap,
     net::SocketAddr,
-    num::NonZeroU32,
-    sync::{Arc, Mutex, MutexGuard},
+    num::{NonZeroU32, NonZeroUsize},
+    sync::{Arc, Mutex, MutexGuard, RwLock},
     time::{Duration, SystemTime, UNIX_EPOCH},
 };
 
@@ -29,12 +38,16 @@ use tokio::{
     sync::{mpsc, watch},
 };
 
+pub use seal::{Keyring, KeyringError, OpenError};
+pub use stats::GossipStats;
 pub use table::{Endpoint, EndpointKey, Record, Table};
+
+use stats::Counters;
 
 /// swarm's gossip port.
 pub use shoal_common::ports::GOSSIP_PORT;
 /// A full-table push larger than this is refused (about 50 000 endpoints).
-const MAX_SYNC_BYTES: u64 = 8 << 20;
+const MAX_SYNC_BYTES: u64 = (8 << 20) + seal::OVERHEAD as u64;
 
 #[derive(Debug, thiserror::Error)]
 pub enum GossipError {
@@ -115,6 +128,9 @@ impl GossipConfig {
         c.probe_period = self.probe_period;
         c.probe_rtt = self.probe_rtt;
         c.suspect_to_down_after = self.suspect_to_down;
+        // Room for the seal within the same datagram size.
+        c.max_packet_size = NonZeroUsize::new(c.max_packet_size.get() - seal::OVERHEAD)
+            .unwrap_or(c.max_packet_size);
         c
     }
 }
@@ -189,6 +205,49 @@ pub struct Gossip {
     notify: watch::Sender<u64>,
     tasks: Vec<tokio::task::JoinHandle<()>>,
     node_id: String,
+    wire: Wire,
+}
+
+/// What every packet in or out goes through: the ring and the counters.
+#[derive(Clone, Default)]
+struct Wire {
+    ring: Arc<RwLock<Option<Keyring>>>,
+    counters: Arc<Counters>,
+}
+
+impl Wire {
+    fn ring(&self) -> Option<Keyring> {
+        self.ring.read().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    /// The payload of a received packet, or `None` (counted) when it does
+    /// not open.
+    fn open(&self, packet: &[u8]) -> Option<Vec<u8>> {
+        let Some(ring) = self.ring() else {
+            self.counters.no_ring_in.inc();
+            return None;
+        };
+        match ring.open(packet) {
+            Ok(p) => {
+                self.counters.opened.inc();
+                Some(p)
+            }
+            Err(e) => {
+                self.counters.refused(e);
+                None
+            }
+        }
+    }
+
+    /// The sealed packet, or `None` (counted) without a ring.
+    fn seal(&self, payload: &[u8]) -> Option<Vec<u8>> {
+        let Some(ring) = self.ring() else {
+            self.counters.no_ring_out.inc();
+            return None;
+        };
+        self.counters.sealed.inc();
+        Some(ring.seal(payload))
+    }
 }
 
 impl Drop for Gossip {
@@ -221,6 +280,7 @@ impl Gossip {
         let udp = Arc::new(UdpSocket::from_std(udp).map_err(GossipError::Socket)?);
         let tcp = TcpListener::from_std(tcp).map_err(GossipError::Socket)?;
         let shared = Arc::new(Mutex::new(Shared::default()));
+        let wire = Wire::default();
         let (changed_tx, changed) = watch::channel(0u64);
         let notify = changed_tx.clone();
         let (tx, mut rx) = mpsc::unbounded_channel();
@@ -241,14 +301,14 @@ impl Gossip {
         let mut tasks = Vec::new();
         // UDP receive loop.
         {
-            let (udp, tx) = (Arc::clone(&udp), tx.clone());
+            let (udp, tx, wire) = (Arc::clone(&udp), tx.clone(), wire.clone());
             tasks.push(tokio::spawn(async move {
-                let mut buf = vec![0u8; buf_len];
+                let mut buf = vec![0u8; buf_len + seal::OVERHEAD];
                 while let Ok((n, _)) = udp.recv_from(&mut buf).await {
-                    if tx
-                        .send(Input::Data(Bytes::copy_from_slice(&buf[..n])))
-                        .is_err()
-                    {
+                    let Some(payload) = wire.open(&buf[..n]) else {
+                        continue;
+                    };
+                    if tx.send(Input::Data(Bytes::from(payload))).is_err() {
                         return;
                     }
                 }
@@ -256,12 +316,13 @@ impl Gossip {
         }
         // Full-table pushes from members that saw this one come up.
         {
-            let (shared, changed) = (Arc::clone(&shared), changed_tx.clone());
+            let (shared, changed, wire) = (Arc::clone(&shared), changed_tx.clone(), wire.clone());
             tasks.push(tokio::spawn(async move {
                 while let Ok((stream, peer)) = tcp.accept().await {
-                    let (shared, changed) = (Arc::clone(&shared), changed.clone());
+                    let (shared, changed, wire) =
+                        (Arc::clone(&shared), changed.clone(), wire.clone());
                     tokio::spawn(async move {
-                        match receive_sync(stream).await {
+                        match receive_sync(stream, &wire).await {
                             Ok(records) => {
                                 let mut s = lock(&shared);
                                 let n = records
@@ -292,7 +353,11 @@ impl Gossip {
                 }
             }));
         }
-        let netns = cfg.netns.clone();
+        let out = Out {
+            udp,
+            wire: wire.clone(),
+            netns: cfg.netns.clone(),
+        };
         // The member itself: foca driven by one task.
         {
             let (shared, tx2) = (Arc::clone(&shared), tx.clone());
@@ -320,9 +385,9 @@ impl Gossip {
                                 let to = members[rand::random_range(0..members.len())];
                                 let records: Vec<Record> =
                                     lock(&shared).table.records().cloned().collect();
-                                let netns = netns.clone();
+                                let out = out.clone();
                                 tokio::spawn(async move {
-                                    if let Err(e) = push_sync(to, &records, netns).await {
+                                    if let Err(e) = push_sync(to, &records, &out).await {
                                         tracing::debug!(%to, error = %e, "gossip anti-entropy push");
                                     }
                                 });
@@ -331,7 +396,7 @@ impl Gossip {
                         }
                         Input::Leave => {
                             let r = foca.leave_cluster(&mut rt);
-                            drain(&mut rt, &udp, &tx2, &shared, &changed_tx, &netns).await;
+                            drain(&mut rt, &out, &tx2, &shared, &changed_tx).await;
                             if let Err(e) = r {
                                 tracing::debug!(error = %e, "leaving the gossip cluster");
                             }
@@ -341,7 +406,7 @@ impl Gossip {
                     if let Err(e) = result {
                         tracing::debug!(error = %e, "gossip message refused");
                     }
-                    drain(&mut rt, &udp, &tx2, &shared, &changed_tx, &netns).await;
+                    drain(&mut rt, &out, &tx2, &shared, &changed_tx).await;
                 }
             }));
         }
@@ -352,7 +417,28 @@ impl Gossip {
             notify,
             tasks,
             node_id: cfg.node_id,
+            wire,
         })
+    }
+
+    /// Installs (or replaces, on rotation) the ring packets are sealed and
+    /// opened with. Before the first call the member is mute and deaf.
+    pub fn set_keyring(&self, ring: Keyring) {
+        let mut held = self.wire.ring.write().unwrap_or_else(|e| e.into_inner());
+        if held.as_ref().map(Keyring::tags) != Some(ring.tags()) {
+            tracing::info!(tags = ?ring.tags(), primary = ring.primary_tag(), "gossip key ring installed");
+        }
+        *held = Some(ring);
+    }
+
+    /// Whether a ring is installed (gossip can speak).
+    pub fn has_keyring(&self) -> bool {
+        self.wire.ring().is_some()
+    }
+
+    /// Packet counters: what was sealed, opened, and dropped by reason.
+    pub fn stats(&self) -> GossipStats {
+        self.wire.counters.snapshot()
     }
 
     /// Joins the cluster through any of `peers` (their 7946 addresses).
@@ -423,17 +509,27 @@ impl Gossip {
     }
 }
 
+/// Where packets and pushes go out.
+#[derive(Clone)]
+struct Out {
+    udp: Arc<UdpSocket>,
+    wire: Wire,
+    netns: Option<std::path::PathBuf>,
+}
+
 /// Carries out what foca asked for: packets, timers, notifications.
 async fn drain(
     rt: &mut AccumulatingRuntime<Member>,
-    udp: &UdpSocket,
+    out: &Out,
     tx: &mpsc::UnboundedSender<Input>,
     shared: &Arc<Mutex<Shared>>,
     changed: &watch::Sender<u64>,
-    netns: &Option<std::path::PathBuf>,
 ) {
     while let Some((to, data)) = rt.to_send() {
-        if let Err(e) = udp.send_to(&data, to.addr).await {
+        let Some(sealed) = out.wire.seal(&data) else {
+            continue;
+        };
+        if let Err(e) = out.udp.send_to(&sealed, to.addr).await {
             tracing::debug!(to = %to.addr, error = %e, "gossip send");
         }
     }
@@ -452,9 +548,9 @@ async fn drain(
                 // Push the whole table: the newcomer learns every endpoint
                 // at once instead of waiting for retransmissions.
                 let records: Vec<Record> = lock(shared).table.records().cloned().collect();
-                let netns = netns.clone();
+                let out = out.clone();
                 tokio::spawn(async move {
-                    if let Err(e) = push_sync(m.addr, &records, netns).await {
+                    if let Err(e) = push_sync(m.addr, &records, &out).await {
                         tracing::debug!(to = %m.addr, error = %e, "gossip sync push");
                     }
                 });
@@ -479,13 +575,13 @@ async fn drain(
     }
 }
 
-async fn push_sync(
-    to: SocketAddr,
-    records: &[Record],
-    netns: Option<std::path::PathBuf>,
-) -> std::io::Result<()> {
+async fn push_sync(to: SocketAddr, records: &[Record], out: &Out) -> std::io::Result<()> {
     let data = postcard::to_allocvec(records).map_err(std::io::Error::other)?;
-    let s = match netns {
+    let data = out
+        .wire
+        .seal(&data)
+        .ok_or_else(|| std::io::Error::other("no gossip key ring yet"))?;
+    let s = match out.netns.clone() {
         None => tokio::time::timeout(Duration::from_secs(3), TcpStream::connect(to))
             .await
             .map_err(|_| std::io::Error::new(std::io::ErrorKind::TimedOut, "connect"))??,
@@ -510,7 +606,7 @@ async fn connect_in(
     .await?
 }
 
-async fn receive_sync(s: TcpStream) -> std::io::Result<Vec<Record>> {
+async fn receive_sync(s: TcpStream, wire: &Wire) -> std::io::Result<Vec<Record>> {
     let mut data = Vec::new();
     tokio::time::timeout(
         Duration::from_secs(5),
@@ -521,5 +617,12 @@ async fn receive_sync(s: TcpStream) -> std::io::Result<Vec<Record>> {
     if data.len() as u64 > MAX_SYNC_BYTES {
         return Err(std::io::Error::other("full-table push too large"));
     }
+    // A bare connect (`node doctor`'s 7946 probe) carries nothing to open.
+    if data.is_empty() {
+        return Ok(Vec::new());
+    }
+    let data = wire
+        .open(&data)
+        .ok_or_else(|| std::io::Error::other("full-table push did not open"))?;
     postcard::from_bytes(&data).map_err(std::io::Error::other)
 }

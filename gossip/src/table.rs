@@ -16,7 +16,7 @@ pub struct EndpointKey {
 
 /// A task's interface on an overlay network, as the FDB and neighbour
 /// tables need it.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub struct Endpoint {
     pub network: String,
     pub ip: Ipv4Addr,

@@ -9,7 +9,7 @@ use std::{
 };
 
 use anyhow::Context;
-use shoal_gossip::{Endpoint, EndpointKey, Gossip, GossipConfig};
+use shoal_gossip::{Endpoint, EndpointKey, Gossip, GossipConfig, Keyring};
 use shoal_lab::{Lab, eventually};
 
 const NODES: usize = 5;
@@ -21,7 +21,15 @@ fn start(lab: &Lab, k: usize) -> anyhow::Result<Gossip> {
     // All members live in this test process: TCP pushes must be made from
     // the member's own namespace.
     cfg.netns = Some(shoal_lab::netns::netns_path(lab.node(k).netns()));
-    Ok(Gossip::start(cfg, udp, tcp, NODES as u32)?)
+    let g = Gossip::start(cfg, udp, tcp, NODES as u32)?;
+    g.set_keyring(ring().clone());
+    Ok(g)
+}
+
+/// One ring for every member of this test.
+fn ring() -> &'static Keyring {
+    static RING: std::sync::OnceLock<Keyring> = std::sync::OnceLock::new();
+    RING.get_or_init(|| Keyring::random(1..=3).expect("a ring"))
 }
 
 fn endpoint(k: usize, last: u8) -> Endpoint {

@@ -8,17 +8,20 @@ use std::{
 };
 
 use anyhow::{Context, ensure};
-use shoal_gossip::{Endpoint, GOSSIP_PORT, Gossip, GossipConfig};
+use shoal_gossip::{Endpoint, GOSSIP_PORT, Gossip, GossipConfig, Keyring};
 use shoal_lab::Lab;
 
 use crate::bench::{ms, pct};
 
-fn start(lab: &Lab, k: usize, n: usize) -> anyhow::Result<(Gossip, GossipConfig)> {
+fn start(lab: &Lab, k: usize, n: usize, ring: &Keyring) -> anyhow::Result<(Gossip, GossipConfig)> {
     let addr = SocketAddr::new(lab.node(k).addr().into(), GOSSIP_PORT);
     let (udp, tcp) = shoal_lab::netns::bind_udp_tcp(lab.node(k).netns(), addr)?;
     let mut cfg = GossipConfig::lan(format!("node{k}"), addr, n as u32);
     cfg.netns = Some(shoal_lab::netns::netns_path(lab.node(k).netns()));
-    Ok((Gossip::start(cfg.clone(), udp, tcp, n as u32)?, cfg))
+    let g = Gossip::start(cfg.clone(), udp, tcp, n as u32)?;
+    // Sealed as on a real node: the cost of encryption is in the figures.
+    g.set_keyring(ring.clone());
+    Ok((g, cfg))
 }
 
 /// Polls every 5 ms until `f` holds; the elapsed time, or an error after 2 min.
@@ -60,8 +63,9 @@ pub async fn run(sizes: &[usize], rounds: usize) -> anyhow::Result<()> {
         let seed = SocketAddr::new(lab.node(1).addr().into(), GOSSIP_PORT);
         let mut members = Vec::new();
         let mut cfg = None;
+        let ring = Keyring::random(1..=3)?;
         for k in 1..=n {
-            let (g, c) = start(&lab, k, n)?;
+            let (g, c) = start(&lab, k, n, &ring)?;
             if k > 1 {
                 g.join([seed])?;
             }

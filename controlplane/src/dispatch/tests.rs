@@ -658,3 +658,46 @@ fn an_ended_task_takes_its_files_with_it() {
     assert!(n2.tasks.iter().any(|t| t.id == "t2"));
     assert!(files_of(&n2).iter().all(|(t, _, _)| t != "t2"));
 }
+
+#[test]
+fn every_node_gets_both_key_rings_and_none_without_a_cluster() {
+    let mut s = cluster();
+    assert!(assignments(&s, "n1").network_keys.is_empty());
+    let keys = crate::keys::NetworkKeys::made();
+    s.clusters.insert(
+        "c".into(),
+        crate::model::Cluster {
+            id: "c".into(),
+            version: 0,
+            name: "default".into(),
+            settings: Default::default(),
+            join_tokens: Default::default(),
+            root_ca: Default::default(),
+            removed_nodes: Default::default(),
+            unlock_key: Default::default(),
+            network_keys: keys.clone(),
+        },
+    );
+    // A node with tasks and one without: the rings are what lets either
+    // speak gossip at all.
+    for n in ["n1", "n9"] {
+        let got = assignments(&s, n).network_keys;
+        let rings: Vec<(&str, u64)> = got
+            .iter()
+            .map(|k| (k.subsystem.as_str(), k.lamport_time))
+            .collect();
+        assert_eq!(
+            rings,
+            [
+                ("networking:gossip", 1),
+                ("networking:gossip", 2),
+                ("networking:gossip", 3),
+                ("networking:ipsec", 4),
+                ("networking:ipsec", 5),
+                ("networking:ipsec", 6),
+            ],
+            "{n}"
+        );
+        assert_eq!(got[0].key, keys.gossip[0].key.0);
+    }
+}

@@ -90,6 +90,11 @@ pub(super) async fn update_swarm(
         }
         c.settings.dispatcher_heartbeat_secs = secs;
     }
+    if let Some(secs) = r.network_key_rotation_secs {
+        c.settings.network_key_rotation_secs =
+            crate::keys::rotation_period("--network-key-rotation", secs)
+                .map_err(|what| ManagerError::Invalid { what })?;
+    }
     let mut unlock_key = String::new();
     match r.autolock {
         // Every manager follows the replicated key: each rewraps its own

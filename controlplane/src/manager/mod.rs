@@ -12,6 +12,7 @@ mod grpc;
 mod images;
 mod join;
 mod logs;
+mod netkeys;
 mod networks;
 mod nodes;
 mod pki;
@@ -747,6 +748,7 @@ async fn reconciler(m: Arc<Manager>, mut stopped: tokio::sync::watch::Receiver<b
             wake = Some(tokio::time::Instant::now() + Duration::from_millis(wait));
         }
         pki::finish_rotation(&m).await;
+        netkeys::rotate(&m).await;
     }
 }
 

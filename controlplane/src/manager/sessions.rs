@@ -82,6 +82,7 @@ pub(super) fn assignments(m: Arc<Manager>, node_id: String) -> mpsc::Receiver<As
                     && l.endpoints == set.endpoints
                     && l.mesh == set.mesh
                     && l.nodes == set.nodes
+                    && l.network_keys == set.network_keys
             });
             if !same {
                 if tx.send(set.clone()).await.is_err() {

@@ -15,6 +15,7 @@ fn cluster(id: &str, name: &str) -> Cluster {
         root_ca: RootCaKeys::default(),
         removed_nodes: BTreeSet::new(),
         unlock_key: SecretString::default(),
+        network_keys: Default::default(),
     }
 }
 
