@@ -9,6 +9,7 @@ pub mod compare;
 pub mod meta;
 pub mod parse;
 pub mod plot;
+pub mod ratio;
 pub mod result;
 pub mod stats;
 

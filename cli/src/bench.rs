@@ -23,8 +23,8 @@ use crate::{bench::scenario::Scenario, client, output::Format};
 pub struct BenchArgs {
     #[command(subcommand)]
     cmd: Option<BenchCmd>,
-    /// Scenarios to run: overlay, vip, ingress-local, ingress-remote
-    /// (default: all).
+    /// Scenarios to run: overlay, vip, ingress-local, ingress-remote,
+    /// underlay (default: all).
     #[arg(value_name = "SCENARIO")]
     scenarios: Vec<String>,
     /// Measurements per scenario.
@@ -136,7 +136,13 @@ pub async fn run(host: &str, a: BenchArgs) -> anyhow::Result<()> {
     }
     match a.format {
         Format::Json => println!("{}", serde_json::to_string_pretty(&result)?),
-        Format::Table => print!("{}", report::table(&result)),
+        Format::Table => {
+            print!("{}", report::table(&result));
+            print!(
+                "{}",
+                shoal_bench::ratio::lines(&shoal_bench::ratio::ratios(&result))
+            );
+        }
     }
     let flagged = result.flagged();
     if a.strict && !flagged.is_empty() {

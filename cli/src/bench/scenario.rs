@@ -6,7 +6,7 @@ use anyhow::{Context, bail};
 use shoal_bench::{Iperf3, Rr};
 
 use super::{
-    fixture::{Fixture, Layout},
+    fixture::{Fixture, Layout, Net},
     rr,
 };
 use crate::client;
@@ -22,13 +22,17 @@ pub enum Scenario {
     IngressLocal,
     /// The same entered on a node without the server.
     IngressRemote,
+    /// iperf3 between host-network tasks on two nodes, to the server
+    /// node's address: no Shoal in the path, the ceiling.
+    Underlay,
 }
 
-const ALL: [Scenario; 4] = [
+const ALL: [Scenario; 5] = [
     Scenario::Overlay,
     Scenario::Vip,
     Scenario::IngressLocal,
     Scenario::IngressRemote,
+    Scenario::Underlay,
 ];
 
 impl fmt::Display for Scenario {
@@ -38,6 +42,7 @@ impl fmt::Display for Scenario {
             Self::Vip => "vip",
             Self::IngressLocal => "ingress-local",
             Self::IngressRemote => "ingress-remote",
+            Self::Underlay => "underlay",
         })
     }
 }
@@ -71,7 +76,7 @@ const RR_P99: &str = "rr p99";
 impl Scenario {
     pub fn metric_names(self) -> &'static [&'static str] {
         match self {
-            Self::Overlay | Self::Vip => &[THROUGHPUT, RETRANSMITS],
+            Self::Overlay | Self::Vip | Self::Underlay => &[THROUGHPUT, RETRANSMITS],
             Self::IngressLocal | Self::IngressRemote => &[RR_RATE, RR_P50, RR_P99],
         }
     }
@@ -101,6 +106,11 @@ impl Scenario {
             Self::Vip => format!(
                 "vip: iperf3 client task on {} -> service VIP {} (server task on {})",
                 l.client.hostname, l.iperf_vip, l.server.hostname
+            ),
+            Self::Underlay => format!(
+                "underlay: iperf3 client task on {}'s host network -> iperf3 server task on \
+                 {}'s host network at the node's address {} (no Shoal in the path: the ceiling)",
+                l.client.hostname, l.server.hostname, l.iperf_underlay
             ),
             Self::IngressLocal | Self::IngressRemote => {
                 let entry = self.entry(l);
@@ -132,16 +142,29 @@ impl Scenario {
     fn iperf_args(self, l: &Layout, secs: u64) -> Vec<String> {
         let target = match self {
             Self::Vip => l.iperf_vip,
+            Self::Underlay => *l.iperf_underlay.ip(),
             _ => l.iperf_task,
         };
-        vec![
+        let mut args = vec![
             "/bin/iperf3".into(),
             "-c".into(),
             target.to_string(),
             "-t".into(),
             secs.to_string(),
             "--json".into(),
-        ]
+        ];
+        if self == Self::Underlay {
+            args.extend(["-p".into(), l.iperf_underlay.port().to_string()]);
+        }
+        args
+    }
+
+    /// Where the scenario's client task runs.
+    fn net(self) -> Net {
+        match self {
+            Self::Underlay => Net::Host,
+            _ => Net::Overlay,
+        }
     }
 
     /// One unmeasured run, retried: the first packets of a new path wait on
@@ -157,10 +180,10 @@ impl Scenario {
         let mut last = None;
         for _ in 0..5 {
             let r = match self {
-                Self::Overlay | Self::Vip => {
+                Self::Overlay | Self::Vip | Self::Underlay => {
                     let args = self.iperf_args(l, 1);
                     let args: Vec<&str> = args.iter().map(String::as_str).collect();
-                    fx.run_task(&l.client, &args, super::TASK_SLACK)
+                    fx.run_task(&l.client, self.net(), &args, super::TASK_SLACK)
                         .await
                         .and_then(|out| Ok(Iperf3::parse(&out)?))
                         .map(drop)
@@ -199,7 +222,7 @@ impl Scenario {
 
     fn command(self, l: &Layout, secs: u64) -> String {
         match self {
-            Self::Overlay | Self::Vip => format!(
+            Self::Overlay | Self::Vip | Self::Underlay => format!(
                 "task on {}: {}",
                 l.client.hostname,
                 self.iperf_args(l, secs).join(" ")
@@ -226,11 +249,11 @@ impl Scenario {
             commands.push(line);
         }
         match self {
-            Self::Overlay | Self::Vip => {
+            Self::Overlay | Self::Vip | Self::Underlay => {
                 let args = self.iperf_args(l, secs);
                 let args: Vec<&str> = args.iter().map(String::as_str).collect();
                 let within = Duration::from_secs(secs) + super::TASK_SLACK;
-                let out = fx.run_task(&l.client, &args, within).await?;
+                let out = fx.run_task(&l.client, self.net(), &args, within).await?;
                 let r = Iperf3::parse(&out).context("the iperf3 client's output")?;
                 Ok(vec![
                     (THROUGHPUT, r.bits_per_second / 1e9),
@@ -259,14 +282,12 @@ mod tests {
         assert_eq!(all, Some(ALL.to_vec()));
         let two = parse_list(&["overlay".into(), "ingress-remote".into(), "overlay".into()]).ok();
         assert_eq!(two, Some(vec![Scenario::Overlay, Scenario::IngressRemote]));
-        let e = parse_list(&["underlay".into()])
-            .err()
-            .map(|e| e.to_string());
+        let e = parse_list(&["ceiling".into()]).err().map(|e| e.to_string());
         assert_eq!(
             e.as_deref(),
             Some(
-                "SCENARIO \"underlay\": unknown; the scenarios are: overlay, vip, ingress-local, \
-                 ingress-remote"
+                "SCENARIO \"ceiling\": unknown; the scenarios are: overlay, vip, ingress-local, \
+                 ingress-remote, underlay"
             )
         );
     }
