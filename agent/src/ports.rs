@@ -195,7 +195,8 @@ impl Task for RunningTask {
         self.exec()
     }
     fn netns(&self) -> Option<PathBuf> {
-        Some(self.netns_path())
+        // None for a task on the host network: it has no namespace file.
+        Some(self.netns_path()).filter(|p| p.exists())
     }
     fn pid(&self) -> u32 {
         RunningTask::pid(self)

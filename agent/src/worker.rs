@@ -1588,7 +1588,10 @@ pub fn task_spec(
         mounts,
         files: runtime_files(files),
         attachments,
-        resolv_conf: setup.resolv_conf.clone(),
+        network_host: c.network_host,
+        // The embedded resolver's 127.0.0.11 is in the task's own
+        // namespace: one on the node's uses the node's resolv.conf.
+        resolv_conf: setup.resolv_conf.clone().filter(|_| !c.network_host),
         log_dir: setup.tasks_dir.clone(),
         rlimits: c.ulimits.iter().map(rlimit).collect(),
         extra_hosts: c.hosts.clone(),

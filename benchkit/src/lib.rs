@@ -13,6 +13,7 @@ pub mod meta;
 pub mod netstat;
 pub mod parse;
 pub mod plot;
+pub mod ratio;
 pub mod result;
 pub mod stats;
 

@@ -28,8 +28,8 @@ use crate::{bench::scenario::Scenario, client, output::Format};
 pub struct BenchArgs {
     #[command(subcommand)]
     cmd: Option<BenchCmd>,
-    /// Scenarios to run: overlay, vip, ingress-local, ingress-remote
-    /// (default: all).
+    /// Scenarios to run: overlay, vip, ingress-local, ingress-remote,
+    /// underlay (default: all).
     #[arg(value_name = "SCENARIO")]
     scenarios: Vec<String>,
     /// Measurements per scenario.
@@ -166,7 +166,13 @@ pub async fn run(host: &str, a: BenchArgs) -> anyhow::Result<()> {
     }
     match a.format {
         Format::Json => println!("{}", serde_json::to_string_pretty(&result)?),
-        Format::Table => print!("{}", report::table(&result)),
+        Format::Table => {
+            print!("{}", report::table(&result));
+            print!(
+                "{}",
+                shoal_bench::ratio::lines(&shoal_bench::ratio::ratios(&result))
+            );
+        }
     }
     let flagged = result.flagged();
     if a.strict && !flagged.is_empty() {
@@ -324,7 +330,7 @@ async fn cpu_scope(
     };
     for node in [&l.client, &l.server] {
         let theirs = fx
-            .run_task(node, &["/bin/lab-echo", "boot-id"], TASK_SLACK)
+            .run_task(node, fixture::Net::Overlay, &["/bin/lab-echo", "boot-id"], TASK_SLACK)
             .await
             .map(|out| {
                 out.lines()

@@ -50,7 +50,8 @@ pub struct CreateArgs {
     #[arg(long, default_value = "replicated")]
     mode: String,
     /// Network to attach to: NAME, or name=NAME,alias=ALIAS[,alias=…]
-    /// (repeatable).
+    /// (repeatable); `host`: the node's own network (no other network,
+    /// ports in mode=host only).
     #[arg(long)]
     network: Vec<String>,
     /// Maximum number of tasks per node (default 0 = unlimited).
@@ -307,6 +308,8 @@ fn container(a: &CreateArgs) -> Result<(ContainerSpec, Resources), FlagError> {
         }
     };
     let spec = ContainerSpec {
+        // Set from `--network` by the caller.
+        network_host: false,
         ulimits: ulimits("--ulimit", &a.ulimit)?,
         hosts: a
             .extra_host
@@ -392,7 +395,7 @@ fn request(a: &CreateArgs) -> anyhow::Result<CreateServiceRequest> {
 }
 
 fn flags_request(a: &CreateArgs) -> Result<CreateServiceRequest, FlagError> {
-    let (container, resources) = container(a)?;
+    let (mut container, resources) = container(a)?;
     let delay = parse_duration(&a.restart_delay)
         .map_err(|e| FlagError::new("--restart-delay", &a.restart_delay, e))?;
     if delay.subsec_nanos() != 0 {
@@ -447,7 +450,11 @@ fn flags_request(a: &CreateArgs) -> Result<CreateServiceRequest, FlagError> {
             Problem::MaxReplicasWithGlobal,
         ));
     }
-    let (networks, network_aliases) = networks("--network", &a.network)?;
+    let (mut networks, network_aliases) = networks("--network", &a.network)?;
+    // docker's `--network host` names no network object: the node's own
+    // namespace. The manager refuses it together with other networks.
+    container.network_host = networks.iter().any(|n| n == HOST_NETWORK);
+    networks.retain(|n| n != HOST_NETWORK);
     let window_ns = a
         .restart_window
         .as_deref()
@@ -500,6 +507,9 @@ pub fn ulimits(flag: &'static str, values: &[String]) -> Result<Vec<Ulimit>, Fla
         })
         .collect()
 }
+
+/// `--network host`: the task shares its node's network namespace.
+pub const HOST_NETWORK: &str = "host";
 
 /// `--network`/`--network-add` values: the networks, and the aliases of
 /// those given in the long form.
@@ -768,6 +778,9 @@ Name:		{}
             " Rootfs:\t{} (not run any more: recreate the service)\n",
             s.legacy_rootfs
         ));
+    }
+    if s.container.as_ref().is_some_and(|c| c.network_host) {
+        out.push_str(&format!("Networks:\t{HOST_NETWORK}\n"));
     }
     if !s.networks.is_empty() {
         out.push_str(&format!(
@@ -1512,6 +1525,20 @@ mod tests {
         fn scale_parser_never_panics(s in any::<String>()) {
             let _ = parse_scale(&s);
         }
+    }
+
+    #[test]
+    fn network_host_is_the_nodes_namespace_not_a_network() -> anyhow::Result<()> {
+        let r = flags_request(&create_args(&["--network", "host"])?)?;
+        assert!(r.networks.is_empty());
+        assert_eq!(r.container.map(|c| c.network_host), Some(true));
+        // Kept with another network, for the manager to refuse with both
+        // named.
+        let r = flags_request(&create_args(&["--network", "host", "--network", "appnet"])?)?;
+        assert_eq!(r.networks, ["appnet"]);
+        let r = flags_request(&create_args(&["--network", "appnet"])?)?;
+        assert_eq!(r.container.map(|c| c.network_host), Some(false));
+        Ok(())
     }
 
     #[test]

@@ -132,7 +132,12 @@ fn mesh(state: &ClusterState) -> Vec<MeshService> {
             name: s.spec.name.clone(),
             endpoint_mode: encode(s.spec.endpoint.mode),
             vips: wire::vips(state, &s.endpoint.vips),
-            ports: s.endpoint.ports.iter().map(wire::port).collect(),
+            // A host-network task listens on the node's port itself: there
+            // is nothing for the mesh to DNAT.
+            ports: match s.spec.task.network_host {
+                true => Vec::new(),
+                false => s.endpoint.ports.iter().map(wire::port).collect(),
+            },
             backends: backends(state, &s.id, |t| t.desired_state == TaskState::Running),
             draining: backends(state, &s.id, |t| t.desired_state > TaskState::Running),
             network_aliases: s

@@ -538,6 +538,11 @@ pub struct TaskSpec {
     /// extra line each of the task's `/etc/hosts`.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub hosts: Vec<String>,
+    /// `--network host`: the task runs in its node's network namespace,
+    /// with no attachment and no VIP. Part of the task spec, so changing
+    /// it replaces the tasks.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub network_host: bool,
 }
 
 /// One `--ulimit`: an rlimit the task's process starts with.
@@ -632,6 +637,7 @@ impl Default for TaskSpec {
             force_update: 0,
             ulimits: Vec::new(),
             hosts: Vec::new(),
+            network_host: false,
         }
     }
 }
@@ -700,6 +706,8 @@ struct StoredTaskSpec {
     ulimits: Vec<Ulimit>,
     #[serde(default)]
     hosts: Vec<String>,
+    #[serde(default)]
+    network_host: bool,
 }
 
 impl From<StoredTaskSpec> for TaskSpec {
@@ -738,6 +746,7 @@ impl From<StoredTaskSpec> for TaskSpec {
             force_update: s.force_update,
             ulimits: s.ulimits,
             hosts: s.hosts,
+            network_host: s.network_host,
         }
     }
 }

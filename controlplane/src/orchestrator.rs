@@ -197,6 +197,10 @@ fn ingress_id(state: &ClusterState) -> Option<&str> {
 /// must leave through the mesh. `None` while that network does not exist.
 pub fn task_networks(state: &ClusterState, service: &Service) -> Option<Vec<String>> {
     let mut out = Vec::new();
+    // On the node's own network: no attachment, so no address and no VIP.
+    if service.spec.task.network_host {
+        return Some(out);
+    }
     // A host-mode port needs an address to DNAT to: a task on no network of
     // its own gets one on ingress, as a docker task gets its bridge.
     let host_only = !service.endpoint.ports.is_empty() && service.spec.networks.is_empty();

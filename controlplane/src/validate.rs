@@ -7,9 +7,11 @@ use std::{fmt, net::Ipv4Addr};
 
 mod container;
 mod files;
+mod host;
 mod policy;
 pub use container::{ContainerError, ContainerProblem, MIN_MEMORY_BYTES, container};
 pub use files::{FileKind, file_refs};
+pub use host::{HostNetworkError, host_network};
 pub use policy::{PolicyError, TestProblem, healthcheck, update_config};
 
 pub use shoal_common::net::Ipv4Net;

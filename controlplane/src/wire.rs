@@ -256,6 +256,7 @@ pub fn task_spec(
         force_update: 0,
         ulimits: c.ulimits.iter().map(decode_ulimit).collect(),
         hosts: c.hosts.iter().map(|h| h.trim().to_owned()).collect(),
+        network_host: c.network_host,
     })
 }
 
@@ -464,6 +465,7 @@ pub fn container(t: &model::TaskSpec) -> (pb::ContainerSpec, pb::Resources) {
         pb::ContainerSpec {
             ulimits: t.ulimits.iter().map(ulimit).collect(),
             hosts: t.hosts.clone(),
+            network_host: t.network_host,
             image: t.image.clone(),
             image_digest: t.image_digest.clone(),
             entrypoint: t

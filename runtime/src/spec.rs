@@ -73,6 +73,10 @@ pub struct TaskSpec {
     pub files: Vec<TaskFile>,
     /// One interface per attached network, `eth0`, `eth1`, … in this order.
     pub attachments: Vec<Attachment>,
+    /// Docker's `--network host`: the task runs in the network namespace
+    /// of the runtime itself (the node's), so no namespace is made and
+    /// `attachments` must be empty.
+    pub network_host: bool,
     /// A file on the node copied into the task's `/etc/resolv.conf` (the
     /// agent writes one naming the embedded resolver at 127.0.0.11).
     /// Unset: the node's.
@@ -269,6 +273,14 @@ impl TaskSpec {
                 "a task can be attached to at most 16 networks",
             ));
         }
+        if self.network_host && !self.attachments.is_empty() {
+            return Err(invalid(
+                id,
+                "attachments",
+                self.attachments.len(),
+                "a task on the host network has no interface of its own; attach no network",
+            ));
+        }
         let mut bridges = HashSet::new();
         for attachment in &self.attachments {
             attachment.validate(id)?;
@@ -301,6 +313,16 @@ impl TaskSpec {
                     key,
                     "only namespaced sysctls can be set for a task: net.*, kernel.shm*, \
                      kernel.msg*, kernel.sem, fs.mqueue.*",
+                ));
+            }
+            // The namespace is the node's: a net.* sysctl would change it.
+            if self.network_host && key.starts_with("net.") {
+                return Err(invalid(
+                    id,
+                    "sysctls",
+                    key,
+                    "a task on the host network shares the node's network namespace: net.* \
+                     sysctls would change the node's; set them on the node",
                 ));
             }
         }

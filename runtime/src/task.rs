@@ -412,7 +412,8 @@ impl Runtime {
     /// and before its command starts: what the task needs from the node
     /// inside its namespace, such as the embedded resolver's sockets, is
     /// then there from the command's first instruction. Its error fails the
-    /// start.
+    /// start. Not called for a task on the host network, which has no
+    /// namespace of its own.
     ///
     /// Not cancel-safe: a start dropped half-way may leave a task (or its
     /// remains) behind, which [`adopt`](Self::adopt) takes back or cleans.
@@ -523,6 +524,14 @@ impl Runtime {
         bundle: &Path,
     ) -> Result<(u32, Shim, Vec<TaskInterface>, Staging), RuntimeError> {
         let netns_path = self.paths.netns(&spec.id);
+        if spec.network_host {
+            // The node's namespace as it is: nothing to make or configure,
+            // and `before_exec` has no namespace of the task's own to act in.
+            let staging = Staging::new(self.paths.files(&spec.id), &spec.files)?;
+            self.write_bundle(spec, bundle, None, staging.dir())?;
+            let (pid, shim) = self.spawn_shim(spec, bundle).await?;
+            return Ok((pid, shim, Vec::new(), staging));
+        }
         let (task_netns, task) = net::new_netns(runtime, &netns_path)?;
         for (i, attachment) in spec.attachments.iter().enumerate() {
             veths.push(net::plug(node, &task_netns, spec, i, attachment).await?);
@@ -553,7 +562,7 @@ impl Runtime {
         // Last before the container: the files are on the node for as short
         // a time as can be. Dropped on any failure, which unmounts them.
         let staging = Staging::new(self.paths.files(&spec.id), &spec.files)?;
-        self.write_bundle(spec, bundle, &netns_path, staging.dir())?;
+        self.write_bundle(spec, bundle, Some(&netns_path), staging.dir())?;
         let (pid, shim) = self.spawn_shim(spec, bundle).await?;
         Ok((pid, shim, interfaces, staging))
     }
@@ -563,7 +572,7 @@ impl Runtime {
         &self,
         spec: &TaskSpec,
         bundle: &Path,
-        netns: &Path,
+        netns: Option<&Path>,
         files: Option<&Path>,
     ) -> Result<(), RuntimeError> {
         let rootfs = bundle.join("rootfs");

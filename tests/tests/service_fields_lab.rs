@@ -244,3 +244,95 @@ async fn aliases_limits_ulimits_hosts_and_whole_spec_updates() -> anyhow::Result
     running(&lab, "whole", 2).await?;
     Ok(())
 }
+
+/// `--network host`: the task listens in its node's own namespace, so it is
+/// reached at the node's underlay address with no mesh in between, and has
+/// no overlay address and no VIP; an ingress port with it is refused.
+#[tokio::test]
+async fn host_network_task_answers_on_the_nodes_address() -> anyhow::Result<()> {
+    let lab = images::busybox_lab("hnet", Formation::fast(1, 2)).await?;
+    let refused = lab.shoal_refused(
+        1,
+        &[
+            "service",
+            "create",
+            "--detach",
+            "--name",
+            "bad",
+            "--network",
+            "host",
+            "--publish",
+            "80:80",
+            "busybox",
+            "true",
+        ],
+    )?;
+    ensure!(
+        refused.contains("--publish published=80,target=80: a task on the host network"),
+        "{refused}"
+    );
+    lab.shoal(
+        1,
+        &[
+            "service",
+            "create",
+            "--detach",
+            "--name",
+            "hostweb",
+            "--network",
+            "host",
+            "--publish",
+            "mode=host,published=18080,target=18080",
+            "--constraint",
+            "node.role==worker",
+            "busybox",
+            "sh",
+            "-c",
+            "trap 'exit 0' TERM; mkdir -p /www && echo on-the-node > /www/i; \
+             httpd -f -p 18080 -h /www & wait",
+        ],
+    )?;
+    running(&lab, "hostweb", 1).await?;
+    let task = lab
+        .service_ps(1, "hostweb")
+        .map_err(|e| anyhow::anyhow!("{e}"))?
+        .into_iter()
+        .find(|t| t.running())
+        .context("a running task")?;
+    ensure!(task.addresses.is_empty(), "no overlay address: {task:?}");
+    let inspect: serde_json::Value =
+        serde_json::from_str(&lab.shoal(1, &["service", "inspect", "hostweb"])?)?;
+    let inspect = if inspect.is_array() {
+        inspect[0].clone()
+    } else {
+        inspect
+    };
+    ensure!(
+        inspect["vips"].as_array().is_none_or(|v| v.is_empty()),
+        "no VIP: {inspect}"
+    );
+    // The worker is node 2; its underlay address, from the lab's client.
+    let url = format!("http://{}:18080/i", lab.node(2).addr());
+    let body = eventually(WAIT, "the host-network task answering", || {
+        let out = lab
+            .client_command("curl")
+            .args(["-s", "-m", "2", &url])
+            .output()?;
+        let body = String::from_utf8_lossy(&out.stdout).trim().to_owned();
+        Ok((body == "on-the-node").then_some(body))
+    })
+    .await?;
+    ensure!(body == "on-the-node");
+    // Node 1 (no task) does not answer the port: it is not a mesh port.
+    let other = lab
+        .client_command("curl")
+        .args([
+            "-s",
+            "-m",
+            "2",
+            &format!("http://{}:18080/i", lab.node(1).addr()),
+        ])
+        .output()?;
+    ensure!(!other.status.success(), "node 1 answered: {other:?}");
+    Ok(())
+}

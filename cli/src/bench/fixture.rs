@@ -23,6 +23,18 @@ use crate::client;
 pub const ECHO_PORT: u16 = 7000;
 /// lab-http's port inside its server task.
 pub const HTTP_PORT: u16 = 8080;
+/// The `underlay` iperf3 server's port on its node (not iperf3's 5201,
+/// which a user's node may well be using itself).
+pub const UNDERLAY_PORT: u16 = 5299;
+
+/// Where a bench task's network is.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub enum Net {
+    /// The bench's overlay network.
+    Overlay,
+    /// The node's own (`--network host`).
+    Host,
+}
 
 pub struct Fixture {
     host: String,
@@ -46,6 +58,9 @@ pub struct Layout {
     pub remote: Node,
     pub iperf_task: Ipv4Addr,
     pub iperf_vip: Ipv4Addr,
+    /// The `underlay` server: the server node's address and
+    /// [`UNDERLAY_PORT`] (unspecified when not asked for).
+    pub iperf_underlay: std::net::SocketAddrV4,
     pub echo_published: u16,
     /// lab-http's published port (connection rate, HTTP requests).
     pub http_published: u16,
@@ -127,6 +142,31 @@ impl Fixture {
         let wants_echo = scenarios
             .iter()
             .any(|s| matches!(s, Scenario::IngressLocal | Scenario::IngressRemote));
+        let mut iperf_underlay = std::net::SocketAddrV4::new(Ipv4Addr::UNSPECIFIED, 0);
+        if scenarios.contains(&Scenario::Underlay) {
+            let name = format!("{}iperf-host", self.prefix);
+            let port = UNDERLAY_PORT.to_string();
+            let mut req = service(
+                &name,
+                &self.image,
+                &["/bin/iperf3", "-s", "-p", &port],
+                &server.id,
+                Net::Host,
+                &self.net(),
+                RestartCondition::Any,
+            );
+            // Host mode at its own number: the scheduler then keeps a second
+            // bench's server off a node whose port is taken.
+            req.ports = vec![PortConfig {
+                protocol: Protocol::Tcp.into(),
+                target_port: UNDERLAY_PORT.into(),
+                published_port: UNDERLAY_PORT.into(),
+                publish_mode: PublishMode::Host.into(),
+            }];
+            self.create(req).await?;
+            self.running(&name, Net::Host).await?;
+            iperf_underlay = std::net::SocketAddrV4::new(server.addr, UNDERLAY_PORT);
+        }
         let mut iperf_task = Ipv4Addr::UNSPECIFIED;
         let mut iperf_vip = Ipv4Addr::UNSPECIFIED;
         let mut echo_published = 0;
@@ -138,11 +178,12 @@ impl Fixture {
                 &self.image,
                 &["/bin/iperf3", "-s"],
                 &server.id,
+                Net::Overlay,
                 &self.net(),
                 RestartCondition::Any,
             ))
             .await?;
-            let t = self.running(&name).await?;
+            let t = self.running(&name, Net::Overlay).await?;
             iperf_task = task_addr(&t)?;
             // The VIP is allocated with the service's first task, so it is
             // read once the task runs, not from the create reply.
@@ -172,6 +213,7 @@ impl Fixture {
             remote,
             iperf_task,
             iperf_vip,
+            iperf_underlay,
             echo_published,
             http_published,
         })
@@ -191,6 +233,7 @@ impl Fixture {
             &self.image,
             args,
             &node.id,
+            Net::Overlay,
             &self.net(),
             RestartCondition::Any,
         );
@@ -207,7 +250,7 @@ impl Fixture {
             .and_then(|p| u16::try_from(p.published_port).ok())
             .filter(|p| *p != 0)
             .ok_or_else(|| anyhow!("service {name}: the manager allocated no published port"))?;
-        self.running(name).await?;
+        self.running(name, Net::Overlay).await?;
         Ok(published)
     }
 
@@ -221,15 +264,16 @@ impl Fixture {
             .with_context(|| format!("creating service {name}"))
     }
 
-    /// The service's one task once it runs with an address.
-    async fn running(&self, service: &str) -> anyhow::Result<TaskSummary> {
+    /// The service's one task once it runs, with an address on the
+    /// overlay (on the host network it has none).
+    async fn running(&self, service: &str, net: Net) -> anyhow::Result<TaskSummary> {
         let deadline = Instant::now() + super::TASK_SLACK;
         loop {
             let tasks = self.tasks(service).await?;
-            if let Some(t) = tasks
-                .iter()
-                .find(|t| t.state == TaskState::Running as i32 && !t.addresses.is_empty())
-            {
+            if let Some(t) = tasks.iter().find(|t| {
+                t.state == TaskState::Running as i32
+                    && (net == Net::Host || !t.addresses.is_empty())
+            }) {
                 return Ok(t.clone());
             }
             if Instant::now() > deadline {
@@ -262,6 +306,7 @@ impl Fixture {
     pub async fn run_task(
         &mut self,
         node: &Node,
+        net: Net,
         args: &[&str],
         within: Duration,
     ) -> anyhow::Result<String> {
@@ -272,6 +317,7 @@ impl Fixture {
             &self.image,
             args,
             &node.id,
+            net,
             &self.net(),
             RestartCondition::None,
         );
@@ -405,13 +451,17 @@ fn service(
     image: &str,
     args: &[&str],
     node_id: &str,
+    on: Net,
     net: &str,
     condition: RestartCondition,
 ) -> CreateServiceRequest {
     CreateServiceRequest {
         name: name.to_owned(),
         replicas: 1,
-        networks: vec![net.to_owned()],
+        networks: match on {
+            Net::Overlay => vec![net.to_owned()],
+            Net::Host => Vec::new(),
+        },
         constraints: vec![format!("node.id=={node_id}")],
         restart: Some(RestartPolicy {
             condition: condition.into(),
@@ -421,6 +471,7 @@ fn service(
         labels: [("com.shoal.bench".to_owned(), "1".to_owned())].into(),
         container: Some(ContainerSpec {
             image: image.to_owned(),
+            network_host: on == Net::Host,
             ..Default::default()
         }),
         ..Default::default()

@@ -7,7 +7,7 @@ use shoal_bench::{Histogram, Iperf3, cpustat};
 
 use super::{
     crr,
-    fixture::{Fixture, Layout},
+    fixture::{Fixture, Layout, Net},
     http, rr,
 };
 use crate::client;
@@ -23,13 +23,17 @@ pub enum Scenario {
     IngressLocal,
     /// The same entered on a node without the server.
     IngressRemote,
+    /// iperf3 between host-network tasks on two nodes, to the server
+    /// node's address: no Shoal in the path, the ceiling.
+    Underlay,
 }
 
-const ALL: [Scenario; 4] = [
+const ALL: [Scenario; 5] = [
     Scenario::Overlay,
     Scenario::Vip,
     Scenario::IngressLocal,
     Scenario::IngressRemote,
+    Scenario::Underlay,
 ];
 
 impl fmt::Display for Scenario {
@@ -39,6 +43,7 @@ impl fmt::Display for Scenario {
             Self::Vip => "vip",
             Self::IngressLocal => "ingress-local",
             Self::IngressRemote => "ingress-remote",
+            Self::Underlay => "underlay",
         })
     }
 }
@@ -184,7 +189,7 @@ impl CpuScope {
 impl Scenario {
     pub fn metric_names(self, o: &Opts) -> Vec<&'static str> {
         match self {
-            Self::Overlay | Self::Vip => {
+            Self::Overlay | Self::Vip | Self::Underlay => {
                 let mut names = vec![THROUGHPUT, RETRANSMITS, THROUGHPUT_N, RETRANSMITS_N];
                 if o.cpu == CpuScope::SharedKernel {
                     names.extend([CPU_1, CPU_N, CPU_BEFORE]);
@@ -283,6 +288,11 @@ impl Scenario {
                 o.streams,
                 o.cpu.note()
             ),
+            Self::Underlay => format!(
+                "underlay: iperf3 client task on {}'s host network -> iperf3 server task on \
+                 {}'s host network at the node's address {} (no Shoal in the path: the ceiling)",
+                l.client.hostname, l.server.hostname, l.iperf_underlay
+            ),
             Self::IngressLocal | Self::IngressRemote => {
                 let entry = self.entry(l);
                 format!(
@@ -322,6 +332,7 @@ impl Scenario {
     fn iperf_args(self, l: &Layout, secs: u64, streams: u32) -> Vec<String> {
         let target = match self {
             Self::Vip => l.iperf_vip,
+            Self::Underlay => *l.iperf_underlay.ip(),
             _ => l.iperf_task,
         };
         let mut args = vec![
@@ -331,6 +342,9 @@ impl Scenario {
             "-t".into(),
             secs.to_string(),
         ];
+        if self == Self::Underlay {
+            args.extend(["-p".into(), l.iperf_underlay.port().to_string()]);
+        }
         if streams > 1 {
             args.extend(["-P".into(), streams.to_string()]);
         }
@@ -353,7 +367,7 @@ impl Scenario {
         let args: Vec<&str> = args.iter().map(String::as_str).collect();
         let within = Duration::from_secs(secs) + super::TASK_SLACK;
         let (before, t) = (cpu_times()?, std::time::Instant::now());
-        let out = fx.run_task(&l.client, &args, within).await?;
+        let out = fx.run_task(&l.client, self.net(), &args, within).await?;
         let (after, wall) = (cpu_times()?, t.elapsed().as_secs_f64());
         let r = Iperf3::parse(&out)
             .with_context(|| format!("the iperf3 client's output ({streams} stream(s))"))?;
@@ -362,6 +376,14 @@ impl Scenario {
         let gbit = r.bytes_received * 8.0 / 1e9;
         let per_gbit = if gbit > 0.0 { cpu_s / gbit } else { f64::NAN };
         Ok((r.bits_per_second / 1e9, r.retransmits as f64, per_gbit))
+    }
+
+    /// Where the scenario's client task runs.
+    fn net(self) -> Net {
+        match self {
+            Self::Underlay => Net::Host,
+            _ => Net::Overlay,
+        }
     }
 
     /// One unmeasured run, retried: the first packets of a new path wait on
@@ -378,7 +400,7 @@ impl Scenario {
         let mut last = None;
         for _ in 0..5 {
             let r = match self {
-                Self::Overlay | Self::Vip => self.iperf(fx, l, 1, 1).await.map(drop),
+                Self::Overlay | Self::Vip | Self::Underlay => self.iperf(fx, l, 1, 1).await.map(drop),
                 Self::IngressLocal | Self::IngressRemote => {
                     match rr::run(self.target(l), Duration::from_secs(1)).await {
                         Ok(_) => self.warm_http(l).await,
@@ -434,7 +456,7 @@ impl Scenario {
 
     fn command(self, l: &Layout, secs: u64, o: &Opts) -> Vec<String> {
         match self {
-            Self::Overlay | Self::Vip => [1, o.streams]
+            Self::Overlay | Self::Vip | Self::Underlay => [1, o.streams]
                 .iter()
                 .map(|p| {
                     format!(
@@ -491,7 +513,7 @@ impl Scenario {
             }
         }
         match self {
-            Self::Overlay | Self::Vip => {
+            Self::Overlay | Self::Vip | Self::Underlay => {
                 let idle = cpu_times()?;
                 tokio::time::sleep(Duration::from_secs(1)).await;
                 let cpus = shoal_bench::meta::cpu().1;
@@ -587,14 +609,12 @@ mod tests {
         assert_eq!(all, Some(ALL.to_vec()));
         let two = parse_list(&["overlay".into(), "ingress-remote".into(), "overlay".into()]).ok();
         assert_eq!(two, Some(vec![Scenario::Overlay, Scenario::IngressRemote]));
-        let e = parse_list(&["underlay".into()])
-            .err()
-            .map(|e| e.to_string());
+        let e = parse_list(&["ceiling".into()]).err().map(|e| e.to_string());
         assert_eq!(
             e.as_deref(),
             Some(
-                "SCENARIO \"underlay\": unknown; the scenarios are: overlay, vip, ingress-local, \
-                 ingress-remote"
+                "SCENARIO \"ceiling\": unknown; the scenarios are: overlay, vip, ingress-local, \
+                 ingress-remote, underlay"
             )
         );
     }

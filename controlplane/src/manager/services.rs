@@ -152,6 +152,12 @@ fn check_policies(spec: &ServiceSpec) -> Result<(), ManagerError> {
     Ok(())
 }
 
+impl From<validate::HostNetworkError> for ManagerError {
+    fn from(e: validate::HostNetworkError) -> Self {
+        invalid(e.to_string())
+    }
+}
+
 impl From<ports::PortError> for ManagerError {
     fn from(e: ports::PortError) -> Self {
         invalid(e.to_string())
@@ -456,6 +462,7 @@ fn spec_with(
         max_replicas_per_node: r.max_replicas_per_node,
     };
     check_policies(&spec)?;
+    validate::host_network(&spec, &r.networks)?;
     Ok(Created {
         spec,
         published: Published { asked, allocated },
@@ -708,6 +715,15 @@ fn updated_at(
         s.spec.task = task;
     }
     check_policies(&s.spec)?;
+    let names: Vec<String> = (s.spec.networks.iter())
+        .map(|id| {
+            state
+                .networks
+                .get(id)
+                .map_or(id.clone(), |n| n.name.clone())
+        })
+        .collect();
+    validate::host_network(&s.spec, &names)?;
     // docker: any update clears the status, which also restarts a paused
     // update.
     s.update_status = None;
@@ -2060,6 +2076,40 @@ mod tests {
         forced.version = s.services["id-vote_web"].version;
         assert!(update(&mut s, &forced).is_ok());
         assert_eq!(s.services["id-vote_web"].spec.task.force_update, 1);
+    }
+
+    #[test]
+    fn host_network_tasks_get_no_address_no_vip_and_no_mesh_port() {
+        let mut s = lab();
+        let mut r = request("iperf", vec![api(5201, 5201, "", "host")]);
+        if let Some(c) = r.container.as_mut() {
+            c.network_host = true;
+        }
+        assert_eq!(message(create(&mut s, &r)), "");
+        let mut ids = 0;
+        converge(&mut s, &mut ids);
+        let tasks: Vec<&crate::model::Task> = s.tasks.values().collect();
+        assert_eq!(tasks.len(), 1);
+        assert!(tasks[0].networks.is_empty(), "{:?}", tasks[0].networks);
+        assert!(s.services["id-iperf"].endpoint.vips.is_empty());
+        // The other networks and ingress ports are refused, at create and
+        // at update, naming the flag.
+        r.name = "web".into();
+        r.networks = vec!["appnet".into()];
+        assert!(message(create(&mut s, &r)).starts_with("--network host: "));
+        r.networks.clear();
+        r.ports = vec![api(0, 80, "", "")];
+        assert!(message(create(&mut s, &r)).starts_with("--publish target=80: "));
+        let add = UpdateServiceRequest {
+            service: "iperf".into(),
+            network_add: vec!["appnet".into()],
+            ..Default::default()
+        };
+        assert_eq!(
+            message(update(&mut s, &add)),
+            "--network host: the task shares its node's network and cannot also join network \
+             appnet; drop --network appnet, or drop --network host"
+        );
     }
 
     #[test]

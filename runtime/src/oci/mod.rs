@@ -74,8 +74,10 @@ const CPU_PERIOD: u64 = 100_000;
 pub struct BundleInputs<'a> {
     /// `<bundle>/rootfs`: the overlay, or the bind of the node's `/`.
     pub rootfs: &'a Path,
-    /// The task's network namespace, bind-mounted by the runtime.
-    pub netns: &'a Path,
+    /// The task's network namespace, bind-mounted by the runtime; `None`:
+    /// the runtime's own (`--network host`), as runc does when the config
+    /// names no network namespace.
+    pub netns: Option<&'a Path>,
     /// Files written in the bundle for `/etc/resolv.conf`, `/etc/hosts`
     /// and `/etc/hostname`.
     pub resolv_conf: &'a Path,
@@ -533,13 +535,15 @@ pub fn config(spec: &TaskSpec, inputs: &BundleInputs<'_>) -> Result<Spec, Runtim
         }
         ns.build().map_err(bundle_err)
     };
-    let namespaces = vec![
-        namespace(LinuxNamespaceType::Network, Some(inputs.netns))?,
+    let mut namespaces = vec![
         namespace(LinuxNamespaceType::Mount, None)?,
         namespace(LinuxNamespaceType::Pid, None)?,
         namespace(LinuxNamespaceType::Uts, None)?,
         namespace(LinuxNamespaceType::Ipc, None)?,
     ];
+    if let Some(netns) = inputs.netns {
+        namespaces.insert(0, namespace(LinuxNamespaceType::Network, Some(netns))?);
+    }
     let seccomp = seccomp::translate(inputs.seccomp, &effective, inputs.platform).map_err(|e| {
         RuntimeError::Seccomp {
             reason: e.to_string(),

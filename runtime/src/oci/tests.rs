@@ -50,7 +50,7 @@ fn build(spec: &TaskSpec) -> Result<Spec, RuntimeError> {
     let volumes = vec![("/data".to_owned(), PathBuf::from("/b/t1/volumes/0"))];
     let inputs = BundleInputs {
         rootfs: Path::new("/b/t1/rootfs"),
-        netns: Path::new("/s/netns/t1"),
+        netns: (!spec.network_host).then(|| Path::new("/s/netns/t1")),
         resolv_conf: Path::new("/b/t1/resolv.conf"),
         hosts: Path::new("/b/t1/hosts"),
         hostname_file: Path::new("/b/t1/hostname"),
@@ -205,6 +205,38 @@ fn seccomp_follows_the_capabilities() {
         ..spec()
     };
     assert!(allowed(&admin, "mount") && allowed(&admin, "unshare"));
+}
+
+#[test]
+fn the_host_network_is_the_runtimes_own_namespace() {
+    let host = TaskSpec {
+        network_host: true,
+        attachments: Vec::new(),
+        ..spec()
+    };
+    let config = build(&host).expect("test");
+    let namespaces = config.linux().as_ref().and_then(|l| l.namespaces().clone());
+    let types: Vec<LinuxNamespaceType> = namespaces.iter().flatten().map(|n| n.typ()).collect();
+    assert!(!types.contains(&LinuxNamespaceType::Network), "{types:?}");
+    assert!(types.contains(&LinuxNamespaceType::Mount), "{types:?}");
+    // Its checks: no interface of its own, no sysctl of the node's network.
+    assert_eq!(field(host_checked(&spec(), true)), Some("attachments"));
+    let sysctl = TaskSpec {
+        sysctls: vec![("net.core.somaxconn".into(), "1024".into())],
+        attachments: Vec::new(),
+        ..spec()
+    };
+    assert_eq!(field(host_checked(&sysctl, true)), Some("sysctls"));
+    assert!(host_checked(&sysctl, false).is_ok());
+}
+
+fn host_checked(s: &TaskSpec, network_host: bool) -> Result<Spec, RuntimeError> {
+    let s = TaskSpec {
+        network_host,
+        ..s.clone()
+    };
+    s.validate()?;
+    build(&s)
 }
 
 #[test]

@@ -1,0 +1,104 @@
+//! Ratios between paths measured in the same run: each path against its
+//! baseline (the overlay against the bare underlay and a hand-built kernel
+//! VXLAN, the mesh against HAProxy). Computed from one result only, so the
+//! two sides shared the machine's minutes, interleaved.
+
+use crate::BenchResult;
+
+/// (path, baseline, metric) pairs reported when both scenarios ran.
+pub const PAIRS: [(&str, &str, &str); 4] = [
+    ("overlay", "underlay", "throughput"),
+    ("overlay", "kernel-vxlan", "throughput"),
+    ("ingress-local", "haproxy", "rr rate"),
+    ("ingress-remote", "haproxy", "rr rate"),
+];
+
+/// One path over its baseline.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Ratio {
+    pub path: String,
+    pub baseline: String,
+    pub metric: String,
+    /// Median over median.
+    pub median: f64,
+    /// The least and most the ratio could be from the two ranges: path min
+    /// over baseline max, path max over baseline min.
+    pub low: f64,
+    pub high: f64,
+}
+
+/// The ratios of [`PAIRS`] whose two sides both have samples in `r`.
+pub fn ratios(r: &BenchResult) -> Vec<Ratio> {
+    let stats = |scenario: &str, metric: &str| {
+        let m = r
+            .scenarios
+            .iter()
+            .find(|s| s.name == scenario)?
+            .metrics
+            .iter()
+            .find(|m| m.name == metric)?;
+        Some((m.median?, m.min?, m.max?))
+    };
+    PAIRS
+        .iter()
+        .filter_map(|(path, baseline, metric)| {
+            let (pm, plo, phi) = stats(path, metric)?;
+            let (bm, blo, bhi) = stats(baseline, metric)?;
+            (bm > 0.0 && blo > 0.0).then(|| Ratio {
+                path: (*path).to_owned(),
+                baseline: (*baseline).to_owned(),
+                metric: (*metric).to_owned(),
+                median: pm / bm,
+                low: plo / bhi,
+                high: phi / blo,
+            })
+        })
+        .collect()
+}
+
+/// One line per ratio, as the terminal shows them.
+pub fn lines(ratios: &[Ratio]) -> String {
+    ratios
+        .iter()
+        .map(|q| {
+            format!(
+                "{}/{} {}: {:.2}x (range {:.2}-{:.2}x)\n",
+                q.path, q.baseline, q.metric, q.median, q.low, q.high
+            )
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{Metric, RunMeta, ScenarioResult};
+
+    fn scenario(name: &str, metric: &str, samples: &[f64]) -> ScenarioResult {
+        ScenarioResult {
+            name: name.into(),
+            metrics: vec![Metric::new(metric, "u", samples.to_vec(), vec![], None)],
+        }
+    }
+
+    #[test]
+    fn only_pairs_measured_in_the_run_give_a_ratio() {
+        let r = BenchResult {
+            schema: crate::result::SCHEMA_VERSION,
+            meta: RunMeta::test_fixture(),
+            scenarios: vec![
+                scenario("overlay", "throughput", &[8.0, 9.0, 10.0]),
+                scenario("underlay", "throughput", &[16.0, 20.0, 18.0]),
+                // A baseline without samples gives no ratio.
+                scenario("haproxy", "rr rate", &[]),
+                scenario("ingress-local", "rr rate", &[1000.0]),
+            ],
+        };
+        let got = ratios(&r);
+        assert_eq!(got.len(), 1, "{got:?}");
+        assert_eq!(
+            lines(&got),
+            "overlay/underlay throughput: 0.50x (range 0.40-0.62x)\n"
+        );
+    }
+}
