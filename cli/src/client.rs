@@ -308,6 +308,20 @@ mod tests {
     use super::*;
 
     #[test]
+    fn cert_files_come_from_their_flag_then_the_cert_path_then_the_manager() {
+        let dir = Some(PathBuf::from("/ops"));
+        let f = TlsFiles::resolve(None, Some("/x/c.pem".into()), None, dir);
+        assert_eq!(f.ca, PathBuf::from("/ops/ca.pem"));
+        assert_eq!(f.cert, PathBuf::from("/x/c.pem"));
+        assert_eq!(f.key, PathBuf::from("/ops/key.pem"));
+        // Unset or empty SHOAL_CERT_PATH: a manager's own files.
+        for dir in [None, Some(PathBuf::new())] {
+            let f = TlsFiles::resolve(None, None, None, dir);
+            assert_eq!(f.key, PathBuf::from("/var/lib/shoal/swarm/key.pem"));
+        }
+    }
+
+    #[test]
     fn host_forms() {
         assert_eq!(
             socket_path("unix:///run/shoal/shoald.sock").ok(),
