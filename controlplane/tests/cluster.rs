@@ -148,7 +148,7 @@ fn secret(id: &str) -> Secret {
 }
 
 async fn write(leader: &Raft, command: Command) -> Result<(u64, Response)> {
-    let written = leader.client_write(command).await?;
+    let written = leader.client_write(command.into()).await?;
     Ok((written.log_id.index, written.data))
 }
 

@@ -9,17 +9,15 @@ use std::{
 };
 
 use anyhow::{Context, ensure};
-use shoal_api::cluster::v1::{
-    CreateSecretRequest, ListNodesRequest, NodeRole, NodeStatus, NodeSummary,
-    control_client::ControlClient,
-};
+use shoal_api::cluster::v1::control_client::ControlClient;
 use shoal_lab::{Formation, Lab};
 use tonic::transport::Channel;
 
 #[derive(clap::Subcommand)]
 pub enum BenchCmd {
-    /// Raft on 3 managers: committed writes/s and commit latency at 1 and 64
-    /// concurrent clients, then leader-failover time over repeated kills.
+    /// Raft on 3 managers: committed writes/s and commit latency at 1 to
+    /// 256 concurrent clients, then the leader-failover distribution over
+    /// repeated kills; the figures also go to a JSON result file.
     Raft {
         /// Seconds of writes per concurrency level.
         #[arg(long, default_value_t = 10)]
@@ -28,8 +26,11 @@ pub enum BenchCmd {
         #[arg(long, default_value_t = 10)]
         kills: usize,
         /// Concurrency levels.
-        #[arg(long, value_delimiter = ',', default_value = "1,64")]
+        #[arg(long, value_delimiter = ',', default_value = "1,8,64,256")]
         clients: Vec<usize>,
+        /// Where the result file (shoal-bench's schema) is written.
+        #[arg(long, default_value = "target/bench/raft.json")]
+        json: std::path::PathBuf,
     },
     /// Gossip on 7946: time until every node knows a new endpoint, and until
     /// a dead node's endpoints are gone from all others, at N nodes.
@@ -129,7 +130,14 @@ pub fn run(cmd: BenchCmd) -> anyhow::Result<()> {
             seconds,
             kills,
             clients,
-        } => runtime.block_on(raft(&bin, Duration::from_secs(seconds), kills, &clients)),
+            json,
+        } => runtime.block_on(crate::bench_raft::run(
+            &bin,
+            Duration::from_secs(seconds),
+            kills,
+            &clients,
+            &json,
+        )),
         BenchCmd::Mesh {
             seconds,
             connections,
@@ -186,7 +194,7 @@ pub fn ms(d: Duration) -> String {
 
 /// The floor under any Raft commit: one small write made durable with
 /// fdatasync on the same filesystem as the managers' state.
-fn fsync_baseline(dir: &Path, run_for: Duration) -> anyhow::Result<Vec<Duration>> {
+pub fn fsync_baseline(dir: &Path, run_for: Duration) -> anyhow::Result<Vec<Duration>> {
     let path = dir.join("fsync-baseline");
     let mut f = std::fs::File::create(&path)?;
     let mut samples = Vec::new();
@@ -331,171 +339,6 @@ pub async fn three_nodes(name: &str, bin: &Path) -> anyhow::Result<Lab> {
 pub fn form_swarm(lab: &Lab, bin: &Path, managers: usize) -> anyhow::Result<()> {
     let swarm = Formation::fast(managers, lab.nodes().len());
     lab.form_swarm_with(swarm, |k, args| run_shoal(lab, bin, k, args))?;
-    Ok(())
-}
-
-async fn nodes(lab: &Lab, k: usize) -> anyhow::Result<Vec<NodeSummary>> {
-    Ok(control(lab, k)
-        .await?
-        .list_nodes(ListNodesRequest {})
-        .await?
-        .into_inner()
-        .nodes)
-}
-
-/// The leader's lab index once all three managers are ready, agree on one
-/// leader, and each has applied the log up to a linearizable read (so a
-/// manager restarted by the previous round has caught up).
-async fn settled_leader(lab: &Lab, within: Duration) -> anyhow::Result<usize> {
-    let deadline = Instant::now() + within;
-    loop {
-        let mut leaders = Vec::new();
-        for k in 1..=3 {
-            let Ok(nodes) = nodes(lab, k).await else {
-                break;
-            };
-            let ready = nodes
-                .iter()
-                .filter(|n| {
-                    n.role == NodeRole::Manager as i32 && n.status == NodeStatus::Ready as i32
-                })
-                .count();
-            match nodes.iter().find(|n| n.manager_status == "Leader") {
-                Some(l) if ready == 3 => leaders.push(l.hostname.clone()),
-                _ => break,
-            }
-        }
-        if leaders.len() == 3 && leaders.iter().all(|l| *l == leaders[0]) {
-            return Ok(leaders[0][1..].parse()?);
-        }
-        ensure!(
-            Instant::now() < deadline,
-            "no settled leader within {within:?}"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-}
-
-fn secret(name: String) -> CreateSecretRequest {
-    CreateSecretRequest {
-        name,
-        labels: Default::default(),
-        data: vec![b'x'; 64],
-    }
-}
-
-/// `clients` writers, each on its own connection to manager 1+i%3, for
-/// `run_for`: every write a new secret (no compare-and-set conflicts).
-async fn load(
-    lab: &Lab,
-    clients: usize,
-    run_for: Duration,
-    tag: &str,
-) -> anyhow::Result<(usize, Vec<Duration>)> {
-    let mut tasks = tokio::task::JoinSet::new();
-    let end = Instant::now() + run_for;
-    for c in 0..clients {
-        let mut api = control(lab, 1 + c % 3).await?;
-        let tag = format!("{tag}-{c}");
-        tasks.spawn(async move {
-            let mut samples = Vec::new();
-            let mut errors = 0usize;
-            let mut i = 0usize;
-            while Instant::now() < end {
-                let t = Instant::now();
-                match api.create_secret(secret(format!("{tag}-{i}"))).await {
-                    Ok(_) => samples.push(t.elapsed()),
-                    Err(_) => errors += 1,
-                }
-                i += 1;
-            }
-            (errors, samples)
-        });
-    }
-    let (mut errors, mut all) = (0, Vec::new());
-    while let Some(r) = tasks.join_next().await {
-        let (e, s) = r?;
-        errors += e;
-        all.extend(s);
-    }
-    all.sort();
-    Ok((errors, all))
-}
-
-async fn raft(bin: &Path, run_for: Duration, kills: usize, levels: &[usize]) -> anyhow::Result<()> {
-    let lab = Lab::builder("bench-raft")
-        .shoald(bin.join("shoald"))
-        .nodes(3)
-        .start()
-        .await?;
-    form_swarm(&lab, bin, lab.nodes().len())?;
-    settled_leader(&lab, Duration::from_secs(20)).await?;
-
-    let base = fsync_baseline(lab.node(1).state_dir(), Duration::from_secs(2))?;
-    let base_p50 = pct(&base, 50.0);
-    println!(
-        "\nbaseline: fdatasync of 256 B on the managers' filesystem: p50 {}, p99 {} ({} samples)",
-        ms(base_p50),
-        ms(pct(&base, 99.0)),
-        base.len()
-    );
-    println!("\nRaft commits on 3 managers (each a new 64 B secret, through any manager):");
-    println!(
-        "{:>8} {:>12} {:>12} {:>12} {:>10} {:>14}",
-        "clients", "writes/s", "p50", "p99", "errors", "p50/fsync p50"
-    );
-    for &clients in levels {
-        let (errors, samples) = load(&lab, clients, run_for, &format!("c{clients}")).await?;
-        let p50 = pct(&samples, 50.0);
-        println!(
-            "{clients:>8} {:>12.0} {:>12} {:>12} {errors:>10} {:>13.1}x",
-            samples.len() as f64 / run_for.as_secs_f64(),
-            ms(p50),
-            ms(pct(&samples, 99.0)),
-            p50.as_secs_f64() / base_p50.as_secs_f64().max(1e-9),
-        );
-    }
-
-    println!("\nLeader failover: SIGKILL the leader, write through a survivor every 10 ms:");
-    let mut times = Vec::new();
-    for round in 0..kills {
-        let leader = settled_leader(&lab, Duration::from_secs(60)).await?;
-        let survivor = if leader == 1 { 2 } else { 1 };
-        let mut api = control(&lab, survivor).await?;
-        let killed = Instant::now();
-        lab.kill(leader).await?;
-        let mut i = 0;
-        let took = loop {
-            let name = format!("failover-{round}-{i}");
-            i += 1;
-            let attempt =
-                tokio::time::timeout(Duration::from_secs(1), api.create_secret(secret(name)));
-            if let Ok(Ok(_)) = attempt.await {
-                break killed.elapsed();
-            }
-            ensure!(
-                killed.elapsed() < Duration::from_secs(60),
-                "no write within 60 s of the kill"
-            );
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        };
-        println!(
-            "  kill {:>2}: n{leader} → first write after {}",
-            round + 1,
-            ms(took)
-        );
-        times.push(took);
-        lab.start(leader).await?;
-    }
-    times.sort();
-    if let (Some(max), false) = (times.last(), times.is_empty()) {
-        println!(
-            "failover over {} kills: median {}, max {} (election timeout 1-2 s)",
-            times.len(),
-            ms(pct(&times, 50.0)),
-            ms(*max)
-        );
-    }
     Ok(())
 }
 

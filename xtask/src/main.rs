@@ -4,6 +4,7 @@ mod bench;
 mod bench_gossip;
 mod bench_mesh;
 mod bench_overlay;
+mod bench_raft;
 mod bench_tasks;
 mod bench_update;
 mod lab;

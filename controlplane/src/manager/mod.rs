@@ -6,8 +6,10 @@
 //! leader confirms its leadership (`ensure_linearizable`), a follower asks
 //! the leader for that read index and waits until it has applied it.
 
+mod batch;
 mod cluster;
 mod configs;
+mod election_gate;
 mod grpc;
 mod images;
 mod join;
@@ -195,6 +197,12 @@ pub struct Manager {
     /// from then, since heartbeats went to the previous leader.
     leader_since: Mutex<Option<Instant>>,
     leader_channels: Mutex<HashMap<String, Channel>>,
+    /// Group commit of this manager's proposals while it leads.
+    proposer: batch::Proposer,
+    /// Concurrent linearizable reads share one leadership confirmation.
+    read_index: batch::ReadIndex,
+    /// Holds a restarted manager's elections until a leader reaches it.
+    election_gate: election_gate::ElectionGate,
     /// node id → the latest assignment-set version whose mesh it wrote
     /// (`AckApplied`): in memory, every node says it again at its next sync.
     applied: Mutex<HashMap<String, u64>>,
@@ -223,6 +231,9 @@ impl Manager {
         )
         .await
         .map_err(|e| ManagerError::Raft(e.to_string()))?;
+        let election_gate = election_gate::ElectionGate::start(&raft);
+        let proposer = batch::Proposer::spawn(raft.clone());
+        let read_index = batch::ReadIndex::spawn(raft.clone(), LEADER_WAIT);
 
         let mut server = live_server_config(&cfg.credentials, Arc::new(removed.clone()), true)?;
         server.alpn_protocols = vec![b"h2".to_vec()];
@@ -248,6 +259,9 @@ impl Manager {
             applied: Mutex::new(HashMap::new()),
             leader_since: Mutex::new(None),
             leader_channels: Mutex::new(HashMap::new()),
+            proposer,
+            read_index,
+            election_gate,
             resolve_image: cfg.resolve_image,
             stop,
         });
@@ -319,17 +333,18 @@ impl Manager {
         loop {
             // A leader cut off from the others keeps its term until it hears
             // a newer one, so its writes would wait forever without this.
-            let written = tokio::time::timeout(LEADER_WAIT, self.raft.client_write(cmd.clone()))
+            let written = tokio::time::timeout(LEADER_WAIT, self.proposer.write(cmd.clone()))
                 .await
                 .map_err(|_| ManagerError::NoQuorum {
                     waited: LEADER_WAIT,
-                })?;
+                })?
+                .ok_or_else(|| ManagerError::Raft("Raft is shutting down".into()))?;
             match written {
                 Ok(resp) => {
-                    return match resp.data {
+                    return match resp {
                         Response::Applied(applied) => Ok(applied),
                         Response::Rejected(e) => Err(ManagerError::Rejected(e)),
-                        Response::Noop => {
+                        Response::Noop | Response::Batch(_) => {
                             Err(ManagerError::Raft("command applied as no-op".into()))
                         }
                     };
@@ -344,8 +359,27 @@ impl Manager {
                 }
                 Err(e) => return Err(ManagerError::Raft(e.to_string())),
             }
-            tokio::time::sleep(Duration::from_millis(200)).await;
+            self.leader_change(Duration::from_millis(200)).await;
         }
+    }
+
+    /// Waits until this manager's Raft view changes (a new leader is
+    /// known, typically), at most `max`: a retry then goes straight to the
+    /// new leader instead of sleeping through the end of a failover.
+    async fn leader_change(&self, max: Duration) {
+        let mut metrics = self.raft.metrics();
+        metrics.borrow_and_update();
+        let _ = tokio::time::timeout(max, metrics.changed()).await;
+    }
+
+    /// This manager's current Raft term.
+    pub fn raft_term(&self) -> u64 {
+        self.raft.metrics().borrow().current_term
+    }
+
+    /// A leader's AppendEntries was accepted here (see [`election_gate`]).
+    pub(crate) fn leader_heard(&self) {
+        self.election_gate.leader_heard();
     }
 
     /// A linearizable view of the cluster state.
@@ -371,12 +405,14 @@ impl Manager {
     /// The read index: the leader's commit index once a quorum confirmed it
     /// still leads.
     async fn confirm_leadership(&self) -> Result<Option<LogId<RaftId>>, ManagerError> {
-        tokio::time::timeout(LEADER_WAIT, self.raft.ensure_linearizable())
-            .await
-            .map_err(|_| ManagerError::NoQuorum {
+        match self.read_index.get().await {
+            None => Err(ManagerError::Raft("Raft is shutting down".into())),
+            Some(Ok(index)) => Ok(index),
+            Some(Err(batch::ReadError::NoQuorum)) => Err(ManagerError::NoQuorum {
                 waited: LEADER_WAIT,
-            })?
-            .map_err(|e| ManagerError::Raft(e.to_string()))
+            }),
+            Some(Err(batch::ReadError::Raft(e))) => Err(ManagerError::Raft(e)),
+        }
     }
 
     /// This manager's applied state, possibly stale; for display only.

@@ -19,7 +19,7 @@ use super::{
     redb_err, write_txn,
 };
 use crate::model::{self, ClusterState};
-use crate::raft::{Entry, RaftId, RaftMember, Response, TypeConfig};
+use crate::raft::{Entry, Proposal, RaftId, RaftMember, Response, TypeConfig};
 
 type Meta = SnapshotMeta<RaftId, RaftMember>;
 
@@ -40,13 +40,27 @@ impl Applied {
                 self.membership = StoredMembership::new(Some(entry.log_id), membership);
                 Response::Noop
             }
-            EntryPayload::Normal(command) => match model::apply(&mut self.state, &command) {
-                Ok(applied) => Response::Applied(applied),
-                Err(rejected) => {
-                    tracing::debug!(index = entry.log_id.index, %rejected, "command rejected");
-                    Response::Rejected(rejected)
-                }
-            },
+            EntryPayload::Normal(Proposal::One(command)) => {
+                apply_one(&mut self.state, entry.log_id.index, &command)
+            }
+            // Each command of a batch succeeds or is rejected on its own,
+            // exactly as if it had been its own entry.
+            EntryPayload::Normal(Proposal::Batch(commands)) => Response::Batch(
+                commands
+                    .iter()
+                    .map(|c| apply_one(&mut self.state, entry.log_id.index, c))
+                    .collect(),
+            ),
+        }
+    }
+}
+
+fn apply_one(state: &mut ClusterState, index: u64, command: &model::Command) -> Response {
+    match model::apply(state, command) {
+        Ok(applied) => Response::Applied(applied),
+        Err(rejected) => {
+            tracing::debug!(index, %rejected, "command rejected");
+            Response::Rejected(rejected)
         }
     }
 }

@@ -11,7 +11,7 @@ use tempfile::TempDir;
 
 use super::*;
 use crate::model::{self, ClusterState, Command, Secret, SecretBytes};
-use crate::raft::{Entry, RaftMember, TypeConfig};
+use crate::raft::{Entry, Proposal, RaftMember, Response, TypeConfig};
 
 type TestResult = Result<(), Box<dyn std::error::Error>>;
 
@@ -82,7 +82,7 @@ async fn nothing_is_written_in_plaintext() -> TestResult {
     let kek = StoreKey::generate();
     let entries = vec![entry(
         1,
-        EntryPayload::Normal(secret_command("sec1", MARKER)),
+        EntryPayload::Normal(secret_command("sec1", MARKER).into()),
     )];
     // The check below means something only if a plaintext record would
     // show the marker.
@@ -106,7 +106,8 @@ async fn nothing_is_written_in_plaintext() -> TestResult {
     // With the right key everything reads back.
     let store = Store::open(dir.path(), &kek)?;
     let back = store.log_store().try_get_log_entries(1..2).await?;
-    let EntryPayload::Normal(Command::CreateSecret(secret)) = &back[0].payload else {
+    let EntryPayload::Normal(Proposal::One(Command::CreateSecret(secret))) = &back[0].payload
+    else {
         panic!("unexpected entry {back:?}");
     };
     assert_eq!(secret.data.0, MARKER.as_bytes());
@@ -202,12 +203,12 @@ async fn reopening_restores_vote_log_state_and_snapshot() -> TestResult {
     let mut entries = vec![entry(1, EntryPayload::Membership(members()))];
     for i in 2..=9 {
         let cmd = secret_command(&format!("sec{i}"), &format!("name{i}"));
-        entries.push(entry(i, EntryPayload::Normal(cmd)));
+        entries.push(entry(i, EntryPayload::Normal(cmd.into())));
     }
     // The state a correct restart must reach: entries 1..=7 are committed.
     let mut expected = ClusterState::default();
     for e in &entries[..7] {
-        if let EntryPayload::Normal(cmd) = &e.payload {
+        if let EntryPayload::Normal(Proposal::One(cmd)) = &e.payload {
             model::apply(&mut expected, cmd)?;
         }
     }
@@ -252,8 +253,11 @@ async fn installed_snapshot_replaces_state_and_survives_restart() -> TestResult 
     let snapshot = {
         let store = Store::open(source.path(), &kek)?;
         let mut sm = store.state_machine()?;
-        sm.apply([entry(1, EntryPayload::Normal(secret_command("a", "b")))])
-            .await?;
+        sm.apply([entry(
+            1,
+            EntryPayload::Normal(secret_command("a", "b").into()),
+        )])
+        .await?;
         sm.get_snapshot_builder().await.build_snapshot().await?
     };
     {
@@ -276,5 +280,58 @@ fn a_second_open_of_the_same_file_is_refused() -> TestResult {
     let kek = StoreKey::generate();
     let _first = Store::open(dir.path(), &kek)?;
     assert!(Store::open(dir.path(), &kek).is_err());
+    Ok(())
+}
+
+/// A log written before batching (bare commands) and batch entries after
+/// it apply alike, on the live state machine and again after a restart;
+/// within a batch each command stands or falls on its own.
+#[tokio::test]
+async fn batch_entries_apply_beside_single_ones_and_after_restart() -> TestResult {
+    let dir = tempfile::tempdir()?;
+    let kek = StoreKey::generate();
+    let entries = vec![
+        entry(1, EntryPayload::Membership(members())),
+        entry(
+            2,
+            EntryPayload::Normal(secret_command("a", "name-a").into()),
+        ),
+        entry(
+            3,
+            EntryPayload::Normal(Proposal::Batch(vec![
+                secret_command("b", "name-b"),
+                // Same name as `a`: rejected, and the batch goes on.
+                secret_command("c", "name-a"),
+                secret_command("d", "name-d"),
+            ])),
+        ),
+    ];
+    let mut expected = ClusterState::default();
+    for cmd in [
+        secret_command("a", "name-a"),
+        secret_command("b", "name-b"),
+        secret_command("d", "name-d"),
+    ] {
+        model::apply(&mut expected, &cmd)?;
+    }
+    {
+        let store = Store::open(dir.path(), &kek)?;
+        let mut log = store.log_store();
+        let mut sm = store.state_machine()?;
+        log.blocking_append(entries.clone()).await?;
+        let answers = sm.apply(entries.clone()).await?;
+        let Some(Response::Batch(batch)) = answers.last() else {
+            panic!("no batch answer in {answers:?}");
+        };
+        assert_eq!(batch.len(), 3);
+        assert!(matches!(batch[0], Response::Applied(_)), "{batch:?}");
+        assert!(matches!(batch[1], Response::Rejected(_)), "{batch:?}");
+        assert!(matches!(batch[2], Response::Applied(_)), "{batch:?}");
+        assert_eq!(*sm.reader().state().await, expected);
+        log.save_committed(Some(log_id(1, 0, 3))).await?;
+    }
+    let store = Store::open(dir.path(), &kek)?;
+    let sm = store.state_machine()?;
+    assert_eq!(*sm.reader().state().await, expected);
     Ok(())
 }

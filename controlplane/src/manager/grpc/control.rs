@@ -51,7 +51,7 @@ macro_rules! control {
 
 control! {
     list_nodes(ListNodesRequest) -> ListNodesReply =
-        |m, _| ListNodesReply { nodes: nodes::list(m).await? };
+        |m, _| ListNodesReply { nodes: nodes::list(m).await?, raft_term: m.raft_term() };
     inspect_node(NodeRef) -> NodeDetail = |m, r| nodes::inspect(m, &r.node).await?;
     update_node(UpdateNodeRequest) -> NodeDetail = |m, r| nodes::update(m, r).await?;
     remove_node(RemoveNodeRequest) -> RemoveNodeReply =

@@ -1,6 +1,7 @@
 //! `RaftPeer`: openraft's RPCs and the followers' forwarded requests, as
 //! JSON payloads between managers.
 
+use openraft::raft::AppendEntriesResponse;
 use shoal_api::cluster::v1::{RaftPayload, raft_peer_server::RaftPeer};
 use tonic::{Request, Response, Status};
 
@@ -26,7 +27,13 @@ impl RaftPeer for Api {
         &self,
         req: Request<RaftPayload>,
     ) -> Result<Response<RaftPayload>, Status> {
-        encode(&self.0.raft.append_entries(decode(&req)?).await)
+        let reply = self.0.raft.append_entries(decode(&req)?).await;
+        if let Ok(r) = &reply
+            && !matches!(r, AppendEntriesResponse::HigherVote(_))
+        {
+            self.0.leader_heard();
+        }
+        encode(&reply)
     }
 
     async fn vote(&self, req: Request<RaftPayload>) -> Result<Response<RaftPayload>, Status> {
