@@ -330,7 +330,12 @@ async fn cpu_scope(
     };
     for node in [&l.client, &l.server] {
         let theirs = fx
-            .run_task(node, fixture::Net::Overlay, &["/bin/lab-echo", "boot-id"], TASK_SLACK)
+            .run_task(
+                node,
+                fixture::Net::Overlay,
+                &["/bin/lab-echo", "boot-id"],
+                TASK_SLACK,
+            )
             .await
             .map(|out| {
                 out.lines()

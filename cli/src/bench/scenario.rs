@@ -400,7 +400,9 @@ impl Scenario {
         let mut last = None;
         for _ in 0..5 {
             let r = match self {
-                Self::Overlay | Self::Vip | Self::Underlay => self.iperf(fx, l, 1, 1).await.map(drop),
+                Self::Overlay | Self::Vip | Self::Underlay => {
+                    self.iperf(fx, l, 1, 1).await.map(drop)
+                }
                 Self::IngressLocal | Self::IngressRemote => {
                     match rr::run(self.target(l), Duration::from_secs(1)).await {
                         Ok(_) => self.warm_http(l).await,
