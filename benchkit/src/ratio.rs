@@ -78,6 +78,7 @@ mod tests {
         ScenarioResult {
             name: name.into(),
             metrics: vec![Metric::new(metric, "u", samples.to_vec(), vec![], None)],
+            latency: Vec::new(),
         }
     }
 

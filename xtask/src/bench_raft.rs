@@ -154,6 +154,10 @@ pub async fn run(
                  10 ms apart); terms_per_kill is the term increase, 1 = one election round."
                     .into(),
             ],
+            streams: 0,
+            loaders: 0,
+            connections: 0,
+            cpu_scope: "missing: not measured by bench raft".into(),
         },
         scenarios,
     };
@@ -186,6 +190,7 @@ fn scenario(name: &str, metrics: Vec<Metric>) -> ScenarioResult {
     ScenarioResult {
         name: name.to_owned(),
         metrics,
+        latency: Vec::new(),
     }
 }
 
