@@ -173,6 +173,23 @@ fn percentiles(
         .collect()
 }
 
+/// Percentiles when something completed; otherwise no value and an error
+/// on each, with `why`, so the other figures of the repeat are kept.
+fn percentiles_or(
+    m: &mut Measured,
+    h: &Histogram,
+    names: [&'static str; 3],
+    why: impl Fn() -> String,
+) {
+    match percentiles(h, names) {
+        Ok(v) => m.values.extend(v),
+        Err(_) => {
+            let e = format!("nothing completed: {}", why());
+            m.errors.extend(names.iter().map(|n| (*n, e.clone())));
+        }
+    }
+}
+
 impl CpuScope {
     fn note(&self) -> String {
         match self {
@@ -556,8 +573,14 @@ impl Scenario {
                 ] {
                     let r = crr::run(http, measure, o.loaders, o.conns, tuples).await?;
                     m.values.push((names[0], r.per_second));
-                    m.values
-                        .extend(percentiles(&r.hist, [names[1], names[2], names[3]])?);
+                    percentiles_or(&mut m, &r.hist, [names[1], names[2], names[3]], || {
+                        format!(
+                            "{} error(s) ({}), {} wait(s) for a tuple out of TIME_WAIT",
+                            r.errors,
+                            r.first_errors.join("; "),
+                            r.waits
+                        )
+                    });
                     m.values.push((names[4], r.syn_retrans as f64));
                     m.values.push((names[5], r.retrans_segs as f64));
                     if r.errors > 0 {
@@ -571,13 +594,26 @@ impl Scenario {
                     }
                     if matches!(tuples, crr::Tuples::Distinct(_)) {
                         m.values.push((CRR_WAITS, r.waits as f64));
+                        // Then the budget, not the path, set the pace.
+                        if r.waits > 0 {
+                            m.errors.push((
+                                names[0],
+                                format!(
+                                    "{} connection(s) waited for a tuple out of TIME_WAIT: the \
+                                     rate is bounded by the {} tuples; add --source addresses",
+                                    r.waits,
+                                    o.budget.len()
+                                ),
+                            ));
+                        }
                     }
                     m.latency.push((hist, r.hist));
                 }
                 let r = http::run(http, measure, o.loaders, o.conns).await?;
                 m.values.push((HTTP[0], r.per_second));
-                m.values
-                    .extend(percentiles(&r.hist, [HTTP[1], HTTP[2], HTTP[3]])?);
+                percentiles_or(&mut m, &r.hist, [HTTP[1], HTTP[2], HTTP[3]], || {
+                    format!("{} error(s): {}", r.errors, r.first_errors.join("; "))
+                });
                 m.values.push((HTTP[4], r.non_2xx as f64));
                 let mut problems = Vec::new();
                 if r.non_2xx > 0 {
