@@ -168,8 +168,7 @@ fn check_result(v: &Value) -> anyhow::Result<()> {
             .filter_map(|m| m["name"].as_str())
             .collect();
         let wanted: &[&str] = match name {
-            "underlay" => &["throughput", "retransmits"],
-            "overlay" => &[
+            "overlay" | "underlay" => &[
                 "throughput",
                 "retransmits",
                 "throughput N streams",
