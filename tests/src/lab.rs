@@ -74,6 +74,9 @@ pub struct Lab {
     dir: PathBuf,
     nodes: Vec<Node>,
     ready_timeout: Duration,
+    /// The daemon the builder was given ([`LabBuilder::shoald`]), which a
+    /// restart must run again; `None` = the workspace's build.
+    shoald: Option<PathBuf>,
     /// Remove on drop: a non-persistent lab this value created.
     remove_on_drop: bool,
 }
@@ -221,7 +224,8 @@ impl LabBuilder {
             persistent: self.persistent,
         };
         let dir = record.create_dir()?;
-        let lab = Lab::from_record(record, dir, self.ready_timeout, !self.persistent);
+        let mut lab = Lab::from_record(record, dir, self.ready_timeout, !self.persistent);
+        lab.shoald = shoald.clone();
         match lab.build(shoald.as_deref()).await {
             Ok(()) => Ok(lab),
             Err(e) => {
@@ -442,6 +446,7 @@ impl Lab {
             dir,
             nodes,
             ready_timeout,
+            shoald: None,
             remove_on_drop: owned,
         }
     }
@@ -615,7 +620,12 @@ impl Lab {
         if node.pid().is_some() {
             return Ok(());
         }
-        let shoald = daemon::shoald_path()?;
+        // The builder's binary again: a bench of release daemons must not
+        // come back as the workspace's debug build.
+        let shoald = match &self.shoald {
+            Some(binary) => binary.clone(),
+            None => daemon::shoald_path()?,
+        };
         node.spawn(&shoald, self.record.persistent)?;
         if let Err(e) = node.wait_ready(self.ready_timeout).await {
             let _already_reported = node.kill(Duration::ZERO);
