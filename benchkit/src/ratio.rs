@@ -6,11 +6,28 @@
 use crate::BenchResult;
 
 /// (path, baseline, metric) pairs reported when both scenarios ran.
-pub const PAIRS: [(&str, &str, &str); 4] = [
+pub const PAIRS: [(&str, &str, &str); 13] = [
     ("overlay", "underlay", "throughput"),
     ("overlay", "kernel-vxlan", "throughput"),
-    ("ingress-local", "haproxy", "rr rate"),
-    ("ingress-remote", "haproxy", "rr rate"),
+    ("overlay", "kernel-vxlan", "throughput N streams"),
+    ("overlay", "kernel-vxlan", "rr rate"),
+    ("ingress-local", "haproxy-local", "rr rate"),
+    (
+        "ingress-local",
+        "haproxy-local",
+        "crr rate (distinct tuples)",
+    ),
+    ("ingress-local", "haproxy-local", "http rate"),
+    ("ingress-remote", "haproxy-remote", "rr rate"),
+    (
+        "ingress-remote",
+        "haproxy-remote",
+        "crr rate (distinct tuples)",
+    ),
+    ("ingress-remote", "haproxy-remote", "http rate"),
+    ("ingress-local", "direct", "rr rate"),
+    ("ingress-local", "direct", "crr rate (distinct tuples)"),
+    ("ingress-local", "direct", "http rate"),
 ];
 
 /// One path over its baseline.
@@ -91,7 +108,7 @@ mod tests {
                 scenario("overlay", "throughput", &[8.0, 9.0, 10.0]),
                 scenario("underlay", "throughput", &[16.0, 20.0, 18.0]),
                 // A baseline without samples gives no ratio.
-                scenario("haproxy", "rr rate", &[]),
+                scenario("haproxy-local", "rr rate", &[]),
                 scenario("ingress-local", "rr rate", &[1000.0]),
             ],
         };

@@ -7,6 +7,7 @@
 mod crr;
 mod fixture;
 mod http;
+mod kvxlan;
 mod progress;
 mod report;
 mod rr;
@@ -29,7 +30,9 @@ pub struct BenchArgs {
     #[command(subcommand)]
     cmd: Option<BenchCmd>,
     /// Scenarios to run: overlay, vip, ingress-local, ingress-remote,
-    /// underlay (default: all).
+    /// underlay, and the baselines kernel-vxlan (built by hand on the
+    /// caller's kernel: root, namespace lab), direct, haproxy-local,
+    /// haproxy-remote (default: all; kernel-vxlan only where it can run).
     #[arg(value_name = "SCENARIO")]
     scenarios: Vec<String>,
     /// Measurements per scenario.
@@ -64,6 +67,10 @@ pub struct BenchArgs {
     /// The image holding /bin/iperf3, /bin/lab-echo and /bin/lab-http.
     #[arg(long, default_value = "shoal.local/lab-tools:latest")]
     image: String,
+    /// The image HAProxy runs from: `host` runs the nodes' own
+    /// /usr/sbin/haproxy; any other runs `haproxy` from its PATH.
+    #[arg(long, default_value = "host")]
+    haproxy_image: String,
 }
 
 #[derive(clap::Subcommand)]
@@ -131,12 +138,12 @@ pub async fn run(host: &str, a: BenchArgs) -> anyhow::Result<()> {
     let id = format!("{:08x}", rand::random::<u32>());
     let prefix = format!("shoal-bench-{id}-");
     eprintln!("shoal bench {id}: everything it makes is named {prefix}*");
-    let mut fx = fixture::Fixture::new(&d, &prefix, &a.image);
+    let mut fx = fixture::Fixture::new(&d, &prefix, &a.image, &a.haproxy_image);
     // Ctrl-C is raced against the whole run, so setup and measurement stop
     // alike; a second Ctrl-C during the cleanup is swallowed by the same
     // handler, so the cleanup finishes.
     let outcome = tokio::select! {
-        r = measure(&mut d, &mut fx, &scenarios, a.repeat, secs, &opts, a.format) => r,
+        r = measure(&mut d, &mut fx, scenarios, a.scenarios.is_empty(), a.repeat, secs, &opts, a.format) => r,
         _ = tokio::signal::ctrl_c() => Err(anyhow::anyhow!("interrupted (SIGINT)")),
     };
     if outcome.is_err() {
@@ -189,10 +196,12 @@ pub async fn run(host: &str, a: BenchArgs) -> anyhow::Result<()> {
 type Samples = (Vec<f64>, Vec<String>);
 
 /// Setup, warm-ups and the shuffled repeats.
+#[allow(clippy::too_many_arguments)]
 async fn measure(
     d: &mut client::Daemon,
     fx: &mut fixture::Fixture,
-    scenarios: &[Scenario],
+    mut scenarios: Vec<Scenario>,
+    defaulted: bool,
     repeat: u32,
     secs: u64,
     opts: &scenario::Opts,
@@ -201,11 +210,35 @@ async fn measure(
     let started_unix = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |t| t.as_secs());
-    let layout = fx.setup(d, scenarios).await?;
+    let mut layout = fx.setup(d, &scenarios, opts.loaders).await?;
     let opts = &scenario::Opts {
-        cpu: cpu_scope(fx, &layout, scenarios).await,
+        cpu: cpu_scope(fx, &layout, &scenarios).await,
         ..opts.clone()
     };
+    if scenarios.contains(&Scenario::KernelVxlan) {
+        let why_not = match (&opts.cpu, nix::unistd::geteuid().is_root()) {
+            (scenario::CpuScope::Missing(why), _) => Some(format!(
+                "it is built on the caller's kernel and means something only when every node \
+                 shares it (the namespace lab): {why}"
+            )),
+            (_, false) => Some("it builds namespaces: run shoal bench as root".to_owned()),
+            _ => None,
+        };
+        match why_not {
+            Some(why) if defaulted => {
+                eprintln!("kernel-vxlan left out: {why}");
+                scenarios.retain(|s| *s != Scenario::KernelVxlan);
+            }
+            Some(why) => bail!("SCENARIO kernel-vxlan: {why}; leave it out"),
+            None => {
+                let mtu = kvxlan::underlay_mtu(layout.caller.addr).await;
+                let b = kvxlan::Baseline::build(mtu).await?;
+                layout.kvxlan_mtu = b.overlay_mtu;
+                layout.kvxlan = Some(b);
+            }
+        }
+    }
+    let scenarios = &scenarios[..];
     let mut order: Vec<Scenario> = scenarios
         .iter()
         .flat_map(|s| std::iter::repeat_n(*s, repeat as usize))
@@ -317,10 +350,7 @@ async fn cpu_scope(
     scenarios: &[Scenario],
 ) -> scenario::CpuScope {
     use scenario::CpuScope;
-    if !scenarios
-        .iter()
-        .any(|s| matches!(s, Scenario::Overlay | Scenario::Vip))
-    {
+    if !scenarios.iter().any(|s| s.kind() == scenario::Kind::Stream) {
         return CpuScope::Missing("no throughput scenario".into());
     }
     let path = "/proc/sys/kernel/random/boot_id";

@@ -18,7 +18,7 @@ use shoal_lab::{Formation, Lab, images, shoal_path};
 
 /// Nothing named shoal-bench-* among the cluster's services and networks.
 fn nothing_left(lab: &Lab, when: &str) -> anyhow::Result<()> {
-    for what in ["service", "network"] {
+    for what in ["service", "network", "config"] {
         let listed = lab.shoal(1, &[what, "ls"])?;
         ensure!(
             !listed.contains("shoal-bench-"),
@@ -29,8 +29,15 @@ fn nothing_left(lab: &Lab, when: &str) -> anyhow::Result<()> {
 }
 
 /// The first run's scenarios: `underlay` runs its tasks on the nodes' own
-/// network.
-const RUN: [&str; 3] = ["overlay", "ingress-remote", "underlay"];
+/// network; `kernel-vxlan` is built by hand on this kernel, and
+/// `haproxy-remote` runs HAProxy as a host-network task from a config.
+const RUN: [&str; 5] = [
+    "overlay",
+    "ingress-remote",
+    "underlay",
+    "kernel-vxlan",
+    "haproxy-remote",
+];
 
 fn number(v: &Value, path: &str) -> anyhow::Result<f64> {
     v.pointer(path)
@@ -168,11 +175,14 @@ fn check_result(v: &Value) -> anyhow::Result<()> {
             .filter_map(|m| m["name"].as_str())
             .collect();
         let wanted: &[&str] = match name {
-            "overlay" | "underlay" => &[
+            "overlay" | "underlay" | "kernel-vxlan" => &[
                 "throughput",
                 "retransmits",
                 "throughput N streams",
                 "retransmits N streams",
+                "rr rate",
+                "rr p50",
+                "rr p99",
                 // All nodes are namespaces on one kernel: the bench must
                 // see that (boot ids) and weigh the throughput by CPU.
                 "cpu per Gbit/s (1 stream)",
@@ -234,6 +244,8 @@ async fn bench_measures_and_cleans_up_also_when_interrupted() -> anyhow::Result<
         "overlay",
         "ingress-remote",
         "underlay",
+        "kernel-vxlan",
+        "haproxy-remote",
         "--repeat",
         "2",
         "--duration",

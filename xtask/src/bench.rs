@@ -41,10 +41,27 @@ pub enum BenchCmd {
         #[arg(long, default_value_t = 5)]
         rounds: usize,
     },
-    /// The routing mesh: wrk through a published port (local and remote
-    /// backend) against HAProxy in TCP mode and against the task directly,
-    /// keep-alive requests/s with p50/p99, and new connections/s.
+    /// The routing mesh through `shoal bench`: published ports entered on
+    /// the server's node and on another, against HAProxy in TCP mode (as
+    /// many threads as the loaders) and the servers directly.
     Mesh {
+        #[command(flatten)]
+        pass: crate::bench_shoal::Pass,
+    },
+    /// The overlay through `shoal bench`: task to task, through a VIP, the
+    /// bare underlay and kernel VXLAN built by hand in the same run.
+    Overlay {
+        #[command(flatten)]
+        pass: crate::bench_shoal::Pass,
+    },
+    /// Every `shoal bench` scenario in one run (the full matrix).
+    Matrix {
+        #[command(flatten)]
+        pass: crate::bench_shoal::Pass,
+    },
+    /// New connections through a published port with 10 to 10,000
+    /// frontends installed: the frontend table's size must not show.
+    Frontends {
         /// Seconds per wrk run.
         #[arg(long, default_value_t = 5)]
         seconds: u64,
@@ -52,16 +69,6 @@ pub enum BenchCmd {
         #[arg(long, default_value_t = 32)]
         connections: usize,
         /// What the task under test runs from.
-        #[arg(long, value_enum, default_value_t = Endpoints::Host)]
-        image: Endpoints,
-    },
-    /// Overlay task to task across nodes: iperf3 TCP (1 and 2 streams) and
-    /// 1-byte request/response, against kernel VXLAN + bridge made by hand.
-    Overlay {
-        /// Seconds per measurement.
-        #[arg(long, default_value_t = 5)]
-        seconds: u64,
-        /// What the tasks under test run from.
         #[arg(long, value_enum, default_value_t = Endpoints::Host)]
         image: Endpoints,
     },
@@ -138,14 +145,34 @@ pub fn run(cmd: BenchCmd) -> anyhow::Result<()> {
             &clients,
             &json,
         )),
-        BenchCmd::Mesh {
+        BenchCmd::Mesh { pass } => runtime.block_on(crate::bench_shoal::run(
+            &bin,
+            "mesh",
+            crate::bench_shoal::MESH,
+            &pass,
+        )),
+        BenchCmd::Overlay { pass } => runtime.block_on(crate::bench_shoal::run(
+            &bin,
+            "overlay",
+            crate::bench_shoal::OVERLAY,
+            &pass,
+        )),
+        BenchCmd::Matrix { pass } => runtime.block_on(crate::bench_shoal::run(
+            &bin,
+            "matrix",
+            crate::bench_shoal::MATRIX,
+            &pass,
+        )),
+        BenchCmd::Frontends {
             seconds,
             connections,
             image,
-        } => runtime.block_on(crate::bench_mesh::run(&bin, seconds, connections, image)),
-        BenchCmd::Overlay { seconds, image } => {
-            runtime.block_on(crate::bench_overlay::run(&bin, seconds, image))
-        }
+        } => runtime.block_on(crate::bench_mesh::frontends(
+            &bin,
+            seconds,
+            connections,
+            image,
+        )),
         BenchCmd::Tasks {
             runs,
             replicas,

@@ -1,34 +1,16 @@
-//! `cargo xtask bench mesh`: HTTP through a published port of the routing
-//! mesh, against HAProxy in TCP mode forwarding to the same task and against
-//! the task itself, all measured in the same run from the lab's client
-//! (198.18.0.250, not a node) with wrk.
+//! `cargo xtask bench frontends`: new connections through a published
+//! port with 10, 1,000 and 10,000 frontends in the entry node's pinned
+//! frontend map, which must not change the latency (a hash lookup), with
+//! wrk from the lab's client (198.18.0.250). The mesh against HAProxy and
+//! the task itself is `shoal bench` (`cargo xtask bench mesh`).
 //!
-//! One task (`lab-http serve 80`) runs on n1. "Local" rows enter through
-//! n1, whose mesh DNATs to its own task; "remote" rows enter through n3,
-//! whose mesh sends the packet over the ingress overlay to n1, with the
-//! replies coming back through n3 for reverse NAT. HAProxy runs in the
-//! entry node's namespace and dials the task's ingress address, so both
-//! balancers take the same path to the task. "Direct" is the client
-//! talking to the task's address, routed by n1 (no balancer at all).
-//!
-//! Then, from inside a task on n3: wrk to the service's VIP against wrk to
-//! the task's own address (east-west, DNAT on the task's veth).
-//!
-//! With `--image lab-tools` the server is `/bin/lab-http` of the lab tools
-//! image (loaded on n1) instead of this build's `lab-http` from `host`. The
-//! east-west client stays on `host` either way: wrk is not in the image. And new
-//! connections through n3's published port with 10, 1,000 and 10,000
-//! frontends in n3's pinned frontend map, which must not change the
-//! latency (a hash lookup).
+//! One task (`lab-http serve 80`, or `/bin/lab-http` of the lab tools image
+//! with `--image lab-tools`) runs on n1, published on 8080; the client
+//! enters through n3.
 
-use std::{
-    net::Ipv4Addr,
-    path::Path,
-    process::{Child, Command, Stdio},
-    time::Duration,
-};
+use std::{net::Ipv4Addr, path::Path, process::Command, time::Duration};
 
-use anyhow::{Context, bail, ensure};
+use anyhow::{Context, ensure};
 use shoal_lab::{Lab, eventually};
 
 use crate::bench::Endpoints;
@@ -106,34 +88,6 @@ pub fn wrk(lab: &Lab, url: &str, conns: usize, secs: u64, close: bool) -> anyhow
     parse_wrk(&text).with_context(|| format!("wrk {url}: unreadable output:\n{text}"))
 }
 
-/// HAProxy in TCP mode on `listen` → `backend`, dialling from `source`.
-fn haproxy(
-    lab: &Lab,
-    k: usize,
-    dir: &Path,
-    listen: &str,
-    backend: &str,
-    source: Ipv4Addr,
-) -> anyhow::Result<Child> {
-    let cfg = dir.join(format!("haproxy-n{k}.cfg"));
-    std::fs::write(
-        &cfg,
-        format!(
-            "global\n  maxconn 4000\n  nbthread 1\ndefaults\n  mode tcp\n  timeout connect 5s\n  \
-             timeout client 60s\n  timeout server 60s\nlisten mesh_baseline\n  bind {listen}\n  \
-             source {source}\n  server task {backend}\n"
-        ),
-    )?;
-    let log = std::fs::File::create(dir.join(format!("haproxy-n{k}.log")))?;
-    lab.command(k, "haproxy")
-        .args(["-db", "-f"])
-        .arg(&cfg)
-        .stdout(Stdio::null())
-        .stderr(log)
-        .spawn()
-        .context("starting haproxy (apt-get install haproxy)")
-}
-
 fn shoal(lab: &Lab, bin: &Path, k: usize, args: &[&str]) -> anyhow::Result<String> {
     crate::bench::run_shoal(lab, bin, k, args)
 }
@@ -163,7 +117,12 @@ pub(crate) fn ensure_tools() -> anyhow::Result<()> {
     Ok(())
 }
 
-pub async fn run(bin: &Path, secs: u64, conns: usize, image: Endpoints) -> anyhow::Result<()> {
+pub async fn frontends(
+    bin: &Path,
+    secs: u64,
+    conns: usize,
+    image: Endpoints,
+) -> anyhow::Result<()> {
     ensure_tools()?;
     let lab = crate::bench::three_nodes("bench-mesh", bin).await?;
     let http = bin.join("lab-http");
@@ -195,7 +154,7 @@ pub async fn run(bin: &Path, secs: u64, conns: usize, image: Endpoints) -> anyho
     web.extend(server);
     shoal(&lab, bin, 1, &web)?;
     // Ingress first, then benchnet.
-    let (task_ip, task_ip_east): (Ipv4Addr, Ipv4Addr) =
+    let _addresses: (Ipv4Addr, Ipv4Addr) =
         eventually(Duration::from_secs(60), "web running", || {
             // This build's CLI, not the lab's default (`shoal` beside a
             // debug `shoald`, which a release-only build does not have).
@@ -211,179 +170,26 @@ pub async fn run(bin: &Path, secs: u64, conns: usize, image: Endpoints) -> anyho
             Ok(addr(0).zip(addr(1)))
         })
         .await?;
-    // The client reaches the task's address through n1, for the direct row.
-    let handle = shoal_lab::netns::netlink(&lab.client_netns().context("client")?)?;
-    handle
-        .route()
-        .add(
-            rtnetlink::RouteMessageBuilder::<Ipv4Addr>::new()
-                .destination_prefix(task_ip, 32)
-                .gateway(lab.node(1).addr())
-                .build(),
-        )
-        .execute()
-        .await
-        .context("route to the task via n1")?;
-
-    // Connection: close runs leave the client's ports in TIME_WAIT; without
-    // reuse, back-to-back runs to one address run out of ports and measure
-    // the client, not the path.
-    let tuned = lab
-        .client_command("sh")
-        .args([
-            "-c",
-            "echo 1 > /proc/sys/net/ipv4/tcp_tw_reuse && \
-             echo '1024 65000' > /proc/sys/net/ipv4/ip_local_port_range",
-        ])
-        .status()?;
-    ensure!(tuned.success(), "tuning the client's TIME_WAIT reuse");
-    let dir = lab.dir().to_path_buf();
-    // One HAProxy per published node, in front of the same task.
-    let mut proxies = [1, 3]
-        .into_iter()
-        .map(|k| {
-            let addr = lab.node(k).addr();
-            haproxy(
-                &lab,
-                k,
-                &dir,
-                &format!("{addr}:8081"),
-                &format!("{task_ip}:80"),
-                addr,
-            )
-        })
-        .collect::<anyhow::Result<Vec<_>>>()?;
-    let urls = [
-        ("direct", format!("http://{task_ip}:80/")),
-        ("local mesh", format!("http://{}:8080/", lab.node(1).addr())),
-        (
-            "local haproxy",
-            format!("http://{}:8081/", lab.node(1).addr()),
-        ),
-        (
-            "remote mesh",
-            format!("http://{}:8080/", lab.node(3).addr()),
-        ),
-        (
-            "remote haproxy",
-            format!("http://{}:8081/", lab.node(3).addr()),
-        ),
-    ];
-    let result = measure(&lab, &urls, secs, conns);
-    for p in &mut proxies {
-        let _ = p.kill();
-        let _ = p.wait();
-    }
-    let rows = result?;
-    report(&rows, conns);
-    east_west(&lab, bin, task_ip_east, secs, conns).await?;
+    let url = format!("http://{}:8080/", lab.node(3).addr());
+    eventually(Duration::from_secs(30), "n3:8080 answering", || {
+        let out = lab
+            .client_command("curl")
+            .args([
+                "-s",
+                "-m",
+                "2",
+                "-o",
+                "/dev/null",
+                "-w",
+                "%{http_code}",
+                &url,
+            ])
+            .output()?;
+        Ok((out.stdout == b"200").then_some(()))
+    })
+    .await?;
     flat(&lab, secs, conns)?;
     lab.down()?;
-    Ok(())
-}
-
-/// wrk from a task on n3: to the VIP, then to the task's address.
-async fn east_west(
-    lab: &Lab,
-    bin: &Path,
-    task_ip: Ipv4Addr,
-    secs: u64,
-    conns: usize,
-) -> anyhow::Result<()> {
-    let inspect = shoal(
-        lab,
-        bin,
-        1,
-        &["service", "inspect", "web", "--format", "json"],
-    )?;
-    let v: serde_json::Value = serde_json::from_str(&inspect)?;
-    let vips = v
-        .pointer("/0/vips")
-        .or_else(|| v.pointer("/vips"))
-        .and_then(|x| x.as_array())
-        .cloned()
-        .unwrap_or_default();
-    let vip = vips
-        .iter()
-        .filter(|x| x.get("network").and_then(|n| n.as_str()) == Some("benchnet"))
-        .find_map(|x| {
-            x.get("addr")?
-                .as_str()?
-                .split('/')
-                .next()
-                .map(str::to_owned)
-        })
-        .context("web has no VIP on benchnet")?;
-    let wrk_cmd =
-        |url: &str| format!("/usr/bin/wrk {WRK_THREADS} -c{conns} -d{secs}s --latency {url}");
-    // wrk is not in the lab tools image: the east-west client runs it from
-    // `host` whatever image the server under test runs from.
-    let script = format!(
-        "{}; echo ==== ; {}",
-        wrk_cmd(&format!("http://{vip}:80/")),
-        wrk_cmd(&format!("http://{task_ip}:80/"))
-    );
-    shoal(
-        lab,
-        bin,
-        1,
-        &[
-            "service",
-            "create",
-            "--detach",
-            "--name",
-            "ewclient",
-            "--constraint",
-            "node.hostname==n3",
-            "--restart-condition",
-            "none",
-            "--network",
-            "benchnet",
-            "host",
-            "/bin/sh",
-            "-c",
-            &script,
-        ],
-    )?;
-    let logs = eventually(
-        Duration::from_secs(secs * 2 + 60),
-        "the east-west client",
-        || {
-            let out = lab
-                .command(1, bin.join("shoal"))
-                .args(["service", "logs", "--raw", "ewclient"])
-                .output()?;
-            let text = String::from_utf8_lossy(&out.stdout).into_owned();
-            Ok((text.matches("Requests/sec").count() == 2).then_some(text))
-        },
-    )
-    .await?;
-    let (to_vip, to_task) = logs.split_once("====").context("two wrk runs")?;
-    let (vip_w, task_w) = (
-        parse_wrk(to_vip).context("wrk to the VIP")?,
-        parse_wrk(to_task).context("wrk to the task")?,
-    );
-    println!(
-        "\nEast-west from a task on n3 (wrk from `host`) to the task on n1 (wrk {WRK_THREADS} -c{conns}):"
-    );
-    println!(
-        "{:>16} {:>12} {:>10} {:>10}",
-        "path", "requests/s", "p50", "p99"
-    );
-    for (name, w) in [("VIP", vip_w), ("task address", task_w)] {
-        println!(
-            "{:>16} {:>12.0} {:>10} {:>10}",
-            name,
-            w.rps,
-            ms(w.p50),
-            ms(w.p99)
-        );
-    }
-    println!(
-        "  VIP/task address: {:.2}× requests/s, p50 {:.2}×",
-        vip_w.rps / task_w.rps,
-        vip_w.p50.as_secs_f64() / task_w.p50.as_secs_f64()
-    );
     Ok(())
 }
 
@@ -449,94 +255,8 @@ fn dummy(i: u32) -> shoal_common::mesh::ServiceKey {
     )
 }
 
-type Row = (&'static str, Wrk, Wrk);
-
-fn measure(
-    lab: &Lab,
-    urls: &[(&'static str, String)],
-    secs: u64,
-    conns: usize,
-) -> anyhow::Result<Vec<Row>> {
-    // Every path answers before anything is timed.
-    for (name, url) in urls {
-        let ok = (0..50).any(|_| {
-            let out = lab
-                .client_command("curl")
-                .args([
-                    "-s",
-                    "-m",
-                    "2",
-                    "-o",
-                    "/dev/null",
-                    "-w",
-                    "%{http_code}",
-                    url,
-                ])
-                .output();
-            std::thread::sleep(Duration::from_millis(100));
-            out.is_ok_and(|o| o.stdout == b"200")
-        });
-        if !ok {
-            bail!("{name} ({url}) never answered 200");
-        }
-        wrk(lab, url, conns, 1, false)?;
-    }
-    let mut rows = Vec::new();
-    for (name, url) in urls {
-        let keep = wrk(lab, url, conns, secs, false)?;
-        let fresh = wrk(lab, url, conns, secs, true)?;
-        rows.push((*name, keep, fresh));
-    }
-    Ok(rows)
-}
-
 fn ms(d: Duration) -> String {
     format!("{:.3} ms", d.as_secs_f64() * 1000.0)
-}
-
-fn report(rows: &[Row], conns: usize) {
-    let get = |n: &str| rows.iter().find(|r| r.0 == n).map(|r| (r.1, r.2));
-    println!(
-        "\nHTTP through a published port, wrk {WRK_THREADS} -c{conns} from the client (keep-alive):"
-    );
-    println!(
-        "{:>16} {:>12} {:>10} {:>10} {:>8} {:>14}",
-        "path", "requests/s", "p50", "p99", "errors", "new conns/s"
-    );
-    for (name, keep, fresh) in rows {
-        println!(
-            "{:>16} {:>12.0} {:>10} {:>10} {:>8} {:>14.0}",
-            name,
-            keep.rps,
-            ms(keep.p50),
-            ms(keep.p99),
-            keep.errors + fresh.errors,
-            fresh.rps
-        );
-    }
-    let (Some(direct), Some(lm), Some(lh), Some(rm), Some(rh)) = (
-        get("direct"),
-        get("local mesh"),
-        get("local haproxy"),
-        get("remote mesh"),
-        get("remote haproxy"),
-    ) else {
-        return;
-    };
-    println!("\nratios (same run):");
-    println!(
-        "  local backend:  mesh/haproxy {:.2}× requests/s, {:.2}× new conns/s; mesh/direct {:.2}× requests/s, p50 {:.2}×",
-        lm.0.rps / lh.0.rps,
-        lm.1.rps / lh.1.rps,
-        lm.0.rps / direct.0.rps,
-        lm.0.p50.as_secs_f64() / direct.0.p50.as_secs_f64()
-    );
-    println!(
-        "  remote backend: mesh/haproxy {:.2}× requests/s, {:.2}× new conns/s; mesh/direct {:.2}× requests/s",
-        rm.0.rps / rh.0.rps,
-        rm.1.rps / rh.1.rps,
-        rm.0.rps / direct.0.rps
-    );
 }
 
 #[cfg(test)]

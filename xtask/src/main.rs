@@ -3,8 +3,8 @@
 mod bench;
 mod bench_gossip;
 mod bench_mesh;
-mod bench_overlay;
 mod bench_raft;
+mod bench_shoal;
 mod bench_tasks;
 mod bench_update;
 mod lab;

@@ -10,10 +10,10 @@ use std::{
 
 use anyhow::{Context, anyhow, bail};
 use shoal_api::cluster::v1::{
-    ContainerSpec, CreateNetworkRequest, CreateServiceRequest, ListNetworksRequest,
-    ListNodesRequest, ListServicesRequest, ListTasksRequest, NetworkRef, NodeStatus, PortConfig,
-    Protocol, PublishMode, RestartCondition, RestartPolicy, ServiceLogsRequest, ServiceRef,
-    TaskState, TaskSummary,
+    ConfigRef, ContainerSpec, CreateConfigRequest, CreateNetworkRequest, CreateServiceRequest,
+    FileReference, ListConfigsRequest, ListNetworksRequest, ListNodesRequest, ListServicesRequest,
+    ListTasksRequest, NetworkRef, NodeStatus, PortConfig, Protocol, PublishMode, RestartCondition,
+    RestartPolicy, ServiceLogsRequest, ServiceRef, TaskState, TaskSummary,
 };
 
 use super::scenario::Scenario;
@@ -26,6 +26,15 @@ pub const HTTP_PORT: u16 = 8080;
 /// The `underlay` iperf3 server's port on its node (not iperf3's 5201,
 /// which a user's node may well be using itself).
 pub const UNDERLAY_PORT: u16 = 5299;
+/// The host-network echo and HTTP servers on the server's node: `direct`
+/// and the HAProxy backends (and `underlay`'s round trips).
+pub const HOST_ECHO_PORT: u16 = 7299;
+pub const HOST_HTTP_PORT: u16 = 8299;
+/// HAProxy's frontends, on the node it runs on.
+pub const HAPROXY_ECHO_PORT: u16 = 7298;
+pub const HAPROXY_HTTP_PORT: u16 = 8298;
+/// Where HAProxy's configuration (a config object) is mounted.
+const HAPROXY_CFG: &str = "/run/shoal-bench-haproxy.cfg";
 
 /// Where a bench task's network is.
 #[derive(Clone, Copy, PartialEq, Eq)]
@@ -41,6 +50,7 @@ pub struct Fixture {
     control: client::Control,
     prefix: String,
     image: String,
+    haproxy_image: String,
     clients: u32,
 }
 
@@ -58,12 +68,21 @@ pub struct Layout {
     pub remote: Node,
     pub iperf_task: Ipv4Addr,
     pub iperf_vip: Ipv4Addr,
+    /// The overlay echo server's task address and VIP.
+    pub echo_task: Ipv4Addr,
+    pub echo_vip: Ipv4Addr,
     /// The `underlay` server: the server node's address and
     /// [`UNDERLAY_PORT`] (unspecified when not asked for).
     pub iperf_underlay: std::net::SocketAddrV4,
     pub echo_published: u16,
     /// lab-http's published port (connection rate, HTTP requests).
     pub http_published: u16,
+    /// The image HAProxy ran from.
+    pub haproxy_image: String,
+    /// The hand-built `kernel-vxlan` path, when asked for.
+    pub kvxlan: Option<super::kvxlan::Baseline>,
+    /// Its overlay MTU.
+    pub kvxlan_mtu: u32,
 }
 
 #[derive(Clone, Debug)]
@@ -74,12 +93,13 @@ pub struct Node {
 }
 
 impl Fixture {
-    pub fn new(d: &client::Daemon, prefix: &str, image: &str) -> Self {
+    pub fn new(d: &client::Daemon, prefix: &str, image: &str, haproxy_image: &str) -> Self {
         Self {
             host: d.host.clone(),
             control: d.control.clone(),
             prefix: prefix.to_owned(),
             image: image.to_owned(),
+            haproxy_image: haproxy_image.to_owned(),
             clients: 0,
         }
     }
@@ -94,6 +114,7 @@ impl Fixture {
         &mut self,
         d: &mut client::Daemon,
         scenarios: &[Scenario],
+        haproxy_threads: usize,
     ) -> anyhow::Result<Layout> {
         let nodes = client::call(&d.host, d.control.list_nodes(ListNodesRequest {}))
             .await?
@@ -136,12 +157,75 @@ impl Fixture {
         };
         client::call(&self.host, self.control.create_network(net)).await?;
 
-        let wants_iperf = scenarios
-            .iter()
-            .any(|s| matches!(s, Scenario::Overlay | Scenario::Vip));
-        let wants_echo = scenarios
-            .iter()
-            .any(|s| matches!(s, Scenario::IngressLocal | Scenario::IngressRemote));
+        let wants = |these: &[Scenario]| scenarios.iter().any(|s| these.contains(s));
+        let wants_iperf = wants(&[Scenario::Overlay, Scenario::Vip]);
+        let wants_echo = wants(&[
+            Scenario::IngressLocal,
+            Scenario::IngressRemote,
+            Scenario::Overlay,
+            Scenario::Vip,
+        ]);
+        let wants_http = wants(&[Scenario::IngressLocal, Scenario::IngressRemote]);
+        let haproxies: Vec<&Node> = [
+            (Scenario::HaproxyLocal, &server),
+            (Scenario::HaproxyRemote, &remote),
+        ]
+        .into_iter()
+        .filter(|(s, _)| scenarios.contains(s))
+        .map(|(_, n)| n)
+        .collect();
+        if wants(&[Scenario::Underlay, Scenario::Direct]) || !haproxies.is_empty() {
+            for (what, args) in [
+                ("echo-host", ["/bin/lab-echo", "serve"]),
+                ("http-host", ["/bin/lab-http", "serve"]),
+            ] {
+                let port = if what == "echo-host" {
+                    HOST_ECHO_PORT
+                } else {
+                    HOST_HTTP_PORT
+                };
+                let name = format!("{}{what}", self.prefix);
+                let port_s = port.to_string();
+                self.host_server(
+                    &name,
+                    &self.image,
+                    &[args[0], args[1], &port_s],
+                    &server,
+                    &[port],
+                )
+                .await?;
+            }
+        }
+        for (i, node) in haproxies.iter().enumerate() {
+            if i == 0 {
+                self.haproxy_config(&server, haproxy_threads).await?;
+            }
+            let name = format!("{}haproxy-{}", self.prefix, node.hostname);
+            let bin = if self.haproxy_image == "host" {
+                "/usr/sbin/haproxy"
+            } else {
+                "haproxy"
+            };
+            let mut req = service(
+                &name,
+                &self.haproxy_image,
+                &[bin, "-db", "-f", HAPROXY_CFG],
+                &node.id,
+                Net::Host,
+                &self.net(),
+                RestartCondition::Any,
+            );
+            if let Some(c) = req.container.as_mut() {
+                c.configs = vec![FileReference {
+                    source: format!("{}haproxy", self.prefix),
+                    target: HAPROXY_CFG.into(),
+                    ..Default::default()
+                }];
+            }
+            req.ports = host_ports(&[HAPROXY_ECHO_PORT, HAPROXY_HTTP_PORT]);
+            self.create(req).await?;
+            self.running(&name, Net::Host).await?;
+        }
         let mut iperf_underlay = std::net::SocketAddrV4::new(Ipv4Addr::UNSPECIFIED, 0);
         if scenarios.contains(&Scenario::Underlay) {
             let name = format!("{}iperf-host", self.prefix);
@@ -157,12 +241,7 @@ impl Fixture {
             );
             // Host mode at its own number: the scheduler then keeps a second
             // bench's server off a node whose port is taken.
-            req.ports = vec![PortConfig {
-                protocol: Protocol::Tcp.into(),
-                target_port: UNDERLAY_PORT.into(),
-                published_port: UNDERLAY_PORT.into(),
-                publish_mode: PublishMode::Host.into(),
-            }];
+            req.ports = host_ports(&[UNDERLAY_PORT]);
             self.create(req).await?;
             self.running(&name, Net::Host).await?;
             iperf_underlay = std::net::SocketAddrV4::new(server.addr, UNDERLAY_PORT);
@@ -171,6 +250,8 @@ impl Fixture {
         let mut iperf_vip = Ipv4Addr::UNSPECIFIED;
         let mut echo_published = 0;
         let mut http_published = 0;
+        let mut echo_task = Ipv4Addr::UNSPECIFIED;
+        let mut echo_vip = Ipv4Addr::UNSPECIFIED;
         if wants_iperf {
             let name = format!("{}iperf", self.prefix);
             self.create(service(
@@ -185,25 +266,18 @@ impl Fixture {
             .await?;
             let t = self.running(&name, Net::Overlay).await?;
             iperf_task = task_addr(&t)?;
-            // The VIP is allocated with the service's first task, so it is
-            // read once the task runs, not from the create reply.
-            let r = ServiceRef {
-                service: name.clone(),
-            };
-            iperf_vip = client::call(&self.host, self.control.clone().inspect_service(r))
-                .await?
-                .vips
-                .iter()
-                .find_map(|v| v.addr.as_ref().map(|a| a.ip()))
-                .ok_or_else(|| anyhow!("service {name}: no VIP on {}", self.net()))?;
+            iperf_vip = self.vip(&name).await?;
         }
         if wants_echo {
             let name = format!("{}echo", self.prefix);
             let args = ["/bin/lab-echo", "serve", &ECHO_PORT.to_string()];
-            echo_published = self.published(&name, &args, &server, ECHO_PORT).await?;
+            let (port, task, vip) = self.published(&name, &args, &server, ECHO_PORT).await?;
+            (echo_published, echo_task, echo_vip) = (port, task, vip);
+        }
+        if wants_http {
             let name = format!("{}http", self.prefix);
             let args = ["/bin/lab-http", "serve", &HTTP_PORT.to_string()];
-            http_published = self.published(&name, &args, &server, HTTP_PORT).await?;
+            http_published = self.published(&name, &args, &server, HTTP_PORT).await?.0;
         }
         Ok(Layout {
             nodes: layout_nodes,
@@ -216,18 +290,64 @@ impl Fixture {
             iperf_underlay,
             echo_published,
             http_published,
+            echo_task,
+            echo_vip,
+            haproxy_image: self.haproxy_image.clone(),
+            kvxlan: None,
+            kvxlan_mtu: 0,
         })
     }
 
-    /// A server on `node` with `port` published on every node; the port
-    /// the manager allocated, once the task runs.
+    /// A host-network server on `node`, its ports claimed in host mode so
+    /// the scheduler keeps a second bench off a node whose port is taken.
+    async fn host_server(
+        &self,
+        name: &str,
+        image: &str,
+        args: &[&str],
+        node: &Node,
+        ports: &[u16],
+    ) -> anyhow::Result<()> {
+        let mut req = service(
+            name,
+            image,
+            args,
+            &node.id,
+            Net::Host,
+            &self.net(),
+            RestartCondition::Any,
+        );
+        req.ports = host_ports(ports);
+        self.create(req).await?;
+        self.running(name, Net::Host).await.map(drop)
+    }
+
+    /// HAProxy's configuration as a config object: TCP mode, `threads`
+    /// threads, both frontends to the host-network servers on `server`.
+    async fn haproxy_config(&self, server: &Node, threads: usize) -> anyhow::Result<()> {
+        let cfg = haproxy_cfg(server.addr, threads);
+        let req = CreateConfigRequest {
+            name: format!("{}haproxy", self.prefix),
+            data: cfg.into_bytes(),
+            labels: [("com.shoal.bench".to_owned(), "1".to_owned())].into(),
+            ..Default::default()
+        };
+        client::call(&self.host, self.control.clone().create_config(req))
+            .await
+            .context("creating HAProxy's config")?;
+        Ok(())
+    }
+
+    /// A server on `node` with `port` published on every node: the port
+    /// the manager allocated, the task's address and the VIP, once the task
+    /// runs.
     async fn published(
         &self,
         name: &str,
         args: &[&str],
         node: &Node,
         port: u16,
-    ) -> anyhow::Result<u16> {
+    ) -> anyhow::Result<(u16, Ipv4Addr, Ipv4Addr)> {
         let mut req = service(
             name,
             &self.image,
@@ -250,8 +370,26 @@ impl Fixture {
             .and_then(|p| u16::try_from(p.published_port).ok())
             .filter(|p| *p != 0)
             .ok_or_else(|| anyhow!("service {name}: the manager allocated no published port"))?;
-        self.running(name, Net::Overlay).await?;
-        Ok(published)
+        let t = self.running(name, Net::Overlay).await?;
+        Ok((published, task_addr(&t)?, self.vip(name).await?))
+    }
+
+    /// The service's VIP on the bench network, allocated with its first
+    /// task, so read once the task runs, not from the create reply.
+    async fn vip(&self, name: &str) -> anyhow::Result<Ipv4Addr> {
+        let r = ServiceRef {
+            service: name.to_owned(),
+        };
+        let net = self.net();
+        client::call(&self.host, self.control.clone().inspect_service(r))
+            .await?
+            .vips
+            .iter()
+            // Not the ingress network's VIP of a published service: tasks
+            // may not reach the ingress network.
+            .filter(|v| v.network == net)
+            .find_map(|v| v.addr.as_ref().map(|a| a.ip()))
+            .ok_or_else(|| anyhow!("service {name}: no VIP on {net}"))
     }
 
     async fn create(
@@ -404,6 +542,7 @@ impl Fixture {
         for s in services.iter().filter(|s| s.name.starts_with(&self.prefix)) {
             self.remove_service(&s.name).await?;
         }
+        self.remove_configs().await?;
         let deadline = Instant::now() + Duration::from_secs(60);
         loop {
             let nets = client::call(
@@ -444,6 +583,62 @@ impl Fixture {
             }
         }
     }
+}
+
+impl Fixture {
+    /// The bench's config objects: removable once no service mounts them
+    /// (removed above, which takes a moment to reach every task).
+    async fn remove_configs(&self) -> anyhow::Result<()> {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let configs = client::call(
+                &self.host,
+                self.control.clone().list_configs(ListConfigsRequest {}),
+            )
+            .await?
+            .configs;
+            let mut last = None;
+            for c in configs.iter().filter(|c| c.name.starts_with(&self.prefix)) {
+                let r = ConfigRef {
+                    config: c.id.clone(),
+                };
+                if let Err(e) =
+                    client::call(&self.host, self.control.clone().remove_config(r)).await
+                {
+                    last = Some(e.context(format!("removing config {}", c.name)));
+                }
+            }
+            match last {
+                None => return Ok(()),
+                Some(e) if Instant::now() > deadline => return Err(e),
+                Some(_) => tokio::time::sleep(Duration::from_millis(500)).await,
+            }
+        }
+    }
+}
+
+/// HAProxy in TCP mode with `threads` threads: both frontends to the
+/// host-network servers at `server`.
+fn haproxy_cfg(server: Ipv4Addr, threads: usize) -> String {
+    format!(
+        "global\n  nbthread {threads}\n  maxconn 4000\ndefaults\n  mode tcp\n  \
+         timeout connect 5s\n  timeout client 60s\n  timeout server 60s\nlisten echo\n  \
+         bind :{HAPROXY_ECHO_PORT}\n  server s {server}:{HOST_ECHO_PORT}\nlisten http\n  \
+         bind :{HAPROXY_HTTP_PORT}\n  server s {server}:{HOST_HTTP_PORT}\n"
+    )
+}
+
+/// TCP `ports` in host mode at their own numbers.
+fn host_ports(ports: &[u16]) -> Vec<PortConfig> {
+    ports
+        .iter()
+        .map(|p| PortConfig {
+            protocol: Protocol::Tcp.into(),
+            target_port: (*p).into(),
+            published_port: (*p).into(),
+            publish_mode: PublishMode::Host.into(),
+        })
+        .collect()
 }
 
 fn service(
@@ -524,6 +719,22 @@ fn last_lines(text: &str, n: usize) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn haproxy_runs_as_many_threads_as_asked_in_tcp_mode() {
+        let cfg = haproxy_cfg(Ipv4Addr::new(198, 18, 0, 2), 3);
+        let lines: Vec<&str> = cfg.lines().map(str::trim).collect();
+        for want in [
+            "nbthread 3",
+            "mode tcp",
+            "bind :7298",
+            "server s 198.18.0.2:7299",
+            "bind :8298",
+            "server s 198.18.0.2:8299",
+        ] {
+            assert!(lines.contains(&want), "{want:?} not in:\n{cfg}");
+        }
+    }
 
     #[test]
     fn node_addresses() {

@@ -3,12 +3,15 @@
 use std::{fmt, net::SocketAddrV4, sync::Arc, time::Duration};
 
 use anyhow::{Context, bail};
-use shoal_bench::{Histogram, Iperf3, cpustat};
+use shoal_bench::{Histogram, Iperf3, Rr, cpustat};
 
 use super::{
     crr,
-    fixture::{Fixture, Layout, Net},
-    http, rr,
+    fixture::{
+        ECHO_PORT, Fixture, HAPROXY_ECHO_PORT, HAPROXY_HTTP_PORT, HOST_ECHO_PORT, HOST_HTTP_PORT,
+        Layout, Net,
+    },
+    http, kvxlan, rr,
 };
 use crate::client;
 
@@ -26,15 +29,42 @@ pub enum Scenario {
     /// iperf3 between host-network tasks on two nodes, to the server
     /// node's address: no Shoal in the path, the ceiling.
     Underlay,
+    /// Kernel VXLAN and bridges built by hand on the caller's kernel: the
+    /// overlay's baseline (namespace lab only).
+    KernelVxlan,
+    /// Request/response from the caller straight to host-network servers
+    /// on the server's node: no balancer at all.
+    Direct,
+    /// HAProxy in TCP mode on the server's node, in front of the same
+    /// host-network servers: ingress-local's baseline.
+    HaproxyLocal,
+    /// HAProxy on the node without the server: ingress-remote's baseline.
+    HaproxyRemote,
 }
 
-const ALL: [Scenario; 5] = [
+/// Every scenario, in the order `--help` and a default run give them.
+const ALL: [Scenario; 9] = [
     Scenario::Overlay,
     Scenario::Vip,
     Scenario::IngressLocal,
     Scenario::IngressRemote,
     Scenario::Underlay,
+    Scenario::KernelVxlan,
+    Scenario::Direct,
+    Scenario::HaproxyLocal,
+    Scenario::HaproxyRemote,
 ];
+
+/// What a scenario measures.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    /// Throughput (1 and N streams), retransmits and 1-byte round trips
+    /// between two endpoints.
+    Stream,
+    /// Round trips, new connections and HTTP requests from the caller's
+    /// side to an entry point.
+    Request,
+}
 
 impl fmt::Display for Scenario {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -44,6 +74,10 @@ impl fmt::Display for Scenario {
             Self::IngressLocal => "ingress-local",
             Self::IngressRemote => "ingress-remote",
             Self::Underlay => "underlay",
+            Self::KernelVxlan => "kernel-vxlan",
+            Self::Direct => "direct",
+            Self::HaproxyLocal => "haproxy-local",
+            Self::HaproxyRemote => "haproxy-remote",
         })
     }
 }
@@ -204,39 +238,42 @@ impl CpuScope {
 }
 
 impl Scenario {
-    pub fn metric_names(self, o: &Opts) -> Vec<&'static str> {
+    pub fn kind(self) -> Kind {
         match self {
-            Self::Overlay | Self::Vip | Self::Underlay => {
-                let mut names = vec![THROUGHPUT, RETRANSMITS, THROUGHPUT_N, RETRANSMITS_N];
+            Self::Overlay | Self::Vip | Self::Underlay | Self::KernelVxlan => Kind::Stream,
+            Self::IngressLocal
+            | Self::IngressRemote
+            | Self::Direct
+            | Self::HaproxyLocal
+            | Self::HaproxyRemote => Kind::Request,
+        }
+    }
+
+    pub fn metric_names(self, o: &Opts) -> Vec<&'static str> {
+        match self.kind() {
+            Kind::Stream => {
+                let mut names = vec![
+                    THROUGHPUT,
+                    RETRANSMITS,
+                    THROUGHPUT_N,
+                    RETRANSMITS_N,
+                    RR_RATE,
+                    RR_P50,
+                    RR_P99,
+                ];
                 if o.cpu == CpuScope::SharedKernel {
                     names.extend([CPU_1, CPU_N, CPU_BEFORE]);
                 }
                 names
             }
-            Self::IngressLocal | Self::IngressRemote => vec![
-                RR_RATE,
-                RR_P50,
-                RR_P99,
-                RR_P999,
-                CRR_REUSE[0],
-                CRR_REUSE[1],
-                CRR_REUSE[2],
-                CRR_REUSE[3],
-                CRR_REUSE[4],
-                CRR_REUSE[5],
-                CRR_DISTINCT[0],
-                CRR_DISTINCT[1],
-                CRR_DISTINCT[2],
-                CRR_DISTINCT[3],
-                CRR_DISTINCT[4],
-                CRR_DISTINCT[5],
-                CRR_WAITS,
-                HTTP[0],
-                HTTP[1],
-                HTTP[2],
-                HTTP[3],
-                HTTP[4],
-            ],
+            Kind::Request => {
+                let mut names = vec![RR_RATE, RR_P50, RR_P99, RR_P999];
+                names.extend(CRR_REUSE);
+                names.extend(CRR_DISTINCT);
+                names.push(CRR_WAITS);
+                names.extend(HTTP);
+                names
+            }
         }
     }
 
@@ -286,48 +323,85 @@ impl Scenario {
 
     /// How it was measured, for the output and the result file.
     pub fn note(self, l: &Layout, o: &Opts) -> String {
+        let streams = format!(
+            "1 stream, then {} streams (-P); 1-byte round trips by lab-echo rr on one \
+             connection; {}",
+            o.streams,
+            o.cpu.note()
+        );
         match self {
             Self::Overlay => format!(
-                "overlay: iperf3 client task on {} -> iperf3 server task on {} at its address {}; \
-                 1 stream, then {} streams (-P); {}",
-                l.client.hostname,
-                l.server.hostname,
-                l.iperf_task,
-                o.streams,
-                o.cpu.note()
+                "overlay: client tasks on {} -> server tasks on {} at their addresses ({} \
+                 iperf3, {} echo); {streams}",
+                l.client.hostname, l.server.hostname, l.iperf_task, l.echo_task
             ),
             Self::Vip => format!(
-                "vip: iperf3 client task on {} -> service VIP {} (server task on {}); 1 stream, \
-                 then {} streams (-P); {}",
-                l.client.hostname,
-                l.iperf_vip,
-                l.server.hostname,
-                o.streams,
-                o.cpu.note()
+                "vip: client tasks on {} -> service VIPs {} (iperf3) and {} (echo), server \
+                 tasks on {}; {streams}",
+                l.client.hostname, l.iperf_vip, l.echo_vip, l.server.hostname
             ),
             Self::Underlay => format!(
-                "underlay: iperf3 client task on {}'s host network -> iperf3 server task on \
-                 {}'s host network at the node's address {} (no Shoal in the path: the ceiling)",
+                "underlay: client tasks on {}'s host network -> host-network servers on {} at \
+                 the node's address {} (no Shoal in the path: the ceiling); {streams}",
                 l.client.hostname, l.server.hostname, l.iperf_underlay
             ),
-            Self::IngressLocal | Self::IngressRemote => {
-                let entry = self.entry(l);
+            Self::KernelVxlan => format!(
+                "kernel-vxlan: built by hand by shoal bench on the caller's kernel (which \
+                 every node shares): two namespaces joined by kernel VXLAN (raw rtnetlink, \
+                 learning off, static FDB and neighbour entries, MTU {}) through bridges, no \
+                 Shoal; iperf3 and a 1-byte echo from task A to task B; {streams}",
+                l.kvxlan_mtu
+            ),
+            Self::IngressLocal
+            | Self::IngressRemote
+            | Self::Direct
+            | Self::HaproxyLocal
+            | Self::HaproxyRemote => {
+                let (entry, what) = match self {
+                    Self::IngressLocal | Self::IngressRemote => (
+                        self.entry(l),
+                        format!(
+                            "the mesh: published ports (echo {}, lab-http {}) -> server tasks \
+                             on the overlay on {}",
+                            l.echo_published, l.http_published, l.server.hostname
+                        ),
+                    ),
+                    Self::Direct => (
+                        &l.server,
+                        format!(
+                            "no balancer: host-network servers on {} (echo {}, lab-http {})",
+                            l.server.hostname, HOST_ECHO_PORT, HOST_HTTP_PORT
+                        ),
+                    ),
+                    _ => (
+                        self.entry(l),
+                        format!(
+                            "HAProxy {} in TCP mode with {} threads (as many as the caller's \
+                             loaders), a host-network task on {} (echo {}, lab-http {}) -> the \
+                             host-network servers on {}; the mesh's path also crosses the \
+                             task's veth (and VXLAN when remote), HAProxy's does not",
+                            l.haproxy_image,
+                            o.loaders,
+                            self.entry(l).hostname,
+                            HAPROXY_ECHO_PORT,
+                            HAPROXY_HTTP_PORT,
+                            l.server.hostname
+                        ),
+                    ),
+                };
                 format!(
-                    "{self}: TCP_RR (1-byte echo, one connection) run by shoal bench itself on \
-                     the caller's side ({}) -> published port {}:{} (entry node {}, server task on {}); \
-                     new connections/s, {} at a time on {} threads, to lab-http's published port {}, twice: \
+                    "{self}: run by shoal bench itself on the caller's side ({}) -> {} (entry \
+                     node {}): TCP_RR (1-byte echo, one connection); new connections/s, {} at \
+                     a time on {} threads, one `GET / Connection: close` each, twice: \
                      kernel-picked source ports (port reuse, as wrk) and distinct tuples; SYN \
                      retransmits are the caller's namespace's TcpExt.TCPSynRetrans delta (the \
                      nodes' own counters are not read); HTTP requests/s on {} keep-alive \
-                     connections to the same port{}",
+                     connections{}",
                     l.caller.hostname,
-                    entry.addr,
-                    l.echo_published,
+                    what,
                     entry.hostname,
-                    l.server.hostname,
                     o.conns,
                     o.loaders,
-                    l.http_published,
                     o.conns,
                     if entry.id == l.caller.id {
                         "; the entry node is the caller's own: fewer than 3 nodes"
@@ -341,26 +415,60 @@ impl Scenario {
 
     fn entry(self, l: &Layout) -> &super::fixture::Node {
         match self {
-            Self::IngressLocal => &l.server,
+            Self::IngressLocal | Self::Direct | Self::HaproxyLocal => &l.server,
             _ => &l.remote,
         }
     }
 
-    fn iperf_args(self, l: &Layout, secs: u64, streams: u32) -> Vec<String> {
-        let target = match self {
-            Self::Vip => l.iperf_vip,
-            Self::Underlay => *l.iperf_underlay.ip(),
-            _ => l.iperf_task,
+    /// Where a request scenario's echo and HTTP loaders connect.
+    fn targets(self, l: &Layout) -> (SocketAddrV4, SocketAddrV4) {
+        let at = |port_echo, port_http| {
+            let ip = self.entry(l).addr;
+            (
+                SocketAddrV4::new(ip, port_echo),
+                SocketAddrV4::new(ip, port_http),
+            )
         };
+        match self {
+            Self::Direct => at(HOST_ECHO_PORT, HOST_HTTP_PORT),
+            Self::HaproxyLocal | Self::HaproxyRemote => at(HAPROXY_ECHO_PORT, HAPROXY_HTTP_PORT),
+            _ => at(l.echo_published, l.http_published),
+        }
+    }
+
+    /// A stream scenario's iperf3 and echo targets.
+    fn stream_targets(self, l: &Layout) -> (SocketAddrV4, SocketAddrV4) {
+        match self {
+            Self::Vip => (
+                SocketAddrV4::new(l.iperf_vip, 5201),
+                SocketAddrV4::new(l.echo_vip, ECHO_PORT),
+            ),
+            Self::Underlay => (
+                l.iperf_underlay,
+                SocketAddrV4::new(*l.iperf_underlay.ip(), HOST_ECHO_PORT),
+            ),
+            Self::KernelVxlan => (
+                SocketAddrV4::new(kvxlan::SERVER, kvxlan::IPERF_PORT),
+                SocketAddrV4::new(kvxlan::SERVER, kvxlan::ECHO_PORT),
+            ),
+            _ => (
+                SocketAddrV4::new(l.iperf_task, 5201),
+                SocketAddrV4::new(l.echo_task, ECHO_PORT),
+            ),
+        }
+    }
+
+    fn iperf_args(self, l: &Layout, secs: u64, streams: u32) -> Vec<String> {
+        let target = self.stream_targets(l).0;
         let mut args = vec![
             "/bin/iperf3".into(),
             "-c".into(),
-            target.to_string(),
+            target.ip().to_string(),
             "-t".into(),
             secs.to_string(),
         ];
-        if self == Self::Underlay {
-            args.extend(["-p".into(), l.iperf_underlay.port().to_string()]);
+        if target.port() != 5201 {
+            args.extend(["-p".into(), target.port().to_string()]);
         }
         if streams > 1 {
             args.extend(["-P".into(), streams.to_string()]);
@@ -369,10 +477,10 @@ impl Scenario {
         args
     }
 
-    /// One iperf3 client task: Gbit/s received and retransmits.
-    /// Gbit/s, retransmits, and the whole machine's CPU-seconds per Gbit
-    /// received over the task's life (start and stop included: a slight
-    /// overcount), read from the caller's /proc/stat.
+    /// One iperf3 client run: Gbit/s received, retransmits, and the whole
+    /// machine's CPU-seconds per Gbit received over the client's life
+    /// (start and stop included: a slight overcount), read from the
+    /// caller's /proc/stat.
     async fn iperf(
         self,
         fx: &mut Fixture,
@@ -380,11 +488,17 @@ impl Scenario {
         secs: u64,
         streams: u32,
     ) -> anyhow::Result<(f64, f64, f64)> {
-        let args = self.iperf_args(l, secs, streams);
-        let args: Vec<&str> = args.iter().map(String::as_str).collect();
-        let within = Duration::from_secs(secs) + super::TASK_SLACK;
         let (before, t) = (cpu_times()?, std::time::Instant::now());
-        let out = fx.run_task(&l.client, self.net(), &args, within).await?;
+        let out = match (self, &l.kvxlan) {
+            (Self::KernelVxlan, Some(b)) => b.iperf(secs, streams).await?,
+            (Self::KernelVxlan, None) => bail!("kernel-vxlan: the baseline was not built"),
+            _ => {
+                let args = self.iperf_args(l, secs, streams);
+                let args: Vec<&str> = args.iter().map(String::as_str).collect();
+                let within = Duration::from_secs(secs) + super::TASK_SLACK;
+                fx.run_task(&l.client, self.net(), &args, within).await?
+            }
+        };
         let (after, wall) = (cpu_times()?, t.elapsed().as_secs_f64());
         let r = Iperf3::parse(&out)
             .with_context(|| format!("the iperf3 client's output ({streams} stream(s))"))?;
@@ -393,6 +507,31 @@ impl Scenario {
         let gbit = r.bytes_received * 8.0 / 1e9;
         let per_gbit = if gbit > 0.0 { cpu_s / gbit } else { f64::NAN };
         Ok((r.bits_per_second / 1e9, r.retransmits as f64, per_gbit))
+    }
+
+    /// 1-byte round trips on one connection: rate, p50 and p99 (µs).
+    async fn stream_rr(
+        self,
+        fx: &mut Fixture,
+        l: &Layout,
+        secs: u64,
+    ) -> anyhow::Result<(f64, f64, f64)> {
+        if self == Self::KernelVxlan {
+            let b = l
+                .kvxlan
+                .as_ref()
+                .context("kernel-vxlan: the baseline was not built")?;
+            let (rate, h) = b.rr(Duration::from_secs(secs)).await?;
+            let p = |q| h.percentile_ns(q).map_or(f64::NAN, |ns| ns / 1e3);
+            return Ok((rate, p(50.0), p(99.0)));
+        }
+        let target = self.stream_targets(l).1.to_string();
+        let secs_s = secs.to_string();
+        let args = ["/bin/lab-echo", "rr", &target, &secs_s];
+        let within = Duration::from_secs(secs) + super::TASK_SLACK;
+        let out = fx.run_task(&l.client, self.net(), &args, within).await?;
+        let r = Rr::parse(&out).context("the lab-echo rr client's output")?;
+        Ok((r.per_second, r.p50_us, r.p99_us))
     }
 
     /// Where the scenario's client task runs.
@@ -416,12 +555,11 @@ impl Scenario {
     ) -> anyhow::Result<()> {
         let mut last = None;
         for _ in 0..5 {
-            let r = match self {
-                Self::Overlay | Self::Vip | Self::Underlay => {
-                    self.iperf(fx, l, 1, 1).await.map(drop)
-                }
-                Self::IngressLocal | Self::IngressRemote => {
-                    match rr::run(self.target(l), Duration::from_secs(1)).await {
+            let r = match self.kind() {
+                Kind::Stream => self.iperf(fx, l, 1, 1).await.map(drop),
+                Kind::Request => {
+                    let (echo, _) = self.targets(l);
+                    match rr::run(echo, Duration::from_secs(1)).await {
                         Ok(_) => self.warm_http(l).await,
                         Err(e) => Err(e),
                     }
@@ -458,7 +596,7 @@ impl Scenario {
 
     /// One second of new connections to lab-http, all of which must work.
     async fn warm_http(self, l: &Layout) -> anyhow::Result<()> {
-        let http = SocketAddrV4::new(*self.target(l).ip(), l.http_published);
+        let (_, http) = self.targets(l);
         let r = crr::run(http, Duration::from_secs(1), 1, 1, &crr::Tuples::Kernel).await?;
         match (r.errors, r.hist.count) {
             (0, 1..) => Ok(()),
@@ -469,29 +607,41 @@ impl Scenario {
         }
     }
 
-    fn target(self, l: &Layout) -> SocketAddrV4 {
-        SocketAddrV4::new(self.entry(l).addr, l.echo_published)
-    }
-
     fn command(self, l: &Layout, secs: u64, o: &Opts) -> Vec<String> {
-        match self {
-            Self::Overlay | Self::Vip | Self::Underlay => [1, o.streams]
-                .iter()
-                .map(|p| {
-                    format!(
-                        "task on {}: {}",
+        match self.kind() {
+            Kind::Stream => {
+                let mut lines: Vec<String> = [1, o.streams]
+                    .iter()
+                    .map(|p| match &l.kvxlan {
+                        Some(b) if self == Self::KernelVxlan => b.command_lines(secs, *p),
+                        _ => format!(
+                            "task on {}: {}",
+                            l.client.hostname,
+                            self.iperf_args(l, secs, *p).join(" ")
+                        ),
+                    })
+                    .collect();
+                lines.push(match self {
+                    Self::KernelVxlan => format!(
+                        "kernel-vxlan task A: shoal bench's own 1-byte round trips to {} for \
+                         {secs} s after 1 s unmeasured",
+                        self.stream_targets(l).1
+                    ),
+                    _ => format!(
+                        "task on {}: /bin/lab-echo rr {} {secs}",
                         l.client.hostname,
-                        self.iperf_args(l, secs, *p).join(" ")
-                    )
-                })
-                .collect(),
-            Self::IngressLocal | Self::IngressRemote => {
-                let http = SocketAddrV4::new(*self.target(l).ip(), l.http_published);
+                        self.stream_targets(l).1
+                    ),
+                });
+                lines
+            }
+            Kind::Request => {
+                let (echo, http) = self.targets(l);
                 vec![
                     format!(
-                        "shoal bench (caller {}): TCP_RR to {} for {secs} s after 1 s unmeasured",
+                        "shoal bench (caller {}): TCP_RR to {echo} for {secs} s after 1 s \
+                         unmeasured",
                         l.caller.hostname,
-                        self.target(l)
                     ),
                     format!(
                         "shoal bench (caller {}): {} connections at a time on {} threads, one \
@@ -531,115 +681,173 @@ impl Scenario {
                 commands.push(line);
             }
         }
-        match self {
-            Self::Overlay | Self::Vip | Self::Underlay => {
-                let idle = cpu_times()?;
-                tokio::time::sleep(Duration::from_secs(1)).await;
-                let cpus = shoal_bench::meta::cpu().1;
-                let busy_before = cpustat::busy_cpus(idle, cpu_times()?, cpus);
-                let (one, one_retr, one_cpu) = self.iperf(fx, l, secs, 1).await?;
-                let (n, n_retr, n_cpu) = self.iperf(fx, l, secs, o.streams).await?;
-                let mut values = vec![
-                    (THROUGHPUT, one),
-                    (RETRANSMITS, one_retr),
-                    (THROUGHPUT_N, n),
-                    (RETRANSMITS_N, n_retr),
-                ];
-                if o.cpu == CpuScope::SharedKernel {
-                    values.extend([
-                        (CPU_1, one_cpu),
-                        (CPU_N, n_cpu),
-                        (CPU_BEFORE, busy_before.unwrap_or(f64::NAN)),
-                    ]);
-                }
-                Ok(Measured {
-                    values,
-                    ..Default::default()
-                })
+        match self.kind() {
+            Kind::Stream => self.measure_stream(fx, l, secs, o).await,
+            Kind::Request => self.measure_requests(l, secs, o).await,
+        }
+    }
+
+    async fn measure_stream(
+        self,
+        fx: &mut Fixture,
+        l: &Layout,
+        secs: u64,
+        o: &Opts,
+    ) -> anyhow::Result<Measured> {
+        let idle = cpu_times()?;
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        let cpus = shoal_bench::meta::cpu().1;
+        let busy_before = cpustat::busy_cpus(idle, cpu_times()?, cpus);
+        let (one, one_retr, one_cpu) = self.iperf(fx, l, secs, 1).await?;
+        let (n, n_retr, n_cpu) = self.iperf(fx, l, secs, o.streams).await?;
+        let (rate, p50, p99) = self.stream_rr(fx, l, secs).await?;
+        let mut values = vec![
+            (THROUGHPUT, one),
+            (RETRANSMITS, one_retr),
+            (THROUGHPUT_N, n),
+            (RETRANSMITS_N, n_retr),
+            (RR_RATE, rate),
+            (RR_P50, p50),
+            (RR_P99, p99),
+        ];
+        if o.cpu == CpuScope::SharedKernel {
+            values.extend([
+                (CPU_1, one_cpu),
+                (CPU_N, n_cpu),
+                (CPU_BEFORE, busy_before.unwrap_or(f64::NAN)),
+            ]);
+        }
+        Ok(Measured {
+            values,
+            ..Default::default()
+        })
+    }
+
+    async fn measure_requests(self, l: &Layout, secs: u64, o: &Opts) -> anyhow::Result<Measured> {
+        let (echo, http) = self.targets(l);
+        let (rate, h) = rr::run(echo, Duration::from_secs(secs)).await?;
+        let mut m = Measured::default();
+        m.values.push((RR_RATE, rate));
+        m.values.extend(percentiles(&h, [RR_P50, RR_P99, RR_P999])?);
+        m.latency.push(("rr", h));
+        let measure = Duration::from_secs(secs);
+        let reuse = crr::Tuples::Kernel;
+        let distinct = crr::Tuples::Distinct(o.budget.clone());
+        for (tuples, names, hist) in [
+            (&reuse, CRR_REUSE, "crr port reuse"),
+            (&distinct, CRR_DISTINCT, "crr distinct tuples"),
+        ] {
+            let r = crr::run(http, measure, o.loaders, o.conns, tuples).await?;
+            m.values.push((names[0], r.per_second));
+            percentiles_or(&mut m, &r.hist, [names[1], names[2], names[3]], || {
+                format!(
+                    "{} error(s) ({}), {} wait(s) for a tuple out of TIME_WAIT",
+                    r.errors,
+                    r.first_errors.join("; "),
+                    r.waits
+                )
+            });
+            m.values.push((names[4], r.syn_retrans as f64));
+            m.values.push((names[5], r.retrans_segs as f64));
+            if r.errors > 0 {
+                let e = format!(
+                    "{} of {} connections failed: {}",
+                    r.errors,
+                    r.errors + r.hist.count,
+                    r.first_errors.join("; ")
+                );
+                m.errors.extend(names.iter().map(|n| (*n, e.clone())));
             }
-            Self::IngressLocal | Self::IngressRemote => {
-                let (rate, h) = rr::run(self.target(l), Duration::from_secs(secs)).await?;
-                let mut m = Measured::default();
-                m.values.push((RR_RATE, rate));
-                m.values.extend(percentiles(&h, [RR_P50, RR_P99, RR_P999])?);
-                m.latency.push(("rr", h));
-                let http = SocketAddrV4::new(*self.target(l).ip(), l.http_published);
-                let measure = Duration::from_secs(secs);
-                let reuse = crr::Tuples::Kernel;
-                let distinct = crr::Tuples::Distinct(o.budget.clone());
-                for (tuples, names, hist) in [
-                    (&reuse, CRR_REUSE, "crr port reuse"),
-                    (&distinct, CRR_DISTINCT, "crr distinct tuples"),
-                ] {
-                    let r = crr::run(http, measure, o.loaders, o.conns, tuples).await?;
-                    m.values.push((names[0], r.per_second));
-                    percentiles_or(&mut m, &r.hist, [names[1], names[2], names[3]], || {
+            if matches!(tuples, crr::Tuples::Distinct(_)) {
+                m.values.push((CRR_WAITS, r.waits as f64));
+                // Then the budget, not the path, set the pace.
+                if r.waits > 0 {
+                    m.errors.push((
+                        names[0],
                         format!(
-                            "{} error(s) ({}), {} wait(s) for a tuple out of TIME_WAIT",
-                            r.errors,
-                            r.first_errors.join("; "),
-                            r.waits
-                        )
-                    });
-                    m.values.push((names[4], r.syn_retrans as f64));
-                    m.values.push((names[5], r.retrans_segs as f64));
-                    if r.errors > 0 {
-                        let e = format!(
-                            "{} of {} connections failed: {}",
-                            r.errors,
-                            r.errors + r.hist.count,
-                            r.first_errors.join("; ")
-                        );
-                        m.errors.extend(names.iter().map(|n| (*n, e.clone())));
-                    }
-                    if matches!(tuples, crr::Tuples::Distinct(_)) {
-                        m.values.push((CRR_WAITS, r.waits as f64));
-                        // Then the budget, not the path, set the pace.
-                        if r.waits > 0 {
-                            m.errors.push((
-                                names[0],
-                                format!(
-                                    "{} connection(s) waited for a tuple out of TIME_WAIT: the \
-                                     rate is bounded by the {} tuples; add --source addresses",
-                                    r.waits,
-                                    o.budget.len()
-                                ),
-                            ));
-                        }
-                    }
-                    m.latency.push((hist, r.hist));
-                }
-                let r = http::run(http, measure, o.loaders, o.conns).await?;
-                m.values.push((HTTP[0], r.per_second));
-                percentiles_or(&mut m, &r.hist, [HTTP[1], HTTP[2], HTTP[3]], || {
-                    format!("{} error(s): {}", r.errors, r.first_errors.join("; "))
-                });
-                m.values.push((HTTP[4], r.non_2xx as f64));
-                let mut problems = Vec::new();
-                if r.non_2xx > 0 {
-                    problems.push(format!("{} answer(s) not 2xx", r.non_2xx));
-                }
-                if r.errors > 0 {
-                    problems.push(format!(
-                        "{} request(s) failed: {}",
-                        r.errors,
-                        r.first_errors.join("; ")
+                            "{} connection(s) waited for a tuple out of TIME_WAIT: the rate is \
+                             bounded by the {} tuples; add --source addresses",
+                            r.waits,
+                            o.budget.len()
+                        ),
                     ));
                 }
-                if !problems.is_empty() {
-                    let e = problems.join("; ");
-                    m.errors.extend(HTTP.iter().map(|n| (*n, e.clone())));
-                }
-                m.latency.push(("http", r.hist));
-                Ok(m)
             }
+            m.latency.push((hist, r.hist));
         }
+        let r = http::run(http, measure, o.loaders, o.conns).await?;
+        m.values.push((HTTP[0], r.per_second));
+        percentiles_or(&mut m, &r.hist, [HTTP[1], HTTP[2], HTTP[3]], || {
+            format!("{} error(s): {}", r.errors, r.first_errors.join("; "))
+        });
+        m.values.push((HTTP[4], r.non_2xx as f64));
+        let mut problems = Vec::new();
+        if r.non_2xx > 0 {
+            problems.push(format!("{} answer(s) not 2xx", r.non_2xx));
+        }
+        if r.errors > 0 {
+            problems.push(format!(
+                "{} request(s) failed: {}",
+                r.errors,
+                r.first_errors.join("; ")
+            ));
+        }
+        if !problems.is_empty() {
+            let e = problems.join("; ");
+            m.errors.extend(HTTP.iter().map(|n| (*n, e.clone())));
+        }
+        m.latency.push(("http", r.hist));
+        Ok(m)
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn opts(cpu: CpuScope) -> Opts {
+        Opts {
+            streams: 2,
+            loaders: 2,
+            conns: 50,
+            budget: Arc::new(crr::Budget::new(
+                &[std::net::Ipv4Addr::UNSPECIFIED],
+                (32768, 60999),
+            )),
+            cpu,
+        }
+    }
+
+    #[test]
+    fn baselines_report_what_their_paths_report() {
+        // A ratio needs the same metric on both sides.
+        let o = opts(CpuScope::SharedKernel);
+        for (path, baseline) in [
+            (Scenario::Overlay, Scenario::KernelVxlan),
+            (Scenario::Overlay, Scenario::Underlay),
+            (Scenario::IngressLocal, Scenario::HaproxyLocal),
+            (Scenario::IngressRemote, Scenario::HaproxyRemote),
+            (Scenario::IngressLocal, Scenario::Direct),
+        ] {
+            assert_eq!(path.kind(), baseline.kind(), "{path} vs {baseline}");
+            assert_eq!(path.metric_names(&o), baseline.metric_names(&o));
+        }
+        for (path, baseline, metric) in shoal_bench::ratio::PAIRS {
+            let find = |w: &str| ALL.into_iter().find(|s| s.to_string() == w);
+            let (Some(p), Some(b)) = (find(path), find(baseline)) else {
+                panic!("ratio {path}/{baseline}: not a scenario");
+            };
+            assert!(p.metric_names(&o).contains(&metric), "{path} {metric}");
+            assert!(b.metric_names(&o).contains(&metric), "{baseline} {metric}");
+        }
+        // Without a shared kernel there is no CPU figure to report.
+        let missing = opts(CpuScope::Missing("separate machines".into()));
+        assert!(
+            !Scenario::KernelVxlan
+                .metric_names(&missing)
+                .contains(&CPU_1)
+        );
+    }
 
     #[test]
     fn scenario_words() {
@@ -652,7 +860,7 @@ mod tests {
             e.as_deref(),
             Some(
                 "SCENARIO \"ceiling\": unknown; the scenarios are: overlay, vip, ingress-local, \
-                 ingress-remote, underlay"
+                 ingress-remote, underlay, kernel-vxlan, direct, haproxy-local, haproxy-remote"
             )
         );
     }

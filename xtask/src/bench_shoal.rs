@@ -1,0 +1,75 @@
+//! `cargo xtask bench mesh|overlay|matrix`: thin wrappers around `shoal
+//! bench`. Each starts a 3-node lab of this build's release binaries, loads
+//! the lab tools image on n1 (the other nodes fetch it), and runs the
+//! release `shoal bench` from n1 with the scenarios of its group; the
+//! figures, ratios, JSON and plots are all `shoal bench`'s.
+
+use std::{path::Path, process::Stdio};
+
+use anyhow::{Context, ensure};
+use shoal_lab::SHOAL_HOST_ENV;
+
+/// The scenario groups.
+pub const MESH: &[&str] = &[
+    "ingress-local",
+    "ingress-remote",
+    "direct",
+    "haproxy-local",
+    "haproxy-remote",
+];
+pub const OVERLAY: &[&str] = &["overlay", "vip", "underlay", "kernel-vxlan"];
+/// Every scenario: `shoal bench` with none named.
+pub const MATRIX: &[&str] = &[];
+
+/// What the wrapper passes through to `shoal bench`.
+#[derive(clap::Args, Clone)]
+pub struct Pass {
+    /// Measurements per scenario (`shoal bench --repeat`).
+    #[arg(long, default_value_t = 5)]
+    pub repeat: u32,
+    /// Length of one measurement (`shoal bench --duration`).
+    #[arg(long, default_value = "5s")]
+    pub duration: String,
+    /// Where result.json and the plots go (default target/bench/NAME).
+    #[arg(long)]
+    pub out: Option<std::path::PathBuf>,
+    /// Fail when a metric is flagged (`shoal bench --strict`).
+    #[arg(long)]
+    pub strict: bool,
+}
+
+pub async fn run(bin: &Path, name: &str, scenarios: &[&str], p: &Pass) -> anyhow::Result<()> {
+    // HAProxy runs from the nodes' filesystem (`--haproxy-image host`).
+    crate::bench_mesh::ensure_tools()?;
+    let lab = crate::bench::three_nodes(&format!("bench-{name}"), bin).await?;
+    let image = crate::bench::load_lab_tools(&lab, bin, 1)?;
+    let out = p.out.clone().unwrap_or_else(|| {
+        crate::setup::workspace_root()
+            .join("target/bench")
+            .join(name)
+    });
+    let out = std::path::absolute(&out).context("--out")?;
+    let mut cmd = lab.command(1, bin.join("shoal"));
+    cmd.env(SHOAL_HOST_ENV, lab.node(1).shoal_host())
+        .arg("bench")
+        .args(scenarios)
+        .args(["--repeat", &p.repeat.to_string()])
+        .args(["--duration", &p.duration])
+        .args(["--image", image])
+        .arg("--out")
+        .arg(&out)
+        .stdout(Stdio::inherit())
+        .stderr(Stdio::inherit());
+    if p.strict {
+        cmd.arg("--strict");
+    }
+    println!(
+        "{}: shoal bench {} on a 3-node lab",
+        name,
+        scenarios.join(" ")
+    );
+    let status = cmd.status().context("running shoal bench")?;
+    lab.down()?;
+    ensure!(status.success(), "shoal bench failed: {status}");
+    Ok(())
+}
