@@ -5,11 +5,23 @@
 //! their inputs, so the same files always give the same bytes and
 //! `cargo xtask bench docs --check` can hold the document to them.
 
-use crate::{BenchResult, compare, plot, ratio, result::Metric};
+use crate::{BenchResult, compare, plot, ratio, result::Metric, stats};
 
 /// Where, in a run's prose, its generated figures go; without the marker
 /// they follow the prose.
 pub const FIGURES_MARKER: &str = "{{figures}}";
+
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum MarkdownError {
+    #[error(
+        "prose of {title:?}: placeholder {{{{{text}}}}}: {problem}; write {{{{SCENARIO/METRIC/STAT}}}} with STAT one of median, min, max, n, pNN, naming a metric of this run"
+    )]
+    Placeholder {
+        title: String,
+        text: String,
+        problem: String,
+    },
+}
 
 /// One run's section.
 pub struct Run<'a> {
@@ -29,6 +41,18 @@ pub struct Previous<'a> {
     pub title: &'a str,
     pub source: &'a str,
     pub result: &'a BenchResult,
+}
+
+/// Two runs of the same scenarios (names, in any order): what a section is
+/// compared with by default.
+pub fn same_scenarios(a: &BenchResult, b: &BenchResult) -> bool {
+    fn names(r: &BenchResult) -> Vec<&str> {
+        let mut n: Vec<&str> = r.scenarios.iter().map(|s| s.name.as_str()).collect();
+        n.sort_unstable();
+        n.dedup();
+        n
+    }
+    names(a) == names(b)
 }
 
 /// The comment opening the document: it is generated, from what, and how a
@@ -59,18 +83,19 @@ pub fn fragment(text: &str) -> String {
 /// Hand-recorded history, verbatim under a label that says so.
 pub fn history(text: &str) -> String {
     format!(
-        "> **History (hand-recorded, not regenerated).** The figures below were typed \
-from tool output before result files existed, and are kept as they were written; \
-no result file backs them.\n\n{}\n\n",
+        "> **History (hand-recorded, not regenerated).** The sections from here to the \
+next one generated from a result file were typed from tool output before result files \
+existed; they are kept as written, and no result file backs their figures.\n\n{}\n\n",
         text.trim_end()
     )
 }
 
-/// One run's section: heading, prose with the figures at its marker or
-/// after it.
-pub fn run(r: &Run) -> String {
+/// One run's section: heading, prose with its placeholders filled from
+/// the result and the figures at its marker or after it.
+pub fn run(r: &Run) -> Result<String, MarkdownError> {
     let figures = figures(r);
-    let body = match r.prose.map(str::trim_end) {
+    let prose = r.prose.map(|p| expand(p, r.result, r.title)).transpose()?;
+    let body = match prose.as_deref().map(str::trim_end) {
         None | Some("") => figures,
         Some(p) if p.lines().any(|l| l.trim() == FIGURES_MARKER) => {
             let mut out = String::new();
@@ -78,7 +103,9 @@ pub fn run(r: &Run) -> String {
             for line in p.lines() {
                 match (line.trim() == FIGURES_MARKER, placed) {
                     (true, false) => {
-                        out.push_str(&figures);
+                        // The prose's own blank lines separate what follows.
+                        out.push_str(figures.trim_end());
+                        out.push('\n');
                         placed = true;
                     }
                     // A second marker stays visible: the author sees it.
@@ -92,7 +119,75 @@ pub fn run(r: &Run) -> String {
         }
         Some(p) => format!("{p}\n\n{figures}"),
     };
-    format!("## {}\n\n{}\n\n", r.title.trim(), body.trim_end())
+    Ok(format!("## {}\n\n{}\n\n", r.title.trim(), body.trim_end()))
+}
+
+/// Fills `{{SCENARIO/METRIC/STAT}}` in prose with the run's figure (a bare
+/// number, as the table prints it), so findings quote the result file
+/// rather than a copy typed by hand. `{{figures}}` is left for [`run`].
+pub fn expand(prose: &str, r: &BenchResult, title: &str) -> Result<String, MarkdownError> {
+    let mut out = String::with_capacity(prose.len());
+    let mut rest = prose;
+    while let Some(start) = rest.find("{{") {
+        out.push_str(&rest[..start]);
+        let after = &rest[start + 2..];
+        let err = |text: &str, problem: &str| MarkdownError::Placeholder {
+            title: title.to_owned(),
+            text: text.to_owned(),
+            problem: problem.to_owned(),
+        };
+        let Some(end) = after.find("}}") else {
+            return Err(err(after.lines().next().unwrap_or(""), "not closed by }}"));
+        };
+        let text = &after[..end];
+        if text == "figures" {
+            out.push_str("{{figures}}");
+        } else {
+            out.push_str(&figure(text, r).map_err(|p| err(text, &p))?);
+        }
+        rest = &after[end + 2..];
+    }
+    out.push_str(rest);
+    Ok(out)
+}
+
+/// One placeholder's value.
+fn figure(text: &str, r: &BenchResult) -> Result<String, String> {
+    let (Some((scenario, rest)), Some((_, stat))) = (text.split_once('/'), text.rsplit_once('/'))
+    else {
+        return Err("not SCENARIO/METRIC/STAT".into());
+    };
+    let Some(metric) = rest.rsplit_once('/').map(|(m, _)| m) else {
+        return Err("not SCENARIO/METRIC/STAT".into());
+    };
+    let s = r
+        .scenarios
+        .iter()
+        .find(|s| s.name == scenario)
+        .ok_or_else(|| format!("no scenario {scenario:?} in the result"))?;
+    let m = s
+        .metrics
+        .iter()
+        .find(|m| m.name == metric)
+        .ok_or_else(|| format!("scenario {scenario:?} has no metric {metric:?}"))?;
+    let no_sample = || format!("{scenario} {metric} has no sample");
+    let median = m.median.ok_or_else(no_sample)?;
+    let v = match stat {
+        "n" => return Ok(m.samples.len().to_string()),
+        "median" => median,
+        "min" => m.min.ok_or_else(no_sample)?,
+        "max" => m.max.ok_or_else(no_sample)?,
+        p if p.starts_with('p') => {
+            let q: f64 = p[1..]
+                .parse()
+                .map_err(|_| format!("STAT {p:?}: pNN wants a number after p"))?;
+            stats::percentile(&m.samples, q).ok_or_else(|| {
+                format!("STAT {p:?}: a percentile in 0..=100 of a metric with samples")
+            })?
+        }
+        other => return Err(format!("unknown STAT {other:?}")),
+    };
+    Ok(num(v, median))
 }
 
 /// The generated part of a run's section.
@@ -203,13 +298,13 @@ baseline's max to its max over the baseline's min):\n\n\
     );
     for x in q {
         out.push_str(&format!(
-            "| {} / {} | {} | {:.2}× | {:.2}–{:.2}× |\n",
+            "| {} / {} | {} | {}× | {}–{}× |\n",
             cell(&x.path),
             cell(&x.baseline),
             cell(&x.metric),
-            x.median,
-            x.low,
-            x.high
+            num(x.median, x.median),
+            num(x.low, x.median),
+            num(x.high, x.median)
         ));
     }
     out.push('\n');
@@ -485,10 +580,10 @@ Findings in words.
             result: &r,
             source: "bench/t/result.json",
             plots_dir: "bench/t",
-            prose: Some("Setup in words.\n\n{{figures}}\nFindings in words.\n"),
+            prose: Some("Setup in words.\n\n{{figures}}\n\nFindings in words.\n"),
             previous: None,
         };
-        assert_eq!(super::run(&run), GOLDEN);
+        assert_eq!(super::run(&run).expect("no placeholder"), GOLDEN);
     }
 
     #[test]
@@ -502,7 +597,7 @@ Findings in words.
             prose: Some("Words."),
             previous: None,
         };
-        let out = super::run(&run);
+        let out = super::run(&run).expect("no placeholder");
         assert!(out.starts_with("## T\n\nWords.\n\nGenerated from"), "{out}");
         assert!(out.ends_with(".png))\n\n"), "{out}");
     }
@@ -526,7 +621,7 @@ Findings in words.
                 result: &before,
             }),
         };
-        let out = super::run(&run);
+        let out = super::run(&run).expect("no placeholder");
         for want in [
             "Against [Before](bench/a/result.json), an earlier run",
             "| overlay | throughput | 8.50 Gbit/s | 10.2 Gbit/s | +20.0 % |  |\n",
@@ -536,6 +631,46 @@ Findings in words.
         ] {
             assert!(out.contains(want), "{want:?} not in\n{out}");
         }
+    }
+
+    #[test]
+    fn placeholders_quote_the_result() {
+        let r = tiny();
+        let got = expand(
+            "{{overlay/throughput/median}} Gbit/s ({{overlay/throughput/min}}–{{overlay/throughput/max}}, n={{overlay/throughput/n}}, p100 {{overlay/throughput/p100}}) {{figures}}",
+            &r,
+            "T",
+        );
+        assert_eq!(
+            got.as_deref(),
+            Ok("8.50 Gbit/s (8.00–9.00, n=2, p100 9.00) {{figures}}")
+        );
+        for (bad, problem) in [
+            ("{{vip/throughput/median}}", "no scenario \"vip\""),
+            ("{{overlay/latency/median}}", "has no metric \"latency\""),
+            ("{{overlay/rr rate/median}}", "has no sample"),
+            ("{{overlay/throughput/mean}}", "unknown STAT \"mean\""),
+            ("{{overlay/throughput/p101}}", "a percentile in 0..=100"),
+            ("{{overlay/throughput/pxx}}", "pNN wants a number"),
+            ("{{overlay/throughput}}", "not SCENARIO/METRIC/STAT"),
+            ("text {{overlay/throughput/median", "not closed by }}"),
+        ] {
+            let e = expand(bad, &r, "T").expect_err(bad).to_string();
+            assert!(
+                e.contains(problem) && e.contains("prose of \"T\""),
+                "{bad}: {e}"
+            );
+        }
+    }
+
+    #[test]
+    fn same_scenarios_in_any_order() {
+        let a = tiny();
+        let mut b = tiny();
+        b.scenarios.reverse();
+        assert!(same_scenarios(&a, &b));
+        b.scenarios.pop();
+        assert!(!same_scenarios(&a, &b));
     }
 
     #[test]
@@ -647,6 +782,11 @@ Findings in words.
 
     proptest! {
         #[test]
+        fn placeholders_never_panic(text in "(.{0,8}(\\{\\{|\\}\\}|/)){0,6}") {
+            let _ = expand(&text, &tiny(), "T");
+        }
+
+        #[test]
         fn rendering_never_panics(a in result(), b in result(), prose in proptest::option::of(".{0,40}")) {
             let run = Run {
                 title: "t",
@@ -656,7 +796,11 @@ Findings in words.
                 prose: prose.as_deref(),
                 previous: Some(Previous { title: "p", source: "p.json", result: &a }),
             };
-            let out = super::run(&run);
+            let Ok(out) = super::run(&run) else {
+                // Only a placeholder in the prose can fail, and says which.
+                prop_assert!(prose.as_deref().is_some_and(|p| p.contains("{{")));
+                return Ok(());
+            };
             prop_assert!(out.starts_with("## t\n\n") && out.ends_with("\n\n"));
             // Every metric is a row, whatever its values.
             let rows = b.scenarios.iter().map(|s| s.metrics.len()).sum::<usize>();
