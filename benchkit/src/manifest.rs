@@ -1,22 +1,16 @@
-//! `docs/bench/manifest.json`: which committed result file feeds which
+//! `docs/bench/manifest.jsonl`: which committed result file feeds which
 //! section of docs/bench.md, in which order, and which hand-written
-//! fragments go around them. One entry per line, so adding a run is one
-//! line:
+//! fragments go around them. One JSON object per line (blank lines and
+//! lines starting with `#` are skipped), so adding a run is adding one
+//! line, with no comma to fix on the line before:
 //!
-//! ```json
-//! {"run": "2026-12-03/full/result.json", "title": "`shoal bench`, full matrix — 2026-12-03"},
+//! ```text
+//! {"run": "2026-12-03/full/result.json", "title": "`shoal bench`, full matrix — 2026-12-03"}
 //! ```
 //!
 //! Paths are relative to the manifest's directory and may not leave it.
 
 use serde::Deserialize;
-
-/// The whole manifest.
-#[derive(Debug, Clone, PartialEq, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct Manifest {
-    pub sections: Vec<Entry>,
-}
 
 /// One section of the document, as written in the manifest. Exactly one of
 /// `run`, `fragment` and `history` is set; [`parse`] checks that.
@@ -29,7 +23,8 @@ pub struct Entry {
     pub title: Option<String>,
     /// A markdown file of hand-written prose for the run: its setup and
     /// findings, with the generated figures in place of a line
-    /// `<!-- figures -->`, or after the prose without one.
+    /// `{{figures}}`, or after the prose without one; `{{SCENARIO/METRIC/STAT}}`
+    /// in it quotes a figure of the run.
     pub prose: Option<String>,
     /// The run to compare this one with; without it, the latest earlier run
     /// in the manifest with the same scenarios, if any.
@@ -56,27 +51,29 @@ pub enum Section {
 
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
 pub enum ManifestError {
-    #[error(
-        "{file}: not a bench manifest: {reason}; expected {{\"sections\": [{{\"run\": \"DIR/result.json\", \"title\": \"…\"}}, …]}}"
-    )]
-    Json { file: String, reason: String },
     #[error("{file}: {}", problems.join("; "))]
     Entries { file: String, problems: Vec<String> },
 }
 
-/// Reads and checks a manifest; every bad entry is reported at once, each
-/// naming its position, its field and the fix.
+/// Reads and checks a manifest; every bad line is reported at once, each
+/// naming its line, its field and the fix.
 pub fn parse(file: &str, text: &str) -> Result<Vec<Section>, ManifestError> {
-    let m: Manifest = serde_json::from_str(text).map_err(|e| ManifestError::Json {
-        file: file.to_owned(),
-        reason: e.to_string(),
-    })?;
     let mut sections = Vec::new();
     let mut problems = Vec::new();
-    for (i, e) in m.sections.into_iter().enumerate() {
-        match check(e) {
-            Ok(s) => sections.push(s),
-            Err(p) => problems.extend(p.into_iter().map(|p| format!("sections[{i}]: {p}"))),
+    for (i, line) in text.lines().enumerate() {
+        let line = line.trim();
+        if line.is_empty() || line.starts_with('#') {
+            continue;
+        }
+        let n = i + 1;
+        match serde_json::from_str::<Entry>(line) {
+            Ok(e) => match check(e) {
+                Ok(s) => sections.push(s),
+                Err(p) => problems.extend(p.into_iter().map(|p| format!("line {n}: {p}"))),
+            },
+            Err(e) => problems.push(format!(
+                "line {n}: {e}; write one object per line, as {{\"run\": \"DIR/result.json\", \"title\": \"…\"}}"
+            )),
         }
     }
     match problems.is_empty() {
@@ -183,13 +180,14 @@ mod tests {
 
     #[test]
     fn runs_fragments_and_history() {
-        let text = r#"{"sections": [
-            {"fragment": "intro.md"},
-            {"run": "2026-12-03/a/result.json", "title": "A", "prose": "a.md"},
-            {"history": "history.md"}
-        ]}"#;
+        let text = r#"# The document's order.
+{"fragment": "intro.md"}
+
+  {"run": "2026-12-03/a/result.json", "title": "A", "prose": "a.md"}
+{"history": "history.md"}
+"#;
         assert_eq!(
-            parse("m.json", text),
+            parse("m.jsonl", text),
             Ok(vec![
                 Section::Fragment("intro.md".into()),
                 Section::Run {
@@ -205,20 +203,21 @@ mod tests {
 
     #[test]
     fn every_bad_entry_is_named_with_its_field() {
-        let text = r#"{"sections": [
-            {"run": "../x.json"},
-            {"fragment": "a.md", "history": "b.md"},
-            {"fragment": "a.md", "title": "T"},
-            {"run": "x.txt", "title": "T"}
-        ]}"#;
-        let e = parse("m.json", text).expect_err("four bad entries");
+        let text = r#"{"run": "../x.json"}
+{"fragment": "a.md", "history": "b.md"}
+{"fragment": "a.md", "title": "T"}
+{"run": "x.json", "title": "T"},
+{"run": "x.txt", "title": "T"}
+"#;
+        let e = parse("m.jsonl", text).expect_err("five bad lines");
         let msg = e.to_string();
         for want in [
-            "sections[0]: `run` \"../x.json\": empty, `.` or `..`",
-            "sections[0]: `run` without a `title`",
-            "sections[1]: has 2 of `run`, `fragment`, `history`",
-            "sections[2]: `title` belongs to a `run` entry",
-            "sections[3]: `run` \"x.txt\": must be a `.json` file",
+            "line 1: `run` \"../x.json\": empty, `.` or `..`",
+            "line 1: `run` without a `title`",
+            "line 2: has 2 of `run`, `fragment`, `history`",
+            "line 3: `title` belongs to a `run` entry",
+            "line 4: trailing characters",
+            "line 5: `run` \"x.txt\": must be a `.json` file",
         ] {
             assert!(msg.contains(want), "{want:?} not in {msg}");
         }
@@ -226,18 +225,14 @@ mod tests {
 
     #[test]
     fn unknown_fields_are_refused_by_name() {
-        let e = parse(
-            "m.json",
-            r#"{"sections": [{"run": "a.json", "titel": "T"}]}"#,
-        )
-        .expect_err("typo");
+        let e = parse("m.jsonl", r#"{"run": "a.json", "titel": "T"}"#).expect_err("typo");
         assert!(e.to_string().contains("unknown field `titel`"), "{e}");
     }
 
     proptest! {
         #[test]
         fn any_text_parses_or_errs(text in ".{0,300}") {
-            let _ = parse("m.json", &text);
+            let _ = parse("m.jsonl", &text);
         }
 
         #[test]

@@ -64,10 +64,11 @@ edit those, not this file; `cargo xtask bench docs --check` (and the xtask tests
 fail when this file differs from what they give.
 To add a run: commit its result file (shoal bench --out DIR writes DIR/result.json
 and its plots; missing plots are drawn from the JSON) under docs/bench/DATE/NAME/
-and add one line to the manifest's \"sections\", where it should appear:
-  {{\"run\": \"DATE/NAME/result.json\", \"title\": \"what, DATE\"}},
+and add one line to the manifest where the section should appear:
+  {{\"run\": \"DATE/NAME/result.json\", \"title\": \"what, DATE\"}}
 optionally with \"prose\": \"DATE/NAME.md\" (setup and findings, by hand; the
-generated figures go where a line {FIGURES_MARKER} is) and \"compare_with\": \"OTHER.json\"
+generated figures go where a line {FIGURES_MARKER} is; {{{{SCENARIO/METRIC/STAT}}}} in it
+quotes a figure of the run) and \"compare_with\": \"OTHER.json\"
 (default: the latest earlier run of the same scenarios). Hand-written sections
 are {{\"fragment\": \"FILE.md\"}}, included verbatim. -->
 

@@ -107,7 +107,7 @@ pub enum BenchCmd {
         order: String,
     },
     /// docs/bench.md from the result files and fragments listed in
-    /// docs/bench/manifest.json (plots a result lacks are drawn from it).
+    /// docs/bench/manifest.jsonl (plots a result lacks are drawn from it).
     Docs {
         /// Write nothing; fail if docs/bench.md or a plot it links is not
         /// what the generator would write.

@@ -1,5 +1,5 @@
 //! `cargo xtask bench docs [--check]`: docs/bench.md from the result files
-//! and fragments docs/bench/manifest.json lists, rendered by
+//! and fragments docs/bench/manifest.jsonl lists, rendered by
 //! `shoal_bench::markdown`. This side only reads files, draws plots a
 //! result lacks, and writes or compares the document.
 
@@ -13,7 +13,7 @@ use shoal_bench::{
 };
 
 /// The manifest, inside docs/bench/.
-pub const MANIFEST: &str = "manifest.json";
+pub const MANIFEST: &str = "manifest.jsonl";
 
 /// docs/ of this checkout.
 pub fn docs_dir() -> PathBuf {
@@ -255,7 +255,7 @@ mod tests {
             ("intro.md", "# Benchmarks\n"),
             (
                 MANIFEST,
-                r#"{"sections": [{"fragment": "intro.md"}, {"run": "r/result.json", "title": "R"}]}"#,
+                "{\"fragment\": \"intro.md\"}\n{\"run\": \"r/result.json\", \"title\": \"R\"}\n",
             ),
         ] {
             std::fs::write(bench.join(f), text).expect("write");
