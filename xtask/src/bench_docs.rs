@@ -79,11 +79,19 @@ pub fn generate(docs: &Path) -> anyhow::Result<Generated> {
                     .filter(|f| !f.exists())
                     .collect();
                 let explicit = match &compare_with {
-                    Some(c) => Some(Earlier {
-                        title: c.clone(),
-                        link: format!("bench/{c}"),
-                        result: load(&bench.join(c))?,
-                    }),
+                    // An earlier section's run keeps its title.
+                    Some(c) => match earlier.iter().find(|e| e.link == format!("bench/{c}")) {
+                        Some(e) => Some(Earlier {
+                            title: e.title.clone(),
+                            link: e.link.clone(),
+                            result: e.result.clone(),
+                        }),
+                        None => Some(Earlier {
+                            title: c.clone(),
+                            link: format!("bench/{c}"),
+                            result: load(&bench.join(c))?,
+                        }),
+                    },
                     None => None,
                 };
                 let previous = explicit.as_ref().or_else(|| {
@@ -240,26 +248,33 @@ mod tests {
         }
     }
 
-    /// A small docs tree: a fragment, a run whose plots are present (empty
-    /// files: only their presence is checked), and the generated document.
-    fn tree() -> tempfile::TempDir {
+    /// A small docs tree: a fragment, then one run per `(dir, throughput)`
+    /// with its plots present (empty files: only their presence is checked),
+    /// and the document generated from them.
+    fn tree(runs: &[(&str, f64)]) -> tempfile::TempDir {
         let tmp = tempfile::tempdir().expect("a temporary directory");
         let bench = tmp.path().join("bench");
-        std::fs::create_dir_all(bench.join("r")).expect("mkdir");
-        let result = r#"{"schema":1,"meta":{"shoal_commit":null,"shoal_version":"0.1.0","kernel":"k","cpu_model":"c","cpus":1,"nodes":3,"repeat":1,"duration_secs":1,"started_unix":0,"spread_threshold":0.25,"order":[],"commands":["x"],"notes":[]},
-            "scenarios":[{"name":"overlay","metrics":[{"name":"throughput","unit":"Gbit/s","samples":[1.0],"median":1.0,"min":1.0,"max":1.0,"errors":[],"flagged":false}]}]}"#;
-        for (f, text) in [
-            ("r/result.json", result),
-            ("r/plot-throughput.svg", ""),
-            ("r/plot-throughput.png", ""),
-            ("intro.md", "# Benchmarks\n"),
-            (
-                MANIFEST,
-                "{\"fragment\": \"intro.md\"}\n{\"run\": \"r/result.json\", \"title\": \"R\"}\n",
-            ),
-        ] {
-            std::fs::write(bench.join(f), text).expect("write");
+        let mut manifest = String::from("{\"fragment\": \"intro.md\"}\n");
+        std::fs::create_dir_all(&bench).expect("mkdir");
+        std::fs::write(bench.join("intro.md"), "# Benchmarks\n").expect("write");
+        for (dir, v) in runs {
+            let result = format!(
+                r#"{{"schema":1,"meta":{{"shoal_commit":"{dir}","shoal_version":"0.1.0","kernel":"k","cpu_model":"c","cpus":1,"nodes":3,"repeat":1,"duration_secs":1,"started_unix":0,"spread_threshold":0.25,"order":[],"commands":["x"],"notes":[]}},
+                "scenarios":[{{"name":"overlay","metrics":[{{"name":"throughput","unit":"Gbit/s","samples":[{v}],"median":{v},"min":{v},"max":{v},"errors":[],"flagged":false}}]}}]}}"#
+            );
+            std::fs::create_dir_all(bench.join(dir)).expect("mkdir");
+            for (f, text) in [
+                ("result.json", result.as_str()),
+                ("plot-throughput.svg", ""),
+                ("plot-throughput.png", ""),
+            ] {
+                std::fs::write(bench.join(dir).join(f), text).expect("write");
+            }
+            manifest.push_str(&format!(
+                "{{\"run\": \"{dir}/result.json\", \"title\": \"Run {dir}\"}}\n"
+            ));
         }
+        std::fs::write(bench.join(MANIFEST), manifest).expect("write");
         if let Err(e) = write(tmp.path()) {
             panic!("{e:#}");
         }
@@ -267,11 +282,29 @@ mod tests {
     }
 
     #[test]
+    fn a_run_is_compared_with_the_previous_run_of_its_scenarios() {
+        let tmp = tree(&[("a", 1.0), ("b", 1.5)]);
+        let text = std::fs::read_to_string(tmp.path().join("bench.md")).expect("written");
+        let (first, second) = text.split_once("## Run b").expect("both runs");
+        assert!(
+            !first.contains("Against ["),
+            "the first run has nothing before it"
+        );
+        assert!(
+            second.contains("Against [Run a](bench/a/result.json)")
+                && second
+                    .contains("| overlay | throughput | 1.00 Gbit/s | 1.50 Gbit/s | +50.0 % |  |")
+                && second.contains("commit a → b"),
+            "{second}"
+        );
+    }
+
+    #[test]
     fn check_passes_on_what_write_wrote_and_fails_on_drift() {
-        let tmp = tree();
+        let tmp = tree(&[("r", 1.0)]);
         let md = tmp.path().join("bench.md");
         let text = std::fs::read_to_string(&md).expect("written");
-        assert!(text.contains("## R\n") && text.contains("| overlay | throughput | 1.00 |"));
+        assert!(text.contains("## Run r\n") && text.contains("| overlay | throughput | 1.00 |"));
         assert!(check(tmp.path()).is_ok());
 
         std::fs::write(&md, text.replace("| 1.00 |", "| 1.50 |")).expect("write");
