@@ -300,6 +300,27 @@ mod tests {
     }
 
     #[test]
+    fn compare_with_names_the_run_to_compare_with() {
+        let tmp = tree(&[("a", 1.0), ("b", 1.5), ("c", 2.0)]);
+        let manifest = tmp.path().join("bench").join(MANIFEST);
+        let text = std::fs::read_to_string(&manifest).expect("written");
+        let text = text.replace(
+            r#""title": "Run c"}"#,
+            r#""title": "Run c", "compare_with": "a/result.json"}"#,
+        );
+        std::fs::write(&manifest, text).expect("write");
+        if let Err(e) = write(tmp.path()) {
+            panic!("{e:#}");
+        }
+        let md = std::fs::read_to_string(tmp.path().join("bench.md")).expect("written");
+        let (_, c) = md.split_once("## Run c").expect("run c");
+        assert!(
+            c.contains("Against [Run a](bench/a/result.json)") && c.contains("+100.0 %"),
+            "{c}"
+        );
+    }
+
+    #[test]
     fn check_passes_on_what_write_wrote_and_fails_on_drift() {
         let tmp = tree(&[("r", 1.0)]);
         let md = tmp.path().join("bench.md");
