@@ -1,5 +1,6 @@
 //! The pure half of `shoal bench`: statistics over repeated samples, parsers
-//! of the measuring tools' outputs, and the JSON result schema. No I/O here
+//! of the measuring tools' outputs, the JSON result schema, and docs/bench.md
+//! rendered from result files ([`markdown`], [`manifest`]). No I/O here
 //! beyond reading the local machine's description ([`meta`]), so every
 //! piece is testable without a cluster.
 
@@ -9,6 +10,8 @@ pub mod compare;
 pub mod cpustat;
 pub mod hist;
 pub mod http;
+pub mod manifest;
+pub mod markdown;
 pub mod meta;
 pub mod netstat;
 pub mod parse;

@@ -48,10 +48,28 @@ struct Bar {
     flagged: bool,
 }
 
-/// Writes `plot-<metric>.svg` and `.png` into `dir` for every metric with
-/// a median; returns the files written.
-pub fn write_plots(r: &BenchResult, dir: &Path) -> Result<Vec<PathBuf>, PlotError> {
-    font()?;
+/// One metric's bars, the metric's unit, over the scenarios that have it.
+type MetricBars = (String, String, Vec<Bar>);
+/// One latency kind's CDF lines: (label, points) per scenario.
+type CdfLines = (String, Vec<(String, Vec<(f64, f64)>)>);
+
+/// The file stems `write_plots` writes for `r`, in its order
+/// (`plot-<metric>`, then `cdf-<kind>`), each as `.svg` and `.png`: what a
+/// document embedding the plots links to, without drawing them.
+pub fn planned(r: &BenchResult) -> Vec<String> {
+    metric_bars(r)
+        .iter()
+        .map(|(name, _, _)| format!("plot-{}", slug(name)))
+        .chain(
+            cdf_lines(r)
+                .iter()
+                .map(|(name, _)| format!("cdf-{}", slug(name))),
+        )
+        .collect()
+}
+
+/// Per metric with a median somewhere, its bars in scenario order.
+fn metric_bars(r: &BenchResult) -> Vec<MetricBars> {
     let mut metrics: Vec<(&str, &str)> = Vec::new();
     for s in &r.scenarios {
         for m in &s.metrics {
@@ -60,26 +78,70 @@ pub fn write_plots(r: &BenchResult, dir: &Path) -> Result<Vec<PathBuf>, PlotErro
             }
         }
     }
-    let mut written = Vec::new();
-    for (name, unit) in metrics {
-        let bars: Vec<Bar> = r
-            .scenarios
-            .iter()
-            .filter_map(|s| {
-                let m = s.metrics.iter().find(|m| m.name == name)?;
-                Some(Bar {
-                    scenario: s.name.clone(),
-                    median: m.median?,
-                    min: m.min?,
-                    max: m.max?,
-                    flagged: m.flagged,
+    metrics
+        .into_iter()
+        .filter_map(|(name, unit)| {
+            let bars: Vec<Bar> = r
+                .scenarios
+                .iter()
+                .filter_map(|s| {
+                    let m = s.metrics.iter().find(|m| m.name == name)?;
+                    Some(Bar {
+                        scenario: s.name.clone(),
+                        median: m.median?,
+                        min: m.min?,
+                        max: m.max?,
+                        flagged: m.flagged,
+                    })
                 })
-            })
-            .collect();
-        if bars.is_empty() {
-            continue;
+                .collect();
+            (!bars.is_empty()).then(|| (name.to_owned(), unit.to_owned(), bars))
+        })
+        .collect()
+}
+
+/// Per latency kind with a valid, non-empty histogram somewhere, one line
+/// per scenario (latency in µs).
+fn cdf_lines(r: &BenchResult) -> Vec<CdfLines> {
+    let mut names: Vec<&str> = Vec::new();
+    for l in r.scenarios.iter().flat_map(|s| &s.latency) {
+        if !names.contains(&l.name.as_str()) {
+            names.push(&l.name);
         }
-        let stem = format!("plot-{}", slug(name));
+    }
+    names
+        .into_iter()
+        .filter_map(|name| {
+            let lines: Vec<(String, Vec<(f64, f64)>)> = r
+                .scenarios
+                .iter()
+                .filter_map(|s| {
+                    let l = s.latency.iter().find(|l| l.name == name)?;
+                    l.histogram.validate().ok()?;
+                    let cdf: Vec<(f64, f64)> = l
+                        .histogram
+                        .cdf()
+                        .into_iter()
+                        .map(|(ns, f)| ((ns / 1e3).max(0.1), f))
+                        .collect();
+                    (!cdf.is_empty()).then(|| {
+                        let label = format!("{} (n={})", s.name, l.histogram.count);
+                        (label, cdf)
+                    })
+                })
+                .collect();
+            (!lines.is_empty()).then(|| (name.to_owned(), lines))
+        })
+        .collect()
+}
+
+/// Writes `plot-<metric>.svg` and `.png` into `dir` for every metric with
+/// a median; returns the files written.
+pub fn write_plots(r: &BenchResult, dir: &Path) -> Result<Vec<PathBuf>, PlotError> {
+    font()?;
+    let mut written = Vec::new();
+    for (name, unit, bars) in metric_bars(r) {
+        let stem = format!("plot-{}", slug(&name));
         let title = format!(
             "{name} ({unit}): median, min–max of {} repeats",
             r.meta.repeat
@@ -113,37 +175,10 @@ pub fn write_plots(r: &BenchResult, dir: &Path) -> Result<Vec<PathBuf>, PlotErro
 /// `cdf-<name>.svg/.png` per latency kind (rr, crr, http): one line per
 /// scenario, latency on a log axis, all repeats merged.
 fn write_cdfs(r: &BenchResult, dir: &Path) -> Result<Vec<PathBuf>, PlotError> {
-    let mut names: Vec<&str> = Vec::new();
-    for l in r.scenarios.iter().flat_map(|s| &s.latency) {
-        if !names.contains(&l.name.as_str()) {
-            names.push(&l.name);
-        }
-    }
     let mut written = Vec::new();
-    for name in names {
-        let lines: Vec<(String, Vec<(f64, f64)>)> = r
-            .scenarios
-            .iter()
-            .filter_map(|s| {
-                let l = s.latency.iter().find(|l| l.name == name)?;
-                l.histogram.validate().ok()?;
-                let cdf: Vec<(f64, f64)> = l
-                    .histogram
-                    .cdf()
-                    .into_iter()
-                    .map(|(ns, f)| ((ns / 1e3).max(0.1), f))
-                    .collect();
-                (!cdf.is_empty()).then(|| {
-                    let label = format!("{} (n={})", s.name, l.histogram.count);
-                    (label, cdf)
-                })
-            })
-            .collect();
-        if lines.is_empty() {
-            continue;
-        }
+    for (name, lines) in cdf_lines(r) {
         let title = format!("{name} latency CDF, all {} repeats", r.meta.repeat);
-        let stem = format!("cdf-{}", slug(name));
+        let stem = format!("cdf-{}", slug(&name));
         let svg = dir.join(format!("{stem}.svg"));
         let png = dir.join(format!("{stem}.png"));
         draw_cdf(
@@ -367,6 +402,7 @@ mod tests {
                 let svg = dir.path().join("plot-throughput.svg");
                 let png = dir.path().join("plot-throughput.png");
                 assert_eq!(files, vec![svg.clone(), png.clone()]);
+                assert_eq!(planned(&result()), vec!["plot-throughput".to_string()]);
                 let text = std::fs::read_to_string(&svg).expect("the SVG");
                 assert!(
                     text.contains("overlay") && text.contains("vip (flagged)"),
@@ -400,6 +436,18 @@ mod tests {
             Ok(files) => {
                 let svg = dir.path().join("cdf-rr.svg");
                 assert!(files.contains(&svg) && files.contains(&dir.path().join("cdf-rr.png")));
+                let stems: Vec<String> = files
+                    .iter()
+                    .filter_map(|f| f.file_stem()?.to_str().map(str::to_owned))
+                    .collect::<Vec<_>>()
+                    .chunks(2)
+                    .map(|pair| pair[0].clone())
+                    .collect();
+                assert_eq!(
+                    stems,
+                    planned(&r),
+                    "planned() must name what write_plots writes"
+                );
                 let text = std::fs::read_to_string(&svg).expect("the SVG");
                 assert!(
                     text.contains("overlay (n=500)") && text.contains("vip (n=500)"),

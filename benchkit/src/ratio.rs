@@ -30,6 +30,11 @@ pub const PAIRS: [(&str, &str, &str); 13] = [
     ("ingress-local", "direct", "http rate"),
 ];
 
+/// `cargo xtask bench raft`: each commit level's p50 over one fsync's, the
+/// floor under any commit.
+const RAFT_BASELINE: &str = "fsync-baseline";
+const RAFT_LEVEL_PREFIX: &str = "commit-";
+
 /// One path over its baseline.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Ratio {
@@ -44,7 +49,8 @@ pub struct Ratio {
     pub high: f64,
 }
 
-/// The ratios of [`PAIRS`] whose two sides both have samples in `r`.
+/// The ratios of [`PAIRS`], then of each raft commit level to the fsync
+/// baseline, whose two sides both have samples in `r`.
 pub fn ratios(r: &BenchResult) -> Vec<Ratio> {
     let stats = |scenario: &str, metric: &str| {
         let m = r
@@ -56,15 +62,22 @@ pub fn ratios(r: &BenchResult) -> Vec<Ratio> {
             .find(|m| m.name == metric)?;
         Some((m.median?, m.min?, m.max?))
     };
+    let raft = r
+        .scenarios
+        .iter()
+        .filter(|s| s.name.starts_with(RAFT_LEVEL_PREFIX))
+        .map(|s| (s.name.as_str(), RAFT_BASELINE, "p50"));
     PAIRS
         .iter()
+        .copied()
+        .chain(raft)
         .filter_map(|(path, baseline, metric)| {
             let (pm, plo, phi) = stats(path, metric)?;
             let (bm, blo, bhi) = stats(baseline, metric)?;
             (bm > 0.0 && blo > 0.0).then(|| Ratio {
-                path: (*path).to_owned(),
-                baseline: (*baseline).to_owned(),
-                metric: (*metric).to_owned(),
+                path: path.to_owned(),
+                baseline: baseline.to_owned(),
+                metric: metric.to_owned(),
                 median: pm / bm,
                 low: plo / bhi,
                 high: phi / blo,
@@ -117,6 +130,24 @@ mod tests {
         assert_eq!(
             lines(&got),
             "overlay/underlay throughput: 0.50x (range 0.40-0.62x)\n"
+        );
+    }
+
+    #[test]
+    fn raft_commit_levels_over_the_fsync_baseline() {
+        let r = BenchResult {
+            schema: crate::result::SCHEMA_VERSION,
+            meta: RunMeta::test_fixture(),
+            scenarios: vec![
+                scenario("fsync-baseline", "p50", &[0.5]),
+                scenario("commit-1-clients", "p50", &[5.0]),
+                scenario("commit-64-clients", "p50", &[50.0]),
+            ],
+        };
+        assert_eq!(
+            lines(&ratios(&r)),
+            "commit-1-clients/fsync-baseline p50: 10.00x (range 10.00-10.00x)\n\
+             commit-64-clients/fsync-baseline p50: 100.00x (range 100.00-100.00x)\n"
         );
     }
 }

@@ -113,6 +113,14 @@ pub enum BenchCmd {
         #[arg(long, default_value = "start-first")]
         order: String,
     },
+    /// docs/bench.md from the result files and fragments listed in
+    /// docs/bench/manifest.jsonl (plots a result lacks are drawn from it).
+    Docs {
+        /// Write nothing; fail if docs/bench.md or a plot it links is not
+        /// what the generator would write.
+        #[arg(long)]
+        check: bool,
+    },
 }
 
 /// Where a benchmark's tasks take their binaries from.
@@ -126,6 +134,10 @@ pub enum Endpoints {
 }
 
 pub fn run(cmd: BenchCmd) -> anyhow::Result<()> {
+    if let BenchCmd::Docs { check } = cmd {
+        // Files only: no root, no lab.
+        return crate::bench_docs::run(check);
+    }
     let runtime = crate::root_runtime("benchmarks run in a lab of network namespaces")?;
     if let BenchCmd::Gossip { nodes, rounds } = cmd {
         // Gossip runs in this process (one member per node namespace).
@@ -201,7 +213,7 @@ pub fn run(cmd: BenchCmd) -> anyhow::Result<()> {
                 order: &order,
             },
         )),
-        BenchCmd::Gossip { .. } => Ok(()),
+        BenchCmd::Gossip { .. } | BenchCmd::Docs { .. } => Ok(()),
     }
 }
 

@@ -1,6 +1,7 @@
 //! Developer tasks: `cargo xtask setup | test | lab … | vm … | bench …`.
 
 mod bench;
+mod bench_docs;
 mod bench_gossip;
 mod bench_mesh;
 mod bench_raft;
