@@ -37,6 +37,9 @@ const APT_BASE: &[&str] = &[
     "binutils",
     // `shoal bench` plots lay out their text with a TTF font.
     "fonts-dejavu-core",
+    // `shoal bench`'s HAProxy baselines run the nodes' own haproxy (the
+    // bench lab runs haproxy-remote).
+    "haproxy",
 ];
 /// qemu, whose `qemu-utils` must be the same release: this machine kind
 /// comes with a backported qemu-utils that Debian's qemu-system-x86
