@@ -197,7 +197,7 @@ async fn tasks_reach_the_outside_as_their_node_unless_internal() -> anyhow::Resu
     lab.shoal(1, &["network", "create", "pub"])?;
     lab.shoal(1, &["network", "create", "--internal", "priv"])?;
     // Stored through Raft, shown by inspect (json) and ls.
-    let inspect = lab.shoal(2, &["network", "inspect", "priv", "pub"])?;
+    let inspect = lab.shoal(1, &["network", "inspect", "priv", "pub"])?;
     let v: serde_json::Value = serde_json::from_str(&inspect)?;
     ensure!(
         v.pointer("/0/internal") == Some(&serde_json::Value::Bool(true))
