@@ -32,6 +32,10 @@ pub enum NetworkCmd {
         /// Enable manual container attachment.
         #[arg(long)]
         attachable: bool,
+        /// Restrict external access to the network: its tasks reach
+        /// nothing outside the cluster.
+        #[arg(long)]
+        internal: bool,
         /// Driver options: `encrypted`, `com.docker.network.driver.mtu=N`.
         #[arg(long, short)]
         opt: Vec<String>,
@@ -103,6 +107,7 @@ struct NetworkJson<'a> {
     mtu: Option<u32>,
     labels: BTreeMap<&'a str, &'a str>,
     services: &'a [String],
+    internal: bool,
 }
 
 fn json(n: &NetworkSummary) -> NetworkJson<'_> {
@@ -124,6 +129,7 @@ fn json(n: &NetworkSummary) -> NetworkJson<'_> {
             .map(|(k, v)| (k.as_str(), v.as_str()))
             .collect(),
         services: &n.services,
+        internal: n.internal,
     }
 }
 
@@ -139,6 +145,7 @@ pub async fn run(host: &str, cmd: NetworkCmd) -> anyhow::Result<()> {
             subnet,
             gateway,
             attachable,
+            internal,
             opt,
             label,
             name,
@@ -161,6 +168,7 @@ pub async fn run(host: &str, cmd: NetworkCmd) -> anyhow::Result<()> {
                     encrypted: opts.encrypted,
                     mtu: opts.mtu,
                     labels,
+                    internal,
                 }),
             )
             .await?;
@@ -183,7 +191,14 @@ pub async fn run(host: &str, cmd: NetworkCmd) -> anyhow::Result<()> {
                     println!("{}", serde_json::to_string_pretty(&v)?);
                 }
                 Format::Table => {
-                    let mut t = table(&["NETWORK ID", "NAME", "DRIVER", "SCOPE", "SUBNET"]);
+                    let mut t = table(&[
+                        "NETWORK ID",
+                        "NAME",
+                        "DRIVER",
+                        "SCOPE",
+                        "SUBNET",
+                        "INTERNAL",
+                    ]);
                     for n in &all {
                         t.add_row(vec![
                             short(&n.id).to_owned(),
@@ -191,6 +206,7 @@ pub async fn run(host: &str, cmd: NetworkCmd) -> anyhow::Result<()> {
                             n.driver.clone(),
                             n.scope.clone(),
                             n.subnet.clone(),
+                            n.internal.to_string(),
                         ]);
                     }
                     println!("{t}");

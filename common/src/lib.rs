@@ -8,6 +8,7 @@
 // aya::Pod is an unsafe trait: the impls below assert the types are plain data.
 #![cfg_attr(feature = "user", allow(unsafe_code))]
 
+pub mod egress;
 pub mod mesh;
 pub mod net;
 pub mod policy;

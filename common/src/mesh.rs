@@ -60,8 +60,8 @@ pub const REVNAT_MAP: &str = "SHOAL_RNAT4_V1";
 /// Per-CPU array of [`ServiceStats`], indexed by service id.
 pub const SERVICE_STATS_MAP: &str = "SHOAL_SVCST_V1";
 /// Per-CPU array of `u64`, indexed by [`MeshReason`].
-/// V2: the isolation reasons were appended (the array grew).
-pub const MESH_REASONS_MAP: &str = "SHOAL_LBRSN_V2";
+/// V2: the isolation reasons were appended (the array grew); V3: egress's.
+pub const MESH_REASONS_MAP: &str = "SHOAL_LBRSN_V3";
 /// Array of one [`MeshConfig`].
 pub const MESH_CONFIG_MAP: &str = "SHOAL_LBCFG_V2";
 /// LRU hash [`FlowKey`] (backend → client, a reply) → [`ReturnPath`]: flows
@@ -382,10 +382,21 @@ pub enum MeshReason {
     /// A reply permit could not be recorded: passed (the task's replies to
     /// that flow will be dropped as `isolation-network`).
     PermitInsert = 16,
+    /// A task's flow to the outside got the node's address (counted once
+    /// per new translation): passed.
+    EgressTranslated = 17,
+    /// No free node-side port for a task's flow to the outside (every port
+    /// probed is held by a live flow to the same destination): dropped.
+    EgressPortsExhausted = 18,
+    /// A task on an `--internal` network sent to the outside: dropped.
+    EgressInternal = 19,
+    /// A packet to the node's egress port range that no translated flow
+    /// explains (stale, or forged): dropped.
+    EgressNoFlow = 20,
 }
 
 impl MeshReason {
-    pub const COUNT: u32 = 17;
+    pub const COUNT: u32 = 21;
     pub const ALL: [MeshReason; MeshReason::COUNT as usize] = [
         MeshReason::TruncatedIpv4,
         MeshReason::BadIpv4Header,
@@ -404,6 +415,10 @@ impl MeshReason {
         MeshReason::SpoofedSource,
         MeshReason::UnknownEndpoint,
         MeshReason::PermitInsert,
+        MeshReason::EgressTranslated,
+        MeshReason::EgressPortsExhausted,
+        MeshReason::EgressInternal,
+        MeshReason::EgressNoFlow,
     ];
 
     pub const fn name(self) -> &'static str {
@@ -425,6 +440,10 @@ impl MeshReason {
             MeshReason::SpoofedSource => "spoofed-source",
             MeshReason::UnknownEndpoint => "unknown-endpoint",
             MeshReason::PermitInsert => "permit-insert",
+            MeshReason::EgressTranslated => "egress-translated",
+            MeshReason::EgressPortsExhausted => "egress-ports-exhausted",
+            MeshReason::EgressInternal => "egress-internal",
+            MeshReason::EgressNoFlow => "egress-no-flow",
         }
     }
 
@@ -438,6 +457,7 @@ impl MeshReason {
                 | MeshReason::Fragment
                 | MeshReason::ReturnInsert
                 | MeshReason::PermitInsert
+                | MeshReason::EgressTranslated
         )
     }
 }

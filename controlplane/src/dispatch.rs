@@ -325,6 +325,7 @@ pub fn assignments(state: &ClusterState, node_id: &str) -> AssignmentSet {
             mtu: n.mtu.unwrap_or_default(),
             encrypted: n.encrypted,
             ingress: n.ingress,
+            internal: n.internal,
         })
         .collect();
     let mut endpoints = Vec::new();

@@ -378,6 +378,9 @@ pub struct Network {
     pub gateway: Option<IpAddr>,
     /// `None`: derived per path and encryption mode.
     pub mtu: Option<u32>,
+    /// `--internal`: its tasks get no egress (stored before the flag: false).
+    #[serde(default)]
+    pub internal: bool,
 }
 
 // ---------------------------------------------------------------- Service

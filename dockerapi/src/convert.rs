@@ -1022,13 +1022,7 @@ pub fn config(c: &pb::ConfigSummary) -> Value {
 
 pub fn network_request(body: &Value) -> Result<pb::CreateNetworkRequest, ApiError> {
     let b = Obj::root(body, "")?;
-    b.refuse(&[
-        "Internal",
-        "Ingress",
-        "ConfigOnly",
-        "ConfigFrom",
-        "EnableIPv6",
-    ])?;
+    b.refuse(&["Ingress", "ConfigOnly", "ConfigFrom", "EnableIPv6"])?;
     let driver = b.string("Driver")?;
     if !matches!(driver.as_str(), "" | "overlay") {
         return Err(ApiError::bad(
@@ -1041,6 +1035,7 @@ pub fn network_request(body: &Value) -> Result<pb::CreateNetworkRequest, ApiErro
         name: b.string("Name")?,
         driver: "overlay".into(),
         attachable: b.bool("Attachable")?.unwrap_or_default(),
+        internal: b.bool("Internal")?.unwrap_or_default(),
         labels: b.map("Labels")?,
         ..Default::default()
     };
@@ -1119,7 +1114,7 @@ pub fn network(n: &pb::NetworkSummary) -> Value {
         "EnableIPv4": true,
         "EnableIPv6": false,
         "IPAM": {"Driver": "default", "Options": null, "Config": [Value::Object(ipam)]},
-        "Internal": false,
+        "Internal": n.internal,
         "Attachable": n.attachable,
         "Ingress": n.ingress,
         "ConfigFrom": {"Network": ""},

@@ -29,6 +29,8 @@
 //! Isolation (policy.rs) wraps these: a task's packets that no frontend
 //! translated must stay within its networks (or go outside the cluster),
 //! and the data interface refuses underlay packets to overlay addresses.
+//! Egress (egress.rs): what goes outside leaves with the node's address
+//! (`shoal_mesh_out`), its replies come back (`shoal_mesh_in`, first).
 //!
 //! A backend on another node needs no tunnelling here: the DNATed packet is
 //! routed into the overlay, whose VXLAN device carries it to the backend's
@@ -54,6 +56,7 @@ use shoal_common::mesh::{
     is_bridge_mac, maglev_index,
 };
 
+mod egress;
 mod policy;
 
 const TC_ACT_UNSPEC: i32 = -1;
@@ -108,7 +111,7 @@ static REVNAT: LruHashMap<FlowKey, RevNat> = LruHashMap::pinned(MAX_FLOWS, 0);
 #[map(name = "SHOAL_SVCST_V1")]
 static SERVICE_STATS: PerCpuArray<ServiceStats> = PerCpuArray::pinned(MAX_SERVICES, 0);
 
-#[map(name = "SHOAL_LBRSN_V2")]
+#[map(name = "SHOAL_LBRSN_V3")]
 static REASONS: PerCpuArray<u64> = PerCpuArray::pinned(MeshReason::COUNT, 0);
 
 #[map(name = "SHOAL_LBCFG_V2")]
@@ -331,16 +334,23 @@ fn try_ingress(ctx: &TcContext) -> Result<i32, Fail> {
             return Err(reason.into());
         }
     };
-    if let Some(pkt) = pkt
-        && let Some(svc) = lookup_service(&pkt.flow)
-    {
+    let Some(pkt) = pkt else {
+        policy::check_underlay(ip.daddr)?;
+        return Ok(TC_ACT_UNSPEC);
+    };
+    // Replies to tasks' egress flows first: their translated destination
+    // is an overlay address the underlay check refuses.
+    if let Some(verdict) = egress::reverse(ctx, &pkt)? {
+        return Ok(verdict);
+    }
+    if let Some(svc) = lookup_service(&pkt.flow) {
         if svc.flags & SVC_F_VIP != 0 {
             return Err(MeshReason::UnderlayToOverlay.into());
         }
         return dnat(ctx, &pkt, svc);
     }
     policy::check_underlay(ip.daddr)?;
-    Ok(TC_ACT_UNSPEC)
+    Ok(egress::check_no_flow(&pkt)?)
 }
 
 /// From a task: its connections to frontends are balanced as a client's
@@ -357,12 +367,12 @@ fn try_task_in(ctx: &TcContext) -> Result<i32, Fail> {
         Ok(p) => p,
         Err(reason) => {
             // Malformed L4 passes to the stack, but only where it may go.
-            policy::check_destination(ep, ip.daddr, None)?;
+            policy::check_destination(ep, ip.saddr, ip.daddr, None)?;
             return Err(reason.into());
         }
     };
     let Some(pkt) = pkt else {
-        policy::check_destination(ep, ip.daddr, None)?;
+        policy::check_destination(ep, ip.saddr, ip.daddr, None)?;
         return Ok(TC_ACT_UNSPEC);
     };
     if let Some(svc) = lookup_service(&pkt.flow) {
@@ -373,7 +383,7 @@ fn try_task_in(ctx: &TcContext) -> Result<i32, Fail> {
     }
     // SAFETY: ReturnPath is Copy; copied out at once.
     let Some(ret) = (unsafe { RETURN.get(pkt.flow) }).copied() else {
-        policy::check_destination(ep, pkt.flow.daddr, Some(&pkt.flow))?;
+        policy::check_destination(ep, pkt.flow.saddr, pkt.flow.daddr, Some(&pkt.flow))?;
         return Ok(TC_ACT_UNSPEC);
     };
     // The destination MAC only: the bridge forwards the frame to the VXLAN
@@ -620,7 +630,8 @@ fn try_reply(ctx: &TcContext) -> Result<i32, Fail> {
     };
     // SAFETY: RevNat is Copy; copied out at once.
     let Some(rev) = (unsafe { REVNAT.get(pkt.flow) }).copied() else {
-        return Ok(TC_ACT_UNSPEC);
+        // Not a reply the mesh translated: a task's flow to the outside?
+        return Ok(egress::snat(ctx, &pkt)?.unwrap_or(TC_ACT_UNSPEC));
     };
     reverse_nat(ctx, &pkt, rev)
 }

@@ -65,17 +65,20 @@ pub fn check_vip(ep: &Endpoint, vip: u32) -> Result<(), MeshReason> {
 }
 
 /// From a task, not translated by the mesh: its own networks' addresses,
-/// replies the mesh permitted, and the outside pass; the node's own
+/// replies the mesh permitted, and the outside (not from an `--internal`
+/// network) pass; the node's own
 /// addresses, the ingress network and other networks do not.
 #[inline(always)]
 pub fn check_destination(
     ep: &Endpoint,
+    saddr: u32,
     daddr: u32,
     flow: Option<&FlowKey>,
 ) -> Result<(), MeshReason> {
     let Some(n) = network_of(daddr) else {
-        // Outside the cluster's overlays this node knows.
-        return Ok(());
+        // Outside the cluster's overlays this node knows: egress, unless
+        // the source's network is `--internal`.
+        return crate::egress::check_internal(saddr);
     };
     // Published ports on the node's addresses were DNATed before.
     let node = n.flags & NET_F_NODE != 0;

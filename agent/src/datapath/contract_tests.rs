@@ -5,7 +5,7 @@
 
 use std::collections::BTreeSet;
 
-use shoal_common::{mesh, policy, stats};
+use shoal_common::{egress, mesh, policy, stats};
 
 /// (maps, programs) the object declares; sections such as `.rodata` are
 /// maps to aya but not named by the contract.
@@ -53,6 +53,8 @@ fn mesh_object_declares_the_contract_names() {
             policy::NETWORKS_MAP,
             policy::ENDPOINTS_MAP,
             policy::PERMIT_MAP,
+            egress::SNAT_MAP,
+            egress::SNAT_REV_MAP,
         ])
     );
     assert_eq!(

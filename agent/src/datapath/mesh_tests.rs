@@ -1043,3 +1043,7 @@ fn task_veths_balance_vips_and_send_replies_back_through_the_ingress_node() {
 /// Isolation's fixture tables (common/src/policy.rs) on the same object.
 #[path = "policy_tests.rs"]
 mod policy_tests;
+
+/// Egress SNAT's fixture tables (common/src/egress.rs) on the same object.
+#[path = "egress_tests.rs"]
+mod egress_tests;

@@ -4,7 +4,7 @@
 use std::{collections::BTreeMap, net::Ipv4Addr};
 
 use shoal_api::cluster::v1::{AssignmentSet, TaskAssignment};
-use shoal_common::policy::{Endpoint, NET_F_INGRESS, NET_F_NODE, NetEntry};
+use shoal_common::policy::{Endpoint, NET_F_INGRESS, NET_F_INTERNAL, NET_F_NODE, NetEntry};
 
 use crate::datapath::{DatapathError, policy::NetPrefix};
 
@@ -17,7 +17,11 @@ pub fn network_entries(set: &AssignmentSet, data_ip: Ipv4Addr) -> BTreeMap<NetPr
         let Some(subnet) = n.subnet.as_ref().and_then(|p| p.net(String::new).ok()) else {
             continue;
         };
-        let flags = if n.ingress { NET_F_INGRESS } else { 0 };
+        let mut flags = if n.ingress { NET_F_INGRESS } else { 0 };
+        if n.internal {
+            // Its tasks' packets to the outside are dropped (egress).
+            flags |= NET_F_INTERNAL;
+        }
         out.insert(
             (subnet.network(), subnet.prefix_len()),
             NetEntry { net: n.vni, flags },
@@ -88,11 +92,14 @@ mod tests {
     fn set() -> AssignmentSet {
         let mut b = net("b", 4097, [10, 0, 2, 0], false);
         b.gateway = u32::from(Ipv4Addr::new(10, 0, 2, 254));
+        let mut c = net("c", 4099, [10, 0, 3, 0], false);
+        c.internal = true;
         AssignmentSet {
             networks: vec![
                 net("ing", 4096, [10, 255, 0, 0], true),
                 net("a", 4098, [10, 0, 1, 0], false),
                 b,
+                c,
             ],
             ..AssignmentSet::default()
         }
@@ -112,7 +119,8 @@ mod tests {
             entry(4096, NET_F_INGRESS | NET_F_NODE)
         );
         assert_eq!(get([198, 18, 0, 1], 32), entry(0, NET_F_NODE));
-        assert_eq!(e.len(), 7);
+        assert_eq!(get([10, 0, 3, 0], 24), entry(4099, NET_F_INTERNAL));
+        assert_eq!(e.len(), 9);
     }
 
     #[test]

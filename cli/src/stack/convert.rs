@@ -233,6 +233,7 @@ fn networks(
             name: n.name.clone().unwrap_or_else(|| scope(ns, key)),
             driver: "overlay".into(),
             attachable: n.attachable,
+            internal: n.internal,
             labels: with_stack_label(ns, &n.labels),
             ..Default::default()
         };
@@ -264,11 +265,6 @@ fn networks(
                     "Shoal's overlays have one subnet; give one",
                 ));
             }
-        }
-        if n.internal {
-            // Isolation of internal networks comes with the
-            // encryption/isolation work.
-            unsupported.insert(format!("networks.{key}.internal"));
         }
         plan.networks.push(req);
     }
@@ -1048,6 +1044,17 @@ configs:
             p.warnings,
             ["Ignoring options Shoal does not support yet: services.a.dns, services.a.tty"]
         );
+        // An internal network is made so, not warned about.
+        let p = plan(
+            "s",
+            &load(
+                "services:\n  a:\n    image: x\n    networks: [n]\nnetworks:\n  n:\n    internal: true\n",
+                &dir,
+            ),
+        )
+        .expect("converts");
+        assert!(p.warnings.is_empty(), "{:?}", p.warnings);
+        assert!(p.networks.iter().any(|n| n.name == "s_n" && n.internal));
         let _ = std::fs::remove_dir_all(&dir);
     }
 }

@@ -52,6 +52,7 @@ fn network(id: &str, vni: u32, subnet: &str) -> Network {
         subnet: Some(subnet.into()),
         gateway: None,
         mtu: None,
+        internal: false,
     }
 }
 

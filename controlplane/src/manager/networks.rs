@@ -18,6 +18,8 @@ use crate::{
 
 /// The routing mesh's network, as swarm names it.
 pub const INGRESS: &str = "ingress";
+/// Not a network: `--network host` means the node's own network namespace.
+pub const HOST: &str = "host";
 /// Attempts of an automatic allocation that lost a race to another manager.
 const ALLOCATION_ATTEMPTS: usize = 20;
 /// VXLAN's header overhead on an IPv4 underlay.
@@ -53,6 +55,7 @@ fn summary(state: &ClusterState, n: &Network) -> NetworkSummary {
         labels: n.labels.clone().into_iter().collect(),
         version: n.version,
         services: services_using(state, &n.id),
+        internal: n.internal,
     }
 }
 
@@ -184,6 +187,7 @@ fn allocate(
         subnet: Some(subnet.to_string()),
         gateway: gateway.map(IpAddr::V4),
         mtu: (r.mtu != 0).then_some(r.mtu),
+        internal: r.internal,
     })
 }
 
@@ -193,6 +197,13 @@ async fn create_network(
     ingress: bool,
 ) -> Result<NetworkSummary, ManagerError> {
     let wanted = check(&r)?;
+    if r.name == HOST {
+        return Err(invalid(
+            "network name \"host\" is reserved (`--network host` means the node's own network); \
+             pick another name"
+                .into(),
+        ));
+    }
     if !ingress && r.name == INGRESS {
         return Err(invalid(
             "network name \"ingress\" is the routing mesh's; pick another name".into(),

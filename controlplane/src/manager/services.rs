@@ -1851,6 +1851,7 @@ mod tests {
             subnet: Some("10.0.1.0/24".into()),
             gateway: None,
             mtu: None,
+            internal: false,
         };
         let ingress = Network {
             id: "ingress-id".into(),

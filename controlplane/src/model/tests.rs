@@ -50,6 +50,7 @@ fn network(id: &str, name: &str) -> Network {
         subnet: None,
         gateway: None,
         mtu: None,
+        internal: false,
     }
 }
 

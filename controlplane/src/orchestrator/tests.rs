@@ -66,6 +66,7 @@ fn state(nodes: &[Node]) -> ClusterState {
         subnet: Some("10.0.1.0/24".into()),
         gateway: None,
         mtu: None,
+        internal: false,
     };
     let _ = apply(&mut s, &Command::CreateNetwork(net));
     for n in nodes {
@@ -550,6 +551,7 @@ fn add_ingress(s: &mut ClusterState) {
         subnet: Some("10.0.0.0/24".into()),
         gateway: None,
         mtu: None,
+        internal: false,
     };
     assert!(apply(s, &Command::CreateNetwork(net)).is_ok());
 }

@@ -244,6 +244,15 @@ fn networks_are_overlays_only() -> Result<(), ApiError> {
     });
     assert_eq!(back["Options"]["encrypted"], "");
     assert_eq!(back["Scope"], "swarm");
+    assert_eq!(back["Internal"], false);
+    // `Internal` (no egress) is stored and shown back.
+    let r = network_request(&json!({"Name": "priv", "Internal": true}))?;
+    assert!(r.internal);
+    let back = network(&pb::NetworkSummary {
+        internal: true,
+        ..Default::default()
+    });
+    assert_eq!(back["Internal"], true);
     Ok(())
 }
 
