@@ -61,7 +61,7 @@ pub const REVNAT_MAP: &str = "SHOAL_RNAT4_V1";
 pub const SERVICE_STATS_MAP: &str = "SHOAL_SVCST_V1";
 /// Per-CPU array of `u64`, indexed by [`MeshReason`].
 /// V2: the isolation reasons were appended (the array grew).
-pub const MESH_REASONS_MAP: &str = "SHOAL_LBRSN_V2";
+pub const MESH_REASONS_MAP: &str = "SHOAL_LBRSN_V3";
 /// Array of one [`MeshConfig`].
 pub const MESH_CONFIG_MAP: &str = "SHOAL_LBCFG_V2";
 /// LRU hash [`FlowKey`] (backend → client, a reply) → [`ReturnPath`]: flows
@@ -382,10 +382,14 @@ pub enum MeshReason {
     /// A reply permit could not be recorded: passed (the task's replies to
     /// that flow will be dropped as `isolation-network`).
     PermitInsert = 16,
+    /// VXLAN in clear on the data interface for a VNI created `--opt
+    /// encrypted`, not decrypted by an ESP state: dropped (someone on the
+    /// underlay injecting, or a peer sending without IPsec).
+    CleartextEncrypted = 17,
 }
 
 impl MeshReason {
-    pub const COUNT: u32 = 17;
+    pub const COUNT: u32 = 18;
     pub const ALL: [MeshReason; MeshReason::COUNT as usize] = [
         MeshReason::TruncatedIpv4,
         MeshReason::BadIpv4Header,
@@ -404,6 +408,7 @@ impl MeshReason {
         MeshReason::SpoofedSource,
         MeshReason::UnknownEndpoint,
         MeshReason::PermitInsert,
+        MeshReason::CleartextEncrypted,
     ];
 
     pub const fn name(self) -> &'static str {
@@ -425,6 +430,7 @@ impl MeshReason {
             MeshReason::SpoofedSource => "spoofed-source",
             MeshReason::UnknownEndpoint => "unknown-endpoint",
             MeshReason::PermitInsert => "permit-insert",
+            MeshReason::CleartextEncrypted => "cleartext-on-encrypted-network",
         }
     }
 

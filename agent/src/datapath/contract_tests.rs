@@ -53,6 +53,7 @@ fn mesh_object_declares_the_contract_names() {
             policy::NETWORKS_MAP,
             policy::ENDPOINTS_MAP,
             policy::PERMIT_MAP,
+            policy::ENCRYPTED_VNIS_MAP,
         ])
     );
     assert_eq!(

@@ -1043,3 +1043,6 @@ fn task_veths_balance_vips_and_send_replies_back_through_the_ingress_node() {
 /// Isolation's fixture tables (common/src/policy.rs) on the same object.
 #[path = "policy_tests.rs"]
 mod policy_tests;
+
+#[path = "ipsec_tests.rs"]
+mod ipsec_tests;
