@@ -224,8 +224,10 @@ async fn encrypted_networks_fail_closed_without_esp_and_refuse_injected_cleartex
             "n{k}: {ipsec:?}"
         );
         ensure!(ipsec.get("policies") == Some(&1), "n{k}: {ipsec:?}");
-        let doctor: Vec<Value> =
-            serde_json::from_str(&lab.shoal(k, &["node", "doctor", "--format", "json"])?)?;
+        // Doctor exits 1 when a check fails, as this one must.
+        let out = lab.shoal_output(k, &["node", "doctor", "--format", "json"], b"")?;
+        ensure!(!out.status.success(), "n{k}: doctor passed with no ESP");
+        let doctor: Vec<Value> = serde_json::from_slice(&out.stdout)?;
         let check = doctor
             .iter()
             .find(|c| c["check"] == "ipsec")
