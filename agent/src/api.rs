@@ -360,6 +360,7 @@ impl<S: StatsSource> Node for NodeApi<S> {
                 })
                 .collect(),
             gossip: gossip_counters(&self.swarm.env().view),
+            ipsec: ipsec_counters(&self.swarm.env().view),
         }))
     }
 }
@@ -385,6 +386,30 @@ fn gossip_counters(view: &std::sync::Mutex<crate::worker::NodeView>) -> Vec<Reas
         ("dropped before key ring", s.dropped_no_ring),
         ("unsent before key ring", s.unsent_no_ring),
         ("endpoint disagrees with control plane", disagreed),
+    ]
+    .into_iter()
+    .map(|(reason, count)| ReasonCounter {
+        reason: reason.into(),
+        count,
+    })
+    .collect()
+}
+
+/// IPsec's counters; none while the node has no xfrm socket.
+fn ipsec_counters(view: &std::sync::Mutex<crate::worker::NodeView>) -> Vec<ReasonCounter> {
+    let ipsec = view.lock().unwrap_or_else(|e| e.into_inner()).ipsec.clone();
+    let Some(ipsec) = ipsec else {
+        return Vec::new();
+    };
+    let s = ipsec.lock().unwrap_or_else(|e| e.into_inner()).status();
+    [
+        ("peers", s.peers),
+        ("policies", s.policies),
+        ("states", s.states),
+        ("peers blocked before the key ring", s.blocked_without_keys),
+        ("key rotations", s.rotations),
+        ("xfrm writes refused", s.refused),
+        ("kernel without ESP", u64::from(s.unsupported)),
     ]
     .into_iter()
     .map(|(reason, count)| ReasonCounter {

@@ -56,6 +56,53 @@ async fn probe(from: Ipv4Addr, to: SocketAddrV4) -> Result<(), String> {
     }
 }
 
+/// Encrypted networks: whether their ESP states are in the kernel.
+fn ipsec_check(env: &NodeEnv) -> DoctorCheck {
+    let ipsec = env
+        .view
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .ipsec
+        .clone();
+    let Some(ipsec) = ipsec else {
+        return check(
+            "ipsec",
+            false,
+            "no xfrm netlink socket: encrypted networks' traffic to other nodes is blocked",
+            "load xfrm_user (modprobe xfrm_user) and restart shoald",
+        );
+    };
+    let s = ipsec.lock().unwrap_or_else(|e| e.into_inner()).status();
+    match (&s.last_error, s.unsupported) {
+        (Some(e), true) => check(
+            "ipsec",
+            false,
+            format!(
+                "this kernel cannot install ESP states ({e}); traffic of encrypted networks \
+                 to {} peer(s) is blocked, never sent in clear",
+                s.peers
+            ),
+            "load esp4 and the AES-GCM crypto modules (modprobe esp4 xfrm_user aes gcm), or \
+             run the node on a kernel that has them, then restart shoald",
+        ),
+        (Some(e), false) if s.states == 0 && s.peers > 0 => check(
+            "ipsec",
+            false,
+            format!("xfrm writes refused: {e}"),
+            "see shoald's log for 'IPsec'",
+        ),
+        _ => check(
+            "ipsec",
+            true,
+            format!(
+                "{} peer(s), {} ESP states, {} rotation(s)",
+                s.peers, s.states, s.rotations
+            ),
+            "",
+        ),
+    }
+}
+
 pub async fn run(env: &NodeEnv) -> Vec<DoctorCheck> {
     let mut out = Vec::new();
     let forwarding =
@@ -88,6 +135,9 @@ pub async fn run(env: &NodeEnv) -> Vec<DoctorCheck> {
             "is this node in a swarm (shoal info)? Are the managers' 2377 reachable?",
         ));
         return out;
+    }
+    if set.networks.iter().any(|n| n.encrypted) {
+        out.push(ipsec_check(env));
     }
     let frontends: std::collections::HashMap<ServiceKey, shoal_common::mesh::Service> = {
         let mesh = env.mesh.lock().unwrap_or_else(|e| e.into_inner());

@@ -408,6 +408,7 @@ pub struct FakeMesh {
     /// ordered with the other calls').
     pub endpoints: Mutex<HashMap<String, Endpoint>>,
     pub networks: Mutex<BTreeMap<NetPrefix, NetEntry>>,
+    pub encrypted: Mutex<BTreeMap<u32, u32>>,
 }
 
 impl FakeMesh {
@@ -416,6 +417,7 @@ impl FakeMesh {
             log,
             endpoints: Mutex::default(),
             networks: Mutex::default(),
+            encrypted: Mutex::default(),
         }
     }
 }
@@ -436,6 +438,11 @@ impl MeshSync for FakeMesh {
 
     fn set_networks(&self, want: &BTreeMap<NetPrefix, NetEntry>) -> Result<(), DatapathError> {
         *lock(&self.networks) = want.clone();
+        Ok(())
+    }
+
+    fn set_encrypted_vnis(&self, want: &BTreeMap<u32, u32>) -> Result<(), DatapathError> {
+        *lock(&self.encrypted) = want.clone();
         Ok(())
     }
 

@@ -15,6 +15,7 @@ mod endpoints;
 mod fake;
 mod health;
 mod images;
+mod ipsec;
 mod link;
 mod local;
 mod logs;

@@ -129,6 +129,8 @@ pub trait MeshSync: Send + Sync + 'static {
     fn detach_task(&self, links: Self::Links);
     /// Writes the overlay subnets and node addresses isolation knows.
     fn set_networks(&self, want: &BTreeMap<NetPrefix, NetEntry>) -> Result<(), DatapathError>;
+    /// Writes the encrypted networks' VNIs (→ their VXLAN port).
+    fn set_encrypted_vnis(&self, want: &BTreeMap<u32, u32>) -> Result<(), DatapathError>;
 }
 
 impl Overlay for Driver {
@@ -228,5 +230,8 @@ impl MeshSync for Arc<Mutex<MeshState>> {
     }
     fn set_networks(&self, want: &BTreeMap<NetPrefix, NetEntry>) -> Result<(), DatapathError> {
         lock(self).maps.policy().set_networks(want)
+    }
+    fn set_encrypted_vnis(&self, want: &BTreeMap<u32, u32>) -> Result<(), DatapathError> {
+        lock(self).maps.policy().set_encrypted_vnis(want)
     }
 }

@@ -83,7 +83,12 @@ pub struct NodeView {
     pub gossip: Option<Arc<shoal_gossip::Gossip>>,
     /// Gossip endpoint records that disagreed with the control plane.
     pub gossip_disagreed: Option<Arc<std::sync::atomic::AtomicU64>>,
+    /// IPsec of encrypted networks: what is installed, what was refused.
+    pub ipsec: Option<SharedIpsec>,
 }
+
+/// The node's IPsec reconciler, shared with `node stats` and `node doctor`.
+pub type SharedIpsec = Arc<Mutex<crate::ipsec::Ipsec>>;
 
 impl std::fmt::Debug for NodeView {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -152,6 +157,8 @@ pub struct Setup {
     /// The managers, asked which set each node wrote into its mesh before
     /// a task leaves; none (tests) waits [`PEERS_APPLY`] instead.
     pub peers: Option<crate::applied::Peers>,
+    /// ESP states and policies towards peers on encrypted networks.
+    pub ipsec: Option<SharedIpsec>,
 }
 
 /// Runs the assigned tasks through its ports: overlay networks (`O`), the
@@ -268,6 +275,7 @@ impl Worker {
             secrets: env.secrets.clone(),
             contact: Contact::default(),
             peers: Some(peers.clone()),
+            ipsec: start_ipsec(),
         };
         let (executor, reports_rx) = Executor::new(setup, overlay, runtime, env.mesh.clone());
         let executor = Arc::new(executor);
@@ -276,6 +284,7 @@ impl Worker {
             set: Arc::default(),
             gossip: executor.setup.endpoints.as_ref().map(Endpoints::gossip),
             gossip_disagreed: executor.setup.endpoints.as_ref().map(Endpoints::disagreed),
+            ipsec: executor.setup.ipsec.clone(),
         };
         let view_rx = executor.view.subscribe();
         let mut loops = vec![
@@ -445,6 +454,22 @@ async fn reporter(link: ManagerLink, mut rx: mpsc::UnboundedReceiver<TaskReport>
     }
 }
 
+/// The IPsec reconciler on an xfrm socket in shoald's namespace; none if
+/// the kernel has no xfrm netlink at all (reported: encrypted networks'
+/// packets are then still marked, and the peers' ingress drops them).
+fn start_ipsec() -> Option<SharedIpsec> {
+    match shoal_xfrm::Xfrm::new() {
+        Ok(x) => Some(Arc::new(Mutex::new(crate::ipsec::Ipsec::new(
+            Box::new(x),
+            shoal_overlay::DEFAULT_PORT,
+        )))),
+        Err(e) => {
+            tracing::error!(error = %e, "IPsec: no xfrm netlink; encrypted networks cannot be served");
+            None
+        }
+    }
+}
+
 impl<O: Overlay, T: Tasks, M: MeshSync> Executor<O, T, M> {
     /// An executor with no task yet, and the receiving end of its task
     /// reports.
@@ -489,6 +514,10 @@ impl<O: Overlay, T: Tasks, M: MeshSync> Executor<O, T, M> {
         self.setup.secrets.received(&set);
         // The rings go to gossip and nowhere else: the view kept for the
         // mesh, DNS and `node doctor` holds no key.
+        // IPsec reads the ipsec ring here, before the keys leave the set.
+        if let (Some(ipsec), Some(me)) = (&self.setup.ipsec, self.local().data_ip()) {
+            lock(ipsec).sync(&set, me);
+        }
         let keys = std::mem::take(&mut set.network_keys);
         if let Some(e) = &self.setup.endpoints {
             e.set_keys(&keys);
@@ -1211,6 +1240,9 @@ impl<O: Overlay, T: Tasks, M: MeshSync> Executor<O, T, M> {
             Underlay::Name(self.setup.data_iface.clone()),
         );
         spec.mtu = (net.mtu != 0).then_some(net.mtu);
+        if net.encrypted {
+            spec.encryption_overhead = shoal_xfrm::ESP_OVERHEAD;
+        }
         Ok((spec, gateway))
     }
 
@@ -1311,6 +1343,13 @@ impl<O: Overlay, T: Tasks, M: MeshSync> Executor<O, T, M> {
             .set_networks(&isolation::network_entries(set, addr))
         {
             tracing::warn!(error = %e, "writing the isolation networks; retrying");
+            return false;
+        }
+        if let Err(e) = self
+            .mesh
+            .set_encrypted_vnis(&isolation::encrypted_vnis(set, shoal_overlay::DEFAULT_PORT))
+        {
+            tracing::warn!(error = %e, "writing the encrypted networks; retrying");
             return false;
         }
         match self.mesh.sync(&want) {

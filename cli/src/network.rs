@@ -72,7 +72,7 @@ fn parse_opts(opts: &[String]) -> Result<Opts, FlagError> {
     for o in opts {
         let (key, value) = o.split_once('=').unwrap_or((o, ""));
         match key {
-            "encrypted" => out.encrypted = matches!(value, "" | "true"),
+            "encrypted" => out.encrypted = encryption(o, value)?,
             MTU_OPT => {
                 out.mtu = value.parse().ok().filter(|m| *m > 0).ok_or_else(|| {
                     FlagError::new(
@@ -89,6 +89,16 @@ fn parse_opts(opts: &[String]) -> Result<Opts, FlagError> {
         }
     }
     Ok(out)
+}
+
+/// `--opt encrypted[=MODE]`: docker's bare flag and `true` mean IPsec, as
+/// in swarm. An unknown mode is refused, never read as "not encrypted".
+fn encryption(opt: &str, value: &str) -> Result<bool, FlagError> {
+    match value {
+        "" | "true" | "ipsec" => Ok(true),
+        "false" => Ok(false),
+        _ => Err(FlagError::new("--opt", opt, Problem::Encryption)),
+    }
 }
 
 #[derive(Serialize)]
@@ -259,6 +269,23 @@ mod tests {
                 .contains("encrypted, com.docker.network.driver.mtu=N")
         );
         assert!(o(&["com.docker.network.driver.mtu=big"]).is_err());
+    }
+
+    #[test]
+    fn encryption_modes() {
+        let o = |v: &str| parse_opts(&[v.to_string()]).map(|o| o.encrypted);
+        for on in ["encrypted", "encrypted=true", "encrypted=ipsec"] {
+            assert_eq!(o(on), Ok(true), "{on}");
+        }
+        assert_eq!(o("encrypted=false"), Ok(false));
+        let e = o("encrypted=ipsek")
+            .err()
+            .map(|e| format!("{:#}", anyhow::Error::from(e)))
+            .unwrap_or_default();
+        assert!(
+            e.contains("encrypted=ipsek") && e.contains("encrypted=ipsec"),
+            "{e}"
+        );
     }
 
     proptest! {

@@ -270,6 +270,7 @@ struct StatsJson<'a> {
     mesh: Vec<MeshJson<'a>>,
     mesh_reasons: Vec<ReasonJson<'a>>,
     gossip: Vec<ReasonJson<'a>>,
+    ipsec: Vec<ReasonJson<'a>>,
 }
 
 #[derive(Serialize)]
@@ -390,6 +391,14 @@ pub fn stats(s: &StatsReply, format: Format) -> anyhow::Result<()> {
                         count: r.count,
                     })
                     .collect(),
+                ipsec: s
+                    .ipsec
+                    .iter()
+                    .map(|r| ReasonJson {
+                        reason: &r.reason,
+                        count: r.count,
+                    })
+                    .collect(),
             };
             println!("{}", serde_json::to_string_pretty(&j)?);
         }
@@ -436,6 +445,13 @@ pub fn stats(s: &StatsReply, format: Format) -> anyhow::Result<()> {
                 gossip.add_row(vec![r.reason.clone(), r.count.to_string()]);
             }
             println!("\n{gossip}");
+            if !s.ipsec.is_empty() {
+                let mut ipsec = table(&["IPSEC", "COUNT"]);
+                for r in &s.ipsec {
+                    ipsec.add_row(vec![r.reason.clone(), r.count.to_string()]);
+                }
+                println!("\n{ipsec}");
+            }
         }
     }
     Ok(())

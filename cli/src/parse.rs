@@ -90,6 +90,8 @@ pub enum Problem {
     UnknownOpt,
     #[error("{key} is also given to --label-add; give it to one of them")]
     AddedAndRemoved { key: String },
+    #[error("unknown encryption; give encrypted (IPsec), encrypted=ipsec or encrypted=false")]
+    Encryption,
 }
 
 /// `--flag value: problem` once anyhow prints the chain with `{:#}`.

@@ -60,7 +60,8 @@ pub const REVNAT_MAP: &str = "SHOAL_RNAT4_V1";
 /// Per-CPU array of [`ServiceStats`], indexed by service id.
 pub const SERVICE_STATS_MAP: &str = "SHOAL_SVCST_V1";
 /// Per-CPU array of `u64`, indexed by [`MeshReason`].
-/// V2: the isolation reasons were appended (the array grew); V3: egress's.
+/// V2: the isolation reasons were appended (the array grew); V3: egress's
+/// and IPsec's.
 pub const MESH_REASONS_MAP: &str = "SHOAL_LBRSN_V3";
 /// Array of one [`MeshConfig`].
 pub const MESH_CONFIG_MAP: &str = "SHOAL_LBCFG_V2";
@@ -393,10 +394,14 @@ pub enum MeshReason {
     /// A packet to the node's egress port range that no translated flow
     /// explains (stale, or forged): dropped.
     EgressNoFlow = 20,
+    /// VXLAN in clear on the data interface for a VNI created `--opt
+    /// encrypted`, not decrypted by an ESP state: dropped (someone on the
+    /// underlay injecting, or a peer sending without IPsec).
+    CleartextEncrypted = 21,
 }
 
 impl MeshReason {
-    pub const COUNT: u32 = 21;
+    pub const COUNT: u32 = 22;
     pub const ALL: [MeshReason; MeshReason::COUNT as usize] = [
         MeshReason::TruncatedIpv4,
         MeshReason::BadIpv4Header,
@@ -419,6 +424,7 @@ impl MeshReason {
         MeshReason::EgressPortsExhausted,
         MeshReason::EgressInternal,
         MeshReason::EgressNoFlow,
+        MeshReason::CleartextEncrypted,
     ];
 
     pub const fn name(self) -> &'static str {
@@ -444,6 +450,7 @@ impl MeshReason {
             MeshReason::EgressPortsExhausted => "egress-ports-exhausted",
             MeshReason::EgressInternal => "egress-internal",
             MeshReason::EgressNoFlow => "egress-no-flow",
+            MeshReason::CleartextEncrypted => "cleartext-on-encrypted-network",
         }
     }
 

@@ -21,6 +21,13 @@
 //! overlay address (someone routed a task's subnet to the node) is dropped:
 //! from the underlay, tasks are reachable through published ports only.
 //!
+//! Encrypted (IPsec) networks: their subnet entries carry
+//! [`NET_F_ENCRYPTED`], and a task's packet to such an address gets
+//! [`IPSEC_MARK`], which the node pair's xfrm policy selects (the policy
+//! lookup happens in the VXLAN device's route lookup, after the task veth);
+//! [`ENCRYPTED_VNIS_MAP`] lists their VNIs for the data interface, which
+//! drops VXLAN of those VNIs that arrives in clear.
+//!
 //! One `Endpoint` value holds everything about a veth, so the agent replaces
 //! it in one write: a veth index the kernel reuses can never inherit part
 //! of a previous task's memberships.
@@ -33,6 +40,17 @@ pub const NETWORKS_MAP: &str = "SHOAL_NET4_V1";
 pub const ENDPOINTS_MAP: &str = "SHOAL_EP4_V1";
 /// LRU hash [`FlowKey`] (a reply, as the task sends it) → `u32` (1).
 pub const PERMIT_MAP: &str = "SHOAL_PERM4_V1";
+
+/// Hash map VNI (`u32`) → `u32` (1): networks created `--opt encrypted`.
+pub const ENCRYPTED_VNIS_MAP: &str = "SHOAL_ENCVNI_V1";
+/// Encrypted networks one node knows.
+pub const MAX_ENCRYPTED_VNIS: u32 = 4096;
+/// The mark on packets of encrypted networks: swarm's `0xD0C4E3`, the value
+/// its xfrm policies select (shoal-xfrm's `MARK`).
+pub const IPSEC_MARK: u32 = 0x00D0_C4E3;
+/// The reqid of Shoal's (and swarm's) ESP states: a packet the data
+/// interface sees decrypted by one of them passed IPsec.
+pub const IPSEC_REQID: u32 = 0x00D0_C4E3;
 
 /// Entries of [`NETWORKS_MAP`]: subnets and node addresses.
 pub const MAX_NET_ENTRIES: u32 = 4096;
@@ -52,6 +70,9 @@ pub const NET_F_INGRESS: u32 = 1 << 0;
 pub const NET_F_NODE: u32 = 1 << 1;
 /// The network was created `--internal`: no egress to the outside.
 pub const NET_F_INTERNAL: u32 = 1 << 2;
+/// The network was created `--opt encrypted` (IPsec): packets to it are
+/// marked [`IPSEC_MARK`].
+pub const NET_F_ENCRYPTED: u32 = 1 << 3;
 
 /// Value of [`NETWORKS_MAP`].
 #[repr(C)]
@@ -137,7 +158,7 @@ mod tests {
 
     #[test]
     fn names_fit_the_kernel_limit() {
-        for n in [NETWORKS_MAP, ENDPOINTS_MAP, PERMIT_MAP] {
+        for n in [NETWORKS_MAP, ENDPOINTS_MAP, PERMIT_MAP, ENCRYPTED_VNIS_MAP] {
             assert!(n.len() <= 15, "{n} is longer than BPF_OBJ_NAME_LEN - 1");
         }
     }

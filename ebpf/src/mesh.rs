@@ -138,10 +138,19 @@ pub fn shoal_mesh_out(ctx: TcContext) -> i32 {
 
 #[classifier]
 pub fn shoal_task_in(ctx: TcContext) -> i32 {
-    match try_task_in(&ctx) {
+    let verdict = match try_task_in(&ctx) {
         Ok(verdict) => verdict,
         Err(e) => fail(e),
+    };
+    // Every packet that goes on is marked by where it goes now (after any
+    // DNAT), unparsed ones too: encryption fails closed.
+    if verdict != TC_ACT_SHOT
+        && let Ok(daddr) = ctx.load::<u32>(ETH_HLEN + IP_DADDR)
+        && matches!(ctx.load::<u16>(ETH_HLEN - 2), Ok(t) if u16::from_be(t) == ETH_P_IP)
+    {
+        policy::mark_encrypted(&ctx, daddr);
     }
+    verdict
 }
 
 #[classifier]
@@ -326,6 +335,7 @@ fn try_ingress(ctx: &TcContext) -> Result<i32, Fail> {
     let Some(ip) = parse_l3(ctx)? else {
         return Ok(TC_ACT_UNSPEC);
     };
+    check_vxlan(ctx, &ip)?;
     // A packet the mesh cannot parse is still refused an overlay address.
     let pkt = match parse(ctx) {
         Ok(p) => p,
@@ -351,6 +361,26 @@ fn try_ingress(ctx: &TcContext) -> Result<i32, Fail> {
     }
     policy::check_underlay(ip.daddr)?;
     Ok(egress::check_no_flow(&pkt)?)
+}
+
+/// VXLAN from the underlay: an encrypted VNI's must have come through ESP.
+/// Later fragments carry no header to check and pass (the stack reassembles
+/// before the VXLAN socket; the first fragment was checked).
+#[inline(always)]
+fn check_vxlan(ctx: &TcContext, ip: &Ipv4Fixed) -> Result<(), MeshReason> {
+    if ip.proto != IPPROTO_UDP || u16::from_be(ip.frag_off) & IP_OFFSET_MASK != 0 {
+        return Ok(());
+    }
+    let l4 = ETH_HLEN + usize::from(ip.ver_ihl & 0x0f) * 4;
+    let Ok(dport) = ctx.load::<u16>(l4 + L4_DPORT) else {
+        return Ok(());
+    };
+    // VXLAN header: flags 1, reserved 3, VNI 3, reserved 1.
+    let Ok(vni) = ctx.load::<[u8; 4]>(l4 + UDP_HLEN + 4) else {
+        return Ok(());
+    };
+    let vni = u32::from(vni[0]) << 16 | u32::from(vni[1]) << 8 | u32::from(vni[2]);
+    policy::check_vxlan(ctx, u16::from_be(dport), vni)
 }
 
 /// From a task: its connections to frontends are balanced as a client's

@@ -4,6 +4,8 @@
 //! DNAT.
 
 use aya_ebpf::{
+    bindings::bpf_xfrm_state,
+    helpers::generated::bpf_skb_get_xfrm_state,
     macros::map,
     maps::{HashMap, LpmTrie, LruHashMap, lpm_trie::Key},
     programs::TcContext,
@@ -11,8 +13,8 @@ use aya_ebpf::{
 use shoal_common::{
     mesh::{FlowKey, MeshReason},
     policy::{
-        Endpoint, MAX_ENDPOINTS, MAX_NET_ENTRIES, MAX_PERMITS, NET_F_INGRESS, NET_F_NODE, NetEntry,
-        reply_of,
+        Endpoint, IPSEC_MARK, MAX_ENCRYPTED_VNIS, MAX_ENDPOINTS, MAX_NET_ENTRIES, MAX_PERMITS,
+        NET_F_ENCRYPTED, NET_F_INGRESS, NET_F_NODE, NetEntry, reply_of,
     },
 };
 
@@ -25,6 +27,11 @@ static ENDPOINTS: HashMap<u32, Endpoint> = HashMap::pinned(MAX_ENDPOINTS, 0);
 
 #[map(name = "SHOAL_PERM4_V1")]
 static PERMIT: LruHashMap<FlowKey, u32> = LruHashMap::pinned(MAX_PERMITS, 0);
+
+/// VNI → the UDP port its VXLAN uses, for networks created `--opt
+/// encrypted`.
+#[map(name = "SHOAL_ENCVNI_V1")]
+static ENCRYPTED_VNIS: HashMap<u32, u32> = HashMap::pinned(MAX_ENCRYPTED_VNIS, 0);
 
 /// The overlay subnet or node address `addr` (network order) falls in.
 #[inline(always)]
@@ -133,5 +140,52 @@ pub fn check_underlay(daddr: u32) -> Result<(), MeshReason> {
     match network_of(daddr) {
         Some(n) if n.net != 0 => Err(MeshReason::UnderlayToOverlay),
         _ => Ok(()),
+    }
+}
+
+/// From a task, on any packet that passes: one to an encrypted network's
+/// address gets the IPsec mark, so the node pair's xfrm policy (looked up
+/// when the VXLAN device routes the encapsulated packet, which keeps the
+/// mark) sends it as ESP. Without a state the kernel drops it: no packet
+/// of an encrypted network leaves in clear.
+#[inline(always)]
+pub fn mark_encrypted(ctx: &TcContext, daddr: u32) {
+    if let Some(n) = network_of(daddr)
+        && n.flags & NET_F_ENCRYPTED != 0
+    {
+        ctx.set_mark(IPSEC_MARK);
+    }
+}
+
+/// On the data interface: VXLAN (UDP to the network's port) of an
+/// encrypted VNI passes only if an ESP state of Shoal's decrypted it (the
+/// skb's secpath holds a state with swarm's reqid); in clear it is dropped.
+/// The kernel's VXLAN socket takes encapsulated packets before any inbound
+/// xfrm policy check, so this is the only gate (swarm: iptables INPUT).
+#[inline(always)]
+pub fn check_vxlan(ctx: &TcContext, dport: u16, vni: u32) -> Result<(), MeshReason> {
+    // SAFETY: a plain value read; copied out at once.
+    let Some(port) = (unsafe { ENCRYPTED_VNIS.get(vni) }).copied() else {
+        return Ok(());
+    };
+    if port != u32::from(dport) {
+        return Ok(());
+    }
+    // SAFETY: zeroed plain-data struct the helper fills; its size is given.
+    let mut state: bpf_xfrm_state = unsafe { core::mem::zeroed() };
+    // SAFETY: the context's skb pointer is valid for the program's run.
+    let rc = unsafe {
+        bpf_skb_get_xfrm_state(
+            ctx.skb.skb,
+            0,
+            &mut state,
+            core::mem::size_of::<bpf_xfrm_state>() as u32,
+            0,
+        )
+    };
+    if rc == 0 && state.reqid == shoal_common::policy::IPSEC_REQID {
+        Ok(())
+    } else {
+        Err(MeshReason::CleartextEncrypted)
     }
 }

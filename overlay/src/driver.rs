@@ -137,7 +137,12 @@ impl Driver {
         let underlay = self.underlay(&spec.underlay).await?;
         let underlay_name = link_name(&underlay).unwrap_or_default().to_owned();
         let underlay_mtu = link_mtu(&underlay).unwrap_or(0);
-        let mtu = overlay_mtu(&underlay_name, underlay_mtu, spec.mtu)?;
+        // Encryption's bytes come out of the underlay's MTU like VXLAN's.
+        let mtu = overlay_mtu(
+            &underlay_name,
+            underlay_mtu.saturating_sub(spec.encryption_overhead),
+            spec.mtu,
+        )?;
         self.check_vtep_is_local(spec.local_vtep).await?;
         let bridge = self.ensure_bridge(spec, mtu).await?;
         let vxlan = self

@@ -119,6 +119,9 @@ pub struct OverlaySpec {
     /// The interface `local_vtep` is reached through; the VXLAN device is
     /// bound to it and its MTU bounds the overlay's.
     pub underlay: Underlay,
+    /// Bytes an encryption adds to every VXLAN packet (IPsec ESP: 26), so
+    /// a derived MTU leaves room for them; 0 for a plain overlay.
+    pub encryption_overhead: u32,
 }
 
 impl OverlaySpec {
@@ -138,6 +141,7 @@ impl OverlaySpec {
             local_vtep,
             port: DEFAULT_PORT,
             underlay,
+            encryption_overhead: 0,
         }
     }
 

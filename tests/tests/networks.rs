@@ -67,7 +67,7 @@ async fn overlay_networks_are_allocated_once_and_refused_clearly() -> anyhow::Re
     );
 
     // Refusals name the flag and what to do.
-    let cases: [(&[&str], &str); 8] = [
+    let cases: [(&[&str], &str); 9] = [
         (
             &["--subnet", "10.0.1.128/25", "x1"],
             "overlaps network appnet (10.0.1.0/24)",
@@ -87,9 +87,16 @@ async fn overlay_networks_are_allocated_once_and_refused_clearly() -> anyhow::Re
         ),
         (&["-d", "bridge", "x6"], "only the overlay driver"),
         (
-            &["--opt", "encrypted", "x7"],
-            "--opt encrypted: overlay encryption",
+            &[
+                "--opt",
+                "encrypted",
+                "--opt",
+                "com.docker.network.driver.mtu=1450",
+                "x7",
+            ],
+            "MTU is at most 1424",
         ),
+        (&["--opt", "encrypted=ipsek", "x8"], "unknown encryption"),
         (&["-bad"], "unexpected argument"),
     ];
     for (args, want) in cases {

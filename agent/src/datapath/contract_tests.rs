@@ -55,6 +55,7 @@ fn mesh_object_declares_the_contract_names() {
             policy::PERMIT_MAP,
             egress::SNAT_MAP,
             egress::SNAT_REV_MAP,
+            policy::ENCRYPTED_VNIS_MAP,
         ])
     );
     assert_eq!(

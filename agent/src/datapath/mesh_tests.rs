@@ -1047,3 +1047,6 @@ mod policy_tests;
 /// Egress SNAT's fixture tables (common/src/egress.rs) on the same object.
 #[path = "egress_tests.rs"]
 mod egress_tests;
+
+#[path = "ipsec_tests.rs"]
+mod ipsec_tests;

@@ -6,7 +6,7 @@ use std::{collections::BTreeMap, net::Ipv4Addr};
 use aya::maps::{HashMap, LpmTrie, MapData, MapError, lpm_trie::Key};
 use shoal_common::{
     mesh::FlowKey,
-    policy::{ENDPOINTS_MAP, Endpoint, NETWORKS_MAP, NetEntry, PERMIT_MAP},
+    policy::{ENCRYPTED_VNIS_MAP, ENDPOINTS_MAP, Endpoint, NETWORKS_MAP, NetEntry, PERMIT_MAP},
 };
 
 use super::DatapathError;
@@ -19,6 +19,7 @@ pub struct PolicyMaps {
     endpoints: HashMap<MapData, u32, Endpoint>,
     #[cfg_attr(not(test), allow(dead_code))]
     permits: HashMap<MapData, FlowKey, u32>,
+    encrypted: HashMap<MapData, u32, u32>,
 }
 
 fn err(name: &'static str) -> impl FnOnce(MapError) -> DatapathError {
@@ -38,6 +39,7 @@ impl PolicyMaps {
             networks: super::mesh::take(ebpf, NETWORKS_MAP)?,
             endpoints: super::mesh::take(ebpf, ENDPOINTS_MAP)?,
             permits: super::mesh::take(ebpf, PERMIT_MAP)?,
+            encrypted: super::mesh::take(ebpf, ENCRYPTED_VNIS_MAP)?,
         })
     }
 
@@ -73,6 +75,36 @@ impl PolicyMaps {
                 match self.networks.remove(h) {
                     Ok(()) | Err(MapError::KeyNotFound) => {}
                     Err(e) => return Err(err(NETWORKS_MAP)(e)),
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Makes the encrypted VNIs map hold exactly `want` (VNI → its VXLAN
+    /// port): new ones first, so a network turning encrypted is guarded
+    /// before anything else changes.
+    pub fn set_encrypted_vnis(&mut self, want: &BTreeMap<u32, u32>) -> Result<(), DatapathError> {
+        let have: Vec<(u32, u32)> =
+            self.encrypted
+                .iter()
+                .collect::<Result<_, _>>()
+                .map_err(|source| DatapathError::Map {
+                    name: ENCRYPTED_VNIS_MAP,
+                    source,
+                })?;
+        for (vni, port) in want {
+            if !have.contains(&(*vni, *port)) {
+                self.encrypted
+                    .insert(vni, port, 0)
+                    .map_err(err(ENCRYPTED_VNIS_MAP))?;
+            }
+        }
+        for (vni, _) in &have {
+            if !want.contains_key(vni) {
+                match self.encrypted.remove(vni) {
+                    Ok(()) | Err(MapError::KeyNotFound) => {}
+                    Err(e) => return Err(err(ENCRYPTED_VNIS_MAP)(e)),
                 }
             }
         }

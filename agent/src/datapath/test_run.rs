@@ -30,9 +30,36 @@ struct TestRunAttr {
 const _: () = assert!(size_of::<TestRunAttr>() == 80);
 const BPF_PROG_TEST_RUN: libc::c_long = 10;
 
+/// Bytes given for `struct __sk_buff` in and out: more than the kernel's
+/// (its tail must be zero, and is).
+const SKB_CTX: usize = 256;
+/// `__sk_buff.mark`'s offset (after `len` and `pkt_type`).
+const SKB_MARK: usize = 8;
+
+/// Runs `prog` once over `frame`: (return value, the skb's mark after it).
+pub fn run_mark(prog: &SchedClassifier, frame: &[u8]) -> (i32, u32) {
+    let ctx_in = [0u8; SKB_CTX];
+    let mut ctx_out = [0u8; SKB_CTX];
+    let (rc, _) = run_with(prog, frame, Some((&ctx_in, &mut ctx_out)));
+    let mark = u32::from_ne_bytes(
+        ctx_out[SKB_MARK..SKB_MARK + 4]
+            .try_into()
+            .expect("four bytes"),
+    );
+    (rc, mark)
+}
+
 /// Runs `prog` once over `frame`: (return value, output frame). Panics if the
 /// kernel refuses the run.
 pub fn run(prog: &SchedClassifier, frame: &[u8]) -> (i32, Vec<u8>) {
+    run_with(prog, frame, None)
+}
+
+fn run_with(
+    prog: &SchedClassifier,
+    frame: &[u8],
+    ctx: Option<(&[u8; SKB_CTX], &mut [u8; SKB_CTX])>,
+) -> (i32, Vec<u8>) {
     let fd = prog.fd().expect("loaded").as_fd().as_raw_fd();
     let mut out = vec![0u8; frame.len() + 256];
     let mut attr = TestRunAttr {
@@ -44,6 +71,12 @@ pub fn run(prog: &SchedClassifier, frame: &[u8]) -> (i32, Vec<u8>) {
         repeat: 1,
         ..Default::default()
     };
+    if let Some((ctx_in, ctx_out)) = ctx {
+        attr.ctx_size_in = SKB_CTX as u32;
+        attr.ctx_in = ctx_in.as_ptr() as u64;
+        attr.ctx_size_out = SKB_CTX as u32;
+        attr.ctx_out = ctx_out.as_mut_ptr() as u64;
+    }
     // SAFETY: attr points at live buffers whose sizes it states.
     let rc = unsafe {
         libc::syscall(

@@ -53,6 +53,7 @@ fn node(gossip: bool) -> Node {
         secrets: Arc::default(),
         contact: Default::default(),
         peers: None,
+        ipsec: None,
     };
     let (exec, reports) = Executor::new(
         setup,

@@ -4,7 +4,9 @@
 use std::{collections::BTreeMap, net::Ipv4Addr};
 
 use shoal_api::cluster::v1::{AssignmentSet, TaskAssignment};
-use shoal_common::policy::{Endpoint, NET_F_INGRESS, NET_F_INTERNAL, NET_F_NODE, NetEntry};
+use shoal_common::policy::{
+    Endpoint, NET_F_ENCRYPTED, NET_F_INGRESS, NET_F_INTERNAL, NET_F_NODE, NetEntry,
+};
 
 use crate::datapath::{DatapathError, policy::NetPrefix};
 
@@ -21,6 +23,9 @@ pub fn network_entries(set: &AssignmentSet, data_ip: Ipv4Addr) -> BTreeMap<NetPr
         if n.internal {
             // Its tasks' packets to the outside are dropped (egress).
             flags |= NET_F_INTERNAL;
+        }
+        if n.encrypted {
+            flags |= NET_F_ENCRYPTED;
         }
         out.insert(
             (subnet.network(), subnet.prefix_len()),
@@ -48,6 +53,15 @@ pub fn network_entries(set: &AssignmentSet, data_ip: Ipv4Addr) -> BTreeMap<NetPr
         },
     );
     out
+}
+
+/// The encrypted networks' VNIs, each with the VXLAN port it uses here.
+pub fn encrypted_vnis(set: &AssignmentSet, port: u16) -> BTreeMap<u32, u32> {
+    set.networks
+        .iter()
+        .filter(|n| n.encrypted)
+        .map(|n| (n.vni, u32::from(port)))
+        .collect()
 }
 
 /// The endpoint of the task's veth whose address is `addr`: the task's
