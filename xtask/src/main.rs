@@ -2,6 +2,7 @@
 
 mod bench;
 mod bench_gossip;
+mod bench_memory;
 mod bench_mesh;
 mod bench_overlay;
 mod bench_raft;
