@@ -148,13 +148,22 @@ pub enum Endpoints {
     LabTools,
 }
 
+/// Names a directory of release binaries to bench instead of building them.
+pub const PREBUILT_ENV: &str = "SHOAL_BENCH_BIN";
+
 pub fn run(cmd: BenchCmd) -> anyhow::Result<()> {
     let runtime = crate::root_runtime("benchmarks run in a lab of network namespaces")?;
     if let BenchCmd::Gossip { nodes, rounds } = cmd {
         // Gossip runs in this process (one member per node namespace).
         return runtime.block_on(crate::bench_gossip::run(&nodes, rounds));
     }
-    let bin = crate::setup::prepare_release_binaries()?;
+    // A directory of release binaries built beforehand: `cargo xtask`
+    // runs cargo with its own package's environment, which some build
+    // scripts track, so its release build can redo one made from a shell.
+    let bin = match std::env::var_os(PREBUILT_ENV) {
+        Some(dir) => std::path::PathBuf::from(dir),
+        None => crate::setup::prepare_release_binaries()?,
+    };
     match cmd {
         BenchCmd::Raft {
             seconds,
