@@ -160,6 +160,7 @@ async fn main() -> anyhow::Result<()> {
         .context("configuring the routing mesh")?;
     }
     info!(%iface, "routing mesh attached");
+    datapath::release_load_memory();
     let node_info = NodeInfo {
         hostname: hostname.clone(),
         data_interface: iface.clone(),

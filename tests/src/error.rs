@@ -122,4 +122,8 @@ pub enum LabError {
     /// The builder was given values the lab cannot honour.
     #[error("invalid lab configuration: {reason}")]
     Config { reason: String },
+
+    /// Synthetic nodes (see [`crate::synthetic`]) could not join or start.
+    #[error("synthetic nodes in {netns}: {what}")]
+    Synthetic { netns: String, what: String },
 }

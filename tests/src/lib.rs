@@ -31,6 +31,7 @@ pub mod load;
 pub mod netns;
 mod record;
 mod shoal;
+pub mod synthetic;
 pub mod taskns;
 mod tasks;
 mod underlay;

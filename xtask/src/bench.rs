@@ -32,6 +32,36 @@ pub enum BenchCmd {
         #[arg(long, default_value = "target/bench/raft.json")]
         json: std::path::PathBuf,
     },
+    /// `shoald`'s memory as manager and worker, idle and with a large state
+    /// (services × replicas scheduled onto synthetic nodes that join for
+    /// real but run nothing), and the control plane at scale: N replicas on
+    /// 5 nodes to RUNNING, and one assignment change reaching every
+    /// synthetic node; the figures also go to a JSON result file.
+    Memory {
+        #[arg(long, default_value_t = 1000)]
+        services: usize,
+        /// Replicas per service.
+        #[arg(long, default_value_t = 10)]
+        replicas: u64,
+        /// Synthetic nodes.
+        #[arg(long, default_value_t = 50)]
+        synthetic: usize,
+        /// Service creations in flight at once.
+        #[arg(long, default_value_t = 16)]
+        concurrency: usize,
+        /// Repetitions of the replicas-to-RUNNING measurement.
+        #[arg(long, default_value_t = 3)]
+        scale_runs: usize,
+        /// Replicas in the replicas-to-RUNNING measurement.
+        #[arg(long, default_value_t = 100)]
+        scale_replicas: usize,
+        /// Assignment changes timed, on the empty and on the large state.
+        #[arg(long, default_value_t = 3)]
+        propagation_runs: usize,
+        /// Where the result file (shoal-bench's schema) is written.
+        #[arg(long, default_value = "target/bench/memory.json")]
+        json: std::path::PathBuf,
+    },
     /// Gossip on 7946: time until every node knows a new endpoint, and until
     /// a dead node's endpoints are gone from all others, at N nodes.
     Gossip {
@@ -133,6 +163,9 @@ pub enum Endpoints {
     LabTools,
 }
 
+/// Names a directory of release binaries to bench instead of building them.
+pub const PREBUILT_ENV: &str = "SHOAL_BENCH_BIN";
+
 pub fn run(cmd: BenchCmd) -> anyhow::Result<()> {
     if let BenchCmd::Docs { check } = cmd {
         // Files only: no root, no lab.
@@ -143,7 +176,13 @@ pub fn run(cmd: BenchCmd) -> anyhow::Result<()> {
         // Gossip runs in this process (one member per node namespace).
         return runtime.block_on(crate::bench_gossip::run(&nodes, rounds));
     }
-    let bin = crate::setup::prepare_release_binaries()?;
+    // A directory of release binaries built beforehand: `cargo xtask`
+    // runs cargo with its own package's environment, which some build
+    // scripts track, so its release build can redo one made from a shell.
+    let bin = match std::env::var_os(PREBUILT_ENV) {
+        Some(dir) => std::path::PathBuf::from(dir),
+        None => crate::setup::prepare_release_binaries()?,
+    };
     match cmd {
         BenchCmd::Raft {
             seconds,
@@ -211,6 +250,28 @@ pub fn run(cmd: BenchCmd) -> anyhow::Result<()> {
                 delay: Duration::from_millis(delay_ms),
                 monitor: Duration::from_millis(monitor_ms),
                 order: &order,
+            },
+        )),
+        BenchCmd::Memory {
+            services,
+            replicas,
+            synthetic,
+            concurrency,
+            scale_runs,
+            scale_replicas,
+            propagation_runs,
+            json,
+        } => runtime.block_on(crate::bench_memory::run(
+            &bin,
+            &crate::bench_memory::Params {
+                services,
+                replicas,
+                synthetic,
+                concurrency,
+                scale_runs,
+                scale_replicas,
+                propagation_runs,
+                json,
             },
         )),
         BenchCmd::Gossip { .. } | BenchCmd::Docs { .. } => Ok(()),

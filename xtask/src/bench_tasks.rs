@@ -37,7 +37,7 @@ use crate::bench::{Spread, control, run_shoal, run_shoal_stdin};
 const NODES: usize = 5;
 /// The argument every task's `sleep` gets, which is also how their
 /// processes are recognised when waiting for them to be gone.
-const SLEEP_FOR: &str = "100000";
+pub(crate) const SLEEP_FOR: &str = "100000";
 const POLL: Duration = Duration::from_millis(100);
 /// Nothing here takes this long unless something is broken.
 const WITHIN: Duration = Duration::from_secs(300);
@@ -86,13 +86,13 @@ pub async fn run(
 
 /// One timed start of a service's tasks.
 #[derive(Debug, Clone, Copy)]
-struct Started {
+pub(crate) struct Started {
     /// `service create` until every task runs.
-    took: Duration,
+    pub(crate) took: Duration,
     /// `service rm` until every task's process is gone.
-    removed: Duration,
+    pub(crate) removed: Duration,
     /// Tasks that failed or were rejected on the way.
-    errors: usize,
+    pub(crate) errors: usize,
 }
 
 /// One run: the same N sleeps three ways.
@@ -187,7 +187,7 @@ async fn task_start(
 /// Creates service `name` (`flags`, then `image_cmd`), times it until
 /// `want` tasks run, then removes it and times that until no task process
 /// is left.
-async fn timed_service(
+pub(crate) async fn timed_service(
     lab: &Lab,
     bin: &Path,
     name: &str,

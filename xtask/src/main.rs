@@ -3,6 +3,7 @@
 mod bench;
 mod bench_docs;
 mod bench_gossip;
+mod bench_memory;
 mod bench_mesh;
 mod bench_raft;
 mod bench_shoal;
