@@ -266,7 +266,7 @@ impl Fixture {
             .await?;
             let t = self.running(&name, Net::Overlay).await?;
             iperf_task = task_addr(&t)?;
-            iperf_vip = self.vip(&name).await?;
+            iperf_vip = self.vip(&name).await?.0;
         }
         if wants_echo {
             let name = format!("{}echo", self.prefix);
@@ -371,12 +371,13 @@ impl Fixture {
             .filter(|p| *p != 0)
             .ok_or_else(|| anyhow!("service {name}: the manager allocated no published port"))?;
         let t = self.running(name, Net::Overlay).await?;
-        Ok((published, task_addr(&t)?, self.vip(name).await?))
+        let vip = self.vip(name).await?;
+        Ok((published, task_addr_in(&t, vip)?, vip.0))
     }
 
     /// The service's VIP on the bench network, allocated with its first
     /// task, so read once the task runs, not from the create reply.
-    async fn vip(&self, name: &str) -> anyhow::Result<Ipv4Addr> {
+    async fn vip(&self, name: &str) -> anyhow::Result<(Ipv4Addr, u8)> {
         let r = ServiceRef {
             service: name.to_owned(),
         };
@@ -388,7 +389,11 @@ impl Fixture {
             // Not the ingress network's VIP of a published service: tasks
             // may not reach the ingress network.
             .filter(|v| v.network == net)
-            .find_map(|v| v.addr.as_ref().map(|a| a.ip()))
+            .find_map(|v| {
+                v.addr
+                    .as_ref()
+                    .map(|a| (a.ip(), u8::try_from(a.prefix_len).unwrap_or(32)))
+            })
             .ok_or_else(|| anyhow!("service {name}: no VIP on {net}"))
     }
 
@@ -679,6 +684,25 @@ fn node_addr(s: &str) -> anyhow::Result<Ipv4Addr> {
     ip.parse().map_err(|_| anyhow!("not an IPv4 address"))
 }
 
+/// A published server task's address on the bench network: the one in its
+/// VIP's subnet, not the ingress network's (which tasks may not reach).
+fn task_addr_in(t: &TaskSummary, (vip, len): (Ipv4Addr, u8)) -> anyhow::Result<Ipv4Addr> {
+    let mask = u32::MAX
+        .checked_shl(32 - u32::from(len.min(32)))
+        .unwrap_or(0);
+    t.addresses
+        .iter()
+        .filter_map(|cidr| cidr.split('/').next()?.parse::<Ipv4Addr>().ok())
+        .find(|a| u32::from(*a) & mask == u32::from(vip) & mask)
+        .ok_or_else(|| {
+            anyhow!(
+                "task {}: no address in {vip}/{len} among {:?}",
+                t.name,
+                t.addresses
+            )
+        })
+}
+
 /// The server task's address on the bench network (its only one).
 fn task_addr(t: &TaskSummary) -> anyhow::Result<Ipv4Addr> {
     let cidr = t
@@ -734,6 +758,18 @@ mod tests {
         ] {
             assert!(lines.contains(&want), "{want:?} not in:\n{cfg}");
         }
+    }
+
+    #[test]
+    fn a_published_tasks_bench_address_is_the_one_in_its_vips_subnet() {
+        let t = TaskSummary {
+            name: "echo.1".into(),
+            addresses: vec!["10.0.0.3/24".into(), "10.0.2.5/24".into()],
+            ..Default::default()
+        };
+        let vip = (Ipv4Addr::new(10, 0, 2, 2), 24);
+        assert_eq!(task_addr_in(&t, vip).ok(), Some(Ipv4Addr::new(10, 0, 2, 5)));
+        assert!(task_addr_in(&t, (Ipv4Addr::new(10, 0, 9, 2), 24)).is_err());
     }
 
     #[test]
