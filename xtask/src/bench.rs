@@ -38,29 +38,8 @@ pub enum BenchCmd {
     /// 5 nodes to RUNNING, and one assignment change reaching every
     /// synthetic node; the figures also go to a JSON result file.
     Memory {
-        #[arg(long, default_value_t = 1000)]
-        services: usize,
-        /// Replicas per service.
-        #[arg(long, default_value_t = 10)]
-        replicas: u64,
-        /// Synthetic nodes.
-        #[arg(long, default_value_t = 50)]
-        synthetic: usize,
-        /// Service creations in flight at once.
-        #[arg(long, default_value_t = 16)]
-        concurrency: usize,
-        /// Repetitions of the replicas-to-RUNNING measurement.
-        #[arg(long, default_value_t = 3)]
-        scale_runs: usize,
-        /// Replicas in the replicas-to-RUNNING measurement.
-        #[arg(long, default_value_t = 100)]
-        scale_replicas: usize,
-        /// Assignment changes timed, on the empty and on the large state.
-        #[arg(long, default_value_t = 3)]
-        propagation_runs: usize,
-        /// Where the result file (shoal-bench's schema) is written.
-        #[arg(long, default_value = "target/bench/memory.json")]
-        json: std::path::PathBuf,
+        #[command(flatten)]
+        params: crate::bench_memory::Params,
     },
     /// Gossip on 7946: time until every node knows a new endpoint, and until
     /// a dead node's endpoints are gone from all others, at N nodes.
@@ -252,28 +231,7 @@ pub fn run(cmd: BenchCmd) -> anyhow::Result<()> {
                 order: &order,
             },
         )),
-        BenchCmd::Memory {
-            services,
-            replicas,
-            synthetic,
-            concurrency,
-            scale_runs,
-            scale_replicas,
-            propagation_runs,
-            json,
-        } => runtime.block_on(crate::bench_memory::run(
-            &bin,
-            &crate::bench_memory::Params {
-                services,
-                replicas,
-                synthetic,
-                concurrency,
-                scale_runs,
-                scale_replicas,
-                propagation_runs,
-                json,
-            },
-        )),
+        BenchCmd::Memory { params } => runtime.block_on(crate::bench_memory::run(&bin, &params)),
         BenchCmd::Gossip { .. } | BenchCmd::Docs { .. } => Ok(()),
     }
 }

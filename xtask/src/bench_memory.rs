@@ -43,15 +43,31 @@ const NODES: usize = 5;
 const SETTLE: Duration = Duration::from_secs(15);
 
 /// What `bench memory` is asked for.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, clap::Args)]
 pub struct Params {
+    /// Services created for the large state.
+    #[arg(long, default_value_t = 1000)]
     pub services: usize,
+    /// Replicas per service.
+    #[arg(long, default_value_t = 10)]
     pub replicas: u64,
+    /// Synthetic nodes.
+    #[arg(long, default_value_t = 50)]
     pub synthetic: usize,
+    /// Service creations in flight at once.
+    #[arg(long, default_value_t = 16)]
     pub concurrency: usize,
+    /// Repetitions of the replicas-to-RUNNING measurement.
+    #[arg(long, default_value_t = 3)]
     pub scale_runs: usize,
+    /// Replicas in the replicas-to-RUNNING measurement.
+    #[arg(long, default_value_t = 100)]
     pub scale_replicas: usize,
+    /// Assignment changes timed, on the empty and on the large state.
+    #[arg(long, default_value_t = 3)]
     pub propagation_runs: usize,
+    /// Where the result file (shoal-bench's schema) is written.
+    #[arg(long, default_value = "target/bench/memory.json")]
     pub json: PathBuf,
 }
 
