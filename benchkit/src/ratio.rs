@@ -35,6 +35,12 @@ pub const PAIRS: [(&str, &str, &str); 13] = [
 const RAFT_BASELINE: &str = "fsync-baseline";
 const RAFT_LEVEL_PREFIX: &str = "commit-";
 
+/// `cargo xtask bench gossip`: each cluster size sealed over the same
+/// frames unencrypted (`gossip-N-sealed` / `gossip-N-plain`).
+const GOSSIP_SEALED: &str = "-sealed";
+const GOSSIP_PLAIN: &str = "-plain";
+const GOSSIP_METRICS: [&str; 3] = ["membership", "spread p50", "gone p50"];
+
 /// One path over its baseline.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Ratio {
@@ -66,12 +72,27 @@ pub fn ratios(r: &BenchResult) -> Vec<Ratio> {
         .scenarios
         .iter()
         .filter(|s| s.name.starts_with(RAFT_LEVEL_PREFIX))
-        .map(|s| (s.name.as_str(), RAFT_BASELINE, "p50"));
+        .map(|s| (s.name.clone(), RAFT_BASELINE.to_owned(), "p50"));
+    let gossip = r
+        .scenarios
+        .iter()
+        .filter_map(|s| s.name.strip_suffix(GOSSIP_SEALED))
+        .flat_map(|size| {
+            GOSSIP_METRICS.iter().map(move |&m| {
+                (
+                    format!("{size}{GOSSIP_SEALED}"),
+                    format!("{size}{GOSSIP_PLAIN}"),
+                    m,
+                )
+            })
+        });
     PAIRS
         .iter()
-        .copied()
+        .map(|&(p, b, m)| (p.to_owned(), b.to_owned(), m))
         .chain(raft)
+        .chain(gossip)
         .filter_map(|(path, baseline, metric)| {
+            let (path, baseline) = (path.as_str(), baseline.as_str());
             let (pm, plo, phi) = stats(path, metric)?;
             let (bm, blo, bhi) = stats(baseline, metric)?;
             (bm > 0.0 && blo > 0.0).then(|| Ratio {
@@ -148,6 +169,24 @@ mod tests {
             lines(&ratios(&r)),
             "commit-1-clients/fsync-baseline p50: 10.00x (range 10.00-10.00x)\n\
              commit-64-clients/fsync-baseline p50: 100.00x (range 100.00-100.00x)\n"
+        );
+    }
+
+    #[test]
+    fn gossip_sealed_over_plain_per_cluster_size() {
+        let r = BenchResult {
+            schema: crate::result::SCHEMA_VERSION,
+            meta: RunMeta::test_fixture(),
+            scenarios: vec![
+                scenario("gossip-5-sealed", "gone p50", &[1100.0, 1000.0, 1200.0]),
+                scenario("gossip-5-plain", "gone p50", &[1000.0, 900.0, 1100.0]),
+                // No plain run at 20 nodes: no ratio.
+                scenario("gossip-20-sealed", "gone p50", &[2000.0]),
+            ],
+        };
+        assert_eq!(
+            lines(&ratios(&r)),
+            "gossip-5-sealed/gossip-5-plain gone p50: 1.10x (range 0.91-1.33x)\n"
         );
     }
 }

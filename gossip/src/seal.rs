@@ -26,6 +26,10 @@ pub const HEADER_LEN: usize = 1 + 8 + NONCE_LEN;
 pub const OVERHEAD: usize = HEADER_LEN + GCM_TAG_LEN;
 /// Keys a ring holds at most (swarm: the primary, the next, the previous).
 pub const MAX_KEYS: usize = 3;
+/// The version byte of a bench ring's unsealed frames: never opened by a
+/// sealing ring (see [`Keyring::unsealed_for_bench`]).
+#[cfg(feature = "bench-unsealed")]
+const UNSEALED_VERSION: u8 = 0xB0;
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum KeyringError {
@@ -62,6 +66,9 @@ struct RingKey {
 #[derive(Clone)]
 pub struct Keyring {
     keys: std::sync::Arc<Vec<RingKey>>,
+    /// A bench ring: frames laid out as sealed ones, not encrypted.
+    #[cfg(feature = "bench-unsealed")]
+    unsealed: bool,
 }
 
 impl fmt::Debug for Keyring {
@@ -101,7 +108,22 @@ impl Keyring {
         ring.sort_by_key(|k| k.tag);
         Ok(Keyring {
             keys: std::sync::Arc::new(ring),
+            #[cfg(feature = "bench-unsealed")]
+            unsealed: false,
         })
+    }
+
+    /// `bench gossip`'s same-run baseline: a ring whose frames have the
+    /// sealed layout and size (header, payload, 16 zero bytes) but no
+    /// encryption, so the two runs differ only in the AES-GCM work. Its
+    /// frames carry their own version byte: a sealing ring refuses them
+    /// as [`OpenError::NotSealed`], and it opens nothing sealed. Behind a
+    /// feature only the bench tool turns on; `shoald` never makes one.
+    #[cfg(feature = "bench-unsealed")]
+    pub fn unsealed_for_bench() -> Self {
+        let mut ring = Keyring::random([1]).unwrap_or_else(|_| unreachable!("one 16-byte key"));
+        ring.unsealed = true;
+        ring
     }
 
     /// A ring of fresh random keys under `tags` (labs and benches; nodes
@@ -134,6 +156,16 @@ impl Keyring {
     /// Seals `payload` with the primary key under a fresh random nonce.
     pub fn seal(&self, payload: &[u8]) -> Vec<u8> {
         let key = self.primary();
+        #[cfg(feature = "bench-unsealed")]
+        if self.unsealed {
+            let mut out = Vec::with_capacity(payload.len() + OVERHEAD);
+            out.push(UNSEALED_VERSION);
+            out.extend_from_slice(&key.tag.to_be_bytes());
+            out.extend_from_slice(&[0; NONCE_LEN]);
+            out.extend_from_slice(payload);
+            out.extend_from_slice(&[0; GCM_TAG_LEN]);
+            return out;
+        }
         let nonce: [u8; NONCE_LEN] = rand::random();
         let mut out = Vec::with_capacity(payload.len() + OVERHEAD);
         out.push(VERSION);
@@ -153,6 +185,15 @@ impl Keyring {
 
     /// Opens a packet sealed with any key of the ring.
     pub fn open(&self, packet: &[u8]) -> Result<Vec<u8>, OpenError> {
+        #[cfg(feature = "bench-unsealed")]
+        if self.unsealed {
+            return match packet {
+                [UNSEALED_VERSION, ..] if packet.len() >= OVERHEAD => {
+                    Ok(packet[HEADER_LEN..packet.len() - GCM_TAG_LEN].to_vec())
+                }
+                _ => Err(OpenError::NotSealed),
+            };
+        }
         let header = parse_header(packet)?;
         let key = self
             .keys
@@ -296,6 +337,24 @@ mod tests {
             Some(KeyringError::TooMany(4))
         );
         assert!(!format!("{:?}", ring(&[1])).contains("[1, 1"));
+    }
+
+    #[cfg(feature = "bench-unsealed")]
+    #[test]
+    fn bench_frames_match_sealed_size_and_never_cross_with_a_real_ring() {
+        let (bench, real) = (Keyring::unsealed_for_bench(), ring(&[1, 2, 3]));
+        let payload = b"swim ping".to_vec();
+        let plain = bench.seal(&payload);
+        assert_eq!(plain.len(), real.seal(&payload).len());
+        assert_eq!(bench.open(&plain), Ok(payload.clone()));
+        // Neither opens the other's frames: a real node never takes
+        // cleartext, and the bench baseline never decrypts.
+        assert_eq!(real.open(&plain), Err(OpenError::NotSealed));
+        assert_eq!(bench.open(&real.seal(&payload)), Err(OpenError::NotSealed));
+        assert_eq!(
+            bench.open(&plain[..OVERHEAD - 1]),
+            Err(OpenError::NotSealed)
+        );
     }
 
     proptest! {

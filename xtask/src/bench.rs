@@ -42,13 +42,21 @@ pub enum BenchCmd {
         params: crate::bench_memory::Params,
     },
     /// Gossip on 7946: time until every node knows a new endpoint, and until
-    /// a dead node's endpoints are gone from all others, at N nodes.
+    /// a dead node's endpoints are gone from all others, at N nodes, sealed
+    /// (as nodes run) against the same frames unencrypted, in one run; the
+    /// figures also go to a JSON result file.
     Gossip {
         #[arg(long, value_delimiter = ',', default_value = "5,20")]
         nodes: Vec<usize>,
-        /// Publications and kills measured per cluster size.
+        /// Publications and kills measured per run.
         #[arg(long, default_value_t = 5)]
         rounds: usize,
+        /// Runs per cluster size and framing (each on a fresh lab).
+        #[arg(long, default_value_t = 5)]
+        repeat: usize,
+        /// Where the result file (shoal-bench's schema) is written.
+        #[arg(long, default_value = "target/bench/gossip.json")]
+        json: std::path::PathBuf,
     },
     /// The routing mesh through `shoal bench`: published ports entered on
     /// the server's node and on another, against HAProxy in TCP mode (as
@@ -151,9 +159,15 @@ pub fn run(cmd: BenchCmd) -> anyhow::Result<()> {
         return crate::bench_docs::run(check);
     }
     let runtime = crate::root_runtime("benchmarks run in a lab of network namespaces")?;
-    if let BenchCmd::Gossip { nodes, rounds } = cmd {
+    if let BenchCmd::Gossip {
+        nodes,
+        rounds,
+        repeat,
+        json,
+    } = cmd
+    {
         // Gossip runs in this process (one member per node namespace).
-        return runtime.block_on(crate::bench_gossip::run(&nodes, rounds));
+        return runtime.block_on(crate::bench_gossip::run(&nodes, rounds, repeat, &json));
     }
     // A directory of release binaries built beforehand: `cargo xtask`
     // runs cargo with its own package's environment, which some build
