@@ -22,6 +22,9 @@ const APT_BASE: &[&str] = &[
     "iputils-ping",
     "iperf3",
     "curl",
+    // Underlay captures of the encryption and stack labs (what goes on the
+    // wire in clear).
+    "tcpdump",
     // Containers: the OCI runtime, the busybox the image fixtures are built
     // from, docker's default seccomp profile, and a registry for pull tests.
     "runc",
