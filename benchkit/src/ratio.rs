@@ -125,6 +125,14 @@ mod tests {
     use super::*;
     use crate::{Metric, RunMeta, ScenarioResult};
 
+    fn result(scenarios: Vec<ScenarioResult>) -> BenchResult {
+        BenchResult {
+            schema: crate::result::SCHEMA_VERSION,
+            meta: RunMeta::test_fixture(),
+            scenarios,
+        }
+    }
+
     fn scenario(name: &str, metric: &str, samples: &[f64]) -> ScenarioResult {
         ScenarioResult {
             name: name.into(),
@@ -135,17 +143,13 @@ mod tests {
 
     #[test]
     fn only_pairs_measured_in_the_run_give_a_ratio() {
-        let r = BenchResult {
-            schema: crate::result::SCHEMA_VERSION,
-            meta: RunMeta::test_fixture(),
-            scenarios: vec![
-                scenario("overlay", "throughput", &[8.0, 9.0, 10.0]),
-                scenario("underlay", "throughput", &[16.0, 20.0, 18.0]),
-                // A baseline without samples gives no ratio.
-                scenario("haproxy-local", "rr rate", &[]),
-                scenario("ingress-local", "rr rate", &[1000.0]),
-            ],
-        };
+        let r = result(vec![
+            scenario("overlay", "throughput", &[8.0, 9.0, 10.0]),
+            scenario("underlay", "throughput", &[16.0, 20.0, 18.0]),
+            // A baseline without samples gives no ratio.
+            scenario("haproxy-local", "rr rate", &[]),
+            scenario("ingress-local", "rr rate", &[1000.0]),
+        ]);
         let got = ratios(&r);
         assert_eq!(got.len(), 1, "{got:?}");
         assert_eq!(
@@ -156,15 +160,11 @@ mod tests {
 
     #[test]
     fn raft_commit_levels_over_the_fsync_baseline() {
-        let r = BenchResult {
-            schema: crate::result::SCHEMA_VERSION,
-            meta: RunMeta::test_fixture(),
-            scenarios: vec![
-                scenario("fsync-baseline", "p50", &[0.5]),
-                scenario("commit-1-clients", "p50", &[5.0]),
-                scenario("commit-64-clients", "p50", &[50.0]),
-            ],
-        };
+        let r = result(vec![
+            scenario("fsync-baseline", "p50", &[0.5]),
+            scenario("commit-1-clients", "p50", &[5.0]),
+            scenario("commit-64-clients", "p50", &[50.0]),
+        ]);
         assert_eq!(
             lines(&ratios(&r)),
             "commit-1-clients/fsync-baseline p50: 10.00x (range 10.00-10.00x)\n\
@@ -174,16 +174,12 @@ mod tests {
 
     #[test]
     fn gossip_sealed_over_plain_per_cluster_size() {
-        let r = BenchResult {
-            schema: crate::result::SCHEMA_VERSION,
-            meta: RunMeta::test_fixture(),
-            scenarios: vec![
-                scenario("gossip-5-sealed", "gone p50", &[1100.0, 1000.0, 1200.0]),
-                scenario("gossip-5-plain", "gone p50", &[1000.0, 900.0, 1100.0]),
-                // No plain run at 20 nodes: no ratio.
-                scenario("gossip-20-sealed", "gone p50", &[2000.0]),
-            ],
-        };
+        let r = result(vec![
+            scenario("gossip-5-sealed", "gone p50", &[1100.0, 1000.0, 1200.0]),
+            scenario("gossip-5-plain", "gone p50", &[1000.0, 900.0, 1100.0]),
+            // No plain run at 20 nodes: no ratio.
+            scenario("gossip-20-sealed", "gone p50", &[2000.0]),
+        ]);
         assert_eq!(
             lines(&ratios(&r)),
             "gossip-5-sealed/gossip-5-plain gone p50: 1.10x (range 0.91-1.33x)\n"

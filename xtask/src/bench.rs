@@ -261,7 +261,29 @@ pub fn pct(sorted: &[Duration], p: f64) -> Duration {
 }
 
 pub fn ms(d: Duration) -> String {
-    format!("{:.2} ms", d.as_secs_f64() * 1e3)
+    format!("{:.2} ms", millis(d))
+}
+
+/// A duration as a metric value in milliseconds.
+pub fn millis(d: Duration) -> f64 {
+    d.as_secs_f64() * 1e3
+}
+
+/// Unix seconds now: a result file's `started_unix`.
+pub fn unix_now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |t| t.as_secs())
+}
+
+/// Writes `result` to `json` (its directory made if missing) and says where.
+pub fn write_result(json: &Path, result: &shoal_bench::BenchResult) -> anyhow::Result<()> {
+    if let Some(dir) = json.parent() {
+        std::fs::create_dir_all(dir)?;
+    }
+    std::fs::write(json, serde_json::to_string_pretty(result)?)?;
+    println!("\nresult file: {}", json.display());
+    Ok(())
 }
 
 /// The floor under any Raft commit: one small write made durable with

@@ -16,7 +16,7 @@ use shoal_bench::{BenchResult, Metric, RunMeta, ScenarioResult, meta, stats::DEF
 use shoal_gossip::{Endpoint, GOSSIP_PORT, Gossip, GossipConfig, Keyring};
 use shoal_lab::Lab;
 
-use crate::bench::pct;
+use crate::bench::{millis, pct};
 
 /// How the members' packets are framed.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -81,10 +81,7 @@ pub async fn run(sizes: &[usize], rounds: usize, repeat: usize, json: &Path) -> 
         repeat >= 1,
         "--repeat {repeat}: at least one run per framing"
     );
-    let started_unix = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or_default();
+    let started_unix = crate::bench::unix_now();
     let mut scenarios = Vec::new();
     let mut order = Vec::new();
     let mut notes = Vec::new();
@@ -97,7 +94,7 @@ pub async fn run(sizes: &[usize], rounds: usize, repeat: usize, json: &Path) -> 
         // a warmer or busier machine.
         let mut samples = [Vec::new(), Vec::new()];
         let mut errors = [Vec::new(), Vec::new()];
-        let mut bound = None;
+        let mut swim = None;
         for r in 0..repeat {
             let pair = if r % 2 == 0 {
                 [Framing::Sealed, Framing::Plain]
@@ -115,17 +112,7 @@ pub async fn run(sizes: &[usize], rounds: usize, repeat: usize, json: &Path) -> 
                 match once(n, rounds, framing).await {
                     Ok((m, cfg)) => {
                         samples[i].push(m);
-                        bound = Some(cfg.probe_period + cfg.probe_rtt + cfg.suspect_to_down);
-                        if notes.len() < sizes.len() && r == 0 && framing == Framing::Sealed {
-                            notes.push(format!(
-                                "SWIM at {n} nodes: probe {:?}, rtt {:?}, suspicion {:?}: \
-                                 dead→gone bound {:?}",
-                                cfg.probe_period,
-                                cfg.probe_rtt,
-                                cfg.suspect_to_down,
-                                cfg.probe_period + cfg.probe_rtt + cfg.suspect_to_down
-                            ));
-                        }
+                        swim = Some(cfg);
                     }
                     Err(e) => errors[i].push(format!("{e:#}")),
                 }
@@ -151,12 +138,17 @@ pub async fn run(sizes: &[usize], rounds: usize, repeat: usize, json: &Path) -> 
                 }
             );
         }
-        if let Some(bound) = bound {
+        if let Some(cfg) = &swim {
+            let bound = cfg.probe_period + cfg.probe_rtt + cfg.suspect_to_down;
+            notes.push(format!(
+                "SWIM at {n} nodes: probe {:?}, rtt {:?}, suspicion {:?}: dead→gone bound {bound:?}",
+                cfg.probe_period, cfg.probe_rtt, cfg.suspect_to_down
+            ));
             let gone: Vec<f64> = samples[0].iter().map(|m| m[3]).collect();
             if let Some(g) = shoal_bench::stats::median(&gone) {
                 println!(
                     "      sealed dead→gone p50 vs the SWIM bound {bound:?}: {:.2}x",
-                    g / (bound.as_secs_f64() * 1e3)
+                    g / millis(bound)
                 );
             }
         }
@@ -225,11 +217,7 @@ pub async fn run(sizes: &[usize], rounds: usize, repeat: usize, json: &Path) -> 
         },
         scenarios,
     };
-    if let Some(dir) = json.parent() {
-        std::fs::create_dir_all(dir)?;
-    }
-    std::fs::write(json, serde_json::to_string_pretty(&result)?)?;
-    println!("\nresult file: {}", json.display());
+    crate::bench::write_result(json, &result)?;
     if !result.flagged().is_empty() {
         println!(
             "flagged (errors or spread over {DEFAULT_SPREAD}): {:?}",
@@ -308,14 +296,13 @@ async fn once(
     }
     spread.sort();
     gone.sort();
-    let f = |d: Duration| d.as_secs_f64() * 1e3;
     Ok((
         [
-            f(membership),
-            f(pct(&spread, 50.0)),
-            f(pct(&spread, 100.0)),
-            f(pct(&gone, 50.0)),
-            f(pct(&gone, 100.0)),
+            millis(membership),
+            millis(pct(&spread, 50.0)),
+            millis(pct(&spread, 100.0)),
+            millis(pct(&gone, 50.0)),
+            millis(pct(&gone, 100.0)),
         ],
         cfg,
     ))

@@ -34,7 +34,7 @@ use shoal_lab::{
     synthetic::{SyntheticNodes, SyntheticSpec},
 };
 
-use crate::bench::{Spread, control, run_shoal};
+use crate::bench::{Spread, control, millis, run_shoal};
 
 const MANAGERS: usize = 3;
 const NODES: usize = 5;
@@ -76,9 +76,7 @@ pub async fn run(bin: &Path, p: &Params) -> anyhow::Result<()> {
         p.services > 0 && p.replicas > 0 && p.synthetic > 0 && p.concurrency > 0,
         "--services, --replicas, --synthetic and --concurrency must be > 0"
     );
-    let started_unix = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |t| t.as_secs());
+    let started_unix = crate::bench::unix_now();
     let lab = Lab::builder("bench-mem")
         .shoald(bin.join("shoald"))
         .nodes(NODES)
@@ -687,10 +685,6 @@ fn propagation_scenario(name: &str, reach: &[Reach]) -> ScenarioResult {
 
 // ---------------------------------------------------------------- the result file
 
-fn millis(d: Duration) -> f64 {
-    d.as_secs_f64() * 1e3
-}
-
 fn one(name: &str, unit: &str, value: f64) -> Metric {
     Metric::new(name, unit, vec![value], vec![], None)
 }
@@ -767,10 +761,5 @@ fn write_result(
         },
         scenarios,
     };
-    if let Some(dir) = p.json.parent() {
-        std::fs::create_dir_all(dir)?;
-    }
-    std::fs::write(&p.json, serde_json::to_string_pretty(&result)?)?;
-    println!("\nresult file: {}", p.json.display());
-    Ok(())
+    crate::bench::write_result(&p.json, &result)
 }

@@ -12,7 +12,7 @@ use shoal_api::cluster::v1::{
 use shoal_bench::{BenchResult, Metric, RunMeta, ScenarioResult, meta, stats::DEFAULT_SPREAD};
 use shoal_lab::Lab;
 
-use crate::bench::{control, form_swarm, fsync_baseline, ms, pct};
+use crate::bench::{control, form_swarm, fsync_baseline, millis, ms, pct};
 
 pub async fn run(
     bin: &Path,
@@ -21,9 +21,7 @@ pub async fn run(
     levels: &[usize],
     json: &Path,
 ) -> anyhow::Result<()> {
-    let started_unix = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |t| t.as_secs());
+    let started_unix = crate::bench::unix_now();
     let lab = Lab::builder("bench-raft")
         .shoald(bin.join("shoald"))
         .nodes(3)
@@ -161,16 +159,7 @@ pub async fn run(
         },
         scenarios,
     };
-    if let Some(dir) = json.parent() {
-        std::fs::create_dir_all(dir)?;
-    }
-    std::fs::write(json, serde_json::to_string_pretty(&result)?)?;
-    println!("\nresult file: {}", json.display());
-    Ok(())
-}
-
-fn millis(d: Duration) -> f64 {
-    d.as_secs_f64() * 1e3
+    crate::bench::write_result(json, &result)
 }
 
 fn median(sorted: &[Duration]) -> Duration {
