@@ -499,6 +499,7 @@ mod tests {
                 "n1".into(),
                 None,
                 crate::worker::NodeEnv {
+                    wireguard: Arc::default(),
                     secrets: Arc::default(),
                     log_readers: Default::default(),
                     images: Arc::new(

@@ -57,6 +57,42 @@ async fn probe(from: Ipv4Addr, to: SocketAddrV4) -> Result<(), String> {
 }
 
 /// Encrypted networks: whether their ESP states are in the kernel.
+fn wireguard_check(env: &NodeEnv) -> DoctorCheck {
+    let s = env
+        .wireguard
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .status();
+    match (&s.last_error, s.device) {
+        (Some(e), false) => check(
+            "wireguard",
+            false,
+            format!("no WireGuard device ({e}): WireGuard networks cannot start tasks here"),
+            "check that /dev/net/tun exists (modprobe tun) and restart shoald",
+        ),
+        (_, false) => check(
+            "wireguard",
+            true,
+            "no task on a WireGuard network here yet: the device is made with the first",
+            "",
+        ),
+        (e, true) => check(
+            "wireguard",
+            e.is_none(),
+            format!(
+                "device {}, {} peer(s), {} key rotation(s){}",
+                shoal_wg::DEVICE,
+                s.peers,
+                s.rotations,
+                e.as_ref()
+                    .map(|e| format!("; last error: {e}"))
+                    .unwrap_or_default()
+            ),
+            "see shoald's log for 'WireGuard'",
+        ),
+    }
+}
+
 fn ipsec_check(env: &NodeEnv) -> DoctorCheck {
     let ipsec = env
         .view
@@ -136,8 +172,15 @@ pub async fn run(env: &NodeEnv) -> Vec<DoctorCheck> {
         ));
         return out;
     }
-    if set.networks.iter().any(|n| n.encrypted) {
+    if set
+        .networks
+        .iter()
+        .any(|n| n.encryption() == shoal_api::cluster::v1::Encryption::Ipsec)
+    {
         out.push(ipsec_check(env));
+    }
+    if crate::wireguard::needed(&set) {
+        out.push(wireguard_check(env));
     }
     let frontends: std::collections::HashMap<ServiceKey, shoal_common::mesh::Service> = {
         let mesh = env.mesh.lock().unwrap_or_else(|e| e.into_inner());

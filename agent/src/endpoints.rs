@@ -857,6 +857,7 @@ mod tests {
                 .map(|n| shoal_api::cluster::v1::NodeAddress {
                     id: (*n).into(),
                     addr: u32::from(vtep_of(n)),
+                    ..Default::default()
                 })
                 .collect(),
             ..Default::default()

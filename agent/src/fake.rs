@@ -40,6 +40,7 @@ pub fn nodes() -> Vec<NodeAddress> {
         .map(|(id, addr)| NodeAddress {
             id: id.into(),
             addr: u32::from(addr),
+            ..Default::default()
         })
         .collect()
 }

@@ -15,7 +15,7 @@ use std::{
     net::Ipv4Addr,
 };
 
-use shoal_api::cluster::v1::{AssignmentSet, NetworkKey};
+use shoal_api::cluster::v1::{AssignmentSet, Encryption, NetworkKey};
 use shoal_xfrm::{Op, PairState, Policy, Ring, Xfrm, XfrmError};
 
 /// The ring's subsystem name in the assignment set.
@@ -59,7 +59,7 @@ pub fn peers(set: &AssignmentSet, local: Ipv4Addr) -> BTreeSet<Ipv4Addr> {
     let encrypted: BTreeSet<&str> = set
         .networks
         .iter()
-        .filter(|n| n.encrypted)
+        .filter(|n| n.encryption() == Encryption::Ipsec)
         .map(|n| n.id.as_str())
         .collect();
     set.endpoints

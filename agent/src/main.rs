@@ -25,6 +25,7 @@ mod session;
 mod swarm;
 mod task_files;
 mod volumes;
+mod wireguard;
 mod worker;
 
 use std::{
@@ -84,6 +85,10 @@ struct Args {
     /// [default: <state-dir>/runtime].
     #[arg(long)]
     runtime_state: Option<PathBuf>,
+    /// How often the node's WireGuard key pair is replaced (tests shorten
+    /// it; swarm's network keys rotate every 12 h too).
+    #[arg(long, default_value = "12h", value_parser = parse_duration, hide = true)]
+    wireguard_key_rotation: std::time::Duration,
 }
 
 /// `90s`, `15m`, `6h` or plain seconds.
@@ -170,7 +175,13 @@ async fn main() -> anyhow::Result<()> {
         state_dir: args.state_dir.clone(),
     };
 
+    let wireguard: worker::SharedWireguard = Arc::default();
+    tokio::spawn(wireguard::rotate_every(
+        wireguard.clone(),
+        args.wireguard_key_rotation,
+    ));
     let env = worker::NodeEnv {
+        wireguard,
         secrets: Arc::default(),
         log_readers: Default::default(),
         tasks_dir: args.state_dir.join("tasks"),

@@ -60,6 +60,8 @@ pub(crate) struct Session {
     pub(crate) contact: Option<crate::task_files::Contact>,
     /// Whom this node serves task logs to, from each heartbeat.
     pub(crate) log_readers: crate::logs::LogReaders,
+    /// Whose public key the heartbeats publish.
+    pub(crate) wireguard: crate::worker::SharedWireguard,
 }
 
 /// What the session asks of [`crate::swarm::Swarm`], with the managers'
@@ -209,6 +211,13 @@ impl Session {
         }
     }
 
+    fn wireguard_key(&self) -> shoal_wg::PublicKey {
+        self.wireguard
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .published()
+    }
+
     fn cert_role(&self) -> NodeRole {
         self.creds.identity().role()
     }
@@ -227,14 +236,15 @@ impl Session {
     async fn local_beat(&self, m: &Manager) -> Result<Beat, Missed> {
         let resources = Some(crate::resources::node_resources());
         let platform = Some(shoal_controlplane::model::NodePlatform::this_node());
-        m.heartbeat(
-            &self.file.node_id,
-            Some(self.tls_status()),
+        let report = shoal_controlplane::model::NodeReport {
+            tls: Some(self.tls_status()),
             resources,
             platform,
-        )
-        .await
-        .map_err(|e| Missed::Other(format!("via the local manager: {}", chain(&e))))?;
+            wireguard_key: Some(self.wireguard_key().to_string()),
+        };
+        m.heartbeat(&self.file.node_id, report)
+            .await
+            .map_err(|e| Missed::Other(format!("via the local manager: {}", chain(&e))))?;
         Ok(Beat {
             period: m.heartbeat_period().await,
             roots: m.ca_roots().await.ok(),
@@ -274,6 +284,7 @@ impl Session {
                     os: std::env::consts::OS.into(),
                     architecture: std::env::consts::ARCH.into(),
                 }),
+                wireguard_key: self.wireguard_key().0.to_vec(),
             };
             match DispatcherClient::new(ch.clone()).heartbeat(req).await {
                 Ok(r) => {

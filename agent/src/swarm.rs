@@ -1007,6 +1007,7 @@ impl Swarm {
             roles: self.promotions.clone(),
             contact: worker.as_ref().map(Worker::contact),
             log_readers: self.env.log_readers.clone(),
+            wireguard: self.env.wireguard.clone(),
         };
         tasks.push(tokio::spawn(session.run()));
         if let (Some(m), Some(k)) = (&manager, &keys) {
@@ -1077,6 +1078,7 @@ impl Swarm {
             manager: None,
             tls: Default::default(),
             resources: Default::default(),
+            wireguard_key: None,
             platform: Default::default(),
         }
     }

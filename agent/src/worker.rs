@@ -17,8 +17,8 @@ use std::{
 };
 
 use shoal_api::cluster::v1::{
-    AssignmentSet, AssignmentsRequest, ContainerSpec, EndpointMode, MountType, NetworkAssignment,
-    ReportTasksRequest, TaskAssignment, TaskFile, TaskReport, TaskState,
+    AssignmentSet, AssignmentsRequest, ContainerSpec, Encryption, EndpointMode, MountType,
+    NetworkAssignment, ReportTasksRequest, TaskAssignment, TaskFile, TaskReport, TaskState,
 };
 use shoal_overlay::{Driver, Ipv4Net, OverlaySpec, Release, Underlay};
 use shoal_runtime::{Attachment, Exit, Mount, Root, Runtime, RuntimeOptions, TaskSpec};
@@ -73,7 +73,13 @@ pub struct NodeEnv {
     pub secrets: Arc<SecretLedger>,
     /// Whom task logs are served to: the managers the last heartbeat named.
     pub log_readers: crate::logs::LogReaders,
+    /// The node's WireGuard key pair and device, shared with the session
+    /// (whose heartbeats publish the public key).
+    pub wireguard: SharedWireguard,
 }
+
+/// The node's WireGuard state.
+pub type SharedWireguard = Arc<Mutex<crate::wireguard::Wireguard>>;
 
 /// The worker's latest picture of the cluster, as `node doctor` reads it.
 #[derive(Default)]
@@ -122,6 +128,8 @@ pub enum WorkerError {
     Volume(#[from] crate::volumes::VolumeError),
     #[error("the task names no image; its service must give one, or `host`")]
     NoImage,
+    #[error("WireGuard: {0}")]
+    Wireguard(#[from] crate::wireguard::WireguardError),
 }
 
 /// A task this node runs.
@@ -159,6 +167,8 @@ pub struct Setup {
     pub peers: Option<crate::applied::Peers>,
     /// ESP states and policies towards peers on encrypted networks.
     pub ipsec: Option<SharedIpsec>,
+    /// The WireGuard device of `encrypted=wireguard` networks.
+    pub wireguard: SharedWireguard,
 }
 
 /// Runs the assigned tasks through its ports: overlay networks (`O`), the
@@ -276,6 +286,7 @@ impl Worker {
             contact: Contact::default(),
             peers: Some(peers.clone()),
             ipsec: start_ipsec(),
+            wireguard: env.wireguard.clone(),
         };
         let (executor, reports_rx) = Executor::new(setup, overlay, runtime, env.mesh.clone());
         let executor = Arc::new(executor);
@@ -518,6 +529,7 @@ impl<O: Overlay, T: Tasks, M: MeshSync> Executor<O, T, M> {
         if let (Some(ipsec), Some(me)) = (&self.setup.ipsec, self.local().data_ip()) {
             lock(ipsec).sync(&set, me);
         }
+        lock(&self.setup.wireguard).sync(&set, self.local().node_id());
         let keys = std::mem::take(&mut set.network_keys);
         if let Some(e) = &self.setup.endpoints {
             e.set_keys(&keys);
@@ -1159,6 +1171,9 @@ impl<O: Overlay, T: Tasks, M: MeshSync> Executor<O, T, M> {
                 .iter()
                 .find(|n| n.id == a.network_id)
                 .ok_or_else(|| WorkerError::UnknownNetwork(a.network_id.clone()))?;
+            if net.encryption() == Encryption::Wireguard {
+                self.ensure_wireguard().await?;
+            }
             let (spec, gateway) = self.overlay_spec(net)?;
             let bad = |field, value: &str| WorkerError::BadNetwork {
                 network: net.name.clone(),
@@ -1209,6 +1224,22 @@ impl<O: Overlay, T: Tasks, M: MeshSync> Executor<O, T, M> {
         Ok(out)
     }
 
+    /// The WireGuard device, made and brought up on first use, with the
+    /// peers of the latest set.
+    async fn ensure_wireguard(&self) -> Result<(), WorkerError> {
+        if !lock(&self.setup.wireguard).ensure_device()? {
+            return Ok(());
+        }
+        let vtep = self.local().data_ip().ok_or(WorkerError::NoDataAddress)?;
+        if let Err(e) = crate::wireguard::bring_up(shoal_wg::DEVICE, vtep).await {
+            lock(&self.setup.wireguard).drop_device();
+            return Err(e.into());
+        }
+        let set = self.view.borrow().clone();
+        lock(&self.setup.wireguard).sync(&set, self.local().node_id());
+        Ok(())
+    }
+
     /// The overlay spec of a network on this node, and its gateway.
     fn overlay_spec(
         &self,
@@ -1240,8 +1271,11 @@ impl<O: Overlay, T: Tasks, M: MeshSync> Executor<O, T, M> {
             Underlay::Name(self.setup.data_iface.clone()),
         );
         spec.mtu = (net.mtu != 0).then_some(net.mtu);
-        if net.encrypted {
-            spec.encryption_overhead = shoal_xfrm::ESP_OVERHEAD;
+        match net.encryption() {
+            Encryption::Ipsec => spec.encryption_overhead = shoal_xfrm::ESP_OVERHEAD,
+            // Bound to the tunnel: its MTU already leaves WireGuard's bytes.
+            Encryption::Wireguard => spec.underlay = Underlay::Name(shoal_wg::DEVICE.into()),
+            Encryption::None => {}
         }
         Ok((spec, gateway))
     }

@@ -143,3 +143,62 @@ mod tests {
         assert!(given::<c::Protocol>(|| "p".into(), 0).is_err());
     }
 }
+
+// Its zero is a mode (`none`), not "unspecified": the field was a bool.
+impl Word for c::Encryption {
+    fn word(self) -> &'static str {
+        match self {
+            Self::None => "none",
+            Self::Ipsec => "ipsec",
+            Self::Wireguard => "wireguard",
+        }
+    }
+
+    fn from_word(word: &str) -> Option<Self> {
+        match word {
+            "none" => Some(Self::None),
+            "ipsec" => Some(Self::Ipsec),
+            "wireguard" => Some(Self::Wireguard),
+            _ => None,
+        }
+    }
+}
+
+/// The value of docker's `encrypted` driver option (`--opt encrypted[=V]`,
+/// compose `driver_opts`, the Engine API's `Options`): bare and `true` mean
+/// IPsec, as in swarm; `false` and `none` mean none; `wireguard` names
+/// WireGuard. Anything else is `None`, never read as "not encrypted".
+pub fn encryption_opt(value: &str) -> Option<c::Encryption> {
+    match value {
+        "" | "true" => Some(c::Encryption::Ipsec),
+        "false" => Some(c::Encryption::None),
+        word => c::Encryption::from_word(word),
+    }
+}
+
+/// What callers say when [`encryption_opt`] refuses a value.
+pub const ENCRYPTION_OPT_HELP: &str =
+    "give encrypted (IPsec), encrypted=ipsec, encrypted=wireguard or encrypted=false";
+
+#[cfg(test)]
+mod encryption_tests {
+    use super::*;
+
+    #[test]
+    fn the_encrypted_option_reads_as_swarm_and_refuses_typos() {
+        for (v, want) in [
+            ("", Some(c::Encryption::Ipsec)),
+            ("true", Some(c::Encryption::Ipsec)),
+            ("ipsec", Some(c::Encryption::Ipsec)),
+            ("wireguard", Some(c::Encryption::Wireguard)),
+            ("false", Some(c::Encryption::None)),
+            ("none", Some(c::Encryption::None)),
+            ("ipsek", None),
+            ("1", None),
+        ] {
+            assert_eq!(encryption_opt(v), want, "{v:?}");
+        }
+        // The old bool's true is IPsec on the wire.
+        assert_eq!(c::Encryption::try_from(1), Ok(c::Encryption::Ipsec));
+    }
+}

@@ -1,11 +1,17 @@
 //! `shoal network …`: docker's network verbs for swarm-scoped overlays.
 
-use std::collections::{BTreeMap, HashMap};
+use std::{
+    borrow::Cow,
+    collections::{BTreeMap, HashMap},
+};
 
 use clap::Subcommand;
 use serde::Serialize;
-use shoal_api::cluster::v1::{
-    CreateNetworkRequest, ListNetworksRequest, NetworkRef, NetworkSummary,
+use shoal_api::{
+    cluster::v1::{
+        CreateNetworkRequest, Encryption, ListNetworksRequest, NetworkRef, NetworkSummary,
+    },
+    words::{encryption_opt, word},
 };
 
 use crate::{
@@ -36,7 +42,7 @@ pub enum NetworkCmd {
         /// nothing outside the cluster.
         #[arg(long)]
         internal: bool,
-        /// Driver options: `encrypted`, `com.docker.network.driver.mtu=N`.
+        /// Driver options: `encrypted[=ipsec|wireguard]`, `com.docker.network.driver.mtu=N`.
         #[arg(long, short)]
         opt: Vec<String>,
         /// Network labels (key=value).
@@ -62,7 +68,7 @@ pub enum NetworkCmd {
 
 #[derive(Debug, Default, PartialEq, Eq)]
 struct Opts {
-    encrypted: bool,
+    encryption: Encryption,
     mtu: u32,
 }
 
@@ -72,7 +78,10 @@ fn parse_opts(opts: &[String]) -> Result<Opts, FlagError> {
     for o in opts {
         let (key, value) = o.split_once('=').unwrap_or((o, ""));
         match key {
-            "encrypted" => out.encrypted = encryption(o, value)?,
+            "encrypted" => {
+                out.encryption = encryption_opt(value)
+                    .ok_or_else(|| FlagError::new("--opt", o, Problem::Encryption))?
+            }
             MTU_OPT => {
                 out.mtu = value.parse().ok().filter(|m| *m > 0).ok_or_else(|| {
                     FlagError::new(
@@ -91,16 +100,6 @@ fn parse_opts(opts: &[String]) -> Result<Opts, FlagError> {
     Ok(out)
 }
 
-/// `--opt encrypted[=MODE]`: docker's bare flag and `true` mean IPsec, as
-/// in swarm. An unknown mode is refused, never read as "not encrypted".
-fn encryption(opt: &str, value: &str) -> Result<bool, FlagError> {
-    match value {
-        "" | "true" | "ipsec" => Ok(true),
-        "false" => Ok(false),
-        _ => Err(FlagError::new("--opt", opt, Problem::Encryption)),
-    }
-}
-
 #[derive(Serialize)]
 struct NetworkJson<'a> {
     id: &'a str,
@@ -112,6 +111,8 @@ struct NetworkJson<'a> {
     vni: u32,
     attachable: bool,
     encrypted: bool,
+    /// none, ipsec or wireguard.
+    encryption: Cow<'static, str>,
     ingress: bool,
     /// `null`: derived per node from its underlay.
     mtu: Option<u32>,
@@ -130,7 +131,8 @@ fn json(n: &NetworkSummary) -> NetworkJson<'_> {
         gateway: &n.gateway,
         vni: n.vni,
         attachable: n.attachable,
-        encrypted: n.encrypted,
+        encrypted: n.encryption != Encryption::None as i32,
+        encryption: word::<Encryption>(n.encryption),
         ingress: n.ingress,
         mtu: (n.mtu != 0).then_some(n.mtu),
         labels: n
@@ -175,7 +177,7 @@ pub async fn run(host: &str, cmd: NetworkCmd) -> anyhow::Result<()> {
                     subnet: subnet.unwrap_or_default(),
                     gateway: gateway.unwrap_or_default(),
                     attachable,
-                    encrypted: opts.encrypted,
+                    encryption: opts.encryption.into(),
                     mtu: opts.mtu,
                     labels,
                     internal,
@@ -256,11 +258,14 @@ mod tests {
         assert_eq!(
             o(&["encrypted", "com.docker.network.driver.mtu=1400"]),
             Ok(Opts {
-                encrypted: true,
+                encryption: Encryption::Ipsec,
                 mtu: 1400
             })
         );
-        assert_eq!(o(&["encrypted=false"]).map(|o| o.encrypted), Ok(false));
+        assert_eq!(
+            o(&["encrypted=false"]).map(|o| o.encryption),
+            Ok(Encryption::None)
+        );
         let e = o(&["mtu=1400"])
             .err()
             .map(|e| format!("{:#}", anyhow::Error::from(e)));
@@ -273,17 +278,18 @@ mod tests {
 
     #[test]
     fn encryption_modes() {
-        let o = |v: &str| parse_opts(&[v.to_string()]).map(|o| o.encrypted);
+        let o = |v: &str| parse_opts(&[v.to_string()]).map(|o| o.encryption);
         for on in ["encrypted", "encrypted=true", "encrypted=ipsec"] {
-            assert_eq!(o(on), Ok(true), "{on}");
+            assert_eq!(o(on), Ok(Encryption::Ipsec), "{on}");
         }
-        assert_eq!(o("encrypted=false"), Ok(false));
+        assert_eq!(o("encrypted=wireguard"), Ok(Encryption::Wireguard));
+        assert_eq!(o("encrypted=false"), Ok(Encryption::None));
         let e = o("encrypted=ipsek")
             .err()
             .map(|e| format!("{:#}", anyhow::Error::from(e)))
             .unwrap_or_default();
         assert!(
-            e.contains("encrypted=ipsek") && e.contains("encrypted=ipsec"),
+            e.contains("encrypted=ipsek") && e.contains("encrypted=wireguard"),
             "{e}"
         );
     }

@@ -90,7 +90,9 @@ pub enum Problem {
     UnknownOpt,
     #[error("{key} is also given to --label-add; give it to one of them")]
     AddedAndRemoved { key: String },
-    #[error("unknown encryption; give encrypted (IPsec), encrypted=ipsec or encrypted=false")]
+    #[error(
+        "unknown encryption; give encrypted (IPsec), encrypted=ipsec, encrypted=wireguard or encrypted=false"
+    )]
     Encryption,
 }
 

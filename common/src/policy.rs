@@ -41,8 +41,13 @@ pub const ENDPOINTS_MAP: &str = "SHOAL_EP4_V1";
 /// LRU hash [`FlowKey`] (a reply, as the task sends it) → `u32` (1).
 pub const PERMIT_MAP: &str = "SHOAL_PERM4_V1";
 
-/// Hash map VNI (`u32`) → `u32` (1): networks created `--opt encrypted`.
+/// Hash map VNI (`u32`) → `u32` (the VXLAN port, | [`ENCVNI_F_WIREGUARD`]):
+/// networks created `--opt encrypted[=wireguard]`.
 pub const ENCRYPTED_VNIS_MAP: &str = "SHOAL_ENCVNI_V1";
+/// In an [`ENCRYPTED_VNIS_MAP`] value (the VXLAN port in its low 16
+/// bits): the network is WireGuard's, whose VXLAN only ever arrives through
+/// the tunnel, so any on the data interface is dropped.
+pub const ENCVNI_F_WIREGUARD: u32 = 1 << 31;
 /// Encrypted networks one node knows.
 pub const MAX_ENCRYPTED_VNIS: u32 = 4096;
 /// The mark on packets of encrypted networks: swarm's `0xD0C4E3`, the value

@@ -115,6 +115,15 @@ fn vtep(node: &Node) -> Option<u32> {
     logged(wire::ipv4(|| format!("node {} addr", node.id), addr))
 }
 
+/// The node's WireGuard public key as it reported it; empty before.
+fn wireguard_key(node: &Node) -> Vec<u8> {
+    use base64::Engine;
+    node.wireguard_key
+        .as_deref()
+        .and_then(|k| base64::engine::general_purpose::STANDARD.decode(k).ok())
+        .unwrap_or_default()
+}
+
 /// A task's stored address (`10.0.1.7/24`) on the wire.
 fn task_addr(t: &Task, cidr: &str) -> Option<shoal_api::cluster::v1::Ipv4Prefix> {
     logged(wire::prefix(|| format!("task {} address", t.id), cidr))
@@ -323,7 +332,7 @@ pub fn assignments(state: &ClusterState, node_id: &str) -> AssignmentSet {
                 .and_then(|g| logged(wire::ipv4(|| format!("network {} gateway", n.id), g)))
                 .unwrap_or_default(),
             mtu: n.mtu.unwrap_or_default(),
-            encrypted: n.encrypted,
+            encryption: wire::encode_encryption(n.encryption),
             ingress: n.ingress,
             internal: n.internal,
         })
@@ -366,6 +375,7 @@ pub fn assignments(state: &ClusterState, node_id: &str) -> AssignmentSet {
                 Some(NodeAddress {
                     id: n.id.clone(),
                     addr: vtep(n)?,
+                    wireguard_key: wireguard_key(n),
                 })
             })
             .collect(),

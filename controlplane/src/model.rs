@@ -289,6 +289,21 @@ pub struct Node {
     /// Its OS and architecture, as it last reported; empty until then.
     #[serde(default, skip_serializing_if = "NodePlatform::is_empty")]
     pub platform: NodePlatform,
+    /// Its WireGuard public key (base64), as it last reported.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub wireguard_key: Option<String>,
+}
+
+/// What a node tells the managers of itself in each heartbeat; `None`:
+/// not reported (an older agent, or a join), so the record keeps its value.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct NodeReport {
+    pub tls: Option<NodeTls>,
+    pub resources: Option<NodeResources>,
+    pub platform: Option<NodePlatform>,
+    /// Base64 of its 32-byte WireGuard public key.
+    pub wireguard_key: Option<String>,
 }
 
 /// docker's `Description.Platform` (`linux`, `x86_64`).
@@ -360,6 +375,73 @@ pub enum NetworkDriver {
     Overlay,
 }
 
+/// How a network's VXLAN crosses the underlay.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase", from = "StoredEncryption")]
+pub enum Encryption {
+    #[default]
+    None,
+    /// `--opt encrypted`: ESP per node pair, as swarm.
+    Ipsec,
+    /// `--opt encrypted=wireguard`: through the nodes' WireGuard devices.
+    Wireguard,
+}
+
+impl Encryption {
+    pub fn is_encrypted(self) -> bool {
+        self != Encryption::None
+    }
+
+    /// The largest task MTU on a 1500-byte underlay: VXLAN's 50 bytes, and
+    /// ESP's 26 or WireGuard's 60.
+    pub fn max_mtu(self) -> u32 {
+        match self {
+            Encryption::None => 1450,
+            Encryption::Ipsec => 1424,
+            Encryption::Wireguard => 1390,
+        }
+    }
+
+    /// As the CLI and docker take it (`--opt encrypted=…`).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Encryption::None => "none",
+            Encryption::Ipsec => "ipsec",
+            Encryption::Wireguard => "wireguard",
+        }
+    }
+}
+
+/// What the `encrypted` field may hold on disk.
+#[derive(Deserialize)]
+#[serde(untagged)]
+enum StoredEncryption {
+    Bool(bool),
+    Mode(EncryptionName),
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "lowercase")]
+enum EncryptionName {
+    None,
+    Ipsec,
+    Wireguard,
+}
+
+impl From<StoredEncryption> for Encryption {
+    fn from(s: StoredEncryption) -> Encryption {
+        match s {
+            StoredEncryption::Bool(false) | StoredEncryption::Mode(EncryptionName::None) => {
+                Encryption::None
+            }
+            StoredEncryption::Bool(true) | StoredEncryption::Mode(EncryptionName::Ipsec) => {
+                Encryption::Ipsec
+            }
+            StoredEncryption::Mode(EncryptionName::Wireguard) => Encryption::Wireguard,
+        }
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Network {
     pub id: String,
@@ -371,7 +453,10 @@ pub struct Network {
     /// The routing mesh's network (swarm's `ingress`).
     pub ingress: bool,
     pub attachable: bool,
-    pub encrypted: bool,
+    /// Stored as `encrypted`: records from before WireGuard hold a bool
+    /// there (true: IPsec).
+    #[serde(rename = "encrypted")]
+    pub encryption: Encryption,
     /// `None` until the allocator picks them.
     pub vni: Option<u32>,
     pub subnet: Option<String>,

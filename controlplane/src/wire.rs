@@ -520,6 +520,31 @@ pub fn container_for_node(t: &model::TaskSpec) -> (pb::ContainerSpec, pb::Resour
     (c, r)
 }
 
+/// A network's encryption on the wire. Its zero is `none`, not
+/// "unspecified": the field was a bool, and false meant no encryption.
+pub fn encode_encryption(e: model::Encryption) -> i32 {
+    match e {
+        model::Encryption::None => pb::Encryption::None,
+        model::Encryption::Ipsec => pb::Encryption::Ipsec,
+        model::Encryption::Wireguard => pb::Encryption::Wireguard,
+    }
+    .into()
+}
+
+pub fn decode_encryption(value: i32) -> Result<model::Encryption, ManagerError> {
+    match pb::Encryption::try_from(value) {
+        Ok(pb::Encryption::None) => Ok(model::Encryption::None),
+        Ok(pb::Encryption::Ipsec) => Ok(model::Encryption::Ipsec),
+        Ok(pb::Encryption::Wireguard) => Ok(model::Encryption::Wireguard),
+        Err(_) => Err(ManagerError::Invalid {
+            what: format!(
+                "encryption {value}: not a mode this manager knows; give none, ipsec or \
+                 wireguard (`--opt encrypted=wireguard`)"
+            ),
+        }),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

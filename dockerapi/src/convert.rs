@@ -1042,7 +1042,16 @@ pub fn network_request(body: &Value) -> Result<pb::CreateNetworkRequest, ApiErro
     let options = b.map("Options")?;
     for (k, v) in &options {
         match k.as_str() {
-            "encrypted" => r.encrypted = true,
+            "encrypted" => {
+                r.encryption = shoal_api::words::encryption_opt(v)
+                    .ok_or_else(|| {
+                        ApiError::bad(
+                            format!("Options[{k:?}]"),
+                            format!("{v:?}: {}", shoal_api::words::ENCRYPTION_OPT_HELP),
+                        )
+                    })?
+                    .into()
+            }
             "com.docker.network.driver.mtu" => {
                 r.mtu = v.parse().map_err(|_| {
                     ApiError::bad(
@@ -1089,8 +1098,15 @@ pub fn network(n: &pb::NetworkSummary) -> Value {
         "com.docker.network.driver.overlay.vxlanid_list".into(),
         json!(n.vni.to_string()),
     );
-    if n.encrypted {
-        options.insert("encrypted".into(), json!(""));
+    // As swarm shows IPsec (an empty value); WireGuard by its name.
+    match pb::Encryption::try_from(n.encryption) {
+        Ok(pb::Encryption::Ipsec) => {
+            options.insert("encrypted".into(), json!(""));
+        }
+        Ok(pb::Encryption::Wireguard) => {
+            options.insert("encrypted".into(), json!("wireguard"));
+        }
+        _ => {}
     }
     if n.mtu != 0 {
         options.insert(

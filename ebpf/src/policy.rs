@@ -165,11 +165,15 @@ pub fn mark_encrypted(ctx: &TcContext, daddr: u32) {
 #[inline(always)]
 pub fn check_vxlan(ctx: &TcContext, dport: u16, vni: u32) -> Result<(), MeshReason> {
     // SAFETY: a plain value read; copied out at once.
-    let Some(port) = (unsafe { ENCRYPTED_VNIS.get(vni) }).copied() else {
+    let Some(value) = (unsafe { ENCRYPTED_VNIS.get(vni) }).copied() else {
         return Ok(());
     };
-    if port != u32::from(dport) {
+    if value & 0xffff != u32::from(dport) {
         return Ok(());
+    }
+    // WireGuard's VXLAN comes out of the tunnel device, never in here.
+    if value & shoal_common::policy::ENCVNI_F_WIREGUARD != 0 {
+        return Err(MeshReason::CleartextEncrypted);
     }
     // SAFETY: zeroed plain-data struct the helper fills; its size is given.
     let mut state: bpf_xfrm_state = unsafe { core::mem::zeroed() };

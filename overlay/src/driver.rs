@@ -171,14 +171,20 @@ impl Driver {
     /// A static FDB entry alone (`mac` → `vtep`, self, permanent), replaced
     /// if it exists: frames for another node's bridge, which has no address
     /// to resolve.
+    ///
+    /// The entry is pinned to the device's underlay (`via`): the kernel
+    /// routes an FDB entry's packets by its own interface, not the device's,
+    /// so an unpinned entry of a device bound to a tunnel would leave by
+    /// the main table's route, in clear.
     pub async fn add_fdb(
         &self,
         vni: u32,
         mac: MacAddr,
         vtep: Ipv4Addr,
     ) -> Result<(), OverlayError> {
-        let vxlan = self.require_vxlan(vni).await?;
-        self.handle
+        let (vxlan, underlay) = self.require_vxlan_with_underlay(vni).await?;
+        let mut request = self
+            .handle
             .neighbours()
             .add_bridge(vxlan, &mac.octets())
             // NTF_SELF: the VXLAN device's own FDB, which holds the remote
@@ -186,7 +192,14 @@ impl Driver {
             .flags(NeighbourFlags::Own)
             .state(NeighbourState::Permanent)
             .destination(IpAddr::V4(vtep))
-            .replace()
+            .replace();
+        if let Some(index) = underlay {
+            request
+                .message_mut()
+                .attributes
+                .push(NeighbourAttribute::IfIndex(index));
+        }
+        request
             .execute()
             .await
             .map_err(OverlayError::netlink(format!(
@@ -631,6 +644,23 @@ impl Driver {
                 "set {name} {}",
                 changes.join(" ")
             )))
+    }
+
+    /// The VXLAN device's index and the underlay it is bound to.
+    async fn require_vxlan_with_underlay(
+        &self,
+        vni: u32,
+    ) -> Result<(u32, Option<u32>), OverlayError> {
+        let name = vxlan_name(vni);
+        let link = self
+            .link_by_name(&name)
+            .await?
+            .ok_or(OverlayError::NetworkMissing {
+                vni,
+                device: name.clone(),
+            })?;
+        expect_kind(&link, &name, InfoKind::Vxlan, "vxlan")?;
+        Ok((link.header.index, VxlanConfig::of(&link).underlay))
     }
 
     async fn require_vxlan(&self, vni: u32) -> Result<u32, OverlayError> {

@@ -108,6 +108,8 @@ pub(crate) fn enter_in_child(command: &mut Command, enter: Enter) {
 
 /// What a node needs to run its daemon.
 pub(crate) struct DaemonSpec<'a> {
+    /// Flags after the lab's own.
+    pub args: &'a [String],
     pub node: &'a str,
     pub netns: &'a str,
     pub dir: &'a Path,
@@ -148,6 +150,7 @@ pub(crate) fn spawn(binary: &Path, spec: &DaemonSpec<'_>) -> Result<Child, LabEr
         .arg(crate::images::lab_registry())
         .arg("--insecure-registry")
         .arg(crate::images::lab_auth_registry())
+        .args(spec.args)
         .stdin(Stdio::null())
         .stdout(log)
         .stderr(log_err);

@@ -37,6 +37,7 @@ pub struct LabBuilder {
     persistent: bool,
     daemons: bool,
     shoald: Option<PathBuf>,
+    shoald_args: Vec<String>,
     ready_timeout: Duration,
 }
 
@@ -77,6 +78,8 @@ pub struct Lab {
     /// The daemon the builder was given ([`LabBuilder::shoald`]), which a
     /// restart must run again; `None` = the workspace's build.
     shoald: Option<PathBuf>,
+    /// More flags for every daemon ([`LabBuilder::shoald_args`]).
+    shoald_args: Vec<String>,
     /// Remove on drop: a non-persistent lab this value created.
     remove_on_drop: bool,
 }
@@ -166,6 +169,13 @@ impl LabBuilder {
         self
     }
 
+    /// More flags for every `shoald` (hidden test knobs such as a short key
+    /// rotation); kept for restarts.
+    pub fn shoald_args(mut self, args: &[&str]) -> Self {
+        self.shoald_args = args.iter().map(|a| (*a).to_owned()).collect();
+        self
+    }
+
     /// How long each daemon may take to accept on its socket (default 30 s).
     pub fn ready_timeout(mut self, timeout: Duration) -> Self {
         self.ready_timeout = timeout;
@@ -226,6 +236,7 @@ impl LabBuilder {
         let dir = record.create_dir()?;
         let mut lab = Lab::from_record(record, dir, self.ready_timeout, !self.persistent);
         lab.shoald = shoald.clone();
+        lab.shoald_args = self.shoald_args;
         match lab.build(shoald.as_deref()).await {
             Ok(()) => Ok(lab),
             Err(e) => {
@@ -338,10 +349,11 @@ impl Node {
         }
     }
 
-    fn spawn(&self, shoald: &Path, persistent: bool) -> Result<(), LabError> {
+    fn spawn(&self, shoald: &Path, persistent: bool, args: &[String]) -> Result<(), LabError> {
         let child = daemon::spawn(
             shoald,
             &DaemonSpec {
+                args,
                 node: &self.name,
                 netns: &self.netns,
                 dir: &self.dir,
@@ -398,6 +410,7 @@ impl Lab {
             persistent: false,
             daemons: true,
             shoald: None,
+            shoald_args: Vec::new(),
             ready_timeout: Duration::from_secs(30),
         }
     }
@@ -447,6 +460,7 @@ impl Lab {
             nodes,
             ready_timeout,
             shoald: None,
+            shoald_args: Vec::new(),
             remove_on_drop: owned,
         }
     }
@@ -468,7 +482,7 @@ impl Lab {
         if let Some(shoald) = shoald {
             // All daemons start together; then each is waited for in turn.
             for node in &self.nodes {
-                node.spawn(shoald, self.record.persistent)?;
+                node.spawn(shoald, self.record.persistent, &self.shoald_args)?;
             }
             for node in &self.nodes {
                 node.wait_ready(self.ready_timeout).await?;
@@ -626,7 +640,7 @@ impl Lab {
             Some(binary) => binary.clone(),
             None => daemon::shoald_path()?,
         };
-        node.spawn(&shoald, self.record.persistent)?;
+        node.spawn(&shoald, self.record.persistent, &self.shoald_args)?;
         if let Err(e) = node.wait_ready(self.ready_timeout).await {
             let _already_reported = node.kill(Duration::ZERO);
             return Err(e);

@@ -29,6 +29,7 @@ pub mod images;
 mod lab;
 pub mod load;
 pub mod netns;
+pub mod probe;
 mod record;
 mod shoal;
 pub mod synthetic;

@@ -308,6 +308,7 @@ async fn heartbeats(node: Member, mut stopped: watch::Receiver<bool>) {
                 memory_bytes: 4 << 30,
             }),
             platform: None,
+            wireguard_key: Vec::new(),
         };
         let period = match client.heartbeat(req).await {
             Ok(r) => Duration::from_millis(r.into_inner().period_ms.max(500)),

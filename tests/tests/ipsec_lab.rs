@@ -9,121 +9,23 @@
 //! (The ESP data path itself is proved in the VM lab: vmtests/tests/ipsec.rs.)
 
 use std::{
-    net::{Ipv4Addr, SocketAddr, TcpStream, UdpSocket},
+    net::{SocketAddr, UdpSocket},
     path::PathBuf,
-    process::{Command, Stdio},
     time::Duration,
 };
 
 use anyhow::{Context, bail, ensure};
 use serde_json::Value;
-use shoal_lab::{Lab, TaskRow};
+use shoal_lab::{
+    Lab,
+    probe::{
+        capture_underlay, connect_from, counters, http_service, in_netns, network_vni, pcap_count,
+        task_ip, task_netns, task_row, vxlan_frame, vxlan_of,
+    },
+};
 
 const HTTP: &str = env!("CARGO_BIN_EXE_lab-http");
 const CONNECT: Duration = Duration::from_secs(3);
-
-fn in_netns<T: Send + 'static>(
-    netns: PathBuf,
-    f: impl FnOnce() -> T + Send + 'static,
-) -> anyhow::Result<T> {
-    std::thread::spawn(move || -> anyhow::Result<T> {
-        let ns = std::fs::File::open(&netns).with_context(|| format!("{}", netns.display()))?;
-        nix::sched::setns(ns, nix::sched::CloneFlags::CLONE_NEWNET).context("setns")?;
-        Ok(f())
-    })
-    .join()
-    .map_err(|_| anyhow::anyhow!("netns thread panicked"))?
-}
-
-fn connect_from(netns: PathBuf, to: SocketAddr) -> anyhow::Result<std::io::Result<()>> {
-    in_netns(netns, move || {
-        TcpStream::connect_timeout(&to, CONNECT).map(drop)
-    })
-}
-
-fn task_row(lab: &Lab, service: &str) -> anyhow::Result<TaskRow> {
-    lab.service_ps(1, service)
-        .map_err(|e| anyhow::anyhow!("{e}"))?
-        .into_iter()
-        .find(TaskRow::running)
-        .with_context(|| format!("no running task of {service}"))
-}
-
-fn task_ip(row: &TaskRow) -> anyhow::Result<Ipv4Addr> {
-    row.addresses
-        .iter()
-        .filter_map(|a| a.split('/').next()?.parse::<Ipv4Addr>().ok())
-        .find(|ip| !ip.octets().starts_with(&[10, 255]))
-        .with_context(|| format!("no address: {:?}", row.addresses))
-}
-
-fn task_netns(row: &TaskRow) -> anyhow::Result<PathBuf> {
-    let pid = shoal_lab::task_pid(&row.name, "serve 80")
-        .with_context(|| format!("no process for task {}", row.name))?;
-    Ok(PathBuf::from(format!("/proc/{pid}/ns/net")))
-}
-
-fn vni(lab: &Lab, network: &str) -> anyhow::Result<u32> {
-    let v: Value = serde_json::from_str(&lab.shoal(1, &["network", "ls", "--format", "json"])?)?;
-    v.as_array()
-        .and_then(|a| a.iter().find(|n| n["name"] == network))
-        .and_then(|n| n["vni"].as_u64())
-        .map(|v| v as u32)
-        .with_context(|| format!("no VNI for {network}"))
-}
-
-/// `node stats --format json`'s list `list` as reason → count.
-fn counters(
-    lab: &Lab,
-    k: usize,
-    list: &str,
-) -> anyhow::Result<std::collections::BTreeMap<String, u64>> {
-    let v: Value = serde_json::from_str(&lab.shoal(k, &["node", "stats", "--format", "json"])?)?;
-    Ok(v[list]
-        .as_array()
-        .with_context(|| format!("no {list} in node stats"))?
-        .iter()
-        .filter_map(|r| Some((r["reason"].as_str()?.to_owned(), r["count"].as_u64()?)))
-        .collect())
-}
-
-fn service(lab: &Lab, name: &str, network: &str, node: &str) -> anyhow::Result<()> {
-    let constraint = format!("node.hostname=={node}");
-    lab.shoal(
-        1,
-        &[
-            "service",
-            "create",
-            "--detach",
-            "--name",
-            name,
-            "--network",
-            network,
-            "--constraint",
-            &constraint,
-            "host",
-            HTTP,
-            "serve",
-            "80",
-        ],
-    )?;
-    Ok(())
-}
-
-/// A VXLAN datagram for `vni` carrying a TCP SYN to `to` (the inner frame
-/// need not be deliverable: the gate looks at the VNI).
-fn vxlan(vni: u32, to: Ipv4Addr) -> Vec<u8> {
-    let mut p = vec![0x08, 0, 0, 0];
-    p.extend_from_slice(&(vni << 8).to_be_bytes());
-    p.extend_from_slice(&[0x02, 0x42, 0, 0, 0, 1, 0x02, 0x42, 0, 0, 0, 2, 0x08, 0x00]);
-    let mut ip = vec![0x45, 0, 0, 40, 0, 0, 0x40, 0, 64, 6, 0, 0, 10, 9, 9, 9];
-    ip.extend_from_slice(&to.octets());
-    p.extend(ip);
-    p.extend_from_slice(&[
-        0x9c, 0x40, 0, 80, 0, 0, 0, 1, 0, 0, 0, 0, 0x50, 0x02, 0x20, 0, 0, 0, 0, 0,
-    ]);
-    p
-}
 
 #[tokio::test]
 async fn encrypted_networks_fail_closed_without_esp_and_refuse_injected_cleartext()
@@ -139,7 +41,7 @@ async fn encrypted_networks_fail_closed_without_esp_and_refuse_injected_cleartex
         ("p1", "plainnet", "n1"),
         ("p2", "plainnet", "n2"),
     ] {
-        service(&lab, s, net, node)?;
+        http_service(&lab, HTTP, s, net, node)?;
     }
     for s in ["e1", "e2", "p1", "p2"] {
         lab.running(s, 1, Duration::from_secs(40)).await?;
@@ -150,23 +52,11 @@ async fn encrypted_networks_fail_closed_without_esp_and_refuse_injected_cleartex
         task_row(&lab, "p1")?,
         task_row(&lab, "p2")?,
     );
-    let (enc_vni, plain_vni) = (vni(&lab, "encnet")?, vni(&lab, "plainnet")?);
+    let (enc_vni, plain_vni) = (network_vni(&lab, "encnet")?, network_vni(&lab, "plainnet")?);
 
     // Capture the underlay while both networks are tried.
     let pcap = format!("/tmp/{}-underlay.pcap", lab.name());
-    let mut dump = Command::new("ip")
-        .args([
-            "netns",
-            "exec",
-            &lab.underlay_netns(),
-            "tcpdump",
-            "-i",
-            "br0",
-        ])
-        .args(["-nn", "-U", "-w", &pcap, "udp port 4789 or ip proto 50"])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()?;
+    let mut dump = capture_underlay(&lab, &pcap, "udp port 4789 or ip proto 50")?;
     tokio::time::sleep(Duration::from_secs(2)).await;
 
     // The plain network works across nodes (retried: endpoints are
@@ -174,7 +64,7 @@ async fn encrypted_networks_fail_closed_without_esp_and_refuse_injected_cleartex
     let to_p2 = SocketAddr::from((task_ip(&p2)?, 80));
     let mut plain = Err(std::io::Error::other("not tried"));
     for _ in 0..10 {
-        plain = connect_from(task_netns(&p1)?, to_p2)?;
+        plain = connect_from(task_netns(&p1)?, to_p2, CONNECT)?;
         if plain.is_ok() {
             break;
         }
@@ -185,7 +75,7 @@ async fn encrypted_networks_fail_closed_without_esp_and_refuse_injected_cleartex
     // The encrypted one is blocked, never carried in clear.
     let to_e2 = SocketAddr::from((task_ip(&e2)?, 80));
     for _ in 0..3 {
-        match connect_from(task_netns(&e1)?, to_e2)? {
+        match connect_from(task_netns(&e1)?, to_e2, CONNECT)? {
             Ok(()) => bail!("e1 → e2 answered on a kernel without ESP: sent in clear?"),
             Err(e) if e.kind() == std::io::ErrorKind::TimedOut => {}
             Err(e) => bail!("e1 → e2 failed other than by a drop: {e}"),
@@ -194,15 +84,10 @@ async fn encrypted_networks_fail_closed_without_esp_and_refuse_injected_cleartex
     tokio::time::sleep(Duration::from_secs(1)).await;
     dump.kill()?;
     dump.wait()?;
-    let count = |filter: &str| -> anyhow::Result<usize> {
-        let out = Command::new("tcpdump")
-            .args(["-r", &pcap, "-nn", filter])
-            .stderr(Stdio::null())
-            .output()?;
-        Ok(String::from_utf8_lossy(&out.stdout).lines().count())
-    };
-    let vni_is = |v: u32| format!("udp port 4789 and udp[12:4] & 0xffffff00 = {}", v << 8);
-    let (enc_clear, plain_clear) = (count(&vni_is(enc_vni))?, count(&vni_is(plain_vni))?);
+    let (enc_clear, plain_clear) = (
+        pcap_count(&pcap, &vxlan_of(enc_vni))?,
+        pcap_count(&pcap, &vxlan_of(plain_vni))?,
+    );
     println!(
         "underlay: {enc_clear} VXLAN packets of encnet (VNI {enc_vni}), {plain_clear} of plainnet"
     );
@@ -247,7 +132,7 @@ async fn encrypted_networks_fail_closed_without_esp_and_refuse_injected_cleartex
         lab.client_netns().context("client netns")?
     ));
     let inject = |vni: u32| -> anyhow::Result<()> {
-        let payload = vxlan(vni, to_e2.ip().to_string().parse()?);
+        let payload = vxlan_frame(vni, to_e2.ip().to_string().parse()?);
         in_netns(client.clone(), move || -> std::io::Result<()> {
             let s = UdpSocket::bind("0.0.0.0:0")?;
             for _ in 0..5 {

@@ -64,10 +64,14 @@ fn endpoint(net: &str, node: Ipv4Addr) -> Endpoint {
 /// `enc` (encrypted) with tasks here and on PEER; `plain` with tasks here
 /// and on PLAIN_PEER.
 fn set(tags: &[u64], peer_on_enc: bool) -> AssignmentSet {
-    let net = |id: &str, vni, encrypted| NetworkAssignment {
+    let net = |id: &str, vni, encrypted: bool| NetworkAssignment {
         id: id.into(),
         vni,
-        encrypted,
+        encryption: if encrypted {
+            Encryption::Ipsec.into()
+        } else {
+            Encryption::None.into()
+        },
         ..NetworkAssignment::default()
     };
     let mut endpoints = vec![endpoint("enc", ME), endpoint("plain", PLAIN_PEER)];

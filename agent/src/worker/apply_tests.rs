@@ -54,6 +54,7 @@ fn node(gossip: bool) -> Node {
         contact: Default::default(),
         peers: None,
         ipsec: None,
+        wireguard: Arc::default(),
     };
     let (exec, reports) = Executor::new(
         setup,

@@ -3,9 +3,10 @@
 //! endpoint. Pure, so it is tested without root.
 use std::{collections::BTreeMap, net::Ipv4Addr};
 
-use shoal_api::cluster::v1::{AssignmentSet, TaskAssignment};
+use shoal_api::cluster::v1::{AssignmentSet, Encryption, TaskAssignment};
 use shoal_common::policy::{
-    Endpoint, NET_F_ENCRYPTED, NET_F_INGRESS, NET_F_INTERNAL, NET_F_NODE, NetEntry,
+    ENCVNI_F_WIREGUARD, Endpoint, NET_F_ENCRYPTED, NET_F_INGRESS, NET_F_INTERNAL, NET_F_NODE,
+    NetEntry,
 };
 
 use crate::datapath::{DatapathError, policy::NetPrefix};
@@ -24,7 +25,9 @@ pub fn network_entries(set: &AssignmentSet, data_ip: Ipv4Addr) -> BTreeMap<NetPr
             // Its tasks' packets to the outside are dropped (egress).
             flags |= NET_F_INTERNAL;
         }
-        if n.encrypted {
+        // IPsec's packets are marked for the pair's xfrm policy; WireGuard's
+        // need no mark (their VXLAN device is bound to the tunnel).
+        if n.encryption() == Encryption::Ipsec {
             flags |= NET_F_ENCRYPTED;
         }
         out.insert(
@@ -55,12 +58,16 @@ pub fn network_entries(set: &AssignmentSet, data_ip: Ipv4Addr) -> BTreeMap<NetPr
     out
 }
 
-/// The encrypted networks' VNIs, each with the VXLAN port it uses here.
+/// The encrypted networks' VNIs, each with the VXLAN port it uses here
+/// (WireGuard's flagged: their VXLAN never arrives on the data interface).
 pub fn encrypted_vnis(set: &AssignmentSet, port: u16) -> BTreeMap<u32, u32> {
     set.networks
         .iter()
-        .filter(|n| n.encrypted)
-        .map(|n| (n.vni, u32::from(port)))
+        .filter_map(|n| match n.encryption() {
+            Encryption::None => None,
+            Encryption::Ipsec => Some((n.vni, u32::from(port))),
+            Encryption::Wireguard => Some((n.vni, u32::from(port) | ENCVNI_F_WIREGUARD)),
+        })
         .collect()
 }
 

@@ -239,7 +239,16 @@ fn networks(
         };
         for (k, v) in &n.driver_opts {
             match k.as_str() {
-                "encrypted" => req.encrypted = v.is_empty() || v == "true",
+                "encrypted" => {
+                    req.encryption = shoal_api::words::encryption_opt(v)
+                        .ok_or_else(|| {
+                            key_err(
+                                at(&format!("driver_opts.{k}")),
+                                shoal_api::words::ENCRYPTION_OPT_HELP,
+                            )
+                        })?
+                        .into()
+                }
                 MTU_OPT => {
                     req.mtu = v.parse().map_err(|_| {
                         key_err(at(&format!("driver_opts.{k}")), "must be a number of bytes")
@@ -889,7 +898,7 @@ configs:
         let nets: Vec<(&str, bool)> = p
             .networks
             .iter()
-            .map(|n| (n.name.as_str(), n.encrypted))
+            .map(|n| (n.name.as_str(), n.encryption != 0))
             .collect();
         // vote names no network: it gets the stack's default.
         assert_eq!(

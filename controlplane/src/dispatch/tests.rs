@@ -35,6 +35,7 @@ fn node(id: &str, ip: &str, status: NodeState) -> Node {
         tls: Default::default(),
         resources: Default::default(),
         platform: Default::default(),
+        wireguard_key: None,
     }
 }
 
@@ -47,7 +48,7 @@ fn network(id: &str, vni: u32, subnet: &str) -> Network {
         driver: NetworkDriver::Overlay,
         ingress: false,
         attachable: false,
-        encrypted: false,
+        encryption: crate::model::Encryption::None,
         vni: Some(vni),
         subnet: Some(subnet.into()),
         gateway: None,

@@ -70,9 +70,10 @@ pub(super) async fn join(
         tls: Default::default(),
         resources: Default::default(),
         platform: Default::default(),
+        wireguard_key: None,
     };
     m.propose(Command::CreateNode(node)).await?;
-    m.heartbeat(&node_id, None, None, None).await?;
+    m.heartbeat(&node_id, Default::default()).await?;
     tracing::info!(node = %node_id, hostname = %r.hostname, ?role, "node joined");
     Ok(JoinReply {
         node_id,

@@ -462,6 +462,7 @@ mod tests {
             tls: Default::default(),
             resources: Default::default(),
             platform: Default::default(),
+            wireguard_key: None,
         }
     }
 

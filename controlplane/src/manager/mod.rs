@@ -43,10 +43,7 @@ use tonic::transport::Channel;
 
 use crate::{
     RaftId, RaftMember, Response, StateReader, Store, StoreKey,
-    model::{
-        Applied, ApplyError, Cluster, ClusterState, Command, Node, NodePlatform, NodeResources,
-        NodeState, NodeTls,
-    },
+    model::{Applied, ApplyError, Cluster, ClusterState, Command, Node, NodeReport, NodeState},
     raft::{Raft, raft_config},
     transport,
 };
@@ -123,12 +120,8 @@ enum Forward {
     ReadIndex,
     Heartbeat {
         node_id: String,
-        #[serde(default)]
-        tls: Option<NodeTls>,
-        #[serde(default)]
-        resources: Option<NodeResources>,
-        #[serde(default)]
-        platform: Option<NodePlatform>,
+        #[serde(flatten)]
+        report: NodeReport,
     },
     AddManager {
         raft_id: RaftId,
@@ -422,19 +415,11 @@ impl Manager {
 
     /// Records a node's heartbeat on the leader (forwarded from followers),
     /// with what it reports of its certificate.
-    pub async fn heartbeat(
-        &self,
-        node_id: &str,
-        tls: Option<NodeTls>,
-        resources: Option<NodeResources>,
-        platform: Option<NodePlatform>,
-    ) -> Result<(), ManagerError> {
+    pub async fn heartbeat(&self, node_id: &str, report: NodeReport) -> Result<(), ManagerError> {
         if !self.is_leader() {
             self.forward(Forward::Heartbeat {
                 node_id: node_id.to_owned(),
-                tls,
-                resources,
-                platform,
+                report,
             })
             .await?;
             return Ok(());
@@ -453,6 +438,12 @@ impl Manager {
             node.status = NodeState::Ready;
             changed = true;
         }
+        let NodeReport {
+            tls,
+            resources,
+            platform,
+            wireguard_key,
+        } = report;
         if let Some(tls) = tls.filter(|t| *t != node.tls) {
             node.tls = tls;
             changed = true;
@@ -463,6 +454,11 @@ impl Manager {
         }
         if let Some(p) = platform.filter(|p| !p.is_empty() && *p != node.platform) {
             node.platform = p;
+            changed = true;
+        }
+        if wireguard_key.is_some() && wireguard_key != node.wireguard_key {
+            tracing::info!(node = %id, key = ?wireguard_key, "node's WireGuard key");
+            node.wireguard_key = wireguard_key;
             changed = true;
         }
         if changed {
@@ -718,13 +714,8 @@ impl Manager {
                 ForwardReply::ReadIndex(self.confirm_leadership().await?)
             }
             Forward::ReadIndex => return Err(ManagerError::NoLeader),
-            Forward::Heartbeat {
-                node_id,
-                tls,
-                resources,
-                platform,
-            } => {
-                self.heartbeat(&node_id, tls, resources, platform).await?;
+            Forward::Heartbeat { node_id, report } => {
+                self.heartbeat(&node_id, report).await?;
                 ForwardReply::Done
             }
             Forward::AddManager {

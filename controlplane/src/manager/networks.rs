@@ -12,8 +12,8 @@ use shoal_ca::generate_node_id;
 use super::{Manager, ManagerError};
 use crate::{
     ipam::{self, Ipv4Net},
-    model::{ApplyError, ClusterState, Command, Network, NetworkDriver},
-    validate,
+    model::{ApplyError, ClusterState, Command, Encryption, Network, NetworkDriver},
+    validate, wire,
 };
 
 /// The routing mesh's network, as swarm names it.
@@ -49,7 +49,7 @@ fn summary(state: &ClusterState, n: &Network) -> NetworkSummary {
         gateway: n.gateway.map(|g| g.to_string()).unwrap_or_default(),
         vni: n.vni.unwrap_or_default(),
         attachable: n.attachable,
-        encrypted: n.encrypted,
+        encryption: wire::encode_encryption(n.encryption),
         ingress: n.ingress,
         mtu: n.mtu.unwrap_or_default(),
         labels: n.labels.clone().into_iter().collect(),
@@ -63,20 +63,20 @@ fn invalid(what: String) -> ManagerError {
     ManagerError::Invalid { what }
 }
 
-/// ESP in transport mode adds up to 26 bytes (SPI, sequence, IV, padding
-/// length, next header, ICV) on top of VXLAN's 50, as swarm counts it.
-const ESP_OVERHEAD: u32 = 26;
-/// The largest task MTU of an IPsec network on a 1500-byte underlay.
-pub const MAX_ENCRYPTED_MTU: u32 = 1500 - VXLAN_OVERHEAD - ESP_OVERHEAD;
-
-/// An IPsec network's tasks lose ESP's bytes too: a larger MTU would be
-/// fragmented or dropped on the usual 1500-byte underlay.
-fn check_encrypted_mtu(mtu: u32) -> Result<(), ManagerError> {
-    if mtu > MAX_ENCRYPTED_MTU {
+/// An encrypted network's tasks lose the encryption's bytes too (ESP's 26,
+/// WireGuard's 60, on top of VXLAN's 50): a larger MTU would be fragmented
+/// or dropped on the usual 1500-byte underlay.
+fn check_encrypted_mtu(mtu: u32, encryption: Encryption) -> Result<(), ManagerError> {
+    let max = encryption.max_mtu();
+    if encryption.is_encrypted() && mtu > max {
+        let (name, bytes) = match encryption {
+            Encryption::Wireguard => ("WireGuard", "60 WireGuard"),
+            _ => ("IPsec", "26 ESP"),
+        };
         return Err(invalid(format!(
-            "--opt com.docker.network.driver.mtu={mtu}: an encrypted (IPsec) network's MTU is \
-             at most {MAX_ENCRYPTED_MTU} (1500 - {VXLAN_OVERHEAD} VXLAN - {ESP_OVERHEAD} ESP); \
-             give {MAX_ENCRYPTED_MTU} or less, or leave it out"
+            "--opt com.docker.network.driver.mtu={mtu}: an encrypted ({name}) network's MTU is \
+             at most {max} (1500 - {VXLAN_OVERHEAD} VXLAN - {bytes}); give {max} or less, or \
+             leave it out"
         )));
     }
     Ok(())
@@ -99,9 +99,8 @@ fn check(r: &CreateNetworkRequest) -> Result<Wanted, ManagerError> {
             )));
         }
     }
-    if r.encrypted {
-        check_encrypted_mtu(r.mtu)?;
-    }
+    let encryption = wire::decode_encryption(r.encryption)?;
+    check_encrypted_mtu(r.mtu, encryption)?;
     if r.mtu != 0 && !(576..=MAX_MTU).contains(&r.mtu) {
         return Err(invalid(format!(
             "--opt com.docker.network.driver.mtu={}: must be 576-{MAX_MTU} (the VXLAN header \
@@ -195,7 +194,7 @@ fn allocate(
         driver: NetworkDriver::Overlay,
         ingress,
         attachable: r.attachable,
-        encrypted: r.encrypted,
+        encryption: wire::decode_encryption(r.encryption)?,
         vni: Some(vni),
         subnet: Some(subnet.to_string()),
         gateway: gateway.map(IpAddr::V4),
@@ -320,27 +319,43 @@ pub(super) async fn remove(m: &Manager, r: &NetworkRef) -> Result<String, Manage
 mod tests {
     use super::*;
 
-    fn request(encrypted: bool, mtu: u32) -> CreateNetworkRequest {
+    fn request(encryption: Encryption, mtu: u32) -> CreateNetworkRequest {
         CreateNetworkRequest {
             name: "enc".into(),
-            encrypted,
+            encryption: wire::encode_encryption(encryption),
             mtu,
             ..Default::default()
         }
     }
 
     #[test]
-    fn encrypted_networks_are_accepted_up_to_the_esp_mtu() {
-        assert!(check(&request(true, 0)).is_ok());
-        assert!(check(&request(true, 1424)).is_ok());
-        let Err(ManagerError::Invalid { what }) = check(&request(true, 1425)) else {
-            panic!("1425 accepted on an encrypted network")
-        };
-        assert!(
-            what.contains("com.docker.network.driver.mtu=1425") && what.contains("at most 1424"),
-            "{what}"
-        );
+    fn encrypted_networks_are_accepted_up_to_their_mode_s_mtu() {
+        for (mode, max) in [(Encryption::Ipsec, 1424), (Encryption::Wireguard, 1390)] {
+            assert!(check(&request(mode, 0)).is_ok());
+            assert!(check(&request(mode, max)).is_ok());
+            let Err(ManagerError::Invalid { what }) = check(&request(mode, max + 1)) else {
+                panic!("{} accepted on a {mode:?} network", max + 1)
+            };
+            assert!(
+                what.contains(&format!("com.docker.network.driver.mtu={}", max + 1))
+                    && what.contains(&format!("at most {max}")),
+                "{what}"
+            );
+        }
         // Unencrypted networks keep VXLAN's own limit.
-        assert!(check(&request(false, 1450)).is_ok());
+        assert!(check(&request(Encryption::None, 1450)).is_ok());
+    }
+
+    #[test]
+    fn an_unknown_mode_is_refused_by_name() {
+        let r = CreateNetworkRequest {
+            name: "enc".into(),
+            encryption: 7,
+            ..Default::default()
+        };
+        let Err(ManagerError::Invalid { what }) = check(&r) else {
+            panic!("mode 7 accepted")
+        };
+        assert!(what.contains("wireguard"), "{what}");
     }
 }

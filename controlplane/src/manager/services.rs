@@ -1403,6 +1403,7 @@ mod tests {
             tls: Default::default(),
             resources: Default::default(),
             platform: Default::default(),
+            wireguard_key: None,
         };
         apply(&mut s, &Command::CreateNode(node))?;
         apply(
@@ -1846,7 +1847,7 @@ mod tests {
             driver: NetworkDriver::Overlay,
             ingress: false,
             attachable: false,
-            encrypted: false,
+            encryption: crate::model::Encryption::None,
             vni: Some(4097),
             subnet: Some("10.0.1.0/24".into()),
             gateway: None,
@@ -1877,6 +1878,7 @@ mod tests {
                 tls: Default::default(),
                 resources: Default::default(),
                 platform: Default::default(),
+                wireguard_key: None,
             };
             assert!(apply(&mut s, &Command::CreateNode(node)).is_ok());
         }

@@ -9,7 +9,7 @@ use tokio::sync::mpsc;
 use super::{Manager, ManagerError, services};
 use crate::{
     dispatch,
-    model::{NodePlatform, NodeResources, NodeRole as ModelRole, NodeTls},
+    model::{NodeReport, NodeRole as ModelRole},
     wire,
 };
 
@@ -21,11 +21,9 @@ const ASSIGNMENT_REFRESH: Duration = Duration::from_secs(10);
 pub(super) async fn heartbeat(
     m: &Manager,
     node_id: &str,
-    tls: Option<NodeTls>,
-    resources: Option<NodeResources>,
-    platform: Option<NodePlatform>,
+    report: NodeReport,
 ) -> Result<HeartbeatReply, ManagerError> {
-    m.heartbeat(node_id, tls, resources, platform).await?;
+    m.heartbeat(node_id, report).await?;
     let period = m.heartbeat_period().await;
     let roots = m.ca_roots().await?;
     // Applied state, as for the roots: a promotion seen one period late

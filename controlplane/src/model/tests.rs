@@ -33,6 +33,7 @@ fn node(id: &str, hostname: &str) -> Node {
         tls: Default::default(),
         resources: Default::default(),
         platform: Default::default(),
+        wireguard_key: None,
     }
 }
 
@@ -45,7 +46,7 @@ fn network(id: &str, name: &str) -> Network {
         driver: NetworkDriver::Overlay,
         ingress: false,
         attachable: false,
-        encrypted: false,
+        encryption: crate::model::Encryption::None,
         vni: None,
         subnet: None,
         gateway: None,
@@ -1090,4 +1091,27 @@ fn services_and_tasks_stored_before_updates_and_health_still_load() {
     let status = r#"{"since_unix":5,"message":"started","err":"","exit_code":null}"#;
     let st: Result<crate::model::TaskStatus, _> = serde_json::from_str(status);
     assert_eq!(st.map(|s| s.health).ok(), Some(None));
+}
+
+#[test]
+fn encryption_reads_the_old_bool_and_the_new_modes() {
+    #[derive(serde::Deserialize, serde::Serialize)]
+    struct N {
+        #[serde(rename = "encrypted")]
+        encryption: Encryption,
+    }
+    let read = |v: &str| {
+        serde_json::from_str::<N>(&format!("{{\"encrypted\": {v}}}")).map(|n| n.encryption)
+    };
+    assert_eq!(read("false").ok(), Some(Encryption::None));
+    assert_eq!(read("true").ok(), Some(Encryption::Ipsec));
+    assert_eq!(read("\"wireguard\"").ok(), Some(Encryption::Wireguard));
+    assert!(read("\"ipsek\"").is_err());
+    for e in [Encryption::None, Encryption::Ipsec, Encryption::Wireguard] {
+        let text = serde_json::to_string(&N { encryption: e }).expect("encodes");
+        assert_eq!(
+            serde_json::from_str::<N>(&text).map(|n| n.encryption).ok(),
+            Some(e)
+        );
+    }
 }

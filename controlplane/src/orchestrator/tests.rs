@@ -23,6 +23,7 @@ fn node(id: &str, labels: &[(&str, &str)]) -> Node {
         tls: Default::default(),
         resources: Default::default(),
         platform: Default::default(),
+        wireguard_key: None,
     }
 }
 
@@ -61,7 +62,7 @@ fn state(nodes: &[Node]) -> ClusterState {
         driver: NetworkDriver::Overlay,
         ingress: false,
         attachable: false,
-        encrypted: false,
+        encryption: crate::model::Encryption::None,
         vni: Some(4097),
         subnet: Some("10.0.1.0/24".into()),
         gateway: None,
@@ -546,7 +547,7 @@ fn add_ingress(s: &mut ClusterState) {
         driver: NetworkDriver::Overlay,
         ingress: true,
         attachable: false,
-        encrypted: false,
+        encryption: crate::model::Encryption::None,
         vni: Some(4096),
         subnet: Some("10.0.0.0/24".into()),
         gateway: None,

@@ -229,8 +229,21 @@ fn networks_are_overlays_only() -> Result<(), ApiError> {
         &json!({"Name": "appnet", "Driver": "overlay", "Attachable": true,
         "Options": {"encrypted": ""}, "IPAM": {"Driver": "default", "Config": [{"Subnet": "10.9.0.0/24"}]}}),
     )?;
-    assert!(r.attachable && r.encrypted);
+    assert!(r.attachable && r.encryption() == pb::Encryption::Ipsec);
     assert_eq!(r.subnet, "10.9.0.0/24");
+    // The option's value counts: a mode is read, a typo refused by name.
+    let mode = |v: &str| {
+        network_request(&json!({"Name": "n", "Options": {"encrypted": v}}))
+            .map(|r| r.encryption())
+            .map_err(|e| e.to_string())
+    };
+    assert_eq!(mode("wireguard"), Ok(pb::Encryption::Wireguard));
+    assert_eq!(mode("false"), Ok(pb::Encryption::None));
+    let e = mode("ipsek").err().unwrap_or_default();
+    assert!(
+        e.contains("Options[\"encrypted\"]") && e.contains("encrypted=wireguard"),
+        "{e}"
+    );
     let e = network_request(&json!({"Name": "x", "Driver": "bridge"}))
         .err()
         .map(|e| e.to_string());
@@ -238,11 +251,16 @@ fn networks_are_overlays_only() -> Result<(), ApiError> {
     let back = network(&pb::NetworkSummary {
         name: "appnet".into(),
         vni: 4097,
-        encrypted: true,
+        encryption: pb::Encryption::Ipsec.into(),
         subnet: "10.9.0.0/24".into(),
         ..Default::default()
     });
     assert_eq!(back["Options"]["encrypted"], "");
+    let wg = network(&pb::NetworkSummary {
+        encryption: pb::Encryption::Wireguard.into(),
+        ..Default::default()
+    });
+    assert_eq!(wg["Options"]["encrypted"], "wireguard");
     assert_eq!(back["Scope"], "swarm");
     assert_eq!(back["Internal"], false);
     // `Internal` (no egress) is stored and shown back.

@@ -43,8 +43,27 @@ impl Dispatcher for Api {
                 os: p.os.clone(),
                 architecture: p.architecture.clone(),
             });
+        let wireguard_key = match req.get_ref().wireguard_key.as_slice() {
+            [] => None,
+            k if k.len() == 32 => {
+                use base64::Engine;
+                Some(base64::engine::general_purpose::STANDARD.encode(k))
+            }
+            k => {
+                return Err(Status::invalid_argument(format!(
+                    "wireguard_key: a WireGuard public key is 32 bytes, got {}",
+                    k.len()
+                )));
+            }
+        };
+        let report = crate::model::NodeReport {
+            tls,
+            resources,
+            platform,
+            wireguard_key,
+        };
         Ok(Response::new(
-            sessions::heartbeat(&self.0, &node_id, tls, resources, platform).await?,
+            sessions::heartbeat(&self.0, &node_id, report).await?,
         ))
     }
 
