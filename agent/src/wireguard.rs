@@ -18,13 +18,7 @@ use std::{collections::BTreeMap, net::Ipv4Addr};
 use shoal_api::cluster::v1::{AssignmentSet, Encryption};
 use shoal_wg::{KeyPair, PublicKey, Tunnel, TunnelOptions, WgError};
 
-#[derive(Debug, thiserror::Error)]
-pub enum WireguardError {
-    #[error(transparent)]
-    Wg(#[from] WgError),
-    #[error("bringing up {device}: {detail}")]
-    Link { device: String, detail: String },
-}
+pub type WireguardError = WgError;
 
 /// What `node stats` and `node doctor` show.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -169,58 +163,6 @@ pub async fn rotate_every(wg: crate::worker::SharedWireguard, period: std::time:
         w.rotate();
         tracing::info!(key = %w.published(), "WireGuard: new key pair published");
     }
-}
-
-/// Sets the tunnel's MTU, gives it this node's VTEP (`/32`, scope host)
-/// and brings it up, with a loose reverse-path check. Decrypted VXLAN
-/// arrives on the tunnel from a peer's VTEP, which the main table routes
-/// through the data interface: a strict check drops it, and so does a
-/// loose one on a device without an IPv4 address (the kernel's
-/// `fib_validate_source`), whatever `all/rp_filter` the host sets.
-pub async fn bring_up(device: &str, vtep: Ipv4Addr) -> Result<(), WireguardError> {
-    use futures::TryStreamExt;
-    use rtnetlink::{LinkUnspec, new_connection};
-    let fail = |detail: String| WireguardError::Link {
-        device: device.to_owned(),
-        detail,
-    };
-    let (conn, handle, _) = new_connection().map_err(|e| fail(e.to_string()))?;
-    let conn = tokio::spawn(conn);
-    let result = async {
-        let link = handle
-            .link()
-            .get()
-            .match_name(device.to_owned())
-            .execute()
-            .try_next()
-            .await
-            .map_err(|e| fail(e.to_string()))?
-            .ok_or_else(|| fail("not found".into()))?;
-        let index = link.header.index;
-        let mut add = handle.address().add(index, std::net::IpAddr::V4(vtep), 32);
-        add.message_mut().header.scope = netlink_packet_route::address::AddressScope::Host;
-        let added = add.execute().await;
-        match added {
-            Err(rtnetlink::Error::NetlinkError(e)) if e.raw_code() == -libc::EEXIST => {}
-            other => other.map_err(|e| fail(format!("address {vtep}/32: {e}")))?,
-        }
-        let message = LinkUnspec::new_with_index(index)
-            .mtu(shoal_wg::TUNNEL_MTU)
-            .up()
-            .build();
-        handle
-            .link()
-            .set(message)
-            .execute()
-            .await
-            .map_err(|e| fail(e.to_string()))
-    }
-    .await;
-    conn.abort();
-    result?;
-    let rp = format!("/proc/sys/net/ipv4/conf/{device}/rp_filter");
-    std::fs::write(&rp, "2").map_err(|e| fail(format!("{rp}: {e}")))?;
-    Ok(())
 }
 
 #[cfg(test)]

@@ -1231,7 +1231,7 @@ impl<O: Overlay, T: Tasks, M: MeshSync> Executor<O, T, M> {
             return Ok(());
         }
         let vtep = self.local().data_ip().ok_or(WorkerError::NoDataAddress)?;
-        if let Err(e) = crate::wireguard::bring_up(shoal_wg::DEVICE, vtep).await {
+        if let Err(e) = shoal_wg::bring_up(shoal_wg::DEVICE, vtep, 32).await {
             lock(&self.setup.wireguard).drop_device();
             return Err(e.into());
         }

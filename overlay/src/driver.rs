@@ -281,7 +281,7 @@ impl Driver {
         mac: MacAddr,
         vtep: Ipv4Addr,
     ) -> Result<(), OverlayError> {
-        let vxlan = self.require_vxlan(vni).await?;
+        let (vxlan, underlay) = self.require_vxlan_with_underlay(vni).await?;
         let mut message = NeighbourMessage::default();
         message.header.family = AddressFamily::Bridge;
         message.header.ifindex = vxlan;
@@ -290,12 +290,15 @@ impl Driver {
             .attributes
             .push(NeighbourAttribute::LinkLayerAddress(mac.octets().to_vec()));
         // With the destination given, the kernel deletes only the entry that
-        // still points at this VTEP.
+        // still points at this VTEP; it matches the pinned interface too.
         message
             .attributes
             .push(NeighbourAttribute::Destination(NeighbourAddress::Inet(
                 vtep,
             )));
+        if let Some(index) = underlay {
+            message.attributes.push(NeighbourAttribute::IfIndex(index));
+        }
         self.delete_neighbour(
             message,
             format!("delete fdb {mac} dst {vtep} self on {}", vxlan_name(vni)),

@@ -109,6 +109,12 @@ impl Tunnel {
         Ok(changes.len())
     }
 
+    /// One peer change, outside [`sync_peers`](Self::sync_peers)'s
+    /// bookkeeping (benchmarks joining two namespaces by hand).
+    pub fn set_peer(&self, change: &PeerChange) -> Result<(), WgError> {
+        self.request("a peer", &uapi::set_peer(change)).map(drop)
+    }
+
     pub fn status(&self) -> Result<DeviceStatus, WgError> {
         let lines = self.request("get", "get=1\n\n")?;
         uapi::parse_status(&lines)
@@ -166,7 +172,8 @@ pub fn peer_changes(
             .filter(|(addr, key)| have.get(addr) != Some(key))
             .map(|(addr, key)| PeerChange::Set {
                 key: *key,
-                addr: *addr,
+                endpoint: *addr,
+                allowed: *addr,
             }),
     );
     out
@@ -191,11 +198,13 @@ mod tests {
                 PeerChange::Remove { key: b },
                 PeerChange::Set {
                     key: b2,
-                    addr: ip(2)
+                    endpoint: ip(2),
+                    allowed: ip(2),
                 },
                 PeerChange::Set {
                     key: c,
-                    addr: ip(3)
+                    endpoint: ip(3),
+                    allowed: ip(3),
                 },
             ]
         );

@@ -12,6 +12,8 @@ pub enum WgError {
     Uapi(#[source] io::Error),
     #[error("the WireGuard device refused {what}: errno {errno}")]
     Refused { what: &'static str, errno: i32 },
+    #[error("bringing up {device}: {detail}")]
+    Link { device: String, detail: String },
     #[error("the WireGuard device's reply line {line:?}: {why}")]
     Reply { line: String, why: &'static str },
 }

@@ -21,11 +21,13 @@
 mod device;
 mod error;
 mod keys;
+mod link;
 pub mod uapi;
 
 pub use device::{Tunnel, TunnelOptions};
 pub use error::WgError;
 pub use keys::{KeyPair, PublicKey};
+pub use link::bring_up;
 
 /// The tunnel device's name (at most 15 bytes; one per network namespace).
 pub const DEVICE: &str = "shoal-wg";

@@ -9,11 +9,12 @@ use crate::{KeyPair, PORT, PublicKey, WgError};
 /// One change to the device's peers.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum PeerChange {
-    /// A node's key, reached at `addr` (its VTEP): that address is the
-    /// peer's only allowed IP and, on [`PORT`], its endpoint.
+    /// A peer reached at `endpoint` on [`PORT`], whose packets may come
+    /// from `allowed` only (a node: both are its VTEP).
     Set {
         key: PublicKey,
-        addr: Ipv4Addr,
+        endpoint: Ipv4Addr,
+        allowed: Ipv4Addr,
     },
     Remove {
         key: PublicKey,
@@ -39,9 +40,13 @@ pub fn set_private_key(keys: &KeyPair) -> String {
 pub fn set_peer(change: &PeerChange) -> String {
     match change {
         PeerChange::Remove { key } => format!("set=1\npublic_key={}\nremove=true\n\n", key.hex()),
-        PeerChange::Set { key, addr } => format!(
-            "set=1\npublic_key={}\nendpoint={addr}:{PORT}\nreplace_allowed_ips=true\n\
-             allowed_ip={addr}/32\n\n",
+        PeerChange::Set {
+            key,
+            endpoint,
+            allowed,
+        } => format!(
+            "set=1\npublic_key={}\nendpoint={endpoint}:{PORT}\nreplace_allowed_ips=true\n\
+             allowed_ip={allowed}/32\n\n",
             key.hex()
         ),
     }
@@ -155,7 +160,8 @@ mod tests {
         );
         let set = set_peer(&PeerChange::Set {
             key: b,
-            addr: Ipv4Addr::new(10, 0, 0, 2),
+            endpoint: Ipv4Addr::new(10, 0, 0, 2),
+            allowed: Ipv4Addr::new(10, 0, 0, 2),
         });
         assert_eq!(
             set,

@@ -41,6 +41,13 @@ pub enum BenchCmd {
         #[command(flatten)]
         params: crate::bench_memory::Params,
     },
+    /// The WireGuard overlay against the plain overlay and against
+    /// boringtun alone joining two namespaces (its ceiling here), in one
+    /// run: throughput and 1-byte round trips; a JSON result file.
+    Wireguard {
+        #[command(flatten)]
+        params: crate::bench_wireguard::Params,
+    },
     /// Gossip on 7946: time until every node knows a new endpoint, and until
     /// a dead node's endpoints are gone from all others, at N nodes, sealed
     /// (as nodes run) against the same frames unencrypted, in one run; the
@@ -246,6 +253,9 @@ pub fn run(cmd: BenchCmd) -> anyhow::Result<()> {
             },
         )),
         BenchCmd::Memory { params } => runtime.block_on(crate::bench_memory::run(&bin, &params)),
+        BenchCmd::Wireguard { params } => {
+            runtime.block_on(crate::bench_wireguard::run(&bin, &params))
+        }
         BenchCmd::Gossip { .. } | BenchCmd::Docs { .. } => Ok(()),
     }
 }

@@ -9,6 +9,7 @@ mod bench_raft;
 mod bench_shoal;
 mod bench_tasks;
 mod bench_update;
+mod bench_wireguard;
 mod lab;
 mod setup;
 mod vm;
