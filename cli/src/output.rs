@@ -518,6 +518,9 @@ struct NodeJson<'a> {
     /// `Description.Resources`).
     #[serde(rename = "Description", skip_serializing_if = "Option::is_none")]
     description: Option<DescriptionJson>,
+    /// `node inspect` only, once reported: its WireGuard public key.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    wireguard_key: Option<&'a str>,
 }
 
 #[derive(Serialize)]
@@ -603,6 +606,7 @@ fn node_value<'a>(n: &'a NodeSummary, raft_addr: Option<&'a str>) -> NodeJson<'a
         raft_addr,
         cert_not_after_unix: None,
         description: None,
+        wireguard_key: None,
     }
 }
 
@@ -656,6 +660,7 @@ fn detail_value(d: &NodeDetail) -> Option<NodeJson<'_>> {
                 memory_bytes: r.memory_bytes,
             }),
         }),
+        wireguard_key: (!d.wireguard_key.is_empty()).then_some(d.wireguard_key.as_str()),
         ..node_value(n, Some(&d.raft_addr))
     })
 }
@@ -712,6 +717,9 @@ fn node_text(d: &NodeDetail) -> String {
                 "No"
             },
         ));
+    }
+    if !d.wireguard_key.is_empty() {
+        out.push_str(&format!("WireGuard Public Key:    {}\n", d.wireguard_key));
     }
     if let Some(p) = &d.platform {
         out.push_str(&format!(
@@ -834,6 +842,15 @@ mod tests {
         assert!(!node_text(&bare).contains("Resources"));
         let json = serde_json::to_value(detail_value(&bare)).unwrap_or_default();
         assert!(json.get("Description").is_none());
+        assert!(json.get("wireguard_key").is_none());
+        // Once reported, the node's WireGuard key is shown, as `wg show` would.
+        let keyed = NodeDetail {
+            wireguard_key: "a2V5".into(),
+            ..bare
+        };
+        assert!(node_text(&keyed).contains("WireGuard Public Key:    a2V5\n"));
+        let json = serde_json::to_value(detail_value(&keyed)).unwrap_or_default();
+        assert_eq!(json["wireguard_key"], "a2V5");
     }
 
     #[test]
@@ -874,6 +891,7 @@ mod tests {
             raft_addr: "198.18.0.2:2377".into(),
             resources: None,
             platform: None,
+            wireguard_key: String::new(),
         });
         assert!(text.contains(" - zone=a\n"), "{text}");
         assert!(text.contains("Leader:                 No"), "{text}");

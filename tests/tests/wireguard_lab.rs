@@ -5,10 +5,12 @@
 //! beside it shows its VXLAN, so the capture works); both nodes rotate
 //! their key pairs during a request loop that loses nothing; VXLAN of the
 //! WireGuard VNI injected in clear from the underlay is dropped and
-//! counted; and the task MTU leaves room for WireGuard (1390).
+//! counted; a host on the underlay running its own WireGuard device, with
+//! a key no node record holds, never completes a handshake with a node;
+//! and the task MTU leaves room for WireGuard (1390).
 
 use std::{
-    net::{SocketAddr, UdpSocket},
+    net::{Ipv4Addr, SocketAddr, UdpSocket},
     path::PathBuf,
     time::{Duration, Instant},
 };
@@ -49,6 +51,38 @@ fn wireguard_check(lab: &Lab, k: usize) -> anyhow::Result<(bool, String)> {
 fn rotations(detail: &str) -> Option<u64> {
     let before = detail.split(" key rotation").next()?;
     before.rsplit(' ').next()?.parse().ok()
+}
+
+/// Node `k`'s WireGuard key as the managers hold it (`node inspect`).
+fn node_key(lab: &Lab, k: usize) -> anyhow::Result<shoal_wg::PublicKey> {
+    let name = format!("n{k}");
+    let v: Value =
+        serde_json::from_str(&lab.shoal(1, &["node", "inspect", &name, "--format", "json"])?)?;
+    let key = v[0]["wireguard_key"]
+        .as_str()
+        .with_context(|| format!("no wireguard_key in node inspect {name}: {v}"))?;
+    Ok(shoal_wg::PublicKey::parse(key)?)
+}
+
+/// Packets node `k`'s kernel received from its WireGuard device (the
+/// thread's own /proc/net: sysfs shows the mounting namespace's).
+fn tunnel_rx(lab: &Lab, k: usize) -> anyhow::Result<u64> {
+    let netns = PathBuf::from(format!("/run/netns/{}", lab.node(k).netns()));
+    in_netns(netns, || -> anyhow::Result<u64> {
+        let dev = std::fs::read_to_string("/proc/thread-self/net/dev")?;
+        let line = dev
+            .lines()
+            .find(|l| {
+                l.trim_start()
+                    .starts_with(&format!("{}:", shoal_wg::DEVICE))
+            })
+            .context("no tunnel in /proc/net/dev")?;
+        let rx_packets = line
+            .split_once(':')
+            .and_then(|(_, v)| v.split_whitespace().nth(1))
+            .context("no rx packets column")?;
+        Ok(rx_packets.parse()?)
+    })?
 }
 
 fn mtu_in(netns: PathBuf) -> anyhow::Result<u32> {
@@ -215,6 +249,79 @@ async fn wireguard_networks_carry_tasks_encrypted_across_key_rotations() -> anyh
         after >= before + 5,
         "injected cleartext not dropped: {before} → {after}"
     );
+
+    // The attacker runs WireGuard too, with its own key and n2 as its peer:
+    // n2 knows no such key, so no handshake completes and nothing the
+    // attacker sends reaches n2's tunnel.
+    let (n2_key, n2_addr) = (node_key(&lab, 2)?, lab.node(2).addr());
+    let client = PathBuf::from(format!(
+        "/run/netns/{}",
+        lab.client_netns().context("client netns")?
+    ));
+    let rx_before = tunnel_rx(&lab, 2)?;
+    let rogue_pcap = format!("/tmp/{}-rogue.pcap", lab.name());
+    let mut rogue_dump = capture_underlay(&lab, &rogue_pcap, "udp dst port 51820")?;
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let rogue = in_netns(
+        client.clone(),
+        move || -> anyhow::Result<shoal_wg::Tunnel> {
+            let t = shoal_wg::Tunnel::create(
+                &shoal_wg::TunnelOptions::default(),
+                &shoal_wg::KeyPair::generate(),
+            )?;
+            t.set_peer(&shoal_wg::uapi::PeerChange::Set {
+                key: n2_key,
+                endpoint: n2_addr,
+                allowed: Ipv4Addr::new(10, 66, 0, 2),
+            })?;
+            tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()?
+                .block_on(shoal_wg::bring_up(
+                    shoal_wg::DEVICE,
+                    Ipv4Addr::new(10, 66, 0, 1),
+                    24,
+                ))?;
+            Ok(t)
+        },
+    )??;
+    let payload = vxlan_frame(wg_vni, to_w2.ip().to_string().parse()?);
+    in_netns(client, move || -> std::io::Result<()> {
+        let s = UdpSocket::bind("0.0.0.0:0")?;
+        // Into the rogue tunnel: boringtun offers n2 handshakes for them.
+        for _ in 0..20 {
+            s.send_to(&payload, (Ipv4Addr::new(10, 66, 0, 2), 4789))?;
+            std::thread::sleep(Duration::from_millis(300));
+        }
+        Ok(())
+    })??;
+    let status = rogue.status()?;
+    let rx_after = tunnel_rx(&lab, 2)?;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    rogue_dump.kill()?;
+    rogue_dump.wait()?;
+    // The attempts did reach n2: handshake initiations from the client.
+    let tried = pcap_count(&rogue_pcap, "src host 198.18.0.250 and udp dst port 51820")?;
+    ensure!(
+        tried > 0,
+        "the rogue device sent nothing to n2: is it running?"
+    );
+    println!(
+        "rogue device: {tried} handshake attempts, {:?}; n2 tunnel rx {rx_before} → {rx_after}",
+        status.peers
+    );
+    ensure!(
+        status
+            .peers
+            .iter()
+            .all(|p| p.since_handshake.is_none() && p.rx_bytes == 0),
+        "the rogue device got a session with n2: {status:?}"
+    );
+    ensure!(
+        rx_after == rx_before,
+        "n2's tunnel took packets from the rogue device: {rx_before} → {rx_after}"
+    );
+    drop(rogue);
     lab.down()?;
     Ok(())
 }

@@ -95,7 +95,11 @@ impl Drop for Servers {
 
 fn start_servers(bin: &Path, p: &Path3) -> anyhow::Result<Servers> {
     Ok(Servers(vec![
-        spawn_in(&p.server, Path::new("/usr/bin/iperf3"), &["-s", "-p", IPERF_PORT])?,
+        spawn_in(
+            &p.server,
+            Path::new("/usr/bin/iperf3"),
+            &["-s", "-p", IPERF_PORT],
+        )?,
         spawn_in(&p.server, &bin.join("lab-echo"), &["serve", ECHO_PORT])?,
     ]))
 }
@@ -134,7 +138,11 @@ async fn holder(service: &str) -> anyhow::Result<PathBuf> {
 
 /// The IPv4 address of `eth0` in `netns`.
 fn eth0_ip(netns: &Path) -> anyhow::Result<Ipv4Addr> {
-    let out = output_in(netns, Path::new("ip"), &["-4", "-o", "addr", "show", "eth0"])?;
+    let out = output_in(
+        netns,
+        Path::new("ip"),
+        &["-4", "-o", "addr", "show", "eth0"],
+    )?;
     let text = String::from_utf8_lossy(&out.stdout);
     text.split_whitespace()
         .skip_while(|w| *w != "inet")
@@ -155,8 +163,19 @@ async fn task_pair(lab: &Lab, bin: &Path, network: &str) -> anyhow::Result<Path3
             bin,
             1,
             &[
-                "service", "create", "--detach", "--name", &name, "--network", network,
-                "--constraint", &constraint, "host", http, "serve", "80",
+                "service",
+                "create",
+                "--detach",
+                "--name",
+                &name,
+                "--network",
+                network,
+                "--constraint",
+                &constraint,
+                "host",
+                http,
+                "serve",
+                "80",
             ],
         )?;
     }
@@ -215,11 +234,20 @@ pub async fn run(bin: &Path, p: &Params) -> anyhow::Result<()> {
         .start()
         .await?;
     form_swarm(&lab, bin, 1)?;
-    run_shoal(&lab, bin, 1, &["network", "create", "--opt", "encrypted=wireguard", "wgnet"])?;
+    run_shoal(
+        &lab,
+        bin,
+        1,
+        &["network", "create", "--opt", "encrypted=wireguard", "wgnet"],
+    )?;
     run_shoal(&lab, bin, 1, &["network", "create", "plainnet"])?;
     let wg = task_pair(&lab, bin, "wgnet").await?;
     let plain = task_pair(&lab, bin, "plainnet").await?;
-    let bare = Lab::builder("bench-wgc").nodes(2).daemons(false).start().await?;
+    let bare = Lab::builder("bench-wgc")
+        .nodes(2)
+        .daemons(false)
+        .start()
+        .await?;
     let (ceiling, _tunnels) = ceiling(&bare).await?;
     let paths = [wg, plain, ceiling];
     let servers: Vec<Servers> = paths
@@ -263,7 +291,10 @@ pub async fn run(bin: &Path, p: &Params) -> anyhow::Result<()> {
         shoal_bench::stats::median(&samples[i].iter().map(|m| m[j]).collect::<Vec<_>>())
     };
     println!("\n{} run(s) per path, median:", p.repeat);
-    println!("{:>24} {:>10} {:>10} {:>10}", "", "Gbit/s", "rr/s", "rr p50 us");
+    println!(
+        "{:>24} {:>10} {:>10} {:>10}",
+        "", "Gbit/s", "rr/s", "rr p50 us"
+    );
     for (i, name) in PATHS.iter().enumerate() {
         let v = |j| median(i, j).map_or("-".into(), |v| format!("{v:.2}"));
         println!("{name:>24} {:>10} {:>10} {:>10}", v(0), v(1), v(2));

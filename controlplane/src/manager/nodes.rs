@@ -29,6 +29,7 @@ pub(super) async fn inspect(m: &Manager, key: &str) -> Result<NodeDetail, Manage
             .unwrap_or_default(),
         resources: resources(n),
         platform: platform(n),
+        wireguard_key: n.wireguard_key.clone().unwrap_or_default(),
     })
 }
 
@@ -119,6 +120,7 @@ pub(super) async fn update(m: &Manager, r: UpdateNodeRequest) -> Result<NodeDeta
         raft_addr: String::new(),
         resources: resources(n),
         platform: platform(n),
+        wireguard_key: n.wireguard_key.clone().unwrap_or_default(),
     })
 }
 
