@@ -111,9 +111,16 @@ fn check_objects(lab: &Lab) -> anyhow::Result<()> {
             .is_some_and(|n| n.iter().all(|n| n["internal"] == false)),
         "network ls: an old network reads back internal: {networks}"
     );
+    // The stored `encrypted: false` of the old build reads as mode none.
+    ensure!(
+        networks
+            .as_array()
+            .is_some_and(|n| n.iter().all(|n| n["encryption"] == "none")),
+        "network ls: an old unencrypted network reads back encrypted: {networks}"
+    );
     same(
         "network ls",
-        without(networks, &["internal"]),
+        without(networks, &["internal", "encryption"]),
         expected("networks.json")?,
     )?;
     same(
