@@ -361,6 +361,19 @@ impl<S: StatsSource> Node for NodeApi<S> {
                 .collect(),
             gossip: gossip_counters(&self.swarm.env().view),
             ipsec: ipsec_counters(&self.swarm.env().view),
+            wireguard: self
+                .swarm
+                .env()
+                .wireguard
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .counters()
+                .into_iter()
+                .map(|(reason, count)| ReasonCounter {
+                    reason: reason.into(),
+                    count,
+                })
+                .collect(),
         }))
     }
 }
@@ -408,6 +421,7 @@ fn ipsec_counters(view: &std::sync::Mutex<crate::worker::NodeView>) -> Vec<Reaso
         ("states", s.states),
         ("peers blocked before the key ring", s.blocked_without_keys),
         ("key rotations", s.rotations),
+        ("left by an earlier shoald, removed", s.swept),
         ("xfrm writes refused", s.refused),
         ("kernel without ESP", u64::from(s.unsupported)),
     ]

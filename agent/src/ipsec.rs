@@ -9,6 +9,11 @@
 //! the kernel, never sent in clear. A peer before the node holds the
 //! `networking:ipsec` ring gets a policy naming no state: blocked too.
 //! Unencrypted networks are not touched.
+//!
+//! Once per process, after the first set is installed, Shoal's states and
+//! policies that set does not want are swept: an earlier shoald's, for
+//! peers that left or keys rotated out while this node was down. The sweep
+//! follows the install, so a wanted peer's policy never disappears.
 
 use std::{
     collections::{BTreeMap, BTreeSet},
@@ -16,7 +21,7 @@ use std::{
 };
 
 use shoal_api::cluster::v1::{AssignmentSet, Encryption, NetworkKey};
-use shoal_xfrm::{Op, PairState, Policy, Ring, Xfrm, XfrmError};
+use shoal_xfrm::{Op, Owned, PairState, Policy, Ring, SaId, Xfrm, XfrmError};
 
 /// The ring's subsystem name in the assignment set.
 pub const IPSEC_RING: &str = "networking:ipsec";
@@ -25,17 +30,27 @@ pub const IPSEC_RING: &str = "networking:ipsec";
 /// root (and on kernels with or without ESP).
 pub trait XfrmWrite: Send {
     fn write(&mut self, op: &Op) -> Result<(), XfrmError>;
+    /// Shoal's states and policies the kernel holds.
+    fn owned(&mut self) -> Result<Owned, XfrmError>;
 }
 
 impl XfrmWrite for Xfrm {
     fn write(&mut self, op: &Op) -> Result<(), XfrmError> {
         self.apply(op)
     }
+
+    fn owned(&mut self) -> Result<Owned, XfrmError> {
+        Xfrm::owned(self)
+    }
 }
 
 impl XfrmWrite for Box<dyn XfrmWrite> {
     fn write(&mut self, op: &Op) -> Result<(), XfrmError> {
         (**self).write(op)
+    }
+
+    fn owned(&mut self) -> Result<Owned, XfrmError> {
+        (**self).owned()
     }
 }
 
@@ -95,6 +110,8 @@ pub struct IpsecStatus {
     pub policies: u64,
     pub blocked_without_keys: u64,
     pub rotations: u64,
+    /// States and policies an earlier shoald left that were removed.
+    pub swept: u64,
     /// Writes the kernel refused (each once per set that asked).
     pub refused: u64,
     /// The last refusal, and whether it was "this kernel has no ESP".
@@ -108,6 +125,8 @@ pub struct Ipsec<W = Box<dyn XfrmWrite>> {
     port: u16,
     installed: BTreeMap<Ipv4Addr, Want>,
     status: IpsecStatus,
+    /// Whether the leftovers of earlier processes were swept.
+    swept: bool,
 }
 
 /// Answers that mean the kernel already holds what was asked.
@@ -127,6 +146,7 @@ impl<W: XfrmWrite> Ipsec<W> {
             port,
             installed: BTreeMap::new(),
             status: IpsecStatus::default(),
+            swept: false,
         }
     }
 
@@ -197,7 +217,58 @@ impl<W: XfrmWrite> Ipsec<W> {
                 }
             }
         }
+        if !self.swept {
+            self.sweep(&want);
+        }
         self.count();
+    }
+
+    /// Removes Shoal's states and policies that neither this set nor what
+    /// is installed wants (a peer whose write failed keeps its blocking
+    /// policy): policies first, so no packet is sent through a state about
+    /// to go, then states. A failed dump is retried with the next set.
+    fn sweep(&mut self, want: &BTreeMap<Ipv4Addr, Want>) {
+        let owned = match self.writer.owned() {
+            Ok(o) => o,
+            Err(e) => {
+                self.refused(&e);
+                return;
+            }
+        };
+        self.swept = true;
+        let mut policies = BTreeSet::new();
+        let mut sas = BTreeSet::new();
+        for w in self.installed.values().chain(want.values()) {
+            policies.insert(w.policy().dst);
+            if let Want::Pair(p) = w {
+                sas.extend(p.inbound.iter().chain([&p.outbound]).map(|s| s.id()));
+            }
+        }
+        let stale = owned
+            .policies
+            .into_iter()
+            .filter(|p| !policies.contains(&p.dst))
+            .map(Op::DelPolicy)
+            .chain(
+                owned
+                    .sas
+                    .into_iter()
+                    .filter(|id: &SaId| !sas.contains(id))
+                    .map(Op::DelSa),
+            );
+        for op in stale {
+            match self.writer.write(&op) {
+                Ok(()) => self.status.swept += 1,
+                Err(e) if already(&op, &e) => {}
+                Err(e) => self.refused(&e),
+            }
+        }
+        if self.status.swept > 0 {
+            tracing::info!(
+                removed = self.status.swept,
+                "IPsec: removed states and policies an earlier shoald left"
+            );
+        }
     }
 
     fn refused(&mut self, e: &XfrmError) {

@@ -18,16 +18,20 @@ use std::{collections::BTreeMap, net::Ipv4Addr};
 use shoal_api::cluster::v1::{AssignmentSet, Encryption};
 use shoal_wg::{KeyPair, PublicKey, Tunnel, TunnelOptions, WgError};
 
-pub type WireguardError = WgError;
-
 /// What `node stats` and `node doctor` show.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct WireguardStatus {
     pub device: bool,
     pub peers: u64,
     pub rotations: u64,
+    /// Device, key or peer writes that failed.
+    pub errors: u64,
     pub last_error: Option<String>,
 }
+
+/// A peer whose last handshake is older than this has no session
+/// (WireGuard's REJECT_AFTER_TIME is 180 s).
+const SESSION_AGE: std::time::Duration = std::time::Duration::from_secs(180);
 
 /// The node's WireGuard state.
 #[derive(Debug)]
@@ -95,12 +99,12 @@ impl Wireguard {
 
     /// Makes the device (in this process's network namespace) if it is not
     /// there; the caller then brings the link up ([`bring_up`]).
-    pub fn ensure_device(&mut self) -> Result<bool, WireguardError> {
+    pub fn ensure_device(&mut self) -> Result<bool, WgError> {
         if self.tunnel.is_some() {
             return Ok(false);
         }
         let tunnel = Tunnel::create(&TunnelOptions::default(), &self.keys)
-            .inspect_err(|e| self.status.last_error = Some(e.to_string()))?;
+            .inspect_err(|e| self.failed(e))?;
         tracing::info!(device = tunnel.name(), key = %self.keys.public(), "WireGuard device made");
         self.tunnel = Some(tunnel);
         self.status.device = true;
@@ -127,7 +131,7 @@ impl Wireguard {
                 && let Err(e) = t.set_key(&next)
             {
                 tracing::error!(error = %e, "WireGuard: switching to the rotated key");
-                self.status.last_error = Some(e.to_string());
+                self.failed(&e);
                 self.pending = Some(next);
                 return;
             }
@@ -146,10 +150,48 @@ impl Wireguard {
             }
             Err(e) => {
                 tracing::warn!(error = %e, "WireGuard: writing the peers");
-                self.status.last_error = Some(e.to_string());
+                self.failed(&e);
             }
         }
         self.status.peers = want.len() as u64;
+    }
+
+    fn failed(&mut self, e: &WgError) {
+        self.status.errors += 1;
+        self.status.last_error = Some(e.to_string());
+    }
+
+    /// `node stats`' counters, from the device itself (its `get=1`
+    /// answer); none without a device.
+    pub fn counters(&self) -> Vec<(&'static str, u64)> {
+        let Some(t) = &self.tunnel else {
+            return Vec::new();
+        };
+        let (mut sessions, mut rx, mut tx, mut peers) = (0, 0, 0, 0);
+        let device = match t.status() {
+            Ok(d) => d,
+            Err(e) => {
+                tracing::warn!(error = %e, "WireGuard: reading the device's status");
+                return vec![("device answering", 0), ("errors", self.status.errors)];
+            }
+        };
+        for p in &device.peers {
+            peers += 1;
+            rx += p.rx_bytes;
+            tx += p.tx_bytes;
+            if p.since_handshake.is_some_and(|d| d < SESSION_AGE) {
+                sessions += 1;
+            }
+        }
+        vec![
+            ("device answering", 1),
+            ("peers", peers),
+            ("peers with a session", sessions),
+            ("bytes received", rx),
+            ("bytes sent", tx),
+            ("key rotations", self.status.rotations),
+            ("errors", self.status.errors),
+        ]
     }
 }
 

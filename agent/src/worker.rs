@@ -129,7 +129,7 @@ pub enum WorkerError {
     #[error("the task names no image; its service must give one, or `host`")]
     NoImage,
     #[error("WireGuard: {0}")]
-    Wireguard(#[from] crate::wireguard::WireguardError),
+    Wireguard(#[from] shoal_wg::WgError),
 }
 
 /// A task this node runs.

@@ -209,6 +209,7 @@ pub async fn run(host: &str, cmd: NetworkCmd) -> anyhow::Result<()> {
                         "DRIVER",
                         "SCOPE",
                         "SUBNET",
+                        "ENCRYPTION",
                         "INTERNAL",
                     ]);
                     for n in &all {
@@ -218,6 +219,7 @@ pub async fn run(host: &str, cmd: NetworkCmd) -> anyhow::Result<()> {
                             n.driver.clone(),
                             n.scope.clone(),
                             n.subnet.clone(),
+                            word::<Encryption>(n.encryption).into_owned(),
                             n.internal.to_string(),
                         ]);
                     }

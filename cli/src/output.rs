@@ -7,7 +7,8 @@ use std::{borrow::Cow, collections::BTreeMap};
 use shoal_api::{
     cluster::v1::{NodeAvailability, NodeDetail, NodeRole, NodeStatus, NodeSummary},
     node::v1::{
-        CheckStatus, CountedProtocol, Direction, InfoReply, StatsReply, SwarmInfo, SwarmState,
+        CheckStatus, CountedProtocol, Direction, InfoReply, ReasonCounter, StatsReply, SwarmInfo,
+        SwarmState,
     },
     words::{Word, word},
 };
@@ -261,6 +262,24 @@ struct ReasonJson<'a> {
     count: u64,
 }
 
+fn reason_json(rows: &[ReasonCounter]) -> Vec<ReasonJson<'_>> {
+    rows.iter()
+        .map(|r| ReasonJson {
+            reason: &r.reason,
+            count: r.count,
+        })
+        .collect()
+}
+
+/// A two-column table of counters by reason, headed `title`.
+fn reason_table(title: &str, rows: &[ReasonCounter]) -> Table {
+    let mut t = table(&[title, "COUNT"]);
+    for r in rows {
+        t.add_row(vec![r.reason.clone(), r.count.to_string()]);
+    }
+    t
+}
+
 #[derive(Serialize)]
 struct StatsJson<'a> {
     hostname: &'a str,
@@ -271,6 +290,7 @@ struct StatsJson<'a> {
     mesh_reasons: Vec<ReasonJson<'a>>,
     gossip: Vec<ReasonJson<'a>>,
     ipsec: Vec<ReasonJson<'a>>,
+    wireguard: Vec<ReasonJson<'a>>,
 }
 
 #[derive(Serialize)]
@@ -350,14 +370,7 @@ pub fn stats(s: &StatsReply, format: Format) -> anyhow::Result<()> {
                         bytes: c.bytes,
                     })
                     .collect(),
-                reasons: s
-                    .reasons
-                    .iter()
-                    .map(|r| ReasonJson {
-                        reason: &r.reason,
-                        count: r.count,
-                    })
-                    .collect(),
+                reasons: reason_json(&s.reasons),
                 mesh: s
                     .mesh
                     .iter()
@@ -375,40 +388,17 @@ pub fn stats(s: &StatsReply, format: Format) -> anyhow::Result<()> {
                         drops: m.drops,
                     })
                     .collect(),
-                mesh_reasons: s
-                    .mesh_reasons
-                    .iter()
-                    .map(|r| ReasonJson {
-                        reason: &r.reason,
-                        count: r.count,
-                    })
-                    .collect(),
-                gossip: s
-                    .gossip
-                    .iter()
-                    .map(|r| ReasonJson {
-                        reason: &r.reason,
-                        count: r.count,
-                    })
-                    .collect(),
-                ipsec: s
-                    .ipsec
-                    .iter()
-                    .map(|r| ReasonJson {
-                        reason: &r.reason,
-                        count: r.count,
-                    })
-                    .collect(),
+                mesh_reasons: reason_json(&s.mesh_reasons),
+                gossip: reason_json(&s.gossip),
+                ipsec: reason_json(&s.ipsec),
+                wireguard: reason_json(&s.wireguard),
             };
             println!("{}", serde_json::to_string_pretty(&j)?);
         }
         Format::Table => {
             println!("NODE {}  INTERFACE {}\n", s.hostname, s.data_interface);
             print!("{}", stats_table(s));
-            let mut reasons = table(&["REASON", "COUNT"]);
-            for r in &s.reasons {
-                reasons.add_row(vec![r.reason.clone(), r.count.to_string()]);
-            }
+            let reasons = reason_table("REASON", &s.reasons);
             println!("\n\n{reasons}");
             let mut mesh = table(&[
                 "SERVICE",
@@ -435,22 +425,15 @@ pub fn stats(s: &StatsReply, format: Format) -> anyhow::Result<()> {
                 ]);
             }
             println!("\nROUTING MESH\n{mesh}");
-            let mut mesh_reasons = table(&["MESH REASON", "COUNT"]);
-            for r in &s.mesh_reasons {
-                mesh_reasons.add_row(vec![r.reason.clone(), r.count.to_string()]);
-            }
+            let mesh_reasons = reason_table("MESH REASON", &s.mesh_reasons);
             println!("\n{mesh_reasons}");
-            let mut gossip = table(&["GOSSIP", "COUNT"]);
-            for r in &s.gossip {
-                gossip.add_row(vec![r.reason.clone(), r.count.to_string()]);
-            }
+            let gossip = reason_table("GOSSIP", &s.gossip);
             println!("\n{gossip}");
             if !s.ipsec.is_empty() {
-                let mut ipsec = table(&["IPSEC", "COUNT"]);
-                for r in &s.ipsec {
-                    ipsec.add_row(vec![r.reason.clone(), r.count.to_string()]);
-                }
-                println!("\n{ipsec}");
+                println!("\n{}", reason_table("IPSEC", &s.ipsec));
+            }
+            if !s.wireguard.is_empty() {
+                println!("\n{}", reason_table("WIREGUARD", &s.wireguard));
             }
         }
     }

@@ -16,6 +16,12 @@
 //! to that range that no entry explains is dropped (a stale or forged
 //! reply). The reply entry is the port's owner: a forward entry whose reply
 //! entry names another flow chooses again.
+//!
+//! ICMP echo is translated the same way, its identifier standing in for the
+//! port ([`IPPROTO_ICMP`](crate::mesh::IPPROTO_ICMP)), so a task's ping
+//! reaches the outside. Unexplained echo replies are not dropped: the
+//! node's own pings use identifiers in the range too (one that equals a
+//! live translated one to the same peer loses its replies to the task).
 
 use crate::mesh::FlowKey;
 

@@ -126,6 +126,12 @@ pub const BACKEND_NONE: u32 = 0;
 /// IP protocol numbers the mesh balances.
 pub const IPPROTO_TCP: u8 = 6;
 pub const IPPROTO_UDP: u8 = 17;
+/// ICMP: only echo request/reply are parsed, for isolation's replies and
+/// egress translation; no frontend is ever ICMP. Their identifier stands
+/// in for a port: a request's [`FlowKey`] has `sport` = id, `dport` = 0, a
+/// reply's `sport` = 0, `dport` = id, so the reply's key is the request's
+/// swapped, as for TCP and UDP.
+pub const IPPROTO_ICMP: u8 = 1;
 
 /// Key of [`SERVICES_MAP`]: a frontend address (a VIP or this node's data
 /// address), its port and protocol. Port 0 is the "any port" entry of a VIP,

@@ -8,7 +8,7 @@ use shoal_common::{
         EGRESS_PORT_PROBES, MAX_SNAT_FLOWS, SNAT_F_CLOSING, Snat, SnatRev, egress_port,
         is_egress_port, node_addr_of_mac, snat_reply, snat_stale,
     },
-    mesh::{FlowKey, IPPROTO_TCP, LAST_SEEN_GRANULARITY_NS, MeshReason, flow_hash},
+    mesh::{FlowKey, IPPROTO_ICMP, IPPROTO_TCP, LAST_SEEN_GRANULARITY_NS, MeshReason, flow_hash},
     policy::{NET_F_INGRESS, NET_F_INTERNAL, NET_F_NODE},
 };
 
@@ -196,13 +196,18 @@ pub fn reverse(ctx: &TcContext, pkt: &Packet) -> Result<Option<i32>, MeshReason>
     Ok(Some(TC_ACT_OK))
 }
 
-/// After published ports: a packet to the node's address in the egress
-/// range that no translated flow explains is dropped, so a forged reply
-/// reaches neither a task nor the node's stack.
+/// After published ports: a TCP/UDP packet to the node's address in the
+/// egress range that no translated flow explains is dropped, so a forged
+/// reply reaches neither a task nor the node's stack. ICMP echo replies
+/// pass: the node's own pings choose identifiers anywhere.
 #[inline(always)]
 pub fn check_no_flow(pkt: &Packet) -> Result<i32, MeshReason> {
     let node = node_addr();
-    if node != 0 && pkt.flow.daddr == node && is_egress_port(u16::from_be(pkt.flow.dport)) {
+    if node != 0
+        && pkt.flow.daddr == node
+        && pkt.flow.proto != IPPROTO_ICMP
+        && is_egress_port(u16::from_be(pkt.flow.dport))
+    {
         return Err(MeshReason::EgressNoFlow);
     }
     Ok(TC_ACT_UNSPEC)

@@ -34,9 +34,11 @@
 //!
 //! A backend on another node needs no tunnelling here: the DNATed packet is
 //! routed into the overlay, whose VXLAN device carries it to the backend's
-//! node. Not handled (yet): IPv4 fragments pass (only the first carries
-//! ports); VLAN-tagged frames and IPv6 pass; ICMP errors about balanced
-//! flows are not translated.
+//! node. ICMP echo is parsed with its identifier as the port (isolation's
+//! replies, egress translation); no frontend is ICMP. Not handled (yet):
+//! IPv4 fragments pass (only the first carries ports); VLAN-tagged frames
+//! and IPv6 pass; ICMP errors about balanced or translated flows are not
+//! translated.
 #![cfg_attr(target_arch = "bpf", no_std, no_main)]
 // The datapath is the one place unsafe is allowed: map pointers, helpers and
 // the #[no_mangle] entry points the macros emit.
@@ -50,10 +52,10 @@ use aya_ebpf::{
 };
 use shoal_common::mesh::{
     BACKEND_F_LOCAL, BACKEND_NONE, Backend, CONN_F_REMOTE, Conn, DEFAULT_TCP_TIMEOUT_NS,
-    DEFAULT_UDP_TIMEOUT_NS, FlowKey, IPPROTO_TCP, IPPROTO_UDP, LAST_SEEN_GRANULARITY_NS,
-    MAGLEV_SIZE, MAX_BACKENDS, MAX_FLOWS, MAX_FRONTENDS, MAX_SERVICES, MeshConfig, MeshReason,
-    ReturnPath, RevNat, SVC_F_AFFINITY, SVC_F_VIP, Service, ServiceKey, ServiceStats, flow_hash,
-    is_bridge_mac, maglev_index,
+    DEFAULT_UDP_TIMEOUT_NS, FlowKey, IPPROTO_ICMP, IPPROTO_TCP, IPPROTO_UDP,
+    LAST_SEEN_GRANULARITY_NS, MAGLEV_SIZE, MAX_BACKENDS, MAX_FLOWS, MAX_FRONTENDS, MAX_SERVICES,
+    MeshConfig, MeshReason, ReturnPath, RevNat, SVC_F_AFFINITY, SVC_F_VIP, Service, ServiceKey,
+    ServiceStats, flow_hash, is_bridge_mac, maglev_index,
 };
 
 mod egress;
@@ -82,6 +84,13 @@ const TCP_FLAGS: usize = 13;
 const TCP_CSUM: usize = 16;
 const UDP_CSUM: usize = 6;
 const TCP_SYN: u8 = 0x02;
+/// ICMP echo: header length, type values, and the offsets of the checksum
+/// and the identifier (which stands in for the port, see IPPROTO_ICMP).
+const ICMP_HLEN: usize = 8;
+const ICMP_ECHO_REPLY: u8 = 0;
+const ICMP_ECHO_REQUEST: u8 = 8;
+const ICMP_CSUM: usize = 2;
+const ICMP_ID: usize = 4;
 const TCP_ACK: u8 = 0x10;
 
 /// bpf_l4_csum_replace flags (linux/bpf.h).
@@ -205,7 +214,8 @@ fn with_stats(service: u32, f: impl FnOnce(&mut ServiceStats)) {
     }
 }
 
-/// An IPv4 TCP/UDP packet: its 5-tuple and where its L4 header starts.
+/// An IPv4 TCP/UDP packet or ICMP echo: its 5-tuple and where its L4
+/// header starts.
 struct Packet {
     flow: FlowKey,
     l4: usize,
@@ -249,7 +259,8 @@ fn parse_l3(ctx: &TcContext) -> Result<Option<Ipv4Fixed>, MeshReason> {
     Ok(Some(ip))
 }
 
-/// `Ok(None)`: not IPv4 TCP/UDP, or a later fragment — not the mesh's.
+/// `Ok(None)`: not IPv4 TCP/UDP/ICMP echo, or a later fragment — not the
+/// mesh's.
 ///
 /// Reads go through bpf_skb_load_bytes, which checks bounds against the whole
 /// skb (paged data included), so a short packet is an error, never an
@@ -271,6 +282,7 @@ fn parse(ctx: &TcContext) -> Result<Option<Packet>, MeshReason> {
     let (l4_min, proto) = match ip.proto {
         IPPROTO_TCP => (TCP_HLEN, IPPROTO_TCP),
         IPPROTO_UDP => (UDP_HLEN, IPPROTO_UDP),
+        IPPROTO_ICMP => (ICMP_HLEN, IPPROTO_ICMP),
         _ => return Ok(None),
     };
     let frag = u16::from_be(ip.frag_off);
@@ -286,9 +298,21 @@ fn parse(ctx: &TcContext) -> Result<Option<Packet>, MeshReason> {
     if (ctx.len() as usize) < l4 + l4_min {
         return Err(MeshReason::TruncatedL4);
     }
-    let ports: [u16; 2] = ctx
-        .load(l4 + L4_SPORT)
-        .map_err(|_| MeshReason::TruncatedL4)?;
+    let ports: [u16; 2] = if proto == IPPROTO_ICMP {
+        let kind: u8 = ctx.load(l4).map_err(|_| MeshReason::TruncatedL4)?;
+        let id: u16 = ctx
+            .load(l4 + ICMP_ID)
+            .map_err(|_| MeshReason::TruncatedL4)?;
+        match kind {
+            ICMP_ECHO_REQUEST => [id, 0],
+            ICMP_ECHO_REPLY => [0, id],
+            // Errors and the rest: not a flow of their own.
+            _ => return Ok(None),
+        }
+    } else {
+        ctx.load(l4 + L4_SPORT)
+            .map_err(|_| MeshReason::TruncatedL4)?
+    };
     let tcp_flags = if proto == IPPROTO_TCP {
         ctx.load::<u8>(l4 + TCP_FLAGS)
             .map_err(|_| MeshReason::TruncatedL4)?
@@ -375,12 +399,18 @@ fn check_vxlan(ctx: &TcContext, ip: &Ipv4Fixed) -> Result<(), MeshReason> {
     let Ok(dport) = ctx.load::<u16>(l4 + L4_DPORT) else {
         return Ok(());
     };
-    // VXLAN header: flags 1, reserved 3, VNI 3, reserved 1.
-    let Ok(vni) = ctx.load::<[u8; 4]>(l4 + UDP_HLEN + 4) else {
+    let Some(vni) = vxlan_vni(ctx, l4) else {
         return Ok(());
     };
-    let vni = u32::from(vni[0]) << 16 | u32::from(vni[1]) << 8 | u32::from(vni[2]);
     policy::check_vxlan(ctx, u16::from_be(dport), vni)
+}
+
+/// The VNI of a UDP datagram read as VXLAN (header: flags 1, reserved 3,
+/// VNI 3, reserved 1); `None` if it is too short to be.
+#[inline(always)]
+fn vxlan_vni(ctx: &TcContext, l4: usize) -> Option<u32> {
+    let vni = ctx.load::<[u8; 4]>(l4 + UDP_HLEN + 4).ok()?;
+    Some(u32::from(vni[0]) << 16 | u32::from(vni[1]) << 8 | u32::from(vni[2]))
 }
 
 /// From a task: its connections to frontends are balanced as a client's
@@ -658,6 +688,13 @@ fn try_reply(ctx: &TcContext) -> Result<i32, Fail> {
     let Some(pkt) = parse(ctx)? else {
         return Ok(TC_ACT_UNSPEC);
     };
+    // An encrypted network's VXLAN leaves as ESP (transformed before TC)
+    // or inside WireGuard's UDP: in clear here it is a leak, stopped.
+    if pkt.flow.proto == IPPROTO_UDP
+        && let Some(vni) = vxlan_vni(ctx, pkt.l4)
+    {
+        policy::check_vxlan_out(u16::from_be(pkt.flow.dport), vni)?;
+    }
     // SAFETY: RevNat is Copy; copied out at once.
     let Some(rev) = (unsafe { REVNAT.get(pkt.flow) }).copied() else {
         // Not a reply the mesh translated: a task's flow to the outside?
@@ -695,7 +732,9 @@ fn reverse_nat(ctx: &TcContext, pkt: &Packet, rev: RevNat) -> Result<i32, Fail> 
 /// Rewrites one address and port of the packet (network order values) and
 /// fixes the IPv4 and L4 checksums incrementally. The helpers also keep
 /// `skb->csum` right for CHECKSUM_COMPLETE and leave a CHECKSUM_PARTIAL
-/// packet's pseudo-header sum consistent.
+/// packet's pseudo-header sum consistent. ICMP echo: the "port" is the
+/// identifier, whichever side `port_field` names, and its checksum covers
+/// no pseudo-header.
 #[allow(clippy::too_many_arguments)]
 #[inline(always)]
 fn rewrite(
@@ -708,20 +747,22 @@ fn rewrite(
     old_port: u16,
     new_port: u16,
 ) -> Result<(), MeshReason> {
-    let (csum, mangled_0) = if pkt.flow.proto == IPPROTO_TCP {
-        (pkt.l4 + TCP_CSUM, 0)
-    } else {
-        (pkt.l4 + UDP_CSUM, BPF_F_MARK_MANGLED_0)
+    let (csum, mangled_0, port_at) = match pkt.flow.proto {
+        IPPROTO_TCP => (pkt.l4 + TCP_CSUM, 0, pkt.l4 + port_field),
+        IPPROTO_UDP => (pkt.l4 + UDP_CSUM, BPF_F_MARK_MANGLED_0, pkt.l4 + port_field),
+        _ => (pkt.l4 + ICMP_CSUM, 0, pkt.l4 + ICMP_ID),
     };
     let e = |_| MeshReason::Rewrite;
     if old_addr != new_addr {
-        ctx.l4_csum_replace(
-            csum,
-            u64::from(old_addr),
-            u64::from(new_addr),
-            BPF_F_PSEUDO_HDR | mangled_0 | 4,
-        )
-        .map_err(e)?;
+        if pkt.flow.proto != IPPROTO_ICMP {
+            ctx.l4_csum_replace(
+                csum,
+                u64::from(old_addr),
+                u64::from(new_addr),
+                BPF_F_PSEUDO_HDR | mangled_0 | 4,
+            )
+            .map_err(e)?;
+        }
         ctx.l3_csum_replace(
             ETH_HLEN + IP_CSUM,
             u64::from(old_addr),
@@ -739,7 +780,7 @@ fn rewrite(
             mangled_0 | 2,
         )
         .map_err(e)?;
-        ctx.store(pkt.l4 + port_field, &new_port, 0).map_err(e)?;
+        ctx.store(port_at, &new_port, 0).map_err(e)?;
     }
     Ok(())
 }

@@ -157,6 +157,18 @@ pub fn mark_encrypted(ctx: &TcContext, daddr: u32) {
     }
 }
 
+/// Leaving by the data interface: VXLAN (UDP to the network's port) of an
+/// encrypted VNI never does in clear, whatever sent it (a device or an FDB
+/// entry routed past the tunnel, a missing xfrm policy).
+#[inline(always)]
+pub fn check_vxlan_out(dport: u16, vni: u32) -> Result<(), MeshReason> {
+    // SAFETY: a plain value read; copied out at once.
+    match (unsafe { ENCRYPTED_VNIS.get(vni) }).copied() {
+        Some(value) if value & 0xffff == u32::from(dport) => Err(MeshReason::CleartextEncrypted),
+        _ => Ok(()),
+    }
+}
+
 /// On the data interface: VXLAN (UDP to the network's port) of an
 /// encrypted VNI passes only if an ESP state of Shoal's decrypted it (the
 /// skb's secpath holds a state with swarm's reqid); in clear it is dropped.

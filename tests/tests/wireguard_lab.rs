@@ -28,6 +28,9 @@ use shoal_lab::{
 const HTTP: &str = env!("CARGO_BIN_EXE_lab-http");
 /// Short, so that the loop below spans rotations of both nodes.
 const ROTATION: &str = "12s";
+/// How soon after a restarted daemon is up its WireGuard network must
+/// carry requests again (heartbeat, set, peers, handshake).
+const RESTORED: Duration = Duration::from_secs(30);
 /// The request loop: long enough for two rotations of each node.
 const LOOP: Duration = Duration::from_secs(30);
 /// One request's budget: a rotation costs at most a handshake retry (5 s).
@@ -199,6 +202,26 @@ async fn wireguard_networks_carry_tasks_encrypted_across_key_rotations() -> anyh
         );
         ensure!(now > was, "n{k} did not rotate during the loop: {detail}");
     }
+    // `node stats` reads the device: a live session with the other node,
+    // bytes both ways, and the rotations doctor counted.
+    for k in 1..=2 {
+        let stats: Value =
+            serde_json::from_str(&lab.shoal(k, &["node", "stats", "--format", "json"])?)?;
+        let counter = |what: &str| {
+            stats["wireguard"]
+                .as_array()
+                .and_then(|a| a.iter().find(|r| r["reason"] == what))
+                .and_then(|r| r["count"].as_u64())
+                .with_context(|| format!("n{k}: no wireguard {what:?} in node stats"))
+        };
+        ensure!(counter("peers with a session")? >= 1, "n{k}: {stats}");
+        ensure!(
+            counter("bytes received")? > 0 && counter("bytes sent")? > 0,
+            "n{k}: {stats}"
+        );
+        ensure!(counter("key rotations")? >= 1, "n{k}: {stats}");
+        ensure!(counter("errors")? == 0, "n{k}: {stats}");
+    }
 
     tokio::time::sleep(Duration::from_secs(1)).await;
     dump.kill()?;
@@ -262,29 +285,18 @@ async fn wireguard_networks_carry_tasks_encrypted_across_key_rotations() -> anyh
     let rogue_pcap = format!("/tmp/{}-rogue.pcap", lab.name());
     let mut rogue_dump = capture_underlay(&lab, &rogue_pcap, "udp dst port 51820")?;
     tokio::time::sleep(Duration::from_secs(1)).await;
-    let rogue = in_netns(
-        client.clone(),
-        move || -> anyhow::Result<shoal_wg::Tunnel> {
-            let t = shoal_wg::Tunnel::create(
-                &shoal_wg::TunnelOptions::default(),
-                &shoal_wg::KeyPair::generate(),
-            )?;
-            t.set_peer(&shoal_wg::uapi::PeerChange::Set {
+    let rogue = in_netns(client.clone(), move || {
+        shoal_wg::Tunnel::standalone(
+            &shoal_wg::KeyPair::generate(),
+            &shoal_wg::uapi::PeerChange::Set {
                 key: n2_key,
                 endpoint: n2_addr,
                 allowed: Ipv4Addr::new(10, 66, 0, 2),
-            })?;
-            tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()?
-                .block_on(shoal_wg::bring_up(
-                    shoal_wg::DEVICE,
-                    Ipv4Addr::new(10, 66, 0, 1),
-                    24,
-                ))?;
-            Ok(t)
-        },
-    )??;
+            },
+            Ipv4Addr::new(10, 66, 0, 1),
+            24,
+        )
+    })??;
     let payload = vxlan_frame(wg_vni, to_w2.ip().to_string().parse()?);
     in_netns(client, move || -> std::io::Result<()> {
         let s = UdpSocket::bind("0.0.0.0:0")?;
@@ -322,6 +334,33 @@ async fn wireguard_networks_carry_tasks_encrypted_across_key_rotations() -> anyh
         "n2's tunnel took packets from the rogue device: {rx_before} → {rx_after}"
     );
     drop(rogue);
+
+    // A restarted shoald (live restore keeps w2 running) makes a new key
+    // pair, a new device and w2's VXLAN device on it again (the old one
+    // went with the old tunnel): n1's task reaches w2 again.
+    let key_before = node_key(&lab, 2)?;
+    lab.restart(2).await?;
+    let restarted = Instant::now();
+    let mut last = Err(std::io::Error::other("not tried"));
+    while restarted.elapsed() < RESTORED {
+        last = http_get_from(task_netns(&w1)?, to_w2, REQUEST)?;
+        if last.is_ok() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    ensure!(
+        last.is_ok(),
+        "w1 → w2 within {RESTORED:?} of n2's restart: {last:?}"
+    );
+    println!(
+        "after n2's restart: w1 → w2 answered {:?} after the daemon was up",
+        restarted.elapsed()
+    );
+    ensure!(
+        node_key(&lab, 2)? != key_before,
+        "n2 kept its WireGuard key across a restart"
+    );
     lab.down()?;
     Ok(())
 }

@@ -115,6 +115,31 @@ impl Tunnel {
         self.request("a peer", &uapi::set_peer(change)).map(drop)
     }
 
+    /// A hand-made WireGuard host in the calling thread's namespace: a
+    /// tunnel with one peer, up with `addr/prefix` ([`bring_up`](crate::bring_up),
+    /// on a runtime of its own, so any thread may call this). What
+    /// benchmarks' baselines and tests' rogue hosts use; the agent keeps
+    /// its peers with [`sync_peers`](Self::sync_peers).
+    pub fn standalone(
+        keys: &KeyPair,
+        peer: &PeerChange,
+        addr: Ipv4Addr,
+        prefix: u8,
+    ) -> Result<Tunnel, WgError> {
+        let opts = TunnelOptions::default();
+        let t = Tunnel::create(&opts, keys)?;
+        t.set_peer(peer)?;
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .map_err(|e| WgError::Link {
+                device: opts.name.clone(),
+                detail: format!("a runtime for netlink: {e}"),
+            })?
+            .block_on(crate::bring_up(&opts.name, addr, prefix))?;
+        Ok(t)
+    }
+
     pub fn status(&self) -> Result<DeviceStatus, WgError> {
         let lines = self.request("get", "get=1\n\n")?;
         uapi::parse_status(&lines)

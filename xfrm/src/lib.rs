@@ -17,5 +17,6 @@ pub mod schedule;
 mod socket;
 
 pub use error::XfrmError;
+pub use message::Owned;
 pub use schedule::{ESP_OVERHEAD, MARK, Op, PairState, Policy, REQID, Ring, Sa, SaId, pair, plan};
 pub use socket::Xfrm;

@@ -13,7 +13,7 @@ use netlink_packet_xfrm::{
     XFRM_POLICY_ALLOW, XFRM_POLICY_OUT, XfrmAttrs, XfrmMessage,
     nlas::alg_aead::XFRM_ALG_AEAD_NAME_LEN,
     policy::{DelGetMessage as PolicyId, ModifyMessage as PolicyModify},
-    state::{DelGetMessage as StateId, ModifyMessage as StateModify},
+    state::{DelGetMessage as StateId, GetDumpMessage, ModifyMessage as StateModify},
 };
 
 use crate::schedule::{AEAD_NAME, ICV_BITS, MARK, Op, Policy, REQID, Sa, SaId};
@@ -158,6 +158,69 @@ pub fn del_policy(p: &Policy) -> XfrmMessage {
 /// `XFRM_MSG_GETPOLICY`: the kernel answers with the policy as stored.
 pub fn get_policy(p: &Policy) -> XfrmMessage {
     XfrmMessage::GetPolicy(policy_id(p))
+}
+
+/// `XFRM_MSG_GETSA` as a dump request (every state).
+pub fn dump_sas() -> XfrmMessage {
+    XfrmMessage::GetDumpSa(GetDumpMessage::default())
+}
+
+/// `XFRM_MSG_GETPOLICY` as a dump request (every policy).
+pub fn dump_policies() -> XfrmMessage {
+    XfrmMessage::GetPolicy(PolicyId::default())
+}
+
+/// Shoal's objects among a dump's answers: ESP states with [`REQID`], and
+/// outbound IPv4 policies selecting [`MARK`] exactly. Anything else in the
+/// kernel (another IPsec daemon's) is not Shoal's to remove.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct Owned {
+    pub sas: Vec<SaId>,
+    pub policies: Vec<Policy>,
+}
+
+/// The [`Owned`] objects among dump answers (`XFRM_MSG_NEWSA` and
+/// `XFRM_MSG_NEWPOLICY`, as the kernel sends each entry).
+pub fn owned(answers: &[XfrmMessage]) -> Owned {
+    let mut o = Owned::default();
+    for m in answers {
+        match m {
+            XfrmMessage::AddSa(s) => {
+                let i = &s.user_sa_info;
+                if i.reqid == REQID && i.id.proto == IPPROTO_ESP && i.family == AF_INET {
+                    o.sas.push(SaId {
+                        dst: i.id.daddr.to_ipv4(),
+                        spi: i.id.spi,
+                    });
+                }
+            }
+            XfrmMessage::AddPolicy(p) | XfrmMessage::UpdatePolicy(p) => {
+                let i = &p.user_policy_info;
+                let ours = p.nlas.iter().any(
+                    |a| matches!(a, XfrmAttrs::Mark(m) if m.value == MARK && m.mask == u32::MAX),
+                );
+                if !ours || i.direction != XFRM_POLICY_OUT || i.selector.family != AF_INET {
+                    continue;
+                }
+                let spi = p
+                    .nlas
+                    .iter()
+                    .find_map(|a| match a {
+                        XfrmAttrs::Template(t) => t.first().map(|t| t.id.spi),
+                        _ => None,
+                    })
+                    .unwrap_or(0);
+                o.policies.push(Policy {
+                    src: i.selector.saddr.to_ipv4(),
+                    dst: i.selector.daddr.to_ipv4(),
+                    dport: i.selector.dport,
+                    spi,
+                });
+            }
+            _ => {}
+        }
+    }
+    o
 }
 
 /// One netlink message from the kernel (an answer, an acknowledgement or

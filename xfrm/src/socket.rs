@@ -6,12 +6,16 @@
 use std::io;
 
 use netlink_packet_core::{
-    NLM_F_ACK, NLM_F_REQUEST, NetlinkHeader, NetlinkMessage, NetlinkPayload,
+    NLM_F_ACK, NLM_F_DUMP, NLM_F_REQUEST, NetlinkHeader, NetlinkMessage, NetlinkPayload,
 };
 use netlink_packet_xfrm::XfrmMessage;
 use netlink_sys::{Socket, SocketAddr, protocols::NETLINK_XFRM};
 
-use crate::{XfrmError, message, schedule::Op};
+use crate::{
+    XfrmError,
+    message::{self, Owned},
+    schedule::Op,
+};
 
 pub struct Xfrm {
     socket: Socket,
@@ -34,6 +38,14 @@ impl Xfrm {
         self.request(message::for_op(op), &what).map(|_| ())
     }
 
+    /// Shoal's states and outbound policies the kernel holds, whoever
+    /// installed them (this process or an earlier shoald).
+    pub fn owned(&mut self) -> Result<Owned, XfrmError> {
+        let mut all = self.exchange(message::dump_sas(), NLM_F_DUMP, "dump states")?;
+        all.extend(self.exchange(message::dump_policies(), NLM_F_DUMP, "dump policies")?);
+        Ok(message::owned(&all))
+    }
+
     /// The kernel's copy of a message's object (`XFRM_MSG_GET*`).
     pub fn get(&mut self, msg: XfrmMessage, what: &str) -> Result<XfrmMessage, XfrmError> {
         self.request(msg, what)?.ok_or_else(|| XfrmError::Decode {
@@ -43,10 +55,21 @@ impl Xfrm {
     }
 
     fn request(&mut self, msg: XfrmMessage, what: &str) -> Result<Option<XfrmMessage>, XfrmError> {
+        Ok(self.exchange(msg, NLM_F_ACK, what)?.pop())
+    }
+
+    /// Sends `msg` with `flags` (an acknowledged request, or a dump); the
+    /// answers up to the acknowledgement or the end of the dump.
+    fn exchange(
+        &mut self,
+        msg: XfrmMessage,
+        flags: u16,
+        what: &str,
+    ) -> Result<Vec<XfrmMessage>, XfrmError> {
         self.seq = self.seq.wrapping_add(1);
         let mut header = NetlinkHeader::default();
         header.sequence_number = self.seq;
-        header.flags = NLM_F_REQUEST | NLM_F_ACK;
+        header.flags = NLM_F_REQUEST | flags;
         let mut packet = NetlinkMessage::new(header, NetlinkPayload::from(msg));
         packet.finalize();
         let mut buf = vec![0u8; packet.buffer_len()];
@@ -54,7 +77,7 @@ impl Xfrm {
         self.socket
             .send(&buf, 0)
             .map_err(|source| XfrmError::Socket { source })?;
-        let mut answer = None;
+        let mut answers = Vec::new();
         loop {
             let (data, _) = self
                 .socket
@@ -77,15 +100,15 @@ impl Xfrm {
                 match m.payload {
                     NetlinkPayload::Error(e) => {
                         return match e.code {
-                            None => Ok(answer),
+                            None => Ok(answers),
                             Some(code) => Err(XfrmError::Kernel {
                                 what: what.to_owned(),
                                 source: io::Error::from_raw_os_error(-code.get()),
                             }),
                         };
                     }
-                    NetlinkPayload::InnerMessage(inner) => answer = Some(inner),
-                    NetlinkPayload::Done(_) => return Ok(answer),
+                    NetlinkPayload::InnerMessage(inner) => answers.push(inner),
+                    NetlinkPayload::Done(_) => return Ok(answers),
                     _ => {}
                 }
             }

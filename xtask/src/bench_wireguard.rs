@@ -26,7 +26,7 @@ use shoal_bench::{
     BenchResult, Iperf3, Metric, Rr, RunMeta, ScenarioResult, meta, stats::DEFAULT_SPREAD,
 };
 use shoal_lab::Lab;
-use shoal_wg::{KeyPair, Tunnel, TunnelOptions, uapi::PeerChange};
+use shoal_wg::{KeyPair, Tunnel, uapi::PeerChange};
 
 use crate::bench::{form_swarm, run_shoal, unix_now, write_result};
 
@@ -204,14 +204,8 @@ async fn ceiling(lab: &Lab) -> anyhow::Result<(Path3, Vec<Tunnel>)> {
             allowed: inner(3 - k),
         };
         let addr = inner(k);
-        let t = shoal_lab::probe::in_netns(netns(k), move || -> anyhow::Result<Tunnel> {
-            let t = Tunnel::create(&TunnelOptions::default(), &key)?;
-            t.set_peer(&peer_change)?;
-            tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()?
-                .block_on(shoal_wg::bring_up(shoal_wg::DEVICE, addr, 24))?;
-            Ok(t)
+        let t = shoal_lab::probe::in_netns(netns(k), move || {
+            Tunnel::standalone(&key, &peer_change, addr, 24)
         })??;
         tunnels.push(t);
     }

@@ -304,3 +304,52 @@ fn ports_are_owned_by_reply_entries_reclaimed_when_closed_and_run_out() {
         (u32::from(TASK).to_be(), 40100u16.to_be(), 0)
     );
 }
+
+#[test]
+fn pings_to_the_outside_are_translated_by_their_identifier() {
+    let mut fx = egress();
+    let p = Pkt::icmp_echo(TASK, OUTSIDE, 0x1234, true);
+    let nat = port(&p, 0);
+    fx.case(
+        "echo request",
+        OUT,
+        &p.frame(),
+        OK,
+        Some(&Pkt::icmp_echo(NODE, OUTSIDE, nat, true).frame()),
+        Some(MeshReason::EgressTranslated),
+    );
+    fx.case(
+        "echo reply",
+        IN,
+        &Pkt::icmp_echo(OUTSIDE, NODE, nat, false).frame(),
+        OK,
+        Some(&Pkt::icmp_echo(OUTSIDE, TASK, 0x1234, false).frame()),
+        None,
+    );
+    // An echo reply no translated flow explains is the node's own ping's.
+    let other = if nat == 65535 { 61000 } else { nat + 1 };
+    let own = Pkt::icmp_echo(OUTSIDE, NODE, other, false);
+    fx.case("the node's own ping", IN, &own.frame(), UNSPEC, None, None);
+    // Other ICMP (here destination unreachable) is no flow: untouched.
+    let unreachable = Pkt {
+        tcp_flags: 3,
+        ..Pkt::icmp_echo(TASK, OUTSIDE, 0x1234, false)
+    };
+    fx.case(
+        "an ICMP error",
+        OUT,
+        &unreachable.frame(),
+        UNSPEC,
+        None,
+        None,
+    );
+    // `--internal`: no ping out either.
+    fx.case(
+        "internal",
+        OUT,
+        &Pkt::icmp_echo(TASK_C, OUTSIDE, 9, true).frame(),
+        SHOT,
+        None,
+        Some(MeshReason::EgressInternal),
+    );
+}

@@ -1,8 +1,9 @@
 //! Encrypted networks in the datapath, through BPF_PROG_TEST_RUN on the
 //! real object: a task's packets to an encrypted network leave its veth
 //! with the IPsec mark (the xfrm policy selects it), others without; and
-//! VXLAN of an encrypted VNI arriving in clear on the data interface is
-//! dropped, as an injecting host on the underlay would send it.
+//! VXLAN of an encrypted VNI in clear on the data interface is dropped,
+//! arriving (as an injecting host on the underlay would send it) or
+//! leaving (a leak past the tunnel).
 
 use std::collections::BTreeMap;
 
@@ -156,6 +157,24 @@ fn cleartext_vxlan_of_an_encrypted_vni_is_dropped_on_the_data_interface() {
         "the encrypted VNI's number on another UDP port: not its VXLAN",
         IN,
         &vxlan(ENC, 4790),
+        UNSPEC,
+        None,
+        None,
+    );
+    // Leaving the node: never in clear either (it leaves as ESP or inside
+    // WireGuard's UDP), while a plain VNI's goes.
+    fx.case(
+        "an encrypted VNI leaving in clear",
+        OUT,
+        &vxlan(ENC, VXLAN_PORT),
+        SHOT,
+        None,
+        Some(MeshReason::CleartextEncrypted),
+    );
+    fx.case(
+        "a plain VNI leaving",
+        OUT,
+        &vxlan(PLAIN, VXLAN_PORT),
         UNSPEC,
         None,
         None,

@@ -8,9 +8,9 @@
 use std::net::Ipv4Addr;
 
 use shoal_common::mesh::{
-    BACKEND_F_LOCAL, Backend, FlowKey, IPPROTO_TCP, IPPROTO_UDP, MAGLEV_SIZE, MeshConfig,
-    MeshReason, PROG_MESH_EGRESS, PROG_MESH_INGRESS, SVC_F_AFFINITY, SVC_F_INGRESS, SVC_F_VIP,
-    Service, ServiceKey, ServiceStats, flow_hash,
+    BACKEND_F_LOCAL, Backend, FlowKey, IPPROTO_ICMP, IPPROTO_TCP, IPPROTO_UDP, MAGLEV_SIZE,
+    MeshConfig, MeshReason, PROG_MESH_EGRESS, PROG_MESH_INGRESS, SVC_F_AFFINITY, SVC_F_INGRESS,
+    SVC_F_VIP, Service, ServiceKey, ServiceStats, flow_hash,
 };
 use shoal_mesh::MaglevBackend;
 
@@ -32,7 +32,9 @@ const TCP_ACK: u8 = 0x10;
 const TCP_PSH_ACK: u8 = 0x18;
 const TCP_SYN_ACK: u8 = 0x12;
 
-/// A frame to build: Ethernet, IPv4 (with options), TCP or UDP, payload.
+/// A frame to build: Ethernet, IPv4 (with options), TCP, UDP or ICMP echo,
+/// payload. ICMP: `tcp_flags` holds the type, and the identifier is
+/// `sport` of a request and `dport` of a reply (the mesh's FlowKey).
 #[derive(Clone, Debug)]
 struct Pkt {
     src: Ipv4Addr,
@@ -75,6 +77,18 @@ impl Pkt {
         }
     }
 
+    /// An echo request (`id` as sport) or reply (`id` as dport).
+    fn icmp_echo(src: Ipv4Addr, dst: Ipv4Addr, id: u16, request: bool) -> Self {
+        let (sport, dport, kind) = if request { (id, 0, 8) } else { (0, id, 0) };
+        Pkt {
+            proto: IPPROTO_ICMP,
+            tcp_flags: kind,
+            frag: 0x4000,
+            payload: b"shoal-ping-0123456789".to_vec(),
+            ..Pkt::tcp(src, sport, dst, dport, 0)
+        }
+    }
+
     fn to(&self, dst: Ipv4Addr, dport: u16) -> Self {
         Pkt {
             dst,
@@ -106,8 +120,22 @@ impl Pkt {
         )
     }
 
-    fn frame(&self) -> Vec<u8> {
-        assert_eq!(self.ip_opts.len() % 4, 0);
+    fn icmp(&self) -> Vec<u8> {
+        let id = if self.tcp_flags == 8 {
+            self.sport
+        } else {
+            self.dport
+        };
+        let mut l4 = vec![self.tcp_flags, 0, 0, 0];
+        l4.extend_from_slice(&id.to_be_bytes());
+        l4.extend_from_slice(&7u16.to_be_bytes()); // sequence
+        l4.extend_from_slice(&self.payload);
+        let c = !ones_sum(0, &l4);
+        l4[2..4].copy_from_slice(&c.to_be_bytes());
+        l4
+    }
+
+    fn tcp_udp(&self) -> Vec<u8> {
         let mut l4 = Vec::new();
         l4.extend_from_slice(&self.sport.to_be_bytes());
         l4.extend_from_slice(&self.dport.to_be_bytes());
@@ -130,6 +158,16 @@ impl Pkt {
             }
             l4[csum_at..csum_at + 2].copy_from_slice(&c.to_be_bytes());
         }
+        l4
+    }
+
+    fn frame(&self) -> Vec<u8> {
+        assert_eq!(self.ip_opts.len() % 4, 0);
+        let l4 = if self.proto == IPPROTO_ICMP {
+            self.icmp()
+        } else {
+            self.tcp_udp()
+        };
 
         let ihl = 20 + self.ip_opts.len();
         let mut ip = vec![0x40 | (ihl / 4) as u8, 0];
@@ -183,7 +221,7 @@ fn l4_checksum(src: Ipv4Addr, dst: Ipv4Addr, proto: u8, l4: &[u8]) -> u16 {
     !ones_sum(pseudo_sum(src, dst, proto, l4.len()), l4)
 }
 
-/// Checks an IPv4 TCP/UDP frame's checksums from the bytes alone.
+/// Checks an IPv4 TCP/UDP/ICMP frame's checksums from the bytes alone.
 fn assert_checksums_valid(what: &str, f: &[u8]) {
     let ip = &f[14..];
     let ihl = usize::from(ip[0] & 0x0f) * 4;
@@ -196,6 +234,10 @@ fn assert_checksums_valid(what: &str, f: &[u8]) {
     );
     let l4 = &ip[ihl..tot];
     if proto == IPPROTO_UDP && l4[6..8] == [0, 0] {
+        return;
+    }
+    if proto == IPPROTO_ICMP {
+        assert_eq!(ones_sum(0, l4), 0xffff, "{what}: ICMP checksum");
         return;
     }
     let sum = ones_sum(pseudo_sum(src, dst, proto, l4.len()), l4);

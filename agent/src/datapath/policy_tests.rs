@@ -288,3 +288,59 @@ fn the_underlay_reaches_published_ports_never_overlay_addresses() {
         None,
     );
 }
+
+#[test]
+fn pings_follow_the_same_rules_with_their_identifier_as_port() {
+    let mut fx = isolated();
+    fx.case(
+        "to a task on B",
+        FROM_TASK,
+        &Pkt::icmp_echo(TASK, TASK_B, 7, true).frame(),
+        SHOT,
+        None,
+        Some(MeshReason::IsolationNetwork),
+    );
+    fx.case(
+        "to the node",
+        FROM_TASK,
+        &Pkt::icmp_echo(TASK, NODE, 7, true).frame(),
+        SHOT,
+        None,
+        Some(MeshReason::IsolationNode),
+    );
+    fx.case(
+        "to its own network",
+        FROM_TASK,
+        &Pkt::icmp_echo(TASK, PEER_A, 7, true).frame(),
+        UNSPEC,
+        None,
+        None,
+    );
+    // The node pings its task (as `node doctor` could): the reply goes
+    // back, to that identifier only.
+    let ping = Pkt::icmp_echo(NODE, TASK, 9, true);
+    fx.case(
+        "the node's ping",
+        TO_TASK,
+        &ping.frame(),
+        UNSPEC,
+        None,
+        None,
+    );
+    fx.case(
+        "its reply",
+        FROM_TASK,
+        &Pkt::icmp_echo(TASK, NODE, 9, false).frame(),
+        UNSPEC,
+        None,
+        None,
+    );
+    fx.case(
+        "a reply nobody asked for",
+        FROM_TASK,
+        &Pkt::icmp_echo(TASK, NODE, 10, false).frame(),
+        SHOT,
+        None,
+        Some(MeshReason::IsolationNode),
+    );
+}

@@ -16,6 +16,8 @@ const PLAIN_PEER: Ipv4Addr = Ipv4Addr::new(198, 18, 0, 3);
 struct Fake {
     log: Arc<Mutex<Vec<Op>>>,
     refuse: Option<i32>,
+    /// What the kernel holds before this process wrote anything.
+    left: Owned,
 }
 
 impl XfrmWrite for Fake {
@@ -28,6 +30,10 @@ impl XfrmWrite for Fake {
             }),
             _ => Ok(()),
         }
+    }
+
+    fn owned(&mut self) -> Result<Owned, XfrmError> {
+        Ok(self.left.clone())
     }
 }
 
@@ -188,4 +194,54 @@ fn a_damaged_ring_changes_nothing() {
     assert!(fake.take().is_empty());
     assert_eq!(ipsec.status().refused, 1);
     assert_eq!(ipsec.status().peers, 1);
+}
+
+#[test]
+fn an_earlier_shoalds_leftovers_are_swept_once_after_the_install() {
+    let r = |t: &[u64]| ring(&keys(t)).expect("ring").expect("some");
+    // Left by the last process: PEER's pair under an older ring (tag 1
+    // rotated out while this node was down) and a pair with a node that
+    // left the network (GONE).
+    const GONE: Ipv4Addr = Ipv4Addr::new(198, 18, 0, 9);
+    let before = shoal_xfrm::pair(ME, PEER, 4789, &r(&[1, 2, 3]));
+    let gone = shoal_xfrm::pair(ME, GONE, 4789, &r(&[1, 2, 3]));
+    let ids = |p: &PairState| -> Vec<SaId> {
+        p.inbound
+            .iter()
+            .chain([&p.outbound])
+            .map(|s| s.id())
+            .collect()
+    };
+    let fake = Fake {
+        left: Owned {
+            sas: [ids(&before), ids(&gone)].concat(),
+            policies: vec![before.policy, gone.policy],
+        },
+        ..Fake::default()
+    };
+    let mut ipsec = Ipsec::new(fake.clone(), 4789);
+    ipsec.sync(&set(&[2, 3, 4], true), ME);
+    let now = shoal_xfrm::pair(ME, PEER, 4789, &r(&[2, 3, 4]));
+    let ops = fake.take();
+    let install = shoal_xfrm::plan(None, Some(&now));
+    assert_eq!(ops[..install.len()], install[..], "install first");
+    let mut swept = ops[install.len()..].to_vec();
+    // Policies before states; the gone peer's policy, never PEER's.
+    assert_eq!(swept.remove(0), Op::DelPolicy(gone.policy));
+    let kept = ids(&now);
+    let mut want: Vec<Op> = [ids(&before), ids(&gone)]
+        .concat()
+        .into_iter()
+        .filter(|id| !kept.contains(id))
+        .map(Op::DelSa)
+        .collect();
+    want.dedup();
+    assert_eq!(swept, want);
+    // Tag 1's inbound state and the old outbound one (primary 2 → 3) for
+    // PEER, all four of GONE's.
+    assert_eq!(swept.len(), 2 + 4);
+    assert_eq!(ipsec.status().swept, 7);
+    // Once per process.
+    ipsec.sync(&set(&[2, 3, 4], true), ME);
+    assert!(fake.take().is_empty());
 }

@@ -169,3 +169,64 @@ fn a_real_state_add_installs_or_is_refused_as_unsupported() {
         }
     });
 }
+
+/// The kernel answers dumps with NEWSA / NEWPOLICY entries: what `add_sa`
+/// and `set_policy` (as NEWPOLICY) encode, decoded.
+#[test]
+fn owned_keeps_shoal_states_and_marked_outbound_policies_only() {
+    let ring = Ring::new(vec![(1u64, &[1u8; 16][..]), (2, &[2u8; 16][..])]).expect("ring");
+    let p = pair(LOCAL, REMOTE, 4789, &ring);
+    let newpolicy = |pol: &Policy| {
+        let XfrmMessage::UpdatePolicy(m) = set_policy(pol) else {
+            unreachable!()
+        };
+        XfrmMessage::AddPolicy(m)
+    };
+    let mut answers: Vec<XfrmMessage> = p
+        .inbound
+        .iter()
+        .chain([&p.outbound])
+        .map(|s| round_trip(&add_sa(s)))
+        .collect();
+    answers.push(round_trip(&newpolicy(&p.policy)));
+    // Someone else's: another reqid, another mark, the inbound direction.
+    let XfrmMessage::AddSa(mut other_sa) = add_sa(&p.outbound) else {
+        unreachable!()
+    };
+    other_sa.user_sa_info.reqid = 7;
+    answers.push(XfrmMessage::AddSa(other_sa));
+    let XfrmMessage::AddPolicy(mut other_mark) = newpolicy(&p.policy) else {
+        unreachable!()
+    };
+    other_mark.nlas = vec![XfrmAttrs::Mark(netlink_packet_xfrm::Mark {
+        value: 1,
+        mask: u32::MAX,
+    })];
+    answers.push(XfrmMessage::AddPolicy(other_mark));
+    let XfrmMessage::AddPolicy(mut inbound) = newpolicy(&p.policy) else {
+        unreachable!()
+    };
+    inbound.user_policy_info.direction = netlink_packet_xfrm::XFRM_POLICY_IN;
+    answers.push(XfrmMessage::AddPolicy(inbound));
+
+    let o = owned(&answers);
+    let want: Vec<SaId> = p.inbound.iter().chain([&p.outbound]).map(Sa::id).collect();
+    assert_eq!(o.sas, want);
+    assert_eq!(o.policies, vec![p.policy]);
+}
+
+/// A dump through the kernel lists the policy Shoal installed and not
+/// another program's. Needs root.
+#[test]
+fn a_real_dump_lists_shoal_policies() {
+    in_fresh_netns(|| {
+        let mut x = crate::Xfrm::new().expect("socket");
+        assert_eq!(x.owned().expect("dump"), Owned::default());
+        let p = policy();
+        x.apply(&Op::SetPolicy(p)).expect("install");
+        let o = x.owned().expect("dump");
+        assert_eq!(o.policies, vec![p], "{o:?}");
+        x.apply(&Op::DelPolicy(p)).expect("delete");
+        assert_eq!(x.owned().expect("dump").policies, vec![]);
+    });
+}
