@@ -6,6 +6,8 @@
 //! `node doctor` say why; a plain network beside it works. Playing the
 //! attacker, the client injects cleartext VXLAN for the encrypted VNI at a
 //! node: dropped and counted, while the same for the plain VNI is not.
+//! A policy an earlier shoald left for a node that is gone is removed when
+//! n2's daemon restarts, and its policy to n1 is back.
 //! (The ESP data path itself is proved in the VM lab: vmtests/tests/ipsec.rs.)
 
 use std::{
@@ -164,6 +166,51 @@ async fn encrypted_networks_fail_closed_without_esp_and_refuse_injected_cleartex
     ensure!(
         after_enc >= before + 5,
         "injected cleartext not dropped: {before} → {after_enc}"
+    );
+
+    // Leftovers: a Shoal policy for a node no longer in the cluster, as a
+    // shoald that died before that node left would leave it. The next
+    // daemon removes it and keeps (re-installs) the one to n1.
+    let n2_ns = PathBuf::from(format!("/run/netns/{}", lab.node(2).netns()));
+    let (n1_addr, n2_addr) = (lab.node(1).addr(), lab.node(2).addr());
+    let gone = shoal_xfrm::Policy {
+        src: n2_addr,
+        dst: std::net::Ipv4Addr::new(198, 18, 0, 77),
+        dport: 4789,
+        spi: 0x1234_5678,
+    };
+    let owned = move || -> anyhow::Result<shoal_xfrm::Owned> {
+        Ok(in_netns(n2_ns.clone(), || {
+            shoal_xfrm::Xfrm::new()?.owned()
+        })??)
+    };
+    in_netns(
+        PathBuf::from(format!("/run/netns/{}", lab.node(2).netns())),
+        move || shoal_xfrm::Xfrm::new()?.apply(&shoal_xfrm::Op::SetPolicy(gone)),
+    )??;
+    ensure!(owned()?.policies.contains(&gone), "the planted policy");
+    lab.restart(2).await?;
+    let mut last = None;
+    for _ in 0..50 {
+        let now = owned()?;
+        let dsts: Vec<_> = now.policies.iter().map(|p| p.dst).collect();
+        if dsts == [n1_addr] {
+            last = None;
+            break;
+        }
+        last = Some(now);
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    ensure!(
+        last.is_none(),
+        "n2's policies after its restart: {last:?} (want only the one to {n1_addr})"
+    );
+    let swept = counters(&lab, 2, "ipsec")?;
+    ensure!(
+        swept
+            .get("left by an earlier shoald, removed")
+            .is_some_and(|n| *n >= 1),
+        "n2: {swept:?}"
     );
     lab.down()?;
     Ok(())
