@@ -165,6 +165,7 @@ impl<S: StatsSource> Node for NodeApi<S> {
         Ok(Response::new(InfoReply {
             hostname: i.hostname.clone(),
             version: env!("CARGO_PKG_VERSION").into(),
+            commit: shoal_buildinfo::COMMIT.into(),
             data_interface: i.data_interface.clone(),
             data_ifindex: i.data_ifindex,
             attach_mode: i.attach_mode.into(),

@@ -6,8 +6,10 @@
 use crate::BenchResult;
 
 /// (path, baseline, metric) pairs reported when both scenarios ran.
-pub const PAIRS: [(&str, &str, &str); 13] = [
+pub const PAIRS: [(&str, &str, &str); 15] = [
     ("overlay", "underlay", "throughput"),
+    ("overlay-wireguard", "overlay", "throughput"),
+    ("overlay-wireguard", "overlay", "rr rate"),
     ("overlay", "kernel-vxlan", "throughput"),
     ("overlay", "kernel-vxlan", "throughput N streams"),
     ("overlay", "kernel-vxlan", "rr rate"),

@@ -21,8 +21,13 @@ pub struct BenchResult {
 /// Where and how the run was made.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct RunMeta {
-    /// `git rev-parse HEAD` when run from a checkout, else `None`.
+    /// The commit the `shoal` (or xtask) binary was built from, or
+    /// `git rev-parse HEAD` when run from a checkout; `None` if neither.
     pub shoal_commit: Option<String>,
+    /// The commit of the `shoald` the bench talked to (`shoal info`); `None`
+    /// in files written before it existed or for benches of no daemon.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub daemon_commit: Option<String>,
     /// The `shoal` binary's version.
     pub shoal_version: String,
     /// `uname -r` of the machine running `shoal bench`.
@@ -145,6 +150,7 @@ impl RunMeta {
     pub(crate) fn test_fixture() -> RunMeta {
         RunMeta {
             shoal_commit: None,
+            daemon_commit: None,
             shoal_version: "0.1.0".into(),
             kernel: "k".into(),
             cpu_model: "c".into(),
@@ -172,6 +178,7 @@ mod tests {
     fn meta() -> RunMeta {
         RunMeta {
             shoal_commit: Some("abc".into()),
+            daemon_commit: Some("def".into()),
             shoal_version: "0.1.0".into(),
             kernel: "6.1.0".into(),
             cpu_model: "x".into(),

@@ -210,6 +210,11 @@ async fn measure(
     let started_unix = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |t| t.as_secs());
+    let daemon_commit = client::call(&d.host, d.node.info(shoal_api::node::v1::InfoRequest {}))
+        .await
+        .ok()
+        .map(|i| i.commit)
+        .filter(|c| !c.is_empty());
     let mut layout = fx.setup(d, &scenarios, opts.loaders).await?;
     let opts = &scenario::Opts {
         cpu: cpu_scope(fx, &layout, &scenarios).await,
@@ -316,7 +321,11 @@ async fn measure(
     Ok(BenchResult {
         schema: shoal_bench::result::SCHEMA_VERSION,
         meta: RunMeta {
-            shoal_commit: meta::git_commit(),
+            shoal_commit: Some(shoal_buildinfo::COMMIT)
+                .filter(|c| *c != "unknown")
+                .map(str::to_owned)
+                .or_else(meta::git_commit),
+            daemon_commit,
             shoal_version: env!("CARGO_PKG_VERSION").to_owned(),
             kernel: meta::kernel(),
             cpu_model,

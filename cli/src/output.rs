@@ -66,6 +66,8 @@ pub fn table(header: &[&str]) -> Table {
 struct InfoJson<'a> {
     hostname: &'a str,
     version: &'a str,
+    /// The git commit shoald was built from.
+    commit: &'a str,
     data_interface: &'a str,
     data_ifindex: u32,
     attach_mode: &'a str,
@@ -159,6 +161,7 @@ fn info_json(i: &InfoReply) -> serde_json::Result<String> {
     serde_json::to_string_pretty(&InfoJson {
         hostname: &i.hostname,
         version: &i.version,
+        commit: &i.commit,
         data_interface: &i.data_interface,
         data_ifindex: i.data_ifindex,
         attach_mode: &i.attach_mode,
@@ -183,7 +186,7 @@ fn info_json(i: &InfoReply) -> serde_json::Result<String> {
 fn info_text(i: &InfoReply) -> String {
     let mut out = format!(
         "Hostname:        {}\n\
-         Version:         {}\n\
+         Version:         {} (commit {})\n\
          Data interface:  {} (ifindex {})\n\
          TC attach mode:  {}\n\
          Programs:        {}\n\
@@ -192,6 +195,7 @@ fn info_text(i: &InfoReply) -> String {
          Docker API:      unix://{}\n",
         i.hostname,
         i.version,
+        i.commit,
         i.data_interface,
         i.data_ifindex,
         i.attach_mode,
@@ -738,6 +742,7 @@ mod tests {
         InfoReply {
             hostname: "n1".into(),
             version: "0.1.0".into(),
+            commit: "0123456789abcdef0123456789abcdef01234567".into(),
             data_interface: "eth0".into(),
             data_ifindex: 2,
             attach_mode: "tcx".into(),

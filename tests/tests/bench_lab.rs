@@ -31,8 +31,9 @@ fn nothing_left(lab: &Lab, when: &str) -> anyhow::Result<()> {
 /// The first run's scenarios: `underlay` runs its tasks on the nodes' own
 /// network; `kernel-vxlan` is built by hand on this kernel, and
 /// `haproxy-remote` runs HAProxy as a host-network task from a config.
-const RUN: [&str; 5] = [
+const RUN: [&str; 6] = [
     "overlay",
+    "overlay-wireguard",
     "ingress-remote",
     "underlay",
     "kernel-vxlan",
@@ -175,7 +176,7 @@ fn check_result(v: &Value) -> anyhow::Result<()> {
             .filter_map(|m| m["name"].as_str())
             .collect();
         let wanted: &[&str] = match name {
-            "overlay" | "underlay" | "kernel-vxlan" => &[
+            "overlay" | "overlay-wireguard" | "underlay" | "kernel-vxlan" => &[
                 "throughput",
                 "retransmits",
                 "throughput N streams",
@@ -242,6 +243,7 @@ async fn bench_measures_and_cleans_up_also_when_interrupted() -> anyhow::Result<
     let args = [
         "bench",
         "overlay",
+        "overlay-wireguard",
         "ingress-remote",
         "underlay",
         "kernel-vxlan",

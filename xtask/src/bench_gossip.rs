@@ -191,6 +191,7 @@ pub async fn run(sizes: &[usize], rounds: usize, repeat: usize, json: &Path) -> 
         schema: shoal_bench::result::SCHEMA_VERSION,
         meta: RunMeta {
             shoal_commit: meta::git_commit(),
+            daemon_commit: None,
             shoal_version: env!("CARGO_PKG_VERSION").to_owned(),
             kernel: meta::kernel(),
             cpu_model,

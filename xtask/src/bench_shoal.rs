@@ -17,7 +17,13 @@ pub const MESH: &[&str] = &[
     "haproxy-local",
     "haproxy-remote",
 ];
-pub const OVERLAY: &[&str] = &["overlay", "vip", "underlay", "kernel-vxlan"];
+pub const OVERLAY: &[&str] = &[
+    "overlay",
+    "overlay-wireguard",
+    "vip",
+    "underlay",
+    "kernel-vxlan",
+];
 /// Every scenario: `shoal bench` with none named.
 pub const MATRIX: &[&str] = &[];
 

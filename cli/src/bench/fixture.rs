@@ -11,9 +11,10 @@ use std::{
 use anyhow::{Context, anyhow, bail};
 use shoal_api::cluster::v1::{
     ConfigRef, ContainerSpec, CreateConfigRequest, CreateNetworkRequest, CreateServiceRequest,
-    FileReference, ListConfigsRequest, ListNetworksRequest, ListNodesRequest, ListServicesRequest,
-    ListTasksRequest, NetworkRef, NodeStatus, PortConfig, Protocol, PublishMode, RestartCondition,
-    RestartPolicy, ServiceLogsRequest, ServiceRef, TaskState, TaskSummary,
+    Encryption, FileReference, ListConfigsRequest, ListNetworksRequest, ListNodesRequest,
+    ListServicesRequest, ListTasksRequest, NetworkRef, NodeStatus, PortConfig, Protocol,
+    PublishMode, RestartCondition, RestartPolicy, ServiceLogsRequest, ServiceRef, TaskState,
+    TaskSummary,
 };
 
 use super::scenario::Scenario;
@@ -41,6 +42,8 @@ const HAPROXY_CFG: &str = "/run/shoal-bench-haproxy.cfg";
 pub enum Net {
     /// The bench's overlay network.
     Overlay,
+    /// The bench's WireGuard-encrypted overlay network (`overlay-wireguard`).
+    Wireguard,
     /// The node's own (`--network host`).
     Host,
 }
@@ -71,6 +74,10 @@ pub struct Layout {
     /// The overlay echo server's task address and VIP.
     pub echo_task: Ipv4Addr,
     pub echo_vip: Ipv4Addr,
+    /// The iperf3 and echo servers' task addresses on the WireGuard
+    /// network (unspecified when not asked for).
+    pub iperf_wg: Ipv4Addr,
+    pub echo_wg: Ipv4Addr,
     /// The `underlay` server: the server node's address and
     /// [`UNDERLAY_PORT`] (unspecified when not asked for).
     pub iperf_underlay: std::net::SocketAddrV4,
@@ -106,6 +113,12 @@ impl Fixture {
 
     fn net(&self) -> String {
         format!("{}net", self.prefix)
+    }
+
+    /// The WireGuard network, named after [`net`](Self::net) (see
+    /// [`service`]).
+    fn net_wg(&self) -> String {
+        wireguard_net(&self.net())
     }
 
     /// Picks the nodes, makes the network and the servers the scenarios
@@ -158,6 +171,43 @@ impl Fixture {
         client::call(&self.host, self.control.create_network(net)).await?;
 
         let wants = |these: &[Scenario]| scenarios.iter().any(|s| these.contains(s));
+        let (mut iperf_wg, mut echo_wg) = (Ipv4Addr::UNSPECIFIED, Ipv4Addr::UNSPECIFIED);
+        if wants(&[Scenario::OverlayWireguard]) {
+            let net = CreateNetworkRequest {
+                name: self.net_wg(),
+                driver: "overlay".into(),
+                encryption: Encryption::Wireguard.into(),
+                ..Default::default()
+            };
+            client::call(&self.host, self.control.create_network(net))
+                .await
+                .context("overlay-wireguard: creating a WireGuard network")?;
+            for (what, args) in [
+                ("iperf-wg", vec!["/bin/iperf3", "-s"]),
+                (
+                    "echo-wg",
+                    vec!["/bin/lab-echo", "serve", &ECHO_PORT.to_string()],
+                ),
+            ] {
+                let name = format!("{}{what}", self.prefix);
+                let req = service(
+                    &name,
+                    &self.image,
+                    &args,
+                    &server.id,
+                    Net::Wireguard,
+                    &self.net(),
+                    RestartCondition::Any,
+                );
+                self.create(req).await?;
+                let addr = task_addr(&self.running(&name, Net::Wireguard).await?)?;
+                if what == "iperf-wg" {
+                    iperf_wg = addr;
+                } else {
+                    echo_wg = addr;
+                }
+            }
+        }
         let wants_iperf = wants(&[Scenario::Overlay, Scenario::Vip]);
         let wants_echo = wants(&[
             Scenario::IngressLocal,
@@ -292,6 +342,8 @@ impl Fixture {
             http_published,
             echo_task,
             echo_vip,
+            iperf_wg,
+            echo_wg,
             haproxy_image: self.haproxy_image.clone(),
             kvxlan: None,
             kvxlan_mtu: 0,
@@ -660,6 +712,7 @@ fn service(
         replicas: 1,
         networks: match on {
             Net::Overlay => vec![net.to_owned()],
+            Net::Wireguard => vec![wireguard_net(net)],
             Net::Host => Vec::new(),
         },
         constraints: vec![format!("node.id=={node_id}")],
@@ -676,6 +729,11 @@ fn service(
         }),
         ..Default::default()
     }
+}
+
+/// The WireGuard network beside the bench network `net`.
+fn wireguard_net(net: &str) -> String {
+    format!("{net}-wg")
 }
 
 /// A node's address as ListNodes gives it: `IP` or `IP:PORT`.

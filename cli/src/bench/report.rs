@@ -96,7 +96,7 @@ pub fn table(r: &BenchResult) -> String {
     }
     let meta = &r.meta;
     let mut out = format!(
-        "{t}\n{} node(s), repeat {}, {} s each, shuffled; N streams = {}; caller-side loaders: {} connections on {} threads; kernel {}, {} × {}, shoal {}{}\n",
+        "{t}\n{} node(s), repeat {}, {} s each, shuffled; N streams = {}; caller-side loaders: {} connections on {} threads; kernel {}, {} × {}, shoal {}{}{}\n",
         meta.nodes,
         meta.repeat,
         meta.duration_secs,
@@ -110,6 +110,10 @@ pub fn table(r: &BenchResult) -> String {
         meta.shoal_commit
             .as_deref()
             .map(|c| format!(" ({c})"))
+            .unwrap_or_default(),
+        meta.daemon_commit
+            .as_deref()
+            .map(|c| format!(", shoald {c}"))
             .unwrap_or_default(),
     );
     for n in &meta.notes {

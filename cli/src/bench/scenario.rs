@@ -19,6 +19,9 @@ use crate::client;
 pub enum Scenario {
     /// iperf3 task → iperf3 task on another node, to the task's address.
     Overlay,
+    /// The same on a network created `--opt encrypted=wireguard` (made by
+    /// the bench for the run).
+    OverlayWireguard,
     /// The same through the service VIP.
     Vip,
     /// Request/response through the published port, entered on the
@@ -43,8 +46,9 @@ pub enum Scenario {
 }
 
 /// Every scenario, in the order `--help` and a default run give them.
-const ALL: [Scenario; 9] = [
+const ALL: [Scenario; 10] = [
     Scenario::Overlay,
+    Scenario::OverlayWireguard,
     Scenario::Vip,
     Scenario::IngressLocal,
     Scenario::IngressRemote,
@@ -70,6 +74,7 @@ impl fmt::Display for Scenario {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(match self {
             Self::Overlay => "overlay",
+            Self::OverlayWireguard => "overlay-wireguard",
             Self::Vip => "vip",
             Self::IngressLocal => "ingress-local",
             Self::IngressRemote => "ingress-remote",
@@ -240,7 +245,11 @@ impl CpuScope {
 impl Scenario {
     pub fn kind(self) -> Kind {
         match self {
-            Self::Overlay | Self::Vip | Self::Underlay | Self::KernelVxlan => Kind::Stream,
+            Self::Overlay
+            | Self::OverlayWireguard
+            | Self::Vip
+            | Self::Underlay
+            | Self::KernelVxlan => Kind::Stream,
             Self::IngressLocal
             | Self::IngressRemote
             | Self::Direct
@@ -334,6 +343,12 @@ impl Scenario {
                 "overlay: client tasks on {} -> server tasks on {} at their addresses ({} \
                  iperf3, {} echo); {streams}",
                 l.client.hostname, l.server.hostname, l.iperf_task, l.echo_task
+            ),
+            Self::OverlayWireguard => format!(
+                "overlay-wireguard: as overlay, on a network created --opt \
+                 encrypted=wireguard (boringtun in each shoald, MTU 1390): client tasks on {} \
+                 -> server tasks on {} ({} iperf3, {} echo); {streams}",
+                l.client.hostname, l.server.hostname, l.iperf_wg, l.echo_wg
             ),
             Self::Vip => format!(
                 "vip: client tasks on {} -> service VIPs {} (iperf3) and {} (echo), server \
@@ -451,6 +466,10 @@ impl Scenario {
                 SocketAddrV4::new(kvxlan::SERVER, kvxlan::IPERF_PORT),
                 SocketAddrV4::new(kvxlan::SERVER, kvxlan::ECHO_PORT),
             ),
+            Self::OverlayWireguard => (
+                SocketAddrV4::new(l.iperf_wg, 5201),
+                SocketAddrV4::new(l.echo_wg, ECHO_PORT),
+            ),
             _ => (
                 SocketAddrV4::new(l.iperf_task, 5201),
                 SocketAddrV4::new(l.echo_task, ECHO_PORT),
@@ -538,6 +557,7 @@ impl Scenario {
     fn net(self) -> Net {
         match self {
             Self::Underlay => Net::Host,
+            Self::OverlayWireguard => Net::Wireguard,
             _ => Net::Overlay,
         }
     }
@@ -825,6 +845,7 @@ mod tests {
         for (path, baseline) in [
             (Scenario::Overlay, Scenario::KernelVxlan),
             (Scenario::Overlay, Scenario::Underlay),
+            (Scenario::OverlayWireguard, Scenario::Overlay),
             (Scenario::IngressLocal, Scenario::HaproxyLocal),
             (Scenario::IngressRemote, Scenario::HaproxyRemote),
             (Scenario::IngressLocal, Scenario::Direct),
@@ -859,8 +880,8 @@ mod tests {
         assert_eq!(
             e.as_deref(),
             Some(
-                "SCENARIO \"ceiling\": unknown; the scenarios are: overlay, vip, ingress-local, \
-                 ingress-remote, underlay, kernel-vxlan, direct, haproxy-local, haproxy-remote"
+                "SCENARIO \"ceiling\": unknown; the scenarios are: overlay, overlay-wireguard, \
+                 vip, ingress-local, ingress-remote, underlay, kernel-vxlan, direct, haproxy-local, haproxy-remote"
             )
         );
     }
