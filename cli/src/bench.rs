@@ -64,6 +64,12 @@ pub struct BenchArgs {
     /// must wait out TIME_WAIT.
     #[arg(long = "source", value_name = "ADDR")]
     sources: Vec<std::net::Ipv4Addr>,
+    /// Weigh throughput by each end's node's CPU (a sampler task on each)
+    /// even when every node shares the caller's kernel, where the whole
+    /// machine is measured by default; on separate machines it is always
+    /// per node.
+    #[arg(long)]
+    cpu_per_node: bool,
     /// The image holding /bin/iperf3, /bin/lab-echo and /bin/lab-http.
     #[arg(long, default_value = "shoal.local/lab-tools:latest")]
     image: String,
@@ -132,7 +138,11 @@ pub async fn run(host: &str, a: BenchArgs) -> anyhow::Result<()> {
         loaders: meta::cpu().1.max(1),
         conns: a.connections as usize,
         budget: std::sync::Arc::new(crr::Budget::new(&sources, crr::ephemeral_range()?)),
-        cpu: scenario::CpuScope::Missing("not checked yet".into()),
+        cpu: if a.cpu_per_node {
+            scenario::CpuScope::PerNode
+        } else {
+            scenario::CpuScope::Missing("not checked yet".into())
+        },
     };
     let mut d = client::connect(host).await?;
     let id = format!("{:08x}", rand::random::<u32>());
@@ -216,13 +226,21 @@ async fn measure(
         .map(|i| i.commit)
         .filter(|c| !c.is_empty());
     let mut layout = fx.setup(d, &scenarios, opts.loaders).await?;
+    let kernels = kernels(fx, &layout, &scenarios).await;
     let opts = &scenario::Opts {
-        cpu: cpu_scope(fx, &layout, &scenarios).await,
+        // `--cpu-per-node` came in as PerNode.
+        cpu: match (&kernels, &opts.cpu) {
+            (Kernels::Shared, scenario::CpuScope::PerNode) | (Kernels::Separate(_), _) => {
+                scenario::CpuScope::PerNode
+            }
+            (Kernels::Shared, _) => scenario::CpuScope::SharedKernel,
+            (Kernels::Unknown(why), _) => scenario::CpuScope::Missing(why.clone()),
+        },
         ..opts.clone()
     };
     if scenarios.contains(&Scenario::KernelVxlan) {
-        let why_not = match (&opts.cpu, nix::unistd::geteuid().is_root()) {
-            (scenario::CpuScope::Missing(why), _) => Some(format!(
+        let why_not = match (&kernels, nix::unistd::geteuid().is_root()) {
+            (Kernels::Separate(why) | Kernels::Unknown(why), _) => Some(format!(
                 "it is built on the caller's kernel and means something only when every node \
                  shares it (the namespace lab): {why}"
             )),
@@ -342,6 +360,7 @@ async fn measure(
             connections: opts.conns,
             cpu_scope: match &opts.cpu {
                 scenario::CpuScope::SharedKernel => "whole machine (shared kernel)".into(),
+                scenario::CpuScope::PerNode => "per node (client's and server's)".into(),
                 scenario::CpuScope::Missing(why) => format!("missing: {why}"),
             },
             notes: scenarios.iter().map(|s| s.note(&layout, opts)).collect(),
@@ -350,22 +369,31 @@ async fn measure(
     })
 }
 
-/// Whether the caller's /proc/stat covers every node of the throughput
-/// scenarios: their kernels' boot ids, read by a task on each, equal the
+/// Whether the throughput scenarios' nodes run on the caller's kernel.
+enum Kernels {
+    /// Every one (the namespace lab): the caller's /proc/stat is the whole
+    /// machine, nodes and all.
+    Shared,
+    /// Not: why (which node differs).
+    Separate(String),
+    /// Cannot tell: why.
+    Unknown(String),
+}
+
+/// Compares the kernels' boot ids, read by a task on each node, with the
 /// caller's.
-async fn cpu_scope(
+async fn kernels(
     fx: &mut fixture::Fixture,
     l: &fixture::Layout,
     scenarios: &[Scenario],
-) -> scenario::CpuScope {
-    use scenario::CpuScope;
+) -> Kernels {
     if !scenarios.iter().any(|s| s.kind() == scenario::Kind::Stream) {
-        return CpuScope::Missing("no throughput scenario".into());
+        return Kernels::Unknown("no throughput scenario".into());
     }
     let path = "/proc/sys/kernel/random/boot_id";
     let mine = match std::fs::read_to_string(path) {
         Ok(id) => id.trim().to_owned(),
-        Err(e) => return CpuScope::Missing(format!("the caller's {path}: {e}")),
+        Err(e) => return Kernels::Unknown(format!("the caller's {path}: {e}")),
     };
     for node in [&l.client, &l.server] {
         let theirs = fx
@@ -383,20 +411,20 @@ async fn cpu_scope(
         match theirs {
             Ok(Some(id)) if id == mine => {}
             Ok(Some(_)) => {
-                return CpuScope::Missing(format!(
-                    "node {} runs another kernel; per-node CPU is not read from the caller",
+                return Kernels::Separate(format!(
+                    "node {} runs another kernel than the caller",
                     node.hostname
                 ));
             }
             Ok(None) | Err(_) => {
-                return CpuScope::Missing(format!(
+                return Kernels::Unknown(format!(
                     "node {}'s boot id is unreadable (the image's lab-echo has no boot-id mode?)",
                     node.hostname
                 ));
             }
         }
     }
-    CpuScope::SharedKernel
+    Kernels::Shared
 }
 
 /// `--streams`' default: as many streams as the caller has CPUs (the client

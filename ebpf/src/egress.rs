@@ -14,7 +14,7 @@ use shoal_common::{
 
 use crate::{
     CONFIG, IP_DADDR, IP_SADDR, L4_DPORT, L4_SPORT, Packet, TC_ACT_OK, TC_ACT_UNSPEC, count_reason,
-    policy, rewrite, timeout_ns,
+    node_socket, policy, rewrite, timeout_ns,
 };
 
 // Literal names, as the macro wants; equal to shoal_common::egress's.
@@ -198,15 +198,18 @@ pub fn reverse(ctx: &TcContext, pkt: &Packet) -> Result<Option<i32>, MeshReason>
 
 /// After published ports: a TCP/UDP packet to the node's address in the
 /// egress range that no translated flow explains is dropped, so a forged
-/// reply reaches neither a task nor the node's stack. ICMP echo replies
-/// pass: the node's own pings choose identifiers anywhere.
+/// reply reaches neither a task nor the node's stack, unless a socket of
+/// the node's own has that 4-tuple (its connection from such a port).
+/// ICMP echo replies pass: the node's own pings choose identifiers
+/// anywhere.
 #[inline(always)]
-pub fn check_no_flow(pkt: &Packet) -> Result<i32, MeshReason> {
+pub fn check_no_flow(ctx: &TcContext, pkt: &Packet) -> Result<i32, MeshReason> {
     let node = node_addr();
     if node != 0
         && pkt.flow.daddr == node
         && pkt.flow.proto != IPPROTO_ICMP
         && is_egress_port(u16::from_be(pkt.flow.dport))
+        && !node_socket(ctx, &pkt.flow)
     {
         return Err(MeshReason::EgressNoFlow);
     }

@@ -45,7 +45,12 @@
 #![allow(unsafe_code)]
 
 use aya_ebpf::{
-    helpers::bpf_ktime_get_ns,
+    EbpfContext,
+    bindings::{
+        BPF_F_CURRENT_NETNS, bpf_sock_tuple, bpf_sock_tuple__bindgen_ty_1,
+        bpf_sock_tuple__bindgen_ty_1__bindgen_ty_1,
+    },
+    helpers::{bpf_ktime_get_ns, bpf_sk_lookup_udp, bpf_sk_release, bpf_skc_lookup_tcp},
     macros::{classifier, map},
     maps::{Array, HashMap, LruHashMap, PerCpuArray},
     programs::TcContext,
@@ -84,6 +89,8 @@ const TCP_FLAGS: usize = 13;
 const TCP_CSUM: usize = 16;
 const UDP_CSUM: usize = 6;
 const TCP_SYN: u8 = 0x02;
+/// `sk_state` of a listening socket (include/net/tcp_states.h).
+const TCP_LISTEN: u32 = 10;
 /// ICMP echo: header length, type values, and the offsets of the checksum
 /// and the identifier (which stands in for the port, see IPPROTO_ICMP).
 const ICMP_HLEN: usize = 8;
@@ -381,10 +388,10 @@ fn try_ingress(ctx: &TcContext) -> Result<i32, Fail> {
         if svc.flags & SVC_F_VIP != 0 {
             return Err(MeshReason::UnderlayToOverlay.into());
         }
-        return dnat(ctx, &pkt, svc);
+        return dnat(ctx, &pkt, svc, Origin::Underlay);
     }
     policy::check_underlay(ip.daddr)?;
-    Ok(egress::check_no_flow(&pkt)?)
+    Ok(egress::check_no_flow(ctx, &pkt)?)
 }
 
 /// VXLAN from the underlay: an encrypted VNI's must have come through ESP.
@@ -439,7 +446,7 @@ fn try_task_in(ctx: &TcContext) -> Result<i32, Fail> {
         if svc.flags & SVC_F_VIP != 0 {
             policy::check_vip(ep, pkt.flow.daddr)?;
         }
-        return dnat(ctx, &pkt, svc);
+        return dnat(ctx, &pkt, svc, Origin::Task);
     }
     // SAFETY: ReturnPath is Copy; copied out at once.
     let Some(ret) = (unsafe { RETURN.get(pkt.flow) }).copied() else {
@@ -531,8 +538,68 @@ fn remember_return(ctx: &TcContext, pkt: &Packet) -> Result<(), Fail> {
     Ok(())
 }
 
+/// Where a packet to a frontend came from.
+#[derive(Clone, Copy, PartialEq)]
+enum Origin {
+    /// The data interface: clients, and replies to the node's own
+    /// connections.
+    Underlay,
+    /// A task's veth.
+    Task,
+}
+
+/// Whether this node has a connection for the packet's 4-tuple (TCP: not
+/// a listener, time-wait and request sockets count; UDP: a connected
+/// socket). A packet to a published or egress port that no tracked flow
+/// explains (and, for TCP, that does not start a connection) is then a
+/// reply to one of the node's own
+/// connections whose source port is that port: a client binding it, or an
+/// ephemeral range widened over Shoal's ports. The mesh leaves it to the
+/// stack: translated it would reach a task that never saw the SYN, dropped
+/// the node's connection would fail.
 #[inline(always)]
-fn dnat(ctx: &TcContext, pkt: &Packet, svc: Service) -> Result<i32, Fail> {
+pub fn node_socket(ctx: &TcContext, flow: &FlowKey) -> bool {
+    let mut tuple = bpf_sock_tuple {
+        __bindgen_anon_1: bpf_sock_tuple__bindgen_ty_1 {
+            ipv4: bpf_sock_tuple__bindgen_ty_1__bindgen_ty_1 {
+                saddr: flow.saddr,
+                daddr: flow.daddr,
+                sport: flow.sport,
+                dport: flow.dport,
+            },
+        },
+    };
+    let size = core::mem::size_of::<bpf_sock_tuple__bindgen_ty_1__bindgen_ty_1>() as u32;
+    let netns = BPF_F_CURRENT_NETNS as u64;
+    // SAFETY: the tuple lives across the call and its size is the IPv4
+    // member's, as the helpers require; a socket returned is released below.
+    let sk = unsafe {
+        match flow.proto {
+            IPPROTO_TCP => bpf_skc_lookup_tcp(ctx.as_ptr(), &mut tuple, size, netns, 0),
+            IPPROTO_UDP => bpf_sk_lookup_udp(ctx.as_ptr(), &mut tuple, size, netns, 0),
+            _ => return false,
+        }
+    };
+    if sk.is_null() {
+        return false;
+    }
+    // SAFETY: a referenced socket from the lookup; `state` and `dst_port`
+    // are readable on every kind it returns. A listener, or an unconnected
+    // UDP socket bound to the port, is not a connection of the node's: the
+    // published port comes first, as it does in swarm.
+    let connection = unsafe {
+        match flow.proto {
+            IPPROTO_TCP => (*sk).state != TCP_LISTEN,
+            _ => (*sk).dst_port != 0,
+        }
+    };
+    // SAFETY: releases the reference the lookup took, on every path.
+    unsafe { bpf_sk_release(sk.cast()) };
+    connection
+}
+
+#[inline(always)]
+fn dnat(ctx: &TcContext, pkt: &Packet, svc: Service, origin: Origin) -> Result<i32, Fail> {
     if pkt.first_fragment {
         return Err(MeshReason::Fragment.into());
     }
@@ -558,6 +625,12 @@ fn dnat(ctx: &TcContext, pkt: &Packet, svc: Service) -> Result<i32, Fail> {
     let (addr, port, flags) = match tracked.and_then(|c| live_conn(c, &svc, now, timeout)) {
         Some(c) => c,
         None => {
+            // UDP has no start: a reply to the node's own datagram has no
+            // tracked flow either, and a socket of the node takes it.
+            let starts = syn || pkt.flow.proto == IPPROTO_ICMP;
+            if !starts && origin == Origin::Underlay && node_socket(ctx, &pkt.flow) {
+                return Ok(TC_ACT_UNSPEC);
+            }
             let c = new_conn(&pkt.flow, &svc, now).map_err(charge)?;
             with_stats(svc.id, |s| s.new_flows += 1);
             c

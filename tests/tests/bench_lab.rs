@@ -1,8 +1,9 @@
 //! `shoal bench` end to end (issue 17) on a 3-node lab: a short run gives
 //! JSON with every field and real, non-zero figures (`underlay` included:
 //! host-network tasks), and leaves no service
-//! or network of its own behind; a run interrupted with SIGINT mid-way
-//! leaves nothing either.
+//! or network of its own behind; a run with `--cpu-per-node` weighs the
+//! throughput by each end's node's CPU; a run interrupted with SIGINT
+//! mid-way leaves nothing either.
 
 use std::{
     io::{BufRead, BufReader},
@@ -60,6 +61,45 @@ fn check_histogram(h: &Value) -> anyhow::Result<()> {
         "histogram count {count}, buckets sum {summed}"
     );
     ensure!(number(h, "/min_ns")? > 0.0, "histogram min_ns");
+    Ok(())
+}
+
+/// Each end's node's CPU per Gbit/s, measured (the lab's nodes share one
+/// kernel: each sampler reads the whole machine, so both are real and at
+/// least the iperf3 run's own cost).
+fn check_per_node(v: &Value) -> anyhow::Result<()> {
+    ensure!(
+        v["meta"]["cpu_scope"] == "per node (client's and server's)",
+        "meta.cpu_scope: {}",
+        v["meta"]["cpu_scope"]
+    );
+    let overlay = &v["scenarios"][0];
+    let metrics = overlay["metrics"].as_array().context("metrics")?;
+    for name in [
+        "cpu per Gbit/s client node (1 stream)",
+        "cpu per Gbit/s client node (N streams)",
+        "cpu per Gbit/s server node (1 stream)",
+        "cpu per Gbit/s server node (N streams)",
+    ] {
+        let m = metrics
+            .iter()
+            .find(|m| m["name"] == name)
+            .with_context(|| format!("no {name}"))?;
+        ensure!(
+            m["errors"].as_array().is_some_and(Vec::is_empty),
+            "{name}: errors {}",
+            m["errors"]
+        );
+        let median = number(m, "/median")?;
+        eprintln!("per node: {name}: {median} {}", m["unit"]);
+        ensure!(median > 0.0 && median.is_finite(), "{name}: {median}");
+    }
+    ensure!(
+        !metrics
+            .iter()
+            .any(|m| m["name"] == "cpu per Gbit/s (1 stream)"),
+        "the machine's figure beside the nodes'"
+    );
     Ok(())
 }
 
@@ -281,6 +321,32 @@ async fn bench_measures_and_cleans_up_also_when_interrupted() -> anyhow::Result<
         );
     }
     nothing_left(&lab, "after a full run")?;
+
+    // Per-node CPU, as on separate machines: a sampler task on each end's
+    // node beside every iperf3 client.
+    let out = lab.shoal_output(
+        1,
+        &[
+            "bench",
+            "overlay",
+            "--repeat",
+            "1",
+            "--duration",
+            "1",
+            "--cpu-per-node",
+            "--format",
+            "json",
+        ],
+        b"",
+    )?;
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    ensure!(
+        out.status.success(),
+        "shoal bench --cpu-per-node failed:\n{stderr}"
+    );
+    let v: Value = serde_json::from_slice(&out.stdout)?;
+    check_per_node(&v).with_context(|| format!("{v:#}"))?;
+    nothing_left(&lab, "after the per-node run")?;
 
     // Interrupted once its repeats have started: the servers, the network
     // and maybe a client task exist then.

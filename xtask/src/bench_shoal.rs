@@ -55,6 +55,7 @@ pub async fn run(bin: &Path, name: &str, scenarios: &[&str], p: &Pass) -> anyhow
             .join(name)
     });
     let out = std::path::absolute(&out).context("--out")?;
+    let sources = extra_sources(&lab).await?;
     let mut cmd = lab.command(1, bin.join("shoal"));
     cmd.env(SHOAL_HOST_ENV, lab.node(1).shoal_host())
         .arg("bench")
@@ -62,6 +63,11 @@ pub async fn run(bin: &Path, name: &str, scenarios: &[&str], p: &Pass) -> anyhow
         .args(["--repeat", &p.repeat.to_string()])
         .args(["--duration", &p.duration])
         .args(["--image", image])
+        .args(
+            sources
+                .iter()
+                .flat_map(|a| ["--source".to_owned(), a.to_string()]),
+        )
         .arg("--out")
         .arg(&out)
         .stdout(Stdio::inherit())
@@ -79,3 +85,22 @@ pub async fn run(bin: &Path, name: &str, scenarios: &[&str], p: &Pass) -> anyhow
     ensure!(status.success(), "shoal bench failed: {status}");
     Ok(())
 }
+
+/// Source addresses of the distinct-tuples connection-rate runs: n1's own
+/// and [`EXTRA_SOURCES`] more on its underlay link, so a 5 × 5 matrix at
+/// several thousand connections/s never waits for a tuple to leave
+/// TIME_WAIT (about 36,000 tuples per address per minute).
+async fn extra_sources(lab: &shoal_lab::Lab) -> anyhow::Result<Vec<std::net::Ipv4Addr>> {
+    let node = lab.node(1);
+    let handle = shoal_lab::netns::netlink(node.netns())?;
+    let mut all = vec![node.addr()];
+    for i in 0..EXTRA_SOURCES {
+        let a = std::net::Ipv4Addr::new(198, 18, 0, 200 + i);
+        shoal_lab::address_up(&handle, node.netns(), shoal_lab::DATA_IFACE, a, 24).await?;
+        all.push(a);
+    }
+    Ok(all)
+}
+
+/// 198.18.0.200–207: above the lab's node addresses, below its client's.
+const EXTRA_SOURCES: u8 = 8;

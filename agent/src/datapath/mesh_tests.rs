@@ -921,6 +921,102 @@ fn balances_real_traffic_beside_the_counters() {
         let s = mesh.service_stats(8).expect("stats");
         assert_eq!(s.new_flows, 1, "one connection, one backend choice");
         assert!(s.packets >= 3 && s.reply_packets >= 3);
+
+        // The node's own connection whose source is the published address
+        // and port (a client binding it): its replies arrive addressed to
+        // the frontend without a tracked flow, and must reach the node's
+        // socket untranslated, handshake and data alike.
+        let other = std::net::TcpListener::bind("127.0.0.1:0").expect("listen");
+        let sock = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None)
+            .expect("socket");
+        sock.bind(&std::net::SocketAddr::from((frontend, 8080)).into())
+            .expect("bind the published port");
+        sock.connect_timeout(
+            &other.local_addr().expect("addr").into(),
+            Duration::from_secs(5),
+        )
+        .expect("the node's own connection from the published port");
+        let mut own: std::net::TcpStream = sock.into();
+        own.set_read_timeout(Some(Duration::from_secs(5)))
+            .expect("timeout");
+        let (mut far, _) = other.accept().expect("accept");
+        far.write_all(b"from the peer").expect("write");
+        let mut got = [0u8; 13];
+        own.read_exact(&mut got)
+            .expect("data reaches the node's socket");
+        assert_eq!(&got, b"from the peer");
+        own.write_all(b"ok").expect("write");
+        drop(own);
+        let mut end = Vec::new();
+        far.read_to_end(&mut end).expect("read to end");
+        assert_eq!(end, b"ok");
+        let s = mesh.service_stats(8).expect("stats");
+        assert_eq!(s.new_flows, 1, "the node's own connection was not balanced");
+
+        // The same from a port of the egress range on the node's address,
+        // where replies no translated flow explains are dropped: a socket
+        // of the node's own explains them (TCP and connected UDP).
+        mesh.set_config(MeshConfig {
+            node_mac: shoal_common::mesh::bridge_mac(u32::from(frontend)),
+            ..MeshConfig::default()
+        })
+        .expect("config");
+        let sock = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None)
+            .expect("socket");
+        sock.bind(&std::net::SocketAddr::from((frontend, 61500)).into())
+            .expect("bind an egress port");
+        sock.connect_timeout(
+            &other.local_addr().expect("addr").into(),
+            Duration::from_secs(5),
+        )
+        .expect("the node's own connection from an egress port");
+        let mut own: std::net::TcpStream = sock.into();
+        own.set_read_timeout(Some(Duration::from_secs(5)))
+            .expect("timeout");
+        let (mut far, _) = other.accept().expect("accept");
+        far.write_all(b"from the peer").expect("write");
+        own.read_exact(&mut got)
+            .expect("data reaches the node's socket");
+        assert_eq!(&got, b"from the peer");
+        let peer = UdpSocket::bind("127.0.0.1:0").expect("peer socket");
+        let mine = UdpSocket::bind((frontend, 61501)).expect("bind an egress port");
+        mine.connect(peer.local_addr().expect("addr"))
+            .expect("connect");
+        mine.set_read_timeout(Some(Duration::from_secs(5)))
+            .expect("timeout");
+        mine.send(b"q").expect("send");
+        let (_, from) = peer.recv_from(&mut buf).expect("the peer receives");
+        peer.send_to(b"a", from).expect("answer");
+        let n = mine
+            .recv(&mut buf)
+            .expect("the answer reaches the node's socket");
+        assert_eq!(&buf[..n], b"a");
+        assert!(
+            !mesh
+                .reasons()
+                .expect("reasons")
+                .iter()
+                .any(|(r, n)| *r == MeshReason::EgressNoFlow && *n > 0),
+            "a reply to the node's own socket was dropped"
+        );
+        // A datagram to that port for no socket of the node's is still
+        // dropped (the forged-reply guard stands).
+        drop(mine);
+        let forger = UdpSocket::bind("127.0.0.1:0").expect("socket");
+        forger.send_to(b"x", (frontend, 61501)).expect("send");
+        let deadline = std::time::Instant::now() + Duration::from_secs(5);
+        while !mesh
+            .reasons()
+            .expect("reasons")
+            .iter()
+            .any(|(r, n)| *r == MeshReason::EgressNoFlow && *n > 0)
+        {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the forged datagram passed"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
         let c = counters.stats().expect("counters");
         let udp = |d| {
             c.counters

@@ -20,6 +20,13 @@ use shoal_api::cluster::v1::{
 use super::scenario::Scenario;
 use crate::client;
 
+/// A client task [`Fixture::start_task`] started: its service's name and
+/// its node's hostname.
+pub struct Started {
+    name: String,
+    node: String,
+}
+
 /// lab-echo's port inside the server task.
 pub const ECHO_PORT: u16 = 7000;
 /// lab-http's port inside its server task.
@@ -505,6 +512,19 @@ impl Fixture {
         args: &[&str],
         within: Duration,
     ) -> anyhow::Result<String> {
+        let started = self.start_task(node, net, args).await?;
+        self.collect_task(started, within).await
+    }
+
+    /// Creates a one-shot client task on `node` and returns at once, so
+    /// several run side by side (a CPU sampler beside an iperf3 client);
+    /// [`Fixture::collect_task`] waits for it.
+    pub async fn start_task(
+        &mut self,
+        node: &Node,
+        net: Net,
+        args: &[&str],
+    ) -> anyhow::Result<Started> {
         self.clients += 1;
         let name = format!("{}c{}", self.prefix, self.clients);
         let req = service(
@@ -517,18 +537,27 @@ impl Fixture {
             RestartCondition::None,
         );
         self.create(req).await?;
-        let outcome = self.finished(&name, within).await;
-        let logs = self.logs(&name).await;
-        self.remove_service(&name).await?;
+        Ok(Started {
+            name,
+            node: node.hostname.clone(),
+        })
+    }
+
+    /// The stdout of a task [`Fixture::start_task`] started, once it
+    /// finished; its service is removed whatever happened.
+    pub async fn collect_task(&mut self, t: Started, within: Duration) -> anyhow::Result<String> {
+        let outcome = self.finished(&t.name, within).await;
+        let logs = self.logs(&t.name).await;
+        self.remove_service(&t.name).await?;
         let (stdout, stderr) = logs?;
         match outcome? {
-            t if t.state == TaskState::Complete as i32 => Ok(stdout),
-            t => Err(anyhow!(
+            s if s.state == TaskState::Complete as i32 => Ok(stdout),
+            s => Err(anyhow!(
                 "task {} on {}: {} (exit {:?}): {}",
-                t.name,
-                node.hostname,
-                state_word(t.state),
-                t.exit_code,
+                s.name,
+                t.node,
+                state_word(s.state),
+                s.exit_code,
                 last_lines(&format!("{stdout}{stderr}"), 5)
             )),
         }

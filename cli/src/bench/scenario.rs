@@ -2,7 +2,7 @@
 
 use std::{fmt, net::SocketAddrV4, sync::Arc, time::Duration};
 
-use anyhow::{Context, bail};
+use anyhow::{Context, anyhow, bail};
 use shoal_bench::{Histogram, Iperf3, Rr, cpustat};
 
 use super::{
@@ -149,6 +149,17 @@ const CPU_1: &str = "cpu per Gbit/s (1 stream)";
 const CPU_N: &str = "cpu per Gbit/s (N streams)";
 /// CPUs already busy in the second before (other load on the machine).
 const CPU_BEFORE: &str = "cpu busy before (whole machine)";
+/// On separate machines: each end's node, sampled by a task beside the
+/// iperf3 client over a window a little longer than the run.
+const CPU_NODES: [&str; 4] = [
+    "cpu per Gbit/s client node (1 stream)",
+    "cpu per Gbit/s client node (N streams)",
+    "cpu per Gbit/s server node (1 stream)",
+    "cpu per Gbit/s server node (N streams)",
+];
+/// How much longer than the iperf3 run the node samplers' window is: the
+/// samplers start just before the client and must outlast it.
+const SAMPLE_PAD_SECS: u64 = 2;
 
 /// Where CPU per Gbit/s can be read from.
 #[derive(Clone, Debug, PartialEq)]
@@ -156,6 +167,9 @@ pub enum CpuScope {
     /// Every node involved runs on the caller's kernel (same boot id): the
     /// caller's /proc/stat is the whole machine, nodes and all.
     SharedKernel,
+    /// Separate machines (or asked for): the client's and the server's
+    /// nodes each read their own /proc/stat in a sampler task.
+    PerNode,
     /// Separate machines; why it is not measured.
     Missing(String),
 }
@@ -188,6 +202,23 @@ pub struct Measured {
     pub values: Vec<(&'static str, f64)>,
     pub latency: Vec<(&'static str, Histogram)>,
     pub errors: Vec<(&'static str, String)>,
+}
+
+/// One iperf3 client run's figures; the per-node CPU (client's node,
+/// server's node) only when sampled, each or its sampler's error.
+struct IperfRun {
+    gbps: f64,
+    retransmits: f64,
+    cpu_machine: f64,
+    cpu_nodes: Option<[Result<f64, String>; 2]>,
+}
+
+/// Busy CPU-seconds from a sampler task's output, or why there are none.
+fn node_cpu(out: anyhow::Result<String>) -> Result<f64, String> {
+    let out = out.map_err(|e| format!("the CPU sampler: {e:#}"))?;
+    cpustat::Sample::parse(&out)
+        .map(|s| s.busy_seconds())
+        .map_err(|e| e.to_string())
 }
 
 /// The caller's machine's CPU times.
@@ -237,6 +268,12 @@ impl CpuScope {
                 included: see `cpu busy before`) over each iperf3 task's life, per Gbit \
                 received"
                 .into(),
+            Self::PerNode => format!(
+                "CPU per Gbit/s: per node, a `lab-echo cpu` task on the client's and on the \
+                 server's node reads that node's /proc/stat over the iperf3 run plus \
+                 {SAMPLE_PAD_SECS} s (started just before the client; the node's other load \
+                 included), busy CPU-seconds per Gbit received"
+            ),
             Self::Missing(why) => format!("CPU per Gbit/s: not measured ({why})"),
         }
     }
@@ -270,8 +307,10 @@ impl Scenario {
                     RR_P50,
                     RR_P99,
                 ];
-                if o.cpu == CpuScope::SharedKernel {
-                    names.extend([CPU_1, CPU_N, CPU_BEFORE]);
+                match o.cpu {
+                    CpuScope::SharedKernel => names.extend([CPU_1, CPU_N, CPU_BEFORE]),
+                    CpuScope::PerNode => names.extend(CPU_NODES),
+                    CpuScope::Missing(_) => {}
                 }
                 names
             }
@@ -290,6 +329,7 @@ impl Scenario {
         match metric {
             CRR_WAITS => return "connections",
             CPU_1 | CPU_N => return "CPU-s/Gbit",
+            m if CPU_NODES.contains(&m) => return "CPU-s/Gbit",
             CPU_BEFORE => return "CPUs",
             m if m == HTTP[0] => return "requests/s",
             m if m == HTTP[4] => return "answers",
@@ -496,36 +536,64 @@ impl Scenario {
         args
     }
 
-    /// One iperf3 client run: Gbit/s received, retransmits, and the whole
-    /// machine's CPU-seconds per Gbit received over the client's life
-    /// (start and stop included: a slight overcount), read from the
-    /// caller's /proc/stat.
+    /// One iperf3 client run: Gbit/s received, retransmits, and the CPU
+    /// it cost: the whole machine's CPU-seconds per Gbit received over the
+    /// client's life (start and stop included: a slight overcount), read
+    /// from the caller's /proc/stat; with [`CpuScope::PerNode`] also each
+    /// end's node's, from sampler tasks beside the client.
     async fn iperf(
         self,
         fx: &mut Fixture,
         l: &Layout,
         secs: u64,
         streams: u32,
-    ) -> anyhow::Result<(f64, f64, f64)> {
+        cpu: &CpuScope,
+    ) -> anyhow::Result<IperfRun> {
+        let sample_secs = (secs + SAMPLE_PAD_SECS).to_string();
+        let sampler = ["/bin/lab-echo", "cpu", &sample_secs];
+        let samplers = if *cpu == CpuScope::PerNode {
+            // Host network: a sampler needs none, and no veth is made on
+            // the node it measures.
+            let c = fx.start_task(&l.client, Net::Host, &sampler).await?;
+            let s = fx.start_task(&l.server, Net::Host, &sampler).await?;
+            Some((c, s))
+        } else {
+            None
+        };
         let (before, t) = (cpu_times()?, std::time::Instant::now());
         let out = match (self, &l.kvxlan) {
-            (Self::KernelVxlan, Some(b)) => b.iperf(secs, streams).await?,
-            (Self::KernelVxlan, None) => bail!("kernel-vxlan: the baseline was not built"),
+            (Self::KernelVxlan, Some(b)) => b.iperf(secs, streams).await,
+            (Self::KernelVxlan, None) => Err(anyhow!("kernel-vxlan: the baseline was not built")),
             _ => {
                 let args = self.iperf_args(l, secs, streams);
                 let args: Vec<&str> = args.iter().map(String::as_str).collect();
                 let within = Duration::from_secs(secs) + super::TASK_SLACK;
-                fx.run_task(&l.client, self.net(), &args, within).await?
+                fx.run_task(&l.client, self.net(), &args, within).await
             }
         };
         let (after, wall) = (cpu_times()?, t.elapsed().as_secs_f64());
-        let r = Iperf3::parse(&out)
+        // Collected whatever the client did, so their services go too.
+        let nodes = match samplers {
+            Some((c, s)) => {
+                let within = Duration::from_secs(secs + SAMPLE_PAD_SECS) + super::TASK_SLACK;
+                let c = fx.collect_task(c, within).await;
+                let s = fx.collect_task(s, within).await;
+                Some((node_cpu(c), node_cpu(s)))
+            }
+            None => None,
+        };
+        let r = Iperf3::parse(&out?)
             .with_context(|| format!("the iperf3 client's output ({streams} stream(s))"))?;
         let cpus = shoal_bench::meta::cpu().1;
         let cpu_s = cpustat::busy_cpus(before, after, cpus).unwrap_or(0.0) * wall;
         let gbit = r.bytes_received * 8.0 / 1e9;
-        let per_gbit = if gbit > 0.0 { cpu_s / gbit } else { f64::NAN };
-        Ok((r.bits_per_second / 1e9, r.retransmits as f64, per_gbit))
+        let per_gbit = |cpu_s: f64| if gbit > 0.0 { cpu_s / gbit } else { f64::NAN };
+        Ok(IperfRun {
+            gbps: r.bits_per_second / 1e9,
+            retransmits: r.retransmits as f64,
+            cpu_machine: per_gbit(cpu_s),
+            cpu_nodes: nodes.map(|(c, s)| [c.map(per_gbit), s.map(per_gbit)]),
+        })
     }
 
     /// 1-byte round trips on one connection: rate, p50 and p99 (µs).
@@ -576,7 +644,10 @@ impl Scenario {
         let mut last = None;
         for _ in 0..5 {
             let r = match self.kind() {
-                Kind::Stream => self.iperf(fx, l, 1, 1).await.map(drop),
+                Kind::Stream => {
+                    let unsampled = CpuScope::Missing("a warm-up".into());
+                    self.iperf(fx, l, 1, 1, &unsampled).await.map(drop)
+                }
                 Kind::Request => {
                     let (echo, _) = self.targets(l);
                     match rr::run(echo, Duration::from_secs(1)).await {
@@ -718,29 +789,47 @@ impl Scenario {
         tokio::time::sleep(Duration::from_secs(1)).await;
         let cpus = shoal_bench::meta::cpu().1;
         let busy_before = cpustat::busy_cpus(idle, cpu_times()?, cpus);
-        let (one, one_retr, one_cpu) = self.iperf(fx, l, secs, 1).await?;
-        let (n, n_retr, n_cpu) = self.iperf(fx, l, secs, o.streams).await?;
+        let one = self.iperf(fx, l, secs, 1, &o.cpu).await?;
+        let n = self.iperf(fx, l, secs, o.streams, &o.cpu).await?;
         let (rate, p50, p99) = self.stream_rr(fx, l, secs).await?;
-        let mut values = vec![
-            (THROUGHPUT, one),
-            (RETRANSMITS, one_retr),
-            (THROUGHPUT_N, n),
-            (RETRANSMITS_N, n_retr),
-            (RR_RATE, rate),
-            (RR_P50, p50),
-            (RR_P99, p99),
-        ];
-        if o.cpu == CpuScope::SharedKernel {
-            values.extend([
-                (CPU_1, one_cpu),
-                (CPU_N, n_cpu),
-                (CPU_BEFORE, busy_before.unwrap_or(f64::NAN)),
-            ]);
-        }
-        Ok(Measured {
-            values,
+        let mut m = Measured {
+            values: vec![
+                (THROUGHPUT, one.gbps),
+                (RETRANSMITS, one.retransmits),
+                (THROUGHPUT_N, n.gbps),
+                (RETRANSMITS_N, n.retransmits),
+                (RR_RATE, rate),
+                (RR_P50, p50),
+                (RR_P99, p99),
+            ],
             ..Default::default()
-        })
+        };
+        match o.cpu {
+            CpuScope::SharedKernel => m.values.extend([
+                (CPU_1, one.cpu_machine),
+                (CPU_N, n.cpu_machine),
+                (CPU_BEFORE, busy_before.unwrap_or(f64::NAN)),
+            ]),
+            CpuScope::PerNode => {
+                let (one, n) = (one.cpu_nodes, n.cpu_nodes);
+                // client 1, client N, server 1, server N: CPU_NODES' order.
+                let figures = [
+                    one.as_ref().map(|x| &x[0]),
+                    n.as_ref().map(|x| &x[0]),
+                    one.as_ref().map(|x| &x[1]),
+                    n.as_ref().map(|x| &x[1]),
+                ];
+                for (name, f) in CPU_NODES.into_iter().zip(figures) {
+                    match f {
+                        Some(Ok(v)) => m.values.push((name, *v)),
+                        Some(Err(e)) => m.errors.push((name, e.clone())),
+                        None => m.errors.push((name, "no sampler ran".into())),
+                    }
+                }
+            }
+            CpuScope::Missing(_) => {}
+        }
+        Ok(m)
     }
 
     async fn measure_requests(self, l: &Layout, secs: u64, o: &Opts) -> anyhow::Result<Measured> {
@@ -867,6 +956,16 @@ mod tests {
             !Scenario::KernelVxlan
                 .metric_names(&missing)
                 .contains(&CPU_1)
+        );
+        // Per node: each end's figures instead of the machine's, each with
+        // a unit.
+        let nodes = Scenario::Overlay.metric_names(&opts(CpuScope::PerNode));
+        assert!(CPU_NODES.iter().all(|m| nodes.contains(m)));
+        assert!(!nodes.contains(&CPU_1) && !nodes.contains(&CPU_BEFORE));
+        assert!(
+            CPU_NODES
+                .iter()
+                .all(|m| Scenario::Overlay.unit(m) == "CPU-s/Gbit")
         );
     }
 

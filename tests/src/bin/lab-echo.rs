@@ -10,6 +10,10 @@
 //!   per second, their latency).
 //! - `lab-echo boot-id`: prints the kernel's boot id, so `shoal bench` can
 //!   tell nodes that share one kernel (the namespace lab) from machines.
+//! - `lab-echo cpu SECS`: the node's /proc/stat `cpu` line before and after
+//!   SECS seconds, the CPU count and the wall time, so `shoal bench` can
+//!   weigh a throughput by each node's CPU on separate machines
+//!   (`shoal_bench::cpustat::Sample` reads it).
 
 use std::{
     io::{Read, Write},
@@ -41,9 +45,10 @@ fn main() -> anyhow::Result<()> {
             println!("boot-id {}", id.trim());
             Ok(())
         }
+        ["cpu", secs] => cpu(secs.parse().context("SECS")?),
         _ => bail!(
             "usage: lab-echo serve PORT | lab-echo send ADDR:PORT BYTES [TIMEOUT_SECS] | \
-             lab-echo rr ADDR:PORT SECS | lab-echo boot-id"
+             lab-echo rr ADDR:PORT SECS | lab-echo boot-id | lab-echo cpu SECS"
         ),
     }
 }
@@ -135,5 +140,37 @@ fn rr(addr: &str, secs: u64) -> anyhow::Result<()> {
         pct(50.0),
         pct(99.0)
     );
+    Ok(())
+}
+
+/// The `cpu` total line of /proc/stat and the number of `cpuN` lines.
+fn proc_stat() -> anyhow::Result<(String, usize)> {
+    let text = std::fs::read_to_string("/proc/stat").context("reading /proc/stat")?;
+    let total = text
+        .lines()
+        .find(|l| l.split_whitespace().next() == Some("cpu"))
+        .context("/proc/stat has no `cpu` line")?
+        .to_owned();
+    let cpus = text
+        .lines()
+        .filter(|l| {
+            l.strip_prefix("cpu")
+                .is_some_and(|r| r.starts_with(|c: char| c.is_ascii_digit()))
+        })
+        .count();
+    Ok((total, cpus))
+}
+
+fn cpu(secs: f64) -> anyhow::Result<()> {
+    ensure!(
+        secs > 0.0 && secs < 3600.0,
+        "SECS {secs}: give 0 < SECS < 3600"
+    );
+    let (before, t) = (proc_stat()?, Instant::now());
+    std::thread::sleep(Duration::from_secs_f64(secs));
+    let (after, wall) = (proc_stat()?, t.elapsed().as_secs_f64());
+    println!("cpu-sample wall {wall:.3} cpus {}", after.1);
+    println!("before {}", before.0);
+    println!("after {}", after.0);
     Ok(())
 }
