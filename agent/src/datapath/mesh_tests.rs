@@ -807,6 +807,32 @@ fn loopback_up() -> std::io::Result<()> {
     Ok(())
 }
 
+/// A connection of the node's own from `source` (bound before connecting)
+/// to `peer`, with data from the peer read through it: the handshake's
+/// and the data's replies came back. Both ends, the node's first.
+fn node_connection(
+    source: (Ipv4Addr, u16),
+    peer: &std::net::TcpListener,
+) -> (std::net::TcpStream, std::net::TcpStream) {
+    use std::io::{Read, Write};
+    let timeout = std::time::Duration::from_secs(5);
+    let sock =
+        socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).expect("socket");
+    sock.bind(&std::net::SocketAddr::from(source).into())
+        .expect("bind the source port");
+    sock.connect_timeout(&peer.local_addr().expect("addr").into(), timeout)
+        .unwrap_or_else(|e| panic!("the node's own connection from {source:?}: {e}"));
+    let mut own: std::net::TcpStream = sock.into();
+    own.set_read_timeout(Some(timeout)).expect("timeout");
+    let (mut far, _) = peer.accept().expect("accept");
+    far.write_all(b"from the peer").expect("write");
+    let mut got = [0u8; 13];
+    own.read_exact(&mut got)
+        .expect("data reaches the node's socket");
+    assert_eq!(&got, b"from the peer");
+    (own, far)
+}
+
 /// The counters and the mesh on one interface (TCX, mesh after the
 /// counters), with real sockets in a namespace of its own: a UDP and a TCP client
 /// calls a frontend, the backend sees the client's own address, and the
@@ -927,24 +953,7 @@ fn balances_real_traffic_beside_the_counters() {
         // the frontend without a tracked flow, and must reach the node's
         // socket untranslated, handshake and data alike.
         let other = std::net::TcpListener::bind("127.0.0.1:0").expect("listen");
-        let sock = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None)
-            .expect("socket");
-        sock.bind(&std::net::SocketAddr::from((frontend, 8080)).into())
-            .expect("bind the published port");
-        sock.connect_timeout(
-            &other.local_addr().expect("addr").into(),
-            Duration::from_secs(5),
-        )
-        .expect("the node's own connection from the published port");
-        let mut own: std::net::TcpStream = sock.into();
-        own.set_read_timeout(Some(Duration::from_secs(5)))
-            .expect("timeout");
-        let (mut far, _) = other.accept().expect("accept");
-        far.write_all(b"from the peer").expect("write");
-        let mut got = [0u8; 13];
-        own.read_exact(&mut got)
-            .expect("data reaches the node's socket");
-        assert_eq!(&got, b"from the peer");
+        let (mut own, mut far) = node_connection((frontend, 8080), &other);
         own.write_all(b"ok").expect("write");
         drop(own);
         let mut end = Vec::new();
@@ -961,23 +970,7 @@ fn balances_real_traffic_beside_the_counters() {
             ..MeshConfig::default()
         })
         .expect("config");
-        let sock = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None)
-            .expect("socket");
-        sock.bind(&std::net::SocketAddr::from((frontend, 61500)).into())
-            .expect("bind an egress port");
-        sock.connect_timeout(
-            &other.local_addr().expect("addr").into(),
-            Duration::from_secs(5),
-        )
-        .expect("the node's own connection from an egress port");
-        let mut own: std::net::TcpStream = sock.into();
-        own.set_read_timeout(Some(Duration::from_secs(5)))
-            .expect("timeout");
-        let (mut far, _) = other.accept().expect("accept");
-        far.write_all(b"from the peer").expect("write");
-        own.read_exact(&mut got)
-            .expect("data reaches the node's socket");
-        assert_eq!(&got, b"from the peer");
+        node_connection((frontend, 61500), &other);
         let peer = UdpSocket::bind("127.0.0.1:0").expect("peer socket");
         let mine = UdpSocket::bind((frontend, 61501)).expect("bind an egress port");
         mine.connect(peer.local_addr().expect("addr"))
