@@ -10,13 +10,15 @@ use crate::model::{Applied, ApplyError, Command};
 /// Heartbeat period (ms). It is also openraft's timeout for each
 /// follower's answer when the leader confirms its leadership for a read.
 pub const HEARTBEAT_MS: u64 = 200;
-/// Election timeout range (ms). Managers share small VMs with the data
-/// plane: well above openraft's LAN defaults so load does not start
-/// elections. A follower also refuses votes while its leader lease (the
-/// maximum timeout) lasts, so failover takes one to two timeouts. 250–400
-/// ms with 150 ms heartbeats was tried (failover under a second) and
-/// started an election while a manager joined on the loaded lab machine.
-pub const ELECTION_TIMEOUT_MS: (u64, u64) = (1_000, 2_000);
+/// Election timeout range (ms). openraft 0.9 makes a follower wait its
+/// leader lease (the maximum timeout) plus its own random timeout after the
+/// last AppendEntries before campaigning, so a follower campaigns after
+/// 900–1000 ms of silence: four or five lost heartbeats, and a leader's
+/// SIGKILL is followed by a new leader in about 0.9 s. Tried and refused:
+/// 1–2 s (failover 3.2–4.0 s); 150 ms heartbeats with 200–350 ms (550–700 ms
+/// of silence: an election during a join on the loaded lab machine); 80 ms
+/// heartbeats (followers' answers to reads outlasted them).
+pub const ELECTION_TIMEOUT_MS: (u64, u64) = (400, 500);
 
 /// Entries between snapshots, as swarm's `--snapshot-interval`.
 pub const DEFAULT_SNAPSHOT_INTERVAL: u64 = 10_000;

@@ -1,6 +1,6 @@
 //! Raft stays put when it should: no election while both CPUs are
-//! saturated for a minute, and none caused by a restarted manager whose
-//! log is stale. Needs root and built `shoald`/`shoal`.
+//! saturated for a minute (a manager joining half-way through), and none
+//! caused by a restarted manager whose log is stale. Needs root and built `shoald`/`shoal`.
 //!
 //! SLOW (about 1.5 min) and LOADS EVERY CPU for 60 s on purpose: one test,
 //! so the load is paid once.
@@ -12,7 +12,7 @@ use anyhow::{Context, ensure};
 use shoal_api::cluster::v1::{
     CreateSecretRequest, ListNodesRequest, control_client::ControlClient,
 };
-use shoal_lab::Lab;
+use shoal_lab::{Formation, Lab};
 use tonic::transport::Channel;
 
 /// How long the CPUs are saturated.
@@ -102,8 +102,12 @@ impl Drop for Burners {
 #[tokio::test]
 async fn slow_no_election_under_saturated_cpus_nor_from_a_stale_restarted_manager()
 -> anyhow::Result<()> {
-    let lab = Lab::builder("raftstab").nodes(3).start().await?;
-    lab.form_swarm(3)?;
+    // n4 joins as a fourth manager under the load: a join (learner catch-up,
+    // membership change) is what started an election with shorter timeouts.
+    let lab = Lab::builder("raftstab").nodes(4).start().await?;
+    lab.form_swarm_of(Formation::fast(3, 3))?;
+    let manager_token = lab.join_token(1, "manager")?;
+    let mut joined = None;
     let (term, leader) = agreed(&lab).await?;
     let leader_k: usize = leader[1..].parse()?;
     let follower = if leader_k == 3 { 2 } else { 3 };
@@ -119,6 +123,21 @@ async fn slow_no_election_under_saturated_cpus_nor_from_a_stale_restarted_manage
     let end = Instant::now() + LOAD;
     let mut i = 0;
     while Instant::now() < end {
+        if joined.is_none() && end - Instant::now() < LOAD / 2 {
+            let t = Instant::now();
+            lab.shoal(
+                4,
+                &[
+                    "swarm",
+                    "join",
+                    "--token",
+                    &manager_token,
+                    &lab.cluster_addr(1),
+                ],
+            )
+            .context("n4 joining as a manager under load")?;
+            joined = Some(t.elapsed());
+        }
         let t = Instant::now();
         match tokio::time::timeout(
             Duration::from_secs(5),
@@ -141,7 +160,10 @@ async fn slow_no_election_under_saturated_cpus_nor_from_a_stale_restarted_manage
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
     drop(burners);
-    eprintln!("under load: {ok} writes, {failed} failed, slowest {slowest:?}");
+    eprintln!(
+        "under load: {ok} writes, {failed} failed, slowest {slowest:?}; n4 joined in {joined:?}"
+    );
+    ensure!(joined.is_some(), "n4 never joined during the load");
     let after_load = agreed(&lab).await?;
     ensure!(
         after_load == (term, leader.clone()),
