@@ -13,13 +13,14 @@ pub const HEARTBEAT_MS: u64 = 200;
 /// Election timeout range (ms). openraft 0.9 makes a follower wait its
 /// leader lease (the maximum timeout) plus its own random timeout after the
 /// last AppendEntries, checked on a tick of 1.5 heartbeats (300 ms), so a
-/// follower campaigns after 700–1000 ms of silence: three and a half lost
-/// heartbeats at least. Measured (`bench raft`, 10 SIGKILLs of the leader):
-/// 1–2 s gave 3.2–4.0 s failovers, 400–500 ms 1.05–1.29 s (median 1.11 s).
-/// Tried and refused earlier: 150 ms heartbeats with 200–350 ms (an election
-/// during a join on the loaded lab machine), 80 ms heartbeats (followers'
-/// answers to reads outlasted them).
-pub const ELECTION_TIMEOUT_MS: (u64, u64) = (300, 400);
+/// follower campaigns after 600–950 ms of silence: three lost heartbeats at
+/// least. Measured (`bench raft`, 10 SIGKILLs of the leader, medians):
+/// 1–2 s gave 3.8 s, 400–500 ms 1.11 s, 300–400 ms 0.90 and 1.01 s in two
+/// runs. `raft_stability` holds the term through a minute of saturated
+/// CPUs and a join. Refused earlier: 150 ms heartbeats with 200–350 ms (an
+/// election during a join on the loaded lab machine), 80 ms heartbeats
+/// (followers' answers to reads outlasted them).
+pub const ELECTION_TIMEOUT_MS: (u64, u64) = (250, 350);
 
 /// Entries between snapshots, as swarm's `--snapshot-interval`.
 pub const DEFAULT_SNAPSHOT_INTERVAL: u64 = 10_000;
