@@ -137,7 +137,7 @@ pub async fn run(host: &str, a: BenchArgs) -> anyhow::Result<()> {
         streams: a.streams.unwrap_or_else(default_streams),
         loaders: meta::cpu().1.max(1),
         conns: a.connections as usize,
-        budget: std::sync::Arc::new(crr::Budget::new(&sources, crr::ephemeral_range()?)),
+        budgets: std::sync::Arc::new(crr::Budgets::new(&sources, crr::ephemeral_range()?)),
         cpu: if a.cpu_per_node {
             scenario::CpuScope::PerNode
         } else {

@@ -304,7 +304,7 @@ async fn bench_measures_and_cleans_up_also_when_interrupted() -> anyhow::Result<
     ensure!(out.status.success(), "shoal bench failed:\n{stderr}");
     let v: Value = serde_json::from_slice(&out.stdout)
         .with_context(|| format!("shoal bench --format json:\n{stderr}"))?;
-    check_result(&v).with_context(|| format!("{v:#}"))?;
+    check_result(&v).inspect_err(|_| eprintln!("the result checked:\n{v:#}"))?;
     let written: Value =
         serde_json::from_slice(&std::fs::read(out_dir.path().join("result.json"))?)?;
     ensure!(written == v, "--out result.json differs from stdout");
@@ -345,7 +345,7 @@ async fn bench_measures_and_cleans_up_also_when_interrupted() -> anyhow::Result<
         "shoal bench --cpu-per-node failed:\n{stderr}"
     );
     let v: Value = serde_json::from_slice(&out.stdout)?;
-    check_per_node(&v).with_context(|| format!("{v:#}"))?;
+    check_per_node(&v).inspect_err(|_| eprintln!("the result checked:\n{v:#}"))?;
     nothing_left(&lab, "after the per-node run")?;
 
     // Interrupted once its repeats have started: the servers, the network

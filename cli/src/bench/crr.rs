@@ -10,15 +10,18 @@
 //!   client's own address through the mesh) may answer the new SYN from
 //!   its TIME_WAIT entry, costing a SYN retransmit (1 s).
 //! - [`Tuples::Distinct`]: explicit source ports outside the ephemeral range,
-//!   never reused within [`REUSE_AFTER`] in the whole run (all scenarios
-//!   share the budget, since the server sees the same 4-tuple whichever
-//!   node the client entered by). When the budget runs out a loader waits;
-//!   the waits are counted, and the rate is then bounded by the budget.
+//!   never reused within [`REUSE_AFTER`] towards the same server in the
+//!   whole run ([`Budgets`]: the ingress scenarios share one, since the
+//!   backend sees the same 4-tuple whichever node the client entered by; a
+//!   balancer that terminates the connection is a server of its own). When
+//!   a budget runs out a loader waits; the waits are counted, and the rate
+//!   is then bounded by the budget.
 //!
 //! Either way the caller's SYN retransmits and retransmitted segments are
 //! counted from its network namespace's /proc/net counters.
 
 use std::{
+    collections::HashMap,
     io::ErrorKind,
     net::{Ipv4Addr, SocketAddrV4},
     sync::{Arc, Mutex},
@@ -94,6 +97,44 @@ impl Budget {
         let at = r.used[i].map_or(now, |t| (t + REUSE_AFTER).max(now));
         r.used[i] = Some(at);
         Some((r.tuples[i], at))
+    }
+}
+
+/// One [`Budget`] per server that keeps the TIME_WAIT (the end that closes
+/// first), made on first use: tuples only clash at the same server, so
+/// scenarios ending at different ones do not eat into each other's.
+pub struct Budgets {
+    sources: Vec<Ipv4Addr>,
+    ephemeral: (u16, u16),
+    by_server: Mutex<HashMap<&'static str, Arc<Budget>>>,
+}
+
+impl Budgets {
+    pub fn new(sources: &[Ipv4Addr], ephemeral: (u16, u16)) -> Self {
+        Self {
+            sources: sources.to_vec(),
+            ephemeral,
+            by_server: Mutex::default(),
+        }
+    }
+
+    /// The budget of the connections that end at `server`.
+    pub fn for_server(&self, server: &'static str) -> Arc<Budget> {
+        let mut m = self
+            .by_server
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        m.entry(server)
+            .or_insert_with(|| Arc::new(Budget::new(&self.sources, self.ephemeral)))
+            .clone()
+    }
+
+    /// Tuples in each server's budget.
+    pub fn len_each(&self) -> usize {
+        let ports = (1024..=u16::MAX)
+            .filter(|p| *p < self.ephemeral.0 || *p > self.ephemeral.1)
+            .count();
+        ports * self.sources.len()
     }
 }
 
@@ -341,5 +382,21 @@ mod tests {
         assert_eq!(b.len(), 2 * 976);
         let (x, y) = (b.take().expect("ok").0, b.take().expect("ok").0);
         assert_eq!((x.ip(), y.ip(), x.port()), (&a[0], &a[1], y.port()));
+    }
+
+    #[test]
+    fn servers_have_budgets_of_their_own() {
+        let all = Budgets::new(&[Ipv4Addr::new(10, 0, 0, 1)], (1100, u16::MAX));
+        assert_eq!(all.len_each(), 76);
+        let ingress = all.for_server("ingress");
+        let used: Vec<_> = (0..76).filter_map(|_| ingress.take()).collect();
+        assert_eq!(used.len(), 76);
+        // The same server's budget is spent: its next tuple waits...
+        let (_, at) = all.for_server("ingress").take().expect("ok");
+        assert!(at >= used[0].1 + REUSE_AFTER);
+        // ...another server's is whole.
+        let (t, at) = all.for_server("haproxy-remote").take().expect("ok");
+        assert_eq!(t, used[0].0);
+        assert!(at <= Instant::now());
     }
 }

@@ -70,9 +70,10 @@ pub enum Kind {
     Request,
 }
 
-impl fmt::Display for Scenario {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(match self {
+impl Scenario {
+    /// The scenario's word on the command line and in results.
+    pub fn name(self) -> &'static str {
+        match self {
             Self::Overlay => "overlay",
             Self::OverlayWireguard => "overlay-wireguard",
             Self::Vip => "vip",
@@ -83,7 +84,13 @@ impl fmt::Display for Scenario {
             Self::Direct => "direct",
             Self::HaproxyLocal => "haproxy-local",
             Self::HaproxyRemote => "haproxy-remote",
-        })
+        }
+    }
+}
+
+impl fmt::Display for Scenario {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
     }
 }
 
@@ -183,9 +190,9 @@ pub struct Opts {
     pub loaders: usize,
     /// Concurrent connections of the connection-rate and HTTP loaders.
     pub conns: usize,
-    /// Source tuples of the distinct-tuples connection-rate runs, shared by
-    /// every scenario and repeat of the run.
-    pub budget: Arc<crr::Budget>,
+    /// Source tuples of the distinct-tuples connection-rate runs, one
+    /// budget per server, shared by every repeat of the run.
+    pub budgets: Arc<crr::Budgets>,
     pub cpu: CpuScope,
 }
 const RR_RATE: &str = "rr rate";
@@ -491,6 +498,17 @@ impl Scenario {
         }
     }
 
+    /// Which server keeps the TIME_WAIT of this scenario's connections (it
+    /// closes first): the backend task for the published ports, whichever
+    /// node the client entered by, as the mesh keeps the client's address;
+    /// each balancer or host server for the others, as they terminate it.
+    fn time_wait_server(self) -> &'static str {
+        match self {
+            Self::IngressLocal | Self::IngressRemote => "ingress backend",
+            other => other.name(),
+        }
+    }
+
     /// A stream scenario's iperf3 and echo targets.
     fn stream_targets(self, l: &Layout) -> (SocketAddrV4, SocketAddrV4) {
         match self {
@@ -742,10 +760,11 @@ impl Scenario {
                     ),
                     format!(
                         "shoal bench (caller {}): the same with explicit source ports, none \
-                         reused within {} s ({} tuples for the run)",
+                         reused towards the same server within {} s ({} tuples per server for \
+                         the run)",
                         l.caller.hostname,
                         crr::REUSE_AFTER.as_secs(),
-                        o.budget.len()
+                        o.budgets.len_each()
                     ),
                     format!(
                         "shoal bench (caller {}): {} keep-alive connections on {} threads, \
@@ -841,7 +860,8 @@ impl Scenario {
         m.latency.push(("rr", h));
         let measure = Duration::from_secs(secs);
         let reuse = crr::Tuples::Kernel;
-        let distinct = crr::Tuples::Distinct(o.budget.clone());
+        let budget = o.budgets.for_server(self.time_wait_server());
+        let distinct = crr::Tuples::Distinct(budget.clone());
         for (tuples, names, hist) in [
             (&reuse, CRR_REUSE, "crr port reuse"),
             (&distinct, CRR_DISTINCT, "crr distinct tuples"),
@@ -877,7 +897,7 @@ impl Scenario {
                             "{} connection(s) waited for a tuple out of TIME_WAIT: the rate is \
                              bounded by the {} tuples; add --source addresses",
                             r.waits,
-                            o.budget.len()
+                            budget.len()
                         ),
                     ));
                 }
@@ -919,7 +939,7 @@ mod tests {
             streams: 2,
             loaders: 2,
             conns: 50,
-            budget: Arc::new(crr::Budget::new(
+            budgets: Arc::new(crr::Budgets::new(
                 &[std::net::Ipv4Addr::UNSPECIFIED],
                 (32768, 60999),
             )),
