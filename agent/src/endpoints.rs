@@ -203,7 +203,16 @@ async fn program<O: Overlay>(
     let started = tokio::time::Instant::now();
     let mut leaving = Leaving::default();
     let mut seen_bad: HashSet<Endpoint> = HashSet::new();
+    let mut suspected = BTreeSet::new();
     loop {
+        // The mesh drains a suspected node's backends (its entries here
+        // stay, for the flows they carry): a change of suspicion is the
+        // mesh's to act on.
+        let now_suspected = gossip.suspected();
+        if now_suspected != suspected {
+            suspected = now_suspected;
+            local.poke_mesh();
+        }
         let set = view.borrow_and_update().clone();
         let me = local.node_id();
         let nets = local.local_networks().await;

@@ -1346,7 +1346,22 @@ impl<O: Overlay, T: Tasks, M: MeshSync> Executor<O, T, M> {
         }
     }
 
-    /// Writes the mesh maps from `set`.
+    /// The VTEPs (node addresses) of the nodes gossip suspects now.
+    fn suspected_vteps(&self, set: &AssignmentSet) -> std::collections::HashSet<Ipv4Addr> {
+        let Some(e) = &self.setup.endpoints else {
+            return Default::default();
+        };
+        let suspected = e.gossip().suspected();
+        if suspected.is_empty() {
+            return Default::default();
+        }
+        set.nodes
+            .iter()
+            .filter(|n| suspected.contains(&n.id))
+            .map(|n| Ipv4Addr::from(n.addr))
+            .collect()
+    }
+
     /// Writes the mesh maps for `set`; whether they hold it now (a node
     /// without a data address has no mesh to write).
     async fn sync_mesh(&self, set: &AssignmentSet) -> bool {
@@ -1359,6 +1374,13 @@ impl<O: Overlay, T: Tasks, M: MeshSync> Executor<O, T, M> {
         let mut want = shoal_mesh::desired(set, self.local().node_id(), addr, &local);
         let unhealthy = self.unhealthy_in(set);
         want.drain_tasks(|id| unhealthy.contains(id));
+        // A node gossip suspects lost gets no new connection until it
+        // refutes (or is declared down and leaves the rings): seconds
+        // before the managers notice its missing heartbeats.
+        let suspected = self.suspected_vteps(set);
+        if !suspected.is_empty() {
+            want.drain_backends(|b| !b.local && suspected.contains(&b.vtep));
+        }
         for reason in &want.skipped {
             tracing::warn!("routing mesh: {reason}");
         }

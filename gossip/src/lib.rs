@@ -3,7 +3,10 @@
 //! endpoint table as custom broadcasts, with a full-table push over TCP to
 //! every member that comes up, so a joining node learns all endpoints
 //! without asking a manager. When a member is declared down, every node
-//! drops that member's endpoints on its own.
+//! drops that member's endpoints on its own. Before that, a member that
+//! stopped answering probes is *suspected* ([`Gossip::suspected`]): the
+//! earliest sign of a lost node, which the routing mesh acts on (no new
+//! connections to it) and undoes if the member refutes.
 //!
 //! Sockets are handed in, not opened here, so the caller decides their
 //! network namespace (the lab opens them inside a node's namespace).
@@ -20,7 +23,7 @@ mod stats;
 mod table;
 
 use std::{
-    collections::BTreeMap,
+    collections::{BTreeMap, BTreeSet},
     net::SocketAddr,
     num::{NonZeroU32, NonZeroUsize},
     sync::{Arc, Mutex, MutexGuard, RwLock},
@@ -29,7 +32,7 @@ use std::{
 
 use bytes::Bytes;
 use foca::{
-    AccumulatingRuntime, Config, Foca, Invalidates, OwnedNotification, PostcardCodec, Timer,
+    AccumulatingRuntime, Config, Foca, Invalidates, OwnedNotification, PostcardCodec, State, Timer,
 };
 use serde::{Deserialize, Serialize};
 use tokio::{
@@ -108,15 +111,27 @@ pub struct GossipConfig {
     pub netns: Option<std::path::PathBuf>,
 }
 
+/// Probes of a LAN member: one member every [`LAN_PROBE_PERIOD`], an ack
+/// expected within [`LAN_PROBE_RTT`] before asking others to probe it.
+/// memberlist's LAN timings are 1 s and 500 ms; a LAN's round trip is well
+/// under a millisecond, and a suspicion only keeps new connections off the
+/// member's backends (it keeps its flows, and refutes in one round trip),
+/// so probing faster buys a lost node's removal in about a second at the
+/// price of a few more 100-byte packets per second.
+pub const LAN_PROBE_PERIOD: Duration = Duration::from_millis(200);
+pub const LAN_PROBE_RTT: Duration = Duration::from_millis(100);
+
 impl GossipConfig {
-    /// memberlist's LAN timings scaled to a cluster of `size` nodes.
+    /// Faster probes than memberlist's LAN ([`LAN_PROBE_PERIOD`]); its
+    /// suspicion time (suspected → down, which removes the member's
+    /// endpoints and their flows) scaled to a cluster of `size` nodes.
     pub fn lan(node_id: String, advertise: SocketAddr, size: u32) -> Self {
         let c = Config::new_lan(NonZeroU32::new(size.max(1)).unwrap_or(NonZeroU32::MIN));
         Self {
             node_id,
             advertise,
-            probe_period: c.probe_period,
-            probe_rtt: c.probe_rtt,
+            probe_period: LAN_PROBE_PERIOD,
+            probe_rtt: LAN_PROBE_RTT,
             suspect_to_down: c.suspect_to_down_after,
             sync_interval: Duration::from_secs(2),
             netns: None,
@@ -139,6 +154,10 @@ impl GossipConfig {
 struct Shared {
     table: Table,
     members: BTreeMap<String, SocketAddr>,
+    /// Active members that missed their probes and have not refuted yet.
+    suspected: BTreeSet<String>,
+    /// Their gossip addresses.
+    suspected_at: BTreeSet<SocketAddr>,
     /// Last version this node wrote (so its clock never goes back).
     clock: u64,
 }
@@ -187,7 +206,8 @@ impl foca::BroadcastHandler<Member> for Handler {
 }
 
 enum Input {
-    Data(Bytes),
+    /// A packet that opened, and the address it came from.
+    Data(Bytes, SocketAddr),
     /// Push the table to one random member (anti-entropy).
     Sync,
     Timer(Timer<Member>),
@@ -304,11 +324,11 @@ impl Gossip {
             let (udp, tx, wire) = (Arc::clone(&udp), tx.clone(), wire.clone());
             tasks.push(tokio::spawn(async move {
                 let mut buf = vec![0u8; buf_len + seal::OVERHEAD];
-                while let Ok((n, _)) = udp.recv_from(&mut buf).await {
+                while let Ok((n, from)) = udp.recv_from(&mut buf).await {
                     let Some(payload) = wire.open(&buf[..n]) else {
                         continue;
                     };
-                    if tx.send(Input::Data(Bytes::from(payload))).is_err() {
+                    if tx.send(Input::Data(Bytes::from(payload), from)).is_err() {
                         return;
                     }
                 }
@@ -363,9 +383,12 @@ impl Gossip {
             let (shared, tx2) = (Arc::clone(&shared), tx.clone());
             tasks.push(tokio::spawn(async move {
                 let mut rt = AccumulatingRuntime::new();
+                let mut refuting = Refuting::default();
                 while let Some(input) = rx.recv().await {
                     let result = match input {
-                        Input::Data(d) => foca.handle_data(&d, &mut rt),
+                        Input::Data(d, from) => foca
+                            .handle_data(&d, &mut rt)
+                            .and_then(|()| refuting.heard(&foca, &shared, from, &mut rt)),
                         Input::Timer(t) => foca.handle_timer(t, &mut rt),
                         Input::Announce(addr) => {
                             // The peer's real identity replaces this one
@@ -396,7 +419,7 @@ impl Gossip {
                         }
                         Input::Leave => {
                             let r = foca.leave_cluster(&mut rt);
-                            drain(&mut rt, &out, &tx2, &shared, &changed_tx).await;
+                            drain(&mut rt, &out, &tx2, &shared, &changed_tx, &mut refuting).await;
                             if let Err(e) = r {
                                 tracing::debug!(error = %e, "leaving the gossip cluster");
                             }
@@ -406,7 +429,8 @@ impl Gossip {
                     if let Err(e) = result {
                         tracing::debug!(error = %e, "gossip message refused");
                     }
-                    drain(&mut rt, &out, &tx2, &shared, &changed_tx).await;
+                    drain(&mut rt, &out, &tx2, &shared, &changed_tx, &mut refuting).await;
+                    note_suspects(&foca, &shared, &changed_tx);
                 }
             }));
         }
@@ -489,6 +513,14 @@ impl Gossip {
         lock(&self.shared).members.clone()
     }
 
+    /// Active members (node ids) this one suspects: they missed their
+    /// probes, direct and indirect, and have not refuted yet. Each is
+    /// either declared down after [`GossipConfig::suspect_to_down`] or back
+    /// to alive when it answers.
+    pub fn suspected(&self) -> BTreeSet<String> {
+        lock(&self.shared).suspected.clone()
+    }
+
     /// Drops, locally, endpoints the control plane does not know.
     pub fn retain(&self, known: impl FnMut(&Endpoint) -> bool) -> usize {
         let n = lock(&self.shared).table.retain(known);
@@ -517,6 +549,103 @@ struct Out {
     netns: Option<std::path::PathBuf>,
 }
 
+/// Keeps [`Shared::suspected`] to foca's view (foca has no notification
+/// for a suspicion, nor for its refutation), signalling a change.
+fn note_suspects(
+    foca: &Foca<Member, PostcardCodec, rand::rngs::StdRng, Handler>,
+    shared: &Mutex<Shared>,
+    changed: &watch::Sender<u64>,
+) {
+    let suspects = || {
+        foca.iter_membership_state()
+            .filter(|m| m.state() == State::Suspect && !m.id().node_id.is_empty())
+    };
+    let now: BTreeSet<String> = suspects().map(|m| m.id().node_id.clone()).collect();
+    let mut s = lock(shared);
+    s.suspected_at = suspects().map(|m| m.id().addr).collect();
+    if s.suspected != now {
+        let (new, cleared): (Vec<&String>, Vec<&String>) = (
+            now.difference(&s.suspected).collect(),
+            s.suspected.difference(&now).collect(),
+        );
+        tracing::info!(?new, ?cleared, "gossip suspicion changed");
+        s.suspected = now;
+        drop(s);
+        changed.send_modify(|v| *v += 1);
+    }
+}
+
+/// foca refutes a suspicion only when the suspected member hears of it,
+/// and it sends each update a bounded number of times: a member cut off
+/// for a second misses them all, and stays suspected until it is declared
+/// down (its endpoints and flows dropped everywhere) though it is back. So
+/// when a member this one suspects talks to it again, this one tells it,
+/// in an ordinary foca message carrying that single update (once per
+/// suspicion): it refutes at once, and its next packets clear it
+/// everywhere. Packets are sealed, so only a holder of the gossip ring can
+/// cause this, and all it causes is a refutation.
+#[derive(Default)]
+struct Refuting {
+    /// This member's incarnation, as its last packet out carried it.
+    own: foca::Incarnation,
+    /// Suspected members already told.
+    told: BTreeSet<SocketAddr>,
+}
+
+impl Refuting {
+    fn heard(
+        &mut self,
+        foca: &Foca<Member, PostcardCodec, rand::rngs::StdRng, Handler>,
+        shared: &Mutex<Shared>,
+        from: SocketAddr,
+        rt: &mut AccumulatingRuntime<Member>,
+    ) -> Result<(), foca::Error> {
+        {
+            let s = lock(shared);
+            self.told.retain(|a| s.suspected_at.contains(a));
+            if !s.suspected_at.contains(&from) || self.told.contains(&from) {
+                return Ok(());
+            }
+        }
+        let Some(suspect) = foca
+            .iter_membership_state()
+            .find(|m| m.state() == State::Suspect && m.id().addr == from)
+            .cloned()
+        else {
+            return Ok(());
+        };
+        self.told.insert(from);
+        tracing::debug!(%from, node = %suspect.id().node_id, "a suspected member talks again: telling it");
+        let header = foca::Header {
+            src: foca.identity().clone(),
+            src_incarnation: self.own,
+            dst: suspect.id().clone(),
+            message: foca::Message::Gossip,
+        };
+        let mut codec = PostcardCodec;
+        let mut buf = Vec::new();
+        {
+            use bytes::BufMut;
+            use foca::Codec;
+            let encode = |e: postcard::Error| foca::Error::Encode(Box::new(e));
+            codec.encode_header(&header, &mut buf).map_err(encode)?;
+            buf.put_u16(1);
+            codec.encode_member(&suspect, &mut buf).map_err(encode)?;
+        }
+        foca::Runtime::send_to(rt, suspect.id().clone(), &buf);
+        Ok(())
+    }
+
+    /// Notes the incarnation a packet out carries (foca does not tell it).
+    fn sent(&mut self, data: &[u8]) {
+        use foca::Codec;
+        if let Ok(h) = PostcardCodec.decode_header(data) {
+            let h: foca::Header<Member> = h;
+            self.own = h.src_incarnation;
+        }
+    }
+}
+
 /// Carries out what foca asked for: packets, timers, notifications.
 async fn drain(
     rt: &mut AccumulatingRuntime<Member>,
@@ -524,8 +653,10 @@ async fn drain(
     tx: &mpsc::UnboundedSender<Input>,
     shared: &Arc<Mutex<Shared>>,
     changed: &watch::Sender<u64>,
+    refuting: &mut Refuting,
 ) {
     while let Some((to, data)) = rt.to_send() {
+        refuting.sent(&data);
         let Some(sealed) = out.wire.seal(&data) else {
             continue;
         };

@@ -137,9 +137,16 @@ impl Desired {
     /// task this node found unhealthy gets no new connection from this
     /// node's next write on, and keeps the flows it has until it stops.
     pub fn drain_tasks(&mut self, leaving: impl Fn(&str) -> bool) {
+        self.drain_backends(|b| leaving(&b.task_id));
+    }
+
+    /// [`Self::drain_tasks`] by any property of the backend: those of a
+    /// node gossip suspects lost (its VTEP) take no new connection while
+    /// the suspicion lasts, and keep their flows should it refute.
+    pub fn drain_backends(&mut self, leaving: impl Fn(&BackendSpec) -> bool) {
         for (key, backends) in &mut self.groups {
             let (gone, kept): (Vec<BackendSpec>, Vec<BackendSpec>) =
-                backends.drain(..).partition(|b| leaving(&b.task_id));
+                backends.drain(..).partition(|b| leaving(b));
             *backends = kept;
             if gone.is_empty() {
                 continue;
@@ -387,6 +394,27 @@ pub(crate) mod tests {
         }
         let ingress = &d.frontends[&(ME, 8080, IPPROTO_TCP)].group;
         assert_eq!(d.groups[ingress].len(), 1, "t2 still serves");
+    }
+
+    #[test]
+    fn a_suspected_nodes_backends_drain_and_the_others_keep_serving() {
+        let mut d = desired(&set(), "me", ME, &local(&["ing", "app"]));
+        let n2 = Ipv4Addr::new(198, 18, 0, 2);
+        d.drain_backends(|b| !b.local && b.vtep == n2);
+        let ingress = &d.frontends[&(ME, 8080, IPPROTO_TCP)].group;
+        assert_eq!(
+            d.groups[ingress]
+                .iter()
+                .map(|b| b.task_id.as_str())
+                .collect::<Vec<_>>(),
+            ["t1"],
+            "only the local task takes new connections"
+        );
+        assert!(
+            d.draining[ingress].iter().any(|b| b.task_id == "t2"),
+            "t2 keeps its flows: {:?}",
+            d.draining
+        );
     }
 
     #[test]

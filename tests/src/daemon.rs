@@ -25,7 +25,20 @@ pub(crate) const LOG_TAIL_LINES: usize = 120;
 
 /// Finds `shoald`: `$SHOALD_BIN`, else next to the current executable or in
 /// its parent directory (test binaries run from `target/<profile>/deps/`).
+/// A directory of binaries ([`use_binaries_from`]) that wins over the
+/// environment and the test's own build.
+static BINARIES: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
+
+/// Makes every lab of this process run `shoald` and `shoal` from `dir`
+/// (a bench's release build); false if a directory was already chosen.
+pub fn use_binaries_from(dir: PathBuf) -> bool {
+    BINARIES.set(dir).is_ok()
+}
+
 pub fn shoald_path() -> Result<PathBuf, LabError> {
+    if let Some(dir) = BINARIES.get() {
+        return Ok(dir.join("shoald"));
+    }
     if let Some(path) = std::env::var_os(SHOALD_BIN_ENV) {
         let path = PathBuf::from(path);
         return if path.is_file() {

@@ -29,6 +29,7 @@ pub mod images;
 mod lab;
 pub mod load;
 pub mod netns;
+pub mod nodeloss;
 pub mod probe;
 mod record;
 mod shoal;
@@ -37,7 +38,7 @@ pub mod taskns;
 mod tasks;
 mod underlay;
 
-pub use daemon::{SHOALD_BIN_ENV, log_tail, shoald_path};
+pub use daemon::{SHOALD_BIN_ENV, log_tail, shoald_path, use_binaries_from};
 pub use error::LabError;
 pub use lab::{Lab, LabBuilder, MAX_NAME_LEN, MAX_NODES, Node, SHOAL_HOST_ENV, validate_name};
 pub use netns::run_in_netns;

@@ -32,6 +32,23 @@ pub enum BenchCmd {
         #[arg(long, default_value = "target/bench/raft.json")]
         json: std::path::PathBuf,
     },
+    /// A worker lost under load: its underlay cut while the lab's client
+    /// opens a connection every 10 ms through a third node; the time from
+    /// each cut to the last failed request, over repeated cuts; the figures
+    /// also go to a JSON result file.
+    Failover {
+        /// Cuts (the two workers in turn).
+        #[arg(long, default_value_t = 10)]
+        cuts: usize,
+        /// Seconds each cut lasts (below gossip's 4.8 s from suspected to
+        /// down, and the managers' heartbeat timeout, so the lost node's
+        /// task stays where it is for the next round).
+        #[arg(long, default_value_t = 3)]
+        hold: u64,
+        /// Where the result file (shoal-bench's schema) is written.
+        #[arg(long, default_value = "target/bench/failover.json")]
+        json: std::path::PathBuf,
+    },
     /// `shoald`'s memory as manager and worker, idle and with a large state
     /// (services × replicas scheduled onto synthetic nodes that join for
     /// real but run nothing), and the control plane at scale: N replicas on
@@ -184,6 +201,15 @@ pub fn run(cmd: BenchCmd) -> anyhow::Result<()> {
         None => crate::setup::prepare_release_binaries()?,
     };
     match cmd {
+        BenchCmd::Failover { cuts, hold, json } => {
+            // The lab's helpers run `shoald` and `shoal`: the release build.
+            shoal_lab::use_binaries_from(bin.clone());
+            runtime.block_on(crate::bench_failover::run(
+                cuts,
+                Duration::from_secs(hold),
+                &json,
+            ))
+        }
         BenchCmd::Raft {
             seconds,
             kills,

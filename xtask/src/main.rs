@@ -2,6 +2,7 @@
 
 mod bench;
 mod bench_docs;
+mod bench_failover;
 mod bench_gossip;
 mod bench_memory;
 mod bench_mesh;
