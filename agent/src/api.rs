@@ -515,6 +515,7 @@ mod tests {
                 None,
                 crate::worker::NodeEnv {
                     wireguard: Arc::default(),
+                    drain_suspected: true,
                     secrets: Arc::default(),
                     log_readers: Default::default(),
                     images: Arc::new(

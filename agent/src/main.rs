@@ -89,6 +89,13 @@ struct Args {
     /// it; swarm's network keys rotate every 12 h too).
     #[arg(long, default_value = "12h", value_parser = parse_duration, hide = true)]
     wireguard_key_rotation: std::time::Duration,
+    /// Whether the routing mesh stops sending new connections to a node's
+    /// tasks as soon as gossip suspects the node lost (about half a second
+    /// after it stops answering; its connections are kept, and it is taken
+    /// back when it answers). `false`: only once gossip declares it down
+    /// (about 5 s), for networks that lose probes often.
+    #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
+    mesh_drain_suspected: bool,
 }
 
 /// `90s`, `15m`, `6h` or plain seconds.
@@ -182,6 +189,7 @@ async fn main() -> anyhow::Result<()> {
     ));
     let env = worker::NodeEnv {
         wireguard,
+        drain_suspected: args.mesh_drain_suspected,
         secrets: Arc::default(),
         log_readers: Default::default(),
         tasks_dir: args.state_dir.join("tasks"),

@@ -76,6 +76,9 @@ pub struct NodeEnv {
     /// The node's WireGuard key pair and device, shared with the session
     /// (whose heartbeats publish the public key).
     pub wireguard: SharedWireguard,
+    /// `--mesh-drain-suspected`: no new connection to a node gossip
+    /// suspects lost.
+    pub drain_suspected: bool,
 }
 
 /// The node's WireGuard state.
@@ -162,6 +165,8 @@ pub struct Setup {
     pub secrets: Arc<SecretLedger>,
     /// Whether the managers are in reach: tasks with files wait for them.
     pub contact: Contact,
+    /// See [`NodeEnv::drain_suspected`].
+    pub drain_suspected: bool,
     /// The managers, asked which set each node wrote into its mesh before
     /// a task leaves; none (tests) waits [`PEERS_APPLY`] instead.
     pub peers: Option<crate::applied::Peers>,
@@ -287,6 +292,7 @@ impl Worker {
             peers: Some(peers.clone()),
             ipsec: start_ipsec(),
             wireguard: env.wireguard.clone(),
+            drain_suspected: env.drain_suspected,
         };
         let (executor, reports_rx) = Executor::new(setup, overlay, runtime, env.mesh.clone());
         let executor = Arc::new(executor);
@@ -1348,7 +1354,12 @@ impl<O: Overlay, T: Tasks, M: MeshSync> Executor<O, T, M> {
 
     /// The VTEPs (node addresses) of the nodes gossip suspects now.
     fn suspected_vteps(&self, set: &AssignmentSet) -> std::collections::HashSet<Ipv4Addr> {
-        let Some(e) = &self.setup.endpoints else {
+        let Some(e) = self
+            .setup
+            .endpoints
+            .as_ref()
+            .filter(|_| self.setup.drain_suspected)
+        else {
             return Default::default();
         };
         let suspected = e.gossip().suspected();

@@ -17,7 +17,7 @@ use std::{
 
 use crate::{
     Formation, Lab, LabError, eventually,
-    images::{busybox_lab, web_image},
+    images::{busybox_archive, web_image},
     run_in_netns,
 };
 
@@ -31,9 +31,18 @@ const IMAGE: &str = "shoal.local/web:nodeloss";
 
 /// A 3-node swarm (n1 manager, n2 and n3 workers, the default 5 s
 /// heartbeat, so the managers notice a lost node well after gossip does)
-/// with `web` running on both workers; every answer names its task.
-pub async fn cluster(tag: &str) -> Result<Lab, LabError> {
-    let lab = busybox_lab(tag, Formation::plain(1, 3)).await?;
+/// of daemons started with `shoald_args`, with `web` running on both
+/// workers; every answer names its task.
+pub async fn cluster(tag: &str, shoald_args: &[&str]) -> Result<Lab, LabError> {
+    let lab = Lab::builder(tag)
+        .nodes(3)
+        .client(true)
+        .shoald_args(shoald_args)
+        .start()
+        .await?;
+    lab.form_swarm_of(Formation::plain(1, 3))?;
+    lab.nodes_ready(3, Duration::from_secs(15)).await?;
+    lab.load_image(1, busybox_archive()?)?;
     lab.load_image(1, &web_image(IMAGE, "-", None)?)?;
     let port = format!("{PORT}:80");
     lab.shoal(

@@ -17,7 +17,7 @@ const LAST_SENT_WITHIN: Duration = Duration::from_secs(2);
 
 #[tokio::test]
 async fn a_lost_worker_gets_no_new_connections_once_suspected() -> anyhow::Result<()> {
-    let lab = cluster("nodeloss").await?;
+    let lab = cluster("nodeloss", &[]).await?;
     // Cut for 3 s: suspected, not declared down (4.8 s), then back.
     for victim in [3, 2] {
         let cut = cut_once(&lab, victim, Duration::from_secs(3)).await?;

@@ -6,9 +6,10 @@
 //! both tasks serve again; the workers take turns. Reported: from each cut
 //! to the last failed request's send (the mesh's last new connection to the
 //! lost node) and to its failure (what a client sees), and the failed
-//! requests per cut. The baseline is the design's own: before gossip's
-//! suspicion fed the mesh, a lost node left the rings when gossip declared
-//! it down, 5.5 s after the cut (issue 19's figure; swarm takes about 15 s).
+//! requests per cut. The baseline, measured in the same run on a lab of its
+//! own: daemons run with `--mesh-drain-suspected false`, where a lost node
+//! leaves the rings only when gossip declares it down (the design before
+//! issue 19; swarm takes about 15 s).
 
 use std::{path::Path, time::Duration};
 
@@ -17,11 +18,18 @@ use shoal_lab::nodeloss::{self, CLIENT_TIMEOUT, PAUSE};
 
 use crate::bench::{millis, ms, pct};
 
-pub async fn run(cuts: usize, hold: Duration, json: &Path) -> anyhow::Result<()> {
-    let started_unix = crate::bench::unix_now();
-    let lab = nodeloss::cluster("bench-failover").await?;
-    let (mut sent, mut failed_at, mut failed) = (Vec::new(), Vec::new(), Vec::new());
-    let mut errors = Vec::new();
+/// The cuts of one lab: the times and failures of each.
+#[derive(Default)]
+struct Phase {
+    sent: Vec<Duration>,
+    failed_at: Vec<Duration>,
+    failed: Vec<f64>,
+    errors: Vec<String>,
+}
+
+async fn phase(tag: &str, args: &[&str], cuts: usize, hold: Duration) -> anyhow::Result<Phase> {
+    let lab = nodeloss::cluster(tag, args).await?;
+    let mut p = Phase::default();
     println!(
         "{:>4} {:>7} {:>16} {:>16} {:>8} {:>8}",
         "cut", "victim", "last sent", "last failed", "failed", "ok"
@@ -40,7 +48,7 @@ pub async fn run(cuts: usize, hold: Duration, json: &Path) -> anyhow::Result<()>
             c.ok_during
         );
         if c.before.len() < 2 {
-            errors.push(format!(
+            p.errors.push(format!(
                 "cut {}: only {:?} answered before it",
                 i + 1,
                 c.before
@@ -50,15 +58,18 @@ pub async fn run(cuts: usize, hold: Duration, json: &Path) -> anyhow::Result<()>
         // measured nothing, and is counted as an error, not as 0 s.
         match (c.last_sent, c.last_failed) {
             (Some(s), Some(f)) => {
-                sent.push(s);
-                failed_at.push(f);
+                p.sent.push(s);
+                p.failed_at.push(f);
             }
-            _ => errors.push(format!("cut {}: no request failed", i + 1)),
+            _ => p.errors.push(format!("cut {}: no request failed", i + 1)),
         }
-        failed.push(c.failed as f64);
+        p.failed.push(c.failed as f64);
     }
-    let summary = |name: &str, v: &[Duration]| {
-        let mut s = v.to_vec();
+    for (name, v) in [
+        ("cut → last failed request sent", &p.sent),
+        ("cut → last failed request failed", &p.failed_at),
+    ] {
+        let mut s = v.clone();
         s.sort();
         if let (Some(min), Some(max)) = (s.first(), s.last()) {
             println!(
@@ -70,32 +81,67 @@ pub async fn run(cuts: usize, hold: Duration, json: &Path) -> anyhow::Result<()>
                 ms(*max)
             );
         }
-    };
-    summary("cut → last failed request sent", &sent);
-    summary("cut → last failed request failed", &failed_at);
+    }
+    Ok(p)
+}
+
+fn scenario(name: &str, p: Phase) -> ScenarioResult {
     let to_ms = |v: &[Duration]| v.iter().map(|d| millis(*d)).collect::<Vec<_>>();
     // Distributions, not repeats of one figure: never flagged for spread.
-    let scenarios = vec![ScenarioResult {
-        name: "node-loss".into(),
+    ScenarioResult {
+        name: name.into(),
         metrics: vec![
             Metric::new(
                 "cut_to_last_failed_sent",
                 "ms",
-                to_ms(&sent),
-                errors.clone(),
+                to_ms(&p.sent),
+                p.errors.clone(),
                 None,
             ),
             Metric::new(
                 "cut_to_last_failure",
                 "ms",
-                to_ms(&failed_at),
-                errors.clone(),
+                to_ms(&p.failed_at),
+                p.errors.clone(),
                 None,
             ),
-            Metric::new("failed_requests", "requests", failed, errors, None),
+            Metric::new("failed_requests", "requests", p.failed, p.errors, None),
         ],
         latency: Vec::new(),
-    }];
+    }
+}
+
+pub async fn run(cuts: usize, hold: Duration, json: &Path) -> anyhow::Result<()> {
+    let started_unix = crate::bench::unix_now();
+    println!("node-loss: the mesh drains a node as soon as gossip suspects it (the default)");
+    let drained = phase("bench-nodeloss", &[], cuts, hold).await?;
+    println!(
+        "\nnode-loss-down-only (baseline): `shoald --mesh-drain-suspected false`, a node \
+         leaves the rings when gossip declares it down"
+    );
+    let baseline = phase(
+        "bench-nodeloss-base",
+        &["--mesh-drain-suspected", "false"],
+        cuts,
+        hold,
+    )
+    .await?;
+    let median = |v: &[Duration]| {
+        let mut s = v.to_vec();
+        s.sort();
+        pct(&s, 50.0)
+    };
+    println!(
+        "\ncut → last failure, median: {} against {} down-only: {:.2}×",
+        ms(median(&drained.failed_at)),
+        ms(median(&baseline.failed_at)),
+        median(&drained.failed_at).as_secs_f64()
+            / median(&baseline.failed_at).as_secs_f64().max(1e-9)
+    );
+    let scenarios = vec![
+        scenario("node-loss", drained),
+        scenario("node-loss-down-only", baseline),
+    ];
     let (cpu_model, cpus) = meta::cpu();
     let result = BenchResult {
         schema: shoal_bench::result::SCHEMA_VERSION,
@@ -111,7 +157,7 @@ pub async fn run(cuts: usize, hold: Duration, json: &Path) -> anyhow::Result<()>
             duration_secs: hold.as_secs(),
             started_unix,
             spread_threshold: shoal_bench::stats::DEFAULT_SPREAD,
-            order: vec!["node-loss".into()],
+            order: scenarios.iter().map(|s| s.name.clone()).collect(),
             commands: vec![format!(
                 "cargo xtask bench failover --cuts {cuts} --hold {}",
                 hold.as_secs()
@@ -124,8 +170,9 @@ pub async fn run(cuts: usize, hold: Duration, json: &Path) -> anyhow::Result<()>
                  ones. Each cut takes a worker's underlay port down for {hold:?} (workers in \
                  turn), then heals it and waits until both tasks answer and nothing fails. \
                  cut_to_last_failed_sent: from the cut to the send of the last request that \
-                 failed; cut_to_last_failure: to its failure. Baseline (design before \
-                 suspicion fed the mesh): 5.5 s from cut to last failure.",
+                 failed; cut_to_last_failure: to its failure. node-loss-down-only, the \
+                 baseline: the same on daemons run with `--mesh-drain-suspected false` (a \
+                 node leaves the rings when gossip declares it down, as before issue 19).",
                 shoal_gossip::LAN_PROBE_PERIOD,
                 shoal_gossip::LAN_PROBE_RTT,
             )],

@@ -55,6 +55,7 @@ fn node(gossip: bool) -> Node {
         peers: None,
         ipsec: None,
         wireguard: Arc::default(),
+        drain_suspected: true,
     };
     let (exec, reports) = Executor::new(
         setup,
