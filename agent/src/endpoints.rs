@@ -205,10 +205,11 @@ async fn program<O: Overlay>(
     let mut seen_bad: HashSet<Endpoint> = HashSet::new();
     let mut suspected = BTreeSet::new();
     loop {
-        // The mesh drains a suspected node's backends (its entries here
-        // stay, for the flows they carry): a change of suspicion is the
-        // mesh's to act on.
-        let now_suspected = gossip.suspected();
+        // The mesh drains a suspected or down node's backends (a suspected
+        // node's entries here stay, for the flows they carry): a change of
+        // either is the mesh's to act on.
+        let mut now_suspected = gossip.suspected();
+        now_suspected.extend(gossip.declared_down());
         if now_suspected != suspected {
             suspected = now_suspected;
             local.poke_mesh();
@@ -234,12 +235,27 @@ async fn program<O: Overlay>(
         // that the control plane still lists stay until gossip has had its
         // chance, so connections through this node survive a restart.
         let warming = started.elapsed() < WARMUP;
+        // ...but not those of a node gossip has since declared down.
+        let down: HashSet<u32> = if warming {
+            let down = gossip.declared_down();
+            set.nodes
+                .iter()
+                .filter(|n| down.contains(&n.id))
+                .map(|n| n.addr)
+                .collect()
+        } else {
+            HashSet::new()
+        };
         let now = tokio::time::Instant::now();
         for (network, vni) in &nets {
             let mut want = want.get(network).cloned().unwrap_or_default();
             let have = have_on(&*overlay, *vni).await;
             if warming {
-                want.extend(listed(&set, network, me, &have));
+                want.extend(
+                    listed(&set, network, me, &have)
+                        .into_iter()
+                        .filter(|r| !down.contains(&u32::from(r.vtep))),
+                );
             }
             let mut keep = want.clone();
             keep.extend(leaving.still(*vni, &want, &have, now));

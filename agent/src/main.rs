@@ -93,7 +93,8 @@ struct Args {
     /// tasks as soon as gossip suspects the node lost (about half a second
     /// after it stops answering; its connections are kept, and it is taken
     /// back when it answers). `false`: only once gossip declares it down
-    /// (about 5 s), for networks that lose probes often.
+    /// (about 5 s) and its entries go, for networks that lose probes
+    /// often.
     #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
     mesh_drain_suspected: bool,
 }

@@ -1352,8 +1352,10 @@ impl<O: Overlay, T: Tasks, M: MeshSync> Executor<O, T, M> {
         }
     }
 
-    /// The VTEPs (node addresses) of the nodes gossip suspects now.
-    fn suspected_vteps(&self, set: &AssignmentSet) -> std::collections::HashSet<Ipv4Addr> {
+    /// The VTEPs (node addresses) of the nodes gossip suspects now or has
+    /// declared down (both, so the step from one to the other, which
+    /// clears the suspicion, never puts the node back for a moment).
+    fn lost_vteps(&self, set: &AssignmentSet) -> std::collections::HashSet<Ipv4Addr> {
         let Some(e) = self
             .setup
             .endpoints
@@ -1362,7 +1364,9 @@ impl<O: Overlay, T: Tasks, M: MeshSync> Executor<O, T, M> {
         else {
             return Default::default();
         };
-        let suspected = e.gossip().suspected();
+        let gossip = e.gossip();
+        let mut suspected = gossip.suspected();
+        suspected.extend(gossip.declared_down());
         if suspected.is_empty() {
             return Default::default();
         }
@@ -1386,11 +1390,11 @@ impl<O: Overlay, T: Tasks, M: MeshSync> Executor<O, T, M> {
         let unhealthy = self.unhealthy_in(set);
         want.drain_tasks(|id| unhealthy.contains(id));
         // A node gossip suspects lost gets no new connection until it
-        // refutes (or is declared down and leaves the rings): seconds
-        // before the managers notice its missing heartbeats.
-        let suspected = self.suspected_vteps(set);
-        if !suspected.is_empty() {
-            want.drain_backends(|b| !b.local && suspected.contains(&b.vtep));
+        // refutes, nor once declared down until it is back: seconds before
+        // the managers notice its missing heartbeats.
+        let lost = self.lost_vteps(set);
+        if !lost.is_empty() {
+            want.drain_backends(|b| !b.local && lost.contains(&b.vtep));
         }
         for reason in &want.skipped {
             tracing::warn!("routing mesh: {reason}");

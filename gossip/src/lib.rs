@@ -158,6 +158,8 @@ struct Shared {
     suspected: BTreeSet<String>,
     /// Their gossip addresses.
     suspected_at: BTreeSet<SocketAddr>,
+    /// Members declared down and not back since (node ids).
+    down: BTreeSet<String>,
     /// Last version this node wrote (so its clock never goes back).
     clock: u64,
 }
@@ -521,6 +523,13 @@ impl Gossip {
         lock(&self.shared).suspected.clone()
     }
 
+    /// Members (node ids) the cluster declared down and that have not come
+    /// back since: unlike a node gossip has not heard of yet, these are
+    /// known to be gone.
+    pub fn declared_down(&self) -> BTreeSet<String> {
+        lock(&self.shared).down.clone()
+    }
+
     /// Drops, locally, endpoints the control plane does not know.
     pub fn retain(&self, known: impl FnMut(&Endpoint) -> bool) -> usize {
         let n = lock(&self.shared).table.retain(known);
@@ -674,7 +683,11 @@ async fn drain(
     while let Some(n) = rt.to_notify() {
         match n {
             OwnedNotification::MemberUp(m) => {
-                lock(shared).members.insert(m.node_id.clone(), m.addr);
+                {
+                    let mut s = lock(shared);
+                    s.members.insert(m.node_id.clone(), m.addr);
+                    s.down.remove(&m.node_id);
+                }
                 changed.send_modify(|v| *v += 1);
                 // Push the whole table: the newcomer learns every endpoint
                 // at once instead of waiting for retransmissions.
@@ -690,6 +703,7 @@ async fn drain(
                 let dropped = {
                     let mut s = lock(shared);
                     s.members.remove(&m.node_id);
+                    s.down.insert(m.node_id.clone());
                     s.table.drop_node(&m.node_id)
                 };
                 tracing::info!(node = %m.node_id, dropped, "gossip member down");

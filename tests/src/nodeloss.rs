@@ -96,6 +96,10 @@ pub struct Cut {
     pub last_failed: Option<Duration>,
     /// Answers per task name before the cut: both must be serving.
     pub before: BTreeMap<String, u64>,
+    /// The failed requests' errors, counted, and when the requests that
+    /// failed were sent (from the cut).
+    pub errors: BTreeMap<String, usize>,
+    pub failed_sent: Vec<Duration>,
 }
 
 /// One request of the open loop: when it was sent and ended (since the
@@ -287,6 +291,12 @@ pub async fn cut_once(lab: &Lab, victim: usize, hold: Duration) -> Result<Cut, L
             last_sent: failed.iter().map(|f| f.began - cut_at).max(),
             last_failed: failed.iter().map(|f| f.ended - cut_at).max(),
             before,
+            errors: failed.iter().fold(BTreeMap::new(), |mut m, f| {
+                let e = f.answer.as_ref().err().cloned().unwrap_or_default();
+                *m.entry(e).or_default() += 1;
+                m
+            }),
+            failed_sent: failed.iter().map(|f| f.began - cut_at).collect(),
         })
     }
     .await;
