@@ -463,6 +463,12 @@ pub fn orchestrate_at(
             .next()
             .map_or(4789, |c| c.settings.data_path_port),
     };
+    // One walk over the tasks, not one per service: at 1,000 services ×
+    // 10 replicas the per-service filter was 10 million comparisons a pass.
+    let mut by_service: BTreeMap<&str, Vec<&Task>> = BTreeMap::new();
+    for t in state.tasks.values() {
+        by_service.entry(t.service_id.as_str()).or_default().push(t);
+    }
     // VIPs first: a VIP is never handed to a task created in this pass.
     let mut changed: BTreeMap<&str, Service> = BTreeMap::new();
     for service in state.services.values() {
@@ -498,11 +504,7 @@ pub fn orchestrate_at(
                 } == service.spec.task)
         };
         let stale = |t: &Task| stale_networks(t) || stale_spec(t);
-        let tasks: Vec<&Task> = state
-            .tasks
-            .values()
-            .filter(|t| t.service_id == service.id)
-            .collect();
+        let tasks = by_service.remove(service.id.as_str()).unwrap_or_default();
         // Live tasks on nodes that can no longer run them are stopped; the
         // slot is then refilled below.
         let mut stopping = BTreeSet::new();

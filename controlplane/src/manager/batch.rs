@@ -10,7 +10,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use openraft::LogId;
-use openraft::error::{CheckIsLeaderError, ClientWriteError, RaftError};
+use openraft::error::{CheckIsLeaderError, ClientWriteError, Fatal, RaftError};
 use tokio::sync::{Semaphore, mpsc, oneshot};
 
 use crate::raft::{Proposal, Raft, Response};
@@ -65,36 +65,46 @@ async fn write_batches(raft: Raft, mut rx: mpsc::UnboundedReceiver<Pending>) {
                 Err(_) => break,
             }
         }
-        let raft = raft.clone();
+        let (commands, replies): (Vec<_>, Vec<_>) =
+            batch.into_iter().map(|p| (p.command, p.reply)).unzip();
+        let proposal = match <[Command; 1]>::try_from(commands) {
+            Ok([one]) => Proposal::One(one),
+            Err(many) => Proposal::Batch(many),
+        };
+        // Submitted here, in queue order, so the log keeps the order in
+        // which commands were proposed (a reconciler's plan relies on it);
+        // only the wait for the commit runs beside the next batch.
+        let submitted = raft.client_write_ff(proposal).await;
         tokio::spawn(async move {
-            write_batch(&raft, batch).await;
+            let written = match submitted {
+                Ok(receiver) => match receiver.await {
+                    Ok(result) => result.map_err(RaftError::APIError),
+                    Err(_) => Err(RaftError::Fatal(Fatal::Stopped)),
+                },
+                Err(fatal) => Err(RaftError::Fatal(fatal)),
+            };
+            answer(replies, written.map(|w| w.data));
             drop(permit);
         });
     }
 }
 
-async fn write_batch(raft: &Raft, mut batch: Vec<Pending>) {
-    if batch.len() == 1 {
-        let Pending { command, reply } = batch.remove(0);
-        // The receiver may have given up (timeout); the write stands.
-        let _ = reply.send(raft.client_write(command.into()).await.map(|r| r.data));
-        return;
-    }
-    let (commands, replies): (Vec<_>, Vec<_>) =
-        batch.into_iter().map(|p| (p.command, p.reply)).unzip();
-    match raft.client_write(Proposal::Batch(commands)).await {
-        Ok(written) => {
-            let answers = match written.data {
-                Response::Batch(answers) => answers,
-                other => vec![other; replies.len()],
-            };
+/// Hands each proposer its own answer: a batch's answers in order, or the
+/// error that befell the whole entry.
+fn answer(
+    replies: Vec<oneshot::Sender<Result<Response, WriteError>>>,
+    written: Result<Response, WriteError>,
+) {
+    // The receivers may have given up (timeout); the writes stand.
+    match written {
+        Ok(Response::Batch(answers)) if answers.len() == replies.len() => {
             for (reply, answer) in replies.into_iter().zip(answers) {
                 let _ = reply.send(Ok(answer));
             }
         }
-        Err(e) => {
+        other => {
             for reply in replies {
-                let _ = reply.send(Err(e.clone()));
+                let _ = reply.send(other.clone());
             }
         }
     }
@@ -160,5 +170,110 @@ async fn confirm(raft: &Raft) -> Result<Option<LogId<RaftId>>, ReadError> {
             }
             Err(e) => return Err(ReadError::Raft(e.to_string())),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+    use std::io;
+
+    use openraft::error::{InstallSnapshotError, RPCError, Unreachable};
+    use openraft::network::RPCOption;
+    use openraft::raft::{
+        AppendEntriesRequest, AppendEntriesResponse, InstallSnapshotRequest,
+        InstallSnapshotResponse, VoteRequest, VoteResponse,
+    };
+    use openraft::{RaftNetwork, RaftNetworkFactory};
+
+    use super::*;
+    use crate::model::{Labels, Secret, SecretBytes};
+    use crate::{RaftMember, Store, StoreKey, TypeConfig};
+
+    /// A one-manager cluster never sends an RPC.
+    struct Alone;
+
+    type Rpc<T, E = openraft::error::Infallible> =
+        Result<T, RPCError<RaftId, RaftMember, RaftError<RaftId, E>>>;
+
+    fn unreachable() -> Unreachable {
+        Unreachable::new(&io::Error::from(io::ErrorKind::NotConnected))
+    }
+
+    impl RaftNetworkFactory<TypeConfig> for Alone {
+        type Network = Alone;
+        async fn new_client(&mut self, _: RaftId, _: &RaftMember) -> Alone {
+            Alone
+        }
+    }
+
+    impl RaftNetwork<TypeConfig> for Alone {
+        async fn append_entries(
+            &mut self,
+            _: AppendEntriesRequest<TypeConfig>,
+            _: RPCOption,
+        ) -> Rpc<AppendEntriesResponse<RaftId>> {
+            Err(unreachable().into())
+        }
+        async fn install_snapshot(
+            &mut self,
+            _: InstallSnapshotRequest<TypeConfig>,
+            _: RPCOption,
+        ) -> Rpc<InstallSnapshotResponse<RaftId>, InstallSnapshotError> {
+            Err(unreachable().into())
+        }
+        async fn vote(
+            &mut self,
+            _: VoteRequest<RaftId>,
+            _: RPCOption,
+        ) -> Rpc<VoteResponse<RaftId>> {
+            Err(unreachable().into())
+        }
+    }
+
+    /// More commands than fit in `IN_FLIGHT` entries, proposed at once (as
+    /// a reconciler's plan is): every one is applied, and in the order
+    /// proposed, since each applied command takes the next state version.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_burst_of_proposals_commits_in_order_across_batches()
+    -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
+        let dir = tempfile::tempdir()?;
+        let store = Store::open(dir.path(), &StoreKey::generate())?;
+        let config = Arc::new(crate::raft_config("test", 1000)?.validate()?);
+        let sm = store.state_machine()?;
+        let raft = Raft::new(1, config, Alone, store.log_store(), sm).await?;
+        let me = RaftMember {
+            node_id: "n1".into(),
+            addr: "m1:2377".into(),
+        };
+        raft.initialize(BTreeMap::from([(1, me)])).await?;
+        raft.wait(Some(Duration::from_secs(10)))
+            .current_leader(1, "leader")
+            .await?;
+        let proposer = Proposer::spawn(raft.clone());
+        let count = MAX_BATCH * (IN_FLIGHT + 1) + 7;
+        let writes = (0..count).map(|i| {
+            proposer.write(Command::CreateSecret(Secret {
+                id: format!("s{i}"),
+                version: 0,
+                name: format!("secret-{i}"),
+                labels: Labels::new(),
+                data: SecretBytes(vec![1]),
+            }))
+        });
+        let mut versions = Vec::new();
+        for answer in futures::future::join_all(writes).await {
+            match answer.ok_or("the batching task is gone")?? {
+                Response::Applied(a) => versions.push(a.version),
+                other => return Err(format!("not applied: {other:?}").into()),
+            }
+        }
+        assert_eq!(versions.len(), count);
+        assert!(
+            versions.windows(2).all(|w| w[1] == w[0] + 1),
+            "applied out of order: {versions:?}"
+        );
+        raft.shutdown().await?;
+        Ok(())
     }
 }
