@@ -21,7 +21,11 @@ impl ManagerLink {
         self.managers.iter().filter_map(|addr| {
             let ch =
                 transport::channel(addr, self.tls.clone(), NodeRole::Manager.server_name()).ok()?;
-            Some((addr.clone(), DispatcherClient::new(ch)))
+            Some((
+                addr.clone(),
+                // An assignment set of a node with many tasks.
+                DispatcherClient::new(ch).max_decoding_message_size(shoal_api::MAX_MESSAGE_BYTES),
+            ))
         })
     }
 }

@@ -18,6 +18,12 @@ pub const DEFAULT_SOCKET: &str = "/run/shoal/shoald.sock";
 /// Environment variable naming the daemon to talk to (`unix:///path`).
 pub const HOST_ENV: &str = "SHOAL_HOST";
 
+/// Largest gRPC message a Shoal server or client decodes (tonic's default
+/// is 4 MiB). A Raft AppendEntries of batched entries, a snapshot chunk in
+/// JSON, or `task ls` at 10,000 tasks outgrows 4 MiB; the Raft and
+/// Control services answer only authenticated peers and operators.
+pub const MAX_MESSAGE_BYTES: usize = 64 << 20;
+
 pub mod cluster {
     pub mod v1 {
         tonic::include_proto!("shoal.cluster.v1");

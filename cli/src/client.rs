@@ -10,7 +10,10 @@ use std::{
 
 use anyhow::{Context, anyhow, bail};
 use hyper_util::rt::TokioIo;
-use shoal_api::{cluster::v1::control_client::ControlClient, node::v1::node_client::NodeClient};
+use shoal_api::{
+    MAX_MESSAGE_BYTES, cluster::v1::control_client::ControlClient,
+    node::v1::node_client::NodeClient,
+};
 use shoal_ca::{CaCert, CaError, ClientCert, NodeIdentity, NodeRole, RemovedNodes, client_config};
 use tokio::net::{TcpStream, UnixStream};
 use tokio_rustls::TlsConnector;
@@ -186,7 +189,7 @@ pub async fn connect(host: &str) -> anyhow::Result<Daemon> {
     Ok(Daemon {
         host: host.to_owned(),
         node: NodeClient::new(channel.clone()),
-        control: ControlClient::new(channel),
+        control: ControlClient::new(channel).max_decoding_message_size(MAX_MESSAGE_BYTES),
     })
 }
 
@@ -262,7 +265,7 @@ async fn connect_tcp(host: &str, addr: &str) -> anyhow::Result<Daemon> {
     Ok(Daemon {
         host: host.to_owned(),
         node: NodeClient::new(channel.clone()),
-        control: ControlClient::new(channel),
+        control: ControlClient::new(channel).max_decoding_message_size(MAX_MESSAGE_BYTES),
     })
 }
 

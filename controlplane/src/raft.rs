@@ -122,6 +122,10 @@ pub enum RaftConfigError {
     },
 }
 
+/// Entries per AppendEntries: 32 full batches of commands stay well under
+/// [`shoal_api::MAX_MESSAGE_BYTES`].
+pub const MAX_PAYLOAD_ENTRIES: u64 = 32;
+
 /// Raft settings for a manager: a snapshot every `snapshot_interval` applied
 /// entries, after which the log is compacted down to the last
 /// [`DEFAULT_LOG_ENTRIES_FOR_SLOW_FOLLOWERS`] entries.
@@ -142,6 +146,9 @@ pub fn raft_config(
         max_in_snapshot_log_to_keep: DEFAULT_LOG_ENTRIES_FOR_SLOW_FOLLOWERS,
         // Beyond a snapshot interval behind, a snapshot is cheaper than replay.
         replication_lag_threshold: snapshot_interval,
+        // An entry carries up to 256 batched commands (group commit), so
+        // openraft's 300 entries per AppendEntries could reach tens of MB.
+        max_payload_entries: MAX_PAYLOAD_ENTRIES,
         ..Default::default()
     }
     .validate()
@@ -162,6 +169,7 @@ mod tests {
             openraft::SnapshotPolicy::LogsSinceLast(10_000)
         );
         assert_eq!(config.max_in_snapshot_log_to_keep, 500);
+        assert_eq!(config.max_payload_entries, MAX_PAYLOAD_ENTRIES);
         assert!(matches!(
             raft_config("shoal", 0),
             Err(RaftConfigError::ZeroSnapshotInterval)

@@ -42,7 +42,8 @@ impl Backend {
     pub fn new(channel: Channel) -> Self {
         Self {
             node: NodeClient::new(channel.clone()),
-            control: ControlClient::new(channel),
+            control: ControlClient::new(channel)
+                .max_decoding_message_size(shoal_api::MAX_MESSAGE_BYTES),
         }
     }
 

@@ -346,7 +346,7 @@ pub async fn control(lab: &Lab, k: usize) -> anyhow::Result<ControlClient<Channe
     let ch = shoal_api::unix_channel(lab.node(k).socket())
         .await
         .with_context(|| format!("dialling n{k}"))?;
-    Ok(ControlClient::new(ch))
+    Ok(ControlClient::new(ch).max_decoding_message_size(shoal_api::MAX_MESSAGE_BYTES))
 }
 
 /// `shoal ARGS` of this build on node `k`; its stdout, or its stderr as the

@@ -114,6 +114,8 @@ fn answer(
 #[derive(Debug, Clone)]
 pub(super) enum ReadError {
     NoQuorum,
+    /// This manager stopped leading before a quorum confirmed it.
+    NotLeader,
     Raft(String),
 }
 
@@ -167,6 +169,9 @@ async fn confirm(raft: &Raft) -> Result<Option<LogId<RaftId>>, ReadError> {
             Ok(index) => return Ok(index),
             Err(RaftError::APIError(CheckIsLeaderError::QuorumNotEnough(_))) => {
                 tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+            Err(RaftError::APIError(CheckIsLeaderError::ForwardToLeader(_))) => {
+                return Err(ReadError::NotLeader);
             }
             Err(e) => return Err(ReadError::Raft(e.to_string())),
         }

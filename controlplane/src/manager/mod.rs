@@ -377,13 +377,26 @@ impl Manager {
 
     /// A linearizable view of the cluster state.
     pub async fn read(&self) -> Result<RwLockReadGuard<'_, ClusterState>, ManagerError> {
-        let index = if self.is_leader() {
-            self.confirm_leadership().await?
-        } else {
-            match self.forward(Forward::ReadIndex).await? {
-                ForwardReply::ReadIndex(index) => index,
-                _ => return Err(ManagerError::Raft("unexpected forward reply".into())),
+        let deadline = Instant::now() + LEADER_WAIT;
+        let index = loop {
+            let asked = if self.is_leader() {
+                self.confirm_leadership().await
+            } else {
+                match self.forward(Forward::ReadIndex).await {
+                    Ok(ForwardReply::ReadIndex(index)) => Ok(index),
+                    Ok(_) => return Err(ManagerError::Raft("unexpected forward reply".into())),
+                    Err(e) => Err(e),
+                }
+            };
+            match asked {
+                Ok(index) => break index,
+                // Leadership moved while asking (an election under way):
+                // ask again once the new leader is known, as writes do,
+                // rather than fail the caller's request.
+                Err(ManagerError::NoLeader) if Instant::now() < deadline => {}
+                Err(e) => return Err(e),
             }
+            self.leader_change(Duration::from_millis(200)).await;
         };
         if let Some(index) = index {
             self.raft
@@ -404,6 +417,7 @@ impl Manager {
             Some(Err(batch::ReadError::NoQuorum)) => Err(ManagerError::NoQuorum {
                 waited: LEADER_WAIT,
             }),
+            Some(Err(batch::ReadError::NotLeader)) => Err(ManagerError::NoLeader),
             Some(Err(batch::ReadError::Raft(e))) => Err(ManagerError::Raft(e)),
         }
     }
@@ -565,6 +579,7 @@ impl Manager {
         };
         let json = serde_json::to_vec(&req).map_err(|e| ManagerError::Raft(e.to_string()))?;
         let reply = RaftPeerClient::new(channel)
+            .max_decoding_message_size(shoal_api::MAX_MESSAGE_BYTES)
             .forward(RaftPayload { json })
             .await
             .map_err(|s| ManagerError::Forward {
@@ -687,6 +702,7 @@ impl Manager {
         };
         let json = serde_json::to_vec(&req).map_err(|e| ManagerError::Raft(e.to_string()))?;
         let reply = RaftPeerClient::new(channel)
+            .max_decoding_message_size(shoal_api::MAX_MESSAGE_BYTES)
             .forward(RaftPayload { json })
             .await
             .map_err(|s| match s.code() {

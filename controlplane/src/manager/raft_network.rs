@@ -13,6 +13,7 @@ use openraft::{
     },
 };
 use serde::{Serialize, de::DeserializeOwned};
+use shoal_api::MAX_MESSAGE_BYTES;
 use shoal_api::cluster::v1::{RaftPayload, raft_peer_client::RaftPeerClient};
 use shoal_ca::{NodeRole, rustls::ClientConfig};
 use tonic::transport::Channel;
@@ -42,7 +43,7 @@ impl RaftNetworkFactory<TypeConfig> for Network {
         )
         .map_err(|e| tracing::warn!(peer = %node, error = %e, "bad Raft peer address"))
         .ok()
-        .map(RaftPeerClient::new);
+        .map(|ch| RaftPeerClient::new(ch).max_decoding_message_size(MAX_MESSAGE_BYTES));
         PeerClient { target, client }
     }
 }

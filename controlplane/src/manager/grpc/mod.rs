@@ -15,6 +15,7 @@ mod raft_peer;
 
 use std::sync::Arc;
 
+use shoal_api::MAX_MESSAGE_BYTES;
 use shoal_api::cluster::v1::{
     control_server::ControlServer, dispatcher_server::DispatcherServer, join_server::JoinServer,
     raft_peer_server::RaftPeerServer,
@@ -79,10 +80,10 @@ pub(super) fn serve(
     let api = Api(m);
     let routes = extra
         .unwrap_or_default()
-        .add_service(RaftPeerServer::new(api.clone()))
+        .add_service(RaftPeerServer::new(api.clone()).max_decoding_message_size(MAX_MESSAGE_BYTES))
         .add_service(JoinServer::new(api.clone()))
         .add_service(DispatcherServer::new(api.clone()))
-        .add_service(ControlServer::new(api));
+        .add_service(ControlServer::new(api).max_decoding_message_size(MAX_MESSAGE_BYTES));
     tokio::spawn(async move {
         let result = tonic::transport::Server::builder()
             .add_routes(routes)
