@@ -2,7 +2,10 @@
 //! [`assignments`]), and how a node's observation of a task becomes a state
 //! change ([`report`]), forward-only as swarm's task states are.
 
-use std::{collections::BTreeSet, net::IpAddr};
+use std::{
+    collections::{BTreeMap, BTreeSet},
+    net::IpAddr,
+};
 
 use shoal_api::cluster::v1::{
     Aliases, AssignmentSet, Endpoint, ImageHolder, MeshBackend, MeshService, NetworkAssignment,
@@ -133,10 +136,22 @@ fn task_addr(t: &Task, cidr: &str) -> Option<shoal_api::cluster::v1::Ipv4Prefix>
 /// backends its tasks RUNNING (observed and desired) on nodes that are up,
 /// one per task and network address.
 fn mesh(state: &ClusterState) -> Vec<MeshService> {
+    // Every session builds this on every applied entry: one walk over the
+    // tasks, not two per service (at 1,000 services × 10 tasks that was 20
+    // million comparisons per node per entry, enough to starve heartbeats).
+    let mut running: BTreeMap<&str, Vec<&Task>> = BTreeMap::new();
+    for t in state
+        .tasks
+        .values()
+        .filter(|t| t.state == TaskState::Running)
+    {
+        running.entry(t.service_id.as_str()).or_default().push(t);
+    }
     state
         .services
         .values()
-        .map(|s| MeshService {
+        .map(|s| (s, running.get(s.id.as_str()).map_or(&[][..], Vec::as_slice)))
+        .map(|(s, tasks)| MeshService {
             id: s.id.clone(),
             name: s.spec.name.clone(),
             endpoint_mode: encode(s.spec.endpoint.mode),
@@ -147,8 +162,8 @@ fn mesh(state: &ClusterState) -> Vec<MeshService> {
                 true => Vec::new(),
                 false => s.endpoint.ports.iter().map(wire::port).collect(),
             },
-            backends: backends(state, &s.id, |t| t.desired_state == TaskState::Running),
-            draining: backends(state, &s.id, |t| t.desired_state > TaskState::Running),
+            backends: backends(state, tasks, |t| t.desired_state == TaskState::Running),
+            draining: backends(state, tasks, |t| t.desired_state > TaskState::Running),
             network_aliases: s
                 .spec
                 .network_aliases
@@ -166,17 +181,17 @@ fn mesh(state: &ClusterState) -> Vec<MeshService> {
         .collect()
 }
 
-/// The service's tasks observed RUNNING on nodes that are up and passing
-/// `wanted`, one backend per task and network address.
+/// Of a service's tasks observed RUNNING, those on nodes that are up and
+/// passing `wanted`, one backend per task and network address.
 fn backends(
     state: &ClusterState,
-    service_id: &str,
+    running: &[&Task],
     wanted: impl Fn(&Task) -> bool,
 ) -> Vec<MeshBackend> {
-    state
-        .tasks
-        .values()
-        .filter(|t| t.service_id == service_id && t.state == TaskState::Running && wanted(t))
+    running
+        .iter()
+        .copied()
+        .filter(|t| wanted(t))
         .filter_map(|t| {
             let node = state.nodes.get(t.node_id.as_deref()?)?;
             Some((t, node, vtep(node)?))
