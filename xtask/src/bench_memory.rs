@@ -532,6 +532,9 @@ struct Stuck {
     assigned: usize,
     want: usize,
     tasks: usize,
+    /// The last refusal of the task list, if any: a refused answer must
+    /// not pass for "not assigned yet".
+    error: Option<String>,
 }
 
 impl std::fmt::Display for Stuck {
@@ -543,7 +546,11 @@ impl std::fmt::Display for Stuck {
             self.want,
             self.tasks,
             ASSIGN_WITHIN.as_secs()
-        )
+        )?;
+        match &self.error {
+            Some(e) => write!(f, "; the task list last failed: {e}"),
+            None => Ok(()),
+        }
     }
 }
 
@@ -554,29 +561,39 @@ async fn until_assigned(lab: &Lab, want: usize) -> Result<(Duration, usize), Stu
         assigned: 0,
         want,
         tasks: 0,
+        error: None,
     };
     while t.elapsed() < ASSIGN_WITHIN {
         // A manager that cannot answer now may later: only the deadline
         // ends the wait.
-        if let Ok(mut api) = control(lab, 1).await
-            && let Ok(r) = api.list_tasks(ListTasksRequest::default()).await
-        {
-            let tasks = r.into_inner().tasks;
-            let assigned = tasks
-                .iter()
-                .filter(|t| {
-                    t.desired_state == TaskState::Running as i32
-                        && (TaskState::Assigned as i32..=TaskState::Running as i32)
-                            .contains(&t.state)
-                })
-                .count();
-            last = Stuck {
-                assigned,
-                want,
-                tasks: tasks.len(),
-            };
-            if assigned >= want {
-                return Ok((t.elapsed(), assigned));
+        let listed = match control(lab, 1).await {
+            Ok(mut api) => api
+                .list_tasks(ListTasksRequest::default())
+                .await
+                .map_err(|s| s.message().to_owned()),
+            Err(e) => Err(format!("{e:#}")),
+        };
+        match listed {
+            Err(e) => last.error = Some(e),
+            Ok(r) => {
+                let tasks = r.into_inner().tasks;
+                let assigned = tasks
+                    .iter()
+                    .filter(|t| {
+                        t.desired_state == TaskState::Running as i32
+                            && (TaskState::Assigned as i32..=TaskState::Running as i32)
+                                .contains(&t.state)
+                    })
+                    .count();
+                last = Stuck {
+                    assigned,
+                    want,
+                    tasks: tasks.len(),
+                    error: None,
+                };
+                if assigned >= want {
+                    return Ok((t.elapsed(), assigned));
+                }
             }
         }
         tokio::time::sleep(Duration::from_secs(2)).await;
