@@ -7,7 +7,7 @@
 //! chosen by the proposer, never by `apply`, which must stay free of clocks
 //! and randomness so that every replica reaches the same state.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::fmt;
 use std::net::IpAddr;
 
@@ -1243,6 +1243,45 @@ pub struct ClusterState {
     /// The image catalogue: normalised reference → the digests nodes hold
     /// under it.
     pub images: BTreeMap<String, BTreeMap<String, ImageHolding>>,
+    /// Derived from the tables above: not stored, not compared.
+    #[serde(skip)]
+    names: NameIndex,
+}
+
+/// Name → id for each kind whose names are unique, so that a create checks
+/// its name without a scan: a scan made each create O(table), and `bench
+/// raft`'s tens of thousands of secrets spent a core in it on every replica.
+///
+/// The tables are written only through [`apply`], which keeps this in step;
+/// a state read from disk, or built by hand in a test, starts with an index
+/// whose size disagrees with its tables, and that is rebuilt before use.
+#[derive(Debug, Clone, Default)]
+struct NameIndex(BTreeMap<Kind, HashMap<String, String>>);
+
+impl PartialEq for NameIndex {
+    fn eq(&self, _: &Self) -> bool {
+        true
+    }
+}
+impl Eq for NameIndex {}
+
+impl NameIndex {
+    fn of(&self, kind: Kind) -> Option<&HashMap<String, String>> {
+        self.0.get(&kind)
+    }
+
+    /// Whether the index of `T` covers its table: every named object is in
+    /// it once, as names are unique.
+    fn covers<T: StoredObject>(&self, state: &ClusterState) -> bool {
+        self.of(T::KIND).map_or(0, HashMap::len) == T::table(state).len()
+    }
+
+    fn rebuild<T: StoredObject>(table: &BTreeMap<String, T>) -> HashMap<String, String> {
+        table
+            .values()
+            .filter_map(|o| Some((o.name()?.to_owned(), o.id().to_owned())))
+            .collect()
+    }
 }
 
 /// One digest of a reference in the catalogue.
@@ -1296,10 +1335,48 @@ impl ClusterState {
 
     /// The object of kind `T` with this name, for the kinds whose names are unique.
     pub fn find_by_name<T: StoredObject>(&self, name: &str) -> Option<&T> {
-        // A scan rather than an index: named kinds (services, networks,
-        // secrets) number in the hundreds, and an index would have to be
-        // kept consistent across snapshots.
+        if self.names.covers::<T>(self) {
+            let id = self.names.of(T::KIND)?.get(name)?;
+            return T::table(self).get(id).filter(|o| o.name() == Some(name));
+        }
         T::table(self).values().find(|o| o.name() == Some(name))
+    }
+
+    /// Makes the name index of a named kind cover its table again (after a
+    /// load); a no-op when it does.
+    fn index_names<T: StoredObject>(&mut self) {
+        if !self.names.covers::<T>(self) {
+            let index = NameIndex::rebuild(T::table(self));
+            self.names.0.insert(T::KIND, index);
+        }
+    }
+
+    /// Writes `object` to its table and its name to the index.
+    fn put<T: StoredObject>(&mut self, object: T) {
+        let id = object.id().to_owned();
+        let name = object.name().map(str::to_owned);
+        let old = T::table_mut(self).insert(id.clone(), object);
+        let Some(name) = name else { return };
+        let index = self.names.0.entry(T::KIND).or_default();
+        if let Some(old_name) = old.as_ref().and_then(|o| o.name())
+            && old_name != name
+        {
+            index.remove(old_name);
+        }
+        index.insert(name, id);
+        self.index_names::<T>();
+    }
+
+    /// Removes object `id` from its table and its name from the index.
+    fn take<T: StoredObject>(&mut self, id: &str) {
+        let Some(old) = T::table_mut(self).remove(id) else {
+            return;
+        };
+        let Some(name) = old.name() else { return };
+        if let Some(index) = self.names.0.get_mut(&T::KIND) {
+            index.remove(name);
+        }
+        self.index_names::<T>();
     }
 
     /// The services whose task spec mounts secret `id`.
@@ -1907,13 +1984,16 @@ fn store<T: StoredObject>(
     object: &T,
     change: Change,
 ) -> Result<Applied, ApplyError> {
+    if object.name().is_some() {
+        state.index_names::<T>();
+    }
     check_name(state, object)?;
     object.check_references(state)?;
     let id = object.id();
     let version = state.version + 1;
     let mut stored = object.clone();
     stored.set_version(version);
-    T::table_mut(state).insert(id.to_owned(), stored);
+    state.put(stored);
     state.version = version;
     Ok(Applied {
         kind: T::KIND,
@@ -1930,7 +2010,7 @@ fn remove<T: StoredObject>(
 ) -> Result<Applied, ApplyError> {
     current::<T>(state, id, expected_version)?;
     T::check_unused(id, state)?;
-    T::table_mut(state).remove(id);
+    state.take::<T>(id);
     state.version += 1;
     Ok(Applied {
         kind: T::KIND,

@@ -45,8 +45,8 @@ pub(super) async fn create(
 ) -> Result<ConfigSummary, ManagerError> {
     let config = config(r, generate_node_id(), now_unix())?;
     let id = config.id.clone();
-    m.propose(Command::CreateConfig(config)).await?;
-    let state = m.read().await?;
+    let applied = m.propose(Command::CreateConfig(config)).await?;
+    let state = m.after(&applied).await?;
     Ok(summary(super::lookup::<Config>(&state, &id)?))
 }
 

@@ -408,6 +408,36 @@ impl Manager {
         Ok(self.reader.state().await)
     }
 
+    /// The state as of `applied` or later, to answer a write with: this
+    /// manager's own state once it holds the write. The leader applies
+    /// before answering, and a follower that forwarded the write applies it
+    /// with the next AppendEntries, so this saves the quorum round of a
+    /// linearizable read per Control API write. That read is the fallback
+    /// if the entry does not arrive in time.
+    pub async fn after(
+        &self,
+        applied: &Applied,
+    ) -> Result<RwLockReadGuard<'_, ClusterState>, ManagerError> {
+        let deadline = Instant::now() + Duration::from_secs(1);
+        let mut metrics = self.raft.metrics();
+        loop {
+            metrics.borrow_and_update();
+            let local = self.reader.state().await;
+            if local.version >= applied.version {
+                return Ok(local);
+            }
+            drop(local);
+            let now = Instant::now();
+            if now >= deadline {
+                return self.read().await;
+            }
+            // Applied entries show in the metrics; the bound covers an
+            // update that raced the check above.
+            let wait = (deadline - now).min(Duration::from_millis(50));
+            let _ = tokio::time::timeout(wait, metrics.changed()).await;
+        }
+    }
+
     /// The read index: the leader's commit index once a quorum confirmed it
     /// still leads.
     async fn confirm_leadership(&self) -> Result<Option<LogId<RaftId>>, ManagerError> {
@@ -943,12 +973,14 @@ pub(super) fn lookup<'a, T: crate::model::StoredObject>(
     if let Some(o) = table.get(key) {
         return Ok(o);
     }
-    if let Some(o) = table.values().find(|o| o.name() == Some(key)) {
+    if let Some(o) = state.find_by_name::<T>(key) {
         return Ok(o);
     }
+    // Ids sort by prefix: the matches are one range of the table.
     let by_prefix: Vec<&T> = table
-        .values()
-        .filter(|o| !key.is_empty() && o.id().starts_with(key))
+        .range::<str, _>((std::ops::Bound::Included(key), std::ops::Bound::Unbounded))
+        .take_while(|(id, _)| !key.is_empty() && id.starts_with(key))
+        .map(|(_, o)| o)
         .collect();
     match by_prefix.as_slice() {
         [one] => Ok(one),

@@ -227,8 +227,8 @@ async fn create_network(
         let network = allocate(&*m.read().await?, &r, &wanted, ingress)?;
         let id = network.id.clone();
         match m.propose(Command::CreateNetwork(network)).await {
-            Ok(_) => {
-                let state = m.read().await?;
+            Ok(applied) => {
+                let state = m.after(&applied).await?;
                 return Ok(summary(&state, super::lookup::<Network>(&state, &id)?));
             }
             // Another manager took the same automatic VNI (or subnet) first.

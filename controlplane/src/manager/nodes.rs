@@ -106,13 +106,14 @@ pub(super) async fn update(m: &Manager, r: UpdateNodeRequest) -> Result<NodeDeta
         Some(ModelRole::Worker) if node.promotion_pending() => node.role = ModelRole::Worker,
         Some(ModelRole::Worker | ModelRole::Manager) => {}
     }
-    m.propose(Command::UpdateNode {
-        id: id.clone(),
-        expected_version: version,
-        node,
-    })
-    .await?;
-    let state = m.read().await?;
+    let applied = m
+        .propose(Command::UpdateNode {
+            id: id.clone(),
+            expected_version: version,
+            node,
+        })
+        .await?;
+    let state = m.after(&applied).await?;
     let n = find_node(&state, &id)?;
     Ok(NodeDetail {
         node: Some(summary(m, n)),

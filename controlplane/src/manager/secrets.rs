@@ -37,8 +37,8 @@ pub(super) async fn create(
         data: SecretBytes(r.data),
     };
     let id = secret.id.clone();
-    m.propose(Command::CreateSecret(secret)).await?;
-    let state = m.read().await?;
+    let applied = m.propose(Command::CreateSecret(secret)).await?;
+    let state = m.after(&applied).await?;
     Ok(summary(super::lookup::<Secret>(&state, &id)?))
 }
 

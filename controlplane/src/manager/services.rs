@@ -552,7 +552,7 @@ pub(super) async fn create(
         None => None,
     };
     let mut attempt = 0;
-    let warning = loop {
+    let (applied, warning) = loop {
         attempt += 1;
         let created = spec_with(&*m.read().await?, &r, from_registry.as_deref(), None)?;
         match m
@@ -563,7 +563,7 @@ pub(super) async fn create(
             )))
             .await
         {
-            Ok(_) => break created.warning,
+            Ok(applied) => break (applied, created.warning),
             // Another service took a port after we read the state: checking
             // again from the newer state names it (or picks another free one).
             Err(ManagerError::Rejected(ApplyError::PortInUse { .. })) if attempt < CAS_ATTEMPTS => {
@@ -571,7 +571,7 @@ pub(super) async fn create(
             Err(e) => return Err(e),
         }
     };
-    let state = m.read().await?;
+    let state = m.after(&applied).await?;
     let mut reply = summary(&state, super::lookup::<Service>(&state, &id)?);
     reply.warnings.extend(warning);
     Ok(reply)
@@ -1136,8 +1136,8 @@ async fn update_with(
             })
             .await
         {
-            Ok(_) => {
-                let state = m.read().await?;
+            Ok(applied) => {
+                let state = m.after(&applied).await?;
                 return Ok(summary(&state, super::lookup::<Service>(&state, &id)?));
             }
             Err(ManagerError::Rejected(ApplyError::VersionMismatch { .. }))

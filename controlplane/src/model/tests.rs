@@ -1002,6 +1002,17 @@ fn run(ops: Vec<(Command, bool)>, state: &mut ClusterState) -> Vec<(Command, App
 
 type ApplyResult = Result<Applied, ApplyError>;
 
+fn by_name<T: StoredObject>(state: &ClusterState, name: &str) -> Option<String> {
+    state.find_by_name::<T>(name).map(|o| o.id().to_owned())
+}
+
+fn scan<T: StoredObject>(state: &ClusterState, name: &str) -> Option<String> {
+    T::table(state)
+        .values()
+        .find(|o| o.name() == Some(name))
+        .map(|o| o.id().to_owned())
+}
+
 proptest! {
     #[test]
     fn apply_is_deterministic(ops in arb_ops()) {
@@ -1056,6 +1067,30 @@ proptest! {
                 for p in &a.endpoint.ports {
                     prop_assert!(!b.endpoint.ports.iter().any(|q| p.clashes_with(q)), "{:?}", p);
                 }
+            }
+        }
+    }
+
+    /// The name index answers as a scan of the tables would, whether every
+    /// apply kept it up or it was rebuilt after the state was read back.
+    #[test]
+    fn names_resolve_as_a_scan_would(ops in arb_ops(), reload_at in 0usize..60) {
+        let mut state = ClusterState::default();
+        for (i, (mut command, fresh)) in ops.into_iter().enumerate() {
+            if i == reload_at {
+                let json = serde_json::to_vec(&state)
+                    .map_err(|e| TestCaseError::fail(e.to_string()))?;
+                state = serde_json::from_slice(&json)
+                    .map_err(|e| TestCaseError::fail(e.to_string()))?;
+            }
+            resolve(&mut command, fresh, &state);
+            let _ = apply(&mut state, &command);
+            for name in ["x", "y", "z", "secret-a", "secret-b", "config-c"] {
+                prop_assert_eq!(by_name::<Cluster>(&state, name), scan::<Cluster>(&state, name));
+                prop_assert_eq!(by_name::<Network>(&state, name), scan::<Network>(&state, name));
+                prop_assert_eq!(by_name::<Service>(&state, name), scan::<Service>(&state, name));
+                prop_assert_eq!(by_name::<Secret>(&state, name), scan::<Secret>(&state, name));
+                prop_assert_eq!(by_name::<Config>(&state, name), scan::<Config>(&state, name));
             }
         }
     }
