@@ -143,8 +143,8 @@ pub async fn run(
             notes: vec![
                 "3 managers as lab namespaces on one host; each write is CreateSecret of a \
                  new 64 B secret over the local socket of manager 1 + client % 3 (two thirds \
-                 forwarded to the leader), returned once committed, applied and read back \
-                 linearizably."
+                 forwarded to the leader), returned once committed and applied on the manager \
+                 that took it, and read back from its state."
                     .into(),
                 "fsync-baseline: a loop of 256 B write + fdatasync on the managers' filesystem."
                     .into(),
