@@ -141,6 +141,18 @@ pub(crate) struct Inner {
     dek: DataKey,
 }
 
+/// redb's page cache. Its default (1 GiB) keeps every page written, so a
+/// manager's memory grew with its file: 22 MiB of a 63 MiB heap at 1,000
+/// services × 10 replicas. The log's tail, which replication reads back, is
+/// recent and small; older pages come from the kernel's page cache.
+const CACHE_BYTES: usize = 4 << 20;
+
+fn builder() -> redb::Builder {
+    let mut builder = redb::Builder::new();
+    builder.set_cache_size(CACHE_BYTES);
+    builder
+}
+
 impl Store {
     /// Opens `dir/raft.redb`, creating the directory, the file and a fresh
     /// data key the first time. With an existing file and the wrong `kek`,
@@ -175,14 +187,14 @@ impl Store {
                 Err(redb::DatabaseError::RepairAborted) => {}
                 Err(source) => return Err(open_error(source)),
             }
-            let db = Database::open(&path).map_err(open_error)?;
+            let db = builder().open(&path).map_err(open_error)?;
             match read_dek(&db, &path, kek)? {
                 Some(dek) => Inner { path, db, dek },
                 // Created, then a crash before the first commit.
                 None => Inner::initialize(path, db, kek)?,
             }
         } else {
-            let db = Database::create(&path).map_err(open_error)?;
+            let db = builder().create(&path).map_err(open_error)?;
             fs::set_permissions(&path, fs::Permissions::from_mode(0o600)).map_err(|source| {
                 StoreError::Permissions {
                     path: path.clone(),
