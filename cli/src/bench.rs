@@ -5,6 +5,7 @@
 //! a slow minute of a shared machine does not land on one path only.
 
 mod crr;
+mod ebpf;
 mod fixture;
 mod http;
 mod kvxlan;

@@ -6,7 +6,7 @@ use anyhow::{Context, anyhow, bail};
 use shoal_bench::{Histogram, Iperf3, Rr, cpustat};
 
 use super::{
-    crr,
+    crr, ebpf,
     fixture::{
         ECHO_PORT, Fixture, HAPROXY_ECHO_PORT, HAPROXY_HTTP_PORT, HOST_ECHO_PORT, HOST_HTTP_PORT,
         Layout, Net,
@@ -164,6 +164,22 @@ const CPU_NODES: [&str; 4] = [
     "cpu per Gbit/s server node (1 stream)",
     "cpu per Gbit/s server node (N streams)",
 ];
+/// Shoal's eBPF per 1-byte round trip, from the kernel's BPF statistics
+/// over an extra round-trip run (shared kernel only): each program's
+/// nanoseconds in [`ebpf::PROGRAMS`] order, then the total and the runs.
+const EBPF_PROGRAM_NS: [&str; 6] = [
+    "ebpf ns per round trip shoal_task_out",
+    "ebpf ns per round trip shoal_mesh_out",
+    "ebpf ns per round trip shoal_tc_out",
+    "ebpf ns per round trip shoal_tc_in",
+    "ebpf ns per round trip shoal_mesh_in",
+    "ebpf ns per round trip shoal_task_in",
+];
+const EBPF_NS: &str = "ebpf ns per round trip";
+const EBPF_RUNS: &str = "ebpf runs per round trip";
+/// Seconds of that extra run.
+const EBPF_SECS: u64 = 3;
+
 /// How much longer than the iperf3 run the node samplers' window is: the
 /// samplers start just before the client and must outlast it.
 const SAMPLE_PAD_SECS: u64 = 2;
@@ -270,11 +286,14 @@ fn percentiles_or(
 impl CpuScope {
     fn note(&self) -> String {
         match self {
-            Self::SharedKernel => "CPU per Gbit/s: every node shares the caller's kernel (same \
-                boot id), so it is the WHOLE machine's CPU-seconds (/proc/stat, other load \
-                included: see `cpu busy before`) over each iperf3 task's life, per Gbit \
-                received"
-                .into(),
+            Self::SharedKernel => format!(
+                "CPU per Gbit/s: every node shares the caller's kernel (same boot id), so it \
+                 is the WHOLE machine's CPU-seconds (/proc/stat, other load included: see \
+                 `cpu busy before`) over each iperf3 task's life, per Gbit received; eBPF ns \
+                 per round trip: each Shoal TC program's run time (the kernel's BPF \
+                 statistics, on only for this) over an extra {EBPF_SECS} s of 1-byte round \
+                 trips, summed over every node's copy, divided by the round trips"
+            ),
             Self::PerNode => format!(
                 "CPU per Gbit/s: per node, a `lab-echo cpu` task on the client's and on the \
                  server's node reads that node's /proc/stat over the iperf3 run plus \
@@ -315,7 +334,11 @@ impl Scenario {
                     RR_P99,
                 ];
                 match o.cpu {
-                    CpuScope::SharedKernel => names.extend([CPU_1, CPU_N, CPU_BEFORE]),
+                    CpuScope::SharedKernel => {
+                        names.extend([CPU_1, CPU_N, CPU_BEFORE]);
+                        names.extend(EBPF_PROGRAM_NS);
+                        names.extend([EBPF_NS, EBPF_RUNS]);
+                    }
                     CpuScope::PerNode => names.extend(CPU_NODES),
                     CpuScope::Missing(_) => {}
                 }
@@ -338,6 +361,8 @@ impl Scenario {
             CPU_1 | CPU_N => return "CPU-s/Gbit",
             m if CPU_NODES.contains(&m) => return "CPU-s/Gbit",
             CPU_BEFORE => return "CPUs",
+            EBPF_RUNS => return "runs",
+            m if m == EBPF_NS || EBPF_PROGRAM_NS.contains(&m) => return "ns",
             m if m == HTTP[0] => return "requests/s",
             m if m == HTTP[4] => return "answers",
             m if HTTP.contains(&m) => return "us",
@@ -374,7 +399,10 @@ impl Scenario {
             HTTP[4],
             CPU_BEFORE,
         ];
-        (!counts.contains(&metric)).then_some(shoal_bench::stats::DEFAULT_SPREAD)
+        // A program that barely runs on a path (the mesh's on a plain
+        // overlay flow) spreads in relative terms without meaning anything.
+        let ebpf = metric == EBPF_NS || metric == EBPF_RUNS || EBPF_PROGRAM_NS.contains(&metric);
+        (!counts.contains(&metric) && !ebpf).then_some(shoal_bench::stats::DEFAULT_SPREAD)
     }
 
     /// How it was measured, for the output and the result file.
@@ -614,6 +642,18 @@ impl Scenario {
         })
     }
 
+    /// Shoal's eBPF time per round trip over an extra [`EBPF_SECS`] of
+    /// round trips with the kernel's BPF statistics on (see [`ebpf`]).
+    async fn ebpf_cost(self, fx: &mut Fixture, l: &Layout) -> anyhow::Result<(Vec<f64>, f64, f64)> {
+        let on = ebpf::stats_on().map_err(|e| anyhow!(e))?;
+        let before = ebpf::snapshot().map_err(|e| anyhow!(e))?;
+        let (rate, _, _) = self.stream_rr(fx, l, EBPF_SECS).await?;
+        let after = ebpf::snapshot().map_err(|e| anyhow!(e))?;
+        drop(on);
+        let round_trips = rate * EBPF_SECS as f64;
+        ebpf::per_round_trip(&ebpf::delta(&before, &after), round_trips).map_err(|e| anyhow!(e))
+    }
+
     /// 1-byte round trips on one connection: rate, p50 and p99 (µs).
     async fn stream_rr(
         self,
@@ -824,11 +864,23 @@ impl Scenario {
             ..Default::default()
         };
         match o.cpu {
-            CpuScope::SharedKernel => m.values.extend([
-                (CPU_1, one.cpu_machine),
-                (CPU_N, n.cpu_machine),
-                (CPU_BEFORE, busy_before.unwrap_or(f64::NAN)),
-            ]),
+            CpuScope::SharedKernel => {
+                m.values.extend([
+                    (CPU_1, one.cpu_machine),
+                    (CPU_N, n.cpu_machine),
+                    (CPU_BEFORE, busy_before.unwrap_or(f64::NAN)),
+                ]);
+                match self.ebpf_cost(fx, l).await {
+                    Ok((each, total, runs)) => {
+                        m.values.extend(EBPF_PROGRAM_NS.into_iter().zip(each));
+                        m.values.extend([(EBPF_NS, total), (EBPF_RUNS, runs)]);
+                    }
+                    Err(e) => {
+                        let names = EBPF_PROGRAM_NS.into_iter().chain([EBPF_NS, EBPF_RUNS]);
+                        m.errors.extend(names.map(|n| (n, format!("{e:#}"))));
+                    }
+                }
+            }
             CpuScope::PerNode => {
                 let (one, n) = (one.cpu_nodes, n.cpu_nodes);
                 // client 1, client N, server 1, server N: CPU_NODES' order.
