@@ -6,10 +6,12 @@
 use crate::BenchResult;
 
 /// (path, baseline, metric) pairs reported when both scenarios ran.
-pub const PAIRS: [(&str, &str, &str); 15] = [
+pub const PAIRS: [(&str, &str, &str); 17] = [
     ("overlay", "underlay", "throughput"),
     ("overlay-wireguard", "overlay", "throughput"),
     ("overlay-wireguard", "overlay", "rr rate"),
+    ("overlay-ipsec", "overlay", "throughput"),
+    ("overlay-ipsec", "overlay", "rr rate"),
     ("overlay", "kernel-vxlan", "throughput"),
     ("overlay", "kernel-vxlan", "throughput N streams"),
     ("overlay", "kernel-vxlan", "rr rate"),

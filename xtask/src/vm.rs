@@ -106,6 +106,52 @@ pub enum VmCmd {
         #[command(flatten)]
         lab: VmName,
     },
+    /// Load the lab tools image (`shoal.local/lab-tools:latest`: iperf3,
+    /// lab-echo, lab-http) on VM nK, which `shoal bench` runs from; the
+    /// other nodes fetch it from there.
+    LabTools {
+        #[arg(default_value = "n1")]
+        node: String,
+        /// Take lab-echo and lab-http from target/debug (as `up --debug`).
+        #[arg(long)]
+        debug: bool,
+        #[command(flatten)]
+        lab: VmName,
+    },
+}
+
+/// The lab tools image from `bin`'s lab-echo and lab-http and the host's
+/// iperf3 (with their libraries: the VMs run the same Debian), piped into
+/// `shoal image load` on VM `k`.
+fn load_lab_tools(vm: &VmLab, k: usize, bin: &std::path::Path) -> anyhow::Result<()> {
+    use std::io::Write;
+    let paths = [
+        bin.join("lab-echo"),
+        bin.join("lab-http"),
+        std::path::PathBuf::from("/usr/bin/iperf3"),
+    ];
+    let refs: Vec<&std::path::Path> = paths.iter().map(|p| p.as_path()).collect();
+    let mut archive = Vec::new();
+    shoal_image::fixtures::lab_tools(&refs)
+        .write_docker_archive(&mut archive)
+        .context("building the lab tools image")?;
+    let mut cmd = vm.ssh_command(k, &["shoal", "image", "load"], false);
+    cmd.stdin(std::process::Stdio::piped());
+    let status = vm.in_client(move || -> std::io::Result<ExitStatus> {
+        let mut child = cmd.spawn()?;
+        if let Some(mut stdin) = child.stdin.take() {
+            stdin.write_all(&archive)?;
+        }
+        child.wait()
+    })??;
+    if !status.success() {
+        bail!("n{k}: shoal image load: {status}");
+    }
+    println!(
+        "vm: {} loaded on n{k}",
+        shoal_image::fixtures::LAB_TOOLS_REFERENCE
+    );
+    Ok(())
 }
 
 pub fn run(cmd: VmCmd) -> anyhow::Result<()> {
@@ -178,6 +224,14 @@ async fn dispatch(cmd: VmCmd) -> anyhow::Result<()> {
             let vm = VmLab::open(&lab.name)?;
             let k = vm.node_index(&node)?;
             exit_with(vm.exec_interactive(k, &command, false)?)
+        }
+        VmCmd::LabTools { node, debug, lab } => {
+            let vm = VmLab::open(&lab.name)?;
+            let k = vm.node_index(&node)?;
+            let bin = crate::setup::workspace_root()
+                .join("target")
+                .join(if debug { "debug" } else { "release" });
+            load_lab_tools(&vm, k, &bin)
         }
         VmCmd::Ssh { node, lab } => {
             let vm = VmLab::open(&lab.name)?;

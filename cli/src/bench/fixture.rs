@@ -51,6 +51,8 @@ pub enum Net {
     Overlay,
     /// The bench's WireGuard-encrypted overlay network (`overlay-wireguard`).
     Wireguard,
+    /// The bench's IPsec-encrypted overlay network (`overlay-ipsec`).
+    Ipsec,
     /// The node's own (`--network host`).
     Host,
 }
@@ -85,6 +87,8 @@ pub struct Layout {
     /// network (unspecified when not asked for).
     pub iperf_wg: Ipv4Addr,
     pub echo_wg: Ipv4Addr,
+    pub iperf_ipsec: Ipv4Addr,
+    pub echo_ipsec: Ipv4Addr,
     /// The `underlay` server: the server node's address and
     /// [`UNDERLAY_PORT`] (unspecified when not asked for).
     pub iperf_underlay: std::net::SocketAddrV4,
@@ -120,12 +124,6 @@ impl Fixture {
 
     fn net(&self) -> String {
         format!("{}net", self.prefix)
-    }
-
-    /// The WireGuard network, named after [`net`](Self::net) (see
-    /// [`service`]).
-    fn net_wg(&self) -> String {
-        wireguard_net(&self.net())
     }
 
     /// Picks the nodes, makes the network and the servers the scenarios
@@ -178,43 +176,53 @@ impl Fixture {
         client::call(&self.host, self.control.create_network(net)).await?;
 
         let wants = |these: &[Scenario]| scenarios.iter().any(|s| these.contains(s));
-        let (mut iperf_wg, mut echo_wg) = (Ipv4Addr::UNSPECIFIED, Ipv4Addr::UNSPECIFIED);
-        if wants(&[Scenario::OverlayWireguard]) {
+        // The encrypted networks' servers: iperf3 and echo addresses.
+        let mut encrypted = [[Ipv4Addr::UNSPECIFIED; 2]; 2];
+        for (i, (scenario, on, encryption)) in [
+            (
+                Scenario::OverlayWireguard,
+                Net::Wireguard,
+                Encryption::Wireguard,
+            ),
+            (Scenario::OverlayIpsec, Net::Ipsec, Encryption::Ipsec),
+        ]
+        .into_iter()
+        .enumerate()
+        {
+            if !wants(&[scenario]) {
+                continue;
+            }
             let net = CreateNetworkRequest {
-                name: self.net_wg(),
+                name: encrypted_net(&self.net(), on),
                 driver: "overlay".into(),
-                encryption: Encryption::Wireguard.into(),
+                encryption: encryption.into(),
                 ..Default::default()
             };
             client::call(&self.host, self.control.create_network(net))
                 .await
-                .context("overlay-wireguard: creating a WireGuard network")?;
-            for (what, args) in [
-                ("iperf-wg", vec!["/bin/iperf3", "-s"]),
-                (
-                    "echo-wg",
-                    vec!["/bin/lab-echo", "serve", &ECHO_PORT.to_string()],
-                ),
-            ] {
-                let name = format!("{}{what}", self.prefix);
+                .with_context(|| format!("{scenario}: creating its encrypted network"))?;
+            let echo_port = ECHO_PORT.to_string();
+            let servers = [
+                vec!["/bin/iperf3", "-s"],
+                vec!["/bin/lab-echo", "serve", &echo_port],
+            ];
+            for (j, args) in servers.iter().enumerate() {
+                let what = ["iperf", "echo"][j];
+                let name = format!("{}{what}{}", self.prefix, encrypted_net("", on));
                 let req = service(
                     &name,
                     &self.image,
-                    &args,
+                    args,
                     &server.id,
-                    Net::Wireguard,
+                    on,
                     &self.net(),
                     RestartCondition::Any,
                 );
                 self.create(req).await?;
-                let addr = task_addr(&self.running(&name, Net::Wireguard).await?)?;
-                if what == "iperf-wg" {
-                    iperf_wg = addr;
-                } else {
-                    echo_wg = addr;
-                }
+                encrypted[i][j] = task_addr(&self.running(&name, on).await?)?;
             }
         }
+        let [[iperf_wg, echo_wg], [iperf_ipsec, echo_ipsec]] = encrypted;
         let wants_iperf = wants(&[Scenario::Overlay, Scenario::Vip]);
         let wants_echo = wants(&[
             Scenario::IngressLocal,
@@ -351,6 +359,8 @@ impl Fixture {
             echo_vip,
             iperf_wg,
             echo_wg,
+            iperf_ipsec,
+            echo_ipsec,
             haproxy_image: self.haproxy_image.clone(),
             kvxlan: None,
             kvxlan_mtu: 0,
@@ -741,7 +751,7 @@ fn service(
         replicas: 1,
         networks: match on {
             Net::Overlay => vec![net.to_owned()],
-            Net::Wireguard => vec![wireguard_net(net)],
+            Net::Wireguard | Net::Ipsec => vec![encrypted_net(net, on)],
             Net::Host => Vec::new(),
         },
         constraints: vec![format!("node.id=={node_id}")],
@@ -761,8 +771,13 @@ fn service(
 }
 
 /// The WireGuard network beside the bench network `net`.
-fn wireguard_net(net: &str) -> String {
-    format!("{net}-wg")
+/// An encrypted network's name, after the bench's plain one.
+fn encrypted_net(net: &str, on: Net) -> String {
+    match on {
+        Net::Wireguard => format!("{net}-wg"),
+        Net::Ipsec => format!("{net}-ipsec"),
+        Net::Overlay | Net::Host => net.to_owned(),
+    }
 }
 
 /// A node's address as ListNodes gives it: `IP` or `IP:PORT`.
