@@ -30,10 +30,12 @@ use crate::{bench::scenario::Scenario, client, output::Format};
 pub struct BenchArgs {
     #[command(subcommand)]
     cmd: Option<BenchCmd>,
-    /// Scenarios to run: overlay, vip, ingress-local, ingress-remote,
-    /// underlay, and the baselines kernel-vxlan (built by hand on the
-    /// caller's kernel: root, namespace lab), direct, haproxy-local,
-    /// haproxy-remote (default: all; kernel-vxlan only where it can run).
+    /// Scenarios to run: overlay, overlay-wireguard, overlay-ipsec (only
+    /// when named: it needs ESP in the nodes' kernels), vip, ingress-local,
+    /// ingress-remote, underlay, and the baselines kernel-vxlan (built by
+    /// hand on the caller's kernel: root, namespace lab), direct,
+    /// haproxy-local, haproxy-remote (default: all but overlay-ipsec;
+    /// kernel-vxlan only where it can run).
     #[arg(value_name = "SCENARIO")]
     scenarios: Vec<String>,
     /// Measurements per scenario.
