@@ -208,6 +208,23 @@ fn check_result(v: &Value) -> anyhow::Result<()> {
                     "{metric}: a zero sample: {samples:?}"
                 );
             }
+            // Shoal's programs run on the overlay's path, at least once
+            // per packet on each veth and data interface a round trip
+            // crosses; kernel VXLAN by hand goes through none of them.
+            if m["name"] == "ebpf runs per round trip" {
+                match name {
+                    "overlay" | "overlay-wireguard" => {
+                        ensure!(samples.iter().all(|x| *x >= 8.0), "{metric}: {samples:?}")
+                    }
+                    "kernel-vxlan" => {
+                        ensure!(samples.iter().all(|x| *x < 1.0), "{metric}: {samples:?}")
+                    }
+                    _ => {}
+                }
+            }
+            if m["name"] == "ebpf ns per round trip" && name == "overlay" {
+                ensure!(samples.iter().all(|x| *x > 0.0), "{metric}: {samples:?}");
+            }
         }
         let metrics: Vec<&str> = s["metrics"]
             .as_array()
@@ -229,6 +246,15 @@ fn check_result(v: &Value) -> anyhow::Result<()> {
                 "cpu per Gbit/s (1 stream)",
                 "cpu per Gbit/s (N streams)",
                 "cpu busy before (whole machine)",
+                // And, sharing the kernel, read Shoal's eBPF run time.
+                "ebpf ns per round trip shoal_task_out",
+                "ebpf ns per round trip shoal_mesh_out",
+                "ebpf ns per round trip shoal_tc_out",
+                "ebpf ns per round trip shoal_tc_in",
+                "ebpf ns per round trip shoal_mesh_in",
+                "ebpf ns per round trip shoal_task_in",
+                "ebpf ns per round trip",
+                "ebpf runs per round trip",
             ],
             _ => &[
                 "rr rate",
