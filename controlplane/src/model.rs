@@ -1351,7 +1351,8 @@ impl ClusterState {
         }
     }
 
-    /// Writes `object` to its table and its name to the index.
+    /// Writes `object` to its table and its name to the index, which
+    /// [`store`] made cover the table first.
     fn put<T: StoredObject>(&mut self, object: T) {
         let id = object.id().to_owned();
         let name = object.name().map(str::to_owned);
@@ -1364,7 +1365,6 @@ impl ClusterState {
             index.remove(old_name);
         }
         index.insert(name, id);
-        self.index_names::<T>();
     }
 
     /// Removes object `id` from its table and its name from the index.

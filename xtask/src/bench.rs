@@ -407,6 +407,13 @@ pub fn run_shoal_stdin(
 /// with their libraries) made from this build's binaries in `bin`, loaded
 /// on node `k`; the reference services name it by.
 pub fn load_lab_tools(lab: &Lab, bin: &Path, k: usize) -> anyhow::Result<&'static str> {
+    run_shoal_stdin(lab, bin, k, &["image", "load"], &lab_tools_archive(bin)?)?;
+    Ok(shoal_image::fixtures::LAB_TOOLS_REFERENCE)
+}
+
+/// The lab tools image as a `docker save` archive, from `bin`'s lab-http
+/// and lab-echo and the host's iperf3 (with their libraries).
+pub fn lab_tools_archive(bin: &Path) -> anyhow::Result<Vec<u8>> {
     let paths = [
         bin.join("lab-http"),
         bin.join("lab-echo"),
@@ -417,8 +424,7 @@ pub fn load_lab_tools(lab: &Lab, bin: &Path, k: usize) -> anyhow::Result<&'stati
     shoal_image::fixtures::lab_tools(&refs)
         .write_docker_archive(&mut archive)
         .context("building the lab tools image")?;
-    run_shoal_stdin(lab, bin, k, &["image", "load"], &archive)?;
-    Ok(shoal_image::fixtures::LAB_TOOLS_REFERENCE)
+    Ok(archive)
 }
 
 /// Median and range of repeated measurements.

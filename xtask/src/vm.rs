@@ -120,21 +120,11 @@ pub enum VmCmd {
     },
 }
 
-/// The lab tools image from `bin`'s lab-echo and lab-http and the host's
-/// iperf3 (with their libraries: the VMs run the same Debian), piped into
-/// `shoal image load` on VM `k`.
+/// The lab tools image (the VMs run the host's Debian, so its binaries
+/// and libraries fit), piped into `shoal image load` on VM `k`.
 fn load_lab_tools(vm: &VmLab, k: usize, bin: &std::path::Path) -> anyhow::Result<()> {
     use std::io::Write;
-    let paths = [
-        bin.join("lab-echo"),
-        bin.join("lab-http"),
-        std::path::PathBuf::from("/usr/bin/iperf3"),
-    ];
-    let refs: Vec<&std::path::Path> = paths.iter().map(|p| p.as_path()).collect();
-    let mut archive = Vec::new();
-    shoal_image::fixtures::lab_tools(&refs)
-        .write_docker_archive(&mut archive)
-        .context("building the lab tools image")?;
+    let archive = crate::bench::lab_tools_archive(bin)?;
     let mut cmd = vm.ssh_command(k, &["shoal", "image", "load"], false);
     cmd.stdin(std::process::Stdio::piped());
     let status = vm.in_client(move || -> std::io::Result<ExitStatus> {

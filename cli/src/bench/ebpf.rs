@@ -91,7 +91,8 @@ pub fn per_round_trip(
         .map(|p| delta.get(p).map_or(0.0, |c| c.ns as f64) / round_trips)
         .collect();
     let runs: u64 = delta.values().map(|c| c.runs).sum();
-    Ok((each.clone(), each.iter().sum(), runs as f64 / round_trips))
+    let total = each.iter().sum();
+    Ok((each, total, runs as f64 / round_trips))
 }
 
 #[cfg(test)]

@@ -1066,6 +1066,15 @@ mod tests {
     }
 
     #[test]
+    fn ebpf_metrics_follow_the_programs() {
+        // The per-program figures are zipped with ebpf::PROGRAMS' order.
+        for (metric, program) in EBPF_PROGRAM_NS.iter().zip(ebpf::PROGRAMS) {
+            assert_eq!(*metric, format!("{EBPF_NS} {program}"));
+        }
+        assert_eq!(EBPF_PROGRAM_NS.len(), ebpf::PROGRAMS.len());
+    }
+
+    #[test]
     fn scenario_words() {
         let all = parse_list(&[]).ok();
         let mut expected = ALL.to_vec();
