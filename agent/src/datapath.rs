@@ -3,6 +3,7 @@
 
 #[cfg(test)]
 mod contract_tests;
+pub mod fastpath;
 pub mod mesh;
 #[cfg(test)]
 mod mesh_tests;

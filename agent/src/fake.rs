@@ -22,7 +22,7 @@ use tokio::sync::watch;
 use shoal_common::policy::{Endpoint, NetEntry};
 
 use crate::{
-    datapath::{DatapathError, policy::NetPrefix},
+    datapath::{DatapathError, mesh::TaskVeth, policy::NetPrefix},
     local::lock,
     ports::{Entry, Found, MeshSync, Overlay, Task, Tasks},
 };
@@ -408,6 +408,8 @@ pub struct FakeMesh {
     /// Isolation entries, apart from the call log (their writes are not
     /// ordered with the other calls').
     pub endpoints: Mutex<HashMap<String, Endpoint>>,
+    /// What each attached veth was given (MAC, VXLAN device).
+    pub veths: Mutex<HashMap<String, TaskVeth>>,
     pub networks: Mutex<BTreeMap<NetPrefix, NetEntry>>,
     pub encrypted: Mutex<BTreeMap<u32, u32>>,
 }
@@ -417,6 +419,7 @@ impl FakeMesh {
         FakeMesh {
             log,
             endpoints: Mutex::default(),
+            veths: Mutex::default(),
             networks: Mutex::default(),
             encrypted: Mutex::default(),
         }
@@ -431,10 +434,11 @@ impl MeshSync for FakeMesh {
         Ok(Changes::default())
     }
 
-    fn attach_task(&self, veth: &str, ep: &Endpoint) -> Result<String, DatapathError> {
-        self.log.push(Call::Attach(veth.to_owned()));
-        lock(&self.endpoints).insert(veth.to_owned(), *ep);
-        Ok(veth.to_owned())
+    fn attach_task(&self, veth: &TaskVeth, ep: &Endpoint) -> Result<String, DatapathError> {
+        self.log.push(Call::Attach(veth.name.clone()));
+        lock(&self.endpoints).insert(veth.name.clone(), *ep);
+        lock(&self.veths).insert(veth.name.clone(), veth.clone());
+        Ok(veth.name.clone())
     }
 
     fn set_networks(&self, want: &BTreeMap<NetPrefix, NetEntry>) -> Result<(), DatapathError> {

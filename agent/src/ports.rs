@@ -23,7 +23,7 @@ use shoal_mesh::{Changes, Desired, LbError};
 use crate::{
     datapath::{
         DatapathError,
-        mesh::{MeshState, TaskLinks},
+        mesh::{MeshState, TaskLinks, TaskVeth},
         policy::NetPrefix,
     },
     local::lock,
@@ -125,7 +125,7 @@ pub trait MeshSync: Send + Sync + 'static {
     fn sync(&self, want: &Desired) -> Result<Changes, LbError<DatapathError>>;
     /// Hangs the task programs on a task's host veth, after writing its
     /// isolation entry `ep`.
-    fn attach_task(&self, veth: &str, ep: &Endpoint) -> Result<Self::Links, DatapathError>;
+    fn attach_task(&self, veth: &TaskVeth, ep: &Endpoint) -> Result<Self::Links, DatapathError>;
     fn detach_task(&self, links: Self::Links);
     /// Writes the overlay subnets and node addresses isolation knows.
     fn set_networks(&self, want: &BTreeMap<NetPrefix, NetEntry>) -> Result<(), DatapathError>;
@@ -222,7 +222,7 @@ impl MeshSync for Arc<Mutex<MeshState>> {
         let MeshState { maps, tables } = &mut *guard;
         tables.apply(want, maps)
     }
-    fn attach_task(&self, veth: &str, ep: &Endpoint) -> Result<TaskLinks, DatapathError> {
+    fn attach_task(&self, veth: &TaskVeth, ep: &Endpoint) -> Result<TaskLinks, DatapathError> {
         lock(self).maps.attach_task(veth, ep)
     }
     fn detach_task(&self, links: TaskLinks) {

@@ -28,7 +28,7 @@ use tokio::{
 };
 
 use crate::{
-    datapath::mesh::MeshState,
+    datapath::mesh::{MeshState, TaskVeth},
     endpoints::Endpoints,
     link::ManagerLink,
     local::{Local, lock, mac_for},
@@ -1482,8 +1482,15 @@ impl<O: Overlay, T: Tasks, M: MeshSync> Executor<O, T, M> {
         ifaces
             .iter()
             .filter_map(|i| {
-                let attached = isolation::task_endpoint(&set, t, i.addr)
-                    .and_then(|ep| self.mesh.attach_task(&i.host_veth, &ep));
+                let attached = isolation::task_endpoint(&set, t, i.addr).and_then(|ep| {
+                    let veth = TaskVeth {
+                        name: i.host_veth.clone(),
+                        mac: mac_for(i.addr),
+                        // Every overlay network has its VXLAN device here.
+                        vxlan: (ep.net != 0).then(|| shoal_overlay::vxlan_name(ep.net)),
+                    };
+                    self.mesh.attach_task(&veth, &ep)
+                });
                 match attached {
                     Ok(l) => Some(l),
                     Err(e) => {

@@ -61,13 +61,21 @@ pub const REVNAT_MAP: &str = "SHOAL_RNAT4_V1";
 pub const SERVICE_STATS_MAP: &str = "SHOAL_SVCST_V1";
 /// Per-CPU array of `u64`, indexed by [`MeshReason`].
 /// V2: the isolation reasons were appended (the array grew); V3: egress's
-/// and IPsec's.
-pub const MESH_REASONS_MAP: &str = "SHOAL_LBRSN_V3";
+/// and IPsec's; V4: the fast path's counts.
+pub const MESH_REASONS_MAP: &str = "SHOAL_LBRSN_V4";
 /// Array of one [`MeshConfig`].
 pub const MESH_CONFIG_MAP: &str = "SHOAL_LBCFG_V2";
 /// LRU hash [`FlowKey`] (backend → client, a reply) → [`ReturnPath`]: flows
 /// that reached a local backend through another node.
 pub const RETURN_MAP: &str = "SHOAL_RET4_V1";
+/// Hash map [`PeerKey`] (a network's VXLAN device, a local task's MAC on
+/// it) → the task's host-side veth: the fast path's receive side, which
+/// hands frames from the VXLAN device straight into the task's namespace.
+pub const PEERS_MAP: &str = "SHOAL_PEER4_V1";
+/// Hash map host-side veth ifindex → its network's VXLAN device ifindex:
+/// the fast path's send side, which gives a task's frames for other nodes
+/// straight to the VXLAN device.
+pub const UPLINKS_MAP: &str = "SHOAL_UPLNK_V1";
 
 /// TC classifier for ingress of the data interface: frontends → DNAT.
 pub const PROG_MESH_INGRESS: &str = "shoal_mesh_in";
@@ -80,6 +88,11 @@ pub const PROG_TASK_INGRESS: &str = "shoal_task_in";
 /// TC classifier on egress of a task's host-side veth (packets to the task):
 /// reverse NAT of VIP replies, and the return path's recording.
 pub const PROG_TASK_EGRESS: &str = "shoal_task_out";
+/// TC classifier on ingress of an overlay's VXLAN device: a frame for a
+/// local task gets `shoal_task_out`'s work and is redirected into the
+/// task's namespace (`bpf_redirect_peer`), skipping the bridge and the
+/// veth's backlog; anything else goes on to the bridge.
+pub const PROG_VXLAN_INGRESS: &str = "shoal_vxlan_in";
 
 /// First two bytes of every Shoal bridge's MAC (`02:53`, locally
 /// administered); the other four are the node's data-path IPv4 address, so
@@ -326,6 +339,27 @@ pub struct ReturnPath {
 }
 const _: () = assert!(core::mem::size_of::<ReturnPath>() == 8);
 
+/// Key of [`PEERS_MAP`]: a VXLAN device and a destination MAC behind it.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub struct PeerKey {
+    /// The overlay network's VXLAN device (ifindex, this node's namespace).
+    pub dev: u32,
+    pub mac: [u8; 6],
+    pub _pad: [u8; 2],
+}
+const _: () = assert!(core::mem::size_of::<PeerKey>() == 12);
+
+impl PeerKey {
+    pub const fn new(dev: u32, mac: [u8; 6]) -> Self {
+        PeerKey {
+            dev,
+            mac,
+            _pad: [0; 2],
+        }
+    }
+}
+
 /// Long: a TCP flow that chooses again mid-connection breaks if its ring
 /// changed, and LRU eviction bounds the table anyway (IPVS's silent 900 s is
 /// what swarm users trip on).
@@ -404,10 +438,16 @@ pub enum MeshReason {
     /// encrypted`, not decrypted by an ESP state: dropped (someone on the
     /// underlay injecting, or a peer sending without IPsec).
     CleartextEncrypted = 21,
+    /// A frame from a VXLAN device handed straight into a local task's
+    /// namespace (counted, not dropped).
+    FastPathRx = 22,
+    /// A task's frame for another node handed straight to its network's
+    /// VXLAN device (counted, not dropped).
+    FastPathTx = 23,
 }
 
 impl MeshReason {
-    pub const COUNT: u32 = 22;
+    pub const COUNT: u32 = 24;
     pub const ALL: [MeshReason; MeshReason::COUNT as usize] = [
         MeshReason::TruncatedIpv4,
         MeshReason::BadIpv4Header,
@@ -431,6 +471,8 @@ impl MeshReason {
         MeshReason::EgressInternal,
         MeshReason::EgressNoFlow,
         MeshReason::CleartextEncrypted,
+        MeshReason::FastPathRx,
+        MeshReason::FastPathTx,
     ];
 
     pub const fn name(self) -> &'static str {
@@ -457,6 +499,8 @@ impl MeshReason {
             MeshReason::EgressInternal => "egress-internal",
             MeshReason::EgressNoFlow => "egress-no-flow",
             MeshReason::CleartextEncrypted => "cleartext-on-encrypted-network",
+            MeshReason::FastPathRx => "fast-path-rx",
+            MeshReason::FastPathTx => "fast-path-tx",
         }
     }
 
@@ -471,6 +515,8 @@ impl MeshReason {
                 | MeshReason::ReturnInsert
                 | MeshReason::PermitInsert
                 | MeshReason::EgressTranslated
+                | MeshReason::FastPathRx
+                | MeshReason::FastPathTx
         )
     }
 }
@@ -531,6 +577,7 @@ mod pod {
     unsafe impl aya::Pod for super::ServiceStats {}
     unsafe impl aya::Pod for super::MeshConfig {}
     unsafe impl aya::Pod for super::ReturnPath {}
+    unsafe impl aya::Pod for super::PeerKey {}
 }
 
 #[cfg(test)]
@@ -549,6 +596,9 @@ mod tests {
             MESH_REASONS_MAP,
             MESH_CONFIG_MAP,
             RETURN_MAP,
+            PEERS_MAP,
+            UPLINKS_MAP,
+            PROG_VXLAN_INGRESS,
             PROG_MESH_INGRESS,
             PROG_MESH_EGRESS,
             PROG_TASK_INGRESS,

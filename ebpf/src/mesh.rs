@@ -50,7 +50,10 @@ use aya_ebpf::{
         BPF_F_CURRENT_NETNS, bpf_sock_tuple, bpf_sock_tuple__bindgen_ty_1,
         bpf_sock_tuple__bindgen_ty_1__bindgen_ty_1,
     },
-    helpers::{bpf_ktime_get_ns, bpf_sk_lookup_udp, bpf_sk_release, bpf_skc_lookup_tcp},
+    helpers::{
+        bpf_ktime_get_ns, bpf_sk_lookup_udp, bpf_sk_release, bpf_skc_lookup_tcp,
+        generated::{bpf_redirect, bpf_redirect_peer},
+    },
     macros::{classifier, map},
     maps::{Array, HashMap, LruHashMap, PerCpuArray},
     programs::TcContext,
@@ -59,9 +62,10 @@ use shoal_common::mesh::{
     BACKEND_F_LOCAL, BACKEND_NONE, Backend, CONN_F_REMOTE, Conn, DEFAULT_TCP_TIMEOUT_NS,
     DEFAULT_UDP_TIMEOUT_NS, FlowKey, IPPROTO_ICMP, IPPROTO_TCP, IPPROTO_UDP,
     LAST_SEEN_GRANULARITY_NS, MAGLEV_SIZE, MAX_BACKENDS, MAX_FLOWS, MAX_FRONTENDS, MAX_SERVICES,
-    MeshConfig, MeshReason, ReturnPath, RevNat, SVC_F_AFFINITY, SVC_F_VIP, Service, ServiceKey,
-    ServiceStats, flow_hash, is_bridge_mac, maglev_index,
+    MeshConfig, MeshReason, PeerKey, ReturnPath, RevNat, SVC_F_AFFINITY, SVC_F_VIP, Service,
+    ServiceKey, ServiceStats, flow_hash, is_bridge_mac, maglev_index,
 };
+use shoal_common::policy::MAX_ENDPOINTS;
 
 mod egress;
 mod policy;
@@ -127,7 +131,7 @@ static REVNAT: LruHashMap<FlowKey, RevNat> = LruHashMap::pinned(MAX_FLOWS, 0);
 #[map(name = "SHOAL_SVCST_V1")]
 static SERVICE_STATS: PerCpuArray<ServiceStats> = PerCpuArray::pinned(MAX_SERVICES, 0);
 
-#[map(name = "SHOAL_LBRSN_V3")]
+#[map(name = "SHOAL_LBRSN_V4")]
 static REASONS: PerCpuArray<u64> = PerCpuArray::pinned(MeshReason::COUNT, 0);
 
 #[map(name = "SHOAL_LBCFG_V2")]
@@ -135,6 +139,12 @@ static CONFIG: Array<MeshConfig> = Array::pinned(1, 0);
 
 #[map(name = "SHOAL_RET4_V1")]
 static RETURN: LruHashMap<FlowKey, ReturnPath> = LruHashMap::pinned(MAX_FLOWS, 0);
+
+#[map(name = "SHOAL_PEER4_V1")]
+static PEERS: HashMap<PeerKey, u32> = HashMap::pinned(MAX_ENDPOINTS, 0);
+
+#[map(name = "SHOAL_UPLNK_V1")]
+static UPLINKS: HashMap<u32, u32> = HashMap::pinned(MAX_ENDPOINTS, 0);
 
 #[classifier]
 pub fn shoal_mesh_in(ctx: TcContext) -> i32 {
@@ -164,17 +174,100 @@ pub fn shoal_task_in(ctx: TcContext) -> i32 {
         && let Ok(daddr) = ctx.load::<u32>(ETH_HLEN + IP_DADDR)
         && matches!(ctx.load::<u16>(ETH_HLEN - 2), Ok(t) if u16::from_be(t) == ETH_P_IP)
     {
-        policy::mark_encrypted(&ctx, daddr);
+        // Encrypted packets keep the bridge path, the one IPsec is tested on.
+        if policy::mark_encrypted(&ctx, daddr) {
+            return verdict;
+        }
+        if let Some(vxlan) = remote_uplink(&ctx) {
+            count_reason(MeshReason::FastPathTx);
+            // SAFETY: a helper with plain arguments; it only records where
+            // the skb goes once this program returns.
+            return unsafe { bpf_redirect(vxlan, 0) } as i32;
+        }
     }
     verdict
 }
 
 #[classifier]
 pub fn shoal_task_out(ctx: TcContext) -> i32 {
-    match try_task_out(&ctx) {
+    // SAFETY: the context pointer is valid for the program's run.
+    let veth = unsafe { (*ctx.skb.skb).ifindex };
+    match try_task_out(&ctx, veth) {
         Ok(verdict) => verdict,
         Err(e) => fail(e),
     }
+}
+
+/// The fast path's receive side. A frame the VXLAN device decapsulated for
+/// a task on this node gets what the task's veth would have done to it on
+/// the way in (`shoal_task_out`) and goes straight into the task's
+/// namespace: no bridge, no veth transmit, no second trip through the
+/// backlog. Frames for anyone else (the node's bridge, ARP, broadcasts, a
+/// MAC no local task has) go on to the bridge as before.
+#[classifier]
+pub fn shoal_vxlan_in(ctx: TcContext) -> i32 {
+    let Some(veth) = local_peer(&ctx) else {
+        return TC_ACT_UNSPEC;
+    };
+    let verdict = match try_task_out(&ctx, veth) {
+        Ok(verdict) => verdict,
+        Err(e) => fail(e),
+    };
+    if verdict == TC_ACT_SHOT {
+        return verdict;
+    }
+    count_reason(MeshReason::FastPathRx);
+    // SAFETY: a helper with plain arguments; it only records where the skb
+    // goes once this program returns.
+    unsafe { bpf_redirect_peer(veth, 0) as i32 }
+}
+
+/// The host-side veth of the local task this IPv4 frame is for, if the
+/// frame arrived on that task's network's VXLAN device. The veth's
+/// isolation entry must own the destination address: an entry left by a
+/// task that is gone (its ifindex maybe reused) never redirects.
+#[inline(always)]
+fn local_peer(ctx: &TcContext) -> Option<u32> {
+    let ethertype = ctx.load::<u16>(ETH_HLEN - 2).ok()?;
+    if u16::from_be(ethertype) != ETH_P_IP {
+        return None;
+    }
+    let mac = ctx.load::<[u8; 6]>(0).ok()?;
+    // SAFETY: the context pointer is valid for the program's run.
+    let dev = unsafe { (*ctx.skb.skb).ifindex };
+    // SAFETY: a plain value, copied out at once.
+    let veth = unsafe { PEERS.get(PeerKey::new(dev, mac)) }.copied()?;
+    let daddr = ctx.load::<u32>(ETH_HLEN + IP_DADDR).ok()?;
+    policy::endpoint_of(veth)
+        .filter(|ep| ep.owns(daddr))
+        .map(|_| veth)
+}
+
+/// The VXLAN device to hand a task's frame to, when the frame is unicast
+/// to another node: not to this node's bridge (the gateway, VIPs, the
+/// node's addresses, egress), not to another task here (the bridge
+/// delivers it, through that task's veth programs), not broadcast or
+/// multicast. The VXLAN device's static FDB sends it to its node as the
+/// bridge would have after its own FDB lookup.
+#[inline(always)]
+fn remote_uplink(ctx: &TcContext) -> Option<u32> {
+    // SAFETY: the context pointer is valid for the program's run.
+    let veth = unsafe { (*ctx.skb.skb).ifindex };
+    // SAFETY: a plain value, copied out at once.
+    let vxlan = unsafe { UPLINKS.get(veth) }.copied()?;
+    let mac = ctx.load::<[u8; 6]>(0).ok()?;
+    if mac[0] & 1 != 0 {
+        return None;
+    }
+    let cfg = CONFIG.get(0)?;
+    if cfg.node_mac == mac || cfg.node_mac == [0; 6] {
+        return None;
+    }
+    // SAFETY: only presence is read.
+    if unsafe { PEERS.get(PeerKey::new(vxlan, mac)) }.is_some() {
+        return None;
+    }
+    Some(vxlan)
 }
 
 /// A failure, with the service to charge the drop to when there is one.
@@ -465,7 +558,7 @@ fn try_task_in(ctx: &TcContext) -> Result<i32, Fail> {
 /// To a task: replies from the backends it reached through a VIP get the
 /// VIP back; flows routed here by another node are remembered.
 #[inline(always)]
-fn try_task_out(ctx: &TcContext) -> Result<i32, Fail> {
+fn try_task_out(ctx: &TcContext, veth: u32) -> Result<i32, Fail> {
     let Some(pkt) = parse(ctx)? else {
         return Ok(TC_ACT_UNSPEC);
     };
@@ -474,7 +567,7 @@ fn try_task_out(ctx: &TcContext) -> Result<i32, Fail> {
         return reverse_nat(ctx, &pkt, rev);
     }
     remember_return(ctx, &pkt)?;
-    if let Some(ep) = policy::endpoint(ctx)
+    if let Some(ep) = policy::endpoint_of(veth)
         && let Err(reason) = policy::permit_replies(ep, &pkt.flow)
     {
         // Passed: the packet is fine; only its replies may be refused.

@@ -45,6 +45,12 @@ pub fn endpoint(ctx: &TcContext) -> Option<&'static Endpoint> {
     // SAFETY: the context pointer is valid for the program's run; ifindex
     // is a plain field the verifier lets TC programs read.
     let ifindex = unsafe { (*ctx.skb.skb).ifindex };
+    endpoint_of(ifindex)
+}
+
+/// The task behind the host-side veth `ifindex`.
+#[inline(always)]
+pub fn endpoint_of(ifindex: u32) -> Option<&'static Endpoint> {
     // SAFETY: a map value stays valid for the program's run (RCU).
     unsafe { ENDPOINTS.get(ifindex) }
 }
@@ -147,14 +153,16 @@ pub fn check_underlay(daddr: u32) -> Result<(), MeshReason> {
 /// address gets the IPsec mark, so the node pair's xfrm policy (looked up
 /// when the VXLAN device routes the encapsulated packet, which keeps the
 /// mark) sends it as ESP. Without a state the kernel drops it: no packet
-/// of an encrypted network leaves in clear.
+/// of an encrypted network leaves in clear. Returns whether it marked.
 #[inline(always)]
-pub fn mark_encrypted(ctx: &TcContext, daddr: u32) {
+pub fn mark_encrypted(ctx: &TcContext, daddr: u32) -> bool {
     if let Some(n) = network_of(daddr)
         && n.flags & NET_F_ENCRYPTED != 0
     {
         ctx.set_mark(IPSEC_MARK);
+        return true;
     }
+    false
 }
 
 /// Leaving by the data interface: VXLAN (UDP to the network's port) of an

@@ -247,6 +247,7 @@ fn check_result(v: &Value) -> anyhow::Result<()> {
                 "cpu per Gbit/s (N streams)",
                 "cpu busy before (whole machine)",
                 // And, sharing the kernel, read Shoal's eBPF run time.
+                "ebpf ns per round trip shoal_vxlan_in",
                 "ebpf ns per round trip shoal_task_out",
                 "ebpf ns per round trip shoal_mesh_out",
                 "ebpf ns per round trip shoal_tc_out",

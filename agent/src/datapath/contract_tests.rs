@@ -50,6 +50,8 @@ fn mesh_object_declares_the_contract_names() {
             mesh::MESH_REASONS_MAP,
             mesh::MESH_CONFIG_MAP,
             mesh::RETURN_MAP,
+            mesh::PEERS_MAP,
+            mesh::UPLINKS_MAP,
             policy::NETWORKS_MAP,
             policy::ENDPOINTS_MAP,
             policy::PERMIT_MAP,
@@ -65,6 +67,7 @@ fn mesh_object_declares_the_contract_names() {
             mesh::PROG_MESH_EGRESS,
             mesh::PROG_TASK_INGRESS,
             mesh::PROG_TASK_EGRESS,
+            mesh::PROG_VXLAN_INGRESS,
         ])
     );
 }

@@ -23,11 +23,15 @@ use aya::{
 use shoal_common::mesh::{
     BACKENDS_MAP, Backend, CONNTRACK_MAP, Conn, FlowKey, MAGLEV_MAP, MAGLEV_SIZE, MAX_SERVICES,
     MESH_CONFIG_MAP, MESH_REASONS_MAP, MeshConfig, MeshReason, PROG_MESH_EGRESS, PROG_MESH_INGRESS,
-    PROG_TASK_EGRESS, PROG_TASK_INGRESS, RETURN_MAP, REVNAT_MAP, ReturnPath, RevNat,
-    SERVICE_STATS_MAP, SERVICES_MAP, Service, ServiceKey, ServiceStats,
+    PROG_TASK_EGRESS, PROG_TASK_INGRESS, PROG_VXLAN_INGRESS, RETURN_MAP, REVNAT_MAP, ReturnPath,
+    RevNat, SERVICE_STATS_MAP, SERVICES_MAP, Service, ServiceKey, ServiceStats,
 };
 
-use super::{AttachMode, Datapath, DatapathError, policy::PolicyMaps};
+use super::{
+    AttachMode, Datapath, DatapathError,
+    fastpath::{FastPathMaps, Port},
+    policy::PolicyMaps,
+};
 use shoal_common::policy::Endpoint;
 
 /// The mesh's clsact filters: (program, hook, priority). After the kernel's
@@ -42,6 +46,9 @@ const TASK_CLSACT_SLOTS: [(&str, TcAttachType, u16); 2] = [
     (PROG_TASK_INGRESS, TcAttachType::Ingress, 49153),
     (PROG_TASK_EGRESS, TcAttachType::Egress, 49153),
 ];
+/// The fast path's clsact filter on an overlay's VXLAN device.
+const VXLAN_CLSACT_SLOTS: [(&str, TcAttachType, u16); 1] =
+    [(PROG_VXLAN_INGRESS, TcAttachType::Ingress, 49153)];
 /// The filters' handle within their priority.
 const CLSACT_HANDLE: TcHandle = TcHandle::new(0, 0x53);
 
@@ -70,6 +77,22 @@ pub struct Mesh {
     reasons: PerCpuArray<MapData, u64>,
     config: Array<MapData, MeshConfig>,
     policy: PolicyMaps,
+    fast: FastPathMaps,
+    /// VXLAN devices carrying `shoal_vxlan_in`, by ifindex, with their name
+    /// (to notice a device gone) and, with TCX, the link. Not pinned: when
+    /// shoald ends, the links go and frames take the bridge again.
+    vxlans: std::collections::BTreeMap<u32, (String, Option<SchedClassifierLinkId>)>,
+}
+
+/// A task's host-side veth, as the mesh attaches to it.
+#[derive(Debug, Clone)]
+pub struct TaskVeth {
+    pub name: String,
+    /// The task's MAC on the veth's network.
+    pub mac: [u8; 6],
+    /// The network's VXLAN device, for the fast path; `None` (or a device
+    /// not found) leaves the task on the bridge path.
+    pub vxlan: Option<String>,
 }
 
 pub(super) fn take<T>(ebpf: &mut Ebpf, name: &'static str) -> Result<T, DatapathError>
@@ -129,18 +152,21 @@ impl Mesh {
             reasons: take(&mut ebpf, MESH_REASONS_MAP)?,
             config: take(&mut ebpf, MESH_CONFIG_MAP)?,
             policy: PolicyMaps::take(&mut ebpf)?,
+            fast: FastPathMaps::take(&mut ebpf)?,
+            vxlans: Default::default(),
             ebpf,
             pin_dir: pin_dir.to_owned(),
             links: Vec::new(),
         })
     }
 
-    pub fn programs() -> [&'static str; 4] {
+    pub fn programs() -> [&'static str; 5] {
         [
             PROG_MESH_INGRESS,
             PROG_MESH_EGRESS,
             PROG_TASK_INGRESS,
             PROG_TASK_EGRESS,
+            PROG_VXLAN_INGRESS,
         ]
     }
 
@@ -174,7 +200,7 @@ impl Mesh {
     /// the next shoald replaces them they keep translating with the pinned
     /// maps, so connections through this node survive a restart.
     fn attach_clsact(&mut self, iface: &str) -> Result<AttachMode, DatapathError> {
-        self.attach_slots(iface, CLSACT_SLOTS)?;
+        self.attach_slots(iface, &CLSACT_SLOTS)?;
         Ok(AttachMode::Netlink)
     }
 
@@ -184,10 +210,10 @@ impl Mesh {
     fn attach_slots(
         &mut self,
         iface: &str,
-        slots: [(&'static str, TcAttachType, u16); 2],
+        slots: &[(&'static str, TcAttachType, u16)],
     ) -> Result<(), DatapathError> {
         super::add_clsact(iface)?;
-        for (name, hook, priority) in slots {
+        for &(name, hook, priority) in slots {
             let prog = Datapath::classifier(&mut self.ebpf, name)?;
             let err = |action| {
                 move |source| DatapathError::Program {
@@ -286,13 +312,96 @@ impl Mesh {
     ///
     /// The veth's isolation entry (`ep`) is written first: the programs
     /// drop what a veth without one sends.
-    pub fn attach_task(&mut self, veth: &str, ep: &Endpoint) -> Result<TaskLinks, DatapathError> {
+    pub fn attach_task(
+        &mut self,
+        task: &TaskVeth,
+        ep: &Endpoint,
+    ) -> Result<TaskLinks, DatapathError> {
+        let veth = task.name.as_str();
         let ifindex =
             nix::net::if_::if_nametoindex(veth).map_err(|source| DatapathError::Veth {
                 veth: veth.to_owned(),
                 source,
             })?;
         self.policy.set_endpoint(ifindex, ep)?;
+        let mut links = self.attach_task_programs(veth, ifindex)?;
+        // After the veth's own programs: the fast path skips them.
+        if let Some(vxlan) = &task.vxlan {
+            match self.attach_fast_path(ifindex, vxlan, task.mac) {
+                Ok(port) => links.fast = port,
+                // The bridge path still carries the task.
+                Err(e) => {
+                    tracing::warn!(veth, vxlan = %vxlan, error = %e, "the overlay's fast path; the task keeps the bridge path")
+                }
+            }
+        }
+        Ok(links)
+    }
+
+    /// Puts `shoal_vxlan_in` on the VXLAN device `vxlan` (once per device)
+    /// and the veth into the fast path's maps. `None` when the device is
+    /// not there (a network without VXLAN here).
+    fn attach_fast_path(
+        &mut self,
+        veth: u32,
+        vxlan: &str,
+        mac: [u8; 6],
+    ) -> Result<Option<Port>, DatapathError> {
+        let Ok(dev) = nix::net::if_::if_nametoindex(vxlan) else {
+            return Ok(None);
+        };
+        self.forget_gone_vxlans();
+        if !self.vxlans.contains_key(&dev) {
+            let link = if KernelVersion::current().is_ok_and(|v| v >= KernelVersion::new(6, 6, 0)) {
+                let id = Datapath::classifier(&mut self.ebpf, PROG_VXLAN_INGRESS)?
+                    .attach(vxlan, TcAttachType::Ingress)
+                    .map_err(|source| DatapathError::Program {
+                        name: PROG_VXLAN_INGRESS,
+                        action: "attach",
+                        source,
+                    })?;
+                Some(id)
+            } else {
+                self.attach_slots(vxlan, &VXLAN_CLSACT_SLOTS)?;
+                None
+            };
+            self.vxlans.insert(dev, (vxlan.to_owned(), link));
+        }
+        let port = Port {
+            veth,
+            vxlan: dev,
+            mac,
+        };
+        self.fast.add(port)?;
+        Ok(Some(port))
+    }
+
+    /// Drops what is kept of VXLAN devices gone (their network removed):
+    /// the kernel took their programs with them, and a new device may get
+    /// an index again.
+    fn forget_gone_vxlans(&mut self) {
+        let gone: Vec<u32> = self
+            .vxlans
+            .iter()
+            .filter(|(dev, (name, _))| {
+                nix::net::if_::if_indextoname(**dev).map_or(true, |n| n.to_str() != Ok(name))
+            })
+            .map(|(dev, _)| *dev)
+            .collect();
+        for dev in gone {
+            if let Some((_, Some(id))) = self.vxlans.remove(&dev)
+                && let Ok(prog) = Datapath::classifier(&mut self.ebpf, PROG_VXLAN_INGRESS)
+            {
+                let _ = prog.detach(id);
+            }
+        }
+    }
+
+    fn attach_task_programs(
+        &mut self,
+        veth: &str,
+        ifindex: u32,
+    ) -> Result<TaskLinks, DatapathError> {
         // Without TCX: the veth's own clsact qdisc (on Debian 12's 6.1 every
         // task attach failed without it, so replies to flows another node
         // routed here left untranslated), and filters at fixed slots that a
@@ -300,10 +409,11 @@ impl Mesh {
         // data interface: the task's flows keep their translation across
         // the restart. They go with the veth when the task ends.
         if !KernelVersion::current().is_ok_and(|v| v >= KernelVersion::new(6, 6, 0)) {
-            self.attach_slots(veth, TASK_CLSACT_SLOTS)?;
+            self.attach_slots(veth, &TASK_CLSACT_SLOTS)?;
             return Ok(TaskLinks {
                 ifindex,
                 links: Vec::new(),
+                fast: None,
             });
         }
         let mut links = Vec::new();
@@ -320,12 +430,21 @@ impl Mesh {
                 })?;
             links.push((name, id));
         }
-        Ok(TaskLinks { ifindex, links })
+        Ok(TaskLinks {
+            ifindex,
+            links,
+            fast: None,
+        })
     }
 
     /// Drops a task's links. Their veth is normally gone already, which took
     /// the kernel's side with it, so a failed detach is only logged.
     pub fn detach_task(&mut self, links: TaskLinks) {
+        if let Some(port) = links.fast
+            && let Err(e) = self.fast.remove(port)
+        {
+            tracing::warn!(ifindex = links.ifindex, error = %e, "removing a task veth's fast path");
+        }
         // The index may go to another veth next: its entry must not stay.
         if let Err(e) = self.policy.remove_endpoint(links.ifindex) {
             tracing::warn!(ifindex = links.ifindex, error = %e, "removing a task veth's isolation entry");
@@ -341,6 +460,12 @@ impl Mesh {
     /// The isolation maps: the overlay subnets and node addresses.
     pub fn policy(&mut self) -> &mut PolicyMaps {
         &mut self.policy
+    }
+
+    /// The fast path's maps.
+    #[cfg_attr(not(test), allow(dead_code))]
+    pub fn fast_path(&mut self) -> &mut FastPathMaps {
+        &mut self.fast
     }
 
     #[cfg_attr(not(test), allow(dead_code))]
@@ -537,4 +662,6 @@ impl Drop for TestPins {
 pub struct TaskLinks {
     ifindex: u32,
     links: Vec<(&'static str, SchedClassifierLinkId)>,
+    /// Its fast path's entries, when it has one.
+    fast: Option<Port>,
 }

@@ -1181,3 +1181,6 @@ mod egress_tests;
 
 #[path = "ipsec_tests.rs"]
 mod ipsec_tests;
+
+#[path = "fastpath_tests.rs"]
+mod fastpath_tests;

@@ -7,8 +7,10 @@ use std::{collections::BTreeMap, os::fd::OwnedFd};
 
 /// Shoal's TC programs by their kernel names (ebpf/src/tc.rs, mesh.rs).
 /// Named by hook: `task_out` is a task veth's egress (towards the task),
+/// `vxlan_in` the fast path that does its work from the VXLAN device,
 /// `tc_*` and `mesh_*` are on the data interface.
-pub const PROGRAMS: [&str; 6] = [
+pub const PROGRAMS: [&str; 7] = [
+    "shoal_vxlan_in",
     "shoal_task_out",
     "shoal_mesh_out",
     "shoal_tc_out",

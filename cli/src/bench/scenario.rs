@@ -178,7 +178,8 @@ const CPU_NODES: [&str; 4] = [
 /// Shoal's eBPF per 1-byte round trip, from the kernel's BPF statistics
 /// over an extra round-trip run (shared kernel only): each program's
 /// nanoseconds in [`ebpf::PROGRAMS`] order, then the total and the runs.
-const EBPF_PROGRAM_NS: [&str; 6] = [
+const EBPF_PROGRAM_NS: [&str; 7] = [
+    "ebpf ns per round trip shoal_vxlan_in",
     "ebpf ns per round trip shoal_task_out",
     "ebpf ns per round trip shoal_mesh_out",
     "ebpf ns per round trip shoal_tc_out",

@@ -1,0 +1,80 @@
+//! Typed access to the fast path's maps (common/src/mesh.rs, `PEERS_MAP`
+//! and `UPLINKS_MAP`): which local task a VXLAN device's frame is for, and
+//! which VXLAN device a task veth's frames for other nodes leave by.
+use aya::maps::{HashMap, MapData, MapError};
+use shoal_common::mesh::{PEERS_MAP, PeerKey, UPLINKS_MAP};
+
+use super::DatapathError;
+
+pub struct FastPathMaps {
+    peers: HashMap<MapData, PeerKey, u32>,
+    uplinks: HashMap<MapData, u32, u32>,
+}
+
+/// One task veth's place in the fast path, kept to undo it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Port {
+    pub veth: u32,
+    pub vxlan: u32,
+    pub mac: [u8; 6],
+}
+
+fn err(name: &'static str) -> impl FnOnce(MapError) -> DatapathError {
+    move |source| DatapathError::MapUpdate { name, source }
+}
+
+/// A removal of what is not there is no failure: an earlier run may have
+/// removed it, or never written it.
+fn gone(r: Result<(), MapError>, name: &'static str) -> Result<(), DatapathError> {
+    match r {
+        Ok(()) | Err(MapError::KeyNotFound) => Ok(()),
+        Err(e) => Err(err(name)(e)),
+    }
+}
+
+impl FastPathMaps {
+    pub fn take(ebpf: &mut aya::Ebpf) -> Result<Self, DatapathError> {
+        Ok(Self {
+            peers: super::mesh::take(ebpf, PEERS_MAP)?,
+            uplinks: super::mesh::take(ebpf, UPLINKS_MAP)?,
+        })
+    }
+
+    /// The send side first, then the receive side: each works alone.
+    pub fn add(&mut self, p: Port) -> Result<(), DatapathError> {
+        self.uplinks
+            .insert(p.veth, p.vxlan, 0)
+            .map_err(err(UPLINKS_MAP))?;
+        self.peers
+            .insert(PeerKey::new(p.vxlan, p.mac), p.veth, 0)
+            .map_err(err(PEERS_MAP))
+    }
+
+    /// Undoes [`add`](Self::add), receive side first. The MAC's entry is
+    /// left alone if another veth took it over (a task started again with
+    /// the same address before this one was detached).
+    pub fn remove(&mut self, p: Port) -> Result<(), DatapathError> {
+        let key = PeerKey::new(p.vxlan, p.mac);
+        if self.peers.get(&key, 0).ok() == Some(p.veth) {
+            gone(self.peers.remove(&key), PEERS_MAP)?;
+        }
+        gone(self.uplinks.remove(&p.veth), UPLINKS_MAP)
+    }
+
+    /// Every receive-side entry, for tests and inspection.
+    #[cfg_attr(not(test), allow(dead_code))]
+    pub fn peers(&self) -> Result<Vec<(PeerKey, u32)>, DatapathError> {
+        self.peers
+            .iter()
+            .collect::<Result<_, _>>()
+            .map_err(|source| DatapathError::Map {
+                name: PEERS_MAP,
+                source,
+            })
+    }
+
+    #[cfg_attr(not(test), allow(dead_code))]
+    pub fn uplink(&self, veth: u32) -> Option<u32> {
+        self.uplinks.get(&veth, 0).ok()
+    }
+}

@@ -1,0 +1,254 @@
+//! The overlay's fast path (common/src/mesh.rs: `PEERS_MAP`,
+//! `UPLINKS_MAP`) through BPF_PROG_TEST_RUN on the real object. The test
+//! run's device (lo, ifindex 1) plays both the task's veth and its
+//! network's VXLAN device. What a redirect does with the frame is the
+//! kernel's (proven with real traffic in tests/tests/fast_path_lab.rs);
+//! here: which frames are redirected, that the veth's own work (isolation,
+//! reverse NAT, return paths) is done first, and that everything else
+//! keeps the bridge path untouched.
+
+use shoal_common::mesh::{
+    MeshConfig, MeshReason, PROG_TASK_EGRESS, PROG_TASK_INGRESS, PROG_VXLAN_INGRESS, bridge_mac,
+};
+
+use super::*;
+use crate::datapath::fastpath::Port;
+
+/// `TC_ACT_REDIRECT`.
+const REDIRECT: i32 = 7;
+const NET: u32 = 7;
+const TASK: Ipv4Addr = Ipv4Addr::new(10, 0, 0, 11);
+const TASK_MAC: [u8; 6] = [0x02, 0x42, 10, 0, 0, 11];
+/// Another task on this node, behind veth 99.
+const LOCAL_MAC: [u8; 6] = [0x02, 0x42, 10, 0, 0, 13];
+/// A task on another node.
+const REMOTE: Ipv4Addr = Ipv4Addr::new(10, 0, 0, 12);
+const REMOTE_MAC: [u8; 6] = [0x02, 0x42, 10, 0, 0, 12];
+const BROADCAST: [u8; 6] = [0xff; 6];
+
+fn with_macs(mut f: Vec<u8>, dst: [u8; 6], src: [u8; 6]) -> Vec<u8> {
+    f[..6].copy_from_slice(&dst);
+    f[6..12].copy_from_slice(&src);
+    f
+}
+
+const PORT: Port = Port {
+    veth: 1,
+    vxlan: 1,
+    mac: TASK_MAC,
+};
+
+fn fast() -> Fixture {
+    let mut fx = Fixture::new();
+    fx.endpoint(NET, &[(NET, TASK)]);
+    fx.mesh
+        .set_config(MeshConfig {
+            node_mac: bridge_mac(u32::from(NODE)),
+            ..MeshConfig::default()
+        })
+        .expect("config");
+    fx.mesh.fast_path().add(PORT).expect("the task's port");
+    let other = Port {
+        veth: 99,
+        vxlan: 1,
+        mac: LOCAL_MAC,
+    };
+    fx.mesh.fast_path().add(other).expect("another task's port");
+    fx
+}
+
+#[test]
+fn a_tasks_frames_for_other_nodes_go_straight_to_the_vxlan_device() {
+    let mut fx = fast();
+    let own = bridge_mac(u32::from(NODE));
+    let peer = bridge_mac(u32::from(PEER));
+    let syn = Pkt::tcp(TASK, 40000, REMOTE, 80, TCP_SYN).frame();
+    let cases = [
+        (
+            "to a task on another node",
+            with_macs(syn.clone(), REMOTE_MAC, TASK_MAC),
+            REDIRECT,
+            Some(MeshReason::FastPathTx),
+        ),
+        (
+            "to another node's bridge (a reply routed back)",
+            with_macs(syn.clone(), peer, TASK_MAC),
+            REDIRECT,
+            Some(MeshReason::FastPathTx),
+        ),
+        (
+            "to this node's bridge (gateway, VIPs, egress)",
+            with_macs(syn.clone(), own, TASK_MAC),
+            UNSPEC,
+            None,
+        ),
+        (
+            "to another task on this node",
+            with_macs(syn.clone(), LOCAL_MAC, TASK_MAC),
+            UNSPEC,
+            None,
+        ),
+        (
+            "broadcast",
+            with_macs(syn.clone(), BROADCAST, TASK_MAC),
+            UNSPEC,
+            None,
+        ),
+        (
+            "a spoofed source is still dropped first",
+            with_macs(
+                Pkt::tcp(REMOTE, 40000, TASK, 80, TCP_SYN).frame(),
+                REMOTE_MAC,
+                TASK_MAC,
+            ),
+            SHOT,
+            Some(MeshReason::SpoofedSource),
+        ),
+    ];
+    for (what, frame, verdict, reason) in cases {
+        fx.case(what, PROG_TASK_INGRESS, &frame, verdict, None, reason);
+    }
+    // ARP keeps the bridge (the VXLAN device's proxy answers it there).
+    let mut arp = with_macs(syn.clone(), REMOTE_MAC, TASK_MAC);
+    arp[12..14].copy_from_slice(&0x0806u16.to_be_bytes());
+    fx.case("ARP", PROG_TASK_INGRESS, &arp, UNSPEC, None, None);
+
+    // Out of the fast path: the bridge carries it again.
+    fx.mesh.fast_path().remove(PORT).expect("remove");
+    assert_eq!(fx.mesh.fast_path().uplink(1), None);
+    fx.case(
+        "detached",
+        PROG_TASK_INGRESS,
+        &with_macs(syn, REMOTE_MAC, TASK_MAC),
+        UNSPEC,
+        None,
+        None,
+    );
+}
+
+#[test]
+fn vxlan_frames_for_a_local_task_get_its_veths_work_and_go_straight_in() {
+    let mut fx = fast();
+    let peer = bridge_mac(u32::from(PEER));
+    // A client's SYN a peer node DNATed: redirected, and its return path
+    // remembered as the veth's egress program would have.
+    let syn = Pkt::tcp(CLIENT, 40000, TASK, 80, TCP_SYN);
+    fx.case(
+        "routed by a peer",
+        PROG_VXLAN_INGRESS,
+        &with_macs(syn.frame(), TASK_MAC, peer),
+        REDIRECT,
+        None,
+        Some(MeshReason::FastPathRx),
+    );
+    let reply = Pkt::tcp(TASK, 80, CLIENT, 40000, TCP_SYN_ACK);
+    let path = fx.mesh.return_path(&reply.flow()).expect("read");
+    assert_eq!(path.map(|p| p.mac), Some(peer), "return path");
+
+    // A VIP's reply from a backend on another node gets the VIP back.
+    let to_vip = Pkt::tcp(TASK, 41000, VIP, 6379, TCP_SYN);
+    let own = bridge_mac(u32::from(NODE));
+    let chosen = fx.choice(REDIS, &to_vip, false);
+    fx.case(
+        "task to VIP (this node's bridge MAC: DNAT, bridge path)",
+        PROG_TASK_INGRESS,
+        &with_macs(to_vip.frame(), own, TASK_MAC),
+        OK,
+        Some(&with_macs(
+            to_vip.to(addr_of(chosen), 6379).frame(),
+            own,
+            TASK_MAC,
+        )),
+        None,
+    );
+    let from_backend = Pkt::tcp(addr_of(chosen), 6379, TASK, 41000, TCP_SYN_ACK);
+    let input = with_macs(from_backend.frame(), TASK_MAC, own);
+    let expected = with_macs(from_backend.from(VIP, 6379).frame(), TASK_MAC, own);
+    fx.case(
+        "VIP reply",
+        PROG_VXLAN_INGRESS,
+        &input,
+        REDIRECT,
+        Some(&expected),
+        Some(MeshReason::FastPathRx),
+    );
+    let (_, out) = fx.run(PROG_VXLAN_INGRESS, &input);
+    assert_checksums_valid("VIP reply", &out);
+
+    let direct = Pkt::tcp(REMOTE, 5000, TASK, 80, TCP_SYN).frame();
+    let cases = [
+        (
+            "to an address the veth's task does not own",
+            with_macs(
+                Pkt::tcp(REMOTE, 5000, Ipv4Addr::new(10, 0, 0, 99), 80, TCP_SYN).frame(),
+                TASK_MAC,
+                REMOTE_MAC,
+            ),
+        ),
+        (
+            "to a MAC no local task has",
+            with_macs(direct.clone(), [0x02, 0x42, 10, 0, 0, 77], REMOTE_MAC),
+        ),
+        (
+            "to this node's bridge",
+            with_macs(direct.clone(), own, REMOTE_MAC),
+        ),
+        (
+            "broadcast",
+            with_macs(direct.clone(), BROADCAST, REMOTE_MAC),
+        ),
+        ("a local task with no isolation entry", {
+            with_macs(direct.clone(), LOCAL_MAC, REMOTE_MAC)
+        }),
+    ];
+    for (what, frame) in cases {
+        fx.case(what, PROG_VXLAN_INGRESS, &frame, UNSPEC, None, None);
+    }
+    fx.case(
+        "from a task on another node",
+        PROG_VXLAN_INGRESS,
+        &with_macs(direct.clone(), TASK_MAC, REMOTE_MAC),
+        REDIRECT,
+        None,
+        Some(MeshReason::FastPathRx),
+    );
+    // The veth's egress program on the bridge path still does the same.
+    fx.case(
+        "the bridge path",
+        PROG_TASK_EGRESS,
+        &with_macs(direct.clone(), TASK_MAC, REMOTE_MAC),
+        UNSPEC,
+        None,
+        None,
+    );
+    // Its task gone (isolation entry removed first, as detach does in
+    // reverse): nothing is redirected to its index any more.
+    fx.mesh.fast_path().remove(PORT).expect("remove");
+    assert!(
+        fx.mesh
+            .fast_path()
+            .peers()
+            .expect("peers")
+            .iter()
+            .all(|(k, _)| k.mac != TASK_MAC)
+    );
+    fx.case(
+        "detached",
+        PROG_VXLAN_INGRESS,
+        &with_macs(direct, TASK_MAC, REMOTE_MAC),
+        UNSPEC,
+        None,
+        None,
+    );
+}
+
+#[test]
+fn a_port_taken_over_by_another_veth_is_not_removed_with_the_old_one() {
+    let mut fx = fast();
+    let newer = Port { veth: 42, ..PORT };
+    fx.mesh.fast_path().add(newer).expect("add");
+    fx.mesh.fast_path().remove(PORT).expect("remove the old");
+    let peers = fx.mesh.fast_path().peers().expect("peers");
+    assert!(peers.iter().any(|(k, v)| k.mac == TASK_MAC && *v == 42));
+    assert_eq!(fx.mesh.fast_path().uplink(42), Some(1));
+}
