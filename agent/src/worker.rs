@@ -28,7 +28,7 @@ use tokio::{
 };
 
 use crate::{
-    datapath::mesh::{MeshState, TaskVeth},
+    datapath::mesh::{MeshState, TaskVeth, Uplink},
     endpoints::Endpoints,
     link::ManagerLink,
     local::{Local, lock, mac_for},
@@ -1487,7 +1487,11 @@ impl<O: Overlay, T: Tasks, M: MeshSync> Executor<O, T, M> {
                         name: i.host_veth.clone(),
                         mac: mac_for(i.addr),
                         // Every overlay network has its VXLAN device here.
-                        vxlan: (ep.net != 0).then(|| shoal_overlay::vxlan_name(ep.net)),
+                        vxlan: (ep.net != 0).then(|| Uplink {
+                            device: shoal_overlay::vxlan_name(ep.net),
+                            vni: ep.net,
+                            port: shoal_overlay::DEFAULT_PORT,
+                        }),
                     };
                     self.mesh.attach_task(&veth, &ep)
                 });

@@ -76,6 +76,11 @@ pub const PEERS_MAP: &str = "SHOAL_PEER4_V1";
 /// the fast path's send side, which gives a task's frames for other nodes
 /// straight to the VXLAN device.
 pub const UPLINKS_MAP: &str = "SHOAL_UPLNK_V1";
+/// Hash map VNI → [`VxlanDev`]: the overlays whose VXLAN the data
+/// interface's program may decapsulate itself for a local task.
+pub const VXLANS_MAP: &str = "SHOAL_VXDEV_V1";
+/// Networks a node carries at most, for [`VXLANS_MAP`].
+pub const MAX_VXLANS: u32 = 4096;
 
 /// TC classifier for ingress of the data interface: frontends → DNAT.
 pub const PROG_MESH_INGRESS: &str = "shoal_mesh_in";
@@ -350,6 +355,17 @@ pub struct PeerKey {
 }
 const _: () = assert!(core::mem::size_of::<PeerKey>() == 12);
 
+/// Value of [`VXLANS_MAP`]: an overlay's VXLAN device here and the UDP
+/// port its VXLAN uses.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct VxlanDev {
+    pub ifindex: u32,
+    pub port: u16,
+    pub _pad: u16,
+}
+const _: () = assert!(core::mem::size_of::<VxlanDev>() == 8);
+
 impl PeerKey {
     pub const fn new(dev: u32, mac: [u8; 6]) -> Self {
         PeerKey {
@@ -444,10 +460,14 @@ pub enum MeshReason {
     /// A task's frame for another node handed straight to its network's
     /// VXLAN device (counted, not dropped).
     FastPathTx = 23,
+    /// VXLAN for a local task decapsulated on the data interface and
+    /// handed straight into the task's namespace, before the stack's UDP
+    /// and VXLAN receive (counted, not dropped).
+    FastPathDecap = 24,
 }
 
 impl MeshReason {
-    pub const COUNT: u32 = 24;
+    pub const COUNT: u32 = 25;
     pub const ALL: [MeshReason; MeshReason::COUNT as usize] = [
         MeshReason::TruncatedIpv4,
         MeshReason::BadIpv4Header,
@@ -473,6 +493,7 @@ impl MeshReason {
         MeshReason::CleartextEncrypted,
         MeshReason::FastPathRx,
         MeshReason::FastPathTx,
+        MeshReason::FastPathDecap,
     ];
 
     pub const fn name(self) -> &'static str {
@@ -501,6 +522,7 @@ impl MeshReason {
             MeshReason::CleartextEncrypted => "cleartext-on-encrypted-network",
             MeshReason::FastPathRx => "fast-path-rx",
             MeshReason::FastPathTx => "fast-path-tx",
+            MeshReason::FastPathDecap => "fast-path-decap",
         }
     }
 
@@ -517,6 +539,7 @@ impl MeshReason {
                 | MeshReason::EgressTranslated
                 | MeshReason::FastPathRx
                 | MeshReason::FastPathTx
+                | MeshReason::FastPathDecap
         )
     }
 }
@@ -578,6 +601,7 @@ mod pod {
     unsafe impl aya::Pod for super::MeshConfig {}
     unsafe impl aya::Pod for super::ReturnPath {}
     unsafe impl aya::Pod for super::PeerKey {}
+    unsafe impl aya::Pod for super::VxlanDev {}
 }
 
 #[cfg(test)]
@@ -598,6 +622,7 @@ mod tests {
             RETURN_MAP,
             PEERS_MAP,
             UPLINKS_MAP,
+            VXLANS_MAP,
             PROG_VXLAN_INGRESS,
             PROG_MESH_INGRESS,
             PROG_MESH_EGRESS,

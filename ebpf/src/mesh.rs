@@ -47,8 +47,8 @@
 use aya_ebpf::{
     EbpfContext,
     bindings::{
-        BPF_F_CURRENT_NETNS, bpf_sock_tuple, bpf_sock_tuple__bindgen_ty_1,
-        bpf_sock_tuple__bindgen_ty_1__bindgen_ty_1,
+        BPF_F_CURRENT_NETNS, bpf_adj_room_mode::BPF_ADJ_ROOM_MAC, bpf_sock_tuple,
+        bpf_sock_tuple__bindgen_ty_1, bpf_sock_tuple__bindgen_ty_1__bindgen_ty_1,
     },
     helpers::{
         bpf_ktime_get_ns, bpf_sk_lookup_udp, bpf_sk_release, bpf_skc_lookup_tcp,
@@ -62,8 +62,8 @@ use shoal_common::mesh::{
     BACKEND_F_LOCAL, BACKEND_NONE, Backend, CONN_F_REMOTE, Conn, DEFAULT_TCP_TIMEOUT_NS,
     DEFAULT_UDP_TIMEOUT_NS, FlowKey, IPPROTO_ICMP, IPPROTO_TCP, IPPROTO_UDP,
     LAST_SEEN_GRANULARITY_NS, MAGLEV_SIZE, MAX_BACKENDS, MAX_FLOWS, MAX_FRONTENDS, MAX_SERVICES,
-    MeshConfig, MeshReason, PeerKey, ReturnPath, RevNat, SVC_F_AFFINITY, SVC_F_VIP, Service,
-    ServiceKey, ServiceStats, flow_hash, is_bridge_mac, maglev_index,
+    MAX_VXLANS, MeshConfig, MeshReason, PeerKey, ReturnPath, RevNat, SVC_F_AFFINITY, SVC_F_VIP,
+    Service, ServiceKey, ServiceStats, VxlanDev, flow_hash, is_bridge_mac, maglev_index,
 };
 use shoal_common::policy::MAX_ENDPOINTS;
 
@@ -145,6 +145,9 @@ static PEERS: HashMap<PeerKey, u32> = HashMap::pinned(MAX_ENDPOINTS, 0);
 
 #[map(name = "SHOAL_UPLNK_V1")]
 static UPLINKS: HashMap<u32, u32> = HashMap::pinned(MAX_ENDPOINTS, 0);
+
+#[map(name = "SHOAL_VXDEV_V1")]
+static VXLANS: HashMap<u32, VxlanDev> = HashMap::pinned(MAX_VXLANS, 0);
 
 #[classifier]
 pub fn shoal_mesh_in(ctx: TcContext) -> i32 {
@@ -460,6 +463,9 @@ fn try_ingress(ctx: &TcContext) -> Result<i32, Fail> {
         return Ok(TC_ACT_UNSPEC);
     };
     check_vxlan(ctx, &ip)?;
+    if let Some(verdict) = try_decap(ctx, &ip) {
+        return Ok(verdict);
+    }
     // A packet the mesh cannot parse is still refused an overlay address.
     let pkt = match parse(ctx) {
         Ok(p) => p,
@@ -503,6 +509,77 @@ fn check_vxlan(ctx: &TcContext, ip: &Ipv4Fixed) -> Result<(), MeshReason> {
         return Ok(());
     };
     policy::check_vxlan(ctx, u16::from_be(dport), vni)
+}
+
+/// VXLAN header length; the inner frame starts this far after the outer
+/// IPv4 header (no options), UDP and VXLAN headers.
+const VXLAN_HLEN: usize = 8;
+const INNER: usize = ETH_HLEN + IPV4_MIN_HLEN + UDP_HLEN + VXLAN_HLEN;
+/// What decapsulation removes after the outer Ethernet header: outer
+/// IPv4, UDP, VXLAN and the inner Ethernet header (whose MACs are copied
+/// into the outer one).
+const DECAP_LEN: i32 = (IPV4_MIN_HLEN + UDP_HLEN + VXLAN_HLEN + ETH_HLEN) as i32;
+
+/// The fast path's receive side before the stack: VXLAN to this node's
+/// VTEP, of an unencrypted overlay, for a local task (the same checks as
+/// [`local_peer`], keyed by the overlay's VXLAN device), loses its outer
+/// headers here and goes straight into the task's namespace after the
+/// task veth's own work: no IP and UDP receive, no VXLAN device, no GRO
+/// cell. `None`: not such a packet, or the kernel refused to shrink it:
+/// the stack takes it as before, unchanged.
+#[inline(always)]
+fn try_decap(ctx: &TcContext, ip: &Ipv4Fixed) -> Option<i32> {
+    if ip.proto != IPPROTO_UDP
+        || ip.ver_ihl != 0x45
+        || u16::from_be(ip.frag_off) & (IP_OFFSET_MASK | IP_MF) != 0
+    {
+        return None;
+    }
+    // Only to this node's VTEP, which its bridge MAC carries.
+    let vtep = CONFIG.get(0)?.node_mac;
+    if ip.daddr.to_ne_bytes() != [vtep[2], vtep[3], vtep[4], vtep[5]] {
+        return None;
+    }
+    let l4 = ETH_HLEN + IPV4_MIN_HLEN;
+    let vx: [u8; VXLAN_HLEN] = ctx.load(l4 + UDP_HLEN).ok()?;
+    // The I flag: a VNI is present.
+    if vx[0] & 0x08 == 0 {
+        return None;
+    }
+    let vni = u32::from(vx[4]) << 16 | u32::from(vx[5]) << 8 | u32::from(vx[6]);
+    // SAFETY: a plain value, copied out at once.
+    let dev = unsafe { VXLANS.get(vni) }.copied()?;
+    let dport: u16 = ctx.load(l4 + L4_DPORT).ok()?;
+    if u16::from_be(dport) != dev.port || policy::encrypted_vni(vni) {
+        return None;
+    }
+    let eth: [u8; ETH_HLEN] = ctx.load(INNER).ok()?;
+    if eth[12..14] != ETH_P_IP.to_be_bytes() {
+        return None;
+    }
+    let mac = [eth[0], eth[1], eth[2], eth[3], eth[4], eth[5]];
+    // SAFETY: a plain value, copied out at once.
+    let veth = unsafe { PEERS.get(PeerKey::new(dev.ifindex, mac)) }.copied()?;
+    let daddr: u32 = ctx.load(INNER + ETH_HLEN + IP_DADDR).ok()?;
+    policy::endpoint_of(veth).filter(|ep| ep.owns(daddr))?;
+    ctx.adjust_room(-DECAP_LEN, BPF_ADJ_ROOM_MAC, 0).ok()?;
+    // From here the packet is the inner one: it cannot go back.
+    let mut macs = [0u8; 12];
+    macs.copy_from_slice(&eth[..12]);
+    if ctx.store(0, &macs, 0).is_err() {
+        return Some(fail(MeshReason::Rewrite.into()));
+    }
+    let verdict = match try_task_out(ctx, veth) {
+        Ok(verdict) => verdict,
+        Err(e) => fail(e),
+    };
+    if verdict == TC_ACT_SHOT {
+        return Some(verdict);
+    }
+    count_reason(MeshReason::FastPathDecap);
+    // SAFETY: a helper with plain arguments; it only records where the skb
+    // goes once this program returns.
+    Some(unsafe { bpf_redirect_peer(veth, 0) } as i32)
 }
 
 /// The VNI of a UDP datagram read as VXLAN (header: flags 1, reserved 3,

@@ -165,6 +165,14 @@ pub fn mark_encrypted(ctx: &TcContext, daddr: u32) -> bool {
     false
 }
 
+/// Whether `vni` is an encrypted network's (its VXLAN must go through the
+/// stack, where IPsec and the checks above apply).
+#[inline(always)]
+pub fn encrypted_vni(vni: u32) -> bool {
+    // SAFETY: only presence is read.
+    unsafe { ENCRYPTED_VNIS.get(vni) }.is_some()
+}
+
 /// Leaving by the data interface: VXLAN (UDP to the network's port) of an
 /// encrypted VNI never does in clear, whatever sent it (a device or an FDB
 /// entry routed past the tunnel, a missing xfrm policy).

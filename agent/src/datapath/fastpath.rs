@@ -1,14 +1,16 @@
-//! Typed access to the fast path's maps (common/src/mesh.rs, `PEERS_MAP`
-//! and `UPLINKS_MAP`): which local task a VXLAN device's frame is for, and
-//! which VXLAN device a task veth's frames for other nodes leave by.
+//! Typed access to the fast path's maps (common/src/mesh.rs, `PEERS_MAP`,
+//! `UPLINKS_MAP` and `VXLANS_MAP`): which local task a VXLAN device's frame
+//! is for, which VXLAN device a task veth's frames for other nodes leave
+//! by, and which overlays' VXLAN the data interface may decapsulate.
 use aya::maps::{HashMap, MapData, MapError};
-use shoal_common::mesh::{PEERS_MAP, PeerKey, UPLINKS_MAP};
+use shoal_common::mesh::{PEERS_MAP, PeerKey, UPLINKS_MAP, VXLANS_MAP, VxlanDev};
 
 use super::DatapathError;
 
 pub struct FastPathMaps {
     peers: HashMap<MapData, PeerKey, u32>,
     uplinks: HashMap<MapData, u32, u32>,
+    vxlans: HashMap<MapData, u32, VxlanDev>,
 }
 
 /// One task veth's place in the fast path, kept to undo it.
@@ -37,7 +39,21 @@ impl FastPathMaps {
         Ok(Self {
             peers: super::mesh::take(ebpf, PEERS_MAP)?,
             uplinks: super::mesh::take(ebpf, UPLINKS_MAP)?,
+            vxlans: super::mesh::take(ebpf, VXLANS_MAP)?,
         })
+    }
+
+    /// The overlay `vni`'s VXLAN device and port, for decapsulation.
+    pub fn set_vxlan(&mut self, vni: u32, dev: VxlanDev) -> Result<(), DatapathError> {
+        self.vxlans.insert(vni, dev, 0).map_err(err(VXLANS_MAP))
+    }
+
+    /// Forgets overlay `vni`'s device `ifindex` (not a newer one's).
+    pub fn forget_vxlan(&mut self, vni: u32, ifindex: u32) -> Result<(), DatapathError> {
+        if self.vxlans.get(&vni, 0).ok().map(|d| d.ifindex) == Some(ifindex) {
+            gone(self.vxlans.remove(&vni), VXLANS_MAP)?;
+        }
+        Ok(())
     }
 
     /// The send side first, then the receive side: each works alone.
@@ -59,6 +75,11 @@ impl FastPathMaps {
             gone(self.peers.remove(&key), PEERS_MAP)?;
         }
         gone(self.uplinks.remove(&p.veth), UPLINKS_MAP)
+    }
+
+    /// Takes veth `veth` out of the send side.
+    pub fn forget_uplink(&mut self, veth: u32) -> Result<(), DatapathError> {
+        gone(self.uplinks.remove(&veth), UPLINKS_MAP)
     }
 
     /// Every receive-side entry, for tests and inspection.

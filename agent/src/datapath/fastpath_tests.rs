@@ -252,3 +252,98 @@ fn a_port_taken_over_by_another_veth_is_not_removed_with_the_old_one() {
     assert!(peers.iter().any(|(k, v)| k.mac == TASK_MAC && *v == 42));
     assert_eq!(fx.mesh.fast_path().uplink(42), Some(1));
 }
+
+const VNI: u32 = 4097;
+const PORT_4789: u16 = 4789;
+
+/// VXLAN from `PEER`'s VTEP to `to`, VNI `vni` on UDP `port` with VXLAN
+/// flags `flags`, carrying `inner`.
+fn vxlan(to: Ipv4Addr, port: u16, flags: u8, vni: u32, inner: &[u8]) -> Vec<u8> {
+    let mut payload = vec![flags, 0, 0, 0];
+    payload.extend_from_slice(&(vni << 8).to_be_bytes());
+    payload.extend_from_slice(inner);
+    Pkt {
+        payload,
+        udp_csum: false,
+        ..Pkt::udp(PEER, 50000, to, port)
+    }
+    .frame()
+}
+
+fn decap() -> Fixture {
+    let mut fx = fast();
+    fx.mesh
+        .fast_path()
+        .set_vxlan(
+            VNI,
+            shoal_common::mesh::VxlanDev {
+                ifindex: 1,
+                port: PORT_4789,
+                _pad: 0,
+            },
+        )
+        .expect("the overlay's device");
+    fx
+}
+
+/// The data interface decapsulates VXLAN for a local task itself: the
+/// output is exactly the inner frame, redirected into the task; anything
+/// not for a local task of a known overlay at this node's VTEP passes to
+/// the stack untouched.
+#[test]
+fn vxlan_for_a_local_task_is_decapsulated_on_the_data_interface() {
+    let mut fx = decap();
+    let peer = bridge_mac(u32::from(PEER));
+    let syn = Pkt::tcp(CLIENT, 40000, TASK, 80, TCP_SYN);
+    let inner = with_macs(syn.frame(), TASK_MAC, peer);
+    fx.case(
+        "for a local task",
+        IN,
+        &vxlan(NODE, PORT_4789, 0x08, VNI, &inner),
+        REDIRECT,
+        Some(&inner),
+        Some(MeshReason::FastPathDecap),
+    );
+    // The veth's work was done: the return path to the peer is known.
+    let reply = Pkt::tcp(TASK, 80, CLIENT, 40000, TCP_SYN_ACK);
+    let path = fx.mesh.return_path(&reply.flow()).expect("read");
+    assert_eq!(path.map(|p| p.mac), Some(peer), "return path");
+
+    let mut arp = inner.clone();
+    arp[12..14].copy_from_slice(&0x0806u16.to_be_bytes());
+    let not_owned = with_macs(
+        Pkt::tcp(CLIENT, 40000, Ipv4Addr::new(10, 0, 0, 99), 80, TCP_SYN).frame(),
+        TASK_MAC,
+        peer,
+    );
+    let cases = [
+        (
+            "to another VTEP",
+            vxlan(Ipv4Addr::new(198, 18, 0, 9), PORT_4789, 0x08, VNI, &inner),
+        ),
+        ("another UDP port", vxlan(NODE, 4790, 0x08, VNI, &inner)),
+        ("no VNI flag", vxlan(NODE, PORT_4789, 0, VNI, &inner)),
+        (
+            "an overlay without a device here",
+            vxlan(NODE, PORT_4789, 0x08, VNI + 1, &inner),
+        ),
+        ("ARP inside", vxlan(NODE, PORT_4789, 0x08, VNI, &arp)),
+        (
+            "to a MAC no local task has",
+            vxlan(
+                NODE,
+                PORT_4789,
+                0x08,
+                VNI,
+                &with_macs(syn.frame(), REMOTE_MAC, peer),
+            ),
+        ),
+        (
+            "to an address the task does not own",
+            vxlan(NODE, PORT_4789, 0x08, VNI, &not_owned),
+        ),
+    ];
+    for (what, frame) in cases {
+        fx.case(what, IN, &frame, UNSPEC, None, None);
+    }
+}

@@ -24,7 +24,7 @@ use shoal_common::mesh::{
     BACKENDS_MAP, Backend, CONNTRACK_MAP, Conn, FlowKey, MAGLEV_MAP, MAGLEV_SIZE, MAX_SERVICES,
     MESH_CONFIG_MAP, MESH_REASONS_MAP, MeshConfig, MeshReason, PROG_MESH_EGRESS, PROG_MESH_INGRESS,
     PROG_TASK_EGRESS, PROG_TASK_INGRESS, PROG_VXLAN_INGRESS, RETURN_MAP, REVNAT_MAP, ReturnPath,
-    RevNat, SERVICE_STATS_MAP, SERVICES_MAP, Service, ServiceKey, ServiceStats,
+    RevNat, SERVICE_STATS_MAP, SERVICES_MAP, Service, ServiceKey, ServiceStats, VxlanDev,
 };
 
 use super::{
@@ -81,7 +81,13 @@ pub struct Mesh {
     /// VXLAN devices carrying `shoal_vxlan_in`, by ifindex, with their name
     /// (to notice a device gone) and, with TCX, the link. Not pinned: when
     /// shoald ends, the links go and frames take the bridge again.
-    vxlans: std::collections::BTreeMap<u32, (String, Option<SchedClassifierLinkId>)>,
+    vxlans: std::collections::BTreeMap<u32, AttachedVxlan>,
+}
+
+struct AttachedVxlan {
+    name: String,
+    vni: u32,
+    link: Option<SchedClassifierLinkId>,
 }
 
 /// A task's host-side veth, as the mesh attaches to it.
@@ -92,7 +98,16 @@ pub struct TaskVeth {
     pub mac: [u8; 6],
     /// The network's VXLAN device, for the fast path; `None` (or a device
     /// not found) leaves the task on the bridge path.
-    pub vxlan: Option<String>,
+    pub vxlan: Option<Uplink>,
+}
+
+/// An overlay network's VXLAN device on this node.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Uplink {
+    pub device: String,
+    pub vni: u32,
+    /// The UDP port its VXLAN uses.
+    pub port: u16,
 }
 
 pub(super) fn take<T>(ebpf: &mut Ebpf, name: &'static str) -> Result<T, DatapathError>
@@ -331,9 +346,14 @@ impl Mesh {
                 Ok(port) => links.fast = port,
                 // The bridge path still carries the task.
                 Err(e) => {
-                    tracing::warn!(veth, vxlan = %vxlan, error = %e, "the overlay's fast path; the task keeps the bridge path")
+                    tracing::warn!(veth, vxlan = %vxlan.device, error = %e, "the overlay's fast path; the task keeps the bridge path")
                 }
             }
+        }
+        if links.fast.is_none() {
+            // An entry a gone veth of this index left (a crashed shoald's)
+            // would send this one's frames to another network's device.
+            self.fast.forget_uplink(ifindex)?;
         }
         Ok(links)
     }
@@ -344,9 +364,10 @@ impl Mesh {
     fn attach_fast_path(
         &mut self,
         veth: u32,
-        vxlan: &str,
+        uplink: &Uplink,
         mac: [u8; 6],
     ) -> Result<Option<Port>, DatapathError> {
+        let vxlan = uplink.device.as_str();
         let Ok(dev) = nix::net::if_::if_nametoindex(vxlan) else {
             return Ok(None);
         };
@@ -365,7 +386,22 @@ impl Mesh {
                 self.attach_slots(vxlan, &VXLAN_CLSACT_SLOTS)?;
                 None
             };
-            self.vxlans.insert(dev, (vxlan.to_owned(), link));
+            self.fast.set_vxlan(
+                uplink.vni,
+                VxlanDev {
+                    ifindex: dev,
+                    port: uplink.port,
+                    _pad: 0,
+                },
+            )?;
+            self.vxlans.insert(
+                dev,
+                AttachedVxlan {
+                    name: vxlan.to_owned(),
+                    vni: uplink.vni,
+                    link,
+                },
+            );
         }
         let port = Port {
             veth,
@@ -383,13 +419,19 @@ impl Mesh {
         let gone: Vec<u32> = self
             .vxlans
             .iter()
-            .filter(|(dev, (name, _))| {
-                nix::net::if_::if_indextoname(**dev).map_or(true, |n| n.to_str() != Ok(name))
+            .filter(|(dev, v)| {
+                nix::net::if_::if_indextoname(**dev).map_or(true, |n| n.to_str() != Ok(&v.name))
             })
             .map(|(dev, _)| *dev)
             .collect();
         for dev in gone {
-            if let Some((_, Some(id))) = self.vxlans.remove(&dev)
+            let Some(v) = self.vxlans.remove(&dev) else {
+                continue;
+            };
+            if let Err(e) = self.fast.forget_vxlan(v.vni, dev) {
+                tracing::warn!(vni = v.vni, error = %e, "forgetting a gone VXLAN device");
+            }
+            if let Some(id) = v.link
                 && let Ok(prog) = Datapath::classifier(&mut self.ebpf, PROG_VXLAN_INGRESS)
             {
                 let _ = prog.detach(id);
