@@ -41,7 +41,10 @@ use shoal_common::mesh::MeshConfig;
 
 use crate::{
     api::{NodeApi, NodeInfo},
-    datapath::{Datapath, mesh::Mesh},
+    datapath::{
+        Datapath,
+        mesh::{FastPath, Mesh},
+    },
 };
 
 #[derive(Parser, Debug)]
@@ -97,6 +100,14 @@ struct Args {
     /// often.
     #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
     mesh_drain_suspected: bool,
+    /// How much of the overlay's path skips the kernel's: `full` (the data
+    /// interface decapsulates VXLAN for local tasks, tasks' frames for other
+    /// nodes go straight to the VXLAN device), `redirect` (no
+    /// decapsulation: the VXLAN device's program hands frames in), `off`
+    /// (every frame through the bridge: what `tcpdump` on a bridge or a
+    /// task's host-side veth needs to see). Applies to tasks started after.
+    #[arg(long, env = "SHOAL_FAST_PATH", default_value = "full")]
+    fast_path: FastPath,
 }
 
 /// `90s`, `15m`, `6h` or plain seconds.
@@ -161,6 +172,8 @@ async fn main() -> anyhow::Result<()> {
     };
     // After the counters, so they see packets as they arrived.
     let mut mesh = Mesh::load(&args.bpf_dir).context("loading the routing mesh's eBPF programs")?;
+    mesh.set_fast_path(args.fast_path)
+        .context("setting the overlay's fast path")?;
     mesh.attach(&iface)
         .with_context(|| format!("attaching the routing mesh to {iface}"))?;
     if let Some(ip) = data_ipv4 {

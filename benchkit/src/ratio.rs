@@ -6,7 +6,7 @@
 use crate::BenchResult;
 
 /// (path, baseline, metric) pairs reported when both scenarios ran.
-pub const PAIRS: [(&str, &str, &str); 17] = [
+pub const PAIRS: [(&str, &str, &str); 18] = [
     ("overlay", "underlay", "throughput"),
     ("overlay-wireguard", "overlay", "throughput"),
     ("overlay-wireguard", "overlay", "rr rate"),
@@ -15,6 +15,8 @@ pub const PAIRS: [(&str, &str, &str); 17] = [
     ("overlay", "kernel-vxlan", "throughput"),
     ("overlay", "kernel-vxlan", "throughput N streams"),
     ("overlay", "kernel-vxlan", "rr rate"),
+    // CPU: below 1.0 is the better side.
+    ("overlay", "kernel-vxlan", "cpu per round trip"),
     ("ingress-local", "haproxy-local", "rr rate"),
     (
         "ingress-local",

@@ -245,6 +245,7 @@ fn check_result(v: &Value) -> anyhow::Result<()> {
                 // see that (boot ids) and weigh the throughput by CPU.
                 "cpu per Gbit/s (1 stream)",
                 "cpu per Gbit/s (N streams)",
+                "cpu per round trip",
                 "cpu busy before (whole machine)",
                 // And, sharing the kernel, read Shoal's eBPF run time.
                 "ebpf ns per round trip shoal_vxlan_in",

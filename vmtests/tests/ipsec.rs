@@ -21,7 +21,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use common::{BoxError, all_ready, running, shoal, split_answer, task_pid};
+use common::{BoxError, all_ready, mesh_reason, running, shoal, split_answer, task_pid};
 use shoal_vmlab::VmLab;
 
 const WITHIN: Duration = Duration::from_secs(600);
@@ -154,17 +154,6 @@ fn xfrm_stat(lab: &VmLab, k: usize, name: &str) -> Result<u64, BoxError> {
             (w.next() == Some(name)).then(|| w.next()?.parse().ok())?
         })
         .ok_or_else(|| format!("n{k}: no {name} in xfrm_stat: {text}").into())
-}
-
-/// `node stats` mesh reason `what` on VM `k`.
-fn mesh_reason(lab: &VmLab, k: usize, what: &str) -> Result<u64, BoxError> {
-    let v: serde_json::Value =
-        serde_json::from_str(&shoal(lab, k, &["node", "stats", "--format", "json"])?)?;
-    Ok(v["mesh_reasons"]
-        .as_array()
-        .and_then(|a| a.iter().find(|r| r["reason"] == what))
-        .and_then(|r| r["count"].as_u64())
-        .unwrap_or(0))
 }
 
 /// A curl from VM `from`'s task namespace to `target`; the answer's peer.

@@ -2,14 +2,17 @@
 //! Debian's 6.1 kernel, provisioned by vagrant/provision.sh. The swarm
 //! forms across the VMs, a published port answers on both VMs from the
 //! client namespace with the client's own address seen by the task, and
-//! tasks on the two VMs reach each other over VXLAN through virtio NICs.
+//! tasks on the two VMs reach each other over VXLAN through virtio NICs,
+//! on the overlay's fast path (6.1: clsact, no TCX): each VM hands its
+//! task's frames to the VXLAN device and takes the other's straight into
+//! its task, as `node stats` counts.
 //! Needs root, qemu and the VM image (built once per machine, minutes).
 
 mod common;
 
 use std::time::Duration;
 
-use common::{BoxError, all_ready, curl, running, shoal, split_answer, task_pid};
+use common::{BoxError, all_ready, curl, mesh_reason, running, shoal, split_answer, task_pid};
 use shoal_vmlab::{CLIENT_ADDR, VmLab, node_addr};
 
 /// Generous: every step runs on an emulated CPU when KVM does not work.
@@ -135,6 +138,13 @@ async fn two_vms_form_a_swarm_serve_a_published_port_and_talk_over_vxlan() -> Re
             .ok_or_else(|| format!("no appnet address: {t:?}"))?;
         Ok(a.split('/').next().unwrap_or_default().to_owned())
     };
+    let fast = |k| -> Result<(u64, u64), BoxError> {
+        Ok((
+            mesh_reason(&lab, k, "fast-path-tx")?,
+            mesh_reason(&lab, k, "fast-path-decap")? + mesh_reason(&lab, k, "fast-path-rx")?,
+        ))
+    };
+    let before = [fast(1)?, fast(2)?];
     for (from, to) in [(1usize, 2usize), (2, 1)] {
         let pid = task_pid(&lab, from, "^/usr/local/bin/lab-http serve 80")?;
         let target = overlay_ip(&format!("n{to}"))?;
@@ -158,6 +168,19 @@ async fn two_vms_form_a_swarm_serve_a_published_port_and_talk_over_vxlan() -> Re
             peer,
             overlay_ip(&format!("n{from}"))?,
             "not the n{from} task's own overlay address"
+        );
+    }
+    for k in 1..=2 {
+        let ((tx0, rx0), (tx, rx)) = (before[k - 1], fast(k)?);
+        println!(
+            "n{k} fast path: {} frames to the VXLAN device, {} into the task",
+            tx - tx0,
+            rx - rx0
+        );
+        // A curl is several segments each way: one would be a fluke.
+        assert!(
+            tx - tx0 >= 3 && rx - rx0 >= 3,
+            "n{k}: the task-to-task requests did not take the fast path"
         );
     }
     Ok(())

@@ -77,6 +77,29 @@ impl FastPathMaps {
         gone(self.uplinks.remove(&p.veth), UPLINKS_MAP)
     }
 
+    /// Turns decapsulation off for every overlay.
+    pub fn clear_vxlans(&mut self) -> Result<(), DatapathError> {
+        let vnis: Vec<u32> = self.vxlans.keys().filter_map(Result::ok).collect();
+        for vni in vnis {
+            gone(self.vxlans.remove(&vni), VXLANS_MAP)?;
+        }
+        Ok(())
+    }
+
+    /// Turns both sides off for every task, the send side first (it reads
+    /// the receive side's entries to tell local tasks from remote ones).
+    pub fn clear_peers(&mut self) -> Result<(), DatapathError> {
+        let veths: Vec<u32> = self.uplinks.keys().filter_map(Result::ok).collect();
+        for veth in veths {
+            gone(self.uplinks.remove(&veth), UPLINKS_MAP)?;
+        }
+        let keys: Vec<PeerKey> = self.peers.keys().filter_map(Result::ok).collect();
+        for key in keys {
+            gone(self.peers.remove(&key), PEERS_MAP)?;
+        }
+        Ok(())
+    }
+
     /// Takes veth `veth` out of the send side.
     pub fn forget_uplink(&mut self, veth: u32) -> Result<(), DatapathError> {
         gone(self.uplinks.remove(&veth), UPLINKS_MAP)

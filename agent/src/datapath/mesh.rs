@@ -82,6 +82,19 @@ pub struct Mesh {
     /// (to notice a device gone) and, with TCX, the link. Not pinned: when
     /// shoald ends, the links go and frames take the bridge again.
     vxlans: std::collections::BTreeMap<u32, AttachedVxlan>,
+    fast_path: FastPath,
+}
+
+/// How much of the overlay's path the fast path takes (`--fast-path`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, clap::ValueEnum)]
+pub enum FastPath {
+    /// Decapsulation on the data interface and both redirects.
+    #[default]
+    Full,
+    /// The redirects only: VXLAN is received by the VXLAN device.
+    Redirect,
+    /// The bridge for every frame.
+    Off,
 }
 
 struct AttachedVxlan {
@@ -169,6 +182,7 @@ impl Mesh {
             policy: PolicyMaps::take(&mut ebpf)?,
             fast: FastPathMaps::take(&mut ebpf)?,
             vxlans: Default::default(),
+            fast_path: FastPath::default(),
             ebpf,
             pin_dir: pin_dir.to_owned(),
             links: Vec::new(),
@@ -341,7 +355,11 @@ impl Mesh {
         self.policy.set_endpoint(ifindex, ep)?;
         let mut links = self.attach_task_programs(veth, ifindex)?;
         // After the veth's own programs: the fast path skips them.
-        if let Some(vxlan) = &task.vxlan {
+        if let Some(vxlan) = task
+            .vxlan
+            .as_ref()
+            .filter(|_| self.fast_path != FastPath::Off)
+        {
             match self.attach_fast_path(ifindex, vxlan, task.mac) {
                 Ok(port) => links.fast = port,
                 // The bridge path still carries the task.
@@ -386,14 +404,19 @@ impl Mesh {
                 self.attach_slots(vxlan, &VXLAN_CLSACT_SLOTS)?;
                 None
             };
-            self.fast.set_vxlan(
-                uplink.vni,
-                VxlanDev {
-                    ifindex: dev,
-                    port: uplink.port,
-                    _pad: 0,
-                },
-            )?;
+            if self.fast_path == FastPath::Full {
+                self.fast.set_vxlan(
+                    uplink.vni,
+                    VxlanDev {
+                        ifindex: dev,
+                        port: uplink.port,
+                        _pad: 0,
+                    },
+                )?;
+            } else {
+                // A previous run's entry would go on decapsulating.
+                self.fast.forget_vxlan(uplink.vni, dev)?;
+            }
             self.vxlans.insert(
                 dev,
                 AttachedVxlan {
@@ -502,6 +525,21 @@ impl Mesh {
     /// The isolation maps: the overlay subnets and node addresses.
     pub fn policy(&mut self) -> &mut PolicyMaps {
         &mut self.policy
+    }
+
+    /// Sets how much of the path tasks attached from now on skip, and
+    /// takes out what a previous run's wider mode left in the pinned maps
+    /// (its tasks' entries would go on redirecting).
+    pub fn set_fast_path(&mut self, mode: FastPath) -> Result<(), DatapathError> {
+        self.fast_path = mode;
+        match mode {
+            FastPath::Full => Ok(()),
+            FastPath::Redirect => self.fast.clear_vxlans(),
+            FastPath::Off => {
+                self.fast.clear_vxlans()?;
+                self.fast.clear_peers()
+            }
+        }
     }
 
     /// The fast path's maps.

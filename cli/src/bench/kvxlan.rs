@@ -346,7 +346,7 @@ impl Baseline {
     /// One connection of 1-byte round trips from task A to task B's echo
     /// server for `measure` after one unmeasured second, as lab-echo's
     /// `rr` does in a task: round trips/s and every round trip's latency.
-    pub async fn rr(&self, measure: Duration) -> anyhow::Result<(f64, Histogram)> {
+    pub async fn rr(&self, measure: Duration) -> anyhow::Result<(f64, Histogram, Option<f64>)> {
         let t = self.tasks[0].spawn(move || blocking_rr(measure))?;
         tokio::task::spawn_blocking(move || {
             t.join()
@@ -395,7 +395,9 @@ fn echo_server(listener: TcpListener) {
     }
 }
 
-fn blocking_rr(measure: Duration) -> anyhow::Result<(f64, Histogram)> {
+/// Round trips per second, their latencies, and the machine's busy CPUs
+/// on average over the measured window.
+fn blocking_rr(measure: Duration) -> anyhow::Result<(f64, Histogram, Option<f64>)> {
     let target = SocketAddrV4::new(SERVER, ECHO_PORT);
     let mut conn = TcpStream::connect_timeout(&target.into(), Duration::from_secs(5))
         .with_context(|| format!("connecting to {target}"))?;
@@ -413,14 +415,20 @@ fn blocking_rr(measure: Duration) -> anyhow::Result<(f64, Histogram)> {
         round_trip(&mut conn)?;
     }
     let mut hist = Histogram::default();
+    let cpu_before = super::scenario::cpu_times()?;
     let start = Instant::now();
     while start.elapsed() < measure {
         let t = round_trip(&mut conn)?;
         hist.record(u64::try_from(t.as_nanos()).unwrap_or(u64::MAX));
     }
     let elapsed = start.elapsed().as_secs_f64();
+    let cpu = shoal_bench::cpustat::busy_cpus(
+        cpu_before,
+        super::scenario::cpu_times()?,
+        shoal_bench::meta::cpu().1,
+    );
     if hist.count == 0 {
         bail!("{target}: no round trip completed in {measure:?}");
     }
-    Ok((hist.count as f64 / elapsed, hist))
+    Ok((hist.count as f64 / elapsed, hist, cpu))
 }

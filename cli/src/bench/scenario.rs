@@ -165,6 +165,10 @@ const HTTP: [&str; 5] = [
 /// task's life, when every node shares the caller's kernel.
 const CPU_1: &str = "cpu per Gbit/s (1 stream)";
 const CPU_N: &str = "cpu per Gbit/s (N streams)";
+/// The whole machine's busy CPU time over the round-trip run, per round
+/// trip: what the path costs, where the round-trip rate mostly shows how
+/// fast two shared vCPUs wake each other.
+const CPU_RR: &str = "cpu per round trip";
 /// CPUs already busy in the second before (other load on the machine).
 const CPU_BEFORE: &str = "cpu busy before (whole machine)";
 /// On separate machines: each end's node, sampled by a task beside the
@@ -257,7 +261,7 @@ fn node_cpu(out: anyhow::Result<String>) -> Result<f64, String> {
 }
 
 /// The caller's machine's CPU times.
-fn cpu_times() -> anyhow::Result<cpustat::CpuTimes> {
+pub(super) fn cpu_times() -> anyhow::Result<cpustat::CpuTimes> {
     let text = std::fs::read_to_string("/proc/stat").context("reading /proc/stat")?;
     Ok(cpustat::parse(&text)?)
 }
@@ -301,7 +305,9 @@ impl CpuScope {
             Self::SharedKernel => format!(
                 "CPU per Gbit/s: every node shares the caller's kernel (same boot id), so it \
                  is the WHOLE machine's CPU-seconds (/proc/stat, other load included: see \
-                 `cpu busy before`) over each iperf3 task's life, per Gbit received; eBPF ns \
+                 `cpu busy before`) over each iperf3 task's life, per Gbit received; CPU \
+                 per round trip: the same machine's busy CPU-us over exactly the measured \
+                 round trips (the client reads /proc/stat around them), per round trip; eBPF ns \
                  per round trip: each Shoal TC program's run time (the kernel's BPF \
                  statistics, on only for this) over an extra {EBPF_SECS} s of 1-byte round \
                  trips, summed over every node's copy, divided by the round trips"
@@ -348,7 +354,7 @@ impl Scenario {
                 ];
                 match o.cpu {
                     CpuScope::SharedKernel => {
-                        names.extend([CPU_1, CPU_N, CPU_BEFORE]);
+                        names.extend([CPU_1, CPU_N, CPU_RR, CPU_BEFORE]);
                         names.extend(EBPF_PROGRAM_NS);
                         names.extend([EBPF_NS, EBPF_RUNS]);
                     }
@@ -374,6 +380,7 @@ impl Scenario {
             CPU_1 | CPU_N => return "CPU-s/Gbit",
             m if CPU_NODES.contains(&m) => return "CPU-s/Gbit",
             CPU_BEFORE => return "CPUs",
+            CPU_RR => return "CPU-us",
             EBPF_RUNS => return "runs",
             m if m == EBPF_NS || EBPF_PROGRAM_NS.contains(&m) => return "ns",
             m if m == HTTP[0] => return "requests/s",
@@ -670,28 +677,32 @@ impl Scenario {
     async fn ebpf_cost(self, fx: &mut Fixture, l: &Layout) -> anyhow::Result<(Vec<f64>, f64, f64)> {
         let on = ebpf::stats_on().map_err(|e| anyhow!(e))?;
         let before = ebpf::snapshot().map_err(|e| anyhow!(e))?;
-        let (rate, _, _) = self.stream_rr(fx, l, EBPF_SECS).await?;
+        let (rate, ..) = self.stream_rr(fx, l, EBPF_SECS).await?;
         let after = ebpf::snapshot().map_err(|e| anyhow!(e))?;
         drop(on);
         let round_trips = rate * EBPF_SECS as f64;
         ebpf::per_round_trip(&ebpf::delta(&before, &after), round_trips).map_err(|e| anyhow!(e))
     }
 
-    /// 1-byte round trips on one connection: rate, p50 and p99 (µs).
+    /// 1-byte round trips on one connection: rate, p50 and p99 (µs), and
+    /// the machine's busy CPU-µs per round trip over the measured window
+    /// (`None` when the client could not read it).
     async fn stream_rr(
         self,
         fx: &mut Fixture,
         l: &Layout,
         secs: u64,
-    ) -> anyhow::Result<(f64, f64, f64)> {
+    ) -> anyhow::Result<(f64, f64, f64, Option<f64>)> {
+        let per_round_trip = |busy_cpus: f64, rate: f64| busy_cpus * 1e6 / rate;
         if self == Self::KernelVxlan {
             let b = l
                 .kvxlan
                 .as_ref()
                 .context("kernel-vxlan: the baseline was not built")?;
-            let (rate, h) = b.rr(Duration::from_secs(secs)).await?;
+            let (rate, h, cpu) = b.rr(Duration::from_secs(secs)).await?;
             let p = |q| h.percentile_ns(q).map_or(f64::NAN, |ns| ns / 1e3);
-            return Ok((rate, p(50.0), p(99.0)));
+            let cpu = cpu.map(|c| per_round_trip(c, rate));
+            return Ok((rate, p(50.0), p(99.0), cpu));
         }
         let target = self.stream_targets(l).1.to_string();
         let secs_s = secs.to_string();
@@ -699,7 +710,11 @@ impl Scenario {
         let within = Duration::from_secs(secs) + super::TASK_SLACK;
         let out = fx.run_task(&l.client, self.net(), &args, within).await?;
         let r = Rr::parse(&out).context("the lab-echo rr client's output")?;
-        Ok((r.per_second, r.p50_us, r.p99_us))
+        let cpu = cpustat::Sample::parse(&out)
+            .ok()
+            .and_then(|s| cpustat::busy_cpus(s.before, s.after, s.cpus))
+            .map(|c| per_round_trip(c, r.per_second));
+        Ok((r.per_second, r.p50_us, r.p99_us, cpu))
     }
 
     /// Where the scenario's client task runs.
@@ -874,7 +889,7 @@ impl Scenario {
         let busy_before = cpustat::busy_cpus(idle, cpu_times()?, cpus);
         let one = self.iperf(fx, l, secs, 1, &o.cpu).await?;
         let n = self.iperf(fx, l, secs, o.streams, &o.cpu).await?;
-        let (rate, p50, p99) = self.stream_rr(fx, l, secs).await?;
+        let (rate, p50, p99, rr_cpu) = self.stream_rr(fx, l, secs).await?;
         let mut m = Measured {
             values: vec![
                 (THROUGHPUT, one.gbps),
@@ -894,6 +909,12 @@ impl Scenario {
                     (CPU_N, n.cpu_machine),
                     (CPU_BEFORE, busy_before.unwrap_or(f64::NAN)),
                 ]);
+                match rr_cpu {
+                    Some(v) => m.values.push((CPU_RR, v)),
+                    None => m
+                        .errors
+                        .push((CPU_RR, "the rr client printed no CPU sample".into())),
+                }
                 match self.ebpf_cost(fx, l).await {
                     Ok((each, total, runs)) => {
                         m.values.extend(EBPF_PROGRAM_NS.into_iter().zip(each));

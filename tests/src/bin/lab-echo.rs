@@ -122,11 +122,15 @@ fn rr(addr: &str, secs: u64) -> anyhow::Result<()> {
     }
     let run_for = Duration::from_secs(secs);
     let mut samples = Vec::with_capacity(1 << 20);
+    // The machine's CPU over exactly the measured window (the nodes of the
+    // namespace lab share it): what the path costs per round trip.
+    let cpu_before = proc_stat()?;
     let start = Instant::now();
     while start.elapsed() < run_for {
         samples.push(round_trip(&mut conn)?);
     }
     let elapsed = start.elapsed().as_secs_f64();
+    let cpu_after = proc_stat()?;
     ensure!(!samples.is_empty(), "no round trip in {secs} s");
     samples.sort_unstable();
     // Nearest rank: the smallest sample with at least p% at or below it.
@@ -140,6 +144,9 @@ fn rr(addr: &str, secs: u64) -> anyhow::Result<()> {
         pct(50.0),
         pct(99.0)
     );
+    println!("cpu-sample wall {elapsed:.3} cpus {}", cpu_after.1);
+    println!("before {}", cpu_before.0);
+    println!("after {}", cpu_after.0);
     Ok(())
 }
 

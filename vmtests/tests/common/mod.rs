@@ -41,6 +41,17 @@ pub fn shoal(lab: &VmLab, k: usize, args: &[&str]) -> Result<String, BoxError> {
     Ok(lab.exec(k, &words)?)
 }
 
+/// `node stats` mesh reason `what` on VM `k`.
+pub fn mesh_reason(lab: &VmLab, k: usize, what: &str) -> Result<u64, BoxError> {
+    let v: serde_json::Value =
+        serde_json::from_str(&shoal(lab, k, &["node", "stats", "--format", "json"])?)?;
+    Ok(v["mesh_reasons"]
+        .as_array()
+        .and_then(|a| a.iter().find(|r| r["reason"] == what))
+        .and_then(|r| r["count"].as_u64())
+        .unwrap_or(0))
+}
+
 /// (hostname, status) of every node, as VM `k`'s manager sees them.
 pub fn nodes(lab: &VmLab, k: usize) -> Result<Vec<(String, String)>, BoxError> {
     let v: serde_json::Value =
