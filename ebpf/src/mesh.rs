@@ -47,8 +47,8 @@
 use aya_ebpf::{
     EbpfContext,
     bindings::{
-        BPF_F_ADJ_ROOM_FIXED_GSO, BPF_F_CURRENT_NETNS, bpf_adj_room_mode::BPF_ADJ_ROOM_MAC, bpf_sock_tuple,
-        bpf_sock_tuple__bindgen_ty_1, bpf_sock_tuple__bindgen_ty_1__bindgen_ty_1,
+        BPF_F_ADJ_ROOM_FIXED_GSO, BPF_F_CURRENT_NETNS, bpf_adj_room_mode::BPF_ADJ_ROOM_MAC,
+        bpf_sock_tuple, bpf_sock_tuple__bindgen_ty_1, bpf_sock_tuple__bindgen_ty_1__bindgen_ty_1,
     },
     helpers::{
         bpf_ktime_get_ns, bpf_sk_lookup_udp, bpf_sk_release, bpf_skc_lookup_tcp,
@@ -565,8 +565,12 @@ fn try_decap(ctx: &TcContext, ip: &Ipv4Fixed) -> Option<i32> {
     // FIXED_GSO: the inner segments keep their size (the helper would
     // grow gso_size by what it removed, and the task's TCP would misjudge
     // its peer's MSS from it).
-    ctx.adjust_room(-DECAP_LEN, BPF_ADJ_ROOM_MAC, u64::from(BPF_F_ADJ_ROOM_FIXED_GSO))
-        .ok()?;
+    ctx.adjust_room(
+        -DECAP_LEN,
+        BPF_ADJ_ROOM_MAC,
+        u64::from(BPF_F_ADJ_ROOM_FIXED_GSO),
+    )
+    .ok()?;
     // From here the packet is the inner one: it cannot go back.
     let mut macs = [0u8; 12];
     macs.copy_from_slice(&eth[..12]);
