@@ -653,6 +653,22 @@ impl Lab {
         self.set_port(k, false).await
     }
 
+    /// Gives node `k`'s `eth0` one more underlay address (in 198.18.0.0/24,
+    /// not a node's): a second source for a caller that needs more 4-tuples
+    /// than one address holds, as `shoal bench --source` does.
+    pub async fn add_address(&self, k: usize, addr: Ipv4Addr) -> Result<(), LabError> {
+        let node = self.try_node(k)?;
+        let handle = netns::netlink(&node.netns)?;
+        underlay::address_up(
+            &handle,
+            &node.netns,
+            underlay::DATA_IFACE,
+            addr,
+            underlay::PREFIX_LEN,
+        )
+        .await
+    }
+
     /// Reconnects node `k` after [`Lab::cut`].
     pub async fn heal(&self, k: usize) -> Result<(), LabError> {
         self.set_port(k, true).await

@@ -7,6 +7,7 @@
 
 use std::{
     io::{BufRead, BufReader},
+    net::Ipv4Addr,
     process::Stdio,
     sync::mpsc,
     time::Duration,
@@ -40,6 +41,9 @@ const RUN: [&str; 6] = [
     "kernel-vxlan",
     "haproxy-remote",
 ];
+
+/// Node 1's second underlay address, a source of the caller's connections.
+const SECOND_SOURCE: Ipv4Addr = Ipv4Addr::new(198, 18, 0, 201);
 
 fn number(v: &Value, path: &str) -> anyhow::Result<f64> {
     v.pointer(path)
@@ -155,6 +159,30 @@ fn check_result(v: &Value) -> anyhow::Result<()> {
             .iter()
             .any(|c| c.as_str().is_some_and(|c| c.contains("-P 3 --json"))),
         "meta.commands has no iperf3 client line: {commands:?}"
+    );
+    // Both --source addresses make tuples: twice one address's ports.
+    let tuples = commands
+        .iter()
+        .filter_map(Value::as_str)
+        .find_map(|c| {
+            let (before, _) = c.split_once(" tuples per server")?;
+            before.rsplit_once('(')?.1.parse::<usize>().ok()
+        })
+        .with_context(|| format!("meta.commands names no tuple budget: {commands:?}"))?;
+    let range = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")?;
+    let (lo, hi) = range
+        .split_once(char::is_whitespace)
+        .and_then(|(lo, hi)| {
+            Some((
+                lo.trim().parse::<u16>().ok()?,
+                hi.trim().parse::<u16>().ok()?,
+            ))
+        })
+        .with_context(|| format!("ip_local_port_range: {range:?}"))?;
+    let ports = (1024..=u16::MAX).filter(|p| *p < lo || *p > hi).count();
+    ensure!(
+        tuples == 2 * ports,
+        "{tuples} tuples per server, not 2 sources x {ports} ports"
     );
     ensure!(
         meta["notes"]
@@ -306,6 +334,14 @@ async fn bench_measures_and_cleans_up_also_when_interrupted() -> anyhow::Result<
     // On n1 only: the tasks on n2 and n3 fetch it, as a user's would.
     lab.load_image(1, images::lab_tools_archive()?)?;
 
+    // The distinct-tuple runs may not reuse a source port towards a server
+    // within 61 s: one address's 36,280 ports last 2 repeats of 2 s only
+    // up to about 9,000 connections/s, which this machine's mesh reaches.
+    // A second source address doubles that, as `--source` is there to.
+    lab.add_address(1, SECOND_SOURCE).await?;
+    let first_source = lab.node(1).addr().to_string();
+    let second_source = SECOND_SOURCE.to_string();
+
     let out_dir = tempfile::tempdir()?;
     let out_arg = out_dir.path().to_str().context("temporary directory")?;
     let args = [
@@ -322,6 +358,10 @@ async fn bench_measures_and_cleans_up_also_when_interrupted() -> anyhow::Result<
         "2",
         "--streams",
         "3",
+        "--source",
+        &first_source,
+        "--source",
+        &second_source,
         "--format",
         "json",
         "--out",

@@ -85,9 +85,24 @@ pub fn test(args: &TestArgs) -> anyhow::Result<()> {
     ensure(false)?;
     require_root("the tests create network namespaces")?;
     cargo(&["build", "--workspace", "--bins"])?;
+    // Every test binary runs even after a failure, so one run names every
+    // failing test.
     let mut test = vec!["test", "--workspace"];
+    if !args.cargo_test_args.iter().any(|a| a == "--no-fail-fast") {
+        test.push("--no-fail-fast");
+    }
     test.extend(args.cargo_test_args.iter().map(String::as_str));
-    cargo(&test)
+    let mut command = Command::new(cargo_bin());
+    command.current_dir(workspace_root()).args(&test);
+    // CI shows a failure's last lines: a backtrace there (RUST_BACKTRACE=1
+    // is common in CI's environment) pushes the test's own message out of
+    // them. SHOAL_TEST_BACKTRACE=1 keeps the caller's setting.
+    if std::env::var_os("SHOAL_TEST_BACKTRACE").is_none() {
+        command
+            .env("RUST_BACKTRACE", "0")
+            .env("RUST_LIB_BACKTRACE", "0");
+    }
+    run_cmd(&mut command).with_context(|| format!("cargo {}", test.join(" ")))
 }
 
 /// Makes sure the eBPF toolchain and runtime tools are here, installing what
