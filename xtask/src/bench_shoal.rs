@@ -42,9 +42,30 @@ pub struct Pass {
     /// Fail when a metric is flagged (`shoal bench --strict`).
     #[arg(long)]
     pub strict: bool,
+    /// Only these of the group's scenarios, comma-separated (e.g.
+    /// `overlay,kernel-vxlan`): more repeats of one ratio in the same time.
+    #[arg(long, value_delimiter = ',')]
+    pub only: Vec<String>,
+}
+
+/// `scenarios` narrowed to `only` (all when empty), in the group's order;
+/// a name the group does not have is refused with the group's names.
+fn narrow<'a>(scenarios: &[&'a str], only: &[String]) -> anyhow::Result<Vec<&'a str>> {
+    if let Some(bad) = only.iter().find(|o| !scenarios.contains(&o.as_str())) {
+        anyhow::bail!(
+            "--only: this group has no scenario {bad:?}; it has {}",
+            scenarios.join(", ")
+        );
+    }
+    Ok(scenarios
+        .iter()
+        .copied()
+        .filter(|s| only.is_empty() || only.iter().any(|o| o == s))
+        .collect())
 }
 
 pub async fn run(bin: &Path, name: &str, scenarios: &[&str], p: &Pass) -> anyhow::Result<()> {
+    let scenarios = narrow(scenarios, &p.only)?;
     // HAProxy runs from the nodes' filesystem (`--haproxy-image host`).
     crate::bench_mesh::ensure_tools()?;
     let lab = crate::bench::three_nodes(&format!("bench-{name}"), bin).await?;
@@ -59,7 +80,7 @@ pub async fn run(bin: &Path, name: &str, scenarios: &[&str], p: &Pass) -> anyhow
     let mut cmd = lab.command(1, bin.join("shoal"));
     cmd.env(SHOAL_HOST_ENV, lab.node(1).shoal_host())
         .arg("bench")
-        .args(scenarios)
+        .args(&scenarios)
         .args(["--repeat", &p.repeat.to_string()])
         .args(["--duration", &p.duration])
         .args(["--image", image])
@@ -104,3 +125,26 @@ async fn extra_sources(lab: &shoal_lab::Lab) -> anyhow::Result<Vec<std::net::Ipv
 
 /// 198.18.0.200–207: above the lab's node addresses, below its client's.
 const EXTRA_SOURCES: u8 = 8;
+
+#[cfg(test)]
+mod tests {
+    use super::{OVERLAY, narrow};
+
+    #[test]
+    fn only_narrows_in_the_groups_order_and_refuses_strangers() {
+        let all = narrow(OVERLAY, &[]).expect("no filter");
+        assert_eq!(all, OVERLAY);
+        let two = narrow(OVERLAY, &["kernel-vxlan".into(), "overlay".into()]).expect("two");
+        assert_eq!(two, ["overlay", "kernel-vxlan"]);
+        let err = narrow(OVERLAY, &["haproxy-remote".into()]).expect_err("not in the group");
+        let text = err.to_string();
+        assert!(
+            text.contains("--only") && text.contains("haproxy-remote"),
+            "{text}"
+        );
+        assert!(
+            text.contains("kernel-vxlan"),
+            "names what the group has: {text}"
+        );
+    }
+}
