@@ -292,14 +292,23 @@ fn ratios(r: &BenchResult) -> String {
     if q.is_empty() {
         return String::new();
     }
+    // Results of runs not made in rounds keep their table as it was.
+    let rounds = q.iter().any(|x| x.paired.is_some());
     let mut out = String::from(
         "Ratios within this run (median over median; range: the path's min over the \
-baseline's max to its max over the baseline's min):\n\n\
-| path / baseline | metric | ratio | range |\n| --- | --- | ---: | ---: |\n",
+baseline's max to its max over the baseline's min",
     );
+    out.push_str(if rounds {
+        "; same round: the median and range of each round's path sample over its baseline \
+sample, which a drift of the machine between rounds does not move):\n\n\
+| path / baseline | metric | ratio | range | same round | its range |\n\
+| --- | --- | ---: | ---: | ---: | ---: |\n"
+    } else {
+        "):\n\n| path / baseline | metric | ratio | range |\n| --- | --- | ---: | ---: |\n"
+    });
     for x in q {
         out.push_str(&format!(
-            "| {} / {} | {} | {}× | {}–{}× |\n",
+            "| {} / {} | {} | {}× | {}–{}× |",
             cell(&x.path),
             cell(&x.baseline),
             cell(&x.metric),
@@ -307,6 +316,18 @@ baseline's max to its max over the baseline's min):\n\n\
             num(x.low, x.median),
             num(x.high, x.median)
         ));
+        if rounds {
+            match x.paired {
+                Some(p) => out.push_str(&format!(
+                    " {}× | {}–{}× |",
+                    num(p.median, p.median),
+                    num(p.low, p.median),
+                    num(p.high, p.median)
+                )),
+                None => out.push_str(" – | – |"),
+            }
+        }
+        out.push('\n');
     }
     out.push('\n');
     out
@@ -585,6 +606,29 @@ Findings in words.
             previous: None,
         };
         assert_eq!(super::run(&run).expect("no placeholder"), GOLDEN);
+    }
+
+    #[test]
+    fn a_run_in_rounds_gets_the_same_round_columns() {
+        let mut r = tiny();
+        // Two rounds of both scenarios: throughput pairs 8/10 and 9/20.
+        r.meta.order = ["underlay", "overlay", "overlay", "underlay"]
+            .map(String::from)
+            .to_vec();
+        let out = ratios(&r);
+        assert!(
+            out.contains("| ratio | range | same round | its range |"),
+            "{out}"
+        );
+        assert!(
+            out.contains(
+                "| overlay / underlay | throughput | 0.57× | 0.40–0.90× | 0.62× | 0.45–0.80× |"
+            ),
+            "{out}"
+        );
+        // The tiny result's own order is one round of two-sample metrics:
+        // no same-round figure, and the table keeps its four columns.
+        assert!(!ratios(&tiny()).contains("same round"));
     }
 
     #[test]

@@ -42,7 +42,8 @@ pub struct RunMeta {
     pub started_unix: u64,
     /// Threshold of (max − min) / median above which a metric is flagged.
     pub spread_threshold: f64,
-    /// The order the repeats ran in (scenario names), shuffled.
+    /// The order the repeats ran in (scenario names): shuffled over the
+    /// whole run before 2026-12-06, in rounds of every scenario once since.
     pub order: Vec<String>,
     /// Every command line run, as given to the task or the caller's loader.
     pub commands: Vec<String>,

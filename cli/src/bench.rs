@@ -1,8 +1,9 @@
 //! `shoal bench`: measures the cluster's paths with short-lived services
 //! from the lab tools image, through the same API connection as every other
 //! verb, and removes all it made — at the end, on a failed step, and on
-//! Ctrl-C. Repeats of all scenarios run interleaved in a shuffled order so
-//! a slow minute of a shared machine does not land on one path only.
+//! Ctrl-C. Repeats run in rounds, each round every scenario once in a
+//! shuffled order, so a slow minute of a shared machine does not land on
+//! one path only, and each ratio is also taken within each round.
 
 mod crr;
 mod ebpf;
@@ -205,10 +206,28 @@ pub async fn run(host: &str, a: BenchArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// The repeats' order: `repeat` rounds, each every scenario once in its
+/// own shuffled order. Each side of a ratio then gets one sample per round
+/// (the same-round ratios of `shoal_bench::ratio`), and no scenario gets
+/// more of a slow stretch of the machine than one sample per round.
+fn rounds<R: rand::Rng + ?Sized>(
+    scenarios: &[Scenario],
+    repeat: u32,
+    rng: &mut R,
+) -> Vec<Scenario> {
+    let mut order = Vec::with_capacity(scenarios.len() * repeat as usize);
+    for _ in 0..repeat {
+        let mut round = scenarios.to_vec();
+        round.shuffle(rng);
+        order.extend(round);
+    }
+    order
+}
+
 /// One metric's values and the errors of the repeats that gave none.
 type Samples = (Vec<f64>, Vec<String>);
 
-/// Setup, warm-ups and the shuffled repeats.
+/// Setup, warm-ups and the repeats in rounds.
 #[allow(clippy::too_many_arguments)]
 async fn measure(
     d: &mut client::Daemon,
@@ -265,11 +284,7 @@ async fn measure(
         }
     }
     let scenarios = &scenarios[..];
-    let mut order: Vec<Scenario> = scenarios
-        .iter()
-        .flat_map(|s| std::iter::repeat_n(*s, repeat as usize))
-        .collect();
-    order.shuffle(&mut rand::rng());
+    let order = rounds(scenarios, repeat, &mut rand::rng());
     let mut commands = Vec::new();
     for s in scenarios {
         s.warm_up(d, fx, &layout, opts, &mut commands).await?;
@@ -457,6 +472,29 @@ mod tests {
         }
         let m = <Cli as clap::CommandFactory>::command().try_get_matches_from(argv)?;
         Cli::from_arg_matches(&m).map(|c| c.a)
+    }
+
+    #[test]
+    fn repeats_run_in_rounds_of_every_scenario_once() {
+        let all = [Scenario::Overlay, Scenario::KernelVxlan, Scenario::Underlay];
+        let order = rounds(&all, 7, &mut rand::rng());
+        assert_eq!(order.len(), 21);
+        let names: Vec<String> = order.iter().map(ToString::to_string).collect();
+        assert_eq!(shoal_bench::ratio::rounds(&names), Some(7), "{names:?}");
+        for round in order.chunks(3) {
+            let mut r = round.to_vec();
+            r.sort();
+            let mut want = all.to_vec();
+            want.sort();
+            assert_eq!(r, want);
+        }
+        // Shuffled within rounds: 20 runs of 7 rounds never all in one order.
+        let fixed = (0..20).all(|_| {
+            rounds(&all, 7, &mut rand::rng())
+                .chunks(3)
+                .all(|c| c == all.as_slice())
+        });
+        assert!(!fixed, "rounds are not shuffled");
     }
 
     #[test]

@@ -96,7 +96,7 @@ pub fn table(r: &BenchResult) -> String {
     }
     let meta = &r.meta;
     let mut out = format!(
-        "{t}\n{} node(s), repeat {}, {} s each, shuffled; N streams = {}; caller-side loaders: {} connections on {} threads; kernel {}, {} × {}, shoal {}{}{}\n",
+        "{t}\n{} node(s), repeat {}, {} s each, in shuffled rounds; N streams = {}; caller-side loaders: {} connections on {} threads; kernel {}, {} × {}, shoal {}{}{}\n",
         meta.nodes,
         meta.repeat,
         meta.duration_secs,
