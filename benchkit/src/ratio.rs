@@ -100,10 +100,11 @@ pub fn rounds(order: &[String]) -> Option<usize> {
 }
 
 /// The same-round ratios of two sample lists, each one per round in run
-/// order; `None` unless both have a sample in each of `rounds` rounds and
-/// the baseline's are all positive.
+/// order; `None` unless both have a sample in each of `rounds` rounds (two
+/// or more: one round's ratio is the median over median already, as in a
+/// bench of one sample per scenario) and the baseline's are all positive.
 fn paired(path: &[f64], baseline: &[f64], rounds: usize) -> Option<Paired> {
-    if rounds == 0 || path.len() != rounds || baseline.len() != rounds {
+    if rounds < 2 || path.len() != rounds || baseline.len() != rounds {
         return None;
     }
     if baseline.iter().any(|b| *b <= 0.0 || !b.is_finite()) {
@@ -284,6 +285,13 @@ mod tests {
         let mut short = r.clone();
         short.scenarios[0] = scenario("overlay", "rr rate", &path[..4]);
         assert_eq!(ratios(&short)[0].paired, None);
+        // One round of one sample each: nothing beyond the plain ratio.
+        let mut one = result(vec![
+            scenario("overlay", "rr rate", &path[..1]),
+            scenario("kernel-vxlan", "rr rate", &base[..1]),
+        ]);
+        one.meta.order = r.meta.order[..2].to_vec();
+        assert_eq!(ratios(&one)[0].paired, None);
         // Not in rounds: no same-round ratio.
         r.meta.order.swap(1, 2);
         assert_eq!(ratios(&r)[0].paired, None);
