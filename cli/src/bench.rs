@@ -36,7 +36,8 @@ pub struct BenchArgs {
     /// ingress-remote, underlay, and the baselines kernel-vxlan (built by
     /// hand on the caller's kernel: root, namespace lab), direct,
     /// haproxy-local, haproxy-remote (default: all but overlay-ipsec;
-    /// kernel-vxlan only where it can run).
+    /// kernel-vxlan only where it can run: it also needs the lab-echo
+    /// binary beside shoal or on PATH).
     #[arg(value_name = "SCENARIO")]
     scenarios: Vec<String>,
     /// Measurements per scenario.
@@ -267,7 +268,7 @@ async fn measure(
                  shares it (the namespace lab): {why}"
             )),
             (_, false) => Some("it builds namespaces: run shoal bench as root".to_owned()),
-            _ => None,
+            _ => kvxlan::lab_echo().err().map(|e| format!("{e:#}")),
         };
         match why_not {
             Some(why) if defaulted => {

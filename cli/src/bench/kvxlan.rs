@@ -18,11 +18,9 @@
 
 use std::{
     fs::File,
-    io::{Read, Write},
-    net::{IpAddr, Ipv4Addr, SocketAddrV4, TcpListener, TcpStream},
+    net::{IpAddr, Ipv4Addr, SocketAddrV4},
     os::{fd::AsFd, fd::AsRawFd, unix::process::CommandExt},
     process::{Child, Command, Stdio},
-    time::{Duration, Instant},
 };
 
 use anyhow::{Context, bail};
@@ -36,7 +34,6 @@ use rtnetlink::{
         neighbour::{NeighbourFlags, NeighbourState},
     },
 };
-use shoal_bench::Histogram;
 use shoal_common::ports::VXLAN_PORT;
 
 const VNI: u32 = 42;
@@ -91,18 +88,6 @@ impl Ns {
             });
         }
         Ok(cmd)
-    }
-
-    /// Runs `f` on a new thread inside the namespace.
-    fn spawn<T: Send + 'static>(
-        &self,
-        f: impl FnOnce() -> T + Send + 'static,
-    ) -> anyhow::Result<std::thread::JoinHandle<anyhow::Result<T>>> {
-        let fd = self.0.try_clone()?;
-        Ok(std::thread::spawn(move || {
-            setns(fd.as_fd(), CloneFlags::CLONE_NEWNET).context("entering the namespace")?;
-            Ok(f())
-        }))
     }
 }
 
@@ -200,13 +185,12 @@ pub async fn underlay_mtu(addr: Ipv4Addr) -> u32 {
 /// first, then the namespaces.
 pub struct Baseline {
     servers: Vec<Child>,
-    /// The echo server's socket: shut down on drop, which ends its thread.
-    echo: Option<TcpListener>,
     tasks: [Ns; 2],
     _nodes: [Ns; 2],
     _underlay: Ns,
     pub overlay_mtu: u32,
     iperf3: String,
+    lab_echo: String,
 }
 
 impl Drop for Baseline {
@@ -215,10 +199,6 @@ impl Drop for Baseline {
             // Already gone is fine: only the reaping matters here.
             let _already_exited = c.kill();
             let _status = c.wait();
-        }
-        if let Some(l) = &self.echo {
-            // Wakes the accept loop with an error; nothing else to do.
-            let _ = nix::sys::socket::shutdown(l.as_raw_fd(), nix::sys::socket::Shutdown::Both);
         }
     }
 }
@@ -234,6 +214,31 @@ fn iperf3() -> anyhow::Result<String> {
     bail!("kernel-vxlan: no iperf3 on the caller's PATH; install it (apt-get install iperf3)")
 }
 
+/// The `lab-echo` the baseline's round trips run: the one beside this
+/// `shoal` (a build's target directory, the lab's binaries), else on PATH.
+/// The same client and server the overlay's tasks run, as processes of
+/// their own: in-process threads (this file until 2026-12-06) woke each
+/// other more cheaply than two processes do, which favoured the baseline.
+pub fn lab_echo() -> anyhow::Result<String> {
+    let beside = std::env::current_exe()
+        .ok()
+        .map(|exe| exe.with_file_name("lab-echo"));
+    let on_path = std::env::var("PATH")
+        .unwrap_or_default()
+        .split(':')
+        .map(|d| std::path::Path::new(d).join("lab-echo"))
+        .collect::<Vec<_>>();
+    beside
+        .into_iter()
+        .chain(on_path)
+        .find(|p| p.is_file())
+        .map(|p| p.display().to_string())
+        .context(
+            "no lab-echo beside shoal or on PATH: the round trips run the overlay tasks' \
+             client and server; build it (cargo build -p shoal-lab --bin lab-echo) or put it on PATH",
+        )
+}
+
 impl Baseline {
     /// Builds the path with `underlay_mtu` on the underlay links and starts
     /// the iperf3 and echo servers in task B.
@@ -244,12 +249,12 @@ impl Baseline {
         let overlay_mtu = underlay_mtu - VXLAN_OVERHEAD;
         let mut b = Baseline {
             servers: Vec::new(),
-            echo: None,
             tasks: [Ns::new()?, Ns::new()?],
             _nodes: [Ns::new()?, Ns::new()?],
             _underlay: Ns::new()?,
             overlay_mtu,
             iperf3: iperf3()?,
+            lab_echo: lab_echo()?,
         };
         let ulh = b._underlay.netlink()?;
         ulh.link()
@@ -322,12 +327,15 @@ impl Baseline {
             .spawn()
             .context("starting iperf3 -s in task B")?;
         b.servers.push(server);
-        let listener = b.tasks[1].spawn(|| TcpListener::bind(("0.0.0.0", ECHO_PORT)))?;
-        let listener = listener
-            .join()
-            .map_err(|_| anyhow::anyhow!("echo thread panicked"))???;
-        b.echo = Some(listener.try_clone()?);
-        std::thread::spawn(move || echo_server(listener));
+        // lab-echo rr retries its connection while the server starts.
+        let echo = b.tasks[1]
+            .command(&b.lab_echo)?
+            .args(["serve", &ECHO_PORT.to_string()])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .context("starting lab-echo serve in task B")?;
+        b.servers.push(echo);
         Ok(b)
     }
 
@@ -343,16 +351,42 @@ impl Baseline {
         Ok(String::from_utf8_lossy(&out.stdout).into_owned())
     }
 
-    /// One connection of 1-byte round trips from task A to task B's echo
-    /// server for `measure` after one unmeasured second, as lab-echo's
-    /// `rr` does in a task: round trips/s and every round trip's latency.
-    pub async fn rr(&self, measure: Duration) -> anyhow::Result<(f64, Histogram, Option<f64>)> {
-        let t = self.tasks[0].spawn(move || blocking_rr(measure))?;
-        tokio::task::spawn_blocking(move || {
-            t.join()
-                .map_err(|_| anyhow::anyhow!("rr thread panicked"))?
-        })
-        .await??
+    /// `lab-echo rr` in task A to task B's `lab-echo serve`, as the
+    /// overlay's client task runs it: its output (the round trips and the
+    /// machine's CPU over them).
+    pub async fn rr(&self, secs: u64) -> anyhow::Result<String> {
+        let mut cmd = self.tasks[0].command(&self.lab_echo)?;
+        cmd.args(self.rr_args(secs));
+        let out = tokio::process::Command::from(cmd)
+            .kill_on_drop(true)
+            .output()
+            .await
+            .context("running lab-echo rr in task A")?;
+        if !out.status.success() {
+            bail!(
+                "lab-echo rr in task A: {}: {}",
+                out.status,
+                String::from_utf8_lossy(&out.stderr).trim()
+            );
+        }
+        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+    }
+
+    fn rr_args(&self, secs: u64) -> [String; 3] {
+        [
+            "rr".to_owned(),
+            SocketAddrV4::new(SERVER, ECHO_PORT).to_string(),
+            secs.to_string(),
+        ]
+    }
+
+    /// The round trips' command line, as the bench records it.
+    pub fn rr_command_line(&self, secs: u64) -> String {
+        format!(
+            "kernel-vxlan task A: {} {}",
+            self.lab_echo,
+            self.rr_args(secs).join(" ")
+        )
     }
 
     pub fn command_lines(&self, secs: u64, streams: u32) -> String {
@@ -378,57 +412,4 @@ fn iperf_args(secs: u64, streams: u32) -> Vec<String> {
     }
     a.push("--json".into());
     a
-}
-
-fn echo_server(listener: TcpListener) {
-    for conn in listener.incoming() {
-        let Ok(mut conn) = conn else { return };
-        std::thread::spawn(move || {
-            let _ = conn.set_nodelay(true);
-            let mut buf = [0u8; 4096];
-            while let Ok(n @ 1..) = conn.read(&mut buf) {
-                if conn.write_all(&buf[..n]).is_err() {
-                    return;
-                }
-            }
-        });
-    }
-}
-
-/// Round trips per second, their latencies, and the machine's busy CPUs
-/// on average over the measured window.
-fn blocking_rr(measure: Duration) -> anyhow::Result<(f64, Histogram, Option<f64>)> {
-    let target = SocketAddrV4::new(SERVER, ECHO_PORT);
-    let mut conn = TcpStream::connect_timeout(&target.into(), Duration::from_secs(5))
-        .with_context(|| format!("connecting to {target}"))?;
-    conn.set_nodelay(true)?;
-    conn.set_read_timeout(Some(Duration::from_secs(5)))?;
-    let mut byte = [b'x'];
-    let mut round_trip = |conn: &mut TcpStream| -> anyhow::Result<Duration> {
-        let t = Instant::now();
-        conn.write_all(&byte).context("send")?;
-        conn.read_exact(&mut byte).context("read the echo")?;
-        Ok(t.elapsed())
-    };
-    let warm = Instant::now();
-    while warm.elapsed() < Duration::from_secs(1) {
-        round_trip(&mut conn)?;
-    }
-    let mut hist = Histogram::default();
-    let cpu_before = super::scenario::cpu_times()?;
-    let start = Instant::now();
-    while start.elapsed() < measure {
-        let t = round_trip(&mut conn)?;
-        hist.record(u64::try_from(t.as_nanos()).unwrap_or(u64::MAX));
-    }
-    let elapsed = start.elapsed().as_secs_f64();
-    let cpu = shoal_bench::cpustat::busy_cpus(
-        cpu_before,
-        super::scenario::cpu_times()?,
-        shoal_bench::meta::cpu().1,
-    );
-    if hist.count == 0 {
-        bail!("{target}: no round trip completed in {measure:?}");
-    }
-    Ok((hist.count as f64 / elapsed, hist, cpu))
 }

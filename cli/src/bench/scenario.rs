@@ -465,7 +465,8 @@ impl Scenario {
                 "kernel-vxlan: built by hand by shoal bench on the caller's kernel (which \
                  every node shares): two namespaces joined by kernel VXLAN (raw rtnetlink, \
                  learning off, static FDB and neighbour entries, MTU {}) through bridges, no \
-                 Shoal; iperf3 and a 1-byte echo from task A to task B; {streams}",
+                 Shoal; iperf3, and lab-echo's server and rr client (the tasks' own binary, \
+                 as processes of their own), from task A to task B; {streams}",
                 l.kvxlan_mtu
             ),
             Self::IngressLocal
@@ -694,21 +695,22 @@ impl Scenario {
         secs: u64,
     ) -> anyhow::Result<(f64, f64, f64, Option<f64>)> {
         let per_round_trip = |busy_cpus: f64, rate: f64| busy_cpus * 1e6 / rate;
-        if self == Self::KernelVxlan {
+        let out = if self == Self::KernelVxlan {
             let b = l
                 .kvxlan
                 .as_ref()
                 .context("kernel-vxlan: the baseline was not built")?;
-            let (rate, h, cpu) = b.rr(Duration::from_secs(secs)).await?;
-            let p = |q| h.percentile_ns(q).map_or(f64::NAN, |ns| ns / 1e3);
-            let cpu = cpu.map(|c| per_round_trip(c, rate));
-            return Ok((rate, p(50.0), p(99.0), cpu));
-        }
-        let target = self.stream_targets(l).1.to_string();
-        let secs_s = secs.to_string();
-        let args = ["/bin/lab-echo", "rr", &target, &secs_s];
-        let within = Duration::from_secs(secs) + super::TASK_SLACK;
-        let out = fx.run_task(&l.client, self.net(), &args, within).await?;
+            let within = Duration::from_secs(secs) + super::TASK_SLACK;
+            tokio::time::timeout(within, b.rr(secs))
+                .await
+                .context("kernel-vxlan: lab-echo rr did not end in time")??
+        } else {
+            let target = self.stream_targets(l).1.to_string();
+            let secs_s = secs.to_string();
+            let args = ["/bin/lab-echo", "rr", &target, &secs_s];
+            let within = Duration::from_secs(secs) + super::TASK_SLACK;
+            fx.run_task(&l.client, self.net(), &args, within).await?
+        };
         let r = Rr::parse(&out).context("the lab-echo rr client's output")?;
         let cpu = cpustat::Sample::parse(&out)
             .ok()
@@ -810,10 +812,9 @@ impl Scenario {
                     })
                     .collect();
                 lines.push(match self {
-                    Self::KernelVxlan => format!(
-                        "kernel-vxlan task A: shoal bench's own 1-byte round trips to {} for \
-                         {secs} s after 1 s unmeasured",
-                        self.stream_targets(l).1
+                    Self::KernelVxlan => l.kvxlan.as_ref().map_or_else(
+                        || "kernel-vxlan: not built".to_owned(),
+                        |b| b.rr_command_line(secs),
                     ),
                     _ => format!(
                         "task on {}: /bin/lab-echo rr {} {secs}",
