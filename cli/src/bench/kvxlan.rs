@@ -203,15 +203,20 @@ impl Drop for Baseline {
     }
 }
 
+/// `name` in a directory of the caller's PATH.
+fn on_path(name: &str) -> Option<std::path::PathBuf> {
+    std::env::var("PATH")
+        .unwrap_or_default()
+        .split(':')
+        .map(|d| std::path::Path::new(d).join(name))
+        .find(|p| p.is_file())
+}
+
 /// iperf3 on the caller's PATH: the baseline runs the host's.
 fn iperf3() -> anyhow::Result<String> {
-    for dir in std::env::var("PATH").unwrap_or_default().split(':') {
-        let p = std::path::Path::new(dir).join("iperf3");
-        if p.is_file() {
-            return Ok(p.display().to_string());
-        }
-    }
-    bail!("kernel-vxlan: no iperf3 on the caller's PATH; install it (apt-get install iperf3)")
+    on_path("iperf3").map(|p| p.display().to_string()).context(
+        "kernel-vxlan: no iperf3 on the caller's PATH; install it (apt-get install iperf3)",
+    )
 }
 
 /// The `lab-echo` the baseline's round trips run: the one beside this
@@ -220,18 +225,11 @@ fn iperf3() -> anyhow::Result<String> {
 /// their own: in-process threads (this file until 2026-12-06) woke each
 /// other more cheaply than two processes do, which favoured the baseline.
 pub fn lab_echo() -> anyhow::Result<String> {
-    let beside = std::env::current_exe()
+    std::env::current_exe()
         .ok()
-        .map(|exe| exe.with_file_name("lab-echo"));
-    let on_path = std::env::var("PATH")
-        .unwrap_or_default()
-        .split(':')
-        .map(|d| std::path::Path::new(d).join("lab-echo"))
-        .collect::<Vec<_>>();
-    beside
-        .into_iter()
-        .chain(on_path)
-        .find(|p| p.is_file())
+        .map(|exe| exe.with_file_name("lab-echo"))
+        .filter(|p| p.is_file())
+        .or_else(|| on_path("lab-echo"))
         .map(|p| p.display().to_string())
         .context(
             "no lab-echo beside shoal or on PATH: the round trips run the overlay tasks' \

@@ -695,12 +695,12 @@ impl Scenario {
         secs: u64,
     ) -> anyhow::Result<(f64, f64, f64, Option<f64>)> {
         let per_round_trip = |busy_cpus: f64, rate: f64| busy_cpus * 1e6 / rate;
+        let within = Duration::from_secs(secs) + super::TASK_SLACK;
         let out = if self == Self::KernelVxlan {
             let b = l
                 .kvxlan
                 .as_ref()
                 .context("kernel-vxlan: the baseline was not built")?;
-            let within = Duration::from_secs(secs) + super::TASK_SLACK;
             tokio::time::timeout(within, b.rr(secs))
                 .await
                 .context("kernel-vxlan: lab-echo rr did not end in time")??
@@ -708,7 +708,6 @@ impl Scenario {
             let target = self.stream_targets(l).1.to_string();
             let secs_s = secs.to_string();
             let args = ["/bin/lab-echo", "rr", &target, &secs_s];
-            let within = Duration::from_secs(secs) + super::TASK_SLACK;
             fx.run_task(&l.client, self.net(), &args, within).await?
         };
         let r = Rr::parse(&out).context("the lab-echo rr client's output")?;
