@@ -39,8 +39,9 @@ use std::{
 };
 
 use shoal_api::cluster::v1::{AssignmentSet, EndpointMode, NetworkKey};
+use shoal_common::mesh::{PeerKey, Vtep};
 use shoal_gossip::{Endpoint, EndpointKey, GOSSIP_PORT, Gossip, GossipConfig, Keyring};
-use shoal_overlay::{MacAddr, NeighbourEntry, RemoteEndpoint};
+use shoal_overlay::{MacAddr, NeighbourEntry, RemoteEndpoint, Remotes, VxlanPath};
 use tokio::{
     sync::{Notify, watch},
     task::JoinHandle,
@@ -48,7 +49,7 @@ use tokio::{
 
 use crate::{
     local::Local,
-    ports::{Entry, Overlay},
+    ports::{Entry, Overlay, VtepMirror},
 };
 
 /// Expected cluster size for gossip's retransmission budget.
@@ -149,10 +150,12 @@ impl Endpoints {
     }
 
     /// The loops: joining gossip through the managers (host:port of
-    /// their 2377), and programming the local networks through `overlay`.
+    /// their 2377), and programming the local networks through `overlay`
+    /// (and the fast path's copy of their FDBs through `mirror`).
     pub fn spawn_sync<O: Overlay>(
         &self,
         overlay: Arc<O>,
+        mirror: Option<Arc<dyn VtepMirror>>,
         local: Arc<Local>,
         view: watch::Receiver<Arc<AssignmentSet>>,
         managers: &[String],
@@ -161,6 +164,7 @@ impl Endpoints {
             tokio::spawn(join(self.gossip.clone(), managers.to_vec())),
             tokio::spawn(program(
                 overlay,
+                mirror,
                 local,
                 self.gossip.clone(),
                 view,
@@ -193,6 +197,7 @@ async fn join(gossip: Arc<Gossip>, managers: Vec<String>) {
 
 async fn program<O: Overlay>(
     overlay: Arc<O>,
+    mirror: Option<Arc<dyn VtepMirror>>,
     local: Arc<Local>,
     gossip: Arc<Gossip>,
     mut view: watch::Receiver<Arc<AssignmentSet>>,
@@ -273,6 +278,9 @@ async fn program<O: Overlay>(
             }
         }
         leaving.forget_networks(&nets);
+        if let Some(mirror) = &mirror {
+            mirror_fdbs(&*overlay, &**mirror, &set, &nets).await;
+        }
         // (A floor: an entry past due that failed to go is not retried in
         // a tight loop.)
         let next = leaving.next_due().map_or(RESYNC, |due| {
@@ -286,6 +294,54 @@ async fn program<O: Overlay>(
             _ = tokio::time::sleep(next.min(RESYNC)) => {}
         }
     }
+}
+
+/// Copies what the local networks' FDBs hold now, read back from the
+/// kernel after this pass's changes, into the fast path's mirror, which
+/// encapsulates with it. Encrypted networks are left out: their VXLAN must
+/// go through the stack (IPsec's policies, the WireGuard device).
+async fn mirror_fdbs(
+    overlay: &impl Overlay,
+    mirror: &dyn VtepMirror,
+    set: &AssignmentSet,
+    nets: &std::collections::HashMap<String, u32>,
+) {
+    let encrypted = crate::worker::isolation::encrypted_vnis(set, shoal_overlay::DEFAULT_PORT);
+    let mut want = BTreeMap::new();
+    for vni in nets.values().filter(|v| !encrypted.contains_key(v)) {
+        // A network that went, or whose entries could not be read, has no
+        // entries in the mirror: its frames take the VXLAN device.
+        if let (Ok(Some(path)), Ok(remotes)) =
+            (overlay.vxlan_path(*vni).await, overlay.remotes(*vni).await)
+        {
+            want.extend(vteps_of(&path, &remotes));
+        }
+    }
+    if let Err(e) = mirror.set_vteps(&want) {
+        tracing::warn!(error = %e, "mirroring the overlays' FDBs for the fast path");
+    }
+}
+
+/// The mirror's entries of one network: each unicast MAC its FDB sends to
+/// one VTEP, with what the device would encapsulate it with.
+pub fn vteps_of(path: &VxlanPath, remotes: &Remotes) -> Vec<(PeerKey, Vtep)> {
+    remotes
+        .unicast_destinations()
+        .into_iter()
+        .map(|(mac, remote)| {
+            (
+                PeerKey::new(path.ifindex, mac.octets()),
+                Vtep {
+                    remote: u32::from(remote).to_be(),
+                    local: u32::from(path.local).to_be(),
+                    underlay: path.underlay,
+                    vni: path.vni,
+                    port: path.port,
+                    _pad: 0,
+                },
+            )
+        })
+        .collect()
 }
 
 /// How long an entry the control plane no longer lists stays programmed.
@@ -613,6 +669,80 @@ mod tests {
             mac: MacAddr(crate::local::mac_for(ip.into())),
             vtep,
         }
+    }
+
+    /// A mirror that keeps what it was last given.
+    #[derive(Default)]
+    struct Mirror(std::sync::Mutex<BTreeMap<PeerKey, Vtep>>);
+
+    impl VtepMirror for Mirror {
+        fn set_vteps(
+            &self,
+            want: &BTreeMap<PeerKey, Vtep>,
+        ) -> Result<(), crate::datapath::DatapathError> {
+            *self.0.lock().expect("mirror") = want.clone();
+            Ok(())
+        }
+    }
+
+    /// The fast path's FDB mirror holds what the kernel holds, in the
+    /// contract's byte order, for the unencrypted networks only; a MAC
+    /// whose entries went leaves it on the next pass.
+    #[tokio::test]
+    async fn the_fdb_mirror_copies_unencrypted_networks_entries() {
+        use shoal_api::cluster::v1::{Encryption, NetworkAssignment};
+        let (o, _) = overlay().await;
+        const SEALED: u32 = VNI + 10;
+        let spec = OverlaySpec::new(
+            SEALED,
+            "10.0.2.0/24".parse().expect("a subnet"),
+            Ipv4Addr::new(10, 0, 2, 1),
+            ME,
+            Underlay::Name("eth0".into()),
+        );
+        o.ensure_network(&spec).await.expect("the sealed network");
+        let task = remote([10, 0, 1, 5], PEER);
+        let sealed_task = remote([10, 0, 2, 5], PEER);
+        o.add_remote(VNI, task).await.expect("task");
+        o.add_remote(SEALED, sealed_task)
+            .await
+            .expect("sealed task");
+        let node = FdbEntry {
+            mac: bridge_mac(PEER),
+            vtep: PEER,
+        };
+        o.add_entry(VNI, Entry::Fdb(node)).await.expect("node");
+        let mut sealed = NetworkAssignment {
+            id: "sealed".into(),
+            vni: SEALED,
+            ..Default::default()
+        };
+        sealed.set_encryption(Encryption::Wireguard);
+        let set = AssignmentSet {
+            networks: vec![sealed],
+            ..Default::default()
+        };
+        let nets = HashMap::from([("net".to_owned(), VNI), ("sealed".to_owned(), SEALED)]);
+        let mirror = Mirror::default();
+        mirror_fdbs(&o, &mirror, &set, &nets).await;
+        let vtep = Vtep {
+            remote: u32::from(PEER).to_be(),
+            local: u32::from(ME).to_be(),
+            underlay: 2,
+            vni: VNI,
+            port: shoal_overlay::DEFAULT_PORT,
+            _pad: 0,
+        };
+        let want = BTreeMap::from([
+            (PeerKey::new(VNI + 1, task.mac.octets()), vtep),
+            (PeerKey::new(VNI + 1, node.mac.octets()), vtep),
+        ]);
+        assert_eq!(*mirror.0.lock().expect("mirror"), want);
+
+        o.remove_remote(VNI, task).await.expect("remove");
+        mirror_fdbs(&o, &mirror, &set, &nets).await;
+        let left: Vec<_> = mirror.0.lock().expect("mirror").keys().copied().collect();
+        assert_eq!(left, vec![PeerKey::new(VNI + 1, node.mac.octets())]);
     }
 
     #[tokio::test]

@@ -14,7 +14,7 @@ use shoal_api::cluster::v1::NodeAddress;
 use shoal_mesh::{Changes, Desired, LbError};
 use shoal_overlay::{
     Device, FdbEntry, MacAddr, NeighbourEntry, NetworkDevices, OverlayError, OverlaySpec, Release,
-    RemoteEndpoint, Remotes, bridge_name, vxlan_name,
+    RemoteEndpoint, Remotes, VxlanPath, bridge_name, vxlan_name,
 };
 use shoal_runtime::{BoxError, Exit, RuntimeError, TaskInterface, TaskSpec};
 use tokio::sync::watch;
@@ -155,6 +155,20 @@ impl Overlay for FakeOverlay {
 
     async fn networks(&self) -> Result<Vec<u32>, OverlayError> {
         Ok(lock(&self.nets).keys().copied().collect())
+    }
+
+    /// The VXLAN device `ensure_network` numbers, bound to ifindex 2
+    /// with source `ME`.
+    async fn vxlan_path(&self, vni: u32) -> Result<Option<VxlanPath>, OverlayError> {
+        self.on(vni, |_| {
+            Some(VxlanPath {
+                vni,
+                ifindex: vni + 1,
+                underlay: 2,
+                local: ME,
+                port: shoal_overlay::DEFAULT_PORT,
+            })
+        })
     }
 
     async fn remotes(&self, vni: u32) -> Result<Remotes, OverlayError> {

@@ -101,9 +101,10 @@ struct Args {
     #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
     mesh_drain_suspected: bool,
     /// How much of the overlay's path skips the kernel's: `full` (the data
-    /// interface decapsulates VXLAN for local tasks, tasks' frames for other
-    /// nodes go straight to the VXLAN device), `redirect` (no
-    /// decapsulation: the VXLAN device's program hands frames in), `off`
+    /// interface decapsulates VXLAN for local tasks, tasks' veths
+    /// encapsulate their frames for other nodes themselves), `redirect`
+    /// (frames go straight to and from the VXLAN devices, which
+    /// encapsulate and decapsulate), `off`
     /// (every frame through the bridge: what `tcpdump` on a bridge or a
     /// task's host-side veth needs to see). Applies to tasks started after.
     #[arg(long, env = "SHOAL_FAST_PATH", default_value = "full")]

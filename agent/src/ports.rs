@@ -14,7 +14,7 @@ use std::{
 
 use shoal_overlay::{
     Driver, FdbEntry, NeighbourEntry, NetworkDevices, OverlayError, OverlaySpec, Release,
-    RemoteEndpoint, Remotes,
+    RemoteEndpoint, Remotes, VxlanPath,
 };
 use shoal_runtime::{BoxError, Exit, RunningTask, Runtime, RuntimeError, TaskInterface, TaskSpec};
 
@@ -28,7 +28,10 @@ use crate::{
     },
     local::lock,
 };
-use shoal_common::policy::{Endpoint, NetEntry};
+use shoal_common::{
+    mesh::{PeerKey, Vtep},
+    policy::{Endpoint, NetEntry},
+};
 
 /// Overlay networks on this node and their remote entries.
 pub trait Overlay: Send + Sync + 'static {
@@ -67,6 +70,21 @@ pub trait Overlay: Send + Sync + 'static {
         vni: u32,
         entry: Entry,
     ) -> impl Future<Output = Result<(), OverlayError>> + Send;
+    /// How the network's VXLAN device sends; `None` when only the device
+    /// can (a fake has no device).
+    fn vxlan_path(
+        &self,
+        _vni: u32,
+    ) -> impl Future<Output = Result<Option<VxlanPath>, OverlayError>> + Send {
+        async { Ok(None) }
+    }
+}
+
+/// The fast path's mirror of the VXLAN devices' FDBs, which its send side
+/// encapsulates with.
+pub trait VtepMirror: Send + Sync + 'static {
+    /// Writes the mirror until it holds `want` (every network's at once).
+    fn set_vteps(&self, want: &BTreeMap<PeerKey, Vtep>) -> Result<(), DatapathError>;
 }
 
 /// An FDB or neighbour entry without its partner.
@@ -166,6 +184,9 @@ impl Overlay for Driver {
             }
         }
     }
+    async fn vxlan_path(&self, vni: u32) -> Result<Option<VxlanPath>, OverlayError> {
+        Driver::vxlan_path(self, vni).await
+    }
 }
 
 impl Tasks for Runtime {
@@ -233,5 +254,11 @@ impl MeshSync for Arc<Mutex<MeshState>> {
     }
     fn set_encrypted_vnis(&self, want: &BTreeMap<u32, u32>) -> Result<(), DatapathError> {
         lock(self).maps.policy().set_encrypted_vnis(want)
+    }
+}
+
+impl VtepMirror for Arc<Mutex<MeshState>> {
+    fn set_vteps(&self, want: &BTreeMap<PeerKey, Vtep>) -> Result<(), DatapathError> {
+        lock(self).maps.set_vteps(want)
     }
 }

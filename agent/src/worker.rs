@@ -38,7 +38,7 @@ use crate::{
 
 #[cfg(test)]
 mod apply_tests;
-mod isolation;
+pub(crate) mod isolation;
 
 /// docker's default `--stop-grace-period`.
 const STOP_GRACE: Duration = Duration::from_secs(10);
@@ -318,7 +318,14 @@ impl Worker {
             )),
         ];
         if let Some(e) = &executor.setup.endpoints {
-            loops.extend(e.spawn_sync(executor.overlay.clone(), local, view_rx, &link.managers));
+            let mirror: Arc<dyn crate::ports::VtepMirror> = Arc::new(env.mesh.clone());
+            loops.extend(e.spawn_sync(
+                executor.overlay.clone(),
+                Some(mirror),
+                local,
+                view_rx,
+                &link.managers,
+            ));
         }
         Ok(Worker { executor, loops })
     }

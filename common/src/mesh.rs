@@ -61,8 +61,8 @@ pub const REVNAT_MAP: &str = "SHOAL_RNAT4_V1";
 pub const SERVICE_STATS_MAP: &str = "SHOAL_SVCST_V1";
 /// Per-CPU array of `u64`, indexed by [`MeshReason`].
 /// V2: the isolation reasons were appended (the array grew); V3: egress's
-/// and IPsec's; V4: the fast path's counts.
-pub const MESH_REASONS_MAP: &str = "SHOAL_LBRSN_V4";
+/// and IPsec's; V4: the fast path's counts; V5: its encapsulation's.
+pub const MESH_REASONS_MAP: &str = "SHOAL_LBRSN_V5";
 /// Array of one [`MeshConfig`].
 pub const MESH_CONFIG_MAP: &str = "SHOAL_LBCFG_V2";
 /// LRU hash [`FlowKey`] (backend → client, a reply) → [`ReturnPath`]: flows
@@ -79,6 +79,14 @@ pub const UPLINKS_MAP: &str = "SHOAL_UPLNK_V1";
 /// Hash map VNI → [`VxlanDev`]: the overlays whose VXLAN the data
 /// interface's program may decapsulate itself for a local task.
 pub const VXLANS_MAP: &str = "SHOAL_VXDEV_V1";
+/// Hash map [`PeerKey`] (a network's VXLAN device, a MAC behind another
+/// node's VTEP) → [`Vtep`]: a mirror of the VXLAN device's static FDB,
+/// with what its transmit would put around the frame. The fast path's
+/// send side encapsulates a task's frame itself with it and hands the
+/// result to the underlay's neighbour output: no VXLAN device, no UDP
+/// transmit, no route lookup of the device's. A MAC without an entry goes
+/// to the VXLAN device, whose FDB decides as before.
+pub const VTEPS_MAP: &str = "SHOAL_VTEP4_V1";
 /// Networks a node carries at most, for [`VXLANS_MAP`].
 pub const MAX_VXLANS: u32 = 4096;
 
@@ -344,9 +352,10 @@ pub struct ReturnPath {
 }
 const _: () = assert!(core::mem::size_of::<ReturnPath>() == 8);
 
-/// Key of [`PEERS_MAP`]: a VXLAN device and a destination MAC behind it.
+/// Key of [`PEERS_MAP`] and [`VTEPS_MAP`]: a VXLAN device and a
+/// destination MAC behind it.
 #[repr(C)]
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct PeerKey {
     /// The overlay network's VXLAN device (ifindex, this node's namespace).
     pub dev: u32,
@@ -365,6 +374,26 @@ pub struct VxlanDev {
     pub _pad: u16,
 }
 const _: () = assert!(core::mem::size_of::<VxlanDev>() == 8);
+
+/// Value of [`VTEPS_MAP`]: where and how a VXLAN device would send a MAC.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Vtep {
+    /// The remote VTEP (network order).
+    pub remote: u32,
+    /// The device's own source address (network order).
+    pub local: u32,
+    /// The underlay the device is bound to (its IFLA_VXLAN_LINK).
+    pub underlay: u32,
+    /// The device's VNI. The send side checks it against the task veth's
+    /// network, so an entry left under a reused device index never puts a
+    /// frame into another network.
+    pub vni: u32,
+    /// The device's UDP destination port (host order).
+    pub port: u16,
+    pub _pad: u16,
+}
+const _: () = assert!(core::mem::size_of::<Vtep>() == 20);
 
 impl PeerKey {
     pub const fn new(dev: u32, mac: [u8; 6]) -> Self {
@@ -464,10 +493,14 @@ pub enum MeshReason {
     /// handed straight into the task's namespace, before the stack's UDP
     /// and VXLAN receive (counted, not dropped).
     FastPathDecap = 24,
+    /// A task's frame for another node encapsulated in VXLAN by the task
+    /// veth's program and handed to the underlay's neighbour output,
+    /// without the VXLAN device (counted, not dropped).
+    FastPathEncap = 25,
 }
 
 impl MeshReason {
-    pub const COUNT: u32 = 25;
+    pub const COUNT: u32 = 26;
     pub const ALL: [MeshReason; MeshReason::COUNT as usize] = [
         MeshReason::TruncatedIpv4,
         MeshReason::BadIpv4Header,
@@ -494,6 +527,7 @@ impl MeshReason {
         MeshReason::FastPathRx,
         MeshReason::FastPathTx,
         MeshReason::FastPathDecap,
+        MeshReason::FastPathEncap,
     ];
 
     pub const fn name(self) -> &'static str {
@@ -523,6 +557,7 @@ impl MeshReason {
             MeshReason::FastPathRx => "fast-path-rx",
             MeshReason::FastPathTx => "fast-path-tx",
             MeshReason::FastPathDecap => "fast-path-decap",
+            MeshReason::FastPathEncap => "fast-path-encap",
         }
     }
 
@@ -540,6 +575,7 @@ impl MeshReason {
                 | MeshReason::FastPathRx
                 | MeshReason::FastPathTx
                 | MeshReason::FastPathDecap
+                | MeshReason::FastPathEncap
         )
     }
 }
@@ -602,6 +638,7 @@ mod pod {
     unsafe impl aya::Pod for super::ReturnPath {}
     unsafe impl aya::Pod for super::PeerKey {}
     unsafe impl aya::Pod for super::VxlanDev {}
+    unsafe impl aya::Pod for super::Vtep {}
 }
 
 #[cfg(test)]

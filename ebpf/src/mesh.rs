@@ -52,7 +52,10 @@ use aya_ebpf::{
     },
     helpers::{
         bpf_ktime_get_ns, bpf_sk_lookup_udp, bpf_sk_release, bpf_skc_lookup_tcp,
-        generated::{bpf_redirect, bpf_redirect_peer},
+        generated::{
+            bpf_get_hash_recalc, bpf_get_prandom_u32, bpf_redirect, bpf_redirect_neigh,
+            bpf_redirect_peer,
+        },
     },
     macros::{classifier, map},
     maps::{Array, HashMap, LruHashMap, PerCpuArray},
@@ -63,7 +66,7 @@ use shoal_common::mesh::{
     DEFAULT_UDP_TIMEOUT_NS, FlowKey, IPPROTO_ICMP, IPPROTO_TCP, IPPROTO_UDP,
     LAST_SEEN_GRANULARITY_NS, MAGLEV_SIZE, MAX_BACKENDS, MAX_FLOWS, MAX_FRONTENDS, MAX_SERVICES,
     MAX_VXLANS, MeshConfig, MeshReason, PeerKey, ReturnPath, RevNat, SVC_F_AFFINITY, SVC_F_VIP,
-    Service, ServiceKey, ServiceStats, VxlanDev, flow_hash, is_bridge_mac, maglev_index,
+    Service, ServiceKey, ServiceStats, Vtep, VxlanDev, flow_hash, is_bridge_mac, maglev_index,
 };
 use shoal_common::policy::MAX_ENDPOINTS;
 
@@ -131,7 +134,7 @@ static REVNAT: LruHashMap<FlowKey, RevNat> = LruHashMap::pinned(MAX_FLOWS, 0);
 #[map(name = "SHOAL_SVCST_V1")]
 static SERVICE_STATS: PerCpuArray<ServiceStats> = PerCpuArray::pinned(MAX_SERVICES, 0);
 
-#[map(name = "SHOAL_LBRSN_V4")]
+#[map(name = "SHOAL_LBRSN_V5")]
 static REASONS: PerCpuArray<u64> = PerCpuArray::pinned(MeshReason::COUNT, 0);
 
 #[map(name = "SHOAL_LBCFG_V2")]
@@ -148,6 +151,10 @@ static UPLINKS: HashMap<u32, u32> = HashMap::pinned(MAX_ENDPOINTS, 0);
 
 #[map(name = "SHOAL_VXDEV_V1")]
 static VXLANS: HashMap<u32, VxlanDev> = HashMap::pinned(MAX_VXLANS, 0);
+
+// Task endpoints of other nodes and other nodes' bridges, per network.
+#[map(name = "SHOAL_VTEP4_V1")]
+static VTEPS: HashMap<PeerKey, Vtep> = HashMap::pinned(MAX_ENDPOINTS, 0);
 
 #[classifier]
 pub fn shoal_mesh_in(ctx: TcContext) -> i32 {
@@ -182,6 +189,9 @@ pub fn shoal_task_in(ctx: TcContext) -> i32 {
             return verdict;
         }
         if let Some(vxlan) = remote_uplink(&ctx) {
+            if let Some(verdict) = try_encap(&ctx, vxlan) {
+                return verdict;
+            }
             count_reason(MeshReason::FastPathTx);
             // SAFETY: a helper with plain arguments; it only records where
             // the skb goes once this program returns.
@@ -271,6 +281,120 @@ fn remote_uplink(ctx: &TcContext) -> Option<u32> {
         return None;
     }
     Some(vxlan)
+}
+
+/// bpf_skb_adjust_room flags (linux/bpf.h): the room is an IPv4 + UDP
+/// tunnel carrying Ethernet, whose inner header is the last `ETH_HLEN`
+/// bytes of the room. With them the kernel marks the skb encapsulated
+/// (inner headers, `SKB_GSO_UDP_TUNNEL`), as a VXLAN device's transmit
+/// does, so a GSO packet is segmented, or its segments checksummed, as
+/// tunnelled TCP.
+const BPF_F_ADJ_ROOM_ENCAP_L3_IPV4: u64 = 1 << 1;
+const BPF_F_ADJ_ROOM_ENCAP_L4_UDP: u64 = 1 << 4;
+const BPF_F_ADJ_ROOM_ENCAP_L2_ETH: u64 = 1 << 6;
+const BPF_ADJ_ROOM_ENCAP_L2_SHIFT: u64 = 56;
+/// What encapsulation adds after the outer Ethernet header.
+const ENCAP_LEN: usize = IPV4_MIN_HLEN + UDP_HLEN + VXLAN_HLEN + ETH_HLEN;
+/// The outer UDP source port is taken from the inner flow's hash in the
+/// kernel's default local port range, as `udp_flow_src_port` does for a
+/// VXLAN device: one flow keeps one outer tuple (no reordering across
+/// underlay paths), different flows spread.
+const SPORT_MIN: u32 = 32768;
+const SPORT_SPAN: u32 = 60999 - 32768;
+/// The outer TTL a VXLAN device without `ttl` gives (the route's default).
+const OUTER_TTL: u8 = 64;
+const VXLAN_F_VNI: u8 = 0x08;
+
+/// The fast path's send side without the VXLAN device: a task's frame for
+/// a MAC the device's FDB sends to another node (mirrored in `VTEPS`)
+/// gets the outer headers that device would give it (its source address,
+/// port and VNI, a flow-hashed source port, no UDP checksum, DF clear)
+/// and goes to the underlay's neighbour output. `None`: no entry, or the
+/// kernel refused to grow the frame: nothing was changed, and the VXLAN
+/// device takes it as before.
+#[inline(always)]
+fn try_encap(ctx: &TcContext, vxlan: u32) -> Option<i32> {
+    let inner: [u8; ETH_HLEN] = ctx.load(0).ok()?;
+    let mac = [inner[0], inner[1], inner[2], inner[3], inner[4], inner[5]];
+    // SAFETY: a plain value, copied out at once.
+    let vtep = unsafe { VTEPS.get(PeerKey::new(vxlan, mac)) }.copied()?;
+    // An entry left under a reused device index names another network.
+    if vtep.underlay == 0 || policy::endpoint(ctx).map(|ep| ep.net) != Some(vtep.vni) {
+        return None;
+    }
+    let outer_len = ctx.len() as usize - ETH_HLEN + ENCAP_LEN;
+    // SAFETY: the context pointer is valid for the program's run.
+    let hash = unsafe { bpf_get_hash_recalc(ctx.skb.skb) } as u32;
+    let sport = (((u64::from(hash) * u64::from(SPORT_SPAN)) >> 32) as u32 + SPORT_MIN) as u16;
+    // SAFETY: a helper without arguments.
+    let id = unsafe { bpf_get_prandom_u32() } as u16;
+    ctx.adjust_room(
+        ENCAP_LEN as i32,
+        BPF_ADJ_ROOM_MAC,
+        u64::from(BPF_F_ADJ_ROOM_FIXED_GSO)
+            | BPF_F_ADJ_ROOM_ENCAP_L3_IPV4
+            | BPF_F_ADJ_ROOM_ENCAP_L4_UDP
+            | BPF_F_ADJ_ROOM_ENCAP_L2_ETH
+            | (ETH_HLEN as u64) << BPF_ADJ_ROOM_ENCAP_L2_SHIFT,
+    )
+    .ok()?;
+    // From here the frame is the outer one: it cannot go back.
+    let h = vxlan_headers(&inner, &vtep, outer_len, sport, id);
+    if ctx.store(0, &h, 0).is_err() {
+        return Some(fail(MeshReason::Rewrite.into()));
+    }
+    count_reason(MeshReason::FastPathEncap);
+    // SAFETY: a helper with plain arguments (no next hop given: the
+    // kernel routes the outer destination on that device); it only
+    // records where the skb goes once this program returns.
+    Some(unsafe { bpf_redirect_neigh(vtep.underlay, core::ptr::null_mut(), 0, 0) } as i32)
+}
+
+/// The outer Ethernet, IPv4, UDP and VXLAN headers and the inner Ethernet
+/// header `inner`, for an outer IPv4 packet of `outer_len` bytes. The
+/// outer MACs are the inner ones: the neighbour output writes the real
+/// ones, and wants a unicast destination to start from.
+#[inline(always)]
+fn vxlan_headers(
+    inner: &[u8; ETH_HLEN],
+    vtep: &Vtep,
+    outer_len: usize,
+    sport: u16,
+    id: u16,
+) -> [u8; ETH_HLEN + ENCAP_LEN] {
+    let mut h = [0u8; ETH_HLEN + ENCAP_LEN];
+    h[..12].copy_from_slice(&inner[..12]);
+    h[12..14].copy_from_slice(&ETH_P_IP.to_be_bytes());
+    // A GSO packet's lengths are the segmentation's to set; one past
+    // 64 KiB cannot carry a length (the kernel writes 0 then too).
+    let tot = u16::try_from(outer_len).unwrap_or(0);
+    let ip = ETH_HLEN;
+    h[ip] = 0x45;
+    h[ip + 2..ip + 4].copy_from_slice(&tot.to_be_bytes());
+    h[ip + 4..ip + 6].copy_from_slice(&id.to_be_bytes());
+    h[ip + 8] = OUTER_TTL;
+    h[ip + 9] = IPPROTO_UDP;
+    h[ip + IP_SADDR..ip + IP_SADDR + 4].copy_from_slice(&vtep.local.to_ne_bytes());
+    h[ip + IP_DADDR..ip + IP_DADDR + 4].copy_from_slice(&vtep.remote.to_ne_bytes());
+    let mut sum: u32 = 0;
+    let mut i = ip;
+    while i < ip + IPV4_MIN_HLEN {
+        sum += u32::from(u16::from_be_bytes([h[i], h[i + 1]]));
+        i += 2;
+    }
+    sum = (sum & 0xffff) + (sum >> 16);
+    sum = (sum & 0xffff) + (sum >> 16);
+    h[ip + IP_CSUM..ip + IP_CSUM + 2].copy_from_slice(&(!(sum as u16)).to_be_bytes());
+    let udp = ip + IPV4_MIN_HLEN;
+    h[udp..udp + 2].copy_from_slice(&sport.to_be_bytes());
+    h[udp + 2..udp + 4].copy_from_slice(&vtep.port.to_be_bytes());
+    let ulen = u16::try_from(outer_len - IPV4_MIN_HLEN).unwrap_or(0);
+    h[udp + 4..udp + 6].copy_from_slice(&ulen.to_be_bytes());
+    let vx = udp + UDP_HLEN;
+    h[vx] = VXLAN_F_VNI;
+    h[vx + 4..vx + 8].copy_from_slice(&(vtep.vni << 8).to_be_bytes());
+    h[vx + VXLAN_HLEN..].copy_from_slice(inner);
+    h
 }
 
 /// A failure, with the service to charge the drop to when there is one.
@@ -518,7 +642,7 @@ const INNER: usize = ETH_HLEN + IPV4_MIN_HLEN + UDP_HLEN + VXLAN_HLEN;
 /// What decapsulation removes after the outer Ethernet header: outer
 /// IPv4, UDP, VXLAN and the inner Ethernet header (whose MACs are copied
 /// into the outer one).
-const DECAP_LEN: i32 = (IPV4_MIN_HLEN + UDP_HLEN + VXLAN_HLEN + ETH_HLEN) as i32;
+const DECAP_LEN: i32 = ENCAP_LEN as i32;
 
 /// The fast path's receive side before the stack: VXLAN to this node's
 /// VTEP, of an unencrypted overlay, for a local task (the same checks as

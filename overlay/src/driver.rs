@@ -31,6 +31,22 @@ pub struct Device {
     pub index: u32,
 }
 
+/// What a VXLAN device puts around a frame its FDB sends to another node,
+/// and where it sends it: enough for the fast path to encapsulate the
+/// frame itself, as the device would.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct VxlanPath {
+    pub vni: u32,
+    /// The device itself.
+    pub ifindex: u32,
+    /// The device it is bound to (IFLA_VXLAN_LINK).
+    pub underlay: u32,
+    /// Its source address.
+    pub local: Ipv4Addr,
+    /// Its UDP destination port.
+    pub port: u16,
+}
+
 /// The devices that carry one overlay network on this node.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct NetworkDevices {
@@ -313,6 +329,22 @@ impl Driver {
         let fdb = self.fdb_on(vxlan).await?;
         let neighbours = self.neighbours_on(vxlan).await?;
         Ok(Remotes::pair(fdb, neighbours))
+    }
+
+    /// How the network's VXLAN device sends. `None`: it has no source
+    /// address or underlay of its own (the driver always gives both), so
+    /// only the device itself knows.
+    pub async fn vxlan_path(&self, vni: u32) -> Result<Option<VxlanPath>, OverlayError> {
+        let name = vxlan_name(vni);
+        let link = self
+            .link_by_name(&name)
+            .await?
+            .ok_or(OverlayError::NetworkMissing {
+                vni,
+                device: name.clone(),
+            })?;
+        expect_kind(&link, &name, InfoKind::Vxlan, "vxlan")?;
+        Ok(VxlanConfig::of(&link).path(link.header.index))
     }
 
     /// Deletes the network's VXLAN device and bridge (and with them every
@@ -779,6 +811,16 @@ impl VxlanConfig {
             }
         }
         config
+    }
+
+    fn path(&self, ifindex: u32) -> Option<VxlanPath> {
+        Some(VxlanPath {
+            vni: self.vni,
+            ifindex,
+            underlay: self.underlay?,
+            local: self.local?,
+            port: self.port,
+        })
     }
 
     /// The first setting that differs: (field, have, want).

@@ -45,7 +45,7 @@ mod mac;
 mod remotes;
 mod spec;
 
-pub use driver::{Device, Driver, NetworkDevices, Release};
+pub use driver::{Device, Driver, NetworkDevices, Release, VxlanPath};
 pub use error::OverlayError;
 pub use mac::{MacAddr, ParseMacError};
 pub use remotes::{FdbEntry, NeighbourEntry, Remotes};

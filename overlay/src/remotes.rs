@@ -1,6 +1,6 @@
 //! What a node has programmed for one network, as read back from the kernel.
 
-use std::net::Ipv4Addr;
+use std::{collections::BTreeMap, net::Ipv4Addr};
 
 use crate::{MacAddr, RemoteEndpoint};
 
@@ -72,6 +72,35 @@ impl Remotes {
         }
     }
 
+    /// Where the FDB sends each unicast MAC that has exactly one
+    /// destination: what a mirror of it may act on. The all-zero (flood)
+    /// entry, multicast MACs and a MAC with two destinations are left to
+    /// the device.
+    pub fn unicast_destinations(&self) -> BTreeMap<MacAddr, Ipv4Addr> {
+        let mut out: BTreeMap<MacAddr, Option<Ipv4Addr>> = BTreeMap::new();
+        let all = self
+            .endpoints
+            .iter()
+            .map(|e| (e.mac, e.vtep))
+            .chain(self.fdb_only.iter().map(|f| (f.mac, f.vtep)));
+        for (mac, vtep) in all {
+            let o = mac.octets();
+            if o == [0; 6] || o[0] & 1 != 0 || vtep.is_unspecified() || vtep.is_multicast() {
+                continue;
+            }
+            out.entry(mac)
+                .and_modify(|v| {
+                    if *v != Some(vtep) {
+                        *v = None;
+                    }
+                })
+                .or_insert(Some(vtep));
+        }
+        out.into_iter()
+            .filter_map(|(mac, vtep)| Some((mac, vtep?)))
+            .collect()
+    }
+
     /// Every entry belongs to a complete endpoint.
     pub fn is_consistent(&self) -> bool {
         self.fdb_only.is_empty() && self.neighbours_only.is_empty()
@@ -86,6 +115,51 @@ mod tests {
 
     fn mac(last: u8) -> MacAddr {
         MacAddr([0x02, 0x42, 10, 0, 9, last])
+    }
+
+    #[test]
+    fn unicast_destinations_leave_flood_multicast_and_doubled_macs_to_the_device() {
+        let (a, b) = (Ipv4Addr::new(198, 18, 0, 2), Ipv4Addr::new(198, 18, 0, 3));
+        let node = MacAddr([0x02, 0x53, 198, 18, 0, 3]);
+        let fdb = vec![
+            FdbEntry {
+                mac: mac(1),
+                vtep: a,
+            },
+            FdbEntry {
+                mac: mac(2),
+                vtep: a,
+            },
+            FdbEntry {
+                mac: mac(2),
+                vtep: b,
+            },
+            FdbEntry { mac: node, vtep: b },
+            FdbEntry {
+                mac: MacAddr([0; 6]),
+                vtep: a,
+            },
+            FdbEntry {
+                mac: MacAddr([0x01, 0, 0x5e, 0, 0, 1]),
+                vtep: a,
+            },
+            FdbEntry {
+                mac: mac(3),
+                vtep: Ipv4Addr::UNSPECIFIED,
+            },
+        ];
+        let neighbours = vec![
+            NeighbourEntry {
+                ip: Ipv4Addr::new(10, 0, 9, 1),
+                mac: mac(1),
+            },
+            NeighbourEntry {
+                ip: Ipv4Addr::new(10, 0, 9, 2),
+                mac: mac(2),
+            },
+        ];
+        let got = Remotes::pair(fdb, neighbours).unicast_destinations();
+        assert_eq!(got, BTreeMap::from([(mac(1), a), (node, b)]));
     }
 
     #[test]

@@ -53,6 +53,7 @@ fn mesh_object_declares_the_contract_names() {
             mesh::PEERS_MAP,
             mesh::UPLINKS_MAP,
             mesh::VXLANS_MAP,
+            mesh::VTEPS_MAP,
             policy::NETWORKS_MAP,
             policy::ENDPOINTS_MAP,
             policy::PERMIT_MAP,

@@ -1,9 +1,12 @@
 //! Typed access to the fast path's maps (common/src/mesh.rs, `PEERS_MAP`,
-//! `UPLINKS_MAP` and `VXLANS_MAP`): which local task a VXLAN device's frame
-//! is for, which VXLAN device a task veth's frames for other nodes leave
-//! by, and which overlays' VXLAN the data interface may decapsulate.
+//! `UPLINKS_MAP`, `VXLANS_MAP` and `VTEPS_MAP`): which local task a VXLAN
+//! device's frame is for, which VXLAN device a task veth's frames for
+//! other nodes leave by, which overlays' VXLAN the data interface may
+//! decapsulate, and where each VXLAN device's FDB sends a MAC.
+use std::collections::BTreeMap;
+
 use aya::maps::{HashMap, MapData, MapError};
-use shoal_common::mesh::{PEERS_MAP, PeerKey, UPLINKS_MAP, VXLANS_MAP, VxlanDev};
+use shoal_common::mesh::{PEERS_MAP, PeerKey, UPLINKS_MAP, VTEPS_MAP, VXLANS_MAP, Vtep, VxlanDev};
 
 use super::DatapathError;
 
@@ -11,6 +14,7 @@ pub struct FastPathMaps {
     peers: HashMap<MapData, PeerKey, u32>,
     uplinks: HashMap<MapData, u32, u32>,
     vxlans: HashMap<MapData, u32, VxlanDev>,
+    vteps: HashMap<MapData, PeerKey, Vtep>,
 }
 
 /// One task veth's place in the fast path, kept to undo it.
@@ -40,6 +44,7 @@ impl FastPathMaps {
             peers: super::mesh::take(ebpf, PEERS_MAP)?,
             uplinks: super::mesh::take(ebpf, UPLINKS_MAP)?,
             vxlans: super::mesh::take(ebpf, VXLANS_MAP)?,
+            vteps: super::mesh::take(ebpf, VTEPS_MAP)?,
         })
     }
 
@@ -75,6 +80,28 @@ impl FastPathMaps {
             gone(self.peers.remove(&key), PEERS_MAP)?;
         }
         gone(self.uplinks.remove(&p.veth), UPLINKS_MAP)
+    }
+
+    /// Brings the FDB mirror to `want`: entries not in it go first (a MAC
+    /// that left must not be sent to its old node), then new and changed
+    /// ones are written.
+    pub fn set_vteps(&mut self, want: &BTreeMap<PeerKey, Vtep>) -> Result<(), DatapathError> {
+        let have: Vec<(PeerKey, Vtep)> = self.vteps.iter().filter_map(Result::ok).collect();
+        for (key, _) in have.iter().filter(|(k, _)| !want.contains_key(k)) {
+            gone(self.vteps.remove(key), VTEPS_MAP)?;
+        }
+        for (key, vtep) in want {
+            if !have.contains(&(*key, *vtep)) {
+                self.vteps.insert(key, vtep, 0).map_err(err(VTEPS_MAP))?;
+            }
+        }
+        Ok(())
+    }
+
+    /// The FDB mirror, for tests and inspection.
+    #[cfg_attr(not(test), allow(dead_code))]
+    pub fn vteps(&self) -> BTreeMap<PeerKey, Vtep> {
+        self.vteps.iter().filter_map(Result::ok).collect()
     }
 
     /// Turns decapsulation off for every overlay.

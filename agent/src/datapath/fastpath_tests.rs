@@ -8,7 +8,8 @@
 //! keeps the bridge path untouched.
 
 use shoal_common::mesh::{
-    MeshConfig, MeshReason, PROG_TASK_EGRESS, PROG_TASK_INGRESS, PROG_VXLAN_INGRESS, bridge_mac,
+    MeshConfig, MeshReason, PROG_TASK_EGRESS, PROG_TASK_INGRESS, PROG_VXLAN_INGRESS, Vtep,
+    bridge_mac,
 };
 
 use super::*;
@@ -346,4 +347,116 @@ fn vxlan_for_a_local_task_is_decapsulated_on_the_data_interface() {
     for (what, frame) in cases {
         fx.case(what, IN, &frame, UNSPEC, None, None);
     }
+}
+
+/// The device's view of `REMOTE_MAC`: behind `PEER`, on the task's network.
+fn mirrored(vni: u32) -> std::collections::BTreeMap<shoal_common::mesh::PeerKey, Vtep> {
+    let vtep = Vtep {
+        remote: u32::from(PEER).to_be(),
+        local: u32::from(NODE).to_be(),
+        underlay: 1,
+        vni,
+        port: PORT_4789,
+        _pad: 0,
+    };
+    std::collections::BTreeMap::from([(shoal_common::mesh::PeerKey::new(1, REMOTE_MAC), vtep)])
+}
+
+/// A task's frame for a MAC the FDB mirror has is encapsulated by the
+/// veth's program exactly as the VXLAN device would (outer addresses, port
+/// and VNI of the device, the inner frame whole after them) and handed to
+/// the underlay. One without an entry, or whose entry names another
+/// network (a reused device index), goes to the VXLAN device unchanged.
+#[test]
+fn a_tasks_frames_for_mirrored_macs_are_encapsulated_here() {
+    let mut fx = fast();
+    fx.mesh
+        .fast_path()
+        .set_vteps(&mirrored(NET))
+        .expect("mirror");
+    let inner = with_macs(
+        Pkt::tcp(TASK, 40000, REMOTE, 80, TCP_SYN).frame(),
+        REMOTE_MAC,
+        TASK_MAC,
+    );
+    let before = fx.reasons();
+    let (rc, out) = fx.run(PROG_TASK_INGRESS, &inner);
+    assert_eq!(rc, REDIRECT, "verdict");
+    let after = fx.reasons();
+    for ((r, b), (_, a)) in before.iter().zip(&after) {
+        let want = u64::from(*r == MeshReason::FastPathEncap);
+        assert_eq!(a - b, want, "reason {r:?}");
+    }
+    assert_eq!(out.len(), inner.len() + 50, "outer headers");
+    assert_eq!(
+        out[..12],
+        inner[..12],
+        "outer MACs (the neighbour output's)"
+    );
+    assert_eq!(out[12..14], [0x08, 0x00]);
+    let ip = &out[14..34];
+    let tot = inner.len() - 14 + 50;
+    assert_eq!(
+        ip[..4],
+        [0x45, 0, (tot >> 8) as u8, tot as u8],
+        "IPv4 header"
+    );
+    assert_eq!(ip[6..10], [0, 0, 64, 17], "no DF, TTL 64, UDP");
+    assert_eq!(ip[12..16], NODE.octets(), "the device's source");
+    assert_eq!(ip[16..20], PEER.octets(), "the remote VTEP");
+    let sum = ip
+        .chunks(2)
+        .map(|w| u32::from(u16::from_be_bytes([w[0], w[1]])))
+        .sum::<u32>();
+    assert_eq!((sum & 0xffff) + (sum >> 16), 0xffff, "IPv4 checksum");
+    let udp = &out[34..42];
+    let sport = u16::from_be_bytes([udp[0], udp[1]]);
+    assert!((32768..=60999).contains(&sport), "source port {sport}");
+    let ulen = (tot - 20) as u16;
+    assert_eq!(udp[2..], [0x12, 0xb5, (ulen >> 8) as u8, ulen as u8, 0, 0]);
+    assert_eq!(out[42..50], [0x08, 0, 0, 0, 0, 0, NET as u8, 0], "VXLAN");
+    assert_eq!(hex(&out[50..]), hex(&inner), "the inner frame");
+    // The same flow, the same outer tuple.
+    let (_, again) = fx.run(PROG_TASK_INGRESS, &inner);
+    assert_eq!(again[34..36], out[34..36], "source port of one flow");
+
+    let peer = bridge_mac(u32::from(PEER));
+    fx.case(
+        "a MAC the mirror has not",
+        PROG_TASK_INGRESS,
+        &with_macs(inner.clone(), peer, TASK_MAC),
+        REDIRECT,
+        None,
+        Some(MeshReason::FastPathTx),
+    );
+    fx.mesh
+        .fast_path()
+        .set_vteps(&mirrored(NET + 1))
+        .expect("mirror");
+    fx.case(
+        "an entry of another network",
+        PROG_TASK_INGRESS,
+        &inner,
+        REDIRECT,
+        None,
+        Some(MeshReason::FastPathTx),
+    );
+}
+
+/// Only full mode mirrors: `redirect` and `off` empty the mirror, and a
+/// mirror write outside full mode keeps it empty.
+#[test]
+fn the_fdb_mirror_is_full_modes_alone() {
+    let mut fx = fast();
+    fx.mesh.set_vteps(&mirrored(NET)).expect("full");
+    assert_eq!(fx.mesh.fast_path().vteps(), mirrored(NET));
+    fx.mesh.set_vteps(&Default::default()).expect("emptied");
+    assert!(fx.mesh.fast_path().vteps().is_empty());
+    fx.mesh.set_vteps(&mirrored(NET)).expect("full");
+    fx.mesh
+        .set_fast_path(crate::datapath::mesh::FastPath::Redirect)
+        .expect("redirect");
+    assert!(fx.mesh.fast_path().vteps().is_empty());
+    fx.mesh.set_vteps(&mirrored(NET)).expect("redirect mode");
+    assert!(fx.mesh.fast_path().vteps().is_empty());
 }

@@ -5,7 +5,10 @@
 //! (shoal-mesh) and keeps the write order the program relies on — backends
 //! before the rings naming them, rings before the frontends using them, and
 //! the reverse order on removal.
-use std::path::{Path, PathBuf};
+use std::{
+    collections::BTreeMap,
+    path::{Path, PathBuf},
+};
 
 use aya::{
     Ebpf, EbpfLoader, include_bytes_aligned,
@@ -23,8 +26,9 @@ use aya::{
 use shoal_common::mesh::{
     BACKENDS_MAP, Backend, CONNTRACK_MAP, Conn, FlowKey, MAGLEV_MAP, MAGLEV_SIZE, MAX_SERVICES,
     MESH_CONFIG_MAP, MESH_REASONS_MAP, MeshConfig, MeshReason, PROG_MESH_EGRESS, PROG_MESH_INGRESS,
-    PROG_TASK_EGRESS, PROG_TASK_INGRESS, PROG_VXLAN_INGRESS, RETURN_MAP, REVNAT_MAP, ReturnPath,
-    RevNat, SERVICE_STATS_MAP, SERVICES_MAP, Service, ServiceKey, ServiceStats, VxlanDev,
+    PROG_TASK_EGRESS, PROG_TASK_INGRESS, PROG_VXLAN_INGRESS, PeerKey, RETURN_MAP, REVNAT_MAP,
+    ReturnPath, RevNat, SERVICE_STATS_MAP, SERVICES_MAP, Service, ServiceKey, ServiceStats, Vtep,
+    VxlanDev,
 };
 
 use super::{
@@ -88,10 +92,11 @@ pub struct Mesh {
 /// How much of the overlay's path the fast path takes (`--fast-path`).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, clap::ValueEnum)]
 pub enum FastPath {
-    /// Decapsulation on the data interface and both redirects.
+    /// Decapsulation on the data interface, encapsulation on the task
+    /// veths, and both redirects.
     #[default]
     Full,
-    /// The redirects only: VXLAN is received by the VXLAN device.
+    /// The redirects only: the VXLAN devices send and receive VXLAN.
     Redirect,
     /// The bridge for every frame.
     Off,
@@ -534,11 +539,25 @@ impl Mesh {
         self.fast_path = mode;
         match mode {
             FastPath::Full => Ok(()),
-            FastPath::Redirect => self.fast.clear_vxlans(),
+            FastPath::Redirect => {
+                self.fast.set_vteps(&BTreeMap::new())?;
+                self.fast.clear_vxlans()
+            }
             FastPath::Off => {
+                self.fast.set_vteps(&BTreeMap::new())?;
                 self.fast.clear_vxlans()?;
                 self.fast.clear_peers()
             }
+        }
+    }
+
+    /// Mirrors the VXLAN devices' FDBs for the send side's encapsulation
+    /// (in full mode; otherwise the mirror stays empty).
+    pub fn set_vteps(&mut self, want: &BTreeMap<PeerKey, Vtep>) -> Result<(), DatapathError> {
+        if self.fast_path == FastPath::Full {
+            self.fast.set_vteps(want)
+        } else {
+            self.fast.set_vteps(&BTreeMap::new())
         }
     }
 
