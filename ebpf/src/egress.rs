@@ -30,7 +30,7 @@ const TCP_RST: u8 = 0x04;
 
 /// The node's data address (network order), 0 before the agent set it.
 #[inline(always)]
-fn node_addr() -> u32 {
+pub fn node_addr() -> u32 {
     let mac = CONFIG.get(0).map(|c| c.node_mac).unwrap_or_default();
     if mac == [0; 6] {
         0

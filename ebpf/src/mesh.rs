@@ -69,6 +69,7 @@ use shoal_common::mesh::{
     Service, ServiceKey, ServiceStats, Vtep, VxlanDev, flow_hash, is_bridge_mac, maglev_index,
 };
 use shoal_common::policy::MAX_ENDPOINTS;
+use shoal_common::ports::VXLAN_PORT;
 
 mod egress;
 mod policy;
@@ -744,6 +745,14 @@ fn try_task_in(ctx: &TcContext) -> Result<i32, Fail> {
         policy::check_destination(ep, ip.saddr, ip.daddr, None)?;
         return Ok(TC_ACT_UNSPEC);
     };
+    // Frontends and the replies of flows another node DNATed only ever go
+    // to this node's bridge MAC (VIPs resolve to it, the rest is routed):
+    // a frame to any other MAC is task to task, and isolation is all it
+    // needs. That spares such frames three hash lookups.
+    if !to_node_bridge(ctx) {
+        policy::check_destination(ep, pkt.flow.saddr, pkt.flow.daddr, Some(&pkt.flow))?;
+        return Ok(TC_ACT_UNSPEC);
+    }
     if let Some(svc) = lookup_service(&pkt.flow) {
         if svc.flags & SVC_F_VIP != 0 {
             policy::check_vip(ep, pkt.flow.daddr)?;
@@ -762,6 +771,16 @@ fn try_task_in(ctx: &TcContext) -> Result<i32, Fail> {
     ctx.store(0, &ret.mac, 0)
         .map_err(|_| Fail::from(MeshReason::Rewrite))?;
     Ok(TC_ACT_OK)
+}
+
+/// Whether a task's frame is addressed to this node's bridge, or this
+/// node's bridge MAC is not known yet (then every frame may be).
+#[inline(always)]
+fn to_node_bridge(ctx: &TcContext) -> bool {
+    let Some(node) = CONFIG.get(0).map(|c| c.node_mac) else {
+        return true;
+    };
+    node == [0; 6] || ctx.load::<[u8; 6]>(0).is_ok_and(|mac| mac == node)
 }
 
 /// To a task: replies from the backends it reached through a VIP get the
@@ -1069,6 +1088,11 @@ fn try_reply(ctx: &TcContext) -> Result<i32, Fail> {
         && let Some(vni) = vxlan_vni(ctx, pkt.l4)
     {
         policy::check_vxlan_out(u16::from_be(pkt.flow.dport), vni)?;
+        // This node's own VXLAN is neither a reply the mesh translated
+        // nor a task's flow to the outside: no lookups for it.
+        if u16::from_be(pkt.flow.dport) == VXLAN_PORT && pkt.flow.saddr == egress::node_addr() {
+            return Ok(TC_ACT_UNSPEC);
+        }
     }
     // SAFETY: RevNat is Copy; copied out at once.
     let Some(rev) = (unsafe { REVNAT.get(pkt.flow) }).copied() else {

@@ -1148,16 +1148,28 @@ fn task_veths_balance_vips_and_send_replies_back_through_the_ingress_node() {
             .is_none()
     );
 
-    // A task connecting to a VIP is balanced, and the reply gets the VIP back.
+    // A task connecting to a VIP (its ARP gave this node's bridge MAC) is
+    // balanced, and the reply gets the VIP back.
     let to_vip = Pkt::tcp(TASK, 41000, VIP, 6379, TCP_SYN);
     let chosen = fx.choice(REDIS, &to_vip, false);
     let dnated = to_vip.to(addr_of(chosen), 6379);
     fx.case(
         "task to VIP",
         PROG_TASK_INGRESS,
-        &to_vip.frame(),
+        &with_macs(to_vip.frame(), own, task_mac),
         OK,
-        Some(&dnated.frame()),
+        Some(&with_macs(dnated.frame(), own, task_mac)),
+        None,
+    );
+    // Frontends are only reached through this node's bridge: the same
+    // packet to another MAC is task to task, left to isolation (here the
+    // VIP is outside every network the map holds: egress).
+    fx.case(
+        "task to VIP, to another MAC",
+        PROG_TASK_INGRESS,
+        &with_macs(to_vip.frame(), [0x02, 0x42, 10, 0, 0, 50], task_mac),
+        UNSPEC,
+        None,
         None,
     );
     let from_backend = Pkt::tcp(addr_of(chosen), 6379, TASK, 41000, TCP_SYN_ACK);
