@@ -335,15 +335,7 @@ impl Driver {
     /// address or underlay of its own (the driver always gives both), so
     /// only the device itself knows.
     pub async fn vxlan_path(&self, vni: u32) -> Result<Option<VxlanPath>, OverlayError> {
-        let name = vxlan_name(vni);
-        let link = self
-            .link_by_name(&name)
-            .await?
-            .ok_or(OverlayError::NetworkMissing {
-                vni,
-                device: name.clone(),
-            })?;
-        expect_kind(&link, &name, InfoKind::Vxlan, "vxlan")?;
+        let link = self.require_vxlan_link(vni).await?;
         Ok(VxlanConfig::of(&link).path(link.header.index))
     }
 
@@ -686,19 +678,17 @@ impl Driver {
         &self,
         vni: u32,
     ) -> Result<(u32, Option<u32>), OverlayError> {
-        let name = vxlan_name(vni);
-        let link = self
-            .link_by_name(&name)
-            .await?
-            .ok_or(OverlayError::NetworkMissing {
-                vni,
-                device: name.clone(),
-            })?;
-        expect_kind(&link, &name, InfoKind::Vxlan, "vxlan")?;
+        let link = self.require_vxlan_link(vni).await?;
         Ok((link.header.index, VxlanConfig::of(&link).underlay))
     }
 
     async fn require_vxlan(&self, vni: u32) -> Result<u32, OverlayError> {
+        Ok(self.require_vxlan_link(vni).await?.header.index)
+    }
+
+    /// The network's VXLAN device; missing, or not a VXLAN device under
+    /// our name, is an error.
+    async fn require_vxlan_link(&self, vni: u32) -> Result<LinkMessage, OverlayError> {
         let name = vxlan_name(vni);
         let link = self
             .link_by_name(&name)
@@ -708,7 +698,7 @@ impl Driver {
                 device: name.clone(),
             })?;
         expect_kind(&link, &name, InfoKind::Vxlan, "vxlan")?;
-        Ok(link.header.index)
+        Ok(link)
     }
 
     /// The VXLAN device's own (NTF_SELF) FDB entries. The bridge's entries
