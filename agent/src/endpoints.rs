@@ -252,6 +252,7 @@ async fn program<O: Overlay>(
             HashSet::new()
         };
         let now = tokio::time::Instant::now();
+        let encrypted = crate::worker::isolation::encrypted_vnis(&set, shoal_overlay::DEFAULT_PORT);
         for (network, vni) in &nets {
             let mut want = want.get(network).cloned().unwrap_or_default();
             let have = have_on(&*overlay, *vni).await;
@@ -267,7 +268,13 @@ async fn program<O: Overlay>(
             match converge(&*overlay, *vni, &keep).await {
                 // The mesh only balances to backends the overlay reaches:
                 // what is wanted, never what only lingers.
-                Ok(()) => local.set_reachable(network, want.iter().map(|r| (r.ip, r.vtep))),
+                Ok(()) => {
+                    if let Some(mirror) = &mirror {
+                        let sealed = encrypted.contains_key(vni);
+                        mirror_network(&*overlay, &**mirror, sealed, *vni).await;
+                    }
+                    local.set_reachable(network, want.iter().map(|r| (r.ip, r.vtep)));
+                }
                 Err(e) => tracing::warn!(vni, error = %e, "programming remote endpoints"),
             }
             if let Some(own) = own_mac {
@@ -278,6 +285,8 @@ async fn program<O: Overlay>(
             }
         }
         leaving.forget_networks(&nets);
+        // Again as a whole: the node entries converged since, and networks
+        // that went leave the mirror.
         if let Some(mirror) = &mirror {
             mirror_fdbs(&*overlay, &**mirror, &set, &nets).await;
         }
@@ -317,8 +326,30 @@ async fn mirror_fdbs(
             want.extend(vteps_of(&path, &remotes));
         }
     }
-    if let Err(e) = mirror.set_vteps(&want) {
+    if let Err(e) = mirror.set_vteps(None, &want) {
         tracing::warn!(error = %e, "mirroring the overlays' FDBs for the fast path");
+    }
+}
+
+/// The same for one network, right after its entries converged and
+/// before the mesh is told what they reach: a MAC that moved to another
+/// node (an address handed to a task elsewhere) is encapsulated to its new
+/// node before any ring can send a connection to it.
+async fn mirror_network(
+    overlay: &impl Overlay,
+    mirror: &dyn VtepMirror,
+    encrypted: bool,
+    vni: u32,
+) {
+    let Ok(Some(path)) = overlay.vxlan_path(vni).await else {
+        return;
+    };
+    let want: BTreeMap<PeerKey, Vtep> = match overlay.remotes(vni).await {
+        Ok(remotes) if !encrypted => vteps_of(&path, &remotes).into_iter().collect(),
+        _ => BTreeMap::new(),
+    };
+    if let Err(e) = mirror.set_vteps(Some(path.ifindex), &want) {
+        tracing::warn!(vni, error = %e, "mirroring the overlay's FDB for the fast path");
     }
 }
 
@@ -678,9 +709,12 @@ mod tests {
     impl VtepMirror for Mirror {
         fn set_vteps(
             &self,
+            only: Option<u32>,
             want: &BTreeMap<PeerKey, Vtep>,
         ) -> Result<(), crate::datapath::DatapathError> {
-            *self.0.lock().expect("mirror") = want.clone();
+            let mut m = self.0.lock().expect("mirror");
+            m.retain(|k, _| only.is_some_and(|dev| k.dev != dev));
+            m.extend(want);
             Ok(())
         }
     }
@@ -739,7 +773,18 @@ mod tests {
         ]);
         assert_eq!(*mirror.0.lock().expect("mirror"), want);
 
+        // One network's write (right after its entries converged) leaves
+        // the other networks' entries; an encrypted one writes none.
+        mirror_network(&o, &mirror, true, VNI).await;
+        let left: Vec<_> = mirror.0.lock().expect("mirror").keys().copied().collect();
+        assert!(left.is_empty(), "as if encrypted: {left:?}");
+        mirror_network(&o, &mirror, false, VNI).await;
+        assert_eq!(*mirror.0.lock().expect("mirror"), want);
+
         o.remove_remote(VNI, task).await.expect("remove");
+        mirror_network(&o, &mirror, false, VNI).await;
+        let left: Vec<_> = mirror.0.lock().expect("mirror").keys().copied().collect();
+        assert_eq!(left, vec![PeerKey::new(VNI + 1, node.mac.octets())]);
         mirror_fdbs(&o, &mirror, &set, &nets).await;
         let left: Vec<_> = mirror.0.lock().expect("mirror").keys().copied().collect();
         assert_eq!(left, vec![PeerKey::new(VNI + 1, node.mac.octets())]);

@@ -83,8 +83,13 @@ pub trait Overlay: Send + Sync + 'static {
 /// The fast path's mirror of the VXLAN devices' FDBs, which its send side
 /// encapsulates with.
 pub trait VtepMirror: Send + Sync + 'static {
-    /// Writes the mirror until it holds `want` (every network's at once).
-    fn set_vteps(&self, want: &BTreeMap<PeerKey, Vtep>) -> Result<(), DatapathError>;
+    /// Writes the mirror until it holds `want`: every network's at once,
+    /// or (`only`) one VXLAN device's entries, leaving the others.
+    fn set_vteps(
+        &self,
+        only: Option<u32>,
+        want: &BTreeMap<PeerKey, Vtep>,
+    ) -> Result<(), DatapathError>;
 }
 
 /// An FDB or neighbour entry without its partner.
@@ -258,7 +263,11 @@ impl MeshSync for Arc<Mutex<MeshState>> {
 }
 
 impl VtepMirror for Arc<Mutex<MeshState>> {
-    fn set_vteps(&self, want: &BTreeMap<PeerKey, Vtep>) -> Result<(), DatapathError> {
-        lock(self).maps.set_vteps(want)
+    fn set_vteps(
+        &self,
+        only: Option<u32>,
+        want: &BTreeMap<PeerKey, Vtep>,
+    ) -> Result<(), DatapathError> {
+        lock(self).maps.set_vteps(only, want)
     }
 }

@@ -82,11 +82,21 @@ impl FastPathMaps {
         gone(self.uplinks.remove(&p.veth), UPLINKS_MAP)
     }
 
-    /// Brings the FDB mirror to `want`: entries not in it go first (a MAC
-    /// that left must not be sent to its old node), then new and changed
-    /// ones are written.
-    pub fn set_vteps(&mut self, want: &BTreeMap<PeerKey, Vtep>) -> Result<(), DatapathError> {
-        let have: Vec<(PeerKey, Vtep)> = self.vteps.iter().filter_map(Result::ok).collect();
+    /// Brings the FDB mirror to `want`, the whole of it or (`only`) one
+    /// VXLAN device's entries: entries not in `want` go first (a MAC that
+    /// left must not be sent to its old node), then new and changed ones
+    /// are written.
+    pub fn set_vteps(
+        &mut self,
+        only: Option<u32>,
+        want: &BTreeMap<PeerKey, Vtep>,
+    ) -> Result<(), DatapathError> {
+        let have: Vec<(PeerKey, Vtep)> = self
+            .vteps
+            .iter()
+            .filter_map(Result::ok)
+            .filter(|(k, _)| only.is_none_or(|dev| k.dev == dev))
+            .collect();
         for (key, _) in have.iter().filter(|(k, _)| !want.contains_key(k)) {
             gone(self.vteps.remove(key), VTEPS_MAP)?;
         }

@@ -372,7 +372,7 @@ fn a_tasks_frames_for_mirrored_macs_are_encapsulated_here() {
     let mut fx = fast();
     fx.mesh
         .fast_path()
-        .set_vteps(&mirrored(NET))
+        .set_vteps(None, &mirrored(NET))
         .expect("mirror");
     let inner = with_macs(
         Pkt::tcp(TASK, 40000, REMOTE, 80, TCP_SYN).frame(),
@@ -431,7 +431,7 @@ fn a_tasks_frames_for_mirrored_macs_are_encapsulated_here() {
     );
     fx.mesh
         .fast_path()
-        .set_vteps(&mirrored(NET + 1))
+        .set_vteps(None, &mirrored(NET + 1))
         .expect("mirror");
     fx.case(
         "an entry of another network",
@@ -448,15 +448,35 @@ fn a_tasks_frames_for_mirrored_macs_are_encapsulated_here() {
 #[test]
 fn the_fdb_mirror_is_full_modes_alone() {
     let mut fx = fast();
-    fx.mesh.set_vteps(&mirrored(NET)).expect("full");
+    fx.mesh.set_vteps(None, &mirrored(NET)).expect("full");
     assert_eq!(fx.mesh.fast_path().vteps(), mirrored(NET));
-    fx.mesh.set_vteps(&Default::default()).expect("emptied");
+    fx.mesh
+        .set_vteps(None, &Default::default())
+        .expect("emptied");
     assert!(fx.mesh.fast_path().vteps().is_empty());
-    fx.mesh.set_vteps(&mirrored(NET)).expect("full");
+
+    // One device's write leaves the other devices' entries.
+    let mut two = mirrored(NET);
+    let (key, vtep) = two.first_key_value().map(|(k, v)| (*k, *v)).expect("one");
+    let other = shoal_common::mesh::PeerKey { dev: 2, ..key };
+    two.insert(other, vtep);
+    fx.mesh.set_vteps(None, &two).expect("two devices");
+    fx.mesh
+        .set_vteps(Some(1), &Default::default())
+        .expect("device 1 emptied");
+    assert_eq!(
+        fx.mesh.fast_path().vteps().into_keys().collect::<Vec<_>>(),
+        vec![other],
+        "device 2's entry stays"
+    );
+
+    fx.mesh.set_vteps(None, &mirrored(NET)).expect("full");
     fx.mesh
         .set_fast_path(crate::datapath::mesh::FastPath::Redirect)
         .expect("redirect");
     assert!(fx.mesh.fast_path().vteps().is_empty());
-    fx.mesh.set_vteps(&mirrored(NET)).expect("redirect mode");
+    fx.mesh
+        .set_vteps(None, &mirrored(NET))
+        .expect("redirect mode");
     assert!(fx.mesh.fast_path().vteps().is_empty());
 }

@@ -540,24 +540,29 @@ impl Mesh {
         match mode {
             FastPath::Full => Ok(()),
             FastPath::Redirect => {
-                self.fast.set_vteps(&BTreeMap::new())?;
+                self.fast.set_vteps(None, &BTreeMap::new())?;
                 self.fast.clear_vxlans()
             }
             FastPath::Off => {
-                self.fast.set_vteps(&BTreeMap::new())?;
+                self.fast.set_vteps(None, &BTreeMap::new())?;
                 self.fast.clear_vxlans()?;
                 self.fast.clear_peers()
             }
         }
     }
 
-    /// Mirrors the VXLAN devices' FDBs for the send side's encapsulation
-    /// (in full mode; otherwise the mirror stays empty).
-    pub fn set_vteps(&mut self, want: &BTreeMap<PeerKey, Vtep>) -> Result<(), DatapathError> {
+    /// Mirrors the VXLAN devices' FDBs (all, or `only` one device's) for
+    /// the send side's encapsulation, in full mode; otherwise the mirror
+    /// stays empty.
+    pub fn set_vteps(
+        &mut self,
+        only: Option<u32>,
+        want: &BTreeMap<PeerKey, Vtep>,
+    ) -> Result<(), DatapathError> {
         if self.fast_path == FastPath::Full {
-            self.fast.set_vteps(want)
+            self.fast.set_vteps(only, want)
         } else {
-            self.fast.set_vteps(&BTreeMap::new())
+            self.fast.set_vteps(None, &BTreeMap::new())
         }
     }
 
