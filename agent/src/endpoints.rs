@@ -253,6 +253,8 @@ async fn program<O: Overlay>(
         };
         let now = tokio::time::Instant::now();
         let encrypted = crate::worker::isolation::encrypted_vnis(&set, shoal_overlay::DEFAULT_PORT);
+        // What the mirror holds after this pass, network by network.
+        let mut vteps = BTreeMap::new();
         for (network, vni) in &nets {
             let mut want = want.get(network).cloned().unwrap_or_default();
             let have = have_on(&*overlay, *vni).await;
@@ -265,30 +267,32 @@ async fn program<O: Overlay>(
             }
             let mut keep = want.clone();
             keep.extend(leaving.still(*vni, &want, &have, now));
-            match converge(&*overlay, *vni, &keep).await {
-                // The mesh only balances to backends the overlay reaches:
-                // what is wanted, never what only lingers.
-                Ok(()) => {
-                    if let Some(mirror) = &mirror {
-                        let sealed = encrypted.contains_key(vni);
-                        mirror_network(&*overlay, &**mirror, sealed, *vni).await;
-                    }
-                    local.set_reachable(network, want.iter().map(|r| (r.ip, r.vtep)));
-                }
-                Err(e) => tracing::warn!(vni, error = %e, "programming remote endpoints"),
-            }
+            let converged = converge(&*overlay, *vni, &keep).await;
             if let Some(own) = own_mac {
                 let extras = wanted_extras(&set, network, me, own);
                 if let Err(e) = converge_extras(&*overlay, *vni, own, &extras).await {
                     tracing::warn!(vni, error = %e, "programming node and VIP entries");
                 }
             }
+            match converged {
+                // The mesh only balances to backends the overlay reaches:
+                // what is wanted, never what only lingers.
+                Ok(()) => {
+                    if let Some(mirror) = &mirror {
+                        let sealed = encrypted.contains_key(vni);
+                        vteps.extend(mirror_network(&*overlay, &**mirror, sealed, *vni).await);
+                    }
+                    local.set_reachable(network, want.iter().map(|r| (r.ip, r.vtep)));
+                }
+                Err(e) => tracing::warn!(vni, error = %e, "programming remote endpoints"),
+            }
         }
         leaving.forget_networks(&nets);
-        // Again as a whole: the node entries converged since, and networks
-        // that went leave the mirror.
-        if let Some(mirror) = &mirror {
-            mirror_fdbs(&*overlay, &**mirror, &set, &nets).await;
+        // Networks that went, or did not converge, leave the mirror.
+        if let Some(mirror) = &mirror
+            && let Err(e) = mirror.set_vteps(None, &vteps)
+        {
+            tracing::warn!(error = %e, "mirroring the overlays' FDBs for the fast path");
         }
         // (A floor: an entry past due that failed to go is not retried in
         // a tight loop.)
@@ -305,44 +309,23 @@ async fn program<O: Overlay>(
     }
 }
 
-/// Copies what the local networks' FDBs hold now, read back from the
-/// kernel after this pass's changes, into the fast path's mirror, which
-/// encapsulates with it. Encrypted networks are left out: their VXLAN must
-/// go through the stack (IPsec's policies, the WireGuard device).
-async fn mirror_fdbs(
-    overlay: &impl Overlay,
-    mirror: &dyn VtepMirror,
-    set: &AssignmentSet,
-    nets: &std::collections::HashMap<String, u32>,
-) {
-    let encrypted = crate::worker::isolation::encrypted_vnis(set, shoal_overlay::DEFAULT_PORT);
-    let mut want = BTreeMap::new();
-    for vni in nets.values().filter(|v| !encrypted.contains_key(v)) {
-        // A network that went, or whose entries could not be read, has no
-        // entries in the mirror: its frames take the VXLAN device.
-        if let (Ok(Some(path)), Ok(remotes)) =
-            (overlay.vxlan_path(*vni).await, overlay.remotes(*vni).await)
-        {
-            want.extend(vteps_of(&path, &remotes));
-        }
-    }
-    if let Err(e) = mirror.set_vteps(None, &want) {
-        tracing::warn!(error = %e, "mirroring the overlays' FDBs for the fast path");
-    }
-}
-
-/// The same for one network, right after its entries converged and
-/// before the mesh is told what they reach: a MAC that moved to another
-/// node (an address handed to a task elsewhere) is encapsulated to its new
-/// node before any ring can send a connection to it.
+/// Copies what one network's FDB holds now, read back from the kernel
+/// after its entries converged, into the fast path's mirror, which
+/// encapsulates with it; returns what it wrote. Done before the mesh is
+/// told what the entries reach: a MAC that moved to another node (an
+/// address handed to a task elsewhere) is encapsulated to its new node
+/// before any ring can send a connection to it. An encrypted network gets
+/// no entries: its VXLAN must go through the stack (IPsec's policies, the
+/// WireGuard device); nor does one whose device or entries could not be
+/// read: its frames take the VXLAN device.
 async fn mirror_network(
     overlay: &impl Overlay,
     mirror: &dyn VtepMirror,
     encrypted: bool,
     vni: u32,
-) {
+) -> BTreeMap<PeerKey, Vtep> {
     let Ok(Some(path)) = overlay.vxlan_path(vni).await else {
-        return;
+        return BTreeMap::new();
     };
     let want: BTreeMap<PeerKey, Vtep> = match overlay.remotes(vni).await {
         Ok(remotes) if !encrypted => vteps_of(&path, &remotes).into_iter().collect(),
@@ -351,6 +334,7 @@ async fn mirror_network(
     if let Err(e) = mirror.set_vteps(Some(path.ifindex), &want) {
         tracing::warn!(vni, error = %e, "mirroring the overlay's FDB for the fast path");
     }
+    want
 }
 
 /// The mirror's entries of one network: each unicast MAC its FDB sends to
@@ -719,6 +703,21 @@ mod tests {
         }
     }
 
+    /// The loop's mirror writes for one pass over `nets`.
+    async fn mirror_pass(
+        o: &FakeOverlay,
+        mirror: &Mirror,
+        set: &AssignmentSet,
+        nets: &HashMap<String, u32>,
+    ) {
+        let encrypted = crate::worker::isolation::encrypted_vnis(set, shoal_overlay::DEFAULT_PORT);
+        let mut all = BTreeMap::new();
+        for vni in nets.values() {
+            all.extend(mirror_network(o, mirror, encrypted.contains_key(vni), *vni).await);
+        }
+        mirror.set_vteps(None, &all).expect("whole");
+    }
+
     /// The fast path's FDB mirror holds what the kernel holds, in the
     /// contract's byte order, for the unencrypted networks only; a MAC
     /// whose entries went leaves it on the next pass.
@@ -758,7 +757,7 @@ mod tests {
         };
         let nets = HashMap::from([("net".to_owned(), VNI), ("sealed".to_owned(), SEALED)]);
         let mirror = Mirror::default();
-        mirror_fdbs(&o, &mirror, &set, &nets).await;
+        mirror_pass(&o, &mirror, &set, &nets).await;
         let vtep = Vtep {
             remote: u32::from(PEER).to_be(),
             local: u32::from(ME).to_be(),
@@ -785,7 +784,7 @@ mod tests {
         mirror_network(&o, &mirror, false, VNI).await;
         let left: Vec<_> = mirror.0.lock().expect("mirror").keys().copied().collect();
         assert_eq!(left, vec![PeerKey::new(VNI + 1, node.mac.octets())]);
-        mirror_fdbs(&o, &mirror, &set, &nets).await;
+        mirror_pass(&o, &mirror, &set, &nets).await;
         let left: Vec<_> = mirror.0.lock().expect("mirror").keys().copied().collect();
         assert_eq!(left, vec![PeerKey::new(VNI + 1, node.mac.octets())]);
     }
