@@ -68,11 +68,14 @@ use shoal_common::mesh::{
     MAX_VXLANS, MeshConfig, MeshReason, PeerKey, ReturnPath, RevNat, SVC_F_AFFINITY, SVC_F_VIP,
     Service, ServiceKey, ServiceStats, Vtep, VxlanDev, flow_hash, is_bridge_mac, maglev_index,
 };
-use shoal_common::policy::MAX_ENDPOINTS;
+use shoal_common::policy::{Endpoint, MAX_ENDPOINTS, NetEntry};
 use shoal_common::ports::VXLAN_PORT;
 
 mod egress;
+mod packet;
 mod policy;
+
+use packet::Read as _;
 
 const TC_ACT_UNSPEC: i32 = -1;
 const TC_ACT_OK: i32 = 0;
@@ -175,22 +178,27 @@ pub fn shoal_mesh_out(ctx: TcContext) -> i32 {
 
 #[classifier]
 pub fn shoal_task_in(ctx: TcContext) -> i32 {
-    let verdict = match try_task_in(&ctx) {
+    let mut seen = Seen::default();
+    let verdict = match try_task_in(&ctx, &mut seen) {
         Ok(verdict) => verdict,
         Err(e) => fail(e),
     };
     // Every packet that goes on is marked by where it goes now (after any
     // DNAT), unparsed ones too: encryption fails closed.
     if verdict != TC_ACT_SHOT
-        && let Ok(daddr) = ctx.load::<u32>(ETH_HLEN + IP_DADDR)
-        && matches!(ctx.load::<u16>(ETH_HLEN - 2), Ok(t) if u16::from_be(t) == ETH_P_IP)
+        && let Ok(daddr) = ctx.read::<u32>(ETH_HLEN + IP_DADDR)
+        && matches!(ctx.read::<u16>(ETH_HLEN - 2), Ok(t) if u16::from_be(t) == ETH_P_IP)
     {
+        let dest = match seen.dest {
+            Some((addr, n)) if addr == daddr => n,
+            _ => policy::network_of(daddr),
+        };
         // Encrypted packets keep the bridge path, the one IPsec is tested on.
-        if policy::mark_encrypted(&ctx, daddr) {
+        if policy::mark_encrypted(&ctx, dest) {
             return verdict;
         }
         if let Some(vxlan) = remote_uplink(&ctx) {
-            if let Some(verdict) = try_encap(&ctx, vxlan) {
+            if let Some(verdict) = try_encap(&ctx, vxlan, seen.net) {
                 return verdict;
             }
             count_reason(MeshReason::FastPathTx);
@@ -202,11 +210,21 @@ pub fn shoal_task_in(ctx: TcContext) -> i32 {
     verdict
 }
 
+/// Map entries `try_task_in` read for a frame, so that what follows it in
+/// `shoal_task_in` need not read them again: the veth's network, and an
+/// address with its entry in the networks trie (`None` inside: looked up,
+/// none there).
+#[derive(Default)]
+struct Seen {
+    net: Option<u32>,
+    dest: Option<(u32, Option<NetEntry>)>,
+}
+
 #[classifier]
 pub fn shoal_task_out(ctx: TcContext) -> i32 {
     // SAFETY: the context pointer is valid for the program's run.
     let veth = unsafe { (*ctx.skb.skb).ifindex };
-    match try_task_out(&ctx, veth) {
+    match try_task_out(&ctx, veth, None) {
         Ok(verdict) => verdict,
         Err(e) => fail(e),
     }
@@ -223,7 +241,7 @@ pub fn shoal_vxlan_in(ctx: TcContext) -> i32 {
     let Some(veth) = local_peer(&ctx) else {
         return TC_ACT_UNSPEC;
     };
-    let verdict = match try_task_out(&ctx, veth) {
+    let verdict = match try_task_out(&ctx, veth, None) {
         Ok(verdict) => verdict,
         Err(e) => fail(e),
     };
@@ -242,16 +260,16 @@ pub fn shoal_vxlan_in(ctx: TcContext) -> i32 {
 /// task that is gone (its ifindex maybe reused) never redirects.
 #[inline(always)]
 fn local_peer(ctx: &TcContext) -> Option<u32> {
-    let ethertype = ctx.load::<u16>(ETH_HLEN - 2).ok()?;
+    let ethertype = ctx.read::<u16>(ETH_HLEN - 2).ok()?;
     if u16::from_be(ethertype) != ETH_P_IP {
         return None;
     }
-    let mac = ctx.load::<[u8; 6]>(0).ok()?;
+    let mac = ctx.read::<[u8; 6]>(0).ok()?;
     // SAFETY: the context pointer is valid for the program's run.
     let dev = unsafe { (*ctx.skb.skb).ifindex };
     // SAFETY: a plain value, copied out at once.
     let veth = unsafe { PEERS.get(PeerKey::new(dev, mac)) }.copied()?;
-    let daddr = ctx.load::<u32>(ETH_HLEN + IP_DADDR).ok()?;
+    let daddr = ctx.read::<u32>(ETH_HLEN + IP_DADDR).ok()?;
     policy::endpoint_of(veth)
         .filter(|ep| ep.owns(daddr))
         .map(|_| veth)
@@ -269,7 +287,7 @@ fn remote_uplink(ctx: &TcContext) -> Option<u32> {
     let veth = unsafe { (*ctx.skb.skb).ifindex };
     // SAFETY: a plain value, copied out at once.
     let vxlan = unsafe { UPLINKS.get(veth) }.copied()?;
-    let mac = ctx.load::<[u8; 6]>(0).ok()?;
+    let mac = ctx.read::<[u8; 6]>(0).ok()?;
     if mac[0] & 1 != 0 {
         return None;
     }
@@ -312,15 +330,16 @@ const VXLAN_F_VNI: u8 = 0x08;
 /// port and VNI, a flow-hashed source port, no UDP checksum, DF clear)
 /// and goes to the underlay's neighbour output. `None`: no entry, or the
 /// kernel refused to grow the frame: nothing was changed, and the VXLAN
-/// device takes it as before.
+/// device takes it as before. `net`: the veth's network, if read already.
 #[inline(always)]
-fn try_encap(ctx: &TcContext, vxlan: u32) -> Option<i32> {
-    let inner: [u8; ETH_HLEN] = ctx.load(0).ok()?;
+fn try_encap(ctx: &TcContext, vxlan: u32, net: Option<u32>) -> Option<i32> {
+    let inner: [u8; ETH_HLEN] = ctx.read(0).ok()?;
     let mac = [inner[0], inner[1], inner[2], inner[3], inner[4], inner[5]];
     // SAFETY: a plain value, copied out at once.
     let vtep = unsafe { VTEPS.get(PeerKey::new(vxlan, mac)) }.copied()?;
+    let net = net.or_else(|| policy::endpoint(ctx).map(|ep| ep.net));
     // An entry left under a reused device index names another network.
-    if vtep.underlay == 0 || policy::endpoint(ctx).map(|ep| ep.net) != Some(vtep.vni) {
+    if vtep.underlay == 0 || net != Some(vtep.vni) {
         return None;
     }
     let outer_len = ctx.len() as usize - ETH_HLEN + ENCAP_LEN;
@@ -474,13 +493,13 @@ const _: () = assert!(core::mem::size_of::<Ipv4Fixed>() == IPV4_MIN_HLEN);
 /// `Ok(None)` for other ethertypes.
 #[inline(always)]
 fn parse_l3(ctx: &TcContext) -> Result<Option<Ipv4Fixed>, MeshReason> {
-    let Ok(ethertype) = ctx.load::<u16>(ETH_HLEN - 2) else {
+    let Ok(ethertype) = ctx.read::<u16>(ETH_HLEN - 2) else {
         return Ok(None);
     };
     if u16::from_be(ethertype) != ETH_P_IP {
         return Ok(None);
     }
-    let ip: Ipv4Fixed = ctx.load(ETH_HLEN).map_err(|_| MeshReason::TruncatedIpv4)?;
+    let ip: Ipv4Fixed = ctx.read(ETH_HLEN).map_err(|_| MeshReason::TruncatedIpv4)?;
     if ip.ver_ihl >> 4 != 4 || usize::from(ip.ver_ihl & 0x0f) * 4 < IPV4_MIN_HLEN {
         return Err(MeshReason::BadIpv4Header);
     }
@@ -490,19 +509,19 @@ fn parse_l3(ctx: &TcContext) -> Result<Option<Ipv4Fixed>, MeshReason> {
 /// `Ok(None)`: not IPv4 TCP/UDP/ICMP echo, or a later fragment — not the
 /// mesh's.
 ///
-/// Reads go through bpf_skb_load_bytes, which checks bounds against the whole
-/// skb (paged data included), so a short packet is an error, never an
-/// out-of-bounds read, and the offsets may depend on the IHL.
+/// Reads are bounded against the linear data or, past it, the whole skb
+/// (packet.rs), so a short packet is an error, never an out-of-bounds
+/// read, and the offsets may depend on the IHL.
 #[inline(always)]
 fn parse(ctx: &TcContext) -> Result<Option<Packet>, MeshReason> {
-    let Ok(ethertype) = ctx.load::<u16>(ETH_HLEN - 2) else {
+    let Ok(ethertype) = ctx.read::<u16>(ETH_HLEN - 2) else {
         // Shorter than Ethernet: not IPv4; the counter program counts it.
         return Ok(None);
     };
     if u16::from_be(ethertype) != ETH_P_IP {
         return Ok(None);
     }
-    let ip: Ipv4Fixed = ctx.load(ETH_HLEN).map_err(|_| MeshReason::TruncatedIpv4)?;
+    let ip: Ipv4Fixed = ctx.read(ETH_HLEN).map_err(|_| MeshReason::TruncatedIpv4)?;
     let ihl = usize::from(ip.ver_ihl & 0x0f) * 4;
     if ip.ver_ihl >> 4 != 4 || ihl < IPV4_MIN_HLEN {
         return Err(MeshReason::BadIpv4Header);
@@ -527,23 +546,24 @@ fn parse(ctx: &TcContext) -> Result<Option<Packet>, MeshReason> {
         return Err(MeshReason::TruncatedL4);
     }
     let ports: [u16; 2] = if proto == IPPROTO_ICMP {
-        let kind: u8 = ctx.load(l4).map_err(|_| MeshReason::TruncatedL4)?;
-        let id: u16 = ctx
-            .load(l4 + ICMP_ID)
-            .map_err(|_| MeshReason::TruncatedL4)?;
-        match kind {
+        // Type, code, checksum and identifier in one read.
+        let h: [u8; ICMP_ID + 2] = ctx.read(l4).map_err(|_| MeshReason::TruncatedL4)?;
+        let id = u16::from_ne_bytes([h[ICMP_ID], h[ICMP_ID + 1]]);
+        match h[0] {
             ICMP_ECHO_REQUEST => [id, 0],
             ICMP_ECHO_REPLY => [0, id],
             // Errors and the rest: not a flow of their own.
             _ => return Ok(None),
         }
     } else {
-        ctx.load(l4 + L4_SPORT)
+        ctx.read(l4 + L4_SPORT)
             .map_err(|_| MeshReason::TruncatedL4)?
     };
     let tcp_flags = if proto == IPPROTO_TCP {
-        ctx.load::<u8>(l4 + TCP_FLAGS)
-            .map_err(|_| MeshReason::TruncatedL4)?
+        // The data offset's byte with the flags: packet.rs reads one byte
+        // alone through the helper.
+        ctx.read::<[u8; 2]>(l4 + TCP_FLAGS - 1)
+            .map_err(|_| MeshReason::TruncatedL4)?[1]
     } else {
         0
     };
@@ -587,8 +607,8 @@ fn try_ingress(ctx: &TcContext) -> Result<i32, Fail> {
     let Some(ip) = parse_l3(ctx)? else {
         return Ok(TC_ACT_UNSPEC);
     };
-    check_vxlan(ctx, &ip)?;
-    if let Some(verdict) = try_decap(ctx, &ip) {
+    let checked = check_vxlan(ctx, &ip)?;
+    if let Some(verdict) = try_decap(ctx, &ip, checked) {
         return Ok(verdict);
     }
     // A packet the mesh cannot parse is still refused an overlay address.
@@ -620,20 +640,22 @@ fn try_ingress(ctx: &TcContext) -> Result<i32, Fail> {
 
 /// VXLAN from the underlay: an encrypted VNI's must have come through ESP.
 /// Later fragments carry no header to check and pass (the stack reassembles
-/// before the VXLAN socket; the first fragment was checked).
+/// before the VXLAN socket; the first fragment was checked). On success,
+/// the VNI checked and whether it is an encrypted network's, if it was.
 #[inline(always)]
-fn check_vxlan(ctx: &TcContext, ip: &Ipv4Fixed) -> Result<(), MeshReason> {
+fn check_vxlan(ctx: &TcContext, ip: &Ipv4Fixed) -> Result<Option<(u32, bool)>, MeshReason> {
     if ip.proto != IPPROTO_UDP || u16::from_be(ip.frag_off) & IP_OFFSET_MASK != 0 {
-        return Ok(());
+        return Ok(None);
     }
     let l4 = ETH_HLEN + usize::from(ip.ver_ihl & 0x0f) * 4;
-    let Ok(dport) = ctx.load::<u16>(l4 + L4_DPORT) else {
-        return Ok(());
+    let Ok(dport) = ctx.read::<u16>(l4 + L4_DPORT) else {
+        return Ok(None);
     };
     let Some(vni) = vxlan_vni(ctx, l4) else {
-        return Ok(());
+        return Ok(None);
     };
-    policy::check_vxlan(ctx, u16::from_be(dport), vni)
+    let encrypted = policy::check_vxlan(ctx, u16::from_be(dport), vni)?;
+    Ok(Some((vni, encrypted)))
 }
 
 /// VXLAN header length; the inner frame starts this far after the outer
@@ -651,9 +673,10 @@ const DECAP_LEN: i32 = ENCAP_LEN as i32;
 /// headers here and goes straight into the task's namespace after the
 /// task veth's own work: no IP and UDP receive, no VXLAN device, no GRO
 /// cell. `None`: not such a packet, or the kernel refused to shrink it:
-/// the stack takes it as before, unchanged.
+/// the stack takes it as before, unchanged. `checked`: what
+/// [`check_vxlan`] found.
 #[inline(always)]
-fn try_decap(ctx: &TcContext, ip: &Ipv4Fixed) -> Option<i32> {
+fn try_decap(ctx: &TcContext, ip: &Ipv4Fixed, checked: Option<(u32, bool)>) -> Option<i32> {
     if ip.proto != IPPROTO_UDP
         || ip.ver_ihl != 0x45
         || u16::from_be(ip.frag_off) & (IP_OFFSET_MASK | IP_MF) != 0
@@ -666,7 +689,7 @@ fn try_decap(ctx: &TcContext, ip: &Ipv4Fixed) -> Option<i32> {
         return None;
     }
     let l4 = ETH_HLEN + IPV4_MIN_HLEN;
-    let vx: [u8; VXLAN_HLEN] = ctx.load(l4 + UDP_HLEN).ok()?;
+    let vx: [u8; VXLAN_HLEN] = ctx.read(l4 + UDP_HLEN).ok()?;
     // The I flag: a VNI is present.
     if vx[0] & 0x08 == 0 {
         return None;
@@ -674,19 +697,23 @@ fn try_decap(ctx: &TcContext, ip: &Ipv4Fixed) -> Option<i32> {
     let vni = u32::from(vx[4]) << 16 | u32::from(vx[5]) << 8 | u32::from(vx[6]);
     // SAFETY: a plain value, copied out at once.
     let dev = unsafe { VXLANS.get(vni) }.copied()?;
-    let dport: u16 = ctx.load(l4 + L4_DPORT).ok()?;
-    if u16::from_be(dport) != dev.port || policy::encrypted_vni(vni) {
+    let dport: u16 = ctx.read(l4 + L4_DPORT).ok()?;
+    let encrypted = match checked {
+        Some((v, encrypted)) if v == vni => encrypted,
+        _ => policy::encrypted_vni(vni),
+    };
+    if u16::from_be(dport) != dev.port || encrypted {
         return None;
     }
-    let eth: [u8; ETH_HLEN] = ctx.load(INNER).ok()?;
+    let eth: [u8; ETH_HLEN] = ctx.read(INNER).ok()?;
     if eth[12..14] != ETH_P_IP.to_be_bytes() {
         return None;
     }
     let mac = [eth[0], eth[1], eth[2], eth[3], eth[4], eth[5]];
     // SAFETY: a plain value, copied out at once.
     let veth = unsafe { PEERS.get(PeerKey::new(dev.ifindex, mac)) }.copied()?;
-    let daddr: u32 = ctx.load(INNER + ETH_HLEN + IP_DADDR).ok()?;
-    policy::endpoint_of(veth).filter(|ep| ep.owns(daddr))?;
+    let daddr: u32 = ctx.read(INNER + ETH_HLEN + IP_DADDR).ok()?;
+    let ep = policy::endpoint_of(veth).filter(|ep| ep.owns(daddr))?;
     // FIXED_GSO: the inner segments keep their size (the helper would
     // grow gso_size by what it removed, and the task's TCP would misjudge
     // its peer's MSS from it).
@@ -702,7 +729,7 @@ fn try_decap(ctx: &TcContext, ip: &Ipv4Fixed) -> Option<i32> {
     if ctx.store(0, &macs, 0).is_err() {
         return Some(fail(MeshReason::Rewrite.into()));
     }
-    let verdict = match try_task_out(ctx, veth) {
+    let verdict = match try_task_out(ctx, veth, Some(ep)) {
         Ok(verdict) => verdict,
         Err(e) => fail(e),
     };
@@ -719,7 +746,7 @@ fn try_decap(ctx: &TcContext, ip: &Ipv4Fixed) -> Option<i32> {
 /// VNI 3, reserved 1); `None` if it is too short to be.
 #[inline(always)]
 fn vxlan_vni(ctx: &TcContext, l4: usize) -> Option<u32> {
-    let vni = ctx.load::<[u8; 4]>(l4 + UDP_HLEN + 4).ok()?;
+    let vni = ctx.read::<[u8; 4]>(l4 + UDP_HLEN + 4).ok()?;
     Some(u32::from(vni[0]) << 16 | u32::from(vni[1]) << 8 | u32::from(vni[2]))
 }
 
@@ -727,22 +754,25 @@ fn vxlan_vni(ctx: &TcContext, l4: usize) -> Option<u32> {
 /// are (VIPs of its own networks only); its replies to flows another node
 /// DNATed go back to that node; everything else must pass isolation.
 #[inline(always)]
-fn try_task_in(ctx: &TcContext) -> Result<i32, Fail> {
+fn try_task_in(ctx: &TcContext, seen: &mut Seen) -> Result<i32, Fail> {
     let Some(ip) = parse_l3(ctx)? else {
         return Ok(TC_ACT_UNSPEC);
     };
     let ep = policy::endpoint(ctx).ok_or(MeshReason::UnknownEndpoint)?;
+    seen.net = Some(ep.net);
     policy::check_source(ep, ip.saddr)?;
     let pkt = match parse(ctx) {
         Ok(p) => p,
         Err(reason) => {
             // Malformed L4 passes to the stack, but only where it may go.
-            policy::check_destination(ep, ip.saddr, ip.daddr, None)?;
+            let n = policy::check_destination(ep, ip.saddr, ip.daddr, None)?;
+            seen.dest = Some((ip.daddr, n));
             return Err(reason.into());
         }
     };
     let Some(pkt) = pkt else {
-        policy::check_destination(ep, ip.saddr, ip.daddr, None)?;
+        let n = policy::check_destination(ep, ip.saddr, ip.daddr, None)?;
+        seen.dest = Some((ip.daddr, n));
         return Ok(TC_ACT_UNSPEC);
     };
     // Frontends and the replies of flows another node DNATed only ever go
@@ -750,7 +780,8 @@ fn try_task_in(ctx: &TcContext) -> Result<i32, Fail> {
     // a frame to any other MAC is task to task, and isolation is all it
     // needs. That spares such frames three hash lookups.
     if !to_node_bridge(ctx) {
-        policy::check_destination(ep, pkt.flow.saddr, pkt.flow.daddr, Some(&pkt.flow))?;
+        let n = policy::check_destination(ep, pkt.flow.saddr, pkt.flow.daddr, Some(&pkt.flow))?;
+        seen.dest = Some((pkt.flow.daddr, n));
         return Ok(TC_ACT_UNSPEC);
     }
     if let Some(svc) = lookup_service(&pkt.flow) {
@@ -761,7 +792,8 @@ fn try_task_in(ctx: &TcContext) -> Result<i32, Fail> {
     }
     // SAFETY: ReturnPath is Copy; copied out at once.
     let Some(ret) = (unsafe { RETURN.get(pkt.flow) }).copied() else {
-        policy::check_destination(ep, pkt.flow.saddr, pkt.flow.daddr, Some(&pkt.flow))?;
+        let n = policy::check_destination(ep, pkt.flow.saddr, pkt.flow.daddr, Some(&pkt.flow))?;
+        seen.dest = Some((pkt.flow.daddr, n));
         return Ok(TC_ACT_UNSPEC);
     };
     // The destination MAC only: the bridge forwards the frame to the VXLAN
@@ -780,13 +812,14 @@ fn to_node_bridge(ctx: &TcContext) -> bool {
     let Some(node) = CONFIG.get(0).map(|c| c.node_mac) else {
         return true;
     };
-    node == [0; 6] || ctx.load::<[u8; 6]>(0).is_ok_and(|mac| mac == node)
+    node == [0; 6] || ctx.read::<[u8; 6]>(0).is_ok_and(|mac| mac == node)
 }
 
 /// To a task: replies from the backends it reached through a VIP get the
-/// VIP back; flows routed here by another node are remembered.
+/// VIP back; flows routed here by another node are remembered. `ep`: the
+/// veth's endpoint, if read already.
 #[inline(always)]
-fn try_task_out(ctx: &TcContext, veth: u32) -> Result<i32, Fail> {
+fn try_task_out(ctx: &TcContext, veth: u32, ep: Option<&Endpoint>) -> Result<i32, Fail> {
     let Some(pkt) = parse(ctx)? else {
         return Ok(TC_ACT_UNSPEC);
     };
@@ -795,7 +828,7 @@ fn try_task_out(ctx: &TcContext, veth: u32) -> Result<i32, Fail> {
         return reverse_nat(ctx, &pkt, rev);
     }
     remember_return(ctx, &pkt)?;
-    if let Some(ep) = policy::endpoint_of(veth)
+    if let Some(ep) = ep.or_else(|| policy::endpoint_of(veth))
         && let Err(reason) = policy::permit_replies(ep, &pkt.flow)
     {
         // Passed: the packet is fine; only its replies may be refused.
@@ -808,7 +841,7 @@ fn try_task_out(ctx: &TcContext, veth: u32) -> Result<i32, Fail> {
 /// it is this node's own (or the frame came straight from another task).
 #[inline(always)]
 fn remember_return(ctx: &TcContext, pkt: &Packet) -> Result<(), Fail> {
-    let Ok(src) = ctx.load::<[u8; 6]>(6) else {
+    let Ok(src) = ctx.read::<[u8; 6]>(6) else {
         return Ok(());
     };
     if !is_bridge_mac(&src) {

@@ -80,30 +80,31 @@ pub fn check_vip(ep: &Endpoint, vip: u32) -> Result<(), MeshReason> {
 /// From a task, not translated by the mesh: its own networks' addresses,
 /// replies the mesh permitted, and the outside (not from an `--internal`
 /// network) pass; the node's own
-/// addresses, the ingress network and other networks do not.
+/// addresses, the ingress network and other networks do not. On success,
+/// the destination's entry, which the caller may use again.
 #[inline(always)]
 pub fn check_destination(
     ep: &Endpoint,
     saddr: u32,
     daddr: u32,
     flow: Option<&FlowKey>,
-) -> Result<(), MeshReason> {
+) -> Result<Option<NetEntry>, MeshReason> {
     let Some(n) = network_of(daddr) else {
         // Outside the cluster's overlays this node knows: egress, unless
         // the source's network is `--internal`.
-        return crate::egress::check_internal(saddr);
+        return crate::egress::check_internal(saddr).map(|()| None);
     };
     // Published ports on the node's addresses were DNATed before.
     let node = n.flags & NET_F_NODE != 0;
     let ingress = n.flags & NET_F_INGRESS != 0;
     if !node && !ingress && ep.member(n.net) {
-        return Ok(());
+        return Ok(Some(n));
     }
     // SAFETY: only presence is read.
     if let Some(f) = flow
         && unsafe { PERMIT.get(f) }.is_some()
     {
-        return Ok(());
+        return Ok(Some(n));
     }
     Err(if node {
         MeshReason::IsolationNode
@@ -153,10 +154,11 @@ pub fn check_underlay(daddr: u32) -> Result<(), MeshReason> {
 /// address gets the IPsec mark, so the node pair's xfrm policy (looked up
 /// when the VXLAN device routes the encapsulated packet, which keeps the
 /// mark) sends it as ESP. Without a state the kernel drops it: no packet
-/// of an encrypted network leaves in clear. Returns whether it marked.
+/// of an encrypted network leaves in clear. `dest` is the destination
+/// address's entry ([`network_of`]). Returns whether it marked.
 #[inline(always)]
-pub fn mark_encrypted(ctx: &TcContext, daddr: u32) -> bool {
-    if let Some(n) = network_of(daddr)
+pub fn mark_encrypted(ctx: &TcContext, dest: Option<NetEntry>) -> bool {
+    if let Some(n) = dest
         && n.flags & NET_F_ENCRYPTED != 0
     {
         ctx.set_mark(IPSEC_MARK);
@@ -190,14 +192,16 @@ pub fn check_vxlan_out(dport: u16, vni: u32) -> Result<(), MeshReason> {
 /// skb's secpath holds a state with swarm's reqid); in clear it is dropped.
 /// The kernel's VXLAN socket takes encapsulated packets before any inbound
 /// xfrm policy check, so this is the only gate (swarm: iptables INPUT).
+/// On success, whether `vni` is an encrypted network's at all (as
+/// [`encrypted_vni`] would say).
 #[inline(always)]
-pub fn check_vxlan(ctx: &TcContext, dport: u16, vni: u32) -> Result<(), MeshReason> {
+pub fn check_vxlan(ctx: &TcContext, dport: u16, vni: u32) -> Result<bool, MeshReason> {
     // SAFETY: a plain value read; copied out at once.
     let Some(value) = (unsafe { ENCRYPTED_VNIS.get(vni) }).copied() else {
-        return Ok(());
+        return Ok(false);
     };
     if value & 0xffff != u32::from(dport) {
-        return Ok(());
+        return Ok(true);
     }
     // WireGuard's VXLAN comes out of the tunnel device, never in here.
     if value & shoal_common::policy::ENCVNI_F_WIREGUARD != 0 {
@@ -216,7 +220,7 @@ pub fn check_vxlan(ctx: &TcContext, dport: u16, vni: u32) -> Result<(), MeshReas
         )
     };
     if rc == 0 && state.reqid == shoal_common::policy::IPSEC_REQID {
-        Ok(())
+        Ok(true)
     } else {
         Err(MeshReason::CleartextEncrypted)
     }

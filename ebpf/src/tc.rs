@@ -17,6 +17,10 @@ use aya_ebpf::{
 };
 use shoal_common::stats::{Counter, Direction, Proto, Reason, STATS_ENTRIES, counter_index};
 
+mod packet;
+
+use packet::Read as _;
+
 const ETH_HLEN: usize = 14;
 const ETH_P_IP: u16 = 0x0800;
 const ETH_P_IPV6: u16 = 0x86dd;
@@ -64,17 +68,21 @@ fn count(ctx: &TcContext, dir: Direction) -> i32 {
 
 #[inline(always)]
 fn classify(ctx: &TcContext) -> Result<Proto, Reason> {
-    // Loads go through bpf_skb_load_bytes, so a short or non-linear skb gives
-    // an error instead of a verifier-rejected direct read.
+    // A short skb gives an error (packet.rs), never an out-of-bounds read.
     let ethertype = u16::from_be(
-        ctx.load::<u16>(ETH_HLEN - 2)
+        ctx.read::<u16>(ETH_HLEN - 2)
             .map_err(|_| Reason::TruncatedEth)?,
     );
     match ethertype {
         ETH_P_IP => {
-            let ver_ihl = ctx
-                .load::<u8>(ETH_HLEN)
-                .map_err(|_| Reason::TruncatedIpv4)?;
+            // Two bytes where there are (packet.rs reads one alone through
+            // the helper); a 15-byte frame still gets its version checked.
+            let ver_ihl = match ctx.read::<[u8; 2]>(ETH_HLEN) {
+                Ok(b) => b[0],
+                Err(_) => ctx
+                    .read::<u8>(ETH_HLEN)
+                    .map_err(|_| Reason::TruncatedIpv4)?,
+            };
             let ihl = usize::from(ver_ihl & 0x0f) * 4;
             if ver_ihl >> 4 != 4 || ihl < 20 {
                 return Err(Reason::BadIpv4Header);
@@ -82,9 +90,10 @@ fn classify(ctx: &TcContext) -> Result<Proto, Reason> {
             if (ctx.len() as usize) < ETH_HLEN + ihl {
                 return Err(Reason::TruncatedIpv4);
             }
+            // TTL and protocol: the header is whole by now.
             let proto = ctx
-                .load::<u8>(ETH_HLEN + 9)
-                .map_err(|_| Reason::TruncatedIpv4)?;
+                .read::<[u8; 2]>(ETH_HLEN + 8)
+                .map_err(|_| Reason::TruncatedIpv4)?[1];
             Ok(match proto {
                 IPPROTO_TCP => Proto::Tcp,
                 IPPROTO_UDP => Proto::Udp,
