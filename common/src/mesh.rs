@@ -62,7 +62,7 @@ pub const SERVICE_STATS_MAP: &str = "SHOAL_SVCST_V1";
 /// Per-CPU array of `u64`, indexed by [`MeshReason`].
 /// V2: the isolation reasons were appended (the array grew); V3: egress's
 /// and IPsec's; V4: the fast path's counts; V5: its encapsulation's.
-pub const MESH_REASONS_MAP: &str = "SHOAL_LBRSN_V5";
+pub const MESH_REASONS_MAP: &str = "SHOAL_LBRSN_V6";
 /// Array of one [`MeshConfig`].
 pub const MESH_CONFIG_MAP: &str = "SHOAL_LBCFG_V2";
 /// LRU hash [`FlowKey`] (backend → client, a reply) → [`ReturnPath`]: flows
@@ -497,10 +497,16 @@ pub enum MeshReason {
     /// veth's program and handed to the underlay's neighbour output,
     /// without the VXLAN device (counted, not dropped).
     FastPathEncap = 25,
+    /// A task's frame for another node that would not fit the underlay's
+    /// MTU once encapsulated (the MTU shrank under a running task), left
+    /// to the VXLAN device, which answers the task with ICMP
+    /// "fragmentation needed" as it did before the fast path (counted,
+    /// not dropped).
+    FastPathMtu = 26,
 }
 
 impl MeshReason {
-    pub const COUNT: u32 = 26;
+    pub const COUNT: u32 = 27;
     pub const ALL: [MeshReason; MeshReason::COUNT as usize] = [
         MeshReason::TruncatedIpv4,
         MeshReason::BadIpv4Header,
@@ -528,6 +534,7 @@ impl MeshReason {
         MeshReason::FastPathTx,
         MeshReason::FastPathDecap,
         MeshReason::FastPathEncap,
+        MeshReason::FastPathMtu,
     ];
 
     pub const fn name(self) -> &'static str {
@@ -558,6 +565,7 @@ impl MeshReason {
             MeshReason::FastPathTx => "fast-path-tx",
             MeshReason::FastPathDecap => "fast-path-decap",
             MeshReason::FastPathEncap => "fast-path-encap",
+            MeshReason::FastPathMtu => "fast-path-mtu",
         }
     }
 
@@ -576,6 +584,7 @@ impl MeshReason {
                 | MeshReason::FastPathTx
                 | MeshReason::FastPathDecap
                 | MeshReason::FastPathEncap
+                | MeshReason::FastPathMtu
         )
     }
 }

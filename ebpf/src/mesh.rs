@@ -53,8 +53,8 @@ use aya_ebpf::{
     helpers::{
         bpf_ktime_get_ns, bpf_sk_lookup_udp, bpf_sk_release, bpf_skc_lookup_tcp,
         generated::{
-            bpf_get_hash_recalc, bpf_get_prandom_u32, bpf_redirect, bpf_redirect_neigh,
-            bpf_redirect_peer,
+            bpf_check_mtu, bpf_get_hash_recalc, bpf_get_prandom_u32, bpf_redirect,
+            bpf_redirect_neigh, bpf_redirect_peer,
         },
     },
     macros::{classifier, map},
@@ -138,7 +138,7 @@ static REVNAT: LruHashMap<FlowKey, RevNat> = LruHashMap::pinned(MAX_FLOWS, 0);
 #[map(name = "SHOAL_SVCST_V1")]
 static SERVICE_STATS: PerCpuArray<ServiceStats> = PerCpuArray::pinned(MAX_SERVICES, 0);
 
-#[map(name = "SHOAL_LBRSN_V5")]
+#[map(name = "SHOAL_LBRSN_V6")]
 static REASONS: PerCpuArray<u64> = PerCpuArray::pinned(MeshReason::COUNT, 0);
 
 #[map(name = "SHOAL_LBCFG_V2")]
@@ -342,6 +342,10 @@ fn try_encap(ctx: &TcContext, vxlan: u32, net: Option<u32>) -> Option<i32> {
     if vtep.underlay == 0 || net != Some(vtep.vni) {
         return None;
     }
+    if !fits_underlay(ctx, vtep.underlay) {
+        count_reason(MeshReason::FastPathMtu);
+        return None;
+    }
     let outer_len = ctx.len() as usize - ETH_HLEN + ENCAP_LEN;
     // SAFETY: the context pointer is valid for the program's run.
     let hash = unsafe { bpf_get_hash_recalc(ctx.skb.skb) } as u32;
@@ -368,6 +372,51 @@ fn try_encap(ctx: &TcContext, vxlan: u32, net: Option<u32>) -> Option<i32> {
     // kernel routes the outer destination on that device); it only
     // records where the skb goes once this program returns.
     Some(unsafe { bpf_redirect_neigh(vtep.underlay, core::ptr::null_mut(), 0, 0) } as i32)
+}
+
+/// Whether the frame, encapsulated, fits the underlay's MTU (read from the
+/// device each time, so a change applies at once). A GSO frame is judged
+/// by its segments: its IPv4 and TCP or UDP headers and `gso_size` bytes.
+/// A frame that does not fit goes to the VXLAN device, whose transmit
+/// answers a DF packet with ICMP "fragmentation needed" (or fragments the
+/// outer packet of one without DF), which this path cannot do.
+#[inline(always)]
+fn fits_underlay(ctx: &TcContext, underlay: u32) -> bool {
+    let mut mtu: u32 = 0;
+    // SAFETY: the context's skb and a stack slot for the helper's output;
+    // with no length given it only reports the device's MTU here.
+    let rc = unsafe { bpf_check_mtu(ctx.skb.skb.cast(), underlay, &mut mtu, 0, 0) };
+    if rc < 0 {
+        return false;
+    }
+    // SAFETY: the context pointer is valid for the program's run.
+    let gso = unsafe { (*ctx.skb.skb).gso_size };
+    let inner_l3 = if gso == 0 {
+        ctx.len().saturating_sub(ETH_HLEN as u32)
+    } else {
+        let Some(headers) = l4_headers_end(ctx) else {
+            return false;
+        };
+        (headers - ETH_HLEN) as u32 + gso
+    };
+    inner_l3 + ENCAP_LEN as u32 <= mtu
+}
+
+/// Where a TCP or UDP frame's transport header ends (the IPv4 options and
+/// TCP options counted); `None` for anything else.
+#[inline(always)]
+fn l4_headers_end(ctx: &TcContext) -> Option<usize> {
+    let ip: Ipv4Fixed = ctx.read(ETH_HLEN).ok()?;
+    let l4 = ETH_HLEN + usize::from(ip.ver_ihl & 0x0f) * 4;
+    match ip.proto {
+        IPPROTO_UDP => Some(l4 + UDP_HLEN),
+        IPPROTO_TCP => {
+            // The data offset, with the flags byte (see packet.rs).
+            let b: [u8; 2] = ctx.read(l4 + TCP_FLAGS - 1).ok()?;
+            Some(l4 + usize::from(b[0] >> 4) * 4)
+        }
+        _ => None,
+    }
 }
 
 /// The outer Ethernet, IPv4, UDP and VXLAN headers and the inner Ethernet

@@ -15,13 +15,16 @@ use std::{net::SocketAddr, time::Duration};
 use anyhow::{Context, ensure};
 use shoal_lab::{
     Lab,
-    probe::{counters, http_get_from, http_service, task_ip, task_netns, task_row},
+    probe::{counters, http_get_from, http_service, in_netns, task_ip, task_netns, task_row},
 };
 
 const HTTP: &str = env!("CARGO_BIN_EXE_lab-http");
 const TIMEOUT: Duration = Duration::from_secs(5);
 /// New connections per target.
 const CALLS: u64 = 100;
+/// Bytes s1 sends s2 on one connection: enough for GSO frames of many
+/// segments.
+const BULK: usize = 8 << 20;
 
 fn vip_of(lab: &Lab, service: &str) -> anyhow::Result<std::net::Ipv4Addr> {
     let out = lab.shoal(1, &["service", "inspect", service, "--format", "json"])?;
@@ -160,6 +163,39 @@ async fn tasks_on_two_nodes_talk_through_the_fast_path() -> anyhow::Result<()> {
     ensure!(
         n1_rx >= 2 * CALLS,
         "n1 handed {n1_rx} frames into s1 for {CALLS} direct calls"
+    );
+
+    // Bulk data on one connection: the kernel hands the task veth GSO
+    // frames, each judged by its segments against the underlay's MTU. At
+    // the MTU tasks are given, every segment fits: all are encapsulated
+    // here, none left to the VXLAN device as too big (fast-path-mtu).
+    let before = counters(&lab, 1, "mesh_reasons")?;
+    let sent = in_netns(from_s1.clone(), move || -> std::io::Result<usize> {
+        use std::io::Write;
+        let mut s = std::net::TcpStream::connect_timeout(&direct, TIMEOUT)?;
+        s.set_write_timeout(Some(TIMEOUT))?;
+        // One header line the server reads on and on: it answers nothing,
+        // and takes every byte.
+        s.write_all(b"GET /")?;
+        s.write_all(&vec![b'x'; BULK])?;
+        s.flush()?;
+        Ok(BULK)
+    })??;
+    let after = counters(&lab, 1, "mesh_reasons")?;
+    let (encap, tx, mtu) = (
+        rose(&after, &before, "fast-path-encap"),
+        rose(&after, &before, "fast-path-tx"),
+        rose(&after, &before, "fast-path-mtu"),
+    );
+    println!("bulk: {sent} bytes, n1 encap {encap} tx {tx} mtu {mtu}");
+    ensure!(
+        mtu == 0,
+        "{mtu} of s1's frames were judged too big for the underlay"
+    );
+    // At most 64 KiB a frame: 8 MiB takes at least 128 of them.
+    ensure!(
+        encap >= (BULK >> 16) as u64 && tx < CALLS / 10,
+        "the bulk data was not encapsulated here (encap {encap}, tx {tx})"
     );
     lab.down()?;
     Ok(())

@@ -443,6 +443,89 @@ fn a_tasks_frames_for_mirrored_macs_are_encapsulated_here() {
     );
 }
 
+/// A frame that would not fit the underlay's MTU once encapsulated is left
+/// to the VXLAN device, whose transmit answers it with ICMP "fragmentation
+/// needed" (the underlay's MTU shrank under a running task); one that fits
+/// to the byte is encapsulated. A GSO frame is judged by its segments. The
+/// underlay is the loopback of a namespace of the test's own, at MTU 1500.
+#[test]
+fn frames_too_big_for_the_underlay_are_left_to_the_vxlan_device() {
+    use MeshReason::{FastPathEncap, FastPathMtu, FastPathTx};
+    use nix::sched::{CloneFlags, unshare};
+
+    // unshare() moves only the calling thread; the namespace dies with it.
+    std::thread::spawn(|| {
+        unshare(CloneFlags::CLONE_NEWNET).expect("unshare (needs root)");
+        loopback_mtu(1500).expect("lo's MTU");
+        let mut fx = fast();
+        fx.mesh
+            .fast_path()
+            .set_vteps(None, &mirrored(NET))
+            .expect("mirror");
+        // A task's TCP segment of `payload` bytes: 40 bytes of IPv4 and TCP
+        // headers before it.
+        let frame = |payload: usize| {
+            let mut p = Pkt::tcp(TASK, 40000, REMOTE, 80, TCP_ACK);
+            p.payload = vec![0x5a; payload];
+            with_macs(p.frame(), REMOTE_MAC, TASK_MAC)
+        };
+        let counted = |fx: &Fixture, before: &[(MeshReason, u64)], r: MeshReason| {
+            let after = fx.reasons();
+            after[r as usize].1 - before[r as usize].1
+        };
+
+        // 40 + 1410 + the 50 bytes of VXLAN = 1500.
+        let before = fx.reasons();
+        let (rc, out) = fx.run(PROG_TASK_INGRESS, &frame(1410));
+        assert_eq!(rc, REDIRECT, "fits: verdict");
+        assert_eq!(out.len(), frame(1410).len() + 50, "fits: encapsulated");
+        assert_eq!(
+            counted(&fx, &before, FastPathEncap),
+            1,
+            "fits: fast-path-encap"
+        );
+        assert_eq!(counted(&fx, &before, FastPathMtu), 0, "fits: fast-path-mtu");
+
+        let before = fx.reasons();
+        let big = frame(1411);
+        let (rc, out) = fx.run(PROG_TASK_INGRESS, &big);
+        assert_eq!(rc, REDIRECT, "one byte over: verdict");
+        assert_eq!(hex(&out), hex(&big), "one byte over: the frame unchanged");
+        assert_eq!(
+            counted(&fx, &before, FastPathMtu),
+            1,
+            "one byte over: fast-path-mtu"
+        );
+        assert_eq!(
+            counted(&fx, &before, FastPathTx),
+            1,
+            "one byte over: to the device"
+        );
+        assert_eq!(
+            counted(&fx, &before, FastPathEncap),
+            0,
+            "one byte over: not encapsulated"
+        );
+
+        // Two segments' worth in one GSO frame (a test run takes at most a
+        // page): its segments decide, not its length. (The test run's skb has no GSO type, so the kernel
+        // refuses to grow it either way and it goes to the device; only
+        // whether the MTU check passed is this test's.)
+        for (size, over) in [(1410, 0), (1411, 1)] {
+            let before = fx.reasons();
+            let (rc, _) = fx.run_gso(PROG_TASK_INGRESS, &frame(2 * 1410), 2, size);
+            assert_eq!(rc, REDIRECT, "GSO segments of {size}: verdict");
+            assert_eq!(
+                counted(&fx, &before, FastPathMtu),
+                over,
+                "GSO segments of {size}: fast-path-mtu"
+            );
+        }
+    })
+    .join()
+    .expect("the test's thread");
+}
+
 /// Only full mode mirrors: `redirect` and `off` empty the mirror, and a
 /// mirror write outside full mode keeps it empty.
 #[test]

@@ -378,6 +378,18 @@ impl Fixture {
         test_run::run(prog, frame)
     }
 
+    /// [`Self::run`] over `frame` made a GSO skb (see test_run::run_gso).
+    fn run_gso(
+        &mut self,
+        prog: &'static str,
+        frame: &[u8],
+        segs: u32,
+        size: u32,
+    ) -> (i32, Vec<u8>) {
+        let prog = Datapath::classifier(self.mesh.ebpf_mut(), prog).expect("program");
+        test_run::run_gso(prog, frame, segs, size)
+    }
+
     /// The isolation entry of the test run's device (lo, ifindex 1): the
     /// task veth the task programs see.
     fn endpoint(&mut self, own: u32, attachments: &[(u32, Ipv4Addr)]) {
@@ -781,6 +793,39 @@ fn affinity_and_idle_timeout() {
 /// Brings `lo` of the calling thread's network namespace up (SIOCSIFFLAGS).
 #[allow(unsafe_code)]
 fn loopback_up() -> std::io::Result<()> {
+    loopback_ioctl(|sock, ifr| {
+        // SAFETY: ifr lives across both calls and names an interface.
+        unsafe {
+            if libc::ioctl(sock, libc::SIOCGIFFLAGS, &mut *ifr) < 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            ifr.ifr_ifru.ifru_flags |= libc::IFF_UP as libc::c_short;
+            if libc::ioctl(sock, libc::SIOCSIFFLAGS, &*ifr) < 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+        }
+        Ok(())
+    })
+}
+
+/// Sets `lo`'s MTU (in a namespace of the test's own).
+#[allow(unsafe_code)]
+fn loopback_mtu(mtu: i32) -> std::io::Result<()> {
+    loopback_ioctl(|sock, ifr| {
+        ifr.ifr_ifru.ifru_mtu = mtu;
+        // SAFETY: ifr names an interface and lives across the call.
+        if unsafe { libc::ioctl(sock, libc::SIOCSIFMTU, &*ifr) } < 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+        Ok(())
+    })
+}
+
+/// Runs `f` with an interface-ioctl socket and an ifreq naming `lo`.
+#[allow(unsafe_code)]
+fn loopback_ioctl(
+    f: impl FnOnce(libc::c_int, &mut libc::ifreq) -> std::io::Result<()>,
+) -> std::io::Result<()> {
     use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
     // SAFETY: plain socket(2); the fd is owned at once.
     let raw = unsafe { libc::socket(libc::AF_INET, libc::SOCK_DGRAM | libc::SOCK_CLOEXEC, 0) };
@@ -794,17 +839,7 @@ fn loopback_up() -> std::io::Result<()> {
     for (d, s) in ifr.ifr_name.iter_mut().zip(b"lo\0") {
         *d = *s as libc::c_char;
     }
-    // SAFETY: ifr lives across both calls and names an interface.
-    unsafe {
-        if libc::ioctl(sock.as_raw_fd(), libc::SIOCGIFFLAGS, &mut ifr) < 0 {
-            return Err(std::io::Error::last_os_error());
-        }
-        ifr.ifr_ifru.ifru_flags |= libc::IFF_UP as libc::c_short;
-        if libc::ioctl(sock.as_raw_fd(), libc::SIOCSIFFLAGS, &ifr) < 0 {
-            return Err(std::io::Error::last_os_error());
-        }
-    }
-    Ok(())
+    f(sock.as_raw_fd(), &mut ifr)
 }
 
 /// A connection of the node's own from `source` (bound before connecting)

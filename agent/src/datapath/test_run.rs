@@ -35,6 +35,10 @@ const BPF_PROG_TEST_RUN: libc::c_long = 10;
 const SKB_CTX: usize = 256;
 /// `__sk_buff.mark`'s offset (after `len` and `pkt_type`).
 const SKB_MARK: usize = 8;
+/// `__sk_buff.gso_segs` and `.gso_size` (linux/bpf.h), the two GSO fields
+/// a test run takes from the context.
+const SKB_GSO_SEGS: usize = 164;
+const SKB_GSO_SIZE: usize = 176;
 
 /// Runs `prog` once over `frame`: (return value, the skb's mark after it).
 pub fn run_mark(prog: &SchedClassifier, frame: &[u8]) -> (i32, u32) {
@@ -47,6 +51,17 @@ pub fn run_mark(prog: &SchedClassifier, frame: &[u8]) -> (i32, u32) {
             .expect("four bytes"),
     );
     (rc, mark)
+}
+
+/// Runs `prog` once over `frame` made a GSO skb of `segs` segments of
+/// `size` bytes (its `gso_type` stays 0, which the kernel's TCP and UDP
+/// GSO paths would set): (return value, output frame).
+pub fn run_gso(prog: &SchedClassifier, frame: &[u8], segs: u32, size: u32) -> (i32, Vec<u8>) {
+    let mut ctx_in = [0u8; SKB_CTX];
+    ctx_in[SKB_GSO_SEGS..SKB_GSO_SEGS + 4].copy_from_slice(&segs.to_ne_bytes());
+    ctx_in[SKB_GSO_SIZE..SKB_GSO_SIZE + 4].copy_from_slice(&size.to_ne_bytes());
+    let mut ctx_out = [0u8; SKB_CTX];
+    run_with(prog, frame, Some((&ctx_in, &mut ctx_out)))
 }
 
 /// Runs `prog` once over `frame`: (return value, output frame). Panics if the
