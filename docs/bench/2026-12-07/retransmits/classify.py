@@ -1,13 +1,20 @@
 #!/usr/bin/env python3
 """Classifies a record.sh capture: each iperf3 client's retransmits by the
-sender's TCP counters, and the drops (skb:kfree_skb) inside the clients'
-lives by reason and dropping function.
+sender's TCP counters and the receiver's, and the drops (skb:kfree_skb)
+inside the clients' lives by reason and dropping function.
 
-    classify.py OUT_DIR SCENARIO
+    classify.py OUT_DIR SCENARIO   (OUT_DIR may hold the files gzipped)
 """
-import collections, json, re, statistics, sys
+import collections, gzip, json, os, re, statistics, sys
 
 out, sc = sys.argv[1], sys.argv[2]
+
+
+def lines(path):
+    """A capture's file, or its gzipped copy (as committed)."""
+    if os.path.exists(path):
+        return open(path)
+    return gzip.open(path + ".gz", "rt")
 
 # The sender's view of its retransmits (include/uapi/linux/snmp.h).
 CLASSES = [
@@ -17,6 +24,7 @@ CLASSES = [
     ("TcpExt.TCPLossProbes", "tail loss probes sent"),
     ("TcpExt.TCPLossProbeRecovery", "losses a probe recovered"),
     ("TcpExt.TCPTimeouts", "RTO timeouts"),
+    ("TcpExt.TCPSynRetrans", "SYN retransmits"),
     ("TcpExt.TCPSlowStartRetrans", "retransmits in slow start after an RTO"),
     ("TcpExt.TCPSpuriousRtxHostQueues", "retransmits while the original sat in a host queue"),
     ("TcpExt.TCPDSACKRecv", "D-SACKs received (a retransmit was needless)"),
@@ -39,7 +47,7 @@ RECEIVER = [
 ]
 
 runs = []
-for line in open(f"{out}/clients-{sc}.jsonl"):
+for line in lines(f"{out}/clients-{sc}.jsonl"):
     p = json.loads(line)
     # The bench's warm-ups and probes are not the measured runs; the
     # measured ones run `-t 5` (and `-P 2` for two streams).
@@ -72,7 +80,7 @@ pat = re.compile(r"^\s*([\d.]+):\s.*protocol=(\d+) location=(\S+) reason: (\S+)"
 windows = [(r[1], r[2]) for r in runs]
 inside = collections.Counter()
 total = collections.Counter()
-for line in open(f"{out}/drops-{sc}.txt"):
+for line in lines(f"{out}/drops-{sc}.txt"):
     m = pat.match(line)
     if not m:
         continue
