@@ -327,9 +327,15 @@ async fn mirror_network(
     let Ok(Some(path)) = overlay.vxlan_path(vni).await else {
         return BTreeMap::new();
     };
-    let want: BTreeMap<PeerKey, Vtep> = match overlay.remotes(vni).await {
-        Ok(remotes) if !encrypted => vteps_of(&path, &remotes).into_iter().collect(),
-        _ => BTreeMap::new(),
+    // An encrypted network's FDB is not even read: its device's entries
+    // only go.
+    let want: BTreeMap<PeerKey, Vtep> = if encrypted {
+        BTreeMap::new()
+    } else {
+        match overlay.remotes(vni).await {
+            Ok(remotes) => vteps_of(&path, &remotes).into_iter().collect(),
+            Err(_) => BTreeMap::new(),
+        }
     };
     if let Err(e) = mirror.set_vteps(Some(path.ifindex), &want) {
         tracing::warn!(vni, error = %e, "mirroring the overlay's FDB for the fast path");

@@ -410,11 +410,7 @@ fn l4_headers_end(ctx: &TcContext) -> Option<usize> {
     let l4 = ETH_HLEN + usize::from(ip.ver_ihl & 0x0f) * 4;
     match ip.proto {
         IPPROTO_UDP => Some(l4 + UDP_HLEN),
-        IPPROTO_TCP => {
-            // The data offset, with the flags byte (see packet.rs).
-            let b: [u8; 2] = ctx.read(l4 + TCP_FLAGS - 1).ok()?;
-            Some(l4 + usize::from(b[0] >> 4) * 4)
-        }
+        IPPROTO_TCP => tcp_offset_flags(ctx, l4).ok().map(|(len, _)| l4 + len),
         _ => None,
     }
 }
@@ -609,10 +605,9 @@ fn parse(ctx: &TcContext) -> Result<Option<Packet>, MeshReason> {
             .map_err(|_| MeshReason::TruncatedL4)?
     };
     let tcp_flags = if proto == IPPROTO_TCP {
-        // The data offset's byte with the flags: packet.rs reads one byte
-        // alone through the helper.
-        ctx.read::<[u8; 2]>(l4 + TCP_FLAGS - 1)
-            .map_err(|_| MeshReason::TruncatedL4)?[1]
+        tcp_offset_flags(ctx, l4)
+            .map_err(|_| MeshReason::TruncatedL4)?
+            .1
     } else {
         0
     };
@@ -629,6 +624,14 @@ fn parse(ctx: &TcContext) -> Result<Option<Packet>, MeshReason> {
         tcp_flags,
         first_fragment: frag & IP_MF != 0,
     }))
+}
+
+/// The TCP header at `l4`: its length (the data offset) and its flags, in
+/// one two-byte read (packet.rs reads a byte alone through the helper).
+#[inline(always)]
+fn tcp_offset_flags(ctx: &TcContext, l4: usize) -> Result<(usize, u8), i64> {
+    let b: [u8; 2] = ctx.read(l4 + TCP_FLAGS - 1)?;
+    Ok((usize::from(b[0] >> 4) * 4, b[1]))
 }
 
 #[inline(always)]
