@@ -10,7 +10,10 @@ use std::{
     collections::{BTreeSet, HashMap},
     io::Write,
     path::{Path, PathBuf},
-    sync::{Arc, Mutex},
+    sync::{
+        Arc, Mutex,
+        atomic::{AtomicUsize, Ordering},
+    },
     time::Duration,
 };
 
@@ -27,7 +30,7 @@ use shoal_ca::rustls::{ClientConfig, pki_types::ServerName};
 use shoal_controlplane::transport;
 use shoal_image::{Digest, ImageError, ImageInfo, ImageStore, Reference};
 use shoal_registry::{Client as RegistryClient, Credentials, Options as RegistryOptions};
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, watch};
 use tokio_stream::StreamExt;
 use tonic::{Request, Response, Status};
 
@@ -78,12 +81,14 @@ impl From<ImagesError> for Status {
     }
 }
 
-/// A node that holds an image's blobs: its id (its certificate's name) and
-/// its cluster address.
+/// A node that holds an image's blobs: its id (its certificate's name),
+/// its cluster address, and the manifest it holds (what the catalogue
+/// resolves the reference to, for an unpinned task).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Holder {
     pub node_id: String,
     pub addr: String,
+    pub digest: Option<Digest>,
 }
 
 /// The node's image store and who uses what in it.
@@ -94,8 +99,48 @@ pub struct Images {
     /// One fetch at a time: two tasks of one image fetch it once.
     fetching: tokio::sync::Mutex<()>,
     registry: RegistryClient,
-    /// Wakes the catalogue registration.
-    changed: tokio::sync::Notify,
+    catalogue: CatalogueSync,
+}
+
+/// What the cluster's catalogue has heard of this node's store. A change
+/// (`image load`, `tag`, `rm`) answers only once the catalogue holds it,
+/// so that a `service create` right after pins the image and other nodes
+/// find it here.
+#[derive(Debug)]
+struct CatalogueSync {
+    /// Changes made so far; the registration loop watches it.
+    changes: watch::Sender<u64>,
+    /// The last change the catalogue acknowledged.
+    registered: watch::Sender<u64>,
+    /// Registration loops running: none outside a swarm, where there is no
+    /// catalogue to wait for.
+    loops: AtomicUsize,
+}
+
+impl CatalogueSync {
+    /// The catalogue holds every change up to `number`.
+    fn acknowledge(&self, number: u64) {
+        self.registered.send_if_modified(|r| {
+            let newer = number > *r;
+            if newer {
+                *r = number;
+            }
+            newer
+        });
+    }
+}
+
+/// How long a change waits for the catalogue before answering anyway
+/// (the managers unreachable): the change itself is made.
+const REGISTER_WAIT: Duration = Duration::from_secs(5);
+
+/// Counts a running registration loop while it lives.
+struct LoopRunning<'a>(&'a AtomicUsize);
+
+impl Drop for LoopRunning<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::SeqCst);
+    }
 }
 
 impl std::fmt::Debug for Images {
@@ -138,7 +183,11 @@ impl Images {
             registry: RegistryClient::new(registry),
             users: Mutex::default(),
             fetching: tokio::sync::Mutex::new(()),
-            changed: tokio::sync::Notify::new(),
+            catalogue: CatalogueSync {
+                changes: watch::Sender::new(0),
+                registered: watch::Sender::new(0),
+                loops: AtomicUsize::new(0),
+            },
         })
     }
 
@@ -179,7 +228,7 @@ impl Images {
                 .collect()
         })
         .await?;
-        self.changed();
+        self.changed_and_registered().await;
         Ok(details)
     }
 
@@ -201,7 +250,7 @@ impl Images {
             detail(&store, &store.inspect(&target.to_string())?)
         })
         .await?;
-        self.changed();
+        self.changed_and_registered().await;
         Ok(tagged)
     }
 
@@ -232,7 +281,7 @@ impl Images {
             })
         })
         .await?;
-        self.changed();
+        self.changed_and_registered().await;
         Ok(reply)
     }
 
@@ -283,8 +332,16 @@ impl Images {
         tls: Option<Arc<ClientConfig>>,
         auth: Option<&Credentials>,
     ) -> Result<Digest, ImagesError> {
-        if let (Some(want), Some(tls)) = (digest, tls) {
-            match self.fetch_from(holders, &tls, parsed, want).await {
+        // Unpinned: the holders' manifest, as the catalogue resolved the
+        // reference when the task was assigned.
+        let want = digest.or_else(|| holders.iter().find_map(|h| h.digest.as_ref()));
+        if let (Some(want), Some(tls)) = (want, tls) {
+            let holders: Vec<Holder> = holders
+                .iter()
+                .filter(|h| h.digest.as_ref().is_none_or(|d| d == want))
+                .cloned()
+                .collect();
+            match self.fetch_from(&holders, &tls, parsed, want).await {
                 Ok(Some(())) => return Ok(want.clone()),
                 Ok(None) => {}
                 Err(e) => tracing::warn!(
@@ -406,7 +463,9 @@ impl Images {
             .map_err(|s| s.message().to_owned())?
             .into_inner();
         // The store reads synchronously: a pipe from this task to its thread.
-        let (tx, rx) = std::sync::mpsc::sync_channel::<Vec<u8>>(8);
+        // A bounded async channel: the sender awaits a slow disk rather
+        // than blocking a runtime thread.
+        let (tx, rx) = mpsc::channel::<Vec<u8>>(8);
         let store = self.store.clone();
         let d = digest.clone();
         let writer =
@@ -415,7 +474,7 @@ impl Images {
         while let Some(chunk) = stream.next().await {
             match chunk {
                 Ok(c) => {
-                    if tx.send(c.data).is_err() {
+                    if tx.send(c.data).await.is_err() {
                         break;
                     }
                 }
@@ -436,13 +495,13 @@ impl Images {
 
 /// A blocking reader over chunks sent from an async task.
 struct ChannelReader {
-    rx: std::sync::mpsc::Receiver<Vec<u8>>,
+    rx: mpsc::Receiver<Vec<u8>>,
     buf: Vec<u8>,
     at: usize,
 }
 
 impl ChannelReader {
-    fn new(rx: std::sync::mpsc::Receiver<Vec<u8>>) -> Self {
+    fn new(rx: mpsc::Receiver<Vec<u8>>) -> Self {
         ChannelReader {
             rx,
             buf: Vec::new(),
@@ -454,12 +513,12 @@ impl ChannelReader {
 impl std::io::Read for ChannelReader {
     fn read(&mut self, out: &mut [u8]) -> std::io::Result<usize> {
         while self.at == self.buf.len() {
-            match self.rx.recv() {
-                Ok(b) => {
+            match self.rx.blocking_recv() {
+                Some(b) => {
                     self.buf = b;
                     self.at = 0;
                 }
-                Err(_) => return Ok(0),
+                None => return Ok(0),
             }
         }
         let n = out.len().min(self.buf.len() - self.at);
@@ -566,9 +625,31 @@ const REGISTER_EVERY: Duration = Duration::from_secs(60);
 const REGISTER_RETRY: Duration = Duration::from_secs(2);
 
 impl Images {
-    /// Tells the registration loop the store changed.
-    pub fn changed(&self) {
-        self.changed.notify_one();
+    /// Tells the registration loop the store changed; the change's number.
+    pub fn changed(&self) -> u64 {
+        let mut number = 0;
+        self.catalogue.changes.send_modify(|n| {
+            *n += 1;
+            number = *n;
+        });
+        number
+    }
+
+    /// As [`Images::changed`], then waits until the catalogue holds the
+    /// change, if this node is in a swarm, for [`REGISTER_WAIT`] at most.
+    async fn changed_and_registered(&self) {
+        let number = self.changed();
+        if self.catalogue.loops.load(Ordering::SeqCst) == 0 {
+            return;
+        }
+        let mut registered = self.catalogue.registered.subscribe();
+        let heard = registered.wait_for(|r| *r >= number);
+        if tokio::time::timeout(REGISTER_WAIT, heard).await.is_err() {
+            tracing::warn!(
+                "the managers have not acknowledged this node's images within {REGISTER_WAIT:?}; \
+                 services created now may not find them here until they do"
+            );
+        }
     }
 
     /// What the catalogue should hold for this node: one record per reference.
@@ -591,8 +672,14 @@ impl Images {
 /// Keeps the cluster's image catalogue current with this node's store: at
 /// start, after every change, and every [`REGISTER_EVERY`].
 pub async fn register_loop(images: Arc<Images>, link: crate::link::ManagerLink) {
+    let catalogue = &images.catalogue;
+    catalogue.loops.fetch_add(1, Ordering::SeqCst);
+    let _running = LoopRunning(&catalogue.loops);
+    let mut changes = catalogue.changes.subscribe();
     let mut sent: BTreeSet<String> = BTreeSet::new();
     loop {
+        // Read before listing: a change after this is sent next round.
+        let number = *changes.borrow_and_update();
         let records = match images.records().await {
             Ok(r) => r,
             Err(e) => {
@@ -618,12 +705,16 @@ pub async fn register_loop(images: Arc<Images>, link: crate::link::ManagerLink) 
         }
         let wait = if done {
             sent = now;
+            catalogue.acknowledge(number);
             REGISTER_EVERY
         } else {
             REGISTER_RETRY
         };
-        // A change during the call left a permit: the next round sees it.
-        let _ = tokio::time::timeout(wait, images.changed.notified()).await;
+        // A change during the call marked `changes` seen-not: the next
+        // round starts at once.
+        if let Ok(Err(_)) = tokio::time::timeout(wait, changes.changed()).await {
+            return; // The store is gone.
+        }
     }
 }
 
@@ -709,6 +800,30 @@ mod tests {
         assert!(registry_auth("%%%").is_err());
         let not_json = base64::engine::general_purpose::STANDARD.encode("user:pass");
         assert!(registry_auth(&not_json).is_err());
+    }
+
+    #[tokio::test]
+    async fn a_change_answers_once_the_catalogue_holds_it() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let images = Images::open(dir.path(), RegistryOptions::default()).expect("store");
+        let short = Duration::from_millis(100);
+        // Outside a swarm there is no catalogue to wait for.
+        tokio::time::timeout(short, images.changed_and_registered())
+            .await
+            .expect("answers at once outside a swarm");
+        // In one: not before the registration loop's acknowledgement of
+        // this change; an earlier round's does not count.
+        images.catalogue.loops.fetch_add(1, Ordering::SeqCst);
+        let waiting = images.changed_and_registered();
+        tokio::pin!(waiting);
+        assert!(tokio::time::timeout(short, &mut waiting).await.is_err());
+        let number = *images.catalogue.changes.borrow();
+        images.catalogue.acknowledge(number - 1);
+        assert!(tokio::time::timeout(short, &mut waiting).await.is_err());
+        images.catalogue.acknowledge(number);
+        tokio::time::timeout(short, waiting)
+            .await
+            .expect("answers once acknowledged");
     }
 
     proptest! {

@@ -84,7 +84,7 @@ impl LogReaders {
         match &*self.0.read().unwrap_or_else(PoisonError::into_inner) {
             Some(ids) if ids.contains(node_id) => Ok(()),
             Some(_) => Err(Status::permission_denied(format!(
-                "task logs are served to the swarm's managers only: node {node_id} is not one                  now (demoted or removed)"
+                "task logs are served to the swarm's managers only: node {node_id} is not one now (demoted or removed)"
             ))),
             None => Err(Status::unavailable(
                 "this node has not heard from its managers yet; retry",

@@ -229,14 +229,17 @@ fn image_holders(state: &ClusterState, spec: &TaskSpec, me: &str) -> Vec<ImageHo
     if spec.image == HOST_IMAGE {
         return Vec::new();
     }
-    let holders: BTreeSet<&str> = if spec.image_digest.is_empty() {
+    let (digest, holders): (&str, BTreeSet<&str>) = if spec.image_digest.is_empty() {
+        // Unpinned (the catalogue did not know the image at create time):
+        // what it resolves the reference to now, so that a task placed
+        // after the image was loaded somewhere still finds it.
         shoal_api::reference::Reference::parse(&spec.image)
             .ok()
             .and_then(|r| state.resolve_image(&r.with_default_tag().to_string()))
-            .map(|(_, h)| h.nodes.iter().map(String::as_str).collect())
+            .map(|(d, h)| (d, h.nodes.iter().map(String::as_str).collect()))
             .unwrap_or_default()
     } else {
-        state.image_holders(&spec.image_digest)
+        (&spec.image_digest, state.image_holders(&spec.image_digest))
     };
     holders
         .into_iter()
@@ -247,6 +250,7 @@ fn image_holders(state: &ClusterState, spec: &TaskSpec, me: &str) -> Vec<ImageHo
             Some(ImageHolder {
                 node_id: n.id.clone(),
                 addr: cluster_addr(n)?,
+                digest: digest.to_owned(),
             })
         })
         .collect()

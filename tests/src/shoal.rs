@@ -100,7 +100,9 @@ impl Lab {
     }
 
     /// `service logs --raw` of `service` (its stdout and stderr, which
-    /// `service logs` prints apart as docker's does) once `pred` holds.
+    /// `service logs` prints apart as docker's does) once `pred` holds. On
+    /// timeout the error holds the last logs and `service ps`, and every
+    /// node's log ends are printed.
     pub async fn logs_until(
         &self,
         service: &str,
@@ -108,7 +110,7 @@ impl Lab {
         what: &str,
         pred: impl Fn(&str) -> bool,
     ) -> Result<String, LabError> {
-        eventually(within, what, || {
+        let found = eventually(within, what, || {
             let out = self.shoal_output(1, &["service", "logs", "--raw", service], b"")?;
             let both = format!(
                 "{}{}",
@@ -120,7 +122,15 @@ impl Lab {
             }
             Err(format!("{service} logs: {both:?}").into())
         })
-        .await
+        .await;
+        if found.is_err() {
+            match self.shoal(1, &["service", "ps", "--no-trunc", service]) {
+                Ok(ps) => eprintln!("---- lab {}: service ps {service} ----\n{ps}", self.name()),
+                Err(e) => eprintln!("---- lab {}: service ps {service}: {e}", self.name()),
+            }
+            self.print_log_tails();
+        }
+        found
     }
 
     /// `shoal ARGS` on node `k`, which must succeed; returns its stdout.

@@ -4,7 +4,8 @@
 //! - An image loaded on n1 only runs on every node: the others fetch its
 //!   blobs from n1 over 2377. The published port answers on every node and
 //!   busybox httpd logs the client's own address.
-//! - An image no one has ends the task `rejected` with docker's words.
+//! - An image no one has ends the task `rejected` with docker's words, until
+//!   a node loads it: the next task fetches it from there.
 //! - Contained: no task reads the node's keys or reaches shoald's socket,
 //!   its capabilities are docker's default set, mount and unshare fail.
 //! - Limits: a task over its memory limit is OOM-killed and `service ps`
@@ -76,12 +77,23 @@ async fn an_image_loaded_on_one_node_runs_on_every_node() -> anyhow::Result<()> 
 }
 
 #[tokio::test]
-async fn an_image_no_one_has_is_rejected_with_dockers_words() -> anyhow::Result<()> {
+async fn an_image_no_one_has_is_rejected_until_a_node_loads_it() -> anyhow::Result<()> {
     let lab = cluster("img-missing", 2).await?;
     let out = lab.shoal_output(
         1,
         &[
-            "service", "create", "--detach", "--name", "ghost", "nosuch:1", "sleep", "1",
+            "service",
+            "create",
+            "--detach",
+            "--name",
+            "ghost",
+            "--constraint",
+            "node.hostname==n2",
+            "--restart-delay",
+            "1s",
+            "nosuch:1",
+            "sleep",
+            "600",
         ],
         b"",
     )?;
@@ -101,6 +113,13 @@ async fn an_image_no_one_has_is_rejected_with_dockers_words() -> anyhow::Result<
         "error: {:?}",
         row.error
     );
+    // The image appears on n1 after the service was made, unpinned: the
+    // next task on n2 fetches it from n1 under what the catalogue resolves
+    // the tag to now. `image tag` answers once the catalogue has it.
+    lab.shoal(1, &["image", "tag", "busybox", "nosuch:1"])?;
+    running(&lab, "ghost", 1).await?;
+    let ls = lab.shoal(2, &["image", "ls"])?;
+    ensure!(ls.contains("nosuch"), "n2 did not fetch the image: {ls}");
     Ok(())
 }
 

@@ -456,15 +456,39 @@ fn assignments_carry_the_image_its_digest_and_where_to_fetch_it()
         t1.and_then(|t| t.resources).map(|r| r.limit_memory_bytes),
         Some(64 << 20)
     );
-    let holders: Vec<(String, String)> = t1
-        .map(|t| {
-            t.image_holders
-                .iter()
-                .map(|h| (h.node_id.clone(), h.addr.clone()))
-                .collect()
-        })
-        .unwrap_or_default();
-    assert_eq!(holders, [("n2".to_owned(), "198.18.0.2:2377".to_owned())]);
+    let holders = |set: &AssignmentSet| -> Vec<(String, String, String)> {
+        set.tasks
+            .iter()
+            .find(|t| t.id == "t1")
+            .map(|t| {
+                t.image_holders
+                    .iter()
+                    .map(|h| (h.node_id.clone(), h.addr.clone(), h.digest.clone()))
+                    .collect()
+            })
+            .unwrap_or_default()
+    };
+    let n2_holds = [(
+        "n2".to_owned(),
+        "198.18.0.2:2377".to_owned(),
+        digest.clone(),
+    )];
+    assert_eq!(holders(&set), n2_holds);
+    // Unpinned (created before any node had the image): the holders of
+    // what the catalogue resolves the reference to at assignment time,
+    // with that digest, so the node fetches it rather than asking a
+    // registry that may not have it.
+    let mut t = s.tasks["t1"].clone();
+    t.spec.image_digest = String::new();
+    apply(
+        &mut s,
+        &Command::UpdateTask {
+            id: t.id.clone(),
+            expected_version: t.version,
+            task: t,
+        },
+    )?;
+    assert_eq!(holders(&assignments(&s, "n1")), n2_holds);
     // A host task has nothing to fetch.
     let t2 = assignments(&s, "n2")
         .tasks
