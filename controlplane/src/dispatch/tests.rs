@@ -21,6 +21,18 @@ use crate::model::{
     apply,
 };
 
+/// Stores task `id` as `edit` changes it.
+fn edit_task(s: &mut ClusterState, id: &str, edit: impl FnOnce(&mut Task)) {
+    let mut t = s.tasks[id].clone();
+    edit(&mut t);
+    let update = Command::UpdateTask {
+        id: id.into(),
+        expected_version: t.version,
+        task: t,
+    };
+    apply(s, &update).expect("task updated");
+}
+
 fn node(id: &str, ip: &str, status: NodeState) -> Node {
     Node {
         id: id.into(),
@@ -233,24 +245,15 @@ fn mesh_cluster() -> ClusterState {
         },
     )
     .expect("service");
-    let mut t1 = s.tasks["t1"].clone();
-    t1.networks.insert(
-        0,
-        NetworkAttachment {
-            network_id: "ing".into(),
-            addresses: vec!["10.0.0.3/24".into()],
-        },
-    );
-    let v = t1.version;
-    apply(
-        &mut s,
-        &Command::UpdateTask {
-            id: "t1".into(),
-            expected_version: v,
-            task: t1,
-        },
-    )
-    .expect("t1");
+    edit_task(&mut s, "t1", |t| {
+        t.networks.insert(
+            0,
+            NetworkAttachment {
+                network_id: "ing".into(),
+                addresses: vec!["10.0.0.3/24".into()],
+            },
+        );
+    });
     s
 }
 
@@ -433,18 +436,11 @@ fn assignments_carry_the_image_its_digest_and_where_to_fetch_it()
             },
         )?;
     }
-    let mut t = s.tasks["t1"].clone();
-    t.spec.image = "busybox".into();
-    t.spec.image_digest = digest.clone();
-    t.spec.resources.limit_memory_bytes = 64 << 20;
-    apply(
-        &mut s,
-        &Command::UpdateTask {
-            id: t.id.clone(),
-            expected_version: t.version,
-            task: t,
-        },
-    )?;
+    edit_task(&mut s, "t1", |t| {
+        t.spec.image = "busybox".into();
+        t.spec.image_digest = digest.clone();
+        t.spec.resources.limit_memory_bytes = 64 << 20;
+    });
     let set = assignments(&s, "n1");
     let t1 = set.tasks.iter().find(|t| t.id == "t1");
     let c = t1.and_then(|t| t.container.clone()).unwrap_or_default();
@@ -478,16 +474,7 @@ fn assignments_carry_the_image_its_digest_and_where_to_fetch_it()
     // what the catalogue resolves the reference to at assignment time,
     // with that digest, so the node fetches it rather than asking a
     // registry that may not have it.
-    let mut t = s.tasks["t1"].clone();
-    t.spec.image_digest = String::new();
-    apply(
-        &mut s,
-        &Command::UpdateTask {
-            id: t.id.clone(),
-            expected_version: t.version,
-            task: t,
-        },
-    )?;
+    edit_task(&mut s, "t1", |t| t.spec.image_digest = String::new());
     assert_eq!(holders(&assignments(&s, "n1")), n2_holds);
     // A host task has nothing to fetch.
     let t2 = assignments(&s, "n2")
@@ -503,16 +490,7 @@ fn assignments_carry_the_image_its_digest_and_where_to_fetch_it()
     assert!(t2.is_some_and(|t| t.image_holders.is_empty()));
     // A task stored with a rootfs by an older build is sent with no image,
     // which no node runs.
-    let mut t = s.tasks["t2"].clone();
-    t.spec.legacy_rootfs = "/srv/tree".into();
-    apply(
-        &mut s,
-        &Command::UpdateTask {
-            id: t.id.clone(),
-            expected_version: t.version,
-            task: t,
-        },
-    )?;
+    edit_task(&mut s, "t2", |t| t.spec.legacy_rootfs = "/srv/tree".into());
     let t2 = assignments(&s, "n2")
         .tasks
         .into_iter()
@@ -555,21 +533,12 @@ fn files_cluster() -> ClusterState {
         mode: 0o400,
     };
     for id in ["t1", "t2"] {
-        let mut t = s.tasks[id].clone();
-        t.spec.secrets = vec![file("sec", "db", "db"), file("sec", "db", "/etc/pw")];
-        t.spec.configs = vec![file("cfg", "app", "/etc/app.conf")];
-        t.spec.env = vec!["NODE={{.Node.ID}}".into(), "SLOT={{.Task.Slot}}".into()];
-        t.spec.hostname = "{{.Service.Name}}-{{.Task.Slot}}".into();
-        let v = t.version;
-        apply(
-            &mut s,
-            &Command::UpdateTask {
-                id: id.into(),
-                expected_version: v,
-                task: t,
-            },
-        )
-        .expect("task");
+        edit_task(&mut s, id, |t| {
+            t.spec.secrets = vec![file("sec", "db", "db"), file("sec", "db", "/etc/pw")];
+            t.spec.configs = vec![file("cfg", "app", "/etc/app.conf")];
+            t.spec.env = vec!["NODE={{.Node.ID}}".into(), "SLOT={{.Task.Slot}}".into()];
+            t.spec.hostname = "{{.Service.Name}}-{{.Task.Slot}}".into();
+        });
     }
     s
 }
@@ -641,45 +610,15 @@ fn a_node_gets_the_files_of_its_own_tasks_only() {
 fn an_ended_task_takes_its_files_with_it() {
     let mut s = files_cluster();
     // Being stopped: it still runs, so it keeps its files.
-    let mut t = s.tasks["t1"].clone();
-    t.desired_state = TaskState::Shutdown;
-    let v = t.version;
-    apply(
-        &mut s,
-        &Command::UpdateTask {
-            id: "t1".into(),
-            expected_version: v,
-            task: t.clone(),
-        },
-    )
-    .expect("stop");
+    edit_task(&mut s, "t1", |t| t.desired_state = TaskState::Shutdown);
     assert_eq!(files_of(&assignments(&s, "n1")).len(), 3);
-    t.state = TaskState::Shutdown;
-    let v = s.tasks["t1"].version;
-    apply(
-        &mut s,
-        &Command::UpdateTask {
-            id: "t1".into(),
-            expected_version: v,
-            task: t,
-        },
-    )
-    .expect("ended");
+    edit_task(&mut s, "t1", |t| t.state = TaskState::Shutdown);
     assert!(files_of(&assignments(&s, "n1")).is_empty());
     // A task told to stop before it started never gets them.
-    let mut t2 = s.tasks["t2"].clone();
-    t2.state = TaskState::Assigned;
-    t2.desired_state = TaskState::Shutdown;
-    let v = t2.version;
-    apply(
-        &mut s,
-        &Command::UpdateTask {
-            id: "t2".into(),
-            expected_version: v,
-            task: t2,
-        },
-    )
-    .expect("t2");
+    edit_task(&mut s, "t2", |t| {
+        t.state = TaskState::Assigned;
+        t.desired_state = TaskState::Shutdown;
+    });
     let n2 = assignments(&s, "n2");
     assert!(n2.tasks.iter().any(|t| t.id == "t2"));
     assert!(files_of(&n2).iter().all(|(t, _, _)| t != "t2"));
