@@ -880,7 +880,7 @@ impl<O: Overlay, T: Tasks, M: MeshSync> Executor<O, T, M> {
                 .map(|h| crate::images::Holder {
                     node_id: h.node_id.clone(),
                     addr: h.addr.clone(),
-                    // Unparsable (an older manager): fetched as if unnamed.
+                    // Empty from an older manager: fetched as before, pinned only.
                     digest: shoal_image::Digest::parse(&h.digest).ok(),
                 })
                 .collect();

@@ -101,8 +101,8 @@ impl Lab {
 
     /// `service logs --raw` of `service` (its stdout and stderr, which
     /// `service logs` prints apart as docker's does) once `pred` holds. On
-    /// timeout the error holds the last logs and `service ps`, and every
-    /// node's log ends are printed.
+    /// timeout the error holds the last logs; `service ps` and the end of
+    /// every node's log are printed.
     pub async fn logs_until(
         &self,
         service: &str,
