@@ -156,8 +156,12 @@ pub(crate) fn chain(e: &dyn std::error::Error) -> String {
     let mut s = e.to_string();
     let mut src = e.source();
     while let Some(c) = src {
-        s.push_str(": ");
-        s.push_str(&c.to_string());
+        // A cause its error already quotes is not said twice.
+        let cause = c.to_string();
+        if !s.contains(&cause) {
+            s.push_str(": ");
+            s.push_str(&cause);
+        }
         src = c.source();
     }
     s
@@ -1208,6 +1212,39 @@ pub(crate) fn write(path: &Path, data: &[u8], mode: u32) -> Result<(), SwarmErro
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[derive(Debug, thiserror::Error)]
+    #[error("{text}")]
+    struct Caused {
+        text: String,
+        #[source]
+        source: Option<Box<Caused>>,
+    }
+
+    fn caused(text: &str, source: Option<Caused>) -> Caused {
+        Caused {
+            text: text.into(),
+            source: source.map(Box::new),
+        }
+    }
+
+    #[test]
+    fn a_chain_says_each_cause_once() {
+        let dns = || caused("lookup failed", Some(caused("no resolver", None)));
+        assert_eq!(
+            chain(&caused("pulling busybox", Some(dns()))),
+            "pulling busybox: lookup failed: no resolver"
+        );
+        // A registry error quoting its cause: the cause is not repeated,
+        // its own cause still is.
+        assert_eq!(
+            chain(&caused(
+                "cannot reach r: lookup failed; check the name",
+                Some(dns())
+            )),
+            "cannot reach r: lookup failed; check the name: no resolver"
+        );
+    }
 
     #[test]
     fn addresses_get_the_cluster_port() {
