@@ -10,10 +10,7 @@ use std::{
     collections::{BTreeSet, HashMap},
     io::Write,
     path::{Path, PathBuf},
-    sync::{
-        Arc, Mutex,
-        atomic::{AtomicUsize, Ordering},
-    },
+    sync::{Arc, Mutex},
     time::Duration,
 };
 
@@ -108,13 +105,11 @@ pub struct Images {
 /// find it here.
 #[derive(Debug)]
 struct CatalogueSync {
-    /// Changes made so far; the registration loop watches it.
+    /// Changes made so far. Its receivers are the registration loops:
+    /// none outside a swarm, where there is no catalogue to wait for.
     changes: watch::Sender<u64>,
     /// The last change the catalogue acknowledged.
     registered: watch::Sender<u64>,
-    /// Registration loops running: none outside a swarm, where there is no
-    /// catalogue to wait for.
-    loops: AtomicUsize,
 }
 
 impl CatalogueSync {
@@ -133,15 +128,6 @@ impl CatalogueSync {
 /// How long a change waits for the catalogue before answering anyway
 /// (the managers unreachable): the change itself is made.
 const REGISTER_WAIT: Duration = Duration::from_secs(5);
-
-/// Counts a running registration loop while it lives.
-struct LoopRunning<'a>(&'a AtomicUsize);
-
-impl Drop for LoopRunning<'_> {
-    fn drop(&mut self) {
-        self.0.fetch_sub(1, Ordering::SeqCst);
-    }
-}
 
 impl std::fmt::Debug for Images {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -186,7 +172,6 @@ impl Images {
             catalogue: CatalogueSync {
                 changes: watch::Sender::new(0),
                 registered: watch::Sender::new(0),
-                loops: AtomicUsize::new(0),
             },
         })
     }
@@ -639,7 +624,7 @@ impl Images {
     /// change, if this node is in a swarm, for [`REGISTER_WAIT`] at most.
     async fn changed_and_registered(&self) {
         let number = self.changed();
-        if self.catalogue.loops.load(Ordering::SeqCst) == 0 {
+        if self.catalogue.changes.receiver_count() == 0 {
             return;
         }
         let mut registered = self.catalogue.registered.subscribe();
@@ -673,8 +658,6 @@ impl Images {
 /// start, after every change, and every [`REGISTER_EVERY`].
 pub async fn register_loop(images: Arc<Images>, link: crate::link::ManagerLink) {
     let catalogue = &images.catalogue;
-    catalogue.loops.fetch_add(1, Ordering::SeqCst);
-    let _running = LoopRunning(&catalogue.loops);
     let mut changes = catalogue.changes.subscribe();
     let mut sent: BTreeSet<String> = BTreeSet::new();
     loop {
@@ -813,7 +796,7 @@ mod tests {
             .expect("answers at once outside a swarm");
         // In one: not before the registration loop's acknowledgement of
         // this change; an earlier round's does not count.
-        images.catalogue.loops.fetch_add(1, Ordering::SeqCst);
+        let _registration_loop = images.catalogue.changes.subscribe();
         let waiting = images.changed_and_registered();
         tokio::pin!(waiting);
         assert!(tokio::time::timeout(short, &mut waiting).await.is_err());
